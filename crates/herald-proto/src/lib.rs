@@ -1,0 +1,1 @@
+//! herald-proto (placeholder, being written)

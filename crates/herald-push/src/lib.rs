@@ -1,0 +1,1 @@
+//! herald-push (placeholder, being written)

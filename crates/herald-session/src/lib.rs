@@ -1,0 +1,1 @@
+//! herald-session (placeholder, being written)

@@ -1,0 +1,1 @@
+//! herald-store (placeholder, being written)
