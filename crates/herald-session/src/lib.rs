@@ -1,1 +1,17 @@
-//! herald-session (placeholder, being written)
+//! Per-session protocol state machines for Herald, sans-IO.
+//!
+//! Each machine here owns the protocol state of ONE client session and is driven by its
+//! owner (the server's session task) with inputs and an explicit `now: Instant`; it answers
+//! with values and events for the owner to act on.
+//!
+//! - [`sm`]: XEP-0198 stream management (h counters mod 2^32, unacked queue, ack requests,
+//!   ack-delay detection, hibernation and resumption) plus the [`sm::Tombstones`] store of
+//!   ended sessions' h values.
+//! - [`csi`]: XEP-0352 client state indication buffer (Prosody's mod_csi_simple model) and the
+//!   importance classification shared with push.
+//!
+//! Must not: spawn tasks, touch sockets, read clocks, or know about routing and storage. The
+//! machines are generic over the queued item type so they do not depend on the stanza model.
+
+pub mod csi;
+pub mod sm;
