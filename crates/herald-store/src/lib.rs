@@ -1,1 +1,37 @@
-//! herald-store (placeholder, being written)
+//! Herald's storage: role-sized traits and their embedded SQLite backend.
+//!
+//! Each role the server needs (accounts, roster, offline messages, blocking, the message
+//! archive, push registrations) is a small trait implemented by [`Store`], so a feature module
+//! depends only on the role it uses and another backend (PostgreSQL later) can implement the
+//! same traits and pass the same [`conformance`] suite.
+//!
+//! Everything is plain data here: users are bare JID strings (`"user@domain"`, so several
+//! domains can share one store), peers are JID strings, stanzas are serialized XML text. This
+//! crate must not know XMPP routing or parse stanzas; deciding *what* to store is the server's
+//! job, this crate only makes it durable and finds it again.
+//!
+//! All calls block; the async server calls them from `spawn_blocking`.
+
+mod account;
+mod archive;
+mod block;
+mod error;
+mod offline;
+mod push;
+mod roster;
+mod sqlite;
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+
+#[cfg(test)]
+mod tests;
+
+pub use account::{AccountStore, Credentials, ScramRecord};
+pub use archive::{ArchivePage, ArchiveQuery, ArchiveStore, ArchivedMessage, MamPrefs};
+pub use block::BlockStore;
+pub use error::{Result, StoreError};
+pub use offline::{OfflineMessage, OfflineStore};
+pub use push::{PushRegistration, PushStore};
+pub use roster::{RosterItem, RosterStore, Subscription};
+pub use sqlite::{Durability, Store, StoreOptions};

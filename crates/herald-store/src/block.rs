@@ -1,0 +1,74 @@
+//! Blocklists (XEP-0191): the JIDs each user has blocked, exactly as given.
+//!
+//! This module must not match JIDs (a blocked domain covers its users, a bare JID its
+//! resources): XEP-0191 defers to XEP-0016's JID matching rules, which the server
+//! applies; `is_blocked` is an exact lookup.
+
+use rusqlite::params;
+
+use crate::error::Result;
+use crate::sqlite::Store;
+
+/// Per-user blocklists.
+pub trait BlockStore {
+    /// The blocked JIDs, sorted.
+    fn blocklist(&self, user: &str) -> Result<Vec<String>>;
+    /// Adds JIDs (already blocked ones are fine).
+    fn block(&self, user: &str, jids: &[String]) -> Result<()>;
+    /// Removes JIDs (ones not blocked are fine).
+    fn unblock(&self, user: &str, jids: &[String]) -> Result<()>;
+    /// Empties the blocklist.
+    fn unblock_all(&self, user: &str) -> Result<()>;
+    /// Whether exactly `jid` is in the blocklist.
+    fn is_blocked(&self, user: &str, jid: &str) -> Result<bool>;
+}
+
+impl BlockStore for Store {
+    fn blocklist(&self, user: &str) -> Result<Vec<String>> {
+        self.read(|tx| {
+            let mut stmt =
+                tx.prepare_cached("SELECT jid FROM blocklist WHERE account = ?1 ORDER BY jid")?;
+            let rows = stmt.query_map([user], |r| r.get(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
+        })
+    }
+
+    fn block(&self, user: &str, jids: &[String]) -> Result<()> {
+        self.write(|tx| {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO blocklist (account, jid) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+            )?;
+            for jid in jids {
+                stmt.execute(params![user, jid])?;
+            }
+            Ok(())
+        })
+    }
+
+    fn unblock(&self, user: &str, jids: &[String]) -> Result<()> {
+        self.write(|tx| {
+            let mut stmt =
+                tx.prepare_cached("DELETE FROM blocklist WHERE account = ?1 AND jid = ?2")?;
+            for jid in jids {
+                stmt.execute(params![user, jid])?;
+            }
+            Ok(())
+        })
+    }
+
+    fn unblock_all(&self, user: &str) -> Result<()> {
+        self.write(|tx| {
+            tx.prepare_cached("DELETE FROM blocklist WHERE account = ?1")?
+                .execute([user])?;
+            Ok(())
+        })
+    }
+
+    fn is_blocked(&self, user: &str, jid: &str) -> Result<bool> {
+        self.read(|tx| {
+            Ok(tx
+                .prepare_cached("SELECT 1 FROM blocklist WHERE account = ?1 AND jid = ?2")?
+                .exists(params![user, jid])?)
+        })
+    }
+}

@@ -1,0 +1,1000 @@
+//! The behavioural contract of the storage traits, as one suite every backend must pass.
+//!
+//! [`run_all`] exercises every trait method, including the error cases callers rely on
+//! (`AlreadyExists`, `NotFound`, `QuotaExceeded` at the bound, unknown RSM ids). It panics on
+//! the first violation. It expects a fresh, empty store: it creates accounts under
+//! `*.conformance.test` domains and purges archive entries with negative timestamps. This
+//! module must not depend on backend details (no SQL): only the public traits.
+
+use crate::{
+    AccountStore, ArchiveQuery, ArchiveStore, ArchivedMessage, BlockStore, Credentials, MamPrefs,
+    OfflineStore, PushRegistration, PushStore, RosterItem, RosterStore, ScramRecord, Store,
+    StoreError, Subscription,
+};
+
+/// Runs every section of the suite against `store`.
+pub fn run_all(store: &Store) {
+    accounts(store);
+    roster(store);
+    subscription_requests(store);
+    offline(store);
+    blocking(store);
+    archive_filters(store);
+    archive_paging(store);
+    archive_ties(store);
+    mam_prefs(store);
+    push(store);
+    delete_account_removes_everything(store);
+    purge(store);
+}
+
+/// Distinct, recognisable credentials per seed.
+pub fn creds(seed: u8) -> Credentials {
+    let rec = |n: u8, iterations: u32| ScramRecord {
+        salt: vec![n; 16],
+        iterations,
+        stored_key: vec![n.wrapping_add(1); 20],
+        server_key: vec![n.wrapping_add(2); 20],
+    };
+    Credentials {
+        sha1: rec(seed, 4096),
+        sha256: rec(seed.wrapping_add(100), u32::MAX),
+    }
+}
+
+/// An archived message with a recognisable stanza.
+pub fn msg(id: &str, with: &str, timestamp: i64) -> ArchivedMessage {
+    ArchivedMessage {
+        id: id.to_owned(),
+        with: with.to_owned(),
+        timestamp,
+        stanza_xml: format!("<message id='{id}'><body>{id}</body></message>"),
+    }
+}
+
+fn item(jid: &str, sub: Subscription, ask: bool, groups: &[&str]) -> RosterItem {
+    RosterItem {
+        jid: jid.to_owned(),
+        name: Some(format!("name of {jid}")),
+        subscription: sub,
+        ask,
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+    }
+}
+
+fn ids(page: &[ArchivedMessage]) -> Vec<&str> {
+    page.iter().map(|m| m.id.as_str()).collect()
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+/// AccountStore: create, duplicates, credentials, bulk, list, delete.
+pub fn accounts(store: &Store) {
+    let a = "alice@accounts.conformance.test";
+    let b = "bob@accounts.conformance.test";
+    let c = "carol@accounts.conformance.test";
+    let ghost = "ghost@accounts.conformance.test";
+
+    store.create_account(a, &creds(1)).unwrap();
+    assert!(store.account_exists(a).unwrap());
+    assert!(!store.account_exists(ghost).unwrap());
+    assert_eq!(store.credentials(a).unwrap(), Some(creds(1)));
+    assert_eq!(store.credentials(ghost).unwrap(), None);
+    assert!(matches!(
+        store.create_account(a, &creds(2)),
+        Err(StoreError::AlreadyExists)
+    ));
+    // A failed create leaves the existing credentials alone.
+    assert_eq!(store.credentials(a).unwrap(), Some(creds(1)));
+
+    store.set_credentials(a, &creds(3)).unwrap();
+    assert_eq!(store.credentials(a).unwrap(), Some(creds(3)));
+    assert!(matches!(
+        store.set_credentials(ghost, &creds(3)),
+        Err(StoreError::NotFound)
+    ));
+    assert!(!store.account_exists(ghost).unwrap());
+
+    // Bulk skips existing accounts (and duplicates inside the batch: the first wins).
+    let batch = vec![
+        (c.to_owned(), creds(4)),
+        (a.to_owned(), creds(5)),
+        (b.to_owned(), creds(6)),
+        (c.to_owned(), creds(7)),
+    ];
+    assert_eq!(store.create_accounts_bulk(&batch).unwrap(), 2);
+    assert_eq!(store.credentials(a).unwrap(), Some(creds(3)));
+    assert_eq!(store.credentials(b).unwrap(), Some(creds(6)));
+    assert_eq!(store.credentials(c).unwrap(), Some(creds(4)));
+    assert_eq!(store.create_accounts_bulk(&[]).unwrap(), 0);
+
+    let list = store.list_accounts().unwrap();
+    let mut sorted = list.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(
+        list, sorted,
+        "list_accounts must be sorted, without duplicates"
+    );
+    let ours: Vec<&str> = list
+        .iter()
+        .map(String::as_str)
+        .filter(|u| u.ends_with("@accounts.conformance.test"))
+        .collect();
+    assert_eq!(ours, vec![a, b, c]);
+
+    assert!(matches!(
+        store.delete_account(ghost),
+        Err(StoreError::NotFound)
+    ));
+    store.delete_account(b).unwrap();
+    assert!(!store.account_exists(b).unwrap());
+    assert_eq!(store.credentials(b).unwrap(), None);
+    assert!(matches!(store.delete_account(b), Err(StoreError::NotFound)));
+    assert!(!store.list_accounts().unwrap().contains(&b.to_owned()));
+    // The name is free again.
+    store.create_account(b, &creds(8)).unwrap();
+    assert_eq!(store.credentials(b).unwrap(), Some(creds(8)));
+}
+
+/// RosterStore items and versions.
+pub fn roster(store: &Store) {
+    for s in [
+        Subscription::None,
+        Subscription::To,
+        Subscription::From,
+        Subscription::Both,
+    ] {
+        assert_eq!(Subscription::parse(s.as_str()), Some(s));
+    }
+    assert_eq!(Subscription::parse("remove"), None);
+    assert_eq!(Subscription::parse("Both"), None);
+
+    let u = "user@roster.conformance.test";
+    let other = "other@roster.conformance.test";
+    assert_eq!(store.roster(u).unwrap(), (0, vec![]));
+    assert_eq!(store.roster_len(u).unwrap(), 0);
+    assert_eq!(store.roster_item(u, "bob@x.test").unwrap(), None);
+
+    let bob = item("bob@x.test", Subscription::To, true, &["Work", "Friends"]);
+    assert_eq!(store.set_roster_item(u, &bob).unwrap(), 1);
+    let alice = RosterItem {
+        jid: "alice@x.test".to_owned(),
+        name: None,
+        subscription: Subscription::None,
+        ask: false,
+        groups: vec![],
+    };
+    assert_eq!(store.set_roster_item(u, &alice).unwrap(), 2);
+    // A bare domain (a component) is a valid contact.
+    let comp = item("proxy.x.test", Subscription::From, false, &["Services"]);
+    assert_eq!(store.set_roster_item(u, &comp).unwrap(), 3);
+
+    let (v, items) = store.roster(u).unwrap();
+    assert_eq!(v, 3);
+    assert_eq!(items, vec![alice.clone(), bob.clone(), comp.clone()]);
+    assert_eq!(store.roster_len(u).unwrap(), 3);
+    assert_eq!(store.roster_item(u, "bob@x.test").unwrap(), Some(bob));
+
+    // Upsert replaces every field; duplicate groups collapse keeping first-seen order.
+    let bob2 = RosterItem {
+        name: None,
+        subscription: Subscription::Both,
+        ask: false,
+        groups: strings(&["Zeta", "Alpha", "Zeta"]),
+        ..item("bob@x.test", Subscription::Both, false, &[])
+    };
+    assert_eq!(store.set_roster_item(u, &bob2).unwrap(), 4);
+    let got = store.roster_item(u, "bob@x.test").unwrap().unwrap();
+    assert_eq!(got.groups, strings(&["Zeta", "Alpha"]));
+    assert_eq!(got.subscription, Subscription::Both);
+    assert_eq!(got.name, None);
+    assert!(!got.ask);
+    assert_eq!(store.roster_len(u).unwrap(), 3);
+
+    // Another user's roster is separate.
+    assert_eq!(store.roster(other).unwrap(), (0, vec![]));
+    let other_bob = item("bob@x.test", Subscription::From, false, &["Other"]);
+    assert_eq!(store.set_roster_item(other, &other_bob).unwrap(), 1);
+    assert_eq!(
+        store.roster_item(u, "bob@x.test").unwrap().unwrap().groups,
+        strings(&["Zeta", "Alpha"])
+    );
+
+    assert!(matches!(
+        store.remove_roster_item(u, "nobody@x.test"),
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(
+        store.roster(u).unwrap().0,
+        4,
+        "a failed remove must not bump"
+    );
+    assert_eq!(store.remove_roster_item(u, "bob@x.test").unwrap(), 5);
+    assert_eq!(store.roster_item(u, "bob@x.test").unwrap(), None);
+    assert_eq!(store.roster(u).unwrap(), (5, vec![alice, comp]));
+    assert_eq!(store.roster_len(u).unwrap(), 2);
+    // Re-adding a removed item does not resurrect its old groups.
+    let bare = item("bob@x.test", Subscription::None, false, &[]);
+    assert_eq!(store.set_roster_item(u, &bare).unwrap(), 6);
+    assert_eq!(store.roster_item(u, "bob@x.test").unwrap(), Some(bare));
+    assert_eq!(store.roster(other).unwrap(), (1, vec![other_bob]));
+}
+
+/// RosterStore pending inbound subscription requests.
+pub fn subscription_requests(store: &Store) {
+    let u = "user@subreq.conformance.test";
+    assert!(store.subscription_requests(u).unwrap().is_empty());
+    store
+        .add_subscription_request(u, "a@x.test", "<presence type='subscribe'>1</presence>")
+        .unwrap();
+    store
+        .add_subscription_request(u, "b@x.test", "<presence type='subscribe'>2</presence>")
+        .unwrap();
+    store
+        .add_subscription_request(u, "c@x.test", "<presence type='subscribe'>3</presence>")
+        .unwrap();
+    // A repeated request replaces the stanza, one entry per JID.
+    store
+        .add_subscription_request(u, "a@x.test", "<presence type='subscribe'>4</presence>")
+        .unwrap();
+    let reqs = store.subscription_requests(u).unwrap();
+    assert_eq!(reqs.len(), 3);
+    assert_eq!(
+        reqs.iter().map(|(f, _)| f.as_str()).collect::<Vec<_>>(),
+        vec!["a@x.test", "b@x.test", "c@x.test"]
+    );
+    assert_eq!(reqs[0].1, "<presence type='subscribe'>4</presence>");
+    assert_eq!(reqs[1].1, "<presence type='subscribe'>2</presence>");
+
+    assert!(store.remove_subscription_request(u, "b@x.test").unwrap());
+    assert!(!store.remove_subscription_request(u, "b@x.test").unwrap());
+    assert!(!store
+        .remove_subscription_request("other@subreq.conformance.test", "a@x.test")
+        .unwrap());
+    let reqs = store.subscription_requests(u).unwrap();
+    assert_eq!(
+        reqs.iter().map(|(f, _)| f.as_str()).collect::<Vec<_>>(),
+        vec!["a@x.test", "c@x.test"]
+    );
+    assert!(store
+        .subscription_requests("other@subreq.conformance.test")
+        .unwrap()
+        .is_empty());
+}
+
+/// OfflineStore: order, bound, deletion by id.
+pub fn offline(store: &Store) {
+    let u = "user@offline.conformance.test";
+    let other = "other@offline.conformance.test";
+    assert_eq!(store.offline_count(u).unwrap(), 0);
+    assert!(store.offline_messages(u).unwrap().is_empty());
+
+    let id1 = store.store_offline(u, "<message>1</message>", 3).unwrap();
+    let id2 = store.store_offline(u, "<message>2</message>", 3).unwrap();
+    let id3 = store.store_offline(u, "<message>3</message>", 3).unwrap();
+    assert!(id1 < id2 && id2 < id3);
+    // At the bound: refused, nothing stored.
+    assert!(matches!(
+        store.store_offline(u, "<message>4</message>", 3),
+        Err(StoreError::QuotaExceeded)
+    ));
+    assert_eq!(store.offline_count(u).unwrap(), 3);
+    // The bound is per user.
+    let oid = store
+        .store_offline(other, "<message>o</message>", 3)
+        .unwrap();
+    assert!(matches!(
+        store.store_offline(other, "<message>x</message>", 0),
+        Err(StoreError::QuotaExceeded)
+    ));
+
+    let msgs = store.offline_messages(u).unwrap();
+    assert_eq!(
+        msgs.iter().map(|m| m.id).collect::<Vec<_>>(),
+        vec![id1, id2, id3]
+    );
+    assert_eq!(msgs[0].stanza_xml, "<message>1</message>");
+    assert_eq!(msgs[2].stanza_xml, "<message>3</message>");
+    assert!(msgs.iter().all(|m| m.stored_at > 0));
+    assert!(msgs.windows(2).all(|w| w[0].stored_at <= w[1].stored_at));
+
+    // Another user's id and unknown ids are not deleted.
+    assert_eq!(store.delete_offline(u, &[oid, id3 + 1_000_000]).unwrap(), 0);
+    assert_eq!(store.offline_count(other).unwrap(), 1);
+    assert_eq!(store.delete_offline(u, &[]).unwrap(), 0);
+    assert_eq!(store.delete_offline(u, &[id1, id3]).unwrap(), 2);
+    assert_eq!(store.delete_offline(u, &[id1]).unwrap(), 0);
+    let msgs = store.offline_messages(u).unwrap();
+    assert_eq!(msgs.iter().map(|m| m.id).collect::<Vec<_>>(), vec![id2]);
+
+    // Below the bound again: accepted, with a fresh id (ids are never reused).
+    let id4 = store.store_offline(u, "<message>4</message>", 3).unwrap();
+    assert!(id4 > id3);
+    assert_eq!(store.offline_count(u).unwrap(), 2);
+    assert_eq!(store.delete_offline(other, &[oid]).unwrap(), 1);
+    assert_eq!(store.offline_count(other).unwrap(), 0);
+}
+
+/// BlockStore.
+pub fn blocking(store: &Store) {
+    let u = "user@block.conformance.test";
+    let other = "other@block.conformance.test";
+    assert!(store.blocklist(u).unwrap().is_empty());
+    store
+        .block(u, &strings(&["z@x.test", "evil.test", "z@x.test"]))
+        .unwrap();
+    store.block(u, &strings(&["a@x.test/res"])).unwrap();
+    store.block(u, &strings(&["evil.test"])).unwrap();
+    assert_eq!(
+        store.blocklist(u).unwrap(),
+        strings(&["a@x.test/res", "evil.test", "z@x.test"])
+    );
+    assert!(store.is_blocked(u, "evil.test").unwrap());
+    assert!(store.is_blocked(u, "a@x.test/res").unwrap());
+    // Exact match only: JID matching rules are the server's.
+    assert!(!store.is_blocked(u, "a@x.test").unwrap());
+    assert!(!store.is_blocked(other, "evil.test").unwrap());
+    store.block(other, &strings(&["q@x.test"])).unwrap();
+
+    store
+        .unblock(u, &strings(&["z@x.test", "never@x.test"]))
+        .unwrap();
+    assert_eq!(
+        store.blocklist(u).unwrap(),
+        strings(&["a@x.test/res", "evil.test"])
+    );
+    store.unblock(u, &[]).unwrap();
+    store.unblock_all(u).unwrap();
+    assert!(store.blocklist(u).unwrap().is_empty());
+    assert!(!store.is_blocked(u, "evil.test").unwrap());
+    assert_eq!(store.blocklist(other).unwrap(), strings(&["q@x.test"]));
+}
+
+/// ArchiveStore: storing, duplicates, batches, and every filter.
+pub fn archive_filters(store: &Store) {
+    let u = "user@archive.conformance.test";
+    let other = "other@archive.conformance.test";
+    let all = |q: ArchiveQuery| {
+        store
+            .query_archive(u, &ArchiveQuery { max: 100, ..q })
+            .unwrap()
+    };
+    let empty = all(ArchiveQuery::default());
+    assert!(empty.items.is_empty());
+    assert!(empty.complete);
+    assert_eq!(empty.count, 0);
+
+    store
+        .archive(u, &msg("f1", "bob@x.test", 1000), "bob@x.test/phone")
+        .unwrap();
+    store
+        .archive(u, &msg("f2", "carol@x.test", 2000), "carol@x.test/pc")
+        .unwrap();
+    store
+        .archive_batch(&[
+            (
+                u.to_owned(),
+                msg("f3", "bob@x.test", 3000),
+                "bob@x.test/laptop".to_owned(),
+            ),
+            (u.to_owned(), msg("f4", "bob@x.test", 4000), String::new()),
+            (
+                other.to_owned(),
+                msg("f1", "bob@x.test", 1500),
+                "bob@x.test/phone".to_owned(),
+            ),
+        ])
+        .unwrap();
+    // Out of insertion order: results are still chronological.
+    store
+        .archive(u, &msg("f0", "dave@x.test", 500), "dave@x.test/r")
+        .unwrap();
+    store.archive_batch(&[]).unwrap();
+
+    // Same id twice for one user: refused; a batch with a taken id stores nothing.
+    assert!(matches!(
+        store.archive(u, &msg("f2", "bob@x.test", 9000), ""),
+        Err(StoreError::AlreadyExists)
+    ));
+    assert!(matches!(
+        store.archive_batch(&[
+            (u.to_owned(), msg("f9", "bob@x.test", 9000), String::new()),
+            (u.to_owned(), msg("f3", "bob@x.test", 9001), String::new()),
+        ]),
+        Err(StoreError::AlreadyExists)
+    ));
+
+    let page = all(ArchiveQuery::default());
+    assert_eq!(ids(&page.items), vec!["f0", "f1", "f2", "f3", "f4"]);
+    assert!(page.complete);
+    assert_eq!(page.count, 5);
+    assert_eq!(page.items[1], msg("f1", "bob@x.test", 1000));
+    let page = store
+        .query_archive(
+            other,
+            &ArchiveQuery {
+                max: 10,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(page.items, vec![msg("f1", "bob@x.test", 1500)]);
+
+    let page = all(ArchiveQuery {
+        with: Some("bob@x.test".into()),
+        ..Default::default()
+    });
+    assert_eq!(ids(&page.items), vec!["f1", "f3", "f4"]);
+    assert_eq!(page.count, 3);
+    // A full JID matches exactly the full JID stored; an empty with_full stored the bare one.
+    let page = all(ArchiveQuery {
+        with: Some("bob@x.test/laptop".into()),
+        ..Default::default()
+    });
+    assert_eq!(ids(&page.items), vec!["f3"]);
+    let page = all(ArchiveQuery {
+        with: Some("bob@x.test/tablet".into()),
+        ..Default::default()
+    });
+    assert!(page.items.is_empty());
+    assert_eq!(page.count, 0);
+    let page = all(ArchiveQuery {
+        with: Some("nobody@x.test".into()),
+        ..Default::default()
+    });
+    assert!(page.items.is_empty() && page.complete);
+
+    // start and end are inclusive.
+    let page = all(ArchiveQuery {
+        start: Some(1000),
+        end: Some(3000),
+        ..Default::default()
+    });
+    assert_eq!(ids(&page.items), vec!["f1", "f2", "f3"]);
+    assert_eq!(page.count, 3);
+    let page = all(ArchiveQuery {
+        start: Some(3001),
+        ..Default::default()
+    });
+    assert_eq!(ids(&page.items), vec!["f4"]);
+    let page = all(ArchiveQuery {
+        end: Some(999),
+        ..Default::default()
+    });
+    assert_eq!(ids(&page.items), vec!["f0"]);
+    let page = all(ArchiveQuery {
+        with: Some("bob@x.test".into()),
+        start: Some(2000),
+        ..Default::default()
+    });
+    assert_eq!(ids(&page.items), vec!["f3", "f4"]);
+
+    // ids: only those, chronological whatever the order asked; unknown ids are no error.
+    let page = all(ArchiveQuery {
+        ids: Some(strings(&["f4", "f1", "nope"])),
+        ..Default::default()
+    });
+    assert_eq!(ids(&page.items), vec!["f1", "f4"]);
+    assert_eq!(page.count, 2);
+    assert!(page.complete);
+    let page = all(ArchiveQuery {
+        ids: Some(vec![]),
+        ..Default::default()
+    });
+    assert!(page.items.is_empty());
+    assert_eq!(page.count, 0);
+    let page = all(ArchiveQuery {
+        ids: Some(strings(&["f1", "f2", "f3"])),
+        with: Some("bob@x.test".into()),
+        ..Default::default()
+    });
+    assert_eq!(ids(&page.items), vec!["f1", "f3"]);
+}
+
+/// ArchiveStore: RSM paging forward and backward, `complete`, `count`, unknown cursors.
+pub fn archive_paging(store: &Store) {
+    let u = "user@paging.conformance.test";
+    let batch: Vec<(String, ArchivedMessage, String)> = (1..=10)
+        .map(|i| {
+            let with = if i % 2 == 0 {
+                "even@x.test"
+            } else {
+                "odd@x.test"
+            };
+            (
+                u.to_owned(),
+                msg(&format!("p{i:02}"), with, i * 100),
+                with.to_owned(),
+            )
+        })
+        .collect();
+    store.archive_batch(&batch).unwrap();
+    let q = |after: Option<&str>, before: Option<&str>, max: usize| {
+        store
+            .query_archive(
+                u,
+                &ArchiveQuery {
+                    after_id: after.map(str::to_owned),
+                    before_id: before.map(str::to_owned),
+                    max,
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+    };
+
+    // Forward from the start.
+    let p = q(None, None, 3);
+    assert_eq!(ids(&p.items), vec!["p01", "p02", "p03"]);
+    assert!(!p.complete);
+    assert_eq!(p.count, 10);
+    let p = q(Some("p03"), None, 3);
+    assert_eq!(ids(&p.items), vec!["p04", "p05", "p06"]);
+    assert!(!p.complete);
+    assert_eq!(p.count, 10, "count ignores the cursor");
+    let p = q(Some("p06"), None, 3);
+    assert_eq!(ids(&p.items), vec!["p07", "p08", "p09"]);
+    assert!(!p.complete);
+    let p = q(Some("p09"), None, 3);
+    assert_eq!(ids(&p.items), vec!["p10"]);
+    assert!(p.complete);
+    // A page that ends exactly at the last item is complete.
+    let p = q(Some("p07"), None, 3);
+    assert_eq!(ids(&p.items), vec!["p08", "p09", "p10"]);
+    assert!(p.complete);
+    let p = q(Some("p10"), None, 3);
+    assert!(p.items.is_empty());
+    assert!(p.complete);
+
+    // Backward: empty <before/> is the last page, items still chronological.
+    let p = q(None, Some(""), 3);
+    assert_eq!(ids(&p.items), vec!["p08", "p09", "p10"]);
+    assert!(!p.complete);
+    assert_eq!(p.count, 10);
+    let p = q(None, Some("p08"), 3);
+    assert_eq!(ids(&p.items), vec!["p05", "p06", "p07"]);
+    assert!(!p.complete);
+    let p = q(None, Some("p04"), 3);
+    assert_eq!(ids(&p.items), vec!["p01", "p02", "p03"]);
+    assert!(p.complete, "nothing before p01");
+    let p = q(None, Some("p03"), 3);
+    assert_eq!(ids(&p.items), vec!["p01", "p02"]);
+    assert!(p.complete);
+    let p = q(None, Some("p01"), 3);
+    assert!(p.items.is_empty());
+    assert!(p.complete);
+    let p = q(None, Some(""), 20);
+    assert_eq!(p.items.len(), 10);
+    assert!(p.complete);
+
+    // Both cursors: the range between them, paged backward.
+    let p = q(Some("p02"), Some("p07"), 10);
+    assert_eq!(ids(&p.items), vec!["p03", "p04", "p05", "p06"]);
+    assert!(p.complete);
+    let p = q(Some("p02"), Some("p07"), 2);
+    assert_eq!(ids(&p.items), vec!["p05", "p06"]);
+    assert!(!p.complete);
+
+    // max = 0 asks for the count only (XEP-0059).
+    let p = q(None, None, 0);
+    assert!(p.items.is_empty());
+    assert_eq!(p.count, 10);
+    assert!(!p.complete);
+
+    // Cursors combine with filters; the cursor item need not match the filter.
+    let p = store
+        .query_archive(
+            u,
+            &ArchiveQuery {
+                with: Some("even@x.test".into()),
+                after_id: Some("p03".into()),
+                max: 2,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(ids(&p.items), vec!["p04", "p06"]);
+    assert!(!p.complete);
+    assert_eq!(p.count, 5);
+    let p = store
+        .query_archive(
+            u,
+            &ArchiveQuery {
+                with: Some("even@x.test".into()),
+                before_id: Some(String::new()),
+                end: Some(700),
+                max: 2,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(ids(&p.items), vec!["p04", "p06"]);
+    assert!(!p.complete);
+    assert_eq!(p.count, 3);
+
+    // Unknown cursors are item-not-found, including another user's ids.
+    for (after, before) in [
+        (Some("nope"), None),
+        (None, Some("nope")),
+        (Some("p01"), Some("nope")),
+    ] {
+        let r = store.query_archive(
+            u,
+            &ArchiveQuery {
+                after_id: after.map(str::to_owned),
+                before_id: before.map(str::to_owned),
+                max: 5,
+                ..Default::default()
+            },
+        );
+        assert!(
+            matches!(r, Err(StoreError::NotFound)),
+            "{after:?} {before:?}"
+        );
+    }
+    let r = store.query_archive(
+        "other@paging.conformance.test",
+        &ArchiveQuery {
+            after_id: Some("p01".into()),
+            max: 5,
+            ..Default::default()
+        },
+    );
+    assert!(matches!(r, Err(StoreError::NotFound)));
+}
+
+/// ArchiveStore: messages sharing a timestamp page in insertion order, none skipped or
+/// repeated, in both directions.
+pub fn archive_ties(store: &Store) {
+    let u = "user@ties.conformance.test";
+    let expected: Vec<String> = (0..7).map(|i| format!("t{i}")).collect();
+    for (i, id) in expected.iter().enumerate() {
+        let ts = if (1..6).contains(&i) {
+            5000
+        } else {
+            4000 + i as i64 * 1000
+        };
+        store.archive(u, &msg(id, "peer@x.test", ts), "").unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let p = store
+            .query_archive(
+                u,
+                &ArchiveQuery {
+                    after_id: after.clone(),
+                    max: 2,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        seen.extend(p.items.iter().map(|m| m.id.clone()));
+        after = p.items.last().map(|m| m.id.clone());
+        if p.complete {
+            break;
+        }
+        assert!(seen.len() <= expected.len(), "forward paging does not end");
+    }
+    assert_eq!(seen, expected);
+
+    let mut seen = Vec::new();
+    let mut before = String::new();
+    loop {
+        let p = store
+            .query_archive(
+                u,
+                &ArchiveQuery {
+                    before_id: Some(before.clone()),
+                    max: 2,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let mut page: Vec<String> = p.items.iter().map(|m| m.id.clone()).collect();
+        page.append(&mut seen);
+        seen = page;
+        match p.items.first() {
+            Some(first) => before = first.id.clone(),
+            None => break,
+        }
+        if p.complete {
+            break;
+        }
+        assert!(seen.len() <= expected.len(), "backward paging does not end");
+    }
+    assert_eq!(seen, expected);
+}
+
+/// ArchiveStore preferences.
+pub fn mam_prefs(store: &Store) {
+    let u = "user@prefs.conformance.test";
+    assert_eq!(store.mam_prefs(u).unwrap(), MamPrefs::default());
+    let prefs = MamPrefs {
+        default: Some("roster".into()),
+        always: strings(&["b@x.test", "a@x.test"]),
+        never: strings(&["c@x.test"]),
+    };
+    store.set_mam_prefs(u, &prefs).unwrap();
+    assert_eq!(
+        store.mam_prefs(u).unwrap(),
+        MamPrefs {
+            default: Some("roster".into()),
+            always: strings(&["a@x.test", "b@x.test"]),
+            never: strings(&["c@x.test"]),
+        }
+    );
+    // Replaces wholly, including back to the server default.
+    let prefs = MamPrefs {
+        default: None,
+        always: vec![],
+        never: strings(&["d@x.test"]),
+    };
+    store.set_mam_prefs(u, &prefs).unwrap();
+    assert_eq!(store.mam_prefs(u).unwrap(), prefs);
+    for mode in ["always", "never"] {
+        let p = MamPrefs {
+            default: Some(mode.into()),
+            ..Default::default()
+        };
+        store.set_mam_prefs(u, &p).unwrap();
+        assert_eq!(store.mam_prefs(u).unwrap(), p);
+    }
+    let bad = MamPrefs {
+        default: Some("sometimes".into()),
+        ..Default::default()
+    };
+    assert!(matches!(
+        store.set_mam_prefs(u, &bad),
+        Err(StoreError::Invalid(_))
+    ));
+    assert_eq!(
+        store.mam_prefs(u).unwrap().default.as_deref(),
+        Some("never")
+    );
+    assert_eq!(
+        store.mam_prefs("other@prefs.conformance.test").unwrap(),
+        MamPrefs::default()
+    );
+}
+
+fn reg(user: &str, jid: &str, node: &str, enabled_at: i64) -> PushRegistration {
+    PushRegistration {
+        user: user.to_owned(),
+        jid: jid.to_owned(),
+        node: node.to_owned(),
+        publish_options_xml: Some(format!("<x type='submit'>{node}</x>")),
+        enabled_at,
+        resource: Some("phone".into()),
+        lang: Some("en".into()),
+        error_count: 0,
+        last_push: None,
+        last_result: None,
+    }
+}
+
+/// PushStore.
+pub fn push(store: &Store) {
+    let u = "user@push.conformance.test";
+    let v = "zed@push.conformance.test";
+    let ours = |s: &Store| -> Vec<String> {
+        s.users_with_push()
+            .unwrap()
+            .into_iter()
+            .filter(|x| x.ends_with("@push.conformance.test"))
+            .collect()
+    };
+    assert!(store.push_registrations(u).unwrap().is_empty());
+    assert!(ours(store).is_empty());
+
+    let late = reg(u, "push.x.test", "node-late", 200);
+    let early = reg(u, "push.x.test", "node-early", 100);
+    let other_app = PushRegistration {
+        publish_options_xml: None,
+        resource: None,
+        lang: None,
+        ..reg(u, "push.y.test", "n", 300)
+    };
+    store.upsert_push_registration(&late).unwrap();
+    store.upsert_push_registration(&early).unwrap();
+    store.upsert_push_registration(&other_app).unwrap();
+    store
+        .upsert_push_registration(&reg(v, "push.x.test", "v", 1))
+        .unwrap();
+    assert_eq!(
+        store.push_registrations(u).unwrap(),
+        vec![early.clone(), late.clone(), other_app.clone()]
+    );
+    assert_eq!(ours(store), strings(&[u, v]));
+
+    // Re-enabling the same (jid, node) replaces the registration wholly.
+    let late2 = PushRegistration {
+        publish_options_xml: None,
+        enabled_at: 400,
+        resource: Some("tablet".into()),
+        error_count: 2,
+        ..late.clone()
+    };
+    store.upsert_push_registration(&late2).unwrap();
+    assert_eq!(
+        store.push_registrations(u).unwrap(),
+        vec![early.clone(), other_app.clone(), late2.clone()]
+    );
+
+    store
+        .update_push_stats(
+            u,
+            "push.x.test",
+            "node-early",
+            3,
+            Some(1234),
+            Some("error: wait"),
+        )
+        .unwrap();
+    let got = store.push_registrations(u).unwrap();
+    assert_eq!(got[0].error_count, 3);
+    assert_eq!(got[0].last_push, Some(1234));
+    assert_eq!(got[0].last_result.as_deref(), Some("error: wait"));
+    assert_eq!(got[0].publish_options_xml, early.publish_options_xml);
+    store
+        .update_push_stats(u, "push.x.test", "node-early", 0, Some(1300), None)
+        .unwrap();
+    let got = store.push_registrations(u).unwrap();
+    assert_eq!((got[0].error_count, got[0].last_result.clone()), (0, None));
+    assert!(matches!(
+        store.update_push_stats(u, "push.x.test", "missing", 1, None, None),
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.update_push_stats(v, "push.x.test", "node-early", 1, None, None),
+        Err(StoreError::NotFound)
+    ));
+
+    assert!(store
+        .delete_push_registration(u, "push.y.test", "n")
+        .unwrap());
+    assert!(!store
+        .delete_push_registration(u, "push.y.test", "n")
+        .unwrap());
+    assert_eq!(
+        store
+            .delete_push_registrations_by_jid(u, "push.y.test")
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .delete_push_registrations_by_jid(u, "push.x.test")
+            .unwrap(),
+        2
+    );
+    assert!(store.push_registrations(u).unwrap().is_empty());
+    assert_eq!(ours(store), strings(&[v]));
+    // Another user's registration with the same app server is untouched.
+    assert_eq!(store.push_registrations(v).unwrap().len(), 1);
+}
+
+/// AccountStore::delete_account clears the user's rows in every role, and only theirs.
+pub fn delete_account_removes_everything(store: &Store) {
+    let u = "doomed@delete.conformance.test";
+    let keep = "keeper@delete.conformance.test";
+    for user in [u, keep] {
+        store.create_account(user, &creds(9)).unwrap();
+        store
+            .set_roster_item(user, &item("c@x.test", Subscription::Both, false, &["G"]))
+            .unwrap();
+        store
+            .add_subscription_request(user, "r@x.test", "<presence/>")
+            .unwrap();
+        store.store_offline(user, "<message/>", 10).unwrap();
+        store.block(user, &strings(&["b@x.test"])).unwrap();
+        store.archive(user, &msg("d1", "c@x.test", 10), "").unwrap();
+        store
+            .set_mam_prefs(
+                user,
+                &MamPrefs {
+                    default: Some("always".into()),
+                    always: strings(&["c@x.test"]),
+                    never: strings(&["n@x.test"]),
+                },
+            )
+            .unwrap();
+        store
+            .upsert_push_registration(&reg(user, "push.x.test", "n", 1))
+            .unwrap();
+    }
+    store.delete_account(u).unwrap();
+
+    assert!(!store.account_exists(u).unwrap());
+    assert_eq!(store.credentials(u).unwrap(), None);
+    assert_eq!(store.roster(u).unwrap(), (0, vec![]));
+    assert_eq!(store.roster_item(u, "c@x.test").unwrap(), None);
+    assert!(store.subscription_requests(u).unwrap().is_empty());
+    assert_eq!(store.offline_count(u).unwrap(), 0);
+    assert!(store.blocklist(u).unwrap().is_empty());
+    let page = store
+        .query_archive(
+            u,
+            &ArchiveQuery {
+                max: 10,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(page.count, 0);
+    assert_eq!(store.mam_prefs(u).unwrap(), MamPrefs::default());
+    assert!(store.push_registrations(u).unwrap().is_empty());
+    assert!(!store.users_with_push().unwrap().contains(&u.to_owned()));
+
+    // The neighbour keeps everything.
+    assert!(store.account_exists(keep).unwrap());
+    assert_eq!(store.roster(keep).unwrap().1.len(), 1);
+    assert_eq!(store.roster(keep).unwrap().1[0].groups, strings(&["G"]));
+    assert_eq!(store.subscription_requests(keep).unwrap().len(), 1);
+    assert_eq!(store.offline_count(keep).unwrap(), 1);
+    assert_eq!(store.blocklist(keep).unwrap(), strings(&["b@x.test"]));
+    let page = store
+        .query_archive(
+            keep,
+            &ArchiveQuery {
+                max: 10,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(page.count, 1);
+    assert_eq!(store.mam_prefs(keep).unwrap().never, strings(&["n@x.test"]));
+    assert_eq!(store.push_registrations(keep).unwrap().len(), 1);
+
+    // A re-created account starts empty, archive ids are free again.
+    store.create_account(u, &creds(10)).unwrap();
+    assert_eq!(store.roster(u).unwrap(), (0, vec![]));
+    store.archive(u, &msg("d1", "c@x.test", 10), "").unwrap();
+}
+
+/// ArchiveStore::purge_archive_before (retention) across users.
+pub fn purge(store: &Store) {
+    let u = "user@purge.conformance.test";
+    let v = "other@purge.conformance.test";
+    // Negative timestamps: no other section uses them, so the count is exact.
+    store
+        .archive(u, &msg("old1", "p@x.test", -3000), "")
+        .unwrap();
+    store
+        .archive(u, &msg("old2", "p@x.test", -2000), "")
+        .unwrap();
+    store
+        .archive(v, &msg("old3", "p@x.test", -2500), "")
+        .unwrap();
+    store
+        .archive(u, &msg("edge", "p@x.test", -1000), "")
+        .unwrap();
+    store.archive(u, &msg("new", "p@x.test", -10), "").unwrap();
+    assert_eq!(store.purge_archive_before(-1000).unwrap(), 3);
+    let page = store
+        .query_archive(
+            u,
+            &ArchiveQuery {
+                end: Some(-1),
+                max: 10,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(ids(&page.items), vec!["edge", "new"]);
+    assert!(matches!(
+        store.query_archive(
+            u,
+            &ArchiveQuery {
+                after_id: Some("old1".into()),
+                max: 10,
+                ..Default::default()
+            }
+        ),
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(store.purge_archive_before(-1000).unwrap(), 0);
+}

@@ -1,0 +1,60 @@
+//! The crate's error type. Callers match on the domain variants (`NotFound`, `AlreadyExists`,
+//! `QuotaExceeded`, `Busy`) to answer clients; the rest are internal failures. This module must
+//! not build XMPP errors: mapping to stanza conditions is the server's job.
+
+/// Everything a store call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The account, item, registration or archive id the call refers to does not exist.
+    #[error("not found")]
+    NotFound,
+    /// The account (or archive id) being created already exists.
+    #[error("already exists")]
+    AlreadyExists,
+    /// The per-user bound (e.g. offline messages) is already reached; nothing was stored.
+    #[error("quota exceeded")]
+    QuotaExceeded,
+    /// Another connection kept the database locked longer than the busy timeout; retry later.
+    #[error("database is busy (locked by another connection): {0}")]
+    Busy(#[source] rusqlite::Error),
+    /// A value passed in is outside what the store accepts (e.g. an unknown MAM default mode).
+    #[error("invalid value: {0}")]
+    Invalid(String),
+    /// Any other SQLite failure.
+    #[error("sqlite: {0}")]
+    Sqlite(#[source] rusqlite::Error),
+    /// Creating the data directory or database file failed.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// The database holds something this code cannot read (bad value, unknown or newer schema).
+    #[error("corrupt or incompatible database: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// True for failures that may succeed if retried later (XMPP error type `wait`).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Busy(_))
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode;
+        if let rusqlite::Error::SqliteFailure(f, _) = &e {
+            match f.code {
+                ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
+                    return StoreError::Busy(e);
+                }
+                ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => {
+                    return StoreError::Corrupt(e.to_string());
+                }
+                _ => {}
+            }
+        }
+        StoreError::Sqlite(e)
+    }
+}
+
+/// Result of every store call.
+pub type Result<T> = std::result::Result<T, StoreError>;

@@ -1,0 +1,451 @@
+//! Backend tests of the SQLite store: the conformance suite on both flavours, plus what only
+//! a file store has (persistence, migrations, concurrent processes, locking, permissions).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::conformance::{self, creds, msg};
+use crate::sqlite::{DATABASE_FILE, USER_TABLES};
+use crate::*;
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+#[test]
+fn conformance_in_memory() {
+    conformance::run_all(&Store::open_in_memory().unwrap());
+}
+
+#[test]
+fn conformance_file_store() {
+    let dir = tmp();
+    let store = Store::open(dir.path()).unwrap();
+    conformance::run_all(&store);
+}
+
+#[test]
+fn conformance_file_store_full_durability_single_reader() {
+    let dir = tmp();
+    let options = StoreOptions {
+        durability: Durability::Full,
+        readers: 1,
+        ..StoreOptions::default()
+    };
+    conformance::run_all(&Store::open_with(dir.path(), &options).unwrap());
+}
+
+#[test]
+fn store_is_send_sync_clone_and_clones_share_data() {
+    fn assert_traits<T: Send + Sync + Clone + 'static>() {}
+    assert_traits::<Store>();
+    let dir = tmp();
+    let a = Store::open(dir.path()).unwrap();
+    let b = a.clone();
+    a.create_account("u@d", &creds(1)).unwrap();
+    assert!(b.account_exists("u@d").unwrap());
+    assert_eq!(a.path(), Some(dir.path().join(DATABASE_FILE).as_path()));
+    assert_eq!(Store::open_in_memory().unwrap().path(), None);
+}
+
+#[test]
+fn in_memory_stores_are_independent() {
+    let a = Store::open_in_memory().unwrap();
+    let b = Store::open_in_memory().unwrap();
+    a.create_account("u@d", &creds(1)).unwrap();
+    assert!(!b.account_exists("u@d").unwrap());
+}
+
+#[test]
+fn reopening_keeps_every_role() {
+    let dir = tmp();
+    let u = "u@example.test";
+    {
+        let s = Store::open(dir.path()).unwrap();
+        s.create_account(u, &creds(1)).unwrap();
+        s.set_roster_item(
+            u,
+            &RosterItem {
+                jid: "c@x".into(),
+                name: Some("C".into()),
+                subscription: Subscription::Both,
+                ask: true,
+                groups: vec!["G1".into(), "G2".into()],
+            },
+        )
+        .unwrap();
+        s.add_subscription_request(u, "r@x", "<presence type='subscribe'/>")
+            .unwrap();
+        s.store_offline(u, "<message>hi</message>", 10).unwrap();
+        s.block(u, &["b@x".to_owned()]).unwrap();
+        s.archive(u, &msg("a1", "c@x", 42), "c@x/r").unwrap();
+        s.set_mam_prefs(
+            u,
+            &MamPrefs {
+                default: Some("roster".into()),
+                always: vec!["c@x".into()],
+                never: vec![],
+            },
+        )
+        .unwrap();
+        s.upsert_push_registration(&PushRegistration {
+            user: u.into(),
+            jid: "push.x".into(),
+            node: "n".into(),
+            publish_options_xml: None,
+            enabled_at: 7,
+            resource: Some("phone".into()),
+            lang: None,
+            error_count: 5,
+            last_push: Some(9),
+            last_result: Some("ok".into()),
+        })
+        .unwrap();
+    }
+    let s = Store::open(dir.path()).unwrap();
+    assert_eq!(s.credentials(u).unwrap(), Some(creds(1)));
+    let (v, items) = s.roster(u).unwrap();
+    assert_eq!(v, 1);
+    assert_eq!(items[0].groups, vec!["G1".to_owned(), "G2".to_owned()]);
+    assert!(items[0].ask);
+    assert_eq!(s.subscription_requests(u).unwrap().len(), 1);
+    assert_eq!(
+        s.offline_messages(u).unwrap()[0].stanza_xml,
+        "<message>hi</message>"
+    );
+    assert!(s.is_blocked(u, "b@x").unwrap());
+    let page = s
+        .query_archive(
+            u,
+            &ArchiveQuery {
+                with: Some("c@x/r".into()),
+                max: 5,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(page.items, vec![msg("a1", "c@x", 42)]);
+    assert_eq!(s.mam_prefs(u).unwrap().default.as_deref(), Some("roster"));
+    // Push error counts survive a restart (push issue, item 10).
+    assert_eq!(s.push_registrations(u).unwrap()[0].error_count, 5);
+}
+
+#[test]
+fn migrations_are_recorded_once_per_role() {
+    let dir = tmp();
+    drop(Store::open(dir.path()).unwrap());
+    let s = Store::open(dir.path()).unwrap();
+    let rows: Vec<(String, i64)> = s
+        .read(|tx| {
+            let mut st = tx.prepare("SELECT role, version FROM schema_version ORDER BY role")?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .unwrap();
+    let roles: Vec<&str> = rows.iter().map(|(r, _)| r.as_str()).collect();
+    assert_eq!(
+        roles,
+        vec!["accounts", "archive", "blocking", "offline", "push", "roster"]
+    );
+    assert!(rows.iter().all(|(_, v)| *v == 1));
+}
+
+#[test]
+fn a_newer_schema_is_refused() {
+    let dir = tmp();
+    drop(Store::open(dir.path()).unwrap());
+    let raw = rusqlite::Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
+    raw.execute(
+        "UPDATE schema_version SET version = 99 WHERE role = 'archive'",
+        [],
+    )
+    .unwrap();
+    drop(raw);
+    match Store::open(dir.path()) {
+        Err(StoreError::Corrupt(m)) => assert!(m.contains("archive"), "{m}"),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_file_that_is_not_a_database_is_corrupt() {
+    let dir = tmp();
+    std::fs::write(dir.path().join(DATABASE_FILE), vec![0x42u8; 4096]).unwrap();
+    assert!(matches!(
+        Store::open(dir.path()),
+        Err(StoreError::Corrupt(_))
+    ));
+}
+
+/// `delete_account` relies on USER_TABLES; a table added to a role without being listed there
+/// would keep a deleted user's data.
+#[test]
+fn user_tables_list_every_table_with_an_account_column() {
+    let s = Store::open_in_memory().unwrap();
+    let with_account: BTreeSet<String> = s
+        .read(|tx| {
+            let mut st = tx.prepare(
+                "SELECT m.name FROM sqlite_master m, pragma_table_info(m.name) c
+                 WHERE m.type = 'table' AND c.name = 'account'",
+            )?;
+            let rows = st.query_map([], |r| r.get(0))?;
+            Ok(rows.collect::<rusqlite::Result<BTreeSet<String>>>()?)
+        })
+        .unwrap();
+    let listed: BTreeSet<String> = USER_TABLES.iter().map(|t| t.to_string()).collect();
+    assert_eq!(with_account, listed);
+}
+
+#[cfg(unix)]
+#[test]
+fn creates_a_private_data_dir_and_database() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tmp();
+    let data = dir.path().join("nested/herald-data");
+    Store::open(&data).unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join(DATABASE_FILE)), 0o600);
+}
+
+#[test]
+fn wal_mode_is_set_on_the_file() {
+    let dir = tmp();
+    drop(Store::open(dir.path()).unwrap());
+    let raw = rusqlite::Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
+    let mode: String = raw
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
+
+/// The CLI and the server are two processes with their own connections to one file; every
+/// write of both must succeed while the other writes.
+#[test]
+fn two_stores_on_one_file_write_concurrently() {
+    let dir = tmp();
+    let server = Store::open(dir.path()).unwrap();
+    let cli = Store::open(dir.path()).unwrap();
+    const N: usize = 200;
+    let mut handles = Vec::new();
+    for t in 0..2 {
+        let s = server.clone();
+        handles.push(std::thread::spawn(move || {
+            for i in 0..N {
+                s.archive("srv@d", &msg(&format!("s{t}-{i}"), "peer@d", i as i64), "")
+                    .unwrap();
+                s.store_offline("srv@d", "<message/>", usize::MAX).unwrap();
+            }
+        }));
+    }
+    for t in 0..2 {
+        let s = cli.clone();
+        handles.push(std::thread::spawn(move || {
+            for i in 0..N {
+                s.create_account(&format!("cli{t}-{i}@d"), &creds(1))
+                    .unwrap();
+                s.set_roster_item(
+                    "cli@d",
+                    &RosterItem {
+                        jid: format!("c{t}-{i}@d"),
+                        name: None,
+                        subscription: Subscription::Both,
+                        ask: false,
+                        groups: vec![],
+                    },
+                )
+                .unwrap();
+                // Reads interleaved with the other process's writes.
+                assert!(s.account_exists(&format!("cli{t}-{i}@d")).unwrap());
+            }
+        }));
+    }
+    for h in handles {
+        h.join().unwrap();
+    }
+    for s in [&server, &cli] {
+        assert_eq!(s.list_accounts().unwrap().len(), 2 * N);
+        assert_eq!(s.roster("cli@d").unwrap(), {
+            let (v, items) = s.roster("cli@d").unwrap();
+            assert_eq!(v, (2 * N) as u64);
+            (v, items)
+        });
+        assert_eq!(s.roster_len("cli@d").unwrap(), 2 * N);
+        assert_eq!(s.offline_count("srv@d").unwrap(), 2 * N);
+        let page = s
+            .query_archive(
+                "srv@d",
+                &ArchiveQuery {
+                    max: 0,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(page.count, 2 * N);
+    }
+}
+
+/// A write lock held elsewhere past the busy timeout is `Busy` (transient), not a generic
+/// failure; WAL readers are not blocked by it.
+#[test]
+fn a_lock_held_past_the_timeout_is_busy_and_reads_continue() {
+    let dir = tmp();
+    let options = StoreOptions {
+        busy_timeout: Duration::ZERO,
+        ..StoreOptions::default()
+    };
+    let store = Store::open_with(dir.path(), &options).unwrap();
+    store.create_account("before@d", &creds(1)).unwrap();
+
+    let mut other = rusqlite::Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
+    let tx = other
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .unwrap();
+    let err = store.create_account("during@d", &creds(1)).unwrap_err();
+    assert!(matches!(err, StoreError::Busy(_)), "{err:?}");
+    assert!(err.is_transient());
+    assert!(store.account_exists("before@d").unwrap());
+    assert_eq!(store.list_accounts().unwrap(), vec!["before@d".to_owned()]);
+    tx.commit().unwrap();
+
+    store.create_account("during@d", &creds(1)).unwrap();
+    assert!(store.account_exists("during@d").unwrap());
+}
+
+/// With the default busy timeout, a writer waits for another connection's transaction to end
+/// instead of failing: the other side commits once the waiting thread has started.
+#[test]
+fn a_writer_waits_for_a_short_lock() {
+    let dir = tmp();
+    let store = Store::open(dir.path()).unwrap();
+    let mut other = rusqlite::Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
+    let tx = other
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .unwrap();
+    tx.execute(
+        "INSERT INTO blocklist (account, jid) VALUES ('u@d', 'from-other@d')",
+        [],
+    )
+    .unwrap();
+    let started = Arc::new(std::sync::Barrier::new(2));
+    let s = store.clone();
+    let b = started.clone();
+    let writer = std::thread::spawn(move || {
+        b.wait();
+        s.block("u@d", &["from-store@d".to_owned()])
+    });
+    started.wait();
+    tx.commit().unwrap();
+    writer.join().unwrap().unwrap();
+    assert_eq!(
+        store.blocklist("u@d").unwrap(),
+        vec!["from-other@d".to_owned(), "from-store@d".to_owned()]
+    );
+}
+
+#[test]
+fn bulk_creates_a_hundred_thousand_accounts() {
+    let store = Store::open(tmp().path()).unwrap();
+    let batch: Vec<(String, Credentials)> = (0..100_000)
+        .map(|i| (format!("user{i:06}@bench.test"), creds(1)))
+        .collect();
+    assert_eq!(store.create_accounts_bulk(&batch).unwrap(), 100_000);
+    assert_eq!(store.create_accounts_bulk(&batch[..10]).unwrap(), 0);
+    let list = store.list_accounts().unwrap();
+    assert_eq!(list.len(), 100_000);
+    assert_eq!(list[0], "user000000@bench.test");
+    assert_eq!(list[99_999], "user099999@bench.test");
+}
+
+/// The MAM queries must be served by the indexes, not by scanning a user's whole archive
+/// or sorting it. Checked on the SQL `query_archive` really generates.
+#[test]
+fn archive_queries_use_indexes() {
+    use crate::archive::{count_query, page_query};
+    let store = Store::open_in_memory().unwrap();
+    let plan = |(sql, args): (String, Vec<rusqlite::types::Value>)| -> String {
+        store
+            .read(|tx| {
+                let mut st = tx.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+                let rows =
+                    st.query_map(rusqlite::params_from_iter(&args), |r| r.get::<_, String>(3))?;
+                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?.join("; "))
+            })
+            .unwrap()
+    };
+    let q = |with: Option<&str>, start, end, ids: Option<&[&str]>| ArchiveQuery {
+        with: with.map(str::to_owned),
+        start,
+        end,
+        ids: ids.map(|v| v.iter().map(|s| s.to_string()).collect()),
+        max: 10,
+        ..Default::default()
+    };
+    let cur = Some((50, 7));
+    let cases = [
+        (
+            page_query("u", &q(None, None, None, None), None, None, false),
+            "archive_by_time",
+        ),
+        (
+            page_query("u", &q(None, Some(1), Some(99), None), cur, None, false),
+            "archive_by_time",
+        ),
+        (
+            page_query("u", &q(None, Some(1), None, None), None, cur, true),
+            "archive_by_time",
+        ),
+        (
+            page_query("u", &q(Some("w"), None, None, None), cur, None, false),
+            "archive_by_with",
+        ),
+        (
+            page_query(
+                "u",
+                &q(Some("w/r"), Some(1), Some(99), None),
+                cur,
+                cur,
+                true,
+            ),
+            "archive_by_with",
+        ),
+        (
+            page_query("u", &q(Some("w"), Some(1), Some(99), None), None, cur, true),
+            "archive_by_with",
+        ),
+        (
+            count_query("u", &q(Some("w"), Some(1), Some(99), None)),
+            "archive_by_with",
+        ),
+        (
+            count_query("u", &q(None, Some(1), None, None)),
+            "archive_by_time",
+        ),
+        (
+            page_query(
+                "u",
+                &q(Some("w"), Some(1), None, Some(&["a", "b"])),
+                cur,
+                None,
+                false,
+            ),
+            "archive_by_id",
+        ),
+        (
+            count_query("u", &q(None, None, None, Some(&["a"]))),
+            "archive_by_id",
+        ),
+    ];
+    for (query, index) in cases {
+        let sql = query.0.clone();
+        let p = plan(query);
+        assert!(p.contains(index), "{sql}: {p}");
+        // A few ids may be sorted; anything else must come out of the index in order.
+        if index != "archive_by_id" {
+            assert!(!p.contains("TEMP B-TREE"), "{sql} sorts: {p}");
+        }
+    }
+    let retention = plan(("DELETE FROM archive WHERE ts < ?".into(), vec![5.into()]));
+    assert!(retention.contains("archive_by_age"), "{retention}");
+}
