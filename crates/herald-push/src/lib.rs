@@ -1,1 +1,24 @@
-//! herald-push (placeholder, being written)
+//! herald-push: the push business rules (`shared/reference/business_rules.md`, decision
+//! table `push-rules.md`) as pure code.
+//!
+//! - [`classify`]: the one importance judgement shared by CSI and push, and the summary
+//!   (sender, body) of a stanza.
+//! - [`engine`]: registrations, rules a/b/c, dedup, coalescing, extended hibernation,
+//!   wake-before-expiry, reply tracking, error accounting, device limits.
+//! - [`notification`]: the XEP-0357 publish IQ.
+//! - [`request`]: parsing `<enable/>`/`<disable/>`.
+//!
+//! Must not: do I/O, read clocks or spawn tasks. Every call takes `now`; storage changes and
+//! stanzas to send come back as [`engine::Action`]s.
+
+pub mod classify;
+pub mod engine;
+pub mod notification;
+pub mod request;
+
+pub use classify::{classify, summarize, Classifier, Importance, Summary};
+pub use engine::{
+    Action, Engine, PushConfig, RegKey, Registration, Reply, SessionId, StanzaId, StanzaInfo,
+};
+pub use notification::build_publish;
+pub use request::{parse_command, PushCommand, PushError};

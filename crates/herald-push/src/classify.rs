@@ -1,0 +1,170 @@
+//! One importance classification for every stanza the server might hold back or push.
+//!
+//! CSI (herald-session asks "is this important?") and push (what goes into the summary
+//! form, which coalescing class a stanza falls in, whether a call must ring) share this
+//! single judgement so the two can never disagree. It also extracts the [`Summary`]
+//! (sender and body) shown in a notification.
+//!
+//! Must not: look at sessions, registrations or time — it sees one stanza and nothing else.
+
+use minidom::Element;
+
+/// The stanza namespace Herald uses internally for client stanzas.
+pub const NS_CLIENT: &str = "jabber:client";
+/// XEP-0280 Message Carbons.
+pub const NS_CARBONS: &str = "urn:xmpp:carbons:2";
+/// XEP-0297 Stanza Forwarding.
+pub const NS_FORWARD: &str = "urn:xmpp:forward:0";
+/// XEP-0353 Jingle Message Initiation.
+pub const NS_JMI: &str = "urn:xmpp:jingle-message:0";
+
+/// Payloads that make a message important although a server cannot read them
+/// (clients often send encrypted messages without a body, or with a fallback body).
+const ENCRYPTED_PAYLOADS: &[(&str, &str)] = &[
+    // OMEMO, legacy Conversations namespace and XEP-0384 versions 0.x and 0.8+.
+    ("eu.siacs.conversations.axolotl", "encrypted"),
+    ("urn:xmpp:omemo:0", "encrypted"),
+    ("urn:xmpp:omemo:2", "encrypted"),
+    // XEP-0027: legacy OpenPGP.
+    ("jabber:x:encrypted", "x"),
+    // XEP-0373: OpenPGP for XMPP (OX).
+    ("urn:xmpp:openpgp:0", "openpgp"),
+];
+
+/// How much a stanza matters to a sleeping device. Ordered: `Urgent > Important > Unimportant`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Importance {
+    /// May wait: presence, chat states, receipts, headlines, sent carbons, subject changes.
+    Unimportant,
+    /// A human wants to read it: a message with a body or an encrypted payload.
+    Important,
+    /// Time-critical: an incoming call (Jingle Message Initiation `propose`).
+    Urgent,
+}
+
+impl Importance {
+    /// `true` for [`Importance::Important`] and [`Importance::Urgent`]: the CSI predicate.
+    pub fn is_important(self) -> bool {
+        self >= Importance::Important
+    }
+}
+
+/// The classifier, with the operator's extra important payloads.
+#[derive(Clone, Debug, Default)]
+pub struct Classifier {
+    /// (namespace, element name) of message payloads configured as important.
+    pub extra_important: Vec<(String, String)>,
+}
+
+impl Classifier {
+    /// Judges one stanza (a `message`, `presence` or `iq` in the client namespace).
+    pub fn classify(&self, stanza: &Element) -> Importance {
+        if stanza.name() != "message" {
+            // Presence and IQ never wake a device.
+            return Importance::Unimportant;
+        }
+        if stanza.get_child("sent", NS_CARBONS).is_some() {
+            // XEP-0280 §6: a sent carbon is the user's own message from another device.
+            return Importance::Unimportant;
+        }
+        match received_carbon(stanza) {
+            // XEP-0280 §6: a received carbon is judged by the message it carries.
+            Some(inner) => self.classify_message(inner),
+            None => self.classify_message(stanza),
+        }
+    }
+
+    fn classify_message(&self, msg: &Element) -> Importance {
+        match msg.attr("type") {
+            // RFC 6121 §5.2.2: headlines are ephemeral; errors are not for humans.
+            Some("headline") | Some("error") => return Importance::Unimportant,
+            _ => {}
+        }
+        if msg.get_child("propose", NS_JMI).is_some() {
+            // XEP-0353: an incoming call must ring now.
+            return Importance::Urgent;
+        }
+        let has_payload = |ns: &str, name: &str| msg.children().any(|c| c.is(name, ns));
+        if ENCRYPTED_PAYLOADS
+            .iter()
+            .any(|(ns, name)| has_payload(ns, name))
+        {
+            return Importance::Important;
+        }
+        if self
+            .extra_important
+            .iter()
+            .any(|(ns, name)| has_payload(ns, name))
+        {
+            return Importance::Important;
+        }
+        // A groupchat subject change carries a subject and no body (XEP-0045 §8.1), chat
+        // states and receipts carry neither: all fall through to Unimportant here.
+        if body_text(msg).is_some() {
+            Importance::Important
+        } else {
+            Importance::Unimportant
+        }
+    }
+}
+
+/// Classifies with [`Classifier::default()`] (no extra payloads).
+pub fn classify(stanza: &Element) -> Importance {
+    Classifier::default().classify(stanza)
+}
+
+/// Sender and body to show in a push for this stanza.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Bare JID of the sender (of the carried message for received carbons).
+    pub sender: Option<String>,
+    /// The first non-empty body (of the carried message for received carbons).
+    pub body: Option<String>,
+}
+
+/// Extracts the [`Summary`] of a stanza; received carbons are unwrapped.
+pub fn summarize(stanza: &Element) -> Summary {
+    let msg = if stanza.name() == "message" {
+        received_carbon(stanza).unwrap_or(stanza)
+    } else {
+        stanza
+    };
+    Summary {
+        sender: msg.attr("from").map(|f| bare_jid(f).to_owned()),
+        body: if msg.name() == "message" {
+            body_text(msg)
+        } else {
+            None
+        },
+    }
+}
+
+/// The bare part of a JID string: everything before the first `/` (RFC 7622 §3.1).
+pub fn bare_jid(jid: &str) -> &str {
+    match jid.find('/') {
+        Some(i) => &jid[..i],
+        None => jid,
+    }
+}
+
+/// The message inside `<received xmlns='urn:xmpp:carbons:2'><forwarded><message/>`.
+fn received_carbon(stanza: &Element) -> Option<&Element> {
+    let forwarded = stanza
+        .get_child("received", NS_CARBONS)?
+        .get_child("forwarded", NS_FORWARD)?;
+    // The carried message is in the client namespace; tolerate the outer one too in case
+    // the caller normalised differently.
+    let outer_ns = stanza.ns();
+    forwarded
+        .children()
+        .find(|c| c.name() == "message" && (c.ns() == NS_CLIENT || c.ns() == outer_ns))
+}
+
+/// First body with non-whitespace text, in the message's own namespace.
+fn body_text(msg: &Element) -> Option<String> {
+    let ns = msg.ns();
+    msg.children()
+        .filter(|c| c.name() == "body" && c.ns() == ns)
+        .map(|c| c.text())
+        .find(|t| !t.trim().is_empty())
+}
