@@ -36,6 +36,22 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         matches!(self, StoreError::Busy(_))
     }
+
+    /// The RFC 6120 §8.3.3 stanza error condition a handler answers with by default; a
+    /// handler with better context (e.g. `NotFound` of a roster item) may choose another.
+    pub fn xmpp_condition(&self) -> &'static str {
+        match self {
+            StoreError::NotFound => "item-not-found",
+            StoreError::AlreadyExists => "conflict",
+            // XEP-0160 practice and issue #3: a full offline store is resource-constraint.
+            StoreError::QuotaExceeded => "resource-constraint",
+            StoreError::Invalid(_) => "bad-request",
+            StoreError::Busy(_)
+            | StoreError::Sqlite(_)
+            | StoreError::Io(_)
+            | StoreError::Corrupt(_) => "internal-server-error",
+        }
+    }
 }
 
 impl From<rusqlite::Error> for StoreError {

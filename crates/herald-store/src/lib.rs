@@ -3,7 +3,8 @@
 //! Each role the server needs (accounts, roster, offline messages, blocking, the message
 //! archive, push registrations) is a small trait implemented by [`Store`], so a feature module
 //! depends only on the role it uses and another backend (PostgreSQL later) can implement the
-//! same traits and pass the same [`conformance`] suite.
+//! same traits and pass the same `conformance` suite (module behind the `conformance`
+//! feature).
 //!
 //! Everything is plain data here: users are bare JID strings (`"user@domain"`, so several
 //! domains can share one store), peers are JID strings, stanzas are serialized XML text. This

@@ -163,8 +163,14 @@ impl Store {
                 path.display()
             )));
         }
-        // Bounds the WAL file left behind after a burst of writes.
-        writer.execute_batch("PRAGMA journal_size_limit = 67108864;")?;
+        // Checkpoints (copying the WAL back into the database, with an fsync) run inside the
+        // commit that crosses the threshold. At SQLite's default of 1000 pages they dominated
+        // archiving: every message touches a leaf page per index of its user, so the WAL fills
+        // fast. 10000 pages (~40 MiB) measured ~3x faster for archive() and archive_batch.
+        // journal_size_limit bounds the WAL file left behind after a burst.
+        writer.execute_batch(
+            "PRAGMA wal_autocheckpoint = 10000; PRAGMA journal_size_limit = 67108864;",
+        )?;
         migrate(&mut writer)?;
 
         let mut readers = Vec::new();
