@@ -1,0 +1,105 @@
+//! Parsing of `<enable/>` and `<disable/>` (XEP-0357 §5, §6).
+
+use herald_push::request::{parse_command, PushCommand, PushError};
+use minidom::Element;
+
+const OWN: &str = "juliet@example.com/balcony";
+
+fn el(xml: &str) -> Element {
+    xml.parse().unwrap()
+}
+
+#[test]
+fn enable_with_publish_options() {
+    let xml =
+        "<enable xmlns='urn:xmpp:push:0' jid='push-5.client.example' node='yxs32uqsflafdk3iuqo'>\
+               <x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'>\
+               <value>http://jabber.org/protocol/pubsub#publish-options</value></field>\
+               <field var='secret'><value>eruio234vzxc2kla-91</value></field></x></enable>";
+    let e = el(xml);
+    let form = e.get_child("x", "jabber:x:data").cloned();
+    assert_eq!(
+        parse_command(&e, OWN),
+        Ok(PushCommand::Enable {
+            jid: "push-5.client.example".into(),
+            node: "yxs32uqsflafdk3iuqo".into(),
+            publish_options: form,
+        })
+    );
+}
+
+#[test]
+fn enable_without_node_or_form() {
+    let e = el("<enable xmlns='urn:xmpp:push:0' jid='push.example.net'/>");
+    assert_eq!(
+        parse_command(&e, OWN),
+        Ok(PushCommand::Enable {
+            jid: "push.example.net".into(),
+            node: String::new(),
+            publish_options: None
+        })
+    );
+}
+
+#[test]
+fn refusals() {
+    let cases = [
+        (
+            "<enable xmlns='urn:xmpp:push:0' node='n'/>",
+            PushError::MissingJid,
+        ),
+        (
+            "<enable xmlns='urn:xmpp:push:0' jid='' node='n'/>",
+            PushError::MissingJid,
+        ),
+        ("<disable xmlns='urn:xmpp:push:0'/>", PushError::MissingJid),
+        (
+            "<enable xmlns='urn:xmpp:push:0' jid='juliet@example.com' node='n'/>",
+            PushError::OwnJid,
+        ),
+        (
+            "<enable xmlns='urn:xmpp:push:0' jid='juliet@example.com/balcony' node='n'/>",
+            PushError::OwnJid,
+        ),
+        (
+            "<enable xmlns='urn:xmpp:push:1' jid='push.example.net'/>",
+            PushError::NotPush,
+        ),
+        (
+            "<query xmlns='urn:xmpp:push:0' jid='push.example.net'/>",
+            PushError::NotPush,
+        ),
+    ];
+    for (xml, want) in cases {
+        let got = parse_command(&el(xml), OWN);
+        assert_eq!(got, Err(want.clone()), "{xml}");
+        let cond = want.condition();
+        assert!(cond == "bad-request" || cond == "feature-not-implemented");
+    }
+    assert_eq!(PushError::MissingJid.condition(), "bad-request");
+    assert_eq!(PushError::OwnJid.condition(), "bad-request");
+}
+
+#[test]
+fn disable_with_and_without_node() {
+    assert_eq!(
+        parse_command(
+            &el("<disable xmlns='urn:xmpp:push:0' jid='push.example.net'/>"),
+            OWN
+        ),
+        Ok(PushCommand::Disable {
+            jid: "push.example.net".into(),
+            node: None
+        })
+    );
+    assert_eq!(
+        parse_command(
+            &el("<disable xmlns='urn:xmpp:push:0' jid='push.example.net' node='x'/>"),
+            OWN
+        ),
+        Ok(PushCommand::Disable {
+            jid: "push.example.net".into(),
+            node: Some("x".into())
+        })
+    );
+}
