@@ -68,10 +68,9 @@ fn bench_queued(c: &mut Criterion) {
             let now = base + Duration::from_millis(id * 50);
             let s = StanzaInfo {
                 id,
-                importance: if id % 4 == 0 {
-                    Importance::Unimportant
-                } else {
-                    Importance::Important
+                importance: match id % 4 {
+                    0 => Importance::Unimportant,
+                    _ => Importance::Important,
                 },
                 summary: Summary {
                     sender: Some("romeo@example.net".into()),
