@@ -1,1 +1,17 @@
-//! herald-proto (placeholder, being written)
+//! herald-proto: bytes ⇄ stanzas for Herald.
+//!
+//! The XML stream codec with hard limits and namespace normalisation ([`stream`]), namespace
+//! constants ([`ns`]), stream and stanza errors ([`error`]) and the server side of SASL
+//! (SCRAM-SHA-1/-256, PLAIN) with SCRAM credential derivation ([`sasl`]).
+//!
+//! This crate must not do I/O, read clocks, spawn tasks or know about sessions or storage:
+//! everything here is a pure function or a sans-IO state machine, so it can be fuzzed.
+
+pub mod error;
+pub mod ns;
+pub mod sasl;
+pub mod stream;
+
+pub use jid;
+pub use minidom;
+pub use minidom::Element;

@@ -1,0 +1,73 @@
+//! XML namespace names used by Herald.
+//!
+//! Only constants live here, so that every crate spells a namespace the same way. It must not
+//! grow logic: which namespace a stanza is *in* on the wire is decided by [`crate::stream`].
+
+/// RFC 6120 §4.8.3: content namespace of client-to-server streams (also Herald's internal form).
+pub const CLIENT: &str = "jabber:client";
+/// RFC 6120 §4.8.3: content namespace of server-to-server streams.
+pub const SERVER: &str = "jabber:server";
+/// XEP-0114: content namespace of accepted component streams.
+pub const COMPONENT: &str = "jabber:component:accept";
+/// RFC 6120 §4.8.1: the stream namespace (`stream:` prefix).
+pub const STREAM: &str = "http://etherx.jabber.org/streams";
+/// RFC 6120 §4.9.2: stream error conditions.
+pub const STREAMS_ERR: &str = "urn:ietf:params:xml:ns:xmpp-streams";
+/// RFC 6120 §8.3.2: stanza error conditions.
+pub const STANZAS_ERR: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+/// RFC 6120 §5: STARTTLS.
+pub const TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
+/// RFC 6120 §6: SASL.
+pub const SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
+/// RFC 6120 §7: resource binding.
+pub const BIND: &str = "urn:ietf:params:xml:ns:xmpp-bind";
+/// RFC 3921 / draft-cridland-xmpp-session: legacy session establishment.
+pub const SESSION: &str = "urn:ietf:params:xml:ns:xmpp-session";
+/// XEP-0198: stream management.
+pub const SM: &str = "urn:xmpp:sm:3";
+/// XEP-0352: client state indication.
+pub const CSI: &str = "urn:xmpp:csi:0";
+/// XEP-0280: message carbons.
+pub const CARBONS: &str = "urn:xmpp:carbons:2";
+/// XEP-0297: stanza forwarding.
+pub const FORWARD: &str = "urn:xmpp:forward:0";
+/// XEP-0313: message archive management, current namespace.
+pub const MAM: &str = "urn:xmpp:mam:2";
+/// XEP-0313: message archive management, previous namespace.
+pub const MAM1: &str = "urn:xmpp:mam:1";
+/// XEP-0059: result set management.
+pub const RSM: &str = "http://jabber.org/protocol/rsm";
+/// XEP-0004: data forms.
+pub const DATA_FORMS: &str = "jabber:x:data";
+/// XEP-0357: push notifications.
+pub const PUSH: &str = "urn:xmpp:push:0";
+/// XEP-0060: publish-subscribe.
+pub const PUBSUB: &str = "http://jabber.org/protocol/pubsub";
+/// XEP-0030: service discovery, info.
+pub const DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
+/// XEP-0030: service discovery, items.
+pub const DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
+/// XEP-0199: XMPP ping.
+pub const PING: &str = "urn:xmpp:ping";
+/// XEP-0092: software version.
+pub const VERSION: &str = "jabber:iq:version";
+/// RFC 6121 §2: roster management.
+pub const ROSTER: &str = "jabber:iq:roster";
+/// XEP-0191: blocking command.
+pub const BLOCKING: &str = "urn:xmpp:blocking";
+/// XEP-0203: delayed delivery.
+pub const DELAY: &str = "urn:xmpp:delay";
+/// XEP-0359: unique and stable stanza IDs.
+pub const SID: &str = "urn:xmpp:sid:0";
+/// XEP-0334: message processing hints.
+pub const HINTS: &str = "urn:xmpp:hints";
+/// XEP-0220: server dialback.
+pub const DIALBACK: &str = "jabber:server:dialback";
+/// RFC 6121 §2.6: roster versioning stream feature.
+pub const ROSTERVER: &str = "urn:xmpp:features:rosterver";
+/// XEP-0085: chat state notifications.
+pub const CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
+/// XEP-0184: message delivery receipts.
+pub const RECEIPTS: &str = "urn:xmpp:receipts";
+/// XEP-0353: Jingle message initiation.
+pub const JMI: &str = "urn:xmpp:jingle-message:0";
