@@ -274,7 +274,6 @@ enum Mode {
 #[derive(Debug)]
 struct SessionState {
     user: String,
-    resource: Option<String>,
     regs: Vec<RegKey>,
     mode: Mode,
 }
@@ -455,7 +454,6 @@ impl Engine {
             .entry(session)
             .or_insert_with(|| SessionState {
                 user: user.to_owned(),
-                resource: reg.resource.clone(),
                 regs: Vec::new(),
                 mode: Mode::Live,
             });
@@ -509,12 +507,10 @@ impl Engine {
             .entry(session)
             .or_insert_with(|| SessionState {
                 user: user.to_owned(),
-                resource: None,
                 regs: Vec::new(),
                 mode: Mode::Live,
             });
         sess.user = user.to_owned();
-        sess.resource = Some(resource.to_owned());
         sess.mode = Mode::Live;
         if let Some(map) = self.users.get_mut(user) {
             for state in map.values_mut() {
