@@ -1,1 +1,195 @@
-//! herald-server (placeholder, being written)
+//! The Herald runtime: configuration, listeners, TLS, session tasks, the router and the
+//! feature modules. Protocol rules that can be pure live in herald-proto, herald-session and
+//! herald-push; this crate wires them to sockets, timers and the store.
+
+pub mod admin;
+pub mod c2s;
+pub mod component;
+pub mod config;
+pub mod conn;
+pub mod iq;
+pub mod negotiate;
+pub mod router;
+pub mod routing;
+pub mod session;
+pub mod stanza;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context;
+use herald_proto::stream::Limits;
+use herald_store::{Store, StoreError};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use config::Config;
+
+/// Counters an operator looks at.
+#[derive(Default, Debug)]
+pub struct Metrics {
+    /// Failed SASL authentications.
+    pub auth_failures: AtomicU64,
+    /// Successful logins.
+    pub logins: AtomicU64,
+    /// Stanzas refused because a session's inbox was full.
+    pub inbox_full: AtomicU64,
+}
+
+/// State every task shares.
+pub struct Shared {
+    /// The configuration.
+    pub cfg: Config,
+    /// Who is online.
+    pub router: router::Router,
+    /// Persistent data.
+    pub store: Store,
+    /// TLS for c2s.
+    pub tls: Arc<rustls::ServerConfig>,
+    /// Decoder limits from the configuration.
+    pub limits: Limits,
+    /// Counters.
+    pub metrics: Metrics,
+    next_id: AtomicU64,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Shared {
+    /// A process-unique id (sessions, stanzas).
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The served domain.
+    pub fn domain(&self) -> &str {
+        &self.cfg.domain
+    }
+
+    /// Runs a blocking store call off the async threads.
+    pub async fn db<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || f(&store)).await {
+            Ok(r) => r,
+            Err(e) => Err(StoreError::Corrupt(format!("store task failed: {e}"))),
+        }
+    }
+
+    /// A receiver that turns true when the server shuts down.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.clone()
+    }
+}
+
+/// A started server.
+pub struct Running {
+    /// The shared state (tests inspect it).
+    pub shared: Arc<Shared>,
+    /// Bound c2s STARTTLS address.
+    pub c2s_addr: Option<SocketAddr>,
+    /// Bound direct TLS address.
+    pub direct_tls_addr: Option<SocketAddr>,
+    /// Bound component address.
+    pub component_addr: Option<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops accepting, ends every session with `system-shutdown`, and waits briefly.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for s in self.shared.router.all_sessions() {
+            let _ = s.tx.try_send(router::SessionMsg::Kick(
+                herald_proto::error::StreamError::new(
+                    herald_proto::error::StreamErrorCondition::SystemShutdown,
+                    None,
+                ),
+            ));
+        }
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Opens the store, prepares TLS, binds the listeners and starts accepting.
+pub async fn start(cfg: Config) -> anyhow::Result<Running> {
+    let data_dir = cfg.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&data_dir))
+        .await
+        .context("store task")?
+        .with_context(|| format!("opening the store in {}", cfg.data_dir.display()))?;
+    start_with_store(cfg, store).await
+}
+
+/// Like [`start`] with an already opened store.
+pub async fn start_with_store(cfg: Config, store: Store) -> anyhow::Result<Running> {
+    let tls = tls::server_config(&cfg)?;
+    let limits = Limits {
+        max_stanza_bytes: cfg.limits.max_stanza_bytes,
+        max_depth: cfg.limits.max_depth,
+        max_attributes: cfg.limits.max_attributes,
+        max_header_bytes: cfg.limits.max_header_bytes,
+    };
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let c2s_l = bind(cfg.c2s.listen, "c2s.listen").await?;
+    let dtls_l = bind(cfg.c2s.direct_tls_listen, "c2s.direct_tls_listen").await?;
+    let comp_l = bind(cfg.components.listen, "components.listen").await?;
+    let shared = Arc::new(Shared {
+        cfg,
+        router: router::Router::default(),
+        store,
+        tls,
+        limits,
+        metrics: Metrics::default(),
+        next_id: AtomicU64::new(1),
+        shutdown: shutdown_rx,
+    });
+    let mut running = Running {
+        shared: shared.clone(),
+        c2s_addr: None,
+        direct_tls_addr: None,
+        component_addr: None,
+        shutdown: shutdown_tx,
+        tasks: Vec::new(),
+    };
+    if let Some(l) = c2s_l {
+        running.c2s_addr = Some(l.local_addr()?);
+        tracing::info!(addr = %l.local_addr()?, "c2s (STARTTLS) listening");
+        running
+            .tasks
+            .push(tokio::spawn(c2s::accept_loop(shared.clone(), l, false)));
+    }
+    if let Some(l) = dtls_l {
+        running.direct_tls_addr = Some(l.local_addr()?);
+        tracing::info!(addr = %l.local_addr()?, "c2s (direct TLS) listening");
+        running
+            .tasks
+            .push(tokio::spawn(c2s::accept_loop(shared.clone(), l, true)));
+    }
+    if let Some(l) = comp_l {
+        running.component_addr = Some(l.local_addr()?);
+        tracing::info!(addr = %l.local_addr()?, "components listening");
+        running
+            .tasks
+            .push(tokio::spawn(component::accept_loop(shared.clone(), l)));
+    }
+    Ok(running)
+}
+
+async fn bind(addr: Option<SocketAddr>, key: &str) -> anyhow::Result<Option<TcpListener>> {
+    match addr {
+        None => Ok(None),
+        Some(a) => Ok(Some(
+            TcpListener::bind(a)
+                .await
+                .with_context(|| format!("{key}: cannot listen on {a}"))?,
+        )),
+    }
+}

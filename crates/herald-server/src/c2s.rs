@@ -1,0 +1,54 @@
+//! The c2s listeners (STARTTLS port and XEP-0368 direct TLS port): accept, spawn one task per
+//! connection, negotiate, then hand over to the session task.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use herald_proto::stream::StreamNs;
+use tokio::net::{TcpListener, TcpStream};
+use tracing::Instrument;
+
+use crate::conn::{self, Conn, Io};
+use crate::{negotiate, session, Shared};
+
+/// Accepts connections until shutdown.
+pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, direct_tls: bool) {
+    let mut shutdown = shared.shutdown_signal();
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((tcp, peer)) => {
+                    let _ = tcp.set_nodelay(true);
+                    let span = tracing::info_span!("c2s", %peer, tls = direct_tls);
+                    tokio::spawn(connection(shared.clone(), tcp, peer, direct_tls).instrument(span));
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            },
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, direct_tls: bool) {
+    let io = if direct_tls {
+        let acceptor = conn::acceptor(&shared.tls);
+        match tokio::time::timeout(shared.cfg.c2s.negotiation_timeout.0, acceptor.accept(tcp)).await
+        {
+            Ok(Ok(tls)) => Io::Tls(Box::new(tls)),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => return,
+        }
+    } else {
+        Io::Plain(tcp)
+    };
+    let conn = Conn::new(io, peer, shared.limits.clone(), StreamNs::Client);
+    let outcome = negotiate::negotiate(&shared, conn).await;
+    session::start(shared, outcome).await;
+}

@@ -1,0 +1,635 @@
+//! The one TOML configuration file: every key, its default, and validation.
+//!
+//! Unknown keys and bad values are rejected with the file, the key and the reason
+//! (serde's `deny_unknown_fields` plus our own checks). Must not start anything.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        /// The file.
+        file: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML did not parse or a key was unknown or of the wrong type.
+    #[error("{file}: {message}")]
+    Parse {
+        /// The file.
+        file: String,
+        /// toml's message, with line and key.
+        message: String,
+    },
+    /// A value parsed but is not acceptable.
+    #[error("{file}: key `{key}`: {reason}")]
+    Invalid {
+        /// The file.
+        file: String,
+        /// The dotted key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A duration written like `"30s"`, `"72h"`, `"365d"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map(Dur).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "bad duration {s:?}: {e} (write e.g. \"30s\", \"10m\", \"72h\")"
+            ))
+        })
+    }
+}
+
+fn addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.is_empty() {
+        return Ok(None);
+    }
+    s.parse().map(Some).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "bad address {s:?}: {e} (write e.g. \"127.0.0.1:5222\"; \"\" disables)"
+        ))
+    })
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The XMPP domain served.
+    pub domain: String,
+    /// Where the database, the generated certificate and the admin socket live.
+    pub data_dir: PathBuf,
+    /// Client connections.
+    pub c2s: C2sConfig,
+    /// Certificate.
+    pub tls: TlsConfig,
+    /// XEP-0114 components.
+    pub components: ComponentsConfig,
+    /// Resource limits.
+    pub limits: LimitsConfig,
+    /// XEP-0198.
+    pub stream_management: SmConfig,
+    /// XEP-0352.
+    pub csi: CsiConfig,
+    /// XEP-0313.
+    pub mam: MamConfig,
+    /// XEP-0160.
+    pub offline: OfflineConfig,
+    /// RFC 6121 rosters.
+    pub roster: RosterConfig,
+    /// XEP-0357.
+    pub push: PushConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            domain: "localhost".into(),
+            data_dir: PathBuf::from("./herald-data"),
+            c2s: C2sConfig::default(),
+            tls: TlsConfig::default(),
+            components: ComponentsConfig::default(),
+            limits: LimitsConfig::default(),
+            stream_management: SmConfig::default(),
+            csi: CsiConfig::default(),
+            mam: MamConfig::default(),
+            offline: OfflineConfig::default(),
+            roster: RosterConfig::default(),
+            push: PushConfig::default(),
+        }
+    }
+}
+
+/// `[c2s]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct C2sConfig {
+    /// STARTTLS listener; "" disables.
+    #[serde(deserialize_with = "addr")]
+    pub listen: Option<SocketAddr>,
+    /// Direct TLS (XEP-0368) listener; "" disables.
+    #[serde(deserialize_with = "addr")]
+    pub direct_tls_listen: Option<SocketAddr>,
+    /// Refuse authentication before TLS.
+    pub require_encryption: bool,
+    /// Close (or hibernate) a connection that sends nothing for this long.
+    pub read_timeout: Dur,
+    /// Send a whitespace keepalive after this long without writing.
+    pub keepalive_interval: Dur,
+    /// Wait this long before answering a failed authentication.
+    pub auth_failure_delay: Dur,
+    /// Close the stream after this many failed authentications.
+    pub max_auth_failures: u32,
+    /// Time allowed from TCP accept to a bound resource.
+    pub negotiation_timeout: Dur,
+}
+
+impl Default for C2sConfig {
+    fn default() -> Self {
+        C2sConfig {
+            listen: Some(([127, 0, 0, 1], 5222).into()),
+            direct_tls_listen: Some(([127, 0, 0, 1], 5223).into()),
+            require_encryption: true,
+            read_timeout: Dur(Duration::from_secs(300)),
+            keepalive_interval: Dur(Duration::from_secs(60)),
+            auth_failure_delay: Dur(Duration::from_secs(1)),
+            max_auth_failures: 3,
+            negotiation_timeout: Dur(Duration::from_secs(60)),
+        }
+    }
+}
+
+/// `[tls]`: both absent means a self-signed certificate in `data_dir`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    pub key: Option<PathBuf>,
+}
+
+/// `[components]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ComponentsConfig {
+    /// XEP-0114 listener; "" disables.
+    #[serde(deserialize_with = "addr")]
+    pub listen: Option<SocketAddr>,
+    /// The accepted components.
+    pub component: Vec<ComponentEntry>,
+}
+
+impl Default for ComponentsConfig {
+    fn default() -> Self {
+        ComponentsConfig {
+            listen: Some(([127, 0, 0, 1], 5347).into()),
+            component: Vec::new(),
+        }
+    }
+}
+
+/// `[[components.component]]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentEntry {
+    /// The component's domain; it also owns every JID under it.
+    pub domain: String,
+    /// The shared secret of the XEP-0114 handshake.
+    pub secret: String,
+}
+
+/// `[limits]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest stanza accepted, in bytes.
+    pub max_stanza_bytes: usize,
+    /// Deepest element nesting accepted.
+    pub max_depth: usize,
+    /// Most attributes on one element.
+    pub max_attributes: usize,
+    /// Largest stream header, in bytes.
+    pub max_header_bytes: usize,
+    /// Stanzas waiting for one session before senders get `resource-constraint`.
+    pub session_inbox: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_stanza_bytes: 262_144,
+            max_depth: 32,
+            max_attributes: 64,
+            max_header_bytes: 4096,
+            session_inbox: 1024,
+        }
+    }
+}
+
+/// `[stream_management]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmConfig {
+    /// How long a resumable session survives its connection.
+    pub hibernation_timeout: Dur,
+    /// An `<r/>` unanswered this long fires the ack-delayed event.
+    pub max_ack_delay: Dur,
+    /// Most unacked outbound stanzas.
+    pub max_queue: usize,
+    /// Request an ack after this many unacked stanzas.
+    pub request_after: usize,
+    /// Request an ack when unacked stanzas have waited this long.
+    pub request_idle: Dur,
+    /// Remember the last h of expired sessions this long (for `<failed h/>`).
+    pub tombstone_ttl: Dur,
+}
+
+impl Default for SmConfig {
+    fn default() -> Self {
+        SmConfig {
+            hibernation_timeout: Dur(Duration::from_secs(600)),
+            max_ack_delay: Dur(Duration::from_secs(30)),
+            max_queue: 500,
+            request_after: 5,
+            request_idle: Dur(Duration::from_secs(5)),
+            tombstone_ttl: Dur(Duration::from_secs(3600)),
+        }
+    }
+}
+
+/// `[csi]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CsiConfig {
+    /// Most stanzas held for an inactive client before the buffer is flushed.
+    pub max_buffer: usize,
+    /// Extra payloads that make a stanza important, as "namespace element".
+    pub important: Vec<String>,
+}
+
+impl Default for CsiConfig {
+    fn default() -> Self {
+        CsiConfig {
+            max_buffer: 256,
+            important: Vec::new(),
+        }
+    }
+}
+
+/// `[mam]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MamConfig {
+    /// Default archiving preference: always, roster or never.
+    pub default: String,
+    /// Archived messages older than this are deleted.
+    pub max_age: Dur,
+    /// Most results per query page.
+    pub max_page: usize,
+}
+
+impl Default for MamConfig {
+    fn default() -> Self {
+        MamConfig {
+            default: "always".into(),
+            max_age: Dur(Duration::from_secs(365 * 86400)),
+            max_page: 100,
+        }
+    }
+}
+
+/// `[offline]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OfflineConfig {
+    /// Most messages stored for one user.
+    pub max_per_user: usize,
+}
+
+impl Default for OfflineConfig {
+    fn default() -> Self {
+        OfflineConfig { max_per_user: 1000 }
+    }
+}
+
+/// `[roster]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RosterConfig {
+    /// Most contacts in one roster.
+    pub max_items: usize,
+    /// Longest item name or group name, in bytes.
+    pub max_field_bytes: usize,
+}
+
+impl Default for RosterConfig {
+    fn default() -> Self {
+        RosterConfig {
+            max_items: 1000,
+            max_field_bytes: 1024,
+        }
+    }
+}
+
+/// `[push]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushConfig {
+    /// Put the real message body in the notification.
+    pub with_body: bool,
+    /// Put the sender's JID in the notification.
+    pub with_sender: bool,
+    /// Body placeholder for important stanzas when `with_body` is off ("" for none).
+    pub important_body: String,
+    /// Errors from the app server after which a registration is removed.
+    pub max_errors: u32,
+    /// Most registrations per user; the oldest is evicted.
+    pub max_devices: usize,
+    /// How long a push-enabled hibernated session stays resumable before its first important push.
+    pub max_hibernation_timeout: Dur,
+    /// At most one important and one unimportant push per registration per window.
+    pub coalesce_window: Dur,
+    /// How long a publish waits for the app server's answer.
+    pub reply_timeout: Dur,
+    /// Push once more shortly before a push-enabled hibernated session expires.
+    pub wake_before_expiry: bool,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        PushConfig {
+            with_body: false,
+            with_sender: false,
+            important_body: "New Message!".into(),
+            max_errors: 16,
+            max_devices: 5,
+            max_hibernation_timeout: Dur(Duration::from_secs(72 * 3600)),
+            coalesce_window: Dur(Duration::from_secs(1)),
+            reply_timeout: Dur(Duration::from_secs(30)),
+            wake_before_expiry: true,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        Self::parse(&text, &file)
+    }
+
+    /// Parses and validates TOML text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: file.to_string(),
+            message: e.to_string().trim_end().replace('\n', "\n  "),
+        })?;
+        cfg.validate(file)?;
+        Ok(cfg)
+    }
+
+    /// The embedded defaults, validated.
+    pub fn defaults() -> Config {
+        Config::default()
+    }
+
+    fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        let bad = |key: &str, reason: String| ConfigError::Invalid {
+            file: file.to_string(),
+            key: key.to_string(),
+            reason,
+        };
+        if jid::BareJid::new(&self.domain)
+            .ok()
+            .filter(|j| j.node().is_none())
+            .is_none()
+        {
+            return Err(bad(
+                "domain",
+                format!("{:?} is not a valid domain", self.domain),
+            ));
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return Err(bad(
+                "tls",
+                "set both `cert` and `key`, or neither (self-signed)".into(),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, c) in self.components.component.iter().enumerate() {
+            let key = format!("components.component[{i}].domain");
+            if jid::BareJid::new(&c.domain)
+                .ok()
+                .filter(|j| j.node().is_none())
+                .is_none()
+            {
+                return Err(bad(&key, format!("{:?} is not a valid domain", c.domain)));
+            }
+            if c.domain == self.domain {
+                return Err(bad(
+                    &key,
+                    "a component cannot take the server's own domain".into(),
+                ));
+            }
+            if !seen.insert(c.domain.clone()) {
+                return Err(bad(&key, format!("{:?} is listed twice", c.domain)));
+            }
+            if c.secret.is_empty() {
+                return Err(bad(
+                    &format!("components.component[{i}].secret"),
+                    "must not be empty".into(),
+                ));
+            }
+        }
+        let l = &self.limits;
+        if l.max_stanza_bytes < 4096 {
+            return Err(bad(
+                "limits.max_stanza_bytes",
+                "must be at least 4096".into(),
+            ));
+        }
+        if l.max_depth < 4 {
+            return Err(bad("limits.max_depth", "must be at least 4".into()));
+        }
+        if l.max_attributes < 8 {
+            return Err(bad("limits.max_attributes", "must be at least 8".into()));
+        }
+        if l.max_header_bytes < 512 {
+            return Err(bad(
+                "limits.max_header_bytes",
+                "must be at least 512".into(),
+            ));
+        }
+        if l.session_inbox == 0 {
+            return Err(bad("limits.session_inbox", "must be at least 1".into()));
+        }
+        if self.stream_management.max_queue == 0 {
+            return Err(bad(
+                "stream_management.max_queue",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.stream_management.request_after == 0 {
+            return Err(bad(
+                "stream_management.request_after",
+                "must be at least 1".into(),
+            ));
+        }
+        if !matches!(self.mam.default.as_str(), "always" | "roster" | "never") {
+            return Err(bad(
+                "mam.default",
+                format!("{:?}: expected always, roster or never", self.mam.default),
+            ));
+        }
+        if self.mam.max_page == 0 {
+            return Err(bad("mam.max_page", "must be at least 1".into()));
+        }
+        for (i, s) in self.csi.important.iter().enumerate() {
+            if s.split_whitespace().count() != 2 {
+                return Err(bad(
+                    &format!("csi.important[{i}]"),
+                    format!("{s:?}: write \"namespace element\""),
+                ));
+            }
+        }
+        if self.push.max_devices == 0 {
+            return Err(bad("push.max_devices", "must be at least 1".into()));
+        }
+        if self.push.max_errors == 0 {
+            return Err(bad("push.max_errors", "must be at least 1".into()));
+        }
+        if self.push.max_hibernation_timeout.0 < self.stream_management.hibernation_timeout.0 {
+            return Err(bad(
+                "push.max_hibernation_timeout",
+                "must not be shorter than stream_management.hibernation_timeout".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Path of the SQLite database and other state.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The configured component whose domain is `domain` or a parent of it.
+    pub fn component_for(&self, domain: &str) -> Option<&ComponentEntry> {
+        self.components.component.iter().find(|c| {
+            domain == c.domain
+                || domain
+                    .strip_suffix(c.domain.as_str())
+                    .is_some_and(|p| p.ends_with('.'))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        let c = Config::parse("", "t.toml").unwrap();
+        assert_eq!(c.domain, "localhost");
+        assert_eq!(c.limits.max_stanza_bytes, 262_144);
+        assert!(c.c2s.require_encryption);
+        assert_eq!(
+            c.stream_management.hibernation_timeout.0,
+            Duration::from_secs(600)
+        );
+        assert_eq!(
+            c.push.max_hibernation_timeout.0,
+            Duration::from_secs(72 * 3600)
+        );
+        assert_eq!(c.mam.max_age.0, Duration::from_secs(365 * 86400));
+    }
+
+    #[test]
+    fn issue_keys_parse() {
+        let text = r#"
+domain = "example.test"
+data_dir = "/tmp/x"
+[c2s]
+listen = "127.0.0.1:0"
+direct_tls_listen = ""
+require_encryption = false
+[tls]
+cert = "a.pem"
+key = "b.pem"
+[components]
+listen = "127.0.0.1:5347"
+[[components.component]]
+domain = "push.example.test"
+secret = "s3cret"
+[limits]
+max_stanza_bytes = 65536
+[stream_management]
+hibernation_timeout = "600s"
+max_ack_delay = "30s"
+max_queue = 500
+[csi]
+max_buffer = 256
+[mam]
+default = "roster"
+max_age = "365d"
+[offline]
+max_per_user = 1000
+[push]
+with_body = false
+with_sender = false
+important_body = "New Message!"
+max_errors = 16
+max_devices = 5
+max_hibernation_timeout = "72h"
+coalesce_window = "1s"
+reply_timeout = "30s"
+wake_before_expiry = true
+"#;
+        let c = Config::parse(text, "t.toml").unwrap();
+        assert_eq!(c.c2s.direct_tls_listen, None);
+        assert_eq!(
+            c.component_for("push.example.test").unwrap().secret,
+            "s3cret"
+        );
+        assert_eq!(
+            c.component_for("a.push.example.test").unwrap().secret,
+            "s3cret"
+        );
+        assert!(c.component_for("xpush.example.test").is_none());
+        assert_eq!(c.mam.default, "roster");
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_key() {
+        let e = Config::parse("[c2s]\nlisten_port = 5\n", "conf.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("conf.toml"), "{e}");
+        assert!(e.contains("listen_port"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_rejected_with_reason() {
+        for (text, key) in [
+            (
+                "[stream_management]\nmax_ack_delay = \"soon\"\n",
+                "max_ack_delay",
+            ),
+            ("[c2s]\nlisten = \"nowhere\"\n", "listen"),
+            ("[mam]\ndefault = \"sometimes\"\n", "mam.default"),
+            ("domain = \"a@b\"\n", "domain"),
+            ("[tls]\ncert = \"x.pem\"\n", "tls"),
+            ("[limits]\nmax_stanza_bytes = 10\n", "max_stanza_bytes"),
+            (
+                "[[components.component]]\ndomain = \"p.localhost\"\nsecret = \"\"\n",
+                "secret",
+            ),
+            ("max_stanza_bytes = 10\n", "max_stanza_bytes"),
+        ] {
+            let e = Config::parse(text, "f.toml").unwrap_err().to_string();
+            assert!(e.contains(key), "{text:?} → {e}");
+            assert!(e.contains("f.toml"), "{text:?} → {e}");
+        }
+    }
+}

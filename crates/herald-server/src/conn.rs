@@ -1,0 +1,284 @@
+//! One XML stream over one socket: plain TCP or TLS, the sans-IO decoder fed from it,
+//! and writes in the stream's namespace. Knows nothing of sessions or routing.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use herald_proto::error::{StreamError, StreamErrorCondition};
+use herald_proto::stream::{self, Decoder, Limits, StreamEvent, StreamNs};
+use herald_proto::Element;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Bytes read from the socket per call; the buffer exists only while reading.
+const READ_CHUNK: usize = 4096;
+/// A peer that does not drain its socket for this long is considered gone.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The socket, before or after TLS.
+pub enum Io {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS over TCP.
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, b),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, b),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Why a stream stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    /// The peer closed the TCP connection (or reset it).
+    #[error("connection closed")]
+    Closed,
+    /// Reading or writing failed.
+    #[error("i/o: {0}")]
+    Io(#[from] io::Error),
+    /// The peer broke the XML stream rules.
+    #[error("stream error: {0:?}")]
+    Stream(StreamError),
+    /// Nothing arrived in time.
+    #[error("timed out")]
+    Timeout,
+}
+
+/// An XML stream on a socket.
+pub struct Conn {
+    io: Io,
+    decoder: Decoder,
+    /// Namespace of stanzas written on this stream.
+    pub ns: StreamNs,
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// True once `<stream:stream>` has been written by us (errors then need no header).
+    pub header_sent: bool,
+}
+
+impl Conn {
+    /// Wraps a socket.
+    pub fn new(io: Io, peer: SocketAddr, limits: Limits, ns: StreamNs) -> Conn {
+        Conn {
+            io,
+            decoder: Decoder::new(limits),
+            ns,
+            peer,
+            header_sent: false,
+        }
+    }
+
+    /// Whether the transport is encrypted.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.io, Io::Tls(_))
+    }
+
+    /// Upgrades a plain socket to TLS (after `<proceed/>`), restarting the stream.
+    pub async fn start_tls(self, acceptor: &tokio_rustls::TlsAcceptor) -> Result<Conn, ConnError> {
+        let Conn {
+            io,
+            mut decoder,
+            ns,
+            peer,
+            ..
+        } = self;
+        let tcp = match io {
+            Io::Plain(t) => t,
+            Io::Tls(_) => {
+                return Err(ConnError::Stream(StreamError::new(
+                    StreamErrorCondition::PolicyViolation,
+                    Some("TLS is already established".to_string()),
+                )))
+            }
+        };
+        let tls = acceptor.accept(tcp).await?;
+        decoder.reset();
+        Ok(Conn {
+            io: Io::Tls(Box::new(tls)),
+            decoder,
+            ns,
+            peer,
+            header_sent: false,
+        })
+    }
+
+    /// Restarts the stream (RFC 6120 §6.4.6: after SASL success).
+    pub fn restart(&mut self) {
+        self.decoder.reset();
+        self.header_sent = false;
+    }
+
+    /// The next decoded event that is already buffered, without reading.
+    pub fn buffered_event(&mut self) -> Result<Option<StreamEvent>, ConnError> {
+        self.decoder.next_event().map_err(ConnError::Stream)
+    }
+
+    /// Reads once from the socket into the decoder. Cancel-safe: used inside `select!`.
+    pub async fn read_some(&mut self) -> Result<(), ConnError> {
+        let mut buf = vec![0u8; READ_CHUNK];
+        let n = self.io.read(&mut buf).await?;
+        if n == 0 {
+            return Err(ConnError::Closed);
+        }
+        self.decoder.feed(&buf[..n]);
+        Ok(())
+    }
+
+    /// Releases buffers the decoder no longer needs (idle sessions must stay small).
+    pub fn shrink(&mut self) {
+        if self.decoder.is_idle() {
+            self.decoder.shrink();
+        }
+    }
+
+    /// Waits for the next event, reading as needed, for at most `timeout`.
+    pub async fn next_event(&mut self, timeout: Duration) -> Result<StreamEvent, ConnError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(ev) = self.buffered_event()? {
+                return Ok(ev);
+            }
+            match tokio::time::timeout_at(deadline, self.read_some()).await {
+                Ok(r) => r?,
+                Err(_) => return Err(ConnError::Timeout),
+            }
+        }
+    }
+
+    /// Writes raw bytes.
+    pub async fn write_raw(&mut self, data: &[u8]) -> Result<(), ConnError> {
+        match tokio::time::timeout(WRITE_TIMEOUT, async {
+            self.io.write_all(data).await?;
+            self.io.flush().await
+        })
+        .await
+        {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(ConnError::Timeout),
+        }
+    }
+
+    /// Writes one element in this stream's namespace.
+    pub async fn send(&mut self, el: &Element) -> Result<(), ConnError> {
+        let mut out = Vec::with_capacity(256);
+        stream::encode(el, self.ns, &mut out);
+        self.write_raw(&out).await
+    }
+
+    /// Writes several elements in one write.
+    pub async fn send_all<'a, I: IntoIterator<Item = &'a Element>>(
+        &mut self,
+        els: I,
+    ) -> Result<(), ConnError> {
+        let mut out = Vec::with_capacity(512);
+        for el in els {
+            stream::encode(el, self.ns, &mut out);
+        }
+        if out.is_empty() {
+            return Ok(());
+        }
+        self.write_raw(&out).await
+    }
+
+    /// Writes `<stream:features>` with the children of `features` (prefixed like the header).
+    pub async fn send_features(&mut self, features: &Element) -> Result<(), ConnError> {
+        let mut out = b"<stream:features>".to_vec();
+        for c in features.children() {
+            stream::encode(c, self.ns, &mut out);
+        }
+        out.extend_from_slice(b"</stream:features>");
+        self.write_raw(&out).await
+    }
+
+    /// Writes our stream header.
+    pub async fn send_header(
+        &mut self,
+        from: &str,
+        to: Option<&str>,
+        id: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<(), ConnError> {
+        let h = stream::header_xml(self.ns, Some(from), to, Some(id), true, Some("en"), extra);
+        self.header_sent = true;
+        self.write_raw(h.as_bytes()).await
+    }
+
+    /// Sends a stream error and closes the stream (RFC 6120 §4.9: a header first if none was sent).
+    pub async fn fail(&mut self, from: &str, err: &StreamError) {
+        let mut out = String::new();
+        if !self.header_sent {
+            out.push_str(&stream::header_xml(
+                self.ns,
+                Some(from),
+                None,
+                Some(&new_stream_id()),
+                true,
+                None,
+                &[],
+            ));
+        }
+        out.push_str(&err.to_xml());
+        let _ = self.write_raw(out.as_bytes()).await;
+        self.close().await;
+    }
+
+    /// Closes the stream cleanly.
+    pub async fn close(&mut self) {
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            let _ = self.io.write_all(stream::STREAM_CLOSE.as_bytes()).await;
+            let _ = self.io.shutdown().await;
+        })
+        .await;
+    }
+
+    /// Closes the socket without writing (the stream was already closed).
+    pub async fn shutdown(&mut self) {
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.io.shutdown()).await;
+    }
+}
+
+/// A fresh random stream id.
+pub fn new_stream_id() -> String {
+    use rand::Rng;
+    let v: u128 = rand::thread_rng().gen();
+    format!("{v:032x}")
+}
+
+/// The acceptor for `tls`.
+pub fn acceptor(tls: &Arc<rustls::ServerConfig>) -> tokio_rustls::TlsAcceptor {
+    tokio_rustls::TlsAcceptor::from(tls.clone())
+}

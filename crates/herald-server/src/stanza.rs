@@ -1,0 +1,125 @@
+//! Small accessors on stanzas (Elements in the internal namespace) used across modules.
+
+use herald_proto::error::{error_reply, ErrorType, StanzaErrorCondition};
+use herald_proto::jid::Jid;
+use herald_proto::stream::INTERNAL_NS;
+use herald_proto::Element;
+
+/// The three stanza kinds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `<message/>`
+    Message,
+    /// `<presence/>`
+    Presence,
+    /// `<iq/>`
+    Iq,
+}
+
+/// The kind of a top-level element, if it is a stanza.
+pub fn kind(el: &Element) -> Option<Kind> {
+    if el.ns() != INTERNAL_NS {
+        return None;
+    }
+    match el.name() {
+        "message" => Some(Kind::Message),
+        "presence" => Some(Kind::Presence),
+        "iq" => Some(Kind::Iq),
+        _ => None,
+    }
+}
+
+/// The `type` attribute, "" when absent.
+pub fn typ(el: &Element) -> &str {
+    el.attr("type").unwrap_or("")
+}
+
+/// The `to` address: Ok(None) when absent, Err when malformed.
+pub fn to(el: &Element) -> Result<Option<Jid>, ()> {
+    match el.attr("to") {
+        None => Ok(None),
+        Some(s) => Jid::new(s).map(Some).map_err(|_| ()),
+    }
+}
+
+/// The `from` address: Ok(None) when absent, Err when malformed.
+pub fn from(el: &Element) -> Result<Option<Jid>, ()> {
+    match el.attr("from") {
+        None => Ok(None),
+        Some(s) => Jid::new(s).map(Some).map_err(|_| ()),
+    }
+}
+
+/// Sets an attribute (names are our own literals; an invalid one is skipped).
+pub fn set(el: &mut Element, name: &str, value: impl Into<String>) {
+    if let Ok(n) = rxml::NcName::try_from(name) {
+        el.set_attr(rxml::Namespace::NONE, n, value.into());
+    }
+}
+
+/// Removes an attribute.
+pub fn unset(el: &mut Element, name: &str) {
+    if let Ok(n) = rxml::NcName::try_from(name) {
+        el.attrs_mut().remove(&rxml::Namespace::NONE, &n);
+    }
+}
+
+/// A new element with attributes.
+pub fn new(name: &str, ns: &str, attrs: &[(&str, &str)]) -> Element {
+    let mut el = Element::bare(name, ns);
+    for (k, v) in attrs {
+        set(&mut el, k, *v);
+    }
+    el
+}
+
+/// A new element with one text child.
+pub fn text(name: &str, ns: &str, text: impl Into<String>) -> Element {
+    let mut el = Element::bare(name, ns);
+    el.append_text(text);
+    el
+}
+
+/// Builds an error reply (None for errors, which are never answered).
+pub fn error(el: &Element, cond: StanzaErrorCondition, text: Option<&str>) -> Option<Element> {
+    error_reply(el, cond, None, text)
+}
+
+/// Builds an error reply with an explicit type.
+pub fn error_typed(
+    el: &Element,
+    cond: StanzaErrorCondition,
+    kind: ErrorType,
+    text: Option<&str>,
+) -> Option<Element> {
+    error_reply(el, cond, Some(kind), text)
+}
+
+/// An `<iq type='result'/>` answering `req`, with an optional payload.
+pub fn iq_result(req: &Element, payload: Option<Element>) -> Element {
+    let mut el = new("iq", INTERNAL_NS, &[("type", "result")]);
+    for (attr, from) in [("id", "id"), ("from", "to"), ("to", "from")] {
+        if let Some(v) = req.attr(from) {
+            set(&mut el, attr, v);
+        }
+    }
+    if let Some(p) = payload {
+        el.append_child(p);
+    }
+    el
+}
+
+/// The first child element of an IQ (its payload).
+pub fn payload(iq: &Element) -> Option<&Element> {
+    iq.children().next()
+}
+
+/// A message's `<body/>` text, if any.
+pub fn body(el: &Element) -> Option<String> {
+    el.get_child("body", INTERNAL_NS).map(|b| b.text())
+}
+
+/// The bare form of a JID as a string.
+pub fn bare(j: &Jid) -> String {
+    j.to_bare().to_string()
+}
