@@ -15,3 +15,4 @@
 
 pub mod csi;
 pub mod sm;
+pub mod subscription;
