@@ -5,18 +5,22 @@
 use std::sync::Arc;
 
 use herald_proto::error::StanzaErrorCondition;
-use herald_proto::jid::FullJid;
 use herald_proto::ns;
 use herald_proto::Element;
 
+use herald_proto::error::ErrorType;
+use herald_push::engine::{RegKey, Registration};
+
+use crate::push::PushEvent;
+use crate::session::Session;
 use crate::stanza::{self, Kind};
-use crate::Shared;
+use crate::{blocking, mam, roster, Shared};
 
 /// Features of the server's domain.
 const SERVER_FEATURES: &[&str] = &[ns::DISCO_INFO, ns::DISCO_ITEMS, ns::PING, ns::VERSION];
 
 /// Features advertised on an account's bare JID.
-const ACCOUNT_FEATURES: &[&str] = &[ns::DISCO_INFO, ns::PING];
+const ACCOUNT_FEATURES: &[&str] = &[ns::DISCO_INFO, ns::PING, ns::PUSH, ns::MAM, ns::MAM1];
 
 fn disco_info(identity: (&str, &str, Option<&str>), features: &[&str]) -> Element {
     let mut q = Element::bare("query", ns::DISCO_INFO);
@@ -47,7 +51,10 @@ pub async fn handle_server_stanza(shared: &Arc<Shared>, el: &Element) -> Option<
     }
     match stanza::typ(el) {
         "get" | "set" => {}
-        _ => return None,
+        _ => {
+            shared.push.on_reply(el);
+            return None;
+        }
     }
     let node = stanza::payload(el).and_then(|p| p.attr("node"));
     if node.is_none() && is_get(el, "query", ns::DISCO_INFO) {
@@ -107,15 +114,104 @@ pub async fn handle_account_iq_from_other(
 }
 
 /// A client's IQ to its own account (no `to`, or its bare JID). Returns the reply for the client.
-pub async fn handle_own_iq(shared: &Arc<Shared>, jid: &FullJid, el: &Element) -> Option<Element> {
-    let payload = stanza::payload(el)?;
-    if stanza::typ(el) == "set" && payload.is("session", ns::SESSION) {
+pub async fn handle_own_iq(session: &mut Session, el: &Element) -> Option<Element> {
+    let Some(payload) = stanza::payload(el).cloned() else {
+        return stanza::error(el, StanzaErrorCondition::BadRequest, None);
+    };
+    let set = stanza::typ(el) == "set";
+    if set && payload.is("session", ns::SESSION) {
         // RFC 3921 legacy session establishment: tolerated, nothing to do.
         return Some(stanza::iq_result(el, None));
     }
     if is_get(el, "ping", ns::PING) {
         return Some(stanza::iq_result(el, None));
     }
-    let bare = jid.to_bare().to_string();
-    handle_account_iq_from_other(shared, &bare, el).await
+    if payload.is("query", ns::ROSTER) {
+        return Some(roster::handle_iq(session, el).await);
+    }
+    if payload.has_ns(ns::BLOCKING) {
+        return Some(blocking::handle_iq(session, el).await);
+    }
+    if payload.has_ns(ns::MAM) || payload.has_ns(ns::MAM1) {
+        return Some(mam::handle_iq(session, el, &payload).await);
+    }
+    if set && payload.has_ns(ns::CARBONS) {
+        return Some(match crate::xep::carbons::parse_command(&payload) {
+            Some(cmd) => {
+                let on = matches!(cmd, crate::xep::carbons::CarbonsCmd::Enable);
+                session.carbons = on;
+                session
+                    .shared
+                    .router
+                    .set_carbons(&session.bare, session.id(), on);
+                stanza::iq_result(el, None)
+            }
+            None => stanza::error(el, StanzaErrorCondition::BadRequest, None)?,
+        });
+    }
+    if set && payload.has_ns(ns::PUSH) {
+        return Some(push_command(session, el, &payload).await);
+    }
+    let shared = session.shared.clone();
+    let bare = session.bare.clone();
+    handle_account_iq_from_other(&shared, &bare, el).await
+}
+
+async fn push_command(session: &mut Session, el: &Element, payload: &Element) -> Element {
+    use herald_push::request::{parse_command, PushCommand};
+    let err = |c: StanzaErrorCondition, t: Option<ErrorType>| {
+        herald_proto::error::error_reply(el, c, t, None)
+            .unwrap_or_else(|| stanza::iq_result(el, None))
+    };
+    let cmd = match parse_command(payload, &session.bare) {
+        Ok(c) => c,
+        Err(e) => {
+            let cond = StanzaErrorCondition::parse(e.condition())
+                .unwrap_or(StanzaErrorCondition::BadRequest);
+            return err(cond, None);
+        }
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let ev = match cmd {
+        PushCommand::Enable {
+            jid,
+            node,
+            publish_options,
+        } => PushEvent::Enable {
+            user: session.bare.clone(),
+            session: session.id(),
+            reg: Registration {
+                key: RegKey { jid, node },
+                publish_options,
+                enabled_at: crate::xep::delay::now_micros() / 1_000_000,
+                resource: Some(session.jid().resource().to_string()),
+                lang: el
+                    .attr_ns(rxml::Namespace::xml(), "lang")
+                    .or_else(|| payload.attr_ns(rxml::Namespace::xml(), "lang"))
+                    .map(str::to_string),
+                error_count: 0,
+            },
+            reply: tx,
+        },
+        PushCommand::Disable { jid, node } => PushEvent::Disable {
+            user: session.bare.clone(),
+            jid,
+            node,
+            reply: tx,
+        },
+    };
+    if !session.shared.push.send_wait(ev).await {
+        return err(
+            StanzaErrorCondition::InternalServerError,
+            Some(ErrorType::Wait),
+        );
+    }
+    match rx.await {
+        Ok(Ok(())) => stanza::iq_result(el, None),
+        // The rule: a store failure changes nothing and says so.
+        _ => err(
+            StanzaErrorCondition::InternalServerError,
+            Some(ErrorType::Wait),
+        ),
+    }
 }

@@ -3,17 +3,25 @@
 //! herald-push; this crate wires them to sockets, timers and the store.
 
 pub mod admin;
+pub mod blocking;
 pub mod c2s;
 pub mod component;
 pub mod config;
 pub mod conn;
 pub mod iq;
+pub mod mam;
+pub mod message;
 pub mod negotiate;
+pub mod offline;
+pub mod presence;
+pub mod push;
+pub mod roster;
 pub mod router;
 pub mod routing;
 pub mod session;
 pub mod stanza;
 pub mod tls;
+pub mod xep;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,6 +60,10 @@ pub struct Shared {
     pub limits: Limits,
     /// Counters.
     pub metrics: Metrics,
+    /// Events for the push task.
+    pub push: push::PushHandle,
+    resumable: std::sync::Mutex<std::collections::HashMap<String, session::Resumable>>,
+    tombstones: std::sync::Mutex<herald_session::sm::Tombstones>,
     next_id: AtomicU64,
     shutdown: watch::Receiver<bool>,
 }
@@ -78,6 +90,47 @@ impl Shared {
             Ok(r) => r,
             Err(e) => Err(StoreError::Corrupt(format!("store task failed: {e}"))),
         }
+    }
+
+    /// The hibernated-or-live resumable session with this XEP-0198 id.
+    pub fn resumable_get(&self, id: &str) -> Option<session::Resumable> {
+        self.resumable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// Registers a resumable session.
+    pub fn resumable_insert(&self, id: String, r: session::Resumable) {
+        self.resumable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, r);
+    }
+
+    /// Forgets a resumable session.
+    pub fn resumable_remove(&self, id: &str) {
+        self.resumable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+    }
+
+    /// Remembers the last h of an ended session (for `<failed h/>`).
+    pub fn tombstone_insert(&self, id: String, h: u32) {
+        self.tombstones
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, h, std::time::Instant::now());
+    }
+
+    /// The last h of an ended session, if remembered.
+    pub fn tombstone_take(&self, id: &str) -> Option<u32> {
+        self.tombstones
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take(id, std::time::Instant::now())
     }
 
     /// A receiver that turns true when the server shuts down.
@@ -141,7 +194,13 @@ pub async fn start_with_store(cfg: Config, store: Store) -> anyhow::Result<Runni
     let c2s_l = bind(cfg.c2s.listen, "c2s.listen").await?;
     let dtls_l = bind(cfg.c2s.direct_tls_listen, "c2s.direct_tls_listen").await?;
     let comp_l = bind(cfg.components.listen, "components.listen").await?;
+    let (push, push_rx) = push::channel(&cfg);
+    let tombstones =
+        herald_session::sm::Tombstones::new(100_000, cfg.stream_management.tombstone_ttl.0);
     let shared = Arc::new(Shared {
+        push,
+        resumable: Default::default(),
+        tombstones: std::sync::Mutex::new(tombstones),
         cfg,
         router: router::Router::default(),
         store,
@@ -159,6 +218,12 @@ pub async fn start_with_store(cfg: Config, store: Store) -> anyhow::Result<Runni
         shutdown: shutdown_tx,
         tasks: Vec::new(),
     };
+    running
+        .tasks
+        .push(tokio::spawn(push::run(shared.clone(), push_rx)));
+    running
+        .tasks
+        .push(tokio::spawn(mam::retention(shared.clone())));
     if let Some(l) = c2s_l {
         running.c2s_addr = Some(l.local_addr()?);
         tracing::info!(addr = %l.local_addr()?, "c2s (STARTTLS) listening");

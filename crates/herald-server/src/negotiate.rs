@@ -31,15 +31,8 @@ pub enum Outcome {
         /// The stream.
         conn: Conn,
     },
-    /// `<resume/>` on an authenticated stream (XEP-0198).
-    Resume {
-        /// The authenticated account.
-        user: BareJid,
-        /// The resume element.
-        request: Element,
-        /// The stream.
-        conn: Conn,
-    },
+    /// XEP-0198: the connection was handed to a hibernated session.
+    Resumed,
     /// The stream ended (error already sent or peer closed).
     Closed,
 }
@@ -54,9 +47,17 @@ pub async fn negotiate(shared: &Arc<Shared>, mut conn: Conn) -> Outcome {
     let domain = shared.domain().to_string();
     let mut user: Option<BareJid> = None;
     let mut failures = 0u32;
+    let mut restart = true;
     loop {
-        // One iteration per stream (a restart follows STARTTLS and SASL success).
-        match one_stream(shared, &mut conn, deadline, &mut user, &mut failures).await {
+        // One iteration per stream (a restart follows STARTTLS and SASL success), or per
+        // failed resumption (the same stream goes on).
+        let step = if restart {
+            one_stream(shared, &mut conn, deadline, &mut user, &mut failures).await
+        } else {
+            elements(shared, &mut conn, deadline, &mut user, &mut failures).await
+        };
+        restart = true;
+        match step {
             Ok(Step::Restart) => continue,
             Ok(Step::StartTls) => {
                 let acceptor = conn::acceptor(&shared.tls);
@@ -80,14 +81,16 @@ pub async fn negotiate(shared: &Arc<Shared>, mut conn: Conn) -> Outcome {
                 };
             }
             Ok(Step::Resume(request)) => {
-                let Some(user) = user else {
+                let Some(u) = user.clone() else {
                     return Outcome::Closed;
                 };
-                return Outcome::Resume {
-                    user,
-                    request,
-                    conn,
-                };
+                match crate::session::try_resume(shared, &u, &request, conn).await {
+                    Ok(()) => return Outcome::Resumed,
+                    Err(c) => {
+                        conn = c;
+                        restart = false;
+                    }
+                }
             }
             Ok(Step::Closed) => {
                 conn.close().await;
@@ -209,7 +212,19 @@ async fn one_stream(
         features.append_child(Element::bare("ver", ns::ROSTERVER));
     }
     conn.send_features(&features).await?;
+    elements(shared, conn, deadline, user, failures).await
+}
 
+async fn elements(
+    shared: &Arc<Shared>,
+    conn: &mut Conn,
+    deadline: Instant,
+    user: &mut Option<BareJid>,
+    failures: &mut u32,
+) -> Result<Step, ConnError> {
+    let require_tls = shared.cfg.c2s.require_encryption;
+    let tls = conn.is_tls();
+    let authed = user.is_some();
     loop {
         let el = match conn.next_event(remaining(deadline)).await? {
             StreamEvent::Stanza(el) => el,

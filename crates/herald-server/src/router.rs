@@ -8,11 +8,30 @@ use herald_proto::error::StreamError;
 use herald_proto::Element;
 use tokio::sync::mpsc;
 
+/// A stanza on its way to a session, with the id it keeps on every path (for push dedup).
+#[derive(Clone, Debug)]
+pub struct Routed {
+    /// Process-unique id.
+    pub id: u64,
+    /// The stanza, addressed and stamped.
+    pub el: Element,
+}
+
 /// What a session task can be asked to do.
-#[derive(Debug)]
 pub enum SessionMsg {
-    /// Deliver this stanza to the client (it is already addressed and stamped).
-    Stanza(Element),
+    /// Deliver this stanza to the client.
+    Stanza(Routed),
+    /// Push moved the hibernation deadline (extended hibernation, XEP-0357 glue).
+    SetExpiry(std::time::Instant),
+    /// XEP-0198 resumption: take over this connection.
+    Resume {
+        /// The new connection.
+        conn: crate::conn::Conn,
+        /// The client's h.
+        h: u32,
+        /// The resumption id.
+        previd: String,
+    },
     /// End the stream with this error (e.g. `conflict` when another login takes the resource).
     Kick(StreamError),
     /// Run this internal command inside the session (roster pushes, admin actions).
@@ -32,6 +51,8 @@ pub struct ResourceEntry {
     pub priority: i8,
     /// Has sent available presence.
     pub available: bool,
+    /// XEP-0280 carbons enabled.
+    pub carbons: bool,
 }
 
 /// Sends to a component connection.
@@ -77,6 +98,17 @@ impl Router {
         {
             r.available = available;
             r.priority = priority;
+        }
+    }
+
+    /// Records the carbons flag of a resource.
+    pub fn set_carbons(&self, bare: &str, session_id: u64, on: bool) {
+        let mut users = self.users.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = users
+            .get_mut(bare)
+            .and_then(|l| l.iter_mut().find(|r| r.session_id == session_id))
+        {
+            r.carbons = on;
         }
     }
 
@@ -172,6 +204,7 @@ mod tests {
             tx,
             priority,
             available,
+            carbons: false,
         }
     }
 

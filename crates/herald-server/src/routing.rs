@@ -10,7 +10,7 @@ use herald_proto::Element;
 use herald_store::AccountStore;
 use tokio::sync::mpsc::error::TrySendError;
 
-use crate::router::{best_resources, ResourceEntry, SessionMsg};
+use crate::router::{ResourceEntry, Routed, SessionMsg};
 use crate::stanza::{self, Kind};
 use crate::{iq, Shared};
 
@@ -87,18 +87,39 @@ pub async fn route(shared: &Arc<Shared>, el: Element) {
     }
 }
 
-/// Puts a stanza in a session's inbox; Err(el) if that session is gone.
+/// Puts a stanza in a session's inbox under a fresh routing id.
 pub fn send_to(shared: &Shared, r: &ResourceEntry, el: Element) -> Result<(), Option<Element>> {
-    match r.tx.try_send(SessionMsg::Stanza(el)) {
+    send_to_routed(
+        shared,
+        r,
+        Routed {
+            id: shared.next_id(),
+            el,
+        },
+    )
+}
+
+/// Puts a routed stanza in a session's inbox; Err(Some(el)) if full or gone.
+pub fn send_to_routed(
+    shared: &Shared,
+    r: &ResourceEntry,
+    routed: Routed,
+) -> Result<(), Option<Element>> {
+    match r.tx.try_send(SessionMsg::Stanza(routed)) {
         Ok(()) => Ok(()),
-        Err(TrySendError::Full(SessionMsg::Stanza(el))) => {
+        Err(TrySendError::Full(SessionMsg::Stanza(rt))) => {
             shared.metrics.inbox_full.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(resource = %r.resource, "session inbox full");
-            Err(Some(el))
+            Err(Some(rt.el))
         }
-        Err(TrySendError::Closed(SessionMsg::Stanza(el))) => Err(Some(el)),
+        Err(TrySendError::Closed(SessionMsg::Stanza(rt))) => Err(Some(rt.el)),
         Err(_) => Err(None),
     }
+}
+
+/// Bounces with an error of type `wait` (try again later).
+pub async fn bounce_wait(shared: &Arc<Shared>, el: &Element, cond: StanzaErrorCondition) {
+    bounce_typed(shared, el, cond, ErrorType::Wait).await
 }
 
 async fn user_exists(shared: &Arc<Shared>, bare: &str) -> bool {
@@ -116,110 +137,111 @@ async fn user_exists(shared: &Arc<Shared>, bare: &str) -> bool {
 }
 
 async fn deliver_local(shared: &Arc<Shared>, to: Jid, el: Element) {
-    let Some(_node) = to.node() else {
+    if to.node().is_none() {
         // To the server's domain (or a resource of it).
         if let Some(reply) = iq::handle_server_stanza(shared, &el).await {
             Box::pin(route(shared, reply)).await;
         }
         return;
-    };
+    }
     let bare = to.to_bare().to_string();
     let k = stanza::kind(&el);
     if !user_exists(shared, &bare).await {
         // RFC 6121 §8.5.1: no such user.
         match k {
-            Some(Kind::Presence) => {}
+            Some(Kind::Presence) => {
+                if stanza::typ(&el) == "subscribe" {
+                    // RFC 6121 §3.1.3 rule 1: answer unsubscribed for a user that does not exist.
+                    let r = stanza::new(
+                        "presence",
+                        herald_proto::stream::INTERNAL_NS,
+                        &[("type", "unsubscribed"), ("from", &bare)],
+                    );
+                    let mut r = r;
+                    if let Some(f) = el.attr("from") {
+                        stanza::set(&mut r, "to", f);
+                        Box::pin(route(shared, r)).await;
+                    }
+                }
+            }
             _ => bounce(shared, &el, StanzaErrorCondition::ServiceUnavailable).await,
         }
         return;
     }
-    if let Some(res) = to.resource() {
-        if let Some(r) = shared.router.resource(&bare, res.as_str()) {
-            match send_to(shared, &r, el) {
-                Ok(()) => return,
-                Err(Some(el)) if r.tx.is_closed() => {
-                    return Box::pin(deliver_full_offline(shared, &bare, el, k)).await;
-                }
-                Err(Some(el)) => {
-                    return bounce_typed(
-                        shared,
-                        &el,
-                        StanzaErrorCondition::ResourceConstraint,
-                        ErrorType::Wait,
-                    )
-                    .await
-                }
-                Err(None) => return,
+    match k {
+        Some(Kind::Message) => {
+            let routed = Routed {
+                id: shared.next_id(),
+                el,
+            };
+            Box::pin(crate::message::inbound(shared, &bare, &to, routed)).await
+        }
+        Some(Kind::Presence) => Box::pin(deliver_presence(shared, &bare, &to, el)).await,
+        Some(Kind::Iq) => Box::pin(deliver_iq(shared, &bare, &to, el)).await,
+        None => {}
+    }
+}
+
+async fn deliver_presence(shared: &Arc<Shared>, bare: &str, to: &Jid, el: Element) {
+    if let Ok(Some(from)) = stanza::from(&el) {
+        if crate::blocking::inbound_blocked(shared, bare, &from).await {
+            return; // XEP-0191 §3.3: presence from blocked entities is dropped
+        }
+    }
+    let typ = stanza::typ(&el).to_string();
+    if let Some(kind) = herald_session::subscription::SubKind::from_presence_type(&typ) {
+        return crate::presence::subscription_in(shared, bare, el, kind).await;
+    }
+    let list = shared.router.resources(bare);
+    if typ == "probe" {
+        let avail: Vec<_> = list.iter().filter(|r| r.available).collect();
+        if avail.is_empty() {
+            return crate::presence::probe_offline(shared, bare, &el).await;
+        }
+        for r in avail {
+            let _ = send_to(shared, r, el.clone());
+        }
+        return;
+    }
+    match to.resource() {
+        // RFC 6121 §8.5.3.2.2: presence to an unavailable full JID is dropped.
+        Some(res) => {
+            if let Some(r) = list.iter().find(|r| r.resource == res.as_str()) {
+                let _ = send_to(shared, r, el);
             }
         }
-        return deliver_full_offline(shared, &bare, el, k).await;
-    }
-    match k {
-        Some(Kind::Message) => deliver_message_bare(shared, &bare, el).await,
-        Some(Kind::Presence) => {
-            for r in shared
-                .router
-                .resources(&bare)
-                .iter()
-                .filter(|r| r.available)
-            {
+        None => {
+            for r in list.iter().filter(|r| r.available) {
                 let _ = send_to(shared, r, el.clone());
             }
         }
-        Some(Kind::Iq) => {
-            // RFC 6121 §8.5.2.1.3: the server answers IQs to the bare JID on the account's behalf.
-            if let Some(reply) = iq::handle_account_iq_from_other(shared, &bare, &el).await {
-                Box::pin(route(shared, reply)).await;
-            }
+    }
+}
+
+async fn deliver_iq(shared: &Arc<Shared>, bare: &str, to: &Jid, el: Element) {
+    let Some(res) = to.resource() else {
+        // RFC 6121 §8.5.2.1.3: the server answers IQs to the bare JID on the account's behalf.
+        if let Some(reply) = iq::handle_account_iq_from_other(shared, bare, &el).await {
+            route(shared, reply).await;
         }
-        None => {}
-    }
-}
-
-/// RFC 6121 §8.5.3.2: full JID with no such resource.
-async fn deliver_full_offline(shared: &Arc<Shared>, bare: &str, el: Element, k: Option<Kind>) {
-    match k {
-        Some(Kind::Message) => match stanza::typ(&el) {
-            "groupchat" => bounce(shared, &el, StanzaErrorCondition::ServiceUnavailable).await,
-            "headline" | "error" => {}
-            _ => deliver_message_bare(shared, bare, el).await,
-        },
-        Some(Kind::Presence) => {}
-        Some(Kind::Iq) => bounce(shared, &el, StanzaErrorCondition::ServiceUnavailable).await,
-        None => {}
-    }
-}
-
-/// RFC 6121 §8.5.2.1.1: a message to the bare JID.
-pub async fn deliver_message_bare(shared: &Arc<Shared>, bare: &str, el: Element) {
-    let list = shared.router.resources(bare);
-    let t = stanza::typ(&el);
-    let targets: Vec<&ResourceEntry> = match t {
-        "groupchat" => {
+        return;
+    };
+    if let Ok(Some(from)) = stanza::from(&el) {
+        if crate::blocking::inbound_blocked(shared, bare, &from).await {
             return bounce(shared, &el, StanzaErrorCondition::ServiceUnavailable).await;
         }
-        "headline" => list
-            .iter()
-            .filter(|r| r.available && r.priority >= 0)
-            .collect(),
-        _ => best_resources(&list),
-    };
-    if targets.is_empty() {
-        return crate::session::no_available_resource(shared, bare, el).await;
     }
-    let mut delivered = false;
-    for r in targets {
-        if send_to(shared, r, el.clone()).is_ok() {
-            delivered = true;
-        }
-    }
-    if !delivered {
-        bounce_typed(
-            shared,
-            &el,
-            StanzaErrorCondition::ResourceConstraint,
-            ErrorType::Wait,
-        )
-        .await;
+    match shared.router.resource(bare, res.as_str()) {
+        Some(r) => match send_to(shared, &r, el) {
+            Ok(()) => {}
+            Err(Some(el)) if r.tx.is_closed() => {
+                bounce(shared, &el, StanzaErrorCondition::ServiceUnavailable).await
+            }
+            Err(Some(el)) => {
+                bounce_wait(shared, &el, StanzaErrorCondition::ResourceConstraint).await
+            }
+            Err(None) => {}
+        },
+        None => bounce(shared, &el, StanzaErrorCondition::ServiceUnavailable).await,
     }
 }

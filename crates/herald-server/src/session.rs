@@ -1,44 +1,66 @@
 //! The session task: owns one bound c2s session for its whole life — its connection (an
-//! attachable transport), presence, and the per-session state of the feature modules. Other
-//! tasks talk to it only through its inbox.
+//! attachable transport: when it dies a resumable session hibernates and keeps queueing;
+//! `<resume/>` re-attaches a new one), presence, the XEP-0198 machine, the XEP-0352 buffer
+//! and the carbons flag. Other tasks talk to it only through its inbox. The protocol rules are
+//! herald-session's and herald-push's; this file wires them to the socket and the router.
 
 use std::sync::Arc;
 
 use herald_proto::error::{StanzaErrorCondition, StreamError, StreamErrorCondition};
 use herald_proto::jid::{BareJid, FullJid, Jid};
 use herald_proto::ns;
-use herald_proto::stream::StreamEvent;
+use herald_proto::stream::{StreamEvent, INTERNAL_NS};
 use herald_proto::Element;
+use herald_session::csi::CsiBuffer;
+use herald_session::sm::{SmConfig, SmError, SmEvent, StreamManagement};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::conn::{Conn, ConnError};
-use crate::negotiate::{self, Outcome};
-use crate::router::{ResourceEntry, SessionMsg};
+use crate::negotiate;
+use crate::push::{self, PushEvent};
+use crate::router::{ResourceEntry, Routed, SessionMsg};
 use crate::stanza::{self, Kind};
-use crate::{iq, routing, Shared};
+use crate::xep::delay;
+use crate::{iq, offline, presence, routing, Shared};
 
 /// Internal requests to a session.
 #[derive(Debug)]
 pub enum Command {
-    /// Write these elements to the client as they are (e.g. roster pushes).
+    /// Write these elements to the client as they are (e.g. roster pushes, offline messages).
     Send(Vec<Element>),
+    /// Deliver stored offline messages now (ids to delete once written).
+    Offline(Vec<(i64, Element)>),
+    /// A roster push (RFC 6121 §2.1.6): written only if this client asked for the roster.
+    RosterPush(Element),
 }
 
-/// Called when a message for `bare` finds no available resource.
-pub async fn no_available_resource(shared: &Arc<Shared>, _bare: &str, el: Element) {
-    match stanza::typ(&el) {
-        "headline" | "error" | "groupchat" => {}
-        _ => routing::bounce(shared, &el, StanzaErrorCondition::ServiceUnavailable).await,
-    }
+/// An outbound stanza with the id it carries on every path (SM queue, offline, archive, push).
+#[derive(Clone, Debug)]
+pub struct Out {
+    /// Routing id.
+    pub id: u64,
+    /// The stanza.
+    pub el: Element,
+    /// When it was queued (XEP-0203 stamp on retransmission), unix micros.
+    pub at: i64,
 }
 
-/// Drives a negotiated connection: binds and runs the session.
-pub async fn start(shared: Arc<Shared>, outcome: Outcome) {
+/// A resumable session's registration in the resumption table.
+#[derive(Clone, Debug)]
+pub struct Resumable {
+    /// The account.
+    pub bare: String,
+    /// The session's inbox.
+    pub tx: mpsc::Sender<SessionMsg>,
+}
+
+/// Binds a negotiated stream and runs its session, or resumes a hibernated one.
+pub async fn start(shared: Arc<Shared>, outcome: negotiate::Outcome) {
     match outcome {
-        Outcome::Closed => {}
-        Outcome::Bind {
+        negotiate::Outcome::Closed | negotiate::Outcome::Resumed => {}
+        negotiate::Outcome::Bind {
             user,
             request,
             mut conn,
@@ -58,16 +80,70 @@ pub async fn start(shared: Arc<Shared>, outcome: Outcome) {
                 .instrument(span)
                 .await
         }
-        Outcome::Resume {
-            request, mut conn, ..
-        } => {
-            // Stream management is not enabled on this server build yet: XEP-0198 §5.
-            let mut f = Element::bare("failed", ns::SM);
-            f.append_child(Element::bare("item-not-found", ns::STANZAS_ERR));
-            let _ = request;
-            let _ = conn.send(&f).await;
-            conn.close().await;
+    }
+}
+
+/// XEP-0198 §5: tries to hand `conn` to the hibernated session `previd` of `user`.
+/// Err(conn) when it cannot: `<failed/>` has been sent and the stream may go on to bind.
+/// Ok(()) when the session took the connection (or the connection was lost on the way).
+pub async fn try_resume(
+    shared: &Arc<Shared>,
+    user: &BareJid,
+    request: &Element,
+    mut conn: Conn,
+) -> Result<(), Conn> {
+    let previd = request.attr("previd").unwrap_or_default().to_string();
+    let failed = |h: Option<u32>, cond: &str| {
+        let mut f = Element::bare("failed", ns::SM);
+        if let Some(h) = h {
+            stanza::set(&mut f, "h", h.to_string());
         }
+        f.append_child(Element::bare(cond, ns::STANZAS_ERR));
+        f
+    };
+    let Some(h) = request.attr("h").and_then(|h| h.parse::<u32>().ok()) else {
+        let _ = conn.send(&failed(None, "bad-request")).await;
+        return Err(conn);
+    };
+    match shared.resumable_get(&previd) {
+        Some(e) if e.bare == user.to_string() => {
+            match e
+                .tx
+                .send(SessionMsg::Resume {
+                    conn,
+                    h,
+                    previd: previd.clone(),
+                })
+                .await
+            {
+                Ok(()) => Ok(()),
+                Err(mpsc::error::SendError(msg)) => {
+                    // The session ended between lookup and hand-over.
+                    let SessionMsg::Resume { mut conn, .. } = msg else {
+                        return Ok(());
+                    };
+                    let last = shared.tombstone_take(&previd);
+                    let _ = conn.send(&failed(last, "item-not-found")).await;
+                    Err(conn)
+                }
+            }
+        }
+        _ => {
+            let last = shared.tombstone_take(&previd);
+            let _ = conn.send(&failed(last, "item-not-found")).await;
+            Err(conn)
+        }
+    }
+}
+
+fn sm_config(shared: &Shared) -> SmConfig {
+    let c = &shared.cfg.stream_management;
+    SmConfig {
+        max_queue: c.max_queue,
+        request_after: c.request_after,
+        request_idle: c.request_idle.0,
+        max_ack_delay: c.max_ack_delay.0,
+        hibernation_timeout: c.hibernation_timeout.0,
     }
 }
 
@@ -84,9 +160,10 @@ async fn run_new(
     let entry = ResourceEntry {
         resource: jid.resource().to_string(),
         session_id: id,
-        tx,
+        tx: tx.clone(),
         priority: 0,
         available: false,
+        carbons: false,
     };
     if let Some(old) = shared.router.bind(&bare, entry) {
         // RFC 6120 §7.7.2.2: the new session takes over the resource; the old one is told why.
@@ -103,19 +180,31 @@ async fn run_new(
         shared.router.unbind(&bare, jid.resource().as_str(), id);
         return;
     }
+    shared.push.send(PushEvent::SessionStarted {
+        user: bare.clone(),
+        session: id,
+        resource: jid.resource().to_string(),
+        tx: tx.clone(),
+    });
     tracing::info!("session bound");
     let now = Instant::now();
     let mut s = Session {
+        sm: StreamManagement::new(sm_config(&shared)),
+        csi: CsiBuffer::new(shared.cfg.csi.max_buffer),
         shared,
         id,
         jid,
         bare,
         conn: Some(conn),
+        tx,
         rx,
         available: false,
         priority: 0,
+        carbons: false,
+        sm_id: None,
         last_read: now,
         last_write: now,
+        presence: presence::SessionPresence::default(),
     };
     s.run().await;
     s.end().await;
@@ -123,16 +212,24 @@ async fn run_new(
 
 /// One bound session.
 pub struct Session {
-    shared: Arc<Shared>,
-    id: u64,
-    jid: FullJid,
-    bare: String,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) id: u64,
+    pub(crate) jid: FullJid,
+    pub(crate) bare: String,
     conn: Option<Conn>,
+    tx: mpsc::Sender<SessionMsg>,
     rx: mpsc::Receiver<SessionMsg>,
-    available: bool,
-    priority: i8,
+    pub(crate) available: bool,
+    pub(crate) priority: i8,
+    /// XEP-0280 enabled.
+    pub(crate) carbons: bool,
+    sm: StreamManagement<Out>,
+    csi: CsiBuffer<Out>,
+    sm_id: Option<String>,
     last_read: Instant,
     last_write: Instant,
+    /// Presence bookkeeping (last broadcast, directed presence recipients).
+    pub(crate) presence: presence::SessionPresence,
 }
 
 enum Ev {
@@ -150,15 +247,26 @@ async fn read_opt(conn: &mut Option<Conn>) -> Result<(), ConnError> {
 }
 
 /// What the session loop should do next.
-enum Flow {
+pub(crate) enum Flow {
     Continue,
     Stop,
 }
 
+fn std_now() -> std::time::Instant {
+    std::time::Instant::now()
+}
+
 impl Session {
-    fn deadline(&self) -> Instant {
+    fn deadline(&self) -> Option<Instant> {
         let c = &self.shared.cfg.c2s;
-        (self.last_read + c.read_timeout.0).min(self.last_write + c.keepalive_interval.0)
+        let io = self.conn.as_ref().map(|_| {
+            (self.last_read + c.read_timeout.0).min(self.last_write + c.keepalive_interval.0)
+        });
+        let sm = self.sm.next_deadline().map(Instant::from_std);
+        match (io, sm) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     async fn run(&mut self) {
@@ -171,7 +279,7 @@ impl Session {
                 tokio::select! {
                     m = rx.recv() => Ev::Msg(m),
                     r = read_opt(conn) => Ev::Read(r),
-                    _ = tokio::time::sleep_until(deadline) => Ev::Timer,
+                    _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => Ev::Timer,
                     _ = shutdown.changed() => Ev::Shutdown,
                 }
             };
@@ -198,26 +306,131 @@ impl Session {
 
     async fn on_msg(&mut self, m: SessionMsg) -> Flow {
         match m {
-            SessionMsg::Stanza(el) => self.deliver(vec![el]).await,
-            SessionMsg::Command(Command::Send(els)) => self.deliver(els).await,
+            SessionMsg::Stanza(r) => self.deliver(r).await,
+            SessionMsg::Command(Command::Send(els)) => self.write_now(els).await,
+            SessionMsg::Command(Command::Offline(msgs)) => self.deliver_offline(msgs).await,
+            SessionMsg::Command(Command::RosterPush(iq)) => {
+                if self.presence.interested {
+                    self.write_now(vec![iq]).await
+                } else {
+                    Flow::Continue
+                }
+            }
             SessionMsg::Kick(e) => {
                 self.fail(&e).await;
                 Flow::Stop
             }
+            SessionMsg::SetExpiry(at) => {
+                self.sm.set_hibernation_deadline(at.max(std_now()));
+                Flow::Continue
+            }
+            SessionMsg::Resume { conn, h, previd } => self.on_resume(conn, h, previd).await,
         }
     }
 
-    /// Writes stanzas to the client.
-    async fn deliver(&mut self, els: Vec<Element>) -> Flow {
+    /// Writes elements straight to the transport (not counted by SM: nonzas and IQ replies
+    /// are counted by `emit`, which callers use for stanzas).
+    pub(crate) async fn write_now(&mut self, els: Vec<Element>) -> Flow {
+        for el in els {
+            if let Flow::Stop = self
+                .emit(Out {
+                    id: 0,
+                    el,
+                    at: delay::now_micros(),
+                })
+                .await
+            {
+                return Flow::Stop;
+            }
+        }
+        Flow::Continue
+    }
+
+    async fn write_raw(&mut self, data: &[u8]) -> Flow {
         let Some(conn) = self.conn.as_mut() else {
             return Flow::Continue;
         };
-        match conn.send_all(els.iter()).await {
+        match conn.write_raw(data).await {
             Ok(()) => {
                 self.last_write = Instant::now();
                 Flow::Continue
             }
             Err(e) => self.on_transport_error(e).await,
+        }
+    }
+
+    /// Delivers a routed stanza: through CSI, into the SM queue, onto the transport.
+    pub(crate) async fn deliver(&mut self, r: Routed) -> Flow {
+        let out = Out {
+            id: r.id,
+            el: r.el,
+            at: delay::now_micros(),
+        };
+        if let Some(flow) = self.intercept_incoming(&out.el).await {
+            return flow;
+        }
+        let hold = push::csi_may_hold(self.shared.push.classifier(), &out.el);
+        for o in self.csi.offer(out, !hold) {
+            if let Flow::Stop = self.emit(o).await {
+                return Flow::Stop;
+            }
+        }
+        Flow::Continue
+    }
+
+    /// Stanzas a session consumes itself instead of passing to the client.
+    async fn intercept_incoming(&mut self, el: &Element) -> Option<Flow> {
+        if stanza::kind(el) == Some(Kind::Presence) && stanza::typ(el) == "probe" {
+            presence::answer_probe(self, el).await;
+            return Some(Flow::Continue);
+        }
+        None
+    }
+
+    /// Puts one stanza on the wire (and in the SM queue when enabled).
+    async fn emit(&mut self, o: Out) -> Flow {
+        let mut bytes = Vec::new();
+        if self.conn.is_some() {
+            let ns = self
+                .conn
+                .as_ref()
+                .map(|c| c.ns)
+                .unwrap_or(herald_proto::stream::StreamNs::Client);
+            herald_proto::stream::encode(&o.el, ns, &mut bytes);
+        }
+        if !self.sm.is_enabled() {
+            return self.write_raw(&bytes).await;
+        }
+        let now = std_now();
+        let sleeping = self.conn.is_none() || self.sm.ack_overdue();
+        let info = sleeping.then(|| self.shared.push.info(o.id, &o.el));
+        match self.sm.push_outbound(o, now) {
+            Ok(request) => {
+                if let Some(info) = info {
+                    self.shared.push.send(PushEvent::StanzaQueued {
+                        session: self.id,
+                        stanza: info,
+                    });
+                }
+                if self.conn.is_some() {
+                    if request {
+                        bytes.extend_from_slice(b"<r xmlns='urn:xmpp:sm:3'/>");
+                        self.sm.request_sent(now);
+                    }
+                    return self.write_raw(&bytes).await;
+                }
+                Flow::Continue
+            }
+            Err(e) => {
+                // XEP-0198 §4: a client that never acks cannot grow our memory without bound.
+                tracing::warn!(error = %e, "stream management queue overflow");
+                let se = StreamError::new(
+                    StreamErrorCondition::PolicyViolation,
+                    Some("too many unacknowledged stanzas".to_string()),
+                );
+                self.fail(&se).await;
+                Flow::Stop
+            }
         }
     }
 
@@ -229,18 +442,19 @@ impl Session {
             };
             match ev {
                 Ok(None) => break,
-                Ok(Some(StreamEvent::Stanza(el))) => {
-                    if let Err(e) = self.on_client_element(el).await {
+                Ok(Some(StreamEvent::Stanza(el))) => match self.on_client_element(el).await {
+                    Ok(Flow::Continue) => {}
+                    Ok(Flow::Stop) => return Flow::Stop,
+                    Err(e) => {
                         self.fail(&e).await;
                         return Flow::Stop;
                     }
-                }
+                },
                 Ok(Some(StreamEvent::End)) => {
-                    // RFC 6120 §4.4: answer the close and end.
-                    if let Some(c) = self.conn.as_mut() {
+                    // RFC 6120 §4.4: answer the close and end (no hibernation: the client left).
+                    if let Some(mut c) = self.conn.take() {
                         c.close().await;
                     }
-                    self.conn = None;
                     return Flow::Stop;
                 }
                 Ok(Some(StreamEvent::Header(_))) => {
@@ -260,36 +474,89 @@ impl Session {
         Flow::Continue
     }
 
+    /// The connection failed: a stream error ends the session, anything else hibernates a
+    /// resumable one (XEP-0198 §5) and ends the others.
     async fn on_transport_error(&mut self, e: ConnError) -> Flow {
         match e {
             ConnError::Stream(se) => {
                 self.fail(&se).await;
+                Flow::Stop
             }
             other => {
                 tracing::info!(error = %other, "connection lost");
                 self.conn = None;
+                self.hibernate_or_stop()
             }
         }
-        Flow::Stop
+    }
+
+    fn hibernate_or_stop(&mut self) -> Flow {
+        let now = std_now();
+        if self.sm.hibernate(now).is_err() {
+            return Flow::Stop;
+        }
+        tracing::info!(unacked = self.sm.unacked_len(), "session hibernated");
+        let unacked = self.unacked_infos();
+        self.shared.push.send(PushEvent::HibernationStarted {
+            session: self.id,
+            unacked,
+        });
+        Flow::Continue
+    }
+
+    fn unacked_infos(&self) -> Vec<herald_push::StanzaInfo> {
+        self.sm
+            .unacked()
+            .filter(|o| o.id != 0)
+            .map(|o| self.shared.push.info(o.id, &o.el))
+            .collect()
     }
 
     async fn on_timer(&mut self) -> Flow {
         let now = Instant::now();
+        for ev in self.sm.poll(now.into_std()) {
+            match ev {
+                SmEvent::RequestAck => {
+                    if self.conn.is_some() {
+                        self.sm.request_sent(now.into_std());
+                        if let Flow::Stop = self.write_raw(b"<r xmlns='urn:xmpp:sm:3'/>").await {
+                            return Flow::Stop;
+                        }
+                    }
+                }
+                SmEvent::AckDelayed(queue) => {
+                    tracing::info!(unacked = queue.len(), "ack delayed");
+                    let unacked = queue
+                        .iter()
+                        .filter(|o| o.id != 0)
+                        .map(|o| self.shared.push.info(o.id, &o.el))
+                        .collect();
+                    self.shared.push.send(PushEvent::AckDelayed {
+                        session: self.id,
+                        unacked,
+                    });
+                }
+                SmEvent::Expired => {
+                    tracing::info!("hibernation expired");
+                    return Flow::Stop;
+                }
+            }
+        }
+        if self.conn.is_none() {
+            return Flow::Continue;
+        }
         let c = &self.shared.cfg.c2s;
         if now >= self.last_read + c.read_timeout.0 {
             tracing::info!("read timeout");
-            let e = StreamError::new(StreamErrorCondition::ConnectionTimeout, None);
-            self.fail(&e).await;
-            return Flow::Stop;
+            if let Some(mut conn) = self.conn.take() {
+                let e = StreamError::new(StreamErrorCondition::ConnectionTimeout, None);
+                conn.fail(&self.shared.cfg.domain, &e).await;
+            }
+            return self.hibernate_or_stop();
         }
         if now >= self.last_write + c.keepalive_interval.0 {
             // RFC 6120 §4.6.1: whitespace keepalive.
-            if let Some(conn) = self.conn.as_mut() {
-                if let Err(e) = conn.write_raw(b" ").await {
-                    return self.on_transport_error(e).await;
-                }
-            }
-            self.last_write = now;
+            return self.write_raw(b" ").await;
         }
         Flow::Continue
     }
@@ -300,30 +567,99 @@ impl Session {
         }
     }
 
-    /// The session is over: leave the router and tell presence subscribers.
+    async fn on_resume(&mut self, mut conn: Conn, h: u32, previd: String) -> Flow {
+        if let Some(mut old) = self.conn.take() {
+            // XEP-0198 §5: the old connection is superseded.
+            let e = StreamError::new(
+                StreamErrorCondition::Conflict,
+                Some("session resumed elsewhere".to_string()),
+            );
+            old.fail(&self.shared.cfg.domain, &e).await;
+        }
+        let now = std_now();
+        match self.sm.resume(h, now) {
+            Ok(retransmit) => {
+                let mut resumed = stanza::new("resumed", ns::SM, &[("previd", &previd)]);
+                stanza::set(&mut resumed, "h", self.sm.inbound_h().to_string());
+                let mut bytes = Vec::new();
+                herald_proto::stream::encode(&resumed, conn.ns, &mut bytes);
+                for o in &retransmit {
+                    let mut el = o.el.clone();
+                    // XEP-0198 §5 + XEP-0203: retransmitted stanzas say when they were first sent.
+                    delay::add_delay(&mut el, &self.shared.cfg.domain, o.at);
+                    herald_proto::stream::encode(&el, conn.ns, &mut bytes);
+                }
+                tracing::info!(retransmitted = retransmit.len(), "session resumed");
+                self.conn = Some(conn);
+                let now_t = Instant::now();
+                self.last_read = now_t;
+                self.last_write = now_t;
+                self.shared
+                    .push
+                    .send(PushEvent::Resumed { session: self.id });
+                if let Flow::Stop = self.write_raw(&bytes).await {
+                    return Flow::Stop;
+                }
+                // XEP-0352: a new stream starts active; held stanzas follow in order.
+                for o in self.csi.set_active() {
+                    if let Flow::Stop = self.emit(o).await {
+                        return Flow::Stop;
+                    }
+                }
+                Flow::Continue
+            }
+            Err(e) => {
+                let mut f = Element::bare("failed", ns::SM);
+                stanza::set(&mut f, "h", self.sm.inbound_h().to_string());
+                let cond = match e {
+                    SmError::HandledCountTooHigh { .. } => "undefined-condition",
+                    _ => "item-not-found",
+                };
+                f.append_child(Element::bare(cond, ns::STANZAS_ERR));
+                let _ = conn.send(&f).await;
+                conn.close().await;
+                if self.sm.is_hibernating() {
+                    Flow::Continue
+                } else {
+                    Flow::Stop
+                }
+            }
+        }
+    }
+
+    /// The session is over: leave the router, hand unacked stanzas on, tell subscribers.
     async fn end(&mut self) {
         self.shared
             .router
             .unbind(&self.bare, self.jid.resource().as_str(), self.id);
+        if let Some(id) = self.sm_id.take() {
+            self.shared.resumable_remove(&id);
+            self.shared.tombstone_insert(id, self.sm.inbound_h());
+        }
+        self.shared
+            .push
+            .send(PushEvent::SessionEnded { session: self.id });
         if self.available {
-            let mut p = stanza::new(
-                "presence",
-                herald_proto::stream::INTERNAL_NS,
-                &[("type", "unavailable")],
-            );
-            stanza::set(&mut p, "from", self.jid.to_string());
-            self.broadcast_presence(p).await;
+            presence::broadcast_unavailable(self).await;
+        }
+        let mut left: Vec<Out> = self.sm.take_unacked();
+        left.extend(self.csi.take_held());
+        if !left.is_empty() {
+            tracing::info!(count = left.len(), "re-routing undelivered stanzas");
+        }
+        for o in left {
+            offline::undelivered(&self.shared, &self.bare, o).await;
         }
         tracing::info!("session ended");
     }
 
-    async fn on_client_element(&mut self, mut el: Element) -> Result<(), StreamError> {
+    async fn on_client_element(&mut self, mut el: Element) -> Result<Flow, StreamError> {
         let Some(kind) = stanza::kind(&el) else {
-            return Err(StreamError::new(
-                StreamErrorCondition::UnsupportedStanzaType,
-                Some(format!("<{}/> is not supported here", el.name())),
-            ));
+            return self.on_nonza(el).await;
         };
+        if self.sm.is_enabled() {
+            self.sm.on_inbound_stanza();
+        }
         // RFC 6120 §8.1.2.1: the server stamps 'from'; a client may only claim itself.
         match stanza::from(&el) {
             Ok(None) => {}
@@ -341,92 +677,201 @@ impl Session {
             Ok(t) => t,
             Err(()) => {
                 if let Some(r) = stanza::error(&el, StanzaErrorCondition::JidMalformed, None) {
-                    self.to_client(r).await;
+                    return Ok(self.write_now(vec![r]).await);
                 }
-                return Ok(());
+                return Ok(Flow::Continue);
             }
         };
-        match kind {
+        Ok(match kind {
             Kind::Iq => self.on_iq(el, to).await,
             Kind::Presence => {
-                if to.is_none() {
-                    self.on_own_presence(el).await;
-                } else {
-                    routing::route(&self.shared, el).await;
-                }
+                presence::outbound(self, el, to).await;
+                Flow::Continue
             }
             Kind::Message => {
                 if to.is_none() {
                     // RFC 6121 §8.1.1.1: no 'to' means the sender's bare JID.
                     stanza::set(&mut el, "to", self.bare.clone());
                 }
-                routing::route(&self.shared, el).await;
+                crate::message::outbound(self, el).await;
+                Flow::Continue
+            }
+        })
+    }
+
+    async fn on_nonza(&mut self, el: Element) -> Result<Flow, StreamError> {
+        let now = std_now();
+        if el.has_ns(ns::SM) {
+            match el.name() {
+                "r" => {
+                    if !self.sm.is_enabled() {
+                        return Err(unsupported(&el));
+                    }
+                    let a = format!("<a xmlns='urn:xmpp:sm:3' h='{}'/>", self.sm.inbound_h());
+                    return Ok(self.write_raw(a.as_bytes()).await);
+                }
+                "a" => {
+                    let h = el.attr("h").and_then(|h| h.parse::<u32>().ok());
+                    let Some(h) = h else {
+                        return Err(StreamError::new(
+                            StreamErrorCondition::BadFormat,
+                            Some("<a/> needs h".to_string()),
+                        ));
+                    };
+                    let was_overdue = self.sm.ack_overdue();
+                    return match self.sm.on_ack(h, now) {
+                        Ok(_) => {
+                            if was_overdue && !self.sm.ack_overdue() {
+                                self.shared.push.send(PushEvent::Acked { session: self.id });
+                            }
+                            Ok(Flow::Continue)
+                        }
+                        Err(SmError::HandledCountTooHigh { h, sent }) => {
+                            // XEP-0198 §4: undefined-condition with handled-count-too-high.
+                            let text =
+                                format!("acknowledged {h} stanzas but only {sent} were sent");
+                            if let Some(c) = self.conn.as_mut() {
+                                let x = format!(
+                                    "<stream:error><undefined-condition xmlns='urn:ietf:params:xml:ns:xmpp-streams'/><handled-count-too-high xmlns='urn:xmpp:sm:3' h='{h}' send-count='{sent}'/><text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>{text}</text></stream:error>"
+                                );
+                                let _ = c.write_raw(x.as_bytes()).await;
+                                c.close().await;
+                            }
+                            self.conn = None;
+                            Ok(Flow::Stop)
+                        }
+                        Err(_) => Ok(Flow::Continue),
+                    };
+                }
+                "enable" => {
+                    let resume = matches!(el.attr("resume"), Some("true") | Some("1"));
+                    if self.sm.enable(resume, now).is_err() {
+                        let mut f = Element::bare("failed", ns::SM);
+                        f.append_child(Element::bare("unexpected-request", ns::STANZAS_ERR));
+                        return Ok(self.write_raw(String::from(&f).as_bytes()).await);
+                    }
+                    let mut enabled = Element::bare("enabled", ns::SM);
+                    if resume {
+                        let id = crate::conn::new_stream_id();
+                        self.shared.resumable_insert(
+                            id.clone(),
+                            Resumable {
+                                bare: self.bare.clone(),
+                                tx: self.tx.clone(),
+                            },
+                        );
+                        stanza::set(&mut enabled, "id", id.clone());
+                        stanza::set(&mut enabled, "resume", "true");
+                        stanza::set(
+                            &mut enabled,
+                            "max",
+                            self.shared
+                                .cfg
+                                .stream_management
+                                .hibernation_timeout
+                                .0
+                                .as_secs()
+                                .to_string(),
+                        );
+                        self.sm_id = Some(id);
+                    }
+                    let mut b = Vec::new();
+                    herald_proto::stream::encode(
+                        &enabled,
+                        herald_proto::stream::StreamNs::Client,
+                        &mut b,
+                    );
+                    return Ok(self.write_raw(&b).await);
+                }
+                "resume" => {
+                    let mut f = Element::bare("failed", ns::SM);
+                    f.append_child(Element::bare("unexpected-request", ns::STANZAS_ERR));
+                    return Ok(self.write_raw(String::from(&f).as_bytes()).await);
+                }
+                _ => return Err(unsupported(&el)),
             }
         }
-        Ok(())
+        if el.has_ns(ns::CSI) {
+            match el.name() {
+                "inactive" => {
+                    self.csi.set_inactive();
+                    return Ok(Flow::Continue);
+                }
+                "active" => {
+                    for o in self.csi.set_active() {
+                        if let Flow::Stop = self.emit(o).await {
+                            return Ok(Flow::Stop);
+                        }
+                    }
+                    return Ok(Flow::Continue);
+                }
+                _ => return Err(unsupported(&el)),
+            }
+        }
+        Err(unsupported(&el))
     }
 
-    async fn to_client(&mut self, el: Element) {
-        let _ = self.deliver(vec![el]).await;
-    }
-
-    async fn on_iq(&mut self, el: Element, to: Option<Jid>) {
+    async fn on_iq(&mut self, el: Element, to: Option<Jid>) -> Flow {
         let own = match &to {
             None => true,
             Some(j) => j.is_bare() && j.to_string() == self.bare,
         };
         if !own {
             routing::route(&self.shared, el).await;
-            return;
+            return Flow::Continue;
         }
         match stanza::typ(&el) {
-            "get" | "set" => {
-                let reply = iq::handle_own_iq(&self.shared, &self.jid, &el).await;
-                if let Some(r) = reply {
-                    self.to_client(r).await;
-                }
-            }
+            "get" | "set" => match iq::handle_own_iq(self, &el).await {
+                Some(r) => self.write_now(vec![r]).await,
+                None => Flow::Continue,
+            },
             // Results and errors addressed to the account itself have nobody to go to.
-            _ => {}
+            _ => Flow::Continue,
         }
     }
 
-    async fn on_own_presence(&mut self, el: Element) {
-        match stanza::typ(&el) {
-            "" => {
-                let prio = el
-                    .get_child("priority", herald_proto::stream::INTERNAL_NS)
-                    .and_then(|p| p.text().trim().parse::<i8>().ok())
-                    .unwrap_or(0);
-                self.available = true;
-                self.priority = prio;
-                self.shared
-                    .router
-                    .set_presence(&self.bare, self.id, true, prio);
-                self.broadcast_presence(el).await;
+    /// Delivers stored offline messages, deleting each once written.
+    async fn deliver_offline(&mut self, msgs: Vec<(i64, Element)>) -> Flow {
+        let mut done = Vec::new();
+        for (id, el) in msgs {
+            let routed = Routed {
+                id: self.shared.next_id(),
+                el,
+            };
+            if let Flow::Stop = self.deliver(routed).await {
+                break;
             }
-            "unavailable" => {
-                self.available = false;
-                self.shared
-                    .router
-                    .set_presence(&self.bare, self.id, false, 0);
-                self.broadcast_presence(el).await;
-            }
-            _ => {
-                // Subscription management is handled by the roster module (not in this build).
-                routing::route(&self.shared, el).await;
-            }
+            done.push(id);
         }
+        offline::delete_delivered(&self.shared, &self.bare, done).await;
+        if self.conn.is_none() && !self.sm.is_hibernating() {
+            return Flow::Stop;
+        }
+        Flow::Continue
     }
 
-    /// Sends our presence to our other available resources (RFC 6121 §4.2.2).
-    async fn broadcast_presence(&mut self, el: Element) {
-        for r in self.shared.router.resources(&self.bare) {
-            if r.session_id != self.id && r.available {
-                let mut p = el.clone();
-                stanza::set(&mut p, "to", format!("{}/{}", self.bare, r.resource));
-                let _ = routing::send_to(&self.shared, &r, p);
-            }
-        }
+    /// The session's full JID.
+    pub fn jid(&self) -> &FullJid {
+        &self.jid
+    }
+
+    /// The session id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+fn unsupported(el: &Element) -> StreamError {
+    StreamError::new(
+        StreamErrorCondition::UnsupportedStanzaType,
+        Some(format!("<{}/> is not supported here", el.name())),
+    )
+}
+
+/// A presence stanza in the internal namespace.
+pub fn presence_el(typ: Option<&str>) -> Element {
+    match typ {
+        Some(t) => stanza::new("presence", INTERNAL_NS, &[("type", t)]),
+        None => Element::bare("presence", INTERNAL_NS),
     }
 }

@@ -137,11 +137,17 @@ impl RawClient {
         }
     }
 
-    /// Next element that is not `<r/>`/`<a/>` and matches `name`.
+    /// Next element named `name`, skipping presence (self-presence, contacts' presence)
+    /// unless presence is what is expected.
     pub async fn expect(&mut self, name: &str) -> Element {
-        let el = self.element().await;
-        assert_eq!(el.name(), name, "got {}", String::from(&el));
-        el
+        loop {
+            let el = self.element().await;
+            if el.name() == "presence" && name != "presence" {
+                continue;
+            }
+            assert_eq!(el.name(), name, "got {}", String::from(&el));
+            return el;
+        }
     }
 
     /// The stream error condition the server ends with (reads until it).

@@ -1,0 +1,102 @@
+//! XEP-0191 blocking: the user's blocklist, consulted for every message and presence in
+//! both directions, and the `urn:xmpp:blocking` IQs with pushes to the user's resources.
+
+use std::sync::Arc;
+
+use herald_proto::error::StanzaErrorCondition;
+use herald_proto::jid::Jid;
+use herald_proto::Element;
+use herald_store::BlockStore;
+
+use crate::session::{Command, Session};
+use crate::stanza;
+use crate::xep::blocking::{self as xb, BlockCmd};
+use crate::{routing, Shared};
+
+async fn list(shared: &Arc<Shared>, user: &str) -> Vec<String> {
+    let u = user.to_string();
+    shared
+        .db(move |s| s.blocklist(&u))
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "blocklist lookup failed");
+            Vec::new()
+        })
+}
+
+/// Whether `user` blocked `from` (stanzas from it are not delivered).
+pub async fn inbound_blocked(shared: &Arc<Shared>, user: &str, from: &Jid) -> bool {
+    let l = list(shared, user).await;
+    !l.is_empty() && xb::matches(&l, from.as_str())
+}
+
+/// Whether `user` blocked `to` (stanzas to it are refused).
+pub async fn outbound_blocked(shared: &Arc<Shared>, user: &str, to: &Jid) -> bool {
+    if to.node().is_none() && to.domain().as_str() == shared.domain() {
+        return false;
+    }
+    let l = list(shared, user).await;
+    !l.is_empty() && xb::matches(&l, to.as_str())
+}
+
+/// XEP-0191 §3.5: a stanza to a blocked entity gets not-acceptable with `<blocked/>`.
+pub async fn bounce_blocked(shared: &Arc<Shared>, el: &Element) {
+    if let Some(mut e) = stanza::error(el, StanzaErrorCondition::NotAcceptable, None) {
+        if let Some(err) = e.get_child_mut("error", herald_proto::stream::INTERNAL_NS) {
+            err.append_child(Element::bare("blocked", "urn:xmpp:blocking:errors"));
+        }
+        routing::route(shared, e).await;
+    }
+}
+
+/// A blocking IQ from the user's client; returns the reply.
+pub async fn handle_iq(session: &mut Session, el: &Element) -> Element {
+    let shared = session.shared.clone();
+    let user = session.bare.clone();
+    let cmd = match xb::parse(el) {
+        Ok(c) => c,
+        Err(cond) => {
+            return stanza::error(el, cond, None).unwrap_or_else(|| stanza::iq_result(el, None))
+        }
+    };
+    let u = user.clone();
+    let r = match &cmd {
+        BlockCmd::List => {
+            let l = list(&shared, &user).await;
+            return stanza::iq_result(el, Some(xb::blocklist_element(&l)));
+        }
+        BlockCmd::Block(jids) => {
+            let j = jids.clone();
+            shared.db(move |s| s.block(&u, &j)).await
+        }
+        BlockCmd::Unblock(jids) if jids.is_empty() => shared.db(move |s| s.unblock_all(&u)).await,
+        BlockCmd::Unblock(jids) => {
+            let j = jids.clone();
+            shared.db(move |s| s.unblock(&u, &j)).await
+        }
+    };
+    if let Err(e) = r {
+        tracing::error!(error = %e, "blocklist update failed");
+        return stanza::error_typed(
+            el,
+            StanzaErrorCondition::InternalServerError,
+            herald_proto::error::ErrorType::Wait,
+            None,
+        )
+        .unwrap_or_else(|| stanza::iq_result(el, None));
+    }
+    // XEP-0191 §3.3: push the change to every resource that asked for the list (all, here).
+    let push = xb::push_element(&cmd);
+    for r in shared.router.resources(&user) {
+        let mut iq = stanza::new(
+            "iq",
+            herald_proto::stream::INTERNAL_NS,
+            &[("type", "set"), ("id", "block-push")],
+        );
+        stanza::set(&mut iq, "to", format!("{user}/{}", r.resource));
+        iq.append_child(push.clone());
+        let _ =
+            r.tx.try_send(crate::router::SessionMsg::Command(Command::Send(vec![iq])));
+    }
+    stanza::iq_result(el, None)
+}

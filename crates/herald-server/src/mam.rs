@@ -1,0 +1,227 @@
+//! XEP-0313 message archive glue: archiving for both parties (durable before the message is
+//! passed on, so before the sender's ack), the "archived for user" event (push rule b), the
+//! query and preferences IQs, and retention.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use herald_proto::error::{ErrorType, StanzaErrorCondition};
+use herald_proto::jid::Jid;
+use herald_proto::ns;
+use herald_proto::Element;
+use herald_store::{ArchiveStore, ArchivedMessage, MamPrefs, RosterStore, StoreError};
+
+use crate::push::PushEvent;
+use crate::session::Session;
+use crate::stanza;
+use crate::xep::{delay, mam as xm};
+use crate::Shared;
+
+async fn prefs_allow(shared: &Arc<Shared>, user: &str, peer_bare: &str) -> bool {
+    let (u, p) = (user.to_string(), peer_bare.to_string());
+    let server_default = shared.cfg.mam.default.clone();
+    let r = shared
+        .db(move |s| {
+            let prefs = s.mam_prefs(&u)?;
+            let mode = prefs.default.as_deref().unwrap_or(&server_default);
+            let in_roster = if mode == "roster" {
+                s.roster_item(&u, &p)?.is_some()
+            } else {
+                false
+            };
+            Ok(xm::should_archive(&prefs, &server_default, &p, in_roster))
+        })
+        .await;
+    r.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "archive preference lookup failed");
+        true
+    })
+}
+
+async fn store(
+    shared: &Arc<Shared>,
+    user: &str,
+    with: &Jid,
+    id: &str,
+    ts: i64,
+    el: &Element,
+) -> bool {
+    let msg = ArchivedMessage {
+        id: id.to_string(),
+        with: with.to_bare().to_string(),
+        timestamp: ts,
+        stanza_xml: String::from(el),
+    };
+    let (u, full) = (user.to_string(), with.to_string());
+    match shared.db(move |s| s.archive(&u, &msg, &full)).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(error = %e, "archiving failed");
+            false
+        }
+    }
+}
+
+/// Archives a message `user` received; stamps its stanza-id and fires rule b.
+pub async fn archive_incoming(shared: &Arc<Shared>, user: &str, routing_id: u64, el: &mut Element) {
+    if !xm::is_archivable(el) {
+        return;
+    }
+    let Ok(Some(from)) = stanza::from(el) else {
+        return;
+    };
+    if !prefs_allow(shared, user, from.to_bare().as_str()).await {
+        return;
+    }
+    let id = xm::new_archive_id();
+    xm::stamp_stanza_id(el, user, &id);
+    if store(shared, user, &from, &id, delay::now_micros(), el).await {
+        let info = shared.push.info(routing_id, el);
+        shared.push.send(PushEvent::Archived {
+            user: user.to_string(),
+            stanza: info,
+        });
+    }
+}
+
+/// Archives a message `user` sent (their archive holds both directions).
+pub async fn archive_outgoing(shared: &Arc<Shared>, user: &str, to: &Jid, el: &Element) {
+    if !xm::is_archivable(el) || to.to_bare().as_str() == user {
+        return;
+    }
+    if !prefs_allow(shared, user, to.to_bare().as_str()).await {
+        return;
+    }
+    store(
+        shared,
+        user,
+        to,
+        &xm::new_archive_id(),
+        delay::now_micros(),
+        el,
+    )
+    .await;
+}
+
+fn err(el: &Element, cond: StanzaErrorCondition, text: Option<&str>) -> Element {
+    stanza::error(el, cond, text).unwrap_or_else(|| stanza::iq_result(el, None))
+}
+
+/// A MAM IQ (query, form, prefs) from the session's client. Results are written to the
+/// client before the returned `<fin/>`.
+pub async fn handle_iq(session: &mut Session, el: &Element, payload: &Element) -> Element {
+    let shared = session.shared.clone();
+    let user = session.bare.clone();
+    let pns = if payload.has_ns(ns::MAM1) {
+        ns::MAM1
+    } else {
+        ns::MAM
+    };
+    if payload.name() == "prefs" {
+        if stanza::typ(el) == "get" {
+            let u = user.clone();
+            return match shared.db(move |s| s.mam_prefs(&u)).await {
+                Ok(p) => stanza::iq_result(
+                    el,
+                    Some(xm::prefs_element(pns, &p, &shared.cfg.mam.default)),
+                ),
+                Err(_) => err(el, StanzaErrorCondition::InternalServerError, None),
+            };
+        }
+        let prefs: MamPrefs = match xm::parse_prefs(payload) {
+            Ok(p) => p,
+            Err(c) => return err(el, c, None),
+        };
+        let (u, p) = (user.clone(), prefs.clone());
+        return match shared.db(move |s| s.set_mam_prefs(&u, &p)).await {
+            Ok(()) => stanza::iq_result(
+                el,
+                Some(xm::prefs_element(pns, &prefs, &shared.cfg.mam.default)),
+            ),
+            Err(_) => err(el, StanzaErrorCondition::InternalServerError, None),
+        };
+    }
+    if payload.name() != "query" {
+        return err(el, StanzaErrorCondition::ServiceUnavailable, None);
+    }
+    if stanza::typ(el) == "get" {
+        return stanza::iq_result(el, Some(xm::query_form(pns)));
+    }
+    let req = match xm::parse_query(payload, shared.cfg.mam.max_page) {
+        Ok(r) => r,
+        Err((c, text)) => return err(el, c, Some(&text)),
+    };
+    let (u, q) = (user.clone(), req.query.clone());
+    let page = match shared.db(move |s| s.query_archive(&u, &q)).await {
+        Ok(p) => p,
+        Err(StoreError::NotFound) => {
+            // XEP-0313 §4.1.3 / XEP-0059 §2.6: unknown paging id.
+            return err(
+                el,
+                StanzaErrorCondition::ItemNotFound,
+                Some("no such archive id"),
+            );
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "archive query failed");
+            return stanza::error_typed(
+                el,
+                StanzaErrorCondition::InternalServerError,
+                ErrorType::Wait,
+                None,
+            )
+            .unwrap_or_else(|| stanza::iq_result(el, None));
+        }
+    };
+    let to = session.jid().to_string();
+    let mut items = page.items.clone();
+    if req.flip {
+        items.reverse();
+    }
+    let mut results = Vec::with_capacity(items.len());
+    for m in &items {
+        let Ok(original) = Element::from_str(&m.stanza_xml) else {
+            tracing::error!(id = %m.id, "unreadable archived message skipped");
+            continue;
+        };
+        results.push(xm::result_message(
+            &to,
+            req.queryid.as_deref(),
+            req.ns,
+            &m.id,
+            m.timestamp,
+            original,
+        ));
+    }
+    session.write_now(results).await;
+    let first = page.items.first().map(|m| m.id.as_str());
+    let last = page.items.last().map(|m| m.id.as_str());
+    stanza::iq_result(
+        el,
+        Some(xm::fin(
+            req.ns,
+            first,
+            last,
+            Some(page.count),
+            page.complete,
+        )),
+    )
+}
+
+/// Deletes archived messages older than `[mam] max_age`, once now and then hourly.
+pub async fn retention(shared: Arc<Shared>) {
+    let mut shutdown = shared.shutdown_signal();
+    loop {
+        let cutoff =
+            delay::now_micros() - shared.cfg.mam.max_age.0.as_micros().min(i64::MAX as u128) as i64;
+        match shared.db(move |s| s.purge_archive_before(cutoff)).await {
+            Ok(n) if n > 0 => tracing::info!(deleted = n, "archive retention"),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "archive retention failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}

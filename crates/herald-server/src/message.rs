@@ -1,0 +1,116 @@
+//! Message handling around routing: what happens to a message a client sends (blocking,
+//! carbons `sent` copies, archiving for the sender) and to a message arriving for a local
+//! user (blocking, archiving for the recipient with rule b, delivery, carbons `received`
+//! copies, offline storage).
+
+use std::sync::Arc;
+
+use herald_proto::error::StanzaErrorCondition;
+use herald_proto::jid::Jid;
+use herald_proto::Element;
+
+use crate::router::{best_resources, ResourceEntry, Routed};
+use crate::session::Session;
+use crate::stanza;
+use crate::xep::carbons;
+use crate::{blocking, mam, offline, routing, Shared};
+
+/// A message sent by the session's client (already stamped with `from`, `to` set).
+pub async fn outbound(session: &mut Session, mut el: Element) {
+    let shared = session.shared.clone();
+    if carbons::is_carbon(&el) {
+        // XEP-0280 §11: clients must not forge carbons.
+        routing::bounce(&shared, &el, StanzaErrorCondition::NotAcceptable).await;
+        return;
+    }
+    let private = carbons::strip_private(&mut el);
+    let to = match stanza::to(&el) {
+        Ok(Some(t)) => t,
+        _ => return routing::bounce(&shared, &el, StanzaErrorCondition::JidMalformed).await,
+    };
+    if blocking::outbound_blocked(&shared, &session.bare, &to).await {
+        blocking::bounce_blocked(&shared, &el).await;
+        return;
+    }
+    mam::archive_outgoing(&shared, &session.bare, &to, &el).await;
+    if !private && carbons::is_eligible(&el) {
+        for r in shared.router.resources(&session.bare) {
+            if r.carbons && r.session_id != session.id && r.available {
+                let full = format!("{}/{}", session.bare, r.resource);
+                let copy = carbons::sent_copy(&session.bare, &full, &el);
+                let _ = routing::send_to(&shared, &r, copy);
+            }
+        }
+    }
+    routing::route(&shared, el).await;
+}
+
+/// A message for local user `bare`, addressed to `to` (bare or full).
+pub async fn inbound(shared: &Arc<Shared>, bare: &str, to: &Jid, r: Routed) {
+    let Routed { id, mut el } = r;
+    if let Ok(Some(from)) = stanza::from(&el) {
+        if blocking::inbound_blocked(shared, bare, &from).await {
+            // XEP-0191 §3.3: not delivered; messages and IQs get service-unavailable.
+            routing::bounce(shared, &el, StanzaErrorCondition::ServiceUnavailable).await;
+            return;
+        }
+    }
+    mam::archive_incoming(shared, bare, id, &mut el).await;
+    let list = shared.router.resources(bare);
+    let (targets, full_target): (Vec<&ResourceEntry>, bool) = match to.resource() {
+        Some(res) => match list.iter().find(|e| e.resource == res.as_str()) {
+            Some(e) => (vec![e], true),
+            None => match stanza::typ(&el) {
+                // RFC 6121 §8.5.3.2.1
+                "groupchat" => {
+                    return routing::bounce(shared, &el, StanzaErrorCondition::ServiceUnavailable)
+                        .await
+                }
+                "headline" | "error" => return,
+                _ => (best_resources(&list), false),
+            },
+        },
+        None => match stanza::typ(&el) {
+            "groupchat" => {
+                if best_resources(&list).is_empty() {
+                    return offline::no_available_resource(shared, bare, Routed { id, el }).await;
+                }
+                return routing::bounce(shared, &el, StanzaErrorCondition::ServiceUnavailable)
+                    .await;
+            }
+            "headline" => (
+                list.iter()
+                    .filter(|r| r.available && r.priority >= 0)
+                    .collect(),
+                false,
+            ),
+            _ => (best_resources(&list), false),
+        },
+    };
+    if targets.is_empty() {
+        return offline::no_available_resource(shared, bare, Routed { id, el }).await;
+    }
+    let mut delivered = false;
+    for t in &targets {
+        if routing::send_to_routed(shared, t, Routed { id, el: el.clone() }).is_ok() {
+            delivered = true;
+        }
+    }
+    if !delivered {
+        let gone = targets.iter().all(|t| t.tx.is_closed());
+        if gone && !full_target {
+            return offline::no_available_resource(shared, bare, Routed { id, el }).await;
+        }
+        return routing::bounce_wait(shared, &el, StanzaErrorCondition::ResourceConstraint).await;
+    }
+    if carbons::is_eligible(&el) {
+        for r in list.iter().filter(|r| r.carbons && r.available) {
+            if targets.iter().any(|t| t.session_id == r.session_id) {
+                continue;
+            }
+            let full = format!("{bare}/{}", r.resource);
+            let copy = carbons::received_copy(bare, &full, &el);
+            let _ = routing::send_to(shared, r, copy);
+        }
+    }
+}

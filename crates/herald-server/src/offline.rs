@@ -1,0 +1,169 @@
+//! XEP-0160 offline storage: messages for a user with no available resource are stored
+//! (bounded per user; over the bound the sender gets `resource-constraint`), delivered with an
+//! XEP-0203 stamp at the next available presence, and deleted once delivered. Storing fires
+//! push rule c. Also where undelivered stanzas of an ended session go.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use herald_proto::error::{ErrorType, StanzaErrorCondition};
+use herald_proto::ns;
+use herald_proto::Element;
+use herald_store::{OfflineStore, StoreError};
+
+use crate::push::PushEvent;
+use crate::router::Routed;
+use crate::session::Out;
+use crate::stanza::{self, Kind};
+use crate::xep::delay;
+use crate::{routing, Shared};
+
+/// Whether a message is worth keeping for later (XEP-0160 §3; XEP-0085 §5.5: standalone chat
+/// states are not stored; XEP-0334 no-store / no-permanent-store hints are honoured).
+pub fn worth_storing(el: &Element) -> bool {
+    if el.has_child("no-store", ns::HINTS) || el.has_child("no-permanent-store", ns::HINTS) {
+        return false;
+    }
+    !el.children()
+        .all(|c| c.has_ns(ns::CHATSTATES) || c.has_ns(ns::DELAY) || c.has_ns(ns::SID))
+}
+
+/// A message for `bare` found no available resource (RFC 6121 §8.5.2.2.1).
+pub async fn no_available_resource(shared: &Arc<Shared>, bare: &str, r: Routed) {
+    match stanza::typ(&r.el) {
+        "groupchat" => {
+            // Rule c's twin: a groupchat message to the bare JID with no session wakes devices.
+            let info = shared.push.info(r.id, &r.el);
+            shared.push.send(PushEvent::StoredOffline {
+                user: bare.to_string(),
+                stanza: info,
+            });
+        }
+        "headline" | "error" => {}
+        _ => store(shared, bare, r).await,
+    }
+}
+
+async fn store(shared: &Arc<Shared>, bare: &str, r: Routed) {
+    if !worth_storing(&r.el) {
+        return;
+    }
+    let mut el = r.el;
+    delay::add_delay(&mut el, shared.domain(), delay::now_micros());
+    let xml = String::from(&el);
+    let (u, max) = (bare.to_string(), shared.cfg.offline.max_per_user);
+    match shared.db(move |s| s.store_offline(&u, &xml, max)).await {
+        Ok(_) => {
+            tracing::debug!(user = %bare, "stored offline");
+            let info = shared.push.info(r.id, &el);
+            shared.push.send(PushEvent::StoredOffline {
+                user: bare.to_string(),
+                stanza: info,
+            });
+        }
+        Err(StoreError::QuotaExceeded) => {
+            if let Some(e) = stanza::error_typed(
+                &el,
+                StanzaErrorCondition::ResourceConstraint,
+                ErrorType::Wait,
+                Some("offline storage is full"),
+            ) {
+                routing::route(shared, e).await;
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "offline store failed");
+            if let Some(e) = stanza::error_typed(
+                &el,
+                StanzaErrorCondition::InternalServerError,
+                ErrorType::Wait,
+                None,
+            ) {
+                routing::route(shared, e).await;
+            }
+        }
+    }
+}
+
+/// A stanza left unacknowledged when a session ended (XEP-0198 expiry, close, conflict):
+/// never silently lost — already archived messages are dropped quietly (the client will find
+/// them in MAM), others go offline if the user has no other available resource, else back to
+/// the sender with `recipient-unavailable`.
+pub async fn undelivered(shared: &Arc<Shared>, bare: &str, o: Out) {
+    if o.id == 0 {
+        return; // our own replies and pushes, not routed stanzas
+    }
+    match stanza::kind(&o.el) {
+        Some(Kind::Message) => {
+            if crate::xep::carbons::is_carbon(&o.el) {
+                return; // a copy; the original went to its own recipient
+            }
+            if archived_for(&o.el, bare) {
+                return;
+            }
+            let others = shared.router.resources(bare);
+            if crate::router::best_resources(&others).is_empty() {
+                no_available_resource(shared, bare, Routed { id: o.id, el: o.el }).await;
+            } else {
+                routing::bounce(shared, &o.el, StanzaErrorCondition::RecipientUnavailable).await;
+            }
+        }
+        Some(Kind::Iq) if matches!(stanza::typ(&o.el), "get" | "set") => {
+            routing::bounce(shared, &o.el, StanzaErrorCondition::ServiceUnavailable).await;
+        }
+        _ => {}
+    }
+}
+
+/// Whether our archive stamped this message for `bare` (XEP-0359 stanza-id by=bare).
+pub fn archived_for(el: &Element, bare: &str) -> bool {
+    el.children()
+        .any(|c| c.is("stanza-id", ns::SID) && c.attr("by") == Some(bare))
+}
+
+/// Loads the user's stored messages for delivery.
+pub async fn load(shared: &Arc<Shared>, bare: &str) -> Vec<(i64, Element)> {
+    let u = bare.to_string();
+    match shared.db(move |s| s.offline_messages(&u)).await {
+        Ok(list) => list
+            .into_iter()
+            .filter_map(|m| match Element::from_str(&m.stanza_xml) {
+                Ok(el) => Some((m.id, el)),
+                Err(e) => {
+                    tracing::error!(error = %e, id = m.id, "unreadable offline message kept");
+                    None
+                }
+            })
+            .collect(),
+        Err(e) => {
+            tracing::error!(error = %e, "loading offline messages failed");
+            Vec::new()
+        }
+    }
+}
+
+/// Deletes delivered messages.
+pub async fn delete_delivered(shared: &Arc<Shared>, bare: &str, ids: Vec<i64>) {
+    if ids.is_empty() {
+        return;
+    }
+    let u = bare.to_string();
+    if let Err(e) = shared.db(move |s| s.delete_offline(&u, &ids)).await {
+        tracing::error!(error = %e, "deleting delivered offline messages failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chat_states_alone_are_not_stored() {
+        let cs: Element = "<message xmlns='jabber:client' type='chat'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>".parse().unwrap();
+        assert!(!worth_storing(&cs));
+        let b: Element = "<message xmlns='jabber:client' type='chat'><body>x</body><active xmlns='http://jabber.org/protocol/chatstates'/></message>".parse().unwrap();
+        assert!(worth_storing(&b));
+        let h: Element = "<message xmlns='jabber:client'><body>x</body><no-store xmlns='urn:xmpp:hints'/></message>".parse().unwrap();
+        assert!(!worth_storing(&h));
+    }
+}

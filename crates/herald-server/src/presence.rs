@@ -1,0 +1,395 @@
+//! Presence (RFC 6121 §3–§4): subscriptions through herald-session's state machine, initial
+//! presence (broadcast, probes, offline delivery, pending requests), directed presence,
+//! probes, and the unavailable broadcast when a session ends.
+
+use std::collections::HashSet;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use herald_proto::jid::Jid;
+use herald_proto::stream::INTERNAL_NS;
+use herald_proto::Element;
+use herald_session::subscription::{self as sm, SubKind};
+use herald_store::{RosterItem, RosterStore};
+
+use crate::router::Routed;
+use crate::session::Session;
+use crate::stanza;
+use crate::xep::roster as xr;
+use crate::{offline, roster, routing, Shared};
+
+/// Per-session presence bookkeeping.
+#[derive(Default, Debug)]
+pub struct SessionPresence {
+    /// The last available presence broadcast (answers probes).
+    pub last: Option<Element>,
+    /// JIDs that got directed presence and must get our unavailable (RFC 6121 §4.6.3).
+    pub directed: HashSet<String>,
+    /// Initial presence was sent.
+    pub initial_sent: bool,
+    /// The client asked for the roster, so it gets roster pushes (RFC 6121 §2.1.6).
+    pub interested: bool,
+}
+
+async fn roster_items(shared: &Arc<Shared>, user: &str) -> Vec<RosterItem> {
+    let u = user.to_string();
+    match shared.db(move |s| s.roster(&u)).await {
+        Ok((_, items)) => items,
+        Err(e) => {
+            tracing::error!(error = %e, "roster load failed");
+            Vec::new()
+        }
+    }
+}
+
+fn addressed(el: &Element, from: &str, to: &str) -> Element {
+    let mut p = el.clone();
+    stanza::set(&mut p, "from", from);
+    stanza::set(&mut p, "to", to);
+    p
+}
+
+/// A presence stanza the session's client sent (`from` already stamped).
+pub async fn outbound(session: &mut Session, el: Element, to: Option<Jid>) {
+    let shared = session.shared.clone();
+    let typ = stanza::typ(&el).to_string();
+    match (to, typ.as_str()) {
+        (None, "") => available(session, el).await,
+        (None, "unavailable") => {
+            session.available = false;
+            shared
+                .router
+                .set_presence(&session.bare, session.id, false, 0);
+            broadcast(session, &el, true).await;
+            session.presence.last = None;
+            session.presence.directed.clear();
+        }
+        (None, _) => {}
+        (Some(to), "subscribe" | "subscribed" | "unsubscribe" | "unsubscribed") => {
+            if let Some(kind) = SubKind::from_presence_type(&typ) {
+                subscription_out(&shared, &session.bare, el, to, kind).await;
+            }
+        }
+        (Some(_), "probe") => {}
+        (Some(to), _) => {
+            // RFC 6121 §4.6: directed presence; remember who must hear our unavailable.
+            if typ.is_empty() {
+                session.presence.directed.insert(to.to_string());
+            } else if typ == "unavailable" {
+                session.presence.directed.remove(to.as_str());
+            }
+            routing::route(&shared, el).await;
+        }
+    }
+}
+
+async fn available(session: &mut Session, el: Element) {
+    let shared = session.shared.clone();
+    let prio = el
+        .get_child("priority", INTERNAL_NS)
+        .and_then(|p| p.text().trim().parse::<i8>().ok())
+        .unwrap_or(0);
+    let initial = !session.presence.initial_sent;
+    session.available = true;
+    session.priority = prio;
+    session.presence.initial_sent = true;
+    session.presence.last = Some(el.clone());
+    shared
+        .router
+        .set_presence(&session.bare, session.id, true, prio);
+    broadcast(session, &el, false).await;
+    if !initial {
+        return;
+    }
+    // RFC 6121 §4.2.2: probe the contacts we are subscribed to.
+    for item in roster_items(&shared, &session.bare).await {
+        let st = roster::to_sub(item.subscription);
+        if matches!(
+            st,
+            herald_session::subscription::Sub::To | herald_session::subscription::Sub::Both
+        ) {
+            let p = stanza::new(
+                "presence",
+                INTERNAL_NS,
+                &[
+                    ("type", "probe"),
+                    ("from", &session.bare),
+                    ("to", &item.jid),
+                ],
+            );
+            routing::route(&shared, p).await;
+        }
+    }
+    // RFC 6121 §3.1.3: pending subscription requests are redelivered at each login.
+    let u = session.bare.clone();
+    let requests = shared
+        .db(move |s| s.subscription_requests(&u))
+        .await
+        .unwrap_or_default();
+    for (from, xml) in requests {
+        let mut p = match Element::from_str(&xml) {
+            Ok(p) => p,
+            Err(_) => stanza::new("presence", INTERNAL_NS, &[("type", "subscribe")]),
+        };
+        stanza::set(&mut p, "from", from);
+        stanza::set(&mut p, "to", session.bare.clone());
+        session
+            .deliver(Routed {
+                id: shared.next_id(),
+                el: p,
+            })
+            .await;
+    }
+    // XEP-0160: offline messages go to the first resource with non-negative priority.
+    if prio >= 0 {
+        let msgs = offline::load(&shared, &session.bare).await;
+        if !msgs.is_empty() {
+            let _ = session
+                .shared
+                .router
+                .resource(&session.bare, session.jid().resource().as_str())
+                .map(|r| {
+                    r.tx.try_send(crate::router::SessionMsg::Command(
+                        crate::session::Command::Offline(msgs),
+                    ))
+                });
+        }
+    }
+}
+
+/// Sends the session's presence to subscribers (and directed recipients when `to_directed`)
+/// and to the user's own available resources, including this one (RFC 6121 §4.2.2, §4.4.2).
+async fn broadcast(session: &mut Session, el: &Element, to_directed: bool) {
+    let shared = session.shared.clone();
+    let me = session.jid().to_string();
+    let mut sent: HashSet<String> = HashSet::new();
+    for item in roster_items(&shared, &session.bare).await {
+        let st = herald_session::subscription::State {
+            sub: roster::to_sub(item.subscription),
+            pending_out: item.ask,
+            pending_in: false,
+        };
+        if st.contact_gets_presence() {
+            sent.insert(item.jid.clone());
+            routing::route(&shared, addressed(el, &me, &item.jid)).await;
+        }
+    }
+    if to_directed {
+        for j in session.presence.directed.clone() {
+            if !sent.contains(&j) {
+                routing::route(&shared, addressed(el, &me, &j)).await;
+            }
+        }
+    }
+    for r in shared.router.resources(&session.bare) {
+        if r.available || r.session_id == session.id() {
+            let full = format!("{}/{}", session.bare, r.resource);
+            let _ = routing::send_to(&shared, &r, addressed(el, &me, &full));
+        }
+    }
+}
+
+/// The session ends while available: everyone who saw it online learns it left.
+pub async fn broadcast_unavailable(session: &mut Session) {
+    let p = stanza::new("presence", INTERNAL_NS, &[("type", "unavailable")]);
+    session.available = false;
+    broadcast(session, &p, true).await;
+}
+
+/// Presence unavailable from each of `user`'s available resources to `contact`.
+pub async fn send_unavailable_to(shared: &Arc<Shared>, user: &str, contact: &str) {
+    for r in shared
+        .router
+        .resources(user)
+        .into_iter()
+        .filter(|r| r.available)
+    {
+        let p = stanza::new(
+            "presence",
+            INTERNAL_NS,
+            &[
+                ("type", "unavailable"),
+                ("from", &format!("{user}/{}", r.resource)),
+                ("to", contact),
+            ],
+        );
+        routing::route(shared, p).await;
+    }
+}
+
+/// Answers a probe delivered to this session (RFC 6121 §4.3.2), if the prober may see us.
+pub async fn answer_probe(session: &mut Session, probe: &Element) {
+    let Ok(Some(from)) = stanza::from(probe) else {
+        return;
+    };
+    let contact = from.to_bare().to_string();
+    let shared = session.shared.clone();
+    let (u, c) = (session.bare.clone(), contact.clone());
+    let state = shared
+        .db(move |s| roster::load_state(s, &u, &c))
+        .await
+        .ok()
+        .and_then(|(_, s)| s);
+    if !state.is_some_and(|s| s.contact_gets_presence()) {
+        return;
+    }
+    if let Some(last) = session.presence.last.clone() {
+        let p = addressed(&last, &session.jid().to_string(), from.as_str());
+        routing::route(&shared, p).await;
+    }
+}
+
+/// A probe for `user` who has no available resource: answer unavailable if subscribed.
+pub async fn probe_offline(shared: &Arc<Shared>, user: &str, probe: &Element) {
+    let Ok(Some(from)) = stanza::from(probe) else {
+        return;
+    };
+    let (u, c) = (user.to_string(), from.to_bare().to_string());
+    let state = shared
+        .db(move |s| roster::load_state(s, &u, &c))
+        .await
+        .ok()
+        .and_then(|(_, s)| s);
+    if state.is_some_and(|s| s.contact_gets_presence()) {
+        let p = stanza::new(
+            "presence",
+            INTERNAL_NS,
+            &[
+                ("type", "unavailable"),
+                ("from", user),
+                ("to", from.as_str()),
+            ],
+        );
+        routing::route(shared, p).await;
+    }
+}
+
+/// The user sends a subscription stanza to `to` (RFC 6121 §3, Appendix A.2).
+pub async fn subscription_out(
+    shared: &Arc<Shared>,
+    user: &str,
+    el: Element,
+    to: Jid,
+    kind: SubKind,
+) {
+    let contact = to.to_bare().to_string();
+    if contact == user {
+        return;
+    }
+    let (u, c) = (user.to_string(), contact.clone());
+    let (item, state) = match shared.db(move |s| roster::load_state(s, &u, &c)).await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(error = %e, "subscription state load failed");
+            return;
+        }
+    };
+    let out = sm::outbound(state, kind);
+    if out.send_unavailable {
+        send_unavailable_to(shared, user, &contact).await;
+    }
+    if out.changed {
+        let (u, c, new) = (user.to_string(), contact.clone(), out.new_state);
+        match shared
+            .db(move |s| roster::save_state(s, &u, &c, item, state, Some(new), None))
+            .await
+        {
+            Ok(Some((ver, it))) if out.push => {
+                roster::push(shared, user, ver, xr::item_element(&it))
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "subscription state save failed"),
+        }
+    }
+    if out.route {
+        // RFC 6121 §3.1.2: subscription stanzas carry the user's bare JID.
+        let mut p = stanza::new(
+            "presence",
+            INTERNAL_NS,
+            &[("type", kind.as_str()), ("from", user), ("to", &contact)],
+        );
+        for c in el.children() {
+            p.append_child(c.clone());
+        }
+        routing::route(shared, p).await;
+    }
+    if out.send_current_presence {
+        for r in shared
+            .router
+            .resources(user)
+            .into_iter()
+            .filter(|r| r.available)
+        {
+            let p = stanza::new(
+                "presence",
+                INTERNAL_NS,
+                &[
+                    ("from", &format!("{user}/{}", r.resource)),
+                    ("to", &contact),
+                ],
+            );
+            routing::route(shared, p).await;
+        }
+    }
+}
+
+/// A subscription stanza from a contact arrives for local `user` (RFC 6121 §3, Appendix A.3).
+pub async fn subscription_in(shared: &Arc<Shared>, user: &str, el: Element, kind: SubKind) {
+    let Ok(Some(from)) = stanza::from(&el) else {
+        return;
+    };
+    let contact = from.to_bare().to_string();
+    if contact == user {
+        return;
+    }
+    let (u, c) = (user.to_string(), contact.clone());
+    let (item, state) = match shared.db(move |s| roster::load_state(s, &u, &c)).await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(error = %e, "subscription state load failed");
+            return;
+        }
+    };
+    let online = !crate::router::best_resources(&shared.router.resources(user)).is_empty()
+        || shared.router.resources(user).iter().any(|r| r.available);
+    let inb = sm::inbound(state, kind, online);
+    if inb.send_unavailable {
+        send_unavailable_to(shared, user, &contact).await;
+    }
+    let mut p = el.clone();
+    stanza::set(&mut p, "from", contact.clone());
+    if inb.changed || inb.store_request || inb.remove_request {
+        let xml = String::from(&p);
+        let (u, c, new) = (user.to_string(), contact.clone(), inb.new_state);
+        match shared
+            .db(move |s| roster::save_state(s, &u, &c, item, state, new, Some(&xml)))
+            .await
+        {
+            Ok(Some((ver, it))) if inb.push => {
+                roster::push(shared, user, ver, xr::item_element(&it))
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "subscription state save failed"),
+        }
+    }
+    if inb.deliver {
+        for r in shared
+            .router
+            .resources(user)
+            .into_iter()
+            .filter(|r| r.available)
+        {
+            let mut q = p.clone();
+            stanza::set(&mut q, "to", format!("{user}/{}", r.resource));
+            let _ = routing::send_to(shared, &r, q);
+        }
+    }
+    if let Some(reply) = inb.auto_reply {
+        let r = stanza::new(
+            "presence",
+            INTERNAL_NS,
+            &[("type", reply.as_str()), ("from", user), ("to", &contact)],
+        );
+        routing::route(shared, r).await;
+    }
+}

@@ -1,0 +1,495 @@
+//! Push glue (XEP-0357): one task owns herald-push's pure `Engine`, receives the events the
+//! sessions, the offline store and the archive fire, and carries out the engine's actions —
+//! publishes through the router, hibernation deadlines to session tasks, and persistence.
+//! Every rule lives in herald-push; nothing here decides whether to push.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use herald_proto::error::{parse_stanza_error, ErrorType};
+use herald_proto::Element;
+use herald_push::engine::{
+    Action, Engine, PushConfig, RegKey, Registration, Reply, SessionId, StanzaInfo,
+};
+use herald_push::{Classifier, Importance};
+use herald_store::{PushRegistration, PushStore, StoreError};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::router::SessionMsg;
+use crate::{routing, Shared};
+
+/// Events for the push task.
+#[derive(Debug)]
+pub enum PushEvent {
+    /// A session was bound (resets counts of the device's registrations).
+    SessionStarted {
+        /// Account.
+        user: String,
+        /// Session id.
+        session: SessionId,
+        /// Its resource.
+        resource: String,
+        /// Its inbox (for hibernation deadlines).
+        tx: mpsc::Sender<SessionMsg>,
+    },
+    /// The session is gone for good.
+    SessionEnded {
+        /// Session id.
+        session: SessionId,
+    },
+    /// `<enable/>`: persist first, then attach.
+    Enable {
+        /// Account.
+        user: String,
+        /// Enabling session.
+        session: SessionId,
+        /// The registration.
+        reg: Registration,
+        /// Ok once stored.
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// `<disable/>`.
+    Disable {
+        /// Account.
+        user: String,
+        /// App server JID.
+        jid: String,
+        /// Only this node.
+        node: Option<String>,
+        /// Ok once stored.
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// Rule a: an `<r/>` went unanswered.
+    AckDelayed {
+        /// Session.
+        session: SessionId,
+        /// Its unacked queue.
+        unacked: Vec<StanzaInfo>,
+    },
+    /// The overdue ack arrived.
+    Acked {
+        /// Session.
+        session: SessionId,
+    },
+    /// Rule a: the connection died and the session hibernates.
+    HibernationStarted {
+        /// Session.
+        session: SessionId,
+        /// Its unacked queue.
+        unacked: Vec<StanzaInfo>,
+    },
+    /// Rule a: a stanza was queued while hibernated (or while the ack is overdue).
+    StanzaQueued {
+        /// Session.
+        session: SessionId,
+        /// The stanza.
+        stanza: StanzaInfo,
+    },
+    /// Rule a: resumed.
+    Resumed {
+        /// Session.
+        session: SessionId,
+    },
+    /// Rule b: a message was archived for `user`.
+    Archived {
+        /// Account.
+        user: String,
+        /// The stanza.
+        stanza: StanzaInfo,
+    },
+    /// Rule c: a message was stored offline for `user`.
+    StoredOffline {
+        /// Account.
+        user: String,
+        /// The stanza.
+        stanza: StanzaInfo,
+    },
+    /// Admin: wake every device of `user`.
+    Ping {
+        /// Account.
+        user: String,
+        /// Number of registrations pinged.
+        reply: oneshot::Sender<usize>,
+    },
+    /// The app server answered a publish.
+    Reply {
+        /// The publish's id.
+        iq_id: String,
+        /// Its outcome.
+        reply: Reply,
+    },
+}
+
+/// Sends events to the push task; drops (and logs) when it is overwhelmed, never blocks.
+#[derive(Clone)]
+pub struct PushHandle {
+    tx: mpsc::Sender<PushEvent>,
+    prefix: String,
+    classifier: Arc<Classifier>,
+}
+
+impl PushHandle {
+    /// Queues an event.
+    pub fn send(&self, ev: PushEvent) {
+        if let Err(e) = self.tx.try_send(ev) {
+            tracing::warn!(error = %e, "push task overwhelmed; event dropped");
+        }
+    }
+
+    /// Queues an event, waiting for room (for events a client waits on).
+    pub async fn send_wait(&self, ev: PushEvent) -> bool {
+        self.tx.send(ev).await.is_ok()
+    }
+
+    /// Whether an IQ reply id belongs to one of our publishes.
+    pub fn owns_id(&self, id: &str) -> bool {
+        id.starts_with(&self.prefix)
+    }
+
+    /// The shared importance classification (also used by CSI).
+    pub fn classifier(&self) -> &Classifier {
+        &self.classifier
+    }
+
+    /// What the push rules need to know of a stanza.
+    pub fn info(&self, id: u64, el: &Element) -> StanzaInfo {
+        StanzaInfo {
+            id,
+            importance: self.classifier.classify(el),
+            summary: herald_push::summarize(el),
+        }
+    }
+
+    /// Routes an IQ result/error addressed to the server if it answers a publish.
+    pub fn on_reply(&self, el: &Element) -> bool {
+        let Some(id) = el.attr("id") else {
+            return false;
+        };
+        if !self.owns_id(id) {
+            return false;
+        }
+        let reply = match el.attr("type") {
+            Some("result") => Reply::Result,
+            Some("error") => {
+                let (t, cond) = parse_stanza_error(el).unwrap_or((ErrorType::Cancel, None));
+                Reply::Error {
+                    wait: t == ErrorType::Wait,
+                    condition: cond
+                        .map(|c| c.as_str().to_string())
+                        .unwrap_or_else(|| "undefined-condition".into()),
+                }
+            }
+            _ => return false,
+        };
+        self.send(PushEvent::Reply {
+            iq_id: id.to_string(),
+            reply,
+        });
+        true
+    }
+}
+
+/// The classifier from the configuration (`[csi] important`).
+pub fn classifier(important: &[String]) -> Classifier {
+    Classifier {
+        extra_important: important
+            .iter()
+            .filter_map(|s| {
+                let mut it = s.split_whitespace();
+                Some((it.next()?.to_string(), it.next()?.to_string()))
+            })
+            .collect(),
+    }
+}
+
+/// Whether CSI may hold this stanza back (XEP-0352): only what push also deems unimportant,
+/// and never subscription requests or IQs, which a client must see to make progress.
+pub fn csi_may_hold(c: &Classifier, el: &Element) -> bool {
+    match crate::stanza::kind(el) {
+        Some(crate::stanza::Kind::Presence) => matches!(crate::stanza::typ(el), "" | "unavailable"),
+        Some(crate::stanza::Kind::Message) => c.classify(el) == Importance::Unimportant,
+        _ => false,
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Converts a stored registration.
+pub fn from_store(r: &PushRegistration) -> Registration {
+    Registration {
+        key: RegKey {
+            jid: r.jid.clone(),
+            node: r.node.clone(),
+        },
+        publish_options: r
+            .publish_options_xml
+            .as_deref()
+            .and_then(|x| Element::from_str(x).ok()),
+        enabled_at: r.enabled_at,
+        resource: r.resource.clone(),
+        lang: r.lang.clone(),
+        error_count: r.error_count,
+    }
+}
+
+fn to_store(user: &str, r: &Registration) -> PushRegistration {
+    PushRegistration {
+        user: user.to_string(),
+        jid: r.key.jid.clone(),
+        node: r.key.node.clone(),
+        publish_options_xml: r.publish_options.as_ref().map(String::from),
+        enabled_at: r.enabled_at,
+        resource: r.resource.clone(),
+        lang: r.lang.clone(),
+        error_count: r.error_count,
+        last_push: None,
+        last_result: None,
+    }
+}
+
+/// Creates the handle and the task's receiving end.
+pub fn channel(cfg: &crate::Config) -> (PushHandle, mpsc::Receiver<PushEvent>) {
+    let (tx, rx) = mpsc::channel(65_536);
+    let prefix = format!("push-{}", &crate::conn::new_stream_id()[..8]);
+    (
+        PushHandle {
+            tx,
+            prefix,
+            classifier: Arc::new(classifier(&cfg.csi.important)),
+        },
+        rx,
+    )
+}
+
+/// The engine's configuration from ours.
+pub fn engine_config(cfg: &crate::Config) -> PushConfig {
+    let p = &cfg.push;
+    PushConfig {
+        domain: cfg.domain.clone(),
+        with_body: p.with_body,
+        with_sender: p.with_sender,
+        important_body: p.important_body.clone(),
+        max_errors: p.max_errors,
+        max_devices: p.max_devices,
+        hibernation_timeout: cfg.stream_management.hibernation_timeout.0,
+        max_hibernation_timeout: p.max_hibernation_timeout.0,
+        coalesce_window: p.coalesce_window.0,
+        reply_timeout: p.reply_timeout.0,
+        wake_before_expiry: p.wake_before_expiry,
+        ..PushConfig::default()
+    }
+}
+
+/// The push task.
+pub async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<PushEvent>) {
+    let mut engine = Engine::new(engine_config(&shared.cfg));
+    engine.set_id_prefix(shared.push.prefix.clone());
+    let mut sessions: HashMap<SessionId, (String, mpsc::Sender<SessionMsg>)> = HashMap::new();
+    let mut shutdown = shared.shutdown_signal();
+    loop {
+        let deadline = engine.next_deadline().map(tokio::time::Instant::from_std);
+        let ev = tokio::select! {
+            ev = rx.recv() => match ev { Some(ev) => Some(ev), None => return },
+            _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => None,
+            _ = shutdown.changed() => return,
+        };
+        let now = Instant::now();
+        let actions = match ev {
+            None => engine.poll(now, unix_now()),
+            Some(ev) => handle(&shared, &mut engine, &mut sessions, ev, now).await,
+        };
+        execute(&shared, &sessions, actions).await;
+    }
+}
+
+async fn ensure_loaded(shared: &Arc<Shared>, engine: &mut Engine, user: &str) {
+    if engine.is_loaded(user) {
+        return;
+    }
+    let u = user.to_string();
+    match shared.db(move |s| s.push_registrations(&u)).await {
+        Ok(regs) => engine.load_user(user, regs.iter().map(from_store).collect()),
+        Err(e) => tracing::error!(error = %e, %user, "loading push registrations failed"),
+    }
+}
+
+async fn handle(
+    shared: &Arc<Shared>,
+    engine: &mut Engine,
+    sessions: &mut HashMap<SessionId, (String, mpsc::Sender<SessionMsg>)>,
+    ev: PushEvent,
+    now: Instant,
+) -> Vec<Action> {
+    match ev {
+        PushEvent::SessionStarted {
+            user,
+            session,
+            resource,
+            tx,
+        } => {
+            ensure_loaded(shared, engine, &user).await;
+            engine.session_started(&user, session, &resource, now);
+            sessions.insert(session, (user, tx));
+            Vec::new()
+        }
+        PushEvent::SessionEnded { session } => {
+            sessions.remove(&session);
+            engine.session_ended(session, now)
+        }
+        PushEvent::Enable {
+            user,
+            session,
+            reg,
+            reply,
+        } => {
+            ensure_loaded(shared, engine, &user).await;
+            // Store first: a failure must change nothing (XEP-0357 via the rule).
+            let rec = to_store(&user, &reg);
+            match shared.db(move |s| s.upsert_push_registration(&rec)).await {
+                Ok(()) => {
+                    let _ = reply.send(Ok(()));
+                    engine.enable(&user, session, reg, now)
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    Vec::new()
+                }
+            }
+        }
+        PushEvent::Disable {
+            user,
+            jid,
+            node,
+            reply,
+        } => {
+            ensure_loaded(shared, engine, &user).await;
+            let (u, j, n) = (user.clone(), jid.clone(), node.clone());
+            let stored = shared
+                .db(move |s| match &n {
+                    Some(n) => s.delete_push_registration(&u, &j, n).map(|_| ()),
+                    None => s.delete_push_registrations_by_jid(&u, &j).map(|_| ()),
+                })
+                .await;
+            match stored {
+                Ok(()) => {
+                    let _ = reply.send(Ok(()));
+                    engine.disable(&user, &jid, node.as_deref(), now)
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    Vec::new()
+                }
+            }
+        }
+        PushEvent::AckDelayed { session, unacked } => engine.ack_delayed(session, &unacked, now),
+        PushEvent::Acked { session } => {
+            engine.acked(session, now);
+            Vec::new()
+        }
+        PushEvent::HibernationStarted { session, unacked } => {
+            engine.hibernation_started(session, &unacked, now)
+        }
+        PushEvent::StanzaQueued { session, stanza } => engine.stanza_queued(session, &stanza, now),
+        PushEvent::Resumed { session } => engine.resumed(session, now),
+        PushEvent::Archived { user, stanza } => {
+            ensure_loaded(shared, engine, &user).await;
+            engine.archived_for(&user, &stanza, now)
+        }
+        PushEvent::StoredOffline { user, stanza } => {
+            ensure_loaded(shared, engine, &user).await;
+            engine.stored_offline(&user, &stanza, now)
+        }
+        PushEvent::Ping { user, reply } => {
+            ensure_loaded(shared, engine, &user).await;
+            let actions = engine.ping(&user, now);
+            let _ = reply.send(
+                actions
+                    .iter()
+                    .filter(|a| matches!(a, Action::Publish { .. }))
+                    .count(),
+            );
+            actions
+        }
+        PushEvent::Reply { iq_id, reply } => engine.reply(&iq_id, reply, now, unix_now()),
+    }
+}
+
+async fn execute(
+    shared: &Arc<Shared>,
+    sessions: &HashMap<SessionId, (String, mpsc::Sender<SessionMsg>)>,
+    actions: Vec<Action>,
+) {
+    for a in actions {
+        match a {
+            Action::Publish {
+                iq_id,
+                user,
+                key,
+                iq,
+            } => {
+                tracing::debug!(%iq_id, %user, app = %key.jid, node = %key.node, "push publish");
+                routing::route(shared, iq).await;
+            }
+            Action::SetSessionExpiry { session, at } => {
+                if let Some((_, tx)) = sessions.get(&session) {
+                    let _ = tx.try_send(SessionMsg::SetExpiry(at));
+                }
+            }
+            Action::SaveRegistration { user, reg } => {
+                let rec = to_store(&user, &reg);
+                log_store(shared.db(move |s| s.upsert_push_registration(&rec)).await);
+            }
+            Action::DeleteRegistration { user, key } => {
+                tracing::info!(%user, app = %key.jid, node = %key.node, "push registration removed");
+                log_store(
+                    shared
+                        .db(move |s| {
+                            s.delete_push_registration(&user, &key.jid, &key.node)
+                                .map(|_| ())
+                        })
+                        .await,
+                );
+            }
+            Action::SaveStats {
+                user,
+                key,
+                error_count,
+                last_push,
+                last_result,
+            } => {
+                log_store(
+                    shared
+                        .db(move |s| {
+                            let prev = s
+                                .push_registrations(&user)?
+                                .into_iter()
+                                .find(|r| r.jid == key.jid && r.node == key.node);
+                            let Some(prev) = prev else { return Ok(()) };
+                            s.update_push_stats(
+                                &user,
+                                &key.jid,
+                                &key.node,
+                                error_count,
+                                last_push.or(prev.last_push),
+                                last_result.as_deref(),
+                            )
+                        })
+                        .await,
+                );
+            }
+        }
+    }
+}
+
+fn log_store(r: Result<(), StoreError>) {
+    if let Err(e) = r {
+        tracing::error!(error = %e, "push store write failed");
+    }
+}

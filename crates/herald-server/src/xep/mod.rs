@@ -1,0 +1,71 @@
+//! Pure payload helpers for the feature modules: parsing requests and building replies for
+//! MAM (XEP-0313), carbons (XEP-0280), blocking (XEP-0191), the roster (RFC 6121 §2) and
+//! delay stamps (XEP-0082/XEP-0203).
+//!
+//! Everything here works on [`Element`]s in the internal namespace and returns values or
+//! elements. It must not do I/O, touch the store, spawn tasks or know about sessions: the
+//! feature modules call these helpers and own the side effects. Every parser must be
+//! panic-free on arbitrary peer input.
+
+pub mod blocking;
+pub mod carbons;
+pub mod delay;
+pub mod mam;
+pub mod roster;
+
+use herald_proto::jid::Jid;
+use herald_proto::Element;
+
+/// The normalised (stringprep'd) form of a JID, `None` if it is not a valid JID.
+pub(crate) fn normalize_jid(s: &str) -> Option<Jid> {
+    Jid::new(s).ok()
+}
+
+/// Child elements of `el` named `name` in namespace `ns`.
+pub(crate) fn children_named<'a>(
+    el: &'a Element,
+    name: &'a str,
+    ns: &'a str,
+) -> impl Iterator<Item = &'a Element> + 'a {
+    el.children().filter(move |c| c.is(name, ns))
+}
+
+/// Removes every child element for which `drop` holds, keeping text and order; how many went.
+pub(crate) fn remove_children(el: &mut Element, drop: impl Fn(&Element) -> bool) -> usize {
+    let nodes = el.take_nodes();
+    let mut removed = 0;
+    for node in nodes {
+        match node.as_element() {
+            Some(e) if drop(e) => removed += 1,
+            _ => el.append_node(node),
+        }
+    }
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalize_prepares_and_rejects() {
+        assert_eq!(
+            normalize_jid("Juliet@Capulet.LIT/Balcony").map(|j| j.to_string()),
+            Some("juliet@capulet.lit/Balcony".to_owned())
+        );
+        assert!(normalize_jid("").is_none());
+        assert!(normalize_jid("@example.com").is_none());
+        assert!(normalize_jid("a@b@c").is_none());
+    }
+
+    #[test]
+    fn remove_children_keeps_the_rest_in_order() {
+        let mut el: Element = "<m xmlns='a'>x<b/><c/>y<b xmlns='o'/><b/></m>"
+            .parse()
+            .unwrap();
+        assert_eq!(remove_children(&mut el, |c| c.is("b", "a")), 2);
+        let names: Vec<String> = el.children().map(|c| c.ns()).collect();
+        assert_eq!(names, ["a", "o"]);
+        assert_eq!(el.text(), "xy");
+    }
+}
