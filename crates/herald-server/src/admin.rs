@@ -25,8 +25,11 @@ pub fn account_jid(cfg: &Config, s: &str) -> Result<BareJid> {
     if jid.node().is_none() {
         bail!("{s:?} has no user part");
     }
-    if !jid.domain().as_str().eq_ignore_ascii_case(&cfg.domain) {
-        bail!("{s:?} is not on this server's domain {}", cfg.domain);
+    if !cfg.is_local(jid.domain().as_str()) {
+        bail!(
+            "{s:?} is not on a domain this server serves ({})",
+            cfg.local_domains().join(", ")
+        );
     }
     Ok(jid)
 }

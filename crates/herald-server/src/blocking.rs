@@ -32,7 +32,7 @@ pub async fn inbound_blocked(shared: &Arc<Shared>, user: &str, from: &Jid) -> bo
 
 /// Whether `user` blocked `to` (stanzas to it are refused).
 pub async fn outbound_blocked(shared: &Arc<Shared>, user: &str, to: &Jid) -> bool {
-    if to.node().is_none() && to.domain().as_str() == shared.domain() {
+    if to.node().is_none() && shared.cfg.is_local(to.domain().as_str()) {
         return false;
     }
     let l = list(shared, user).await;

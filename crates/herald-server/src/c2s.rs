@@ -48,7 +48,13 @@ async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, direc
     } else {
         Io::Plain(tcp)
     };
-    let conn = Conn::new(io, peer, shared.limits.clone(), StreamNs::Client);
+    let conn = Conn::new(
+        io,
+        peer,
+        shared.limits.clone(),
+        StreamNs::Client,
+        shared.domain(),
+    );
     let outcome = negotiate::negotiate(&shared, conn).await;
     session::start(shared, outcome).await;
 }

@@ -56,6 +56,7 @@ async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         peer,
         shared.limits.clone(),
         StreamNs::Component,
+        shared.domain(),
     );
     let timeout = shared.cfg.c2s.negotiation_timeout.0;
     let domain = match handshake(&shared, &mut c, timeout).await {

@@ -95,6 +95,64 @@ pub struct Config {
     pub roster: RosterConfig,
     /// XEP-0357.
     pub push: PushConfig,
+    /// Further local domains (virtual hosts), each optionally with its own certificate.
+    pub hosts: Vec<HostEntry>,
+    /// Server-to-server federation.
+    pub s2s: S2sConfig,
+}
+
+/// `[[hosts]]`: another domain served by this server.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostEntry {
+    /// The domain.
+    pub domain: String,
+    /// PEM certificate chain for it (absent: the self-signed certificate covers it).
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    pub key: Option<PathBuf>,
+}
+
+/// `[s2s]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S2sConfig {
+    /// Incoming s2s listener (STARTTLS); absent or "": no incoming s2s.
+    #[serde(deserialize_with = "addr")]
+    pub listen: Option<SocketAddr>,
+    /// Incoming direct TLS s2s (XEP-0368); absent or "": none.
+    #[serde(deserialize_with = "addr")]
+    pub direct_tls_listen: Option<SocketAddr>,
+    /// Refuse peers whose certificate does not verify (unless dialback is allowed).
+    pub require_valid_certs: bool,
+    /// Allow Server Dialback (XEP-0220) where certificates do not verify.
+    pub allow_dialback: bool,
+    /// Extra trust anchors (PEM).
+    pub ca_file: Option<PathBuf>,
+    /// Close an idle s2s connection after this long.
+    pub idle_timeout: Dur,
+    /// Give up connecting to a remote domain after this long.
+    pub connect_timeout: Dur,
+    /// Stanzas queued per remote domain while its connection is set up.
+    pub max_queue: usize,
+    /// Static routes: remote domain → "host:port" (bypass DNS).
+    pub routes: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for S2sConfig {
+    fn default() -> Self {
+        S2sConfig {
+            listen: None,
+            direct_tls_listen: None,
+            require_valid_certs: true,
+            allow_dialback: true,
+            ca_file: None,
+            idle_timeout: Dur(Duration::from_secs(600)),
+            connect_timeout: Dur(Duration::from_secs(10)),
+            max_queue: 1000,
+            routes: Default::default(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -112,6 +170,8 @@ impl Default for Config {
             offline: OfflineConfig::default(),
             roster: RosterConfig::default(),
             push: PushConfig::default(),
+            hosts: Vec::new(),
+            s2s: S2sConfig::default(),
         }
     }
 }
@@ -417,6 +477,48 @@ impl Config {
             ));
         }
         let mut seen = std::collections::HashSet::new();
+        seen.insert(self.domain.to_ascii_lowercase());
+        for (i, h) in self.hosts.iter().enumerate() {
+            let key = format!("hosts[{i}].domain");
+            if jid::BareJid::new(&h.domain)
+                .ok()
+                .filter(|j| j.node().is_none())
+                .is_none()
+            {
+                return Err(bad(&key, format!("{:?} is not a valid domain", h.domain)));
+            }
+            if !seen.insert(h.domain.to_ascii_lowercase()) {
+                return Err(bad(&key, format!("{:?} is listed twice", h.domain)));
+            }
+            if h.cert.is_some() != h.key.is_some() {
+                return Err(bad(
+                    &format!("hosts[{i}]"),
+                    "set both `cert` and `key`, or neither".into(),
+                ));
+            }
+        }
+        for (d, target) in &self.s2s.routes {
+            let key = format!("s2s.routes.{d:?}");
+            if jid::BareJid::new(d)
+                .ok()
+                .filter(|j| j.node().is_none())
+                .is_none()
+            {
+                return Err(bad(&key, format!("{d:?} is not a valid domain")));
+            }
+            if self.is_local(d) {
+                return Err(bad(&key, "a local domain needs no route".into()));
+            }
+            let ok = target
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+            if !ok {
+                return Err(bad(&key, format!("{target:?}: write \"host:port\"")));
+            }
+        }
+        if self.s2s.max_queue == 0 {
+            return Err(bad("s2s.max_queue", "must be at least 1".into()));
+        }
         for (i, c) in self.components.component.iter().enumerate() {
             let key = format!("components.component[{i}].domain");
             if jid::BareJid::new(&c.domain)
@@ -511,6 +613,22 @@ impl Config {
     /// Path of the SQLite database and other state.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+
+    /// Every domain served locally (the primary first).
+    pub fn local_domains(&self) -> Vec<String> {
+        let mut v = vec![self.domain.clone()];
+        v.extend(self.hosts.iter().map(|h| h.domain.clone()));
+        v
+    }
+
+    /// Whether `domain` is served locally.
+    pub fn is_local(&self, domain: &str) -> bool {
+        domain.eq_ignore_ascii_case(&self.domain)
+            || self
+                .hosts
+                .iter()
+                .any(|h| domain.eq_ignore_ascii_case(&h.domain))
     }
 
     /// The configured component whose domain is `domain` or a parent of it.

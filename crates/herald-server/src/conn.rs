@@ -88,17 +88,20 @@ pub struct Conn {
     pub peer: SocketAddr,
     /// True once `<stream:stream>` has been written by us (errors then need no header).
     pub header_sent: bool,
+    /// The local domain this stream is for (from its header; the primary domain until then).
+    pub domain: String,
 }
 
 impl Conn {
     /// Wraps a socket.
-    pub fn new(io: Io, peer: SocketAddr, limits: Limits, ns: StreamNs) -> Conn {
+    pub fn new(io: Io, peer: SocketAddr, limits: Limits, ns: StreamNs, domain: &str) -> Conn {
         Conn {
             io,
             decoder: Decoder::new(limits),
             ns,
             peer,
             header_sent: false,
+            domain: domain.to_string(),
         }
     }
 
@@ -114,6 +117,7 @@ impl Conn {
             mut decoder,
             ns,
             peer,
+            domain,
             ..
         } = self;
         let tcp = match io {
@@ -133,6 +137,7 @@ impl Conn {
             ns,
             peer,
             header_sent: false,
+            domain,
         })
     }
 

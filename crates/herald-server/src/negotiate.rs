@@ -44,7 +44,6 @@ fn serr(c: StreamErrorCondition, text: &str) -> ConnError {
 /// Negotiates a c2s stream until a bind or resume request, or failure.
 pub async fn negotiate(shared: &Arc<Shared>, mut conn: Conn) -> Outcome {
     let deadline = Instant::now() + shared.cfg.c2s.negotiation_timeout.0;
-    let domain = shared.domain().to_string();
     let mut user: Option<BareJid> = None;
     let mut failures = 0u32;
     let mut restart = true;
@@ -98,12 +97,14 @@ pub async fn negotiate(shared: &Arc<Shared>, mut conn: Conn) -> Outcome {
             }
             Err(ConnError::Stream(e)) => {
                 tracing::debug!(condition = e.condition.as_str(), text = ?e.text, "stream error");
-                conn.fail(&domain, &e).await;
+                let from = conn.domain.clone();
+                conn.fail(&from, &e).await;
                 return Outcome::Closed;
             }
             Err(ConnError::Timeout) => {
                 let e = StreamError::new(StreamErrorCondition::ConnectionTimeout, None);
-                conn.fail(&domain, &e).await;
+                let from = conn.domain.clone();
+                conn.fail(&from, &e).await;
                 return Outcome::Closed;
             }
             Err(e) => {
@@ -126,16 +127,24 @@ fn remaining(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(Instant::now())
 }
 
-/// Checks an incoming stream header (RFC 6120 §4.7, §4.9.3).
-pub fn check_header(h: &StreamHeader, expect: StreamNs, domain: &str) -> Result<(), ConnError> {
+/// Checks an incoming stream header (RFC 6120 §4.7, §4.9.3); returns the local domain asked for.
+pub fn check_header(
+    h: &StreamHeader,
+    expect: StreamNs,
+    cfg: &crate::Config,
+) -> Result<String, ConnError> {
     if h.ns != Some(expect) {
         return Err(serr(
             StreamErrorCondition::InvalidNamespace,
             "wrong default namespace for this port",
         ));
     }
-    match h.to.as_deref() {
-        Some(to) if to.eq_ignore_ascii_case(domain) => {}
+    let domain = match h.to.as_deref() {
+        Some(to) if cfg.is_local(to) => cfg
+            .local_domains()
+            .into_iter()
+            .find(|d| d.eq_ignore_ascii_case(to))
+            .unwrap_or_else(|| to.to_string()),
         Some(_) => {
             return Err(serr(
                 StreamErrorCondition::HostUnknown,
@@ -148,7 +157,7 @@ pub fn check_header(h: &StreamHeader, expect: StreamNs, domain: &str) -> Result<
                 "the stream header has no 'to'",
             ))
         }
-    }
+    };
     let major = h
         .version
         .as_deref()
@@ -160,7 +169,7 @@ pub fn check_header(h: &StreamHeader, expect: StreamNs, domain: &str) -> Result<
             "XMPP 1.0 is required",
         ));
     }
-    Ok(())
+    Ok(domain)
 }
 
 async fn one_stream(
@@ -170,7 +179,6 @@ async fn one_stream(
     user: &mut Option<BareJid>,
     failures: &mut u32,
 ) -> Result<Step, ConnError> {
-    let domain = shared.domain().to_string();
     let header = match conn.next_event(remaining(deadline)).await? {
         StreamEvent::Header(h) => h,
         StreamEvent::End => return Ok(Step::Closed),
@@ -184,7 +192,16 @@ async fn one_stream(
     let id = conn::new_stream_id();
     // RFC 6120 §4.9.1.3: send our header before any stream error.
     let to = header.from.clone();
-    check_header(&header, StreamNs::Client, &domain)?;
+    let domain = check_header(&header, StreamNs::Client, &shared.cfg)?;
+    if let Some(u) = user.as_ref() {
+        if !u.domain().as_str().eq_ignore_ascii_case(&domain) {
+            return Err(serr(
+                StreamErrorCondition::HostUnknown,
+                "the restarted stream changed domain",
+            ));
+        }
+    }
+    conn.domain = domain.clone();
     conn.send_header(&domain, to.as_deref(), &id, &[]).await?;
 
     let require_tls = shared.cfg.c2s.require_encryption;
@@ -392,7 +409,7 @@ async fn sasl_exchange(
     plain_ok: bool,
     deadline: Instant,
 ) -> Result<Option<BareJid>, ConnError> {
-    let domain = shared.domain().to_string();
+    let domain = conn.domain.clone();
     let delay = shared.cfg.c2s.auth_failure_delay.0;
     let mech = auth.attr("mechanism").and_then(Mechanism::from_name);
     let Some(initial) = unb64(auth) else {

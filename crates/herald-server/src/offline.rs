@@ -49,7 +49,11 @@ async fn store(shared: &Arc<Shared>, bare: &str, r: Routed) {
         return;
     }
     let mut el = r.el;
-    delay::add_delay(&mut el, shared.domain(), delay::now_micros());
+    delay::add_delay(
+        &mut el,
+        bare.rsplit('@').next().unwrap_or(shared.domain()),
+        delay::now_micros(),
+    );
     let xml = String::from(&el);
     let (u, max) = (bare.to_string(), shared.cfg.offline.max_per_user);
     match shared.db(move |s| s.store_offline(&u, &xml, max)).await {

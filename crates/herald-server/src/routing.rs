@@ -27,7 +27,7 @@ pub enum Dest {
 
 /// Classifies a domain.
 pub fn dest(shared: &Shared, domain: &str) -> Dest {
-    if domain.eq_ignore_ascii_case(shared.domain()) {
+    if shared.cfg.is_local(domain) {
         Dest::Local
     } else if let Some(c) = shared.cfg.component_for(domain) {
         Dest::Component(c.domain.clone())
@@ -59,8 +59,11 @@ pub async fn route(shared: &Arc<Shared>, el: Element) {
     let to = match stanza::to(&el) {
         Ok(Some(to)) => to,
         Ok(None) => {
-            // Addressed to the server itself.
-            let domain = shared.domain().to_string();
+            // Addressed to the server itself: the sender's domain if it is ours.
+            let domain = match stanza::from(&el) {
+                Ok(Some(f)) if shared.cfg.is_local(f.domain().as_str()) => f.domain().to_string(),
+                _ => shared.domain().to_string(),
+            };
             let mut el = el;
             stanza::set(&mut el, "to", domain);
             return Box::pin(route(shared, el)).await;

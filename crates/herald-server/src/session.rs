@@ -550,7 +550,7 @@ impl Session {
             tracing::info!("read timeout");
             if let Some(mut conn) = self.conn.take() {
                 let e = StreamError::new(StreamErrorCondition::ConnectionTimeout, None);
-                conn.fail(&self.shared.cfg.domain, &e).await;
+                conn.fail(&self.jid.domain().to_string(), &e).await;
             }
             return self.hibernate_or_stop();
         }
@@ -563,7 +563,7 @@ impl Session {
 
     async fn fail(&mut self, e: &StreamError) {
         if let Some(mut c) = self.conn.take() {
-            c.fail(&self.shared.cfg.domain, e).await;
+            c.fail(&self.jid.domain().to_string(), e).await;
         }
     }
 
@@ -574,7 +574,7 @@ impl Session {
                 StreamErrorCondition::Conflict,
                 Some("session resumed elsewhere".to_string()),
             );
-            old.fail(&self.shared.cfg.domain, &e).await;
+            old.fail(&self.jid.domain().to_string(), &e).await;
         }
         let now = std_now();
         match self.sm.resume(h, now) {
@@ -586,7 +586,7 @@ impl Session {
                 for o in &retransmit {
                     let mut el = o.el.clone();
                     // XEP-0198 §5 + XEP-0203: retransmitted stanzas say when they were first sent.
-                    delay::add_delay(&mut el, &self.shared.cfg.domain, o.at);
+                    delay::add_delay(&mut el, &self.jid.domain().to_string(), o.at);
                     herald_proto::stream::encode(&el, conn.ns, &mut bytes);
                 }
                 tracing::info!(retransmitted = retransmit.len(), "session resumed");

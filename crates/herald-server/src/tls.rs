@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, Context};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
+use std::collections::HashMap;
 
 use crate::config::Config;
 
@@ -26,7 +29,7 @@ pub fn ensure_certificate(cfg: &Config) -> anyhow::Result<(PathBuf, PathBuf)> {
     }
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data_dir {}", cfg.data_dir.display()))?;
-    let mut names = vec![cfg.domain.clone()];
+    let mut names = cfg.local_domains();
     names.extend(cfg.components.component.iter().map(|c| c.domain.clone()));
     let made = rcgen::generate_simple_self_signed(names).context("generating certificate")?;
     std::fs::write(&cert, made.cert.pem())
@@ -49,18 +52,71 @@ fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
     opts.open(path)?.write_all(data)
 }
 
+fn certified(
+    provider: &rustls::crypto::CryptoProvider,
+    cert: &Path,
+    key: &Path,
+) -> anyhow::Result<Arc<CertifiedKey>> {
+    let certs = load_certs(cert)?;
+    let key_der = load_key(key)?;
+    let signing = provider
+        .key_provider
+        .load_private_key(key_der)
+        .with_context(|| format!("{}: unusable private key", key.display()))?;
+    let ck = CertifiedKey::new(certs, signing);
+    ck.keys_match().with_context(|| {
+        format!(
+            "{}: key does not match certificate {}",
+            key.display(),
+            cert.display()
+        )
+    })?;
+    Ok(Arc::new(ck))
+}
+
+/// Picks the certificate by SNI (virtual hosts), falling back to the primary domain's.
+#[derive(Debug)]
+pub struct HostCerts {
+    default: Arc<CertifiedKey>,
+    by_name: HashMap<String, Arc<CertifiedKey>>,
+}
+
+impl ResolvesServerCert for HostCerts {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let name = hello.server_name().map(|n| n.to_ascii_lowercase());
+        Some(
+            name.and_then(|n| self.by_name.get(&n).cloned())
+                .unwrap_or_else(|| self.default.clone()),
+        )
+    }
+}
+
+/// The certificates of every local domain.
+pub fn host_certs(cfg: &Config) -> anyhow::Result<Arc<HostCerts>> {
+    let provider = rustls::crypto::ring::default_provider();
+    let (cert_path, key_path) = ensure_certificate(cfg)?;
+    let default = certified(&provider, &cert_path, &key_path)?;
+    let mut by_name = HashMap::new();
+    by_name.insert(cfg.domain.to_ascii_lowercase(), default.clone());
+    for h in &cfg.hosts {
+        let ck = match (&h.cert, &h.key) {
+            (Some(c), Some(k)) => certified(&provider, c, k)?,
+            _ => default.clone(),
+        };
+        by_name.insert(h.domain.to_ascii_lowercase(), ck);
+    }
+    Ok(Arc::new(HostCerts { default, by_name }))
+}
+
 /// Builds the rustls server configuration.
 pub fn server_config(cfg: &Config) -> anyhow::Result<Arc<ServerConfig>> {
-    let (cert_path, key_path) = ensure_certificate(cfg)?;
-    let certs = load_certs(&cert_path)?;
-    let key = load_key(&key_path)?;
+    let certs = host_certs(cfg)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let sc = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?
         .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .with_context(|| format!("{}: key does not match certificate", key_path.display()))?;
+        .with_cert_resolver(certs);
     Ok(Arc::new(sc))
 }
 
