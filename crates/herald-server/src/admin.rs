@@ -96,3 +96,105 @@ pub fn add_bulk(
     }
     Ok(created)
 }
+
+/// One side of a roster admin command: a local account, or a bare domain (a component or
+/// a server) that has no roster, or a remote JID (no local roster either).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Party {
+    /// A local account (bare JID).
+    Account(String),
+    /// Anything without a local roster (bare domain, remote JID).
+    NoRoster(String),
+}
+
+impl Party {
+    /// The bare JID or domain.
+    pub fn jid(&self) -> &str {
+        match self {
+            Party::Account(j) | Party::NoRoster(j) => j,
+        }
+    }
+}
+
+/// Parses a roster command argument. Local JIDs must be existing accounts.
+pub fn party(cfg: &Config, store: &Store, s: &str) -> Result<Party> {
+    let jid = BareJid::new(s).map_err(|e| anyhow!("{s:?} is not a valid JID: {e}"))?;
+    let text = jid.to_string();
+    if jid.node().is_none() || !cfg.is_local(jid.domain().as_str()) {
+        return Ok(Party::NoRoster(text));
+    }
+    if !store.account_exists(&text)? {
+        bail!("{text}: no such user");
+    }
+    Ok(Party::Account(text))
+}
+
+/// Roster admin actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RosterAction {
+    /// Mutual subscription (both).
+    Subscribe,
+    /// Cancel both subscriptions (items stay).
+    Unsubscribe,
+    /// Remove the items.
+    Remove,
+}
+
+/// Applies a roster action to every side that has a roster; returns the changed
+/// (user, contact) pairs, for the running server to push.
+pub fn roster_action(store: &Store, a: &Party, b: &Party, action: RosterAction) -> Result<Vec<(String, String)>> {
+    use herald_store::{RosterItem, RosterStore, Subscription};
+    let mut changed = Vec::new();
+    for (user, contact) in [(a, b), (b, a)] {
+        let Party::Account(u) = user else { continue };
+        let c = contact.jid();
+        if u == c {
+            bail!("{u} cannot be its own contact");
+        }
+        let existing = store.roster_item(u, c)?;
+        match action {
+            RosterAction::Subscribe | RosterAction::Unsubscribe => {
+                let mut item = existing.unwrap_or(RosterItem {
+                    jid: c.to_string(),
+                    name: None,
+                    subscription: Subscription::None,
+                    ask: false,
+                    groups: Vec::new(),
+                });
+                item.subscription = if action == RosterAction::Subscribe {
+                    Subscription::Both
+                } else {
+                    Subscription::None
+                };
+                item.ask = false;
+                store.set_roster_item(u, &item)?;
+                store.remove_subscription_request(u, c)?;
+                changed.push((u.clone(), c.to_string()));
+            }
+            RosterAction::Remove => {
+                if existing.is_some() {
+                    store.remove_roster_item(u, c)?;
+                    store.remove_subscription_request(u, c)?;
+                    changed.push((u.clone(), c.to_string()));
+                }
+            }
+        }
+    }
+    Ok(changed)
+}
+
+/// Path of the running server's admin socket.
+pub fn socket_path(cfg: &Config) -> std::path::PathBuf {
+    cfg.data_dir.join("admin.sock")
+}
+
+/// Sends one command line to a running server; None when no server is listening.
+pub fn notify(cfg: &Config, line: &str) -> Option<String> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket_path(cfg)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30))).ok()?;
+    s.write_all(format!("{line}\n").as_bytes()).ok()?;
+    let mut reply = String::new();
+    BufReader::new(s).read_line(&mut reply).ok()?;
+    Some(reply.trim_end().to_string())
+}

@@ -3,6 +3,7 @@
 //! herald-push; this crate wires them to sockets, timers and the store.
 
 pub mod admin;
+pub mod admin_socket;
 pub mod blocking;
 pub mod c2s;
 pub mod component;

@@ -61,6 +61,17 @@ pub enum PushEvent {
         /// Ok once stored.
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
+    /// The admin removed registrations from the store: detach them from live sessions.
+    Detach {
+        /// Account.
+        user: String,
+        /// App server JID.
+        jid: String,
+        /// Only this node.
+        node: Option<String>,
+        /// Done.
+        reply: oneshot::Sender<()>,
+    },
     /// Rule a: an `<r/>` went unanswered.
     AckDelayed {
         /// Session.
@@ -387,6 +398,12 @@ async fn handle(
                     Vec::new()
                 }
             }
+        }
+        PushEvent::Detach { user, jid, node, reply } => {
+            ensure_loaded(shared, engine, &user).await;
+            let actions = engine.disable(&user, &jid, node.as_deref(), now);
+            let _ = reply.send(());
+            actions
         }
         PushEvent::AckDelayed { session, unacked } => engine.ack_delayed(session, &unacked, now),
         PushEvent::Acked { session } => {
