@@ -147,6 +147,8 @@ pub struct Decoder {
     count: usize,
     /// Elements in the current top-level element.
     elements: usize,
+    /// Nothing but whitespace has been seen since the document began.
+    at_document_start: bool,
 }
 
 /// rxml's own ceiling on one token (name, attribute value, text chunk; longer text is split).
@@ -223,6 +225,7 @@ impl Decoder {
             stack: Vec::new(),
             count: 0,
             elements: 0,
+            at_document_start: true,
         }
     }
 
@@ -254,6 +257,7 @@ impl Decoder {
         self.stack = Vec::new();
         self.count = 0;
         self.elements = 0;
+        self.at_document_start = true;
     }
 
     /// True when no partial data is buffered: the caller may free its own buffers.
@@ -304,6 +308,24 @@ impl Decoder {
                 Phase::Prolog => self.limits.max_header_bytes,
                 _ => self.limits.max_stanza_bytes,
             };
+            if self.at_document_start {
+                // XML 1.0 §2.8 allows whitespace before the root element when there is no
+                // XML declaration, which rxml rejects; some peers send a keepalive just
+                // before (re)opening the stream. Skip it here; it still counts as header.
+                let rest = self.buf.get(self.pos..).unwrap_or_default();
+                let ws = rest
+                    .iter()
+                    .take_while(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+                    .count();
+                self.pos += ws;
+                self.count = self.count.saturating_add(ws);
+                if self.count > limit {
+                    return Err(self.fail(policy("stream header too large")));
+                }
+                if ws < rest.len() {
+                    self.at_document_start = false;
+                }
+            }
             // Called even with nothing buffered: rxml may hold queued events (the end of a
             // `<x/>` comes after its head) that only a parse call releases.
             let avail = self.buf.get(self.pos..).unwrap_or_default();

@@ -351,6 +351,11 @@ fn header_limits() {
         decode_chunked(limits(), ws.as_bytes(), 50).1,
         Some(Cond::PolicyViolation)
     );
+    let ws = format!("{}<stream:stream", " ".repeat(400));
+    assert_eq!(
+        decode_chunked(limits(), ws.as_bytes(), 50).1,
+        Some(Cond::PolicyViolation)
+    );
 }
 
 #[test]
@@ -539,6 +544,31 @@ fn shrink_releases_capacity_when_idle() {
     // Still works after shrinking.
     d.feed(b"<presence/>");
     assert!(matches!(d.next_event(), Ok(Some(StreamEvent::Stanza(_)))));
+}
+
+#[test]
+fn whitespace_before_the_header_is_tolerated() {
+    let input = format!(
+        "\n \r\n{}<presence/>",
+        header(ns::CLIENT).trim_start_matches("<?xml version='1.0'?>")
+    );
+    for chunk in [1, 2, 1000] {
+        let (events, err) = decode_chunked(Limits::default(), input.as_bytes(), chunk);
+        assert_eq!(err, None);
+        assert_eq!(events.len(), 2);
+    }
+}
+
+#[test]
+fn decoder_is_small_and_sendable() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Decoder>();
+    // The per-connection footprint when idle: the struct itself plus a few small strings.
+    assert!(
+        std::mem::size_of::<Decoder>() <= 1024,
+        "{}",
+        std::mem::size_of::<Decoder>()
+    );
 }
 
 #[test]
