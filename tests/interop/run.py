@@ -35,6 +35,15 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 
+sys.dont_write_bytecode = True
+
+try:
+    import slixmpp  # noqa: E402,F401
+except ImportError:
+    print("FAIL setup: slixmpp is not installed (pip install -r tests/interop/requirements.txt)")
+    print("0 passed, 1 failed")
+    sys.exit(1)
+
 import kit  # noqa: E402
 import scenarios_foundation  # noqa: E402,F401  (registers scenarios)
 import scenarios_im  # noqa: E402,F401

@@ -12,6 +12,7 @@ from kit import (
     abort_transport,
     check,
     check_eq,
+    eventually,
     is_chat,
     scenario,
     send_chat,
@@ -200,7 +201,8 @@ async def csi(ctx: Ctx) -> None:
     # Barriers on rita's side use XEP-0198 <r/>/<a/>, which bypass CSI: an IQ reply to her
     # would itself be important and flush the buffer (as in Prosody's mod_csi_simple).
     rita = await ctx.login("rita", "phone", plugins=("xep_0352", "xep_0198"))
-    check(rita["xep_0352"].enabled, "server did not advertise CSI")
+    # slixmpp handles the csi feature after bind, possibly after session_start.
+    await eventually(lambda: rita["xep_0352"].enabled, "CSI advertised and seen by slixmpp")
     await sm_enabled(rita)
     sam = await ctx.login("sam", "r")
     ri = ctx.inbox(rita)
