@@ -198,3 +198,8 @@ pub fn notify(cfg: &Config, line: &str) -> Option<String> {
     BufReader::new(s).read_line(&mut reply).ok()?;
     Some(reply.trim_end().to_string())
 }
+
+/// A unix time as an RFC 3339 UTC string.
+pub fn unix_time(secs: i64) -> String {
+    crate::xep::delay::format_stamp(secs.saturating_mul(1_000_000))
+}

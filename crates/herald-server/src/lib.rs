@@ -19,6 +19,7 @@ pub mod push;
 pub mod roster;
 pub mod router;
 pub mod routing;
+pub mod s2s;
 pub mod session;
 pub mod stanza;
 pub mod tls;
@@ -63,6 +64,8 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Events for the push task.
     pub push: push::PushHandle,
+    /// Server-to-server federation.
+    pub s2s: s2s::S2s,
     resumable: std::sync::Mutex<std::collections::HashMap<String, session::Resumable>>,
     tombstones: std::sync::Mutex<herald_session::sm::Tombstones>,
     next_id: AtomicU64,
@@ -150,6 +153,10 @@ pub struct Running {
     pub direct_tls_addr: Option<SocketAddr>,
     /// Bound component address.
     pub component_addr: Option<SocketAddr>,
+    /// Bound s2s (STARTTLS) address.
+    pub s2s_addr: Option<SocketAddr>,
+    /// Bound s2s direct TLS (XEP-0368) address.
+    pub s2s_direct_tls_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -195,11 +202,15 @@ pub async fn start_with_store(cfg: Config, store: Store) -> anyhow::Result<Runni
     let c2s_l = bind(cfg.c2s.listen, "c2s.listen").await?;
     let dtls_l = bind(cfg.c2s.direct_tls_listen, "c2s.direct_tls_listen").await?;
     let comp_l = bind(cfg.components.listen, "components.listen").await?;
+    let s2s_l = bind(cfg.s2s.listen, "s2s.listen").await?;
+    let s2s_dtls_l = bind(cfg.s2s.direct_tls_listen, "s2s.direct_tls_listen").await?;
+    let s2s = s2s::S2s::new(&cfg)?;
     let (push, push_rx) = push::channel(&cfg);
     let tombstones =
         herald_session::sm::Tombstones::new(100_000, cfg.stream_management.tombstone_ttl.0);
     let shared = Arc::new(Shared {
         push,
+        s2s,
         resumable: Default::default(),
         tombstones: std::sync::Mutex::new(tombstones),
         cfg,
@@ -216,6 +227,8 @@ pub async fn start_with_store(cfg: Config, store: Store) -> anyhow::Result<Runni
         c2s_addr: None,
         direct_tls_addr: None,
         component_addr: None,
+        s2s_addr: None,
+        s2s_direct_tls_addr: None,
         shutdown: shutdown_tx,
         tasks: Vec::new(),
     };
@@ -225,6 +238,9 @@ pub async fn start_with_store(cfg: Config, store: Store) -> anyhow::Result<Runni
     running
         .tasks
         .push(tokio::spawn(mam::retention(shared.clone())));
+    running
+        .tasks
+        .push(tokio::spawn(admin_socket::run(shared.clone())));
     if let Some(l) = c2s_l {
         running.c2s_addr = Some(l.local_addr()?);
         tracing::info!(addr = %l.local_addr()?, "c2s (STARTTLS) listening");
@@ -246,6 +262,8 @@ pub async fn start_with_store(cfg: Config, store: Store) -> anyhow::Result<Runni
             .tasks
             .push(tokio::spawn(component::accept_loop(shared.clone(), l)));
     }
+    (running.s2s_addr, running.s2s_direct_tls_addr) =
+        s2s::start_listeners(&shared, &mut running.tasks, (s2s_l, s2s_dtls_l)).await?;
     Ok(running)
 }
 

@@ -30,6 +30,65 @@ enum Cmd {
     /// Manage accounts.
     #[command(subcommand)]
     User(UserCmd),
+    /// Manage rosters (either side may be a bare domain, which has no roster).
+    #[command(subcommand)]
+    Roster(RosterCmd),
+    /// Manage push registrations (XEP-0357).
+    #[command(subcommand)]
+    Push(PushCmd),
+}
+
+#[derive(Subcommand)]
+enum RosterCmd {
+    /// Mutual subscription between USER and CONTACT.
+    Subscribe {
+        /// A local account or a bare domain.
+        user: String,
+        /// A JID or a bare domain.
+        contact: String,
+    },
+    /// Cancel the subscriptions both ways (the items stay).
+    Unsubscribe {
+        /// A local account or a bare domain.
+        user: String,
+        /// A JID or a bare domain.
+        contact: String,
+    },
+    /// Remove each from the other's roster.
+    Remove {
+        /// A local account or a bare domain.
+        user: String,
+        /// A JID or a bare domain.
+        contact: String,
+    },
+    /// Show a user's roster.
+    List {
+        /// A local account.
+        user: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum PushCmd {
+    /// A user's registrations: app server, node, time enabled, last push, last result, errors.
+    List {
+        /// A local account.
+        user: String,
+    },
+    /// Remove a user's registrations with APPSERVER_JID (only NODE if given).
+    Remove {
+        /// A local account.
+        user: String,
+        /// The app server JID.
+        appserver_jid: String,
+        /// Only this node.
+        node: Option<String>,
+    },
+    /// Push (without a message) to every registration of USER; needs the running server.
+    Ping {
+        /// A local account.
+        user: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -131,7 +190,114 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::User(u) => user(cfg, u),
+        Cmd::Roster(r) => roster(cfg, r),
+        Cmd::Push(p) => push(cfg, p),
     }
+}
+
+fn roster(cfg: Config, cmd: RosterCmd) -> Result<()> {
+    let store = admin::open_store(&cfg)?;
+    let (user, contact, action) = match cmd {
+        RosterCmd::List { user } => {
+            let jid = admin::account_jid(&cfg, &user)?;
+            if !herald_store::AccountStore::account_exists(&store, &jid.to_string())? {
+                return Err(anyhow!("{jid}: no such user"));
+            }
+            let (ver, items) = herald_store::RosterStore::roster(&store, &jid.to_string())?;
+            println!("# roster of {jid}, version {ver}");
+            for i in items {
+                println!(
+                    "{}\t{}{}\t{}\t{}",
+                    i.jid,
+                    i.subscription,
+                    if i.ask { "+ask" } else { "" },
+                    i.name.unwrap_or_default(),
+                    i.groups.join(",")
+                );
+            }
+            return Ok(());
+        }
+        RosterCmd::Subscribe { user, contact } => (user, contact, admin::RosterAction::Subscribe),
+        RosterCmd::Unsubscribe { user, contact } => (user, contact, admin::RosterAction::Unsubscribe),
+        RosterCmd::Remove { user, contact } => (user, contact, admin::RosterAction::Remove),
+    };
+    let a = admin::party(&cfg, &store, &user)?;
+    let b = admin::party(&cfg, &store, &contact)?;
+    let changed = admin::roster_action(&store, &a, &b, action)?;
+    let mut live = false;
+    for (u, c) in &changed {
+        live |= admin::notify(&cfg, &format!("roster-changed {u} {c}")).is_some();
+    }
+    if changed.is_empty() {
+        println!("nothing to change: neither side has a roster here");
+    } else {
+        for (u, c) in &changed {
+            println!("updated {u}'s roster entry for {c}");
+        }
+        if live {
+            println!("online sessions were notified");
+        }
+    }
+    Ok(())
+}
+
+fn push(cfg: Config, cmd: PushCmd) -> Result<()> {
+    let store = admin::open_store(&cfg)?;
+    let known = |u: &str| -> Result<String> {
+        let jid = admin::account_jid(&cfg, u)?.to_string();
+        if !herald_store::AccountStore::account_exists(&store, &jid)? {
+            return Err(anyhow!("{jid}: no such user"));
+        }
+        Ok(jid)
+    };
+    match cmd {
+        PushCmd::List { user } => {
+            let jid = known(&user)?;
+            let regs = herald_store::PushStore::push_registrations(&store, &jid)?;
+            if regs.is_empty() {
+                println!("{jid} has no push registrations");
+            }
+            for r in regs {
+                println!(
+                    "{}\tnode={}\tenabled={}\tlast_push={}\tlast_result={}\terrors={}",
+                    r.jid,
+                    r.node,
+                    admin::unix_time(r.enabled_at),
+                    r.last_push.map(admin::unix_time).unwrap_or_else(|| "never".into()),
+                    r.last_result.unwrap_or_else(|| "-".into()),
+                    r.error_count
+                );
+            }
+        }
+        PushCmd::Remove {
+            user,
+            appserver_jid,
+            node,
+        } => {
+            let jid = known(&user)?;
+            let n = match &node {
+                Some(n) => usize::from(herald_store::PushStore::delete_push_registration(&store, &jid, &appserver_jid, n)?),
+                None => herald_store::PushStore::delete_push_registrations_by_jid(&store, &jid, &appserver_jid)?,
+            };
+            if n == 0 {
+                return Err(anyhow!("{jid} has no registration with {appserver_jid}{}", node.map(|n| format!(" node {n}")).unwrap_or_default()));
+            }
+            let line = format!("push-removed {jid} {appserver_jid}{}", node.map(|n| format!(" {n}")).unwrap_or_default());
+            admin::notify(&cfg, &line);
+            println!("removed {n} registration(s)");
+        }
+        PushCmd::Ping { user } => {
+            let jid = known(&user)?;
+            match admin::notify(&cfg, &format!("push-ping {jid}")) {
+                Some(r) if r.starts_with("ok") => {
+                    println!("pushed to {} registration(s)", r.trim_start_matches("ok").trim());
+                }
+                Some(r) => return Err(anyhow!("server said: {r}")),
+                None => return Err(anyhow!("the server is not running (no admin socket in {})", cfg.data_dir.display())),
+            }
+        }
+    }
+    Ok(())
 }
 
 fn serve(cfg: Config) -> Result<()> {
