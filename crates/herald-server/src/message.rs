@@ -16,14 +16,16 @@ use crate::xep::carbons;
 use crate::{blocking, mam, offline, routing, Shared};
 
 /// A message sent by the session's client (already stamped with `from`, `to` set).
-pub async fn outbound(session: &mut Session, mut el: Element) {
+pub async fn outbound(session: &mut Session, el: Element) {
     let shared = session.shared.clone();
     if carbons::is_carbon(&el) {
         // XEP-0280 §11: clients must not forge carbons.
         routing::bounce(&shared, &el, StanzaErrorCondition::NotAcceptable).await;
         return;
     }
-    let private = carbons::strip_private(&mut el);
+    // XEP-0280 §8: the sending server delivers <private/> as it is (the recipient's server
+    // must see it too, to make no copies of its own); it only withholds `sent` copies.
+    let private = el.has_child("private", herald_proto::ns::CARBONS);
     let to = match stanza::to(&el) {
         Ok(Some(t)) => t,
         _ => return routing::bounce(&shared, &el, StanzaErrorCondition::JidMalformed).await,
@@ -55,6 +57,10 @@ pub async fn inbound(shared: &Arc<Shared>, bare: &str, to: &Jid, r: Routed) {
             return;
         }
     }
+    // XEP-0280 §8: no `received` copies of a private message; the recipient's server
+    // removes <private/> before delivery.
+    let copy = carbons::is_eligible(&el);
+    carbons::strip_private(&mut el);
     mam::archive_incoming(shared, bare, id, &mut el).await;
     let list = shared.router.resources(bare);
     let (targets, full_target): (Vec<&ResourceEntry>, bool) = match to.resource() {
@@ -103,7 +109,7 @@ pub async fn inbound(shared: &Arc<Shared>, bare: &str, to: &Jid, r: Routed) {
         }
         return routing::bounce_wait(shared, &el, StanzaErrorCondition::ResourceConstraint).await;
     }
-    if carbons::is_eligible(&el) {
+    if copy {
         for r in list.iter().filter(|r| r.carbons && r.available) {
             if targets.iter().any(|t| t.session_id == r.session_id) {
                 continue;

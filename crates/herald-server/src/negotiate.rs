@@ -29,7 +29,7 @@ pub enum Outcome {
         /// The bind request.
         request: Element,
         /// The stream.
-        conn: Conn,
+        conn: Box<Conn>,
     },
     /// XEP-0198: the connection was handed to a hibernated session.
     Resumed,
@@ -76,7 +76,7 @@ pub async fn negotiate(shared: &Arc<Shared>, mut conn: Conn) -> Outcome {
                 return Outcome::Bind {
                     user,
                     request,
-                    conn,
+                    conn: Box::new(conn),
                 };
             }
             Ok(Step::Resume(request)) => {
@@ -490,9 +490,9 @@ async fn scram(
     let mut ch = Element::bare("challenge", ns::SASL);
     ch.append_text(b64(&challenge));
     conn.send(&ch).await?;
-    let resp = loop {
+    let resp = {
         match conn.next_event(remaining(deadline)).await? {
-            StreamEvent::Stanza(el) if el.is("response", ns::SASL) => break el,
+            StreamEvent::Stanza(el) if el.is("response", ns::SASL) => el,
             StreamEvent::Stanza(el) if el.is("abort", ns::SASL) => {
                 return Ok(Err(("aborted", false)));
             }

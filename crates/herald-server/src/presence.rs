@@ -144,15 +144,15 @@ async fn available(session: &mut Session, el: Element) {
     if prio >= 0 {
         let msgs = offline::load(&shared, &session.bare).await;
         if !msgs.is_empty() {
-            let _ = session
+            if let Some(r) = session
                 .shared
                 .router
                 .resource(&session.bare, session.jid().resource().as_str())
-                .map(|r| {
-                    r.tx.try_send(crate::router::SessionMsg::Command(
-                        crate::session::Command::Offline(msgs),
-                    ))
-                });
+            {
+                let _ = r.tx.try_send(crate::router::SessionMsg::Command(
+                    crate::session::Command::Offline(msgs),
+                ));
+            }
         }
     }
 }

@@ -86,7 +86,7 @@ pub fn save_state(
     let changed = match &item {
         Some(i) => to_sub(i.subscription) != sub || i.ask != ask,
         // A request alone does not put the contact in the roster (RFC 6121 §3.1.3).
-        None => !(sub == Sub::None && !ask),
+        None => sub != Sub::None || ask,
     };
     if !changed {
         return Ok(None);

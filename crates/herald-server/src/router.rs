@@ -26,7 +26,7 @@ pub enum SessionMsg {
     /// XEP-0198 resumption: take over this connection.
     Resume {
         /// The new connection.
-        conn: crate::conn::Conn,
+        conn: Box<crate::conn::Conn>,
         /// The client's h.
         h: u32,
         /// The resumption id.

@@ -68,7 +68,7 @@ pub async fn route(shared: &Arc<Shared>, el: Element) {
             stanza::set(&mut el, "to", domain);
             return Box::pin(route(shared, el)).await;
         }
-        Err(()) => return bounce(shared, &el, StanzaErrorCondition::JidMalformed).await,
+        Err(_) => return bounce(shared, &el, StanzaErrorCondition::JidMalformed).await,
     };
     match dest(shared, to.domain().as_str()) {
         Dest::Local => deliver_local(shared, to, el).await,
@@ -86,7 +86,7 @@ pub async fn route(shared: &Arc<Shared>, el: Element) {
             }
             None => bounce(shared, &el, StanzaErrorCondition::ServiceUnavailable).await,
         },
-        Dest::Remote => bounce(shared, &el, StanzaErrorCondition::RemoteServerNotFound).await,
+        Dest::Remote => crate::s2s::send(shared, el).await,
     }
 }
 

@@ -76,7 +76,7 @@ pub async fn start(shared: Arc<Shared>, outcome: negotiate::Outcome) {
                 }
             };
             let span = tracing::info_span!("session", jid = %jid);
-            run_new(shared, user, jid, request, conn)
+            run_new(shared, user, jid, request, *conn)
                 .instrument(span)
                 .await
         }
@@ -110,7 +110,7 @@ pub async fn try_resume(
             match e
                 .tx
                 .send(SessionMsg::Resume {
-                    conn,
+                    conn: Box::new(conn),
                     h,
                     previd: previd.clone(),
                 })
@@ -119,9 +119,10 @@ pub async fn try_resume(
                 Ok(()) => Ok(()),
                 Err(mpsc::error::SendError(msg)) => {
                     // The session ended between lookup and hand-over.
-                    let SessionMsg::Resume { mut conn, .. } = msg else {
+                    let SessionMsg::Resume { conn, .. } = msg else {
                         return Ok(());
                     };
+                    let mut conn = *conn;
                     let last = shared.tombstone_take(&previd);
                     let _ = conn.send(&failed(last, "item-not-found")).await;
                     Err(conn)
@@ -202,6 +203,7 @@ async fn run_new(
         priority: 0,
         carbons: false,
         sm_id: None,
+        spilled: Vec::new(),
         last_read: now,
         last_write: now,
         presence: presence::SessionPresence::default(),
@@ -226,6 +228,9 @@ pub struct Session {
     sm: StreamManagement<Out>,
     csi: CsiBuffer<Out>,
     sm_id: Option<String>,
+    /// Stanzas the session took but could not queue because it is ending (SM queue
+    /// overflow, a stream that failed in the middle of a CSI flush): handed on by `end`.
+    spilled: Vec<Out>,
     last_read: Instant,
     last_write: Instant,
     /// Presence bookkeeping (last broadcast, directed presence recipients).
@@ -271,6 +276,11 @@ impl Session {
 
     async fn run(&mut self) {
         let mut shutdown = self.shared.shutdown_signal();
+        // A client may pipeline stanzas right behind its bind request: they are already in
+        // the decoder and no further read would surface them.
+        if let Flow::Stop = self.on_readable().await {
+            return;
+        }
         loop {
             let deadline = self.deadline();
             let ev = {
@@ -370,8 +380,17 @@ impl Session {
             return flow;
         }
         let hold = push::csi_may_hold(self.shared.push.classifier(), &out.el);
-        for o in self.csi.offer(out, !hold) {
+        let ready = self.csi.offer(out, !hold);
+        self.emit_all(ready).await
+    }
+
+    /// Emits stanzas in order; if the session must stop half-way, the ones not emitted are
+    /// kept for `end` to hand on (never silently lost).
+    async fn emit_all(&mut self, items: Vec<Out>) -> Flow {
+        let mut items = items.into_iter();
+        while let Some(o) = items.next() {
             if let Flow::Stop = self.emit(o).await {
+                self.spilled.extend(items);
                 return Flow::Stop;
             }
         }
@@ -389,6 +408,18 @@ impl Session {
 
     /// Puts one stanza on the wire (and in the SM queue when enabled).
     async fn emit(&mut self, o: Out) -> Flow {
+        if self.sm.is_full() {
+            // XEP-0198 §4: a client that never acks cannot grow our memory without bound.
+            // The stanza that does not fit is handed on with the queue when the session ends.
+            tracing::warn!("stream management queue overflow");
+            self.spilled.push(o);
+            let se = StreamError::new(
+                StreamErrorCondition::PolicyViolation,
+                Some("too many unacknowledged stanzas".to_string()),
+            );
+            self.fail(&se).await;
+            return Flow::Stop;
+        }
         let mut bytes = Vec::new();
         if self.conn.is_some() {
             let ns = self
@@ -422,12 +453,9 @@ impl Session {
                 Flow::Continue
             }
             Err(e) => {
-                // XEP-0198 §4: a client that never acks cannot grow our memory without bound.
-                tracing::warn!(error = %e, "stream management queue overflow");
-                let se = StreamError::new(
-                    StreamErrorCondition::PolicyViolation,
-                    Some("too many unacknowledged stanzas".to_string()),
-                );
+                // Unreachable: enabled and not full were checked above.
+                tracing::error!(error = %e, "stream management refused a stanza");
+                let se = StreamError::new(StreamErrorCondition::InternalServerError, None);
                 self.fail(&se).await;
                 Flow::Stop
             }
@@ -550,7 +578,7 @@ impl Session {
             tracing::info!("read timeout");
             if let Some(mut conn) = self.conn.take() {
                 let e = StreamError::new(StreamErrorCondition::ConnectionTimeout, None);
-                conn.fail(&self.jid.domain().to_string(), &e).await;
+                conn.fail(self.jid.domain().as_str(), &e).await;
             }
             return self.hibernate_or_stop();
         }
@@ -563,18 +591,19 @@ impl Session {
 
     async fn fail(&mut self, e: &StreamError) {
         if let Some(mut c) = self.conn.take() {
-            c.fail(&self.jid.domain().to_string(), e).await;
+            c.fail(self.jid.domain().as_str(), e).await;
         }
     }
 
-    async fn on_resume(&mut self, mut conn: Conn, h: u32, previd: String) -> Flow {
+    async fn on_resume(&mut self, conn: Box<Conn>, h: u32, previd: String) -> Flow {
+        let mut conn = *conn;
         if let Some(mut old) = self.conn.take() {
             // XEP-0198 §5: the old connection is superseded.
             let e = StreamError::new(
                 StreamErrorCondition::Conflict,
                 Some("session resumed elsewhere".to_string()),
             );
-            old.fail(&self.jid.domain().to_string(), &e).await;
+            old.fail(self.jid.domain().as_str(), &e).await;
         }
         let now = std_now();
         match self.sm.resume(h, now) {
@@ -586,7 +615,7 @@ impl Session {
                 for o in &retransmit {
                     let mut el = o.el.clone();
                     // XEP-0198 §5 + XEP-0203: retransmitted stanzas say when they were first sent.
-                    delay::add_delay(&mut el, &self.jid.domain().to_string(), o.at);
+                    delay::add_delay(&mut el, self.jid.domain().as_str(), o.at);
                     herald_proto::stream::encode(&el, conn.ns, &mut bytes);
                 }
                 tracing::info!(retransmitted = retransmit.len(), "session resumed");
@@ -600,13 +629,12 @@ impl Session {
                 if let Flow::Stop = self.write_raw(&bytes).await {
                     return Flow::Stop;
                 }
-                // XEP-0352: a new stream starts active; held stanzas follow in order.
-                for o in self.csi.set_active() {
-                    if let Flow::Stop = self.emit(o).await {
-                        return Flow::Stop;
-                    }
+                if let Flow::Stop = self.on_readable().await {
+                    return Flow::Stop;
                 }
-                Flow::Continue
+                // XEP-0352: a new stream starts active; held stanzas follow in order.
+                let held = self.csi.set_active();
+                self.emit_all(held).await
             }
             Err(e) => {
                 let mut f = Element::bare("failed", ns::SM);
@@ -643,6 +671,7 @@ impl Session {
             presence::broadcast_unavailable(self).await;
         }
         let mut left: Vec<Out> = self.sm.take_unacked();
+        left.append(&mut self.spilled);
         left.extend(self.csi.take_held());
         if !left.is_empty() {
             tracing::info!(count = left.len(), "re-routing undelivered stanzas");
@@ -663,8 +692,7 @@ impl Session {
         // RFC 6120 §8.1.2.1: the server stamps 'from'; a client may only claim itself.
         match stanza::from(&el) {
             Ok(None) => {}
-            Ok(Some(f))
-                if f == Jid::from(self.jid.clone()) || f.to_bare().to_string() == self.bare => {}
+            Ok(Some(f)) if f == self.jid || f.to_bare().as_str() == self.bare => {}
             _ => {
                 return Err(StreamError::new(
                     StreamErrorCondition::InvalidFrom,
@@ -675,7 +703,7 @@ impl Session {
         stanza::set(&mut el, "from", self.jid.to_string());
         let to = match stanza::to(&el) {
             Ok(t) => t,
-            Err(()) => {
+            Err(_) => {
                 if let Some(r) = stanza::error(&el, StanzaErrorCondition::JidMalformed, None) {
                     return Ok(self.write_now(vec![r]).await);
                 }
@@ -798,12 +826,8 @@ impl Session {
                     return Ok(Flow::Continue);
                 }
                 "active" => {
-                    for o in self.csi.set_active() {
-                        if let Flow::Stop = self.emit(o).await {
-                            return Ok(Flow::Stop);
-                        }
-                    }
-                    return Ok(Flow::Continue);
+                    let held = self.csi.set_active();
+                    return Ok(self.emit_all(held).await);
                 }
                 _ => return Err(unsupported(&el)),
             }

@@ -34,19 +34,23 @@ pub fn typ(el: &Element) -> &str {
     el.attr("type").unwrap_or("")
 }
 
+/// An address attribute that is not a valid JID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadJid;
+
 /// The `to` address: Ok(None) when absent, Err when malformed.
-pub fn to(el: &Element) -> Result<Option<Jid>, ()> {
+pub fn to(el: &Element) -> Result<Option<Jid>, BadJid> {
     match el.attr("to") {
         None => Ok(None),
-        Some(s) => Jid::new(s).map(Some).map_err(|_| ()),
+        Some(s) => Jid::new(s).map(Some).map_err(|_| BadJid),
     }
 }
 
 /// The `from` address: Ok(None) when absent, Err when malformed.
-pub fn from(el: &Element) -> Result<Option<Jid>, ()> {
+pub fn from(el: &Element) -> Result<Option<Jid>, BadJid> {
     match el.attr("from") {
         None => Ok(None),
-        Some(s) => Jid::new(s).map(Some).map_err(|_| ()),
+        Some(s) => Jid::new(s).map(Some).map_err(|_| BadJid),
     }
 }
 

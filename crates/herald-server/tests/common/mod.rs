@@ -22,20 +22,25 @@ pub struct TestServer {
 }
 
 pub fn test_config(dir: &std::path::Path) -> Config {
-    let mut cfg = Config::default();
-    cfg.data_dir = dir.join("data");
-    cfg.c2s.listen = Some("127.0.0.1:0".parse().unwrap());
-    cfg.c2s.direct_tls_listen = Some("127.0.0.1:0".parse().unwrap());
-    cfg.c2s.require_encryption = false;
-    cfg.c2s.auth_failure_delay = herald_server::config::Dur(Duration::from_millis(10));
-    cfg.components.listen = Some("127.0.0.1:0".parse().unwrap());
-    cfg.components
-        .component
-        .push(herald_server::config::ComponentEntry {
-            domain: "push.localhost".into(),
-            secret: "s3cret".into(),
-        });
-    cfg
+    let any: Option<SocketAddr> = Some("127.0.0.1:0".parse().unwrap());
+    Config {
+        data_dir: dir.join("data"),
+        c2s: herald_server::config::C2sConfig {
+            listen: any,
+            direct_tls_listen: any,
+            require_encryption: false,
+            auth_failure_delay: herald_server::config::Dur(Duration::from_millis(10)),
+            ..Default::default()
+        },
+        components: herald_server::config::ComponentsConfig {
+            listen: any,
+            component: vec![herald_server::config::ComponentEntry {
+                domain: "push.localhost".into(),
+                secret: "s3cret".into(),
+            }],
+        },
+        ..Config::default()
+    }
 }
 
 impl TestServer {
@@ -218,4 +223,482 @@ pub fn xml(el: &Element) -> String {
 
 pub fn child<'a>(el: &'a Element, name: &str) -> Option<&'a Element> {
     el.children().find(|c| c.name() == name)
+}
+
+impl RawClient {
+    /// Connects, authenticates with PLAIN and restarts the stream; returns the client and the
+    /// post-authentication features. Nothing is bound yet: XEP-0198 `<resume/>` goes here.
+    pub async fn authenticate(
+        addr: SocketAddr,
+        user: &str,
+        password: &str,
+    ) -> (RawClient, Element) {
+        let mut c = RawClient::connect(addr).await;
+        c.open("localhost").await;
+        c.expect("features").await;
+        let creds =
+            base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+        c.send(&format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{creds}</auth>"
+        ))
+        .await;
+        let s = c.element().await;
+        assert_eq!(s.name(), "success", "{}", String::from(&s));
+        c.decoder.reset();
+        c.open("localhost").await;
+        let f = c.expect("features").await;
+        (c, f)
+    }
+
+    /// Binds `resource` on an authenticated stream; returns the bind result.
+    pub async fn bind(&mut self, resource: &str) -> Element {
+        self.send(&format!(
+            "<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq>"
+        ))
+        .await;
+        let r = self.expect("iq").await;
+        assert_eq!(r.attr("type"), Some("result"), "{}", String::from(&r));
+        r
+    }
+
+    /// Pings the server with `id` and returns every element that arrived before the result:
+    /// a barrier (the server handles a client's stanzas in order).
+    pub async fn sync(&mut self, id: &str) -> Vec<Element> {
+        self.send(&format!(
+            "<iq type='get' id='{id}'><ping xmlns='urn:xmpp:ping'/></iq>"
+        ))
+        .await;
+        let mut before = Vec::new();
+        loop {
+            let el = self.element().await;
+            if el.name() == "iq" && el.attr("id") == Some(id) {
+                assert_eq!(el.attr("type"), Some("result"), "{}", String::from(&el));
+                return before;
+            }
+            before.push(el);
+        }
+    }
+
+    /// Ends the transport without a stream close: a reset (RST) when `reset`, else a bare FIN.
+    pub fn kill(self, reset: bool) {
+        if reset {
+            let _ = self.stream.set_zero_linger();
+        }
+        drop(self);
+    }
+}
+
+// ---- Fake XEP-0357 app server (a XEP-0114 component on push.localhost) ----
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+
+/// The component domain the test configuration declares.
+pub const APP_DOMAIN: &str = "push.localhost";
+
+/// How the fake app server answers a publish.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AppReply {
+    /// `<iq type='result'/>`.
+    Result,
+    /// `<iq type='error'><error type=typ><condition/></error></iq>` (typ: wait, cancel, …).
+    Error {
+        typ: &'static str,
+        condition: &'static str,
+    },
+    /// No answer at all.
+    Silent,
+}
+
+impl AppReply {
+    pub fn wait() -> AppReply {
+        AppReply::Error {
+            typ: "wait",
+            condition: "resource-constraint",
+        }
+    }
+
+    pub fn cancel() -> AppReply {
+        AppReply::Error {
+            typ: "cancel",
+            condition: "item-not-found",
+        }
+    }
+}
+
+/// One publish the fake app server received.
+#[derive(Clone, Debug)]
+pub struct Publish {
+    /// The IQ id.
+    pub id: String,
+    /// The IQ's `from` (the server's domain).
+    pub from: String,
+    /// The IQ's `to` (the registration's app server JID).
+    pub to: String,
+    /// `<publish node=…>`.
+    pub node: String,
+    /// The `urn:xmpp:push:summary` form's fields (FORM_TYPE included), var → value.
+    pub fields: BTreeMap<String, String>,
+    /// The `<x/>` inside `<publish-options>`, when there is one.
+    pub publish_options: Option<Element>,
+    /// How the fake answered it.
+    pub answered: AppReply,
+    /// The whole IQ.
+    pub iq: Element,
+}
+
+impl Publish {
+    pub fn field(&self, var: &str) -> Option<&str> {
+        self.fields.get(var).map(String::as_str)
+    }
+
+    /// `message-count` as a number.
+    pub fn count(&self) -> u32 {
+        self.field("message-count")
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("publish without a message-count: {}", xml(&self.iq)))
+    }
+
+    pub fn body(&self) -> Option<&str> {
+        self.field("last-message-body")
+    }
+
+    pub fn sender(&self) -> Option<&str> {
+        self.field("last-message-sender")
+    }
+}
+
+/// A `jabber:x:data` form's fields, var → first value.
+pub fn form_fields(x: &Element) -> BTreeMap<String, String> {
+    x.children()
+        .filter(|f| f.name() == "field")
+        .filter_map(|f| {
+            let var = f.attr("var")?.to_string();
+            let value = f
+                .children()
+                .find(|v| v.name() == "value")
+                .map(|v| v.text())
+                .unwrap_or_default();
+            Some((var, value))
+        })
+        .collect()
+}
+
+fn parse_publish(iq: &Element, answered: AppReply) -> Option<Publish> {
+    if iq.name() != "iq" || iq.attr("type") != Some("set") {
+        return None;
+    }
+    let pubsub = iq
+        .children()
+        .find(|c| c.is("pubsub", "http://jabber.org/protocol/pubsub"))?;
+    let publish = pubsub.children().find(|c| c.name() == "publish")?;
+    let notification = publish
+        .children()
+        .find(|c| c.name() == "item")?
+        .children()
+        .find(|c| c.is("notification", "urn:xmpp:push:0"))?;
+    let fields = notification
+        .children()
+        .find(|c| c.is("x", "jabber:x:data"))
+        .map(form_fields)
+        .unwrap_or_default();
+    let publish_options = pubsub
+        .children()
+        .find(|c| c.name() == "publish-options")
+        .and_then(|po| po.children().find(|c| c.is("x", "jabber:x:data")).cloned());
+    Some(Publish {
+        id: iq.attr("id").unwrap_or_default().to_string(),
+        from: iq.attr("from").unwrap_or_default().to_string(),
+        to: iq.attr("to").unwrap_or_default().to_string(),
+        node: publish.attr("node").unwrap_or_default().to_string(),
+        fields,
+        publish_options,
+        answered,
+        iq: iq.clone(),
+    })
+}
+
+#[derive(Debug)]
+enum AppEvent {
+    Publish(Publish),
+    Marker(u64),
+}
+
+#[derive(Debug)]
+struct AppReplies {
+    /// Answers used first, one per publish, in order.
+    queue: VecDeque<AppReply>,
+    /// Per node.
+    by_node: BTreeMap<String, AppReply>,
+    default: AppReply,
+}
+
+impl AppReplies {
+    fn next(&mut self, node: &str) -> AppReply {
+        if let Some(r) = self.queue.pop_front() {
+            return r;
+        }
+        self.by_node
+            .get(node)
+            .cloned()
+            .unwrap_or_else(|| self.default.clone())
+    }
+}
+
+/// A XEP-0357 app server: a component on [`APP_DOMAIN`] that records every publish and
+/// answers as configured (result by default).
+pub struct FakeAppServer {
+    events: mpsc::UnboundedReceiver<AppEvent>,
+    out: mpsc::UnboundedSender<String>,
+    replies: Arc<Mutex<AppReplies>>,
+    marker: u64,
+}
+
+impl FakeAppServer {
+    /// Connects to the server's component port and completes the XEP-0114 handshake.
+    pub async fn connect(s: &TestServer) -> FakeAppServer {
+        let mut comp = RawClient::connect(s.component_addr()).await;
+        comp.send(&format!("<stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' to='{APP_DOMAIN}'>")).await;
+        let id = match comp.event().await {
+            Some(StreamEvent::Header(h)) => h.id.unwrap(),
+            other => panic!("{other:?}"),
+        };
+        let digest = herald_server::component::handshake_digest(&id, "s3cret");
+        comp.send(&format!("<handshake>{digest}</handshake>")).await;
+        assert_eq!(comp.element().await.name(), "handshake");
+        let (ev_tx, events) = mpsc::unbounded_channel();
+        let (out, out_rx) = mpsc::unbounded_channel();
+        let replies = Arc::new(Mutex::new(AppReplies {
+            queue: VecDeque::new(),
+            by_node: BTreeMap::new(),
+            default: AppReply::Result,
+        }));
+        tokio::spawn(app_task(comp, ev_tx, out_rx, replies.clone()));
+        FakeAppServer {
+            events,
+            out,
+            replies,
+            marker: 0,
+        }
+    }
+
+    /// The answer to every publish from now on (unless queued or per node).
+    pub fn set_reply(&self, r: AppReply) {
+        self.replies.lock().unwrap().default = r;
+    }
+
+    /// The answer to publishes to `node`.
+    pub fn set_reply_for(&self, node: &str, r: AppReply) {
+        self.replies
+            .lock()
+            .unwrap()
+            .by_node
+            .insert(node.to_string(), r);
+    }
+
+    /// Answers for the next publishes, in order, before anything else applies.
+    pub fn queue_replies(&self, rs: impl IntoIterator<Item = AppReply>) {
+        self.replies.lock().unwrap().queue.extend(rs);
+    }
+
+    /// The next publish (panics after WAIT).
+    pub async fn next(&mut self) -> Publish {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                match self.events.recv().await {
+                    Some(AppEvent::Publish(p)) => return p,
+                    Some(AppEvent::Marker(_)) => continue,
+                    None => panic!("the fake app server's stream ended"),
+                }
+            }
+        })
+        .await
+        .expect("timed out waiting for a publish")
+    }
+
+    /// Round trip through the server's component router: returns the publishes that arrived
+    /// before it. Everything the server routed to us before this call, and every reply we
+    /// sent before it, has been routed when it returns.
+    async fn round_trip(&mut self) -> Vec<Publish> {
+        self.marker += 1;
+        let m = self.marker;
+        self.out
+            .send(format!(
+                "<message from='marker@{APP_DOMAIN}' to='marker@{APP_DOMAIN}' id='marker-{m}'/>"
+            ))
+            .unwrap();
+        let mut seen = Vec::new();
+        tokio::time::timeout(WAIT, async {
+            loop {
+                match self.events.recv().await {
+                    Some(AppEvent::Publish(p)) => seen.push(p),
+                    Some(AppEvent::Marker(n)) if n == m => return,
+                    Some(AppEvent::Marker(_)) => continue,
+                    None => panic!("the fake app server's stream ended"),
+                }
+            }
+        })
+        .await
+        .expect("timed out waiting for our marker");
+        seen
+    }
+
+    /// Lets the server catch up: our replies reach the push task, the push task handles
+    /// every event queued so far, and the publishes that caused reach us. Returns those
+    /// publishes (the ones not yet taken with `next`).
+    pub async fn settle(&mut self, s: &TestServer) -> Vec<Publish> {
+        let mut seen = self.round_trip().await;
+        s.running
+            .shared
+            .push
+            .stats()
+            .await
+            .expect("push task running");
+        seen.extend(self.round_trip().await);
+        seen
+    }
+
+    /// Asserts that nothing more was published (see `settle`).
+    pub async fn assert_quiet(&mut self, s: &TestServer) {
+        let extra = self.settle(s).await;
+        assert!(
+            extra.is_empty(),
+            "unexpected publishes: {:#?}",
+            extra
+                .iter()
+                .map(|p| (&p.node, &p.fields))
+                .collect::<Vec<_>>()
+        );
+    }
+}
+
+async fn app_task(
+    mut comp: RawClient,
+    events: mpsc::UnboundedSender<AppEvent>,
+    mut out: mpsc::UnboundedReceiver<String>,
+    replies: Arc<Mutex<AppReplies>>,
+) {
+    loop {
+        loop {
+            let el = match comp.decoder.next_event() {
+                Ok(Some(StreamEvent::Stanza(el))) => el,
+                Ok(Some(StreamEvent::Header(_))) => continue,
+                Ok(Some(StreamEvent::End)) | Err(_) => return,
+                Ok(None) => break,
+            };
+            if el.name() == "message" {
+                if let Some(n) = el
+                    .attr("id")
+                    .and_then(|i| i.strip_prefix("marker-"))
+                    .and_then(|n| n.parse().ok())
+                {
+                    let _ = events.send(AppEvent::Marker(n));
+                }
+                continue;
+            }
+            let node = parse_publish(&el, AppReply::Silent).map(|p| p.node);
+            let Some(node) = node else { continue };
+            let answer = replies.lock().unwrap().next(&node);
+            let (id, from, to) = (
+                el.attr("id").unwrap_or_default(),
+                el.attr("from").unwrap_or_default(),
+                el.attr("to").unwrap_or_default(),
+            );
+            // The answer goes out before the test sees the publish, so a test that reacts
+            // to the publish finds the reply already on its way.
+            let reply = match &answer {
+                AppReply::Result => Some(format!(
+                    "<iq type='result' id='{id}' from='{to}' to='{from}'/>"
+                )),
+                AppReply::Error { typ, condition } => Some(format!(
+                    "<iq type='error' id='{id}' from='{to}' to='{from}'><error type='{typ}'><{condition} xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>"
+                )),
+                AppReply::Silent => None,
+            };
+            if let Some(r) = reply {
+                if comp.stream.write_all(r.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+            if let Some(p) = parse_publish(&el, answer) {
+                let _ = events.send(AppEvent::Publish(p));
+            }
+        }
+        let mut buf = [0u8; 4096];
+        tokio::select! {
+            r = comp.stream.read(&mut buf) => match r {
+                Ok(0) | Err(_) => return,
+                Ok(n) => comp.decoder.feed(&buf[..n]),
+            },
+            m = out.recv() => match m {
+                Some(m) => {
+                    if comp.stream.write_all(m.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+                None => return,
+            },
+        }
+    }
+}
+
+impl RawClient {
+    /// [`RawClient::login`] on a server whose domain is `domain` (virtual hosts, s2s tests).
+    pub async fn login_to(
+        addr: SocketAddr,
+        domain: &str,
+        user: &str,
+        password: &str,
+        resource: &str,
+    ) -> RawClient {
+        let mut c = RawClient::connect(addr).await;
+        c.open(domain).await;
+        c.expect("features").await;
+        let creds =
+            base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+        c.send(&format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{creds}</auth>"
+        ))
+        .await;
+        let s = c.element().await;
+        assert_eq!(s.name(), "success", "{}", String::from(&s));
+        c.decoder.reset();
+        c.open(domain).await;
+        c.expect("features").await;
+        c.send(&format!(
+            "<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq>"
+        ))
+        .await;
+        let r = c.expect("iq").await;
+        assert_eq!(r.attr("type"), Some("result"), "{}", String::from(&r));
+        c
+    }
+
+    /// Reads elements until one satisfies `pred` (others are skipped); panics after WAIT.
+    pub async fn wait_for(&mut self, what: &str, pred: impl Fn(&Element) -> bool) -> Element {
+        loop {
+            match self.event().await {
+                Some(StreamEvent::Header(h)) => self.header = Some(h),
+                Some(StreamEvent::Stanza(el)) if pred(&el) => return el,
+                Some(StreamEvent::Stanza(_)) => continue,
+                other => panic!("waiting for {what}, got {other:?}"),
+            }
+        }
+    }
+
+    /// Connects a XEP-0114 component for `domain` with `secret`.
+    pub async fn component(addr: SocketAddr, domain: &str, secret: &str) -> RawClient {
+        let mut c = RawClient::connect(addr).await;
+        c.send(&format!("<stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' to='{domain}'>")).await;
+        let id = match c.event().await {
+            Some(StreamEvent::Header(h)) => h.id.unwrap(),
+            other => panic!("expected a header, got {other:?}"),
+        };
+        let digest = herald_server::component::handshake_digest(&id, secret);
+        c.send(&format!("<handshake>{digest}</handshake>")).await;
+        let h = c.element().await;
+        assert_eq!(h.name(), "handshake", "{}", String::from(&h));
+        c
+    }
 }
