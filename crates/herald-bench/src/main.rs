@@ -1,1 +1,132 @@
-fn main() {}
+//! `herald-bench`: a load generator for XMPP servers (Herald, Prosody, any other) speaking raw
+//! XML over tokio, with scenarios for logins, idle sessions, chat throughput/latency and push
+//! notification latency, plus helpers to provision Prosody users and compare two runs.
+//! It must never be the bottleneck it measures: minimal parsing, cached SCRAM derivation, a
+//! multi-threaded runtime sized by `--threads`, and its own CPU time is always reported.
+
+mod conn;
+mod error;
+mod prosody;
+mod report;
+mod scenario;
+mod scram;
+mod xml;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "herald-bench", version, about = "XMPP server load generator")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Connect, authenticate, bind, send presence, close; sessions/s and latency.
+    Login(scenario::login::LoginArgs),
+    /// Hold N sessions and report the server's RSS per session.
+    Idle(scenario::idle::IdleArgs),
+    /// Chat message throughput and latency between pairs of users.
+    Messages(scenario::messages::MessagesArgs),
+    /// Message → push publish latency for hibernated or offline users.
+    Push(scenario::push::PushArgs),
+    /// Write bench accounts into a Prosody data dir (internal_hashed), before Prosody starts.
+    ProsodyUsers {
+        /// Prosody's data_path.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Virtual host.
+        #[arg(long, default_value = "localhost")]
+        domain: String,
+        /// Users are PREFIX0..PREFIX{count-1}.
+        #[arg(long, default_value = "bench")]
+        prefix: String,
+        /// Number of users.
+        #[arg(long)]
+        count: u64,
+        /// Shared password.
+        #[arg(long, default_value = "bench")]
+        password: String,
+        /// PBKDF2 iterations (Prosody's default is 10000).
+        #[arg(long, default_value_t = 10000)]
+        iterations: u32,
+    },
+    /// Print two sets of JSON results side by side with the ratio right/left.
+    Compare {
+        /// Name of the left column.
+        #[arg(long, default_value = "prosody")]
+        left_name: String,
+        /// Name of the right column.
+        #[arg(long, default_value = "herald")]
+        right_name: String,
+        /// JSON reports of the left server.
+        #[arg(long, num_args = 1..)]
+        left: Vec<PathBuf>,
+        /// JSON reports of the right server (missing ones show as pending).
+        #[arg(long, num_args = 0..)]
+        right: Vec<PathBuf>,
+    },
+}
+
+fn runtime(threads: usize) -> Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if threads > 0 {
+        b.worker_threads(threads);
+    }
+    b.enable_all().build().context("building the tokio runtime")
+}
+
+fn main() -> Result<()> {
+    // One crypto provider, chosen explicitly (rustls refuses to guess when features differ).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    report::init_epoch();
+    let cli = Cli::parse();
+    let (common, fut): (
+        scenario::Common,
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<report::Report>>>>,
+    ) = match cli.cmd {
+        Cmd::Login(a) => (a.common.clone(), Box::pin(scenario::login::run(a))),
+        Cmd::Idle(a) => (a.common.clone(), Box::pin(scenario::idle::run(a))),
+        Cmd::Messages(a) => (a.common.clone(), Box::pin(scenario::messages::run(a))),
+        Cmd::Push(a) => (a.common.clone(), Box::pin(scenario::push::run(a))),
+        Cmd::ProsodyUsers {
+            data_dir,
+            domain,
+            prefix,
+            count,
+            password,
+            iterations,
+        } => {
+            prosody::write_accounts(&data_dir, &domain, &prefix, count, &password, iterations)?;
+            eprintln!("wrote {count} accounts under {}", data_dir.display());
+            return Ok(());
+        }
+        Cmd::Compare {
+            left_name,
+            right_name,
+            left,
+            right,
+        } => {
+            let l = left
+                .iter()
+                .map(|p| report::load(p))
+                .collect::<Result<Vec<_>>>()?;
+            let r = right
+                .iter()
+                .map(|p| report::load(p))
+                .collect::<Result<Vec<_>>>()?;
+            report::compare(&left_name, &l, &right_name, &r);
+            return Ok(());
+        }
+    };
+    let rt = runtime(common.threads)?;
+    let report = rt.block_on(fut)?;
+    report.print_table();
+    report.write_json(common.json.as_deref())?;
+    // Sessions still open (e.g. a stuck drain) must not keep the process alive.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    Ok(())
+}

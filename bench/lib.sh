@@ -1,0 +1,108 @@
+# Shared helpers for the bench scripts (sourced, not run). Every process started here is
+# recorded in STARTED_PIDS so the caller's trap can stop exactly those.
+# shellcheck shell=bash
+
+STARTED_PIDS=()
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+
+# wait_port PORT SECONDS: true once something accepts on 127.0.0.1:PORT.
+wait_port() {
+	local port=$1 deadline=$((SECONDS + $2))
+	while ((SECONDS < deadline)); do
+		if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+		sleep 0.2
+	done
+	return 1
+}
+
+# port_free PORT: true if nothing listens there.
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+stop_started() {
+	local pid
+	for pid in "${STARTED_PIDS[@]}"; do
+		if kill -0 "$pid" 2>/dev/null; then
+			kill -TERM "$pid" 2>/dev/null || true
+			for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+			kill -KILL "$pid" 2>/dev/null || true
+		fi
+	done
+	STARTED_PIDS=()
+}
+
+# gen_cert DIR: self-signed localhost certificate for STARTTLS runs.
+gen_cert() {
+	openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=localhost" \
+		-keyout "$1/localhost.key" -out "$1/localhost.crt" >/dev/null 2>&1
+}
+
+# prosody_start DIR USERS: config from the template, accounts written directly, Prosody in
+# the foreground as a child; sets PROSODY_PID. Env: PROSODY_C2S_PORT, PROSODY_COMPONENT_PORT,
+# PROSODY_MAM (sql|internal|off), COMPONENT_SECRET, BENCH_PASSWORD, BENCH_PREFIX.
+prosody_start() {
+	local dir=$1 users=$2 here
+	here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+	command -v prosody >/dev/null || { log "prosody not installed (apt-get install prosody prosody-modules lua-dbi-sqlite3)"; return 1; }
+	mkdir -p "$dir/data"
+	gen_cert "$dir"
+	local mam_module='"mam";' store=sql
+	case ${PROSODY_MAM:-internal} in
+		sql) ;;
+		internal) store=internal ;;
+		off) mam_module='' store=internal ;;
+		*) log "PROSODY_MAM must be sql, internal or off"; return 1 ;;
+	esac
+	sed -e "s|@DIR@|$dir|g" -e "s|@PLUGINS@|/usr/lib/prosody/modules|g" \
+		-e "s|@LOGLEVEL@|${PROSODY_LOGLEVEL:-warn}|g" \
+		-e "s|@C2S_PORT@|$PROSODY_C2S_PORT|g" -e "s|@COMPONENT_PORT@|$PROSODY_COMPONENT_PORT|g" \
+		-e "s|@COMPONENT_SECRET@|$COMPONENT_SECRET|g" -e "s|@ARCHIVE_STORE@|$store|g" \
+		-e "s|@MAM_MODULE@|$mam_module|g" \
+		"$here/prosody.cfg.lua.in" >"$dir/prosody.cfg.lua"
+	"$BENCH_BIN" prosody-users --data-dir "$dir/data" --domain localhost \
+		--prefix "$BENCH_PREFIX" --count "$users" --password "$BENCH_PASSWORD"
+	port_free "$PROSODY_C2S_PORT" || { log "port $PROSODY_C2S_PORT is busy"; return 1; }
+	prosody -F --config "$dir/prosody.cfg.lua" >"$dir/prosody.out" 2>&1 &
+	PROSODY_PID=$!
+	STARTED_PIDS+=("$PROSODY_PID")
+	if ! wait_port "$PROSODY_C2S_PORT" 20 || ! wait_port "$PROSODY_COMPONENT_PORT" 5; then
+		log "prosody did not start; see $dir/prosody.out and $dir/prosody.log"
+		tail -n 20 "$dir/prosody.out" "$dir/prosody.log" >&2 2>/dev/null || true
+		return 1
+	fi
+	log "prosody $(dpkg-query -W -f='${Version}' prosody 2>/dev/null) pid $PROSODY_PID on c2s $PROSODY_C2S_PORT, component $PROSODY_COMPONENT_PORT (MAM ${PROSODY_MAM:-internal})"
+}
+
+# herald_start DIR USERS: TOML config, bulk users, `herald serve`; sets HERALD_PID.
+# Env: HERALD (binary), HERALD_C2S_PORT, HERALD_TLS_PORT, HERALD_COMPONENT_PORT.
+herald_start() {
+	local dir=$1 users=$2
+	mkdir -p "$dir/data"
+	cat >"$dir/herald.toml" <<TOML
+domain = "localhost"
+data_dir = "$dir/data"
+
+[c2s]
+listen = "127.0.0.1:$HERALD_C2S_PORT"
+direct_tls_listen = "127.0.0.1:$HERALD_TLS_PORT"
+require_encryption = false
+
+[components]
+listen = "127.0.0.1:$HERALD_COMPONENT_PORT"
+
+[[components.component]]
+domain = "push.localhost"
+secret = "$COMPONENT_SECRET"
+TOML
+	"$HERALD" user add-bulk "$BENCH_PREFIX" "$users" "$BENCH_PASSWORD" --config "$dir/herald.toml" || return 1
+	port_free "$HERALD_C2S_PORT" || { log "port $HERALD_C2S_PORT is busy"; return 1; }
+	"$HERALD" serve --config "$dir/herald.toml" >"$dir/herald.out" 2>&1 &
+	HERALD_PID=$!
+	STARTED_PIDS+=("$HERALD_PID")
+	if ! wait_port "$HERALD_C2S_PORT" 20 || ! wait_port "$HERALD_COMPONENT_PORT" 5; then
+		log "herald did not start; see $dir/herald.out"
+		tail -n 20 "$dir/herald.out" >&2 || true
+		return 1
+	fi
+	log "herald pid $HERALD_PID on c2s $HERALD_C2S_PORT, component $HERALD_COMPONENT_PORT"
+}
