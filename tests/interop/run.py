@@ -60,14 +60,14 @@ ENABLED = [
     "disco",
     "component",
     # issue 3: roster, presence, offline
-    # "roster_presence_offline",
+    "roster_presence_offline",
     # issue 4: mobile delivery core
-    # "sm_resume",
-    # "carbons",
-    # "mam_paging",
-    # "csi",
+    "sm_resume",
+    "carbons",
+    "mam_paging",
+    "csi",
     # issue 5: push
-    # "push",
+    "push",
 ]
 
 DOMAIN = "localhost"
