@@ -330,6 +330,12 @@ impl<T: Clone> StreamManagement<T> {
         self.queue.len()
     }
 
+    /// Whether [`Self::push_outbound`] would refuse the next stanza with
+    /// [`SmError::QueueFull`] (the owner keeps that stanza instead of losing it).
+    pub fn is_full(&self) -> bool {
+        self.is_enabled() && self.queue.len() >= self.max_queue()
+    }
+
     /// Unacked stanzas with the instant each was queued (e.g. for XEP-0203 delay stamps).
     pub fn unacked_with_time(&self) -> impl Iterator<Item = (&T, Instant)> {
         self.queue.iter().map(|(t, at)| (t, *at))

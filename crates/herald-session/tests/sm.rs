@@ -195,12 +195,15 @@ fn single_ack_spanning_the_wrap() {
 fn queue_overflow_is_queue_full_and_keeps_the_queue() {
     let (mut sm, t0) = enabled(true);
     for i in 0..10 {
+        assert!(!sm.is_full());
         sm.push_outbound(i, t0).unwrap();
     }
+    assert!(sm.is_full());
     assert_eq!(sm.push_outbound(10, t0), Err(SmError::QueueFull));
     assert_eq!(sm.unacked_len(), 10);
     assert_eq!(sm.outbound_h(), 10, "a refused stanza is not counted");
     sm.on_ack(1, t0).unwrap();
+    assert!(!sm.is_full());
     assert!(sm.push_outbound(10, t0).is_ok());
     assert_eq!(sm.push_outbound(11, t0), Err(SmError::QueueFull));
 }
