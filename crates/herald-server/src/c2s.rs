@@ -6,31 +6,17 @@ use std::sync::Arc;
 
 use herald_proto::stream::StreamNs;
 use tokio::net::{TcpListener, TcpStream};
-use tracing::Instrument;
 
 use crate::conn::{self, Conn, Io};
 use crate::{negotiate, session, Shared};
 
 /// Accepts connections until shutdown.
 pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, direct_tls: bool) {
-    let mut shutdown = shared.shutdown_signal();
-    loop {
-        tokio::select! {
-            r = listener.accept() => match r {
-                Ok((tcp, peer)) => {
-                    let _ = tcp.set_nodelay(true);
-                    let span = tracing::info_span!("c2s", %peer, tls = direct_tls);
-                    tokio::spawn(connection(shared.clone(), tcp, peer, direct_tls).instrument(span));
-                }
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                }
-            },
-            _ = shutdown.changed() => return,
-        }
-    }
+    let kind = if direct_tls { "c2s-direct-tls" } else { "c2s" };
+    crate::listener::accept_loop(shared, listener, kind, move |shared, tcp, peer| {
+        connection(shared, tcp, peer, direct_tls)
+    })
+    .await
 }
 
 async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, direct_tls: bool) {

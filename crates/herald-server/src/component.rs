@@ -12,30 +12,13 @@ use sha1::{Digest, Sha1};
 use subtle::ConstantTimeEq;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use tracing::Instrument;
 
 use crate::conn::{self, Conn, ConnError, Io};
 use crate::{routing, stanza, Shared};
 
 /// Accepts component connections until shutdown.
 pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
-    let mut shutdown = shared.shutdown_signal();
-    loop {
-        tokio::select! {
-            r = listener.accept() => match r {
-                Ok((tcp, peer)) => {
-                    let _ = tcp.set_nodelay(true);
-                    let span = tracing::info_span!("component", %peer);
-                    tokio::spawn(connection(shared.clone(), tcp, peer).instrument(span));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                }
-            },
-            _ = shutdown.changed() => return,
-        }
-    }
+    crate::listener::accept_loop(shared, listener, "component", connection).await
 }
 
 fn serr(c: StreamErrorCondition, t: &str) -> StreamError {

@@ -10,6 +10,7 @@ pub mod component;
 pub mod config;
 pub mod conn;
 pub mod iq;
+pub mod listener;
 pub mod mam;
 pub mod message;
 pub mod negotiate;
