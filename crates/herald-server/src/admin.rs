@@ -142,7 +142,12 @@ pub enum RosterAction {
 
 /// Applies a roster action to every side that has a roster; returns the changed
 /// (user, contact) pairs, for the running server to push.
-pub fn roster_action(store: &Store, a: &Party, b: &Party, action: RosterAction) -> Result<Vec<(String, String)>> {
+pub fn roster_action(
+    store: &Store,
+    a: &Party,
+    b: &Party,
+    action: RosterAction,
+) -> Result<Vec<(String, String)>> {
     use herald_store::{RosterItem, RosterStore, Subscription};
     let mut changed = Vec::new();
     for (user, contact) in [(a, b), (b, a)] {
@@ -192,7 +197,8 @@ pub fn socket_path(cfg: &Config) -> std::path::PathBuf {
 pub fn notify(cfg: &Config, line: &str) -> Option<String> {
     use std::io::{BufRead, BufReader, Write};
     let mut s = std::os::unix::net::UnixStream::connect(socket_path(cfg)).ok()?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(30))).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .ok()?;
     s.write_all(format!("{line}\n").as_bytes()).ok()?;
     let mut reply = String::new();
     BufReader::new(s).read_line(&mut reply).ok()?;

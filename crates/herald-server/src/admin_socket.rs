@@ -45,10 +45,11 @@ pub async fn run(shared: Arc<Shared>) {
 async fn client(shared: Arc<Shared>, stream: tokio::net::UnixStream) {
     let (r, mut w) = stream.into_split();
     let mut lines = BufReader::new(r).lines();
-    let line = match tokio::time::timeout(std::time::Duration::from_secs(10), lines.next_line()).await {
-        Ok(Ok(Some(l))) => l,
-        _ => return,
-    };
+    let line =
+        match tokio::time::timeout(std::time::Duration::from_secs(10), lines.next_line()).await {
+            Ok(Ok(Some(l))) => l,
+            _ => return,
+        };
     let reply = handle(&shared, &line).await;
     let _ = w.write_all(format!("{reply}\n").as_bytes()).await;
 }
@@ -62,7 +63,10 @@ async fn handle(shared: &Arc<Shared>, line: &str) -> String {
         }
         ["push-ping", user] => {
             let (tx, rx) = tokio::sync::oneshot::channel();
-            shared.push.send(PushEvent::Ping { user: user.to_string(), reply: tx });
+            shared.push.send(PushEvent::Ping {
+                user: user.to_string(),
+                reply: tx,
+            });
             match rx.await {
                 Ok(n) => format!("ok {n}"),
                 Err(_) => "error push task unavailable".into(),
@@ -104,14 +108,27 @@ async fn roster_changed(shared: &Arc<Shared>, user: &str, contact: &str) {
         pending_out: item.ask,
         pending_in: false,
     };
-    for r in shared.router.resources(user).into_iter().filter(|r| r.available) {
+    for r in shared
+        .router
+        .resources(user)
+        .into_iter()
+        .filter(|r| r.available)
+    {
         let full = format!("{user}/{}", r.resource);
         if st.user_gets_presence() {
-            let p = stanza::new("presence", herald_proto::stream::INTERNAL_NS, &[("type", "probe"), ("from", user), ("to", contact)]);
+            let p = stanza::new(
+                "presence",
+                herald_proto::stream::INTERNAL_NS,
+                &[("type", "probe"), ("from", user), ("to", contact)],
+            );
             routing::route(shared, p).await;
         }
         if st.contact_gets_presence() {
-            let p = stanza::new("presence", herald_proto::stream::INTERNAL_NS, &[("from", &full), ("to", contact)]);
+            let p = stanza::new(
+                "presence",
+                herald_proto::stream::INTERNAL_NS,
+                &[("from", &full), ("to", contact)],
+            );
             routing::route(shared, p).await;
         }
     }

@@ -218,7 +218,9 @@ fn roster(cfg: Config, cmd: RosterCmd) -> Result<()> {
             return Ok(());
         }
         RosterCmd::Subscribe { user, contact } => (user, contact, admin::RosterAction::Subscribe),
-        RosterCmd::Unsubscribe { user, contact } => (user, contact, admin::RosterAction::Unsubscribe),
+        RosterCmd::Unsubscribe { user, contact } => {
+            (user, contact, admin::RosterAction::Unsubscribe)
+        }
         RosterCmd::Remove { user, contact } => (user, contact, admin::RosterAction::Remove),
     };
     let a = admin::party(&cfg, &store, &user)?;
@@ -263,7 +265,9 @@ fn push(cfg: Config, cmd: PushCmd) -> Result<()> {
                     r.jid,
                     r.node,
                     admin::unix_time(r.enabled_at),
-                    r.last_push.map(admin::unix_time).unwrap_or_else(|| "never".into()),
+                    r.last_push
+                        .map(admin::unix_time)
+                        .unwrap_or_else(|| "never".into()),
                     r.last_result.unwrap_or_else(|| "-".into()),
                     r.error_count
                 );
@@ -276,13 +280,28 @@ fn push(cfg: Config, cmd: PushCmd) -> Result<()> {
         } => {
             let jid = known(&user)?;
             let n = match &node {
-                Some(n) => usize::from(herald_store::PushStore::delete_push_registration(&store, &jid, &appserver_jid, n)?),
-                None => herald_store::PushStore::delete_push_registrations_by_jid(&store, &jid, &appserver_jid)?,
+                Some(n) => usize::from(herald_store::PushStore::delete_push_registration(
+                    &store,
+                    &jid,
+                    &appserver_jid,
+                    n,
+                )?),
+                None => herald_store::PushStore::delete_push_registrations_by_jid(
+                    &store,
+                    &jid,
+                    &appserver_jid,
+                )?,
             };
             if n == 0 {
-                return Err(anyhow!("{jid} has no registration with {appserver_jid}{}", node.map(|n| format!(" node {n}")).unwrap_or_default()));
+                return Err(anyhow!(
+                    "{jid} has no registration with {appserver_jid}{}",
+                    node.map(|n| format!(" node {n}")).unwrap_or_default()
+                ));
             }
-            let line = format!("push-removed {jid} {appserver_jid}{}", node.map(|n| format!(" {n}")).unwrap_or_default());
+            let line = format!(
+                "push-removed {jid} {appserver_jid}{}",
+                node.map(|n| format!(" {n}")).unwrap_or_default()
+            );
             admin::notify(&cfg, &line);
             println!("removed {n} registration(s)");
         }
@@ -290,10 +309,18 @@ fn push(cfg: Config, cmd: PushCmd) -> Result<()> {
             let jid = known(&user)?;
             match admin::notify(&cfg, &format!("push-ping {jid}")) {
                 Some(r) if r.starts_with("ok") => {
-                    println!("pushed to {} registration(s)", r.trim_start_matches("ok").trim());
+                    println!(
+                        "pushed to {} registration(s)",
+                        r.trim_start_matches("ok").trim()
+                    );
                 }
                 Some(r) => return Err(anyhow!("server said: {r}")),
-                None => return Err(anyhow!("the server is not running (no admin socket in {})", cfg.data_dir.display())),
+                None => {
+                    return Err(anyhow!(
+                        "the server is not running (no admin socket in {})",
+                        cfg.data_dir.display()
+                    ))
+                }
             }
         }
     }

@@ -13,7 +13,11 @@ struct Env {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Env {
@@ -35,8 +39,14 @@ impl Env {
 
     fn c2s_port(&self) -> u16 {
         let text = std::fs::read_to_string(&self.config).unwrap();
-        let l = text.lines().find(|l| l.starts_with("listen = \"127.0.0.1:")).unwrap();
-        l.trim_start_matches("listen = \"127.0.0.1:").trim_end_matches('"').parse().unwrap()
+        let l = text
+            .lines()
+            .find(|l| l.starts_with("listen = \"127.0.0.1:"))
+            .unwrap();
+        l.trim_start_matches("listen = \"127.0.0.1:")
+            .trim_end_matches('"')
+            .parse()
+            .unwrap()
     }
 
     fn run(&self, args: &[&str]) -> Output {
@@ -50,13 +60,21 @@ impl Env {
 
     fn ok(&self, args: &[&str]) -> String {
         let o = self.run(args);
-        assert!(o.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "{args:?} failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
     fn fails(&self, args: &[&str]) -> String {
         let o = self.run(args);
-        assert!(!o.status.success(), "{args:?} should fail: {}", String::from_utf8_lossy(&o.stdout));
+        assert!(
+            !o.status.success(),
+            "{args:?} should fail: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
         String::from_utf8_lossy(&o.stderr).into_owned()
     }
 
@@ -72,7 +90,10 @@ impl Env {
         let sock = self.dir.path().join("data/admin.sock");
         let start = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() || !sock.exists() {
-            assert!(start.elapsed() < Duration::from_secs(20), "server did not start");
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "server did not start"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         Server { child }
@@ -97,7 +118,9 @@ fn data(env: &Env) -> PathBuf {
 #[test]
 fn user_lifecycle_and_errors() {
     let e = Env::new();
-    assert!(e.ok(&["user", "add", "alice@localhost", "--password", "pw"]).contains("created alice@localhost"));
+    assert!(e
+        .ok(&["user", "add", "alice@localhost", "--password", "pw"])
+        .contains("created alice@localhost"));
     // password from stdin
     let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
         .args(["user", "add", "bob", "--config"])
@@ -109,13 +132,23 @@ fn user_lifecycle_and_errors() {
     child.stdin.take().unwrap().write_all(b"secret\n").unwrap();
     assert!(child.wait().unwrap().success());
     assert_eq!(e.ok(&["user", "list"]), "alice@localhost\nbob@localhost\n");
-    assert!(e.fails(&["user", "add", "alice", "--password", "x"]).contains("already exists"));
-    assert!(e.fails(&["user", "add", "not a jid@@", "--password", "x"]).contains("not a valid JID"));
-    assert!(e.fails(&["user", "add", "carol@elsewhere.org", "--password", "x"]).contains("not on a domain"));
-    assert!(e.fails(&["user", "passwd", "nobody", "--password", "x"]).contains("no such user"));
+    assert!(e
+        .fails(&["user", "add", "alice", "--password", "x"])
+        .contains("already exists"));
+    assert!(e
+        .fails(&["user", "add", "not a jid@@", "--password", "x"])
+        .contains("not a valid JID"));
+    assert!(e
+        .fails(&["user", "add", "carol@elsewhere.org", "--password", "x"])
+        .contains("not on a domain"));
+    assert!(e
+        .fails(&["user", "passwd", "nobody", "--password", "x"])
+        .contains("no such user"));
     e.ok(&["user", "passwd", "alice", "--password", "new"]);
     e.ok(&["user", "remove", "alice@localhost"]);
-    assert!(e.fails(&["user", "remove", "alice@localhost"]).contains("no such user"));
+    assert!(e
+        .fails(&["user", "remove", "alice@localhost"])
+        .contains("no such user"));
     assert_eq!(e.ok(&["user", "list"]), "bob@localhost\n");
     // The password is never stored.
     let db = std::fs::read(data(&e).join("herald.sqlite3")).unwrap();
@@ -125,11 +158,15 @@ fn user_lifecycle_and_errors() {
 #[test]
 fn add_bulk_creates_the_naming_scheme() {
     let e = Env::new();
-    assert!(e.ok(&["user", "add-bulk", "u", "250", "pw"]).contains("created 250"));
+    assert!(e
+        .ok(&["user", "add-bulk", "u", "250", "pw"])
+        .contains("created 250"));
     let list = e.ok(&["user", "list"]);
     assert_eq!(list.lines().count(), 250);
     assert!(list.contains("u0@localhost\n") && list.contains("u249@localhost\n"));
-    assert!(e.ok(&["user", "add-bulk", "u", "251", "pw"]).contains("created 1"));
+    assert!(e
+        .ok(&["user", "add-bulk", "u", "251", "pw"])
+        .contains("created 1"));
 }
 
 #[test]
@@ -138,18 +175,32 @@ fn check_config_reports_file_key_and_reason() {
     assert!(e.ok(&["check-config"]).contains("ok"));
     let bad = e.dir.path().join("bad.toml");
     std::fs::write(&bad, "[c2s]\nlisen = \"x\"\n").unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_herald")).args(["check-config", "--config"]).arg(&bad).output().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["check-config", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("bad.toml") && err.contains("lisen"), "{err}");
     std::fs::write(&bad, "[push]\nmax_devices = 0\n").unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_herald")).args(["check-config", "--config"]).arg(&bad).output().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["check-config", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && err.contains("push.max_devices"), "{err}");
+    assert!(
+        !o.status.success() && err.contains("push.max_devices"),
+        "{err}"
+    );
 }
 
 fn roster_line(e: &Env, user: &str, contact: &str) -> Option<String> {
-    e.ok(&["roster", "list", user]).lines().find(|l| l.starts_with(&format!("{contact}\t"))).map(str::to_string)
+    e.ok(&["roster", "list", user])
+        .lines()
+        .find(|l| l.starts_with(&format!("{contact}\t")))
+        .map(str::to_string)
 }
 
 #[test]
@@ -158,11 +209,19 @@ fn roster_commands_between_two_users() {
     e.ok(&["user", "add", "alice", "--password", "pw"]);
     e.ok(&["user", "add", "bob", "--password", "pw"]);
     e.ok(&["roster", "subscribe", "alice@localhost", "bob@localhost"]);
-    assert!(roster_line(&e, "alice", "bob@localhost").unwrap().contains("\tboth"));
-    assert!(roster_line(&e, "bob", "alice@localhost").unwrap().contains("\tboth"));
+    assert!(roster_line(&e, "alice", "bob@localhost")
+        .unwrap()
+        .contains("\tboth"));
+    assert!(roster_line(&e, "bob", "alice@localhost")
+        .unwrap()
+        .contains("\tboth"));
     e.ok(&["roster", "unsubscribe", "alice@localhost", "bob@localhost"]);
-    assert!(roster_line(&e, "alice", "bob@localhost").unwrap().contains("\tnone"));
-    assert!(roster_line(&e, "bob", "alice@localhost").unwrap().contains("\tnone"));
+    assert!(roster_line(&e, "alice", "bob@localhost")
+        .unwrap()
+        .contains("\tnone"));
+    assert!(roster_line(&e, "bob", "alice@localhost")
+        .unwrap()
+        .contains("\tnone"));
     e.ok(&["roster", "remove", "alice@localhost", "bob@localhost"]);
     assert!(roster_line(&e, "alice", "bob@localhost").is_none());
     assert!(roster_line(&e, "bob", "alice@localhost").is_none());
@@ -174,20 +233,35 @@ fn roster_commands_with_bare_domains() {
     e.ok(&["user", "add", "alice", "--password", "pw"]);
     // user + component domain: only the user's roster changes
     e.ok(&["roster", "subscribe", "alice@localhost", "proxy.localhost"]);
-    assert!(roster_line(&e, "alice", "proxy.localhost").unwrap().contains("\tboth"));
+    assert!(roster_line(&e, "alice", "proxy.localhost")
+        .unwrap()
+        .contains("\tboth"));
     // component domain as the "user": the contact's side is updated, no crash
     e.ok(&["roster", "subscribe", "proxy.localhost", "alice@localhost"]);
     // the server's own domain on either side
     e.ok(&["roster", "subscribe", "localhost", "alice@localhost"]);
-    assert!(roster_line(&e, "alice", "localhost").unwrap().contains("\tboth"));
+    assert!(roster_line(&e, "alice", "localhost")
+        .unwrap()
+        .contains("\tboth"));
     e.ok(&["roster", "subscribe", "alice@localhost", "localhost"]);
     // two bare domains: nothing has a roster, still not an error
-    assert!(e.ok(&["roster", "subscribe", "proxy.localhost", "localhost"]).contains("nothing to change"));
+    assert!(e
+        .ok(&["roster", "subscribe", "proxy.localhost", "localhost"])
+        .contains("nothing to change"));
     // remote contacts: only the local side
     e.ok(&["roster", "subscribe", "alice@localhost", "zed@example.org"]);
-    assert!(roster_line(&e, "alice", "zed@example.org").unwrap().contains("\tboth"));
-    e.ok(&["roster", "unsubscribe", "proxy.localhost", "alice@localhost"]);
-    assert!(roster_line(&e, "alice", "proxy.localhost").unwrap().contains("\tnone"));
+    assert!(roster_line(&e, "alice", "zed@example.org")
+        .unwrap()
+        .contains("\tboth"));
+    e.ok(&[
+        "roster",
+        "unsubscribe",
+        "proxy.localhost",
+        "alice@localhost",
+    ]);
+    assert!(roster_line(&e, "alice", "proxy.localhost")
+        .unwrap()
+        .contains("\tnone"));
     e.ok(&["roster", "remove", "alice@localhost", "proxy.localhost"]);
     assert!(roster_line(&e, "alice", "proxy.localhost").is_none());
 }
@@ -196,30 +270,46 @@ fn roster_commands_with_bare_domains() {
 fn roster_command_errors() {
     let e = Env::new();
     e.ok(&["user", "add", "alice", "--password", "pw"]);
-    assert!(e.fails(&["roster", "subscribe", "ghost@localhost", "alice@localhost"]).contains("no such user"));
-    assert!(e.fails(&["roster", "subscribe", "alice@localhost", "@@bad"]).contains("not a valid JID"));
-    assert!(e.fails(&["roster", "list", "ghost"]).contains("no such user"));
-    assert!(e.fails(&["roster", "subscribe", "alice@localhost", "alice@localhost"]).contains("own contact"));
+    assert!(e
+        .fails(&["roster", "subscribe", "ghost@localhost", "alice@localhost"])
+        .contains("no such user"));
+    assert!(e
+        .fails(&["roster", "subscribe", "alice@localhost", "@@bad"])
+        .contains("not a valid JID"));
+    assert!(e
+        .fails(&["roster", "list", "ghost"])
+        .contains("no such user"));
+    assert!(e
+        .fails(&["roster", "subscribe", "alice@localhost", "alice@localhost"])
+        .contains("own contact"));
 }
 
 #[test]
 fn push_commands_on_the_store() {
     let e = Env::new();
     e.ok(&["user", "add", "alice", "--password", "pw"]);
-    assert!(e.ok(&["push", "list", "alice"]).contains("no push registrations"));
-    assert!(e.fails(&["push", "remove", "alice", "push.example.org"]).contains("no registration"));
+    assert!(e
+        .ok(&["push", "list", "alice"])
+        .contains("no push registrations"));
+    assert!(e
+        .fails(&["push", "remove", "alice", "push.example.org"])
+        .contains("no registration"));
     assert!(e.fails(&["push", "ping", "alice"]).contains("not running"));
     assert!(e.fails(&["push", "list", "ghost"]).contains("no such user"));
 }
 
 /// Reads from `s` until `needle` appears (or panics after 10 s).
 fn read_until(s: &mut TcpStream, needle: &str) -> String {
-    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let start = Instant::now();
     let mut got = String::new();
     let mut buf = [0u8; 4096];
     while !got.contains(needle) {
-        assert!(start.elapsed() < Duration::from_secs(10), "never saw {needle:?} in {got}");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "never saw {needle:?} in {got}"
+        );
         match s.read(&mut buf) {
             Ok(0) => panic!("closed; got {got}"),
             Ok(n) => got.push_str(&String::from_utf8_lossy(&buf[..n])),
@@ -240,7 +330,10 @@ fn roster_change_reaches_a_running_server_session() {
     s.write_all(open.as_bytes()).unwrap();
     read_until(&mut s, "</stream:features>");
     // PLAIN "\0alice\0pw"
-    s.write_all(b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHB3</auth>").unwrap();
+    s.write_all(
+        b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHB3</auth>",
+    )
+    .unwrap();
     read_until(&mut s, "success");
     s.write_all(open.as_bytes()).unwrap();
     read_until(&mut s, "</stream:features>");
@@ -249,7 +342,10 @@ fn roster_change_reaches_a_running_server_session() {
     let out = e.ok(&["roster", "subscribe", "alice@localhost", "bob@localhost"]);
     assert!(out.contains("online sessions were notified"), "{out}");
     let got = read_until(&mut s, "bob@localhost");
-    assert!(got.contains("subscription=\"both\"") || got.contains("subscription='both'"), "{got}");
+    assert!(
+        got.contains("subscription=\"both\"") || got.contains("subscription='both'"),
+        "{got}"
+    );
     // The store is shared with the running server (WAL): the CLI reads what it wrote.
     assert!(roster_line(&e, "alice", "bob@localhost").is_some());
     let _ = Path::new("");
