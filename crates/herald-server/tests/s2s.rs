@@ -1,0 +1,749 @@
+//! Federation (issue 6): two Herald instances on loopback with static routes exchange
+//! messages, presence subscriptions and push notifications, authenticated by SASL EXTERNAL
+//! (certificates from a test CA) or by Server Dialback (self-signed certificates); and the
+//! failure cases: unreachable and silent domains, certificates that do not verify, a bad
+//! dialback key, a spoofed `from`, idle connections.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use common::*;
+use herald_proto::stream::{Decoder, Limits, StreamEvent};
+use herald_proto::Element;
+use herald_server::config::{ComponentEntry, Config, Dur, HostEntry};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+
+// ---- certificates ----------------------------------------------------------------------
+
+struct TestCa {
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+    dir: tempfile::TempDir,
+}
+
+impl TestCa {
+    fn new() -> TestCa {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "Herald test CA");
+        let cert = p.self_signed(&key).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), cert.pem()).unwrap();
+        TestCa { cert, key, dir }
+    }
+
+    fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// A certificate for `names` signed by this CA: (cert path, key path).
+    fn issue(&self, names: &[&str]) -> (PathBuf, PathBuf) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let p =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let cert = p.signed_by(&key, &self.cert, &self.key).unwrap();
+        let c = self.dir.path().join(format!("{}.crt", names[0]));
+        let k = self.dir.path().join(format!("{}.key", names[0]));
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    }
+}
+
+// ---- servers ---------------------------------------------------------------------------
+
+/// A port nobody listens on right now (bind, read, release): the two-phase start lets each
+/// server's static route name the other's s2s port before either exists.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn base(c: &mut Config, domain: &str, s2s_port: u16) {
+    c.domain = domain.into();
+    c.components.component = vec![ComponentEntry {
+        domain: format!("push.{domain}"),
+        secret: "s3cret".into(),
+    }];
+    c.s2s.listen = Some(format!("127.0.0.1:{s2s_port}").parse().unwrap());
+}
+
+fn route(c: &mut Config, domain: &str, target: String) {
+    c.s2s.routes.insert(domain.into(), target.clone());
+    c.s2s.routes.insert(format!("push.{domain}"), target);
+}
+
+struct Fed {
+    a: TestServer,
+    b: TestServer,
+}
+
+/// a.test and b.test, each routing the other (and its push component) to its s2s port.
+async fn federate(fa: impl FnOnce(&mut Config), fb: impl FnOnce(&mut Config)) -> Fed {
+    let (pa, pb) = (free_port(), free_port());
+    let a = TestServer::start_with(|c| {
+        base(c, "a.test", pa);
+        route(c, "b.test", format!("127.0.0.1:{pb}"));
+        fa(c);
+    })
+    .await;
+    let b = TestServer::start_with(|c| {
+        base(c, "b.test", pb);
+        route(c, "a.test", format!("127.0.0.1:{pa}"));
+        fb(c);
+    })
+    .await;
+    a.add_user("alice", "pw");
+    b.add_user("bob", "pw");
+    Fed { a, b }
+}
+
+impl Fed {
+    async fn alice(&self) -> RawClient {
+        let mut c = RawClient::login_to(self.a.c2s(), "a.test", "alice", "pw", "r").await;
+        c.send("<presence/>").await;
+        c
+    }
+    async fn bob(&self) -> RawClient {
+        let mut c = RawClient::login_to(self.b.c2s(), "b.test", "bob", "pw", "r").await;
+        c.send("<presence/>").await;
+        c
+    }
+}
+
+fn metric(s: &TestServer, f: impl Fn(&herald_server::s2s::S2sMetrics) -> u64) -> u64 {
+    f(&s.running.shared.s2s.metrics)
+}
+
+fn with_ca(ca: &TestCa, names: &[&str]) -> impl FnOnce(&mut Config) {
+    let (cert, key) = ca.issue(names);
+    let ca_file = ca.ca_file();
+    move |c: &mut Config| {
+        c.tls.cert = Some(cert);
+        c.tls.key = Some(key);
+        c.s2s.ca_file = Some(ca_file);
+        c.s2s.allow_dialback = false;
+    }
+}
+
+async fn message(c: &mut RawClient, from: &str, body: &str) -> Element {
+    c.wait_for(&format!("message from {from}"), |el| {
+        el.name() == "message" && el.attr("from") == Some(from)
+    })
+    .await
+    .tap(|m| assert_eq!(body_of(m).as_deref(), Some(body), "{}", xml(m)))
+}
+
+fn body_of(m: &Element) -> Option<String> {
+    child(m, "body").map(|b| b.text())
+}
+
+fn error_condition(el: &Element) -> Option<String> {
+    child(el, "error").and_then(|e| {
+        e.children()
+            .find(|c| c.ns() == STANZAS && c.name() != "text")
+            .map(|c| c.name().to_string())
+    })
+}
+
+trait Tap: Sized {
+    fn tap(self, f: impl FnOnce(&Self)) -> Self {
+        f(&self);
+        self
+    }
+}
+impl Tap for Element {}
+
+async fn bounced(c: &mut RawClient, id: &str) -> String {
+    let e = c
+        .wait_for(&format!("error for {id}"), |el| {
+            el.name() == "message" && el.attr("id") == Some(id)
+        })
+        .await;
+    assert_eq!(e.attr("type"), Some("error"), "{}", xml(&e));
+    error_condition(&e).unwrap_or_default()
+}
+
+// ---- federation ------------------------------------------------------------------------
+
+#[tokio::test]
+async fn certificates_federate_with_sasl_external_messages_and_presence() {
+    let ca = TestCa::new();
+    let fed = federate(
+        with_ca(&ca, &["a.test", "push.a.test"]),
+        with_ca(&ca, &["b.test", "push.b.test"]),
+    )
+    .await;
+    let mut alice = fed.alice().await;
+    let mut bob = fed.bob().await;
+
+    for i in 0..3 {
+        alice
+            .send(&format!(
+                "<message to='bob@b.test/r' id='m{i}' type='chat'><body>hi bob {i}</body></message>"
+            ))
+            .await;
+    }
+    for i in 0..3 {
+        message(&mut bob, "alice@a.test/r", &format!("hi bob {i}")).await;
+    }
+    bob.send("<message to='alice@a.test' id='r1' type='chat'><body>hi alice</body></message>")
+        .await;
+    message(&mut alice, "bob@b.test/r", "hi alice").await;
+
+    // Presence subscription across domains (RFC 6121 §3.1).
+    alice
+        .send("<presence to='bob@b.test' type='subscribe'/>")
+        .await;
+    bob.wait_for("subscribe", |el| {
+        el.name() == "presence"
+            && el.attr("type") == Some("subscribe")
+            && el.attr("from") == Some("alice@a.test")
+    })
+    .await;
+    bob.send("<presence to='alice@a.test' type='subscribed'/>")
+        .await;
+    alice
+        .wait_for("subscribed", |el| {
+            el.name() == "presence"
+                && el.attr("type") == Some("subscribed")
+                && el.attr("from") == Some("bob@b.test")
+        })
+        .await;
+    // RFC 6121 §3.1.5: the contact's available resources are then announced to the user.
+    alice
+        .wait_for("bob's presence", |el| {
+            el.name() == "presence"
+                && el.attr("type").is_none()
+                && el.attr("from") == Some("bob@b.test/r")
+        })
+        .await;
+
+    // Certificates alone authenticated both directions (dialback is off on both sides), and
+    // one connection per direction carried everything.
+    assert_eq!(
+        metric(&fed.a, |m| m.outgoing_sasl_external.load(Ordering::Relaxed)),
+        1
+    );
+    assert_eq!(
+        metric(&fed.b, |m| m.outgoing_sasl_external.load(Ordering::Relaxed)),
+        1
+    );
+    assert_eq!(
+        metric(&fed.a, |m| m.incoming_sasl_external.load(Ordering::Relaxed)),
+        1
+    );
+    assert_eq!(
+        metric(&fed.a, |m| m.outgoing_established.load(Ordering::Relaxed)),
+        1
+    );
+    assert_eq!(
+        fed.a.running.shared.s2s.outgoing_pairs(),
+        vec![("a.test".to_string(), "b.test".to_string())]
+    );
+}
+
+#[tokio::test]
+async fn dialback_federates_self_signed_servers_and_push_reaches_the_remote_app_server() {
+    let fed = federate(|_| {}, |_| {}).await;
+    let mut alice = fed.alice().await;
+    let mut bob = fed.bob().await;
+    alice
+        .send("<message to='bob@b.test' id='m1' type='chat'><body>over dialback</body></message>")
+        .await;
+    message(&mut bob, "alice@a.test/r", "over dialback").await;
+    assert_eq!(
+        metric(&fed.a, |m| m.outgoing_dialback.load(Ordering::Relaxed)),
+        1
+    );
+    assert_eq!(
+        metric(&fed.b, |m| m.incoming_dialback.load(Ordering::Relaxed)),
+        1
+    );
+    // b asked a (the authoritative server) to verify the key.
+    assert_eq!(
+        metric(&fed.a, |m| m.verify_answered.load(Ordering::Relaxed)),
+        1
+    );
+    assert_eq!(
+        metric(&fed.a, |m| m.outgoing_sasl_external.load(Ordering::Relaxed)),
+        0
+    );
+
+    // XEP-0357 across domains: alice's app server is the component push.b.test on b.
+    let mut app = RawClient::component(fed.b.component_addr(), "push.b.test", "s3cret").await;
+    alice
+        .send("<iq type='set' id='push1'><enable xmlns='urn:xmpp:push:0' jid='push.b.test' node='alice-node'/></iq>")
+        .await;
+    let r = alice
+        .wait_for("push enable result", |el| el.attr("id") == Some("push1"))
+        .await;
+    assert_eq!(r.attr("type"), Some("result"), "{}", xml(&r));
+    alice
+        .send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+        .await;
+    alice
+        .wait_for("sm enabled", |el| el.name() == "enabled")
+        .await;
+    drop(alice); // the transport dies without a stream close: the session hibernates
+    bob.send("<message to='alice@a.test' id='m2' type='chat'><body>wake up</body></message>")
+        .await;
+    let publish = app
+        .wait_for("publish", |el| {
+            el.name() == "iq"
+                && el
+                    .get_child("pubsub", "http://jabber.org/protocol/pubsub")
+                    .is_some()
+        })
+        .await;
+    assert_eq!(publish.attr("to"), Some("push.b.test"), "{}", xml(&publish));
+    let from = publish.attr("from").unwrap_or_default();
+    assert!(from.ends_with("a.test"), "{}", xml(&publish));
+    assert!(xml(&publish).contains("alice-node"), "{}", xml(&publish));
+}
+
+#[tokio::test]
+async fn direct_tls_route_federates() {
+    let pd = free_port();
+    let fed = federate(
+        |c| {
+            c.s2s
+                .routes
+                .insert("b.test".into(), format!("tls://127.0.0.1:{pd}"));
+        },
+        |c| c.s2s.direct_tls_listen = Some(format!("127.0.0.1:{pd}").parse().unwrap()),
+    )
+    .await;
+    assert_eq!(
+        fed.b.running.s2s_direct_tls_addr.map(|a| a.port()),
+        Some(pd)
+    );
+    let mut alice = fed.alice().await;
+    let mut bob = fed.bob().await;
+    alice
+        .send("<message to='bob@b.test' id='m1'><body>direct</body></message>")
+        .await;
+    message(&mut bob, "alice@a.test/r", "direct").await;
+}
+
+#[tokio::test]
+async fn stanzas_between_local_domains_never_use_s2s() {
+    let s = TestServer::start_with(|c| {
+        base(c, "a.test", free_port());
+        c.hosts.push(HostEntry {
+            domain: "c.test".into(),
+            cert: None,
+            key: None,
+        });
+        // A route for c.test would be rejected at start; the router must not need one.
+    })
+    .await;
+    s.add_user("alice", "pw");
+    s.add_user("carol@c.test", "pw");
+    let mut alice = RawClient::login_to(s.c2s(), "a.test", "alice", "pw", "r").await;
+    let mut carol = RawClient::login_to(s.c2s(), "c.test", "carol", "pw", "r").await;
+    alice
+        .send("<message to='carol@c.test/r' id='m1'><body>next door</body></message>")
+        .await;
+    message(&mut carol, "alice@a.test/r", "next door").await;
+    assert!(s.running.shared.s2s.outgoing_pairs().is_empty());
+}
+
+#[tokio::test]
+async fn idle_outgoing_connection_closes_and_a_new_one_is_made() {
+    let fed = federate(
+        |c| c.s2s.idle_timeout = Dur(std::time::Duration::from_millis(300)),
+        |_| {},
+    )
+    .await;
+    let mut ended = fed.a.running.shared.s2s.ended();
+    let mut alice = fed.alice().await;
+    let mut bob = fed.bob().await;
+    alice
+        .send("<message to='bob@b.test' id='m1'><body>one</body></message>")
+        .await;
+    message(&mut bob, "alice@a.test/r", "one").await;
+    tokio::time::timeout(WAIT, ended.wait_for(|n| *n >= 1))
+        .await
+        .expect("the idle connection was not closed")
+        .unwrap();
+    assert!(fed.a.running.shared.s2s.outgoing_pairs().is_empty());
+    alice
+        .send("<message to='bob@b.test' id='m2'><body>two</body></message>")
+        .await;
+    message(&mut bob, "alice@a.test/r", "two").await;
+    assert_eq!(
+        metric(&fed.a, |m| m.outgoing_established.load(Ordering::Relaxed)),
+        2
+    );
+}
+
+// ---- failures --------------------------------------------------------------------------
+
+#[tokio::test]
+async fn unreachable_domain_bounces_remote_server_not_found() {
+    let closed = free_port();
+    let s = TestServer::start_with(|c| {
+        base(c, "a.test", free_port());
+        c.s2s
+            .routes
+            .insert("nowhere.test".into(), format!("127.0.0.1:{closed}"));
+    })
+    .await;
+    s.add_user("alice", "pw");
+    let mut alice = RawClient::login_to(s.c2s(), "a.test", "alice", "pw", "r").await;
+    alice
+        .send("<message to='x@nowhere.test' id='m1'><body>hello?</body></message>")
+        .await;
+    assert_eq!(bounced(&mut alice, "m1").await, "remote-server-not-found");
+    assert!(s.running.shared.s2s.outgoing_pairs().is_empty());
+}
+
+#[tokio::test]
+async fn silent_peer_times_out_and_the_queue_is_bounded() {
+    // Accepts TCP (the kernel does) but never speaks.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let s = TestServer::start_with(|c| {
+        base(c, "a.test", free_port());
+        c.s2s
+            .routes
+            .insert("silent.test".into(), format!("127.0.0.1:{port}"));
+        c.s2s.connect_timeout = Dur(std::time::Duration::from_millis(500));
+        c.s2s.max_queue = 2;
+    })
+    .await;
+    s.add_user("alice", "pw");
+    let mut alice = RawClient::login_to(s.c2s(), "a.test", "alice", "pw", "r").await;
+    for i in 1..=3 {
+        alice
+            .send(&format!(
+                "<message to='x@silent.test' id='m{i}'><body>{i}</body></message>"
+            ))
+            .await;
+    }
+    // The third does not fit in the queue; the first two wait for the connection, in vain.
+    assert_eq!(bounced(&mut alice, "m3").await, "resource-constraint");
+    assert_eq!(bounced(&mut alice, "m1").await, "remote-server-timeout");
+    assert_eq!(bounced(&mut alice, "m2").await, "remote-server-timeout");
+    drop(silent);
+}
+
+#[tokio::test]
+async fn certificate_that_does_not_verify_is_refused_without_dialback() {
+    // a requires valid certificates and allows no dialback; b has a self-signed one.
+    let fed = federate(|c| c.s2s.allow_dialback = false, |_| {}).await;
+    let mut alice = fed.alice().await;
+    alice
+        .send("<message to='bob@b.test' id='m1'><body>secret</body></message>")
+        .await;
+    assert_eq!(bounced(&mut alice, "m1").await, "remote-server-not-found");
+    assert_eq!(
+        metric(&fed.a, |m| m.outgoing_failed.load(Ordering::Relaxed)),
+        1
+    );
+    assert_eq!(
+        metric(&fed.a, |m| m.outgoing_established.load(Ordering::Relaxed)),
+        0
+    );
+}
+
+#[tokio::test]
+async fn peer_without_starttls_is_refused() {
+    // A fake peer that answers the header with features lacking STARTTLS.
+    let fake = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = fake.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let (mut sock, _) = fake.accept().await.unwrap();
+        let mut buf = [0u8; 1024];
+        let _ = sock.read(&mut buf).await;
+        let _ = sock
+            .write_all(b"<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' from='plain.test' id='x' version='1.0'><stream:features/>")
+            .await;
+        let _ = sock.read(&mut buf).await;
+    });
+    let s = TestServer::start_with(|c| {
+        base(c, "a.test", free_port());
+        c.s2s
+            .routes
+            .insert("plain.test".into(), format!("127.0.0.1:{port}"));
+    })
+    .await;
+    s.add_user("alice", "pw");
+    let mut alice = RawClient::login_to(s.c2s(), "a.test", "alice", "pw", "r").await;
+    alice
+        .send("<message to='x@plain.test' id='m1'><body>in clear?</body></message>")
+        .await;
+    assert_eq!(bounced(&mut alice, "m1").await, "remote-server-not-found");
+}
+
+// ---- a raw s2s peer over direct TLS ------------------------------------------------------
+
+#[derive(Debug)]
+struct AnyCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+struct Peer {
+    tls: tokio_rustls::client::TlsStream<TcpStream>,
+    dec: Decoder,
+}
+
+impl Peer {
+    /// Direct TLS to `addr`, presenting the certificate in `cert` if given.
+    async fn connect(
+        addr: std::net::SocketAddr,
+        sni: &str,
+        cert: Option<(PathBuf, PathBuf)>,
+    ) -> Peer {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let b = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCert(provider)));
+        let cfg = match cert {
+            Some((c, k)) => {
+                let certs: Vec<CertificateDer<'static>> =
+                    rustls_pemfile::certs(&mut std::fs::read(c).unwrap().as_slice())
+                        .collect::<Result<_, _>>()
+                        .unwrap();
+                let key: PrivateKeyDer<'static> =
+                    rustls_pemfile::private_key(&mut std::fs::read(k).unwrap().as_slice())
+                        .unwrap()
+                        .unwrap();
+                b.with_client_auth_cert(certs, key).unwrap()
+            }
+            None => b.with_no_client_auth(),
+        };
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            .connect(ServerName::try_from(sni.to_string()).unwrap(), tcp)
+            .await
+            .unwrap();
+        Peer {
+            tls,
+            dec: Decoder::new(Limits::default()),
+        }
+    }
+
+    async fn send(&mut self, s: &str) {
+        self.tls.write_all(s.as_bytes()).await.unwrap();
+        self.tls.flush().await.unwrap();
+    }
+
+    /// Opens a stream from `from` to `to`; returns the features.
+    async fn open(&mut self, from: &str, to: &str) -> Element {
+        self.send(&format!("<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback' from='{from}' to='{to}' version='1.0'>")).await;
+        self.element().await
+    }
+
+    async fn event(&mut self) -> Option<StreamEvent> {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                if let Some(ev) = self.dec.next_event().unwrap() {
+                    return Some(ev);
+                }
+                let mut buf = [0u8; 4096];
+                match self.tls.read(&mut buf).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(n) => self.dec.feed(&buf[..n]),
+                }
+            }
+        })
+        .await
+        .expect("timed out waiting for the server")
+    }
+
+    async fn element(&mut self) -> Element {
+        loop {
+            match self.event().await {
+                Some(StreamEvent::Header(_)) => continue,
+                Some(StreamEvent::Stanza(el)) => return el,
+                other => panic!("expected an element, got {other:?}"),
+            }
+        }
+    }
+
+    async fn stream_error(&mut self) -> String {
+        loop {
+            match self.event().await {
+                Some(StreamEvent::Stanza(el)) if el.name() == "error" => {
+                    return el
+                        .children()
+                        .find(|c| c.ns() == "urn:ietf:params:xml:ns:xmpp-streams")
+                        .map(|c| c.name().to_string())
+                        .unwrap_or_default()
+                }
+                Some(_) => continue,
+                None => panic!("closed without a stream error"),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn bad_dialback_key_is_refused_by_the_authoritative_server() {
+    let pd = free_port();
+    let fed = federate(
+        |_| {},
+        |c| c.s2s.direct_tls_listen = Some(format!("127.0.0.1:{pd}").parse().unwrap()),
+    )
+    .await;
+    let mut bob = fed.bob().await;
+    // Someone claims to be a.test; b calls a.test back, which never issued this key.
+    let mut p = Peer::connect(fed.b.running.s2s_direct_tls_addr.unwrap(), "b.test", None).await;
+    let features = p.open("a.test", "b.test").await;
+    assert!(child(&features, "dialback").is_some(), "{}", xml(&features));
+    assert!(
+        child(&features, "mechanisms").is_none(),
+        "{}",
+        xml(&features)
+    );
+    p.send("<db:result from='a.test' to='b.test'>00112233445566778899</db:result>")
+        .await;
+    let answer = p.element().await;
+    assert_eq!(answer.name(), "result", "{}", xml(&answer));
+    assert_eq!(answer.attr("type"), Some("invalid"), "{}", xml(&answer));
+    assert_eq!(
+        metric(&fed.a, |m| m.verify_answered.load(Ordering::Relaxed)),
+        1
+    );
+    assert_eq!(
+        metric(&fed.b, |m| m
+            .incoming_dialback_refused
+            .load(Ordering::Relaxed)),
+        1
+    );
+    // Nothing it sends is accepted.
+    p.send("<message from='alice@a.test/x' to='bob@b.test' id='s1'><body>forged</body></message>")
+        .await;
+    assert_eq!(p.stream_error().await, "not-authorized");
+    // bob got nothing: the next thing he sees is a real message.
+    let mut alice = fed.alice().await;
+    alice
+        .send("<message to='bob@b.test' id='m1'><body>real</body></message>")
+        .await;
+    let m = bob.wait_for("a message", |el| el.name() == "message").await;
+    assert_eq!(body_of(&m).as_deref(), Some("real"), "{}", xml(&m));
+}
+
+#[tokio::test]
+async fn spoofed_from_is_invalid_from_and_foreign_to_is_host_unknown() {
+    let ca = TestCa::new();
+    let pd = free_port();
+    let evil = ca.issue(&["evil.test"]);
+    let b = TestServer::start_with(|c| {
+        base(c, "b.test", free_port());
+        c.s2s.direct_tls_listen = Some(format!("127.0.0.1:{pd}").parse().unwrap());
+        c.s2s.ca_file = Some(ca.ca_file());
+    })
+    .await;
+    b.add_user("bob", "pw");
+    let mut bob = RawClient::login_to(b.c2s(), "b.test", "bob", "pw", "r").await;
+    bob.send("<presence/>").await;
+    let addr = b.running.s2s_direct_tls_addr.unwrap();
+
+    let mut p = Peer::connect(addr, "b.test", Some(evil.clone())).await;
+    let features = p.open("evil.test", "b.test").await;
+    assert!(xml(&features).contains("EXTERNAL"), "{}", xml(&features));
+    p.send(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>ZXZpbC50ZXN0</auth>",
+    )
+    .await;
+    let s = p.element().await;
+    assert_eq!(s.name(), "success", "{}", xml(&s));
+    p.dec.reset();
+    p.open("evil.test", "b.test").await;
+    // Its own domain is fine...
+    p.send("<message from='eve@evil.test' to='bob@b.test/r' id='e1'><body>legit</body></message>")
+        .await;
+    message(&mut bob, "eve@evil.test", "legit").await;
+    // ...another's is not (RFC 6120 §4.9.3.9).
+    p.send("<message from='alice@a.test' to='bob@b.test/r' id='e2'><body>spoof</body></message>")
+        .await;
+    assert_eq!(p.stream_error().await, "invalid-from");
+
+    let mut p = Peer::connect(addr, "b.test", Some(evil.clone())).await;
+    p.open("evil.test", "b.test").await;
+    p.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>=</auth>")
+        .await;
+    assert_eq!(p.element().await.name(), "success");
+    p.dec.reset();
+    p.open("evil.test", "b.test").await;
+    p.send(
+        "<message from='eve@evil.test' to='x@elsewhere.test' id='e3'><body>relay?</body></message>",
+    )
+    .await;
+    assert_eq!(p.stream_error().await, "host-unknown");
+
+    // A certificate for one domain does not authenticate another.
+    let mut p = Peer::connect(addr, "b.test", Some(evil)).await;
+    let features = p.open("a.test", "b.test").await;
+    assert!(!xml(&features).contains("EXTERNAL"), "{}", xml(&features));
+    p.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>YS50ZXN0</auth>")
+        .await;
+    assert_eq!(p.element().await.name(), "failure");
+}
+
+#[tokio::test]
+async fn incoming_stream_must_use_tls_first() {
+    let s = TestServer::start_with(|c| base(c, "b.test", free_port())).await;
+    let mut c = RawClient::connect(s.running.s2s_addr.unwrap()).await;
+    c.send("<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' from='x.test' to='b.test' version='1.0'>").await;
+    let f = c.expect("features").await;
+    let tls = child(&f, "starttls").expect("starttls offered");
+    assert!(child(tls, "required").is_some(), "{}", xml(&f));
+    c.send("<db:result xmlns:db='jabber:server:dialback' from='x.test' to='b.test'>k</db:result>")
+        .await;
+    assert_eq!(c.stream_error().await, "policy-violation");
+
+    let mut c = RawClient::connect(s.running.s2s_addr.unwrap()).await;
+    c.send("<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' from='x.test' to='nothere.test' version='1.0'>").await;
+    assert_eq!(c.stream_error().await, "host-unknown");
+}
