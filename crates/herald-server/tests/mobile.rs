@@ -1056,3 +1056,121 @@ async fn preferences_decide_what_is_archived() {
     let (r, _) = mam_query(&mut b, "q", "", "").await;
     assert_eq!(result_bodies(&r), ["always-c", "roster-a-2", "always-a"]);
 }
+
+#[tokio::test]
+async fn retention_purges_archived_messages_older_than_max_age() {
+    use herald_store::{ArchiveQuery, ArchiveStore, ArchivedMessage};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(dir.path());
+    quiet_sm(&mut cfg);
+    cfg.mam.max_age = Dur(Duration::from_secs(7 * 86400));
+    std::fs::create_dir_all(&cfg.data_dir).unwrap();
+    let store = herald_store::Store::open(&cfg.data_dir).unwrap();
+    let now = herald_server::xep::delay::now_micros();
+    for (id, age_days) in [("old", 8), ("young", 6)] {
+        let msg = ArchivedMessage {
+            id: id.to_string(),
+            with: "alice@localhost".to_string(),
+            timestamp: now - age_days * 86_400_000_000,
+            stanza_xml: format!(
+                "<message xmlns='jabber:client' from='alice@localhost/r' to='bob@localhost' type='chat'><body>{id}</body></message>"
+            ),
+        };
+        store
+            .archive("bob@localhost", &msg, "alice@localhost/r")
+            .unwrap();
+    }
+    let running = herald_server::start_with_store(cfg, store).await.unwrap();
+    let s = TestServer { running, dir };
+    s.add_user("bob", "pw");
+    let count = || {
+        let q = ArchiveQuery {
+            max: 10,
+            ..ArchiveQuery::default()
+        };
+        s.running
+            .shared
+            .store
+            .query_archive("bob@localhost", &q)
+            .unwrap()
+            .count
+    };
+    wait_until(|| count() == 1).await;
+    let mut b = RawClient::login(s.c2s(), "bob", "pw", "phone").await;
+    let (r, fin) = mam_query(&mut b, "q", "", "").await;
+    assert_eq!(result_bodies(&r), ["young"]);
+    assert_eq!(fin.attr("complete"), Some("true"));
+}
+
+#[tokio::test]
+async fn a_dead_connection_without_resumption_hands_unacked_messages_on() {
+    let s = server(|c| c.mam.default = "never".into()).await;
+    let mut a = RawClient::login(s.c2s(), "alice", "pw", "r").await;
+    let mut b = RawClient::login(s.c2s(), "bob", "pw", "phone").await;
+    b.send("<enable xmlns='urn:xmpp:sm:3'/>").await;
+    assert!(b.element().await.is("enabled", SM));
+    b.send("<presence/>").await;
+    chat(&mut a, "bob@localhost", "d1").await;
+    assert_eq!(body(&next_message(&mut b).await).as_deref(), Some("d1"));
+    b.kill(true);
+    // Not resumable: the session ends at once and d1 (never acknowledged) is kept offline.
+    wait_until(|| offline_count(&s, "bob@localhost") == 1).await;
+    let mut b = RawClient::login(s.c2s(), "bob", "pw", "phone").await;
+    b.send("<presence/>").await;
+    let m = next_message(&mut b).await;
+    assert_eq!(body(&m).as_deref(), Some("d1"));
+    assert!(messages(b.sync("after").await).is_empty());
+}
+
+#[tokio::test]
+async fn stanzas_held_by_csi_are_kept_when_hibernation_expires() {
+    let s = server(|c| {
+        c.stream_management.hibernation_timeout = Dur(Duration::from_millis(EXPIRY_MS));
+        c.mam.default = "never".into();
+    })
+    .await;
+    let mut a = RawClient::login(s.c2s(), "alice", "pw", "r").await;
+    let mut b = RawClient::login(s.c2s(), "bob", "pw", "phone").await;
+    let id = enable(&mut b).await;
+    b.send("<inactive xmlns='urn:xmpp:csi:0'/>").await;
+    assert!(b.sync("inactive").await.is_empty());
+    // Bodyless, so held; but worth keeping offline.
+    oob(&mut a, "bob@localhost/phone", "https://example.org/held").await;
+    chat_state(&mut a, "bob@localhost/phone", "composing").await;
+    a.sync("a1").await;
+    assert!(b.sync("held").await.is_empty());
+    b.kill(false);
+    let shared = s.running.shared.clone();
+    wait_until(|| shared.resumable_get(&id).is_none()).await;
+    wait_until(|| offline_count(&s, "bob@localhost") == 1).await;
+    let mut b = RawClient::login(s.c2s(), "bob", "pw", "phone").await;
+    b.send("<presence/>").await;
+    let m = next_message(&mut b).await;
+    assert!(m.get_child("x", "jabber:x:oob").is_some(), "{}", xml(&m));
+    // The standalone chat state is not worth storing (XEP-0160 / XEP-0085 §5.5).
+    assert!(messages(b.sync("after").await).is_empty());
+}
+
+#[tokio::test]
+async fn a_new_login_on_the_resource_of_a_hibernated_session_gets_its_messages() {
+    let s = server(|c| c.mam.default = "never".into()).await;
+    let mut a = RawClient::login(s.c2s(), "alice", "pw", "r").await;
+    let mut b = RawClient::login(s.c2s(), "bob", "pw", "phone").await;
+    let id = enable(&mut b).await;
+    b.send("<presence/>").await;
+    b.sync("p").await;
+    b.kill(false);
+    chat(&mut a, "bob@localhost", "h1").await;
+    a.sync("a1").await;
+    // The client lost its resumption state and binds the same resource afresh: the old
+    // session ends (conflict) and its unacked message must not be lost.
+    let mut b = RawClient::login(s.c2s(), "bob", "pw", "phone").await;
+    let shared = s.running.shared.clone();
+    wait_until(|| shared.resumable_get(&id).is_none()).await;
+    wait_until(|| offline_count(&s, "bob@localhost") == 1).await;
+    b.send("<presence/>").await;
+    let m = next_message(&mut b).await;
+    assert_eq!(body(&m).as_deref(), Some("h1"));
+    assert!(messages(b.sync("after").await).is_empty());
+}
