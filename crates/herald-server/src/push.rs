@@ -124,6 +124,11 @@ pub enum PushEvent {
         /// Number of registrations pinged.
         reply: oneshot::Sender<usize>,
     },
+    /// Operator/test view of the engine (answered after every event queued before it).
+    Stats {
+        /// The engine's counters.
+        reply: oneshot::Sender<PushStats>,
+    },
     /// The app server answered a publish.
     Reply {
         /// The publish's id.
@@ -131,6 +136,14 @@ pub enum PushEvent {
         /// Its outcome.
         reply: Reply,
     },
+}
+
+/// What the push engine holds right now.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PushStats {
+    /// Publishes awaiting a reply or waiting for a retry (bounded; 0 when the app servers
+    /// have answered or timed out for good).
+    pub pending: usize,
 }
 
 /// Sends events to the push task; drops (and logs) when it is overwhelmed, never blocks.
@@ -152,6 +165,17 @@ impl PushHandle {
     /// Queues an event, waiting for room (for events a client waits on).
     pub async fn send_wait(&self, ev: PushEvent) -> bool {
         self.tx.send(ev).await.is_ok()
+    }
+
+    /// The engine's counters, once every event queued before this call has been handled
+    /// (so also a barrier: publishes those events caused have been routed). None when the
+    /// push task is gone.
+    pub async fn stats(&self) -> Option<PushStats> {
+        let (reply, rx) = oneshot::channel();
+        if !self.send_wait(PushEvent::Stats { reply }).await {
+            return None;
+        }
+        rx.await.ok()
     }
 
     /// Whether an IQ reply id belongs to one of our publishes.
@@ -294,6 +318,10 @@ pub fn engine_config(cfg: &crate::Config) -> PushConfig {
         coalesce_window: p.coalesce_window.0,
         reply_timeout: p.reply_timeout.0,
         wake_before_expiry: p.wake_before_expiry,
+        // A retry never waits longer before its first attempt than the app server was
+        // given to answer: the default (30 s) keeps herald-push's 5 s backoff, and a short
+        // `reply_timeout` does not leave publishes pending for many times longer.
+        retry_backoff: PushConfig::default().retry_backoff.min(p.reply_timeout.0),
         ..PushConfig::default()
     }
 }
@@ -399,7 +427,12 @@ async fn handle(
                 }
             }
         }
-        PushEvent::Detach { user, jid, node, reply } => {
+        PushEvent::Detach {
+            user,
+            jid,
+            node,
+            reply,
+        } => {
             ensure_loaded(shared, engine, &user).await;
             let actions = engine.disable(&user, &jid, node.as_deref(), now);
             let _ = reply.send(());
@@ -433,6 +466,12 @@ async fn handle(
                     .count(),
             );
             actions
+        }
+        PushEvent::Stats { reply } => {
+            let _ = reply.send(PushStats {
+                pending: engine.pending_len(),
+            });
+            Vec::new()
         }
         PushEvent::Reply { iq_id, reply } => engine.reply(&iq_id, reply, now, unix_now()),
     }
