@@ -747,3 +747,231 @@ async fn incoming_stream_must_use_tls_first() {
     c.send("<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' from='x.test' to='nothere.test' version='1.0'>").await;
     assert_eq!(c.stream_error().await, "host-unknown");
 }
+
+// ---- interop with Prosody ----------------------------------------------------------------
+
+/// A Prosody 0.12 started for one test on 127.0.0.2 (domain prosody.test), with its own
+/// config, data and DNS view (a hosts file mapping herald.test to 127.0.0.3); killed on drop.
+struct Prosody {
+    child: std::process::Child,
+    c2s: std::net::SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Prosody {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const PROSODY_IP: &str = "127.0.0.2";
+const HERALD_IP: &str = "127.0.0.3";
+
+impl Prosody {
+    /// `cert`: (certificate, key) for prosody.test; `ca`: trust anchors for s2s and whether
+    /// certificates are required (`s2s_secure_auth`).
+    fn start(cert: (PathBuf, PathBuf), ca: Option<PathBuf>) -> Prosody {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("data")).unwrap();
+        std::fs::write(d.join("hosts"), format!("{HERALD_IP} herald.test\n")).unwrap();
+        let c2s_port = {
+            let l = std::net::TcpListener::bind((PROSODY_IP, 0)).unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let ssl = match &ca {
+            Some(ca) => format!(
+                "ssl = {{ certificate = {:?}; key = {:?}; cafile = {:?} }}\ns2s_secure_auth = true",
+                cert.0, cert.1, ca
+            ),
+            None => format!(
+                "ssl = {{ certificate = {:?}; key = {:?} }}\ns2s_secure_auth = false",
+                cert.0, cert.1
+            ),
+        };
+        let cfg = format!(
+            r#"run_as_root = true
+daemonize = false
+certificates = {certs:?}
+pidfile = {pid:?}
+data_path = {data:?}
+log = {{ debug = {log:?} }}
+interfaces = {{ "{PROSODY_IP}" }}
+c2s_ports = {{ {c2s_port} }}
+s2s_ports = {{ 5269 }}
+c2s_direct_tls_ports = {{ }}
+s2s_direct_tls_ports = {{ }}
+legacy_ssl_ports = {{ }}
+c2s_require_encryption = false
+allow_unencrypted_plain_auth = true
+s2s_require_encryption = true
+authentication = "internal_plain"
+unbound = {{ hoststxt = {hosts:?} }}
+modules_enabled = {{ "roster"; "saslauth"; "tls"; "dialback"; "disco"; "ping"; "presence"; "message" }}
+{ssl}
+VirtualHost "prosody.test"
+"#,
+            certs = d,
+            pid = d.join("prosody.pid"),
+            data = d.join("data"),
+            log = d.join("prosody.log"),
+            hosts = d.join("hosts"),
+        );
+        let cfg_path = d.join("prosody.cfg.lua");
+        std::fs::write(&cfg_path, cfg).unwrap();
+        let st = std::process::Command::new("prosodyctl")
+            .args(["--config"])
+            .arg(&cfg_path)
+            .args(["register", "pat", "prosody.test", "pw"])
+            .status()
+            .expect("prosodyctl (apt-get install prosody)");
+        assert!(st.success(), "prosodyctl register failed");
+        let child = std::process::Command::new("prosody")
+            .arg("--config")
+            .arg(&cfg_path)
+            .arg("-F")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("prosody (apt-get install prosody)");
+        Prosody {
+            child,
+            c2s: format!("{PROSODY_IP}:{c2s_port}").parse().unwrap(),
+            dir,
+        }
+    }
+
+    /// Waits until Prosody accepts c2s connections (an external process: polled).
+    async fn ready(&self) {
+        tokio::time::timeout(WAIT, async {
+            while TcpStream::connect(self.c2s).await.is_err() {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .expect("prosody did not start");
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("prosody.log")).unwrap_or_default()
+    }
+}
+
+async fn herald_for_prosody(f: impl FnOnce(&mut Config)) -> TestServer {
+    let s = TestServer::start_with(|c| {
+        base(c, "herald.test", 0);
+        c.s2s.listen = Some(format!("{HERALD_IP}:5269").parse().unwrap());
+        c.s2s
+            .routes
+            .insert("prosody.test".into(), format!("{PROSODY_IP}:5269"));
+        f(c);
+    })
+    .await;
+    s.add_user("alice", "pw");
+    s
+}
+
+async fn exchange_with_prosody(herald: &TestServer, prosody: &Prosody) {
+    prosody.ready().await;
+    let mut pat = RawClient::login_to(prosody.c2s, "prosody.test", "pat", "pw", "r").await;
+    pat.send("<presence/>").await;
+    let mut alice = RawClient::login_to(herald.c2s(), "herald.test", "alice", "pw", "r").await;
+    alice.send("<presence/>").await;
+
+    // Herald → Prosody.
+    alice
+        .send("<message to='pat@prosody.test/r' id='h1' type='chat'><body>from herald</body></message>")
+        .await;
+    let m = pat
+        .wait_for("message from alice", |el| {
+            el.name() == "message" && el.attr("from") == Some("alice@herald.test/r")
+                || el.name() == "message" && el.attr("type") == Some("error")
+        })
+        .await;
+    assert_eq!(
+        body_of(&m).as_deref(),
+        Some("from herald"),
+        "{}\n{}",
+        xml(&m),
+        prosody.log()
+    );
+    // Prosody → Herald.
+    pat.send(
+        "<message to='alice@herald.test/r' id='p1' type='chat'><body>from prosody</body></message>",
+    )
+    .await;
+    let m = alice
+        .wait_for("message from pat", |el| el.name() == "message")
+        .await;
+    assert_eq!(
+        m.attr("from"),
+        Some("pat@prosody.test/r"),
+        "{}\n{}",
+        xml(&m),
+        prosody.log()
+    );
+    assert_eq!(body_of(&m).as_deref(), Some("from prosody"), "{}", xml(&m));
+    // A subscription round trip across the two servers.
+    alice
+        .send("<presence to='pat@prosody.test' type='subscribe'/>")
+        .await;
+    pat.wait_for("subscribe", |el| {
+        el.name() == "presence"
+            && el.attr("type") == Some("subscribe")
+            && el.attr("from") == Some("alice@herald.test")
+    })
+    .await;
+    pat.send("<presence to='alice@herald.test' type='subscribed'/>")
+        .await;
+    alice
+        .wait_for("subscribed", |el| {
+            el.name() == "presence"
+                && el.attr("type") == Some("subscribed")
+                && el.attr("from") == Some("pat@prosody.test")
+        })
+        .await;
+}
+
+/// Run with tests/interop/s2s_prosody.sh (`--ignored --test-threads 1`: both tests use the
+/// fixed s2s port 5269 on 127.0.0.2 and 127.0.0.3); needs Debian's prosody 0.12.
+#[tokio::test]
+#[ignore = "needs prosody installed; run by tests/interop/s2s_prosody.sh"]
+async fn prosody_federates_both_ways_with_dialback() {
+    // Self-signed on both sides: neither certificate verifies, so both directions use dialback.
+    let herald = herald_for_prosody(|_| {}).await;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["prosody.test".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (c, k) = (dir.path().join("p.crt"), dir.path().join("p.key"));
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    let prosody = Prosody::start((c, k), None);
+    exchange_with_prosody(&herald, &prosody).await;
+    let m = &herald.running.shared.s2s.metrics;
+    assert!(m.outgoing_dialback.load(Ordering::Relaxed) >= 1);
+    assert!(m.incoming_dialback.load(Ordering::Relaxed) >= 1);
+    assert_eq!(m.incoming_sasl_external.load(Ordering::Relaxed), 0);
+    assert_eq!(m.outgoing_sasl_external.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test]
+#[ignore = "needs prosody installed; run by tests/interop/s2s_prosody.sh"]
+async fn prosody_federates_both_ways_with_certificates() {
+    // Certificates from one test CA, trusted by both; Herald allows no dialback and Prosody
+    // requires valid certificates (s2s_secure_auth).
+    let ca = TestCa::new();
+    let herald = herald_for_prosody(with_ca(&ca, &["herald.test"])).await;
+    let prosody = Prosody::start(ca.issue(&["prosody.test"]), Some(ca.ca_file()));
+    exchange_with_prosody(&herald, &prosody).await;
+    let m = &herald.running.shared.s2s.metrics;
+    assert!(m.outgoing_sasl_external.load(Ordering::Relaxed) >= 1);
+    assert_eq!(m.outgoing_dialback.load(Ordering::Relaxed), 0);
+    // Prosody authenticated its outgoing stream with its certificate (SASL EXTERNAL).
+    assert!(m.incoming_sasl_external.load(Ordering::Relaxed) >= 1);
+    assert_eq!(m.incoming_dialback.load(Ordering::Relaxed), 0);
+    assert_eq!(m.verify_answered.load(Ordering::Relaxed), 0);
+}

@@ -30,23 +30,11 @@ use crate::{routing, stanza, Shared};
 
 /// Accepts s2s connections until shutdown.
 pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, direct_tls: bool) {
-    let mut shutdown = shared.shutdown_signal();
-    loop {
-        tokio::select! {
-            r = listener.accept() => match r {
-                Ok((tcp, peer)) => {
-                    let _ = tcp.set_nodelay(true);
-                    let span = tracing::info_span!("s2s_in", %peer, tls = direct_tls);
-                    tokio::spawn(connection(shared.clone(), tcp, peer, direct_tls).instrument(span));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                }
-            },
-            _ = shutdown.changed() => return,
-        }
-    }
+    let kind = if direct_tls { "s2s_direct_tls" } else { "s2s" };
+    crate::listener::accept_loop(shared, listener, kind, move |shared, tcp, peer| {
+        connection(shared, tcp, peer, direct_tls)
+    })
+    .await
 }
 
 fn serr(c: StreamErrorCondition, t: &str) -> ConnError {

@@ -1,0 +1,12 @@
+#!/bin/sh
+# Federation interop with Prosody (issue 6): starts Prosody 0.12 on 127.0.0.2 (prosody.test)
+# and Herald on 127.0.0.3 (herald.test), each with its own config, and checks messages and a
+# presence subscription both ways, once with Server Dialback (self-signed certificates) and
+# once with certificates from a test CA (SASL EXTERNAL both ways, no dialback).
+# Needs: apt-get install -y prosody. Prosody finds herald.test through its own hosts file
+# (the `unbound.hoststxt` option), so /etc/hosts is left alone. Ports 5269 on both addresses
+# must be free.
+set -eu
+cd "$(dirname "$0")/../../../.."
+command -v prosody >/dev/null || { echo "prosody is not installed (apt-get install -y prosody)" >&2; exit 1; }
+exec cargo test -p herald-server --test s2s -- --ignored --test-threads 1 prosody_ "$@"
