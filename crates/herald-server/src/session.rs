@@ -597,24 +597,31 @@ impl Session {
 
     async fn on_resume(&mut self, conn: Box<Conn>, h: u32, previd: String) -> Flow {
         let mut conn = *conn;
-        if let Some(mut old) = self.conn.take() {
-            // XEP-0198 §5: the old connection is superseded.
-            let e = StreamError::new(
-                StreamErrorCondition::Conflict,
-                Some("session resumed elsewhere".to_string()),
-            );
-            old.fail(self.jid.domain().as_str(), &e).await;
-        }
         let now = std_now();
         match self.sm.resume(h, now) {
             Ok(retransmit) => {
+                if let Some(mut old) = self.conn.take() {
+                    // XEP-0198 §5: the old connection is superseded (only once the new one
+                    // is accepted: a failed resumption leaves the session as it was).
+                    let e = StreamError::new(
+                        StreamErrorCondition::Conflict,
+                        Some("session resumed elsewhere".to_string()),
+                    );
+                    old.fail(self.jid.domain().as_str(), &e).await;
+                }
                 let mut resumed = stanza::new("resumed", ns::SM, &[("previd", &previd)]);
                 stanza::set(&mut resumed, "h", self.sm.inbound_h().to_string());
                 let mut bytes = Vec::new();
                 herald_proto::stream::encode(&resumed, conn.ns, &mut bytes);
                 for o in &retransmit {
+                    // XEP-0198 §5 + XEP-0203: retransmitted messages and presence say when
+                    // they were first sent. IQs are left alone: RFC 6120 §8.2.3 allows a
+                    // result at most one child.
+                    if stanza::kind(&o.el) == Some(Kind::Iq) {
+                        herald_proto::stream::encode(&o.el, conn.ns, &mut bytes);
+                        continue;
+                    }
                     let mut el = o.el.clone();
-                    // XEP-0198 §5 + XEP-0203: retransmitted stanzas say when they were first sent.
                     delay::add_delay(&mut el, self.jid.domain().as_str(), o.at);
                     herald_proto::stream::encode(&el, conn.ns, &mut bytes);
                 }
@@ -639,14 +646,23 @@ impl Session {
             Err(e) => {
                 let mut f = Element::bare("failed", ns::SM);
                 stanza::set(&mut f, "h", self.sm.inbound_h().to_string());
-                let cond = match e {
-                    SmError::HandledCountTooHigh { .. } => "undefined-condition",
-                    _ => "item-not-found",
-                };
-                f.append_child(Element::bare(cond, ns::STANZAS_ERR));
+                match e {
+                    SmError::HandledCountTooHigh { h, sent } => {
+                        // XEP-0198 §4: the same report as the stream error, inside <failed/>.
+                        f.append_child(Element::bare("undefined-condition", ns::STANZAS_ERR));
+                        f.append_child(stanza::new(
+                            "handled-count-too-high",
+                            ns::SM,
+                            &[("h", &h.to_string()), ("send-count", &sent.to_string())],
+                        ));
+                    }
+                    _ => {
+                        f.append_child(Element::bare("item-not-found", ns::STANZAS_ERR));
+                    }
+                }
                 let _ = conn.send(&f).await;
                 conn.close().await;
-                if self.sm.is_hibernating() {
+                if self.conn.is_some() || self.sm.is_hibernating() {
                     Flow::Continue
                 } else {
                     Flow::Stop

@@ -323,6 +323,8 @@ async fn resume_scenario(reset: bool) {
     }
     assert_eq!(bodies(&re), ["m2", "m3", "m4", "m5"]);
     assert!(re[2].name() == "iq" && re[2].attr("id") == Some("before-kill"));
+    // RFC 6120 §8.2.3: an IQ result keeps at most one child, so no delay stamp on it.
+    assert!(delay_of(&re[2]).is_none(), "{}", xml(&re[2]));
     for el in re.iter().filter(|e| e.name() == "message") {
         let d = delay_of(el).unwrap_or_else(|| panic!("no delay stamp: {}", xml(el)));
         assert_eq!(d.attr("from"), Some("localhost"));
@@ -379,6 +381,15 @@ async fn a_second_resume_replaces_the_first() {
     assert!(r.is("failed", SM), "{}", xml(&r));
     assert!(r.get_child("item-not-found", STANZAS).is_some());
     other.bind("x").await;
+    // A resumption that acknowledges more than was sent fails and leaves the live stream be.
+    let (_, r) = resume(&s, "bob", &id, 99).await;
+    assert!(r.is("failed", SM), "{}", xml(&r));
+    assert!(
+        r.get_child("handled-count-too-high", SM).is_some(),
+        "{}",
+        xml(&r)
+    );
+    assert!(b2.sync("still-there").await.is_empty());
     // The owner resumes again while the first resumed stream is still open (h=0: the
     // message is retransmitted on the new stream).
     let (mut b3, r) = resume(&s, "bob", &id, 0).await;
@@ -386,9 +397,11 @@ async fn a_second_resume_replaces_the_first() {
     let re = next_message(&mut b3).await;
     assert_eq!(body(&re).as_deref(), Some("to-b2"));
     assert!(delay_of(&re).is_some());
+    let iq = b3.element().await;
+    assert_eq!(iq.attr("id"), Some("still-there"), "{}", xml(&iq));
     let r = b3.element().await;
     assert!(r.is("r", SM), "{}", xml(&r));
-    b3.send("<a xmlns='urn:xmpp:sm:3' h='1'/>").await;
+    b3.send("<a xmlns='urn:xmpp:sm:3' h='2'/>").await;
     assert_eq!(b2.stream_error().await, "conflict");
     b2.expect_closed().await;
     chat(&mut a, "bob@localhost/phone", "to-b3").await;
@@ -652,6 +665,15 @@ async fn held_stanzas_stay_outside_the_sm_queue_and_follow_a_resume() {
     chat_state(&mut a, "bob@localhost/phone", "paused").await;
     a.sync("a2").await;
     // The client saw the ping result (#1); nothing else was in the SM queue.
+    // Acknowledging more than was sent fails the resumption with the counts (XEP-0198 §4)
+    // and leaves the session resumable.
+    let (_, r) = resume(&s, "bob", &id, 7).await;
+    assert!(r.is("failed", SM), "{}", xml(&r));
+    let hc = r
+        .get_child("handled-count-too-high", SM)
+        .unwrap_or_else(|| panic!("{}", xml(&r)));
+    assert_eq!(hc.attr("h"), Some("7"));
+    assert_eq!(hc.attr("send-count"), Some("1"));
     let (mut b, r) = resume(&s, "bob", &id, 1).await;
     assert!(r.is("resumed", SM), "{}", xml(&r));
     assert_eq!(r.attr("h"), Some("1"));
