@@ -126,8 +126,15 @@ impl Report {
         self.add(&format!("{prefix}_max"), ms(h.max()), "ms");
     }
 
-    /// Appends the bench's own CPU use and, if known, the server's, over `wall`.
-    pub fn add_cpu(&mut self, bench_cpu0: f64, server: Option<(&str, f64)>, wall: Duration) {
+    /// Appends the bench's own CPU use and, if known, the server's, over `wall`; returns the
+    /// server's CPU seconds so a scenario can report work per server CPU-second, a figure
+    /// that holds up when other processes share the cores.
+    pub fn add_cpu(
+        &mut self,
+        bench_cpu0: f64,
+        server: Option<(&str, f64)>,
+        wall: Duration,
+    ) -> Option<f64> {
         let w = wall.as_secs_f64().max(1e-9);
         if let Some(c) = cpu_seconds("self") {
             self.add("bench_cpu_s", c - bench_cpu0, "s");
@@ -137,11 +144,10 @@ impl Report {
                 "% of one core",
             );
         }
-        if let Some((pid, c0)) = server {
-            if let Some(c) = cpu_seconds(pid) {
-                self.add("server_cpu_pct", 100.0 * (c - c0) / w, "% of one core");
-            }
-        }
+        let (pid, c0) = server?;
+        let c = cpu_seconds(pid)?;
+        self.add("server_cpu_pct", 100.0 * (c - c0) / w, "% of one core");
+        Some(c - c0)
     }
 
     /// Prints the table on stdout.
