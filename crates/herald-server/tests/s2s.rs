@@ -975,3 +975,35 @@ async fn prosody_federates_both_ways_with_certificates() {
     assert_eq!(m.incoming_dialback.load(Ordering::Relaxed), 0);
     assert_eq!(m.verify_answered.load(Ordering::Relaxed), 0);
 }
+
+#[tokio::test]
+async fn idle_incoming_stream_is_closed_and_bad_routes_are_rejected_at_start() {
+    let ca = TestCa::new();
+    let pd = free_port();
+    let evil = ca.issue(&["evil.test"]);
+    let b = TestServer::start_with(|c| {
+        base(c, "b.test", free_port());
+        c.s2s.direct_tls_listen = Some(format!("127.0.0.1:{pd}").parse().unwrap());
+        c.s2s.ca_file = Some(ca.ca_file());
+        c.s2s.idle_timeout = Dur(std::time::Duration::from_millis(300));
+    })
+    .await;
+    let mut p = Peer::connect(b.running.s2s_direct_tls_addr.unwrap(), "b.test", Some(evil)).await;
+    p.open("evil.test", "b.test").await;
+    p.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>=</auth>")
+        .await;
+    assert_eq!(p.element().await.name(), "success");
+    p.dec.reset();
+    p.open("evil.test", "b.test").await;
+    // Silence: b ends the stream after idle_timeout.
+    assert_eq!(p.stream_error().await, "connection-timeout");
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(dir.path());
+    cfg.s2s.routes.insert("x.test".into(), "tls://:5269".into());
+    let e = herald_server::start(cfg)
+        .await
+        .err()
+        .expect("bad route accepted");
+    assert!(format!("{e:#}").contains("s2s.routes"), "{e:#}");
+}

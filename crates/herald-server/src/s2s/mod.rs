@@ -134,6 +134,14 @@ impl S2s {
     /// Loads certificates and the trust store; a bad `ca_file` or certificate is an error here,
     /// at start.
     pub fn new(cfg: &Config) -> Result<S2s, S2sError> {
+        for (domain, target) in &cfg.s2s.routes {
+            if resolve::parse_route(target).is_none() {
+                return Err(S2sError::Config {
+                    key: format!("s2s.routes.{domain:?}"),
+                    reason: format!("{target:?}: write \"host:port\" or \"tls://host:port\""),
+                });
+            }
+        }
         let trust = verify::Trust::new(cfg.s2s.ca_file.as_deref())?;
         let tls = verify::TlsConfigs::new(cfg)?;
         // XEP-0185 §2: a random secret per process is enough; keys only live as long as
