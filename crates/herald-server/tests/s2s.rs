@@ -954,6 +954,8 @@ async fn prosody_federates_both_ways_with_dialback() {
     let m = &herald.running.shared.s2s.metrics;
     assert!(m.outgoing_dialback.load(Ordering::Relaxed) >= 1);
     assert!(m.incoming_dialback.load(Ordering::Relaxed) >= 1);
+    // Prosody called Herald back to check Herald's key (Herald as authoritative server).
+    assert!(m.verify_answered.load(Ordering::Relaxed) >= 1);
     assert_eq!(m.incoming_sasl_external.load(Ordering::Relaxed), 0);
     assert_eq!(m.outgoing_sasl_external.load(Ordering::Relaxed), 0);
 }
