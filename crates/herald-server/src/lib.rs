@@ -122,26 +122,31 @@ impl Shared {
             .remove(id);
     }
 
-    /// Remembers the last h of an ended session (for `<failed h/>`).
-    pub fn tombstone_insert(&self, id: String, h: u32) {
+    /// Remembers the last h of an ended session of `bare` (for `<failed h/>`).
+    pub fn tombstone_insert(&self, id: &str, bare: &str, h: u32) {
         self.tombstones
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(id, h, std::time::Instant::now());
+            .insert(tombstone_key(id, bare), h, std::time::Instant::now());
     }
 
-    /// The last h of an ended session, if remembered.
-    pub fn tombstone_take(&self, id: &str) -> Option<u32> {
+    /// The last h of `bare`'s ended session `id`, if remembered (another account learns
+    /// nothing from presenting someone else's id).
+    pub fn tombstone_take(&self, id: &str, bare: &str) -> Option<u32> {
         self.tombstones
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .take(id, std::time::Instant::now())
+            .take(&tombstone_key(id, bare), std::time::Instant::now())
     }
 
     /// A receiver that turns true when the server shuts down.
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.clone()
     }
+}
+
+fn tombstone_key(id: &str, bare: &str) -> String {
+    format!("{bare} {id}")
 }
 
 /// A started server.

@@ -123,14 +123,14 @@ pub async fn try_resume(
                         return Ok(());
                     };
                     let mut conn = *conn;
-                    let last = shared.tombstone_take(&previd);
+                    let last = shared.tombstone_take(&previd, user.as_str());
                     let _ = conn.send(&failed(last, "item-not-found")).await;
                     Err(conn)
                 }
             }
         }
         _ => {
-            let last = shared.tombstone_take(&previd);
+            let last = shared.tombstone_take(&previd, user.as_str());
             let _ = conn.send(&failed(last, "item-not-found")).await;
             Err(conn)
         }
@@ -678,7 +678,8 @@ impl Session {
             .unbind(&self.bare, self.jid.resource().as_str(), self.id);
         if let Some(id) = self.sm_id.take() {
             self.shared.resumable_remove(&id);
-            self.shared.tombstone_insert(id, self.sm.inbound_h());
+            self.shared
+                .tombstone_insert(&id, &self.bare, self.sm.inbound_h());
         }
         self.shared
             .push
