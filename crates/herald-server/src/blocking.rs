@@ -6,12 +6,17 @@ use std::sync::Arc;
 use herald_proto::error::StanzaErrorCondition;
 use herald_proto::jid::Jid;
 use herald_proto::Element;
-use herald_store::BlockStore;
+use herald_store::{BlockStore, RosterStore};
 
 use crate::session::{Command, Session};
 use crate::stanza;
 use crate::xep::blocking::{self as xb, BlockCmd};
 use crate::{routing, Shared};
+
+/// The user's blocklist (normalised JIDs); empty when it cannot be read (logged).
+pub async fn blocklist(shared: &Arc<Shared>, user: &str) -> Vec<String> {
+    list(shared, user).await
+}
 
 async fn list(shared: &Arc<Shared>, user: &str) -> Vec<String> {
     let u = user.to_string();
@@ -45,7 +50,18 @@ pub async fn bounce_blocked(shared: &Arc<Shared>, el: &Element) {
         if let Some(err) = e.get_child_mut("error", herald_proto::stream::INTERNAL_NS) {
             err.append_child(Element::bare("blocked", "urn:xmpp:blocking:errors"));
         }
-        routing::route(shared, e).await;
+        // Straight to the sender's session: routed, the error would come from the blocked
+        // entity and the user's own inbound blocking would swallow it.
+        let target = stanza::to(&e).ok().flatten().and_then(|to| {
+            let res = to.resource()?.to_string();
+            shared.router.resource(&to.to_bare().to_string(), &res)
+        });
+        match target {
+            Some(r) => {
+                let _ = routing::send_to(shared, &r, e);
+            }
+            None => routing::route(shared, e).await,
+        }
     }
 }
 
@@ -58,6 +74,12 @@ pub async fn handle_iq(session: &mut Session, el: &Element) -> Element {
         Err(cond) => {
             return stanza::error(el, cond, None).unwrap_or_else(|| stanza::iq_result(el, None))
         }
+    };
+    // The entries this command changes (for `unblock` without items: everything listed now).
+    let changed = match &cmd {
+        BlockCmd::List => Vec::new(),
+        BlockCmd::Unblock(jids) if jids.is_empty() => list(&shared, &user).await,
+        BlockCmd::Block(jids) | BlockCmd::Unblock(jids) => jids.clone(),
     };
     let u = user.clone();
     let r = match &cmd {
@@ -85,6 +107,13 @@ pub async fn handle_iq(session: &mut Session, el: &Element) -> Element {
         )
         .unwrap_or_else(|| stanza::iq_result(el, None));
     }
+    presence_effects(
+        &shared,
+        &user,
+        &changed,
+        matches!(cmd, BlockCmd::Unblock(_)),
+    )
+    .await;
     // XEP-0191 §3.3: push the change to every resource that asked for the list (all, here).
     let push = xb::push_element(&cmd);
     for r in shared.router.resources(&user) {
@@ -99,4 +128,58 @@ pub async fn handle_iq(session: &mut Session, el: &Element) -> Element {
             r.tx.try_send(crate::router::SessionMsg::Command(Command::Send(vec![iq])));
     }
     stanza::iq_result(el, None)
+}
+
+/// The user's contacts that receive the user's presence (`from`/`both`), as bare JIDs.
+async fn presence_subscribers(shared: &Arc<Shared>, user: &str) -> Vec<String> {
+    let u = user.to_string();
+    match shared.db(move |s| s.roster(&u)).await {
+        Ok((_, items)) => items
+            .into_iter()
+            .filter(|i| {
+                matches!(
+                    i.subscription,
+                    herald_store::Subscription::From | herald_store::Subscription::Both
+                )
+            })
+            .map(|i| i.jid)
+            .collect(),
+        Err(e) => {
+            tracing::error!(error = %e, "roster load failed");
+            Vec::new()
+        }
+    }
+}
+
+/// XEP-0191 §3.3: a newly blocked contact that was allowed to see the user's presence gets
+/// `unavailable` (the user now looks offline to it); §3.4: an unblocked one gets the user's
+/// current presence again.
+async fn presence_effects(shared: &Arc<Shared>, user: &str, changed: &[String], unblocked: bool) {
+    if changed.is_empty() {
+        return;
+    }
+    let concerned = presence_subscribers(shared, user)
+        .await
+        .into_iter()
+        .filter(|c| xb::matches(changed, c));
+    if !unblocked {
+        for contact in concerned {
+            crate::presence::send_unavailable_to(shared, user, &contact).await;
+        }
+        return;
+    }
+    let still_blocked = list(shared, user).await;
+    for contact in concerned {
+        if xb::matches(&still_blocked, &contact) {
+            continue;
+        }
+        // Each available resource answers a probe with its last presence (answer_probe
+        // checks the subscription), which is exactly "the current presence".
+        let probe = stanza::new(
+            "presence",
+            herald_proto::stream::INTERNAL_NS,
+            &[("type", "probe"), ("from", &contact), ("to", user)],
+        );
+        routing::route(shared, probe).await;
+    }
 }

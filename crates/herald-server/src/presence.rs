@@ -15,6 +15,7 @@ use herald_store::{RosterItem, RosterStore};
 use crate::router::Routed;
 use crate::session::Session;
 use crate::stanza;
+use crate::xep::blocking as xb;
 use crate::xep::roster as xr;
 use crate::{offline, roster, routing, Shared};
 
@@ -63,6 +64,9 @@ pub async fn outbound(session: &mut Session, el: Element, to: Option<Jid>) {
             broadcast(session, &el, true).await;
             session.presence.last = None;
             session.presence.directed.clear();
+            // RFC 6121 §4.5: unavailable ends the presence session; the next available
+            // presence is initial presence again (probes, pending requests, offline messages).
+            session.presence.initial_sent = false;
         }
         (None, _) => {}
         (Some(to), "subscribe" | "subscribed" | "unsubscribe" | "unsubscribed") => {
@@ -72,6 +76,11 @@ pub async fn outbound(session: &mut Session, el: Element, to: Option<Jid>) {
         }
         (Some(_), "probe") => {}
         (Some(to), _) => {
+            // XEP-0191 §3.3: nothing is routed to a blocked entity; the client is told why.
+            if crate::blocking::outbound_blocked(&shared, &session.bare, &to).await {
+                crate::blocking::bounce_blocked(&shared, &el).await;
+                return;
+            }
             // RFC 6121 §4.6: directed presence; remember who must hear our unavailable.
             if typ.is_empty() {
                 session.presence.directed.insert(to.to_string());
@@ -90,6 +99,9 @@ async fn available(session: &mut Session, el: Element) {
         .and_then(|p| p.text().trim().parse::<i8>().ok())
         .unwrap_or(0);
     let initial = !session.presence.initial_sent;
+    // XEP-0160 §3: offline messages go out when a resource becomes available with a
+    // non-negative priority — at initial presence, or later when a negative priority is raised.
+    let was_reachable = session.available && session.priority >= 0;
     session.available = true;
     session.priority = prio;
     session.presence.initial_sent = true;
@@ -98,8 +110,36 @@ async fn available(session: &mut Session, el: Element) {
         .router
         .set_presence(&session.bare, session.id, true, prio);
     broadcast(session, &el, false).await;
-    if !initial {
-        return;
+    if initial {
+        initial_presence(session).await;
+    }
+    if prio >= 0 && !was_reachable {
+        deliver_offline(session).await;
+    }
+}
+
+/// RFC 6121 §4.2.2 and §3.1.3: what only initial presence does.
+async fn initial_presence(session: &mut Session) {
+    let shared = session.shared.clone();
+    // RFC 6121 §4.2.2: an entity is implicitly subscribed to its own presence, so the new
+    // resource learns of the user's other available resources: a probe from its full JID,
+    // answered by each of them (see `answer_probe`).
+    let others = shared
+        .router
+        .resources(&session.bare)
+        .iter()
+        .any(|r| r.available && r.session_id != session.id());
+    if others {
+        let p = stanza::new(
+            "presence",
+            INTERNAL_NS,
+            &[
+                ("type", "probe"),
+                ("from", &session.jid().to_string()),
+                ("to", &session.bare),
+            ],
+        );
+        routing::route(&shared, p).await;
     }
     // RFC 6121 §4.2.2: probe the contacts we are subscribed to.
     for item in roster_items(&shared, &session.bare).await {
@@ -140,20 +180,22 @@ async fn available(session: &mut Session, el: Element) {
             })
             .await;
     }
-    // XEP-0160: offline messages go to the first resource with non-negative priority.
-    if prio >= 0 {
-        let msgs = offline::load(&shared, &session.bare).await;
-        if !msgs.is_empty() {
-            if let Some(r) = session
-                .shared
-                .router
-                .resource(&session.bare, session.jid().resource().as_str())
-            {
-                let _ = r.tx.try_send(crate::router::SessionMsg::Command(
-                    crate::session::Command::Offline(msgs),
-                ));
-            }
-        }
+}
+
+/// XEP-0160: stored messages go to the resource that just became reachable.
+async fn deliver_offline(session: &mut Session) {
+    let shared = session.shared.clone();
+    let msgs = offline::load(&shared, &session.bare).await;
+    if msgs.is_empty() {
+        return;
+    }
+    if let Some(r) = shared
+        .router
+        .resource(&session.bare, session.jid().resource().as_str())
+    {
+        let _ = r.tx.try_send(crate::router::SessionMsg::Command(
+            crate::session::Command::Offline(msgs),
+        ));
     }
 }
 
@@ -163,20 +205,23 @@ async fn broadcast(session: &mut Session, el: &Element, to_directed: bool) {
     let shared = session.shared.clone();
     let me = session.jid().to_string();
     let mut sent: HashSet<String> = HashSet::new();
+    // XEP-0191 §3.3: blocked entities do not get the user's presence.
+    let blocked = crate::blocking::blocklist(&shared, &session.bare).await;
+    let is_blocked = |jid: &str| !blocked.is_empty() && xb::matches(&blocked, jid);
     for item in roster_items(&shared, &session.bare).await {
         let st = herald_session::subscription::State {
             sub: roster::to_sub(item.subscription),
             pending_out: item.ask,
             pending_in: false,
         };
-        if st.contact_gets_presence() {
+        if st.contact_gets_presence() && !is_blocked(&item.jid) {
             sent.insert(item.jid.clone());
             routing::route(&shared, addressed(el, &me, &item.jid)).await;
         }
     }
     if to_directed {
         for j in session.presence.directed.clone() {
-            if !sent.contains(&j) {
+            if !sent.contains(&j) && !is_blocked(&j) {
                 routing::route(&shared, addressed(el, &me, &j)).await;
             }
         }
@@ -224,6 +269,16 @@ pub async fn answer_probe(session: &mut Session, probe: &Element) {
     };
     let contact = from.to_bare().to_string();
     let shared = session.shared.clone();
+    if contact == session.bare {
+        // The user's own new resource (see `initial_presence`): it may always see us.
+        if from.as_str() != session.jid().as_str() {
+            if let Some(last) = session.presence.last.clone() {
+                let p = addressed(&last, &session.jid().to_string(), from.as_str());
+                routing::route(&shared, p).await;
+            }
+        }
+        return;
+    }
     let (u, c) = (session.bare.clone(), contact.clone());
     let state = shared
         .db(move |s| roster::load_state(s, &u, &c))
