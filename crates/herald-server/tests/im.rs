@@ -617,6 +617,115 @@ async fn denial_withdrawal_and_ignored_subscription_stanzas() {
 }
 
 #[tokio::test]
+async fn crossing_requests_and_the_remaining_pending_states() {
+    let s = TestServer::start().await;
+    server_with_users(&s, &["alice", "bob"]);
+    let mut a = Cl::online(&s, "alice", "ra").await;
+    let mut b = Cl::online(&s, "bob", "rb").await;
+
+    // Requests cross: A.2.1 None + Pending In → None + Pending Out+In (bob, whose item is
+    // created with ask); A.3.1 None + Pending Out → None + Pending Out+In (alice: delivered,
+    // nothing visible changes, no push).
+    a.presence_to("bob@localhost", "subscribe").await;
+    a.sync().await;
+    b.sync().await;
+    b.presence_to("alice@localhost", "subscribe").await;
+    assert_one_push(&b.sync().await, "alice@localhost", "none", true);
+    let got = a.sync().await;
+    assert_eq!(
+        presences(&got, "bob@localhost", "subscribe").len(),
+        1,
+        "{got:?}"
+    );
+    assert_no_push(&got);
+
+    // A.2.3 None + Pending Out+In → From + Pending Out; A.3.3 None + Pending Out+In →
+    // To + Pending In.
+    a.presence_to("bob@localhost", "subscribed").await;
+    assert_one_push(&a.sync().await, "bob@localhost", "from", true);
+    let got = b.sync().await;
+    assert_one_push(&got, "alice@localhost", "to", false);
+    assert_eq!(presences(&got, "alice@localhost", "subscribed").len(), 1);
+    assert_eq!(
+        presences(&got, "alice@localhost/ra", "").len(),
+        1,
+        "{got:?}"
+    );
+
+    // A.2.3 To + Pending In → Both; A.3.3 From + Pending Out → Both.
+    b.presence_to("alice@localhost", "subscribed").await;
+    assert_one_push(&b.sync().await, "alice@localhost", "both", false);
+    let got = a.sync().await;
+    assert_one_push(&got, "bob@localhost", "both", false);
+    assert_eq!(presences(&got, "bob@localhost/rb", "").len(), 1, "{got:?}");
+
+    // A.2.4 Both → To (bob cancels alice's subscription); A.3.4 Both → From.
+    b.presence_to("alice@localhost", "unsubscribed").await;
+    let got = b.sync().await;
+    assert_one_push(&got, "alice@localhost", "to", false);
+    let got = a.sync().await;
+    let gone = position(&got, "bob@localhost/rb", "unavailable");
+    let cancelled = position(&got, "bob@localhost", "unsubscribed");
+    assert!(gone < cancelled, "{got:?}");
+    assert_one_push(&got, "bob@localhost", "from", false);
+
+    // A.2.1 To: a redundant subscribe changes nothing here; bob's server answers it
+    // itself (A.3.1 From, §3.1.3 rule 2) and that `subscribed` is ignored (A.3.3 To).
+    b.presence_to("alice@localhost", "subscribe").await;
+    let got = b.sync().await;
+    assert_no_push(&got);
+    assert!(
+        presences(&got, "alice@localhost", "subscribed").is_empty(),
+        "{got:?}"
+    );
+    let got = a.sync().await;
+    assert!(
+        presences(&got, "bob@localhost", "subscribe").is_empty(),
+        "{got:?}"
+    );
+    assert_no_push(&got);
+
+    // A.2.1 From → From + Pending Out; A.3.1 To → To + Pending In.
+    a.presence_to("bob@localhost", "subscribe").await;
+    assert_one_push(&a.sync().await, "bob@localhost", "from", true);
+    assert_eq!(
+        presences(&b.sync().await, "alice@localhost", "subscribe").len(),
+        1
+    );
+    // A.2.2 From + Pending Out → From (withdrawn); A.3.2 To + Pending In → To.
+    a.presence_to("bob@localhost", "unsubscribe").await;
+    assert_one_push(&a.sync().await, "bob@localhost", "from", false);
+    let got = b.sync().await;
+    assert_eq!(presences(&got, "alice@localhost", "unsubscribe").len(), 1);
+    assert_no_push(&got);
+
+    // A.2.2 To → None; A.3.2 From → None, with bob's unavailable to alice (§3.3.3).
+    b.presence_to("alice@localhost", "unsubscribe").await;
+    let got = b.sync().await;
+    assert_one_push(&got, "alice@localhost", "none", false);
+    let got = a.sync().await;
+    assert_eq!(
+        presences(&got, "bob@localhost", "unsubscribe").len(),
+        1,
+        "{got:?}"
+    );
+    assert_one_push(&got, "bob@localhost", "none", false);
+
+    // Nothing is pending any more: a new login of bob gets no request.
+    b.drop_socket();
+    let mut b = Cl::online(&s, "bob", "rb2").await;
+    let got = b.sync().await;
+    assert!(
+        presences(&got, "alice@localhost", "subscribe").is_empty(),
+        "{got:?}"
+    );
+    let items = b.roster().await;
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].attr("subscription"), Some("none"));
+    assert_eq!(items[0].attr("ask"), None);
+}
+
+#[tokio::test]
 async fn pending_request_is_kept_while_offline_and_redelivered_until_answered() {
     let s = TestServer::start().await;
     server_with_users(&s, &["alice", "bob"]);
