@@ -9,6 +9,7 @@ pub mod c2s;
 pub mod component;
 pub mod config;
 pub mod conn;
+pub mod group_commit;
 pub mod iq;
 pub mod listener;
 pub mod mam;
@@ -65,6 +66,12 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Events for the push task.
     pub push: push::PushHandle,
+    /// Batched archive writes.
+    pub archive: group_commit::ArchiveWriter,
+    /// Archive preferences per user.
+    pub mam_prefs: group_commit::UserCache<herald_store::MamPrefs>,
+    /// Blocklists per user.
+    pub blocklists: group_commit::UserCache<Vec<String>>,
     /// Server-to-server federation.
     pub s2s: s2s::S2s,
     resumable: std::sync::Mutex<std::collections::HashMap<String, session::Resumable>>,
@@ -216,6 +223,9 @@ pub async fn start_with_store(cfg: Config, store: Store) -> anyhow::Result<Runni
         herald_session::sm::Tombstones::new(100_000, cfg.stream_management.tombstone_ttl.0);
     let shared = Arc::new(Shared {
         push,
+        archive: group_commit::ArchiveWriter::start(store.clone()),
+        mam_prefs: group_commit::UserCache::new(100_000),
+        blocklists: group_commit::UserCache::new(100_000),
         s2s,
         resumable: Default::default(),
         tombstones: std::sync::Mutex::new(tombstones),

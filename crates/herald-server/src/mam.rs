@@ -17,25 +17,41 @@ use crate::stanza;
 use crate::xep::{delay, mam as xm};
 use crate::Shared;
 
+async fn prefs(shared: &Arc<Shared>, user: &str) -> Arc<MamPrefs> {
+    if let Some(p) = shared.mam_prefs.get(user) {
+        return p;
+    }
+    let u = user.to_string();
+    match shared.db(move |s| s.mam_prefs(&u)).await {
+        Ok(p) => shared.mam_prefs.put(user, p),
+        Err(e) => {
+            tracing::error!(error = %e, "archive preference lookup failed");
+            Arc::new(MamPrefs::default())
+        }
+    }
+}
+
 async fn prefs_allow(shared: &Arc<Shared>, user: &str, peer_bare: &str) -> bool {
-    let (u, p) = (user.to_string(), peer_bare.to_string());
-    let server_default = shared.cfg.mam.default.clone();
-    let r = shared
-        .db(move |s| {
-            let prefs = s.mam_prefs(&u)?;
-            let mode = prefs.default.as_deref().unwrap_or(&server_default);
-            let in_roster = if mode == "roster" {
-                s.roster_item(&u, &p)?.is_some()
-            } else {
-                false
-            };
-            Ok(xm::should_archive(&prefs, &server_default, &p, in_roster))
-        })
-        .await;
-    r.unwrap_or_else(|e| {
-        tracing::error!(error = %e, "archive preference lookup failed");
-        true
-    })
+    let prefs = prefs(shared, user).await;
+    let server_default = shared.cfg.mam.default.as_str();
+    let mode = prefs.default.as_deref().unwrap_or(server_default);
+    let in_roster = if mode == "roster"
+        && !prefs
+            .always
+            .iter()
+            .chain(&prefs.never)
+            .any(|j| j == peer_bare)
+    {
+        let (u, p) = (user.to_string(), peer_bare.to_string());
+        shared
+            .db(move |s| s.roster_item(&u, &p))
+            .await
+            .map(|i| i.is_some())
+            .unwrap_or(false)
+    } else {
+        false
+    };
+    xm::should_archive(&prefs, server_default, peer_bare, in_roster)
 }
 
 async fn store(
@@ -52,8 +68,7 @@ async fn store(
         timestamp: ts,
         stanza_xml: String::from(el),
     };
-    let (u, full) = (user.to_string(), with.to_string());
-    match shared.db(move |s| s.archive(&u, &msg, &full)).await {
+    match shared.archive.archive(user, msg, with.as_str()).await {
         Ok(()) => true,
         Err(e) => {
             tracing::error!(error = %e, "archiving failed");
@@ -133,7 +148,9 @@ pub async fn handle_iq(session: &mut Session, el: &Element, payload: &Element) -
             Err(c) => return err(el, c, None),
         };
         let (u, p) = (user.clone(), prefs.clone());
-        return match shared.db(move |s| s.set_mam_prefs(&u, &p)).await {
+        let r = shared.db(move |s| s.set_mam_prefs(&u, &p)).await;
+        shared.mam_prefs.invalidate(&user);
+        return match r {
             Ok(()) => stanza::iq_result(
                 el,
                 Some(xm::prefs_element(pns, &prefs, &shared.cfg.mam.default)),

@@ -1,0 +1,203 @@
+//! Group commit for archive writes (DESIGN.md: "storage calls go through the store's own
+//! threads, which batch concurrent writes into one transaction"): one writer thread takes
+//! every archive write waiting at that moment and commits them together, so a burst of
+//! messages costs one commit, not one per message. Each caller still waits until its own
+//! message is durable, so the archive is written before the sender's message is acked.
+
+use herald_store::{ArchiveStore, ArchivedMessage, Store, StoreError};
+use tokio::sync::{mpsc, oneshot};
+
+/// Most writes committed in one transaction.
+const MAX_BATCH: usize = 512;
+
+struct Job {
+    user: String,
+    msg: ArchivedMessage,
+    with_full: String,
+    done: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// Handle to the writer thread.
+pub struct ArchiveWriter {
+    tx: Option<mpsc::Sender<Job>>,
+    store: Store,
+}
+
+impl ArchiveWriter {
+    /// Starts the writer thread (falls back to direct writes if no thread can be made).
+    pub fn start(store: Store) -> ArchiveWriter {
+        let (tx, rx) = mpsc::channel(8192);
+        let s = store.clone();
+        let tx = std::thread::Builder::new()
+            .name("herald-archive".into())
+            .spawn(move || run(s, rx))
+            .map(|_| tx)
+            .map_err(|e| tracing::warn!(error = %e, "no archive writer thread; writing directly"))
+            .ok();
+        ArchiveWriter { tx, store }
+    }
+
+    /// Archives one message for `user`; returns once it is committed.
+    pub async fn archive(
+        &self,
+        user: &str,
+        msg: ArchivedMessage,
+        with_full: &str,
+    ) -> Result<(), StoreError> {
+        let (done, wait) = oneshot::channel();
+        let job = Job {
+            user: user.to_string(),
+            msg,
+            with_full: with_full.to_string(),
+            done,
+        };
+        match &self.tx {
+            Some(tx) => match tx.send(job).await {
+                Ok(()) => wait
+                    .await
+                    .unwrap_or_else(|_| Err(StoreError::Corrupt("archive writer stopped".into()))),
+                Err(mpsc::error::SendError(job)) => self.direct(job).await,
+            },
+            None => self.direct(job).await,
+        }
+    }
+
+    async fn direct(&self, job: Job) -> Result<(), StoreError> {
+        let s = self.store.clone();
+        tokio::task::spawn_blocking(move || s.archive(&job.user, &job.msg, &job.with_full))
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Corrupt(format!("archive task failed: {e}"))))
+    }
+}
+
+fn run(store: Store, mut rx: mpsc::Receiver<Job>) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let items: Vec<(String, ArchivedMessage, String)> = jobs
+            .iter()
+            .map(|j| (j.user.clone(), j.msg.clone(), j.with_full.clone()))
+            .collect();
+        match store.archive_batch(&items) {
+            Ok(()) => {
+                for j in jobs {
+                    let _ = j.done.send(Ok(()));
+                }
+            }
+            Err(_) => {
+                // One bad item fails the whole batch: commit them one by one so only it fails.
+                for j in jobs {
+                    let r = store.archive(&j.user, &j.msg, &j.with_full);
+                    let _ = j.done.send(r);
+                }
+            }
+        }
+    }
+}
+
+/// A small per-user cache of values read from the store (archive preferences, blocklists),
+/// invalidated by whoever changes them. Bounded: it is cleared when it grows past `cap`.
+pub struct UserCache<T> {
+    map: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<T>>>,
+    cap: usize,
+}
+
+impl<T> UserCache<T> {
+    /// An empty cache holding at most `cap` users.
+    pub fn new(cap: usize) -> Self {
+        UserCache {
+            map: Default::default(),
+            cap,
+        }
+    }
+
+    /// The cached value.
+    pub fn get(&self, user: &str) -> Option<std::sync::Arc<T>> {
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(user)
+            .cloned()
+    }
+
+    /// Stores a value.
+    pub fn put(&self, user: &str, v: T) -> std::sync::Arc<T> {
+        let v = std::sync::Arc::new(v);
+        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if m.len() >= self.cap {
+            m.clear();
+        }
+        m.insert(user.to_string(), v.clone());
+        v
+    }
+
+    /// Forgets a user's value (it changed).
+    pub fn invalidate(&self, user: &str) {
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(user);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_all_commit_and_a_duplicate_fails_alone() {
+        let store = Store::open_in_memory().unwrap();
+        let w = std::sync::Arc::new(ArchiveWriter::start(store.clone()));
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let w = w.clone();
+            tasks.push(tokio::spawn(async move {
+                let m = ArchivedMessage {
+                    id: if i == 199 {
+                        "id-0".into()
+                    } else {
+                        format!("id-{i}")
+                    },
+                    with: "b@x".into(),
+                    timestamp: i,
+                    stanza_xml: "<message xmlns='jabber:client'/>".into(),
+                };
+                w.archive("a@x", m, "b@x/r").await
+            }));
+        }
+        let mut ok = 0;
+        for t in tasks {
+            if t.await.unwrap().is_ok() {
+                ok += 1;
+            }
+        }
+        assert_eq!(ok, 199);
+        let page = store
+            .query_archive(
+                "a@x",
+                &herald_store::ArchiveQuery {
+                    max: 1000,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(page.items.len(), 199);
+    }
+
+    #[test]
+    fn cache_is_bounded_and_invalidates() {
+        let c = UserCache::new(2);
+        c.put("a", 1);
+        c.put("b", 2);
+        assert_eq!(c.get("a").as_deref(), Some(&1));
+        c.put("c", 3);
+        assert!(c.get("a").is_none(), "cleared when full");
+        c.invalidate("c");
+        assert!(c.get("c").is_none());
+    }
+}
