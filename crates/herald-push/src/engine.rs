@@ -822,6 +822,12 @@ impl Engine {
         self.timers.keys().next().map(|k| k.0)
     }
 
+    /// The registration an in-flight publish was sent to, so the caller can check that a
+    /// reply comes from its app server before passing it to [`Engine::reply`].
+    pub fn pending_key(&self, iq_id: &str) -> Option<&RegKey> {
+        self.pending.get(iq_id).map(|p| &p.key)
+    }
+
     /// Publishes awaiting a reply or waiting to be retried.
     pub fn pending_len(&self) -> usize {
         self.pending.len() + self.retries.len()

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use herald_proto::error::{parse_stanza_error, ErrorType};
+use herald_proto::jid::Jid;
 use herald_proto::Element;
 use herald_push::engine::{
     Action, Engine, PushConfig, RegKey, Registration, Reply, SessionId, StanzaInfo,
@@ -133,6 +134,8 @@ pub enum PushEvent {
     Reply {
         /// The publish's id.
         iq_id: String,
+        /// Who answered (the reply's stamped `from`).
+        from: String,
         /// Its outcome.
         reply: Reply,
     },
@@ -199,7 +202,7 @@ impl PushHandle {
 
     /// Routes an IQ result/error addressed to the server if it answers a publish.
     pub fn on_reply(&self, el: &Element) -> bool {
-        let Some(id) = el.attr("id") else {
+        let (Some(id), Some(from)) = (el.attr("id"), el.attr("from")) else {
             return false;
         };
         if !self.owns_id(id) {
@@ -220,6 +223,7 @@ impl PushHandle {
         };
         self.send(PushEvent::Reply {
             iq_id: id.to_string(),
+            from: from.to_string(),
             reply,
         });
         true
@@ -247,6 +251,15 @@ pub fn csi_may_hold(c: &Classifier, el: &Element) -> bool {
         Some(crate::stanza::Kind::Message) => c.classify(el) == Importance::Unimportant,
         _ => false,
     }
+}
+
+/// Whether `from` may answer an IQ sent to `to`: the same JID, or (for a bare `to`) one
+/// of its resources.
+fn answers_for(from: &str, to: &str) -> bool {
+    let (Ok(from), Ok(to)) = (from.parse::<Jid>(), to.parse::<Jid>()) else {
+        return false;
+    };
+    from == to || (to.is_bare() && from.to_bare() == to.to_bare())
 }
 
 fn unix_now() -> i64 {
@@ -473,7 +486,20 @@ async fn handle(
             });
             Vec::new()
         }
-        PushEvent::Reply { iq_id, reply } => engine.reply(&iq_id, reply, now, unix_now()),
+        PushEvent::Reply { iq_id, from, reply } => {
+            // RFC 6120 §8.2.3: the answer comes from the entity the request went to. Anyone
+            // else who learnt a publish id (ids are sequential, and a user's own app server
+            // sees them) could otherwise reset, or run up to removal, another user's
+            // registration.
+            let genuine = engine
+                .pending_key(&iq_id)
+                .is_some_and(|k| answers_for(&from, &k.jid));
+            if !genuine {
+                tracing::debug!(%iq_id, %from, "push reply from the wrong entity ignored");
+                return Vec::new();
+            }
+            engine.reply(&iq_id, reply, now, unix_now())
+        }
     }
 }
 

@@ -896,3 +896,42 @@ async fn removal_at_max_errors_ends_the_extended_hibernation() {
     .await;
     assert!(regs(&s, BOB).is_empty());
 }
+
+#[tokio::test]
+async fn only_the_app_server_can_answer_its_publish() {
+    let (s, mut app) = server(|c| {
+        c.push.max_errors = 1;
+        c.push.reply_timeout.0 = Duration::from_secs(30);
+    })
+    .await;
+    app.set_reply(AppReply::Silent);
+    let phone = Dev::up(&s, "bob", "phone", Some(("phone", None)), false).await;
+    phone.logout_last(&s).await;
+    let mut a = alice(&s).await;
+    chat(&mut a, BOB, "hi").await;
+    let p = app.next().await;
+    // Carol learnt the id (say, from her own app server's numbering) and forges an error.
+    let mut carol = Dev::up(&s, "carol", "c", None, false).await;
+    carol
+        .c
+        .send(&format!(
+            "<iq type='error' to='localhost' id='{}'><error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>",
+            p.id
+        ))
+        .await;
+    carol.sync().await;
+    app.assert_quiet(&s).await;
+    assert_eq!(
+        nodes(&s, BOB),
+        ["phone"],
+        "a forged error removed the registration"
+    );
+    assert_eq!(s.running.shared.push.stats().await.unwrap().pending, 1);
+    // The real answer still counts.
+    app.send_raw(&format!(
+        "<iq type='error' id='{}' from='{APP_DOMAIN}' to='localhost'><error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>",
+        p.id
+    ));
+    app.assert_quiet(&s).await;
+    assert!(regs(&s, BOB).is_empty());
+}

@@ -421,7 +421,7 @@ fn parse_publish(iq: &Element, answered: AppReply) -> Option<Publish> {
 
 #[derive(Debug)]
 enum AppEvent {
-    Publish(Publish),
+    Publish(Box<Publish>),
     Marker(u64),
 }
 
@@ -502,12 +502,17 @@ impl FakeAppServer {
         self.replies.lock().unwrap().queue.extend(rs);
     }
 
+    /// Writes raw XML on the component stream (e.g. a late answer to a silent publish).
+    pub fn send_raw(&self, xml: &str) {
+        self.out.send(xml.to_string()).unwrap();
+    }
+
     /// The next publish (panics after WAIT).
     pub async fn next(&mut self) -> Publish {
         tokio::time::timeout(WAIT, async {
             loop {
                 match self.events.recv().await {
-                    Some(AppEvent::Publish(p)) => return p,
+                    Some(AppEvent::Publish(p)) => return *p,
                     Some(AppEvent::Marker(_)) => continue,
                     None => panic!("the fake app server's stream ended"),
                 }
@@ -532,7 +537,7 @@ impl FakeAppServer {
         tokio::time::timeout(WAIT, async {
             loop {
                 match self.events.recv().await {
-                    Some(AppEvent::Publish(p)) => seen.push(p),
+                    Some(AppEvent::Publish(p)) => seen.push(*p),
                     Some(AppEvent::Marker(n)) if n == m => return,
                     Some(AppEvent::Marker(_)) => continue,
                     None => panic!("the fake app server's stream ended"),
@@ -622,7 +627,7 @@ async fn app_task(
                 }
             }
             if let Some(p) = parse_publish(&el, answer) {
-                let _ = events.send(AppEvent::Publish(p));
+                let _ = events.send(AppEvent::Publish(Box::new(p)));
             }
         }
         let mut buf = [0u8; 4096];
