@@ -6,11 +6,12 @@ use std::collections::HashSet;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use herald_proto::error::StanzaErrorCondition;
 use herald_proto::jid::Jid;
 use herald_proto::stream::INTERNAL_NS;
 use herald_proto::Element;
 use herald_session::subscription::{self as sm, SubKind};
-use herald_store::{RosterItem, RosterStore};
+use herald_store::{RosterItem, RosterStore, StoreError};
 
 use crate::router::Routed;
 use crate::session::Session;
@@ -345,14 +346,27 @@ pub async fn subscription_out(
     }
     if out.changed {
         let (u, c, new) = (user.to_string(), contact.clone(), out.new_state);
+        let creates = item.is_none() && new.roster_view() != (sm::Sub::None, false);
+        let max = shared.cfg.roster.max_items;
         match shared
-            .db(move |s| roster::save_state(s, &u, &c, item, state, Some(new), None))
+            .db(move |s| {
+                // The roster size limit holds for items a subscription creates as well
+                // as for roster sets (RFC 6121 §2.3.3: resource-constraint).
+                if creates && s.roster_len(&u)? >= max {
+                    return Err(StoreError::QuotaExceeded);
+                }
+                roster::save_state(s, &u, &c, item, state, Some(new), None)
+            })
             .await
         {
             Ok(Some((ver, it))) if out.push => {
                 roster::push(shared, user, ver, xr::item_element(&it))
             }
             Ok(_) => {}
+            Err(StoreError::QuotaExceeded) => {
+                routing::bounce(shared, &el, StanzaErrorCondition::ResourceConstraint).await;
+                return;
+            }
             Err(e) => tracing::error!(error = %e, "subscription state save failed"),
         }
     }

@@ -448,6 +448,44 @@ async fn roster_limits_on_size_and_field_length() {
     assert_eq!(r.attr("type"), Some("result"), "{}", xml(&r));
 }
 
+#[tokio::test]
+async fn roster_limit_holds_for_items_created_by_subscriptions() {
+    let s = TestServer::start_with(|c| c.roster.max_items = 1).await;
+    server_with_users(&s, &["alice", "bob", "carol"]);
+    let mut a = Cl::online(&s, "alice", "ra").await;
+    let mut b = Cl::online(&s, "bob", "rb").await;
+    let r = a.roster_set("<item jid='carol@localhost'/>").await;
+    assert_eq!(r.attr("type"), Some("result"), "{}", xml(&r));
+    a.sync().await;
+    // A subscribe that would add a second item is refused, and not sent on.
+    a.presence_to("bob@localhost", "subscribe").await;
+    let got = a.sync().await;
+    assert_no_push(&got);
+    let err = got
+        .iter()
+        .find(|e| e.name() == "presence" && e.attr("type") == Some("error"))
+        .unwrap_or_else(|| panic!("no presence error in {got:?}"));
+    assert_eq!(error_of(err).0, "resource-constraint");
+    assert!(presences(&b.sync().await, "alice@localhost", "subscribe").is_empty());
+    assert_eq!(a.roster().await.len(), 1);
+    // So is approving a request when the roster is full.
+    b.presence_to("alice@localhost", "subscribe").await;
+    b.sync().await;
+    a.wait("bob's request", |e| e.attr("type") == Some("subscribe"))
+        .await;
+    a.presence_to("bob@localhost", "subscribed").await;
+    let got = a.sync().await;
+    assert_no_push(&got);
+    assert!(
+        got.iter().any(|e| e.attr("type") == Some("error")),
+        "{got:?}"
+    );
+    assert!(presences(&b.sync().await, "alice@localhost", "subscribed").is_empty());
+    // An item already there can still be subscribed to.
+    a.presence_to("carol@localhost", "subscribe").await;
+    assert_one_push(&a.sync().await, "carol@localhost", "none", true);
+}
+
 // ---------------------------------------------------------------------------------------
 // Subscriptions (RFC 6121 §3, Appendix A)
 // ---------------------------------------------------------------------------------------
