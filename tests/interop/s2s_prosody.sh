@@ -7,6 +7,6 @@
 # (the `unbound.hoststxt` option), so /etc/hosts is left alone. Ports 5269 on both addresses
 # must be free.
 set -eu
-cd "$(dirname "$0")/../../../.."
+cd "$(dirname "$0")/../.."
 command -v prosody >/dev/null || { echo "prosody is not installed (apt-get install -y prosody)" >&2; exit 1; }
 exec cargo test -p herald-server --test s2s -- --ignored --test-threads 1 prosody_ "$@"
