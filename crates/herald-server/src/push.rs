@@ -406,8 +406,20 @@ async fn handle(
             let rec = to_store(&user, &reg);
             match shared.db(move |s| s.upsert_push_registration(&rec)).await {
                 Ok(()) => {
+                    let key = reg.key.clone();
+                    let actions = engine.enable(&user, session, reg, now);
+                    // The evictions this enable causes are durable before the client hears
+                    // "result" (what it is told must match the store); the registration
+                    // itself is stored already.
+                    let actions = actions
+                        .into_iter()
+                        .filter(|a| {
+                            !matches!(a, Action::SaveRegistration { reg, .. } if reg.key == key)
+                        })
+                        .collect();
+                    execute(shared, sessions, actions).await;
                     let _ = reply.send(Ok(()));
-                    engine.enable(&user, session, reg, now)
+                    Vec::new()
                 }
                 Err(e) => {
                     let _ = reply.send(Err(e));
@@ -431,8 +443,10 @@ async fn handle(
                 .await;
             match stored {
                 Ok(()) => {
+                    let actions = engine.disable(&user, &jid, node.as_deref(), now);
+                    execute(shared, sessions, actions).await;
                     let _ = reply.send(Ok(()));
-                    engine.disable(&user, &jid, node.as_deref(), now)
+                    Vec::new()
                 }
                 Err(e) => {
                     let _ = reply.send(Err(e));

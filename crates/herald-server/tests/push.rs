@@ -710,8 +710,11 @@ async fn never_twice_across_ack_delay_hibernation_expiry_and_offline() {
     let p = app.next().await; // ack delayed
     assert_summary(&p, "tab", 1);
     let _ = tablet.kill(); // hibernation: the same unacked stanza
-    let shared = s.running.shared.clone();
-    wait_until("the hibernation expired", || !shared.router.is_online(BOB)).await;
+    let store = s.running.shared.store.clone();
+    wait_until("the expired session's message is stored offline", || {
+        !store.offline_messages(BOB).unwrap().is_empty()
+    })
+    .await;
     let stored = s.running.shared.store.offline_messages(BOB).unwrap();
     assert_eq!(stored.len(), 1, "the unacked message went offline");
     assert!(stored[0].stanza_xml.contains("once"));
