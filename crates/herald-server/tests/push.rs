@@ -657,6 +657,16 @@ async fn offline_user_gets_pushes_for_all_registrations() {
         .collect();
     assert_eq!(got, want);
     app.assert_quiet(&s).await;
+    // The device that enabled them connects: the count starts again.
+    let phone = Dev::up(&s, "bob", "phone", None, false).await;
+    phone.logout_last(&s).await;
+    app.assert_quiet(&s).await;
+    chat(&mut a, BOB, "fresh").await;
+    let mut got = vec![app.next().await, app.next().await];
+    got.sort_by(|x, y| x.node.cmp(&y.node));
+    assert_summary(&got[0], "phone", 1);
+    assert_summary(&got[1], "tablet", 1);
+    app.assert_quiet(&s).await;
 }
 
 #[tokio::test]
@@ -937,4 +947,78 @@ async fn only_the_app_server_can_answer_its_publish() {
     ));
     app.assert_quiet(&s).await;
     assert!(regs(&s, BOB).is_empty());
+}
+
+#[tokio::test]
+async fn error_counts_survive_a_restart() {
+    let (s, mut app) = server(|c| c.push.max_errors = 2).await;
+    app.set_reply(AppReply::cancel());
+    let phone = Dev::up(&s, "bob", "phone", Some(("phone", None)), false).await;
+    phone.logout_last(&s).await;
+    let mut a = alice(&s).await;
+    chat(&mut a, BOB, "1").await;
+    app.next().await;
+    app.assert_quiet(&s).await;
+    assert_eq!(regs(&s, BOB)[0].error_count, 1);
+    drop((a, app));
+    let TestServer { running, dir } = s;
+    running.stop().await;
+
+    let mut cfg = test_config(dir.path());
+    cfg.push.max_errors = 2;
+    let s = TestServer {
+        running: herald_server::start(cfg).await.unwrap(),
+        dir,
+    };
+    let mut app = FakeAppServer::connect(&s).await;
+    app.set_reply(AppReply::cancel());
+    let mut a = alice(&s).await;
+    chat(&mut a, BOB, "2").await;
+    app.next().await;
+    app.assert_quiet(&s).await;
+    assert!(regs(&s, BOB).is_empty(), "the second error (after restart) reached max_errors");
+}
+
+#[tokio::test]
+async fn hibernation_pushes_the_unacked_queue_once() {
+    let (s, mut app) = server(|c| c.push.with_body = true).await;
+    let mut tablet = Dev::up(&s, "bob", "tablet", Some(("tab", None)), true).await;
+    tablet.auto_ack = false;
+    let mut a = alice(&s).await;
+    chat(&mut a, BOB, "unacked 1").await;
+    chat(&mut a, BOB, "unacked 2").await;
+    tablet.message().await;
+    tablet.message().await;
+    // Delivered while awake and never acked: nothing yet (max_ack_delay is 30 s).
+    app.assert_quiet(&s).await;
+    let _ = tablet.kill();
+    // One push for the whole queue, showing the latest important stanza.
+    let p = app.next().await;
+    assert_summary(&p, "tab", 2);
+    assert_eq!(p.body(), Some("unacked 2"));
+    app.assert_quiet(&s).await;
+}
+
+#[tokio::test]
+async fn resume_cancels_waiting_retries() {
+    let (s, mut app) = server(|c| c.push.reply_timeout.0 = Duration::from_secs(5)).await;
+    app.queue_replies([AppReply::wait()]);
+    let tablet = Dev::up(&s, "bob", "tablet", Some(("tab", None)), true).await;
+    let (id, h) = tablet.kill();
+    let mut a = alice(&s).await;
+    chat(&mut a, BOB, "later").await;
+    assert_eq!(app.next().await.answered, AppReply::wait());
+    app.assert_quiet(&s).await;
+    assert_eq!(
+        s.running.shared.push.stats().await.unwrap().pending,
+        1,
+        "a retry is waiting"
+    );
+    let mut tablet = resume(&s, "bob", id.as_deref().unwrap(), h)
+        .await
+        .expect("resumed");
+    tablet.message().await;
+    tablet.sync().await;
+    assert_eq!(s.running.shared.push.stats().await.unwrap().pending, 0);
+    app.assert_quiet(&s).await;
 }
