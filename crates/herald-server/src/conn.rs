@@ -11,7 +11,7 @@ use std::time::Duration;
 use herald_proto::error::{StreamError, StreamErrorCondition};
 use herald_proto::stream::{self, Decoder, Limits, StreamEvent, StreamNs};
 use herald_proto::Element;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 /// Bytes read from the socket per call; the buffer exists only while reading.
@@ -153,13 +153,28 @@ impl Conn {
     }
 
     /// Reads once from the socket into the decoder. Cancel-safe: used inside `select!`.
+    ///
+    /// The read buffer lives on the stack of a single poll, never in the future: an idle
+    /// session waiting here holds no buffer at all (DESIGN.md: a few KiB per idle session).
     pub async fn read_some(&mut self) -> Result<(), ConnError> {
-        let mut buf = vec![0u8; READ_CHUNK];
-        let n = self.io.read(&mut buf).await?;
+        let Conn { io, decoder, .. } = self;
+        let n = std::future::poll_fn(|cx| {
+            let mut tmp = [0u8; READ_CHUNK];
+            let mut rb = ReadBuf::new(&mut tmp);
+            match Pin::new(&mut *io).poll_read(cx, &mut rb) {
+                Poll::Ready(Ok(())) => {
+                    let filled = rb.filled();
+                    decoder.feed(filled);
+                    Poll::Ready(Ok(filled.len()))
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await?;
         if n == 0 {
             return Err(ConnError::Closed);
         }
-        self.decoder.feed(&buf[..n]);
         Ok(())
     }
 
