@@ -102,6 +102,19 @@ pub async fn undelivered(shared: &Arc<Shared>, bare: &str, o: Out) {
             if crate::xep::carbons::is_carbon(&o.el) {
                 return; // a copy; the original went to its own recipient
             }
+            if came_from_store(&o.el, bare) {
+                // XEP-0160: stored messages are deleted once delivered, and one written but
+                // never acknowledged was not: it goes to another reachable resource or back
+                // to storage, archived or not (a client without MAM would never see it).
+                let r = Routed { id: o.id, el: o.el };
+                let others = shared.router.resources(bare);
+                for t in crate::router::best_resources(&others) {
+                    if routing::send_to_routed(shared, t, r.clone()).is_ok() {
+                        return;
+                    }
+                }
+                return store(shared, bare, r).await;
+            }
             if archived_for(&o.el, bare) {
                 return;
             }
@@ -117,6 +130,15 @@ pub async fn undelivered(shared: &Arc<Shared>, bare: &str, o: Out) {
         }
         _ => {}
     }
+}
+
+/// Whether this message was taken out of `bare`'s offline storage: storing stamps it with our
+/// own XEP-0203 delay (from = the user's domain), which live delivery never adds to the
+/// queued stanza (SM retransmission stamps only the copy it writes).
+pub fn came_from_store(el: &Element, bare: &str) -> bool {
+    let domain = bare.rsplit('@').next().unwrap_or(bare);
+    el.children()
+        .any(|c| c.is("delay", ns::DELAY) && c.attr("from") == Some(domain))
 }
 
 /// Whether our archive stamped this message for `bare` (XEP-0359 stanza-id by=bare).
@@ -169,5 +191,17 @@ mod tests {
         assert!(worth_storing(&b));
         let h: Element = "<message xmlns='jabber:client'><body>x</body><no-store xmlns='urn:xmpp:hints'/></message>".parse().unwrap();
         assert!(!worth_storing(&h));
+    }
+
+    #[test]
+    fn only_our_own_delay_marks_a_stored_message() {
+        let mut m: Element = "<message xmlns='jabber:client' type='chat'><body>x</body></message>"
+            .parse()
+            .unwrap();
+        assert!(!came_from_store(&m, "bob@localhost"));
+        delay::add_delay(&mut m, "elsewhere.example", 0);
+        assert!(!came_from_store(&m, "bob@localhost"));
+        delay::add_delay(&mut m, "localhost", 0);
+        assert!(came_from_store(&m, "bob@localhost"));
     }
 }

@@ -1255,6 +1255,61 @@ async fn offline_messages_delivered_in_order_with_delay_then_deleted() {
 }
 
 #[tokio::test]
+async fn offline_messages_not_acked_under_stream_management_are_kept() {
+    // XEP-0160 deletes a message once delivered; with XEP-0198 on and resumption off,
+    // "delivered" means acknowledged: a transport lost before the ack must not lose them.
+    let s = TestServer::start().await;
+    server_with_users(&s, &["alice", "bob"]);
+    befriend(&s, "alice", "bob");
+    let mut a = Cl::online(&s, "alice", "ra").await;
+    for i in 1..=2 {
+        a.send(&format!(
+            "<message to='bob@localhost' type='chat' id='m{i}'><body>{i}</body></message>"
+        ))
+        .await;
+    }
+    a.sync().await;
+    let mut b = Cl::login(&s, "bob", "rb").await;
+    b.send("<enable xmlns='urn:xmpp:sm:3'/>").await;
+    b.wait("<enabled/>", |e| e.name() == "enabled").await;
+    b.send("<presence/>").await;
+    for i in 1..=2 {
+        let m = b
+            .wait("a stored message", |e| {
+                e.name() == "message" && body(e) == i.to_string()
+            })
+            .await;
+        assert!(child(&m, "delay").is_some());
+    }
+    b.drop_socket();
+    a.wait("bob's unavailable", |e| {
+        e.attr("from") == Some("bob@localhost/rb") && e.attr("type") == Some("unavailable")
+    })
+    .await;
+    // The ended session hands its unacknowledged stanzas on after the broadcast; wait for
+    // the store to have them back rather than for a fixed time.
+    let store = &s.running.shared.store;
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let n = herald_store::OfflineStore::offline_messages(store, "bob@localhost")
+                .unwrap()
+                .len();
+            if n == 2 {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the unacknowledged offline messages were not kept");
+    let mut b = Cl::login(&s, "bob", "rb").await;
+    b.send("<presence/>").await;
+    let got = b.sync().await;
+    let bodies: Vec<_> = messages(&got).iter().map(|m| body(m)).collect();
+    assert_eq!(bodies, ["1", "2"]);
+}
+
+#[tokio::test]
 async fn offline_waits_for_non_negative_priority() {
     let s = TestServer::start().await;
     server_with_users(&s, &["alice", "bob"]);
