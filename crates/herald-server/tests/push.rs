@@ -662,7 +662,7 @@ async fn offline_user_gets_pushes_for_all_registrations() {
     phone.logout_last(&s).await;
     app.assert_quiet(&s).await;
     chat(&mut a, BOB, "fresh").await;
-    let mut got = vec![app.next().await, app.next().await];
+    let mut got = [app.next().await, app.next().await];
     got.sort_by(|x, y| x.node.cmp(&y.node));
     assert_summary(&got[0], "phone", 1);
     assert_summary(&got[1], "tablet", 1);
@@ -976,7 +976,10 @@ async fn error_counts_survive_a_restart() {
     chat(&mut a, BOB, "2").await;
     app.next().await;
     app.assert_quiet(&s).await;
-    assert!(regs(&s, BOB).is_empty(), "the second error (after restart) reached max_errors");
+    assert!(
+        regs(&s, BOB).is_empty(),
+        "the second error (after restart) reached max_errors"
+    );
 }
 
 #[tokio::test]
@@ -1020,5 +1023,20 @@ async fn resume_cancels_waiting_retries() {
     tablet.message().await;
     tablet.sync().await;
     assert_eq!(s.running.shared.push.stats().await.unwrap().pending, 0);
+    app.assert_quiet(&s).await;
+}
+
+#[tokio::test]
+async fn a_call_to_a_sleeping_device_rings_once_even_inside_a_coalescing_window() {
+    let (s, mut app) = server(|c| c.push.coalesce_window.0 = Duration::from_secs(60)).await;
+    let tablet = Dev::up(&s, "bob", "tablet", Some(("tab", None)), true).await;
+    let _ = tablet.kill();
+    let mut a = alice(&s).await;
+    chat(&mut a, BOB, "before the call").await;
+    assert_summary(&app.next().await, "tab", 1);
+    // Archived (urgent: every registration) and queued while hibernated: one push, now.
+    a.send("<message to='bob@localhost' type='chat' id='call'><propose xmlns='urn:xmpp:jingle-message:0' id='c1'><description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'/></propose></message>").await;
+    let p = app.next().await;
+    assert_summary(&p, "tab", 2);
     app.assert_quiet(&s).await;
 }
