@@ -267,7 +267,11 @@ struct Hibernation {
 #[derive(Debug)]
 enum Mode {
     Live,
-    AckOverdue,
+    /// The client left an `<r/>` unanswered; `woken` is when a qualifying push first went
+    /// out during this episode (it counts as the first push if the session then hibernates).
+    AckOverdue {
+        woken: Option<Instant>,
+    },
     Hibernated(Hibernation),
 }
 
@@ -556,7 +560,7 @@ impl Engine {
             return out;
         };
         if matches!(sess.mode, Mode::Live) {
-            sess.mode = Mode::AckOverdue;
+            sess.mode = Mode::AckOverdue { woken: None };
         }
         self.push_batch(session, unacked, now, &mut out);
         out
@@ -567,7 +571,7 @@ impl Engine {
         let Some(sess) = self.sessions.get_mut(&session) else {
             return;
         };
-        if !matches!(sess.mode, Mode::AckOverdue) {
+        if !matches!(sess.mode, Mode::AckOverdue { .. }) {
             return;
         }
         sess.mode = Mode::Live;
@@ -598,15 +602,29 @@ impl Engine {
                 self.timers.remove(&t);
             }
         }
+        // A qualifying push already sent while the ack was overdue woke the device: the
+        // normal timeout runs from it, not the extended one.
+        let woken = match sess.mode {
+            Mode::AckOverdue { woken } => woken,
+            _ => None,
+        };
+        let timeout = self.cfg.hibernation_timeout;
         sess.mode = Mode::Hibernated(Hibernation {
             started: now,
-            expiry: None,
-            first_push: false,
+            expiry: woken.map(|t| (t + timeout, t)),
+            first_push: woken.is_some(),
             woke_for: None,
             wake_timer: None,
         });
         if sess.regs.is_empty() {
             return out;
+        }
+        if let Some(t) = woken {
+            out.push(Action::SetSessionExpiry {
+                session,
+                at: t + timeout,
+            });
+            self.schedule_wake(session);
         }
         self.push_batch(session, unacked, now, &mut out);
         // If the batch held an important stanza the normal timeout already runs from it
@@ -1005,7 +1023,12 @@ impl Engine {
             return;
         }
         let timeout = self.cfg.hibernation_timeout;
-        let Some(Mode::Hibernated(h)) = self.sessions.get_mut(&session).map(|s| &mut s.mode) else {
+        let mode = self.sessions.get_mut(&session).map(|s| &mut s.mode);
+        if let Some(Mode::AckOverdue { woken }) = mode {
+            woken.get_or_insert(now);
+            return;
+        }
+        let Some(Mode::Hibernated(h)) = mode else {
             return;
         };
         if h.first_push {

@@ -366,6 +366,23 @@ fn row_extended_hibernation_ends_at_once_when_queue_has_important() {
 }
 
 #[test]
+fn row_important_push_while_ack_overdue_counts_as_the_first_push() {
+    let (c, mut e) = one_device(PushConfig::default());
+    let a = e.ack_delayed(S1, &[imp(1)], c.at(10.0));
+    assert_eq!(pushes(&a).len(), 1);
+    // Everything is already pushed when the connection dies: the device was woken at 10 s,
+    // so the normal timeout runs from then, not the 72 h extension.
+    let a = e.hibernation_started(S1, &[imp(1)], c.at(40.0));
+    assert!(pushes(&a).is_empty());
+    assert_eq!(expiries(&a), vec![(S1, c.at(610.0))]);
+    // An unimportant push while overdue does not count.
+    let (c, mut e) = one_device(PushConfig::default());
+    e.ack_delayed(S1, &[unimp(1)], c.at(10.0));
+    let a = e.hibernation_started(S1, &[unimp(1)], c.at(40.0));
+    assert_eq!(expiries(&a), vec![(S1, c.at(40.0 + 72.0 * 3600.0))]);
+}
+
+#[test]
 fn row_extended_hibernation_any_push_when_important_body_empty() {
     let (c, mut e) = one_device(PushConfig {
         important_body: String::new(),

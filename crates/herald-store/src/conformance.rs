@@ -316,6 +316,19 @@ pub fn offline(store: &Store) {
     assert_eq!(store.offline_count(u).unwrap(), 2);
     assert_eq!(store.delete_offline(other, &[oid]).unwrap(), 1);
     assert_eq!(store.offline_count(other).unwrap(), 0);
+
+    // take: everything, oldest first, and nothing left; another user's messages stay.
+    let oid2 = store
+        .store_offline(other, "<message>o2</message>", 3)
+        .unwrap();
+    let taken = store.take_offline(u).unwrap();
+    assert_eq!(
+        taken.iter().map(|m| m.id).collect::<Vec<_>>(),
+        vec![id2, id4]
+    );
+    assert_eq!(store.offline_count(u).unwrap(), 0);
+    assert!(store.take_offline(u).unwrap().is_empty());
+    assert_eq!(store.offline_messages(other).unwrap()[0].id, oid2);
 }
 
 /// BlockStore.

@@ -29,6 +29,9 @@ pub trait OfflineStore {
     fn offline_messages(&self, user: &str) -> Result<Vec<OfflineMessage>>;
     /// Deletes the given ids of this user (ids of other users are ignored); how many went.
     fn delete_offline(&self, user: &str, ids: &[i64]) -> Result<usize>;
+    /// Reads and deletes all of the user's messages in one transaction, oldest first: two
+    /// resources logging in at once cannot both get the same messages.
+    fn take_offline(&self, user: &str) -> Result<Vec<OfflineMessage>>;
     /// How many messages the user has waiting.
     fn offline_count(&self, user: &str) -> Result<usize>;
 }
@@ -85,6 +88,28 @@ impl OfflineStore for Store {
                 n += stmt.execute(params![user, id])?;
             }
             Ok(n)
+        })
+    }
+
+    fn take_offline(&self, user: &str) -> Result<Vec<OfflineMessage>> {
+        self.write(|tx| {
+            let list = {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT id, stanza_xml, stored_at FROM offline_messages
+                     WHERE account = ?1 ORDER BY id",
+                )?;
+                let rows = stmt.query_map([user], |r| {
+                    Ok(OfflineMessage {
+                        id: r.get(0)?,
+                        stanza_xml: r.get(1)?,
+                        stored_at: r.get(2)?,
+                    })
+                })?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()?
+            };
+            tx.prepare_cached("DELETE FROM offline_messages WHERE account = ?1")?
+                .execute([user])?;
+            Ok(list)
         })
     }
 
