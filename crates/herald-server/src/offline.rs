@@ -93,7 +93,7 @@ async fn store(shared: &Arc<Shared>, bare: &str, r: Routed) {
 /// never silently lost — already archived messages are dropped quietly (the client will find
 /// them in MAM), others go offline if the user has no other available resource, else back to
 /// the sender with `recipient-unavailable`.
-pub async fn undelivered(shared: &Arc<Shared>, bare: &str, o: Out) {
+pub async fn undelivered(shared: &Arc<Shared>, bare: &str, o: Out, ended: u64) {
     if o.id == 0 {
         return; // our own replies and pushes, not routed stanzas
     }
@@ -107,7 +107,8 @@ pub async fn undelivered(shared: &Arc<Shared>, bare: &str, o: Out) {
                 // never acknowledged was not: it goes to another reachable resource or back
                 // to storage, archived or not (a client without MAM would never see it).
                 let r = Routed { id: o.id, el: o.el };
-                let others = shared.router.resources(bare);
+                let mut others = shared.router.resources(bare);
+                others.retain(|r| r.session_id != ended);
                 for t in crate::router::best_resources(&others) {
                     if routing::send_to_routed(shared, t, r.clone()).is_ok() {
                         return;
@@ -118,7 +119,8 @@ pub async fn undelivered(shared: &Arc<Shared>, bare: &str, o: Out) {
             if archived_for(&o.el, bare) {
                 return;
             }
-            let others = shared.router.resources(bare);
+            let mut others = shared.router.resources(bare);
+            others.retain(|r| r.session_id != ended);
             if crate::router::best_resources(&others).is_empty() {
                 no_available_resource(shared, bare, Routed { id: o.id, el: o.el }).await;
             } else {
@@ -147,16 +149,18 @@ pub fn archived_for(el: &Element, bare: &str) -> bool {
         .any(|c| c.is("stanza-id", ns::SID) && c.attr("by") == Some(bare))
 }
 
-/// Loads the user's stored messages for delivery.
-pub async fn load(shared: &Arc<Shared>, bare: &str) -> Vec<(i64, Element)> {
+/// Takes the user's stored messages for delivery (read and deleted in one transaction, so
+/// two resources becoming available at once cannot both get them; whatever then cannot be
+/// delivered comes back through [`undelivered`]).
+pub async fn take(shared: &Arc<Shared>, bare: &str) -> Vec<(i64, Element)> {
     let u = bare.to_string();
-    match shared.db(move |s| s.offline_messages(&u)).await {
+    match shared.db(move |s| s.take_offline(&u)).await {
         Ok(list) => list
             .into_iter()
             .filter_map(|m| match Element::from_str(&m.stanza_xml) {
                 Ok(el) => Some((m.id, el)),
                 Err(e) => {
-                    tracing::error!(error = %e, id = m.id, "unreadable offline message kept");
+                    tracing::error!(error = %e, id = m.id, "unreadable offline message dropped");
                     None
                 }
             })
@@ -165,17 +169,6 @@ pub async fn load(shared: &Arc<Shared>, bare: &str) -> Vec<(i64, Element)> {
             tracing::error!(error = %e, "loading offline messages failed");
             Vec::new()
         }
-    }
-}
-
-/// Deletes delivered messages.
-pub async fn delete_delivered(shared: &Arc<Shared>, bare: &str, ids: Vec<i64>) {
-    if ids.is_empty() {
-        return;
-    }
-    let u = bare.to_string();
-    if let Err(e) = shared.db(move |s| s.delete_offline(&u, &ids)).await {
-        tracing::error!(error = %e, "deleting delivered offline messages failed");
     }
 }
 

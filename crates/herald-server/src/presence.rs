@@ -186,7 +186,7 @@ async fn initial_presence(session: &mut Session) {
 /// XEP-0160: stored messages go to the resource that just became reachable.
 async fn deliver_offline(session: &mut Session) {
     let shared = session.shared.clone();
-    let msgs = offline::load(&shared, &session.bare).await;
+    let msgs = offline::take(&shared, &session.bare).await;
     if msgs.is_empty() {
         return;
     }

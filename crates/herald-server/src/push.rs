@@ -8,7 +8,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use herald_proto::error::{parse_stanza_error, ErrorType};
+use herald_proto::error::{parse_stanza_error, ErrorType, StanzaErrorCondition};
 use herald_proto::jid::Jid;
 use herald_proto::Element;
 use herald_push::engine::{
@@ -212,8 +212,16 @@ impl PushHandle {
             Some("result") => Reply::Result,
             Some("error") => {
                 let (t, cond) = parse_stanza_error(el).unwrap_or((ErrorType::Cancel, None));
+                // The path to the app server failed, not the app server: retry, never count.
+                let path = matches!(
+                    cond,
+                    Some(
+                        StanzaErrorCondition::RemoteServerNotFound
+                            | StanzaErrorCondition::RemoteServerTimeout
+                    )
+                );
                 Reply::Error {
-                    wait: t == ErrorType::Wait,
+                    wait: t == ErrorType::Wait || path,
                     condition: cond
                         .map(|c| c.as_str().to_string())
                         .unwrap_or_else(|| "undefined-condition".into()),
@@ -531,6 +539,30 @@ async fn execute(
                 iq,
             } => {
                 tracing::debug!(%iq_id, %user, app = %key.jid, node = %key.node, "push publish");
+                // A local app-server component that is not connected is our outage, not its
+                // error: the publish is retried like a `wait` and never counted against the
+                // registration (else a component restart would remove every registration).
+                let domain = key
+                    .jid
+                    .rsplit('@')
+                    .next()
+                    .unwrap_or(&key.jid)
+                    .split('/')
+                    .next()
+                    .unwrap_or("");
+                if let routing::Dest::Component(d) = routing::dest(shared, domain) {
+                    if shared.router.component(&d).is_none() {
+                        shared.push.send(PushEvent::Reply {
+                            iq_id,
+                            from: key.jid.clone(),
+                            reply: Reply::Error {
+                                wait: true,
+                                condition: "remote-server-timeout".into(),
+                            },
+                        });
+                        continue;
+                    }
+                }
                 routing::route(shared, iq).await;
             }
             Action::SetSessionExpiry { session, at } => {

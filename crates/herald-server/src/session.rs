@@ -342,14 +342,12 @@ impl Session {
     /// are counted by `emit`, which callers use for stanzas).
     pub(crate) async fn write_now(&mut self, els: Vec<Element>) -> Flow {
         for el in els {
-            if let Flow::Stop = self
-                .emit(Out {
-                    id: 0,
-                    el,
-                    at: delay::now_micros(),
-                })
-                .await
-            {
+            let out = Out {
+                id: 0,
+                el,
+                at: delay::now_micros(),
+            };
+            if let Flow::Stop = self.emit(out, false).await {
                 return Flow::Stop;
             }
         }
@@ -380,16 +378,20 @@ impl Session {
             return flow;
         }
         let hold = push::csi_may_hold(self.shared.push.classifier(), &out.el);
+        // Only the offered stanza may push, and only if CSI would not have held it: stanzas
+        // flushed from the CSI buffer never cause a push (push-rules.md, CSI row).
+        let pushes = (!hold || self.csi.is_active()).then_some(out.id);
         let ready = self.csi.offer(out, !hold);
-        self.emit_all(ready).await
+        self.emit_all(ready, pushes).await
     }
 
-    /// Emits stanzas in order; if the session must stop half-way, the ones not emitted are
-    /// kept for `end` to hand on (never silently lost).
-    async fn emit_all(&mut self, items: Vec<Out>) -> Flow {
+    /// Emits stanzas in order (the one with id `pushes` may cause a push); if the session
+    /// must stop half-way, the ones not emitted are kept for `end` to hand on.
+    async fn emit_all(&mut self, items: Vec<Out>, pushes: Option<u64>) -> Flow {
         let mut items = items.into_iter();
         while let Some(o) = items.next() {
-            if let Flow::Stop = self.emit(o).await {
+            let may_push = pushes.is_some_and(|id| id == o.id);
+            if let Flow::Stop = self.emit(o, may_push).await {
                 self.spilled.extend(items);
                 return Flow::Stop;
             }
@@ -406,8 +408,9 @@ impl Session {
         None
     }
 
-    /// Puts one stanza on the wire (and in the SM queue when enabled).
-    async fn emit(&mut self, o: Out) -> Flow {
+    /// Puts one stanza on the wire (and in the SM queue when enabled); `may_push` lets a
+    /// sleeping session's queue fire push rule a for it.
+    async fn emit(&mut self, o: Out, may_push: bool) -> Flow {
         if self.sm.is_full() {
             // XEP-0198 §4: a client that never acks cannot grow our memory without bound.
             // The stanza that does not fit is handed on with the queue when the session ends.
@@ -434,7 +437,7 @@ impl Session {
         }
         let now = std_now();
         let sleeping = self.conn.is_none() || self.sm.ack_overdue();
-        let info = sleeping.then(|| self.shared.push.info(o.id, &o.el));
+        let info = (sleeping && may_push && o.id != 0).then(|| self.shared.push.info(o.id, &o.el));
         match self.sm.push_outbound(o, now) {
             Ok(request) => {
                 if let Some(info) = info {
@@ -641,7 +644,7 @@ impl Session {
                 }
                 // XEP-0352: a new stream starts active; held stanzas follow in order.
                 let held = self.csi.set_active();
-                self.emit_all(held).await
+                self.emit_all(held, None).await
             }
             Err(e) => {
                 let mut f = Element::bare("failed", ns::SM);
@@ -671,22 +674,11 @@ impl Session {
         }
     }
 
-    /// The session is over: leave the router, hand unacked stanzas on, tell subscribers.
+    /// The session is over. Undelivered stanzas are handed on while the session is still
+    /// registered, so that anything routed meanwhile lands in its inbox and is handed on after
+    /// them (order kept) and a reconnecting client's offline load finds them; then it leaves
+    /// the router, drains its inbox, and tells subscribers.
     async fn end(&mut self) {
-        self.shared
-            .router
-            .unbind(&self.bare, self.jid.resource().as_str(), self.id);
-        if let Some(id) = self.sm_id.take() {
-            self.shared.resumable_remove(&id);
-            self.shared
-                .tombstone_insert(&id, &self.bare, self.sm.inbound_h());
-        }
-        self.shared
-            .push
-            .send(PushEvent::SessionEnded { session: self.id });
-        if self.available {
-            presence::broadcast_unavailable(self).await;
-        }
         let mut left: Vec<Out> = self.sm.take_unacked();
         left.append(&mut self.spilled);
         left.extend(self.csi.take_held());
@@ -694,7 +686,54 @@ impl Session {
             tracing::info!(count = left.len(), "re-routing undelivered stanzas");
         }
         for o in left {
-            offline::undelivered(&self.shared, &self.bare, o).await;
+            offline::undelivered(&self.shared, &self.bare, o, self.id).await;
+        }
+        self.shared
+            .router
+            .unbind(&self.bare, self.jid.resource().as_str(), self.id);
+        let last_h = self.sm.inbound_h();
+        if let Some(id) = self.sm_id.take() {
+            self.shared.resumable_remove(&id);
+            self.shared.tombstone_insert(&id, &self.bare, last_h);
+        }
+        self.rx.close();
+        while let Ok(m) = self.rx.try_recv() {
+            match m {
+                SessionMsg::Stanza(r) => {
+                    let o = Out {
+                        id: r.id,
+                        el: r.el,
+                        at: delay::now_micros(),
+                    };
+                    offline::undelivered(&self.shared, &self.bare, o, self.id).await;
+                }
+                SessionMsg::Command(Command::Offline(msgs)) => {
+                    for (_, el) in msgs {
+                        let o = Out {
+                            id: self.shared.next_id(),
+                            el,
+                            at: delay::now_micros(),
+                        };
+                        offline::undelivered(&self.shared, &self.bare, o, self.id).await;
+                    }
+                }
+                SessionMsg::Resume { conn, .. } => {
+                    // XEP-0198 §5: too late, the session is gone.
+                    let mut conn = *conn;
+                    let mut f = Element::bare("failed", ns::SM);
+                    stanza::set(&mut f, "h", last_h.to_string());
+                    f.append_child(Element::bare("item-not-found", ns::STANZAS_ERR));
+                    let _ = conn.send(&f).await;
+                    conn.close().await;
+                }
+                _ => {}
+            }
+        }
+        self.shared
+            .push
+            .send(PushEvent::SessionEnded { session: self.id });
+        if self.available {
+            presence::broadcast_unavailable(self).await;
         }
         tracing::info!("session ended");
     }
@@ -810,12 +849,15 @@ impl Session {
                         stanza::set(
                             &mut enabled,
                             "max",
+                            // Round up: a sub-second timeout must not read as "max='0'".
                             self.shared
                                 .cfg
                                 .stream_management
                                 .hibernation_timeout
                                 .0
-                                .as_secs()
+                                .as_millis()
+                                .div_ceil(1000)
+                                .max(1)
                                 .to_string(),
                         );
                         self.sm_id = Some(id);
@@ -844,7 +886,7 @@ impl Session {
                 }
                 "active" => {
                     let held = self.csi.set_active();
-                    return Ok(self.emit_all(held).await);
+                    return Ok(self.emit_all(held, None).await);
                 }
                 _ => return Err(unsupported(&el)),
             }
@@ -873,18 +915,24 @@ impl Session {
 
     /// Delivers stored offline messages, deleting each once written.
     async fn deliver_offline(&mut self, msgs: Vec<(i64, Element)>) -> Flow {
-        let mut done = Vec::new();
-        for (id, el) in msgs {
+        // The store already handed these over (take): one that cannot be delivered now goes
+        // back through `end` (offline::undelivered re-stores what came from the store).
+        let mut msgs = msgs.into_iter();
+        while let Some((_, el)) = msgs.next() {
             let routed = Routed {
                 id: self.shared.next_id(),
                 el,
             };
             if let Flow::Stop = self.deliver(routed).await {
-                break;
+                let at = delay::now_micros();
+                self.spilled.extend(msgs.map(|(_, el)| Out {
+                    id: self.shared.next_id(),
+                    el,
+                    at,
+                }));
+                return Flow::Stop;
             }
-            done.push(id);
         }
-        offline::delete_delivered(&self.shared, &self.bare, done).await;
         if self.conn.is_none() && !self.sm.is_hibernating() {
             return Flow::Stop;
         }
