@@ -611,8 +611,6 @@ async fn csi_held_stanzas_never_push() {
 }
 
 #[tokio::test]
-#[ignore = "session.rs: stanzas flushed from the CSI buffer by an important one are reported \
-            as StanzaQueued while hibernated, so a held chat state gets its own push"]
 async fn csi_flush_by_an_important_stanza_pushes_only_for_it() {
     let (s, mut app) = server(|_| {}).await;
     let mut tablet = Dev::up(&s, "bob", "tablet", Some(("tab", None)), true).await;
