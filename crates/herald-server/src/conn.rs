@@ -1,6 +1,8 @@
-//! One XML stream over one socket: plain TCP or TLS, the sans-IO decoder fed from it,
-//! and writes in the stream's namespace. Knows nothing of sessions or routing.
+//! One XML stream over one socket: plain TCP, TLS we accepted or TLS we initiated (s2s),
+//! the sans-IO decoder fed from it, and writes in the stream's namespace. c2s, components and
+//! both s2s directions use it. Knows nothing of sessions, routing or who the peer claims to be.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -10,7 +12,8 @@ use std::time::Duration;
 
 use herald_proto::error::{StreamError, StreamErrorCondition};
 use herald_proto::stream::{self, Decoder, Limits, StreamEvent, StreamNs};
-use herald_proto::Element;
+use herald_proto::{ns, Element};
+use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -23,8 +26,10 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 pub enum Io {
     /// Plain TCP.
     Plain(TcpStream),
-    /// TLS over TCP.
+    /// TLS we accepted (c2s, components, incoming s2s).
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// TLS we initiated (outgoing s2s).
+    Client(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
 impl AsyncRead for Io {
@@ -36,6 +41,7 @@ impl AsyncRead for Io {
         match self.get_mut() {
             Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Io::Client(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -45,18 +51,21 @@ impl AsyncWrite for Io {
         match self.get_mut() {
             Io::Plain(s) => Pin::new(s).poll_write(cx, b),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, b),
+            Io::Client(s) => Pin::new(s.as_mut()).poll_write(cx, b),
         }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Io::Plain(s) => Pin::new(s).poll_flush(cx),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Io::Client(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Io::Client(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
@@ -107,11 +116,47 @@ impl Conn {
 
     /// Whether the transport is encrypted.
     pub fn is_tls(&self) -> bool {
-        matches!(self.io, Io::Tls(_))
+        !matches!(self.io, Io::Plain(_))
     }
 
-    /// Upgrades a plain socket to TLS (after `<proceed/>`), restarting the stream.
+    /// The certificate chain the peer presented in the TLS handshake (end entity first);
+    /// empty on plain TCP or when the peer sent none. s2s authentication judges it.
+    pub fn peer_certificates(&self) -> &[CertificateDer<'static>] {
+        let certs = match &self.io {
+            Io::Plain(_) => None,
+            Io::Tls(s) => s.get_ref().1.peer_certificates(),
+            Io::Client(s) => s.get_ref().1.peer_certificates(),
+        };
+        certs.unwrap_or_default()
+    }
+
+    /// Upgrades a plain socket to TLS as the server (after we sent `<proceed/>`, or at once
+    /// for direct TLS), restarting the stream.
     pub async fn start_tls(self, acceptor: &tokio_rustls::TlsAcceptor) -> Result<Conn, ConnError> {
+        self.upgrade(|tcp| async move { Ok(Io::Tls(Box::new(acceptor.accept(tcp).await?))) })
+            .await
+    }
+
+    /// Upgrades a plain socket to TLS as the client (after the peer's `<proceed/>`, or at
+    /// once for direct TLS), restarting the stream.
+    pub async fn start_tls_client(
+        self,
+        connector: &tokio_rustls::TlsConnector,
+        server_name: ServerName<'static>,
+    ) -> Result<Conn, ConnError> {
+        self.upgrade(|tcp| async move {
+            Ok(Io::Client(Box::new(
+                connector.connect(server_name, tcp).await?,
+            )))
+        })
+        .await
+    }
+
+    async fn upgrade<F, Fut>(self, handshake: F) -> Result<Conn, ConnError>
+    where
+        F: FnOnce(TcpStream) -> Fut,
+        Fut: Future<Output = io::Result<Io>>,
+    {
         let Conn {
             io,
             mut decoder,
@@ -120,19 +165,16 @@ impl Conn {
             domain,
             ..
         } = self;
-        let tcp = match io {
-            Io::Plain(t) => t,
-            Io::Tls(_) => {
-                return Err(ConnError::Stream(StreamError::new(
-                    StreamErrorCondition::PolicyViolation,
-                    Some("TLS is already established".to_string()),
-                )))
-            }
+        let Io::Plain(tcp) = io else {
+            return Err(ConnError::Stream(StreamError::new(
+                StreamErrorCondition::PolicyViolation,
+                Some("TLS is already established".to_string()),
+            )));
         };
-        let tls = acceptor.accept(tcp).await?;
+        let io = handshake(tcp).await?;
         decoder.reset();
         Ok(Conn {
-            io: Io::Tls(Box::new(tls)),
+            io,
             decoder,
             ns,
             peer,
@@ -187,7 +229,15 @@ impl Conn {
 
     /// Waits for the next event, reading as needed, for at most `timeout`.
     pub async fn next_event(&mut self, timeout: Duration) -> Result<StreamEvent, ConnError> {
-        let deadline = tokio::time::Instant::now() + timeout;
+        self.next_event_until(tokio::time::Instant::now() + timeout)
+            .await
+    }
+
+    /// Waits for the next event, reading as needed, until `deadline`.
+    pub async fn next_event_until(
+        &mut self,
+        deadline: tokio::time::Instant,
+    ) -> Result<StreamEvent, ConnError> {
         loop {
             if let Some(ev) = self.buffered_event()? {
                 return Ok(ev);
@@ -196,6 +246,26 @@ impl Conn {
                 Ok(r) => r?,
                 Err(_) => return Err(ConnError::Timeout),
             }
+        }
+    }
+
+    /// Waits for the next top-level element until `deadline`; a header, the stream's end or
+    /// a `<stream:error/>` from the peer is an error here (for negotiation steps, where only
+    /// an element can come next).
+    pub async fn next_element_until(
+        &mut self,
+        deadline: tokio::time::Instant,
+    ) -> Result<Element, ConnError> {
+        match self.next_event_until(deadline).await? {
+            StreamEvent::Stanza(el) => match peer_stream_error(&el) {
+                Some(e) => Err(ConnError::Stream(e)),
+                None => Ok(el),
+            },
+            StreamEvent::End => Err(ConnError::Closed),
+            StreamEvent::Header(_) => Err(ConnError::Stream(StreamError::new(
+                StreamErrorCondition::NotWellFormed,
+                Some("unexpected stream header".to_string()),
+            ))),
         }
     }
 
@@ -257,6 +327,28 @@ impl Conn {
         self.write_raw(h.as_bytes()).await
     }
 
+    /// Writes our stream header as s2s does: no `xml:lang`, the prefixes this namespace's
+    /// headers carry, and `id` None where we open the stream (RFC 6120 §4.7.3: the receiving
+    /// entity assigns it).
+    pub async fn send_s2s_header(
+        &mut self,
+        from: &str,
+        to: Option<&str>,
+        id: Option<&str>,
+    ) -> Result<(), ConnError> {
+        let h = stream::header_xml(
+            self.ns,
+            Some(from),
+            to,
+            id,
+            true,
+            None,
+            header_prefixes(self.ns),
+        );
+        self.header_sent = true;
+        self.write_raw(h.as_bytes()).await
+    }
+
     /// Sends a stream error and closes the stream (RFC 6120 §4.9: a header first if none was sent).
     pub async fn fail(&mut self, from: &str, err: &StreamError) {
         let mut out = String::new();
@@ -268,7 +360,7 @@ impl Conn {
                 Some(&new_stream_id()),
                 true,
                 None,
-                &[],
+                header_prefixes(self.ns),
             ));
         }
         out.push_str(&err.to_xml());
@@ -289,6 +381,29 @@ impl Conn {
     pub async fn shutdown(&mut self) {
         let _ = tokio::time::timeout(Duration::from_secs(2), self.io.shutdown()).await;
     }
+}
+
+/// Prefixes our headers declare besides `stream` (also in the header an error forces).
+fn header_prefixes(stream_ns: StreamNs) -> &'static [(&'static str, &'static str)] {
+    match stream_ns {
+        // XEP-0220 §2.1.1: declaring `db` signals dialback support to servers that predate
+        // the stream feature.
+        StreamNs::Server => &[("db", ns::DIALBACK)],
+        _ => &[],
+    }
+}
+
+/// The `<stream:error/>` the peer sent, if `el` is one (its condition; text is ours).
+pub fn peer_stream_error(el: &Element) -> Option<StreamError> {
+    if el.name() != "error" || el.ns() != ns::STREAM {
+        return None;
+    }
+    let cond = el
+        .children()
+        .find(|c| c.ns() == ns::STREAMS_ERR && c.name() != "text")
+        .and_then(|c| StreamErrorCondition::parse(c.name()))
+        .unwrap_or(StreamErrorCondition::UndefinedCondition);
+    Some(StreamError::new(cond, Some("sent by the peer".to_string())))
 }
 
 /// A fresh random stream id.

@@ -86,6 +86,17 @@ pub fn result_answer(from: &str, to: &str, verdict: Verdict) -> Element {
     el
 }
 
+/// `<db:result from to type='error'/>`: the request named a domain we do not serve.
+pub fn result_not_served(from: &str, to: &str) -> Element {
+    let mut el = stanza::new(
+        "result",
+        ns::DIALBACK,
+        &[("from", from), ("to", to), ("type", "error")],
+    );
+    el.append_child(error_child());
+    el
+}
+
 /// `<db:verify from to id>key</db:verify>`: the receiving server asks the authoritative one.
 pub fn verify_request(from: &str, to: &str, id: &str, key: &str) -> Element {
     let mut el = stanza::new(
@@ -115,7 +126,8 @@ pub fn verify_answer(from: &str, to: &str, id: &str, verdict: Verdict) -> Elemen
     el
 }
 
-/// XEP-0220 §2.4: a verification for a domain we do not serve is answered item-not-found.
+/// XEP-0220 §2.4: a request or verification for a domain we do not serve is answered
+/// item-not-found.
 fn error_child() -> Element {
     herald_proto::error::error_element(
         herald_proto::error::StanzaErrorCondition::ItemNotFound,

@@ -24,8 +24,7 @@ use tracing::Instrument;
 
 use super::dialback::{self, Verdict};
 use super::servable;
-use super::stream::{S2sConn, S2sIo};
-use crate::conn::ConnError;
+use crate::conn::{self, Conn, ConnError, Io};
 use crate::{routing, stanza, Shared};
 
 /// Accepts s2s connections until shutdown.
@@ -73,25 +72,26 @@ async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, direc
     let s2s = &shared.s2s;
     // Twice the connect timeout leaves room for a dialback callback to the peer.
     let negotiation = shared.cfg.s2s.connect_timeout.0 * 2;
-    let acceptor = tokio_rustls::TlsAcceptor::from(s2s.tls.server.clone());
-    let io = if direct_tls {
-        match tokio::time::timeout(negotiation, acceptor.accept(tcp)).await {
-            Ok(Ok(tls)) => S2sIo::Server(Box::new(tls)),
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "TLS handshake failed");
-                return;
-            }
-            Err(_) => return,
-        }
-    } else {
-        S2sIo::Plain(tcp)
-    };
-    let mut conn = S2sConn::new(io, peer, shared.limits.clone());
+    let acceptor = conn::acceptor(&s2s.tls.server);
+    let mut conn = Conn::new(
+        Io::Plain(tcp),
+        peer,
+        shared.limits.clone(),
+        StreamNs::Server,
+        shared.domain(),
+    );
+    if direct_tls {
+        let deadline = Instant::now() + negotiation;
+        let Some(c) = handshake(conn, &acceptor, deadline).await else {
+            return;
+        };
+        conn = c;
+    }
     let (verdicts_tx, verdicts_rx) = mpsc::channel(16);
     let mut st = State {
         local: shared.domain().to_string(),
         peer_domain: None,
-        stream_id: crate::conn::new_stream_id(),
+        stream_id: conn::new_stream_id(),
         sasl_done: false,
         authed: HashSet::new(),
         verdicts_tx,
@@ -102,16 +102,10 @@ async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, direc
     loop {
         match serve(&shared, &mut conn, &mut st).await {
             Ok(Next::StartTls) => {
-                match tokio::time::timeout_at(st.negotiation_deadline, conn.accept_tls(&acceptor))
-                    .await
-                {
-                    Ok(Ok(c)) => conn = c,
-                    Ok(Err(e)) => {
-                        tracing::debug!(error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => return,
-                }
+                let Some(c) = handshake(conn, &acceptor, st.negotiation_deadline).await else {
+                    return;
+                };
+                conn = c;
             }
             Ok(Next::Done) => {
                 conn.close().await;
@@ -137,11 +131,24 @@ async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, direc
     }
 }
 
-async fn serve(
-    shared: &Arc<Shared>,
-    conn: &mut S2sConn,
-    st: &mut State,
-) -> Result<Next, ConnError> {
+/// The TLS handshake, at once (XEP-0368 direct TLS) or after `<proceed/>`; None ends the
+/// connection.
+async fn handshake(
+    conn: Conn,
+    acceptor: &tokio_rustls::TlsAcceptor,
+    deadline: Instant,
+) -> Option<Conn> {
+    match tokio::time::timeout_at(deadline, conn.start_tls(acceptor)).await {
+        Ok(Ok(c)) => Some(c),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+async fn serve(shared: &Arc<Shared>, conn: &mut Conn, st: &mut State) -> Result<Next, ConnError> {
     let idle = shared.cfg.s2s.idle_timeout.0;
     let mut shutdown = shared.shutdown_signal();
     let mut last = Instant::now();
@@ -185,7 +192,7 @@ async fn serve(
 
 async fn on_header(
     shared: &Arc<Shared>,
-    conn: &mut S2sConn,
+    conn: &mut Conn,
     st: &mut State,
     h: herald_proto::stream::StreamHeader,
 ) -> Result<(), ConnError> {
@@ -204,16 +211,16 @@ async fn on_header(
     }
     st.peer_domain = h.from.as_ref().map(|f| f.to_ascii_lowercase());
     // RFC 6120 §4.7.3: a fresh id for every stream header we send (dialback binds to it).
-    st.stream_id = crate::conn::new_stream_id();
+    st.stream_id = conn::new_stream_id();
     let local = st.local.clone();
     let id = st.stream_id.clone();
-    conn.send_header(&local, h.from.as_deref(), Some(&id))
+    conn.send_s2s_header(&local, h.from.as_deref(), Some(&id))
         .await?;
     let features = features(shared, conn, st);
     conn.send_features(&features).await
 }
 
-fn features(shared: &Arc<Shared>, conn: &S2sConn, st: &State) -> Element {
+fn features(shared: &Arc<Shared>, conn: &Conn, st: &State) -> Element {
     let mut f = Element::bare("features", ns::STREAM);
     if !conn.is_tls() {
         // RFC 6120 §5.3.1: TLS is mandatory-to-negotiate here.
@@ -225,7 +232,7 @@ fn features(shared: &Arc<Shared>, conn: &S2sConn, st: &State) -> Element {
     let cert_ok = st
         .peer_domain
         .as_deref()
-        .is_some_and(|d| shared.s2s.trust.valid_for(&conn.peer_certs(), d));
+        .is_some_and(|d| shared.s2s.trust.valid_for(conn.peer_certificates(), d));
     if !st.sasl_done && cert_ok {
         // XEP-0178 §3: offer EXTERNAL only when the certificate is valid for the peer.
         let mut m = Element::bare("mechanisms", ns::SASL);
@@ -243,12 +250,11 @@ fn features(shared: &Arc<Shared>, conn: &S2sConn, st: &State) -> Element {
 /// Handles one top-level element; Some(next) when the stream must change hands.
 async fn on_element(
     shared: &Arc<Shared>,
-    conn: &mut S2sConn,
+    conn: &mut Conn,
     st: &mut State,
     el: Element,
 ) -> Result<Option<Next>, ConnError> {
-    if el.ns() == ns::STREAM && el.name() == "error" {
-        let e = super::stream::peer_stream_error(&el);
+    if let Some(e) = conn::peer_stream_error(&el) {
         tracing::info!(condition = e.condition.as_str(), "peer sent a stream error");
         return Ok(Some(Next::Done));
     }
@@ -323,7 +329,7 @@ async fn on_element(
 
 async fn sasl_external(
     shared: &Arc<Shared>,
-    conn: &mut S2sConn,
+    conn: &mut Conn,
     st: &mut State,
     el: &Element,
 ) -> Result<(), ConnError> {
@@ -356,7 +362,7 @@ async fn sasl_external(
     let ok_domain = claimed.filter(|d| {
         st.peer_domain.as_deref().is_none_or(|p| p == d)
             && !servable(shared, d)
-            && shared.s2s.trust.valid_for(&conn.peer_certs(), d)
+            && shared.s2s.trust.valid_for(conn.peer_certificates(), d)
     });
     let Some(domain) = ok_domain else {
         tracing::info!("SASL EXTERNAL refused");
@@ -379,7 +385,7 @@ async fn sasl_external(
 /// XEP-0220 §2.1.2: `<db:result from=R to=L>key</db:result>` on our stream.
 async fn dialback_request(
     shared: &Arc<Shared>,
-    conn: &mut S2sConn,
+    conn: &mut Conn,
     st: &mut State,
     el: &Element,
 ) -> Result<(), ConnError> {
@@ -393,14 +399,9 @@ async fn dialback_request(
     let local = local.to_ascii_lowercase();
     // XEP-0220 §2.4: a domain we do not serve is an error answer, not a stream error.
     if !servable(shared, &local) {
-        let mut a = dialback::result_answer(&local, &remote, Verdict::Invalid);
-        stanza::set(&mut a, "type", "error");
-        a.append_child(herald_proto::error::error_element(
-            herald_proto::error::StanzaErrorCondition::ItemNotFound,
-            None,
-            None,
-        ));
-        return conn.send(&a).await;
+        return conn
+            .send(&dialback::result_not_served(&local, &remote))
+            .await;
     }
     let valid_domain = jid::BareJid::new(&remote)
         .ok()
@@ -417,7 +418,11 @@ async fn dialback_request(
             .send(&dialback::result_answer(&local, &remote, Verdict::Valid))
             .await;
     }
-    if shared.s2s.trust.valid_for(&conn.peer_certs(), &remote) {
+    if shared
+        .s2s
+        .trust
+        .valid_for(conn.peer_certificates(), &remote)
+    {
         // XEP-0344 §2.4: a certificate valid for the domain makes the callback unnecessary.
         return dialback_verdict(shared, conn, st, remote, local, Verdict::Valid).await;
     }
@@ -446,7 +451,7 @@ async fn dialback_request(
 
 async fn dialback_verdict(
     shared: &Arc<Shared>,
-    conn: &mut S2sConn,
+    conn: &mut Conn,
     st: &mut State,
     remote: String,
     local: String,
@@ -474,7 +479,7 @@ async fn dialback_verdict(
 /// XEP-0220 §2.2: as the authoritative server, says whether a key is ours.
 async fn verify_question(
     shared: &Arc<Shared>,
-    conn: &mut S2sConn,
+    conn: &mut Conn,
     el: &Element,
 ) -> Result<(), ConnError> {
     let (Some(receiving), Some(originating), Some(id)) =

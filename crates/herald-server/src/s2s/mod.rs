@@ -12,7 +12,6 @@ pub mod dialback;
 pub mod incoming;
 pub mod outgoing;
 pub mod resolve;
-pub mod stream;
 pub mod verify;
 
 use std::collections::HashMap;
@@ -269,22 +268,19 @@ pub async fn start_listeners(
         Option<tokio::net::TcpListener>,
     ),
 ) -> std::io::Result<(Option<std::net::SocketAddr>, Option<std::net::SocketAddr>)> {
-    let mut out = (None, None);
-    if let Some(l) = listeners.0 {
+    let mut start = |l: Option<tokio::net::TcpListener>, direct_tls: bool| {
+        let Some(l) = l else {
+            return Ok(None);
+        };
         let a = l.local_addr()?;
-        tracing::info!(addr = %a, "s2s (STARTTLS) listening");
-        out.0 = Some(a);
+        let kind = if direct_tls { "direct TLS" } else { "STARTTLS" };
+        tracing::info!(addr = %a, "s2s ({kind}) listening");
         tasks.push(tokio::spawn(incoming::accept_loop(
             shared.clone(),
             l,
-            false,
+            direct_tls,
         )));
-    }
-    if let Some(l) = listeners.1 {
-        let a = l.local_addr()?;
-        tracing::info!(addr = %a, "s2s (direct TLS) listening");
-        out.1 = Some(a);
-        tasks.push(tokio::spawn(incoming::accept_loop(shared.clone(), l, true)));
-    }
-    Ok(out)
+        Ok::<_, std::io::Error>(Some(a))
+    };
+    Ok((start(listeners.0, false)?, start(listeners.1, true)?))
 }

@@ -20,13 +20,13 @@ use tokio::time::Instant;
 
 use super::dialback::{self, Verdict};
 use super::resolve::{self, Target};
-use super::stream::{S2sConn, S2sIo};
 use super::S2sError;
+use crate::conn::{self, Conn, ConnError, Io};
 use crate::Shared;
 
 /// A stream that is encrypted and whose features we have read.
 struct Negotiated {
-    conn: S2sConn,
+    conn: Conn,
     features: Element,
     stream_id: String,
     /// The peer's certificate is valid for the remote domain.
@@ -109,12 +109,11 @@ pub(super) async fn run(
 }
 
 /// Reads what the peer sent on our outgoing stream; false when the stream is over.
-fn drain_incoming(conn: &mut S2sConn) -> bool {
+fn drain_incoming(conn: &mut Conn) -> bool {
     loop {
         match conn.buffered_event() {
             Ok(Some(StreamEvent::Stanza(el))) => {
-                if el.name() == "error" && el.ns() == ns::STREAM {
-                    let e = super::stream::peer_stream_error(&el);
+                if let Some(e) = conn::peer_stream_error(&el) {
                     tracing::info!(condition = e.condition.as_str(), "peer sent a stream error");
                     return false;
                 }
@@ -153,19 +152,26 @@ async fn give_up(
     }
 }
 
-/// Resolves `remote` and tries each target until one gives an encrypted stream.
+/// Resolves `remote` and tries each target until one gives an encrypted stream, then applies
+/// the certificate policy to it.
 async fn connect(
     shared: &Arc<Shared>,
     local: &str,
     remote: &str,
     deadline: Instant,
 ) -> Result<Negotiated, S2sError> {
+    let pol = &shared.cfg.s2s;
     let resolver = shared.s2s.resolver.as_ref();
     let targets = resolve::targets(&shared.cfg.s2s.routes, resolver, remote).await;
     let mut last = S2sError::Unreachable(remote.to_string());
     for t in targets {
         for addr in resolve::addrs(resolver, &t).await {
             match try_target(shared, local, remote, &t, addr, deadline).await {
+                // RFC 6125 on the remote's certificate: without dialback in play, an
+                // unverified peer could be anyone.
+                Ok(n) if !n.cert_ok && pol.require_valid_certs && !pol.allow_dialback => {
+                    return Err(S2sError::CertRejected(remote.to_string()))
+                }
                 Ok(n) => return Ok(n),
                 Err(e) => {
                     tracing::debug!(%addr, error = %e, "s2s target failed");
@@ -197,22 +203,22 @@ async fn try_target(
     let _ = tcp.set_nodelay(true);
     let name = ServerName::try_from(remote.to_string())
         .map_err(|e| S2sError::Unreachable(format!("{remote}: {e}")))?;
-    let mut conn = if t.direct_tls {
-        let connector = tokio_rustls::TlsConnector::from(s2s.tls.client_for(local, true));
-        let tls =
-            match tokio::time::timeout_at(deadline, connector.connect(name.clone(), tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => return Err(S2sError::Tls(e.to_string())),
-                Err(_) => return Err(S2sError::Timeout),
-            };
-        S2sConn::new(S2sIo::Client(Box::new(tls)), addr, shared.limits.clone())
-    } else {
-        S2sConn::new(S2sIo::Plain(tcp), addr, shared.limits.clone())
-    };
+    let mut conn = Conn::new(
+        Io::Plain(tcp),
+        addr,
+        shared.limits.clone(),
+        StreamNs::Server,
+        local,
+    );
+    if t.direct_tls {
+        // XEP-0368 §3: direct TLS announces itself by ALPN.
+        let config = s2s.tls.client_for(local, true);
+        conn = handshake(conn, config, name.clone(), deadline).await?;
+    }
     loop {
         let (stream_id, features) = open_stream(&mut conn, local, remote, deadline).await?;
         if conn.is_tls() {
-            let cert_ok = s2s.trust.valid_for(&conn.peer_certs(), remote);
+            let cert_ok = s2s.trust.valid_for(conn.peer_certificates(), remote);
             return Ok(Negotiated {
                 conn,
                 features,
@@ -230,33 +236,41 @@ async fn try_target(
             return Err(S2sError::Tls("the peer refused STARTTLS".into()));
         }
         let config = s2s.tls.client_for(local, false);
-        conn = match tokio::time::timeout_at(deadline, conn.connect_tls(config, name.clone())).await
-        {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => return Err(S2sError::Tls(e.to_string())),
-            Err(_) => return Err(S2sError::Timeout),
-        };
+        conn = handshake(conn, config, name.clone(), deadline).await?;
+    }
+}
+
+/// Our TLS handshake as the client, at once (direct TLS) or after `<proceed/>`.
+async fn handshake(
+    conn: Conn,
+    config: Arc<rustls::ClientConfig>,
+    name: ServerName<'static>,
+    deadline: Instant,
+) -> Result<Conn, S2sError> {
+    let connector = tokio_rustls::TlsConnector::from(config);
+    match tokio::time::timeout_at(deadline, conn.start_tls_client(&connector, name)).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(S2sError::Tls(e.to_string())),
+        Err(_) => Err(S2sError::Timeout),
     }
 }
 
 /// Sends our header, reads the peer's and its features; returns (stream id, features).
 async fn open_stream(
-    conn: &mut S2sConn,
+    conn: &mut Conn,
     local: &str,
     remote: &str,
     deadline: Instant,
 ) -> Result<(String, Element), S2sError> {
-    conn.send_header(local, Some(remote), None).await?;
+    conn.send_s2s_header(local, Some(remote), None).await?;
     let header = match conn.next_event_until(deadline).await? {
         StreamEvent::Header(h) => h,
         StreamEvent::End => return Err(S2sError::Stream("closed".into())),
-        StreamEvent::Stanza(el) if el.name() == "error" && el.ns() == ns::STREAM => {
-            return Err(S2sError::from(crate::conn::ConnError::Stream(
-                super::stream::peer_stream_error(&el),
-            )))
-        }
-        StreamEvent::Stanza(_) => {
-            return Err(S2sError::Stream("element before the stream header".into()))
+        StreamEvent::Stanza(el) => {
+            return Err(match conn::peer_stream_error(&el) {
+                Some(e) => S2sError::from(ConnError::Stream(e)),
+                None => S2sError::Stream("element before the stream header".into()),
+            })
         }
     };
     if header.ns != Some(StreamNs::Server) {
@@ -283,11 +297,6 @@ async fn authenticate(
 ) -> Result<(), S2sError> {
     let pol = &shared.cfg.s2s;
     let s2s = &shared.s2s;
-    // RFC 6125 on the remote's certificate: without dialback in play, an unverified peer
-    // could be anyone.
-    if !n.cert_ok && pol.require_valid_certs && !pol.allow_dialback {
-        return Err(S2sError::CertRejected(remote.to_string()));
-    }
     let external_offered = n
         .features
         .get_child("mechanisms", ns::SASL)
@@ -361,12 +370,8 @@ pub(super) async fn verify(
     key: &str,
 ) -> Verdict {
     let deadline = Instant::now() + shared.cfg.s2s.connect_timeout.0;
-    let pol = &shared.cfg.s2s;
     let ask = async {
         let mut n = connect(shared, local, remote, deadline).await?;
-        if !n.cert_ok && pol.require_valid_certs && !pol.allow_dialback {
-            return Err(S2sError::CertRejected(remote.to_string()));
-        }
         n.conn
             .send(&dialback::verify_request(local, remote, stream_id, key))
             .await?;

@@ -89,12 +89,51 @@ impl Trust {
     }
 }
 
-/// Accepts any server certificate at the TLS layer (signatures are still verified); the
-/// chain is judged afterwards by [`Trust::valid_for`].
-#[derive(Debug)]
-struct AnyServerCert(Arc<CryptoProvider>);
+/// The handshake signature checks of rustls' own verifiers (the provider's algorithms); both
+/// of ours below keep them, whatever they decide about the chain.
+macro_rules! provider_signature_checks {
+    () => {
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
 
-impl ServerCertVerifier for AnyServerCert {
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    };
+}
+
+/// Accepts any certificate at the TLS layer (signatures are still verified), as a client of
+/// outgoing streams and as the server of incoming ones; the chain is judged afterwards by
+/// [`Trust::valid_for`].
+#[derive(Debug)]
+struct AnyCert(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyCert {
     fn verify_server_cert(
         &self,
         _end_entity: &CertificateDer<'_>,
@@ -106,44 +145,12 @@ impl ServerCertVerifier for AnyServerCert {
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+    provider_signature_checks!();
 }
 
-/// Asks incoming peers for a certificate without requiring one (dialback peers may have none).
-#[derive(Debug)]
-struct AnyClientCert(Arc<CryptoProvider>);
-
-impl ClientCertVerifier for AnyClientCert {
+/// Incoming peers are asked for a certificate without requiring one (dialback peers may
+/// have none).
+impl ClientCertVerifier for AnyCert {
     fn offer_client_auth(&self) -> bool {
         true
     }
@@ -165,37 +172,7 @@ impl ClientCertVerifier for AnyClientCert {
         Ok(ClientCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+    provider_signature_checks!();
 }
 
 /// Presents one local domain's certificate to the peer.
@@ -237,7 +214,7 @@ impl TlsConfigs {
         let server = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| tls_err(e.to_string()))?
-            .with_client_cert_verifier(Arc::new(AnyClientCert(provider.clone())))
+            .with_client_cert_verifier(Arc::new(AnyCert(provider.clone())))
             .with_cert_resolver(
                 crate::tls::host_certs(cfg).map_err(|e| tls_err(format!("{e:#}")))?,
             );
@@ -286,7 +263,7 @@ fn client_pair(
             reason: e.to_string(),
         })?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyServerCert(provider.clone())))
+        .with_custom_certificate_verifier(Arc::new(AnyCert(provider.clone())))
         .with_client_cert_resolver(Arc::new(OwnCert(key)));
     c.enable_sni = true;
     let plain = Arc::new(c.clone());
