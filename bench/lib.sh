@@ -94,6 +94,10 @@ listen = "127.0.0.1:$HERALD_COMPONENT_PORT"
 domain = "push.localhost"
 secret = "$COMPONENT_SECRET"
 TOML
+	# Same archiving as Prosody: MAM off there means no archive here either.
+	if [[ ${PROSODY_MAM:-internal} == off ]]; then
+		printf '\n[mam]\ndefault = "never"\n' >>"$dir/herald.toml"
+	fi
 	"$HERALD" user add-bulk "$BENCH_PREFIX" "$users" "$BENCH_PASSWORD" --config "$dir/herald.toml" || return 1
 	port_free "$HERALD_C2S_PORT" || { log "port $HERALD_C2S_PORT is busy"; return 1; }
 	"$HERALD" serve --config "$dir/herald.toml" >"$dir/herald.out" 2>&1 &

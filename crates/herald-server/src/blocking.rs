@@ -15,18 +15,23 @@ use crate::{routing, Shared};
 
 /// The user's blocklist (normalised JIDs); empty when it cannot be read (logged).
 pub async fn blocklist(shared: &Arc<Shared>, user: &str) -> Vec<String> {
-    list(shared, user).await
+    list(shared, user).await.as_ref().clone()
 }
 
-async fn list(shared: &Arc<Shared>, user: &str) -> Vec<String> {
+/// The blocklist, from the cache (it is consulted twice for every message; only the IQs
+/// below change it, and they invalidate the cache).
+async fn list(shared: &Arc<Shared>, user: &str) -> Arc<Vec<String>> {
+    if let Some(l) = shared.blocklists.get(user) {
+        return l;
+    }
     let u = user.to_string();
-    shared
-        .db(move |s| s.blocklist(&u))
-        .await
-        .unwrap_or_else(|e| {
+    match shared.db(move |s| s.blocklist(&u)).await {
+        Ok(l) => shared.blocklists.put(user, l),
+        Err(e) => {
             tracing::error!(error = %e, "blocklist lookup failed");
-            Vec::new()
-        })
+            Arc::new(Vec::new())
+        }
+    }
 }
 
 /// Whether `user` blocked `from` (stanzas from it are not delivered).
@@ -78,7 +83,7 @@ pub async fn handle_iq(session: &mut Session, el: &Element) -> Element {
     // The entries this command changes (for `unblock` without items: everything listed now).
     let changed = match &cmd {
         BlockCmd::List => Vec::new(),
-        BlockCmd::Unblock(jids) if jids.is_empty() => list(&shared, &user).await,
+        BlockCmd::Unblock(jids) if jids.is_empty() => list(&shared, &user).await.as_ref().clone(),
         BlockCmd::Block(jids) | BlockCmd::Unblock(jids) => jids.clone(),
     };
     let u = user.clone();
@@ -97,6 +102,7 @@ pub async fn handle_iq(session: &mut Session, el: &Element) -> Element {
             shared.db(move |s| s.unblock(&u, &j)).await
         }
     };
+    shared.blocklists.invalidate(&user);
     if let Err(e) = r {
         tracing::error!(error = %e, "blocklist update failed");
         return stanza::error_typed(

@@ -41,6 +41,8 @@ async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, direc
         StreamNs::Client,
         shared.domain(),
     );
-    let outcome = negotiate::negotiate(&shared, conn).await;
-    session::start(shared, outcome).await;
+    // Boxed: a task's future keeps the size of its largest state for its whole life, and
+    // negotiation's (SASL, TLS) is large; an idle session must stay small.
+    let outcome = Box::pin(negotiate::negotiate(&shared, conn)).await;
+    Box::pin(session::start(shared, outcome)).await;
 }

@@ -54,68 +54,86 @@ async fn prefs_allow(shared: &Arc<Shared>, user: &str, peer_bare: &str) -> bool 
     xm::should_archive(&prefs, server_default, peer_bare, in_roster)
 }
 
-async fn store(
-    shared: &Arc<Shared>,
-    user: &str,
-    with: &Jid,
-    id: &str,
-    ts: i64,
-    el: &Element,
-) -> bool {
-    let msg = ArchivedMessage {
-        id: id.to_string(),
-        with: with.to_bare().to_string(),
-        timestamp: ts,
-        stanza_xml: String::from(el),
-    };
-    match shared.archive.archive(user, msg, with.as_str()).await {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::error!(error = %e, "archiving failed");
-            false
-        }
-    }
+/// An archive write decided and stamped, not yet committed.
+pub struct Pending {
+    user: String,
+    msg: ArchivedMessage,
+    with_full: String,
+    info: Option<herald_push::StanzaInfo>,
 }
 
-/// Archives a message `user` received; stamps its stanza-id and fires rule b.
-pub async fn archive_incoming(shared: &Arc<Shared>, user: &str, routing_id: u64, el: &mut Element) {
+/// Decides whether `user` archives a message it received and, if so, stamps its XEP-0359
+/// stanza-id. The write itself is [`commit`], after delivery: the recipient does not wait for
+/// the disk, while the sender's session still awaits the commit before it reads (and acks)
+/// anything else.
+pub async fn stamp_incoming(
+    shared: &Arc<Shared>,
+    user: &str,
+    routing_id: u64,
+    el: &mut Element,
+) -> Option<Pending> {
     if !xm::is_archivable(el) {
-        return;
+        return None;
     }
-    let Ok(Some(from)) = stanza::from(el) else {
-        return;
-    };
+    let from = stanza::from(el).ok().flatten()?;
     if !prefs_allow(shared, user, from.to_bare().as_str()).await {
-        return;
+        return None;
     }
     let id = xm::new_archive_id();
     xm::stamp_stanza_id(el, user, &id);
-    if store(shared, user, &from, &id, delay::now_micros(), el).await {
-        let info = shared.push.info(routing_id, el);
-        shared.push.send(PushEvent::Archived {
-            user: user.to_string(),
-            stanza: info,
-        });
-    }
+    Some(Pending {
+        user: user.to_string(),
+        msg: ArchivedMessage {
+            id,
+            with: from.to_bare().to_string(),
+            timestamp: delay::now_micros(),
+            stanza_xml: String::from(&*el),
+        },
+        with_full: from.to_string(),
+        info: Some(shared.push.info(routing_id, el)),
+    })
 }
 
-/// Archives a message `user` sent (their archive holds both directions).
-pub async fn archive_outgoing(shared: &Arc<Shared>, user: &str, to: &Jid, el: &Element) {
+/// Decides whether `user` archives a message it sent.
+pub async fn stamp_outgoing(
+    shared: &Arc<Shared>,
+    user: &str,
+    to: &Jid,
+    el: &Element,
+) -> Option<Pending> {
     if !xm::is_archivable(el) || to.to_bare().as_str() == user {
-        return;
+        return None;
     }
     if !prefs_allow(shared, user, to.to_bare().as_str()).await {
-        return;
+        return None;
     }
-    store(
-        shared,
-        user,
-        to,
-        &xm::new_archive_id(),
-        delay::now_micros(),
-        el,
-    )
-    .await;
+    Some(Pending {
+        user: user.to_string(),
+        msg: ArchivedMessage {
+            id: xm::new_archive_id(),
+            with: to.to_bare().to_string(),
+            timestamp: delay::now_micros(),
+            stanza_xml: String::from(el),
+        },
+        with_full: to.to_string(),
+        info: None,
+    })
+}
+
+/// Commits an archive write (group-committed with concurrent ones); a message archived for
+/// its recipient then fires push rule b.
+pub async fn commit(shared: &Arc<Shared>, p: Pending) {
+    match shared.archive.archive(&p.user, p.msg, &p.with_full).await {
+        Ok(()) => {
+            if let Some(info) = p.info {
+                shared.push.send(PushEvent::Archived {
+                    user: p.user,
+                    stanza: info,
+                });
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "archiving failed"),
+    }
 }
 
 fn err(el: &Element, cond: StanzaErrorCondition, text: Option<&str>) -> Element {

@@ -34,7 +34,7 @@ pub async fn outbound(session: &mut Session, el: Element) {
         blocking::bounce_blocked(&shared, &el).await;
         return;
     }
-    mam::archive_outgoing(&shared, &session.bare, &to, &el).await;
+    let archive = mam::stamp_outgoing(&shared, &session.bare, &to, &el).await;
     if !private && carbons::is_eligible(&el) {
         for r in shared.router.resources(&session.bare) {
             if r.carbons && r.session_id != session.id && r.available {
@@ -45,6 +45,9 @@ pub async fn outbound(session: &mut Session, el: Element) {
         }
     }
     routing::route(&shared, el).await;
+    if let Some(p) = archive {
+        mam::commit(&shared, p).await;
+    }
 }
 
 /// A message for local user `bare`, addressed to `to` (bare or full).
@@ -61,7 +64,16 @@ pub async fn inbound(shared: &Arc<Shared>, bare: &str, to: &Jid, r: Routed) {
     // removes <private/> before delivery.
     let copy = carbons::is_eligible(&el);
     carbons::strip_private(&mut el);
-    mam::archive_incoming(shared, bare, id, &mut el).await;
+    // Archived after delivery: see mam::stamp_incoming.
+    let archive = mam::stamp_incoming(shared, bare, id, &mut el).await;
+    Box::pin(deliver(shared, bare, to, id, el, copy)).await;
+    if let Some(p) = archive {
+        mam::commit(shared, p).await;
+    }
+}
+
+/// RFC 6121 §8.5: delivery of a message for local `bare` to its resources, else offline.
+async fn deliver(shared: &Arc<Shared>, bare: &str, to: &Jid, id: u64, el: Element, copy: bool) {
     let list = shared.router.resources(bare);
     let (targets, full_target): (Vec<&ResourceEntry>, bool) = match to.resource() {
         Some(res) => match list.iter().find(|e| e.resource == res.as_str()) {

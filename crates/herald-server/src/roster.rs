@@ -110,7 +110,8 @@ pub fn push(shared: &Shared, user: &str, ver: u64, item_el: Element) {
     for r in shared.router.resources(user) {
         let full = format!("{user}/{}", r.resource);
         let iq = xr::push(&full, ver, item_el.clone(), &format!("push{ver}"));
-        let _ = r.tx.try_send(SessionMsg::Command(Command::RosterPush(iq)));
+        let _ =
+            r.tx.try_send(SessionMsg::Command(Command::RosterPush(Box::new(iq))));
     }
 }
 

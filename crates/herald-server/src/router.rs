@@ -19,8 +19,9 @@ pub struct Routed {
 
 /// What a session task can be asked to do.
 pub enum SessionMsg {
-    /// Deliver this stanza to the client.
-    Stanza(Routed),
+    /// Deliver this stanza to the client. Boxed, like every large payload here: each
+    /// session's inbox allocates its slots up front, and a small message keeps that small.
+    Stanza(Box<Routed>),
     /// Push moved the hibernation deadline (extended hibernation, XEP-0357 glue).
     SetExpiry(std::time::Instant),
     /// XEP-0198 resumption: take over this connection.

@@ -108,7 +108,7 @@ pub fn send_to_routed(
     r: &ResourceEntry,
     routed: Routed,
 ) -> Result<(), Option<Element>> {
-    match r.tx.try_send(SessionMsg::Stanza(routed)) {
+    match r.tx.try_send(SessionMsg::Stanza(Box::new(routed))) {
         Ok(()) => Ok(()),
         Err(TrySendError::Full(SessionMsg::Stanza(rt))) => {
             shared.metrics.inbox_full.fetch_add(1, Ordering::Relaxed);

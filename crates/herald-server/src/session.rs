@@ -33,7 +33,7 @@ pub enum Command {
     /// Deliver stored offline messages now (ids to delete once written).
     Offline(Vec<(i64, Element)>),
     /// A roster push (RFC 6121 §2.1.6): written only if this client asked for the roster.
-    RosterPush(Element),
+    RosterPush(Box<Element>),
 }
 
 /// An outbound stanza with the id it carries on every path (SM queue, offline, archive, push).
@@ -209,7 +209,7 @@ async fn run_new(
         presence: presence::SessionPresence::default(),
     };
     s.run().await;
-    s.end().await;
+    Box::pin(s.end()).await;
 }
 
 /// One bound session.
@@ -278,7 +278,7 @@ impl Session {
         let mut shutdown = self.shared.shutdown_signal();
         // A client may pipeline stanzas right behind its bind request: they are already in
         // the decoder and no further read would surface them.
-        if let Flow::Stop = self.on_readable().await {
+        if let Flow::Stop = Box::pin(self.on_readable()).await {
             return;
         }
         loop {
@@ -293,15 +293,17 @@ impl Session {
                     _ = shutdown.changed() => Ev::Shutdown,
                 }
             };
+            // The handlers are boxed: their futures exist only while they run, so the
+            // future an idle session waits in stays a few hundred bytes.
             let flow = match ev {
-                Ev::Msg(Some(m)) => self.on_msg(m).await,
+                Ev::Msg(Some(m)) => Box::pin(self.on_msg(m)).await,
                 Ev::Msg(None) => Flow::Stop,
                 Ev::Read(Ok(())) => {
                     self.last_read = Instant::now();
-                    self.on_readable().await
+                    Box::pin(self.on_readable()).await
                 }
-                Ev::Read(Err(e)) => self.on_transport_error(e).await,
-                Ev::Timer => self.on_timer().await,
+                Ev::Read(Err(e)) => Box::pin(self.on_transport_error(e)).await,
+                Ev::Timer => Box::pin(self.on_timer()).await,
                 Ev::Shutdown => {
                     let e = StreamError::new(StreamErrorCondition::SystemShutdown, None);
                     self.fail(&e).await;
@@ -316,12 +318,12 @@ impl Session {
 
     async fn on_msg(&mut self, m: SessionMsg) -> Flow {
         match m {
-            SessionMsg::Stanza(r) => self.deliver(r).await,
+            SessionMsg::Stanza(r) => self.deliver(*r).await,
             SessionMsg::Command(Command::Send(els)) => self.write_now(els).await,
             SessionMsg::Command(Command::Offline(msgs)) => self.deliver_offline(msgs).await,
             SessionMsg::Command(Command::RosterPush(iq)) => {
                 if self.presence.interested {
-                    self.write_now(vec![iq]).await
+                    self.write_now(vec![*iq]).await
                 } else {
                     Flow::Continue
                 }
