@@ -25,7 +25,7 @@ async fn list(shared: &Arc<Shared>, user: &str) -> Arc<Vec<String>> {
         return l;
     }
     let u = user.to_string();
-    match shared.db(move |s| s.blocklist(&u)).await {
+    match shared.db_read(|s| s.blocklist(&u)) {
         Ok(l) => shared.blocklists.put(user, l),
         Err(e) => {
             tracing::error!(error = %e, "blocklist lookup failed");

@@ -22,7 +22,7 @@ async fn prefs(shared: &Arc<Shared>, user: &str) -> Arc<MamPrefs> {
         return p;
     }
     let u = user.to_string();
-    match shared.db(move |s| s.mam_prefs(&u)).await {
+    match shared.db_read(|s| s.mam_prefs(&u)) {
         Ok(p) => shared.mam_prefs.put(user, p),
         Err(e) => {
             tracing::error!(error = %e, "archive preference lookup failed");

@@ -392,7 +392,7 @@ pub fn make_credentials(password: &str) -> Result<Credentials, sasl::SaslError> 
 
 async fn lookup(shared: &Arc<Shared>, user: &str) -> Option<Credentials> {
     let u = user.to_string();
-    match shared.db(move |s| s.credentials(&u)).await {
+    match shared.db_read(|s| s.credentials(&u)) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "credential lookup failed");

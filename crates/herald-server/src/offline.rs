@@ -154,6 +154,10 @@ pub fn archived_for(el: &Element, bare: &str) -> bool {
 /// delivered comes back through [`undelivered`]).
 pub async fn take(shared: &Arc<Shared>, bare: &str) -> Vec<(i64, Element)> {
     let u = bare.to_string();
+    // Most logins find nothing: a read answers that without a thread hop or the write lock.
+    if shared.db_read(|s| s.offline_count(&u)).unwrap_or(1) == 0 {
+        return Vec::new();
+    }
     match shared.db(move |s| s.take_offline(&u)).await {
         Ok(list) => list
             .into_iter()

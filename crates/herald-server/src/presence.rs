@@ -35,7 +35,7 @@ pub struct SessionPresence {
 
 async fn roster_items(shared: &Arc<Shared>, user: &str) -> Vec<RosterItem> {
     let u = user.to_string();
-    match shared.db(move |s| s.roster(&u)).await {
+    match shared.db_read(|s| s.roster(&u)) {
         Ok((_, items)) => items,
         Err(e) => {
             tracing::error!(error = %e, "roster load failed");
@@ -164,8 +164,7 @@ async fn initial_presence(session: &mut Session) {
     // RFC 6121 §3.1.3: pending subscription requests are redelivered at each login.
     let u = session.bare.clone();
     let requests = shared
-        .db(move |s| s.subscription_requests(&u))
-        .await
+        .db_read(|s| s.subscription_requests(&u))
         .unwrap_or_default();
     for (from, xml) in requests {
         let mut p = match Element::from_str(&xml) {

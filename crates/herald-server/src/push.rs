@@ -374,7 +374,7 @@ async fn ensure_loaded(shared: &Arc<Shared>, engine: &mut Engine, user: &str) {
         return;
     }
     let u = user.to_string();
-    match shared.db(move |s| s.push_registrations(&u)).await {
+    match shared.db_read(|s| s.push_registrations(&u)) {
         Ok(regs) => engine.load_user(user, regs.iter().map(from_store).collect()),
         Err(e) => tracing::error!(error = %e, %user, "loading push registrations failed"),
     }

@@ -130,7 +130,7 @@ async fn user_exists(shared: &Arc<Shared>, bare: &str) -> bool {
         return true;
     }
     let b = bare.to_string();
-    match shared.db(move |s| s.account_exists(&b)).await {
+    match shared.db_read(|s| s.account_exists(&b)) {
         Ok(e) => e,
         Err(e) => {
             tracing::error!(error = %e, "account lookup failed");

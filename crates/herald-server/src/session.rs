@@ -187,7 +187,7 @@ async fn run_new(
         resource: jid.resource().to_string(),
         tx: tx.clone(),
     });
-    tracing::info!("session bound");
+    tracing::debug!("session bound");
     let now = Instant::now();
     let mut s = Session {
         sm: StreamManagement::new(sm_config(&shared)),
@@ -737,7 +737,7 @@ impl Session {
         if self.available {
             presence::broadcast_unavailable(self).await;
         }
-        tracing::info!("session ended");
+        tracing::debug!("session ended");
     }
 
     async fn on_client_element(&mut self, mut el: Element) -> Result<Flow, StreamError> {
