@@ -68,6 +68,8 @@ pub struct Shared {
     pub push: push::PushHandle,
     /// Batched archive writes.
     pub archive: group_commit::ArchiveWriter,
+    /// Archive writes stamped but not yet committed, per user.
+    pub archive_inflight: mam::InFlight,
     /// Archive preferences per user.
     pub mam_prefs: group_commit::UserCache<herald_store::MamPrefs>,
     /// Blocklists per user.
@@ -235,6 +237,7 @@ pub async fn start_with_store(cfg: Config, store: Store) -> anyhow::Result<Runni
     let shared = Arc::new(Shared {
         push,
         archive: group_commit::ArchiveWriter::start(store.clone()),
+        archive_inflight: mam::InFlight::default(),
         mam_prefs: group_commit::UserCache::new(100_000),
         blocklists: group_commit::UserCache::new(100_000),
         s2s,

@@ -60,6 +60,78 @@ pub struct Pending {
     msg: ArchivedMessage,
     with_full: String,
     info: Option<herald_push::StanzaInfo>,
+    _inflight: InFlightGuard,
+}
+
+/// Archive writes per user that are stamped (maybe already delivered) but not yet committed,
+/// so a query sees every message its user has received (read-your-writes) even though
+/// delivery no longer waits for the disk.
+#[derive(Default)]
+pub struct InFlight {
+    map: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    done: tokio::sync::Notify,
+}
+
+impl InFlight {
+    fn count(&self, user: &str) -> usize {
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(user)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Waits (at most `limit`) until none of `user`'s archive writes is in flight.
+    pub async fn wait_idle(&self, user: &str, limit: std::time::Duration) {
+        let _ = tokio::time::timeout(limit, async {
+            loop {
+                let notified = self.done.notified();
+                if self.count(user) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        })
+        .await;
+    }
+}
+
+/// Counts one in-flight write until dropped (committed, failed or abandoned alike).
+struct InFlightGuard {
+    shared: Arc<Shared>,
+    user: String,
+}
+
+impl InFlightGuard {
+    fn new(shared: &Arc<Shared>, user: &str) -> InFlightGuard {
+        *shared
+            .archive_inflight
+            .map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(user.to_string())
+            .or_default() += 1;
+        InFlightGuard {
+            shared: shared.clone(),
+            user: user.to_string(),
+        }
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        let f = &self.shared.archive_inflight;
+        let mut m = f.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.user) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.user);
+            }
+        }
+        drop(m);
+        f.done.notify_waiters();
+    }
 }
 
 /// Decides whether `user` archives a message it received and, if so, stamps its XEP-0359
@@ -91,6 +163,7 @@ pub async fn stamp_incoming(
         },
         with_full: from.to_string(),
         info: Some(shared.push.info(routing_id, el)),
+        _inflight: InFlightGuard::new(shared, user),
     })
 }
 
@@ -117,12 +190,75 @@ pub async fn stamp_outgoing(
         },
         with_full: to.to_string(),
         info: None,
+        _inflight: InFlightGuard::new(shared, user),
     })
 }
 
 /// Commits an archive write (group-committed with concurrent ones); a message archived for
 /// its recipient then fires push rule b.
 pub async fn commit(shared: &Arc<Shared>, p: Pending) {
+    match DEFERRED.try_with(Deferred::clone) {
+        Ok(d) => {
+            // Bounded: a client that never asks for acks cannot pile up commits.
+            while d.len() >= MAX_DEFERRED {
+                match d.pop_oldest() {
+                    Some(h) => {
+                        let _ = h.await;
+                    }
+                    None => break,
+                }
+            }
+            let s = shared.clone();
+            d.push(tokio::spawn(async move { commit_now(&s, p).await }));
+        }
+        Err(_) => commit_now(shared, p).await,
+    }
+}
+
+/// Most archive commits one session may have in flight.
+const MAX_DEFERRED: usize = 256;
+
+tokio::task_local! {
+    /// Set by a session task while it handles its own client's stanzas: archive commits made
+    /// on the client's behalf are registered here instead of awaited, so the client's next
+    /// stanza is not held behind the disk; the session settles them before it acknowledges
+    /// anything (XEP-0198 `<a/>`, `<resumed/>`), so "durable before acked" still holds.
+    pub static DEFERRED: Deferred;
+}
+
+/// Archive commits a session has started and not yet waited for.
+#[derive(Clone, Default)]
+pub struct Deferred(Arc<std::sync::Mutex<std::collections::VecDeque<tokio::task::JoinHandle<()>>>>);
+
+impl Deferred {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::VecDeque<tokio::task::JoinHandle<()>>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, h: tokio::task::JoinHandle<()>) {
+        self.lock().push_back(h);
+    }
+
+    fn pop_oldest(&self) -> Option<tokio::task::JoinHandle<()>> {
+        self.lock().pop_front()
+    }
+
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Waits until every commit started so far is durable.
+    pub async fn settle(&self) {
+        let all: Vec<_> = self.lock().drain(..).collect();
+        for h in all {
+            let _ = h.await;
+        }
+    }
+}
+
+async fn commit_now(shared: &Arc<Shared>, p: Pending) {
     match shared.archive.archive(&p.user, p.msg, &p.with_full).await {
         Ok(()) => {
             if let Some(info) = p.info {
@@ -182,6 +318,11 @@ pub async fn handle_iq(session: &mut Session, el: &Element, payload: &Element) -
     if stanza::typ(el) == "get" {
         return stanza::iq_result(el, Some(xm::query_form(pns)));
     }
+    // Read-your-writes: what this user received or sent is committed before we look.
+    shared
+        .archive_inflight
+        .wait_idle(&user, std::time::Duration::from_secs(5))
+        .await;
     let req = match xm::parse_query(payload, shared.cfg.mam.max_page) {
         Ok(r) => r,
         Err((c, text)) => return err(el, c, Some(&text)),

@@ -23,7 +23,7 @@ use crate::push::{self, PushEvent};
 use crate::router::{ResourceEntry, Routed, SessionMsg};
 use crate::stanza::{self, Kind};
 use crate::xep::delay;
-use crate::{iq, offline, presence, routing, Shared};
+use crate::{iq, mam, offline, presence, routing, Shared};
 
 /// Internal requests to a session.
 #[derive(Debug)]
@@ -207,6 +207,7 @@ async fn run_new(
         last_read: now,
         last_write: now,
         presence: presence::SessionPresence::default(),
+        deferred: mam::Deferred::default(),
     };
     s.run().await;
     Box::pin(s.end()).await;
@@ -235,6 +236,8 @@ pub struct Session {
     last_write: Instant,
     /// Presence bookkeeping (last broadcast, directed presence recipients).
     pub(crate) presence: presence::SessionPresence,
+    /// Archive commits for this client's messages, settled before any ack.
+    deferred: mam::Deferred,
 }
 
 enum Ev {
@@ -278,7 +281,11 @@ impl Session {
         let mut shutdown = self.shared.shutdown_signal();
         // A client may pipeline stanzas right behind its bind request: they are already in
         // the decoder and no further read would surface them.
-        if let Flow::Stop = Box::pin(self.on_readable()).await {
+        let deferred = self.deferred.clone();
+        if let Flow::Stop = mam::DEFERRED
+            .scope(deferred, Box::pin(self.on_readable()))
+            .await
+        {
             return;
         }
         loop {
@@ -300,7 +307,10 @@ impl Session {
                 Ev::Msg(None) => Flow::Stop,
                 Ev::Read(Ok(())) => {
                     self.last_read = Instant::now();
-                    Box::pin(self.on_readable()).await
+                    let deferred = self.deferred.clone();
+                    mam::DEFERRED
+                        .scope(deferred, Box::pin(self.on_readable()))
+                        .await
                 }
                 Ev::Read(Err(e)) => Box::pin(self.on_transport_error(e)).await,
                 Ev::Timer => Box::pin(self.on_timer()).await,
@@ -602,6 +612,7 @@ impl Session {
 
     async fn on_resume(&mut self, conn: Box<Conn>, h: u32, previd: String) -> Flow {
         let mut conn = *conn;
+        self.deferred.settle().await;
         let now = std_now();
         match self.sm.resume(h, now) {
             Ok(retransmit) => {
@@ -681,6 +692,7 @@ impl Session {
     /// them (order kept) and a reconnecting client's offline load finds them; then it leaves
     /// the router, drains its inbox, and tells subscribers.
     async fn end(&mut self) {
+        self.deferred.settle().await;
         let mut left: Vec<Out> = self.sm.take_unacked();
         left.append(&mut self.spilled);
         left.extend(self.csi.take_held());
@@ -793,6 +805,8 @@ impl Session {
                     if !self.sm.is_enabled() {
                         return Err(unsupported(&el));
                     }
+                    // Durable before acked: the archive commits of what h counts are settled.
+                    self.deferred.settle().await;
                     let a = format!("<a xmlns='urn:xmpp:sm:3' h='{}'/>", self.sm.inbound_h());
                     return Ok(self.write_raw(a.as_bytes()).await);
                 }
