@@ -64,14 +64,20 @@ impl TestCa {
 
 // ---- servers ---------------------------------------------------------------------------
 
-/// A port nobody listens on right now (bind, read, release): the two-phase start lets each
-/// server's static route name the other's s2s port before either exists.
+/// A port nobody listens on right now: the two-phase start lets each server's static route
+/// name the other's s2s port before either exists. Taken below Linux's ephemeral range
+/// (32768–60999) from a per-process sequence, so the `127.0.0.1:0` binds of tests running
+/// in parallel can never be handed the same port between our check and the server's bind.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 300) as u16 * 30;
+    loop {
+        let p = base + NEXT.fetch_add(1, Ordering::Relaxed) % 2_000;
+        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
 }
 
 fn base(c: &mut Config, domain: &str, s2s_port: u16) {
