@@ -24,7 +24,10 @@ async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, direc
         let acceptor = conn::acceptor(&shared.tls);
         match tokio::time::timeout(shared.cfg.c2s.negotiation_timeout.0, acceptor.accept(tcp)).await
         {
-            Ok(Ok(tls)) => Io::Tls(Box::new(tls)),
+            Ok(Ok(tls)) => {
+                tracing::Span::current().record("tls", true);
+                Io::Tls(Box::new(tls))
+            }
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "TLS handshake failed");
                 return;

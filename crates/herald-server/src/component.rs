@@ -188,7 +188,7 @@ async fn run(
     }
 }
 
-async fn on_stanza(shared: &Arc<Shared>, domain: &str, el: Element) -> Result<(), ConnError> {
+async fn on_stanza(shared: &Arc<Shared>, domain: &str, mut el: Element) -> Result<(), ConnError> {
     if stanza::kind(&el).is_none() {
         return Err(ConnError::Stream(serr(
             StreamErrorCondition::UnsupportedStanzaType,
@@ -198,6 +198,8 @@ async fn on_stanza(shared: &Arc<Shared>, domain: &str, el: Element) -> Result<()
     // XEP-0114: a component may send as any JID of its own domain, and only those.
     match stanza::from(&el) {
         Ok(Some(f)) if owns(domain, f.domain().as_str()) => {}
+        // No 'from' (slixmpp's component ping, for one): it can only mean the component itself.
+        Ok(None) => stanza::set(&mut el, "from", domain),
         _ => {
             return Err(ConnError::Stream(serr(
                 StreamErrorCondition::InvalidFrom,

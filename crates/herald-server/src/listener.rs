@@ -28,7 +28,8 @@ pub async fn accept_loop<F, Fut>(
             r = listener.accept() => match r {
                 Ok((tcp, peer)) => {
                     let _ = tcp.set_nodelay(true);
-                    let span = tracing::info_span!("conn", kind, %peer);
+                    // `tls` is filled in when a stream upgrades (STARTTLS) or starts encrypted.
+                    let span = tracing::info_span!("conn", kind, %peer, tls = tracing::field::Empty);
                     tokio::spawn(handle(shared.clone(), tcp, peer).instrument(span));
                 }
                 Err(e) => {

@@ -61,7 +61,10 @@ pub async fn negotiate(shared: &Arc<Shared>, mut conn: Conn) -> Outcome {
             Ok(Step::StartTls) => {
                 let acceptor = conn::acceptor(&shared.tls);
                 match tokio::time::timeout_at(deadline, conn.start_tls(&acceptor)).await {
-                    Ok(Ok(c)) => conn = c,
+                    Ok(Ok(c)) => {
+                        tracing::Span::current().record("tls", true);
+                        conn = c;
+                    }
                     Ok(Err(e)) => {
                         tracing::debug!(error = %e, "TLS handshake failed");
                         return Outcome::Closed;
