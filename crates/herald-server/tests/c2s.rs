@@ -346,6 +346,11 @@ async fn component_handshake_and_message_exchange() {
     comp.send("<message from='bot@push.localhost' to='alice@localhost/r'><body>from component</body></message>").await;
     let m = a.expect("message").await;
     assert_eq!(m.attr("from"), Some("bot@push.localhost"));
+    // Without 'from' the stanza is the component's own.
+    comp.send("<message to='alice@localhost/r'><body>no from</body></message>")
+        .await;
+    let m = a.expect("message").await;
+    assert_eq!(m.attr("from"), Some("push.localhost"));
     comp.send("<message from='bot@localhost' to='alice@localhost/r'><body>spoof</body></message>")
         .await;
     assert_eq!(comp.stream_error().await, "invalid-from");
