@@ -22,8 +22,12 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, direct_tls:
 async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, direct_tls: bool) {
     let io = if direct_tls {
         let acceptor = conn::acceptor(&shared.tls);
-        match tokio::time::timeout(shared.cfg.c2s.negotiation_timeout.0, acceptor.accept(tcp)).await
-        {
+        // Boxed: the handshake's state (1.3 KiB) must not stay in the task after it.
+        let accept = Box::pin(tokio::time::timeout(
+            shared.cfg.c2s.negotiation_timeout.0,
+            acceptor.accept(tcp),
+        ));
+        match accept.await {
             Ok(Ok(tls)) => {
                 tracing::Span::current().record("tls", true);
                 Io::Tls(Box::new(tls))

@@ -76,9 +76,11 @@ pub async fn start(shared: Arc<Shared>, outcome: negotiate::Outcome) {
                 }
             };
             let span = tracing::info_span!("session", jid = %jid);
-            run_new(shared, user, jid, request, *conn)
-                .instrument(span)
-                .await
+            let reply = Box::new(negotiate::bind_result(&request, &jid));
+            drop(request);
+            // Boxed, with boxed arguments: an async fn keeps its arguments for its whole life,
+            // and this one lives as long as the session (print-type-sizes: 4.8 KiB before).
+            Box::pin(run_new(shared, user, jid, reply, conn).instrument(span)).await
         }
     }
 }
@@ -152,8 +154,8 @@ async fn run_new(
     shared: Arc<Shared>,
     user: BareJid,
     jid: FullJid,
-    request: Element,
-    mut conn: Conn,
+    reply: Box<Element>,
+    mut conn: Box<Conn>,
 ) {
     let (tx, rx) = mpsc::channel(shared.cfg.limits.session_inbox);
     let id = shared.next_id();
@@ -173,11 +175,7 @@ async fn run_new(
             Some("replaced by a new connection".to_string()),
         )));
     }
-    if conn
-        .send(&negotiate::bind_result(&request, &jid))
-        .await
-        .is_err()
-    {
+    if conn.send(&reply).await.is_err() {
         shared.router.unbind(&bare, jid.resource().as_str(), id);
         return;
     }
@@ -189,14 +187,14 @@ async fn run_new(
     });
     tracing::debug!("session bound");
     let now = Instant::now();
-    let mut s = Session {
+    let mut s = Box::new(Session {
         sm: StreamManagement::new(sm_config(&shared)),
         csi: CsiBuffer::new(shared.cfg.csi.max_buffer),
         shared,
         id,
         jid,
         bare,
-        conn: Some(conn),
+        conn: Some(*conn),
         tx,
         rx,
         available: false,
@@ -208,8 +206,8 @@ async fn run_new(
         last_write: now,
         presence: presence::SessionPresence::default(),
         deferred: mam::Deferred::default(),
-    };
-    s.run().await;
+    });
+    Box::pin(s.run()).await;
     Box::pin(s.end()).await;
 }
 
@@ -316,7 +314,7 @@ impl Session {
                 Ev::Timer => Box::pin(self.on_timer()).await,
                 Ev::Shutdown => {
                     let e = StreamError::new(StreamErrorCondition::SystemShutdown, None);
-                    self.fail(&e).await;
+                    Box::pin(self.fail(&e)).await;
                     Flow::Stop
                 }
             };
