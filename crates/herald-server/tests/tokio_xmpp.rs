@@ -9,6 +9,8 @@
 //! Everything after the TLS handshake (SASL, bind, stanzas) is tokio-xmpp's own code.
 
 mod common;
+#[path = "common/txmpp.rs"]
+mod txmpp;
 
 use std::borrow::Cow;
 use std::collections::BTreeSet;
@@ -28,15 +30,14 @@ use tokio_xmpp::connect::ServerConnector;
 use tokio_xmpp::error::AuthError;
 use tokio_xmpp::jid::{BareJid, FullJid, Jid};
 use tokio_xmpp::parsers::message::{Lang, Message, MessageType};
-use tokio_xmpp::parsers::ping::Ping;
-use tokio_xmpp::parsers::presence::Presence;
 use tokio_xmpp::parsers::sasl::DefinedCondition;
 use tokio_xmpp::parsers::starttls;
 use tokio_xmpp::xmlstream::{
     initiate_stream, PendingFeaturesRecv, ReadError, StreamHeader, Timeouts, XmppStream,
     XmppStreamElement,
 };
-use tokio_xmpp::{Client, Event, IqRequest, IqResponse, Stanza};
+use tokio_xmpp::{Client, Event, Stanza};
+use txmpp::*;
 
 /// What the client wrote inside TLS, shared with the test.
 #[derive(Clone, Debug, Default)]
@@ -234,59 +235,10 @@ async fn online(jid: &str, password: &str, conn: TestConnector) -> (Client, Full
     (c, bound.try_into_full().unwrap())
 }
 
-/// Sends a ping to the server and waits for the result. The server handles a session's
-/// stanzas in order, so anything sent before is processed once this returns.
-async fn sync(c: &mut Client) {
-    let token = c
-        .send_iq(
-            Some(Jid::new("localhost").unwrap()),
-            IqRequest::Get(Ping.into()),
-        )
-        .await;
-    match tokio::time::timeout(WAIT, token)
-        .await
-        .expect("ping timed out")
-    {
-        Ok(IqResponse::Result(_)) => {}
-        other => panic!("ping to the server failed: {other:?}"),
-    }
-}
-
-async fn available(c: &mut Client) {
-    c.send_stanza(Presence::available().into()).await.unwrap();
-    sync(c).await;
-}
-
-/// Next message with a body, skipping anything else (presence, IQ results).
-async fn next_message(c: &mut Client) -> Message {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            match c.next().await {
-                Some(Event::Stanza(Stanza::Message(m))) if !m.bodies.is_empty() => return m,
-                Some(Event::Disconnected(e)) => panic!("disconnected: {e:?}"),
-                None => panic!("client ended"),
-                Some(_) => {}
-            }
-        }
-    })
-    .await
-    .expect("timed out waiting for a message")
-}
-
 fn chat(to: Jid, body: &str) -> Stanza {
     Message::chat(to)
         .with_body(Lang::default(), body.to_owned())
         .into()
-}
-
-/// The body whatever its xml:lang (the stream's default language may be applied to it).
-fn body(m: &Message) -> &str {
-    assert!(m.bodies.len() <= 1, "several bodies: {:?}", m.bodies);
-    m.bodies
-        .values()
-        .next()
-        .map(String::as_str)
-        .unwrap_or_default()
 }
 
 #[tokio::test]

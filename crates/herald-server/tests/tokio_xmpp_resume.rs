@@ -15,6 +15,8 @@
 //! Plaintext keeps the transcript readable; TLS is covered by tests/tokio_xmpp.rs.
 
 mod common;
+#[path = "common/txmpp.rs"]
+mod txmpp;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -32,10 +34,9 @@ use tokio::task::JoinHandle;
 use tokio_xmpp::connect::DnsConfig;
 use tokio_xmpp::jid::{FullJid, Jid};
 use tokio_xmpp::parsers::message::{Lang, Message};
-use tokio_xmpp::parsers::ping::Ping;
-use tokio_xmpp::parsers::presence::Presence;
 use tokio_xmpp::xmlstream::Timeouts;
-use tokio_xmpp::{Client, Event, IqRequest, IqResponse, Stanza};
+use tokio_xmpp::{Client, Event, Stanza};
+use txmpp::*;
 
 const DELAY: &str = "urn:xmpp:delay";
 /// Messages sent while the client is cut off, per round.
@@ -301,57 +302,6 @@ async fn next_online(c: &mut Client) -> (FullJid, bool) {
     })
     .await
     .expect("timed out waiting for the client to be online")
-}
-
-/// Pings the server; everything the client sent before has been handled when this returns.
-async fn sync(c: &mut Client) {
-    let token = c
-        .send_iq(
-            Some(Jid::new("localhost").unwrap()),
-            IqRequest::Get(Ping.into()),
-        )
-        .await;
-    match tokio::time::timeout(WAIT, token)
-        .await
-        .expect("ping timed out")
-    {
-        Ok(IqResponse::Result(_)) => {}
-        other => panic!("ping to the server failed: {other:?}"),
-    }
-}
-
-async fn available(c: &mut Client) {
-    c.send_stanza(Presence::available().into()).await.unwrap();
-    sync(c).await;
-}
-
-/// Next message with a body, skipping anything else; an `Online` event in between (a
-/// reconnect) fails the test.
-async fn next_message(c: &mut Client) -> Message {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            match c.next().await {
-                Some(Event::Stanza(Stanza::Message(m))) if !m.bodies.is_empty() => return m,
-                Some(Event::Online { resumed, .. }) => {
-                    panic!("unexpected reconnect (resumed: {resumed})")
-                }
-                Some(Event::Disconnected(e)) => panic!("disconnected: {e:?}"),
-                None => panic!("client ended"),
-                Some(_) => {}
-            }
-        }
-    })
-    .await
-    .expect("timed out waiting for a message")
-}
-
-fn body(m: &Message) -> &str {
-    assert!(m.bodies.len() <= 1, "several bodies: {:?}", m.bodies);
-    m.bodies
-        .values()
-        .next()
-        .map(String::as_str)
-        .unwrap_or_default()
 }
 
 /// The XEP-0203 stamp's `from`, if the message carries one.
