@@ -595,19 +595,18 @@ async fn execute(
                 log_store(
                     shared
                         .db(move |s| {
-                            let prev = s
-                                .push_registrations(&user)?
-                                .into_iter()
-                                .find(|r| r.jid == key.jid && r.node == key.node);
-                            let Some(prev) = prev else { return Ok(()) };
-                            s.update_push_stats(
+                            match s.update_push_stats(
                                 &user,
                                 &key.jid,
                                 &key.node,
                                 error_count,
-                                last_push.or(prev.last_push),
+                                last_push,
                                 last_result.as_deref(),
-                            )
+                            ) {
+                                // Removed meanwhile (disable, max_errors): nothing to record.
+                                Err(StoreError::NotFound) => Ok(()),
+                                r => r,
+                            }
                         })
                         .await,
                 );

@@ -857,6 +857,12 @@ pub fn push(store: &Store) {
         .unwrap();
     let got = store.push_registrations(u).unwrap();
     assert_eq!((got[0].error_count, got[0].last_result.clone()), (0, None));
+    // No new push time: the last one is kept.
+    store
+        .update_push_stats(u, "push.x.test", "node-early", 1, None, Some("timeout"))
+        .unwrap();
+    let got = store.push_registrations(u).unwrap();
+    assert_eq!((got[0].error_count, got[0].last_push), (1, Some(1300)));
     assert!(matches!(
         store.update_push_stats(u, "push.x.test", "missing", 1, None, None),
         Err(StoreError::NotFound)

@@ -44,7 +44,8 @@ pub trait PushStore {
     fn delete_push_registration(&self, user: &str, jid: &str, node: &str) -> Result<bool>;
     /// Removes every registration of the user with that app server JID; how many.
     fn delete_push_registrations_by_jid(&self, user: &str, jid: &str) -> Result<usize>;
-    /// Records delivery statistics; [`StoreError::NotFound`] if the registration is gone.
+    /// Records delivery statistics (`last_push` None keeps the stored one, so a failed
+    /// publish needs no read first); [`StoreError::NotFound`] if the registration is gone.
     fn update_push_stats(
         &self,
         user: &str,
@@ -146,7 +147,7 @@ impl PushStore for Store {
             let n = tx
                 .prepare_cached(
                     "UPDATE push_registrations
-                     SET error_count = ?4, last_push = ?5, last_result = ?6
+                     SET error_count = ?4, last_push = COALESCE(?5, last_push), last_result = ?6
                      WHERE account = ?1 AND jid = ?2 AND node = ?3",
                 )?
                 .execute(params![
