@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use herald_store::RosterStore;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 
 use crate::push::PushEvent;
@@ -44,7 +44,8 @@ pub async fn run(shared: Arc<Shared>) {
 
 async fn client(shared: Arc<Shared>, stream: tokio::net::UnixStream) {
     let (r, mut w) = stream.into_split();
-    let mut lines = BufReader::new(r).lines();
+    // One short command line; a longer one is not ours (the socket is owner-only anyway).
+    let mut lines = BufReader::new(r.take(4096)).lines();
     let line =
         match tokio::time::timeout(std::time::Duration::from_secs(10), lines.next_line()).await {
             Ok(Ok(Some(l))) => l,

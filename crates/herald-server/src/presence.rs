@@ -20,6 +20,10 @@ use crate::xep::blocking as xb;
 use crate::xep::roster as xr;
 use crate::{offline, roster, routing, Shared};
 
+/// Most JIDs one session may have sent directed presence to (each must later get its
+/// unavailable).
+pub const MAX_DIRECTED: usize = 1000;
+
 /// Per-session presence bookkeeping.
 #[derive(Default, Debug)]
 pub struct SessionPresence {
@@ -84,6 +88,19 @@ pub async fn outbound(session: &mut Session, el: Element, to: Option<Jid>) {
             }
             // RFC 6121 §4.6: directed presence; remember who must hear our unavailable.
             if typ.is_empty() {
+                // Bounded: a client cannot grow our memory by addressing endless JIDs.
+                if session.presence.directed.len() >= MAX_DIRECTED
+                    && !session.presence.directed.contains(to.as_str())
+                {
+                    if let Some(e) = stanza::error(
+                        &el,
+                        herald_proto::error::StanzaErrorCondition::ResourceConstraint,
+                        Some("too many directed presence recipients"),
+                    ) {
+                        routing::route(&shared, e).await;
+                    }
+                    return;
+                }
                 session.presence.directed.insert(to.to_string());
             } else if typ == "unavailable" {
                 session.presence.directed.remove(to.as_str());

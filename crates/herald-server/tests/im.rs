@@ -1537,3 +1537,22 @@ async fn blocked_contact_cannot_reach_user_and_user_cannot_reach_it() {
     let got = c.sync().await;
     assert_eq!(messages(&got).len(), 1, "{got:?}");
 }
+
+#[tokio::test]
+async fn directed_presence_recipients_are_bounded() {
+    let s = TestServer::start().await;
+    s.add_user("alice", PW);
+    let mut a = RawClient::login(s.c2s(), "alice", PW, "r").await;
+    let mut burst = String::new();
+    for i in 0..herald_server::presence::MAX_DIRECTED {
+        burst.push_str(&format!("<presence to='nobody{i}@localhost'/>"));
+    }
+    a.send(&burst).await;
+    // Re-sending to a known recipient is fine; a new one beyond the bound is refused.
+    a.send("<presence to='nobody0@localhost'/><presence to='one-too-many@localhost' id='x'/>")
+        .await;
+    let e = a.expect("presence").await;
+    assert_eq!(e.attr("type"), Some("error"), "{}", xml(&e));
+    assert_eq!(e.attr("id"), Some("x"));
+    assert!(xml(&e).contains("resource-constraint"), "{}", xml(&e));
+}
