@@ -1038,3 +1038,30 @@ async fn a_call_to_a_sleeping_device_rings_once_even_inside_a_coalescing_window(
     assert_summary(&p, "tab", 2);
     app.assert_quiet(&s).await;
 }
+
+#[tokio::test]
+async fn store_failure_on_enable_answers_wait_and_changes_nothing() {
+    let (s, mut app) = server(|_| {}).await;
+    let mut tablet = Dev::up(&s, "bob", "tablet", None, true).await;
+    // Break the push table under the running server (as a full or damaged disk would).
+    let db = rusqlite::Connection::open(s.dir.path().join("data/herald.sqlite3")).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    db.execute_batch("DROP TABLE push_registrations").unwrap();
+    let r = tablet
+        .iq(&format!(
+            "<enable xmlns='urn:xmpp:push:0' jid='{APP_DOMAIN}' node='tab'/>"
+        ))
+        .await;
+    assert_eq!(r.attr("type"), Some("error"), "{}", xml(&r));
+    let err = xml(&r);
+    assert!(err.contains("internal-server-error"), "{err}");
+    assert!(
+        err.contains("type=\"wait\"") || err.contains("type='wait'"),
+        "{err}"
+    );
+    // Nothing was attached: the sleeping device gets no push.
+    let _ = tablet.kill();
+    let mut a = alice(&s).await;
+    chat(&mut a, BOB, "hello").await;
+    app.assert_quiet(&s).await;
+}
