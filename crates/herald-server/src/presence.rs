@@ -66,7 +66,8 @@ pub async fn outbound(session: &mut Session, el: Element, to: Option<Jid>) {
             shared
                 .router
                 .set_presence(&session.bare, session.id, false, 0);
-            broadcast(session, &el, true).await;
+            let items = roster_items(&shared, &session.bare).await;
+            broadcast(session, &el, true, &items).await;
             session.presence.last = None;
             session.presence.directed.clear();
             // RFC 6121 §4.5: unavailable ends the presence session; the next available
@@ -127,9 +128,11 @@ async fn available(session: &mut Session, el: Element) {
     shared
         .router
         .set_presence(&session.bare, session.id, true, prio);
-    broadcast(session, &el, false).await;
+    // Loaded once for the broadcast and, on initial presence, the probes.
+    let items = roster_items(&shared, &session.bare).await;
+    broadcast(session, &el, false, &items).await;
     if initial {
-        initial_presence(session).await;
+        initial_presence(session, &items).await;
     }
     if prio >= 0 && !was_reachable {
         deliver_offline(session).await;
@@ -137,7 +140,7 @@ async fn available(session: &mut Session, el: Element) {
 }
 
 /// RFC 6121 §4.2.2 and §3.1.3: what only initial presence does.
-async fn initial_presence(session: &mut Session) {
+async fn initial_presence(session: &mut Session, items: &[RosterItem]) {
     let shared = session.shared.clone();
     // RFC 6121 §4.2.2: an entity is implicitly subscribed to its own presence, so the new
     // resource learns of the user's other available resources: a probe from its full JID,
@@ -160,7 +163,7 @@ async fn initial_presence(session: &mut Session) {
         routing::route(&shared, p).await;
     }
     // RFC 6121 §4.2.2: probe the contacts we are subscribed to.
-    for item in roster_items(&shared, &session.bare).await {
+    for item in items {
         let st = roster::to_sub(item.subscription);
         if matches!(
             st,
@@ -218,14 +221,14 @@ async fn deliver_offline(session: &mut Session) {
 
 /// Sends the session's presence to subscribers (and directed recipients when `to_directed`)
 /// and to the user's own available resources, including this one (RFC 6121 §4.2.2, §4.4.2).
-async fn broadcast(session: &mut Session, el: &Element, to_directed: bool) {
+async fn broadcast(session: &mut Session, el: &Element, to_directed: bool, items: &[RosterItem]) {
     let shared = session.shared.clone();
     let me = session.jid().to_string();
     let mut sent: HashSet<String> = HashSet::new();
     // XEP-0191 §3.3: blocked entities do not get the user's presence.
     let blocked = crate::blocking::blocklist(&shared, &session.bare).await;
     let is_blocked = |jid: &str| !blocked.is_empty() && xb::matches(&blocked, jid);
-    for item in roster_items(&shared, &session.bare).await {
+    for item in items {
         let st = herald_session::subscription::State {
             sub: roster::to_sub(item.subscription),
             pending_out: item.ask,
@@ -255,7 +258,8 @@ async fn broadcast(session: &mut Session, el: &Element, to_directed: bool) {
 pub async fn broadcast_unavailable(session: &mut Session) {
     let p = stanza::new("presence", INTERNAL_NS, &[("type", "unavailable")]);
     session.available = false;
-    broadcast(session, &p, true).await;
+    let items = roster_items(&session.shared, &session.bare).await;
+    broadcast(session, &p, true, &items).await;
 }
 
 /// Presence unavailable from each of `user`'s available resources to `contact`.
