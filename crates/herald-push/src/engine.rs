@@ -1197,17 +1197,25 @@ impl Engine {
     }
 
     fn drop_retries(&mut self, user: &str, key: &RegKey) {
-        let ids: Vec<u64> = self
-            .retries
-            .iter()
-            .filter(|(_, r)| r.user == user && &r.key == key)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ids {
-            if let Some(r) = self.retries.remove(&id) {
-                self.timers.remove(&r.timer);
+        let timers = &mut self.timers;
+        self.retries.retain(|_, r| {
+            let drop = r.user == user && &r.key == key;
+            if drop {
+                timers.remove(&r.timer);
             }
-        }
+            !drop
+        });
+    }
+
+    fn drop_pending(&mut self, user: &str, key: &RegKey) {
+        let timers = &mut self.timers;
+        self.pending.retain(|_, p| {
+            let drop = p.user == user && &p.key == key;
+            if drop {
+                timers.remove(&p.timer);
+            }
+            !drop
+        });
     }
 
     /// Removes a registration everywhere: store, its session, in-flight publishes, retries.
@@ -1229,17 +1237,7 @@ impl Engine {
             self.detach_from_session(sid, key, now, out);
         }
         self.drop_retries(user, key);
-        let ids: Vec<String> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| p.user == user && &p.key == key)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in ids {
-            if let Some(p) = self.pending.remove(&id) {
-                self.timers.remove(&p.timer);
-            }
-        }
+        self.drop_pending(user, key);
     }
 
     /// Detaches `key` from `session`; a hibernated session left without push falls back to
