@@ -57,6 +57,17 @@ pub struct Classifier {
 }
 
 impl Classifier {
+    /// XEP-0352: whether a stanza for an inactive client may be held back — only what this
+    /// classification deems unimportant, and never subscription presence or IQs, which a
+    /// client must see to make progress. The same verdict keeps held stanzas from pushing.
+    pub fn csi_may_hold(&self, stanza: &Element) -> bool {
+        match stanza.name() {
+            "presence" => matches!(stanza.attr("type"), None | Some("unavailable")),
+            "message" => self.classify(stanza) == Importance::Unimportant,
+            _ => false,
+        }
+    }
+
     /// Judges one stanza (a `message`, `presence` or `iq` in the client namespace).
     pub fn classify(&self, stanza: &Element) -> Importance {
         if stanza.name() != "message" {

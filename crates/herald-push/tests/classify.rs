@@ -195,3 +195,24 @@ fn summary_skips_empty_bodies_and_has_none_for_presence() {
     ));
     assert_eq!(anon.sender, None);
 }
+
+#[test]
+fn csi_holds_only_unimportant_messages_and_availability() {
+    let c = Classifier::default();
+    for (xml, held) in [
+        ("<presence xmlns='jabber:client'/>", true),
+        ("<presence xmlns='jabber:client' type='unavailable'/>", true),
+        ("<presence xmlns='jabber:client' type='subscribe'/>", false),
+        ("<iq xmlns='jabber:client' type='get' id='1'/>", false),
+        (
+            &msg(
+                "type='chat'",
+                "<composing xmlns='http://jabber.org/protocol/chatstates'/>",
+            ),
+            true,
+        ),
+        (&msg("type='chat'", "<body>hi</body>"), false),
+    ] {
+        assert_eq!(c.csi_may_hold(&el(xml)), held, "{xml}");
+    }
+}

@@ -14,7 +14,7 @@ use herald_proto::Element;
 use herald_push::engine::{
     Action, Engine, PushConfig, RegKey, Registration, Reply, SessionId, StanzaInfo,
 };
-use herald_push::{Classifier, Importance};
+use herald_push::Classifier;
 use herald_store::{PushRegistration, PushStore, StoreError};
 use tokio::sync::{mpsc, oneshot};
 
@@ -248,16 +248,6 @@ pub fn classifier(important: &[String]) -> Classifier {
                 Some((it.next()?.to_string(), it.next()?.to_string()))
             })
             .collect(),
-    }
-}
-
-/// Whether CSI may hold this stanza back (XEP-0352): only what push also deems unimportant,
-/// and never subscription requests or IQs, which a client must see to make progress.
-pub fn csi_may_hold(c: &Classifier, el: &Element) -> bool {
-    match crate::stanza::kind(el) {
-        Some(crate::stanza::Kind::Presence) => matches!(crate::stanza::typ(el), "" | "unavailable"),
-        Some(crate::stanza::Kind::Message) => c.classify(el) == Importance::Unimportant,
-        _ => false,
     }
 }
 

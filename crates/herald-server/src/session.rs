@@ -19,7 +19,7 @@ use tracing::Instrument;
 
 use crate::conn::{Conn, ConnError};
 use crate::negotiate;
-use crate::push::{self, PushEvent};
+use crate::push::PushEvent;
 use crate::router::{ResourceEntry, Routed, SessionMsg};
 use crate::stanza::{self, Kind};
 use crate::xep::delay;
@@ -387,7 +387,7 @@ impl Session {
         if let Some(flow) = self.intercept_incoming(&out.el).await {
             return flow;
         }
-        let hold = push::csi_may_hold(self.shared.push.classifier(), &out.el);
+        let hold = self.shared.push.classifier().csi_may_hold(&out.el);
         // Only the offered stanza may push, and only if CSI would not have held it: stanzas
         // flushed from the CSI buffer never cause a push (push-rules.md, CSI row).
         let pushes = (!hold || self.csi.is_active()).then_some(out.id);
