@@ -102,13 +102,13 @@ pub async fn undelivered(shared: &Arc<Shared>, bare: &str, o: Out, ended: u64) {
             if crate::xep::carbons::is_carbon(&o.el) {
                 return; // a copy; the original went to its own recipient
             }
+            let mut others = shared.router.resources(bare);
+            others.retain(|r| r.session_id != ended);
             if came_from_store(&o.el, bare) {
                 // XEP-0160: stored messages are deleted once delivered, and one written but
                 // never acknowledged was not: it goes to another reachable resource or back
                 // to storage, archived or not (a client without MAM would never see it).
                 let r = Routed { id: o.id, el: o.el };
-                let mut others = shared.router.resources(bare);
-                others.retain(|r| r.session_id != ended);
                 for t in crate::router::best_resources(&others) {
                     if routing::send_to_routed(shared, t, r.clone()).is_ok() {
                         return;
@@ -119,8 +119,6 @@ pub async fn undelivered(shared: &Arc<Shared>, bare: &str, o: Out, ended: u64) {
             if archived_for(&o.el, bare) {
                 return;
             }
-            let mut others = shared.router.resources(bare);
-            others.retain(|r| r.session_id != ended);
             if crate::router::best_resources(&others).is_empty() {
                 no_available_resource(shared, bare, Routed { id: o.id, el: o.el }).await;
             } else {

@@ -439,8 +439,7 @@ pub async fn subscription_in(shared: &Arc<Shared>, user: &str, el: Element, kind
             return;
         }
     };
-    let online = !crate::router::best_resources(&shared.router.resources(user)).is_empty()
-        || shared.router.resources(user).iter().any(|r| r.available);
+    let online = shared.router.resources(user).iter().any(|r| r.available);
     let inb = sm::inbound(state, kind, online);
     if inb.send_unavailable {
         send_unavailable_to(shared, user, &contact).await;
