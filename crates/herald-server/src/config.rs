@@ -610,11 +610,6 @@ impl Config {
         Ok(())
     }
 
-    /// Path of the SQLite database and other state.
-    pub fn data_dir(&self) -> &Path {
-        &self.data_dir
-    }
-
     /// Every domain served locally (the primary first).
     pub fn local_domains(&self) -> Vec<String> {
         let mut v = vec![self.domain.clone()];

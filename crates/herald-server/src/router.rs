@@ -133,12 +133,6 @@ impl Router {
         users.contains_key(bare)
     }
 
-    /// Number of bound resources (all users).
-    pub fn session_count(&self) -> usize {
-        let users = self.users.read().unwrap_or_else(|e| e.into_inner());
-        users.values().map(Vec::len).sum()
-    }
-
     /// Every bound resource (for shutdown).
     pub fn all_sessions(&self) -> Vec<ResourceEntry> {
         let users = self.users.read().unwrap_or_else(|e| e.into_inner());
@@ -167,12 +161,6 @@ impl Router {
     pub fn component(&self, domain: &str) -> Option<ComponentTx> {
         let c = self.components.read().unwrap_or_else(|e| e.into_inner());
         c.get(domain).cloned()
-    }
-
-    /// Domains of attached components.
-    pub fn component_domains(&self) -> Vec<String> {
-        let c = self.components.read().unwrap_or_else(|e| e.into_inner());
-        c.keys().cloned().collect()
     }
 }
 

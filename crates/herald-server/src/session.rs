@@ -9,7 +9,7 @@ use std::sync::Arc;
 use herald_proto::error::{StanzaErrorCondition, StreamError, StreamErrorCondition};
 use herald_proto::jid::{BareJid, FullJid, Jid};
 use herald_proto::ns;
-use herald_proto::stream::{StreamEvent, INTERNAL_NS};
+use herald_proto::stream::StreamEvent;
 use herald_proto::Element;
 use herald_session::csi::CsiBuffer;
 use herald_session::sm::{SmConfig, SmError, SmEvent, StreamManagement};
@@ -969,12 +969,4 @@ fn unsupported(el: &Element) -> StreamError {
         StreamErrorCondition::UnsupportedStanzaType,
         Some(format!("<{}/> is not supported here", el.name())),
     )
-}
-
-/// A presence stanza in the internal namespace.
-pub fn presence_el(typ: Option<&str>) -> Element {
-    match typ {
-        Some(t) => stanza::new("presence", INTERNAL_NS, &[("type", t)]),
-        None => Element::bare("presence", INTERNAL_NS),
-    }
 }

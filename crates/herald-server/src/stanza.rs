@@ -61,13 +61,6 @@ pub fn set(el: &mut Element, name: &str, value: impl Into<String>) {
     }
 }
 
-/// Removes an attribute.
-pub fn unset(el: &mut Element, name: &str) {
-    if let Ok(n) = rxml::NcName::try_from(name) {
-        el.attrs_mut().remove(&rxml::Namespace::NONE, &n);
-    }
-}
-
 /// A new element with attributes.
 pub fn new(name: &str, ns: &str, attrs: &[(&str, &str)]) -> Element {
     let mut el = Element::bare(name, ns);
@@ -116,14 +109,4 @@ pub fn iq_result(req: &Element, payload: Option<Element>) -> Element {
 /// The first child element of an IQ (its payload).
 pub fn payload(iq: &Element) -> Option<&Element> {
     iq.children().next()
-}
-
-/// A message's `<body/>` text, if any.
-pub fn body(el: &Element) -> Option<String> {
-    el.get_child("body", INTERNAL_NS).map(|b| b.text())
-}
-
-/// The bare form of a JID as a string.
-pub fn bare(j: &Jid) -> String {
-    j.to_bare().to_string()
 }
