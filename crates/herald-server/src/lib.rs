@@ -10,6 +10,7 @@ pub mod component;
 pub mod config;
 pub mod conn;
 pub mod group_commit;
+pub mod inbox;
 pub mod iq;
 pub mod listener;
 pub mod mam;
@@ -192,7 +193,7 @@ impl Running {
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
         for s in self.shared.router.all_sessions() {
-            let _ = s.tx.try_send(router::SessionMsg::Kick(
+            let _ = s.tx.send_control(router::SessionMsg::Kick(
                 herald_proto::error::StreamError::new(
                     herald_proto::error::StreamErrorCondition::SystemShutdown,
                     None,

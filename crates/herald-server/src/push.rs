@@ -18,7 +18,7 @@ use herald_push::Classifier;
 use herald_store::{PushRegistration, PushStore, StoreError};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::router::SessionMsg;
+use crate::router::{SessionMsg, SessionTx};
 use crate::{routing, Shared};
 
 /// Events for the push task.
@@ -33,7 +33,7 @@ pub enum PushEvent {
         /// Its resource.
         resource: String,
         /// Its inbox (for hibernation deadlines).
-        tx: mpsc::Sender<SessionMsg>,
+        tx: SessionTx,
     },
     /// The session is gone for good.
     SessionEnded {
@@ -341,7 +341,7 @@ pub fn engine_config(cfg: &crate::Config) -> PushConfig {
 pub async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<PushEvent>) {
     let mut engine = Engine::new(engine_config(&shared.cfg));
     engine.set_id_prefix(shared.push.prefix.clone());
-    let mut sessions: HashMap<SessionId, (String, mpsc::Sender<SessionMsg>)> = HashMap::new();
+    let mut sessions: HashMap<SessionId, (String, SessionTx)> = HashMap::new();
     let mut shutdown = shared.shutdown_signal();
     loop {
         let deadline = engine.next_deadline().map(tokio::time::Instant::from_std);
@@ -373,7 +373,7 @@ async fn ensure_loaded(shared: &Arc<Shared>, engine: &mut Engine, user: &str) {
 async fn handle(
     shared: &Arc<Shared>,
     engine: &mut Engine,
-    sessions: &mut HashMap<SessionId, (String, mpsc::Sender<SessionMsg>)>,
+    sessions: &mut HashMap<SessionId, (String, SessionTx)>,
     ev: PushEvent,
     now: Instant,
 ) -> Vec<Action> {
@@ -517,7 +517,7 @@ async fn handle(
 
 async fn execute(
     shared: &Arc<Shared>,
-    sessions: &HashMap<SessionId, (String, mpsc::Sender<SessionMsg>)>,
+    sessions: &HashMap<SessionId, (String, SessionTx)>,
     actions: Vec<Action>,
 ) {
     for a in actions {
@@ -557,7 +557,7 @@ async fn execute(
             }
             Action::SetSessionExpiry { session, at } => {
                 if let Some((_, tx)) = sessions.get(&session) {
-                    let _ = tx.try_send(SessionMsg::SetExpiry(at));
+                    let _ = tx.send_control(SessionMsg::SetExpiry(at));
                 }
             }
             Action::SaveRegistration { user, reg } => {

@@ -47,7 +47,7 @@ pub struct ResourceEntry {
     /// Unique id of the session for this process's life.
     pub session_id: u64,
     /// The session task's inbox.
-    pub tx: mpsc::Sender<SessionMsg>,
+    pub tx: SessionTx,
     /// Presence priority (RFC 6121 §4.7.2.3), meaningful when `available`.
     pub priority: i8,
     /// Has sent available presence.
@@ -55,6 +55,9 @@ pub struct ResourceEntry {
     /// XEP-0280 carbons enabled.
     pub carbons: bool,
 }
+
+/// A session task's inbox (bounded by `limits.session_inbox`; see `inbox` for why not mpsc).
+pub type SessionTx = crate::inbox::Sender<SessionMsg>;
 
 /// Sends to a component connection.
 pub type ComponentTx = mpsc::Sender<Element>;
@@ -186,7 +189,7 @@ mod tests {
     use super::*;
 
     fn entry(res: &str, id: u64, available: bool, priority: i8) -> ResourceEntry {
-        let (tx, _rx) = mpsc::channel(1);
+        let (tx, _rx) = crate::inbox::bounded(1);
         ResourceEntry {
             resource: res.into(),
             session_id: id,

@@ -4,11 +4,11 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use crate::inbox::TrySendError;
 use herald_proto::error::{ErrorType, StanzaErrorCondition};
 use herald_proto::jid::Jid;
 use herald_proto::Element;
 use herald_store::AccountStore;
-use tokio::sync::mpsc::error::TrySendError;
 
 use crate::router::{ResourceEntry, Routed, SessionMsg};
 use crate::stanza::{self, Kind};

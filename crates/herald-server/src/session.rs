@@ -13,14 +13,13 @@ use herald_proto::stream::StreamEvent;
 use herald_proto::Element;
 use herald_session::csi::CsiBuffer;
 use herald_session::sm::{SmConfig, SmError, SmEvent, StreamManagement};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::conn::{Conn, ConnError};
 use crate::negotiate;
 use crate::push::PushEvent;
-use crate::router::{ResourceEntry, Routed, SessionMsg};
+use crate::router::{ResourceEntry, Routed, SessionMsg, SessionTx};
 use crate::stanza::{self, Kind};
 use crate::xep::delay;
 use crate::{iq, mam, offline, presence, routing, Shared};
@@ -53,7 +52,7 @@ pub struct Resumable {
     /// The account.
     pub bare: String,
     /// The session's inbox.
-    pub tx: mpsc::Sender<SessionMsg>,
+    pub tx: SessionTx,
 }
 
 /// Binds a negotiated stream and runs its session, or resumes a hibernated one.
@@ -109,17 +108,13 @@ pub async fn try_resume(
     };
     match shared.resumable_get(&previd) {
         Some(e) if e.bare == user.to_string() => {
-            match e
-                .tx
-                .send(SessionMsg::Resume {
-                    conn: Box::new(conn),
-                    h,
-                    previd: previd.clone(),
-                })
-                .await
-            {
+            match e.tx.send_control(SessionMsg::Resume {
+                conn: Box::new(conn),
+                h,
+                previd: previd.clone(),
+            }) {
                 Ok(()) => Ok(()),
-                Err(mpsc::error::SendError(msg)) => {
+                Err(msg) => {
                     // The session ended between lookup and hand-over.
                     let SessionMsg::Resume { conn, .. } = msg else {
                         return Ok(());
@@ -157,7 +152,7 @@ async fn run_new(
     reply: Box<Element>,
     mut conn: Box<Conn>,
 ) {
-    let (tx, rx) = mpsc::channel(shared.cfg.limits.session_inbox);
+    let (tx, rx) = crate::inbox::bounded(shared.cfg.limits.session_inbox);
     let id = shared.next_id();
     let bare = user.to_string();
     let entry = ResourceEntry {
@@ -170,7 +165,7 @@ async fn run_new(
     };
     if let Some(old) = shared.router.bind(&bare, entry) {
         // RFC 6120 §7.7.2.2: the new session takes over the resource; the old one is told why.
-        let _ = old.tx.try_send(SessionMsg::Kick(StreamError::new(
+        let _ = old.tx.send_control(SessionMsg::Kick(StreamError::new(
             StreamErrorCondition::Conflict,
             Some("replaced by a new connection".to_string()),
         )));
@@ -218,8 +213,8 @@ pub struct Session {
     pub(crate) jid: FullJid,
     pub(crate) bare: String,
     conn: Option<Conn>,
-    tx: mpsc::Sender<SessionMsg>,
-    rx: mpsc::Receiver<SessionMsg>,
+    tx: SessionTx,
+    rx: crate::inbox::Receiver<SessionMsg>,
     pub(crate) available: bool,
     pub(crate) priority: i8,
     /// XEP-0280 enabled.
@@ -239,7 +234,7 @@ pub struct Session {
 }
 
 enum Ev {
-    Msg(Option<SessionMsg>),
+    Msg(SessionMsg),
     Read(Result<(), ConnError>),
     Timer,
     Shutdown,
@@ -301,8 +296,7 @@ impl Session {
             // The handlers are boxed: their futures exist only while they run, so the
             // future an idle session waits in stays a few hundred bytes.
             let flow = match ev {
-                Ev::Msg(Some(m)) => Box::pin(self.on_msg(m)).await,
-                Ev::Msg(None) => Flow::Stop,
+                Ev::Msg(m) => Box::pin(self.on_msg(m)).await,
                 Ev::Read(Ok(())) => {
                     self.last_read = Instant::now();
                     let deferred = self.deferred.clone();
@@ -709,7 +703,7 @@ impl Session {
             self.shared.tombstone_insert(&id, &self.bare, last_h);
         }
         self.rx.close();
-        while let Ok(m) = self.rx.try_recv() {
+        while let Some(m) = self.rx.try_recv() {
             match m {
                 SessionMsg::Stanza(r) => {
                     let o = Out {
