@@ -51,5 +51,5 @@ async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, direc
     // Boxed: a task's future keeps the size of its largest state for its whole life, and
     // negotiation's (SASL, TLS) is large; an idle session must stay small.
     let outcome = Box::pin(negotiate::negotiate(&shared, conn)).await;
-    Box::pin(session::start(shared, outcome)).await;
+    session::start(shared, outcome).await;
 }

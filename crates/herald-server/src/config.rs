@@ -308,7 +308,7 @@ impl Default for SmConfig {
             max_ack_delay: Dur(Duration::from_secs(30)),
             max_queue: 500,
             request_after: 5,
-            request_idle: Dur(Duration::from_secs(5)),
+            request_idle: Dur(Duration::from_secs(1)),
             tombstone_ttl: Dur(Duration::from_secs(3600)),
         }
     }

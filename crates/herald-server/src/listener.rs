@@ -28,8 +28,15 @@ pub async fn accept_loop<F, Fut>(
             r = listener.accept() => match r {
                 Ok((tcp, peer)) => {
                     let _ = tcp.set_nodelay(true);
-                    // `tls` is filled in when a stream upgrades (STARTTLS) or starts encrypted.
-                    let span = tracing::info_span!("conn", kind, %peer, tls = tracing::field::Empty);
+                    // `tls` is filled in when a stream upgrades (STARTTLS) or starts encrypted,
+                    // `jid` when a c2s session binds.
+                    let span = tracing::info_span!(
+                        "conn",
+                        kind,
+                        %peer,
+                        tls = tracing::field::Empty,
+                        jid = tracing::field::Empty
+                    );
                     tokio::spawn(handle(shared.clone(), tcp, peer).instrument(span));
                 }
                 Err(e) => {

@@ -27,8 +27,9 @@ pub const MAX_DIRECTED: usize = 1000;
 /// Per-session presence bookkeeping.
 #[derive(Default, Debug)]
 pub struct SessionPresence {
-    /// The last available presence broadcast (answers probes).
-    pub last: Option<Element>,
+    /// The last available presence broadcast (answers probes), kept as XML: every idle
+    /// session holds one.
+    pub last: Option<stanza::Frozen>,
     /// JIDs that got directed presence and must get our unavailable (RFC 6121 §4.6.3).
     pub directed: HashSet<String>,
     /// Initial presence was sent.
@@ -124,7 +125,7 @@ async fn available(session: &mut Session, el: Element) {
     session.available = true;
     session.priority = prio;
     session.presence.initial_sent = true;
-    session.presence.last = Some(el.clone());
+    session.presence.last = stanza::Frozen::new(&el);
     shared
         .router
         .set_presence(&session.bare, session.id, true, prio);
@@ -293,7 +294,12 @@ pub async fn answer_probe(session: &mut Session, probe: &Element) {
     if contact == session.bare {
         // The user's own new resource (see `initial_presence`): it may always see us.
         if from.as_str() != session.jid().as_str() {
-            if let Some(last) = session.presence.last.clone() {
+            if let Some(last) = session
+                .presence
+                .last
+                .as_ref()
+                .and_then(stanza::Frozen::thaw)
+            {
                 let p = addressed(&last, &session.jid().to_string(), from.as_str());
                 routing::route(&shared, p).await;
             }
@@ -309,7 +315,12 @@ pub async fn answer_probe(session: &mut Session, probe: &Element) {
     if !state.is_some_and(|s| s.contact_gets_presence()) {
         return;
     }
-    if let Some(last) = session.presence.last.clone() {
+    if let Some(last) = session
+        .presence
+        .last
+        .as_ref()
+        .and_then(stanza::Frozen::thaw)
+    {
         let p = addressed(&last, &session.jid().to_string(), from.as_str());
         routing::route(&shared, p).await;
     }

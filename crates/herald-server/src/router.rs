@@ -73,7 +73,10 @@ impl Router {
     /// Registers a bound resource; returns the entry it replaced (RFC 6120 §7.7.2.2 conflict).
     pub fn bind(&self, bare: &str, entry: ResourceEntry) -> Option<ResourceEntry> {
         let mut users = self.users.write().unwrap_or_else(|e| e.into_inner());
-        let list = users.entry(bare.to_string()).or_default();
+        // Most accounts have one resource online: no room for four until a second binds.
+        let list = users
+            .entry(bare.to_string())
+            .or_insert_with(|| Vec::with_capacity(1));
         if let Some(pos) = list.iter().position(|r| r.resource == entry.resource) {
             Some(std::mem::replace(&mut list[pos], entry))
         } else {

@@ -55,7 +55,9 @@ pub struct Resumable {
     pub tx: SessionTx,
 }
 
-/// Binds a negotiated stream and runs its session, or resumes a hibernated one.
+/// Binds a negotiated stream and starts its session in a task of its own, or resumes a
+/// hibernated one. The connection's task ends here: a task keeps the size of its largest
+/// state for its whole life, and negotiation's is large; the session's task starts small.
 pub async fn start(shared: Arc<Shared>, outcome: negotiate::Outcome) {
     match outcome {
         negotiate::Outcome::Closed | negotiate::Outcome::Resumed => {}
@@ -74,12 +76,13 @@ pub async fn start(shared: Arc<Shared>, outcome: negotiate::Outcome) {
                     return;
                 }
             };
-            let span = tracing::info_span!("session", jid = %jid);
+            // DESIGN.md: one span per connection; the session fills in who it is.
+            let span = tracing::Span::current();
+            span.record("jid", tracing::field::display(&jid));
             let reply = Box::new(negotiate::bind_result(&request, &jid));
             drop(request);
-            // Boxed, with boxed arguments: an async fn keeps its arguments for its whole life,
-            // and this one lives as long as the session (print-type-sizes: 4.8 KiB before).
-            Box::pin(run_new(shared, user, jid, reply, conn).instrument(span)).await
+            let session = Session::bind(shared, user, jid, *conn);
+            tokio::spawn(session.main(reply).instrument(span));
         }
     }
 }
@@ -145,67 +148,6 @@ fn sm_config(shared: &Shared) -> SmConfig {
     }
 }
 
-async fn run_new(
-    shared: Arc<Shared>,
-    user: BareJid,
-    jid: FullJid,
-    reply: Box<Element>,
-    mut conn: Box<Conn>,
-) {
-    let (tx, rx) = crate::inbox::bounded(shared.cfg.limits.session_inbox);
-    let id = shared.next_id();
-    let bare = user.to_string();
-    let entry = ResourceEntry {
-        resource: jid.resource().to_string(),
-        session_id: id,
-        tx: tx.clone(),
-        priority: 0,
-        available: false,
-        carbons: false,
-    };
-    if let Some(old) = shared.router.bind(&bare, entry) {
-        // RFC 6120 §7.7.2.2: the new session takes over the resource; the old one is told why.
-        let _ = old.tx.send_control(SessionMsg::Kick(StreamError::new(
-            StreamErrorCondition::Conflict,
-            Some("replaced by a new connection".to_string()),
-        )));
-    }
-    if conn.send(&reply).await.is_err() {
-        shared.router.unbind(&bare, jid.resource().as_str(), id);
-        return;
-    }
-    shared.push.send(PushEvent::SessionStarted {
-        user: bare.clone(),
-        session: id,
-        resource: jid.resource().to_string(),
-        tx: tx.clone(),
-    });
-    tracing::debug!("session bound");
-    let now = Instant::now();
-    let mut s = Box::new(Session {
-        sm: StreamManagement::new(sm_config(&shared)),
-        csi: CsiBuffer::new(shared.cfg.csi.max_buffer),
-        shared,
-        id,
-        jid,
-        bare,
-        conn: Some(*conn),
-        tx,
-        rx,
-        available: false,
-        priority: 0,
-        carbons: false,
-        sm_id: None,
-        spilled: Vec::new(),
-        last_read: now,
-        last_write: now,
-        presence: presence::SessionPresence::default(),
-        deferred: mam::Deferred::default(),
-    });
-    Box::pin(s.run()).await;
-    Box::pin(s.end()).await;
-}
-
 /// One bound session.
 pub struct Session {
     pub(crate) shared: Arc<Shared>,
@@ -258,6 +200,71 @@ fn std_now() -> std::time::Instant {
 }
 
 impl Session {
+    /// Registers a freshly bound resource (it takes over a previous session of the same
+    /// resource, RFC 6120 §7.7.2.2) and builds its session.
+    fn bind(shared: Arc<Shared>, user: BareJid, jid: FullJid, conn: Conn) -> Box<Session> {
+        let (tx, rx) = crate::inbox::bounded(shared.cfg.limits.session_inbox);
+        let id = shared.next_id();
+        let bare = user.to_string();
+        let entry = ResourceEntry {
+            resource: jid.resource().to_string(),
+            session_id: id,
+            tx: tx.clone(),
+            priority: 0,
+            available: false,
+            carbons: false,
+        };
+        if let Some(old) = shared.router.bind(&bare, entry) {
+            let _ = old.tx.send_control(SessionMsg::Kick(StreamError::new(
+                StreamErrorCondition::Conflict,
+                Some("replaced by a new connection".to_string()),
+            )));
+        }
+        shared.push.send(PushEvent::SessionStarted {
+            user: bare.clone(),
+            session: id,
+            resource: jid.resource().to_string(),
+            tx: tx.clone(),
+        });
+        let now = Instant::now();
+        Box::new(Session {
+            sm: StreamManagement::new(sm_config(&shared)),
+            csi: CsiBuffer::new(shared.cfg.csi.max_buffer),
+            shared,
+            id,
+            jid,
+            bare,
+            conn: Some(conn),
+            tx,
+            rx,
+            available: false,
+            priority: 0,
+            carbons: false,
+            sm_id: None,
+            spilled: Vec::new(),
+            last_read: now,
+            last_write: now,
+            presence: presence::SessionPresence::default(),
+            deferred: mam::Deferred::default(),
+        })
+    }
+
+    /// The session's task: answers the bind request, serves the session, ends it.
+    async fn main(mut self: Box<Self>, reply: Box<Element>) {
+        let sent = match self.conn.as_mut() {
+            Some(c) => Box::pin(c.send(&reply)).await.is_ok(),
+            None => false,
+        };
+        drop(reply);
+        if sent {
+            tracing::debug!("session bound");
+            self.run().await;
+        } else {
+            self.conn = None;
+        }
+        Box::pin(self.end()).await;
+    }
+
     fn deadline(&self) -> Option<Instant> {
         let c = &self.shared.cfg.c2s;
         let io = self.conn.as_ref().map(|_| {

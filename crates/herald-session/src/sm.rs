@@ -30,7 +30,7 @@ pub struct SmConfig {
     pub max_queue: usize,
     /// Ask for `<r/>` once this many unacked stanzas were queued since the last `<r/>` (default 5).
     pub request_after: usize,
-    /// Ask for `<r/>` once an unacked stanza has waited this long without one (default 5s).
+    /// Ask for `<r/>` once an unacked stanza has waited this long without one (default 1s).
     pub request_idle: Duration,
     /// An `<r/>` unanswered this long fires [`SmEvent::AckDelayed`], once per request (default 30s).
     pub max_ack_delay: Duration,
@@ -43,7 +43,7 @@ impl Default for SmConfig {
         SmConfig {
             max_queue: 500,
             request_after: 5,
-            request_idle: Duration::from_secs(5),
+            request_idle: Duration::from_secs(1),
             max_ack_delay: Duration::from_secs(30),
             hibernation_timeout: Duration::from_secs(600),
         }
@@ -330,6 +330,11 @@ impl<T: Clone> StreamManagement<T> {
         self.queue.len()
     }
 
+    /// Stanzas the queue has room for without growing (its memory, for idle-size checks).
+    pub fn queue_capacity(&self) -> usize {
+        self.queue.capacity()
+    }
+
     /// Whether [`Self::push_outbound`] would refuse the next stanza with
     /// [`SmError::QueueFull`] (the owner keeps that stanza instead of losing it).
     pub fn is_full(&self) -> bool {
@@ -539,7 +544,12 @@ impl<T: Clone> StreamManagement<T> {
 
     fn drop_acked(&mut self, h: u32, n: usize) -> Vec<T> {
         self.acked_h = h;
-        self.queue.drain(..n).map(|(t, _)| t).collect()
+        let acked = self.queue.drain(..n).map(|(t, _)| t).collect();
+        if self.queue.is_empty() {
+            // Most sessions sit idle with everything acked: give a burst's buffer back.
+            self.queue = VecDeque::new();
+        }
+        acked
     }
 }
 

@@ -32,11 +32,11 @@ fn unacked(sm: &StreamManagement<u32>) -> Vec<u32> {
 // ---------- enable / defaults ----------
 
 #[test]
-fn defaults_match_the_issue() {
+fn defaults_are_the_documented_ones() {
     let c = SmConfig::default();
     assert_eq!(c.max_queue, 500);
     assert_eq!(c.request_after, 5);
-    assert_eq!(c.request_idle, secs(5));
+    assert_eq!(c.request_idle, secs(1));
     assert_eq!(c.max_ack_delay, secs(30));
     assert_eq!(c.hibernation_timeout, secs(600));
 }
@@ -771,4 +771,25 @@ fn tombstones_stay_bounded_under_churn() {
     assert_eq!(ts.take("id4", now), Some(999));
     assert_eq!(ts.take("id3", now), Some(998));
     assert_eq!(ts.take("id2", now), Some(997));
+}
+
+#[test]
+fn a_fully_acked_queue_gives_its_memory_back() {
+    let (mut sm, t0) = enabled(true);
+    for i in 0..8 {
+        sm.push_outbound(i, t0).unwrap();
+    }
+    assert!(sm.queue_capacity() >= 8);
+    sm.on_ack(5, t0).unwrap();
+    assert_eq!(unacked(&sm), vec![5, 6, 7]);
+    assert!(
+        sm.queue_capacity() >= 3,
+        "a partly acked queue keeps its stanzas"
+    );
+    sm.on_ack(8, t0).unwrap();
+    assert_eq!(sm.unacked_len(), 0);
+    assert_eq!(sm.queue_capacity(), 0);
+    // and it still works afterwards
+    sm.push_outbound(8, t0).unwrap();
+    assert_eq!(unacked(&sm), vec![8]);
 }
