@@ -306,25 +306,25 @@ impl Conn {
 
     /// Writes `<stream:features>` with the children of `features` (prefixed like the header).
     pub async fn send_features(&mut self, features: &Element) -> Result<(), ConnError> {
-        let mut out = b"<stream:features>".to_vec();
-        for c in features.children() {
-            stream::encode(c, self.ns, &mut out);
-        }
-        out.extend_from_slice(b"</stream:features>");
+        let mut out = Vec::new();
+        push_features(&mut out, self.ns, features);
         self.write_raw(&out).await
     }
 
-    /// Writes our stream header.
-    pub async fn send_header(
+    /// Writes our stream header and its features in one write: the peer needs both before it
+    /// can go on, and a login opens three streams (a write is a syscall and a wakeup).
+    pub async fn send_header_and_features(
         &mut self,
         from: &str,
         to: Option<&str>,
         id: &str,
-        extra: &[(&str, &str)],
+        features: &Element,
     ) -> Result<(), ConnError> {
-        let h = stream::header_xml(self.ns, Some(from), to, Some(id), true, Some("en"), extra);
+        let h = stream::header_xml(self.ns, Some(from), to, Some(id), true, Some("en"), &[]);
+        let mut out = h.into_bytes();
+        push_features(&mut out, self.ns, features);
         self.header_sent = true;
-        self.write_raw(h.as_bytes()).await
+        self.write_raw(&out).await
     }
 
     /// Writes our stream header as s2s does: no `xml:lang`, the prefixes this namespace's
@@ -381,6 +381,14 @@ impl Conn {
     pub async fn shutdown(&mut self) {
         let _ = tokio::time::timeout(Duration::from_secs(2), self.io.shutdown()).await;
     }
+}
+
+fn push_features(out: &mut Vec<u8>, ns: StreamNs, features: &Element) {
+    out.extend_from_slice(b"<stream:features>");
+    for c in features.children() {
+        stream::encode(c, ns, out);
+    }
+    out.extend_from_slice(b"</stream:features>");
 }
 
 /// Prefixes our headers declare besides `stream` (also in the header an error forces).

@@ -205,7 +205,6 @@ async fn one_stream(
         }
     }
     conn.domain = domain.clone();
-    conn.send_header(&domain, to.as_deref(), &id, &[]).await?;
 
     let require_tls = shared.cfg.c2s.require_encryption;
     let tls = conn.is_tls();
@@ -231,7 +230,8 @@ async fn one_stream(
         features.append_child(Element::bare("csi", ns::CSI));
         features.append_child(Element::bare("ver", ns::ROSTERVER));
     }
-    conn.send_features(&features).await?;
+    conn.send_header_and_features(&domain, to.as_deref(), &id, &features)
+        .await?;
     elements(shared, conn, deadline, user, failures).await
 }
 
