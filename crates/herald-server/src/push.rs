@@ -15,7 +15,7 @@ use herald_push::engine::{
     Action, Engine, PushConfig, RegKey, Registration, Reply, SessionId, StanzaInfo,
 };
 use herald_push::Classifier;
-use herald_store::{PushRegistration, PushStore, StoreError};
+use herald_store::{PushRegistration, PushStatsUpdate, PushStore, Store, StoreError};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::router::{SessionMsg, SessionTx};
@@ -337,32 +337,141 @@ pub fn engine_config(cfg: &crate::Config) -> PushConfig {
     }
 }
 
+/// Longest a reply's statistics wait before they are written.
+const STATS_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Most statistics held before they are written regardless of [`STATS_DELAY`].
+const STATS_MAX: usize = 1024;
+
+/// Delivery statistics (error count, last push, last result) waiting to be written.
+///
+/// Every app server reply updates its registration's statistics. Written one by one, each
+/// was a SQLite commit the push task awaited — behind the writer connection, which the
+/// archive's group commit holds for a whole batch — so in a burst every later publish queued
+/// behind the previous replies' writes (measured: 160 replies cost 15 ms of the push task's
+/// 20 ms in a 300-message burst). They are now written together, in order, in one
+/// transaction, at most [`STATS_DELAY`] after the first one, off the push task; and always
+/// before anything else the push task writes or (re)loads, so the store sees every change to
+/// a registration in the order the engine made it. Counts still survive a restart (push
+/// rules: error counts are persisted): a stop writes what is pending (see `Drop`).
+struct StatsBuffer {
+    store: Store,
+    pending: Vec<PushStatsUpdate>,
+    due: Option<tokio::time::Instant>,
+    writing: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl StatsBuffer {
+    fn new(store: Store) -> StatsBuffer {
+        StatsBuffer {
+            store,
+            pending: Vec::new(),
+            due: None,
+            writing: None,
+        }
+    }
+
+    async fn add(&mut self, u: PushStatsUpdate) {
+        if self.pending.is_empty() {
+            self.due = Some(tokio::time::Instant::now() + STATS_DELAY);
+        }
+        self.pending.push(u);
+        if self.pending.len() >= STATS_MAX {
+            self.flush().await;
+        }
+    }
+
+    /// Starts writing what is pending, once the previous write is done (order is kept).
+    async fn flush(&mut self) {
+        self.due = None;
+        if self.pending.is_empty() {
+            return;
+        }
+        self.wait().await;
+        let items = std::mem::take(&mut self.pending);
+        let store = self.store.clone();
+        self.writing = Some(tokio::task::spawn_blocking(move || {
+            write_stats(&store, &items)
+        }));
+    }
+
+    async fn wait(&mut self) {
+        if let Some(h) = self.writing.take() {
+            if let Err(e) = h.await {
+                tracing::error!(error = %e, "push statistics task failed");
+            }
+        }
+    }
+
+    /// Everything pending is stored when this returns.
+    async fn sync(&mut self) {
+        self.flush().await;
+        self.wait().await;
+    }
+
+    /// Before `user`'s registrations are read from the store: their statistics are in it.
+    async fn sync_for(&mut self, user: &str) {
+        if self.writing.is_some() || self.pending.iter().any(|u| u.user == user) {
+            self.sync().await;
+        }
+    }
+}
+
+impl Drop for StatsBuffer {
+    fn drop(&mut self) {
+        // The push task is stopping (or was aborted): one last small transaction, so a
+        // restart sees the counts the engine had.
+        if !self.pending.is_empty() {
+            write_stats(&self.store, &self.pending);
+        }
+    }
+}
+
+fn write_stats(store: &Store, items: &[PushStatsUpdate]) {
+    // Registrations removed meanwhile (disable, max_errors) are skipped: nothing to record.
+    if let Err(e) = store.update_push_stats_batch(items) {
+        tracing::error!(error = %e, n = items.len(), "push statistics write failed");
+    }
+}
+
 /// The push task.
 pub async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<PushEvent>) {
     let mut engine = Engine::new(engine_config(&shared.cfg));
     engine.set_id_prefix(shared.push.prefix.clone());
     let mut sessions: HashMap<SessionId, (String, SessionTx)> = HashMap::new();
+    let mut stats = StatsBuffer::new(shared.store.clone());
     let mut shutdown = shared.shutdown_signal();
     loop {
         let deadline = engine.next_deadline().map(tokio::time::Instant::from_std);
+        let flush_at = stats.due;
         let ev = tokio::select! {
             ev = rx.recv() => match ev { Some(ev) => Some(ev), None => return },
+            _ = async { match flush_at { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
+                stats.flush().await;
+                continue;
+            }
             _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => None,
             _ = shutdown.changed() => return,
         };
         let now = Instant::now();
         let actions = match ev {
             None => engine.poll(now, unix_now()),
-            Some(ev) => handle(&shared, &mut engine, &mut sessions, ev, now).await,
+            Some(ev) => handle(&shared, &mut engine, &mut sessions, &mut stats, ev, now).await,
         };
-        execute(&shared, &sessions, actions).await;
+        execute(&shared, &sessions, &mut stats, actions).await;
     }
 }
 
-async fn ensure_loaded(shared: &Arc<Shared>, engine: &mut Engine, user: &str) {
+async fn ensure_loaded(
+    shared: &Arc<Shared>,
+    engine: &mut Engine,
+    stats: &mut StatsBuffer,
+    user: &str,
+) {
     if engine.is_loaded(user) {
         return;
     }
+    stats.sync_for(user).await;
     let u = user.to_string();
     match shared.db_read(|s| s.push_registrations(&u)) {
         Ok(regs) => engine.load_user(user, regs.iter().map(from_store).collect()),
@@ -374,6 +483,7 @@ async fn handle(
     shared: &Arc<Shared>,
     engine: &mut Engine,
     sessions: &mut HashMap<SessionId, (String, SessionTx)>,
+    stats: &mut StatsBuffer,
     ev: PushEvent,
     now: Instant,
 ) -> Vec<Action> {
@@ -384,7 +494,7 @@ async fn handle(
             resource,
             tx,
         } => {
-            ensure_loaded(shared, engine, &user).await;
+            ensure_loaded(shared, engine, stats, &user).await;
             engine.session_started(&user, session, &resource, now);
             sessions.insert(session, (user, tx));
             Vec::new()
@@ -399,8 +509,9 @@ async fn handle(
             reg,
             reply,
         } => {
-            ensure_loaded(shared, engine, &user).await;
+            ensure_loaded(shared, engine, stats, &user).await;
             // Store first: a failure must change nothing (XEP-0357 via the rule).
+            stats.sync().await;
             let rec = to_store(&user, &reg);
             match shared.db(move |s| s.upsert_push_registration(&rec)).await {
                 Ok(()) => {
@@ -415,7 +526,7 @@ async fn handle(
                             !matches!(a, Action::SaveRegistration { reg, .. } if reg.key == key)
                         })
                         .collect();
-                    execute(shared, sessions, actions).await;
+                    execute(shared, sessions, stats, actions).await;
                     let _ = reply.send(Ok(()));
                     Vec::new()
                 }
@@ -431,7 +542,8 @@ async fn handle(
             node,
             reply,
         } => {
-            ensure_loaded(shared, engine, &user).await;
+            ensure_loaded(shared, engine, stats, &user).await;
+            stats.sync().await;
             let (u, j, n) = (user.clone(), jid.clone(), node.clone());
             let stored = shared
                 .db(move |s| match &n {
@@ -442,7 +554,7 @@ async fn handle(
             match stored {
                 Ok(()) => {
                     let actions = engine.disable(&user, &jid, node.as_deref(), now);
-                    execute(shared, sessions, actions).await;
+                    execute(shared, sessions, stats, actions).await;
                     let _ = reply.send(Ok(()));
                     Vec::new()
                 }
@@ -458,7 +570,7 @@ async fn handle(
             node,
             reply,
         } => {
-            ensure_loaded(shared, engine, &user).await;
+            ensure_loaded(shared, engine, stats, &user).await;
             let actions = engine.disable(&user, &jid, node.as_deref(), now);
             let _ = reply.send(());
             actions
@@ -474,15 +586,15 @@ async fn handle(
         PushEvent::StanzaQueued { session, stanza } => engine.stanza_queued(session, &stanza, now),
         PushEvent::Resumed { session } => engine.resumed(session, now),
         PushEvent::Archived { user, stanza } => {
-            ensure_loaded(shared, engine, &user).await;
+            ensure_loaded(shared, engine, stats, &user).await;
             engine.archived_for(&user, &stanza, now)
         }
         PushEvent::StoredOffline { user, stanza } => {
-            ensure_loaded(shared, engine, &user).await;
+            ensure_loaded(shared, engine, stats, &user).await;
             engine.stored_offline(&user, &stanza, now)
         }
         PushEvent::Ping { user, reply } => {
-            ensure_loaded(shared, engine, &user).await;
+            ensure_loaded(shared, engine, stats, &user).await;
             let actions = engine.ping(&user, now);
             let _ = reply.send(
                 actions
@@ -493,6 +605,8 @@ async fn handle(
             actions
         }
         PushEvent::Stats { reply } => {
+            // A barrier for what the store shows too: the statistics so far are written.
+            stats.sync().await;
             let _ = reply.send(PushStats {
                 pending: engine.pending_len(),
             });
@@ -518,6 +632,7 @@ async fn handle(
 async fn execute(
     shared: &Arc<Shared>,
     sessions: &HashMap<SessionId, (String, SessionTx)>,
+    stats: &mut StatsBuffer,
     actions: Vec<Action>,
 ) {
     for a in actions {
@@ -561,11 +676,13 @@ async fn execute(
                 }
             }
             Action::SaveRegistration { user, reg } => {
+                stats.sync().await;
                 let rec = to_store(&user, &reg);
                 log_store(shared.db(move |s| s.upsert_push_registration(&rec)).await);
             }
             Action::DeleteRegistration { user, key } => {
                 tracing::info!(%user, app = %key.jid, node = %key.node, "push registration removed");
+                stats.sync().await;
                 log_store(
                     shared
                         .db(move |s| {
@@ -582,24 +699,16 @@ async fn execute(
                 last_push,
                 last_result,
             } => {
-                log_store(
-                    shared
-                        .db(move |s| {
-                            match s.update_push_stats(
-                                &user,
-                                &key.jid,
-                                &key.node,
-                                error_count,
-                                last_push,
-                                last_result.as_deref(),
-                            ) {
-                                // Removed meanwhile (disable, max_errors): nothing to record.
-                                Err(StoreError::NotFound) => Ok(()),
-                                r => r,
-                            }
-                        })
-                        .await,
-                );
+                stats
+                    .add(PushStatsUpdate {
+                        user,
+                        jid: key.jid,
+                        node: key.node,
+                        error_count,
+                        last_push,
+                        last_result,
+                    })
+                    .await;
             }
         }
     }

@@ -8,8 +8,8 @@
 
 use crate::{
     AccountStore, ArchiveQuery, ArchiveStore, ArchivedMessage, BlockStore, Credentials, MamPrefs,
-    OfflineStore, PushRegistration, PushStore, RosterItem, RosterStore, ScramRecord, Store,
-    StoreError, Subscription,
+    OfflineStore, PushRegistration, PushStatsUpdate, PushStore, RosterItem, RosterStore,
+    ScramRecord, Store, StoreError, Subscription,
 };
 
 /// Runs every section of the suite against `store`.
@@ -871,6 +871,33 @@ pub fn push(store: &Store) {
         store.update_push_stats(v, "push.x.test", "node-early", 1, None, None),
         Err(StoreError::NotFound)
     ));
+    // A batch applies in order in one transaction and skips registrations that are gone.
+    let upd = |node: &str, errors: u32, at: Option<i64>, result: Option<&str>| PushStatsUpdate {
+        user: u.to_string(),
+        jid: "push.x.test".into(),
+        node: node.into(),
+        error_count: errors,
+        last_push: at,
+        last_result: result.map(str::to_string),
+    };
+    assert_eq!(store.update_push_stats_batch(&[]).unwrap(), 0);
+    let n = store
+        .update_push_stats_batch(&[
+            upd("node-early", 0, Some(1400), Some("ok")),
+            upd("missing", 5, None, None),
+            upd("node-early", 2, None, Some("timeout")),
+        ])
+        .unwrap();
+    assert_eq!(n, 2, "the missing registration is skipped");
+    let got = store.push_registrations(u).unwrap();
+    assert_eq!(
+        (
+            got[0].error_count,
+            got[0].last_push,
+            got[0].last_result.as_deref()
+        ),
+        (2, Some(1400), Some("timeout"))
+    );
 
     assert!(store
         .delete_push_registration(u, "push.y.test", "n")

@@ -33,6 +33,6 @@ pub use archive::{ArchivePage, ArchiveQuery, ArchiveStore, ArchivedMessage, MamP
 pub use block::BlockStore;
 pub use error::{Result, StoreError};
 pub use offline::{OfflineMessage, OfflineStore};
-pub use push::{PushRegistration, PushStore};
+pub use push::{PushRegistration, PushStatsUpdate, PushStore};
 pub use roster::{RosterItem, RosterStore, Subscription};
 pub use sqlite::{Durability, Store, StoreOptions};

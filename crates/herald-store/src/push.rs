@@ -34,6 +34,23 @@ pub struct PushRegistration {
     pub last_result: Option<String>,
 }
 
+/// One registration's delivery statistics, as [`PushStore::update_push_stats`] records them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PushStatsUpdate {
+    /// The account (bare JID).
+    pub user: String,
+    /// The app server JID.
+    pub jid: String,
+    /// The pubsub node on the app server.
+    pub node: String,
+    /// Consecutive counted errors from the app server.
+    pub error_count: u32,
+    /// When the last push was sent; `None` keeps the stored one.
+    pub last_push: Option<i64>,
+    /// Outcome of the last push.
+    pub last_result: Option<String>,
+}
+
 /// Durable push registrations.
 pub trait PushStore {
     /// The user's registrations, oldest enabled first.
@@ -55,9 +72,17 @@ pub trait PushStore {
         last_push: Option<i64>,
         last_result: Option<&str>,
     ) -> Result<()>;
+    /// Records many registrations' statistics in one transaction (the server batches them:
+    /// one commit per burst of app server replies, not one per reply), applied in order.
+    /// Registrations that are gone are skipped; returns how many rows were updated.
+    fn update_push_stats_batch(&self, items: &[PushStatsUpdate]) -> Result<usize>;
     /// Every user with at least one registration, sorted.
     fn users_with_push(&self) -> Result<Vec<String>>;
 }
+
+const UPDATE_STATS: &str = "UPDATE push_registrations
+     SET error_count = ?4, last_push = COALESCE(?5, last_push), last_result = ?6
+     WHERE account = ?1 AND jid = ?2 AND node = ?3";
 
 fn registration_from_row(r: &Row<'_>) -> rusqlite::Result<PushRegistration> {
     Ok(PushRegistration {
@@ -144,25 +169,40 @@ impl PushStore for Store {
         last_result: Option<&str>,
     ) -> Result<()> {
         self.write(|tx| {
-            let n = tx
-                .prepare_cached(
-                    "UPDATE push_registrations
-                     SET error_count = ?4, last_push = COALESCE(?5, last_push), last_result = ?6
-                     WHERE account = ?1 AND jid = ?2 AND node = ?3",
-                )?
-                .execute(params![
-                    user,
-                    jid,
-                    node,
-                    error_count,
-                    last_push,
-                    last_result
-                ])?;
+            let n = tx.prepare_cached(UPDATE_STATS)?.execute(params![
+                user,
+                jid,
+                node,
+                error_count,
+                last_push,
+                last_result
+            ])?;
             if n == 0 {
                 Err(StoreError::NotFound)
             } else {
                 Ok(())
             }
+        })
+    }
+
+    fn update_push_stats_batch(&self, items: &[PushStatsUpdate]) -> Result<usize> {
+        if items.is_empty() {
+            return Ok(0);
+        }
+        self.write(|tx| {
+            let mut stmt = tx.prepare_cached(UPDATE_STATS)?;
+            let mut n = 0;
+            for u in items {
+                n += stmt.execute(params![
+                    u.user,
+                    u.jid,
+                    u.node,
+                    u.error_count,
+                    u.last_push,
+                    u.last_result
+                ])?;
+            }
+            Ok(n)
         })
     }
 
