@@ -10,11 +10,15 @@ use tokio::sync::{mpsc, oneshot};
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 512;
 
+/// Runs once a write is committed (or failed), on the writer thread: it must be quick and
+/// must not block (send on a channel, drop a guard).
+pub type Done = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
 struct Job {
     user: String,
     msg: ArchivedMessage,
     with_full: String,
-    done: oneshot::Sender<Result<(), StoreError>>,
+    done: Done,
 }
 
 /// Handle to the writer thread.
@@ -45,28 +49,53 @@ impl ArchiveWriter {
         with_full: &str,
     ) -> Result<(), StoreError> {
         let (done, wait) = oneshot::channel();
-        let job = Job {
-            user: user.to_string(),
+        self.submit(
+            user.to_string(),
             msg,
-            with_full: with_full.to_string(),
-            done,
-        };
-        match &self.tx {
-            Some(tx) => match tx.send(job).await {
-                Ok(()) => wait
-                    .await
-                    .unwrap_or_else(|_| Err(StoreError::Corrupt("archive writer stopped".into()))),
-                Err(mpsc::error::SendError(job)) => self.direct(job).await,
-            },
-            None => self.direct(job).await,
-        }
+            with_full.to_string(),
+            Box::new(move |r| {
+                let _ = done.send(r);
+            }),
+        )
+        .await;
+        wait.await
+            .unwrap_or_else(|_| Err(StoreError::Corrupt("archive writer stopped".into())))
     }
 
-    async fn direct(&self, job: Job) -> Result<(), StoreError> {
+    /// Queues one message for `user` and returns at once; `done` runs when it is committed.
+    /// Waits only while the writer's queue is full (every session then shares the wait).
+    ///
+    /// No task per write: the writer thread completes the write itself, so a message costs
+    /// its callers neither a spawned task nor a wake-up of one.
+    pub async fn submit(&self, user: String, msg: ArchivedMessage, with_full: String, done: Done) {
+        let job = Job {
+            user,
+            msg,
+            with_full,
+            done,
+        };
+        let job = match &self.tx {
+            Some(tx) => match tx.try_send(job) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Full(job)) => match tx.send(job).await {
+                    Ok(()) => return,
+                    Err(mpsc::error::SendError(job)) => job,
+                },
+                Err(mpsc::error::TrySendError::Closed(job)) => job,
+            },
+            None => job,
+        };
         let s = self.store.clone();
-        tokio::task::spawn_blocking(move || s.archive(&job.user, &job.msg, &job.with_full))
+        let Job {
+            user,
+            msg,
+            with_full,
+            done,
+        } = job;
+        let r = tokio::task::spawn_blocking(move || s.archive(&user, &msg, &with_full))
             .await
-            .unwrap_or_else(|e| Err(StoreError::Corrupt(format!("archive task failed: {e}"))))
+            .unwrap_or_else(|e| Err(StoreError::Corrupt(format!("archive task failed: {e}"))));
+        done(r);
     }
 }
 
@@ -79,21 +108,22 @@ fn run(store: Store, mut rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let items: Vec<(String, ArchivedMessage, String)> = jobs
-            .iter()
-            .map(|j| (j.user.clone(), j.msg.clone(), j.with_full.clone()))
-            .collect();
+        let mut items = Vec::with_capacity(jobs.len());
+        let mut dones = Vec::with_capacity(jobs.len());
+        for j in jobs {
+            items.push((j.user, j.msg, j.with_full));
+            dones.push(j.done);
+        }
         match store.archive_batch(&items) {
             Ok(()) => {
-                for j in jobs {
-                    let _ = j.done.send(Ok(()));
+                for d in dones {
+                    d(Ok(()));
                 }
             }
             Err(_) => {
                 // One bad item fails the whole batch: commit them one by one so only it fails.
-                for j in jobs {
-                    let r = store.archive(&j.user, &j.msg, &j.with_full);
-                    let _ = j.done.send(r);
+                for ((user, msg, with_full), d) in items.iter().zip(dones) {
+                    d(store.archive(user, msg, with_full));
                 }
             }
         }

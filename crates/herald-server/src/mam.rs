@@ -197,26 +197,53 @@ pub async fn stamp_outgoing(
 /// Commits an archive write (group-committed with concurrent ones); a message archived for
 /// its recipient then fires push rule b.
 pub async fn commit(shared: &Arc<Shared>, p: Pending) {
+    let Pending {
+        user,
+        msg,
+        with_full,
+        info,
+        _inflight,
+    } = p;
+    let (tx, committed) = tokio::sync::oneshot::channel();
+    // The push event needs the account after the write consumed it: copied only then.
+    let push = info.map(|i| (shared.clone(), user.clone(), i));
+    let done: crate::group_commit::Done = Box::new(move |r| {
+        match r {
+            Ok(()) => {
+                if let Some((shared, user, stanza)) = push {
+                    shared.push.send(PushEvent::Archived { user, stanza });
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "archiving failed"),
+        }
+        // Committed: a query of this user's archive may now run (read-your-writes).
+        drop(_inflight);
+        let _ = tx.send(());
+    });
     match DEFERRED.try_with(Deferred::clone) {
         Ok(d) => {
             // Bounded: a client that never asks for acks cannot pile up commits.
-            while d.len() >= MAX_DEFERRED {
+            while d.outstanding() >= MAX_DEFERRED {
                 match d.pop_oldest() {
-                    Some(h) => {
-                        let _ = h.await;
+                    Some(rx) => {
+                        let _ = rx.await;
                     }
                     None => break,
                 }
             }
-            let s = shared.clone();
-            d.push(tokio::spawn(async move { commit_now(&s, p).await }));
+            shared.archive.submit(user, msg, with_full, done).await;
+            d.push(committed);
         }
-        Err(_) => commit_now(shared, p).await,
+        Err(_) => {
+            shared.archive.submit(user, msg, with_full, done).await;
+            let _ = committed.await;
+        }
     }
 }
 
-/// Most archive commits one session may have in flight.
-const MAX_DEFERRED: usize = 256;
+/// Most archive commits one session may have waiting for the disk. Committed ones are
+/// forgotten as the session goes, so this bounds only a session that outruns the writer.
+const MAX_DEFERRED: usize = 1024;
 
 tokio::task_local! {
     /// Set by a session task while it handles its own client's stanzas: archive commits made
@@ -226,49 +253,46 @@ tokio::task_local! {
     pub static DEFERRED: Deferred;
 }
 
+type Committed = tokio::sync::oneshot::Receiver<()>;
+
 /// Archive commits a session has started and not yet waited for.
 #[derive(Clone, Default)]
-pub struct Deferred(Arc<std::sync::Mutex<std::collections::VecDeque<tokio::task::JoinHandle<()>>>>);
+pub struct Deferred(Arc<std::sync::Mutex<std::collections::VecDeque<Committed>>>);
 
 impl Deferred {
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::VecDeque<tokio::task::JoinHandle<()>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<Committed>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn push(&self, h: tokio::task::JoinHandle<()>) {
-        self.lock().push_back(h);
+    fn push(&self, rx: Committed) {
+        self.lock().push_back(rx);
     }
 
-    fn pop_oldest(&self) -> Option<tokio::task::JoinHandle<()>> {
+    fn pop_oldest(&self) -> Option<Committed> {
         self.lock().pop_front()
     }
 
-    fn len(&self) -> usize {
-        self.lock().len()
+    /// How many are not committed yet; forgets the committed ones at the front (the writer
+    /// commits in submission order, so they are the oldest).
+    fn outstanding(&self) -> usize {
+        let mut q = self.lock();
+        while let Some(rx) = q.front_mut() {
+            match rx.try_recv() {
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => break,
+                _ => {
+                    q.pop_front();
+                }
+            }
+        }
+        q.len()
     }
 
     /// Waits until every commit started so far is durable.
     pub async fn settle(&self) {
         let all: Vec<_> = self.lock().drain(..).collect();
-        for h in all {
-            let _ = h.await;
+        for rx in all {
+            let _ = rx.await;
         }
-    }
-}
-
-async fn commit_now(shared: &Arc<Shared>, p: Pending) {
-    match shared.archive.archive(&p.user, p.msg, &p.with_full).await {
-        Ok(()) => {
-            if let Some(info) = p.info {
-                shared.push.send(PushEvent::Archived {
-                    user: p.user,
-                    stanza: info,
-                });
-            }
-        }
-        Err(e) => tracing::error!(error = %e, "archiving failed"),
     }
 }
 

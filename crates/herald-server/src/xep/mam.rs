@@ -397,7 +397,13 @@ pub fn stamp_stanza_id(msg: &mut Element, by: &str, id: &str) {
 
 /// A new archive id: unpredictable and unique (XEP-0313 §5: server-assigned UID), URL-safe.
 pub fn new_archive_id() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
+    // The same random (v4) UUID, drawn from the thread's CSPRNG (ChaCha, seeded by the OS):
+    // `Uuid::new_v4` asks the kernel (getrandom) for every id, one system call per archived
+    // message, twice per chat message.
+    uuid::Builder::from_random_bytes(rand::random())
+        .into_uuid()
+        .simple()
+        .to_string()
 }
 
 #[cfg(test)]
