@@ -343,6 +343,11 @@ pub struct MamConfig {
     pub max_age: Dur,
     /// Most results per query page.
     pub max_page: usize,
+    /// How long the archive writer waits after the first write of a batch before committing:
+    /// a woken writer that commits at once competes for the CPU with the delivery that woke
+    /// it; waiting lets that finish and gathers more writes into the commit. Acks wait this
+    /// much longer (at 1,000 msgs/s on 2 cores: p99 latency 2.4 ms with 0, 1.1-1.3 ms with 2ms).
+    pub commit_delay: Dur,
 }
 
 impl Default for MamConfig {
@@ -351,6 +356,7 @@ impl Default for MamConfig {
             default: "always".into(),
             max_age: Dur(Duration::from_secs(365 * 86400)),
             max_page: 100,
+            commit_delay: Dur(Duration::from_millis(2)),
         }
     }
 }
@@ -584,6 +590,9 @@ impl Config {
                 format!("{:?}: expected always, roster or never", self.mam.default),
             ));
         }
+        if self.mam.commit_delay.0 > Duration::from_secs(1) {
+            return Err(bad("mam.commit_delay", "must be at most 1s".into()));
+        }
         if self.mam.max_page == 0 {
             return Err(bad("mam.max_page", "must be at least 1".into()));
         }
@@ -731,6 +740,7 @@ wake_before_expiry = true
             ),
             ("[c2s]\nlisten = \"nowhere\"\n", "listen"),
             ("[mam]\ndefault = \"sometimes\"\n", "mam.default"),
+            ("[mam]\ncommit_delay = \"5s\"\n", "mam.commit_delay"),
             ("domain = \"a@b\"\n", "domain"),
             ("[tls]\ncert = \"x.pem\"\n", "tls"),
             ("[limits]\nmax_stanza_bytes = 10\n", "max_stanza_bytes"),

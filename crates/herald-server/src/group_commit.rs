@@ -5,6 +5,8 @@
 //! message is durable, so the archive is written before the sender's message is acked.
 
 use herald_store::{ArchiveStore, ArchivedMessage, Store, StoreError};
+use std::time::Duration;
+
 use tokio::sync::{mpsc, oneshot};
 
 /// Most writes committed in one transaction.
@@ -28,13 +30,14 @@ pub struct ArchiveWriter {
 }
 
 impl ArchiveWriter {
-    /// Starts the writer thread (falls back to direct writes if no thread can be made).
-    pub fn start(store: Store) -> ArchiveWriter {
+    /// Starts the writer thread (falls back to direct writes if no thread can be made);
+    /// it commits `delay` after the first write of each batch (`mam.commit_delay`).
+    pub fn start(store: Store, delay: Duration) -> ArchiveWriter {
         let (tx, rx) = mpsc::channel(8192);
         let s = store.clone();
         let tx = std::thread::Builder::new()
             .name("herald-archive".into())
-            .spawn(move || run(s, rx))
+            .spawn(move || run(s, rx, delay))
             .map(|_| tx)
             .map_err(|e| tracing::warn!(error = %e, "no archive writer thread; writing directly"))
             .ok();
@@ -99,8 +102,11 @@ impl ArchiveWriter {
     }
 }
 
-fn run(store: Store, mut rx: mpsc::Receiver<Job>) {
+fn run(store: Store, mut rx: mpsc::Receiver<Job>, delay: Duration) {
     while let Some(first) = rx.blocking_recv() {
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
         let mut jobs = vec![first];
         while jobs.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -182,7 +188,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_writes_all_commit_and_a_duplicate_fails_alone() {
         let store = Store::open_in_memory().unwrap();
-        let w = std::sync::Arc::new(ArchiveWriter::start(store.clone()));
+        let w = std::sync::Arc::new(ArchiveWriter::start(store.clone(), Duration::ZERO));
         let mut tasks = Vec::new();
         for i in 0..200 {
             let w = w.clone();

@@ -237,7 +237,7 @@ pub async fn start_with_store(cfg: Config, store: Store) -> anyhow::Result<Runni
         herald_session::sm::Tombstones::new(100_000, cfg.stream_management.tombstone_ttl.0);
     let shared = Arc::new(Shared {
         push,
-        archive: group_commit::ArchiveWriter::start(store.clone()),
+        archive: group_commit::ArchiveWriter::start(store.clone(), cfg.mam.commit_delay.0),
         archive_inflight: mam::InFlight::default(),
         mam_prefs: group_commit::UserCache::new(100_000),
         blocklists: group_commit::UserCache::new(100_000),
