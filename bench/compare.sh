@@ -10,6 +10,7 @@
 #   TLS=none|starttls       c2s security for every scenario (default none)
 #   AUTH=scram-sha1|plain   SASL mechanism (default scram-sha1)
 #   PROSODY_MAM=internal|sql|off   Prosody archive storage (default internal; see BENCHMARKS.md)
+#   PUSH_RATE=n             messages/s of the second push run (default 200; the first is a burst)
 #   OUT=dir                 where JSON results go (default: a temp dir, printed at the end)
 set -euo pipefail
 
@@ -25,6 +26,7 @@ MSG_PAIRS=${MSG_PAIRS:-20}
 MSG_SECS=${MSG_SECS:-10}
 MSG_RATE=${MSG_RATE:-1000}
 PUSH_N=${PUSH_N:-300}
+PUSH_RATE=${PUSH_RATE:-200}
 TLS=${TLS:-none}
 AUTH=${AUTH:-scram-sha1}
 ONLY=${ONLY:-}
@@ -41,12 +43,13 @@ export BENCH_PREFIX BENCH_PASSWORD COMPONENT_SECRET PROSODY_C2S_PORT PROSODY_COM
 	HERALD_C2S_PORT HERALD_TLS_PORT HERALD_COMPONENT_PORT HERALD
 
 # Disjoint user ranges so one scenario's leftovers (archives, push registrations, hibernated
-# sessions) never touch another's: idle | messages (two runs) | push (+1 sender).
+# sessions) never touch another's: idle | messages (two runs) | push (two runs, +1 sender each).
 IDLE_OFF=0
 MSG_OFF=$IDLE_N
 MSG_OFF2=$((MSG_OFF + 2 * MSG_PAIRS))
 PUSH_OFF=$((MSG_OFF2 + 2 * MSG_PAIRS))
-USERS=$((PUSH_OFF + PUSH_N + 1))
+PUSH_OFF2=$((PUSH_OFF + PUSH_N + 1))
+USERS=$((PUSH_OFF2 + PUSH_N + 1))
 ((USERS >= LOGIN_N)) || USERS=$LOGIN_N
 
 WORK=$(mktemp -d /tmp/herald-compare.XXXXXX)
@@ -91,6 +94,13 @@ run_all() {
 	timeout 300 "$BENCH_BIN" push "${common[@]}" --offset "$PUSH_OFF" -n "$PUSH_N" \
 		--component-domain push.localhost --component-secret "$COMPONENT_SECRET" \
 		--component-port "$cport" --json "$OUT/$name-push.json"
+	# The burst above measures how fast one sender's messages get through; this one measures
+	# the latency of a push for a single message to a sleeping device.
+	log "[$name] push: $PUSH_N hibernated users, messages at $PUSH_RATE/s"
+	timeout 300 "$BENCH_BIN" push "${common[@]}" --offset "$PUSH_OFF2" -n "$PUSH_N" \
+		-r "$PUSH_RATE" --component-domain push.localhost --component-secret "$COMPONENT_SECRET" \
+		--component-port "$cport" --json "$OUT/$name-push-rate.json"
+	sed -i 's/"scenario": "push"/"scenario": "push-rate"/' "$OUT/$name-push-rate.json"
 }
 
 if [[ $ONLY != herald ]]; then
@@ -114,7 +124,7 @@ fi
 echo
 echo "== Herald / Prosody (TLS=$TLS, AUTH=$AUTH, Prosody MAM=${PROSODY_MAM:-internal})"
 left=() right=()
-for s in login idle messages messages-rate push; do
+for s in login idle messages messages-rate push push-rate; do
 	[[ -f $OUT/prosody-$s.json ]] && left+=("$OUT/prosody-$s.json")
 	[[ -f $OUT/herald-$s.json ]] && right+=("$OUT/herald-$s.json")
 done

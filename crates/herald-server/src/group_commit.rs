@@ -11,6 +11,8 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 512;
+/// Fewer writes than this waiting when the writer wakes: it waits `commit_delay` for more.
+const TRICKLE: usize = 16;
 
 /// Runs once a write is committed (or failed), on the writer thread: it must be quick and
 /// must not block (send on a channel, drop a guard).
@@ -104,15 +106,13 @@ impl ArchiveWriter {
 
 fn run(store: Store, mut rx: mpsc::Receiver<Job>, delay: Duration) {
     while let Some(first) = rx.blocking_recv() {
-        if !delay.is_zero() {
-            std::thread::sleep(delay);
-        }
         let mut jobs = vec![first];
-        while jobs.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(j) => jobs.push(j),
-                Err(_) => break,
-            }
+        drain(&mut rx, &mut jobs);
+        // A trickle waits for company (`mam.commit_delay`); a backlog is committed at once,
+        // or the delay would cut the writer's throughput under load.
+        if jobs.len() < TRICKLE && !delay.is_zero() {
+            std::thread::sleep(delay);
+            drain(&mut rx, &mut jobs);
         }
         let mut items = Vec::with_capacity(jobs.len());
         let mut dones = Vec::with_capacity(jobs.len());
@@ -132,6 +132,15 @@ fn run(store: Store, mut rx: mpsc::Receiver<Job>, delay: Duration) {
                     d(store.archive(user, msg, with_full));
                 }
             }
+        }
+    }
+}
+
+fn drain(rx: &mut mpsc::Receiver<Job>, jobs: &mut Vec<Job>) {
+    while jobs.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(j) => jobs.push(j),
+            Err(_) => break,
         }
     }
 }

@@ -160,8 +160,15 @@ pub struct PushHandle {
 impl PushHandle {
     /// Queues an event.
     pub fn send(&self, ev: PushEvent) {
-        if let Err(e) = self.tx.try_send(ev) {
-            tracing::warn!(error = %e, "push task overwhelmed; event dropped");
+        match self.tx.try_send(ev) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!("push task overwhelmed; event dropped");
+            }
+            // Shutdown: the push task stopped before the sessions it hears from.
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::debug!("push task stopped; event dropped");
+            }
         }
     }
 
