@@ -34,7 +34,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use herald_proto::stream::Limits;
-use herald_store::{Store, StoreError};
+use herald_store::{ArchiveStore, BlockStore, Store, StoreError};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -253,6 +253,16 @@ pub async fn start_with_store(cfg: Config, store: Store) -> anyhow::Result<Runni
         next_id: AtomicU64::new(1),
         shutdown: shutdown_rx,
     });
+    // Most accounts never set archive preferences or block anyone: knowing which did, the
+    // others cost no store lookup when their first message arrives.
+    match shared.store.accounts_with_mam_prefs() {
+        Ok(a) => shared.mam_prefs.know_stored(a),
+        Err(e) => tracing::warn!(error = %e, "archive preferences will be read per account"),
+    }
+    match shared.store.accounts_with_blocklist() {
+        Ok(a) => shared.blocklists.know_stored(a),
+        Err(e) => tracing::warn!(error = %e, "blocklists will be read per account"),
+    }
     let mut running = Running {
         shared: shared.clone(),
         c2s_addr: None,

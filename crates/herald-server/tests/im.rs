@@ -1439,6 +1439,44 @@ async fn block_unblock_and_list_with_pushes() {
 }
 
 #[tokio::test]
+async fn a_blocklist_holds_from_the_first_message_after_a_restart() {
+    let s = TestServer::start().await;
+    server_with_users(&s, &["alice", "bob", "carol"]);
+    let mut a = Cl::online(&s, "alice", "ra").await;
+    let r = a
+        .iq(
+            "set",
+            &format!("<block xmlns='{BLOCKING}'><item jid='carol@localhost'/></block>"),
+        )
+        .await;
+    assert_eq!(r.attr("type"), Some("result"), "{}", xml(&r));
+    drop(a);
+    // The restarted server has never looked at alice's blocklist: it must know she has one.
+    let s = s.restart().await;
+    let mut a = Cl::online(&s, "alice", "ra").await;
+    let mut c = Cl::online(&s, "carol", "rc").await;
+    c.send("<message to='alice@localhost/ra' type='chat' id='c1'><body>hey</body></message>")
+        .await;
+    let got = c.sync().await;
+    let e = messages(&got)
+        .into_iter()
+        .find(|m| m.attr("id") == Some("c1"))
+        .unwrap_or_else(|| panic!("no error for c1 in {got:?}"));
+    assert_eq!(error_of(e).0, "service-unavailable");
+    let got = a.sync().await;
+    assert!(messages(&got).is_empty(), "{got:?}");
+    // An account that never blocked anyone still gets its messages.
+    let mut b = Cl::online(&s, "bob", "rb").await;
+    c.send("<message to='bob@localhost/rb' type='chat' id='a1'><body>hi</body></message>")
+        .await;
+    let got = b.sync().await;
+    assert!(
+        messages(&got).iter().any(|m| m.attr("id") == Some("a1")),
+        "{got:?}"
+    );
+}
+
+#[tokio::test]
 async fn blocked_contact_cannot_reach_user_and_user_cannot_reach_it() {
     let s = TestServer::start().await;
     server_with_users(&s, &["alice", "carol"]);

@@ -83,6 +83,9 @@ pub trait ArchiveStore {
     fn mam_prefs(&self, user: &str) -> Result<MamPrefs>;
     /// Replaces the user's preferences; [`StoreError::Invalid`] for an unknown default mode.
     fn set_mam_prefs(&self, user: &str, prefs: &MamPrefs) -> Result<()>;
+    /// Every account that ever stored preferences (all others have the defaults: the server
+    /// reads this once at start instead of one lookup per account on its first message).
+    fn accounts_with_mam_prefs(&self) -> Result<Vec<String>>;
     /// Deletes every archived message (all users) older than `timestamp` (unix micros);
     /// how many went. Retention.
     fn purge_archive_before(&self, timestamp: i64) -> Result<usize>;
@@ -364,6 +367,16 @@ impl ArchiveStore for Store {
                 }
             }
             Ok(prefs)
+        })
+    }
+
+    fn accounts_with_mam_prefs(&self) -> Result<Vec<String>> {
+        self.read(|tx| {
+            let mut stmt = tx.prepare(
+                "SELECT account FROM mam_prefs UNION SELECT account FROM mam_prefs_jids",
+            )?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
         })
     }
 

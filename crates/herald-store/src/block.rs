@@ -21,9 +21,20 @@ pub trait BlockStore {
     fn unblock_all(&self, user: &str) -> Result<()>;
     /// Whether exactly `jid` is in the blocklist.
     fn is_blocked(&self, user: &str, jid: &str) -> Result<bool>;
+    /// Every account with a non-empty blocklist (the others need not be asked: the server
+    /// reads this once at start instead of one lookup per account on its first message).
+    fn accounts_with_blocklist(&self) -> Result<Vec<String>>;
 }
 
 impl BlockStore for Store {
+    fn accounts_with_blocklist(&self) -> Result<Vec<String>> {
+        self.read(|tx| {
+            let mut stmt = tx.prepare("SELECT DISTINCT account FROM blocklist")?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
+        })
+    }
+
     fn blocklist(&self, user: &str) -> Result<Vec<String>> {
         self.read(|tx| {
             let mut stmt =

@@ -336,6 +336,10 @@ pub fn blocking(store: &Store) {
     let u = "user@block.conformance.test";
     let other = "other@block.conformance.test";
     assert!(store.blocklist(u).unwrap().is_empty());
+    assert!(!store
+        .accounts_with_blocklist()
+        .unwrap()
+        .contains(&u.to_string()));
     store
         .block(u, &strings(&["z@x.test", "evil.test", "z@x.test"]))
         .unwrap();
@@ -351,6 +355,13 @@ pub fn blocking(store: &Store) {
     assert!(!store.is_blocked(u, "a@x.test").unwrap());
     assert!(!store.is_blocked(other, "evil.test").unwrap());
     store.block(other, &strings(&["q@x.test"])).unwrap();
+    let with = store.accounts_with_blocklist().unwrap();
+    assert_eq!(
+        with.iter().filter(|a| *a == u).count(),
+        1,
+        "once each: {with:?}"
+    );
+    assert!(with.contains(&other.to_string()));
 
     store
         .unblock(u, &strings(&["z@x.test", "never@x.test"]))
@@ -364,6 +375,11 @@ pub fn blocking(store: &Store) {
     assert!(store.blocklist(u).unwrap().is_empty());
     assert!(!store.is_blocked(u, "evil.test").unwrap());
     assert_eq!(store.blocklist(other).unwrap(), strings(&["q@x.test"]));
+    // An emptied blocklist is no longer listed.
+    assert!(!store
+        .accounts_with_blocklist()
+        .unwrap()
+        .contains(&u.to_string()));
 }
 
 /// ArchiveStore: storing, duplicates, batches, and every filter.
@@ -726,12 +742,22 @@ pub fn archive_ties(store: &Store) {
 pub fn mam_prefs(store: &Store) {
     let u = "user@prefs.conformance.test";
     assert_eq!(store.mam_prefs(u).unwrap(), MamPrefs::default());
+    assert!(!store
+        .accounts_with_mam_prefs()
+        .unwrap()
+        .contains(&u.to_string()));
     let prefs = MamPrefs {
         default: Some("roster".into()),
         always: strings(&["b@x.test", "a@x.test"]),
         never: strings(&["c@x.test"]),
     };
     store.set_mam_prefs(u, &prefs).unwrap();
+    let with = store.accounts_with_mam_prefs().unwrap();
+    assert_eq!(
+        with.iter().filter(|a| *a == u).count(),
+        1,
+        "once each: {with:?}"
+    );
     assert_eq!(
         store.mam_prefs(u).unwrap(),
         MamPrefs {

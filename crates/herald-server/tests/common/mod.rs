@@ -61,6 +61,16 @@ impl TestServer {
         TestServer { running, dir }
     }
 
+    /// Stops the server and starts a new one on the same data directory and config.
+    #[allow(dead_code)]
+    pub async fn restart(self) -> TestServer {
+        let cfg = self.running.shared.cfg.clone();
+        let TestServer { running, dir } = self;
+        running.stop().await;
+        let running = herald_server::start(cfg).await.unwrap();
+        TestServer { running, dir }
+    }
+
     pub fn c2s(&self) -> SocketAddr {
         self.running.c2s_addr.unwrap()
     }
