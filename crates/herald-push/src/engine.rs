@@ -290,17 +290,10 @@ struct Content {
     body: Option<String>,
 }
 
+/// One publish attempt: awaiting its reply (in `pending`, timer = reply timeout) or its
+/// retry (in `retries`, timer = backoff).
 #[derive(Debug)]
-struct Pending {
-    user: String,
-    key: RegKey,
-    content: Content,
-    attempt: u32,
-    timer: TimerKey,
-}
-
-#[derive(Debug)]
-struct Retry {
+struct Attempt {
     user: String,
     key: RegKey,
     content: Content,
@@ -330,8 +323,8 @@ pub struct Engine {
     cfg: PushConfig,
     users: HashMap<String, BTreeMap<RegKey, RegState>>,
     sessions: HashMap<SessionId, SessionState>,
-    pending: HashMap<String, Pending>,
-    retries: HashMap<u64, Retry>,
+    pending: HashMap<String, Attempt>,
+    retries: HashMap<u64, Attempt>,
     timers: BTreeMap<TimerKey, Timer>,
     seq: u64,
     id_prefix: String,
@@ -1140,7 +1133,7 @@ impl Engine {
         let timer = self.schedule(now + self.cfg.reply_timeout, Timer::Reply(iq_id.clone()));
         self.pending.insert(
             iq_id.clone(),
-            Pending {
+            Attempt {
                 user: user.to_owned(),
                 key: key.clone(),
                 content,
@@ -1157,7 +1150,7 @@ impl Engine {
     }
 
     /// A `wait` error or a timeout: retry with exponential backoff, or give up.
-    fn retry_or_drop(&mut self, p: Pending, why: &str, now: Instant, out: &mut Vec<Action>) {
+    fn retry_or_drop(&mut self, p: Attempt, why: &str, now: Instant, out: &mut Vec<Action>) {
         let exists = self
             .users
             .get(&p.user)
@@ -1172,12 +1165,10 @@ impl Engine {
             let timer = self.schedule(now + delay, Timer::Retry(id));
             self.retries.insert(
                 id,
-                Retry {
-                    user: p.user,
-                    key: p.key,
-                    content: p.content,
+                Attempt {
                     attempt: p.attempt + 1,
                     timer,
+                    ..p
                 },
             );
         } else {
