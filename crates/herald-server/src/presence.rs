@@ -49,6 +49,25 @@ async fn roster_items(shared: &Arc<Shared>, user: &str) -> Vec<RosterItem> {
     }
 }
 
+/// `user`'s roster item and subscription state for `contact` (a blocking store call).
+async fn sub_state(
+    shared: &Arc<Shared>,
+    user: &str,
+    contact: &str,
+) -> Result<(Option<RosterItem>, Option<sm::State>), StoreError> {
+    let (u, c) = (user.to_string(), contact.to_string());
+    shared.db(move |s| roster::load_state(s, &u, &c)).await
+}
+
+/// Whether `contact` may see `user`'s presence (a store failure counts as no).
+async fn contact_gets_presence(shared: &Arc<Shared>, user: &str, contact: &str) -> bool {
+    sub_state(shared, user, contact)
+        .await
+        .ok()
+        .and_then(|(_, s)| s)
+        .is_some_and(|s| s.contact_gets_presence())
+}
+
 fn addressed(el: &Element, from: &str, to: &str) -> Element {
     let mut p = el.clone();
     stanza::set(&mut p, "from", from);
@@ -306,13 +325,7 @@ pub async fn answer_probe(session: &mut Session, probe: &Element) {
         }
         return;
     }
-    let (u, c) = (session.bare.clone(), contact.clone());
-    let state = shared
-        .db(move |s| roster::load_state(s, &u, &c))
-        .await
-        .ok()
-        .and_then(|(_, s)| s);
-    if !state.is_some_and(|s| s.contact_gets_presence()) {
+    if !contact_gets_presence(&shared, &session.bare, &contact).await {
         return;
     }
     if let Some(last) = session
@@ -331,13 +344,7 @@ pub async fn probe_offline(shared: &Arc<Shared>, user: &str, probe: &Element) {
     let Ok(Some(from)) = stanza::from(probe) else {
         return;
     };
-    let (u, c) = (user.to_string(), from.to_bare().to_string());
-    let state = shared
-        .db(move |s| roster::load_state(s, &u, &c))
-        .await
-        .ok()
-        .and_then(|(_, s)| s);
-    if state.is_some_and(|s| s.contact_gets_presence()) {
+    if contact_gets_presence(shared, user, from.to_bare().as_str()).await {
         let p = stanza::new(
             "presence",
             INTERNAL_NS,
@@ -363,8 +370,7 @@ pub async fn subscription_out(
     if contact == user {
         return;
     }
-    let (u, c) = (user.to_string(), contact.clone());
-    let (item, state) = match shared.db(move |s| roster::load_state(s, &u, &c)).await {
+    let (item, state) = match sub_state(shared, user, &contact).await {
         Ok(v) => v,
         Err(e) => {
             tracing::error!(error = %e, "subscription state load failed");
@@ -442,8 +448,7 @@ pub async fn subscription_in(shared: &Arc<Shared>, user: &str, el: Element, kind
     if contact == user {
         return;
     }
-    let (u, c) = (user.to_string(), contact.clone());
-    let (item, state) = match shared.db(move |s| roster::load_state(s, &u, &c)).await {
+    let (item, state) = match sub_state(shared, user, &contact).await {
         Ok(v) => v,
         Err(e) => {
             tracing::error!(error = %e, "subscription state load failed");

@@ -198,25 +198,7 @@ impl RawClient {
 
     /// Opens a stream and authenticates with PLAIN over plaintext, binds `resource`.
     pub async fn login(addr: SocketAddr, user: &str, password: &str, resource: &str) -> RawClient {
-        let mut c = RawClient::connect(addr).await;
-        c.open("localhost").await;
-        let f = c.expect("features").await;
-        assert!(
-            f.children().any(|m| m.name() == "mechanisms"),
-            "{}",
-            String::from(&f)
-        );
-        let creds =
-            base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
-        c.send(&format!(
-            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{creds}</auth>"
-        ))
-        .await;
-        let s = c.element().await;
-        assert_eq!(s.name(), "success", "{}", String::from(&s));
-        c.decoder.reset();
-        c.open("localhost").await;
-        c.expect("features").await;
+        let (mut c, _) = RawClient::authenticate(addr, user, password).await;
         c.send(&format!(
             "<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq>"
         ))
@@ -245,7 +227,12 @@ impl RawClient {
     ) -> (RawClient, Element) {
         let mut c = RawClient::connect(addr).await;
         c.open("localhost").await;
-        c.expect("features").await;
+        let f = c.expect("features").await;
+        assert!(
+            f.children().any(|m| m.name() == "mechanisms"),
+            "{}",
+            String::from(&f)
+        );
         let creds =
             base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
         c.send(&format!(
