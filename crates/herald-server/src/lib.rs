@@ -6,6 +6,7 @@ pub mod admin;
 pub mod admin_socket;
 pub mod blocking;
 pub mod c2s;
+pub mod cache;
 pub mod component;
 pub mod config;
 pub mod conn;
@@ -72,9 +73,9 @@ pub struct Shared {
     /// Archive writes stamped but not yet committed, per user.
     pub archive_inflight: mam::InFlight,
     /// Archive preferences per user.
-    pub mam_prefs: group_commit::UserCache<herald_store::MamPrefs>,
+    pub mam_prefs: cache::UserCache<herald_store::MamPrefs>,
     /// Blocklists per user.
-    pub blocklists: group_commit::UserCache<Vec<String>>,
+    pub blocklists: cache::UserCache<Vec<String>>,
     /// Server-to-server federation.
     pub s2s: s2s::S2s,
     resumable: std::sync::Mutex<std::collections::HashMap<String, session::Resumable>>,
@@ -239,8 +240,8 @@ pub async fn start_with_store(cfg: Config, store: Store) -> anyhow::Result<Runni
         push,
         archive: group_commit::ArchiveWriter::start(store.clone(), cfg.mam.commit_delay.0),
         archive_inflight: mam::InFlight::default(),
-        mam_prefs: group_commit::UserCache::new(100_000),
-        blocklists: group_commit::UserCache::new(100_000),
+        mam_prefs: cache::UserCache::new(100_000),
+        blocklists: cache::UserCache::new(100_000),
         s2s,
         resumable: Default::default(),
         tombstones: std::sync::Mutex::new(tombstones),
