@@ -7,7 +7,7 @@
 use herald_store::{ArchiveStore, ArchivedMessage, Store, StoreError};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 512;
@@ -44,27 +44,6 @@ impl ArchiveWriter {
             .map_err(|e| tracing::warn!(error = %e, "no archive writer thread; writing directly"))
             .ok();
         ArchiveWriter { tx, store }
-    }
-
-    /// Archives one message for `user`; returns once it is committed.
-    pub async fn archive(
-        &self,
-        user: &str,
-        msg: ArchivedMessage,
-        with_full: &str,
-    ) -> Result<(), StoreError> {
-        let (done, wait) = oneshot::channel();
-        self.submit(
-            user.to_string(),
-            msg,
-            with_full.to_string(),
-            Box::new(move |r| {
-                let _ = done.send(r);
-            }),
-        )
-        .await;
-        wait.await
-            .unwrap_or_else(|_| Err(StoreError::Corrupt("archive writer stopped".into())))
     }
 
     /// Queues one message for `user` and returns at once; `done` runs when it is committed.
@@ -148,6 +127,27 @@ fn drain(rx: &mut mpsc::Receiver<Job>, jobs: &mut Vec<Job>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::sync::oneshot;
+
+    /// Archives one message and waits for its commit.
+    async fn archive(
+        w: &ArchiveWriter,
+        user: &str,
+        msg: ArchivedMessage,
+        with_full: &str,
+    ) -> Result<(), StoreError> {
+        let (done, wait) = oneshot::channel();
+        w.submit(
+            user.to_string(),
+            msg,
+            with_full.to_string(),
+            Box::new(move |r| {
+                let _ = done.send(r);
+            }),
+        )
+        .await;
+        wait.await.unwrap()
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_writes_all_commit_and_a_duplicate_fails_alone() {
@@ -167,7 +167,7 @@ mod tests {
                     timestamp: i,
                     stanza_xml: "<message xmlns='jabber:client'/>".into(),
                 };
-                w.archive("a@x", m, "b@x/r").await
+                archive(&w, "a@x", m, "b@x/r").await
             }));
         }
         let mut ok = 0;
