@@ -12,6 +12,7 @@
 #   PROSODY_MAM=internal|sql|off   Prosody archive storage (default internal; see BENCHMARKS.md)
 #   PUSH_RATE=n             messages/s of the second push run (default 200; the first is a burst)
 #   OUT=dir                 where JSON results go (default: a temp dir, printed at the end)
+#   KEEP_DATA=1             keep both servers' data directories (about 300 MB) after the run
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -57,6 +58,8 @@ OUT=${OUT:-$WORK/results}
 mkdir -p "$OUT"
 cleanup() {
 	stop_started
+	# The stores hold every benchmark message; repeated runs filled the disk when they stayed.
+	[[ ${KEEP_DATA:-0} == 1 ]] || rm -rf "$WORK"/herald/data "$WORK"/prosody/data
 	log "results in $OUT; server logs in $WORK"
 }
 trap cleanup EXIT
