@@ -80,7 +80,7 @@ pub async fn run(a: MessagesArgs) -> Result<Report> {
             window: a.window.max(1),
             end: start + Duration::from_secs(a.duration),
             drain: Duration::from_secs(a.drain),
-            start,
+            start: start + phase(pair, a.rate),
         };
         set.spawn(run_pair(tx, rx, cfg, progress));
         pair += 1;
@@ -118,6 +118,16 @@ pub async fn run(a: MessagesArgs) -> Result<Report> {
         );
     }
     Ok(r)
+}
+
+/// When pair `pair`'s fixed-rate schedule starts: pairs are spread evenly over one interval
+/// of the total rate, so P pairs at R msgs/s send one message every 1/R s, not P at once
+/// every P/R s (a burst of P that then queues behind itself, which is not the rate asked for).
+fn phase(pair: u64, total_rate: Option<f64>) -> Duration {
+    match total_rate {
+        Some(r) if r > 0.0 => Duration::from_secs_f64(pair as f64 / r),
+        _ => Duration::ZERO,
+    }
 }
 
 struct PairCfg {
@@ -212,7 +222,7 @@ async fn run_pair(
         let now = Instant::now();
         let n = match c.per_pair {
             Some(rate) => {
-                let due = ((now - c.start).as_secs_f64() * rate) as u64;
+                let due = (now.saturating_duration_since(c.start).as_secs_f64() * rate) as u64;
                 // Cap a burst after a stall so one wakeup does not flood the server.
                 let n = due.saturating_sub(res.sent).min(256);
                 next_send = c.start + Duration::from_secs_f64((res.sent + n + 1) as f64 / rate);
@@ -245,6 +255,17 @@ async fn run_pair(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fixed_rate_pairs_are_spread_over_one_interval() {
+        // 20 pairs at 1000 msgs/s: pair i starts i ms in, so together they send every 1 ms.
+        assert_eq!(phase(0, Some(1000.0)), Duration::ZERO);
+        assert_eq!(phase(7, Some(1000.0)), Duration::from_millis(7));
+        assert_eq!(phase(19, Some(1000.0)), Duration::from_millis(19));
+        // Flat out has no schedule.
+        assert_eq!(phase(7, None), Duration::ZERO);
+        assert_eq!(phase(7, Some(0.0)), Duration::ZERO);
+    }
 
     #[test]
     fn body_roundtrip() {
