@@ -297,7 +297,10 @@ pub async fn run(a: PushArgs) -> Result<Report> {
         progress.sent.fetch_add(1, Ordering::Relaxed);
     }
     let deadline = Instant::now() + Duration::from_secs(a.timeout);
-    while sink.matched.load(Ordering::Relaxed) < a.count && Instant::now() < deadline {
+    while sink.matched.load(Ordering::Relaxed) < a.count
+        && Instant::now() < deadline
+        && !sink_task.is_finished()
+    {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(20)) => {}
             r = sender.next() => { r?; }
@@ -306,6 +309,14 @@ pub async fn run(a: PushArgs) -> Result<Report> {
     let wall = start.elapsed();
     ticker.abort();
     sender.close().await;
+    if sink_task.is_finished() {
+        // The sink stopped reading: the publishes still to come would count as missing.
+        match sink_task.await {
+            Ok(Err(e)) => return Err(e.context("the app-server sink failed")),
+            Ok(Ok(())) => bail!("the server closed the app-server component stream"),
+            Err(e) => bail!("the app-server sink task failed: {e}"),
+        }
+    }
     sink_task.abort();
 
     let matched = sink.matched.load(Ordering::Relaxed);
