@@ -25,7 +25,8 @@ pub struct MessagesArgs {
     /// Sender/receiver pairs (users offset+2i send to offset+2i+1).
     #[arg(short = 'p', long, default_value_t = 10)]
     pub pairs: u64,
-    /// Total messages per second over all pairs; flat out when absent.
+    /// Total messages per second over all pairs (pair i starts i/RATE s in, so sends are
+    /// evenly spaced); flat out when absent.
     #[arg(short = 'r', long)]
     pub rate: Option<f64>,
     /// Seconds of sending.
