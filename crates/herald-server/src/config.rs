@@ -383,6 +383,9 @@ pub struct RosterConfig {
     pub max_items: usize,
     /// Longest item name or group name, in bytes.
     pub max_field_bytes: usize,
+    /// Most subscription requests waiting for one user's answer; beyond, a request from a
+    /// new JID is refused with resource-constraint (anyone can send them, from any JID).
+    pub max_pending_requests: usize,
 }
 
 impl Default for RosterConfig {
@@ -390,6 +393,7 @@ impl Default for RosterConfig {
         RosterConfig {
             max_items: 1000,
             max_field_bytes: 1024,
+            max_pending_requests: 1000,
         }
     }
 }

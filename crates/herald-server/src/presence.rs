@@ -465,14 +465,28 @@ pub async fn subscription_in(shared: &Arc<Shared>, user: &str, el: Element, kind
     if inb.changed || inb.store_request || inb.remove_request {
         let xml = String::from(&p);
         let (u, c, new) = (user.to_string(), contact.clone(), inb.new_state);
+        let max_pending = shared.cfg.roster.max_pending_requests;
         match shared
-            .db(move |s| roster::save_state(s, &u, &c, item, state, new, Some(&xml)))
+            .db(move |s| {
+                let request = roster::Request {
+                    xml: &xml,
+                    max_pending,
+                };
+                roster::save_state(s, &u, &c, item, state, new, Some(request))
+            })
             .await
         {
             Ok(Some((ver, it))) if inb.push => {
                 roster::push(shared, user, ver, xr::item_element(&it))
             }
             Ok(_) => {}
+            Err(StoreError::QuotaExceeded) => {
+                // Too many requests wait for this user's answer: refused, neither stored nor
+                // shown (a flood from many JIDs must not grow the store or the next login).
+                tracing::info!(%user, from = %contact, "subscription request refused: too many pending");
+                routing::bounce(shared, &el, StanzaErrorCondition::ResourceConstraint).await;
+                return;
+            }
             Err(e) => tracing::error!(error = %e, "subscription state save failed"),
         }
     }

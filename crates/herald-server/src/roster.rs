@@ -43,10 +43,7 @@ pub fn load_state(
     contact: &str,
 ) -> Result<(Option<RosterItem>, Option<State>), StoreError> {
     let item = store.roster_item(user, contact)?;
-    let pending_in = store
-        .subscription_requests(user)?
-        .iter()
-        .any(|(from, _)| from == contact);
+    let pending_in = store.has_subscription_request(user, contact)?;
     let state = match (&item, pending_in) {
         (None, false) => None,
         (i, p) => Some(State {
@@ -61,7 +58,14 @@ pub fn load_state(
     Ok((item, state))
 }
 
+/// An inbound subscription request to store, and the most a user may have pending.
+pub struct Request<'a> {
+    pub xml: &'a str,
+    pub max_pending: usize,
+}
+
 /// Writes a new state; returns (version, item) when the roster item changed (for a push).
+/// [`StoreError::QuotaExceeded`], with nothing written, if `request` is over its limit.
 pub fn save_state(
     store: &herald_store::Store,
     user: &str,
@@ -69,13 +73,13 @@ pub fn save_state(
     item: Option<RosterItem>,
     old: Option<State>,
     new: Option<State>,
-    request_xml: Option<&str>,
+    request: Option<Request<'_>>,
 ) -> Result<Option<(u64, RosterItem)>, StoreError> {
     let old_in = old.map(|s| s.pending_in).unwrap_or(false);
     let new_in = new.map(|s| s.pending_in).unwrap_or(false);
     if new_in && !old_in {
-        if let Some(x) = request_xml {
-            store.add_subscription_request(user, contact, x)?;
+        if let Some(r) = request {
+            store.add_subscription_request(user, contact, r.xml, r.max_pending)?;
         }
     }
     if !new_in && old_in {

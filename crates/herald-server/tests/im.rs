@@ -486,6 +486,74 @@ async fn roster_limit_holds_for_items_created_by_subscriptions() {
     assert_one_push(&a.sync().await, "carol@localhost", "none", true);
 }
 
+#[tokio::test]
+async fn pending_subscription_requests_are_limited() {
+    let s = TestServer::start_with(|c| c.roster.max_pending_requests = 2).await;
+    server_with_users(&s, &["alice", "bob", "carol", "dave"]);
+    let mut b = Cl::online(&s, "bob", "rb").await;
+    let mut c = Cl::online(&s, "carol", "rc").await;
+    let mut d = Cl::online(&s, "dave", "rd").await;
+    // Alice is offline: requests wait for her.
+    b.presence_to("alice@localhost", "subscribe").await;
+    c.presence_to("alice@localhost", "subscribe").await;
+    assert!(b
+        .sync()
+        .await
+        .iter()
+        .all(|e| e.attr("type") != Some("error")));
+    assert!(c
+        .sync()
+        .await
+        .iter()
+        .all(|e| e.attr("type") != Some("error")));
+    // A third JID is refused while two wait.
+    d.presence_to("alice@localhost", "subscribe").await;
+    let err = d
+        .wait("the refusal", |e| {
+            e.name() == "presence" && e.attr("type") == Some("error")
+        })
+        .await;
+    assert_eq!(err.attr("from"), Some("alice@localhost"), "{}", xml(&err));
+    assert_eq!(error_of(&err).0, "resource-constraint");
+    // A JID already waiting may repeat its request.
+    b.presence_to("alice@localhost", "subscribe").await;
+    assert!(b
+        .sync()
+        .await
+        .iter()
+        .all(|e| e.attr("type") != Some("error")));
+    // Alice sees the two at login, not the refused one.
+    let mut a = Cl::online(&s, "alice", "ra").await;
+    let got = a.sync().await;
+    assert_eq!(
+        presences(&got, "bob@localhost", "subscribe").len(),
+        1,
+        "{got:?}"
+    );
+    assert_eq!(
+        presences(&got, "carol@localhost", "subscribe").len(),
+        1,
+        "{got:?}"
+    );
+    assert!(
+        presences(&got, "dave@localhost", "subscribe").is_empty(),
+        "{got:?}"
+    );
+    // Answering one makes room again.
+    a.presence_to("bob@localhost", "subscribed").await;
+    a.sync().await;
+    d.presence_to("alice@localhost", "subscribe").await;
+    a.wait("dave's request", |e| {
+        e.attr("from") == Some("dave@localhost") && e.attr("type") == Some("subscribe")
+    })
+    .await;
+    assert!(d
+        .sync()
+        .await
+        .iter()
+        .all(|e| e.attr("type") != Some("error")));
+}
+
 // ---------------------------------------------------------------------------------------
 // Subscriptions (RFC 6121 §3, Appendix A)
 // ---------------------------------------------------------------------------------------

@@ -228,20 +228,55 @@ pub fn subscription_requests(store: &Store) {
     let u = "user@subreq.conformance.test";
     assert!(store.subscription_requests(u).unwrap().is_empty());
     store
-        .add_subscription_request(u, "a@x.test", "<presence type='subscribe'>1</presence>")
+        .add_subscription_request(
+            u,
+            "a@x.test",
+            "<presence type='subscribe'>1</presence>",
+            100,
+        )
         .unwrap();
     store
-        .add_subscription_request(u, "b@x.test", "<presence type='subscribe'>2</presence>")
+        .add_subscription_request(
+            u,
+            "b@x.test",
+            "<presence type='subscribe'>2</presence>",
+            100,
+        )
         .unwrap();
     store
-        .add_subscription_request(u, "c@x.test", "<presence type='subscribe'>3</presence>")
+        .add_subscription_request(
+            u,
+            "c@x.test",
+            "<presence type='subscribe'>3</presence>",
+            100,
+        )
         .unwrap();
     // A repeated request replaces the stanza, one entry per JID.
     store
-        .add_subscription_request(u, "a@x.test", "<presence type='subscribe'>4</presence>")
+        .add_subscription_request(
+            u,
+            "a@x.test",
+            "<presence type='subscribe'>4</presence>",
+            100,
+        )
         .unwrap();
     let reqs = store.subscription_requests(u).unwrap();
     assert_eq!(reqs.len(), 3);
+    assert!(store.has_subscription_request(u, "b@x.test").unwrap());
+    assert!(!store.has_subscription_request(u, "d@x.test").unwrap());
+    assert!(!store
+        .has_subscription_request("other@subreq.conformance.test", "b@x.test")
+        .unwrap());
+    // At the limit, a new JID is refused while an already pending one may still replace its
+    // request.
+    assert!(matches!(
+        store.add_subscription_request(u, "d@x.test", "<presence type='subscribe'/>", 3),
+        Err(StoreError::QuotaExceeded)
+    ));
+    store
+        .add_subscription_request(u, "a@x.test", "<presence type='subscribe'>4</presence>", 3)
+        .unwrap();
+    assert!(!store.has_subscription_request(u, "d@x.test").unwrap());
     assert_eq!(
         reqs.iter().map(|(f, _)| f.as_str()).collect::<Vec<_>>(),
         vec!["a@x.test", "b@x.test", "c@x.test"]
@@ -251,6 +286,7 @@ pub fn subscription_requests(store: &Store) {
 
     assert!(store.remove_subscription_request(u, "b@x.test").unwrap());
     assert!(!store.remove_subscription_request(u, "b@x.test").unwrap());
+    assert!(!store.has_subscription_request(u, "b@x.test").unwrap());
     assert!(!store
         .remove_subscription_request("other@subreq.conformance.test", "a@x.test")
         .unwrap());
@@ -959,7 +995,7 @@ pub fn delete_account_removes_everything(store: &Store) {
             .set_roster_item(user, &item("c@x.test", Subscription::Both, false, &["G"]))
             .unwrap();
         store
-            .add_subscription_request(user, "r@x.test", "<presence/>")
+            .add_subscription_request(user, "r@x.test", "<presence/>", 10)
             .unwrap();
         store.store_offline(user, "<message/>", 10).unwrap();
         store.block(user, &strings(&["b@x.test"])).unwrap();

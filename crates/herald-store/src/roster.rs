@@ -81,11 +81,20 @@ pub trait RosterStore {
     fn roster_len(&self, user: &str) -> Result<usize>;
     /// Stores an inbound subscription request to redeliver at next login, replacing an
     /// existing one from the same JID (it keeps its place in the order).
-    fn add_subscription_request(&self, user: &str, from: &str, stanza_xml: &str) -> Result<()>;
+    /// [`StoreError::QuotaExceeded`] if `max` requests from other JIDs are already pending.
+    fn add_subscription_request(
+        &self,
+        user: &str,
+        from: &str,
+        stanza_xml: &str,
+        max: usize,
+    ) -> Result<()>;
     /// Forgets the request from `from`; whether there was one.
     fn remove_subscription_request(&self, user: &str, from: &str) -> Result<bool>;
     /// Pending requests `(from, stanza_xml)`, oldest first.
     fn subscription_requests(&self, user: &str) -> Result<Vec<(String, String)>>;
+    /// Whether a request from `from` is pending.
+    fn has_subscription_request(&self, user: &str, from: &str) -> Result<bool>;
 }
 
 fn bump_version(tx: &Transaction<'_>, user: &str) -> Result<u64> {
@@ -219,8 +228,24 @@ impl RosterStore for Store {
         })
     }
 
-    fn add_subscription_request(&self, user: &str, from: &str, stanza_xml: &str) -> Result<()> {
+    fn add_subscription_request(
+        &self,
+        user: &str,
+        from: &str,
+        stanza_xml: &str,
+        max: usize,
+    ) -> Result<()> {
         self.write(|tx| {
+            // Checked in the write transaction, so concurrent requests cannot pass it together.
+            let (pending, known): (i64, bool) = tx
+                .prepare_cached(
+                    "SELECT COUNT(*), COALESCE(SUM(from_jid = ?2), 0) > 0
+                     FROM subscription_requests WHERE account = ?1",
+                )?
+                .query_row(params![user, from], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            if !known && to_usize(pending)? >= max {
+                return Err(StoreError::QuotaExceeded);
+            }
             tx.prepare_cached(
                 "INSERT INTO subscription_requests (account, from_jid, stanza_xml)
                  VALUES (?1, ?2, ?3)
@@ -250,6 +275,16 @@ impl RosterStore for Store {
             )?;
             let rows = stmt.query_map([user], |r| Ok((r.get(0)?, r.get(1)?)))?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    fn has_subscription_request(&self, user: &str, from: &str) -> Result<bool> {
+        self.read(|tx| {
+            Ok(tx
+                .prepare_cached(
+                    "SELECT 1 FROM subscription_requests WHERE account = ?1 AND from_jid = ?2",
+                )?
+                .exists(params![user, from])?)
         })
     }
 }

@@ -75,7 +75,7 @@ fn reopening_keeps_every_role() {
             },
         )
         .unwrap();
-        s.add_subscription_request(u, "r@x", "<presence type='subscribe'/>")
+        s.add_subscription_request(u, "r@x", "<presence type='subscribe'/>", 10)
             .unwrap();
         s.store_offline(u, "<message>hi</message>", 10).unwrap();
         s.block(u, &["b@x".to_owned()]).unwrap();
