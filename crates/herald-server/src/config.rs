@@ -269,6 +269,9 @@ pub struct LimitsConfig {
     pub max_header_bytes: usize,
     /// Stanzas waiting for one session before senders get `resource-constraint`.
     pub session_inbox: usize,
+    /// Sessions (connected or hibernated) one account may have; at the limit the oldest
+    /// hibernated one makes room, else a new bind gets `resource-constraint`.
+    pub max_sessions_per_account: usize,
 }
 
 impl Default for LimitsConfig {
@@ -279,6 +282,7 @@ impl Default for LimitsConfig {
             max_attributes: 64,
             max_header_bytes: 4096,
             session_inbox: 1024,
+            max_sessions_per_account: 10,
         }
     }
 }
@@ -575,6 +579,12 @@ impl Config {
         }
         if l.session_inbox == 0 {
             return Err(bad("limits.session_inbox", "must be at least 1".into()));
+        }
+        if l.max_sessions_per_account == 0 {
+            return Err(bad(
+                "limits.max_sessions_per_account",
+                "must be at least 1".into(),
+            ));
         }
         if self.stream_management.max_queue == 0 {
             return Err(bad(

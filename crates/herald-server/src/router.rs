@@ -54,6 +54,19 @@ pub struct ResourceEntry {
     pub available: bool,
     /// XEP-0280 carbons enabled.
     pub carbons: bool,
+    /// XEP-0198 hibernation: the connection is gone, the session waits to be resumed.
+    pub hibernated: bool,
+}
+
+/// What binding a resource did to the account's other sessions.
+#[derive(Debug)]
+pub enum Bound {
+    /// A resource more.
+    Added,
+    /// RFC 6120 §7.7.2.2: the session that had this resource; it must be told it was replaced.
+    Replaced(ResourceEntry),
+    /// The account had its most sessions: its oldest hibernated one made room and must end.
+    Evicted(ResourceEntry),
 }
 
 /// A session task's inbox (bounded by `limits.session_inbox`; see `inbox` for why not mpsc).
@@ -70,18 +83,47 @@ pub struct Router {
 }
 
 impl Router {
-    /// Registers a bound resource; returns the entry it replaced (RFC 6120 §7.7.2.2 conflict).
-    pub fn bind(&self, bare: &str, entry: ResourceEntry) -> Option<ResourceEntry> {
+    /// Registers a bound resource, keeping the account at `max` sessions at most. A session
+    /// with the same resource is replaced; at the limit, the oldest hibernated session makes
+    /// room (its queue is handed on as on expiry, so a phone that keeps failing to resume is
+    /// not locked out until its old sessions expire). Err(entry) when all are connected
+    /// (RFC 6120 §7.6.2.2: resource-constraint).
+    pub fn bind(
+        &self,
+        bare: &str,
+        entry: ResourceEntry,
+        max: usize,
+    ) -> Result<Bound, ResourceEntry> {
         let mut users = self.users.write().unwrap_or_else(|e| e.into_inner());
         // Most accounts have one resource online: no room for four until a second binds.
         let list = users
             .entry(bare.to_string())
             .or_insert_with(|| Vec::with_capacity(1));
         if let Some(pos) = list.iter().position(|r| r.resource == entry.resource) {
-            Some(std::mem::replace(&mut list[pos], entry))
-        } else {
+            return Ok(Bound::Replaced(std::mem::replace(&mut list[pos], entry)));
+        }
+        if list.len() < max {
             list.push(entry);
-            None
+            return Ok(Bound::Added);
+        }
+        let oldest = list
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.hibernated)
+            .min_by_key(|(_, r)| r.session_id)
+            .map(|(i, _)| i);
+        match oldest {
+            Some(i) => {
+                let old = list.remove(i);
+                list.push(entry);
+                Ok(Bound::Evicted(old))
+            }
+            None => {
+                if list.is_empty() {
+                    users.remove(bare);
+                }
+                Err(entry)
+            }
         }
     }
 
@@ -105,6 +147,17 @@ impl Router {
         {
             r.available = available;
             r.priority = priority;
+        }
+    }
+
+    /// Records whether a session is hibernated.
+    pub fn set_hibernated(&self, bare: &str, session_id: u64, on: bool) {
+        let mut users = self.users.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = users
+            .get_mut(bare)
+            .and_then(|l| l.iter_mut().find(|r| r.session_id == session_id))
+        {
+            r.hibernated = on;
         }
     }
 
@@ -200,6 +253,7 @@ mod tests {
             priority,
             available,
             carbons: false,
+            hibernated: false,
         }
     }
 
@@ -224,12 +278,52 @@ mod tests {
     #[test]
     fn bind_replaces_same_resource_and_unbind_checks_owner() {
         let r = Router::default();
-        assert!(r.bind("u@d", entry("a", 1, false, 0)).is_none());
-        let old = r.bind("u@d", entry("a", 2, false, 0)).unwrap();
-        assert_eq!(old.session_id, 1);
+        assert!(matches!(
+            r.bind("u@d", entry("a", 1, false, 0), 10),
+            Ok(Bound::Added)
+        ));
+        match r.bind("u@d", entry("a", 2, false, 0), 10) {
+            Ok(Bound::Replaced(old)) => assert_eq!(old.session_id, 1),
+            other => panic!("{other:?}"),
+        }
         r.unbind("u@d", "a", 1); // stale owner: no effect
         assert!(r.is_online("u@d"));
         r.unbind("u@d", "a", 2);
         assert!(!r.is_online("u@d"));
+    }
+
+    #[test]
+    fn at_the_limit_the_oldest_hibernated_session_makes_room() {
+        let r = Router::default();
+        for (res, id) in [("a", 1), ("b", 2), ("c", 3)] {
+            assert!(matches!(
+                r.bind("u@d", entry(res, id, true, 0), 3),
+                Ok(Bound::Added)
+            ));
+        }
+        // All connected: refused, and nothing changes.
+        let refused = r.bind("u@d", entry("d", 4, true, 0), 3).unwrap_err();
+        assert_eq!(refused.session_id, 4);
+        assert_eq!(r.resources("u@d").len(), 3);
+        // A resource already bound is replaced even at the limit.
+        assert!(matches!(
+            r.bind("u@d", entry("b", 5, true, 0), 3),
+            Ok(Bound::Replaced(_))
+        ));
+        r.set_hibernated("u@d", 3, true);
+        r.set_hibernated("u@d", 5, true);
+        match r.bind("u@d", entry("e", 6, true, 0), 3) {
+            Ok(Bound::Evicted(old)) => assert_eq!(old.session_id, 3),
+            other => panic!("{other:?}"),
+        }
+        let mut ids: Vec<_> = r.resources("u@d").iter().map(|e| e.session_id).collect();
+        ids.sort();
+        assert_eq!(ids, vec![1, 5, 6]);
+        // A resumed session is no longer a candidate.
+        r.set_hibernated("u@d", 5, false);
+        assert!(r.bind("u@d", entry("f", 7, true, 0), 3).is_err());
+        // Refusing a first session leaves no empty entry behind.
+        assert!(r.bind("v@d", entry("a", 8, true, 0), 0).is_err());
+        assert!(!r.is_online("v@d"));
     }
 }

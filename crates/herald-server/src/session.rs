@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use herald_proto::error::{StanzaErrorCondition, StreamError, StreamErrorCondition};
+use herald_proto::error::{ErrorType, StanzaErrorCondition, StreamError, StreamErrorCondition};
 use herald_proto::jid::{BareJid, FullJid, Jid};
 use herald_proto::ns;
 use herald_proto::stream::StreamEvent;
@@ -19,7 +19,7 @@ use tracing::Instrument;
 use crate::conn::{Conn, ConnError};
 use crate::negotiate;
 use crate::push::PushEvent;
-use crate::router::{ResourceEntry, Routed, SessionMsg, SessionTx};
+use crate::router::{Bound, ResourceEntry, Routed, SessionMsg, SessionTx};
 use crate::stanza::{self, Kind};
 use crate::xep::delay;
 use crate::{iq, mam, offline, presence, routing, Shared};
@@ -79,10 +79,22 @@ pub async fn start(shared: Arc<Shared>, outcome: negotiate::Outcome) {
             // DESIGN.md: one span per connection; the session fills in who it is.
             let span = tracing::Span::current();
             span.record("jid", tracing::field::display(&jid));
-            let reply = Box::new(negotiate::bind_result(&request, &jid));
-            drop(request);
-            let session = Session::bind(shared, user, jid, *conn);
-            tokio::spawn(session.main(reply).instrument(span));
+            match Session::bind(shared, user, jid.clone(), conn) {
+                Ok(session) => {
+                    let reply = Box::new(negotiate::bind_result(&request, &jid));
+                    drop(request);
+                    tokio::spawn(session.main(reply).instrument(span));
+                }
+                Err(mut conn) => {
+                    // RFC 6120 §7.6.2.2: the account has its most sessions, all connected.
+                    tracing::info!("bind refused: too many sessions");
+                    let cond = StanzaErrorCondition::ResourceConstraint;
+                    if let Some(r) = stanza::error_typed(&request, cond, ErrorType::Wait, None) {
+                        let _ = conn.send(&r).await;
+                    }
+                    conn.close().await;
+                }
+            }
         }
     }
 }
@@ -202,7 +214,13 @@ fn std_now() -> std::time::Instant {
 impl Session {
     /// Registers a freshly bound resource (it takes over a previous session of the same
     /// resource, RFC 6120 §7.7.2.2) and builds its session.
-    fn bind(shared: Arc<Shared>, user: BareJid, jid: FullJid, conn: Conn) -> Box<Session> {
+    /// Err(conn) when the account already has its most sessions, all connected.
+    fn bind(
+        shared: Arc<Shared>,
+        user: BareJid,
+        jid: FullJid,
+        conn: Box<Conn>,
+    ) -> Result<Box<Session>, Box<Conn>> {
         let (tx, rx) = crate::inbox::bounded(shared.cfg.limits.session_inbox);
         let id = shared.next_id();
         let bare = user.to_string();
@@ -213,11 +231,22 @@ impl Session {
             priority: 0,
             available: false,
             carbons: false,
+            hibernated: false,
         };
-        if let Some(old) = shared.router.bind(&bare, entry) {
+        let max = shared.cfg.limits.max_sessions_per_account;
+        let (old, why) = match shared.router.bind(&bare, entry, max) {
+            Ok(Bound::Added) => (None, ""),
+            Ok(Bound::Replaced(old)) => (Some(old), "replaced by a new connection"),
+            Ok(Bound::Evicted(old)) => (
+                Some(old),
+                "too many sessions: the oldest hibernated one ended",
+            ),
+            Err(_) => return Err(conn),
+        };
+        if let Some(old) = old {
             let _ = old.tx.send_control(SessionMsg::Kick(StreamError::new(
                 StreamErrorCondition::Conflict,
-                Some("replaced by a new connection".to_string()),
+                Some(why.to_string()),
             )));
         }
         shared.push.send(PushEvent::SessionStarted {
@@ -227,14 +256,15 @@ impl Session {
             tx: tx.clone(),
         });
         let now = Instant::now();
-        Box::new(Session {
+        Ok(Box::new(Session {
             sm: StreamManagement::new(sm_config(&shared)),
             csi: CsiBuffer::new(shared.cfg.csi.max_buffer),
             shared,
             id,
             jid,
             bare,
-            conn: Some(conn),
+            // Moved out of its box, which is freed when `bind` returns (not kept by the task).
+            conn: Some(*conn),
             tx,
             rx,
             available: false,
@@ -246,7 +276,7 @@ impl Session {
             last_write: now,
             presence: presence::SessionPresence::default(),
             deferred: mam::Deferred::default(),
-        })
+        }))
     }
 
     /// The session's task: answers the bind request, serves the session, ends it.
@@ -538,6 +568,7 @@ impl Session {
             return Flow::Stop;
         }
         tracing::info!(unacked = self.sm.unacked_len(), "session hibernated");
+        self.shared.router.set_hibernated(&self.bare, self.id, true);
         let unacked = self.unacked_infos();
         self.shared.push.send(PushEvent::HibernationStarted {
             session: self.id,
@@ -642,6 +673,9 @@ impl Session {
                 }
                 tracing::info!(retransmitted = retransmit.len(), "session resumed");
                 self.conn = Some(conn);
+                self.shared
+                    .router
+                    .set_hibernated(&self.bare, self.id, false);
                 let now_t = Instant::now();
                 self.last_read = now_t;
                 self.last_write = now_t;

@@ -1196,3 +1196,67 @@ async fn a_new_login_on_the_resource_of_a_hibernated_session_gets_its_messages()
     assert_eq!(body(&m).as_deref(), Some("h1"));
     assert!(messages(b.sync("after").await).is_empty());
 }
+
+#[tokio::test]
+async fn at_the_session_limit_the_oldest_hibernated_session_makes_room() {
+    let s = server(|c| {
+        c.limits.max_sessions_per_account = 2;
+        c.mam.default = "never".into();
+    })
+    .await;
+    let shared = s.running.shared.clone();
+    let mut a = RawClient::login(s.c2s(), "alice", "pw", "r").await;
+    // Bound but never available: it holds a place without receiving messages to the bare JID.
+    let mut desk = RawClient::login(s.c2s(), "bob", "pw", "desk").await;
+    let mut phone = RawClient::login(s.c2s(), "bob", "pw", "phone").await;
+    let id = enable(&mut phone).await;
+    phone.send("<presence/>").await;
+    phone.sync("p1").await;
+
+    // Both connected: a third is refused (RFC 6120 §7.6.2.2), and told to wait.
+    let (mut third, _) = RawClient::authenticate(s.c2s(), "bob", "pw").await;
+    third
+        .send("<iq type='set' id='b3'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>tablet</resource></bind></iq>")
+        .await;
+    let r = third.expect("iq").await;
+    assert_eq!(r.attr("type"), Some("error"), "{}", xml(&r));
+    let e = child(&r, "error").unwrap();
+    assert_eq!(e.attr("type"), Some("wait"), "{}", xml(&r));
+    assert!(
+        e.get_child("resource-constraint", STANZAS).is_some(),
+        "{}",
+        xml(&r)
+    );
+
+    // The phone's connection dies with a message unacked: the session hibernates.
+    phone.kill(false);
+    let hibernated = || {
+        shared
+            .router
+            .resources("bob@localhost")
+            .iter()
+            .any(|r| r.resource == "phone" && r.hibernated)
+    };
+    wait_until(hibernated).await;
+    chat(&mut a, "bob@localhost/phone", "while-asleep").await;
+    a.sync("a1").await;
+
+    // A new device now binds: the hibernated phone session ends to make room, and what it
+    // held is not lost: with no resource available it is stored offline.
+    let (mut tablet, _) = RawClient::authenticate(s.c2s(), "bob", "pw").await;
+    tablet.bind("tablet").await;
+    wait_until(|| shared.resumable_get(&id).is_none()).await;
+    wait_until(|| offline_count(&s, "bob@localhost") == 1).await;
+    assert!(messages(desk.sync("d1").await).is_empty());
+    let mut res: Vec<_> = shared
+        .router
+        .resources("bob@localhost")
+        .into_iter()
+        .map(|r| r.resource)
+        .collect();
+    res.sort();
+    assert_eq!(res, ["desk", "tablet"]);
+    // The phone can no longer resume.
+    let (_c, r) = resume(&s, "bob", &id, 0).await;
+    assert!(r.is("failed", SM), "{}", xml(&r));
+}
