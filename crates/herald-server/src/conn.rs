@@ -26,8 +26,9 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 pub enum Io {
     /// Plain TCP.
     Plain(TcpStream),
-    /// TLS we accepted (c2s, components, incoming s2s).
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// TLS we accepted (c2s, components, incoming s2s): our own unbuffered stream, so an
+    /// idle connection keeps no TLS buffers (see `tls_io`).
+    Tls(Box<crate::tls_io::TlsStream>),
     /// TLS we initiated (outgoing s2s).
     Client(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
@@ -124,7 +125,7 @@ impl Conn {
     pub fn peer_certificates(&self) -> &[CertificateDer<'static>] {
         let certs = match &self.io {
             Io::Plain(_) => None,
-            Io::Tls(s) => s.get_ref().1.peer_certificates(),
+            Io::Tls(s) => Some(s.peer_certificates()),
             Io::Client(s) => s.get_ref().1.peer_certificates(),
         };
         certs.unwrap_or_default()
@@ -132,7 +133,7 @@ impl Conn {
 
     /// Upgrades a plain socket to TLS as the server (after we sent `<proceed/>`, or at once
     /// for direct TLS), restarting the stream.
-    pub async fn start_tls(self, acceptor: &tokio_rustls::TlsAcceptor) -> Result<Conn, ConnError> {
+    pub async fn start_tls(self, acceptor: &crate::tls_io::Acceptor) -> Result<Conn, ConnError> {
         self.upgrade(|tcp| async move { Ok(Io::Tls(Box::new(acceptor.accept(tcp).await?))) })
             .await
     }
@@ -422,6 +423,6 @@ pub fn new_stream_id() -> String {
 }
 
 /// The acceptor for `tls`.
-pub fn acceptor(tls: &Arc<rustls::ServerConfig>) -> tokio_rustls::TlsAcceptor {
-    tokio_rustls::TlsAcceptor::from(tls.clone())
+pub fn acceptor(tls: &Arc<rustls::ServerConfig>) -> crate::tls_io::Acceptor {
+    crate::tls_io::Acceptor::new(tls.clone())
 }

@@ -27,6 +27,7 @@ pub mod s2s;
 pub mod session;
 pub mod stanza;
 pub mod tls;
+pub mod tls_io;
 pub mod xep;
 
 use std::net::SocketAddr;

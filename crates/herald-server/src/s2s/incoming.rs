@@ -135,7 +135,7 @@ async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, direc
 /// connection.
 async fn handshake(
     conn: Conn,
-    acceptor: &tokio_rustls::TlsAcceptor,
+    acceptor: &crate::tls_io::Acceptor,
     deadline: Instant,
 ) -> Option<Conn> {
     match tokio::time::timeout_at(deadline, conn.start_tls(acceptor)).await {
