@@ -138,38 +138,33 @@ impl Router {
         }
     }
 
-    /// Records presence availability and priority of a resource.
-    pub fn set_presence(&self, bare: &str, session_id: u64, available: bool, priority: i8) {
+    /// Applies `f` to the entry of session `session_id`, if still bound.
+    fn update(&self, bare: &str, session_id: u64, f: impl FnOnce(&mut ResourceEntry)) {
         let mut users = self.users.write().unwrap_or_else(|e| e.into_inner());
         if let Some(r) = users
             .get_mut(bare)
             .and_then(|l| l.iter_mut().find(|r| r.session_id == session_id))
         {
+            f(r);
+        }
+    }
+
+    /// Records presence availability and priority of a resource.
+    pub fn set_presence(&self, bare: &str, session_id: u64, available: bool, priority: i8) {
+        self.update(bare, session_id, |r| {
             r.available = available;
             r.priority = priority;
-        }
+        });
     }
 
     /// Records whether a session is hibernated.
     pub fn set_hibernated(&self, bare: &str, session_id: u64, on: bool) {
-        let mut users = self.users.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(r) = users
-            .get_mut(bare)
-            .and_then(|l| l.iter_mut().find(|r| r.session_id == session_id))
-        {
-            r.hibernated = on;
-        }
+        self.update(bare, session_id, |r| r.hibernated = on);
     }
 
     /// Records the carbons flag of a resource.
     pub fn set_carbons(&self, bare: &str, session_id: u64, on: bool) {
-        let mut users = self.users.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(r) = users
-            .get_mut(bare)
-            .and_then(|l| l.iter_mut().find(|r| r.session_id == session_id))
-        {
-            r.carbons = on;
-        }
+        self.update(bare, session_id, |r| r.carbons = on);
     }
 
     /// All bound resources of a user.

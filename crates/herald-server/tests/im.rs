@@ -273,6 +273,13 @@ fn body(e: &Element) -> String {
 }
 
 /// The defined condition of a stanza error (`<error><cond/>..</error>`) and the error type.
+fn assert_no_error(els: &[Element]) {
+    assert!(
+        els.iter().all(|e| e.attr("type") != Some("error")),
+        "{els:?}"
+    );
+}
+
 fn error_of(e: &Element) -> (String, String) {
     let err = child(e, "error").unwrap_or_else(|| panic!("no error in {}", xml(e)));
     let cond = err
@@ -496,16 +503,8 @@ async fn pending_subscription_requests_are_limited() {
     // Alice is offline: requests wait for her.
     b.presence_to("alice@localhost", "subscribe").await;
     c.presence_to("alice@localhost", "subscribe").await;
-    assert!(b
-        .sync()
-        .await
-        .iter()
-        .all(|e| e.attr("type") != Some("error")));
-    assert!(c
-        .sync()
-        .await
-        .iter()
-        .all(|e| e.attr("type") != Some("error")));
+    assert_no_error(&b.sync().await);
+    assert_no_error(&c.sync().await);
     // A third JID is refused while two wait.
     d.presence_to("alice@localhost", "subscribe").await;
     let err = d
@@ -517,11 +516,7 @@ async fn pending_subscription_requests_are_limited() {
     assert_eq!(error_of(&err).0, "resource-constraint");
     // A JID already waiting may repeat its request.
     b.presence_to("alice@localhost", "subscribe").await;
-    assert!(b
-        .sync()
-        .await
-        .iter()
-        .all(|e| e.attr("type") != Some("error")));
+    assert_no_error(&b.sync().await);
     // Alice sees the two at login, not the refused one.
     let mut a = Cl::online(&s, "alice", "ra").await;
     let got = a.sync().await;
@@ -547,11 +542,7 @@ async fn pending_subscription_requests_are_limited() {
         e.attr("from") == Some("dave@localhost") && e.attr("type") == Some("subscribe")
     })
     .await;
-    assert!(d
-        .sync()
-        .await
-        .iter()
-        .all(|e| e.attr("type") != Some("error")));
+    assert_no_error(&d.sync().await);
 }
 
 // ---------------------------------------------------------------------------------------
