@@ -56,26 +56,54 @@ pub struct SrvRecord {
     pub direct_tls: bool,
 }
 
-/// Orders SRV answers: priority ascending, then weight descending, direct TLS first on ties
-/// (it saves a round trip). RFC 2782's weighted random choice is replaced by a stable order:
-/// with one server per priority, which is the common case, both agree. A lone "." target means
-/// the service is decidedly not available (RFC 2782), and yields nothing.
-pub fn order_srv(mut records: Vec<SrvRecord>) -> Vec<Target> {
+/// Orders SRV answers as RFC 2782 asks: by priority, and within a priority by weighted random
+/// draws, so that servers of one priority share the load in proportion to their weights
+/// (XEP-0368 §3: `_xmpps-server` and `_xmpp-server` answers form one list). A lone "." target
+/// means the service is decidedly not available (RFC 2782), and yields nothing.
+pub fn order_srv(records: Vec<SrvRecord>) -> Vec<Target> {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    order_srv_with(records, |total| rng.gen_range(0..=total))
+}
+
+/// [`order_srv`] with the draw given: `draw(total)` is uniform in `0..=total`.
+fn order_srv_with(mut records: Vec<SrvRecord>, mut draw: impl FnMut(u32) -> u32) -> Vec<Target> {
     records.retain(|r| !r.target.is_empty() && r.target != ".");
+    // RFC 2782: weight 0 first within a priority (they are picked only when the draw is 0);
+    // direct TLS next, so that on a draw of 0 among equals it wins (it saves a round trip).
     records.sort_by(|a, b| {
         a.priority
             .cmp(&b.priority)
-            .then(b.weight.cmp(&a.weight))
+            .then((a.weight > 0).cmp(&(b.weight > 0)))
             .then(b.direct_tls.cmp(&a.direct_tls))
     });
-    records
-        .into_iter()
-        .map(|r| Target {
-            host: r.target.trim_end_matches('.').to_string(),
-            port: r.port,
-            direct_tls: r.direct_tls,
-        })
-        .collect()
+    let mut out = Vec::with_capacity(records.len());
+    let mut rest = records.into_iter().peekable();
+    while let Some(first) = rest.next() {
+        let mut group = vec![first];
+        while let Some(r) = rest.next_if(|r| r.priority == group[0].priority) {
+            group.push(r);
+        }
+        while !group.is_empty() {
+            let total: u32 = group.iter().map(|r| u32::from(r.weight)).sum();
+            let n = draw(total);
+            let mut running = 0;
+            let pick = group
+                .iter()
+                .position(|r| {
+                    running += u32::from(r.weight);
+                    running >= n
+                })
+                .unwrap_or(group.len() - 1);
+            let r = group.remove(pick);
+            out.push(Target {
+                host: r.target.trim_end_matches('.').to_string(),
+                port: r.port,
+                direct_tls: r.direct_tls,
+            });
+        }
+    }
+    out
 }
 
 /// The targets for `domain`, in the order to try them.
@@ -174,34 +202,76 @@ mod tests {
         assert_eq!(parse_route("h:0"), None);
     }
 
-    #[test]
-    fn srv_order_is_priority_then_weight_then_direct_tls() {
-        let r = |p, w, t: &str, d| SrvRecord {
+    fn rec(p: u16, w: u16, t: &str, d: bool) -> SrvRecord {
+        SrvRecord {
             priority: p,
             weight: w,
             target: t.into(),
             port: 1,
             direct_tls: d,
-        };
-        let got: Vec<_> = order_srv(vec![
-            r(20, 0, "c.example.", false),
-            r(10, 5, "b.example.", false),
-            r(10, 5, "a.example.", true),
-            r(10, 50, "w.example.", false),
-            r(5, 0, ".", false),
-        ])
-        .into_iter()
-        .map(|t| (t.host, t.direct_tls))
-        .collect();
+        }
+    }
+
+    fn hosts(t: Vec<Target>) -> Vec<(String, bool)> {
+        t.into_iter().map(|t| (t.host, t.direct_tls)).collect()
+    }
+
+    #[test]
+    fn srv_order_is_by_priority_then_by_weighted_draws() {
+        let records = vec![
+            rec(20, 0, "c.example.", false),
+            rec(10, 10, "b.example.", false),
+            rec(10, 30, "w.example.", false),
+            rec(10, 0, "z.example.", true),
+            rec(5, 0, ".", false),
+        ];
+        // Draws at the top of each range: the last of the running sums wins, so weight 30
+        // before 10, and weight 0 only last. Priority 20 comes after all of priority 10.
+        let got = hosts(order_srv_with(records.clone(), |total| total));
         assert_eq!(
             got,
             vec![
                 ("w.example".to_string(), false),
-                ("a.example".to_string(), true),
                 ("b.example".to_string(), false),
+                ("z.example".to_string(), true),
                 ("c.example".to_string(), false),
             ]
         );
+        // A draw of 0 picks a weight-0 record first (RFC 2782: "a very small chance").
+        let got = hosts(order_srv_with(records.clone(), |_| 0));
+        assert_eq!(got[0], ("z.example".to_string(), true));
+        // A draw of 11 falls past b's running sum (10): w.
+        let mut draws = vec![11u32, 0, 0, 0].into_iter();
+        let got = hosts(order_srv_with(records, |_| draws.next().unwrap_or(0)));
+        assert_eq!(got[0].0, "w.example");
+    }
+
+    #[test]
+    fn equal_priority_servers_share_by_weight() {
+        let records = vec![
+            rec(10, 1, "a.example", false),
+            rec(10, 3, "b.example", false),
+        ];
+        let n = 4000;
+        let b_first = (0..n)
+            .filter(|_| order_srv(records.clone())[0].host == "b.example")
+            .count();
+        // RFC 2782 draws from 0 to the sum inclusive and takes the first running sum >= the
+        // draw: of the draws 0..=4, b gets 2, 3 and 4, so 3/5. The bounds are nine standard
+        // deviations away.
+        assert!((2100..2700).contains(&b_first), "{b_first} of {n}");
+    }
+
+    #[test]
+    fn equal_priority_and_weight_prefers_direct_tls_on_a_zero_draw() {
+        let got = hosts(order_srv_with(
+            vec![
+                rec(10, 0, "a.example", false),
+                rec(10, 0, "t.example", true),
+            ],
+            |_| 0,
+        ));
+        assert_eq!(got[0], ("t.example".to_string(), true));
     }
 
     #[tokio::test]
