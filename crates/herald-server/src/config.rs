@@ -424,6 +424,13 @@ pub struct PushConfig {
     pub reply_timeout: Dur,
     /// Push once more shortly before a push-enabled hibernated session expires.
     pub wake_before_expiry: bool,
+    /// Attempts of one publish in all, on `wait` errors and reply timeouts.
+    pub max_attempts: u32,
+    /// Delay before the first retry, doubled for each further one.
+    pub retry_backoff: Dur,
+    /// Publishes awaiting an answer or a retry, over all app servers; beyond, new ones are
+    /// dropped.
+    pub max_pending: usize,
 }
 
 impl Default for PushConfig {
@@ -438,6 +445,9 @@ impl Default for PushConfig {
             coalesce_window: Dur(Duration::from_secs(1)),
             reply_timeout: Dur(Duration::from_secs(30)),
             wake_before_expiry: true,
+            max_attempts: 3,
+            retry_backoff: Dur(Duration::from_secs(5)),
+            max_pending: 10_000,
         }
     }
 }
@@ -623,6 +633,15 @@ impl Config {
         }
         if self.push.max_errors == 0 {
             return Err(bad("push.max_errors", "must be at least 1".into()));
+        }
+        if self.push.max_attempts == 0 {
+            return Err(bad("push.max_attempts", "must be at least 1".into()));
+        }
+        if self.push.max_pending == 0 {
+            return Err(bad("push.max_pending", "must be at least 1".into()));
+        }
+        if self.push.retry_backoff.0.is_zero() {
+            return Err(bad("push.retry_backoff", "must be more than 0".into()));
         }
         if self.push.max_hibernation_timeout.0 < self.stream_management.hibernation_timeout.0 {
             return Err(bad(

@@ -336,10 +336,9 @@ pub fn engine_config(cfg: &crate::Config) -> PushConfig {
         coalesce_window: p.coalesce_window.0,
         reply_timeout: p.reply_timeout.0,
         wake_before_expiry: p.wake_before_expiry,
-        // A retry never waits longer before its first attempt than the app server was
-        // given to answer: the default (30 s) keeps herald-push's 5 s backoff, and a short
-        // `reply_timeout` does not leave publishes pending for many times longer.
-        retry_backoff: PushConfig::default().retry_backoff.min(p.reply_timeout.0),
+        max_attempts: p.max_attempts,
+        retry_backoff: p.retry_backoff.0,
+        max_pending: p.max_pending,
         ..PushConfig::default()
     }
 }

@@ -777,7 +777,11 @@ async fn errors_count_reset_on_result_and_remove_at_max_errors() {
 
 #[tokio::test]
 async fn wait_errors_are_retried_and_not_counted() {
-    let (s, mut app) = server(|c| c.push.reply_timeout.0 = Duration::from_millis(300)).await;
+    let (s, mut app) = server(|c| {
+        c.push.reply_timeout.0 = Duration::from_millis(300);
+        c.push.retry_backoff.0 = Duration::from_millis(300);
+    })
+    .await;
     let phone = Dev::up(&s, "bob", "phone", Some(("phone", None)), false).await;
     phone.logout_last(&s).await;
     app.queue_replies([AppReply::wait(), AppReply::wait()]);
@@ -803,7 +807,11 @@ async fn wait_errors_are_retried_and_not_counted() {
 
 #[tokio::test]
 async fn silent_app_server_leaks_nothing() {
-    let (s, mut app) = server(|c| c.push.reply_timeout.0 = Duration::from_millis(100)).await;
+    let (s, mut app) = server(|c| {
+        c.push.reply_timeout.0 = Duration::from_millis(100);
+        c.push.retry_backoff.0 = Duration::from_millis(100);
+    })
+    .await;
     app.set_reply(AppReply::Silent);
     let mut phone = Dev::up(&s, "bob", "phone", Some(("phone", None)), false).await;
     phone.enable_push(APP_DOMAIN, "tablet", None).await;
@@ -811,7 +819,7 @@ async fn silent_app_server_leaks_nothing() {
     let mut a = alice(&s).await;
     chat(&mut a, BOB, "anyone?").await;
     chat(&mut a, BOB, "hello?").await;
-    // Bounded attempts per publish (herald-push's max_attempts = 3): 2 messages × 2
+    // Bounded attempts per publish (push.max_attempts, 3): 2 messages × 2
     // registrations × 3 attempts, then nothing is held.
     for _ in 0..12 {
         app.next().await;
@@ -998,6 +1006,25 @@ async fn hibernation_pushes_the_unacked_queue_once() {
     assert_summary(&p, "tab", 2);
     assert_eq!(p.body(), Some("unacked 2"));
     app.assert_quiet(&s).await;
+}
+
+#[tokio::test]
+async fn publishes_awaiting_an_answer_are_bounded() {
+    let (s, mut app) = server(|c| {
+        c.push.max_pending = 1;
+        c.push.max_attempts = 1;
+    })
+    .await;
+    app.set_reply(AppReply::Silent);
+    let phone = Dev::up(&s, "bob", "phone", Some(("phone", None)), false).await;
+    phone.logout_last(&s).await;
+    let mut a = alice(&s).await;
+    chat(&mut a, BOB, "first").await;
+    chat(&mut a, BOB, "second").await;
+    // The first waits for its answer (30 s); the second finds no room and is not sent.
+    app.next().await;
+    app.assert_quiet(&s).await;
+    assert_eq!(s.running.shared.push.stats().await.unwrap().pending, 1);
 }
 
 #[tokio::test]
