@@ -139,6 +139,20 @@ impl<T> Receiver<T> {
         self.0.lock().queue.pop_front()
     }
 
+    /// Takes the next message without waiting, if there is one and `take` accepts it; a
+    /// refused one stays first in the queue.
+    pub fn try_recv_if(&mut self, take: impl FnOnce(&T) -> bool) -> Option<T> {
+        let mut s = self.0.lock();
+        if !s.queue.front().is_some_and(take) {
+            return None;
+        }
+        let m = s.queue.pop_front();
+        if s.queue.is_empty() && s.queue.capacity() > KEEP {
+            s.queue = VecDeque::new();
+        }
+        m
+    }
+
     /// Refuses every further send; what is queued can still be taken with `try_recv`.
     pub fn close(&mut self) {
         let mut s = self.0.lock();
@@ -150,6 +164,19 @@ impl<T> Receiver<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn try_recv_if_leaves_a_refused_message_first() {
+        let (tx, mut rx) = bounded(4);
+        for i in [1, 2, 3] {
+            tx.try_send(i).unwrap();
+        }
+        assert_eq!(rx.try_recv_if(|m| *m < 2), Some(1));
+        assert_eq!(rx.try_recv_if(|m| *m < 2), None);
+        assert_eq!(rx.recv().await, 2);
+        assert_eq!(rx.try_recv_if(|_| true), Some(3));
+        assert_eq!(rx.try_recv_if(|_| true), None);
+    }
 
     #[tokio::test]
     async fn delivers_in_order_and_bounds_try_send() {

@@ -185,6 +185,9 @@ pub struct Session {
     pub(crate) presence: presence::SessionPresence,
     /// Archive commits for this client's messages, settled before any ack.
     deferred: mam::Deferred,
+    /// Set while stanzas from the inbox are handled as one batch: writes collect in `wbuf`.
+    batching: bool,
+    wbuf: Vec<u8>,
 }
 
 enum Ev {
@@ -200,6 +203,9 @@ async fn read_opt(conn: &mut Option<Conn>) -> Result<(), ConnError> {
         None => std::future::pending().await,
     }
 }
+
+/// Most inbox stanzas written to the client in one write.
+const MSG_BATCH: usize = 32;
 
 /// What the session loop should do next.
 pub(crate) enum Flow {
@@ -276,6 +282,8 @@ impl Session {
             last_write: now,
             presence: presence::SessionPresence::default(),
             deferred: mam::Deferred::default(),
+            batching: false,
+            wbuf: Vec::new(),
         }))
     }
 
@@ -333,7 +341,7 @@ impl Session {
             // The handlers are boxed: their futures exist only while they run, so the
             // future an idle session waits in stays a few hundred bytes.
             let flow = match ev {
-                Ev::Msg(m) => Box::pin(self.on_msg(m)).await,
+                Ev::Msg(m) => Box::pin(self.on_msgs(m)).await,
                 Ev::Read(Ok(())) => {
                     self.last_read = Instant::now();
                     let deferred = self.deferred.clone();
@@ -353,6 +361,42 @@ impl Session {
                 return;
             }
         }
+    }
+
+    /// Handles `first` and the stanzas queued right behind it, written to the client in one
+    /// write (a burst costs a few syscalls, not one per stanza). Only stanzas are batched:
+    /// anything else waits in the inbox and meets the wire as it was.
+    async fn on_msgs(&mut self, first: SessionMsg) -> Flow {
+        let batch = matches!(first, SessionMsg::Stanza(_)) && self.conn.is_some();
+        if !batch {
+            return self.on_msg(first).await;
+        }
+        self.batching = true;
+        let mut flow = self.on_msg(first).await;
+        let mut n = 1;
+        while let Flow::Continue = flow {
+            if n == MSG_BATCH {
+                break;
+            }
+            let next = self.rx.try_recv_if(|m| matches!(m, SessionMsg::Stanza(_)));
+            let Some(m) = next else { break };
+            flow = self.on_msg(m).await;
+            n += 1;
+        }
+        self.batching = false;
+        match flow {
+            Flow::Continue => self.flush_batch().await,
+            Flow::Stop => Flow::Stop,
+        }
+    }
+
+    /// Writes what a batch collected.
+    async fn flush_batch(&mut self) -> Flow {
+        let out = std::mem::take(&mut self.wbuf);
+        if out.is_empty() {
+            return Flow::Continue;
+        }
+        self.write_raw(&out).await
     }
 
     async fn on_msg(&mut self, m: SessionMsg) -> Flow {
@@ -399,6 +443,10 @@ impl Session {
         let Some(conn) = self.conn.as_mut() else {
             return Flow::Continue;
         };
+        if self.batching {
+            self.wbuf.extend_from_slice(data);
+            return Flow::Continue;
+        }
         match conn.write_raw(data).await {
             Ok(()) => {
                 self.last_write = Instant::now();
@@ -635,7 +683,13 @@ impl Session {
     }
 
     async fn fail(&mut self, e: &StreamError) {
+        // What a batch collected goes out before the error (without SM it has no other copy).
+        let out = std::mem::take(&mut self.wbuf);
+        self.batching = false;
         if let Some(mut c) = self.conn.take() {
+            if !out.is_empty() {
+                let _ = c.write_raw(&out).await;
+            }
             c.fail(self.jid.domain().as_str(), e).await;
         }
     }

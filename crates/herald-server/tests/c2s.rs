@@ -27,6 +27,33 @@ async fn two_users_exchange_messages_to_full_and_bare_jids() {
 }
 
 #[tokio::test]
+async fn a_burst_arrives_complete_and_in_order() {
+    let s = TestServer::start().await;
+    s.add_user("alice", "pw-a");
+    s.add_user("bob", "pw-b");
+    let mut a = RawClient::login(s.c2s(), "alice", "pw-a", "phone").await;
+    let mut b = RawClient::login(s.c2s(), "bob", "pw-b", "desk").await;
+    b.send("<presence/>").await;
+    b.sync("p").await;
+    // One write of 200 messages: they reach bob's session faster than it writes, so it
+    // writes them in batches; none may be lost, reordered or cut.
+    let burst: String = (0..200)
+        .map(|i| {
+            format!(
+                "<message to='bob@localhost/desk' type='chat' id='b{i}'><body>{i}</body></message>"
+            )
+        })
+        .collect();
+    a.send(&burst).await;
+    for i in 0..200 {
+        let m = b.expect("message").await;
+        assert_eq!(m.attr("id"), Some(format!("b{i}").as_str()));
+        assert_eq!(child(&m, "body").unwrap().text(), i.to_string());
+    }
+    assert!(b.sync("after").await.is_empty());
+}
+
+#[tokio::test]
 async fn from_is_stamped_and_spoofing_is_refused() {
     let s = TestServer::start().await;
     s.add_user("alice", "pw");
