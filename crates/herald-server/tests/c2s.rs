@@ -6,14 +6,20 @@ mod common;
 use common::*;
 use herald_proto::stream::StreamEvent;
 
-#[tokio::test]
-async fn two_users_exchange_messages_to_full_and_bare_jids() {
+/// Alice on `phone` and Bob on `desk`, Bob available.
+async fn alice_and_bob() -> (TestServer, RawClient, RawClient) {
     let s = TestServer::start().await;
     s.add_user("alice", "pw-a");
     s.add_user("bob", "pw-b");
-    let mut a = RawClient::login(s.c2s(), "alice", "pw-a", "phone").await;
+    let a = RawClient::login(s.c2s(), "alice", "pw-a", "phone").await;
     let mut b = RawClient::login(s.c2s(), "bob", "pw-b", "desk").await;
     b.send("<presence/>").await;
+    (s, a, b)
+}
+
+#[tokio::test]
+async fn two_users_exchange_messages_to_full_and_bare_jids() {
+    let (_s, mut a, mut b) = alice_and_bob().await;
     a.send("<message to='bob@localhost/desk' type='chat' id='m1'><body>hi full</body></message>")
         .await;
     let m = b.expect("message").await;
@@ -28,12 +34,7 @@ async fn two_users_exchange_messages_to_full_and_bare_jids() {
 
 #[tokio::test]
 async fn a_burst_arrives_complete_and_in_order() {
-    let s = TestServer::start().await;
-    s.add_user("alice", "pw-a");
-    s.add_user("bob", "pw-b");
-    let mut a = RawClient::login(s.c2s(), "alice", "pw-a", "phone").await;
-    let mut b = RawClient::login(s.c2s(), "bob", "pw-b", "desk").await;
-    b.send("<presence/>").await;
+    let (_s, mut a, mut b) = alice_and_bob().await;
     b.sync("p").await;
     // One write of 200 messages: they reach bob's session faster than it writes, so it
     // writes them in batches; none may be lost, reordered or cut.
