@@ -25,6 +25,10 @@ const READ_CHUNK: usize = 4096;
 /// Most received TLS bytes held unprocessed: a handshake message may span records up to
 /// 64 KiB (rustls's own limit), a record is at most ~18 KiB; beyond, the peer is misbehaving.
 const MAX_INCOMING: usize = 96 * 1024;
+/// Most encrypted bytes queued behind a socket the peer does not read before we stop reading
+/// it: reading makes rustls queue records of its own (key update answers, alerts), and a peer
+/// that sends those requests but never reads must not grow `outgoing` without bound.
+const MAX_OUTGOING: usize = 64 * 1024;
 
 /// Accepts TLS connections with one server configuration.
 #[derive(Clone)]
@@ -237,10 +241,14 @@ impl TlsStream {
                 Step::Again | Step::Wrote | Step::PeerClosed | Step::Closed => {}
                 Step::NeedRead | Step::Writable => {
                     // Records rustls queued while reading (session tickets, key update
-                    // answers, alerts) go out when the socket takes them; reading never
-                    // waits on writing.
-                    if let Poll::Ready(Err(e)) = self.poll_flush_out(cx) {
-                        return Poll::Ready(Err(e));
+                    // answers, alerts) go out when the socket takes them; reading waits on
+                    // writing only once `MAX_OUTGOING` is queued.
+                    match self.poll_flush_out(cx) {
+                        Poll::Ready(r) => r?,
+                        Poll::Pending if self.outgoing.len() - self.out_pos > MAX_OUTGOING => {
+                            return Poll::Pending
+                        }
+                        Poll::Pending => {}
                     }
                     ready!(self.poll_fill(cx))?;
                 }
@@ -363,6 +371,7 @@ impl AsyncWrite for TlsStream {
 mod tests {
     use super::*;
     use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+    use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
@@ -487,6 +496,25 @@ mod tests {
                 s.outgoing.capacity()
             ),
             (0, 0, 0)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_does_not_read_is_not_read_past_the_outgoing_limit() {
+        let (mut s, mut c) = pair(&[&rustls::version::TLS13]).await;
+        // The client never reads: fill the socket towards it, then queue more than the
+        // limit behind it (as key update answers would).
+        let junk = [0u8; 65536];
+        while s.tcp.try_write(&junk).is_ok() {}
+        s.outgoing = vec![0; MAX_OUTGOING + 1];
+        c.write_all(b"more").await.unwrap();
+        c.flush().await.unwrap();
+        let mut buf = [0u8; 4];
+        let read = tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf)).await;
+        assert!(
+            read.is_err(),
+            "read on although {} bytes wait",
+            s.outgoing.len()
         );
     }
 
