@@ -782,6 +782,13 @@ wake_before_expiry = true
                 "secret",
             ),
             ("max_stanza_bytes = 10\n", "max_stanza_bytes"),
+            (
+                "[limits]\nmax_sessions_per_account = 0\n",
+                "limits.max_sessions_per_account",
+            ),
+            ("[push]\nmax_attempts = 0\n", "push.max_attempts"),
+            ("[push]\nmax_pending = 0\n", "push.max_pending"),
+            ("[push]\nretry_backoff = \"0s\"\n", "push.retry_backoff"),
         ] {
             let e = Config::parse(text, "f.toml").unwrap_err().to_string();
             assert!(e.contains(key), "{text:?} → {e}");
