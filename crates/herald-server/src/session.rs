@@ -684,6 +684,8 @@ impl Session {
 
     async fn fail(&mut self, e: &StreamError) {
         // What a batch collected goes out before the error (without SM it has no other copy).
+        // This is the only way a batch stops early: another `Flow::Stop` while batching must
+        // flush `wbuf` too.
         let out = std::mem::take(&mut self.wbuf);
         self.batching = false;
         if let Some(mut c) = self.conn.take() {
