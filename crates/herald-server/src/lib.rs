@@ -81,6 +81,8 @@ pub struct Shared {
     pub s2s: s2s::S2s,
     resumable: std::sync::Mutex<std::collections::HashMap<String, session::Resumable>>,
     tombstones: std::sync::Mutex<herald_session::sm::Tombstones>,
+    /// Which session is delivering each user's offline store (see `offline::claim`).
+    pub(crate) offline_claims: std::sync::Mutex<std::collections::HashMap<String, u64>>,
     next_id: AtomicU64,
     shutdown: watch::Receiver<bool>,
 }
@@ -246,6 +248,7 @@ pub async fn start_with_store(cfg: Config, store: Store) -> anyhow::Result<Runni
         s2s,
         resumable: Default::default(),
         tombstones: std::sync::Mutex::new(tombstones),
+        offline_claims: Default::default(),
         cfg,
         router: router::Router::default(),
         store,

@@ -3,7 +3,6 @@
 //! XEP-0203 stamp at the next available presence, and deleted once delivered. Storing fires
 //! push rule c. Also where undelivered stanzas of an ended session go.
 
-use std::str::FromStr;
 use std::sync::Arc;
 
 use herald_proto::error::{ErrorType, StanzaErrorCondition};
@@ -13,7 +12,8 @@ use herald_store::{OfflineStore, StoreError};
 
 use crate::push::PushEvent;
 use crate::router::Routed;
-use crate::session::Out;
+use crate::router::SessionMsg;
+use crate::session::{Command, Out};
 use crate::stanza::{self, Kind};
 use crate::xep::delay;
 use crate::{routing, Shared};
@@ -104,18 +104,6 @@ pub async fn undelivered(shared: &Arc<Shared>, bare: &str, o: Out, ended: u64) {
             }
             let mut others = shared.router.resources(bare);
             others.retain(|r| r.session_id != ended);
-            if came_from_store(&o.el, bare) {
-                // XEP-0160: stored messages are deleted once delivered, and one written but
-                // never acknowledged was not: it goes to another reachable resource or back
-                // to storage, archived or not (a client without MAM would never see it).
-                let r = Routed { id: o.id, el: o.el };
-                for t in crate::router::best_resources(&others) {
-                    if routing::send_to_routed(shared, t, r.clone()).is_ok() {
-                        return;
-                    }
-                }
-                return store(shared, bare, r).await;
-            }
             if archived_for(&o.el, bare) {
                 return;
             }
@@ -132,44 +120,55 @@ pub async fn undelivered(shared: &Arc<Shared>, bare: &str, o: Out, ended: u64) {
     }
 }
 
-/// Whether this message was taken out of `bare`'s offline storage: storing stamps it with our
-/// own XEP-0203 delay (from = the user's domain), which live delivery never adds to the
-/// queued stanza (SM retransmission stamps only the copy it writes).
-pub fn came_from_store(el: &Element, bare: &str) -> bool {
-    let domain = bare.rsplit('@').next().unwrap_or(bare);
-    el.children()
-        .any(|c| c.is("delay", ns::DELAY) && c.attr("from") == Some(domain))
-}
-
 /// Whether our archive stamped this message for `bare` (XEP-0359 stanza-id by=bare).
 pub fn archived_for(el: &Element, bare: &str) -> bool {
     el.children()
         .any(|c| c.is("stanza-id", ns::SID) && c.attr("by") == Some(bare))
 }
 
-/// Takes the user's stored messages for delivery (read and deleted in one transaction, so
-/// two resources becoming available at once cannot both get them; whatever then cannot be
-/// delivered comes back through [`undelivered`]).
-pub async fn take(shared: &Arc<Shared>, bare: &str) -> Vec<(i64, Element)> {
-    let u = bare.to_string();
-    // Most logins find nothing: a read answers that without a thread hop or the write lock.
-    if shared.db_read(|s| s.offline_count(&u)).unwrap_or(1) == 0 {
-        return Vec::new();
+/// Lets `session` deliver `bare`'s offline store (XEP-0160: to one resource; two resources
+/// becoming available at once must not both get every message). True if it may: nobody else
+/// is delivering it.
+pub fn claim(shared: &Shared, bare: &str, session: u64) -> bool {
+    let mut c = shared
+        .offline_claims
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    match c.get(bare) {
+        Some(s) => *s == session,
+        None => {
+            c.insert(bare.to_string(), session);
+            true
+        }
     }
-    match shared.db(move |s| s.take_offline(&u)).await {
-        Ok(list) => list
-            .into_iter()
-            .filter_map(|m| match Element::from_str(&m.stanza_xml) {
-                Ok(el) => Some((m.id, el)),
-                Err(e) => {
-                    tracing::error!(error = %e, id = m.id, "unreadable offline message dropped");
-                    None
-                }
-            })
-            .collect(),
-        Err(e) => {
-            tracing::error!(error = %e, "loading offline messages failed");
-            Vec::new()
+}
+
+/// `session` stops delivering `bare`'s offline store: what is left (unacknowledged rows,
+/// rows not read yet) goes to another reachable resource, if any; else it waits in the store
+/// for the next one.
+pub fn release_claim(shared: &Shared, bare: &str, session: u64) {
+    {
+        let mut c = shared
+            .offline_claims
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if c.get(bare) != Some(&session) {
+            return;
+        }
+        c.remove(bare);
+    }
+    let u = bare.to_string();
+    if shared.db_read(|s| s.offline_count(&u)).unwrap_or(0) == 0 {
+        return;
+    }
+    let mut others = shared.router.resources(bare);
+    others.retain(|r| r.session_id != session && !r.hibernated);
+    for r in crate::router::best_resources(&others) {
+        // A control message: it cannot be refused for a full inbox (and if it were lost the
+        // messages would only wait in the store).
+        let msg = SessionMsg::Command(Command::CheckOffline);
+        if r.tx.send_control(msg).is_ok() {
+            return;
         }
     }
 }
@@ -186,17 +185,5 @@ mod tests {
         assert!(worth_storing(&b));
         let h: Element = "<message xmlns='jabber:client'><body>x</body><no-store xmlns='urn:xmpp:hints'/></message>".parse().unwrap();
         assert!(!worth_storing(&h));
-    }
-
-    #[test]
-    fn only_our_own_delay_marks_a_stored_message() {
-        let mut m: Element = "<message xmlns='jabber:client' type='chat'><body>x</body></message>"
-            .parse()
-            .unwrap();
-        assert!(!came_from_store(&m, "bob@localhost"));
-        delay::add_delay(&mut m, "elsewhere.example", 0);
-        assert!(!came_from_store(&m, "bob@localhost"));
-        delay::add_delay(&mut m, "localhost", 0);
-        assert!(came_from_store(&m, "bob@localhost"));
     }
 }

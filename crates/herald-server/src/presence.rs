@@ -13,12 +13,11 @@ use herald_proto::Element;
 use herald_session::subscription::{self as sm, SubKind};
 use herald_store::{RosterItem, RosterStore, StoreError};
 
-use crate::router::Routed;
 use crate::session::Session;
 use crate::stanza;
 use crate::xep::blocking as xb;
 use crate::xep::roster as xr;
-use crate::{offline, roster, routing, Shared};
+use crate::{roster, routing, Shared};
 
 /// Most JIDs one session may have sent directed presence to (each must later get its
 /// unavailable).
@@ -90,6 +89,7 @@ pub async fn outbound(session: &mut Session, el: Element, to: Option<Jid>) {
             broadcast(session, &el, true, &items).await;
             session.presence.last = None;
             session.presence.directed.clear();
+            session.stop_backlog();
             // RFC 6121 §4.5: unavailable ends the presence session; the next available
             // presence is initial presence again (probes, pending requests, offline messages).
             session.presence.initial_sent = false;
@@ -151,16 +151,21 @@ async fn available(session: &mut Session, el: Element) {
     // Loaded once for the broadcast and, on initial presence, the probes.
     let items = roster_items(&shared, &session.bare).await;
     broadcast(session, &el, false, &items).await;
-    if initial {
-        initial_presence(session, &items).await;
-    }
-    if prio >= 0 && !was_reachable {
-        deliver_offline(session).await;
-    }
+    let requests = if initial {
+        initial_presence(session, &items).await
+    } else {
+        Vec::new()
+    };
+    // Both go out as the client's XEP-0198 queue has room, and leave the store only once
+    // the client has them (see `Session::start_backlog`).
+    session
+        .start_backlog(requests, prio >= 0 && !was_reachable)
+        .await;
 }
 
-/// RFC 6121 §4.2.2 and §3.1.3: what only initial presence does.
-async fn initial_presence(session: &mut Session, items: &[RosterItem]) {
+/// RFC 6121 §4.2.2 and §3.1.3: what only initial presence does. Returns the pending
+/// subscription requests to deliver.
+async fn initial_presence(session: &mut Session, items: &[RosterItem]) -> Vec<Element> {
     let shared = session.shared.clone();
     // RFC 6121 §4.2.2: an entity is implicitly subscribed to its own presence, so the new
     // resource learns of the user's other available resources: a probe from its full JID,
@@ -206,37 +211,18 @@ async fn initial_presence(session: &mut Session, items: &[RosterItem]) {
     let requests = shared
         .db_read(|s| s.subscription_requests(&u))
         .unwrap_or_default();
-    for (from, xml) in requests {
-        let mut p = match Element::from_str(&xml) {
-            Ok(p) => p,
-            Err(_) => stanza::new("presence", INTERNAL_NS, &[("type", "subscribe")]),
-        };
-        stanza::set(&mut p, "from", from);
-        stanza::set(&mut p, "to", session.bare.clone());
-        session
-            .deliver(Routed {
-                id: shared.next_id(),
-                el: p,
-            })
-            .await;
-    }
-}
-
-/// XEP-0160: stored messages go to the resource that just became reachable.
-async fn deliver_offline(session: &mut Session) {
-    let shared = session.shared.clone();
-    let msgs = offline::take(&shared, &session.bare).await;
-    if msgs.is_empty() {
-        return;
-    }
-    if let Some(r) = shared
-        .router
-        .resource(&session.bare, session.jid().resource().as_str())
-    {
-        let _ = r.tx.try_send(crate::router::SessionMsg::Command(
-            crate::session::Command::Offline(msgs),
-        ));
-    }
+    requests
+        .into_iter()
+        .map(|(from, xml)| {
+            let mut p = match Element::from_str(&xml) {
+                Ok(p) => p,
+                Err(_) => stanza::new("presence", INTERNAL_NS, &[("type", "subscribe")]),
+            };
+            stanza::set(&mut p, "from", from);
+            stanza::set(&mut p, "to", session.bare.clone());
+            p
+        })
+        .collect()
 }
 
 /// Sends the session's presence to subscribers (and directed recipients when `to_directed`)

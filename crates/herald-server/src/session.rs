@@ -4,6 +4,7 @@
 //! and the carbons flag. Other tasks talk to it only through its inbox. The protocol rules are
 //! herald-session's and herald-push's; this file wires them to the socket and the router.
 
+use std::str::FromStr;
 use std::sync::Arc;
 
 use herald_proto::error::{ErrorType, StanzaErrorCondition, StreamError, StreamErrorCondition};
@@ -13,6 +14,7 @@ use herald_proto::stream::StreamEvent;
 use herald_proto::Element;
 use herald_session::csi::CsiBuffer;
 use herald_session::sm::{SmConfig, SmError, SmEvent, StreamManagement};
+use herald_store::OfflineStore;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -29,8 +31,9 @@ use crate::{iq, mam, offline, presence, routing, Shared};
 pub enum Command {
     /// Write these elements to the client as they are (e.g. roster pushes, offline messages).
     Send(Vec<Element>),
-    /// Deliver stored offline messages now (ids to delete once written).
-    Offline(Vec<(i64, Element)>),
+    /// Deliver the user's stored offline messages, if this resource is reachable and no other
+    /// resource is delivering them (another resource handing the backlog on).
+    CheckOffline,
     /// A roster push (RFC 6121 §2.1.6): written only if this client asked for the roster.
     RosterPush(Box<Element>),
 }
@@ -44,6 +47,26 @@ pub struct Out {
     pub el: Element,
     /// When it was queued (XEP-0203 stamp on retransmission), unix micros.
     pub at: i64,
+    /// The offline-storage row it was read from: deleted once the client has the stanza, and
+    /// never stored again (the row is still there) when the session ends without that.
+    pub offline: Option<i64>,
+}
+
+/// Routing ids of stanzas read from offline storage: the row id with the top bit set, so a
+/// stanza read twice (redelivery after a lost connection) is the same stanza to push dedup.
+pub const OFFLINE_ID_BIT: u64 = 1 << 63;
+
+/// Most stored stanzas read from the store at once.
+const BACKLOG_CHUNK: usize = 100;
+
+/// Stored stanzas still to go to this client after it became available (RFC 6121 §3.1.3
+/// subscription requests, XEP-0160 offline messages), delivered as the XEP-0198 queue has room.
+#[derive(Debug, Default)]
+struct Backlog {
+    /// Subscription requests not yet delivered.
+    requests: std::collections::VecDeque<Element>,
+    /// Delivering offline storage: the last row id read (0 before the first).
+    offline: Option<i64>,
 }
 
 /// A resumable session's registration in the resumption table.
@@ -187,6 +210,8 @@ pub struct Session {
     deferred: mam::Deferred,
     /// Set while stanzas from the inbox are handled as one batch: writes collect in `wbuf`.
     batching: bool,
+    /// Stored stanzas still to deliver (boxed: almost always empty).
+    backlog: Option<Box<Backlog>>,
     wbuf: Vec<u8>,
 }
 
@@ -284,6 +309,7 @@ impl Session {
             deferred: mam::Deferred::default(),
             batching: false,
             wbuf: Vec::new(),
+            backlog: None,
         }))
     }
 
@@ -403,7 +429,13 @@ impl Session {
         match m {
             SessionMsg::Stanza(r) => self.deliver(*r).await,
             SessionMsg::Command(Command::Send(els)) => self.write_now(els).await,
-            SessionMsg::Command(Command::Offline(msgs)) => self.deliver_offline(msgs).await,
+            SessionMsg::Command(Command::CheckOffline) => {
+                if self.available && self.priority >= 0 {
+                    self.start_backlog(Vec::new(), true).await
+                } else {
+                    Flow::Continue
+                }
+            }
             SessionMsg::Command(Command::RosterPush(iq)) => {
                 if self.presence.interested {
                     self.write_now(vec![*iq]).await
@@ -431,6 +463,7 @@ impl Session {
                 id: 0,
                 el,
                 at: delay::now_micros(),
+                offline: None,
             };
             if let Flow::Stop = self.emit(out, false).await {
                 return Flow::Stop;
@@ -462,6 +495,7 @@ impl Session {
             id: r.id,
             el: r.el,
             at: delay::now_micros(),
+            offline: None,
         };
         if let Some(flow) = self.intercept_incoming(&out.el).await {
             return flow;
@@ -616,6 +650,8 @@ impl Session {
             return Flow::Stop;
         }
         tracing::info!(unacked = self.sm.unacked_len(), "session hibernated");
+        // A sleeping device must not hold the offline store from the user's other devices.
+        self.stop_backlog();
         self.shared.router.set_hibernated(&self.bare, self.id, true);
         let unacked = self.unacked_infos();
         self.shared.push.send(PushEvent::HibernationStarted {
@@ -700,8 +736,11 @@ impl Session {
         let mut conn = *conn;
         self.deferred.settle().await;
         let now = std_now();
-        match self.sm.resume(h, now) {
-            Ok(retransmit) => {
+        match self.sm.resume_acked(h, now) {
+            Ok((acked, retransmit)) => {
+                let rows: Vec<i64> = acked.iter().filter_map(|o| o.offline).collect();
+                drop(acked);
+                self.delete_offline(rows).await;
                 if let Some(mut old) = self.conn.take() {
                     // XEP-0198 §5: the old connection is superseded (only once the new one
                     // is accepted: a failed resumption leaves the session as it was).
@@ -746,7 +785,14 @@ impl Session {
                 }
                 // XEP-0352: a new stream starts active; held stanzas follow in order.
                 let held = self.csi.set_active();
-                self.emit_all(held, None).await
+                if let Flow::Stop = self.emit_all(held, None).await {
+                    return Flow::Stop;
+                }
+                // Offline messages stored while it slept (or whose delivery hibernation cut).
+                if self.available && self.priority >= 0 {
+                    return self.start_backlog(Vec::new(), true).await;
+                }
+                Flow::Continue
             }
             Err(e) => {
                 let mut f = Element::bare("failed", ns::SM);
@@ -785,6 +831,8 @@ impl Session {
         let mut left: Vec<Out> = self.sm.take_unacked();
         left.append(&mut self.spilled);
         left.extend(self.csi.take_held());
+        // Read from offline storage and not yet had by the client: the row is still stored.
+        left.retain(|o| o.offline.is_none());
         if !left.is_empty() {
             tracing::info!(count = left.len(), "re-routing undelivered stanzas");
         }
@@ -794,6 +842,7 @@ impl Session {
         self.shared
             .router
             .unbind(&self.bare, self.jid.resource().as_str(), self.id);
+        self.stop_backlog();
         let last_h = self.sm.inbound_h();
         if let Some(id) = self.sm_id.take() {
             self.shared.resumable_remove(&id);
@@ -807,18 +856,9 @@ impl Session {
                         id: r.id,
                         el: r.el,
                         at: delay::now_micros(),
+                        offline: None,
                     };
                     offline::undelivered(&self.shared, &self.bare, o, self.id).await;
-                }
-                SessionMsg::Command(Command::Offline(msgs)) => {
-                    for (_, el) in msgs {
-                        let o = Out {
-                            id: self.shared.next_id(),
-                            el,
-                            at: delay::now_micros(),
-                        };
-                        offline::undelivered(&self.shared, &self.bare, o, self.id).await;
-                    }
                 }
                 SessionMsg::Resume { conn, .. } => {
                     // XEP-0198 §5: too late, the session is gone.
@@ -909,11 +949,11 @@ impl Session {
                     };
                     let was_overdue = self.sm.ack_overdue();
                     return match self.sm.on_ack(h, now) {
-                        Ok(_) => {
+                        Ok(acked) => {
                             if was_overdue && !self.sm.ack_overdue() {
                                 self.shared.push.send(PushEvent::Acked { session: self.id });
                             }
-                            Ok(Flow::Continue)
+                            Ok(self.on_acked(acked).await)
                         }
                         Err(SmError::HandledCountTooHigh { h, sent }) => {
                             // XEP-0198 §4: undefined-condition with handled-count-too-high.
@@ -1018,28 +1058,149 @@ impl Session {
         }
     }
 
-    /// Delivers stored offline messages, deleting each once written.
-    async fn deliver_offline(&mut self, msgs: Vec<(i64, Element)>) -> Flow {
-        // The store already handed these over (take): one that cannot be delivered now goes
-        // back through `end` (offline::undelivered re-stores what came from the store).
-        let mut msgs = msgs.into_iter();
-        while let Some((_, el)) = msgs.next() {
-            let routed = Routed {
-                id: self.shared.next_id(),
-                el,
-            };
-            if let Flow::Stop = self.deliver(routed).await {
-                let at = delay::now_micros();
-                self.spilled.extend(msgs.map(|(_, el)| Out {
-                    id: self.shared.next_id(),
-                    el,
-                    at,
-                }));
-                return Flow::Stop;
-            }
+    /// Starts delivering stored stanzas: `requests` (subscription requests, to every
+    /// resource at initial presence) and, with `offline`, the offline store (to one reachable
+    /// resource at a time: the first to claim it).
+    pub(crate) async fn start_backlog(&mut self, requests: Vec<Element>, offline: bool) -> Flow {
+        let claim = offline && offline::claim(&self.shared, &self.bare, self.id);
+        if requests.is_empty() && !claim {
+            return Flow::Continue;
         }
-        if self.conn.is_none() && !self.sm.is_hibernating() {
-            return Flow::Stop;
+        let b = self.backlog.get_or_insert_with(Box::default);
+        b.requests.extend(requests);
+        if claim && b.offline.is_none() {
+            b.offline = Some(0);
+        }
+        self.pump_backlog().await
+    }
+
+    /// Stops delivering stored stanzas (the resource became unavailable, or the session
+    /// ends): another reachable resource takes the offline store over.
+    pub(crate) fn stop_backlog(&mut self) {
+        let Some(b) = self.backlog.take() else {
+            return;
+        };
+        if b.offline.is_some() {
+            offline::release_claim(&self.shared, &self.bare, self.id);
+        }
+    }
+
+    /// How many stored stanzas may be delivered now. With stream management they must fit
+    /// in its queue, minus a quarter kept for live traffic: the rest follows as the client
+    /// acknowledges (a backlog larger than the queue must not overflow it).
+    fn backlog_room(&self) -> usize {
+        if !self.sm.is_enabled() {
+            return BACKLOG_CHUNK;
+        }
+        let max = self.shared.cfg.stream_management.max_queue;
+        let limit = (max - max / 4).max(1);
+        limit
+            .saturating_sub(self.sm.unacked_len())
+            .min(BACKLOG_CHUNK)
+    }
+
+    /// Delivers stored stanzas while there is room (see [`Self::backlog_room`]); called
+    /// again when acks make room. Offline rows are deleted once the client has them: acked
+    /// (XEP-0198), or written to the socket without stream management.
+    async fn pump_backlog(&mut self) -> Flow {
+        loop {
+            // Hibernated: nothing is delivered until a resume (or the end hands it on).
+            if self.conn.is_none() {
+                return Flow::Continue;
+            }
+            let room = self.backlog_room();
+            let Some(b) = self.backlog.as_mut() else {
+                return Flow::Continue;
+            };
+            if room == 0 {
+                return Flow::Continue;
+            }
+            if !b.requests.is_empty() {
+                let n = room.min(b.requests.len());
+                let batch: Vec<Element> = b.requests.drain(..n).collect();
+                for el in batch {
+                    let r = Routed {
+                        id: self.shared.next_id(),
+                        el,
+                    };
+                    if let Flow::Stop = self.deliver(r).await {
+                        return Flow::Stop;
+                    }
+                }
+                continue;
+            }
+            let Some(after) = b.offline else {
+                self.backlog = None;
+                return Flow::Continue;
+            };
+            let u = self.bare.clone();
+            let page = match self.shared.db_read(|s| s.offline_page(&u, after, room)) {
+                Ok(p) => p,
+                Err(e) => {
+                    // The rows stay stored; the next login (or CheckOffline) tries again.
+                    tracing::error!(error = %e, "reading offline messages failed");
+                    self.stop_backlog();
+                    return Flow::Continue;
+                }
+            };
+            if page.is_empty() {
+                self.stop_backlog();
+                return Flow::Continue;
+            }
+            let mut written = Vec::new();
+            let mut unreadable = Vec::new();
+            for m in page {
+                if let Some(b) = self.backlog.as_mut() {
+                    b.offline = Some(m.id);
+                }
+                let el = match Element::from_str(&m.stanza_xml) {
+                    Ok(el) => el,
+                    Err(e) => {
+                        tracing::error!(error = %e, id = m.id, "unreadable offline message deleted");
+                        unreadable.push(m.id);
+                        continue;
+                    }
+                };
+                let o = Out {
+                    id: OFFLINE_ID_BIT | m.id.unsigned_abs(),
+                    el,
+                    at: delay::now_micros(),
+                    offline: Some(m.id),
+                };
+                // Not through CSI (a held stanza would keep its row undeletable without SM)
+                // and never a push: storing it already pushed (rule c).
+                if let Flow::Stop = self.emit(o, false).await {
+                    self.delete_offline(unreadable).await;
+                    return Flow::Stop;
+                }
+                if !self.sm.is_enabled() && self.conn.is_some() && !self.batching {
+                    written.push(m.id);
+                }
+            }
+            written.append(&mut unreadable);
+            self.delete_offline(written).await;
+        }
+    }
+
+    /// Deletes offline rows the client has.
+    async fn delete_offline(&self, ids: Vec<i64>) {
+        if ids.is_empty() {
+            return;
+        }
+        let u = self.bare.clone();
+        if let Err(e) = self.shared.db(move |s| s.delete_offline(&u, &ids)).await {
+            // Delivered again at the next login: a duplicate, never a loss.
+            tracing::error!(error = %e, "deleting delivered offline messages failed");
+        }
+    }
+
+    /// The client acknowledged these stanzas: delete the offline rows among them and refill.
+    async fn on_acked(&mut self, acked: Vec<Out>) -> Flow {
+        let rows: Vec<i64> = acked.iter().filter_map(|o| o.offline).collect();
+        drop(acked);
+        self.delete_offline(rows).await;
+        if self.backlog.is_some() {
+            return self.pump_backlog().await;
         }
         Flow::Continue
     }

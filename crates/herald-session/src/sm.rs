@@ -195,6 +195,31 @@ impl<T: Clone> StreamManagement<T> {
         sm
     }
 
+    /// A resumable session restored from storage in another process (a server restart):
+    /// hibernating until `deadline`, with the counters it had and its unacked `queue` (oldest
+    /// first; stanza numbers `outbound_h - queue.len() + 1 ..= outbound_h`). What the timers
+    /// knew (outstanding `<r/>`, queueing instants) is not kept: a `<resume/>` starts those
+    /// afresh anyway.
+    pub fn restore_hibernating(
+        cfg: SmConfig,
+        inbound_h: u32,
+        outbound_h: u32,
+        queue: Vec<T>,
+        deadline: Instant,
+        now: Instant,
+    ) -> Self {
+        let mut sm = Self::new(cfg);
+        let n = u32::try_from(queue.len()).unwrap_or(u32::MAX);
+        sm.phase = Phase::Hibernating { deadline };
+        sm.resumable = true;
+        sm.inbound_h = inbound_h;
+        sm.outbound_h = outbound_h;
+        sm.acked_h = outbound_h.wrapping_sub(n);
+        sm.requested_h = sm.acked_h;
+        sm.queue = queue.into_iter().map(|t| (t, now)).collect();
+        sm
+    }
+
     /// `<enable resume=…/>`: start counting from 0 (XEP-0198 §3).
     pub fn enable(&mut self, resume: bool, _now: Instant) -> Result<(), SmError> {
         if self.phase != Phase::Disabled {
@@ -404,25 +429,29 @@ impl<T: Clone> StreamManagement<T> {
     /// queued until acked. A stale h acknowledges nothing. On error nothing changes.
     /// Afterwards the retransmitted stanzas count as unrequested, so the next `poll` asks for
     /// `<r/>` right away (as Prosody does after a resume).
-    pub fn resume(&mut self, h: u32, _now: Instant) -> Result<Vec<T>, SmError> {
+    pub fn resume(&mut self, h: u32, now: Instant) -> Result<Vec<T>, SmError> {
+        self.resume_acked(h, now).map(|(_, retransmit)| retransmit)
+    }
+
+    /// [`Self::resume`], also returning (first) the stanzas `h` acknowledged, oldest first:
+    /// the owner may have work to do once the client has them (e.g. delete them from a store).
+    pub fn resume_acked(&mut self, h: u32, _now: Instant) -> Result<(Vec<T>, Vec<T>), SmError> {
         if !self.is_resumable() {
             return Err(SmError::NotEnabled);
         }
         if self.phase == Phase::Expired {
             return Err(SmError::Expired);
         }
-        match self.ack_pos(h) {
-            AckPos::Advance(n) => {
-                self.drop_acked(h, n);
-            }
-            AckPos::Stale => {}
+        let acked = match self.ack_pos(h) {
+            AckPos::Advance(n) => self.drop_acked(h, n),
+            AckPos::Stale => Vec::new(),
             AckPos::TooHigh => {
                 return Err(SmError::HandledCountTooHigh {
                     h,
                     sent: self.outbound_h,
                 })
             }
-        }
+        };
         self.phase = Phase::Attached;
         self.pending = None;
         self.overdue_h = None;
@@ -430,7 +459,7 @@ impl<T: Clone> StreamManagement<T> {
         self.requested_h = self.acked_h;
         // Prosody asks at once after a resume: the client's answer tells us what arrived.
         self.request_asap = !self.queue.is_empty();
-        Ok(self.queue.iter().map(|(t, _)| t.clone()).collect())
+        Ok((acked, self.queue.iter().map(|(t, _)| t.clone()).collect()))
     }
 
     /// Remove and return everything unacked, oldest first (expiry, session end). The items

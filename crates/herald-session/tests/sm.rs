@@ -560,6 +560,49 @@ fn resume_retransmits_exactly_the_unacked_once_oldest_first() {
 }
 
 #[test]
+fn resume_acked_also_returns_what_h_acknowledged() {
+    let (mut sm, t0) = enabled(true);
+    for i in 1..=4 {
+        sm.push_outbound(i, t0).unwrap();
+    }
+    sm.on_ack(1, t0).unwrap();
+    sm.hibernate(t0).unwrap();
+    let (acked, again) = sm.resume_acked(3, t0 + secs(1)).unwrap();
+    assert_eq!(acked, vec![2, 3]);
+    assert_eq!(again, vec![4]);
+    // A stale h acknowledges nothing.
+    sm.hibernate(t0 + secs(2)).unwrap();
+    let (acked, again) = sm.resume_acked(1, t0 + secs(3)).unwrap();
+    assert!(acked.is_empty());
+    assert_eq!(again, vec![4]);
+}
+
+#[test]
+fn a_restored_session_resumes_with_its_counters_and_queue() {
+    let t0 = Instant::now();
+    let mut sm =
+        StreamManagement::restore_hibernating(cfg(), 7, 12, vec![10u32, 11, 12], t0 + secs(60), t0);
+    assert!(sm.is_hibernating());
+    assert!(sm.is_resumable());
+    assert_eq!(sm.inbound_h(), 7);
+    assert_eq!(sm.outbound_h(), 12);
+    assert_eq!(sm.hibernation_deadline(), Some(t0 + secs(60)));
+    // h above what was sent is still refused; below the queue is stale.
+    assert!(matches!(
+        sm.resume(13, t0),
+        Err(SmError::HandledCountTooHigh { h: 13, sent: 12 })
+    ));
+    let (acked, again) = sm.resume_acked(10, t0 + secs(1)).unwrap();
+    assert_eq!(acked, vec![10]);
+    assert_eq!(again, vec![11, 12]);
+    assert_eq!(sm.on_ack(12, t0 + secs(2)).unwrap(), vec![11, 12]);
+    // Across the wrap too.
+    let mut sm = StreamManagement::restore_hibernating(cfg(), 0, 1, vec![1u32, 2], t0, t0);
+    assert_eq!(unacked(&sm), vec![1, 2]);
+    assert_eq!(sm.poll(t0 + secs(1)), vec![SmEvent::Expired]);
+}
+
+#[test]
 fn resume_acking_everything_returns_nothing() {
     let (mut sm, t0) = enabled(true);
     for i in 1..=3 {

@@ -8,8 +8,8 @@
 
 use crate::{
     AccountStore, ArchiveQuery, ArchiveStore, ArchivedMessage, BlockStore, Credentials, MamPrefs,
-    OfflineStore, PushRegistration, PushStatsUpdate, PushStore, RosterItem, RosterStore,
-    ScramRecord, Store, StoreError, Subscription,
+    OfflineMessage, OfflineStore, PushRegistration, PushStatsUpdate, PushStore, RosterItem,
+    RosterStore, ScramRecord, Store, StoreError, Subscription,
 };
 
 /// Runs every section of the suite against `store`.
@@ -353,18 +353,18 @@ pub fn offline(store: &Store) {
     assert_eq!(store.delete_offline(other, &[oid]).unwrap(), 1);
     assert_eq!(store.offline_count(other).unwrap(), 0);
 
-    // take: everything, oldest first, and nothing left; another user's messages stay.
+    // Pages: oldest first, after a cursor, bounded; reading deletes nothing.
     let oid2 = store
         .store_offline(other, "<message>o2</message>", 3)
         .unwrap();
-    let taken = store.take_offline(u).unwrap();
-    assert_eq!(
-        taken.iter().map(|m| m.id).collect::<Vec<_>>(),
-        vec![id2, id4]
-    );
-    assert_eq!(store.offline_count(u).unwrap(), 0);
-    assert!(store.take_offline(u).unwrap().is_empty());
-    assert_eq!(store.offline_messages(other).unwrap()[0].id, oid2);
+    let ids = |v: Vec<OfflineMessage>| v.iter().map(|m| m.id).collect::<Vec<_>>();
+    assert_eq!(ids(store.offline_page(u, 0, 10).unwrap()), vec![id2, id4]);
+    assert_eq!(ids(store.offline_page(u, 0, 1).unwrap()), vec![id2]);
+    assert_eq!(ids(store.offline_page(u, id2, 10).unwrap()), vec![id4]);
+    assert!(store.offline_page(u, id4, 10).unwrap().is_empty());
+    assert!(store.offline_page(u, 0, 0).unwrap().is_empty());
+    assert_eq!(store.offline_count(u).unwrap(), 2);
+    assert_eq!(ids(store.offline_page(other, 0, 10).unwrap()), vec![oid2]);
 }
 
 /// BlockStore.

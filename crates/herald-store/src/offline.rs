@@ -1,5 +1,6 @@
 //! Offline messages (XEP-0160): stanzas kept for a user with no available resource, bounded
-//! per user, deleted only once delivered.
+//! per user, deleted only once the client has them (acknowledged, or written without stream
+//! management).
 //!
 //! This module must not decide which messages are stored (type, body, errors) nor add delay
 //! stamps; it keeps the serialized stanza exactly as given.
@@ -29,9 +30,11 @@ pub trait OfflineStore {
     fn offline_messages(&self, user: &str) -> Result<Vec<OfflineMessage>>;
     /// Deletes the given ids of this user (ids of other users are ignored); how many went.
     fn delete_offline(&self, user: &str, ids: &[i64]) -> Result<usize>;
-    /// Reads and deletes all of the user's messages in one transaction, oldest first: two
-    /// resources logging in at once cannot both get the same messages.
-    fn take_offline(&self, user: &str) -> Result<Vec<OfflineMessage>>;
+    /// At most `limit` of the user's messages with an id above `after`, oldest first. Reading
+    /// deletes nothing: a message leaves the store only once the client has it
+    /// ([`OfflineStore::delete_offline`]), so a crash or a lost connection during delivery
+    /// loses nothing.
+    fn offline_page(&self, user: &str, after: i64, limit: usize) -> Result<Vec<OfflineMessage>>;
     /// How many messages the user has waiting.
     fn offline_count(&self, user: &str) -> Result<usize>;
 }
@@ -91,29 +94,21 @@ impl OfflineStore for Store {
         })
     }
 
-    fn take_offline(&self, user: &str) -> Result<Vec<OfflineMessage>> {
-        // Most logins find nothing: answer those from a reader, without the write lock.
-        if self.offline_count(user)? == 0 {
-            return Ok(Vec::new());
-        }
-        self.write(|tx| {
-            let list = {
-                let mut stmt = tx.prepare_cached(
-                    "SELECT id, stanza_xml, stored_at FROM offline_messages
-                     WHERE account = ?1 ORDER BY id",
-                )?;
-                let rows = stmt.query_map([user], |r| {
-                    Ok(OfflineMessage {
-                        id: r.get(0)?,
-                        stanza_xml: r.get(1)?,
-                        stored_at: r.get(2)?,
-                    })
-                })?;
-                rows.collect::<rusqlite::Result<Vec<_>>>()?
-            };
-            tx.prepare_cached("DELETE FROM offline_messages WHERE account = ?1")?
-                .execute([user])?;
-            Ok(list)
+    fn offline_page(&self, user: &str, after: i64, limit: usize) -> Result<Vec<OfflineMessage>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(|tx| {
+            let mut stmt = tx.prepare_cached(
+                "SELECT id, stanza_xml, stored_at FROM offline_messages
+                 WHERE account = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![user, after, limit], |r| {
+                Ok(OfflineMessage {
+                    id: r.get(0)?,
+                    stanza_xml: r.get(1)?,
+                    stored_at: r.get(2)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
     }
 
