@@ -9,7 +9,8 @@
 use crate::{
     AccountStore, ArchiveQuery, ArchiveStore, ArchivedMessage, BlockStore, Credentials, MamPrefs,
     OfflineMessage, OfflineStore, PushRegistration, PushStatsUpdate, PushStore, RosterItem,
-    RosterStore, ScramRecord, Store, StoreError, Subscription,
+    RosterStore, SavedSession, ScramRecord, SessionStore, SmQueued, SmSessionRecord, Store,
+    StoreError, Subscription,
 };
 
 /// Runs every section of the suite against `store`.
@@ -18,6 +19,7 @@ pub fn run_all(store: &Store) {
     roster(store);
     subscription_requests(store);
     offline(store);
+    sessions(store);
     blocking(store);
     archive_filters(store);
     archive_paging(store);
@@ -365,6 +367,100 @@ pub fn offline(store: &Store) {
     assert!(store.offline_page(u, 0, 0).unwrap().is_empty());
     assert_eq!(store.offline_count(u).unwrap(), 2);
     assert_eq!(ids(store.offline_page(other, 0, 10).unwrap()), vec![oid2]);
+}
+
+/// SessionStore.
+pub fn sessions(store: &Store) {
+    let u = "user@sessions.conformance.test";
+    let q = |x: &str, off: Option<i64>| SmQueued {
+        stanza_xml: x.to_string(),
+        queued_at: 7,
+        offline_id: off,
+    };
+    let rec = |id: &str, out: u32| SmSessionRecord {
+        id: id.to_string(),
+        account: u.to_string(),
+        resource: "phone".to_string(),
+        inbound_h: 4_000_000_000,
+        outbound_h: out,
+        expires_at: 1234,
+        state: "{}".to_string(),
+    };
+    assert!(store.sm_sessions().unwrap().is_empty());
+    // Appending to an unknown session writes nothing.
+    assert!(!store
+        .append_sm_queue("nope", &[q("<x/>", None)], 1)
+        .unwrap());
+    let a = SavedSession {
+        record: rec("s1", 2),
+        queue: vec![q("<m1/>", None), q("<m2/>", Some(9))],
+    };
+    let b = SavedSession {
+        record: rec("s2", 0),
+        queue: vec![],
+    };
+    store.save_sm_sessions(&[a.clone(), b.clone()]).unwrap();
+    assert!(store.append_sm_queue("s1", &[q("<m3/>", None)], 3).unwrap());
+    let all = store.sm_sessions().unwrap();
+    assert_eq!(all.len(), 2);
+    let s1 = all.iter().find(|s| s.record.id == "s1").unwrap();
+    assert_eq!(s1.record.outbound_h, 3);
+    assert_eq!(s1.record.inbound_h, 4_000_000_000);
+    assert_eq!(
+        s1.queue
+            .iter()
+            .map(|i| i.stanza_xml.as_str())
+            .collect::<Vec<_>>(),
+        ["<m1/>", "<m2/>", "<m3/>"]
+    );
+    assert_eq!(s1.queue[1].offline_id, Some(9));
+    // Saving again replaces the queue.
+    let a2 = SavedSession {
+        record: rec("s1", 5),
+        queue: vec![q("<m5/>", None)],
+    };
+    store.save_sm_sessions(std::slice::from_ref(&a2)).unwrap();
+    let s1 = store
+        .sm_sessions()
+        .unwrap()
+        .into_iter()
+        .find(|s| s.record.id == "s1")
+        .unwrap();
+    assert_eq!(s1, a2);
+    store.delete_sm_session("s1").unwrap();
+    store.delete_sm_session("s1").unwrap();
+    assert_eq!(store.sm_sessions().unwrap(), vec![b]);
+    store.save_sm_sessions(&[a]).unwrap();
+    assert_eq!(store.delete_account_sm_sessions(u).unwrap(), 2);
+    assert!(store.sm_sessions().unwrap().is_empty());
+
+    // Tombstones: taken once; old ones are dropped.
+    store
+        .save_tombstones(&[
+            (u.to_string(), "t1".to_string(), 5, 1000),
+            (u.to_string(), "t2".to_string(), 6, 10),
+        ])
+        .unwrap();
+    assert_eq!(store.take_tombstone("other@x.test", "t1").unwrap(), None);
+    assert_eq!(store.take_tombstone(u, "t1").unwrap(), Some((5, 1000)));
+    assert_eq!(store.take_tombstone(u, "t1").unwrap(), None);
+    store
+        .save_tombstones(&[(u.to_string(), "t3".to_string(), 7, 2000)])
+        .unwrap();
+    assert_eq!(
+        store.tombstones_since(100).unwrap(),
+        vec![(u.to_string(), "t3".to_string(), 7, 2000)]
+    );
+    assert_eq!(store.take_tombstone(u, "t2").unwrap(), None);
+
+    // Flags: read once.
+    assert_eq!(store.take_flag("clean").unwrap(), None);
+    store.set_flag("clean", Some("1")).unwrap();
+    assert_eq!(store.take_flag("clean").unwrap().as_deref(), Some("1"));
+    assert_eq!(store.take_flag("clean").unwrap(), None);
+    store.set_flag("clean", Some("1")).unwrap();
+    store.set_flag("clean", None).unwrap();
+    assert_eq!(store.take_flag("clean").unwrap(), None);
 }
 
 /// BlockStore.

@@ -1,7 +1,7 @@
 //! Herald's storage: role-sized traits and their embedded SQLite backend.
 //!
 //! Each role the server needs (accounts, roster, offline messages, blocking, the message
-//! archive, push registrations) is a small trait implemented by [`Store`], so a feature module
+//! archive, push registrations, XEP-0198 sessions) is a small trait implemented by [`Store`], so a feature module
 //! depends only on the role it uses and another backend (PostgreSQL later) can implement the
 //! same traits and pass the same `conformance` suite (module behind the `conformance`
 //! feature).
@@ -20,6 +20,7 @@ mod error;
 mod offline;
 mod push;
 mod roster;
+mod session;
 mod sqlite;
 
 #[cfg(any(test, feature = "conformance"))]
@@ -35,4 +36,5 @@ pub use error::{Result, StoreError};
 pub use offline::{OfflineMessage, OfflineStore};
 pub use push::{PushRegistration, PushStatsUpdate, PushStore};
 pub use roster::{RosterItem, RosterStore, Subscription};
+pub use session::{SavedSession, SessionStore, SmQueued, SmSessionRecord};
 pub use sqlite::{Durability, Store, StoreOptions};

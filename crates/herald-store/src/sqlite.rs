@@ -119,6 +119,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 1,
         sql: include_str!("sql/push.sql"),
     },
+    Migration {
+        role: "sessions",
+        version: 1,
+        sql: include_str!("sql/sessions.sql"),
+    },
 ];
 
 /// Every table holding per-user rows, by its owner column `account`. `delete_account` clears
@@ -135,10 +140,13 @@ pub(crate) const USER_TABLES: &[&str] = &[
     "mam_prefs",
     "mam_prefs_jids",
     "push_registrations",
+    "sm_sessions",
+    "sm_queue",
+    "sm_tombstones",
 ];
 
 /// Enough for every fixed statement of every role, so `prepare_cached` never evicts them.
-const STATEMENT_CACHE: usize = 96;
+const STATEMENT_CACHE: usize = 128;
 
 impl Store {
     /// Opens (creating if needed) `data_dir/herald.sqlite3` with default [`StoreOptions`].

@@ -146,7 +146,7 @@ fn migrations_are_recorded_once_per_role() {
     let roles: Vec<&str> = rows.iter().map(|(r, _)| r.as_str()).collect();
     assert_eq!(
         roles,
-        vec!["accounts", "archive", "blocking", "offline", "push", "roster"]
+        vec!["accounts", "archive", "blocking", "offline", "push", "roster", "sessions"]
     );
     assert!(rows.iter().all(|(_, v)| *v == 1));
 }
