@@ -189,6 +189,17 @@ pub enum Action {
     },
 }
 
+/// A hibernated session's push state, carried across a server restart (the session itself
+/// is saved by the server and restored hibernating).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionPush {
+    /// The registrations attached to the session, with their `message-count`.
+    pub regs: Vec<(RegKey, u32)>,
+    /// A qualifying push already went out in this hibernation: the normal timeout runs (no
+    /// extended hibernation any more).
+    pub first_push: bool,
+}
+
 /// Bounded memory of stanza ids already pushed (or covered) for one registration.
 #[derive(Debug, Default)]
 struct Dedup {
@@ -682,6 +693,67 @@ impl Engine {
             self.drop_retries(&user, key);
         }
         Vec::new()
+    }
+
+    /// The push state of a hibernated session, to save it across a restart. None when the
+    /// session is unknown or not hibernated.
+    pub fn session_push(&self, session: SessionId) -> Option<SessionPush> {
+        let sess = self.sessions.get(&session)?;
+        let Mode::Hibernated(h) = &sess.mode else {
+            return None;
+        };
+        let map = self.users.get(&sess.user);
+        let regs = sess
+            .regs
+            .iter()
+            .filter_map(|k| {
+                map.and_then(|m| m.get(k))
+                    .map(|s| (k.clone(), s.message_count))
+            })
+            .collect();
+        Some(SessionPush {
+            regs,
+            first_push: h.first_push,
+        })
+    }
+
+    /// A hibernated session restored after a restart (the user's registrations are loaded):
+    /// its registrations are attached again with their counts, it sleeps until `expiry` (the
+    /// deadline it had), and the wake-before-expiry push is armed. Nothing is pushed now: the
+    /// device was told before the restart. Registrations removed meanwhile are left out.
+    pub fn restore_session(
+        &mut self,
+        user: &str,
+        session: SessionId,
+        push: SessionPush,
+        expiry: Instant,
+        now: Instant,
+    ) {
+        let mut regs = Vec::new();
+        if let Some(map) = self.users.get_mut(user) {
+            for (key, count) in push.regs {
+                if let Some(state) = map.get_mut(&key) {
+                    state.session = Some(session);
+                    state.message_count = count;
+                    regs.push(key);
+                }
+            }
+        }
+        self.sessions.insert(
+            session,
+            SessionState {
+                user: user.to_owned(),
+                regs,
+                mode: Mode::Hibernated(Hibernation {
+                    started: now,
+                    expiry: Some((expiry, now)),
+                    first_push: push.first_push,
+                    woke_for: None,
+                    wake_timer: None,
+                }),
+            },
+        );
+        self.schedule_wake(session);
     }
 
     /// Whether a registration is attached to this session.

@@ -18,7 +18,8 @@ pub mod request;
 
 pub use classify::{classify, summarize, Classifier, Importance, Summary};
 pub use engine::{
-    Action, Engine, PushConfig, RegKey, Registration, Reply, SessionId, StanzaId, StanzaInfo,
+    Action, Engine, PushConfig, RegKey, Registration, Reply, SessionId, SessionPush, StanzaId,
+    StanzaInfo,
 };
 pub use notification::build_publish;
 pub use request::{parse_command, PushCommand, PushError};

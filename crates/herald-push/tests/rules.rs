@@ -787,3 +787,44 @@ fn dedup_memory_is_bounded() {
     }
     assert_eq!(pushes(&e.stored_offline(USER, &imp(0), c.at(0.0))).len(), 1);
 }
+
+#[test]
+fn row_restart_restores_a_sleeping_session_without_pushing_again() {
+    use herald_push::engine::SessionPush;
+    let (c, mut e) = one_device(PushConfig::default());
+    e.hibernation_started(S1, &[imp(1), imp(2)], c.at(0.0));
+    // Live sessions have nothing to carry over.
+    assert_eq!(e.session_push(S2), None);
+    let saved = e.session_push(S1).expect("hibernated");
+    assert_eq!(saved.regs, vec![(key("push.example.net", "phone"), 2)]);
+    assert!(saved.first_push);
+
+    // A new process: the registration loaded from the store, the session restored.
+    let mut e = engine(PushConfig::default());
+    e.load_user(USER, vec![reg("phone", 100, "phone")]);
+    let expiry = c.at(600.0);
+    e.restore_session(USER, S1, saved.clone(), expiry, c.at(10.0));
+    assert!(e.has_push(S1));
+    assert_eq!(e.session_push(S1), Some(saved));
+    // Nothing pushed for the restore itself; rule b leaves the attached registration alone.
+    assert!(pushes(&e.archived_for(USER, &imp(3), c.at(11.0))).is_empty());
+    // The next queued stanza counts on from 2.
+    let p = pushes(&e.stanza_queued(S1, &imp(4), c.at(12.0)));
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].count, 3);
+    // Wake-before-expiry is armed for the restored deadline.
+    assert!(e.next_deadline().is_some_and(|d| d < expiry));
+    // A registration removed while the server was down is not attached.
+    let mut e = engine(PushConfig::default());
+    e.restore_session(
+        USER,
+        S2,
+        SessionPush {
+            regs: vec![(key("push.example.net", "gone"), 1)],
+            first_push: false,
+        },
+        expiry,
+        c.at(10.0),
+    );
+    assert!(!e.has_push(S2));
+}
