@@ -25,9 +25,15 @@ struct Job {
     done: Done,
 }
 
+enum Work {
+    Write(Job),
+    /// Runs once everything queued before it is committed (a barrier, for shutdown).
+    Flush(Done),
+}
+
 /// Handle to the writer thread.
 pub struct ArchiveWriter {
-    tx: Option<mpsc::Sender<Job>>,
+    tx: Option<mpsc::Sender<Work>>,
     store: Store,
 }
 
@@ -52,12 +58,12 @@ impl ArchiveWriter {
     /// No task per write: the writer thread completes the write itself, so a message costs
     /// its callers neither a spawned task nor a wake-up of one.
     pub async fn submit(&self, user: String, msg: ArchivedMessage, with_full: String, done: Done) {
-        let job = Job {
+        let job = Work::Write(Job {
             user,
             msg,
             with_full,
             done,
-        };
+        });
         let job = match &self.tx {
             Some(tx) => match tx.try_send(job) {
                 Ok(()) => return,
@@ -68,6 +74,9 @@ impl ArchiveWriter {
                 Err(mpsc::error::TrySendError::Closed(job)) => job,
             },
             None => job,
+        };
+        let Work::Write(job) = job else {
+            return;
         };
         let s = self.store.clone();
         let Job {
@@ -83,7 +92,24 @@ impl ArchiveWriter {
     }
 }
 
-fn run(store: Store, mut rx: mpsc::Receiver<Job>, delay: Duration) {
+impl ArchiveWriter {
+    /// Waits until every write queued before this call is committed (shutdown drains the
+    /// writer with it).
+    pub async fn flush(&self) {
+        let Some(tx) = &self.tx else {
+            return; // direct writes: nothing is queued
+        };
+        let (done, wait) = tokio::sync::oneshot::channel();
+        let barrier = Work::Flush(Box::new(move |_| {
+            let _ = done.send(());
+        }));
+        if tx.send(barrier).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+fn run(store: Store, mut rx: mpsc::Receiver<Work>, delay: Duration) {
     while let Some(first) = rx.blocking_recv() {
         let mut jobs = vec![first];
         drain(&mut rx, &mut jobs);
@@ -95,9 +121,21 @@ fn run(store: Store, mut rx: mpsc::Receiver<Job>, delay: Duration) {
         }
         let mut items = Vec::with_capacity(jobs.len());
         let mut dones = Vec::with_capacity(jobs.len());
+        let mut barriers = Vec::new();
         for j in jobs {
-            items.push((j.user, j.msg, j.with_full));
-            dones.push(j.done);
+            match j {
+                Work::Write(j) => {
+                    items.push((j.user, j.msg, j.with_full));
+                    dones.push(j.done);
+                }
+                Work::Flush(done) => barriers.push(done),
+            }
+        }
+        if items.is_empty() {
+            for b in barriers {
+                b(Ok(()));
+            }
+            continue;
         }
         match store.archive_batch(&items) {
             Ok(()) => {
@@ -112,10 +150,14 @@ fn run(store: Store, mut rx: mpsc::Receiver<Job>, delay: Duration) {
                 }
             }
         }
+        // Everything queued before each barrier was in this batch.
+        for b in barriers {
+            b(Ok(()));
+        }
     }
 }
 
-fn drain(rx: &mut mpsc::Receiver<Job>, jobs: &mut Vec<Job>) {
+fn drain(rx: &mut mpsc::Receiver<Work>, jobs: &mut Vec<Work>) {
     while jobs.len() < MAX_BATCH {
         match rx.try_recv() {
             Ok(j) => jobs.push(j),

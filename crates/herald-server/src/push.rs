@@ -12,7 +12,7 @@ use herald_proto::error::{parse_stanza_error, ErrorType, StanzaErrorCondition};
 use herald_proto::jid::Jid;
 use herald_proto::Element;
 use herald_push::engine::{
-    Action, Engine, PushConfig, RegKey, Registration, Reply, SessionId, StanzaInfo,
+    Action, Engine, PushConfig, RegKey, Registration, Reply, SessionId, SessionPush, StanzaInfo,
 };
 use herald_push::Classifier;
 use herald_store::{PushRegistration, PushStatsUpdate, PushStore, Store, StoreError};
@@ -130,6 +130,37 @@ pub enum PushEvent {
         /// The engine's counters.
         reply: oneshot::Sender<PushStats>,
     },
+    /// A hibernated session's push state, to save it at shutdown.
+    SessionPush {
+        /// Session.
+        session: SessionId,
+        /// None when not hibernated or without registrations.
+        reply: oneshot::Sender<Option<SessionPush>>,
+    },
+    /// A hibernated session restored at start-up (after a clean restart).
+    Restore {
+        /// Account.
+        user: String,
+        /// Session id (of this process).
+        session: SessionId,
+        /// Its inbox (for hibernation deadlines).
+        tx: SessionTx,
+        /// What it had.
+        push: SessionPush,
+        /// Its resumption deadline.
+        expiry: Instant,
+    },
+    /// After a crash: wake every device of `user` (one push each, unimportant), so it
+    /// reconnects and catches up.
+    Wake {
+        /// Account.
+        user: String,
+    },
+    /// Shutdown: write the statistics and stop.
+    Stop {
+        /// Done.
+        reply: oneshot::Sender<()>,
+    },
     /// The app server answered a publish.
     Reply {
         /// The publish's id.
@@ -186,6 +217,27 @@ impl PushHandle {
             return None;
         }
         rx.await.ok()
+    }
+
+    /// A hibernated session's push state (None without registrations or push task).
+    pub async fn session_push(&self, session: SessionId) -> Option<SessionPush> {
+        let (reply, rx) = oneshot::channel();
+        if !self
+            .send_wait(PushEvent::SessionPush { session, reply })
+            .await
+        {
+            return None;
+        }
+        rx.await.ok().flatten()
+    }
+
+    /// Stops the push task once every event queued before has been handled, its statistics
+    /// written.
+    pub async fn stop(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.send_wait(PushEvent::Stop { reply }).await {
+            let _ = rx.await;
+        }
     }
 
     /// Whether an IQ reply id belongs to one of our publishes.
@@ -446,7 +498,8 @@ pub async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<PushEvent>) {
     engine.set_id_prefix(shared.push.prefix.clone());
     let mut sessions: HashMap<SessionId, (String, SessionTx)> = HashMap::new();
     let mut stats = StatsBuffer::new(shared.store.clone());
-    let mut shutdown = shared.shutdown_signal();
+    // Not stopped by the shutdown signal: sessions ask it for their push state while they
+    // are saved; `Running::stop` sends `Stop` once they are done.
     loop {
         let deadline = engine.next_deadline().map(tokio::time::Instant::from_std);
         let flush_at = stats.due;
@@ -457,11 +510,15 @@ pub async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<PushEvent>) {
                 continue;
             }
             _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => None,
-            _ = shutdown.changed() => return,
         };
         let now = Instant::now();
         let actions = match ev {
             None => engine.poll(now, unix_now()),
+            Some(PushEvent::Stop { reply }) => {
+                stats.sync().await;
+                let _ = reply.send(());
+                return;
+            }
             Some(ev) => handle(&shared, &mut engine, &mut sessions, &mut stats, ev, now).await,
         };
         execute(&shared, &sessions, &mut stats, actions).await;
@@ -609,6 +666,31 @@ async fn handle(
                     .count(),
             );
             actions
+        }
+        PushEvent::SessionPush { session, reply } => {
+            let _ = reply.send(engine.session_push(session).filter(|p| !p.regs.is_empty()));
+            Vec::new()
+        }
+        PushEvent::Restore {
+            user,
+            session,
+            tx,
+            push,
+            expiry,
+        } => {
+            ensure_loaded(shared, engine, stats, &user).await;
+            engine.restore_session(&user, session, push, expiry, now);
+            sessions.insert(session, (user, tx));
+            Vec::new()
+        }
+        PushEvent::Wake { user } => {
+            ensure_loaded(shared, engine, stats, &user).await;
+            engine.ping(&user, now)
+        }
+        PushEvent::Stop { reply } => {
+            // Handled by the loop; here only if nested.
+            let _ = reply.send(());
+            Vec::new()
         }
         PushEvent::Stats { reply } => {
             // A barrier for what the store shows too: the statistics so far are written.

@@ -45,6 +45,17 @@ impl Frozen {
             .map(|s| Frozen(s.into_boxed_str()))
     }
 
+    /// The serialized element.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Text saved from [`Frozen::as_str`] (checked to parse).
+    pub fn from_saved(s: &str) -> Option<Frozen> {
+        s.parse::<Element>().ok()?;
+        Some(Frozen(s.into()))
+    }
+
     /// The element again.
     pub fn thaw(&self) -> Option<Element> {
         self.0.parse().ok()
