@@ -1,5 +1,6 @@
-//! Administration used by the CLI: accounts (and later rosters and push registrations),
-//! directly on the store so it works whether the server runs or not.
+//! Administration used by the CLI: accounts, rosters and push registrations, directly on the
+//! store so it works whether the server runs or not; a running server is told what changed
+//! (`admin_socket`), and removes an account itself so that its sessions end first.
 
 use anyhow::{anyhow, bail, Context, Result};
 use herald_proto::jid::BareJid;
@@ -54,7 +55,58 @@ pub fn set_password(store: &Store, jid: &BareJid, password: &str) -> Result<()> 
     }
 }
 
-/// Deletes an account with all its data.
+/// Changes a password and, with the server running, ends the account's sessions (connected
+/// and hibernated: a client must log in again with the new password). Returns how many
+/// sessions ended; None when no server was running to tell.
+pub fn change_password(
+    cfg: &Config,
+    store: &Store,
+    jid: &BareJid,
+    password: &str,
+) -> Result<Option<usize>> {
+    set_password(store, jid, password)?;
+    match notify(cfg, &format!("password-changed {jid}")).map(|r| ended(&r)) {
+        None | Some(Err(Refused::Unknown)) => Ok(None),
+        Some(Ok(n)) => Ok(Some(n)),
+        Some(Err(Refused::Said(e))) => {
+            bail!("password changed, but the running server did not end {jid}'s sessions: {e}")
+        }
+    }
+}
+
+/// Deletes an account with all its data. With the server running, the server does it: it
+/// ends the account's sessions (connected and hibernated) first, so nothing is stored for the
+/// account afterwards. Returns how many sessions ended; None when no server was running.
+pub fn remove_account(cfg: &Config, store: &Store, jid: &BareJid) -> Result<Option<usize>> {
+    match notify(cfg, &format!("user-remove {jid}")).map(|r| ended(&r)) {
+        // No server, or one that predates this request: the store alone.
+        None | Some(Err(Refused::Unknown)) => remove_user(store, jid).map(|()| None),
+        Some(Ok(n)) => Ok(Some(n)),
+        Some(Err(Refused::Said(e))) => bail!("{jid}: {e}"),
+    }
+}
+
+/// Why a running server did not do what it was asked.
+enum Refused {
+    /// It does not know the request.
+    Unknown,
+    /// Its answer.
+    Said(String),
+}
+
+/// Parses an "ok N" reply (N sessions ended).
+fn ended(reply: &str) -> std::result::Result<usize, Refused> {
+    match reply.split_once(' ') {
+        Some(("ok", n)) => n
+            .parse()
+            .map_err(|_| Refused::Said(format!("unexpected reply {reply:?}"))),
+        _ if reply == "error unknown command" => Err(Refused::Unknown),
+        Some(("error", e)) => Err(Refused::Said(e.to_string())),
+        _ => Err(Refused::Said(format!("unexpected reply {reply:?}"))),
+    }
+}
+
+/// Deletes an account with all its data, in the store alone (see [`remove_account`]).
 pub fn remove_user(store: &Store, jid: &BareJid) -> Result<()> {
     match store.delete_account(&jid.to_string()) {
         Ok(()) => Ok(()),
@@ -208,4 +260,23 @@ pub fn notify(cfg: &Config, line: &str) -> Option<String> {
 /// A unix time as an RFC 3339 UTC string.
 pub fn unix_time(secs: i64) -> String {
     crate::xep::delay::format_stamp(secs.saturating_mul(1_000_000))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_replies_are_read() {
+        assert!(matches!(ended("ok 2"), Ok(2)));
+        assert!(matches!(
+            ended("error unknown command"),
+            Err(Refused::Unknown)
+        ));
+        assert!(
+            matches!(ended("error no such user"), Err(Refused::Said(e)) if e == "no such user")
+        );
+        assert!(matches!(ended("ok"), Err(Refused::Said(_))));
+        assert!(matches!(ended("ok x"), Err(Refused::Said(_))));
+    }
 }

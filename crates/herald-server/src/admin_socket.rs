@@ -1,16 +1,32 @@
 //! The running server's admin socket (`data_dir/admin.sock`, owner-only): the CLI changes
 //! the store directly and then tells a running server what changed, so online sessions see
-//! it (roster pushes), or asks it to act (push pings). One text line per request and reply.
+//! it (roster pushes, a changed password ends the account's sessions), or asks it to act
+//! (push pings; removing an account, which the server does itself so that the account's
+//! sessions are over before its data goes, and nothing is stored for it afterwards). One text
+//! line per request and reply.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use herald_store::RosterStore;
+use herald_proto::error::{StreamError, StreamErrorCondition};
+use herald_store::{AccountStore, PushStore, RosterStore, StoreError};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 
+use crate::accounts::Removal;
 use crate::push::PushEvent;
+use crate::router::{SessionMsg, SessionTx};
 use crate::xep::roster as xr;
 use crate::{roster, routing, stanza, Shared};
+
+/// How long a request waits for the sessions it ends (or for archive writes) before going on
+/// without them; well under the CLI's 30 s.
+const END_WAIT: Duration = Duration::from_secs(10);
+
+/// The stream error text of sessions ended by `herald user remove`.
+pub const ACCOUNT_REMOVED: &str = "account removed";
+/// The stream error text of sessions ended by `herald user passwd`.
+pub const PASSWORD_CHANGED: &str = "password changed";
 
 /// Listens until shutdown. A stale socket file from a crashed server is replaced.
 pub async fn run(shared: Arc<Shared>) {
@@ -84,7 +100,110 @@ async fn handle(shared: &Arc<Shared>, line: &str) -> String {
             let _ = rx.await;
             "ok".into()
         }
+        ["user-remove", user] => remove_user(shared, user).await,
+        ["password-changed", user] => match account_exists(shared, user).await {
+            Ok(()) => format!("ok {}", end_sessions(shared, user, PASSWORD_CHANGED).await),
+            Err(e) => e,
+        },
         _ => "error unknown command".into(),
+    }
+}
+
+async fn account_exists(shared: &Arc<Shared>, user: &str) -> Result<(), String> {
+    let u = user.to_string();
+    match shared.db(move |s| s.account_exists(&u)).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err("error no such user".into()),
+        Err(e) => Err(format!("error {e}")),
+    }
+}
+
+fn not_authorized(text: &str) -> SessionMsg {
+    SessionMsg::Kick(StreamError::new(
+        StreamErrorCondition::NotAuthorized,
+        Some(text.to_string()),
+    ))
+}
+
+/// Ends every session of `user`, connected or hibernated, with `not-authorized` (`text`):
+/// resumption is refused from now on, and each session ends in its own task, handing on its
+/// queue as on any end (never to another session this ends). Returns how many there were,
+/// once they are over (or `END_WAIT` passed).
+async fn end_sessions(shared: &Arc<Shared>, user: &str, text: &str) -> usize {
+    let sessions = shared.router.resources(user);
+    let ids: Vec<u64> = sessions.iter().map(|r| r.session_id).collect();
+    shared.accounts.begin_ending(&ids);
+    shared.resumable_forget_user(user);
+    for r in &sessions {
+        let _ = r.tx.send_control(not_authorized(text));
+    }
+    if !shared.router.wait_unbound(user, &ids, END_WAIT).await {
+        tracing::warn!(%user, "sessions still ending; going on without them");
+    }
+    shared.accounts.finish_ending(&ids);
+    tracing::info!(%user, sessions = ids.len(), reason = text, "sessions ended by an admin");
+    ids.len()
+}
+
+/// `herald user remove` with the server running: the account is marked removed (nothing is
+/// stored for it, its JID reaches no session, a login racing this is ended at bind), its
+/// sessions end, its archive writes in flight land, and only then is it deleted with all its
+/// data; what the server cached of it goes too.
+async fn remove_user(shared: &Arc<Shared>, user: &str) -> String {
+    if let Err(e) = account_exists(shared, user).await {
+        return e;
+    }
+    shared.accounts.mark_removed(user, Removal::Ending);
+    let n = end_sessions(shared, user, ACCOUNT_REMOVED).await;
+    shared.archive_inflight.wait_idle(user, END_WAIT).await;
+    let u = user.to_string();
+    let deleted = shared
+        .db(move |s| {
+            // Read last: a registration its sessions enabled while ending is included.
+            let regs = s.push_registrations(&u)?;
+            match s.delete_account(&u) {
+                Ok(()) | Err(StoreError::NotFound) => Ok(regs),
+                Err(e) => Err(e),
+            }
+        })
+        .await;
+    let regs = match deleted {
+        Ok(r) => r,
+        Err(e) => {
+            shared.accounts.unmark_removed(user, Removal::Ending);
+            tracing::error!(error = %e, %user, "removing the account failed");
+            return format!("error {e}");
+        }
+    };
+    shared.accounts.mark_removed(user, Removal::Deleted);
+    shared.tombstones_forget_user(user);
+    shared.resumable_forget_user(user);
+    shared.mam_prefs.forget(user);
+    shared.blocklists.forget(user);
+    // The push task keeps registrations in memory: a new account under this JID must not
+    // inherit them.
+    let mut jids: Vec<String> = regs.into_iter().map(|r| r.jid).collect();
+    jids.sort();
+    jids.dedup();
+    for jid in jids {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        shared.push.send(PushEvent::Detach {
+            user: user.to_string(),
+            jid,
+            node: None,
+            reply: tx,
+        });
+        let _ = rx.await;
+    }
+    tracing::info!(%user, "account removed");
+    format!("ok {n}")
+}
+
+/// A session was just bound for `user`: if the account is being removed (its login raced
+/// the removal), it ends at once, like the account's other sessions.
+pub fn on_bind(shared: &Shared, user: &str, tx: &SessionTx) {
+    if shared.account_gone(user) {
+        let _ = tx.send_control(not_authorized(ACCOUNT_REMOVED));
     }
 }
 

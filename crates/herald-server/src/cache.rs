@@ -73,6 +73,16 @@ impl<T> UserCache<T> {
         }
     }
 
+    /// Forgets a user whose data is gone from the store (the account was removed): nothing
+    /// is cached for it, and nothing is stored either, so its next lookup is the default.
+    pub fn forget(&self, user: &str) {
+        let mut c = self.lock();
+        c.map.remove(user);
+        if let Some(set) = c.stored.as_mut() {
+            set.remove(user);
+        }
+    }
+
     /// The accounts that have a value in the store (read once at start, before any change).
     pub fn know_stored(&self, accounts: Vec<String>) {
         self.lock().stored = Some(accounts.into_iter().collect());
@@ -109,5 +119,17 @@ mod tests {
         assert!(c.get("a").is_none());
         c.invalidate("b");
         assert!(c.get("b").is_none());
+    }
+
+    #[test]
+    fn a_forgotten_user_gets_the_default() {
+        let c: UserCache<Vec<u8>> = UserCache::new(10);
+        c.put("a", vec![1]);
+        c.forget("a");
+        assert!(c.get("a").is_none(), "nothing known: read the store");
+        c.know_stored(vec!["b".into()]);
+        c.put("b", vec![2]);
+        c.forget("b");
+        assert_eq!(c.get("b").as_deref(), Some(&vec![]));
     }
 }

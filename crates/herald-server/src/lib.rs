@@ -2,6 +2,7 @@
 //! feature modules. Protocol rules that can be pure live in herald-proto, herald-session and
 //! herald-push; this crate wires them to sockets, timers and the store.
 
+pub mod accounts;
 pub mod admin;
 pub mod admin_socket;
 pub mod blocking;
@@ -36,7 +37,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use herald_proto::stream::Limits;
-use herald_store::{ArchiveStore, BlockStore, Store, StoreError};
+use herald_store::{AccountStore, ArchiveStore, BlockStore, Store, StoreError};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -79,6 +80,8 @@ pub struct Shared {
     pub blocklists: cache::UserCache<Vec<String>>,
     /// Server-to-server federation.
     pub s2s: s2s::S2s,
+    /// Accounts removed and sessions being ended by admin commands.
+    pub accounts: accounts::AccountChanges,
     resumable: std::sync::Mutex<std::collections::HashMap<String, session::Resumable>>,
     tombstones: std::sync::Mutex<herald_session::sm::Tombstones>,
     /// Which session is delivering each user's offline store (see `offline::claim`).
@@ -136,8 +139,21 @@ impl Shared {
             .remove(id);
     }
 
-    /// Remembers the last h of an ended session of `bare` (for `<failed h/>`).
+    /// Forgets every resumable session of `bare`: a `<resume/>` naming one fails from now on
+    /// (the sessions themselves are ended separately).
+    pub fn resumable_forget_user(&self, bare: &str) {
+        self.resumable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, r| r.bare != bare);
+    }
+
+    /// Remembers the last h of an ended session of `bare` (for `<failed h/>`), unless the
+    /// account was removed.
     pub fn tombstone_insert(&self, id: &str, bare: &str, h: u32) {
+        if self.account_gone(bare) {
+            return;
+        }
         self.tombstones
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -151,6 +167,43 @@ impl Shared {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take(&tombstone_key(id, bare), std::time::Instant::now())
+    }
+
+    /// Forgets the h of every ended session of `bare` (a removed account).
+    pub fn tombstones_forget_user(&self, bare: &str) {
+        let prefix = tombstone_key("", bare);
+        self.tombstones
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .forget_where(|k| k.starts_with(&prefix));
+    }
+
+    /// Whether `bare` is an account an admin removed while the server runs (`herald user
+    /// remove`): from the moment its sessions start ending, nothing is stored for it and its
+    /// JID reaches no session. One created again under the same JID is a new account, with
+    /// nothing cached of the old one. Costs one atomic load unless some account was removed.
+    pub fn account_gone(&self, bare: &str) -> bool {
+        match self.accounts.removal(bare) {
+            None => false,
+            Some(accounts::Removal::Ending) => true,
+            Some(accounts::Removal::Deleted) => match self.db_read(|s| s.account_exists(bare)) {
+                Ok(false) => true,
+                Ok(true) => {
+                    if self
+                        .accounts
+                        .unmark_removed(bare, accounts::Removal::Deleted)
+                    {
+                        self.mam_prefs.forget(bare);
+                        self.blocklists.forget(bare);
+                    }
+                    false
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "account lookup failed");
+                    true
+                }
+            },
+        }
     }
 
     /// Runs a short read on the calling thread. Point lookups on indexed keys are served from
@@ -246,6 +299,7 @@ pub async fn start_with_store(cfg: Config, store: Store) -> anyhow::Result<Runni
         mam_prefs: cache::UserCache::new(100_000),
         blocklists: cache::UserCache::new(100_000),
         s2s,
+        accounts: Default::default(),
         resumable: Default::default(),
         tombstones: std::sync::Mutex::new(tombstones),
         offline_claims: Default::default(),

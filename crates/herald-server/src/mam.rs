@@ -144,7 +144,7 @@ pub async fn stamp_incoming(
     routing_id: u64,
     el: &mut Element,
 ) -> Option<Pending> {
-    if !xm::is_archivable(el) {
+    if !xm::is_archivable(el) || shared.account_gone(user) {
         return None;
     }
     let from = stanza::from(el).ok().flatten()?;
@@ -174,7 +174,7 @@ pub async fn stamp_outgoing(
     to: &Jid,
     el: &Element,
 ) -> Option<Pending> {
-    if !xm::is_archivable(el) || to.to_bare().as_str() == user {
+    if !xm::is_archivable(el) || to.to_bare().as_str() == user || shared.account_gone(user) {
         return None;
     }
     if !prefs_allow(shared, user, to.to_bare().as_str()).await {
@@ -204,6 +204,11 @@ pub async fn commit(shared: &Arc<Shared>, p: Pending) {
         info,
         _inflight,
     } = p;
+    // Still counted in flight here: an account removal either sees this write (and waits for
+    // it before deleting the account's data) or is seen by this check.
+    if shared.account_gone(&user) {
+        return;
+    }
     let (tx, committed) = tokio::sync::oneshot::channel();
     // The push event needs the account after the write consumed it: copied only then.
     let push = info.map(|i| (shared.clone(), user.clone(), i));

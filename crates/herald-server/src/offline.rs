@@ -30,6 +30,10 @@ pub fn worth_storing(el: &Element) -> bool {
 
 /// A message for `bare` found no available resource (RFC 6121 §8.5.2.2.1).
 pub async fn no_available_resource(shared: &Arc<Shared>, bare: &str, r: Routed) {
+    if shared.account_gone(bare) {
+        // Removed while this was on its way: RFC 6121 §8.5.1, as for any unknown account.
+        return routing::bounce(shared, &r.el, StanzaErrorCondition::ServiceUnavailable).await;
+    }
     match stanza::typ(&r.el) {
         "groupchat" => {
             // Rule c's twin: a groupchat message to the bare JID with no session wakes devices.
@@ -92,7 +96,10 @@ async fn store(shared: &Arc<Shared>, bare: &str, r: Routed) {
 /// A stanza left unacknowledged when a session ended (XEP-0198 expiry, close, conflict):
 /// never silently lost — already archived messages are dropped quietly (the client will find
 /// them in MAM), others go offline if the user has no other available resource, else back to
-/// the sender with `recipient-unavailable`.
+/// the sender with `recipient-unavailable`. Sessions an admin command is ending (`herald user
+/// passwd`) do not count as other resources. For a removed account nothing is kept: its
+/// messages (archived ones too: the archive went with the account) and requests go back to
+/// their senders with `service-unavailable`.
 pub async fn undelivered(shared: &Arc<Shared>, bare: &str, o: Out, ended: u64) {
     if o.id == 0 {
         return; // our own replies and pushes, not routed stanzas
@@ -102,8 +109,12 @@ pub async fn undelivered(shared: &Arc<Shared>, bare: &str, o: Out, ended: u64) {
             if crate::xep::carbons::is_carbon(&o.el) {
                 return; // a copy; the original went to its own recipient
             }
+            if shared.account_gone(bare) {
+                return routing::bounce(shared, &o.el, StanzaErrorCondition::ServiceUnavailable)
+                    .await;
+            }
             let mut others = shared.router.resources(bare);
-            others.retain(|r| r.session_id != ended);
+            others.retain(|r| r.session_id != ended && !shared.accounts.is_ending(r.session_id));
             if archived_for(&o.el, bare) {
                 return;
             }

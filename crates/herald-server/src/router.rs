@@ -80,6 +80,8 @@ pub type ComponentTx = mpsc::Sender<Element>;
 pub struct Router {
     users: RwLock<HashMap<String, Vec<ResourceEntry>>>,
     components: RwLock<HashMap<String, ComponentTx>>,
+    /// Woken whenever a resource is unbound (for [`Router::wait_unbound`]).
+    unbound: tokio::sync::Notify,
 }
 
 impl Router {
@@ -136,6 +138,32 @@ impl Router {
                 users.remove(bare);
             }
         }
+        drop(users);
+        self.unbound.notify_waiters();
+    }
+
+    /// Waits (at most `limit`) until none of the sessions `ids` of `bare` is bound any more;
+    /// false on timeout.
+    pub async fn wait_unbound(&self, bare: &str, ids: &[u64], limit: std::time::Duration) -> bool {
+        tokio::time::timeout(limit, async {
+            loop {
+                // Registered before the check: an unbind in between still wakes it.
+                let unbound = self.unbound.notified();
+                if !self.any_bound(bare, ids) {
+                    return;
+                }
+                unbound.await;
+            }
+        })
+        .await
+        .is_ok()
+    }
+
+    fn any_bound(&self, bare: &str, ids: &[u64]) -> bool {
+        let users = self.users.read().unwrap_or_else(|e| e.into_inner());
+        users
+            .get(bare)
+            .is_some_and(|l| l.iter().any(|r| ids.contains(&r.session_id)))
     }
 
     /// Applies `f` to the entry of session `session_id`, if still bound.
@@ -285,6 +313,27 @@ mod tests {
         assert!(r.is_online("u@d"));
         r.unbind("u@d", "a", 2);
         assert!(!r.is_online("u@d"));
+    }
+
+    #[tokio::test]
+    async fn wait_unbound_returns_once_the_sessions_are_gone() {
+        let r = std::sync::Arc::new(Router::default());
+        let limit = std::time::Duration::from_secs(10);
+        assert!(r.wait_unbound("u@d", &[1], limit).await, "nothing bound");
+        r.bind("u@d", entry("a", 1, true, 0), 10).unwrap();
+        r.bind("u@d", entry("b", 2, true, 0), 10).unwrap();
+        let short = std::time::Duration::from_millis(20);
+        assert!(!r.wait_unbound("u@d", &[1, 2], short).await);
+        let waiter = tokio::spawn({
+            let r = r.clone();
+            async move { r.wait_unbound("u@d", &[1, 2], limit).await }
+        });
+        r.unbind("u@d", "a", 1);
+        r.unbind("u@d", "b", 2);
+        assert!(waiter.await.unwrap());
+        // Sessions not waited for do not hold it up.
+        r.bind("u@d", entry("c", 3, true, 0), 10).unwrap();
+        assert!(r.wait_unbound("u@d", &[1, 2], limit).await);
     }
 
     #[test]

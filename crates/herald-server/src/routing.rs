@@ -126,6 +126,10 @@ pub async fn bounce_wait(shared: &Arc<Shared>, el: &Element, cond: StanzaErrorCo
 }
 
 async fn user_exists(shared: &Arc<Shared>, bare: &str) -> bool {
+    // A removed account's sessions may still be ending: they are no reason to deliver.
+    if shared.account_gone(bare) {
+        return false;
+    }
     if shared.router.is_online(bare) {
         return true;
     }

@@ -104,6 +104,7 @@ pub async fn start(shared: Arc<Shared>, outcome: negotiate::Outcome) {
             span.record("jid", tracing::field::display(&jid));
             match Session::bind(shared, user, jid.clone(), conn) {
                 Ok(session) => {
+                    crate::admin_socket::on_bind(&session.shared, &session.bare, &session.tx);
                     let reply = Box::new(negotiate::bind_result(&request, &jid));
                     drop(request);
                     tokio::spawn(session.main(reply).instrument(span));

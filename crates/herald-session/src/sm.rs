@@ -638,6 +638,12 @@ impl Tombstones {
         (now < add(tomb.at, self.ttl)).then_some(tomb.h)
     }
 
+    /// Forgets every entry whose id `forget` matches (e.g. all of a removed account's).
+    pub fn forget_where(&mut self, mut forget: impl FnMut(&str) -> bool) {
+        self.entries.retain(|id, _| !forget(id));
+        self.compact();
+    }
+
     /// Entries held (expired ones are dropped at the next `insert`/`take`/`prune`).
     pub fn len(&self) -> usize {
         self.entries.len()

@@ -789,6 +789,23 @@ fn tombstone_reinsert_replaces_and_refreshes() {
 }
 
 #[test]
+fn tombstones_forget_what_matches_and_keep_order_for_the_rest() {
+    let t0 = Instant::now();
+    let mut ts = Tombstones::new(2, secs(3600));
+    ts.insert("gone a".into(), 1, t0);
+    ts.insert("kept b".into(), 2, t0 + secs(1));
+    ts.forget_where(|id| id.starts_with("gone "));
+    assert_eq!(ts.len(), 1);
+    assert_eq!(ts.take("gone a", t0 + secs(2)), None);
+    // The forgotten entry no longer counts against the bound: "kept b" stays the oldest.
+    ts.insert("kept c".into(), 3, t0 + secs(2));
+    ts.insert("kept d".into(), 4, t0 + secs(3));
+    assert_eq!(ts.take("kept b", t0 + secs(4)), None);
+    assert_eq!(ts.take("kept c", t0 + secs(4)), Some(3));
+    assert_eq!(ts.take("kept d", t0 + secs(4)), Some(4));
+}
+
+#[test]
 fn tombstones_with_zero_capacity_keep_nothing() {
     let t0 = Instant::now();
     let mut ts = Tombstones::new(0, secs(3600));

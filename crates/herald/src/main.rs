@@ -101,7 +101,7 @@ enum UserCmd {
         #[arg(long)]
         password: Option<String>,
     },
-    /// Change an account's password (from --password or stdin).
+    /// Change an account's password (from --password or stdin); ends its running sessions.
     Passwd {
         /// user@domain or user.
         jid: String,
@@ -109,7 +109,7 @@ enum UserCmd {
         #[arg(long)]
         password: Option<String>,
     },
-    /// Delete an account and all its data.
+    /// Delete an account and all its data; ends its running sessions first.
     Remove {
         /// user@domain or user.
         jid: String,
@@ -359,13 +359,19 @@ fn user(cfg: Config, cmd: UserCmd) -> Result<()> {
         UserCmd::Passwd { jid, password } => {
             let jid = admin::account_jid(&cfg, &jid)?;
             let password = read_password(password)?;
-            admin::set_password(&store, &jid, &password)?;
+            let ended = admin::change_password(&cfg, &store, &jid, &password)?;
             println!("password changed for {jid}");
+            if let Some(n) = ended {
+                println!("ended {n} running session(s)");
+            }
         }
         UserCmd::Remove { jid } => {
             let jid = admin::account_jid(&cfg, &jid)?;
-            admin::remove_user(&store, &jid)?;
+            let ended = admin::remove_account(&cfg, &store, &jid)?;
             println!("removed {jid}");
+            if let Some(n) = ended {
+                println!("ended {n} running session(s)");
+            }
         }
         UserCmd::List => {
             for u in admin::list_users(&store)? {

@@ -350,3 +350,123 @@ fn roster_change_reaches_a_running_server_session() {
     assert!(roster_line(&e, "alice", "bob@localhost").is_some());
     let _ = Path::new("");
 }
+
+const STREAM: &str = "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>";
+/// PLAIN credentials: base64 of "\0alice\0pw", "\0bob\0pw", "\0bob\0new".
+const ALICE_PW: &str = "AGFsaWNlAHB3";
+const BOB_PW: &str = "AGJvYgBwdw==";
+const BOB_NEW: &str = "AGJvYgBuZXc=";
+
+/// Opens a stream and sends a PLAIN `<auth/>` (the test config allows it without TLS).
+fn auth(e: &Env, plain: &str) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", e.c2s_port())).unwrap();
+    s.write_all(STREAM.as_bytes()).unwrap();
+    read_until(&mut s, "</stream:features>");
+    let auth =
+        format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{plain}</auth>");
+    s.write_all(auth.as_bytes()).unwrap();
+    s
+}
+
+/// A client logged in, bound to `resource` and available, once the server has seen it all.
+fn login(e: &Env, plain: &str, resource: &str) -> TcpStream {
+    let mut s = auth(e, plain);
+    read_until(&mut s, "success");
+    s.write_all(STREAM.as_bytes()).unwrap();
+    read_until(&mut s, "</stream:features>");
+    let bind = format!("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq><presence/><iq type='get' id='ready'><ping xmlns='urn:xmpp:ping'/></iq>");
+    s.write_all(bind.as_bytes()).unwrap();
+    read_until(&mut s, "id='ready'");
+    s
+}
+
+/// Reads until the server closes the connection (or panics after 10 s); returns what it sent.
+fn read_to_close(s: &mut TcpStream) -> String {
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let start = Instant::now();
+    let mut got = String::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "still open; got {got}"
+        );
+        match s.read(&mut buf) {
+            Ok(0) => return got,
+            Ok(n) => got.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return got,
+        }
+    }
+}
+
+/// Whether `got` holds a stream error `condition` with `text`.
+fn stream_error(got: &str, condition: &str, text: &str) -> bool {
+    got.split("<stream:error>")
+        .nth(1)
+        .is_some_and(|e| e.contains(&format!("<{condition} ")) && e.contains(text))
+}
+
+#[test]
+fn removing_a_user_ends_its_session_and_its_jid_is_unavailable() {
+    let e = Env::new();
+    e.ok(&["user", "add", "alice", "--password", "pw"]);
+    e.ok(&["user", "add", "bob", "--password", "pw"]);
+    let _server = e.serve();
+    let mut bob = login(&e, BOB_PW, "phone");
+    let mut alice = login(&e, ALICE_PW, "desk");
+    let out = e.ok(&["user", "remove", "bob"]);
+    assert!(
+        out.contains("removed bob@localhost") && out.contains("ended 1 running session"),
+        "{out}"
+    );
+    let got = read_to_close(&mut bob);
+    assert!(
+        stream_error(&got, "not-authorized", "account removed"),
+        "{got}"
+    );
+    // The session was over before the command returned: the JID has no account now.
+    alice
+        .write_all(b"<message to='bob@localhost' id='m1' type='chat'><body>hi</body></message>")
+        .unwrap();
+    let got = read_until(&mut alice, "service-unavailable");
+    let bounce = got
+        .split("<message")
+        .find(|m| m.contains("id='m1'"))
+        .unwrap_or_else(|| panic!("no bounce of m1 in {got}"));
+    assert!(bounce.contains("type='error'"), "{bounce}");
+    assert!(bounce.contains("<error type='cancel'>"), "{bounce}");
+    assert_eq!(e.ok(&["user", "list"]), "alice@localhost\n");
+    assert!(e.fails(&["user", "remove", "bob"]).contains("no such user"));
+}
+
+#[test]
+fn changing_a_password_ends_the_sessions_and_the_new_one_logs_in() {
+    let e = Env::new();
+    e.ok(&["user", "add", "bob", "--password", "pw"]);
+    let _server = e.serve();
+    let mut bob = login(&e, BOB_PW, "phone");
+    let out = e.ok(&["user", "passwd", "bob", "--password", "new"]);
+    assert!(
+        out.contains("password changed for bob@localhost")
+            && out.contains("ended 1 running session"),
+        "{out}"
+    );
+    let got = read_to_close(&mut bob);
+    assert!(
+        stream_error(&got, "not-authorized", "password changed"),
+        "{got}"
+    );
+    let mut old = auth(&e, BOB_PW);
+    let got = read_until(&mut old, "</failure>");
+    assert!(got.contains("not-authorized"), "{got}");
+    let mut bob = login(&e, BOB_NEW, "phone");
+    bob.write_all(b"<iq type='get' id='again'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .unwrap();
+    read_until(&mut bob, "id='again'");
+}
