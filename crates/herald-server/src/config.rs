@@ -75,6 +75,8 @@ pub struct Config {
     pub domain: String,
     /// Where the database, the generated certificate and the admin socket live.
     pub data_dir: PathBuf,
+    /// How long a shutdown waits for the sessions to be saved or ended.
+    pub shutdown_timeout: Dur,
     /// Client connections.
     pub c2s: C2sConfig,
     /// Certificate.
@@ -160,6 +162,7 @@ impl Default for Config {
         Config {
             domain: "localhost".into(),
             data_dir: PathBuf::from("./herald-data"),
+            shutdown_timeout: Dur(Duration::from_secs(10)),
             c2s: C2sConfig::default(),
             tls: TlsConfig::default(),
             components: ComponentsConfig::default(),
@@ -431,6 +434,8 @@ pub struct PushConfig {
     /// Publishes awaiting an answer or a retry, over all app servers; beyond, new ones are
     /// dropped.
     pub max_pending: usize,
+    /// After a crash, wake pushes per second to the users whose sessions were lost.
+    pub restart_wake_rate: u32,
 }
 
 impl Default for PushConfig {
@@ -448,6 +453,7 @@ impl Default for PushConfig {
             max_attempts: 3,
             retry_backoff: Dur(Duration::from_secs(5)),
             max_pending: 10_000,
+            restart_wake_rate: 100,
         }
     }
 }
@@ -640,6 +646,12 @@ impl Config {
         if self.push.max_pending == 0 {
             return Err(bad("push.max_pending", "must be at least 1".into()));
         }
+        if self.push.restart_wake_rate == 0 {
+            return Err(bad("push.restart_wake_rate", "must be at least 1".into()));
+        }
+        if self.shutdown_timeout.0.is_zero() {
+            return Err(bad("shutdown_timeout", "must be more than 0".into()));
+        }
         if self.push.retry_backoff.0.is_zero() {
             return Err(bad("push.retry_backoff", "must be more than 0".into()));
         }
@@ -788,6 +800,8 @@ wake_before_expiry = true
             ),
             ("[push]\nmax_attempts = 0\n", "push.max_attempts"),
             ("[push]\nmax_pending = 0\n", "push.max_pending"),
+            ("[push]\nrestart_wake_rate = 0\n", "push.restart_wake_rate"),
+            ("shutdown_timeout = \"0s\"\n", "shutdown_timeout"),
             ("[push]\nretry_backoff = \"0s\"\n", "push.retry_backoff"),
         ] {
             let e = Config::parse(text, "f.toml").unwrap_err().to_string();

@@ -19,6 +19,7 @@ pub mod mam;
 pub mod message;
 pub mod negotiate;
 pub mod offline;
+pub mod persist;
 pub mod presence;
 pub mod push;
 pub mod roster;
@@ -32,7 +33,7 @@ pub mod tls_io;
 pub mod xep;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -84,6 +85,9 @@ pub struct Shared {
     pub accounts: accounts::AccountChanges,
     resumable: std::sync::Mutex<std::collections::HashMap<String, session::Resumable>>,
     tombstones: std::sync::Mutex<herald_session::sm::Tombstones>,
+    /// Session tasks running (live or hibernated), for a shutdown to wait on.
+    sessions_live: AtomicUsize,
+    sessions_changed: tokio::sync::Notify,
     /// Which session is delivering each user's offline store (see `offline::claim`).
     pub(crate) offline_claims: std::sync::Mutex<std::collections::HashMap<String, u64>>,
     next_id: AtomicU64,
@@ -217,6 +221,51 @@ impl Shared {
         f(&self.store)
     }
 
+    /// A session task started.
+    pub(crate) fn session_started(&self) {
+        self.sessions_live.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A session task ended.
+    pub(crate) fn session_finished(&self) {
+        self.sessions_live.fetch_sub(1, Ordering::AcqRel);
+        self.sessions_changed.notify_waiters();
+    }
+
+    /// Session tasks still running.
+    pub fn sessions_running(&self) -> usize {
+        self.sessions_live.load(Ordering::Acquire)
+    }
+
+    /// Waits until no session task runs, or `limit` passed; true if none runs.
+    async fn sessions_finished(&self, limit: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let changed = self.sessions_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.sessions_running() == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return self.sessions_running() == 0;
+            }
+        }
+    }
+
+    /// Whether the server is shutting down.
+    pub fn is_stopping(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// A tombstone loaded from the store (or made from a session that will not run again).
+    pub(crate) fn tombstone_restore(&self, id: &str, bare: &str, h: u32, at: std::time::Instant) {
+        self.tombstones
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(tombstone_key(id, bare), h, at);
+    }
+
     /// A receiver that turns true when the server shuts down.
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.clone()
@@ -241,24 +290,49 @@ pub struct Running {
     pub s2s_addr: Option<SocketAddr>,
     /// Bound s2s direct TLS (XEP-0368) address.
     pub s2s_direct_tls_addr: Option<SocketAddr>,
+    /// What start-up did with the sessions saved by the previous run.
+    pub loaded: persist::Loaded,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    push_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
-    /// Stops accepting, ends every session with `system-shutdown`, and waits briefly.
+    /// A graceful stop: stops accepting; saves every resumable session for the next start
+    /// (its client sees a lost connection and resumes later) and ends the others with
+    /// `system-shutdown`, storing offline what they had not delivered; waits for that, at
+    /// most `shutdown_timeout`; drains the archive writer and the push statistics; records
+    /// that the stop was clean (so the next start restores the saved sessions).
     pub async fn stop(self) {
-        let _ = self.shutdown.send(true);
-        for s in self.shared.router.all_sessions() {
-            let _ = s.tx.send_control(router::SessionMsg::Kick(
-                herald_proto::error::StreamError::new(
-                    herald_proto::error::StreamErrorCondition::SystemShutdown,
-                    None,
-                ),
-            ));
-        }
-        for t in self.tasks {
+        let Running {
+            shared,
+            shutdown,
+            tasks,
+            push_task,
+            ..
+        } = self;
+        for t in &tasks {
             t.abort();
+        }
+        let _ = shutdown.send(true);
+        let limit = shared.cfg.shutdown_timeout.0;
+        if !shared.sessions_finished(limit).await {
+            tracing::warn!(
+                left = shared.sessions_running(),
+                "shutdown_timeout passed with sessions still running"
+            );
+        }
+        shared.archive.flush().await;
+        shared.push.stop().await;
+        if let Some(t) = push_task {
+            let _ = t.await;
+        }
+        match shared
+            .db(|s| herald_store::SessionStore::set_flag(s, persist::CLEAN_STOP, Some("1")))
+            .await
+        {
+            Ok(()) => tracing::info!("stopped cleanly"),
+            Err(e) => tracing::error!(error = %e, "could not record the clean stop"),
         }
     }
 }
@@ -303,6 +377,8 @@ pub async fn start_with_store(cfg: Config, store: Store) -> anyhow::Result<Runni
         resumable: Default::default(),
         tombstones: std::sync::Mutex::new(tombstones),
         offline_claims: Default::default(),
+        sessions_live: AtomicUsize::new(0),
+        sessions_changed: tokio::sync::Notify::new(),
         cfg,
         router: router::Router::default(),
         store,
@@ -329,12 +405,23 @@ pub async fn start_with_store(cfg: Config, store: Store) -> anyhow::Result<Runni
         component_addr: None,
         s2s_addr: None,
         s2s_direct_tls_addr: None,
+        loaded: persist::Loaded::default(),
         shutdown: shutdown_tx,
         tasks: Vec::new(),
+        push_task: Some(tokio::spawn(push::run(shared.clone(), push_rx))),
     };
-    running
-        .tasks
-        .push(tokio::spawn(push::run(shared.clone(), push_rx)));
+    // Before anything is accepted: a client resuming at once must find its session.
+    running.loaded = persist::load(&shared)
+        .await
+        .context("loading the sessions saved by the previous run")?;
+    if running.loaded != persist::Loaded::default() {
+        tracing::info!(
+            restored = running.loaded.restored,
+            recovered = running.loaded.recovered,
+            woken = running.loaded.to_wake,
+            "sessions of the previous run"
+        );
+    }
     running
         .tasks
         .push(tokio::spawn(mam::retention(shared.clone())));

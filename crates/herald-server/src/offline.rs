@@ -44,11 +44,12 @@ pub async fn no_available_resource(shared: &Arc<Shared>, bare: &str, r: Routed) 
             });
         }
         "headline" | "error" => {}
-        _ => store(shared, bare, r).await,
+        _ => store(shared, bare, r, true).await,
     }
 }
 
-async fn store(shared: &Arc<Shared>, bare: &str, r: Routed) {
+/// Stores a message offline; `push` fires rule c for it.
+async fn store(shared: &Arc<Shared>, bare: &str, r: Routed, push: bool) {
     if !worth_storing(&r.el) {
         return;
     }
@@ -63,6 +64,9 @@ async fn store(shared: &Arc<Shared>, bare: &str, r: Routed) {
     match shared.db(move |s| s.store_offline(&u, &xml, max)).await {
         Ok(_) => {
             tracing::debug!(user = %bare, "stored offline");
+            if !push {
+                return;
+            }
             let info = shared.push.info(r.id, &el);
             shared.push.send(PushEvent::StoredOffline {
                 user: bare.to_string(),
@@ -113,6 +117,13 @@ pub async fn undelivered(shared: &Arc<Shared>, bare: &str, o: Out, ended: u64) {
                 return routing::bounce(shared, &o.el, StanzaErrorCondition::ServiceUnavailable)
                     .await;
             }
+            if shared.is_stopping() {
+                // Shutdown: every session is ending; keep it rather than bounce it.
+                if archived_for(&o.el, bare) {
+                    return;
+                }
+                return store(shared, bare, Routed { id: o.id, el: o.el }, true).await;
+            }
             let mut others = shared.router.resources(bare);
             others.retain(|r| r.session_id != ended && !shared.accounts.is_ending(r.session_id));
             if archived_for(&o.el, bare) {
@@ -123,6 +134,30 @@ pub async fn undelivered(shared: &Arc<Shared>, bare: &str, o: Out, ended: u64) {
             } else {
                 routing::bounce(shared, &o.el, StanzaErrorCondition::RecipientUnavailable).await;
             }
+        }
+        Some(Kind::Iq) if matches!(stanza::typ(&o.el), "get" | "set") => {
+            routing::bounce(shared, &o.el, StanzaErrorCondition::ServiceUnavailable).await;
+        }
+        _ => {}
+    }
+}
+
+/// A stanza of a session lost in a crash (see `persist`): a message is kept for the user in
+/// offline storage — without a push of its own, the user's devices get one wake push — unless
+/// the user's archive has it; a request gets `service-unavailable`; anything else is dropped.
+pub async fn keep(shared: &Arc<Shared>, bare: &str, o: Out) {
+    if o.id == 0 {
+        return;
+    }
+    match stanza::kind(&o.el) {
+        Some(Kind::Message) => {
+            if crate::xep::carbons::is_carbon(&o.el) || archived_for(&o.el, bare) {
+                return;
+            }
+            if matches!(stanza::typ(&o.el), "groupchat" | "headline" | "error") {
+                return;
+            }
+            store(shared, bare, Routed { id: o.id, el: o.el }, false).await;
         }
         Some(Kind::Iq) if matches!(stanza::typ(&o.el), "get" | "set") => {
             routing::bounce(shared, &o.el, StanzaErrorCondition::ServiceUnavailable).await;

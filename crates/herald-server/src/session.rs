@@ -14,7 +14,7 @@ use herald_proto::stream::StreamEvent;
 use herald_proto::Element;
 use herald_session::csi::CsiBuffer;
 use herald_session::sm::{SmConfig, SmError, SmEvent, StreamManagement};
-use herald_store::OfflineStore;
+use herald_store::{OfflineStore, SessionStore};
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -213,6 +213,14 @@ pub struct Session {
     batching: bool,
     /// Stored stanzas still to deliver (boxed: almost always empty).
     backlog: Option<Box<Backlog>>,
+    /// The store holds this hibernated session (`sm_id`): stanzas queued while it sleeps are
+    /// written through, so a crash loses none of them (see `persist`).
+    persisted: bool,
+    /// Queued while hibernated, not yet written through (written after each event).
+    write_through: Vec<herald_store::SmQueued>,
+    /// Saved for the next start at shutdown: the session task ends without ending the
+    /// session (no unavailable broadcast, nothing handed on).
+    parked: bool,
     wbuf: Vec<u8>,
 }
 
@@ -288,6 +296,7 @@ impl Session {
             tx: tx.clone(),
         });
         let now = Instant::now();
+        shared.session_started();
         Ok(Box::new(Session {
             sm: StreamManagement::new(sm_config(&shared)),
             csi: CsiBuffer::new(shared.cfg.csi.max_buffer),
@@ -311,7 +320,125 @@ impl Session {
             batching: false,
             wbuf: Vec::new(),
             backlog: None,
+            persisted: false,
+            write_through: Vec::new(),
+            parked: false,
         }))
+    }
+
+    /// A hibernated session saved at the last clean shutdown, registered again (router,
+    /// resumption table, push) and started in a task of its own, waiting for `<resume/>`.
+    pub(crate) fn restore(
+        shared: Arc<Shared>,
+        saved: crate::persist::Restored,
+    ) -> Result<(), crate::persist::Restored> {
+        let crate::persist::Restored {
+            record,
+            queue,
+            state,
+            jid,
+        } = saved;
+        let (tx, rx) = crate::inbox::bounded(shared.cfg.limits.session_inbox);
+        let id = shared.next_id();
+        let bare = jid.to_bare().to_string();
+        let entry = ResourceEntry {
+            resource: jid.resource().to_string(),
+            session_id: id,
+            tx: tx.clone(),
+            priority: state.priority,
+            available: state.available,
+            carbons: state.carbons,
+            hibernated: true,
+        };
+        let max = shared.cfg.limits.max_sessions_per_account;
+        if !matches!(shared.router.bind(&bare, entry, max), Ok(Bound::Added)) {
+            return Err(crate::persist::Restored {
+                record,
+                queue,
+                state,
+                jid,
+            });
+        }
+        let now = std_now();
+        let left_ms = record
+            .expires_at
+            .saturating_sub(crate::persist::unix_millis());
+        let expiry = now + std::time::Duration::from_millis(u64::try_from(left_ms).unwrap_or(0));
+        let sm = StreamManagement::restore_hibernating(
+            sm_config(&shared),
+            record.inbound_h,
+            record.outbound_h,
+            queue,
+            expiry,
+            now,
+        );
+        shared.resumable_insert(
+            record.id.clone(),
+            Resumable {
+                bare: bare.clone(),
+                tx: tx.clone(),
+            },
+        );
+        shared.push.send(PushEvent::Restore {
+            user: bare.clone(),
+            session: id,
+            tx: tx.clone(),
+            push: state.push_state(),
+            expiry,
+        });
+        let mut presence = presence::SessionPresence {
+            last: state
+                .presence
+                .as_deref()
+                .and_then(stanza::Frozen::from_saved),
+            initial_sent: state.available,
+            interested: state.interested,
+            ..Default::default()
+        };
+        presence.directed.extend(state.directed);
+        let t = Instant::now();
+        shared.session_started();
+        let session = Box::new(Session {
+            sm,
+            csi: CsiBuffer::new(shared.cfg.csi.max_buffer),
+            shared,
+            id,
+            jid: jid.clone(),
+            bare,
+            conn: None,
+            tx,
+            rx,
+            available: state.available,
+            priority: state.priority,
+            carbons: state.carbons,
+            sm_id: Some(record.id),
+            spilled: Vec::new(),
+            last_read: t,
+            last_write: t,
+            presence,
+            deferred: mam::Deferred::default(),
+            batching: false,
+            wbuf: Vec::new(),
+            backlog: None,
+            persisted: true,
+            write_through: Vec::new(),
+            parked: false,
+        });
+        let span = tracing::info_span!("conn", kind = "c2s", jid = %jid);
+        tokio::spawn(session.main_restored().instrument(span));
+        Ok(())
+    }
+
+    /// A restored session's task: it waits hibernated, like any other after its link died.
+    async fn main_restored(mut self: Box<Self>) {
+        tracing::info!(
+            unacked = self.sm.unacked_len(),
+            "session restored, hibernated"
+        );
+        self.run().await;
+        if !self.parked {
+            Box::pin(self.end()).await;
+        }
     }
 
     /// The session's task: answers the bind request, serves the session, ends it.
@@ -327,7 +454,9 @@ impl Session {
         } else {
             self.conn = None;
         }
-        Box::pin(self.end()).await;
+        if !self.parked {
+            Box::pin(self.end()).await;
+        }
     }
 
     fn deadline(&self) -> Option<Instant> {
@@ -378,12 +507,11 @@ impl Session {
                 }
                 Ev::Read(Err(e)) => Box::pin(self.on_transport_error(e)).await,
                 Ev::Timer => Box::pin(self.on_timer()).await,
-                Ev::Shutdown => {
-                    let e = StreamError::new(StreamErrorCondition::SystemShutdown, None);
-                    Box::pin(self.fail(&e)).await;
-                    Flow::Stop
-                }
+                Ev::Shutdown => Box::pin(self.on_shutdown()).await,
             };
+            if !self.write_through.is_empty() {
+                Box::pin(self.flush_write_through()).await;
+            }
             if let Flow::Stop = flow {
                 return;
             }
@@ -562,6 +690,9 @@ impl Session {
         let now = std_now();
         let sleeping = self.conn.is_none() || self.sm.ack_overdue();
         let info = (sleeping && may_push && o.id != 0).then(|| self.shared.push.info(o.id, &o.el));
+        if self.persisted && self.conn.is_none() {
+            self.write_through.push(crate::persist::queued(&o));
+        }
         match self.sm.push_outbound(o, now) {
             Ok(request) => {
                 if let Some(info) = info {
@@ -640,12 +771,12 @@ impl Session {
             other => {
                 tracing::info!(error = %other, "connection lost");
                 self.conn = None;
-                self.hibernate_or_stop()
+                self.hibernate_or_stop().await
             }
         }
     }
 
-    fn hibernate_or_stop(&mut self) -> Flow {
+    async fn hibernate_or_stop(&mut self) -> Flow {
         let now = std_now();
         if self.sm.hibernate(now).is_err() {
             return Flow::Stop;
@@ -653,6 +784,9 @@ impl Session {
         tracing::info!(unacked = self.sm.unacked_len(), "session hibernated");
         // A sleeping device must not hold the offline store from the user's other devices.
         self.stop_backlog();
+        // Saved before anything else happens to it: from now on a crash loses none of its
+        // queue (what arrives while it sleeps is written through).
+        self.save(None).await;
         self.shared.router.set_hibernated(&self.bare, self.id, true);
         let unacked = self.unacked_infos();
         self.shared.push.send(PushEvent::HibernationStarted {
@@ -660,6 +794,170 @@ impl Session {
             unacked,
         });
         Flow::Continue
+    }
+
+    /// This session as the store keeps it (None: not resumable).
+    fn saved(
+        &self,
+        push: Option<herald_push::engine::SessionPush>,
+    ) -> Option<herald_store::SavedSession> {
+        let id = self.sm_id.clone()?;
+        let deadline = self.sm.hibernation_deadline()?;
+        let left = deadline.saturating_duration_since(std_now());
+        let expires_at = crate::persist::unix_millis()
+            .saturating_add(i64::try_from(left.as_millis()).unwrap_or(i64::MAX));
+        let state = crate::persist::SavedState {
+            available: self.available,
+            priority: self.priority,
+            presence: self.presence.last.as_ref().map(|f| f.as_str().to_string()),
+            interested: self.presence.interested,
+            carbons: self.carbons,
+            directed: self.presence.directed.iter().cloned().collect(),
+            push: push.map(crate::persist::SavedPush::from),
+        };
+        Some(herald_store::SavedSession {
+            record: herald_store::SmSessionRecord {
+                id,
+                account: self.bare.clone(),
+                resource: self.jid.resource().to_string(),
+                inbound_h: self.sm.inbound_h(),
+                outbound_h: self.sm.outbound_h(),
+                expires_at,
+                state: state.encode(),
+            },
+            queue: self.sm.unacked().map(crate::persist::queued).collect(),
+        })
+    }
+
+    /// Writes this hibernated session with its whole queue to the store.
+    async fn save(&mut self, push: Option<herald_push::engine::SessionPush>) -> bool {
+        if self.shared.account_gone(&self.bare) {
+            return false;
+        }
+        let Some(rec) = self.saved(push) else {
+            return false;
+        };
+        self.write_through.clear();
+        match self
+            .shared
+            .db(move |s| s.save_sm_sessions(std::slice::from_ref(&rec)))
+            .await
+        {
+            Ok(()) => {
+                self.persisted = true;
+                true
+            }
+            Err(e) => {
+                // It lives on in memory; only a crash would now lose its queue.
+                tracing::error!(error = %e, "saving the hibernated session failed");
+                self.persisted = false;
+                false
+            }
+        }
+    }
+
+    /// Writes what was queued while hibernated to the saved session.
+    async fn flush_write_through(&mut self) {
+        let items = std::mem::take(&mut self.write_through);
+        if !self.persisted || items.is_empty() {
+            return;
+        }
+        let Some(id) = self.sm_id.clone() else {
+            return;
+        };
+        let out_h = self.sm.outbound_h();
+        match self
+            .shared
+            .db(move |s| s.append_sm_queue(&id, &items, out_h))
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => self.persisted = false,
+            Err(e) => {
+                tracing::error!(error = %e, "writing queued stanzas through failed");
+            }
+        }
+    }
+
+    /// Forgets the saved copy (resumed, or ended).
+    async fn unsave(&mut self) {
+        self.write_through.clear();
+        if !std::mem::take(&mut self.persisted) {
+            return;
+        }
+        let Some(id) = self.sm_id.clone() else {
+            return;
+        };
+        if let Err(e) = self.shared.db(move |s| s.delete_sm_session(&id)).await {
+            // At the next start it is handled as a session of a crashed run (tombstone,
+            // queue to offline storage): a duplicate at worst, never a loss.
+            tracing::error!(error = %e, "deleting the saved session failed");
+        }
+    }
+
+    /// The server stops. A resumable session is saved for the next start: to its client this
+    /// is a lost connection (no stream error, no stream close: clients start a fresh session
+    /// after `system-shutdown` or `</stream:stream>`), and it resumes once the server is
+    /// back, with every stanza it had not acknowledged. Any other session ends with
+    /// `system-shutdown`; what it had not delivered is stored offline.
+    async fn on_shutdown(&mut self) -> Flow {
+        if !self.sm.is_resumable() || self.sm_id.is_none() || self.shared.account_gone(&self.bare) {
+            let e = StreamError::new(StreamErrorCondition::SystemShutdown, None);
+            self.fail(&e).await;
+            return Flow::Stop;
+        }
+        // What a batch collected would be lost with the connection: it goes out first.
+        let out = std::mem::take(&mut self.wbuf);
+        self.batching = false;
+        if let Some(mut c) = self.conn.take() {
+            if !out.is_empty() {
+                let _ = c.write_raw(&out).await;
+            }
+            drop(c);
+        }
+        let now = std_now();
+        if self.sm.hibernate(now).is_err() {
+            return Flow::Stop;
+        }
+        self.deferred.settle().await;
+        self.stop_backlog();
+        // Held by CSI or still in the inbox: queued like anything that reaches a sleeping
+        // session, so the resumed client gets them.
+        let mut pending: Vec<Out> = self.csi.take_held();
+        self.rx.close();
+        while let Some(m) = self.rx.try_recv() {
+            match m {
+                SessionMsg::Stanza(r) => pending.push(Out {
+                    id: r.id,
+                    el: r.el,
+                    at: delay::now_micros(),
+                    offline: None,
+                }),
+                SessionMsg::Resume { conn, .. } => drop(conn),
+                _ => {}
+            }
+        }
+        for o in pending {
+            if self.sm.is_full() {
+                self.spilled.push(o);
+            } else if let Err(e) = self.sm.push_outbound(o, now) {
+                tracing::error!(error = %e, "stream management refused a stanza");
+            }
+        }
+        let push = self.shared.push.session_push(self.id).await;
+        if !self.save(push).await {
+            return Flow::Stop; // `end` hands the queue on as usual
+        }
+        let spilled = std::mem::take(&mut self.spilled);
+        for o in spilled {
+            offline::undelivered(&self.shared, &self.bare, o, self.id).await;
+        }
+        tracing::info!(
+            unacked = self.sm.unacked_len(),
+            "session saved for the next start"
+        );
+        self.parked = true;
+        Flow::Stop
     }
 
     fn unacked_infos(&self) -> Vec<herald_push::StanzaInfo> {
@@ -710,7 +1008,7 @@ impl Session {
                 let e = StreamError::new(StreamErrorCondition::ConnectionTimeout, None);
                 conn.fail(self.jid.domain().as_str(), &e).await;
             }
-            return self.hibernate_or_stop();
+            return self.hibernate_or_stop().await;
         }
         if now >= self.last_write + c.keepalive_interval.0 {
             // RFC 6120 §4.6.1: whitespace keepalive.
@@ -742,6 +1040,7 @@ impl Session {
                 let rows: Vec<i64> = acked.iter().filter_map(|o| o.offline).collect();
                 drop(acked);
                 self.delete_offline(rows).await;
+                self.unsave().await;
                 if let Some(mut old) = self.conn.take() {
                     // XEP-0198 §5: the old connection is superseded (only once the new one
                     // is accepted: a failed resumption leaves the session as it was).
@@ -845,9 +1144,16 @@ impl Session {
             .unbind(&self.bare, self.jid.resource().as_str(), self.id);
         self.stop_backlog();
         let last_h = self.sm.inbound_h();
+        self.unsave().await;
         if let Some(id) = self.sm_id.take() {
             self.shared.resumable_remove(&id);
             self.shared.tombstone_insert(&id, &self.bare, last_h);
+            if !self.shared.account_gone(&self.bare) {
+                let t = vec![(self.bare.clone(), id, last_h, crate::persist::unix_millis())];
+                if let Err(e) = self.shared.db(move |s| s.save_tombstones(&t)).await {
+                    tracing::warn!(error = %e, "saving the tombstone failed");
+                }
+            }
         }
         self.rx.close();
         while let Some(m) = self.rx.try_recv() {
@@ -1214,6 +1520,12 @@ impl Session {
     /// The session id.
     pub fn id(&self) -> u64 {
         self.id
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.shared.session_finished();
     }
 }
 
