@@ -11,7 +11,7 @@ use crate::Config;
 
 /// Opens the configured store.
 pub fn open_store(cfg: &Config) -> Result<Store> {
-    Store::open(&cfg.data_dir)
+    Store::open_with(&cfg.data_dir, &cfg.store.options())
         .with_context(|| format!("opening the store in {}", cfg.data_dir.display()))
 }
 

@@ -77,6 +77,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// How long a shutdown waits for the sessions to be saved or ended.
     pub shutdown_timeout: Dur,
+    /// The database.
+    pub store: StoreConfig,
     /// Client connections.
     pub c2s: C2sConfig,
     /// Certificate.
@@ -163,6 +165,7 @@ impl Default for Config {
             domain: "localhost".into(),
             data_dir: PathBuf::from("./herald-data"),
             shutdown_timeout: Dur(Duration::from_secs(10)),
+            store: StoreConfig::default(),
             c2s: C2sConfig::default(),
             tls: TlsConfig::default(),
             components: ComponentsConfig::default(),
@@ -175,6 +178,37 @@ impl Default for Config {
             push: PushConfig::default(),
             hosts: Vec::new(),
             s2s: S2sConfig::default(),
+        }
+    }
+}
+
+/// `[store]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// "normal": a commit survives a crash of the process (SQLite `synchronous=NORMAL`);
+    /// "full": every commit is fsynced and also survives power loss (`synchronous=FULL`).
+    pub durability: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            durability: "normal".into(),
+        }
+    }
+}
+
+impl StoreConfig {
+    /// The options to open the store with.
+    pub fn options(&self) -> herald_store::StoreOptions {
+        let durability = match self.durability.as_str() {
+            "full" => herald_store::Durability::Full,
+            _ => herald_store::Durability::Normal,
+        };
+        herald_store::StoreOptions {
+            durability,
+            ..Default::default()
         }
     }
 }
@@ -500,6 +534,12 @@ impl Config {
                 format!("{:?} is not a valid domain", self.domain),
             ));
         }
+        if !matches!(self.store.durability.as_str(), "normal" | "full") {
+            return Err(bad(
+                "store.durability",
+                format!("{:?}: expected normal or full", self.store.durability),
+            ));
+        }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return Err(bad(
                 "tls",
@@ -710,6 +750,29 @@ mod tests {
             Duration::from_secs(72 * 3600)
         );
         assert_eq!(c.mam.max_age.0, Duration::from_secs(365 * 86400));
+        assert_eq!(c.store.durability, "normal");
+        assert_eq!(
+            c.store.options().durability,
+            herald_store::Durability::Normal
+        );
+    }
+
+    #[test]
+    fn store_durability_parses() {
+        for (text, want) in [
+            ("[store]\n", herald_store::Durability::Normal),
+            (
+                "[store]\ndurability = \"normal\"\n",
+                herald_store::Durability::Normal,
+            ),
+            (
+                "[store]\ndurability = \"full\"\n",
+                herald_store::Durability::Full,
+            ),
+        ] {
+            let c = Config::parse(text, "t.toml").unwrap();
+            assert_eq!(c.store.options().durability, want, "{text:?}");
+        }
     }
 
     #[test]
@@ -803,6 +866,9 @@ wake_before_expiry = true
             ("[push]\nrestart_wake_rate = 0\n", "push.restart_wake_rate"),
             ("shutdown_timeout = \"0s\"\n", "shutdown_timeout"),
             ("[push]\nretry_backoff = \"0s\"\n", "push.retry_backoff"),
+            ("[store]\ndurability = \"off\"\n", "store.durability"),
+            ("[store]\ndurability = \"FULL\"\n", "store.durability"),
+            ("[store]\nfsync = true\n", "fsync"),
         ] {
             let e = Config::parse(text, "f.toml").unwrap_err().to_string();
             assert!(e.contains(key), "{text:?} → {e}");

@@ -340,7 +340,8 @@ impl Running {
 /// Opens the store, prepares TLS, binds the listeners and starts accepting.
 pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     let data_dir = cfg.data_dir.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&data_dir))
+    let options = cfg.store.options();
+    let store = tokio::task::spawn_blocking(move || Store::open_with(&data_dir, &options))
         .await
         .context("store task")?
         .with_context(|| format!("opening the store in {}", cfg.data_dir.display()))?;
@@ -462,5 +463,41 @@ async fn bind(addr: Option<SocketAddr>, key: &str) -> anyhow::Result<Option<TcpL
                 .await
                 .with_context(|| format!("{key}: cannot listen on {a}"))?,
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `[store] durability` reaches the store the server opens.
+    #[tokio::test]
+    async fn the_configured_durability_reaches_the_store() {
+        for (durability, synchronous) in [("normal", 1), ("full", 2)] {
+            let dir = tempfile::tempdir().unwrap();
+            let cfg = Config {
+                data_dir: dir.path().join("data"),
+                store: config::StoreConfig {
+                    durability: durability.into(),
+                },
+                c2s: config::C2sConfig {
+                    listen: None,
+                    direct_tls_listen: None,
+                    ..Default::default()
+                },
+                components: config::ComponentsConfig {
+                    listen: None,
+                    ..Default::default()
+                },
+                ..Config::default()
+            };
+            let running = start(cfg).await.unwrap();
+            assert_eq!(
+                running.shared.store.synchronous().unwrap(),
+                synchronous,
+                "{durability}"
+            );
+            running.stop().await;
+        }
     }
 }

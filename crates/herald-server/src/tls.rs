@@ -1,5 +1,6 @@
 //! TLS: the rustls server configuration from the configured certificate, or from a
-//! self-signed one made in `data_dir` on first start and reused afterwards.
+//! self-signed one made in `data_dir`, reused afterwards and renewed at start when it no
+//! longer names every served domain or is about to expire.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,35 +10,133 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use time::OffsetDateTime;
 
 use crate::config::Config;
+
+/// How long a self-signed certificate is valid from when it is made.
+const SELF_SIGNED_VALIDITY: time::Duration = time::Duration::days(365);
+/// A self-signed certificate that expires within this long is renewed at start.
+const RENEW_BEFORE: time::Duration = time::Duration::days(30);
 
 /// Paths of the self-signed certificate and key kept in `data_dir`.
 pub fn self_signed_paths(data_dir: &Path) -> (PathBuf, PathBuf) {
     (data_dir.join("cert.pem"), data_dir.join("key.pem"))
 }
 
-/// Makes (once) and returns the certificate and key paths to use.
+/// Returns the certificate and key paths to use: the configured ones as they are, else the
+/// self-signed ones in `data_dir`, made if absent and renewed if they do not name every
+/// served domain or expire within [`RENEW_BEFORE`].
 pub fn ensure_certificate(cfg: &Config) -> anyhow::Result<(PathBuf, PathBuf)> {
     if let (Some(c), Some(k)) = (&cfg.tls.cert, &cfg.tls.key) {
         return Ok((c.clone(), k.clone()));
     }
     let (cert, key) = self_signed_paths(&cfg.data_dir);
+    let names = self_signed_names(cfg);
+    let now = OffsetDateTime::now_utc();
     if cert.exists() && key.exists() {
-        return Ok((cert, key));
+        match renewal_reason(&cert, &names, now) {
+            None => return Ok((cert, key)),
+            Some(reason) => tracing::info!(
+                cert = %cert.display(),
+                %reason,
+                "renewing the self-signed certificate"
+            ),
+        }
     }
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data_dir {}", cfg.data_dir.display()))?;
-    let mut names = cfg.local_domains();
-    names.extend(cfg.components.component.iter().map(|c| c.domain.clone()));
-    let made = rcgen::generate_simple_self_signed(names).context("generating certificate")?;
-    std::fs::write(&cert, made.cert.pem())
-        .with_context(|| format!("writing {}", cert.display()))?;
-    write_private(&key, made.key_pair.serialize_pem().as_bytes())
+    let (cert_pem, key_pem) = make_self_signed(&names, now)?;
+    // The key first: a crash between the two writes leaves the old certificate, which still
+    // needs renewing (or is absent), so the next start makes a matching pair again.
+    write_private(&key, key_pem.as_bytes())
         .with_context(|| format!("writing {}", key.display()))?;
+    std::fs::write(&cert, cert_pem).with_context(|| format!("writing {}", cert.display()))?;
     tracing::info!(cert = %cert.display(), "made a self-signed certificate");
     Ok((cert, key))
+}
+
+/// The names of the self-signed certificate: the primary domain (also its CN), the
+/// `[[hosts]]` domains, then the component domains; each once, whatever its case.
+fn self_signed_names(cfg: &Config) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    let all = cfg
+        .local_domains()
+        .into_iter()
+        .chain(cfg.components.component.iter().map(|c| c.domain.clone()));
+    for n in all {
+        if !names.iter().any(|m| m.eq_ignore_ascii_case(&n)) {
+            names.push(n);
+        }
+    }
+    names
+}
+
+/// A self-signed certificate for `names` (the first is the CN), valid from a day before
+/// `now` (clocks differ) for [`SELF_SIGNED_VALIDITY`]; PEM certificate and key.
+fn make_self_signed(names: &[String], now: OffsetDateTime) -> anyhow::Result<(String, String)> {
+    let cn = names
+        .first()
+        .ok_or_else(|| anyhow!("no domain to certify"))?;
+    let mut params = rcgen::CertificateParams::new(names.to_vec()).context("certificate names")?;
+    let mut dn = rcgen::DistinguishedName::new();
+    dn.push(rcgen::DnType::CommonName, cn.as_str());
+    params.distinguished_name = dn;
+    params.not_before = now - time::Duration::days(1);
+    params.not_after = now + SELF_SIGNED_VALIDITY;
+    let key = rcgen::KeyPair::generate().context("generating a key")?;
+    let cert = params.self_signed(&key).context("generating certificate")?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// Why the self-signed certificate at `path` must be made anew, `None` if it can stay.
+fn renewal_reason(path: &Path, names: &[String], now: OffsetDateTime) -> Option<String> {
+    let der = match load_certs(path).map(|c| c.into_iter().next()) {
+        Ok(Some(der)) => der,
+        Ok(None) => return Some("no certificate in it".into()),
+        Err(e) => return Some(format!("{e:#}")),
+    };
+    let cert = match x509_parser::parse_x509_certificate(&der) {
+        Ok((_, c)) => c,
+        Err(e) => return Some(format!("unreadable certificate: {e}")),
+    };
+    let mut dns = Vec::new();
+    match cert.subject_alternative_name() {
+        Ok(Some(san)) => {
+            for n in &san.value.general_names {
+                if let x509_parser::extensions::GeneralName::DNSName(d) = n {
+                    dns.push(*d);
+                }
+            }
+        }
+        Ok(None) => {}
+        Err(e) => return Some(format!("unreadable subjectAltName: {e}")),
+    }
+    let missing: Vec<&str> = names
+        .iter()
+        .filter(|n| !dns.iter().any(|d| d.eq_ignore_ascii_case(n)))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        return Some(format!("it does not name {}", missing.join(", ")));
+    }
+    let not_after = cert.validity().not_after.to_datetime();
+    if not_after - now < RENEW_BEFORE {
+        return Some(format!("it expires {not_after}"));
+    }
+    None
+}
+
+/// The SHA-256 fingerprint of a DER certificate as `openssl x509 -fingerprint -sha256`
+/// prints it: uppercase hex bytes separated by colons.
+pub fn fingerprint(der: &[u8]) -> String {
+    Sha256::digest(der)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
@@ -108,9 +207,31 @@ pub fn host_certs(cfg: &Config) -> anyhow::Result<Arc<HostCerts>> {
     Ok(Arc::new(HostCerts { default, by_name }))
 }
 
-/// Builds the rustls server configuration.
+/// Logs the SHA-256 fingerprint of the primary certificate and of each `[[hosts]]` one, so
+/// a user can compare it with what a client shows.
+fn log_fingerprints(cfg: &Config, certs: &HostCerts) {
+    let log = |domain: &str, source: &str, ck: &CertifiedKey| {
+        if let Some(der) = ck.cert.first() {
+            tracing::info!(domain, source, sha256 = %fingerprint(der), "TLS certificate");
+        }
+    };
+    let primary = if cfg.tls.cert.is_some() {
+        "configured"
+    } else {
+        "self-signed"
+    };
+    log(&cfg.domain, primary, &certs.default);
+    for h in cfg.hosts.iter().filter(|h| h.cert.is_some()) {
+        if let Some(ck) = certs.by_name.get(&h.domain.to_ascii_lowercase()) {
+            log(&h.domain, "configured", ck);
+        }
+    }
+}
+
+/// Builds the rustls server configuration (once, at start: it logs the fingerprints).
 pub fn server_config(cfg: &Config) -> anyhow::Result<Arc<ServerConfig>> {
     let certs = host_certs(cfg)?;
+    log_fingerprints(cfg, &certs);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let sc = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -142,18 +263,166 @@ fn load_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
 mod tests {
     use super::*;
 
+    fn cfg_in(dir: &Path) -> Config {
+        Config {
+            domain: "example.test".into(),
+            data_dir: dir.join("d"),
+            hosts: vec![crate::config::HostEntry {
+                domain: "vhost.test".into(),
+                cert: None,
+                key: None,
+            }],
+            components: crate::config::ComponentsConfig {
+                component: vec![crate::config::ComponentEntry {
+                    domain: "push.example.test".into(),
+                    secret: "s".into(),
+                }],
+                ..Default::default()
+            },
+            ..Config::default()
+        }
+    }
+
+    /// The CN, the DNS SANs and the validity of the first certificate in `path`.
+    fn inspect(path: &Path) -> (String, Vec<String>, OffsetDateTime, OffsetDateTime) {
+        let der = load_certs(path).unwrap().remove(0);
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let cn = cert
+            .subject()
+            .iter_common_name()
+            .next()
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let sans = cert
+            .subject_alternative_name()
+            .unwrap()
+            .unwrap()
+            .value
+            .general_names
+            .iter()
+            .map(|n| match n {
+                x509_parser::extensions::GeneralName::DNSName(d) => d.to_string(),
+                other => panic!("unexpected name {other:?}"),
+            })
+            .collect();
+        let v = cert.validity();
+        (
+            cn,
+            sans,
+            v.not_before.to_datetime(),
+            v.not_after.to_datetime(),
+        )
+    }
+
+    fn near(a: OffsetDateTime, b: OffsetDateTime) -> bool {
+        (a - b).abs() < time::Duration::minutes(5)
+    }
+
+    #[test]
+    fn self_signed_names_every_served_domain_for_a_year() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = cfg_in(dir.path());
+        let (cert, _) = ensure_certificate(&cfg).unwrap();
+        let (cn, sans, not_before, not_after) = inspect(&cert);
+        assert_eq!(cn, "example.test");
+        assert_eq!(sans, ["example.test", "vhost.test", "push.example.test"]);
+        let now = OffsetDateTime::now_utc();
+        assert!(
+            near(not_before, now - time::Duration::days(1)),
+            "{not_before}"
+        );
+        assert!(
+            near(not_after, now + time::Duration::days(365)),
+            "{not_after}"
+        );
+        server_config(&cfg).unwrap();
+    }
+
     #[test]
     fn self_signed_is_made_once_and_reused() {
         let dir = tempfile::tempdir().unwrap();
+        let cfg = cfg_in(dir.path());
+        server_config(&cfg).unwrap();
+        let (c, k) = self_signed_paths(&cfg.data_dir);
+        let (cert, key) = (std::fs::read(&c).unwrap(), std::fs::read(&k).unwrap());
+        server_config(&cfg).unwrap();
+        assert_eq!(cert, std::fs::read(&c).unwrap());
+        assert_eq!(key, std::fs::read(&k).unwrap());
+    }
+
+    #[test]
+    fn self_signed_is_renewed_when_a_domain_is_added() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = cfg_in(dir.path());
+        server_config(&cfg).unwrap();
+        let (c, k) = self_signed_paths(&cfg.data_dir);
+        let (cert, key) = (std::fs::read(&c).unwrap(), std::fs::read(&k).unwrap());
+        cfg.hosts.push(crate::config::HostEntry {
+            domain: "new.test".into(),
+            cert: None,
+            key: None,
+        });
+        server_config(&cfg).unwrap();
+        assert_ne!(cert, std::fs::read(&c).unwrap());
+        assert_ne!(key, std::fs::read(&k).unwrap());
+        let (_, sans, _, _) = inspect(&c);
+        assert!(sans.iter().any(|n| n == "new.test"), "{sans:?}");
+        // A domain removed from the configuration is no reason to renew.
+        cfg.hosts.retain(|h| h.domain != "vhost.test");
+        let renewed = std::fs::read(&c).unwrap();
+        server_config(&cfg).unwrap();
+        assert_eq!(renewed, std::fs::read(&c).unwrap());
+    }
+
+    #[test]
+    fn self_signed_is_renewed_within_30_days_of_expiry() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = cfg_in(dir.path());
+        let (c, _) = ensure_certificate(&cfg).unwrap();
+        let names = self_signed_names(&cfg);
+        let now = OffsetDateTime::now_utc();
+        assert_eq!(renewal_reason(&c, &names, now), None);
+        assert_eq!(
+            renewal_reason(&c, &names, now + time::Duration::days(330)),
+            None
+        );
+        let why = renewal_reason(&c, &names, now + time::Duration::days(340));
+        assert!(why.is_some_and(|w| w.contains("expires")));
+        std::fs::write(&c, "garbage").unwrap();
+        assert!(renewal_reason(&c, &names, now).is_some());
+    }
+
+    #[test]
+    fn a_configured_certificate_is_never_touched() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert_pem, key_pem) =
+            make_self_signed(&["other.test".into()], OffsetDateTime::now_utc()).unwrap();
+        let (c, k) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        std::fs::write(&c, &cert_pem).unwrap();
+        std::fs::write(&k, &key_pem).unwrap();
         let cfg = Config {
-            data_dir: dir.path().join("d"),
-            ..Config::default()
+            tls: crate::config::TlsConfig {
+                cert: Some(c.clone()),
+                key: Some(k.clone()),
+            },
+            ..cfg_in(dir.path())
         };
+        assert_eq!(ensure_certificate(&cfg).unwrap(), (c.clone(), k.clone()));
         server_config(&cfg).unwrap();
-        let (c, _) = self_signed_paths(&cfg.data_dir);
-        let first = std::fs::read(&c).unwrap();
-        server_config(&cfg).unwrap();
-        assert_eq!(first, std::fs::read(&c).unwrap());
+        assert_eq!(std::fs::read_to_string(&c).unwrap(), cert_pem);
+        assert_eq!(std::fs::read_to_string(&k).unwrap(), key_pem);
+        assert!(!cfg.data_dir.join("cert.pem").exists());
+    }
+
+    #[test]
+    fn fingerprint_is_colon_separated_uppercase_hex() {
+        assert_eq!(
+            fingerprint(b"abc"),
+            "BA:78:16:BF:8F:01:CF:EA:41:41:40:DE:5D:AE:22:23:\
+             B0:03:61:A3:96:17:7A:9C:B4:10:FF:61:F2:00:15:AD"
+        );
     }
 
     #[test]

@@ -220,6 +220,12 @@ impl Store {
         self.inner.path.as_deref()
     }
 
+    /// The writer connection's `PRAGMA synchronous`: 1 for NORMAL, 2 for FULL (see
+    /// [`Durability`]), so a caller can check which one is in force.
+    pub fn synchronous(&self) -> Result<i64> {
+        Ok(lock(&self.inner.writer).query_row("PRAGMA synchronous", [], |r| r.get(0))?)
+    }
+
     /// Runs `f` in one `BEGIN IMMEDIATE` transaction on the writer and commits it.
     ///
     /// IMMEDIATE takes the write lock up front, so waiting for another process goes through

@@ -37,6 +37,18 @@ fn conformance_file_store_full_durability_single_reader() {
 }
 
 #[test]
+fn synchronous_follows_the_durability() {
+    let dir = tmp();
+    assert_eq!(Store::open(dir.path()).unwrap().synchronous().unwrap(), 1);
+    let options = StoreOptions {
+        durability: Durability::Full,
+        ..StoreOptions::default()
+    };
+    let full = Store::open_with(dir.path(), &options).unwrap();
+    assert_eq!(full.synchronous().unwrap(), 2);
+}
+
+#[test]
 fn store_is_send_sync_clone_and_clones_share_data() {
     fn assert_traits<T: Send + Sync + Clone + 'static>() {}
     assert_traits::<Store>();

@@ -157,12 +157,16 @@ fn read_password(given: Option<String>) -> Result<String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Colour only for a person at a terminal: not in a log file, a pipe or journald, nor
+    // when NO_COLOR is set to anything but "" (https://no-color.org).
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && !no_color)
         .init();
     let _ = rustls::crypto::ring::default_provider().install_default();
     match run(cli) {

@@ -1,7 +1,7 @@
 //! The `herald` command line, run as a user would: exit codes, messages, and effects on the
 //! store, with and without a running server.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -296,6 +296,45 @@ fn push_commands_on_the_store() {
         .contains("no registration"));
     assert!(e.fails(&["push", "ping", "alice"]).contains("not running"));
     assert!(e.fails(&["push", "list", "ghost"]).contains("no such user"));
+}
+
+/// Logs piped to a file or another program carry no ANSI colour codes.
+#[test]
+fn serve_logs_without_colour_when_stderr_is_not_a_terminal() {
+    let e = Env::new();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["serve", "--config"])
+        .arg(&e.config)
+        .env("RUST_LOG", "info")
+        .env_remove("NO_COLOR")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let _server = Server { child };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut log = String::new();
+    while !log.contains("Herald is running") {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => {
+                log.push_str(&line);
+                log.push('\n');
+            }
+            Err(_) => panic!("server did not start; stderr: {log}"),
+        }
+    }
+    assert!(log.contains("TLS certificate"), "{log}");
+    assert!(!log.contains("\x1b["), "{log:?}");
 }
 
 /// Reads from `s` until `needle` appears (or panics after 10 s).
