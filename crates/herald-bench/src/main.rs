@@ -128,5 +128,8 @@ fn main() -> Result<()> {
     report.write_json(common.json.as_deref())?;
     // Sessions still open (e.g. a stuck drain) must not keep the process alive.
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    if let Some(f) = &report.failure {
+        anyhow::bail!("{} failed: {f}", report.scenario);
+    }
     Ok(())
 }
