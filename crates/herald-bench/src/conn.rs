@@ -278,6 +278,21 @@ fn has_mechanism(features: &[u8], mech: &str) -> bool {
 /// Connects and logs bench user `n` in: stream, optional STARTTLS, SASL, bind, then the
 /// options in `opts`.
 pub async fn login(t: &Target, n: u64, opts: LoginOpts) -> Result<Session> {
+    authenticate(t, n).await?.bind(t, n, opts).await
+}
+
+/// A stream authenticated as one user, after the SASL restart, ready to bind a resource.
+pub struct Authed {
+    io: Transport,
+    framer: Framer,
+    buf: Vec<u8>,
+    /// Stream features offered after authentication.
+    features: Vec<u8>,
+}
+
+/// Connects and authenticates bench user `n`: stream, optional STARTTLS, SASL, and the
+/// stream restart after it.
+pub async fn authenticate(t: &Target, n: u64) -> Result<Authed> {
     let tcp = tokio::time::timeout(
         t.step_timeout,
         TcpStream::connect((t.host.as_str(), t.port)),
@@ -384,62 +399,80 @@ pub async fn login(t: &Target, n: u64, opts: LoginOpts) -> Result<Session> {
     put(&mut io, header(&t.domain).as_bytes()).await?;
     let features =
         expect_element(&mut io, &mut framer, &mut buf, "features", t.step_timeout).await?;
-    if xml::find_child(&features, "bind").is_none() {
-        return Err(BenchError::NotOffered("resource binding"));
-    }
-    let resource = format!("b{:08x}", rand::random::<u32>());
-    let bind = format!(
-        "<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq>"
-    );
-    put(&mut io, bind.as_bytes()).await?;
-    let jid = loop {
-        let e = expect_element(&mut io, &mut framer, &mut buf, "bind", t.step_timeout).await?;
-        if xml::name(&e) == b"iq" && xml::attr(&e, "id") == Some(b"bind1") {
-            if xml::attr(&e, "type") != Some(b"result") {
-                return Err(BenchError::Unexpected {
-                    stage: "bind",
-                    got: snippet(&e),
-                });
-            }
-            let jid = xml::find_child(&e, "jid")
-                .and_then(xml::text)
-                .map(|j| String::from_utf8_lossy(j).into_owned())
-                .unwrap_or_else(|| format!("{}/{}", t.bare_jid(n), resource));
-            break jid;
-        }
-    };
-    let mut s = Session {
+    Ok(Authed {
         io,
         framer,
-        jid,
-        sm: false,
-        h_in: 0,
-        read_buf: buf,
-    };
-    if opts.sm {
-        if xml::find_child(&features, "sm").is_none() {
-            return Err(BenchError::NotOffered("stream management (urn:xmpp:sm:3)"));
+        buf,
+        features,
+    })
+}
+
+impl Authed {
+    /// Binds a resource, then does what `opts` asks (SM with resumption, initial presence).
+    pub async fn bind(self, t: &Target, n: u64, opts: LoginOpts) -> Result<Session> {
+        let Authed {
+            mut io,
+            mut framer,
+            mut buf,
+            features,
+        } = self;
+        if xml::find_child(&features, "bind").is_none() {
+            return Err(BenchError::NotOffered("resource binding"));
         }
-        put(&mut s.io, b"<enable xmlns='urn:xmpp:sm:3' resume='true'/>").await?;
-        loop {
-            let e = s.next_element(t.step_timeout, "sm enable").await?;
-            match xml::name(&e) {
-                b"enabled" => break,
-                b"failed" => {
+        let resource = format!("b{:08x}", rand::random::<u32>());
+        let bind = format!(
+            "<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq>"
+        );
+        put(&mut io, bind.as_bytes()).await?;
+        let jid = loop {
+            let e = expect_element(&mut io, &mut framer, &mut buf, "bind", t.step_timeout).await?;
+            if xml::name(&e) == b"iq" && xml::attr(&e, "id") == Some(b"bind1") {
+                if xml::attr(&e, "type") != Some(b"result") {
                     return Err(BenchError::Unexpected {
-                        stage: "sm enable",
+                        stage: "bind",
                         got: snippet(&e),
-                    })
+                    });
                 }
-                _ => {}
+                let jid = xml::find_child(&e, "jid")
+                    .and_then(xml::text)
+                    .map(|j| String::from_utf8_lossy(j).into_owned())
+                    .unwrap_or_else(|| format!("{}/{}", t.bare_jid(n), resource));
+                break jid;
             }
+        };
+        let mut s = Session {
+            io,
+            framer,
+            jid,
+            sm: false,
+            h_in: 0,
+            read_buf: buf,
+        };
+        if opts.sm {
+            if xml::find_child(&features, "sm").is_none() {
+                return Err(BenchError::NotOffered("stream management (urn:xmpp:sm:3)"));
+            }
+            put(&mut s.io, b"<enable xmlns='urn:xmpp:sm:3' resume='true'/>").await?;
+            loop {
+                let e = s.next_element(t.step_timeout, "sm enable").await?;
+                match xml::name(&e) {
+                    b"enabled" => break,
+                    b"failed" => {
+                        return Err(BenchError::Unexpected {
+                            stage: "sm enable",
+                            got: snippet(&e),
+                        })
+                    }
+                    _ => {}
+                }
+            }
+            s.sm = true;
         }
-        s.sm = true;
+        if opts.presence {
+            put(&mut s.io, b"<presence/>").await?;
+        }
+        Ok(s)
     }
-    if opts.presence {
-        put(&mut s.io, b"<presence/>").await?;
-    }
-    Ok(s)
 }
 
 fn decode_sasl_text(e: &[u8]) -> Result<String> {
