@@ -193,6 +193,8 @@ pub struct Session {
     pub jid: String,
     /// XEP-0198 is enabled on this stream.
     pub sm: bool,
+    /// XEP-0198 resumption id (`<enabled id/>`), if the server offered resumption.
+    pub sm_id: Option<String>,
     /// XEP-0198 §4: stanzas handled since enable, the `h` we report.
     pub h_in: u32,
     read_buf: Vec<u8>,
@@ -281,13 +283,34 @@ pub async fn login(t: &Target, n: u64, opts: LoginOpts) -> Result<Session> {
     authenticate(t, n).await?.bind(t, n, opts).await
 }
 
-/// A stream authenticated as one user, after the SASL restart, ready to bind a resource.
+/// A stream authenticated as one user, after the SASL restart: it may bind a resource or
+/// resume a hibernated session (XEP-0198 §5).
 pub struct Authed {
     io: Transport,
     framer: Framer,
     buf: Vec<u8>,
     /// Stream features offered after authentication.
     features: Vec<u8>,
+}
+
+/// How a `<resume/>` went.
+pub enum Resumption {
+    /// `<resumed h/>`: the old session goes on over this stream; `h` is the number of our
+    /// stanzas the server handled (an acknowledgement).
+    Resumed {
+        /// The resumed session (its `h_in` continues from the `h` we sent).
+        session: Session,
+        /// The server's `h`.
+        h: u32,
+    },
+    /// `<failed/>`: the stream is still authenticated and may bind; `h` is the server's count
+    /// of our stanzas in the old session if it still knew it.
+    Failed {
+        /// The stream, ready for [`Authed::bind`].
+        authed: Authed,
+        /// `<failed h/>`, if given.
+        h: Option<u32>,
+    },
 }
 
 /// Connects and authenticates bench user `n`: stream, optional STARTTLS, SASL, and the
@@ -445,6 +468,7 @@ impl Authed {
             framer,
             jid,
             sm: false,
+            sm_id: None,
             h_in: 0,
             read_buf: buf,
         };
@@ -456,7 +480,11 @@ impl Authed {
             loop {
                 let e = s.next_element(t.step_timeout, "sm enable").await?;
                 match xml::name(&e) {
-                    b"enabled" => break,
+                    b"enabled" => {
+                        s.sm_id =
+                            xml::attr(&e, "id").map(|id| String::from_utf8_lossy(id).into_owned());
+                        break;
+                    }
                     b"failed" => {
                         return Err(BenchError::Unexpected {
                             stage: "sm enable",
@@ -473,6 +501,63 @@ impl Authed {
         }
         Ok(s)
     }
+
+    /// XEP-0198 §5: asks to resume the hibernated session `previd` (full JID `jid`), reporting
+    /// `h` stanzas handled from it.
+    pub async fn resume(
+        mut self,
+        t: &Target,
+        jid: &str,
+        previd: &str,
+        h: u32,
+    ) -> Result<Resumption> {
+        if xml::find_child(&self.features, "sm").is_none() {
+            return Err(BenchError::NotOffered("stream management (urn:xmpp:sm:3)"));
+        }
+        let req = format!("<resume xmlns='urn:xmpp:sm:3' previd='{previd}' h='{h}'/>");
+        put(&mut self.io, req.as_bytes()).await?;
+        loop {
+            let e = expect_element(
+                &mut self.io,
+                &mut self.framer,
+                &mut self.buf,
+                "sm resume",
+                t.step_timeout,
+            )
+            .await?;
+            match xml::name(&e) {
+                b"resumed" => {
+                    let their_h = attr_u32(&e, "h").ok_or_else(|| BenchError::Unexpected {
+                        stage: "sm resume",
+                        got: snippet(&e),
+                    })?;
+                    let session = Session {
+                        io: self.io,
+                        framer: self.framer,
+                        jid: jid.to_string(),
+                        sm: true,
+                        sm_id: Some(previd.to_string()),
+                        h_in: h,
+                        read_buf: self.buf,
+                    };
+                    return Ok(Resumption::Resumed {
+                        session,
+                        h: their_h,
+                    });
+                }
+                b"failed" => {
+                    let h = attr_u32(&e, "h");
+                    return Ok(Resumption::Failed { authed: self, h });
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// A numeric attribute such as XEP-0198's `h`.
+pub fn attr_u32(e: &[u8], name: &str) -> Option<u32> {
+    std::str::from_utf8(xml::attr(e, name)?).ok()?.parse().ok()
 }
 
 fn decode_sasl_text(e: &[u8]) -> Result<String> {
