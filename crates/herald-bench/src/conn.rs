@@ -193,6 +193,8 @@ pub struct Session {
     pub jid: String,
     /// XEP-0198 is enabled on this stream.
     pub sm: bool,
+    /// XEP-0198 resumption id (`<enabled id/>`), if the server offered resumption.
+    pub sm_id: Option<String>,
     /// XEP-0198 §4: stanzas handled since enable, the `h` we report.
     pub h_in: u32,
     read_buf: Vec<u8>,
@@ -278,6 +280,42 @@ fn has_mechanism(features: &[u8], mech: &str) -> bool {
 /// Connects and logs bench user `n` in: stream, optional STARTTLS, SASL, bind, then the
 /// options in `opts`.
 pub async fn login(t: &Target, n: u64, opts: LoginOpts) -> Result<Session> {
+    authenticate(t, n).await?.bind(t, n, opts).await
+}
+
+/// A stream authenticated as one user, after the SASL restart: it may bind a resource or
+/// resume a hibernated session (XEP-0198 §5).
+pub struct Authed {
+    io: Transport,
+    framer: Framer,
+    buf: Vec<u8>,
+    /// Stream features offered after authentication.
+    features: Vec<u8>,
+}
+
+/// How a `<resume/>` went.
+pub enum Resumption {
+    /// `<resumed h/>`: the old session goes on over this stream; `h` is the number of our
+    /// stanzas the server handled (an acknowledgement).
+    Resumed {
+        /// The resumed session (its `h_in` continues from the `h` we sent).
+        session: Session,
+        /// The server's `h`.
+        h: u32,
+    },
+    /// `<failed/>`: the stream is still authenticated and may bind; `h` is the server's count
+    /// of our stanzas in the old session if it still knew it.
+    Failed {
+        /// The stream, ready for [`Authed::bind`].
+        authed: Authed,
+        /// `<failed h/>`, if given.
+        h: Option<u32>,
+    },
+}
+
+/// Connects and authenticates bench user `n`: stream, optional STARTTLS, SASL, and the
+/// stream restart after it.
+pub async fn authenticate(t: &Target, n: u64) -> Result<Authed> {
     let tcp = tokio::time::timeout(
         t.step_timeout,
         TcpStream::connect((t.host.as_str(), t.port)),
@@ -384,62 +422,142 @@ pub async fn login(t: &Target, n: u64, opts: LoginOpts) -> Result<Session> {
     put(&mut io, header(&t.domain).as_bytes()).await?;
     let features =
         expect_element(&mut io, &mut framer, &mut buf, "features", t.step_timeout).await?;
-    if xml::find_child(&features, "bind").is_none() {
-        return Err(BenchError::NotOffered("resource binding"));
-    }
-    let resource = format!("b{:08x}", rand::random::<u32>());
-    let bind = format!(
-        "<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq>"
-    );
-    put(&mut io, bind.as_bytes()).await?;
-    let jid = loop {
-        let e = expect_element(&mut io, &mut framer, &mut buf, "bind", t.step_timeout).await?;
-        if xml::name(&e) == b"iq" && xml::attr(&e, "id") == Some(b"bind1") {
-            if xml::attr(&e, "type") != Some(b"result") {
-                return Err(BenchError::Unexpected {
-                    stage: "bind",
-                    got: snippet(&e),
-                });
-            }
-            let jid = xml::find_child(&e, "jid")
-                .and_then(xml::text)
-                .map(|j| String::from_utf8_lossy(j).into_owned())
-                .unwrap_or_else(|| format!("{}/{}", t.bare_jid(n), resource));
-            break jid;
-        }
-    };
-    let mut s = Session {
+    Ok(Authed {
         io,
         framer,
-        jid,
-        sm: false,
-        h_in: 0,
-        read_buf: buf,
-    };
-    if opts.sm {
-        if xml::find_child(&features, "sm").is_none() {
+        buf,
+        features,
+    })
+}
+
+impl Authed {
+    /// Binds a resource, then does what `opts` asks (SM with resumption, initial presence).
+    pub async fn bind(self, t: &Target, n: u64, opts: LoginOpts) -> Result<Session> {
+        let Authed {
+            mut io,
+            mut framer,
+            mut buf,
+            features,
+        } = self;
+        if xml::find_child(&features, "bind").is_none() {
+            return Err(BenchError::NotOffered("resource binding"));
+        }
+        let resource = format!("b{:08x}", rand::random::<u32>());
+        let bind = format!(
+            "<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq>"
+        );
+        put(&mut io, bind.as_bytes()).await?;
+        let jid = loop {
+            let e = expect_element(&mut io, &mut framer, &mut buf, "bind", t.step_timeout).await?;
+            if xml::name(&e) == b"iq" && xml::attr(&e, "id") == Some(b"bind1") {
+                if xml::attr(&e, "type") != Some(b"result") {
+                    return Err(BenchError::Unexpected {
+                        stage: "bind",
+                        got: snippet(&e),
+                    });
+                }
+                let jid = xml::find_child(&e, "jid")
+                    .and_then(xml::text)
+                    .map(|j| String::from_utf8_lossy(j).into_owned())
+                    .unwrap_or_else(|| format!("{}/{}", t.bare_jid(n), resource));
+                break jid;
+            }
+        };
+        let mut s = Session {
+            io,
+            framer,
+            jid,
+            sm: false,
+            sm_id: None,
+            h_in: 0,
+            read_buf: buf,
+        };
+        if opts.sm {
+            if xml::find_child(&features, "sm").is_none() {
+                return Err(BenchError::NotOffered("stream management (urn:xmpp:sm:3)"));
+            }
+            put(&mut s.io, b"<enable xmlns='urn:xmpp:sm:3' resume='true'/>").await?;
+            loop {
+                let e = s.next_element(t.step_timeout, "sm enable").await?;
+                match xml::name(&e) {
+                    b"enabled" => {
+                        s.sm_id =
+                            xml::attr(&e, "id").map(|id| String::from_utf8_lossy(id).into_owned());
+                        break;
+                    }
+                    b"failed" => {
+                        return Err(BenchError::Unexpected {
+                            stage: "sm enable",
+                            got: snippet(&e),
+                        })
+                    }
+                    _ => {}
+                }
+            }
+            s.sm = true;
+        }
+        if opts.presence {
+            put(&mut s.io, b"<presence/>").await?;
+        }
+        Ok(s)
+    }
+
+    /// XEP-0198 §5: asks to resume the hibernated session `previd` (full JID `jid`), reporting
+    /// `h` stanzas handled from it.
+    pub async fn resume(
+        mut self,
+        t: &Target,
+        jid: &str,
+        previd: &str,
+        h: u32,
+    ) -> Result<Resumption> {
+        if xml::find_child(&self.features, "sm").is_none() {
             return Err(BenchError::NotOffered("stream management (urn:xmpp:sm:3)"));
         }
-        put(&mut s.io, b"<enable xmlns='urn:xmpp:sm:3' resume='true'/>").await?;
+        let req = format!("<resume xmlns='urn:xmpp:sm:3' previd='{previd}' h='{h}'/>");
+        put(&mut self.io, req.as_bytes()).await?;
         loop {
-            let e = s.next_element(t.step_timeout, "sm enable").await?;
+            let e = expect_element(
+                &mut self.io,
+                &mut self.framer,
+                &mut self.buf,
+                "sm resume",
+                t.step_timeout,
+            )
+            .await?;
             match xml::name(&e) {
-                b"enabled" => break,
-                b"failed" => {
-                    return Err(BenchError::Unexpected {
-                        stage: "sm enable",
+                b"resumed" => {
+                    let their_h = attr_u32(&e, "h").ok_or_else(|| BenchError::Unexpected {
+                        stage: "sm resume",
                         got: snippet(&e),
-                    })
+                    })?;
+                    let session = Session {
+                        io: self.io,
+                        framer: self.framer,
+                        jid: jid.to_string(),
+                        sm: true,
+                        sm_id: Some(previd.to_string()),
+                        h_in: h,
+                        read_buf: self.buf,
+                    };
+                    return Ok(Resumption::Resumed {
+                        session,
+                        h: their_h,
+                    });
+                }
+                b"failed" => {
+                    let h = attr_u32(&e, "h");
+                    return Ok(Resumption::Failed { authed: self, h });
                 }
                 _ => {}
             }
         }
-        s.sm = true;
     }
-    if opts.presence {
-        put(&mut s.io, b"<presence/>").await?;
-    }
-    Ok(s)
+}
+
+/// A numeric attribute such as XEP-0198's `h`.
+pub fn attr_u32(e: &[u8], name: &str) -> Option<u32> {
+    std::str::from_utf8(xml::attr(e, name)?).ok()?.parse().ok()
 }
 
 fn decode_sasl_text(e: &[u8]) -> Result<String> {

@@ -1,6 +1,7 @@
 //! `herald-bench`: a load generator for XMPP servers (Herald, Prosody, any other) speaking raw
-//! XML over tokio, with scenarios for logins, idle sessions, chat throughput/latency and push
-//! notification latency, plus helpers to provision Prosody users and compare two runs.
+//! XML over tokio, with scenarios for logins, idle sessions, chat throughput/latency, push
+//! notification latency and acked messages kept across server kills (`chaos`), plus helpers to
+//! provision Prosody users and compare two runs.
 //! It must never be the bottleneck it measures: minimal parsing, cached SCRAM derivation, a
 //! multi-threaded runtime sized by `--threads`, and its own CPU time is always reported.
 
@@ -33,6 +34,8 @@ enum Cmd {
     Messages(scenario::messages::MessagesArgs),
     /// Message → push publish latency for hibernated or offline users.
     Push(scenario::push::PushArgs),
+    /// Kill and restart the server (run by the bench) while pairs chat; counts acked messages lost.
+    Chaos(scenario::chaos::ChaosArgs),
     /// Write bench accounts into a Prosody data dir (internal_hashed), before Prosody starts.
     ProsodyUsers {
         /// Prosody's data_path.
@@ -92,6 +95,7 @@ fn main() -> Result<()> {
         Cmd::Idle(a) => (a.common.clone(), Box::pin(scenario::idle::run(a))),
         Cmd::Messages(a) => (a.common.clone(), Box::pin(scenario::messages::run(a))),
         Cmd::Push(a) => (a.common.clone(), Box::pin(scenario::push::run(a))),
+        Cmd::Chaos(a) => (a.common.clone(), Box::pin(scenario::chaos::run(a))),
         Cmd::ProsodyUsers {
             data_dir,
             domain,
@@ -128,5 +132,8 @@ fn main() -> Result<()> {
     report.write_json(common.json.as_deref())?;
     // Sessions still open (e.g. a stuck drain) must not keep the process alive.
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    if let Some(f) = &report.failure {
+        anyhow::bail!("{} failed: {f}", report.scenario);
+    }
     Ok(())
 }

@@ -86,6 +86,12 @@ pub struct Report {
     pub params: serde_json::Value,
     /// Figures in display order.
     pub metrics: Vec<Metric>,
+    /// Lines printed after the table (e.g. the ids a check found missing).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    /// Why the run counts as failed (the process then exits non-zero); None: it passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
 }
 
 impl Report {
@@ -95,6 +101,8 @@ impl Report {
             scenario: scenario.into(),
             params,
             metrics: Vec::new(),
+            notes: Vec::new(),
+            failure: None,
         }
     }
 
@@ -156,6 +164,12 @@ impl Report {
         println!("{:<24} {:>14}  unit", "metric", "value");
         for m in &self.metrics {
             println!("{:<24} {:>14}  {}", m.name, fmt_value(m.value), m.unit);
+        }
+        for n in &self.notes {
+            println!("{n}");
+        }
+        if let Some(f) = &self.failure {
+            println!("FAILED: {f}");
         }
     }
 

@@ -2,6 +2,7 @@
 //! users in with bounded concurrency, and the open-files budget check.
 //! Scenarios must stay bounded in count and time and must stop by themselves.
 
+pub mod chaos;
 pub mod idle;
 pub mod login;
 pub mod messages;
