@@ -206,12 +206,12 @@ pub async fn load(shared: &Arc<Shared>) -> anyhow::Result<Loaded> {
         if clean {
             if let Some(jid) = jid {
                 let state = SavedState::decode(&record.state);
-                let r = Restored {
+                let r = Box::new(Restored {
                     record,
                     queue,
                     state,
                     jid,
-                };
+                });
                 match Session::restore(shared.clone(), r) {
                     Ok(()) => {
                         loaded.restored += 1;

@@ -330,14 +330,14 @@ impl Session {
     /// resumption table, push) and started in a task of its own, waiting for `<resume/>`.
     pub(crate) fn restore(
         shared: Arc<Shared>,
-        saved: crate::persist::Restored,
-    ) -> Result<(), crate::persist::Restored> {
+        saved: Box<crate::persist::Restored>,
+    ) -> Result<(), Box<crate::persist::Restored>> {
         let crate::persist::Restored {
             record,
             queue,
             state,
             jid,
-        } = saved;
+        } = *saved;
         let (tx, rx) = crate::inbox::bounded(shared.cfg.limits.session_inbox);
         let id = shared.next_id();
         let bare = jid.to_bare().to_string();
@@ -352,12 +352,12 @@ impl Session {
         };
         let max = shared.cfg.limits.max_sessions_per_account;
         if !matches!(shared.router.bind(&bare, entry, max), Ok(Bound::Added)) {
-            return Err(crate::persist::Restored {
+            return Err(Box::new(crate::persist::Restored {
                 record,
                 queue,
                 state,
                 jid,
-            });
+            }));
         }
         let now = std_now();
         let left_ms = record
