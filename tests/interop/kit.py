@@ -88,6 +88,8 @@ class Server:
     components: dict[str, str]
     #: runs the herald CLI with the server's config; returns (exit code, output)
     cli: Callable[..., tuple[int, str]]
+    #: stops the server (SIGTERM, or SIGKILL when True) and starts it again on the same data
+    restart: Callable[[bool], None] | None = None
 
 
 # --------------------------------------------------------------------------- inbox

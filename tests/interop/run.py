@@ -49,6 +49,7 @@ import scenarios_foundation  # noqa: E402,F401  (registers scenarios)
 import scenarios_im  # noqa: E402,F401
 import scenarios_mobile  # noqa: E402,F401
 import scenarios_push  # noqa: E402,F401
+import scenarios_restart  # noqa: E402,F401
 
 #: Scenarios run by default, in this order. Everything else registered is PENDING.
 ENABLED = [
@@ -68,6 +69,8 @@ ENABLED = [
     "csi",
     # issue 5: push
     "push",
+    # issue 11: no message lost (restarts the server: last)
+    "sm_restart",
 ]
 
 DOMAIN = "localhost"
@@ -159,6 +162,20 @@ class HeraldServer:
                 time.sleep(0.05)
         if not (self.data_dir / "cert.pem").is_file():
             raise RuntimeError("the server did not write its self-signed certificate to data_dir/cert.pem")
+
+    def restart(self, kill: bool) -> None:
+        """SIGTERM (a clean stop) or SIGKILL (a crash), then the same server again."""
+        if kill and self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        else:
+            self.stop()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        # Append: the log of the earlier run stays readable after a failure.
+        self.log_path.rename(self.log_path.with_suffix(f".{time.monotonic_ns()}.log"))
+        self.start()
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -270,6 +287,7 @@ def main() -> int:
             cert=server.data_dir / "cert.pem",
             components=dict(COMPONENTS),
             cli=server.cli,
+            restart=server.restart,
         )
         for n in selected:
             sc = kit.SCENARIOS[n]
