@@ -69,7 +69,7 @@ enum Dir {
 }
 
 struct ProxyInner {
-    upstream: SocketAddr,
+    upstream: Mutex<SocketAddr>,
     /// Whether accepted connections are relayed (false: they wait).
     gate: watch::Sender<bool>,
     /// Per direction (to server, to client): whether bytes read are passed on (false: they
@@ -92,7 +92,7 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let inner = Arc::new(ProxyInner {
-            upstream,
+            upstream: Mutex::new(upstream),
             gate: watch::channel(true).0,
             flow: watch::channel((true, true)).0,
             wire: watch::channel(Vec::new()).0,
@@ -116,6 +116,16 @@ impl Proxy {
             // Once the task is gone, both of its sockets are closed.
             let _ = task.await;
         }
+    }
+
+    /// New connections wait for `open` (the ones relayed go on).
+    fn close_gate(&self) {
+        self.inner.gate.send_replace(false);
+    }
+
+    /// Relays new connections to another server address (a restarted server).
+    fn set_upstream(&self, addr: SocketAddr) {
+        *self.inner.upstream.lock().unwrap() = addr;
     }
 
     /// Lets waiting and future connections through.
@@ -170,7 +180,8 @@ async fn relay(inner: Arc<ProxyInner>, idx: usize, client: TcpStream) {
     if gate.wait_for(|open| *open).await.is_err() {
         return;
     }
-    let Ok(server) = TcpStream::connect(inner.upstream).await else {
+    let upstream = *inner.upstream.lock().unwrap();
+    let Ok(server) = TcpStream::connect(upstream).await else {
         return;
     };
     let (cr, cw) = client.into_split();
@@ -571,5 +582,43 @@ async fn after_resumption_the_client_resends_only_what_the_server_never_got() {
     let again = w[1].to_server();
     assert!(again.contains("<body>b3</body>"), "{again}");
     assert!(!again.contains("<body>b2</body>"), "{again}");
+    bob.send_end().await.unwrap();
+}
+
+#[tokio::test]
+async fn resumes_across_a_clean_server_restart() {
+    // Issue 11: the server stops with tokio-xmpp connected. It must see a lost connection
+    // (not a stream error or a stream close, after which a client starts afresh), reconnect
+    // by itself, and resume the saved session on the new process with what was queued.
+    let (s, proxy, mut bob, id) = setup(|_| {}).await;
+    let mut alice = RawClient::login(s.c2s(), "alice", "pw-a", "laptop").await;
+    chat(&mut alice, BOB, "before").await;
+    assert_eq!(body(&next_message(&mut bob).await), "before");
+    drop(alice);
+
+    proxy.close_gate();
+    let s = s.restart().await;
+    assert_eq!(s.running.loaded.restored, 1);
+    proxy.set_upstream(s.c2s());
+    let mut alice = RawClient::login(s.c2s(), "alice", "pw-a", "laptop").await;
+    chat(&mut alice, BOB, "during").await;
+    assert!(alice.sync("sent").await.is_empty());
+    // The server's side of the first connection ended without an error or a close.
+    let first = proxy.wire()[0].to_client();
+    assert!(!first.contains("stream:error"), "{first}");
+    assert!(!first.contains("</stream:stream>"), "{first}");
+
+    proxy.open();
+    let (jid, resumed) = next_online(&mut bob).await;
+    assert!(resumed, "tokio-xmpp did not resume across the restart");
+    assert_eq!(jid.to_string(), BOB);
+    let w = proxy.wire();
+    let again = w[1].to_server();
+    let (_, resume) = first_tag(&again, "resume").expect("no <resume/>");
+    assert_eq!(attr(resume, "previd"), Some(id.as_str()), "{resume}");
+    let m = next_message(&mut bob).await;
+    assert_eq!(body(&m), "during");
+    chat(&mut alice, BOB, "after").await;
+    assert_eq!(body(&next_message(&mut bob).await), "after");
     bob.send_end().await.unwrap();
 }
