@@ -88,6 +88,8 @@ pub struct Shared {
     /// Session tasks running (live or hibernated), for a shutdown to wait on.
     sessions_live: AtomicUsize,
     sessions_changed: tokio::sync::Notify,
+    /// Sessions saved for the next start by a stop.
+    pub(crate) saved_at_stop: AtomicUsize,
     /// Which session is delivering each user's offline store (see `offline::claim`).
     pub(crate) offline_claims: std::sync::Mutex<std::collections::HashMap<String, u64>>,
     next_id: AtomicU64,
@@ -331,7 +333,10 @@ impl Running {
             .db(|s| herald_store::SessionStore::set_flag(s, persist::CLEAN_STOP, Some("1")))
             .await
         {
-            Ok(()) => tracing::info!("stopped cleanly"),
+            Ok(()) => tracing::info!(
+                saved_sessions = shared.saved_at_stop.load(Ordering::Relaxed),
+                "stopped cleanly"
+            ),
             Err(e) => tracing::error!(error = %e, "could not record the clean stop"),
         }
     }
@@ -380,6 +385,7 @@ pub async fn start_with_store(cfg: Config, store: Store) -> anyhow::Result<Runni
         offline_claims: Default::default(),
         sessions_live: AtomicUsize::new(0),
         sessions_changed: tokio::sync::Notify::new(),
+        saved_at_stop: AtomicUsize::new(0),
         cfg,
         router: router::Router::default(),
         store,
@@ -412,6 +418,7 @@ pub async fn start_with_store(cfg: Config, store: Store) -> anyhow::Result<Runni
         push_task: Some(tokio::spawn(push::run(shared.clone(), push_rx))),
     };
     // Before anything is accepted: a client resuming at once must find its session.
+    let t = std::time::Instant::now();
     running.loaded = persist::load(&shared)
         .await
         .context("loading the sessions saved by the previous run")?;
@@ -420,6 +427,7 @@ pub async fn start_with_store(cfg: Config, store: Store) -> anyhow::Result<Runni
             restored = running.loaded.restored,
             recovered = running.loaded.recovered,
             woken = running.loaded.to_wake,
+            ms = t.elapsed().as_millis() as u64,
             "sessions of the previous run"
         );
     }

@@ -431,7 +431,7 @@ impl Session {
 
     /// A restored session's task: it waits hibernated, like any other after its link died.
     async fn main_restored(mut self: Box<Self>) {
-        tracing::info!(
+        tracing::debug!(
             unacked = self.sm.unacked_len(),
             "session restored, hibernated"
         );
@@ -952,10 +952,13 @@ impl Session {
         for o in spilled {
             offline::undelivered(&self.shared, &self.bare, o, self.id).await;
         }
-        tracing::info!(
+        tracing::debug!(
             unacked = self.sm.unacked_len(),
             "session saved for the next start"
         );
+        self.shared
+            .saved_at_stop
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.parked = true;
         Flow::Stop
     }
