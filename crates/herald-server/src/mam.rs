@@ -246,6 +246,38 @@ pub async fn commit(shared: &Arc<Shared>, p: Pending) {
     }
 }
 
+/// A message on its way into a sleeping session's saved queue: the sender's session waits
+/// for it like for an archive commit before it acknowledges anything, so "durable before
+/// acked" holds with the archive off too. Released when dropped — by the recipient session
+/// once the write-through committed, or at once where nothing is saved.
+pub struct Durable(Option<tokio::sync::oneshot::Sender<()>>);
+
+impl Drop for Durable {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl std::fmt::Debug for Durable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Durable")
+    }
+}
+
+/// A ticket the current session's next ack waits for (None outside a session handling its
+/// client's stanzas: nobody is acked for it).
+pub fn durable_ticket() -> Option<Arc<Durable>> {
+    DEFERRED
+        .try_with(|d| {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            d.push(rx);
+            Arc::new(Durable(Some(tx)))
+        })
+        .ok()
+}
+
 /// Most archive commits one session may have waiting for the disk. Committed ones are
 /// forgotten as the session goes, so this bounds only a session that outruns the writer.
 const MAX_DEFERRED: usize = 1024;

@@ -52,7 +52,7 @@ pub async fn outbound(session: &mut Session, el: Element) {
 
 /// A message for local user `bare`, addressed to `to` (bare or full).
 pub async fn inbound(shared: &Arc<Shared>, bare: &str, to: &Jid, r: Routed) {
-    let Routed { id, mut el } = r;
+    let Routed { id, mut el, .. } = r;
     if let Ok(Some(from)) = stanza::from(&el) {
         if blocking::inbound_blocked(shared, bare, &from).await {
             // XEP-0191 §3.3: not delivered; messages and IQs get service-unavailable.
@@ -91,7 +91,7 @@ async fn deliver(shared: &Arc<Shared>, bare: &str, to: &Jid, id: u64, el: Elemen
         None => match stanza::typ(&el) {
             "groupchat" => {
                 if best_resources(&list).is_empty() {
-                    return offline::no_available_resource(shared, bare, Routed { id, el }).await;
+                    return offline::no_available_resource(shared, bare, Routed::new(id, el)).await;
                 }
                 return routing::bounce(shared, &el, StanzaErrorCondition::ServiceUnavailable)
                     .await;
@@ -106,18 +106,18 @@ async fn deliver(shared: &Arc<Shared>, bare: &str, to: &Jid, id: u64, el: Elemen
         },
     };
     if targets.is_empty() {
-        return offline::no_available_resource(shared, bare, Routed { id, el }).await;
+        return offline::no_available_resource(shared, bare, Routed::new(id, el)).await;
     }
     let mut delivered = false;
     for t in &targets {
-        if routing::send_to_routed(shared, t, Routed { id, el: el.clone() }).is_ok() {
+        if routing::send_to_routed(shared, t, Routed::new(id, el.clone())).is_ok() {
             delivered = true;
         }
     }
     if !delivered {
         let gone = targets.iter().all(|t| t.tx.is_closed());
         if gone && !full_target {
-            return offline::no_available_resource(shared, bare, Routed { id, el }).await;
+            return offline::no_available_resource(shared, bare, Routed::new(id, el)).await;
         }
         return routing::bounce_wait(shared, &el, StanzaErrorCondition::ResourceConstraint).await;
     }

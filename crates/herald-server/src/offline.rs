@@ -122,7 +122,7 @@ pub async fn undelivered(shared: &Arc<Shared>, bare: &str, o: Out, ended: u64) {
                 if archived_for(&o.el, bare) {
                     return;
                 }
-                return store(shared, bare, Routed { id: o.id, el: o.el }, true).await;
+                return store(shared, bare, Routed::new(o.id, o.el), true).await;
             }
             let mut others = shared.router.resources(bare);
             others.retain(|r| r.session_id != ended && !shared.accounts.is_ending(r.session_id));
@@ -130,7 +130,7 @@ pub async fn undelivered(shared: &Arc<Shared>, bare: &str, o: Out, ended: u64) {
                 return;
             }
             if crate::router::best_resources(&others).is_empty() {
-                no_available_resource(shared, bare, Routed { id: o.id, el: o.el }).await;
+                no_available_resource(shared, bare, Routed::new(o.id, o.el)).await;
             } else {
                 routing::bounce(shared, &o.el, StanzaErrorCondition::RecipientUnavailable).await;
             }
@@ -157,7 +157,7 @@ pub async fn keep(shared: &Arc<Shared>, bare: &str, o: Out) {
             if matches!(stanza::typ(&o.el), "groupchat" | "headline" | "error") {
                 return;
             }
-            store(shared, bare, Routed { id: o.id, el: o.el }, false).await;
+            store(shared, bare, Routed::new(o.id, o.el), false).await;
         }
         Some(Kind::Iq) if matches!(stanza::typ(&o.el), "get" | "set") => {
             routing::bounce(shared, &o.el, StanzaErrorCondition::ServiceUnavailable).await;

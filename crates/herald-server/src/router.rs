@@ -15,6 +15,20 @@ pub struct Routed {
     pub id: u64,
     /// The stanza, addressed and stamped.
     pub el: Element,
+    /// For a message to a sleeping session whose queue is saved: released once the stanza is
+    /// written through, so the sender's XEP-0198 ack waits for it (see `mam::Durable`).
+    pub durable: Option<std::sync::Arc<crate::mam::Durable>>,
+}
+
+impl Routed {
+    /// A routed stanza.
+    pub fn new(id: u64, el: Element) -> Routed {
+        Routed {
+            id,
+            el,
+            durable: None,
+        }
+    }
 }
 
 /// What a session task can be asked to do.

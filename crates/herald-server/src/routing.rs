@@ -92,22 +92,18 @@ pub async fn route(shared: &Arc<Shared>, el: Element) {
 
 /// Puts a stanza in a session's inbox under a fresh routing id.
 pub fn send_to(shared: &Shared, r: &ResourceEntry, el: Element) -> Result<(), Option<Element>> {
-    send_to_routed(
-        shared,
-        r,
-        Routed {
-            id: shared.next_id(),
-            el,
-        },
-    )
+    send_to_routed(shared, r, Routed::new(shared.next_id(), el))
 }
 
 /// Puts a routed stanza in a session's inbox; Err(Some(el)) if full or gone.
 pub fn send_to_routed(
     shared: &Shared,
     r: &ResourceEntry,
-    routed: Routed,
+    mut routed: Routed,
 ) -> Result<(), Option<Element>> {
+    if r.hibernated && routed.durable.is_none() && stanza::kind(&routed.el) == Some(Kind::Message) {
+        routed.durable = crate::mam::durable_ticket();
+    }
     match r.tx.try_send(SessionMsg::Stanza(Box::new(routed))) {
         Ok(()) => Ok(()),
         Err(TrySendError::Full(SessionMsg::Stanza(rt))) => {
@@ -177,10 +173,7 @@ async fn deliver_local(shared: &Arc<Shared>, to: Jid, el: Element) {
     }
     match k {
         Some(Kind::Message) => {
-            let routed = Routed {
-                id: shared.next_id(),
-                el,
-            };
+            let routed = Routed::new(shared.next_id(), el);
             Box::pin(crate::message::inbound(shared, &bare, &to, routed)).await
         }
         Some(Kind::Presence) => Box::pin(deliver_presence(shared, &bare, &to, el)).await,

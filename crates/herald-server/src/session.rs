@@ -218,6 +218,8 @@ pub struct Session {
     persisted: bool,
     /// Queued while hibernated, not yet written through (written after each event).
     write_through: Vec<herald_store::SmQueued>,
+    /// Senders' acks waiting for `write_through` (released when dropped).
+    write_through_tickets: Vec<Arc<mam::Durable>>,
     /// Saved for the next start at shutdown: the session task ends without ending the
     /// session (no unavailable broadcast, nothing handed on).
     parked: bool,
@@ -322,6 +324,7 @@ impl Session {
             backlog: None,
             persisted: false,
             write_through: Vec::new(),
+            write_through_tickets: Vec::new(),
             parked: false,
         }))
     }
@@ -422,6 +425,7 @@ impl Session {
             backlog: None,
             persisted: true,
             write_through: Vec::new(),
+            write_through_tickets: Vec::new(),
             parked: false,
         });
         let span = tracing::info_span!("conn", kind = "c2s", jid = %jid);
@@ -619,7 +623,20 @@ impl Session {
     }
 
     /// Delivers a routed stanza: through CSI, into the SM queue, onto the transport.
-    pub(crate) async fn deliver(&mut self, r: Routed) -> Flow {
+    pub(crate) async fn deliver(&mut self, mut r: Routed) -> Flow {
+        let ticket = r.durable.take();
+        let queued = self.write_through.len();
+        let flow = self.deliver_now(r).await;
+        // Written through after this event: the sender's ack waits until then.
+        if let Some(t) = ticket {
+            if self.write_through.len() > queued {
+                self.write_through_tickets.push(t);
+            }
+        }
+        flow
+    }
+
+    async fn deliver_now(&mut self, r: Routed) -> Flow {
         let out = Out {
             id: r.id,
             el: r.el,
@@ -858,6 +875,8 @@ impl Session {
 
     /// Writes what was queued while hibernated to the saved session.
     async fn flush_write_through(&mut self) {
+        // Released (dropped) when this returns: committed, or known not to be.
+        let _tickets = std::mem::take(&mut self.write_through_tickets);
         let items = std::mem::take(&mut self.write_through);
         if !self.persisted || items.is_empty() {
             return;
@@ -1429,10 +1448,7 @@ impl Session {
                 let n = room.min(b.requests.len());
                 let batch: Vec<Element> = b.requests.drain(..n).collect();
                 for el in batch {
-                    let r = Routed {
-                        id: self.shared.next_id(),
-                        el,
-                    };
+                    let r = Routed::new(self.shared.next_id(), el);
                     if let Flow::Stop = self.deliver(r).await {
                         return Flow::Stop;
                     }
