@@ -122,6 +122,19 @@ fn renewal_reason(path: &Path, names: &[String], now: OffsetDateTime) -> Option<
     if !missing.is_empty() {
         return Some(format!("it does not name {}", missing.join(", ")));
     }
+    // Made by an earlier Herald ("rcgen self signed cert", valid to 4096): a client shows
+    // a name that says nothing of the server.
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|c| c.as_str().ok());
+    if !cn.is_some_and(|cn| names.first().is_some_and(|p| p.eq_ignore_ascii_case(cn))) {
+        return Some(format!(
+            "its name is {:?}, not the domain",
+            cn.unwrap_or("")
+        ));
+    }
     let not_after = cert.validity().not_after.to_datetime();
     if not_after - now < RENEW_BEFORE {
         return Some(format!("it expires {not_after}"));
@@ -374,6 +387,23 @@ mod tests {
         let renewed = std::fs::read(&c).unwrap();
         server_config(&cfg).unwrap();
         assert_eq!(renewed, std::fs::read(&c).unwrap());
+    }
+
+    #[test]
+    fn an_old_rcgen_named_certificate_is_renewed() {
+        // What Herald made before: every domain in the SANs, but named by rcgen.
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = cfg_in(dir.path());
+        let names = self_signed_names(&cfg);
+        let old = rcgen::generate_simple_self_signed(names.clone()).unwrap();
+        let (c, k) = self_signed_paths(&cfg.data_dir);
+        std::fs::create_dir_all(&cfg.data_dir).unwrap();
+        std::fs::write(&c, old.cert.pem()).unwrap();
+        std::fs::write(&k, old.key_pair.serialize_pem()).unwrap();
+        let why = renewal_reason(&c, &names, OffsetDateTime::now_utc());
+        assert!(why.is_some_and(|w| w.contains("rcgen")));
+        ensure_certificate(&cfg).unwrap();
+        assert_eq!(inspect(&c).0, "example.test");
     }
 
     #[test]
