@@ -36,24 +36,15 @@ async fn server(f: impl FnOnce(&mut Config)) -> TestServer {
 /// Sends one request over the admin socket, as the CLI does; returns the server's reply.
 async fn admin(s: &TestServer, line: &str) -> String {
     let cfg = s.running.shared.cfg.clone();
-    wait_until(|| herald_server::admin::socket_path(&cfg).exists()).await;
+    wait_until("admin socket", || {
+        herald_server::admin::socket_path(&cfg).exists()
+    })
+    .await;
     let line = line.to_string();
     tokio::task::spawn_blocking(move || herald_server::admin::notify(&cfg, &line))
         .await
         .unwrap()
         .expect("the admin socket answers")
-}
-
-/// Polls `cond` until it holds, bounded by WAIT.
-async fn wait_until(mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "condition not reached in time"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// `<enable resume='true'/>`; returns the resumption id.
@@ -117,7 +108,7 @@ async fn hibernated_phone(s: &TestServer, a: &mut RawClient) -> String {
     b.sync("before-kill").await;
     b.kill(false);
     let shared = s.running.shared.clone();
-    wait_until(|| {
+    wait_until("sessions ended", || {
         shared
             .router
             .resources("bob@localhost")

@@ -23,18 +23,6 @@ fn offline_count(s: &TestServer, user: &str) -> usize {
     s.running.shared.store.offline_count(user).unwrap()
 }
 
-/// Polls `cond` until it holds, bounded by WAIT.
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: not reached"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// Alice sends `n` chat messages with bodies `prefix1..=prefixN` to bob, then a ping barrier.
 async fn send_many(a: &mut RawClient, to: &str, prefix: &str, n: usize) {
     let mut batch = String::new();
@@ -104,6 +92,29 @@ async fn online_sm(s: &TestServer, user: &str, res: &str, resume: bool) -> (RawC
     let id = e.attr("id").unwrap_or_default().to_string();
     c.send("<presence/>").await;
     (c, id)
+}
+
+/// Waits until every session of `user` is hibernated.
+async fn hibernated(s: &TestServer, user: &str) {
+    let shared = s.running.shared.clone();
+    wait_until("hibernated", || {
+        let r = shared.router.resources(user);
+        !r.is_empty() && r.iter().all(|e| e.hibernated)
+    })
+    .await;
+}
+
+/// A server whose SM queue holds 40 (30 for stored messages), with 100 messages stored for
+/// bob by alice.
+async fn hundred_stored() -> TestServer {
+    let s = two_users(|c| {
+        c.offline.max_per_user = 1000;
+        c.stream_management.max_queue = 40;
+    })
+    .await;
+    let mut a = RawClient::login(s.c2s(), "alice", "pw", "a").await;
+    send_many(&mut a, "bob@localhost", "m", 100).await;
+    s
 }
 
 fn expected(prefix: &str, n: usize) -> Vec<String> {
@@ -195,13 +206,7 @@ async fn without_sm_rows_are_deleted_once_written_and_unacked_ones_stay() {
 
 #[tokio::test]
 async fn a_resumed_session_acks_what_it_had_and_gets_the_rest() {
-    let s = two_users(|c| {
-        c.offline.max_per_user = 1000;
-        c.stream_management.max_queue = 40;
-    })
-    .await;
-    let mut a = RawClient::login(s.c2s(), "alice", "pw", "a").await;
-    send_many(&mut a, "bob@localhost", "m", 100).await;
+    let s = hundred_stored().await;
     let (mut b, id) = online_sm(&s, "bob", "phone", true).await;
     // The queue has room for 30 (a quarter stays free): 30 arrive, unacked.
     let mut r = SmReader { h: 0, ack: false };
@@ -209,15 +214,7 @@ async fn a_resumed_session_acks_what_it_had_and_gets_the_rest() {
     assert_eq!(first, expected("m", 30));
     let h = r.h;
     b.kill(true);
-    let shared = s.running.shared.clone();
-    wait_until("hibernated", || {
-        shared
-            .router
-            .resources("bob@localhost")
-            .iter()
-            .any(|e| e.hibernated)
-    })
-    .await;
+    hibernated(&s, "bob@localhost").await;
     // Resume acknowledging all 30: their rows go, and the other 70 follow.
     let (mut b, f) = RawClient::authenticate(s.c2s(), "bob", "pw").await;
     assert!(f.get_child("sm", SM).is_some());
@@ -237,13 +234,7 @@ async fn a_resumed_session_acks_what_it_had_and_gets_the_rest() {
 
 #[tokio::test]
 async fn the_backlog_goes_to_one_resource_and_passes_on_when_it_leaves() {
-    let s = two_users(|c| {
-        c.offline.max_per_user = 1000;
-        c.stream_management.max_queue = 40;
-    })
-    .await;
-    let mut a = RawClient::login(s.c2s(), "alice", "pw", "a").await;
-    send_many(&mut a, "bob@localhost", "m", 100).await;
+    let s = hundred_stored().await;
     // The phone takes the store and stalls (never acks): 30 written, none deleted.
     let (mut phone, _) = online_sm(&s, "bob", "phone", false).await;
     let mut rp = SmReader { h: 0, ack: false };
@@ -435,15 +426,7 @@ async fn a_restored_session_keeps_its_push_attachment_and_nobody_is_woken() {
         .iter()
         .any(|e| e.attr("id") == Some("en") && e.attr("type") == Some("result")));
     b.kill(true);
-    let shared = s.running.shared.clone();
-    wait_until("hibernated", || {
-        shared
-            .router
-            .resources("bob@localhost")
-            .iter()
-            .all(|e| e.hibernated)
-    })
-    .await;
+    hibernated(&s, "bob@localhost").await;
     let mut a = RawClient::login(s.c2s(), "alice", "pw", "a").await;
     a.send("<message to='bob@localhost/phone' type='chat'><body>one</body></message>")
         .await;
@@ -610,15 +593,7 @@ async fn after_a_crash_a_sleeping_sessions_queue_is_stored_offline_without_mam()
     let (mut b, id) = online_sm(s, "bob", "phone", true).await;
     b.sync("up").await;
     b.kill(true);
-    let shared = s.running.shared.clone();
-    wait_until("hibernated", || {
-        shared
-            .router
-            .resources("bob@localhost")
-            .iter()
-            .all(|e| e.hibernated)
-    })
-    .await;
+    hibernated(s, "bob@localhost").await;
     // Alice uses stream management: once the server acknowledges her messages they must
     // survive a crash, though nothing archives them.
     let mut a = RawClient::login(s.c2s(), "alice", "pw", "a").await;
@@ -639,7 +614,6 @@ async fn after_a_crash_a_sleeping_sessions_queue_is_stored_offline_without_mam()
     };
     assert_eq!(ack.attr("h"), Some("5"), "{}", xml(&ack));
     // The crash comes right after the ack.
-    drop(shared);
     let s = c.crash_and_restart().await;
     assert_eq!(s.running.loaded.recovered, 1);
     let (mut b, answer) = resume(&s, "bob", &id, 0).await;

@@ -39,6 +39,15 @@ pub trait OfflineStore {
     fn offline_count(&self, user: &str) -> Result<usize>;
 }
 
+/// An `id, stanza_xml, stored_at` row.
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OfflineMessage> {
+    Ok(OfflineMessage {
+        id: r.get(0)?,
+        stanza_xml: r.get(1)?,
+        stored_at: r.get(2)?,
+    })
+}
+
 impl OfflineStore for Store {
     fn store_offline(&self, user: &str, stanza_xml: &str, max_per_user: usize) -> Result<i64> {
         let now = now_millis();
@@ -68,13 +77,7 @@ impl OfflineStore for Store {
                 "SELECT id, stanza_xml, stored_at FROM offline_messages
                  WHERE account = ?1 ORDER BY id",
             )?;
-            let rows = stmt.query_map([user], |r| {
-                Ok(OfflineMessage {
-                    id: r.get(0)?,
-                    stanza_xml: r.get(1)?,
-                    stored_at: r.get(2)?,
-                })
-            })?;
+            let rows = stmt.query_map([user], row)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
     }
@@ -101,13 +104,7 @@ impl OfflineStore for Store {
                 "SELECT id, stanza_xml, stored_at FROM offline_messages
                  WHERE account = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
             )?;
-            let rows = stmt.query_map(params![user, after, limit], |r| {
-                Ok(OfflineMessage {
-                    id: r.get(0)?,
-                    stanza_xml: r.get(1)?,
-                    stored_at: r.get(2)?,
-                })
-            })?;
+            let rows = stmt.query_map(params![user, after, limit], row)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
     }

@@ -209,6 +209,19 @@ impl RawClient {
     }
 }
 
+/// Polls `cond` until it holds, bounded by WAIT: only for a state a server task or timer
+/// reaches without telling the client.
+pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not reached"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 pub fn xml(el: &Element) -> String {
     String::from(el)
 }
