@@ -3,9 +3,8 @@
 //! The server reports what happens (a registration enabled, an ack overdue, a session
 //! hibernated, a stanza queued, archived or stored offline, an app server reply, time
 //! passing) and gets back [`Action`]s: publishes to send, session deadlines to change,
-//! registrations and counters to persist. The decision table in
-//! `shared/reference/push-rules.md` is implemented here row by row; each entry point cites
-//! its row.
+//! registrations and counters to persist. The decision table in RULES.md §1 is implemented
+//! here row by row; each entry point cites its row.
 //!
 //! Must not: do I/O, read a clock, spawn, or hold unbounded memory: dedup memory, in-flight
 //! publishes and retries all have configured bounds.

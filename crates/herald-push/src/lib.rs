@@ -1,5 +1,5 @@
-//! herald-push: the push business rules (`shared/reference/business_rules.md`, decision
-//! table `push-rules.md`) as pure code.
+//! herald-push: the push business rules (RULES.md §1 at the repository root: the three
+//! rules and the decision table) as pure code.
 //!
 //! - [`classify`]: the one importance judgement shared by CSI and push, and the summary
 //!   (sender, body) of a stanza.

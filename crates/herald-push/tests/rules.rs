@@ -1,4 +1,4 @@
-//! The decision table (`shared/reference/push-rules.md`), one test per row, with a fake clock.
+//! The decision table (RULES.md §1), one test per row, with a fake clock.
 
 mod common;
 

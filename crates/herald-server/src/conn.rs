@@ -198,7 +198,7 @@ impl Conn {
     /// Reads once from the socket into the decoder. Cancel-safe: used inside `select!`.
     ///
     /// The read buffer lives on the stack of a single poll, never in the future: an idle
-    /// session waiting here holds no buffer at all (DESIGN.md: a few KiB per idle session).
+    /// session waiting here holds no buffer at all (the goal: a few KiB per idle session).
     pub async fn read_some(&mut self) -> Result<(), ConnError> {
         let Conn { io, decoder, .. } = self;
         let n = std::future::poll_fn(|cx| {

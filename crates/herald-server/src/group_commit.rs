@@ -1,5 +1,5 @@
-//! Group commit for archive writes (DESIGN.md: "storage calls go through the store's own
-//! threads, which batch concurrent writes into one transaction"): one writer thread takes
+//! Group commit for archive writes (storage calls go through the store's own
+//! threads, which batch concurrent writes into one transaction): one writer thread takes
 //! every archive write waiting at that moment and commits them together, so a burst of
 //! messages costs one commit, not one per message. Each caller still waits until its own
 //! message is durable, so the archive is written before the sender's message is acked.

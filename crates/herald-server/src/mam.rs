@@ -445,7 +445,8 @@ pub async fn handle_iq(session: &mut Session, el: &Element, payload: &Element) -
     )
 }
 
-/// Deletes archived messages older than `[mam] max_age`, once now and then hourly.
+/// Deletes archived messages older than `[mam] max_age` and saved tombstones older than
+/// `stream_management.tombstone_ttl`, once now and then hourly.
 pub async fn retention(shared: Arc<Shared>) {
     let mut shutdown = shared.shutdown_signal();
     loop {
@@ -455,6 +456,16 @@ pub async fn retention(shared: Arc<Shared>) {
             Ok(n) if n > 0 => tracing::info!(deleted = n, "archive retention"),
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "archive retention failed"),
+        }
+        // Saved tombstones (XEP-0198 `h` of ended sessions) are only useful for their TTL.
+        let ttl = shared.cfg.stream_management.tombstone_ttl.0;
+        let before = crate::persist::unix_millis()
+            .saturating_sub(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
+        if let Err(e) = shared
+            .db(move |s| herald_store::SessionStore::purge_tombstones_before(s, before))
+            .await
+        {
+            tracing::error!(error = %e, "purging saved tombstones failed");
         }
         tokio::select! {
             _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}

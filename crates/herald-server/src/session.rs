@@ -99,7 +99,7 @@ pub async fn start(shared: Arc<Shared>, outcome: negotiate::Outcome) {
                     return;
                 }
             };
-            // DESIGN.md: one span per connection; the session fills in who it is.
+            // One span per connection; the session fills in who it is.
             let span = tracing::Span::current();
             span.record("jid", tracing::field::display(&jid));
             match Session::bind(shared, user, jid.clone(), conn) {

@@ -452,6 +452,9 @@ pub fn sessions(store: &Store) {
         vec![(u.to_string(), "t3".to_string(), 7, 2000)]
     );
     assert_eq!(store.take_tombstone(u, "t2").unwrap(), None);
+    assert_eq!(store.purge_tombstones_before(2000).unwrap(), 0);
+    assert_eq!(store.purge_tombstones_before(2001).unwrap(), 1);
+    assert!(store.tombstones_since(0).unwrap().is_empty());
 
     // Flags: read once.
     assert_eq!(store.take_flag("clean").unwrap(), None);

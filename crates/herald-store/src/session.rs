@@ -71,6 +71,8 @@ pub trait SessionStore {
     /// Tombstones ended at or after `since` (unix millis): (account, id, h, ended_at). Older
     /// ones are deleted.
     fn tombstones_since(&self, since: i64) -> Result<Vec<(String, String, u32, i64)>>;
+    /// Deletes tombstones ended before `before` (unix millis); how many.
+    fn purge_tombstones_before(&self, before: i64) -> Result<usize>;
     /// Sets (Some) or clears (None) a server flag.
     fn set_flag(&self, name: &str, value: Option<&str>) -> Result<()>;
     /// Reads and clears a server flag.
@@ -270,6 +272,14 @@ impl SessionStore for Store {
                 Ok((r.get(0)?, r.get(1)?, u32_col(r.get(2)?), r.get(3)?))
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    fn purge_tombstones_before(&self, before: i64) -> Result<usize> {
+        self.write(|tx| {
+            Ok(tx
+                .prepare_cached("DELETE FROM sm_tombstones WHERE ended_at < ?1")?
+                .execute([before])?)
         })
     }
 
