@@ -3,7 +3,8 @@
 # and Herald on 127.0.0.3 (herald.test), each with its own config, and checks messages and a
 # presence subscription both ways, once with Server Dialback (self-signed certificates) and
 # once with certificates from a test CA (SASL EXTERNAL both ways, no dialback).
-# Needs: apt-get install -y prosody. Prosody finds herald.test through its own hosts file
+# Needs: apt-get install -y prosody lua-unbound (without lua-unbound Prosody ignores the hosts
+# file below and asks DNS). Prosody finds herald.test through its own hosts file
 # (the `unbound.hoststxt` option), so /etc/hosts is left alone. Ports 5269 on both addresses
 # must be free.
 set -eu

@@ -766,6 +766,9 @@ struct Prosody {
 
 impl Drop for Prosody {
     fn drop(&mut self) {
+        if std::env::var_os("PROSODY_LOG_DUMP").is_some() {
+            eprintln!("=== prosody log ===\n{}", self.log());
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
