@@ -785,6 +785,9 @@ impl Prosody {
         let d = dir.path();
         std::fs::create_dir_all(d.join("data")).unwrap();
         std::fs::write(d.join("hosts"), format!("{HERALD_IP} herald.test\n")).unwrap();
+        // DNS questions the hosts file cannot answer (SRV) go to loopback, where nothing
+        // answers: this test sends nothing off the machine.
+        std::fs::write(d.join("resolv.conf"), "nameserver 127.0.0.1\n").unwrap();
         let c2s_port = {
             let l = std::net::TcpListener::bind((PROSODY_IP, 0)).unwrap();
             l.local_addr().unwrap().port()
@@ -816,7 +819,7 @@ c2s_require_encryption = false
 allow_unencrypted_plain_auth = true
 s2s_require_encryption = true
 authentication = "internal_plain"
-unbound = {{ hoststxt = {hosts:?} }}
+unbound = {{ hoststxt = {hosts:?}; resolvconf = {resolv:?} }}
 modules_enabled = {{ "roster"; "saslauth"; "tls"; "dialback"; "disco"; "ping"; "presence"; "message" }}
 {ssl}
 VirtualHost "prosody.test"
@@ -826,6 +829,7 @@ VirtualHost "prosody.test"
             data = d.join("data"),
             log = d.join("prosody.log"),
             hosts = d.join("hosts"),
+            resolv = d.join("resolv.conf"),
         );
         let cfg_path = d.join("prosody.cfg.lua");
         std::fs::write(&cfg_path, cfg).unwrap();
