@@ -419,7 +419,8 @@ pub async fn start_with_store(cfg: Config, store: Store) -> anyhow::Result<Runni
     };
     // Before anything is accepted: a client resuming at once must find its session.
     let t = std::time::Instant::now();
-    running.loaded = persist::load(&shared)
+    let to_wake;
+    (running.loaded, to_wake) = persist::load(&shared)
         .await
         .context("loading the sessions saved by the previous run")?;
     if running.loaded != persist::Loaded::default() {
@@ -460,6 +461,11 @@ pub async fn start_with_store(cfg: Config, store: Store) -> anyhow::Result<Runni
     }
     (running.s2s_addr, running.s2s_direct_tls_addr) =
         s2s::start_listeners(&shared, &mut running.tasks, (s2s_l, s2s_dtls_l)).await?;
+    if !to_wake.is_empty() {
+        running
+            .tasks
+            .push(tokio::spawn(persist::wake_paced(shared.clone(), to_wake)));
+    }
     Ok(running)
 }
 

@@ -180,7 +180,8 @@ pub struct Loaded {
 
 /// At start, before the listeners accept: loads tombstones and the saved sessions, restores
 /// them after a clean stop, recovers them after a crash (see the module documentation).
-pub async fn load(shared: &Arc<Shared>) -> anyhow::Result<Loaded> {
+/// Returns the users to wake once the listeners run ([`wake_paced`]).
+pub async fn load(shared: &Arc<Shared>) -> anyhow::Result<(Loaded, Vec<String>)> {
     let ttl = shared.cfg.stream_management.tombstone_ttl.0;
     let now_ms = unix_millis();
     let since = now_ms.saturating_sub(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
@@ -247,10 +248,7 @@ pub async fn load(shared: &Arc<Shared>) -> anyhow::Result<Loaded> {
         })
         .await?;
     loaded.to_wake = wake.len();
-    if !wake.is_empty() {
-        tokio::spawn(wake_paced(shared.clone(), wake.into_iter().collect()));
-    }
-    Ok(loaded)
+    Ok((loaded, wake.into_iter().collect()))
 }
 
 /// A saved session that will not run again: its last h becomes a tombstone and its queue is
@@ -279,8 +277,9 @@ async fn recover(
 }
 
 /// One unimportant push per user, `push.restart_wake_rate` per second at most: a restart
-/// with many sleeping phones is not a thundering herd.
-async fn wake_paced(shared: Arc<Shared>, users: Vec<String>) {
+/// with many sleeping phones is not a thundering herd. Started once the listeners accept, so
+/// a local app server (a component) can be connected for it.
+pub async fn wake_paced(shared: Arc<Shared>, users: Vec<String>) {
     let rate = shared.cfg.push.restart_wake_rate.max(1);
     let every = Duration::from_secs(1) / rate;
     tracing::info!(
