@@ -117,18 +117,15 @@ pub async fn undelivered(shared: &Arc<Shared>, bare: &str, o: Out, ended: u64) {
                 return routing::bounce(shared, &o.el, StanzaErrorCondition::ServiceUnavailable)
                     .await;
             }
+            if archived_for(&o.el, bare) {
+                return;
+            }
             if shared.is_stopping() {
                 // Shutdown: every session is ending; keep it rather than bounce it.
-                if archived_for(&o.el, bare) {
-                    return;
-                }
                 return store(shared, bare, Routed::new(o.id, o.el), true).await;
             }
             let mut others = shared.router.resources(bare);
             others.retain(|r| r.session_id != ended && !shared.accounts.is_ending(r.session_id));
-            if archived_for(&o.el, bare) {
-                return;
-            }
             if crate::router::best_resources(&others).is_empty() {
                 no_available_resource(shared, bare, Routed::new(o.id, o.el)).await;
             } else {
