@@ -76,6 +76,7 @@ fn bench_queued(c: &mut Criterion) {
                     sender: Some("romeo@example.net".into()),
                     body: Some("Hi".into()),
                 },
+                own: false,
             };
             for a in e.stanza_queued(1, &s, now) {
                 if let Action::Publish { iq_id, .. } = a {

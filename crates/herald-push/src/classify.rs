@@ -124,6 +124,24 @@ pub fn classify(stanza: &Element) -> Importance {
     Classifier::default().classify(stanza)
 }
 
+/// Whether the device of the session `full_jid` caused `stanza` itself, so it tells that
+/// device nothing new and must never wake it (RULES: "the device's own echo"):
+///
+/// - the reflection of its own presence (RFC 6121 §4.2.2: the server sends the user's
+///   presence back to the resource that sent it), whatever its type;
+/// - an IQ result or error: only ever the answer to a request the device sent;
+/// - a message error: the bounce of a message the device sent.
+///
+/// Anyone else's stanza (another resource's presence, a sent carbon, a message) is not.
+pub fn caused_by(stanza: &Element, full_jid: &str) -> bool {
+    match stanza.name() {
+        "presence" => stanza.attr("from") == Some(full_jid),
+        "iq" => matches!(stanza.attr("type"), Some("result") | Some("error")),
+        "message" => stanza.attr("type") == Some("error"),
+        _ => false,
+    }
+}
+
 /// Sender and body to show in a push for this stanza.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Summary {

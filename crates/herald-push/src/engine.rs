@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use minidom::Element;
 
-use crate::classify::{Importance, Summary};
-use crate::notification::build_publish;
+use crate::classify::{bare_jid, Importance, Summary};
+use crate::notification::{build_publish, Notice, Priority};
 
 /// The server's id for a session (live or hibernated).
 pub type SessionId = u64;
@@ -83,8 +83,19 @@ pub struct PushConfig {
     pub retry_backoff: Duration,
     /// Stanza ids remembered per registration to never push one stanza twice.
     pub dedup_per_registration: usize,
-    /// Publishes in flight or waiting for a retry; beyond this new publishes are dropped.
+    /// Publishes in flight or waiting for a retry, all users together (global, from the
+    /// primary host's configuration).
     pub max_pending: usize,
+    /// A user's share of `max_pending`: beyond it that user's new pushes wait (one per
+    /// registration, with the latest count) until one of their publishes is answered.
+    pub max_pending_per_user: usize,
+    /// An app server's share of `max_pending` (counted by the app server's domain), so a
+    /// dead app server cannot hold the budget of users of the others (global).
+    pub max_pending_per_app_server: usize,
+    /// How long the state of a user with no session and nothing pending is kept before it
+    /// is evicted (global). It holds the dedup memory that keeps a stanza from being pushed
+    /// again when it moves from an expired session to offline storage.
+    pub idle_user_ttl: Duration,
 }
 
 impl Default for PushConfig {
@@ -106,6 +117,9 @@ impl Default for PushConfig {
             retry_backoff: Duration::from_secs(5),
             dedup_per_registration: 1024,
             max_pending: 10_000,
+            max_pending_per_user: 100,
+            max_pending_per_app_server: 5_000,
+            idle_user_ttl: Duration::from_secs(600),
         }
     }
 }
@@ -119,6 +133,10 @@ pub struct StanzaInfo {
     pub importance: Importance,
     /// From [`crate::classify::summarize`].
     pub summary: Summary,
+    /// The device of the session it is queued for caused it itself (the reflection of its
+    /// own presence, the answer to its own IQ, the bounce of its own message: see
+    /// [`crate::classify::caused_by`]). It tells the device nothing new: never pushed.
+    pub own: bool,
 }
 
 /// The app server's answer to a publish.
@@ -171,6 +189,8 @@ pub enum Action {
         user: String,
         /// The removed registration.
         key: RegKey,
+        /// Why it was removed (for `herald push list`).
+        reason: Removal,
     },
     /// Persist the registration's counters so they survive a restart.
     SaveStats {
@@ -186,6 +206,27 @@ pub enum Action {
         /// `"ok"`, `"timeout"`, `"wait"` or the error condition; `None` leaves it unchanged.
         last_result: Option<String>,
     },
+}
+
+/// Why the engine removed a registration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Removal {
+    /// The client disabled it (XEP-0357 §6) or an operator removed it.
+    Disabled,
+    /// A newer registration of the user pushed it out (`max_devices`).
+    Evicted,
+    /// The app server answered `max_errors` errors in a row; the last condition.
+    Errors(String),
+}
+
+impl std::fmt::Display for Removal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Removal::Disabled => f.write_str("disabled"),
+            Removal::Evicted => f.write_str("evicted (max_devices)"),
+            Removal::Errors(c) => write!(f, "app server errors (last: {c})"),
+        }
+    }
 }
 
 /// A hibernated session's push state, carried across a server restart (the session itself
@@ -236,9 +277,27 @@ struct RegState {
     message_count: u32,
     last_push: Option<i64>,
     dedup: Dedup,
-    /// End of the open coalescing window for important / unimportant pushes.
-    window_important: Option<Instant>,
-    window_unimportant: Option<Instant>,
+    /// The coalescing window opened by the last leading push.
+    window: Option<Window>,
+    /// A push that did not fit the user's or app server's share of `max_pending`: sent,
+    /// with the count of that moment, when a slot frees (at most one per registration).
+    owed: Option<Content>,
+}
+
+/// Coalescing (RULES.md §1, "a stanza queued while hibernated"): a leading push goes out at
+/// once and opens a window; important stanzas inside it are covered and owed one catch-up
+/// push at its end, which opens the next window. So at most two pushes per window.
+#[derive(Debug)]
+struct Window {
+    end: Instant,
+    /// The leading push was important (an unimportant stanza never adds a push then).
+    important: bool,
+    /// The leading push was an incoming call (a second call waits for the catch-up).
+    urgent: bool,
+    /// What the catch-up push says (its count is taken when it goes out).
+    catch_up: Option<Content>,
+    /// The catch-up timer, armed by the first covered important stanza.
+    timer: Option<TimerKey>,
 }
 
 impl RegState {
@@ -250,15 +309,17 @@ impl RegState {
             message_count: 0,
             last_push: None,
             dedup: Dedup::default(),
-            window_important: None,
-            window_unimportant: None,
+            window: None,
+            owed: None,
         }
     }
 
-    fn reset_awake(&mut self) {
+    /// The device is connected again: counts start over, nothing covered or owed is sent.
+    /// Returns the catch-up timer to cancel.
+    fn reset_awake(&mut self) -> Option<TimerKey> {
         self.message_count = 0;
-        self.window_important = None;
-        self.window_unimportant = None;
+        self.owed = None;
+        self.window.take().and_then(|w| w.timer)
     }
 }
 
@@ -293,12 +354,7 @@ struct SessionState {
 }
 
 /// What one publish says; kept to re-send it on retry.
-#[derive(Clone, Debug)]
-struct Content {
-    count: u32,
-    sender: Option<String>,
-    body: Option<String>,
-}
+type Content = Notice;
 
 /// One publish attempt: awaiting its reply (in `pending`, timer = reply timeout) or its
 /// retry (in `retries`, timer = backoff).
@@ -316,15 +372,8 @@ enum Timer {
     Reply(String),
     Retry(u64),
     Wake(SessionId),
-}
-
-/// How a stanza reaches a registration.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Path {
-    /// Rule a, stanza queued while hibernated or ack overdue: coalesced.
-    Queued,
-    /// Rules b and c: pushed at once, not coalesced.
-    Direct,
+    CatchUp(String, RegKey),
+    Sweep,
 }
 
 /// The push engine. See the module documentation.
@@ -338,6 +387,17 @@ pub struct Engine {
     timers: BTreeMap<TimerKey, Timer>,
     seq: u64,
     id_prefix: String,
+    /// Per-host overrides of `cfg` (virtual hosts), by domain.
+    hosts: HashMap<String, PushConfig>,
+    /// Publishes in flight or waiting for a retry, per user and per app server domain.
+    pending_by_user: HashMap<String, usize>,
+    pending_by_app: HashMap<String, usize>,
+    /// Registrations with an owed push, oldest first (each at most once).
+    owed: VecDeque<(String, RegKey)>,
+    /// When each loaded user last had something happen (for eviction).
+    touched: HashMap<String, Instant>,
+    /// The eviction sweep's timer.
+    sweep: Option<TimerKey>,
 }
 
 impl Engine {
@@ -352,7 +412,33 @@ impl Engine {
             timers: BTreeMap::new(),
             seq: 0,
             id_prefix: "push".to_owned(),
+            hosts: HashMap::new(),
+            pending_by_user: HashMap::new(),
+            pending_by_app: HashMap::new(),
+            owed: VecDeque::new(),
+            touched: HashMap::new(),
+            sweep: None,
         }
+    }
+
+    /// A virtual host's own configuration: its users' pushes use it (sent from its
+    /// `domain`, with its `with_body`, `with_sender`, `important_body` and limits). The
+    /// global budget (`max_pending`, `max_pending_per_app_server`, `idle_user_ttl`) stays
+    /// the primary configuration's.
+    pub fn set_host_config(&mut self, domain: &str, cfg: PushConfig) {
+        self.hosts.insert(domain.to_owned(), cfg);
+    }
+
+    /// The configuration that applies to `user` (a bare JID): its host's, else the primary.
+    pub fn config_for(&self, user: &str) -> &PushConfig {
+        let bare = bare_jid(user);
+        let domain = bare.rsplit_once('@').map_or(bare, |(_, d)| d);
+        self.hosts.get(domain).unwrap_or(&self.cfg)
+    }
+
+    /// Users whose state is loaded (evicted ones are loaded again on their next event).
+    pub fn loaded_users(&self) -> usize {
+        self.users.len()
     }
 
     /// Prefix of generated publish ids (`<prefix>-<n>`). Set a random one at start-up so
@@ -416,23 +502,25 @@ impl Engine {
         now: Instant,
     ) -> Vec<Action> {
         let mut out = Vec::new();
+        self.touch(user, now);
         let key = reg.key.clone();
         // Re-enabling the same identifier replaces it, but keeps its dedup memory: the
         // stanzas already pushed to that device must still not be pushed twice.
         let old = self.users.get_mut(user).and_then(|m| m.remove(&key));
         let old_dedup = match old {
-            Some(old) => {
+            Some(mut old) => {
                 if let Some(sid) = old.session {
                     if sid != session {
                         self.detach_from_session(sid, &key, now, &mut out);
                     }
                 }
+                self.forget_window(user, &key, &mut old);
                 Some(old.dedup)
             }
             None => None,
         };
         // Eviction: the oldest `enabled_at` goes first (Prosody's cache does the same).
-        let limit = self.cfg.max_devices.max(1);
+        let limit = self.config_for(user).max_devices.max(1);
         loop {
             let victim = match self.users.get(user) {
                 Some(m) if m.len() >= limit => m
@@ -442,7 +530,9 @@ impl Engine {
                 _ => None,
             };
             match victim {
-                Some(victim) => self.remove_registration(user, &victim, now, &mut out),
+                Some(victim) => {
+                    self.remove_registration(user, &victim, Removal::Evicted, now, &mut out)
+                }
                 None => break,
             }
         }
@@ -471,6 +561,7 @@ impl Engine {
             user: user.to_owned(),
             reg,
         });
+        self.drain_owed(now, &mut out);
         out
     }
 
@@ -484,6 +575,7 @@ impl Engine {
         now: Instant,
     ) -> Vec<Action> {
         let mut out = Vec::new();
+        self.touch(user, now);
         let victims: Vec<RegKey> = self
             .users
             .get(user)
@@ -495,8 +587,9 @@ impl Engine {
             })
             .unwrap_or_default();
         for key in victims {
-            self.remove_registration(user, &key, now, &mut out);
+            self.remove_registration(user, &key, Removal::Disabled, now, &mut out);
         }
+        self.drain_owed(now, &mut out);
         out
     }
 
@@ -507,8 +600,9 @@ impl Engine {
         user: &str,
         session: SessionId,
         resource: &str,
-        _now: Instant,
+        now: Instant,
     ) {
+        self.touch(user, now);
         let sess = self
             .sessions
             .entry(session)
@@ -519,19 +613,24 @@ impl Engine {
             });
         sess.user = user.to_owned();
         sess.mode = Mode::Live;
-        if let Some(map) = self.users.get_mut(user) {
-            for state in map.values_mut() {
-                if state.reg.resource.as_deref() == Some(resource) {
-                    state.reset_awake();
-                }
-            }
-        }
+        let keys: Vec<RegKey> = self
+            .users
+            .get(user)
+            .map(|m| {
+                m.values()
+                    .filter(|s| s.reg.resource.as_deref() == Some(resource))
+                    .map(|s| s.reg.key.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.awake(user, &keys);
     }
 
     /// The session is gone (logout, or hibernation expired): its registrations become
     /// unattached (rule b applies to them from now on) and its timers are cancelled.
-    pub fn session_ended(&mut self, session: SessionId, _now: Instant) -> Vec<Action> {
+    pub fn session_ended(&mut self, session: SessionId, now: Instant) -> Vec<Action> {
         if let Some(sess) = self.sessions.remove(&session) {
+            self.touch(&sess.user, now);
             if let Mode::Hibernated(h) = &sess.mode {
                 if let Some(t) = h.wake_timer {
                     self.timers.remove(&t);
@@ -570,7 +669,7 @@ impl Engine {
     }
 
     /// The overdue ack arrived: the device is awake and has the stanzas it acked.
-    pub fn acked(&mut self, session: SessionId, _now: Instant) {
+    pub fn acked(&mut self, session: SessionId, now: Instant) {
         let Some(sess) = self.sessions.get_mut(&session) else {
             return;
         };
@@ -579,13 +678,8 @@ impl Engine {
         }
         sess.mode = Mode::Live;
         let (user, regs) = (sess.user.clone(), sess.regs.clone());
-        if let Some(map) = self.users.get_mut(&user) {
-            for key in &regs {
-                if let Some(state) = map.get_mut(key) {
-                    state.reset_awake();
-                }
-            }
-        }
+        self.touch(&user, now);
+        self.awake(&user, &regs);
     }
 
     /// Rule a, "connection dies, session hibernates": one push at once for the stanzas not
@@ -611,7 +705,12 @@ impl Engine {
             Mode::AckOverdue { woken } => woken,
             _ => None,
         };
-        let timeout = self.cfg.hibernation_timeout;
+        let user = sess.user.clone();
+        let cfg = self.config_for(&user);
+        let (timeout, max_timeout) = (cfg.hibernation_timeout, cfg.max_hibernation_timeout);
+        let Some(sess) = self.sessions.get_mut(&session) else {
+            return out;
+        };
         sess.mode = Mode::Hibernated(Hibernation {
             started: now,
             expiry: woken.map(|t| (t + timeout, t)),
@@ -622,6 +721,7 @@ impl Engine {
         if sess.regs.is_empty() {
             return out;
         }
+        self.touch(&user, now);
         if let Some(t) = woken {
             out.push(Action::SetSessionExpiry {
                 session,
@@ -634,7 +734,7 @@ impl Engine {
         // (set by `note_push`); otherwise the session may sleep up to the extended limit.
         let extend = match self.sessions.get_mut(&session).map(|s| &mut s.mode) {
             Some(Mode::Hibernated(h)) if !h.first_push => {
-                let at = now + self.cfg.max_hibernation_timeout;
+                let at = now + max_timeout;
                 h.expiry = Some((at, now));
                 Some(at)
             }
@@ -660,8 +760,12 @@ impl Engine {
             return out;
         };
         let (user, regs) = (sess.user.clone(), sess.regs.clone());
+        if regs.is_empty() {
+            return out;
+        }
+        self.touch(&user, now);
         for key in regs {
-            if let Some(imp) = self.push_one(&user, &key, stanza, Path::Queued, now, &mut out) {
+            if let Some(imp) = self.push_one(&user, &key, stanza, now, &mut out) {
                 self.note_push(session, imp, now, &mut out);
             }
         }
@@ -670,9 +774,10 @@ impl Engine {
 
     /// Rule a, "session resumed": nothing more is pushed for it; retries waiting for its
     /// registrations are cancelled and their `message-count` starts again.
-    pub fn resumed(&mut self, session: SessionId, _now: Instant) -> Vec<Action> {
+    pub fn resumed(&mut self, session: SessionId, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
         let Some(sess) = self.sessions.get_mut(&session) else {
-            return Vec::new();
+            return out;
         };
         if let Mode::Hibernated(h) = &sess.mode {
             if let Some(t) = h.wake_timer {
@@ -681,17 +786,13 @@ impl Engine {
         }
         sess.mode = Mode::Live;
         let (user, regs) = (sess.user.clone(), sess.regs.clone());
-        if let Some(map) = self.users.get_mut(&user) {
-            for key in &regs {
-                if let Some(state) = map.get_mut(key) {
-                    state.reset_awake();
-                }
-            }
-        }
+        self.touch(&user, now);
+        self.awake(&user, &regs);
         for key in &regs {
             self.drop_retries(&user, key);
         }
-        Vec::new()
+        self.drain_owed(now, &mut out);
+        out
     }
 
     /// The push state of a hibernated session, to save it across a restart. None when the
@@ -728,6 +829,7 @@ impl Engine {
         expiry: Instant,
         now: Instant,
     ) {
+        self.touch(user, now);
         let mut regs = Vec::new();
         if let Some(map) = self.users.get_mut(user) {
             for (key, count) in push.regs {
@@ -798,22 +900,40 @@ impl Engine {
     /// Admin ping: a push without a stanza (count unchanged, no body) to every registration.
     pub fn ping(&mut self, user: &str, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
-        let targets: Vec<(RegKey, u32)> = self
-            .users
-            .get(user)
-            .map(|m| {
-                m.values()
-                    .map(|s| (s.reg.key.clone(), s.message_count))
-                    .collect()
-            })
-            .unwrap_or_default();
-        for (key, count) in targets {
+        self.touch(user, now);
+        for (key, count) in self.counts(user, None, None) {
             let content = Content {
                 count,
-                sender: None,
-                body: None,
+                priority: Some(Priority::Low),
+                ..Content::default()
             };
-            self.publish(user, &key, content, 1, now, &mut out);
+            self.publish(user, &key, content, now, &mut out);
+        }
+        out
+    }
+
+    /// `herald push test`: one publish (count unchanged, no body) to each registration of
+    /// `user` (only those of app server `jid`, and `node`, when given), sent whatever the
+    /// shares of `max_pending` and never retried, so its reply (or its absence) is the app
+    /// server's first answer. The reply still counts like any other.
+    pub fn test_push(
+        &mut self,
+        user: &str,
+        jid: Option<&str>,
+        node: Option<&str>,
+        now: Instant,
+    ) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.touch(user, now);
+        let last = self.config_for(user).max_attempts.max(1);
+        for (key, count) in self.counts(user, jid, node) {
+            let content = Content {
+                count,
+                priority: Some(Priority::Low),
+                ..Content::default()
+            };
+            self.track(user, &key);
+            self.emit(user, &key, content, last, now, &mut out);
         }
         out
     }
@@ -831,8 +951,10 @@ impl Engine {
             return out;
         };
         self.timers.remove(&p.timer);
+        self.touch(&p.user, now);
         match reply {
             Reply::Result => {
+                self.untrack(&p.user, &p.key);
                 if let Some(state) = self.reg_mut(&p.user, &p.key) {
                     state.reg.error_count = 0;
                     state.last_push = Some(unix_secs);
@@ -852,36 +974,39 @@ impl Engine {
                 wait: false,
                 condition,
             } => {
-                let max = self.cfg.max_errors;
-                let Some(state) = self.reg_mut(&p.user, &p.key) else {
-                    return out;
-                };
-                state.reg.error_count = state.reg.error_count.saturating_add(1);
-                let count = state.reg.error_count;
-                if count >= max {
-                    self.remove_registration(&p.user, &p.key, now, &mut out);
-                } else {
-                    out.push(Action::SaveStats {
-                        user: p.user,
-                        key: p.key,
-                        error_count: count,
-                        last_push: None,
-                        last_result: Some(condition),
-                    });
+                self.untrack(&p.user, &p.key);
+                let max = self.config_for(&p.user).max_errors;
+                if let Some(state) = self.reg_mut(&p.user, &p.key) {
+                    state.reg.error_count = state.reg.error_count.saturating_add(1);
+                    let count = state.reg.error_count;
+                    if count >= max {
+                        let why = Removal::Errors(condition);
+                        self.remove_registration(&p.user, &p.key, why, now, &mut out);
+                    } else {
+                        out.push(Action::SaveStats {
+                            user: p.user,
+                            key: p.key,
+                            error_count: count,
+                            last_push: None,
+                            last_result: Some(condition),
+                        });
+                    }
                 }
             }
         }
+        self.drain_owed(now, &mut out);
         out
     }
 
-    /// Fires every timer due at `now`: reply timeouts, retries, wake-before-expiry pushes.
+    /// Fires every timer due at `now`: reply timeouts, retries, catch-up and
+    /// wake-before-expiry pushes, the eviction sweep.
     pub fn poll(&mut self, now: Instant, _unix_secs: i64) -> Vec<Action> {
         let mut out = Vec::new();
         while let Some(entry) = self.timers.first_entry() {
             if entry.key().0 > now {
                 break;
             }
-            let timer = entry.remove();
+            let (key, timer) = entry.remove_entry();
             match timer {
                 Timer::Reply(iq_id) => {
                     if let Some(p) = self.pending.remove(&iq_id) {
@@ -890,12 +1015,18 @@ impl Engine {
                 }
                 Timer::Retry(id) => {
                     if let Some(r) = self.retries.remove(&id) {
-                        self.publish(&r.user, &r.key, r.content, r.attempt, now, &mut out);
+                        self.emit(&r.user, &r.key, r.content, r.attempt, now, &mut out);
                     }
                 }
                 Timer::Wake(session) => self.wake(session, now, &mut out),
+                Timer::CatchUp(user, reg) => self.catch_up(&user, &reg, key, now, &mut out),
+                Timer::Sweep => {
+                    self.sweep = None;
+                    self.evict_idle(now);
+                }
             }
         }
+        self.drain_owed(now, &mut out);
         out
     }
 
@@ -915,6 +1046,11 @@ impl Engine {
         self.pending.len() + self.retries.len()
     }
 
+    /// Pushes waiting for a slot in their user's or app server's share.
+    pub fn owed_len(&self) -> usize {
+        self.owed.len()
+    }
+
     // ---- internals ----
 
     fn next_seq(&mut self) -> u64 {
@@ -932,9 +1068,103 @@ impl Engine {
         key
     }
 
+    /// Something happened for `user`: its state is not idle; the eviction sweep runs.
+    fn touch(&mut self, user: &str, now: Instant) {
+        if !self.users.contains_key(user) {
+            return;
+        }
+        self.touched.insert(user.to_owned(), now);
+        if self.sweep.is_none() {
+            let at = now + self.cfg.idle_user_ttl;
+            self.sweep = Some(self.schedule(at, Timer::Sweep));
+        }
+    }
+
+    /// Evicts users with no session, nothing pending, owed or about to be caught up, and
+    /// nothing happening for `idle_user_ttl`. Their registrations are in the store; the
+    /// server loads them again on the user's next event.
+    fn evict_idle(&mut self, now: Instant) {
+        let ttl = self.cfg.idle_user_ttl;
+        let mut busy: HashSet<&str> = HashSet::new();
+        busy.extend(self.sessions.values().map(|s| s.user.as_str()));
+        busy.extend(self.pending_by_user.keys().map(String::as_str));
+        busy.extend(self.owed.iter().map(|(u, _)| u.as_str()));
+        let mut idle = Vec::new();
+        let mut waiting = false;
+        for (user, regs) in &self.users {
+            let quiet = !busy.contains(user.as_str())
+                && regs
+                    .values()
+                    .all(|s| s.window.as_ref().is_none_or(|w| w.timer.is_none()));
+            if !quiet {
+                // Busy users are looked at again after their next event (`touch`).
+                continue;
+            }
+            match self.touched.get(user) {
+                Some(t) if now.saturating_duration_since(*t) < ttl => waiting = true,
+                _ => idle.push(user.clone()),
+            }
+        }
+        for user in idle {
+            self.users.remove(&user);
+            self.touched.remove(&user);
+        }
+        if waiting {
+            self.sweep = Some(self.schedule(now + ttl, Timer::Sweep));
+        }
+    }
+
+    /// The registrations of `user` matching the filters, with their counts.
+    fn counts(&self, user: &str, jid: Option<&str>, node: Option<&str>) -> Vec<(RegKey, u32)> {
+        self.users
+            .get(user)
+            .map(|m| {
+                m.values()
+                    .filter(|s| {
+                        jid.is_none_or(|j| s.reg.key.jid == j)
+                            && node.is_none_or(|n| s.reg.key.node == n)
+                    })
+                    .map(|s| (s.reg.key.clone(), s.message_count))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The devices behind `keys` are connected: counts start over, nothing covered or
+    /// owed is sent any more.
+    fn awake(&mut self, user: &str, keys: &[RegKey]) {
+        let mut timers = Vec::new();
+        let mut owed = false;
+        if let Some(map) = self.users.get_mut(user) {
+            for key in keys {
+                if let Some(state) = map.get_mut(key) {
+                    owed |= state.owed.is_some();
+                    timers.extend(state.reset_awake());
+                }
+            }
+        }
+        for t in timers {
+            self.timers.remove(&t);
+        }
+        if owed {
+            self.owed.retain(|(u, k)| !(u == user && keys.contains(k)));
+        }
+    }
+
+    /// Forgets a (replaced or removed) registration's window and owed push.
+    fn forget_window(&mut self, user: &str, key: &RegKey, state: &mut RegState) {
+        if let Some(t) = state.window.take().and_then(|w| w.timer) {
+            self.timers.remove(&t);
+        }
+        if state.owed.take().is_some() {
+            self.owed.retain(|(u, k)| !(u == user && k == key));
+        }
+    }
+
     /// What a push for `stanza` says, given the registration's count after counting it.
-    fn content_for(&self, count: u32, stanza: &StanzaInfo) -> Content {
-        let sender = if self.cfg.with_sender {
+    fn content_for(&self, user: &str, count: u32, stanza: &StanzaInfo) -> Content {
+        let cfg = self.config_for(user);
+        let sender = if cfg.with_sender {
             stanza.summary.sender.clone()
         } else {
             None
@@ -943,25 +1173,31 @@ impl Engine {
             .summary
             .body
             .clone()
-            .filter(|b| self.cfg.with_body && !b.is_empty());
+            .filter(|b| cfg.with_body && !b.is_empty());
+        let important = stanza.importance.is_important();
         let body = real_body.or_else(|| {
-            (stanza.importance.is_important() && !self.cfg.important_body.is_empty())
-                .then(|| self.cfg.important_body.clone())
+            (important && !cfg.important_body.is_empty()).then(|| cfg.important_body.clone())
         });
         Content {
             count,
             sender,
             body,
+            priority: Some(if important {
+                Priority::High
+            } else {
+                Priority::Low
+            }),
         }
     }
 
     /// A push that ends the extended hibernation: an important one, or any one when
     /// important pushes are not told apart (`important_body` empty).
-    fn qualifies(&self, importance: Importance) -> bool {
-        importance.is_important() || self.cfg.important_body.is_empty()
+    fn qualifies(&self, user: &str, importance: Importance) -> bool {
+        importance.is_important() || self.config_for(user).important_body.is_empty()
     }
 
-    /// One push per registration of `session` for the stanzas of `batch` it has not seen.
+    /// One push per registration of `session` for the stanzas of `batch` it has not seen
+    /// (coalesced like any push: inside an open window it becomes the catch-up).
     fn push_batch(
         &mut self,
         session: SessionId,
@@ -973,16 +1209,16 @@ impl Engine {
             return;
         };
         let (user, regs) = (sess.user.clone(), sess.regs.clone());
-        let cap = self.cfg.dedup_per_registration;
-        let window = self.cfg.coalesce_window;
+        let cap = self.config_for(&user).dedup_per_registration;
         let mut best: Option<Importance> = None;
         for key in regs {
             let Some(state) = self.reg_mut(&user, &key) else {
                 continue;
             };
-            // The push shows the latest important stanza, else the latest one.
+            // The push shows the latest important stanza, else the latest one. What the
+            // device caused itself is skipped: it tells the device nothing new.
             let mut pick: Option<&StanzaInfo> = None;
-            for stanza in batch {
+            for stanza in batch.iter().filter(|s| !s.own) {
                 if !state.dedup.insert(stanza.id, cap) {
                     continue;
                 }
@@ -998,17 +1234,11 @@ impl Engine {
             let Some(pick) = pick else {
                 continue;
             };
-            // The batch push opens the window of its class, so a burst right behind it is
-            // covered like any burst.
-            if pick.importance.is_important() {
-                state.window_important = Some(now + window);
-            } else {
-                state.window_unimportant = Some(now + window);
-            }
             let count = state.message_count;
-            let content = self.content_for(count, pick);
-            self.publish(&user, &key, content, 1, now, out);
-            best = best.max(Some(pick.importance));
+            let content = self.content_for(&user, count, pick);
+            if self.offer(&user, &key, pick.importance, content, now, out) {
+                best = best.max(Some(pick.importance));
+            }
         }
         if let Some(imp) = best {
             self.note_push(session, imp, now, out);
@@ -1016,45 +1246,150 @@ impl Engine {
     }
 
     /// Pushes (or covers) one stanza for one registration. Returns the importance when a
-    /// push was decided.
+    /// push went out now.
     fn push_one(
         &mut self,
         user: &str,
         key: &RegKey,
         stanza: &StanzaInfo,
-        path: Path,
         now: Instant,
         out: &mut Vec<Action>,
     ) -> Option<Importance> {
-        let cap = self.cfg.dedup_per_registration;
-        let window = self.cfg.coalesce_window;
+        if stanza.own {
+            return None;
+        }
+        let cap = self.config_for(user).dedup_per_registration;
         let state = self.reg_mut(user, key)?;
         // Never twice: whatever path saw this stanza first has pushed or covered it.
         if !state.dedup.insert(stanza.id, cap) {
             return None;
         }
-        let important = stanza.importance.is_important();
-        if important {
+        if stanza.importance.is_important() {
             state.message_count = state.message_count.saturating_add(1);
         }
-        if path == Path::Queued {
-            let slot = if important {
-                &mut state.window_important
-            } else {
-                &mut state.window_unimportant
-            };
-            // Coalescing: the first push of a class opens a window that covers the rest
-            // of the burst. An incoming call is never covered: it must ring now.
-            let open = slot.is_some_and(|end| end > now);
-            if open && stanza.importance != Importance::Urgent {
-                return None;
-            }
-            *slot = Some(now + window);
-        }
         let count = state.message_count;
-        let content = self.content_for(count, stanza);
-        self.publish(user, key, content, 1, now, out);
-        Some(stanza.importance)
+        let content = self.content_for(user, count, stanza);
+        self.offer(user, key, stanza.importance, content, now, out)
+            .then_some(stanza.importance)
+    }
+
+    /// Coalescing (see [`Window`]): whether a push for a stanza of `importance` goes out
+    /// now (it then leads a new window) or is covered by the open window (an important one
+    /// is owed the catch-up at the window's end). A push leads when no window is open, when
+    /// it is the first important one after an unimportant leading push, or when it is the
+    /// first incoming call of the window: a call rings now.
+    fn offer(
+        &mut self,
+        user: &str,
+        key: &RegKey,
+        importance: Importance,
+        content: Content,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) -> bool {
+        let span = self.config_for(user).coalesce_window;
+        let important = importance.is_important();
+        let urgent = importance == Importance::Urgent;
+        let Some(state) = self.reg_mut(user, key) else {
+            return false;
+        };
+        let mut arm = None;
+        let mut cancel = None;
+        let lead = match state.window.as_mut() {
+            Some(w) if w.end > now => {
+                let lead = (urgent && !w.urgent) || (important && !w.important);
+                if lead {
+                    cancel = w.timer.take();
+                } else if important {
+                    w.catch_up = Some(content.clone());
+                    if w.timer.is_none() {
+                        arm = Some(w.end);
+                    }
+                }
+                lead
+            }
+            Some(w) => {
+                cancel = w.timer.take();
+                true
+            }
+            None => true,
+        };
+        if lead {
+            state.window = Some(Window {
+                end: now + span,
+                important,
+                urgent,
+                catch_up: None,
+                timer: None,
+            });
+        }
+        if let Some(t) = cancel {
+            self.timers.remove(&t);
+        }
+        if let Some(at) = arm {
+            let t = self.schedule(at, Timer::CatchUp(user.to_owned(), key.clone()));
+            if let Some(w) = self.reg_mut(user, key).and_then(|s| s.window.as_mut()) {
+                w.timer = Some(t);
+            }
+        }
+        if lead {
+            self.publish(user, key, content, now, out);
+        }
+        lead
+    }
+
+    /// The window of a registration ended with important stanzas covered: one catch-up push
+    /// with the count of now, if its device is still asleep. It leads the next window, so a
+    /// flood yields one push per window.
+    fn catch_up(
+        &mut self,
+        user: &str,
+        key: &RegKey,
+        timer: TimerKey,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let asleep = self.asleep(user, key);
+        let span = self.config_for(user).coalesce_window;
+        let Some(state) = self.reg_mut(user, key) else {
+            return;
+        };
+        let Some(w) = state.window.as_mut() else {
+            return;
+        };
+        if w.timer != Some(timer) {
+            return;
+        }
+        w.timer = None;
+        let Some(mut content) = w.catch_up.take() else {
+            return;
+        };
+        if !asleep {
+            return;
+        }
+        content.count = state.message_count;
+        state.window = Some(Window {
+            end: now + span,
+            important: true,
+            urgent: false,
+            catch_up: None,
+            timer: None,
+        });
+        self.publish(user, key, content, now, out);
+    }
+
+    /// Whether the device behind a registration cannot be reading: no session, or its
+    /// session hibernates or leaves an ack overdue.
+    fn asleep(&self, user: &str, key: &RegKey) -> bool {
+        let session = self
+            .users
+            .get(user)
+            .and_then(|m| m.get(key))
+            .and_then(|s| s.session);
+        match session.and_then(|sid| self.sessions.get(&sid)) {
+            None => true,
+            Some(s) => !matches!(s.mode, Mode::Live),
+        }
     }
 
     fn push_direct(
@@ -1065,8 +1400,11 @@ impl Engine {
         now: Instant,
         out: &mut Vec<Action>,
     ) {
+        if !targets.is_empty() {
+            self.touch(user, now);
+        }
         for (key, session) in targets {
-            if let Some(imp) = self.push_one(user, &key, stanza, Path::Direct, now, out) {
+            if let Some(imp) = self.push_one(user, &key, stanza, now, out) {
                 if let Some(sid) = session {
                     self.note_push(sid, imp, now, out);
                 }
@@ -1083,10 +1421,13 @@ impl Engine {
         now: Instant,
         out: &mut Vec<Action>,
     ) {
-        if !self.qualifies(importance) {
+        let Some(user) = self.sessions.get(&session).map(|s| s.user.clone()) else {
+            return;
+        };
+        if !self.qualifies(&user, importance) {
             return;
         }
-        let timeout = self.cfg.hibernation_timeout;
+        let timeout = self.config_for(&user).hibernation_timeout;
         let mode = self.sessions.get_mut(&session).map(|s| &mut s.mode);
         if let Some(Mode::AckOverdue { woken }) = mode {
             woken.get_or_insert(now);
@@ -1107,8 +1448,11 @@ impl Engine {
 
     /// Arms the wake-before-expiry push for the session's current deadline.
     fn schedule_wake(&mut self, session: SessionId) {
-        let enabled = self.cfg.wake_before_expiry;
-        let margin = self.cfg.wake_margin;
+        let Some(user) = self.sessions.get(&session).map(|s| s.user.clone()) else {
+            return;
+        };
+        let cfg = self.config_for(&user);
+        let (enabled, margin) = (cfg.wake_before_expiry, cfg.wake_margin);
         let Some(sess) = self.sessions.get_mut(&session) else {
             return;
         };
@@ -1166,15 +1510,115 @@ impl Engine {
             };
             let content = Content {
                 count,
-                sender: None,
-                body: None,
+                priority: Some(Priority::Low),
+                ..Content::default()
             };
-            self.publish(&user, &key, content, 1, now, out);
+            self.publish(&user, &key, content, now, out);
         }
     }
 
-    /// Emits a publish and tracks it, unless too many are in flight.
+    /// The app server's domain: its share of `max_pending` is counted by it.
+    fn app_of(key: &RegKey) -> &str {
+        let bare = bare_jid(&key.jid);
+        bare.rsplit_once('@').map_or(bare, |(_, d)| d)
+    }
+
+    /// Whether a new publish for (user, key) fits the global budget and both shares.
+    fn admits(&self, user: &str, key: &RegKey) -> bool {
+        self.pending_len() < self.cfg.max_pending
+            && self.pending_by_user.get(user).copied().unwrap_or(0)
+                < self.config_for(user).max_pending_per_user
+            && self
+                .pending_by_app
+                .get(Self::app_of(key))
+                .copied()
+                .unwrap_or(0)
+                < self.cfg.max_pending_per_app_server
+    }
+
+    fn track(&mut self, user: &str, key: &RegKey) {
+        *self.pending_by_user.entry(user.to_owned()).or_default() += 1;
+        *self
+            .pending_by_app
+            .entry(Self::app_of(key).to_owned())
+            .or_default() += 1;
+    }
+
+    /// A publish is finished (answered, given up or dropped): its slot is free.
+    fn untrack(&mut self, user: &str, key: &RegKey) {
+        if let Some(n) = self.pending_by_user.get_mut(user) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.pending_by_user.remove(user);
+            }
+        }
+        let app = Self::app_of(key);
+        if let Some(n) = self.pending_by_app.get_mut(app) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.pending_by_app.remove(app);
+            }
+        }
+    }
+
+    /// A new push: sent now if it fits the budget, else owed to the registration (the
+    /// latest one replaces an older owed push; its count is taken when it goes out).
     fn publish(
+        &mut self,
+        user: &str,
+        key: &RegKey,
+        content: Content,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        if self.admits(user, key) {
+            self.track(user, key);
+            self.emit(user, key, content, 1, now, out);
+            return;
+        }
+        let Some(state) = self.reg_mut(user, key) else {
+            return;
+        };
+        // Bounded: one owed push per registration. A full share delays only this user's
+        // (or this app server's) pushes; nobody else's.
+        let queued = state.owed.replace(content).is_some();
+        if !queued {
+            self.owed.push_back((user.to_owned(), key.clone()));
+        }
+    }
+
+    /// Sends owed pushes that now fit, oldest first. Bounded work per call; a push that
+    /// still does not fit goes to the back.
+    fn drain_owed(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let mut budget = self.owed.len().min(64);
+        while budget > 0 && self.pending_len() < self.cfg.max_pending {
+            budget -= 1;
+            let Some((user, key)) = self.owed.pop_front() else {
+                break;
+            };
+            let fits = self.admits(&user, &key);
+            let Some(state) = self.reg_mut(&user, &key) else {
+                continue;
+            };
+            if state.owed.is_none() {
+                continue;
+            }
+            if !fits {
+                self.owed.push_back((user, key));
+                continue;
+            }
+            let count = state.message_count;
+            let Some(mut content) = state.owed.take() else {
+                continue;
+            };
+            content.count = count;
+            self.track(&user, &key);
+            self.emit(&user, &key, content, 1, now, out);
+        }
+    }
+
+    /// Emits a publish (its slot already counted) and waits for its reply.
+    fn emit(
         &mut self,
         user: &str,
         key: &RegKey,
@@ -1183,25 +1627,22 @@ impl Engine {
         now: Instant,
         out: &mut Vec<Action>,
     ) {
-        // Bounded: a silent or slow app server must not grow memory without limit.
-        if self.pending.len() + self.retries.len() >= self.cfg.max_pending {
-            return;
-        }
         let n = self.next_seq();
+        let cfg = self.config_for(user);
+        let (domain, reply_timeout) = (cfg.domain.clone(), cfg.reply_timeout);
         let Some(state) = self.users.get(user).and_then(|m| m.get(key)) else {
+            self.untrack(user, key);
             return;
         };
         let iq_id = format!("{}-{n}", self.id_prefix);
         let iq = build_publish(
-            &self.cfg.domain,
+            &domain,
             &iq_id,
             key,
-            content.count,
-            content.sender.as_deref(),
-            content.body.as_deref(),
+            &content,
             state.reg.publish_options.as_ref(),
         );
-        let timer = self.schedule(now + self.cfg.reply_timeout, Timer::Reply(iq_id.clone()));
+        let timer = self.schedule(now + reply_timeout, Timer::Reply(iq_id.clone()));
         self.pending.insert(
             iq_id.clone(),
             Attempt {
@@ -1227,11 +1668,14 @@ impl Engine {
             .get(&p.user)
             .is_some_and(|m| m.contains_key(&p.key));
         if !exists {
+            self.untrack(&p.user, &p.key);
             return;
         }
-        if p.attempt < self.cfg.max_attempts {
+        let cfg = self.config_for(&p.user);
+        let (max_attempts, backoff) = (cfg.max_attempts, cfg.retry_backoff);
+        if p.attempt < max_attempts {
             let shift = p.attempt.saturating_sub(1).min(16);
-            let delay = self.cfg.retry_backoff.saturating_mul(1u32 << shift);
+            let delay = backoff.saturating_mul(1u32 << shift);
             let id = self.next_seq();
             let timer = self.schedule(now + delay, Timer::Retry(id));
             self.retries.insert(
@@ -1243,6 +1687,7 @@ impl Engine {
                 },
             );
         } else {
+            self.untrack(&p.user, &p.key);
             let error_count = self
                 .users
                 .get(&p.user)
@@ -1260,24 +1705,34 @@ impl Engine {
 
     fn drop_retries(&mut self, user: &str, key: &RegKey) {
         let timers = &mut self.timers;
+        let mut dropped = 0;
         self.retries.retain(|_, r| {
             let drop = r.user == user && &r.key == key;
             if drop {
                 timers.remove(&r.timer);
+                dropped += 1;
             }
             !drop
         });
+        for _ in 0..dropped {
+            self.untrack(user, key);
+        }
     }
 
     fn drop_pending(&mut self, user: &str, key: &RegKey) {
         let timers = &mut self.timers;
+        let mut dropped = 0;
         self.pending.retain(|_, p| {
             let drop = p.user == user && &p.key == key;
             if drop {
                 timers.remove(&p.timer);
+                dropped += 1;
             }
             !drop
         });
+        for _ in 0..dropped {
+            self.untrack(user, key);
+        }
     }
 
     /// Removes a registration everywhere: store, its session, in-flight publishes, retries.
@@ -1285,15 +1740,18 @@ impl Engine {
         &mut self,
         user: &str,
         key: &RegKey,
+        reason: Removal,
         now: Instant,
         out: &mut Vec<Action>,
     ) {
-        let Some(state) = self.users.get_mut(user).and_then(|m| m.remove(key)) else {
+        let Some(mut state) = self.users.get_mut(user).and_then(|m| m.remove(key)) else {
             return;
         };
+        self.forget_window(user, key, &mut state);
         out.push(Action::DeleteRegistration {
             user: user.to_owned(),
             key: key.clone(),
+            reason,
         });
         if let Some(sid) = state.session {
             self.detach_from_session(sid, key, now, out);
@@ -1311,7 +1769,10 @@ impl Engine {
         _now: Instant,
         out: &mut Vec<Action>,
     ) {
-        let timeout = self.cfg.hibernation_timeout;
+        let Some(user) = self.sessions.get(&session).map(|s| s.user.clone()) else {
+            return;
+        };
+        let timeout = self.config_for(&user).hibernation_timeout;
         let Some(sess) = self.sessions.get_mut(&session) else {
             return;
         };

@@ -16,10 +16,10 @@ pub mod engine;
 pub mod notification;
 pub mod request;
 
-pub use classify::{classify, summarize, Classifier, Importance, Summary};
+pub use classify::{caused_by, classify, summarize, Classifier, Importance, Summary};
 pub use engine::{
-    Action, Engine, PushConfig, RegKey, Registration, Reply, SessionId, SessionPush, StanzaId,
-    StanzaInfo,
+    Action, Engine, PushConfig, RegKey, Registration, Removal, Reply, SessionId, SessionPush,
+    StanzaId, StanzaInfo,
 };
-pub use notification::build_publish;
+pub use notification::{build_publish, Notice, Priority};
 pub use request::{parse_command, PushCommand, PushError};

@@ -18,6 +18,43 @@ pub const NS_PUSH: &str = "urn:xmpp:push:0";
 pub const NS_DATA: &str = "jabber:x:data";
 /// XEP-0357 §5: FORM_TYPE of the notification summary.
 pub const PUSH_SUMMARY: &str = "urn:xmpp:push:summary";
+/// Tigase's push priority extension (also Prosody's mod_cloud_notify_priority_tag):
+/// `<priority xmlns='tigase:push:priority:0'>high</priority>` inside `<notification/>`.
+pub const NS_PRIORITY: &str = "tigase:push:priority:0";
+
+/// How urgently the app server should deliver a push (the Tigase priority hint). An app
+/// server maps `high` to an alerting / high-priority (VoIP for calls) push and `low` to a
+/// silent, batched one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Priority {
+    /// Something a human waits for: a message, an encrypted payload, an incoming call.
+    High,
+    /// Presence, chat states, receipts, wake-ups without a stanza.
+    Low,
+}
+
+impl Priority {
+    /// The element text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::High => "high",
+            Priority::Low => "low",
+        }
+    }
+}
+
+/// What one notification says (the engine decides each part).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Notice {
+    /// `message-count`.
+    pub count: u32,
+    /// `last-message-sender`; left out when `None`.
+    pub sender: Option<String>,
+    /// `last-message-body`; left out when `None`.
+    pub body: Option<String>,
+    /// The priority hint; left out when `None`.
+    pub priority: Option<Priority>,
+}
 
 /// An attribute name known at compile time.
 fn nc(name: &'static str) -> NcName {
@@ -34,16 +71,14 @@ fn field(var: &'static str, value: &str) -> Element {
 
 /// Builds `<iq type='set' from=domain to=key.jid id=iq_id>` publishing one notification.
 ///
-/// `sender` becomes `last-message-sender`, `body` becomes `last-message-body`; each is left
-/// out when `None`. `publish_options` (the client's `jabber:x:data` form) is copied
-/// unchanged into `<publish-options/>` (XEP-0357 §7).
+/// The summary form carries `notice`'s count, sender and body; its priority becomes a
+/// `<priority xmlns='tigase:push:priority:0'/>` after the form. `publish_options` (the
+/// client's `jabber:x:data` form) is copied unchanged into `<publish-options/>` (XEP-0357 §7).
 pub fn build_publish(
     domain: &str,
     iq_id: &str,
     key: &RegKey,
-    count: u32,
-    sender: Option<&str>,
-    body: Option<&str>,
+    notice: &Notice,
     publish_options: Option<&Element>,
 ) -> Element {
     let mut form = Element::builder("x", NS_DATA)
@@ -59,17 +94,24 @@ pub fn build_publish(
                 )
                 .build(),
         )
-        .append(field("message-count", &count.to_string()))
+        .append(field("message-count", &notice.count.to_string()))
         .build();
-    if let Some(sender) = sender {
+    if let Some(sender) = &notice.sender {
         form.append_child(field("last-message-sender", sender));
     }
-    if let Some(body) = body {
+    if let Some(body) = &notice.body {
         form.append_child(field("last-message-body", body));
     }
-    let notification = Element::builder("notification", NS_PUSH)
+    let mut notification = Element::builder("notification", NS_PUSH)
         .append(form)
         .build();
+    if let Some(p) = notice.priority {
+        notification.append_child(
+            Element::builder("priority", NS_PRIORITY)
+                .append(p.as_str())
+                .build(),
+        );
+    }
     let publish = Element::builder("publish", NS_PUBSUB)
         .attr(nc("node"), key.node.as_str())
         .append(

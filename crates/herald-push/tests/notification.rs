@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use herald_push::engine::{Action, PushConfig, Registration};
-use herald_push::notification::build_publish;
+use herald_push::notification::{build_publish, Notice, Priority};
 use minidom::Element;
 
 const PUBSUB: &str = "http://jabber.org/protocol/pubsub";
@@ -32,9 +32,12 @@ fn publish_iq_shape() {
         "example.com",
         "id-1",
         &k,
-        4,
-        Some("romeo@example.net"),
-        Some("Hi"),
+        &Notice {
+            count: 4,
+            sender: Some("romeo@example.net".into()),
+            body: Some("Hi".into()),
+            priority: Some(Priority::High),
+        },
         None,
     );
     assert!(iq.is("iq", "jabber:client"));
@@ -66,18 +69,38 @@ fn publish_iq_shape() {
         iq_id: "id-1".into(),
         user: USER.into(),
         key: k,
-        iq,
+        iq: iq.clone(),
     }]);
     assert_eq!(p[0].count, 4);
     assert_eq!(p[0].sender.as_deref(), Some("romeo@example.net"));
     assert_eq!(p[0].body.as_deref(), Some("Hi"));
+    // The Tigase priority hint follows the form inside <notification/>.
+    let notification = iq
+        .get_child("pubsub", PUBSUB)
+        .and_then(|p| p.get_child("publish", PUBSUB))
+        .and_then(|p| p.get_child("item", PUBSUB))
+        .and_then(|i| i.get_child("notification", "urn:xmpp:push:0"))
+        .unwrap();
+    let prio = notification
+        .get_child("priority", "tigase:push:priority:0")
+        .unwrap();
+    assert_eq!(prio.text(), "high");
 }
 
 #[test]
 fn publish_options_copied_unchanged() {
     let opts = options_form();
     let k = key("push.example.net", "n");
-    let iq = build_publish("example.com", "i", &k, 1, None, None, Some(&opts));
+    let iq = build_publish(
+        "example.com",
+        "i",
+        &k,
+        &Notice {
+            count: 1,
+            ..Notice::default()
+        },
+        Some(&opts),
+    );
     let po = iq
         .get_child("pubsub", PUBSUB)
         .unwrap()

@@ -251,6 +251,7 @@ fn row_groupchat_to_bare_jid_without_session_pushes_every_registration() {
         id: 9,
         importance: classify(&el),
         summary: summarize(&el),
+        own: false,
     };
     let p = pushes(&e.stored_offline(USER, &s, c.at(0.0)));
     assert_eq!(p.len(), 2);
@@ -270,6 +271,7 @@ fn row_received_carbon_to_hibernated_session_is_pushed() {
         id: 3,
         importance: classify(&el),
         summary: summarize(&el),
+        own: false,
     };
     let p = pushes(&e.stanza_queued(S1, &s, c.at(1.0)));
     assert_eq!(p.len(), 1);
@@ -290,6 +292,7 @@ fn row_sent_carbon_is_pushed_unimportant() {
         id: 4,
         importance: classify(&el),
         summary: summarize(&el),
+        own: false,
     };
     let p = pushes(&e.stanza_queued(S1, &s, c.at(1.0)));
     assert_eq!(p.len(), 1);
@@ -513,6 +516,7 @@ fn row_unimportant_kinds_pushed_without_placeholder() {
         id: 1,
         importance: classify(&el),
         summary: summarize(&el),
+        own: false,
     };
     assert_eq!(s.importance, Importance::Unimportant);
     let p = pushes(&e.stanza_queued(S1, &s, c.at(1.0)));

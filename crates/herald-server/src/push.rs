@@ -250,12 +250,22 @@ impl PushHandle {
         &self.classifier
     }
 
-    /// What the push rules need to know of a stanza.
+    /// What the push rules need to know of a stanza (for rules b and c: nobody's own echo).
     pub fn info(&self, id: u64, el: &Element) -> StanzaInfo {
         StanzaInfo {
             id,
             importance: self.classifier.classify(el),
             summary: herald_push::summarize(el),
+            own: false,
+        }
+    }
+
+    /// What the push rules need to know of a stanza queued for the session `full_jid`:
+    /// whether that device caused it itself (its own presence echo, its IQ's answer).
+    pub fn info_for(&self, id: u64, el: &Element, full_jid: &str) -> StanzaInfo {
+        StanzaInfo {
+            own: herald_push::caused_by(el, full_jid),
+            ..self.info(id, el)
         }
     }
 
@@ -768,8 +778,8 @@ async fn execute(
                 let rec = to_store(&user, &reg);
                 log_store(shared.db(move |s| s.upsert_push_registration(&rec)).await);
             }
-            Action::DeleteRegistration { user, key } => {
-                tracing::info!(%user, app = %key.jid, node = %key.node, "push registration removed");
+            Action::DeleteRegistration { user, key, reason } => {
+                tracing::info!(%user, app = %key.jid, node = %key.node, %reason, "push registration removed");
                 stats.sync().await;
                 log_store(
                     shared

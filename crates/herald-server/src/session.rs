@@ -706,7 +706,8 @@ impl Session {
         }
         let now = std_now();
         let sleeping = self.conn.is_none() || self.sm.ack_overdue();
-        let info = (sleeping && may_push && o.id != 0).then(|| self.shared.push.info(o.id, &o.el));
+        let info = (sleeping && may_push && o.id != 0)
+            .then(|| self.shared.push.info_for(o.id, &o.el, self.jid.as_str()));
         if self.persisted && self.conn.is_none() {
             self.write_through.push(crate::persist::queued(&o));
         }
@@ -986,7 +987,7 @@ impl Session {
         self.sm
             .unacked()
             .filter(|o| o.id != 0)
-            .map(|o| self.shared.push.info(o.id, &o.el))
+            .map(|o| self.shared.push.info_for(o.id, &o.el, self.jid.as_str()))
             .collect()
     }
 
@@ -1007,7 +1008,7 @@ impl Session {
                     let unacked = queue
                         .iter()
                         .filter(|o| o.id != 0)
-                        .map(|o| self.shared.push.info(o.id, &o.el))
+                        .map(|o| self.shared.push.info_for(o.id, &o.el, self.jid.as_str()))
                         .collect();
                     self.shared.push.send(PushEvent::AckDelayed {
                         session: self.id,

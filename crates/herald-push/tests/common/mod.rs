@@ -54,6 +54,7 @@ pub fn stanza(id: u64, importance: Importance) -> StanzaInfo {
                 _ => Some(format!("body {id}")),
             },
         },
+        own: false,
     }
 }
 
