@@ -455,7 +455,8 @@ pub struct PushConfig {
     pub max_devices: usize,
     /// How long a push-enabled hibernated session stays resumable before its first important push.
     pub max_hibernation_timeout: Dur,
-    /// At most one important and one unimportant push per registration per window.
+    /// A leading push opens a window of this length; important stanzas inside it get one
+    /// catch-up push at its end (at most two pushes per window and registration).
     pub coalesce_window: Dur,
     /// How long a publish waits for the app server's answer.
     pub reply_timeout: Dur,
@@ -465,9 +466,16 @@ pub struct PushConfig {
     pub max_attempts: u32,
     /// Delay before the first retry, doubled for each further one.
     pub retry_backoff: Dur,
-    /// Publishes awaiting an answer or a retry, over all app servers; beyond, new ones are
-    /// dropped.
+    /// Publishes awaiting an answer or a retry, over all users and app servers.
     pub max_pending: usize,
+    /// One user's share of `max_pending`; beyond it that user's next push per registration
+    /// waits for a free slot (others are not affected).
+    pub max_pending_per_user: usize,
+    /// One app server's (domain's) share of `max_pending`.
+    pub max_pending_per_app_server: usize,
+    /// How long the push state of a user with no session and nothing pending stays in
+    /// memory.
+    pub idle_user_ttl: Dur,
     /// After a crash, wake pushes per second to the users whose sessions were lost.
     pub restart_wake_rate: u32,
 }
@@ -487,6 +495,9 @@ impl Default for PushConfig {
             max_attempts: 3,
             retry_backoff: Dur(Duration::from_secs(5)),
             max_pending: 10_000,
+            max_pending_per_user: 100,
+            max_pending_per_app_server: 5_000,
+            idle_user_ttl: Dur(Duration::from_secs(600)),
             restart_wake_rate: 100,
         }
     }
@@ -686,6 +697,18 @@ impl Config {
         if self.push.max_pending == 0 {
             return Err(bad("push.max_pending", "must be at least 1".into()));
         }
+        if self.push.max_pending_per_user == 0 {
+            return Err(bad(
+                "push.max_pending_per_user",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.push.max_pending_per_app_server == 0 {
+            return Err(bad(
+                "push.max_pending_per_app_server",
+                "must be at least 1".into(),
+            ));
+        }
         if self.push.restart_wake_rate == 0 {
             return Err(bad("push.restart_wake_rate", "must be at least 1".into()));
         }
@@ -863,6 +886,10 @@ wake_before_expiry = true
             ),
             ("[push]\nmax_attempts = 0\n", "push.max_attempts"),
             ("[push]\nmax_pending = 0\n", "push.max_pending"),
+            (
+                "[push]\nmax_pending_per_user = 0\n",
+                "push.max_pending_per_user",
+            ),
             ("[push]\nrestart_wake_rate = 0\n", "push.restart_wake_rate"),
             ("shutdown_timeout = \"0s\"\n", "shutdown_timeout"),
             ("[push]\nretry_backoff = \"0s\"\n", "push.retry_backoff"),

@@ -401,6 +401,9 @@ pub fn engine_config(cfg: &crate::Config) -> PushConfig {
         max_attempts: p.max_attempts,
         retry_backoff: p.retry_backoff.0,
         max_pending: p.max_pending,
+        max_pending_per_user: p.max_pending_per_user,
+        max_pending_per_app_server: p.max_pending_per_app_server,
+        idle_user_ttl: p.idle_user_ttl.0,
         ..PushConfig::default()
     }
 }
