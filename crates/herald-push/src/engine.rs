@@ -1035,6 +1035,15 @@ impl Engine {
         self.timers.keys().next().map(|k| k.0)
     }
 
+    /// The next timer that can send a push or change a session (all but the idle-user
+    /// sweep): None means nothing more will happen without a new event.
+    pub fn next_push_timer(&self) -> Option<Instant> {
+        self.timers
+            .iter()
+            .find(|(_, t)| !matches!(t, Timer::Sweep))
+            .map(|(k, _)| k.0)
+    }
+
     /// The registration an in-flight publish was sent to, so the caller can check that a
     /// reply comes from its app server before passing it to [`Engine::reply`].
     pub fn pending_key(&self, iq_id: &str) -> Option<&RegKey> {

@@ -29,7 +29,7 @@ fn row_connected_client_acks_no_push() {
     assert!(pushes(&e.archived_for(USER, &imp(1), c.at(1.0))).is_empty());
     e.acked(S1, c.at(2.0));
     assert!(e.poll(c.at(100.0), 0).is_empty());
-    assert_eq!(e.next_deadline(), None);
+    assert_eq!(e.next_push_timer(), None);
     assert_eq!(e.pending_len(), 0);
 }
 
@@ -95,27 +95,32 @@ fn row_hibernation_after_ack_delay_no_second_push() {
 fn row_queued_while_hibernated_coalesced() {
     let (c, mut e) = one_device(PushConfig::default());
     e.hibernation_started(S1, &[], c.at(0.0));
-    // The first important stanza is pushed at once.
+    // The first important stanza is pushed at once (no batching delay).
     let p = pushes(&e.stanza_queued(S1, &imp(1), c.at(10.0)));
     assert_eq!(p.len(), 1);
     assert_eq!(p[0].count, 1);
-    // The rest of the burst inside the window is covered: no push, now or later.
+    // The rest of the burst inside the window is covered now...
     assert!(pushes(&e.stanza_queued(S1, &imp(2), c.at(10.3))).is_empty());
     assert!(pushes(&e.stanza_queued(S1, &imp(3), c.at(10.9))).is_empty());
-    // One unimportant push is allowed in the same window, then it is covered too.
-    let p = pushes(&e.stanza_queued(S1, &unimp(4), c.at(10.5)));
+    // ... and an unimportant stanza adds nothing to a window that had an important push.
+    assert!(pushes(&e.stanza_queued(S1, &unimp(4), c.at(10.5))).is_empty());
+    assert!(e.next_push_timer().is_some_and(|t| t <= c.at(11.0)));
+    // At the window's end one catch-up push carries the true count.
+    let p = pushes(&e.poll(c.at(11.0), 0));
     assert_eq!(p.len(), 1);
-    assert_eq!(p[0].body, None, "unimportant: no placeholder");
-    assert_eq!(p[0].count, 3, "covered important stanzas are counted");
-    assert!(pushes(&e.stanza_queued(S1, &unimp(5), c.at(10.6))).is_empty());
-    // Nothing at the window's end.
-    let a = e.poll(c.at(12.0), 0);
-    assert!(pushes(&a).is_empty());
-    // After the window a new one opens with the next push; the count includes the covered.
-    let p = pushes(&e.stanza_queued(S1, &imp(6), c.at(11.0)));
+    assert_eq!(p[0].count, 3);
+    assert_eq!(p[0].body.as_deref(), Some("New Message!"));
+    // The catch-up leads the next window: a flood gives one push per window.
+    assert!(pushes(&e.stanza_queued(S1, &imp(6), c.at(11.5))).is_empty());
+    let p = pushes(&e.poll(c.at(12.0), 0));
     assert_eq!(p.len(), 1);
     assert_eq!(p[0].count, 4);
-    assert!(pushes(&e.stanza_queued(S1, &imp(7), c.at(11.5))).is_empty());
+    // A quiet window ends without a push.
+    assert!(pushes(&e.poll(c.at(13.0), 0)).is_empty());
+    // After it a new stanza leads again, at once.
+    let p = pushes(&e.stanza_queued(S1, &imp(7), c.at(20.0)));
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].count, 5);
 }
 
 #[test]
@@ -148,7 +153,7 @@ fn row_resumed_stops_pushes_and_cancels_retries() {
     assert!(e.resumed(S1, c.at(2.0)).is_empty());
     assert_eq!(e.pending_len(), 0, "retry cancelled");
     assert!(pushes(&e.poll(c.at(100.0), 0)).is_empty());
-    assert_eq!(e.next_deadline(), None);
+    assert_eq!(e.next_push_timer(), None);
     assert_eq!(
         e.message_count(USER, &key("push.example.net", "phone")),
         Some(0)
@@ -234,9 +239,13 @@ fn row_stored_offline_pushes_every_registration() {
     let p = pushes(&a);
     assert_eq!(nodes(&a), vec!["a", "b", "c"]);
     assert!(p.iter().all(|p| p.count == 1 && p.user == USER));
-    // Not coalesced: each offline message is pushed.
-    assert_eq!(pushes(&e.stored_offline(USER, &imp(2), c.at(0.1))).len(), 3);
-    assert!(pushes(&e.stored_offline(USER, &imp(2), c.at(0.2))).is_empty());
+    // Coalesced like every path: the next one inside the window is owed the catch-up.
+    assert!(pushes(&e.stored_offline(USER, &imp(2), c.at(0.1))).is_empty());
+    let p = pushes(&e.poll(c.at(1.0), 0));
+    assert_eq!(p.len(), 3, "one catch-up per registration");
+    assert!(p.iter().all(|p| p.count == 2));
+    // A stanza already pushed or covered is never pushed again.
+    assert!(pushes(&e.stored_offline(USER, &imp(2), c.at(5.0))).is_empty());
 }
 
 #[test]
@@ -404,7 +413,7 @@ fn row_hibernation_without_push_keeps_server_timeout() {
     e.session_started(USER, S1, "phone", c.at(0.0));
     let a = e.hibernation_started(S1, &[imp(1)], c.at(0.0));
     assert!(a.is_empty());
-    assert_eq!(e.next_deadline(), None);
+    assert_eq!(e.next_push_timer(), None);
 }
 
 #[test]
@@ -417,7 +426,7 @@ fn row_fallback_when_registration_removed_from_hibernated_session() {
     assert!(!e.has_push(S1));
     // No wake-up for a session without push.
     assert!(pushes(&e.poll(c.at(80.0 * 3600.0), 0)).is_empty());
-    assert_eq!(e.next_deadline(), None);
+    assert_eq!(e.next_push_timer(), None);
 }
 
 #[test]
@@ -450,7 +459,7 @@ fn row_wake_before_expiry_exactly_once_per_deadline() {
     let p = pushes(&a);
     e.reply(&p[0].iq_id, Reply::Result, c.at(100.5), 0);
     // Deadline 700 s, margin 60 s: the wake push is due at 640 s.
-    assert_eq!(e.next_deadline(), Some(c.at(640.0)));
+    assert_eq!(e.next_push_timer(), Some(c.at(640.0)));
     assert!(pushes(&e.poll(c.at(639.0), 0)).is_empty());
     let w = pushes(&e.poll(c.at(640.0), 0));
     assert_eq!(w.len(), 1);
@@ -458,7 +467,7 @@ fn row_wake_before_expiry_exactly_once_per_deadline() {
     assert_eq!(w[0].body, None);
     e.reply(&w[0].iq_id, Reply::Result, c.at(641.0), 0);
     assert!(pushes(&e.poll(c.at(699.0), 0)).is_empty());
-    assert_eq!(e.next_deadline(), None);
+    assert_eq!(e.next_push_timer(), None);
 }
 
 #[test]
@@ -466,7 +475,7 @@ fn row_wake_before_extended_expiry_and_disabled_option() {
     let (c, mut e) = one_device(PushConfig::default());
     e.hibernation_started(S1, &[], c.at(0.0));
     let due = c.at(72.0 * 3600.0 - 60.0);
-    assert_eq!(e.next_deadline(), Some(due));
+    assert_eq!(e.next_push_timer(), Some(due));
     let w = pushes(&e.poll(due, 0));
     assert_eq!(w.len(), 1);
     // With important_body set, the wake push is not an important push: no re-extension.
@@ -477,7 +486,7 @@ fn row_wake_before_extended_expiry_and_disabled_option() {
         ..Default::default()
     });
     e.hibernation_started(S1, &[], c.at(0.0));
-    assert_eq!(e.next_deadline(), None);
+    assert_eq!(e.next_push_timer(), None);
     assert!(pushes(&e.poll(c.at(80.0 * 3600.0), 0)).is_empty());
 }
 
@@ -488,7 +497,7 @@ fn row_wake_margin_clamped_to_half_the_timeout() {
         ..Default::default()
     });
     e.hibernation_started(S1, &[imp(1)], c.at(0.0));
-    assert_eq!(e.next_deadline(), Some(c.at(30.0)));
+    assert_eq!(e.next_push_timer(), Some(c.at(30.0)));
     // The reply timeout (30 s) coincides; the wake fires at 30 s, not at 0 s.
     let a = e.poll(c.at(29.0), 0);
     assert!(pushes(&a).is_empty());
@@ -500,9 +509,9 @@ fn row_wake_margin_clamped_to_half_the_timeout() {
 fn row_resumed_cancels_wake() {
     let (c, mut e) = one_device(PushConfig::default());
     e.hibernation_started(S1, &[], c.at(0.0));
-    assert!(e.next_deadline().is_some());
+    assert!(e.next_push_timer().is_some());
     e.resumed(S1, c.at(10.0));
-    assert_eq!(e.next_deadline(), None);
+    assert_eq!(e.next_push_timer(), None);
     assert!(pushes(&e.poll(c.at(80.0 * 3600.0), 0)).is_empty());
 }
 
@@ -540,7 +549,7 @@ fn row_wait_and_timeout_retried_with_backoff_not_counted() {
         0,
     );
     assert!(a.is_empty());
-    assert_eq!(e.next_deadline(), Some(c.at(6.0)));
+    assert_eq!(e.next_push_timer(), Some(c.at(6.0)));
     let r = pushes(&e.poll(c.at(6.0), 0));
     assert_eq!(r.len(), 1);
     assert_ne!(r[0].iq_id, p[0].iq_id, "each publish has its own id");
@@ -551,14 +560,14 @@ fn row_wait_and_timeout_retried_with_backoff_not_counted() {
     );
     // Attempt 2 times out (30 s) → retry after 10 s.
     assert!(pushes(&e.poll(c.at(36.0), 0)).is_empty());
-    assert_eq!(e.next_deadline(), Some(c.at(46.0)));
+    assert_eq!(e.next_push_timer(), Some(c.at(46.0)));
     let r3 = pushes(&e.poll(c.at(46.0), 0));
     assert_eq!(r3.len(), 1);
     // Attempt 3 (the last) times out → dropped, stats saved, no error counted.
     let a = e.poll(c.at(76.0), 0);
     assert!(a.iter().any(|x| matches!(x, Action::SaveStats { error_count: 0, last_result: Some(r), .. } if r == "timeout")));
     assert_eq!(e.pending_len(), 0);
-    assert_eq!(e.next_deadline(), None);
+    assert_eq!(e.next_push_timer(), None);
     assert_eq!(e.registrations(USER)[0].error_count, 0);
 }
 
@@ -647,13 +656,14 @@ fn silent_app_server_leaks_nothing() {
     let c = Clock::new();
     let mut e = engine(PushConfig::default());
     e.load_user(USER, vec![reg("a", 1, "a"), reg("b", 2, "b")]);
+    // Two seconds apart: each opens a window of its own, so each is pushed.
     for i in 0..50 {
-        e.stored_offline(USER, &imp(i), c.at(i as f64 * 0.01));
+        e.stored_offline(USER, &imp(i), c.at(i as f64 * 2.0));
     }
     assert_eq!(e.pending_len(), 100);
     let mut t = 0.0;
     let mut published = 100;
-    while let Some(d) = e.next_deadline() {
+    while let Some(d) = e.next_push_timer() {
         assert!(d >= c.at(t));
         t = d.duration_since(c.base).as_secs_f64();
         published += pushes(&e.poll(d, 0)).len();
@@ -672,10 +682,12 @@ fn pending_is_bounded() {
     e.load_user(USER, vec![reg("a", 1, "a")]);
     let mut n = 0;
     for i in 0..25 {
-        n += pushes(&e.stored_offline(USER, &imp(i), c.at(0.0))).len();
+        n += pushes(&e.stored_offline(USER, &imp(i), c.at(i as f64 * 2.0))).len();
     }
     assert_eq!(n, 10);
     assert_eq!(e.pending_len(), 10);
+    // What did not fit is owed once (with the latest count), not dropped.
+    assert_eq!(e.owed_len(), 1);
 }
 
 #[test]
@@ -782,14 +794,19 @@ fn dedup_memory_is_bounded() {
         ..Default::default()
     });
     e.load_user(USER, vec![reg("a", 1, "a")]);
+    // Two seconds apart, so no window covers the next one.
     for i in 0..10 {
-        assert_eq!(pushes(&e.stored_offline(USER, &imp(i), c.at(0.0))).len(), 1);
+        let a = e.stored_offline(USER, &imp(i), c.at(i as f64 * 2.0));
+        assert_eq!(pushes(&a).len(), 1);
     }
     // The 4 most recent are remembered, older ones forgotten.
     for i in 6..10 {
-        assert!(pushes(&e.stored_offline(USER, &imp(i), c.at(0.0))).is_empty());
+        assert!(pushes(&e.stored_offline(USER, &imp(i), c.at(30.0))).is_empty());
     }
-    assert_eq!(pushes(&e.stored_offline(USER, &imp(0), c.at(0.0))).len(), 1);
+    assert_eq!(
+        pushes(&e.stored_offline(USER, &imp(0), c.at(30.0))).len(),
+        1
+    );
 }
 
 #[test]
@@ -817,7 +834,7 @@ fn row_restart_restores_a_sleeping_session_without_pushing_again() {
     assert_eq!(p.len(), 1);
     assert_eq!(p[0].count, 3);
     // Wake-before-expiry is armed for the restored deadline.
-    assert!(e.next_deadline().is_some_and(|d| d < expiry));
+    assert!(e.next_push_timer().is_some_and(|d| d < expiry));
     // A registration removed while the server was down is not attached.
     let mut e = engine(PushConfig::default());
     e.restore_session(

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -180,10 +181,34 @@ pub struct PushStats {
     pub pending: usize,
 }
 
-/// Sends events to the push task; drops (and logs) when it is overwhelmed, never blocks.
+/// Stanza events (which may be dropped under overload) queued for the push task at most.
+const MAX_QUEUED_STANZA_EVENTS: usize = 65_536;
+
+impl PushEvent {
+    /// Events about one stanza (or a reply) may be dropped when the push task is
+    /// overwhelmed: a push is lost, nothing else. Session lifecycle events, requests a
+    /// client or operator waits for, and state transfers are never dropped: losing one
+    /// would leave engine state (a session, a registration attachment) behind for good.
+    fn droppable(&self) -> bool {
+        matches!(
+            self,
+            PushEvent::AckDelayed { .. }
+                | PushEvent::StanzaQueued { .. }
+                | PushEvent::Archived { .. }
+                | PushEvent::StoredOffline { .. }
+                | PushEvent::Reply { .. }
+        )
+    }
+}
+
+/// Sends events to the push task, never blocks. The channel is unbounded so that lifecycle
+/// events are never lost; the droppable stanza events in it are counted and bounded
+/// ([`MAX_QUEUED_STANZA_EVENTS`]); lifecycle events are bounded by the sessions themselves
+/// (a few per session state change).
 #[derive(Clone)]
 pub struct PushHandle {
-    tx: mpsc::Sender<PushEvent>,
+    tx: mpsc::UnboundedSender<PushEvent>,
+    queued: Arc<AtomicUsize>,
     prefix: String,
     classifier: Arc<Classifier>,
 }
@@ -191,21 +216,39 @@ pub struct PushHandle {
 impl PushHandle {
     /// Queues an event.
     pub fn send(&self, ev: PushEvent) {
-        match self.tx.try_send(ev) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!("push task overwhelmed; event dropped");
-            }
+        let droppable = ev.droppable();
+        if droppable && self.queued.fetch_add(1, Ordering::Relaxed) >= MAX_QUEUED_STANZA_EVENTS {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            tracing::warn!("push task overwhelmed; stanza event dropped");
+            return;
+        }
+        if self.tx.send(ev).is_err() {
             // Shutdown: the push task stopped before the sessions it hears from.
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                tracing::debug!("push task stopped; event dropped");
+            if droppable {
+                self.queued.fetch_sub(1, Ordering::Relaxed);
             }
+            tracing::debug!("push task stopped; event dropped");
         }
     }
 
-    /// Queues an event, waiting for room (for events a client waits on).
+    /// Queues an event; false when the push task is gone.
     pub async fn send_wait(&self, ev: PushEvent) -> bool {
-        self.tx.send(ev).await.is_ok()
+        let droppable = ev.droppable();
+        if droppable {
+            self.queued.fetch_add(1, Ordering::Relaxed);
+        }
+        let ok = self.tx.send(ev).is_ok();
+        if !ok && droppable {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+        }
+        ok
+    }
+
+    /// The push task took an event off the channel.
+    fn received(&self, ev: &PushEvent) {
+        if ev.droppable() {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     /// The engine's counters, once every event queued before this call has been handled
@@ -370,12 +413,13 @@ fn to_store(user: &str, r: &Registration) -> PushRegistration {
 }
 
 /// Creates the handle and the task's receiving end.
-pub fn channel(cfg: &crate::Config) -> (PushHandle, mpsc::Receiver<PushEvent>) {
-    let (tx, rx) = mpsc::channel(65_536);
+pub fn channel(cfg: &crate::Config) -> (PushHandle, mpsc::UnboundedReceiver<PushEvent>) {
+    let (tx, rx) = mpsc::unbounded_channel();
     let prefix = format!("push-{}", &crate::conn::new_stream_id()[..8]);
     (
         PushHandle {
             tx,
+            queued: Arc::new(AtomicUsize::new(0)),
             prefix,
             classifier: Arc::new(classifier(&cfg.csi.important)),
         },
@@ -506,7 +550,7 @@ fn write_stats(store: &Store, items: &[PushStatsUpdate]) {
 }
 
 /// The push task.
-pub async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<PushEvent>) {
+pub async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<PushEvent>) {
     let mut engine = Engine::new(engine_config(&shared.cfg));
     engine.set_id_prefix(shared.push.prefix.clone());
     let mut sessions: HashMap<SessionId, (String, SessionTx)> = HashMap::new();
@@ -517,7 +561,13 @@ pub async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<PushEvent>) {
         let deadline = engine.next_deadline().map(tokio::time::Instant::from_std);
         let flush_at = stats.due;
         let ev = tokio::select! {
-            ev = rx.recv() => match ev { Some(ev) => Some(ev), None => return },
+            ev = rx.recv() => match ev {
+                Some(ev) => {
+                    shared.push.received(&ev);
+                    Some(ev)
+                }
+                None => return,
+            },
             _ = async { match flush_at { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
                 stats.flush().await;
                 continue;

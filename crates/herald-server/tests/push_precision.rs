@@ -1,0 +1,187 @@
+//! Push precision end to end (crates/herald-push/RULES.md): a device is never woken for its
+//! own echo, a burst gets a leading push at once and one catch-up with the true count, and
+//! a user whose app servers never answer cannot hold up anybody else's pushes.
+//!
+//! Clients are raw XML over TCP; the app server is the fake component of `common`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use herald_proto::Element;
+
+const BOB: &str = "bob@localhost";
+
+async fn server(f: impl FnOnce(&mut herald_server::Config)) -> (TestServer, FakeAppServer) {
+    let s = TestServer::start_with(f).await;
+    for u in ["alice", "bob", "carol"] {
+        s.add_user(u, "pw");
+    }
+    let app = FakeAppServer::connect(&s).await;
+    (s, app)
+}
+
+async fn alice(s: &TestServer) -> RawClient {
+    let mut a = RawClient::login(s.c2s(), "alice", "pw", "a").await;
+    a.send("<presence/>").await;
+    a
+}
+
+async fn chat(a: &mut RawClient, to: &str, body: &str) {
+    a.send(&format!(
+        "<message to='{to}' type='chat'><body>{body}</body></message>"
+    ))
+    .await;
+}
+
+/// The next element that is not an SM request (which the device leaves unanswered).
+async fn next(c: &mut RawClient) -> Element {
+    loop {
+        let el = c.element().await;
+        if !el.is("r", "urn:xmpp:sm:3") {
+            return el;
+        }
+    }
+}
+
+/// The order a phone app logs in: bind, XEP-0198, push, presence.
+async fn phone_login(s: &TestServer, user: &str, node: &str) -> RawClient {
+    let mut c = RawClient::login(s.c2s(), user, "pw", "phone").await;
+    c.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+        .await;
+    assert_eq!(next(&mut c).await.name(), "enabled");
+    c.send(&format!(
+        "<iq type='set' id='push'><enable xmlns='urn:xmpp:push:0' jid='{APP_DOMAIN}' node='{node}'/></iq>"
+    ))
+    .await;
+    let r = next(&mut c).await;
+    assert_eq!(r.attr("type"), Some("result"), "{}", xml(&r));
+    c
+}
+
+async fn hibernated(s: &TestServer, user: &str, resource: &str) {
+    let shared = s.running.shared.clone();
+    wait_until("the session hibernates", || {
+        shared
+            .router
+            .resource(user, resource)
+            .is_some_and(|r| r.hibernated)
+    })
+    .await;
+}
+
+fn priority(p: &Publish) -> Option<String> {
+    p.iq.get_child("pubsub", "http://jabber.org/protocol/pubsub")
+        .and_then(|p| p.get_child("publish", "http://jabber.org/protocol/pubsub"))
+        .and_then(|p| p.get_child("item", "http://jabber.org/protocol/pubsub"))
+        .and_then(|i| i.get_child("notification", "urn:xmpp:push:0"))
+        .and_then(|n| n.get_child("priority", "tigase:push:priority:0"))
+        .map(|p| p.text())
+}
+
+#[tokio::test]
+async fn a_phone_that_drops_right_after_login_is_not_pushed_for_its_own_echo() {
+    let (s, mut app) = server(|_| {}).await;
+    let mut phone = phone_login(&s, "bob", "phone").await;
+    phone.send("<presence/>").await;
+    // The reflection of its own presence arrives; the phone drops before acking it (and
+    // the result of its push enable).
+    let echo = next(&mut phone).await;
+    assert_eq!(echo.name(), "presence", "{}", xml(&echo));
+    assert_eq!(echo.attr("from"), Some("bob@localhost/phone"));
+    phone.kill(true);
+    hibernated(&s, BOB, "phone").await;
+    // Only what someone else sends wakes it: the first publish is for alice's message.
+    let mut a = alice(&s).await;
+    chat(&mut a, BOB, "are you there?").await;
+    let p = app.next().await;
+    assert_eq!(p.count(), 1, "{}", xml(&p.iq));
+    assert_eq!(p.body(), Some("New Message!"), "{}", xml(&p.iq));
+    assert_eq!(priority(&p).as_deref(), Some("high"));
+    app.assert_quiet(&s).await;
+}
+
+#[tokio::test]
+async fn a_burst_to_a_sleeping_phone_gets_a_push_at_once_and_one_catch_up() {
+    let window = Duration::from_secs(2);
+    let (s, mut app) = server(|c| c.push.coalesce_window.0 = window).await;
+    let phone = phone_login(&s, "bob", "phone").await;
+    phone.kill(true);
+    hibernated(&s, BOB, "phone").await;
+    let mut a = alice(&s).await;
+    let start = Instant::now();
+    for body in ["one", "two", "three"] {
+        chat(&mut a, BOB, body).await;
+    }
+    let first = app.next().await;
+    // The leading push is not held back for batching: it came inside the window.
+    assert!(
+        start.elapsed() < window,
+        "leading push waited for the window"
+    );
+    assert_eq!(first.count(), 1);
+    // The other two are told by one catch-up push with the true count.
+    let second = app.next().await;
+    assert_eq!(second.count(), 3, "{}", xml(&second.iq));
+    assert_eq!(second.body(), Some("New Message!"));
+    app.assert_quiet(&s).await;
+}
+
+#[tokio::test]
+async fn a_flood_user_with_dead_app_servers_does_not_delay_another_users_push() {
+    let (s, mut app) = server(|c| {
+        // The flooder's publishes stay unanswered for the whole test.
+        c.push.reply_timeout.0 = Duration::from_secs(600);
+        c.push.max_pending = 20;
+        c.push.max_pending_per_user = 5;
+        // Every message leads a window of its own: 200 publishes for 40 messages, ten
+        // times the global budget.
+        c.push.coalesce_window.0 = Duration::from_millis(1);
+    })
+    .await;
+    // Carol: five registrations whose app server never answers.
+    let mut carol = phone_login(&s, "carol", "c0").await;
+    for i in 1..5 {
+        carol
+            .send(&format!(
+                "<iq type='set' id='p{i}'><enable xmlns='urn:xmpp:push:0' jid='{APP_DOMAIN}' node='c{i}'/></iq>"
+            ))
+            .await;
+        assert_eq!(next(&mut carol).await.attr("type"), Some("result"));
+    }
+    for i in 0..5 {
+        app.set_reply_for(&format!("c{i}"), AppReply::Silent);
+    }
+    carol.send("</stream:stream>").await;
+    drop(carol);
+    let shared = s.running.shared.clone();
+    wait_until("carol is offline", || {
+        !shared.router.is_online("carol@localhost")
+    })
+    .await;
+    // Bob's phone sleeps.
+    let phone = phone_login(&s, "bob", "phone").await;
+    phone.kill(true);
+    hibernated(&s, BOB, "phone").await;
+    // A stream of messages to carol (stored offline, each pushing every registration).
+    let mut a = alice(&s).await;
+    for round in 0..4 {
+        for i in 0..10 {
+            chat(&mut a, "carol@localhost", &format!("flood {round}.{i}")).await;
+        }
+        let seen = app.settle(&s).await;
+        assert!(seen.iter().all(|p| p.node.starts_with('c')));
+        if round == 0 {
+            assert_eq!(seen.len(), 5, "carol's share, the rest waits");
+        }
+    }
+    let stats = s.running.shared.push.stats().await.unwrap();
+    assert!(stats.pending <= 5, "carol's share: {}", stats.pending);
+    // Bob's push goes out at once, while all of carol's are still unanswered.
+    chat(&mut a, BOB, "for bob").await;
+    let p = app.next().await;
+    assert_eq!(p.node, "phone");
+    assert_eq!(p.count(), 1);
+    app.assert_quiet(&s).await;
+}
