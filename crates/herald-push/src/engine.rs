@@ -3,8 +3,8 @@
 //! The server reports what happens (a registration enabled, an ack overdue, a session
 //! hibernated, a stanza queued, archived or stored offline, an app server reply, time
 //! passing) and gets back [`Action`]s: publishes to send, session deadlines to change,
-//! registrations and counters to persist. The decision table in RULES.md §1 is implemented
-//! here row by row; each entry point cites its row.
+//! registrations and counters to persist. The rules in crates/herald-push/RULES.md are implemented
+//! here situation by situation; each entry point cites its rule.
 //!
 //! Must not: do I/O, read a clock, spawn, or hold unbounded memory: dedup memory, in-flight
 //! publishes and retries all have configured bounds.
@@ -284,7 +284,7 @@ struct RegState {
     owed: Option<Content>,
 }
 
-/// Coalescing (RULES.md §1, "a stanza queued while hibernated"): a leading push goes out at
+/// Coalescing (RULES.md §6): a leading push goes out at
 /// once and opens a window; important stanzas inside it are covered and owed one catch-up
 /// push at its end, which opens the next window. So at most two pushes per window.
 #[derive(Debug)]

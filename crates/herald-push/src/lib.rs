@@ -1,4 +1,4 @@
-//! herald-push: the push business rules (RULES.md §1 at the repository root: the three
+//! herald-push: the push business rules (this crate's RULES.md: the three
 //! rules and the decision table) as pure code.
 //!
 //! - [`classify`]: the one importance judgement shared by CSI and push, and the summary

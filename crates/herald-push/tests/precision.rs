@@ -1,4 +1,4 @@
-//! Push precision (crates/herald-push/RULES.md §3–§6), table tests with a fake clock: the
+//! Push precision (crates/herald-push/RULES.md §5, §6, §10–§12), table tests with a fake clock: the
 //! device's own echo never wakes it, a burst gets a leading push and one catch-up with the
 //! true count, admission to `max_pending` is fair, idle users are evicted, virtual hosts
 //! have their own options, and every notification carries a priority hint.

@@ -1,4 +1,4 @@
-//! The decision table (RULES.md §1), one test per row, with a fake clock.
+//! The rules of crates/herald-push/RULES.md, one test per situation, with a fake clock.
 
 mod common;
 

@@ -1,7 +1,7 @@
 //! XEP-0357 push end to end over TCP: clients enable push against a fake app server
 //! component (`common::FakeAppServer`), devices go to sleep (socket killed, ack overdue,
 //! logged out), messages arrive, and the app server records exactly which publishes the
-//! business rules (RULES.md §1) produce.
+//! business rules (crates/herald-push/RULES.md) produce.
 //!
 //! "Exactly one" is checked with `FakeAppServer::assert_quiet`, a barrier through the
 //! component router and the push task (not a sleep). Real sleeps appear only where a
