@@ -478,6 +478,8 @@ pub struct PushConfig {
     pub idle_user_ttl: Dur,
     /// After a crash, wake pushes per second to the users whose sessions were lost.
     pub restart_wake_rate: u32,
+    /// How long removed registrations (why and when) stay listed by `herald push list`.
+    pub removed_retention: Dur,
 }
 
 impl Default for PushConfig {
@@ -499,6 +501,7 @@ impl Default for PushConfig {
             max_pending_per_app_server: 5_000,
             idle_user_ttl: Dur(Duration::from_secs(600)),
             restart_wake_rate: 100,
+            removed_retention: Dur(Duration::from_secs(7 * 86400)),
         }
     }
 }
@@ -773,6 +776,7 @@ mod tests {
             Duration::from_secs(72 * 3600)
         );
         assert_eq!(c.mam.max_age.0, Duration::from_secs(365 * 86400));
+        assert_eq!(c.push.removed_retention.0, Duration::from_secs(7 * 86400));
         assert_eq!(c.store.durability, "normal");
         assert_eq!(
             c.store.options().durability,
@@ -838,6 +842,7 @@ max_hibernation_timeout = "72h"
 coalesce_window = "1s"
 reply_timeout = "30s"
 wake_before_expiry = true
+removed_retention = "7d"
 "#;
         let c = Config::parse(text, "t.toml").unwrap();
         assert_eq!(c.c2s.direct_tls_listen, None);
@@ -851,6 +856,7 @@ wake_before_expiry = true
         );
         assert!(c.component_for("xpush.example.test").is_none());
         assert_eq!(c.mam.default, "roster");
+        assert_eq!(c.push.removed_retention.0, Duration::from_secs(7 * 86400));
     }
 
     #[test]
