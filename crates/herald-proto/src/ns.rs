@@ -41,6 +41,10 @@ pub const RSM: &str = "http://jabber.org/protocol/rsm";
 pub const DATA_FORMS: &str = "jabber:x:data";
 /// XEP-0357: push notifications.
 pub const PUSH: &str = "urn:xmpp:push:0";
+/// Tigase's push priority extension (also Prosody's `mod_cloud_notify_priority_tag`):
+/// `<priority>high|low</priority>` inside a XEP-0357 `<notification/>`, advertised on the
+/// account's disco#info.
+pub const PUSH_PRIORITY: &str = "tigase:push:priority:0";
 /// XEP-0060: publish-subscribe.
 pub const PUBSUB: &str = "http://jabber.org/protocol/pubsub";
 /// XEP-0030: service discovery, info.

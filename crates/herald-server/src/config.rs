@@ -115,6 +115,143 @@ pub struct HostEntry {
     pub cert: Option<PathBuf>,
     /// PEM private key.
     pub key: Option<PathBuf>,
+    /// `[hosts.push]`: this host's own push options (absent keys: the top-level `[push]`'s).
+    #[serde(default)]
+    pub push: HostPushConfig,
+}
+
+/// `[hosts.push]`: a virtual host's overrides of `[push]`, as Prosody lets each VirtualHost
+/// set its own push options (one host may put bodies in notifications, another not).
+///
+/// A key left out inherits the top-level `[push]` value, not the built-in default, so a
+/// host only names what differs ([`HostPushConfig::merged`]). The keys in
+/// [`GLOBAL_PUSH_KEYS`] are one budget or one pacing for the whole server (the push engine
+/// keeps them from the primary configuration): they parse here only so that validation can
+/// say why they are refused, instead of a bare "unknown field".
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostPushConfig {
+    /// `[push] with_body` for this host.
+    pub with_body: Option<bool>,
+    /// `[push] with_sender` for this host.
+    pub with_sender: Option<bool>,
+    /// `[push] important_body` for this host.
+    pub important_body: Option<String>,
+    /// `[push] max_errors` for this host.
+    pub max_errors: Option<u32>,
+    /// `[push] max_devices` for this host.
+    pub max_devices: Option<usize>,
+    /// `[push] max_hibernation_timeout` for this host.
+    pub max_hibernation_timeout: Option<Dur>,
+    /// `[push] coalesce_window` for this host.
+    pub coalesce_window: Option<Dur>,
+    /// `[push] reply_timeout` for this host.
+    pub reply_timeout: Option<Dur>,
+    /// `[push] wake_before_expiry` for this host.
+    pub wake_before_expiry: Option<bool>,
+    /// `[push] max_attempts` for this host.
+    pub max_attempts: Option<u32>,
+    /// `[push] retry_backoff` for this host.
+    pub retry_backoff: Option<Dur>,
+    /// `[push] max_pending_per_user` for this host (a user's share is per user, so each
+    /// host may size it).
+    pub max_pending_per_user: Option<usize>,
+    /// Global: refused by validation.
+    pub max_pending: Option<usize>,
+    /// Global: refused by validation.
+    pub max_pending_per_app_server: Option<usize>,
+    /// Global: refused by validation.
+    pub idle_user_ttl: Option<Dur>,
+    /// Global: refused by validation.
+    pub restart_wake_rate: Option<u32>,
+}
+
+/// `[push]` keys that only the top-level table may set: the publish budget shared by all
+/// hosts and per app server, the eviction of idle users' state (herald-push documents these
+/// as taken from the primary configuration), and the pacing of wake pushes after a crash.
+pub const GLOBAL_PUSH_KEYS: &[&str] = &[
+    "max_pending",
+    "max_pending_per_app_server",
+    "idle_user_ttl",
+    "restart_wake_rate",
+];
+
+impl HostPushConfig {
+    /// The global keys this table sets (each one a configuration error).
+    pub fn global_keys_set(&self) -> Vec<&'static str> {
+        let set = [
+            self.max_pending.is_some(),
+            self.max_pending_per_app_server.is_some(),
+            self.idle_user_ttl.is_some(),
+            self.restart_wake_rate.is_some(),
+        ];
+        GLOBAL_PUSH_KEYS
+            .iter()
+            .zip(set)
+            .filter_map(|(k, s)| s.then_some(*k))
+            .collect()
+    }
+
+    /// `global` with this host's overrides applied; global keys keep `global`'s values.
+    pub fn merged(&self, global: &PushConfig) -> PushConfig {
+        // Both destructurings are exhaustive on purpose: a key added to `[push]` does not
+        // compile until it is decided whether a host may override it (a field of
+        // `HostPushConfig`) or not (listed in `GLOBAL_PUSH_KEYS`).
+        let PushConfig {
+            with_body,
+            with_sender,
+            important_body,
+            max_errors,
+            max_devices,
+            max_hibernation_timeout,
+            coalesce_window,
+            reply_timeout,
+            wake_before_expiry,
+            max_attempts,
+            retry_backoff,
+            max_pending,
+            max_pending_per_user,
+            max_pending_per_app_server,
+            idle_user_ttl,
+            restart_wake_rate,
+        } = global.clone();
+        let HostPushConfig {
+            with_body: h_with_body,
+            with_sender: h_with_sender,
+            important_body: h_important_body,
+            max_errors: h_max_errors,
+            max_devices: h_max_devices,
+            max_hibernation_timeout: h_max_hibernation_timeout,
+            coalesce_window: h_coalesce_window,
+            reply_timeout: h_reply_timeout,
+            wake_before_expiry: h_wake_before_expiry,
+            max_attempts: h_max_attempts,
+            retry_backoff: h_retry_backoff,
+            max_pending_per_user: h_max_pending_per_user,
+            max_pending: _,
+            max_pending_per_app_server: _,
+            idle_user_ttl: _,
+            restart_wake_rate: _,
+        } = self.clone();
+        PushConfig {
+            with_body: h_with_body.unwrap_or(with_body),
+            with_sender: h_with_sender.unwrap_or(with_sender),
+            important_body: h_important_body.unwrap_or(important_body),
+            max_errors: h_max_errors.unwrap_or(max_errors),
+            max_devices: h_max_devices.unwrap_or(max_devices),
+            max_hibernation_timeout: h_max_hibernation_timeout.unwrap_or(max_hibernation_timeout),
+            coalesce_window: h_coalesce_window.unwrap_or(coalesce_window),
+            reply_timeout: h_reply_timeout.unwrap_or(reply_timeout),
+            wake_before_expiry: h_wake_before_expiry.unwrap_or(wake_before_expiry),
+            max_attempts: h_max_attempts.unwrap_or(max_attempts),
+            retry_backoff: h_retry_backoff.unwrap_or(retry_backoff),
+            max_pending_per_user: h_max_pending_per_user.unwrap_or(max_pending_per_user),
+            max_pending,
+            max_pending_per_app_server,
+            idle_user_ttl,
+            restart_wake_rate,
+        }
+    }
 }
 
 /// `[s2s]`
@@ -506,6 +643,36 @@ impl Default for PushConfig {
     }
 }
 
+/// The rules of a push table (`[push]`, or a host's merged one): the failing key (without
+/// its table) and why.
+fn check_push(p: &PushConfig, sm: &SmConfig) -> Result<(), (&'static str, String)> {
+    let at_least_one = [
+        ("max_devices", p.max_devices == 0),
+        ("max_errors", p.max_errors == 0),
+        ("max_attempts", p.max_attempts == 0),
+        ("max_pending", p.max_pending == 0),
+        ("max_pending_per_user", p.max_pending_per_user == 0),
+        (
+            "max_pending_per_app_server",
+            p.max_pending_per_app_server == 0,
+        ),
+        ("restart_wake_rate", p.restart_wake_rate == 0),
+    ];
+    if let Some((k, _)) = at_least_one.iter().find(|(_, zero)| *zero) {
+        return Err((k, "must be at least 1".into()));
+    }
+    if p.retry_backoff.0.is_zero() {
+        return Err(("retry_backoff", "must be more than 0".into()));
+    }
+    if p.max_hibernation_timeout.0 < sm.hibernation_timeout.0 {
+        return Err((
+            "max_hibernation_timeout",
+            "must not be shorter than stream_management.hibernation_timeout".into(),
+        ));
+    }
+    Ok(())
+}
+
 impl Config {
     /// Reads and validates `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -688,44 +855,22 @@ impl Config {
                 ));
             }
         }
-        if self.push.max_devices == 0 {
-            return Err(bad("push.max_devices", "must be at least 1".into()));
-        }
-        if self.push.max_errors == 0 {
-            return Err(bad("push.max_errors", "must be at least 1".into()));
-        }
-        if self.push.max_attempts == 0 {
-            return Err(bad("push.max_attempts", "must be at least 1".into()));
-        }
-        if self.push.max_pending == 0 {
-            return Err(bad("push.max_pending", "must be at least 1".into()));
-        }
-        if self.push.max_pending_per_user == 0 {
-            return Err(bad(
-                "push.max_pending_per_user",
-                "must be at least 1".into(),
-            ));
-        }
-        if self.push.max_pending_per_app_server == 0 {
-            return Err(bad(
-                "push.max_pending_per_app_server",
-                "must be at least 1".into(),
-            ));
-        }
-        if self.push.restart_wake_rate == 0 {
-            return Err(bad("push.restart_wake_rate", "must be at least 1".into()));
-        }
         if self.shutdown_timeout.0.is_zero() {
             return Err(bad("shutdown_timeout", "must be more than 0".into()));
         }
-        if self.push.retry_backoff.0.is_zero() {
-            return Err(bad("push.retry_backoff", "must be more than 0".into()));
-        }
-        if self.push.max_hibernation_timeout.0 < self.stream_management.hibernation_timeout.0 {
-            return Err(bad(
-                "push.max_hibernation_timeout",
-                "must not be shorter than stream_management.hibernation_timeout".into(),
-            ));
+        let sm = &self.stream_management;
+        check_push(&self.push, sm).map_err(|(k, r)| bad(&format!("push.{k}"), r))?;
+        for (i, h) in self.hosts.iter().enumerate() {
+            if let Some(k) = h.push.global_keys_set().first() {
+                return Err(bad(
+                    &format!("hosts[{i}].push.{k}"),
+                    "is global (one for the whole server): set it in [push], not per host".into(),
+                ));
+            }
+            // The merged result, under the same rules as `[push]`: only this host's own
+            // keys can fail here, the inherited ones passed above.
+            check_push(&h.push.merged(&self.push), sm)
+                .map_err(|(k, r)| bad(&format!("hosts[{i}].push.{k}"), r))?;
         }
         Ok(())
     }
@@ -907,5 +1052,135 @@ removed_retention = "7d"
             assert!(e.contains(key), "{text:?} → {e}");
             assert!(e.contains("f.toml"), "{text:?} → {e}");
         }
+    }
+    const TWO_HOSTS: &str = r#"
+domain = "example.com"
+[push]
+important_body = "You have mail"
+max_errors = 4
+coalesce_window = "3s"
+max_pending = 77
+[[hosts]]
+domain = "full.example"
+[hosts.push]
+with_body = true
+with_sender = true
+[[hosts]]
+domain = "plain.example"
+"#;
+
+    #[test]
+    fn a_host_push_table_overrides_only_what_it_names_and_inherits_the_rest_from_push() {
+        let c = Config::parse(TWO_HOSTS, "t.toml").unwrap();
+        let full = c.hosts[0].push.merged(&c.push);
+        assert!(full.with_body);
+        assert!(full.with_sender);
+        // Inherited from [push], not the built-in defaults.
+        assert_eq!(full.important_body, "You have mail");
+        assert_eq!(full.max_errors, 4);
+        assert_eq!(full.coalesce_window.0, Duration::from_secs(3));
+        assert_eq!(full.max_pending, 77);
+        // Untouched keys are [push]'s (which here are the defaults).
+        assert_eq!(full.max_devices, c.push.max_devices);
+        assert_eq!(full.reply_timeout, c.push.reply_timeout);
+        // The primary and a host without a table keep [push] as it is.
+        assert!(!c.push.with_body && !c.push.with_sender);
+        let plain = c.hosts[1].push.merged(&c.push);
+        assert!(!plain.with_body && !plain.with_sender);
+        assert_eq!(plain.important_body, "You have mail");
+        assert_eq!(plain.coalesce_window.0, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn every_overridable_key_parses_in_a_host_table() {
+        let text = r#"
+[[hosts]]
+domain = "full.example"
+[hosts.push]
+with_body = true
+with_sender = true
+important_body = ""
+max_errors = 2
+max_devices = 3
+max_hibernation_timeout = "24h"
+coalesce_window = "5s"
+reply_timeout = "10s"
+wake_before_expiry = false
+max_attempts = 7
+retry_backoff = "2s"
+max_pending_per_user = 9
+"#;
+        let c = Config::parse(text, "t.toml").unwrap();
+        let m = c.hosts[0].push.merged(&c.push);
+        assert!(m.with_body && m.with_sender && !m.wake_before_expiry);
+        assert_eq!(m.important_body, "");
+        assert_eq!((m.max_errors, m.max_devices, m.max_attempts), (2, 3, 7));
+        assert_eq!(m.max_hibernation_timeout.0, Duration::from_secs(24 * 3600));
+        assert_eq!(m.coalesce_window.0, Duration::from_secs(5));
+        assert_eq!(m.reply_timeout.0, Duration::from_secs(10));
+        assert_eq!(m.retry_backoff.0, Duration::from_secs(2));
+        assert_eq!(m.max_pending_per_user, 9);
+    }
+
+    #[test]
+    fn global_push_keys_are_refused_in_a_host_table() {
+        for key in GLOBAL_PUSH_KEYS {
+            let value = if *key == "idle_user_ttl" {
+                "\"5m\""
+            } else {
+                "10"
+            };
+            let text = format!(
+                "[[hosts]]\ndomain = \"a.example\"\n[[hosts]]\ndomain = \"b.example\"\n[hosts.push]\n{key} = {value}\n"
+            );
+            let e = Config::parse(&text, "f.toml").unwrap_err().to_string();
+            assert!(e.contains(&format!("hosts[1].push.{key}")), "{e}");
+            assert!(e.contains("global"), "{e}");
+            assert!(e.contains("[push]"), "{e}");
+            assert!(e.contains("f.toml"), "{e}");
+            // The same key is fine at the top level.
+            Config::parse(&format!("[push]\n{key} = {value}\n"), "f.toml").unwrap();
+        }
+    }
+
+    #[test]
+    fn a_host_push_table_is_validated_like_push() {
+        for (table, key) in [
+            ("max_errors = 0", "hosts[0].push.max_errors"),
+            ("max_devices = 0", "hosts[0].push.max_devices"),
+            ("max_attempts = 0", "hosts[0].push.max_attempts"),
+            (
+                "max_pending_per_user = 0",
+                "hosts[0].push.max_pending_per_user",
+            ),
+            ("retry_backoff = \"0s\"", "hosts[0].push.retry_backoff"),
+            (
+                "max_hibernation_timeout = \"1m\"",
+                "hosts[0].push.max_hibernation_timeout",
+            ),
+            // Wrong types and unknown keys: serde names the key.
+            ("with_body = \"yes\"", "with_body"),
+            ("coalesce_window = \"soon\"", "coalesce_window"),
+            ("with_bodies = true", "with_bodies"),
+        ] {
+            let text = format!("[[hosts]]\ndomain = \"a.example\"\n[hosts.push]\n{table}\n");
+            let e = Config::parse(&text, "f.toml").unwrap_err().to_string();
+            assert!(e.contains(key), "{table:?} → {e}");
+            assert!(e.contains("f.toml"), "{table:?} → {e}");
+        }
+        // The merged result is checked, not the table alone: a host that only shortens
+        // the extended hibernation is measured against the global hibernation timeout.
+        let text = "[stream_management]\nhibernation_timeout = \"2h\"\n[[hosts]]\ndomain = \"a.example\"\n[hosts.push]\nmax_hibernation_timeout = \"1h\"\n";
+        let e = Config::parse(text, "f.toml").unwrap_err().to_string();
+        assert!(e.contains("hosts[0].push.max_hibernation_timeout"), "{e}");
+        // An unknown key is named, with its line.
+        let e = Config::parse(
+            "[[hosts]]\ndomain = \"a.example\"\n[hosts.push]\nmax_pendng = 1\n",
+            "f.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("unknown field `max_pendng`"), "{e}");
+        assert!(e.contains("line 4"), "{e}");
     }
 }

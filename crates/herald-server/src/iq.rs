@@ -19,8 +19,17 @@ use crate::{blocking, mam, roster, Shared};
 /// Features of the server's domain.
 const SERVER_FEATURES: &[&str] = &[ns::DISCO_INFO, ns::DISCO_ITEMS, ns::PING, ns::VERSION];
 
-/// Features advertised on an account's bare JID.
-const ACCOUNT_FEATURES: &[&str] = &[ns::DISCO_INFO, ns::PING, ns::PUSH, ns::MAM, ns::MAM1];
+/// Features advertised on an account's bare JID. `PUSH_PRIORITY`: every notification carries
+/// the priority hint, and a client checks the account's features (as with Prosody's
+/// `mod_cloud_notify_priority_tag`) to know its app server may rely on it.
+const ACCOUNT_FEATURES: &[&str] = &[
+    ns::DISCO_INFO,
+    ns::PING,
+    ns::PUSH,
+    ns::PUSH_PRIORITY,
+    ns::MAM,
+    ns::MAM1,
+];
 
 fn disco_info(identity: (&str, &str, Option<&str>), features: &[&str]) -> Element {
     let mut q = Element::bare("query", ns::DISCO_INFO);
@@ -242,5 +251,16 @@ async fn push_command(session: &mut Session, el: &Element, payload: &Element) ->
             StanzaErrorCondition::InternalServerError,
             Some(ErrorType::Wait),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_advertised_priority_namespace_is_the_one_notifications_carry() {
+        assert_eq!(ns::PUSH_PRIORITY, herald_push::notification::NS_PRIORITY);
+        assert!(ACCOUNT_FEATURES.contains(&ns::PUSH_PRIORITY));
     }
 }

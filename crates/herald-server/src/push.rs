@@ -449,11 +449,36 @@ pub fn channel(cfg: &crate::Config) -> (PushHandle, mpsc::UnboundedReceiver<Push
     )
 }
 
-/// The engine's configuration from ours.
+/// The engine's configuration from ours (the primary domain's).
 pub fn engine_config(cfg: &crate::Config) -> PushConfig {
-    let p = &cfg.push;
+    engine_config_with(cfg, &cfg.domain, &cfg.push)
+}
+
+/// Each virtual host's engine configuration, by domain: `[push]` with the host's
+/// `[hosts.push]` overrides, publishing from the host's domain (the app server answers
+/// there, and its users' pushes must come from their own server).
+pub fn host_engine_configs(cfg: &crate::Config) -> Vec<(String, PushConfig)> {
+    cfg.hosts
+        .iter()
+        .map(|h| {
+            // The engine finds a user's host by the domain of the user's (prepared, so
+            // lower-case) bare JID: key it by the prepared form of the configured spelling.
+            let domain = herald_proto::jid::BareJid::new(&h.domain)
+                .map(|j| j.domain().to_string())
+                .unwrap_or_else(|_| h.domain.to_ascii_lowercase());
+            let c = engine_config_with(cfg, &domain, &h.push.merged(&cfg.push));
+            (domain, c)
+        })
+        .collect()
+}
+
+fn engine_config_with(
+    cfg: &crate::Config,
+    domain: &str,
+    p: &crate::config::PushConfig,
+) -> PushConfig {
     PushConfig {
-        domain: cfg.domain.clone(),
+        domain: domain.to_string(),
         with_body: p.with_body,
         with_sender: p.with_sender,
         important_body: p.important_body.clone(),
@@ -574,6 +599,9 @@ fn write_stats(store: &Store, items: &[PushStatsUpdate]) {
 /// The push task.
 pub async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<PushEvent>) {
     let mut engine = Engine::new(engine_config(&shared.cfg));
+    for (domain, c) in host_engine_configs(&shared.cfg) {
+        engine.set_host_config(&domain, c);
+    }
     engine.set_id_prefix(shared.push.prefix.clone());
     let mut sessions: HashMap<SessionId, (String, SessionTx)> = HashMap::new();
     let mut stats = StatsBuffer::new(shared.store.clone());

@@ -284,6 +284,7 @@ mod tests {
                 domain: "vhost.test".into(),
                 cert: None,
                 key: None,
+                push: Default::default(),
             }],
             components: crate::config::ComponentsConfig {
                 component: vec![crate::config::ComponentEntry {
@@ -376,6 +377,7 @@ mod tests {
             domain: "new.test".into(),
             cert: None,
             key: None,
+            push: Default::default(),
         });
         server_config(&cfg).unwrap();
         assert_ne!(cert, std::fs::read(&c).unwrap());

@@ -355,6 +355,7 @@ async fn stanzas_between_local_domains_never_use_s2s() {
             domain: "c.test".into(),
             cert: None,
             key: None,
+            push: Default::default(),
         });
         // A route for c.test would be rejected at start; the router must not need one.
     })
