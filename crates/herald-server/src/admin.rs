@@ -329,9 +329,15 @@ pub fn push_test(
         node: node.map(str::to_string),
     };
     let line = format!("push-test {}", serde_json::to_string(&req)?);
-    // The server answers at most `reply_timeout` after sending; the margin covers a busy
-    // push task (the server's configuration is the one we read, or close to it).
-    let within = cfg.push.reply_timeout.0 + Duration::from_secs(15);
+    // The server answers at most `reply_timeout` (the longest of any host's) after sending;
+    // the margin covers a busy push task (the server's configuration is the one we read).
+    let reply_timeout = cfg
+        .hosts
+        .iter()
+        .filter_map(|h| h.push.reply_timeout)
+        .map(|d| d.0)
+        .fold(cfg.push.reply_timeout.0, Duration::max);
+    let within = reply_timeout + Duration::from_secs(15);
     let Some(reply) = notify_within(cfg, &line, within) else {
         bail!(
             "the server is not running (no admin socket in {}) or did not answer within {}s",
