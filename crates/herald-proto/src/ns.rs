@@ -75,3 +75,15 @@ pub const CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
 pub const RECEIPTS: &str = "urn:xmpp:receipts";
 /// XEP-0353: Jingle message initiation.
 pub const JMI: &str = "urn:xmpp:jingle-message:0";
+/// XEP-0357 §5: FORM_TYPE of the push notification summary form.
+pub const PUSH_SUMMARY: &str = "urn:xmpp:push:summary";
+/// XEP-0384 OMEMO as Conversations first shipped it (the "legacy" namespace).
+pub const OMEMO_LEGACY: &str = "eu.siacs.conversations.axolotl";
+/// XEP-0384 OMEMO, versions 0.x.
+pub const OMEMO_0: &str = "urn:xmpp:omemo:0";
+/// XEP-0384 OMEMO, versions 0.8 and later.
+pub const OMEMO_2: &str = "urn:xmpp:omemo:2";
+/// XEP-0027: legacy OpenPGP encrypted payload.
+pub const PGP_ENCRYPTED: &str = "jabber:x:encrypted";
+/// XEP-0373: OpenPGP for XMPP (OX).
+pub const OPENPGP: &str = "urn:xmpp:openpgp:0";

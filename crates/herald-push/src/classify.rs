@@ -9,26 +9,19 @@
 
 use minidom::Element;
 
-/// The stanza namespace Herald uses internally for client stanzas.
-pub const NS_CLIENT: &str = "jabber:client";
-/// XEP-0280 Message Carbons.
-pub const NS_CARBONS: &str = "urn:xmpp:carbons:2";
-/// XEP-0297 Stanza Forwarding.
-pub const NS_FORWARD: &str = "urn:xmpp:forward:0";
-/// XEP-0353 Jingle Message Initiation.
-pub const NS_JMI: &str = "urn:xmpp:jingle-message:0";
+use herald_proto::ns;
 
 /// Payloads that make a message important although a server cannot read them
 /// (clients often send encrypted messages without a body, or with a fallback body).
 const ENCRYPTED_PAYLOADS: &[(&str, &str)] = &[
     // OMEMO, legacy Conversations namespace and XEP-0384 versions 0.x and 0.8+.
-    ("eu.siacs.conversations.axolotl", "encrypted"),
-    ("urn:xmpp:omemo:0", "encrypted"),
-    ("urn:xmpp:omemo:2", "encrypted"),
+    (ns::OMEMO_LEGACY, "encrypted"),
+    (ns::OMEMO_0, "encrypted"),
+    (ns::OMEMO_2, "encrypted"),
     // XEP-0027: legacy OpenPGP.
-    ("jabber:x:encrypted", "x"),
+    (ns::PGP_ENCRYPTED, "x"),
     // XEP-0373: OpenPGP for XMPP (OX).
-    ("urn:xmpp:openpgp:0", "openpgp"),
+    (ns::OPENPGP, "openpgp"),
 ];
 
 /// How much a stanza matters to a sleeping device. Ordered: `Urgent > Important > Unimportant`.
@@ -74,7 +67,7 @@ impl Classifier {
             // Presence and IQ never wake a device.
             return Importance::Unimportant;
         }
-        if stanza.get_child("sent", NS_CARBONS).is_some() {
+        if stanza.get_child("sent", ns::CARBONS).is_some() {
             // XEP-0280 §6: a sent carbon is the user's own message from another device.
             return Importance::Unimportant;
         }
@@ -91,7 +84,7 @@ impl Classifier {
             Some("headline") | Some("error") => return Importance::Unimportant,
             _ => {}
         }
-        if msg.get_child("propose", NS_JMI).is_some() {
+        if msg.get_child("propose", ns::JMI).is_some() {
             // XEP-0353: an incoming call must ring now.
             return Importance::Urgent;
         }
@@ -179,14 +172,14 @@ pub fn bare_jid(jid: &str) -> &str {
 /// The message inside `<received xmlns='urn:xmpp:carbons:2'><forwarded><message/>`.
 fn received_carbon(stanza: &Element) -> Option<&Element> {
     let forwarded = stanza
-        .get_child("received", NS_CARBONS)?
-        .get_child("forwarded", NS_FORWARD)?;
+        .get_child("received", ns::CARBONS)?
+        .get_child("forwarded", ns::FORWARD)?;
     // The carried message is in the client namespace; tolerate the outer one too in case
     // the caller normalised differently.
     let outer_ns = stanza.ns();
     forwarded
         .children()
-        .find(|c| c.name() == "message" && (c.ns() == NS_CLIENT || c.ns() == outer_ns))
+        .find(|c| c.name() == "message" && (c.ns() == ns::CLIENT || c.ns() == outer_ns))
 }
 
 /// First body with non-whitespace text, in the message's own namespace.

@@ -7,20 +7,9 @@
 use minidom::rxml::NcName;
 use minidom::Element;
 
-use crate::classify::NS_CLIENT;
-use crate::engine::RegKey;
+use herald_proto::ns;
 
-/// XEP-0060 pubsub.
-pub const NS_PUBSUB: &str = "http://jabber.org/protocol/pubsub";
-/// XEP-0357 push.
-pub const NS_PUSH: &str = "urn:xmpp:push:0";
-/// XEP-0004 data forms.
-pub const NS_DATA: &str = "jabber:x:data";
-/// XEP-0357 §5: FORM_TYPE of the notification summary.
-pub const PUSH_SUMMARY: &str = "urn:xmpp:push:summary";
-/// Tigase's push priority extension (also Prosody's mod_cloud_notify_priority_tag):
-/// `<priority xmlns='tigase:push:priority:0'>high</priority>` inside `<notification/>`.
-pub const NS_PRIORITY: &str = "tigase:push:priority:0";
+use crate::engine::RegKey;
 
 /// How urgently the app server should deliver a push (the Tigase priority hint). An app
 /// server maps `high` to an alerting / high-priority (VoIP for calls) push and `low` to a
@@ -63,9 +52,13 @@ fn nc(name: &'static str) -> NcName {
 }
 
 fn field(var: &'static str, value: &str) -> Element {
-    Element::builder("field", NS_DATA)
+    Element::builder("field", ns::DATA_FORMS)
         .attr(nc("var"), var)
-        .append(Element::builder("value", NS_DATA).append(value).build())
+        .append(
+            Element::builder("value", ns::DATA_FORMS)
+                .append(value)
+                .build(),
+        )
         .build()
 }
 
@@ -81,15 +74,15 @@ pub fn build_publish(
     notice: &Notice,
     publish_options: Option<&Element>,
 ) -> Element {
-    let mut form = Element::builder("x", NS_DATA)
+    let mut form = Element::builder("x", ns::DATA_FORMS)
         .attr(nc("type"), "submit")
         .append(
-            Element::builder("field", NS_DATA)
+            Element::builder("field", ns::DATA_FORMS)
                 .attr(nc("var"), "FORM_TYPE")
                 .attr(nc("type"), "hidden")
                 .append(
-                    Element::builder("value", NS_DATA)
-                        .append(PUSH_SUMMARY)
+                    Element::builder("value", ns::DATA_FORMS)
+                        .append(ns::PUSH_SUMMARY)
                         .build(),
                 )
                 .build(),
@@ -102,35 +95,35 @@ pub fn build_publish(
     if let Some(body) = &notice.body {
         form.append_child(field("last-message-body", body));
     }
-    let mut notification = Element::builder("notification", NS_PUSH)
+    let mut notification = Element::builder("notification", ns::PUSH)
         .append(form)
         .build();
     if let Some(p) = notice.priority {
         notification.append_child(
-            Element::builder("priority", NS_PRIORITY)
+            Element::builder("priority", ns::PUSH_PRIORITY)
                 .append(p.as_str())
                 .build(),
         );
     }
-    let publish = Element::builder("publish", NS_PUBSUB)
+    let publish = Element::builder("publish", ns::PUBSUB)
         .attr(nc("node"), key.node.as_str())
         .append(
-            Element::builder("item", NS_PUBSUB)
+            Element::builder("item", ns::PUBSUB)
                 .append(notification)
                 .build(),
         )
         .build();
-    let mut pubsub = Element::builder("pubsub", NS_PUBSUB)
+    let mut pubsub = Element::builder("pubsub", ns::PUBSUB)
         .append(publish)
         .build();
     if let Some(options) = publish_options {
         pubsub.append_child(
-            Element::builder("publish-options", NS_PUBSUB)
+            Element::builder("publish-options", ns::PUBSUB)
                 .append(options.clone())
                 .build(),
         );
     }
-    Element::builder("iq", NS_CLIENT)
+    Element::builder("iq", ns::CLIENT)
         .attr(nc("type"), "set")
         .attr(nc("from"), domain)
         .attr(nc("to"), key.jid.as_str())

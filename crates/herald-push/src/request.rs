@@ -6,7 +6,7 @@
 use minidom::Element;
 
 use crate::classify::bare_jid;
-use crate::notification::{NS_DATA, NS_PUSH};
+use herald_proto::ns;
 
 /// Why a push request is refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -55,8 +55,8 @@ pub enum PushCommand {
 
 /// Parses the child of an `<iq type='set'>` sent by `own_jid` (full or bare JID).
 pub fn parse_command(payload: &Element, own_jid: &str) -> Result<PushCommand, PushError> {
-    let enable = payload.is("enable", NS_PUSH);
-    if !enable && !payload.is("disable", NS_PUSH) {
+    let enable = payload.is("enable", ns::PUSH);
+    if !enable && !payload.is("disable", ns::PUSH) {
         return Err(PushError::NotPush);
     }
     let jid = match payload.attr("jid") {
@@ -71,7 +71,7 @@ pub fn parse_command(payload: &Element, own_jid: &str) -> Result<PushCommand, Pu
         Ok(PushCommand::Enable {
             jid,
             node: node.unwrap_or_default(),
-            publish_options: payload.get_child("x", NS_DATA).cloned(),
+            publish_options: payload.get_child("x", ns::DATA_FORMS).cloned(),
         })
     } else {
         Ok(PushCommand::Disable { jid, node })
