@@ -2,12 +2,18 @@
 //! store so it works whether the server runs or not; a running server is told what changed
 //! (`admin_socket`), and removes an account itself so that its sessions end first.
 
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
 use anyhow::{anyhow, bail, Context, Result};
 use herald_proto::jid::BareJid;
-use herald_store::{AccountStore, Store, StoreError};
+use herald_store::{AccountStore, PushRemoval, PushStore, RemovalNote, Store, StoreError};
 
 use crate::negotiate::make_credentials;
+use crate::push_diag::{TestRequest, TestResult};
 use crate::Config;
+
+/// The recorded reason of registrations removed with `herald push remove`.
+pub const REMOVED_BY_OPERATOR: &str = "removed by the operator";
 
 /// Opens the configured store.
 pub fn open_store(cfg: &Config) -> Result<Store> {
@@ -247,14 +253,111 @@ pub fn socket_path(cfg: &Config) -> std::path::PathBuf {
 
 /// Sends one command line to a running server; None when no server is listening.
 pub fn notify(cfg: &Config, line: &str) -> Option<String> {
+    notify_within(cfg, line, Duration::from_secs(30))
+}
+
+/// [`notify`], waiting at most `timeout` for the answer (None after it).
+pub fn notify_within(cfg: &Config, line: &str, timeout: Duration) -> Option<String> {
     use std::io::{BufRead, BufReader, Write};
     let mut s = std::os::unix::net::UnixStream::connect(socket_path(cfg)).ok()?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
-        .ok()?;
+    s.set_read_timeout(Some(timeout)).ok()?;
     s.write_all(format!("{line}\n").as_bytes()).ok()?;
     let mut reply = String::new();
     BufReader::new(s).read_line(&mut reply).ok()?;
     Some(reply.trim_end().to_string())
+}
+
+fn unix_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Removes `user`'s registrations with app server `jid` (only `node` when given) from the
+/// store, records them as removed by the operator (with the statistics the store has: a
+/// running server writes them up to 200 ms after an app server's reply), and tells a
+/// running server to detach them from its sessions; how many.
+pub fn remove_push(
+    cfg: &Config,
+    store: &Store,
+    user: &str,
+    jid: &str,
+    node: Option<&str>,
+) -> Result<usize> {
+    let note = RemovalNote {
+        removed_at: unix_secs(),
+        reason: REMOVED_BY_OPERATOR,
+        failed_with: None,
+    };
+    let n = store.remove_push_registrations(user, jid, node, &note)?;
+    if n > 0 {
+        let line = format!(
+            "push-removed {user} {jid}{}",
+            node.map(|n| format!(" {n}")).unwrap_or_default()
+        );
+        notify(cfg, &line);
+    }
+    Ok(n)
+}
+
+/// `user`'s registrations removed within `push.removed_retention`, newest first (older ones
+/// wait for the hourly purge, and are not shown).
+pub fn removed_push(cfg: &Config, store: &Store, user: &str) -> Result<Vec<PushRemoval>> {
+    let keep = i64::try_from(cfg.push.removed_retention.0.as_secs()).unwrap_or(i64::MAX);
+    let since = unix_secs().saturating_sub(keep);
+    Ok(store
+        .removed_push_registrations(user)?
+        .into_iter()
+        .filter(|r| r.removed_at >= since)
+        .collect())
+}
+
+/// `herald push test`: asks the running server to publish once to each registration of
+/// `user` (only app server `jid`, only `node`, when given) and returns what each app server
+/// answered. Fails when no server runs, or it refuses (no such registration, too many tests
+/// at once).
+pub fn push_test(
+    cfg: &Config,
+    user: &BareJid,
+    jid: Option<&str>,
+    node: Option<&str>,
+) -> Result<Vec<TestResult>> {
+    let req = TestRequest {
+        user: user.to_string(),
+        jid: jid.map(str::to_string),
+        node: node.map(str::to_string),
+    };
+    let line = format!("push-test {}", serde_json::to_string(&req)?);
+    // The server answers at most `reply_timeout` (the longest of any host's) after sending;
+    // the margin covers a busy push task (the server's configuration is the one we read).
+    let reply_timeout = cfg
+        .hosts
+        .iter()
+        .filter_map(|h| h.push.reply_timeout)
+        .map(|d| d.0)
+        .fold(cfg.push.reply_timeout.0, Duration::max);
+    let within = reply_timeout + Duration::from_secs(15);
+    let Some(reply) = notify_within(cfg, &line, within) else {
+        bail!(
+            "the server is not running (no admin socket in {}) or did not answer within {}s",
+            cfg.data_dir.display(),
+            within.as_secs()
+        );
+    };
+    parse_push_test(&reply)
+}
+
+fn parse_push_test(reply: &str) -> Result<Vec<TestResult>> {
+    match reply.split_once(' ') {
+        Some(("ok", json)) => serde_json::from_str(json)
+            .map_err(|e| anyhow!("unreadable answer from the server ({e}): {reply:?}")),
+        _ if reply == "error unknown command" => {
+            bail!("the running server does not know push tests (it is older than this command)")
+        }
+        Some(("error", e)) => bail!("{e}"),
+        _ => bail!("unexpected answer from the server: {reply:?}"),
+    }
 }
 
 /// A unix time as an RFC 3339 UTC string.
@@ -278,5 +381,22 @@ mod tests {
         );
         assert!(matches!(ended("ok"), Err(Refused::Said(_))));
         assert!(matches!(ended("ok x"), Err(Refused::Said(_))));
+    }
+
+    #[test]
+    fn push_test_replies_are_read() {
+        let got = parse_push_test(
+            r#"ok [{"jid":"p.example","node":"n","result":"timeout","rtt_us":null}]"#,
+        )
+        .unwrap();
+        assert_eq!(got[0].outcome, crate::push_diag::TestOutcome::Timeout);
+        let e = parse_push_test("error bob@localhost has no push registration").unwrap_err();
+        assert_eq!(e.to_string(), "bob@localhost has no push registration");
+        assert!(parse_push_test("error unknown command")
+            .unwrap_err()
+            .to_string()
+            .contains("older"));
+        assert!(parse_push_test("ok [").is_err());
+        assert!(parse_push_test("what").is_err());
     }
 }

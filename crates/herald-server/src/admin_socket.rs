@@ -2,8 +2,9 @@
 //! the store directly and then tells a running server what changed, so online sessions see
 //! it (roster pushes, a changed password ends the account's sessions), or asks it to act
 //! (push pings; removing an account, which the server does itself so that the account's
-//! sessions are over before its data goes, and nothing is stored for it afterwards). One text
-//! line per request and reply.
+//! sessions are over before its data goes, and nothing is stored for it afterwards), or to
+//! test (`herald push test`: one publish per registration, the app servers' answers). One
+//! text line per request and reply.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +16,7 @@ use tokio::net::UnixListener;
 
 use crate::accounts::Removal;
 use crate::push::PushEvent;
+use crate::push_diag::{TestRequest, NO_REGISTRATION};
 use crate::router::{SessionMsg, SessionTx};
 use crate::xep::roster as xr;
 use crate::{roster, routing, stanza, Shared};
@@ -72,6 +74,10 @@ async fn client(shared: Arc<Shared>, stream: tokio::net::UnixStream) {
 }
 
 async fn handle(shared: &Arc<Shared>, line: &str) -> String {
+    // JSON arguments: a node is any string, spaces included.
+    if let Some(args) = line.strip_prefix("push-test ") {
+        return push_test(shared, args).await;
+    }
     let parts: Vec<&str> = line.split_whitespace().collect();
     match parts.as_slice() {
         ["roster-changed", user, contact] => {
@@ -106,6 +112,48 @@ async fn handle(shared: &Arc<Shared>, line: &str) -> String {
             Err(e) => e,
         },
         _ => "error unknown command".into(),
+    }
+}
+
+/// `herald push test`: one publish per matching registration; the reply is `ok` and the
+/// results as one JSON array (`push_diag::TestResult`), once every app server answered or
+/// `push.reply_timeout` passed, or `error` and why.
+async fn push_test(shared: &Arc<Shared>, args: &str) -> String {
+    let req: TestRequest = match serde_json::from_str(args) {
+        Ok(r) => r,
+        Err(e) => return format!("error bad push-test request: {e}"),
+    };
+    if let Err(e) = account_exists(shared, &req.user).await {
+        return e;
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let sent = shared
+        .push
+        .send_wait(PushEvent::Test {
+            user: req.user.clone(),
+            jid: req.jid.clone(),
+            node: req.node.clone(),
+            reply: tx,
+        })
+        .await;
+    if !sent {
+        return "error push task unavailable".into();
+    }
+    match rx.await {
+        Ok(Ok(results)) => match serde_json::to_string(&results) {
+            Ok(json) => format!("ok {json}"),
+            Err(e) => format!("error {e}"),
+        },
+        Ok(Err(e)) if e == NO_REGISTRATION => {
+            let which = match (&req.jid, &req.node) {
+                (Some(j), Some(n)) => format!(" with {j} node {n}"),
+                (Some(j), None) => format!(" with {j}"),
+                _ => String::new(),
+            };
+            format!("error {} has no push registration{which}", req.user)
+        }
+        Ok(Err(e)) => format!("error {e}"),
+        Err(_) => "error push task unavailable".into(),
     }
 }
 

@@ -164,16 +164,20 @@ pub struct HostPushConfig {
     pub idle_user_ttl: Option<Dur>,
     /// Global: refused by validation.
     pub restart_wake_rate: Option<u32>,
+    /// Global: refused by validation.
+    pub removed_retention: Option<Dur>,
 }
 
 /// `[push]` keys that only the top-level table may set: the publish budget shared by all
 /// hosts and per app server, the eviction of idle users' state (herald-push documents these
-/// as taken from the primary configuration), and the pacing of wake pushes after a crash.
+/// as taken from the primary configuration), the pacing of wake pushes after a crash, and
+/// how long the one store keeps removed registrations.
 pub const GLOBAL_PUSH_KEYS: &[&str] = &[
     "max_pending",
     "max_pending_per_app_server",
     "idle_user_ttl",
     "restart_wake_rate",
+    "removed_retention",
 ];
 
 impl HostPushConfig {
@@ -184,6 +188,7 @@ impl HostPushConfig {
             self.max_pending_per_app_server.is_some(),
             self.idle_user_ttl.is_some(),
             self.restart_wake_rate.is_some(),
+            self.removed_retention.is_some(),
         ];
         GLOBAL_PUSH_KEYS
             .iter()
@@ -214,6 +219,7 @@ impl HostPushConfig {
             max_pending_per_app_server,
             idle_user_ttl,
             restart_wake_rate,
+            removed_retention,
         } = global.clone();
         let HostPushConfig {
             with_body: h_with_body,
@@ -232,6 +238,7 @@ impl HostPushConfig {
             max_pending_per_app_server: _,
             idle_user_ttl: _,
             restart_wake_rate: _,
+            removed_retention: _,
         } = self.clone();
         PushConfig {
             with_body: h_with_body.unwrap_or(with_body),
@@ -250,6 +257,7 @@ impl HostPushConfig {
             max_pending_per_app_server,
             idle_user_ttl,
             restart_wake_rate,
+            removed_retention,
         }
     }
 }
@@ -615,6 +623,8 @@ pub struct PushConfig {
     pub idle_user_ttl: Dur,
     /// After a crash, wake pushes per second to the users whose sessions were lost.
     pub restart_wake_rate: u32,
+    /// How long removed registrations (why and when) stay listed by `herald push list`.
+    pub removed_retention: Dur,
 }
 
 impl Default for PushConfig {
@@ -636,6 +646,7 @@ impl Default for PushConfig {
             max_pending_per_app_server: 5_000,
             idle_user_ttl: Dur(Duration::from_secs(600)),
             restart_wake_rate: 100,
+            removed_retention: Dur(Duration::from_secs(7 * 86400)),
         }
     }
 }
@@ -918,6 +929,7 @@ mod tests {
             Duration::from_secs(72 * 3600)
         );
         assert_eq!(c.mam.max_age.0, Duration::from_secs(365 * 86400));
+        assert_eq!(c.push.removed_retention.0, Duration::from_secs(7 * 86400));
         assert_eq!(c.store.durability, "normal");
         assert_eq!(
             c.store.options().durability,
@@ -983,6 +995,7 @@ max_hibernation_timeout = "72h"
 coalesce_window = "1s"
 reply_timeout = "30s"
 wake_before_expiry = true
+removed_retention = "7d"
 "#;
         let c = Config::parse(text, "t.toml").unwrap();
         assert_eq!(c.c2s.direct_tls_listen, None);
@@ -996,6 +1009,7 @@ wake_before_expiry = true
         );
         assert!(c.component_for("xpush.example.test").is_none());
         assert_eq!(c.mam.default, "roster");
+        assert_eq!(c.push.removed_retention.0, Duration::from_secs(7 * 86400));
     }
 
     #[test]
@@ -1119,7 +1133,7 @@ max_pending_per_user = 9
     #[test]
     fn global_push_keys_are_refused_in_a_host_table() {
         for key in GLOBAL_PUSH_KEYS {
-            let value = if *key == "idle_user_ttl" {
+            let value = if matches!(*key, "idle_user_ttl" | "removed_retention") {
                 "\"5m\""
             } else {
                 "10"

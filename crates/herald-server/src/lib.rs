@@ -22,6 +22,7 @@ pub mod offline;
 pub mod persist;
 pub mod presence;
 pub mod push;
+pub mod push_diag;
 pub mod roster;
 pub mod router;
 pub mod routing;

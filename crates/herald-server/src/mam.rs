@@ -467,6 +467,15 @@ pub async fn retention(shared: Arc<Shared>) {
         {
             tracing::error!(error = %e, "purging saved tombstones failed");
         }
+        // Removed push registrations are shown by `herald push list` for their retention.
+        let keep = i64::try_from(shared.cfg.push.removed_retention.0.as_secs()).unwrap_or(i64::MAX);
+        let before = (crate::persist::unix_millis() / 1000).saturating_sub(keep);
+        if let Err(e) = shared
+            .db(move |s| herald_store::PushStore::purge_push_removals_before(s, before))
+            .await
+        {
+            tracing::error!(error = %e, "purging removed push registrations failed");
+        }
         tokio::select! {
             _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
             _ = shutdown.changed() => return,

@@ -13,10 +13,11 @@ use herald_proto::error::{parse_stanza_error, ErrorType, StanzaErrorCondition};
 use herald_proto::jid::Jid;
 use herald_proto::Element;
 use herald_push::engine::{
-    Action, Engine, PushConfig, RegKey, Registration, Reply, SessionId, SessionPush, StanzaInfo,
+    Action, Engine, PushConfig, RegKey, Registration, Removal, Reply, SessionId, SessionPush,
+    StanzaInfo,
 };
 use herald_push::Classifier;
-use herald_store::{PushRegistration, PushStatsUpdate, PushStore, Store, StoreError};
+use herald_store::{PushRegistration, PushStatsUpdate, PushStore, RemovalNote, Store, StoreError};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::router::{SessionMsg, SessionTx};
@@ -119,6 +120,18 @@ pub enum PushEvent {
         /// The stanza.
         stanza: StanzaInfo,
     },
+    /// Admin (`herald push test`): one publish to each registration of `user` (only app
+    /// server `jid`, only `node`, when given), answered with each app server's answer.
+    Test {
+        /// Account.
+        user: String,
+        /// Only this app server JID.
+        jid: Option<String>,
+        /// Only this node.
+        node: Option<String>,
+        /// The per-registration results (or why there are none).
+        reply: crate::push_diag::TestReply,
+    },
     /// Admin: wake every device of `user`.
     Ping {
         /// Account.
@@ -170,8 +183,14 @@ pub enum PushEvent {
         from: String,
         /// Its outcome.
         reply: Reply,
+        /// The `<error type>` as received (`reply` keeps only whether it was `wait`), for
+        /// `herald push test`; None for a result.
+        error_type: Option<ErrorType>,
     },
 }
+
+/// The recorded reason of a registration the client disabled (XEP-0357 §6).
+pub const DISABLED_BY_CLIENT: &str = "disabled by the client";
 
 /// What the push engine holds right now.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -320,10 +339,12 @@ impl PushHandle {
         if !self.owns_id(id) {
             return false;
         }
+        let mut error_type = None;
         let reply = match el.attr("type") {
             Some("result") => Reply::Result,
             Some("error") => {
                 let (t, cond) = parse_stanza_error(el).unwrap_or((ErrorType::Cancel, None));
+                error_type = Some(t);
                 // The path to the app server failed, not the app server: retry, never count.
                 let path = matches!(
                     cond,
@@ -345,6 +366,7 @@ impl PushHandle {
             iq_id: id.to_string(),
             from: from.to_string(),
             reply,
+            error_type,
         });
         true
     }
@@ -583,10 +605,16 @@ pub async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<PushEvent>
     engine.set_id_prefix(shared.push.prefix.clone());
     let mut sessions: HashMap<SessionId, (String, SessionTx)> = HashMap::new();
     let mut stats = StatsBuffer::new(shared.store.clone());
+    let mut tests = crate::push_diag::PushTests::default();
     // Not stopped by the shutdown signal: sessions ask it for their push state while they
     // are saved; `Running::stop` sends `Stop` once they are done.
     loop {
-        let deadline = engine.next_deadline().map(tokio::time::Instant::from_std);
+        // Test publishes time out with the engine's own reply timer (same instant).
+        let deadline = match (engine.next_deadline(), tests.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+        .map(tokio::time::Instant::from_std);
         let flush_at = stats.due;
         let ev = tokio::select! {
             ev = rx.recv() => match ev {
@@ -604,13 +632,28 @@ pub async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<PushEvent>
         };
         let now = Instant::now();
         let actions = match ev {
-            None => engine.poll(now, unix_now()),
+            None => {
+                let actions = engine.poll(now, unix_now());
+                tests.expire(now);
+                actions
+            }
             Some(PushEvent::Stop { reply }) => {
                 stats.sync().await;
                 let _ = reply.send(());
                 return;
             }
-            Some(ev) => handle(&shared, &mut engine, &mut sessions, &mut stats, ev, now).await,
+            Some(ev) => {
+                handle(
+                    &shared,
+                    &mut engine,
+                    &mut sessions,
+                    &mut stats,
+                    &mut tests,
+                    ev,
+                    now,
+                )
+                .await
+            }
         };
         execute(&shared, &sessions, &mut stats, actions).await;
     }
@@ -638,6 +681,7 @@ async fn handle(
     engine: &mut Engine,
     sessions: &mut HashMap<SessionId, (String, SessionTx)>,
     stats: &mut StatsBuffer,
+    tests: &mut crate::push_diag::PushTests,
     ev: PushEvent,
     now: Instant,
 ) -> Vec<Action> {
@@ -699,10 +743,17 @@ async fn handle(
             ensure_loaded(shared, engine, stats, &user).await;
             stats.sync().await;
             let (u, j, n) = (user.clone(), jid.clone(), node.clone());
+            let note = RemovalNote {
+                removed_at: unix_now(),
+                reason: DISABLED_BY_CLIENT,
+                failed_with: None,
+            };
+            // Recorded for `herald push list` with who removed it; the engine's own removal
+            // that follows finds nothing left to delete or record.
             let stored = shared
-                .db(move |s| match &n {
-                    Some(n) => s.delete_push_registration(&u, &j, n).map(|_| ()),
-                    None => s.delete_push_registrations_by_jid(&u, &j).map(|_| ()),
+                .db(move |s| {
+                    s.remove_push_registrations(&u, &j, n.as_deref(), &note)
+                        .map(|_| ())
                 })
                 .await;
             match stored {
@@ -746,6 +797,22 @@ async fn handle(
         PushEvent::StoredOffline { user, stanza } => {
             ensure_loaded(shared, engine, stats, &user).await;
             engine.stored_offline(&user, &stanza, now)
+        }
+        PushEvent::Test {
+            user,
+            jid,
+            node,
+            reply,
+        } => {
+            if tests.is_full() {
+                let _ = reply.send(Err(crate::push_diag::BUSY.into()));
+                return Vec::new();
+            }
+            ensure_loaded(shared, engine, stats, &user).await;
+            let actions = engine.test_push(&user, jid.as_deref(), node.as_deref(), now);
+            let timeout = engine.config_for(&user).reply_timeout;
+            tests.start(&actions, reply, now, timeout);
+            actions
         }
         PushEvent::Ping { user, reply } => {
             ensure_loaded(shared, engine, stats, &user).await;
@@ -791,7 +858,12 @@ async fn handle(
             });
             Vec::new()
         }
-        PushEvent::Reply { iq_id, from, reply } => {
+        PushEvent::Reply {
+            iq_id,
+            from,
+            reply,
+            error_type,
+        } => {
             // RFC 6120 §8.2.3: the answer comes from the entity the request went to. Anyone
             // else who learnt a publish id (ids are sequential, and a user's own app server
             // sees them) could otherwise reset, or run up to removal, another user's
@@ -803,6 +875,7 @@ async fn handle(
                 tracing::debug!(%iq_id, %from, "push reply from the wrong entity ignored");
                 return Vec::new();
             }
+            tests.answered(&iq_id, &reply, error_type, now);
             engine.reply(&iq_id, reply, now, unix_now())
         }
     }
@@ -843,6 +916,7 @@ async fn execute(
                                 wait: true,
                                 condition: "remote-server-timeout".into(),
                             },
+                            error_type: Some(ErrorType::Wait),
                         });
                         continue;
                     }
@@ -862,10 +936,23 @@ async fn execute(
             Action::DeleteRegistration { user, key, reason } => {
                 tracing::info!(%user, app = %key.jid, node = %key.node, %reason, "push registration removed");
                 stats.sync().await;
+                // Recorded for `herald push list` in the same transaction, with the
+                // statistics just synced. Registrations a client disabled or an operator
+                // removed are gone from the store already (recorded there): nothing here.
+                let why = reason.to_string();
+                let failed_with = match reason {
+                    Removal::Errors(c) => Some(c),
+                    Removal::Disabled | Removal::Evicted => None,
+                };
                 log_store(
                     shared
                         .db(move |s| {
-                            s.delete_push_registration(&user, &key.jid, &key.node)
+                            let note = RemovalNote {
+                                removed_at: unix_now(),
+                                reason: &why,
+                                failed_with: failed_with.as_deref(),
+                            };
+                            s.remove_push_registrations(&user, &key.jid, Some(&key.node), &note)
                                 .map(|_| ())
                         })
                         .await,

@@ -8,9 +8,9 @@
 
 use crate::{
     AccountStore, ArchiveQuery, ArchiveStore, ArchivedMessage, BlockStore, Credentials, MamPrefs,
-    OfflineMessage, OfflineStore, PushRegistration, PushStatsUpdate, PushStore, RosterItem,
-    RosterStore, SavedSession, ScramRecord, SessionStore, SmQueued, SmSessionRecord, Store,
-    StoreError, Subscription,
+    OfflineMessage, OfflineStore, PushRegistration, PushRemoval, PushStatsUpdate, PushStore,
+    RemovalNote, RosterItem, RosterStore, SavedSession, ScramRecord, SessionStore, SmQueued,
+    SmSessionRecord, Store, StoreError, Subscription, MAX_REMOVALS_PER_USER,
 };
 
 /// Runs every section of the suite against `store`.
@@ -26,6 +26,7 @@ pub fn run_all(store: &Store) {
     archive_ties(store);
     mam_prefs(store);
     push(store);
+    push_removals(store);
     delete_account_removes_everything(store);
     purge(store);
 }
@@ -1084,6 +1085,132 @@ pub fn push(store: &Store) {
     assert_eq!(store.push_registrations(v).unwrap().len(), 1);
 }
 
+/// PushStore removals: a removal and its record are one step, with the statistics the
+/// registration had; the record is listed newest first, bounded per user and purged by age.
+pub fn push_removals(store: &Store) {
+    let u = "user@removals.conformance.test";
+    let v = "zed@removals.conformance.test";
+    assert!(store.removed_push_registrations(u).unwrap().is_empty());
+    for node in ["a", "b", "c"] {
+        store
+            .upsert_push_registration(&reg(u, "push.x.test", node, 1))
+            .unwrap();
+    }
+    store
+        .upsert_push_registration(&reg(u, "push.y.test", "a", 1))
+        .unwrap();
+    store
+        .update_push_stats(u, "push.x.test", "a", 3, Some(50), Some("item-not-found"))
+        .unwrap();
+    store
+        .update_push_stats(u, "push.x.test", "b", 0, Some(60), Some("ok"))
+        .unwrap();
+
+    // Nothing removed, nothing recorded.
+    let note = |at: i64, reason: &'static str| RemovalNote {
+        removed_at: at,
+        reason,
+        failed_with: None,
+    };
+    assert_eq!(
+        store
+            .remove_push_registrations(u, "push.x.test", Some("gone"), &note(100, "x"))
+            .unwrap(),
+        0
+    );
+    assert!(store.removed_push_registrations(u).unwrap().is_empty());
+
+    // One node; the error that caused the removal becomes its last result and counts.
+    let failed = RemovalNote {
+        failed_with: Some("not-authorized"),
+        ..note(100, "app server errors")
+    };
+    assert_eq!(
+        store
+            .remove_push_registrations(u, "push.x.test", Some("a"), &failed)
+            .unwrap(),
+        1
+    );
+    // Every node of an app server; the statistics are the stored ones.
+    assert_eq!(
+        store
+            .remove_push_registrations(u, "push.x.test", None, &note(200, "by the operator"))
+            .unwrap(),
+        2
+    );
+    let left: Vec<String> = store
+        .push_registrations(u)
+        .unwrap()
+        .into_iter()
+        .map(|r| format!("{} {}", r.jid, r.node))
+        .collect();
+    assert_eq!(
+        left,
+        strings(&["push.y.test a"]),
+        "only the others are left"
+    );
+    let removed = store.removed_push_registrations(u).unwrap();
+    let rm = |node: &str, at: i64, reason: &str, last: Option<&str>, errors: u32| PushRemoval {
+        user: u.to_string(),
+        jid: "push.x.test".into(),
+        node: node.into(),
+        removed_at: at,
+        reason: reason.into(),
+        last_result: last.map(str::to_string),
+        error_count: errors,
+    };
+    assert_eq!(removed.len(), 3);
+    // Newest first; the two of one removal in either order.
+    let mut newest: Vec<PushRemoval> = removed[..2].to_vec();
+    newest.sort_by(|a, b| a.node.cmp(&b.node));
+    assert_eq!(
+        newest,
+        vec![
+            rm("b", 200, "by the operator", Some("ok"), 0),
+            rm("c", 200, "by the operator", None, 0),
+        ]
+    );
+    assert_eq!(
+        removed[2],
+        rm("a", 100, "app server errors", Some("not-authorized"), 4)
+    );
+
+    // Recorded directly; another user's record is separate.
+    let other = PushRemoval {
+        user: v.to_string(),
+        ..rm("v", 150, "evicted", Some("timeout"), 1)
+    };
+    store.record_push_removal(&other).unwrap();
+    assert_eq!(store.removed_push_registrations(v).unwrap(), vec![other]);
+    assert_eq!(store.removed_push_registrations(u).unwrap().len(), 3);
+
+    // Bounded per user: the oldest go.
+    for i in 0..MAX_REMOVALS_PER_USER as i64 {
+        store
+            .record_push_removal(&rm(&format!("n{i}"), 1000 + i, "flood", None, 0))
+            .unwrap();
+    }
+    let kept = store.removed_push_registrations(u).unwrap();
+    assert_eq!(kept.len(), MAX_REMOVALS_PER_USER);
+    assert_eq!(kept[0].node, format!("n{}", MAX_REMOVALS_PER_USER - 1));
+    assert!(kept.iter().all(|r| r.reason == "flood"), "the oldest went");
+    assert_eq!(store.removed_push_registrations(v).unwrap().len(), 1);
+
+    // Purged by age, strictly before the cut, every user.
+    assert_eq!(store.purge_push_removals_before(1001).unwrap(), 2);
+    assert_eq!(
+        store.removed_push_registrations(u).unwrap().len(),
+        MAX_REMOVALS_PER_USER - 1
+    );
+    assert!(store.removed_push_registrations(v).unwrap().is_empty());
+    assert_eq!(store.purge_push_removals_before(1001).unwrap(), 0);
+    assert_eq!(
+        store.purge_push_removals_before(i64::MAX).unwrap(),
+        MAX_REMOVALS_PER_USER - 1
+    );
+    assert!(store.removed_push_registrations(u).unwrap().is_empty());
+}
+
 /// AccountStore::delete_account clears the user's rows in every role, and only theirs.
 pub fn delete_account_removes_everything(store: &Store) {
     let u = "doomed@delete.conformance.test";
@@ -1112,6 +1239,20 @@ pub fn delete_account_removes_everything(store: &Store) {
         store
             .upsert_push_registration(&reg(user, "push.x.test", "n", 1))
             .unwrap();
+        store
+            .upsert_push_registration(&reg(user, "push.x.test", "old", 1))
+            .unwrap();
+        let note = RemovalNote {
+            removed_at: 5,
+            reason: "disabled",
+            failed_with: None,
+        };
+        assert_eq!(
+            store
+                .remove_push_registrations(user, "push.x.test", Some("old"), &note)
+                .unwrap(),
+            1
+        );
     }
     store.delete_account(u).unwrap();
 
@@ -1135,6 +1276,7 @@ pub fn delete_account_removes_everything(store: &Store) {
     assert_eq!(store.mam_prefs(u).unwrap(), MamPrefs::default());
     assert!(store.push_registrations(u).unwrap().is_empty());
     assert!(!store.users_with_push().unwrap().contains(&u.to_owned()));
+    assert!(store.removed_push_registrations(u).unwrap().is_empty());
 
     // The neighbour keeps everything.
     assert!(store.account_exists(keep).unwrap());
@@ -1155,6 +1297,7 @@ pub fn delete_account_removes_everything(store: &Store) {
     assert_eq!(page.count, 1);
     assert_eq!(store.mam_prefs(keep).unwrap().never, strings(&["n@x.test"]));
     assert_eq!(store.push_registrations(keep).unwrap().len(), 1);
+    assert_eq!(store.removed_push_registrations(keep).unwrap().len(), 1);
 
     // A re-created account starts empty, archive ids are free again.
     store.create_account(u, &creds(10)).unwrap();

@@ -34,7 +34,9 @@ pub use archive::{ArchivePage, ArchiveQuery, ArchiveStore, ArchivedMessage, MamP
 pub use block::BlockStore;
 pub use error::{Result, StoreError};
 pub use offline::{OfflineMessage, OfflineStore};
-pub use push::{PushRegistration, PushStatsUpdate, PushStore};
+pub use push::{
+    PushRegistration, PushRemoval, PushStatsUpdate, PushStore, RemovalNote, MAX_REMOVALS_PER_USER,
+};
 pub use roster::{RosterItem, RosterStore, Subscription};
 pub use session::{SavedSession, SessionStore, SmQueued, SmSessionRecord};
 pub use sqlite::{Durability, Store, StoreOptions};

@@ -51,6 +51,43 @@ pub struct PushStatsUpdate {
     pub last_result: Option<String>,
 }
 
+/// A registration that was removed, kept for a while so an operator can see why a device
+/// stopped getting pushes (`herald push list`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PushRemoval {
+    /// The account (bare JID).
+    pub user: String,
+    /// The app server JID.
+    pub jid: String,
+    /// The pubsub node on the app server.
+    pub node: String,
+    /// When it was removed, unix seconds.
+    pub removed_at: i64,
+    /// Why, free text for the admin.
+    pub reason: String,
+    /// The registration's last result at its removal.
+    pub last_result: Option<String>,
+    /// Its consecutive counted errors at its removal.
+    pub error_count: u32,
+}
+
+/// Why and when registrations are removed ([`PushStore::remove_push_registrations`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RemovalNote<'a> {
+    /// Unix seconds.
+    pub removed_at: i64,
+    /// Free text for the admin.
+    pub reason: &'a str,
+    /// The app server error that caused the removal, when its statistics were never stored
+    /// (the removal is what it changed): recorded as the last result and counted as one
+    /// more error.
+    pub failed_with: Option<&'a str>,
+}
+
+/// Removals kept per account at most (the oldest go first): a client that enables and
+/// disables in a loop must not grow the table without bound before the retention purge.
+pub const MAX_REMOVALS_PER_USER: usize = 32;
+
 /// Durable push registrations.
 pub trait PushStore {
     /// The user's registrations, oldest enabled first.
@@ -78,11 +115,55 @@ pub trait PushStore {
     fn update_push_stats_batch(&self, items: &[PushStatsUpdate]) -> Result<usize>;
     /// Every user with at least one registration, sorted.
     fn users_with_push(&self) -> Result<Vec<String>>;
+    /// Removes the user's registrations with app server `jid` (only `node` when given) and
+    /// records each one removed, in the same transaction, with its statistics at that moment
+    /// (see [`RemovalNote`]). Returns how many were removed; nothing is recorded for none.
+    fn remove_push_registrations(
+        &self,
+        user: &str,
+        jid: &str,
+        node: Option<&str>,
+        note: &RemovalNote<'_>,
+    ) -> Result<usize>;
+    /// Records a removal (keeping at most [`MAX_REMOVALS_PER_USER`] for its user).
+    fn record_push_removal(&self, removal: &PushRemoval) -> Result<()>;
+    /// The user's recorded removals, newest first.
+    fn removed_push_registrations(&self, user: &str) -> Result<Vec<PushRemoval>>;
+    /// Forgets removals recorded before `removed_at` (unix seconds); how many.
+    fn purge_push_removals_before(&self, removed_at: i64) -> Result<usize>;
 }
 
 const UPDATE_STATS: &str = "UPDATE push_registrations
      SET error_count = ?4, last_push = COALESCE(?5, last_push), last_result = ?6
      WHERE account = ?1 AND jid = ?2 AND node = ?3";
+
+const INSERT_REMOVAL: &str = "INSERT INTO push_removals
+     (account, jid, node, removed_at, reason, last_result, error_count)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+
+/// Keeps the newest [`MAX_REMOVALS_PER_USER`] removals of `user`.
+fn trim_removals(tx: &rusqlite::Transaction<'_>, user: &str) -> Result<()> {
+    tx.prepare_cached(
+        "DELETE FROM push_removals WHERE account = ?1 AND rowid NOT IN (
+             SELECT rowid FROM push_removals WHERE account = ?1
+             ORDER BY removed_at DESC, rowid DESC LIMIT ?2)",
+    )?
+    .execute(params![user, MAX_REMOVALS_PER_USER as i64])?;
+    Ok(())
+}
+
+fn insert_removal(tx: &rusqlite::Transaction<'_>, r: &PushRemoval) -> Result<()> {
+    tx.prepare_cached(INSERT_REMOVAL)?.execute(params![
+        r.user,
+        r.jid,
+        r.node,
+        r.removed_at,
+        r.reason,
+        r.last_result,
+        r.error_count
+    ])?;
+    Ok(())
+}
 
 fn registration_from_row(r: &Row<'_>) -> rusqlite::Result<PushRegistration> {
     Ok(PushRegistration {
@@ -213,6 +294,86 @@ impl PushStore for Store {
             )?;
             let rows = stmt.query_map([], |r| r.get(0))?;
             Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
+        })
+    }
+
+    fn remove_push_registrations(
+        &self,
+        user: &str,
+        jid: &str,
+        node: Option<&str>,
+        note: &RemovalNote<'_>,
+    ) -> Result<usize> {
+        self.write(|tx| {
+            let removed: Vec<(String, Option<String>, u32)> = {
+                let mut stmt = tx.prepare_cached(
+                    "DELETE FROM push_registrations
+                     WHERE account = ?1 AND jid = ?2 AND (?3 IS NULL OR node = ?3)
+                     RETURNING node, last_result, error_count",
+                )?;
+                let rows = stmt.query_map(params![user, jid, node], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            for (node, last_result, error_count) in &removed {
+                let (last_result, error_count) = match note.failed_with {
+                    Some(e) => (Some(e.to_string()), error_count.saturating_add(1)),
+                    None => (last_result.clone(), *error_count),
+                };
+                insert_removal(
+                    tx,
+                    &PushRemoval {
+                        user: user.to_string(),
+                        jid: jid.to_string(),
+                        node: node.clone(),
+                        removed_at: note.removed_at,
+                        reason: note.reason.to_string(),
+                        last_result,
+                        error_count,
+                    },
+                )?;
+            }
+            if !removed.is_empty() {
+                trim_removals(tx, user)?;
+            }
+            Ok(removed.len())
+        })
+    }
+
+    fn record_push_removal(&self, removal: &PushRemoval) -> Result<()> {
+        self.write(|tx| {
+            insert_removal(tx, removal)?;
+            trim_removals(tx, &removal.user)
+        })
+    }
+
+    fn removed_push_registrations(&self, user: &str) -> Result<Vec<PushRemoval>> {
+        self.read(|tx| {
+            let mut stmt = tx.prepare_cached(
+                "SELECT account, jid, node, removed_at, reason, last_result, error_count
+                 FROM push_removals WHERE account = ?1 ORDER BY removed_at DESC, rowid DESC",
+            )?;
+            let rows = stmt.query_map([user], |r| {
+                Ok(PushRemoval {
+                    user: r.get(0)?,
+                    jid: r.get(1)?,
+                    node: r.get(2)?,
+                    removed_at: r.get(3)?,
+                    reason: r.get(4)?,
+                    last_result: r.get(5)?,
+                    error_count: r.get(6)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    fn purge_push_removals_before(&self, removed_at: i64) -> Result<usize> {
+        self.write(|tx| {
+            Ok(tx
+                .prepare_cached("DELETE FROM push_removals WHERE removed_at < ?1")?
+                .execute([removed_at])?)
         })
     }
 }

@@ -120,6 +120,11 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("sql/push.sql"),
     },
     Migration {
+        role: "push",
+        version: 2,
+        sql: include_str!("sql/push_2.sql"),
+    },
+    Migration {
         role: "sessions",
         version: 1,
         sql: include_str!("sql/sessions.sql"),
@@ -140,6 +145,7 @@ pub(crate) const USER_TABLES: &[&str] = &[
     "mam_prefs",
     "mam_prefs_jids",
     "push_registrations",
+    "push_removals",
     "sm_sessions",
     "sm_queue",
     "sm_tombstones",

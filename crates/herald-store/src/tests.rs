@@ -160,7 +160,51 @@ fn migrations_are_recorded_once_per_role() {
         roles,
         vec!["accounts", "archive", "blocking", "offline", "push", "roster", "sessions"]
     );
-    assert!(rows.iter().all(|(_, v)| *v == 1));
+    // Each role's latest version (push: 2, the table of removed registrations).
+    let latest = |role: &str| if role == "push" { 2 } else { 1 };
+    assert!(rows.iter().all(|(r, v)| *v == latest(r)), "{rows:?}");
+}
+
+/// A database made before the table of removed registrations gets it at the next open, and
+/// keeps its registrations.
+#[test]
+fn push_removals_are_added_to_an_older_database() {
+    use crate::{PushStore, RemovalNote};
+    let dir = tmp();
+    let s = Store::open(dir.path()).unwrap();
+    s.upsert_push_registration(&crate::PushRegistration {
+        user: "u@x.test".into(),
+        jid: "push.x.test".into(),
+        node: "n".into(),
+        publish_options_xml: None,
+        enabled_at: 1,
+        resource: None,
+        lang: None,
+        error_count: 0,
+        last_push: None,
+        last_result: None,
+    })
+    .unwrap();
+    drop(s);
+    // Back to push schema version 1, as an older Herald left it.
+    let raw = rusqlite::Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
+    raw.execute_batch(
+        "DROP TABLE push_removals; UPDATE schema_version SET version = 1 WHERE role = 'push';",
+    )
+    .unwrap();
+    drop(raw);
+    let s = Store::open(dir.path()).unwrap();
+    let note = RemovalNote {
+        removed_at: 7,
+        reason: "disabled",
+        failed_with: None,
+    };
+    assert_eq!(
+        s.remove_push_registrations("u@x.test", "push.x.test", None, &note)
+            .unwrap(),
+        1
+    );
+    assert_eq!(s.removed_push_registrations("u@x.test").unwrap().len(), 1);
 }
 
 #[test]

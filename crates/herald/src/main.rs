@@ -70,7 +70,8 @@ enum RosterCmd {
 
 #[derive(Subcommand)]
 enum PushCmd {
-    /// A user's registrations: app server, node, time enabled, last push, last result, errors.
+    /// A user's registrations: app server, node, time enabled, last push, last result, errors;
+    /// then those the server removed recently, why and when (push.removed_retention).
     List {
         /// A local account.
         user: String,
@@ -88,6 +89,17 @@ enum PushCmd {
     Ping {
         /// A local account.
         user: String,
+    },
+    /// Send a test push to each registration of USER (only APPSERVER_JID, only NODE, when
+    /// given) through the running server and show each app server's answer and the
+    /// round-trip time; fails if any failed or timed out.
+    Test {
+        /// A local account.
+        user: String,
+        /// Only registrations with this app server JID.
+        appserver_jid: Option<String>,
+        /// Only this node.
+        node: Option<String>,
     },
 }
 
@@ -263,6 +275,7 @@ fn push(cfg: Config, cmd: PushCmd) -> Result<()> {
             if regs.is_empty() {
                 println!("{jid} has no push registrations");
             }
+            let removed = admin::removed_push(&cfg, &store, &jid)?;
             for r in regs {
                 println!(
                     "{}\tnode={}\tenabled={}\tlast_push={}\tlast_result={}\terrors={}",
@@ -276,6 +289,23 @@ fn push(cfg: Config, cmd: PushCmd) -> Result<()> {
                     r.error_count
                 );
             }
+            if !removed.is_empty() {
+                println!(
+                    "# removed in the last {}:",
+                    humantime_secs(cfg.push.removed_retention.0.as_secs())
+                );
+            }
+            for r in removed {
+                println!(
+                    "{}\tnode={}\tremoved={}\treason={}\tlast_result={}\terrors={}",
+                    r.jid,
+                    r.node,
+                    admin::unix_time(r.removed_at),
+                    r.reason,
+                    r.last_result.unwrap_or_else(|| "-".into()),
+                    r.error_count
+                );
+            }
         }
         PushCmd::Remove {
             user,
@@ -283,30 +313,13 @@ fn push(cfg: Config, cmd: PushCmd) -> Result<()> {
             node,
         } => {
             let jid = known(&user)?;
-            let n = match &node {
-                Some(n) => usize::from(herald_store::PushStore::delete_push_registration(
-                    &store,
-                    &jid,
-                    &appserver_jid,
-                    n,
-                )?),
-                None => herald_store::PushStore::delete_push_registrations_by_jid(
-                    &store,
-                    &jid,
-                    &appserver_jid,
-                )?,
-            };
+            let n = admin::remove_push(&cfg, &store, &jid, &appserver_jid, node.as_deref())?;
             if n == 0 {
                 return Err(anyhow!(
                     "{jid} has no registration with {appserver_jid}{}",
                     node.map(|n| format!(" node {n}")).unwrap_or_default()
                 ));
             }
-            let line = format!(
-                "push-removed {jid} {appserver_jid}{}",
-                node.map(|n| format!(" {n}")).unwrap_or_default()
-            );
-            admin::notify(&cfg, &line);
             println!("removed {n} registration(s)");
         }
         PushCmd::Ping { user } => {
@@ -327,8 +340,76 @@ fn push(cfg: Config, cmd: PushCmd) -> Result<()> {
                 }
             }
         }
+        PushCmd::Test {
+            user,
+            appserver_jid,
+            node,
+        } => {
+            let jid = admin::account_jid(&cfg, &user)?;
+            known(&user)?;
+            let results = admin::push_test(&cfg, &jid, appserver_jid.as_deref(), node.as_deref())?;
+            print!("{}", test_table(&results));
+            let failed = results.iter().filter(|r| !r.outcome.is_ok()).count();
+            if failed > 0 {
+                return Err(anyhow!(
+                    "{failed} of {} test push(es) failed",
+                    results.len()
+                ));
+            }
+        }
     }
     Ok(())
+}
+
+/// `herald push test`'s table: app server, node, answer, round-trip time.
+fn test_table(results: &[herald_server::push_diag::TestResult]) -> String {
+    let rows: Vec<[String; 4]> = results
+        .iter()
+        .map(|r| {
+            [
+                r.jid.clone(),
+                r.node.clone(),
+                r.outcome.to_string(),
+                r.rtt_us
+                    .map(|us| format!("{:.1} ms", us as f64 / 1000.0))
+                    .unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    let header = ["APP SERVER", "NODE", "RESULT", "RTT"].map(str::to_string);
+    let mut width = header.clone().map(|h| h.chars().count());
+    for row in &rows {
+        for (w, cell) in width.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        let line = format!(
+            "{:w0$}  {:w1$}  {:w2$}  {}",
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            w0 = width[0],
+            w1 = width[1],
+            w2 = width[2]
+        );
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// A whole number of seconds as "7d", "36h", "90m" or "45s".
+fn humantime_secs(s: u64) -> String {
+    match s {
+        0 => "0s".into(),
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
 }
 
 fn serve(cfg: Config) -> Result<()> {
