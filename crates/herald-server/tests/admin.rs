@@ -66,13 +66,6 @@ async fn resume(s: &TestServer, user: &str, password: &str, previd: &str) -> Ele
     c.element().await
 }
 
-async fn chat(c: &mut RawClient, to: &str, body: &str) {
-    c.send(&format!(
-        "<message to='{to}' type='chat' id='{body}'><body>{body}</body></message>"
-    ))
-    .await;
-}
-
 fn messages(els: Vec<Element>) -> Vec<Element> {
     els.into_iter().filter(|e| e.name() == "message").collect()
 }

@@ -72,13 +72,6 @@ async fn resume(s: &TestServer, user: &str, previd: &str, h: u32) -> (RawClient,
     (c, answer)
 }
 
-async fn chat(c: &mut RawClient, to: &str, body: &str) {
-    c.send(&format!(
-        "<message to='{to}' type='chat' id='{body}'><body>{body}</body></message>"
-    ))
-    .await;
-}
-
 /// A bodyless chat state (XEP-0085): unimportant for CSI.
 async fn chat_state(c: &mut RawClient, to: &str, state: &str) {
     c.send(&format!(

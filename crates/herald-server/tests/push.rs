@@ -13,27 +13,10 @@ use std::time::Duration;
 
 use common::*;
 use herald_proto::Element;
-use herald_server::Config;
 use herald_store::{OfflineStore, PushRegistration, PushStore};
 
 const BOB: &str = "bob@localhost";
 const PUBLISH_OPTIONS: &str = "<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'><value>http://jabber.org/protocol/pubsub#publish-options</value></field><field var='secret'><value>eruio234vzxc</value></field></x>";
-
-async fn server(f: impl FnOnce(&mut Config)) -> (TestServer, FakeAppServer) {
-    let s = TestServer::start_with(f).await;
-    for u in ["alice", "bob", "carol"] {
-        s.add_user(u, "pw");
-    }
-    let app = FakeAppServer::connect(&s).await;
-    (s, app)
-}
-
-/// Alice, available (she has no contacts, so her presence reaches nobody).
-async fn alice(s: &TestServer) -> RawClient {
-    let mut a = RawClient::login(s.c2s(), "alice", "pw", "a").await;
-    a.send("<presence/>").await;
-    a
-}
 
 fn regs(s: &TestServer, user: &str) -> Vec<PushRegistration> {
     let mut r = s.running.shared.store.push_registrations(user).unwrap();
@@ -225,13 +208,6 @@ async fn resume(s: &TestServer, user: &'static str, previd: &str, h: u32) -> Res
     }
 }
 
-async fn chat(a: &mut RawClient, to: &str, body: &str) {
-    a.send(&format!(
-        "<message to='{to}' type='chat'><body>{body}</body></message>"
-    ))
-    .await;
-}
-
 /// A published summary form always says what it is.
 fn assert_summary(p: &Publish, node: &str, count: u32) {
     assert_eq!(p.from, "localhost", "{}", xml(&p.iq));
@@ -245,7 +221,7 @@ fn assert_summary(p: &Publish, node: &str, count: u32) {
 
 #[tokio::test]
 async fn enable_errors_disable_and_disco() {
-    let (s, _app) = server(|_| {}).await;
+    let (s, _app) = push_server(|_| {}).await;
     let mut bob = Dev::up(&s, "bob", "phone", None, false).await;
     for (payload, what) in [
         ("<enable xmlns='urn:xmpp:push:0' node='n'/>", "missing jid"),
@@ -338,7 +314,7 @@ async fn enable_errors_disable_and_disco() {
         }
     };
     assert!(xml(&r).contains("urn:xmpp:push:0"), "{}", xml(&r));
-    let mut a = alice(&s).await;
+    let mut a = login_available(&s, "alice").await;
     a.send("<iq type='get' id='d2' to='bob@localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>").await;
     let r = a.expect("iq").await;
     assert_eq!(r.attr("type"), Some("result"));
@@ -347,7 +323,7 @@ async fn enable_errors_disable_and_disco() {
 
 #[tokio::test]
 async fn disabled_registrations_get_nothing() {
-    let (s, mut app) = server(|_| {}).await;
+    let (s, mut app) = push_server(|_| {}).await;
     let mut bob = Dev::up(&s, "bob", "phone", Some(("n1", None)), false).await;
     bob.enable_push(APP_DOMAIN, "n2", None).await;
     bob.enable_push(&format!("sub.{APP_DOMAIN}"), "n3", None)
@@ -359,7 +335,7 @@ async fn disabled_registrations_get_nothing() {
         .await;
     assert_eq!(r.attr("type"), Some("result"));
     bob.logout_last(&s).await;
-    let mut a = alice(&s).await;
+    let mut a = login_available(&s, "alice").await;
     chat(&mut a, BOB, "only n3").await;
     let p = app.next().await;
     assert_eq!(
@@ -371,13 +347,13 @@ async fn disabled_registrations_get_nothing() {
 
 #[tokio::test]
 async fn max_devices_evicts_the_oldest() {
-    let (s, mut app) = server(|c| c.push.max_devices = 2).await;
+    let (s, mut app) = push_server(|c| c.push.max_devices = 2).await;
     let mut bob = Dev::up(&s, "bob", "phone", Some(("n1", None)), false).await;
     bob.enable_push(APP_DOMAIN, "n2", None).await;
     bob.enable_push(APP_DOMAIN, "n3", None).await;
     assert_eq!(nodes(&s, BOB), ["n2", "n3"]);
     bob.logout_last(&s).await;
-    let mut a = alice(&s).await;
+    let mut a = login_available(&s, "alice").await;
     chat(&mut a, BOB, "hello").await;
     let mut got = vec![app.next().await.node, app.next().await.node];
     got.sort();
@@ -389,7 +365,7 @@ async fn max_devices_evicts_the_oldest() {
 
 #[tokio::test]
 async fn hibernated_session_gets_exactly_one_push_with_publish_options() {
-    let (s, mut app) = server(|_| {}).await;
+    let (s, mut app) = push_server(|_| {}).await;
     let tablet = Dev::up(
         &s,
         "bob",
@@ -399,7 +375,7 @@ async fn hibernated_session_gets_exactly_one_push_with_publish_options() {
     )
     .await;
     let _ = tablet.kill();
-    let mut a = alice(&s).await;
+    let mut a = login_available(&s, "alice").await;
     chat(&mut a, BOB, "secret text").await;
     let p = app.next().await;
     assert_summary(&p, "tab", 1);
@@ -422,14 +398,14 @@ async fn hibernated_session_gets_exactly_one_push_with_publish_options() {
 
 #[tokio::test]
 async fn summary_with_sender_and_body() {
-    let (s, mut app) = server(|c| {
+    let (s, mut app) = push_server(|c| {
         c.push.with_body = true;
         c.push.with_sender = true;
     })
     .await;
     let tablet = Dev::up(&s, "bob", "tablet", Some(("tab", None)), true).await;
     let _ = tablet.kill();
-    let mut a = alice(&s).await;
+    let mut a = login_available(&s, "alice").await;
     chat(&mut a, BOB, "real body").await;
     let p = app.next().await;
     assert_summary(&p, "tab", 1);
@@ -442,10 +418,10 @@ async fn summary_with_sender_and_body() {
 
 #[tokio::test]
 async fn empty_important_body_and_unimportant_stanzas_carry_no_body() {
-    let (s, mut app) = server(|c| c.push.important_body = String::new()).await;
+    let (s, mut app) = push_server(|c| c.push.important_body = String::new()).await;
     let tablet = Dev::up(&s, "bob", "tablet", Some(("tab", None)), true).await;
     let _ = tablet.kill();
-    let mut a = alice(&s).await;
+    let mut a = login_available(&s, "alice").await;
     chat(&mut a, "bob@localhost/tablet", "hidden").await;
     let p = app.next().await;
     assert_summary(&p, "tab", 1);
@@ -455,10 +431,10 @@ async fn empty_important_body_and_unimportant_stanzas_carry_no_body() {
 
 #[tokio::test]
 async fn unimportant_stanza_pushes_without_placeholder_or_count() {
-    let (s, mut app) = server(|_| {}).await;
+    let (s, mut app) = push_server(|_| {}).await;
     let tablet = Dev::up(&s, "bob", "tablet", Some(("tab", None)), true).await;
     let _ = tablet.kill();
-    let mut a = alice(&s).await;
+    let mut a = login_available(&s, "alice").await;
     a.send("<message to='bob@localhost/tablet' type='chat'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>").await;
     let p = app.next().await;
     assert_summary(&p, "tab", 0);
@@ -468,10 +444,10 @@ async fn unimportant_stanza_pushes_without_placeholder_or_count() {
 
 #[tokio::test]
 async fn bursts_coalesce_and_resume_stops_pushes() {
-    let (s, mut app) = server(|c| c.push.coalesce_window.0 = Duration::from_secs(60)).await;
+    let (s, mut app) = push_server(|c| c.push.coalesce_window.0 = Duration::from_secs(60)).await;
     let tablet = Dev::up(&s, "bob", "tablet", Some(("tab", None)), true).await;
     let (id, h) = tablet.kill();
-    let mut a = alice(&s).await;
+    let mut a = login_available(&s, "alice").await;
     chat(&mut a, BOB, "one").await;
     let p = app.next().await;
     assert_summary(&p, "tab", 1);
@@ -510,7 +486,7 @@ async fn bursts_coalesce_and_resume_stops_pushes() {
 
 #[tokio::test]
 async fn ack_delay_pushes_once_then_acked_session_is_awake() {
-    let (s, mut app) = server(|c| {
+    let (s, mut app) = push_server(|c| {
         c.stream_management.request_after = 1;
         c.stream_management.max_ack_delay.0 = Duration::from_millis(300);
         c.push.coalesce_window.0 = Duration::from_millis(1);
@@ -518,7 +494,7 @@ async fn ack_delay_pushes_once_then_acked_session_is_awake() {
     .await;
     let mut tablet = Dev::up(&s, "bob", "tablet", Some(("tab", None)), true).await;
     tablet.auto_ack = false;
-    let mut a = alice(&s).await;
+    let mut a = login_available(&s, "alice").await;
     chat(&mut a, BOB, "are you there").await;
     tablet.message().await;
     // The <r/> that followed stays unanswered: one push for the unacked queue.
@@ -543,13 +519,13 @@ async fn ack_delay_pushes_once_then_acked_session_is_awake() {
 
 #[tokio::test]
 async fn live_phone_and_sleeping_tablet_push_only_the_tablet() {
-    let (s, mut app) = server(|_| {}).await;
+    let (s, mut app) = push_server(|_| {}).await;
     let mut phone = Dev::up(&s, "bob", "phone", Some(("phone", None)), false).await;
     // The tablet comes up last so nothing of the phone's is queued for it.
     let tablet = Dev::up(&s, "bob", "tablet", Some(("tablet", None)), true).await;
     phone.sync().await;
     let _ = tablet.kill();
-    let mut a = alice(&s).await;
+    let mut a = login_available(&s, "alice").await;
     chat(&mut a, BOB, "to both").await;
     let m = phone.message().await;
     assert_eq!(child(&m, "body").unwrap().text(), "to both");
@@ -561,7 +537,7 @@ async fn live_phone_and_sleeping_tablet_push_only_the_tablet() {
 #[tokio::test]
 async fn carbons_wake_a_sleeping_second_device() {
     // A tiny window, so the sent carbon below is not covered by the message's window.
-    let (s, mut app) = server(|c| {
+    let (s, mut app) = push_server(|c| {
         c.push.with_sender = true;
         c.push.coalesce_window.0 = Duration::from_millis(1);
     })
@@ -573,7 +549,7 @@ async fn carbons_wake_a_sleeping_second_device() {
     tablet.enable_sm().await;
     phone.sync().await;
     let _ = tablet.kill();
-    let mut a = alice(&s).await;
+    let mut a = login_available(&s, "alice").await;
     // To the phone's full JID: the tablet only gets a received carbon.
     chat(&mut a, "bob@localhost/phone", "carbon me").await;
     phone.message().await;
@@ -598,11 +574,11 @@ async fn carbons_wake_a_sleeping_second_device() {
 
 #[tokio::test]
 async fn csi_held_stanzas_never_push() {
-    let (s, mut app) = server(|_| {}).await;
+    let (s, mut app) = push_server(|_| {}).await;
     let mut tablet = Dev::up(&s, "bob", "tablet", Some(("tab", None)), true).await;
     tablet.c.send("<inactive xmlns='urn:xmpp:csi:0'/>").await;
     tablet.sync().await;
-    let mut a = alice(&s).await;
+    let mut a = login_available(&s, "alice").await;
     let composing = "<message to='bob@localhost/tablet' type='chat'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>";
     a.send(composing).await;
     a.send("<iq type='get' id='s' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
@@ -617,12 +593,12 @@ async fn csi_held_stanzas_never_push() {
 
 #[tokio::test]
 async fn csi_flush_by_an_important_stanza_pushes_only_for_it() {
-    let (s, mut app) = server(|_| {}).await;
+    let (s, mut app) = push_server(|_| {}).await;
     let mut tablet = Dev::up(&s, "bob", "tablet", Some(("tab", None)), true).await;
     tablet.c.send("<inactive xmlns='urn:xmpp:csi:0'/>").await;
     tablet.sync().await;
     let _ = tablet.kill();
-    let mut a = alice(&s).await;
+    let mut a = login_available(&s, "alice").await;
     a.send("<message to='bob@localhost/tablet' type='chat'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>").await;
     app.assert_quiet(&s).await;
     // An important message flushes the buffer: one push, for it.
@@ -637,11 +613,11 @@ async fn csi_flush_by_an_important_stanza_pushes_only_for_it() {
 
 #[tokio::test]
 async fn offline_user_gets_pushes_for_all_registrations() {
-    let (s, mut app) = server(|_| {}).await;
+    let (s, mut app) = push_server(|_| {}).await;
     let mut phone = Dev::up(&s, "bob", "phone", Some(("phone", None)), false).await;
     phone.enable_push(APP_DOMAIN, "tablet", None).await;
     phone.logout_last(&s).await;
-    let mut a = alice(&s).await;
+    let mut a = login_available(&s, "alice").await;
     chat(&mut a, BOB, "first").await;
     chat(&mut a, BOB, "second").await;
     // Rule c's twin: a groupchat message to the bare JID with no session.
@@ -676,11 +652,11 @@ async fn offline_user_gets_pushes_for_all_registrations() {
 
 #[tokio::test]
 async fn rule_b_pushes_registrations_without_a_session() {
-    let (s, mut app) = server(|_| {}).await;
+    let (s, mut app) = push_server(|_| {}).await;
     let tablet = Dev::up(&s, "bob", "tablet", Some(("tablet", None)), false).await;
     tablet.logout_last(&s).await;
     let mut desk = Dev::up(&s, "bob", "desk", Some(("desk", None)), false).await;
-    let mut a = alice(&s).await;
+    let mut a = login_available(&s, "alice").await;
     chat(&mut a, BOB, "archived").await;
     let m = desk.message().await;
     assert_eq!(child(&m, "body").unwrap().text(), "archived");
@@ -691,9 +667,9 @@ async fn rule_b_pushes_registrations_without_a_session() {
 
 #[tokio::test]
 async fn incoming_call_rings_a_live_session() {
-    let (s, mut app) = server(|_| {}).await;
+    let (s, mut app) = push_server(|_| {}).await;
     let mut phone = Dev::up(&s, "bob", "phone", Some(("phone", None)), false).await;
-    let mut a = alice(&s).await;
+    let mut a = login_available(&s, "alice").await;
     chat(&mut a, BOB, "just text").await;
     phone.message().await;
     app.assert_quiet(&s).await;
@@ -707,7 +683,7 @@ async fn incoming_call_rings_a_live_session() {
 
 #[tokio::test]
 async fn never_twice_across_ack_delay_hibernation_expiry_and_offline() {
-    let (s, mut app) = server(|c| {
+    let (s, mut app) = push_server(|c| {
         c.stream_management.request_after = 1;
         c.stream_management.max_ack_delay.0 = Duration::from_millis(200);
         c.stream_management.hibernation_timeout.0 = Duration::from_millis(300);
@@ -719,7 +695,7 @@ async fn never_twice_across_ack_delay_hibernation_expiry_and_offline() {
     .await;
     let mut tablet = Dev::up(&s, "bob", "tablet", Some(("tab", None)), true).await;
     tablet.auto_ack = false;
-    let mut a = alice(&s).await;
+    let mut a = login_available(&s, "alice").await;
     chat(&mut a, BOB, "once").await;
     tablet.message().await;
     let p = app.next().await; // ack delayed
@@ -745,10 +721,10 @@ async fn never_twice_across_ack_delay_hibernation_expiry_and_offline() {
 
 #[tokio::test]
 async fn errors_count_reset_on_result_and_remove_at_max_errors() {
-    let (s, mut app) = server(|c| c.push.max_errors = 2).await;
+    let (s, mut app) = push_server(|c| c.push.max_errors = 2).await;
     let phone = Dev::up(&s, "bob", "phone", Some(("phone", None)), false).await;
     phone.logout_last(&s).await;
-    let mut a = alice(&s).await;
+    let mut a = login_available(&s, "alice").await;
     app.queue_replies([
         AppReply::cancel(),
         AppReply::Result,
@@ -784,7 +760,7 @@ async fn errors_count_reset_on_result_and_remove_at_max_errors() {
 
 #[tokio::test]
 async fn wait_errors_are_retried_and_not_counted() {
-    let (s, mut app) = server(|c| {
+    let (s, mut app) = push_server(|c| {
         c.push.reply_timeout.0 = Duration::from_millis(300);
         c.push.retry_backoff.0 = Duration::from_millis(300);
     })
@@ -792,7 +768,7 @@ async fn wait_errors_are_retried_and_not_counted() {
     let phone = Dev::up(&s, "bob", "phone", Some(("phone", None)), false).await;
     phone.logout_last(&s).await;
     app.queue_replies([AppReply::wait(), AppReply::wait()]);
-    let mut a = alice(&s).await;
+    let mut a = login_available(&s, "alice").await;
     chat(&mut a, BOB, "retry me").await;
     let first = app.next().await;
     assert_eq!(first.answered, AppReply::wait());
@@ -814,7 +790,7 @@ async fn wait_errors_are_retried_and_not_counted() {
 
 #[tokio::test]
 async fn silent_app_server_leaks_nothing() {
-    let (s, mut app) = server(|c| {
+    let (s, mut app) = push_server(|c| {
         c.push.reply_timeout.0 = Duration::from_millis(100);
         c.push.retry_backoff.0 = Duration::from_millis(100);
     })
@@ -823,7 +799,7 @@ async fn silent_app_server_leaks_nothing() {
     let mut phone = Dev::up(&s, "bob", "phone", Some(("phone", None)), false).await;
     phone.enable_push(APP_DOMAIN, "tablet", None).await;
     phone.logout_last(&s).await;
-    let mut a = alice(&s).await;
+    let mut a = login_available(&s, "alice").await;
     chat(&mut a, BOB, "anyone?").await;
     chat(&mut a, BOB, "hello?").await;
     // Bounded attempts per publish (push.max_attempts, 3): 2 messages × 2
@@ -856,7 +832,7 @@ async fn silent_app_server_leaks_nothing() {
 
 #[tokio::test]
 async fn push_enabled_hibernation_lasts_until_the_first_important_push() {
-    let (s, mut app) = server(|c| {
+    let (s, mut app) = push_server(|c| {
         c.stream_management.hibernation_timeout.0 = Duration::from_millis(300);
         c.push.max_hibernation_timeout.0 = Duration::from_secs(60);
     })
@@ -882,7 +858,7 @@ async fn push_enabled_hibernation_lasts_until_the_first_important_push() {
     // Asleep again; the first important push starts the normal timeout, and a wake-up
     // push goes out shortly before it ends.
     let (id, h) = tablet.kill();
-    let mut a = alice(&s).await;
+    let mut a = login_available(&s, "alice").await;
     chat(&mut a, BOB, "wake").await;
     let p = app.next().await;
     assert_summary(&p, "tab", 1);
@@ -902,7 +878,7 @@ async fn push_enabled_hibernation_lasts_until_the_first_important_push() {
 
 #[tokio::test]
 async fn removal_at_max_errors_ends_the_extended_hibernation() {
-    let (s, mut app) = server(|c| {
+    let (s, mut app) = push_server(|c| {
         c.stream_management.hibernation_timeout.0 = Duration::from_millis(300);
         c.push.max_hibernation_timeout.0 = Duration::from_secs(60);
         c.push.max_errors = 1;
@@ -911,7 +887,7 @@ async fn removal_at_max_errors_ends_the_extended_hibernation() {
     app.set_reply(AppReply::cancel());
     let tablet = Dev::up(&s, "bob", "tablet", Some(("tab", None)), true).await;
     let _ = tablet.kill();
-    let mut a = alice(&s).await;
+    let mut a = login_available(&s, "alice").await;
     // Unimportant, so only the error (not the push itself) can end the extension.
     a.send("<message to='bob@localhost/tablet' type='chat'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>").await;
     app.next().await;
@@ -925,7 +901,7 @@ async fn removal_at_max_errors_ends_the_extended_hibernation() {
 
 #[tokio::test]
 async fn only_the_app_server_can_answer_its_publish() {
-    let (s, mut app) = server(|c| {
+    let (s, mut app) = push_server(|c| {
         c.push.max_errors = 1;
         c.push.reply_timeout.0 = Duration::from_secs(30);
     })
@@ -933,7 +909,7 @@ async fn only_the_app_server_can_answer_its_publish() {
     app.set_reply(AppReply::Silent);
     let phone = Dev::up(&s, "bob", "phone", Some(("phone", None)), false).await;
     phone.logout_last(&s).await;
-    let mut a = alice(&s).await;
+    let mut a = login_available(&s, "alice").await;
     chat(&mut a, BOB, "hi").await;
     let p = app.next().await;
     // Carol learnt the id (say, from her own app server's numbering) and forges an error.
@@ -964,11 +940,11 @@ async fn only_the_app_server_can_answer_its_publish() {
 
 #[tokio::test]
 async fn error_counts_survive_a_restart() {
-    let (s, mut app) = server(|c| c.push.max_errors = 2).await;
+    let (s, mut app) = push_server(|c| c.push.max_errors = 2).await;
     app.set_reply(AppReply::cancel());
     let phone = Dev::up(&s, "bob", "phone", Some(("phone", None)), false).await;
     phone.logout_last(&s).await;
-    let mut a = alice(&s).await;
+    let mut a = login_available(&s, "alice").await;
     chat(&mut a, BOB, "1").await;
     app.next().await;
     app.assert_quiet(&s).await;
@@ -985,7 +961,7 @@ async fn error_counts_survive_a_restart() {
     };
     let mut app = FakeAppServer::connect(&s).await;
     app.set_reply(AppReply::cancel());
-    let mut a = alice(&s).await;
+    let mut a = login_available(&s, "alice").await;
     chat(&mut a, BOB, "2").await;
     app.next().await;
     app.assert_quiet(&s).await;
@@ -997,10 +973,10 @@ async fn error_counts_survive_a_restart() {
 
 #[tokio::test]
 async fn hibernation_pushes_the_unacked_queue_once() {
-    let (s, mut app) = server(|c| c.push.with_body = true).await;
+    let (s, mut app) = push_server(|c| c.push.with_body = true).await;
     let mut tablet = Dev::up(&s, "bob", "tablet", Some(("tab", None)), true).await;
     tablet.auto_ack = false;
-    let mut a = alice(&s).await;
+    let mut a = login_available(&s, "alice").await;
     chat(&mut a, BOB, "unacked 1").await;
     chat(&mut a, BOB, "unacked 2").await;
     tablet.message().await;
@@ -1017,7 +993,7 @@ async fn hibernation_pushes_the_unacked_queue_once() {
 
 #[tokio::test]
 async fn publishes_awaiting_an_answer_are_bounded() {
-    let (s, mut app) = server(|c| {
+    let (s, mut app) = push_server(|c| {
         c.push.max_pending = 1;
         c.push.max_attempts = 1;
     })
@@ -1025,7 +1001,7 @@ async fn publishes_awaiting_an_answer_are_bounded() {
     app.set_reply(AppReply::Silent);
     let phone = Dev::up(&s, "bob", "phone", Some(("phone", None)), false).await;
     phone.logout_last(&s).await;
-    let mut a = alice(&s).await;
+    let mut a = login_available(&s, "alice").await;
     chat(&mut a, BOB, "first").await;
     chat(&mut a, BOB, "second").await;
     // The first waits for its answer (30 s); the second finds no room and is not sent.
@@ -1036,11 +1012,11 @@ async fn publishes_awaiting_an_answer_are_bounded() {
 
 #[tokio::test]
 async fn resume_cancels_waiting_retries() {
-    let (s, mut app) = server(|c| c.push.reply_timeout.0 = Duration::from_secs(5)).await;
+    let (s, mut app) = push_server(|c| c.push.reply_timeout.0 = Duration::from_secs(5)).await;
     app.queue_replies([AppReply::wait()]);
     let tablet = Dev::up(&s, "bob", "tablet", Some(("tab", None)), true).await;
     let (id, h) = tablet.kill();
-    let mut a = alice(&s).await;
+    let mut a = login_available(&s, "alice").await;
     chat(&mut a, BOB, "later").await;
     assert_eq!(app.next().await.answered, AppReply::wait());
     app.assert_quiet(&s).await;
@@ -1060,10 +1036,10 @@ async fn resume_cancels_waiting_retries() {
 
 #[tokio::test]
 async fn a_call_to_a_sleeping_device_rings_once_even_inside_a_coalescing_window() {
-    let (s, mut app) = server(|c| c.push.coalesce_window.0 = Duration::from_secs(60)).await;
+    let (s, mut app) = push_server(|c| c.push.coalesce_window.0 = Duration::from_secs(60)).await;
     let tablet = Dev::up(&s, "bob", "tablet", Some(("tab", None)), true).await;
     let _ = tablet.kill();
-    let mut a = alice(&s).await;
+    let mut a = login_available(&s, "alice").await;
     chat(&mut a, BOB, "before the call").await;
     assert_summary(&app.next().await, "tab", 1);
     // Archived (urgent: every registration) and queued while hibernated: one push, now.
@@ -1075,7 +1051,7 @@ async fn a_call_to_a_sleeping_device_rings_once_even_inside_a_coalescing_window(
 
 #[tokio::test]
 async fn store_failure_on_enable_answers_wait_and_changes_nothing() {
-    let (s, mut app) = server(|_| {}).await;
+    let (s, mut app) = push_server(|_| {}).await;
     let mut tablet = Dev::up(&s, "bob", "tablet", None, true).await;
     // Break the push table under the running server (as a full or damaged disk would).
     let db = rusqlite::Connection::open(s.dir.path().join("data/herald.sqlite3")).unwrap();
@@ -1095,7 +1071,7 @@ async fn store_failure_on_enable_answers_wait_and_changes_nothing() {
     );
     // Nothing was attached: the sleeping device gets no push.
     let _ = tablet.kill();
-    let mut a = alice(&s).await;
+    let mut a = login_available(&s, "alice").await;
     chat(&mut a, BOB, "hello").await;
     app.assert_quiet(&s).await;
 }

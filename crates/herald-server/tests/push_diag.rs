@@ -12,19 +12,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::*;
 use herald_server::push_diag::{TestOutcome, TestResult};
-use herald_server::Config;
 use herald_store::PushStore;
 
 const BOB: &str = "bob@localhost";
-
-async fn server(f: impl FnOnce(&mut Config)) -> (TestServer, FakeAppServer) {
-    let s = TestServer::start_with(f).await;
-    for u in ["alice", "bob"] {
-        s.add_user(u, "pw");
-    }
-    let app = FakeAppServer::connect(&s).await;
-    (s, app)
-}
 
 /// Bob's phone, logged in, with one registration per node at the fake app server.
 async fn bob_with(s: &TestServer, nodes: &[&str]) -> RawClient {
@@ -92,7 +82,7 @@ fn unix_now() -> i64 {
 
 #[tokio::test]
 async fn push_test_reports_result_error_and_timeout_per_registration() {
-    let (s, mut app) = server(|c| c.push.reply_timeout.0 = Duration::from_millis(700)).await;
+    let (s, mut app) = push_server(|c| c.push.reply_timeout.0 = Duration::from_millis(700)).await;
     let _bob = bob_with(&s, &["bad", "good", "odd", "silent"]).await;
     app.set_reply_for("bad", AppReply::cancel());
     app.set_reply_for(
@@ -167,7 +157,7 @@ async fn push_test_reports_result_error_and_timeout_per_registration() {
 
 #[tokio::test]
 async fn push_test_reports_a_local_app_server_that_is_not_connected() {
-    let (s, app) = server(|_| {}).await;
+    let (s, app) = push_server(|_| {}).await;
     let _bob = bob_with(&s, &["phone"]).await;
     drop(app);
     let shared = s.running.shared.clone();
@@ -191,7 +181,7 @@ async fn push_test_reports_a_local_app_server_that_is_not_connected() {
 
 #[tokio::test]
 async fn push_tests_at_once_are_bounded() {
-    let (s, mut app) = server(|c| c.push.reply_timeout.0 = Duration::from_secs(3)).await;
+    let (s, mut app) = push_server(|c| c.push.reply_timeout.0 = Duration::from_secs(3)).await;
     let _bob = bob_with(&s, &["silent"]).await;
     app.set_reply(AppReply::Silent);
     let max = herald_server::push_diag::MAX_TESTS;
@@ -224,7 +214,7 @@ async fn push_tests_at_once_are_bounded() {
 
 #[tokio::test]
 async fn push_list_shows_removed_registrations_with_reason_and_time() {
-    let (s, mut app) = server(|c| c.push.max_errors = 2).await;
+    let (s, mut app) = push_server(|c| c.push.max_errors = 2).await;
     let mut bob = bob_with(&s, &["bad", "good", "tablet", "spare"]).await;
     app.set_reply_for("bad", AppReply::cancel());
     let before = unix_now();

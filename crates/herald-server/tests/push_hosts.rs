@@ -101,29 +101,6 @@ async fn sleeping_device(s: &TestServer, domain: &str, user: &str, node: &str) {
     .await;
 }
 
-/// Alice on the primary host, available.
-async fn alice(s: &TestServer) -> RawClient {
-    let mut a = RawClient::login(s.c2s(), "alice", "pw", "a").await;
-    a.send("<presence/>").await;
-    a
-}
-
-async fn chat(a: &mut RawClient, to: &str, body: &str) {
-    a.send(&format!(
-        "<message to='{to}' type='chat'><body>{body}</body></message>"
-    ))
-    .await;
-}
-
-fn priority(p: &Publish) -> Option<String> {
-    p.iq.get_child("pubsub", "http://jabber.org/protocol/pubsub")
-        .and_then(|p| p.get_child("publish", "http://jabber.org/protocol/pubsub"))
-        .and_then(|p| p.get_child("item", "http://jabber.org/protocol/pubsub"))
-        .and_then(|i| i.get_child("notification", "urn:xmpp:push:0"))
-        .and_then(|n| n.get_child("priority", PRIORITY_NS))
-        .map(|p| p.text())
-}
-
 /// The next two publishes, sorted by node.
 async fn two(app: &mut FakeAppServer) -> (Publish, Publish) {
     let mut v = vec![app.next().await, app.next().await];
@@ -140,13 +117,18 @@ fn assert_per_host(bob: &Publish, dave: &Publish, body: &str) {
     assert_eq!(bob.body(), Some("New Message!"), "{}", xml(&bob.iq));
     assert_eq!(bob.sender(), None, "{}", xml(&bob.iq));
     assert_eq!(bob.count(), 1);
-    assert_eq!(priority(bob).as_deref(), Some("high"), "{}", xml(&bob.iq));
+    assert_eq!(bob.priority().as_deref(), Some("high"), "{}", xml(&bob.iq));
     assert_eq!(dave.node, "dave");
     assert_eq!(dave.from, FULL, "{}", xml(&dave.iq));
     assert_eq!(dave.body(), Some(body), "{}", xml(&dave.iq));
     assert_eq!(dave.sender(), Some("alice@localhost"), "{}", xml(&dave.iq));
     assert_eq!(dave.count(), 1);
-    assert_eq!(priority(dave).as_deref(), Some("high"), "{}", xml(&dave.iq));
+    assert_eq!(
+        dave.priority().as_deref(),
+        Some("high"),
+        "{}",
+        xml(&dave.iq)
+    );
 }
 
 #[tokio::test]
@@ -154,7 +136,7 @@ async fn an_offline_users_notification_follows_their_hosts_push_options() {
     let (s, mut app) = server(|_| {}, HostPushConfig::default()).await;
     offline_device(&s, PRIMARY, "bob", "bob").await;
     offline_device(&s, FULL, "dave", "dave").await;
-    let mut a = alice(&s).await;
+    let mut a = login_available(&s, "alice").await;
     chat(&mut a, BOB, "hello bob").await;
     chat(&mut a, DAVE, "hello dave").await;
     let (bob, dave) = two(&mut app).await;
@@ -170,7 +152,7 @@ async fn a_sleeping_phones_notification_follows_its_hosts_push_options() {
     let (s, mut app) = server(|_| {}, HostPushConfig::default()).await;
     sleeping_device(&s, PRIMARY, "bob", "bob").await;
     sleeping_device(&s, FULL, "dave", "dave").await;
-    let mut a = alice(&s).await;
+    let mut a = login_available(&s, "alice").await;
     chat(&mut a, BOB, "wake up bob").await;
     chat(&mut a, DAVE, "wake up dave").await;
     let (bob, dave) = two(&mut app).await;
@@ -194,7 +176,7 @@ async fn an_app_server_error_addressed_to_a_virtual_host_counts_against_its_regi
     app.set_reply(AppReply::cancel());
     offline_device(&s, PRIMARY, "bob", "bob").await;
     offline_device(&s, FULL, "dave", "dave").await;
-    let mut a = alice(&s).await;
+    let mut a = login_available(&s, "alice").await;
     chat(&mut a, BOB, "one").await;
     chat(&mut a, DAVE, "one").await;
     let (bob, dave) = two(&mut app).await;
@@ -211,7 +193,7 @@ async fn an_app_server_error_addressed_to_a_virtual_host_counts_against_its_regi
 #[tokio::test]
 async fn accounts_on_every_host_advertise_the_priority_hint() {
     let (s, _app) = server(|_| {}, HostPushConfig::default()).await;
-    let mut a = alice(&s).await;
+    let mut a = login_available(&s, "alice").await;
     for (id, to) in [("d1", BOB), ("d2", DAVE), ("d3", "alice@localhost")] {
         a.send(&format!(
             "<iq type='get' id='{id}' to='{to}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"

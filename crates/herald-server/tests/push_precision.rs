@@ -14,28 +14,6 @@ use herald_store::OfflineStore;
 
 const BOB: &str = "bob@localhost";
 
-async fn server(f: impl FnOnce(&mut herald_server::Config)) -> (TestServer, FakeAppServer) {
-    let s = TestServer::start_with(f).await;
-    for u in ["alice", "bob", "carol"] {
-        s.add_user(u, "pw");
-    }
-    let app = FakeAppServer::connect(&s).await;
-    (s, app)
-}
-
-async fn alice(s: &TestServer) -> RawClient {
-    let mut a = RawClient::login(s.c2s(), "alice", "pw", "a").await;
-    a.send("<presence/>").await;
-    a
-}
-
-async fn chat(a: &mut RawClient, to: &str, body: &str) {
-    a.send(&format!(
-        "<message to='{to}' type='chat'><body>{body}</body></message>"
-    ))
-    .await;
-}
-
 /// The next element that is not an SM request (which the device leaves unanswered).
 async fn next(c: &mut RawClient) -> Element {
     loop {
@@ -72,18 +50,9 @@ async fn hibernated(s: &TestServer, user: &str, resource: &str) {
     .await;
 }
 
-fn priority(p: &Publish) -> Option<String> {
-    p.iq.get_child("pubsub", "http://jabber.org/protocol/pubsub")
-        .and_then(|p| p.get_child("publish", "http://jabber.org/protocol/pubsub"))
-        .and_then(|p| p.get_child("item", "http://jabber.org/protocol/pubsub"))
-        .and_then(|i| i.get_child("notification", "urn:xmpp:push:0"))
-        .and_then(|n| n.get_child("priority", "tigase:push:priority:0"))
-        .map(|p| p.text())
-}
-
 #[tokio::test]
 async fn a_phone_that_drops_right_after_login_is_not_pushed_for_its_own_echo() {
-    let (s, mut app) = server(|_| {}).await;
+    let (s, mut app) = push_server(|_| {}).await;
     let mut phone = phone_login(&s, "bob", "phone").await;
     phone.send("<presence/>").await;
     // The reflection of its own presence arrives; the phone drops before acking it (and
@@ -94,23 +63,23 @@ async fn a_phone_that_drops_right_after_login_is_not_pushed_for_its_own_echo() {
     phone.kill(true);
     hibernated(&s, BOB, "phone").await;
     // Only what someone else sends wakes it: the first publish is for alice's message.
-    let mut a = alice(&s).await;
+    let mut a = login_available(&s, "alice").await;
     chat(&mut a, BOB, "are you there?").await;
     let p = app.next().await;
     assert_eq!(p.count(), 1, "{}", xml(&p.iq));
     assert_eq!(p.body(), Some("New Message!"), "{}", xml(&p.iq));
-    assert_eq!(priority(&p).as_deref(), Some("high"));
+    assert_eq!(p.priority().as_deref(), Some("high"));
     app.assert_quiet(&s).await;
 }
 
 #[tokio::test]
 async fn a_burst_to_a_sleeping_phone_gets_a_push_at_once_and_one_catch_up() {
     let window = Duration::from_secs(2);
-    let (s, mut app) = server(|c| c.push.coalesce_window.0 = window).await;
+    let (s, mut app) = push_server(|c| c.push.coalesce_window.0 = window).await;
     let phone = phone_login(&s, "bob", "phone").await;
     phone.kill(true);
     hibernated(&s, BOB, "phone").await;
-    let mut a = alice(&s).await;
+    let mut a = login_available(&s, "alice").await;
     let start = Instant::now();
     for body in ["one", "two", "three"] {
         chat(&mut a, BOB, body).await;
@@ -131,7 +100,7 @@ async fn a_burst_to_a_sleeping_phone_gets_a_push_at_once_and_one_catch_up() {
 
 #[tokio::test]
 async fn a_flood_user_with_dead_app_servers_does_not_delay_another_users_push() {
-    let (s, mut app) = server(|c| {
+    let (s, mut app) = push_server(|c| {
         // The flooder's publishes stay unanswered for the whole test.
         c.push.reply_timeout.0 = Duration::from_secs(600);
         c.push.max_pending = 20;
@@ -166,7 +135,7 @@ async fn a_flood_user_with_dead_app_servers_does_not_delay_another_users_push() 
     phone.kill(true);
     hibernated(&s, BOB, "phone").await;
     // A stream of messages to carol (stored offline, each pushing every registration).
-    let mut a = alice(&s).await;
+    let mut a = login_available(&s, "alice").await;
     for i in 0..40 {
         chat(&mut a, "carol@localhost", &format!("flood {i}")).await;
     }

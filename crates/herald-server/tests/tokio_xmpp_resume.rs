@@ -331,13 +331,6 @@ fn raw_body(el: &herald_proto::Element) -> String {
         .unwrap_or_else(|| panic!("no body: {}", xml(el)))
 }
 
-async fn chat(c: &mut RawClient, to: &str, body: &str) {
-    c.send(&format!(
-        "<message to='{to}' type='chat' id='{body}'><body>{body}</body></message>"
-    ))
-    .await;
-}
-
 /// Polls `cond` until it holds, bounded by WAIT. Only for a server timer (hibernation
 /// expiry), which has no event a test can await.
 async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {

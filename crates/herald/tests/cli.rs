@@ -1,118 +1,18 @@
 //! The `herald` command line, run as a user would: exit codes, messages, and effects on the
 //! store, with and without a running server.
 
+mod common;
+
+use common::*;
+
 use std::io::{BufRead, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Env {
-    dir: tempfile::TempDir,
-    config: PathBuf,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-impl Env {
-    fn new() -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("herald.toml");
-        let data = dir.path().join("data");
-        std::fs::write(
-            &config,
-            format!(
-                "domain = \"localhost\"\ndata_dir = \"{}\"\n[c2s]\nlisten = \"127.0.0.1:{}\"\ndirect_tls_listen = \"\"\nrequire_encryption = false\n[components]\nlisten = \"\"\n",
-                data.display(),
-                free_port()
-            ),
-        )
-        .unwrap();
-        Env { dir, config }
-    }
-
-    fn c2s_port(&self) -> u16 {
-        let text = std::fs::read_to_string(&self.config).unwrap();
-        let l = text
-            .lines()
-            .find(|l| l.starts_with("listen = \"127.0.0.1:"))
-            .unwrap();
-        l.trim_start_matches("listen = \"127.0.0.1:")
-            .trim_end_matches('"')
-            .parse()
-            .unwrap()
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_herald"))
-            .args(args)
-            .arg("--config")
-            .arg(&self.config)
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "{args:?} failed: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-
-    fn fails(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            !o.status.success(),
-            "{args:?} should fail: {}",
-            String::from_utf8_lossy(&o.stdout)
-        );
-        String::from_utf8_lossy(&o.stderr).into_owned()
-    }
-
-    fn serve(&self) -> Server {
-        let child = Command::new(env!("CARGO_BIN_EXE_herald"))
-            .args(["serve", "--config"])
-            .arg(&self.config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let port = self.c2s_port();
-        let sock = self.dir.path().join("data/admin.sock");
-        let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() || !sock.exists() {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Server { child }
-    }
-}
-
-struct Server {
-    child: Child,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn data(env: &Env) -> PathBuf {
-    env.dir.path().join("data")
+    env.data()
 }
 
 #[test]
@@ -364,7 +264,7 @@ fn roster_change_reaches_a_running_server_session() {
     e.ok(&["user", "add", "alice", "--password", "pw"]);
     e.ok(&["user", "add", "bob", "--password", "pw"]);
     let _server = e.serve();
-    let mut s = TcpStream::connect(("127.0.0.1", e.c2s_port())).unwrap();
+    let mut s = TcpStream::connect(("127.0.0.1", e.c2s)).unwrap();
     let open = "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>";
     s.write_all(open.as_bytes()).unwrap();
     read_until(&mut s, "</stream:features>");
@@ -398,7 +298,7 @@ const BOB_NEW: &str = "AGJvYgBuZXc=";
 
 /// Opens a stream and sends a PLAIN `<auth/>` (the test config allows it without TLS).
 fn auth(e: &Env, plain: &str) -> TcpStream {
-    let mut s = TcpStream::connect(("127.0.0.1", e.c2s_port())).unwrap();
+    let mut s = TcpStream::connect(("127.0.0.1", e.c2s)).unwrap();
     s.write_all(STREAM.as_bytes()).unwrap();
     read_until(&mut s, "</stream:features>");
     let auth =

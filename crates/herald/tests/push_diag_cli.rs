@@ -5,94 +5,26 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use herald_store::{PushRegistration, PushStore, Store};
 
+mod common;
+
+use common::*;
+
 const APP: &str = "push.localhost";
 
-struct Env {
-    dir: tempfile::TempDir,
-    config: PathBuf,
-    c2s: u16,
-    components: u16,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-impl Env {
-    fn new() -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("herald.toml");
-        let (c2s, components) = (free_port(), free_port());
-        std::fs::write(
-            &config,
-            format!(
-                "domain = \"localhost\"\ndata_dir = \"{}\"\n\
-                 [c2s]\nlisten = \"127.0.0.1:{c2s}\"\ndirect_tls_listen = \"\"\nrequire_encryption = false\n\
-                 [components]\nlisten = \"127.0.0.1:{components}\"\n\
-                 [[components.component]]\ndomain = \"{APP}\"\nsecret = \"s3cret\"\n\
-                 [push]\nmax_errors = 1\nreply_timeout = \"5s\"\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .unwrap();
-        Env {
-            dir,
-            config,
-            c2s,
-            components,
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_herald"))
-            .args(args)
-            .arg("--config")
-            .arg(&self.config)
-            .output()
-            .unwrap()
-    }
-
-    fn serve(&self) -> Server {
-        let child = Command::new(env!("CARGO_BIN_EXE_herald"))
-            .args(["serve", "--config"])
-            .arg(&self.config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let server = Server { child };
-        let sock = self.dir.path().join("data/admin.sock");
-        let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", self.c2s)).is_err() || !sock.exists() {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        server
-    }
-}
-
-struct Server {
-    child: Child,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The server with an app server component (`APP`) and the component port.
+fn env() -> (Env, u16) {
+    let components = free_port();
+    let e = Env::with(&format!(
+        "[components]\nlisten = \"127.0.0.1:{components}\"\n\
+         [[components.component]]\ndomain = \"{APP}\"\nsecret = \"s3cret\"\n\
+         [push]\nmax_errors = 1\nreply_timeout = \"5s\"\n"
+    ));
+    (e, components)
 }
 
 fn out(o: &Output) -> (bool, String, String) {
@@ -136,8 +68,8 @@ fn read_until(s: &mut TcpStream, buf: &mut String, needle: &str) {
 
 /// Connects the app server component and answers every publish in a thread: `result` for
 /// node `good`, `cancel`/`item-not-found` for any other.
-fn app_server(e: &Env) {
-    let mut s = TcpStream::connect(("127.0.0.1", e.components)).unwrap();
+fn app_server(components: u16) {
+    let mut s = TcpStream::connect(("127.0.0.1", components)).unwrap();
     s.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     s.write_all(format!("<stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' to='{APP}'>").as_bytes())
@@ -208,7 +140,7 @@ fn registration(node: &str) -> PushRegistration {
 
 #[test]
 fn push_test_prints_each_answer_and_push_list_shows_removals() {
-    let e = Env::new();
+    let (e, components) = env();
     assert!(e
         .run(&["user", "add", "bob", "--password", "pw"])
         .status
@@ -223,7 +155,7 @@ fn push_test_prints_each_answer_and_push_list_shows_removals() {
     assert!(!ok && err.contains("not running"), "{err}");
 
     let _server = e.serve();
-    app_server(&e);
+    app_server(components);
 
     // One fails: every answer is shown, and the command fails.
     let (ok, stdout, err) = out(&e.run(&["push", "test", "bob"]));

@@ -222,6 +222,21 @@ pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// A chat message with a body (its id is the body).
+pub async fn chat(c: &mut RawClient, to: &str, body: &str) {
+    c.send(&format!(
+        "<message to='{to}' type='chat' id='{body}'><body>{body}</body></message>"
+    ))
+    .await;
+}
+
+/// `user` logged in as resource `a` on the primary host, available (a sender).
+pub async fn login_available(s: &TestServer, user: &str) -> RawClient {
+    let mut c = RawClient::login(s.c2s(), user, "pw", "a").await;
+    c.send("<presence/>").await;
+    c
+}
+
 pub fn xml(el: &Element) -> String {
     String::from(el)
 }
@@ -377,6 +392,27 @@ impl Publish {
     pub fn sender(&self) -> Option<&str> {
         self.field("last-message-sender")
     }
+
+    /// The Tigase priority hint (`high`/`low`) inside `<notification/>`.
+    pub fn priority(&self) -> Option<String> {
+        self.iq
+            .get_child("pubsub", "http://jabber.org/protocol/pubsub")
+            .and_then(|p| p.get_child("publish", "http://jabber.org/protocol/pubsub"))
+            .and_then(|p| p.get_child("item", "http://jabber.org/protocol/pubsub"))
+            .and_then(|i| i.get_child("notification", "urn:xmpp:push:0"))
+            .and_then(|n| n.get_child("priority", "tigase:push:priority:0"))
+            .map(|p| p.text())
+    }
+}
+
+/// A server with accounts alice, bob and carol (password `pw`) and the fake app server.
+pub async fn push_server(f: impl FnOnce(&mut Config)) -> (TestServer, FakeAppServer) {
+    let s = TestServer::start_with(f).await;
+    for u in ["alice", "bob", "carol"] {
+        s.add_user(u, "pw");
+    }
+    let app = FakeAppServer::connect(&s).await;
+    (s, app)
 }
 
 /// A `jabber:x:data` form's fields, var → first value.
