@@ -48,37 +48,9 @@ async fn server(
     (s, app)
 }
 
-/// The next element that is not an SM request (which a sleeping device leaves unanswered).
-async fn next(c: &mut RawClient) -> Element {
-    loop {
-        let el = c.element().await;
-        if !el.is("r", "urn:xmpp:sm:3") {
-            return el;
-        }
-    }
-}
-
-/// Logs `user` in on `domain` and enables push to the fake app server with `node`; with
-/// `sm`, XEP-0198 with resumption first (the order a phone app uses).
-async fn device(s: &TestServer, domain: &str, user: &str, node: &str, sm: bool) -> RawClient {
-    let mut c = RawClient::login_to(s.c2s(), domain, user, "pw", "phone").await;
-    if sm {
-        c.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
-            .await;
-        assert_eq!(next(&mut c).await.name(), "enabled");
-    }
-    c.send(&format!(
-        "<iq type='set' id='push'><enable xmlns='urn:xmpp:push:0' jid='{APP_DOMAIN}' node='{node}'/></iq>"
-    ))
-    .await;
-    let r = next(&mut c).await;
-    assert_eq!(r.attr("type"), Some("result"), "{}", xml(&r));
-    c
-}
-
 /// `device`, then a clean logout: the user is offline, messages to them are stored offline.
 async fn offline_device(s: &TestServer, domain: &str, user: &str, node: &str) {
-    let mut c = device(s, domain, user, node, false).await;
+    let mut c = push_phone(s, domain, user, node, false).await;
     c.send("</stream:stream>").await;
     c.expect_closed().await;
     let bare = format!("{user}@{domain}");
@@ -88,7 +60,7 @@ async fn offline_device(s: &TestServer, domain: &str, user: &str, node: &str) {
 
 /// `device` with XEP-0198, then the connection dies: the session hibernates.
 async fn sleeping_device(s: &TestServer, domain: &str, user: &str, node: &str) {
-    let c = device(s, domain, user, node, true).await;
+    let c = push_phone(s, domain, user, node, true).await;
     c.kill(true);
     let bare = format!("{user}@{domain}");
     let shared = s.running.shared.clone();

@@ -14,31 +14,6 @@ use herald_store::OfflineStore;
 
 const BOB: &str = "bob@localhost";
 
-/// The next element that is not an SM request (which the device leaves unanswered).
-async fn next(c: &mut RawClient) -> Element {
-    loop {
-        let el = c.element().await;
-        if !el.is("r", "urn:xmpp:sm:3") {
-            return el;
-        }
-    }
-}
-
-/// The order a phone app logs in: bind, XEP-0198, push, presence.
-async fn phone_login(s: &TestServer, user: &str, node: &str) -> RawClient {
-    let mut c = RawClient::login(s.c2s(), user, "pw", "phone").await;
-    c.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
-        .await;
-    assert_eq!(next(&mut c).await.name(), "enabled");
-    c.send(&format!(
-        "<iq type='set' id='push'><enable xmlns='urn:xmpp:push:0' jid='{APP_DOMAIN}' node='{node}'/></iq>"
-    ))
-    .await;
-    let r = next(&mut c).await;
-    assert_eq!(r.attr("type"), Some("result"), "{}", xml(&r));
-    c
-}
-
 async fn hibernated(s: &TestServer, user: &str, resource: &str) {
     let shared = s.running.shared.clone();
     wait_until("the session hibernates", || {
@@ -53,11 +28,11 @@ async fn hibernated(s: &TestServer, user: &str, resource: &str) {
 #[tokio::test]
 async fn a_phone_that_drops_right_after_login_is_not_pushed_for_its_own_echo() {
     let (s, mut app) = push_server(|_| {}).await;
-    let mut phone = phone_login(&s, "bob", "phone").await;
+    let mut phone = push_phone(&s, "localhost", "bob", "phone", true).await;
     phone.send("<presence/>").await;
     // The reflection of its own presence arrives; the phone drops before acking it (and
     // the result of its push enable).
-    let echo = next(&mut phone).await;
+    let echo = next_unrequested(&mut phone).await;
     assert_eq!(echo.name(), "presence", "{}", xml(&echo));
     assert_eq!(echo.attr("from"), Some("bob@localhost/phone"));
     phone.kill(true);
@@ -76,7 +51,7 @@ async fn a_phone_that_drops_right_after_login_is_not_pushed_for_its_own_echo() {
 async fn a_burst_to_a_sleeping_phone_gets_a_push_at_once_and_one_catch_up() {
     let window = Duration::from_secs(2);
     let (s, mut app) = push_server(|c| c.push.coalesce_window.0 = window).await;
-    let phone = phone_login(&s, "bob", "phone").await;
+    let phone = push_phone(&s, "localhost", "bob", "phone", true).await;
     phone.kill(true);
     hibernated(&s, BOB, "phone").await;
     let mut a = login_available(&s, "alice").await;
@@ -111,14 +86,17 @@ async fn a_flood_user_with_dead_app_servers_does_not_delay_another_users_push() 
     })
     .await;
     // Carol: five registrations whose app server never answers.
-    let mut carol = phone_login(&s, "carol", "c0").await;
+    let mut carol = push_phone(&s, "localhost", "carol", "c0", true).await;
     for i in 1..5 {
         carol
             .send(&format!(
                 "<iq type='set' id='p{i}'><enable xmlns='urn:xmpp:push:0' jid='{APP_DOMAIN}' node='c{i}'/></iq>"
             ))
             .await;
-        assert_eq!(next(&mut carol).await.attr("type"), Some("result"));
+        assert_eq!(
+            next_unrequested(&mut carol).await.attr("type"),
+            Some("result")
+        );
     }
     for i in 0..5 {
         app.set_reply_for(&format!("c{i}"), AppReply::Silent);
@@ -131,7 +109,7 @@ async fn a_flood_user_with_dead_app_servers_does_not_delay_another_users_push() 
     })
     .await;
     // Bob's phone sleeps.
-    let phone = phone_login(&s, "bob", "phone").await;
+    let phone = push_phone(&s, "localhost", "bob", "phone", true).await;
     phone.kill(true);
     hibernated(&s, BOB, "phone").await;
     // A stream of messages to carol (stored offline, each pushing every registration).

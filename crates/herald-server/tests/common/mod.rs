@@ -405,6 +405,40 @@ impl Publish {
     }
 }
 
+/// The next element that is not an XEP-0198 `<r/>` (which the device leaves unanswered).
+pub async fn next_unrequested(c: &mut RawClient) -> Element {
+    loop {
+        let el = c.element().await;
+        if !el.is("r", "urn:xmpp:sm:3") {
+            return el;
+        }
+    }
+}
+
+/// A phone app's login on `domain`, in the order such apps use: bind, XEP-0198 with
+/// resumption (with `sm`), push enabled to the fake app server with `node`.
+pub async fn push_phone(
+    s: &TestServer,
+    domain: &str,
+    user: &str,
+    node: &str,
+    sm: bool,
+) -> RawClient {
+    let mut c = RawClient::login_to(s.c2s(), domain, user, "pw", "phone").await;
+    if sm {
+        c.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+            .await;
+        assert_eq!(next_unrequested(&mut c).await.name(), "enabled");
+    }
+    c.send(&format!(
+        "<iq type='set' id='push'><enable xmlns='urn:xmpp:push:0' jid='{APP_DOMAIN}' node='{node}'/></iq>"
+    ))
+    .await;
+    let r = next_unrequested(&mut c).await;
+    assert_eq!(r.attr("type"), Some("result"), "{}", xml(&r));
+    c
+}
+
 /// A server with accounts alice, bob and carol (password `pw`) and the fake app server.
 pub async fn push_server(f: impl FnOnce(&mut Config)) -> (TestServer, FakeAppServer) {
     let s = TestServer::start_with(f).await;
