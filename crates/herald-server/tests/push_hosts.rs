@@ -8,7 +8,6 @@
 mod common;
 
 use common::*;
-use herald_proto::Element;
 use herald_server::config::{HostEntry, HostPushConfig};
 use herald_store::PushStore;
 
