@@ -884,8 +884,7 @@ impl Engine {
         out
     }
 
-    /// Rule c: a message stored offline (or a groupchat message to the bare JID with no
-    /// session online) is pushed to every registration of `user`.
+    /// Rule c: a message stored offline is pushed to every registration of `user`.
     pub fn stored_offline(&mut self, user: &str, stanza: &StanzaInfo, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
         let targets: Vec<(RegKey, Option<SessionId>)> = self
@@ -895,6 +894,18 @@ impl Engine {
             .unwrap_or_default();
         self.push_direct(user, targets, stanza, now, &mut out);
         out
+    }
+
+    /// A groupchat message to `user`'s bare JID found no session online (groupchat is
+    /// never stored offline): treated like rule c, every registration is pushed, so the
+    /// user learns the room is talking.
+    pub fn groupchat_unrouted(
+        &mut self,
+        user: &str,
+        stanza: &StanzaInfo,
+        now: Instant,
+    ) -> Vec<Action> {
+        self.stored_offline(user, stanza, now)
     }
 
     /// Admin ping: a push without a stanza (count unchanged, no body) to every registration.

@@ -3,17 +3,21 @@
 //!
 //! - [`classify`]: the one importance judgement shared by CSI and push, and the summary
 //!   (sender, body) of a stanza.
+//! - [`delivery`]: whether a stanza entering a session's SM queue may push (CSI, asleep).
 //! - [`engine`]: registrations, rules a/b/c, dedup, coalescing, extended hibernation,
 //!   wake-before-expiry, reply tracking, error accounting, device limits.
 //! - [`notification`]: the XEP-0357 publish IQ.
-//! - [`request`]: parsing `<enable/>`/`<disable/>`.
+//! - [`reply`]: reading the app server's answer (which errors count, who may answer).
+//! - [`request`]: parsing `<enable/>`/`<disable/>` (canonical app server JIDs).
 //!
 //! Must not: do I/O, read clocks or spawn tasks. Every call takes `now`; storage changes and
 //! stanzas to send come back as [`engine::Action`]s.
 
 pub mod classify;
+pub mod delivery;
 pub mod engine;
 pub mod notification;
+pub mod reply;
 pub mod request;
 
 pub use classify::{caused_by, classify, summarize, Classifier, Importance, Summary};

@@ -6,6 +6,7 @@
 use minidom::Element;
 
 use crate::classify::bare_jid;
+use herald_proto::jid::Jid;
 use herald_proto::ns;
 
 /// Why a push request is refused.
@@ -17,9 +18,12 @@ pub enum PushError {
     /// The request has no (or an empty) `jid` attribute (XEP-0357 §5/§6: it MUST have one).
     #[error("missing jid")]
     MissingJid,
-    /// The app server JID is the user's own JID.
+    /// The app server JID is the user's own JID (any resource, any spelling).
     #[error("jid must be different from ours")]
     OwnJid,
+    /// The app server JID is not a valid JID (RFC 7622).
+    #[error("malformed jid")]
+    BadJid,
 }
 
 impl PushError {
@@ -27,7 +31,7 @@ impl PushError {
     pub fn condition(&self) -> &'static str {
         match self {
             PushError::NotPush => "feature-not-implemented",
-            PushError::MissingJid | PushError::OwnJid => "bad-request",
+            PushError::MissingJid | PushError::OwnJid | PushError::BadJid => "bad-request",
         }
     }
 }
@@ -54,26 +58,39 @@ pub enum PushCommand {
 }
 
 /// Parses the child of an `<iq type='set'>` sent by `own_jid` (full or bare JID).
+///
+/// App server JIDs come back in their canonical form (RFC 7622 preparation), so that a
+/// disable matches the enable however either was spelled; an enable naming any spelling of
+/// the user's own account (any resource, any case) is refused: the account is not an app
+/// server, and publishing to it would loop back to the user.
 pub fn parse_command(payload: &Element, own_jid: &str) -> Result<PushCommand, PushError> {
     let enable = payload.is("enable", ns::PUSH);
     if !enable && !payload.is("disable", ns::PUSH) {
         return Err(PushError::NotPush);
     }
-    let jid = match payload.attr("jid") {
-        Some(j) if !j.is_empty() => j.to_owned(),
+    let raw = match payload.attr("jid") {
+        Some(j) if !j.is_empty() => j,
         _ => return Err(PushError::MissingJid),
     };
+    let jid: Jid = raw.parse().map_err(|_| PushError::BadJid)?;
     let node = payload.attr("node").map(str::to_owned);
     if enable {
-        if jid == own_jid || jid == bare_jid(own_jid) {
+        let own = own_jid
+            .parse::<Jid>()
+            .map(|o| o.to_bare() == jid.to_bare())
+            .unwrap_or(raw == own_jid || raw == bare_jid(own_jid));
+        if own {
             return Err(PushError::OwnJid);
         }
         Ok(PushCommand::Enable {
-            jid,
+            jid: jid.to_string(),
             node: node.unwrap_or_default(),
             publish_options: payload.get_child("x", ns::DATA_FORMS).cloned(),
         })
     } else {
-        Ok(PushCommand::Disable { jid, node })
+        Ok(PushCommand::Disable {
+            jid: jid.to_string(),
+            node,
+        })
     }
 }

@@ -62,6 +62,18 @@ fn refusals() {
             PushError::OwnJid,
         ),
         (
+            "<enable xmlns='urn:xmpp:push:0' jid='JULIET@Example.COM/other' node='n'/>",
+            PushError::OwnJid,
+        ),
+        (
+            "<enable xmlns='urn:xmpp:push:0' jid='a@b@c' node='n'/>",
+            PushError::BadJid,
+        ),
+        (
+            "<disable xmlns='urn:xmpp:push:0' jid='a@b@c'/>",
+            PushError::BadJid,
+        ),
+        (
             "<enable xmlns='urn:xmpp:push:1' jid='push.example.net'/>",
             PushError::NotPush,
         ),
@@ -101,5 +113,22 @@ fn disable_with_and_without_node() {
             jid: "push.example.net".into(),
             node: Some("x".into())
         })
+    );
+}
+
+#[test]
+fn app_server_jids_come_back_canonical() {
+    // However the client spells the app server, enable and disable name the same one.
+    let enable = parse_command(
+        &el("<enable xmlns='urn:xmpp:push:0' jid='PUSH.Example.NET' node='n'/>"),
+        OWN,
+    );
+    assert!(matches!(enable, Ok(PushCommand::Enable { ref jid, .. }) if jid == "push.example.net"));
+    let disable = parse_command(
+        &el("<disable xmlns='urn:xmpp:push:0' jid='Push.example.net'/>"),
+        OWN,
+    );
+    assert!(
+        matches!(disable, Ok(PushCommand::Disable { ref jid, .. }) if jid == "push.example.net")
     );
 }

@@ -262,7 +262,7 @@ fn row_groupchat_to_bare_jid_without_session_pushes_every_registration() {
         summary: summarize(&el),
         own: false,
     };
-    let p = pushes(&e.stored_offline(USER, &s, c.at(0.0)));
+    let p = pushes(&e.groupchat_unrouted(USER, &s, c.at(0.0)));
     assert_eq!(p.len(), 2);
     assert!(p.iter().all(|p| p.body.as_deref() == Some("New Message!")));
 }

@@ -172,7 +172,8 @@ async fn push_command(session: &mut Session, el: &Element, payload: &Element) ->
         herald_proto::error::error_reply(el, c, t, None)
             .unwrap_or_else(|| stanza::iq_result(el, None))
     };
-    // The full JID: herald-push refuses both it and its bare form.
+    // The full JID: herald-push refuses any spelling of the account as an app server and
+    // returns canonical JIDs.
     let cmd = match parse_command(payload, &session.jid().to_string()) {
         Ok(c) => c,
         Err(e) => {
@@ -180,34 +181,6 @@ async fn push_command(session: &mut Session, el: &Element, payload: &Element) ->
                 .unwrap_or(StanzaErrorCondition::BadRequest);
             return err(cond, None);
         }
-    };
-    // The app server JID in its canonical form (RFC 7622 preparation), so that a disable
-    // matches the enable however it was spelled and no spelling of the user's own account
-    // (any resource, any case) passes as an app server.
-    let canonical = |jid: &str| -> Option<String> {
-        let j = jid.parse::<herald_proto::jid::Jid>().ok()?;
-        (j.to_bare().to_string() != session.bare).then(|| j.to_string())
-    };
-    let cmd = match cmd {
-        PushCommand::Enable {
-            jid,
-            node,
-            publish_options,
-        } => match canonical(&jid) {
-            Some(jid) => PushCommand::Enable {
-                jid,
-                node,
-                publish_options,
-            },
-            None => return err(StanzaErrorCondition::BadRequest, None),
-        },
-        PushCommand::Disable { jid, node } => match jid.parse::<herald_proto::jid::Jid>() {
-            Ok(j) => PushCommand::Disable {
-                jid: j.to_string(),
-                node,
-            },
-            Err(_) => return err(StanzaErrorCondition::BadRequest, None),
-        },
     };
     let (tx, rx) = tokio::sync::oneshot::channel();
     let ev = match cmd {

@@ -36,9 +36,9 @@ pub async fn no_available_resource(shared: &Arc<Shared>, bare: &str, r: Routed) 
     }
     match stanza::typ(&r.el) {
         "groupchat" => {
-            // Rule c's twin: a groupchat message to the bare JID with no session wakes devices.
+            // Not stored; herald-push decides what the devices hear of it.
             let info = shared.push.info(r.id, &r.el);
-            shared.push.send(PushEvent::StoredOffline {
+            shared.push.send(PushEvent::GroupchatUnrouted {
                 user: bare.to_string(),
                 stanza: info,
             });

@@ -9,8 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use herald_proto::error::{parse_stanza_error, ErrorType, StanzaErrorCondition};
-use herald_proto::jid::Jid;
+use herald_proto::error::ErrorType;
 use herald_proto::Element;
 use herald_push::engine::{
     Action, Engine, PushConfig, RegKey, Registration, Removal, Reply, SessionId, SessionPush,
@@ -120,6 +119,13 @@ pub enum PushEvent {
         /// The stanza.
         stanza: StanzaInfo,
     },
+    /// A groupchat message to `user`'s bare JID found no session online.
+    GroupchatUnrouted {
+        /// Account.
+        user: String,
+        /// The stanza.
+        stanza: StanzaInfo,
+    },
     /// Admin (`herald push test`): one publish to each registration of `user` (only app
     /// server `jid`, only `node`, when given), answered with each app server's answer.
     Test {
@@ -215,6 +221,7 @@ impl PushEvent {
                 | PushEvent::StanzaQueued { .. }
                 | PushEvent::Archived { .. }
                 | PushEvent::StoredOffline { .. }
+                | PushEvent::GroupchatUnrouted { .. }
                 | PushEvent::Reply { .. }
         )
     }
@@ -339,28 +346,8 @@ impl PushHandle {
         if !self.owns_id(id) {
             return false;
         }
-        let mut error_type = None;
-        let reply = match el.attr("type") {
-            Some("result") => Reply::Result,
-            Some("error") => {
-                let (t, cond) = parse_stanza_error(el).unwrap_or((ErrorType::Cancel, None));
-                error_type = Some(t);
-                // The path to the app server failed, not the app server: retry, never count.
-                let path = matches!(
-                    cond,
-                    Some(
-                        StanzaErrorCondition::RemoteServerNotFound
-                            | StanzaErrorCondition::RemoteServerTimeout
-                    )
-                );
-                Reply::Error {
-                    wait: t == ErrorType::Wait || path,
-                    condition: cond
-                        .map(|c| c.as_str().to_string())
-                        .unwrap_or_else(|| "undefined-condition".into()),
-                }
-            }
-            _ => return false,
+        let Some((reply, error_type)) = herald_push::reply::read(el) else {
+            return false;
         };
         self.send(PushEvent::Reply {
             iq_id: id.to_string(),
@@ -383,15 +370,6 @@ pub fn classifier(important: &[String]) -> Classifier {
             })
             .collect(),
     }
-}
-
-/// Whether `from` may answer an IQ sent to `to`: the same JID, or (for a bare `to`) one
-/// of its resources.
-fn answers_for(from: &str, to: &str) -> bool {
-    let (Ok(from), Ok(to)) = (from.parse::<Jid>(), to.parse::<Jid>()) else {
-        return false;
-    };
-    from == to || (to.is_bare() && from.to_bare() == to.to_bare())
 }
 
 fn unix_now() -> i64 {
@@ -798,6 +776,10 @@ async fn handle(
             ensure_loaded(shared, engine, stats, &user).await;
             engine.stored_offline(&user, &stanza, now)
         }
+        PushEvent::GroupchatUnrouted { user, stanza } => {
+            ensure_loaded(shared, engine, stats, &user).await;
+            engine.groupchat_unrouted(&user, &stanza, now)
+        }
         PushEvent::Test {
             user,
             jid,
@@ -870,7 +852,7 @@ async fn handle(
             // registration.
             let genuine = engine
                 .pending_key(&iq_id)
-                .is_some_and(|k| answers_for(&from, &k.jid));
+                .is_some_and(|k| herald_push::reply::answers_for(&from, &k.jid));
             if !genuine {
                 tracing::debug!(%iq_id, %from, "push reply from the wrong entity ignored");
                 return Vec::new();
@@ -896,9 +878,8 @@ async fn execute(
                 iq,
             } => {
                 tracing::debug!(%iq_id, %user, app = %key.jid, node = %key.node, "push publish");
-                // A local app-server component that is not connected is our outage, not its
-                // error: the publish is retried like a `wait` and never counted against the
-                // registration (else a component restart would remove every registration).
+                // A local app-server component that is not connected: the fact goes to
+                // herald-push, which says how it counts (reply::unreachable).
                 let domain = key
                     .jid
                     .rsplit('@')
@@ -909,14 +890,12 @@ async fn execute(
                     .unwrap_or("");
                 if let routing::Dest::Component(d) = routing::dest(shared, domain) {
                     if shared.router.component(&d).is_none() {
+                        let (reply, error_type) = herald_push::reply::unreachable();
                         shared.push.send(PushEvent::Reply {
                             iq_id,
                             from: key.jid.clone(),
-                            reply: Reply::Error {
-                                wait: true,
-                                condition: "remote-server-timeout".into(),
-                            },
-                            error_type: Some(ErrorType::Wait),
+                            reply,
+                            error_type,
                         });
                         continue;
                     }

@@ -647,9 +647,10 @@ impl Session {
             return flow;
         }
         let hold = self.shared.push.classifier().csi_may_hold(&out.el);
-        // Only the offered stanza may push, and only if CSI would not have held it: stanzas
-        // flushed from the CSI buffer never cause a push (push-rules.md, CSI row).
-        let pushes = (!hold || self.csi.is_active()).then_some(out.id);
+        // Only the offered stanza may push (stanzas flushed from the CSI buffer never do),
+        // and only as herald-push's CSI rule allows.
+        let pushes =
+            herald_push::delivery::csi_lets_push(hold, self.csi.is_active()).then_some(out.id);
         let ready = self.csi.offer(out, !hold);
         self.emit_all(ready, pushes).await
     }
@@ -705,9 +706,13 @@ impl Session {
             return self.write_raw(&bytes).await;
         }
         let now = std_now();
-        let sleeping = self.conn.is_none() || self.sm.ack_overdue();
-        let info = (sleeping && may_push && o.id != 0)
-            .then(|| self.shared.push.info_for(o.id, &o.el, self.jid.as_str()));
+        let fires = herald_push::delivery::queued_may_push(
+            may_push,
+            o.id != 0,
+            self.conn.is_some(),
+            self.sm.ack_overdue(),
+        );
+        let info = fires.then(|| self.shared.push.info_for(o.id, &o.el, self.jid.as_str()));
         if self.persisted && self.conn.is_none() {
             self.write_through.push(crate::persist::queued(&o));
         }
