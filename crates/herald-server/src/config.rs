@@ -487,14 +487,17 @@ pub struct SmConfig {
     pub tombstone_ttl: Dur,
 }
 
+/// Stream management owns its defaults (herald-session `SmConfig::default`); this table maps
+/// onto them. Only the tombstone lifetime is the server's own.
 impl Default for SmConfig {
     fn default() -> Self {
+        let d = herald_session::sm::SmConfig::default();
         SmConfig {
-            hibernation_timeout: Dur(Duration::from_secs(600)),
-            max_ack_delay: Dur(Duration::from_secs(30)),
-            max_queue: 500,
-            request_after: 5,
-            request_idle: Dur(Duration::from_secs(1)),
+            hibernation_timeout: Dur(d.hibernation_timeout),
+            max_ack_delay: Dur(d.max_ack_delay),
+            max_queue: d.max_queue,
+            request_after: d.request_after,
+            request_idle: Dur(d.request_idle),
             tombstone_ttl: Dur(Duration::from_secs(3600)),
         }
     }
@@ -627,24 +630,27 @@ pub struct PushConfig {
     pub removed_retention: Dur,
 }
 
+/// The push engine owns its defaults (herald-push `PushConfig::default`); this table maps
+/// onto them. Only the server's own keys (restart wake rate, removal history) are set here.
 impl Default for PushConfig {
     fn default() -> Self {
+        let d = herald_push::PushConfig::default();
         PushConfig {
-            with_body: false,
-            with_sender: false,
-            important_body: "New Message!".into(),
-            max_errors: 16,
-            max_devices: 5,
-            max_hibernation_timeout: Dur(Duration::from_secs(72 * 3600)),
-            coalesce_window: Dur(Duration::from_secs(1)),
-            reply_timeout: Dur(Duration::from_secs(30)),
-            wake_before_expiry: true,
-            max_attempts: 3,
-            retry_backoff: Dur(Duration::from_secs(5)),
-            max_pending: 10_000,
-            max_pending_per_user: 100,
-            max_pending_per_app_server: 5_000,
-            idle_user_ttl: Dur(Duration::from_secs(600)),
+            with_body: d.with_body,
+            with_sender: d.with_sender,
+            important_body: d.important_body,
+            max_errors: d.max_errors,
+            max_devices: d.max_devices,
+            max_hibernation_timeout: Dur(d.max_hibernation_timeout),
+            coalesce_window: Dur(d.coalesce_window),
+            reply_timeout: Dur(d.reply_timeout),
+            wake_before_expiry: d.wake_before_expiry,
+            max_attempts: d.max_attempts,
+            retry_backoff: Dur(d.retry_backoff),
+            max_pending: d.max_pending,
+            max_pending_per_user: d.max_pending_per_user,
+            max_pending_per_app_server: d.max_pending_per_app_server,
+            idle_user_ttl: Dur(d.idle_user_ttl),
             restart_wake_rate: 100,
             removed_retention: Dur(Duration::from_secs(7 * 86400)),
         }
