@@ -6,6 +6,7 @@
 use minidom::Element;
 
 use crate::classify::bare_jid;
+use herald_proto::error::StanzaErrorCondition;
 use herald_proto::jid::Jid;
 use herald_proto::ns;
 
@@ -28,10 +29,12 @@ pub enum PushError {
 
 impl PushError {
     /// The RFC 6120 §8.3.3 condition to answer with (type `modify`).
-    pub fn condition(&self) -> &'static str {
+    pub fn condition(&self) -> StanzaErrorCondition {
         match self {
-            PushError::NotPush => "feature-not-implemented",
-            PushError::MissingJid | PushError::OwnJid | PushError::BadJid => "bad-request",
+            PushError::NotPush => StanzaErrorCondition::FeatureNotImplemented,
+            PushError::MissingJid | PushError::OwnJid | PushError::BadJid => {
+                StanzaErrorCondition::BadRequest
+            }
         }
     }
 }

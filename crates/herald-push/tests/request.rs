@@ -1,5 +1,6 @@
 //! Parsing of `<enable/>` and `<disable/>` (XEP-0357 §5, §6).
 
+use herald_proto::error::StanzaErrorCondition;
 use herald_push::request::{parse_command, PushCommand, PushError};
 use minidom::Element;
 
@@ -86,10 +87,19 @@ fn refusals() {
         let got = parse_command(&el(xml), OWN);
         assert_eq!(got, Err(want.clone()), "{xml}");
         let cond = want.condition();
-        assert!(cond == "bad-request" || cond == "feature-not-implemented");
+        assert!(
+            cond == StanzaErrorCondition::BadRequest
+                || cond == StanzaErrorCondition::FeatureNotImplemented
+        );
     }
-    assert_eq!(PushError::MissingJid.condition(), "bad-request");
-    assert_eq!(PushError::OwnJid.condition(), "bad-request");
+    assert_eq!(
+        PushError::MissingJid.condition(),
+        StanzaErrorCondition::BadRequest
+    );
+    assert_eq!(
+        PushError::OwnJid.condition(),
+        StanzaErrorCondition::BadRequest
+    );
 }
 
 #[test]

@@ -176,11 +176,7 @@ async fn push_command(session: &mut Session, el: &Element, payload: &Element) ->
     // returns canonical JIDs.
     let cmd = match parse_command(payload, &session.jid().to_string()) {
         Ok(c) => c,
-        Err(e) => {
-            let cond = StanzaErrorCondition::parse(e.condition())
-                .unwrap_or(StanzaErrorCondition::BadRequest);
-            return err(cond, None);
-        }
+        Err(e) => return err(e.condition(), None),
     };
     let (tx, rx) = tokio::sync::oneshot::channel();
     let ev = match cmd {
