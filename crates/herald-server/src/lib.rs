@@ -28,10 +28,10 @@ pub mod router;
 pub mod routing;
 pub mod s2s;
 pub mod session;
-pub mod stanza;
+pub use herald_xep::stanza;
 pub mod tls;
 pub mod tls_io;
-pub mod xep;
+pub use herald_xep as xep;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

@@ -1,6 +1,7 @@
-//! Pure payload helpers for the feature modules: parsing requests and building replies for
-//! MAM (XEP-0313), carbons (XEP-0280), blocking (XEP-0191), the roster (RFC 6121 §2) and
-//! delay stamps (XEP-0082/XEP-0203).
+//! herald-xep: pure payload helpers for herald-server's feature modules: parsing requests and
+//! building replies for MAM (XEP-0313), carbons (XEP-0280), blocking (XEP-0191), the roster
+//! (RFC 6121 §2) and delay stamps (XEP-0082/XEP-0203), and [`stanza`], the small stanza
+//! accessors and builders every module uses.
 //!
 //! Everything here works on [`Element`]s in the internal namespace and returns values or
 //! elements. It must not do I/O, touch the store, spawn tasks or know about sessions: the
@@ -12,6 +13,7 @@ pub mod carbons;
 pub mod delay;
 pub mod mam;
 pub mod roster;
+pub mod stanza;
 
 use herald_proto::jid::Jid;
 use herald_proto::Element;
