@@ -16,7 +16,8 @@ use herald_push::engine::{
     StanzaInfo,
 };
 use herald_push::Classifier;
-use herald_store::{PushRegistration, PushStatsUpdate, PushStore, RemovalNote, Store, StoreError};
+use herald_store::push_stats::PushStatsWriter;
+use herald_store::{PushRegistration, PushStatsUpdate, PushStore, RemovalNote, StoreError};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::router::{SessionMsg, SessionTx};
@@ -477,103 +478,6 @@ fn engine_config_with(
     }
 }
 
-/// Longest a reply's statistics wait before they are written.
-const STATS_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
-
-/// Most statistics held before they are written regardless of [`STATS_DELAY`].
-const STATS_MAX: usize = 1024;
-
-/// Delivery statistics (error count, last push, last result) waiting to be written.
-///
-/// Every app server reply updates its registration's statistics. Written one by one, each
-/// was a SQLite commit the push task awaited — behind the writer connection, which the
-/// archive's group commit holds for a whole batch — so in a burst every later publish queued
-/// behind the previous replies' writes (measured: 160 replies cost 15 ms of the push task's
-/// 20 ms in a 300-message burst). They are now written together, in order, in one
-/// transaction, at most [`STATS_DELAY`] after the first one, off the push task; and always
-/// before anything else the push task writes or (re)loads, so the store sees every change to
-/// a registration in the order the engine made it. Counts still survive a restart (push
-/// rules: error counts are persisted): a stop writes what is pending (see `Drop`).
-struct StatsBuffer {
-    store: Store,
-    pending: Vec<PushStatsUpdate>,
-    due: Option<tokio::time::Instant>,
-    writing: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl StatsBuffer {
-    fn new(store: Store) -> StatsBuffer {
-        StatsBuffer {
-            store,
-            pending: Vec::new(),
-            due: None,
-            writing: None,
-        }
-    }
-
-    async fn add(&mut self, u: PushStatsUpdate) {
-        if self.pending.is_empty() {
-            self.due = Some(tokio::time::Instant::now() + STATS_DELAY);
-        }
-        self.pending.push(u);
-        if self.pending.len() >= STATS_MAX {
-            self.flush().await;
-        }
-    }
-
-    /// Starts writing what is pending, once the previous write is done (order is kept).
-    async fn flush(&mut self) {
-        self.due = None;
-        if self.pending.is_empty() {
-            return;
-        }
-        self.wait().await;
-        let items = std::mem::take(&mut self.pending);
-        let store = self.store.clone();
-        self.writing = Some(tokio::task::spawn_blocking(move || {
-            write_stats(&store, &items)
-        }));
-    }
-
-    async fn wait(&mut self) {
-        if let Some(h) = self.writing.take() {
-            if let Err(e) = h.await {
-                tracing::error!(error = %e, "push statistics task failed");
-            }
-        }
-    }
-
-    /// Everything pending is stored when this returns.
-    async fn sync(&mut self) {
-        self.flush().await;
-        self.wait().await;
-    }
-
-    /// Before `user`'s registrations are read from the store: their statistics are in it.
-    async fn sync_for(&mut self, user: &str) {
-        if self.writing.is_some() || self.pending.iter().any(|u| u.user == user) {
-            self.sync().await;
-        }
-    }
-}
-
-impl Drop for StatsBuffer {
-    fn drop(&mut self) {
-        // The push task is stopping (or was aborted): one last small transaction, so a
-        // restart sees the counts the engine had.
-        if !self.pending.is_empty() {
-            write_stats(&self.store, &self.pending);
-        }
-    }
-}
-
-fn write_stats(store: &Store, items: &[PushStatsUpdate]) {
-    // Registrations removed meanwhile (disable, max_errors) are skipped: nothing to record.
-    if let Err(e) = store.update_push_stats_batch(items) {
-        tracing::error!(error = %e, n = items.len(), "push statistics write failed");
-    }
-}
-
 /// The push task.
 pub async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<PushEvent>) {
     let mut engine = Engine::new(engine_config(&shared.cfg));
@@ -582,7 +486,7 @@ pub async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<PushEvent>
     }
     engine.set_id_prefix(shared.push.prefix.clone());
     let mut sessions: HashMap<SessionId, (String, SessionTx)> = HashMap::new();
-    let mut stats = StatsBuffer::new(shared.store.clone());
+    let mut stats = PushStatsWriter::new(shared.store.clone());
     let mut tests = crate::push_diag::PushTests::default();
     // Not stopped by the shutdown signal: sessions ask it for their push state while they
     // are saved; `Running::stop` sends `Stop` once they are done.
@@ -593,7 +497,7 @@ pub async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<PushEvent>
             (a, b) => a.or(b),
         }
         .map(tokio::time::Instant::from_std);
-        let flush_at = stats.due;
+        let flush_at = stats.due();
         let ev = tokio::select! {
             ev = rx.recv() => match ev {
                 Some(ev) => {
@@ -640,7 +544,7 @@ pub async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<PushEvent>
 async fn ensure_loaded(
     shared: &Arc<Shared>,
     engine: &mut Engine,
-    stats: &mut StatsBuffer,
+    stats: &mut PushStatsWriter,
     user: &str,
 ) {
     if engine.is_loaded(user) {
@@ -658,7 +562,7 @@ async fn handle(
     shared: &Arc<Shared>,
     engine: &mut Engine,
     sessions: &mut HashMap<SessionId, (String, SessionTx)>,
-    stats: &mut StatsBuffer,
+    stats: &mut PushStatsWriter,
     tests: &mut crate::push_diag::PushTests,
     ev: PushEvent,
     now: Instant,
@@ -866,7 +770,7 @@ async fn handle(
 async fn execute(
     shared: &Arc<Shared>,
     sessions: &HashMap<SessionId, (String, SessionTx)>,
-    stats: &mut StatsBuffer,
+    stats: &mut PushStatsWriter,
     actions: Vec<Action>,
 ) {
     for a in actions {

@@ -11,14 +11,18 @@
 //! crate must not know XMPP routing or parse stanzas; deciding *what* to store is the server's
 //! job, this crate only makes it durable and finds it again.
 //!
-//! All calls block; the async server calls them from `spawn_blocking`.
+//! All calls block; the async server calls them from `spawn_blocking`. The one exception is
+//! [`group_commit`], the archive's batching writer: a thread of its own that commits every
+//! archive write waiting at that moment in one transaction, with an async handle.
 
 mod account;
 mod archive;
 mod block;
 mod error;
+pub mod group_commit;
 mod offline;
 mod push;
+pub mod push_stats;
 mod roster;
 mod session;
 mod sqlite;

@@ -4,7 +4,7 @@
 //! messages costs one commit, not one per message. Each caller still waits until its own
 //! message is durable, so the archive is written before the sender's message is acked.
 
-use herald_store::{ArchiveStore, ArchivedMessage, Store, StoreError};
+use crate::{ArchiveStore, ArchivedMessage, Store, StoreError};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -222,7 +222,7 @@ mod tests {
         let page = store
             .query_archive(
                 "a@x",
-                &herald_store::ArchiveQuery {
+                &crate::ArchiveQuery {
                     max: 1000,
                     ..Default::default()
                 },
