@@ -1,6 +1,21 @@
 //! The Herald runtime: configuration, listeners, TLS, session tasks, the router and the
 //! feature modules. Protocol rules that can be pure live in herald-proto, herald-session and
-//! herald-push; this crate wires them to sockets, timers and the store.
+//! herald-push; payload parsing in herald-xep; bytes on the wire in herald-transport; this
+//! crate wires them to sockets, timers and the store.
+//!
+//! ## Layout, in the order a stanza flows
+//!
+//! | stage | modules |
+//! |---|---|
+//! | start, stop, shared state | `lib.rs` ([`Shared`], [`Running`]), [`config`], [`tls`], [`listener`] |
+//! | transport (re-exported from herald-transport) | [`conn`], [`tls_io`], [`inbox`] |
+//! | c2s: negotiation and the session task | [`c2s`], [`negotiate`], [`session`], [`persist`] (sessions across restarts) |
+//! | routing | [`router`] (who is online), [`routing`] (where a stanza goes), [`message`], [`presence`] |
+//! | IQs to the server and to accounts | [`iq`] |
+//! | features | [`roster`], [`blocking`], [`mam`], [`offline`], [`push`] (+ [`push_diag`]), carbons and CSI in [`session`] |
+//! | federation and components | [`s2s`], [`component`] |
+//! | operators | [`admin`] (CLI side), [`admin_socket`] (server side), [`accounts`] |
+//! | helpers | [`cache`] (per-user caches), [`stanza`] and [`xep`] (re-exported from herald-xep) |
 
 pub mod accounts;
 pub mod admin;
@@ -56,44 +71,62 @@ pub struct Metrics {
     pub inbox_full: AtomicU64,
 }
 
-/// State every task shares.
+/// State every task shares. Each field says who writes it and why it exists.
 pub struct Shared {
-    /// The configuration.
+    /// The configuration. Written once at start; read everywhere.
     pub cfg: Config,
-    /// Who is online.
+    /// Who is online: bound resources, their presence flags, hibernation, components.
+    /// Written by session tasks (bind, presence, hibernate, end) and component tasks; read by
+    /// routing.
     pub router: router::Router,
-    /// Persistent data.
+    /// Persistent data (accounts, rosters, archive, offline, push, saved sessions). Written
+    /// and read through `db`/`db_read` (blocking pool) and the archive writer.
     pub store: Store,
-    /// TLS for c2s.
+    /// TLS for c2s. Built at start; used by the c2s listener and STARTTLS.
     pub tls: Arc<rustls::ServerConfig>,
-    /// Decoder limits from the configuration.
+    /// Decoder limits from the configuration, for every connection's parser.
     pub limits: Limits,
-    /// Counters.
+    /// Counters an operator looks at. Incremented by sessions and negotiation.
     pub metrics: Metrics,
-    /// Events for the push task.
+    /// Events for the push task, the only owner of the push engine. Sent by sessions, the
+    /// archive, offline storage and the admin socket.
     pub push: push::PushHandle,
-    /// Batched archive writes.
+    /// Batched archive writes (group commit). Used by `mam::archive`; flushed at stop.
     pub archive: group_commit::ArchiveWriter,
-    /// Archive writes stamped but not yet committed, per user.
+    /// Archive writes stamped but not yet committed, per user, so a MAM query waits for
+    /// what was acknowledged before it. Written by `mam`.
     pub archive_inflight: mam::InFlight,
-    /// Archive preferences per user.
+    /// Archive preferences per user (a cache in front of the store). Written by MAM prefs
+    /// IQs; read for every archived message.
     pub mam_prefs: cache::UserCache<herald_store::MamPrefs>,
-    /// Blocklists per user.
+    /// Blocklists per user (a cache in front of the store). Written by blocking IQs; read
+    /// for every routed stanza.
     pub blocklists: cache::UserCache<Vec<String>>,
-    /// Server-to-server federation.
+    /// Server-to-server federation: outgoing connections and verified incoming domains.
+    /// Written by the s2s tasks.
     pub s2s: s2s::S2s,
-    /// Accounts removed and sessions being ended by admin commands.
+    /// Accounts removed and sessions being ended by admin commands. Written by the admin
+    /// socket; read by login and storage so nothing is stored for a removed account.
     pub accounts: accounts::AccountChanges,
+    /// XEP-0198 resumption ids of resumable sessions. Written by sessions (enable, end);
+    /// read by negotiation for `<resume/>`.
     resumable: std::sync::Mutex<std::collections::HashMap<String, session::Resumable>>,
+    /// The last `h` of sessions that ended, for `<failed h/>` on a late `<resume/>`.
+    /// Written by sessions as they end and by crash recovery; read by negotiation.
     tombstones: std::sync::Mutex<herald_session::sm::Tombstones>,
-    /// Session tasks running (live or hibernated), for a shutdown to wait on.
+    /// Session tasks running (live or hibernated), for a shutdown to wait on. Counted by
+    /// `Session` creation and `Drop`.
     sessions_live: AtomicUsize,
+    /// Woken when `sessions_live` changes (the shutdown waits on it).
     sessions_changed: tokio::sync::Notify,
-    /// Sessions saved for the next start by a stop.
+    /// Sessions saved for the next start by a stop. Written by sessions as they park.
     pub(crate) saved_at_stop: AtomicUsize,
-    /// Which session is delivering each user's offline store (see `offline::claim`).
+    /// Which session is delivering each user's offline store (see `offline::claim`), so one
+    /// resource at a time gets the backlog. Written by sessions.
     pub(crate) offline_claims: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    /// Source of process-unique ids (sessions, stanzas).
     next_id: AtomicU64,
+    /// Becomes true when the server stops; listeners and tasks watch it.
     shutdown: watch::Receiver<bool>,
 }
 

@@ -230,7 +230,7 @@ impl PushEvent {
 
 /// Sends events to the push task, never blocks. The channel is unbounded so that lifecycle
 /// events are never lost; the droppable stanza events in it are counted and bounded
-/// ([`MAX_QUEUED_STANZA_EVENTS`]); lifecycle events are bounded by the sessions themselves
+/// (`MAX_QUEUED_STANZA_EVENTS`); lifecycle events are bounded by the sessions themselves
 /// (a few per session state change).
 #[derive(Clone)]
 pub struct PushHandle {
