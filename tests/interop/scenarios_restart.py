@@ -7,6 +7,9 @@ not acknowledged. After a crash (SIGKILL) the sessions are not restored, and `<r
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
+import time
 from typing import Any
 
 from slixmpp.xmlstream.handler import Callback
@@ -19,6 +22,7 @@ from kit import (
     abort_transport,
     check,
     check_eq,
+    eventually,
     is_chat,
     scenario,
     send_chat,
@@ -32,6 +36,21 @@ async def restart(ctx: Ctx, kill: bool) -> None:
     restart_fn = ctx.server.restart
     check(restart_fn is not None, "the runner cannot restart the server")
     await asyncio.to_thread(restart_fn, kill)
+
+
+async def saved_since(ctx: Ctx, account: str, since_ms: int) -> None:
+    """Waits until the server has saved `account`'s hibernated session (the save it makes
+    when the connection dies) at or after `since_ms`: a crash before that save would be a
+    different scenario (a connection the server never saw die). Reads the server's SQLite
+    file read-only, as a harness barrier; the clients see nothing of it."""
+    db = ctx.server.cert.parent / "herald.sqlite3"
+
+    def saved() -> bool:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=2)) as c:
+            row = c.execute("SELECT max(saved_at) FROM sm_sessions WHERE account = ?", (account,)).fetchone()
+        return row is not None and row[0] is not None and row[0] >= since_ms
+
+    await eventually(saved, f"{account}'s session saved after its connection died")
 
 
 async def disconnected(c: Any) -> None:
@@ -97,8 +116,10 @@ async def sm_restart(ctx: Ctx) -> None:
     ctx.step("uma sleeps again; SIGKILL")
     await settle_acks(uma)
     sent = uma["xep_0198"].seq
+    aborted_at = int(time.time() * 1000)
     await abort_transport(uma)
     await sync(vic2)
+    await saved_since(ctx, str(uma.boundjid.bare), aborted_at)
     vic_gone = asyncio.ensure_future(disconnected(vic2))
     wes_gone = asyncio.ensure_future(disconnected(wes))
     await restart(ctx, kill=True)
