@@ -28,7 +28,7 @@ pub fn self_signed_paths(data_dir: &Path) -> (PathBuf, PathBuf) {
 
 /// Returns the certificate and key paths to use: the configured ones as they are, else the
 /// self-signed ones in `data_dir`, made if absent and renewed if they do not name every
-/// served domain or expire within [`RENEW_BEFORE`].
+/// served domain or expire within `RENEW_BEFORE`.
 pub fn ensure_certificate(cfg: &Config) -> anyhow::Result<(PathBuf, PathBuf)> {
     if let (Some(c), Some(k)) = (&cfg.tls.cert, &cfg.tls.key) {
         return Ok((c.clone(), k.clone()));
