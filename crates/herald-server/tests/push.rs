@@ -439,6 +439,7 @@ async fn unimportant_stanza_pushes_without_placeholder_or_count() {
     let p = app.next().await;
     assert_summary(&p, "tab", 0);
     assert_eq!(p.body(), None, "{}", xml(&p.iq));
+    assert_eq!(p.priority().as_deref(), Some("low"), "{}", xml(&p.iq));
     app.assert_quiet(&s).await;
 }
 
@@ -678,6 +679,8 @@ async fn incoming_call_rings_a_live_session() {
     let p = app.next().await;
     assert_summary(&p, "phone", 1);
     assert_eq!(p.body(), Some("New Message!"));
+    // Marked for a high-priority (VoIP) push.
+    assert_eq!(p.priority().as_deref(), Some("high"), "{}", xml(&p.iq));
     app.assert_quiet(&s).await;
 }
 
@@ -714,6 +717,7 @@ async fn never_twice_across_ack_delay_hibernation_expiry_and_offline() {
     chat(&mut a, BOB, "twice").await;
     let p = app.next().await;
     assert_summary(&p, "tab", 2);
+    assert_eq!(p.priority().as_deref(), Some("high"), "{}", xml(&p.iq));
     app.assert_quiet(&s).await;
 }
 
@@ -1046,6 +1050,7 @@ async fn a_call_to_a_sleeping_device_rings_once_even_inside_a_coalescing_window(
     a.send("<message to='bob@localhost' type='chat' id='call'><propose xmlns='urn:xmpp:jingle-message:0' id='c1'><description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'/></propose></message>").await;
     let p = app.next().await;
     assert_summary(&p, "tab", 2);
+    assert_eq!(p.priority().as_deref(), Some("high"), "{}", xml(&p.iq));
     app.assert_quiet(&s).await;
 }
 
