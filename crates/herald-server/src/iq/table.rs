@@ -1,0 +1,309 @@
+//! The IQ table: every `get`/`set` the server answers itself, one line each, keyed by
+//! (type, payload namespace, payload element, target), with its handler and the disco#info
+//! features it serves. Both disco#info lists are computed from it ([`features`]), so a
+//! feature is advertised exactly when a line serves it. A key that no line has is answered
+//! `service-unavailable` by the dispatcher (`super`).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use herald_proto::ns;
+use herald_proto::Element;
+
+use crate::session::Session;
+use crate::Shared;
+
+use super::{basic, carbons, disco, push};
+use Advertised::{Nowhere, OnAccount, OnServer};
+use Handler::{Now, WithSession};
+use IqType::{Get, Set};
+use Target::{Other, Own, Server};
+
+/// Every IQ the server answers itself. To serve a new IQ, write its handler (a module of
+/// `iq/` or a feature module with an adapter below) and add its line here.
+#[rustfmt::skip]
+pub static TABLE: &[Entry] = &[
+    //   type namespace          element      target  handler                         advertised in disco#info
+    // The server's domain.
+    iq(Get, ns::DISCO_INFO,  "query",     Server, Now(disco::info),               OnServer(&[ns::DISCO_INFO])),
+    iq(Get, ns::DISCO_ITEMS, "query",     Server, Now(disco::items),              OnServer(&[ns::DISCO_ITEMS])),
+    iq(Get, ns::PING,        "ping",      Server, Now(basic::pong),               OnServer(&[ns::PING])),
+    iq(Get, ns::VERSION,     "query",     Server, Now(basic::version),            OnServer(&[ns::VERSION])),
+    // An account's bare JID, asked by anyone (RFC 6121 §8.5.2.1.3) or by the account itself.
+    iq(Get, ns::DISCO_INFO,  "query",     Other,  Now(disco::info),               OnAccount(&[ns::DISCO_INFO])),
+    iq(Get, ns::DISCO_INFO,  "query",     Own,    Now(disco::info),               OnAccount(&[ns::DISCO_INFO])),
+    // The client's own account (no `to`, or its bare JID).
+    iq(Get, ns::PING,        "ping",      Own,    Now(basic::pong),               OnAccount(&[ns::PING])),
+    // RFC 3921 legacy session: announced as a stream feature, not in disco.
+    iq(Set, ns::SESSION,     "session",   Own,    Now(basic::legacy_session),     Nowhere),
+    // RFC 6121 rosters are core; versioning (XEP-0237) is a stream feature.
+    iq(Get, ns::ROSTER,      "query",     Own,    WithSession(roster),            Nowhere),
+    iq(Set, ns::ROSTER,      "query",     Own,    WithSession(roster),            Nowhere),
+    // XEP-0191 §2: a client asks its server's domain whether blocking is supported.
+    iq(Get, ns::BLOCKING,    "blocklist", Own,    WithSession(blocking),          OnServer(&[ns::BLOCKING])),
+    iq(Set, ns::BLOCKING,    "block",     Own,    WithSession(blocking),          OnServer(&[ns::BLOCKING])),
+    iq(Set, ns::BLOCKING,    "unblock",   Own,    WithSession(blocking),          OnServer(&[ns::BLOCKING])),
+    // XEP-0313 §7: a client asks its own bare JID about its archive.
+    iq(Get, ns::MAM,         "query",     Own,    WithSession(mam),               OnAccount(&[ns::MAM])),
+    iq(Set, ns::MAM,         "query",     Own,    WithSession(mam),               OnAccount(&[ns::MAM])),
+    iq(Get, ns::MAM,         "prefs",     Own,    WithSession(mam),               OnAccount(&[ns::MAM])),
+    iq(Set, ns::MAM,         "prefs",     Own,    WithSession(mam),               OnAccount(&[ns::MAM])),
+    iq(Get, ns::MAM1,        "query",     Own,    WithSession(mam),               OnAccount(&[ns::MAM1])),
+    iq(Set, ns::MAM1,        "query",     Own,    WithSession(mam),               OnAccount(&[ns::MAM1])),
+    iq(Get, ns::MAM1,        "prefs",     Own,    WithSession(mam),               OnAccount(&[ns::MAM1])),
+    iq(Set, ns::MAM1,        "prefs",     Own,    WithSession(mam),               OnAccount(&[ns::MAM1])),
+    // XEP-0280 §3: a client asks its server's domain whether carbons are supported.
+    iq(Set, ns::CARBONS,     "enable",    Own,    WithSession(carbons::enable),   OnServer(&[ns::CARBONS])),
+    iq(Set, ns::CARBONS,     "disable",   Own,    WithSession(carbons::disable),  OnServer(&[ns::CARBONS])),
+    // XEP-0357 §5: asked on the account's bare JID. Every notification an enabled
+    // registration gets carries the Tigase priority hint, which clients look for there too.
+    iq(Set, ns::PUSH,        "enable",    Own,    WithSession(push::command),     OnAccount(&[ns::PUSH, ns::PUSH_PRIORITY])),
+    iq(Set, ns::PUSH,        "disable",   Own,    WithSession(push::command),     OnAccount(&[ns::PUSH])),
+];
+
+/// `get` or `set`: the IQ types that ask for something (results and errors are answers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IqType {
+    /// `type='get'`.
+    Get,
+    /// `type='set'`.
+    Set,
+}
+
+impl IqType {
+    /// The type of a request IQ; None for `result`, `error` and anything else.
+    pub fn of(iq: &Element) -> Option<IqType> {
+        match crate::stanza::typ(iq) {
+            "get" => Some(Get),
+            "set" => Some(Set),
+            _ => None,
+        }
+    }
+
+    /// The attribute value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Get => "get",
+            Set => "set",
+        }
+    }
+}
+
+/// To whom an IQ is addressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// A served domain (or a resource of it).
+    Server,
+    /// The sender's own account: no `to`, or the sender's bare JID. Only these have the
+    /// sender's session at hand.
+    Own,
+    /// A local account's bare JID, from anyone else (another account, a component, s2s).
+    Other,
+}
+
+/// Which disco#info a feature is listed in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Disco {
+    /// The served domain's.
+    Server,
+    /// Every account's bare JID's (the same list whoever asks).
+    Account,
+}
+
+/// Where a line's features are advertised. Not always where it is served: XEP-0280 and
+/// XEP-0191 are served on the client's own account but discovered on its server's domain.
+#[derive(Clone, Copy, Debug)]
+pub enum Advertised {
+    /// In the server's disco#info.
+    OnServer(&'static [&'static str]),
+    /// In every account's disco#info.
+    OnAccount(&'static [&'static str]),
+    /// Not in disco (core protocol, or announced as a stream feature).
+    Nowhere,
+}
+
+/// A session-bound handler's answer, boxed so different async fns fit one table.
+pub type Reply<'a> = Pin<Box<dyn Future<Output = Element> + Send + 'a>>;
+
+/// How a line is answered. A handler gets only keys it is registered for, so it need not
+/// check the type, namespace or element again; it returns the reply to a `get`/`set`.
+#[derive(Clone, Copy)]
+pub enum Handler {
+    /// Answered at once from the request and the shared state.
+    Now(fn(&Request<'_>) -> Element),
+    /// Needs the asking client's session (roster interest, carbons flag, push attachment) and
+    /// may wait on the store or the push task: `(session, iq, payload)`. Only for
+    /// [`Target::Own`]; other senders have no session here (a unit test checks).
+    WithSession(for<'a> fn(&'a mut Session, &'a Element, &'a Element) -> Reply<'a>),
+}
+
+/// One IQ being answered by a [`Handler::Now`].
+pub struct Request<'a> {
+    /// The server state.
+    pub shared: &'a Arc<Shared>,
+    /// The IQ (its `from` is stamped and trustworthy).
+    pub iq: &'a Element,
+    /// Its payload, the element the line is keyed by.
+    pub payload: &'a Element,
+    /// To whom it is addressed.
+    pub target: Target,
+    /// The account's bare JID for [`Target::Own`] and [`Target::Other`].
+    pub account: Option<&'a str>,
+}
+
+/// One line of the table.
+#[derive(Clone, Copy)]
+pub struct Entry {
+    /// `get` or `set`.
+    pub typ: IqType,
+    /// The payload's namespace.
+    pub ns: &'static str,
+    /// The payload's element name.
+    pub element: &'static str,
+    /// To whom it is addressed.
+    pub target: Target,
+    /// Who answers.
+    pub handler: Handler,
+    /// The disco#info features this line serves.
+    pub advertised: Advertised,
+}
+
+impl Entry {
+    /// The features this line adds to `disco`'s list.
+    pub fn features_on(&self, disco: Disco) -> &'static [&'static str] {
+        match (self.advertised, disco) {
+            (OnServer(f), Disco::Server) | (OnAccount(f), Disco::Account) => f,
+            _ => &[],
+        }
+    }
+}
+
+/// A table line (a constructor so each line stays one line).
+const fn iq(
+    typ: IqType,
+    ns: &'static str,
+    element: &'static str,
+    target: Target,
+    handler: Handler,
+    advertised: Advertised,
+) -> Entry {
+    Entry {
+        typ,
+        ns,
+        element,
+        target,
+        handler,
+        advertised,
+    }
+}
+
+/// The line serving this IQ, if any. A linear scan: the table has a few dozen lines and
+/// string comparisons stop at the first differing byte, cheaper than hashing the key.
+pub fn lookup(typ: IqType, payload: &Element, target: Target) -> Option<&'static Entry> {
+    TABLE
+        .iter()
+        .find(|e| e.typ == typ && e.target == target && payload.is(e.element, e.ns))
+}
+
+/// The features `disco` lists: those of every line, in table order, each once.
+pub fn features(disco: Disco) -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = Vec::new();
+    for f in TABLE.iter().flat_map(|e| e.features_on(disco)) {
+        if !out.contains(f) {
+            out.push(f);
+        }
+    }
+    out
+}
+
+// Adapters from the feature modules' async fns to `Handler::WithSession`.
+
+fn roster<'a>(s: &'a mut Session, iq: &'a Element, _: &'a Element) -> Reply<'a> {
+    Box::pin(crate::roster::handle_iq(s, iq))
+}
+
+fn blocking<'a>(s: &'a mut Session, iq: &'a Element, _: &'a Element) -> Reply<'a> {
+    Box::pin(crate::blocking::handle_iq(s, iq))
+}
+
+fn mam<'a>(s: &'a mut Session, iq: &'a Element, payload: &'a Element) -> Reply<'a> {
+    Box::pin(crate::mam::handle_iq(s, iq, payload))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_key_is_registered_twice() {
+        for (i, a) in TABLE.iter().enumerate() {
+            for b in &TABLE[i + 1..] {
+                assert!(
+                    (a.typ, a.ns, a.element, a.target) != (b.typ, b.ns, b.element, b.target),
+                    "{:?} {} {} {:?} registered twice",
+                    a.typ,
+                    a.ns,
+                    a.element,
+                    a.target
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn session_handlers_serve_only_the_own_account() {
+        for e in TABLE {
+            if matches!(e.handler, WithSession(_)) {
+                assert_eq!(
+                    e.target, Own,
+                    "{} {}: no session for this target",
+                    e.ns, e.element
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_disco_lists_are_exact() {
+        assert_eq!(
+            features(Disco::Server),
+            [
+                ns::DISCO_INFO,
+                ns::DISCO_ITEMS,
+                ns::PING,
+                ns::VERSION,
+                ns::BLOCKING,
+                ns::CARBONS
+            ]
+        );
+        assert_eq!(
+            features(Disco::Account),
+            [
+                ns::DISCO_INFO,
+                ns::PING,
+                ns::MAM,
+                ns::MAM1,
+                ns::PUSH,
+                ns::PUSH_PRIORITY
+            ]
+        );
+    }
+
+    #[test]
+    fn accounts_advertise_the_priority_hint_notifications_carry() {
+        // herald-push builds the element with the same constant (herald_proto::ns).
+        assert!(features(Disco::Account).contains(&ns::PUSH_PRIORITY));
+    }
+
+    #[test]
+    fn lookup_matches_type_namespace_element_and_target() {
+        let ping = Element::bare("ping", ns::PING);
+        assert!(lookup(Get, &ping, Server).is_some());
+        assert!(lookup(Get, &ping, Own).is_some());
+        assert!(lookup(Set, &ping, Server).is_none());
+        assert!(lookup(Get, &ping, Other).is_none());
+        assert!(lookup(Get, &Element::bare("pong", ns::PING), Server).is_none());
+        assert!(lookup(Get, &Element::bare("ping", ns::VERSION), Server).is_none());
+    }
+}
