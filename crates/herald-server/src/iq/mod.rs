@@ -14,8 +14,10 @@
 //! which IQs are the client's own. Results and errors are not answered here; those addressed
 //! to the server go to the push task (replies to its publishes).
 //!
-//! To serve a new IQ: write its handler (a module here, or an adapter in `table.rs` to a
-//! feature module), then add its line to [`table::TABLE`].
+//! To serve a new IQ: write its handler in a module here (declared below), or give a feature
+//! module's async fn an adapter at the end of `table.rs`; then add one line per key it
+//! serves to [`table::TABLE`], naming the features it makes true. disco#info follows by
+//! itself; `tests/disco.rs` pins both lists, so a change in what is advertised shows there.
 
 mod basic;
 mod carbons;

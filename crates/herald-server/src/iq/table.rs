@@ -265,32 +265,6 @@ mod tests {
     }
 
     #[test]
-    fn the_disco_lists_are_exact() {
-        assert_eq!(
-            features(Disco::Server),
-            [
-                ns::DISCO_INFO,
-                ns::DISCO_ITEMS,
-                ns::PING,
-                ns::VERSION,
-                ns::BLOCKING,
-                ns::CARBONS
-            ]
-        );
-        assert_eq!(
-            features(Disco::Account),
-            [
-                ns::DISCO_INFO,
-                ns::PING,
-                ns::MAM,
-                ns::MAM1,
-                ns::PUSH,
-                ns::PUSH_PRIORITY
-            ]
-        );
-    }
-
-    #[test]
     fn accounts_advertise_the_priority_hint_notifications_carry() {
         // herald-push builds the element with the same constant (herald_proto::ns).
         assert!(features(Disco::Account).contains(&ns::PUSH_PRIORITY));
