@@ -15,9 +15,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 
 use crate::accounts::Removal;
-use crate::push::PushEvent;
+use crate::msg::PushEvent;
+use crate::msg::{SessionMsg, SessionTx};
 use crate::push_diag::{TestRequest, NO_REGISTRATION};
-use crate::router::{SessionMsg, SessionTx};
 use crate::xep::roster as xr;
 use crate::{roster, routing, stanza, Shared};
 

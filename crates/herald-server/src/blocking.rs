@@ -8,7 +8,8 @@ use herald_proto::jid::Jid;
 use herald_proto::Element;
 use herald_store::{BlockStore, RosterStore};
 
-use crate::session::{Command, Session};
+use crate::ctx::SessionCtx;
+use crate::msg::Command;
 use crate::stanza;
 use crate::xep::blocking::{self as xb, BlockCmd};
 use crate::{routing, Shared};
@@ -71,7 +72,7 @@ pub async fn bounce_blocked(shared: &Arc<Shared>, el: &Element) {
 }
 
 /// A blocking IQ from the user's client; returns the reply.
-pub async fn handle_iq(session: &mut Session, el: &Element) -> Element {
+pub async fn handle_iq(session: &mut SessionCtx, el: &Element) -> Element {
     let shared = session.shared.clone();
     let user = session.bare.clone();
     let cmd = match xb::parse(el) {
@@ -131,7 +132,7 @@ pub async fn handle_iq(session: &mut Session, el: &Element) -> Element {
         stanza::set(&mut iq, "to", format!("{user}/{}", r.resource));
         iq.append_child(push.clone());
         let _ =
-            r.tx.try_send(crate::router::SessionMsg::Command(Command::Send(vec![iq])));
+            r.tx.try_send(crate::msg::SessionMsg::Command(Command::Send(vec![iq])));
     }
     stanza::iq_result(el, None)
 }

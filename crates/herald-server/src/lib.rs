@@ -25,6 +25,8 @@ pub mod c2s;
 pub mod cache;
 pub mod component;
 pub mod config;
+pub mod ctx;
+pub mod durable;
 pub use herald_store::group_commit;
 pub use herald_transport::conn;
 pub use herald_transport::inbox;
@@ -32,6 +34,7 @@ pub mod iq;
 pub mod listener;
 pub mod mam;
 pub mod message;
+pub mod msg;
 pub mod negotiate;
 pub mod offline;
 pub mod persist;
@@ -90,7 +93,7 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Events for the push task, the only owner of the push engine. Sent by sessions, the
     /// archive, offline storage and the admin socket.
-    pub push: push::PushHandle,
+    pub push: msg::PushHandle,
     /// Batched archive writes (group commit). Used by `mam::archive`; flushed at stop.
     pub archive: group_commit::ArchiveWriter,
     /// Archive writes stamped but not yet committed, per user, so a MAM query waits for
@@ -110,7 +113,7 @@ pub struct Shared {
     pub accounts: accounts::AccountChanges,
     /// XEP-0198 resumption ids of resumable sessions. Written by sessions (enable, end);
     /// read by negotiation for `<resume/>`.
-    resumable: std::sync::Mutex<std::collections::HashMap<String, session::Resumable>>,
+    resumable: std::sync::Mutex<std::collections::HashMap<String, msg::Resumable>>,
     /// The last `h` of sessions that ended, for `<failed h/>` on a late `<resume/>`.
     /// Written by sessions as they end and by crash recovery; read by negotiation.
     tombstones: std::sync::Mutex<herald_session::sm::Tombstones>,
@@ -155,7 +158,7 @@ impl Shared {
     }
 
     /// The hibernated-or-live resumable session with this XEP-0198 id.
-    pub fn resumable_get(&self, id: &str) -> Option<session::Resumable> {
+    pub fn resumable_get(&self, id: &str) -> Option<msg::Resumable> {
         self.resumable
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -164,7 +167,7 @@ impl Shared {
     }
 
     /// Registers a resumable session.
-    pub fn resumable_insert(&self, id: String, r: session::Resumable) {
+    pub fn resumable_insert(&self, id: String, r: msg::Resumable) {
         self.resumable
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -403,7 +406,7 @@ pub async fn start_with_store(cfg: Config, store: Store) -> anyhow::Result<Runni
     let s2s_l = bind(cfg.s2s.listen, "s2s.listen").await?;
     let s2s_dtls_l = bind(cfg.s2s.direct_tls_listen, "s2s.direct_tls_listen").await?;
     let s2s = s2s::S2s::new(&cfg)?;
-    let (push, push_rx) = push::channel(&cfg);
+    let (push, push_rx) = msg::channel(&cfg.csi.important);
     let tombstones =
         herald_session::sm::Tombstones::new(100_000, cfg.stream_management.tombstone_ttl.0);
     let shared = Arc::new(Shared {

@@ -11,8 +11,9 @@ use herald_proto::ns;
 use herald_proto::Element;
 use herald_store::{ArchiveStore, ArchivedMessage, MamPrefs, RosterStore, StoreError};
 
-use crate::push::PushEvent;
-use crate::session::Session;
+use crate::ctx::{Effect, SessionCtx};
+use crate::durable::{Deferred, DEFERRED, MAX_DEFERRED};
+use crate::msg::PushEvent;
 use crate::stanza;
 use crate::xep::{delay, mam as xm};
 use crate::Shared;
@@ -246,100 +247,13 @@ pub async fn commit(shared: &Arc<Shared>, p: Pending) {
     }
 }
 
-/// A message on its way into a sleeping session's saved queue: the sender's session waits
-/// for it like for an archive commit before it acknowledges anything, so "durable before
-/// acked" holds with the archive off too. Released when dropped — by the recipient session
-/// once the write-through committed, or at once where nothing is saved.
-pub struct Durable(Option<tokio::sync::oneshot::Sender<()>>);
-
-impl Drop for Durable {
-    fn drop(&mut self) {
-        if let Some(tx) = self.0.take() {
-            let _ = tx.send(());
-        }
-    }
-}
-
-impl std::fmt::Debug for Durable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Durable")
-    }
-}
-
-/// A ticket the current session's next ack waits for (None outside a session handling its
-/// client's stanzas: nobody is acked for it).
-pub fn durable_ticket() -> Option<Arc<Durable>> {
-    DEFERRED
-        .try_with(|d| {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            d.push(rx);
-            Arc::new(Durable(Some(tx)))
-        })
-        .ok()
-}
-
-/// Most archive commits one session may have waiting for the disk. Committed ones are
-/// forgotten as the session goes, so this bounds only a session that outruns the writer.
-const MAX_DEFERRED: usize = 1024;
-
-tokio::task_local! {
-    /// Set by a session task while it handles its own client's stanzas: archive commits made
-    /// on the client's behalf are registered here instead of awaited, so the client's next
-    /// stanza is not held behind the disk; the session settles them before it acknowledges
-    /// anything (XEP-0198 `<a/>`, `<resumed/>`), so "durable before acked" still holds.
-    pub static DEFERRED: Deferred;
-}
-
-type Committed = tokio::sync::oneshot::Receiver<()>;
-
-/// Archive commits a session has started and not yet waited for.
-#[derive(Clone, Default)]
-pub struct Deferred(Arc<std::sync::Mutex<std::collections::VecDeque<Committed>>>);
-
-impl Deferred {
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<Committed>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn push(&self, rx: Committed) {
-        self.lock().push_back(rx);
-    }
-
-    fn pop_oldest(&self) -> Option<Committed> {
-        self.lock().pop_front()
-    }
-
-    /// How many are not committed yet; forgets the committed ones at the front (the writer
-    /// commits in submission order, so they are the oldest).
-    fn outstanding(&self) -> usize {
-        let mut q = self.lock();
-        while let Some(rx) = q.front_mut() {
-            match rx.try_recv() {
-                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => break,
-                _ => {
-                    q.pop_front();
-                }
-            }
-        }
-        q.len()
-    }
-
-    /// Waits until every commit started so far is durable.
-    pub async fn settle(&self) {
-        let all: Vec<_> = self.lock().drain(..).collect();
-        for rx in all {
-            let _ = rx.await;
-        }
-    }
-}
-
 fn err(el: &Element, cond: StanzaErrorCondition, text: Option<&str>) -> Element {
     stanza::error(el, cond, text).unwrap_or_else(|| stanza::iq_result(el, None))
 }
 
 /// A MAM IQ (query, form, prefs) from the session's client. Results are written to the
 /// client before the returned `<fin/>`.
-pub async fn handle_iq(session: &mut Session, el: &Element, payload: &Element) -> Element {
+pub async fn handle_iq(session: &mut SessionCtx, el: &Element, payload: &Element) -> Element {
     let shared = session.shared.clone();
     let user = session.bare.clone();
     let pns = if payload.has_ns(ns::MAM1) {
@@ -410,7 +324,7 @@ pub async fn handle_iq(session: &mut Session, el: &Element, payload: &Element) -
             .unwrap_or_else(|| stanza::iq_result(el, None));
         }
     };
-    let to = session.jid().to_string();
+    let to = session.jid.to_string();
     let mut items = page.items.clone();
     if req.flip {
         items.reverse();
@@ -430,7 +344,7 @@ pub async fn handle_iq(session: &mut Session, el: &Element, payload: &Element) -
             original,
         ));
     }
-    session.write_now(results).await;
+    session.effects.push(Effect::Write(results));
     let first = page.items.first().map(|m| m.id.as_str());
     let last = page.items.last().map(|m| m.id.as_str());
     stanza::iq_result(

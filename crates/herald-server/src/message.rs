@@ -9,14 +9,15 @@ use herald_proto::error::StanzaErrorCondition;
 use herald_proto::jid::Jid;
 use herald_proto::Element;
 
-use crate::router::{best_resources, ResourceEntry, Routed};
-use crate::session::Session;
+use crate::ctx::SessionCtx;
+use crate::msg::Routed;
+use crate::router::{best_resources, ResourceEntry};
 use crate::stanza;
 use crate::xep::carbons;
 use crate::{blocking, mam, offline, routing, Shared};
 
 /// A message sent by the session's client (already stamped with `from`, `to` set).
-pub async fn outbound(session: &mut Session, el: Element) {
+pub async fn outbound(session: &mut SessionCtx, el: Element) {
     let shared = session.shared.clone();
     if carbons::is_carbon(&el) {
         // XEP-0280 §11: clients must not forge carbons.

@@ -10,10 +10,10 @@ use herald_proto::ns;
 use herald_proto::Element;
 use herald_store::{OfflineStore, StoreError};
 
-use crate::push::PushEvent;
-use crate::router::Routed;
-use crate::router::SessionMsg;
-use crate::session::{Command, Out};
+use crate::msg::PushEvent;
+use crate::msg::Routed;
+use crate::msg::SessionMsg;
+use crate::msg::{Command, Out};
 use crate::stanza::{self, Kind};
 use crate::xep::delay;
 use crate::{routing, Shared};

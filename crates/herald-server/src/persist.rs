@@ -28,8 +28,9 @@ use herald_push::engine::{RegKey, SessionPush};
 use herald_store::{SavedSession, SessionStore, SmQueued, SmSessionRecord};
 use serde::{Deserialize, Serialize};
 
-use crate::push::PushEvent;
-use crate::session::{Out, Session, OFFLINE_ID_BIT};
+use crate::msg::PushEvent;
+use crate::msg::{Out, OFFLINE_ID_BIT};
+use crate::session::Session;
 use crate::Shared;
 
 /// The server flag a clean stop leaves behind.

@@ -13,7 +13,7 @@ use herald_proto::Element;
 use herald_session::subscription::{self as sm, SubKind};
 use herald_store::{RosterItem, RosterStore, StoreError};
 
-use crate::session::Session;
+use crate::ctx::{Effect, SessionCtx};
 use crate::stanza;
 use crate::xep::blocking as xb;
 use crate::xep::roster as xr;
@@ -23,19 +23,7 @@ use crate::{roster, routing, Shared};
 /// unavailable).
 pub const MAX_DIRECTED: usize = 1000;
 
-/// Per-session presence bookkeeping.
-#[derive(Default, Debug)]
-pub struct SessionPresence {
-    /// The last available presence broadcast (answers probes), kept as XML: every idle
-    /// session holds one.
-    pub last: Option<stanza::Frozen>,
-    /// JIDs that got directed presence and must get our unavailable (RFC 6121 §4.6.3).
-    pub directed: HashSet<String>,
-    /// Initial presence was sent.
-    pub initial_sent: bool,
-    /// The client asked for the roster, so it gets roster pushes (RFC 6121 §2.1.6).
-    pub interested: bool,
-}
+pub use crate::ctx::SessionPresence;
 
 async fn roster_items(shared: &Arc<Shared>, user: &str) -> Vec<RosterItem> {
     let u = user.to_string();
@@ -75,21 +63,18 @@ fn addressed(el: &Element, from: &str, to: &str) -> Element {
 }
 
 /// A presence stanza the session's client sent (`from` already stamped).
-pub async fn outbound(session: &mut Session, el: Element, to: Option<Jid>) {
+pub async fn outbound(session: &mut SessionCtx, el: Element, to: Option<Jid>) {
     let shared = session.shared.clone();
     let typ = stanza::typ(&el).to_string();
     match (to, typ.as_str()) {
         (None, "") => available(session, el).await,
         (None, "unavailable") => {
-            session.available = false;
-            shared
-                .router
-                .set_presence(&session.bare, session.id, false, 0);
+            session.set_presence(false, 0);
             let items = roster_items(&shared, &session.bare).await;
             broadcast(session, &el, true, &items).await;
             session.presence.last = None;
             session.presence.directed.clear();
-            session.stop_backlog();
+            session.effects.push(Effect::StopBacklog);
             // RFC 6121 §4.5: unavailable ends the presence session; the next available
             // presence is initial presence again (probes, pending requests, offline messages).
             session.presence.initial_sent = false;
@@ -131,7 +116,7 @@ pub async fn outbound(session: &mut Session, el: Element, to: Option<Jid>) {
     }
 }
 
-async fn available(session: &mut Session, el: Element) {
+async fn available(session: &mut SessionCtx, el: Element) {
     let shared = session.shared.clone();
     let prio = el
         .get_child("priority", INTERNAL_NS)
@@ -140,14 +125,10 @@ async fn available(session: &mut Session, el: Element) {
     let initial = !session.presence.initial_sent;
     // XEP-0160 §3: offline messages go out when a resource becomes available with a
     // non-negative priority — at initial presence, or later when a negative priority is raised.
-    let was_reachable = session.available && session.priority >= 0;
-    session.available = true;
-    session.priority = prio;
+    let was_reachable = session.reachable();
+    session.set_presence(true, prio);
     session.presence.initial_sent = true;
     session.presence.last = stanza::Frozen::new(&el);
-    shared
-        .router
-        .set_presence(&session.bare, session.id, true, prio);
     // Loaded once for the broadcast and, on initial presence, the probes.
     let items = roster_items(&shared, &session.bare).await;
     broadcast(session, &el, false, &items).await;
@@ -158,14 +139,15 @@ async fn available(session: &mut Session, el: Element) {
     };
     // Both go out as the client's XEP-0198 queue has room, and leave the store only once
     // the client has them (see `Session::start_backlog`).
-    session
-        .start_backlog(requests, prio >= 0 && !was_reachable)
-        .await;
+    session.effects.push(Effect::StartBacklog {
+        requests,
+        offline: prio >= 0 && !was_reachable,
+    });
 }
 
 /// RFC 6121 §4.2.2 and §3.1.3: what only initial presence does. Returns the pending
 /// subscription requests to deliver.
-async fn initial_presence(session: &mut Session, items: &[RosterItem]) -> Vec<Element> {
+async fn initial_presence(session: &mut SessionCtx, items: &[RosterItem]) -> Vec<Element> {
     let shared = session.shared.clone();
     // RFC 6121 §4.2.2: an entity is implicitly subscribed to its own presence, so the new
     // resource learns of the user's other available resources: a probe from its full JID,
@@ -174,14 +156,14 @@ async fn initial_presence(session: &mut Session, items: &[RosterItem]) -> Vec<El
         .router
         .resources(&session.bare)
         .iter()
-        .any(|r| r.available && r.session_id != session.id());
+        .any(|r| r.available && r.session_id != session.id);
     if others {
         let p = stanza::new(
             "presence",
             INTERNAL_NS,
             &[
                 ("type", "probe"),
-                ("from", &session.jid().to_string()),
+                ("from", &session.jid.to_string()),
                 ("to", &session.bare),
             ],
         );
@@ -227,9 +209,14 @@ async fn initial_presence(session: &mut Session, items: &[RosterItem]) -> Vec<El
 
 /// Sends the session's presence to subscribers (and directed recipients when `to_directed`)
 /// and to the user's own available resources, including this one (RFC 6121 §4.2.2, §4.4.2).
-async fn broadcast(session: &mut Session, el: &Element, to_directed: bool, items: &[RosterItem]) {
+async fn broadcast(
+    session: &mut SessionCtx,
+    el: &Element,
+    to_directed: bool,
+    items: &[RosterItem],
+) {
     let shared = session.shared.clone();
-    let me = session.jid().to_string();
+    let me = session.jid.to_string();
     let mut sent: HashSet<String> = HashSet::new();
     // XEP-0191 §3.3: blocked entities do not get the user's presence.
     let blocked = crate::blocking::blocklist(&shared, &session.bare).await;
@@ -253,7 +240,7 @@ async fn broadcast(session: &mut Session, el: &Element, to_directed: bool, items
         }
     }
     for r in shared.router.resources(&session.bare) {
-        if r.available || r.session_id == session.id() {
+        if r.available || r.session_id == session.id {
             let full = format!("{}/{}", session.bare, r.resource);
             let _ = routing::send_to(&shared, &r, addressed(el, &me, &full));
         }
@@ -261,9 +248,9 @@ async fn broadcast(session: &mut Session, el: &Element, to_directed: bool, items
 }
 
 /// The session ends while available: everyone who saw it online learns it left.
-pub async fn broadcast_unavailable(session: &mut Session) {
+pub async fn broadcast_unavailable(session: &mut SessionCtx) {
     let p = stanza::new("presence", INTERNAL_NS, &[("type", "unavailable")]);
-    session.available = false;
+    session.set_ending();
     let items = roster_items(&session.shared, &session.bare).await;
     broadcast(session, &p, true, &items).await;
 }
@@ -290,7 +277,7 @@ pub async fn send_unavailable_to(shared: &Arc<Shared>, user: &str, contact: &str
 }
 
 /// Answers a probe delivered to this session (RFC 6121 §4.3.2), if the prober may see us.
-pub async fn answer_probe(session: &mut Session, probe: &Element) {
+pub async fn answer_probe(session: &mut SessionCtx, probe: &Element) {
     let Ok(Some(from)) = stanza::from(probe) else {
         return;
     };
@@ -298,14 +285,14 @@ pub async fn answer_probe(session: &mut Session, probe: &Element) {
     let shared = session.shared.clone();
     if contact == session.bare {
         // The user's own new resource (see `initial_presence`): it may always see us.
-        if from.as_str() != session.jid().as_str() {
+        if from.as_str() != session.jid.as_str() {
             if let Some(last) = session
                 .presence
                 .last
                 .as_ref()
                 .and_then(stanza::Frozen::thaw)
             {
-                let p = addressed(&last, &session.jid().to_string(), from.as_str());
+                let p = addressed(&last, &session.jid.to_string(), from.as_str());
                 routing::route(&shared, p).await;
             }
         }
@@ -320,7 +307,7 @@ pub async fn answer_probe(session: &mut Session, probe: &Element) {
         .as_ref()
         .and_then(stanza::Frozen::thaw)
     {
-        let p = addressed(&last, &session.jid().to_string(), from.as_str());
+        let p = addressed(&last, &session.jid.to_string(), from.as_str());
         routing::route(&shared, p).await;
     }
 }

@@ -10,8 +10,9 @@ use herald_proto::Element;
 use herald_session::subscription::{State, Sub};
 use herald_store::{RosterItem, RosterStore, StoreError, Subscription};
 
-use crate::router::SessionMsg;
-use crate::session::{Command, Session};
+use crate::ctx::SessionCtx;
+use crate::msg::Command;
+use crate::msg::SessionMsg;
 use crate::stanza;
 use crate::xep::roster::{self as xr, RosterReq};
 use crate::{presence, Shared};
@@ -130,7 +131,7 @@ fn internal(el: &Element) -> Element {
 }
 
 /// A roster IQ from the session's client; returns the reply.
-pub async fn handle_iq(session: &mut Session, el: &Element) -> Element {
+pub async fn handle_iq(session: &mut SessionCtx, el: &Element) -> Element {
     let shared = session.shared.clone();
     let user = session.bare.clone();
     let req = match xr::parse(el, shared.cfg.roster.max_field_bytes) {

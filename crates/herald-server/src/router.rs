@@ -4,54 +4,7 @@
 use std::collections::HashMap;
 use std::sync::RwLock;
 
-use herald_proto::error::StreamError;
-use herald_proto::Element;
-use tokio::sync::mpsc;
-
-/// A stanza on its way to a session, with the id it keeps on every path (for push dedup).
-#[derive(Clone, Debug)]
-pub struct Routed {
-    /// Process-unique id.
-    pub id: u64,
-    /// The stanza, addressed and stamped.
-    pub el: Element,
-    /// For a message to a sleeping session whose queue is saved: released once the stanza is
-    /// written through, so the sender's XEP-0198 ack waits for it (see `mam::Durable`).
-    pub durable: Option<std::sync::Arc<crate::mam::Durable>>,
-}
-
-impl Routed {
-    /// A routed stanza.
-    pub fn new(id: u64, el: Element) -> Routed {
-        Routed {
-            id,
-            el,
-            durable: None,
-        }
-    }
-}
-
-/// What a session task can be asked to do.
-pub enum SessionMsg {
-    /// Deliver this stanza to the client. Boxed, like every large payload here: each
-    /// session's inbox allocates its slots up front, and a small message keeps that small.
-    Stanza(Box<Routed>),
-    /// Push moved the hibernation deadline (extended hibernation, XEP-0357 glue).
-    SetExpiry(std::time::Instant),
-    /// XEP-0198 resumption: take over this connection.
-    Resume {
-        /// The new connection.
-        conn: Box<crate::conn::Conn>,
-        /// The client's h.
-        h: u32,
-        /// The resumption id.
-        previd: String,
-    },
-    /// End the stream with this error (e.g. `conflict` when another login takes the resource).
-    Kick(StreamError),
-    /// Run this internal command inside the session (roster pushes, admin actions).
-    Command(crate::session::Command),
-}
+use crate::msg::{ComponentTx, SessionTx};
 
 /// One bound resource.
 #[derive(Clone, Debug)]
@@ -82,12 +35,6 @@ pub enum Bound {
     /// The account had its most sessions: its oldest hibernated one made room and must end.
     Evicted(ResourceEntry),
 }
-
-/// A session task's inbox (bounded by `limits.session_inbox`; see `inbox` for why not mpsc).
-pub type SessionTx = crate::inbox::Sender<SessionMsg>;
-
-/// Sends to a component connection.
-pub type ComponentTx = mpsc::Sender<Element>;
 
 /// Online users and components.
 #[derive(Default)]

@@ -10,7 +10,8 @@ use herald_proto::jid::Jid;
 use herald_proto::Element;
 use herald_store::AccountStore;
 
-use crate::router::{ResourceEntry, Routed, SessionMsg};
+use crate::msg::{Routed, SessionMsg};
+use crate::router::ResourceEntry;
 use crate::stanza::{self, Kind};
 use crate::{iq, Shared};
 
@@ -102,7 +103,7 @@ pub fn send_to_routed(
     mut routed: Routed,
 ) -> Result<(), Option<Element>> {
     if r.hibernated && routed.durable.is_none() && stanza::kind(&routed.el) == Some(Kind::Message) {
-        routed.durable = crate::mam::durable_ticket();
+        routed.durable = crate::durable::durable_ticket();
     }
     match r.tx.try_send(SessionMsg::Stanza(Box::new(routed))) {
         Ok(()) => Ok(()),

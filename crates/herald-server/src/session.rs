@@ -19,42 +19,15 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::conn::{Conn, ConnError};
+use crate::ctx::{Effect, SessionCtx, SessionPresence};
+use crate::durable;
+use crate::msg::PushEvent;
+use crate::msg::{Command, Out, Resumable, Routed, SessionMsg, SessionTx, OFFLINE_ID_BIT};
 use crate::negotiate;
-use crate::push::PushEvent;
-use crate::router::{Bound, ResourceEntry, Routed, SessionMsg, SessionTx};
+use crate::router::{Bound, ResourceEntry};
 use crate::stanza::{self, Kind};
 use crate::xep::delay;
-use crate::{iq, mam, offline, presence, routing, Shared};
-
-/// Internal requests to a session.
-#[derive(Debug)]
-pub enum Command {
-    /// Write these elements to the client as they are (e.g. roster pushes, offline messages).
-    Send(Vec<Element>),
-    /// Deliver the user's stored offline messages, if this resource is reachable and no other
-    /// resource is delivering them (another resource handing the backlog on).
-    CheckOffline,
-    /// A roster push (RFC 6121 §2.1.6): written only if this client asked for the roster.
-    RosterPush(Box<Element>),
-}
-
-/// An outbound stanza with the id it carries on every path (SM queue, offline, archive, push).
-#[derive(Clone, Debug)]
-pub struct Out {
-    /// Routing id.
-    pub id: u64,
-    /// The stanza.
-    pub el: Element,
-    /// When it was queued (XEP-0203 stamp on retransmission), unix micros.
-    pub at: i64,
-    /// The offline-storage row it was read from: deleted once the client has the stanza, and
-    /// never stored again (the row is still there) when the session ends without that.
-    pub offline: Option<i64>,
-}
-
-/// Routing ids of stanzas read from offline storage: the row id with the top bit set, so a
-/// stanza read twice (redelivery after a lost connection) is the same stanza to push dedup.
-pub const OFFLINE_ID_BIT: u64 = 1 << 63;
+use crate::{iq, offline, presence, routing, Shared};
 
 /// Most stored stanzas read from the store at once.
 const BACKLOG_CHUNK: usize = 100;
@@ -67,15 +40,6 @@ struct Backlog {
     requests: std::collections::VecDeque<Element>,
     /// Delivering offline storage: the last row id read (0 before the first).
     offline: Option<i64>,
-}
-
-/// A resumable session's registration in the resumption table.
-#[derive(Clone, Debug)]
-pub struct Resumable {
-    /// The account.
-    pub bare: String,
-    /// The session's inbox.
-    pub tx: SessionTx,
 }
 
 /// Binds a negotiated stream and starts its session in a task of its own, or resumes a
@@ -104,7 +68,11 @@ pub async fn start(shared: Arc<Shared>, outcome: negotiate::Outcome) {
             span.record("jid", tracing::field::display(&jid));
             match Session::bind(shared, user, jid.clone(), conn) {
                 Ok(session) => {
-                    crate::admin_socket::on_bind(&session.shared, &session.bare, &session.tx);
+                    crate::admin_socket::on_bind(
+                        &session.ctx.shared,
+                        &session.ctx.bare,
+                        &session.tx,
+                    );
                     let reply = Box::new(negotiate::bind_result(&request, &jid));
                     drop(request);
                     tokio::spawn(session.main(reply).instrument(span));
@@ -186,17 +154,11 @@ fn sm_config(shared: &Shared) -> SmConfig {
 
 /// One bound session.
 pub struct Session {
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) id: u64,
-    pub(crate) jid: FullJid,
-    pub(crate) bare: String,
+    /// What feature handlers see: identity, per-resource flags, presence bookkeeping.
+    pub(crate) ctx: SessionCtx,
     conn: Option<Conn>,
     tx: SessionTx,
     rx: crate::inbox::Receiver<SessionMsg>,
-    pub(crate) available: bool,
-    pub(crate) priority: i8,
-    /// XEP-0280 enabled.
-    pub(crate) carbons: bool,
     sm: StreamManagement<Out>,
     csi: CsiBuffer<Out>,
     sm_id: Option<String>,
@@ -205,10 +167,8 @@ pub struct Session {
     spilled: Vec<Out>,
     last_read: Instant,
     last_write: Instant,
-    /// Presence bookkeeping (last broadcast, directed presence recipients).
-    pub(crate) presence: presence::SessionPresence,
     /// Archive commits for this client's messages, settled before any ack.
-    deferred: mam::Deferred,
+    deferred: durable::Deferred,
     /// Set while stanzas from the inbox are handled as one batch: writes collect in `wbuf`.
     batching: bool,
     /// Stored stanzas still to deliver (boxed: almost always empty).
@@ -219,7 +179,7 @@ pub struct Session {
     /// Queued while hibernated, not yet written through (written after each event).
     write_through: Vec<herald_store::SmQueued>,
     /// Senders' acks waiting for `write_through` (released when dropped).
-    write_through_tickets: Vec<Arc<mam::Durable>>,
+    write_through_tickets: Vec<Arc<durable::Durable>>,
     /// Saved for the next start at shutdown: the session task ends without ending the
     /// session (no unavailable broadcast, nothing handed on).
     parked: bool,
@@ -302,23 +262,16 @@ impl Session {
         Ok(Box::new(Session {
             sm: StreamManagement::new(sm_config(&shared)),
             csi: CsiBuffer::new(shared.cfg.csi.max_buffer),
-            shared,
-            id,
-            jid,
-            bare,
+            ctx: SessionCtx::new(shared, id, jid),
             // Moved out of its box, which is freed when `bind` returns (not kept by the task).
             conn: Some(*conn),
             tx,
             rx,
-            available: false,
-            priority: 0,
-            carbons: false,
             sm_id: None,
             spilled: Vec::new(),
             last_read: now,
             last_write: now,
-            presence: presence::SessionPresence::default(),
-            deferred: mam::Deferred::default(),
+            deferred: durable::Deferred::default(),
             batching: false,
             wbuf: Vec::new(),
             backlog: None,
@@ -389,7 +342,7 @@ impl Session {
             push: state.push_state(),
             expiry,
         });
-        let mut presence = presence::SessionPresence {
+        let mut presence = SessionPresence {
             last: state
                 .presence
                 .as_deref()
@@ -401,25 +354,21 @@ impl Session {
         presence.directed.extend(state.directed);
         let t = Instant::now();
         shared.session_started();
+        let mut ctx = SessionCtx::new(shared.clone(), id, jid.clone());
+        ctx.presence = presence;
+        ctx.restore_flags(state.available, state.priority, state.carbons);
         let session = Box::new(Session {
             sm,
             csi: CsiBuffer::new(shared.cfg.csi.max_buffer),
-            shared,
-            id,
-            jid: jid.clone(),
-            bare,
+            ctx,
             conn: None,
             tx,
             rx,
-            available: state.available,
-            priority: state.priority,
-            carbons: state.carbons,
             sm_id: Some(record.id),
             spilled: Vec::new(),
             last_read: t,
             last_write: t,
-            presence,
-            deferred: mam::Deferred::default(),
+            deferred: durable::Deferred::default(),
             batching: false,
             wbuf: Vec::new(),
             backlog: None,
@@ -464,7 +413,7 @@ impl Session {
     }
 
     fn deadline(&self) -> Option<Instant> {
-        let c = &self.shared.cfg.c2s;
+        let c = &self.ctx.shared.cfg.c2s;
         let io = self.conn.as_ref().map(|_| {
             (self.last_read + c.read_timeout.0).min(self.last_write + c.keepalive_interval.0)
         });
@@ -476,11 +425,11 @@ impl Session {
     }
 
     async fn run(&mut self) {
-        let mut shutdown = self.shared.shutdown_signal();
+        let mut shutdown = self.ctx.shared.shutdown_signal();
         // A client may pipeline stanzas right behind its bind request: they are already in
         // the decoder and no further read would surface them.
         let deferred = self.deferred.clone();
-        if let Flow::Stop = mam::DEFERRED
+        if let Flow::Stop = durable::DEFERRED
             .scope(deferred, Box::pin(self.on_readable()))
             .await
         {
@@ -505,7 +454,7 @@ impl Session {
                 Ev::Read(Ok(())) => {
                     self.last_read = Instant::now();
                     let deferred = self.deferred.clone();
-                    mam::DEFERRED
+                    durable::DEFERRED
                         .scope(deferred, Box::pin(self.on_readable()))
                         .await
                 }
@@ -563,14 +512,14 @@ impl Session {
             SessionMsg::Stanza(r) => self.deliver(*r).await,
             SessionMsg::Command(Command::Send(els)) => self.write_now(els).await,
             SessionMsg::Command(Command::CheckOffline) => {
-                if self.available && self.priority >= 0 {
+                if self.ctx.reachable() {
                     self.start_backlog(Vec::new(), true).await
                 } else {
                     Flow::Continue
                 }
             }
             SessionMsg::Command(Command::RosterPush(iq)) => {
-                if self.presence.interested {
+                if self.ctx.presence.interested {
                     self.write_now(vec![*iq]).await
                 } else {
                     Flow::Continue
@@ -646,7 +595,7 @@ impl Session {
         if let Some(flow) = self.intercept_incoming(&out.el).await {
             return flow;
         }
-        let hold = self.shared.push.classifier().csi_may_hold(&out.el);
+        let hold = self.ctx.shared.push.classifier().csi_may_hold(&out.el);
         // Only the offered stanza may push (stanzas flushed from the CSI buffer never do),
         // and only as herald-push's CSI rule allows.
         let pushes =
@@ -669,11 +618,33 @@ impl Session {
         Flow::Continue
     }
 
+    /// Carries out what a feature handler asked of the session (`SessionCtx::effects`), in
+    /// order.
+    async fn apply_effects(&mut self) -> Flow {
+        for e in std::mem::take(&mut self.ctx.effects) {
+            let flow = match e {
+                Effect::Write(els) => self.write_now(els).await,
+                Effect::StopBacklog => {
+                    self.stop_backlog();
+                    Flow::Continue
+                }
+                Effect::StartBacklog { requests, offline } => {
+                    self.start_backlog(requests, offline).await
+                }
+            };
+            if let Flow::Stop = flow {
+                return Flow::Stop;
+            }
+        }
+        Flow::Continue
+    }
+
     /// Stanzas a session consumes itself instead of passing to the client.
     async fn intercept_incoming(&mut self, el: &Element) -> Option<Flow> {
         if stanza::kind(el) == Some(Kind::Presence) && stanza::typ(el) == "probe" {
-            presence::answer_probe(self, el).await;
-            return Some(Flow::Continue);
+            presence::answer_probe(&mut self.ctx, el).await;
+            // Boxed: applying effects may deliver, which comes back here.
+            return Some(Box::pin(self.apply_effects()).await);
         }
         None
     }
@@ -712,15 +683,20 @@ impl Session {
             self.conn.is_some(),
             self.sm.ack_overdue(),
         );
-        let info = fires.then(|| self.shared.push.info_for(o.id, &o.el, self.jid.as_str()));
+        let info = fires.then(|| {
+            self.ctx
+                .shared
+                .push
+                .info_for(o.id, &o.el, self.ctx.jid.as_str())
+        });
         if self.persisted && self.conn.is_none() {
             self.write_through.push(crate::persist::queued(&o));
         }
         match self.sm.push_outbound(o, now) {
             Ok(request) => {
                 if let Some(info) = info {
-                    self.shared.push.send(PushEvent::StanzaQueued {
-                        session: self.id,
+                    self.ctx.shared.push.send(PushEvent::StanzaQueued {
+                        session: self.ctx.id,
                         stanza: info,
                     });
                 }
@@ -810,10 +786,13 @@ impl Session {
         // Saved before anything else happens to it: from now on a crash loses none of its
         // queue (what arrives while it sleeps is written through).
         self.save(None).await;
-        self.shared.router.set_hibernated(&self.bare, self.id, true);
+        self.ctx
+            .shared
+            .router
+            .set_hibernated(&self.ctx.bare, self.ctx.id, true);
         let unacked = self.unacked_infos();
-        self.shared.push.send(PushEvent::HibernationStarted {
-            session: self.id,
+        self.ctx.shared.push.send(PushEvent::HibernationStarted {
+            session: self.ctx.id,
             unacked,
         });
         Flow::Continue
@@ -830,19 +809,24 @@ impl Session {
         let expires_at = crate::persist::unix_millis()
             .saturating_add(i64::try_from(left.as_millis()).unwrap_or(i64::MAX));
         let state = crate::persist::SavedState {
-            available: self.available,
-            priority: self.priority,
-            presence: self.presence.last.as_ref().map(|f| f.as_str().to_string()),
-            interested: self.presence.interested,
-            carbons: self.carbons,
-            directed: self.presence.directed.iter().cloned().collect(),
+            available: self.ctx.available(),
+            priority: self.ctx.priority(),
+            presence: self
+                .ctx
+                .presence
+                .last
+                .as_ref()
+                .map(|f| f.as_str().to_string()),
+            interested: self.ctx.presence.interested,
+            carbons: self.ctx.carbons(),
+            directed: self.ctx.presence.directed.iter().cloned().collect(),
             push: push.map(crate::persist::SavedPush::from),
         };
         Some(herald_store::SavedSession {
             record: herald_store::SmSessionRecord {
                 id,
-                account: self.bare.clone(),
-                resource: self.jid.resource().to_string(),
+                account: self.ctx.bare.clone(),
+                resource: self.ctx.jid.resource().to_string(),
                 inbound_h: self.sm.inbound_h(),
                 outbound_h: self.sm.outbound_h(),
                 expires_at,
@@ -854,7 +838,7 @@ impl Session {
 
     /// Writes this hibernated session with its whole queue to the store.
     async fn save(&mut self, push: Option<herald_push::engine::SessionPush>) -> bool {
-        if self.shared.account_gone(&self.bare) {
+        if self.ctx.shared.account_gone(&self.ctx.bare) {
             return false;
         }
         let Some(rec) = self.saved(push) else {
@@ -862,6 +846,7 @@ impl Session {
         };
         self.write_through.clear();
         match self
+            .ctx
             .shared
             .db(move |s| s.save_sm_sessions(std::slice::from_ref(&rec)))
             .await
@@ -892,6 +877,7 @@ impl Session {
         };
         let out_h = self.sm.outbound_h();
         match self
+            .ctx
             .shared
             .db(move |s| s.append_sm_queue(&id, &items, out_h))
             .await
@@ -913,7 +899,7 @@ impl Session {
         let Some(id) = self.sm_id.clone() else {
             return;
         };
-        if let Err(e) = self.shared.db(move |s| s.delete_sm_session(&id)).await {
+        if let Err(e) = self.ctx.shared.db(move |s| s.delete_sm_session(&id)).await {
             // At the next start it is handled as a session of a crashed run (tombstone,
             // queue to offline storage): a duplicate at worst, never a loss.
             tracing::error!(error = %e, "deleting the saved session failed");
@@ -926,7 +912,10 @@ impl Session {
     /// back, with every stanza it had not acknowledged. Any other session ends with
     /// `system-shutdown`; what it had not delivered is stored offline.
     async fn on_shutdown(&mut self) -> Flow {
-        if !self.sm.is_resumable() || self.sm_id.is_none() || self.shared.account_gone(&self.bare) {
+        if !self.sm.is_resumable()
+            || self.sm_id.is_none()
+            || self.ctx.shared.account_gone(&self.ctx.bare)
+        {
             let e = StreamError::new(StreamErrorCondition::SystemShutdown, None);
             self.fail(&e).await;
             return Flow::Stop;
@@ -969,19 +958,20 @@ impl Session {
                 tracing::error!(error = %e, "stream management refused a stanza");
             }
         }
-        let push = self.shared.push.session_push(self.id).await;
+        let push = self.ctx.shared.push.session_push(self.ctx.id).await;
         if !self.save(push).await {
             return Flow::Stop; // `end` hands the queue on as usual
         }
         let spilled = std::mem::take(&mut self.spilled);
         for o in spilled {
-            offline::undelivered(&self.shared, &self.bare, o, self.id).await;
+            offline::undelivered(&self.ctx.shared, &self.ctx.bare, o, self.ctx.id).await;
         }
         tracing::debug!(
             unacked = self.sm.unacked_len(),
             "session saved for the next start"
         );
-        self.shared
+        self.ctx
+            .shared
             .saved_at_stop
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.parked = true;
@@ -992,7 +982,12 @@ impl Session {
         self.sm
             .unacked()
             .filter(|o| o.id != 0)
-            .map(|o| self.shared.push.info_for(o.id, &o.el, self.jid.as_str()))
+            .map(|o| {
+                self.ctx
+                    .shared
+                    .push
+                    .info_for(o.id, &o.el, self.ctx.jid.as_str())
+            })
             .collect()
     }
 
@@ -1013,10 +1008,15 @@ impl Session {
                     let unacked = queue
                         .iter()
                         .filter(|o| o.id != 0)
-                        .map(|o| self.shared.push.info_for(o.id, &o.el, self.jid.as_str()))
+                        .map(|o| {
+                            self.ctx
+                                .shared
+                                .push
+                                .info_for(o.id, &o.el, self.ctx.jid.as_str())
+                        })
                         .collect();
-                    self.shared.push.send(PushEvent::AckDelayed {
-                        session: self.id,
+                    self.ctx.shared.push.send(PushEvent::AckDelayed {
+                        session: self.ctx.id,
                         unacked,
                     });
                 }
@@ -1029,12 +1029,12 @@ impl Session {
         if self.conn.is_none() {
             return Flow::Continue;
         }
-        let c = &self.shared.cfg.c2s;
+        let c = &self.ctx.shared.cfg.c2s;
         if now >= self.last_read + c.read_timeout.0 {
             tracing::info!("read timeout");
             if let Some(mut conn) = self.conn.take() {
                 let e = StreamError::new(StreamErrorCondition::ConnectionTimeout, None);
-                conn.fail(self.jid.domain().as_str(), &e).await;
+                conn.fail(self.ctx.jid.domain().as_str(), &e).await;
             }
             return self.hibernate_or_stop().await;
         }
@@ -1055,7 +1055,7 @@ impl Session {
             if !out.is_empty() {
                 let _ = c.write_raw(&out).await;
             }
-            c.fail(self.jid.domain().as_str(), e).await;
+            c.fail(self.ctx.jid.domain().as_str(), e).await;
         }
     }
 
@@ -1076,7 +1076,7 @@ impl Session {
                         StreamErrorCondition::Conflict,
                         Some("session resumed elsewhere".to_string()),
                     );
-                    old.fail(self.jid.domain().as_str(), &e).await;
+                    old.fail(self.ctx.jid.domain().as_str(), &e).await;
                 }
                 let mut resumed = stanza::new("resumed", ns::SM, &[("previd", &previd)]);
                 stanza::set(&mut resumed, "h", self.sm.inbound_h().to_string());
@@ -1091,20 +1091,21 @@ impl Session {
                         continue;
                     }
                     let mut el = o.el.clone();
-                    delay::add_delay(&mut el, self.jid.domain().as_str(), o.at);
+                    delay::add_delay(&mut el, self.ctx.jid.domain().as_str(), o.at);
                     herald_proto::stream::encode(&el, conn.ns, &mut bytes);
                 }
                 tracing::info!(retransmitted = retransmit.len(), "session resumed");
                 self.conn = Some(conn);
-                self.shared
+                self.ctx
+                    .shared
                     .router
-                    .set_hibernated(&self.bare, self.id, false);
+                    .set_hibernated(&self.ctx.bare, self.ctx.id, false);
                 let now_t = Instant::now();
                 self.last_read = now_t;
                 self.last_write = now_t;
-                self.shared
-                    .push
-                    .send(PushEvent::Resumed { session: self.id });
+                self.ctx.shared.push.send(PushEvent::Resumed {
+                    session: self.ctx.id,
+                });
                 if let Flow::Stop = self.write_raw(&bytes).await {
                     return Flow::Stop;
                 }
@@ -1117,7 +1118,7 @@ impl Session {
                     return Flow::Stop;
                 }
                 // Offline messages stored while it slept (or whose delivery hibernation cut).
-                if self.available && self.priority >= 0 {
+                if self.ctx.reachable() {
                     return self.start_backlog(Vec::new(), true).await;
                 }
                 Flow::Continue
@@ -1165,20 +1166,29 @@ impl Session {
             tracing::info!(count = left.len(), "re-routing undelivered stanzas");
         }
         for o in left {
-            offline::undelivered(&self.shared, &self.bare, o, self.id).await;
+            offline::undelivered(&self.ctx.shared, &self.ctx.bare, o, self.ctx.id).await;
         }
-        self.shared
-            .router
-            .unbind(&self.bare, self.jid.resource().as_str(), self.id);
+        self.ctx.shared.router.unbind(
+            &self.ctx.bare,
+            self.ctx.jid.resource().as_str(),
+            self.ctx.id,
+        );
         self.stop_backlog();
         let last_h = self.sm.inbound_h();
         self.unsave().await;
         if let Some(id) = self.sm_id.take() {
-            self.shared.resumable_remove(&id);
-            self.shared.tombstone_insert(&id, &self.bare, last_h);
-            if !self.shared.account_gone(&self.bare) {
-                let t = vec![(self.bare.clone(), id, last_h, crate::persist::unix_millis())];
-                if let Err(e) = self.shared.db(move |s| s.save_tombstones(&t)).await {
+            self.ctx.shared.resumable_remove(&id);
+            self.ctx
+                .shared
+                .tombstone_insert(&id, &self.ctx.bare, last_h);
+            if !self.ctx.shared.account_gone(&self.ctx.bare) {
+                let t = vec![(
+                    self.ctx.bare.clone(),
+                    id,
+                    last_h,
+                    crate::persist::unix_millis(),
+                )];
+                if let Err(e) = self.ctx.shared.db(move |s| s.save_tombstones(&t)).await {
                     tracing::warn!(error = %e, "saving the tombstone failed");
                 }
             }
@@ -1193,7 +1203,7 @@ impl Session {
                         at: delay::now_micros(),
                         offline: None,
                     };
-                    offline::undelivered(&self.shared, &self.bare, o, self.id).await;
+                    offline::undelivered(&self.ctx.shared, &self.ctx.bare, o, self.ctx.id).await;
                 }
                 SessionMsg::Resume { conn, .. } => {
                     // XEP-0198 §5: too late, the session is gone.
@@ -1207,11 +1217,13 @@ impl Session {
                 _ => {}
             }
         }
-        self.shared
-            .push
-            .send(PushEvent::SessionEnded { session: self.id });
-        if self.available {
-            presence::broadcast_unavailable(self).await;
+        self.ctx.shared.push.send(PushEvent::SessionEnded {
+            session: self.ctx.id,
+        });
+        if self.ctx.available() {
+            presence::broadcast_unavailable(&mut self.ctx).await;
+            // Ending: nothing more goes to this client.
+            self.ctx.effects.clear();
         }
         tracing::debug!("session ended");
     }
@@ -1226,7 +1238,7 @@ impl Session {
         // RFC 6120 §8.1.2.1: the server stamps 'from'; a client may only claim itself.
         match stanza::from(&el) {
             Ok(None) => {}
-            Ok(Some(f)) if f == self.jid || f.to_bare().as_str() == self.bare => {}
+            Ok(Some(f)) if f == self.ctx.jid || f.to_bare().as_str() == self.ctx.bare => {}
             _ => {
                 return Err(StreamError::new(
                     StreamErrorCondition::InvalidFrom,
@@ -1234,7 +1246,7 @@ impl Session {
                 ))
             }
         }
-        stanza::set(&mut el, "from", self.jid.to_string());
+        stanza::set(&mut el, "from", self.ctx.jid.to_string());
         let to = match stanza::to(&el) {
             Ok(t) => t,
             Err(_) => {
@@ -1247,16 +1259,16 @@ impl Session {
         Ok(match kind {
             Kind::Iq => self.on_iq(el, to).await,
             Kind::Presence => {
-                presence::outbound(self, el, to).await;
-                Flow::Continue
+                presence::outbound(&mut self.ctx, el, to).await;
+                self.apply_effects().await
             }
             Kind::Message => {
                 if to.is_none() {
                     // RFC 6121 §8.1.1.1: no 'to' means the sender's bare JID.
-                    stanza::set(&mut el, "to", self.bare.clone());
+                    stanza::set(&mut el, "to", self.ctx.bare.clone());
                 }
-                crate::message::outbound(self, el).await;
-                Flow::Continue
+                crate::message::outbound(&mut self.ctx, el).await;
+                self.apply_effects().await
             }
         })
     }
@@ -1286,7 +1298,9 @@ impl Session {
                     return match self.sm.on_ack(h, now) {
                         Ok(acked) => {
                             if was_overdue && !self.sm.ack_overdue() {
-                                self.shared.push.send(PushEvent::Acked { session: self.id });
+                                self.ctx.shared.push.send(PushEvent::Acked {
+                                    session: self.ctx.id,
+                                });
                             }
                             Ok(self.on_acked(acked).await)
                         }
@@ -1317,10 +1331,10 @@ impl Session {
                     let mut enabled = Element::bare("enabled", ns::SM);
                     if resume {
                         let id = crate::conn::new_stream_id();
-                        self.shared.resumable_insert(
+                        self.ctx.shared.resumable_insert(
                             id.clone(),
                             Resumable {
-                                bare: self.bare.clone(),
+                                bare: self.ctx.bare.clone(),
                                 tx: self.tx.clone(),
                             },
                         );
@@ -1330,7 +1344,8 @@ impl Session {
                             &mut enabled,
                             "max",
                             // Round up: a sub-second timeout must not read as "max='0'".
-                            self.shared
+                            self.ctx
+                                .shared
                                 .cfg
                                 .stream_management
                                 .hibernation_timeout
@@ -1377,17 +1392,24 @@ impl Session {
     async fn on_iq(&mut self, el: Element, to: Option<Jid>) -> Flow {
         let own = match &to {
             None => true,
-            Some(j) => j.is_bare() && j.to_string() == self.bare,
+            Some(j) => j.is_bare() && j.to_string() == self.ctx.bare,
         };
         if !own {
-            routing::route(&self.shared, el).await;
+            routing::route(&self.ctx.shared, el).await;
             return Flow::Continue;
         }
         match stanza::typ(&el) {
-            "get" | "set" => match iq::handle_own_iq(self, &el).await {
-                Some(r) => self.write_now(vec![r]).await,
-                None => Flow::Continue,
-            },
+            "get" | "set" => {
+                let reply = iq::handle_own_iq(&mut self.ctx, &el).await;
+                // What the handler asked for (e.g. MAM results) goes before its answer.
+                if let Flow::Stop = self.apply_effects().await {
+                    return Flow::Stop;
+                }
+                match reply {
+                    Some(r) => self.write_now(vec![r]).await,
+                    None => Flow::Continue,
+                }
+            }
             // Results and errors addressed to the account itself have nobody to go to.
             _ => Flow::Continue,
         }
@@ -1397,7 +1419,7 @@ impl Session {
     /// resource at initial presence) and, with `offline`, the offline store (to one reachable
     /// resource at a time: the first to claim it).
     pub(crate) async fn start_backlog(&mut self, requests: Vec<Element>, offline: bool) -> Flow {
-        let claim = offline && offline::claim(&self.shared, &self.bare, self.id);
+        let claim = offline && offline::claim(&self.ctx.shared, &self.ctx.bare, self.ctx.id);
         if requests.is_empty() && !claim {
             return Flow::Continue;
         }
@@ -1416,7 +1438,7 @@ impl Session {
             return;
         };
         if b.offline.is_some() {
-            offline::release_claim(&self.shared, &self.bare, self.id);
+            offline::release_claim(&self.ctx.shared, &self.ctx.bare, self.ctx.id);
         }
     }
 
@@ -1427,7 +1449,7 @@ impl Session {
         if !self.sm.is_enabled() {
             return BACKLOG_CHUNK;
         }
-        let max = self.shared.cfg.stream_management.max_queue;
+        let max = self.ctx.shared.cfg.stream_management.max_queue;
         let limit = (max - max / 4).max(1);
         limit
             .saturating_sub(self.sm.unacked_len())
@@ -1454,7 +1476,7 @@ impl Session {
                 let n = room.min(b.requests.len());
                 let batch: Vec<Element> = b.requests.drain(..n).collect();
                 for el in batch {
-                    let r = Routed::new(self.shared.next_id(), el);
+                    let r = Routed::new(self.ctx.shared.next_id(), el);
                     if let Flow::Stop = self.deliver(r).await {
                         return Flow::Stop;
                     }
@@ -1465,8 +1487,8 @@ impl Session {
                 self.backlog = None;
                 return Flow::Continue;
             };
-            let u = self.bare.clone();
-            let page = match self.shared.db_read(|s| s.offline_page(&u, after, room)) {
+            let u = self.ctx.bare.clone();
+            let page = match self.ctx.shared.db_read(|s| s.offline_page(&u, after, room)) {
                 Ok(p) => p,
                 Err(e) => {
                     // The rows stay stored; the next login (or CheckOffline) tries again.
@@ -1519,8 +1541,13 @@ impl Session {
         if ids.is_empty() {
             return;
         }
-        let u = self.bare.clone();
-        if let Err(e) = self.shared.db(move |s| s.delete_offline(&u, &ids)).await {
+        let u = self.ctx.bare.clone();
+        if let Err(e) = self
+            .ctx
+            .shared
+            .db(move |s| s.delete_offline(&u, &ids))
+            .await
+        {
             // Delivered again at the next login: a duplicate, never a loss.
             tracing::error!(error = %e, "deleting delivered offline messages failed");
         }
@@ -1539,18 +1566,18 @@ impl Session {
 
     /// The session's full JID.
     pub fn jid(&self) -> &FullJid {
-        &self.jid
+        &self.ctx.jid
     }
 
     /// The session id.
     pub fn id(&self) -> u64 {
-        self.id
+        self.ctx.id
     }
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
-        self.shared.session_finished();
+        self.ctx.shared.session_finished();
     }
 }
 

@@ -4,23 +4,22 @@
 use herald_proto::Element;
 
 use super::table::Reply;
-use crate::session::Session;
+use crate::ctx::SessionCtx;
 use crate::stanza;
 
 /// `<enable xmlns='urn:xmpp:carbons:2'/>`.
-pub fn enable<'a>(s: &'a mut Session, iq: &'a Element, _: &'a Element) -> Reply<'a> {
+pub fn enable<'a>(s: &'a mut SessionCtx, iq: &'a Element, _: &'a Element) -> Reply<'a> {
     set(s, true);
     Box::pin(std::future::ready(stanza::iq_result(iq, None)))
 }
 
 /// `<disable xmlns='urn:xmpp:carbons:2'/>`.
-pub fn disable<'a>(s: &'a mut Session, iq: &'a Element, _: &'a Element) -> Reply<'a> {
+pub fn disable<'a>(s: &'a mut SessionCtx, iq: &'a Element, _: &'a Element) -> Reply<'a> {
     set(s, false);
     Box::pin(std::future::ready(stanza::iq_result(iq, None)))
 }
 
 /// The session's flag, and the router's copy that message routing reads.
-fn set(s: &mut Session, on: bool) {
-    s.carbons = on;
-    s.shared.router.set_carbons(&s.bare, s.id(), on);
+fn set(s: &mut SessionCtx, on: bool) {
+    s.set_carbons(on);
 }

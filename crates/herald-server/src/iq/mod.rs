@@ -30,7 +30,7 @@ use std::sync::Arc;
 use herald_proto::error::StanzaErrorCondition;
 use herald_proto::Element;
 
-use crate::session::Session;
+use crate::ctx::SessionCtx;
 use crate::stanza::{self, Kind};
 use crate::Shared;
 use table::{Handler, IqType, Request, Target};
@@ -61,7 +61,7 @@ pub async fn handle_account_iq_from_other(
 }
 
 /// A client's IQ to its own account (no `to`, or its bare JID). Returns the reply for the client.
-pub async fn handle_own_iq(session: &mut Session, el: &Element) -> Option<Element> {
+pub async fn handle_own_iq(session: &mut SessionCtx, el: &Element) -> Option<Element> {
     let Some(payload) = stanza::payload(el) else {
         return stanza::error(el, StanzaErrorCondition::BadRequest, None);
     };

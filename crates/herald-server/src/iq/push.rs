@@ -7,16 +7,16 @@ use herald_proto::Element;
 use herald_push::engine::{RegKey, Registration};
 
 use super::table::Reply;
-use crate::push::PushEvent;
-use crate::session::Session;
+use crate::ctx::SessionCtx;
+use crate::msg::PushEvent;
 use crate::stanza;
 
 /// `<enable/>` and `<disable/>` in `urn:xmpp:push:0`.
-pub fn command<'a>(s: &'a mut Session, iq: &'a Element, payload: &'a Element) -> Reply<'a> {
+pub fn command<'a>(s: &'a mut SessionCtx, iq: &'a Element, payload: &'a Element) -> Reply<'a> {
     Box::pin(push_command(s, iq, payload))
 }
 
-async fn push_command(session: &mut Session, el: &Element, payload: &Element) -> Element {
+async fn push_command(session: &mut SessionCtx, el: &Element, payload: &Element) -> Element {
     use herald_push::request::{parse_command, PushCommand};
     let err = |c: StanzaErrorCondition, t: Option<ErrorType>| {
         herald_proto::error::error_reply(el, c, t, None)
@@ -24,7 +24,7 @@ async fn push_command(session: &mut Session, el: &Element, payload: &Element) ->
     };
     // The full JID: herald-push refuses any spelling of the account as an app server and
     // returns canonical JIDs.
-    let cmd = match parse_command(payload, &session.jid().to_string()) {
+    let cmd = match parse_command(payload, &session.jid.to_string()) {
         Ok(c) => c,
         Err(e) => return err(e.condition(), None),
     };
@@ -36,12 +36,12 @@ async fn push_command(session: &mut Session, el: &Element, payload: &Element) ->
             publish_options,
         } => PushEvent::Enable {
             user: session.bare.clone(),
-            session: session.id(),
+            session: session.id,
             reg: Registration {
                 key: RegKey { jid, node },
                 publish_options,
                 enabled_at: crate::xep::delay::now_micros() / 1_000_000,
-                resource: Some(session.jid().resource().to_string()),
+                resource: Some(session.jid.resource().to_string()),
                 lang: el
                     .attr_ns(rxml::Namespace::xml(), "lang")
                     .or_else(|| payload.attr_ns(rxml::Namespace::xml(), "lang"))

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use herald_proto::ns;
 use herald_proto::Element;
 
-use crate::session::Session;
+use crate::ctx::SessionCtx;
 use crate::Shared;
 
 use super::{basic, carbons, disco, push};
@@ -135,7 +135,7 @@ pub enum Handler {
     /// Needs the asking client's session (roster interest, carbons flag, push attachment) and
     /// may wait on the store or the push task: `(session, iq, payload)`. Only for
     /// [`Target::Own`]; other senders have no session here (a unit test checks).
-    WithSession(for<'a> fn(&'a mut Session, &'a Element, &'a Element) -> Reply<'a>),
+    WithSession(for<'a> fn(&'a mut SessionCtx, &'a Element, &'a Element) -> Reply<'a>),
 }
 
 /// One IQ being answered by a [`Handler::Now`].
@@ -219,15 +219,15 @@ pub fn features(disco: Disco) -> Vec<&'static str> {
 
 // Adapters from the feature modules' async fns to `Handler::WithSession`.
 
-fn roster<'a>(s: &'a mut Session, iq: &'a Element, _: &'a Element) -> Reply<'a> {
+fn roster<'a>(s: &'a mut SessionCtx, iq: &'a Element, _: &'a Element) -> Reply<'a> {
     Box::pin(crate::roster::handle_iq(s, iq))
 }
 
-fn blocking<'a>(s: &'a mut Session, iq: &'a Element, _: &'a Element) -> Reply<'a> {
+fn blocking<'a>(s: &'a mut SessionCtx, iq: &'a Element, _: &'a Element) -> Reply<'a> {
     Box::pin(crate::blocking::handle_iq(s, iq))
 }
 
-fn mam<'a>(s: &'a mut Session, iq: &'a Element, payload: &'a Element) -> Reply<'a> {
+fn mam<'a>(s: &'a mut SessionCtx, iq: &'a Element, payload: &'a Element) -> Reply<'a> {
     Box::pin(crate::mam::handle_iq(s, iq, payload))
 }
 
