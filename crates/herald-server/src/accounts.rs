@@ -8,6 +8,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
+use herald_proto::error::{StreamError, StreamErrorCondition};
+use herald_proto::sasl::{new_keys, SaslError, ScramHash, DEFAULT_ITERATIONS};
+use herald_store::{Credentials, ScramRecord};
+
+use crate::msg::{SessionMsg, SessionTx};
+
 /// Where the removal of an account stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Removal {
@@ -111,5 +117,40 @@ mod tests {
         assert!(!a.is_ending(1) && a.is_ending(2));
         a.finish_ending(&[2]);
         assert!(!a.is_ending(2));
+    }
+}
+
+/// The stream error text of sessions ended by `herald user remove`.
+pub const ACCOUNT_REMOVED: &str = "account removed";
+
+/// Makes stored credentials from a password (both SCRAM hashes; never the password itself).
+pub fn make_credentials(password: &str) -> Result<Credentials, SaslError> {
+    let rec = |h| -> Result<ScramRecord, SaslError> {
+        let k = new_keys(h, password, DEFAULT_ITERATIONS)?;
+        Ok(ScramRecord {
+            salt: k.salt,
+            iterations: k.iterations,
+            stored_key: k.stored_key,
+            server_key: k.server_key,
+        })
+    };
+    Ok(Credentials {
+        sha1: rec(ScramHash::Sha1)?,
+        sha256: rec(ScramHash::Sha256)?,
+    })
+}
+
+pub fn not_authorized(text: &str) -> SessionMsg {
+    SessionMsg::Kick(StreamError::new(
+        StreamErrorCondition::NotAuthorized,
+        Some(text.to_string()),
+    ))
+}
+
+/// A session was just bound for `user`: if the account is being removed (its login raced
+/// the removal), it ends at once, like the account's other sessions.
+pub fn on_bind(shared: &crate::Shared, user: &str, tx: &SessionTx) {
+    if shared.account_gone(user) {
+        let _ = tx.send_control(not_authorized(ACCOUNT_REMOVED));
     }
 }

@@ -8,7 +8,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use herald_proto::jid::BareJid;
 use herald_store::{AccountStore, PushRemoval, PushStore, RemovalNote, Store, StoreError};
 
-use crate::negotiate::make_credentials;
+use crate::accounts::make_credentials;
 use crate::push_diag::{TestRequest, TestResult};
 use crate::Config;
 

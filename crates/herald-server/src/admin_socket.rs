@@ -9,14 +9,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald_proto::error::{StreamError, StreamErrorCondition};
 use herald_store::{AccountStore, PushStore, RosterStore, StoreError};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 
 use crate::accounts::Removal;
+use crate::accounts::{not_authorized, ACCOUNT_REMOVED};
 use crate::msg::PushEvent;
-use crate::msg::{SessionMsg, SessionTx};
+
 use crate::push_diag::{TestRequest, NO_REGISTRATION};
 use crate::xep::roster as xr;
 use crate::{roster, routing, stanza, Shared};
@@ -25,8 +25,6 @@ use crate::{roster, routing, stanza, Shared};
 /// without them; well under the CLI's 30 s.
 const END_WAIT: Duration = Duration::from_secs(10);
 
-/// The stream error text of sessions ended by `herald user remove`.
-pub const ACCOUNT_REMOVED: &str = "account removed";
 /// The stream error text of sessions ended by `herald user passwd`.
 pub const PASSWORD_CHANGED: &str = "password changed";
 
@@ -166,13 +164,6 @@ async fn account_exists(shared: &Arc<Shared>, user: &str) -> Result<(), String> 
     }
 }
 
-fn not_authorized(text: &str) -> SessionMsg {
-    SessionMsg::Kick(StreamError::new(
-        StreamErrorCondition::NotAuthorized,
-        Some(text.to_string()),
-    ))
-}
-
 /// Ends every session of `user`, connected or hibernated, with `not-authorized` (`text`):
 /// resumption is refused from now on, and each session ends in its own task, handing on its
 /// queue as on any end (never to another session this ends). Returns how many there were,
@@ -245,14 +236,6 @@ async fn remove_user(shared: &Arc<Shared>, user: &str) -> String {
     }
     tracing::info!(%user, "account removed");
     format!("ok {n}")
-}
-
-/// A session was just bound for `user`: if the account is being removed (its login raced
-/// the removal), it ends at once, like the account's other sessions.
-pub fn on_bind(shared: &Shared, user: &str, tx: &SessionTx) {
-    if shared.account_gone(user) {
-        let _ = tx.send_control(not_authorized(ACCOUNT_REMOVED));
-    }
 }
 
 /// Pushes the stored item to the user's sessions and refreshes presence both ways.

@@ -9,6 +9,7 @@ use herald_proto::Element;
 use herald_store::{BlockStore, RosterStore};
 
 use crate::ctx::SessionCtx;
+use crate::hooks::{Fut, PresenceToLocal};
 use crate::msg::Command;
 use crate::stanza;
 use crate::xep::blocking::{self as xb, BlockCmd};
@@ -171,7 +172,7 @@ async fn presence_effects(shared: &Arc<Shared>, user: &str, changed: &[String], 
         .filter(|c| xb::matches(changed, c));
     if !unblocked {
         for contact in concerned {
-            crate::presence::send_unavailable_to(shared, user, &contact).await;
+            crate::roster::send_unavailable_to(shared, user, &contact).await;
         }
         return;
     }
@@ -189,4 +190,17 @@ async fn presence_effects(shared: &Arc<Shared>, user: &str, changed: &[String], 
         );
         routing::route(shared, probe).await;
     }
+}
+
+/// The `presence_to_local` hook, first: presence from a blocked entity is dropped
+/// (XEP-0191 §3.3).
+pub fn presence_in(shared: &Arc<Shared>, ev: PresenceToLocal) -> Fut<'_, Option<PresenceToLocal>> {
+    Box::pin(async move {
+        if let Ok(Some(from)) = stanza::from(&ev.el) {
+            if inbound_blocked(shared, &ev.bare, &from).await {
+                return None;
+            }
+        }
+        Some(ev)
+    })
 }

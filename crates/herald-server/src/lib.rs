@@ -27,6 +27,7 @@ pub mod component;
 pub mod config;
 pub mod ctx;
 pub mod durable;
+pub mod hooks;
 pub use herald_store::group_commit;
 pub use herald_transport::conn;
 pub use herald_transport::inbox;
@@ -63,6 +64,18 @@ use tokio::sync::watch;
 
 pub use config::Config;
 
+/// Every hook's handlers, in the order they run. A feature that acts on stanzas routing
+/// delivers adds its handler here; nothing else registers hooks.
+pub fn standard_hooks() -> hooks::Hooks {
+    hooks::Hooks {
+        message_to_local: vec![message::to_local],
+        presence_to_local: vec![blocking::presence_in, presence::to_local],
+        iq_to_local: vec![iq::to_local],
+        to_server: vec![iq::to_server],
+        to_remote: vec![s2s::to_remote],
+    }
+}
+
 /// Counters an operator looks at.
 #[derive(Default, Debug)]
 pub struct Metrics {
@@ -78,6 +91,9 @@ pub struct Metrics {
 pub struct Shared {
     /// The configuration. Written once at start; read everywhere.
     pub cfg: Config,
+    /// What routing hands stanzas for local accounts, the server and other domains to,
+    /// registered once at start ([`standard_hooks`]); read by routing.
+    pub hooks: hooks::Hooks,
     /// Who is online: bound resources, their presence flags, hibernation, components.
     /// Written by session tasks (bind, presence, hibernate, end) and component tasks; read by
     /// routing.
@@ -425,6 +441,7 @@ pub async fn start_with_store(cfg: Config, store: Store) -> anyhow::Result<Runni
         saved_at_stop: AtomicUsize::new(0),
         cfg,
         router: router::Router::default(),
+        hooks: standard_hooks(),
         store,
         tls,
         limits,
@@ -457,7 +474,7 @@ pub async fn start_with_store(cfg: Config, store: Store) -> anyhow::Result<Runni
     // Before anything is accepted: a client resuming at once must find its session.
     let t = std::time::Instant::now();
     let to_wake;
-    (running.loaded, to_wake) = persist::load(&shared)
+    (running.loaded, to_wake) = persist::load(&shared, session::Session::restore)
         .await
         .context("loading the sessions saved by the previous run")?;
     if running.loaded != persist::Loaded::default() {

@@ -373,7 +373,7 @@ pub async fn retention(shared: Arc<Shared>) {
         }
         // Saved tombstones (XEP-0198 `h` of ended sessions) are only useful for their TTL.
         let ttl = shared.cfg.stream_management.tombstone_ttl.0;
-        let before = crate::persist::unix_millis()
+        let before = (crate::xep::delay::now_micros() / 1000)
             .saturating_sub(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
         if let Err(e) = shared
             .db(move |s| herald_store::SessionStore::purge_tombstones_before(s, before))
@@ -383,7 +383,7 @@ pub async fn retention(shared: Arc<Shared>) {
         }
         // Removed push registrations are shown by `herald push list` for their retention.
         let keep = i64::try_from(shared.cfg.push.removed_retention.0.as_secs()).unwrap_or(i64::MAX);
-        let before = (crate::persist::unix_millis() / 1000).saturating_sub(keep);
+        let before = ((crate::xep::delay::now_micros() / 1000) / 1000).saturating_sub(keep);
         if let Err(e) = shared
             .db(move |s| herald_store::PushStore::purge_push_removals_before(s, before))
             .await

@@ -10,6 +10,7 @@ use herald_proto::jid::Jid;
 use herald_proto::Element;
 
 use crate::ctx::SessionCtx;
+use crate::hooks::{Fut, MessageToLocal};
 use crate::msg::Routed;
 use crate::router::{best_resources, ResourceEntry};
 use crate::stanza;
@@ -132,4 +133,13 @@ async fn deliver(shared: &Arc<Shared>, bare: &str, to: &Jid, id: u64, el: Elemen
             let _ = routing::send_to(shared, r, copy);
         }
     }
+}
+
+/// The `message_to_local` hook: blocking, carbons, archive and delivery or offline storage.
+pub fn to_local(shared: &Arc<Shared>, ev: MessageToLocal) -> Fut<'_, Option<MessageToLocal>> {
+    Box::pin(async move {
+        let MessageToLocal { bare, to, routed } = ev;
+        inbound(shared, &bare, &to, routed).await;
+        None
+    })
 }

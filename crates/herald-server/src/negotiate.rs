@@ -376,23 +376,6 @@ fn to_keys(hash: ScramHash, r: &ScramRecord) -> ScramKeys {
     }
 }
 
-/// Makes stored credentials from a password (both SCRAM hashes; never the password itself).
-pub fn make_credentials(password: &str) -> Result<Credentials, sasl::SaslError> {
-    let rec = |h| -> Result<ScramRecord, sasl::SaslError> {
-        let k = sasl::new_keys(h, password, sasl::DEFAULT_ITERATIONS)?;
-        Ok(ScramRecord {
-            salt: k.salt,
-            iterations: k.iterations,
-            stored_key: k.stored_key,
-            server_key: k.server_key,
-        })
-    };
-    Ok(Credentials {
-        sha1: rec(ScramHash::Sha1)?,
-        sha256: rec(ScramHash::Sha256)?,
-    })
-}
-
 async fn lookup(shared: &Arc<Shared>, user: &str) -> Option<Credentials> {
     let u = user.to_string();
     match shared.db_read(|s| s.credentials(&u)) {

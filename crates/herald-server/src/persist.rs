@@ -30,7 +30,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::msg::PushEvent;
 use crate::msg::{Out, OFFLINE_ID_BIT};
-use crate::session::Session;
 use crate::Shared;
 
 /// The server flag a clean stop leaves behind.
@@ -179,10 +178,14 @@ pub struct Loaded {
     pub to_wake: usize,
 }
 
+/// Starts a restored session in a task of its own (the session module's); gives it back
+/// when it cannot run (e.g. its resource is taken).
+pub type Restore = fn(Arc<Shared>, Box<Restored>) -> Result<(), Box<Restored>>;
+
 /// At start, before the listeners accept: loads tombstones and the saved sessions, restores
 /// them after a clean stop, recovers them after a crash (see the module documentation).
 /// Returns the users to wake once the listeners run ([`wake_paced`]).
-pub async fn load(shared: &Arc<Shared>) -> anyhow::Result<(Loaded, Vec<String>)> {
+pub async fn load(shared: &Arc<Shared>, restore: Restore) -> anyhow::Result<(Loaded, Vec<String>)> {
     let ttl = shared.cfg.stream_management.tombstone_ttl.0;
     let now_ms = unix_millis();
     let since = now_ms.saturating_sub(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
@@ -214,7 +217,7 @@ pub async fn load(shared: &Arc<Shared>) -> anyhow::Result<(Loaded, Vec<String>)>
                     state,
                     jid,
                 });
-                match Session::restore(shared.clone(), r) {
+                match restore(shared.clone(), r) {
                     Ok(()) => {
                         loaded.restored += 1;
                         // The push task's queue is bounded: let it catch up now and then.

@@ -14,6 +14,7 @@ use herald_session::subscription::{self as sm, SubKind};
 use herald_store::{RosterItem, RosterStore, StoreError};
 
 use crate::ctx::{Effect, SessionCtx};
+use crate::hooks::{Fut, PresenceToLocal};
 use crate::stanza;
 use crate::xep::blocking as xb;
 use crate::xep::roster as xr;
@@ -255,27 +256,6 @@ pub async fn broadcast_unavailable(session: &mut SessionCtx) {
     broadcast(session, &p, true, &items).await;
 }
 
-/// Presence unavailable from each of `user`'s available resources to `contact`.
-pub async fn send_unavailable_to(shared: &Arc<Shared>, user: &str, contact: &str) {
-    for r in shared
-        .router
-        .resources(user)
-        .into_iter()
-        .filter(|r| r.available)
-    {
-        let p = stanza::new(
-            "presence",
-            INTERNAL_NS,
-            &[
-                ("type", "unavailable"),
-                ("from", &format!("{user}/{}", r.resource)),
-                ("to", contact),
-            ],
-        );
-        routing::route(shared, p).await;
-    }
-}
-
 /// Answers a probe delivered to this session (RFC 6121 §4.3.2), if the prober may see us.
 pub async fn answer_probe(session: &mut SessionCtx, probe: &Element) {
     let Ok(Some(from)) = stanza::from(probe) else {
@@ -352,7 +332,7 @@ pub async fn subscription_out(
     };
     let out = sm::outbound(state, kind);
     if out.send_unavailable {
-        send_unavailable_to(shared, user, &contact).await;
+        roster::send_unavailable_to(shared, user, &contact).await;
     }
     if out.changed {
         let (u, c, new) = (user.to_string(), contact.clone(), out.new_state);
@@ -431,7 +411,7 @@ pub async fn subscription_in(shared: &Arc<Shared>, user: &str, el: Element, kind
     let online = shared.router.resources(user).iter().any(|r| r.available);
     let inb = sm::inbound(state, kind, online);
     if inb.send_unavailable {
-        send_unavailable_to(shared, user, &contact).await;
+        roster::send_unavailable_to(shared, user, &contact).await;
     }
     let mut p = el.clone();
     stanza::set(&mut p, "from", contact.clone());
@@ -482,5 +462,46 @@ pub async fn subscription_in(shared: &Arc<Shared>, user: &str, el: Element, kind
             &[("type", reply.as_str()), ("from", user), ("to", &contact)],
         );
         routing::route(shared, r).await;
+    }
+}
+
+/// The `presence_to_local` hook: subscription states, probes, and presence to the
+/// account's resources (RFC 6121 §4.3, §4.4, §8.5.3).
+pub fn to_local(shared: &Arc<Shared>, ev: PresenceToLocal) -> Fut<'_, Option<PresenceToLocal>> {
+    Box::pin(async move {
+        let PresenceToLocal { bare, to, el } = ev;
+        deliver(shared, &bare, &to, el).await;
+        None
+    })
+}
+
+async fn deliver(shared: &Arc<Shared>, bare: &str, to: &Jid, el: Element) {
+    let typ = stanza::typ(&el).to_string();
+    if let Some(kind) = herald_session::subscription::SubKind::from_presence_type(&typ) {
+        return subscription_in(shared, bare, el, kind).await;
+    }
+    let list = shared.router.resources(bare);
+    if typ == "probe" {
+        let avail: Vec<_> = list.iter().filter(|r| r.available).collect();
+        if avail.is_empty() {
+            return probe_offline(shared, bare, &el).await;
+        }
+        for r in avail {
+            let _ = routing::send_to(shared, r, el.clone());
+        }
+        return;
+    }
+    match to.resource() {
+        // RFC 6121 §8.5.3.2.2: presence to an unavailable full JID is dropped.
+        Some(res) => {
+            if let Some(r) = list.iter().find(|r| r.resource == res.as_str()) {
+                let _ = routing::send_to(shared, r, el);
+            }
+        }
+        None => {
+            for r in list.iter().filter(|r| r.available) {
+                let _ = routing::send_to(shared, r, el.clone());
+            }
+        }
     }
 }

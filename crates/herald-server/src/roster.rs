@@ -15,7 +15,7 @@ use crate::msg::Command;
 use crate::msg::SessionMsg;
 use crate::stanza;
 use crate::xep::roster::{self as xr, RosterReq};
-use crate::{presence, Shared};
+use crate::Shared;
 
 /// Store ⇄ state machine.
 pub fn to_sub(s: Subscription) -> Sub {
@@ -235,7 +235,7 @@ pub async fn remove_contact(
     }
     let rm = herald_session::subscription::removal(state.unwrap_or_default());
     if rm.send_unavailable {
-        presence::send_unavailable_to(shared, user, contact).await;
+        send_unavailable_to(shared, user, contact).await;
     }
     for (send, typ) in [
         (rm.send_unsubscribe, "unsubscribe"),
@@ -259,4 +259,25 @@ pub async fn remove_contact(
         .await?;
     push(shared, user, ver, xr::removed_item(contact));
     Ok(true)
+}
+
+/// Presence unavailable from each of `user`'s available resources to `contact`.
+pub async fn send_unavailable_to(shared: &Arc<Shared>, user: &str, contact: &str) {
+    for r in shared
+        .router
+        .resources(user)
+        .into_iter()
+        .filter(|r| r.available)
+    {
+        let p = stanza::new(
+            "presence",
+            INTERNAL_NS,
+            &[
+                ("type", "unavailable"),
+                ("from", &format!("{user}/{}", r.resource)),
+                ("to", contact),
+            ],
+        );
+        crate::routing::route(shared, p).await;
+    }
 }

@@ -13,7 +13,7 @@ use herald_store::AccountStore;
 use crate::msg::{Routed, SessionMsg};
 use crate::router::ResourceEntry;
 use crate::stanza::{self, Kind};
-use crate::{iq, Shared};
+use crate::{hooks, Shared};
 
 /// Where a domain is served.
 #[derive(Debug, PartialEq, Eq)]
@@ -87,7 +87,9 @@ pub async fn route(shared: &Arc<Shared>, el: Element) {
             }
             None => bounce(shared, &el, StanzaErrorCondition::ServiceUnavailable).await,
         },
-        Dest::Remote => crate::s2s::send(shared, el).await,
+        Dest::Remote => {
+            hooks::run(&shared.hooks.to_remote, shared, hooks::ToRemote { el }).await;
+        }
     }
 }
 
@@ -143,9 +145,7 @@ async fn user_exists(shared: &Arc<Shared>, bare: &str) -> bool {
 async fn deliver_local(shared: &Arc<Shared>, to: Jid, el: Element) {
     if to.node().is_none() {
         // To the server's domain (or a resource of it).
-        if let Some(reply) = iq::handle_server_stanza(shared, &el).await {
-            Box::pin(route(shared, reply)).await;
-        }
+        hooks::run(&shared.hooks.to_server, shared, hooks::ToServer { el }).await;
         return;
     }
     let bare = to.to_bare().to_string();
@@ -172,77 +172,20 @@ async fn deliver_local(shared: &Arc<Shared>, to: Jid, el: Element) {
         }
         return;
     }
+    let h = &shared.hooks;
     match k {
         Some(Kind::Message) => {
             let routed = Routed::new(shared.next_id(), el);
-            Box::pin(crate::message::inbound(shared, &bare, &to, routed)).await
+            let ev = hooks::MessageToLocal { bare, to, routed };
+            hooks::run(&h.message_to_local, shared, ev).await;
         }
-        Some(Kind::Presence) => Box::pin(deliver_presence(shared, &bare, &to, el)).await,
-        Some(Kind::Iq) => Box::pin(deliver_iq(shared, &bare, &to, el)).await,
+        Some(Kind::Presence) => {
+            let ev = hooks::PresenceToLocal { bare, to, el };
+            hooks::run(&h.presence_to_local, shared, ev).await;
+        }
+        Some(Kind::Iq) => {
+            hooks::run(&h.iq_to_local, shared, hooks::IqToLocal { bare, to, el }).await;
+        }
         None => {}
-    }
-}
-
-async fn deliver_presence(shared: &Arc<Shared>, bare: &str, to: &Jid, el: Element) {
-    if let Ok(Some(from)) = stanza::from(&el) {
-        if crate::blocking::inbound_blocked(shared, bare, &from).await {
-            return; // XEP-0191 §3.3: presence from blocked entities is dropped
-        }
-    }
-    let typ = stanza::typ(&el).to_string();
-    if let Some(kind) = herald_session::subscription::SubKind::from_presence_type(&typ) {
-        return crate::presence::subscription_in(shared, bare, el, kind).await;
-    }
-    let list = shared.router.resources(bare);
-    if typ == "probe" {
-        let avail: Vec<_> = list.iter().filter(|r| r.available).collect();
-        if avail.is_empty() {
-            return crate::presence::probe_offline(shared, bare, &el).await;
-        }
-        for r in avail {
-            let _ = send_to(shared, r, el.clone());
-        }
-        return;
-    }
-    match to.resource() {
-        // RFC 6121 §8.5.3.2.2: presence to an unavailable full JID is dropped.
-        Some(res) => {
-            if let Some(r) = list.iter().find(|r| r.resource == res.as_str()) {
-                let _ = send_to(shared, r, el);
-            }
-        }
-        None => {
-            for r in list.iter().filter(|r| r.available) {
-                let _ = send_to(shared, r, el.clone());
-            }
-        }
-    }
-}
-
-async fn deliver_iq(shared: &Arc<Shared>, bare: &str, to: &Jid, el: Element) {
-    let Some(res) = to.resource() else {
-        // RFC 6121 §8.5.2.1.3: the server answers IQs to the bare JID on the account's behalf.
-        if let Some(reply) = iq::handle_account_iq_from_other(shared, bare, &el).await {
-            route(shared, reply).await;
-        }
-        return;
-    };
-    if let Ok(Some(from)) = stanza::from(&el) {
-        if crate::blocking::inbound_blocked(shared, bare, &from).await {
-            return bounce(shared, &el, StanzaErrorCondition::ServiceUnavailable).await;
-        }
-    }
-    match shared.router.resource(bare, res.as_str()) {
-        Some(r) => match send_to(shared, &r, el) {
-            Ok(()) => {}
-            Err(Some(el)) if r.tx.is_closed() => {
-                bounce(shared, &el, StanzaErrorCondition::ServiceUnavailable).await
-            }
-            Err(Some(el)) => {
-                bounce_wait(shared, &el, StanzaErrorCondition::ResourceConstraint).await
-            }
-            Err(None) => {}
-        },
-        None => bounce(shared, &el, StanzaErrorCondition::ServiceUnavailable).await,
     }
 }

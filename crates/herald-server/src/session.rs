@@ -27,7 +27,7 @@ use crate::negotiate;
 use crate::router::{Bound, ResourceEntry};
 use crate::stanza::{self, Kind};
 use crate::xep::delay;
-use crate::{iq, offline, presence, routing, Shared};
+use crate::{iq, offline, persist, presence, routing, Shared};
 
 /// Most stored stanzas read from the store at once.
 const BACKLOG_CHUNK: usize = 100;
@@ -68,11 +68,7 @@ pub async fn start(shared: Arc<Shared>, outcome: negotiate::Outcome) {
             span.record("jid", tracing::field::display(&jid));
             match Session::bind(shared, user, jid.clone(), conn) {
                 Ok(session) => {
-                    crate::admin_socket::on_bind(
-                        &session.ctx.shared,
-                        &session.ctx.bare,
-                        &session.tx,
-                    );
+                    crate::accounts::on_bind(&session.ctx.shared, &session.ctx.bare, &session.tx);
                     let reply = Box::new(negotiate::bind_result(&request, &jid));
                     drop(request);
                     tokio::spawn(session.main(reply).instrument(span));
@@ -316,9 +312,7 @@ impl Session {
             }));
         }
         let now = std_now();
-        let left_ms = record
-            .expires_at
-            .saturating_sub(crate::persist::unix_millis());
+        let left_ms = record.expires_at.saturating_sub(persist::unix_millis());
         let expiry = now + std::time::Duration::from_millis(u64::try_from(left_ms).unwrap_or(0));
         let sm = StreamManagement::restore_hibernating(
             sm_config(&shared),
@@ -806,7 +800,7 @@ impl Session {
         let id = self.sm_id.clone()?;
         let deadline = self.sm.hibernation_deadline()?;
         let left = deadline.saturating_duration_since(std_now());
-        let expires_at = crate::persist::unix_millis()
+        let expires_at = persist::unix_millis()
             .saturating_add(i64::try_from(left.as_millis()).unwrap_or(i64::MAX));
         let state = crate::persist::SavedState {
             available: self.ctx.available(),
@@ -1182,12 +1176,7 @@ impl Session {
                 .shared
                 .tombstone_insert(&id, &self.ctx.bare, last_h);
             if !self.ctx.shared.account_gone(&self.ctx.bare) {
-                let t = vec![(
-                    self.ctx.bare.clone(),
-                    id,
-                    last_h,
-                    crate::persist::unix_millis(),
-                )];
+                let t = vec![(self.ctx.bare.clone(), id, last_h, persist::unix_millis())];
                 if let Err(e) = self.ctx.shared.db(move |s| s.save_tombstones(&t)).await {
                     tracing::warn!(error = %e, "saving the tombstone failed");
                 }

@@ -9,7 +9,8 @@ use std::collections::BTreeSet;
 
 use common::*;
 use herald_proto::Element;
-use herald_server::iq::table::{Advertised, Disco, Target, TABLE};
+use herald_server::iq::table::TABLE;
+use herald_server::iq::{Advertised, Disco, Target};
 
 const DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
 

@@ -4,7 +4,7 @@
 use herald_proto::ns;
 use herald_proto::Element;
 
-use super::table::Request;
+use super::Request;
 use crate::stanza;
 
 /// XEP-0199: an empty result.

@@ -3,7 +3,7 @@
 
 use herald_proto::Element;
 
-use super::table::Reply;
+use super::Reply;
 use crate::ctx::SessionCtx;
 use crate::stanza;
 

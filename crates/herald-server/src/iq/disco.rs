@@ -1,12 +1,12 @@
 //! XEP-0030 service discovery. disco#info lists the features of the IQ table's lines
-//! ([`super::table::features`]), so it cannot advertise what nothing serves; disco#items
+//! ([`super::features`]), so it cannot advertise what nothing serves; disco#items
 //! lists the configured components. No nodes are served.
 
 use herald_proto::error::StanzaErrorCondition;
 use herald_proto::ns;
 use herald_proto::Element;
 
-use super::table::{self, Disco, Request, Target};
+use super::{Disco, Request, Target};
 use crate::stanza;
 
 /// A disco#info query: the server's identity and features, or an account's.
@@ -18,7 +18,7 @@ pub fn info(req: &Request<'_>) -> Element {
         Target::Server => (("server", "im", Some("Herald")), Disco::Server),
         Target::Own | Target::Other => (("account", "registered", None), Disco::Account),
     };
-    stanza::iq_result(req.iq, Some(info_query(identity, &table::features(disco))))
+    stanza::iq_result(req.iq, Some(info_query(identity, &super::features(disco))))
 }
 
 /// A disco#items query to the server: its components.

@@ -6,7 +6,7 @@ use herald_proto::error::{ErrorType, StanzaErrorCondition};
 use herald_proto::Element;
 use herald_push::engine::{RegKey, Registration};
 
-use super::table::Reply;
+use super::Reply;
 use crate::ctx::SessionCtx;
 use crate::msg::PushEvent;
 use crate::stanza;

@@ -4,17 +4,13 @@
 //! feature is advertised exactly when a line serves it. A key that no line has is answered
 //! `service-unavailable` by the dispatcher (`super`).
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
-
 use herald_proto::ns;
 use herald_proto::Element;
 
 use crate::ctx::SessionCtx;
-use crate::Shared;
 
 use super::{basic, carbons, disco, push};
+use super::{Advertised, Entry, Handler, IqType, Reply, Target};
 use Advertised::{Nowhere, OnAccount, OnServer};
 use Handler::{Now, WithSession};
 use IqType::{Get, Set};
@@ -62,123 +58,6 @@ pub static TABLE: &[Entry] = &[
     iq(Set, ns::PUSH,        "disable",   Own,    WithSession(push::command),     OnAccount(&[ns::PUSH])),
 ];
 
-/// `get` or `set`: the IQ types that ask for something (results and errors are answers).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum IqType {
-    /// `type='get'`.
-    Get,
-    /// `type='set'`.
-    Set,
-}
-
-impl IqType {
-    /// The type of a request IQ; None for `result`, `error` and anything else.
-    pub fn of(iq: &Element) -> Option<IqType> {
-        match crate::stanza::typ(iq) {
-            "get" => Some(Get),
-            "set" => Some(Set),
-            _ => None,
-        }
-    }
-
-    /// The attribute value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Get => "get",
-            Set => "set",
-        }
-    }
-}
-
-/// To whom an IQ is addressed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Target {
-    /// A served domain (or a resource of it).
-    Server,
-    /// The sender's own account: no `to`, or the sender's bare JID. Only these have the
-    /// sender's session at hand.
-    Own,
-    /// A local account's bare JID, from anyone else (another account, a component, s2s).
-    Other,
-}
-
-/// Which disco#info a feature is listed in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Disco {
-    /// The served domain's.
-    Server,
-    /// Every account's bare JID's (the same list whoever asks).
-    Account,
-}
-
-/// Where a line's features are advertised. Not always where it is served: XEP-0280 and
-/// XEP-0191 are served on the client's own account but discovered on its server's domain.
-#[derive(Clone, Copy, Debug)]
-pub enum Advertised {
-    /// In the server's disco#info.
-    OnServer(&'static [&'static str]),
-    /// In every account's disco#info.
-    OnAccount(&'static [&'static str]),
-    /// Not in disco (core protocol, or announced as a stream feature).
-    Nowhere,
-}
-
-/// A session-bound handler's answer, boxed so different async fns fit one table.
-pub type Reply<'a> = Pin<Box<dyn Future<Output = Element> + Send + 'a>>;
-
-/// How a line is answered. A handler gets only keys it is registered for, so it need not
-/// check the type, namespace or element again; it returns the reply to a `get`/`set`.
-#[derive(Clone, Copy)]
-pub enum Handler {
-    /// Answered at once from the request and the shared state.
-    Now(fn(&Request<'_>) -> Element),
-    /// Needs the asking client's session (roster interest, carbons flag, push attachment) and
-    /// may wait on the store or the push task: `(session, iq, payload)`. Only for
-    /// [`Target::Own`]; other senders have no session here (a unit test checks).
-    WithSession(for<'a> fn(&'a mut SessionCtx, &'a Element, &'a Element) -> Reply<'a>),
-}
-
-/// One IQ being answered by a [`Handler::Now`].
-pub struct Request<'a> {
-    /// The server state.
-    pub shared: &'a Arc<Shared>,
-    /// The IQ (its `from` is stamped and trustworthy).
-    pub iq: &'a Element,
-    /// Its payload, the element the line is keyed by.
-    pub payload: &'a Element,
-    /// To whom it is addressed.
-    pub target: Target,
-    /// The account's bare JID for [`Target::Own`] and [`Target::Other`].
-    pub account: Option<&'a str>,
-}
-
-/// One line of the table.
-#[derive(Clone, Copy)]
-pub struct Entry {
-    /// `get` or `set`.
-    pub typ: IqType,
-    /// The payload's namespace.
-    pub ns: &'static str,
-    /// The payload's element name.
-    pub element: &'static str,
-    /// To whom it is addressed.
-    pub target: Target,
-    /// Who answers.
-    pub handler: Handler,
-    /// The disco#info features this line serves.
-    pub advertised: Advertised,
-}
-
-impl Entry {
-    /// The features this line adds to `disco`'s list.
-    pub fn features_on(&self, disco: Disco) -> &'static [&'static str] {
-        match (self.advertised, disco) {
-            (OnServer(f), Disco::Server) | (OnAccount(f), Disco::Account) => f,
-            _ => &[],
-        }
-    }
-}
-
 /// A table line (a constructor so each line stays one line).
 const fn iq(
     typ: IqType,
@@ -204,17 +83,6 @@ pub fn lookup(typ: IqType, payload: &Element, target: Target) -> Option<&'static
     TABLE
         .iter()
         .find(|e| e.typ == typ && e.target == target && payload.is(e.element, e.ns))
-}
-
-/// The features `disco` lists: those of every line, in table order, each once.
-pub fn features(disco: Disco) -> Vec<&'static str> {
-    let mut out: Vec<&'static str> = Vec::new();
-    for f in TABLE.iter().flat_map(|e| e.features_on(disco)) {
-        if !out.contains(f) {
-            out.push(f);
-        }
-    }
-    out
 }
 
 // Adapters from the feature modules' async fns to `Handler::WithSession`.
@@ -267,7 +135,7 @@ mod tests {
     #[test]
     fn accounts_advertise_the_priority_hint_notifications_carry() {
         // herald-push builds the element with the same constant (herald_proto::ns).
-        assert!(features(Disco::Account).contains(&ns::PUSH_PRIORITY));
+        assert!(super::super::features(super::super::Disco::Account).contains(&ns::PUSH_PRIORITY));
     }
 
     #[test]

@@ -28,6 +28,7 @@ use tokio::sync::mpsc::error::TrySendError;
 
 use crate::config::Config;
 use crate::conn::ConnError;
+use crate::hooks::{Fut, ToRemote};
 use crate::routing::{self, Dest};
 use crate::{stanza, Shared};
 
@@ -200,6 +201,14 @@ pub async fn send(shared: &Arc<Shared>, el: Element) {
     if let Err((el, cond)) = enqueue(shared, el) {
         bounce(shared.clone(), el, cond).await;
     }
+}
+
+/// The `to_remote` hook: stanzas for other domains go out over federation.
+pub fn to_remote(shared: &Arc<Shared>, ev: ToRemote) -> Fut<'_, Option<ToRemote>> {
+    Box::pin(async move {
+        send(shared, ev.el).await;
+        None
+    })
 }
 
 /// The router's bounce, boxed as a `Send` future: the s2s paths call back into the router,
