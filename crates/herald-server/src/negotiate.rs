@@ -17,6 +17,7 @@ use herald_store::{AccountStore, Credentials, ScramRecord};
 use tokio::time::Instant;
 
 use crate::conn::{self, Conn, ConnError};
+use crate::msg::SessionMsg;
 use crate::stanza;
 use crate::Shared;
 
@@ -86,7 +87,7 @@ pub async fn negotiate(shared: &Arc<Shared>, mut conn: Conn) -> Outcome {
                 let Some(u) = user.clone() else {
                     return Outcome::Closed;
                 };
-                match crate::session::try_resume(shared, &u, &request, conn).await {
+                match try_resume(shared, &u, &request, conn).await {
                     Ok(()) => return Outcome::Resumed,
                     Err(c) => {
                         conn = c;
@@ -555,4 +556,54 @@ pub fn bind_result(request: &Element, jid: &FullJid) -> Element {
     }
     r.append_child(bind);
     r
+}
+
+/// XEP-0198 §5: tries to hand `conn` to the hibernated session `previd` of `user`.
+/// Err(conn) when it cannot: `<failed/>` has been sent and the stream may go on to bind.
+/// Ok(()) when the session took the connection (or the connection was lost on the way).
+pub async fn try_resume(
+    shared: &Arc<Shared>,
+    user: &BareJid,
+    request: &Element,
+    mut conn: Conn,
+) -> Result<(), Conn> {
+    let previd = request.attr("previd").unwrap_or_default().to_string();
+    let failed = |h: Option<u32>, cond: &str| {
+        let mut f = Element::bare("failed", ns::SM);
+        if let Some(h) = h {
+            stanza::set(&mut f, "h", h.to_string());
+        }
+        f.append_child(Element::bare(cond, ns::STANZAS_ERR));
+        f
+    };
+    let Some(h) = request.attr("h").and_then(|h| h.parse::<u32>().ok()) else {
+        let _ = conn.send(&failed(None, "bad-request")).await;
+        return Err(conn);
+    };
+    match shared.resumable_get(&previd) {
+        Some(e) if e.bare == user.to_string() => {
+            match e.tx.send_control(SessionMsg::Resume {
+                conn: Box::new(conn),
+                h,
+                previd: previd.clone(),
+            }) {
+                Ok(()) => Ok(()),
+                Err(msg) => {
+                    // The session ended between lookup and hand-over.
+                    let SessionMsg::Resume { conn, .. } = msg else {
+                        return Ok(());
+                    };
+                    let mut conn = *conn;
+                    let last = shared.tombstone_take(&previd, user.as_str());
+                    let _ = conn.send(&failed(last, "item-not-found")).await;
+                    Err(conn)
+                }
+            }
+        }
+        _ => {
+            let last = shared.tombstone_take(&previd, user.as_str());
+            let _ = conn.send(&failed(last, "item-not-found")).await;
+            Err(conn)
+        }
+    }
 }

@@ -63,7 +63,15 @@ fn code(text: &str) -> String {
 /// including the members of `use crate::{a, b::c}` groups.
 fn named(me: &str, code: &str) -> Vec<String> {
     let mut out = Vec::new();
-    let flat: String = code.split_whitespace().collect::<Vec<_>>().join("");
+    // One space between words, none around `::`, braces and commas, so a path split
+    // over lines reads as one.
+    let spaced = code.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut flat = spaced;
+    for sep in ["::", "{", "}", ","] {
+        flat = flat
+            .replace(&format!(" {sep}"), sep)
+            .replace(&format!("{sep} "), sep);
+    }
     for (prefix, base) in [("crate::", String::new()), ("super::", parent(me))] {
         let mut rest = flat.as_str();
         while let Some(i) = rest.find(prefix) {
