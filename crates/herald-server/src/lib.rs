@@ -73,6 +73,13 @@ pub fn standard_hooks() -> hooks::Hooks {
         iq_to_local: vec![iq::to_local],
         to_server: vec![iq::to_server],
         to_remote: vec![s2s::to_remote],
+        archived: vec![push::on_archived],
+        stored_offline: vec![push::on_stored_offline],
+        delivery_failed: vec![push::on_delivery_failed],
+        session_started: vec![push::on_session_started],
+        session_hibernated: vec![push::on_session_hibernated],
+        session_resumed: vec![push::on_session_resumed],
+        session_ended: vec![push::on_session_ended],
     }
 }
 

@@ -13,7 +13,7 @@ use herald_store::{ArchiveStore, ArchivedMessage, MamPrefs, RosterStore, StoreEr
 
 use crate::ctx::{Effect, SessionCtx};
 use crate::durable::{Deferred, DEFERRED, MAX_DEFERRED};
-use crate::msg::PushEvent;
+use crate::hooks;
 use crate::stanza;
 use crate::xep::{delay, mam as xm};
 use crate::Shared;
@@ -217,7 +217,11 @@ pub async fn commit(shared: &Arc<Shared>, p: Pending) {
         match r {
             Ok(()) => {
                 if let Some((shared, user, stanza)) = push {
-                    shared.push.send(PushEvent::Archived { user, stanza });
+                    hooks::notify(
+                        &shared.hooks.archived,
+                        &shared,
+                        &hooks::Archived { user, stanza },
+                    );
                 }
             }
             Err(e) => tracing::error!(error = %e, "archiving failed"),

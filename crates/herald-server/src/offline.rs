@@ -10,10 +10,8 @@ use herald_proto::ns;
 use herald_proto::Element;
 use herald_store::{OfflineStore, StoreError};
 
-use crate::msg::PushEvent;
-use crate::msg::Routed;
-use crate::msg::SessionMsg;
-use crate::msg::{Command, Out};
+use crate::hooks;
+use crate::msg::{Command, Out, Routed, SessionMsg};
 use crate::stanza::{self, Kind};
 use crate::xep::delay;
 use crate::{routing, Shared};
@@ -38,10 +36,11 @@ pub async fn no_available_resource(shared: &Arc<Shared>, bare: &str, r: Routed) 
         "groupchat" => {
             // Not stored; herald-push decides what the devices hear of it.
             let info = shared.push.info(r.id, &r.el);
-            shared.push.send(PushEvent::GroupchatUnrouted {
+            let ev = hooks::DeliveryFailed {
                 user: bare.to_string(),
                 stanza: info,
-            });
+            };
+            hooks::notify(&shared.hooks.delivery_failed, shared, &ev);
         }
         "headline" | "error" => {}
         _ => store(shared, bare, r, true).await,
@@ -68,10 +67,11 @@ async fn store(shared: &Arc<Shared>, bare: &str, r: Routed, push: bool) {
                 return;
             }
             let info = shared.push.info(r.id, &el);
-            shared.push.send(PushEvent::StoredOffline {
+            let ev = hooks::StoredOffline {
                 user: bare.to_string(),
                 stanza: info,
-            });
+            };
+            hooks::notify(&shared.hooks.stored_offline, shared, &ev);
         }
         Err(StoreError::QuotaExceeded) => {
             if let Some(e) = stanza::error_typed(

@@ -15,7 +15,66 @@ use herald_store::{PushRegistration, PushStatsUpdate, PushStore, RemovalNote, St
 use tokio::sync::mpsc;
 
 use crate::msg::{PushEvent, PushStats, SessionMsg, SessionTx};
-use crate::{routing, Shared};
+use crate::{hooks, routing, Shared};
+
+// Observers (registered in `standard_hooks`): what the server reports, as events for the
+// push task. Nothing here decides anything; the engine does.
+
+/// Rule b.
+pub fn on_archived(shared: &Shared, ev: &hooks::Archived) {
+    shared.push.send(PushEvent::Archived {
+        user: ev.user.clone(),
+        stanza: ev.stanza.clone(),
+    });
+}
+
+/// Rule c.
+pub fn on_stored_offline(shared: &Shared, ev: &hooks::StoredOffline) {
+    shared.push.send(PushEvent::StoredOffline {
+        user: ev.user.clone(),
+        stanza: ev.stanza.clone(),
+    });
+}
+
+/// The groupchat twin of rule c.
+pub fn on_delivery_failed(shared: &Shared, ev: &hooks::DeliveryFailed) {
+    shared.push.send(PushEvent::GroupchatUnrouted {
+        user: ev.user.clone(),
+        stanza: ev.stanza.clone(),
+    });
+}
+
+/// Resets the counts of the device's registrations.
+pub fn on_session_started(shared: &Shared, ev: &hooks::SessionStarted) {
+    shared.push.send(PushEvent::SessionStarted {
+        user: ev.user.clone(),
+        session: ev.session,
+        resource: ev.resource.clone(),
+        tx: ev.tx.clone(),
+    });
+}
+
+/// Rule a: the connection died.
+pub fn on_session_hibernated(shared: &Shared, ev: &hooks::SessionHibernated) {
+    shared.push.send(PushEvent::HibernationStarted {
+        session: ev.session,
+        unacked: ev.unacked.clone(),
+    });
+}
+
+/// Rule a: pushes stop.
+pub fn on_session_resumed(shared: &Shared, ev: &hooks::SessionResumed) {
+    shared.push.send(PushEvent::Resumed {
+        session: ev.session,
+    });
+}
+
+/// The engine forgets the session.
+pub fn on_session_ended(shared: &Shared, ev: &hooks::SessionEnded) {
+    shared.push.send(PushEvent::SessionEnded {
+        session: ev.session,
+    });
+}
 
 /// The recorded reason of a registration the client disabled (XEP-0357 §6).
 pub const DISABLED_BY_CLIENT: &str = "disabled by the client";

@@ -27,7 +27,7 @@ use crate::negotiate;
 use crate::router::{Bound, ResourceEntry};
 use crate::stanza::{self, Kind};
 use crate::xep::delay;
-use crate::{iq, offline, persist, presence, routing, Shared};
+use crate::{hooks, iq, offline, persist, presence, routing, Shared};
 
 /// Most stored stanzas read from the store at once.
 const BACKLOG_CHUNK: usize = 100;
@@ -197,12 +197,13 @@ impl Session {
                 Some(why.to_string()),
             )));
         }
-        shared.push.send(PushEvent::SessionStarted {
+        let ev = hooks::SessionStarted {
             user: bare.clone(),
             session: id,
             resource: jid.resource().to_string(),
             tx: tx.clone(),
-        });
+        };
+        hooks::notify(&shared.hooks.session_started, &shared, &ev);
         let now = Instant::now();
         shared.session_started();
         Ok(Box::new(Session {
@@ -735,10 +736,15 @@ impl Session {
             .router
             .set_hibernated(&self.ctx.bare, self.ctx.id, true);
         let unacked = self.unacked_infos();
-        self.ctx.shared.push.send(PushEvent::HibernationStarted {
+        let ev = hooks::SessionHibernated {
             session: self.ctx.id,
             unacked,
-        });
+        };
+        hooks::notify(
+            &self.ctx.shared.hooks.session_hibernated,
+            &self.ctx.shared,
+            &ev,
+        );
         Flow::Continue
     }
 
@@ -1047,9 +1053,14 @@ impl Session {
                 let now_t = Instant::now();
                 self.last_read = now_t;
                 self.last_write = now_t;
-                self.ctx.shared.push.send(PushEvent::Resumed {
+                let ev = hooks::SessionResumed {
                     session: self.ctx.id,
-                });
+                };
+                hooks::notify(
+                    &self.ctx.shared.hooks.session_resumed,
+                    &self.ctx.shared,
+                    &ev,
+                );
                 if let Flow::Stop = self.write_raw(&bytes).await {
                     return Flow::Stop;
                 }
@@ -1156,9 +1167,10 @@ impl Session {
                 _ => {}
             }
         }
-        self.ctx.shared.push.send(PushEvent::SessionEnded {
+        let ev = hooks::SessionEnded {
             session: self.ctx.id,
-        });
+        };
+        hooks::notify(&self.ctx.shared.hooks.session_ended, &self.ctx.shared, &ev);
         if self.ctx.available() {
             presence::broadcast_unavailable(&mut self.ctx).await;
             // Ending: nothing more goes to this client.
