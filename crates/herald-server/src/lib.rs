@@ -24,7 +24,7 @@ pub mod blocking;
 pub mod c2s;
 pub mod cache;
 pub mod component;
-pub mod config;
+pub use herald_config as config;
 pub use herald_store::group_commit;
 pub use herald_transport::conn;
 pub use herald_transport::inbox;

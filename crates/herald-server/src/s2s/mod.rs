@@ -20,13 +20,13 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use herald_config::Config;
 use herald_proto::error::StanzaErrorCondition;
 use herald_proto::Element;
 use hickory_resolver::TokioResolver;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
-use crate::config::Config;
 use crate::conn::ConnError;
 use crate::routing::{self, Dest};
 use crate::{stanza, Shared};
