@@ -8,7 +8,6 @@
 //! against what the stream authenticated. This module must not hold delivery rules: what
 //! happens to a stanza once it is local is the router's business.
 
-pub mod dialback;
 pub mod incoming;
 pub mod outgoing;
 pub mod resolve;
