@@ -1,14 +1,15 @@
-//! The Herald runtime: configuration, listeners, TLS, session tasks, the router and the
-//! feature modules. Protocol rules that can be pure live in herald-proto, herald-session and
-//! herald-push; payload parsing in herald-xep; bytes on the wire in herald-transport; this
-//! crate wires them to sockets, timers and the store.
+//! The Herald runtime: listeners, session tasks, the router and the feature modules.
+//! Protocol rules that can be pure live in herald-proto, herald-session and herald-push;
+//! payload parsing (and dialback keys) in herald-xep; the configuration file in
+//! herald-config; bytes on the wire, certificates and s2s name resolution in
+//! herald-transport; this crate wires them to sockets, timers and the store.
 //!
 //! ## Layout, in the order a stanza flows
 //!
 //! | stage | modules |
 //! |---|---|
-//! | start, stop, shared state | `lib.rs` ([`Shared`], [`Running`]), [`config`], [`tls`], [`listener`] |
-//! | transport (re-exported from herald-transport) | [`conn`], [`tls_io`], [`inbox`] |
+//! | start, stop, shared state | `lib.rs` ([`Shared`], [`Running`]), [`config`] (re-exported from herald-config), [`listener`] |
+//! | transport (re-exported from herald-transport) | [`conn`], [`tls_io`], [`tls`] (certificates), [`inbox`] |
 //! | c2s: negotiation and the session task | [`c2s`], [`negotiate`], [`session`], [`persist`] (sessions across restarts) |
 //! | routing | [`router`] (who is online), [`routing`] (where a stanza goes), [`message`], [`presence`] |
 //! | IQs to the server and to accounts | [`iq`] |
@@ -24,7 +25,7 @@ pub mod blocking;
 pub mod c2s;
 pub mod cache;
 pub mod component;
-pub mod config;
+pub use herald_config as config;
 pub mod ctx;
 pub mod durable;
 pub mod hooks;
@@ -47,10 +48,10 @@ pub mod router;
 pub mod routing;
 pub mod s2s;
 pub mod session;
-pub use herald_xep::stanza;
-pub mod tls;
+pub use herald_transport::tls;
 pub use herald_transport::tls_io;
 pub use herald_xep as xep;
+pub use herald_xep::stanza;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -415,7 +416,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
 
 /// Like [`start`] with an already opened store.
 pub async fn start_with_store(cfg: Config, store: Store) -> anyhow::Result<Running> {
-    let tls = tls::server_config(&cfg)?;
+    let tls = herald_transport::tls::server_config(&cfg)?;
     let limits = Limits {
         max_stanza_bytes: cfg.limits.max_stanza_bytes,
         max_depth: cfg.limits.max_depth,

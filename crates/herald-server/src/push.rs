@@ -145,7 +145,7 @@ pub fn host_engine_configs(cfg: &crate::Config) -> Vec<(String, PushConfig)> {
 fn engine_config_with(
     cfg: &crate::Config,
     domain: &str,
-    p: &crate::config::PushConfig,
+    p: &herald_config::PushConfig,
 ) -> PushConfig {
     PushConfig {
         domain: domain.to_string(),

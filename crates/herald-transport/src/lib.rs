@@ -3,10 +3,19 @@
 //! - [`conn`]: one XML stream over TCP or TLS, with read limits, buffered decoding and
 //!   batched writes.
 //! - [`tls_io`]: rustls driven over tokio without extra copies (STARTTLS and direct TLS).
+//! - [`tls`]: the certificates from the configuration (loaded, or self-signed in `data_dir`
+//!   and renewed), the SNI resolver and the c2s rustls server configuration.
+//! - [`s2s_verify`]: the s2s trust store, the check that a peer's chain is valid for a
+//!   domain, and the rustls configurations of both s2s directions.
+//! - [`resolve`]: where to connect for a remote domain (static routes, DNS SRV, A/AAAA).
 //! - [`inbox`]: a session task's bounded inbox with a separate lane for control messages.
 //!
-//! Must not: know about sessions, routing, features or the store.
+//! Must not: know about sessions, routing, features or the store, or decide s2s policy
+//! (which certificates or dialback to accept is herald-server's call).
 
 pub mod conn;
 pub mod inbox;
+pub mod resolve;
+pub mod s2s_verify;
+pub mod tls;
 pub mod tls_io;

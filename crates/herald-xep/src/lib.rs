@@ -1,7 +1,8 @@
 //! herald-xep: pure payload helpers for herald-server's feature modules: parsing requests and
 //! building replies for MAM (XEP-0313), carbons (XEP-0280), blocking (XEP-0191), the roster
-//! (RFC 6121 §2) and delay stamps (XEP-0082/XEP-0203), and [`stanza`], the small stanza
-//! accessors and builders every module uses.
+//! (RFC 6121 §2) and delay stamps (XEP-0082/XEP-0203), Server Dialback keys and elements
+//! ([`dialback`], XEP-0220/XEP-0185), and [`stanza`], the small stanza accessors and
+//! builders every module uses.
 //!
 //! Everything here works on [`Element`]s in the internal namespace and returns values or
 //! elements. It must not do I/O, touch the store, spawn tasks or know about sessions: the
@@ -11,6 +12,7 @@
 pub mod blocking;
 pub mod carbons;
 pub mod delay;
+pub mod dialback;
 pub mod mam;
 pub mod roster;
 pub mod stanza;

@@ -17,12 +17,12 @@ use herald_proto::error::{StreamError, StreamErrorCondition};
 use herald_proto::ns;
 use herald_proto::stream::{StreamEvent, StreamNs};
 use herald_proto::Element;
+use herald_xep::dialback::{self, Verdict};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::dialback::{self, Verdict};
 use super::servable;
 use crate::conn::{self, Conn, ConnError, Io};
 use crate::{routing, stanza, Shared};

@@ -1,18 +1,17 @@
 //! Server-to-server federation (RFC 6120 on `jabber:server`): outgoing connections, one per
 //! (local domain, remote domain) pair, set up on demand with stanzas queued meanwhile; the
 //! incoming listeners (STARTTLS and XEP-0368 direct TLS); authentication by SASL EXTERNAL
-//! on PKIX certificates or by Server Dialback (XEP-0220).
+//! on PKIX certificates or by Server Dialback (XEP-0220). The pure parts live elsewhere:
+//! certificates and trust in `herald_transport::s2s_verify`, name resolution in
+//! `herald_transport::resolve`, dialback keys and elements in `herald_xep::dialback`.
 //!
 //! Entry point for the router: [`send`] for a stanza whose `to` domain is remote. Stanzas
 //! received from peers enter [`crate::routing::route`] only after their addresses are checked
 //! against what the stream authenticated. This module must not hold delivery rules: what
 //! happens to a stanza once it is local is the router's business.
 
-pub mod dialback;
 pub mod incoming;
 pub mod outgoing;
-pub mod resolve;
-pub mod verify;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -20,13 +19,14 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use herald_config::Config;
 use herald_proto::error::StanzaErrorCondition;
 use herald_proto::Element;
-use hickory_resolver::TokioResolver;
+use herald_transport::resolve::{self, TokioResolver};
+use herald_transport::s2s_verify as verify;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
-use crate::config::Config;
 use crate::conn::ConnError;
 use crate::hooks::{Fut, ToRemote};
 use crate::routing::{self, Dest};
@@ -76,6 +76,15 @@ impl From<ConnError> for S2sError {
                 se.text.map(|t| format!(" ({t})")).unwrap_or_default()
             )),
             other => S2sError::Stream(other.to_string()),
+        }
+    }
+}
+
+impl From<verify::ConfigError> for S2sError {
+    fn from(e: verify::ConfigError) -> Self {
+        S2sError::Config {
+            key: e.key,
+            reason: e.reason,
         }
     }
 }
@@ -147,13 +156,7 @@ impl S2s {
         // XEP-0185 §2: a random secret per process is enough; keys only live as long as
         // the streams they authenticate.
         let secret: [u8; 32] = rand::random();
-        let resolver = match TokioResolver::builder_tokio().and_then(|b| b.build()) {
-            Ok(r) => Some(r),
-            Err(e) => {
-                tracing::warn!(error = %e, "no DNS resolver; s2s uses the system lookup");
-                None
-            }
-        };
+        let resolver = resolve::system_resolver();
         Ok(S2s {
             trust,
             tls,

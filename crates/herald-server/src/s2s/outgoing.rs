@@ -13,13 +13,13 @@ use base64::Engine as _;
 use herald_proto::ns;
 use herald_proto::stream::{StreamEvent, StreamNs};
 use herald_proto::Element;
+use herald_transport::resolve::{self, Target};
+use herald_xep::dialback::{self, Verdict};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::dialback::{self, Verdict};
-use super::resolve::{self, Target};
 use super::S2sError;
 use crate::conn::{self, Conn, ConnError, Io};
 use crate::Shared;

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 
 use hickory_resolver::proto::rr::RData;
-use hickory_resolver::TokioResolver;
+pub use hickory_resolver::TokioResolver;
 
 /// RFC 6120 §3.2.2: the fallback port when there are no SRV records.
 pub const DEFAULT_PORT: u16 = 5269;
@@ -104,6 +104,18 @@ fn order_srv_with(mut records: Vec<SrvRecord>, mut draw: impl FnMut(u32) -> u32)
         }
     }
     out
+}
+
+/// The DNS resolver of the system configuration, `None` (logged) if it cannot be built: then
+/// [`targets`] and [`addrs`] fall back to the domain itself and the system lookup.
+pub fn system_resolver() -> Option<TokioResolver> {
+    match TokioResolver::builder_tokio().and_then(|b| b.build()) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::warn!(error = %e, "no DNS resolver; s2s uses the system lookup");
+            None
+        }
+    }
 }
 
 /// The targets for `domain`, in the order to try them.

@@ -19,8 +19,18 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 
-use super::S2sError;
-use crate::config::Config;
+use herald_config::Config;
+
+/// A certificate, key or CA file that cannot be used: the configuration key and why.
+/// herald-server turns it into its `S2sError::Config`, which displays the same.
+#[derive(Debug, thiserror::Error)]
+#[error("key `{key}`: {reason}")]
+pub struct ConfigError {
+    /// The dotted key.
+    pub key: String,
+    /// Why.
+    pub reason: String,
+}
 
 /// XEP-0368 §3: the ALPN protocol of direct TLS s2s.
 pub const ALPN_XMPP_SERVER: &[u8] = b"xmpp-server";
@@ -32,28 +42,28 @@ pub struct Trust {
 
 impl Trust {
     /// The webpki roots plus every certificate in `ca_file`.
-    pub fn new(ca_file: Option<&Path>) -> Result<Trust, S2sError> {
+    pub fn new(ca_file: Option<&Path>) -> Result<Trust, ConfigError> {
         let mut roots = RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         if let Some(path) = ca_file {
-            let data = std::fs::read(path).map_err(|e| S2sError::Config {
+            let data = std::fs::read(path).map_err(|e| ConfigError {
                 key: "s2s.ca_file".into(),
                 reason: format!("{}: {e}", path.display()),
             })?;
             let certs = rustls_pemfile::certs(&mut data.as_slice())
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| S2sError::Config {
+                .map_err(|e| ConfigError {
                     key: "s2s.ca_file".into(),
                     reason: format!("{}: bad PEM: {e}", path.display()),
                 })?;
             if certs.is_empty() {
-                return Err(S2sError::Config {
+                return Err(ConfigError {
                     key: "s2s.ca_file".into(),
                     reason: format!("{}: no certificate found", path.display()),
                 });
             }
             for c in certs {
-                roots.add(c).map_err(|e| S2sError::Config {
+                roots.add(c).map_err(|e| ConfigError {
                     key: "s2s.ca_file".into(),
                     reason: format!("{}: unusable CA certificate: {e}", path.display()),
                 })?;
@@ -64,7 +74,7 @@ impl Trust {
             Arc::new(rustls::crypto::ring::default_provider()),
         )
         .build()
-        .map_err(|e| S2sError::Config {
+        .map_err(|e| ConfigError {
             key: "s2s.ca_file".into(),
             reason: format!("trust store: {e}"),
         })?;
@@ -205,9 +215,9 @@ pub struct TlsConfigs {
 
 impl TlsConfigs {
     /// Builds them from the configured (or self-signed) certificates.
-    pub fn new(cfg: &Config) -> Result<TlsConfigs, S2sError> {
+    pub fn new(cfg: &Config) -> Result<TlsConfigs, ConfigError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls_err = |e: String| S2sError::Config {
+        let tls_err = |e: String| ConfigError {
             key: "tls".into(),
             reason: e,
         };
@@ -255,10 +265,10 @@ impl TlsConfigs {
 fn client_pair(
     provider: &Arc<CryptoProvider>,
     key: Arc<CertifiedKey>,
-) -> Result<(Arc<rustls::ClientConfig>, Arc<rustls::ClientConfig>), S2sError> {
+) -> Result<(Arc<rustls::ClientConfig>, Arc<rustls::ClientConfig>), ConfigError> {
     let mut c = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| S2sError::Config {
+        .map_err(|e| ConfigError {
             key: "tls".into(),
             reason: e.to_string(),
         })?
@@ -275,8 +285,8 @@ fn certified(
     provider: &CryptoProvider,
     cert: &Path,
     key: &Path,
-) -> Result<Arc<CertifiedKey>, S2sError> {
-    let bad = |reason: String| S2sError::Config {
+) -> Result<Arc<CertifiedKey>, ConfigError> {
+    let bad = |reason: String| ConfigError {
         key: "tls".into(),
         reason,
     };

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context};
+use herald_config::Config;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -13,8 +14,6 @@ use rustls::ServerConfig;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use time::OffsetDateTime;
-
-use crate::config::Config;
 
 /// How long a self-signed certificate is valid from when it is made.
 const SELF_SIGNED_VALIDITY: time::Duration = time::Duration::days(365);
@@ -280,14 +279,14 @@ mod tests {
         Config {
             domain: "example.test".into(),
             data_dir: dir.join("d"),
-            hosts: vec![crate::config::HostEntry {
+            hosts: vec![herald_config::HostEntry {
                 domain: "vhost.test".into(),
                 cert: None,
                 key: None,
                 push: Default::default(),
             }],
-            components: crate::config::ComponentsConfig {
-                component: vec![crate::config::ComponentEntry {
+            components: herald_config::ComponentsConfig {
+                component: vec![herald_config::ComponentEntry {
                     domain: "push.example.test".into(),
                     secret: "s".into(),
                 }],
@@ -373,7 +372,7 @@ mod tests {
         server_config(&cfg).unwrap();
         let (c, k) = self_signed_paths(&cfg.data_dir);
         let (cert, key) = (std::fs::read(&c).unwrap(), std::fs::read(&k).unwrap());
-        cfg.hosts.push(crate::config::HostEntry {
+        cfg.hosts.push(herald_config::HostEntry {
             domain: "new.test".into(),
             cert: None,
             key: None,
@@ -435,7 +434,7 @@ mod tests {
         std::fs::write(&c, &cert_pem).unwrap();
         std::fs::write(&k, &key_pem).unwrap();
         let cfg = Config {
-            tls: crate::config::TlsConfig {
+            tls: herald_config::TlsConfig {
                 cert: Some(c.clone()),
                 key: Some(k.clone()),
             },
@@ -460,7 +459,7 @@ mod tests {
     #[test]
     fn configured_files_must_exist() {
         let cfg = Config {
-            tls: crate::config::TlsConfig {
+            tls: herald_config::TlsConfig {
                 cert: Some("/nonexistent/c.pem".into()),
                 key: Some("/nonexistent/k.pem".into()),
             },

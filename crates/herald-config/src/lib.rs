@@ -1,7 +1,15 @@
-//! The one TOML configuration file: every key, its default, and validation.
+//! Herald's configuration: the TOML layer of the one configuration file.
 //!
-//! Unknown keys and bad values are rejected with the file, the key and the reason
-//! (serde's `deny_unknown_fields` plus our own checks). Must not start anything.
+//! This crate owns every key, its type and its default. A default that a protocol rule
+//! decides is taken from the pure crate that owns the rule (stream management from
+//! herald-session, push from herald-push), so the number is written in one place;
+//! `[store]` turns into herald-store's own options. Validation rejects unknown keys and bad
+//! values with the file, the key and the reason (serde's `deny_unknown_fields` plus our own
+//! checks).
+//!
+//! It must not do I/O beyond reading the file it is given, open sockets, or start anything:
+//! the server (herald-server) and the transport (herald-transport, for certificates) act on
+//! what it returns.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -1,5 +1,6 @@
 //! Server Dialback (XEP-0220): key generation (XEP-0185) and the `db:result` / `db:verify`
-//! elements. Pure: the network side (who asks whom) lives in `incoming` and `outgoing`.
+//! elements. Pure: the network side (who asks whom) lives in herald-server's
+//! `s2s::incoming` and `s2s::outgoing`.
 
 use herald_proto::ns;
 use herald_proto::Element;
