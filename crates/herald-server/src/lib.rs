@@ -24,6 +24,7 @@ pub mod admin_socket;
 pub mod blocking;
 pub mod c2s;
 pub mod cache;
+pub mod carbons;
 pub mod component;
 pub use herald_config as config;
 pub mod ctx;

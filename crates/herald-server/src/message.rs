@@ -9,18 +9,19 @@ use herald_proto::error::StanzaErrorCondition;
 use herald_proto::jid::Jid;
 use herald_proto::Element;
 
+use crate::carbons;
 use crate::ctx::SessionCtx;
 use crate::hooks::{Fut, MessageToLocal};
 use crate::msg::Routed;
 use crate::router::{best_resources, ResourceEntry};
 use crate::stanza;
-use crate::xep::carbons;
+use crate::xep::carbons as xc;
 use crate::{blocking, mam, offline, routing, Shared};
 
 /// A message sent by the session's client (already stamped with `from`, `to` set).
 pub async fn outbound(session: &mut SessionCtx, el: Element) {
     let shared = session.shared.clone();
-    if carbons::is_carbon(&el) {
+    if xc::is_carbon(&el) {
         // XEP-0280 §11: clients must not forge carbons.
         routing::bounce(&shared, &el, StanzaErrorCondition::NotAcceptable).await;
         return;
@@ -37,14 +38,8 @@ pub async fn outbound(session: &mut SessionCtx, el: Element) {
         return;
     }
     let archive = mam::stamp_outgoing(&shared, &session.bare, &to, &el).await;
-    if !private && carbons::is_eligible(&el) {
-        for r in shared.router.resources(&session.bare) {
-            if r.carbons && r.session_id != session.id && r.available {
-                let full = format!("{}/{}", session.bare, r.resource);
-                let copy = carbons::sent_copy(&session.bare, &full, &el);
-                let _ = routing::send_to(&shared, &r, copy);
-            }
-        }
+    if !private {
+        carbons::send_sent_copies(&shared, &session.bare, session.id, &el);
     }
     routing::route(&shared, el).await;
     if let Some(p) = archive {
@@ -64,8 +59,8 @@ pub async fn inbound(shared: &Arc<Shared>, bare: &str, to: &Jid, r: Routed) {
     }
     // XEP-0280 §8: no `received` copies of a private message; the recipient's server
     // removes <private/> before delivery.
-    let copy = carbons::is_eligible(&el);
-    carbons::strip_private(&mut el);
+    let copy = xc::is_eligible(&el);
+    xc::strip_private(&mut el);
     // Archived after delivery: see mam::stamp_incoming.
     let archive = mam::stamp_incoming(shared, bare, id, &mut el).await;
     Box::pin(deliver(shared, bare, to, id, el, copy)).await;
@@ -124,14 +119,8 @@ async fn deliver(shared: &Arc<Shared>, bare: &str, to: &Jid, id: u64, el: Elemen
         return routing::bounce_wait(shared, &el, StanzaErrorCondition::ResourceConstraint).await;
     }
     if copy {
-        for r in list.iter().filter(|r| r.carbons && r.available) {
-            if targets.iter().any(|t| t.session_id == r.session_id) {
-                continue;
-            }
-            let full = format!("{bare}/{}", r.resource);
-            let copy = carbons::received_copy(bare, &full, &el);
-            let _ = routing::send_to(shared, r, copy);
-        }
+        let delivered: Vec<u64> = targets.iter().map(|t| t.session_id).collect();
+        carbons::send_received_copies(shared, bare, &list, &delivered, &el);
     }
 }
 

@@ -20,7 +20,6 @@
 //! itself; `tests/disco.rs` pins both lists, so a change in what is advertised shows there.
 
 mod basic;
-mod carbons;
 pub mod disco;
 mod push;
 pub mod table;

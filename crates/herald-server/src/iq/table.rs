@@ -9,8 +9,9 @@ use herald_proto::Element;
 
 use crate::ctx::SessionCtx;
 
-use super::{basic, carbons, disco, push};
+use super::{basic, disco, push};
 use super::{Advertised, Entry, Handler, IqType, Reply, Target};
+use crate::carbons;
 use Advertised::{Nowhere, OnAccount, OnServer};
 use Handler::{Now, WithSession};
 use IqType::{Get, Set};
