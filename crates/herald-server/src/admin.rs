@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
 use herald_proto::jid::BareJid;
-use herald_store::{AccountStore, PushRemoval, PushStore, RemovalNote, Store, StoreError};
+use herald_store::{Backend, PushRemoval, RemovalNote, Store, StoreError};
 
 use crate::accounts::make_credentials;
 use crate::push_diag::{TestRequest, TestResult};
@@ -42,7 +42,7 @@ pub fn account_jid(cfg: &Config, s: &str) -> Result<BareJid> {
 }
 
 /// Creates an account.
-pub fn add_user(store: &Store, jid: &BareJid, password: &str) -> Result<()> {
+pub fn add_user(store: &dyn Backend, jid: &BareJid, password: &str) -> Result<()> {
     let creds = make_credentials(password).map_err(|e| anyhow!("unusable password: {e}"))?;
     match store.create_account(&jid.to_string(), &creds) {
         Ok(()) => Ok(()),
@@ -52,7 +52,7 @@ pub fn add_user(store: &Store, jid: &BareJid, password: &str) -> Result<()> {
 }
 
 /// Changes a password.
-pub fn set_password(store: &Store, jid: &BareJid, password: &str) -> Result<()> {
+pub fn set_password(store: &dyn Backend, jid: &BareJid, password: &str) -> Result<()> {
     let creds = make_credentials(password).map_err(|e| anyhow!("unusable password: {e}"))?;
     match store.set_credentials(&jid.to_string(), &creds) {
         Ok(()) => Ok(()),
@@ -66,7 +66,7 @@ pub fn set_password(store: &Store, jid: &BareJid, password: &str) -> Result<()> 
 /// sessions ended; None when no server was running to tell.
 pub fn change_password(
     cfg: &Config,
-    store: &Store,
+    store: &dyn Backend,
     jid: &BareJid,
     password: &str,
 ) -> Result<Option<usize>> {
@@ -83,7 +83,7 @@ pub fn change_password(
 /// Deletes an account with all its data. With the server running, the server does it: it
 /// ends the account's sessions (connected and hibernated) first, so nothing is stored for the
 /// account afterwards. Returns how many sessions ended; None when no server was running.
-pub fn remove_account(cfg: &Config, store: &Store, jid: &BareJid) -> Result<Option<usize>> {
+pub fn remove_account(cfg: &Config, store: &dyn Backend, jid: &BareJid) -> Result<Option<usize>> {
     match notify(cfg, &format!("user-remove {jid}")).map(|r| ended(&r)) {
         // No server, or one that predates this request: the store alone.
         None | Some(Err(Refused::Unknown)) => remove_user(store, jid).map(|()| None),
@@ -113,7 +113,7 @@ fn ended(reply: &str) -> std::result::Result<usize, Refused> {
 }
 
 /// Deletes an account with all its data, in the store alone (see [`remove_account`]).
-pub fn remove_user(store: &Store, jid: &BareJid) -> Result<()> {
+pub fn remove_user(store: &dyn Backend, jid: &BareJid) -> Result<()> {
     match store.delete_account(&jid.to_string()) {
         Ok(()) => Ok(()),
         Err(StoreError::NotFound) => bail!("{jid}: no such user"),
@@ -122,7 +122,7 @@ pub fn remove_user(store: &Store, jid: &BareJid) -> Result<()> {
 }
 
 /// All accounts.
-pub fn list_users(store: &Store) -> Result<Vec<String>> {
+pub fn list_users(store: &dyn Backend) -> Result<Vec<String>> {
     Ok(store.list_accounts()?)
 }
 
@@ -130,7 +130,7 @@ pub fn list_users(store: &Store) -> Result<Vec<String>> {
 /// (same salt): these are load-test accounts, and deriving 100k × 2 × 4096 PBKDF2 rounds
 /// would take minutes.
 pub fn add_bulk(
-    store: &Store,
+    store: &dyn Backend,
     cfg: &Config,
     prefix: &str,
     count: usize,
@@ -175,7 +175,7 @@ impl Party {
 }
 
 /// Parses a roster command argument. Local JIDs must be existing accounts.
-pub fn party(cfg: &Config, store: &Store, s: &str) -> Result<Party> {
+pub fn party(cfg: &Config, store: &dyn Backend, s: &str) -> Result<Party> {
     let jid = BareJid::new(s).map_err(|e| anyhow!("{s:?} is not a valid JID: {e}"))?;
     let text = jid.to_string();
     if jid.node().is_none() || !cfg.is_local(jid.domain().as_str()) {
@@ -201,12 +201,12 @@ pub enum RosterAction {
 /// Applies a roster action to every side that has a roster; returns the changed
 /// (user, contact) pairs, for the running server to push.
 pub fn roster_action(
-    store: &Store,
+    store: &dyn Backend,
     a: &Party,
     b: &Party,
     action: RosterAction,
 ) -> Result<Vec<(String, String)>> {
-    use herald_store::{RosterItem, RosterStore, Subscription};
+    use herald_store::{RosterItem, Subscription};
     let mut changed = Vec::new();
     for (user, contact) in [(a, b), (b, a)] {
         let Party::Account(u) = user else { continue };
@@ -280,7 +280,7 @@ fn unix_secs() -> i64 {
 /// running server to detach them from its sessions; how many.
 pub fn remove_push(
     cfg: &Config,
-    store: &Store,
+    store: &dyn Backend,
     user: &str,
     jid: &str,
     node: Option<&str>,
@@ -303,7 +303,7 @@ pub fn remove_push(
 
 /// `user`'s registrations removed within `push.removed_retention`, newest first (older ones
 /// wait for the hourly purge, and are not shown).
-pub fn removed_push(cfg: &Config, store: &Store, user: &str) -> Result<Vec<PushRemoval>> {
+pub fn removed_push(cfg: &Config, store: &dyn Backend, user: &str) -> Result<Vec<PushRemoval>> {
     let keep = i64::try_from(cfg.push.removed_retention.0.as_secs()).unwrap_or(i64::MAX);
     let since = unix_secs().saturating_sub(keep);
     Ok(store

@@ -9,7 +9,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald_store::{AccountStore, PushStore, RosterStore, StoreError};
+use herald_store::roles;
+use herald_store::StoreError;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 
@@ -157,7 +158,10 @@ async fn push_test(shared: &Arc<Shared>, args: &str) -> String {
 
 async fn account_exists(shared: &Arc<Shared>, user: &str) -> Result<(), String> {
     let u = user.to_string();
-    match shared.db(move |s| s.account_exists(&u)).await {
+    match shared
+        .db(move |s: &roles::Accounts| s.account_exists(&u))
+        .await
+    {
         Ok(true) => Ok(()),
         Ok(false) => Err("error no such user".into()),
         Err(e) => Err(format!("error {e}")),
@@ -197,7 +201,7 @@ async fn remove_user(shared: &Arc<Shared>, user: &str) -> String {
     shared.archive_inflight.wait_idle(user, END_WAIT).await;
     let u = user.to_string();
     let deleted = shared
-        .db(move |s| {
+        .db(move |s: &roles::All| {
             // Read last: a registration its sessions enabled while ending is included.
             let regs = s.push_registrations(&u)?;
             match s.delete_account(&u) {
@@ -242,7 +246,7 @@ async fn remove_user(shared: &Arc<Shared>, user: &str) -> String {
 async fn roster_changed(shared: &Arc<Shared>, user: &str, contact: &str) {
     let (u, c) = (user.to_string(), contact.to_string());
     let r = shared
-        .db(move |s| {
+        .db(move |s: &roles::Roster| {
             let (ver, _) = s.roster(&u)?;
             Ok((ver, s.roster_item(&u, &c)?))
         })

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use herald_proto::error::StanzaErrorCondition;
 use herald_proto::jid::Jid;
 use herald_proto::Element;
-use herald_store::{BlockStore, RosterStore};
+use herald_store::roles;
 
 use crate::ctx::SessionCtx;
 use crate::hooks::{Fut, PresenceToLocal};
@@ -27,7 +27,7 @@ async fn list(shared: &Arc<Shared>, user: &str) -> Arc<Vec<String>> {
         return l;
     }
     let u = user.to_string();
-    match shared.db_read(|s| s.blocklist(&u)) {
+    match shared.db_read(|s: &roles::Blocks| s.blocklist(&u)) {
         Ok(l) => shared.blocklists.put(user, l),
         Err(e) => {
             tracing::error!(error = %e, "blocklist lookup failed");
@@ -96,12 +96,14 @@ pub async fn handle_iq(session: &mut SessionCtx, el: &Element) -> Element {
         }
         BlockCmd::Block(jids) => {
             let j = jids.clone();
-            shared.db(move |s| s.block(&u, &j)).await
+            shared.db(move |s: &roles::Blocks| s.block(&u, &j)).await
         }
-        BlockCmd::Unblock(jids) if jids.is_empty() => shared.db(move |s| s.unblock_all(&u)).await,
+        BlockCmd::Unblock(jids) if jids.is_empty() => {
+            shared.db(move |s: &roles::Blocks| s.unblock_all(&u)).await
+        }
         BlockCmd::Unblock(jids) => {
             let j = jids.clone();
-            shared.db(move |s| s.unblock(&u, &j)).await
+            shared.db(move |s: &roles::Blocks| s.unblock(&u, &j)).await
         }
     };
     shared.blocklists.invalidate(&user);
@@ -141,7 +143,7 @@ pub async fn handle_iq(session: &mut SessionCtx, el: &Element) -> Element {
 /// The user's contacts that receive the user's presence (`from`/`both`), as bare JIDs.
 async fn presence_subscribers(shared: &Arc<Shared>, user: &str) -> Vec<String> {
     let u = user.to_string();
-    match shared.db(move |s| s.roster(&u)).await {
+    match shared.db(move |s: &roles::Roster| s.roster(&u)).await {
         Ok((_, items)) => items
             .into_iter()
             .filter(|i| {

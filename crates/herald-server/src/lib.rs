@@ -60,7 +60,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use herald_proto::stream::Limits;
-use herald_store::{AccountStore, ArchiveStore, BlockStore, Store, StoreError};
+use herald_store::{roles, Backend, Role, SharedBackend, Store, StoreError};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -109,7 +109,7 @@ pub struct Shared {
     pub router: router::Router,
     /// Persistent data (accounts, rosters, archive, offline, push, saved sessions). Written
     /// and read through `db`/`db_read` (blocking pool) and the archive writer.
-    pub store: Store,
+    pub store: SharedBackend,
     /// TLS for c2s. Built at start; used by the c2s listener and STARTTLS.
     pub tls: Arc<rustls::ServerConfig>,
     /// Decoder limits from the configuration, for every connection's parser.
@@ -169,14 +169,16 @@ impl Shared {
         &self.cfg.domain
     }
 
-    /// Runs a blocking store call off the async threads.
-    pub async fn db<T, F>(&self, f: F) -> Result<T, StoreError>
+    /// Runs a blocking store call off the async threads, on the store in the role `R` the
+    /// caller names (`|s: &roles::Roster| …`): a module reaches only the role it asks for.
+    pub async fn db<R, T, F>(&self, f: F) -> Result<T, StoreError>
     where
+        R: Role + ?Sized,
         T: Send + 'static,
-        F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&R) -> Result<T, StoreError> + Send + 'static,
     {
         let store = self.store.clone();
-        match tokio::task::spawn_blocking(move || f(&store)).await {
+        match tokio::task::spawn_blocking(move || f(R::of(&*store))).await {
             Ok(r) => r,
             Err(e) => Err(StoreError::Corrupt(format!("store task failed: {e}"))),
         }
@@ -254,23 +256,25 @@ impl Shared {
         match self.accounts.removal(bare) {
             None => false,
             Some(accounts::Removal::Ending) => true,
-            Some(accounts::Removal::Deleted) => match self.db_read(|s| s.account_exists(bare)) {
-                Ok(false) => true,
-                Ok(true) => {
-                    if self
-                        .accounts
-                        .unmark_removed(bare, accounts::Removal::Deleted)
-                    {
-                        self.mam_prefs.forget(bare);
-                        self.blocklists.forget(bare);
+            Some(accounts::Removal::Deleted) => {
+                match self.db_read(|s: &roles::Accounts| s.account_exists(bare)) {
+                    Ok(false) => true,
+                    Ok(true) => {
+                        if self
+                            .accounts
+                            .unmark_removed(bare, accounts::Removal::Deleted)
+                        {
+                            self.mam_prefs.forget(bare);
+                            self.blocklists.forget(bare);
+                        }
+                        false
                     }
-                    false
+                    Err(e) => {
+                        tracing::error!(error = %e, "account lookup failed");
+                        true
+                    }
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, "account lookup failed");
-                    true
-                }
-            },
+            }
         }
     }
 
@@ -278,11 +282,11 @@ impl Shared {
     /// SQLite's page cache in microseconds, far less than the two thread switches a
     /// `spawn_blocking` hop costs (measured: context switches were 44 % of login CPU). Writes
     /// and scans still go through [`Shared::db`].
-    pub fn db_read<T>(
+    pub fn db_read<R: Role + ?Sized, T>(
         &self,
-        f: impl FnOnce(&Store) -> Result<T, StoreError>,
+        f: impl FnOnce(&R) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        f(&self.store)
+        f(R::of(&*self.store))
     }
 
     /// A session task started.
@@ -392,7 +396,9 @@ impl Running {
             let _ = t.await;
         }
         match shared
-            .db(|s| herald_store::SessionStore::set_flag(s, persist::CLEAN_STOP, Some("1")))
+            .db(|s: &roles::Sessions| {
+                herald_store::SessionStore::set_flag(s, persist::CLEAN_STOP, Some("1"))
+            })
             .await
         {
             Ok(()) => tracing::info!(
@@ -415,8 +421,9 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     start_with_store(cfg, store).await
 }
 
-/// Like [`start`] with an already opened store.
-pub async fn start_with_store(cfg: Config, store: Store) -> anyhow::Result<Running> {
+/// Like [`start`] with an already opened store (any backend).
+pub async fn start_with_store(cfg: Config, store: impl Backend) -> anyhow::Result<Running> {
+    let store: SharedBackend = Arc::new(store);
     let tls = herald_transport::tls::server_config(&cfg)?;
     let limits = Limits {
         max_stanza_bytes: cfg.limits.max_stanza_bytes,
@@ -570,7 +577,11 @@ mod tests {
             };
             let running = start(cfg).await.unwrap();
             assert_eq!(
-                running.shared.store.synchronous().unwrap(),
+                (&*running.shared.store as &dyn std::any::Any)
+                    .downcast_ref::<Store>()
+                    .expect("the SQLite backend")
+                    .synchronous()
+                    .unwrap(),
                 synchronous,
                 "{durability}"
             );

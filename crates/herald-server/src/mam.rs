@@ -9,7 +9,8 @@ use herald_proto::error::{ErrorType, StanzaErrorCondition};
 use herald_proto::jid::Jid;
 use herald_proto::ns;
 use herald_proto::Element;
-use herald_store::{ArchiveStore, ArchivedMessage, MamPrefs, RosterStore, StoreError};
+use herald_store::roles;
+use herald_store::{ArchivedMessage, MamPrefs, StoreError};
 
 use crate::ctx::{Effect, SessionCtx};
 use crate::durable::{Deferred, DEFERRED, MAX_DEFERRED};
@@ -23,7 +24,7 @@ async fn prefs(shared: &Arc<Shared>, user: &str) -> Arc<MamPrefs> {
         return p;
     }
     let u = user.to_string();
-    match shared.db_read(|s| s.mam_prefs(&u)) {
+    match shared.db_read(|s: &roles::Archive| s.mam_prefs(&u)) {
         Ok(p) => shared.mam_prefs.put(user, p),
         Err(e) => {
             tracing::error!(error = %e, "archive preference lookup failed");
@@ -45,7 +46,7 @@ async fn prefs_allow(shared: &Arc<Shared>, user: &str, peer_bare: &str) -> bool 
     {
         let (u, p) = (user.to_string(), peer_bare.to_string());
         shared
-            .db(move |s| s.roster_item(&u, &p))
+            .db(move |s: &roles::Roster| s.roster_item(&u, &p))
             .await
             .map(|i| i.is_some())
             .unwrap_or(false)
@@ -268,7 +269,7 @@ pub async fn handle_iq(session: &mut SessionCtx, el: &Element, payload: &Element
     if payload.name() == "prefs" {
         if stanza::typ(el) == "get" {
             let u = user.clone();
-            return match shared.db(move |s| s.mam_prefs(&u)).await {
+            return match shared.db(move |s: &roles::Archive| s.mam_prefs(&u)).await {
                 Ok(p) => stanza::iq_result(
                     el,
                     Some(xm::prefs_element(pns, &p, &shared.cfg.mam.default)),
@@ -281,7 +282,9 @@ pub async fn handle_iq(session: &mut SessionCtx, el: &Element, payload: &Element
             Err(c) => return err(el, c, None),
         };
         let (u, p) = (user.clone(), prefs.clone());
-        let r = shared.db(move |s| s.set_mam_prefs(&u, &p)).await;
+        let r = shared
+            .db(move |s: &roles::Archive| s.set_mam_prefs(&u, &p))
+            .await;
         shared.mam_prefs.invalidate(&user);
         return match r {
             Ok(()) => stanza::iq_result(
@@ -307,7 +310,10 @@ pub async fn handle_iq(session: &mut SessionCtx, el: &Element, payload: &Element
         Err((c, text)) => return err(el, c, Some(&text)),
     };
     let (u, q) = (user.clone(), req.query.clone());
-    let page = match shared.db(move |s| s.query_archive(&u, &q)).await {
+    let page = match shared
+        .db(move |s: &roles::Archive| s.query_archive(&u, &q))
+        .await
+    {
         Ok(p) => p,
         Err(StoreError::NotFound) => {
             // XEP-0313 §4.1.3 / XEP-0059 §2.6: unknown paging id.
@@ -370,7 +376,10 @@ pub async fn retention(shared: Arc<Shared>) {
     loop {
         let cutoff =
             delay::now_micros() - shared.cfg.mam.max_age.0.as_micros().min(i64::MAX as u128) as i64;
-        match shared.db(move |s| s.purge_archive_before(cutoff)).await {
+        match shared
+            .db(move |s: &roles::Archive| s.purge_archive_before(cutoff))
+            .await
+        {
             Ok(n) if n > 0 => tracing::info!(deleted = n, "archive retention"),
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "archive retention failed"),
@@ -380,7 +389,9 @@ pub async fn retention(shared: Arc<Shared>) {
         let before = (crate::xep::delay::now_micros() / 1000)
             .saturating_sub(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
         if let Err(e) = shared
-            .db(move |s| herald_store::SessionStore::purge_tombstones_before(s, before))
+            .db(move |s: &roles::Sessions| {
+                herald_store::SessionStore::purge_tombstones_before(s, before)
+            })
             .await
         {
             tracing::error!(error = %e, "purging saved tombstones failed");
@@ -389,7 +400,9 @@ pub async fn retention(shared: Arc<Shared>) {
         let keep = i64::try_from(shared.cfg.push.removed_retention.0.as_secs()).unwrap_or(i64::MAX);
         let before = ((crate::xep::delay::now_micros() / 1000) / 1000).saturating_sub(keep);
         if let Err(e) = shared
-            .db(move |s| herald_store::PushStore::purge_push_removals_before(s, before))
+            .db(move |s: &roles::Push| {
+                herald_store::PushStore::purge_push_removals_before(s, before)
+            })
             .await
         {
             tracing::error!(error = %e, "purging removed push registrations failed");

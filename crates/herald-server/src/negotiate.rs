@@ -13,7 +13,8 @@ use herald_proto::ns;
 use herald_proto::sasl::{self, Mechanism, ScramHash, ScramKeys, ScramServer};
 use herald_proto::stream::{StreamEvent, StreamHeader, StreamNs, INTERNAL_NS};
 use herald_proto::Element;
-use herald_store::{AccountStore, Credentials, ScramRecord};
+use herald_store::roles;
+use herald_store::{Credentials, ScramRecord};
 use tokio::time::Instant;
 
 use crate::conn::{self, Conn, ConnError};
@@ -379,7 +380,7 @@ fn to_keys(hash: ScramHash, r: &ScramRecord) -> ScramKeys {
 
 async fn lookup(shared: &Arc<Shared>, user: &str) -> Option<Credentials> {
     let u = user.to_string();
-    match shared.db_read(|s| s.credentials(&u)) {
+    match shared.db_read(|s: &roles::Accounts| s.credentials(&u)) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "credential lookup failed");

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use herald_proto::error::{ErrorType, StanzaErrorCondition};
 use herald_proto::ns;
 use herald_proto::Element;
-use herald_store::{OfflineStore, StoreError};
+use herald_store::roles;
+use herald_store::StoreError;
 
 use crate::hooks;
 use crate::msg::{Command, Out, Routed, SessionMsg};
@@ -60,7 +61,10 @@ async fn store(shared: &Arc<Shared>, bare: &str, r: Routed, push: bool) {
     );
     let xml = String::from(&el);
     let (u, max) = (bare.to_string(), shared.cfg.offline.max_per_user);
-    match shared.db(move |s| s.store_offline(&u, &xml, max)).await {
+    match shared
+        .db(move |s: &roles::Offline| s.store_offline(&u, &xml, max))
+        .await
+    {
         Ok(_) => {
             tracing::debug!(user = %bare, "stored offline");
             if !push {
@@ -201,7 +205,11 @@ pub fn release_claim(shared: &Shared, bare: &str, session: u64) {
         c.remove(bare);
     }
     let u = bare.to_string();
-    if shared.db_read(|s| s.offline_count(&u)).unwrap_or(0) == 0 {
+    if shared
+        .db_read(|s: &roles::Offline| s.offline_count(&u))
+        .unwrap_or(0)
+        == 0
+    {
         return;
     }
     let mut others = shared.router.resources(bare);

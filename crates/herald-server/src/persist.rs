@@ -25,7 +25,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use herald_proto::jid::FullJid;
 use herald_proto::Element;
 use herald_push::engine::{RegKey, SessionPush};
-use herald_store::{SavedSession, SessionStore, SmQueued, SmSessionRecord};
+use herald_store::roles;
+use herald_store::{SavedSession, SmQueued, SmSessionRecord};
 use serde::{Deserialize, Serialize};
 
 use crate::msg::PushEvent;
@@ -190,7 +191,7 @@ pub async fn load(shared: &Arc<Shared>, restore: Restore) -> anyhow::Result<(Loa
     let now_ms = unix_millis();
     let since = now_ms.saturating_sub(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
     let (clean, saved, tombs) = shared
-        .db(move |s| {
+        .db(move |s: &roles::Sessions| {
             let clean = s.take_flag(CLEAN_STOP)?.is_some();
             Ok((clean, s.sm_sessions()?, s.tombstones_since(since)?))
         })
@@ -243,7 +244,7 @@ pub async fn load(shared: &Arc<Shared>, restore: Restore) -> anyhow::Result<(Loa
         loaded.recovered += 1;
     }
     shared
-        .db(move |s| {
+        .db(move |s: &roles::Sessions| {
             s.save_tombstones(&tombstones)?;
             for id in &done {
                 s.delete_sm_session(id)?;

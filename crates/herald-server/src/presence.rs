@@ -11,7 +11,8 @@ use herald_proto::jid::Jid;
 use herald_proto::stream::INTERNAL_NS;
 use herald_proto::Element;
 use herald_session::subscription::{self as sm, SubKind};
-use herald_store::{RosterItem, RosterStore, StoreError};
+use herald_store::roles;
+use herald_store::{RosterItem, StoreError};
 
 use crate::ctx::{Effect, SessionCtx};
 use crate::hooks::{Fut, PresenceToLocal};
@@ -28,7 +29,7 @@ pub use crate::ctx::SessionPresence;
 
 async fn roster_items(shared: &Arc<Shared>, user: &str) -> Vec<RosterItem> {
     let u = user.to_string();
-    match shared.db_read(|s| s.roster(&u)) {
+    match shared.db_read(|s: &roles::Roster| s.roster(&u)) {
         Ok((_, items)) => items,
         Err(e) => {
             tracing::error!(error = %e, "roster load failed");
@@ -44,7 +45,9 @@ async fn sub_state(
     contact: &str,
 ) -> Result<(Option<RosterItem>, Option<sm::State>), StoreError> {
     let (u, c) = (user.to_string(), contact.to_string());
-    shared.db(move |s| roster::load_state(s, &u, &c)).await
+    shared
+        .db(move |s: &roles::Roster| roster::load_state(s, &u, &c))
+        .await
 }
 
 /// Whether `contact` may see `user`'s presence (a store failure counts as no).
@@ -192,7 +195,7 @@ async fn initial_presence(session: &mut SessionCtx, items: &[RosterItem]) -> Vec
     // RFC 6121 §3.1.3: pending subscription requests are redelivered at each login.
     let u = session.bare.clone();
     let requests = shared
-        .db_read(|s| s.subscription_requests(&u))
+        .db_read(|s: &roles::Roster| s.subscription_requests(&u))
         .unwrap_or_default();
     requests
         .into_iter()
@@ -339,7 +342,7 @@ pub async fn subscription_out(
         let creates = item.is_none() && new.roster_view() != (sm::Sub::None, false);
         let max = shared.cfg.roster.max_items;
         match shared
-            .db(move |s| {
+            .db(move |s: &roles::Roster| {
                 // The roster size limit holds for items a subscription creates as well
                 // as for roster sets (RFC 6121 §2.3.3: resource-constraint).
                 if creates && s.roster_len(&u)? >= max {
@@ -420,7 +423,7 @@ pub async fn subscription_in(shared: &Arc<Shared>, user: &str, el: Element, kind
         let (u, c, new) = (user.to_string(), contact.clone(), inb.new_state);
         let max_pending = shared.cfg.roster.max_pending_requests;
         match shared
-            .db(move |s| {
+            .db(move |s: &roles::Roster| {
                 let request = roster::Request {
                     xml: &xml,
                     max_pending,

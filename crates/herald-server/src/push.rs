@@ -11,7 +11,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use herald_proto::Element;
 use herald_push::engine::{Action, Engine, PushConfig, RegKey, Registration, Removal, SessionId};
 use herald_store::push_stats::PushStatsWriter;
-use herald_store::{PushRegistration, PushStatsUpdate, PushStore, RemovalNote, StoreError};
+use herald_store::roles;
+use herald_store::{PushRegistration, PushStatsUpdate, RemovalNote, StoreError};
 use tokio::sync::mpsc;
 
 use crate::msg::{PushEvent, PushStats, SessionMsg, SessionTx};
@@ -243,7 +244,7 @@ async fn ensure_loaded(
     }
     stats.sync_for(user).await;
     let u = user.to_string();
-    match shared.db_read(|s| s.push_registrations(&u)) {
+    match shared.db_read(|s: &roles::Push| s.push_registrations(&u)) {
         Ok(regs) => engine.load_user(user, regs.iter().map(from_store).collect()),
         Err(e) => tracing::error!(error = %e, %user, "loading push registrations failed"),
     }
@@ -284,7 +285,10 @@ async fn handle(
             // Store first: a failure must change nothing (XEP-0357 via the rule).
             stats.sync().await;
             let rec = to_store(&user, &reg);
-            match shared.db(move |s| s.upsert_push_registration(&rec)).await {
+            match shared
+                .db(move |s: &roles::Push| s.upsert_push_registration(&rec))
+                .await
+            {
                 Ok(()) => {
                     let key = reg.key.clone();
                     let actions = engine.enable(&user, session, reg, now);
@@ -324,7 +328,7 @@ async fn handle(
             // Recorded for `herald push list` with who removed it; the engine's own removal
             // that follows finds nothing left to delete or record.
             let stored = shared
-                .db(move |s| {
+                .db(move |s: &roles::Push| {
                     s.remove_push_registrations(&u, &j, n.as_deref(), &note)
                         .map(|_| ())
                 })
@@ -505,7 +509,11 @@ async fn execute(
             Action::SaveRegistration { user, reg } => {
                 stats.sync().await;
                 let rec = to_store(&user, &reg);
-                log_store(shared.db(move |s| s.upsert_push_registration(&rec)).await);
+                log_store(
+                    shared
+                        .db(move |s: &roles::Push| s.upsert_push_registration(&rec))
+                        .await,
+                );
             }
             Action::DeleteRegistration { user, key, reason } => {
                 tracing::info!(%user, app = %key.jid, node = %key.node, %reason, "push registration removed");
@@ -520,7 +528,7 @@ async fn execute(
                 };
                 log_store(
                     shared
-                        .db(move |s| {
+                        .db(move |s: &roles::Push| {
                             let note = RemovalNote {
                                 removed_at: unix_now(),
                                 reason: &why,

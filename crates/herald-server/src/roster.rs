@@ -8,7 +8,7 @@ use herald_proto::error::{ErrorType, StanzaErrorCondition};
 use herald_proto::stream::INTERNAL_NS;
 use herald_proto::Element;
 use herald_session::subscription::{State, Sub};
-use herald_store::{RosterItem, RosterStore, StoreError, Subscription};
+use herald_store::{roles, RosterItem, StoreError, Subscription};
 
 use crate::ctx::SessionCtx;
 use crate::msg::Command;
@@ -39,7 +39,7 @@ pub fn from_sub(s: Sub) -> Subscription {
 
 /// The user's item for `contact` and the subscription state (None: no item, no request).
 pub fn load_state(
-    store: &herald_store::Store,
+    store: &roles::Roster,
     user: &str,
     contact: &str,
 ) -> Result<(Option<RosterItem>, Option<State>), StoreError> {
@@ -68,7 +68,7 @@ pub struct Request<'a> {
 /// Writes a new state; returns (version, item) when the roster item changed (for a push).
 /// [`StoreError::QuotaExceeded`], with nothing written, if `request` is over its limit.
 pub fn save_state(
-    store: &herald_store::Store,
+    store: &roles::Roster,
     user: &str,
     contact: &str,
     item: Option<RosterItem>,
@@ -142,7 +142,7 @@ pub async fn handle_iq(session: &mut SessionCtx, el: &Element) -> Element {
         RosterReq::Get { ver } => {
             session.presence.interested = true;
             let u = user.clone();
-            let (cur, items) = match shared.db(move |s| s.roster(&u)).await {
+            let (cur, items) = match shared.db(move |s: &roles::Roster| s.roster(&u)).await {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!(error = %e, "roster load failed");
@@ -170,7 +170,7 @@ pub async fn handle_iq(session: &mut SessionCtx, el: &Element) -> Element {
             let (u, max) = (user.clone(), shared.cfg.roster.max_items);
             let it = item;
             let r = shared
-                .db(move |s| {
+                .db(move |s: &roles::Roster| {
                     let existing = s.roster_item(&u, &it.jid)?;
                     if existing.is_none() && s.roster_len(&u)? >= max {
                         return Err(StoreError::QuotaExceeded);
@@ -229,7 +229,9 @@ pub async fn remove_contact(
     contact: &str,
 ) -> Result<bool, StoreError> {
     let (u, c) = (user.to_string(), contact.to_string());
-    let (item, state) = shared.db(move |s| load_state(s, &u, &c)).await?;
+    let (item, state) = shared
+        .db(move |s: &roles::Roster| load_state(s, &u, &c))
+        .await?;
     if item.is_none() {
         return Ok(false);
     }
@@ -252,7 +254,7 @@ pub async fn remove_contact(
     }
     let (u, c) = (user.to_string(), contact.to_string());
     let ver = shared
-        .db(move |s| {
+        .db(move |s: &roles::Roster| {
             let _ = s.remove_subscription_request(&u, &c)?;
             s.remove_roster_item(&u, &c)
         })

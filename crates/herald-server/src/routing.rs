@@ -8,7 +8,7 @@ use crate::inbox::TrySendError;
 use herald_proto::error::{ErrorType, StanzaErrorCondition};
 use herald_proto::jid::Jid;
 use herald_proto::Element;
-use herald_store::AccountStore;
+use herald_store::roles;
 
 use crate::msg::{Routed, SessionMsg};
 use crate::router::ResourceEntry;
@@ -133,7 +133,7 @@ async fn user_exists(shared: &Arc<Shared>, bare: &str) -> bool {
         return true;
     }
     let b = bare.to_string();
-    match shared.db_read(|s| s.account_exists(&b)) {
+    match shared.db_read(|s: &roles::Accounts| s.account_exists(&b)) {
         Ok(e) => e,
         Err(e) => {
             tracing::error!(error = %e, "account lookup failed");

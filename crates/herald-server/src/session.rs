@@ -14,7 +14,7 @@ use herald_proto::stream::StreamEvent;
 use herald_proto::Element;
 use herald_session::csi::CsiBuffer;
 use herald_session::sm::{SmConfig, SmError, SmEvent, StreamManagement};
-use herald_store::{OfflineStore, SessionStore};
+use herald_store::roles;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -798,7 +798,7 @@ impl Session {
         match self
             .ctx
             .shared
-            .db(move |s| s.save_sm_sessions(std::slice::from_ref(&rec)))
+            .db(move |s: &roles::Sessions| s.save_sm_sessions(std::slice::from_ref(&rec)))
             .await
         {
             Ok(()) => {
@@ -829,7 +829,7 @@ impl Session {
         match self
             .ctx
             .shared
-            .db(move |s| s.append_sm_queue(&id, &items, out_h))
+            .db(move |s: &roles::Sessions| s.append_sm_queue(&id, &items, out_h))
             .await
         {
             Ok(true) => {}
@@ -849,7 +849,12 @@ impl Session {
         let Some(id) = self.sm_id.clone() else {
             return;
         };
-        if let Err(e) = self.ctx.shared.db(move |s| s.delete_sm_session(&id)).await {
+        if let Err(e) = self
+            .ctx
+            .shared
+            .db(move |s: &roles::Sessions| s.delete_sm_session(&id))
+            .await
+        {
             // At the next start it is handled as a session of a crashed run (tombstone,
             // queue to offline storage): a duplicate at worst, never a loss.
             tracing::error!(error = %e, "deleting the saved session failed");
@@ -1138,7 +1143,12 @@ impl Session {
                 .tombstone_insert(&id, &self.ctx.bare, last_h);
             if !self.ctx.shared.account_gone(&self.ctx.bare) {
                 let t = vec![(self.ctx.bare.clone(), id, last_h, persist::unix_millis())];
-                if let Err(e) = self.ctx.shared.db(move |s| s.save_tombstones(&t)).await {
+                if let Err(e) = self
+                    .ctx
+                    .shared
+                    .db(move |s: &roles::Sessions| s.save_tombstones(&t))
+                    .await
+                {
                     tracing::warn!(error = %e, "saving the tombstone failed");
                 }
             }
@@ -1439,7 +1449,11 @@ impl Session {
                 return Flow::Continue;
             };
             let u = self.ctx.bare.clone();
-            let page = match self.ctx.shared.db_read(|s| s.offline_page(&u, after, room)) {
+            let page = match self
+                .ctx
+                .shared
+                .db_read(|s: &roles::Offline| s.offline_page(&u, after, room))
+            {
                 Ok(p) => p,
                 Err(e) => {
                     // The rows stay stored; the next login (or CheckOffline) tries again.
@@ -1496,7 +1510,7 @@ impl Session {
         if let Err(e) = self
             .ctx
             .shared
-            .db(move |s| s.delete_offline(&u, &ids))
+            .db(move |s: &roles::Offline| s.delete_offline(&u, &ids))
             .await
         {
             // Delivered again at the next login: a duplicate, never a loss.

@@ -14,7 +14,7 @@ use common::*;
 use herald_proto::Element;
 use herald_server::config::Dur;
 use herald_server::Config;
-use herald_store::{AccountStore, ArchiveQuery, ArchiveStore, OfflineStore};
+use herald_store::ArchiveQuery;
 
 const SM: &str = "urn:xmpp:sm:3";
 const STREAMS: &str = "urn:ietf:params:xml:ns:xmpp-streams";
@@ -148,7 +148,7 @@ async fn removing_a_user_ends_its_hibernated_session_and_keeps_nothing_of_it() {
     }
     bounced.sort();
     assert_eq!(bounced, ["m1", "m2"]);
-    let store = &shared.store;
+    let store = &*shared.store;
     assert!(!store.account_exists("bob@localhost").unwrap());
     assert_eq!(store.offline_count("bob@localhost").unwrap(), 0);
     let q = ArchiveQuery {
@@ -194,7 +194,7 @@ async fn a_password_change_ends_every_session_and_hands_their_queues_on() {
     desk.sync("d1").await;
 
     let jid = herald_server::admin::account_jid(&shared.cfg, "bob").unwrap();
-    herald_server::admin::set_password(&shared.store, &jid, "new").unwrap();
+    herald_server::admin::set_password(&*shared.store, &jid, "new").unwrap();
     assert_eq!(admin(&s, "password-changed bob@localhost").await, "ok 2");
     let (cond, text) = stream_error(&mut desk).await;
     assert_eq!(

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use common::*;
 use herald_proto::Element;
-use herald_store::OfflineStore;
 
 const SM: &str = "urn:xmpp:sm:3";
 
@@ -306,7 +305,7 @@ fn quiet_sm(c: &mut herald_server::Config) {
 /// `n` accounts `{prefix}0..` with password "pw" (one shared salt: fast).
 fn bulk(s: &TestServer, prefix: &str, n: usize) {
     let shared = &s.running.shared;
-    herald_server::admin::add_bulk(&shared.store, &shared.cfg, prefix, n, "pw", |_| {}).unwrap();
+    herald_server::admin::add_bulk(&*shared.store, &shared.cfg, prefix, n, "pw", |_| {}).unwrap();
 }
 
 /// `<resume/>` on a new connection; returns the client and the server's answer.
@@ -522,7 +521,7 @@ async fn after_a_crash_sleeping_phones_are_woken_once_each_no_faster_than_the_ra
     }
     let shared = s.running.shared.clone();
     wait_until("all saved", || {
-        herald_store::SessionStore::sm_sessions(&shared.store)
+        herald_store::SessionStore::sm_sessions(&*shared.store)
             .map(|v| v.len() == N)
             .unwrap_or(false)
     })

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use common::*;
 use herald_proto::Element;
-use herald_store::{RosterItem, RosterStore, Subscription};
+use herald_store::{RosterItem, Subscription};
 
 const PW: &str = "pw";
 const ROSTER: &str = "jabber:iq:roster";
@@ -1347,7 +1347,7 @@ async fn offline_messages_not_acked_under_stream_management_are_kept() {
     .await;
     // The ended session hands its unacknowledged stanzas on after the broadcast; wait for
     // the store to have them back rather than for a fixed time.
-    let store = &s.running.shared.store;
+    let store = &*s.running.shared.store;
     tokio::time::timeout(WAIT, async {
         loop {
             let n = herald_store::OfflineStore::offline_messages(store, "bob@localhost")

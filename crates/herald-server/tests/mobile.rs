@@ -14,7 +14,6 @@ use common::*;
 use herald_proto::Element;
 use herald_server::config::Dur;
 use herald_server::Config;
-use herald_store::OfflineStore;
 
 const SM: &str = "urn:xmpp:sm:3";
 const DELAY: &str = "urn:xmpp:delay";

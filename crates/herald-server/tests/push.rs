@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::*;
 use herald_proto::Element;
-use herald_store::{OfflineStore, PushRegistration, PushStore};
+use herald_store::PushRegistration;
 
 const BOB: &str = "bob@localhost";
 const PUBLISH_OPTIONS: &str = "<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'><value>http://jabber.org/protocol/pubsub#publish-options</value></field><field var='secret'><value>eruio234vzxc</value></field></x>";

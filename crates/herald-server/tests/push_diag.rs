@@ -12,7 +12,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::*;
 use herald_server::push_diag::{TestOutcome, TestResult};
-use herald_store::PushStore;
 
 const BOB: &str = "bob@localhost";
 
@@ -238,14 +237,14 @@ async fn push_list_shows_removed_registrations_with_reason_and_time() {
     let cfg = s.running.shared.cfg.clone();
     let (c, st) = (cfg.clone(), store.clone());
     let n = tokio::task::spawn_blocking(move || {
-        herald_server::admin::remove_push(&c, &st, BOB, APP_DOMAIN, Some("spare"))
+        herald_server::admin::remove_push(&c, &*st, BOB, APP_DOMAIN, Some("spare"))
     })
     .await
     .unwrap()
     .unwrap();
     assert_eq!(n, 1);
 
-    let removed = herald_server::admin::removed_push(&cfg, &store, BOB).unwrap();
+    let removed = herald_server::admin::removed_push(&cfg, &*store, BOB).unwrap();
     let mut rows: Vec<(&str, &str, Option<&str>, u32)> = removed
         .iter()
         .map(|r| {
@@ -298,12 +297,12 @@ async fn push_list_shows_removed_registrations_with_reason_and_time() {
     };
     store.record_push_removal(&old).unwrap();
     assert_eq!(
-        herald_server::admin::removed_push(&cfg, &store, BOB)
+        herald_server::admin::removed_push(&cfg, &*store, BOB)
             .unwrap()
             .len(),
         4
     );
-    assert!(herald_server::admin::removed_push(&short, &store, BOB)
+    assert!(herald_server::admin::removed_push(&short, &*store, BOB)
         .unwrap()
         .iter()
         .all(|r| r.removed_at >= after));

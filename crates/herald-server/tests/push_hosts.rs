@@ -9,7 +9,6 @@ mod common;
 
 use common::*;
 use herald_server::config::{HostEntry, HostPushConfig};
-use herald_store::PushStore;
 
 /// The primary domain of the test configuration.
 const PRIMARY: &str = "localhost";
@@ -154,7 +153,7 @@ async fn an_app_server_error_addressed_to_a_virtual_host_counts_against_its_regi
     assert_eq!((bob.from.as_str(), dave.from.as_str()), (PRIMARY, FULL));
     // The error to full.example reached the push task and the host's max_errors applied.
     app.assert_quiet(&s).await;
-    let store = &s.running.shared.store;
+    let store = &*s.running.shared.store;
     assert!(store.push_registrations(DAVE).unwrap().is_empty());
     let kept = store.push_registrations(BOB).unwrap();
     assert_eq!(kept.len(), 1, "the primary's max_errors is 16");

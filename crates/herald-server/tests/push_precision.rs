@@ -9,7 +9,6 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use herald_store::OfflineStore;
 
 const BOB: &str = "bob@localhost";
 

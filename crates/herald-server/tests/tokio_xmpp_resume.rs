@@ -25,7 +25,6 @@ use std::time::Duration;
 use common::*;
 use futures::StreamExt;
 use herald_server::config::Dur;
-use herald_store::OfflineStore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};

@@ -4,7 +4,10 @@
 //! messages costs one commit, not one per message. Each caller still waits until its own
 //! message is durable, so the archive is written before the sender's message is acked.
 
-use crate::{ArchiveStore, ArchivedMessage, Store, StoreError};
+use crate::{ArchiveStore, ArchivedMessage, StoreError};
+
+/// The archive role the writer's thread needs.
+type Archive = std::sync::Arc<dyn ArchiveStore + Send + Sync>;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -34,13 +37,13 @@ enum Work {
 /// Handle to the writer thread.
 pub struct ArchiveWriter {
     tx: Option<mpsc::Sender<Work>>,
-    store: Store,
+    store: Archive,
 }
 
 impl ArchiveWriter {
     /// Starts the writer thread (falls back to direct writes if no thread can be made);
     /// it commits `delay` after the first write of each batch (`mam.commit_delay`).
-    pub fn start(store: Store, delay: Duration) -> ArchiveWriter {
+    pub fn start(store: Archive, delay: Duration) -> ArchiveWriter {
         let (tx, rx) = mpsc::channel(8192);
         let s = store.clone();
         let tx = std::thread::Builder::new()
@@ -109,7 +112,7 @@ impl ArchiveWriter {
     }
 }
 
-fn run(store: Store, mut rx: mpsc::Receiver<Work>, delay: Duration) {
+fn run(store: Archive, mut rx: mpsc::Receiver<Work>, delay: Duration) {
     while let Some(first) = rx.blocking_recv() {
         let mut jobs = vec![first];
         drain(&mut rx, &mut jobs);
@@ -193,7 +196,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_writes_all_commit_and_a_duplicate_fails_alone() {
-        let store = Store::open_in_memory().unwrap();
+        let store = std::sync::Arc::new(crate::Store::open_in_memory().unwrap());
         let w = std::sync::Arc::new(ArchiveWriter::start(store.clone(), Duration::ZERO));
         let mut tasks = Vec::new();
         for i in 0..200 {

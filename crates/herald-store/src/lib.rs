@@ -44,3 +44,76 @@ pub use push::{
 pub use roster::{RosterItem, RosterStore, Subscription};
 pub use session::{SavedSession, SessionStore, SmQueued, SmSessionRecord};
 pub use sqlite::{Durability, Store, StoreOptions};
+
+/// A whole backend: every role at once. The server holds one as `Arc<dyn Backend>` and
+/// never names [`Store`], so its modules reach only the roles whose traits they import and
+/// another engine plugs in by implementing the role traits. `Any` lets a test look at the
+/// engine behind it.
+pub trait Backend:
+    AccountStore
+    + ArchiveStore
+    + BlockStore
+    + OfflineStore
+    + PushStore
+    + RosterStore
+    + SessionStore
+    + std::any::Any
+    + Send
+    + Sync
+{
+}
+
+impl Backend for Store {}
+
+/// A shared handle on a backend.
+pub type SharedBackend = std::sync::Arc<dyn Backend>;
+
+/// The roles a server module asks the backend for, as trait objects: a module names the one
+/// it needs (`|s: &roles::Roster| …`), so it can reach nothing else of the store.
+pub mod roles {
+    use super::*;
+
+    /// Accounts and credentials.
+    pub type Accounts = dyn AccountStore + Send + Sync;
+    /// The message archive and its preferences.
+    pub type Archive = dyn ArchiveStore + Send + Sync;
+    /// Blocklists.
+    pub type Blocks = dyn BlockStore + Send + Sync;
+    /// Offline messages.
+    pub type Offline = dyn OfflineStore + Send + Sync;
+    /// Push registrations and their statistics.
+    pub type Push = dyn PushStore + Send + Sync;
+    /// Rosters and subscription requests.
+    pub type Roster = dyn RosterStore + Send + Sync;
+    /// Saved XEP-0198 sessions, tombstones and flags.
+    pub type Sessions = dyn SessionStore + Send + Sync;
+    /// Every role, for the few operations that span several (an account's removal).
+    pub type All = dyn Backend;
+}
+
+/// A role a backend plays: how to see a whole backend as it.
+pub trait Role: Send + Sync {
+    /// The backend in this role.
+    fn of(backend: &dyn Backend) -> &Self;
+}
+
+macro_rules! role {
+    ($($t:ty),*) => {$(
+        impl Role for $t {
+            fn of(backend: &dyn Backend) -> &Self {
+                backend
+            }
+        }
+    )*};
+}
+
+role!(
+    roles::Accounts,
+    roles::Archive,
+    roles::Blocks,
+    roles::Offline,
+    roles::Push,
+    roles::Roster,
+    roles::Sessions,
+    roles::All
+);

@@ -2,7 +2,10 @@
 //! registration): one transaction per burst of app server replies instead of one commit
 //! per reply, off the caller's task, in order.
 
-use crate::{PushStatsUpdate, PushStore, Store};
+use crate::{PushStatsUpdate, PushStore};
+
+/// The push role the writer needs.
+type Push = std::sync::Arc<dyn PushStore + Send + Sync>;
 
 /// Longest a reply's statistics wait before they are written.
 const STATS_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
@@ -22,7 +25,7 @@ const STATS_MAX: usize = 1024;
 /// a registration in the order the engine made it. Counts still survive a restart (push
 /// rules: error counts are persisted): a stop writes what is pending (see `Drop`).
 pub struct PushStatsWriter {
-    store: Store,
+    store: Push,
     pending: Vec<PushStatsUpdate>,
     due: Option<tokio::time::Instant>,
     writing: Option<tokio::task::JoinHandle<()>>,
@@ -30,7 +33,7 @@ pub struct PushStatsWriter {
 
 impl PushStatsWriter {
     /// A writer for `store` with nothing pending.
-    pub fn new(store: Store) -> PushStatsWriter {
+    pub fn new(store: Push) -> PushStatsWriter {
         PushStatsWriter {
             store,
             pending: Vec::new(),
@@ -61,7 +64,7 @@ impl PushStatsWriter {
         let items = std::mem::take(&mut self.pending);
         let store = self.store.clone();
         self.writing = Some(tokio::task::spawn_blocking(move || {
-            write_stats(&store, &items)
+            write_stats(&*store, &items)
         }));
     }
 
@@ -98,12 +101,12 @@ impl Drop for PushStatsWriter {
         // The push task is stopping (or was aborted): one last small transaction, so a
         // restart sees the counts the engine had.
         if !self.pending.is_empty() {
-            write_stats(&self.store, &self.pending);
+            write_stats(&*self.store, &self.pending);
         }
     }
 }
 
-fn write_stats(store: &Store, items: &[PushStatsUpdate]) {
+fn write_stats(store: &(dyn PushStore + Send + Sync), items: &[PushStatsUpdate]) {
     // Registrations removed meanwhile (disable, max_errors) are skipped: nothing to record.
     if let Err(e) = store.update_push_stats_batch(items) {
         tracing::error!(error = %e, n = items.len(), "push statistics write failed");
