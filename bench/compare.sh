@@ -87,12 +87,15 @@ export BENCH_BIN
 # wanted NAME: true if ONLY is empty or names NAME (ONLY may be a comma list).
 wanted() { [[ -z $ONLY || ,$ONLY, == *,$1,* ]]; }
 
-# bench NAME LABEL ARGS...: one herald-bench scenario against server NAME. A failed scenario is
-# logged and listed at the end; the others (and the other servers) still run.
+# bench NAME LABEL ARGS...: one herald-bench scenario against server NAME (pid SERVER_PID), once
+# the server is idle again (settle). A failed scenario is logged and listed at the end; the
+# others (and the other servers) still run.
 FAILED=()
 bench() {
-	local name=$1 label=$2 rc=0
+	local name=$1 label=$2 rc=0 waited
 	shift 2
+	waited=$(settle "$SERVER_PID")
+	((waited <= 1)) || log "[$name] before $label: the server was busy for another $waited s"
 	timeout 300 "$BENCH_BIN" "$@" || rc=$?
 	if ((rc)); then
 		FAILED+=("$name $label (exit $rc)")
@@ -106,6 +109,7 @@ rename() { [[ ! -f $1 ]] || sed -i "s/\"scenario\": \"$2\"/\"scenario\": \"$3\"/
 # run_all NAME PORT COMPONENT_PORT PID: the same scenarios, in the same order, for one server.
 run_all() {
 	local name=$1 port=$2 cport=$3 pid=$4
+	SERVER_PID=$pid
 	local common=(--port "$port" --domain localhost --user-prefix "$BENCH_PREFIX"
 		--password "$BENCH_PASSWORD" --tls "$TLS" --auth "$AUTH" --server-pid "$pid")
 	local push=(--component-domain push.localhost --component-secret "$COMPONENT_SECRET"

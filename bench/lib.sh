@@ -19,6 +19,25 @@ wait_port() {
 # port_free PORT: true if nothing listens there.
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# cpu_ticks PID: user+system CPU of a process in clock ticks (fields 14 and 15 of its stat).
+cpu_ticks() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat" 2>/dev/null; }
+
+# settle PID [MAX]: waits until the process used less than 5 % of a core over one second (the
+# previous scenario's backlog is done), at most MAX seconds (default 60); prints the seconds it
+# waited. An overloaded server can still be delivering a scenario's messages long after the
+# client gave up on them, and would charge that work to the next scenario.
+settle() {
+	local pid=$1 max=${2:-60} start=$SECONDS prev now
+	prev=$(cpu_ticks "$pid") || { echo 0; return; }
+	while ((SECONDS - start < max)); do
+		sleep 1
+		now=$(cpu_ticks "$pid") || break
+		((now - prev < 5)) && break
+		prev=$now
+	done
+	echo $((SECONDS - start))
+}
+
 stop_started() {
 	local pid
 	for pid in "${STARTED_PIDS[@]}"; do
