@@ -4,7 +4,7 @@
 # the ratios Herald/Prosody and Herald/ejabberd. Bounded in count and time; every process it
 # starts is stopped on exit (trap).
 #
-# Usage: bench/compare.sh            (defaults finish in about ten minutes)
+# Usage: bench/compare.sh            (defaults finish in about five minutes)
 # Scale with env vars, e.g.: LOGIN_N=5000 IDLE_N=10000 MSG_SECS=20 PUSH_N=2000 bench/compare.sh
 #   HERALD=path/to/herald   (default: target/release/herald; missing => Herald column skipped)
 #   ONLY=prosody|ejabberd|herald   run some servers only (a comma list: ONLY=ejabberd,herald)
