@@ -133,12 +133,9 @@ TOML
 # ejabberd_libs: the directory holding ejabberd's ebin/ (what ejabberdctl puts in ERL_LIBS),
 # from EJABBERD_LIBS or the Debian package's layout; fails if ejabberd is not installed.
 ejabberd_libs() {
-	if [[ -n ${EJABBERD_LIBS:-} ]]; then
-		echo "$EJABBERD_LIBS"
-		return
-	fi
-	local app
-	for app in /usr/lib/*/ejabberd-*/ebin/ejabberd.app /usr/lib/ejabberd*/ebin/ejabberd.app; do
+	local app globs=(/usr/lib/*/ejabberd-*/ebin/ejabberd.app /usr/lib/ejabberd*/ebin/ejabberd.app)
+	[[ -z ${EJABBERD_LIBS:-} ]] || globs=("$EJABBERD_LIBS"/ejabberd*/ebin/ejabberd.app)
+	for app in "${globs[@]}"; do
 		[[ -f $app ]] && { dirname "$(dirname "$(dirname "$app")")"; return; }
 	done
 	return 1
