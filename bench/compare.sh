@@ -1,18 +1,25 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark: Prosody (Debian package) and Herald on loopback, same users, same
-# scenarios, same client (herald-bench), then each figure for both and the ratio Herald/Prosody.
-# Bounded in count and time; every process it starts is stopped on exit (trap).
+# Side-by-side benchmark: Prosody and ejabberd (Debian packages) and Herald on loopback, same
+# users, same scenarios, same client (herald-bench), then each figure for the three servers and
+# the ratios Herald/Prosody and Herald/ejabberd. Bounded in count and time; every process it
+# starts is stopped on exit (trap).
 #
-# Usage: bench/compare.sh            (defaults finish in a few minutes)
+# Usage: bench/compare.sh            (defaults finish in about five minutes)
 # Scale with env vars, e.g.: LOGIN_N=5000 IDLE_N=10000 MSG_SECS=20 PUSH_N=2000 bench/compare.sh
-#   HERALD=path/to/herald   (default: target/release/herald; missing => Herald half skipped)
-#   ONLY=prosody|herald     run one side only
+#   HERALD=path/to/herald   (default: target/release/herald; missing => Herald column skipped)
+#   ONLY=prosody|ejabberd|herald   run some servers only (a comma list: ONLY=ejabberd,herald)
 #   TLS=none|starttls       c2s security for every scenario (default none)
 #   AUTH=scram-sha1|plain   SASL mechanism (default scram-sha1)
-#   PROSODY_MAM=internal|sql|off   Prosody archive storage (default internal; see BENCHMARKS.md)
+#   PROSODY_MAM=internal|sql|off   Prosody archive storage (default internal; see BENCHMARKS.md);
+#                           off also turns MAM off on ejabberd and Herald
 #   PUSH_RATE=n             messages/s of the second push run (default 200; the first is a burst)
 #   OUT=dir                 where JSON results go (default: a temp dir, printed at the end)
-#   KEEP_DATA=1             keep both servers' data directories (about 300 MB) after the run
+#   KEEP_DATA=1             keep the servers' data directories (about 300 MB) after the run
+# ejabberd (apt-get install ejabberd; missing => its column skipped) runs from the Debian
+# package's code with a generated config (bench/ejabberd.yml.in) and its own mnesia spool in the
+# temp dir, in the foreground under this script, without ejabberdctl (see bench/lib.sh).
+# Ports: PROSODY_C2S_PORT/PROSODY_COMPONENT_PORT (15222/15347), EJABBERD_C2S_PORT/
+# EJABBERD_COMPONENT_PORT (35222/35347), HERALD_C2S_PORT/HERALD_COMPONENT_PORT (25222/25347).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -39,9 +46,12 @@ PROSODY_COMPONENT_PORT=${PROSODY_COMPONENT_PORT:-15347}
 HERALD_C2S_PORT=${HERALD_C2S_PORT:-25222}
 HERALD_TLS_PORT=${HERALD_TLS_PORT:-25223}
 HERALD_COMPONENT_PORT=${HERALD_COMPONENT_PORT:-25347}
+EJABBERD_C2S_PORT=${EJABBERD_C2S_PORT:-35222}
+EJABBERD_COMPONENT_PORT=${EJABBERD_COMPONENT_PORT:-35347}
 HERALD=${HERALD:-$ROOT/target/release/herald}
 export BENCH_PREFIX BENCH_PASSWORD COMPONENT_SECRET PROSODY_C2S_PORT PROSODY_COMPONENT_PORT \
-	HERALD_C2S_PORT HERALD_TLS_PORT HERALD_COMPONENT_PORT HERALD
+	HERALD_C2S_PORT HERALD_TLS_PORT HERALD_COMPONENT_PORT HERALD EJABBERD_C2S_PORT \
+	EJABBERD_COMPONENT_PORT TLS
 
 # Disjoint user ranges so one scenario's leftovers (archives, push registrations, hibernated
 # sessions) never touch another's: idle | messages (two runs) | push (two runs, +1 sender each).
@@ -59,7 +69,7 @@ mkdir -p "$OUT"
 cleanup() {
 	stop_started
 	# The stores hold every benchmark message; repeated runs filled the disk when they stayed.
-	[[ ${KEEP_DATA:-0} == 1 ]] || rm -rf "$WORK"/herald/data "$WORK"/prosody/data
+	[[ ${KEEP_DATA:-0} == 1 ]] || rm -rf "$WORK"/herald/data "$WORK"/prosody/data "$WORK"/ejabberd/spool
 	log "results in $OUT; server logs in $WORK"
 }
 trap cleanup EXIT
@@ -74,65 +84,106 @@ if [[ -z $BENCH_BIN ]]; then
 fi
 export BENCH_BIN
 
+# wanted NAME: true if ONLY is empty or names NAME (ONLY may be a comma list).
+wanted() { [[ -z $ONLY || ,$ONLY, == *,$1,* ]]; }
+
+# bench NAME LABEL ARGS...: one herald-bench scenario against server NAME (pid SERVER_PID), once
+# the server is idle again (settle). A failed scenario is logged and listed at the end; the
+# others (and the other servers) still run.
+FAILED=()
+bench() {
+	local name=$1 label=$2 rc=0 waited
+	shift 2
+	waited=$(settle "$SERVER_PID")
+	((waited <= 1)) || log "[$name] before $label: the server was busy for another $waited s"
+	timeout 300 "$BENCH_BIN" "$@" || rc=$?
+	if ((rc)); then
+		FAILED+=("$name $label (exit $rc)")
+		log "[$name] $label failed (exit $rc)"
+	fi
+}
+
+# rename FILE FROM TO: a second scenario name so compare lines up two runs of one scenario.
+rename() { [[ ! -f $1 ]] || sed -i "s/\"scenario\": \"$2\"/\"scenario\": \"$3\"/" "$1"; }
+
 # run_all NAME PORT COMPONENT_PORT PID: the same scenarios, in the same order, for one server.
 run_all() {
 	local name=$1 port=$2 cport=$3 pid=$4
+	SERVER_PID=$pid
 	local common=(--port "$port" --domain localhost --user-prefix "$BENCH_PREFIX"
 		--password "$BENCH_PASSWORD" --tls "$TLS" --auth "$AUTH" --server-pid "$pid")
+	local push=(--component-domain push.localhost --component-secret "$COMPONENT_SECRET"
+		--component-port "$cport")
 	log "[$name] login: $LOGIN_N logins, $LOGIN_C in flight"
-	timeout 300 "$BENCH_BIN" login "${common[@]}" -n "$LOGIN_N" -c "$LOGIN_C" \
+	bench "$name" login login "${common[@]}" -n "$LOGIN_N" -c "$LOGIN_C" \
 		--json "$OUT/$name-login.json"
 	log "[$name] idle: $IDLE_N sessions with stream management"
-	timeout 300 "$BENCH_BIN" idle "${common[@]}" --offset "$IDLE_OFF" -n "$IDLE_N" --sm \
+	bench "$name" idle idle "${common[@]}" --offset "$IDLE_OFF" -n "$IDLE_N" --sm \
 		--json "$OUT/$name-idle.json"
 	log "[$name] messages: $MSG_PAIRS pairs flat out for ${MSG_SECS}s"
-	timeout 300 "$BENCH_BIN" messages "${common[@]}" --offset "$MSG_OFF" -p "$MSG_PAIRS" \
+	bench "$name" messages messages "${common[@]}" --offset "$MSG_OFF" -p "$MSG_PAIRS" \
 		-d "$MSG_SECS" --json "$OUT/$name-messages.json"
-	# A second scenario name so compare lines the two message runs up separately.
 	log "[$name] messages: $MSG_PAIRS pairs at $MSG_RATE msgs/s for ${MSG_SECS}s"
-	timeout 300 "$BENCH_BIN" messages "${common[@]}" --offset "$MSG_OFF2" -p "$MSG_PAIRS" \
+	bench "$name" msg-rate messages "${common[@]}" --offset "$MSG_OFF2" -p "$MSG_PAIRS" \
 		-r "$MSG_RATE" -d "$MSG_SECS" --json "$OUT/$name-messages-rate.json"
-	sed -i 's/"scenario": "messages"/"scenario": "msg-rate"/' "$OUT/$name-messages-rate.json"
+	rename "$OUT/$name-messages-rate.json" messages msg-rate
 	log "[$name] push: $PUSH_N hibernated users"
-	timeout 300 "$BENCH_BIN" push "${common[@]}" --offset "$PUSH_OFF" -n "$PUSH_N" \
-		--component-domain push.localhost --component-secret "$COMPONENT_SECRET" \
-		--component-port "$cport" --json "$OUT/$name-push.json"
+	bench "$name" push push "${common[@]}" --offset "$PUSH_OFF" -n "$PUSH_N" "${push[@]}" \
+		--json "$OUT/$name-push.json"
 	# The burst above measures how fast one sender's messages get through; this one measures
 	# the latency of a push for a single message to a sleeping device.
 	log "[$name] push: $PUSH_N hibernated users, messages at $PUSH_RATE/s"
-	timeout 300 "$BENCH_BIN" push "${common[@]}" --offset "$PUSH_OFF2" -n "$PUSH_N" \
-		-r "$PUSH_RATE" --component-domain push.localhost --component-secret "$COMPONENT_SECRET" \
-		--component-port "$cport" --json "$OUT/$name-push-rate.json"
-	sed -i 's/"scenario": "push"/"scenario": "push-rate"/' "$OUT/$name-push-rate.json"
+	bench "$name" push-rate push "${common[@]}" --offset "$PUSH_OFF2" -n "$PUSH_N" \
+		-r "$PUSH_RATE" "${push[@]}" --json "$OUT/$name-push-rate.json"
+	rename "$OUT/$name-push-rate.json" push push-rate
 }
 
-if [[ $ONLY != herald ]]; then
+if wanted prosody; then
 	mkdir -p "$WORK/prosody"
 	prosody_start "$WORK/prosody" "$USERS"
 	run_all prosody "$PROSODY_C2S_PORT" "$PROSODY_COMPONENT_PORT" "$PROSODY_PID"
 	stop_started
 fi
 
-if [[ $ONLY != prosody ]]; then
+if wanted ejabberd; then
+	if command -v erl >/dev/null && ejabberd_libs >/dev/null; then
+		mkdir -p "$WORK/ejabberd"
+		ejabberd_start "$WORK/ejabberd" "$USERS"
+		run_all ejabberd "$EJABBERD_C2S_PORT" "$EJABBERD_COMPONENT_PORT" "$EJABBERD_PID"
+		stop_started
+	else
+		log "ejabberd not installed (apt-get install ejabberd, or set EJABBERD_LIBS to the directory holding ejabberd-*/ebin); skipping the ejabberd column"
+	fi
+fi
+
+if wanted herald; then
 	if [[ -x $HERALD ]]; then
 		mkdir -p "$WORK/herald"
 		herald_start "$WORK/herald" "$USERS"
 		run_all herald "$HERALD_C2S_PORT" "$HERALD_COMPONENT_PORT" "$HERALD_PID"
 		stop_started
 	else
-		log "herald binary not found at $HERALD (build it: cargo build --release -p herald, or set HERALD=...); skipping the Herald half"
+		log "herald binary not found at $HERALD (build it: cargo build --release -p herald, or set HERALD=...); skipping the Herald column"
 	fi
 fi
 
 echo
-echo "== Herald / Prosody (TLS=$TLS, AUTH=$AUTH, Prosody MAM=${PROSODY_MAM:-internal})"
-left=() right=()
-for s in login idle messages messages-rate push push-rate; do
-	[[ -f $OUT/prosody-$s.json ]] && left+=("$OUT/prosody-$s.json")
-	[[ -f $OUT/herald-$s.json ]] && right+=("$OUT/herald-$s.json")
+echo "== Prosody | ejabberd | Herald (TLS=$TLS, AUTH=$AUTH, MAM: Prosody ${PROSODY_MAM:-internal}, ejabberd mnesia, Herald SQLite$([[ ${PROSODY_MAM:-internal} == off ]] && echo ', all off'))"
+cols=()
+for server in prosody ejabberd herald; do
+	files=()
+	for s in login idle messages messages-rate push push-rate; do
+		[[ -f $OUT/$server-$s.json ]] && files+=("$OUT/$server-$s.json")
+	done
+	case $server in prosody) side=--left ;; ejabberd) side=--middle ;; herald) side=--right ;; esac
+	((${#files[@]})) && cols+=("$side" "${files[@]}")
 done
-if ((${#left[@]})); then
-	"$BENCH_BIN" compare --left-name prosody --right-name herald --left "${left[@]}" --right "${right[@]}"
+if ((${#cols[@]})); then
+	"$BENCH_BIN" compare --left-name prosody --middle-name ejabberd --right-name herald "${cols[@]}"
 else
-	log "no Prosody results to compare against (ONLY=herald): see $OUT"
+	log "no results to compare: see $OUT"
+fi
+if ((${#FAILED[@]})); then
+	log "failed scenarios (their figures are missing or partial): ${FAILED[*]}"
+	exit 1
 fi

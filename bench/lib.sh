@@ -19,6 +19,25 @@ wait_port() {
 # port_free PORT: true if nothing listens there.
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# cpu_ticks PID: user+system CPU of a process in clock ticks (fields 14 and 15 of its stat).
+cpu_ticks() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat" 2>/dev/null; }
+
+# settle PID [MAX]: waits until the process used less than 5 % of a core over one second (the
+# previous scenario's backlog is done), at most MAX seconds (default 60); prints the seconds it
+# waited. An overloaded server can still be delivering a scenario's messages long after the
+# client gave up on them, and would charge that work to the next scenario.
+settle() {
+	local pid=$1 max=${2:-60} start=$SECONDS prev now
+	prev=$(cpu_ticks "$pid") || { echo 0; return; }
+	while ((SECONDS - start < max)); do
+		sleep 1
+		now=$(cpu_ticks "$pid") || break
+		((now - prev < 5)) && break
+		prev=$now
+	done
+	echo $((SECONDS - start))
+}
+
 stop_started() {
 	local pid
 	for pid in "${STARTED_PIDS[@]}"; do
@@ -109,4 +128,79 @@ TOML
 		return 1
 	fi
 	log "herald pid $HERALD_PID on c2s $HERALD_C2S_PORT, component $HERALD_COMPONENT_PORT"
+}
+
+# ejabberd_libs: the directory holding ejabberd's ebin/ (what ejabberdctl puts in ERL_LIBS),
+# from EJABBERD_LIBS or the Debian package's layout; fails if ejabberd is not installed.
+ejabberd_libs() {
+	local app globs=(/usr/lib/*/ejabberd-*/ebin/ejabberd.app /usr/lib/ejabberd*/ebin/ejabberd.app)
+	[[ -z ${EJABBERD_LIBS:-} ]] || globs=("$EJABBERD_LIBS"/ejabberd*/ebin/ejabberd.app)
+	for app in "${globs[@]}"; do
+		[[ -f $app ]] && { dirname "$(dirname "$(dirname "$app")")"; return; }
+	done
+	return 1
+}
+
+# ejabberd_cmd DIR: sets EJABBERD_CMD to run ejabberd in the VM the way `ejabberdctl foreground`
+# does (same emulator flags and environment; config, log and mnesia spool under DIR), but as the
+# current user and without distribution: no node name, so no epmd daemon is left behind and no
+# cookie is written. env, erl and erlexec exec each other, so a caller's pid is beam.smp's.
+ejabberd_cmd() {
+	local dir=$1
+	EJABBERD_CMD=(env "ERL_LIBS=$EJABBERD_ERL_LIBS" "EJABBERD_CONFIG_PATH=$dir/ejabberd.yml"
+		"EJABBERD_LOG_PATH=$dir/ejabberd.log" "ERL_CRASH_DUMP=$dir/erl_crash.dump"
+		ERL_MAX_PORTS=32000 ERL_MAX_ETS_TABLES=1400
+		erl +K true +P 250000 -noinput -mnesia dir "\"$dir/spool\"" -s ejabberd)
+}
+
+# ejabberd_start DIR USERS: config from the template; accounts written by a first, short run of
+# ejabberd on the same spool (bench/ejabberd-users.erl, then it stops); then ejabberd in the
+# foreground as a child; sets EJABBERD_PID (beam.smp). Env: EJABBERD_C2S_PORT,
+# EJABBERD_COMPONENT_PORT, TLS, PROSODY_MAM (off: no mod_mam), COMPONENT_SECRET, BENCH_*.
+ejabberd_start() {
+	local dir=$1 users=$2 here mam mam_note=always starttls=false
+	here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+	if ! command -v erl >/dev/null || ! EJABBERD_ERL_LIBS=$(ejabberd_libs); then
+		log "ejabberd not installed (apt-get install ejabberd)"
+		return 1
+	fi
+	mkdir -p "$dir/spool"
+	gen_cert "$dir"
+	[[ ${TLS:-none} == starttls ]] && starttls=true
+	# Same archiving as Prosody and Herald: MAM off there means no mod_mam here.
+	mam='  mod_mam:\n    default: always'
+	[[ ${PROSODY_MAM:-internal} == off ]] && mam='' mam_note=off
+	sed -e "s|@DIR@|$dir|g" -e "s|@LOGLEVEL@|${EJABBERD_LOGLEVEL:-warning}|g" \
+		-e "s|@C2S_PORT@|$EJABBERD_C2S_PORT|g" -e "s|@COMPONENT_PORT@|$EJABBERD_COMPONENT_PORT|g" \
+		-e "s|@COMPONENT_SECRET@|$COMPONENT_SECRET|g" -e "s|@STARTTLS@|$starttls|g" \
+		-e "s|@MAM_MODULE@|$mam|g" \
+		"$here/ejabberd.yml.in" >"$dir/ejabberd.yml"
+	port_free "$EJABBERD_C2S_PORT" || { log "port $EJABBERD_C2S_PORT is busy"; return 1; }
+	port_free "$EJABBERD_COMPONENT_PORT" || { log "port $EJABBERD_COMPONENT_PORT is busy"; return 1; }
+	ejabberd_cmd "$dir"
+	local t0=$SECONDS script="$here/ejabberd-users.erl"
+	log "ejabberd: writing $users accounts (a first run of ejabberd on the new spool)"
+	(cd "$dir" && export BENCH_USERS=$users && exec timeout 180 "${EJABBERD_CMD[@]}" -eval "
+		try file:script(\"$script\") of
+			{ok, N} -> io:format(\"~p accounts~n\", [N]), init:stop();
+			Other -> io:format(\"accounts failed: ~p~n\", [Other]), halt(1)
+		catch C:E -> io:format(\"accounts failed: ~p:~p~n\", [C, E]), halt(1) end.") \
+		>"$dir/users.out" 2>&1 || {
+		log "ejabberd accounts failed; see $dir/users.out and $dir/ejabberd.log"
+		tail -n 20 "$dir/users.out" "$dir/ejabberd.log" >&2 2>/dev/null || true
+		return 1
+	}
+	log "ejabberd: $(grep -h 'accounts$' "$dir/users.out") written in $((SECONDS - t0)) s"
+	(cd "$dir" && exec "${EJABBERD_CMD[@]}") >"$dir/ejabberd.out" 2>&1 &
+	EJABBERD_PID=$!
+	STARTED_PIDS+=("$EJABBERD_PID")
+	if ! wait_port "$EJABBERD_C2S_PORT" 60 || ! wait_port "$EJABBERD_COMPONENT_PORT" 5; then
+		log "ejabberd did not start; see $dir/ejabberd.out and $dir/ejabberd.log"
+		tail -n 20 "$dir/ejabberd.out" "$dir/ejabberd.log" >&2 2>/dev/null || true
+		return 1
+	fi
+	# The RSS and CPU figures must be the VM's, not a wrapper's.
+	[[ $(cat "/proc/$EJABBERD_PID/comm") == beam.smp ]] ||
+		{ log "pid $EJABBERD_PID is $(cat "/proc/$EJABBERD_PID/comm"), not beam.smp"; return 1; }
+	log "ejabberd $(dpkg-query -W -f='${Version}' ejabberd 2>/dev/null) pid $EJABBERD_PID (beam.smp) on c2s $EJABBERD_C2S_PORT, component $EJABBERD_COMPONENT_PORT (MAM in mnesia: $mam_note)"
 }

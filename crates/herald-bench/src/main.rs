@@ -1,7 +1,7 @@
 //! `herald-bench`: a load generator for XMPP servers (Herald, Prosody, any other) speaking raw
 //! XML over tokio, with scenarios for logins, idle sessions, chat throughput/latency, push
 //! notification latency and acked messages kept across server kills (`chaos`), plus helpers to
-//! provision Prosody users and compare two runs.
+//! provision Prosody users and compare runs of up to three servers.
 //! It must never be the bottleneck it measures: minimal parsing, cached SCRAM derivation, a
 //! multi-threaded runtime sized by `--threads`, and its own CPU time is always reported.
 
@@ -57,18 +57,25 @@ enum Cmd {
         #[arg(long, default_value_t = 10000)]
         iterations: u32,
     },
-    /// Print two sets of JSON results side by side with the ratio right/left.
+    /// Print sets of JSON results side by side (left, middle, right; a server without results
+    /// is left out) with the ratio of the last column to each earlier one.
     Compare {
         /// Name of the left column.
         #[arg(long, default_value = "prosody")]
         left_name: String,
+        /// Name of the middle column.
+        #[arg(long, default_value = "ejabberd")]
+        middle_name: String,
         /// Name of the right column.
         #[arg(long, default_value = "herald")]
         right_name: String,
         /// JSON reports of the left server.
-        #[arg(long, num_args = 1..)]
+        #[arg(long, num_args = 0..)]
         left: Vec<PathBuf>,
-        /// JSON reports of the right server (missing ones show as pending).
+        /// JSON reports of the middle server.
+        #[arg(long, num_args = 0..)]
+        middle: Vec<PathBuf>,
+        /// JSON reports of the right server (a figure missing from one shows as n/a).
         #[arg(long, num_args = 0..)]
         right: Vec<PathBuf>,
     },
@@ -110,19 +117,20 @@ fn main() -> Result<()> {
         }
         Cmd::Compare {
             left_name,
+            middle_name,
             right_name,
             left,
+            middle,
             right,
         } => {
-            let l = left
-                .iter()
-                .map(|p| report::load(p))
-                .collect::<Result<Vec<_>>>()?;
-            let r = right
-                .iter()
-                .map(|p| report::load(p))
-                .collect::<Result<Vec<_>>>()?;
-            report::compare(&left_name, &l, &right_name, &r);
+            let load = |paths: &[PathBuf]| {
+                paths
+                    .iter()
+                    .map(|p| report::load(p))
+                    .collect::<Result<Vec<_>>>()
+            };
+            let (l, m, r) = (load(&left)?, load(&middle)?, load(&right)?);
+            report::compare(&[(&left_name, &l), (&middle_name, &m), (&right_name, &r)]);
             return Ok(());
         }
     };

@@ -228,34 +228,63 @@ pub fn spawn_progress(label: &'static str, p: Arc<Progress>) -> tokio::task::Joi
     })
 }
 
-/// Prints two sets of reports side by side with the ratio right/left.
-pub fn compare(left_name: &str, left: &[Report], right_name: &str, right: &[Report]) {
-    println!(
-        "{:<10} {:<24} {:>14} {:>14} {:>10}  unit",
-        "scenario", "metric", left_name, right_name, "ratio"
-    );
-    for l in left {
-        let r = right.iter().find(|r| r.scenario == l.scenario);
-        for m in &l.metrics {
-            let rv = r.and_then(|r| r.metrics.iter().find(|x| x.name == m.name));
-            let (rs, ratio) = match rv {
-                Some(x) if m.value != 0.0 => {
-                    (fmt_value(x.value), format!("{:.2}", x.value / m.value))
+/// Prints sets of reports side by side, one column per server (a server without reports is left
+/// out), then the ratio of the last column to each earlier one. Rows are every (scenario,
+/// metric) any server reported, in the order first seen; a figure a server lacks shows "n/a".
+pub fn compare(columns: &[(&str, &[Report])]) {
+    print!("{}", compare_table(columns));
+}
+
+fn compare_table(columns: &[(&str, &[Report])]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let cols: Vec<&(&str, &[Report])> = columns.iter().filter(|(_, r)| !r.is_empty()).collect();
+    let Some(((last_name, last), earlier)) = cols.split_last().map(|(l, e)| (**l, e)) else {
+        return out;
+    };
+    let mut rows: Vec<(&str, &str, &str)> = Vec::new();
+    for (_, reports) in &cols {
+        for r in reports.iter() {
+            for m in &r.metrics {
+                let key = (r.scenario.as_str(), m.name.as_str(), m.unit.as_str());
+                if !rows.iter().any(|k| k.0 == key.0 && k.1 == key.1) {
+                    rows.push(key);
                 }
-                Some(x) => (fmt_value(x.value), "-".into()),
-                None => ("pending".into(), "-".into()),
-            };
-            println!(
-                "{:<10} {:<24} {:>14} {:>14} {:>10}  {}",
-                l.scenario,
-                m.name,
-                fmt_value(m.value),
-                rs,
-                ratio,
-                m.unit
-            );
+            }
         }
     }
+    let value = |reports: &[Report], scenario: &str, metric: &str| {
+        reports
+            .iter()
+            .find(|r| r.scenario == scenario)
+            .and_then(|r| r.metrics.iter().find(|m| m.name == metric))
+            .map(|m| m.value)
+    };
+    let _ = write!(out, "{:<10} {:<24}", "scenario", "metric");
+    for (name, _) in &cols {
+        let _ = write!(out, " {name:>14}");
+    }
+    for (name, _) in earlier {
+        let _ = write!(out, " {:>16}", format!("{last_name}/{name}"));
+    }
+    out.push_str("  unit\n");
+    for (scenario, metric, unit) in rows {
+        let _ = write!(out, "{scenario:<10} {metric:<24}");
+        for (_, reports) in &cols {
+            let v = value(reports, scenario, metric).map_or_else(|| "n/a".into(), fmt_value);
+            let _ = write!(out, " {v:>14}");
+        }
+        let subject = value(last, scenario, metric);
+        for (_, reports) in earlier {
+            let ratio = match (subject, value(reports, scenario, metric)) {
+                (Some(s), Some(o)) if o != 0.0 => format!("{:.2}", s / o),
+                _ => "-".into(),
+            };
+            let _ = write!(out, " {ratio:>16}");
+        }
+        let _ = writeln!(out, "  {unit}");
+    }
+    out
 }
 
 /// Reads a report written with `--json`.
@@ -274,6 +303,42 @@ mod tests {
         assert_eq!(parse_stat_cpu(stat), Some(3.0));
         assert_eq!(parse_vmrss("Name:\tx\nVmRSS:\t  2048 kB\n"), Some(2048));
         assert_eq!(parse_vmrss("Name:\tx\n"), None);
+    }
+
+    fn report(scenario: &str, metrics: &[(&str, f64)]) -> Report {
+        let mut r = Report::new(scenario, serde_json::Value::Null);
+        r.metrics = metrics
+            .iter()
+            .map(|(n, v)| Metric {
+                name: (*n).into(),
+                value: *v,
+                unit: "u".into(),
+            })
+            .collect();
+        r
+    }
+
+    #[test]
+    fn compare_three_columns_with_ratios_to_the_last() {
+        let p = [report("login", &[("rate", 500.0)])];
+        let e = [
+            report("login", &[("rate", 1000.0)]),
+            report("push", &[("p99", 2.0)]),
+        ];
+        let h = [report("login", &[("rate", 5000.0)])];
+        let t = compare_table(&[("prosody", &p), ("ejabberd", &e), ("herald", &h)]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].contains("herald/prosody") && lines[0].contains("herald/ejabberd"));
+        let cells: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(
+            cells,
+            ["login", "rate", "500", "1000", "5000", "10.00", "5.00", "u"]
+        );
+        let cells: Vec<&str> = lines[2].split_whitespace().collect();
+        assert_eq!(cells, ["push", "p99", "n/a", "2", "n/a", "-", "-", "u"]);
+        // A server without reports is left out, with its ratio.
+        let t = compare_table(&[("prosody", &[]), ("ejabberd", &e), ("herald", &h)]);
+        assert!(!t.contains("prosody") && t.contains("herald/ejabberd"));
     }
 
     #[test]
