@@ -89,6 +89,11 @@ pub fn a(h: u32) -> Element {
     el
 }
 
+/// The `<sm/>` stream feature (XEP-0198 §2).
+pub fn feature() -> Element {
+    Element::bare("sm", ns::SM)
+}
+
 /// `<r/>` (XEP-0198 §4).
 pub fn r() -> Element {
     Element::bare("r", ns::SM)

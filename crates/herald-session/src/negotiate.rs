@@ -325,7 +325,7 @@ pub fn features(tls: bool, require_tls: bool, authenticated: bool) -> Element {
         let mut sess = Element::bare("session", ns::SESSION);
         sess.append_child(Element::bare("optional", ns::SESSION));
         features.append_child(sess);
-        features.append_child(Element::bare("sm", ns::SM));
+        features.append_child(herald_proto::sm::feature());
         features.append_child(Element::bare("csi", ns::CSI));
         features.append_child(Element::bare("ver", ns::ROSTERVER));
     }
