@@ -128,12 +128,19 @@ impl StreamError {
     /// `<stream:error>` as sent on the wire; it relies on the `stream` prefix declared by the
     /// stream header, so it is only valid inside a stream.
     pub fn to_xml(&self) -> String {
-        let mut s = String::with_capacity(128);
+        self.to_xml_with("")
+    }
+
+    /// [`Self::to_xml`] with an application-specific condition (RFC 6120 §4.9.4), already
+    /// serialised, written right after the defined condition.
+    pub fn to_xml_with(&self, app: &str) -> String {
+        let mut s = String::with_capacity(128 + app.len());
         s.push_str("<stream:error><");
         s.push_str(self.condition.as_str());
         s.push_str(" xmlns='");
         s.push_str(ns::STREAMS_ERR);
         s.push_str("'/>");
+        s.push_str(app);
         if let Some(text) = &self.text {
             s.push_str("<text xmlns='");
             s.push_str(ns::STREAMS_ERR);
@@ -314,7 +321,7 @@ fn attr_name(name: &str) -> Option<NcName> {
     NcName::try_from(name).ok()
 }
 
-fn set_plain_attr(el: &mut Element, name: &str, value: &str) {
+pub(crate) fn set_plain_attr(el: &mut Element, name: &str, value: &str) {
     if let Some(n) = attr_name(name) {
         el.attrs_mut().insert(Namespace::NONE, n, value.to_owned());
     }

@@ -2,7 +2,8 @@
 //!
 //! The XML stream codec with hard limits and namespace normalisation ([`stream`]), namespace
 //! constants ([`ns`]), stream and stanza errors ([`error`]) and the server side of SASL
-//! (SCRAM-SHA-1/-256, PLAIN) with SCRAM credential derivation ([`sasl`]).
+//! (SCRAM-SHA-1/-256, PLAIN) with SCRAM credential derivation ([`sasl`]), and the XEP-0198
+//! stream management elements the server sends ([`sm`]).
 //!
 //! This crate must not do I/O, read clocks, spawn tasks or know about sessions or storage:
 //! everything here is a pure function or a sans-IO state machine, so it can be fuzzed.
@@ -10,6 +11,7 @@
 pub mod error;
 pub mod ns;
 pub mod sasl;
+pub mod sm;
 pub mod stream;
 
 pub use jid;

@@ -10,7 +10,7 @@
 //! |---|---|
 //! | start, stop, shared state | `lib.rs` ([`Shared`], [`Running`]), [`config`] (re-exported from herald-config), [`listener`] |
 //! | transport (re-exported from herald-transport) | [`conn`], [`tls_io`], [`tls`] (certificates), [`inbox`] |
-//! | c2s: negotiation and the session task | [`c2s`], [`negotiate`], [`session`], [`persist`] (sessions across restarts) |
+//! | c2s: negotiation and the session task | [`c2s`], [`negotiate`] (drives `herald_session::negotiate`'s machine over the connection), [`session`] (XEP-0198 answers from `herald_session::sm_nonza`), [`persist`] (sessions across restarts) |
 //! | routing | [`router`] (who is online), [`routing`] (where a stanza goes), [`message`], [`presence`] |
 //! | IQs to the server and to accounts | [`iq`] |
 //! | features | [`roster`], [`blocking`], [`mam`], [`offline`], [`push`] (+ [`push_diag`]), carbons and CSI in [`session`] |

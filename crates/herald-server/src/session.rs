@@ -10,10 +10,12 @@ use std::sync::Arc;
 use herald_proto::error::{ErrorType, StanzaErrorCondition, StreamError, StreamErrorCondition};
 use herald_proto::jid::{BareJid, FullJid, Jid};
 use herald_proto::ns;
-use herald_proto::stream::StreamEvent;
+use herald_proto::sm as sm_wire;
+use herald_proto::stream::{StreamEvent, StreamNs};
 use herald_proto::Element;
 use herald_session::csi::CsiBuffer;
-use herald_session::sm::{SmConfig, SmError, SmEvent, StreamManagement};
+use herald_session::sm::{SmConfig, SmEvent, StreamManagement};
+use herald_session::sm_nonza;
 use herald_store::roles;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -647,7 +649,7 @@ impl Session {
                 }
                 if self.conn.is_some() {
                     if request {
-                        bytes.extend_from_slice(b"<r xmlns='urn:xmpp:sm:3'/>");
+                        herald_proto::stream::encode(&sm_wire::r(), StreamNs::Client, &mut bytes);
                         self.sm.request_sent(now);
                     }
                     return self.write_raw(&bytes).await;
@@ -953,7 +955,8 @@ impl Session {
                 SmEvent::RequestAck => {
                     if self.conn.is_some() {
                         self.sm.request_sent(now.into_std());
-                        if let Flow::Stop = self.write_raw(b"<r xmlns='urn:xmpp:sm:3'/>").await {
+                        let r = herald_proto::stream::to_string(&sm_wire::r(), StreamNs::Client);
+                        if let Flow::Stop = self.write_raw(r.as_bytes()).await {
                             return Flow::Stop;
                         }
                     }
@@ -1018,8 +1021,12 @@ impl Session {
         let mut conn = *conn;
         self.deferred.settle().await;
         let now = std_now();
-        match self.sm.resume_acked(h, now) {
-            Ok((acked, retransmit)) => {
+        match sm_nonza::resume(&mut self.sm, h, &previd, now) {
+            Ok(sm_nonza::Resumed {
+                acked,
+                retransmit,
+                reply: resumed,
+            }) => {
                 let rows: Vec<i64> = acked.iter().filter_map(|o| o.offline).collect();
                 drop(acked);
                 self.delete_offline(rows).await;
@@ -1033,8 +1040,6 @@ impl Session {
                     );
                     old.fail(self.ctx.jid.domain().as_str(), &e).await;
                 }
-                let mut resumed = stanza::new("resumed", ns::SM, &[("previd", &previd)]);
-                stanza::set(&mut resumed, "h", self.sm.inbound_h().to_string());
                 let mut bytes = Vec::new();
                 herald_proto::stream::encode(&resumed, conn.ns, &mut bytes);
                 for o in &retransmit {
@@ -1083,23 +1088,7 @@ impl Session {
                 }
                 Flow::Continue
             }
-            Err(e) => {
-                let mut f = Element::bare("failed", ns::SM);
-                stanza::set(&mut f, "h", self.sm.inbound_h().to_string());
-                match e {
-                    SmError::HandledCountTooHigh { h, sent } => {
-                        // XEP-0198 §4: the same report as the stream error, inside <failed/>.
-                        f.append_child(Element::bare("undefined-condition", ns::STANZAS_ERR));
-                        f.append_child(stanza::new(
-                            "handled-count-too-high",
-                            ns::SM,
-                            &[("h", &h.to_string()), ("send-count", &sent.to_string())],
-                        ));
-                    }
-                    _ => {
-                        f.append_child(Element::bare("item-not-found", ns::STANZAS_ERR));
-                    }
-                }
+            Err(f) => {
                 let _ = conn.send(&f).await;
                 conn.close().await;
                 if self.conn.is_some() || self.sm.is_hibernating() {
@@ -1168,9 +1157,7 @@ impl Session {
                 SessionMsg::Resume { conn, .. } => {
                     // XEP-0198 §5: too late, the session is gone.
                     let mut conn = *conn;
-                    let mut f = Element::bare("failed", ns::SM);
-                    stanza::set(&mut f, "h", last_h.to_string());
-                    f.append_child(Element::bare("item-not-found", ns::STANZAS_ERR));
+                    let f = sm_nonza::resume_unknown(Some(last_h));
                     let _ = conn.send(&f).await;
                     conn.close().await;
                 }
@@ -1236,62 +1223,34 @@ impl Session {
 
     async fn on_nonza(&mut self, el: Element) -> Result<Flow, StreamError> {
         let now = std_now();
-        if el.has_ns(ns::SM) {
-            match el.name() {
-                "r" => {
-                    if !self.sm.is_enabled() {
-                        return Err(unsupported(&el));
-                    }
+        let hibernation = self.ctx.shared.cfg.stream_management.hibernation_timeout.0;
+        let new_id = crate::conn::new_stream_id;
+        if let Some(answer) = sm_nonza::on_nonza(&mut self.sm, &el, hibernation, new_id, now) {
+            return Ok(match answer? {
+                sm_nonza::Answer::Ack(a) => {
                     // Durable before acked: the archive commits of what h counts are settled.
                     self.deferred.settle().await;
-                    let a = format!("<a xmlns='urn:xmpp:sm:3' h='{}'/>", self.sm.inbound_h());
-                    return Ok(self.write_raw(a.as_bytes()).await);
+                    self.write_raw(herald_proto::stream::to_string(&a, StreamNs::Client).as_bytes())
+                        .await
                 }
-                "a" => {
-                    let h = el.attr("h").and_then(|h| h.parse::<u32>().ok());
-                    let Some(h) = h else {
-                        return Err(StreamError::new(
-                            StreamErrorCondition::BadFormat,
-                            Some("<a/> needs h".to_string()),
-                        ));
-                    };
-                    let was_overdue = self.sm.ack_overdue();
-                    return match self.sm.on_ack(h, now) {
-                        Ok(acked) => {
-                            if was_overdue && !self.sm.ack_overdue() {
-                                self.ctx.shared.push.send(PushEvent::Acked {
-                                    session: self.ctx.id,
-                                });
-                            }
-                            Ok(self.on_acked(acked).await)
-                        }
-                        Err(SmError::HandledCountTooHigh { h, sent }) => {
-                            // XEP-0198 §4: undefined-condition with handled-count-too-high.
-                            let text =
-                                format!("acknowledged {h} stanzas but only {sent} were sent");
-                            if let Some(c) = self.conn.as_mut() {
-                                let x = format!(
-                                    "<stream:error><undefined-condition xmlns='urn:ietf:params:xml:ns:xmpp-streams'/><handled-count-too-high xmlns='urn:xmpp:sm:3' h='{h}' send-count='{sent}'/><text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>{text}</text></stream:error>"
-                                );
-                                let _ = c.write_raw(x.as_bytes()).await;
-                                c.close().await;
-                            }
-                            self.conn = None;
-                            Ok(Flow::Stop)
-                        }
-                        Err(_) => Ok(Flow::Continue),
-                    };
-                }
-                "enable" => {
-                    let resume = matches!(el.attr("resume"), Some("true") | Some("1"));
-                    if self.sm.enable(resume, now).is_err() {
-                        let mut f = Element::bare("failed", ns::SM);
-                        f.append_child(Element::bare("unexpected-request", ns::STANZAS_ERR));
-                        return Ok(self.write_raw(String::from(&f).as_bytes()).await);
+                sm_nonza::Answer::Acked { acked, recovered } => {
+                    if recovered {
+                        self.ctx.shared.push.send(PushEvent::Acked {
+                            session: self.ctx.id,
+                        });
                     }
-                    let mut enabled = Element::bare("enabled", ns::SM);
-                    if resume {
-                        let id = crate::conn::new_stream_id();
+                    self.on_acked(acked).await
+                }
+                sm_nonza::Answer::HandledCountTooHigh(x) => {
+                    if let Some(c) = self.conn.as_mut() {
+                        let _ = c.write_raw(x.as_bytes()).await;
+                        c.close().await;
+                    }
+                    self.conn = None;
+                    Flow::Stop
+                }
+                sm_nonza::Answer::Enabled { id, reply } => {
+                    if let Some(id) = id {
                         self.ctx.shared.resumable_insert(
                             id.clone(),
                             Resumable {
@@ -1299,40 +1258,15 @@ impl Session {
                                 tx: self.tx.clone(),
                             },
                         );
-                        stanza::set(&mut enabled, "id", id.clone());
-                        stanza::set(&mut enabled, "resume", "true");
-                        stanza::set(
-                            &mut enabled,
-                            "max",
-                            // Round up: a sub-second timeout must not read as "max='0'".
-                            self.ctx
-                                .shared
-                                .cfg
-                                .stream_management
-                                .hibernation_timeout
-                                .0
-                                .as_millis()
-                                .div_ceil(1000)
-                                .max(1)
-                                .to_string(),
-                        );
                         self.sm_id = Some(id);
                     }
                     let mut b = Vec::new();
-                    herald_proto::stream::encode(
-                        &enabled,
-                        herald_proto::stream::StreamNs::Client,
-                        &mut b,
-                    );
-                    return Ok(self.write_raw(&b).await);
+                    herald_proto::stream::encode(&reply, StreamNs::Client, &mut b);
+                    self.write_raw(&b).await
                 }
-                "resume" => {
-                    let mut f = Element::bare("failed", ns::SM);
-                    f.append_child(Element::bare("unexpected-request", ns::STANZAS_ERR));
-                    return Ok(self.write_raw(String::from(&f).as_bytes()).await);
-                }
-                _ => return Err(unsupported(&el)),
-            }
+                sm_nonza::Answer::Failed(f) => self.write_raw(String::from(&f).as_bytes()).await,
+                sm_nonza::Answer::Nothing => Flow::Continue,
+            });
         }
         if el.has_ns(ns::CSI) {
             match el.name() {

@@ -7,7 +7,8 @@
 //! its deadline passes. [`Tombstones`] remembers the last h of ended sessions so a late
 //! `<resume/>` can be answered with `<failed h='…'/>` (Prosody's `smacks_h` store).
 //!
-//! Must not: write XML, read clocks, arm timers or end sessions. It is driven with explicit
+//! Must not: write XML (what to answer the client's nonzas is [`crate::sm_nonza`]'s), read
+//! clocks, arm timers or end sessions. It is driven with explicit
 //! `now` values; the owner calls [`StreamManagement::poll`] at
 //! [`StreamManagement::next_deadline`] and acts on the returned [`SmEvent`]s.
 //!

@@ -1,0 +1,960 @@
+//! c2s stream negotiation (RFC 6120 §4–§7) as a sans-IO state machine, server side: stream
+//! headers and features, STARTTLS, SASL (SCRAM-SHA-256, SCRAM-SHA-1, PLAIN; the mechanics are
+//! [`herald_proto::sasl`]'s), failure counting and delays, up to the resource bind request or a
+//! XEP-0198 `<resume/>`, and the negotiation deadline.
+//!
+//! Shaped like rustls: one type per state ([`AwaitingHeader`], [`Unauthenticated`],
+//! [`AwaitingTls`], [`AwaitingCredentials`], [`ScramChallenge`], [`Authenticated`],
+//! [`AwaitingResume`]), each with a `handle` that consumes it and returns the next state
+//! ([`Negotiation`] names them all), pushing [`Action`]s for the driver. The driver reads stream
+//! events and feeds them as [`Input`]s, performs the actions in order (write, upgrade to TLS,
+//! reset the decoder, look credentials up, wait, hand over), and feeds back the answers the
+//! actions ask for ([`Input::TlsEstablished`], [`Input::Credentials`],
+//! [`Input::ResumeFailed`]) before reading on.
+//!
+//! Must not: read sockets or clocks, look anything up, or log. What needs the store (the
+//! account's SCRAM keys) or the session registry (the hibernated session to resume) is an
+//! action whose answer comes back as an input. Time is explicit: the deadline is fixed at
+//! [`Negotiation::new`] and checked against the `now` of [`Input::Tick`].
+
+use std::time::{Duration, Instant};
+
+use herald_proto::error::{error_reply, StanzaErrorCondition, StreamError, StreamErrorCondition};
+use herald_proto::jid::BareJid;
+use herald_proto::ns;
+use herald_proto::sasl::{self, Mechanism, ScramHash, ScramKeys, ScramServer};
+use herald_proto::stream::{StreamEvent, StreamHeader, StreamNs, INTERNAL_NS};
+use herald_proto::Element;
+
+/// Negotiation policy for one listener.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The local domains a stream may be for (matched ASCII case-insensitively; the stream
+    /// continues under the spelling given here).
+    pub domains: Vec<String>,
+    /// RFC 6120 §5.3.1: STARTTLS is required (no SASL, hence no PLAIN, before it).
+    pub require_encryption: bool,
+    /// Failed authentications before the stream ends with `policy-violation`.
+    pub max_auth_failures: u32,
+    /// Wait before answering a wrong password (slows down guessing).
+    pub auth_failure_delay: Duration,
+    /// From the start of negotiation to a bind or resume request.
+    pub timeout: Duration,
+    /// A fixed SCRAM server nonce (for test vectors and fuzzing); None: a random one per
+    /// exchange.
+    pub scram_nonce: Option<String>,
+}
+
+/// What the driver feeds the machine.
+#[derive(Debug)]
+pub enum Input {
+    /// The next event the stream decoder produced.
+    Event(StreamEvent),
+    /// The decoder failed: the stream ends with this error.
+    DecodeError(StreamError),
+    /// Answer to [`Action::StartTls`]: the handshake succeeded (the decoder was reset).
+    TlsEstablished,
+    /// Answer to [`Action::LookupCredentials`]: the account's keys for the asked hash, None
+    /// when the account does not exist (or the lookup failed).
+    Credentials(Option<ScramKeys>),
+    /// Answer to [`Action::Resume`]: no hibernated session took the stream. `last_h` is the
+    /// ended session's last inbound h, when it is remembered (XEP-0198 §5 tombstones).
+    ResumeFailed {
+        /// For `<failed h='…'/>`.
+        last_h: Option<u32>,
+    },
+    /// Time passed (the driver's read timed out at [`Negotiation::deadline`]).
+    Tick(Instant),
+}
+
+/// What the machine asks the driver to do, in order.
+#[derive(Debug)]
+pub enum Action {
+    /// Write our stream header (with a fresh id) and these features in one write. The stream
+    /// is for `domain` from now on (the `from` of our header and of later stream errors).
+    OpenStream {
+        /// The local domain the peer asked for, as configured.
+        domain: String,
+        /// The peer's `from`, echoed as `to`.
+        to: Option<String>,
+        /// `<features/>` whose children are written inside `<stream:features>`.
+        features: Element,
+    },
+    /// Write this element.
+    Send(Element),
+    /// Upgrade the socket to TLS (after `<proceed/>`), then feed [`Input::TlsEstablished`];
+    /// if the handshake fails or the deadline passes, drop the connection.
+    StartTls,
+    /// Reset the decoder: the next thing on the stream is a new header (RFC 6120 §6.4.6).
+    Restart,
+    /// Look up `jid`'s SCRAM keys for `hash` and feed [`Input::Credentials`].
+    LookupCredentials {
+        /// The account.
+        jid: BareJid,
+        /// Which of its key sets.
+        hash: ScramHash,
+    },
+    /// Wait this long before the next action.
+    Delay(Duration),
+    /// `jid` authenticated (for logs and metrics).
+    Authenticated(BareJid),
+    /// An authentication failed; `failures` so far on this connection (for logs and metrics).
+    AuthFailed {
+        /// Failures on this connection, this one included.
+        failures: u32,
+    },
+    /// Done: bind a resource for `user` and answer `request` (an `<iq type='set'><bind/>`).
+    Bind {
+        /// The authenticated account.
+        user: BareJid,
+        /// The bind request.
+        request: Element,
+    },
+    /// Hand the stream to `user`'s hibernated session `previd` (XEP-0198 §5); when none takes
+    /// it, feed [`Input::ResumeFailed`] and go on with this stream.
+    Resume {
+        /// The authenticated account (the session must be its).
+        user: BareJid,
+        /// The resumption id asked for.
+        previd: String,
+        /// The client's inbound count.
+        h: u32,
+    },
+    /// Done: send this stream error and close (with a header first if none was sent).
+    Fail(StreamError),
+    /// Done: close the stream cleanly (the peer closed its side).
+    Close,
+    /// Done: drop the connection without writing.
+    Disconnect,
+}
+
+impl Action {
+    /// Whether negotiation is over after this action (the machine is [`Negotiation::Done`]).
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            Action::Bind { .. } | Action::Fail(_) | Action::Close | Action::Disconnect
+        )
+    }
+}
+
+/// What every state knows.
+#[derive(Debug)]
+struct Ctx {
+    cfg: Config,
+    tls: bool,
+    failures: u32,
+    deadline: Instant,
+    /// The stream's domain, once a header was accepted.
+    domain: String,
+}
+
+fn serr(c: StreamErrorCondition, text: &str) -> StreamError {
+    StreamError::new(c, Some(text.to_string()))
+}
+
+/// `t + d`, saturating far in the future instead of panicking on a huge configured duration.
+fn add(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d)
+        .or_else(|| t.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(t)
+}
+
+/// The state of one negotiation.
+#[derive(Debug)]
+pub enum Negotiation {
+    /// Waiting for a stream header.
+    AwaitingHeader(AwaitingHeader),
+    /// Features sent, not authenticated: STARTTLS or `<auth/>`.
+    Unauthenticated(Unauthenticated),
+    /// `<proceed/>` sent: the driver is upgrading the socket.
+    AwaitingTls(AwaitingTls),
+    /// An `<auth/>` is waiting for the account's keys.
+    AwaitingCredentials(AwaitingCredentials),
+    /// A SCRAM challenge was sent: waiting for `<response/>`.
+    ScramChallenge(ScramChallenge),
+    /// Authenticated and restarted: waiting for a bind or resume request.
+    Authenticated(Authenticated),
+    /// A `<resume/>` was handed to the driver.
+    AwaitingResume(AwaitingResume),
+    /// Over: a final action was produced. Every input is ignored.
+    Done,
+}
+
+impl Negotiation {
+    /// A new negotiation on a connection accepted at `now` (`tls`: direct TLS, XEP-0368).
+    pub fn new(cfg: Config, tls: bool, now: Instant) -> Self {
+        let deadline = add(now, cfg.timeout);
+        Negotiation::AwaitingHeader(AwaitingHeader {
+            ctx: Ctx {
+                domain: cfg.domains.first().cloned().unwrap_or_default(),
+                cfg,
+                tls,
+                failures: 0,
+                deadline,
+            },
+            user: None,
+        })
+    }
+
+    /// When negotiation times out (None once it is over).
+    pub fn deadline(&self) -> Option<Instant> {
+        self.ctx().map(|c| c.deadline)
+    }
+
+    /// Whether the transport is encrypted, as far as the machine knows.
+    pub fn is_tls(&self) -> bool {
+        self.ctx().is_some_and(|c| c.tls)
+    }
+
+    /// Whether negotiation is over.
+    pub fn is_done(&self) -> bool {
+        matches!(self, Negotiation::Done)
+    }
+
+    fn ctx(&self) -> Option<&Ctx> {
+        Some(match self {
+            Negotiation::AwaitingHeader(s) => &s.ctx,
+            Negotiation::Unauthenticated(s) => &s.ctx,
+            Negotiation::AwaitingTls(s) => &s.ctx,
+            Negotiation::AwaitingCredentials(s) => &s.ctx,
+            Negotiation::ScramChallenge(s) => &s.ctx,
+            Negotiation::Authenticated(s) => &s.ctx,
+            Negotiation::AwaitingResume(s) => &s.ctx,
+            Negotiation::Done => return None,
+        })
+    }
+
+    /// Feeds one input; appends what to do to `out` and returns the next state. Inputs a state
+    /// does not expect from a correct driver (an answer nobody asked for) change nothing.
+    pub fn handle(self, input: Input, out: &mut Vec<Action>) -> Negotiation {
+        let Some(ctx) = self.ctx() else {
+            return Negotiation::Done;
+        };
+        match input {
+            Input::Tick(now) => {
+                if now >= ctx.deadline {
+                    out.push(Action::Fail(StreamError::new(
+                        StreamErrorCondition::ConnectionTimeout,
+                        None,
+                    )));
+                    return Negotiation::Done;
+                }
+                return self;
+            }
+            Input::DecodeError(e) => {
+                out.push(Action::Fail(e));
+                return Negotiation::Done;
+            }
+            _ => {}
+        }
+        match self {
+            Negotiation::AwaitingHeader(s) => s.handle(input, out),
+            Negotiation::Unauthenticated(s) => s.handle(input, out),
+            Negotiation::AwaitingTls(s) => s.handle(input),
+            Negotiation::AwaitingCredentials(s) => s.handle(input, out),
+            Negotiation::ScramChallenge(s) => s.handle(input, out),
+            Negotiation::Authenticated(s) => s.handle(input, out),
+            Negotiation::AwaitingResume(s) => s.handle(input, out),
+            Negotiation::Done => Negotiation::Done,
+        }
+    }
+}
+
+/// Checks an incoming stream header (RFC 6120 §4.7, §4.9.3): the content namespace, a `to`
+/// among `domains` (returned in its configured spelling) and version 1.0 or later.
+pub fn check_header(
+    h: &StreamHeader,
+    expect: StreamNs,
+    domains: &[String],
+) -> Result<String, StreamError> {
+    if h.ns != Some(expect) {
+        return Err(serr(
+            StreamErrorCondition::InvalidNamespace,
+            "wrong default namespace for this port",
+        ));
+    }
+    let domain = match h.to.as_deref() {
+        Some(to) => match domains.iter().find(|d| d.eq_ignore_ascii_case(to)) {
+            Some(d) => d.clone(),
+            None => {
+                return Err(serr(
+                    StreamErrorCondition::HostUnknown,
+                    "this server does not serve that domain",
+                ))
+            }
+        },
+        None => {
+            return Err(serr(
+                StreamErrorCondition::HostUnknown,
+                "the stream header has no 'to'",
+            ))
+        }
+    };
+    let major = h
+        .version
+        .as_deref()
+        .and_then(|v| v.split('.').next())
+        .and_then(|m| m.parse::<u32>().ok());
+    if major.unwrap_or(0) < 1 {
+        return Err(serr(
+            StreamErrorCondition::UnsupportedVersion,
+            "XMPP 1.0 is required",
+        ));
+    }
+    Ok(domain)
+}
+
+/// The stream features offered before authentication (`tls`: the transport is encrypted) or
+/// after it.
+pub fn features(tls: bool, require_tls: bool, authenticated: bool) -> Element {
+    let mut features = Element::bare("features", ns::STREAM);
+    if !authenticated {
+        if !tls {
+            let mut st = Element::bare("starttls", ns::TLS);
+            if require_tls {
+                st.append_child(Element::bare("required", ns::TLS));
+            }
+            features.append_child(st);
+        }
+        if tls || !require_tls {
+            features.append_child(mechanisms());
+        }
+    } else {
+        features.append_child(Element::bare("bind", ns::BIND));
+        let mut sess = Element::bare("session", ns::SESSION);
+        sess.append_child(Element::bare("optional", ns::SESSION));
+        features.append_child(sess);
+        features.append_child(herald_proto::sm::feature());
+        features.append_child(Element::bare("csi", ns::CSI));
+        features.append_child(Element::bare("ver", ns::ROSTERVER));
+    }
+    features
+}
+
+/// Offered only where SASL is allowed at all, so PLAIN is always among them.
+fn mechanisms() -> Element {
+    let mut m = Element::bare("mechanisms", ns::SASL);
+    for mech in [
+        Mechanism::ScramSha256,
+        Mechanism::ScramSha1,
+        Mechanism::Plain,
+    ] {
+        m.append_child(text_el("mechanism", ns::SASL, mech.name()));
+    }
+    m
+}
+
+fn text_el(name: &str, namespace: &str, text: &str) -> Element {
+    let mut el = Element::bare(name, namespace);
+    el.append_text(text);
+    el
+}
+
+/// `<failure><cond/></failure>` (RFC 6120 §6.5).
+fn sasl_failure(cond: &str) -> Element {
+    let mut f = Element::bare("failure", ns::SASL);
+    f.append_child(Element::bare(cond, ns::SASL));
+    f
+}
+
+/// The character data of `<auth/>`/`<response/>` (RFC 6120 §6.4.2); None if not base64.
+fn unb64(el: &Element) -> Option<Vec<u8>> {
+    sasl::decode_payload(&el.text()).ok()
+}
+
+fn is_stanza(el: &Element) -> bool {
+    el.ns() == INTERNAL_NS && matches!(el.name(), "message" | "presence" | "iq")
+}
+
+fn account_jid(username: &str, domain: &str) -> Option<BareJid> {
+    if username.is_empty() || username.contains('@') {
+        return None;
+    }
+    BareJid::new(&format!("{username}@{domain}")).ok()
+}
+
+fn authzid_ok(authzid: Option<&str>, jid: &BareJid) -> bool {
+    match authzid {
+        None | Some("") => true,
+        Some(a) => BareJid::new(a).map(|b| &b == jid).unwrap_or(false),
+    }
+}
+
+/// The stream ended or broke where only an element may come.
+fn unexpected_event(ev: StreamEvent, out: &mut Vec<Action>) -> Negotiation {
+    match ev {
+        StreamEvent::End => out.push(Action::Close),
+        _ => out.push(Action::Fail(serr(
+            StreamErrorCondition::NotWellFormed,
+            "unexpected stream restart",
+        ))),
+    }
+    Negotiation::Done
+}
+
+/// Waiting for a stream header: at the start, after TLS, after SASL success.
+#[derive(Debug)]
+pub struct AwaitingHeader {
+    ctx: Ctx,
+    user: Option<BareJid>,
+}
+
+impl AwaitingHeader {
+    /// A header opens the stream and sends its features; anything else ends it.
+    pub fn handle(self, input: Input, out: &mut Vec<Action>) -> Negotiation {
+        let Input::Event(ev) = input else {
+            return Negotiation::AwaitingHeader(self);
+        };
+        let header = match ev {
+            StreamEvent::Header(h) => h,
+            StreamEvent::End => {
+                out.push(Action::Close);
+                return Negotiation::Done;
+            }
+            StreamEvent::Stanza(_) => {
+                out.push(Action::Fail(serr(
+                    StreamErrorCondition::NotWellFormed,
+                    "expected a stream header",
+                )));
+                return Negotiation::Done;
+            }
+        };
+        let AwaitingHeader { mut ctx, user } = self;
+        let domain = match check_header(&header, StreamNs::Client, &ctx.cfg.domains) {
+            Ok(d) => d,
+            Err(e) => {
+                out.push(Action::Fail(e));
+                return Negotiation::Done;
+            }
+        };
+        if let Some(u) = &user {
+            if !u.domain().as_str().eq_ignore_ascii_case(&domain) {
+                out.push(Action::Fail(serr(
+                    StreamErrorCondition::HostUnknown,
+                    "the restarted stream changed domain",
+                )));
+                return Negotiation::Done;
+            }
+        }
+        ctx.domain = domain.clone();
+        out.push(Action::OpenStream {
+            domain,
+            to: header.from,
+            features: features(ctx.tls, ctx.cfg.require_encryption, user.is_some()),
+        });
+        match user {
+            None => Negotiation::Unauthenticated(Unauthenticated { ctx }),
+            Some(user) => Negotiation::Authenticated(Authenticated { ctx, user }),
+        }
+    }
+}
+
+/// Features sent, not authenticated yet.
+#[derive(Debug)]
+pub struct Unauthenticated {
+    ctx: Ctx,
+}
+
+impl Unauthenticated {
+    /// `<starttls/>`, `<auth/>`; a stanza is `not-authorized`, anything else unsupported.
+    pub fn handle(self, input: Input, out: &mut Vec<Action>) -> Negotiation {
+        let Input::Event(ev) = input else {
+            return Negotiation::Unauthenticated(self);
+        };
+        let el = match ev {
+            StreamEvent::Stanza(el) => el,
+            ev => return unexpected_event(ev, out),
+        };
+        let ctx = self.ctx;
+        if !ctx.tls && el.is("starttls", ns::TLS) {
+            out.push(Action::Send(Element::bare("proceed", ns::TLS)));
+            out.push(Action::StartTls);
+            return Negotiation::AwaitingTls(AwaitingTls { ctx });
+        }
+        if el.is("auth", ns::SASL) {
+            if !ctx.tls && ctx.cfg.require_encryption {
+                // RFC 6120 §5.3.1: TLS is mandatory-to-negotiate here.
+                out.push(Action::Send(sasl_failure("encryption-required")));
+                return Negotiation::Unauthenticated(Unauthenticated { ctx });
+            }
+            return start_sasl(ctx, &el, out);
+        }
+        if is_stanza(&el) {
+            out.push(Action::Fail(serr(
+                StreamErrorCondition::NotAuthorized,
+                "authenticate first",
+            )));
+        } else {
+            out.push(Action::Fail(serr(
+                StreamErrorCondition::UnsupportedStanzaType,
+                "unexpected element during negotiation",
+            )));
+        }
+        Negotiation::Done
+    }
+}
+
+/// Answers an `<auth/>` (SASL allowed on this transport).
+fn start_sasl(ctx: Ctx, auth: &Element, out: &mut Vec<Action>) -> Negotiation {
+    let plain_ok = ctx.tls || !ctx.cfg.require_encryption;
+    let mech = auth.attr("mechanism").and_then(Mechanism::from_name);
+    let Some(initial) = unb64(auth) else {
+        return auth_failed(ctx, "incorrect-encoding", false, out);
+    };
+    match mech {
+        None => auth_failed(ctx, "invalid-mechanism", false, out),
+        Some(Mechanism::Plain) if !plain_ok => auth_failed(ctx, "invalid-mechanism", false, out),
+        Some(Mechanism::Plain) => match sasl::parse_plain(&initial) {
+            Err(e) => auth_failed(ctx, e.condition(), false, out),
+            Ok((authzid, authcid, password)) => match account_jid(&authcid, &ctx.domain) {
+                None => auth_failed(ctx, "not-authorized", true, out),
+                Some(jid) => {
+                    out.push(Action::LookupCredentials {
+                        jid: jid.clone(),
+                        hash: ScramHash::Sha256,
+                    });
+                    Negotiation::AwaitingCredentials(AwaitingCredentials {
+                        ctx,
+                        pending: Pending::Plain {
+                            jid,
+                            authzid,
+                            password,
+                        },
+                    })
+                }
+            },
+        },
+        Some(m) => {
+            let hash = m.scram_hash().unwrap_or(ScramHash::Sha256);
+            let mut server = match &ctx.cfg.scram_nonce {
+                Some(n) => ScramServer::with_nonce(hash, n),
+                None => ScramServer::new(hash),
+            };
+            let (username, authzid) = match server.client_first(&initial) {
+                Ok(v) => v,
+                Err(e) => return auth_failed(ctx, e.condition(), false, out),
+            };
+            match account_jid(&username, &ctx.domain) {
+                Some(jid) => {
+                    out.push(Action::LookupCredentials {
+                        jid: jid.clone(),
+                        hash,
+                    });
+                    Negotiation::AwaitingCredentials(AwaitingCredentials {
+                        ctx,
+                        pending: Pending::Scram {
+                            server,
+                            jid,
+                            authzid,
+                        },
+                    })
+                }
+                // Not an account name: go on with a fake salt, so the challenge reveals nothing.
+                None => challenge(ctx, server, None, authzid, None, out),
+            }
+        }
+    }
+}
+
+/// Sends the SCRAM server-first message.
+fn challenge(
+    ctx: Ctx,
+    mut server: ScramServer,
+    jid: Option<BareJid>,
+    authzid: Option<String>,
+    keys: Option<ScramKeys>,
+    out: &mut Vec<Action>,
+) -> Negotiation {
+    let known = keys.is_some();
+    let first = server.server_first(keys);
+    out.push(Action::Send(text_el(
+        "challenge",
+        ns::SASL,
+        &sasl::encode_payload(&first),
+    )));
+    Negotiation::ScramChallenge(ScramChallenge {
+        ctx,
+        server,
+        jid: jid.filter(|_| known),
+        authzid,
+    })
+}
+
+/// A SASL failure: the `<failure/>` (after the failure delay when `delayed`: a wrong password,
+/// not a malformed request), counted; too many end the stream.
+fn auth_failed(mut ctx: Ctx, cond: &str, delayed: bool, out: &mut Vec<Action>) -> Negotiation {
+    if delayed {
+        // Slow down password guessing; the connection's task is the only one waiting.
+        out.push(Action::Delay(ctx.cfg.auth_failure_delay));
+    }
+    out.push(Action::Send(sasl_failure(cond)));
+    ctx.failures = ctx.failures.saturating_add(1);
+    out.push(Action::AuthFailed {
+        failures: ctx.failures,
+    });
+    if ctx.failures >= ctx.cfg.max_auth_failures {
+        out.push(Action::Fail(serr(
+            StreamErrorCondition::PolicyViolation,
+            "too many failed authentication attempts",
+        )));
+        return Negotiation::Done;
+    }
+    Negotiation::Unauthenticated(Unauthenticated { ctx })
+}
+
+/// SASL success (`<success/>` already queued): restart the stream, authenticated.
+fn authenticated(ctx: Ctx, jid: BareJid, out: &mut Vec<Action>) -> Negotiation {
+    out.push(Action::Authenticated(jid.clone()));
+    out.push(Action::Restart);
+    Negotiation::AwaitingHeader(AwaitingHeader {
+        ctx,
+        user: Some(jid),
+    })
+}
+
+/// `<proceed/>` sent; the driver upgrades the socket.
+#[derive(Debug)]
+pub struct AwaitingTls {
+    ctx: Ctx,
+}
+
+impl AwaitingTls {
+    /// [`Input::TlsEstablished`]: a new stream starts, encrypted.
+    pub fn handle(self, input: Input) -> Negotiation {
+        match input {
+            Input::TlsEstablished => {
+                let mut ctx = self.ctx;
+                ctx.tls = true;
+                Negotiation::AwaitingHeader(AwaitingHeader { ctx, user: None })
+            }
+            _ => Negotiation::AwaitingTls(self),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Pending {
+    Plain {
+        jid: BareJid,
+        authzid: Option<String>,
+        password: String,
+    },
+    Scram {
+        server: ScramServer,
+        jid: BareJid,
+        authzid: Option<String>,
+    },
+}
+
+/// An `<auth/>` waiting for [`Input::Credentials`]. The driver answers before it reads on.
+#[derive(Debug)]
+pub struct AwaitingCredentials {
+    ctx: Ctx,
+    pending: Pending,
+}
+
+impl AwaitingCredentials {
+    /// PLAIN: verify the password; SCRAM: send the challenge.
+    pub fn handle(self, input: Input, out: &mut Vec<Action>) -> Negotiation {
+        let Input::Credentials(keys) = input else {
+            return Negotiation::AwaitingCredentials(self);
+        };
+        let ctx = self.ctx;
+        match self.pending {
+            Pending::Plain {
+                jid,
+                authzid,
+                password,
+            } => {
+                let ok = keys
+                    .map(|k| sasl::verify_password(&k, &password))
+                    .unwrap_or(false);
+                if !ok {
+                    auth_failed(ctx, "not-authorized", true, out)
+                } else if !authzid_ok(authzid.as_deref(), &jid) {
+                    auth_failed(ctx, "invalid-authzid", true, out)
+                } else {
+                    out.push(Action::Send(Element::bare("success", ns::SASL)));
+                    authenticated(ctx, jid, out)
+                }
+            }
+            Pending::Scram {
+                server,
+                jid,
+                authzid,
+            } => challenge(ctx, server, Some(jid), authzid, keys, out),
+        }
+    }
+}
+
+/// A SCRAM challenge is out: `<response/>` or `<abort/>` next.
+#[derive(Debug)]
+pub struct ScramChallenge {
+    ctx: Ctx,
+    server: ScramServer,
+    /// The account, when it exists.
+    jid: Option<BareJid>,
+    authzid: Option<String>,
+}
+
+impl ScramChallenge {
+    /// Checks the client's proof.
+    pub fn handle(self, input: Input, out: &mut Vec<Action>) -> Negotiation {
+        let Input::Event(ev) = input else {
+            return Negotiation::ScramChallenge(self);
+        };
+        let ScramChallenge {
+            ctx,
+            mut server,
+            jid,
+            authzid,
+        } = self;
+        let resp = match ev {
+            StreamEvent::Stanza(el) if el.is("response", ns::SASL) => el,
+            StreamEvent::Stanza(el) if el.is("abort", ns::SASL) => {
+                return auth_failed(ctx, "aborted", false, out);
+            }
+            StreamEvent::End => {
+                out.push(Action::Disconnect);
+                return Negotiation::Done;
+            }
+            _ => {
+                out.push(Action::Fail(serr(
+                    StreamErrorCondition::PolicyViolation,
+                    "expected a SASL response",
+                )));
+                return Negotiation::Done;
+            }
+        };
+        let Some(data) = unb64(&resp) else {
+            return auth_failed(ctx, "incorrect-encoding", false, out);
+        };
+        match (server.client_final(&data), jid) {
+            (Ok(final_msg), Some(jid)) => {
+                if !authzid_ok(authzid.as_deref(), &jid) {
+                    return auth_failed(ctx, "invalid-authzid", true, out);
+                }
+                out.push(Action::Send(text_el(
+                    "success",
+                    ns::SASL,
+                    &sasl::encode_payload(&final_msg),
+                )));
+                authenticated(ctx, jid, out)
+            }
+            (Ok(_), None) => auth_failed(ctx, "not-authorized", true, out),
+            (Err(e), _) => auth_failed(ctx, e.condition(), true, out),
+        }
+    }
+}
+
+/// Authenticated, features (bind, sm, …) sent: waiting for a bind or resume request.
+#[derive(Debug)]
+pub struct Authenticated {
+    ctx: Ctx,
+    user: BareJid,
+}
+
+impl Authenticated {
+    /// The account that authenticated.
+    pub fn user(&self) -> &BareJid {
+        &self.user
+    }
+
+    /// A bind request ends negotiation; `<resume/>` goes to the driver; other IQs are
+    /// `not-allowed` and `<enable/>` fails until a resource is bound (RFC 6120 §7.1,
+    /// XEP-0198 §3).
+    pub fn handle(self, input: Input, out: &mut Vec<Action>) -> Negotiation {
+        let Input::Event(ev) = input else {
+            return Negotiation::Authenticated(self);
+        };
+        let el = match ev {
+            StreamEvent::Stanza(el) => el,
+            ev => return unexpected_event(ev, out),
+        };
+        if el.is("iq", INTERNAL_NS) {
+            let is_bind = el.children().next().is_some_and(|p| p.is("bind", ns::BIND));
+            if is_bind && el.attr("type") == Some("set") {
+                out.push(Action::Bind {
+                    user: self.user,
+                    request: el,
+                });
+                return Negotiation::Done;
+            }
+            // Anything else before binding: RFC 6120 §7.1 — not yet allowed.
+            if let Some(reply) = error_reply(
+                &el,
+                StanzaErrorCondition::NotAllowed,
+                None,
+                Some("bind a resource first"),
+            ) {
+                out.push(Action::Send(reply));
+            }
+            return Negotiation::Authenticated(self);
+        }
+        if el.is("resume", ns::SM) {
+            return match crate::sm_nonza::resume_request(&el) {
+                Ok((previd, h)) => {
+                    out.push(Action::Resume {
+                        user: self.user.clone(),
+                        previd,
+                        h,
+                    });
+                    Negotiation::AwaitingResume(AwaitingResume {
+                        ctx: self.ctx,
+                        user: self.user,
+                    })
+                }
+                Err(failed) => {
+                    out.push(Action::Send(failed));
+                    Negotiation::Authenticated(self)
+                }
+            };
+        }
+        if el.is("enable", ns::SM) {
+            out.push(Action::Send(crate::sm_nonza::enable_before_bind()));
+            return Negotiation::Authenticated(self);
+        }
+        if is_stanza(&el) {
+            out.push(Action::Fail(serr(
+                StreamErrorCondition::NotAuthorized,
+                "authenticate first",
+            )));
+        } else {
+            out.push(Action::Fail(serr(
+                StreamErrorCondition::UnsupportedStanzaType,
+                "unexpected element during negotiation",
+            )));
+        }
+        Negotiation::Done
+    }
+}
+
+/// [`Action::Resume`] is out; the driver either hands the stream over (negotiation is over,
+/// the machine is dropped) or answers [`Input::ResumeFailed`].
+#[derive(Debug)]
+pub struct AwaitingResume {
+    ctx: Ctx,
+    user: BareJid,
+}
+
+impl AwaitingResume {
+    /// No session took the stream: `<failed/>`, and the stream goes on (it may bind).
+    pub fn handle(self, input: Input, out: &mut Vec<Action>) -> Negotiation {
+        let Input::ResumeFailed { last_h } = input else {
+            return Negotiation::AwaitingResume(self);
+        };
+        out.push(Action::Send(crate::sm_nonza::resume_unknown(last_h)));
+        Negotiation::Authenticated(Authenticated {
+            ctx: self.ctx,
+            user: self.user,
+        })
+    }
+}
+
+/// Runs a whole negotiation over `bytes` as a driver would, answering every action at once
+/// with fixed credentials (user `user`, password `pencil`, keys with one iteration), and
+/// checks its invariants: no panic, nothing after a final action, a bind or resume only after
+/// an authentication, PLAIN never offered in the clear when encryption is required. For the
+/// fuzz target `negotiate` and the proptest below; the first two bytes choose the options.
+/// `start` is when the connection was accepted (any instant will do).
+#[doc(hidden)]
+pub fn run_bytes(data: &[u8], start: Instant) {
+    use herald_proto::stream::{Decoder, Limits};
+
+    let Some((&flags, rest)) = data.split_first() else {
+        return;
+    };
+    let Some((&chunk, rest)) = rest.split_first() else {
+        return;
+    };
+    let chunk = usize::from(chunk % 64) + 1;
+    let cfg = Config {
+        domains: vec!["localhost".into(), "example.org".into()],
+        require_encryption: flags & 1 != 0,
+        max_auth_failures: u32::from(flags >> 5) + 1,
+        auth_failure_delay: Duration::from_secs(1),
+        timeout: Duration::from_secs(60),
+        scram_nonce: Some("fuzznonce".into()),
+    };
+    let require = cfg.require_encryption;
+    let mut m = Negotiation::new(cfg, flags & 2 != 0, start);
+    let mut d = Decoder::new(Limits {
+        max_stanza_bytes: 4096,
+        max_depth: 16,
+        max_attributes: 16,
+        max_header_bytes: 1024,
+    });
+    let mut authenticated = false;
+    let mut out = Vec::new();
+    let mut answers = std::collections::VecDeque::new();
+    let mut ticks = 0u32;
+    for piece in rest.chunks(chunk) {
+        d.feed(piece);
+        loop {
+            let input = match answers.pop_front() {
+                Some(i) => i,
+                None => match d.next_event() {
+                    Ok(Some(ev)) => Input::Event(ev),
+                    Ok(None) => break,
+                    Err(e) => Input::DecodeError(e),
+                },
+            };
+            m = m.handle(input, &mut out);
+            for a in out.drain(..) {
+                match a {
+                    Action::OpenStream { features, .. } => {
+                        let plain = features
+                            .get_child("mechanisms", ns::SASL)
+                            .is_some_and(|ms| ms.children().any(|c| c.text() == "PLAIN"));
+                        assert!(!(plain && require && !m.is_tls()), "PLAIN in the clear");
+                    }
+                    Action::StartTls => {
+                        d.reset();
+                        answers.push_back(Input::TlsEstablished);
+                    }
+                    Action::Restart => d.reset(),
+                    Action::LookupCredentials { jid, hash } => {
+                        let keys = (jid.node().is_some_and(|n| n.as_str() == "user"))
+                            .then(|| sasl::derive_keys(hash, "pencil", b"salt", 1).ok())
+                            .flatten();
+                        answers.push_back(Input::Credentials(keys));
+                    }
+                    Action::Authenticated(_) => authenticated = true,
+                    Action::Bind { .. } => assert!(authenticated, "bind before auth"),
+                    Action::Resume { h, .. } => {
+                        assert!(authenticated, "resume before auth");
+                        answers.push_back(Input::ResumeFailed { last_h: Some(h) });
+                    }
+                    Action::Send(_)
+                    | Action::Delay(_)
+                    | Action::AuthFailed { .. }
+                    | Action::Fail(_)
+                    | Action::Close
+                    | Action::Disconnect => {}
+                }
+            }
+            if m.is_done() {
+                assert!(answers.is_empty(), "an answer was asked for after the end");
+                return;
+            }
+        }
+        if flags & 4 != 0 {
+            ticks += 1;
+            m = m.handle(
+                Input::Tick(start + Duration::from_secs(u64::from(ticks) * 7)),
+                &mut out,
+            );
+            if m.is_done() {
+                assert!(
+                    matches!(out.as_slice(), [Action::Fail(e)] if e.condition == StreamErrorCondition::ConnectionTimeout)
+                );
+                return;
+            }
+            assert!(out.is_empty());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,730 @@
+//! Table tests of the negotiation machine, fed through the real stream decoder, no sockets.
+
+use std::time::{Duration, Instant};
+
+use herald_proto::sasl::{self, ScramHash, ScramKeys};
+use herald_proto::stream::{to_string, Decoder, Limits, StreamNs};
+use proptest::prelude::*;
+
+use super::*;
+
+const HEADER: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+    xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>";
+const STARTTLS: &str = "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>";
+const BIND: &str = "<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>";
+
+const FEATURES_TLS_REQUIRED: &str = "open localhost [starttls(required)]";
+const FEATURES_TLS_OPTIONAL: &str =
+    "open localhost [starttls() mechanisms(SCRAM-SHA-256 SCRAM-SHA-1 PLAIN)]";
+const FEATURES_SASL: &str = "open localhost [mechanisms(SCRAM-SHA-256 SCRAM-SHA-1 PLAIN)]";
+const FEATURES_BOUND: &str = "open localhost [bind() session(optional) sm() csi() ver()]";
+const SUCCESS_PLAIN: &str = "send <success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>";
+
+fn cfg(require_encryption: bool) -> Config {
+    Config {
+        domains: vec!["localhost".into(), "Example.org".into()],
+        require_encryption,
+        max_auth_failures: 3,
+        auth_failure_delay: Duration::from_secs(1),
+        timeout: Duration::from_secs(60),
+        scram_nonce: None,
+    }
+}
+
+/// A driver without I/O: XML text in, actions out as short strings.
+struct Harness {
+    m: Negotiation,
+    d: Decoder,
+    start: Instant,
+}
+
+impl Harness {
+    fn new(cfg: Config, tls: bool) -> Self {
+        let start = Instant::now();
+        Harness {
+            m: Negotiation::new(cfg, tls, start),
+            d: Decoder::new(Limits::default()),
+            start,
+        }
+    }
+
+    fn input(&mut self, i: Input) -> Vec<String> {
+        let mut out = Vec::new();
+        let m = std::mem::replace(&mut self.m, Negotiation::Done);
+        self.m = m.handle(i, &mut out);
+        let restart = out
+            .iter()
+            .any(|a| matches!(a, Action::Restart | Action::StartTls));
+        if restart {
+            self.d.reset();
+        }
+        out.iter().map(show).collect()
+    }
+
+    /// Feeds XML text; every decoded event goes to the machine (an answer the machine asks
+    /// for must be fed with [`Self::input`] before the next text).
+    fn feed(&mut self, xml: &str) -> Vec<String> {
+        self.d.feed(xml.as_bytes());
+        let mut all = Vec::new();
+        loop {
+            let i = match self.d.next_event() {
+                Ok(Some(ev)) => Input::Event(ev),
+                Ok(None) => break,
+                Err(e) => Input::DecodeError(e),
+            };
+            let decode_error = matches!(i, Input::DecodeError(_));
+            all.extend(self.input(i));
+            if decode_error || self.m.is_done() {
+                break;
+            }
+        }
+        all
+    }
+
+    /// Over TLS (direct or STARTTLS) up to the SASL features.
+    fn to_sasl(cfg: Config) -> Self {
+        let mut h = Harness::new(cfg, true);
+        assert_eq!(h.feed(HEADER), [FEATURES_SASL]);
+        h
+    }
+
+    /// Authenticated as user@localhost with PLAIN, restarted, bound features sent.
+    fn authenticated() -> Self {
+        let mut h = Harness::to_sasl(cfg(true));
+        h.feed(&plain("user", "pencil"));
+        let got = h.input(Input::Credentials(Some(keys())));
+        assert_eq!(got[0], SUCCESS_PLAIN);
+        assert_eq!(h.feed(HEADER), [FEATURES_BOUND]);
+        h
+    }
+}
+
+fn show(a: &Action) -> String {
+    match a {
+        Action::OpenStream {
+            domain, features, ..
+        } => {
+            let items: Vec<String> = features
+                .children()
+                .map(|c| {
+                    let inner: Vec<String> = c
+                        .children()
+                        .map(|g| {
+                            if g.text().is_empty() {
+                                g.name().to_string()
+                            } else {
+                                g.text()
+                            }
+                        })
+                        .collect();
+                    format!("{}({})", c.name(), inner.join(" "))
+                })
+                .collect();
+            format!("open {domain} [{}]", items.join(" "))
+        }
+        Action::Send(el) => format!("send {}", to_string(el, StreamNs::Client)),
+        Action::StartTls => "starttls".into(),
+        Action::Restart => "restart".into(),
+        Action::LookupCredentials { jid, hash } => format!("lookup {jid} {hash:?}"),
+        Action::Delay(d) => format!("delay {}s", d.as_secs()),
+        Action::Authenticated(j) => format!("authenticated {j}"),
+        Action::AuthFailed { failures } => format!("auth-failed {failures}"),
+        Action::Bind { user, request } => {
+            format!("bind {user} {}", request.attr("id").unwrap_or_default())
+        }
+        Action::Resume { user, previd, h } => format!("resume {user} {previd} {h}"),
+        Action::Fail(e) => format!("fail {}", e.condition.as_str()),
+        Action::Close => "close".into(),
+        Action::Disconnect => "disconnect".into(),
+    }
+}
+
+/// A header event, as the decoder reports one at the start of a (restarted) stream.
+fn header_event() -> Input {
+    let mut d = Decoder::new(Limits::default());
+    d.feed(HEADER.as_bytes());
+    match d.next_event() {
+        Ok(Some(ev @ StreamEvent::Header(_))) => Input::Event(ev),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn stanza_event(xml: &str) -> Input {
+    Input::Event(StreamEvent::Stanza(xml.parse().unwrap()))
+}
+
+fn keys() -> ScramKeys {
+    sasl::derive_keys(ScramHash::Sha256, "pencil", b"salt", 2).unwrap()
+}
+
+fn auth(mech: &str, payload: &[u8]) -> String {
+    format!(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='{mech}'>{}</auth>",
+        sasl::encode_payload(payload)
+    )
+}
+
+fn plain(user: &str, pw: &str) -> String {
+    auth("PLAIN", format!("\0{user}\0{pw}").as_bytes())
+}
+
+fn failure(cond: &str) -> String {
+    format!("send <failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><{cond}/></failure>")
+}
+
+fn response(payload: &[u8]) -> String {
+    format!(
+        "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>",
+        sasl::encode_payload(payload)
+    )
+}
+
+fn payload_of(action: &str, name: &str) -> Vec<u8> {
+    let open = format!("send <{name} xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>");
+    let b64 = action
+        .strip_prefix(&open)
+        .and_then(|r| r.strip_suffix(&format!("</{name}>")))
+        .unwrap_or_else(|| panic!("not a {name}: {action}"));
+    sasl::decode_payload(b64).unwrap()
+}
+
+#[test]
+fn plain_over_required_starttls_to_bind() {
+    let mut h = Harness::new(cfg(true), false);
+    assert_eq!(h.feed(HEADER), [FEATURES_TLS_REQUIRED]);
+    assert_eq!(
+        h.feed(STARTTLS),
+        [
+            "send <proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>",
+            "starttls"
+        ]
+    );
+    assert!(h.input(Input::TlsEstablished).is_empty());
+    assert!(h.m.is_tls());
+    assert_eq!(h.feed(HEADER), [FEATURES_SASL]);
+    assert_eq!(
+        h.feed(&plain("user", "pencil")),
+        ["lookup user@localhost Sha256"]
+    );
+    assert_eq!(
+        h.input(Input::Credentials(Some(keys()))),
+        [SUCCESS_PLAIN, "authenticated user@localhost", "restart"]
+    );
+    assert_eq!(h.feed(HEADER), [FEATURES_BOUND]);
+    assert_eq!(h.feed(BIND), ["bind user@localhost b1"]);
+    assert!(h.m.is_done());
+    assert!(h.feed("<presence/>").is_empty());
+}
+
+#[test]
+fn optional_starttls_allows_plain_in_the_clear() {
+    let mut h = Harness::new(cfg(false), false);
+    assert_eq!(h.feed(HEADER), [FEATURES_TLS_OPTIONAL]);
+    assert_eq!(
+        h.feed(&plain("user", "pencil")),
+        ["lookup user@localhost Sha256"]
+    );
+    let got = h.input(Input::Credentials(Some(keys())));
+    assert_eq!(got[0], SUCCESS_PLAIN);
+    assert!(!h.m.is_tls());
+}
+
+#[test]
+fn direct_tls_offers_sasl_at_once() {
+    let mut h = Harness::new(cfg(true), true);
+    assert_eq!(h.feed(HEADER), [FEATURES_SASL]);
+    // STARTTLS over TLS is not a thing.
+    assert_eq!(h.feed(STARTTLS), ["fail unsupported-stanza-type"]);
+}
+
+#[test]
+fn sasl_in_the_clear_when_encryption_is_required() {
+    let mut h = Harness::new(cfg(true), false);
+    h.feed(HEADER);
+    for mech in ["PLAIN", "SCRAM-SHA-256", "X"] {
+        // Refused, and not counted as a failed attempt.
+        assert_eq!(
+            h.feed(&auth(mech, b"n,,n=user,r=abc")),
+            [failure("encryption-required")]
+        );
+    }
+    assert_eq!(h.feed(STARTTLS)[1], "starttls");
+}
+
+#[test]
+fn scram_sha256_rfc7677_vector() {
+    let mut h = Harness::to_sasl(Config {
+        scram_nonce: Some("%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0".into()),
+        ..cfg(true)
+    });
+    assert_eq!(
+        h.feed(&auth("SCRAM-SHA-256", b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO")),
+        ["lookup user@localhost Sha256"]
+    );
+    let salt = sasl::decode_payload("W22ZaJ0SNY7soEsUEjb6gQ==").unwrap();
+    let k = sasl::derive_keys(ScramHash::Sha256, "pencil", &salt, 4096).unwrap();
+    let got = h.input(Input::Credentials(Some(k)));
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        payload_of(&got[0], "challenge"),
+        b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
+    );
+    let got = h.feed(&response(
+        b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,\
+          p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=",
+    ));
+    assert_eq!(
+        payload_of(&got[0], "success"),
+        b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
+    );
+    assert_eq!(got[1..], ["authenticated user@localhost", "restart"]);
+    assert_eq!(h.feed(HEADER), [FEATURES_BOUND]);
+}
+
+#[test]
+fn scram_sha1_rfc5802_vector_and_a_wrong_proof() {
+    let first = b"n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL";
+    let good =
+        b"c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts=";
+    let bad = b"c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=AAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    let salt = sasl::decode_payload("QSXCR+Q6sek8bf92").unwrap();
+    let k = sasl::derive_keys(ScramHash::Sha1, "pencil", &salt, 4096).unwrap();
+    let c = Config {
+        scram_nonce: Some("3rfcNHYJY1ZVvWVs7j".into()),
+        ..cfg(true)
+    };
+    let mut h = Harness::to_sasl(c.clone());
+    assert_eq!(
+        h.feed(&auth("SCRAM-SHA-1", first)),
+        ["lookup user@localhost Sha1"]
+    );
+    h.input(Input::Credentials(Some(k.clone())));
+    let got = h.feed(&response(good));
+    assert_eq!(
+        payload_of(&got[0], "success"),
+        b"v=rmF9pqV8S7suAoZWja4dJRkFsKQ="
+    );
+
+    let mut h = Harness::to_sasl(c);
+    h.feed(&auth("SCRAM-SHA-1", first));
+    h.input(Input::Credentials(Some(k)));
+    assert_eq!(
+        h.feed(&response(bad)),
+        ["delay 1s", &failure("not-authorized"), "auth-failed 1"]
+    );
+}
+
+#[test]
+fn scram_for_an_unknown_or_unnamed_user_fails_after_a_challenge() {
+    let mut h = Harness::to_sasl(cfg(true));
+    assert_eq!(
+        h.feed(&auth("SCRAM-SHA-256", b"n,,n=nobody,r=abc")),
+        ["lookup nobody@localhost Sha256"]
+    );
+    let got = h.input(Input::Credentials(None));
+    assert!(payload_of(&got[0], "challenge").starts_with(b"r=abc"));
+    let got = h.feed(&response(b"c=biws,r=abc,p=AAAA"));
+    assert_eq!(got[..2], ["delay 1s", &failure("not-authorized")]);
+
+    // Not an account name at all: no lookup, still a (fake) challenge.
+    let mut h = Harness::to_sasl(cfg(true));
+    let got = h.feed(&auth("SCRAM-SHA-256", b"n,,n=a@b,r=abc"));
+    assert!(payload_of(&got[0], "challenge").starts_with(b"r=abc"));
+}
+
+#[test]
+fn sasl_failures_table() {
+    // (auth element, credentials answer if a lookup is expected, expected actions)
+    type Case = (String, Option<Option<ScramKeys>>, Vec<String>);
+    let nf = |c: &str, n: u32, delayed: bool| {
+        let mut v = Vec::new();
+        if delayed {
+            v.push("delay 1s".to_string());
+        }
+        v.push(failure(c));
+        v.push(format!("auth-failed {n}"));
+        v
+    };
+    let cases: Vec<Case> = vec![
+        (
+            plain("user", "wrong"),
+            Some(Some(keys())),
+            nf("not-authorized", 1, true),
+        ),
+        (
+            plain("ghost", "pencil"),
+            Some(None),
+            nf("not-authorized", 1, true),
+        ),
+        (plain("a@b", "pencil"), None, nf("not-authorized", 1, true)),
+        (
+            auth("PLAIN", b"user\0pencil"),
+            None,
+            nf("malformed-request", 1, false),
+        ),
+        (
+            auth("PLAIN", b"other@localhost\0user\0pencil"),
+            Some(Some(keys())),
+            nf("invalid-authzid", 1, true),
+        ),
+        (
+            auth("DIGEST-MD5", b""),
+            None,
+            nf("invalid-mechanism", 1, false),
+        ),
+        (
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>AAAA</auth>".into(),
+            None,
+            nf("invalid-mechanism", 1, false),
+        ),
+        (
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>!!</auth>".into(),
+            None,
+            nf("incorrect-encoding", 1, false),
+        ),
+        (
+            auth("SCRAM-SHA-256", b"p=tls-unique,,n=user,r=abc"),
+            None,
+            nf("malformed-request", 1, false),
+        ),
+    ];
+    for (el, creds, want) in cases {
+        let mut h = Harness::to_sasl(cfg(true));
+        let mut got = h.feed(&el);
+        if let Some(c) = creds {
+            assert_eq!(got.len(), 1, "{el}: {got:?}");
+            assert!(got[0].starts_with("lookup "), "{el}: {got:?}");
+            got = h.input(Input::Credentials(c));
+        }
+        assert_eq!(got, want, "{el}");
+        assert!(matches!(h.m, Negotiation::Unauthenticated(_)), "{el}");
+    }
+}
+
+#[test]
+fn too_many_failures_end_the_stream() {
+    let mut h = Harness::to_sasl(cfg(true));
+    for n in 1..=3 {
+        h.feed(&plain("user", "wrong"));
+        let got = h.input(Input::Credentials(Some(keys())));
+        assert_eq!(
+            got[..3],
+            [
+                "delay 1s",
+                &failure("not-authorized"),
+                &format!("auth-failed {n}")
+            ]
+        );
+        if n < 3 {
+            assert_eq!(got.len(), 3);
+        } else {
+            assert_eq!(got[3..], ["fail policy-violation"]);
+            assert!(h.m.is_done());
+        }
+    }
+}
+
+#[test]
+fn scram_exchange_interrupted() {
+    let start = |h: &mut Harness| {
+        h.feed(&auth("SCRAM-SHA-256", b"n,,n=user,r=abc"));
+        h.input(Input::Credentials(Some(keys())));
+    };
+    let cases = [
+        (
+            "<abort xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>",
+            vec![failure("aborted"), "auth-failed 1".into()],
+        ),
+        (
+            "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>!</response>",
+            vec![failure("incorrect-encoding"), "auth-failed 1".into()],
+        ),
+        ("<message/>", vec!["fail policy-violation".to_string()]),
+        ("</stream:stream>", vec!["disconnect".to_string()]),
+    ];
+    for (xml, want) in cases {
+        let mut h = Harness::to_sasl(cfg(true));
+        start(&mut h);
+        assert_eq!(h.feed(xml), want, "{xml}");
+    }
+    let mut h = Harness::to_sasl(cfg(true));
+    start(&mut h);
+    assert_eq!(h.input(header_event()), ["fail policy-violation"]);
+}
+
+#[test]
+fn before_authentication_table() {
+    let cases = [
+        (
+            "<message to='a@localhost'><body>hi</body></message>",
+            "fail not-authorized",
+        ),
+        ("<presence/>", "fail not-authorized"),
+        (BIND, "fail not-authorized"),
+        (
+            "<resume xmlns='urn:xmpp:sm:3' previd='x' h='0'/>",
+            "fail unsupported-stanza-type",
+        ),
+        (
+            "<enable xmlns='urn:xmpp:sm:3'/>",
+            "fail unsupported-stanza-type",
+        ),
+        ("<foo xmlns='bar'/>", "fail unsupported-stanza-type"),
+        ("</stream:stream>", "close"),
+    ];
+    for (xml, want) in cases {
+        let mut h = Harness::to_sasl(cfg(true));
+        assert_eq!(h.feed(xml), [want], "{xml}");
+        assert!(h.m.is_done());
+    }
+    // A second header on the same stream (the decoder itself reports one inside a stream as
+    // restricted XML; the machine refuses it too).
+    let mut h = Harness::to_sasl(cfg(true));
+    assert_eq!(h.input(header_event()), ["fail not-well-formed"]);
+    let mut h = Harness::authenticated();
+    assert_eq!(h.input(header_event()), ["fail not-well-formed"]);
+}
+
+#[test]
+fn headers_table() {
+    let header = |ns: &str, to: Option<&str>, version: Option<&str>| {
+        format!(
+            "<stream:stream xmlns='{ns}' xmlns:stream='http://etherx.jabber.org/streams'{}{}>",
+            to.map(|t| format!(" to='{t}'")).unwrap_or_default(),
+            version
+                .map(|v| format!(" version='{v}'"))
+                .unwrap_or_default()
+        )
+    };
+    let cases = [
+        (
+            header("jabber:client", Some("localhost"), Some("1.0")),
+            FEATURES_SASL.to_string(),
+        ),
+        // The configured spelling is kept.
+        (
+            header("jabber:client", Some("EXAMPLE.ORG"), Some("1.0")),
+            FEATURES_SASL.replace("localhost", "Example.org"),
+        ),
+        (
+            header("jabber:server", Some("localhost"), Some("1.0")),
+            "fail invalid-namespace".into(),
+        ),
+        (
+            header("jabber:client", Some("elsewhere"), Some("1.0")),
+            "fail host-unknown".into(),
+        ),
+        (
+            header("jabber:client", None, Some("1.0")),
+            "fail host-unknown".into(),
+        ),
+        (
+            header("jabber:client", Some("localhost"), None),
+            "fail unsupported-version".into(),
+        ),
+        (
+            header("jabber:client", Some("localhost"), Some("0.9")),
+            "fail unsupported-version".into(),
+        ),
+        (
+            header("jabber:client", Some("localhost"), Some("2.0")),
+            FEATURES_SASL.to_string(),
+        ),
+        // The decoder refuses a document that does not open a stream.
+        (
+            "<message xmlns='jabber:client'/>".into(),
+            "fail invalid-namespace".into(),
+        ),
+        ("<<<".into(), "fail not-well-formed".into()),
+        ("</stream:stream>".into(), "fail not-well-formed".into()),
+    ];
+    for (xml, want) in cases {
+        let mut h = Harness::new(cfg(true), true);
+        assert_eq!(h.feed(&xml), [want], "{xml}");
+    }
+    // The machine's own rule, should a decoder deliver an element first.
+    let mut h = Harness::new(cfg(true), true);
+    assert_eq!(
+        h.input(stanza_event("<message xmlns='jabber:client'/>")),
+        ["fail not-well-formed"]
+    );
+    let mut h = Harness::new(cfg(true), true);
+    assert_eq!(h.input(Input::Event(StreamEvent::End)), ["close"]);
+}
+
+#[test]
+fn after_authentication_table() {
+    let cases: [(&str, &[&str], bool); 7] = [
+        (BIND, &["bind user@localhost b1"], true),
+        (
+            "<iq type='get' id='q'><query xmlns='jabber:iq:roster'/></iq>",
+            &["send <iq id='q' type='error'><error type='cancel'><not-allowed xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/><text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>bind a resource first</text></error></iq>"],
+            false,
+        ),
+        (
+            "<iq type='get' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>",
+            &["send <iq id='b' type='error'><error type='cancel'><not-allowed xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/><text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>bind a resource first</text></error></iq>"],
+            false,
+        ),
+        (
+            "<enable xmlns='urn:xmpp:sm:3' resume='true'/>",
+            &["send <failed xmlns='urn:xmpp:sm:3'><unexpected-request xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>"],
+            false,
+        ),
+        ("<message><body>x</body></message>", &["fail not-authorized"], true),
+        (&auth("PLAIN", b"\0user\0pencil"), &["fail unsupported-stanza-type"], true),
+        ("</stream:stream>", &["close"], true),
+    ];
+    for (xml, want, done) in cases {
+        let mut h = Harness::authenticated();
+        assert_eq!(h.feed(xml), want, "{xml}");
+        assert_eq!(h.m.is_done(), done, "{xml}");
+    }
+}
+
+#[test]
+fn resume_paths() {
+    // Handed to the driver; when no session takes it, <failed/> and the stream goes on.
+    let mut h = Harness::authenticated();
+    assert_eq!(
+        h.feed("<resume xmlns='urn:xmpp:sm:3' previd='s1' h='4'/>"),
+        ["resume user@localhost s1 4"]
+    );
+    assert!(matches!(h.m, Negotiation::AwaitingResume(_)));
+    assert_eq!(
+        h.input(Input::ResumeFailed { last_h: Some(7) }),
+        ["send <failed xmlns='urn:xmpp:sm:3' h='7'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>"]
+    );
+    assert_eq!(
+        h.feed("<resume xmlns='urn:xmpp:sm:3' previd='s1' h='4'/>"),
+        ["resume user@localhost s1 4"]
+    );
+    assert_eq!(
+        h.input(Input::ResumeFailed { last_h: None }),
+        ["send <failed xmlns='urn:xmpp:sm:3'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>"]
+    );
+    assert_eq!(h.feed(BIND), ["bind user@localhost b1"]);
+
+    // No h: bad-request, no hand-over.
+    let mut h = Harness::authenticated();
+    assert_eq!(
+        h.feed("<resume xmlns='urn:xmpp:sm:3' previd='s1'/>"),
+        ["send <failed xmlns='urn:xmpp:sm:3'><bad-request xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>"]
+    );
+    assert!(matches!(h.m, Negotiation::Authenticated(_)));
+}
+
+#[test]
+fn restart_after_sasl() {
+    // The restarted stream must keep the domain it authenticated on.
+    let mut h = Harness::to_sasl(cfg(true));
+    h.feed(&plain("user", "pencil"));
+    h.input(Input::Credentials(Some(keys())));
+    assert_eq!(
+        h.feed(&HEADER.replace("localhost", "example.org")),
+        ["fail host-unknown"]
+    );
+    // A stanza where the new header belongs.
+    let mut h = Harness::to_sasl(cfg(true));
+    h.feed(&plain("user", "pencil"));
+    h.input(Input::Credentials(Some(keys())));
+    assert_eq!(
+        h.input(stanza_event("<message xmlns='jabber:client'/>")),
+        ["fail not-well-formed"]
+    );
+    // Bytes sent before the restart are not part of the new stream (the decoder was reset),
+    // and a header on the old stream after success is a new document, so it is accepted.
+    let mut h = Harness::to_sasl(cfg(true));
+    h.feed(&plain("user", "pencil"));
+    let got = h.input(Input::Credentials(Some(keys())));
+    assert_eq!(got.last().map(String::as_str), Some("restart"));
+    assert_eq!(h.feed(HEADER), [FEATURES_BOUND]);
+}
+
+#[test]
+fn answers_nobody_asked_for_change_nothing() {
+    let mut h = Harness::to_sasl(cfg(true));
+    assert!(h.input(Input::TlsEstablished).is_empty());
+    assert!(h.input(Input::Credentials(None)).is_empty());
+    assert!(h.input(Input::ResumeFailed { last_h: None }).is_empty());
+    assert!(matches!(h.m, Negotiation::Unauthenticated(_)));
+}
+
+#[test]
+fn timeout() {
+    let mut h = Harness::new(cfg(true), false);
+    assert_eq!(h.m.deadline(), Some(h.start + Duration::from_secs(60)));
+    h.feed(HEADER);
+    let early = h.start + Duration::from_secs(59);
+    assert!(h.input(Input::Tick(early)).is_empty());
+    let late = h.start + Duration::from_secs(60);
+    assert_eq!(h.input(Input::Tick(late)), ["fail connection-timeout"]);
+    assert!(h.m.is_done());
+    assert_eq!(h.m.deadline(), None);
+    // In every waiting state.
+    let mut h = Harness::authenticated();
+    assert_eq!(
+        h.input(Input::Tick(h.start + Duration::from_secs(61))),
+        ["fail connection-timeout"]
+    );
+}
+
+#[test]
+fn final_actions() {
+    assert!(Action::Close.is_final());
+    assert!(!Action::StartTls.is_final());
+    assert!(!Action::Restart.is_final());
+}
+
+#[test]
+fn run_bytes_smoke() {
+    // A full login through the fuzz driver: header, PLAIN, restart, bind.
+    let mut data = vec![2u8, 63];
+    for part in [HEADER, &plain("user", "pencil"), HEADER, BIND] {
+        data.extend_from_slice(part.as_bytes());
+    }
+    run_bytes(&data, Instant::now());
+    run_bytes(&[], Instant::now());
+    run_bytes(&[7, 0, b'<'], Instant::now());
+}
+
+/// Fragments a client might send, in any order: reaches the deeper states far more often
+/// than random bytes.
+const FRAGMENTS: &[&str] = &[
+    HEADER,
+    STARTTLS,
+    BIND,
+    "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AHVzZXIAcGVuY2ls</auth>",
+    "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AHVzZXIAd3Jvbmc=</auth>",
+    "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-1'>biwsbj11c2VyLHI9YWJj</auth>",
+    "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>Yz1iaXdzLHI9YWJjZnV6em5vbmNlLHA9QUFBQQ==</response>",
+    "<abort xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>",
+    "<resume xmlns='urn:xmpp:sm:3' previd='p' h='1'/>",
+    "<resume xmlns='urn:xmpp:sm:3'/>",
+    "<enable xmlns='urn:xmpp:sm:3'/>",
+    "<iq type='get' id='x'><ping xmlns='urn:xmpp:ping'/></iq>",
+    "<message/>",
+    "</stream:stream>",
+    "<x",
+    "&bad;",
+];
+
+proptest! {
+    #[test]
+    fn random_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..1024)) {
+        run_bytes(&data, Instant::now());
+    }
+
+    #[test]
+    fn random_fragment_sequences_never_panic(
+        flags in any::<u8>(),
+        chunk in any::<u8>(),
+        picks in proptest::collection::vec(0..FRAGMENTS.len(), 0..24),
+    ) {
+        let mut data = vec![flags, chunk];
+        for p in picks {
+            data.extend_from_slice(FRAGMENTS[p].as_bytes());
+        }
+        run_bytes(&data, Instant::now());
+    }
+}
