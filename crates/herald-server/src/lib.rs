@@ -18,41 +18,23 @@
 //! | operators | [`admin`] (CLI side), [`admin_socket`] (server side), [`accounts`] |
 //! | helpers | [`cache`] (per-user caches), [`stanza`] and [`xep`] (re-exported from herald-xep) |
 
-pub mod accounts;
 pub mod admin;
-pub mod admin_socket;
-pub mod blocking;
 pub mod c2s;
 pub mod cache;
-pub mod carbons;
-pub mod component;
 pub use herald_config as config;
-pub mod ctx;
-pub mod durable;
-pub mod hooks;
+pub mod features;
+pub mod federation;
 pub use herald_store::group_commit;
-pub use herald_transport::conn;
-pub use herald_transport::inbox;
-pub mod iq;
-pub mod listener;
-pub mod mam;
-pub mod message;
-pub mod msg;
-pub mod negotiate;
-pub mod offline;
-pub mod persist;
-pub mod presence;
-pub mod push;
-pub mod push_diag;
-pub mod roster;
-pub mod router;
 pub mod routing;
-pub mod s2s;
-pub mod session;
-pub use herald_transport::tls;
-pub use herald_transport::tls_io;
+pub mod transport;
 pub use herald_xep as xep;
 pub use herald_xep::stanza;
+
+use admin::{accounts, admin_socket};
+use c2s::{persist, session};
+use features::{blocking, iq, mam, message, presence, push};
+use federation::{component, s2s};
+use routing::{hooks, msg, router};
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

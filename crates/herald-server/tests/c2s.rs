@@ -364,7 +364,7 @@ async fn component_handshake_and_message_exchange() {
         Some(StreamEvent::Header(h)) => h.id.unwrap(),
         other => panic!("{other:?}"),
     };
-    let digest = herald_server::component::handshake_digest(&id, "s3cret");
+    let digest = herald_server::federation::component::handshake_digest(&id, "s3cret");
     comp.send(&format!("<handshake>{digest}</handshake>")).await;
     assert_eq!(comp.element().await.name(), "handshake");
     a.send("<message to='bot@push.localhost' id='c1'><body>to component</body></message>")

@@ -9,8 +9,8 @@ use std::collections::BTreeSet;
 
 use common::*;
 use herald_proto::Element;
-use herald_server::iq::table::TABLE;
-use herald_server::iq::{Advertised, Disco, Target};
+use herald_server::features::iq::table::TABLE;
+use herald_server::features::iq::{Advertised, Disco, Target};
 
 const DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
 

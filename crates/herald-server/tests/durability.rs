@@ -437,7 +437,7 @@ async fn a_restored_session_keeps_its_push_attachment_and_nobody_is_woken() {
     let s = s.restart().await;
     assert_eq!(
         s.running.loaded,
-        herald_server::persist::Loaded {
+        herald_server::c2s::persist::Loaded {
             restored: 1,
             ..Default::default()
         }

@@ -1641,7 +1641,7 @@ async fn directed_presence_recipients_are_bounded() {
     s.add_user("alice", PW);
     let mut a = RawClient::login(s.c2s(), "alice", PW, "r").await;
     let mut burst = String::new();
-    for i in 0..herald_server::presence::MAX_DIRECTED {
+    for i in 0..herald_server::features::presence::MAX_DIRECTED {
         burst.push_str(&format!("<presence to='nobody{i}@localhost'/>"));
     }
     a.send(&burst).await;

@@ -132,7 +132,7 @@ impl Fed {
     }
 }
 
-fn metric(s: &TestServer, f: impl Fn(&herald_server::s2s::S2sMetrics) -> u64) -> u64 {
+fn metric(s: &TestServer, f: impl Fn(&herald_server::federation::s2s::S2sMetrics) -> u64) -> u64 {
     f(&s.running.shared.s2s.metrics)
 }
 

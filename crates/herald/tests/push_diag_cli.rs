@@ -78,7 +78,7 @@ fn app_server(components: u16) {
     read_until(&mut s, &mut buf, ">");
     let header = &buf[buf.find("<stream:stream").unwrap()..];
     let id = attr(header, "id").expect("stream id");
-    let digest = herald_server::component::handshake_digest(&id, "s3cret");
+    let digest = herald_server::federation::component::handshake_digest(&id, "s3cret");
     s.write_all(format!("<handshake>{digest}</handshake>").as_bytes())
         .unwrap();
     read_until(&mut s, &mut buf, "<handshake");

@@ -544,7 +544,7 @@ impl FakeAppServer {
             Some(StreamEvent::Header(h)) => h.id.unwrap(),
             other => panic!("{other:?}"),
         };
-        let digest = herald_server::component::handshake_digest(&id, "s3cret");
+        let digest = herald_server::federation::component::handshake_digest(&id, "s3cret");
         comp.send(&format!("<handshake>{digest}</handshake>")).await;
         assert_eq!(comp.element().await.name(), "handshake");
         let (ev_tx, events) = mpsc::unbounded_channel();
@@ -780,7 +780,7 @@ impl RawClient {
             Some(StreamEvent::Header(h)) => h.id.unwrap(),
             other => panic!("expected a header, got {other:?}"),
         };
-        let digest = herald_server::component::handshake_digest(&id, secret);
+        let digest = herald_server::federation::component::handshake_digest(&id, secret);
         c.send(&format!("<handshake>{digest}</handshake>")).await;
         let h = c.element().await;
         assert_eq!(h.name(), "handshake", "{}", String::from(&h));

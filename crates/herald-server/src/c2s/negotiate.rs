@@ -1,0 +1,260 @@
+//! The c2s negotiation driver: runs `herald_session::negotiate`'s machine over a connection.
+//! It reads stream events and feeds them in, and performs the machine's actions — writes, the
+//! TLS upgrade, the decoder reset after SASL, credential look-ups in the store, the failure
+//! delay, the hand-over of a `<resume/>` to its hibernated session — until a bind request
+//! (returned to [`crate::c2s::session::start`]) or the end. Every protocol decision (features,
+//! SASL, `<failure/>` conditions, failure limit, stream errors) is the machine's. Also here:
+//! the bind helpers (credentials are made by `crate::admin::accounts::make_credentials`).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use herald_proto::error::{StanzaErrorCondition, StreamError, StreamErrorCondition};
+use herald_proto::jid::{BareJid, FullJid};
+use herald_proto::ns;
+use herald_proto::sasl::{ScramHash, ScramKeys};
+use herald_proto::stream::INTERNAL_NS;
+use herald_proto::Element;
+use herald_session::negotiate::{Action, Config, Input, Negotiation};
+use herald_store::{roles, ScramRecord};
+use tokio::time::Instant;
+
+use crate::routing::msg::SessionMsg;
+use crate::stanza;
+use crate::transport::conn::{self, Conn, ConnError};
+use crate::Shared;
+
+/// What negotiation produced.
+pub enum Outcome {
+    /// A resource was requested: bind it (the caller answers the bind IQ).
+    Bind {
+        /// The authenticated account.
+        user: BareJid,
+        /// The bind request.
+        request: Element,
+        /// The stream.
+        conn: Box<Conn>,
+    },
+    /// XEP-0198: the connection was handed to a hibernated session.
+    Resumed,
+    /// The stream ended (error already sent or peer closed).
+    Closed,
+}
+
+/// The machine's configuration from the server's.
+fn machine_config(shared: &Shared) -> Config {
+    let c = &shared.cfg.c2s;
+    Config {
+        domains: shared.cfg.local_domains(),
+        require_encryption: c.require_encryption,
+        max_auth_failures: c.max_auth_failures,
+        auth_failure_delay: c.auth_failure_delay.0,
+        timeout: c.negotiation_timeout.0,
+        scram_nonce: None,
+    }
+}
+
+/// Negotiates a c2s stream until a bind or resume request, or failure.
+pub async fn negotiate(shared: &Arc<Shared>, mut conn: Conn) -> Outcome {
+    let start = Instant::now();
+    let mut machine = Negotiation::new(machine_config(shared), conn.is_tls(), start.into_std());
+    let deadline = start + shared.cfg.c2s.negotiation_timeout.0;
+    let mut actions = Vec::new();
+    loop {
+        // Perform what the last input asked for; some actions are answered by an input.
+        let mut answer = None;
+        for action in actions.drain(..) {
+            match action {
+                Action::OpenStream {
+                    domain,
+                    to,
+                    features,
+                } => {
+                    conn.domain = domain;
+                    let id = conn::new_stream_id();
+                    let from = conn.domain.clone();
+                    if let Err(e) = conn
+                        .send_header_and_features(&from, to.as_deref(), &id, &features)
+                        .await
+                    {
+                        return broken(&mut conn, e).await;
+                    }
+                }
+                Action::Send(el) => {
+                    if let Err(e) = conn.send(&el).await {
+                        return broken(&mut conn, e).await;
+                    }
+                }
+                Action::StartTls => {
+                    let acceptor = conn::acceptor(&shared.tls);
+                    match tokio::time::timeout_at(deadline, conn.start_tls(&acceptor)).await {
+                        Ok(Ok(c)) => {
+                            tracing::Span::current().record("tls", true);
+                            conn = c;
+                            answer = Some(Input::TlsEstablished);
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "TLS handshake failed");
+                            return Outcome::Closed;
+                        }
+                        Err(_) => return Outcome::Closed,
+                    }
+                }
+                Action::Restart => conn.restart(),
+                Action::LookupCredentials { jid, hash } => {
+                    answer = Some(Input::Credentials(lookup(shared, &jid, hash)));
+                }
+                Action::Delay(d) => tokio::time::sleep(d).await,
+                Action::Authenticated(jid) => {
+                    tracing::info!(user = %jid, "authenticated");
+                    shared.metrics.logins.fetch_add(1, Ordering::Relaxed);
+                }
+                Action::AuthFailed { failures } => {
+                    shared.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(peer = %conn.peer, failures, "authentication failed");
+                }
+                Action::Bind { user, request } => {
+                    return Outcome::Bind {
+                        user,
+                        request,
+                        conn: Box::new(conn),
+                    }
+                }
+                Action::Resume { user, previd, h } => {
+                    match try_resume(shared, &user, previd, h, conn).await {
+                        Ok(()) => return Outcome::Resumed,
+                        Err((c, last_h)) => {
+                            conn = c;
+                            answer = Some(Input::ResumeFailed { last_h });
+                        }
+                    }
+                }
+                Action::Fail(e) => {
+                    tracing::debug!(condition = e.condition.as_str(), text = ?e.text, "stream error");
+                    let from = conn.domain.clone();
+                    conn.fail(&from, &e).await;
+                    return Outcome::Closed;
+                }
+                Action::Close => {
+                    conn.close().await;
+                    return Outcome::Closed;
+                }
+                Action::Disconnect => return Outcome::Closed,
+            }
+        }
+        // Then the answer, or the next event from the peer.
+        let input = match answer {
+            Some(a) => a,
+            None => match conn.next_event_until(deadline).await {
+                Ok(ev) => Input::Event(ev),
+                Err(ConnError::Stream(e)) => Input::DecodeError(e),
+                Err(ConnError::Timeout) => Input::Tick(Instant::now().into_std()),
+                Err(e) => return broken(&mut conn, e).await,
+            },
+        };
+        machine = machine.handle(input, &mut actions);
+    }
+}
+
+/// A write failed (or a read, other than a decoder error or the deadline, which the machine
+/// answers): a write that timed out still gets `connection-timeout`.
+async fn broken(conn: &mut Conn, e: ConnError) -> Outcome {
+    if let ConnError::Timeout = e {
+        let e = StreamError::new(StreamErrorCondition::ConnectionTimeout, None);
+        let from = conn.domain.clone();
+        conn.fail(&from, &e).await;
+    } else {
+        tracing::debug!(error = %e, "connection lost during negotiation");
+    }
+    Outcome::Closed
+}
+
+fn to_keys(hash: ScramHash, r: &ScramRecord) -> ScramKeys {
+    ScramKeys {
+        hash,
+        salt: r.salt.clone(),
+        iterations: r.iterations,
+        stored_key: r.stored_key.clone(),
+        server_key: r.server_key.clone(),
+    }
+}
+
+/// `jid`'s keys for `hash`; None for an unknown account or a failed look-up.
+fn lookup(shared: &Arc<Shared>, jid: &BareJid, hash: ScramHash) -> Option<ScramKeys> {
+    let u = jid.to_string();
+    let creds = match shared.db_read(|s: &roles::Accounts| s.credentials(&u)) {
+        Ok(c) => c?,
+        Err(e) => {
+            tracing::error!(error = %e, "credential lookup failed");
+            return None;
+        }
+    };
+    Some(match hash {
+        ScramHash::Sha1 => to_keys(hash, &creds.sha1),
+        ScramHash::Sha256 => to_keys(hash, &creds.sha256),
+    })
+}
+
+/// The full JID a bind request asks for (RFC 6120 §7.6): the requested resource after
+/// resourceprep, or a generated one.
+pub fn bind_jid(user: &BareJid, request: &Element) -> Result<FullJid, StanzaErrorCondition> {
+    let requested = stanza::payload(request)
+        .and_then(|b| b.get_child("resource", ns::BIND))
+        .map(|r| r.text())
+        .filter(|r| !r.trim().is_empty());
+    match requested {
+        Some(r) => user
+            .with_resource_str(r.trim())
+            .map_err(|_| StanzaErrorCondition::BadRequest),
+        None => {
+            let gen = format!("herald-{}", &conn::new_stream_id()[..12]);
+            user.with_resource_str(&gen)
+                .map_err(|_| StanzaErrorCondition::InternalServerError)
+        }
+    }
+}
+
+/// The bind result IQ.
+pub fn bind_result(request: &Element, jid: &FullJid) -> Element {
+    let mut bind = Element::bare("bind", ns::BIND);
+    bind.append_child(stanza::text("jid", ns::BIND, jid.to_string()));
+    let mut r = stanza::new("iq", INTERNAL_NS, &[("type", "result")]);
+    if let Some(id) = request.attr("id") {
+        stanza::set(&mut r, "id", id);
+    }
+    r.append_child(bind);
+    r
+}
+
+/// XEP-0198 §5: tries to hand `conn` to the hibernated session `previd` of `user` (the
+/// negotiation machine parsed the request). Err((conn, last_h)) when it cannot: no session of
+/// `user`'s has that id (or it ended on the way), with the ended session's last h when
+/// remembered; the machine answers `<failed/>` and the stream may go on to bind.
+/// Ok(()) when the session took the connection (or the connection was lost on the way).
+pub async fn try_resume(
+    shared: &Arc<Shared>,
+    user: &BareJid,
+    previd: String,
+    h: u32,
+    conn: Conn,
+) -> Result<(), (Conn, Option<u32>)> {
+    match shared.resumable_get(&previd) {
+        Some(e) if e.bare == user.to_string() => {
+            match e.tx.send_control(SessionMsg::Resume {
+                conn: Box::new(conn),
+                h,
+                previd: previd.clone(),
+            }) {
+                Ok(()) => Ok(()),
+                Err(msg) => {
+                    // The session ended between lookup and hand-over.
+                    let SessionMsg::Resume { conn, .. } = msg else {
+                        return Ok(());
+                    };
+                    Err((*conn, shared.tombstone_take(&previd, user.as_str())))
+                }
+            }
+        }
+        _ => Err((conn, shared.tombstone_take(&previd, user.as_str()))),
+    }
+}

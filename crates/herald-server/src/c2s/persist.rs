@@ -1,0 +1,335 @@
+//! Sessions that outlive the process (issue 11: "no message lost").
+//!
+//! - A resumable session that hibernates is saved at once (resumption id, JID, both h
+//!   counters, deadline, unacknowledged queue), and every stanza queued while it sleeps is
+//!   written through after the event that queued it; resuming or ending it deletes the copy.
+//! - A clean shutdown (`Running::stop`) saves every resumable session the same way, with
+//!   what only the running process knew (presence, carbons, push attachment and counts), and
+//!   records that the stop was clean. Live ones are cut like a lost connection, so their
+//!   clients resume once the server is back.
+//! - At start, after a clean stop every saved session is restored, hibernating: a phone that
+//!   slept through an upgrade resumes with `<resumed/>` and gets its queue exactly once, and
+//!   nobody is woken. After a crash (no clean record) the saved sessions are not restored —
+//!   what they knew last may be older than what their clients saw — but nothing in them is
+//!   lost: each becomes a tombstone (so `<resume/>` gets `<failed h='…'/>` with the right
+//!   `h`), its queue goes to offline storage (messages already in the user's archive are left
+//!   to MAM), and each of their users with push registrations gets one push, paced at
+//!   `push.restart_wake_rate`, so the phones reconnect and catch up.
+//! - Tombstones are saved when a session ends and loaded at start.
+
+use std::collections::BTreeSet;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use herald_proto::jid::FullJid;
+use herald_proto::Element;
+use herald_push::engine::{RegKey, SessionPush};
+use herald_store::roles;
+use herald_store::{SavedSession, SmQueued, SmSessionRecord};
+use serde::{Deserialize, Serialize};
+
+use crate::routing::msg::PushEvent;
+use crate::routing::msg::{Out, OFFLINE_ID_BIT};
+use crate::Shared;
+
+/// The server flag a clean stop leaves behind.
+pub const CLEAN_STOP: &str = "clean_stop";
+
+/// Now, unix milliseconds.
+pub fn unix_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// What the store keeps of a session besides its counters and queue (serialized as JSON in
+/// the record's `state`; every field has a default so older records still read).
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SavedState {
+    /// Had sent available presence.
+    pub available: bool,
+    /// Its presence priority.
+    pub priority: i8,
+    /// Its last available presence (XML), to answer probes.
+    pub presence: Option<String>,
+    /// Asked for the roster (gets roster pushes).
+    pub interested: bool,
+    /// XEP-0280 enabled.
+    pub carbons: bool,
+    /// Directed presence recipients.
+    pub directed: Vec<String>,
+    /// Its push attachment (XEP-0357), if any.
+    pub push: Option<SavedPush>,
+}
+
+/// A session's push attachment.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct SavedPush {
+    /// (app server JID, node, message-count).
+    pub regs: Vec<(String, String, u32)>,
+    /// A qualifying push already went out in this hibernation.
+    pub first_push: bool,
+}
+
+impl From<SessionPush> for SavedPush {
+    fn from(p: SessionPush) -> Self {
+        SavedPush {
+            regs: p
+                .regs
+                .into_iter()
+                .map(|(k, n)| (k.jid, k.node, n))
+                .collect(),
+            first_push: p.first_push,
+        }
+    }
+}
+
+impl SavedState {
+    /// As stored.
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".to_string())
+    }
+
+    /// From the store; a damaged record reads as defaults (the session still resumes).
+    pub fn decode(s: &str) -> SavedState {
+        serde_json::from_str(s).unwrap_or_default()
+    }
+
+    /// The push attachment for the engine.
+    pub fn push_state(&self) -> SessionPush {
+        match &self.push {
+            Some(p) => SessionPush {
+                regs: p
+                    .regs
+                    .iter()
+                    .map(|(jid, node, n)| {
+                        (
+                            RegKey {
+                                jid: jid.clone(),
+                                node: node.clone(),
+                            },
+                            *n,
+                        )
+                    })
+                    .collect(),
+                first_push: p.first_push,
+            },
+            None => SessionPush {
+                regs: Vec::new(),
+                first_push: false,
+            },
+        }
+    }
+}
+
+/// A queued stanza as the store keeps it.
+pub fn queued(o: &Out) -> SmQueued {
+    SmQueued {
+        stanza_xml: String::from(&o.el),
+        queued_at: o.at,
+        offline_id: o.offline,
+    }
+}
+
+/// A stored queue entry back as a stanza of this process (a fresh routing id, or the
+/// offline row's id).
+fn unqueued(shared: &Shared, q: &SmQueued) -> Option<Out> {
+    let el = match Element::from_str(&q.stanza_xml) {
+        Ok(el) => el,
+        Err(e) => {
+            tracing::error!(error = %e, "unreadable saved stanza dropped");
+            return None;
+        }
+    };
+    let id = match q.offline_id {
+        Some(row) => OFFLINE_ID_BIT | row.unsigned_abs(),
+        None => shared.next_id(),
+    };
+    Some(Out {
+        id,
+        el,
+        at: q.queued_at,
+        offline: q.offline_id,
+    })
+}
+
+/// A saved session ready to run again.
+pub struct Restored {
+    /// As stored.
+    pub record: SmSessionRecord,
+    /// Its queue, oldest first.
+    pub queue: Vec<Out>,
+    /// What else it had.
+    pub state: SavedState,
+    /// Its JID.
+    pub jid: FullJid,
+}
+
+/// What start-up did with the saved sessions.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Loaded {
+    /// Restored, hibernating (after a clean stop).
+    pub restored: usize,
+    /// Turned into tombstones and offline messages (after a crash, or unusable).
+    pub recovered: usize,
+    /// Users to wake (after a crash).
+    pub to_wake: usize,
+}
+
+/// Starts a restored session in a task of its own (the session module's); gives it back
+/// when it cannot run (e.g. its resource is taken).
+pub type Restore = fn(Arc<Shared>, Box<Restored>) -> Result<(), Box<Restored>>;
+
+/// At start, before the listeners accept: loads tombstones and the saved sessions, restores
+/// them after a clean stop, recovers them after a crash (see the module documentation).
+/// Returns the users to wake once the listeners run ([`wake_paced`]).
+pub async fn load(shared: &Arc<Shared>, restore: Restore) -> anyhow::Result<(Loaded, Vec<String>)> {
+    let ttl = shared.cfg.stream_management.tombstone_ttl.0;
+    let now_ms = unix_millis();
+    let since = now_ms.saturating_sub(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
+    let (clean, saved, tombs) = shared
+        .db(move |s: &roles::Sessions| {
+            let clean = s.take_flag(CLEAN_STOP)?.is_some();
+            Ok((clean, s.sm_sessions()?, s.tombstones_since(since)?))
+        })
+        .await?;
+    let now = Instant::now();
+    for (account, id, h, at) in tombs {
+        let age = Duration::from_millis(u64::try_from(now_ms.saturating_sub(at)).unwrap_or(0));
+        shared.tombstone_restore(&id, &account, h, now.checked_sub(age).unwrap_or(now));
+    }
+    let mut loaded = Loaded::default();
+    let mut wake = BTreeSet::new();
+    let mut done: Vec<String> = Vec::new();
+    let mut tombstones = Vec::new();
+    for s in saved {
+        let SavedSession { record, queue } = s;
+        let jid = FullJid::new(&format!("{}/{}", record.account, record.resource)).ok();
+        let queue: Vec<Out> = queue.iter().filter_map(|q| unqueued(shared, q)).collect();
+        if clean {
+            if let Some(jid) = jid {
+                let state = SavedState::decode(&record.state);
+                let r = Box::new(Restored {
+                    record,
+                    queue,
+                    state,
+                    jid,
+                });
+                match restore(shared.clone(), r) {
+                    Ok(()) => {
+                        loaded.restored += 1;
+                        // The push task's queue is bounded: let it catch up now and then.
+                        if loaded.restored % 1000 == 0 {
+                            shared.push.stats().await;
+                        }
+                        continue;
+                    }
+                    Err(r) => {
+                        recover(shared, &r.record, r.queue, &mut tombstones).await;
+                        done.push(r.record.id);
+                        loaded.recovered += 1;
+                        continue;
+                    }
+                }
+            }
+        }
+        recover(shared, &record, queue, &mut tombstones).await;
+        if !clean {
+            wake.insert(record.account.clone());
+        }
+        done.push(record.id);
+        loaded.recovered += 1;
+    }
+    shared
+        .db(move |s: &roles::Sessions| {
+            s.save_tombstones(&tombstones)?;
+            for id in &done {
+                s.delete_sm_session(id)?;
+            }
+            Ok(())
+        })
+        .await?;
+    loaded.to_wake = wake.len();
+    Ok((loaded, wake.into_iter().collect()))
+}
+
+/// A saved session that will not run again: its last h becomes a tombstone and its queue is
+/// handed on (offline storage, or nothing for messages the user's archive has).
+async fn recover(
+    shared: &Arc<Shared>,
+    record: &SmSessionRecord,
+    queue: Vec<Out>,
+    tombstones: &mut Vec<(String, String, u32, i64)>,
+) {
+    let now = Instant::now();
+    shared.tombstone_restore(&record.id, &record.account, record.inbound_h, now);
+    tombstones.push((
+        record.account.clone(),
+        record.id.clone(),
+        record.inbound_h,
+        unix_millis(),
+    ));
+    for o in queue {
+        // Read from offline storage: the row is still there.
+        if o.offline.is_some() {
+            continue;
+        }
+        crate::features::offline::keep(shared, &record.account, o).await;
+    }
+}
+
+/// One unimportant push per user, `push.restart_wake_rate` per second at most: a restart
+/// with many sleeping phones is not a thundering herd. Started once the listeners accept, so
+/// a local app server (a component) can be connected for it.
+pub async fn wake_paced(shared: Arc<Shared>, users: Vec<String>) {
+    let rate = shared.cfg.push.restart_wake_rate.max(1);
+    let every = Duration::from_secs(1) / rate;
+    tracing::info!(
+        users = users.len(),
+        rate,
+        "waking the devices of sessions lost in a crash"
+    );
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    for user in users {
+        tick.tick().await;
+        if !shared.push.send_wait(PushEvent::Wake { user }).await {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saved_state_round_trips_and_damage_reads_as_defaults() {
+        let s = SavedState {
+            available: true,
+            priority: -3,
+            presence: Some("<presence xmlns='jabber:client'/>".into()),
+            interested: true,
+            carbons: true,
+            directed: vec!["a@b".into()],
+            push: Some(SavedPush {
+                regs: vec![("push.x".into(), "n".into(), 4)],
+                first_push: true,
+            }),
+        };
+        let back = SavedState::decode(&s.encode());
+        assert_eq!(back.priority, -3);
+        assert_eq!(back.directed, ["a@b"]);
+        let p = back.push_state();
+        assert_eq!(p.regs[0].1, 4);
+        assert!(p.first_push);
+        let d = SavedState::decode("not json");
+        assert!(!d.available);
+        assert!(d.push_state().regs.is_empty());
+        // Fields added later read as defaults from older records.
+        assert!(SavedState::decode("{\"available\":true}").available);
+    }
+}

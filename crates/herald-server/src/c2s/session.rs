@@ -1,0 +1,1495 @@
+//! The session task: owns one bound c2s session for its whole life — its connection (an
+//! attachable transport: when it dies a resumable session hibernates and keeps queueing;
+//! `<resume/>` re-attaches a new one), presence, the XEP-0198 machine, the XEP-0352 buffer
+//! and the carbons flag. Other tasks talk to it only through its inbox. The protocol rules are
+//! herald-session's and herald-push's; this file wires them to the socket and the router.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use herald_proto::error::{ErrorType, StanzaErrorCondition, StreamError, StreamErrorCondition};
+use herald_proto::jid::{BareJid, FullJid, Jid};
+use herald_proto::ns;
+use herald_proto::sm as sm_wire;
+use herald_proto::stream::{StreamEvent, StreamNs};
+use herald_proto::Element;
+use herald_session::csi::CsiBuffer;
+use herald_session::sm::{SmConfig, SmEvent, StreamManagement};
+use herald_session::sm_nonza;
+use herald_store::roles;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::c2s::negotiate;
+use crate::features::ctx::{Effect, SessionCtx, SessionPresence};
+use crate::routing::durable;
+use crate::routing::msg::PushEvent;
+use crate::routing::msg::{Command, Out, Resumable, Routed, SessionMsg, SessionTx, OFFLINE_ID_BIT};
+use crate::routing::router::{Bound, ResourceEntry};
+use crate::stanza::{self, Kind};
+use crate::transport::conn::{Conn, ConnError};
+use crate::xep::delay;
+use crate::{
+    c2s::persist, features::iq, features::offline, features::presence, routing, routing::hooks,
+    Shared,
+};
+
+/// Most stored stanzas read from the store at once.
+const BACKLOG_CHUNK: usize = 100;
+
+/// Stored stanzas still to go to this client after it became available (RFC 6121 §3.1.3
+/// subscription requests, XEP-0160 offline messages), delivered as the XEP-0198 queue has room.
+#[derive(Debug, Default)]
+struct Backlog {
+    /// Subscription requests not yet delivered.
+    requests: std::collections::VecDeque<Element>,
+    /// Delivering offline storage: the last row id read (0 before the first).
+    offline: Option<i64>,
+}
+
+/// Binds a negotiated stream and starts its session in a task of its own, or resumes a
+/// hibernated one. The connection's task ends here: a task keeps the size of its largest
+/// state for its whole life, and negotiation's is large; the session's task starts small.
+pub async fn start(shared: Arc<Shared>, outcome: negotiate::Outcome) {
+    match outcome {
+        negotiate::Outcome::Closed | negotiate::Outcome::Resumed => {}
+        negotiate::Outcome::Bind {
+            user,
+            request,
+            mut conn,
+        } => {
+            let jid = match negotiate::bind_jid(&user, &request) {
+                Ok(j) => j,
+                Err(cond) => {
+                    if let Some(r) = stanza::error(&request, cond, None) {
+                        let _ = conn.send(&r).await;
+                    }
+                    conn.close().await;
+                    return;
+                }
+            };
+            // One span per connection; the session fills in who it is.
+            let span = tracing::Span::current();
+            span.record("jid", tracing::field::display(&jid));
+            match Session::bind(shared, user, jid.clone(), conn) {
+                Ok(session) => {
+                    crate::admin::accounts::on_bind(
+                        &session.ctx.shared,
+                        &session.ctx.bare,
+                        &session.tx,
+                    );
+                    let reply = Box::new(negotiate::bind_result(&request, &jid));
+                    drop(request);
+                    tokio::spawn(session.main(reply).instrument(span));
+                }
+                Err(mut conn) => {
+                    // RFC 6120 §7.6.2.2: the account has its most sessions, all connected.
+                    tracing::info!("bind refused: too many sessions");
+                    let cond = StanzaErrorCondition::ResourceConstraint;
+                    if let Some(r) = stanza::error_typed(&request, cond, ErrorType::Wait, None) {
+                        let _ = conn.send(&r).await;
+                    }
+                    conn.close().await;
+                }
+            }
+        }
+    }
+}
+
+fn sm_config(shared: &Shared) -> SmConfig {
+    let c = &shared.cfg.stream_management;
+    SmConfig {
+        max_queue: c.max_queue,
+        request_after: c.request_after,
+        request_idle: c.request_idle.0,
+        max_ack_delay: c.max_ack_delay.0,
+        hibernation_timeout: c.hibernation_timeout.0,
+    }
+}
+
+/// One bound session.
+pub struct Session {
+    /// What feature handlers see: identity, per-resource flags, presence bookkeeping.
+    pub(crate) ctx: SessionCtx,
+    conn: Option<Conn>,
+    tx: SessionTx,
+    rx: crate::transport::inbox::Receiver<SessionMsg>,
+    sm: StreamManagement<Out>,
+    csi: CsiBuffer<Out>,
+    sm_id: Option<String>,
+    /// Stanzas the session took but could not queue because it is ending (SM queue
+    /// overflow, a stream that failed in the middle of a CSI flush): handed on by `end`.
+    spilled: Vec<Out>,
+    last_read: Instant,
+    last_write: Instant,
+    /// Archive commits for this client's messages, settled before any ack.
+    deferred: durable::Deferred,
+    /// Set while stanzas from the inbox are handled as one batch: writes collect in `wbuf`.
+    batching: bool,
+    /// Stored stanzas still to deliver (boxed: almost always empty).
+    backlog: Option<Box<Backlog>>,
+    /// The store holds this hibernated session (`sm_id`): stanzas queued while it sleeps are
+    /// written through, so a crash loses none of them (see `persist`).
+    persisted: bool,
+    /// Queued while hibernated, not yet written through (written after each event).
+    write_through: Vec<herald_store::SmQueued>,
+    /// Senders' acks waiting for `write_through` (released when dropped).
+    write_through_tickets: Vec<Arc<durable::Durable>>,
+    /// Saved for the next start at shutdown: the session task ends without ending the
+    /// session (no unavailable broadcast, nothing handed on).
+    parked: bool,
+    wbuf: Vec<u8>,
+}
+
+enum Ev {
+    Msg(SessionMsg),
+    Read(Result<(), ConnError>),
+    Timer,
+    Shutdown,
+}
+
+async fn read_opt(conn: &mut Option<Conn>) -> Result<(), ConnError> {
+    match conn {
+        Some(c) => c.read_some().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Most inbox stanzas written to the client in one write.
+const MSG_BATCH: usize = 32;
+
+/// What the session loop should do next.
+pub(crate) enum Flow {
+    Continue,
+    Stop,
+}
+
+fn std_now() -> std::time::Instant {
+    std::time::Instant::now()
+}
+
+impl Session {
+    /// Registers a freshly bound resource (it takes over a previous session of the same
+    /// resource, RFC 6120 §7.7.2.2) and builds its session.
+    /// Err(conn) when the account already has its most sessions, all connected.
+    fn bind(
+        shared: Arc<Shared>,
+        user: BareJid,
+        jid: FullJid,
+        conn: Box<Conn>,
+    ) -> Result<Box<Session>, Box<Conn>> {
+        let (tx, rx) = crate::transport::inbox::bounded(shared.cfg.limits.session_inbox);
+        let id = shared.next_id();
+        let bare = user.to_string();
+        let entry = ResourceEntry {
+            resource: jid.resource().to_string(),
+            session_id: id,
+            tx: tx.clone(),
+            priority: 0,
+            available: false,
+            carbons: false,
+            hibernated: false,
+        };
+        let max = shared.cfg.limits.max_sessions_per_account;
+        let (old, why) = match shared.router.bind(&bare, entry, max) {
+            Ok(Bound::Added) => (None, ""),
+            Ok(Bound::Replaced(old)) => (Some(old), "replaced by a new connection"),
+            Ok(Bound::Evicted(old)) => (
+                Some(old),
+                "too many sessions: the oldest hibernated one ended",
+            ),
+            Err(_) => return Err(conn),
+        };
+        if let Some(old) = old {
+            let _ = old.tx.send_control(SessionMsg::Kick(StreamError::new(
+                StreamErrorCondition::Conflict,
+                Some(why.to_string()),
+            )));
+        }
+        let ev = hooks::SessionStarted {
+            user: bare.clone(),
+            session: id,
+            resource: jid.resource().to_string(),
+            tx: tx.clone(),
+        };
+        hooks::notify(&shared.hooks.session_started, &shared, &ev);
+        let now = Instant::now();
+        shared.session_started();
+        Ok(Box::new(Session {
+            sm: StreamManagement::new(sm_config(&shared)),
+            csi: CsiBuffer::new(shared.cfg.csi.max_buffer),
+            ctx: SessionCtx::new(shared, id, jid),
+            // Moved out of its box, which is freed when `bind` returns (not kept by the task).
+            conn: Some(*conn),
+            tx,
+            rx,
+            sm_id: None,
+            spilled: Vec::new(),
+            last_read: now,
+            last_write: now,
+            deferred: durable::Deferred::default(),
+            batching: false,
+            wbuf: Vec::new(),
+            backlog: None,
+            persisted: false,
+            write_through: Vec::new(),
+            write_through_tickets: Vec::new(),
+            parked: false,
+        }))
+    }
+
+    /// A hibernated session saved at the last clean shutdown, registered again (router,
+    /// resumption table, push) and started in a task of its own, waiting for `<resume/>`.
+    pub(crate) fn restore(
+        shared: Arc<Shared>,
+        saved: Box<crate::c2s::persist::Restored>,
+    ) -> Result<(), Box<crate::c2s::persist::Restored>> {
+        let crate::c2s::persist::Restored {
+            record,
+            queue,
+            state,
+            jid,
+        } = *saved;
+        let (tx, rx) = crate::transport::inbox::bounded(shared.cfg.limits.session_inbox);
+        let id = shared.next_id();
+        let bare = jid.to_bare().to_string();
+        let entry = ResourceEntry {
+            resource: jid.resource().to_string(),
+            session_id: id,
+            tx: tx.clone(),
+            priority: state.priority,
+            available: state.available,
+            carbons: state.carbons,
+            hibernated: true,
+        };
+        let max = shared.cfg.limits.max_sessions_per_account;
+        if !matches!(shared.router.bind(&bare, entry, max), Ok(Bound::Added)) {
+            return Err(Box::new(crate::c2s::persist::Restored {
+                record,
+                queue,
+                state,
+                jid,
+            }));
+        }
+        let now = std_now();
+        let left_ms = record.expires_at.saturating_sub(persist::unix_millis());
+        let expiry = now + std::time::Duration::from_millis(u64::try_from(left_ms).unwrap_or(0));
+        let sm = StreamManagement::restore_hibernating(
+            sm_config(&shared),
+            record.inbound_h,
+            record.outbound_h,
+            queue,
+            expiry,
+            now,
+        );
+        shared.resumable_insert(
+            record.id.clone(),
+            Resumable {
+                bare: bare.clone(),
+                tx: tx.clone(),
+            },
+        );
+        shared.push.send(PushEvent::Restore {
+            user: bare.clone(),
+            session: id,
+            tx: tx.clone(),
+            push: state.push_state(),
+            expiry,
+        });
+        let mut presence = SessionPresence {
+            last: state
+                .presence
+                .as_deref()
+                .and_then(stanza::Frozen::from_saved),
+            initial_sent: state.available,
+            interested: state.interested,
+            ..Default::default()
+        };
+        presence.directed.extend(state.directed);
+        let t = Instant::now();
+        shared.session_started();
+        let mut ctx = SessionCtx::new(shared.clone(), id, jid.clone());
+        ctx.presence = presence;
+        ctx.restore_flags(state.available, state.priority, state.carbons);
+        let session = Box::new(Session {
+            sm,
+            csi: CsiBuffer::new(shared.cfg.csi.max_buffer),
+            ctx,
+            conn: None,
+            tx,
+            rx,
+            sm_id: Some(record.id),
+            spilled: Vec::new(),
+            last_read: t,
+            last_write: t,
+            deferred: durable::Deferred::default(),
+            batching: false,
+            wbuf: Vec::new(),
+            backlog: None,
+            persisted: true,
+            write_through: Vec::new(),
+            write_through_tickets: Vec::new(),
+            parked: false,
+        });
+        let span = tracing::info_span!("conn", kind = "c2s", jid = %jid);
+        tokio::spawn(session.main_restored().instrument(span));
+        Ok(())
+    }
+
+    /// A restored session's task: it waits hibernated, like any other after its link died.
+    async fn main_restored(mut self: Box<Self>) {
+        tracing::debug!(
+            unacked = self.sm.unacked_len(),
+            "session restored, hibernated"
+        );
+        self.run().await;
+        if !self.parked {
+            Box::pin(self.end()).await;
+        }
+    }
+
+    /// The session's task: answers the bind request, serves the session, ends it.
+    async fn main(mut self: Box<Self>, reply: Box<Element>) {
+        let sent = match self.conn.as_mut() {
+            Some(c) => Box::pin(c.send(&reply)).await.is_ok(),
+            None => false,
+        };
+        drop(reply);
+        if sent {
+            tracing::debug!("session bound");
+            self.run().await;
+        } else {
+            self.conn = None;
+        }
+        if !self.parked {
+            Box::pin(self.end()).await;
+        }
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        let c = &self.ctx.shared.cfg.c2s;
+        let io = self.conn.as_ref().map(|_| {
+            (self.last_read + c.read_timeout.0).min(self.last_write + c.keepalive_interval.0)
+        });
+        let sm = self.sm.next_deadline().map(Instant::from_std);
+        match (io, sm) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    async fn run(&mut self) {
+        let mut shutdown = self.ctx.shared.shutdown_signal();
+        // A client may pipeline stanzas right behind its bind request: they are already in
+        // the decoder and no further read would surface them.
+        let deferred = self.deferred.clone();
+        if let Flow::Stop = durable::DEFERRED
+            .scope(deferred, Box::pin(self.on_readable()))
+            .await
+        {
+            return;
+        }
+        loop {
+            let deadline = self.deadline();
+            let ev = {
+                let conn = &mut self.conn;
+                let rx = &mut self.rx;
+                tokio::select! {
+                    m = rx.recv() => Ev::Msg(m),
+                    r = read_opt(conn) => Ev::Read(r),
+                    _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => Ev::Timer,
+                    _ = shutdown.changed() => Ev::Shutdown,
+                }
+            };
+            // The handlers are boxed: their futures exist only while they run, so the
+            // future an idle session waits in stays a few hundred bytes.
+            let flow = match ev {
+                Ev::Msg(m) => Box::pin(self.on_msgs(m)).await,
+                Ev::Read(Ok(())) => {
+                    self.last_read = Instant::now();
+                    let deferred = self.deferred.clone();
+                    durable::DEFERRED
+                        .scope(deferred, Box::pin(self.on_readable()))
+                        .await
+                }
+                Ev::Read(Err(e)) => Box::pin(self.on_transport_error(e)).await,
+                Ev::Timer => Box::pin(self.on_timer()).await,
+                Ev::Shutdown => Box::pin(self.on_shutdown()).await,
+            };
+            if !self.write_through.is_empty() {
+                Box::pin(self.flush_write_through()).await;
+            }
+            if let Flow::Stop = flow {
+                return;
+            }
+        }
+    }
+
+    /// Handles `first` and the stanzas queued right behind it, written to the client in one
+    /// write (a burst costs a few syscalls, not one per stanza). Only stanzas are batched:
+    /// anything else waits in the inbox and meets the wire as it was.
+    async fn on_msgs(&mut self, first: SessionMsg) -> Flow {
+        let batch = matches!(first, SessionMsg::Stanza(_)) && self.conn.is_some();
+        if !batch {
+            return self.on_msg(first).await;
+        }
+        self.batching = true;
+        let mut flow = self.on_msg(first).await;
+        let mut n = 1;
+        while let Flow::Continue = flow {
+            if n == MSG_BATCH {
+                break;
+            }
+            let next = self.rx.try_recv_if(|m| matches!(m, SessionMsg::Stanza(_)));
+            let Some(m) = next else { break };
+            flow = self.on_msg(m).await;
+            n += 1;
+        }
+        self.batching = false;
+        match flow {
+            Flow::Continue => self.flush_batch().await,
+            Flow::Stop => Flow::Stop,
+        }
+    }
+
+    /// Writes what a batch collected.
+    async fn flush_batch(&mut self) -> Flow {
+        let out = std::mem::take(&mut self.wbuf);
+        if out.is_empty() {
+            return Flow::Continue;
+        }
+        self.write_raw(&out).await
+    }
+
+    async fn on_msg(&mut self, m: SessionMsg) -> Flow {
+        match m {
+            SessionMsg::Stanza(r) => self.deliver(*r).await,
+            SessionMsg::Command(Command::Send(els)) => self.write_now(els).await,
+            SessionMsg::Command(Command::CheckOffline) => {
+                if self.ctx.reachable() {
+                    self.start_backlog(Vec::new(), true).await
+                } else {
+                    Flow::Continue
+                }
+            }
+            SessionMsg::Command(Command::RosterPush(iq)) => {
+                if self.ctx.presence.interested {
+                    self.write_now(vec![*iq]).await
+                } else {
+                    Flow::Continue
+                }
+            }
+            SessionMsg::Kick(e) => {
+                self.fail(&e).await;
+                Flow::Stop
+            }
+            SessionMsg::SetExpiry(at) => {
+                self.sm.set_hibernation_deadline(at.max(std_now()));
+                Flow::Continue
+            }
+            SessionMsg::Resume { conn, h, previd } => self.on_resume(conn, h, previd).await,
+        }
+    }
+
+    /// Writes elements straight to the transport (not counted by SM: nonzas and IQ replies
+    /// are counted by `emit`, which callers use for stanzas).
+    pub(crate) async fn write_now(&mut self, els: Vec<Element>) -> Flow {
+        for el in els {
+            let out = Out {
+                id: 0,
+                el,
+                at: delay::now_micros(),
+                offline: None,
+            };
+            if let Flow::Stop = self.emit(out, false).await {
+                return Flow::Stop;
+            }
+        }
+        Flow::Continue
+    }
+
+    async fn write_raw(&mut self, data: &[u8]) -> Flow {
+        let Some(conn) = self.conn.as_mut() else {
+            return Flow::Continue;
+        };
+        if self.batching {
+            self.wbuf.extend_from_slice(data);
+            return Flow::Continue;
+        }
+        match conn.write_raw(data).await {
+            Ok(()) => {
+                self.last_write = Instant::now();
+                Flow::Continue
+            }
+            Err(e) => self.on_transport_error(e).await,
+        }
+    }
+
+    /// Delivers a routed stanza: through CSI, into the SM queue, onto the transport.
+    pub(crate) async fn deliver(&mut self, mut r: Routed) -> Flow {
+        let ticket = r.durable.take();
+        let queued = self.write_through.len();
+        let flow = self.deliver_now(r).await;
+        // Written through after this event: the sender's ack waits until then.
+        if let Some(t) = ticket {
+            if self.write_through.len() > queued {
+                self.write_through_tickets.push(t);
+            }
+        }
+        flow
+    }
+
+    async fn deliver_now(&mut self, r: Routed) -> Flow {
+        let out = Out {
+            id: r.id,
+            el: r.el,
+            at: delay::now_micros(),
+            offline: None,
+        };
+        if let Some(flow) = self.intercept_incoming(&out.el).await {
+            return flow;
+        }
+        let hold = self.ctx.shared.push.classifier().csi_may_hold(&out.el);
+        // Only the offered stanza may push (stanzas flushed from the CSI buffer never do),
+        // and only as herald-push's CSI rule allows.
+        let pushes =
+            herald_push::delivery::csi_lets_push(hold, self.csi.is_active()).then_some(out.id);
+        let ready = self.csi.offer(out, !hold);
+        self.emit_all(ready, pushes).await
+    }
+
+    /// Emits stanzas in order (the one with id `pushes` may cause a push); if the session
+    /// must stop half-way, the ones not emitted are kept for `end` to hand on.
+    async fn emit_all(&mut self, items: Vec<Out>, pushes: Option<u64>) -> Flow {
+        let mut items = items.into_iter();
+        while let Some(o) = items.next() {
+            let may_push = pushes.is_some_and(|id| id == o.id);
+            if let Flow::Stop = self.emit(o, may_push).await {
+                self.spilled.extend(items);
+                return Flow::Stop;
+            }
+        }
+        Flow::Continue
+    }
+
+    /// Carries out what a feature handler asked of the session (`SessionCtx::effects`), in
+    /// order.
+    async fn apply_effects(&mut self) -> Flow {
+        for e in std::mem::take(&mut self.ctx.effects) {
+            let flow = match e {
+                Effect::Write(els) => self.write_now(els).await,
+                Effect::StopBacklog => {
+                    self.stop_backlog();
+                    Flow::Continue
+                }
+                Effect::StartBacklog { requests, offline } => {
+                    self.start_backlog(requests, offline).await
+                }
+            };
+            if let Flow::Stop = flow {
+                return Flow::Stop;
+            }
+        }
+        Flow::Continue
+    }
+
+    /// Stanzas a session consumes itself instead of passing to the client.
+    async fn intercept_incoming(&mut self, el: &Element) -> Option<Flow> {
+        if stanza::kind(el) == Some(Kind::Presence) && stanza::typ(el) == "probe" {
+            presence::answer_probe(&mut self.ctx, el).await;
+            // Boxed: applying effects may deliver, which comes back here.
+            return Some(Box::pin(self.apply_effects()).await);
+        }
+        None
+    }
+
+    /// Puts one stanza on the wire (and in the SM queue when enabled); `may_push` lets a
+    /// sleeping session's queue fire push rule a for it.
+    async fn emit(&mut self, o: Out, may_push: bool) -> Flow {
+        if self.sm.is_full() {
+            // XEP-0198 §4: a client that never acks cannot grow our memory without bound.
+            // The stanza that does not fit is handed on with the queue when the session ends.
+            tracing::warn!("stream management queue overflow");
+            self.spilled.push(o);
+            let se = StreamError::new(
+                StreamErrorCondition::PolicyViolation,
+                Some("too many unacknowledged stanzas".to_string()),
+            );
+            self.fail(&se).await;
+            return Flow::Stop;
+        }
+        let mut bytes = Vec::new();
+        if self.conn.is_some() {
+            let ns = self
+                .conn
+                .as_ref()
+                .map(|c| c.ns)
+                .unwrap_or(herald_proto::stream::StreamNs::Client);
+            herald_proto::stream::encode(&o.el, ns, &mut bytes);
+        }
+        if !self.sm.is_enabled() {
+            return self.write_raw(&bytes).await;
+        }
+        let now = std_now();
+        let fires = herald_push::delivery::queued_may_push(
+            may_push,
+            o.id != 0,
+            self.conn.is_some(),
+            self.sm.ack_overdue(),
+        );
+        let info = fires.then(|| {
+            self.ctx
+                .shared
+                .push
+                .info_for(o.id, &o.el, self.ctx.jid.as_str())
+        });
+        if self.persisted && self.conn.is_none() {
+            self.write_through.push(crate::c2s::persist::queued(&o));
+        }
+        match self.sm.push_outbound(o, now) {
+            Ok(request) => {
+                if let Some(info) = info {
+                    self.ctx.shared.push.send(PushEvent::StanzaQueued {
+                        session: self.ctx.id,
+                        stanza: info,
+                    });
+                }
+                if self.conn.is_some() {
+                    if request {
+                        herald_proto::stream::encode(&sm_wire::r(), StreamNs::Client, &mut bytes);
+                        self.sm.request_sent(now);
+                    }
+                    return self.write_raw(&bytes).await;
+                }
+                Flow::Continue
+            }
+            Err(e) => {
+                // Unreachable: enabled and not full were checked above.
+                tracing::error!(error = %e, "stream management refused a stanza");
+                let se = StreamError::new(StreamErrorCondition::InternalServerError, None);
+                self.fail(&se).await;
+                Flow::Stop
+            }
+        }
+    }
+
+    async fn on_readable(&mut self) -> Flow {
+        loop {
+            let ev = match self.conn.as_mut() {
+                Some(c) => c.buffered_event(),
+                None => return Flow::Continue,
+            };
+            match ev {
+                Ok(None) => break,
+                Ok(Some(StreamEvent::Stanza(el))) => match self.on_client_element(el).await {
+                    Ok(Flow::Continue) => {}
+                    Ok(Flow::Stop) => return Flow::Stop,
+                    Err(e) => {
+                        self.fail(&e).await;
+                        return Flow::Stop;
+                    }
+                },
+                Ok(Some(StreamEvent::End)) => {
+                    // RFC 6120 §4.4: answer the close and end (no hibernation: the client left).
+                    if let Some(mut c) = self.conn.take() {
+                        c.close().await;
+                    }
+                    return Flow::Stop;
+                }
+                Ok(Some(StreamEvent::Header(_))) => {
+                    let e = StreamError::new(
+                        StreamErrorCondition::NotWellFormed,
+                        Some("unexpected stream header".to_string()),
+                    );
+                    self.fail(&e).await;
+                    return Flow::Stop;
+                }
+                Err(e) => return self.on_transport_error(e).await,
+            }
+        }
+        if let Some(c) = self.conn.as_mut() {
+            c.shrink();
+        }
+        Flow::Continue
+    }
+
+    /// The connection failed: a stream error ends the session, anything else hibernates a
+    /// resumable one (XEP-0198 §5) and ends the others.
+    async fn on_transport_error(&mut self, e: ConnError) -> Flow {
+        match e {
+            ConnError::Stream(se) => {
+                self.fail(&se).await;
+                Flow::Stop
+            }
+            other => {
+                tracing::info!(error = %other, "connection lost");
+                self.conn = None;
+                self.hibernate_or_stop().await
+            }
+        }
+    }
+
+    async fn hibernate_or_stop(&mut self) -> Flow {
+        let now = std_now();
+        if self.sm.hibernate(now).is_err() {
+            return Flow::Stop;
+        }
+        tracing::info!(unacked = self.sm.unacked_len(), "session hibernated");
+        // A sleeping device must not hold the offline store from the user's other devices.
+        self.stop_backlog();
+        // Saved before anything else happens to it: from now on a crash loses none of its
+        // queue (what arrives while it sleeps is written through).
+        self.save(None).await;
+        self.ctx
+            .shared
+            .router
+            .set_hibernated(&self.ctx.bare, self.ctx.id, true);
+        let unacked = self.unacked_infos();
+        let ev = hooks::SessionHibernated {
+            session: self.ctx.id,
+            unacked,
+        };
+        hooks::notify(
+            &self.ctx.shared.hooks.session_hibernated,
+            &self.ctx.shared,
+            &ev,
+        );
+        Flow::Continue
+    }
+
+    /// This session as the store keeps it (None: not resumable).
+    fn saved(
+        &self,
+        push: Option<herald_push::engine::SessionPush>,
+    ) -> Option<herald_store::SavedSession> {
+        let id = self.sm_id.clone()?;
+        let deadline = self.sm.hibernation_deadline()?;
+        let left = deadline.saturating_duration_since(std_now());
+        let expires_at = persist::unix_millis()
+            .saturating_add(i64::try_from(left.as_millis()).unwrap_or(i64::MAX));
+        let state = crate::c2s::persist::SavedState {
+            available: self.ctx.available(),
+            priority: self.ctx.priority(),
+            presence: self
+                .ctx
+                .presence
+                .last
+                .as_ref()
+                .map(|f| f.as_str().to_string()),
+            interested: self.ctx.presence.interested,
+            carbons: self.ctx.carbons(),
+            directed: self.ctx.presence.directed.iter().cloned().collect(),
+            push: push.map(crate::c2s::persist::SavedPush::from),
+        };
+        Some(herald_store::SavedSession {
+            record: herald_store::SmSessionRecord {
+                id,
+                account: self.ctx.bare.clone(),
+                resource: self.ctx.jid.resource().to_string(),
+                inbound_h: self.sm.inbound_h(),
+                outbound_h: self.sm.outbound_h(),
+                expires_at,
+                state: state.encode(),
+            },
+            queue: self.sm.unacked().map(crate::c2s::persist::queued).collect(),
+        })
+    }
+
+    /// Writes this hibernated session with its whole queue to the store.
+    async fn save(&mut self, push: Option<herald_push::engine::SessionPush>) -> bool {
+        if self.ctx.shared.account_gone(&self.ctx.bare) {
+            return false;
+        }
+        let Some(rec) = self.saved(push) else {
+            return false;
+        };
+        self.write_through.clear();
+        match self
+            .ctx
+            .shared
+            .db(move |s: &roles::Sessions| s.save_sm_sessions(std::slice::from_ref(&rec)))
+            .await
+        {
+            Ok(()) => {
+                self.persisted = true;
+                true
+            }
+            Err(e) => {
+                // It lives on in memory; only a crash would now lose its queue.
+                tracing::error!(error = %e, "saving the hibernated session failed");
+                self.persisted = false;
+                false
+            }
+        }
+    }
+
+    /// Writes what was queued while hibernated to the saved session.
+    async fn flush_write_through(&mut self) {
+        // Released (dropped) when this returns: committed, or known not to be.
+        let _tickets = std::mem::take(&mut self.write_through_tickets);
+        let items = std::mem::take(&mut self.write_through);
+        if !self.persisted || items.is_empty() {
+            return;
+        }
+        let Some(id) = self.sm_id.clone() else {
+            return;
+        };
+        let out_h = self.sm.outbound_h();
+        match self
+            .ctx
+            .shared
+            .db(move |s: &roles::Sessions| s.append_sm_queue(&id, &items, out_h))
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => self.persisted = false,
+            Err(e) => {
+                tracing::error!(error = %e, "writing queued stanzas through failed");
+            }
+        }
+    }
+
+    /// Forgets the saved copy (resumed, or ended).
+    async fn unsave(&mut self) {
+        self.write_through.clear();
+        if !std::mem::take(&mut self.persisted) {
+            return;
+        }
+        let Some(id) = self.sm_id.clone() else {
+            return;
+        };
+        if let Err(e) = self
+            .ctx
+            .shared
+            .db(move |s: &roles::Sessions| s.delete_sm_session(&id))
+            .await
+        {
+            // At the next start it is handled as a session of a crashed run (tombstone,
+            // queue to offline storage): a duplicate at worst, never a loss.
+            tracing::error!(error = %e, "deleting the saved session failed");
+        }
+    }
+
+    /// The server stops. A resumable session is saved for the next start: to its client this
+    /// is a lost connection (no stream error, no stream close: clients start a fresh session
+    /// after `system-shutdown` or `</stream:stream>`), and it resumes once the server is
+    /// back, with every stanza it had not acknowledged. Any other session ends with
+    /// `system-shutdown`; what it had not delivered is stored offline.
+    async fn on_shutdown(&mut self) -> Flow {
+        if !self.sm.is_resumable()
+            || self.sm_id.is_none()
+            || self.ctx.shared.account_gone(&self.ctx.bare)
+        {
+            let e = StreamError::new(StreamErrorCondition::SystemShutdown, None);
+            self.fail(&e).await;
+            return Flow::Stop;
+        }
+        // What a batch collected would be lost with the connection: it goes out first.
+        let out = std::mem::take(&mut self.wbuf);
+        self.batching = false;
+        if let Some(mut c) = self.conn.take() {
+            if !out.is_empty() {
+                let _ = c.write_raw(&out).await;
+            }
+            drop(c);
+        }
+        let now = std_now();
+        if self.sm.hibernate(now).is_err() {
+            return Flow::Stop;
+        }
+        self.deferred.settle().await;
+        self.stop_backlog();
+        // Held by CSI or still in the inbox: queued like anything that reaches a sleeping
+        // session, so the resumed client gets them.
+        let mut pending: Vec<Out> = self.csi.take_held();
+        self.rx.close();
+        while let Some(m) = self.rx.try_recv() {
+            match m {
+                SessionMsg::Stanza(r) => pending.push(Out {
+                    id: r.id,
+                    el: r.el,
+                    at: delay::now_micros(),
+                    offline: None,
+                }),
+                SessionMsg::Resume { conn, .. } => drop(conn),
+                _ => {}
+            }
+        }
+        for o in pending {
+            if self.sm.is_full() {
+                self.spilled.push(o);
+            } else if let Err(e) = self.sm.push_outbound(o, now) {
+                tracing::error!(error = %e, "stream management refused a stanza");
+            }
+        }
+        let push = self.ctx.shared.push.session_push(self.ctx.id).await;
+        if !self.save(push).await {
+            return Flow::Stop; // `end` hands the queue on as usual
+        }
+        let spilled = std::mem::take(&mut self.spilled);
+        for o in spilled {
+            offline::undelivered(&self.ctx.shared, &self.ctx.bare, o, self.ctx.id).await;
+        }
+        tracing::debug!(
+            unacked = self.sm.unacked_len(),
+            "session saved for the next start"
+        );
+        self.ctx
+            .shared
+            .saved_at_stop
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.parked = true;
+        Flow::Stop
+    }
+
+    fn unacked_infos(&self) -> Vec<herald_push::StanzaInfo> {
+        self.sm
+            .unacked()
+            .filter(|o| o.id != 0)
+            .map(|o| {
+                self.ctx
+                    .shared
+                    .push
+                    .info_for(o.id, &o.el, self.ctx.jid.as_str())
+            })
+            .collect()
+    }
+
+    async fn on_timer(&mut self) -> Flow {
+        let now = Instant::now();
+        for ev in self.sm.poll(now.into_std()) {
+            match ev {
+                SmEvent::RequestAck => {
+                    if self.conn.is_some() {
+                        self.sm.request_sent(now.into_std());
+                        let r = herald_proto::stream::to_string(&sm_wire::r(), StreamNs::Client);
+                        if let Flow::Stop = self.write_raw(r.as_bytes()).await {
+                            return Flow::Stop;
+                        }
+                    }
+                }
+                SmEvent::AckDelayed(queue) => {
+                    tracing::info!(unacked = queue.len(), "ack delayed");
+                    let unacked = queue
+                        .iter()
+                        .filter(|o| o.id != 0)
+                        .map(|o| {
+                            self.ctx
+                                .shared
+                                .push
+                                .info_for(o.id, &o.el, self.ctx.jid.as_str())
+                        })
+                        .collect();
+                    self.ctx.shared.push.send(PushEvent::AckDelayed {
+                        session: self.ctx.id,
+                        unacked,
+                    });
+                }
+                SmEvent::Expired => {
+                    tracing::info!("hibernation expired");
+                    return Flow::Stop;
+                }
+            }
+        }
+        if self.conn.is_none() {
+            return Flow::Continue;
+        }
+        let c = &self.ctx.shared.cfg.c2s;
+        if now >= self.last_read + c.read_timeout.0 {
+            tracing::info!("read timeout");
+            if let Some(mut conn) = self.conn.take() {
+                let e = StreamError::new(StreamErrorCondition::ConnectionTimeout, None);
+                conn.fail(self.ctx.jid.domain().as_str(), &e).await;
+            }
+            return self.hibernate_or_stop().await;
+        }
+        if now >= self.last_write + c.keepalive_interval.0 {
+            // RFC 6120 §4.6.1: whitespace keepalive.
+            return self.write_raw(b" ").await;
+        }
+        Flow::Continue
+    }
+
+    async fn fail(&mut self, e: &StreamError) {
+        // What a batch collected goes out before the error (without SM it has no other copy).
+        // This is the only way a batch stops early: another `Flow::Stop` while batching must
+        // flush `wbuf` too.
+        let out = std::mem::take(&mut self.wbuf);
+        self.batching = false;
+        if let Some(mut c) = self.conn.take() {
+            if !out.is_empty() {
+                let _ = c.write_raw(&out).await;
+            }
+            c.fail(self.ctx.jid.domain().as_str(), e).await;
+        }
+    }
+
+    async fn on_resume(&mut self, conn: Box<Conn>, h: u32, previd: String) -> Flow {
+        let mut conn = *conn;
+        self.deferred.settle().await;
+        let now = std_now();
+        match sm_nonza::resume(&mut self.sm, h, &previd, now) {
+            Ok(sm_nonza::Resumed {
+                acked,
+                retransmit,
+                reply: resumed,
+            }) => {
+                let rows: Vec<i64> = acked.iter().filter_map(|o| o.offline).collect();
+                drop(acked);
+                self.delete_offline(rows).await;
+                self.unsave().await;
+                if let Some(mut old) = self.conn.take() {
+                    // XEP-0198 §5: the old connection is superseded (only once the new one
+                    // is accepted: a failed resumption leaves the session as it was).
+                    let e = StreamError::new(
+                        StreamErrorCondition::Conflict,
+                        Some("session resumed elsewhere".to_string()),
+                    );
+                    old.fail(self.ctx.jid.domain().as_str(), &e).await;
+                }
+                let mut bytes = Vec::new();
+                herald_proto::stream::encode(&resumed, conn.ns, &mut bytes);
+                for o in &retransmit {
+                    // XEP-0198 §5 + XEP-0203: retransmitted messages and presence say when
+                    // they were first sent. IQs are left alone: RFC 6120 §8.2.3 allows a
+                    // result at most one child.
+                    if stanza::kind(&o.el) == Some(Kind::Iq) {
+                        herald_proto::stream::encode(&o.el, conn.ns, &mut bytes);
+                        continue;
+                    }
+                    let mut el = o.el.clone();
+                    delay::add_delay(&mut el, self.ctx.jid.domain().as_str(), o.at);
+                    herald_proto::stream::encode(&el, conn.ns, &mut bytes);
+                }
+                tracing::info!(retransmitted = retransmit.len(), "session resumed");
+                self.conn = Some(conn);
+                self.ctx
+                    .shared
+                    .router
+                    .set_hibernated(&self.ctx.bare, self.ctx.id, false);
+                let now_t = Instant::now();
+                self.last_read = now_t;
+                self.last_write = now_t;
+                let ev = hooks::SessionResumed {
+                    session: self.ctx.id,
+                };
+                hooks::notify(
+                    &self.ctx.shared.hooks.session_resumed,
+                    &self.ctx.shared,
+                    &ev,
+                );
+                if let Flow::Stop = self.write_raw(&bytes).await {
+                    return Flow::Stop;
+                }
+                if let Flow::Stop = self.on_readable().await {
+                    return Flow::Stop;
+                }
+                // XEP-0352: a new stream starts active; held stanzas follow in order.
+                let held = self.csi.set_active();
+                if let Flow::Stop = self.emit_all(held, None).await {
+                    return Flow::Stop;
+                }
+                // Offline messages stored while it slept (or whose delivery hibernation cut).
+                if self.ctx.reachable() {
+                    return self.start_backlog(Vec::new(), true).await;
+                }
+                Flow::Continue
+            }
+            Err(f) => {
+                let _ = conn.send(&f).await;
+                conn.close().await;
+                if self.conn.is_some() || self.sm.is_hibernating() {
+                    Flow::Continue
+                } else {
+                    Flow::Stop
+                }
+            }
+        }
+    }
+
+    /// The session is over. Undelivered stanzas are handed on while the session is still
+    /// registered, so that anything routed meanwhile lands in its inbox and is handed on after
+    /// them (order kept) and a reconnecting client's offline load finds them; then it leaves
+    /// the router, drains its inbox, and tells subscribers.
+    async fn end(&mut self) {
+        self.deferred.settle().await;
+        let mut left: Vec<Out> = self.sm.take_unacked();
+        left.append(&mut self.spilled);
+        left.extend(self.csi.take_held());
+        // Read from offline storage and not yet had by the client: the row is still stored.
+        left.retain(|o| o.offline.is_none());
+        if !left.is_empty() {
+            tracing::info!(count = left.len(), "re-routing undelivered stanzas");
+        }
+        for o in left {
+            offline::undelivered(&self.ctx.shared, &self.ctx.bare, o, self.ctx.id).await;
+        }
+        self.ctx.shared.router.unbind(
+            &self.ctx.bare,
+            self.ctx.jid.resource().as_str(),
+            self.ctx.id,
+        );
+        self.stop_backlog();
+        let last_h = self.sm.inbound_h();
+        self.unsave().await;
+        if let Some(id) = self.sm_id.take() {
+            self.ctx.shared.resumable_remove(&id);
+            self.ctx
+                .shared
+                .tombstone_insert(&id, &self.ctx.bare, last_h);
+            if !self.ctx.shared.account_gone(&self.ctx.bare) {
+                let t = vec![(self.ctx.bare.clone(), id, last_h, persist::unix_millis())];
+                if let Err(e) = self
+                    .ctx
+                    .shared
+                    .db(move |s: &roles::Sessions| s.save_tombstones(&t))
+                    .await
+                {
+                    tracing::warn!(error = %e, "saving the tombstone failed");
+                }
+            }
+        }
+        self.rx.close();
+        while let Some(m) = self.rx.try_recv() {
+            match m {
+                SessionMsg::Stanza(r) => {
+                    let o = Out {
+                        id: r.id,
+                        el: r.el,
+                        at: delay::now_micros(),
+                        offline: None,
+                    };
+                    offline::undelivered(&self.ctx.shared, &self.ctx.bare, o, self.ctx.id).await;
+                }
+                SessionMsg::Resume { conn, .. } => {
+                    // XEP-0198 §5: too late, the session is gone.
+                    let mut conn = *conn;
+                    let f = sm_nonza::resume_unknown(Some(last_h));
+                    let _ = conn.send(&f).await;
+                    conn.close().await;
+                }
+                _ => {}
+            }
+        }
+        let ev = hooks::SessionEnded {
+            session: self.ctx.id,
+        };
+        hooks::notify(&self.ctx.shared.hooks.session_ended, &self.ctx.shared, &ev);
+        if self.ctx.available() {
+            presence::broadcast_unavailable(&mut self.ctx).await;
+            // Ending: nothing more goes to this client.
+            self.ctx.effects.clear();
+        }
+        tracing::debug!("session ended");
+    }
+
+    async fn on_client_element(&mut self, mut el: Element) -> Result<Flow, StreamError> {
+        let Some(kind) = stanza::kind(&el) else {
+            return self.on_nonza(el).await;
+        };
+        if self.sm.is_enabled() {
+            self.sm.on_inbound_stanza();
+        }
+        // RFC 6120 §8.1.2.1: the server stamps 'from'; a client may only claim itself.
+        match stanza::from(&el) {
+            Ok(None) => {}
+            Ok(Some(f)) if f == self.ctx.jid || f.to_bare().as_str() == self.ctx.bare => {}
+            _ => {
+                return Err(StreamError::new(
+                    StreamErrorCondition::InvalidFrom,
+                    Some("'from' does not match this session".to_string()),
+                ))
+            }
+        }
+        stanza::set(&mut el, "from", self.ctx.jid.to_string());
+        let to = match stanza::to(&el) {
+            Ok(t) => t,
+            Err(_) => {
+                if let Some(r) = stanza::error(&el, StanzaErrorCondition::JidMalformed, None) {
+                    return Ok(self.write_now(vec![r]).await);
+                }
+                return Ok(Flow::Continue);
+            }
+        };
+        Ok(match kind {
+            Kind::Iq => self.on_iq(el, to).await,
+            Kind::Presence => {
+                presence::outbound(&mut self.ctx, el, to).await;
+                self.apply_effects().await
+            }
+            Kind::Message => {
+                if to.is_none() {
+                    // RFC 6121 §8.1.1.1: no 'to' means the sender's bare JID.
+                    stanza::set(&mut el, "to", self.ctx.bare.clone());
+                }
+                crate::features::message::outbound(&mut self.ctx, el).await;
+                self.apply_effects().await
+            }
+        })
+    }
+
+    async fn on_nonza(&mut self, el: Element) -> Result<Flow, StreamError> {
+        let now = std_now();
+        let hibernation = self.ctx.shared.cfg.stream_management.hibernation_timeout.0;
+        let new_id = crate::transport::conn::new_stream_id;
+        if let Some(answer) = sm_nonza::on_nonza(&mut self.sm, &el, hibernation, new_id, now) {
+            return Ok(match answer? {
+                sm_nonza::Answer::Ack(a) => {
+                    // Durable before acked: the archive commits of what h counts are settled.
+                    self.deferred.settle().await;
+                    self.write_raw(herald_proto::stream::to_string(&a, StreamNs::Client).as_bytes())
+                        .await
+                }
+                sm_nonza::Answer::Acked { acked, recovered } => {
+                    if recovered {
+                        self.ctx.shared.push.send(PushEvent::Acked {
+                            session: self.ctx.id,
+                        });
+                    }
+                    self.on_acked(acked).await
+                }
+                sm_nonza::Answer::HandledCountTooHigh(x) => {
+                    if let Some(c) = self.conn.as_mut() {
+                        let _ = c.write_raw(x.as_bytes()).await;
+                        c.close().await;
+                    }
+                    self.conn = None;
+                    Flow::Stop
+                }
+                sm_nonza::Answer::Enabled { id, reply } => {
+                    if let Some(id) = id {
+                        self.ctx.shared.resumable_insert(
+                            id.clone(),
+                            Resumable {
+                                bare: self.ctx.bare.clone(),
+                                tx: self.tx.clone(),
+                            },
+                        );
+                        self.sm_id = Some(id);
+                    }
+                    let mut b = Vec::new();
+                    herald_proto::stream::encode(&reply, StreamNs::Client, &mut b);
+                    self.write_raw(&b).await
+                }
+                sm_nonza::Answer::Failed(f) => self.write_raw(String::from(&f).as_bytes()).await,
+                sm_nonza::Answer::Nothing => Flow::Continue,
+            });
+        }
+        if el.has_ns(ns::CSI) {
+            match el.name() {
+                "inactive" => {
+                    self.csi.set_inactive();
+                    return Ok(Flow::Continue);
+                }
+                "active" => {
+                    let held = self.csi.set_active();
+                    return Ok(self.emit_all(held, None).await);
+                }
+                _ => return Err(unsupported(&el)),
+            }
+        }
+        Err(unsupported(&el))
+    }
+
+    async fn on_iq(&mut self, el: Element, to: Option<Jid>) -> Flow {
+        let own = match &to {
+            None => true,
+            Some(j) => j.is_bare() && j.to_string() == self.ctx.bare,
+        };
+        if !own {
+            routing::route(&self.ctx.shared, el).await;
+            return Flow::Continue;
+        }
+        match stanza::typ(&el) {
+            "get" | "set" => {
+                let reply = iq::handle_own_iq(&mut self.ctx, &el).await;
+                // What the handler asked for (e.g. MAM results) goes before its answer.
+                if let Flow::Stop = self.apply_effects().await {
+                    return Flow::Stop;
+                }
+                match reply {
+                    Some(r) => self.write_now(vec![r]).await,
+                    None => Flow::Continue,
+                }
+            }
+            // Results and errors addressed to the account itself have nobody to go to.
+            _ => Flow::Continue,
+        }
+    }
+
+    /// Starts delivering stored stanzas: `requests` (subscription requests, to every
+    /// resource at initial presence) and, with `offline`, the offline store (to one reachable
+    /// resource at a time: the first to claim it).
+    pub(crate) async fn start_backlog(&mut self, requests: Vec<Element>, offline: bool) -> Flow {
+        let claim = offline && offline::claim(&self.ctx.shared, &self.ctx.bare, self.ctx.id);
+        if requests.is_empty() && !claim {
+            return Flow::Continue;
+        }
+        let b = self.backlog.get_or_insert_with(Box::default);
+        b.requests.extend(requests);
+        if claim && b.offline.is_none() {
+            b.offline = Some(0);
+        }
+        self.pump_backlog().await
+    }
+
+    /// Stops delivering stored stanzas (the resource became unavailable, or the session
+    /// ends): another reachable resource takes the offline store over.
+    pub(crate) fn stop_backlog(&mut self) {
+        let Some(b) = self.backlog.take() else {
+            return;
+        };
+        if b.offline.is_some() {
+            offline::release_claim(&self.ctx.shared, &self.ctx.bare, self.ctx.id);
+        }
+    }
+
+    /// How many stored stanzas may be delivered now. With stream management they must fit
+    /// in its queue, minus a quarter kept for live traffic: the rest follows as the client
+    /// acknowledges (a backlog larger than the queue must not overflow it).
+    fn backlog_room(&self) -> usize {
+        if !self.sm.is_enabled() {
+            return BACKLOG_CHUNK;
+        }
+        let max = self.ctx.shared.cfg.stream_management.max_queue;
+        let limit = (max - max / 4).max(1);
+        limit
+            .saturating_sub(self.sm.unacked_len())
+            .min(BACKLOG_CHUNK)
+    }
+
+    /// Delivers stored stanzas while there is room (see [`Self::backlog_room`]); called
+    /// again when acks make room. Offline rows are deleted once the client has them: acked
+    /// (XEP-0198), or written to the socket without stream management.
+    async fn pump_backlog(&mut self) -> Flow {
+        loop {
+            // Hibernated: nothing is delivered until a resume (or the end hands it on).
+            if self.conn.is_none() {
+                return Flow::Continue;
+            }
+            let room = self.backlog_room();
+            let Some(b) = self.backlog.as_mut() else {
+                return Flow::Continue;
+            };
+            if room == 0 {
+                return Flow::Continue;
+            }
+            if !b.requests.is_empty() {
+                let n = room.min(b.requests.len());
+                let batch: Vec<Element> = b.requests.drain(..n).collect();
+                for el in batch {
+                    let r = Routed::new(self.ctx.shared.next_id(), el);
+                    if let Flow::Stop = self.deliver(r).await {
+                        return Flow::Stop;
+                    }
+                }
+                continue;
+            }
+            let Some(after) = b.offline else {
+                self.backlog = None;
+                return Flow::Continue;
+            };
+            let u = self.ctx.bare.clone();
+            let page = match self
+                .ctx
+                .shared
+                .db_read(|s: &roles::Offline| s.offline_page(&u, after, room))
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    // The rows stay stored; the next login (or CheckOffline) tries again.
+                    tracing::error!(error = %e, "reading offline messages failed");
+                    self.stop_backlog();
+                    return Flow::Continue;
+                }
+            };
+            if page.is_empty() {
+                self.stop_backlog();
+                return Flow::Continue;
+            }
+            let mut written = Vec::new();
+            let mut unreadable = Vec::new();
+            for m in page {
+                if let Some(b) = self.backlog.as_mut() {
+                    b.offline = Some(m.id);
+                }
+                let el = match Element::from_str(&m.stanza_xml) {
+                    Ok(el) => el,
+                    Err(e) => {
+                        tracing::error!(error = %e, id = m.id, "unreadable offline message deleted");
+                        unreadable.push(m.id);
+                        continue;
+                    }
+                };
+                let o = Out {
+                    id: OFFLINE_ID_BIT | m.id.unsigned_abs(),
+                    el,
+                    at: delay::now_micros(),
+                    offline: Some(m.id),
+                };
+                // Not through CSI (a held stanza would keep its row undeletable without SM)
+                // and never a push: storing it already pushed (rule c).
+                if let Flow::Stop = self.emit(o, false).await {
+                    self.delete_offline(unreadable).await;
+                    return Flow::Stop;
+                }
+                if !self.sm.is_enabled() && self.conn.is_some() && !self.batching {
+                    written.push(m.id);
+                }
+            }
+            written.append(&mut unreadable);
+            self.delete_offline(written).await;
+        }
+    }
+
+    /// Deletes offline rows the client has.
+    async fn delete_offline(&self, ids: Vec<i64>) {
+        if ids.is_empty() {
+            return;
+        }
+        let u = self.ctx.bare.clone();
+        if let Err(e) = self
+            .ctx
+            .shared
+            .db(move |s: &roles::Offline| s.delete_offline(&u, &ids))
+            .await
+        {
+            // Delivered again at the next login: a duplicate, never a loss.
+            tracing::error!(error = %e, "deleting delivered offline messages failed");
+        }
+    }
+
+    /// The client acknowledged these stanzas: delete the offline rows among them and refill.
+    async fn on_acked(&mut self, acked: Vec<Out>) -> Flow {
+        let rows: Vec<i64> = acked.iter().filter_map(|o| o.offline).collect();
+        drop(acked);
+        self.delete_offline(rows).await;
+        if self.backlog.is_some() {
+            return self.pump_backlog().await;
+        }
+        Flow::Continue
+    }
+
+    /// The session's full JID.
+    pub fn jid(&self) -> &FullJid {
+        &self.ctx.jid
+    }
+
+    /// The session id.
+    pub fn id(&self) -> u64 {
+        self.ctx.id
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.ctx.shared.session_finished();
+    }
+}
+
+fn unsupported(el: &Element) -> StreamError {
+    StreamError::new(
+        StreamErrorCondition::UnsupportedStanzaType,
+        Some(format!("<{}/> is not supported here", el.name())),
+    )
+}

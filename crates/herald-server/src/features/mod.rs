@@ -1,0 +1,16 @@
+//! Features: what the server does with the stanzas routing hands it, one module per
+//! feature, each with a header saying what it owns and what it must not touch. A feature
+//! registers its stanza hooks and observers in `crate::standard_hooks` and its IQs as lines
+//! of the IQ table (`iq::table`); it sees a session only as a `ctx::SessionCtx`, and routes
+//! through `crate::routing`, never into another session.
+pub mod blocking;
+pub mod carbons;
+pub mod ctx;
+pub mod iq;
+pub mod mam;
+pub mod message;
+pub mod offline;
+pub mod presence;
+pub mod push;
+pub mod push_diag;
+pub mod roster;

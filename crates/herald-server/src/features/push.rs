@@ -1,0 +1,569 @@
+//! Push glue (XEP-0357): one task owns herald-push's pure `Engine`, receives the events the
+//! sessions, the offline store and the archive fire, and carries out the engine's actions —
+//! publishes through the router, hibernation deadlines to session tasks, and persistence.
+//! Every rule lives in herald-push; nothing here decides whether to push.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use herald_proto::Element;
+use herald_push::engine::{Action, Engine, PushConfig, RegKey, Registration, Removal, SessionId};
+use herald_store::push_stats::PushStatsWriter;
+use herald_store::roles;
+use herald_store::{PushRegistration, PushStatsUpdate, RemovalNote, StoreError};
+use tokio::sync::mpsc;
+
+use crate::routing::msg::{PushEvent, PushStats, SessionMsg, SessionTx};
+use crate::{routing, routing::hooks, Shared};
+
+// Observers (registered in `standard_hooks`): what the server reports, as events for the
+// push task. Nothing here decides anything; the engine does.
+
+/// Rule b.
+pub fn on_archived(shared: &Shared, ev: &hooks::Archived) {
+    shared.push.send(PushEvent::Archived {
+        user: ev.user.clone(),
+        stanza: ev.stanza.clone(),
+    });
+}
+
+/// Rule c.
+pub fn on_stored_offline(shared: &Shared, ev: &hooks::StoredOffline) {
+    shared.push.send(PushEvent::StoredOffline {
+        user: ev.user.clone(),
+        stanza: ev.stanza.clone(),
+    });
+}
+
+/// The groupchat twin of rule c.
+pub fn on_delivery_failed(shared: &Shared, ev: &hooks::DeliveryFailed) {
+    shared.push.send(PushEvent::GroupchatUnrouted {
+        user: ev.user.clone(),
+        stanza: ev.stanza.clone(),
+    });
+}
+
+/// Resets the counts of the device's registrations.
+pub fn on_session_started(shared: &Shared, ev: &hooks::SessionStarted) {
+    shared.push.send(PushEvent::SessionStarted {
+        user: ev.user.clone(),
+        session: ev.session,
+        resource: ev.resource.clone(),
+        tx: ev.tx.clone(),
+    });
+}
+
+/// Rule a: the connection died.
+pub fn on_session_hibernated(shared: &Shared, ev: &hooks::SessionHibernated) {
+    shared.push.send(PushEvent::HibernationStarted {
+        session: ev.session,
+        unacked: ev.unacked.clone(),
+    });
+}
+
+/// Rule a: pushes stop.
+pub fn on_session_resumed(shared: &Shared, ev: &hooks::SessionResumed) {
+    shared.push.send(PushEvent::Resumed {
+        session: ev.session,
+    });
+}
+
+/// The engine forgets the session.
+pub fn on_session_ended(shared: &Shared, ev: &hooks::SessionEnded) {
+    shared.push.send(PushEvent::SessionEnded {
+        session: ev.session,
+    });
+}
+
+/// The recorded reason of a registration the client disabled (XEP-0357 §6).
+pub const DISABLED_BY_CLIENT: &str = "disabled by the client";
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Converts a stored registration.
+pub fn from_store(r: &PushRegistration) -> Registration {
+    Registration {
+        key: RegKey {
+            jid: r.jid.clone(),
+            node: r.node.clone(),
+        },
+        publish_options: r
+            .publish_options_xml
+            .as_deref()
+            .and_then(|x| Element::from_str(x).ok()),
+        enabled_at: r.enabled_at,
+        resource: r.resource.clone(),
+        lang: r.lang.clone(),
+        error_count: r.error_count,
+    }
+}
+
+fn to_store(user: &str, r: &Registration) -> PushRegistration {
+    PushRegistration {
+        user: user.to_string(),
+        jid: r.key.jid.clone(),
+        node: r.key.node.clone(),
+        publish_options_xml: r.publish_options.as_ref().map(String::from),
+        enabled_at: r.enabled_at,
+        resource: r.resource.clone(),
+        lang: r.lang.clone(),
+        error_count: r.error_count,
+        last_push: None,
+        last_result: None,
+    }
+}
+
+/// The engine's configuration from ours (the primary domain's).
+pub fn engine_config(cfg: &crate::Config) -> PushConfig {
+    engine_config_with(cfg, &cfg.domain, &cfg.push)
+}
+
+/// Each virtual host's engine configuration, by domain: `[push]` with the host's
+/// `[hosts.push]` overrides, publishing from the host's domain (the app server answers
+/// there, and its users' pushes must come from their own server).
+pub fn host_engine_configs(cfg: &crate::Config) -> Vec<(String, PushConfig)> {
+    cfg.hosts
+        .iter()
+        .map(|h| {
+            // The engine finds a user's host by the domain of the user's (prepared, so
+            // lower-case) bare JID: key it by the prepared form of the configured spelling.
+            let domain = herald_proto::jid::BareJid::new(&h.domain)
+                .map(|j| j.domain().to_string())
+                .unwrap_or_else(|_| h.domain.to_ascii_lowercase());
+            let c = engine_config_with(cfg, &domain, &h.push.merged(&cfg.push));
+            (domain, c)
+        })
+        .collect()
+}
+
+fn engine_config_with(
+    cfg: &crate::Config,
+    domain: &str,
+    p: &herald_config::PushConfig,
+) -> PushConfig {
+    PushConfig {
+        domain: domain.to_string(),
+        with_body: p.with_body,
+        with_sender: p.with_sender,
+        important_body: p.important_body.clone(),
+        max_errors: p.max_errors,
+        max_devices: p.max_devices,
+        hibernation_timeout: cfg.stream_management.hibernation_timeout.0,
+        max_hibernation_timeout: p.max_hibernation_timeout.0,
+        coalesce_window: p.coalesce_window.0,
+        reply_timeout: p.reply_timeout.0,
+        wake_before_expiry: p.wake_before_expiry,
+        max_attempts: p.max_attempts,
+        retry_backoff: p.retry_backoff.0,
+        max_pending: p.max_pending,
+        max_pending_per_user: p.max_pending_per_user,
+        max_pending_per_app_server: p.max_pending_per_app_server,
+        idle_user_ttl: p.idle_user_ttl.0,
+        ..PushConfig::default()
+    }
+}
+
+/// The push task.
+pub async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<PushEvent>) {
+    let mut engine = Engine::new(engine_config(&shared.cfg));
+    for (domain, c) in host_engine_configs(&shared.cfg) {
+        engine.set_host_config(&domain, c);
+    }
+    engine.set_id_prefix(shared.push.id_prefix().to_string());
+    let mut sessions: HashMap<SessionId, (String, SessionTx)> = HashMap::new();
+    let mut stats = PushStatsWriter::new(shared.store.clone());
+    let mut tests = crate::features::push_diag::PushTests::default();
+    // Not stopped by the shutdown signal: sessions ask it for their push state while they
+    // are saved; `Running::stop` sends `Stop` once they are done.
+    loop {
+        // Test publishes time out with the engine's own reply timer (same instant).
+        let deadline = match (engine.next_deadline(), tests.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+        .map(tokio::time::Instant::from_std);
+        let flush_at = stats.due();
+        let ev = tokio::select! {
+            ev = rx.recv() => match ev {
+                Some(ev) => {
+                    shared.push.received(&ev);
+                    Some(ev)
+                }
+                None => return,
+            },
+            _ = async { match flush_at { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
+                stats.flush().await;
+                continue;
+            }
+            _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => None,
+        };
+        let now = Instant::now();
+        let actions = match ev {
+            None => {
+                let actions = engine.poll(now, unix_now());
+                tests.expire(now);
+                actions
+            }
+            Some(PushEvent::Stop { reply }) => {
+                stats.sync().await;
+                let _ = reply.send(());
+                return;
+            }
+            Some(ev) => {
+                handle(
+                    &shared,
+                    &mut engine,
+                    &mut sessions,
+                    &mut stats,
+                    &mut tests,
+                    ev,
+                    now,
+                )
+                .await
+            }
+        };
+        execute(&shared, &sessions, &mut stats, actions).await;
+    }
+}
+
+async fn ensure_loaded(
+    shared: &Arc<Shared>,
+    engine: &mut Engine,
+    stats: &mut PushStatsWriter,
+    user: &str,
+) {
+    if engine.is_loaded(user) {
+        return;
+    }
+    stats.sync_for(user).await;
+    let u = user.to_string();
+    match shared.db_read(|s: &roles::Push| s.push_registrations(&u)) {
+        Ok(regs) => engine.load_user(user, regs.iter().map(from_store).collect()),
+        Err(e) => tracing::error!(error = %e, %user, "loading push registrations failed"),
+    }
+}
+
+async fn handle(
+    shared: &Arc<Shared>,
+    engine: &mut Engine,
+    sessions: &mut HashMap<SessionId, (String, SessionTx)>,
+    stats: &mut PushStatsWriter,
+    tests: &mut crate::features::push_diag::PushTests,
+    ev: PushEvent,
+    now: Instant,
+) -> Vec<Action> {
+    match ev {
+        PushEvent::SessionStarted {
+            user,
+            session,
+            resource,
+            tx,
+        } => {
+            ensure_loaded(shared, engine, stats, &user).await;
+            engine.session_started(&user, session, &resource, now);
+            sessions.insert(session, (user, tx));
+            Vec::new()
+        }
+        PushEvent::SessionEnded { session } => {
+            sessions.remove(&session);
+            engine.session_ended(session, now)
+        }
+        PushEvent::Enable {
+            user,
+            session,
+            reg,
+            reply,
+        } => {
+            ensure_loaded(shared, engine, stats, &user).await;
+            // Store first: a failure must change nothing (XEP-0357 via the rule).
+            stats.sync().await;
+            let rec = to_store(&user, &reg);
+            match shared
+                .db(move |s: &roles::Push| s.upsert_push_registration(&rec))
+                .await
+            {
+                Ok(()) => {
+                    let key = reg.key.clone();
+                    let actions = engine.enable(&user, session, reg, now);
+                    // The evictions this enable causes are durable before the client hears
+                    // "result" (what it is told must match the store); the registration
+                    // itself is stored already.
+                    let actions = actions
+                        .into_iter()
+                        .filter(|a| {
+                            !matches!(a, Action::SaveRegistration { reg, .. } if reg.key == key)
+                        })
+                        .collect();
+                    execute(shared, sessions, stats, actions).await;
+                    let _ = reply.send(Ok(()));
+                    Vec::new()
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    Vec::new()
+                }
+            }
+        }
+        PushEvent::Disable {
+            user,
+            jid,
+            node,
+            reply,
+        } => {
+            ensure_loaded(shared, engine, stats, &user).await;
+            stats.sync().await;
+            let (u, j, n) = (user.clone(), jid.clone(), node.clone());
+            let note = RemovalNote {
+                removed_at: unix_now(),
+                reason: DISABLED_BY_CLIENT,
+                failed_with: None,
+            };
+            // Recorded for `herald push list` with who removed it; the engine's own removal
+            // that follows finds nothing left to delete or record.
+            let stored = shared
+                .db(move |s: &roles::Push| {
+                    s.remove_push_registrations(&u, &j, n.as_deref(), &note)
+                        .map(|_| ())
+                })
+                .await;
+            match stored {
+                Ok(()) => {
+                    let actions = engine.disable(&user, &jid, node.as_deref(), now);
+                    execute(shared, sessions, stats, actions).await;
+                    let _ = reply.send(Ok(()));
+                    Vec::new()
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    Vec::new()
+                }
+            }
+        }
+        PushEvent::Detach {
+            user,
+            jid,
+            node,
+            reply,
+        } => {
+            ensure_loaded(shared, engine, stats, &user).await;
+            let actions = engine.disable(&user, &jid, node.as_deref(), now);
+            let _ = reply.send(());
+            actions
+        }
+        PushEvent::AckDelayed { session, unacked } => engine.ack_delayed(session, &unacked, now),
+        PushEvent::Acked { session } => {
+            engine.acked(session, now);
+            Vec::new()
+        }
+        PushEvent::HibernationStarted { session, unacked } => {
+            engine.hibernation_started(session, &unacked, now)
+        }
+        PushEvent::StanzaQueued { session, stanza } => engine.stanza_queued(session, &stanza, now),
+        PushEvent::Resumed { session } => engine.resumed(session, now),
+        PushEvent::Archived { user, stanza } => {
+            ensure_loaded(shared, engine, stats, &user).await;
+            engine.archived_for(&user, &stanza, now)
+        }
+        PushEvent::StoredOffline { user, stanza } => {
+            ensure_loaded(shared, engine, stats, &user).await;
+            engine.stored_offline(&user, &stanza, now)
+        }
+        PushEvent::GroupchatUnrouted { user, stanza } => {
+            ensure_loaded(shared, engine, stats, &user).await;
+            engine.groupchat_unrouted(&user, &stanza, now)
+        }
+        PushEvent::Test {
+            user,
+            jid,
+            node,
+            reply,
+        } => {
+            if tests.is_full() {
+                let _ = reply.send(Err(crate::features::push_diag::BUSY.into()));
+                return Vec::new();
+            }
+            ensure_loaded(shared, engine, stats, &user).await;
+            let actions = engine.test_push(&user, jid.as_deref(), node.as_deref(), now);
+            let timeout = engine.config_for(&user).reply_timeout;
+            tests.start(&actions, reply, now, timeout);
+            actions
+        }
+        PushEvent::Ping { user, reply } => {
+            ensure_loaded(shared, engine, stats, &user).await;
+            let actions = engine.ping(&user, now);
+            let _ = reply.send(
+                actions
+                    .iter()
+                    .filter(|a| matches!(a, Action::Publish { .. }))
+                    .count(),
+            );
+            actions
+        }
+        PushEvent::SessionPush { session, reply } => {
+            let _ = reply.send(engine.session_push(session).filter(|p| !p.regs.is_empty()));
+            Vec::new()
+        }
+        PushEvent::Restore {
+            user,
+            session,
+            tx,
+            push,
+            expiry,
+        } => {
+            ensure_loaded(shared, engine, stats, &user).await;
+            engine.restore_session(&user, session, push, expiry, now);
+            sessions.insert(session, (user, tx));
+            Vec::new()
+        }
+        PushEvent::Wake { user } => {
+            ensure_loaded(shared, engine, stats, &user).await;
+            engine.ping(&user, now)
+        }
+        PushEvent::Stop { reply } => {
+            // Handled by the loop; here only if nested.
+            let _ = reply.send(());
+            Vec::new()
+        }
+        PushEvent::Stats { reply } => {
+            // A barrier for what the store shows too: the statistics so far are written.
+            stats.sync().await;
+            let _ = reply.send(PushStats {
+                pending: engine.pending_len(),
+            });
+            Vec::new()
+        }
+        PushEvent::Reply {
+            iq_id,
+            from,
+            reply,
+            error_type,
+        } => {
+            // RFC 6120 §8.2.3: the answer comes from the entity the request went to. Anyone
+            // else who learnt a publish id (ids are sequential, and a user's own app server
+            // sees them) could otherwise reset, or run up to removal, another user's
+            // registration.
+            let genuine = engine
+                .pending_key(&iq_id)
+                .is_some_and(|k| herald_push::reply::answers_for(&from, &k.jid));
+            if !genuine {
+                tracing::debug!(%iq_id, %from, "push reply from the wrong entity ignored");
+                return Vec::new();
+            }
+            tests.answered(&iq_id, &reply, error_type, now);
+            engine.reply(&iq_id, reply, now, unix_now())
+        }
+    }
+}
+
+async fn execute(
+    shared: &Arc<Shared>,
+    sessions: &HashMap<SessionId, (String, SessionTx)>,
+    stats: &mut PushStatsWriter,
+    actions: Vec<Action>,
+) {
+    for a in actions {
+        match a {
+            Action::Publish {
+                iq_id,
+                user,
+                key,
+                iq,
+            } => {
+                tracing::debug!(%iq_id, %user, app = %key.jid, node = %key.node, "push publish");
+                // A local app-server component that is not connected: the fact goes to
+                // herald-push, which says how it counts (reply::unreachable).
+                let domain = key
+                    .jid
+                    .rsplit('@')
+                    .next()
+                    .unwrap_or(&key.jid)
+                    .split('/')
+                    .next()
+                    .unwrap_or("");
+                if let routing::Dest::Component(d) = routing::dest(shared, domain) {
+                    if shared.router.component(&d).is_none() {
+                        let (reply, error_type) = herald_push::reply::unreachable();
+                        shared.push.send(PushEvent::Reply {
+                            iq_id,
+                            from: key.jid.clone(),
+                            reply,
+                            error_type,
+                        });
+                        continue;
+                    }
+                }
+                routing::route(shared, iq).await;
+            }
+            Action::SetSessionExpiry { session, at } => {
+                if let Some((_, tx)) = sessions.get(&session) {
+                    let _ = tx.send_control(SessionMsg::SetExpiry(at));
+                }
+            }
+            Action::SaveRegistration { user, reg } => {
+                stats.sync().await;
+                let rec = to_store(&user, &reg);
+                log_store(
+                    shared
+                        .db(move |s: &roles::Push| s.upsert_push_registration(&rec))
+                        .await,
+                );
+            }
+            Action::DeleteRegistration { user, key, reason } => {
+                tracing::info!(%user, app = %key.jid, node = %key.node, %reason, "push registration removed");
+                stats.sync().await;
+                // Recorded for `herald push list` in the same transaction, with the
+                // statistics just synced. Registrations a client disabled or an operator
+                // removed are gone from the store already (recorded there): nothing here.
+                let why = reason.to_string();
+                let failed_with = match reason {
+                    Removal::Errors(c) => Some(c),
+                    Removal::Disabled | Removal::Evicted => None,
+                };
+                log_store(
+                    shared
+                        .db(move |s: &roles::Push| {
+                            let note = RemovalNote {
+                                removed_at: unix_now(),
+                                reason: &why,
+                                failed_with: failed_with.as_deref(),
+                            };
+                            s.remove_push_registrations(&user, &key.jid, Some(&key.node), &note)
+                                .map(|_| ())
+                        })
+                        .await,
+                );
+            }
+            Action::SaveStats {
+                user,
+                key,
+                error_count,
+                last_push,
+                last_result,
+            } => {
+                stats
+                    .add(PushStatsUpdate {
+                        user,
+                        jid: key.jid,
+                        node: key.node,
+                        error_count,
+                        last_push,
+                        last_result,
+                    })
+                    .await;
+            }
+        }
+    }
+}
+
+fn log_store(r: Result<(), StoreError>) {
+    if let Err(e) = r {
+        tracing::error!(error = %e, "push store write failed");
+    }
+}

@@ -1,0 +1,196 @@
+//! Delivery rules (RFC 6121 §8): where a stanza addressed by a local entity goes — a local
+//! session, a component, the server itself, or back to the sender as an error.
+
+pub mod durable;
+pub mod hooks;
+pub mod msg;
+pub mod router;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::transport::inbox::TrySendError;
+use herald_proto::error::{ErrorType, StanzaErrorCondition};
+use herald_proto::jid::Jid;
+use herald_proto::Element;
+use herald_store::roles;
+
+use crate::routing::msg::{Routed, SessionMsg};
+use crate::stanza::{self, Kind};
+use crate::Shared;
+use router::ResourceEntry;
+
+/// Where a domain is served.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Dest {
+    /// Our own domain.
+    Local,
+    /// A configured component (the configured domain).
+    Component(String),
+    /// Anything else.
+    Remote,
+}
+
+/// Classifies a domain.
+pub fn dest(shared: &Shared, domain: &str) -> Dest {
+    if shared.cfg.is_local(domain) {
+        Dest::Local
+    } else if let Some(c) = shared.cfg.component_for(domain) {
+        Dest::Component(c.domain.clone())
+    } else {
+        Dest::Remote
+    }
+}
+
+/// Sends an error reply for `el` back to its sender (never for errors).
+pub async fn bounce(shared: &Arc<Shared>, el: &Element, cond: StanzaErrorCondition) {
+    if let Some(reply) = stanza::error(el, cond, None) {
+        Box::pin(route(shared, reply)).await;
+    }
+}
+
+async fn bounce_typed(
+    shared: &Arc<Shared>,
+    el: &Element,
+    cond: StanzaErrorCondition,
+    t: ErrorType,
+) {
+    if let Some(reply) = stanza::error_typed(el, cond, t, None) {
+        Box::pin(route(shared, reply)).await;
+    }
+}
+
+/// Routes a stanza whose `from` is already stamped and trustworthy.
+pub async fn route(shared: &Arc<Shared>, el: Element) {
+    let to = match stanza::to(&el) {
+        Ok(Some(to)) => to,
+        Ok(None) => {
+            // Addressed to the server itself: the sender's domain if it is ours.
+            let domain = match stanza::from(&el) {
+                Ok(Some(f)) if shared.cfg.is_local(f.domain().as_str()) => f.domain().to_string(),
+                _ => shared.domain().to_string(),
+            };
+            let mut el = el;
+            stanza::set(&mut el, "to", domain);
+            return Box::pin(route(shared, el)).await;
+        }
+        Err(_) => return bounce(shared, &el, StanzaErrorCondition::JidMalformed).await,
+    };
+    match dest(shared, to.domain().as_str()) {
+        Dest::Local => deliver_local(shared, to, el).await,
+        Dest::Component(domain) => match shared.router.component(&domain) {
+            Some(tx) => {
+                if tx.try_send(el.clone()).is_err() {
+                    bounce_typed(
+                        shared,
+                        &el,
+                        StanzaErrorCondition::ResourceConstraint,
+                        ErrorType::Wait,
+                    )
+                    .await;
+                }
+            }
+            None => bounce(shared, &el, StanzaErrorCondition::ServiceUnavailable).await,
+        },
+        Dest::Remote => {
+            hooks::run(&shared.hooks.to_remote, shared, hooks::ToRemote { el }).await;
+        }
+    }
+}
+
+/// Puts a stanza in a session's inbox under a fresh routing id.
+pub fn send_to(shared: &Shared, r: &ResourceEntry, el: Element) -> Result<(), Option<Element>> {
+    send_to_routed(shared, r, Routed::new(shared.next_id(), el))
+}
+
+/// Puts a routed stanza in a session's inbox; Err(Some(el)) if full or gone.
+pub fn send_to_routed(
+    shared: &Shared,
+    r: &ResourceEntry,
+    mut routed: Routed,
+) -> Result<(), Option<Element>> {
+    if r.hibernated && routed.durable.is_none() && stanza::kind(&routed.el) == Some(Kind::Message) {
+        routed.durable = crate::routing::durable::durable_ticket();
+    }
+    match r.tx.try_send(SessionMsg::Stanza(Box::new(routed))) {
+        Ok(()) => Ok(()),
+        Err(TrySendError::Full(SessionMsg::Stanza(rt))) => {
+            shared.metrics.inbox_full.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(resource = %r.resource, "session inbox full");
+            Err(Some(rt.el))
+        }
+        Err(TrySendError::Closed(SessionMsg::Stanza(rt))) => Err(Some(rt.el)),
+        Err(_) => Err(None),
+    }
+}
+
+/// Bounces with an error of type `wait` (try again later).
+pub async fn bounce_wait(shared: &Arc<Shared>, el: &Element, cond: StanzaErrorCondition) {
+    bounce_typed(shared, el, cond, ErrorType::Wait).await
+}
+
+async fn user_exists(shared: &Arc<Shared>, bare: &str) -> bool {
+    // A removed account's sessions may still be ending: they are no reason to deliver.
+    if shared.account_gone(bare) {
+        return false;
+    }
+    if shared.router.is_online(bare) {
+        return true;
+    }
+    let b = bare.to_string();
+    match shared.db_read(|s: &roles::Accounts| s.account_exists(&b)) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(error = %e, "account lookup failed");
+            false
+        }
+    }
+}
+
+async fn deliver_local(shared: &Arc<Shared>, to: Jid, el: Element) {
+    if to.node().is_none() {
+        // To the server's domain (or a resource of it).
+        hooks::run(&shared.hooks.to_server, shared, hooks::ToServer { el }).await;
+        return;
+    }
+    let bare = to.to_bare().to_string();
+    let k = stanza::kind(&el);
+    if !user_exists(shared, &bare).await {
+        // RFC 6121 §8.5.1: no such user.
+        match k {
+            Some(Kind::Presence) => {
+                if stanza::typ(&el) == "subscribe" {
+                    // RFC 6121 §3.1.3 rule 1: answer unsubscribed for a user that does not exist.
+                    let r = stanza::new(
+                        "presence",
+                        herald_proto::stream::INTERNAL_NS,
+                        &[("type", "unsubscribed"), ("from", &bare)],
+                    );
+                    let mut r = r;
+                    if let Some(f) = el.attr("from") {
+                        stanza::set(&mut r, "to", f);
+                        Box::pin(route(shared, r)).await;
+                    }
+                }
+            }
+            _ => bounce(shared, &el, StanzaErrorCondition::ServiceUnavailable).await,
+        }
+        return;
+    }
+    let h = &shared.hooks;
+    match k {
+        Some(Kind::Message) => {
+            let routed = Routed::new(shared.next_id(), el);
+            let ev = hooks::MessageToLocal { bare, to, routed };
+            hooks::run(&h.message_to_local, shared, ev).await;
+        }
+        Some(Kind::Presence) => {
+            let ev = hooks::PresenceToLocal { bare, to, el };
+            hooks::run(&h.presence_to_local, shared, ev).await;
+        }
+        Some(Kind::Iq) => {
+            hooks::run(&h.iq_to_local, shared, hooks::IqToLocal { bare, to, el }).await;
+        }
+        None => {}
+    }
+}

@@ -1,0 +1,477 @@
+//! The messages between tasks, and the handles that send them: what a session task is asked
+//! to do ([`SessionMsg`]), the stanza it is given ([`Routed`]) and queues ([`Out`]), and what
+//! the push task hears ([`PushEvent`] through [`PushHandle`]). A leaf: it names no feature,
+//! session or router module, so every module may use it without an import circle; sockets
+//! appear only as the opaque connection a resumption hands over.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use herald_proto::error::{ErrorType, StreamError};
+use herald_proto::Element;
+use herald_push::engine::{Registration, Reply, SessionId, SessionPush, StanzaInfo};
+use herald_push::Classifier;
+use herald_store::StoreError;
+use tokio::sync::{mpsc, oneshot};
+
+// Session tasks.
+
+/// A stanza on its way to a session, with the id it keeps on every path (for push dedup).
+#[derive(Clone, Debug)]
+pub struct Routed {
+    /// Process-unique id.
+    pub id: u64,
+    /// The stanza, addressed and stamped.
+    pub el: Element,
+    /// For a message to a sleeping session whose queue is saved: released once the stanza is
+    /// written through, so the sender's XEP-0198 ack waits for it (see `mam::Durable`).
+    pub durable: Option<Arc<crate::routing::durable::Durable>>,
+}
+
+impl Routed {
+    /// A routed stanza.
+    pub fn new(id: u64, el: Element) -> Routed {
+        Routed {
+            id,
+            el,
+            durable: None,
+        }
+    }
+}
+
+/// What a session task can be asked to do.
+pub enum SessionMsg {
+    /// Deliver this stanza to the client. Boxed, like every large payload here: each
+    /// session's inbox allocates its slots up front, and a small message keeps that small.
+    Stanza(Box<Routed>),
+    /// Push moved the hibernation deadline (extended hibernation, XEP-0357 glue).
+    SetExpiry(std::time::Instant),
+    /// XEP-0198 resumption: take over this connection.
+    Resume {
+        /// The new connection.
+        conn: Box<herald_transport::conn::Conn>,
+        /// The client's h.
+        h: u32,
+        /// The resumption id.
+        previd: String,
+    },
+    /// End the stream with this error (e.g. `conflict` when another login takes the resource).
+    Kick(StreamError),
+    /// Run this internal command inside the session (roster pushes, admin actions).
+    Command(Command),
+}
+
+/// Internal requests to a session.
+#[derive(Debug)]
+pub enum Command {
+    /// Write these elements to the client as they are (e.g. roster pushes, offline messages).
+    Send(Vec<Element>),
+    /// Deliver the user's stored offline messages, if this resource is reachable and no other
+    /// resource is delivering them (another resource handing the backlog on).
+    CheckOffline,
+    /// A roster push (RFC 6121 §2.1.6): written only if this client asked for the roster.
+    RosterPush(Box<Element>),
+}
+
+/// An outbound stanza with the id it carries on every path (SM queue, offline, archive, push).
+#[derive(Clone, Debug)]
+pub struct Out {
+    /// Routing id.
+    pub id: u64,
+    /// The stanza.
+    pub el: Element,
+    /// When it was queued (XEP-0203 stamp on retransmission), unix micros.
+    pub at: i64,
+    /// The offline-storage row it was read from: deleted once the client has the stanza, and
+    /// never stored again (the row is still there) when the session ends without that.
+    pub offline: Option<i64>,
+}
+
+/// Routing ids of stanzas read from offline storage: the row id with the top bit set, so a
+/// stanza read twice (redelivery after a lost connection) is the same stanza to push dedup.
+pub const OFFLINE_ID_BIT: u64 = 1 << 63;
+
+/// A resumable session's registration in the resumption table.
+#[derive(Clone, Debug)]
+pub struct Resumable {
+    /// The account.
+    pub bare: String,
+    /// The session's inbox.
+    pub tx: SessionTx,
+}
+
+/// A session task's inbox (bounded by `limits.session_inbox`; see `inbox` for why not mpsc).
+pub type SessionTx = herald_transport::inbox::Sender<SessionMsg>;
+
+/// Sends to a component connection.
+pub type ComponentTx = mpsc::Sender<Element>;
+
+// The push task.
+
+/// Events for the push task.
+#[derive(Debug)]
+pub enum PushEvent {
+    /// A session was bound (resets counts of the device's registrations).
+    SessionStarted {
+        /// Account.
+        user: String,
+        /// Session id.
+        session: SessionId,
+        /// Its resource.
+        resource: String,
+        /// Its inbox (for hibernation deadlines).
+        tx: SessionTx,
+    },
+    /// The session is gone for good.
+    SessionEnded {
+        /// Session id.
+        session: SessionId,
+    },
+    /// `<enable/>`: persist first, then attach.
+    Enable {
+        /// Account.
+        user: String,
+        /// Enabling session.
+        session: SessionId,
+        /// The registration.
+        reg: Registration,
+        /// Ok once stored.
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// `<disable/>`.
+    Disable {
+        /// Account.
+        user: String,
+        /// App server JID.
+        jid: String,
+        /// Only this node.
+        node: Option<String>,
+        /// Ok once stored.
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// The admin removed registrations from the store: detach them from live sessions.
+    Detach {
+        /// Account.
+        user: String,
+        /// App server JID.
+        jid: String,
+        /// Only this node.
+        node: Option<String>,
+        /// Done.
+        reply: oneshot::Sender<()>,
+    },
+    /// Rule a: an `<r/>` went unanswered.
+    AckDelayed {
+        /// Session.
+        session: SessionId,
+        /// Its unacked queue.
+        unacked: Vec<StanzaInfo>,
+    },
+    /// The overdue ack arrived.
+    Acked {
+        /// Session.
+        session: SessionId,
+    },
+    /// Rule a: the connection died and the session hibernates.
+    HibernationStarted {
+        /// Session.
+        session: SessionId,
+        /// Its unacked queue.
+        unacked: Vec<StanzaInfo>,
+    },
+    /// Rule a: a stanza was queued while hibernated (or while the ack is overdue).
+    StanzaQueued {
+        /// Session.
+        session: SessionId,
+        /// The stanza.
+        stanza: StanzaInfo,
+    },
+    /// Rule a: resumed.
+    Resumed {
+        /// Session.
+        session: SessionId,
+    },
+    /// Rule b: a message was archived for `user`.
+    Archived {
+        /// Account.
+        user: String,
+        /// The stanza.
+        stanza: StanzaInfo,
+    },
+    /// Rule c: a message was stored offline for `user`.
+    StoredOffline {
+        /// Account.
+        user: String,
+        /// The stanza.
+        stanza: StanzaInfo,
+    },
+    /// A groupchat message to `user`'s bare JID found no session online.
+    GroupchatUnrouted {
+        /// Account.
+        user: String,
+        /// The stanza.
+        stanza: StanzaInfo,
+    },
+    /// Admin (`herald push test`): one publish to each registration of `user` (only app
+    /// server `jid`, only `node`, when given), answered with each app server's answer.
+    Test {
+        /// Account.
+        user: String,
+        /// Only this app server JID.
+        jid: Option<String>,
+        /// Only this node.
+        node: Option<String>,
+        /// The per-registration results (or why there are none).
+        reply: crate::features::push_diag::TestReply,
+    },
+    /// Admin: wake every device of `user`.
+    Ping {
+        /// Account.
+        user: String,
+        /// Number of registrations pinged.
+        reply: oneshot::Sender<usize>,
+    },
+    /// Operator/test view of the engine (answered after every event queued before it).
+    Stats {
+        /// The engine's counters.
+        reply: oneshot::Sender<PushStats>,
+    },
+    /// A hibernated session's push state, to save it at shutdown.
+    SessionPush {
+        /// Session.
+        session: SessionId,
+        /// None when not hibernated or without registrations.
+        reply: oneshot::Sender<Option<SessionPush>>,
+    },
+    /// A hibernated session restored at start-up (after a clean restart).
+    Restore {
+        /// Account.
+        user: String,
+        /// Session id (of this process).
+        session: SessionId,
+        /// Its inbox (for hibernation deadlines).
+        tx: SessionTx,
+        /// What it had.
+        push: SessionPush,
+        /// Its resumption deadline.
+        expiry: Instant,
+    },
+    /// After a crash: wake every device of `user` (one push each, unimportant), so it
+    /// reconnects and catches up.
+    Wake {
+        /// Account.
+        user: String,
+    },
+    /// Shutdown: write the statistics and stop.
+    Stop {
+        /// Done.
+        reply: oneshot::Sender<()>,
+    },
+    /// The app server answered a publish.
+    Reply {
+        /// The publish's id.
+        iq_id: String,
+        /// Who answered (the reply's stamped `from`).
+        from: String,
+        /// Its outcome.
+        reply: Reply,
+        /// The `<error type>` as received (`reply` keeps only whether it was `wait`), for
+        /// `herald push test`; None for a result.
+        error_type: Option<ErrorType>,
+    },
+}
+
+/// What the push engine holds right now.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PushStats {
+    /// Publishes awaiting a reply or waiting for a retry (bounded; 0 when the app servers
+    /// have answered or timed out for good).
+    pub pending: usize,
+}
+
+/// Stanza events (which may be dropped under overload) queued for the push task at most.
+const MAX_QUEUED_STANZA_EVENTS: usize = 65_536;
+
+impl PushEvent {
+    /// Events about one stanza (or a reply) may be dropped when the push task is
+    /// overwhelmed: a push is lost, nothing else. Session lifecycle events, requests a
+    /// client or operator waits for, and state transfers are never dropped: losing one
+    /// would leave engine state (a session, a registration attachment) behind for good.
+    fn droppable(&self) -> bool {
+        matches!(
+            self,
+            PushEvent::AckDelayed { .. }
+                | PushEvent::StanzaQueued { .. }
+                | PushEvent::Archived { .. }
+                | PushEvent::StoredOffline { .. }
+                | PushEvent::GroupchatUnrouted { .. }
+                | PushEvent::Reply { .. }
+        )
+    }
+}
+
+/// Sends events to the push task, never blocks. The channel is unbounded so that lifecycle
+/// events are never lost; the droppable stanza events in it are counted and bounded
+/// (`MAX_QUEUED_STANZA_EVENTS`); lifecycle events are bounded by the sessions themselves
+/// (a few per session state change).
+#[derive(Clone)]
+pub struct PushHandle {
+    tx: mpsc::UnboundedSender<PushEvent>,
+    queued: Arc<AtomicUsize>,
+    prefix: String,
+    classifier: Arc<Classifier>,
+}
+
+impl PushHandle {
+    /// Queues an event.
+    pub fn send(&self, ev: PushEvent) {
+        let droppable = ev.droppable();
+        if droppable && self.queued.fetch_add(1, Ordering::Relaxed) >= MAX_QUEUED_STANZA_EVENTS {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            tracing::warn!("push task overwhelmed; stanza event dropped");
+            return;
+        }
+        if self.tx.send(ev).is_err() {
+            // Shutdown: the push task stopped before the sessions it hears from.
+            if droppable {
+                self.queued.fetch_sub(1, Ordering::Relaxed);
+            }
+            tracing::debug!("push task stopped; event dropped");
+        }
+    }
+
+    /// Queues an event; false when the push task is gone.
+    pub async fn send_wait(&self, ev: PushEvent) -> bool {
+        let droppable = ev.droppable();
+        if droppable {
+            self.queued.fetch_add(1, Ordering::Relaxed);
+        }
+        let ok = self.tx.send(ev).is_ok();
+        if !ok && droppable {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+        }
+        ok
+    }
+
+    /// The push task took an event off the channel.
+    pub fn received(&self, ev: &PushEvent) {
+        if ev.droppable() {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The engine's counters, once every event queued before this call has been handled
+    /// (so also a barrier: publishes those events caused have been routed). None when the
+    /// push task is gone.
+    pub async fn stats(&self) -> Option<PushStats> {
+        let (reply, rx) = oneshot::channel();
+        if !self.send_wait(PushEvent::Stats { reply }).await {
+            return None;
+        }
+        rx.await.ok()
+    }
+
+    /// A hibernated session's push state (None without registrations or push task).
+    pub async fn session_push(&self, session: SessionId) -> Option<SessionPush> {
+        let (reply, rx) = oneshot::channel();
+        if !self
+            .send_wait(PushEvent::SessionPush { session, reply })
+            .await
+        {
+            return None;
+        }
+        rx.await.ok().flatten()
+    }
+
+    /// Stops the push task once every event queued before has been handled, its statistics
+    /// written.
+    pub async fn stop(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.send_wait(PushEvent::Stop { reply }).await {
+            let _ = rx.await;
+        }
+    }
+
+    /// The prefix of every publish id (so replies can be told from other IQs).
+    pub fn id_prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Whether an IQ reply id belongs to one of our publishes.
+    pub fn owns_id(&self, id: &str) -> bool {
+        id.starts_with(&self.prefix)
+    }
+
+    /// The shared importance classification (also used by CSI).
+    pub fn classifier(&self) -> &Classifier {
+        &self.classifier
+    }
+
+    /// What the push rules need to know of a stanza (for rules b and c: nobody's own echo).
+    pub fn info(&self, id: u64, el: &Element) -> StanzaInfo {
+        StanzaInfo {
+            id,
+            importance: self.classifier.classify(el),
+            summary: herald_push::summarize(el),
+            own: false,
+        }
+    }
+
+    /// What the push rules need to know of a stanza queued for the session `full_jid`:
+    /// whether that device caused it itself (its own presence echo, its IQ's answer).
+    pub fn info_for(&self, id: u64, el: &Element, full_jid: &str) -> StanzaInfo {
+        StanzaInfo {
+            own: herald_push::caused_by(el, full_jid),
+            ..self.info(id, el)
+        }
+    }
+
+    /// Routes an IQ result/error addressed to the server if it answers a publish.
+    pub fn on_reply(&self, el: &Element) -> bool {
+        let (Some(id), Some(from)) = (el.attr("id"), el.attr("from")) else {
+            return false;
+        };
+        if !self.owns_id(id) {
+            return false;
+        }
+        let Some((reply, error_type)) = herald_push::reply::read(el) else {
+            return false;
+        };
+        self.send(PushEvent::Reply {
+            iq_id: id.to_string(),
+            from: from.to_string(),
+            reply,
+            error_type,
+        });
+        true
+    }
+}
+
+/// The classifier from the configuration (`[csi] important`).
+pub fn classifier(important: &[String]) -> Classifier {
+    Classifier {
+        extra_important: important
+            .iter()
+            .filter_map(|s| {
+                let mut it = s.split_whitespace();
+                Some((it.next()?.to_string(), it.next()?.to_string()))
+            })
+            .collect(),
+    }
+}
+
+/// Creates the handle and the task's receiving end.
+pub fn channel(important: &[String]) -> (PushHandle, mpsc::UnboundedReceiver<PushEvent>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let prefix = format!("push-{}", &herald_transport::conn::new_stream_id()[..8]);
+    (
+        PushHandle {
+            tx,
+            queued: Arc::new(AtomicUsize::new(0)),
+            prefix,
+            classifier: Arc::new(classifier(important)),
+        },
+        rx,
+    )
+}
