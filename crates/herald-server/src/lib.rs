@@ -15,11 +15,10 @@
 //! | IQs to the server and to accounts | [`iq`] |
 //! | features | [`roster`], [`blocking`], [`mam`], [`offline`], [`push`] (+ [`push_diag`]), carbons and CSI in [`session`] |
 //! | federation and components | [`s2s`], [`component`] |
-//! | operators | [`admin`] (CLI side), [`admin_socket`] (server side), [`accounts`] |
+//! | operators | [`admin_socket`] (server side; the CLI side is `herald::admin` in the herald crate), [`accounts`] |
 //! | helpers | [`stanza`] and [`xep`] (re-exported from herald-xep); per-user caches are `herald_store::cache` |
 
 pub mod accounts;
-pub mod admin;
 pub mod admin_socket;
 pub mod blocking;
 pub mod c2s;

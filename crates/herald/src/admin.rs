@@ -1,6 +1,8 @@
 //! Administration used by the CLI: accounts, rosters and push registrations, directly on the
 //! store so it works whether the server runs or not; a running server is told what changed
-//! (`admin_socket`), and removes an account itself so that its sessions end first.
+//! over its admin socket (the server side is `herald_server::admin_socket`), and removes an
+//! account itself so that its sessions end first. `herald push test` sends its request and
+//! reads the answer here; the run itself and the wire types are `herald_server::push_diag`.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -8,9 +10,10 @@ use anyhow::{anyhow, bail, Context, Result};
 use herald_proto::jid::BareJid;
 use herald_store::{AccountStore, PushRemoval, PushStore, RemovalNote, Store, StoreError};
 
-use crate::accounts::make_credentials;
-use crate::push_diag::{TestRequest, TestResult};
-use crate::Config;
+use herald_server::accounts::make_credentials;
+use herald_server::admin_socket::socket_path;
+use herald_server::push_diag::{TestRequest, TestResult};
+use herald_server::Config;
 
 /// The recorded reason of registrations removed with `herald push remove`.
 pub const REMOVED_BY_OPERATOR: &str = "removed by the operator";
@@ -246,11 +249,6 @@ pub fn roster_action(
     Ok(changed)
 }
 
-/// Path of the running server's admin socket.
-pub fn socket_path(cfg: &Config) -> std::path::PathBuf {
-    cfg.data_dir.join("admin.sock")
-}
-
 /// Sends one command line to a running server; None when no server is listening.
 pub fn notify(cfg: &Config, line: &str) -> Option<String> {
     notify_within(cfg, line, Duration::from_secs(30))
@@ -362,7 +360,7 @@ fn parse_push_test(reply: &str) -> Result<Vec<TestResult>> {
 
 /// A unix time as an RFC 3339 UTC string.
 pub fn unix_time(secs: i64) -> String {
-    crate::xep::delay::format_stamp(secs.saturating_mul(1_000_000))
+    herald_server::xep::delay::format_stamp(secs.saturating_mul(1_000_000))
 }
 
 #[cfg(test)]
@@ -389,7 +387,10 @@ mod tests {
             r#"ok [{"jid":"p.example","node":"n","result":"timeout","rtt_us":null}]"#,
         )
         .unwrap();
-        assert_eq!(got[0].outcome, crate::push_diag::TestOutcome::Timeout);
+        assert_eq!(
+            got[0].outcome,
+            herald_server::push_diag::TestOutcome::Timeout
+        );
         let e = parse_push_test("error bob@localhost has no push registration").unwrap_err();
         assert_eq!(e.to_string(), "bob@localhost has no push registration");
         assert!(parse_push_test("error unknown command")
