@@ -90,36 +90,6 @@ impl AccountChanges {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn marks_move_on_and_clear_only_from_the_state_asked() {
-        let a = AccountChanges::default();
-        assert_eq!(a.removal("u@d"), None);
-        a.mark_removed("u@d", Removal::Ending);
-        assert_eq!(a.removal("u@d"), Some(Removal::Ending));
-        assert_eq!(a.removal("v@d"), None);
-        assert!(!a.unmark_removed("u@d", Removal::Deleted));
-        a.mark_removed("u@d", Removal::Deleted);
-        assert!(a.unmark_removed("u@d", Removal::Deleted));
-        assert_eq!(a.removal("u@d"), None);
-    }
-
-    #[test]
-    fn ending_sessions_are_known_until_finished() {
-        let a = AccountChanges::default();
-        assert!(!a.is_ending(1));
-        a.begin_ending(&[1, 2]);
-        assert!(a.is_ending(1) && a.is_ending(2) && !a.is_ending(3));
-        a.finish_ending(&[1]);
-        assert!(!a.is_ending(1) && a.is_ending(2));
-        a.finish_ending(&[2]);
-        assert!(!a.is_ending(2));
-    }
-}
-
 /// The stream error text of sessions ended by `herald user remove`.
 pub const ACCOUNT_REMOVED: &str = "account removed";
 
@@ -152,5 +122,35 @@ pub fn not_authorized(text: &str) -> SessionMsg {
 pub fn on_bind(shared: &crate::Shared, user: &str, tx: &SessionTx) {
     if shared.account_gone(user) {
         let _ = tx.send_control(not_authorized(ACCOUNT_REMOVED));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marks_move_on_and_clear_only_from_the_state_asked() {
+        let a = AccountChanges::default();
+        assert_eq!(a.removal("u@d"), None);
+        a.mark_removed("u@d", Removal::Ending);
+        assert_eq!(a.removal("u@d"), Some(Removal::Ending));
+        assert_eq!(a.removal("v@d"), None);
+        assert!(!a.unmark_removed("u@d", Removal::Deleted));
+        a.mark_removed("u@d", Removal::Deleted);
+        assert!(a.unmark_removed("u@d", Removal::Deleted));
+        assert_eq!(a.removal("u@d"), None);
+    }
+
+    #[test]
+    fn ending_sessions_are_known_until_finished() {
+        let a = AccountChanges::default();
+        assert!(!a.is_ending(1));
+        a.begin_ending(&[1, 2]);
+        assert!(a.is_ending(1) && a.is_ending(2) && !a.is_ending(3));
+        a.finish_ending(&[1]);
+        assert!(!a.is_ending(1) && a.is_ending(2));
+        a.finish_ending(&[2]);
+        assert!(!a.is_ending(2));
     }
 }
