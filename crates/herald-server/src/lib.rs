@@ -15,12 +15,11 @@
 //! | IQs to the server and to accounts | [`iq`] |
 //! | features | [`roster`], [`blocking`], [`mam`], [`offline`], [`push`] (+ [`push_diag`]), carbons and CSI in [`session`] |
 //! | federation and components | [`s2s`], [`component`] |
-//! | operators | [`admin`] (CLI side), [`admin_socket`] (server side), [`accounts`] |
-//! | helpers | [`cache`] (per-user caches), [`stanza`] and [`xep`] (re-exported from herald-xep) |
+//! | operators | [`admin_socket`] (server side; the CLI side is `herald::admin` in the herald crate), [`accounts`] |
+//! | helpers | [`stanza`] and [`xep`] (re-exported from herald-xep); per-user caches are `herald_store::cache` |
 
 pub mod admin;
 pub mod c2s;
-pub mod cache;
 pub use herald_config as config;
 pub mod features;
 pub mod federation;
@@ -108,10 +107,10 @@ pub struct Shared {
     pub archive_inflight: mam::InFlight,
     /// Archive preferences per user (a cache in front of the store). Written by MAM prefs
     /// IQs; read for every archived message.
-    pub mam_prefs: cache::UserCache<herald_store::MamPrefs>,
+    pub mam_prefs: herald_store::cache::UserCache<herald_store::MamPrefs>,
     /// Blocklists per user (a cache in front of the store). Written by blocking IQs; read
     /// for every routed stanza.
-    pub blocklists: cache::UserCache<Vec<String>>,
+    pub blocklists: herald_store::cache::UserCache<Vec<String>>,
     /// Server-to-server federation: outgoing connections and verified incoming domains.
     /// Written by the s2s tasks.
     pub s2s: s2s::S2s,
@@ -427,8 +426,8 @@ pub async fn start_with_store(cfg: Config, store: impl Backend) -> anyhow::Resul
         push,
         archive: group_commit::ArchiveWriter::start(store.clone(), cfg.mam.commit_delay.0),
         archive_inflight: mam::InFlight::default(),
-        mam_prefs: cache::UserCache::new(100_000),
-        blocklists: cache::UserCache::new(100_000),
+        mam_prefs: herald_store::cache::UserCache::new(100_000),
+        blocklists: herald_store::cache::UserCache::new(100_000),
         s2s,
         accounts: Default::default(),
         resumable: Default::default(),

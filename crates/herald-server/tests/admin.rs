@@ -37,11 +37,11 @@ async fn server(f: impl FnOnce(&mut Config)) -> TestServer {
 async fn admin(s: &TestServer, line: &str) -> String {
     let cfg = s.running.shared.cfg.clone();
     wait_until("admin socket", || {
-        herald_server::admin::socket_path(&cfg).exists()
+        herald_server::admin::admin_socket::socket_path(&cfg).exists()
     })
     .await;
     let line = line.to_string();
-    tokio::task::spawn_blocking(move || herald_server::admin::notify(&cfg, &line))
+    tokio::task::spawn_blocking(move || herald::admin::notify(&cfg, &line))
         .await
         .unwrap()
         .expect("the admin socket answers")
@@ -193,8 +193,8 @@ async fn a_password_change_ends_every_session_and_hands_their_queues_on() {
     desk.send("<presence/>").await;
     desk.sync("d1").await;
 
-    let jid = herald_server::admin::account_jid(&shared.cfg, "bob").unwrap();
-    herald_server::admin::set_password(&*shared.store, &jid, "new").unwrap();
+    let jid = herald::admin::account_jid(&shared.cfg, "bob").unwrap();
+    herald::admin::set_password(&*shared.store, &jid, "new").unwrap();
     assert_eq!(admin(&s, "password-changed bob@localhost").await, "ok 2");
     let (cond, text) = stream_error(&mut desk).await;
     assert_eq!(

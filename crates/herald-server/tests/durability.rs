@@ -305,7 +305,7 @@ fn quiet_sm(c: &mut herald_server::Config) {
 /// `n` accounts `{prefix}0..` with password "pw" (one shared salt: fast).
 fn bulk(s: &TestServer, prefix: &str, n: usize) {
     let shared = &s.running.shared;
-    herald_server::admin::add_bulk(&*shared.store, &shared.cfg, prefix, n, "pw", |_| {}).unwrap();
+    herald::admin::add_bulk(&*shared.store, &shared.cfg, prefix, n, "pw", |_| {}).unwrap();
 }
 
 /// `<resume/>` on a new connection; returns the client and the server's answer.

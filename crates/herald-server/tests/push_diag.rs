@@ -1,5 +1,5 @@
 //! Push diagnostics end to end, through the admin socket as the CLI drives it
-//! (`herald_server::admin::push_test`, `admin::removed_push`): `herald push test` reports
+//! (`herald::admin::push_test`, `admin::removed_push`): `herald push test` reports
 //! each app server's answer (result, error type and condition, timeout, a local app server
 //! that is not connected) with the round-trip time, and `herald push list` shows the
 //! registrations the server removed, why and when.
@@ -49,13 +49,13 @@ async fn push_test(
     let cfg = s.running.shared.cfg.clone();
     let wait_cfg = cfg.clone();
     wait_until("admin socket", move || {
-        herald_server::admin::socket_path(&wait_cfg).exists()
+        herald_server::admin::admin_socket::socket_path(&wait_cfg).exists()
     })
     .await;
-    let user = herald_server::admin::account_jid(&cfg, user).unwrap();
+    let user = herald::admin::account_jid(&cfg, user).unwrap();
     let (jid, node) = (jid.map(str::to_string), node.map(str::to_string));
     tokio::task::spawn_blocking(move || {
-        herald_server::admin::push_test(&cfg, &user, jid.as_deref(), node.as_deref())
+        herald::admin::push_test(&cfg, &user, jid.as_deref(), node.as_deref())
     })
     .await
     .unwrap()
@@ -188,8 +188,8 @@ async fn push_tests_at_once_are_bounded() {
     for _ in 0..max {
         let cfg = s.running.shared.cfg.clone();
         running.push(tokio::task::spawn_blocking(move || {
-            let bob = herald_server::admin::account_jid(&cfg, "bob").unwrap();
-            herald_server::admin::push_test(&cfg, &bob, None, None)
+            let bob = herald::admin::account_jid(&cfg, "bob").unwrap();
+            herald::admin::push_test(&cfg, &bob, None, None)
         }));
     }
     // Every one of them has sent its publish: they are all waiting now.
@@ -237,14 +237,14 @@ async fn push_list_shows_removed_registrations_with_reason_and_time() {
     let cfg = s.running.shared.cfg.clone();
     let (c, st) = (cfg.clone(), store.clone());
     let n = tokio::task::spawn_blocking(move || {
-        herald_server::admin::remove_push(&c, &*st, BOB, APP_DOMAIN, Some("spare"))
+        herald::admin::remove_push(&c, &*st, BOB, APP_DOMAIN, Some("spare"))
     })
     .await
     .unwrap()
     .unwrap();
     assert_eq!(n, 1);
 
-    let removed = herald_server::admin::removed_push(&cfg, &*store, BOB).unwrap();
+    let removed = herald::admin::removed_push(&cfg, &*store, BOB).unwrap();
     let mut rows: Vec<(&str, &str, Option<&str>, u32)> = removed
         .iter()
         .map(|r| {
@@ -297,12 +297,12 @@ async fn push_list_shows_removed_registrations_with_reason_and_time() {
     };
     store.record_push_removal(&old).unwrap();
     assert_eq!(
-        herald_server::admin::removed_push(&cfg, &*store, BOB)
+        herald::admin::removed_push(&cfg, &*store, BOB)
             .unwrap()
             .len(),
         4
     );
-    assert!(herald_server::admin::removed_push(&short, &*store, BOB)
+    assert!(herald::admin::removed_push(&short, &*store, BOB)
         .unwrap()
         .iter()
         .all(|r| r.removed_at >= after));

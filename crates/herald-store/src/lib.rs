@@ -14,10 +14,14 @@
 //! All calls block; the async server calls them from `spawn_blocking`. The one exception is
 //! [`group_commit`], the archive's batching writer: a thread of its own that commits every
 //! archive write waiting at that moment in one transaction, with an async handle.
+//!
+//! [`cache`] holds per-user values read from the store in memory (the server keeps archive
+//! preferences and blocklists there); it never touches the store itself.
 
 mod account;
 mod archive;
 mod block;
+pub mod cache;
 mod error;
 pub mod group_commit;
 mod offline;

@@ -1,6 +1,7 @@
 //! The `herald` command line: run the server and administer its data. Every command takes
 //! `--config FILE` (absent: the embedded defaults) and works while the server runs (the store
-//! is SQLite in WAL mode). Server logic lives in herald-server; this only parses and calls it.
+//! is SQLite in WAL mode). Server logic lives in herald-server, what the administration
+//! commands do in this crate's library ([`herald::admin`]); this only parses and calls them.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -8,7 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
-use herald_server::admin;
+use herald::admin;
 use herald_server::Config;
 
 #[derive(Parser)]

@@ -4,7 +4,7 @@
 //! (push pings; removing an account, which the server does itself so that the account's
 //! sessions are over before its data goes, and nothing is stored for it afterwards), or to
 //! test (`herald push test`: one publish per registration, the app servers' answers). One
-//! text line per request and reply.
+//! text line per request and reply. The CLI side is `herald::admin` in the herald crate.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +20,7 @@ use crate::routing::msg::PushEvent;
 
 use crate::features::push_diag::{TestRequest, NO_REGISTRATION};
 use crate::xep::roster as xr;
-use crate::{features::roster, routing, stanza, Shared};
+use crate::{features::roster, routing, stanza, Config, Shared};
 
 /// How long a request waits for the sessions it ends (or for archive writes) before going on
 /// without them; well under the CLI's 30 s.
@@ -29,9 +29,14 @@ const END_WAIT: Duration = Duration::from_secs(10);
 /// The stream error text of sessions ended by `herald user passwd`.
 pub const PASSWORD_CHANGED: &str = "password changed";
 
+/// Path of the running server's admin socket.
+pub fn socket_path(cfg: &Config) -> std::path::PathBuf {
+    cfg.data_dir.join("admin.sock")
+}
+
 /// Listens until shutdown. A stale socket file from a crashed server is replaced.
 pub async fn run(shared: Arc<Shared>) {
-    let path = crate::admin::socket_path(&shared.cfg);
+    let path = socket_path(&shared.cfg);
     let _ = std::fs::remove_file(&path);
     let listener = match UnixListener::bind(&path) {
         Ok(l) => l,

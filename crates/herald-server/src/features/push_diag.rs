@@ -5,7 +5,8 @@
 //! `Engine::test_push` returned, hands each genuine reply to it, and expires it at the
 //! publishes' reply timeout (the engine's own timeout for them, so both agree on what timed
 //! out). Nothing here waits: the requester holds a oneshot that is answered once every
-//! publish is answered or timed out. The wire types are shared with the CLI (`admin`).
+//! publish is answered or timed out. The wire types are shared with the CLI: `herald::admin`
+//! in the herald crate sends the request and reads the answer.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -81,8 +81,8 @@ impl TestServer {
 
     pub fn add_user(&self, name: &str, password: &str) {
         let cfg = &self.running.shared.cfg;
-        let jid = herald_server::admin::account_jid(cfg, name).unwrap();
-        herald_server::admin::add_user(&*self.running.shared.store, &jid, password).unwrap();
+        let jid = herald::admin::account_jid(cfg, name).unwrap();
+        herald::admin::add_user(&*self.running.shared.store, &jid, password).unwrap();
     }
 }
 

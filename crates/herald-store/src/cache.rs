@@ -1,6 +1,7 @@
-//! Per-user values read from the store and kept in memory (archive preferences, blocklists):
-//! consulted for every message, changed only by the user's own IQs. Knows nothing of what
-//! the values mean.
+//! Per-user values read from the store and kept in memory (the server's archive
+//! preferences and blocklists): consulted for every message, changed only by the user's own
+//! IQs. Knows nothing of what the values mean, and does not read the store itself: the
+//! caller fills it with what it read.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
