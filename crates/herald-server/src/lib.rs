@@ -6,17 +6,30 @@
 //!
 //! ## Layout, in the order a stanza flows
 //!
-//! | stage | modules |
-//! |---|---|
-//! | start, stop, shared state | `lib.rs` ([`Shared`], [`Running`]), [`config`] (re-exported from herald-config), [`listener`] |
-//! | transport (re-exported from herald-transport) | [`conn`], [`tls_io`], [`tls`] (certificates), [`inbox`] |
-//! | c2s: negotiation and the session task | [`c2s`], [`negotiate`] (drives `herald_session::negotiate`'s machine over the connection), [`session`] (XEP-0198 answers from `herald_session::sm_nonza`), [`persist`] (sessions across restarts) |
-//! | routing | [`router`] (who is online), [`routing`] (where a stanza goes), [`message`], [`presence`] |
-//! | IQs to the server and to accounts | [`iq`] |
-//! | features | [`roster`], [`blocking`], [`mam`], [`offline`], [`push`] (+ [`push_diag`]), carbons and CSI in [`session`] |
-//! | federation and components | [`s2s`], [`component`] |
-//! | operators | [`admin_socket`] (server side; the CLI side is `herald::admin` in the herald crate), [`accounts`] |
-//! | helpers | [`stanza`] and [`xep`] (re-exported from herald-xep); per-user caches are `herald_store::cache` |
+//! | folder | modules | owns |
+//! |---|---|---|
+//! | `lib.rs` | [`Shared`], [`Running`], [`start`], [`standard_hooks`] | start, stop, the state every task shares, which handler runs for which hook |
+//! | [`transport`] | `listener`; `conn`, `tls_io`, `tls`, `inbox` re-exported from herald-transport | accept loops, bytes, TLS |
+//! | [`c2s`] | accept loop, `negotiate` (drives `herald_session::negotiate`'s machine), `session` (the task of one bound session; XEP-0198 answers from `herald_session::sm_nonza`, CSI from `herald_session::csi`), `persist` (sessions across restarts) | a client's stream from first byte to last |
+//! | [`routing`] | `routing` (where a stanza goes, RFC 6121 §8), `router` (who is online), `msg` (the messages between tasks), `hooks` (typed events and their handler lists), `durable` (durable-before-acked tickets) | getting a stanza to the right task, knowing no feature |
+//! | [`features`] | `message`, `presence`, `roster`, `blocking`, `carbons`, `mam`, `offline`, `push` (+ `push_diag`), `iq` (the IQ table, disco, ping, version), `ctx` (what a handler sees of a session) | what the server does with stanzas |
+//! | [`federation`] | `s2s`, `component` | other servers and external components |
+//! | [`admin`] | `admin_socket`, `accounts` | operators' commands on the running server (the CLI side is `herald::admin`) |
+//!
+//! The module graph has no circle (`tests/layout.rs` checks it): the leaf modules
+//! (`routing::msg`, `routing::hooks`, `routing::durable`, `features::ctx`) name no feature or
+//! session; `routing` hands stanzas to features only through the hooks registered in
+//! [`standard_hooks`]; features see a session only as a `SessionCtx` and ask it for what
+//! they need done (`ctx::Effect`); the session task calls the features, never the reverse.
+//! Store access goes through [`Shared::db`] on the role a module names (`herald_store::roles`).
+//!
+//! ## Adding a feature
+//!
+//! - An IQ: a handler in a feature module and one line in `features::iq::table::TABLE`
+//!   (type, namespace, element, target, handler, disco features); disco#info follows.
+//! - Reacting to stanzas routing delivers, or to what other features report (archived, stored
+//!   offline, sessions starting and ending): a handler registered in [`standard_hooks`].
+//! - Helpers and payload XML belong in herald-xep, rules in the pure crates.
 
 pub mod admin;
 pub mod c2s;
