@@ -30,7 +30,7 @@ use herald_store::{SavedSession, SmQueued, SmSessionRecord};
 use serde::{Deserialize, Serialize};
 
 use crate::routing::msg::PushEvent;
-use crate::routing::msg::{Out, OFFLINE_ID_BIT};
+use crate::routing::msg::{Origin, Routed};
 use crate::Shared;
 
 /// The server flag a clean stop leaves behind.
@@ -126,17 +126,17 @@ impl SavedState {
 }
 
 /// A queued stanza as the store keeps it.
-pub fn queued(o: &Out) -> SmQueued {
+pub fn queued(o: &Routed) -> SmQueued {
     SmQueued {
         stanza_xml: String::from(&o.el),
         queued_at: o.at,
-        offline_id: o.offline,
+        offline_id: o.origin.offline_row(),
     }
 }
 
 /// A stored queue entry back as a stanza of this process (a fresh routing id, or the
 /// offline row's id).
-fn unqueued(shared: &Shared, q: &SmQueued) -> Option<Out> {
+fn unqueued(shared: &Shared, q: &SmQueued) -> Option<Routed> {
     let el = match Element::from_str(&q.stanza_xml) {
         Ok(el) => el,
         Err(e) => {
@@ -144,16 +144,13 @@ fn unqueued(shared: &Shared, q: &SmQueued) -> Option<Out> {
             return None;
         }
     };
-    let id = match q.offline_id {
-        Some(row) => OFFLINE_ID_BIT | row.unsigned_abs(),
-        None => shared.next_id(),
+    let origin = match q.offline_id {
+        Some(row) => Origin::Offline(row),
+        None => Origin::Routed(shared.next_id()),
     };
-    Some(Out {
-        id,
-        el,
-        at: q.queued_at,
-        offline: q.offline_id,
-    })
+    let mut o = Routed::from_origin(origin, el);
+    o.at = q.queued_at;
+    Some(o)
 }
 
 /// A saved session ready to run again.
@@ -161,7 +158,7 @@ pub struct Restored {
     /// As stored.
     pub record: SmSessionRecord,
     /// Its queue, oldest first.
-    pub queue: Vec<Out>,
+    pub queue: Vec<Routed>,
     /// What else it had.
     pub state: SavedState,
     /// Its JID.
@@ -208,7 +205,7 @@ pub async fn load(shared: &Arc<Shared>, restore: Restore) -> anyhow::Result<(Loa
     for s in saved {
         let SavedSession { record, queue } = s;
         let jid = FullJid::new(&format!("{}/{}", record.account, record.resource)).ok();
-        let queue: Vec<Out> = queue.iter().filter_map(|q| unqueued(shared, q)).collect();
+        let queue: Vec<Routed> = queue.iter().filter_map(|q| unqueued(shared, q)).collect();
         if clean {
             if let Some(jid) = jid {
                 let state = SavedState::decode(&record.state);
@@ -261,7 +258,7 @@ pub async fn load(shared: &Arc<Shared>, restore: Restore) -> anyhow::Result<(Loa
 async fn recover(
     shared: &Arc<Shared>,
     record: &SmSessionRecord,
-    queue: Vec<Out>,
+    queue: Vec<Routed>,
     tombstones: &mut Vec<(String, String, u32, i64)>,
 ) {
     let now = Instant::now();
@@ -274,7 +271,7 @@ async fn recover(
     ));
     for o in queue {
         // Read from offline storage: the row is still there.
-        if o.offline.is_some() {
+        if o.origin.offline_row().is_some() {
             continue;
         }
         crate::features::offline::keep(shared, &record.account, o).await;

@@ -24,7 +24,7 @@ use crate::c2s::negotiate;
 use crate::features::ctx::{Effect, SessionCtx, SessionPresence};
 use crate::routing::durable;
 use crate::routing::msg::PushEvent;
-use crate::routing::msg::{Command, Out, Resumable, Routed, SessionMsg, SessionTx, OFFLINE_ID_BIT};
+use crate::routing::msg::{Command, Origin, Resumable, Routed, SessionMsg, SessionTx};
 use crate::routing::router::{Bound, ResourceEntry};
 use crate::stanza::{self, Kind};
 use crate::transport::conn::{Conn, ConnError};
@@ -114,12 +114,12 @@ pub struct Session {
     conn: Option<Conn>,
     tx: SessionTx,
     rx: crate::transport::inbox::Receiver<SessionMsg>,
-    sm: StreamManagement<Out>,
-    csi: CsiBuffer<Out>,
+    sm: StreamManagement<Routed>,
+    csi: CsiBuffer<Routed>,
     sm_id: Option<String>,
     /// Stanzas the session took but could not queue because it is ending (SM queue
     /// overflow, a stream that failed in the middle of a CSI flush): handed on by `end`.
-    spilled: Vec<Out>,
+    spilled: Vec<Routed>,
     last_read: Instant,
     last_write: Instant,
     /// Archive commits for this client's messages, settled before any ack.
@@ -495,12 +495,8 @@ impl Session {
     /// are counted by `emit`, which callers use for stanzas).
     pub(crate) async fn write_now(&mut self, els: Vec<Element>) -> Flow {
         for el in els {
-            let out = Out {
-                id: 0,
-                el,
-                at: delay::now_micros(),
-                offline: None,
-            };
+            let mut out = Routed::server(el);
+            out.at = delay::now_micros();
             if let Flow::Stop = self.emit(out, false).await {
                 return Flow::Stop;
             }
@@ -539,13 +535,8 @@ impl Session {
         flow
     }
 
-    async fn deliver_now(&mut self, r: Routed) -> Flow {
-        let out = Out {
-            id: r.id,
-            el: r.el,
-            at: delay::now_micros(),
-            offline: None,
-        };
+    async fn deliver_now(&mut self, mut out: Routed) -> Flow {
+        out.at = delay::now_micros();
         if let Some(flow) = self.intercept_incoming(&out.el).await {
             return flow;
         }
@@ -553,17 +544,17 @@ impl Session {
         // Only the offered stanza may push (stanzas flushed from the CSI buffer never do),
         // and only as herald-push's CSI rule allows.
         let pushes =
-            herald_push::delivery::csi_lets_push(hold, self.csi.is_active()).then_some(out.id);
+            herald_push::delivery::csi_lets_push(hold, self.csi.is_active()).then_some(out.origin);
         let ready = self.csi.offer(out, !hold);
         self.emit_all(ready, pushes).await
     }
 
     /// Emits stanzas in order (the one with id `pushes` may cause a push); if the session
     /// must stop half-way, the ones not emitted are kept for `end` to hand on.
-    async fn emit_all(&mut self, items: Vec<Out>, pushes: Option<u64>) -> Flow {
+    async fn emit_all(&mut self, items: Vec<Routed>, pushes: Option<Origin>) -> Flow {
         let mut items = items.into_iter();
         while let Some(o) = items.next() {
-            let may_push = pushes.is_some_and(|id| id == o.id);
+            let may_push = pushes == Some(o.origin);
             if let Flow::Stop = self.emit(o, may_push).await {
                 self.spilled.extend(items);
                 return Flow::Stop;
@@ -605,7 +596,7 @@ impl Session {
 
     /// Puts one stanza on the wire (and in the SM queue when enabled); `may_push` lets a
     /// sleeping session's queue fire push rule a for it.
-    async fn emit(&mut self, o: Out, may_push: bool) -> Flow {
+    async fn emit(&mut self, o: Routed, may_push: bool) -> Flow {
         if self.sm.is_full() {
             // XEP-0198 §4: a client that never acks cannot grow our memory without bound.
             // The stanza that does not fit is handed on with the queue when the session ends.
@@ -631,17 +622,18 @@ impl Session {
             return self.write_raw(&bytes).await;
         }
         let now = std_now();
+        let id = o.origin.id();
         let fires = herald_push::delivery::queued_may_push(
             may_push,
-            o.id != 0,
+            id.is_some(),
             self.conn.is_some(),
             self.sm.ack_overdue(),
         );
-        let info = fires.then(|| {
+        let info = id.filter(|_| fires).map(|id| {
             self.ctx
                 .shared
                 .push
-                .info_for(o.id, &o.el, self.ctx.jid.as_str())
+                .info_for(id, &o.el, self.ctx.jid.as_str())
         });
         if self.persisted && self.conn.is_none() {
             self.write_through.push(crate::c2s::persist::queued(&o));
@@ -901,16 +893,16 @@ impl Session {
         self.stop_backlog();
         // Held by CSI or still in the inbox: queued like anything that reaches a sleeping
         // session, so the resumed client gets them.
-        let mut pending: Vec<Out> = self.csi.take_held();
+        let mut pending: Vec<Routed> = self.csi.take_held();
         self.rx.close();
         while let Some(m) = self.rx.try_recv() {
             match m {
-                SessionMsg::Stanza(r) => pending.push(Out {
-                    id: r.id,
-                    el: r.el,
-                    at: delay::now_micros(),
-                    offline: None,
-                }),
+                SessionMsg::Stanza(r) => {
+                    let mut o = *r;
+                    o.at = delay::now_micros();
+                    o.durable = None;
+                    pending.push(o);
+                }
                 SessionMsg::Resume { conn, .. } => drop(conn),
                 _ => {}
             }
@@ -945,12 +937,14 @@ impl Session {
     fn unacked_infos(&self) -> Vec<herald_push::StanzaInfo> {
         self.sm
             .unacked()
-            .filter(|o| o.id != 0)
-            .map(|o| {
-                self.ctx
-                    .shared
-                    .push
-                    .info_for(o.id, &o.el, self.ctx.jid.as_str())
+            .filter_map(|o| {
+                let id = o.origin.id()?;
+                Some(
+                    self.ctx
+                        .shared
+                        .push
+                        .info_for(id, &o.el, self.ctx.jid.as_str()),
+                )
             })
             .collect()
     }
@@ -972,12 +966,14 @@ impl Session {
                     tracing::info!(unacked = queue.len(), "ack delayed");
                     let unacked = queue
                         .iter()
-                        .filter(|o| o.id != 0)
-                        .map(|o| {
-                            self.ctx
-                                .shared
-                                .push
-                                .info_for(o.id, &o.el, self.ctx.jid.as_str())
+                        .filter_map(|o| {
+                            let id = o.origin.id()?;
+                            Some(
+                                self.ctx
+                                    .shared
+                                    .push
+                                    .info_for(id, &o.el, self.ctx.jid.as_str()),
+                            )
                         })
                         .collect();
                     self.ctx.shared.push.send(PushEvent::AckDelayed {
@@ -1034,7 +1030,10 @@ impl Session {
                 retransmit,
                 reply: resumed,
             }) => {
-                let rows: Vec<i64> = acked.iter().filter_map(|o| o.offline).collect();
+                let rows: Vec<i64> = acked
+                    .iter()
+                    .filter_map(|o| o.origin.offline_row())
+                    .collect();
                 drop(acked);
                 self.delete_offline(rows).await;
                 self.unsave().await;
@@ -1113,11 +1112,11 @@ impl Session {
     /// the router, drains its inbox, and tells subscribers.
     async fn end(&mut self) {
         self.deferred.settle().await;
-        let mut left: Vec<Out> = self.sm.take_unacked();
+        let mut left: Vec<Routed> = self.sm.take_unacked();
         left.append(&mut self.spilled);
         left.extend(self.csi.take_held());
         // Read from offline storage and not yet had by the client: the row is still stored.
-        left.retain(|o| o.offline.is_none());
+        left.retain(|o| o.origin.offline_row().is_none());
         if !left.is_empty() {
             tracing::info!(count = left.len(), "re-routing undelivered stanzas");
         }
@@ -1153,12 +1152,9 @@ impl Session {
         while let Some(m) = self.rx.try_recv() {
             match m {
                 SessionMsg::Stanza(r) => {
-                    let o = Out {
-                        id: r.id,
-                        el: r.el,
-                        at: delay::now_micros(),
-                        offline: None,
-                    };
+                    let mut o = *r;
+                    o.at = delay::now_micros();
+                    o.durable = None;
                     offline::undelivered(&self.ctx.shared, &self.ctx.bare, o, self.ctx.id).await;
                 }
                 SessionMsg::Resume { conn, .. } => {
@@ -1421,12 +1417,8 @@ impl Session {
                         continue;
                     }
                 };
-                let o = Out {
-                    id: OFFLINE_ID_BIT | m.id.unsigned_abs(),
-                    el,
-                    at: delay::now_micros(),
-                    offline: Some(m.id),
-                };
+                let mut o = Routed::from_origin(Origin::Offline(m.id), el);
+                o.at = delay::now_micros();
                 // Not through CSI (a held stanza would keep its row undeletable without SM)
                 // and never a push: storing it already pushed (rule c).
                 if let Flow::Stop = self.emit(o, false).await {
@@ -1460,8 +1452,11 @@ impl Session {
     }
 
     /// The client acknowledged these stanzas: delete the offline rows among them and refill.
-    async fn on_acked(&mut self, acked: Vec<Out>) -> Flow {
-        let rows: Vec<i64> = acked.iter().filter_map(|o| o.offline).collect();
+    async fn on_acked(&mut self, acked: Vec<Routed>) -> Flow {
+        let rows: Vec<i64> = acked
+            .iter()
+            .filter_map(|o| o.origin.offline_row())
+            .collect();
         drop(acked);
         self.delete_offline(rows).await;
         if self.backlog.is_some() {

@@ -49,7 +49,9 @@ pub async fn outbound(session: &mut SessionCtx, el: Element) {
 
 /// A message for local user `bare`, addressed to `to` (bare or full).
 pub async fn inbound(shared: &Arc<Shared>, bare: &str, to: &Jid, r: Routed) {
-    let Routed { id, mut el, .. } = r;
+    let Routed { origin, mut el, .. } = r;
+    // Routing gives every message for a local user a routing id.
+    let Some(id) = origin.id() else { return };
     if let Ok(Some(from)) = stanza::from(&el) {
         if blocking::inbound_blocked(shared, bare, &from).await {
             // XEP-0191 §3.3: not delivered; messages and IQs get service-unavailable.

@@ -12,7 +12,7 @@ use herald_store::roles;
 use herald_store::StoreError;
 
 use crate::routing::hooks;
-use crate::routing::msg::{Command, Out, Routed, SessionMsg};
+use crate::routing::msg::{Command, Origin, Routed, SessionMsg};
 use crate::stanza::{self, Kind};
 use crate::xep::delay;
 use crate::{routing, Shared};
@@ -36,7 +36,8 @@ pub async fn no_available_resource(shared: &Arc<Shared>, bare: &str, r: Routed) 
     match stanza::typ(&r.el) {
         "groupchat" => {
             // Not stored; herald-push decides what the devices hear of it.
-            let info = shared.push.info(r.id, &r.el);
+            let Some(id) = r.origin.id() else { return };
+            let info = shared.push.info(id, &r.el);
             let ev = hooks::DeliveryFailed {
                 user: bare.to_string(),
                 stanza: info,
@@ -70,7 +71,8 @@ async fn store(shared: &Arc<Shared>, bare: &str, r: Routed, push: bool) {
             if !push {
                 return;
             }
-            let info = shared.push.info(r.id, &el);
+            let Some(id) = r.origin.id() else { return };
+            let info = shared.push.info(id, &el);
             let ev = hooks::StoredOffline {
                 user: bare.to_string(),
                 stanza: info,
@@ -108,8 +110,8 @@ async fn store(shared: &Arc<Shared>, bare: &str, r: Routed, push: bool) {
 /// passwd`) do not count as other resources. For a removed account nothing is kept: its
 /// messages (archived ones too: the archive went with the account) and requests go back to
 /// their senders with `service-unavailable`.
-pub async fn undelivered(shared: &Arc<Shared>, bare: &str, o: Out, ended: u64) {
-    if o.id == 0 {
+pub async fn undelivered(shared: &Arc<Shared>, bare: &str, o: Routed, ended: u64) {
+    if o.origin == Origin::Server {
         return; // our own replies and pushes, not routed stanzas
     }
     match stanza::kind(&o.el) {
@@ -126,12 +128,12 @@ pub async fn undelivered(shared: &Arc<Shared>, bare: &str, o: Out, ended: u64) {
             }
             if shared.is_stopping() {
                 // Shutdown: every session is ending; keep it rather than bounce it.
-                return store(shared, bare, Routed::new(o.id, o.el), true).await;
+                return store(shared, bare, o, true).await;
             }
             let mut others = shared.router.resources(bare);
             others.retain(|r| r.session_id != ended && !shared.accounts.is_ending(r.session_id));
             if crate::routing::router::best_resources(&others).is_empty() {
-                no_available_resource(shared, bare, Routed::new(o.id, o.el)).await;
+                no_available_resource(shared, bare, o).await;
             } else {
                 routing::bounce(shared, &o.el, StanzaErrorCondition::RecipientUnavailable).await;
             }
@@ -146,8 +148,8 @@ pub async fn undelivered(shared: &Arc<Shared>, bare: &str, o: Out, ended: u64) {
 /// A stanza of a session lost in a crash (see `persist`): a message is kept for the user in
 /// offline storage — without a push of its own, the user's devices get one wake push — unless
 /// the user's archive has it; a request gets `service-unavailable`; anything else is dropped.
-pub async fn keep(shared: &Arc<Shared>, bare: &str, o: Out) {
-    if o.id == 0 {
+pub async fn keep(shared: &Arc<Shared>, bare: &str, o: Routed) {
+    if o.origin == Origin::Server {
         return;
     }
     match stanza::kind(&o.el) {
@@ -158,7 +160,7 @@ pub async fn keep(shared: &Arc<Shared>, bare: &str, o: Out) {
             if matches!(stanza::typ(&o.el), "groupchat" | "headline" | "error") {
                 return;
             }
-            store(shared, bare, Routed::new(o.id, o.el), false).await;
+            store(shared, bare, o, false).await;
         }
         Some(Kind::Iq) if matches!(stanza::typ(&o.el), "get" | "set") => {
             routing::bounce(shared, &o.el, StanzaErrorCondition::ServiceUnavailable).await;

@@ -1,5 +1,5 @@
 //! The messages between tasks, and the handles that send them: what a session task is asked
-//! to do ([`SessionMsg`]), the stanza it is given ([`Routed`]) and queues ([`Out`]), and what
+//! to do ([`SessionMsg`]), the stanza it is given and queues ([`Routed`], whose [`Origin`] says what its id is), and what
 //! the push task hears ([`PushEvent`] through [`PushHandle`]). A leaf: it names no feature,
 //! session or router module, so every module may use it without an import circle; sockets
 //! appear only as the opaque connection a resumption hands over.
@@ -17,24 +17,74 @@ use tokio::sync::{mpsc, oneshot};
 
 // Session tasks.
 
-/// A stanza on its way to a session, with the id it keeps on every path (for push dedup).
+/// Where a stanza for a client comes from, which says what its id is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Routed to the session, with the process-unique id it keeps on every path (session
+    /// queue, offline storage, archive, push dedup).
+    Routed(u64),
+    /// Read from offline storage: this row, deleted once the client has the stanza and never
+    /// stored again (the row is still there) when the session ends without that.
+    Offline(i64),
+    /// Made by the server for this client alone (an IQ's answer, a MAM result, a roster
+    /// push): never pushed for, never handed on when the session ends.
+    Server,
+}
+
+impl Origin {
+    /// The id push dedup knows the stanza by; None for the server's own. An offline row's is
+    /// the row id with the top bit set, so a stanza read twice (redelivery after a lost
+    /// connection) is the same stanza.
+    pub fn id(self) -> Option<u64> {
+        match self {
+            Origin::Routed(id) => Some(id),
+            Origin::Offline(row) => Some(OFFLINE_ID_BIT | row.unsigned_abs()),
+            Origin::Server => None,
+        }
+    }
+
+    /// The offline-storage row it was read from.
+    pub fn offline_row(self) -> Option<i64> {
+        match self {
+            Origin::Offline(row) => Some(row),
+            _ => None,
+        }
+    }
+}
+
+/// A stanza on its way to a client: the one envelope from routing through the session's
+/// inbox, its XEP-0198 queue and CSI buffer, to offline storage or the saved session.
 #[derive(Clone, Debug)]
 pub struct Routed {
-    /// Process-unique id.
-    pub id: u64,
+    /// Where it comes from.
+    pub origin: Origin,
     /// The stanza, addressed and stamped.
     pub el: Element,
+    /// When the session queued it (XEP-0203 stamp on retransmission), unix micros; 0 before.
+    pub at: i64,
     /// For a message to a sleeping session whose queue is saved: released once the stanza is
-    /// written through, so the sender's XEP-0198 ack waits for it (see `mam::Durable`).
+    /// written through, so the sender's XEP-0198 ack waits for it (see `durable`). The
+    /// session takes it out as it queues the stanza.
     pub durable: Option<Arc<crate::routing::durable::Durable>>,
 }
 
 impl Routed {
-    /// A routed stanza.
+    /// A stanza routed under id `id`.
     pub fn new(id: u64, el: Element) -> Routed {
+        Routed::from_origin(Origin::Routed(id), el)
+    }
+
+    /// The server's own stanza for this client.
+    pub fn server(el: Element) -> Routed {
+        Routed::from_origin(Origin::Server, el)
+    }
+
+    /// A stanza of the given origin, not yet queued.
+    pub fn from_origin(origin: Origin, el: Element) -> Routed {
         Routed {
-            id,
+            origin,
             el,
+            at: 0,
             durable: None,
         }
     }
@@ -74,22 +124,7 @@ pub enum Command {
     RosterPush(Box<Element>),
 }
 
-/// An outbound stanza with the id it carries on every path (SM queue, offline, archive, push).
-#[derive(Clone, Debug)]
-pub struct Out {
-    /// Routing id.
-    pub id: u64,
-    /// The stanza.
-    pub el: Element,
-    /// When it was queued (XEP-0203 stamp on retransmission), unix micros.
-    pub at: i64,
-    /// The offline-storage row it was read from: deleted once the client has the stanza, and
-    /// never stored again (the row is still there) when the session ends without that.
-    pub offline: Option<i64>,
-}
-
-/// Routing ids of stanzas read from offline storage: the row id with the top bit set, so a
-/// stanza read twice (redelivery after a lost connection) is the same stanza to push dedup.
+/// The bit that tells an offline row's id from a routing id (see [`Origin::id`]).
 pub const OFFLINE_ID_BIT: u64 = 1 << 63;
 
 /// A resumable session's registration in the resumption table.
