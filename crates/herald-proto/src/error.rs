@@ -12,30 +12,55 @@ use crate::stream::INTERNAL_NS;
 
 /// RFC 6120 §4.9.3: defined stream error conditions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StreamErrorCondition {
+    /// The entity sent XML that cannot be processed (§4.9.3.1).
     BadFormat,
+    /// A namespace prefix that is not supported, or none where one is required (§4.9.3.2).
     BadNamespacePrefix,
+    /// A new stream conflicts with an existing one, e.g. the resource was taken over (§4.9.3.3).
     Conflict,
+    /// The peer was silent for too long (§4.9.3.4).
     ConnectionTimeout,
+    /// The `to` names a domain no longer served here (§4.9.3.5).
     HostGone,
+    /// The `to` names a domain not served here (§4.9.3.6).
     HostUnknown,
+    /// A stanza between servers lacks `to` or `from` (§4.9.3.7).
     ImproperAddressing,
+    /// The server failed in a way not the peer's fault (§4.9.3.8).
     InternalServerError,
+    /// The `from` is not one the peer authenticated as (§4.9.3.9).
     InvalidFrom,
+    /// The stream or content namespace is wrong (§4.9.3.10).
     InvalidNamespace,
+    /// XML that does not validate against the schema (§4.9.3.11).
     InvalidXml,
+    /// Data sent before the stream was authenticated, or the account was removed (§4.9.3.12).
     NotAuthorized,
+    /// XML that is not well-formed (§4.9.3.13).
     NotWellFormed,
+    /// A local policy was violated, e.g. a stanza too large (§4.9.3.14).
     PolicyViolation,
+    /// A remote server needed for the stream could not be reached (§4.9.3.15).
     RemoteConnectionFailed,
+    /// The stream must be renegotiated, e.g. credentials changed (§4.9.3.16).
     Reset,
+    /// The server lacks resources to serve the stream (§4.9.3.17).
     ResourceConstraint,
+    /// XML features XMPP forbids: comments, PIs, DTDs, entity references (§4.9.3.18).
     RestrictedXml,
+    /// The client should connect to another host (§4.9.3.19).
     SeeOtherHost,
+    /// The server is shutting down (§4.9.3.20).
     SystemShutdown,
+    /// No defined condition applies; an application condition says more (§4.9.3.21).
     UndefinedCondition,
+    /// An encoding other than UTF-8 (§4.9.3.22).
     UnsupportedEncoding,
+    /// A required stream feature is not supported (§4.9.3.23).
     UnsupportedFeature,
+    /// A first-level child the server does not understand (§4.9.3.24).
     UnsupportedStanzaType,
     UnsupportedVersion,
 }
@@ -203,27 +228,49 @@ impl ErrorType {
 
 /// RFC 6120 §8.3.3: defined stanza error conditions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StanzaErrorCondition {
+    /// The request is malformed or not understood (§8.3.3.1).
     BadRequest,
+    /// The request conflicts with existing state, e.g. a resource in use (§8.3.3.2).
     Conflict,
+    /// The feature asked for is not implemented (§8.3.3.3).
     FeatureNotImplemented,
+    /// The requester may not do this (§8.3.3.4).
     Forbidden,
+    /// The recipient no longer exists at this address (§8.3.3.5).
     Gone,
+    /// The server failed in a way not the requester's fault (§8.3.3.6).
     InternalServerError,
+    /// The addressed item does not exist (§8.3.3.7).
     ItemNotFound,
+    /// A JID in the request is not valid (§8.3.3.8).
     JidMalformed,
+    /// The request violates a rule of the recipient, e.g. a forged carbon (§8.3.3.9).
     NotAcceptable,
+    /// No entity may do this (§8.3.3.10).
     NotAllowed,
+    /// The requester must authenticate first (§8.3.3.11).
     NotAuthorized,
+    /// A local policy was violated (§8.3.3.12).
     PolicyViolation,
+    /// The recipient is temporarily unavailable (§8.3.3.13).
     RecipientUnavailable,
+    /// The request should go to another address (§8.3.3.14).
     Redirect,
+    /// The requester must register first (§8.3.3.15).
     RegistrationRequired,
+    /// The recipient's server could not be found (§8.3.3.16).
     RemoteServerNotFound,
+    /// The recipient's server could not be reached in time (§8.3.3.17).
     RemoteServerTimeout,
+    /// The recipient or server lacks resources, e.g. a full queue (§8.3.3.18).
     ResourceConstraint,
+    /// The service is not offered here, or the recipient does not exist (§8.3.3.19).
     ServiceUnavailable,
+    /// The requester must subscribe first (§8.3.3.20).
     SubscriptionRequired,
+    /// No defined condition applies (§8.3.3.21).
     UndefinedCondition,
     UnexpectedRequest,
 }

@@ -55,6 +55,8 @@ pub const DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
 pub const PING: &str = "urn:xmpp:ping";
 /// XEP-0092: software version.
 pub const VERSION: &str = "jabber:iq:version";
+/// XEP-0202: entity time.
+pub const TIME: &str = "urn:xmpp:time";
 /// RFC 6121 §2: roster management.
 pub const ROSTER: &str = "jabber:iq:roster";
 /// XEP-0191: blocking command.

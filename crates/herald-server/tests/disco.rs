@@ -87,6 +87,7 @@ async fn server_and_accounts_list_exactly_their_features() {
             "http://jabber.org/protocol/disco#items",
             "urn:xmpp:ping",
             "jabber:iq:version",
+            "urn:xmpp:time",
             // XEP-0191 §2 and XEP-0280 §3: discovered on the client's server.
             "urn:xmpp:blocking",
             "urn:xmpp:carbons:2",
@@ -192,4 +193,33 @@ async fn what_no_line_serves_is_service_unavailable() {
         assert_eq!(r.attr("type"), Some("error"), "{iq}: {}", xml(&r));
         assert!(xml(&r).contains("service-unavailable"), "{iq}: {}", xml(&r));
     }
+}
+
+#[tokio::test]
+async fn the_server_tells_its_time_in_utc() {
+    let (_s, mut a) = alice().await;
+    let before = herald_xep::delay::now_micros();
+    let r = ask(
+        &mut a,
+        "time",
+        "<iq type='get' id='time' to='localhost'><time xmlns='urn:xmpp:time'/></iq>",
+    )
+    .await;
+    let after = herald_xep::delay::now_micros();
+    assert_eq!(r.attr("type"), Some("result"), "{}", xml(&r));
+    let time = r
+        .get_child("time", "urn:xmpp:time")
+        .expect("a <time/> payload");
+    let tzo = time.get_child("tzo", "urn:xmpp:time").map(|e| e.text());
+    assert_eq!(tzo.as_deref(), Some("+00:00"));
+    let utc = time
+        .get_child("utc", "urn:xmpp:time")
+        .map(|e| e.text())
+        .unwrap_or_default();
+    assert!(utc.ends_with('Z'), "{utc}");
+    let at = herald_xep::delay::parse_stamp(&utc).expect("an XEP-0082 DateTime");
+    assert!(
+        (before..=after).contains(&at),
+        "{utc} not between the ask and the answer"
+    );
 }

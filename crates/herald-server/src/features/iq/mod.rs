@@ -23,6 +23,7 @@ mod basic;
 pub mod disco;
 mod push;
 pub mod table;
+mod time;
 
 use std::future::Future;
 use std::pin::Pin;

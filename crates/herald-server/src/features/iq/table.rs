@@ -9,7 +9,7 @@ use herald_proto::Element;
 
 use crate::features::ctx::SessionCtx;
 
-use super::{basic, disco, push};
+use super::{basic, disco, push, time};
 use super::{Advertised, Entry, Handler, IqType, Reply, Target};
 use crate::features::carbons;
 use Advertised::{Nowhere, OnAccount, OnServer};
@@ -27,6 +27,7 @@ pub static TABLE: &[Entry] = &[
     iq(Get, ns::DISCO_ITEMS, "query",     Server, Now(disco::items),              OnServer(&[ns::DISCO_ITEMS])),
     iq(Get, ns::PING,        "ping",      Server, Now(basic::pong),               OnServer(&[ns::PING])),
     iq(Get, ns::VERSION,     "query",     Server, Now(basic::version),            OnServer(&[ns::VERSION])),
+    iq(Get, ns::TIME,        "time",      Server, Now(time::time),                OnServer(&[ns::TIME])),
     // An account's bare JID, asked by anyone (RFC 6121 §8.5.2.1.3) or by the account itself.
     iq(Get, ns::DISCO_INFO,  "query",     Other,  Now(disco::info),               OnAccount(&[ns::DISCO_INFO])),
     iq(Get, ns::DISCO_INFO,  "query",     Own,    Now(disco::info),               OnAccount(&[ns::DISCO_INFO])),
