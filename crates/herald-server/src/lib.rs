@@ -13,7 +13,7 @@
 //! | c2s: negotiation and the session task | [`c2s`], [`negotiate`] (drives `herald_session::negotiate`'s machine over the connection), [`session`] (XEP-0198 answers from `herald_session::sm_nonza`), [`persist`] (sessions across restarts) |
 //! | routing | [`router`] (who is online), [`routing`] (where a stanza goes), [`message`], [`presence`] |
 //! | IQs to the server and to accounts | [`iq`] |
-//! | features | [`roster`], [`blocking`], [`mam`], [`offline`], [`push`] (+ [`push_diag`]), carbons and CSI in [`session`] |
+//! | features | [`roster`], [`blocking`], [`mam`], [`offline`], [`push`] (the `herald push test` bookkeeping is `herald_push::diag`), carbons and CSI in [`session`] |
 //! | federation and components | [`s2s`], [`component`] |
 //! | operators | [`admin_socket`] (server side; the CLI side is `herald::admin` in the herald crate), [`accounts`] |
 //! | helpers | [`stanza`] and [`xep`] (re-exported from herald-xep); per-user caches are `herald_store::cache` |
