@@ -4,6 +4,8 @@
 //! - [`classify`]: the one importance judgement shared by CSI and push, and the summary
 //!   (sender, body) of a stanza.
 //! - [`delivery`]: whether a stanza entering a session's SM queue may push (CSI, asleep).
+//! - [`diag`]: the bookkeeping of `herald push test` runs (results per registration, round
+//!   trips, timeouts) and its wire types; the caller's reply handle is a type parameter.
 //! - [`engine`]: registrations, rules a/b/c, dedup, coalescing, extended hibernation,
 //!   wake-before-expiry, reply tracking, error accounting, device limits.
 //! - [`notification`]: the XEP-0357 publish IQ.
@@ -11,10 +13,12 @@
 //! - [`request`]: parsing `<enable/>`/`<disable/>` (canonical app server JIDs).
 //!
 //! Must not: do I/O, read clocks or spawn tasks. Every call takes `now`; storage changes and
-//! stanzas to send come back as [`engine::Action`]s.
+//! stanzas to send come back as [`engine::Action`]s, finished test runs as
+//! [`diag::Finished`] for the caller to answer.
 
 pub mod classify;
 pub mod delivery;
+pub mod diag;
 pub mod engine;
 pub mod notification;
 pub mod reply;

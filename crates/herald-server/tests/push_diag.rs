@@ -11,7 +11,7 @@ mod common;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::*;
-use herald_server::features::push_diag::{TestOutcome, TestResult};
+use herald_push::diag::{TestOutcome, TestResult};
 
 const BOB: &str = "bob@localhost";
 
@@ -183,7 +183,7 @@ async fn push_tests_at_once_are_bounded() {
     let (s, mut app) = push_server(|c| c.push.reply_timeout.0 = Duration::from_secs(3)).await;
     let _bob = bob_with(&s, &["silent"]).await;
     app.set_reply(AppReply::Silent);
-    let max = herald_server::features::push_diag::MAX_TESTS;
+    let max = herald_push::diag::MAX_TESTS;
     let mut running = Vec::new();
     for _ in 0..max {
         let cfg = s.running.shared.cfg.clone();

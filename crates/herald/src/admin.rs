@@ -2,17 +2,18 @@
 //! store so it works whether the server runs or not; a running server is told what changed
 //! over its admin socket (the server side is `herald_server::admin::admin_socket`), and removes an
 //! account itself so that its sessions end first. `herald push test` sends its request and
-//! reads the answer here; the run itself and the wire types are `herald_server::features::push_diag`.
+//! reads the answer here; the server's push task runs it (`herald_server::features::push`),
+//! its bookkeeping and the wire types are `herald_push::diag`.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
 use herald_proto::jid::BareJid;
+use herald_push::diag::{TestRequest, TestResult};
 use herald_store::{Backend, PushRemoval, RemovalNote, Store, StoreError};
 
 use herald_server::admin::accounts::make_credentials;
 use herald_server::admin::admin_socket::socket_path;
-use herald_server::features::push_diag::{TestRequest, TestResult};
 use herald_server::Config;
 
 /// The recorded reason of registrations removed with `herald push remove`.
@@ -387,10 +388,7 @@ mod tests {
             r#"ok [{"jid":"p.example","node":"n","result":"timeout","rtt_us":null}]"#,
         )
         .unwrap();
-        assert_eq!(
-            got[0].outcome,
-            herald_server::features::push_diag::TestOutcome::Timeout
-        );
+        assert_eq!(got[0].outcome, herald_push::diag::TestOutcome::Timeout);
         let e = parse_push_test("error bob@localhost has no push registration").unwrap_err();
         assert_eq!(e.to_string(), "bob@localhost has no push registration");
         assert!(parse_push_test("error unknown command")

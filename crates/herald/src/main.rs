@@ -363,7 +363,7 @@ fn push(cfg: Config, cmd: PushCmd) -> Result<()> {
 }
 
 /// `herald push test`'s table: app server, node, answer, round-trip time.
-fn test_table(results: &[herald_server::features::push_diag::TestResult]) -> String {
+fn test_table(results: &[herald_push::diag::TestResult]) -> String {
     let rows: Vec<[String; 4]> = results
         .iter()
         .map(|r| {

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use herald_push::diag::{TestRequest, NO_REGISTRATION};
 use herald_store::roles;
 use herald_store::StoreError;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -17,8 +18,6 @@ use tokio::net::UnixListener;
 use crate::admin::accounts::Removal;
 use crate::admin::accounts::{not_authorized, ACCOUNT_REMOVED};
 use crate::routing::msg::PushEvent;
-
-use crate::features::push_diag::{TestRequest, NO_REGISTRATION};
 use crate::xep::roster as xr;
 use crate::{features::roster, routing, stanza, Config, Shared};
 
@@ -120,8 +119,8 @@ async fn handle(shared: &Arc<Shared>, line: &str) -> String {
 }
 
 /// `herald push test`: one publish per matching registration; the reply is `ok` and the
-/// results as one JSON array (`push_diag::TestResult`), once every app server answered or
-/// `push.reply_timeout` passed, or `error` and why.
+/// results as one JSON array (`herald_push::diag::TestResult`), once every app server
+/// answered or `push.reply_timeout` passed, or `error` and why.
 async fn push_test(shared: &Arc<Shared>, args: &str) -> String {
     let req: TestRequest = match serde_json::from_str(args) {
         Ok(r) => r,

@@ -12,5 +12,4 @@ pub mod message;
 pub mod offline;
 pub mod presence;
 pub mod push;
-pub mod push_diag;
 pub mod roster;

@@ -1,7 +1,9 @@
 //! Push glue (XEP-0357): one task owns herald-push's pure `Engine`, receives the events the
 //! sessions, the offline store and the archive fire, and carries out the engine's actions —
 //! publishes through the router, hibernation deadlines to session tasks, and persistence.
-//! Every rule lives in herald-push; nothing here decides whether to push.
+//! Every rule lives in herald-push; nothing here decides whether to push. It also runs
+//! `herald push test` (`herald_push::diag::PushTests` keeps the runs; this task sends each
+//! finished run's answer on the requester's [`TestReply`] oneshot).
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -9,13 +11,14 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use herald_proto::Element;
+use herald_push::diag::{PushTests, BUSY};
 use herald_push::engine::{Action, Engine, PushConfig, RegKey, Registration, Removal, SessionId};
 use herald_store::push_stats::PushStatsWriter;
 use herald_store::roles;
 use herald_store::{PushRegistration, PushStatsUpdate, RemovalNote, StoreError};
 use tokio::sync::mpsc;
 
-use crate::routing::msg::{PushEvent, PushStats, SessionMsg, SessionTx};
+use crate::routing::msg::{PushEvent, PushStats, SessionMsg, SessionTx, TestReply};
 use crate::{routing, routing::hooks, Shared};
 
 // Observers (registered in `standard_hooks`): what the server reports, as events for the
@@ -179,7 +182,7 @@ pub async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<PushEvent>
     engine.set_id_prefix(shared.push.id_prefix().to_string());
     let mut sessions: HashMap<SessionId, (String, SessionTx)> = HashMap::new();
     let mut stats = PushStatsWriter::new(shared.store.clone());
-    let mut tests = crate::features::push_diag::PushTests::default();
+    let mut tests = PushTests::<TestReply>::default();
     // Not stopped by the shutdown signal: sessions ask it for their push state while they
     // are saved; `Running::stop` sends `Stop` once they are done.
     loop {
@@ -208,7 +211,9 @@ pub async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<PushEvent>
         let actions = match ev {
             None => {
                 let actions = engine.poll(now, unix_now());
-                tests.expire(now);
+                for (reply, answer) in tests.expire(now) {
+                    let _ = reply.send(answer);
+                }
                 actions
             }
             Some(PushEvent::Stop { reply }) => {
@@ -255,7 +260,7 @@ async fn handle(
     engine: &mut Engine,
     sessions: &mut HashMap<SessionId, (String, SessionTx)>,
     stats: &mut PushStatsWriter,
-    tests: &mut crate::features::push_diag::PushTests,
+    tests: &mut PushTests<TestReply>,
     ev: PushEvent,
     now: Instant,
 ) -> Vec<Action> {
@@ -386,13 +391,15 @@ async fn handle(
             reply,
         } => {
             if tests.is_full() {
-                let _ = reply.send(Err(crate::features::push_diag::BUSY.into()));
+                let _ = reply.send(Err(BUSY.into()));
                 return Vec::new();
             }
             ensure_loaded(shared, engine, stats, &user).await;
             let actions = engine.test_push(&user, jid.as_deref(), node.as_deref(), now);
             let timeout = engine.config_for(&user).reply_timeout;
-            tests.start(&actions, reply, now, timeout);
+            if let Some((reply, answer)) = tests.start(&actions, reply, now, timeout) {
+                let _ = reply.send(answer);
+            }
             actions
         }
         PushEvent::Ping { user, reply } => {
@@ -456,7 +463,9 @@ async fn handle(
                 tracing::debug!(%iq_id, %from, "push reply from the wrong entity ignored");
                 return Vec::new();
             }
-            tests.answered(&iq_id, &reply, error_type, now);
+            if let Some((to, answer)) = tests.answered(&iq_id, &reply, error_type, now) {
+                let _ = to.send(answer);
+            }
             engine.reply(&iq_id, reply, now, unix_now())
         }
     }

@@ -144,6 +144,10 @@ pub type ComponentTx = mpsc::Sender<Element>;
 
 // The push task.
 
+/// Where a `herald push test` answer goes (its results, or why there are none); the push
+/// task keeps it in `herald_push::diag::PushTests` until the run finishes.
+pub type TestReply = oneshot::Sender<herald_push::diag::TestAnswer>;
+
 /// Events for the push task.
 #[derive(Debug)]
 pub enum PushEvent {
@@ -258,7 +262,7 @@ pub enum PushEvent {
         /// Only this node.
         node: Option<String>,
         /// The per-registration results (or why there are none).
-        reply: crate::features::push_diag::TestReply,
+        reply: TestReply,
     },
     /// Admin: wake every device of `user`.
     Ping {

@@ -1,20 +1,24 @@
-//! `herald push test`: one publish per registration through the running server, and what
-//! each app server answered, with the round-trip time.
+//! The bookkeeping of `herald push test` runs: one publish per registration through the
+//! running server, and what each app server answered, with the round-trip time.
 //!
 //! The push task owns a [`PushTests`]: it starts a test with the publishes
 //! `Engine::test_push` returned, hands each genuine reply to it, and expires it at the
 //! publishes' reply timeout (the engine's own timeout for them, so both agree on what timed
-//! out). Nothing here waits: the requester holds a oneshot that is answered once every
-//! publish is answered or timed out. The wire types are shared with the CLI: `herald::admin`
-//! in the herald crate sends the request and reads the answer.
+//! out). A run holds the requester's reply handle `R` (whatever the caller answers through);
+//! the calls that finish a run give it back with the results, and the caller sends them.
+//! The wire types ([`TestRequest`], [`TestResult`]) are shared by the server's admin socket
+//! and the CLI (`herald::admin` in the herald crate), as JSON.
+//!
+//! Must not: do I/O, read clocks, wait or send anything. Every call takes `now`; finished
+//! runs come back as values.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use herald_proto::error::ErrorType;
-use herald_push::engine::{Action, Reply};
 use serde::{Deserialize, Serialize};
-use tokio::sync::oneshot;
+
+use crate::engine::{Action, Reply};
 
 /// Tests running at once at most; more are refused ([`BUSY`]). A test holds one entry per
 /// registration of one user, so this bounds the memory and the publishes operators cause.
@@ -91,35 +95,54 @@ pub struct TestResult {
     pub rtt_us: Option<u64>,
 }
 
-/// Where a test's answer goes: its results, or why there are none.
-pub type TestReply = oneshot::Sender<Result<Vec<TestResult>, String>>;
+/// A test's answer: its results, or why there are none.
+pub type TestAnswer = Result<Vec<TestResult>, String>;
 
-struct Run {
+/// A finished run: the requester's reply handle and the answer to send through it.
+pub type Finished<R> = (R, TestAnswer);
+
+struct Run<R> {
     sent: Instant,
     deadline: Instant,
     results: Vec<TestResult>,
     waiting: usize,
-    reply: TestReply,
+    reply: R,
 }
 
-/// The tests in flight (see the module documentation).
-#[derive(Default)]
-pub struct PushTests {
-    runs: HashMap<u64, Run>,
+/// The tests in flight (see the module documentation); `R` is the requester's reply handle.
+pub struct PushTests<R> {
+    runs: HashMap<u64, Run<R>>,
     /// Publish iq id → (run, index in its results).
     by_id: HashMap<String, (u64, usize)>,
     seq: u64,
 }
 
-impl PushTests {
+impl<R> Default for PushTests<R> {
+    fn default() -> Self {
+        PushTests {
+            runs: HashMap::new(),
+            by_id: HashMap::new(),
+            seq: 0,
+        }
+    }
+}
+
+impl<R> PushTests<R> {
     /// No further test may start now.
     pub fn is_full(&self) -> bool {
         self.runs.len() >= MAX_TESTS
     }
 
     /// A test sent `actions` (from `Engine::test_push`) at `now`; unanswered publishes time
-    /// out after `timeout`. Without publishes it is answered at once.
-    pub fn start(&mut self, actions: &[Action], reply: TestReply, now: Instant, timeout: Duration) {
+    /// out after `timeout`. Without publishes it is finished at once: `reply` comes back with
+    /// [`NO_REGISTRATION`].
+    pub fn start(
+        &mut self,
+        actions: &[Action],
+        reply: R,
+        now: Instant,
+        timeout: Duration,
+    ) -> Option<Finished<R>> {
         let ids: Vec<(&str, TestResult)> = actions
             .iter()
             .filter_map(|a| match a {
@@ -136,8 +159,7 @@ impl PushTests {
             })
             .collect();
         if ids.is_empty() {
-            let _ = reply.send(Err(NO_REGISTRATION.into()));
-            return;
+            return Some((reply, Err(NO_REGISTRATION.into())));
         }
         self.seq += 1;
         let run = self.seq;
@@ -156,23 +178,21 @@ impl PushTests {
                 reply,
             },
         );
+        None
     }
 
     /// A genuine reply to publish `iq_id` arrived at `now`; `error_type` is the `<error
-    /// type>` as received ([`Reply`] keeps only whether it was `wait`).
+    /// type>` as received ([`Reply`] keeps only whether it was `wait`). When it was the
+    /// run's last unanswered publish, the run is finished and comes back.
     pub fn answered(
         &mut self,
         iq_id: &str,
         reply: &Reply,
         error_type: Option<ErrorType>,
         now: Instant,
-    ) {
-        let Some((run_id, i)) = self.by_id.remove(iq_id) else {
-            return;
-        };
-        let Some(run) = self.runs.get_mut(&run_id) else {
-            return;
-        };
+    ) -> Option<Finished<R>> {
+        let (run_id, i) = self.by_id.remove(iq_id)?;
+        let run = self.runs.get_mut(&run_id)?;
         let outcome = match reply {
             Reply::Result => TestOutcome::Ok,
             Reply::Error { wait, condition } => TestOutcome::Error {
@@ -190,11 +210,11 @@ impl PushTests {
             r.rtt_us = Some(u64::try_from(rtt).unwrap_or(u64::MAX));
         }
         run.waiting = run.waiting.saturating_sub(1);
-        if run.waiting == 0 {
-            if let Some(run) = self.runs.remove(&run_id) {
-                let _ = run.reply.send(Ok(run.results));
-            }
+        if run.waiting > 0 {
+            return None;
         }
+        let run = self.runs.remove(&run_id)?;
+        Some((run.reply, Ok(run.results)))
     }
 
     /// When [`PushTests::expire`] next has something to do.
@@ -202,8 +222,8 @@ impl PushTests {
         self.runs.values().map(|r| r.deadline).min()
     }
 
-    /// Answers every test whose deadline passed; what is unanswered timed out.
-    pub fn expire(&mut self, now: Instant) {
+    /// Finishes every test whose deadline passed; what is unanswered timed out.
+    pub fn expire(&mut self, now: Instant) -> Vec<Finished<R>> {
         let due: Vec<u64> = self
             .runs
             .iter()
@@ -211,21 +231,20 @@ impl PushTests {
             .map(|(id, _)| *id)
             .collect();
         if due.is_empty() {
-            return;
+            return Vec::new();
         }
         self.by_id.retain(|_, (run, _)| !due.contains(run));
-        for id in due {
-            if let Some(run) = self.runs.remove(&id) {
-                let _ = run.reply.send(Ok(run.results));
-            }
-        }
+        due.into_iter()
+            .filter_map(|id| self.runs.remove(&id))
+            .map(|run| (run.reply, Ok(run.results)))
+            .collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use herald_push::engine::RegKey;
+    use crate::engine::RegKey;
 
     fn publish(id: &str, node: &str) -> Action {
         Action::Publish {
@@ -241,52 +260,65 @@ mod tests {
 
     #[test]
     fn answers_once_all_replied_or_at_the_deadline() {
+        // The reply handle is a label here; the server's is a oneshot sender.
         let mut t = PushTests::default();
         let t0 = Instant::now();
-        let (tx, mut rx) = oneshot::channel();
-        t.start(
+        let started = t.start(
             &[publish("a", "n1"), publish("b", "n2")],
-            tx,
+            "first",
             t0,
             Duration::from_secs(1),
         );
+        assert!(started.is_none());
         assert_eq!(t.next_deadline(), Some(t0 + Duration::from_secs(1)));
         let err = Reply::Error {
             wait: false,
             condition: "item-not-found".into(),
         };
-        t.answered(
+        let after_a = t.answered(
             "a",
             &err,
             Some(ErrorType::Cancel),
             t0 + Duration::from_millis(5),
         );
-        t.answered("unknown", &Reply::Result, None, t0);
-        assert!(rx.try_recv().is_err(), "one still unanswered");
-        t.answered("b", &Reply::Result, None, t0 + Duration::from_millis(7));
-        let got = rx.try_recv().unwrap().unwrap();
+        let after_unknown = t.answered("unknown", &Reply::Result, None, t0);
+        assert!(
+            after_a.is_none() && after_unknown.is_none(),
+            "one still unanswered"
+        );
+        let (to, got) = t
+            .answered("b", &Reply::Result, None, t0 + Duration::from_millis(7))
+            .unwrap();
+        assert_eq!(to, "first");
+        let got = got.unwrap();
         assert_eq!(got[0].outcome.to_string(), "error cancel/item-not-found");
         assert_eq!(got[0].rtt_us, Some(5000));
         assert_eq!(got[1].outcome, TestOutcome::Ok);
         assert_eq!(t.next_deadline(), None);
 
-        let (tx, mut rx) = oneshot::channel();
-        t.start(&[publish("c", "n1")], tx, t0, Duration::from_secs(1));
-        t.expire(t0 + Duration::from_millis(999));
-        assert!(rx.try_recv().is_err());
-        t.expire(t0 + Duration::from_secs(1));
-        let got = rx.try_recv().unwrap().unwrap();
+        assert!(t
+            .start(&[publish("c", "n1")], "second", t0, Duration::from_secs(1))
+            .is_none());
+        assert!(t.expire(t0 + Duration::from_millis(999)).is_empty());
+        let mut done = t.expire(t0 + Duration::from_secs(1));
+        assert_eq!(done.len(), 1);
+        let (to, got) = done.remove(0);
+        assert_eq!(to, "second");
+        let got = got.unwrap();
         assert_eq!(
             (got[0].outcome.clone(), got[0].rtt_us),
             (TestOutcome::Timeout, None)
         );
         // A late answer finds nothing.
-        t.answered("c", &Reply::Result, None, t0 + Duration::from_secs(2));
+        assert!(t
+            .answered("c", &Reply::Result, None, t0 + Duration::from_secs(2))
+            .is_none());
         assert!(t.by_id.is_empty() && t.runs.is_empty());
 
-        let (tx, mut rx) = oneshot::channel();
-        t.start(&[], tx, t0, Duration::from_secs(1));
-        assert_eq!(rx.try_recv().unwrap(), Err(NO_REGISTRATION.to_string()));
+        assert_eq!(
+            t.start(&[], "third", t0, Duration::from_secs(1)),
+            Some(("third", Err(NO_REGISTRATION.to_string())))
+        );
     }
 
     #[test]
