@@ -629,3 +629,39 @@ async fn after_a_crash_a_sleeping_sessions_queue_is_stored_offline_without_mam()
         ["q1", "q2", "q3", "q4", "q5"]
     );
 }
+
+/// `[store] durability` reaches the store the server opens.
+#[tokio::test]
+async fn the_configured_durability_reaches_the_store() {
+    use herald_server::config;
+    for (durability, synchronous) in [("normal", 1), ("full", 2)] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = herald_server::Config {
+            data_dir: dir.path().join("data"),
+            store: config::StoreConfig {
+                durability: durability.into(),
+            },
+            c2s: config::C2sConfig {
+                listen: None,
+                direct_tls_listen: None,
+                ..Default::default()
+            },
+            components: config::ComponentsConfig {
+                listen: None,
+                ..Default::default()
+            },
+            ..herald_server::Config::default()
+        };
+        let running = herald_server::start(cfg).await.unwrap();
+        assert_eq!(
+            (&*running.shared.store as &dyn std::any::Any)
+                .downcast_ref::<herald_store::Store>()
+                .expect("the SQLite backend")
+                .synchronous()
+                .unwrap(),
+            synchronous,
+            "{durability}"
+        );
+        running.stop().await;
+    }
+}

@@ -11,6 +11,7 @@
 
 pub mod blocking;
 pub mod carbons;
+pub mod component;
 pub mod delay;
 pub mod dialback;
 pub mod mam;

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use herald_proto::error::{StreamError, StreamErrorCondition};
 use herald_proto::stream::{StreamEvent, StreamNs};
 use herald_proto::Element;
-use sha1::{Digest, Sha1};
 use subtle::ConstantTimeEq;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -25,13 +24,7 @@ fn serr(c: StreamErrorCondition, t: &str) -> StreamError {
     StreamError::new(c, Some(t.to_string()))
 }
 
-/// XEP-0114 §3: hex(SHA-1(stream id ‖ secret)).
-pub fn handshake_digest(stream_id: &str, secret: &str) -> String {
-    let mut h = Sha1::new();
-    h.update(stream_id.as_bytes());
-    h.update(secret.as_bytes());
-    hex::encode(h.finalize())
-}
+pub use crate::xep::component::handshake_digest;
 
 async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
     let mut c = Conn::new(
@@ -228,14 +221,6 @@ async fn on_stanza(shared: &Arc<Shared>, domain: &str, mut el: Element) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn digest_matches_xep_0114_example_shape() {
-        let d = handshake_digest("3BF96D32", "secret");
-        assert_eq!(d.len(), 40);
-        assert_eq!(d, handshake_digest("3BF96D32", "secret"));
-        assert_ne!(d, handshake_digest("3BF96D32", "secreT"));
-    }
 
     #[test]
     fn owns_subdomains_only() {
