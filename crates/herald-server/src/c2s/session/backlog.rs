@@ -1,0 +1,159 @@
+//! Stored stanzas a client gets once it is available (RFC 6121 §3.1.3 subscription
+//! requests, XEP-0160 offline messages): read in chunks as the XEP-0198 queue has room, to
+//! one reachable resource at a time, each offline row deleted only once the client acked it.
+//! Owns the backlog cursor; the rows and the claim are `features::offline`'s.
+
+use super::*;
+
+/// Most stored stanzas read from the store at once.
+const BACKLOG_CHUNK: usize = 100;
+
+/// Stored stanzas still to go to this client after it became available (RFC 6121 §3.1.3
+/// subscription requests, XEP-0160 offline messages), delivered as the XEP-0198 queue has room.
+#[derive(Debug, Default)]
+pub(super) struct Backlog {
+    /// Subscription requests not yet delivered.
+    requests: std::collections::VecDeque<Element>,
+    /// Delivering offline storage: the last row id read (0 before the first).
+    offline: Option<i64>,
+}
+
+impl Session {
+    /// Starts delivering stored stanzas: `requests` (subscription requests, to every
+    /// resource at initial presence) and, with `offline`, the offline store (to one reachable
+    /// resource at a time: the first to claim it).
+    pub(crate) async fn start_backlog(&mut self, requests: Vec<Element>, offline: bool) -> Flow {
+        let claim = offline && offline::claim(&self.ctx.shared, &self.ctx.bare, self.ctx.id);
+        if requests.is_empty() && !claim {
+            return Flow::Continue;
+        }
+        let b = self.backlog.get_or_insert_with(Box::default);
+        b.requests.extend(requests);
+        if claim && b.offline.is_none() {
+            b.offline = Some(0);
+        }
+        self.pump_backlog().await
+    }
+
+    /// Stops delivering stored stanzas (the resource became unavailable, or the session
+    /// ends): another reachable resource takes the offline store over.
+    pub(crate) fn stop_backlog(&mut self) {
+        let Some(b) = self.backlog.take() else {
+            return;
+        };
+        if b.offline.is_some() {
+            offline::release_claim(&self.ctx.shared, &self.ctx.bare, self.ctx.id);
+        }
+    }
+
+    /// How many stored stanzas may be delivered now. With stream management they must fit
+    /// in its queue, minus a quarter kept for live traffic: the rest follows as the client
+    /// acknowledges (a backlog larger than the queue must not overflow it).
+    pub(super) fn backlog_room(&self) -> usize {
+        if !self.sm.is_enabled() {
+            return BACKLOG_CHUNK;
+        }
+        let max = self.ctx.shared.cfg.stream_management.max_queue;
+        let limit = (max - max / 4).max(1);
+        limit
+            .saturating_sub(self.sm.unacked_len())
+            .min(BACKLOG_CHUNK)
+    }
+
+    /// Delivers stored stanzas while there is room (see [`Self::backlog_room`]); called
+    /// again when acks make room. Offline rows are deleted once the client has them: acked
+    /// (XEP-0198), or written to the socket without stream management.
+    pub(super) async fn pump_backlog(&mut self) -> Flow {
+        loop {
+            // Hibernated: nothing is delivered until a resume (or the end hands it on).
+            if self.conn.is_none() {
+                return Flow::Continue;
+            }
+            let room = self.backlog_room();
+            let Some(b) = self.backlog.as_mut() else {
+                return Flow::Continue;
+            };
+            if room == 0 {
+                return Flow::Continue;
+            }
+            if !b.requests.is_empty() {
+                let n = room.min(b.requests.len());
+                let batch: Vec<Element> = b.requests.drain(..n).collect();
+                for el in batch {
+                    let r = Routed::new(self.ctx.shared.next_id(), el);
+                    if let Flow::Stop = self.deliver(r).await {
+                        return Flow::Stop;
+                    }
+                }
+                continue;
+            }
+            let Some(after) = b.offline else {
+                self.backlog = None;
+                return Flow::Continue;
+            };
+            let u = self.ctx.bare.clone();
+            let page = match self
+                .ctx
+                .shared
+                .db_read(|s: &roles::Offline| s.offline_page(&u, after, room))
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    // The rows stay stored; the next login (or CheckOffline) tries again.
+                    tracing::error!(error = %e, "reading offline messages failed");
+                    self.stop_backlog();
+                    return Flow::Continue;
+                }
+            };
+            if page.is_empty() {
+                self.stop_backlog();
+                return Flow::Continue;
+            }
+            let mut written = Vec::new();
+            let mut unreadable = Vec::new();
+            for m in page {
+                if let Some(b) = self.backlog.as_mut() {
+                    b.offline = Some(m.id);
+                }
+                let el = match Element::from_str(&m.stanza_xml) {
+                    Ok(el) => el,
+                    Err(e) => {
+                        tracing::error!(error = %e, id = m.id, "unreadable offline message deleted");
+                        unreadable.push(m.id);
+                        continue;
+                    }
+                };
+                let mut o = Routed::from_origin(Origin::Offline(m.id), el);
+                o.at = delay::now_micros();
+                // Not through CSI (a held stanza would keep its row undeletable without SM)
+                // and never a push: storing it already pushed (rule c).
+                if let Flow::Stop = self.emit(o, false).await {
+                    self.delete_offline(unreadable).await;
+                    return Flow::Stop;
+                }
+                if !self.sm.is_enabled() && self.conn.is_some() && !self.batching {
+                    written.push(m.id);
+                }
+            }
+            written.append(&mut unreadable);
+            self.delete_offline(written).await;
+        }
+    }
+
+    /// Deletes offline rows the client has.
+    pub(super) async fn delete_offline(&self, ids: Vec<i64>) {
+        if ids.is_empty() {
+            return;
+        }
+        let u = self.ctx.bare.clone();
+        if let Err(e) = self
+            .ctx
+            .shared
+            .db(move |s: &roles::Offline| s.delete_offline(&u, &ids))
+            .await
+        {
+            // Delivered again at the next login: a duplicate, never a loss.
+            tracing::error!(error = %e, "deleting delivered offline messages failed");
+        }
+    }
+}
