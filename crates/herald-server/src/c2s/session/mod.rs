@@ -2,7 +2,10 @@
 //! attachable transport: when it dies a resumable session hibernates and keeps queueing;
 //! `<resume/>` re-attaches a new one), presence, the XEP-0198 machine, the XEP-0352 buffer
 //! and the carbons flag. Other tasks talk to it only through its inbox. The protocol rules are
-//! herald-session's and herald-push's; this file wires them to the socket and the router.
+//! herald-session's and herald-push's; this folder wires them to the socket and the router:
+//! `sm` (XEP-0198: nonzas, acks, timers, hibernation, resumption), `csi` (XEP-0352) and
+//! `backlog` (stored stanzas after initial presence) are `impl Session` blocks of their own;
+//! feature handlers get only `ctx` (a `SessionCtx`) and return `Effect`s.
 
 use std::str::FromStr;
 use std::sync::Arc;
