@@ -897,6 +897,87 @@ impl Config {
         Ok(())
     }
 
+    /// The stream decoder's limits (`[limits]`), for every connection's parser.
+    pub fn stream_limits(&self) -> herald_proto::stream::Limits {
+        herald_proto::stream::Limits {
+            max_stanza_bytes: self.limits.max_stanza_bytes,
+            max_depth: self.limits.max_depth,
+            max_attributes: self.limits.max_attributes,
+            max_header_bytes: self.limits.max_header_bytes,
+        }
+    }
+
+    /// The XEP-0198 machine's configuration (`[stream_management]`).
+    pub fn sm(&self) -> herald_session::sm::SmConfig {
+        let c = &self.stream_management;
+        herald_session::sm::SmConfig {
+            max_queue: c.max_queue,
+            request_after: c.request_after,
+            request_idle: c.request_idle.0,
+            max_ack_delay: c.max_ack_delay.0,
+            hibernation_timeout: c.hibernation_timeout.0,
+        }
+    }
+
+    /// The c2s negotiation machine's configuration (`[c2s]`, every local domain).
+    pub fn negotiation(&self) -> herald_session::negotiate::Config {
+        let c = &self.c2s;
+        herald_session::negotiate::Config {
+            domains: self.local_domains(),
+            require_encryption: c.require_encryption,
+            max_auth_failures: c.max_auth_failures,
+            auth_failure_delay: c.auth_failure_delay.0,
+            timeout: c.negotiation_timeout.0,
+            scram_nonce: None,
+        }
+    }
+
+    /// The push engine's configuration for the primary domain (`[push]`).
+    pub fn push_engine(&self) -> herald_push::PushConfig {
+        self.push_engine_with(&self.domain, &self.push)
+    }
+
+    /// Each virtual host's push engine configuration, by domain: `[push]` with the host's
+    /// `[hosts.push]` overrides, publishing from the host's domain (the app server answers
+    /// there, and its users' pushes must come from their own server).
+    pub fn host_push_engines(&self) -> Vec<(String, herald_push::PushConfig)> {
+        self.hosts
+            .iter()
+            .map(|h| {
+                // The engine finds a user's host by the domain of the user's (prepared, so
+                // lower-case) bare JID: key it by the prepared form of the configured spelling.
+                let domain = jid::BareJid::new(&h.domain)
+                    .map(|j| j.domain().to_string())
+                    .unwrap_or_else(|_| h.domain.to_ascii_lowercase());
+                let c = self.push_engine_with(&domain, &h.push.merged(&self.push));
+                (domain, c)
+            })
+            .collect()
+    }
+
+    fn push_engine_with(&self, domain: &str, p: &PushConfig) -> herald_push::PushConfig {
+        herald_push::PushConfig {
+            domain: domain.to_string(),
+            with_body: p.with_body,
+            with_sender: p.with_sender,
+            important_body: p.important_body.clone(),
+            max_errors: p.max_errors,
+            max_devices: p.max_devices,
+            hibernation_timeout: self.stream_management.hibernation_timeout.0,
+            max_hibernation_timeout: p.max_hibernation_timeout.0,
+            coalesce_window: p.coalesce_window.0,
+            reply_timeout: p.reply_timeout.0,
+            wake_before_expiry: p.wake_before_expiry,
+            max_attempts: p.max_attempts,
+            retry_backoff: p.retry_backoff.0,
+            max_pending: p.max_pending,
+            max_pending_per_user: p.max_pending_per_user,
+            max_pending_per_app_server: p.max_pending_per_app_server,
+            idle_user_ttl: p.idle_user_ttl.0,
+            ..herald_push::PushConfig::default()
+        }
+    }
+
     /// Every domain served locally (the primary first).
     pub fn local_domains(&self) -> Vec<String> {
         let mut v = vec![self.domain.clone()];

@@ -419,12 +419,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
 pub async fn start_with_store(cfg: Config, store: impl Backend) -> anyhow::Result<Running> {
     let store: SharedBackend = Arc::new(store);
     let tls = herald_transport::tls::server_config(&cfg)?;
-    let limits = Limits {
-        max_stanza_bytes: cfg.limits.max_stanza_bytes,
-        max_depth: cfg.limits.max_depth,
-        max_attributes: cfg.limits.max_attributes,
-        max_header_bytes: cfg.limits.max_header_bytes,
-    };
+    let limits = cfg.stream_limits();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let c2s_l = bind(cfg.c2s.listen, "c2s.listen").await?;
     let dtls_l = bind(cfg.c2s.direct_tls_listen, "c2s.direct_tls_listen").await?;

@@ -15,7 +15,7 @@ use herald_proto::ns;
 use herald_proto::sasl::{ScramHash, ScramKeys};
 use herald_proto::stream::INTERNAL_NS;
 use herald_proto::Element;
-use herald_session::negotiate::{Action, Config, Input, Negotiation};
+use herald_session::negotiate::{Action, Input, Negotiation};
 use herald_store::{roles, ScramRecord};
 use tokio::time::Instant;
 
@@ -41,23 +41,10 @@ pub enum Outcome {
     Closed,
 }
 
-/// The machine's configuration from the server's.
-fn machine_config(shared: &Shared) -> Config {
-    let c = &shared.cfg.c2s;
-    Config {
-        domains: shared.cfg.local_domains(),
-        require_encryption: c.require_encryption,
-        max_auth_failures: c.max_auth_failures,
-        auth_failure_delay: c.auth_failure_delay.0,
-        timeout: c.negotiation_timeout.0,
-        scram_nonce: None,
-    }
-}
-
 /// Negotiates a c2s stream until a bind or resume request, or failure.
 pub async fn negotiate(shared: &Arc<Shared>, mut conn: Conn) -> Outcome {
     let start = Instant::now();
-    let mut machine = Negotiation::new(machine_config(shared), conn.is_tls(), start.into_std());
+    let mut machine = Negotiation::new(shared.cfg.negotiation(), conn.is_tls(), start.into_std());
     let deadline = start + shared.cfg.c2s.negotiation_timeout.0;
     let mut actions = Vec::new();
     loop {

@@ -12,7 +12,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use herald_proto::Element;
 use herald_push::diag::{PushTests, BUSY};
-use herald_push::engine::{Action, Engine, PushConfig, RegKey, Registration, Removal, SessionId};
+use herald_push::engine::{Action, Engine, RegKey, Registration, Removal, SessionId};
 use herald_store::push_stats::PushStatsWriter;
 use herald_store::roles;
 use herald_store::{PushRegistration, PushStatsUpdate, RemovalNote, StoreError};
@@ -123,60 +123,10 @@ fn to_store(user: &str, r: &Registration) -> PushRegistration {
     }
 }
 
-/// The engine's configuration from ours (the primary domain's).
-pub fn engine_config(cfg: &crate::Config) -> PushConfig {
-    engine_config_with(cfg, &cfg.domain, &cfg.push)
-}
-
-/// Each virtual host's engine configuration, by domain: `[push]` with the host's
-/// `[hosts.push]` overrides, publishing from the host's domain (the app server answers
-/// there, and its users' pushes must come from their own server).
-pub fn host_engine_configs(cfg: &crate::Config) -> Vec<(String, PushConfig)> {
-    cfg.hosts
-        .iter()
-        .map(|h| {
-            // The engine finds a user's host by the domain of the user's (prepared, so
-            // lower-case) bare JID: key it by the prepared form of the configured spelling.
-            let domain = herald_proto::jid::BareJid::new(&h.domain)
-                .map(|j| j.domain().to_string())
-                .unwrap_or_else(|_| h.domain.to_ascii_lowercase());
-            let c = engine_config_with(cfg, &domain, &h.push.merged(&cfg.push));
-            (domain, c)
-        })
-        .collect()
-}
-
-fn engine_config_with(
-    cfg: &crate::Config,
-    domain: &str,
-    p: &herald_config::PushConfig,
-) -> PushConfig {
-    PushConfig {
-        domain: domain.to_string(),
-        with_body: p.with_body,
-        with_sender: p.with_sender,
-        important_body: p.important_body.clone(),
-        max_errors: p.max_errors,
-        max_devices: p.max_devices,
-        hibernation_timeout: cfg.stream_management.hibernation_timeout.0,
-        max_hibernation_timeout: p.max_hibernation_timeout.0,
-        coalesce_window: p.coalesce_window.0,
-        reply_timeout: p.reply_timeout.0,
-        wake_before_expiry: p.wake_before_expiry,
-        max_attempts: p.max_attempts,
-        retry_backoff: p.retry_backoff.0,
-        max_pending: p.max_pending,
-        max_pending_per_user: p.max_pending_per_user,
-        max_pending_per_app_server: p.max_pending_per_app_server,
-        idle_user_ttl: p.idle_user_ttl.0,
-        ..PushConfig::default()
-    }
-}
-
 /// The push task.
 pub async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<PushEvent>) {
-    let mut engine = Engine::new(engine_config(&shared.cfg));
-    for (domain, c) in host_engine_configs(&shared.cfg) {
+    let mut engine = Engine::new(shared.cfg.push_engine());
+    for (domain, c) in shared.cfg.host_push_engines() {
         engine.set_host_config(&domain, c);
     }
     engine.set_id_prefix(shared.push.id_prefix().to_string());

@@ -17,7 +17,7 @@ use herald_proto::sm as sm_wire;
 use herald_proto::stream::{StreamEvent, StreamNs};
 use herald_proto::Element;
 use herald_session::csi::CsiBuffer;
-use herald_session::sm::{SmConfig, SmEvent, StreamManagement};
+use herald_session::sm::{SmEvent, StreamManagement};
 use herald_session::sm_nonza;
 use herald_store::roles;
 use tokio::time::Instant;
@@ -87,17 +87,6 @@ pub async fn start(shared: Arc<Shared>, outcome: negotiate::Outcome) {
                 }
             }
         }
-    }
-}
-
-fn sm_config(shared: &Shared) -> SmConfig {
-    let c = &shared.cfg.stream_management;
-    SmConfig {
-        max_queue: c.max_queue,
-        request_after: c.request_after,
-        request_idle: c.request_idle.0,
-        max_ack_delay: c.max_ack_delay.0,
-        hibernation_timeout: c.hibernation_timeout.0,
     }
 }
 
@@ -210,7 +199,7 @@ impl Session {
         let now = Instant::now();
         shared.session_started();
         Ok(Box::new(Session {
-            sm: StreamManagement::new(sm_config(&shared)),
+            sm: StreamManagement::new(shared.cfg.sm()),
             csi: CsiBuffer::new(shared.cfg.csi.max_buffer),
             ctx: SessionCtx::new(shared, id, jid),
             // Moved out of its box, which is freed when `bind` returns (not kept by the task).
@@ -269,7 +258,7 @@ impl Session {
         let left_ms = record.expires_at.saturating_sub(persist::unix_millis());
         let expiry = now + std::time::Duration::from_millis(u64::try_from(left_ms).unwrap_or(0));
         let sm = StreamManagement::restore_hibernating(
-            sm_config(&shared),
+            shared.cfg.sm(),
             record.inbound_h,
             record.outbound_h,
             queue,
