@@ -3,7 +3,10 @@
 //! This crate owns every key, its type and its default. A default that a protocol rule
 //! decides is taken from the pure crate that owns the rule (stream management from
 //! herald-session, push from herald-push), so the number is written in one place;
-//! `[store]` turns into herald-store's own options. Validation rejects unknown keys and bad
+//! `[store]` turns into herald-store's own options. The pure crates' configurations are
+//! built here too (`Config::sm`, `Config::negotiation`, `Config::push_engine`,
+//! `Config::host_push_engines`, `Config::stream_limits`), so the server never maps keys by
+//! hand. Validation rejects unknown keys and bad
 //! values with the file, the key and the reason (serde's `deny_unknown_fields` plus our own
 //! checks).
 //!
