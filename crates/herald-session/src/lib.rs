@@ -3,6 +3,8 @@
 //! Each machine here owns the protocol state of ONE client session and is driven by its
 //! owner (the server's session task) with inputs and an explicit `now: Instant`; it answers
 //! with values and events for the owner to act on.
+//! [`resources`] is the one table across sessions: the router owns it and updates it as
+//! sessions bind, change presence and end.
 //!
 //! - [`sm`]: XEP-0198 stream management (h counters mod 2^32, unacked queue, ack requests,
 //!   ack-delay detection, hibernation and resumption) plus the [`sm::Tombstones`] store of
@@ -15,13 +17,19 @@
 //! - [`csi`]: XEP-0352 client state indication buffer (Prosody's mod_csi_simple model) and the
 //!   importance classification shared with push.
 //! - [`subscription`]: the RFC 6121 presence subscription machine.
+//! - [`resources`]: who is online, shared by all sessions as plain data — the bind policy
+//!   (RFC 6120 §7.7.2.2: replace, add, evict the oldest hibernated session, or refuse) and
+//!   the delivery choice among an account's resources (RFC 6121 §8.5); the server keeps it
+//!   under its router's lock.
 //!
-//! Must not: spawn tasks, touch sockets, read clocks, or know about routing and storage. The
-//! session machines ([`sm`], [`csi`]) are generic over the queued item type so they do not
-//! depend on the stanza model; [`negotiate`] and [`sm_nonza`] speak herald-proto elements.
+//! Must not: spawn tasks, touch sockets, take locks, read clocks, or know about message
+//! routing and storage. The session machines ([`sm`], [`csi`]) and [`resources`] are generic
+//! over the queued item or inbox type so they do not depend on the stanza model or the
+//! transport; [`negotiate`] and [`sm_nonza`] speak herald-proto elements.
 
 pub mod csi;
 pub mod negotiate;
+pub mod resources;
 pub mod sm;
 pub mod sm_nonza;
 pub mod subscription;

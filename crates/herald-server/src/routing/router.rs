@@ -1,105 +1,57 @@
 //! The router's map: who is online (bare JID → resources → inbox) and which components are
 //! attached. The only structure shared between sessions; locks are never held across `.await`.
+//! The bind policy and the choice among resources are herald-session's
+//! [`ResourceTable`](herald_session::resources::ResourceTable); this keeps it under a lock,
+//! wakes [`Router::wait_unbound`] and holds the components.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use herald_session::resources::{self, ResourceTable};
 
 use crate::routing::msg::{ComponentTx, SessionTx};
 
-/// One bound resource.
-#[derive(Clone, Debug)]
-pub struct ResourceEntry {
-    /// The resourcepart.
-    pub resource: String,
-    /// Unique id of the session for this process's life.
-    pub session_id: u64,
-    /// The session task's inbox.
-    pub tx: SessionTx,
-    /// Presence priority (RFC 6121 §4.7.2.3), meaningful when `available`.
-    pub priority: i8,
-    /// Has sent available presence.
-    pub available: bool,
-    /// XEP-0280 carbons enabled.
-    pub carbons: bool,
-    /// XEP-0198 hibernation: the connection is gone, the session waits to be resumed.
-    pub hibernated: bool,
-}
+pub use herald_session::resources::best_resources;
+
+/// One bound resource, with its session's inbox.
+pub type ResourceEntry = resources::ResourceEntry<SessionTx>;
 
 /// What binding a resource did to the account's other sessions.
-#[derive(Debug)]
-pub enum Bound {
-    /// A resource more.
-    Added,
-    /// RFC 6120 §7.7.2.2: the session that had this resource; it must be told it was replaced.
-    Replaced(ResourceEntry),
-    /// The account had its most sessions: its oldest hibernated one made room and must end.
-    Evicted(ResourceEntry),
-}
+pub type Bound = resources::Bound<SessionTx>;
 
 /// Online users and components.
 #[derive(Default)]
 pub struct Router {
-    users: RwLock<HashMap<String, Vec<ResourceEntry>>>,
+    users: RwLock<ResourceTable<SessionTx>>,
     components: RwLock<HashMap<String, ComponentTx>>,
     /// Woken whenever a resource is unbound (for [`Router::wait_unbound`]).
     unbound: tokio::sync::Notify,
 }
 
 impl Router {
-    /// Registers a bound resource, keeping the account at `max` sessions at most. A session
-    /// with the same resource is replaced; at the limit, the oldest hibernated session makes
-    /// room (its queue is handed on as on expiry, so a phone that keeps failing to resume is
-    /// not locked out until its old sessions expire). Err(entry) when all are connected
-    /// (RFC 6120 §7.6.2.2: resource-constraint).
+    fn users(&self) -> RwLockReadGuard<'_, ResourceTable<SessionTx>> {
+        self.users.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn users_mut(&self) -> RwLockWriteGuard<'_, ResourceTable<SessionTx>> {
+        self.users.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a bound resource, keeping the account at `max` sessions at most
+    /// ([`ResourceTable::bind`]: same resource replaced, oldest hibernated session evicted at
+    /// the limit). Err(entry) when all are connected (RFC 6120 §7.6.2.2: resource-constraint).
     pub fn bind(
         &self,
         bare: &str,
         entry: ResourceEntry,
         max: usize,
     ) -> Result<Bound, ResourceEntry> {
-        let mut users = self.users.write().unwrap_or_else(|e| e.into_inner());
-        // Most accounts have one resource online: no room for four until a second binds.
-        let list = users
-            .entry(bare.to_string())
-            .or_insert_with(|| Vec::with_capacity(1));
-        if let Some(pos) = list.iter().position(|r| r.resource == entry.resource) {
-            return Ok(Bound::Replaced(std::mem::replace(&mut list[pos], entry)));
-        }
-        if list.len() < max {
-            list.push(entry);
-            return Ok(Bound::Added);
-        }
-        let oldest = list
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.hibernated)
-            .min_by_key(|(_, r)| r.session_id)
-            .map(|(i, _)| i);
-        match oldest {
-            Some(i) => {
-                let old = list.remove(i);
-                list.push(entry);
-                Ok(Bound::Evicted(old))
-            }
-            None => {
-                if list.is_empty() {
-                    users.remove(bare);
-                }
-                Err(entry)
-            }
-        }
+        self.users_mut().bind(bare, entry, max)
     }
 
     /// Removes a resource if it still belongs to `session_id`.
     pub fn unbind(&self, bare: &str, resource: &str, session_id: u64) {
-        let mut users = self.users.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(list) = users.get_mut(bare) {
-            list.retain(|r| !(r.resource == resource && r.session_id == session_id));
-            if list.is_empty() {
-                users.remove(bare);
-            }
-        }
-        drop(users);
+        self.users_mut().unbind(bare, resource, session_id);
         self.unbound.notify_waiters();
     }
 
@@ -110,7 +62,7 @@ impl Router {
             loop {
                 // Registered before the check: an unbind in between still wakes it.
                 let unbound = self.unbound.notified();
-                if !self.any_bound(bare, ids) {
+                if !self.users().any_bound(bare, ids) {
                     return;
                 }
                 unbound.await;
@@ -120,66 +72,40 @@ impl Router {
         .is_ok()
     }
 
-    fn any_bound(&self, bare: &str, ids: &[u64]) -> bool {
-        let users = self.users.read().unwrap_or_else(|e| e.into_inner());
-        users
-            .get(bare)
-            .is_some_and(|l| l.iter().any(|r| ids.contains(&r.session_id)))
-    }
-
-    /// Applies `f` to the entry of session `session_id`, if still bound.
-    fn update(&self, bare: &str, session_id: u64, f: impl FnOnce(&mut ResourceEntry)) {
-        let mut users = self.users.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(r) = users
-            .get_mut(bare)
-            .and_then(|l| l.iter_mut().find(|r| r.session_id == session_id))
-        {
-            f(r);
-        }
-    }
-
     /// Records presence availability and priority of a resource.
     pub fn set_presence(&self, bare: &str, session_id: u64, available: bool, priority: i8) {
-        self.update(bare, session_id, |r| {
-            r.available = available;
-            r.priority = priority;
-        });
+        self.users_mut()
+            .set_presence(bare, session_id, available, priority);
     }
 
     /// Records whether a session is hibernated.
     pub fn set_hibernated(&self, bare: &str, session_id: u64, on: bool) {
-        self.update(bare, session_id, |r| r.hibernated = on);
+        self.users_mut().set_hibernated(bare, session_id, on);
     }
 
     /// Records the carbons flag of a resource.
     pub fn set_carbons(&self, bare: &str, session_id: u64, on: bool) {
-        self.update(bare, session_id, |r| r.carbons = on);
+        self.users_mut().set_carbons(bare, session_id, on);
     }
 
     /// All bound resources of a user.
     pub fn resources(&self, bare: &str) -> Vec<ResourceEntry> {
-        let users = self.users.read().unwrap_or_else(|e| e.into_inner());
-        users.get(bare).cloned().unwrap_or_default()
+        self.users().resources(bare).to_vec()
     }
 
     /// The inbox of one full JID.
     pub fn resource(&self, bare: &str, resource: &str) -> Option<ResourceEntry> {
-        let users = self.users.read().unwrap_or_else(|e| e.into_inner());
-        users
-            .get(bare)
-            .and_then(|l| l.iter().find(|r| r.resource == resource).cloned())
+        self.users().resource(bare, resource).cloned()
     }
 
     /// Whether the user has any bound resource.
     pub fn is_online(&self, bare: &str) -> bool {
-        let users = self.users.read().unwrap_or_else(|e| e.into_inner());
-        users.contains_key(bare)
+        self.users().is_online(bare)
     }
 
     /// Every bound resource (for shutdown).
     pub fn all_sessions(&self) -> Vec<ResourceEntry> {
-        let users = self.users.read().unwrap_or_else(|e| e.into_inner());
-        users.values().flatten().cloned().collect()
+        self.users().all().cloned().collect()
     }
 
     /// Attaches a component; false if one is already attached for that domain.
@@ -207,73 +133,21 @@ impl Router {
     }
 }
 
-/// RFC 6121 §8.5.2.1.1: the resources a message to the bare JID goes to — those with the
-/// highest non-negative priority among available resources (all of them on a tie).
-pub fn best_resources(list: &[ResourceEntry]) -> Vec<&ResourceEntry> {
-    let max = list
-        .iter()
-        .filter(|r| r.available && r.priority >= 0)
-        .map(|r| r.priority)
-        .max();
-    match max {
-        Some(m) => list
-            .iter()
-            .filter(|r| r.available && r.priority == m)
-            .collect(),
-        None => Vec::new(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn entry(res: &str, id: u64, available: bool, priority: i8) -> ResourceEntry {
+    fn entry(res: &str, id: u64) -> ResourceEntry {
         let (tx, _rx) = crate::transport::inbox::bounded(1);
         ResourceEntry {
             resource: res.into(),
             session_id: id,
             tx,
-            priority,
-            available,
+            priority: 0,
+            available: true,
             carbons: false,
             hibernated: false,
         }
-    }
-
-    #[test]
-    fn highest_priority_wins_and_ties_share() {
-        let l = vec![
-            entry("a", 1, true, 5),
-            entry("b", 2, true, 5),
-            entry("c", 3, true, 1),
-            entry("d", 4, false, 9),
-            entry("e", 5, true, -1),
-        ];
-        let got: Vec<_> = best_resources(&l)
-            .iter()
-            .map(|r| r.resource.clone())
-            .collect();
-        assert_eq!(got, vec!["a", "b"]);
-        assert!(best_resources(&[entry("x", 1, true, -1)]).is_empty());
-        assert!(best_resources(&[entry("x", 1, false, 0)]).is_empty());
-    }
-
-    #[test]
-    fn bind_replaces_same_resource_and_unbind_checks_owner() {
-        let r = Router::default();
-        assert!(matches!(
-            r.bind("u@d", entry("a", 1, false, 0), 10),
-            Ok(Bound::Added)
-        ));
-        match r.bind("u@d", entry("a", 2, false, 0), 10) {
-            Ok(Bound::Replaced(old)) => assert_eq!(old.session_id, 1),
-            other => panic!("{other:?}"),
-        }
-        r.unbind("u@d", "a", 1); // stale owner: no effect
-        assert!(r.is_online("u@d"));
-        r.unbind("u@d", "a", 2);
-        assert!(!r.is_online("u@d"));
     }
 
     #[tokio::test]
@@ -281,8 +155,8 @@ mod tests {
         let r = std::sync::Arc::new(Router::default());
         let limit = std::time::Duration::from_secs(10);
         assert!(r.wait_unbound("u@d", &[1], limit).await, "nothing bound");
-        r.bind("u@d", entry("a", 1, true, 0), 10).unwrap();
-        r.bind("u@d", entry("b", 2, true, 0), 10).unwrap();
+        r.bind("u@d", entry("a", 1), 10).unwrap();
+        r.bind("u@d", entry("b", 2), 10).unwrap();
         let short = std::time::Duration::from_millis(20);
         assert!(!r.wait_unbound("u@d", &[1, 2], short).await);
         let waiter = tokio::spawn({
@@ -293,42 +167,7 @@ mod tests {
         r.unbind("u@d", "b", 2);
         assert!(waiter.await.unwrap());
         // Sessions not waited for do not hold it up.
-        r.bind("u@d", entry("c", 3, true, 0), 10).unwrap();
+        r.bind("u@d", entry("c", 3), 10).unwrap();
         assert!(r.wait_unbound("u@d", &[1, 2], limit).await);
-    }
-
-    #[test]
-    fn at_the_limit_the_oldest_hibernated_session_makes_room() {
-        let r = Router::default();
-        for (res, id) in [("a", 1), ("b", 2), ("c", 3)] {
-            assert!(matches!(
-                r.bind("u@d", entry(res, id, true, 0), 3),
-                Ok(Bound::Added)
-            ));
-        }
-        // All connected: refused, and nothing changes.
-        let refused = r.bind("u@d", entry("d", 4, true, 0), 3).unwrap_err();
-        assert_eq!(refused.session_id, 4);
-        assert_eq!(r.resources("u@d").len(), 3);
-        // A resource already bound is replaced even at the limit.
-        assert!(matches!(
-            r.bind("u@d", entry("b", 5, true, 0), 3),
-            Ok(Bound::Replaced(_))
-        ));
-        r.set_hibernated("u@d", 3, true);
-        r.set_hibernated("u@d", 5, true);
-        match r.bind("u@d", entry("e", 6, true, 0), 3) {
-            Ok(Bound::Evicted(old)) => assert_eq!(old.session_id, 3),
-            other => panic!("{other:?}"),
-        }
-        let mut ids: Vec<_> = r.resources("u@d").iter().map(|e| e.session_id).collect();
-        ids.sort();
-        assert_eq!(ids, vec![1, 5, 6]);
-        // A resumed session is no longer a candidate.
-        r.set_hibernated("u@d", 5, false);
-        assert!(r.bind("u@d", entry("f", 7, true, 0), 3).is_err());
-        // Refusing a first session leaves no empty entry behind.
-        assert!(r.bind("v@d", entry("a", 8, true, 0), 0).is_err());
-        assert!(!r.is_online("v@d"));
     }
 }
