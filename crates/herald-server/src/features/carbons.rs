@@ -53,11 +53,11 @@ pub fn send_received_copies(
     shared: &Arc<Shared>,
     bare: &str,
     list: &[ResourceEntry],
-    delivered: &[u64],
+    delivered: &[&ResourceEntry],
     el: &Element,
 ) {
     for r in list.iter().filter(|r| r.carbons && r.available) {
-        if delivered.contains(&r.session_id) {
+        if delivered.iter().any(|t| t.session_id == r.session_id) {
             continue;
         }
         let full = format!("{bare}/{}", r.resource);

@@ -221,7 +221,7 @@ pub async fn commit(shared: &Arc<Shared>, p: Pending) {
                     hooks::notify(
                         &shared.hooks.archived,
                         &shared,
-                        &hooks::Archived { user, stanza },
+                        hooks::Archived { user, stanza },
                     );
                 }
             }

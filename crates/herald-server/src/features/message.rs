@@ -121,8 +121,7 @@ async fn deliver(shared: &Arc<Shared>, bare: &str, to: &Jid, id: u64, el: Elemen
         return routing::bounce_wait(shared, &el, StanzaErrorCondition::ResourceConstraint).await;
     }
     if copy {
-        let delivered: Vec<u64> = targets.iter().map(|t| t.session_id).collect();
-        carbons::send_received_copies(shared, bare, &list, &delivered, &el);
+        carbons::send_received_copies(shared, bare, &list, &targets, &el);
     }
 }
 

@@ -42,7 +42,7 @@ pub async fn no_available_resource(shared: &Arc<Shared>, bare: &str, r: Routed) 
                 user: bare.to_string(),
                 stanza: info,
             };
-            hooks::notify(&shared.hooks.delivery_failed, shared, &ev);
+            hooks::notify(&shared.hooks.delivery_failed, shared, ev);
         }
         "headline" | "error" => {}
         _ => store(shared, bare, r, true).await,
@@ -77,7 +77,7 @@ async fn store(shared: &Arc<Shared>, bare: &str, r: Routed, push: bool) {
                 user: bare.to_string(),
                 stanza: info,
             };
-            hooks::notify(&shared.hooks.stored_offline, shared, &ev);
+            hooks::notify(&shared.hooks.stored_offline, shared, ev);
         }
         Err(StoreError::QuotaExceeded) => {
             if let Some(e) = stanza::error_typed(

@@ -25,56 +25,56 @@ use crate::{routing, routing::hooks, Shared};
 // push task. Nothing here decides anything; the engine does.
 
 /// Rule b.
-pub fn on_archived(shared: &Shared, ev: &hooks::Archived) {
+pub fn on_archived(shared: &Shared, ev: hooks::Archived) {
     shared.push.send(PushEvent::Archived {
-        user: ev.user.clone(),
-        stanza: ev.stanza.clone(),
+        user: ev.user,
+        stanza: ev.stanza,
     });
 }
 
 /// Rule c.
-pub fn on_stored_offline(shared: &Shared, ev: &hooks::StoredOffline) {
+pub fn on_stored_offline(shared: &Shared, ev: hooks::StoredOffline) {
     shared.push.send(PushEvent::StoredOffline {
-        user: ev.user.clone(),
-        stanza: ev.stanza.clone(),
+        user: ev.user,
+        stanza: ev.stanza,
     });
 }
 
 /// The groupchat twin of rule c.
-pub fn on_delivery_failed(shared: &Shared, ev: &hooks::DeliveryFailed) {
+pub fn on_delivery_failed(shared: &Shared, ev: hooks::DeliveryFailed) {
     shared.push.send(PushEvent::GroupchatUnrouted {
-        user: ev.user.clone(),
-        stanza: ev.stanza.clone(),
+        user: ev.user,
+        stanza: ev.stanza,
     });
 }
 
 /// Resets the counts of the device's registrations.
-pub fn on_session_started(shared: &Shared, ev: &hooks::SessionStarted) {
+pub fn on_session_started(shared: &Shared, ev: hooks::SessionStarted) {
     shared.push.send(PushEvent::SessionStarted {
-        user: ev.user.clone(),
+        user: ev.user,
         session: ev.session,
-        resource: ev.resource.clone(),
-        tx: ev.tx.clone(),
+        resource: ev.resource,
+        tx: ev.tx,
     });
 }
 
 /// Rule a: the connection died.
-pub fn on_session_hibernated(shared: &Shared, ev: &hooks::SessionHibernated) {
+pub fn on_session_hibernated(shared: &Shared, ev: hooks::SessionHibernated) {
     shared.push.send(PushEvent::HibernationStarted {
         session: ev.session,
-        unacked: ev.unacked.clone(),
+        unacked: ev.unacked,
     });
 }
 
 /// Rule a: pushes stop.
-pub fn on_session_resumed(shared: &Shared, ev: &hooks::SessionResumed) {
+pub fn on_session_resumed(shared: &Shared, ev: hooks::SessionResumed) {
     shared.push.send(PushEvent::Resumed {
         session: ev.session,
     });
 }
 
 /// The engine forgets the session.
-pub fn on_session_ended(shared: &Shared, ev: &hooks::SessionEnded) {
+pub fn on_session_ended(shared: &Shared, ev: hooks::SessionEnded) {
     shared.push.send(PushEvent::SessionEnded {
         session: ev.session,
     });

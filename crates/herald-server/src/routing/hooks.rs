@@ -77,11 +77,12 @@ pub struct ToRemote {
     pub el: Element,
 }
 
-/// An observer of event `E`.
-pub type Observer<E> = fn(&Shared, &E);
+/// An observer of event `E`. It gets the event by value: the last observer of a list takes
+/// it without a copy (today each list has one), the others get clones.
+pub type Observer<E> = fn(&Shared, E);
 
 /// A message was committed to `user`'s archive (push rule b).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Archived {
     /// The account.
     pub user: String,
@@ -90,7 +91,7 @@ pub struct Archived {
 }
 
 /// A message was stored offline for `user` (push rule c).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct StoredOffline {
     /// The account.
     pub user: String,
@@ -100,7 +101,7 @@ pub struct StoredOffline {
 
 /// A message for `user` reached no session and was not stored: a groupchat message to the
 /// bare JID with no resource online (RFC 6121 §8.5.2.1.1).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct DeliveryFailed {
     /// The account.
     pub user: String,
@@ -109,7 +110,7 @@ pub struct DeliveryFailed {
 }
 
 /// A session was bound.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct SessionStarted {
     /// The account.
     pub user: String,
@@ -122,7 +123,7 @@ pub struct SessionStarted {
 }
 
 /// A session lost its connection and waits to be resumed (XEP-0198).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct SessionHibernated {
     /// The session's id.
     pub session: u64,
@@ -131,14 +132,14 @@ pub struct SessionHibernated {
 }
 
 /// A hibernated session was resumed.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct SessionResumed {
     /// The session's id.
     pub session: u64,
 }
 
 /// A session is gone for good.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct SessionEnded {
     /// The session's id.
     pub session: u64,
@@ -182,8 +183,11 @@ pub async fn run<E>(list: &[Handler<E>], shared: &Arc<Shared>, mut ev: E) -> Opt
 }
 
 /// Tells every observer in `list` of `ev`, in order.
-pub fn notify<E>(list: &[Observer<E>], shared: &Shared, ev: &E) {
-    for o in list {
-        o(shared, ev);
+pub fn notify<E: Clone>(list: &[Observer<E>], shared: &Shared, ev: E) {
+    if let Some((last, rest)) = list.split_last() {
+        for o in rest {
+            o(shared, ev.clone());
+        }
+        last(shared, ev);
     }
 }

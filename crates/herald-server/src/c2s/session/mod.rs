@@ -195,7 +195,7 @@ impl Session {
             resource: jid.resource().to_string(),
             tx: tx.clone(),
         };
-        hooks::notify(&shared.hooks.session_started, &shared, &ev);
+        hooks::notify(&shared.hooks.session_started, &shared, ev);
         let now = Instant::now();
         shared.session_started();
         Ok(Box::new(Session {
@@ -782,7 +782,7 @@ impl Session {
         let ev = hooks::SessionEnded {
             session: self.ctx.id,
         };
-        hooks::notify(&self.ctx.shared.hooks.session_ended, &self.ctx.shared, &ev);
+        hooks::notify(&self.ctx.shared.hooks.session_ended, &self.ctx.shared, ev);
         if self.ctx.available() {
             presence::broadcast_unavailable(&mut self.ctx).await;
             // Ending: nothing more goes to this client.

@@ -31,7 +31,7 @@ impl Session {
         hooks::notify(
             &self.ctx.shared.hooks.session_hibernated,
             &self.ctx.shared,
-            &ev,
+            ev,
         );
         Flow::Continue
     }
@@ -345,11 +345,7 @@ impl Session {
                 let ev = hooks::SessionResumed {
                     session: self.ctx.id,
                 };
-                hooks::notify(
-                    &self.ctx.shared.hooks.session_resumed,
-                    &self.ctx.shared,
-                    &ev,
-                );
+                hooks::notify(&self.ctx.shared.hooks.session_resumed, &self.ctx.shared, ev);
                 if let Flow::Stop = self.write_raw(&bytes).await {
                     return Flow::Stop;
                 }
