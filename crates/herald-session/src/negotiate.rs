@@ -480,19 +480,22 @@ impl Unauthenticated {
             }
             return start_sasl(ctx, &el, out);
         }
-        if is_stanza(&el) {
-            out.push(Action::Fail(serr(
-                StreamErrorCondition::NotAuthorized,
-                "authenticate first",
-            )));
-        } else {
-            out.push(Action::Fail(serr(
-                StreamErrorCondition::UnsupportedStanzaType,
-                "unexpected element during negotiation",
-            )));
-        }
-        Negotiation::Done
+        refuse(&el, out)
     }
+}
+
+/// An element negotiation does not expect ends the stream: a stanza before the session is
+/// bound is `not-authorized` (RFC 6120 §6.4.5), anything else `unsupported-stanza-type`.
+fn refuse(el: &Element, out: &mut Vec<Action>) -> Negotiation {
+    out.push(Action::Fail(if is_stanza(el) {
+        serr(StreamErrorCondition::NotAuthorized, "authenticate first")
+    } else {
+        serr(
+            StreamErrorCondition::UnsupportedStanzaType,
+            "unexpected element during negotiation",
+        )
+    }));
+    Negotiation::Done
 }
 
 /// Answers an `<auth/>` (SASL allowed on this transport).
@@ -815,18 +818,7 @@ impl Authenticated {
             out.push(Action::Send(crate::sm_nonza::enable_before_bind()));
             return Negotiation::Authenticated(self);
         }
-        if is_stanza(&el) {
-            out.push(Action::Fail(serr(
-                StreamErrorCondition::NotAuthorized,
-                "authenticate first",
-            )));
-        } else {
-            out.push(Action::Fail(serr(
-                StreamErrorCondition::UnsupportedStanzaType,
-                "unexpected element during negotiation",
-            )));
-        }
-        Negotiation::Done
+        refuse(&el, out)
     }
 }
 
