@@ -221,18 +221,17 @@ impl Session {
         Flow::Stop
     }
 
+    /// What the push rules need to know of a queued stanza (None for the server's own).
+    pub(super) fn push_info(&self, o: &Routed) -> Option<herald_push::StanzaInfo> {
+        let id = o.origin.id()?;
+        let jid = self.ctx.jid.as_str();
+        Some(self.ctx.shared.push.info_for(id, &o.el, jid))
+    }
+
     pub(super) fn unacked_infos(&self) -> Vec<herald_push::StanzaInfo> {
         self.sm
             .unacked()
-            .filter_map(|o| {
-                let id = o.origin.id()?;
-                Some(
-                    self.ctx
-                        .shared
-                        .push
-                        .info_for(id, &o.el, self.ctx.jid.as_str()),
-                )
-            })
+            .filter_map(|o| self.push_info(o))
             .collect()
     }
 
@@ -251,18 +250,7 @@ impl Session {
                 }
                 SmEvent::AckDelayed(queue) => {
                     tracing::info!(unacked = queue.len(), "ack delayed");
-                    let unacked = queue
-                        .iter()
-                        .filter_map(|o| {
-                            let id = o.origin.id()?;
-                            Some(
-                                self.ctx
-                                    .shared
-                                    .push
-                                    .info_for(id, &o.el, self.ctx.jid.as_str()),
-                            )
-                        })
-                        .collect();
+                    let unacked = queue.iter().filter_map(|o| self.push_info(o)).collect();
                     self.ctx.shared.push.send(PushEvent::AckDelayed {
                         session: self.ctx.id,
                         unacked,
