@@ -131,6 +131,9 @@ async fn handshake(
     let expected = handshake_digest(&id, &entry.secret);
     let given = el.text().trim().to_ascii_lowercase();
     if !bool::from(expected.as_bytes().ct_eq(given.as_bytes())) {
+        // Like a failed SASL authentication: answered only after `[c2s] auth_failure_delay`,
+        // so guessing secrets is slow; then the stream is closed with `not-authorized`.
+        tokio::time::sleep(shared.cfg.c2s.auth_failure_delay.0).await;
         return Err(ConnError::Stream(serr(
             StreamErrorCondition::NotAuthorized,
             "bad handshake",
@@ -146,6 +149,18 @@ fn owns(domain: &str, jid_domain: &str) -> bool {
             .to_ascii_lowercase()
             .strip_suffix(&domain.to_ascii_lowercase())
             .is_some_and(|p| p.ends_with('.'))
+}
+
+/// Whether the component of `domain` may send from `jid_domain` (RFC 6120 §8.1.2.1: otherwise
+/// `invalid-from`): a domain it owns that is no local host and belongs to no other component.
+fn may_send_as(shared: &Shared, domain: &str, jid_domain: &str) -> bool {
+    owns(domain, jid_domain)
+        && !shared.cfg.is_local(jid_domain)
+        && !shared.cfg.components.component.iter().any(|c| {
+            !c.domain.eq_ignore_ascii_case(domain)
+                && owns(&c.domain, jid_domain)
+                && owns(domain, &c.domain)
+        })
 }
 
 /// Most stanzas written to a component in one write.
@@ -202,9 +217,10 @@ async fn on_stanza(shared: &Arc<Shared>, domain: &str, mut el: Element) -> Resul
             "only message, presence and iq",
         )));
     }
-    // XEP-0114: a component may send as any JID of its own domain, and only those.
+    // XEP-0114: a component may send as any JID of its own domain, and only those — never
+    // as a local host or as another configured component (whose domain may sit under ours).
     match stanza::from(&el) {
-        Ok(Some(f)) if owns(domain, f.domain().as_str()) => {}
+        Ok(Some(f)) if may_send_as(shared, domain, f.domain().as_str()) => {}
         // No 'from' (slixmpp's component ping, for one): it can only mean the component itself.
         Ok(None) => stanza::set(&mut el, "from", domain),
         _ => {
