@@ -2,6 +2,7 @@
 
 use herald_proto::error::{error_reply, ErrorType, StanzaErrorCondition};
 use herald_proto::jid::Jid;
+use herald_proto::ns;
 use herald_proto::stream::INTERNAL_NS;
 use herald_proto::Element;
 
@@ -144,9 +145,119 @@ pub fn payload(iq: &Element) -> Option<&Element> {
     iq.children().next()
 }
 
+/// Removes the stamps only this server may put on a stanza it receives (from a client, a peer
+/// server or a component), so a forged one cannot pass for ours: a top-level XEP-0203
+/// `<delay from=…>` whose `from` is one of our domains, and a top-level XEP-0359
+/// `<stanza-id by=…>` whose `by` is the stanza's recipient (bare `to`) or a JID at one of our
+/// domains (XEP-0359 §3 requires it; our archives stamp with our accounts' bare JIDs).
+/// `is_ours` says whether a domain is served here (not components: a component such as a MUC
+/// stamps its own ids). Returns how many children went; a stanza with nothing to strip is left
+/// untouched (no copy).
+pub fn strip_spoofed(el: &mut Element, is_ours: impl Fn(&str) -> bool) -> usize {
+    let recipient = to(el).ok().flatten().map(|j| j.to_bare());
+    let ours = |addr: &str| match Jid::new(addr) {
+        Ok(j) => is_ours(j.domain().as_str()),
+        Err(_) => is_ours(addr),
+    };
+    let delay_is_ours = |addr: &str| match Jid::new(addr) {
+        Ok(j) => j.node().is_none() && is_ours(j.domain().as_str()),
+        Err(_) => is_ours(addr),
+    };
+    let spoofed = |c: &Element| {
+        if c.is("delay", ns::DELAY) {
+            c.attr("from").is_some_and(delay_is_ours)
+        } else if c.is("stanza-id", ns::SID) {
+            c.attr("by").is_some_and(|by| {
+                ours(by)
+                    || recipient.as_ref().is_some_and(|r| {
+                        Jid::new(by).is_ok_and(|b| b.to_bare() == *r)
+                            || by.eq_ignore_ascii_case(r.as_str())
+                    })
+            })
+        } else {
+            false
+        }
+    };
+    if !el.children().any(spoofed) {
+        return 0;
+    }
+    crate::remove_children(el, spoofed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ours(d: &str) -> bool {
+        d == "localhost" || d == "example.net"
+    }
+
+    fn stamps(el: &Element) -> Vec<String> {
+        el.children()
+            .map(|c| {
+                format!(
+                    "{}:{}",
+                    c.name(),
+                    c.attr("by").or(c.attr("from")).unwrap_or("")
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn strip_spoofed_removes_our_stamps_only() {
+        let mut el: Element = "<message xmlns='jabber:client' to='bob@remote.test/x'>\
+             <body>hi</body>\
+             <delay xmlns='urn:xmpp:delay' from='localhost' stamp='2020-01-01T00:00:00Z'/>\
+             <delay xmlns='urn:xmpp:delay' from='Example.NET/res' stamp='2020-01-01T00:00:00Z'/>\
+             <delay xmlns='urn:xmpp:delay' from='alice@localhost' stamp='2020-01-01T00:00:00Z'/>\
+             <delay xmlns='urn:xmpp:delay' from='remote.test' stamp='2020-01-01T00:00:00Z'/>\
+             <delay xmlns='urn:xmpp:delay' stamp='2020-01-01T00:00:00Z'/>\
+             <stanza-id xmlns='urn:xmpp:sid:0' id='1' by='bob@remote.test'/>\
+             <stanza-id xmlns='urn:xmpp:sid:0' id='2' by='alice@localhost'/>\
+             <stanza-id xmlns='urn:xmpp:sid:0' id='3' by='localhost'/>\
+             <stanza-id xmlns='urn:xmpp:sid:0' id='4' by='room@muc.remote.test'/>\
+             <stanza-id xmlns='urn:xmpp:other' id='5' by='localhost'/>\
+             <origin-id xmlns='urn:xmpp:sid:0' id='6'/>\
+             </message>"
+            .parse()
+            .unwrap();
+        assert_eq!(strip_spoofed(&mut el, ours), 5);
+        assert_eq!(
+            stamps(&el),
+            [
+                "body:",
+                "delay:alice@localhost",
+                "delay:remote.test",
+                "delay:",
+                "stanza-id:room@muc.remote.test",
+                "stanza-id:localhost",
+                "origin-id:",
+            ]
+        );
+        assert_eq!(
+            el.children().find(|c| c.name() == "body").unwrap().text(),
+            "hi"
+        );
+    }
+
+    #[test]
+    fn strip_spoofed_matches_the_recipient_by_bare_jid_and_leaves_clean_stanzas() {
+        let mut el: Element = "<message xmlns='jabber:client' to='Bob@Remote.test/phone'>\
+             <stanza-id xmlns='urn:xmpp:sid:0' id='1' by='bob@remote.test'/></message>"
+            .parse()
+            .unwrap();
+        assert_eq!(strip_spoofed(&mut el, ours), 1);
+        assert_eq!(el.children().count(), 0);
+
+        let mut clean: Element = "<message xmlns='jabber:client' to='bad@@jid'>\
+             <stanza-id xmlns='urn:xmpp:sid:0' id='1' by='someone@else.test'/></message>"
+            .parse()
+            .unwrap();
+        let before = clean.clone();
+        assert_eq!(strip_spoofed(&mut clean, ours), 0);
+        assert_eq!(clean, before);
+    }
 
     #[test]
     fn frozen_round_trips_a_presence_with_extensions() {

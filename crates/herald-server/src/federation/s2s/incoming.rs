@@ -323,6 +323,9 @@ async fn on_element(
             "'to' is not a domain authenticated on this stream",
         ));
     }
+    // XEP-0359 §3, XEP-0203: a peer cannot pass off stamps as ours.
+    let mut el = el;
+    stanza::strip_spoofed(&mut el, |d| shared.cfg.is_local(d));
     routing::route(shared, el).await;
     Ok(None)
 }
