@@ -427,6 +427,7 @@ pub async fn start_with_store(cfg: Config, store: impl Backend) -> anyhow::Resul
     let s2s_l = bind(cfg.s2s.listen, "s2s.listen").await?;
     let s2s_dtls_l = bind(cfg.s2s.direct_tls_listen, "s2s.direct_tls_listen").await?;
     let s2s = s2s::S2s::new(&cfg)?;
+    let admin_l = admin_socket::bind(&cfg)?;
     let (push, push_rx) = msg::channel(&cfg.csi.important);
     let tombstones =
         herald_session::sm::Tombstones::new(100_000, cfg.stream_management.tombstone_ttl.0);
@@ -496,7 +497,7 @@ pub async fn start_with_store(cfg: Config, store: impl Backend) -> anyhow::Resul
         .push(tokio::spawn(mam::retention(shared.clone())));
     running
         .tasks
-        .push(tokio::spawn(admin_socket::run(shared.clone())));
+        .push(tokio::spawn(admin_socket::run(shared.clone(), admin_l)));
     if let Some(l) = c2s_l {
         running.c2s_addr = Some(l.local_addr()?);
         tracing::info!(addr = %l.local_addr()?, "c2s (STARTTLS) listening");
