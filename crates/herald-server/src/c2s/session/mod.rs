@@ -878,7 +878,38 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
+        // `end` left the router and forgot the resumption id. A task that did not get there
+        // (it panicked, or was aborted) must not leave a zombie behind that routing keeps
+        // queueing to and `<resume/>` keeps finding. A parked session stays for the stop.
+        if !self.parked {
+            let shared = self.ctx.shared.clone();
+            release_leftovers(
+                &shared.router,
+                |id| shared.resumable_remove(id),
+                &self.ctx.bare,
+                self.ctx.jid.resource().as_str(),
+                self.ctx.id,
+                self.sm_id.take(),
+            );
+        }
         self.ctx.shared.session_finished();
+    }
+}
+
+/// What a session still holds when its task ends without `end`: its router entry (removed
+/// only if it is still this session's, [`Router::unbind`](crate::routing::router::Router::unbind)
+/// checks the id) and its XEP-0198 resumption id. A no-op after `end`.
+fn release_leftovers(
+    router: &crate::routing::router::Router,
+    forget_resumable: impl FnOnce(&str),
+    bare: &str,
+    resource: &str,
+    session_id: u64,
+    sm_id: Option<String>,
+) {
+    router.unbind(bare, resource, session_id);
+    if let Some(id) = sm_id {
+        forget_resumable(&id);
     }
 }
 
@@ -887,4 +918,46 @@ fn unsupported(el: &Element) -> StreamError {
         StreamErrorCondition::UnsupportedStanzaType,
         Some(format!("<{}/> is not supported here", el.name())),
     )
+}
+
+#[cfg(test)]
+mod drop_tests {
+    use super::*;
+    use crate::routing::router::Router;
+
+    fn entry(res: &str, id: u64) -> ResourceEntry {
+        let (tx, _rx) = crate::transport::inbox::bounded(1);
+        ResourceEntry {
+            resource: res.into(),
+            session_id: id,
+            tx,
+            priority: 0,
+            available: true,
+            carbons: false,
+            hibernated: false,
+        }
+    }
+
+    #[test]
+    fn leftovers_are_released_only_if_still_ours() {
+        let r = Router::default();
+        r.bind("u@d", entry("a", 1), 10).unwrap();
+        let mut forgotten = Vec::new();
+        release_leftovers(
+            &r,
+            |id| forgotten.push(id.to_string()),
+            "u@d",
+            "a",
+            1,
+            Some("sm1".into()),
+        );
+        assert!(r.resources("u@d").is_empty(), "the zombie entry is gone");
+        assert_eq!(forgotten, ["sm1"]);
+
+        // A newer session took the resource over: the old one's drop leaves it alone.
+        r.bind("u@d", entry("a", 2), 10).unwrap();
+        release_leftovers(&r, |_| {}, "u@d", "a", 1, None);
+        let left: Vec<u64> = r.resources("u@d").iter().map(|e| e.session_id).collect();
+        assert_eq!(left, [2]);
+    }
 }
