@@ -123,8 +123,48 @@ fn to_store(user: &str, r: &Registration) -> PushRegistration {
     }
 }
 
-/// The push task.
-pub async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<PushEvent>) {
+/// The push task, supervised: if it panics the error is logged and it starts again with a
+/// fresh engine on the same event channel (registrations load again from the store as users'
+/// events arrive; what the old engine held in memory — pending retries, the sessions it
+/// knew — is lost). It ends when the task ends normally (`Stop`, channel closed).
+pub async fn run(shared: Arc<Shared>, rx: mpsc::UnboundedReceiver<PushEvent>) {
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    supervise("push task", RESTART_DELAY, || {
+        tokio::spawn(run_engine(shared.clone(), rx.clone()))
+    })
+    .await;
+}
+
+/// Pause before restarting a task that panicked.
+const RESTART_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Runs the task `spawn` starts until it ends other than by panicking, starting it again
+/// (after `delay`) each time it panics. How many runs panicked.
+async fn supervise(
+    what: &'static str,
+    delay: std::time::Duration,
+    mut spawn: impl FnMut() -> tokio::task::JoinHandle<()>,
+) -> u32 {
+    let mut panics = 0u32;
+    loop {
+        match spawn().await {
+            Err(e) if e.is_panic() => {
+                panics = panics.saturating_add(1);
+                tracing::error!(task = what, panics, "task panicked; restarting it");
+                tokio::time::sleep(delay).await;
+            }
+            _ => return panics,
+        }
+    }
+}
+
+/// One run of the push task; holds the event channel while it runs (a run that panicked
+/// releases it for the next).
+async fn run_engine(
+    shared: Arc<Shared>,
+    rx: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<PushEvent>>>,
+) {
+    let mut rx = rx.lock_owned().await;
     let mut engine = Engine::new(shared.cfg.push_engine());
     for (domain, c) in shared.cfg.host_push_engines() {
         engine.set_host_config(&domain, c);
@@ -524,5 +564,53 @@ async fn execute(
 fn log_store(r: Result<(), StoreError>) {
     if let Err(e) = r {
         tracing::error!(error = %e, "push store write failed");
+    }
+}
+
+#[cfg(test)]
+mod supervise_tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[tokio::test]
+    async fn a_panicking_task_is_restarted_until_it_ends() {
+        let runs = Arc::new(AtomicU32::new(0));
+        let panics = supervise("test", std::time::Duration::ZERO, || {
+            let runs = runs.clone();
+            tokio::spawn(async move {
+                if runs.fetch_add(1, Ordering::SeqCst) < 2 {
+                    panic!("boom");
+                }
+            })
+        })
+        .await;
+        assert_eq!(panics, 2);
+        assert_eq!(runs.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn the_channel_survives_a_panicking_run() {
+        let (tx, rx) = mpsc::unbounded_channel::<u32>();
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        for n in [1, 2, 3] {
+            tx.send(n).unwrap();
+        }
+        drop(tx);
+        supervise("test", std::time::Duration::ZERO, || {
+            let rx = rx.clone();
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut rx = rx.lock_owned().await;
+                while let Some(n) = rx.recv().await {
+                    seen.lock().unwrap().push(n);
+                    if n == 1 {
+                        panic!("boom");
+                    }
+                }
+            })
+        })
+        .await;
+        assert_eq!(*seen.lock().unwrap(), [1, 2, 3]);
     }
 }
