@@ -48,9 +48,7 @@ pub fn bind(cfg: &Config) -> anyhow::Result<AdminListener> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 
     let path = socket_path(cfg);
-    let private = cfg
-        .data_dir
-        .join(format!(".admin-sock-{}.tmp", std::process::id()));
+    let private = cfg.data_dir.join(format!(".admin-{}", std::process::id()));
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let _ = std::fs::remove_dir_all(&private);
@@ -63,7 +61,8 @@ pub fn bind(cfg: &Config) -> anyhow::Result<AdminListener> {
         if mode & 0o077 != 0 {
             anyhow::bail!("{} is not owner-only (mode {mode:o})", private.display());
         }
-        let tmp = private.join("admin.sock");
+        // Short: a Unix socket path has about 100 bytes, and this one is briefly the longer.
+        let tmp = private.join("s");
         let listener = UnixListener::bind(&tmp).context("binding")?;
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
             .context("making it owner-only")?;
