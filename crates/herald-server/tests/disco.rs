@@ -9,8 +9,8 @@ use std::collections::BTreeSet;
 
 use common::*;
 use herald_proto::Element;
-use herald_server::features::iq::table::TABLE;
-use herald_server::features::iq::{Advertised, Disco, Target};
+use herald_server::features::iq::table::{lookup, TABLE};
+use herald_server::features::iq::{features, Advertised, Disco, Handler, IqType, Target};
 
 const DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
 
@@ -222,4 +222,65 @@ async fn the_server_tells_its_time_in_utc() {
         (before..=after).contains(&at),
         "{utc} not between the ask and the answer"
     );
+}
+
+// The table's own invariants, without a server.
+
+#[test]
+fn no_key_is_registered_twice() {
+    for (i, a) in TABLE.iter().enumerate() {
+        for b in &TABLE[i + 1..] {
+            assert!(
+                (a.typ, a.ns, a.element, a.target) != (b.typ, b.ns, b.element, b.target),
+                "{:?} {} {} {:?} registered twice",
+                a.typ,
+                a.ns,
+                a.element,
+                a.target
+            );
+        }
+    }
+}
+
+#[test]
+fn session_handlers_serve_only_the_own_account() {
+    for e in TABLE {
+        if matches!(e.handler, Handler::WithSession(_)) {
+            assert_eq!(
+                e.target,
+                Target::Own,
+                "{} {}: no session for this target",
+                e.ns,
+                e.element
+            );
+        }
+    }
+}
+
+#[test]
+fn accounts_advertise_the_priority_hint_notifications_carry() {
+    // herald-push builds the element with the same constant (herald_proto::ns).
+    assert!(features(Disco::Account).contains(&herald_proto::ns::PUSH_PRIORITY));
+}
+
+#[test]
+fn lookup_matches_type_namespace_element_and_target() {
+    use herald_proto::ns;
+    let ping = Element::bare("ping", ns::PING);
+    assert!(lookup(IqType::Get, &ping, Target::Server).is_some());
+    assert!(lookup(IqType::Get, &ping, Target::Own).is_some());
+    assert!(lookup(IqType::Set, &ping, Target::Server).is_none());
+    assert!(lookup(IqType::Get, &ping, Target::Other).is_none());
+    assert!(lookup(
+        IqType::Get,
+        &Element::bare("pong", ns::PING),
+        Target::Server
+    )
+    .is_none());
+    assert!(lookup(
+        IqType::Get,
+        &Element::bare("ping", ns::VERSION),
+        Target::Server
+    )
+    .is_none());
 }
