@@ -231,7 +231,7 @@ impl std::fmt::Display for Removal {
 
 /// A hibernated session's push state, carried across a server restart (the session itself
 /// is saved by the server and restored hibernating).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SessionPush {
     /// The registrations attached to the session, with their `message-count`.
     pub regs: Vec<(RegKey, u32)>,

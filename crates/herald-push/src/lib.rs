@@ -23,6 +23,7 @@ pub mod engine;
 pub mod notification;
 pub mod reply;
 pub mod request;
+pub mod saved;
 
 pub use classify::{caused_by, classify, summarize, Classifier, Importance, Summary};
 pub use engine::{

@@ -24,7 +24,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use herald_proto::jid::FullJid;
 use herald_proto::Element;
-use herald_push::engine::{RegKey, SessionPush};
+use herald_push::engine::SessionPush;
+use herald_push::saved::SavedPush;
 use herald_store::roles;
 use herald_store::{SavedSession, SmQueued, SmSessionRecord};
 use serde::{Deserialize, Serialize};
@@ -65,28 +66,6 @@ pub struct SavedState {
     pub push: Option<SavedPush>,
 }
 
-/// A session's push attachment.
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct SavedPush {
-    /// (app server JID, node, message-count).
-    pub regs: Vec<(String, String, u32)>,
-    /// A qualifying push already went out in this hibernation.
-    pub first_push: bool,
-}
-
-impl From<SessionPush> for SavedPush {
-    fn from(p: SessionPush) -> Self {
-        SavedPush {
-            regs: p
-                .regs
-                .into_iter()
-                .map(|(k, n)| (k.jid, k.node, n))
-                .collect(),
-            first_push: p.first_push,
-        }
-    }
-}
-
 impl SavedState {
     /// As stored.
     pub fn encode(&self) -> String {
@@ -100,28 +79,10 @@ impl SavedState {
 
     /// The push attachment for the engine.
     pub fn push_state(&self) -> SessionPush {
-        match &self.push {
-            Some(p) => SessionPush {
-                regs: p
-                    .regs
-                    .iter()
-                    .map(|(jid, node, n)| {
-                        (
-                            RegKey {
-                                jid: jid.clone(),
-                                node: node.clone(),
-                            },
-                            *n,
-                        )
-                    })
-                    .collect(),
-                first_push: p.first_push,
-            },
-            None => SessionPush {
-                regs: Vec::new(),
-                first_push: false,
-            },
-        }
+        self.push
+            .as_ref()
+            .map(SavedPush::to_session)
+            .unwrap_or_default()
     }
 }
 

@@ -58,7 +58,7 @@ impl Session {
             interested: self.ctx.presence.interested,
             carbons: self.ctx.carbons(),
             directed: self.ctx.presence.directed.iter().cloned().collect(),
-            push: push.map(crate::c2s::persist::SavedPush::from),
+            push: push.map(herald_push::saved::SavedPush::from),
         };
         Some(herald_store::SavedSession {
             record: herald_store::SmSessionRecord {
