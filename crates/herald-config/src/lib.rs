@@ -465,6 +465,14 @@ pub struct LimitsConfig {
     /// Sessions (connected or hibernated) one account may have; at the limit the oldest
     /// hibernated one makes room, else a new bind gets `resource-constraint`.
     pub max_sessions_per_account: usize,
+    /// Open connections of every kind (c2s, s2s, components) at once; a new one beyond
+    /// gets `policy-violation` and is closed.
+    pub max_connections: usize,
+    /// Open connections from one IP address at once; beyond: `policy-violation`.
+    pub max_connections_per_ip: usize,
+    /// c2s connections from one IP address not yet authenticated (TLS, SASL); beyond:
+    /// `policy-violation`. Logged-in sessions do not count.
+    pub max_unauthenticated_per_ip: usize,
 }
 
 impl Default for LimitsConfig {
@@ -476,6 +484,9 @@ impl Default for LimitsConfig {
             max_header_bytes: 4096,
             session_inbox: 1024,
             max_sessions_per_account: 10,
+            max_connections: 10_000,
+            max_connections_per_ip: 100,
+            max_unauthenticated_per_ip: 20,
         }
     }
 }
@@ -848,6 +859,18 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
+        for (key, v) in [
+            ("limits.max_connections", l.max_connections),
+            ("limits.max_connections_per_ip", l.max_connections_per_ip),
+            (
+                "limits.max_unauthenticated_per_ip",
+                l.max_unauthenticated_per_ip,
+            ),
+        ] {
+            if v == 0 {
+                return Err(bad(key, "must be at least 1".into()));
+            }
+        }
         if self.stream_management.max_queue == 0 {
             return Err(bad(
                 "stream_management.max_queue",
@@ -1141,6 +1164,15 @@ removed_retention = "7d"
                 "[limits]\nmax_sessions_per_account = 0\n",
                 "limits.max_sessions_per_account",
             ),
+            ("[limits]\nmax_connections = 0\n", "limits.max_connections"),
+            (
+                "[limits]\nmax_connections_per_ip = 0\n",
+                "limits.max_connections_per_ip",
+            ),
+            (
+                "[limits]\nmax_unauthenticated_per_ip = 0\n",
+                "limits.max_unauthenticated_per_ip",
+            ),
             ("[push]\nmax_attempts = 0\n", "push.max_attempts"),
             ("[push]\nmax_pending = 0\n", "push.max_pending"),
             (
@@ -1159,6 +1191,23 @@ removed_retention = "7d"
             assert!(e.contains("f.toml"), "{text:?} → {e}");
         }
     }
+
+    #[test]
+    fn connection_limits_have_defaults_and_can_be_set() {
+        let d = Config::defaults();
+        assert_eq!(d.limits.max_connections, 10_000);
+        assert_eq!(d.limits.max_connections_per_ip, 100);
+        assert_eq!(d.limits.max_unauthenticated_per_ip, 20);
+        let c = Config::parse(
+            "[limits]\nmax_connections = 5\nmax_connections_per_ip = 4\nmax_unauthenticated_per_ip = 2\n",
+            "l.toml",
+        )
+        .unwrap();
+        assert_eq!(c.limits.max_connections, 5);
+        assert_eq!(c.limits.max_connections_per_ip, 4);
+        assert_eq!(c.limits.max_unauthenticated_per_ip, 2);
+    }
+
     const TWO_HOSTS: &str = r#"
 domain = "example.com"
 [push]

@@ -110,6 +110,9 @@ pub struct Shared {
     pub limits: Limits,
     /// Counters an operator looks at. Incremented by sessions and negotiation.
     pub metrics: Metrics,
+    /// Open connections (all, per IP address, unauthenticated c2s per address) against
+    /// `[limits]`. Counted by guards the accept loop and c2s negotiation hold.
+    pub conns: transport::limits::ConnCounts,
     /// Events for the push task, the only owner of the push engine. Sent by sessions, the
     /// archive, offline storage and the admin socket.
     pub push: msg::PushHandle,
@@ -430,6 +433,11 @@ pub async fn start_with_store(cfg: Config, store: impl Backend) -> anyhow::Resul
     let (push, push_rx) = msg::channel(&cfg.csi.important);
     let tombstones =
         herald_session::sm::Tombstones::new(100_000, cfg.stream_management.tombstone_ttl.0);
+    let conns = transport::limits::ConnCounts::new(
+        cfg.limits.max_connections,
+        cfg.limits.max_connections_per_ip,
+        cfg.limits.max_unauthenticated_per_ip,
+    );
     let shared = Arc::new(Shared {
         push,
         archive: group_commit::ArchiveWriter::start(store.clone(), cfg.mam.commit_delay.0),
@@ -451,6 +459,7 @@ pub async fn start_with_store(cfg: Config, store: impl Backend) -> anyhow::Resul
         tls,
         limits,
         metrics: Metrics::default(),
+        conns,
         next_id: AtomicU64::new(1),
         shutdown: shutdown_rx,
     });
