@@ -51,18 +51,29 @@ pub enum ConfigError {
     },
 }
 
-/// A duration written like `"30s"`, `"72h"`, `"365d"`.
+/// A duration written like `"30s"`, `"72h"`, `"365d"`, at most [`MAX_DURATION`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Dur(pub Duration);
+
+/// The longest duration any key accepts: 3650 days (ten years). Timers and deadlines add
+/// durations to the current instant, and one beyond what the clock can represent would
+/// panic at run time; a longer value is refused when the file is read.
+pub const MAX_DURATION: Duration = Duration::from_secs(3650 * 86400);
 
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map(Dur).map_err(|e| {
+        let d = humantime::parse_duration(&s).map_err(|e| {
             serde::de::Error::custom(format!(
                 "bad duration {s:?}: {e} (write e.g. \"30s\", \"10m\", \"72h\")"
             ))
-        })
+        })?;
+        if d > MAX_DURATION {
+            return Err(serde::de::Error::custom(format!(
+                "bad duration {s:?}: must be at most \"3650d\" (ten years)"
+            )));
+        }
+        Ok(Dur(d))
     }
 }
 
@@ -1190,6 +1201,30 @@ removed_retention = "7d"
             assert!(e.contains(key), "{text:?} → {e}");
             assert!(e.contains("f.toml"), "{text:?} → {e}");
         }
+    }
+
+    #[test]
+    fn durations_have_an_upper_bound() {
+        for (text, key) in [
+            (
+                "[stream_management]\nhibernation_timeout = \"200000000000000d\"\n",
+                "hibernation_timeout",
+            ),
+            ("[mam]\nmax_age = \"3651d\"\n", "max_age"),
+            ("shutdown_timeout = \"11years\"\n", "shutdown_timeout"),
+            ("[push]\nreply_timeout = \"200000000000000d\"\n", "reply_timeout"),
+            (
+                "[[hosts]]\ndomain = \"b.example\"\n[hosts.push]\ncoalesce_window = \"200000000000000d\"\n",
+                "coalesce_window",
+            ),
+        ] {
+            let e = Config::parse(text, "d.toml").unwrap_err().to_string();
+            assert!(e.contains("d.toml"), "{text:?} → {e}");
+            assert!(e.contains(key), "{text:?} → {e}");
+            assert!(e.contains("at most"), "{text:?} → {e}");
+        }
+        let c = Config::parse("[mam]\nmax_age = \"3650d\"\n", "d.toml").unwrap();
+        assert_eq!(c.mam.max_age.0, MAX_DURATION);
     }
 
     #[test]
