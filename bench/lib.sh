@@ -112,6 +112,12 @@ listen = "127.0.0.1:$HERALD_COMPONENT_PORT"
 [[components.component]]
 domain = "push.localhost"
 secret = "$COMPONENT_SECRET"
+
+# Every benchmark client connects from 127.0.0.1: the per-address limits would refuse them.
+[limits]
+max_connections = 1000000
+max_connections_per_ip = 1000000
+max_unauthenticated_per_ip = 1000000
 TOML
 	# Same archiving as Prosody: MAM off there means no archive here either.
 	if [[ ${PROSODY_MAM:-internal} == off ]]; then

@@ -30,6 +30,11 @@ direct_tls_listen = ""
 require_encryption = false
 [components]
 listen = ""
+# Every benchmark client connects from 127.0.0.1: the per-address limits would refuse them.
+[limits]
+max_connections = 1000000
+max_connections_per_ip = 1000000
+max_unauthenticated_per_ip = 1000000
 TOML
 ulimit -n "$(ulimit -Hn)"
 "$HERALD" user add-bulk bench "$N" bench --config "$DIR/herald.toml" >/dev/null

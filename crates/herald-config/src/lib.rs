@@ -51,18 +51,29 @@ pub enum ConfigError {
     },
 }
 
-/// A duration written like `"30s"`, `"72h"`, `"365d"`.
+/// A duration written like `"30s"`, `"72h"`, `"365d"`, at most [`MAX_DURATION`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Dur(pub Duration);
+
+/// The longest duration any key accepts: 3650 days (ten years). Timers and deadlines add
+/// durations to the current instant, and one beyond what the clock can represent would
+/// panic at run time; a longer value is refused when the file is read.
+pub const MAX_DURATION: Duration = Duration::from_secs(3650 * 86400);
 
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map(Dur).map_err(|e| {
+        let d = humantime::parse_duration(&s).map_err(|e| {
             serde::de::Error::custom(format!(
                 "bad duration {s:?}: {e} (write e.g. \"30s\", \"10m\", \"72h\")"
             ))
-        })
+        })?;
+        if d > MAX_DURATION {
+            return Err(serde::de::Error::custom(format!(
+                "bad duration {s:?}: must be at most \"3650d\" (ten years)"
+            )));
+        }
+        Ok(Dur(d))
     }
 }
 
@@ -465,6 +476,14 @@ pub struct LimitsConfig {
     /// Sessions (connected or hibernated) one account may have; at the limit the oldest
     /// hibernated one makes room, else a new bind gets `resource-constraint`.
     pub max_sessions_per_account: usize,
+    /// Open connections of every kind (c2s, s2s, components) at once; a new one beyond
+    /// gets `policy-violation` and is closed.
+    pub max_connections: usize,
+    /// Open connections from one IP address at once; beyond: `policy-violation`.
+    pub max_connections_per_ip: usize,
+    /// c2s connections from one IP address not yet authenticated (TLS, SASL); beyond:
+    /// `policy-violation`. Logged-in sessions do not count.
+    pub max_unauthenticated_per_ip: usize,
 }
 
 impl Default for LimitsConfig {
@@ -476,6 +495,9 @@ impl Default for LimitsConfig {
             max_header_bytes: 4096,
             session_inbox: 1024,
             max_sessions_per_account: 10,
+            max_connections: 10_000,
+            max_connections_per_ip: 100,
+            max_unauthenticated_per_ip: 20,
         }
     }
 }
@@ -848,6 +870,18 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
+        for (key, v) in [
+            ("limits.max_connections", l.max_connections),
+            ("limits.max_connections_per_ip", l.max_connections_per_ip),
+            (
+                "limits.max_unauthenticated_per_ip",
+                l.max_unauthenticated_per_ip,
+            ),
+        ] {
+            if v == 0 {
+                return Err(bad(key, "must be at least 1".into()));
+            }
+        }
         if self.stream_management.max_queue == 0 {
             return Err(bad(
                 "stream_management.max_queue",
@@ -1141,6 +1175,15 @@ removed_retention = "7d"
                 "[limits]\nmax_sessions_per_account = 0\n",
                 "limits.max_sessions_per_account",
             ),
+            ("[limits]\nmax_connections = 0\n", "limits.max_connections"),
+            (
+                "[limits]\nmax_connections_per_ip = 0\n",
+                "limits.max_connections_per_ip",
+            ),
+            (
+                "[limits]\nmax_unauthenticated_per_ip = 0\n",
+                "limits.max_unauthenticated_per_ip",
+            ),
             ("[push]\nmax_attempts = 0\n", "push.max_attempts"),
             ("[push]\nmax_pending = 0\n", "push.max_pending"),
             (
@@ -1159,6 +1202,47 @@ removed_retention = "7d"
             assert!(e.contains("f.toml"), "{text:?} → {e}");
         }
     }
+
+    #[test]
+    fn durations_have_an_upper_bound() {
+        for (text, key) in [
+            (
+                "[stream_management]\nhibernation_timeout = \"200000000000000d\"\n",
+                "hibernation_timeout",
+            ),
+            ("[mam]\nmax_age = \"3651d\"\n", "max_age"),
+            ("shutdown_timeout = \"11years\"\n", "shutdown_timeout"),
+            ("[push]\nreply_timeout = \"200000000000000d\"\n", "reply_timeout"),
+            (
+                "[[hosts]]\ndomain = \"b.example\"\n[hosts.push]\ncoalesce_window = \"200000000000000d\"\n",
+                "coalesce_window",
+            ),
+        ] {
+            let e = Config::parse(text, "d.toml").unwrap_err().to_string();
+            assert!(e.contains("d.toml"), "{text:?} → {e}");
+            assert!(e.contains(key), "{text:?} → {e}");
+            assert!(e.contains("at most"), "{text:?} → {e}");
+        }
+        let c = Config::parse("[mam]\nmax_age = \"3650d\"\n", "d.toml").unwrap();
+        assert_eq!(c.mam.max_age.0, MAX_DURATION);
+    }
+
+    #[test]
+    fn connection_limits_have_defaults_and_can_be_set() {
+        let d = Config::defaults();
+        assert_eq!(d.limits.max_connections, 10_000);
+        assert_eq!(d.limits.max_connections_per_ip, 100);
+        assert_eq!(d.limits.max_unauthenticated_per_ip, 20);
+        let c = Config::parse(
+            "[limits]\nmax_connections = 5\nmax_connections_per_ip = 4\nmax_unauthenticated_per_ip = 2\n",
+            "l.toml",
+        )
+        .unwrap();
+        assert_eq!(c.limits.max_connections, 5);
+        assert_eq!(c.limits.max_connections_per_ip, 4);
+        assert_eq!(c.limits.max_unauthenticated_per_ip, 2);
+    }
+
     const TWO_HOSTS: &str = r#"
 domain = "example.com"
 [push]

@@ -149,7 +149,13 @@ pub struct Decoder {
     elements: usize,
     /// Nothing but whitespace has been seen since the document began.
     at_document_start: bool,
+    /// The last bytes handed to rxml, oldest first: what a syntax error is judged by when
+    /// the buffer they were in is gone (`has_declaration`).
+    recent: [u8; RECENT],
 }
+
+/// How many consumed bytes `Decoder::recent` keeps.
+const RECENT: usize = 8;
 
 /// rxml's own ceiling on one token (name, attribute value, text chunk; longer text is split).
 const MAX_TOKEN: usize = 8192;
@@ -175,6 +181,22 @@ fn policy(text: &str) -> StreamError {
 
 fn is_xml_whitespace(s: &str) -> bool {
     s.bytes().all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+}
+
+/// Whether `bytes` hold a markup declaration (`<!DOCTYPE`, `<!ENTITY`, `<!ELEMENT`,
+/// `<!ATTLIST`, `<!NOTATION`): `<!` and an upper-case letter. rxml reports these as a syntax
+/// error; RFC 6120 §11.1 calls them restricted XML. (`<!--` and `<![CDATA[` do not match.)
+fn has_declaration(bytes: &[u8]) -> bool {
+    bytes
+        .windows(3)
+        .any(|w| w[0] == b'<' && w[1] == b'!' && w[2].is_ascii_uppercase())
+}
+
+/// Keeps the last bytes of `consumed` at the end of `recent`.
+fn remember(recent: &mut [u8; RECENT], consumed: &[u8]) {
+    let n = consumed.len().min(RECENT);
+    recent.rotate_left(n);
+    recent[RECENT - n..].copy_from_slice(&consumed[consumed.len() - n..]);
 }
 
 fn map_rxml_error(e: rxml::Error) -> StreamError {
@@ -226,7 +248,18 @@ impl Decoder {
             count: 0,
             elements: 0,
             at_document_start: true,
+            recent: [0; RECENT],
         }
+    }
+
+    /// Whether the bytes around where rxml stopped hold a markup declaration.
+    fn declaration_near_pos(&self) -> bool {
+        let ahead = self.buf.get(self.pos..).unwrap_or_default();
+        let ahead = ahead.get(..RECENT).unwrap_or(ahead);
+        let mut around = [0u8; 2 * RECENT];
+        around[..RECENT].copy_from_slice(&self.recent);
+        around[RECENT..RECENT + ahead.len()].copy_from_slice(ahead);
+        has_declaration(&around[..RECENT + ahead.len()])
     }
 
     /// Appends bytes read from the peer.
@@ -258,6 +291,7 @@ impl Decoder {
         self.count = 0;
         self.elements = 0;
         self.at_document_start = true;
+        self.recent = [0; RECENT];
     }
 
     /// True when no partial data is buffered: the caller may free its own buffers.
@@ -336,6 +370,9 @@ impl Decoder {
             let before = slice.len();
             let result = self.parser.parse(&mut slice, false);
             let consumed = before - slice.len();
+            if let Some(c) = self.buf.get(self.pos..self.pos + consumed) {
+                remember(&mut self.recent, c);
+            }
             self.pos += consumed;
             self.count = self.count.saturating_add(consumed);
             if self.count > limit {
@@ -350,7 +387,16 @@ impl Decoder {
                 // Ok(None) is rxml's end of document, which only `at_eof` produces; treat it
                 // like a request for more bytes.
                 Ok(None) | Err(EndOrError::NeedMoreData) => (Ok(None), consumed == 0),
-                Err(EndOrError::Error(e)) => (Err(map_rxml_error(e)), false),
+                Err(EndOrError::Error(e)) => {
+                    let mut err = map_rxml_error(e);
+                    if err.condition == Cond::NotWellFormed && self.declaration_near_pos() {
+                        err = StreamError::new(
+                            Cond::RestrictedXml,
+                            Some("DTDs (<!DOCTYPE, <!ENTITY …) are not allowed".to_string()),
+                        );
+                    }
+                    (Err(err), false)
+                }
             };
             match outcome {
                 Ok(Some(ev)) => return Ok(Some(ev)),

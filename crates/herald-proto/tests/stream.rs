@@ -426,6 +426,31 @@ fn restricted_xml_features() {
 }
 
 #[test]
+fn doctype_and_other_declarations_are_restricted_xml_in_any_chunking() {
+    for input in [
+        "<?xml version='1.0'?><!DOCTYPE stream:stream><stream:stream>".to_string(),
+        "<!DOCTYPE foo [<!ENTITY x 'y'>]>".to_string(),
+        format!("{}<!DOCTYPE message>", header(ns::CLIENT)),
+        format!("{}<message><!ENTITY x 'y'></message>", header(ns::CLIENT)),
+    ] {
+        for chunk in [1, 2, 3, 7, input.len()] {
+            assert_eq!(
+                decode_chunked(Limits::default(), input.as_bytes(), chunk).1,
+                Some(Cond::RestrictedXml),
+                "{input} in chunks of {chunk}"
+            );
+        }
+    }
+    // CDATA and other syntax errors are unchanged.
+    let hdr = header(ns::CLIENT);
+    assert_eq!(
+        error_of(&format!("{hdr}<message><![CDATA[<!DOCTYPE x>]]></message>")),
+        None
+    );
+    assert_eq!(error_of(&format!("{hdr}<!x>")), Some(Cond::NotWellFormed));
+}
+
+#[test]
 fn encodings() {
     assert_eq!(
         error_of("<?xml version='1.0' encoding='ISO-8859-1'?><stream:stream>"),

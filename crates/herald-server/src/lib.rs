@@ -110,6 +110,9 @@ pub struct Shared {
     pub limits: Limits,
     /// Counters an operator looks at. Incremented by sessions and negotiation.
     pub metrics: Metrics,
+    /// Open connections (all, per IP address, unauthenticated c2s per address) against
+    /// `[limits]`. Counted by guards the accept loop and c2s negotiation hold.
+    pub conns: transport::limits::ConnCounts,
     /// Events for the push task, the only owner of the push engine. Sent by sessions, the
     /// archive, offline storage and the admin socket.
     pub push: msg::PushHandle,
@@ -415,8 +418,61 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     start_with_store(cfg, store).await
 }
 
+/// Descriptors kept for what is not a connection: the store, the listeners, logs, the admin
+/// socket, outgoing s2s and DNS.
+pub const FD_RESERVE: u64 = 64;
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit and logs both; warns when
+/// `limits.max_connections` plus [`FD_RESERVE`] does not fit (accepts would then fail with
+/// "too many open files" before the configured limit refuses anything).
+#[cfg(unix)]
+fn raise_fd_limit(cfg: &Config) {
+    let (soft_before, hard) = match rlimit::getrlimit(rlimit::Resource::NOFILE) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read RLIMIT_NOFILE");
+            return;
+        }
+    };
+    let soft = match rlimit::increase_nofile_limit(hard) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, soft = soft_before, hard, "cannot raise RLIMIT_NOFILE");
+            soft_before
+        }
+    };
+    tracing::info!(
+        soft,
+        hard,
+        was = soft_before,
+        "file descriptor limit (RLIMIT_NOFILE)"
+    );
+    if let Some(at_most) = fd_shortfall(cfg.limits.max_connections, soft) {
+        tracing::warn!(
+            max_connections = cfg.limits.max_connections,
+            reserve = FD_RESERVE,
+            limit = soft,
+            "limits.max_connections + {FD_RESERVE} exceeds the file descriptor limit: lower \
+             limits.max_connections to at most {} or raise the hard RLIMIT_NOFILE \
+             (ulimit -Hn, LimitNOFILE=)",
+            at_most
+        );
+    }
+}
+
+/// When `max_connections` + [`FD_RESERVE`] descriptors do not fit in `limit`: the largest
+/// `max_connections` that does.
+pub fn fd_shortfall(max_connections: usize, limit: u64) -> Option<u64> {
+    let wanted = (max_connections as u64).saturating_add(FD_RESERVE);
+    (wanted > limit).then(|| limit.saturating_sub(FD_RESERVE))
+}
+
+#[cfg(not(unix))]
+fn raise_fd_limit(_cfg: &Config) {}
+
 /// Like [`start`] with an already opened store (any backend).
 pub async fn start_with_store(cfg: Config, store: impl Backend) -> anyhow::Result<Running> {
+    raise_fd_limit(&cfg);
     let store: SharedBackend = Arc::new(store);
     let tls = herald_transport::tls::server_config(&cfg)?;
     let limits = cfg.stream_limits();
@@ -431,6 +487,11 @@ pub async fn start_with_store(cfg: Config, store: impl Backend) -> anyhow::Resul
     let (push, push_rx) = msg::channel(&cfg.csi.important);
     let tombstones =
         herald_session::sm::Tombstones::new(100_000, cfg.stream_management.tombstone_ttl.0);
+    let conns = transport::limits::ConnCounts::new(
+        cfg.limits.max_connections,
+        cfg.limits.max_connections_per_ip,
+        cfg.limits.max_unauthenticated_per_ip,
+    );
     let shared = Arc::new(Shared {
         push,
         archive: group_commit::ArchiveWriter::start(store.clone(), cfg.mam.commit_delay.0),
@@ -452,6 +513,7 @@ pub async fn start_with_store(cfg: Config, store: impl Backend) -> anyhow::Resul
         tls,
         limits,
         metrics: Metrics::default(),
+        conns,
         next_id: AtomicU64::new(1),
         shutdown: shutdown_rx,
     });

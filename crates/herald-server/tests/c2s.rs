@@ -228,6 +228,22 @@ async fn malformed_xml_is_not_well_formed() {
 }
 
 #[tokio::test]
+async fn a_doctype_is_restricted_xml() {
+    let s = TestServer::start().await;
+    // Before the stream header: the server answers with its own header and the error.
+    let mut c = RawClient::connect(s.c2s()).await;
+    c.send("<?xml version='1.0'?><!DOCTYPE stream:stream [<!ENTITY x 'y'>]>")
+        .await;
+    assert_eq!(c.stream_error().await, "restricted-xml");
+    c.expect_closed().await;
+    // Inside an established session.
+    s.add_user("alice", "pw");
+    let mut a = RawClient::login(s.c2s(), "alice", "pw", "r").await;
+    a.send("<!DOCTYPE message>").await;
+    assert_eq!(a.stream_error().await, "restricted-xml");
+}
+
+#[tokio::test]
 async fn oversized_stanza_is_policy_violation() {
     let s = TestServer::start_with(|c| c.limits.max_stanza_bytes = 8192).await;
     s.add_user("alice", "pw");

@@ -100,6 +100,10 @@ pub struct Conn {
     pub header_sent: bool,
     /// The local domain this stream is for (from its header; the primary domain until then).
     pub domain: String,
+    /// Whatever the owner counts this connection with (a slot of a connection limit): kept
+    /// for as long as the connection lives, across TLS upgrades and hand-overs, and dropped
+    /// with it.
+    slot: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl Conn {
@@ -112,7 +116,13 @@ impl Conn {
             peer,
             header_sent: false,
             domain: domain.to_string(),
+            slot: None,
         }
+    }
+
+    /// Keeps `slot` until this connection is dropped (see the field).
+    pub fn hold(&mut self, slot: impl std::any::Any + Send + Sync) {
+        self.slot = Some(Box::new(slot));
     }
 
     /// Whether the transport is encrypted.
@@ -164,6 +174,7 @@ impl Conn {
             ns,
             peer,
             domain,
+            slot,
             ..
         } = self;
         let Io::Plain(tcp) = io else {
@@ -181,6 +192,7 @@ impl Conn {
             peer,
             header_sent: false,
             domain,
+            slot,
         })
     }
 

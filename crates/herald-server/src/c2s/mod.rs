@@ -12,18 +12,44 @@ use herald_proto::stream::StreamNs;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::transport::conn::{self, Conn, Io};
+use crate::transport::limits::OpenGuard;
+use crate::transport::listener;
 use crate::Shared;
 
 /// Accepts connections until shutdown.
 pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, direct_tls: bool) {
     let kind = if direct_tls { "c2s-direct-tls" } else { "c2s" };
-    crate::transport::listener::accept_loop(shared, listener, kind, move |shared, tcp, peer| {
-        connection(shared, tcp, peer, direct_tls)
-    })
+    let refuse_ns = (!direct_tls).then_some(StreamNs::Client);
+    crate::transport::listener::accept_loop(
+        shared,
+        listener,
+        kind,
+        refuse_ns,
+        move |shared, tcp, peer, slot| connection(shared, tcp, peer, slot, direct_tls),
+    )
     .await
 }
 
-async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, direct_tls: bool) {
+async fn connection(
+    shared: Arc<Shared>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    slot: OpenGuard,
+    direct_tls: bool,
+) {
+    // Counted as unauthenticated from the first byte until negotiation ends: the TLS
+    // handshake and SASL are what an address may not hold open `max_unauthenticated_per_ip`
+    // times over.
+    let unauthenticated = match shared.conns.unauthenticated(peer.ip()) {
+        Ok(g) => g,
+        Err(why) => {
+            tracing::info!(%peer, reason = why.text(), "connection refused");
+            if !direct_tls {
+                listener::refuse(shared, tcp, peer, StreamNs::Client, why).await;
+            }
+            return;
+        }
+    };
     let io = if direct_tls {
         let acceptor = conn::acceptor(&shared.tls);
         // Boxed: the handshake's state (1.3 KiB) must not stay in the task after it.
@@ -45,15 +71,18 @@ async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, direc
     } else {
         Io::Plain(tcp)
     };
-    let conn = Conn::new(
+    let mut conn = Conn::new(
         io,
         peer,
         shared.limits.clone(),
         StreamNs::Client,
         shared.domain(),
     );
+    // The session (or the hibernated one it resumes) keeps the slot with the connection.
+    conn.hold(slot);
     // Boxed: a task's future keeps the size of its largest state for its whole life, and
     // negotiation's (SASL, TLS) is large; an idle session must stay small.
     let outcome = Box::pin(negotiate::negotiate(&shared, conn)).await;
+    drop(unauthenticated);
     session::start(shared, outcome).await;
 }

@@ -17,7 +17,18 @@ use crate::{routing, stanza, Shared};
 
 /// Accepts component connections until shutdown.
 pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
-    crate::transport::listener::accept_loop(shared, listener, "component", connection).await
+    crate::transport::listener::accept_loop(
+        shared,
+        listener,
+        "component",
+        Some(StreamNs::Component),
+        |shared, tcp, peer, slot| async move {
+            // The component's stream runs in this task: its slot is held until it ends.
+            let _slot = slot;
+            connection(shared, tcp, peer).await
+        },
+    )
+    .await
 }
 
 fn serr(c: StreamErrorCondition, t: &str) -> StreamError {

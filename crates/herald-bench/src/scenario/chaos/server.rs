@@ -30,7 +30,8 @@ pub fn free_port() -> Result<u16> {
 }
 
 /// Writes a minimal configuration into `dir`: domain, data in `dir/data`, c2s without
-/// required encryption on `port`, every other listener off.
+/// required encryption on `port`, every other listener off, and no connection limit (every
+/// client of the run connects from 127.0.0.1).
 pub fn write_config(dir: &Path, domain: &str, port: u16) -> Result<ServerConfig> {
     let config = dir.join("herald.toml");
     let data = dir.join("data");
@@ -46,7 +47,12 @@ pub fn write_config(dir: &Path, domain: &str, port: u16) -> Result<ServerConfig>
          require_encryption = false\n\
          \n\
          [components]\n\
-         listen = \"\"\n",
+         listen = \"\"\n\
+         \n\
+         [limits]\n\
+         max_connections = 1000000\n\
+         max_connections_per_ip = 1000000\n\
+         max_unauthenticated_per_ip = 1000000\n",
         q(domain),
         q(&data.to_string_lossy())
     );
@@ -277,6 +283,7 @@ mod tests {
         assert_eq!(r.domain, "localhost");
         let text = std::fs::read_to_string(&c.config).unwrap();
         assert!(text.contains("require_encryption = false"), "{text}");
+        assert!(text.contains("max_connections_per_ip = 1000000"), "{text}");
         assert!(text.contains(&format!("{}", dir.path().join("data").display())));
     }
 

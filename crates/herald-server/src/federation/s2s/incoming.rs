@@ -30,9 +30,18 @@ use crate::{routing, stanza, Shared};
 /// Accepts s2s connections until shutdown.
 pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, direct_tls: bool) {
     let kind = if direct_tls { "s2s_direct_tls" } else { "s2s" };
-    crate::transport::listener::accept_loop(shared, listener, kind, move |shared, tcp, peer| {
-        connection(shared, tcp, peer, direct_tls)
-    })
+    let refuse_ns = (!direct_tls).then_some(StreamNs::Server);
+    crate::transport::listener::accept_loop(
+        shared,
+        listener,
+        kind,
+        refuse_ns,
+        move |shared, tcp, peer, slot| async move {
+            // The stream runs in this task: its slot is held until it ends.
+            let _slot = slot;
+            connection(shared, tcp, peer, direct_tls).await
+        },
+    )
     .await
 }
 
