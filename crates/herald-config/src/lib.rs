@@ -460,6 +460,12 @@ pub struct LimitsConfig {
     pub max_attributes: usize,
     /// Largest stream header, in bytes.
     pub max_header_bytes: usize,
+    /// Largest element accepted on a c2s stream before authentication (STARTTLS, SASL), in
+    /// bytes; at most `max_stanza_bytes` applies.
+    pub max_preauth_stanza_bytes: usize,
+    /// Deepest element nesting accepted on a c2s stream before authentication; at most
+    /// `max_depth` applies.
+    pub max_preauth_depth: usize,
     /// Stanzas waiting for one session before senders get `resource-constraint`.
     pub session_inbox: usize,
     /// Sessions (connected or hibernated) one account may have; at the limit the oldest
@@ -474,6 +480,8 @@ impl Default for LimitsConfig {
             max_depth: 32,
             max_attributes: 64,
             max_header_bytes: 4096,
+            max_preauth_stanza_bytes: 8192,
+            max_preauth_depth: 4,
             session_inbox: 1024,
             max_sessions_per_account: 10,
         }
@@ -839,6 +847,15 @@ impl Config {
                 "must be at least 512".into(),
             ));
         }
+        if l.max_preauth_stanza_bytes < 1024 {
+            return Err(bad(
+                "limits.max_preauth_stanza_bytes",
+                "must be at least 1024".into(),
+            ));
+        }
+        if l.max_preauth_depth < 2 {
+            return Err(bad("limits.max_preauth_depth", "must be at least 2".into()));
+        }
         if l.session_inbox == 0 {
             return Err(bad("limits.session_inbox", "must be at least 1".into()));
         }
@@ -908,6 +925,16 @@ impl Config {
             max_attributes: self.limits.max_attributes,
             max_header_bytes: self.limits.max_header_bytes,
         }
+    }
+
+    /// The decoder limits of a c2s stream before authentication: `[limits]` with the
+    /// pre-authentication size and depth (never more than the normal ones). The element budget
+    /// follows from the size.
+    pub fn preauth_stream_limits(&self) -> herald_proto::stream::Limits {
+        let mut l = self.stream_limits();
+        l.max_stanza_bytes = l.max_stanza_bytes.min(self.limits.max_preauth_stanza_bytes);
+        l.max_depth = l.max_depth.min(self.limits.max_preauth_depth);
+        l
     }
 
     /// The XEP-0198 machine's configuration (`[stream_management]`).
@@ -1111,6 +1138,22 @@ removed_retention = "7d"
     }
 
     #[test]
+    fn preauth_limits_never_exceed_the_normal_ones() {
+        let c = Config::parse(
+            "[limits]\nmax_stanza_bytes = 4096\nmax_preauth_stanza_bytes = 8192\n",
+            "conf.toml",
+        )
+        .unwrap();
+        let l = c.preauth_stream_limits();
+        assert_eq!(l.max_stanza_bytes, 4096);
+        assert_eq!(l.max_depth, 4);
+        assert_eq!(
+            Config::default().preauth_stream_limits().max_stanza_bytes,
+            8192
+        );
+    }
+
+    #[test]
     fn unknown_key_names_file_and_key() {
         let e = Config::parse("[c2s]\nlisten_port = 5\n", "conf.toml")
             .unwrap_err()
@@ -1127,6 +1170,14 @@ removed_retention = "7d"
                 "max_ack_delay",
             ),
             ("[c2s]\nlisten = \"nowhere\"\n", "listen"),
+            (
+                "[limits]\nmax_preauth_stanza_bytes = 100\n",
+                "limits.max_preauth_stanza_bytes",
+            ),
+            (
+                "[limits]\nmax_preauth_depth = 1\n",
+                "limits.max_preauth_depth",
+            ),
             ("[mam]\ndefault = \"sometimes\"\n", "mam.default"),
             ("[mam]\ncommit_delay = \"5s\"\n", "mam.commit_delay"),
             ("domain = \"a@b\"\n", "domain"),

@@ -394,3 +394,55 @@ async fn component_bad_secret_is_not_authorized() {
         .await;
     assert_eq!(comp.stream_error().await, "not-authorized");
 }
+
+#[tokio::test]
+async fn a_large_element_before_authentication_is_policy_violation() {
+    let s = TestServer::start().await;
+    let mut c = RawClient::connect(s.c2s()).await;
+    c.open("localhost").await;
+    c.expect("features").await;
+    // 20 KiB of base64 in an <auth/>: well over the 8 KiB pre-authentication budget, far under
+    // the normal 256 KiB stanza limit.
+    let big = "A".repeat(20 * 1024);
+    c.send(&format!(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{big}</auth>"
+    ))
+    .await;
+    assert_eq!(c.stream_error().await, "policy-violation");
+}
+
+#[tokio::test]
+async fn a_deep_element_before_authentication_is_policy_violation() {
+    let s = TestServer::start().await;
+    let mut c = RawClient::connect(s.c2s()).await;
+    c.open("localhost").await;
+    c.expect("features").await;
+    let open = "<a>".repeat(10);
+    let close = "</a>".repeat(10);
+    c.send(&format!(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{open}{close}</auth>"
+    ))
+    .await;
+    assert_eq!(c.stream_error().await, "policy-violation");
+}
+
+#[tokio::test]
+async fn after_authentication_the_normal_limits_apply() {
+    let s = TestServer::start().await;
+    s.add_user("alice", "pw");
+    // PLAIN login under the pre-authentication limits, then a 100 KiB message to herself.
+    let mut a = RawClient::login(s.c2s(), "alice", "pw", "r").await;
+    a.send("<presence/>").await;
+    let big = "x".repeat(100 * 1024);
+    a.send(&format!(
+        "<message to='alice@localhost/r' id='big' type='chat'><body>{big}</body></message>"
+    ))
+    .await;
+    let m = a
+        .wait_for("the big message", |e| e.name() == "message")
+        .await;
+    assert_eq!(
+        m.get_child("body", "jabber:client").map(|b| b.text().len()),
+        Some(100 * 1024)
+    );
+}

@@ -45,10 +45,12 @@ async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, direc
     } else {
         Io::Plain(tcp)
     };
+    // Until SASL succeeds the peer is unknown: the small pre-authentication limits apply
+    // (`[limits] max_preauth_*`); the driver switches to the normal ones at the restart.
     let conn = Conn::new(
         io,
         peer,
-        shared.limits.clone(),
+        shared.cfg.preauth_stream_limits(),
         StreamNs::Client,
         shared.domain(),
     );

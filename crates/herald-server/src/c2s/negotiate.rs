@@ -87,7 +87,8 @@ pub async fn negotiate(shared: &Arc<Shared>, mut conn: Conn) -> Outcome {
                         Err(_) => return Outcome::Closed,
                     }
                 }
-                Action::Restart => conn.restart(),
+                // Only after SASL success: the authenticated stream gets the normal limits.
+                Action::Restart => conn.restart_with(shared.limits.clone()),
                 Action::LookupCredentials { jid, hash } => {
                     answer = Some(Input::Credentials(lookup(shared, &jid, hash)));
                 }
