@@ -385,8 +385,16 @@ pub struct C2sConfig {
     pub read_timeout: Dur,
     /// Send a whitespace keepalive after this long without writing.
     pub keepalive_interval: Dur,
-    /// Wait this long before answering a failed authentication.
+    /// Wait this long before answering a failed authentication; doubled per recent failure of
+    /// the account or of the peer address, up to `max_auth_delay`.
     pub auth_failure_delay: Dur,
+    /// The longest wait before answering a failed authentication.
+    pub max_auth_delay: Dur,
+    /// Failed authentications of one account within `auth_lockout_time` that lock it for
+    /// `auth_lockout_time` (`temporary-auth-failure`); 0 never locks.
+    pub auth_lockout_failures: u32,
+    /// The failure-counting window and the lockout's length.
+    pub auth_lockout_time: Dur,
     /// Close the stream after this many failed authentications.
     pub max_auth_failures: u32,
     /// Time allowed from TCP accept to a bound resource.
@@ -402,6 +410,9 @@ impl Default for C2sConfig {
             read_timeout: Dur(Duration::from_secs(300)),
             keepalive_interval: Dur(Duration::from_secs(60)),
             auth_failure_delay: Dur(Duration::from_secs(1)),
+            max_auth_delay: Dur(Duration::from_secs(30)),
+            auth_lockout_failures: 10,
+            auth_lockout_time: Dur(Duration::from_secs(300)),
             max_auth_failures: 3,
             negotiation_timeout: Dur(Duration::from_secs(60)),
         }
@@ -828,6 +839,15 @@ impl Config {
                 ));
             }
         }
+        if self.c2s.max_auth_delay.0 < self.c2s.auth_failure_delay.0 {
+            return Err(bad(
+                "c2s.max_auth_delay",
+                "must be at least c2s.auth_failure_delay".into(),
+            ));
+        }
+        if self.c2s.auth_lockout_time.0.is_zero() {
+            return Err(bad("c2s.auth_lockout_time", "must be more than 0".into()));
+        }
         let l = &self.limits;
         if l.max_stanza_bytes < 4096 {
             return Err(bad(
@@ -958,7 +978,18 @@ impl Config {
             max_auth_failures: c.max_auth_failures,
             auth_failure_delay: c.auth_failure_delay.0,
             timeout: c.negotiation_timeout.0,
+            throttle: Some(self.auth_throttle()),
             scram_nonce: None,
+        }
+    }
+
+    /// The authentication throttle's policy (`[c2s] max_auth_delay`, `auth_lockout_*`).
+    pub fn auth_throttle(&self) -> herald_session::throttle::Throttle {
+        let c = &self.c2s;
+        herald_session::throttle::Throttle {
+            max_delay: c.max_auth_delay.0,
+            lockout_failures: c.auth_lockout_failures,
+            lockout_time: c.auth_lockout_time.0,
         }
     }
 
@@ -1154,6 +1185,15 @@ removed_retention = "7d"
     }
 
     #[test]
+    fn auth_throttle_defaults() {
+        let t = Config::default().auth_throttle();
+        assert_eq!(t.max_delay, Duration::from_secs(30));
+        assert_eq!(t.lockout_failures, 10);
+        assert_eq!(t.lockout_time, Duration::from_secs(300));
+        assert!(Config::default().negotiation().throttle.is_some());
+    }
+
+    #[test]
     fn unknown_key_names_file_and_key() {
         let e = Config::parse("[c2s]\nlisten_port = 5\n", "conf.toml")
             .unwrap_err()
@@ -1170,6 +1210,11 @@ removed_retention = "7d"
                 "max_ack_delay",
             ),
             ("[c2s]\nlisten = \"nowhere\"\n", "listen"),
+            ("[c2s]\nmax_auth_delay = \"0s\"\n", "c2s.max_auth_delay"),
+            (
+                "[c2s]\nauth_lockout_time = \"0s\"\n",
+                "c2s.auth_lockout_time",
+            ),
             (
                 "[limits]\nmax_preauth_stanza_bytes = 100\n",
                 "limits.max_preauth_stanza_bytes",

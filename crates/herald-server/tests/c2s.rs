@@ -446,3 +446,71 @@ async fn after_authentication_the_normal_limits_apply() {
         Some(100 * 1024)
     );
 }
+
+/// One PLAIN `<auth/>` on a fresh stream; the SASL answer (`success` or `failure`).
+async fn plain_attempt(c: &mut RawClient, user: &str, password: &str) -> herald_proto::Element {
+    let creds = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("\0{user}\0{password}"),
+    );
+    c.send(&format!(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{creds}</auth>"
+    ))
+    .await;
+    c.element().await
+}
+
+#[tokio::test]
+async fn a_locked_account_refuses_even_the_right_password_until_the_lock_expires() {
+    let lock = std::time::Duration::from_millis(800);
+    let s = TestServer::start_with(|c| {
+        c.c2s.max_auth_failures = 10;
+        c.c2s.max_auth_delay = herald_server::config::Dur(std::time::Duration::from_millis(40));
+        c.c2s.auth_lockout_failures = 3;
+        c.c2s.auth_lockout_time = herald_server::config::Dur(lock);
+    })
+    .await;
+    s.add_user("alice", "pw");
+    s.add_user("bob", "pw");
+    let mut c = RawClient::connect(s.c2s()).await;
+    c.open("localhost").await;
+    c.expect("features").await;
+    for _ in 0..3 {
+        let f = plain_attempt(&mut c, "alice", "wrong").await;
+        assert!(child(&f, "not-authorized").is_some(), "{}", xml(&f));
+    }
+    let locked_at = std::time::Instant::now();
+    // Locked: the right password too, on this stream and on a new one.
+    let f = plain_attempt(&mut c, "alice", "pw").await;
+    assert!(child(&f, "temporary-auth-failure").is_some(), "{}", xml(&f));
+    let mut c = RawClient::connect(s.c2s()).await;
+    c.open("localhost").await;
+    c.expect("features").await;
+    let f = plain_attempt(&mut c, "alice", "pw").await;
+    if locked_at.elapsed() < lock {
+        assert!(child(&f, "temporary-auth-failure").is_some(), "{}", xml(&f));
+    }
+    // Another account is not locked.
+    let mut b = RawClient::connect(s.c2s()).await;
+    b.open("localhost").await;
+    b.expect("features").await;
+    assert_eq!(plain_attempt(&mut b, "bob", "pw").await.name(), "success");
+    // Once the lock expires, the right password gets in.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let mut c = RawClient::connect(s.c2s()).await;
+        c.open("localhost").await;
+        c.expect("features").await;
+        let f = plain_attempt(&mut c, "alice", "pw").await;
+        if f.name() == "success" {
+            assert!(locked_at.elapsed() >= lock - std::time::Duration::from_millis(100));
+            break;
+        }
+        assert!(child(&f, "temporary-auth-failure").is_some(), "{}", xml(&f));
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lock never expired"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
