@@ -119,6 +119,14 @@ pub enum Action {
         /// The account the authentication is for.
         account: Option<BareJid>,
     },
+    /// Count a failure in the throttle records of `account` (when the name is one) and of the
+    /// peer's address, at once: before the failure delay, so that attempts on other
+    /// connections meanwhile see it. A wrong password, not a malformed request, nor an attempt
+    /// refused while locked. Only with [`Config::throttle`].
+    RecordFailure {
+        /// The account the failure counts against.
+        account: Option<BareJid>,
+    },
     /// Wait this long before the next action.
     Delay(Duration),
     /// `jid` authenticated (for logs and metrics).
@@ -129,11 +137,6 @@ pub enum Action {
         failures: u32,
         /// The authentication identity as the client sent it (for logs), when it got that far.
         user: Option<String>,
-        /// The account the failure counts against, when the name is one.
-        account: Option<BareJid>,
-        /// Whether the throttle records of the account and the peer count this failure (a
-        /// wrong password; not a malformed request, nor an attempt refused while locked).
-        record: bool,
         /// The SASL failure condition sent (`temporary-auth-failure`: locked out).
         condition: &'static str,
     },
@@ -747,22 +750,23 @@ fn auth_failed_as(
     record: bool,
     out: &mut Vec<Action>,
 ) -> Negotiation {
+    let (user, account) = match ctx.attempt.take() {
+        Some((u, a)) => (Some(u), a),
+        None => (None, None),
+    };
+    if record && ctx.cfg.throttle.is_some() {
+        out.push(Action::RecordFailure { account });
+    }
     if let Some(d) = delay {
         // Slow down password guessing; the connection's task is the only one waiting.
         out.push(Action::Delay(d));
     }
     out.push(Action::Send(sasl_failure(cond)));
     ctx.failures = ctx.failures.saturating_add(1);
-    let (user, account) = match ctx.attempt.take() {
-        Some((u, a)) => (Some(u), a),
-        None => (None, None),
-    };
     ctx.records = None;
     out.push(Action::AuthFailed {
         failures: ctx.failures,
         user,
-        account,
-        record,
         condition: cond,
     });
     if ctx.failures >= ctx.cfg.max_auth_failures {
@@ -1126,6 +1130,7 @@ pub fn run_bytes(data: &[u8], start: Instant) {
                         });
                     }
                     Action::Send(_)
+                    | Action::RecordFailure { .. }
                     | Action::Delay(_)
                     | Action::AuthFailed { .. }
                     | Action::Fail(_)

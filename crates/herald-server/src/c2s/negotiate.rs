@@ -102,6 +102,12 @@ pub async fn negotiate(shared: &Arc<Shared>, mut conn: Conn) -> Outcome {
                             .get(account.as_ref(), conn.peer.ip(), now);
                     answer = Some(Input::Throttle { account, peer, now });
                 }
+                Action::RecordFailure { account } => {
+                    let now = Instant::now().into_std();
+                    shared
+                        .auth_throttle
+                        .fail(account.as_ref(), conn.peer.ip(), now);
+                }
                 Action::Delay(d) => tokio::time::sleep(d).await,
                 Action::Authenticated(jid) => {
                     tracing::info!(user = %jid, "authenticated");
@@ -110,17 +116,9 @@ pub async fn negotiate(shared: &Arc<Shared>, mut conn: Conn) -> Outcome {
                 Action::AuthFailed {
                     failures,
                     user,
-                    account,
-                    record,
                     condition,
                 } => {
                     shared.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
-                    if record {
-                        let now = Instant::now().into_std();
-                        shared
-                            .auth_throttle
-                            .fail(account.as_ref(), conn.peer.ip(), now);
-                    }
                     // One line for fail2ban (README): the name as sent, quoted and escaped.
                     tracing::warn!(
                         user = ?user.as_deref().unwrap_or(""),

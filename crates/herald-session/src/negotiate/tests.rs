@@ -130,6 +130,10 @@ fn show(a: &Action) -> String {
         Action::Delay(d) => format!("delay {}s", d.as_secs()),
         Action::Authenticated(j) => format!("authenticated {j}"),
         Action::AuthFailed { failures, .. } => format!("auth-failed {failures}"),
+        Action::RecordFailure { account } => match account {
+            Some(a) => format!("record {a}"),
+            None => "record -".into(),
+        },
         Action::LookupThrottle { account } => match account {
             Some(a) => format!("throttle {a}"),
             None => "throttle -".into(),
@@ -760,6 +764,7 @@ fn throttle_table_delay_and_lockout() {
     // (account record, peer record, now, password, what follows the records)
     let wrong = |d: &str| {
         vec![
+            "record user@localhost".into(),
             format!("delay {d}"),
             failure("not-authorized"),
             "auth-failed 1".into(),
@@ -856,21 +861,18 @@ fn auth_failed_names_the_attempt_and_what_the_records_count() {
     );
     out.clear();
     let _ = m.handle(Input::Credentials(None), &mut out);
+    assert!(
+        matches!(out.first(), Some(Action::RecordFailure { account: Some(a) }) if a.to_string() == "user@localhost"),
+        "{out:?}"
+    );
     let Some(Action::AuthFailed {
-        user,
-        account,
-        record,
-        ..
+        user, condition, ..
     }) = out.last()
     else {
         panic!("{out:?}");
     };
     assert_eq!(user.as_deref(), Some("user"));
-    assert_eq!(
-        account.as_ref().map(|a| a.to_string()).as_deref(),
-        Some("user@localhost")
-    );
-    assert!(*record);
+    assert_eq!(*condition, "not-authorized");
     // A malformed request is not recorded (and not delayed).
     let mut h = Harness::to_sasl(throttled());
     let got = h.feed("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>!!</auth>");
