@@ -396,8 +396,16 @@ pub struct C2sConfig {
     pub read_timeout: Dur,
     /// Send a whitespace keepalive after this long without writing.
     pub keepalive_interval: Dur,
-    /// Wait this long before answering a failed authentication.
+    /// Wait this long before answering a failed authentication; doubled per recent failure of
+    /// the account or of the peer address, up to `max_auth_delay`.
     pub auth_failure_delay: Dur,
+    /// The longest wait before answering a failed authentication.
+    pub max_auth_delay: Dur,
+    /// Failed authentications of one account within `auth_lockout_time` that lock it for
+    /// `auth_lockout_time` (`temporary-auth-failure`); 0 never locks.
+    pub auth_lockout_failures: u32,
+    /// The failure-counting window and the lockout's length.
+    pub auth_lockout_time: Dur,
     /// Close the stream after this many failed authentications.
     pub max_auth_failures: u32,
     /// Time allowed from TCP accept to a bound resource.
@@ -413,6 +421,9 @@ impl Default for C2sConfig {
             read_timeout: Dur(Duration::from_secs(300)),
             keepalive_interval: Dur(Duration::from_secs(60)),
             auth_failure_delay: Dur(Duration::from_secs(1)),
+            max_auth_delay: Dur(Duration::from_secs(30)),
+            auth_lockout_failures: 10,
+            auth_lockout_time: Dur(Duration::from_secs(300)),
             max_auth_failures: 3,
             negotiation_timeout: Dur(Duration::from_secs(60)),
         }
@@ -471,6 +482,12 @@ pub struct LimitsConfig {
     pub max_attributes: usize,
     /// Largest stream header, in bytes.
     pub max_header_bytes: usize,
+    /// Largest element accepted on a c2s stream before authentication (STARTTLS, SASL), in
+    /// bytes; at most `max_stanza_bytes` applies.
+    pub max_preauth_stanza_bytes: usize,
+    /// Deepest element nesting accepted on a c2s stream before authentication; at most
+    /// `max_depth` applies.
+    pub max_preauth_depth: usize,
     /// Stanzas waiting for one session before senders get `resource-constraint`.
     pub session_inbox: usize,
     /// Sessions (connected or hibernated) one account may have; at the limit the oldest
@@ -493,6 +510,8 @@ impl Default for LimitsConfig {
             max_depth: 32,
             max_attributes: 64,
             max_header_bytes: 4096,
+            max_preauth_stanza_bytes: 8192,
+            max_preauth_depth: 4,
             session_inbox: 1024,
             max_sessions_per_account: 10,
             max_connections: 10_000,
@@ -842,6 +861,15 @@ impl Config {
                 ));
             }
         }
+        if self.c2s.max_auth_delay.0 < self.c2s.auth_failure_delay.0 {
+            return Err(bad(
+                "c2s.max_auth_delay",
+                "must be at least c2s.auth_failure_delay".into(),
+            ));
+        }
+        if self.c2s.auth_lockout_time.0.is_zero() {
+            return Err(bad("c2s.auth_lockout_time", "must be more than 0".into()));
+        }
         let l = &self.limits;
         if l.max_stanza_bytes < 4096 {
             return Err(bad(
@@ -860,6 +888,15 @@ impl Config {
                 "limits.max_header_bytes",
                 "must be at least 512".into(),
             ));
+        }
+        if l.max_preauth_stanza_bytes < 1024 {
+            return Err(bad(
+                "limits.max_preauth_stanza_bytes",
+                "must be at least 1024".into(),
+            ));
+        }
+        if l.max_preauth_depth < 2 {
+            return Err(bad("limits.max_preauth_depth", "must be at least 2".into()));
         }
         if l.session_inbox == 0 {
             return Err(bad("limits.session_inbox", "must be at least 1".into()));
@@ -944,6 +981,16 @@ impl Config {
         }
     }
 
+    /// The decoder limits of a c2s stream before authentication: `[limits]` with the
+    /// pre-authentication size and depth (never more than the normal ones). The element budget
+    /// follows from the size.
+    pub fn preauth_stream_limits(&self) -> herald_proto::stream::Limits {
+        let mut l = self.stream_limits();
+        l.max_stanza_bytes = l.max_stanza_bytes.min(self.limits.max_preauth_stanza_bytes);
+        l.max_depth = l.max_depth.min(self.limits.max_preauth_depth);
+        l
+    }
+
     /// The XEP-0198 machine's configuration (`[stream_management]`).
     pub fn sm(&self) -> herald_session::sm::SmConfig {
         let c = &self.stream_management;
@@ -965,7 +1012,18 @@ impl Config {
             max_auth_failures: c.max_auth_failures,
             auth_failure_delay: c.auth_failure_delay.0,
             timeout: c.negotiation_timeout.0,
+            throttle: Some(self.auth_throttle()),
             scram_nonce: None,
+        }
+    }
+
+    /// The authentication throttle's policy (`[c2s] max_auth_delay`, `auth_lockout_*`).
+    pub fn auth_throttle(&self) -> herald_session::throttle::Throttle {
+        let c = &self.c2s;
+        herald_session::throttle::Throttle {
+            max_delay: c.max_auth_delay.0,
+            lockout_failures: c.auth_lockout_failures,
+            lockout_time: c.auth_lockout_time.0,
         }
     }
 
@@ -1145,6 +1203,31 @@ removed_retention = "7d"
     }
 
     #[test]
+    fn preauth_limits_never_exceed_the_normal_ones() {
+        let c = Config::parse(
+            "[limits]\nmax_stanza_bytes = 4096\nmax_preauth_stanza_bytes = 8192\n",
+            "conf.toml",
+        )
+        .unwrap();
+        let l = c.preauth_stream_limits();
+        assert_eq!(l.max_stanza_bytes, 4096);
+        assert_eq!(l.max_depth, 4);
+        assert_eq!(
+            Config::default().preauth_stream_limits().max_stanza_bytes,
+            8192
+        );
+    }
+
+    #[test]
+    fn auth_throttle_defaults() {
+        let t = Config::default().auth_throttle();
+        assert_eq!(t.max_delay, Duration::from_secs(30));
+        assert_eq!(t.lockout_failures, 10);
+        assert_eq!(t.lockout_time, Duration::from_secs(300));
+        assert!(Config::default().negotiation().throttle.is_some());
+    }
+
+    #[test]
     fn unknown_key_names_file_and_key() {
         let e = Config::parse("[c2s]\nlisten_port = 5\n", "conf.toml")
             .unwrap_err()
@@ -1161,6 +1244,19 @@ removed_retention = "7d"
                 "max_ack_delay",
             ),
             ("[c2s]\nlisten = \"nowhere\"\n", "listen"),
+            ("[c2s]\nmax_auth_delay = \"0s\"\n", "c2s.max_auth_delay"),
+            (
+                "[c2s]\nauth_lockout_time = \"0s\"\n",
+                "c2s.auth_lockout_time",
+            ),
+            (
+                "[limits]\nmax_preauth_stanza_bytes = 100\n",
+                "limits.max_preauth_stanza_bytes",
+            ),
+            (
+                "[limits]\nmax_preauth_depth = 1\n",
+                "limits.max_preauth_depth",
+            ),
             ("[mam]\ndefault = \"sometimes\"\n", "mam.default"),
             ("[mam]\ncommit_delay = \"5s\"\n", "mam.commit_delay"),
             ("domain = \"a@b\"\n", "domain"),

@@ -294,6 +294,13 @@ impl Decoder {
         self.recent = [0; RECENT];
     }
 
+    /// Stream restart under new limits (after SASL success, the pre-authentication budget
+    /// gives way to the full one): [`Self::reset`], then `limits` apply.
+    pub fn reset_with(&mut self, limits: Limits) {
+        self.reset();
+        self.limits = limits;
+    }
+
     /// True when no partial data is buffered: the caller may free its own buffers.
     pub fn is_idle(&self) -> bool {
         self.pos >= self.buf.len()

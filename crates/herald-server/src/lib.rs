@@ -108,6 +108,8 @@ pub struct Shared {
     pub tls: Arc<rustls::ServerConfig>,
     /// Decoder limits from the configuration, for every connection's parser.
     pub limits: Limits,
+    /// Failed-authentication records per account and peer address (c2s negotiation).
+    pub auth_throttle: c2s::throttle::AuthThrottle,
     /// Counters an operator looks at. Incremented by sessions and negotiation.
     pub metrics: Metrics,
     /// Open connections (all, per IP address, unauthenticated c2s per address) against
@@ -476,6 +478,7 @@ pub async fn start_with_store(cfg: Config, store: impl Backend) -> anyhow::Resul
     let store: SharedBackend = Arc::new(store);
     let tls = herald_transport::tls::server_config(&cfg)?;
     let limits = cfg.stream_limits();
+    let auth_throttle = c2s::throttle::AuthThrottle::new(cfg.auth_throttle());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let c2s_l = bind(cfg.c2s.listen, "c2s.listen").await?;
     let dtls_l = bind(cfg.c2s.direct_tls_listen, "c2s.direct_tls_listen").await?;
@@ -512,6 +515,7 @@ pub async fn start_with_store(cfg: Config, store: impl Backend) -> anyhow::Resul
         store,
         tls,
         limits,
+        auth_throttle,
         metrics: Metrics::default(),
         conns,
         next_id: AtomicU64::new(1),

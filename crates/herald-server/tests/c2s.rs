@@ -410,3 +410,123 @@ async fn component_bad_secret_is_not_authorized() {
         .await;
     assert_eq!(comp.stream_error().await, "not-authorized");
 }
+
+#[tokio::test]
+async fn a_large_element_before_authentication_is_policy_violation() {
+    let s = TestServer::start().await;
+    let mut c = RawClient::connect(s.c2s()).await;
+    c.open("localhost").await;
+    c.expect("features").await;
+    // 20 KiB of base64 in an <auth/>: well over the 8 KiB pre-authentication budget, far under
+    // the normal 256 KiB stanza limit.
+    let big = "A".repeat(20 * 1024);
+    c.send(&format!(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{big}</auth>"
+    ))
+    .await;
+    assert_eq!(c.stream_error().await, "policy-violation");
+}
+
+#[tokio::test]
+async fn a_deep_element_before_authentication_is_policy_violation() {
+    let s = TestServer::start().await;
+    let mut c = RawClient::connect(s.c2s()).await;
+    c.open("localhost").await;
+    c.expect("features").await;
+    let open = "<a>".repeat(10);
+    let close = "</a>".repeat(10);
+    c.send(&format!(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{open}{close}</auth>"
+    ))
+    .await;
+    assert_eq!(c.stream_error().await, "policy-violation");
+}
+
+#[tokio::test]
+async fn after_authentication_the_normal_limits_apply() {
+    let s = TestServer::start().await;
+    s.add_user("alice", "pw");
+    // PLAIN login under the pre-authentication limits, then a 100 KiB message to herself.
+    let mut a = RawClient::login(s.c2s(), "alice", "pw", "r").await;
+    a.send("<presence/>").await;
+    let big = "x".repeat(100 * 1024);
+    a.send(&format!(
+        "<message to='alice@localhost/r' id='big' type='chat'><body>{big}</body></message>"
+    ))
+    .await;
+    let m = a
+        .wait_for("the big message", |e| e.name() == "message")
+        .await;
+    assert_eq!(
+        m.get_child("body", "jabber:client").map(|b| b.text().len()),
+        Some(100 * 1024)
+    );
+}
+
+/// One PLAIN `<auth/>` on a fresh stream; the SASL answer (`success` or `failure`).
+async fn plain_attempt(c: &mut RawClient, user: &str, password: &str) -> herald_proto::Element {
+    let creds = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("\0{user}\0{password}"),
+    );
+    c.send(&format!(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{creds}</auth>"
+    ))
+    .await;
+    c.element().await
+}
+
+#[tokio::test]
+async fn a_locked_account_refuses_even_the_right_password_until_the_lock_expires() {
+    let lock = std::time::Duration::from_millis(800);
+    let s = TestServer::start_with(|c| {
+        c.c2s.max_auth_failures = 10;
+        c.c2s.max_auth_delay = herald_server::config::Dur(std::time::Duration::from_millis(40));
+        c.c2s.auth_lockout_failures = 3;
+        c.c2s.auth_lockout_time = herald_server::config::Dur(lock);
+    })
+    .await;
+    s.add_user("alice", "pw");
+    s.add_user("bob", "pw");
+    let mut c = RawClient::connect(s.c2s()).await;
+    c.open("localhost").await;
+    c.expect("features").await;
+    for _ in 0..3 {
+        let f = plain_attempt(&mut c, "alice", "wrong").await;
+        assert!(child(&f, "not-authorized").is_some(), "{}", xml(&f));
+    }
+    let locked_at = std::time::Instant::now();
+    // Locked: the right password too, on this stream and on a new one.
+    let f = plain_attempt(&mut c, "alice", "pw").await;
+    assert!(child(&f, "temporary-auth-failure").is_some(), "{}", xml(&f));
+    let mut c = RawClient::connect(s.c2s()).await;
+    c.open("localhost").await;
+    c.expect("features").await;
+    let f = plain_attempt(&mut c, "alice", "pw").await;
+    if locked_at.elapsed() < lock {
+        assert!(child(&f, "temporary-auth-failure").is_some(), "{}", xml(&f));
+    }
+    // Another account is not locked.
+    let mut b = RawClient::connect(s.c2s()).await;
+    b.open("localhost").await;
+    b.expect("features").await;
+    assert_eq!(plain_attempt(&mut b, "bob", "pw").await.name(), "success");
+    // Once the lock expires, the right password gets in.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let mut c = RawClient::connect(s.c2s()).await;
+        c.open("localhost").await;
+        c.expect("features").await;
+        let f = plain_attempt(&mut c, "alice", "pw").await;
+        if f.name() == "success" {
+            assert!(locked_at.elapsed() >= lock - std::time::Duration::from_millis(100));
+            break;
+        }
+        assert!(child(&f, "temporary-auth-failure").is_some(), "{}", xml(&f));
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lock never expired"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

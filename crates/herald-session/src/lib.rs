@@ -14,6 +14,8 @@
 //! - [`negotiate`]: c2s stream negotiation (headers, STARTTLS, SASL, failure limits, bind and
 //!   resume requests, the deadline) as a typestate machine whose store and registry look-ups
 //!   are actions answered by the driver.
+//! - [`throttle`]: failed-authentication delays and account lockouts, with explicit time;
+//!   [`negotiate`] applies them to the records its driver keeps.
 //! - [`csi`]: XEP-0352 client state indication buffer (Prosody's mod_csi_simple model) and the
 //!   importance classification shared with push.
 //! - [`subscription`]: the RFC 6121 presence subscription machine.
@@ -33,3 +35,4 @@ pub mod resources;
 pub mod sm;
 pub mod sm_nonza;
 pub mod subscription;
+pub mod throttle;

@@ -1,7 +1,10 @@
 //! c2s stream negotiation (RFC 6120 §4–§7) as a sans-IO state machine, server side: stream
 //! headers and features, STARTTLS, SASL (SCRAM-SHA-256, SCRAM-SHA-1, PLAIN; the mechanics are
-//! [`herald_proto::sasl`]'s), failure counting and delays, up to the resource bind request or a
-//! XEP-0198 `<resume/>`, and the negotiation deadline.
+//! [`herald_proto::sasl`]'s), failure counting and delays, the throttle across connections
+//! ([`crate::throttle`]: delays growing with the recent failures of the account and the peer,
+//! `temporary-auth-failure` while an account is locked out; the driver keeps the records and
+//! answers [`Action::LookupThrottle`]), up to the resource bind request or a XEP-0198
+//! `<resume/>`, and the negotiation deadline.
 //!
 //! Shaped like rustls: one type per state ([`AwaitingHeader`], [`Unauthenticated`],
 //! [`AwaitingTls`], [`AwaitingCredentials`], [`ScramChallenge`], [`Authenticated`],
@@ -26,6 +29,8 @@ use herald_proto::sasl::{self, Mechanism, ScramHash, ScramKeys, ScramServer};
 use herald_proto::stream::{StreamEvent, StreamHeader, StreamNs, INTERNAL_NS};
 use herald_proto::Element;
 
+pub use crate::throttle::{Failures, Throttle};
+
 /// Negotiation policy for one listener.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -40,6 +45,10 @@ pub struct Config {
     pub auth_failure_delay: Duration,
     /// From the start of negotiation to a bind or resume request.
     pub timeout: Duration,
+    /// Throttling across connections (delays growing with the recent failures of the account
+    /// and of the peer address, account lockout); None: only the fixed `auth_failure_delay`
+    /// and the per-connection limit.
+    pub throttle: Option<Throttle>,
     /// A fixed SCRAM server nonce (for test vectors and fuzzing); None: a random one per
     /// exchange.
     pub scram_nonce: Option<String>,
@@ -62,6 +71,16 @@ pub enum Input {
     ResumeFailed {
         /// For `<failed h='…'/>`.
         last_h: Option<u32>,
+    },
+    /// Answer to [`Action::LookupThrottle`]: the current failure records of the account and
+    /// of the peer's address at `now`.
+    Throttle {
+        /// The account's record (default when there is none or no account name).
+        account: Failures,
+        /// The peer address's record.
+        peer: Failures,
+        /// When the records were read.
+        now: Instant,
     },
     /// Time passed (the driver's read timed out at [`Negotiation::deadline`]).
     Tick(Instant),
@@ -94,6 +113,20 @@ pub enum Action {
         /// Which of its key sets.
         hash: ScramHash,
     },
+    /// Read the failure records of `account` (when the name is one) and of the peer's address
+    /// and feed [`Input::Throttle`]. Only with [`Config::throttle`].
+    LookupThrottle {
+        /// The account the authentication is for.
+        account: Option<BareJid>,
+    },
+    /// Count a failure in the throttle records of `account` (when the name is one) and of the
+    /// peer's address, at once: before the failure delay, so that attempts on other
+    /// connections meanwhile see it. A wrong password, not a malformed request, nor an attempt
+    /// refused while locked. Only with [`Config::throttle`].
+    RecordFailure {
+        /// The account the failure counts against.
+        account: Option<BareJid>,
+    },
     /// Wait this long before the next action.
     Delay(Duration),
     /// `jid` authenticated (for logs and metrics).
@@ -102,6 +135,10 @@ pub enum Action {
     AuthFailed {
         /// Failures on this connection, this one included.
         failures: u32,
+        /// The authentication identity as the client sent it (for logs), when it got that far.
+        user: Option<String>,
+        /// The SASL failure condition sent (`temporary-auth-failure`: locked out).
+        condition: &'static str,
     },
     /// Done: bind a resource for `user` and answer `request` (an `<iq type='set'><bind/>`).
     Bind {
@@ -147,6 +184,10 @@ struct Ctx {
     deadline: Instant,
     /// The stream's domain, once a header was accepted.
     domain: String,
+    /// The authentication under way: the identity as sent, and the account it names.
+    attempt: Option<(String, Option<BareJid>)>,
+    /// Its throttle records (with a throttle configured).
+    records: Option<(Failures, Failures)>,
 }
 
 fn serr(c: StreamErrorCondition, text: &str) -> StreamError {
@@ -169,6 +210,8 @@ pub enum Negotiation {
     Unauthenticated(Unauthenticated),
     /// `<proceed/>` sent: the driver is upgrading the socket.
     AwaitingTls(AwaitingTls),
+    /// An `<auth/>` is waiting for the throttle records.
+    AwaitingThrottle(AwaitingThrottle),
     /// An `<auth/>` is waiting for the account's keys.
     AwaitingCredentials(AwaitingCredentials),
     /// A SCRAM challenge was sent: waiting for `<response/>`.
@@ -192,6 +235,8 @@ impl Negotiation {
                 tls,
                 failures: 0,
                 deadline,
+                attempt: None,
+                records: None,
             },
             user: None,
         })
@@ -217,6 +262,7 @@ impl Negotiation {
             Negotiation::AwaitingHeader(s) => &s.ctx,
             Negotiation::Unauthenticated(s) => &s.ctx,
             Negotiation::AwaitingTls(s) => &s.ctx,
+            Negotiation::AwaitingThrottle(s) => &s.ctx,
             Negotiation::AwaitingCredentials(s) => &s.ctx,
             Negotiation::ScramChallenge(s) => &s.ctx,
             Negotiation::Authenticated(s) => &s.ctx,
@@ -252,6 +298,7 @@ impl Negotiation {
             Negotiation::AwaitingHeader(s) => s.handle(input, out),
             Negotiation::Unauthenticated(s) => s.handle(input, out),
             Negotiation::AwaitingTls(s) => s.handle(input),
+            Negotiation::AwaitingThrottle(s) => s.handle(input, out),
             Negotiation::AwaitingCredentials(s) => s.handle(input, out),
             Negotiation::ScramChallenge(s) => s.handle(input, out),
             Negotiation::Authenticated(s) => s.handle(input, out),
@@ -498,35 +545,49 @@ fn refuse(el: &Element, out: &mut Vec<Action>) -> Negotiation {
     Negotiation::Done
 }
 
+/// A parsed `<auth/>` whose identity is known.
+#[derive(Debug)]
+enum Started {
+    Plain {
+        /// None: not an account name.
+        jid: Option<BareJid>,
+        authzid: Option<String>,
+        password: String,
+    },
+    Scram {
+        server: ScramServer,
+        hash: ScramHash,
+        /// None: not an account name.
+        jid: Option<BareJid>,
+        authzid: Option<String>,
+    },
+}
+
 /// Answers an `<auth/>` (SASL allowed on this transport).
-fn start_sasl(ctx: Ctx, auth: &Element, out: &mut Vec<Action>) -> Negotiation {
+fn start_sasl(mut ctx: Ctx, auth: &Element, out: &mut Vec<Action>) -> Negotiation {
     let plain_ok = ctx.tls || !ctx.cfg.require_encryption;
     let mech = auth.attr("mechanism").and_then(Mechanism::from_name);
+    ctx.attempt = None;
+    ctx.records = None;
     let Some(initial) = unb64(auth) else {
         return auth_failed(ctx, "incorrect-encoding", false, out);
     };
-    match mech {
-        None => auth_failed(ctx, "invalid-mechanism", false, out),
-        Some(Mechanism::Plain) if !plain_ok => auth_failed(ctx, "invalid-mechanism", false, out),
+    let started = match mech {
+        None => return auth_failed(ctx, "invalid-mechanism", false, out),
+        Some(Mechanism::Plain) if !plain_ok => {
+            return auth_failed(ctx, "invalid-mechanism", false, out)
+        }
         Some(Mechanism::Plain) => match sasl::parse_plain(&initial) {
-            Err(e) => auth_failed(ctx, e.condition(), false, out),
-            Ok((authzid, authcid, password)) => match account_jid(&authcid, &ctx.domain) {
-                None => auth_failed(ctx, "not-authorized", true, out),
-                Some(jid) => {
-                    out.push(Action::LookupCredentials {
-                        jid: jid.clone(),
-                        hash: ScramHash::Sha256,
-                    });
-                    Negotiation::AwaitingCredentials(AwaitingCredentials {
-                        ctx,
-                        pending: Pending::Plain {
-                            jid,
-                            authzid,
-                            password,
-                        },
-                    })
+            Err(e) => return auth_failed(ctx, e.condition(), false, out),
+            Ok((authzid, authcid, password)) => {
+                let jid = account_jid(&authcid, &ctx.domain);
+                ctx.attempt = Some((authcid, jid.clone()));
+                Started::Plain {
+                    jid,
+                    authzid,
+                    password,
                 }
-            },
+            }
         },
         Some(m) => {
             let hash = m.scram_hash().unwrap_or(ScramHash::Sha256);
@@ -538,25 +599,99 @@ fn start_sasl(ctx: Ctx, auth: &Element, out: &mut Vec<Action>) -> Negotiation {
                 Ok(v) => v,
                 Err(e) => return auth_failed(ctx, e.condition(), false, out),
             };
-            match account_jid(&username, &ctx.domain) {
-                Some(jid) => {
-                    out.push(Action::LookupCredentials {
-                        jid: jid.clone(),
-                        hash,
-                    });
-                    Negotiation::AwaitingCredentials(AwaitingCredentials {
-                        ctx,
-                        pending: Pending::Scram {
-                            server,
-                            jid,
-                            authzid,
-                        },
-                    })
-                }
-                // Not an account name: go on with a fake salt, so the challenge reveals nothing.
-                None => challenge(ctx, server, None, authzid, None, out),
+            let jid = account_jid(&username, &ctx.domain);
+            ctx.attempt = Some((username, jid.clone()));
+            Started::Scram {
+                server,
+                hash,
+                jid,
+                authzid,
             }
         }
+    };
+    if ctx.cfg.throttle.is_some() {
+        let account = match &started {
+            Started::Plain { jid, .. } | Started::Scram { jid, .. } => jid.clone(),
+        };
+        out.push(Action::LookupThrottle { account });
+        return Negotiation::AwaitingThrottle(AwaitingThrottle { ctx, started });
+    }
+    proceed(ctx, started, out)
+}
+
+/// Goes on with a parsed `<auth/>` (not locked out): look the account up, or fail or
+/// challenge at once when the name is not an account's.
+fn proceed(ctx: Ctx, started: Started, out: &mut Vec<Action>) -> Negotiation {
+    match started {
+        Started::Plain { jid: None, .. } => auth_failed(ctx, "not-authorized", true, out),
+        Started::Plain {
+            jid: Some(jid),
+            authzid,
+            password,
+        } => {
+            out.push(Action::LookupCredentials {
+                jid: jid.clone(),
+                hash: ScramHash::Sha256,
+            });
+            Negotiation::AwaitingCredentials(AwaitingCredentials {
+                ctx,
+                pending: Pending::Plain {
+                    jid,
+                    authzid,
+                    password,
+                },
+            })
+        }
+        Started::Scram {
+            server,
+            hash,
+            jid: Some(jid),
+            authzid,
+        } => {
+            out.push(Action::LookupCredentials {
+                jid: jid.clone(),
+                hash,
+            });
+            Negotiation::AwaitingCredentials(AwaitingCredentials {
+                ctx,
+                pending: Pending::Scram {
+                    server,
+                    jid,
+                    authzid,
+                },
+            })
+        }
+        // Not an account name: go on with a fake salt, so the challenge reveals nothing.
+        Started::Scram {
+            server,
+            jid: None,
+            authzid,
+            ..
+        } => challenge(ctx, server, None, authzid, None, out),
+    }
+}
+
+/// An `<auth/>` waiting for [`Input::Throttle`]. The driver answers before it reads on.
+#[derive(Debug)]
+pub struct AwaitingThrottle {
+    ctx: Ctx,
+    started: Started,
+}
+
+impl AwaitingThrottle {
+    /// A locked account gets `temporary-auth-failure` (RFC 6120 §6.5.11) whatever the
+    /// credentials; otherwise the authentication goes on, its failure delay following the
+    /// records.
+    pub fn handle(self, input: Input, out: &mut Vec<Action>) -> Negotiation {
+        let Input::Throttle { account, peer, now } = input else {
+            return Negotiation::AwaitingThrottle(self);
+        };
+        let AwaitingThrottle { mut ctx, started } = self;
+        if account.is_locked(now) {
+            return auth_failed_as(ctx, "temporary-auth-failure", None, false, out);
+        }
+        ctx.records = Some((account, peer));
+        proceed(ctx, started, out)
     }
 }
 
@@ -586,15 +721,53 @@ fn challenge(
 
 /// A SASL failure: the `<failure/>` (after the failure delay when `delayed`: a wrong password,
 /// not a malformed request), counted; too many end the stream.
-fn auth_failed(mut ctx: Ctx, cond: &str, delayed: bool, out: &mut Vec<Action>) -> Negotiation {
-    if delayed {
+fn auth_failed(ctx: Ctx, cond: &'static str, delayed: bool, out: &mut Vec<Action>) -> Negotiation {
+    let delay = delayed.then(|| failure_delay(&ctx));
+    auth_failed_as(ctx, cond, delay, delayed, out)
+}
+
+/// The wait before answering a wrong password: `auth_failure_delay`, and with a throttle
+/// doubled per recent failure of the account, of the peer address or on this connection.
+fn failure_delay(ctx: &Ctx) -> Duration {
+    let base = ctx.cfg.auth_failure_delay;
+    let Some(t) = &ctx.cfg.throttle else {
+        return base;
+    };
+    let (account, peer) = ctx.records.unwrap_or_default();
+    let n = account
+        .count
+        .max(peer.count)
+        .max(ctx.failures)
+        .saturating_add(1);
+    crate::throttle::failure_delay(base, t.max_delay, n)
+}
+
+/// A SASL failure after waiting `delay`; `record`: the throttle records count it.
+fn auth_failed_as(
+    mut ctx: Ctx,
+    cond: &'static str,
+    delay: Option<Duration>,
+    record: bool,
+    out: &mut Vec<Action>,
+) -> Negotiation {
+    let (user, account) = match ctx.attempt.take() {
+        Some((u, a)) => (Some(u), a),
+        None => (None, None),
+    };
+    if record && ctx.cfg.throttle.is_some() {
+        out.push(Action::RecordFailure { account });
+    }
+    if let Some(d) = delay {
         // Slow down password guessing; the connection's task is the only one waiting.
-        out.push(Action::Delay(ctx.cfg.auth_failure_delay));
+        out.push(Action::Delay(d));
     }
     out.push(Action::Send(sasl_failure(cond)));
     ctx.failures = ctx.failures.saturating_add(1);
+    ctx.records = None;
     out.push(Action::AuthFailed {
         failures: ctx.failures,
+        user,
+        condition: cond,
     });
     if ctx.failures >= ctx.cfg.max_auth_failures {
         out.push(Action::Fail(serr(
@@ -670,9 +843,15 @@ impl AwaitingCredentials {
                 authzid,
                 password,
             } => {
-                let ok = keys
-                    .map(|k| sasl::verify_password(&k, &password))
-                    .unwrap_or(false);
+                // An unknown account costs the same derivation as a known one: PLAIN's timing
+                // does not tell whether the account exists.
+                let ok = match keys {
+                    Some(k) => sasl::verify_password(&k, &password),
+                    None => {
+                        let _ = sasl::verify_password(&dummy_keys(), &password);
+                        false
+                    }
+                };
                 if !ok {
                     auth_failed(ctx, "not-authorized", true, out)
                 } else if !authzid_ok(authzid.as_deref(), &jid) {
@@ -688,6 +867,17 @@ impl AwaitingCredentials {
                 authzid,
             } => challenge(ctx, server, Some(jid), authzid, keys, out),
         }
+    }
+}
+
+/// Keys no password matches, derived like a real account's (the default iteration count).
+fn dummy_keys() -> ScramKeys {
+    ScramKeys {
+        hash: ScramHash::Sha256,
+        salt: b"herald-no-such-account".to_vec(),
+        iterations: sasl::DEFAULT_ITERATIONS,
+        stored_key: vec![0; 32],
+        server_key: vec![0; 32],
     }
 }
 
@@ -867,6 +1057,11 @@ pub fn run_bytes(data: &[u8], start: Instant) {
         max_auth_failures: u32::from(flags >> 5) + 1,
         auth_failure_delay: Duration::from_secs(1),
         timeout: Duration::from_secs(60),
+        throttle: (flags & 8 != 0).then(|| Throttle {
+            max_delay: Duration::from_secs(30),
+            lockout_failures: 2,
+            lockout_time: Duration::from_secs(60),
+        }),
         scram_nonce: Some("fuzznonce".into()),
     };
     let require = cfg.require_encryption;
@@ -918,7 +1113,24 @@ pub fn run_bytes(data: &[u8], start: Instant) {
                         assert!(authenticated, "resume before auth");
                         answers.push_back(Input::ResumeFailed { last_h: Some(h) });
                     }
+                    Action::LookupThrottle { account } => {
+                        // The account "locked" is locked out.
+                        let locked = account
+                            .and_then(|j| j.node().map(|n| n.as_str() == "locked"))
+                            .unwrap_or(false);
+                        let account = Failures {
+                            count: 3,
+                            since: Some(start),
+                            locked_until: locked.then(|| start + Duration::from_secs(3600)),
+                        };
+                        answers.push_back(Input::Throttle {
+                            account,
+                            peer: Failures::default(),
+                            now: start,
+                        });
+                    }
                     Action::Send(_)
+                    | Action::RecordFailure { .. }
                     | Action::Delay(_)
                     | Action::AuthFailed { .. }
                     | Action::Fail(_)

@@ -202,6 +202,13 @@ impl Conn {
         self.header_sent = false;
     }
 
+    /// Restarts the stream under new decoder limits (c2s: after SASL success the
+    /// pre-authentication limits give way to the normal ones).
+    pub fn restart_with(&mut self, limits: Limits) {
+        self.decoder.reset_with(limits);
+        self.header_sent = false;
+    }
+
     /// The next decoded event that is already buffered, without reading.
     pub fn buffered_event(&mut self) -> Result<Option<StreamEvent>, ConnError> {
         self.decoder.next_event().map_err(ConnError::Stream)

@@ -4,6 +4,7 @@
 pub mod negotiate;
 pub mod persist;
 pub mod session;
+pub mod throttle;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -71,10 +72,12 @@ async fn connection(
     } else {
         Io::Plain(tcp)
     };
+    // Until SASL succeeds the peer is unknown: the small pre-authentication limits apply
+    // (`[limits] max_preauth_*`); the driver switches to the normal ones at the restart.
     let mut conn = Conn::new(
         io,
         peer,
-        shared.limits.clone(),
+        shared.cfg.preauth_stream_limits(),
         StreamNs::Client,
         shared.domain(),
     );

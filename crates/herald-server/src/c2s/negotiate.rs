@@ -1,10 +1,12 @@
 //! The c2s negotiation driver: runs `herald_session::negotiate`'s machine over a connection.
 //! It reads stream events and feeds them in, and performs the machine's actions — writes, the
-//! TLS upgrade, the decoder reset after SASL, credential look-ups in the store, the failure
-//! delay, the hand-over of a `<resume/>` to its hibernated session — until a bind request
-//! (returned to [`crate::c2s::session::start`]) or the end. Every protocol decision (features,
-//! SASL, `<failure/>` conditions, failure limit, stream errors) is the machine's. Also here:
-//! the bind helpers (credentials are made by `crate::admin::accounts::make_credentials`).
+//! TLS upgrade, the decoder reset after SASL (to the normal limits), credential look-ups in the
+//! store, the throttle records (`crate::c2s::throttle`), the failure delay, the password check
+//! on the blocking pool, the hand-over of a `<resume/>` to its hibernated session — until a
+//! bind request (returned to [`crate::c2s::session::start`]) or the end. Every protocol
+//! decision (features, SASL, `<failure/>` conditions, failure limit, delays, lockout, stream
+//! errors) is the machine's. Also here: the bind helpers (credentials are made by
+//! `crate::admin::accounts::make_credentials`).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -87,18 +89,44 @@ pub async fn negotiate(shared: &Arc<Shared>, mut conn: Conn) -> Outcome {
                         Err(_) => return Outcome::Closed,
                     }
                 }
-                Action::Restart => conn.restart(),
+                // Only after SASL success: the authenticated stream gets the normal limits.
+                Action::Restart => conn.restart_with(shared.limits.clone()),
                 Action::LookupCredentials { jid, hash } => {
                     answer = Some(Input::Credentials(lookup(shared, &jid, hash)));
+                }
+                Action::LookupThrottle { account } => {
+                    let now = Instant::now().into_std();
+                    let (account, peer) =
+                        shared
+                            .auth_throttle
+                            .get(account.as_ref(), conn.peer.ip(), now);
+                    answer = Some(Input::Throttle { account, peer, now });
+                }
+                Action::RecordFailure { account } => {
+                    let now = Instant::now().into_std();
+                    shared
+                        .auth_throttle
+                        .fail(account.as_ref(), conn.peer.ip(), now);
                 }
                 Action::Delay(d) => tokio::time::sleep(d).await,
                 Action::Authenticated(jid) => {
                     tracing::info!(user = %jid, "authenticated");
                     shared.metrics.logins.fetch_add(1, Ordering::Relaxed);
                 }
-                Action::AuthFailed { failures } => {
+                Action::AuthFailed {
+                    failures,
+                    user,
+                    condition,
+                } => {
                     shared.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(peer = %conn.peer, failures, "authentication failed");
+                    // One line for fail2ban (README): the name as sent, quoted and escaped.
+                    tracing::warn!(
+                        user = ?user.as_deref().unwrap_or(""),
+                        ip = %conn.peer.ip(),
+                        failures,
+                        condition,
+                        "authentication failed"
+                    );
                 }
                 Action::Bind { user, request } => {
                     return Outcome::Bind {
@@ -139,7 +167,27 @@ pub async fn negotiate(shared: &Arc<Shared>, mut conn: Conn) -> Outcome {
                 Err(e) => return broken(&mut conn, e).await,
             },
         };
-        machine = machine.handle(input, &mut actions);
+        machine = if matches!(input, Input::Credentials(_)) {
+            // PLAIN derives the password's keys (PBKDF2), for an unknown account too: off the
+            // async runtime.
+            let step = tokio::task::spawn_blocking(move || {
+                let mut actions = Vec::new();
+                let m = machine.handle(input, &mut actions);
+                (m, actions)
+            });
+            match step.await {
+                Ok((m, a)) => {
+                    actions = a;
+                    m
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "authentication task failed");
+                    return Outcome::Closed;
+                }
+            }
+        } else {
+            machine.handle(input, &mut actions)
+        };
     }
 }
 

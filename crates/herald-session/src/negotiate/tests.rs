@@ -27,6 +27,7 @@ fn cfg(require_encryption: bool) -> Config {
         max_auth_failures: 3,
         auth_failure_delay: Duration::from_secs(1),
         timeout: Duration::from_secs(60),
+        throttle: None,
         scram_nonce: None,
     }
 }
@@ -128,7 +129,15 @@ fn show(a: &Action) -> String {
         Action::LookupCredentials { jid, hash } => format!("lookup {jid} {hash:?}"),
         Action::Delay(d) => format!("delay {}s", d.as_secs()),
         Action::Authenticated(j) => format!("authenticated {j}"),
-        Action::AuthFailed { failures } => format!("auth-failed {failures}"),
+        Action::AuthFailed { failures, .. } => format!("auth-failed {failures}"),
+        Action::RecordFailure { account } => match account {
+            Some(a) => format!("record {a}"),
+            None => "record -".into(),
+        },
+        Action::LookupThrottle { account } => match account {
+            Some(a) => format!("throttle {a}"),
+            None => "throttle -".into(),
+        },
         Action::Bind { user, request } => {
             format!("bind {user} {}", request.attr("id").unwrap_or_default())
         }
@@ -727,4 +736,145 @@ proptest! {
         }
         run_bytes(&data, Instant::now());
     }
+}
+
+fn throttled() -> Config {
+    Config {
+        throttle: Some(Throttle {
+            max_delay: Duration::from_secs(8),
+            lockout_failures: 3,
+            lockout_time: Duration::from_secs(60),
+        }),
+        ..cfg(true)
+    }
+}
+
+fn rec(count: u32, locked_until: Option<Instant>) -> Failures {
+    Failures {
+        count,
+        since: Some(Instant::now()),
+        locked_until,
+    }
+}
+
+#[test]
+fn throttle_table_delay_and_lockout() {
+    let t = Instant::now();
+    let later = t + Duration::from_secs(30);
+    // (account record, peer record, now, password, what follows the records)
+    let wrong = |d: &str| {
+        vec![
+            "record user@localhost".into(),
+            format!("delay {d}"),
+            failure("not-authorized"),
+            "auth-failed 1".into(),
+        ]
+    };
+    let locked = vec![failure("temporary-auth-failure"), "auth-failed 1".into()];
+    let cases: Vec<(Failures, Failures, Instant, &str, Vec<String>)> = vec![
+        // No record: the base delay.
+        (
+            Failures::default(),
+            Failures::default(),
+            t,
+            "wrong",
+            wrong("1s"),
+        ),
+        // Doubling per recent failure of the account, of the peer, capped at max_delay.
+        (rec(1, None), Failures::default(), t, "wrong", wrong("2s")),
+        (rec(2, None), rec(1, None), t, "wrong", wrong("4s")),
+        (Failures::default(), rec(3, None), t, "wrong", wrong("8s")),
+        (Failures::default(), rec(30, None), t, "wrong", wrong("8s")),
+        // Locked: temporary-auth-failure, even with the right password, and no delay.
+        (
+            rec(3, Some(later)),
+            Failures::default(),
+            t,
+            "pencil",
+            locked.clone(),
+        ),
+        (rec(3, Some(later)), Failures::default(), t, "wrong", locked),
+    ];
+    for (i, (account, peer, now, pw, want)) in cases.into_iter().enumerate() {
+        let mut h = Harness::to_sasl(throttled());
+        assert_eq!(
+            h.feed(&plain("user", pw)),
+            ["throttle user@localhost"],
+            "case {i}"
+        );
+        let mut got = h.input(Input::Throttle { account, peer, now });
+        if got == ["lookup user@localhost Sha256"] {
+            got = h.input(Input::Credentials(Some(keys())));
+        }
+        assert_eq!(got, want, "case {i}");
+    }
+}
+
+#[test]
+fn an_expired_lock_lets_the_right_password_in() {
+    let t = Instant::now();
+    let mut h = Harness::to_sasl(throttled());
+    h.feed(&plain("user", "pencil"));
+    let account = rec(3, Some(t + Duration::from_secs(60)));
+    let got = h.input(Input::Throttle {
+        account,
+        peer: Failures::default(),
+        now: t + Duration::from_secs(60),
+    });
+    assert_eq!(got, ["lookup user@localhost Sha256"]);
+    let got = h.input(Input::Credentials(Some(keys())));
+    assert_eq!(got[0], SUCCESS_PLAIN);
+}
+
+#[test]
+fn a_locked_account_is_refused_before_any_scram_challenge() {
+    let t = Instant::now();
+    let mut h = Harness::to_sasl(throttled());
+    assert_eq!(
+        h.feed(&auth("SCRAM-SHA-256", b"n,,n=user,r=abcdef")),
+        ["throttle user@localhost"]
+    );
+    let got = h.input(Input::Throttle {
+        account: rec(5, Some(t + Duration::from_secs(1))),
+        peer: Failures::default(),
+        now: t,
+    });
+    assert_eq!(
+        got,
+        [failure("temporary-auth-failure"), "auth-failed 1".into()]
+    );
+}
+
+#[test]
+fn auth_failed_names_the_attempt_and_what_the_records_count() {
+    let mut h = Harness::to_sasl(throttled());
+    h.feed(&plain("user", "wrong"));
+    let mut out = Vec::new();
+    let m = std::mem::replace(&mut h.m, Negotiation::Done);
+    let m = m.handle(
+        Input::Throttle {
+            account: Failures::default(),
+            peer: Failures::default(),
+            now: Instant::now(),
+        },
+        &mut out,
+    );
+    out.clear();
+    let _ = m.handle(Input::Credentials(None), &mut out);
+    assert!(
+        matches!(out.first(), Some(Action::RecordFailure { account: Some(a) }) if a.to_string() == "user@localhost"),
+        "{out:?}"
+    );
+    let Some(Action::AuthFailed {
+        user, condition, ..
+    }) = out.last()
+    else {
+        panic!("{out:?}");
+    };
+    assert_eq!(user.as_deref(), Some("user"));
+    assert_eq!(*condition, "not-authorized");
+    // A malformed request is not recorded (and not delayed).
+    let mut h = Harness::to_sasl(throttled());
+    let got = h.feed("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>!!</auth>");
+    assert_eq!(got, [failure("incorrect-encoding"), "auth-failed 1".into()]);
 }
