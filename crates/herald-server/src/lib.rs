@@ -109,7 +109,7 @@ pub struct Shared {
     /// Decoder limits from the configuration, for every connection's parser.
     pub limits: Limits,
     /// Failed-authentication records per account and peer address (c2s negotiation).
-    pub auth_throttle: c2s::throttle::AuthThrottle,
+    pub auth_throttle: std::sync::Mutex<herald_session::throttle::Records>,
     /// Counters an operator looks at. Incremented by sessions and negotiation.
     pub metrics: Metrics,
     /// Open connections (all, per IP address, unauthenticated c2s per address) against
@@ -420,65 +420,14 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     start_with_store(cfg, store).await
 }
 
-/// Descriptors kept for what is not a connection: the store, the listeners, logs, the admin
-/// socket, outgoing s2s and DNS.
-pub const FD_RESERVE: u64 = 64;
-
-/// Raises the soft `RLIMIT_NOFILE` to the hard limit and logs both; warns when
-/// `limits.max_connections` plus [`FD_RESERVE`] does not fit (accepts would then fail with
-/// "too many open files" before the configured limit refuses anything).
-#[cfg(unix)]
-fn raise_fd_limit(cfg: &Config) {
-    let (soft_before, hard) = match rlimit::getrlimit(rlimit::Resource::NOFILE) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read RLIMIT_NOFILE");
-            return;
-        }
-    };
-    let soft = match rlimit::increase_nofile_limit(hard) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, soft = soft_before, hard, "cannot raise RLIMIT_NOFILE");
-            soft_before
-        }
-    };
-    tracing::info!(
-        soft,
-        hard,
-        was = soft_before,
-        "file descriptor limit (RLIMIT_NOFILE)"
-    );
-    if let Some(at_most) = fd_shortfall(cfg.limits.max_connections, soft) {
-        tracing::warn!(
-            max_connections = cfg.limits.max_connections,
-            reserve = FD_RESERVE,
-            limit = soft,
-            "limits.max_connections + {FD_RESERVE} exceeds the file descriptor limit: lower \
-             limits.max_connections to at most {} or raise the hard RLIMIT_NOFILE \
-             (ulimit -Hn, LimitNOFILE=)",
-            at_most
-        );
-    }
-}
-
-/// When `max_connections` + [`FD_RESERVE`] descriptors do not fit in `limit`: the largest
-/// `max_connections` that does.
-pub fn fd_shortfall(max_connections: usize, limit: u64) -> Option<u64> {
-    let wanted = (max_connections as u64).saturating_add(FD_RESERVE);
-    (wanted > limit).then(|| limit.saturating_sub(FD_RESERVE))
-}
-
-#[cfg(not(unix))]
-fn raise_fd_limit(_cfg: &Config) {}
-
 /// Like [`start`] with an already opened store (any backend).
 pub async fn start_with_store(cfg: Config, store: impl Backend) -> anyhow::Result<Running> {
-    raise_fd_limit(&cfg);
+    herald_transport::fd::raise_fd_limit(cfg.limits.max_connections);
     let store: SharedBackend = Arc::new(store);
     let tls = herald_transport::tls::server_config(&cfg)?;
     let limits = cfg.stream_limits();
-    let auth_throttle = c2s::throttle::AuthThrottle::new(cfg.auth_throttle());
+    let auth_throttle =
+        std::sync::Mutex::new(herald_session::throttle::Records::new(cfg.auth_throttle()));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let c2s_l = bind(cfg.c2s.listen, "c2s.listen").await?;
     let dtls_l = bind(cfg.c2s.direct_tls_listen, "c2s.direct_tls_listen").await?;

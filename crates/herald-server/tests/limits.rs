@@ -70,8 +70,11 @@ async fn start_raises_the_descriptor_limit_and_knows_when_max_connections_does_n
     let _s = TestServer::start().await;
     let (soft, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap();
     assert_eq!(soft, hard, "the soft limit is raised to the hard one");
-    assert_eq!(herald_server::fd_shortfall(10_000, 1024), Some(1024 - 64));
-    assert_eq!(herald_server::fd_shortfall(10_000, 1 << 20), None);
-    assert_eq!(herald_server::fd_shortfall(960, 1024), None);
-    assert_eq!(herald_server::fd_shortfall(961, 1024), Some(960));
+    assert_eq!(
+        herald_transport::fd::fd_shortfall(10_000, 1024),
+        Some(1024 - 64)
+    );
+    assert_eq!(herald_transport::fd::fd_shortfall(10_000, 1 << 20), None);
+    assert_eq!(herald_transport::fd::fd_shortfall(960, 1024), None);
+    assert_eq!(herald_transport::fd::fd_shortfall(961, 1024), Some(960));
 }

@@ -1,10 +1,15 @@
 //! Authentication throttling decisions, pure and with explicit time: how long to wait before
 //! answering a failed authentication (doubling per recent failure, capped) and when an account
 //! is locked out (RFC 6120 §6.5.11 `temporary-auth-failure`). The driver keeps one
-//! [`Failures`] record per peer address and per account name in a bounded store, hands the
+//! [`Failures`] record per peer address and per account name in [`Records`] (bounded), hands the
 //! current ones to [`crate::negotiate`] and updates them with [`Failures::failed`].
 
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
+
+use herald_proto::jid::BareJid;
 
 /// Throttling policy.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,6 +85,85 @@ pub fn failure_delay(base: Duration, max: Duration, n: u32) -> Duration {
     base.checked_mul(1u32 << doublings)
         .unwrap_or(Duration::MAX)
         .min(max.max(base))
+}
+
+// The bounded records the driver keeps: plain data, the server holds them under its lock.
+
+/// Records kept per map (accounts, addresses). When a map is full, expired records go first,
+/// then the oldest.
+pub const MAX_RECORDS: usize = 65_536;
+
+/// Failure records of accounts and peer addresses, bounded. Plain data: the server keeps it
+/// under its own lock.
+pub struct Records {
+    cfg: Throttle,
+    accounts: Bounded<String>,
+    peers: Bounded<IpAddr>,
+}
+
+struct Bounded<K> {
+    map: HashMap<K, Failures>,
+    cap: usize,
+}
+
+impl<K> Default for Bounded<K> {
+    fn default() -> Self {
+        Bounded {
+            map: HashMap::new(),
+            cap: MAX_RECORDS,
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone> Bounded<K> {
+    fn get(&self, k: &K, cfg: &Throttle, now: Instant) -> Failures {
+        self.map.get(k).map(|f| f.at(cfg, now)).unwrap_or_default()
+    }
+
+    fn fail(&mut self, k: K, cfg: &Throttle, now: Instant, lockable: bool) {
+        if !self.map.contains_key(&k) && self.map.len() >= self.cap {
+            self.map.retain(|_, f| !f.is_expired(cfg, now));
+            if self.map.len() >= self.cap {
+                let oldest = self
+                    .map
+                    .iter()
+                    .min_by_key(|(_, f)| f.since)
+                    .map(|(k, _)| k.clone());
+                if let Some(o) = oldest {
+                    self.map.remove(&o);
+                }
+            }
+        }
+        let f = self.map.entry(k).or_default();
+        *f = f.failed(cfg, now, lockable);
+    }
+}
+
+impl Records {
+    /// Empty records under `cfg`.
+    pub fn new(cfg: Throttle) -> Self {
+        Records {
+            cfg,
+            accounts: Bounded::default(),
+            peers: Bounded::default(),
+        }
+    }
+
+    /// The current records of `account` (default for none) and of `ip`.
+    pub fn get(&self, account: Option<&BareJid>, ip: IpAddr, now: Instant) -> (Failures, Failures) {
+        let a = account
+            .map(|a| self.accounts.get(&a.to_string(), &self.cfg, now))
+            .unwrap_or_default();
+        (a, self.peers.get(&ip, &self.cfg, now))
+    }
+
+    /// One more failure of `account` (when a name is one) from `ip`.
+    pub fn fail(&mut self, account: Option<&BareJid>, ip: IpAddr, now: Instant) {
+        if let Some(a) = account {
+            self.accounts.fail(a.to_string(), &self.cfg, now, true);
+        }
+        self.peers.fail(ip, &self.cfg, now, false);
+    }
 }
 
 #[cfg(test)]
@@ -177,5 +261,37 @@ mod tests {
             acct = acct.failed(&c, t0, true);
         }
         assert!(!acct.is_locked(t0));
+    }
+}
+
+#[cfg(test)]
+mod records_tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_full_map_drops_expired_then_oldest_records() {
+        let cfg = Throttle {
+            max_delay: Duration::from_secs(8),
+            lockout_failures: 3,
+            lockout_time: Duration::from_secs(60),
+        };
+        let t = Instant::now();
+        let mut b: Bounded<u32> = Bounded {
+            map: HashMap::new(),
+            cap: 3,
+        };
+        b.fail(1, &cfg, t, false);
+        b.fail(2, &cfg, t + Duration::from_secs(10), false);
+        b.fail(3, &cfg, t + Duration::from_secs(20), false);
+        // Full: 4 takes the place of the oldest (1).
+        b.fail(4, &cfg, t + Duration::from_secs(30), false);
+        assert_eq!(b.map.len(), 3);
+        assert!(!b.map.contains_key(&1));
+        // 2 and 3 expired by now: both go.
+        b.fail(5, &cfg, t + Duration::from_secs(85), false);
+        assert_eq!(b.map.len(), 2);
+        assert_eq!(b.get(&4, &cfg, t + Duration::from_secs(85)).count, 1);
     }
 }

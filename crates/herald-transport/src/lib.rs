@@ -14,8 +14,11 @@
 //! (which certificates or dialback to accept is herald-server's call).
 
 pub mod conn;
+pub mod fd;
 pub mod inbox;
+pub mod limits;
 pub mod resolve;
 pub mod s2s_verify;
 pub mod tls;
 pub mod tls_io;
+pub mod unix_socket;

@@ -12,6 +12,7 @@ use std::time::Duration;
 use herald_push::diag::{TestRequest, NO_REGISTRATION};
 use herald_store::roles;
 use herald_store::StoreError;
+use herald_transport::unix_socket;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 
@@ -40,55 +41,16 @@ pub struct AdminListener {
     uid: u32,
 }
 
-/// Binds the admin socket without a window in which another user could connect: the socket
-/// is created in a fresh directory only we can enter (0700), made 0600, and only then renamed
-/// to [`socket_path`] (replacing a stale one from a crashed server). Any failure fails start.
+/// Binds the admin socket owner-only, without a window in which another user could connect
+/// (see `herald_transport::unix_socket`). Any failure fails start.
 pub fn bind(cfg: &Config) -> anyhow::Result<AdminListener> {
-    use anyhow::Context;
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-
     let path = socket_path(cfg);
-    let private = cfg.data_dir.join(format!(".admin-{}", std::process::id()));
-    std::fs::create_dir_all(&cfg.data_dir)
-        .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
-    let _ = std::fs::remove_dir_all(&private);
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&private)
-        .with_context(|| format!("admin socket: creating {}", private.display()))?;
-    let result = (|| {
-        let mode = std::fs::metadata(&private)?.mode();
-        if mode & 0o077 != 0 {
-            anyhow::bail!("{} is not owner-only (mode {mode:o})", private.display());
-        }
-        // Short: a Unix socket path has about 100 bytes, and this one is briefly the longer.
-        let tmp = private.join("s");
-        let listener = UnixListener::bind(&tmp).context("binding")?;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
-            .context("making it owner-only")?;
-        let uid = std::fs::metadata(&tmp)?.uid();
-        match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(e).context("removing the stale socket")
-            }
-            _ => {}
-        }
-        std::fs::rename(&tmp, &path).context("moving it into place")?;
-        Ok(AdminListener {
-            listener,
-            path: path.clone(),
-            uid,
-        })
-    })();
-    let _ = std::fs::remove_dir_all(&private);
-    result.with_context(|| format!("admin socket {}", path.display()))
-}
-
-/// How long to wait after `errors` accept failures in a row (1 or more): 10 ms doubling up to
-/// one second, so a persistent failure (out of file descriptors) does not spin.
-pub fn accept_backoff(errors: u32) -> Duration {
-    let ms = 10u64.saturating_mul(1u64 << errors.saturating_sub(1).min(7));
-    Duration::from_millis(ms.min(1000))
+    let (listener, uid) = unix_socket::bind_owner_only(&cfg.data_dir, &path)?;
+    Ok(AdminListener {
+        listener,
+        path,
+        uid,
+    })
 }
 
 /// Serves the admin socket until shutdown: only connections from our own uid are answered.
@@ -115,7 +77,7 @@ pub async fn run(shared: Arc<Shared>, admin: AdminListener) {
                 }
                 Err(e) => {
                     errors = errors.saturating_add(1);
-                    let wait = accept_backoff(errors);
+                    let wait = unix_socket::accept_backoff(errors);
                     tracing::warn!(error = %e, ms = wait.as_millis() as u64, "admin socket: accept failed; backing off");
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
@@ -356,48 +318,5 @@ async fn roster_changed(shared: &Arc<Shared>, user: &str, contact: &str) {
             );
             routing::route(shared, p).await;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn accept_backoff_doubles_and_is_capped() {
-        assert_eq!(accept_backoff(0), Duration::from_millis(10));
-        assert_eq!(accept_backoff(1), Duration::from_millis(10));
-        assert_eq!(accept_backoff(2), Duration::from_millis(20));
-        assert_eq!(accept_backoff(3), Duration::from_millis(40));
-        assert_eq!(accept_backoff(7), Duration::from_millis(640));
-        assert_eq!(accept_backoff(8), Duration::from_secs(1));
-        assert_eq!(accept_backoff(u32::MAX), Duration::from_secs(1));
-    }
-
-    #[tokio::test]
-    async fn bind_makes_an_owner_only_socket_and_replaces_a_stale_file() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = Config {
-            data_dir: dir.path().join("data"),
-            ..Config::default()
-        };
-        std::fs::create_dir_all(&cfg.data_dir).unwrap();
-        std::fs::write(socket_path(&cfg), b"stale").unwrap();
-        let l = bind(&cfg).unwrap();
-        let meta = std::fs::metadata(socket_path(&cfg)).unwrap();
-        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
-        // Nothing else is left in the data directory.
-        let names: Vec<_> = std::fs::read_dir(&cfg.data_dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names, [std::ffi::OsString::from("admin.sock")]);
-        // It accepts at its final path.
-        let _c = tokio::net::UnixStream::connect(socket_path(&cfg))
-            .await
-            .unwrap();
-        let (s, _) = l.listener.accept().await.unwrap();
-        assert_eq!(s.peer_cred().unwrap().uid(), l.uid);
     }
 }

@@ -4,7 +4,6 @@
 pub mod negotiate;
 pub mod persist;
 pub mod session;
-pub mod throttle;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

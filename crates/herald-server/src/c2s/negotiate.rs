@@ -1,7 +1,7 @@
 //! The c2s negotiation driver: runs `herald_session::negotiate`'s machine over a connection.
 //! It reads stream events and feeds them in, and performs the machine's actions — writes, the
 //! TLS upgrade, the decoder reset after SASL (to the normal limits), credential look-ups in the
-//! store, the throttle records (`crate::c2s::throttle`), the failure delay, the password check
+//! store, the throttle records (`herald_session::throttle::Records`, under `Shared::auth_throttle`), the failure delay, the password check
 //! on the blocking pool, the hand-over of a `<resume/>` to its hibernated session — until a
 //! bind request (returned to [`crate::c2s::session::start`]) or the end. Every protocol
 //! decision (features, SASL, `<failure/>` conditions, failure limit, delays, lockout, stream
@@ -96,16 +96,19 @@ pub async fn negotiate(shared: &Arc<Shared>, mut conn: Conn) -> Outcome {
                 }
                 Action::LookupThrottle { account } => {
                     let now = Instant::now().into_std();
-                    let (account, peer) =
-                        shared
-                            .auth_throttle
-                            .get(account.as_ref(), conn.peer.ip(), now);
+                    let (account, peer) = shared
+                        .auth_throttle
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get(account.as_ref(), conn.peer.ip(), now);
                     answer = Some(Input::Throttle { account, peer, now });
                 }
                 Action::RecordFailure { account } => {
                     let now = Instant::now().into_std();
                     shared
                         .auth_throttle
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
                         .fail(account.as_ref(), conn.peer.ip(), now);
                 }
                 Action::Delay(d) => tokio::time::sleep(d).await,

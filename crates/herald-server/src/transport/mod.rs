@@ -2,6 +2,5 @@
 //! session's bounded inbox are herald-transport's (re-exported here); this folder adds the
 //! accept loops every listener shares and the connection counts of `[limits]`. Knows nothing of XMPP sessions or routing.
 
-pub use herald_transport::{conn, inbox, tls, tls_io};
-pub mod limits;
+pub use herald_transport::{conn, inbox, limits, tls, tls_io};
 pub mod listener;
