@@ -18,6 +18,7 @@ pub mod fd;
 pub mod inbox;
 pub mod limits;
 pub mod resolve;
+pub mod s2s_error;
 pub mod s2s_verify;
 pub mod tls;
 pub mod tls_io;

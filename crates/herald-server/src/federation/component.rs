@@ -35,6 +35,7 @@ fn serr(c: StreamErrorCondition, t: &str) -> StreamError {
     StreamError::new(c, Some(t.to_string()))
 }
 
+use crate::xep::component as xc;
 pub use crate::xep::component::handshake_digest;
 
 async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
@@ -154,24 +155,15 @@ async fn handshake(
     Ok(entry.domain.clone())
 }
 
-fn owns(domain: &str, jid_domain: &str) -> bool {
-    jid_domain.eq_ignore_ascii_case(domain)
-        || jid_domain
-            .to_ascii_lowercase()
-            .strip_suffix(&domain.to_ascii_lowercase())
-            .is_some_and(|p| p.ends_with('.'))
-}
-
-/// Whether the component of `domain` may send from `jid_domain` (RFC 6120 §8.1.2.1: otherwise
-/// `invalid-from`): a domain it owns that is no local host and belongs to no other component.
+/// Whether the component of `domain` may send from `jid_domain` (RFC 6120 §8.1.2.1).
 fn may_send_as(shared: &Shared, domain: &str, jid_domain: &str) -> bool {
-    owns(domain, jid_domain)
-        && !shared.cfg.is_local(jid_domain)
-        && !shared.cfg.components.component.iter().any(|c| {
-            !c.domain.eq_ignore_ascii_case(domain)
-                && owns(&c.domain, jid_domain)
-                && owns(domain, &c.domain)
-        })
+    let others = shared
+        .cfg
+        .components
+        .component
+        .iter()
+        .map(|c| c.domain.as_str());
+    xc::may_send_as(domain, jid_domain, shared.cfg.is_local(jid_domain), others)
 }
 
 /// Most stanzas written to a component in one write.
@@ -245,17 +237,4 @@ async fn on_stanza(shared: &Arc<Shared>, domain: &str, mut el: Element) -> Resul
     stanza::strip_spoofed(&mut el, |d| shared.cfg.is_local(d));
     routing::route(shared, el).await;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn owns_subdomains_only() {
-        assert!(owns("push.localhost", "push.localhost"));
-        assert!(owns("push.localhost", "a.push.localhost"));
-        assert!(!owns("push.localhost", "xpush.localhost"));
-        assert!(!owns("push.localhost", "localhost"));
-    }
 }
