@@ -9,6 +9,11 @@
 //!   domain, and the rustls configurations of both s2s directions.
 //! - [`resolve`]: where to connect for a remote domain (static routes, DNS SRV, A/AAAA).
 //! - [`inbox`]: a session task's bounded inbox with a separate lane for control messages.
+//! - [`limits`]: connection counting (global, per address, unauthenticated per address) with
+//!   guards that give a slot back when dropped.
+//! - [`fd`]: the file descriptor budget (soft `RLIMIT_NOFILE` raised to the hard limit).
+//! - [`unix_socket`]: owner-only Unix sockets created without a race, accept back-off.
+//! - [`s2s_error`]: why a server-to-server stream failed, and what its queued stanzas get.
 //!
 //! Must not: know about sessions, routing, features or the store, or decide s2s policy
 //! (which certificates or dialback to accept is herald-server's call).
