@@ -133,22 +133,26 @@ impl Router {
     }
 }
 
+/// An available resource with a throw-away inbox, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_entry(res: &str, id: u64) -> ResourceEntry {
+    let (tx, _rx) = crate::transport::inbox::bounded(1);
+    ResourceEntry {
+        resource: res.into(),
+        session_id: id,
+        tx,
+        priority: 0,
+        available: true,
+        carbons: false,
+        hibernated: false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn entry(res: &str, id: u64) -> ResourceEntry {
-        let (tx, _rx) = crate::transport::inbox::bounded(1);
-        ResourceEntry {
-            resource: res.into(),
-            session_id: id,
-            tx,
-            priority: 0,
-            available: true,
-            carbons: false,
-            hibernated: false,
-        }
-    }
+    use super::test_entry as entry;
 
     #[tokio::test]
     async fn wait_unbound_returns_once_the_sessions_are_gone() {

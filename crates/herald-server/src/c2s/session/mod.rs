@@ -925,18 +925,7 @@ mod drop_tests {
     use super::*;
     use crate::routing::router::Router;
 
-    fn entry(res: &str, id: u64) -> ResourceEntry {
-        let (tx, _rx) = crate::transport::inbox::bounded(1);
-        ResourceEntry {
-            resource: res.into(),
-            session_id: id,
-            tx,
-            priority: 0,
-            available: true,
-            carbons: false,
-            hibernated: false,
-        }
-    }
+    use crate::routing::router::test_entry as entry;
 
     #[test]
     fn leftovers_are_released_only_if_still_ours() {
