@@ -140,6 +140,16 @@ impl Session {
         }
     }
 
+    /// The client acknowledged these stanzas: the offline rows among them leave the store.
+    pub(super) async fn delete_acked_offline(&self, acked: Vec<Routed>) {
+        let rows: Vec<i64> = acked
+            .iter()
+            .filter_map(|o| o.origin.offline_row())
+            .collect();
+        drop(acked);
+        self.delete_offline(rows).await;
+    }
+
     /// Deletes offline rows the client has.
     pub(super) async fn delete_offline(&self, ids: Vec<i64>) {
         if ids.is_empty() {

@@ -291,12 +291,7 @@ impl Session {
                 retransmit,
                 reply: resumed,
             }) => {
-                let rows: Vec<i64> = acked
-                    .iter()
-                    .filter_map(|o| o.origin.offline_row())
-                    .collect();
-                drop(acked);
-                self.delete_offline(rows).await;
+                self.delete_acked_offline(acked).await;
                 self.unsave().await;
                 if let Some(mut old) = self.conn.take() {
                     // XEP-0198 §5: the old connection is superseded (only once the new one
@@ -418,12 +413,7 @@ impl Session {
 
     /// The client acknowledged these stanzas: delete the offline rows among them and refill.
     pub(super) async fn on_acked(&mut self, acked: Vec<Routed>) -> Flow {
-        let rows: Vec<i64> = acked
-            .iter()
-            .filter_map(|o| o.origin.offline_row())
-            .collect();
-        drop(acked);
-        self.delete_offline(rows).await;
+        self.delete_acked_offline(acked).await;
         if self.backlog.is_some() {
             return self.pump_backlog().await;
         }
