@@ -286,3 +286,38 @@ fn paths_are_read_from_use_groups_and_inline_paths() {
         ]
     );
 }
+
+/// minidom's `String::from(&Element)` unwraps its writer's result; a stanza turned into text
+/// goes through `herald_xep::stanza::to_xml`, which cannot panic. Every crate's `src` is
+/// read (tests may use it: a panic there is a failed test).
+#[test]
+fn no_source_serializes_with_minidoms_unwrapping_from() {
+    let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut found = Vec::new();
+    let Ok(dirs) = std::fs::read_dir(&crates) else {
+        panic!("cannot read {}", crates.display());
+    };
+    let mut files = 0;
+    for d in dirs.flatten() {
+        let mut stack = vec![d.path().join("src")];
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().and_then(|x| x.to_str()) == Some("rs") {
+                    files += 1;
+                    let text = std::fs::read_to_string(&p).unwrap_or_default();
+                    if code(&text).contains("String::from(&") {
+                        found.push(p.display().to_string());
+                    }
+                }
+            }
+        }
+    }
+    assert!(files > 50, "read only {files} source files");
+    assert!(found.is_empty(), "String::from(&…) in {found:?}");
+}

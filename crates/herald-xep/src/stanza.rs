@@ -36,14 +36,20 @@ pub fn kind(el: &Element) -> Option<Kind> {
 #[derive(Clone, Debug)]
 pub struct Frozen(Box<str>);
 
+/// `el` as XML text. minidom's own `String::from(&Element)` unwraps both the writer's
+/// result and the UTF-8 check; this returns `None` instead, so an element a peer shaped
+/// can never panic a task. Use this everywhere an element becomes text
+/// (herald-server's `tests/layout.rs` refuses `String::from(&` in every crate's sources).
+pub fn to_xml(el: &Element) -> Option<String> {
+    let mut out = Vec::new();
+    el.write_to(&mut out).ok()?;
+    String::from_utf8(out).ok()
+}
+
 impl Frozen {
     /// Serializes `el`.
     pub fn new(el: &Element) -> Option<Frozen> {
-        let mut out = Vec::new();
-        el.write_to(&mut out).ok()?;
-        String::from_utf8(out)
-            .ok()
-            .map(|s| Frozen(s.into_boxed_str()))
+        to_xml(el).map(|s| Frozen(s.into_boxed_str()))
     }
 
     /// The serialized element.

@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::routing::msg::PushEvent;
 use crate::routing::msg::{Origin, Routed};
+use crate::stanza;
 use crate::Shared;
 
 /// The server flag a clean stop leaves behind.
@@ -86,13 +87,14 @@ impl SavedState {
     }
 }
 
-/// A queued stanza as the store keeps it.
-pub fn queued(o: &Routed) -> SmQueued {
-    SmQueued {
-        stanza_xml: String::from(&o.el),
+/// A queued stanza as the store keeps it (`None` if it does not serialize, which a parsed
+/// element always does).
+pub fn queued(o: &Routed) -> Option<SmQueued> {
+    Some(SmQueued {
+        stanza_xml: stanza::to_xml(&o.el)?,
         queued_at: o.at,
         offline_id: o.origin.offline_row(),
-    }
+    })
 }
 
 /// A stored queue entry back as a stanza of this process (a fresh routing id, or the

@@ -161,7 +161,7 @@ pub async fn stamp_incoming(
             id,
             with: from.to_bare().to_string(),
             timestamp: delay::now_micros(),
-            stanza_xml: String::from(&*el),
+            stanza_xml: stanza::to_xml(el)?,
         },
         with_full: from.to_string(),
         info: Some(shared.push.info(routing_id, el)),

@@ -60,7 +60,9 @@ async fn store(shared: &Arc<Shared>, bare: &str, r: Routed, push: bool) {
         bare.rsplit('@').next().unwrap_or(shared.domain()),
         delay::now_micros(),
     );
-    let xml = String::from(&el);
+    let Some(xml) = stanza::to_xml(&el) else {
+        return;
+    };
     let (u, max) = (bare.to_string(), shared.cfg.offline.max_per_user);
     match shared
         .db(move |s: &roles::Offline| s.store_offline(&u, &xml, max))

@@ -419,7 +419,7 @@ pub async fn subscription_in(shared: &Arc<Shared>, user: &str, el: Element, kind
     let mut p = el.clone();
     stanza::set(&mut p, "from", contact.clone());
     if inb.changed || inb.store_request || inb.remove_request {
-        let xml = String::from(&p);
+        let xml = stanza::to_xml(&p).unwrap_or_default();
         let (u, c, new) = (user.to_string(), contact.clone(), inb.new_state);
         let max_pending = shared.cfg.roster.max_pending_requests;
         match shared

@@ -619,7 +619,7 @@ impl Session {
                 .info_for(id, &o.el, self.ctx.jid.as_str())
         });
         if self.persisted && self.conn.is_none() {
-            self.write_through.push(crate::c2s::persist::queued(&o));
+            self.write_through.extend(crate::c2s::persist::queued(&o));
         }
         match self.sm.push_outbound(o, now) {
             Ok(request) => {

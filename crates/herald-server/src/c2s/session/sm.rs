@@ -70,7 +70,11 @@ impl Session {
                 expires_at,
                 state: state.encode(),
             },
-            queue: self.sm.unacked().map(crate::c2s::persist::queued).collect(),
+            queue: self
+                .sm
+                .unacked()
+                .filter_map(crate::c2s::persist::queued)
+                .collect(),
         })
     }
 
@@ -401,7 +405,10 @@ impl Session {
                     herald_proto::stream::encode(&reply, StreamNs::Client, &mut b);
                     self.write_raw(&b).await
                 }
-                sm_nonza::Answer::Failed(f) => self.write_raw(String::from(&f).as_bytes()).await,
+                sm_nonza::Answer::Failed(f) => {
+                    let xml = herald_xep::stanza::to_xml(&f).unwrap_or_default();
+                    self.write_raw(xml.as_bytes()).await
+                }
                 sm_nonza::Answer::Nothing => Flow::Continue,
             });
         }
