@@ -10,6 +10,7 @@ use rusqlite::{params, params_from_iter, OptionalExtension, Transaction};
 
 use crate::error::{Result, StoreError};
 use crate::sqlite::{to_usize, Store};
+use crate::usage::{self, Table, Usage};
 
 /// One archived stanza of one user's archive.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,12 +87,34 @@ pub trait ArchiveStore {
     /// Every account that ever stored preferences (all others have the defaults: the server
     /// reads this once at start instead of one lookup per account on its first message).
     fn accounts_with_mam_prefs(&self) -> Result<Vec<String>>;
-    /// Deletes every archived message (all users) older than `timestamp` (unix micros);
-    /// how many went. Retention.
-    fn purge_archive_before(&self, timestamp: i64) -> Result<usize>;
+    /// Deletes archived messages (all users) older than `timestamp` (unix micros), the
+    /// oldest first and at most `limit` of them in one transaction; how many went. Retention
+    /// calls it until fewer than `limit` go, so the writer is never held for long.
+    fn purge_archive_before(&self, timestamp: i64, limit: usize) -> Result<usize>;
+    /// How many messages the user's archive holds and their bytes (kept with every write,
+    /// so this is one lookup).
+    fn archive_usage(&self, user: &str) -> Result<Usage>;
 }
 
+/// Inserts one row and counts it in the user's usage.
 fn insert(tx: &Transaction<'_>, user: &str, msg: &ArchivedMessage, with_full: &str) -> Result<()> {
+    insert_row(tx, user, msg, with_full)?;
+    usage::add(
+        tx,
+        Table::Archive,
+        user,
+        1,
+        usage::bytes_of(&msg.stanza_xml),
+    )
+}
+
+/// Inserts one row; the caller counts it in the user's usage.
+fn insert_row(
+    tx: &Transaction<'_>,
+    user: &str,
+    msg: &ArchivedMessage,
+    with_full: &str,
+) -> Result<()> {
     let with_full = if with_full.is_empty() {
         msg.with.as_str()
     } else {
@@ -117,6 +140,12 @@ fn insert(tx: &Transaction<'_>, user: &str, msg: &ArchivedMessage, with_full: &s
         Ok(())
     }
 }
+
+/// One retention batch: the oldest rows before `?1`, at most `?2`, with what each user's
+/// usage loses. The index on `ts` gives them in order, so a batch never sorts the archive.
+pub(crate) const PURGE: &str = "DELETE FROM archive WHERE seq IN
+     (SELECT seq FROM archive WHERE ts < ?1 ORDER BY ts LIMIT ?2)
+ RETURNING account, length(CAST(stanza_xml AS BLOB))";
 
 /// Position `(ts, seq)` of an RSM cursor id in the user's archive.
 fn cursor(tx: &Transaction<'_>, user: &str, id: &str) -> Result<(i64, i64)> {
@@ -290,8 +319,16 @@ impl ArchiveStore for Store {
             return Ok(());
         }
         self.write(|tx| {
+            // One usage update per user of the batch, not one per message.
+            let mut added: std::collections::HashMap<&str, (i64, i64)> = Default::default();
             for (user, msg, with_full) in items {
-                insert(tx, user, msg, with_full)?;
+                insert_row(tx, user, msg, with_full)?;
+                let a = added.entry(user).or_default();
+                a.0 += 1;
+                a.1 += usage::bytes_of(&msg.stanza_xml);
+            }
+            for (user, (messages, bytes)) in added {
+                usage::add(tx, Table::Archive, user, messages, bytes)?;
             }
             Ok(())
         })
@@ -409,11 +446,32 @@ impl ArchiveStore for Store {
         })
     }
 
-    fn purge_archive_before(&self, timestamp: i64) -> Result<usize> {
+    fn purge_archive_before(&self, timestamp: i64, limit: usize) -> Result<usize> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.write(|tx| {
-            Ok(tx
-                .prepare_cached("DELETE FROM archive WHERE ts < ?1")?
-                .execute([timestamp])?)
+            // Each user's total goes down with the rows, in the same transaction.
+            let mut gone: std::collections::HashMap<String, (i64, i64)> = Default::default();
+            let mut stmt = tx.prepare_cached(PURGE)?;
+            let rows = stmt.query_map(params![timestamp, limit], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })?;
+            let mut n = 0;
+            for row in rows {
+                let (account, bytes) = row?;
+                let e = gone.entry(account).or_default();
+                e.0 += 1;
+                e.1 += bytes;
+                n += 1;
+            }
+            drop(stmt);
+            for (account, (messages, bytes)) in gone {
+                usage::add(tx, Table::Archive, &account, -messages, -bytes)?;
+            }
+            Ok(n)
         })
+    }
+
+    fn archive_usage(&self, user: &str) -> Result<Usage> {
+        self.read(|tx| usage::read(tx, Table::Archive, user))
     }
 }

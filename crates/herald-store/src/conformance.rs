@@ -10,7 +10,7 @@ use crate::{
     AccountStore, ArchiveQuery, ArchiveStore, ArchivedMessage, BlockStore, Credentials, MamPrefs,
     OfflineMessage, OfflineStore, PushRegistration, PushRemoval, PushStatsUpdate, PushStore,
     RemovalNote, RosterItem, RosterStore, SavedSession, ScramRecord, SessionStore, SmQueued,
-    SmSessionRecord, Store, StoreError, Subscription, MAX_REMOVALS_PER_USER,
+    SmSessionRecord, Store, StoreError, Subscription, Usage, MAX_REMOVALS_PER_USER,
 };
 
 /// Runs every section of the suite against `store`.
@@ -29,6 +29,9 @@ pub fn run_all(store: &Store) {
     push_removals(store);
     delete_account_removes_everything(store);
     purge(store);
+    offline_usage(store);
+    archive_usage(store);
+    purge_in_batches(store);
 }
 
 /// Distinct, recognisable credentials per seed.
@@ -311,22 +314,28 @@ pub fn offline(store: &Store) {
     assert_eq!(store.offline_count(u).unwrap(), 0);
     assert!(store.offline_messages(u).unwrap().is_empty());
 
-    let id1 = store.store_offline(u, "<message>1</message>", 3).unwrap();
-    let id2 = store.store_offline(u, "<message>2</message>", 3).unwrap();
-    let id3 = store.store_offline(u, "<message>3</message>", 3).unwrap();
+    let id1 = store
+        .store_offline(u, "<message>1</message>", 3, u64::MAX)
+        .unwrap();
+    let id2 = store
+        .store_offline(u, "<message>2</message>", 3, u64::MAX)
+        .unwrap();
+    let id3 = store
+        .store_offline(u, "<message>3</message>", 3, u64::MAX)
+        .unwrap();
     assert!(id1 < id2 && id2 < id3);
     // At the bound: refused, nothing stored.
     assert!(matches!(
-        store.store_offline(u, "<message>4</message>", 3),
+        store.store_offline(u, "<message>4</message>", 3, u64::MAX),
         Err(StoreError::QuotaExceeded)
     ));
     assert_eq!(store.offline_count(u).unwrap(), 3);
     // The bound is per user.
     let oid = store
-        .store_offline(other, "<message>o</message>", 3)
+        .store_offline(other, "<message>o</message>", 3, u64::MAX)
         .unwrap();
     assert!(matches!(
-        store.store_offline(other, "<message>x</message>", 0),
+        store.store_offline(other, "<message>x</message>", 0, u64::MAX),
         Err(StoreError::QuotaExceeded)
     ));
 
@@ -350,7 +359,9 @@ pub fn offline(store: &Store) {
     assert_eq!(msgs.iter().map(|m| m.id).collect::<Vec<_>>(), vec![id2]);
 
     // Below the bound again: accepted, with a fresh id (ids are never reused).
-    let id4 = store.store_offline(u, "<message>4</message>", 3).unwrap();
+    let id4 = store
+        .store_offline(u, "<message>4</message>", 3, u64::MAX)
+        .unwrap();
     assert!(id4 > id3);
     assert_eq!(store.offline_count(u).unwrap(), 2);
     assert_eq!(store.delete_offline(other, &[oid]).unwrap(), 1);
@@ -358,7 +369,7 @@ pub fn offline(store: &Store) {
 
     // Pages: oldest first, after a cursor, bounded; reading deletes nothing.
     let oid2 = store
-        .store_offline(other, "<message>o2</message>", 3)
+        .store_offline(other, "<message>o2</message>", 3, u64::MAX)
         .unwrap();
     let ids = |v: Vec<OfflineMessage>| v.iter().map(|m| m.id).collect::<Vec<_>>();
     assert_eq!(ids(store.offline_page(u, 0, 10).unwrap()), vec![id2, id4]);
@@ -1223,7 +1234,9 @@ pub fn delete_account_removes_everything(store: &Store) {
         store
             .add_subscription_request(user, "r@x.test", "<presence/>", 10)
             .unwrap();
-        store.store_offline(user, "<message/>", 10).unwrap();
+        store
+            .store_offline(user, "<message/>", 10, u64::MAX)
+            .unwrap();
         store.block(user, &strings(&["b@x.test"])).unwrap();
         store.archive(user, &msg("d1", "c@x.test", 10), "").unwrap();
         store
@@ -1323,7 +1336,7 @@ pub fn purge(store: &Store) {
         .archive(u, &msg("edge", "p@x.test", -1000), "")
         .unwrap();
     store.archive(u, &msg("new", "p@x.test", -10), "").unwrap();
-    assert_eq!(store.purge_archive_before(-1000).unwrap(), 3);
+    assert_eq!(store.purge_archive_before(-1000, 1000).unwrap(), 3);
     let page = store
         .query_archive(
             u,
@@ -1346,5 +1359,160 @@ pub fn purge(store: &Store) {
         ),
         Err(StoreError::NotFound)
     ));
-    assert_eq!(store.purge_archive_before(-1000).unwrap(), 0);
+    assert_eq!(store.purge_archive_before(-1000, 1000).unwrap(), 0);
+}
+
+fn usage(messages: u64, bytes: usize) -> Usage {
+    Usage {
+        messages,
+        bytes: bytes as u64,
+    }
+}
+
+/// OfflineStore usage: exact after every store, refusal and delete; the byte bound refuses a
+/// message that would exceed it (nothing stored) and accepts one that fits exactly.
+pub fn offline_usage(store: &Store) {
+    let u = "user@offusage.conformance.test";
+    let other = "other@offusage.conformance.test";
+    let (a, b) = ("<message>first</message>", "<message>second!</message>");
+    assert_eq!(store.offline_usage(u).unwrap(), Usage::default());
+    let ida = store.store_offline(u, a, 10, 1000).unwrap();
+    assert_eq!(store.offline_usage(u).unwrap(), usage(1, a.len()));
+    // One byte short of room for b: refused, nothing stored, usage unchanged.
+    let bound = (a.len() + b.len()) as u64;
+    assert!(matches!(
+        store.store_offline(u, b, 10, bound - 1),
+        Err(StoreError::QuotaExceeded)
+    ));
+    assert_eq!(store.offline_count(u).unwrap(), 1);
+    assert_eq!(store.offline_usage(u).unwrap(), usage(1, a.len()));
+    // Exactly enough room: accepted.
+    let idb = store.store_offline(u, b, 10, bound).unwrap();
+    assert_eq!(store.offline_usage(u).unwrap(), usage(2, a.len() + b.len()));
+    // A message larger than the whole bound never fits.
+    assert!(matches!(
+        store.store_offline(other, b, 10, b.len() as u64 - 1),
+        Err(StoreError::QuotaExceeded)
+    ));
+    assert_eq!(store.offline_usage(other).unwrap(), Usage::default());
+    // The bound is per user: the other user stores while u is full.
+    store.store_offline(other, b, 10, bound).unwrap();
+    // Deleting unknown or foreign ids changes nothing; deleting one takes exactly its bytes.
+    assert_eq!(store.delete_offline(u, &[idb + 1_000_000]).unwrap(), 0);
+    assert_eq!(store.offline_usage(u).unwrap(), usage(2, a.len() + b.len()));
+    assert_eq!(store.delete_offline(u, &[ida, ida]).unwrap(), 1);
+    assert_eq!(store.offline_usage(u).unwrap(), usage(1, b.len()));
+    assert_eq!(store.delete_offline(u, &[idb]).unwrap(), 1);
+    assert_eq!(store.offline_usage(u).unwrap(), Usage::default());
+    assert_eq!(store.offline_usage(other).unwrap(), usage(1, b.len()));
+    // Non-ASCII text counts its UTF-8 bytes.
+    let c = "<message>h\u{e9}\u{e9}</message>";
+    store.store_offline(u, c, 10, 1000).unwrap();
+    assert_eq!(store.offline_usage(u).unwrap(), usage(1, c.len()));
+
+    // Account removal takes the usage with the rows.
+    let doomed = "doomed@offusage.conformance.test";
+    store.create_account(doomed, &creds(11)).unwrap();
+    store.store_offline(doomed, a, 10, 1000).unwrap();
+    store.delete_account(doomed).unwrap();
+    assert_eq!(store.offline_usage(doomed).unwrap(), Usage::default());
+    assert_eq!(store.offline_usage(other).unwrap(), usage(1, b.len()));
+}
+
+/// ArchiveStore usage: exact after single writes, batches, a failed batch (duplicate id),
+/// and account removal.
+pub fn archive_usage(store: &Store) {
+    let u = "user@arcusage.conformance.test";
+    let v = "other@arcusage.conformance.test";
+    let m = |id: &str, ts| msg(id, "p@x.test", ts);
+    let len = |ids: &[&str]| {
+        ids.iter()
+            .map(|id| m(id, 0).stanza_xml.len())
+            .sum::<usize>()
+    };
+    assert_eq!(store.archive_usage(u).unwrap(), Usage::default());
+    store.archive(u, &m("u1", 1), "").unwrap();
+    assert_eq!(store.archive_usage(u).unwrap(), usage(1, len(&["u1"])));
+    // A duplicate id is refused and not counted.
+    assert!(matches!(
+        store.archive(u, &m("u1", 2), ""),
+        Err(StoreError::AlreadyExists)
+    ));
+    assert_eq!(store.archive_usage(u).unwrap(), usage(1, len(&["u1"])));
+    let batch = |items: &[(&str, &str)]| -> Vec<(String, ArchivedMessage, String)> {
+        items
+            .iter()
+            .map(|(user, id)| (user.to_string(), m(id, 3), String::new()))
+            .collect()
+    };
+    store
+        .archive_batch(&batch(&[(u, "u2"), (v, "v1"), (u, "u3")]))
+        .unwrap();
+    assert_eq!(
+        store.archive_usage(u).unwrap(),
+        usage(3, len(&["u1", "u2", "u3"]))
+    );
+    assert_eq!(store.archive_usage(v).unwrap(), usage(1, len(&["v1"])));
+    // A batch with a taken id commits nothing, so counts nothing.
+    assert!(store
+        .archive_batch(&batch(&[(v, "v2"), (u, "u1")]))
+        .is_err());
+    assert_eq!(store.archive_usage(v).unwrap(), usage(1, len(&["v1"])));
+    assert_eq!(
+        store.archive_usage(u).unwrap(),
+        usage(3, len(&["u1", "u2", "u3"]))
+    );
+
+    let doomed = "doomed@arcusage.conformance.test";
+    store.create_account(doomed, &creds(12)).unwrap();
+    store.archive(doomed, &m("d1", 1), "").unwrap();
+    store.delete_account(doomed).unwrap();
+    assert_eq!(store.archive_usage(doomed).unwrap(), Usage::default());
+    assert_eq!(store.archive_usage(v).unwrap(), usage(1, len(&["v1"])));
+}
+
+/// Retention in bounded batches: oldest first, never more than the limit per call, each
+/// user's usage down by exactly what went, newer rows kept.
+pub fn purge_in_batches(store: &Store) {
+    let u = "user@purgebatch.conformance.test";
+    let v = "other@purgebatch.conformance.test";
+    // Timestamps below every other section's, so only these rows are purged.
+    let base = -1_000_000_000;
+    for i in 0..4 {
+        store
+            .archive(u, &msg(&format!("u{i}"), "p@x.test", base + i), "")
+            .unwrap();
+    }
+    store
+        .archive(v, &msg("v0", "p@x.test", base + 10), "")
+        .unwrap();
+    store
+        .archive(v, &msg("keep", "p@x.test", base + 100), "")
+        .unwrap();
+    let len = |id: &str| msg(id, "p@x.test", 0).stanza_xml.len();
+    let before = base + 50;
+    assert_eq!(store.purge_archive_before(before, 2).unwrap(), 2);
+    assert_eq!(
+        store.archive_usage(u).unwrap(),
+        usage(2, len("u2") + len("u3"))
+    );
+    assert_eq!(
+        store.archive_usage(v).unwrap(),
+        usage(2, len("v0") + len("keep"))
+    );
+    assert_eq!(store.purge_archive_before(before, 2).unwrap(), 2);
+    assert_eq!(store.archive_usage(u).unwrap(), Usage::default());
+    assert_eq!(store.purge_archive_before(before, 2).unwrap(), 1);
+    assert_eq!(store.purge_archive_before(before, 2).unwrap(), 0);
+    assert_eq!(store.archive_usage(v).unwrap(), usage(1, len("keep")));
+    let page = store
+        .query_archive(
+            v,
+            &ArchiveQuery {
+                max: 10,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(ids(&page.items), vec!["keep"]);
 }

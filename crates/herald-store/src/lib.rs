@@ -30,6 +30,7 @@ pub mod push_stats;
 mod roster;
 mod session;
 mod sqlite;
+mod usage;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
@@ -48,6 +49,7 @@ pub use push::{
 pub use roster::{RosterItem, RosterStore, Subscription};
 pub use session::{SavedSession, SessionStore, SmQueued, SmSessionRecord};
 pub use sqlite::{Durability, Store, StoreOptions};
+pub use usage::Usage;
 
 /// A whole backend: every role at once. The server holds one as `Arc<dyn Backend>` and
 /// never names [`Store`], so its modules reach only the roles whose traits they import and

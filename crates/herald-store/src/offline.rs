@@ -5,10 +5,11 @@
 //! This module must not decide which messages are stored (type, body, errors) nor add delay
 //! stamps; it keeps the serialized stanza exactly as given.
 
-use rusqlite::params;
+use rusqlite::{params, OptionalExtension};
 
 use crate::error::{Result, StoreError};
-use crate::sqlite::{now_millis, to_usize, Store};
+use crate::sqlite::{now_millis, Store};
+use crate::usage::{self, Table, Usage};
 
 /// One stored offline message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,8 +25,15 @@ pub struct OfflineMessage {
 /// Offline message storage, per user.
 pub trait OfflineStore {
     /// Stores a message and returns its id; [`StoreError::QuotaExceeded`] (nothing stored)
-    /// when the user already has `max_per_user` messages.
-    fn store_offline(&self, user: &str, stanza_xml: &str, max_per_user: usize) -> Result<i64>;
+    /// when the user already has `max_per_user` messages or this one would take the user's
+    /// stored bytes beyond `max_bytes`.
+    fn store_offline(
+        &self,
+        user: &str,
+        stanza_xml: &str,
+        max_per_user: usize,
+        max_bytes: u64,
+    ) -> Result<i64>;
     /// All the user's messages, oldest first.
     fn offline_messages(&self, user: &str) -> Result<Vec<OfflineMessage>>;
     /// Deletes the given ids of this user (ids of other users are ignored); how many went.
@@ -37,6 +45,9 @@ pub trait OfflineStore {
     fn offline_page(&self, user: &str, after: i64, limit: usize) -> Result<Vec<OfflineMessage>>;
     /// How many messages the user has waiting.
     fn offline_count(&self, user: &str) -> Result<usize>;
+    /// How many messages the user has waiting and their bytes (kept with every write, so
+    /// this is one lookup).
+    fn offline_usage(&self, user: &str) -> Result<Usage>;
 }
 
 /// An `id, stanza_xml, stored_at` row.
@@ -49,14 +60,21 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OfflineMessage> {
 }
 
 impl OfflineStore for Store {
-    fn store_offline(&self, user: &str, stanza_xml: &str, max_per_user: usize) -> Result<i64> {
+    fn store_offline(
+        &self,
+        user: &str,
+        stanza_xml: &str,
+        max_per_user: usize,
+        max_bytes: u64,
+    ) -> Result<i64> {
         let now = now_millis();
-        // Count and insert under the one write lock, so concurrent senders cannot overshoot.
+        let bytes = usage::bytes_of(stanza_xml);
+        // Check and insert under the one write lock, so concurrent senders cannot overshoot.
         self.write(|tx| {
-            let n: i64 = tx
-                .prepare_cached("SELECT COUNT(*) FROM offline_messages WHERE account = ?1")?
-                .query_row([user], |r| r.get(0))?;
-            if to_usize(n)? >= max_per_user {
+            let used = usage::read(tx, Table::Offline, user)?;
+            let count = usize::try_from(used.messages).unwrap_or(usize::MAX);
+            let would_hold = used.bytes.saturating_add(bytes.unsigned_abs());
+            if count >= max_per_user || would_hold > max_bytes {
                 // Over the bound the sender gets an error (issue #3: nothing is dropped
                 // silently), so nothing may be stored or evicted here.
                 return Err(StoreError::QuotaExceeded);
@@ -67,6 +85,7 @@ impl OfflineStore for Store {
                      VALUES (?1, ?2, ?3) RETURNING id",
                 )?
                 .query_row(params![user, stanza_xml, now], |r| r.get(0))?;
+            usage::add(tx, Table::Offline, user, 1, bytes)?;
             Ok(id)
         })
     }
@@ -87,12 +106,23 @@ impl OfflineStore for Store {
             return Ok(0);
         }
         self.write(|tx| {
-            let mut stmt =
-                tx.prepare_cached("DELETE FROM offline_messages WHERE account = ?1 AND id = ?2")?;
-            let mut n = 0;
+            let mut stmt = tx.prepare_cached(
+                "DELETE FROM offline_messages WHERE account = ?1 AND id = ?2
+                 RETURNING length(CAST(stanza_xml AS BLOB))",
+            )?;
+            let (mut n, mut bytes) = (0usize, 0i64);
             for id in ids {
-                n += stmt.execute(params![user, id])?;
+                if let Some(b) = stmt
+                    .query_row(params![user, id], |r| r.get::<_, i64>(0))
+                    .optional()?
+                {
+                    n += 1;
+                    bytes += b;
+                }
             }
+            drop(stmt);
+            let gone = i64::try_from(n).unwrap_or(i64::MAX);
+            usage::add(tx, Table::Offline, user, -gone, -bytes)?;
             Ok(n)
         })
     }
@@ -110,11 +140,11 @@ impl OfflineStore for Store {
     }
 
     fn offline_count(&self, user: &str) -> Result<usize> {
-        self.read(|tx| {
-            let n: i64 = tx
-                .prepare_cached("SELECT COUNT(*) FROM offline_messages WHERE account = ?1")?
-                .query_row([user], |r| r.get(0))?;
-            to_usize(n)
-        })
+        let n = self.offline_usage(user)?.messages;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
+    fn offline_usage(&self, user: &str) -> Result<Usage> {
+        self.read(|tx| usage::read(tx, Table::Offline, user))
     }
 }

@@ -105,6 +105,11 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("sql/offline.sql"),
     },
     Migration {
+        role: "offline",
+        version: 2,
+        sql: include_str!("sql/offline_2.sql"),
+    },
+    Migration {
         role: "blocking",
         version: 1,
         sql: include_str!("sql/blocking.sql"),
@@ -113,6 +118,11 @@ const MIGRATIONS: &[Migration] = &[
         role: "archive",
         version: 1,
         sql: include_str!("sql/archive.sql"),
+    },
+    Migration {
+        role: "archive",
+        version: 2,
+        sql: include_str!("sql/archive_2.sql"),
     },
     Migration {
         role: "push",
@@ -140,8 +150,10 @@ pub(crate) const USER_TABLES: &[&str] = &[
     "roster_versions",
     "subscription_requests",
     "offline_messages",
+    "offline_usage",
     "blocklist",
     "archive",
+    "archive_usage",
     "mam_prefs",
     "mam_prefs_jids",
     "push_registrations",

@@ -89,7 +89,8 @@ fn reopening_keeps_every_role() {
         .unwrap();
         s.add_subscription_request(u, "r@x", "<presence type='subscribe'/>", 10)
             .unwrap();
-        s.store_offline(u, "<message>hi</message>", 10).unwrap();
+        s.store_offline(u, "<message>hi</message>", 10, u64::MAX)
+            .unwrap();
         s.block(u, &["b@x".to_owned()]).unwrap();
         s.archive(u, &msg("a1", "c@x", 42), "c@x/r").unwrap();
         s.set_mam_prefs(
@@ -160,8 +161,12 @@ fn migrations_are_recorded_once_per_role() {
         roles,
         vec!["accounts", "archive", "blocking", "offline", "push", "roster", "sessions"]
     );
-    // Each role's latest version (push: 2, the table of removed registrations).
-    let latest = |role: &str| if role == "push" { 2 } else { 1 };
+    // Each role's latest version (push: 2, the table of removed registrations; archive and
+    // offline: 2, the per-user usage).
+    let latest = |role: &str| match role {
+        "push" | "archive" | "offline" => 2,
+        _ => 1,
+    };
     assert!(rows.iter().all(|(r, v)| *v == latest(r)), "{rows:?}");
 }
 
@@ -291,7 +296,8 @@ fn two_stores_on_one_file_write_concurrently() {
             for i in 0..N {
                 s.archive("srv@d", &msg(&format!("s{t}-{i}"), "peer@d", i as i64), "")
                     .unwrap();
-                s.store_offline("srv@d", "<message/>", usize::MAX).unwrap();
+                s.store_offline("srv@d", "<message/>", usize::MAX, u64::MAX)
+                    .unwrap();
             }
         }));
     }
@@ -508,6 +514,52 @@ fn archive_queries_use_indexes() {
             assert!(!p.contains("TEMP B-TREE"), "{sql} sorts: {p}");
         }
     }
-    let retention = plan(("DELETE FROM archive WHERE ts < ?".into(), vec![5.into()]));
+    let retention = plan((crate::archive::PURGE.into(), vec![5.into(), 1000.into()]));
     assert!(retention.contains("archive_by_age"), "{retention}");
+    assert!(
+        !retention.contains("TEMP B-TREE"),
+        "retention sorts: {retention}"
+    );
+}
+
+/// A database from before the usage tables gets them computed from its rows when opened.
+#[test]
+fn the_usage_migration_counts_existing_rows() {
+    let dir = tmp();
+    let (a, b) = ("<message>one</message>", "<message>t\u{e9}o</message>");
+    {
+        let s = Store::open(dir.path()).unwrap();
+        s.store_offline("u@d", a, 10, u64::MAX).unwrap();
+        s.store_offline("u@d", b, 10, u64::MAX).unwrap();
+        s.store_offline("v@d", a, 10, u64::MAX).unwrap();
+        s.archive("u@d", &msg("m1", "p@d", 1), "").unwrap();
+        s.archive("u@d", &msg("m2", "p@d", 2), "").unwrap();
+    }
+    // Back to the schema before version 2 of both roles, rows kept.
+    let raw = rusqlite::Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
+    raw.execute_batch(
+        "DROP TABLE offline_usage; DROP TABLE archive_usage;
+         UPDATE schema_version SET version = 1 WHERE role IN ('offline', 'archive');",
+    )
+    .unwrap();
+    drop(raw);
+    let s = Store::open(dir.path()).unwrap();
+    let bytes = |x: &str| x.len() as u64;
+    assert_eq!(
+        s.offline_usage("u@d").unwrap(),
+        Usage {
+            messages: 2,
+            bytes: bytes(a) + bytes(b)
+        }
+    );
+    assert_eq!(s.offline_usage("v@d").unwrap().messages, 1);
+    let arch = msg("m1", "p@d", 1).stanza_xml.len() + msg("m2", "p@d", 2).stanza_xml.len();
+    assert_eq!(
+        s.archive_usage("u@d").unwrap(),
+        Usage {
+            messages: 2,
+            bytes: arch as u64
+        }
+    );
+    assert_eq!(s.archive_usage("v@d").unwrap(), Usage::default());
 }
