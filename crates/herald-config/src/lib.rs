@@ -356,12 +356,17 @@ pub struct StoreConfig {
     /// "normal": a commit survives a crash of the process (SQLite `synchronous=NORMAL`);
     /// "full": every commit is fsynced and also survives power loss (`synchronous=FULL`).
     pub durability: String,
+    /// Below this many free bytes on the database's filesystem, new archive and offline
+    /// writes are refused (`resource-constraint`, type wait, to the sender) until space
+    /// returns, so the disk never fills under SQLite mid-transaction; 0 disables the check.
+    pub min_free_bytes: u64,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             durability: "normal".into(),
+            min_free_bytes: 512 << 20,
         }
     }
 }
@@ -589,6 +594,12 @@ pub struct MamConfig {
     /// it; waiting lets that finish and gathers more writes into the commit. Acks wait this
     /// much longer (at 1,000 msgs/s on 2 cores: p99 latency 2.4 ms with 0, 1.1-1.3 ms with 2ms).
     pub commit_delay: Dur,
+    /// Most bytes (serialized stanzas) one user's archive holds. Beyond it new messages are
+    /// still delivered but not archived for that user; nothing archived is evicted.
+    pub max_bytes_per_user: u64,
+    /// Retention deletes at most this many messages per transaction, so the store's one
+    /// writer is never held for long by a large purge.
+    pub purge_batch: usize,
 }
 
 impl Default for MamConfig {
@@ -598,6 +609,8 @@ impl Default for MamConfig {
             max_age: Dur(Duration::from_secs(365 * 86400)),
             max_page: 100,
             commit_delay: Dur(Duration::from_millis(2)),
+            max_bytes_per_user: 256 << 20,
+            purge_batch: 1000,
         }
     }
 }
@@ -608,11 +621,17 @@ impl Default for MamConfig {
 pub struct OfflineConfig {
     /// Most messages stored for one user.
     pub max_per_user: usize,
+    /// Most bytes (serialized stanzas) stored for one user; beyond it, as beyond
+    /// `max_per_user`, the sender gets `resource-constraint`.
+    pub max_bytes_per_user: u64,
 }
 
 impl Default for OfflineConfig {
     fn default() -> Self {
-        OfflineConfig { max_per_user: 1000 }
+        OfflineConfig {
+            max_per_user: 1000,
+            max_bytes_per_user: 16 << 20,
+        }
     }
 }
 
@@ -943,6 +962,23 @@ impl Config {
         if self.mam.max_page == 0 {
             return Err(bad("mam.max_page", "must be at least 1".into()));
         }
+        for (key, v) in [
+            ("mam.max_bytes_per_user", self.mam.max_bytes_per_user),
+            (
+                "offline.max_bytes_per_user",
+                self.offline.max_bytes_per_user,
+            ),
+        ] {
+            if v == 0 {
+                return Err(bad(key, "must be at least 1".into()));
+            }
+        }
+        if !(1..=100_000).contains(&self.mam.purge_batch) {
+            return Err(bad(
+                "mam.purge_batch",
+                "must be between 1 and 100000".into(),
+            ));
+        }
         for (i, s) in self.csi.important.iter().enumerate() {
             if s.split_whitespace().count() != 2 {
                 return Err(bad(
@@ -1125,6 +1161,20 @@ mod tests {
             c.store.options().durability,
             herald_store::Durability::Normal
         );
+        assert_eq!(c.store.min_free_bytes, 512 * 1024 * 1024);
+        assert_eq!(c.mam.max_bytes_per_user, 256 * 1024 * 1024);
+        assert_eq!(c.mam.purge_batch, 1000);
+        assert_eq!(c.offline.max_bytes_per_user, 16 * 1024 * 1024);
+        let c = Config::parse(
+            "[store]\nmin_free_bytes = 0\n[mam]\nmax_bytes_per_user = 1024\npurge_batch = 10\n\
+             [offline]\nmax_bytes_per_user = 2048\n",
+            "q.toml",
+        )
+        .unwrap();
+        assert_eq!(c.store.min_free_bytes, 0, "0 disables the free-space check");
+        assert_eq!(c.mam.max_bytes_per_user, 1024);
+        assert_eq!(c.mam.purge_batch, 10);
+        assert_eq!(c.offline.max_bytes_per_user, 2048);
     }
 
     #[test]
@@ -1292,6 +1342,14 @@ removed_retention = "7d"
             ("[store]\ndurability = \"off\"\n", "store.durability"),
             ("[store]\ndurability = \"FULL\"\n", "store.durability"),
             ("[store]\nfsync = true\n", "fsync"),
+            ("[store]\nmin_free_bytes = -1\n", "min_free_bytes"),
+            ("[mam]\nmax_bytes_per_user = 0\n", "mam.max_bytes_per_user"),
+            ("[mam]\npurge_batch = 0\n", "mam.purge_batch"),
+            ("[mam]\npurge_batch = 100001\n", "mam.purge_batch"),
+            (
+                "[offline]\nmax_bytes_per_user = 0\n",
+                "offline.max_bytes_per_user",
+            ),
         ] {
             let e = Config::parse(text, "f.toml").unwrap_err().to_string();
             assert!(e.contains(key), "{text:?} → {e}");

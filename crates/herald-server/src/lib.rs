@@ -120,6 +120,9 @@ pub struct Shared {
     pub push: msg::PushHandle,
     /// Batched archive writes (group commit). Used by `mam::archive`; flushed at stop.
     pub archive: group_commit::ArchiveWriter,
+    /// Whether the store's filesystem is below `[store] min_free_bytes`. Checked at start and
+    /// every few seconds by a task of its own; read before every archive and offline write.
+    pub space: herald_store::space::FreeSpace,
     /// Archive writes stamped but not yet committed, per user, so a MAM query waits for
     /// what was acknowledged before it. Written by `mam`.
     pub archive_inflight: mam::InFlight,
@@ -447,6 +450,7 @@ pub async fn start_with_store(cfg: Config, store: impl Backend) -> anyhow::Resul
     let shared = Arc::new(Shared {
         push,
         archive: group_commit::ArchiveWriter::start(store.clone(), cfg.mam.commit_delay.0),
+        space: free_space(&cfg),
         archive_inflight: mam::InFlight::default(),
         mam_prefs: herald_store::cache::UserCache::new(100_000),
         blocklists: herald_store::cache::UserCache::new(100_000),
@@ -510,6 +514,11 @@ pub async fn start_with_store(cfg: Config, store: impl Backend) -> anyhow::Resul
     running
         .tasks
         .push(tokio::spawn(mam::retention(shared.clone())));
+    shared.space.check();
+    let s = shared.clone();
+    running.tasks.push(tokio::spawn(async move {
+        s.space.watch(std::time::Duration::from_secs(5)).await
+    }));
     running
         .tasks
         .push(tokio::spawn(admin_socket::run(shared.clone(), admin_l)));
@@ -542,6 +551,13 @@ pub async fn start_with_store(cfg: Config, store: impl Backend) -> anyhow::Resul
             .push(tokio::spawn(persist::wake_paced(shared.clone(), to_wake)));
     }
     Ok(running)
+}
+
+/// The free-space watch of the data directory, where the database lives (none when the check
+/// is off or the directory does not exist: a store given to `start_with_store`).
+fn free_space(cfg: &Config) -> herald_store::space::FreeSpace {
+    let dir = Some(cfg.data_dir.as_path()).filter(|d| cfg.store.min_free_bytes > 0 && d.is_dir());
+    herald_store::space::FreeSpace::new(dir, cfg.store.min_free_bytes)
 }
 
 async fn bind(addr: Option<SocketAddr>, key: &str) -> anyhow::Result<Option<TcpListener>> {

@@ -640,6 +640,7 @@ async fn the_configured_durability_reaches_the_store() {
             data_dir: dir.path().join("data"),
             store: config::StoreConfig {
                 durability: durability.into(),
+                ..Default::default()
             },
             c2s: config::C2sConfig {
                 listen: None,

@@ -29,6 +29,7 @@ mod push;
 pub mod push_stats;
 mod roster;
 mod session;
+pub mod space;
 mod sqlite;
 mod usage;
 

@@ -395,6 +395,14 @@ pub fn stamp_stanza_id(msg: &mut Element, by: &str, id: &str) {
     msg.append_child(stanza::new("stanza-id", ns::SID, &[("id", id), ("by", by)]));
 }
 
+/// Takes back [`stamp_stanza_id`]'s stamp of `by` (a message that was not archived after
+/// all must not claim to be: the stamp tells the server the archive has it).
+pub fn unstamp_stanza_id(msg: &mut Element, by: &str) {
+    super::remove_children(msg, |c| {
+        c.is("stanza-id", ns::SID) && c.attr("by") == Some(by)
+    });
+}
+
 /// A new archive id: unpredictable and unique (XEP-0313 §5: server-assigned UID), URL-safe.
 pub fn new_archive_id() -> String {
     // The same random (v4) UUID, drawn from the thread's CSPRNG (ChaCha, seeded by the OS):
@@ -409,6 +417,27 @@ pub fn new_archive_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unstamping_removes_only_our_stamp() {
+        let mut m: Element = "<message xmlns='jabber:client'><body>x</body>\
+             <stanza-id xmlns='urn:xmpp:sid:0' id='muc' by='room@muc.example'/></message>"
+            .parse()
+            .unwrap();
+        stamp_stanza_id(&mut m, "a@example", "1");
+        assert_eq!(
+            m.children().filter(|c| c.is("stanza-id", ns::SID)).count(),
+            2
+        );
+        unstamp_stanza_id(&mut m, "a@example");
+        let left: Vec<_> = m
+            .children()
+            .filter(|c| c.is("stanza-id", ns::SID))
+            .map(|c| c.attr("by"))
+            .collect();
+        assert_eq!(left, vec![Some("room@muc.example")]);
+        assert!(m.get_child("body", "jabber:client").is_some());
+    }
     use StanzaErrorCondition as C;
 
     fn el(s: &str) -> Element {

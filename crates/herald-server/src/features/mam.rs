@@ -136,64 +136,111 @@ impl Drop for InFlightGuard {
     }
 }
 
+/// A message that would be archived while the store's filesystem is nearly full (`[store]
+/// min_free_bytes`): it is refused, not passed on unarchived, since the archive may be the
+/// only durable copy behind the sender's ack.
+#[derive(Debug)]
+pub struct LowSpace;
+
+/// Whether `user`'s archive has room for `bytes` more (`[mam] max_bytes_per_user`). Over
+/// it the message is not archived for `user`, and nothing archived is evicted: the user's
+/// history is theirs to keep, and a quota that deleted it would let any sender erase it.
+/// Checked before the message is stamped, so a stamped message is always written: writes
+/// in flight may take the total a little past the quota, never lose a message.
+fn archive_has_room(shared: &Arc<Shared>, user: &str, bytes: usize) -> bool {
+    let used = match shared.db_read(|s: &roles::Archive| s.archive_usage(user)) {
+        Ok(u) => u.bytes,
+        Err(e) => {
+            tracing::error!(error = %e, "archive usage lookup failed");
+            return true;
+        }
+    };
+    let room = used.saturating_add(bytes as u64) <= shared.cfg.mam.max_bytes_per_user;
+    if !room {
+        tracing::debug!(user, used, "archive quota reached: message not archived");
+    }
+    room
+}
+
 /// Decides whether `user` archives a message it received and, if so, stamps its XEP-0359
 /// stanza-id. The write itself is [`commit`], after delivery: the recipient does not wait for
 /// the disk, while the sender's session still awaits the commit before it reads (and acks)
-/// anything else.
+/// anything else. Over the user's archive quota the message is neither stamped nor archived
+/// (it is then kept as with MAM off: offline storage or a sleeping session's saved queue).
 pub async fn stamp_incoming(
     shared: &Arc<Shared>,
     user: &str,
     routing_id: u64,
     el: &mut Element,
-) -> Option<Pending> {
+) -> Result<Option<Pending>, LowSpace> {
     if !xm::is_archivable(el) || shared.account_gone(user) {
-        return None;
+        return Ok(None);
     }
-    let from = stanza::from(el).ok().flatten()?;
+    let Some(from) = stanza::from(el).ok().flatten() else {
+        return Ok(None);
+    };
     if !prefs_allow(shared, user, from.to_bare().as_str()).await {
-        return None;
+        return Ok(None);
+    }
+    if shared.space.is_low() {
+        return Err(LowSpace);
     }
     let id = xm::new_archive_id();
     xm::stamp_stanza_id(el, user, &id);
-    Some(Pending {
+    let xml = match stanza::to_xml(el) {
+        Some(x) if archive_has_room(shared, user, x.len()) => x,
+        _ => {
+            xm::unstamp_stanza_id(el, user);
+            return Ok(None);
+        }
+    };
+    Ok(Some(Pending {
         user: user.to_string(),
         msg: ArchivedMessage {
             id,
             with: from.to_bare().to_string(),
             timestamp: delay::now_micros(),
-            stanza_xml: stanza::to_xml(el)?,
+            stanza_xml: xml,
         },
         with_full: from.to_string(),
         info: Some(shared.push.info(routing_id, el)),
         _inflight: InFlightGuard::new(shared, user),
-    })
+    }))
 }
 
-/// Decides whether `user` archives a message it sent.
+/// Decides whether `user` archives a message it sent (not over its archive quota: then the
+/// message is only sent, as with MAM off).
 pub async fn stamp_outgoing(
     shared: &Arc<Shared>,
     user: &str,
     to: &Jid,
     el: &Element,
-) -> Option<Pending> {
+) -> Result<Option<Pending>, LowSpace> {
     if !xm::is_archivable(el) || to.to_bare().as_str() == user || shared.account_gone(user) {
-        return None;
+        return Ok(None);
     }
     if !prefs_allow(shared, user, to.to_bare().as_str()).await {
-        return None;
+        return Ok(None);
     }
-    Some(Pending {
+    if shared.space.is_low() {
+        return Err(LowSpace);
+    }
+    let xml = String::from(el);
+    if !archive_has_room(shared, user, xml.len()) {
+        return Ok(None);
+    }
+    Ok(Some(Pending {
         user: user.to_string(),
         msg: ArchivedMessage {
             id: xm::new_archive_id(),
             with: to.to_bare().to_string(),
             timestamp: delay::now_micros(),
-            stanza_xml: String::from(el),
+            stanza_xml: xml,
         },
         with_full: to.to_string(),
         info: None,
         _inflight: InFlightGuard::new(shared, user),
-    })
+    }))
 }
 
 /// Commits an archive write (group-committed with concurrent ones); a message archived for
@@ -369,6 +416,32 @@ pub async fn handle_iq(session: &mut SessionCtx, el: &Element, payload: &Element
     )
 }
 
+/// Deletes the archived messages older than `cutoff` in transactions of at most `[mam]
+/// purge_batch` rows, letting the archive writer and everything else at the store in
+/// between, so a year's worth of expired messages never holds the one writer for long.
+async fn purge_archive(shared: &Arc<Shared>, cutoff: i64) -> usize {
+    let batch = shared.cfg.mam.purge_batch;
+    let mut deleted = 0;
+    loop {
+        match shared
+            .db(move |s: &roles::Archive| s.purge_archive_before(cutoff, batch))
+            .await
+        {
+            Ok(n) => {
+                deleted += n;
+                if n < batch {
+                    return deleted;
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "archive retention failed");
+                return deleted;
+            }
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
 /// Deletes archived messages older than `[mam] max_age` and saved tombstones older than
 /// `stream_management.tombstone_ttl`, once now and then hourly.
 pub async fn retention(shared: Arc<Shared>) {
@@ -376,13 +449,9 @@ pub async fn retention(shared: Arc<Shared>) {
     loop {
         let cutoff =
             delay::now_micros() - shared.cfg.mam.max_age.0.as_micros().min(i64::MAX as u128) as i64;
-        match shared
-            .db(move |s: &roles::Archive| s.purge_archive_before(cutoff))
-            .await
-        {
-            Ok(n) if n > 0 => tracing::info!(deleted = n, "archive retention"),
-            Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, "archive retention failed"),
+        let deleted = purge_archive(&shared, cutoff).await;
+        if deleted > 0 {
+            tracing::info!(deleted, "archive retention");
         }
         // Saved tombstones (XEP-0198 `h` of ended sessions) are only useful for their TTL.
         let ttl = shared.cfg.stream_management.tombstone_ttl.0;

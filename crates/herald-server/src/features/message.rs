@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use herald_proto::error::StanzaErrorCondition;
+use herald_proto::error::{ErrorType, StanzaErrorCondition};
 use herald_proto::jid::Jid;
 use herald_proto::Element;
 
@@ -37,14 +37,25 @@ pub async fn outbound(session: &mut SessionCtx, el: Element) {
         blocking::bounce_blocked(&shared, &el).await;
         return;
     }
-    let archive = mam::stamp_outgoing(&shared, &session.bare, &to, &el).await;
+    let Ok(archive) = mam::stamp_outgoing(&shared, &session.bare, &to, &el).await else {
+        return low_space(&shared, &el).await;
+    };
     if !private {
         carbons::send_sent_copies(&shared, &session.bare, session.id, &el);
     }
-    routing::route(&shared, el).await;
-    if let Some(p) = archive {
+    let ((), bounced) = routing::watch_bounces(routing::route(&shared, el)).await;
+    // A message that came straight back as an error (unknown or blocking recipient, full
+    // offline store, …) was not sent: it stays out of the sender's archive.
+    if let (Some(p), false) = (archive, bounced) {
         mam::commit(&shared, p).await;
     }
+}
+
+/// A message that would be archived while the store is nearly out of space: refused.
+async fn low_space(shared: &Arc<Shared>, el: &Element) {
+    let cond = StanzaErrorCondition::ResourceConstraint;
+    let text = Some(offline::LOW_SPACE);
+    routing::bounce_with(shared, el, cond, Some(ErrorType::Wait), text).await
 }
 
 /// A message for local user `bare`, addressed to `to` (bare or full).
@@ -64,9 +75,14 @@ pub async fn inbound(shared: &Arc<Shared>, bare: &str, to: &Jid, r: Routed) {
     let copy = xc::is_eligible(&el);
     xc::strip_private(&mut el);
     // Archived after delivery: see mam::stamp_incoming.
-    let archive = mam::stamp_incoming(shared, bare, id, &mut el).await;
-    Box::pin(deliver(shared, bare, to, id, el, copy)).await;
-    if let Some(p) = archive {
+    let Ok(archive) = mam::stamp_incoming(shared, bare, id, &mut el).await else {
+        return low_space(shared, &el).await;
+    };
+    let delivery = Box::pin(deliver(shared, bare, to, id, el, copy));
+    let ((), bounced) = routing::watch_bounces(delivery).await;
+    // Refused (full inbox, full offline store): the recipient does not have it, so neither
+    // does their archive, and the sender's retry will not be archived twice.
+    if let (Some(p), false) = (archive, bounced) {
         mam::commit(shared, p).await;
     }
 }

@@ -63,9 +63,24 @@ async fn store(shared: &Arc<Shared>, bare: &str, r: Routed, push: bool) {
     let Some(xml) = stanza::to_xml(&el) else {
         return;
     };
-    let (u, max) = (bare.to_string(), shared.cfg.offline.max_per_user);
+    if shared.space.is_low() {
+        // Refused before the disk fills under SQLite (`[store] min_free_bytes`).
+        return routing::bounce_with(
+            shared,
+            &el,
+            StanzaErrorCondition::ResourceConstraint,
+            Some(ErrorType::Wait),
+            Some(LOW_SPACE),
+        )
+        .await;
+    }
+    let u = bare.to_string();
+    let (max, max_bytes) = (
+        shared.cfg.offline.max_per_user,
+        shared.cfg.offline.max_bytes_per_user,
+    );
     match shared
-        .db(move |s: &roles::Offline| s.store_offline(&u, &xml, max))
+        .db(move |s: &roles::Offline| s.store_offline(&u, &xml, max, max_bytes))
         .await
     {
         Ok(_) => {
@@ -82,28 +97,20 @@ async fn store(shared: &Arc<Shared>, bare: &str, r: Routed, push: bool) {
             hooks::notify(&shared.hooks.stored_offline, shared, ev);
         }
         Err(StoreError::QuotaExceeded) => {
-            if let Some(e) = stanza::error_typed(
-                &el,
-                StanzaErrorCondition::ResourceConstraint,
-                ErrorType::Wait,
-                Some("offline storage is full"),
-            ) {
-                routing::route(shared, e).await;
-            }
+            let cond = StanzaErrorCondition::ResourceConstraint;
+            let text = Some("offline storage is full");
+            routing::bounce_with(shared, &el, cond, Some(ErrorType::Wait), text).await;
         }
         Err(e) => {
             tracing::error!(error = %e, "offline store failed");
-            if let Some(e) = stanza::error_typed(
-                &el,
-                StanzaErrorCondition::InternalServerError,
-                ErrorType::Wait,
-                None,
-            ) {
-                routing::route(shared, e).await;
-            }
+            let cond = StanzaErrorCondition::InternalServerError;
+            routing::bounce_with(shared, &el, cond, Some(ErrorType::Wait), None).await;
         }
     }
 }
+
+/// The `<text/>` of a message refused because the store's filesystem is nearly full.
+pub const LOW_SPACE: &str = "the server is low on storage space";
 
 /// A stanza left unacknowledged when a session ended (XEP-0198 expiry, close, conflict):
 /// never silently lost — already archived messages are dropped quietly (the client will find

@@ -44,9 +44,7 @@ pub fn dest(shared: &Shared, domain: &str) -> Dest {
 
 /// Sends an error reply for `el` back to its sender (never for errors).
 pub async fn bounce(shared: &Arc<Shared>, el: &Element, cond: StanzaErrorCondition) {
-    if let Some(reply) = stanza::error(el, cond, None) {
-        Box::pin(route(shared, reply)).await;
-    }
+    bounce_with(shared, el, cond, None, None).await
 }
 
 async fn bounce_typed(
@@ -55,9 +53,51 @@ async fn bounce_typed(
     cond: StanzaErrorCondition,
     t: ErrorType,
 ) {
-    if let Some(reply) = stanza::error_typed(el, cond, t, None) {
+    bounce_with(shared, el, cond, Some(t), None).await
+}
+
+/// Sends an error reply for `el` back to its sender (never for errors), with the condition's
+/// default type unless `t` is given, and an optional `<text/>`. Every bounce goes through
+/// here, so [`watch_bounces`] sees it.
+pub async fn bounce_with(
+    shared: &Arc<Shared>,
+    el: &Element,
+    cond: StanzaErrorCondition,
+    t: Option<ErrorType>,
+    text: Option<&str>,
+) {
+    let reply = match t {
+        Some(t) => stanza::error_typed(el, cond, t, text),
+        None => stanza::error(el, cond, text),
+    };
+    if let Some(reply) = reply {
+        let _ = BOUNCED.try_with(|b| b.set(true));
         Box::pin(route(shared, reply)).await;
     }
+}
+
+tokio::task_local! {
+    /// Set while [`watch_bounces`] runs a routing step: whether it sent an error back.
+    static BOUNCED: std::cell::Cell<bool>;
+}
+
+/// Runs a routing step (`route`, a delivery) and tells whether it bounced the stanza back to
+/// its sender. Local delivery runs in the caller's task, so a refusal anywhere on the way
+/// (unknown or blocking recipient, full inbox, full offline store, no space) is seen here
+/// before the caller archives the message: a bounced message is not kept in an archive.
+/// An enclosing `watch_bounces` sees the bounce too. A bounce that comes later from another
+/// task (a remote server's error, an s2s queue timing out) is not seen.
+pub async fn watch_bounces<F: std::future::Future>(f: F) -> (F::Output, bool) {
+    let (out, bounced) = BOUNCED
+        .scope(std::cell::Cell::new(false), async {
+            let out = f.await;
+            (out, BOUNCED.with(|b| b.get()))
+        })
+        .await;
+    if bounced {
+        let _ = BOUNCED.try_with(|b| b.set(true));
+    }
+    (out, bounced)
 }
 
 /// Routes a stanza whose `from` is already stamped and trustworthy.
