@@ -401,8 +401,9 @@ pub struct C2sConfig {
     pub auth_failure_delay: Dur,
     /// The longest wait before answering a failed authentication.
     pub max_auth_delay: Dur,
-    /// Failed authentications of one account within `auth_lockout_time` that lock it for
-    /// `auth_lockout_time` (`temporary-auth-failure`); 0 never locks.
+    /// Failed authentications of one account from one address within `auth_lockout_time`
+    /// that lock the account for that address for `auth_lockout_time`
+    /// (`temporary-auth-failure`); 0 never locks.
     pub auth_lockout_failures: u32,
     /// The failure-counting window and the lockout's length.
     pub auth_lockout_time: Dur,
