@@ -464,7 +464,7 @@ async fn garbage(c: Arc<FloodCtx>, k: u64) {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
-        let payload = if (i + k) % 2 == 0 { &big } else { &deep };
+        let payload = if (i + k).is_multiple_of(2) { &big } else { &deep };
         let _ = tcp.write_all(conn::header(&c.t.domain).as_bytes()).await;
         let _ = tcp.write_all(payload.as_bytes()).await;
         read_to_close(&mut tcp).await;
@@ -486,7 +486,7 @@ async fn guessing(c: Arc<FloodCtx>, k: u64) {
     let mut i = 0u64;
     while !c.stop.load(Ordering::Relaxed) {
         c.op();
-        let n = if (i + k) % 2 == 0 {
+        let n = if (i + k).is_multiple_of(2) {
             c.base + 2
         } else {
             1_000_000_000 + k * 1_000_000 + i
