@@ -11,7 +11,6 @@ mod common;
 
 use common::*;
 use herald_proto::Element;
-use herald_store::{BlockStore, RosterStore};
 
 const ROSTER: &str = "jabber:iq:roster";
 const BLOCKING: &str = "urn:xmpp:blocking";
