@@ -119,6 +119,8 @@ pub struct Config {
     pub offline: OfflineConfig,
     /// RFC 6121 rosters.
     pub roster: RosterConfig,
+    /// XEP-0191 blocking.
+    pub blocking: BlockingConfig,
     /// XEP-0357.
     pub push: PushConfig,
     /// Further local domains (virtual hosts), each optionally with its own certificate.
@@ -342,6 +344,7 @@ impl Default for Config {
             mam: MamConfig::default(),
             offline: OfflineConfig::default(),
             roster: RosterConfig::default(),
+            blocking: BlockingConfig::default(),
             push: PushConfig::default(),
             hosts: Vec::new(),
             s2s: S2sConfig::default(),
@@ -628,6 +631,13 @@ pub struct RosterConfig {
     /// Most subscription requests waiting for one user's answer; beyond, a request from a
     /// new JID is refused with resource-constraint (anyone can send them, from any JID).
     pub max_pending_requests: usize,
+    /// Most groups on one roster item; a roster set with more is refused with
+    /// not-acceptable (each group is a row read with the roster).
+    pub max_groups_per_item: usize,
+    /// Largest stored subscription request, in bytes of XML: only `<status/>` and the
+    /// XEP-0172 `<nick/>` are kept, cut to fit (a stranger's payload must not grow the store
+    /// or every login of the user).
+    pub max_request_bytes: usize,
 }
 
 impl Default for RosterConfig {
@@ -636,7 +646,25 @@ impl Default for RosterConfig {
             max_items: 1000,
             max_field_bytes: 1024,
             max_pending_requests: 1000,
+            max_groups_per_item: 32,
+            max_request_bytes: 2048,
         }
+    }
+}
+
+/// `[blocking]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BlockingConfig {
+    /// Most JIDs in one user's blocklist; a block that would go beyond is refused with
+    /// resource-constraint and changes nothing (the list is held in memory and consulted for
+    /// every stanza to and from the user).
+    pub max_items: usize,
+}
+
+impl Default for BlockingConfig {
+    fn default() -> Self {
+        BlockingConfig { max_items: 1000 }
     }
 }
 
@@ -954,6 +982,25 @@ impl Config {
         }
         if self.shutdown_timeout.0.is_zero() {
             return Err(bad("shutdown_timeout", "must be more than 0".into()));
+        }
+        for (key, v) in [
+            (
+                "roster.max_groups_per_item",
+                self.roster.max_groups_per_item,
+            ),
+            ("blocking.max_items", self.blocking.max_items),
+        ] {
+            if v == 0 {
+                return Err(bad(key, "must be at least 1".into()));
+            }
+        }
+        // Room for `<presence type='subscribe'/>` and a short status: below it every request
+        // would lose its text.
+        if self.roster.max_request_bytes < 256 {
+            return Err(bad(
+                "roster.max_request_bytes",
+                "must be at least 256".into(),
+            ));
         }
         let sm = &self.stream_management;
         check_push(&self.push, sm).map_err(|(k, r)| bad(&format!("push.{k}"), r))?;
@@ -1293,6 +1340,15 @@ removed_retention = "7d"
             ("[store]\ndurability = \"off\"\n", "store.durability"),
             ("[store]\ndurability = \"FULL\"\n", "store.durability"),
             ("[store]\nfsync = true\n", "fsync"),
+            (
+                "[roster]\nmax_groups_per_item = 0\n",
+                "roster.max_groups_per_item",
+            ),
+            (
+                "[roster]\nmax_request_bytes = 100\n",
+                "roster.max_request_bytes",
+            ),
+            ("[blocking]\nmax_items = 0\n", "blocking.max_items"),
         ] {
             let e = Config::parse(text, "f.toml").unwrap_err().to_string();
             assert!(e.contains(key), "{text:?} → {e}");

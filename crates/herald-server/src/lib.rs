@@ -128,7 +128,7 @@ pub struct Shared {
     pub mam_prefs: herald_store::cache::UserCache<herald_store::MamPrefs>,
     /// Blocklists per user (a cache in front of the store). Written by blocking IQs; read
     /// for every routed stanza.
-    pub blocklists: herald_store::cache::UserCache<Vec<String>>,
+    pub blocklists: herald_store::cache::UserCache<xep::blocking::Blocklist>,
     /// Server-to-server federation: outgoing connections and verified incoming domains.
     /// Written by the s2s tasks.
     pub s2s: s2s::S2s,
@@ -280,7 +280,14 @@ impl Shared {
     /// Runs a short read on the calling thread. Point lookups on indexed keys are served from
     /// SQLite's page cache in microseconds, far less than the two thread switches a
     /// `spawn_blocking` hop costs (measured: context switches were 44 % of login CPU). Writes
-    /// and scans still go through [`Shared::db`].
+    /// and scans still go through [`Shared::db`], and so does every read whose size a user
+    /// or a peer controls (rosters, blocklists, subscription requests, offline pages, archive
+    /// preferences, push registrations).
+    ///
+    /// Only these stay here, each one row of a fixed shape found by its key: whether an
+    /// account exists (routing, [`Shared::account_gone`]), an account's SCRAM credentials
+    /// (authentication), and the number of a user's offline messages (one indexed count,
+    /// bounded by `[offline] max_per_user`).
     pub fn db_read<R: Role + ?Sized, T>(
         &self,
         f: impl FnOnce(&R) -> Result<T, StoreError>,

@@ -224,6 +224,21 @@ pub fn roster(store: &Store) {
     assert_eq!(store.set_roster_item(u, &bare).unwrap(), 6);
     assert_eq!(store.roster_item(u, "bob@x.test").unwrap(), Some(bare));
     assert_eq!(store.roster(other).unwrap(), (1, vec![other_bob]));
+    // The subscription view: every item, sorted, state only.
+    let view = store.roster_subscriptions(u).unwrap();
+    let full = store.roster(u).unwrap().1;
+    assert_eq!(view.len(), full.len());
+    for (v, f) in view.iter().zip(&full) {
+        assert_eq!(
+            (&v.jid, v.subscription, v.ask),
+            (&f.jid, f.subscription, f.ask)
+        );
+        assert!(v.name.is_none() && v.groups.is_empty());
+    }
+    assert!(store
+        .roster_subscriptions("nobody@roster.conformance.test")
+        .unwrap()
+        .is_empty());
 }
 
 /// RosterStore pending inbound subscription requests.
@@ -300,6 +315,32 @@ pub fn subscription_requests(store: &Store) {
     );
     assert!(store
         .subscription_requests("other@subreq.conformance.test")
+        .unwrap()
+        .is_empty());
+
+    // Pages: oldest first, each after the last position of the one before.
+    for f in ["d@x.test", "e@x.test", "f@x.test"] {
+        store
+            .add_subscription_request(u, f, "<presence type='subscribe'/>", 100)
+            .unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.subscription_requests_page(u, after, 2).unwrap();
+        assert!(page.len() <= 2);
+        let Some(last) = page.last() else { break };
+        after = last.0;
+        seen.extend(page.into_iter().map(|(_, f, _)| f));
+    }
+    assert_eq!(
+        seen,
+        ["a@x.test", "c@x.test", "d@x.test", "e@x.test", "f@x.test"]
+    );
+    let first = store.subscription_requests_page(u, 0, 1).unwrap();
+    assert_eq!(first[0].2, "<presence type='subscribe'>4</presence>");
+    assert!(store
+        .subscription_requests_page("other@subreq.conformance.test", 0, 10)
         .unwrap()
         .is_empty());
 }
@@ -477,10 +518,23 @@ pub fn blocking(store: &Store) {
         .unwrap()
         .contains(&u.to_string()));
     store
-        .block(u, &strings(&["z@x.test", "evil.test", "z@x.test"]))
+        .block(u, &strings(&["z@x.test", "evil.test", "z@x.test"]), 3)
         .unwrap();
-    store.block(u, &strings(&["a@x.test/res"])).unwrap();
-    store.block(u, &strings(&["evil.test"])).unwrap();
+    store.block(u, &strings(&["a@x.test/res"]), 3).unwrap();
+    // At the bound: a new JID is refused and nothing of the call is written, a listed one
+    // may be blocked again.
+    assert!(matches!(
+        store.block(u, &strings(&["new@x.test", "evil.test"]), 3),
+        Err(StoreError::QuotaExceeded)
+    ));
+    assert!(!store.is_blocked(u, "new@x.test").unwrap());
+    store.block(u, &strings(&["evil.test"]), 3).unwrap();
+    // A list already longer than a lowered bound: re-blocking still works, growing does not.
+    store.block(u, &strings(&["z@x.test"]), 1).unwrap();
+    assert!(matches!(
+        store.block(u, &strings(&["new@x.test"]), 1),
+        Err(StoreError::QuotaExceeded)
+    ));
     assert_eq!(
         store.blocklist(u).unwrap(),
         strings(&["a@x.test/res", "evil.test", "z@x.test"])
@@ -490,7 +544,7 @@ pub fn blocking(store: &Store) {
     // Exact match only: JID matching rules are the server's.
     assert!(!store.is_blocked(u, "a@x.test").unwrap());
     assert!(!store.is_blocked(other, "evil.test").unwrap());
-    store.block(other, &strings(&["q@x.test"])).unwrap();
+    store.block(other, &strings(&["q@x.test"]), 3).unwrap();
     let with = store.accounts_with_blocklist().unwrap();
     assert_eq!(
         with.iter().filter(|a| *a == u).count(),
@@ -1224,7 +1278,7 @@ pub fn delete_account_removes_everything(store: &Store) {
             .add_subscription_request(user, "r@x.test", "<presence/>", 10)
             .unwrap();
         store.store_offline(user, "<message/>", 10).unwrap();
-        store.block(user, &strings(&["b@x.test"])).unwrap();
+        store.block(user, &strings(&["b@x.test"]), 100).unwrap();
         store.archive(user, &msg("d1", "c@x.test", 10), "").unwrap();
         store
             .set_mam_prefs(

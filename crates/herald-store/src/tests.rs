@@ -90,7 +90,7 @@ fn reopening_keeps_every_role() {
         s.add_subscription_request(u, "r@x", "<presence type='subscribe'/>", 10)
             .unwrap();
         s.store_offline(u, "<message>hi</message>", 10).unwrap();
-        s.block(u, &["b@x".to_owned()]).unwrap();
+        s.block(u, &["b@x".to_owned()], 100).unwrap();
         s.archive(u, &msg("a1", "c@x", 42), "c@x/r").unwrap();
         s.set_mam_prefs(
             u,
@@ -395,7 +395,7 @@ fn a_writer_waits_for_a_short_lock() {
     let b = started.clone();
     let writer = std::thread::spawn(move || {
         b.wait();
-        s.block("u@d", &["from-store@d".to_owned()])
+        s.block("u@d", &["from-store@d".to_owned()], 100)
     });
     started.wait();
     tx.commit().unwrap();

@@ -24,7 +24,8 @@ async fn prefs(shared: &Arc<Shared>, user: &str) -> Arc<MamPrefs> {
         return p;
     }
     let u = user.to_string();
-    match shared.db_read(|s: &roles::Archive| s.mam_prefs(&u)) {
+    // On the blocking pool: the always/never lists are as long as the user made them.
+    match shared.db(move |s: &roles::Archive| s.mam_prefs(&u)).await {
         Ok(p) => shared.mam_prefs.put(user, p),
         Err(e) => {
             tracing::error!(error = %e, "archive preference lookup failed");

@@ -450,7 +450,7 @@ impl Session {
             SessionMsg::Command(Command::Send(els)) => self.write_now(els).await,
             SessionMsg::Command(Command::CheckOffline) => {
                 if self.ctx.reachable() {
-                    self.start_backlog(Vec::new(), true).await
+                    self.start_backlog(false, true).await
                 } else {
                     Flow::Continue
                 }

@@ -346,7 +346,7 @@ impl Session {
                 }
                 // Offline messages stored while it slept (or whose delivery hibernation cut).
                 if self.ctx.reachable() {
-                    return self.start_backlog(Vec::new(), true).await;
+                    return self.start_backlog(false, true).await;
                 }
                 Flow::Continue
             }
