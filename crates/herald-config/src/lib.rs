@@ -294,7 +294,8 @@ pub struct S2sConfig {
     /// Incoming direct TLS s2s (XEP-0368); absent or "": none.
     #[serde(deserialize_with = "addr")]
     pub direct_tls_listen: Option<SocketAddr>,
-    /// Refuse peers whose certificate does not verify (unless dialback is allowed).
+    /// No effect, kept so existing files load: incoming peers need a valid certificate or
+    /// dialback whatever it says, and outgoing streams follow `insecure_outgoing`.
     pub require_valid_certs: bool,
     /// Allow Server Dialback (XEP-0220) where certificates do not verify.
     pub allow_dialback: bool,

@@ -177,8 +177,11 @@ mod tests {
         assert!(none.is_some());
         assert_eq!(s.in_use(), 3);
         drop(a1);
-        assert!(s.take(Some("alice")).is_ok());
+        let a3 = s.take(Some("alice"));
+        assert!(a3.is_ok());
         assert_eq!(s.in_use(), 3);
+        drop(a3);
+        assert_eq!(s.in_use(), 2);
     }
 
     #[test]
