@@ -296,7 +296,8 @@ pub struct S2sConfig {
     /// Incoming direct TLS s2s (XEP-0368); absent or "": none.
     #[serde(deserialize_with = "addr")]
     pub direct_tls_listen: Option<SocketAddr>,
-    /// Refuse peers whose certificate does not verify (unless dialback is allowed).
+    /// No effect, kept so existing files load: incoming peers need a valid certificate or
+    /// dialback whatever it says, and outgoing streams follow `insecure_outgoing`.
     pub require_valid_certs: bool,
     /// Allow Server Dialback (XEP-0220) where certificates do not verify.
     pub allow_dialback: bool,
@@ -308,6 +309,25 @@ pub struct S2sConfig {
     pub connect_timeout: Dur,
     /// Stanzas queued per remote domain while its connection is set up.
     pub max_queue: usize,
+    /// Accept any certificate on outgoing streams (we then authenticate only ourselves, by
+    /// dialback); false: the receiving server must present one valid for its domain.
+    pub insecure_outgoing: bool,
+    /// Outgoing connections being set up (resolve, connect, TLS, authenticate) at once, for
+    /// all users; a stanza that would start one more bounces with resource-constraint.
+    pub max_outgoing_setups: usize,
+    /// Of those, how many one local user's stanzas may have started (each for a new remote
+    /// domain); stanzas from the server or a component count only against the global cap.
+    pub max_outgoing_setups_per_user: usize,
+    /// Dialback verifications (callbacks to an authoritative server) one incoming stream may
+    /// have in progress; a request beyond gets a dialback error (policy-violation).
+    pub max_dialback_verifications: usize,
+    /// Dialback verifications in progress for all incoming streams together.
+    pub max_dialback_verifications_total: usize,
+    /// A remote domain whose connection could not be set up is not tried again for this
+    /// long: its stanzas bounce at once ("0s": no memory of failures).
+    pub failure_backoff: Dur,
+    /// Failed domains remembered at once (when full, expired and then oldest entries go).
+    pub max_failed_domains: usize,
     /// Static routes: remote domain → "host:port" (bypass DNS).
     pub routes: std::collections::BTreeMap<String, String>,
 }
@@ -323,6 +343,13 @@ impl Default for S2sConfig {
             idle_timeout: Dur(Duration::from_secs(600)),
             connect_timeout: Dur(Duration::from_secs(10)),
             max_queue: 1000,
+            insecure_outgoing: false,
+            max_outgoing_setups: 64,
+            max_outgoing_setups_per_user: 8,
+            max_dialback_verifications: 16,
+            max_dialback_verifications_total: 256,
+            failure_backoff: Dur(Duration::from_secs(60)),
+            max_failed_domains: 10_000,
             routes: Default::default(),
         }
     }
@@ -862,8 +889,26 @@ impl Config {
                 return Err(bad(&key, format!("{target:?}: write \"host:port\"")));
             }
         }
-        if self.s2s.max_queue == 0 {
-            return Err(bad("s2s.max_queue", "must be at least 1".into()));
+        for (key, v) in [
+            ("s2s.max_queue", self.s2s.max_queue),
+            ("s2s.max_outgoing_setups", self.s2s.max_outgoing_setups),
+            (
+                "s2s.max_outgoing_setups_per_user",
+                self.s2s.max_outgoing_setups_per_user,
+            ),
+            (
+                "s2s.max_dialback_verifications",
+                self.s2s.max_dialback_verifications,
+            ),
+            (
+                "s2s.max_dialback_verifications_total",
+                self.s2s.max_dialback_verifications_total,
+            ),
+            ("s2s.max_failed_domains", self.s2s.max_failed_domains),
+        ] {
+            if v == 0 {
+                return Err(bad(key, "must be at least 1".into()));
+            }
         }
         for (i, c) in self.components.component.iter().enumerate() {
             let key = format!("components.component[{i}].domain");
@@ -1328,6 +1373,23 @@ removed_retention = "7d"
                 "[limits]\nmax_unauthenticated_per_ip = 0\n",
                 "limits.max_unauthenticated_per_ip",
             ),
+            (
+                "[s2s]\nmax_outgoing_setups = 0\n",
+                "s2s.max_outgoing_setups",
+            ),
+            (
+                "[s2s]\nmax_outgoing_setups_per_user = 0\n",
+                "s2s.max_outgoing_setups_per_user",
+            ),
+            (
+                "[s2s]\nmax_dialback_verifications = 0\n",
+                "s2s.max_dialback_verifications",
+            ),
+            (
+                "[s2s]\nmax_dialback_verifications_total = 0\n",
+                "s2s.max_dialback_verifications_total",
+            ),
+            ("[s2s]\nmax_failed_domains = 0\n", "s2s.max_failed_domains"),
             ("[push]\nmax_attempts = 0\n", "push.max_attempts"),
             ("[push]\nmax_pending = 0\n", "push.max_pending"),
             (
