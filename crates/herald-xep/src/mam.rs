@@ -655,7 +655,11 @@ mod tests {
             "<set xmlns='http://jabber.org/protocol/rsm'><after>x5</after></set>",
         );
         assert_eq!(
-            parse_query(&q, &lim(100)).unwrap().query.after_id.as_deref(),
+            parse_query(&q, &lim(100))
+                .unwrap()
+                .query
+                .after_id
+                .as_deref(),
             Some("x5")
         );
         // The extended form type is accepted; flip-page in another namespace is not flip.
