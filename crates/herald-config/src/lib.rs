@@ -605,6 +605,10 @@ impl Default for CsiConfig {
     }
 }
 
+/// The largest `[mam] max_page` (and `max_ids`): a page is read, serialised and written in
+/// one go, so its size bounds the memory and time one query takes.
+pub const MAM_MAX_PAGE_LIMIT: usize = 1000;
+
 /// `[mam]`
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -613,8 +617,25 @@ pub struct MamConfig {
     pub default: String,
     /// Archived messages older than this are deleted.
     pub max_age: Dur,
-    /// Most results per query page.
+    /// Most results per query page: a larger RSM `<max/>` is clamped to it (XEP-0313 lets the
+    /// server return fewer). At most [`MAM_MAX_PAGE_LIMIT`].
     pub max_page: usize,
+    /// Most ids in one query's `ids` field (XEP-0313 `urn:xmpp:mam:2#extended`); more is
+    /// `policy-violation`.
+    pub max_ids: usize,
+    /// RSM `<count/>` is given only when the query matches at most this many messages
+    /// (counting walks every match, so an exact count of a large archive would make each
+    /// page's cost grow with the archive); beyond it `<count/>` is left out. 0 never counts.
+    pub max_count: usize,
+    /// SQLite connections that serve only archive queries, so that MAM queries never hold a
+    /// connection logins need (credentials, rosters, offline messages).
+    pub readers: usize,
+    /// Archive queries one account may have running at once (from all its sessions); one
+    /// more gets `resource-constraint` (type `wait`).
+    pub max_concurrent_per_user: usize,
+    /// Archive queries running or waiting for a reader at once, server-wide; one more gets
+    /// `resource-constraint` (type `wait`).
+    pub max_concurrent: usize,
     /// How long the archive writer waits after the first write of a batch before committing:
     /// a woken writer that commits at once competes for the CPU with the delivery that woke
     /// it; waiting lets that finish and gathers more writes into the commit. Acks wait this
@@ -628,6 +649,11 @@ impl Default for MamConfig {
             default: "always".into(),
             max_age: Dur(Duration::from_secs(365 * 86400)),
             max_page: 100,
+            max_ids: 100,
+            max_count: 1000,
+            readers: 2,
+            max_concurrent_per_user: 2,
+            max_concurrent: 32,
             commit_delay: Dur(Duration::from_millis(2)),
         }
     }
@@ -1014,8 +1040,35 @@ impl Config {
         if self.mam.commit_delay.0 > Duration::from_secs(1) {
             return Err(bad("mam.commit_delay", "must be at most 1s".into()));
         }
-        if self.mam.max_page == 0 {
-            return Err(bad("mam.max_page", "must be at least 1".into()));
+        if self.mam.max_page == 0 || self.mam.max_page > MAM_MAX_PAGE_LIMIT {
+            return Err(bad(
+                "mam.max_page",
+                format!("must be between 1 and {MAM_MAX_PAGE_LIMIT}"),
+            ));
+        }
+        if self.mam.max_ids == 0 || self.mam.max_ids > MAM_MAX_PAGE_LIMIT {
+            return Err(bad(
+                "mam.max_ids",
+                format!("must be between 1 and {MAM_MAX_PAGE_LIMIT}"),
+            ));
+        }
+        if self.mam.max_count > 1_000_000 {
+            return Err(bad("mam.max_count", "must be at most 1000000".into()));
+        }
+        if self.mam.readers == 0 || self.mam.readers > 64 {
+            return Err(bad("mam.readers", "must be between 1 and 64".into()));
+        }
+        if self.mam.max_concurrent_per_user == 0 {
+            return Err(bad(
+                "mam.max_concurrent_per_user",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.mam.max_concurrent < self.mam.max_concurrent_per_user {
+            return Err(bad(
+                "mam.max_concurrent",
+                "must be at least mam.max_concurrent_per_user".into(),
+            ));
         }
         for (i, s) in self.csi.important.iter().enumerate() {
             if s.split_whitespace().count() != 2 {
@@ -1352,6 +1405,20 @@ removed_retention = "7d"
             ),
             ("[mam]\ndefault = \"sometimes\"\n", "mam.default"),
             ("[mam]\ncommit_delay = \"5s\"\n", "mam.commit_delay"),
+            ("[mam]\nmax_page = 1001\n", "mam.max_page"),
+            ("[mam]\nmax_page = 0\n", "mam.max_page"),
+            ("[mam]\nmax_ids = 0\n", "mam.max_ids"),
+            ("[mam]\nmax_ids = 5000\n", "mam.max_ids"),
+            ("[mam]\nmax_count = 2000000\n", "mam.max_count"),
+            ("[mam]\nreaders = 0\n", "mam.readers"),
+            (
+                "[mam]\nmax_concurrent_per_user = 0\n",
+                "mam.max_concurrent_per_user",
+            ),
+            (
+                "[mam]\nmax_concurrent_per_user = 4\nmax_concurrent = 3\n",
+                "mam.max_concurrent",
+            ),
             ("domain = \"a@b\"\n", "domain"),
             ("[tls]\ncert = \"x.pem\"\n", "tls"),
             ("[limits]\nmax_stanza_bytes = 10\n", "max_stanza_bytes"),

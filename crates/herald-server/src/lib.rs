@@ -123,6 +123,9 @@ pub struct Shared {
     /// Archive writes stamped but not yet committed, per user, so a MAM query waits for
     /// what was acknowledged before it. Written by `mam`.
     pub archive_inflight: mam::InFlight,
+    /// Archive queries admitted (per account and in all) and the permits for their readers.
+    /// Taken and given back by `mam` around each query.
+    pub mam_queries: mam::Queries,
     /// Archive preferences per user (a cache in front of the store). Written by MAM prefs
     /// IQs; read for every archived message.
     pub mam_prefs: herald_store::cache::UserCache<herald_store::MamPrefs>,
@@ -419,7 +422,8 @@ impl Running {
 /// Opens the store, prepares TLS, binds the listeners and starts accepting.
 pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     let data_dir = cfg.data_dir.clone();
-    let options = cfg.store.options();
+    let mut options = cfg.store.options();
+    options.mam_readers = cfg.mam.readers;
     let store = tokio::task::spawn_blocking(move || Store::open_with(&data_dir, &options))
         .await
         .context("store task")?
@@ -455,6 +459,7 @@ pub async fn start_with_store(cfg: Config, store: impl Backend) -> anyhow::Resul
         push,
         archive: group_commit::ArchiveWriter::start(store.clone(), cfg.mam.commit_delay.0),
         archive_inflight: mam::InFlight::default(),
+        mam_queries: mam::Queries::new(&cfg.mam),
         mam_prefs: herald_store::cache::UserCache::new(100_000),
         blocklists: herald_store::cache::UserCache::new(100_000),
         s2s,

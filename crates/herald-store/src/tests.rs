@@ -160,8 +160,15 @@ fn migrations_are_recorded_once_per_role() {
         roles,
         vec!["accounts", "archive", "blocking", "offline", "push", "roster", "sessions"]
     );
-    // Each role's latest version (push: 2, the table of removed registrations).
-    let latest = |role: &str| if role == "push" { 2 } else { 1 };
+    // Each role's latest version (push: 2, the table of removed registrations; archive: 2,
+    // the full-JID index).
+    let latest = |role: &str| {
+        if role == "push" || role == "archive" {
+            2
+        } else {
+            1
+        }
+    };
     assert!(rows.iter().all(|(r, v)| *v == latest(r)), "{rows:?}");
 }
 
@@ -334,11 +341,12 @@ fn two_stores_on_one_file_write_concurrently() {
                 "srv@d",
                 &ArchiveQuery {
                     max: 0,
+                    count_limit: 2 * N,
                     ..Default::default()
                 },
             )
             .unwrap();
-        assert_eq!(page.count, 2 * N);
+        assert_eq!(page.count, Some(2 * N));
     }
 }
 
@@ -470,7 +478,19 @@ fn archive_queries_use_indexes() {
                 cur,
                 true,
             ),
-            "archive_by_with",
+            "archive_by_with_full",
+        ),
+        (
+            page_query("u", &q(Some("w/r"), None, None, None), None, None, false),
+            "archive_by_with_full",
+        ),
+        (
+            count_query("u", &q(Some("w/r"), None, None, None)),
+            "archive_by_with_full",
+        ),
+        (
+            count_query("u", &q(None, None, None, None)),
+            "archive_by_time",
         ),
         (
             page_query("u", &q(Some("w"), Some(1), Some(99), None), None, cur, true),
@@ -502,7 +522,9 @@ fn archive_queries_use_indexes() {
     for (query, index) in cases {
         let sql = query.0.clone();
         let p = plan(query);
-        assert!(p.contains(index), "{sql}: {p}");
+        // "INDEX name " with the space: archive_by_with must not pass for archive_by_with_full.
+        assert!(p.contains(&format!("INDEX {index} ")), "{sql}: {p}");
+        assert!(!p.contains("SCAN archive"), "{sql} scans: {p}");
         // A few ids may be sorted; anything else must come out of the index in order.
         if index != "archive_by_id" {
             assert!(!p.contains("TEMP B-TREE"), "{sql} sorts: {p}");
@@ -510,4 +532,47 @@ fn archive_queries_use_indexes() {
     }
     let retention = plan(("DELETE FROM archive WHERE ts < ?".into(), vec![5.into()]));
     assert!(retention.contains("archive_by_age"), "{retention}");
+}
+
+/// Archive queries have readers of their own: with every one of them held (a MAM storm),
+/// a login's reads (credentials, roster) still get a connection at once.
+#[test]
+fn archive_queries_never_take_a_login_reader() {
+    let dir = tmp();
+    let options = StoreOptions {
+        readers: 1,
+        mam_readers: 1,
+        ..StoreOptions::default()
+    };
+    let s = Store::open_with(dir.path(), &options).unwrap();
+    s.create_account("u@d", &creds(1)).unwrap();
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let storm = {
+        let s = s.clone();
+        std::thread::spawn(move || {
+            s.read_mam(|_| {
+                held_tx.send(()).unwrap();
+                let _ = release_rx.recv();
+                Ok(())
+            })
+            .unwrap();
+        })
+    };
+    held_rx.recv().unwrap();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let login = {
+        let s = s.clone();
+        std::thread::spawn(move || {
+            let creds = s.credentials("u@d").unwrap();
+            let roster = s.roster("u@d").unwrap();
+            done_tx.send((creds.is_some(), roster.1.len())).unwrap();
+        })
+    };
+    // Shared readers would block here until the release below, which never comes first.
+    let got = done_rx.recv_timeout(Duration::from_secs(10));
+    release_tx.send(()).unwrap();
+    storm.join().unwrap();
+    login.join().unwrap();
+    assert_eq!(got, Ok((true, 0)), "a login waited for the archive reader");
 }
