@@ -12,6 +12,8 @@ use herald_proto::error::{ErrorType, StreamError};
 use herald_proto::Element;
 use herald_push::engine::{Registration, Reply, SessionId, SessionPush, StanzaInfo};
 use herald_push::Classifier;
+use herald_session::budget::{Charge, QueueBudget};
+use herald_transport::inbox::TrySendError;
 use herald_store::StoreError;
 use tokio::sync::{mpsc, oneshot};
 
@@ -54,7 +56,7 @@ impl Origin {
 
 /// A stanza on its way to a client: the one envelope from routing through the session's
 /// inbox, its XEP-0198 queue and CSI buffer, to offline storage or the saved session.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Routed {
     /// Where it comes from.
     pub origin: Origin,
@@ -66,6 +68,24 @@ pub struct Routed {
     /// written through, so the sender's XEP-0198 ack waits for it (see `durable`). The
     /// session takes it out as it queues the stanza.
     pub durable: Option<Arc<crate::routing::durable::Durable>>,
+    /// Its weight against the session's and the account's byte budgets while it is held
+    /// (`limits.session_queue_bytes`), given back when it is dropped: acknowledged, written
+    /// without XEP-0198, stored offline, bounced.
+    pub charge: Option<Charge>,
+}
+
+/// A copy carries no charge: the original, still queued, holds the memory; copies are
+/// short-lived (a retransmission, a push summary).
+impl Clone for Routed {
+    fn clone(&self) -> Routed {
+        Routed {
+            origin: self.origin,
+            el: self.el.clone(),
+            at: self.at,
+            durable: self.durable.clone(),
+            charge: None,
+        }
+    }
 }
 
 impl Routed {
@@ -86,6 +106,7 @@ impl Routed {
             el,
             at: 0,
             durable: None,
+            charge: None,
         }
     }
 }
@@ -136,8 +157,50 @@ pub struct Resumable {
     pub tx: SessionTx,
 }
 
-/// A session task's inbox (bounded by `limits.session_inbox`; see `inbox` for why not mpsc).
-pub type SessionTx = herald_transport::inbox::Sender<SessionMsg>;
+/// A session task's inbox (bounded by `limits.session_inbox`; see `inbox` for why not mpsc)
+/// with the session's byte budget (`limits.session_queue_bytes`, within the account's), which
+/// routing charges as it queues a stanza.
+#[derive(Clone, Debug)]
+pub struct SessionTx {
+    inbox: herald_transport::inbox::Sender<SessionMsg>,
+    budget: QueueBudget,
+}
+
+impl SessionTx {
+    /// A session's inbox (`limits.session_inbox` messages) and budget (`bytes`, within the
+    /// account's `account`).
+    pub fn inbox(
+        capacity: usize,
+        bytes: usize,
+        account: Option<Arc<herald_session::budget::Budget>>,
+    ) -> (SessionTx, herald_transport::inbox::Receiver<SessionMsg>) {
+        let (inbox, rx) = herald_transport::inbox::bounded(capacity);
+        let budget = QueueBudget::new(bytes, account);
+        (SessionTx { inbox, budget }, rx)
+    }
+
+    /// Queues `msg` unless the inbox is full or closed (the byte budget is the caller's:
+    /// see `routing::send_to_routed`).
+    pub fn try_send(&self, msg: SessionMsg) -> Result<(), TrySendError<SessionMsg>> {
+        self.inbox.try_send(msg)
+    }
+
+    /// Queues a control message past the inbox's capacity (see
+    /// [`herald_transport::inbox::Sender::send_control`]).
+    pub fn send_control(&self, msg: SessionMsg) -> Result<(), SessionMsg> {
+        self.inbox.send_control(msg)
+    }
+
+    /// Whether the session closed its inbox.
+    pub fn is_closed(&self) -> bool {
+        self.inbox.is_closed()
+    }
+
+    /// The session's byte budget.
+    pub fn budget(&self) -> &QueueBudget {
+        &self.budget
+    }
+}
 
 /// Sends to a component connection.
 pub type ComponentTx = mpsc::Sender<Element>;
