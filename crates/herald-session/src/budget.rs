@@ -200,7 +200,11 @@ mod tests {
         // s2 is empty and its own budget has room, but the account's has not.
         let held = s2.try_charge(500).unwrap();
         assert_eq!(s2.try_charge(1).unwrap_err(), Over::Group);
-        assert_eq!(s2.used(), 500, "refused by the group: the queue keeps nothing of it");
+        assert_eq!(
+            s2.used(),
+            500,
+            "refused by the group: the queue keeps nothing of it"
+        );
         assert_eq!(account.used(), 1500);
         drop(a);
         assert_eq!(account.used(), 500);

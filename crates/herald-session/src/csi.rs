@@ -117,7 +117,10 @@ mod tests {
         // Holding a third would pass 1000 bytes: everything goes, in order.
         assert_eq!(b.offer_sized(3, 1, false), vec![1, 2, 3]);
         assert_eq!((b.held_len(), b.held_bytes()), (0, 0));
-        assert!(!b.is_active(), "still inactive: later stanzas are held again");
+        assert!(
+            !b.is_active(),
+            "still inactive: later stanzas are held again"
+        );
         assert!(b.offer_sized(4, 10, false).is_empty());
         // A stanza larger than the bound on its own is not held either.
         assert_eq!(b.offer_sized(5, 5000, false), vec![4, 5]);

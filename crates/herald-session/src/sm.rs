@@ -509,7 +509,10 @@ impl<T: Clone> StreamManagement<T> {
         self.requested_h = self.acked_h;
         // Prosody asks at once after a resume: the client's answer tells us what arrived.
         self.request_asap = !self.queue.is_empty();
-        Ok((acked, self.queue.iter().map(|(t, _, _)| t.clone()).collect()))
+        Ok((
+            acked,
+            self.queue.iter().map(|(t, _, _)| t.clone()).collect(),
+        ))
     }
 
     /// Remove and return everything unacked, oldest first (expiry, session end). The items

@@ -355,7 +355,10 @@ mod tests {
             (children(16_000, |_| "<a/>".into()), 2_699_625),
             (children(4_000, |i| format!("<a b='{i}'/>")), 4_690_259),
             (children(4_000, |i| format!("<a>t{i}</a>")), 2_486_259),
-            (children(4_000, |i| format!("<a xmlns='urn:x:{i}'/>")), 2_877_149),
+            (
+                children(4_000, |i| format!("<a xmlns='urn:x:{i}'/>")),
+                2_877_149,
+            ),
             (
                 "<message xmlns='jabber:client' to='a@b/c' from='d@e/f' id='abc' type='chat'>\
                  <body>hello</body><active xmlns='http://jabber.org/protocol/chatstates'/>\

@@ -13,8 +13,8 @@ use herald_proto::Element;
 use herald_push::engine::{Registration, Reply, SessionId, SessionPush, StanzaInfo};
 use herald_push::Classifier;
 use herald_session::budget::{Charge, QueueBudget};
-use herald_transport::inbox::TrySendError;
 use herald_store::StoreError;
+use herald_transport::inbox::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 
 // Session tasks.

@@ -80,9 +80,7 @@ impl Router {
             .account_budgets
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        m.get(bare)
-            .and_then(Weak::upgrade)
-            .map_or(0, |b| b.used())
+        m.get(bare).and_then(Weak::upgrade).map_or(0, |b| b.used())
     }
 
     /// Removes a resource if it still belongs to `session_id`.
