@@ -256,3 +256,30 @@ async fn an_unacked_queue_over_its_byte_bound_ends_the_stream_with_policy_violat
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_component_that_does_not_read_gets_no_more_than_its_byte_budget() {
+    let s = server(|c| c.limits.component_queue_bytes = 64 << 10).await;
+    // Connected, never reading: once the socket's buffers are full, what is routed to it
+    // waits in its queue.
+    let component = RawClient::component(s.component_addr(), "push.localhost", "s3cret").await;
+    let mut alice = login_available(&s, "alice").await;
+    // 20 MB, more than any socket buffer holds; 200 stanzas, far below the count bound
+    // (1024): the bounces come from the byte budget.
+    // In rounds, reading the bounces (each carries the 100 KB back) between them.
+    let mut bounced = 0;
+    for round in 0..20 {
+        let to = "app@push.localhost";
+        bounced += send_big(&mut alice, to, &format!("c{round}-"), 10).await;
+    }
+    assert!(bounced >= 1, "nothing bounced");
+    let queued = s
+        .running
+        .shared
+        .router
+        .component("push.localhost")
+        .map_or(0, |tx| tx.queued_bytes());
+    assert!(queued <= (64 << 10) + BIG + 4096, "{queued}");
+    others_unaffected(&s).await;
+    drop(component);
+}

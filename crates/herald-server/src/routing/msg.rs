@@ -202,8 +202,75 @@ impl SessionTx {
     }
 }
 
-/// Sends to a component connection.
-pub type ComponentTx = mpsc::Sender<Element>;
+/// Sends to a component connection (`limits.component_queue_bytes`).
+pub type ComponentTx = BoundedTx;
+
+/// The sending side of a connection's queue (a component's, an outgoing s2s pair's),
+/// bounded in count and in bytes: each element is charged its memory
+/// (`herald_xep::stanza::mem_cost`) until the connection's task takes it out.
+#[derive(Clone, Debug)]
+pub struct BoundedTx {
+    tx: mpsc::Sender<(Element, Charge)>,
+    budget: QueueBudget,
+}
+
+/// The receiving side of a [`BoundedTx`]: taking an element out gives its bytes back.
+pub struct BoundedRx(mpsc::Receiver<(Element, Charge)>);
+
+/// A queue of at most `count` elements and `bytes` bytes (an empty queue takes one element
+/// of any size).
+pub fn bounded_queue(count: usize, bytes: usize) -> (BoundedTx, BoundedRx) {
+    let (tx, rx) = mpsc::channel(count.max(1));
+    let budget = QueueBudget::new(bytes, None);
+    (BoundedTx { tx, budget }, BoundedRx(rx))
+}
+
+impl BoundedTx {
+    /// Queues `el`; `Full` when the count or the byte bound would be passed.
+    pub fn try_send(&self, el: Element) -> Result<(), mpsc::error::TrySendError<Element>> {
+        let charge = match self.budget.try_charge(crate::stanza::mem_cost(&el)) {
+            Ok(c) => c,
+            Err(_) if self.tx.is_closed() => return Err(mpsc::error::TrySendError::Closed(el)),
+            Err(_) => return Err(mpsc::error::TrySendError::Full(el)),
+        };
+        self.tx.try_send((el, charge)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full((el, _)) => mpsc::error::TrySendError::Full(el),
+            mpsc::error::TrySendError::Closed((el, _)) => mpsc::error::TrySendError::Closed(el),
+        })
+    }
+
+    /// Whether the receiving side is gone.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    /// Whether both are the same queue.
+    pub fn same_channel(&self, other: &BoundedTx) -> bool {
+        self.tx.same_channel(&other.tx)
+    }
+
+    /// Bytes queued now.
+    pub fn queued_bytes(&self) -> usize {
+        self.budget.used()
+    }
+}
+
+impl BoundedRx {
+    /// The next element, waiting for one; None once every sender is gone.
+    pub async fn recv(&mut self) -> Option<Element> {
+        self.0.recv().await.map(|(el, _)| el)
+    }
+
+    /// The next element without waiting.
+    pub fn try_recv(&mut self) -> Result<Element, mpsc::error::TryRecvError> {
+        self.0.try_recv().map(|(el, _)| el)
+    }
+
+    /// Refuses further sends; what is queued can still be taken.
+    pub fn close(&mut self) {
+        self.0.close()
+    }
+}
 
 // The push task.
 

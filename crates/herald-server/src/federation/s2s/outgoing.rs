@@ -17,7 +17,6 @@ use herald_transport::resolve::{self, Target};
 use herald_xep::dialback::{self, Verdict};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::S2sError;
@@ -39,7 +38,7 @@ pub(super) async fn run(
     shared: Arc<Shared>,
     key: (String, String),
     id: u64,
-    mut rx: mpsc::Receiver<Element>,
+    mut rx: crate::routing::msg::BoundedRx,
 ) {
     let (local, remote) = (&key.0, &key.1);
     let s2s = &shared.s2s;
@@ -135,7 +134,7 @@ async fn give_up(
     shared: &Arc<Shared>,
     key: &(String, String),
     id: u64,
-    mut rx: mpsc::Receiver<Element>,
+    mut rx: crate::routing::msg::BoundedRx,
     e: S2sError,
 ) {
     shared
