@@ -501,6 +501,9 @@ pub struct ComponentEntry {
     pub secret: String,
 }
 
+/// The smallest byte budget a queue may have (`limits.*_queue_bytes`).
+pub const MIN_QUEUE_BYTES: usize = 64 << 10;
+
 /// `[limits]`
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -532,6 +535,19 @@ pub struct LimitsConfig {
     /// c2s connections from one IP address not yet authenticated (TLS, SASL); beyond:
     /// `policy-violation`. Logged-in sessions do not count.
     pub max_unauthenticated_per_ip: usize,
+    /// Bytes of stanzas held for one session (inbox, XEP-0198 queue, CSI buffer), each
+    /// weighed by what it costs in memory (`herald_xep::stanza::mem_cost`). A routed stanza
+    /// beyond: `resource-constraint` to its sender; the XEP-0198 queue beyond (the server's
+    /// own replies): the stream ends with `policy-violation`.
+    pub session_queue_bytes: usize,
+    /// Bytes of stanzas held for all sessions of one account together; beyond:
+    /// `resource-constraint` to the sender.
+    pub account_queue_bytes: usize,
+    /// Bytes of stanzas waiting for one outgoing s2s connection (local, remote domain
+    /// pair); beyond: `resource-constraint`.
+    pub s2s_queue_bytes: usize,
+    /// Bytes of stanzas waiting for one component connection; beyond: `resource-constraint`.
+    pub component_queue_bytes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -548,6 +564,10 @@ impl Default for LimitsConfig {
             max_connections: 10_000,
             max_connections_per_ip: 100,
             max_unauthenticated_per_ip: 20,
+            session_queue_bytes: 4 << 20,
+            account_queue_bytes: 16 << 20,
+            s2s_queue_bytes: 8 << 20,
+            component_queue_bytes: 8 << 20,
         }
     }
 }
@@ -592,6 +612,10 @@ impl Default for SmConfig {
 pub struct CsiConfig {
     /// Most stanzas held for an inactive client before the buffer is flushed.
     pub max_buffer: usize,
+    /// Most bytes (as `limits.session_queue_bytes` weighs them) held for an inactive
+    /// client before the buffer is flushed; less than `limits.session_queue_bytes`, so the
+    /// buffer flushes before the session's budget refuses anything.
+    pub max_buffer_bytes: usize,
     /// Extra payloads that make a stanza important, as "namespace element".
     pub important: Vec<String>,
 }
@@ -600,6 +624,7 @@ impl Default for CsiConfig {
     fn default() -> Self {
         CsiConfig {
             max_buffer: 256,
+            max_buffer_bytes: 1 << 20,
             important: Vec::new(),
         }
     }
@@ -1019,6 +1044,34 @@ impl Config {
                 return Err(bad(key, "must be at least 1".into()));
             }
         }
+        // Smaller budgets would refuse ordinary traffic; the largest stanza always passes
+        // an empty queue whatever the budget, so none depends on max_stanza_bytes.
+        for (key, v) in [
+            ("limits.session_queue_bytes", l.session_queue_bytes),
+            ("limits.s2s_queue_bytes", l.s2s_queue_bytes),
+            ("limits.component_queue_bytes", l.component_queue_bytes),
+        ] {
+            if v < MIN_QUEUE_BYTES {
+                return Err(bad(
+                    key,
+                    format!("must be at least {MIN_QUEUE_BYTES} (64 KiB)"),
+                ));
+            }
+        }
+        if l.account_queue_bytes < l.session_queue_bytes {
+            return Err(bad(
+                "limits.account_queue_bytes",
+                "must be at least limits.session_queue_bytes".into(),
+            ));
+        }
+        if self.csi.max_buffer_bytes == 0 || self.csi.max_buffer_bytes >= l.session_queue_bytes {
+            return Err(bad(
+                "csi.max_buffer_bytes",
+                "must be more than 0 and less than limits.session_queue_bytes (the buffer \
+                 flushes before the session's budget refuses stanzas)"
+                    .into(),
+            ));
+        }
         if self.stream_management.max_queue == 0 {
             return Err(bad(
                 "stream_management.max_queue",
@@ -1142,6 +1195,7 @@ impl Config {
         let c = &self.stream_management;
         herald_session::sm::SmConfig {
             max_queue: c.max_queue,
+            max_queue_bytes: self.limits.session_queue_bytes,
             request_after: c.request_after,
             request_idle: c.request_idle.0,
             max_ack_delay: c.max_ack_delay.0,
@@ -1432,6 +1486,26 @@ removed_retention = "7d"
                 "limits.max_sessions_per_account",
             ),
             ("[limits]\nmax_connections = 0\n", "limits.max_connections"),
+            (
+                "[limits]\nsession_queue_bytes = 1000\n",
+                "limits.session_queue_bytes",
+            ),
+            (
+                "[limits]\ns2s_queue_bytes = 1000\n",
+                "limits.s2s_queue_bytes",
+            ),
+            (
+                "[limits]\ncomponent_queue_bytes = 1000\n",
+                "limits.component_queue_bytes",
+            ),
+            (
+                "[limits]\naccount_queue_bytes = 100000\n",
+                "limits.account_queue_bytes",
+            ),
+            (
+                "[csi]\nmax_buffer_bytes = 4194304\n",
+                "csi.max_buffer_bytes",
+            ),
             (
                 "[limits]\nmax_connections_per_ip = 0\n",
                 "limits.max_connections_per_ip",

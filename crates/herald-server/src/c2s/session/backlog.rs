@@ -60,11 +60,21 @@ impl Session {
         if !self.sm.is_enabled() {
             return BACKLOG_CHUNK;
         }
+        if self.sm.unacked_bytes() >= self.backlog_bytes() {
+            return 0;
+        }
         let max = self.ctx.shared.cfg.stream_management.max_queue;
         let limit = (max - max / 4).max(1);
         limit
             .saturating_sub(self.sm.unacked_len())
             .min(BACKLOG_CHUNK)
+    }
+
+    /// The bytes stored stanzas may fill the XEP-0198 queue up to: three quarters of
+    /// `session_queue_bytes`, the rest kept for live traffic as for the count.
+    fn backlog_bytes(&self) -> usize {
+        let max = self.ctx.shared.cfg.limits.session_queue_bytes;
+        max - max / 4
     }
 
     /// Delivers stored stanzas while there is room (see [`Self::backlog_room`]); called
@@ -124,17 +134,32 @@ impl Session {
             let mut written = Vec::new();
             let mut unreadable = Vec::new();
             for m in page {
-                if let Some(b) = self.backlog.as_mut() {
-                    b.offline = Some(m.id);
-                }
                 let el = match Element::from_str(&m.stanza_xml) {
                     Ok(el) => el,
                     Err(e) => {
                         tracing::error!(error = %e, id = m.id, "unreadable offline message deleted");
                         unreadable.push(m.id);
+                        if let Some(b) = self.backlog.as_mut() {
+                            b.offline = Some(m.id);
+                        }
                         continue;
                     }
                 };
+                let cost = stanza::mem_cost(&el);
+                let queued = self.sm.unacked_bytes();
+                if self.sm.is_enabled()
+                    && self.sm.unacked_len() > 0
+                    && queued.saturating_add(cost) > self.backlog_bytes()
+                {
+                    // Over the bytes kept for stored stanzas: this row and the rest of the
+                    // page are read again once acks make room (the next pump, from an ack).
+                    written.append(&mut unreadable);
+                    self.delete_offline(written).await;
+                    return Flow::Continue;
+                }
+                if let Some(b) = self.backlog.as_mut() {
+                    b.offline = Some(m.id);
+                }
                 let mut o = Routed::from_origin(Origin::Offline(m.id), el);
                 o.at = delay::now_micros();
                 // Not through CSI (a held stanza would keep its row undeletable without SM)

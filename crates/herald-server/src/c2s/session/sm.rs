@@ -198,10 +198,11 @@ impl Session {
                 _ => {}
             }
         }
-        for o in pending {
-            if self.sm.is_full() {
+        for mut o in pending {
+            let bytes = self.weigh(&mut o);
+            if self.sm.is_full_for(bytes) {
                 self.spilled.push(o);
-            } else if let Err(e) = self.sm.push_outbound(o, now) {
+            } else if let Err(e) = self.sm.push_outbound_sized(o, bytes, now) {
                 tracing::error!(error = %e, "stream management refused a stanza");
             }
         }

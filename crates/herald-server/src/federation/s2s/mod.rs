@@ -25,7 +25,6 @@ use herald_proto::Element;
 use herald_transport::resolve::{self, TokioResolver};
 use herald_transport::s2s_limits::{FailedDomains, Over, Slots};
 use herald_transport::s2s_verify as verify;
-use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
 use crate::routing::hooks::{Fut, ToRemote};
@@ -66,7 +65,7 @@ pub struct S2sMetrics {
 
 struct OutEntry {
     id: u64,
-    tx: mpsc::Sender<Element>,
+    tx: crate::routing::msg::BoundedTx,
 }
 
 /// s2s state shared by every task.
@@ -243,7 +242,8 @@ fn enqueue(shared: &Arc<Shared>, el: Element) -> Result<(), (Element, StanzaErro
         Some(entry) => match entry.tx.try_send(el) {
             Ok(()) => return Ok(()),
             Err(TrySendError::Full(el)) => {
-                // `[s2s] max_queue` bounds what waits for one remote domain.
+                // `[s2s] max_queue` and `[limits] s2s_queue_bytes` bound what waits for
+                // one remote domain.
                 return Err((el, StanzaErrorCondition::ResourceConstraint));
             }
             Err(TrySendError::Closed(el)) => el,
@@ -271,7 +271,10 @@ fn enqueue(shared: &Arc<Shared>, el: Element) -> Result<(), (Element, StanzaErro
             return Err((el, StanzaErrorCondition::ResourceConstraint));
         }
     };
-    let (tx, rx) = mpsc::channel(shared.cfg.s2s.max_queue.max(1));
+    let (tx, rx) = crate::routing::msg::bounded_queue(
+        shared.cfg.s2s.max_queue,
+        shared.cfg.limits.s2s_queue_bytes,
+    );
     if let Err(e) = tx.try_send(el) {
         let el = match e {
             TrySendError::Full(el) | TrySendError::Closed(el) => el,

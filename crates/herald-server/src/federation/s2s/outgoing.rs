@@ -17,7 +17,6 @@ use herald_transport::resolve::{self, Target};
 use herald_xep::dialback::{self, Verdict};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::S2sError;
@@ -40,7 +39,7 @@ pub(super) async fn run(
     shared: Arc<Shared>,
     key: (String, String),
     id: u64,
-    mut rx: mpsc::Receiver<Element>,
+    mut rx: crate::routing::msg::BoundedRx,
     slot: Slot,
 ) {
     let (local, remote) = (&key.0, &key.1);
@@ -141,7 +140,7 @@ async fn give_up(
     shared: &Arc<Shared>,
     key: &(String, String),
     id: u64,
-    mut rx: mpsc::Receiver<Element>,
+    mut rx: crate::routing::msg::BoundedRx,
     e: S2sError,
 ) {
     shared
