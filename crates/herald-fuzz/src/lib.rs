@@ -272,6 +272,7 @@ pub fn sm(data: &[u8]) {
     };
     let cfg = SmConfig {
         max_queue: usize::from(flags >> 4) + 1,
+        max_queue_bytes: 64 * 1024,
         request_after: 2,
         request_idle: Duration::from_secs(1),
         max_ack_delay: Duration::from_secs(5),
@@ -343,8 +344,8 @@ pub fn jid(data: &[u8]) {
         let _ = FullJid::new(x);
         let _ = herald_push::classify::bare_jid(x);
     }
-    let blocked: Vec<String> = Jid::new(b).map(|j| vec![j.to_string()]).unwrap_or_default();
-    let _ = blocking::matches(&blocked, a);
+    let blocked = blocking::Blocklist::new(Jid::new(b).map(|j| j.to_string()));
+    let _ = blocked.matches(a);
     let _ = xcomp::owns(a, b);
     let _ = xcomp::may_send_as(a, b, false, [b, a].into_iter());
     let _ = herald_push::reply::answers_for(a, b);
@@ -354,7 +355,12 @@ pub fn jid(data: &[u8]) {
 pub fn mam(data: &[u8]) {
     for el in elements(data) {
         for c in with_children(&el) {
-            if let Ok(req) = mam::parse_query(c, 100) {
+            let limits = mam::QueryLimits {
+                max_page: 100,
+                max_ids: 100,
+                max_count: 1000,
+            };
+            if let Ok(req) = mam::parse_query(c, &limits) {
                 assert!(req.query.max <= 100, "page larger than the maximum");
                 write(&mam::query_form(req.ns));
             }
@@ -378,7 +384,7 @@ pub fn mam(data: &[u8]) {
 pub fn roster(data: &[u8]) {
     for el in elements(data) {
         for c in with_children(&el) {
-            let _ = roster::parse(c, 1024);
+            let _ = roster::parse(c, 1024, 32);
         }
     }
 }

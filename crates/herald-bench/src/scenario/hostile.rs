@@ -464,7 +464,11 @@ async fn garbage(c: Arc<FloodCtx>, k: u64) {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
-        let payload = if (i + k).is_multiple_of(2) { &big } else { &deep };
+        let payload = if (i + k).is_multiple_of(2) {
+            &big
+        } else {
+            &deep
+        };
         let _ = tcp.write_all(conn::header(&c.t.domain).as_bytes()).await;
         let _ = tcp.write_all(payload.as_bytes()).await;
         read_to_close(&mut tcp).await;
