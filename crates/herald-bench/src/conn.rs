@@ -61,9 +61,37 @@ pub struct Target {
     pub connector: TlsConnector,
     /// Deadline for each negotiation step.
     pub step_timeout: Duration,
+    /// Local address to connect from (`None`: the system's choice). `hostile` sends its
+    /// floods from a second loopback address so per-address limits can tell them apart.
+    pub source: Option<std::net::IpAddr>,
 }
 
 impl Target {
+    /// A TCP connection to the server, from `source` if set, within `step_timeout`.
+    pub async fn connect(&self) -> Result<TcpStream> {
+        let fut = async {
+            let Some(src) = self.source else {
+                return TcpStream::connect((self.host.as_str(), self.port)).await;
+            };
+            let addr = tokio::net::lookup_host((self.host.as_str(), self.port))
+                .await?
+                .find(|a| a.is_ipv4() == src.is_ipv4())
+                .ok_or_else(|| io::Error::other("no server address of the source's family"))?;
+            let sock = if src.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()?
+            } else {
+                tokio::net::TcpSocket::new_v6()?
+            };
+            sock.bind(std::net::SocketAddr::new(src, 0))?;
+            sock.connect(addr).await
+        };
+        let tcp = tokio::time::timeout(self.step_timeout, fut)
+            .await
+            .map_err(|_| BenchError::Timeout("connect"))??;
+        tcp.set_nodelay(true)?;
+        Ok(tcp)
+    }
+
     /// The localpart of bench user `n`.
     pub fn user(&self, n: u64) -> String {
         format!("{}{}", self.user_prefix, n)
@@ -219,7 +247,8 @@ async fn put<S: AsyncWrite + Unpin + ?Sized>(io: &mut S, data: &[u8]) -> io::Res
     io.flush().await
 }
 
-fn header(domain: &str) -> String {
+/// The opening stream header a client sends.
+pub fn header(domain: &str) -> String {
     format!("<?xml version='1.0'?><stream:stream {STREAM_NS} to='{domain}' version='1.0'>")
 }
 
@@ -316,13 +345,7 @@ pub enum Resumption {
 /// Connects and authenticates bench user `n`: stream, optional STARTTLS, SASL, and the
 /// stream restart after it.
 pub async fn authenticate(t: &Target, n: u64) -> Result<Authed> {
-    let tcp = tokio::time::timeout(
-        t.step_timeout,
-        TcpStream::connect((t.host.as_str(), t.port)),
-    )
-    .await
-    .map_err(|_| BenchError::Timeout("connect"))??;
-    tcp.set_nodelay(true)?;
+    let tcp = t.connect().await?;
     let mut buf = vec![0u8; 4096];
     let mut io = Transport::Plain(tcp);
     let mut framer = Framer::new();

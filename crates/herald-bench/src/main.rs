@@ -36,6 +36,8 @@ enum Cmd {
     Push(scenario::push::PushArgs),
     /// Kill and restart the server (run by the bench) while pairs chat; counts acked messages lost.
     Chaos(scenario::chaos::ChaosArgs),
+    /// Normal chat and logins, quiet and then under floods from a second address; p99 ratio.
+    Hostile(scenario::hostile::HostileArgs),
     /// Write bench accounts into a Prosody data dir (internal_hashed), before Prosody starts.
     ProsodyUsers {
         /// Prosody's data_path.
@@ -103,6 +105,7 @@ fn main() -> Result<()> {
         Cmd::Messages(a) => (a.common.clone(), Box::pin(scenario::messages::run(a))),
         Cmd::Push(a) => (a.common.clone(), Box::pin(scenario::push::run(a))),
         Cmd::Chaos(a) => (a.common.clone(), Box::pin(scenario::chaos::run(a))),
+        Cmd::Hostile(a) => (a.common.clone(), Box::pin(scenario::hostile::run(a))),
         Cmd::ProsodyUsers {
             data_dir,
             domain,

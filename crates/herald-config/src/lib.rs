@@ -119,6 +119,8 @@ pub struct Config {
     pub offline: OfflineConfig,
     /// RFC 6121 rosters.
     pub roster: RosterConfig,
+    /// XEP-0191 blocking.
+    pub blocking: BlockingConfig,
     /// XEP-0357.
     pub push: PushConfig,
     /// Further local domains (virtual hosts), each optionally with its own certificate.
@@ -294,7 +296,8 @@ pub struct S2sConfig {
     /// Incoming direct TLS s2s (XEP-0368); absent or "": none.
     #[serde(deserialize_with = "addr")]
     pub direct_tls_listen: Option<SocketAddr>,
-    /// Refuse peers whose certificate does not verify (unless dialback is allowed).
+    /// No effect, kept so existing files load: incoming peers need a valid certificate or
+    /// dialback whatever it says, and outgoing streams follow `insecure_outgoing`.
     pub require_valid_certs: bool,
     /// Allow Server Dialback (XEP-0220) where certificates do not verify.
     pub allow_dialback: bool,
@@ -306,6 +309,25 @@ pub struct S2sConfig {
     pub connect_timeout: Dur,
     /// Stanzas queued per remote domain while its connection is set up.
     pub max_queue: usize,
+    /// Accept any certificate on outgoing streams (we then authenticate only ourselves, by
+    /// dialback); false: the receiving server must present one valid for its domain.
+    pub insecure_outgoing: bool,
+    /// Outgoing connections being set up (resolve, connect, TLS, authenticate) at once, for
+    /// all users; a stanza that would start one more bounces with resource-constraint.
+    pub max_outgoing_setups: usize,
+    /// Of those, how many one local user's stanzas may have started (each for a new remote
+    /// domain); stanzas from the server or a component count only against the global cap.
+    pub max_outgoing_setups_per_user: usize,
+    /// Dialback verifications (callbacks to an authoritative server) one incoming stream may
+    /// have in progress; a request beyond gets a dialback error (policy-violation).
+    pub max_dialback_verifications: usize,
+    /// Dialback verifications in progress for all incoming streams together.
+    pub max_dialback_verifications_total: usize,
+    /// A remote domain whose connection could not be set up is not tried again for this
+    /// long: its stanzas bounce at once ("0s": no memory of failures).
+    pub failure_backoff: Dur,
+    /// Failed domains remembered at once (when full, expired and then oldest entries go).
+    pub max_failed_domains: usize,
     /// Static routes: remote domain → "host:port" (bypass DNS).
     pub routes: std::collections::BTreeMap<String, String>,
 }
@@ -321,6 +343,13 @@ impl Default for S2sConfig {
             idle_timeout: Dur(Duration::from_secs(600)),
             connect_timeout: Dur(Duration::from_secs(10)),
             max_queue: 1000,
+            insecure_outgoing: false,
+            max_outgoing_setups: 64,
+            max_outgoing_setups_per_user: 8,
+            max_dialback_verifications: 16,
+            max_dialback_verifications_total: 256,
+            failure_backoff: Dur(Duration::from_secs(60)),
+            max_failed_domains: 10_000,
             routes: Default::default(),
         }
     }
@@ -342,6 +371,7 @@ impl Default for Config {
             mam: MamConfig::default(),
             offline: OfflineConfig::default(),
             roster: RosterConfig::default(),
+            blocking: BlockingConfig::default(),
             push: PushConfig::default(),
             hosts: Vec::new(),
             s2s: S2sConfig::default(),
@@ -406,8 +436,9 @@ pub struct C2sConfig {
     pub auth_failure_delay: Dur,
     /// The longest wait before answering a failed authentication.
     pub max_auth_delay: Dur,
-    /// Failed authentications of one account within `auth_lockout_time` that lock it for
-    /// `auth_lockout_time` (`temporary-auth-failure`); 0 never locks.
+    /// Failed authentications of one account from one address within `auth_lockout_time`
+    /// that lock the account for that address for `auth_lockout_time`
+    /// (`temporary-auth-failure`); 0 never locks.
     pub auth_lockout_failures: u32,
     /// The failure-counting window and the lockout's length.
     pub auth_lockout_time: Dur,
@@ -475,6 +506,9 @@ pub struct ComponentEntry {
     pub secret: String,
 }
 
+/// The smallest byte budget a queue may have (`limits.*_queue_bytes`).
+pub const MIN_QUEUE_BYTES: usize = 64 << 10;
+
 /// `[limits]`
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -506,6 +540,19 @@ pub struct LimitsConfig {
     /// c2s connections from one IP address not yet authenticated (TLS, SASL); beyond:
     /// `policy-violation`. Logged-in sessions do not count.
     pub max_unauthenticated_per_ip: usize,
+    /// Bytes of stanzas held for one session (inbox, XEP-0198 queue, CSI buffer), each
+    /// weighed by what it costs in memory (`herald_xep::stanza::mem_cost`). A routed stanza
+    /// beyond: `resource-constraint` to its sender; the XEP-0198 queue beyond (the server's
+    /// own replies): the stream ends with `policy-violation`.
+    pub session_queue_bytes: usize,
+    /// Bytes of stanzas held for all sessions of one account together; beyond:
+    /// `resource-constraint` to the sender.
+    pub account_queue_bytes: usize,
+    /// Bytes of stanzas waiting for one outgoing s2s connection (local, remote domain
+    /// pair); beyond: `resource-constraint`.
+    pub s2s_queue_bytes: usize,
+    /// Bytes of stanzas waiting for one component connection; beyond: `resource-constraint`.
+    pub component_queue_bytes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -522,6 +569,10 @@ impl Default for LimitsConfig {
             max_connections: 10_000,
             max_connections_per_ip: 100,
             max_unauthenticated_per_ip: 20,
+            session_queue_bytes: 4 << 20,
+            account_queue_bytes: 16 << 20,
+            s2s_queue_bytes: 8 << 20,
+            component_queue_bytes: 8 << 20,
         }
     }
 }
@@ -566,6 +617,10 @@ impl Default for SmConfig {
 pub struct CsiConfig {
     /// Most stanzas held for an inactive client before the buffer is flushed.
     pub max_buffer: usize,
+    /// Most bytes (as `limits.session_queue_bytes` weighs them) held for an inactive
+    /// client before the buffer is flushed; less than `limits.session_queue_bytes`, so the
+    /// buffer flushes before the session's budget refuses anything.
+    pub max_buffer_bytes: usize,
     /// Extra payloads that make a stanza important, as "namespace element".
     pub important: Vec<String>,
 }
@@ -574,10 +629,15 @@ impl Default for CsiConfig {
     fn default() -> Self {
         CsiConfig {
             max_buffer: 256,
+            max_buffer_bytes: 1 << 20,
             important: Vec::new(),
         }
     }
 }
+
+/// The largest `[mam] max_page` (and `max_ids`): a page is read, serialised and written in
+/// one go, so its size bounds the memory and time one query takes.
+pub const MAM_MAX_PAGE_LIMIT: usize = 1000;
 
 /// `[mam]`
 #[derive(Clone, Debug, Deserialize)]
@@ -587,8 +647,25 @@ pub struct MamConfig {
     pub default: String,
     /// Archived messages older than this are deleted.
     pub max_age: Dur,
-    /// Most results per query page.
+    /// Most results per query page: a larger RSM `<max/>` is clamped to it (XEP-0313 lets the
+    /// server return fewer). At most [`MAM_MAX_PAGE_LIMIT`].
     pub max_page: usize,
+    /// Most ids in one query's `ids` field (XEP-0313 `urn:xmpp:mam:2#extended`); more is
+    /// `policy-violation`.
+    pub max_ids: usize,
+    /// RSM `<count/>` is given only when the query matches at most this many messages
+    /// (counting walks every match, so an exact count of a large archive would make each
+    /// page's cost grow with the archive); beyond it `<count/>` is left out. 0 never counts.
+    pub max_count: usize,
+    /// SQLite connections that serve only archive queries, so that MAM queries never hold a
+    /// connection logins need (credentials, rosters, offline messages).
+    pub readers: usize,
+    /// Archive queries one account may have running at once (from all its sessions); one
+    /// more gets `resource-constraint` (type `wait`).
+    pub max_concurrent_per_user: usize,
+    /// Archive queries running or waiting for a reader at once, server-wide; one more gets
+    /// `resource-constraint` (type `wait`).
+    pub max_concurrent: usize,
     /// How long the archive writer waits after the first write of a batch before committing:
     /// a woken writer that commits at once competes for the CPU with the delivery that woke
     /// it; waiting lets that finish and gathers more writes into the commit. Acks wait this
@@ -608,6 +685,11 @@ impl Default for MamConfig {
             default: "always".into(),
             max_age: Dur(Duration::from_secs(365 * 86400)),
             max_page: 100,
+            max_ids: 100,
+            max_count: 1000,
+            readers: 2,
+            max_concurrent_per_user: 2,
+            max_concurrent: 32,
             commit_delay: Dur(Duration::from_millis(2)),
             max_bytes_per_user: 256 << 20,
             purge_batch: 1000,
@@ -646,6 +728,13 @@ pub struct RosterConfig {
     /// Most subscription requests waiting for one user's answer; beyond, a request from a
     /// new JID is refused with resource-constraint (anyone can send them, from any JID).
     pub max_pending_requests: usize,
+    /// Most groups on one roster item; a roster set with more is refused with
+    /// not-acceptable (each group is a row read with the roster).
+    pub max_groups_per_item: usize,
+    /// Largest stored subscription request, in bytes of XML: only `<status/>` and the
+    /// XEP-0172 `<nick/>` are kept, cut to fit (a stranger's payload must not grow the store
+    /// or every login of the user).
+    pub max_request_bytes: usize,
 }
 
 impl Default for RosterConfig {
@@ -654,7 +743,25 @@ impl Default for RosterConfig {
             max_items: 1000,
             max_field_bytes: 1024,
             max_pending_requests: 1000,
+            max_groups_per_item: 32,
+            max_request_bytes: 2048,
         }
+    }
+}
+
+/// `[blocking]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BlockingConfig {
+    /// Most JIDs in one user's blocklist; a block that would go beyond is refused with
+    /// resource-constraint and changes nothing (the list is held in memory and consulted for
+    /// every stanza to and from the user).
+    pub max_items: usize,
+}
+
+impl Default for BlockingConfig {
+    fn default() -> Self {
+        BlockingConfig { max_items: 1000 }
     }
 }
 
@@ -852,8 +959,26 @@ impl Config {
                 return Err(bad(&key, format!("{target:?}: write \"host:port\"")));
             }
         }
-        if self.s2s.max_queue == 0 {
-            return Err(bad("s2s.max_queue", "must be at least 1".into()));
+        for (key, v) in [
+            ("s2s.max_queue", self.s2s.max_queue),
+            ("s2s.max_outgoing_setups", self.s2s.max_outgoing_setups),
+            (
+                "s2s.max_outgoing_setups_per_user",
+                self.s2s.max_outgoing_setups_per_user,
+            ),
+            (
+                "s2s.max_dialback_verifications",
+                self.s2s.max_dialback_verifications,
+            ),
+            (
+                "s2s.max_dialback_verifications_total",
+                self.s2s.max_dialback_verifications_total,
+            ),
+            ("s2s.max_failed_domains", self.s2s.max_failed_domains),
+        ] {
+            if v == 0 {
+                return Err(bad(key, "must be at least 1".into()));
+            }
         }
         for (i, c) in self.components.component.iter().enumerate() {
             let key = format!("components.component[{i}].domain");
@@ -938,6 +1063,34 @@ impl Config {
                 return Err(bad(key, "must be at least 1".into()));
             }
         }
+        // Smaller budgets would refuse ordinary traffic; the largest stanza always passes
+        // an empty queue whatever the budget, so none depends on max_stanza_bytes.
+        for (key, v) in [
+            ("limits.session_queue_bytes", l.session_queue_bytes),
+            ("limits.s2s_queue_bytes", l.s2s_queue_bytes),
+            ("limits.component_queue_bytes", l.component_queue_bytes),
+        ] {
+            if v < MIN_QUEUE_BYTES {
+                return Err(bad(
+                    key,
+                    format!("must be at least {MIN_QUEUE_BYTES} (64 KiB)"),
+                ));
+            }
+        }
+        if l.account_queue_bytes < l.session_queue_bytes {
+            return Err(bad(
+                "limits.account_queue_bytes",
+                "must be at least limits.session_queue_bytes".into(),
+            ));
+        }
+        if self.csi.max_buffer_bytes == 0 || self.csi.max_buffer_bytes >= l.session_queue_bytes {
+            return Err(bad(
+                "csi.max_buffer_bytes",
+                "must be more than 0 and less than limits.session_queue_bytes (the buffer \
+                 flushes before the session's budget refuses stanzas)"
+                    .into(),
+            ));
+        }
         if self.stream_management.max_queue == 0 {
             return Err(bad(
                 "stream_management.max_queue",
@@ -959,8 +1112,35 @@ impl Config {
         if self.mam.commit_delay.0 > Duration::from_secs(1) {
             return Err(bad("mam.commit_delay", "must be at most 1s".into()));
         }
-        if self.mam.max_page == 0 {
-            return Err(bad("mam.max_page", "must be at least 1".into()));
+        if self.mam.max_page == 0 || self.mam.max_page > MAM_MAX_PAGE_LIMIT {
+            return Err(bad(
+                "mam.max_page",
+                format!("must be between 1 and {MAM_MAX_PAGE_LIMIT}"),
+            ));
+        }
+        if self.mam.max_ids == 0 || self.mam.max_ids > MAM_MAX_PAGE_LIMIT {
+            return Err(bad(
+                "mam.max_ids",
+                format!("must be between 1 and {MAM_MAX_PAGE_LIMIT}"),
+            ));
+        }
+        if self.mam.max_count > 1_000_000 {
+            return Err(bad("mam.max_count", "must be at most 1000000".into()));
+        }
+        if self.mam.readers == 0 || self.mam.readers > 64 {
+            return Err(bad("mam.readers", "must be between 1 and 64".into()));
+        }
+        if self.mam.max_concurrent_per_user == 0 {
+            return Err(bad(
+                "mam.max_concurrent_per_user",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.mam.max_concurrent < self.mam.max_concurrent_per_user {
+            return Err(bad(
+                "mam.max_concurrent",
+                "must be at least mam.max_concurrent_per_user".into(),
+            ));
         }
         for (key, v) in [
             ("mam.max_bytes_per_user", self.mam.max_bytes_per_user),
@@ -989,6 +1169,25 @@ impl Config {
         }
         if self.shutdown_timeout.0.is_zero() {
             return Err(bad("shutdown_timeout", "must be more than 0".into()));
+        }
+        for (key, v) in [
+            (
+                "roster.max_groups_per_item",
+                self.roster.max_groups_per_item,
+            ),
+            ("blocking.max_items", self.blocking.max_items),
+        ] {
+            if v == 0 {
+                return Err(bad(key, "must be at least 1".into()));
+            }
+        }
+        // Room for `<presence type='subscribe'/>` and a short status: below it every request
+        // would lose its text.
+        if self.roster.max_request_bytes < 256 {
+            return Err(bad(
+                "roster.max_request_bytes",
+                "must be at least 256".into(),
+            ));
         }
         let sm = &self.stream_management;
         check_push(&self.push, sm).map_err(|(k, r)| bad(&format!("push.{k}"), r))?;
@@ -1032,6 +1231,7 @@ impl Config {
         let c = &self.stream_management;
         herald_session::sm::SmConfig {
             max_queue: c.max_queue,
+            max_queue_bytes: self.limits.session_queue_bytes,
             request_after: c.request_after,
             request_idle: c.request_idle.0,
             max_ack_delay: c.max_ack_delay.0,
@@ -1309,6 +1509,20 @@ removed_retention = "7d"
             ),
             ("[mam]\ndefault = \"sometimes\"\n", "mam.default"),
             ("[mam]\ncommit_delay = \"5s\"\n", "mam.commit_delay"),
+            ("[mam]\nmax_page = 1001\n", "mam.max_page"),
+            ("[mam]\nmax_page = 0\n", "mam.max_page"),
+            ("[mam]\nmax_ids = 0\n", "mam.max_ids"),
+            ("[mam]\nmax_ids = 5000\n", "mam.max_ids"),
+            ("[mam]\nmax_count = 2000000\n", "mam.max_count"),
+            ("[mam]\nreaders = 0\n", "mam.readers"),
+            (
+                "[mam]\nmax_concurrent_per_user = 0\n",
+                "mam.max_concurrent_per_user",
+            ),
+            (
+                "[mam]\nmax_concurrent_per_user = 4\nmax_concurrent = 3\n",
+                "mam.max_concurrent",
+            ),
             ("domain = \"a@b\"\n", "domain"),
             ("[tls]\ncert = \"x.pem\"\n", "tls"),
             ("[limits]\nmax_stanza_bytes = 10\n", "max_stanza_bytes"),
@@ -1323,6 +1537,26 @@ removed_retention = "7d"
             ),
             ("[limits]\nmax_connections = 0\n", "limits.max_connections"),
             (
+                "[limits]\nsession_queue_bytes = 1000\n",
+                "limits.session_queue_bytes",
+            ),
+            (
+                "[limits]\ns2s_queue_bytes = 1000\n",
+                "limits.s2s_queue_bytes",
+            ),
+            (
+                "[limits]\ncomponent_queue_bytes = 1000\n",
+                "limits.component_queue_bytes",
+            ),
+            (
+                "[limits]\naccount_queue_bytes = 100000\n",
+                "limits.account_queue_bytes",
+            ),
+            (
+                "[csi]\nmax_buffer_bytes = 4194304\n",
+                "csi.max_buffer_bytes",
+            ),
+            (
                 "[limits]\nmax_connections_per_ip = 0\n",
                 "limits.max_connections_per_ip",
             ),
@@ -1330,6 +1564,23 @@ removed_retention = "7d"
                 "[limits]\nmax_unauthenticated_per_ip = 0\n",
                 "limits.max_unauthenticated_per_ip",
             ),
+            (
+                "[s2s]\nmax_outgoing_setups = 0\n",
+                "s2s.max_outgoing_setups",
+            ),
+            (
+                "[s2s]\nmax_outgoing_setups_per_user = 0\n",
+                "s2s.max_outgoing_setups_per_user",
+            ),
+            (
+                "[s2s]\nmax_dialback_verifications = 0\n",
+                "s2s.max_dialback_verifications",
+            ),
+            (
+                "[s2s]\nmax_dialback_verifications_total = 0\n",
+                "s2s.max_dialback_verifications_total",
+            ),
+            ("[s2s]\nmax_failed_domains = 0\n", "s2s.max_failed_domains"),
             ("[push]\nmax_attempts = 0\n", "push.max_attempts"),
             ("[push]\nmax_pending = 0\n", "push.max_pending"),
             (
@@ -1350,6 +1601,15 @@ removed_retention = "7d"
                 "[offline]\nmax_bytes_per_user = 0\n",
                 "offline.max_bytes_per_user",
             ),
+            (
+                "[roster]\nmax_groups_per_item = 0\n",
+                "roster.max_groups_per_item",
+            ),
+            (
+                "[roster]\nmax_request_bytes = 100\n",
+                "roster.max_request_bytes",
+            ),
+            ("[blocking]\nmax_items = 0\n", "blocking.max_items"),
         ] {
             let e = Config::parse(text, "f.toml").unwrap_err().to_string();
             assert!(e.contains(key), "{text:?} → {e}");

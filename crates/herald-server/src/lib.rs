@@ -126,12 +126,15 @@ pub struct Shared {
     /// Archive writes stamped but not yet committed, per user, so a MAM query waits for
     /// what was acknowledged before it. Written by `mam`.
     pub archive_inflight: mam::InFlight,
+    /// Archive queries admitted (per account and in all) and the permits for their readers.
+    /// Taken and given back by `mam` around each query.
+    pub mam_queries: mam::Queries,
     /// Archive preferences per user (a cache in front of the store). Written by MAM prefs
     /// IQs; read for every archived message.
     pub mam_prefs: herald_store::cache::UserCache<herald_store::MamPrefs>,
     /// Blocklists per user (a cache in front of the store). Written by blocking IQs; read
     /// for every routed stanza.
-    pub blocklists: herald_store::cache::UserCache<Vec<String>>,
+    pub blocklists: herald_store::cache::UserCache<xep::blocking::Blocklist>,
     /// Server-to-server federation: outgoing connections and verified incoming domains.
     /// Written by the s2s tasks.
     pub s2s: s2s::S2s,
@@ -283,7 +286,14 @@ impl Shared {
     /// Runs a short read on the calling thread. Point lookups on indexed keys are served from
     /// SQLite's page cache in microseconds, far less than the two thread switches a
     /// `spawn_blocking` hop costs (measured: context switches were 44 % of login CPU). Writes
-    /// and scans still go through [`Shared::db`].
+    /// and scans still go through [`Shared::db`], and so does every read whose size a user
+    /// or a peer controls (rosters, blocklists, subscription requests, offline pages, archive
+    /// preferences, push registrations).
+    ///
+    /// Only these stay here, each one row of a fixed shape found by its key: whether an
+    /// account exists (routing, [`Shared::account_gone`]), an account's SCRAM credentials
+    /// (authentication), and the number of a user's offline messages (one indexed count,
+    /// bounded by `[offline] max_per_user`).
     pub fn db_read<R: Role + ?Sized, T>(
         &self,
         f: impl FnOnce(&R) -> Result<T, StoreError>,
@@ -415,7 +425,8 @@ impl Running {
 /// Opens the store, prepares TLS, binds the listeners and starts accepting.
 pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     let data_dir = cfg.data_dir.clone();
-    let options = cfg.store.options();
+    let mut options = cfg.store.options();
+    options.mam_readers = cfg.mam.readers;
     let store = tokio::task::spawn_blocking(move || Store::open_with(&data_dir, &options))
         .await
         .context("store task")?
@@ -452,6 +463,7 @@ pub async fn start_with_store(cfg: Config, store: impl Backend) -> anyhow::Resul
         archive: group_commit::ArchiveWriter::start(store.clone(), cfg.mam.commit_delay.0),
         space: free_space(&cfg),
         archive_inflight: mam::InFlight::default(),
+        mam_queries: mam::Queries::new(&cfg.mam),
         mam_prefs: herald_store::cache::UserCache::new(100_000),
         blocklists: herald_store::cache::UserCache::new(100_000),
         s2s,

@@ -153,9 +153,13 @@ async fn removing_a_user_ends_its_hibernated_session_and_keeps_nothing_of_it() {
     assert_eq!(store.offline_count("bob@localhost").unwrap(), 0);
     let q = ArchiveQuery {
         max: 10,
+        count_limit: 10,
         ..ArchiveQuery::default()
     };
-    assert_eq!(store.query_archive("bob@localhost", &q).unwrap().count, 0);
+    assert_eq!(
+        store.query_archive("bob@localhost", &q).unwrap().count,
+        Some(0)
+    );
 
     // A message to the removed JID: RFC 6121 §8.5.1, no such account.
     chat(&mut a, "bob@localhost", "m3").await;

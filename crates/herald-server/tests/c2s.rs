@@ -477,7 +477,8 @@ async fn plain_attempt(c: &mut RawClient, user: &str, password: &str) -> herald_
 }
 
 #[tokio::test]
-async fn a_locked_account_refuses_even_the_right_password_until_the_lock_expires() {
+async fn a_locked_account_refuses_even_the_right_password_from_the_guessing_address_until_the_lock_expires(
+) {
     let lock = std::time::Duration::from_millis(800);
     let s = TestServer::start_with(|c| {
         c.c2s.max_auth_failures = 10;
@@ -506,6 +507,11 @@ async fn a_locked_account_refuses_even_the_right_password_until_the_lock_expires
     if locked_at.elapsed() < lock {
         assert!(child(&f, "temporary-auth-failure").is_some(), "{}", xml(&f));
     }
+    // The owner, from another address, is not locked out by the guesses.
+    let mut o = RawClient::connect_from(s.c2s(), [127, 0, 0, 2].into()).await;
+    o.open("localhost").await;
+    o.expect("features").await;
+    assert_eq!(plain_attempt(&mut o, "alice", "pw").await.name(), "success");
     // Another account is not locked.
     let mut b = RawClient::connect(s.c2s()).await;
     b.open("localhost").await;

@@ -1101,6 +1101,7 @@ async fn retention_purges_archived_messages_older_than_max_age() {
     let count = || {
         let q = ArchiveQuery {
             max: 10,
+            count_limit: 10,
             ..ArchiveQuery::default()
         };
         s.running
@@ -1110,7 +1111,7 @@ async fn retention_purges_archived_messages_older_than_max_age() {
             .unwrap()
             .count
     };
-    wait_until(|| count() == 1).await;
+    wait_until(|| count() == Some(1)).await;
     let mut b = RawClient::login(s.c2s(), "bob", "pw", "phone").await;
     let (r, fin) = mam_query(&mut b, "q", "", "").await;
     assert_eq!(result_bodies(&r), ["young"]);

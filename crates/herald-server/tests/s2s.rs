@@ -2,7 +2,10 @@
 //! messages, presence subscriptions and push notifications, authenticated by SASL EXTERNAL
 //! (certificates from a test CA) or by Server Dialback (self-signed certificates); and the
 //! failure cases: unreachable and silent domains, certificates that do not verify, a bad
-//! dialback key, a spoofed `from`, idle connections.
+//! dialback key, a spoofed `from`, idle connections; and the hardening of issue 14: valid
+//! certificates required on outgoing streams, caps on outgoing setups and dialback
+//! verifications, failed domains remembered, non-public addresses refused, a hostile stream
+//! ending alone.
 
 mod common;
 
@@ -87,6 +90,10 @@ fn base(c: &mut Config, domain: &str, s2s_port: u16) {
         secret: "s3cret".into(),
     }];
     c.s2s.listen = Some(format!("127.0.0.1:{s2s_port}").parse().unwrap());
+    // The test servers' certificates are self-signed: the dialback tests need outgoing
+    // streams that accept them. Tests of the certificate policy set it back (`with_ca`,
+    // `outgoing_to_a_self_signed_peer_fails_under_the_defaults`).
+    c.s2s.insecure_outgoing = true;
 }
 
 fn route(c: &mut Config, domain: &str, target: String) {
@@ -144,6 +151,7 @@ fn with_ca(ca: &TestCa, names: &[&str]) -> impl FnOnce(&mut Config) {
         c.tls.key = Some(key);
         c.s2s.ca_file = Some(ca_file);
         c.s2s.allow_dialback = false;
+        c.s2s.insecure_outgoing = false;
     }
 }
 
@@ -453,7 +461,8 @@ async fn silent_peer_times_out_and_the_queue_is_bounded() {
 
 #[tokio::test]
 async fn certificate_that_does_not_verify_is_refused_without_dialback() {
-    // a requires valid certificates and allows no dialback; b has a self-signed one.
+    // a allows no dialback; b has a self-signed certificate, which a accepts here
+    // (insecure_outgoing, from `base`) but b does not trust a's: a cannot authenticate.
     let fed = federate(|c| c.s2s.allow_dialback = false, |_| {}).await;
     let mut alice = fed.alice().await;
     alice
@@ -755,6 +764,398 @@ async fn incoming_stream_must_use_tls_first() {
     assert_eq!(c.stream_error().await, "host-unknown");
 }
 
+// ---- hardening (issue 14) ------------------------------------------------------------------
+
+#[tokio::test]
+async fn outgoing_to_a_self_signed_peer_fails_under_the_defaults() {
+    // a keeps the default (insecure_outgoing = false); b's certificate is self-signed, so a
+    // cannot know it talks to b.test and gives up, although b would accept a by dialback.
+    let fed = federate(|c| c.s2s.insecure_outgoing = false, |_| {}).await;
+    let mut alice = fed.alice().await;
+    alice
+        .send("<message to='bob@b.test' id='m1'><body>to whom?</body></message>")
+        .await;
+    assert_eq!(bounced(&mut alice, "m1").await, "remote-server-not-found");
+    assert_eq!(
+        metric(&fed.a, |m| m.outgoing_failed.load(Ordering::Relaxed)),
+        1
+    );
+    assert_eq!(
+        metric(&fed.a, |m| m.outgoing_established.load(Ordering::Relaxed)),
+        0
+    );
+    // a never offered b a dialback key: b was never asked to trust a.
+    assert_eq!(
+        metric(&fed.b, |m| m.incoming_dialback.load(Ordering::Relaxed)),
+        0
+    );
+    // Our dialback callbacks are outgoing streams too: when b asks a to accept it by
+    // dialback, a calls b.test back, finds the same certificate and refuses. b's senders
+    // get the error.
+    let mut bob = fed.bob().await;
+    bob.send("<message to='alice@a.test/r' id='b1'><body>hello a</body></message>")
+        .await;
+    assert_eq!(bounced(&mut bob, "b1").await, "remote-server-not-found");
+    assert_eq!(
+        metric(&fed.a, |m| m
+            .incoming_dialback_refused
+            .load(Ordering::Relaxed)),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_ca_file_makes_the_peer_certificate_valid_for_outgoing_streams() {
+    // Defaults on a (insecure_outgoing off, dialback allowed) with b's CA in a's ca_file: the
+    // certificate verifies, so a sends to b; b cannot verify a's self-signed certificate
+    // and accepts a by dialback.
+    let ca = TestCa::new();
+    let (cert, key) = ca.issue(&["b.test", "push.b.test"]);
+    let ca_file = ca.ca_file();
+    let fed = federate(
+        move |c| {
+            c.s2s.insecure_outgoing = false;
+            c.s2s.ca_file = Some(ca_file);
+        },
+        move |c| {
+            c.tls.cert = Some(cert);
+            c.tls.key = Some(key);
+        },
+    )
+    .await;
+    let mut alice = fed.alice().await;
+    let mut bob = fed.bob().await;
+    alice
+        .send("<message to='bob@b.test' id='m1'><body>verified</body></message>")
+        .await;
+    message(&mut bob, "alice@a.test/r", "verified").await;
+    assert_eq!(
+        metric(&fed.a, |m| m.outgoing_dialback.load(Ordering::Relaxed)),
+        1
+    );
+}
+
+/// A listener that accepts TCP connections, counts them and closes each at once.
+async fn slammer() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let n = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = n.clone();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = l.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            drop(sock);
+        }
+    });
+    (port, n)
+}
+
+#[tokio::test]
+async fn a_failed_domain_bounces_at_once_without_a_new_connect() {
+    let (port, connects) = slammer().await;
+    let fed = federate(
+        |c| {
+            c.s2s
+                .routes
+                .insert("down.test".into(), format!("127.0.0.1:{port}"));
+        },
+        |_| {},
+    )
+    .await;
+    let mut alice = fed.alice().await;
+    let mut bob = fed.bob().await;
+    alice
+        .send("<message to='x@down.test' id='d1'><body>1</body></message>")
+        .await;
+    assert_eq!(bounced(&mut alice, "d1").await, "remote-server-not-found");
+    assert_eq!(connects.load(Ordering::SeqCst), 1);
+    // Within failure_backoff (60 s by default): the same answer, and no connection. A new
+    // attempt would have connected before the bounce, so the count is final here.
+    alice
+        .send("<message to='x@down.test' id='d2'><body>2</body></message>")
+        .await;
+    assert_eq!(bounced(&mut alice, "d2").await, "remote-server-not-found");
+    assert_eq!(connects.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        metric(&fed.a, |m| m.failed_domain_bounces.load(Ordering::Relaxed)),
+        1
+    );
+    // Other domains are not affected.
+    alice
+        .send("<message to='bob@b.test' id='m1'><body>still here</body></message>")
+        .await;
+    message(&mut bob, "alice@a.test/r", "still here").await;
+}
+
+#[tokio::test]
+async fn non_public_addresses_are_refused_unless_a_static_route_names_them() {
+    // Static routes to 127.0.0.1 (a and b) are used as configured; address literals and
+    // names that resolve to loopback, private or link-local addresses are not.
+    let fed = federate(|_| {}, |_| {}).await;
+    let mut alice = fed.alice().await;
+    let mut bob = fed.bob().await;
+    let targets = [
+        "127.0.0.1",
+        "10.1.2.3",
+        "192.168.0.1",
+        "169.254.0.1",
+        "[::1]",
+        "[::ffff:127.0.0.1]",
+        "[fe80::1]",
+        "[fd00::1]",
+    ];
+    for (i, t) in targets.iter().enumerate() {
+        alice
+            .send(&format!(
+                "<message to='x@{t}' id='n{i}'><body>inside?</body></message>"
+            ))
+            .await;
+        assert_eq!(
+            bounced(&mut alice, &format!("n{i}")).await,
+            "remote-server-not-found",
+            "{t}"
+        );
+    }
+    assert_eq!(
+        metric(&fed.a, |m| m.refused_addresses.load(Ordering::Relaxed)),
+        targets.len() as u64
+    );
+    alice
+        .send("<message to='bob@b.test' id='m1'><body>routed</body></message>")
+        .await;
+    message(&mut bob, "alice@a.test/r", "routed").await;
+}
+
+/// A listener that accepts TCP connections and says nothing until `release` is dropped, then
+/// closes them all.
+async fn mute() -> (u16, tokio::sync::oneshot::Sender<()>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (release, mut released) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            tokio::select! {
+                a = l.accept() => match a {
+                    Ok((sock, _)) => held.push(sock),
+                    Err(_) => return,
+                },
+                _ = &mut released => return,
+            }
+        }
+    });
+    (port, release)
+}
+
+#[tokio::test]
+async fn outgoing_setups_are_capped_globally_and_per_user() {
+    let (port, release) = mute().await;
+    let fed = federate(
+        |c| {
+            c.s2s.max_outgoing_setups = 3;
+            c.s2s.max_outgoing_setups_per_user = 2;
+            // Long enough that the setups to the mute peer are still running at the end.
+            c.s2s.connect_timeout = Dur(std::time::Duration::from_secs(30));
+            for d in ["s1.test", "s2.test", "s3.test", "s4.test"] {
+                c.s2s.routes.insert(d.into(), format!("127.0.0.1:{port}"));
+            }
+        },
+        |_| {},
+    )
+    .await;
+    fed.a.add_user("carol", "pw");
+    let mut alice = fed.alice().await;
+    let mut bob = fed.bob().await;
+    // An established connection holds no setup slot.
+    alice
+        .send("<message to='bob@b.test' id='b1'><body>before</body></message>")
+        .await;
+    message(&mut bob, "alice@a.test/r", "before").await;
+
+    for (id, d) in [("m1", "s1"), ("m2", "s2"), ("m3", "s3"), ("m1b", "s1")] {
+        alice
+            .send(&format!(
+                "<message to='x@{d}.test' id='{id}'><body>{id}</body></message>"
+            ))
+            .await;
+    }
+    // alice's third new domain is over her share; her second stanza for s1 joins its queue.
+    assert_eq!(bounced(&mut alice, "m3").await, "resource-constraint");
+    let mut carol = RawClient::login_to(fed.a.c2s(), "a.test", "carol", "pw", "r").await;
+    carol
+        .send("<message to='x@s3.test' id='c3'><body>c3</body></message>")
+        .await;
+    carol
+        .send("<message to='x@s4.test' id='c4'><body>c4</body></message>")
+        .await;
+    // carol has a share left, but all three setups are in progress.
+    assert_eq!(bounced(&mut carol, "c4").await, "resource-constraint");
+    assert_eq!(
+        metric(&fed.a, |m| m.setups_refused.load(Ordering::Relaxed)),
+        2
+    );
+    let pairs = fed.a.running.shared.s2s.outgoing_pairs();
+    for d in ["s1.test", "s2.test", "s3.test"] {
+        assert!(pairs.contains(&("a.test".into(), d.into())), "{pairs:?}");
+    }
+    // Traffic on established connections goes on, both ways.
+    alice
+        .send("<message to='bob@b.test' id='b2'><body>during</body></message>")
+        .await;
+    message(&mut bob, "alice@a.test/r", "during").await;
+    bob.send("<message to='alice@a.test/r' id='r1'><body>back</body></message>")
+        .await;
+    message(&mut alice, "bob@b.test/r", "back").await;
+    // The mute peer hangs up: the queued stanzas (m1b among them: it was queued, not
+    // refused) bounce as a failed connection.
+    drop(release);
+    for id in ["m1", "m1b", "m2"] {
+        assert_eq!(
+            bounced(&mut alice, id).await,
+            "remote-server-not-found",
+            "{id}"
+        );
+    }
+    assert_eq!(bounced(&mut carol, "c3").await, "remote-server-not-found");
+}
+
+#[tokio::test]
+async fn dialback_verifications_are_capped_per_stream_and_globally() {
+    let (port, _release) = mute().await;
+    let pd = free_port();
+    let fed = federate(
+        |_| {},
+        |c| {
+            c.s2s.direct_tls_listen = Some(format!("127.0.0.1:{pd}").parse().unwrap());
+            c.s2s.max_dialback_verifications = 2;
+            c.s2s.max_dialback_verifications_total = 3;
+            c.s2s.connect_timeout = Dur(std::time::Duration::from_secs(30));
+            // The claimed domains' authoritative servers never answer.
+            for i in 1..=5 {
+                c.s2s
+                    .routes
+                    .insert(format!("d{i}.test"), format!("127.0.0.1:{port}"));
+            }
+        },
+    )
+    .await;
+    let mut alice = fed.alice().await;
+    let mut bob = fed.bob().await;
+    alice
+        .send("<message to='bob@b.test' id='b1'><body>before</body></message>")
+        .await;
+    message(&mut bob, "alice@a.test/r", "before").await;
+
+    let addr = fed.b.running.s2s_direct_tls_addr.unwrap();
+    let mut p1 = Peer::connect(addr, "b.test", None).await;
+    p1.open("d1.test", "b.test").await;
+    for d in ["d1", "d2", "d3"] {
+        p1.send(&format!(
+            "<db:result from='{d}.test' to='b.test'>00112233</db:result>"
+        ))
+        .await;
+    }
+    // Two verifications run for this stream; the third is refused at once, as a dialback
+    // error (XEP-0220 §2.4), and the stream stays up.
+    let busy = p1.element().await;
+    assert_eq!(busy.attr("from"), Some("b.test"), "{}", xml(&busy));
+    assert_eq!(busy.attr("to"), Some("d3.test"), "{}", xml(&busy));
+    assert_eq!(busy.attr("type"), Some("error"), "{}", xml(&busy));
+    assert!(xml(&busy).contains("policy-violation"), "{}", xml(&busy));
+
+    let mut p2 = Peer::connect(addr, "b.test", None).await;
+    p2.open("d4.test", "b.test").await;
+    for d in ["d4", "d5"] {
+        p2.send(&format!(
+            "<db:result from='{d}.test' to='b.test'>00112233</db:result>"
+        ))
+        .await;
+    }
+    // The fourth verification in all is over the global cap.
+    let busy = p2.element().await;
+    assert_eq!(busy.attr("to"), Some("d5.test"), "{}", xml(&busy));
+    assert_eq!(busy.attr("type"), Some("error"), "{}", xml(&busy));
+    assert_eq!(
+        metric(&fed.b, |m| m.dialback_busy.load(Ordering::Relaxed)),
+        2
+    );
+    assert_eq!(fed.b.running.shared.s2s.verifications_in_progress(), 3);
+    // Authenticated peers are not affected.
+    alice
+        .send("<message to='bob@b.test' id='b2'><body>during</body></message>")
+        .await;
+    message(&mut bob, "alice@a.test/r", "during").await;
+    bob.send("<message to='alice@a.test/r' id='r1'><body>back</body></message>")
+        .await;
+    message(&mut alice, "bob@b.test/r", "back").await;
+}
+
+#[tokio::test]
+async fn a_huge_attribute_ends_only_the_stream_that_sent_it() {
+    let ca = TestCa::new();
+    let pd = free_port();
+    let evil = ca.issue(&["evil.test"]);
+    let fed = federate(with_ca(&ca, &["a.test", "push.a.test"]), |c| {
+        with_ca(&ca, &["b.test", "push.b.test"])(c);
+        c.s2s.direct_tls_listen = Some(format!("127.0.0.1:{pd}").parse().unwrap());
+    })
+    .await;
+    let mut alice = fed.alice().await;
+    let mut bob = fed.bob().await;
+    alice
+        .send("<message to='bob@b.test' id='b1'><body>before</body></message>")
+        .await;
+    message(&mut bob, "alice@a.test/r", "before").await;
+    bob.send("<message to='alice@a.test/r' id='r1'><body>before</body></message>")
+        .await;
+    message(&mut alice, "bob@b.test/r", "before").await;
+
+    let addr = fed.b.running.s2s_direct_tls_addr.unwrap();
+    let mut streams = Vec::new();
+    for _ in 0..2 {
+        let mut p = Peer::connect(addr, "b.test", Some(evil.clone())).await;
+        p.open("evil.test", "b.test").await;
+        p.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>=</auth>")
+            .await;
+        assert_eq!(p.element().await.name(), "success");
+        p.dec.reset();
+        p.open("evil.test", "b.test").await;
+        streams.push(p);
+    }
+    let mut calm = streams.pop().unwrap();
+    let mut hostile = streams.pop().unwrap();
+    // An attribute value far beyond what the parser takes in one token (8 KiB), in a stanza
+    // that is within max_stanza_bytes.
+    let huge = "x".repeat(64 * 1024);
+    hostile
+        .send(&format!(
+            "<message from='eve@evil.test' to='bob@b.test/r' id='{huge}'><body>boom</body></message>"
+        ))
+        .await;
+    assert_eq!(hostile.stream_error().await, "policy-violation");
+    // The same domain's other stream, the federation with a.test and the local users go on.
+    calm.send(
+        "<message from='eve@evil.test' to='bob@b.test/r' id='e1'><body>calm</body></message>",
+    )
+    .await;
+    message(&mut bob, "eve@evil.test", "calm").await;
+    alice
+        .send("<message to='bob@b.test' id='b2'><body>after</body></message>")
+        .await;
+    message(&mut bob, "alice@a.test/r", "after").await;
+    bob.send("<message to='alice@a.test/r' id='r2'><body>after</body></message>")
+        .await;
+    message(&mut alice, "bob@b.test/r", "after").await;
+    assert_eq!(
+        metric(&fed.a, |m| m.outgoing_established.load(Ordering::Relaxed)),
+        1
+    );
+    assert_eq!(
+        metric(&fed.b, |m| m.outgoing_established.load(Ordering::Relaxed)),
+        1
+    );
+}
+
 // ---- interop with Prosody ----------------------------------------------------------------
 
 /// A Prosody 0.12 started for one test on 127.0.0.2 (domain prosody.test), with its own
@@ -952,8 +1353,9 @@ async fn exchange_with_prosody(herald: &TestServer, prosody: &Prosody) {
 #[tokio::test]
 #[ignore = "needs prosody installed; run by tests/interop/s2s_prosody.sh"]
 async fn prosody_federates_both_ways_with_dialback() {
-    // Self-signed on both sides: neither certificate verifies, so both directions use dialback.
-    let herald = herald_for_prosody(|_| {}).await;
+    // Self-signed on both sides: neither certificate verifies, so both directions use dialback,
+    // which Herald only does with insecure_outgoing (set by `base`, stated here).
+    let herald = herald_for_prosody(|c| c.s2s.insecure_outgoing = true).await;
     let key = rcgen::KeyPair::generate().unwrap();
     let cert = rcgen::CertificateParams::new(vec!["prosody.test".to_string()])
         .unwrap()

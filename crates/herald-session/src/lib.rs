@@ -18,17 +18,21 @@
 //!   [`negotiate`] applies them to the records its driver keeps.
 //! - [`csi`]: XEP-0352 client state indication buffer (Prosody's mod_csi_simple model) and the
 //!   importance classification shared with push.
+//! - [`budget`]: byte budgets for queues (a session's, its account's, an s2s or component
+//!   queue): a charge travels with each queued stanza and gives its bytes back when dropped.
+//!   Atomic counters, shared between the router and the session that releases them.
 //! - [`subscription`]: the RFC 6121 presence subscription machine.
 //! - [`resources`]: who is online, shared by all sessions as plain data — the bind policy
 //!   (RFC 6120 §7.7.2.2: replace, add, evict the oldest hibernated session, or refuse) and
 //!   the delivery choice among an account's resources (RFC 6121 §8.5); the server keeps it
 //!   under its router's lock.
 //!
-//! Must not: spawn tasks, touch sockets, take locks, read clocks, or know about message
+//! Must not: spawn tasks, touch sockets, take locks (the budgets are atomics), read clocks, or know about message
 //! routing and storage. The session machines ([`sm`], [`csi`]) and [`resources`] are generic
 //! over the queued item or inbox type so they do not depend on the stanza model or the
 //! transport; [`negotiate`] and [`sm_nonza`] speak herald-proto elements.
 
+pub mod budget;
 pub mod csi;
 pub mod negotiate;
 pub mod resources;

@@ -29,6 +29,10 @@ use std::time::{Duration, Instant};
 pub struct SmConfig {
     /// Unacked outbound stanzas allowed before [`SmError::QueueFull`] (default 500).
     pub max_queue: usize,
+    /// Bytes of unacked outbound stanzas (as the owner weighs them, see
+    /// [`StreamManagement::push_outbound_sized`]) allowed before [`SmError::QueueFull`]
+    /// (default 4 MiB). An empty queue takes one stanza of any size.
+    pub max_queue_bytes: usize,
     /// Ask for `<r/>` once this many unacked stanzas were queued since the last `<r/>` (default 5).
     pub request_after: usize,
     /// Ask for `<r/>` once an unacked stanza has waited this long without one (default 1s).
@@ -43,6 +47,7 @@ impl Default for SmConfig {
     fn default() -> Self {
         SmConfig {
             max_queue: 500,
+            max_queue_bytes: 4 << 20,
             request_after: 5,
             request_idle: Duration::from_secs(1),
             max_ack_delay: Duration::from_secs(30),
@@ -64,7 +69,8 @@ pub enum SmError {
         /// Our outbound count (mod 2^32), the `send-count` to report.
         sent: u32,
     },
-    /// The unacked queue already holds `max_queue` stanzas: end the stream
+    /// The unacked queue already holds `max_queue` stanzas, or the stanza would take it past
+    /// `max_queue_bytes`: end the stream
     /// (`resource-constraint`/`policy-violation`).
     #[error("stream management queue is full")]
     QueueFull,
@@ -140,8 +146,10 @@ pub struct StreamManagement<T> {
     acked_h: u32,
     /// Outbound h when the last `<r/>` was written: queued stanzas above it are unrequested.
     requested_h: u32,
-    /// Unacked stanzas with the instant each was queued, oldest first.
-    queue: VecDeque<(T, Instant)>,
+    /// Unacked stanzas with the instant each was queued and its size, oldest first.
+    queue: VecDeque<(T, Instant, usize)>,
+    /// The sum of the sizes in `queue`.
+    queued_bytes: usize,
     pending: Option<Pending>,
     /// h of the request reported as AckDelayed; cleared by an ack reaching it.
     overdue_h: Option<u32>,
@@ -175,6 +183,7 @@ impl<T: Clone> StreamManagement<T> {
             acked_h: 0,
             requested_h: 0,
             queue: VecDeque::new(),
+            queued_bytes: 0,
             pending: None,
             overdue_h: None,
             request_signalled: false,
@@ -209,6 +218,21 @@ impl<T: Clone> StreamManagement<T> {
         deadline: Instant,
         now: Instant,
     ) -> Self {
+        let queue = queue.into_iter().map(|t| (t, 0)).collect();
+        Self::restore_hibernating_sized(cfg, inbound_h, outbound_h, queue, deadline, now)
+    }
+
+    /// [`Self::restore_hibernating`] with each queued stanza's size (as for
+    /// [`Self::push_outbound_sized`]). The queue is taken whole even past the bounds: it
+    /// was within them when it was saved.
+    pub fn restore_hibernating_sized(
+        cfg: SmConfig,
+        inbound_h: u32,
+        outbound_h: u32,
+        queue: Vec<(T, usize)>,
+        deadline: Instant,
+        now: Instant,
+    ) -> Self {
         let mut sm = Self::new(cfg);
         let n = u32::try_from(queue.len()).unwrap_or(u32::MAX);
         sm.phase = Phase::Hibernating { deadline };
@@ -217,7 +241,8 @@ impl<T: Clone> StreamManagement<T> {
         sm.outbound_h = outbound_h;
         sm.acked_h = outbound_h.wrapping_sub(n);
         sm.requested_h = sm.acked_h;
-        sm.queue = queue.into_iter().map(|t| (t, now)).collect();
+        sm.queued_bytes = queue.iter().map(|(_, b)| *b).fold(0, usize::saturating_add);
+        sm.queue = queue.into_iter().map(|(t, b)| (t, now, b)).collect();
         sm
     }
 
@@ -264,14 +289,27 @@ impl<T: Clone> StreamManagement<T> {
     /// Queue an outbound stanza (also while hibernating). `Ok(true)`: send `<r/>` now
     /// (`request_after` unrequested stanzas are unacked) and call [`Self::request_sent`].
     pub fn push_outbound(&mut self, item: T, now: Instant) -> Result<bool, SmError> {
+        self.push_outbound_sized(item, 0, now)
+    }
+
+    /// [`Self::push_outbound`] for a stanza that costs `bytes` of memory while queued
+    /// (the owner's measure): refused with [`SmError::QueueFull`] when the queue's bytes
+    /// would pass `max_queue_bytes`, unless the queue is empty.
+    pub fn push_outbound_sized(
+        &mut self,
+        item: T,
+        bytes: usize,
+        now: Instant,
+    ) -> Result<bool, SmError> {
         if self.phase == Phase::Disabled {
             return Err(SmError::NotEnabled);
         }
-        if self.queue.len() >= self.max_queue() {
+        if !self.fits(bytes) {
             // XEP-0198 §4 leaves the limit to the server; the owner ends the stream.
             return Err(SmError::QueueFull);
         }
-        self.queue.push_back((item, now));
+        self.queued_bytes = self.queued_bytes.saturating_add(bytes);
+        self.queue.push_back((item, now, bytes));
         self.outbound_h = self.outbound_h.wrapping_add(1);
         let due = self.phase == Phase::Attached
             && !self.request_blocked()
@@ -348,7 +386,12 @@ impl<T: Clone> StreamManagement<T> {
 
     /// Unacked stanzas, oldest first.
     pub fn unacked(&self) -> impl Iterator<Item = &T> {
-        self.queue.iter().map(|(t, _)| t)
+        self.queue.iter().map(|(t, _, _)| t)
+    }
+
+    /// The sizes of the unacked stanzas, summed (see [`Self::push_outbound_sized`]).
+    pub fn unacked_bytes(&self) -> usize {
+        self.queued_bytes
     }
 
     /// Number of unacked stanzas.
@@ -367,9 +410,15 @@ impl<T: Clone> StreamManagement<T> {
         self.is_enabled() && self.queue.len() >= self.max_queue()
     }
 
+    /// Whether [`Self::push_outbound_sized`] would refuse a stanza of `bytes` with
+    /// [`SmError::QueueFull`].
+    pub fn is_full_for(&self, bytes: usize) -> bool {
+        self.is_enabled() && !self.fits(bytes)
+    }
+
     /// Unacked stanzas with the instant each was queued (e.g. for XEP-0203 delay stamps).
     pub fn unacked_with_time(&self) -> impl Iterator<Item = (&T, Instant)> {
-        self.queue.iter().map(|(t, at)| (t, *at))
+        self.queue.iter().map(|(t, at, _)| (t, *at))
     }
 
     /// The transport died: keep the session and its queue until `now + hibernation_timeout`.
@@ -460,7 +509,10 @@ impl<T: Clone> StreamManagement<T> {
         self.requested_h = self.acked_h;
         // Prosody asks at once after a resume: the client's answer tells us what arrived.
         self.request_asap = !self.queue.is_empty();
-        Ok((acked, self.queue.iter().map(|(t, _)| t.clone()).collect()))
+        Ok((
+            acked,
+            self.queue.iter().map(|(t, _, _)| t.clone()).collect(),
+        ))
     }
 
     /// Remove and return everything unacked, oldest first (expiry, session end). The items
@@ -470,7 +522,8 @@ impl<T: Clone> StreamManagement<T> {
         self.requested_h = self.outbound_h;
         self.request_signalled = false;
         self.request_asap = false;
-        self.queue.drain(..).map(|(t, _)| t).collect()
+        self.queued_bytes = 0;
+        self.queue.drain(..).map(|(t, _, _)| t).collect()
     }
 
     /// Timers due at `now`: [`SmEvent::Expired`] (hibernating, deadline reached; reported once),
@@ -494,7 +547,7 @@ impl<T: Clone> StreamManagement<T> {
                 p.delayed = true;
                 self.overdue_h = Some(p.h);
                 events.push(SmEvent::AckDelayed(
-                    self.queue.iter().map(|(t, _)| t.clone()).collect(),
+                    self.queue.iter().map(|(t, _, _)| t.clone()).collect(),
                 ));
             }
         }
@@ -531,6 +584,15 @@ impl<T: Clone> StreamManagement<T> {
     fn max_queue(&self) -> usize {
         // Keeps the queue far below 2^31 so serial-number comparison of h stays unambiguous.
         self.cfg.max_queue.min(1 << 30)
+    }
+
+    /// Room for one more stanza of `bytes`: below `max_queue`, and within `max_queue_bytes`
+    /// unless the queue is empty (one stanza the parser accepted always fits, so a large
+    /// one cannot wedge the session).
+    fn fits(&self, bytes: usize) -> bool {
+        self.queue.len() < self.max_queue()
+            && (self.queue.is_empty()
+                || self.queued_bytes.saturating_add(bytes) <= self.cfg.max_queue_bytes)
     }
 
     fn request_blocked(&self) -> bool {
@@ -574,7 +636,14 @@ impl<T: Clone> StreamManagement<T> {
 
     fn drop_acked(&mut self, h: u32, n: usize) -> Vec<T> {
         self.acked_h = h;
-        let acked = self.queue.drain(..n).map(|(t, _)| t).collect();
+        let acked: Vec<T> = self
+            .queue
+            .drain(..n)
+            .map(|(t, _, b)| {
+                self.queued_bytes = self.queued_bytes.saturating_sub(b);
+                t
+            })
+            .collect();
         if self.queue.is_empty() {
             // Most sessions sit idle with everything acked: give a burst's buffer back.
             self.queue = VecDeque::new();

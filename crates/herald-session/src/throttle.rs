@@ -1,8 +1,14 @@
 //! Authentication throttling decisions, pure and with explicit time: how long to wait before
 //! answering a failed authentication (doubling per recent failure, capped) and when an account
 //! is locked out (RFC 6120 §6.5.11 `temporary-auth-failure`). The driver keeps one
-//! [`Failures`] record per peer address and per account name in [`Records`] (bounded), hands the
-//! current ones to [`crate::negotiate`] and updates them with [`Failures::failed`].
+//! [`Failures`] record per peer address, per account name and per (account, address) pair in
+//! [`Records`] (bounded), hands the current ones to [`crate::negotiate`] and updates them with
+//! [`Failures::failed`].
+//!
+//! A lock holds for the address whose failures caused it, not for the whole account: an
+//! account-wide lock would let anyone lock a user out of their own account by guessing from
+//! elsewhere (the mission's "nobody pushes another user out"). Guessing spread over many
+//! addresses still meets the delay, which grows with the account's failures from everywhere.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -97,8 +103,11 @@ pub const MAX_RECORDS: usize = 65_536;
 /// under its own lock.
 pub struct Records {
     cfg: Throttle,
+    /// Failures of an account from any address: they lengthen the delay, never lock.
     accounts: Bounded<String>,
     peers: Bounded<IpAddr>,
+    /// Failures of an account from one address: these lock (that address only).
+    pairs: Bounded<(String, IpAddr)>,
 }
 
 struct Bounded<K> {
@@ -146,13 +155,22 @@ impl Records {
             cfg,
             accounts: Bounded::default(),
             peers: Bounded::default(),
+            pairs: Bounded::default(),
         }
     }
 
-    /// The current records of `account` (default for none) and of `ip`.
+    /// The current records of `account` (default for none) as seen from `ip`, and of `ip`:
+    /// the account's count is its failures from every address, its lock the one `ip` earned.
     pub fn get(&self, account: Option<&BareJid>, ip: IpAddr, now: Instant) -> (Failures, Failures) {
         let a = account
-            .map(|a| self.accounts.get(&a.to_string(), &self.cfg, now))
+            .map(|a| {
+                let name = a.to_string();
+                let lock = self.pairs.get(&(name.clone(), ip), &self.cfg, now);
+                Failures {
+                    locked_until: lock.locked_until,
+                    ..self.accounts.get(&name, &self.cfg, now)
+                }
+            })
             .unwrap_or_default();
         (a, self.peers.get(&ip, &self.cfg, now))
     }
@@ -160,7 +178,9 @@ impl Records {
     /// One more failure of `account` (when a name is one) from `ip`.
     pub fn fail(&mut self, account: Option<&BareJid>, ip: IpAddr, now: Instant) {
         if let Some(a) = account {
-            self.accounts.fail(a.to_string(), &self.cfg, now, true);
+            let name = a.to_string();
+            self.pairs.fail((name.clone(), ip), &self.cfg, now, true);
+            self.accounts.fail(name, &self.cfg, now, false);
         }
         self.peers.fail(ip, &self.cfg, now, false);
     }
@@ -293,5 +313,40 @@ mod records_tests {
         b.fail(5, &cfg, t + Duration::from_secs(85), false);
         assert_eq!(b.map.len(), 2);
         assert_eq!(b.get(&4, &cfg, t + Duration::from_secs(85)).count, 1);
+    }
+}
+
+#[cfg(test)]
+mod lock_tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_lock_holds_for_the_guessing_address_only() {
+        let mut r = Records::new(Throttle {
+            max_delay: Duration::from_secs(8),
+            lockout_failures: 3,
+            lockout_time: Duration::from_secs(60),
+        });
+        let t = Instant::now();
+        let Ok(alice) = BareJid::new("alice@example.org") else {
+            panic!("jid");
+        };
+        let attacker: IpAddr = [203, 0, 113, 7].into();
+        let owner: IpAddr = [198, 51, 100, 1].into();
+        for _ in 0..3 {
+            r.fail(Some(&alice), attacker, t);
+        }
+        let (a, p) = r.get(Some(&alice), attacker, t);
+        assert!(a.is_locked(t), "the guessing address is locked out");
+        assert_eq!((a.count, p.count), (3, 3));
+        let (a, p) = r.get(Some(&alice), owner, t);
+        assert!(!a.is_locked(t), "the owner elsewhere is not");
+        // … but the account's failures still lengthen the delay of guesses from anywhere.
+        assert_eq!((a.count, p.count), (3, 0));
+        // The lock ends with lockout_time.
+        let later = t + Duration::from_secs(61);
+        assert!(!r.get(Some(&alice), attacker, later).0.is_locked(later));
     }
 }

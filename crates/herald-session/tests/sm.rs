@@ -11,6 +11,7 @@ fn secs(n: u64) -> Duration {
 fn cfg() -> SmConfig {
     SmConfig {
         max_queue: 10,
+        max_queue_bytes: 1000,
         request_after: 3,
         request_idle: secs(5),
         max_ack_delay: secs(30),
@@ -206,6 +207,52 @@ fn queue_overflow_is_queue_full_and_keeps_the_queue() {
     assert!(!sm.is_full());
     assert!(sm.push_outbound(10, t0).is_ok());
     assert_eq!(sm.push_outbound(11, t0), Err(SmError::QueueFull));
+}
+
+#[test]
+fn the_byte_bound_refuses_what_would_pass_it_and_acks_make_room() {
+    let (mut sm, t0) = enabled(true);
+    sm.push_outbound_sized(1, 600, t0).unwrap();
+    sm.push_outbound_sized(2, 400, t0).unwrap();
+    assert_eq!(sm.unacked_bytes(), 1000);
+    // Far below max_queue (10) in count, but one byte over.
+    assert!(sm.is_full_for(1));
+    assert!(!sm.is_full());
+    assert_eq!(sm.push_outbound_sized(3, 1, t0), Err(SmError::QueueFull));
+    assert_eq!(sm.unacked_len(), 2, "a refused stanza is not queued");
+    sm.on_ack(1, t0).unwrap();
+    assert_eq!(sm.unacked_bytes(), 400);
+    assert!(!sm.is_full_for(600));
+    sm.push_outbound_sized(3, 600, t0).unwrap();
+    // Expiry or session end takes everything, and the bytes with it.
+    assert_eq!(sm.take_unacked(), vec![2, 3]);
+    assert_eq!(sm.unacked_bytes(), 0);
+}
+
+#[test]
+fn an_empty_queue_takes_one_stanza_of_any_size() {
+    let (mut sm, t0) = enabled(true);
+    sm.push_outbound_sized(1, 5000, t0).unwrap();
+    assert_eq!(sm.push_outbound_sized(2, 1, t0), Err(SmError::QueueFull));
+    let (acked, retransmit) = sm.resume_acked(1, t0).unwrap();
+    assert_eq!((acked, retransmit), (vec![1], vec![]));
+    assert_eq!(sm.unacked_bytes(), 0);
+}
+
+#[test]
+fn a_restored_queue_keeps_its_sizes() {
+    let t0 = Instant::now();
+    let mut sm = StreamManagement::restore_hibernating_sized(
+        cfg(),
+        0,
+        2,
+        vec![(1u32, 300), (2, 500)],
+        t0 + secs(60),
+        t0,
+    );
+    assert_eq!(sm.unacked_bytes(), 800);
+    assert_eq!(sm.resume(1, t0).unwrap(), vec![2]);
+    assert_eq!(sm.unacked_bytes(), 500);
 }
 
 #[test]

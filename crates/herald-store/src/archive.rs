@@ -44,6 +44,11 @@ pub struct ArchiveQuery {
     pub ids: Option<Vec<String>>,
     /// Page size (RSM `<max/>`); 0 returns no items, only `count`.
     pub max: usize,
+    /// Count the matches (RSM `<count/>`) only if there are at most this many: counting is a
+    /// walk over every match, so an exact count of a large archive on every page would make
+    /// a page's cost grow with the archive. Beyond it `count` is `None` (XEP-0059 §2.6 lets
+    /// the server leave it out). 0 never counts.
+    pub count_limit: usize,
 }
 
 /// One page of results.
@@ -54,8 +59,9 @@ pub struct ArchivePage {
     /// XEP-0313 `<fin complete='true'/>`: nothing more in the paging direction (forward for
     /// `after`/no cursor, backward for `before`).
     pub complete: bool,
-    /// Total matching the filters, ignoring the paging cursors (RSM `<count/>`).
-    pub count: usize,
+    /// Total matching the filters, ignoring the paging cursors (RSM `<count/>`); `None` when
+    /// there are more than the query's `count_limit`.
+    pub count: Option<usize>,
 }
 
 /// Archiving preferences (XEP-0313 `<prefs/>`).
@@ -155,9 +161,15 @@ fn cursor(tx: &Transaction<'_>, user: &str, id: &str) -> Result<(i64, i64)> {
         .ok_or(StoreError::NotFound)
 }
 
-/// The query counting every match of the filters (RSM `<count/>`), cursors ignored.
+/// The query counting the matches of the filters (RSM `<count/>`), cursors ignored, up to
+/// one more than `q.count_limit`: it stops there, so it reads at most that many index entries
+/// whatever the archive's size.
 pub(crate) fn count_query(user: &str, q: &ArchiveQuery) -> (String, Vec<Value>) {
-    select(user, q, q.start, q.end, "COUNT(*)", "")
+    let (inner, mut args) = select(user, q, q.start, q.end, "1", " LIMIT ?");
+    args.push(Value::Integer(
+        i64::try_from(q.count_limit.saturating_add(1)).unwrap_or(i64::MAX),
+    ));
+    (format!("SELECT COUNT(*) FROM ({inner})"), args)
 }
 
 /// The query of one page: the filters, the cursors' positions `(ts, seq)`, the direction,
@@ -224,11 +236,11 @@ fn select(
     let mut args = vec![Value::Text(user.to_owned())];
     if let Some(with) = &q.with {
         match with.split_once('/') {
-            // XEP-0313 §4.1.1: a full JID matches exactly. The bare part is compared too so
-            // the (account, with_bare, ts) index applies.
-            Some((bare, _)) => {
-                sql.push_str(" AND with_bare = ? AND with_full = ?");
-                args.push(Value::Text(bare.to_owned()));
+            // XEP-0313 §4.1.1: a full JID matches exactly, served by the (account,
+            // with_full, ts) index: through the bare JID's index a page would walk every
+            // message of the peer's other resources.
+            Some(_) => {
+                sql.push_str(" AND with_full = ?");
                 args.push(Value::Text(with.clone()));
             }
             None => {
@@ -335,7 +347,7 @@ impl ArchiveStore for Store {
     }
 
     fn query_archive(&self, user: &str, q: &ArchiveQuery) -> Result<ArchivePage> {
-        self.read(|tx| {
+        self.read_mam(|tx| {
             // XEP-0313: an unknown RSM id is item-not-found, not an empty page.
             let after = q
                 .after_id
@@ -346,12 +358,6 @@ impl ArchiveStore for Store {
                 None => (false, None),
                 Some("") => (true, None),
                 Some(id) => (true, Some(cursor(tx, user, id)?)),
-            };
-
-            let count: i64 = {
-                let (sql, args) = count_query(user, q);
-                prepare(tx, &sql, q.ids.is_none())?
-                    .query_row(params_from_iter(&args), |r| r.get(0))?
             };
 
             let (sql, args) = page_query(user, q, after, before, backward);
@@ -370,10 +376,21 @@ impl ArchiveStore for Store {
             if backward {
                 items.reverse();
             }
+            let count = if after.is_none() && before.is_none() && complete {
+                // Without a cursor a complete page is every match: counted already.
+                Some(items.len()).filter(|n| *n <= q.count_limit)
+            } else if q.count_limit == 0 {
+                None
+            } else {
+                let (sql, args) = count_query(user, q);
+                let n: i64 = prepare(tx, &sql, q.ids.is_none())?
+                    .query_row(params_from_iter(&args), |r| r.get(0))?;
+                Some(to_usize(n)?).filter(|n| *n <= q.count_limit)
+            };
             Ok(ArchivePage {
                 items,
                 complete,
-                count: to_usize(count)?,
+                count,
             })
         })
     }

@@ -6,15 +6,17 @@
 
 use rusqlite::params;
 
-use crate::error::Result;
-use crate::sqlite::Store;
+use crate::error::{Result, StoreError};
+use crate::sqlite::{to_usize, Store};
 
 /// Per-user blocklists.
 pub trait BlockStore {
     /// The blocked JIDs, sorted.
     fn blocklist(&self, user: &str) -> Result<Vec<String>>;
-    /// Adds JIDs (already blocked ones are fine).
-    fn block(&self, user: &str, jids: &[String]) -> Result<()>;
+    /// Adds JIDs (already blocked ones are fine). [`crate::StoreError::QuotaExceeded`], with
+    /// nothing written, if the list would grow beyond `max` JIDs (re-adding listed ones never
+    /// fails, even on a list longer than `max`).
+    fn block(&self, user: &str, jids: &[String], max: usize) -> Result<()>;
     /// Removes JIDs (ones not blocked are fine).
     fn unblock(&self, user: &str, jids: &[String]) -> Result<()>;
     /// Empties the blocklist.
@@ -44,13 +46,26 @@ impl BlockStore for Store {
         })
     }
 
-    fn block(&self, user: &str, jids: &[String]) -> Result<()> {
+    fn block(&self, user: &str, jids: &[String], max: usize) -> Result<()> {
         self.write(|tx| {
+            let len = |tx: &rusqlite::Transaction<'_>| -> Result<usize> {
+                let n: i64 = tx
+                    .prepare_cached("SELECT COUNT(*) FROM blocklist WHERE account = ?1")?
+                    .query_row([user], |r| r.get(0))?;
+                to_usize(n)
+            };
+            let before = len(tx)?;
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO blocklist (account, jid) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
             )?;
             for jid in jids {
                 stmt.execute(params![user, jid])?;
+            }
+            // Counted in the write transaction (concurrent blocks cannot pass together); the
+            // error rolls the inserts back.
+            let after = len(tx)?;
+            if after > before && after > max {
+                return Err(StoreError::QuotaExceeded);
             }
             Ok(())
         })

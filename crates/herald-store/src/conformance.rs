@@ -24,6 +24,7 @@ pub fn run_all(store: &Store) {
     archive_filters(store);
     archive_paging(store);
     archive_ties(store);
+    archive_paging_without_count(store);
     mam_prefs(store);
     push(store);
     push_removals(store);
@@ -227,6 +228,21 @@ pub fn roster(store: &Store) {
     assert_eq!(store.set_roster_item(u, &bare).unwrap(), 6);
     assert_eq!(store.roster_item(u, "bob@x.test").unwrap(), Some(bare));
     assert_eq!(store.roster(other).unwrap(), (1, vec![other_bob]));
+    // The subscription view: every item, sorted, state only.
+    let view = store.roster_subscriptions(u).unwrap();
+    let full = store.roster(u).unwrap().1;
+    assert_eq!(view.len(), full.len());
+    for (v, f) in view.iter().zip(&full) {
+        assert_eq!(
+            (&v.jid, v.subscription, v.ask),
+            (&f.jid, f.subscription, f.ask)
+        );
+        assert!(v.name.is_none() && v.groups.is_empty());
+    }
+    assert!(store
+        .roster_subscriptions("nobody@roster.conformance.test")
+        .unwrap()
+        .is_empty());
 }
 
 /// RosterStore pending inbound subscription requests.
@@ -303,6 +319,32 @@ pub fn subscription_requests(store: &Store) {
     );
     assert!(store
         .subscription_requests("other@subreq.conformance.test")
+        .unwrap()
+        .is_empty());
+
+    // Pages: oldest first, each after the last position of the one before.
+    for f in ["d@x.test", "e@x.test", "f@x.test"] {
+        store
+            .add_subscription_request(u, f, "<presence type='subscribe'/>", 100)
+            .unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.subscription_requests_page(u, after, 2).unwrap();
+        assert!(page.len() <= 2);
+        let Some(last) = page.last() else { break };
+        after = last.0;
+        seen.extend(page.into_iter().map(|(_, f, _)| f));
+    }
+    assert_eq!(
+        seen,
+        ["a@x.test", "c@x.test", "d@x.test", "e@x.test", "f@x.test"]
+    );
+    let first = store.subscription_requests_page(u, 0, 1).unwrap();
+    assert_eq!(first[0].2, "<presence type='subscribe'>4</presence>");
+    assert!(store
+        .subscription_requests_page("other@subreq.conformance.test", 0, 10)
         .unwrap()
         .is_empty());
 }
@@ -488,10 +530,23 @@ pub fn blocking(store: &Store) {
         .unwrap()
         .contains(&u.to_string()));
     store
-        .block(u, &strings(&["z@x.test", "evil.test", "z@x.test"]))
+        .block(u, &strings(&["z@x.test", "evil.test", "z@x.test"]), 3)
         .unwrap();
-    store.block(u, &strings(&["a@x.test/res"])).unwrap();
-    store.block(u, &strings(&["evil.test"])).unwrap();
+    store.block(u, &strings(&["a@x.test/res"]), 3).unwrap();
+    // At the bound: a new JID is refused and nothing of the call is written, a listed one
+    // may be blocked again.
+    assert!(matches!(
+        store.block(u, &strings(&["new@x.test", "evil.test"]), 3),
+        Err(StoreError::QuotaExceeded)
+    ));
+    assert!(!store.is_blocked(u, "new@x.test").unwrap());
+    store.block(u, &strings(&["evil.test"]), 3).unwrap();
+    // A list already longer than a lowered bound: re-blocking still works, growing does not.
+    store.block(u, &strings(&["z@x.test"]), 1).unwrap();
+    assert!(matches!(
+        store.block(u, &strings(&["new@x.test"]), 1),
+        Err(StoreError::QuotaExceeded)
+    ));
     assert_eq!(
         store.blocklist(u).unwrap(),
         strings(&["a@x.test/res", "evil.test", "z@x.test"])
@@ -501,7 +556,7 @@ pub fn blocking(store: &Store) {
     // Exact match only: JID matching rules are the server's.
     assert!(!store.is_blocked(u, "a@x.test").unwrap());
     assert!(!store.is_blocked(other, "evil.test").unwrap());
-    store.block(other, &strings(&["q@x.test"])).unwrap();
+    store.block(other, &strings(&["q@x.test"]), 3).unwrap();
     let with = store.accounts_with_blocklist().unwrap();
     assert_eq!(
         with.iter().filter(|a| *a == u).count(),
@@ -535,13 +590,20 @@ pub fn archive_filters(store: &Store) {
     let other = "other@archive.conformance.test";
     let all = |q: ArchiveQuery| {
         store
-            .query_archive(u, &ArchiveQuery { max: 100, ..q })
+            .query_archive(
+                u,
+                &ArchiveQuery {
+                    max: 100,
+                    count_limit: 100,
+                    ..q
+                },
+            )
             .unwrap()
     };
     let empty = all(ArchiveQuery::default());
     assert!(empty.items.is_empty());
     assert!(empty.complete);
-    assert_eq!(empty.count, 0);
+    assert_eq!(empty.count, Some(0));
 
     store
         .archive(u, &msg("f1", "bob@x.test", 1000), "bob@x.test/phone")
@@ -586,7 +648,7 @@ pub fn archive_filters(store: &Store) {
     let page = all(ArchiveQuery::default());
     assert_eq!(ids(&page.items), vec!["f0", "f1", "f2", "f3", "f4"]);
     assert!(page.complete);
-    assert_eq!(page.count, 5);
+    assert_eq!(page.count, Some(5));
     assert_eq!(page.items[1], msg("f1", "bob@x.test", 1000));
     let page = store
         .query_archive(
@@ -604,7 +666,7 @@ pub fn archive_filters(store: &Store) {
         ..Default::default()
     });
     assert_eq!(ids(&page.items), vec!["f1", "f3", "f4"]);
-    assert_eq!(page.count, 3);
+    assert_eq!(page.count, Some(3));
     // A full JID matches exactly the full JID stored; an empty with_full stored the bare one.
     let page = all(ArchiveQuery {
         with: Some("bob@x.test/laptop".into()),
@@ -616,7 +678,7 @@ pub fn archive_filters(store: &Store) {
         ..Default::default()
     });
     assert!(page.items.is_empty());
-    assert_eq!(page.count, 0);
+    assert_eq!(page.count, Some(0));
     let page = all(ArchiveQuery {
         with: Some("nobody@x.test".into()),
         ..Default::default()
@@ -630,7 +692,7 @@ pub fn archive_filters(store: &Store) {
         ..Default::default()
     });
     assert_eq!(ids(&page.items), vec!["f1", "f2", "f3"]);
-    assert_eq!(page.count, 3);
+    assert_eq!(page.count, Some(3));
     let page = all(ArchiveQuery {
         start: Some(3001),
         ..Default::default()
@@ -654,14 +716,14 @@ pub fn archive_filters(store: &Store) {
         ..Default::default()
     });
     assert_eq!(ids(&page.items), vec!["f1", "f4"]);
-    assert_eq!(page.count, 2);
+    assert_eq!(page.count, Some(2));
     assert!(page.complete);
     let page = all(ArchiveQuery {
         ids: Some(vec![]),
         ..Default::default()
     });
     assert!(page.items.is_empty());
-    assert_eq!(page.count, 0);
+    assert_eq!(page.count, Some(0));
     let page = all(ArchiveQuery {
         ids: Some(strings(&["f1", "f2", "f3"])),
         with: Some("bob@x.test".into()),
@@ -696,6 +758,7 @@ pub fn archive_paging(store: &Store) {
                     after_id: after.map(str::to_owned),
                     before_id: before.map(str::to_owned),
                     max,
+                    count_limit: 100,
                     ..Default::default()
                 },
             )
@@ -706,11 +769,11 @@ pub fn archive_paging(store: &Store) {
     let p = q(None, None, 3);
     assert_eq!(ids(&p.items), vec!["p01", "p02", "p03"]);
     assert!(!p.complete);
-    assert_eq!(p.count, 10);
+    assert_eq!(p.count, Some(10));
     let p = q(Some("p03"), None, 3);
     assert_eq!(ids(&p.items), vec!["p04", "p05", "p06"]);
     assert!(!p.complete);
-    assert_eq!(p.count, 10, "count ignores the cursor");
+    assert_eq!(p.count, Some(10), "count ignores the cursor");
     let p = q(Some("p06"), None, 3);
     assert_eq!(ids(&p.items), vec!["p07", "p08", "p09"]);
     assert!(!p.complete);
@@ -729,7 +792,7 @@ pub fn archive_paging(store: &Store) {
     let p = q(None, Some(""), 3);
     assert_eq!(ids(&p.items), vec!["p08", "p09", "p10"]);
     assert!(!p.complete);
-    assert_eq!(p.count, 10);
+    assert_eq!(p.count, Some(10));
     let p = q(None, Some("p08"), 3);
     assert_eq!(ids(&p.items), vec!["p05", "p06", "p07"]);
     assert!(!p.complete);
@@ -757,7 +820,7 @@ pub fn archive_paging(store: &Store) {
     // max = 0 asks for the count only (XEP-0059).
     let p = q(None, None, 0);
     assert!(p.items.is_empty());
-    assert_eq!(p.count, 10);
+    assert_eq!(p.count, Some(10));
     assert!(!p.complete);
 
     // Cursors combine with filters; the cursor item need not match the filter.
@@ -768,13 +831,14 @@ pub fn archive_paging(store: &Store) {
                 with: Some("even@x.test".into()),
                 after_id: Some("p03".into()),
                 max: 2,
+                count_limit: 100,
                 ..Default::default()
             },
         )
         .unwrap();
     assert_eq!(ids(&p.items), vec!["p04", "p06"]);
     assert!(!p.complete);
-    assert_eq!(p.count, 5);
+    assert_eq!(p.count, Some(5));
     let p = store
         .query_archive(
             u,
@@ -783,13 +847,14 @@ pub fn archive_paging(store: &Store) {
                 before_id: Some(String::new()),
                 end: Some(700),
                 max: 2,
+                count_limit: 100,
                 ..Default::default()
             },
         )
         .unwrap();
     assert_eq!(ids(&p.items), vec!["p04", "p06"]);
     assert!(!p.complete);
-    assert_eq!(p.count, 3);
+    assert_eq!(p.count, Some(3));
 
     // Unknown cursors are item-not-found, including another user's ids.
     for (after, before) in [
@@ -820,6 +885,83 @@ pub fn archive_paging(store: &Store) {
         },
     );
     assert!(matches!(r, Err(StoreError::NotFound)));
+}
+
+/// ArchiveStore: `count` is exact up to `count_limit` and left out beyond it (never an
+/// approximation), while paging and `complete` are the same with or without it.
+pub fn archive_paging_without_count(store: &Store) {
+    let u = "user@nocount.conformance.test";
+    let batch: Vec<(String, ArchivedMessage, String)> = (1..=9)
+        .map(|i| {
+            let with = if i <= 3 { "few@x.test" } else { "many@x.test" };
+            (
+                u.to_owned(),
+                msg(&format!("n{i}"), with, i * 10),
+                format!("{with}/r"),
+            )
+        })
+        .collect();
+    store.archive_batch(&batch).unwrap();
+    let q = |with: Option<&str>, after: Option<&str>, before: Option<&str>, limit: usize| {
+        store
+            .query_archive(
+                u,
+                &ArchiveQuery {
+                    with: with.map(str::to_owned),
+                    after_id: after.map(str::to_owned),
+                    before_id: before.map(str::to_owned),
+                    max: 3,
+                    count_limit: limit,
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+    };
+    // Forward through all nine, three per page, with no count at all: the last page (and
+    // only it) is complete, also when it is exactly full.
+    let mut pages = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let p = q(None, after.as_deref(), None, 0);
+        assert_eq!(p.count, None, "count_limit 0 never counts");
+        pages.push((ids(&p.items).join(","), p.complete));
+        after = p.items.last().map(|m| m.id.clone());
+        if p.complete || pages.len() > 4 {
+            break;
+        }
+    }
+    assert_eq!(
+        pages,
+        vec![
+            ("n1,n2,n3".to_owned(), false),
+            ("n4,n5,n6".to_owned(), false),
+            ("n7,n8,n9".to_owned(), true),
+        ]
+    );
+    // Backward likewise.
+    let p = q(None, None, Some("n4"), 0);
+    assert_eq!(ids(&p.items), vec!["n1", "n2", "n3"]);
+    assert!(p.complete);
+    let p = q(None, None, Some("n5"), 0);
+    assert_eq!(ids(&p.items), vec!["n2", "n3", "n4"]);
+    assert!(!p.complete);
+
+    // Exact at the limit, absent one beyond it, whatever the page and its cursor.
+    assert_eq!(q(None, None, None, 9).count, Some(9));
+    assert_eq!(q(None, Some("n3"), None, 9).count, Some(9));
+    assert_eq!(q(None, None, None, 8).count, None);
+    assert_eq!(q(None, Some("n3"), None, 8).count, None);
+    assert_eq!(q(None, None, Some(""), 8).count, None);
+    // The filter decides what is counted: three match, so a limit of three counts them.
+    let p = q(Some("few@x.test"), None, None, 3);
+    assert_eq!(ids(&p.items), vec!["n1", "n2", "n3"]);
+    assert!(p.complete);
+    assert_eq!(p.count, Some(3));
+    let p = q(Some("many@x.test/r"), Some("n5"), None, 6);
+    assert_eq!(ids(&p.items), vec!["n6", "n7", "n8"]);
+    assert!(!p.complete);
+    assert_eq!(p.count, Some(6));
+    assert_eq!(q(Some("many@x.test/r"), None, None, 5).count, None);
 }
 
 /// ArchiveStore: messages sharing a timestamp page in insertion order, none skipped or
@@ -1237,7 +1379,7 @@ pub fn delete_account_removes_everything(store: &Store) {
         store
             .store_offline(user, "<message/>", 10, u64::MAX)
             .unwrap();
-        store.block(user, &strings(&["b@x.test"])).unwrap();
+        store.block(user, &strings(&["b@x.test"]), 100).unwrap();
         store.archive(user, &msg("d1", "c@x.test", 10), "").unwrap();
         store
             .set_mam_prefs(
@@ -1285,7 +1427,7 @@ pub fn delete_account_removes_everything(store: &Store) {
             },
         )
         .unwrap();
-    assert_eq!(page.count, 0);
+    assert_eq!(page.count, Some(0));
     assert_eq!(store.mam_prefs(u).unwrap(), MamPrefs::default());
     assert!(store.push_registrations(u).unwrap().is_empty());
     assert!(!store.users_with_push().unwrap().contains(&u.to_owned()));
@@ -1303,11 +1445,12 @@ pub fn delete_account_removes_everything(store: &Store) {
             keep,
             &ArchiveQuery {
                 max: 10,
+                count_limit: 10,
                 ..Default::default()
             },
         )
         .unwrap();
-    assert_eq!(page.count, 1);
+    assert_eq!(page.count, Some(1));
     assert_eq!(store.mam_prefs(keep).unwrap().never, strings(&["n@x.test"]));
     assert_eq!(store.push_registrations(keep).unwrap().len(), 1);
     assert_eq!(store.removed_push_registrations(keep).unwrap().len(), 1);

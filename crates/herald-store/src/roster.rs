@@ -71,6 +71,9 @@ pub struct RosterItem {
 pub trait RosterStore {
     /// `(version, items sorted by jid)`; version 0 for an empty, never-changed roster.
     fn roster(&self, user: &str) -> Result<(u64, Vec<RosterItem>)>;
+    /// The items with their subscription state only (`name` None, no groups), sorted by
+    /// jid: what presence broadcasts and probes need, without reading every group.
+    fn roster_subscriptions(&self, user: &str) -> Result<Vec<RosterItem>>;
     /// One item, `None` if the contact is not in the roster.
     fn roster_item(&self, user: &str, jid: &str) -> Result<Option<RosterItem>>;
     /// Inserts or replaces the item; bumps and returns the roster version.
@@ -93,6 +96,15 @@ pub trait RosterStore {
     fn remove_subscription_request(&self, user: &str, from: &str) -> Result<bool>;
     /// Pending requests `(from, stanza_xml)`, oldest first.
     fn subscription_requests(&self, user: &str) -> Result<Vec<(String, String)>>;
+    /// At most `limit` pending requests `(position, from, stanza_xml)` after position
+    /// `after` (0 for the first page), oldest first: the next page starts after the last
+    /// position returned.
+    fn subscription_requests_page(
+        &self,
+        user: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, String, String)>>;
     /// Whether a request from `from` is pending.
     fn has_subscription_request(&self, user: &str, from: &str) -> Result<bool>;
 }
@@ -169,6 +181,33 @@ impl RosterStore for Store {
             let v = v.unwrap_or(0);
             let v = u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("version {v}")))?;
             Ok((v, load_items(tx, user, None)?))
+        })
+    }
+
+    fn roster_subscriptions(&self, user: &str) -> Result<Vec<RosterItem>> {
+        self.read(|tx| {
+            let mut stmt = tx.prepare_cached(
+                "SELECT jid, subscription, ask FROM roster_items WHERE account = ?1 ORDER BY jid",
+            )?;
+            let rows = stmt.query_map([user], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, bool>(2)?,
+                ))
+            })?;
+            let mut items = Vec::new();
+            for row in rows {
+                let (jid, sub, ask) = row?;
+                items.push(RosterItem {
+                    jid,
+                    name: None,
+                    subscription: parse_subscription(&sub)?,
+                    ask,
+                    groups: Vec::new(),
+                });
+            }
+            Ok(items)
         })
     }
 
@@ -274,6 +313,25 @@ impl RosterStore for Store {
                  WHERE account = ?1 ORDER BY seq",
             )?;
             let rows = stmt.query_map([user], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    fn subscription_requests_page(
+        &self,
+        user: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, String, String)>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(|tx| {
+            let mut stmt = tx.prepare_cached(
+                "SELECT seq, from_jid, stanza_xml FROM subscription_requests
+                 WHERE account = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![user, after, limit], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
     }

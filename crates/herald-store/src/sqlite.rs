@@ -41,6 +41,10 @@ pub struct StoreOptions {
     pub durability: Durability,
     /// Reader connections (at least one is opened for a file store).
     pub readers: usize,
+    /// Reader connections used only by archive queries ([`crate::ArchiveStore::query_archive`]),
+    /// so that however many MAM queries run, the readers above stay free for logins
+    /// (credentials, rosters, offline messages). 0 shares the readers above.
+    pub mam_readers: usize,
     /// How long a call waits for another connection (e.g. the CLI while the server runs) to
     /// release the write lock before failing with [`StoreError::Busy`].
     pub busy_timeout: Duration,
@@ -51,6 +55,7 @@ impl Default for StoreOptions {
         StoreOptions {
             durability: Durability::Normal,
             readers: 4,
+            mam_readers: 2,
             busy_timeout: Duration::from_secs(5),
         }
     }
@@ -67,6 +72,8 @@ struct Inner {
     /// Empty for the in-memory store: a private in-memory database exists only on the
     /// connection that created it, so reads go through the writer.
     readers: Vec<Mutex<Connection>>,
+    /// Archive queries' own readers (empty: they share `readers`).
+    mam_readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
     path: Option<PathBuf>,
 }
@@ -76,6 +83,7 @@ impl std::fmt::Debug for Store {
         f.debug_struct("Store")
             .field("path", &self.inner.path)
             .field("readers", &self.inner.readers.len())
+            .field("mam_readers", &self.inner.mam_readers.len())
             .finish()
     }
 }
@@ -123,6 +131,11 @@ const MIGRATIONS: &[Migration] = &[
         role: "archive",
         version: 2,
         sql: include_str!("sql/archive_2.sql"),
+    },
+    Migration {
+        role: "archive",
+        version: 3,
+        sql: include_str!("sql/archive_3.sql"),
     },
     Migration {
         role: "push",
@@ -199,18 +212,29 @@ impl Store {
         )?;
         migrate(&mut writer)?;
 
-        let mut readers = Vec::new();
-        for _ in 0..options.readers.max(1) {
-            let conn = open_connection(&path, options)?;
-            // A reader must never write: it would bypass the writer's serialisation.
-            conn.execute_batch("PRAGMA query_only = ON;")?;
-            readers.push(Mutex::new(conn));
-        }
-        tracing::debug!(path = %path.display(), readers = readers.len(), "store opened");
+        let open_readers = |n: usize| -> Result<Vec<Mutex<Connection>>> {
+            let mut readers = Vec::with_capacity(n);
+            for _ in 0..n {
+                let conn = open_connection(&path, options)?;
+                // A reader must never write: it would bypass the writer's serialisation.
+                conn.execute_batch("PRAGMA query_only = ON;")?;
+                readers.push(Mutex::new(conn));
+            }
+            Ok(readers)
+        };
+        let readers = open_readers(options.readers.max(1))?;
+        let mam_readers = open_readers(options.mam_readers)?;
+        tracing::debug!(
+            path = %path.display(),
+            readers = readers.len(),
+            mam_readers = mam_readers.len(),
+            "store opened"
+        );
         Ok(Store {
             inner: Arc::new(Inner {
                 writer: Mutex::new(writer),
                 readers,
+                mam_readers,
                 next_reader: AtomicUsize::new(0),
                 path: Some(path),
             }),
@@ -227,6 +251,7 @@ impl Store {
             inner: Arc::new(Inner {
                 writer: Mutex::new(conn),
                 readers: Vec::new(),
+                mam_readers: Vec::new(),
                 next_reader: AtomicUsize::new(0),
                 path: None,
             }),
@@ -259,15 +284,31 @@ impl Store {
 
     /// Runs `f` in a read transaction (one consistent snapshot) on a free reader connection.
     pub(crate) fn read<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
-        let mut conn = self.reader();
+        Self::read_on(self.reader(&self.inner.readers), f)
+    }
+
+    /// Like [`Store::read`] on the archive queries' own readers: a query that scans or waits
+    /// there never holds a connection a login needs.
+    pub(crate) fn read_mam<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let readers = if self.inner.mam_readers.is_empty() {
+            &self.inner.readers
+        } else {
+            &self.inner.mam_readers
+        };
+        Self::read_on(self.reader(readers), f)
+    }
+
+    fn read_on<T>(
+        mut conn: MutexGuard<'_, Connection>,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T>,
+    ) -> Result<T> {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
         let out = f(&tx)?;
         tx.commit()?;
         Ok(out)
     }
 
-    fn reader(&self) -> MutexGuard<'_, Connection> {
-        let readers = &self.inner.readers;
+    fn reader<'a>(&'a self, readers: &'a [Mutex<Connection>]) -> MutexGuard<'a, Connection> {
         if readers.is_empty() {
             return lock(&self.inner.writer);
         }

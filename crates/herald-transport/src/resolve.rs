@@ -3,7 +3,7 @@
 //! priority and weight as XEP-0368 §3 asks), else the domain's A/AAAA records on port 5269
 //! (RFC 6120 §3.2.2). Produces candidates only; it must not connect.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use hickory_resolver::proto::rr::RData;
 pub use hickory_resolver::TokioResolver;
@@ -131,6 +131,18 @@ pub async fn targets(
     {
         return vec![route];
     }
+    // An address literal as the domain has no SRV records to ask DNS for (and no DNS
+    // question about it should leave the machine).
+    if literal_ip(domain).is_some() {
+        return vec![Target {
+            host: domain
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+            port: DEFAULT_PORT,
+            direct_tls: false,
+        }];
+    }
     let Some(resolver) = resolver else {
         return vec![Target {
             host: domain.to_string(),
@@ -165,6 +177,74 @@ pub async fn targets(
         port: DEFAULT_PORT,
         direct_tls: false,
     }]
+}
+
+/// `domain` as an IP address when it is an address literal (IPv6 in brackets or not).
+pub fn literal_ip(domain: &str) -> Option<IpAddr> {
+    domain
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
+}
+
+/// Whether `ip` is a public unicast address, one a remote XMPP server may have. Refused:
+/// unspecified, loopback, private (RFC 1918, IPv6 unique local), shared (RFC 6598),
+/// link-local, multicast, broadcast, documentation and benchmarking ranges, IETF protocol
+/// assignments (192.0.0.0/24), 0.0.0.0/8 and 240.0.0.0/4; an IPv4-mapped or NAT64-free
+/// IPv4-compatible IPv6 address is judged as the IPv4 address it carries. Without this a
+/// user could make the server connect into its own network by naming a domain whose DNS
+/// points there.
+pub fn is_global(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => is_global_v4(v4),
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_global_v4(v4);
+            }
+            let s = v6.segments();
+            // ::/96 (IPv4-compatible, deprecated) covers :: and ::1 as well.
+            if s[..6].iter().all(|x| *x == 0) {
+                return false;
+            }
+            let unique_local = s[0] & 0xfe00 == 0xfc00;
+            let link_local = s[0] & 0xffc0 == 0xfe80;
+            let site_local = s[0] & 0xffc0 == 0xfec0;
+            let multicast = s[0] & 0xff00 == 0xff00;
+            let documentation = s[0] == 0x2001 && s[1] == 0x0db8 || s[0] & 0xfff0 == 0x3ff0;
+            let benchmarking = s[0] == 0x2001 && s[1] == 0x0002 && s[2] == 0;
+            // 64:ff9b:1::/48 is the local-use NAT64 prefix (RFC 8215).
+            let local_nat64 = s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1;
+            let discard = s[0] == 0x0100 && s[1..4].iter().all(|x| *x == 0);
+            !(unique_local
+                || link_local
+                || site_local
+                || multicast
+                || documentation
+                || benchmarking
+                || local_nat64
+                || discard)
+        }
+    }
+}
+
+fn is_global_v4(ip: Ipv4Addr) -> bool {
+    let o = ip.octets();
+    let this_network = o[0] == 0;
+    let shared = o[0] == 100 && (o[1] & 0xc0) == 64;
+    let ietf = o[0] == 192 && o[1] == 0 && o[2] == 0;
+    let benchmarking = o[0] == 198 && (o[1] & 0xfe) == 18;
+    let reserved = o[0] >= 240;
+    !(this_network
+        || ip.is_loopback()
+        || ip.is_private()
+        || shared
+        || ip.is_link_local()
+        || ietf
+        || ip.is_documentation()
+        || benchmarking
+        || ip.is_multicast()
+        || reserved)
 }
 
 /// The socket addresses of a target (an IP literal is used as is).
@@ -284,6 +364,68 @@ mod tests {
             |_| 0,
         ));
         assert_eq!(got[0], ("t.example".to_string(), true));
+    }
+
+    #[test]
+    fn only_global_addresses_are_global() {
+        let table: &[(&str, bool)] = &[
+            ("8.8.8.8", true),
+            ("1.1.1.1", true),
+            ("192.0.2.1", false),    // TEST-NET-1
+            ("198.51.100.7", false), // TEST-NET-2
+            ("203.0.113.9", false),  // TEST-NET-3
+            ("127.0.0.1", false),    // loopback
+            ("127.255.0.1", false),  // loopback
+            ("10.1.2.3", false),     // RFC 1918
+            ("172.16.0.1", false),   // RFC 1918
+            ("172.32.0.1", true),    // just outside 172.16/12
+            ("192.168.1.1", false),  // RFC 1918
+            ("100.64.0.1", false),   // shared (CGNAT)
+            ("100.128.0.1", true),   // just outside 100.64/10
+            ("169.254.1.1", false),  // link-local
+            ("0.0.0.0", false),      // unspecified
+            ("0.1.2.3", false),      // this network
+            ("224.0.0.1", false),    // multicast
+            ("255.255.255.255", false),
+            ("240.0.0.1", false),  // reserved
+            ("198.18.0.1", false), // benchmarking
+            ("192.0.0.8", false),  // IETF protocol assignments
+            ("2001:4860:4860::8888", true),
+            ("2a00:1450::1", true),
+            ("::", false),
+            ("::1", false),
+            ("::ffff:127.0.0.1", false), // IPv4-mapped loopback
+            ("::ffff:10.0.0.1", false),  // IPv4-mapped private
+            ("::ffff:8.8.8.8", true),    // IPv4-mapped public
+            ("::127.0.0.1", false),      // IPv4-compatible
+            ("fc00::1", false),          // unique local
+            ("fd12:3456::1", false),     // unique local
+            ("fe80::1", false),          // link-local
+            ("fec0::1", false),          // site-local (deprecated)
+            ("ff02::1", false),          // multicast
+            ("2001:db8::1", false),      // documentation
+            ("3fff::1", false),          // documentation (RFC 9637)
+            ("2001:2::1", false),        // benchmarking
+            ("64:ff9b:1::1", false),     // local-use NAT64
+            ("100::1", false),           // discard-only
+        ];
+        for (ip, want) in table {
+            let addr: IpAddr = ip.parse().unwrap();
+            assert_eq!(is_global(addr), *want, "{ip}");
+        }
+    }
+
+    #[tokio::test]
+    async fn address_literal_domains_need_no_dns() {
+        let routes = std::collections::BTreeMap::new();
+        let t = targets(&routes, None, "[::1]").await;
+        assert_eq!(t[0].host, "::1");
+        assert_eq!(
+            literal_ip("[::1]"),
+            Some(IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]))
+        );
+        assert_eq!(literal_ip("10.0.0.1"), Some(IpAddr::from([10, 0, 0, 1])));
+        assert_eq!(literal_ip("example.org"), None);
     }
 
     #[tokio::test]

@@ -29,9 +29,14 @@ pub enum S2sError {
     /// The TLS handshake failed.
     #[error("TLS: {0}")]
     Tls(String),
-    /// The peer's certificate does not verify and dialback is not allowed.
+    /// The peer's certificate does not verify for its domain (and `insecure_outgoing` is
+    /// off, or incoming dialback is not allowed).
     #[error("certificate of {0} does not verify")]
     CertRejected(String),
+    /// Every address found for the domain is loopback, private, link-local or otherwise not
+    /// public, and no static route names the domain.
+    #[error("{0}: only non-public addresses (add a static route to allow them)")]
+    NotGlobal(String),
     /// The peer refused our authentication (SASL failure or dialback not valid).
     #[error("authentication refused: {0}")]
     AuthRefused(String),

@@ -5,7 +5,7 @@
 //! The TLS handshakes themselves accept any certificate (signatures are still checked): a peer
 //! whose certificate does not verify may still authenticate with dialback, so the decision is
 //! taken after the handshake, per domain, by [`Trust::valid_for`]. This module must not decide
-//! policy (`require_valid_certs`, `allow_dialback`); the callers do.
+//! policy (`insecure_outgoing`, `allow_dialback`); the callers do.
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -4,6 +4,8 @@
 //! by a blocklist. It must not read or write the blocklist nor decide what happens to a
 //! blocked stanza (the blocking module does).
 
+use std::collections::HashSet;
+
 use herald_proto::error::StanzaErrorCondition;
 use herald_proto::jid::Jid;
 use herald_proto::{ns, Element};
@@ -45,16 +47,18 @@ pub fn parse(iq: &Element) -> Result<BlockCmd, StanzaErrorCondition> {
     }
 }
 
-/// The normalised JIDs of the `<item/>` children, first occurrence kept.
+/// The normalised JIDs of the `<item/>` children, first occurrence kept (found with a set:
+/// a stanza can carry thousands of items).
 fn items(payload: &Element) -> Result<Vec<String>, StanzaErrorCondition> {
     let mut out: Vec<String> = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
     for item in super::children_named(payload, "item", ns::BLOCKING) {
         let jid = item
             .attr("jid")
             .and_then(super::normalize_jid)
             .ok_or(StanzaErrorCondition::JidMalformed)?
             .to_string();
-        if !out.contains(&jid) {
+        if seen.insert(jid.clone()) {
             out.push(jid);
         }
     }
@@ -85,40 +89,70 @@ fn with_items(name: &str, jids: &[String]) -> Element {
     el
 }
 
-/// Whether `entity` (a full or bare JID) is covered by a blocklist of normalised JIDs.
-///
-/// XEP-0191 §3 defers to XEP-0016 §2.1 for matching: a full JID item matches exactly that
-/// JID; a bare JID item matches it and all its resources; a `domain/resource` item matches
-/// exactly that JID; a domain item matches the domain and every JID on it. An entity that
-/// is not a valid JID matches nothing.
-pub fn matches(blocked: &[String], entity: &str) -> bool {
-    let Ok(entity) = Jid::new(entity) else {
-        return false;
-    };
-    let e_node = entity.node().map(|n| n.as_str());
-    let e_domain = entity.domain().as_str();
-    let e_resource = entity.resource().map(|r| r.as_str());
-    blocked.iter().any(|item| {
-        // Items are stored normalised, so splitting the string avoids re-running stringprep
-        // on every item of the list for every stanza.
-        let (bare, resource) = match item.split_once('/') {
-            Some((b, r)) => (b, Some(r)),
-            None => (item.as_str(), None),
-        };
-        let (node, domain) = match bare.split_once('@') {
-            Some((n, d)) => (Some(n), d),
-            None => (None, bare),
-        };
-        if domain != e_domain {
+/// A user's blocklist as a set of normalised JIDs, so that deciding whether a stanza's JID is
+/// blocked costs at most three lookups however long the list is (it is consulted for every
+/// stanza to and from the user). Held once per user, shared behind an `Arc`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Blocklist {
+    set: HashSet<String>,
+}
+
+impl Blocklist {
+    /// A blocklist of normalised JIDs (as stored, or as parsed by [`parse`]).
+    pub fn new(items: impl IntoIterator<Item = String>) -> Blocklist {
+        Blocklist {
+            set: items.into_iter().collect(),
+        }
+    }
+
+    /// The JIDs, sorted (for `<blocklist/>`, asked for far more rarely than matched).
+    pub fn sorted(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.set.iter().cloned().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Whether nothing is blocked.
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty()
+    }
+
+    /// How many JIDs are listed.
+    pub fn len(&self) -> usize {
+        self.set.len()
+    }
+
+    /// Whether `entity` (a full or bare JID) is covered.
+    ///
+    /// XEP-0191 §3 defers to XEP-0016 §2.1 for matching: a full JID item matches exactly that
+    /// JID; a bare JID item matches it and all its resources; a `domain/resource` item matches
+    /// exactly that JID; a domain item matches the domain and every JID on it. So the items
+    /// that can cover `node@domain/resource` are exactly that JID, `node@domain` and `domain`
+    /// (`domain/resource` and `domain` for a JID without node): each is looked up in the set.
+    /// An entity that is not a valid JID matches nothing.
+    pub fn matches(&self, entity: &str) -> bool {
+        if self.set.is_empty() {
             return false;
         }
-        match (node, resource) {
-            (Some(n), Some(r)) => e_node == Some(n) && e_resource == Some(r),
-            (Some(n), None) => e_node == Some(n),
-            (None, Some(r)) => e_node.is_none() && e_resource == Some(r),
-            (None, None) => true,
+        let Ok(entity) = Jid::new(entity) else {
+            return false;
+        };
+        // The entity is normalised by parsing, and items are stored normalised: exact string
+        // lookups are the XEP-0016 comparisons.
+        let domain = entity.domain().as_str();
+        if self.set.contains(domain) {
+            return true;
         }
-    })
+        if entity.node().is_some() && self.set.contains(entity.to_bare().as_str()) {
+            return true;
+        }
+        entity.resource().is_some() && self.set.contains(entity.as_str())
+    }
+}
+
+#[cfg(test)]
+fn matches(blocked: &[String], entity: &str) -> bool {
+    Blocklist::new(blocked.to_vec()).matches(entity)
 }
 
 #[cfg(test)]
@@ -272,7 +306,38 @@ mod tests {
         assert!(!matches(&dom, "sub.montague.net"));
 
         assert!(!matches(&[], "romeo@montague.net"));
+        // Every kind of item at once, as one set.
+        let all = v(&[
+            "romeo@montague.net/orchard",
+            "juliet@capulet.net",
+            "montague.net/bot",
+            "verona.lit",
+        ]);
+        assert!(matches(&all, "romeo@montague.net/orchard"));
+        assert!(!matches(&all, "romeo@montague.net/garden"));
+        assert!(matches(&all, "juliet@capulet.net/balcony"));
+        assert!(!matches(&all, "nurse@capulet.net"));
+        assert!(matches(&all, "montague.net/bot"));
+        assert!(!matches(&all, "montague.net"));
+        assert!(matches(&all, "prince@verona.lit/palace"));
         assert!(!matches(&dom, "not a jid@@"));
         assert!(!matches(&dom, ""));
+    }
+
+    #[test]
+    fn a_large_list_matches_by_lookup() {
+        let mut items: Vec<String> = (0..5000).map(|i| format!("u{i}@d{}.lit", i % 50)).collect();
+        items.push("spam.example".into());
+        items.push("x.example/bot".into());
+        let l = Blocklist::new(items);
+        assert_eq!(l.len(), 5002);
+        assert!(l.matches("u4999@d49.lit/phone"));
+        assert!(l.matches("U0@D0.lit"));
+        assert!(!l.matches("u4999@d48.lit"));
+        assert!(l.matches("anyone@spam.example/r"));
+        assert!(l.matches("x.example/bot"));
+        assert!(!l.matches("y@x.example/bot"));
+        assert_eq!(l.sorted()[0], "spam.example");
+        assert_eq!(l.sorted().len(), 5002);
     }
 }

@@ -98,6 +98,25 @@ pub fn result_not_served(from: &str, to: &str) -> Element {
     el
 }
 
+/// `<db:result from to type='error'/>` with `policy-violation` (type `wait`): we will not
+/// verify this request now because too many verifications are in progress (for this stream
+/// or for everybody). XEP-0220 §2.4 makes it a dialback error, not a stream error, so the
+/// domain pairs already verified on the stream keep working; the peer may ask again later.
+pub fn result_busy(from: &str, to: &str) -> Element {
+    use herald_proto::error::{error_element, ErrorType, StanzaErrorCondition};
+    let mut el = stanza::new(
+        "result",
+        ns::DIALBACK,
+        &[("from", from), ("to", to), ("type", "error")],
+    );
+    el.append_child(error_element(
+        StanzaErrorCondition::PolicyViolation,
+        Some(ErrorType::Wait),
+        Some("too many dialback verifications in progress"),
+    ));
+    el
+}
+
 /// `<db:verify from to id>key</db:verify>`: the receiving server asks the authoritative one.
 pub fn verify_request(from: &str, to: &str, id: &str, key: &str) -> Element {
     let mut el = stanza::new(
@@ -163,6 +182,20 @@ mod tests {
             ),
             "5e598fae34b90be084fb6a4a8a543ceb33549140bac9d829ef8d734d900616e4"
         );
+    }
+
+    #[test]
+    fn busy_answer_is_a_dialback_error_with_policy_violation_wait() {
+        let el = result_busy("b.test", "a.test");
+        assert_eq!(el.attr("type"), Some("error"));
+        assert_eq!(el.attr("from"), Some("b.test"));
+        assert_eq!(el.attr("to"), Some("a.test"));
+        assert_eq!(verdict_of(&el), Verdict::Error);
+        let err = el.children().find(|c| c.name() == "error").unwrap();
+        assert_eq!(err.attr("type"), Some("wait"));
+        assert!(err
+            .children()
+            .any(|c| c.name() == "policy-violation" && c.ns() == ns::STANZAS_ERR));
     }
 
     #[test]

@@ -47,6 +47,18 @@ pub struct MamRequest {
 
 type ParseError = (StanzaErrorCondition, String);
 
+/// The server's bounds on one query (`[mam]` in the configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueryLimits {
+    /// Most results per page: a larger RSM `<max/>` is clamped (XEP-0313 §4.1.3 lets the
+    /// server return fewer than asked).
+    pub max_page: usize,
+    /// Most distinct ids in the `ids` field.
+    pub max_ids: usize,
+    /// RSM `<count/>` only up to this many matches (see [`ArchiveQuery::count_limit`]).
+    pub max_count: usize,
+}
+
 fn bad(text: impl Into<String>) -> ParseError {
     (StanzaErrorCondition::BadRequest, text.into())
 }
@@ -59,12 +71,15 @@ fn bad(text: impl Into<String>) -> ParseError {
 /// `feature-not-implemented` for a form field or RSM `<index/>` this server does not
 /// support (a silently ignored filter would return messages the client did not ask for).
 ///
-/// The page size is `max` clamped to `max_page` (default [`DEFAULT_PAGE`], also clamped);
-/// `max` 0 asks for the count only. The `after-id`/`before-id` form fields and RSM
+/// The page size is `max` clamped to `limits.max_page` (default [`DEFAULT_PAGE`], also
+/// clamped); `max` 0 asks for the count only. An `ids` field with more than `limits.max_ids`
+/// distinct ids is `policy-violation` (XEP-0313 §4.1.5 lets the server limit them); repeated
+/// ids count once. The `after-id`/`before-id` form fields and RSM
 /// `<after/>`/`<before/>` share the store's cursors: RSM wins when both are given, which is
 /// the later cursor when a client pages through a filtered range (XEP-0313 §4.1.3 allows
 /// both together).
-pub fn parse_query(query: &Element, max_page: usize) -> Result<MamRequest, ParseError> {
+pub fn parse_query(query: &Element, limits: &QueryLimits) -> Result<MamRequest, ParseError> {
+    let max_page = limits.max_page;
     let qns: &'static str = if query.is("query", ns::MAM) {
         ns::MAM
     } else if query.is("query", ns::MAM1) {
@@ -74,6 +89,7 @@ pub fn parse_query(query: &Element, max_page: usize) -> Result<MamRequest, Parse
     };
     let mut q = ArchiveQuery {
         max: DEFAULT_PAGE.min(max_page),
+        count_limit: limits.max_count,
         ..ArchiveQuery::default()
     };
     let mut form_after = None;
@@ -123,12 +139,21 @@ pub fn parse_query(query: &Element, max_page: usize) -> Result<MamRequest, Parse
                     }
                 }
                 "ids" => {
+                    // A set: linear in the ids sent (the form as a whole is bounded by the
+                    // stanza size), and the cap applies to distinct ids.
+                    let mut seen = std::collections::HashSet::new();
                     let mut ids: Vec<String> = Vec::new();
                     for id in first.into_iter().chain(values) {
                         if id.is_empty() {
                             return Err(bad("empty id in 'ids'"));
                         }
-                        if !ids.contains(&id) {
+                        if seen.insert(id.clone()) {
+                            if ids.len() == limits.max_ids {
+                                return Err((
+                                    StanzaErrorCondition::PolicyViolation,
+                                    format!("at most {} ids per query", limits.max_ids),
+                                ));
+                            }
                             ids.push(id);
                         }
                     }
@@ -183,6 +208,87 @@ pub fn parse_query(query: &Element, max_page: usize) -> Result<MamRequest, Parse
         query: q,
         flip: query.has_child("flip-page", qns),
     })
+}
+
+/// Which bound an archive query did not fit in; either way the client gets
+/// `resource-constraint` of type `wait` (XEP-0313 leaves the limits to the server) and may
+/// ask again once its earlier queries are answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The account already has `max_per_user` queries running.
+    User,
+    /// The server already has `max_total` queries running or waiting.
+    Server,
+}
+
+impl Refusal {
+    /// The error's text for the client.
+    pub fn text(self) -> &'static str {
+        match self {
+            Refusal::User => "too many archive queries of this account at once",
+            Refusal::Server => "too many archive queries at once, try again shortly",
+        }
+    }
+}
+
+/// Admission of archive queries: at most `max_per_user` at once per account, so one account
+/// (a client looping on queries from several resources) takes at most that share of the
+/// archive readers, and at most `max_total` in all, so queued work stays bounded. Every
+/// [`Admission::admit`] that succeeds is matched by one [`Admission::release`]. Holds an
+/// entry only per account with a query running (at most `max_total`).
+#[derive(Debug)]
+pub struct Admission {
+    per_user: std::collections::HashMap<String, usize>,
+    total: usize,
+    max_per_user: usize,
+    max_total: usize,
+}
+
+impl Admission {
+    /// No query running yet.
+    pub fn new(max_per_user: usize, max_total: usize) -> Admission {
+        Admission {
+            per_user: std::collections::HashMap::new(),
+            total: 0,
+            max_per_user,
+            max_total,
+        }
+    }
+
+    /// Counts a query of `user` in, or says which bound it does not fit.
+    pub fn admit(&mut self, user: &str) -> Result<(), Refusal> {
+        let mine = self.running(user);
+        if mine >= self.max_per_user {
+            return Err(Refusal::User);
+        }
+        if self.total >= self.max_total {
+            return Err(Refusal::Server);
+        }
+        self.per_user.insert(user.to_owned(), mine + 1);
+        self.total += 1;
+        Ok(())
+    }
+
+    /// A query of `user` admitted earlier is over.
+    pub fn release(&mut self, user: &str) {
+        if let Some(n) = self.per_user.get_mut(user) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_user.remove(user);
+            }
+            self.total = self.total.saturating_sub(1);
+        }
+    }
+
+    /// Queries of `user` running now.
+    pub fn running(&self, user: &str) -> usize {
+        self.per_user.get(user).copied().unwrap_or(0)
+    }
+
+    /// Queries running now, all accounts.
+    pub fn total(&self) -> usize {
+        self.total
+    }
 }
 
 /// The answer to `<iq type='get'><query/></iq>` (XEP-0313 §4.1.1): the search form listing
@@ -444,6 +550,14 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn lim(max_page: usize) -> QueryLimits {
+        QueryLimits {
+            max_page,
+            max_ids: 3,
+            max_count: 1000,
+        }
+    }
+
     fn query(ns: &str, fields: &str, rsm: &str) -> Element {
         el(&format!(
             "<query xmlns='{ns}' queryid='f27'><x xmlns='jabber:x:data' type='submit'>\
@@ -458,7 +572,7 @@ mod tests {
     #[test]
     fn bare_query_gets_default_page() {
         // XEP-0313 §4.1 example 1.
-        let r = parse_query(&el("<query xmlns='urn:xmpp:mam:2'/>"), 100).unwrap();
+        let r = parse_query(&el("<query xmlns='urn:xmpp:mam:2'/>"), &lim(100)).unwrap();
         assert_eq!(
             r,
             MamRequest {
@@ -466,12 +580,13 @@ mod tests {
                 queryid: None,
                 query: ArchiveQuery {
                     max: DEFAULT_PAGE,
+                    count_limit: 1000,
                     ..Default::default()
                 },
                 flip: false,
             }
         );
-        let r = parse_query(&el("<query xmlns='urn:xmpp:mam:1' queryid='q'/>"), 10).unwrap();
+        let r = parse_query(&el("<query xmlns='urn:xmpp:mam:1' queryid='q'/>"), &lim(10)).unwrap();
         assert_eq!(r.ns, ns::MAM1);
         assert_eq!(r.queryid.as_deref(), Some("q"));
         assert_eq!(r.query.max, 10);
@@ -490,7 +605,7 @@ mod tests {
             ),
             "",
         );
-        let r = parse_query(&q, 100).unwrap();
+        let r = parse_query(&q, &lim(100)).unwrap();
         assert_eq!(r.queryid.as_deref(), Some("f27"));
         assert_eq!(r.query.with.as_deref(), Some("juliet@capulet.lit"));
         assert_eq!(r.query.start, Some(1_275_868_800_000_000));
@@ -498,7 +613,7 @@ mod tests {
         // A full JID is kept (matches exactly).
         let q = query(ns::MAM, &field("with", "juliet@capulet.lit/balcony"), "");
         assert_eq!(
-            parse_query(&q, 100).unwrap().query.with.as_deref(),
+            parse_query(&q, &lim(100)).unwrap().query.with.as_deref(),
             Some("juliet@capulet.lit/balcony")
         );
     }
@@ -511,7 +626,7 @@ mod tests {
             &field("start", "2010-08-07T00:00:00Z"),
             "<set xmlns='http://jabber.org/protocol/rsm'><max>10</max></set>",
         );
-        assert_eq!(parse_query(&q, 100).unwrap().query.max, 10);
+        assert_eq!(parse_query(&q, &lim(100)).unwrap().query.max, 10);
         // Next page.
         let q = query(
             ns::MAM,
@@ -519,7 +634,7 @@ mod tests {
             "<set xmlns='http://jabber.org/protocol/rsm'><max>10</max>\
              <after>09af3-cc343-b409f</after></set>",
         );
-        let r = parse_query(&q, 100).unwrap();
+        let r = parse_query(&q, &lim(100)).unwrap();
         assert_eq!(r.query.after_id.as_deref(), Some("09af3-cc343-b409f"));
         assert_eq!(r.query.before_id, None);
         // Last page: empty <before/>.
@@ -529,7 +644,7 @@ mod tests {
             "<set xmlns='http://jabber.org/protocol/rsm'><max>20</max>\
              <before/></set>",
         );
-        let r = parse_query(&q, 100).unwrap();
+        let r = parse_query(&q, &lim(100)).unwrap();
         assert_eq!(r.query.before_id.as_deref(), Some(""));
         // Clamped to the server maximum; 0 allowed.
         let q = query(
@@ -537,13 +652,13 @@ mod tests {
             "",
             "<set xmlns='http://jabber.org/protocol/rsm'><max>5000</max></set>",
         );
-        assert_eq!(parse_query(&q, 100).unwrap().query.max, 100);
+        assert_eq!(parse_query(&q, &lim(100)).unwrap().query.max, 100);
         let q = query(
             ns::MAM,
             "",
             "<set xmlns='http://jabber.org/protocol/rsm'><max>0</max></set>",
         );
-        assert_eq!(parse_query(&q, 100).unwrap().query.max, 0);
+        assert_eq!(parse_query(&q, &lim(100)).unwrap().query.max, 0);
     }
 
     #[test]
@@ -557,7 +672,7 @@ mod tests {
             ),
             "<flip-page/>",
         );
-        let r = parse_query(&q, 100).unwrap();
+        let r = parse_query(&q, &lim(100)).unwrap();
         assert_eq!(r.query.after_id.as_deref(), Some("x1"));
         assert_eq!(r.query.before_id.as_deref(), Some("x9"));
         assert_eq!(r.query.ids, Some(vec!["a".to_owned(), "b".to_owned()]));
@@ -569,7 +684,11 @@ mod tests {
             "<set xmlns='http://jabber.org/protocol/rsm'><after>x5</after></set>",
         );
         assert_eq!(
-            parse_query(&q, 100).unwrap().query.after_id.as_deref(),
+            parse_query(&q, &lim(100))
+                .unwrap()
+                .query
+                .after_id
+                .as_deref(),
             Some("x5")
         );
         // The extended form type is accepted; flip-page in another namespace is not flip.
@@ -578,11 +697,115 @@ mod tests {
              <field var='FORM_TYPE'><value>urn:xmpp:mam:2#extended</value></field></x>\
              <flip-page xmlns='urn:other'/></query>",
         );
-        assert!(!parse_query(&q, 100).unwrap().flip);
+        assert!(!parse_query(&q, &lim(100)).unwrap().flip);
         // Empty fields are no filter.
         let q = query(ns::MAM, "<field var='with'/><field var='start'/>", "");
-        let r = parse_query(&q, 100).unwrap();
+        let r = parse_query(&q, &lim(100)).unwrap();
         assert_eq!((r.query.with, r.query.start), (None, None));
+    }
+
+    #[test]
+    fn admission_table() {
+        // (action, user, expected result of admit / running of user / total after)
+        enum A {
+            In(&'static str, Result<(), Refusal>),
+            Out(&'static str),
+        }
+        use A::*;
+        let steps = [
+            In("a", Ok(())),
+            In("a", Ok(())),
+            // a third of a's: a's bound, whatever room the server has.
+            In("a", Err(Refusal::User)),
+            In("b", Ok(())),
+            // The server's bound (4) is reached by c; d is refused for it, a for its own.
+            In("c", Ok(())),
+            In("d", Err(Refusal::Server)),
+            In("a", Err(Refusal::User)),
+            Out("a"),
+            In("d", Ok(())),
+            In("b", Err(Refusal::Server)),
+            Out("d"),
+            Out("b"),
+            In("b", Ok(())),
+            In("b", Ok(())),
+            In("b", Err(Refusal::User)),
+            // Releasing what was never admitted changes nothing.
+            Out("nobody"),
+        ];
+        let mut adm = Admission::new(2, 4);
+        let mut want_total = 0usize;
+        for (i, step) in steps.iter().enumerate() {
+            match step {
+                In(u, want) => {
+                    let before = adm.running(u);
+                    let got = adm.admit(u);
+                    assert_eq!(&got, want, "step {i}");
+                    if got.is_ok() {
+                        want_total += 1;
+                        assert_eq!(adm.running(u), before + 1, "step {i}");
+                    } else {
+                        assert_eq!(adm.running(u), before, "step {i}");
+                    }
+                }
+                Out(u) => {
+                    if adm.running(u) > 0 {
+                        want_total -= 1;
+                    }
+                    adm.release(u);
+                }
+            }
+            assert_eq!(adm.total(), want_total, "step {i}");
+            assert!(adm.per_user.len() <= 4);
+        }
+        for u in ["a", "b", "c", "b"] {
+            adm.release(u);
+        }
+        assert_eq!(adm.total(), 0);
+        assert!(adm.per_user.is_empty(), "idle accounts leave no entry");
+        assert!(!Refusal::User.text().is_empty() && !Refusal::Server.text().is_empty());
+    }
+
+    #[test]
+    fn ids_are_capped_after_dedup() {
+        let ids = |values: &[&str]| {
+            let v: String = values
+                .iter()
+                .map(|i| format!("<value>{i}</value>"))
+                .collect();
+            query(ns::MAM, &format!("<field var='ids'>{v}</field>"), "")
+        };
+        // lim() allows 3 ids. Repeats count once, and keep the first order.
+        let r = parse_query(&ids(&["c", "a", "c", "b", "a", "c"]), &lim(100)).unwrap();
+        assert_eq!(r.query.ids, Some(vec!["c".into(), "a".into(), "b".into()]));
+        let many_repeats = vec!["x"; 10_000];
+        let r = parse_query(&ids(&many_repeats), &lim(100)).unwrap();
+        assert_eq!(r.query.ids, Some(vec!["x".into()]));
+        // A fourth distinct id is refused, wherever it comes.
+        for values in [&["a", "b", "c", "d"][..], &["a", "a", "b", "c", "d", "a"]] {
+            let (cond, text) = parse_query(&ids(values), &lim(100)).unwrap_err();
+            assert_eq!(cond, C::PolicyViolation, "{values:?}");
+            assert!(text.contains('3'), "{text}");
+        }
+    }
+
+    #[test]
+    fn limits_reach_the_store_query() {
+        let q = query(
+            ns::MAM,
+            "",
+            "<set xmlns='http://jabber.org/protocol/rsm'><max>1000000</max></set>",
+        );
+        let limits = QueryLimits {
+            max_page: 250,
+            max_ids: 10,
+            max_count: 77,
+        };
+        let r = parse_query(&q, &limits).unwrap();
+        assert_eq!((r.query.max, r.query.count_limit), (250, 77));
+        // A max_page below the default page lowers the default too.
+        let r = parse_query(&el("<query xmlns='urn:xmpp:mam:2'/>"), &lim(20)).unwrap();
+        assert_eq!(r.query.max, 20);
     }
 
     #[test]
@@ -609,7 +832,7 @@ mod tests {
             (query(ns::MAM, "", &rsm("<index>3</index>")), C::FeatureNotImplemented),
         ];
         for (q, want) in cases {
-            match parse_query(&q, 100) {
+            match parse_query(&q, &lim(100)) {
                 Err((cond, text)) => {
                     assert_eq!(cond, want, "{q:?}");
                     assert!(!text.is_empty());
@@ -647,7 +870,7 @@ mod tests {
                 _ => field(v, "id1"),
             })
             .collect();
-        assert!(parse_query(&query(ns::MAM, &fields, ""), 100).is_ok());
+        assert!(parse_query(&query(ns::MAM, &fields, ""), &lim(100)).is_ok());
         assert!(query_form(ns::MAM1).is("query", ns::MAM1));
     }
 

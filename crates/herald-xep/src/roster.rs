@@ -4,6 +4,8 @@
 //! field length limits) and builds results and pushes. It must not read or write rosters, run
 //! the subscription state machine, or decide who receives a push (the roster module does).
 
+use std::collections::HashSet;
+
 use herald_proto::error::StanzaErrorCondition;
 use herald_proto::stream::INTERNAL_NS;
 use herald_proto::{ns, Element};
@@ -41,11 +43,16 @@ pub struct RosterSetItem {
 ///
 /// RFC 6121 §2.3.3: a set must carry exactly one `<item/>` and no duplicate groups
 /// (`bad-request`); a name or group longer than `max_field_bytes` or an empty group is
-/// `not-acceptable`. The item's `jid` must be a bare JID: an invalid one is `jid-malformed`,
+/// `not-acceptable`, and so is an item with more than `max_groups` groups (the RFC lets the
+/// server limit fields and uses `not-acceptable` for every such limit on the item). The item's `jid` must be a bare JID: an invalid one is `jid-malformed`,
 /// a missing or full one `bad-request`. `subscription` values other than `remove` and
 /// `ask` are ignored (RFC 6121 §2.1.2.5, §2.1.2.2: clients do not set them). A remove is not
 /// checked for names and groups, which it discards.
-pub fn parse(iq: &Element, max_field_bytes: usize) -> Result<RosterReq, StanzaErrorCondition> {
+pub fn parse(
+    iq: &Element,
+    max_field_bytes: usize,
+    max_groups: usize,
+) -> Result<RosterReq, StanzaErrorCondition> {
     let query = stanza::payload(iq)
         .filter(|q| q.is("query", ns::ROSTER))
         .ok_or(StanzaErrorCondition::BadRequest)?;
@@ -59,13 +66,17 @@ pub fn parse(iq: &Element, max_field_bytes: usize) -> Result<RosterReq, StanzaEr
             let (Some(item), None) = (items.next(), items.next()) else {
                 return Err(StanzaErrorCondition::BadRequest);
             };
-            parse_item(item, max_field_bytes).map(RosterReq::Set)
+            parse_item(item, max_field_bytes, max_groups).map(RosterReq::Set)
         }
         _ => Err(StanzaErrorCondition::BadRequest),
     }
 }
 
-fn parse_item(item: &Element, max: usize) -> Result<RosterSetItem, StanzaErrorCondition> {
+fn parse_item(
+    item: &Element,
+    max: usize,
+    max_groups: usize,
+) -> Result<RosterSetItem, StanzaErrorCondition> {
     let raw = item.attr("jid").ok_or(StanzaErrorCondition::BadRequest)?;
     let jid = super::normalize_jid(raw).ok_or(StanzaErrorCondition::JidMalformed)?;
     if jid.resource().is_some() {
@@ -86,12 +97,18 @@ fn parse_item(item: &Element, max: usize) -> Result<RosterSetItem, StanzaErrorCo
         Some(n) => Some(n.to_owned()),
     };
     let mut groups: Vec<String> = Vec::new();
+    // Duplicates are found with a set: a stanza can carry thousands of groups, and comparing
+    // each with every earlier one would cost their square.
+    let mut seen: HashSet<String> = HashSet::new();
     for g in super::children_named(item, "group", ns::ROSTER) {
+        if groups.len() == max_groups {
+            return Err(StanzaErrorCondition::NotAcceptable);
+        }
         let g = g.text();
         if g.is_empty() || g.len() > max {
             return Err(StanzaErrorCondition::NotAcceptable);
         }
-        if groups.contains(&g) {
+        if !seen.insert(g.clone()) {
             return Err(StanzaErrorCondition::BadRequest);
         }
         groups.push(g);
@@ -165,6 +182,7 @@ mod tests {
     use StanzaErrorCondition as C;
 
     const MAX: usize = 20;
+    const GROUPS: usize = 3;
 
     fn el(s: &str) -> Element {
         s.parse().unwrap()
@@ -183,12 +201,12 @@ mod tests {
             "<iq xmlns='jabber:client' from='juliet@example.com/balcony' id='bv1b' \
              type='get'><query xmlns='jabber:iq:roster'/></iq>",
         );
-        assert_eq!(parse(&iq, MAX), Ok(RosterReq::Get { ver: None }));
+        assert_eq!(parse(&iq, MAX, GROUPS), Ok(RosterReq::Get { ver: None }));
         // RFC 6121 §2.6.2 example.
         let iq = el("<iq xmlns='jabber:client' id='r1h3vzp7' type='get'>\
              <query xmlns='jabber:iq:roster' ver='ver14'/></iq>");
         assert_eq!(
-            parse(&iq, MAX),
+            parse(&iq, MAX, GROUPS),
             Ok(RosterReq::Get {
                 ver: Some("ver14".into())
             })
@@ -197,7 +215,7 @@ mod tests {
             "<iq xmlns='jabber:client' type='get'><query xmlns='jabber:iq:roster' ver=''/></iq>",
         );
         assert_eq!(
-            parse(&iq, MAX),
+            parse(&iq, MAX, GROUPS),
             Ok(RosterReq::Get {
                 ver: Some(String::new())
             })
@@ -210,7 +228,7 @@ mod tests {
         let iq =
             set_iq("<item jid='nurse@example.com' name='Nurse'><group>Servants</group></item>");
         assert_eq!(
-            parse(&iq, MAX),
+            parse(&iq, MAX, GROUPS),
             Ok(RosterReq::Set(RosterSetItem {
                 jid: "nurse@example.com".into(),
                 name: Some("Nurse".into()),
@@ -227,7 +245,7 @@ mod tests {
              <group>A</group><group>B</group></item>",
         );
         assert_eq!(
-            parse(&iq, MAX),
+            parse(&iq, MAX, GROUPS),
             Ok(RosterReq::Set(RosterSetItem {
                 jid: "nurse@example.com".into(),
                 name: None,
@@ -237,7 +255,9 @@ mod tests {
         );
         // A bare domain is a valid contact (components, servers).
         let iq = set_iq("<item jid='proxy.example.com'/>");
-        assert!(matches!(parse(&iq, MAX), Ok(RosterReq::Set(i)) if i.jid == "proxy.example.com"));
+        assert!(
+            matches!(parse(&iq, MAX, GROUPS), Ok(RosterReq::Set(i)) if i.jid == "proxy.example.com")
+        );
     }
 
     #[test]
@@ -248,7 +268,7 @@ mod tests {
             "n".repeat(MAX + 1)
         ));
         assert_eq!(
-            parse(&iq, MAX),
+            parse(&iq, MAX, GROUPS),
             Ok(RosterReq::Set(RosterSetItem {
                 jid: "nurse@example.com".into(),
                 name: None,
@@ -281,13 +301,22 @@ mod tests {
             (el("<iq xmlns='jabber:client' type='result'><query xmlns='jabber:iq:roster'/></iq>"), C::BadRequest),
         ];
         for (iq, want) in cases {
-            assert_eq!(parse(&iq, MAX), Err(want), "{iq:?}");
+            assert_eq!(parse(&iq, MAX, GROUPS), Err(want), "{iq:?}");
         }
+        // One group more than the bound: not-acceptable, like every other field limit.
+        let iq = set_iq(
+            "<item jid='a@b.c'><group>1</group><group>2</group><group>3</group>\
+             <group>4</group></item>",
+        );
+        assert_eq!(parse(&iq, MAX, GROUPS), Err(C::NotAcceptable));
+        let iq =
+            set_iq("<item jid='a@b.c'><group>1</group><group>2</group><group>3</group></item>");
+        assert!(matches!(parse(&iq, MAX, GROUPS), Ok(RosterReq::Set(i)) if i.groups.len() == 3));
         // Exactly at the limit is fine.
         let iq = set_iq(&format!(
             "<item jid='a@b.c' name='{exact}'><group>{exact}</group></item>"
         ));
-        assert!(parse(&iq, MAX).is_ok());
+        assert!(parse(&iq, MAX, GROUPS).is_ok());
     }
 
     fn nurse() -> RosterItem {
@@ -332,7 +361,7 @@ mod tests {
         let mut q = Element::bare("query", ns::ROSTER);
         q.append_child(item_element(&nurse()));
         iq.append_child(q);
-        let RosterReq::Set(got) = parse(&iq, MAX).unwrap() else {
+        let RosterReq::Set(got) = parse(&iq, MAX, GROUPS).unwrap() else {
             panic!("not a set")
         };
         assert_eq!(got.jid, "nurse@example.com");

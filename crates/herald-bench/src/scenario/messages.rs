@@ -43,12 +43,12 @@ pub struct MessagesArgs {
     pub concurrency: usize,
 }
 
-struct PairResult {
-    sent: u64,
-    received: u64,
-    errors: u64,
-    last_rx_ns: u64,
-    hist: Histogram<u64>,
+pub(crate) struct PairResult {
+    pub(crate) sent: u64,
+    pub(crate) received: u64,
+    pub(crate) errors: u64,
+    pub(crate) last_rx_ns: u64,
+    pub(crate) hist: Histogram<u64>,
 }
 
 /// Runs the scenario.
@@ -124,20 +124,20 @@ pub async fn run(a: MessagesArgs) -> Result<Report> {
 /// When pair `pair`'s fixed-rate schedule starts: pairs are spread evenly over one interval
 /// of the total rate, so P pairs at R msgs/s send one message every 1/R s, not P at once
 /// every P/R s (a burst of P that then queues behind itself, which is not the rate asked for).
-fn phase(pair: u64, total_rate: Option<f64>) -> Duration {
+pub(crate) fn phase(pair: u64, total_rate: Option<f64>) -> Duration {
     match total_rate {
         Some(r) if r > 0.0 => Duration::from_secs_f64(pair as f64 / r),
         _ => Duration::ZERO,
     }
 }
 
-struct PairCfg {
-    pair: u64,
-    per_pair: Option<f64>,
-    window: u64,
-    start: Instant,
-    end: Instant,
-    drain: Duration,
+pub(crate) struct PairCfg {
+    pub(crate) pair: u64,
+    pub(crate) per_pair: Option<f64>,
+    pub(crate) window: u64,
+    pub(crate) start: Instant,
+    pub(crate) end: Instant,
+    pub(crate) drain: Duration,
 }
 
 /// Parses `"{pair} {seq} {sent_ns}"` from a message body.
@@ -148,7 +148,7 @@ pub fn parse_body(msg: &[u8]) -> Option<(u64, u64, u64)> {
     Some((it.next()??, it.next()??, it.next()??))
 }
 
-async fn run_pair(
+pub(crate) async fn run_pair(
     mut tx: Session,
     mut rx: Session,
     c: PairCfg,

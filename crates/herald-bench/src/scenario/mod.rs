@@ -3,6 +3,7 @@
 //! Scenarios must stay bounded in count and time and must stop by themselves.
 
 pub mod chaos;
+pub mod hostile;
 pub mod idle;
 pub mod login;
 pub mod messages;
@@ -74,6 +75,7 @@ impl Common {
             cache: SaltCache::default(),
             connector: conn::tls_connector()?,
             step_timeout: Duration::from_secs(self.step_timeout),
+            source: None,
         }))
     }
 

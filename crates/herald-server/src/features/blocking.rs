@@ -6,40 +6,36 @@ use std::sync::Arc;
 use herald_proto::error::StanzaErrorCondition;
 use herald_proto::jid::Jid;
 use herald_proto::Element;
-use herald_store::roles;
+use herald_store::{roles, StoreError};
 
 use crate::features::ctx::SessionCtx;
 use crate::routing::hooks::{Fut, PresenceToLocal};
 use crate::routing::msg::Command;
 use crate::stanza;
-use crate::xep::blocking::{self as xb, BlockCmd};
+use crate::xep::blocking::{self as xb, BlockCmd, Blocklist};
 use crate::{routing, Shared};
 
-/// The user's blocklist (normalised JIDs); empty when it cannot be read (logged).
-pub async fn blocklist(shared: &Arc<Shared>, user: &str) -> Vec<String> {
-    list(shared, user).await.as_ref().clone()
-}
-
-/// The blocklist, from the cache (it is consulted twice for every message; only the IQs
-/// below change it, and they invalidate the cache).
-async fn list(shared: &Arc<Shared>, user: &str) -> Arc<Vec<String>> {
+/// The user's blocklist, shared (not copied) from the cache: it is consulted twice for every
+/// message; only the IQs below change it, and they invalidate the cache. Empty when it
+/// cannot be read (logged). A miss reads the store on the blocking pool: the list holds up
+/// to `[blocking] max_items` JIDs.
+pub async fn blocklist(shared: &Arc<Shared>, user: &str) -> Arc<Blocklist> {
     if let Some(l) = shared.blocklists.get(user) {
         return l;
     }
     let u = user.to_string();
-    match shared.db_read(|s: &roles::Blocks| s.blocklist(&u)) {
-        Ok(l) => shared.blocklists.put(user, l),
+    match shared.db(move |s: &roles::Blocks| s.blocklist(&u)).await {
+        Ok(l) => shared.blocklists.put(user, Blocklist::new(l)),
         Err(e) => {
             tracing::error!(error = %e, "blocklist lookup failed");
-            Arc::new(Vec::new())
+            Arc::default()
         }
     }
 }
 
 /// Whether `user` blocked `from` (stanzas from it are not delivered).
 pub async fn inbound_blocked(shared: &Arc<Shared>, user: &str, from: &Jid) -> bool {
-    let l = list(shared, user).await;
-    !l.is_empty() && xb::matches(&l, from.as_str())
+    blocklist(shared, user).await.matches(from.as_str())
 }
 
 /// Whether `user` blocked `to` (stanzas to it are refused).
@@ -47,8 +43,7 @@ pub async fn outbound_blocked(shared: &Arc<Shared>, user: &str, to: &Jid) -> boo
     if to.node().is_none() && shared.cfg.is_local(to.domain().as_str()) {
         return false;
     }
-    let l = list(shared, user).await;
-    !l.is_empty() && xb::matches(&l, to.as_str())
+    blocklist(shared, user).await.matches(to.as_str())
 }
 
 /// XEP-0191 §3.5: a stanza to a blocked entity gets not-acceptable with `<blocked/>`.
@@ -85,18 +80,20 @@ pub async fn handle_iq(session: &mut SessionCtx, el: &Element) -> Element {
     // The entries this command changes (for `unblock` without items: everything listed now).
     let changed = match &cmd {
         BlockCmd::List => Vec::new(),
-        BlockCmd::Unblock(jids) if jids.is_empty() => list(&shared, &user).await.as_ref().clone(),
+        BlockCmd::Unblock(jids) if jids.is_empty() => blocklist(&shared, &user).await.sorted(),
         BlockCmd::Block(jids) | BlockCmd::Unblock(jids) => jids.clone(),
     };
     let u = user.clone();
     let r = match &cmd {
         BlockCmd::List => {
-            let l = list(&shared, &user).await;
+            let l = blocklist(&shared, &user).await.sorted();
             return stanza::iq_result(el, Some(xb::blocklist_element(&l)));
         }
         BlockCmd::Block(jids) => {
-            let j = jids.clone();
-            shared.db(move |s: &roles::Blocks| s.block(&u, &j)).await
+            let (j, max) = (jids.clone(), shared.cfg.blocking.max_items);
+            shared
+                .db(move |s: &roles::Blocks| s.block(&u, &j, max))
+                .await
         }
         BlockCmd::Unblock(jids) if jids.is_empty() => {
             shared.db(move |s: &roles::Blocks| s.unblock_all(&u)).await
@@ -107,6 +104,16 @@ pub async fn handle_iq(session: &mut SessionCtx, el: &Element) -> Element {
         }
     };
     shared.blocklists.invalidate(&user);
+    if let Err(StoreError::QuotaExceeded) = r {
+        // `[blocking] max_items`: the list is held in memory for every stanza; nothing of
+        // this block was stored, and nothing is pushed.
+        return stanza::error(
+            el,
+            StanzaErrorCondition::ResourceConstraint,
+            Some("blocklist is full"),
+        )
+        .unwrap_or_else(|| stanza::iq_result(el, None));
+    }
     if let Err(e) = r {
         tracing::error!(error = %e, "blocklist update failed");
         return stanza::error_typed(
@@ -145,8 +152,11 @@ pub async fn handle_iq(session: &mut SessionCtx, el: &Element) -> Element {
 /// The user's contacts that receive the user's presence (`from`/`both`), as bare JIDs.
 async fn presence_subscribers(shared: &Arc<Shared>, user: &str) -> Vec<String> {
     let u = user.to_string();
-    match shared.db(move |s: &roles::Roster| s.roster(&u)).await {
-        Ok((_, items)) => items
+    match shared
+        .db(move |s: &roles::Roster| s.roster_subscriptions(&u))
+        .await
+    {
+        Ok(items) => items
             .into_iter()
             .filter(|i| {
                 matches!(
@@ -170,19 +180,20 @@ async fn presence_effects(shared: &Arc<Shared>, user: &str, changed: &[String], 
     if changed.is_empty() {
         return;
     }
+    let changed = Blocklist::new(changed.iter().cloned());
     let concerned = presence_subscribers(shared, user)
         .await
         .into_iter()
-        .filter(|c| xb::matches(changed, c));
+        .filter(|c| changed.matches(c));
     if !unblocked {
         for contact in concerned {
             crate::features::roster::send_unavailable_to(shared, user, &contact).await;
         }
         return;
     }
-    let still_blocked = list(shared, user).await;
+    let still_blocked = blocklist(shared, user).await;
     for contact in concerned {
-        if xb::matches(&still_blocked, &contact) {
+        if still_blocked.matches(&contact) {
             continue;
         }
         // Each available resource answers a probe with its last presence (answer_probe

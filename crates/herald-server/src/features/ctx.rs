@@ -35,11 +35,11 @@ pub enum Effect {
     Write(Vec<Element>),
     /// Stop delivering stored stanzas (the client went unavailable).
     StopBacklog,
-    /// Start delivering stored stanzas as the client's XEP-0198 queue has room: these
-    /// subscription requests, and offline messages if `offline` (XEP-0160 §3).
+    /// Start delivering stored stanzas as the client's XEP-0198 queue has room: pending
+    /// subscription requests if `requests`, and offline messages if `offline` (XEP-0160 §3).
     StartBacklog {
-        /// Pending subscription requests (RFC 6121 §3.1.3).
-        requests: Vec<Element>,
+        /// The pending subscription requests (RFC 6121 §3.1.3).
+        requests: bool,
         /// Also the offline messages.
         offline: bool,
     },

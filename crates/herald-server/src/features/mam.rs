@@ -24,7 +24,8 @@ async fn prefs(shared: &Arc<Shared>, user: &str) -> Arc<MamPrefs> {
         return p;
     }
     let u = user.to_string();
-    match shared.db_read(|s: &roles::Archive| s.mam_prefs(&u)) {
+    // On the blocking pool: the always/never lists are as long as the user made them.
+    match shared.db(move |s: &roles::Archive| s.mam_prefs(&u)).await {
         Ok(p) => shared.mam_prefs.put(user, p),
         Err(e) => {
             tracing::error!(error = %e, "archive preference lookup failed");
@@ -299,6 +300,63 @@ pub async fn commit(shared: &Arc<Shared>, p: Pending) {
     }
 }
 
+/// Bounds on archive queries: the admission rules (per account, in all) and one permit per
+/// archive reader connection, so at most that many queries occupy blocking threads while the
+/// other admitted ones wait here, off the blocking pool.
+pub struct Queries {
+    admission: std::sync::Mutex<xm::Admission>,
+    readers: tokio::sync::Semaphore,
+}
+
+impl Queries {
+    /// Bounds from `[mam]`.
+    pub fn new(cfg: &crate::config::MamConfig) -> Queries {
+        Queries {
+            admission: std::sync::Mutex::new(xm::Admission::new(
+                cfg.max_concurrent_per_user,
+                cfg.max_concurrent,
+            )),
+            readers: tokio::sync::Semaphore::new(cfg.readers.max(1)),
+        }
+    }
+
+    /// Queries of `user` admitted and not yet answered.
+    pub fn running(&self, user: &str) -> usize {
+        self.lock().running(user)
+    }
+
+    /// The permits an admitted query takes to read (one per archive reader). Tests hold them
+    /// to keep queries in flight.
+    pub fn readers(&self) -> &tokio::sync::Semaphore {
+        &self.readers
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, xm::Admission> {
+        self.admission.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn admit(&self, user: &str) -> Result<Admitted<'_>, xm::Refusal> {
+        self.lock().admit(user)?;
+        Ok(Admitted {
+            queries: self,
+            user: user.to_owned(),
+        })
+    }
+}
+
+/// One admitted query; released when dropped, answered or not (the session may end while it
+/// waits).
+struct Admitted<'a> {
+    queries: &'a Queries,
+    user: String,
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.queries.lock().release(&self.user);
+    }
+}
+
 fn err(el: &Element, cond: StanzaErrorCondition, text: Option<&str>) -> Element {
     stanza::error(el, cond, text).unwrap_or_else(|| stanza::iq_result(el, None))
 }
@@ -347,15 +405,34 @@ pub async fn handle_iq(session: &mut SessionCtx, el: &Element, payload: &Element
     if stanza::typ(el) == "get" {
         return stanza::iq_result(el, Some(xm::query_form(pns)));
     }
+    let limits = xm::QueryLimits {
+        max_page: shared.cfg.mam.max_page,
+        max_ids: shared.cfg.mam.max_ids,
+        max_count: shared.cfg.mam.max_count,
+    };
+    let req = match xm::parse_query(payload, &limits) {
+        Ok(r) => r,
+        Err((c, text)) => return err(el, c, Some(&text)),
+    };
     // Read-your-writes: what this user received or sent is committed before we look.
     shared
         .archive_inflight
         .wait_idle(&user, std::time::Duration::from_secs(5))
         .await;
-    let req = match xm::parse_query(payload, shared.cfg.mam.max_page) {
-        Ok(r) => r,
-        Err((c, text)) => return err(el, c, Some(&text)),
+    let _admitted = match shared.mam_queries.admit(&user) {
+        Ok(a) => a,
+        Err(refusal) => {
+            return stanza::error_typed(
+                el,
+                StanzaErrorCondition::ResourceConstraint,
+                ErrorType::Wait,
+                Some(refusal.text()),
+            )
+            .unwrap_or_else(|| stanza::iq_result(el, None))
+        }
     };
+    // Never closed, so acquiring cannot fail; if it did, the query runs unthrottled.
+    let _reader = shared.mam_queries.readers.acquire().await.ok();
     let (u, q) = (user.clone(), req.query.clone());
     let page = match shared
         .db(move |s: &roles::Archive| s.query_archive(&u, &q))
@@ -406,13 +483,7 @@ pub async fn handle_iq(session: &mut SessionCtx, el: &Element, payload: &Element
     let last = page.items.last().map(|m| m.id.as_str());
     stanza::iq_result(
         el,
-        Some(xm::fin(
-            req.ns,
-            first,
-            last,
-            Some(page.count),
-            page.complete,
-        )),
+        Some(xm::fin(req.ns, first, last, page.count, page.complete)),
     )
 }
 

@@ -3,7 +3,6 @@
 //! probes, and the unavailable broadcast when a session ends.
 
 use std::collections::HashSet;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use herald_proto::error::StanzaErrorCondition;
@@ -17,8 +16,8 @@ use herald_store::{RosterItem, StoreError};
 use crate::features::ctx::{Effect, SessionCtx};
 use crate::routing::hooks::{Fut, PresenceToLocal};
 use crate::stanza;
-use crate::xep::blocking as xb;
 use crate::xep::roster as xr;
+use crate::xep::subscription as xs;
 use crate::{features::roster, routing, Shared};
 
 /// Most JIDs one session may have sent directed presence to (each must later get its
@@ -27,10 +26,18 @@ pub const MAX_DIRECTED: usize = 1000;
 
 pub use crate::features::ctx::SessionPresence;
 
+/// The user's contacts with their subscription states (no names or groups), for a presence
+/// broadcast and the initial probes. Read on the blocking pool at each broadcast: up to
+/// `[roster] max_items` rows, and not cached, because a roster also changes outside the
+/// session (the contact's answers, `herald roster`), and a stale copy would show presence to
+/// someone who may no longer see it.
 async fn roster_items(shared: &Arc<Shared>, user: &str) -> Vec<RosterItem> {
     let u = user.to_string();
-    match shared.db_read(|s: &roles::Roster| s.roster(&u)) {
-        Ok((_, items)) => items,
+    match shared
+        .db(move |s: &roles::Roster| s.roster_subscriptions(&u))
+        .await
+    {
+        Ok(items) => items,
         Err(e) => {
             tracing::error!(error = %e, "roster load failed");
             Vec::new()
@@ -136,22 +143,21 @@ async fn available(session: &mut SessionCtx, el: Element) {
     // Loaded once for the broadcast and, on initial presence, the probes.
     let items = roster_items(&shared, &session.bare).await;
     broadcast(session, &el, false, &items).await;
-    let requests = if initial {
-        initial_presence(session, &items).await
-    } else {
-        Vec::new()
-    };
-    // Both go out as the client's XEP-0198 queue has room, and leave the store only once
-    // the client has them (see `Session::start_backlog`).
+    if initial {
+        initial_presence(session, &items).await;
+    }
+    // RFC 6121 §3.1.3: pending subscription requests are redelivered at each initial
+    // presence. Requests and offline messages are read in pages and go out as the client's
+    // XEP-0198 queue has room; offline rows leave the store only once the client has them
+    // (see `Session::start_backlog`).
     session.effects.push(Effect::StartBacklog {
-        requests,
+        requests: initial,
         offline: prio >= 0 && !was_reachable,
     });
 }
 
-/// RFC 6121 §4.2.2 and §3.1.3: what only initial presence does. Returns the pending
-/// subscription requests to deliver.
-async fn initial_presence(session: &mut SessionCtx, items: &[RosterItem]) -> Vec<Element> {
+/// RFC 6121 §4.2.2: the probes only initial presence sends.
+async fn initial_presence(session: &mut SessionCtx, items: &[RosterItem]) {
     let shared = session.shared.clone();
     // RFC 6121 §4.2.2: an entity is implicitly subscribed to its own presence, so the new
     // resource learns of the user's other available resources: a probe from its full JID,
@@ -192,23 +198,6 @@ async fn initial_presence(session: &mut SessionCtx, items: &[RosterItem]) -> Vec
             routing::route(&shared, p).await;
         }
     }
-    // RFC 6121 §3.1.3: pending subscription requests are redelivered at each login.
-    let u = session.bare.clone();
-    let requests = shared
-        .db_read(|s: &roles::Roster| s.subscription_requests(&u))
-        .unwrap_or_default();
-    requests
-        .into_iter()
-        .map(|(from, xml)| {
-            let mut p = match Element::from_str(&xml) {
-                Ok(p) => p,
-                Err(_) => stanza::new("presence", INTERNAL_NS, &[("type", "subscribe")]),
-            };
-            stanza::set(&mut p, "from", from);
-            stanza::set(&mut p, "to", session.bare.clone());
-            p
-        })
-        .collect()
 }
 
 /// Sends the session's presence to subscribers (and directed recipients when `to_directed`)
@@ -224,7 +213,7 @@ async fn broadcast(
     let mut sent: HashSet<String> = HashSet::new();
     // XEP-0191 §3.3: blocked entities do not get the user's presence.
     let blocked = crate::features::blocking::blocklist(&shared, &session.bare).await;
-    let is_blocked = |jid: &str| !blocked.is_empty() && xb::matches(&blocked, jid);
+    let is_blocked = |jid: &str| blocked.matches(jid);
     for item in items {
         let st = herald_session::subscription::State {
             sub: roster::to_sub(item.subscription),
@@ -419,7 +408,9 @@ pub async fn subscription_in(shared: &Arc<Shared>, user: &str, el: Element, kind
     let mut p = el.clone();
     stanza::set(&mut p, "from", contact.clone());
     if inb.changed || inb.store_request || inb.remove_request {
-        let xml = stanza::to_xml(&p).unwrap_or_default();
+        // Only what a client shows, bounded: the request is read again at every login.
+        let stored = xs::stored_request(&p, shared.cfg.roster.max_request_bytes);
+        let xml = stanza::to_xml(&stored).unwrap_or_default();
         let (u, c, new) = (user.to_string(), contact.clone(), inb.new_state);
         let max_pending = shared.cfg.roster.max_pending_requests;
         match shared

@@ -239,7 +239,11 @@ async fn ensure_loaded(
     }
     stats.sync_for(user).await;
     let u = user.to_string();
-    match shared.db_read(|s: &roles::Push| s.push_registrations(&u)) {
+    // On the blocking pool: each registration carries its client's publish-options form.
+    match shared
+        .db(move |s: &roles::Push| s.push_registrations(&u))
+        .await
+    {
         Ok(regs) => engine.load_user(user, regs.iter().map(from_store).collect()),
         Err(e) => tracing::error!(error = %e, %user, "loading push registrations failed"),
     }

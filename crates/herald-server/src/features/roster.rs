@@ -134,7 +134,8 @@ fn internal(el: &Element) -> Element {
 pub async fn handle_iq(session: &mut SessionCtx, el: &Element) -> Element {
     let shared = session.shared.clone();
     let user = session.bare.clone();
-    let req = match xr::parse(el, shared.cfg.roster.max_field_bytes) {
+    let cfg = &shared.cfg.roster;
+    let req = match xr::parse(el, cfg.max_field_bytes, cfg.max_groups_per_item) {
         Ok(r) => r,
         Err(c) => return stanza::error(el, c, None).unwrap_or_else(|| stanza::iq_result(el, None)),
     };

@@ -10,7 +10,6 @@ use herald_proto::stream::{StreamEvent, StreamNs};
 use herald_proto::Element;
 use subtle::ConstantTimeEq;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 
 use crate::transport::conn::{self, Conn, ConnError, Io};
 use crate::{routing, stanza, Shared};
@@ -60,7 +59,10 @@ async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
             return;
         }
     };
-    let (tx, rx) = mpsc::channel(shared.cfg.limits.session_inbox.max(1024));
+    let (tx, rx) = crate::routing::msg::bounded_queue(
+        shared.cfg.limits.session_inbox.max(1024),
+        shared.cfg.limits.component_queue_bytes,
+    );
     if !shared.router.attach_component(&domain, tx.clone()) {
         let e = serr(
             StreamErrorCondition::Conflict,
@@ -173,7 +175,7 @@ async fn run(
     shared: &Arc<Shared>,
     c: &mut Conn,
     domain: &str,
-    mut rx: mpsc::Receiver<Element>,
+    mut rx: crate::routing::msg::BoundedRx,
 ) -> Result<(), ConnError> {
     let mut shutdown = shared.shutdown_signal();
     loop {

@@ -143,12 +143,24 @@ pub fn send_to(shared: &Shared, r: &ResourceEntry, el: Element) -> Result<(), Op
     send_to_routed(shared, r, Routed::new(shared.next_id(), el))
 }
 
-/// Puts a routed stanza in a session's inbox; Err(Some(el)) if full or gone.
+/// Puts a routed stanza in a session's inbox, charged to its byte budget (and its
+/// account's); Err(Some(el)) if full, over budget or gone.
 pub fn send_to_routed(
     shared: &Shared,
     r: &ResourceEntry,
     mut routed: Routed,
 ) -> Result<(), Option<Element>> {
+    // Weighed once here; the charge travels with the stanza through the CSI buffer and the
+    // XEP-0198 queue and is given back when it leaves them.
+    let cost = stanza::mem_cost(&routed.el);
+    match r.tx.budget().try_charge(cost) {
+        Ok(c) => routed.charge = Some(c),
+        Err(over) => {
+            shared.metrics.inbox_full.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(resource = %r.resource, ?over, cost, "session queue bytes exceeded");
+            return Err(Some(routed.el));
+        }
+    }
     if r.hibernated && routed.durable.is_none() && stanza::kind(&routed.el) == Some(Kind::Message) {
         routed.durable = crate::routing::durable::durable_ticket();
     }

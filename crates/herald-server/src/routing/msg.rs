@@ -12,7 +12,9 @@ use herald_proto::error::{ErrorType, StreamError};
 use herald_proto::Element;
 use herald_push::engine::{Registration, Reply, SessionId, SessionPush, StanzaInfo};
 use herald_push::Classifier;
+use herald_session::budget::{Charge, QueueBudget};
 use herald_store::StoreError;
+use herald_transport::inbox::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 
 // Session tasks.
@@ -54,7 +56,7 @@ impl Origin {
 
 /// A stanza on its way to a client: the one envelope from routing through the session's
 /// inbox, its XEP-0198 queue and CSI buffer, to offline storage or the saved session.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Routed {
     /// Where it comes from.
     pub origin: Origin,
@@ -66,6 +68,24 @@ pub struct Routed {
     /// written through, so the sender's XEP-0198 ack waits for it (see `durable`). The
     /// session takes it out as it queues the stanza.
     pub durable: Option<Arc<crate::routing::durable::Durable>>,
+    /// Its weight against the session's and the account's byte budgets while it is held
+    /// (`limits.session_queue_bytes`), given back when it is dropped: acknowledged, written
+    /// without XEP-0198, stored offline, bounced.
+    pub charge: Option<Charge>,
+}
+
+/// A copy carries no charge: the original, still queued, holds the memory; copies are
+/// short-lived (a retransmission, a push summary).
+impl Clone for Routed {
+    fn clone(&self) -> Routed {
+        Routed {
+            origin: self.origin,
+            el: self.el.clone(),
+            at: self.at,
+            durable: self.durable.clone(),
+            charge: None,
+        }
+    }
 }
 
 impl Routed {
@@ -86,6 +106,7 @@ impl Routed {
             el,
             at: 0,
             durable: None,
+            charge: None,
         }
     }
 }
@@ -136,11 +157,120 @@ pub struct Resumable {
     pub tx: SessionTx,
 }
 
-/// A session task's inbox (bounded by `limits.session_inbox`; see `inbox` for why not mpsc).
-pub type SessionTx = herald_transport::inbox::Sender<SessionMsg>;
+/// A session task's inbox (bounded by `limits.session_inbox`; see `inbox` for why not mpsc)
+/// with the session's byte budget (`limits.session_queue_bytes`, within the account's), which
+/// routing charges as it queues a stanza.
+#[derive(Clone, Debug)]
+pub struct SessionTx {
+    inbox: herald_transport::inbox::Sender<SessionMsg>,
+    budget: QueueBudget,
+}
 
-/// Sends to a component connection.
-pub type ComponentTx = mpsc::Sender<Element>;
+impl SessionTx {
+    /// A session's inbox (`limits.session_inbox` messages) and budget (`bytes`, within the
+    /// account's `account`).
+    pub fn inbox(
+        capacity: usize,
+        bytes: usize,
+        account: Option<Arc<herald_session::budget::Budget>>,
+    ) -> (SessionTx, herald_transport::inbox::Receiver<SessionMsg>) {
+        let (inbox, rx) = herald_transport::inbox::bounded(capacity);
+        let budget = QueueBudget::new(bytes, account);
+        (SessionTx { inbox, budget }, rx)
+    }
+
+    /// Queues `msg` unless the inbox is full or closed (the byte budget is the caller's:
+    /// see `routing::send_to_routed`).
+    pub fn try_send(&self, msg: SessionMsg) -> Result<(), TrySendError<SessionMsg>> {
+        self.inbox.try_send(msg)
+    }
+
+    /// Queues a control message past the inbox's capacity (see
+    /// [`herald_transport::inbox::Sender::send_control`]).
+    pub fn send_control(&self, msg: SessionMsg) -> Result<(), SessionMsg> {
+        self.inbox.send_control(msg)
+    }
+
+    /// Whether the session closed its inbox.
+    pub fn is_closed(&self) -> bool {
+        self.inbox.is_closed()
+    }
+
+    /// The session's byte budget.
+    pub fn budget(&self) -> &QueueBudget {
+        &self.budget
+    }
+}
+
+/// Sends to a component connection (`limits.component_queue_bytes`).
+pub type ComponentTx = BoundedTx;
+
+/// The sending side of a connection's queue (a component's, an outgoing s2s pair's),
+/// bounded in count and in bytes: each element is charged its memory
+/// (`herald_xep::stanza::mem_cost`) until the connection's task takes it out.
+#[derive(Clone, Debug)]
+pub struct BoundedTx {
+    tx: mpsc::Sender<(Element, Charge)>,
+    budget: QueueBudget,
+}
+
+/// The receiving side of a [`BoundedTx`]: taking an element out gives its bytes back.
+pub struct BoundedRx(mpsc::Receiver<(Element, Charge)>);
+
+/// A queue of at most `count` elements and `bytes` bytes (an empty queue takes one element
+/// of any size).
+pub fn bounded_queue(count: usize, bytes: usize) -> (BoundedTx, BoundedRx) {
+    let (tx, rx) = mpsc::channel(count.max(1));
+    let budget = QueueBudget::new(bytes, None);
+    (BoundedTx { tx, budget }, BoundedRx(rx))
+}
+
+impl BoundedTx {
+    /// Queues `el`; `Full` when the count or the byte bound would be passed.
+    pub fn try_send(&self, el: Element) -> Result<(), mpsc::error::TrySendError<Element>> {
+        let charge = match self.budget.try_charge(crate::stanza::mem_cost(&el)) {
+            Ok(c) => c,
+            Err(_) if self.tx.is_closed() => return Err(mpsc::error::TrySendError::Closed(el)),
+            Err(_) => return Err(mpsc::error::TrySendError::Full(el)),
+        };
+        self.tx.try_send((el, charge)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full((el, _)) => mpsc::error::TrySendError::Full(el),
+            mpsc::error::TrySendError::Closed((el, _)) => mpsc::error::TrySendError::Closed(el),
+        })
+    }
+
+    /// Whether the receiving side is gone.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    /// Whether both are the same queue.
+    pub fn same_channel(&self, other: &BoundedTx) -> bool {
+        self.tx.same_channel(&other.tx)
+    }
+
+    /// Bytes queued now.
+    pub fn queued_bytes(&self) -> usize {
+        self.budget.used()
+    }
+}
+
+impl BoundedRx {
+    /// The next element, waiting for one; None once every sender is gone.
+    pub async fn recv(&mut self) -> Option<Element> {
+        self.0.recv().await.map(|(el, _)| el)
+    }
+
+    /// The next element without waiting.
+    pub fn try_recv(&mut self) -> Result<Element, mpsc::error::TryRecvError> {
+        self.0.try_recv().map(|(el, _)| el)
+    }
+
+    /// Refuses further sends; what is queued can still be taken.
+    pub fn close(&mut self) {
+        self.0.close()
+    }
+}
 
 // The push task.
 

@@ -5,7 +5,9 @@
 //! wakes [`Router::wait_unbound`] and holds the components.
 
 use std::collections::HashMap;
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+
+use herald_session::budget::Budget;
 
 use herald_session::resources::{self, ResourceTable};
 
@@ -26,6 +28,10 @@ pub struct Router {
     components: RwLock<HashMap<String, ComponentTx>>,
     /// Woken whenever a resource is unbound (for [`Router::wait_unbound`]).
     unbound: tokio::sync::Notify,
+    /// Each account's byte budget (`limits.account_queue_bytes`), shared by its sessions'
+    /// budgets. Held by the sessions alone: it lives as long as one of them (or a stanza
+    /// charged to it) does, so an account's count survives a takeover and returns to zero.
+    account_budgets: Mutex<HashMap<String, Weak<Budget>>>,
 }
 
 impl Router {
@@ -47,6 +53,34 @@ impl Router {
         max: usize,
     ) -> Result<Bound, ResourceEntry> {
         self.users_mut().bind(bare, entry, max)
+    }
+
+    /// The byte budget of `bare`'s sessions together (made with `limit` if none is alive).
+    pub fn account_budget(&self, bare: &str, limit: usize) -> Arc<Budget> {
+        let mut m = self
+            .account_budgets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = m.get(bare).and_then(Weak::upgrade) {
+            return b;
+        }
+        // Budgets of accounts without sessions are dead weak pointers: dropped as the map
+        // grows, so it stays proportional to the accounts online.
+        if m.len() >= 64 && m.len().is_power_of_two() {
+            m.retain(|_, b| b.strong_count() > 0);
+        }
+        let b = Budget::new(limit);
+        m.insert(bare.to_string(), Arc::downgrade(&b));
+        b
+    }
+
+    /// Bytes held for `bare`'s sessions together (0 when none holds anything).
+    pub fn account_queue_bytes(&self, bare: &str) -> usize {
+        let m = self
+            .account_budgets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        m.get(bare).and_then(Weak::upgrade).map_or(0, |b| b.used())
     }
 
     /// Removes a resource if it still belongs to `session_id`.
@@ -136,7 +170,7 @@ impl Router {
 /// An available resource with a throw-away inbox, for unit tests.
 #[cfg(test)]
 pub(crate) fn test_entry(res: &str, id: u64) -> ResourceEntry {
-    let (tx, _rx) = crate::transport::inbox::bounded(1);
+    let (tx, _rx) = crate::routing::msg::SessionTx::inbox(1, 1 << 20, None);
     ResourceEntry {
         resource: res.into(),
         session_id: id,

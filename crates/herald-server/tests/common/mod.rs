@@ -102,6 +102,18 @@ pub struct RawClient {
 impl RawClient {
     pub async fn connect(addr: SocketAddr) -> RawClient {
         let stream = TcpStream::connect(addr).await.unwrap();
+        Self::over(stream)
+    }
+
+    /// Connects from the local address `src` (another loopback address: 127.0.0.2 is a
+    /// different peer to the server's per-address limits).
+    pub async fn connect_from(addr: SocketAddr, src: std::net::IpAddr) -> RawClient {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind(SocketAddr::new(src, 0)).unwrap();
+        Self::over(sock.connect(addr).await.unwrap())
+    }
+
+    fn over(stream: TcpStream) -> RawClient {
         RawClient {
             stream,
             decoder: Decoder::new(Limits {

@@ -1,10 +1,3 @@
--- Role: message archive, version 2. Per account: how many messages its archive holds and
--- their bytes (the stanza's UTF-8 length), changed in the same transaction as every insert
--- and delete, so a quota check reads one row instead of summing the user's archive.
-CREATE TABLE archive_usage (
-    account   TEXT PRIMARY KEY NOT NULL,
-    messages  INTEGER NOT NULL,
-    bytes     INTEGER NOT NULL
-) WITHOUT ROWID;
-INSERT INTO archive_usage (account, messages, bytes)
-    SELECT account, COUNT(*), SUM(length(CAST(stanza_xml AS BLOB))) FROM archive GROUP BY account;
+-- A full-JID `with` filter (XEP-0313 §4.1.1) is served by its own index, so a page costs the
+-- same whatever the rest of that peer's history (other resources) holds.
+CREATE INDEX archive_by_with_full ON archive (account, with_full, ts);

@@ -5,6 +5,9 @@
 
 use super::*;
 
+use crate::xep::subscription as xs;
+use herald_proto::stream::INTERNAL_NS;
+
 /// Most stored stanzas read from the store at once.
 const BACKLOG_CHUNK: usize = 100;
 
@@ -12,23 +15,27 @@ const BACKLOG_CHUNK: usize = 100;
 /// subscription requests, XEP-0160 offline messages), delivered as the XEP-0198 queue has room.
 #[derive(Debug, Default)]
 pub(super) struct Backlog {
-    /// Subscription requests not yet delivered.
-    requests: std::collections::VecDeque<Element>,
+    /// Delivering pending subscription requests: the last position read (0 before the
+    /// first). Read a page at a time like offline messages: up to `max_pending_requests`
+    /// of them wait, and a login must not read them all at once.
+    requests: Option<i64>,
     /// Delivering offline storage: the last row id read (0 before the first).
     offline: Option<i64>,
 }
 
 impl Session {
-    /// Starts delivering stored stanzas: `requests` (subscription requests, to every
-    /// resource at initial presence) and, with `offline`, the offline store (to one reachable
-    /// resource at a time: the first to claim it).
-    pub(crate) async fn start_backlog(&mut self, requests: Vec<Element>, offline: bool) -> Flow {
+    /// Starts delivering stored stanzas: with `requests` the pending subscription requests
+    /// (to every resource at initial presence) and, with `offline`, the offline store (to one
+    /// reachable resource at a time: the first to claim it).
+    pub(crate) async fn start_backlog(&mut self, requests: bool, offline: bool) -> Flow {
         let claim = offline && offline::claim(&self.ctx.shared, &self.ctx.bare, self.ctx.id);
-        if requests.is_empty() && !claim {
+        if !requests && !claim {
             return Flow::Continue;
         }
         let b = self.backlog.get_or_insert_with(Box::default);
-        b.requests.extend(requests);
+        if requests && b.requests.is_none() {
+            b.requests = Some(0);
+        }
         if claim && b.offline.is_none() {
             b.offline = Some(0);
         }
@@ -53,11 +60,21 @@ impl Session {
         if !self.sm.is_enabled() {
             return BACKLOG_CHUNK;
         }
+        if self.sm.unacked_bytes() >= self.backlog_bytes() {
+            return 0;
+        }
         let max = self.ctx.shared.cfg.stream_management.max_queue;
         let limit = (max - max / 4).max(1);
         limit
             .saturating_sub(self.sm.unacked_len())
             .min(BACKLOG_CHUNK)
+    }
+
+    /// The bytes stored stanzas may fill the XEP-0198 queue up to: three quarters of
+    /// `session_queue_bytes`, the rest kept for live traffic as for the count.
+    fn backlog_bytes(&self) -> usize {
+        let max = self.ctx.shared.cfg.limits.session_queue_bytes;
+        max - max / 4
     }
 
     /// Delivers stored stanzas while there is room (see [`Self::backlog_room`]); called
@@ -76,10 +93,13 @@ impl Session {
             if room == 0 {
                 return Flow::Continue;
             }
-            if !b.requests.is_empty() {
-                let n = room.min(b.requests.len());
-                let batch: Vec<Element> = b.requests.drain(..n).collect();
-                for el in batch {
+            if let Some(after) = b.requests {
+                let page = self.request_page(after, room).await;
+                let next = page.last().map(|(seq, _)| *seq);
+                if let Some(b) = self.backlog.as_mut() {
+                    b.requests = next;
+                }
+                for (_, el) in page {
                     let r = Routed::new(self.ctx.shared.next_id(), el);
                     if let Flow::Stop = self.deliver(r).await {
                         return Flow::Stop;
@@ -92,10 +112,12 @@ impl Session {
                 return Flow::Continue;
             };
             let u = self.ctx.bare.clone();
+            // On the blocking pool: a page is up to 100 stanzas of any size senders chose.
             let page = match self
                 .ctx
                 .shared
-                .db_read(|s: &roles::Offline| s.offline_page(&u, after, room))
+                .db(move |s: &roles::Offline| s.offline_page(&u, after, room))
+                .await
             {
                 Ok(p) => p,
                 Err(e) => {
@@ -112,17 +134,32 @@ impl Session {
             let mut written = Vec::new();
             let mut unreadable = Vec::new();
             for m in page {
-                if let Some(b) = self.backlog.as_mut() {
-                    b.offline = Some(m.id);
-                }
                 let el = match Element::from_str(&m.stanza_xml) {
                     Ok(el) => el,
                     Err(e) => {
                         tracing::error!(error = %e, id = m.id, "unreadable offline message deleted");
                         unreadable.push(m.id);
+                        if let Some(b) = self.backlog.as_mut() {
+                            b.offline = Some(m.id);
+                        }
                         continue;
                     }
                 };
+                let cost = stanza::mem_cost(&el);
+                let queued = self.sm.unacked_bytes();
+                if self.sm.is_enabled()
+                    && self.sm.unacked_len() > 0
+                    && queued.saturating_add(cost) > self.backlog_bytes()
+                {
+                    // Over the bytes kept for stored stanzas: this row and the rest of the
+                    // page are read again once acks make room (the next pump, from an ack).
+                    written.append(&mut unreadable);
+                    self.delete_offline(written).await;
+                    return Flow::Continue;
+                }
+                if let Some(b) = self.backlog.as_mut() {
+                    b.offline = Some(m.id);
+                }
                 let mut o = Routed::from_origin(Origin::Offline(m.id), el);
                 o.at = delay::now_micros();
                 // Not through CSI (a held stanza would keep its row undeletable without SM)
@@ -138,6 +175,38 @@ impl Session {
             written.append(&mut unreadable);
             self.delete_offline(written).await;
         }
+    }
+
+    /// Up to `room` pending subscription requests after position `after`, read on the
+    /// blocking pool, ready to deliver (RFC 6121 §3.1.3: from the contact's bare JID to the
+    /// user's). Empty at the end or on a store error (logged; the next login tries again).
+    async fn request_page(&self, after: i64, room: usize) -> Vec<(i64, Element)> {
+        let u = self.ctx.bare.clone();
+        let page = match self
+            .ctx
+            .shared
+            .db(move |s: &roles::Roster| s.subscription_requests_page(&u, after, room))
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "reading pending subscription requests failed");
+                return Vec::new();
+            }
+        };
+        let max = self.ctx.shared.cfg.roster.max_request_bytes;
+        page.into_iter()
+            .map(|(seq, from, xml)| {
+                // Requests stored before they were bounded are cut here as well.
+                let mut p = match Element::from_str(&xml) {
+                    Ok(p) => xs::stored_request(&p, max),
+                    Err(_) => stanza::new("presence", INTERNAL_NS, &[("type", "subscribe")]),
+                };
+                stanza::set(&mut p, "from", from);
+                stanza::set(&mut p, "to", self.ctx.bare.clone());
+                (seq, p)
+            })
+            .collect()
     }
 
     /// The client acknowledged these stanzas: the offline rows among them leave the store.

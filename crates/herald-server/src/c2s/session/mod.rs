@@ -138,6 +138,16 @@ async fn read_opt(conn: &mut Option<Conn>) -> Result<(), ConnError> {
     }
 }
 
+/// A new session's inbox, with its byte budget within its account's.
+fn session_inbox(
+    shared: &Shared,
+    bare: &str,
+) -> (SessionTx, crate::transport::inbox::Receiver<SessionMsg>) {
+    let l = &shared.cfg.limits;
+    let account = shared.router.account_budget(bare, l.account_queue_bytes);
+    SessionTx::inbox(l.session_inbox, l.session_queue_bytes, Some(account))
+}
+
 /// Most inbox stanzas written to the client in one write.
 const MSG_BATCH: usize = 32;
 
@@ -161,9 +171,9 @@ impl Session {
         jid: FullJid,
         conn: Box<Conn>,
     ) -> Result<Box<Session>, Box<Conn>> {
-        let (tx, rx) = crate::transport::inbox::bounded(shared.cfg.limits.session_inbox);
         let id = shared.next_id();
         let bare = user.to_string();
+        let (tx, rx) = session_inbox(&shared, &bare);
         let entry = ResourceEntry {
             resource: jid.resource().to_string(),
             session_id: id,
@@ -200,7 +210,8 @@ impl Session {
         shared.session_started();
         Ok(Box::new(Session {
             sm: StreamManagement::new(shared.cfg.sm()),
-            csi: CsiBuffer::new(shared.cfg.csi.max_buffer),
+            csi: CsiBuffer::new(shared.cfg.csi.max_buffer)
+                .with_max_bytes(shared.cfg.csi.max_buffer_bytes),
             ctx: SessionCtx::new(shared, id, jid),
             // Moved out of its box, which is freed when `bind` returns (not kept by the task).
             conn: Some(*conn),
@@ -233,9 +244,9 @@ impl Session {
             state,
             jid,
         } = *saved;
-        let (tx, rx) = crate::transport::inbox::bounded(shared.cfg.limits.session_inbox);
         let id = shared.next_id();
         let bare = jid.to_bare().to_string();
+        let (tx, rx) = session_inbox(&shared, &bare);
         let entry = ResourceEntry {
             resource: jid.resource().to_string(),
             session_id: id,
@@ -257,7 +268,16 @@ impl Session {
         let now = std_now();
         let left_ms = record.expires_at.saturating_sub(persist::unix_millis());
         let expiry = now + std::time::Duration::from_millis(u64::try_from(left_ms).unwrap_or(0));
-        let sm = StreamManagement::restore_hibernating(
+        // What the saved queue holds counts against the budgets like anything queued.
+        let queue = queue
+            .into_iter()
+            .map(|mut o| {
+                let bytes = stanza::mem_cost(&o.el);
+                o.charge = Some(tx.budget().charge(bytes));
+                (o, bytes)
+            })
+            .collect();
+        let sm = StreamManagement::restore_hibernating_sized(
             shared.cfg.sm(),
             record.inbound_h,
             record.outbound_h,
@@ -296,7 +316,8 @@ impl Session {
         ctx.restore_flags(state.available, state.priority, state.carbons);
         let session = Box::new(Session {
             sm,
-            csi: CsiBuffer::new(shared.cfg.csi.max_buffer),
+            csi: CsiBuffer::new(shared.cfg.csi.max_buffer)
+                .with_max_bytes(shared.cfg.csi.max_buffer_bytes),
             ctx,
             conn: None,
             tx,
@@ -450,7 +471,7 @@ impl Session {
             SessionMsg::Command(Command::Send(els)) => self.write_now(els).await,
             SessionMsg::Command(Command::CheckOffline) => {
                 if self.ctx.reachable() {
-                    self.start_backlog(Vec::new(), true).await
+                    self.start_backlog(false, true).await
                 } else {
                     Flow::Continue
                 }
@@ -524,11 +545,12 @@ impl Session {
             return flow;
         }
         let hold = self.ctx.shared.push.classifier().csi_may_hold(&out.el);
+        let bytes = self.weigh(&mut out);
         // Only the offered stanza may push (stanzas flushed from the CSI buffer never do),
         // and only as herald-push's CSI rule allows.
         let pushes =
             herald_push::delivery::csi_lets_push(hold, self.csi.is_active()).then_some(out.origin);
-        let ready = self.csi.offer(out, !hold);
+        let ready = self.csi.offer_sized(out, bytes, !hold);
         self.emit_all(ready, pushes).await
     }
 
@@ -577,18 +599,44 @@ impl Session {
         None
     }
 
+    /// The stanza's weight against the session's byte budget, charging it if routing did
+    /// not (the server's own stanzas, stored ones): whatever the session holds is counted.
+    pub(crate) fn weigh(&self, o: &mut Routed) -> usize {
+        match &o.charge {
+            Some(c) => c.bytes(),
+            None => {
+                let bytes = stanza::mem_cost(&o.el);
+                o.charge = Some(self.tx.budget().charge(bytes));
+                bytes
+            }
+        }
+    }
+
     /// Puts one stanza on the wire (and in the SM queue when enabled); `may_push` lets a
     /// sleeping session's queue fire push rule a for it.
-    async fn emit(&mut self, o: Routed, may_push: bool) -> Flow {
-        if self.sm.is_full() {
-            // XEP-0198 §4: a client that never acks cannot grow our memory without bound.
-            // The stanza that does not fit is handed on with the queue when the session ends.
-            tracing::warn!("stream management queue overflow");
-            self.spilled.push(o);
-            let se = StreamError::new(
-                StreamErrorCondition::PolicyViolation,
-                Some("too many unacknowledged stanzas".to_string()),
+    async fn emit(&mut self, mut o: Routed, may_push: bool) -> Flow {
+        // Without XEP-0198 the stanza is written now and dropped: nothing to weigh.
+        let size = if self.sm.is_enabled() {
+            self.weigh(&mut o)
+        } else {
+            0
+        };
+        if self.sm.is_full_for(size) {
+            // XEP-0198 §4: a client that never acks cannot grow our memory without bound,
+            // in count (`max_queue`) or in bytes (`session_queue_bytes`). The stanza that
+            // does not fit is handed on with the queue when the session ends.
+            let what = if self.sm.is_full() {
+                "too many unacknowledged stanzas"
+            } else {
+                "unacknowledged stanzas exceed the session's byte budget"
+            };
+            tracing::warn!(
+                unacked = self.sm.unacked_len(),
+                bytes = self.sm.unacked_bytes(),
+                "stream management queue overflow"
             );
+            self.spilled.push(o);
+            let se = StreamError::new(StreamErrorCondition::PolicyViolation, Some(what.into()));
             self.fail(&se).await;
             return Flow::Stop;
         }
@@ -621,7 +669,7 @@ impl Session {
         if self.persisted && self.conn.is_none() {
             self.write_through.extend(crate::c2s::persist::queued(&o));
         }
-        match self.sm.push_outbound(o, now) {
+        match self.sm.push_outbound_sized(o, size, now) {
             Ok(request) => {
                 if let Some(info) = info {
                     self.ctx.shared.push.send(PushEvent::StanzaQueued {

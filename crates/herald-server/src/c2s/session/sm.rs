@@ -198,10 +198,11 @@ impl Session {
                 _ => {}
             }
         }
-        for o in pending {
-            if self.sm.is_full() {
+        for mut o in pending {
+            let bytes = self.weigh(&mut o);
+            if self.sm.is_full_for(bytes) {
                 self.spilled.push(o);
-            } else if let Err(e) = self.sm.push_outbound(o, now) {
+            } else if let Err(e) = self.sm.push_outbound_sized(o, bytes, now) {
                 tracing::error!(error = %e, "stream management refused a stanza");
             }
         }
@@ -346,7 +347,7 @@ impl Session {
                 }
                 // Offline messages stored while it slept (or whose delivery hibernation cut).
                 if self.ctx.reachable() {
-                    return self.start_backlog(Vec::new(), true).await;
+                    return self.start_backlog(false, true).await;
                 }
                 Flow::Continue
             }

@@ -17,6 +17,7 @@ use herald_proto::error::{StreamError, StreamErrorCondition};
 use herald_proto::ns;
 use herald_proto::stream::{StreamEvent, StreamNs};
 use herald_proto::Element;
+use herald_transport::s2s_limits::Over;
 use herald_xep::dialback::{self, Verdict};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -66,6 +67,8 @@ struct State {
     verdicts_rx: mpsc::Receiver<(String, String, Verdict)>,
     /// Pairs with a callback in progress (a second request for one is ignored).
     pending: HashSet<(String, String)>,
+    /// This connection's key in the verification slots (`max_dialback_verifications`).
+    slot_key: String,
     /// Before anything is authenticated the stream must progress by this instant.
     negotiation_deadline: Instant,
 }
@@ -106,6 +109,7 @@ async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, direc
         verdicts_tx,
         verdicts_rx,
         pending: HashSet::new(),
+        slot_key: s2s.next_id().to_string(),
         negotiation_deadline: Instant::now() + negotiation,
     };
     loop {
@@ -443,9 +447,28 @@ async fn dialback_request(
             .send(&dialback::result_answer(&local, &remote, Verdict::Invalid))
             .await;
     }
-    if !st.pending.insert(key) {
+    if st.pending.contains(&key) {
         return Ok(());
     }
+    // Each callback costs a DNS lookup and a connection, and anyone can ask before
+    // authenticating: this stream's share and everybody's are capped.
+    let slot = match shared.s2s.verifications.take(Some(&st.slot_key)) {
+        Ok(slot) => slot,
+        Err(over) => {
+            let which = match over {
+                Over::Total => "max_dialback_verifications_total",
+                Over::PerKey => "max_dialback_verifications",
+            };
+            tracing::info!(peer = %remote, "dialback request refused: [s2s] {which} reached");
+            shared
+                .s2s
+                .metrics
+                .dialback_busy
+                .fetch_add(1, Ordering::Relaxed);
+            return conn.send(&dialback::result_busy(&local, &remote)).await;
+        }
+    };
+    st.pending.insert(key);
     let given = el.text();
     let stream_id = st.stream_id.clone();
     let tx = st.verdicts_tx.clone();
@@ -454,6 +477,7 @@ async fn dialback_request(
         async move {
             let v =
                 super::outgoing::verify(&shared, &local, &remote, &stream_id, given.trim()).await;
+            drop(slot);
             let _ = tx.send((remote, local, v)).await;
         }
         .in_current_span(),

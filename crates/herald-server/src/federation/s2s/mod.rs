@@ -23,8 +23,8 @@ use herald_config::Config;
 use herald_proto::error::StanzaErrorCondition;
 use herald_proto::Element;
 use herald_transport::resolve::{self, TokioResolver};
+use herald_transport::s2s_limits::{FailedDomains, Over, Slots};
 use herald_transport::s2s_verify as verify;
-use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
 use crate::routing::hooks::{Fut, ToRemote};
@@ -52,11 +52,20 @@ pub struct S2sMetrics {
     pub incoming_dialback_refused: AtomicU64,
     /// db:verify questions we answered as the authoritative server.
     pub verify_answered: AtomicU64,
+    /// Stanzas bounced because `max_outgoing_setups` (or the sender's share) was reached.
+    pub setups_refused: AtomicU64,
+    /// Stanzas bounced at once because their domain failed within `failure_backoff`.
+    pub failed_domain_bounces: AtomicU64,
+    /// Resolved addresses not tried because they are not public (no static route).
+    pub refused_addresses: AtomicU64,
+    /// Dialback requests answered with a dialback error because too many verifications
+    /// were in progress.
+    pub dialback_busy: AtomicU64,
 }
 
 struct OutEntry {
     id: u64,
-    tx: mpsc::Sender<Element>,
+    tx: crate::routing::msg::BoundedTx,
 }
 
 /// s2s state shared by every task.
@@ -67,6 +76,15 @@ pub struct S2s {
     resolver: Option<TokioResolver>,
     outgoing: Mutex<HashMap<(String, String), OutEntry>>,
     next_conn: AtomicU64,
+    /// Outgoing setups in progress (`max_outgoing_setups`, per local user
+    /// `max_outgoing_setups_per_user`); a slot is held from the first stanza until the
+    /// connection is authenticated or given up.
+    setups: Slots,
+    /// Dialback verifications in progress (`max_dialback_verifications_total`; per incoming
+    /// stream, keyed by its connection number, `max_dialback_verifications`).
+    pub(crate) verifications: Slots,
+    /// Remote domains whose setup failed within `failure_backoff`.
+    failed: Mutex<FailedDomains>,
     /// Outgoing connections ended so far (set up or failed), for whoever waits on it.
     ended: tokio::sync::watch::Sender<u64>,
     /// Counters.
@@ -98,6 +116,18 @@ impl S2s {
             resolver,
             outgoing: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
+            setups: Slots::new(
+                cfg.s2s.max_outgoing_setups,
+                cfg.s2s.max_outgoing_setups_per_user,
+            ),
+            verifications: Slots::new(
+                cfg.s2s.max_dialback_verifications_total,
+                cfg.s2s.max_dialback_verifications,
+            ),
+            failed: Mutex::new(FailedDomains::new(
+                cfg.s2s.failure_backoff.0,
+                cfg.s2s.max_failed_domains,
+            )),
             ended: tokio::sync::watch::channel(0).0,
             metrics: S2sMetrics::default(),
         })
@@ -115,6 +145,35 @@ impl S2s {
     /// admin side wait for an event instead of polling.
     pub fn ended(&self) -> tokio::sync::watch::Receiver<u64> {
         self.ended.subscribe()
+    }
+
+    /// Dialback verifications in progress, all incoming streams together.
+    pub fn verifications_in_progress(&self) -> usize {
+        self.verifications.in_use()
+    }
+
+    /// A number unique to this process, for connections and streams.
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn failed(&self) -> std::sync::MutexGuard<'_, FailedDomains> {
+        self.failed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The condition to bounce with when `remote` failed within `failure_backoff`.
+    pub(crate) fn recently_failed(&self, remote: &str) -> Option<StanzaErrorCondition> {
+        self.failed().check(remote, std::time::Instant::now())
+    }
+
+    /// Remembers (or forgets) that setting up a connection to `remote` failed.
+    pub(crate) fn setup_result(&self, remote: &str, failure: Option<StanzaErrorCondition>) {
+        match failure {
+            Some(cond) => self
+                .failed()
+                .record(remote, cond, std::time::Instant::now()),
+            None => self.failed().forget(remote),
+        }
     }
 
     fn remove_if(&self, key: &(String, String), id: u64) {
@@ -163,10 +222,13 @@ fn enqueue(shared: &Arc<Shared>, el: Element) -> Result<(), (Element, StanzaErro
         Ok(Some(to)) => to.domain().as_str().to_ascii_lowercase(),
         _ => return Err((el, StanzaErrorCondition::JidMalformed)),
     };
-    let local = match stanza::from(&el) {
-        Ok(Some(f)) if servable(shared, f.domain().as_str()) => {
-            f.domain().as_str().to_ascii_lowercase()
-        }
+    let (local, user) = match stanza::from(&el) {
+        Ok(Some(f)) if servable(shared, f.domain().as_str()) => (
+            f.domain().as_str().to_ascii_lowercase(),
+            // A local user's share of the setups; the server's and components' own stanzas
+            // (no localpart) count only against the global cap.
+            f.node().map(|_| f.to_bare().to_string()),
+        ),
         _ => {
             // Never relay for others: only stanzas from our own domains leave over s2s.
             tracing::warn!(to = %remote, "dropping an s2s stanza whose sender is not local");
@@ -180,26 +242,51 @@ fn enqueue(shared: &Arc<Shared>, el: Element) -> Result<(), (Element, StanzaErro
         Some(entry) => match entry.tx.try_send(el) {
             Ok(()) => return Ok(()),
             Err(TrySendError::Full(el)) => {
-                // `[s2s] max_queue` bounds what waits for one remote domain.
+                // `[s2s] max_queue` and `[limits] s2s_queue_bytes` bound what waits for
+                // one remote domain.
                 return Err((el, StanzaErrorCondition::ResourceConstraint));
             }
             Err(TrySendError::Closed(el)) => el,
         },
         None => el,
     };
-    let (tx, rx) = mpsc::channel(shared.cfg.s2s.max_queue.max(1));
+    // A new connection would be set up: not for a domain that just failed, and not beyond
+    // the caps (a stanza for a domain already being set up was queued above).
+    if let Some(cond) = s2s.recently_failed(&key.1) {
+        s2s.metrics
+            .failed_domain_bounces
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(remote = %key.1, "domain failed recently; bouncing without a new attempt");
+        return Err((el, cond));
+    }
+    let slot = match s2s.setups.take(user.as_deref()) {
+        Ok(slot) => slot,
+        Err(over) => {
+            s2s.metrics.setups_refused.fetch_add(1, Ordering::Relaxed);
+            let which = match over {
+                Over::Total => "max_outgoing_setups",
+                Over::PerKey => "max_outgoing_setups_per_user",
+            };
+            tracing::info!(remote = %key.1, user = ?user, "s2s setup refused: [s2s] {which} reached");
+            return Err((el, StanzaErrorCondition::ResourceConstraint));
+        }
+    };
+    let (tx, rx) = crate::routing::msg::bounded_queue(
+        shared.cfg.s2s.max_queue,
+        shared.cfg.limits.s2s_queue_bytes,
+    );
     if let Err(e) = tx.try_send(el) {
         let el = match e {
             TrySendError::Full(el) | TrySendError::Closed(el) => el,
         };
         return Err((el, StanzaErrorCondition::InternalServerError));
     }
-    let id = s2s.next_conn.fetch_add(1, Ordering::Relaxed);
+    let id = s2s.next_id();
     map.insert(key.clone(), OutEntry { id, tx });
     drop(map);
     let span = tracing::info_span!("s2s_out", local = %key.0, remote = %key.1);
     tokio::spawn(tracing::Instrument::instrument(
-        outgoing::run(shared.clone(), key, id, rx),
+        outgoing::run(shared.clone(), key, id, rx, slot),
         span,
     ));
     Ok(())

@@ -17,12 +17,12 @@ use herald_transport::resolve::{self, Target};
 use herald_xep::dialback::{self, Verdict};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::S2sError;
 use crate::transport::conn::{self, Conn, ConnError, Io};
 use crate::Shared;
+use herald_transport::s2s_limits::Slot;
 
 /// A stream that is encrypted and whose features we have read.
 struct Negotiated {
@@ -39,7 +39,8 @@ pub(super) async fn run(
     shared: Arc<Shared>,
     key: (String, String),
     id: u64,
-    mut rx: mpsc::Receiver<Element>,
+    mut rx: crate::routing::msg::BoundedRx,
+    slot: Slot,
 ) {
     let (local, remote) = (&key.0, &key.1);
     let s2s = &shared.s2s;
@@ -49,11 +50,15 @@ pub(super) async fn run(
         authenticate(&shared, &mut n, local, remote, deadline).await?;
         Ok::<_, S2sError>(n.conn)
     };
-    let mut conn = match tokio::time::timeout_at(deadline, setup).await {
+    let result = tokio::time::timeout_at(deadline, setup).await;
+    // The setup is over either way: its slot goes back before anything else waits.
+    drop(slot);
+    let mut conn = match result {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => return give_up(&shared, &key, id, rx, e).await,
         Err(_) => return give_up(&shared, &key, id, rx, S2sError::Timeout).await,
     };
+    s2s.setup_result(remote, None);
     s2s.metrics
         .outgoing_established
         .fetch_add(1, Ordering::Relaxed);
@@ -135,7 +140,7 @@ async fn give_up(
     shared: &Arc<Shared>,
     key: &(String, String),
     id: u64,
-    mut rx: mpsc::Receiver<Element>,
+    mut rx: crate::routing::msg::BoundedRx,
     e: S2sError,
 ) {
     shared
@@ -143,12 +148,30 @@ async fn give_up(
         .metrics
         .outgoing_failed
         .fetch_add(1, Ordering::Relaxed);
-    tracing::info!(error = %e, "s2s connection failed");
+    log_failure(&e);
+    let cond = e.condition();
+    // Remembered before the entry goes, so a stanza arriving in between bounces at once
+    // instead of starting a new attempt (`failure_backoff`).
+    shared.s2s.setup_result(&key.1, Some(cond));
     shared.s2s.remove_if(key, id);
     rx.close();
-    let cond = e.condition();
     while let Ok(el) = rx.try_recv() {
         super::bounce(shared.clone(), el, cond).await;
+    }
+}
+
+/// The operator must be able to tell why a domain is unreachable from one line.
+fn log_failure(e: &S2sError) {
+    match e {
+        S2sError::CertRejected(_) => tracing::warn!(
+            error = %e,
+            "s2s connection failed: the peer's certificate is not valid for its domain (trust it with [s2s] ca_file, or accept any with [s2s] insecure_outgoing)"
+        ),
+        S2sError::NotGlobal(_) => tracing::warn!(
+            error = %e,
+            "s2s connection refused: the domain resolves only to non-public addresses"
+        ),
+        _ => tracing::info!(error = %e, "s2s connection failed"),
     }
 }
 
@@ -162,14 +185,27 @@ async fn connect(
 ) -> Result<Negotiated, S2sError> {
     let pol = &shared.cfg.s2s;
     let resolver = shared.s2s.resolver.as_ref();
-    let targets = resolve::targets(&shared.cfg.s2s.routes, resolver, remote).await;
+    let targets = resolve::targets(&pol.routes, resolver, remote).await;
+    // A static route is the operator's word; anything else found must be a public address,
+    // or a user could make us connect into our own network.
+    let routed = pol.routes.keys().any(|d| d.eq_ignore_ascii_case(remote));
     let mut last = S2sError::Unreachable(remote.to_string());
     for t in targets {
         for addr in resolve::addrs(resolver, &t).await {
+            if !routed && !resolve::is_global(addr.ip()) {
+                tracing::debug!(%addr, "not a public address; skipped");
+                shared
+                    .s2s
+                    .metrics
+                    .refused_addresses
+                    .fetch_add(1, Ordering::Relaxed);
+                last = S2sError::NotGlobal(format!("{remote} at {addr}"));
+                continue;
+            }
             match try_target(shared, local, remote, &t, addr, deadline).await {
-                // RFC 6125 on the remote's certificate: without dialback in play, an
-                // unverified peer could be anyone.
-                Ok(n) if !n.cert_ok && pol.require_valid_certs && !pol.allow_dialback => {
+                // RFC 6125 on the receiving server's certificate: dialback authenticates only
+                // us to it, so without a valid certificate we would not know who we talk to.
+                Ok(n) if !n.cert_ok && !pol.insecure_outgoing => {
                     return Err(S2sError::CertRejected(remote.to_string()))
                 }
                 Ok(n) => return Ok(n),
@@ -369,6 +405,10 @@ pub(super) async fn verify(
     stream_id: &str,
     key: &str,
 ) -> Verdict {
+    if let Some(cond) = shared.s2s.recently_failed(remote) {
+        tracing::info!(%remote, condition = cond.as_str(), "dialback verification skipped: the domain failed recently");
+        return Verdict::Error;
+    }
     let deadline = Instant::now() + shared.cfg.s2s.connect_timeout.0;
     let ask = async {
         let mut n = connect(shared, local, remote, deadline).await?;
@@ -390,15 +430,13 @@ pub(super) async fn verify(
         n.conn.close().await;
         Ok::<_, S2sError>(verdict)
     };
-    match tokio::time::timeout_at(deadline, ask).await {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => {
-            tracing::info!(%remote, error = %e, "dialback verification failed");
-            Verdict::Error
-        }
-        Err(_) => {
-            tracing::info!(%remote, "dialback verification timed out");
-            Verdict::Error
-        }
-    }
+    let e = match tokio::time::timeout_at(deadline, ask).await {
+        Ok(Ok(v)) => return v,
+        Ok(Err(e)) => e,
+        Err(_) => S2sError::Timeout,
+    };
+    tracing::info!(%remote, error = %e, "dialback verification failed");
+    log_failure(&e);
+    shared.s2s.setup_result(remote, Some(e.condition()));
+    Verdict::Error
 }
