@@ -551,11 +551,12 @@ fn the_usage_migration_counts_existing_rows() {
         s.archive("u@d", &msg("m1", "p@d", 1), "").unwrap();
         s.archive("u@d", &msg("m2", "p@d", 2), "").unwrap();
     }
-    // Back to the schema before version 2 of both roles, rows kept.
+    // Back to the schema before the usage tables (offline 1, archive 2), rows kept.
     let raw = rusqlite::Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
     raw.execute_batch(
         "DROP TABLE offline_usage; DROP TABLE archive_usage;
-         UPDATE schema_version SET version = 1 WHERE role IN ('offline', 'archive');",
+         UPDATE schema_version SET version = 1 WHERE role = 'offline';
+         UPDATE schema_version SET version = 2 WHERE role = 'archive';",
     )
     .unwrap();
     drop(raw);
