@@ -377,6 +377,18 @@ impl FloodCtx {
     fn jid(&self, i: u64) -> String {
         self.t.bare_jid(self.base + i)
     }
+    /// Reads what has already arrived (reflections, bounces) without waiting for more,
+    /// counting errors as refusals.
+    async fn drain_errors(&self, s: &mut Session) {
+        while let Ok(Ok(conn::Inbound::Element(e))) =
+            tokio::time::timeout(Duration::from_millis(1), s.next()).await
+        {
+            if xml::attr(&e, "type") == Some(b"error") {
+                self.refused();
+            }
+        }
+    }
+
     async fn login(&self, i: u64) -> Option<Session> {
         let opts = LoginOpts {
             sm: false,
@@ -602,13 +614,7 @@ async fn presence(c: Arc<FloodCtx>) {
             return;
         }
         // Drain what comes back (own reflections, errors) without waiting for it.
-        while let Ok(Ok(conn::Inbound::Element(e))) =
-            tokio::time::timeout(Duration::from_millis(1), s.next()).await
-        {
-            if xml::attr(&e, "type") == Some(b"error") {
-                c.refused();
-            }
-        }
+        c.drain_errors(&mut s).await;
     }
 }
 
@@ -635,13 +641,7 @@ async fn subscribe(c: Arc<FloodCtx>) {
             c.refused();
             return;
         }
-        while let Ok(Ok(conn::Inbound::Element(e))) =
-            tokio::time::timeout(Duration::from_millis(1), s.next()).await
-        {
-            if xml::attr(&e, "type") == Some(b"error") {
-                c.refused();
-            }
-        }
+        c.drain_errors(&mut s).await;
     }
 }
 
@@ -662,12 +662,6 @@ async fn queue(c: Arc<FloodCtx>) {
             c.refused();
             return;
         }
-        while let Ok(Ok(conn::Inbound::Element(e))) =
-            tokio::time::timeout(Duration::from_millis(1), s.next()).await
-        {
-            if xml::attr(&e, "type") == Some(b"error") {
-                c.refused();
-            }
-        }
+        c.drain_errors(&mut s).await;
     }
 }
