@@ -11,7 +11,29 @@ use std::path::{Path, PathBuf};
 /// Every module of the crate (by its path, e.g. `c2s::session`) and the source it is in.
 fn modules(src: &Path) -> BTreeMap<String, PathBuf> {
     let mut out = BTreeMap::new();
-    let mut stack = vec![src.to_path_buf()];
+    for p in rs_files(src) {
+        let Ok(rel) = p.strip_prefix(src) else {
+            continue;
+        };
+        let mut parts: Vec<String> = rel
+            .iter()
+            .map(|s| s.to_string_lossy().trim_end_matches(".rs").to_string())
+            .collect();
+        if parts.last().map(String::as_str) == Some("mod") {
+            parts.pop();
+        }
+        if parts == ["lib"] {
+            continue;
+        }
+        out.insert(parts.join("::"), p);
+    }
+    out
+}
+
+/// Every `.rs` file under `dir`, at any depth.
+fn rs_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
     while let Some(dir) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
@@ -20,25 +42,9 @@ fn modules(src: &Path) -> BTreeMap<String, PathBuf> {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
-                continue;
+            } else if p.extension().and_then(|x| x.to_str()) == Some("rs") {
+                out.push(p);
             }
-            if p.extension().and_then(|x| x.to_str()) != Some("rs") {
-                continue;
-            }
-            let Ok(rel) = p.strip_prefix(src) else {
-                continue;
-            };
-            let mut parts: Vec<String> = rel
-                .iter()
-                .map(|s| s.to_string_lossy().trim_end_matches(".rs").to_string())
-                .collect();
-            if parts.last().map(String::as_str) == Some("mod") {
-                parts.pop();
-            }
-            if parts == ["lib"] {
-                continue;
-            }
-            out.insert(parts.join("::"), p);
         }
     }
     out
@@ -299,22 +305,11 @@ fn no_source_serializes_with_minidoms_unwrapping_from() {
     };
     let mut files = 0;
     for d in dirs.flatten() {
-        let mut stack = vec![d.path().join("src")];
-        while let Some(dir) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            for e in entries.flatten() {
-                let p = e.path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else if p.extension().and_then(|x| x.to_str()) == Some("rs") {
-                    files += 1;
-                    let text = std::fs::read_to_string(&p).unwrap_or_default();
-                    if code(&text).contains("String::from(&") {
-                        found.push(p.display().to_string());
-                    }
-                }
+        for p in rs_files(&d.path().join("src")) {
+            files += 1;
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            if code(&text).contains("String::from(&") {
+                found.push(p.display().to_string());
             }
         }
     }
