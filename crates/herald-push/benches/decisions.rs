@@ -77,6 +77,7 @@ fn bench_queued(c: &mut Criterion) {
                     body: Some("Hi".into()),
                 },
                 own: false,
+                at: 0,
             };
             for a in e.stanza_queued(1, &s, now) {
                 if let Action::Publish { iq_id, .. } = a {

@@ -137,6 +137,10 @@ pub struct StanzaInfo {
     /// own presence, the answer to its own IQ, the bounce of its own message: see
     /// [`crate::classify::caused_by`]). It tells the device nothing new: never pushed.
     pub own: bool,
+    /// When it reached the server, unix microseconds (0: unknown). Compared with the
+    /// user's XEP-0490 displayed markers (RULES.md §14): a stanza of a chat displayed up to
+    /// this time or later is not pushed.
+    pub at: i64,
 }
 
 /// The app server's answer to a publish.
@@ -282,6 +286,10 @@ struct RegState {
     /// A push that did not fit the user's or app server's share of `max_pending`: sent,
     /// with the count of that moment, when a slot frees (at most one per registration).
     owed: Option<Content>,
+    /// The important stanzas counted in `message_count` whose chat and time are known,
+    /// oldest first, at most `dedup_per_registration`: a displayed marker takes its chat's
+    /// out of the count (RULES.md §14).
+    unread: VecDeque<(String, i64)>,
 }
 
 /// Coalescing (RULES.md §6): a leading push goes out at
@@ -296,6 +304,9 @@ struct Window {
     urgent: bool,
     /// What the catch-up push says (its count is taken when it goes out).
     catch_up: Option<Content>,
+    /// The chat and time of the stanza the catch-up shows, so a displayed marker that
+    /// covers it can take its body out (RULES.md §14).
+    catch_up_src: Option<(String, i64)>,
     /// The catch-up timer, armed by the first covered important stanza.
     timer: Option<TimerKey>,
 }
@@ -311,6 +322,21 @@ impl RegState {
             dedup: Dedup::default(),
             window: None,
             owed: None,
+            unread: VecDeque::new(),
+        }
+    }
+
+    /// Counts an important stanza pushed or covered, remembering its chat and time for
+    /// displayed markers (at most `cap`; older ones then stay counted).
+    fn count_unread(&mut self, stanza: &StanzaInfo, cap: usize) {
+        self.message_count = self.message_count.saturating_add(1);
+        if let (Some(chat), true) = (stanza.summary.sender.as_ref(), stanza.at > 0) {
+            if self.unread.len() >= cap {
+                self.unread.pop_front();
+            }
+            if cap > 0 {
+                self.unread.push_back((chat.clone(), stanza.at));
+            }
         }
     }
 
@@ -318,12 +344,19 @@ impl RegState {
     /// Returns the catch-up timer to cancel.
     fn reset_awake(&mut self) -> Option<TimerKey> {
         self.message_count = 0;
+        self.unread.clear();
         self.owed = None;
         self.window.take().and_then(|w| w.timer)
     }
 }
 
 type TimerKey = (Instant, u64);
+
+/// The chat and time of a stanza a push shows (for displayed markers).
+fn source(stanza: &StanzaInfo) -> Option<(String, i64)> {
+    let chat = stanza.summary.sender.clone()?;
+    (stanza.at > 0).then_some((chat, stanza.at))
+}
 
 #[derive(Debug)]
 struct Hibernation {
@@ -398,6 +431,47 @@ pub struct Engine {
     touched: HashMap<String, Instant>,
     /// The eviction sweep's timer.
     sweep: Option<TimerKey>,
+    /// Per loaded user, each chat's XEP-0490 displayed marker (RULES.md §14).
+    displayed: HashMap<String, Displayed>,
+}
+
+/// How many chats' displayed markers the engine keeps per user; beyond it the chat
+/// displayed longest ago is forgotten (its stanzas may then push once more).
+pub const MAX_DISPLAYED_CHATS: usize = 256;
+
+/// One user's displayed markers: chat JID → displayed up to (unix microseconds).
+#[derive(Debug, Default)]
+struct Displayed {
+    chats: HashMap<String, i64>,
+}
+
+impl Displayed {
+    /// Moves a chat's marker forward (never back); false when it did not move.
+    fn advance(&mut self, chat: &str, upto: i64) -> bool {
+        if let Some(t) = self.chats.get_mut(chat) {
+            if *t >= upto {
+                return false;
+            }
+            *t = upto;
+            return true;
+        }
+        if self.chats.len() >= MAX_DISPLAYED_CHATS {
+            if let Some(oldest) = self
+                .chats
+                .iter()
+                .min_by_key(|(_, t)| **t)
+                .map(|(c, _)| c.clone())
+            {
+                self.chats.remove(&oldest);
+            }
+        }
+        self.chats.insert(chat.to_owned(), upto);
+        true
+    }
+
+    fn covers(&self, chat: &str, at: i64) -> bool {
+        at > 0 && self.chats.get(chat).is_some_and(|t| at <= *t)
+    }
 }
 
 impl Engine {
@@ -418,6 +492,7 @@ impl Engine {
             owed: VecDeque::new(),
             touched: HashMap::new(),
             sweep: None,
+            displayed: HashMap::new(),
         }
     }
 
@@ -1128,6 +1203,7 @@ impl Engine {
         for user in idle {
             self.users.remove(&user);
             self.touched.remove(&user);
+            self.displayed.remove(&user);
         }
         if waiting {
             self.sweep = Some(self.schedule(now + ttl, Timer::Sweep));
@@ -1230,6 +1306,8 @@ impl Engine {
         };
         let (user, regs) = (sess.user.clone(), sess.regs.clone());
         let cap = self.config_for(&user).dedup_per_registration;
+        // What another device already displayed tells this one nothing new (RULES.md §14).
+        let shown: Vec<bool> = batch.iter().map(|s| self.was_displayed(&user, s)).collect();
         let mut best: Option<Importance> = None;
         for key in regs {
             let Some(state) = self.reg_mut(&user, &key) else {
@@ -1238,12 +1316,12 @@ impl Engine {
             // The push shows the latest important stanza, else the latest one. What the
             // device caused itself is skipped: it tells the device nothing new.
             let mut pick: Option<&StanzaInfo> = None;
-            for stanza in batch.iter().filter(|s| !s.own) {
+            for (stanza, _) in batch.iter().zip(&shown).filter(|(s, d)| !s.own && !**d) {
                 if !state.dedup.insert(stanza.id, cap) {
                     continue;
                 }
                 if stanza.importance.is_important() {
-                    state.message_count = state.message_count.saturating_add(1);
+                    state.count_unread(stanza, cap);
                 }
                 if pick.is_none_or(|p| {
                     stanza.importance.is_important() || !p.importance.is_important()
@@ -1256,7 +1334,15 @@ impl Engine {
             };
             let count = state.message_count;
             let content = self.content_for(&user, count, pick);
-            if self.offer(&user, &key, pick.importance, content, now, out) {
+            if self.offer(
+                &user,
+                &key,
+                pick.importance,
+                content,
+                source(pick),
+                now,
+                out,
+            ) {
                 best = best.max(Some(pick.importance));
             }
         }
@@ -1275,7 +1361,7 @@ impl Engine {
         now: Instant,
         out: &mut Vec<Action>,
     ) -> Option<Importance> {
-        if stanza.own {
+        if stanza.own || self.was_displayed(user, stanza) {
             return None;
         }
         let cap = self.config_for(user).dedup_per_registration;
@@ -1285,12 +1371,138 @@ impl Engine {
             return None;
         }
         if stanza.importance.is_important() {
-            state.message_count = state.message_count.saturating_add(1);
+            state.count_unread(stanza, cap);
         }
         let count = state.message_count;
         let content = self.content_for(user, count, stanza);
-        self.offer(user, key, stanza.importance, content, now, out)
-            .then_some(stanza.importance)
+        self.offer(
+            user,
+            key,
+            stanza.importance,
+            content,
+            source(stanza),
+            now,
+            out,
+        )
+        .then_some(stanza.importance)
+    }
+
+    /// Whether `user` displayed `stanza`'s chat up to it or later on some device.
+    fn was_displayed(&self, user: &str, stanza: &StanzaInfo) -> bool {
+        let Some(chat) = stanza.summary.sender.as_deref() else {
+            return false;
+        };
+        self.displayed
+            .get(user)
+            .is_some_and(|d| d.covers(chat, stanza.at))
+    }
+
+    /// XEP-0490: `user` displayed `chat` up to `upto` (unix microseconds: the server's
+    /// time of the marked message, or of the marker when it marks the chat's latest
+    /// message) on some device. What that covers leaves every registration's
+    /// `message-count`; a sleeping device whose count dropped gets one unimportant push
+    /// with the new count, coalesced like any push, so its badge can clear (RULES.md §14).
+    pub fn displayed(&mut self, user: &str, chat: &str, upto: i64, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        if !self
+            .displayed
+            .entry(user.to_owned())
+            .or_default()
+            .advance(chat, upto)
+        {
+            return out;
+        }
+        self.touch(user, now);
+        let keys: Vec<RegKey> = self
+            .users
+            .get(user)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        for key in keys {
+            let asleep = self.asleep(user, &key);
+            let Some(state) = self.reg_mut(user, &key) else {
+                continue;
+            };
+            let before = state.unread.len();
+            state.unread.retain(|(c, at)| !(c == chat && *at <= upto));
+            let gone = before - state.unread.len();
+            if gone == 0 {
+                continue;
+            }
+            state.message_count = state
+                .message_count
+                .saturating_sub(u32::try_from(gone).unwrap_or(u32::MAX));
+            if asleep {
+                self.badge(user, &key, chat, upto, now, &mut out);
+            }
+        }
+        out
+    }
+
+    /// A sleeping device's count dropped: one unimportant push with the new count. Inside
+    /// an open window it rides on the catch-up (whose body is dropped if the marker covers
+    /// the stanza it showed), else it goes out now and opens an unimportant window, so a
+    /// user reading ten chats on the desktop wakes the phone at most twice per window.
+    fn badge(
+        &mut self,
+        user: &str,
+        key: &RegKey,
+        chat: &str,
+        upto: i64,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let span = self.config_for(user).coalesce_window;
+        let Some(state) = self.reg_mut(user, key) else {
+            return;
+        };
+        let badge = Content {
+            count: state.message_count,
+            priority: Some(Priority::Low),
+            ..Content::default()
+        };
+        let mut arm = None;
+        match state.window.as_mut() {
+            Some(w) if w.end > now => {
+                let covered = w
+                    .catch_up_src
+                    .as_ref()
+                    .is_some_and(|(c, at)| c == chat && *at <= upto);
+                match w.catch_up.as_mut() {
+                    Some(c) if !covered => c.count = badge.count,
+                    _ => {
+                        // Nothing pending, or what was pending is displayed now.
+                        w.catch_up = Some(badge);
+                        w.catch_up_src = None;
+                    }
+                }
+                if w.timer.is_none() {
+                    arm = Some(w.end);
+                }
+            }
+            _ => {
+                let cancel = state.window.take().and_then(|w| w.timer);
+                state.window = Some(Window {
+                    end: now + span,
+                    important: false,
+                    urgent: false,
+                    catch_up: None,
+                    catch_up_src: None,
+                    timer: None,
+                });
+                if let Some(t) = cancel {
+                    self.timers.remove(&t);
+                }
+                self.publish(user, key, badge, now, out);
+                return;
+            }
+        }
+        if let Some(at) = arm {
+            let t = self.schedule(at, Timer::CatchUp(user.to_owned(), key.clone()));
+            if let Some(w) = self.reg_mut(user, key).and_then(|s| s.window.as_mut()) {
+                w.timer = Some(t);
+            }
+        }
     }
 
     /// Coalescing (see [`Window`]): whether a push for a stanza of `importance` goes out
@@ -1298,12 +1510,14 @@ impl Engine {
     /// is owed the catch-up at the window's end). A push leads when no window is open, when
     /// it is the first important one after an unimportant leading push, or when it is the
     /// first incoming call of the window: a call rings now.
+    #[allow(clippy::too_many_arguments)]
     fn offer(
         &mut self,
         user: &str,
         key: &RegKey,
         importance: Importance,
         content: Content,
+        src: Option<(String, i64)>,
         now: Instant,
         out: &mut Vec<Action>,
     ) -> bool {
@@ -1322,6 +1536,7 @@ impl Engine {
                     cancel = w.timer.take();
                 } else if important {
                     w.catch_up = Some(content.clone());
+                    w.catch_up_src = src;
                     if w.timer.is_none() {
                         arm = Some(w.end);
                     }
@@ -1340,6 +1555,7 @@ impl Engine {
                 important,
                 urgent,
                 catch_up: None,
+                catch_up_src: None,
                 timer: None,
             });
         }
@@ -1390,9 +1606,12 @@ impl Engine {
         content.count = state.message_count;
         state.window = Some(Window {
             end: now + span,
-            important: true,
+            // A badge update (RULES.md §14) is unimportant: an important stanza after it
+            // still goes out at once.
+            important: content.priority != Some(Priority::Low),
             urgent: false,
             catch_up: None,
+            catch_up_src: None,
             timer: None,
         });
         self.publish(user, key, content, now, out);

@@ -35,6 +35,7 @@ fn info(id: u64, xml: &str) -> StanzaInfo {
         importance: herald_push::classify(&e),
         summary: herald_push::summarize(&e),
         own: caused_by(&e, PHONE),
+        at: 0,
     }
 }
 

@@ -261,6 +261,7 @@ fn row_groupchat_to_bare_jid_without_session_pushes_every_registration() {
         importance: classify(&el),
         summary: summarize(&el),
         own: false,
+        at: 0,
     };
     let p = pushes(&e.groupchat_unrouted(USER, &s, c.at(0.0)));
     assert_eq!(p.len(), 2);
@@ -281,6 +282,7 @@ fn row_received_carbon_to_hibernated_session_is_pushed() {
         importance: classify(&el),
         summary: summarize(&el),
         own: false,
+        at: 0,
     };
     let p = pushes(&e.stanza_queued(S1, &s, c.at(1.0)));
     assert_eq!(p.len(), 1);
@@ -302,6 +304,7 @@ fn row_sent_carbon_is_pushed_unimportant() {
         importance: classify(&el),
         summary: summarize(&el),
         own: false,
+        at: 0,
     };
     let p = pushes(&e.stanza_queued(S1, &s, c.at(1.0)));
     assert_eq!(p.len(), 1);
@@ -526,6 +529,7 @@ fn row_unimportant_kinds_pushed_without_placeholder() {
         importance: classify(&el),
         summary: summarize(&el),
         own: false,
+        at: 0,
     };
     assert_eq!(s.importance, Importance::Unimportant);
     let p = pushes(&e.stanza_queued(S1, &s, c.at(1.0)));

@@ -55,6 +55,7 @@ pub fn stanza(id: u64, importance: Importance) -> StanzaInfo {
             },
         },
         own: false,
+        at: 0,
     }
 }
 

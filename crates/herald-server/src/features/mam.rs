@@ -226,7 +226,9 @@ pub async fn stamp_outgoing(
     if shared.space.is_low() {
         return Err(LowSpace);
     }
-    let xml = String::from(el);
+    let Some(xml) = stanza::to_xml(el) else {
+        return Ok(None);
+    };
     if !archive_has_room(shared, user, xml.len()) {
         return Ok(None);
     }

@@ -32,6 +32,42 @@ pub fn on_archived(shared: &Shared, ev: hooks::Archived) {
     });
 }
 
+/// XEP-0490: `user` published a displayed marker for `chat` pointing at the message with
+/// archive id `stanza_id` (a `<stanza-id by=user>`). The push rules compare times, so the
+/// marker becomes "displayed up to" the server time just before the chat's next archived
+/// message (or now, when the marked message is the chat's latest): a message's push time is
+/// taken when it is queued, a little after its archive stamp, so the marked message itself
+/// must be covered too. A marker whose message is not in the user's archive (another
+/// entity's stanza-id, or one already purged) is left to the clients (RULES.md §14).
+pub async fn on_displayed(shared: &Arc<Shared>, user: &str, chat: &str, stanza_id: &str) {
+    let q = herald_store::ArchiveQuery {
+        with: Some(chat.to_owned()),
+        after_id: Some(stanza_id.to_owned()),
+        max: 1,
+        ..Default::default()
+    };
+    let owner = user.to_owned();
+    let page = shared
+        .db(move |s: &roles::Archive| s.query_archive(&owner, &q))
+        .await;
+    let upto = match page {
+        Ok(p) => match p.items.first() {
+            Some(next) => next.timestamp.saturating_sub(1),
+            None => herald_xep::delay::now_micros(),
+        },
+        Err(StoreError::NotFound) => return,
+        Err(e) => {
+            tracing::warn!(error = %e, user, "displayed marker lookup failed");
+            return;
+        }
+    };
+    shared.push.send(PushEvent::Displayed {
+        user: user.to_owned(),
+        chat: chat.to_owned(),
+        upto,
+    });
+}
+
 /// Rule c.
 pub fn on_stored_offline(shared: &Shared, ev: hooks::StoredOffline) {
     shared.push.send(PushEvent::StoredOffline {
@@ -373,6 +409,10 @@ async fn handle(
         PushEvent::StoredOffline { user, stanza } => {
             ensure_loaded(shared, engine, stats, &user).await;
             engine.stored_offline(&user, &stanza, now)
+        }
+        PushEvent::Displayed { user, chat, upto } => {
+            ensure_loaded(shared, engine, stats, &user).await;
+            engine.displayed(&user, &chat, upto, now)
         }
         PushEvent::GroupchatUnrouted { user, stanza } => {
             ensure_loaded(shared, engine, stats, &user).await;

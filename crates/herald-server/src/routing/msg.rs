@@ -356,6 +356,15 @@ pub enum PushEvent {
         /// The stanza.
         stanza: StanzaInfo,
     },
+    /// XEP-0490: the user displayed `chat` up to `upto` (unix micros) on some device.
+    Displayed {
+        /// Account.
+        user: String,
+        /// The chat's JID (the displayed item's id).
+        chat: String,
+        /// Displayed up to this server time.
+        upto: i64,
+    },
     /// Rule a: resumed.
     Resumed {
         /// Session.
@@ -584,15 +593,20 @@ impl PushHandle {
             importance: self.classifier.classify(el),
             summary: herald_push::summarize(el),
             own: false,
+            at: herald_xep::delay::now_micros(),
         }
     }
 
     /// What the push rules need to know of a stanza queued for the session `full_jid`:
-    /// whether that device caused it itself (its own presence echo, its IQ's answer).
-    pub fn info_for(&self, id: u64, el: &Element, full_jid: &str) -> StanzaInfo {
+    /// whether that device caused it itself (its own presence echo, its IQ's answer), and
+    /// when it was queued (`queued_at`, unix micros; 0: now), which displayed markers are
+    /// compared with.
+    pub fn info_for(&self, id: u64, el: &Element, full_jid: &str, queued_at: i64) -> StanzaInfo {
+        let info = self.info(id, el);
         StanzaInfo {
             own: herald_push::caused_by(el, full_jid),
-            ..self.info(id, el)
+            at: if queued_at > 0 { queued_at } else { info.at },
+            ..info
         }
     }
 

@@ -664,7 +664,7 @@ impl Session {
             self.ctx
                 .shared
                 .push
-                .info_for(id, &o.el, self.ctx.jid.as_str())
+                .info_for(id, &o.el, self.ctx.jid.as_str(), o.at)
         });
         if self.persisted && self.conn.is_none() {
             self.write_through.extend(crate::c2s::persist::queued(&o));

@@ -230,7 +230,7 @@ impl Session {
     pub(super) fn push_info(&self, o: &Routed) -> Option<herald_push::StanzaInfo> {
         let id = o.origin.id()?;
         let jid = self.ctx.jid.as_str();
-        Some(self.ctx.shared.push.info_for(id, &o.el, jid))
+        Some(self.ctx.shared.push.info_for(id, &o.el, jid, o.at))
     }
 
     pub(super) fn unacked_infos(&self) -> Vec<herald_push::StanzaInfo> {
