@@ -460,6 +460,48 @@ async fn silent_peer_times_out_and_the_queue_is_bounded() {
 }
 
 #[tokio::test]
+async fn a_silent_peer_holds_no_more_than_the_s2s_byte_budget() {
+    // The count bound (`max_queue`) is far away; the byte budget bounds what waits for a
+    // domain that does not answer, and another domain's traffic is not affected.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let s = TestServer::start_with(|c| {
+        base(c, "a.test", free_port());
+        c.s2s
+            .routes
+            .insert("silent.test".into(), format!("127.0.0.1:{port}"));
+        c.s2s.connect_timeout = Dur(std::time::Duration::from_secs(5));
+        c.s2s.max_queue = 1024;
+        c.limits.s2s_queue_bytes = 64 << 10;
+    })
+    .await;
+    s.add_user("alice", "pw");
+    s.add_user("bob", "pw");
+    let mut alice = RawClient::login_to(s.c2s(), "a.test", "alice", "pw", "r").await;
+    let body = "x".repeat(40_000);
+    for i in 1..=3 {
+        alice
+            .send(&format!(
+                "<message to='x@silent.test' id='b{i}'><body>{body}</body></message>"
+            ))
+            .await;
+    }
+    // The first fits the empty queue; the second would take it past 64 KiB.
+    assert_eq!(bounced(&mut alice, "b2").await, "resource-constraint");
+    assert_eq!(bounced(&mut alice, "b3").await, "resource-constraint");
+    // A local user is reached at once meanwhile.
+    let mut bob = RawClient::login_to(s.c2s(), "a.test", "bob", "pw", "r").await;
+    bob.send("<presence/>").await;
+    alice
+        .send("<message to='bob@a.test' id='l1'><body>still here</body></message>")
+        .await;
+    message(&mut bob, "alice@a.test/r", "still here").await;
+    // The one that waited is bounced when the peer never answers.
+    assert_eq!(bounced(&mut alice, "b1").await, "remote-server-timeout");
+    drop(silent);
+}
+
+#[tokio::test]
 async fn certificate_that_does_not_verify_is_refused_without_dialback() {
     // a allows no dialback; b has a self-signed certificate, which a accepts here
     // (insecure_outgoing, from `base`) but b does not trust a's: a cannot authenticate.
