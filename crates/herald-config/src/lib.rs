@@ -553,6 +553,16 @@ pub struct LimitsConfig {
     pub s2s_queue_bytes: usize,
     /// Bytes of stanzas waiting for one component connection; beyond: `resource-constraint`.
     pub component_queue_bytes: usize,
+    /// Stanzas (and XEP-0198 nonzas) per second a bound c2s session may send; beyond, the
+    /// server reads its socket more slowly (nothing is dropped). 0: no limit.
+    pub c2s_stanzas_per_second: u64,
+    /// Stanzas a c2s session may send at once beyond that rate.
+    pub c2s_stanza_burst: u64,
+    /// Bytes per second (weighed as `session_queue_bytes` weighs stanzas) a bound c2s
+    /// session may send; beyond, its socket is read more slowly. 0: no limit.
+    pub c2s_bytes_per_second: u64,
+    /// Bytes a c2s session may send at once beyond that rate.
+    pub c2s_byte_burst: u64,
 }
 
 impl Default for LimitsConfig {
@@ -573,6 +583,10 @@ impl Default for LimitsConfig {
             account_queue_bytes: 16 << 20,
             s2s_queue_bytes: 8 << 20,
             component_queue_bytes: 8 << 20,
+            c2s_stanzas_per_second: 100,
+            c2s_stanza_burst: 1000,
+            c2s_bytes_per_second: 1 << 20,
+            c2s_byte_burst: 8 << 20,
         }
     }
 }
@@ -1063,6 +1077,17 @@ impl Config {
                 return Err(bad(key, "must be at least 1".into()));
             }
         }
+        // A burst below what one login sends (or one large stanza weighs) would slow every
+        // client down, not just floods.
+        if l.c2s_stanzas_per_second > 0 && l.c2s_stanza_burst < 50 {
+            return Err(bad("limits.c2s_stanza_burst", "must be at least 50".into()));
+        }
+        if l.c2s_bytes_per_second > 0 && l.c2s_byte_burst < MIN_QUEUE_BYTES as u64 {
+            return Err(bad(
+                "limits.c2s_byte_burst",
+                format!("must be at least {MIN_QUEUE_BYTES} (64 KiB)"),
+            ));
+        }
         // Smaller budgets would refuse ordinary traffic; the largest stanza always passes
         // an empty queue whatever the budget, so none depends on max_stanza_bytes.
         for (key, v) in [
@@ -1227,6 +1252,17 @@ impl Config {
     }
 
     /// The XEP-0198 machine's configuration (`[stream_management]`).
+    /// The inbound rate limits of a logged-in c2s session (`[limits] c2s_*`).
+    pub fn c2s_rate(&self) -> herald_session::rate::RateLimits {
+        let l = &self.limits;
+        herald_session::rate::RateLimits {
+            stanzas_per_second: l.c2s_stanzas_per_second,
+            stanza_burst: l.c2s_stanza_burst,
+            bytes_per_second: l.c2s_bytes_per_second,
+            byte_burst: l.c2s_byte_burst,
+        }
+    }
+
     pub fn sm(&self) -> herald_session::sm::SmConfig {
         let c = &self.stream_management;
         herald_session::sm::SmConfig {

@@ -88,6 +88,8 @@ pub struct Metrics {
     pub logins: AtomicU64,
     /// Stanzas refused because a session's inbox was full.
     pub inbox_full: AtomicU64,
+    /// Times a client went over its inbound rate (`[limits] c2s_*`) and reading paused.
+    pub c2s_throttled: AtomicU64,
 }
 
 /// State every task shares. Each field says who writes it and why it exists.

@@ -78,3 +78,62 @@ async fn start_raises_the_descriptor_limit_and_knows_when_max_connections_does_n
     assert_eq!(herald_transport::fd::fd_shortfall(960, 1024), None);
     assert_eq!(herald_transport::fd::fd_shortfall(961, 1024), Some(960));
 }
+
+#[tokio::test]
+async fn a_client_over_its_stanza_rate_is_read_slower_loses_nothing_and_still_receives() {
+    let s = TestServer::start_with(|c| {
+        c.limits.c2s_stanzas_per_second = 20;
+        c.limits.c2s_stanza_burst = 50;
+    })
+    .await;
+    s.add_user("alice", "pw");
+    s.add_user("bob", "pw");
+    let mut alice = RawClient::login(s.c2s(), "alice", "pw", "phone").await;
+    alice.send("<presence/>").await;
+    let mut bob = RawClient::login(s.c2s(), "bob", "pw", "desk").await;
+    let started = std::time::Instant::now();
+    // 90 pings in one write: 50 fit the burst, 40 more take two seconds at 20/s.
+    let flood: String = (1..=90)
+        .map(|i| format!("<iq type='get' id='p{i}'><ping xmlns='urn:xmpp:ping'/></iq>"))
+        .collect();
+    alice.send(&flood).await;
+    bob.send("<message to='alice@localhost/phone' id='hello'><body>hi</body></message>")
+        .await;
+    let mut next = 1;
+    let mut got_message_at = None;
+    while next <= 90 {
+        let el = alice.element().await;
+        match el.name() {
+            "iq" => {
+                // Every ping is answered, in order: nothing is dropped.
+                assert_eq!(el.attr("id"), Some(format!("p{next}").as_str()));
+                assert_eq!(el.attr("type"), Some("result"));
+                next += 1;
+            }
+            "message" => got_message_at = Some(next),
+            _ => {}
+        }
+    }
+    // Reading is paused, not the session: bob's message reached alice while her own
+    // stanzas waited.
+    let at = got_message_at.expect("bob's message did not arrive");
+    assert!(
+        at < 90,
+        "bob's message came only after the flood (at ping {at})"
+    );
+    // Lower bound only: a slower machine only makes it longer.
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(1500),
+        "90 stanzas at 20/s with a burst of 50 took {:?}",
+        started.elapsed()
+    );
+    let throttled = s
+        .running
+        .shared
+        .metrics
+        .c2s_throttled
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(throttled >= 1);
+    // Bob, under his own rate, is not slowed by alice's.
+    assert!(bob.sync("bob-fine").await.is_empty());
+}

@@ -21,6 +21,8 @@
 //! - [`budget`]: byte budgets for queues (a session's, its account's, an s2s or component
 //!   queue): a charge travels with each queued stanza and gives its bytes back when dropped.
 //!   Atomic counters, shared between the router and the session that releases them.
+//! - [`rate`]: inbound rate limits of a client stream (token buckets for stanzas and bytes):
+//!   a client over its rate is read more slowly, nothing is dropped.
 //! - [`subscription`]: the RFC 6121 presence subscription machine.
 //! - [`resources`]: who is online, shared by all sessions as plain data — the bind policy
 //!   (RFC 6120 §7.7.2.2: replace, add, evict the oldest hibernated session, or refuse) and
@@ -35,6 +37,7 @@
 pub mod budget;
 pub mod csi;
 pub mod negotiate;
+pub mod rate;
 pub mod resources;
 pub mod sm;
 pub mod sm_nonza;

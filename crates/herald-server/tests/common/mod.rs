@@ -45,6 +45,14 @@ pub fn test_config(dir: &std::path::Path) -> Config {
             min_free_bytes: 0,
             ..Default::default()
         },
+        // Many tests here flood on purpose (queue budgets, backlogs, quotas) and would only
+        // run slower under the inbound rate limits; those have their own tests
+        // (limits.rs), and the interop suite runs the server with the defaults.
+        limits: herald_server::config::LimitsConfig {
+            c2s_stanzas_per_second: 0,
+            c2s_bytes_per_second: 0,
+            ..Default::default()
+        },
         ..Config::default()
     }
 }

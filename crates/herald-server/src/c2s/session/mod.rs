@@ -122,6 +122,11 @@ pub struct Session {
     /// session (no unavailable broadcast, nothing handed on).
     parked: bool,
     wbuf: Vec<u8>,
+    /// `[limits] c2s_*`: what the client may still send before reading pauses.
+    inbound: herald_session::rate::InboundRate,
+    /// The client went over its rate: its socket is not read before then (what is routed
+    /// to it still flows).
+    paused: Option<Instant>,
 }
 
 enum Ev {
@@ -129,6 +134,8 @@ enum Ev {
     Read(Result<(), ConnError>),
     Timer,
     Shutdown,
+    /// The pause of an over-rate client is over: handle what its decoder already holds.
+    Unpaused,
 }
 
 async fn read_opt(conn: &mut Option<Conn>) -> Result<(), ConnError> {
@@ -207,6 +214,7 @@ impl Session {
         };
         hooks::notify(&shared.hooks.session_started, &shared, ev);
         let now = Instant::now();
+        let shared_rate = shared.cfg.c2s_rate();
         shared.session_started();
         Ok(Box::new(Session {
             sm: StreamManagement::new(shared.cfg.sm()),
@@ -229,6 +237,8 @@ impl Session {
             write_through: Vec::new(),
             write_through_tickets: Vec::new(),
             parked: false,
+            inbound: herald_session::rate::InboundRate::new(shared_rate, std_now()),
+            paused: None,
         }))
     }
 
@@ -334,6 +344,8 @@ impl Session {
             write_through: Vec::new(),
             write_through_tickets: Vec::new(),
             parked: false,
+            inbound: herald_session::rate::InboundRate::new(shared.cfg.c2s_rate(), std_now()),
+            paused: None,
         });
         let span = tracing::info_span!("conn", kind = "c2s", jid = %jid);
         tokio::spawn(session.main_restored().instrument(span));
@@ -395,12 +407,14 @@ impl Session {
         }
         loop {
             let deadline = self.deadline();
+            let paused = self.paused;
             let ev = {
                 let conn = &mut self.conn;
                 let rx = &mut self.rx;
                 tokio::select! {
                     m = rx.recv() => Ev::Msg(m),
-                    r = read_opt(conn) => Ev::Read(r),
+                    r = read_opt(conn), if paused.is_none() => Ev::Read(r),
+                    _ = async { match paused { Some(p) => tokio::time::sleep_until(p).await, None => std::future::pending().await } }, if paused.is_some() => Ev::Unpaused,
                     _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => Ev::Timer,
                     _ = shutdown.changed() => Ev::Shutdown,
                 }
@@ -419,6 +433,13 @@ impl Session {
                 Ev::Read(Err(e)) => Box::pin(self.on_transport_error(e)).await,
                 Ev::Timer => Box::pin(self.on_timer()).await,
                 Ev::Shutdown => Box::pin(self.on_shutdown()).await,
+                Ev::Unpaused => {
+                    self.paused = None;
+                    let deferred = self.deferred.clone();
+                    durable::DEFERRED
+                        .scope(deferred, Box::pin(self.on_readable()))
+                        .await
+                }
             };
             if !self.write_through.is_empty() {
                 Box::pin(self.flush_write_through()).await;
@@ -704,14 +725,30 @@ impl Session {
             };
             match ev {
                 Ok(None) => break,
-                Ok(Some(StreamEvent::Stanza(el))) => match self.on_client_element(el).await {
-                    Ok(Flow::Continue) => {}
-                    Ok(Flow::Stop) => return Flow::Stop,
-                    Err(e) => {
-                        self.fail(&e).await;
-                        return Flow::Stop;
+                Ok(Some(StreamEvent::Stanza(el))) => {
+                    let cost = crate::stanza::mem_cost(&el);
+                    match self.on_client_element(el).await {
+                        Ok(Flow::Continue) => {}
+                        Ok(Flow::Stop) => return Flow::Stop,
+                        Err(e) => {
+                            self.fail(&e).await;
+                            return Flow::Stop;
+                        }
                     }
-                },
+                    // Over its rate, the client waits: the rest of what it sent stays in
+                    // the decoder and the socket until the debt is paid.
+                    if let Some(until) = self.inbound.take(cost, std_now()) {
+                        self.ctx
+                            .shared
+                            .metrics
+                            .c2s_throttled
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let wait = until.saturating_duration_since(std_now());
+                        self.paused = Some(Instant::now() + wait);
+                        tracing::debug!(?wait, "client over its inbound rate: reading paused");
+                        break;
+                    }
+                }
                 Ok(Some(StreamEvent::End)) => {
                     // RFC 6120 §4.4: answer the close and end (no hibernation: the client left).
                     if let Some(mut c) = self.conn.take() {
