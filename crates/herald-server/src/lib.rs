@@ -135,6 +135,9 @@ pub struct Shared {
     /// Blocklists per user (a cache in front of the store). Written by blocking IQs; read
     /// for every routed stanza.
     pub blocklists: herald_store::cache::UserCache<xep::blocking::Blocklist>,
+    /// Avatar hashes (XEP-0153) per user, from their stored vCard (a cache in front of the
+    /// store). Written by vCard sets; read for every available presence a user sends.
+    pub avatars: herald_store::cache::UserCache<xep::vcard::Avatar>,
     /// Server-to-server federation: outgoing connections and verified incoming domains.
     /// Written by the s2s tasks.
     pub s2s: s2s::S2s,
@@ -271,6 +274,7 @@ impl Shared {
                         {
                             self.mam_prefs.forget(bare);
                             self.blocklists.forget(bare);
+                            self.avatars.forget(bare);
                         }
                         false
                     }
@@ -466,6 +470,7 @@ pub async fn start_with_store(cfg: Config, store: impl Backend) -> anyhow::Resul
         mam_queries: mam::Queries::new(&cfg.mam),
         mam_prefs: herald_store::cache::UserCache::new(100_000),
         blocklists: herald_store::cache::UserCache::new(100_000),
+        avatars: herald_store::cache::UserCache::new(100_000),
         s2s,
         accounts: Default::default(),
         resumable: Default::default(),
@@ -495,6 +500,10 @@ pub async fn start_with_store(cfg: Config, store: impl Backend) -> anyhow::Resul
     match shared.store.accounts_with_blocklist() {
         Ok(a) => shared.blocklists.know_stored(a),
         Err(e) => tracing::warn!(error = %e, "blocklists will be read per account"),
+    }
+    match shared.store.accounts_with_vcard() {
+        Ok(a) => shared.avatars.know_stored(a),
+        Err(e) => tracing::warn!(error = %e, "avatar hashes will be read per account"),
     }
     let mut running = Running {
         shared: shared.clone(),
