@@ -373,3 +373,58 @@ async fn private_storage_round_trip_and_refusals() {
     let r = private_set(&mut b, "p15", "<three xmlns='x:three'/>").await;
     assert_eq!(r.attr("type"), Some("result"), "{}", xml(&r));
 }
+
+/// Sends one request over the admin socket, as the CLI does; returns the server's reply.
+async fn admin(s: &TestServer, line: &str) -> String {
+    let cfg = s.running.shared.cfg.clone();
+    wait_until("admin socket", || {
+        herald_server::admin::admin_socket::socket_path(&cfg).exists()
+    })
+    .await;
+    let line = line.to_string();
+    tokio::task::spawn_blocking(move || herald::admin::notify(&cfg, &line))
+        .await
+        .unwrap()
+        .expect("the admin socket answers")
+}
+
+#[tokio::test]
+async fn removing_the_account_removes_its_vcard_avatar_and_private_data() {
+    let s = TestServer::start().await;
+    s.add_user("alice", "pw");
+    s.add_user("bob", "pw");
+    let mut a = RawClient::login(s.c2s(), "alice", "pw", "r").await;
+    let mut b = RawClient::login(s.c2s(), "bob", "pw", "r").await;
+    let r = set_vcard(&mut a, "s1", &vcard_with("Alice", Some(PHOTO_1))).await;
+    assert_eq!(r.attr("type"), Some("result"), "{}", xml(&r));
+    let r = private_set(
+        &mut a,
+        "p1",
+        "<prefs xmlns='x:prefs'><nick>Al</nick></prefs>",
+    )
+    .await;
+    assert_eq!(r.attr("type"), Some("result"), "{}", xml(&r));
+
+    assert_eq!(admin(&s, "user-remove alice@localhost").await, "ok 1");
+    a.expect_closed().await;
+    // Gone for others at once: no such account.
+    let r = ask(
+        &mut b,
+        "g1",
+        "<iq type='get' id='g1' to='alice@localhost'><vCard xmlns='vcard-temp'/></iq>",
+    )
+    .await;
+    assert_eq!(error_of(&r).0, "service-unavailable");
+
+    // A new account under the JID starts without vCard, avatar or private data.
+    s.add_user("alice", "pw2");
+    let mut a = RawClient::login(s.c2s(), "alice", "pw2", "r").await;
+    assert_eq!(fn_of(&mut a, "g2", "").await, "");
+    assert_eq!(fn_of(&mut b, "g3", " to='alice@localhost'").await, "");
+    let r = private_get(&mut a, "p2", "<prefs xmlns='x:prefs'/>").await;
+    assert_eq!(r.attr("type"), Some("result"), "{}", xml(&r));
+    assert!(!xml(&r).contains("Al"), "{}", xml(&r));
+    a.send("<presence/>").await;
+    let own = presence_from(&mut a, "alice@localhost/r").await;
+    assert_eq!(photo(&own), None, "{}", xml(&own));
+}
