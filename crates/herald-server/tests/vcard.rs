@@ -263,6 +263,15 @@ async fn presence_carries_the_photo_hash_and_follows_a_new_photo() {
     let mut c = login_available(&s, "carol").await;
     let p = presence_from(&mut c, "alice@localhost/r").await;
     assert_eq!(photo(&p).as_deref(), Some(HASH_2), "{}", xml(&p));
+    // Directed presence (a MUC join, say) carries it too (XEP-0398 §4).
+    a.send("<presence to='carol@localhost/a'><status>directed</status></presence>")
+        .await;
+    let p = c
+        .wait_for("alice's directed presence", |e| {
+            e.name() == "presence" && xml(e).contains("directed")
+        })
+        .await;
+    assert_eq!(photo(&p).as_deref(), Some(HASH_2), "{}", xml(&p));
 
     // The photo is removed: contacts learn "no avatar" (an empty <photo/>).
     let r = set_vcard(&mut a, "s3", &vcard_with("Alice", None)).await;
