@@ -51,6 +51,7 @@ import scenarios_mobile  # noqa: E402,F401
 import scenarios_push  # noqa: E402,F401
 import scenarios_restart  # noqa: E402,F401
 import scenarios_clients  # noqa: E402,F401
+import scenarios_profile  # noqa: E402,F401
 
 #: Scenarios run by default, in this order. Everything else registered is PENDING.
 ENABLED = [
@@ -72,6 +73,9 @@ ENABLED = [
     "push",
     # issue 15: clients people use
     "profanity_chat",
+    # issue 15: names, avatars, private data
+    "vcard_avatar",
+    "private_storage",
     # issue 11: no message lost (restarts the server: last)
     "sm_restart",
 ]

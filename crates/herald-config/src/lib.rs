@@ -127,6 +127,10 @@ pub struct Config {
     pub hosts: Vec<HostEntry>,
     /// Server-to-server federation.
     pub s2s: S2sConfig,
+    /// XEP-0054 vcard-temp.
+    pub vcard: VcardConfig,
+    /// XEP-0049 private XML storage.
+    pub private: PrivateConfig,
 }
 
 /// `[[hosts]]`: another domain served by this server.
@@ -375,6 +379,8 @@ impl Default for Config {
             push: PushConfig::default(),
             hosts: Vec::new(),
             s2s: S2sConfig::default(),
+            vcard: VcardConfig::default(),
+            private: PrivateConfig::default(),
         }
     }
 }
@@ -776,6 +782,47 @@ pub struct BlockingConfig {
 impl Default for BlockingConfig {
     fn default() -> Self {
         BlockingConfig { max_items: 1000 }
+    }
+}
+
+/// `[vcard]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VcardConfig {
+    /// Most bytes of one user's stored vCard (XEP-0054), as serialized XML, the avatar's
+    /// base64 PHOTO included; a larger set is refused with not-acceptable and changes nothing.
+    /// Every reader gets the vCard in one stanza, so keep it below `limits.max_stanza_bytes`
+    /// (and below what peers accept).
+    pub max_bytes: usize,
+}
+
+impl Default for VcardConfig {
+    fn default() -> Self {
+        // 192 KiB: room for a photo of ~140 KB (base64 grows it by a third), and the set, the
+        // result and every reader's copy stay one stanza under the 256 KiB that Herald
+        // (`limits.max_stanza_bytes`) and Prosody (`c2s_stanza_size_limit`) accept.
+        VcardConfig { max_bytes: 196_608 }
+    }
+}
+
+/// `[private]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivateConfig {
+    /// Most bytes of one stored XEP-0049 item (one element name and namespace), as
+    /// serialized XML; a larger set is refused with not-acceptable.
+    pub max_bytes_per_item: usize,
+    /// Most items (element name and namespace pairs) one user may store; a set that would
+    /// add one more is refused with resource-constraint and changes nothing.
+    pub max_items: usize,
+}
+
+impl Default for PrivateConfig {
+    fn default() -> Self {
+        PrivateConfig {
+            max_bytes_per_item: 65_536,
+            max_items: 64,
+        }
     }
 }
 
@@ -1201,9 +1248,24 @@ impl Config {
                 self.roster.max_groups_per_item,
             ),
             ("blocking.max_items", self.blocking.max_items),
+            ("private.max_items", self.private.max_items),
         ] {
             if v == 0 {
                 return Err(bad(key, "must be at least 1".into()));
+            }
+        }
+        // Below this not even an empty vCard or item with its wrapper fits. No upper bound
+        // against `limits.max_stanza_bytes`: a set larger than that never arrives anyway, and a
+        // file that lowered only the stanza limit keeps loading.
+        for (key, v) in [
+            ("vcard.max_bytes", self.vcard.max_bytes),
+            (
+                "private.max_bytes_per_item",
+                self.private.max_bytes_per_item,
+            ),
+        ] {
+            if v < 64 {
+                return Err(bad(key, "must be at least 64".into()));
             }
         }
         // Room for `<presence type='subscribe'/>` and a short status: below it every request
@@ -1646,6 +1708,12 @@ removed_retention = "7d"
                 "roster.max_request_bytes",
             ),
             ("[blocking]\nmax_items = 0\n", "blocking.max_items"),
+            ("[vcard]\nmax_bytes = 10\n", "vcard.max_bytes"),
+            ("[private]\nmax_items = 0\n", "private.max_items"),
+            (
+                "[private]\nmax_bytes_per_item = 0\n",
+                "private.max_bytes_per_item",
+            ),
         ] {
             let e = Config::parse(text, "f.toml").unwrap_err().to_string();
             assert!(e.contains(key), "{text:?} → {e}");

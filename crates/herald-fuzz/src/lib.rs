@@ -32,6 +32,7 @@
 //! | `stanza_error` | stanza errors (`error::parse_stanza_error`, condition and type names), error replies, a peer's `<stream:error/>` (herald-transport `conn::peer_stream_error`) |
 //! | `dialback` | XEP-0220 `db:result`/`db:verify` as an incoming s2s stream receives them (verdicts, key checks, the answers built from the peer's attributes) |
 //! | `component` | the XEP-0114 handshake as the component listener reads it (header, `<handshake/>` digest) and the component's `from` domains (`component::may_send_as`) |
+//! | `profile` | XEP-0054 vCard sets (`vcard::check_set`: size, PHOTO BINVAL decoding; a stored vCard parses back to itself), the XEP-0153 presence stamp (`vcard::stamp`: one `<x/>` at most, a client's `<photo/>` kept), XEP-0049 items (`private::item`) |
 //! | `stanza` | the accessors every session runs on a peer's stanza (`stanza::kind`, `to`, `from`, `strip_spoofed`, `error_reply`, `iq_result`, `Frozen`, which must thaw again) |
 
 use std::time::{Duration, Instant};
@@ -45,7 +46,9 @@ use herald_proto::stream::{self, Decoder, Limits, StreamEvent, StreamNs};
 use herald_proto::{ns, Element};
 use herald_session::sm::{SmConfig, SmEvent, StreamManagement};
 use herald_session::sm_nonza::{self, Answer};
-use herald_xep::{blocking, carbons, component as xcomp, delay, dialback, mam, roster, stanza};
+use herald_xep::{
+    blocking, carbons, component as xcomp, delay, dialback, mam, private, roster, stanza, vcard,
+};
 
 /// A fuzz target: bytes in, no panic.
 pub type Target = fn(&[u8]);
@@ -67,6 +70,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("dialback", dialback),
     ("component", component),
     ("stanza", stanza),
+    ("profile", profile),
 ];
 
 /// The target called `name`.
@@ -403,6 +407,42 @@ pub fn blocking(data: &[u8]) {
                 let mut iq = stanza::new("iq", stream::INTERNAL_NS, &[("type", "set")]);
                 iq.append_child(push);
                 assert_eq!(blocking::parse(&iq), Ok(cmd), "blocking push");
+            }
+        }
+    }
+}
+
+/// XEP-0054 vCards, the XEP-0153 stamp and XEP-0049 items, on every element and child.
+pub fn profile(data: &[u8]) {
+    for el in elements(data) {
+        for c in with_children(&el) {
+            if let Ok(checked) = vcard::check_set(c, 4096) {
+                assert!(checked.xml.len() <= 4096, "vCard over the bound");
+                if c.is("vCard", ns::VCARD) {
+                    assert_eq!(vcard::parse_stored(&checked.xml).as_ref(), Some(c), "vCard");
+                }
+            }
+            let sent = vcard::advertised(c);
+            for avatar in [
+                vcard::Avatar::NoVcard,
+                vcard::Avatar::NoPhoto,
+                vcard::Avatar::Sha1("ab".into()),
+            ] {
+                let mut p = c.clone();
+                let changed = vcard::stamp(&mut p, &avatar);
+                write(&p);
+                let xs = p.children().filter(|x| x.is("x", ns::VCARD_UPDATE)).count();
+                if changed {
+                    assert_eq!(xs, 1, "one <x/> after a stamp");
+                }
+                // A <photo> the client sent is never replaced.
+                if sent.is_some() {
+                    assert!(!changed, "stamp replaced the client's photo");
+                }
+            }
+            if let Ok((item, name, ns)) = private::item(c) {
+                assert_eq!((item.name(), item.ns()), (name.as_str(), ns));
+                write(&private::result(None, item));
             }
         }
     }

@@ -89,3 +89,9 @@ pub const OMEMO_2: &str = "urn:xmpp:omemo:2";
 pub const PGP_ENCRYPTED: &str = "jabber:x:encrypted";
 /// XEP-0373: OpenPGP for XMPP (OX).
 pub const OPENPGP: &str = "urn:xmpp:openpgp:0";
+/// XEP-0054: vcard-temp.
+pub const VCARD: &str = "vcard-temp";
+/// XEP-0153: the vCard avatar hash in presence.
+pub const VCARD_UPDATE: &str = "vcard-temp:x:update";
+/// XEP-0049: private XML storage.
+pub const PRIVATE: &str = "jabber:iq:private";

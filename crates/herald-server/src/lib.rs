@@ -12,7 +12,7 @@
 //! | [`transport`] | `listener`; `conn`, `tls_io`, `tls`, `inbox` re-exported from herald-transport | accept loops, bytes, TLS |
 //! | [`c2s`] | accept loop, `negotiate` (drives `herald_session::negotiate`'s machine), `session` (the task of one bound session; `session::sm` for XEP-0198 with answers from `herald_session::sm_nonza`, `session::csi`, `session::backlog`), `persist` (sessions across restarts) | a client's stream from first byte to last |
 //! | [`routing`] | `routing` (where a stanza goes, RFC 6121 §8), `router` (who is online), `msg` (the messages between tasks), `hooks` (typed events and their handler lists), `durable` (durable-before-acked tickets) | getting a stanza to the right task, knowing no feature |
-//! | [`features`] | `message`, `presence`, `roster`, `blocking`, `carbons`, `mam`, `offline`, `push` (the `herald push test` bookkeeping is `herald_push::diag`), `iq` (the IQ table, disco, ping, version, time), `ctx` (what a handler sees of a session) | what the server does with stanzas |
+//! | [`features`] | `message`, `presence`, `roster`, `blocking`, `carbons`, `mam`, `offline`, `push` (the `herald push test` bookkeeping is `herald_push::diag`), `vcard`, `private`, `iq` (the IQ table, disco, ping, version, time), `ctx` (what a handler sees of a session) | what the server does with stanzas |
 //! | [`federation`] | `s2s`, `component` | other servers and external components |
 //! | [`admin`] | `admin_socket`, `accounts` | operators' commands on the running server (the CLI side is `herald::admin`) |
 //!
@@ -137,6 +137,9 @@ pub struct Shared {
     /// Blocklists per user (a cache in front of the store). Written by blocking IQs; read
     /// for every routed stanza.
     pub blocklists: herald_store::cache::UserCache<xep::blocking::Blocklist>,
+    /// Avatar hashes (XEP-0153) per user, from their stored vCard (a cache in front of the
+    /// store). Written by vCard sets; read for every available presence a user sends.
+    pub avatars: herald_store::cache::UserCache<xep::vcard::Avatar>,
     /// Server-to-server federation: outgoing connections and verified incoming domains.
     /// Written by the s2s tasks.
     pub s2s: s2s::S2s,
@@ -273,6 +276,7 @@ impl Shared {
                         {
                             self.mam_prefs.forget(bare);
                             self.blocklists.forget(bare);
+                            self.avatars.forget(bare);
                         }
                         false
                     }
@@ -468,6 +472,7 @@ pub async fn start_with_store(cfg: Config, store: impl Backend) -> anyhow::Resul
         mam_queries: mam::Queries::new(&cfg.mam),
         mam_prefs: herald_store::cache::UserCache::new(100_000),
         blocklists: herald_store::cache::UserCache::new(100_000),
+        avatars: herald_store::cache::UserCache::new(100_000),
         s2s,
         accounts: Default::default(),
         resumable: Default::default(),
@@ -497,6 +502,10 @@ pub async fn start_with_store(cfg: Config, store: impl Backend) -> anyhow::Resul
     match shared.store.accounts_with_blocklist() {
         Ok(a) => shared.blocklists.know_stored(a),
         Err(e) => tracing::warn!(error = %e, "blocklists will be read per account"),
+    }
+    match shared.store.accounts_with_vcard() {
+        Ok(a) => shared.avatars.know_stored(a),
+        Err(e) => tracing::warn!(error = %e, "avatar hashes will be read per account"),
     }
     let mut running = Running {
         shared: shared.clone(),

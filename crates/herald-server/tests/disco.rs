@@ -91,6 +91,9 @@ async fn server_and_accounts_list_exactly_their_features() {
             // XEP-0191 §2 and XEP-0280 §3: discovered on the client's server.
             "urn:xmpp:blocking",
             "urn:xmpp:carbons:2",
+            // XEP-0054 §2 on the server; XEP-0049 has none, Prosody lists it there.
+            "vcard-temp",
+            "jabber:iq:private",
         ])
     );
     let account = sorted(&[

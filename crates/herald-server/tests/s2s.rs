@@ -1467,3 +1467,42 @@ async fn idle_incoming_stream_is_closed_and_bad_routes_are_rejected_at_start() {
         .expect("bad route accepted");
     assert!(format!("{e:#}").contains("s2s.routes"), "{e:#}");
 }
+
+#[tokio::test]
+async fn a_vcard_is_read_across_servers_but_set_only_by_its_owner() {
+    let fed = federate(|_| {}, |_| {}).await;
+    let mut alice = fed.alice().await;
+    let mut bob = fed.bob().await;
+    alice
+        .send("<iq type='set' id='v1'><vCard xmlns='vcard-temp'><FN>Alice of A</FN></vCard></iq>")
+        .await;
+    let r = alice
+        .wait_for("vCard set result", |el| el.attr("id") == Some("v1"))
+        .await;
+    assert_eq!(r.attr("type"), Some("result"), "{}", xml(&r));
+    // XEP-0054 §3.2: anyone, here a user of another server, reads it on the bare JID.
+    bob.send("<iq type='get' id='v2' to='alice@a.test'><vCard xmlns='vcard-temp'/></iq>")
+        .await;
+    let r = bob
+        .wait_for("vCard over s2s", |el| el.attr("id") == Some("v2"))
+        .await;
+    assert_eq!(r.attr("type"), Some("result"), "{}", xml(&r));
+    assert_eq!(r.attr("from"), Some("alice@a.test"), "{}", xml(&r));
+    let fn_ = r
+        .get_child("vCard", "vcard-temp")
+        .and_then(|v| v.get_child("FN", "vcard-temp"))
+        .map(|f| f.text());
+    assert_eq!(fn_.as_deref(), Some("Alice of A"), "{}", xml(&r));
+    // … and cannot change it.
+    bob.send("<iq type='set' id='v3' to='alice@a.test'><vCard xmlns='vcard-temp'><FN>Bob</FN></vCard></iq>")
+        .await;
+    let r = bob
+        .wait_for("vCard set over s2s", |el| el.attr("id") == Some("v3"))
+        .await;
+    assert_eq!(
+        error_condition(&r).as_deref(),
+        Some("forbidden"),
+        "{}",
+        xml(&r)
+    );
+}

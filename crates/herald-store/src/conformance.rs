@@ -12,6 +12,7 @@ use crate::{
     RemovalNote, RosterItem, RosterStore, SavedSession, ScramRecord, SessionStore, SmQueued,
     SmSessionRecord, Store, StoreError, Subscription, Usage, MAX_REMOVALS_PER_USER,
 };
+use crate::{PrivateItem, PrivateStore, StoredVcard, VcardStore};
 
 /// Runs every section of the suite against `store`.
 pub fn run_all(store: &Store) {
@@ -33,6 +34,8 @@ pub fn run_all(store: &Store) {
     offline_usage(store);
     archive_usage(store);
     purge_in_batches(store);
+    vcards(store);
+    private_items(store);
 }
 
 /// Distinct, recognisable credentials per seed.
@@ -1408,6 +1411,12 @@ pub fn delete_account_removes_everything(store: &Store) {
                 .unwrap(),
             1
         );
+        store
+            .set_vcard(user, &vcard("<vCard/>", Some("ab")))
+            .unwrap();
+        store
+            .set_private_items(user, &[pitem("p", "x:p", "<p/>")], 10)
+            .unwrap();
     }
     store.delete_account(u).unwrap();
 
@@ -1432,6 +1441,11 @@ pub fn delete_account_removes_everything(store: &Store) {
     assert!(store.push_registrations(u).unwrap().is_empty());
     assert!(!store.users_with_push().unwrap().contains(&u.to_owned()));
     assert!(store.removed_push_registrations(u).unwrap().is_empty());
+    assert_eq!(store.vcard(u).unwrap(), None);
+    assert_eq!(store.vcard_photo_hash(u).unwrap(), None);
+    assert!(!store.accounts_with_vcard().unwrap().contains(&u.to_owned()));
+    assert_eq!(store.private_item(u, "p", "x:p").unwrap(), None);
+    assert_eq!(store.private_count(u).unwrap(), 0);
 
     // The neighbour keeps everything.
     assert!(store.account_exists(keep).unwrap());
@@ -1454,6 +1468,14 @@ pub fn delete_account_removes_everything(store: &Store) {
     assert_eq!(store.mam_prefs(keep).unwrap().never, strings(&["n@x.test"]));
     assert_eq!(store.push_registrations(keep).unwrap().len(), 1);
     assert_eq!(store.removed_push_registrations(keep).unwrap().len(), 1);
+    assert_eq!(
+        store.vcard_photo_hash(keep).unwrap(),
+        Some(Some("ab".to_owned()))
+    );
+    assert_eq!(
+        store.private_item(keep, "p", "x:p").unwrap().as_deref(),
+        Some("<p/>")
+    );
 
     // A re-created account starts empty, archive ids are free again.
     store.create_account(u, &creds(10)).unwrap();
@@ -1658,4 +1680,112 @@ pub fn purge_in_batches(store: &Store) {
         )
         .unwrap();
     assert_eq!(ids(&page.items), vec!["keep"]);
+}
+
+fn vcard(xml: &str, hash: Option<&str>) -> StoredVcard {
+    StoredVcard {
+        xml: xml.to_owned(),
+        photo_hash: hash.map(str::to_owned),
+    }
+}
+
+fn pitem(name: &str, ns: &str, xml: &str) -> PrivateItem {
+    PrivateItem {
+        name: name.to_owned(),
+        ns: ns.to_owned(),
+        xml: xml.to_owned(),
+    }
+}
+
+/// VcardStore: absent until set, replaced whole, the hash read on its own, per user.
+pub fn vcards(store: &Store) {
+    let u = "v@vcard.conformance.test";
+    let other = "w@vcard.conformance.test";
+    assert_eq!(store.vcard(u).unwrap(), None);
+    assert_eq!(store.vcard_photo_hash(u).unwrap(), None);
+
+    store
+        .set_vcard(u, &vcard("<vCard><FN>V</FN></vCard>", None))
+        .unwrap();
+    assert_eq!(
+        store.vcard(u).unwrap(),
+        Some(vcard("<vCard><FN>V</FN></vCard>", None))
+    );
+    // A vCard without photo is known to have none (distinct from no vCard at all).
+    assert_eq!(store.vcard_photo_hash(u).unwrap(), Some(None));
+
+    store
+        .set_vcard(u, &vcard("<vCard><PHOTO/></vCard>", Some("0a1b")))
+        .unwrap();
+    assert_eq!(
+        store.vcard(u).unwrap(),
+        Some(vcard("<vCard><PHOTO/></vCard>", Some("0a1b")))
+    );
+    assert_eq!(
+        store.vcard_photo_hash(u).unwrap(),
+        Some(Some("0a1b".to_owned()))
+    );
+    assert_eq!(store.vcard(other).unwrap(), None);
+    let with = store.accounts_with_vcard().unwrap();
+    assert!(with.contains(&u.to_owned()));
+    assert!(!with.contains(&other.to_owned()));
+}
+
+/// PrivateStore: keyed by (name, namespace), replaced in place, the count bound atomic.
+pub fn private_items(store: &Store) {
+    let u = "p@private.conformance.test";
+    let other = "q@private.conformance.test";
+    assert_eq!(store.private_item(u, "a", "x:a").unwrap(), None);
+    assert_eq!(store.private_count(u).unwrap(), 0);
+
+    store
+        .set_private_items(u, &[pitem("a", "x:a", "<a xmlns='x:a'>1</a>")], 2)
+        .unwrap();
+    assert_eq!(
+        store.private_item(u, "a", "x:a").unwrap().as_deref(),
+        Some("<a xmlns='x:a'>1</a>")
+    );
+    // The same namespace under another name, and the same name under another namespace,
+    // are other items.
+    assert_eq!(store.private_item(u, "b", "x:a").unwrap(), None);
+    assert_eq!(store.private_item(u, "a", "x:b").unwrap(), None);
+    assert_eq!(store.private_item(other, "a", "x:a").unwrap(), None);
+
+    // Replacing keeps the count.
+    store
+        .set_private_items(u, &[pitem("a", "x:a", "<a xmlns='x:a'>2</a>")], 1)
+        .unwrap();
+    assert_eq!(store.private_count(u).unwrap(), 1);
+    assert_eq!(
+        store.private_item(u, "a", "x:a").unwrap().as_deref(),
+        Some("<a xmlns='x:a'>2</a>")
+    );
+
+    // Two new items where only one more fits: nothing is written, not even the first.
+    assert!(matches!(
+        store.set_private_items(
+            u,
+            &[
+                pitem("b", "x:b", "<b xmlns='x:b'/>"),
+                pitem("c", "x:c", "<c xmlns='x:c'/>"),
+            ],
+            2,
+        ),
+        Err(StoreError::QuotaExceeded)
+    ));
+    assert_eq!(store.private_count(u).unwrap(), 1);
+    assert_eq!(store.private_item(u, "b", "x:b").unwrap(), None);
+
+    store
+        .set_private_items(u, &[pitem("b", "x:b", "<b xmlns='x:b'/>")], 2)
+        .unwrap();
+    assert_eq!(store.private_count(u).unwrap(), 2);
+    // At the bound, replacing still works; the other user is unaffected by u's bound.
+    store
+        .set_private_items(u, &[pitem("b", "x:b", "<b xmlns='x:b'>n</b>")], 2)
+        .unwrap();
+    store
+        .set_private_items(other, &[pitem("a", "x:a", "<a xmlns='x:a'/>")], 1)
+        .unwrap();
+    assert_eq!(store.private_count(other).unwrap(), 1);
 }

@@ -1,7 +1,7 @@
 //! Herald's storage: role-sized traits and their embedded SQLite backend.
 //!
 //! Each role the server needs (accounts, roster, offline messages, blocking, the message
-//! archive, push registrations, XEP-0198 sessions) is a small trait implemented by [`Store`], so a feature module
+//! archive, push registrations, XEP-0198 sessions, vCards, private XML) is a small trait implemented by [`Store`], so a feature module
 //! depends only on the role it uses and another backend (PostgreSQL later) can implement the
 //! same traits and pass the same `conformance` suite (module behind the `conformance`
 //! feature).
@@ -25,6 +25,7 @@ pub mod cache;
 mod error;
 pub mod group_commit;
 mod offline;
+mod private;
 mod push;
 pub mod push_stats;
 mod roster;
@@ -32,6 +33,7 @@ mod session;
 pub mod space;
 mod sqlite;
 mod usage;
+mod vcard;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
@@ -44,6 +46,7 @@ pub use archive::{ArchivePage, ArchiveQuery, ArchiveStore, ArchivedMessage, MamP
 pub use block::BlockStore;
 pub use error::{Result, StoreError};
 pub use offline::{OfflineMessage, OfflineStore};
+pub use private::{PrivateItem, PrivateStore};
 pub use push::{
     PushRegistration, PushRemoval, PushStatsUpdate, PushStore, RemovalNote, MAX_REMOVALS_PER_USER,
 };
@@ -51,6 +54,7 @@ pub use roster::{RosterItem, RosterStore, Subscription};
 pub use session::{SavedSession, SessionStore, SmQueued, SmSessionRecord};
 pub use sqlite::{Durability, Store, StoreOptions};
 pub use usage::Usage;
+pub use vcard::{StoredVcard, VcardStore};
 
 /// A whole backend: every role at once. The server holds one as `Arc<dyn Backend>` and
 /// never names [`Store`], so its modules reach only the roles whose traits they import and
@@ -64,6 +68,8 @@ pub trait Backend:
     + PushStore
     + RosterStore
     + SessionStore
+    + VcardStore
+    + PrivateStore
     + std::any::Any
     + Send
     + Sync
@@ -94,6 +100,10 @@ pub mod roles {
     pub type Roster = dyn RosterStore + Send + Sync;
     /// Saved XEP-0198 sessions, tombstones and flags.
     pub type Sessions = dyn SessionStore + Send + Sync;
+    /// vCards (XEP-0054) and their avatar hashes (XEP-0153).
+    pub type Vcard = dyn VcardStore + Send + Sync;
+    /// Private XML storage (XEP-0049).
+    pub type Private = dyn PrivateStore + Send + Sync;
     /// Every role, for the few operations that span several (an account's removal).
     pub type All = dyn Backend;
 }
@@ -122,5 +132,7 @@ role!(
     roles::Push,
     roles::Roster,
     roles::Sessions,
-    roles::All
+    roles::All,
+    roles::Vcard,
+    roles::Private
 );

@@ -152,6 +152,16 @@ const MIGRATIONS: &[Migration] = &[
         version: 1,
         sql: include_str!("sql/sessions.sql"),
     },
+    Migration {
+        role: "vcard",
+        version: 1,
+        sql: include_str!("sql/vcard.sql"),
+    },
+    Migration {
+        role: "private",
+        version: 1,
+        sql: include_str!("sql/private.sql"),
+    },
 ];
 
 /// Every table holding per-user rows, by its owner column `account`. `delete_account` clears
@@ -174,6 +184,8 @@ pub(crate) const USER_TABLES: &[&str] = &[
     "sm_sessions",
     "sm_queue",
     "sm_tombstones",
+    "vcards",
+    "private_items",
 ];
 
 /// Enough for every fixed statement of every role, so `prepare_cached` never evicts them.

@@ -1,7 +1,8 @@
 //! herald-xep: pure payload helpers for herald-server's feature modules: parsing requests and
 //! building replies for MAM (XEP-0313), carbons (XEP-0280), blocking (XEP-0191), the roster
 //! (RFC 6121 §2), stored subscription requests (RFC 6121 §3.1.3) and delay stamps
-//! (XEP-0082/XEP-0203), Server Dialback keys and elements
+//! (XEP-0082/XEP-0203), vCards and their avatar hash ([`vcard`], XEP-0054/XEP-0153), private
+//! XML storage ([`private`], XEP-0049), Server Dialback keys and elements
 //! ([`dialback`], XEP-0220/XEP-0185), and [`stanza`], the small stanza accessors and
 //! builders every module uses.
 //!
@@ -16,9 +17,11 @@ pub mod component;
 pub mod delay;
 pub mod dialback;
 pub mod mam;
+pub mod private;
 pub mod roster;
 pub mod stanza;
 pub mod subscription;
+pub mod vcard;
 
 use herald_proto::jid::Jid;
 use herald_proto::Element;

@@ -11,5 +11,7 @@ pub mod mam;
 pub mod message;
 pub mod offline;
 pub mod presence;
+pub mod private;
 pub mod push;
 pub mod roster;
+pub mod vcard;

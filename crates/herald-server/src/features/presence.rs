@@ -119,6 +119,11 @@ pub async fn outbound(session: &mut SessionCtx, el: Element, to: Option<Jid>) {
                     return;
                 }
                 session.presence.directed.insert(to.to_string());
+                // XEP-0398 §4: directed presence (a MUC join) carries the hash too.
+                let mut el = el;
+                crate::features::vcard::stamp(&shared, &session.bare, &mut el).await;
+                routing::route(&shared, el).await;
+                return;
             } else if typ == "unavailable" {
                 session.presence.directed.remove(to.as_str());
             }
@@ -139,7 +144,11 @@ async fn available(session: &mut SessionCtx, el: Element) {
     let was_reachable = session.reachable();
     session.set_presence(true, prio);
     session.presence.initial_sent = true;
+    // Kept as the client sent it: the avatar hash is put in at each sending, so a later
+    // vCard change shows in re-broadcasts and probe answers.
     session.presence.last = stanza::Frozen::new(&el);
+    let mut el = el;
+    crate::features::vcard::stamp(&shared, &session.bare, &mut el).await;
     // Loaded once for the broadcast and, on initial presence, the probes.
     let items = roster_items(&shared, &session.bare).await;
     broadcast(session, &el, false, &items).await;
@@ -258,12 +267,7 @@ pub async fn answer_probe(session: &mut SessionCtx, probe: &Element) {
     if contact == session.bare {
         // The user's own new resource (see `initial_presence`): it may always see us.
         if from.as_str() != session.jid.as_str() {
-            if let Some(last) = session
-                .presence
-                .last
-                .as_ref()
-                .and_then(stanza::Frozen::thaw)
-            {
+            if let Some(last) = last_presence(session).await {
                 let p = addressed(&last, &session.jid.to_string(), from.as_str());
                 routing::route(&shared, p).await;
             }
@@ -273,15 +277,35 @@ pub async fn answer_probe(session: &mut SessionCtx, probe: &Element) {
     if !contact_gets_presence(&shared, &session.bare, &contact).await {
         return;
     }
-    if let Some(last) = session
-        .presence
-        .last
-        .as_ref()
-        .and_then(stanza::Frozen::thaw)
-    {
+    if let Some(last) = last_presence(session).await {
         let p = addressed(&last, &session.jid.to_string(), from.as_str());
         routing::route(&shared, p).await;
     }
+}
+
+/// The session's last available presence with the user's current avatar hash.
+async fn last_presence(session: &SessionCtx) -> Option<Element> {
+    let mut last = session
+        .presence
+        .last
+        .as_ref()
+        .and_then(stanza::Frozen::thaw)?;
+    crate::features::vcard::stamp(&session.shared, &session.bare, &mut last).await;
+    Some(last)
+}
+
+/// The user's avatar hash changed (XEP-0153): an available session broadcasts its last
+/// presence again, now with the new hash, to subscribers and the user's resources. Directed
+/// recipients (MUC rooms) are not sent it again: XEP-0398 §5 leaves that to the client.
+pub async fn rebroadcast(session: &mut SessionCtx) {
+    if !session.available() {
+        return;
+    }
+    let Some(last) = last_presence(session).await else {
+        return;
+    };
+    let items = roster_items(&session.shared, &session.bare).await;
+    broadcast(session, &last, false, &items).await;
 }
 
 /// A probe for `user` who has no available resource: answer unavailable if subscribed.

@@ -143,6 +143,9 @@ pub enum Command {
     CheckOffline,
     /// A roster push (RFC 6121 §2.1.6): written only if this client asked for the roster.
     RosterPush(Box<Element>),
+    /// The user's avatar hash changed (a vCard set, XEP-0153): broadcast the last available
+    /// presence again, which now carries the new hash.
+    RebroadcastPresence,
 }
 
 /// The bit that tells an offline row's id from a routing id (see [`Origin::id`]).

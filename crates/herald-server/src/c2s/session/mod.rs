@@ -504,6 +504,10 @@ impl Session {
                     Flow::Continue
                 }
             }
+            SessionMsg::Command(Command::RebroadcastPresence) => {
+                presence::rebroadcast(&mut self.ctx).await;
+                Flow::Continue
+            }
             SessionMsg::Kick(e) => {
                 self.fail(&e).await;
                 Flow::Stop

@@ -1,5 +1,5 @@
 //! Answers that need nothing but the request: XEP-0199 ping, XEP-0092 version, RFC 3921
-//! legacy session establishment.
+//! legacy session establishment, and `forbidden` for requests only the account may make.
 
 use herald_proto::ns;
 use herald_proto::Element;
@@ -22,6 +22,12 @@ pub fn version(req: &Request<'_>) -> Element {
         env!("CARGO_PKG_VERSION"),
     ));
     stanza::iq_result(req.iq, Some(q))
+}
+
+/// A request only the account itself may make, from someone else (another account's
+/// vCard set, XEP-0054 §3.3; its private data, XEP-0049 §2.3).
+pub fn forbidden(req: &Request<'_>) -> Element {
+    super::error(req.iq, herald_proto::error::StanzaErrorCondition::Forbidden)
 }
 
 /// RFC 3921 legacy session establishment: old clients still send it; nothing to do.

@@ -10,10 +10,11 @@ use herald_proto::Element;
 use crate::features::ctx::SessionCtx;
 
 use super::{basic, disco, push, time};
-use super::{Advertised, Entry, Handler, IqType, Reply, Target};
-use crate::features::carbons;
+use super::{Advertised, Entry, Handler, IqType, Reply, Request, Target};
+use crate::features::{carbons, private as private_storage, vcard};
+use herald_proto::error::StanzaErrorCondition;
 use Advertised::{Nowhere, OnAccount, OnServer};
-use Handler::{Now, WithSession};
+use Handler::{Now, Store, WithSession};
 use IqType::{Get, Set};
 use Target::{Other, Own, Server};
 
@@ -58,6 +59,18 @@ pub static TABLE: &[Entry] = &[
     // registration gets carries the Tigase priority hint, which clients look for there too.
     iq(Set, ns::PUSH,        "enable",    Own,    WithSession(push::command),     OnAccount(&[ns::PUSH, ns::PUSH_PRIORITY])),
     iq(Set, ns::PUSH,        "disable",   Own,    WithSession(push::command),     OnAccount(&[ns::PUSH])),
+    // XEP-0054 §2: discovered on the server. The vCard is public: anyone reads it on the
+    // account's bare JID (RFC 6121 §8.5.2.1.3), only the owner sets it (§3.3).
+    iq(Get, ns::VCARD,       "vCard",     Own,    Store(vcard_get),               OnServer(&[ns::VCARD])),
+    iq(Get, ns::VCARD,       "vCard",     Other,  Store(vcard_get),               OnServer(&[ns::VCARD])),
+    iq(Set, ns::VCARD,       "vCard",     Own,    Store(vcard_set),               OnServer(&[ns::VCARD])),
+    iq(Set, ns::VCARD,       "vCard",     Other,  Now(basic::forbidden),          Nowhere),
+    // XEP-0049 defines no disco feature; Prosody's mod_private lists its namespace on the
+    // server, where clients that check look. Another account's data: forbidden (§2.3).
+    iq(Get, ns::PRIVATE,     "query",     Own,    Store(private),                 OnServer(&[ns::PRIVATE])),
+    iq(Set, ns::PRIVATE,     "query",     Own,    Store(private),                 OnServer(&[ns::PRIVATE])),
+    iq(Get, ns::PRIVATE,     "query",     Other,  Now(basic::forbidden),          Nowhere),
+    iq(Set, ns::PRIVATE,     "query",     Other,  Now(basic::forbidden),          Nowhere),
 ];
 
 /// A table line (a constructor so each line stays one line).
@@ -99,4 +112,33 @@ fn blocking<'a>(s: &'a mut SessionCtx, iq: &'a Element, _: &'a Element) -> Reply
 
 fn mam<'a>(s: &'a mut SessionCtx, iq: &'a Element, payload: &'a Element) -> Reply<'a> {
     Box::pin(crate::features::mam::handle_iq(s, iq, payload))
+}
+
+// Adapters to `Handler::Store`: the account is set for `Own` and `Other` lines.
+
+fn vcard_get<'a>(r: &'a Request<'a>) -> Reply<'a> {
+    Box::pin(async move {
+        match r.account {
+            Some(a) => vcard::get(r.shared, r.iq, a).await,
+            None => super::error(r.iq, StanzaErrorCondition::ServiceUnavailable),
+        }
+    })
+}
+
+fn vcard_set<'a>(r: &'a Request<'a>) -> Reply<'a> {
+    Box::pin(async move {
+        match r.account {
+            Some(a) => vcard::set(r.shared, r.iq, r.payload, a).await,
+            None => super::error(r.iq, StanzaErrorCondition::ServiceUnavailable),
+        }
+    })
+}
+
+fn private<'a>(r: &'a Request<'a>) -> Reply<'a> {
+    Box::pin(async move {
+        match r.account {
+            Some(a) => private_storage::query(r.shared, r.iq, r.payload, a).await,
+            None => super::error(r.iq, StanzaErrorCondition::ServiceUnavailable),
+        }
+    })
 }

@@ -1,0 +1,99 @@
+//! XEP-0049 private XML storage: one stored element per (element name, namespace) of the
+//! user's own account, bounded by `[private]` (bytes per item, items per user). Another
+//! entity asking an account's bare JID gets `forbidden` (XEP-0049 §2.3 prefers it to
+//! `service-unavailable`).
+//!
+//! Owns nothing in memory; the store role `roles::Private` keeps the items. XEP-0411
+//! (bookmarks conversion to PEP) is not here: it would hook `set` for `storage:bookmarks`.
+
+use std::sync::Arc;
+
+use herald_proto::error::{ErrorType, StanzaErrorCondition};
+use herald_proto::Element;
+use herald_store::{roles, PrivateItem, StoreError};
+
+use crate::stanza;
+use crate::xep::private::{self as xp, Refusal};
+use crate::Shared;
+
+fn err(iq: &Element, cond: StanzaErrorCondition, text: Option<&str>) -> Element {
+    stanza::error(iq, cond, text).unwrap_or_else(|| stanza::iq_result(iq, None))
+}
+
+fn store_failed(iq: &Element, e: &StoreError) -> Element {
+    tracing::error!(error = %e, "private storage call failed");
+    stanza::error_typed(
+        iq,
+        StanzaErrorCondition::InternalServerError,
+        ErrorType::Wait,
+        None,
+    )
+    .unwrap_or_else(|| stanza::iq_result(iq, None))
+}
+
+/// `get` or `set` of `<query xmlns='jabber:iq:private'>` on the user's own account.
+pub async fn query(shared: &Arc<Shared>, iq: &Element, payload: &Element, user: &str) -> Element {
+    let user = user.to_string();
+    let (child, name, ns) = match xp::item(payload) {
+        Ok(i) => i,
+        Err(Refusal::BadFormat) => {
+            return err(
+                iq,
+                StanzaErrorCondition::BadRequest,
+                Some("exactly one element, in a namespace of its own"),
+            )
+        }
+        Err(Refusal::Reserved) => {
+            return err(
+                iq,
+                StanzaErrorCondition::NotAcceptable,
+                Some("reserved namespace"),
+            )
+        }
+    };
+    match stanza::typ(iq) {
+        "get" => {
+            let (u, n, s) = (user, name, ns);
+            match shared
+                .db(move |st: &roles::Private| st.private_item(&u, &n, &s))
+                .await
+            {
+                Ok(xml) => {
+                    let stored = xml.and_then(|x| x.parse::<Element>().ok());
+                    stanza::iq_result(iq, Some(xp::result(stored, child)))
+                }
+                Err(e) => store_failed(iq, &e),
+            }
+        }
+        _ => {
+            let cfg = &shared.cfg.private;
+            let Some(xml) = stanza::to_xml(child) else {
+                return err(iq, StanzaErrorCondition::BadRequest, None);
+            };
+            if xml.len() > cfg.max_bytes_per_item {
+                let text = format!("item larger than {} bytes", cfg.max_bytes_per_item);
+                return err(iq, StanzaErrorCondition::NotAcceptable, Some(&text));
+            }
+            if shared.account_gone(&user) {
+                return err(iq, StanzaErrorCondition::ServiceUnavailable, None);
+            }
+            let item = PrivateItem { name, ns, xml };
+            let max = cfg.max_items;
+            match shared
+                .db(move |st: &roles::Private| st.set_private_items(&user, &[item], max))
+                .await
+            {
+                Ok(()) => stanza::iq_result(iq, None),
+                // As a full blocklist or roster: wait, nothing changed.
+                Err(StoreError::QuotaExceeded) => stanza::error_typed(
+                    iq,
+                    StanzaErrorCondition::ResourceConstraint,
+                    ErrorType::Wait,
+                    Some("too many private items"),
+                )
+                .unwrap_or_else(|| stanza::iq_result(iq, None)),
+                Err(e) => store_failed(iq, &e),
+            }
+        }
+    }
+}
