@@ -11,6 +11,7 @@
 //! panic-free on arbitrary peer input.
 
 pub mod blocking;
+pub mod caps;
 pub mod carbons;
 pub mod component;
 pub mod delay;
