@@ -89,3 +89,17 @@ pub const OMEMO_2: &str = "urn:xmpp:omemo:2";
 pub const PGP_ENCRYPTED: &str = "jabber:x:encrypted";
 /// XEP-0373: OpenPGP for XMPP (OX).
 pub const OPENPGP: &str = "urn:xmpp:openpgp:0";
+/// XEP-0077: in-band registration.
+pub const REGISTER: &str = "jabber:iq:register";
+/// XEP-0077 §8: the in-band registration stream feature.
+pub const REGISTER_FEATURE: &str = "http://jabber.org/features/iq-register";
+/// XEP-0160: offline message storage, as a disco#info feature.
+pub const MSGOFFLINE: &str = "msgoffline";
+/// XEP-0115: entity capabilities.
+pub const CAPS: &str = "http://jabber.org/protocol/caps";
+/// XEP-0128/XEP-0157: FORM_TYPE of the server's contact addresses form.
+pub const SERVERINFO: &str = "http://jabber.org/network/serverinfo";
+/// XEP-0401: pre-authenticated roster subscription / registration token.
+pub const PARS: &str = "urn:xmpp:pars:0";
+/// XEP-0445: pre-authenticated in-band registration (the `<token/>`'s feature).
+pub const IBR_TOKEN: &str = "urn:xmpp:ibr-token:0";

@@ -52,6 +52,9 @@ pub struct Config {
     /// A fixed SCRAM server nonce (for test vectors and fuzzing); None: a random one per
     /// exchange.
     pub scram_nonce: Option<String>,
+    /// The server's XEP-0115 `<c/>`, offered among the features after authentication
+    /// (XEP-0115 §6.3); None: not offered.
+    pub caps: Option<Element>,
 }
 
 /// What the driver feeds the machine.
@@ -354,7 +357,12 @@ pub fn check_header(
 
 /// The stream features offered before authentication (`tls`: the transport is encrypted) or
 /// after it.
-pub fn features(tls: bool, require_tls: bool, authenticated: bool) -> Element {
+pub fn features(
+    tls: bool,
+    require_tls: bool,
+    authenticated: bool,
+    caps: Option<&Element>,
+) -> Element {
     let mut features = Element::bare("features", ns::STREAM);
     if !authenticated {
         if !tls {
@@ -375,6 +383,9 @@ pub fn features(tls: bool, require_tls: bool, authenticated: bool) -> Element {
         features.append_child(herald_proto::sm::feature());
         features.append_child(Element::bare("csi", ns::CSI));
         features.append_child(Element::bare("ver", ns::ROSTERVER));
+        if let Some(c) = caps {
+            features.append_child(c.clone());
+        }
     }
     features
 }
@@ -488,7 +499,12 @@ impl AwaitingHeader {
         out.push(Action::OpenStream {
             domain,
             to: header.from,
-            features: features(ctx.tls, ctx.cfg.require_encryption, user.is_some()),
+            features: features(
+                ctx.tls,
+                ctx.cfg.require_encryption,
+                user.is_some(),
+                ctx.cfg.caps.as_ref(),
+            ),
         });
         match user {
             None => Negotiation::Unauthenticated(Unauthenticated { ctx }),
@@ -1063,6 +1079,7 @@ pub fn run_bytes(data: &[u8], start: Instant) {
             lockout_time: Duration::from_secs(60),
         }),
         scram_nonce: Some("fuzznonce".into()),
+        caps: None,
     };
     let require = cfg.require_encryption;
     let mut m = Negotiation::new(cfg, flags & 2 != 0, start);

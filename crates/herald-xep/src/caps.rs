@@ -15,7 +15,7 @@ use herald_proto::ns;
 const XML_NS: &str = "http://www.w3.org/XML/1998/namespace";
 
 /// XEP-0115 namespace.
-pub const NS: &str = "http://jabber.org/protocol/caps";
+pub const NS: &str = ns::CAPS;
 
 /// The `node` Herald puts in its own `<c/>` (XEP-0115 §6.1: a URI identifying the software).
 pub const NODE: &str = "https://github.com/herald-xmpp/herald";

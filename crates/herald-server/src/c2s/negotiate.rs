@@ -46,7 +46,9 @@ pub enum Outcome {
 /// Negotiates a c2s stream until a bind or resume request, or failure.
 pub async fn negotiate(shared: &Arc<Shared>, mut conn: Conn) -> Outcome {
     let start = Instant::now();
-    let mut machine = Negotiation::new(shared.cfg.negotiation(), conn.is_tls(), start.into_std());
+    let mut cfg = shared.cfg.negotiation();
+    cfg.caps = crate::features::iq::disco::caps(&shared.cfg);
+    let mut machine = Negotiation::new(cfg, conn.is_tls(), start.into_std());
     let deadline = start + shared.cfg.c2s.negotiation_timeout.0;
     let mut actions = Vec::new();
     loop {

@@ -29,6 +29,7 @@ fn cfg(require_encryption: bool) -> Config {
         timeout: Duration::from_secs(60),
         throttle: None,
         scram_nonce: None,
+        caps: None,
     }
 }
 
@@ -877,4 +878,20 @@ fn auth_failed_names_the_attempt_and_what_the_records_count() {
     let mut h = Harness::to_sasl(throttled());
     let got = h.feed("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>!!</auth>");
     assert_eq!(got, [failure("incorrect-encoding"), "auth-failed 1".into()]);
+}
+
+#[test]
+fn caps_are_offered_after_authentication_only() {
+    let caps = Element::bare("c", herald_proto::ns::CAPS);
+    let mut h = Harness::to_sasl(Config {
+        caps: Some(caps),
+        ..cfg(true)
+    });
+    h.feed(&plain("user", "pencil"));
+    let got = h.input(Input::Credentials(Some(keys())));
+    assert_eq!(got[0], SUCCESS_PLAIN);
+    assert_eq!(
+        h.feed(HEADER),
+        ["open localhost [bind() session(optional) sm() csi() ver() c()]"]
+    );
 }

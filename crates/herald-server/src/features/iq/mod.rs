@@ -20,6 +20,7 @@
 //! itself; `tests/disco.rs` pins both lists, so a change in what is advertised shows there.
 
 mod basic;
+pub mod beyond;
 pub mod disco;
 mod push;
 pub mod table;
@@ -284,10 +285,19 @@ impl Entry {
     }
 }
 
-/// The features `disco` lists: those of every line, in table order, each once.
+/// The features `disco` lists: those of every line, in table order, then those served
+/// outside the table ([`beyond::SERVED`]), each once.
 pub fn features(disco: Disco) -> Vec<&'static str> {
     let mut out: Vec<&'static str> = Vec::new();
-    for f in table::TABLE.iter().flat_map(|e| e.features_on(disco)) {
+    let beyond = beyond::SERVED
+        .iter()
+        .filter(|s| s.announced == beyond::Announced::Disco(disco))
+        .map(|s| &s.var);
+    for f in table::TABLE
+        .iter()
+        .flat_map(|e| e.features_on(disco))
+        .chain(beyond)
+    {
         if !out.contains(f) {
             out.push(f);
         }

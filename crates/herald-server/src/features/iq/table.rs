@@ -12,6 +12,7 @@ use crate::features::ctx::SessionCtx;
 use super::{basic, disco, push, time};
 use super::{Advertised, Entry, Handler, IqType, Reply, Target};
 use crate::features::carbons;
+use crate::xep::mam::MAM_EXTENDED;
 use Advertised::{Nowhere, OnAccount, OnServer};
 use Handler::{Now, WithSession};
 use IqType::{Get, Set};
@@ -43,8 +44,9 @@ pub static TABLE: &[Entry] = &[
     iq(Set, ns::BLOCKING,    "block",     Own,    WithSession(blocking),          OnServer(&[ns::BLOCKING])),
     iq(Set, ns::BLOCKING,    "unblock",   Own,    WithSession(blocking),          OnServer(&[ns::BLOCKING])),
     // XEP-0313 §7: a client asks its own bare JID about its archive.
-    iq(Get, ns::MAM,         "query",     Own,    WithSession(mam),               OnAccount(&[ns::MAM])),
-    iq(Set, ns::MAM,         "query",     Own,    WithSession(mam),               OnAccount(&[ns::MAM])),
+    // XEP-0313 §6.1: `before-id`, `after-id` and `ids` are in the form and served.
+    iq(Get, ns::MAM,         "query",     Own,    WithSession(mam),               OnAccount(&[ns::MAM, MAM_EXTENDED])),
+    iq(Set, ns::MAM,         "query",     Own,    WithSession(mam),               OnAccount(&[ns::MAM, MAM_EXTENDED])),
     iq(Get, ns::MAM,         "prefs",     Own,    WithSession(mam),               OnAccount(&[ns::MAM])),
     iq(Set, ns::MAM,         "prefs",     Own,    WithSession(mam),               OnAccount(&[ns::MAM])),
     iq(Get, ns::MAM1,        "query",     Own,    WithSession(mam),               OnAccount(&[ns::MAM1])),
