@@ -1377,6 +1377,7 @@ impl Config {
             scram_nonce: None,
             // Hashed from the server's disco#info, which only the server builds.
             caps: None,
+            registration: self.registration.enabled,
         }
     }
 

@@ -141,6 +141,9 @@ pub struct Shared {
     /// Accounts removed and sessions being ended by admin commands. Written by the admin
     /// socket; read by login and storage so nothing is stored for a removed account.
     pub accounts: accounts::AccountChanges,
+    /// Accounts registered in band per peer address (`[registration] max_per_ip`). Written
+    /// and read by `features::register` before login.
+    pub registrations: std::sync::Mutex<herald_session::registrations::Registrations>,
     /// XEP-0198 resumption ids of resumable sessions. Written by sessions (enable, end);
     /// read by negotiation for `<resume/>`.
     resumable: std::sync::Mutex<std::collections::HashMap<String, msg::Resumable>>,
@@ -468,6 +471,11 @@ pub async fn start_with_store(cfg: Config, store: impl Backend) -> anyhow::Resul
         blocklists: herald_store::cache::UserCache::new(100_000),
         s2s,
         accounts: Default::default(),
+        registrations: std::sync::Mutex::new(herald_session::registrations::Registrations::new(
+            cfg.registration.max_per_ip,
+            cfg.registration.per_ip_window.0,
+            cfg.registration.max_tracked_ips,
+        )),
         resumable: Default::default(),
         tombstones: std::sync::Mutex::new(tombstones),
         offline_claims: Default::default(),

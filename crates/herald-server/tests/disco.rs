@@ -96,6 +96,8 @@ async fn server_and_accounts_list_exactly_their_features() {
             "urn:xmpp:carbons:2",
             // XEP-0160: offline storage.
             "msgoffline",
+            // XEP-0077: password change and removal (registration only when enabled).
+            "jabber:iq:register",
         ])
     );
     let account = sorted(&[

@@ -35,6 +35,7 @@
 pub mod budget;
 pub mod csi;
 pub mod negotiate;
+pub mod registrations;
 pub mod resources;
 pub mod sm;
 pub mod sm_nonza;

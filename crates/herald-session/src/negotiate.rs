@@ -55,6 +55,11 @@ pub struct Config {
     /// The server's XEP-0115 `<c/>`, offered among the features after authentication
     /// (XEP-0115 §6.3); None: not offered.
     pub caps: Option<Element>,
+    /// XEP-0077 registration of new accounts before authentication: offered as a stream
+    /// feature (with the XEP-0445 invite-token feature) where SASL is, and its IQs (and
+    /// XEP-0401 `<preauth/>`) handed to the driver ([`Action::Register`]). Off: such IQs
+    /// get `service-unavailable` (XEP-0077 §3.1).
+    pub registration: bool,
 }
 
 /// What the driver feeds the machine.
@@ -160,6 +165,10 @@ pub enum Action {
         /// The client's inbound count.
         h: u32,
     },
+    /// Answer this XEP-0077 registration IQ (`jabber:iq:register` query, or a XEP-0401
+    /// `<preauth/>` token) before authentication, writing the reply; negotiation goes on.
+    /// Only with [`Config::registration`], and over TLS unless encryption is optional.
+    Register(Element),
     /// Done: send this stream error and close (with a header first if none was sent).
     Fail(StreamError),
     /// Done: close the stream cleanly (the peer closed its side).
@@ -362,6 +371,7 @@ pub fn features(
     require_tls: bool,
     authenticated: bool,
     caps: Option<&Element>,
+    registration: bool,
 ) -> Element {
     let mut features = Element::bare("features", ns::STREAM);
     if !authenticated {
@@ -374,6 +384,10 @@ pub fn features(
         }
         if tls || !require_tls {
             features.append_child(mechanisms());
+            if registration {
+                features.append_child(Element::bare("register", ns::REGISTER_FEATURE));
+                features.append_child(Element::bare("register", ns::IBR_TOKEN));
+            }
         }
     } else {
         features.append_child(Element::bare("bind", ns::BIND));
@@ -504,6 +518,7 @@ impl AwaitingHeader {
                 ctx.cfg.require_encryption,
                 user.is_some(),
                 ctx.cfg.caps.as_ref(),
+                ctx.cfg.registration,
             ),
         });
         match user {
@@ -543,7 +558,47 @@ impl Unauthenticated {
             }
             return start_sasl(ctx, &el, out);
         }
+        if is_registration(&el) {
+            register(&ctx, el, out);
+            return Negotiation::Unauthenticated(Unauthenticated { ctx });
+        }
         refuse(&el, out)
+    }
+}
+
+/// A `get`/`set` IQ with a XEP-0077 query or a XEP-0401 `<preauth/>`.
+fn is_registration(el: &Element) -> bool {
+    if !(is_stanza(el) && el.name() == "iq" && matches!(el.attr("type"), Some("get" | "set"))) {
+        return false;
+    }
+    let mut payload = el.children();
+    match (payload.next(), payload.next()) {
+        (Some(p), None) => p.is("query", ns::REGISTER) || p.is("preauth", ns::PARS),
+        _ => false,
+    }
+}
+
+/// Answers a registration IQ before authentication: refused here when registration is off
+/// (XEP-0077 §3.1: `service-unavailable`) or the stream is not encrypted where it must be
+/// (`policy-violation`, as SASL would be refused); otherwise the driver's.
+fn register(ctx: &Ctx, el: Element, out: &mut Vec<Action>) {
+    let refusal = if !ctx.cfg.registration {
+        Some((StanzaErrorCondition::ServiceUnavailable, None))
+    } else if !ctx.tls && ctx.cfg.require_encryption {
+        Some((
+            StanzaErrorCondition::PolicyViolation,
+            Some("Encryption is required"),
+        ))
+    } else {
+        None
+    };
+    match refusal {
+        None => out.push(Action::Register(el)),
+        Some((cond, text)) => {
+            if let Some(reply) = error_reply(&el, cond, None, text) {
+                out.push(Action::Send(reply));
+            }
+        }
     }
 }
 
@@ -1080,6 +1135,7 @@ pub fn run_bytes(data: &[u8], start: Instant) {
         }),
         scram_nonce: Some("fuzznonce".into()),
         caps: None,
+        registration: flags & 16 != 0,
     };
     let require = cfg.require_encryption;
     let mut m = Negotiation::new(cfg, flags & 2 != 0, start);
@@ -1146,6 +1202,7 @@ pub fn run_bytes(data: &[u8], start: Instant) {
                             now: start,
                         });
                     }
+                    Action::Register(_) => assert!(!authenticated, "registration after auth"),
                     Action::Send(_)
                     | Action::RecordFailure { .. }
                     | Action::Delay(_)

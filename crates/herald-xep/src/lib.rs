@@ -17,6 +17,7 @@ pub mod component;
 pub mod delay;
 pub mod dialback;
 pub mod mam;
+pub mod register;
 pub mod roster;
 pub mod stanza;
 pub mod subscription;

@@ -51,6 +51,7 @@ pub async fn negotiate(shared: &Arc<Shared>, mut conn: Conn) -> Outcome {
     let mut machine = Negotiation::new(cfg, conn.is_tls(), start.into_std());
     let deadline = start + shared.cfg.c2s.negotiation_timeout.0;
     let mut actions = Vec::new();
+    let mut preauth = crate::features::register::Preauth::default();
     loop {
         // Perform what the last input asked for; some actions are answered by an input.
         let mut answer = None;
@@ -147,6 +148,20 @@ pub async fn negotiate(shared: &Arc<Shared>, mut conn: Conn) -> Outcome {
                             conn = c;
                             answer = Some(Input::ResumeFailed { last_h });
                         }
+                    }
+                }
+                Action::Register(iq) => {
+                    let domain = conn.domain.clone();
+                    let reply = crate::features::register::before_login(
+                        shared,
+                        &mut preauth,
+                        conn.peer.ip(),
+                        &domain,
+                        &iq,
+                    )
+                    .await;
+                    if let Err(e) = conn.send(&reply).await {
+                        return broken(&mut conn, e).await;
                     }
                 }
                 Action::Fail(e) => {

@@ -12,4 +12,5 @@ pub mod message;
 pub mod offline;
 pub mod presence;
 pub mod push;
+pub mod register;
 pub mod roster;

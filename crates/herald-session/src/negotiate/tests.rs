@@ -30,6 +30,7 @@ fn cfg(require_encryption: bool) -> Config {
         throttle: None,
         scram_nonce: None,
         caps: None,
+        registration: false,
     }
 }
 
@@ -144,6 +145,7 @@ fn show(a: &Action) -> String {
         }
         Action::Resume { user, previd, h } => format!("resume {user} {previd} {h}"),
         Action::Fail(e) => format!("fail {}", e.condition.as_str()),
+        Action::Register(el) => format!("register {}", el.attr("id").unwrap_or("")),
         Action::Close => "close".into(),
         Action::Disconnect => "disconnect".into(),
     }
@@ -893,5 +895,57 @@ fn caps_are_offered_after_authentication_only() {
     assert_eq!(
         h.feed(HEADER),
         ["open localhost [bind() session(optional) sm() csi() ver() c()]"]
+    );
+}
+
+#[test]
+fn registration_before_authentication() {
+    const GET: &str = "<iq type='get' id='r1'><query xmlns='jabber:iq:register'/></iq>";
+    const PREAUTH: &str =
+        "<iq type='set' id='p1' to='localhost'><preauth xmlns='urn:xmpp:pars:0' token='t'/></iq>";
+    // Off (the default): not offered, and the IQ is service-unavailable; the stream goes on.
+    let mut h = Harness::to_sasl(cfg(true));
+    let got = h.feed(GET);
+    assert_eq!(got.len(), 1);
+    assert!(
+        got[0].starts_with("send <iq") && got[0].contains("service-unavailable"),
+        "{got:?}"
+    );
+    assert!(!h.m.is_done());
+    // On: offered beside SASL, with the XEP-0445 token feature; IQs go to the driver.
+    let on = Config {
+        registration: true,
+        ..cfg(true)
+    };
+    let mut h = Harness::new(on.clone(), true);
+    assert_eq!(
+        h.feed(HEADER),
+        ["open localhost [mechanisms(SCRAM-SHA-256 SCRAM-SHA-1 PLAIN) register() register()]"]
+    );
+    assert_eq!(h.feed(GET), ["register r1"]);
+    assert_eq!(h.feed(PREAUTH), ["register p1"]);
+    // Then SASL as usual, and no registration feature after it.
+    h.feed(&plain("user", "pencil"));
+    let got = h.input(Input::Credentials(Some(keys())));
+    assert_eq!(got[0], SUCCESS_PLAIN);
+    assert_eq!(h.feed(HEADER), [FEATURES_BOUND]);
+    // Before TLS where it is required: not offered, and refused like SASL would be.
+    let mut h = Harness::new(on, false);
+    assert_eq!(h.feed(HEADER), [FEATURES_TLS_REQUIRED]);
+    let got = h.feed(GET);
+    assert!(got[0].contains("policy-violation"), "{got:?}");
+    assert!(!h.m.is_done());
+    // Another payload, or a result, is still a stanza before authentication.
+    let mut h = Harness::new(
+        Config {
+            registration: true,
+            ..cfg(true)
+        },
+        true,
+    );
+    h.feed(HEADER);
+    assert_eq!(
+        h.feed("<iq type='result' id='x'><query xmlns='jabber:iq:register'/></iq>"),
+        ["fail not-authorized"]
     );
 }

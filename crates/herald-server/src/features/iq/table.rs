@@ -60,6 +60,10 @@ pub static TABLE: &[Entry] = &[
     // registration gets carries the Tigase priority hint, which clients look for there too.
     iq(Set, ns::PUSH,        "enable",    Own,    WithSession(push::command),     OnAccount(&[ns::PUSH, ns::PUSH_PRIORITY])),
     iq(Set, ns::PUSH,        "disable",   Own,    WithSession(push::command),     OnAccount(&[ns::PUSH])),
+    // XEP-0077 §3.2/§3.3 for a logged-in account (password change, removal); advertised on
+    // the server, as Prosody does. Registration before login is the c2s negotiation's.
+    iq(Get, ns::REGISTER,    "query",     Own,    WithSession(register),          OnServer(&[ns::REGISTER])),
+    iq(Set, ns::REGISTER,    "query",     Own,    WithSession(register),          OnServer(&[ns::REGISTER])),
 ];
 
 /// A table line (a constructor so each line stays one line).
@@ -101,4 +105,8 @@ fn blocking<'a>(s: &'a mut SessionCtx, iq: &'a Element, _: &'a Element) -> Reply
 
 fn mam<'a>(s: &'a mut SessionCtx, iq: &'a Element, payload: &'a Element) -> Reply<'a> {
     Box::pin(crate::features::mam::handle_iq(s, iq, payload))
+}
+
+fn register<'a>(s: &'a mut SessionCtx, iq: &'a Element, payload: &'a Element) -> Reply<'a> {
+    Box::pin(crate::features::register::own_iq(s, iq, payload))
 }
