@@ -405,6 +405,33 @@ async fn caps_in_stream_features_hash_the_disco_info_served() {
         // XEP-0115 §5.4: what a client recomputes from the answer it got.
         let ver = herald_xep::caps::ver_of_info(&q).expect("a hashable disco#info");
         assert_eq!(c.attr("ver"), Some(ver.as_str()), "contact form: {contact}");
+        // XEP-0115 §6.2: what a client asks to verify the hash, `node#ver`, answers the same.
+        let node = format!("{}#{ver}", c.attr("node").unwrap_or(""));
+        let mut a = RawClient::login(s.c2s(), "alice", "pw", "n").await;
+        let r = ask(
+            &mut a,
+            "cn",
+            &format!(
+                "<iq type='get' id='cn' to='localhost'><query xmlns='{DISCO_INFO}' node='{node}'/></iq>"
+            ),
+        )
+        .await;
+        let got = r
+            .get_child("query", DISCO_INFO)
+            .unwrap_or_else(|| panic!("no query: {}", xml(&r)));
+        assert_eq!(got.attr("node"), Some(node.as_str()));
+        assert_eq!(herald_xep::caps::ver_of_info(got).as_ref(), Ok(&ver));
+        // Another ver is not served.
+        let r = ask(
+            &mut a,
+            "cx",
+            &format!(
+                "<iq type='get' id='cx' to='localhost'><query xmlns='{DISCO_INFO}' node='{}#AAAA'/></iq>",
+                c.attr("node").unwrap_or("")
+            ),
+        )
+        .await;
+        assert!(xml(&r).contains("service-unavailable"), "{}", xml(&r));
     }
 }
 

@@ -13,8 +13,19 @@ use crate::stanza;
 
 /// A disco#info query: the server's identity and features, or an account's.
 pub fn info(req: &Request<'_>) -> Element {
-    if req.payload.attr("node").is_some() {
-        return super::error(req.iq, StanzaErrorCondition::ServiceUnavailable);
+    if let Some(node) = req.payload.attr("node") {
+        // XEP-0115 §6.2: the node named by the server's own `<c/>` (`NODE#ver`) answers
+        // what the hash covers; no other node is served.
+        let q = (req.target == Target::Server)
+            .then(|| server_info(&req.shared.cfg))
+            .filter(|q| caps_node(q).as_deref() == Some(node));
+        return match q {
+            Some(mut q) => {
+                stanza::set(&mut q, "node", node);
+                stanza::iq_result(req.iq, Some(q))
+            }
+            None => super::error(req.iq, StanzaErrorCondition::ServiceUnavailable),
+        };
     }
     let q = match req.target {
         Target::Server => server_info(&req.shared.cfg),
@@ -79,6 +90,12 @@ pub fn caps(cfg: &crate::Config) -> Option<Element> {
             None
         }
     }
+}
+
+/// `NODE#ver` for the server's disco#info `q` (XEP-0115 §6.2).
+fn caps_node(q: &Element) -> Option<String> {
+    let ver = crate::xep::caps::ver_of_info(q).ok()?;
+    Some(format!("{}#{ver}", crate::xep::caps::NODE))
 }
 
 /// A disco#items query to the server: its components.
