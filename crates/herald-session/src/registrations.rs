@@ -27,24 +27,34 @@ impl Registrations {
         }
     }
 
-    /// Whether `ip` may register one more account at `now`.
-    pub fn allows(&mut self, ip: IpAddr, now: Instant) -> bool {
+    /// Takes one of `ip`'s registrations at `now` if it has one left: true, and the
+    /// registration counts from now on (so concurrent attempts cannot pass together); give
+    /// it back with [`Registrations::give_back`] if the account is not created after all.
+    pub fn take(&mut self, ip: IpAddr, now: Instant) -> bool {
         let window = self.window;
-        match self.by_ip.get_mut(&ip) {
-            None => true,
-            Some(times) => {
-                expire(times, now, window);
-                let n = times.len();
-                if n == 0 {
-                    self.by_ip.remove(&ip);
-                }
-                n < self.max as usize
+        if let Some(times) = self.by_ip.get_mut(&ip) {
+            expire(times, now, window);
+            if times.len() >= self.max as usize {
+                return false;
+            }
+        }
+        self.record(ip, now);
+        true
+    }
+
+    /// Undoes the [`Registrations::take`] of `ip` at `at` (the registration failed).
+    pub fn give_back(&mut self, ip: IpAddr, at: Instant) {
+        if let Some(times) = self.by_ip.get_mut(&ip) {
+            if let Some(i) = times.iter().rposition(|t| *t == at) {
+                times.remove(i);
+            }
+            if times.is_empty() {
+                self.by_ip.remove(&ip);
             }
         }
     }
 
-    /// `ip` registered an account at `now`.
-    pub fn record(&mut self, ip: IpAddr, now: Instant) {
+    fn record(&mut self, ip: IpAddr, now: Instant) {
         if !self.by_ip.contains_key(&ip) && self.by_ip.len() >= self.max_tracked {
             let window = self.window;
             self.by_ip.retain(|_, t| {
@@ -96,31 +106,45 @@ mod tests {
     #[test]
     fn at_most_max_per_address_within_the_window() {
         let t0 = Instant::now();
-        let mut r = Registrations::new(2, Duration::from_secs(60), 100);
-        assert!(r.allows(ip(1), t0));
-        r.record(ip(1), t0);
-        r.record(ip(1), t0 + Duration::from_secs(10));
-        assert!(!r.allows(ip(1), t0 + Duration::from_secs(20)));
+        let s = Duration::from_secs;
+        let mut r = Registrations::new(2, s(60), 100);
+        assert!(r.take(ip(1), t0));
+        assert!(r.take(ip(1), t0 + s(10)));
+        assert!(!r.take(ip(1), t0 + s(20)));
         // Another address is not affected.
-        assert!(r.allows(ip(2), t0 + Duration::from_secs(20)));
+        assert!(r.take(ip(2), t0 + s(20)));
         // The first registration leaves the window.
-        assert!(r.allows(ip(1), t0 + Duration::from_secs(60)));
+        assert!(r.take(ip(1), t0 + s(60)));
+        assert!(!r.take(ip(1), t0 + s(61)));
+    }
+
+    #[test]
+    fn a_failed_registration_is_given_back() {
+        let t0 = Instant::now();
+        let mut r = Registrations::new(1, Duration::from_secs(60), 100);
+        assert!(r.take(ip(1), t0));
+        r.give_back(ip(1), t0);
+        assert_eq!(r.tracked(), 0);
+        assert!(r.take(ip(1), t0));
+        assert!(!r.take(ip(1), t0));
     }
 
     #[test]
     fn records_are_bounded_expired_then_oldest_first() {
         let t0 = Instant::now();
-        let mut r = Registrations::new(1, Duration::from_secs(60), 2);
-        r.record(ip(1), t0);
-        r.record(ip(2), t0 + Duration::from_secs(1));
-        r.record(ip(3), t0 + Duration::from_secs(2));
+        let s = Duration::from_secs;
+        let mut r = Registrations::new(1, s(60), 2);
+        assert!(r.take(ip(1), t0));
+        assert!(r.take(ip(2), t0 + s(1)));
+        assert!(r.take(ip(3), t0 + s(2)));
         assert_eq!(r.tracked(), 2);
-        // ip(1), the oldest, was forgotten.
-        assert!(r.allows(ip(1), t0 + Duration::from_secs(3)));
-        assert!(!r.allows(ip(2), t0 + Duration::from_secs(3)));
+        // ip(1), the oldest, was forgotten; ip(2) and ip(3) are still counted.
+        assert!(!r.take(ip(2), t0 + s(3)));
+        assert!(r.take(ip(1), t0 + s(3)));
+        assert_eq!(r.tracked(), 2);
         // After the window everything expired: room without evicting a live record.
-        r.record(ip(4), t0 + Duration::from_secs(100));
-        assert!(!r.allows(ip(4), t0 + Duration::from_secs(100)));
+        assert!(r.take(ip(4), t0 + s(100)));
+        assert!(!r.take(ip(4), t0 + s(100)));
         assert!(r.tracked() <= 2);
     }
 }

@@ -156,13 +156,14 @@ pub async fn before_login(
             );
         }
     }
-    let allowed = {
-        let mut r = shared
-            .registrations
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        r.allows(ip, Instant::now())
-    };
+    // Taken before creating, so that concurrent attempts from one address cannot all pass;
+    // given back if no account is created.
+    let taken_at = Instant::now();
+    let allowed = shared
+        .registrations
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take(ip, taken_at);
     if !allowed {
         tracing::warn!(%ip, "registration refused: too many from this address");
         return error_typed(
@@ -190,13 +191,15 @@ pub async fn before_login(
             s.create_account(&u, &creds)
         })
         .await;
+    if created.is_err() {
+        shared
+            .registrations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .give_back(ip, taken_at);
+    }
     match created {
         Ok(()) => {
-            shared
-                .registrations
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .record(ip, Instant::now());
             let invite = state.invite.take().map(|i| i.id);
             tracing::info!(%user, %ip, invite = ?invite, "account registered in band");
             stanza::iq_result(iq, None)
