@@ -299,4 +299,6 @@ corpus_tests!(
     dialback,
     component,
     stanza,
+    register,
+    caps,
 );
