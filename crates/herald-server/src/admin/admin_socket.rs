@@ -232,7 +232,7 @@ pub(crate) async fn end_sessions(
         tracing::warn!(%user, "sessions still ending; going on without them");
     }
     shared.accounts.finish_ending(&ids);
-    tracing::info!(%user, sessions = ids.len(), reason = text, "sessions ended by an admin");
+    tracing::info!(%user, sessions = ids.len(), reason = text, "sessions ended");
     ids.len()
 }
 
