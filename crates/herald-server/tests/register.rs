@@ -453,3 +453,47 @@ async fn one_token_registers_one_account_per_stream() {
     c.send(&set_credentials("b", "hank", "pw")).await;
     assert_eq!(outcome(&answer(&mut c, "b").await).1, "forbidden");
 }
+
+#[tokio::test]
+async fn a_name_registered_again_after_its_removal_is_a_new_empty_account() {
+    let s = TestServer::start_with(|c| {
+        c.registration.enabled = true;
+        c.registration.max_per_ip = 100;
+    })
+    .await;
+    let shared = s.running.shared.clone();
+    assert_eq!(register_from(&s, None, None, "olga", "pw1").await.0, "result");
+    let mut o = RawClient::login(s.c2s(), "olga", "pw1", "r").await;
+    o.send(
+        "<iq type='set' id='ri'><query xmlns='jabber:iq:roster'><item jid='carol@localhost'/></query></iq>",
+    )
+    .await;
+    assert_eq!(outcome(&answer(&mut o, "ri").await).0, "result");
+    o.send(&format!(
+        "<iq type='set' id='rm'><query xmlns='{REGISTER}'><remove/></query></iq>"
+    ))
+    .await;
+    assert_eq!(outcome(&answer(&mut o, "rm").await).0, "result");
+    assert_eq!(stream_error(&mut o).await.0, "not-authorized");
+    wait_until("the account is deleted", || {
+        !shared.store.account_exists("olga@localhost").unwrap()
+    })
+    .await;
+
+    assert_eq!(register_from(&s, None, None, "olga", "pw2").await.0, "result");
+    assert!(!can_log_in(s.c2s(), "olga", "pw1").await);
+    let mut o = RawClient::login(s.c2s(), "olga", "pw2", "r").await;
+    o.send("<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>")
+        .await;
+    let r = answer(&mut o, "r").await;
+    let q = r.get_child("query", "jabber:iq:roster").expect("a roster");
+    assert_eq!(q.children().count(), 0, "the old roster is gone: {}", xml(&r));
+    // Messages reach the new account (the removal's mark is cleared).
+    o.send("<presence/>").await;
+    o.sync("up").await;
+    s.add_user("bob", "pw");
+    let mut bob = login_available(&s, "bob").await;
+    chat(&mut bob, "olga@localhost", "welcome back").await;
+    let m = o.expect("message").await;
+    assert_eq!(m.attr("id"), Some("welcome back"), "{}", xml(&m));
+}
