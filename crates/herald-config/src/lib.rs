@@ -442,6 +442,9 @@ pub struct RegistrationConfig {
     pub max_password_bytes: usize,
     /// Most invites stored at once (used-up and expired ones are dropped first).
     pub max_invites: usize,
+    /// Most registration IQs (form, submission, invite token; also refused ones) one stream
+    /// may send before logging in; one more ends it with `policy-violation`.
+    pub max_requests_per_stream: u32,
 }
 
 impl Default for RegistrationConfig {
@@ -455,6 +458,7 @@ impl Default for RegistrationConfig {
             max_username_chars: 64,
             max_password_bytes: 1024,
             max_invites: 10_000,
+            max_requests_per_stream: 10,
         }
     }
 }
@@ -1291,6 +1295,10 @@ impl Config {
             ("registration.max_per_ip", r.max_per_ip as usize),
             ("registration.max_tracked_ips", r.max_tracked_ips),
             ("registration.max_invites", r.max_invites),
+            (
+                "registration.max_requests_per_stream",
+                r.max_requests_per_stream as usize,
+            ),
         ] {
             if v == 0 {
                 return Err(bad(key, "must be at least 1".into()));
@@ -1378,6 +1386,7 @@ impl Config {
             // Hashed from the server's disco#info, which only the server builds.
             caps: None,
             registration: self.registration.enabled,
+            max_registration_requests: self.registration.max_requests_per_stream,
         }
     }
 

@@ -462,7 +462,10 @@ async fn a_name_registered_again_after_its_removal_is_a_new_empty_account() {
     })
     .await;
     let shared = s.running.shared.clone();
-    assert_eq!(register_from(&s, None, None, "olga", "pw1").await.0, "result");
+    assert_eq!(
+        register_from(&s, None, None, "olga", "pw1").await.0,
+        "result"
+    );
     let mut o = RawClient::login(s.c2s(), "olga", "pw1", "r").await;
     o.send(
         "<iq type='set' id='ri'><query xmlns='jabber:iq:roster'><item jid='carol@localhost'/></query></iq>",
@@ -480,14 +483,22 @@ async fn a_name_registered_again_after_its_removal_is_a_new_empty_account() {
     })
     .await;
 
-    assert_eq!(register_from(&s, None, None, "olga", "pw2").await.0, "result");
+    assert_eq!(
+        register_from(&s, None, None, "olga", "pw2").await.0,
+        "result"
+    );
     assert!(!can_log_in(s.c2s(), "olga", "pw1").await);
     let mut o = RawClient::login(s.c2s(), "olga", "pw2", "r").await;
     o.send("<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>")
         .await;
     let r = answer(&mut o, "r").await;
     let q = r.get_child("query", "jabber:iq:roster").expect("a roster");
-    assert_eq!(q.children().count(), 0, "the old roster is gone: {}", xml(&r));
+    assert_eq!(
+        q.children().count(),
+        0,
+        "the old roster is gone: {}",
+        xml(&r)
+    );
     // Messages reach the new account (the removal's mark is cleared).
     o.send("<presence/>").await;
     o.sync("up").await;
@@ -496,4 +507,32 @@ async fn a_name_registered_again_after_its_removal_is_a_new_empty_account() {
     chat(&mut bob, "olga@localhost", "welcome back").await;
     let m = o.expect("message").await;
     assert_eq!(m.attr("id"), Some("welcome back"), "{}", xml(&m));
+}
+
+#[tokio::test]
+async fn registration_requests_per_stream_are_bounded() {
+    for enabled in [true, false] {
+        let s = TestServer::start_with(|c| {
+            c.registration.enabled = enabled;
+            c.registration.max_requests_per_stream = 2;
+        })
+        .await;
+        let (mut c, _) = preauth_stream(s.c2s(), None).await;
+        for id in ["g1", "g2"] {
+            c.send(&format!(
+                "<iq type='get' id='{id}'><query xmlns='{REGISTER}'/></iq>"
+            ))
+            .await;
+            answer(&mut c, id).await;
+        }
+        c.send(&format!(
+            "<iq type='get' id='g3'><query xmlns='{REGISTER}'/></iq>"
+        ))
+        .await;
+        assert_eq!(
+            c.stream_error().await,
+            "policy-violation",
+            "enabled: {enabled}"
+        );
+    }
 }

@@ -60,6 +60,9 @@ pub struct Config {
     /// XEP-0401 `<preauth/>`) handed to the driver ([`Action::Register`]). Off: such IQs
     /// get `service-unavailable` (XEP-0077 §3.1).
     pub registration: bool,
+    /// Registration IQs (answered or refused) one stream may send before authenticating;
+    /// one more ends it with `policy-violation`.
+    pub max_registration_requests: u32,
 }
 
 /// What the driver feeds the machine.
@@ -200,6 +203,9 @@ struct Ctx {
     attempt: Option<(String, Option<BareJid>)>,
     /// Its throttle records (with a throttle configured).
     records: Option<(Failures, Failures)>,
+    /// Registration IQs answered on this stream (bounded by
+    /// [`Config::max_registration_requests`]).
+    registration_requests: u32,
 }
 
 fn serr(c: StreamErrorCondition, text: &str) -> StreamError {
@@ -249,6 +255,7 @@ impl Negotiation {
                 deadline,
                 attempt: None,
                 records: None,
+                registration_requests: 0,
             },
             user: None,
         })
@@ -559,6 +566,15 @@ impl Unauthenticated {
             return start_sasl(ctx, &el, out);
         }
         if is_registration(&el) {
+            let mut ctx = ctx;
+            ctx.registration_requests += 1;
+            if ctx.registration_requests > ctx.cfg.max_registration_requests {
+                out.push(Action::Fail(serr(
+                    StreamErrorCondition::PolicyViolation,
+                    "too many registration requests",
+                )));
+                return Negotiation::Done;
+            }
             register(&ctx, el, out);
             return Negotiation::Unauthenticated(Unauthenticated { ctx });
         }
@@ -1136,6 +1152,7 @@ pub fn run_bytes(data: &[u8], start: Instant) {
         scram_nonce: Some("fuzznonce".into()),
         caps: None,
         registration: flags & 16 != 0,
+        max_registration_requests: 4,
     };
     let require = cfg.require_encryption;
     let mut m = Negotiation::new(cfg, flags & 2 != 0, start);

@@ -31,6 +31,7 @@ fn cfg(require_encryption: bool) -> Config {
         scram_nonce: None,
         caps: None,
         registration: false,
+        max_registration_requests: 3,
     }
 }
 
@@ -935,6 +936,25 @@ fn registration_before_authentication() {
     let got = h.feed(GET);
     assert!(got[0].contains("policy-violation"), "{got:?}");
     assert!(!h.m.is_done());
+    // Registration IQs on one stream are bounded (3 here; two were sent).
+    let mut h = Harness::new(
+        Config {
+            registration: true,
+            ..cfg(true)
+        },
+        true,
+    );
+    h.feed(HEADER);
+    for id in ["a", "b", "c"] {
+        assert_eq!(h.feed(&GET.replace("r1", id)), [format!("register {id}")]);
+    }
+    assert_eq!(h.feed(GET), ["fail policy-violation"]);
+    // Refused ones count too (registration off).
+    let mut h = Harness::to_sasl(cfg(true));
+    for _ in 0..3 {
+        assert!(h.feed(GET)[0].contains("service-unavailable"));
+    }
+    assert_eq!(h.feed(GET), ["fail policy-violation"]);
     // Another payload, or a result, is still a stanza before authentication.
     let mut h = Harness::new(
         Config {
