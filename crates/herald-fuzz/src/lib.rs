@@ -677,6 +677,35 @@ pub fn stanza(data: &[u8]) {
     }
 }
 
+/// XEP-0077 registration payloads and XEP-0401 tokens, on every element and its children;
+/// a name that is accepted is a prepared account JID within the limit.
+pub fn register(data: &[u8]) {
+    for el in elements(data) {
+        for c in with_children(&el) {
+            if let register::Submit::Credentials { username, password } = register::parse_submit(c)
+            {
+                if let Ok(jid) = register::account(&username, "localhost", 16) {
+                    let node = jid.node().map(|n| n.to_string()).unwrap_or_default();
+                    assert!(!node.is_empty() && node.chars().count() <= 16, "{jid}");
+                }
+                let _ = register::password(&password, 64);
+            }
+            let _ = register::preauth_token(c).map(register::token_hash);
+        }
+    }
+}
+
+/// XEP-0115 verification strings of peers' disco#info answers (PEP `+notify` trusts them).
+pub fn caps(data: &[u8]) {
+    for el in elements(data) {
+        for c in with_children(&el) {
+            if let Ok(ver) = caps::ver_of_info(c) {
+                assert_eq!(caps::ver_of_info(c), Ok(ver), "caps ver is deterministic");
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -718,34 +747,5 @@ mod tests {
             StreamNs::Server,
         );
         assert!(db.len() == 1 && db[0].is("result", ns::DIALBACK));
-    }
-}
-
-/// XEP-0077 registration payloads and XEP-0401 tokens, on every element and its children;
-/// a name that is accepted is a prepared account JID within the limit.
-pub fn register(data: &[u8]) {
-    for el in elements(data) {
-        for c in with_children(&el) {
-            if let register::Submit::Credentials { username, password } = register::parse_submit(c)
-            {
-                if let Ok(jid) = register::account(&username, "localhost", 16) {
-                    let node = jid.node().map(|n| n.to_string()).unwrap_or_default();
-                    assert!(!node.is_empty() && node.chars().count() <= 16, "{jid}");
-                }
-                let _ = register::password(&password, 64);
-            }
-            let _ = register::preauth_token(c).map(register::token_hash);
-        }
-    }
-}
-
-/// XEP-0115 verification strings of peers' disco#info answers (PEP `+notify` trusts them).
-pub fn caps(data: &[u8]) {
-    for el in elements(data) {
-        for c in with_children(&el) {
-            if let Ok(ver) = caps::ver_of_info(c) {
-                assert_eq!(caps::ver_of_info(c), Ok(ver), "caps ver is deterministic");
-            }
-        }
     }
 }
