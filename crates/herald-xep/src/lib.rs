@@ -1,7 +1,8 @@
 //! herald-xep: pure payload helpers for herald-server's feature modules: parsing requests and
 //! building replies for MAM (XEP-0313), carbons (XEP-0280), blocking (XEP-0191), the roster
 //! (RFC 6121 §2), stored subscription requests (RFC 6121 §3.1.3) and delay stamps
-//! (XEP-0082/XEP-0203), Server Dialback keys and elements
+//! (XEP-0082/XEP-0203), XEP-0077 registration payloads and XEP-0401 invite tokens
+//! ([`register`]), the XEP-0115 verification string ([`caps`]), Server Dialback keys and elements
 //! ([`dialback`], XEP-0220/XEP-0185), and [`stanza`], the small stanza accessors and
 //! builders every module uses.
 //!
