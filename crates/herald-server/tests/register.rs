@@ -536,3 +536,47 @@ async fn registration_requests_per_stream_are_bounded() {
         );
     }
 }
+
+#[tokio::test]
+async fn password_change_and_removal_addressed_to_the_server_are_the_accounts_own() {
+    // XEP-0077 §3.3's example addresses a password change to the server's domain.
+    let s = TestServer::start().await;
+    s.add_user("alice", "old-pw");
+    let mut a = RawClient::login(s.c2s(), "alice", "old-pw", "r").await;
+    a.send(&format!(
+        "<iq type='get' id='g' to='localhost'><query xmlns='{REGISTER}'/></iq>"
+    ))
+    .await;
+    let r = answer(&mut a, "g").await;
+    assert!(
+        r.get_child("query", REGISTER)
+            .and_then(|q| q.get_child("registered", REGISTER))
+            .is_some(),
+        "{}",
+        xml(&r)
+    );
+    assert_eq!(r.attr("from"), Some("localhost"), "{}", xml(&r));
+    a.send(&set_credentials("c", "alice", "new-pw").replacen("<iq ", "<iq to='localhost' ", 1))
+        .await;
+    assert_eq!(outcome(&answer(&mut a, "c").await).0, "result");
+    assert!(can_log_in(s.c2s(), "alice", "new-pw").await);
+    a.send(&format!(
+        "<iq type='set' id='rm' to='localhost'><query xmlns='{REGISTER}'><remove/></query></iq>"
+    ))
+    .await;
+    assert_eq!(outcome(&answer(&mut a, "rm").await).0, "result");
+    assert_eq!(stream_error(&mut a).await.0, "not-authorized");
+    let shared = s.running.shared.clone();
+    wait_until("the account is deleted", || {
+        !shared.store.account_exists("alice@localhost").unwrap()
+    })
+    .await;
+    // Another account's JID is not the server: nobody answers for Bob.
+    s.add_user("bob", "pw");
+    s.add_user("carol", "pw");
+    let mut c = RawClient::login(s.c2s(), "carol", "pw", "r").await;
+    c.send(&set_credentials("x", "bob", "evil").replacen("<iq ", "<iq to='bob@localhost' ", 1))
+        .await;
+    assert_eq!(outcome(&answer(&mut c, "x").await).1, "service-unavailable");
+    assert!(can_log_in(s.c2s(), "bob", "pw").await);
+}

@@ -87,6 +87,17 @@ pub async fn handle_own_iq(session: &mut SessionCtx, el: &Element) -> Option<Ele
     }
 }
 
+/// Whether `el`, addressed to `to`, is an IQ to the client's own server that only its own
+/// session can answer, so it is handled as one of its own IQs: XEP-0077 §3.3's example
+/// addresses a password change to the server, and clients follow it (also for a removal),
+/// yet it is the account's own business.
+pub fn own_at_server(el: &Element, to: &Jid, own_domain: &str) -> bool {
+    to.node().is_none()
+        && to.resource().is_none()
+        && to.domain().as_str() == own_domain
+        && stanza::payload(el).is_some_and(|p| p.is("query", herald_proto::ns::REGISTER))
+}
+
 /// Answers a `get`/`set` to the server or to an account from someone else.
 fn answer_without_session(
     shared: &Arc<Shared>,
