@@ -17,8 +17,10 @@ const XML_NS: &str = "http://www.w3.org/XML/1998/namespace";
 /// XEP-0115 namespace.
 pub const NS: &str = ns::CAPS;
 
-/// The `node` Herald puts in its own `<c/>` (XEP-0115 §6.1: a URI identifying the software).
-pub const NODE: &str = "https://github.com/herald-xmpp/herald";
+/// The `node` Herald puts in its own `<c/>` (XEP-0115 §4: a URI identifying the software,
+/// usually its homepage). Herald has no public homepage yet, hence the reserved `.invalid`
+/// name (RFC 2606); clients only use it to ask `node#ver` back.
+pub const NODE: &str = "https://herald.invalid";
 
 /// One `<identity/>` of a disco#info answer.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
