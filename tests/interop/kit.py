@@ -47,19 +47,23 @@ class Scenario:
     users: list[str]
     timeout: float
     doc: str
+    #: extra TOML for the server's configuration; scenarios with one get a server of their own
+    config: str = ""
 
 
 SCENARIOS: dict[str, Scenario] = {}
 
 
-def scenario(name: str, *, issue: int, users: list[str], timeout: float = 60.0):
+def scenario(name: str, *, issue: int, users: list[str], timeout: float = 60.0, config: str = ""):
     """Registers a scenario. `users` are short names; each scenario gets its own accounts
-    (`<scenario>_<user>@domain`) so scenarios cannot disturb one another."""
+    (`<scenario>_<user>@domain`) so scenarios cannot disturb one another. `config` is TOML
+    appended to the server's configuration (e.g. "[registration]\nenabled = true\n"): such a
+    scenario runs on a server of its own, after the ones sharing the default server."""
 
     def deco(fn):
         if name in SCENARIOS:
             raise ValueError(f"duplicate scenario {name}")
-        SCENARIOS[name] = Scenario(name, fn, issue, users, timeout, (fn.__doc__ or "").strip())
+        SCENARIOS[name] = Scenario(name, fn, issue, users, timeout, (fn.__doc__ or "").strip(), config)
         return fn
 
     return deco
@@ -205,10 +209,12 @@ class Ctx:
         mech: str | None = None,
         direct_tls: bool = False,
         password: str | None = None,
+        jid: str | None = None,
     ) -> slixmpp.ClientXMPP:
-        """A configured, not yet connected client."""
+        """A configured, not yet connected client (`jid`: a bare JID that is not one of the
+        scenario's users, e.g. an account it is about to register; give `password` then)."""
         c = slixmpp.ClientXMPP(
-            f"{self.jid(user)}/{resource}",
+            f"{jid or self.jid(user)}/{resource}",
             password if password is not None else self.password(user),
             sasl_mech=mech,
         )

@@ -131,6 +131,10 @@ pub struct Config {
     pub vcard: VcardConfig,
     /// XEP-0049 private XML storage.
     pub private: PrivateConfig,
+    /// XEP-0157 contact addresses, published in the server's disco#info (XEP-0128).
+    pub contact: ContactConfig,
+    /// XEP-0077 in-band registration of new accounts, and XEP-0401 invites.
+    pub registration: RegistrationConfig,
 }
 
 /// `[[hosts]]`: another domain served by this server.
@@ -381,6 +385,86 @@ impl Default for Config {
             s2s: S2sConfig::default(),
             vcard: VcardConfig::default(),
             private: PrivateConfig::default(),
+            contact: ContactConfig::default(),
+            registration: RegistrationConfig::default(),
+        }
+    }
+}
+
+/// `[contact]`: XEP-0157 addresses (URIs such as `mailto:…`, `xmpp:…`, `https://…`) listed
+/// in the server's disco#info as a `http://jabber.org/network/serverinfo` form; the form is
+/// left out when all are empty.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContactConfig {
+    /// `abuse-addresses`.
+    pub abuse: Vec<String>,
+    /// `admin-addresses`.
+    pub admin: Vec<String>,
+    /// `feedback-addresses`.
+    pub feedback: Vec<String>,
+    /// `sales-addresses`.
+    pub sales: Vec<String>,
+    /// `security-addresses`.
+    pub security: Vec<String>,
+    /// `support-addresses`.
+    pub support: Vec<String>,
+}
+
+impl ContactConfig {
+    /// The XEP-0157 fields, (field var, addresses), in the XEP's order.
+    pub fn fields(&self) -> [(&'static str, &[String]); 6] {
+        [
+            ("abuse-addresses", &self.abuse),
+            ("admin-addresses", &self.admin),
+            ("feedback-addresses", &self.feedback),
+            ("sales-addresses", &self.sales),
+            ("security-addresses", &self.security),
+            ("support-addresses", &self.support),
+        ]
+    }
+}
+
+/// `[registration]`: creating accounts over XMPP before logging in (XEP-0077 §3.1). Changing
+/// one's password and removing one's account (logged in) are always allowed.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrationConfig {
+    /// Whether new accounts may be registered in band (off: the stream feature is not
+    /// offered and a registration request gets `service-unavailable`).
+    pub enabled: bool,
+    /// Whether a registration needs an invite token (`herald invite create`).
+    pub invite_only: bool,
+    /// Most accounts registered from one IP address within `per_ip_window`; one more gets
+    /// `resource-constraint` (type `wait`).
+    pub max_per_ip: u32,
+    /// The window `max_per_ip` counts in.
+    pub per_ip_window: Dur,
+    /// Most addresses whose registrations are remembered (the oldest is forgotten first).
+    pub max_tracked_ips: usize,
+    /// Most characters of a new account's name (before the `@`).
+    pub max_username_chars: usize,
+    /// Most bytes of a password given in band.
+    pub max_password_bytes: usize,
+    /// Most invites stored at once (used-up and expired ones are dropped first).
+    pub max_invites: usize,
+    /// Most registration IQs (form, submission, invite token; also refused ones) one stream
+    /// may send before logging in; one more ends it with `policy-violation`.
+    pub max_requests_per_stream: u32,
+}
+
+impl Default for RegistrationConfig {
+    fn default() -> Self {
+        RegistrationConfig {
+            enabled: false,
+            invite_only: false,
+            max_per_ip: 3,
+            per_ip_window: Dur(Duration::from_secs(3600)),
+            max_tracked_ips: 10_000,
+            max_username_chars: 64,
+            max_password_bytes: 1024,
+            max_invites: 10_000,
+            max_requests_per_stream: 10,
         }
     }
 }
@@ -1276,6 +1360,55 @@ impl Config {
                 "must be at least 256".into(),
             ));
         }
+        for (var, addrs) in self.contact.fields() {
+            let key = format!("contact.{}", var.trim_end_matches("-addresses"));
+            for (i, a) in addrs.iter().enumerate() {
+                if !a.split_once(':').is_some_and(|(scheme, rest)| {
+                    !scheme.is_empty()
+                        && scheme
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+                        && !rest.is_empty()
+                }) {
+                    return Err(bad(
+                        &format!("{key}[{i}]"),
+                        format!("{a:?}: write a URI such as \"mailto:abuse@example.org\" or \"xmpp:admin@example.org\""),
+                    ));
+                }
+            }
+        }
+        let r = &self.registration;
+        for (key, v) in [
+            ("registration.max_per_ip", r.max_per_ip as usize),
+            ("registration.max_tracked_ips", r.max_tracked_ips),
+            ("registration.max_invites", r.max_invites),
+            (
+                "registration.max_requests_per_stream",
+                r.max_requests_per_stream as usize,
+            ),
+        ] {
+            if v == 0 {
+                return Err(bad(key, "must be at least 1".into()));
+            }
+        }
+        if !(1..=1023).contains(&r.max_username_chars) {
+            return Err(bad(
+                "registration.max_username_chars",
+                "must be between 1 and 1023 (RFC 7622 §3.3.1)".into(),
+            ));
+        }
+        if !(8..=65_536).contains(&r.max_password_bytes) {
+            return Err(bad(
+                "registration.max_password_bytes",
+                "must be between 8 and 65536".into(),
+            ));
+        }
+        if r.per_ip_window.0.is_zero() {
+            return Err(bad(
+                "registration.per_ip_window",
+                "must be more than 0".into(),
+            ));
+        }
         let sm = &self.stream_management;
         check_push(&self.push, sm).map_err(|(k, r)| bad(&format!("push.{k}"), r))?;
         for (i, h) in self.hosts.iter().enumerate() {
@@ -1348,6 +1481,10 @@ impl Config {
             timeout: c.negotiation_timeout.0,
             throttle: Some(self.auth_throttle()),
             scram_nonce: None,
+            // Hashed from the server's disco#info, which only the server builds.
+            caps: None,
+            registration: self.registration.enabled,
+            max_registration_requests: self.registration.max_requests_per_stream,
         }
     }
 
@@ -1713,6 +1850,27 @@ removed_retention = "7d"
             (
                 "[private]\nmax_bytes_per_item = 0\n",
                 "private.max_bytes_per_item",
+            ),
+            (
+                "[contact]\nabuse = [\"abuse@example.org\"]\n",
+                "contact.abuse[0]",
+            ),
+            ("[contact]\nsupport = [\"mailto:\"]\n", "contact.support[0]"),
+            (
+                "[registration]\nmax_per_ip = 0\n",
+                "registration.max_per_ip",
+            ),
+            (
+                "[registration]\nmax_invites = 0\n",
+                "registration.max_invites",
+            ),
+            (
+                "[registration]\nmax_username_chars = 2000\n",
+                "registration.max_username_chars",
+            ),
+            (
+                "[registration]\nper_ip_window = \"0s\"\n",
+                "registration.per_ip_window",
             ),
         ] {
             let e = Config::parse(text, "f.toml").unwrap_err().to_string();

@@ -47,7 +47,8 @@ use herald_proto::{ns, Element};
 use herald_session::sm::{SmConfig, SmEvent, StreamManagement};
 use herald_session::sm_nonza::{self, Answer};
 use herald_xep::{
-    blocking, carbons, component as xcomp, delay, dialback, mam, private, roster, stanza, vcard,
+    blocking, caps, carbons, component as xcomp, delay, dialback, mam, private, register, roster,
+    stanza, vcard,
 };
 
 /// A fuzz target: bytes in, no panic.
@@ -71,6 +72,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("component", component),
     ("stanza", stanza),
     ("profile", profile),
+    ("register", register),
+    ("caps", caps),
 ];
 
 /// The target called `name`.
@@ -710,6 +713,35 @@ pub fn stanza(data: &[u8]) {
         let mut el = el;
         let _ = stanza::strip_spoofed(&mut el, |d| d.eq_ignore_ascii_case("localhost"));
         write(&el);
+    }
+}
+
+/// XEP-0077 registration payloads and XEP-0401 tokens, on every element and its children;
+/// a name that is accepted is a prepared account JID within the limit.
+pub fn register(data: &[u8]) {
+    for el in elements(data) {
+        for c in with_children(&el) {
+            if let register::Submit::Credentials { username, password } = register::parse_submit(c)
+            {
+                if let Ok(jid) = register::account(&username, "localhost", 16) {
+                    let node = jid.node().map(|n| n.to_string()).unwrap_or_default();
+                    assert!(!node.is_empty() && node.chars().count() <= 16, "{jid}");
+                }
+                let _ = register::password(&password, 64);
+            }
+            let _ = register::preauth_token(c).map(register::token_hash);
+        }
+    }
+}
+
+/// XEP-0115 verification strings of peers' disco#info answers (PEP `+notify` trusts them).
+pub fn caps(data: &[u8]) {
+    for el in elements(data) {
+        for c in with_children(&el) {
+            if let Ok(ver) = caps::ver_of_info(c) {
+                assert_eq!(caps::ver_of_info(c), Ok(ver), "caps ver is deterministic");
+            }
+        }
     }
 }
 

@@ -300,4 +300,6 @@ corpus_tests!(
     component,
     stanza,
     profile,
+    register,
+    caps,
 );

@@ -95,3 +95,17 @@ pub const VCARD: &str = "vcard-temp";
 pub const VCARD_UPDATE: &str = "vcard-temp:x:update";
 /// XEP-0049: private XML storage.
 pub const PRIVATE: &str = "jabber:iq:private";
+/// XEP-0077: in-band registration.
+pub const REGISTER: &str = "jabber:iq:register";
+/// XEP-0077 §8: the in-band registration stream feature.
+pub const REGISTER_FEATURE: &str = "http://jabber.org/features/iq-register";
+/// XEP-0160: offline message storage, as a disco#info feature.
+pub const MSGOFFLINE: &str = "msgoffline";
+/// XEP-0115: entity capabilities.
+pub const CAPS: &str = "http://jabber.org/protocol/caps";
+/// XEP-0128/XEP-0157: FORM_TYPE of the server's contact addresses form.
+pub const SERVERINFO: &str = "http://jabber.org/network/serverinfo";
+/// XEP-0401: pre-authenticated roster subscription / registration token.
+pub const PARS: &str = "urn:xmpp:pars:0";
+/// XEP-0445: pre-authenticated in-band registration (the `<token/>`'s feature).
+pub const IBR_TOKEN: &str = "urn:xmpp:ibr-token:0";

@@ -12,7 +12,7 @@
 //! | [`transport`] | `listener`; `conn`, `tls_io`, `tls`, `inbox` re-exported from herald-transport | accept loops, bytes, TLS |
 //! | [`c2s`] | accept loop, `negotiate` (drives `herald_session::negotiate`'s machine), `session` (the task of one bound session; `session::sm` for XEP-0198 with answers from `herald_session::sm_nonza`, `session::csi`, `session::backlog`), `persist` (sessions across restarts) | a client's stream from first byte to last |
 //! | [`routing`] | `routing` (where a stanza goes, RFC 6121 §8), `router` (who is online), `msg` (the messages between tasks), `hooks` (typed events and their handler lists), `durable` (durable-before-acked tickets) | getting a stanza to the right task, knowing no feature |
-//! | [`features`] | `message`, `presence`, `roster`, `blocking`, `carbons`, `mam`, `offline`, `push` (the `herald push test` bookkeeping is `herald_push::diag`), `vcard`, `private`, `iq` (the IQ table, disco, ping, version, time), `ctx` (what a handler sees of a session) | what the server does with stanzas |
+//! | [`features`] | `message`, `presence`, `roster`, `blocking`, `carbons`, `mam`, `offline`, `push` (the `herald push test` bookkeeping is `herald_push::diag`), `vcard`, `private`, `register` (XEP-0077: password change, removal, registration before login), `iq` (the IQ table, disco with the features served beyond it, ping, version, time), `ctx` (what a handler sees of a session) | what the server does with stanzas |
 //! | [`federation`] | `s2s`, `component` | other servers and external components |
 //! | [`admin`] | `admin_socket`, `accounts` | operators' commands on the running server (the CLI side is `herald::admin`) |
 //!
@@ -146,6 +146,9 @@ pub struct Shared {
     /// Accounts removed and sessions being ended by admin commands. Written by the admin
     /// socket; read by login and storage so nothing is stored for a removed account.
     pub accounts: accounts::AccountChanges,
+    /// Accounts registered in band per peer address (`[registration] max_per_ip`). Written
+    /// and read by `features::register` before login.
+    pub registrations: std::sync::Mutex<herald_session::registrations::Registrations>,
     /// XEP-0198 resumption ids of resumable sessions. Written by sessions (enable, end);
     /// read by negotiation for `<resume/>`.
     resumable: std::sync::Mutex<std::collections::HashMap<String, msg::Resumable>>,
@@ -475,6 +478,11 @@ pub async fn start_with_store(cfg: Config, store: impl Backend) -> anyhow::Resul
         avatars: herald_store::cache::UserCache::new(100_000),
         s2s,
         accounts: Default::default(),
+        registrations: std::sync::Mutex::new(herald_session::registrations::Registrations::new(
+            cfg.registration.max_per_ip,
+            cfg.registration.per_ip_window.0,
+            cfg.registration.max_tracked_ips,
+        )),
         resumable: Default::default(),
         tombstones: std::sync::Mutex::new(tombstones),
         offline_claims: Default::default(),

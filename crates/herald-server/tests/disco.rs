@@ -1,7 +1,9 @@
-//! XEP-0030 disco#info over the wire against the IQ table: the server's and an account's
-//! feature lists are exact, every table line is served where it is registered and
-//! advertised where it says, nothing else is advertised, and what no line serves gets
-//! `service-unavailable`.
+//! XEP-0030 disco#info over the wire against the IQ table and the features served beyond it
+//! (`beyond::SERVED`): the server's and an account's feature lists are exact, every table
+//! line is served where it is registered and advertised where it says, nothing else is
+//! advertised, every namespace served is announced somewhere, and what no line serves gets
+//! `service-unavailable`. The server's XEP-0115 `<c/>` in the stream features hashes its
+//! disco#info; its XEP-0157 contact addresses are a XEP-0128 form there.
 
 mod common;
 
@@ -9,6 +11,7 @@ use std::collections::BTreeSet;
 
 use common::*;
 use herald_proto::Element;
+use herald_server::features::iq::beyond::{Announced, SERVED};
 use herald_server::features::iq::table::{lookup, TABLE};
 use herald_server::features::iq::{features, Advertised, Disco, Handler, IqType, Target};
 
@@ -94,6 +97,10 @@ async fn server_and_accounts_list_exactly_their_features() {
             // XEP-0054 §2 on the server; XEP-0049 has none, Prosody lists it there.
             "vcard-temp",
             "jabber:iq:private",
+            // XEP-0160: offline storage.
+            "msgoffline",
+            // XEP-0077: password change and removal (registration only when enabled).
+            "jabber:iq:register",
         ])
     );
     let account = sorted(&[
@@ -101,7 +108,10 @@ async fn server_and_accounts_list_exactly_their_features() {
         "urn:xmpp:ping",
         // XEP-0313 §7 and XEP-0357 §5: discovered on the account's bare JID.
         "urn:xmpp:mam:2",
+        "urn:xmpp:mam:2#extended",
         "urn:xmpp:mam:1",
+        // XEP-0359 §5: archived messages carry the account's stanza-id.
+        "urn:xmpp:sid:0",
         "urn:xmpp:push:0",
         "tigase:push:priority:0",
     ]);
@@ -150,6 +160,13 @@ async fn every_table_line_is_served_and_only_the_table_is_advertised() {
             Advertised::OnAccount(f) => declared[1].extend(f.iter().map(|f| f.to_string())),
             Advertised::Nowhere => {}
         }
+    }
+    for s in SERVED {
+        match s.announced {
+            Announced::Disco(Disco::Server) => declared[0].insert(s.var.to_string()),
+            Announced::Disco(Disco::Account) => declared[1].insert(s.var.to_string()),
+            Announced::StreamFeature => false,
+        };
     }
     for (disco, to, declared) in [
         (Disco::Server, " to='localhost'", &declared[0]),
@@ -286,4 +303,199 @@ fn lookup_matches_type_namespace_element_and_target() {
         Target::Server
     )
     .is_none());
+}
+
+/// Namespaces served by table lines that are announced in no disco#info: core RFC 6120/6121
+/// protocol every server has (the roster's versioning is a stream feature, in `SERVED`).
+const CORE: &[&str] = &["urn:ietf:params:xml:ns:xmpp-session", "jabber:iq:roster"];
+
+#[test]
+fn every_namespace_served_is_announced_and_every_announcement_has_a_module() {
+    let announced: BTreeSet<&str> = features(Disco::Server)
+        .into_iter()
+        .chain(features(Disco::Account))
+        .chain(
+            SERVED
+                .iter()
+                .filter(|s| s.announced == Announced::StreamFeature)
+                .map(|s| s.var),
+        )
+        .collect();
+    for e in TABLE {
+        assert!(
+            announced.contains(e.ns) || CORE.contains(&e.ns),
+            "{} {} is served but announced nowhere",
+            e.ns,
+            e.element
+        );
+        if CORE.contains(&e.ns) {
+            assert!(matches!(e.advertised, Advertised::Nowhere), "{}", e.ns);
+        }
+    }
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    for s in SERVED {
+        let text = std::fs::read_to_string(src.join(s.module))
+            .unwrap_or_else(|e| panic!("{}: module {} not found: {e}", s.var, s.module));
+        assert!(!text.is_empty(), "{}", s.module);
+    }
+    // Each feature once, whatever lists it.
+    for (i, a) in SERVED.iter().enumerate() {
+        assert!(SERVED[i + 1..].iter().all(|b| b.var != a.var), "{}", a.var);
+        assert!(
+            TABLE
+                .iter()
+                .all(|e| !e.features_on(Disco::Server).contains(&a.var)
+                    && !e.features_on(Disco::Account).contains(&a.var)),
+            "{} is both a table feature and served beyond it",
+            a.var
+        );
+    }
+}
+
+#[tokio::test]
+async fn stream_features_after_login_are_those_announced() {
+    let s = TestServer::start().await;
+    s.add_user("alice", "pw");
+    let (_c, f) = RawClient::authenticate(s.c2s(), "alice", "pw").await;
+    let got: BTreeSet<String> = f.children().map(|c| c.ns()).collect();
+    let mut want: BTreeSet<String> = SERVED
+        .iter()
+        .filter(|s| s.announced == Announced::StreamFeature)
+        .map(|s| s.var.to_string())
+        .collect();
+    // RFC 6120 §7 and RFC 3921 §3: binding and the legacy session, before any feature.
+    want.insert("urn:ietf:params:xml:ns:xmpp-bind".into());
+    want.insert("urn:ietf:params:xml:ns:xmpp-session".into());
+    assert_eq!(got, want, "{}", xml(&f));
+}
+
+/// The `<c/>` of the post-login stream features.
+async fn caps_of(s: &TestServer) -> Element {
+    let (_c, f) = RawClient::authenticate(s.c2s(), "alice", "pw").await;
+    f.get_child("c", "http://jabber.org/protocol/caps")
+        .unwrap_or_else(|| panic!("no caps: {}", xml(&f)))
+        .clone()
+}
+
+/// The server's disco#info `<query/>` as Alice gets it.
+async fn server_query(s: &TestServer) -> Element {
+    let mut a = RawClient::login(s.c2s(), "alice", "pw", "q").await;
+    let r = ask(
+        &mut a,
+        "si",
+        &format!("<iq type='get' id='si' to='localhost'><query xmlns='{DISCO_INFO}'/></iq>"),
+    )
+    .await;
+    r.get_child("query", DISCO_INFO)
+        .unwrap_or_else(|| panic!("no query: {}", xml(&r)))
+        .clone()
+}
+
+#[tokio::test]
+async fn caps_in_stream_features_hash_the_disco_info_served() {
+    for contact in [false, true] {
+        let s = TestServer::start_with(|c| {
+            if contact {
+                c.contact.abuse = vec!["mailto:abuse@localhost".into()];
+            }
+        })
+        .await;
+        s.add_user("alice", "pw");
+        let c = caps_of(&s).await;
+        assert_eq!(c.attr("hash"), Some("sha-1"));
+        assert!(c.attr("node").is_some_and(|n| !n.is_empty()));
+        let q = server_query(&s).await;
+        // XEP-0115 §5.4: what a client recomputes from the answer it got.
+        let ver = herald_xep::caps::ver_of_info(&q).expect("a hashable disco#info");
+        assert_eq!(c.attr("ver"), Some(ver.as_str()), "contact form: {contact}");
+        // XEP-0115 §6.2: what a client asks to verify the hash, `node#ver`, answers the same.
+        let node = format!("{}#{ver}", c.attr("node").unwrap_or(""));
+        let mut a = RawClient::login(s.c2s(), "alice", "pw", "n").await;
+        let r = ask(
+            &mut a,
+            "cn",
+            &format!(
+                "<iq type='get' id='cn' to='localhost'><query xmlns='{DISCO_INFO}' node='{node}'/></iq>"
+            ),
+        )
+        .await;
+        let got = r
+            .get_child("query", DISCO_INFO)
+            .unwrap_or_else(|| panic!("no query: {}", xml(&r)));
+        assert_eq!(got.attr("node"), Some(node.as_str()));
+        assert_eq!(herald_xep::caps::ver_of_info(got).as_ref(), Ok(&ver));
+        // Another ver is not served.
+        let r = ask(
+            &mut a,
+            "cx",
+            &format!(
+                "<iq type='get' id='cx' to='localhost'><query xmlns='{DISCO_INFO}' node='{}#AAAA'/></iq>",
+                c.attr("node").unwrap_or("")
+            ),
+        )
+        .await;
+        assert!(xml(&r).contains("service-unavailable"), "{}", xml(&r));
+    }
+}
+
+#[tokio::test]
+async fn contact_addresses_are_a_serverinfo_form_only_when_configured() {
+    let s = TestServer::start().await;
+    s.add_user("alice", "pw");
+    let q = server_query(&s).await;
+    assert!(
+        q.get_child("x", "jabber:x:data").is_none(),
+        "no [contact]: no form: {}",
+        xml(&q)
+    );
+    let s = TestServer::start_with(|c| {
+        c.contact.abuse = vec![
+            "mailto:abuse@localhost".into(),
+            "xmpp:abuse@localhost".into(),
+        ];
+        c.contact.security = vec!["https://localhost/security".into()];
+    })
+    .await;
+    s.add_user("alice", "pw");
+    let q = server_query(&s).await;
+    let forms: Vec<&Element> = q
+        .children()
+        .filter(|c| c.is("x", "jabber:x:data"))
+        .collect();
+    assert_eq!(forms.len(), 1, "{}", xml(&q));
+    assert_eq!(forms[0].attr("type"), Some("result"));
+    let fields: Vec<(String, Option<String>, Vec<String>)> = forms[0]
+        .children()
+        .filter(|f| f.name() == "field")
+        .map(|f| {
+            (
+                f.attr("var").unwrap_or("").to_string(),
+                f.attr("type").map(str::to_string),
+                f.children().map(|v| v.text()).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            (
+                "FORM_TYPE".to_string(),
+                Some("hidden".to_string()),
+                vec!["http://jabber.org/network/serverinfo".to_string()]
+            ),
+            (
+                "abuse-addresses".into(),
+                None,
+                vec![
+                    "mailto:abuse@localhost".into(),
+                    "xmpp:abuse@localhost".into()
+                ]
+            ),
+            (
+                "security-addresses".into(),
+                None,
+                vec!["https://localhost/security".into()]
+            ),
+        ]
+    );
 }

@@ -16,6 +16,7 @@
 //!   are actions answered by the driver.
 //! - [`throttle`]: failed-authentication delays and account lockouts, with explicit time;
 //!   [`negotiate`] applies them to the records its driver keeps.
+//! - [`registrations`]: accounts registered in band per peer address (XEP-0077), bounded.
 //! - [`csi`]: XEP-0352 client state indication buffer (Prosody's mod_csi_simple model) and the
 //!   importance classification shared with push.
 //! - [`budget`]: byte budgets for queues (a session's, its account's, an s2s or component
@@ -38,6 +39,7 @@ pub mod budget;
 pub mod csi;
 pub mod negotiate;
 pub mod rate;
+pub mod registrations;
 pub mod resources;
 pub mod sm;
 pub mod sm_nonza;

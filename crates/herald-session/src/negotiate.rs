@@ -52,6 +52,17 @@ pub struct Config {
     /// A fixed SCRAM server nonce (for test vectors and fuzzing); None: a random one per
     /// exchange.
     pub scram_nonce: Option<String>,
+    /// The server's XEP-0115 `<c/>`, offered among the features after authentication
+    /// (XEP-0115 §6.3); None: not offered.
+    pub caps: Option<Element>,
+    /// XEP-0077 registration of new accounts before authentication: offered as a stream
+    /// feature (with the XEP-0445 invite-token feature) where SASL is, and its IQs (and
+    /// XEP-0401 `<preauth/>`) handed to the driver ([`Action::Register`]). Off: such IQs
+    /// get `service-unavailable` (XEP-0077 §3.1).
+    pub registration: bool,
+    /// Registration IQs (answered or refused) one stream may send before authenticating;
+    /// one more ends it with `policy-violation`.
+    pub max_registration_requests: u32,
 }
 
 /// What the driver feeds the machine.
@@ -157,6 +168,10 @@ pub enum Action {
         /// The client's inbound count.
         h: u32,
     },
+    /// Answer this XEP-0077 registration IQ (`jabber:iq:register` query, or a XEP-0401
+    /// `<preauth/>` token) before authentication, writing the reply; negotiation goes on.
+    /// Only with [`Config::registration`], and over TLS unless encryption is optional.
+    Register(Element),
     /// Done: send this stream error and close (with a header first if none was sent).
     Fail(StreamError),
     /// Done: close the stream cleanly (the peer closed its side).
@@ -188,6 +203,9 @@ struct Ctx {
     attempt: Option<(String, Option<BareJid>)>,
     /// Its throttle records (with a throttle configured).
     records: Option<(Failures, Failures)>,
+    /// Registration IQs answered on this stream (bounded by
+    /// [`Config::max_registration_requests`]).
+    registration_requests: u32,
 }
 
 fn serr(c: StreamErrorCondition, text: &str) -> StreamError {
@@ -237,6 +255,7 @@ impl Negotiation {
                 deadline,
                 attempt: None,
                 records: None,
+                registration_requests: 0,
             },
             user: None,
         })
@@ -354,7 +373,13 @@ pub fn check_header(
 
 /// The stream features offered before authentication (`tls`: the transport is encrypted) or
 /// after it.
-pub fn features(tls: bool, require_tls: bool, authenticated: bool) -> Element {
+pub fn features(
+    tls: bool,
+    require_tls: bool,
+    authenticated: bool,
+    caps: Option<&Element>,
+    registration: bool,
+) -> Element {
     let mut features = Element::bare("features", ns::STREAM);
     if !authenticated {
         if !tls {
@@ -366,6 +391,10 @@ pub fn features(tls: bool, require_tls: bool, authenticated: bool) -> Element {
         }
         if tls || !require_tls {
             features.append_child(mechanisms());
+            if registration {
+                features.append_child(Element::bare("register", ns::REGISTER_FEATURE));
+                features.append_child(Element::bare("register", ns::IBR_TOKEN));
+            }
         }
     } else {
         features.append_child(Element::bare("bind", ns::BIND));
@@ -375,6 +404,9 @@ pub fn features(tls: bool, require_tls: bool, authenticated: bool) -> Element {
         features.append_child(herald_proto::sm::feature());
         features.append_child(Element::bare("csi", ns::CSI));
         features.append_child(Element::bare("ver", ns::ROSTERVER));
+        if let Some(c) = caps {
+            features.append_child(c.clone());
+        }
     }
     features
 }
@@ -488,7 +520,13 @@ impl AwaitingHeader {
         out.push(Action::OpenStream {
             domain,
             to: header.from,
-            features: features(ctx.tls, ctx.cfg.require_encryption, user.is_some()),
+            features: features(
+                ctx.tls,
+                ctx.cfg.require_encryption,
+                user.is_some(),
+                ctx.cfg.caps.as_ref(),
+                ctx.cfg.registration,
+            ),
         });
         match user {
             None => Negotiation::Unauthenticated(Unauthenticated { ctx }),
@@ -527,7 +565,56 @@ impl Unauthenticated {
             }
             return start_sasl(ctx, &el, out);
         }
+        if is_registration(&el) {
+            let mut ctx = ctx;
+            ctx.registration_requests += 1;
+            if ctx.registration_requests > ctx.cfg.max_registration_requests {
+                out.push(Action::Fail(serr(
+                    StreamErrorCondition::PolicyViolation,
+                    "too many registration requests",
+                )));
+                return Negotiation::Done;
+            }
+            register(&ctx, el, out);
+            return Negotiation::Unauthenticated(Unauthenticated { ctx });
+        }
         refuse(&el, out)
+    }
+}
+
+/// A `get`/`set` IQ with a XEP-0077 query or a XEP-0401 `<preauth/>`.
+fn is_registration(el: &Element) -> bool {
+    if !(is_stanza(el) && el.name() == "iq" && matches!(el.attr("type"), Some("get" | "set"))) {
+        return false;
+    }
+    let mut payload = el.children();
+    match (payload.next(), payload.next()) {
+        (Some(p), None) => p.is("query", ns::REGISTER) || p.is("preauth", ns::PARS),
+        _ => false,
+    }
+}
+
+/// Answers a registration IQ before authentication: refused here when registration is off
+/// (XEP-0077 §3.1: `service-unavailable`) or the stream is not encrypted where it must be
+/// (`policy-violation`, as SASL would be refused); otherwise the driver's.
+fn register(ctx: &Ctx, el: Element, out: &mut Vec<Action>) {
+    let refusal = if !ctx.cfg.registration {
+        Some((StanzaErrorCondition::ServiceUnavailable, None))
+    } else if !ctx.tls && ctx.cfg.require_encryption {
+        Some((
+            StanzaErrorCondition::PolicyViolation,
+            Some("Encryption is required"),
+        ))
+    } else {
+        None
+    };
+    match refusal {
+        None => out.push(Action::Register(el)),
+        Some((cond, text)) => {
+            if let Some(reply) = error_reply(&el, cond, None, text) {
+                out.push(Action::Send(reply));
+            }
+        }
     }
 }
 
@@ -1063,6 +1150,9 @@ pub fn run_bytes(data: &[u8], start: Instant) {
             lockout_time: Duration::from_secs(60),
         }),
         scram_nonce: Some("fuzznonce".into()),
+        caps: None,
+        registration: flags & 16 != 0,
+        max_registration_requests: 4,
     };
     let require = cfg.require_encryption;
     let mut m = Negotiation::new(cfg, flags & 2 != 0, start);
@@ -1129,6 +1219,7 @@ pub fn run_bytes(data: &[u8], start: Instant) {
                             now: start,
                         });
                     }
+                    Action::Register(_) => assert!(!authenticated, "registration after auth"),
                     Action::Send(_)
                     | Action::RecordFailure { .. }
                     | Action::Delay(_)

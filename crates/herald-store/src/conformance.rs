@@ -7,10 +7,11 @@
 //! module must not depend on backend details (no SQL): only the public traits.
 
 use crate::{
-    AccountStore, ArchiveQuery, ArchiveStore, ArchivedMessage, BlockStore, Credentials, MamPrefs,
-    OfflineMessage, OfflineStore, PushRegistration, PushRemoval, PushStatsUpdate, PushStore,
-    RemovalNote, RosterItem, RosterStore, SavedSession, ScramRecord, SessionStore, SmQueued,
-    SmSessionRecord, Store, StoreError, Subscription, Usage, MAX_REMOVALS_PER_USER,
+    AccountStore, ArchiveQuery, ArchiveStore, ArchivedMessage, BlockStore, Credentials, Invite,
+    InviteStore, MamPrefs, OfflineMessage, OfflineStore, PushRegistration, PushRemoval,
+    PushStatsUpdate, PushStore, RemovalNote, RosterItem, RosterStore, SavedSession, ScramRecord,
+    SessionStore, SmQueued, SmSessionRecord, Store, StoreError, Subscription, Usage,
+    MAX_REMOVALS_PER_USER,
 };
 use crate::{PrivateItem, PrivateStore, StoredVcard, VcardStore};
 
@@ -36,6 +37,7 @@ pub fn run_all(store: &Store) {
     purge_in_batches(store);
     vcards(store);
     private_items(store);
+    invites(store);
 }
 
 /// Distinct, recognisable credentials per seed.
@@ -1788,4 +1790,73 @@ pub fn private_items(store: &Store) {
         .set_private_items(other, &[pitem("a", "x:a", "<a xmlns='x:a'/>")], 1)
         .unwrap();
     assert_eq!(store.private_count(other).unwrap(), 1);
+}
+
+/// Invites: found only by their token's hash while usable, used up, expired, revoked, and
+/// bounded (unusable ones make room).
+pub fn invites(store: &Store) {
+    let inv = |id: &str, for_user: Option<&str>, expires: Option<i64>, uses: u32| Invite {
+        id: id.into(),
+        for_user: for_user.map(str::to_string),
+        created: 1_000,
+        expires,
+        uses_left: uses,
+    };
+    let a = inv("a1", None, None, 2);
+    store.create_invite(b"hash-a", &a, 3, 1_000).unwrap();
+    assert!(matches!(
+        store.create_invite(b"hash-a", &inv("other", None, None, 1), 3, 1_000),
+        Err(StoreError::AlreadyExists)
+    ));
+    assert!(matches!(
+        store.create_invite(b"hash-x", &inv("a1", None, None, 1), 3, 1_000),
+        Err(StoreError::AlreadyExists)
+    ));
+    assert_eq!(
+        store.usable_invite(b"hash-a", 2_000).unwrap(),
+        Some(a.clone())
+    );
+    assert_eq!(store.usable_invite(b"forged", 2_000).unwrap(), None);
+    // Two uses, then used up.
+    assert!(store.use_invite("a1", 2_000).unwrap());
+    assert!(store.use_invite("a1", 2_000).unwrap());
+    assert!(!store.use_invite("a1", 2_000).unwrap());
+    assert_eq!(store.usable_invite(b"hash-a", 2_000).unwrap(), None);
+    assert!(!store.use_invite("nope", 2_000).unwrap());
+    // Expiry, and a named account kept.
+    let b = inv("b1", Some("bob@invites.conformance.test"), Some(5_000), 1);
+    store.create_invite(b"hash-b", &b, 3, 1_000).unwrap();
+    assert_eq!(
+        store.usable_invite(b"hash-b", 4_999).unwrap(),
+        Some(b.clone())
+    );
+    assert_eq!(store.usable_invite(b"hash-b", 5_000).unwrap(), None);
+    assert!(!store.use_invite("b1", 5_000).unwrap());
+    // Listed whether usable or not (b1 has expired); creating b1 dropped the used-up a1.
+    let ids: Vec<String> = store.invites().unwrap().into_iter().map(|i| i.id).collect();
+    assert_eq!(ids, ["b1"]);
+    // The bound counts usable invites: the used-up and expired ones go to make room.
+    for (i, h) in [b"hash-c", b"hash-d", b"hash-e"].iter().enumerate() {
+        store
+            .create_invite(*h, &inv(&format!("c{i}"), None, None, 1), 3, 6_000)
+            .unwrap();
+    }
+    assert!(matches!(
+        store.create_invite(b"hash-f", &inv("f1", None, None, 1), 3, 6_000),
+        Err(StoreError::QuotaExceeded)
+    ));
+    assert_eq!(store.invites().unwrap().len(), 3);
+    store.revoke_invite("c0").unwrap();
+    assert!(matches!(
+        store.revoke_invite("c0"),
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(store.usable_invite(b"hash-c", 6_000).unwrap(), None);
+    store
+        .create_invite(b"hash-f", &inv("f1", None, None, 1), 3, 6_000)
+        .unwrap();
+    for id in ["c1", "c2", "f1"] {
+        store.revoke_invite(id).unwrap();
+    }
+    assert!(store.invites().unwrap().is_empty());
 }

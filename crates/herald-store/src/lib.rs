@@ -24,6 +24,7 @@ mod block;
 pub mod cache;
 mod error;
 pub mod group_commit;
+mod invite;
 mod offline;
 mod private;
 mod push;
@@ -45,6 +46,7 @@ pub use account::{AccountStore, Credentials, ScramRecord};
 pub use archive::{ArchivePage, ArchiveQuery, ArchiveStore, ArchivedMessage, MamPrefs};
 pub use block::BlockStore;
 pub use error::{Result, StoreError};
+pub use invite::{Invite, InviteStore};
 pub use offline::{OfflineMessage, OfflineStore};
 pub use private::{PrivateItem, PrivateStore};
 pub use push::{
@@ -70,6 +72,7 @@ pub trait Backend:
     + SessionStore
     + VcardStore
     + PrivateStore
+    + InviteStore
     + std::any::Any
     + Send
     + Sync
@@ -106,6 +109,8 @@ pub mod roles {
     pub type Private = dyn PrivateStore + Send + Sync;
     /// Every role, for the few operations that span several (an account's removal).
     pub type All = dyn Backend;
+    /// Registration invites (XEP-0401/XEP-0445).
+    pub type Invites = dyn InviteStore + Send + Sync;
 }
 
 /// A role a backend plays: how to see a whole backend as it.
@@ -134,5 +139,6 @@ role!(
     roles::Sessions,
     roles::All,
     roles::Vcard,
-    roles::Private
+    roles::Private,
+    roles::Invites
 );

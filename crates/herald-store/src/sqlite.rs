@@ -162,6 +162,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 1,
         sql: include_str!("sql/private.sql"),
     },
+    Migration {
+        role: "invites",
+        version: 1,
+        sql: include_str!("sql/invites.sql"),
+    },
 ];
 
 /// Every table holding per-user rows, by its owner column `account`. `delete_account` clears

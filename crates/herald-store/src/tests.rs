@@ -160,8 +160,8 @@ fn migrations_are_recorded_once_per_role() {
     assert_eq!(
         roles,
         vec![
-            "accounts", "archive", "blocking", "offline", "private", "push", "roster", "sessions",
-            "vcard"
+            "accounts", "archive", "blocking", "invites", "offline", "private", "push", "roster",
+            "sessions", "vcard"
         ]
     );
     // Each role's latest version (push: 2, the table of removed registrations; archive: 3,

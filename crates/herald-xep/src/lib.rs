@@ -2,7 +2,8 @@
 //! building replies for MAM (XEP-0313), carbons (XEP-0280), blocking (XEP-0191), the roster
 //! (RFC 6121 §2), stored subscription requests (RFC 6121 §3.1.3) and delay stamps
 //! (XEP-0082/XEP-0203), vCards and their avatar hash ([`vcard`], XEP-0054/XEP-0153), private
-//! XML storage ([`private`], XEP-0049), Server Dialback keys and elements
+//! XML storage ([`private`], XEP-0049), XEP-0077 registration payloads and XEP-0401 invite
+//! tokens ([`register`]), the XEP-0115 verification string ([`caps`]), Server Dialback keys and elements
 //! ([`dialback`], XEP-0220/XEP-0185), and [`stanza`], the small stanza accessors and
 //! builders every module uses.
 //!
@@ -12,12 +13,14 @@
 //! panic-free on arbitrary peer input.
 
 pub mod blocking;
+pub mod caps;
 pub mod carbons;
 pub mod component;
 pub mod delay;
 pub mod dialback;
 pub mod mam;
 pub mod private;
+pub mod register;
 pub mod roster;
 pub mod stanza;
 pub mod subscription;

@@ -359,6 +359,69 @@ fn parse_push_test(reply: &str) -> Result<Vec<TestResult>> {
     }
 }
 
+/// A new invite (`herald invite create`): `for_user` is the one account it may register
+/// (None: any name), `expires` how long it works (None: until used up), `uses` how many
+/// accounts it registers. Returns the invite's id, its token and the XEP-0401 URI that
+/// carries it; only the token's hash is stored.
+pub fn create_invite(
+    cfg: &Config,
+    store: &Store,
+    for_user: Option<&BareJid>,
+    expires: Option<std::time::Duration>,
+    uses: u32,
+) -> Result<(String, String, String)> {
+    use herald_server::xep::register as xr;
+    use herald_store::InviteStore;
+    if uses == 0 {
+        bail!("--uses must be at least 1");
+    }
+    if let Some(u) = for_user {
+        if herald_store::AccountStore::account_exists(store, &u.to_string())? {
+            bail!("{u} already exists");
+        }
+    }
+    let now = herald_server::xep::delay::now_micros() / 1000;
+    let expires = match expires {
+        None => None,
+        Some(d) => {
+            let ms = i64::try_from(d.as_millis()).map_err(|_| anyhow!("--expires is too long"))?;
+            Some(now.saturating_add(ms))
+        }
+    };
+    let (id, token) = xr::new_invite();
+    let invite = herald_store::Invite {
+        id: id.clone(),
+        for_user: for_user.map(|u| u.to_string()),
+        created: now,
+        expires,
+        uses_left: uses,
+    };
+    match store.create_invite(
+        &xr::token_hash(&token),
+        &invite,
+        cfg.registration.max_invites,
+        now,
+    ) {
+        Ok(()) => {}
+        Err(herald_store::StoreError::QuotaExceeded) => bail!(
+            "{} invites are stored (registration.max_invites): revoke some first",
+            cfg.registration.max_invites
+        ),
+        Err(e) => return Err(e.into()),
+    }
+    let uri_jid = match for_user {
+        Some(u) => u.to_string(),
+        None => cfg.domain.clone(),
+    };
+    let uri = xr::invite_uri(&uri_jid, &token);
+    Ok((id, token, uri))
+}
+
+/// Milliseconds since the epoch as an XEP-0082 stamp.
+pub fn unix_time_ms(ms: i64) -> String {
+    herald_server::xep::delay::format_stamp(ms.saturating_mul(1_000))
+}
+
 /// A unix time as an RFC 3339 UTC string.
 pub fn unix_time(secs: i64) -> String {
     herald_server::xep::delay::format_stamp(secs.saturating_mul(1_000_000))

@@ -37,6 +37,41 @@ enum Cmd {
     /// Manage push registrations (XEP-0357).
     #[command(subcommand)]
     Push(PushCmd),
+    /// Manage invites to register an account (XEP-0401/XEP-0445; see [registration]).
+    #[command(subcommand)]
+    Invite(InviteCmd),
+}
+
+#[derive(Subcommand)]
+enum InviteCmd {
+    /// Create an invite; prints its id, its token and the xmpp: URI to give the invitee.
+    Create {
+        /// The one account it may register (user@domain or user); absent: any name.
+        #[arg(long = "for", value_name = "USER")]
+        for_user: Option<String>,
+        /// How long it works, e.g. "7d", "12h"; absent: until used up.
+        #[arg(long, value_parser = parse_duration)]
+        expires: Option<std::time::Duration>,
+        /// How many accounts it registers.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+    },
+    /// List stored invites (id, account it is for, created, expires, uses left, state).
+    List,
+    /// Delete an invite by id; its token stops working.
+    Revoke {
+        /// The id `invite create` or `invite list` showed.
+        id: String,
+    },
+}
+
+/// A duration as config files write them, at most ten years.
+fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (write e.g. \"7d\")"))?;
+    if d > herald_server::config::MAX_DURATION {
+        return Err("must be at most 3650d".into());
+    }
+    Ok(d)
 }
 
 #[derive(Subcommand)]
@@ -209,7 +244,60 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::User(u) => user(cfg, u),
         Cmd::Roster(r) => roster(cfg, r),
         Cmd::Push(p) => push(cfg, p),
+        Cmd::Invite(i) => invite(cfg, i),
     }
+}
+
+fn invite(cfg: Config, cmd: InviteCmd) -> Result<()> {
+    let store = admin::open_store(&cfg)?;
+    match cmd {
+        InviteCmd::Create {
+            for_user,
+            expires,
+            uses,
+        } => {
+            let for_user = for_user.map(|u| admin::account_jid(&cfg, &u)).transpose()?;
+            let (id, token, uri) =
+                admin::create_invite(&cfg, &store, for_user.as_ref(), expires, uses)?;
+            println!("id {id}");
+            println!("token {token}");
+            println!("uri {uri}");
+            if !cfg.registration.enabled {
+                eprintln!(
+                    "note: [registration] enabled = false: the invite works once registration is enabled"
+                );
+            }
+        }
+        InviteCmd::List => {
+            let now = herald_server::xep::delay::now_micros() / 1000;
+            for i in herald_store::InviteStore::invites(&store)? {
+                let state = if i.usable(now) {
+                    "usable"
+                } else if i.uses_left == 0 {
+                    "used-up"
+                } else {
+                    "expired"
+                };
+                println!(
+                    "{}\tfor={}\tcreated={}\texpires={}\tuses_left={}\t{}",
+                    i.id,
+                    i.for_user.as_deref().unwrap_or("any"),
+                    admin::unix_time_ms(i.created),
+                    i.expires
+                        .map(admin::unix_time_ms)
+                        .unwrap_or_else(|| "never".into()),
+                    i.uses_left,
+                    state
+                );
+            }
+        }
+        InviteCmd::Revoke { id } => match herald_store::InviteStore::revoke_invite(&store, &id) {
+            Ok(()) => println!("revoked {id}"),
+            Err(herald_store::StoreError::NotFound) => bail!("no invite {id}"),
+            Err(e) => return Err(e.into()),
+        },
+    }
+    Ok(())
 }
 
 fn roster(cfg: Config, cmd: RosterCmd) -> Result<()> {

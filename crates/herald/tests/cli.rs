@@ -409,3 +409,58 @@ fn changing_a_password_ends_the_sessions_and_the_new_one_logs_in() {
         .unwrap();
     read_until(&mut bob, "id='again'");
 }
+
+/// The value of `key` in `invite create`'s output (`key value` lines).
+fn field<'a>(out: &'a str, key: &str) -> &'a str {
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key} ")))
+        .unwrap_or_else(|| panic!("no {key} in {out:?}"))
+}
+
+#[test]
+fn invites_are_created_listed_and_revoked() {
+    let e = Env::with("[registration]\nenabled = true\ninvite_only = true\nmax_invites = 2\n");
+    let out = e.ok(&["invite", "create", "--expires", "7d", "--uses", "3"]);
+    let (id, token) = (field(&out, "id"), field(&out, "token"));
+    // XEP-0401 §5: the account-creation URI carries the token.
+    assert_eq!(
+        field(&out, "uri"),
+        format!("xmpp:localhost?register;preauth={token}")
+    );
+    let named = e.ok(&["invite", "create", "--for", "bob"]);
+    let named_token = field(&named, "token");
+    assert_eq!(
+        field(&named, "uri"),
+        format!("xmpp:bob@localhost?register;preauth={named_token}")
+    );
+    let list = e.ok(&["invite", "list"]);
+    assert_eq!(list.lines().count(), 2, "{list}");
+    let line = list.lines().find(|l| l.starts_with(id)).unwrap();
+    assert!(
+        line.contains("for=any") && line.contains("uses_left=3"),
+        "{line}"
+    );
+    assert!(line.ends_with("usable"), "{line}");
+    assert!(list.contains("for=bob@localhost"), "{list}");
+    // registration.max_invites.
+    assert!(e
+        .fails(&["invite", "create"])
+        .contains("registration.max_invites"));
+    // Bad arguments.
+    assert!(e
+        .fails(&["invite", "create", "--uses", "0"])
+        .contains("uses"));
+    assert!(e
+        .fails(&["invite", "create", "--expires", "soon"])
+        .contains("7d"));
+    e.ok(&["user", "add", "carol", "--password", "pw"]);
+    assert!(e
+        .fails(&["invite", "create", "--for", "carol"])
+        .contains("already exists"));
+    // Only the token's hash is stored.
+    let db = std::fs::read(data(&e).join("herald.sqlite3")).unwrap();
+    assert!(!db.windows(token.len()).any(|w| w == token.as_bytes()));
+    assert!(e.ok(&["invite", "revoke", id]).contains("revoked"));
+    assert!(e.fails(&["invite", "revoke", id]).contains("no invite"));
+    assert_eq!(e.ok(&["invite", "list"]).lines().count(), 1);
+}

@@ -139,7 +139,10 @@ async fn handle(shared: &Arc<Shared>, line: &str) -> String {
         }
         ["user-remove", user] => remove_user(shared, user).await,
         ["password-changed", user] => match account_exists(shared, user).await {
-            Ok(()) => format!("ok {}", end_sessions(shared, user, PASSWORD_CHANGED).await),
+            Ok(()) => format!(
+                "ok {}",
+                end_sessions(shared, user, PASSWORD_CHANGED, None).await
+            ),
             Err(e) => e,
         },
         _ => "error unknown command".into(),
@@ -200,15 +203,28 @@ async fn account_exists(shared: &Arc<Shared>, user: &str) -> Result<(), String> 
     }
 }
 
-/// Ends every session of `user`, connected or hibernated, with `not-authorized` (`text`):
-/// resumption is refused from now on, and each session ends in its own task, handing on its
-/// queue as on any end (never to another session this ends). Returns how many there were,
-/// once they are over (or `END_WAIT` passed).
-async fn end_sessions(shared: &Arc<Shared>, user: &str, text: &str) -> usize {
-    let sessions = shared.router.resources(user);
+/// Ends every session of `user` but `keep` (the one that changed its own password in band),
+/// connected or hibernated, with `not-authorized` (`text`): resumption is refused from now
+/// on (with `keep`, each refuses its own as it ends), and each session ends in its own task,
+/// handing on its queue as on any end (never to another session this ends). Returns how
+/// many there were, once they are over (or `END_WAIT` passed).
+pub(crate) async fn end_sessions(
+    shared: &Arc<Shared>,
+    user: &str,
+    text: &str,
+    keep: Option<u64>,
+) -> usize {
+    let sessions: Vec<_> = shared
+        .router
+        .resources(user)
+        .into_iter()
+        .filter(|r| Some(r.session_id) != keep)
+        .collect();
     let ids: Vec<u64> = sessions.iter().map(|r| r.session_id).collect();
     shared.accounts.begin_ending(&ids);
-    shared.resumable_forget_user(user);
+    if keep.is_none() {
+        shared.resumable_forget_user(user);
+    }
     for r in &sessions {
         let _ = r.tx.send_control(not_authorized(text));
     }
@@ -216,20 +232,20 @@ async fn end_sessions(shared: &Arc<Shared>, user: &str, text: &str) -> usize {
         tracing::warn!(%user, "sessions still ending; going on without them");
     }
     shared.accounts.finish_ending(&ids);
-    tracing::info!(%user, sessions = ids.len(), reason = text, "sessions ended by an admin");
+    tracing::info!(%user, sessions = ids.len(), reason = text, "sessions ended");
     ids.len()
 }
 
 /// `herald user remove` with the server running: the account is marked removed (nothing is
 /// stored for it, its JID reaches no session, a login racing this is ended at bind), its
 /// sessions end, its archive writes in flight land, and only then is it deleted with all its
-/// data; what the server cached of it goes too.
-async fn remove_user(shared: &Arc<Shared>, user: &str) -> String {
+/// data; what the server cached of it goes too. Also an account's own XEP-0077 `<remove/>`.
+pub(crate) async fn remove_user(shared: &Arc<Shared>, user: &str) -> String {
     if let Err(e) = account_exists(shared, user).await {
         return e;
     }
     shared.accounts.mark_removed(user, Removal::Ending);
-    let n = end_sessions(shared, user, ACCOUNT_REMOVED).await;
+    let n = end_sessions(shared, user, ACCOUNT_REMOVED, None).await;
     shared.archive_inflight.wait_idle(user, END_WAIT).await;
     let u = user.to_string();
     let deleted = shared

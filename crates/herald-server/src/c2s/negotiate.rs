@@ -46,9 +46,12 @@ pub enum Outcome {
 /// Negotiates a c2s stream until a bind or resume request, or failure.
 pub async fn negotiate(shared: &Arc<Shared>, mut conn: Conn) -> Outcome {
     let start = Instant::now();
-    let mut machine = Negotiation::new(shared.cfg.negotiation(), conn.is_tls(), start.into_std());
+    let mut cfg = shared.cfg.negotiation();
+    cfg.caps = crate::features::iq::disco::caps(&shared.cfg);
+    let mut machine = Negotiation::new(cfg, conn.is_tls(), start.into_std());
     let deadline = start + shared.cfg.c2s.negotiation_timeout.0;
     let mut actions = Vec::new();
+    let mut preauth = crate::features::register::Preauth::default();
     loop {
         // Perform what the last input asked for; some actions are answered by an input.
         let mut answer = None;
@@ -145,6 +148,20 @@ pub async fn negotiate(shared: &Arc<Shared>, mut conn: Conn) -> Outcome {
                             conn = c;
                             answer = Some(Input::ResumeFailed { last_h });
                         }
+                    }
+                }
+                Action::Register(iq) => {
+                    let domain = conn.domain.clone();
+                    let reply = crate::features::register::before_login(
+                        shared,
+                        &mut preauth,
+                        conn.peer.ip(),
+                        &domain,
+                        &iq,
+                    )
+                    .await;
+                    if let Err(e) = conn.send(&reply).await {
+                        return broken(&mut conn, e).await;
                     }
                 }
                 Action::Fail(e) => {

@@ -13,5 +13,6 @@ pub mod offline;
 pub mod presence;
 pub mod private;
 pub mod push;
+pub mod register;
 pub mod roster;
 pub mod vcard;

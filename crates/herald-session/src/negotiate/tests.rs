@@ -29,6 +29,9 @@ fn cfg(require_encryption: bool) -> Config {
         timeout: Duration::from_secs(60),
         throttle: None,
         scram_nonce: None,
+        caps: None,
+        registration: false,
+        max_registration_requests: 3,
     }
 }
 
@@ -143,6 +146,7 @@ fn show(a: &Action) -> String {
         }
         Action::Resume { user, previd, h } => format!("resume {user} {previd} {h}"),
         Action::Fail(e) => format!("fail {}", e.condition.as_str()),
+        Action::Register(el) => format!("register {}", el.attr("id").unwrap_or("")),
         Action::Close => "close".into(),
         Action::Disconnect => "disconnect".into(),
     }
@@ -877,4 +881,91 @@ fn auth_failed_names_the_attempt_and_what_the_records_count() {
     let mut h = Harness::to_sasl(throttled());
     let got = h.feed("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>!!</auth>");
     assert_eq!(got, [failure("incorrect-encoding"), "auth-failed 1".into()]);
+}
+
+#[test]
+fn caps_are_offered_after_authentication_only() {
+    let caps = Element::bare("c", herald_proto::ns::CAPS);
+    let mut h = Harness::to_sasl(Config {
+        caps: Some(caps),
+        ..cfg(true)
+    });
+    h.feed(&plain("user", "pencil"));
+    let got = h.input(Input::Credentials(Some(keys())));
+    assert_eq!(got[0], SUCCESS_PLAIN);
+    assert_eq!(
+        h.feed(HEADER),
+        ["open localhost [bind() session(optional) sm() csi() ver() c()]"]
+    );
+}
+
+#[test]
+fn registration_before_authentication() {
+    const GET: &str = "<iq type='get' id='r1'><query xmlns='jabber:iq:register'/></iq>";
+    const PREAUTH: &str =
+        "<iq type='set' id='p1' to='localhost'><preauth xmlns='urn:xmpp:pars:0' token='t'/></iq>";
+    // Off (the default): not offered, and the IQ is service-unavailable; the stream goes on.
+    let mut h = Harness::to_sasl(cfg(true));
+    let got = h.feed(GET);
+    assert_eq!(got.len(), 1);
+    assert!(
+        got[0].starts_with("send <iq") && got[0].contains("service-unavailable"),
+        "{got:?}"
+    );
+    assert!(!h.m.is_done());
+    // On: offered beside SASL, with the XEP-0445 token feature; IQs go to the driver.
+    let on = Config {
+        registration: true,
+        ..cfg(true)
+    };
+    let mut h = Harness::new(on.clone(), true);
+    assert_eq!(
+        h.feed(HEADER),
+        ["open localhost [mechanisms(SCRAM-SHA-256 SCRAM-SHA-1 PLAIN) register() register()]"]
+    );
+    assert_eq!(h.feed(GET), ["register r1"]);
+    assert_eq!(h.feed(PREAUTH), ["register p1"]);
+    // Then SASL as usual, and no registration feature after it.
+    h.feed(&plain("user", "pencil"));
+    let got = h.input(Input::Credentials(Some(keys())));
+    assert_eq!(got[0], SUCCESS_PLAIN);
+    assert_eq!(h.feed(HEADER), [FEATURES_BOUND]);
+    // Before TLS where it is required: not offered, and refused like SASL would be.
+    let mut h = Harness::new(on, false);
+    assert_eq!(h.feed(HEADER), [FEATURES_TLS_REQUIRED]);
+    let got = h.feed(GET);
+    assert!(got[0].contains("policy-violation"), "{got:?}");
+    assert!(!h.m.is_done());
+    // Registration IQs on one stream are bounded (3 here; two were sent).
+    let mut h = Harness::new(
+        Config {
+            registration: true,
+            ..cfg(true)
+        },
+        true,
+    );
+    h.feed(HEADER);
+    for id in ["a", "b", "c"] {
+        assert_eq!(h.feed(&GET.replace("r1", id)), [format!("register {id}")]);
+    }
+    assert_eq!(h.feed(GET), ["fail policy-violation"]);
+    // Refused ones count too (registration off).
+    let mut h = Harness::to_sasl(cfg(true));
+    for _ in 0..3 {
+        assert!(h.feed(GET)[0].contains("service-unavailable"));
+    }
+    assert_eq!(h.feed(GET), ["fail policy-violation"]);
+    // Another payload, or a result, is still a stanza before authentication.
+    let mut h = Harness::new(
+        Config {
+            registration: true,
+            ..cfg(true)
+        },
+        true,
+    );
+    h.feed(HEADER);
+    assert_eq!(
+        h.feed("<iq type='result' id='x'><query xmlns='jabber:iq:register'/></iq>"),
+        ["fail not-authorized"]
+    );
 }

@@ -931,7 +931,10 @@ impl Session {
     async fn on_iq(&mut self, el: Element, to: Option<Jid>) -> Flow {
         let own = match &to {
             None => true,
-            Some(j) => j.is_bare() && j.to_string() == self.ctx.bare,
+            Some(j) => {
+                (j.is_bare() && j.to_string() == self.ctx.bare)
+                    || iq::own_at_server(&el, j, self.ctx.jid.domain().as_str())
+            }
         };
         if !own {
             routing::route(&self.ctx.shared, el).await;

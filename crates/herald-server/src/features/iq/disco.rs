@@ -1,6 +1,8 @@
-//! XEP-0030 service discovery. disco#info lists the features of the IQ table's lines
-//! ([`super::features`]), so it cannot advertise what nothing serves; disco#items
-//! lists the configured components. No nodes are served.
+//! XEP-0030 service discovery. disco#info lists the features of the IQ table's lines and
+//! of [`super::beyond::SERVED`] ([`super::features`]), so it cannot advertise what nothing
+//! serves; the server's also carries the XEP-0157 contact addresses (`[contact]`) as a
+//! XEP-0128 form. disco#items lists the configured components. No nodes are served.
+//! The server's XEP-0115 `<c/>` ([`caps`]) is hashed from the same disco#info.
 
 use herald_proto::error::StanzaErrorCondition;
 use herald_proto::ns;
@@ -11,14 +13,89 @@ use crate::stanza;
 
 /// A disco#info query: the server's identity and features, or an account's.
 pub fn info(req: &Request<'_>) -> Element {
-    if req.payload.attr("node").is_some() {
-        return super::error(req.iq, StanzaErrorCondition::ServiceUnavailable);
+    if let Some(node) = req.payload.attr("node") {
+        // XEP-0115 §6.2: the node named by the server's own `<c/>` (`NODE#ver`) answers
+        // what the hash covers; no other node is served.
+        let q = (req.target == Target::Server)
+            .then(|| server_info(&req.shared.cfg))
+            .filter(|q| caps_node(q).as_deref() == Some(node));
+        return match q {
+            Some(mut q) => {
+                stanza::set(&mut q, "node", node);
+                stanza::iq_result(req.iq, Some(q))
+            }
+            None => super::error(req.iq, StanzaErrorCondition::ServiceUnavailable),
+        };
     }
-    let (identity, disco) = match req.target {
-        Target::Server => (("server", "im", Some("Herald")), Disco::Server),
-        Target::Own | Target::Other => (("account", "registered", None), Disco::Account),
+    let q = match req.target {
+        Target::Server => server_info(&req.shared.cfg),
+        Target::Own | Target::Other => info_query(
+            ("account", "registered", None),
+            &super::features(Disco::Account),
+        ),
     };
-    stanza::iq_result(req.iq, Some(info_query(identity, &super::features(disco))))
+    stanza::iq_result(req.iq, Some(q))
+}
+
+/// The server's disco#info `<query/>`: identity, features and, when `[contact]` has any,
+/// the XEP-0157 `serverinfo` form.
+pub fn server_info(cfg: &crate::Config) -> Element {
+    let mut q = info_query(
+        ("server", "im", Some("Herald")),
+        &super::features(Disco::Server),
+    );
+    if let Some(form) = serverinfo_form(&cfg.contact) {
+        q.append_child(form);
+    }
+    q
+}
+
+/// XEP-0157: the contact addresses as a XEP-0128 form, with only the fields that have
+/// addresses; None when no address is configured.
+fn serverinfo_form(contact: &crate::config::ContactConfig) -> Option<Element> {
+    let fields: Vec<_> = contact
+        .fields()
+        .into_iter()
+        .filter(|(_, a)| !a.is_empty())
+        .collect();
+    if fields.is_empty() {
+        return None;
+    }
+    let mut x = stanza::new("x", ns::DATA_FORMS, &[("type", "result")]);
+    let mut ft = stanza::new(
+        "field",
+        ns::DATA_FORMS,
+        &[("var", "FORM_TYPE"), ("type", "hidden")],
+    );
+    ft.append_child(stanza::text("value", ns::DATA_FORMS, ns::SERVERINFO));
+    x.append_child(ft);
+    for (var, addrs) in fields {
+        let mut f = stanza::new("field", ns::DATA_FORMS, &[("var", var)]);
+        for a in addrs {
+            f.append_child(stanza::text("value", ns::DATA_FORMS, a.as_str()));
+        }
+        x.append_child(f);
+    }
+    Some(x)
+}
+
+/// The server's XEP-0115 `<c/>` for its stream features (§6.3): `ver` hashed from
+/// [`server_info`], so it changes exactly when what disco#info answers changes.
+pub fn caps(cfg: &crate::Config) -> Option<Element> {
+    match crate::xep::caps::ver_of_info(&server_info(cfg)) {
+        Ok(ver) => Some(crate::xep::caps::element(crate::xep::caps::NODE, &ver)),
+        Err(e) => {
+            // features() lists each feature once and there is one identity and one form.
+            tracing::error!(error = ?e, "the server's disco#info cannot be hashed");
+            None
+        }
+    }
+}
+
+/// `NODE#ver` for the server's disco#info `q` (XEP-0115 §6.2).
+fn caps_node(q: &Element) -> Option<String> {
+    let ver = crate::xep::caps::ver_of_info(q).ok()?;
+    Some(format!("{}#{ver}", crate::xep::caps::NODE))
 }
 
 /// A disco#items query to the server: its components.

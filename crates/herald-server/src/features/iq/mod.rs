@@ -20,6 +20,7 @@
 //! itself; `tests/disco.rs` pins both lists, so a change in what is advertised shows there.
 
 mod basic;
+pub mod beyond;
 pub mod disco;
 mod push;
 pub mod table;
@@ -97,6 +98,17 @@ pub async fn handle_own_iq(session: &mut SessionCtx, el: &Element) -> Option<Ele
         }
         None => stanza::error(el, StanzaErrorCondition::ServiceUnavailable, None),
     }
+}
+
+/// Whether `el`, addressed to `to`, is an IQ to the client's own server that only its own
+/// session can answer, so it is handled as one of its own IQs: XEP-0077 §3.3's example
+/// addresses a password change to the server, and clients follow it (also for a removal),
+/// yet it is the account's own business.
+pub fn own_at_server(el: &Element, to: &Jid, own_domain: &str) -> bool {
+    to.node().is_none()
+        && to.resource().is_none()
+        && to.domain().as_str() == own_domain
+        && stanza::payload(el).is_some_and(|p| p.is("query", herald_proto::ns::REGISTER))
 }
 
 /// Answers a `get`/`set` to the server or to an account from someone else.
@@ -310,10 +322,19 @@ impl Entry {
     }
 }
 
-/// The features `disco` lists: those of every line, in table order, each once.
+/// The features `disco` lists: those of every line, in table order, then those served
+/// outside the table ([`beyond::SERVED`]), each once.
 pub fn features(disco: Disco) -> Vec<&'static str> {
     let mut out: Vec<&'static str> = Vec::new();
-    for f in table::TABLE.iter().flat_map(|e| e.features_on(disco)) {
+    let beyond = beyond::SERVED
+        .iter()
+        .filter(|s| s.announced == beyond::Announced::Disco(disco))
+        .map(|s| &s.var);
+    for f in table::TABLE
+        .iter()
+        .flat_map(|e| e.features_on(disco))
+        .chain(beyond)
+    {
         if !out.contains(f) {
             out.push(f);
         }

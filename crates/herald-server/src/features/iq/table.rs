@@ -12,6 +12,7 @@ use crate::features::ctx::SessionCtx;
 use super::{basic, disco, push, time};
 use super::{Advertised, Entry, Handler, IqType, Reply, Request, Target};
 use crate::features::{carbons, private as private_storage, vcard};
+use crate::xep::mam::MAM_EXTENDED;
 use herald_proto::error::StanzaErrorCondition;
 use Advertised::{Nowhere, OnAccount, OnServer};
 use Handler::{Now, Store, WithSession};
@@ -44,8 +45,9 @@ pub static TABLE: &[Entry] = &[
     iq(Set, ns::BLOCKING,    "block",     Own,    WithSession(blocking),          OnServer(&[ns::BLOCKING])),
     iq(Set, ns::BLOCKING,    "unblock",   Own,    WithSession(blocking),          OnServer(&[ns::BLOCKING])),
     // XEP-0313 §7: a client asks its own bare JID about its archive.
-    iq(Get, ns::MAM,         "query",     Own,    WithSession(mam),               OnAccount(&[ns::MAM])),
-    iq(Set, ns::MAM,         "query",     Own,    WithSession(mam),               OnAccount(&[ns::MAM])),
+    // XEP-0313 §6.1: `before-id`, `after-id` and `ids` are in the form and served.
+    iq(Get, ns::MAM,         "query",     Own,    WithSession(mam),               OnAccount(&[ns::MAM, MAM_EXTENDED])),
+    iq(Set, ns::MAM,         "query",     Own,    WithSession(mam),               OnAccount(&[ns::MAM, MAM_EXTENDED])),
     iq(Get, ns::MAM,         "prefs",     Own,    WithSession(mam),               OnAccount(&[ns::MAM])),
     iq(Set, ns::MAM,         "prefs",     Own,    WithSession(mam),               OnAccount(&[ns::MAM])),
     iq(Get, ns::MAM1,        "query",     Own,    WithSession(mam),               OnAccount(&[ns::MAM1])),
@@ -71,6 +73,10 @@ pub static TABLE: &[Entry] = &[
     iq(Set, ns::PRIVATE,     "query",     Own,    Store(private),                 OnServer(&[ns::PRIVATE])),
     iq(Get, ns::PRIVATE,     "query",     Other,  Now(basic::forbidden),          Nowhere),
     iq(Set, ns::PRIVATE,     "query",     Other,  Now(basic::forbidden),          Nowhere),
+    // XEP-0077 §3.2/§3.3 for a logged-in account (password change, removal); advertised on
+    // the server, as Prosody does. Registration before login is the c2s negotiation's.
+    iq(Get, ns::REGISTER,    "query",     Own,    WithSession(register),          OnServer(&[ns::REGISTER])),
+    iq(Set, ns::REGISTER,    "query",     Own,    WithSession(register),          OnServer(&[ns::REGISTER])),
 ];
 
 /// A table line (a constructor so each line stays one line).
@@ -141,4 +147,8 @@ fn private<'a>(r: &'a Request<'a>) -> Reply<'a> {
             None => super::error(r.iq, StanzaErrorCondition::ServiceUnavailable),
         }
     })
+}
+
+fn register<'a>(s: &'a mut SessionCtx, iq: &'a Element, payload: &'a Element) -> Reply<'a> {
+    Box::pin(crate::features::register::own_iq(s, iq, payload))
 }
