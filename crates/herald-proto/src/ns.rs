@@ -89,3 +89,7 @@ pub const OMEMO_2: &str = "urn:xmpp:omemo:2";
 pub const PGP_ENCRYPTED: &str = "jabber:x:encrypted";
 /// XEP-0373: OpenPGP for XMPP (OX).
 pub const OPENPGP: &str = "urn:xmpp:openpgp:0";
+/// XEP-0363 HTTP File Upload.
+pub const HTTP_UPLOAD: &str = "urn:xmpp:http:upload:0";
+/// XEP-0215 External Service Discovery.
+pub const EXTDISCO: &str = "urn:xmpp:extdisco:2";

@@ -31,6 +31,7 @@ mod roster;
 mod session;
 pub mod space;
 mod sqlite;
+mod upload;
 mod usage;
 
 #[cfg(any(test, feature = "conformance"))]
@@ -50,6 +51,7 @@ pub use push::{
 pub use roster::{RosterItem, RosterStore, Subscription};
 pub use session::{SavedSession, SessionStore, SmQueued, SmSessionRecord};
 pub use sqlite::{Durability, Store, StoreOptions};
+pub use upload::{Upload, UploadStore};
 pub use usage::Usage;
 
 /// A whole backend: every role at once. The server holds one as `Arc<dyn Backend>` and
@@ -64,6 +66,7 @@ pub trait Backend:
     + PushStore
     + RosterStore
     + SessionStore
+    + UploadStore
     + std::any::Any
     + Send
     + Sync
@@ -94,6 +97,8 @@ pub mod roles {
     pub type Roster = dyn RosterStore + Send + Sync;
     /// Saved XEP-0198 sessions, tombstones and flags.
     pub type Sessions = dyn SessionStore + Send + Sync;
+    /// XEP-0363 uploads and their owners' totals.
+    pub type Uploads = dyn UploadStore + Send + Sync;
     /// Every role, for the few operations that span several (an account's removal).
     pub type All = dyn Backend;
 }
@@ -122,5 +127,6 @@ role!(
     roles::Push,
     roles::Roster,
     roles::Sessions,
+    roles::Uploads,
     roles::All
 );

@@ -3,7 +3,8 @@
 //! (RFC 6121 §2), stored subscription requests (RFC 6121 §3.1.3) and delay stamps
 //! (XEP-0082/XEP-0203), Server Dialback keys and elements
 //! ([`dialback`], XEP-0220/XEP-0185), and [`stanza`], the small stanza accessors and
-//! builders every module uses.
+//! builders every module uses; XEP-0363 upload slots and their signatures ([`upload`]) and
+//! XEP-0215 TURN credentials ([`extdisco`]).
 //!
 //! Everything here works on [`Element`]s in the internal namespace and returns values or
 //! elements. It must not do I/O, touch the store, spawn tasks or know about sessions: the
@@ -15,10 +16,12 @@ pub mod carbons;
 pub mod component;
 pub mod delay;
 pub mod dialback;
+pub mod extdisco;
 pub mod mam;
 pub mod roster;
 pub mod stanza;
 pub mod subscription;
+pub mod upload;
 
 use herald_proto::jid::Jid;
 use herald_proto::Element;
