@@ -1357,10 +1357,11 @@ impl Config {
         if h.max_connections == 0 {
             return Err(bad("http.max_connections", "must be at least 1".into()));
         }
-        if !(1024..=1 << 20).contains(&h.max_header_bytes) {
+        // hyper's HTTP/1 read buffer, which bounds the request head, takes no less than 8 KiB.
+        if !(8192..=1 << 20).contains(&h.max_header_bytes) {
             return Err(bad(
                 "http.max_header_bytes",
-                "must be between 1024 and 1048576".into(),
+                "must be between 8192 and 1048576".into(),
             ));
         }
         for (key, d) in [
@@ -1376,7 +1377,10 @@ impl Config {
         {
             return Err(bad(
                 "http.public_url",
-                format!("{:?}: write e.g. \"https://example.org:5443\"", h.public_url),
+                format!(
+                    "{:?}: write e.g. \"https://example.org:5443\"",
+                    h.public_url
+                ),
             ));
         }
         let u = &self.upload;
@@ -2041,11 +2045,17 @@ max_pending_per_user = 9
         for (text, key) in [
             ("[upload]\nmax_file_size = \"lots\"", "max_file_size"),
             ("[upload]\nmax_file_size = 0", "upload.max_file_size"),
-            ("[upload]\nquota_per_user = \"1MB\"", "upload.quota_per_user"),
+            (
+                "[upload]\nquota_per_user = \"1MB\"",
+                "upload.quota_per_user",
+            ),
             ("[http]\npublic_url = \"ftp://x\"", "http.public_url"),
             ("[http]\nmax_header_bytes = 10", "http.max_header_bytes"),
             ("[turn]\nhost = \"t\"\nsecret = \"\"", "turn.secret"),
-            ("[turn]\nhost = \"t\"\nsecret = \"s\"\nttl = \"1s\"", "turn.ttl"),
+            (
+                "[turn]\nhost = \"t\"\nsecret = \"s\"\nttl = \"1s\"",
+                "turn.ttl",
+            ),
         ] {
             let e = Config::parse(text, "t.toml").unwrap_err().to_string();
             assert!(e.contains(key), "{text:?} → {e}");

@@ -36,6 +36,7 @@ pub mod c2s;
 pub use herald_config as config;
 pub mod features;
 pub mod federation;
+pub mod http;
 pub use herald_store::group_commit;
 pub mod routing;
 pub mod transport;
@@ -88,6 +89,28 @@ pub struct Metrics {
     pub logins: AtomicU64,
     /// Stanzas refused because a session's inbox was full.
     pub inbox_full: AtomicU64,
+    /// Stanzas handed to routing.
+    pub stanzas_routed: AtomicU64,
+    /// Messages stored offline.
+    pub offline_stored: AtomicU64,
+    /// Offline messages delivered (deleted once the client had them).
+    pub offline_delivered: AtomicU64,
+    /// Push publishes sent (retries included).
+    pub push_publishes: AtomicU64,
+    /// App-server answers: result.
+    pub push_ok: AtomicU64,
+    /// App-server answers: `wait` errors.
+    pub push_wait: AtomicU64,
+    /// Publishes that timed out.
+    pub push_timeout: AtomicU64,
+    /// App-server answers: other errors.
+    pub push_error: AtomicU64,
+    /// Registrations removed after too many errors.
+    pub push_removed_errors: AtomicU64,
+    /// Registrations evicted by `max_devices`.
+    pub push_removed_evicted: AtomicU64,
+    /// Registrations disabled by their client.
+    pub push_removed_disabled: AtomicU64,
 }
 
 /// State every task shares. Each field says who writes it and why it exists.
@@ -157,6 +180,9 @@ pub struct Shared {
     /// Which session is delivering each user's offline store (see `offline::claim`), so one
     /// resource at a time gets the backlog. Written by sessions.
     pub(crate) offline_claims: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    /// The HTTP listeners' state: upload key and directory, uploads running, counters.
+    /// Made at start; written by the HTTP handlers.
+    pub http: http::HttpState,
     /// Source of process-unique ids (sessions, stanzas).
     next_id: AtomicU64,
     /// Becomes true when the server stops; listeners and tasks watch it.
@@ -370,6 +396,10 @@ pub struct Running {
     pub s2s_addr: Option<SocketAddr>,
     /// Bound s2s direct TLS (XEP-0368) address.
     pub s2s_direct_tls_addr: Option<SocketAddr>,
+    /// Bound HTTPS address.
+    pub http_addr: Option<SocketAddr>,
+    /// Bound plain HTTP address.
+    pub http_plain_addr: Option<SocketAddr>,
     /// What start-up did with the sessions saved by the previous run.
     pub loaded: persist::Loaded,
     shutdown: watch::Sender<bool>,
@@ -448,6 +478,10 @@ pub async fn start_with_store(cfg: Config, store: impl Backend) -> anyhow::Resul
     let comp_l = bind(cfg.components.listen, "components.listen").await?;
     let s2s_l = bind(cfg.s2s.listen, "s2s.listen").await?;
     let s2s_dtls_l = bind(cfg.s2s.direct_tls_listen, "s2s.direct_tls_listen").await?;
+    let http_l = bind(cfg.http.listen, "http.listen").await?;
+    let http_plain_l = bind(cfg.http.plain_listen, "http.plain_listen").await?;
+    let http_addr = http_l.as_ref().map(|l| l.local_addr()).transpose()?;
+    let http_state = http::HttpState::new(&cfg, http_addr)?;
     let s2s = s2s::S2s::new(&cfg)?;
     let admin_l = admin_socket::bind(&cfg)?;
     let (push, push_rx) = msg::channel(&cfg.csi.important);
@@ -483,6 +517,7 @@ pub async fn start_with_store(cfg: Config, store: impl Backend) -> anyhow::Resul
         auth_throttle,
         metrics: Metrics::default(),
         conns,
+        http: http_state,
         next_id: AtomicU64::new(1),
         shutdown: shutdown_rx,
     });
@@ -503,6 +538,8 @@ pub async fn start_with_store(cfg: Config, store: impl Backend) -> anyhow::Resul
         component_addr: None,
         s2s_addr: None,
         s2s_direct_tls_addr: None,
+        http_addr,
+        http_plain_addr: None,
         loaded: persist::Loaded::default(),
         shutdown: shutdown_tx,
         tasks: Vec::new(),
@@ -557,6 +594,27 @@ pub async fn start_with_store(cfg: Config, store: impl Backend) -> anyhow::Resul
     }
     (running.s2s_addr, running.s2s_direct_tls_addr) =
         s2s::start_listeners(&shared, &mut running.tasks, (s2s_l, s2s_dtls_l)).await?;
+    if let Some(l) = http_l {
+        tracing::info!(addr = %l.local_addr()?, "http (TLS) listening");
+        let tls = http::tls_config(&shared);
+        running.tasks.push(tokio::spawn(http::accept_loop(
+            shared.clone(),
+            l,
+            Some(tls),
+        )));
+    }
+    if let Some(l) = http_plain_l {
+        running.http_plain_addr = Some(l.local_addr()?);
+        tracing::info!(addr = %l.local_addr()?, "http (plain) listening");
+        running
+            .tasks
+            .push(tokio::spawn(http::accept_loop(shared.clone(), l, None)));
+    }
+    if shared.cfg.upload.enabled && (http_addr.is_some() || running.http_plain_addr.is_some()) {
+        running
+            .tasks
+            .push(tokio::spawn(http::upload::expire(shared.clone())));
+    }
     if !to_wake.is_empty() {
         running
             .tasks

@@ -18,7 +18,14 @@ pub fn info(req: &Request<'_>) -> Element {
         Target::Server => (("server", "im", Some("Herald")), Disco::Server),
         Target::Own | Target::Other => (("account", "registered", None), Disco::Account),
     };
-    stanza::iq_result(req.iq, Some(info_query(identity, &super::features(disco))))
+    let mut q = info_query(identity, &super::features_served(disco, req.shared));
+    // XEP-0363 §3: the upload service's limit, as an XEP-0128 form.
+    if disco == Disco::Server && super::upload::served(req.shared) {
+        q.append_child(herald_xep::upload::disco_form(
+            req.shared.cfg.upload.max_file_size.0,
+        ));
+    }
+    stanza::iq_result(req.iq, Some(q))
 }
 
 /// A disco#items query to the server: its components.

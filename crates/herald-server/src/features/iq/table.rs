@@ -8,8 +8,9 @@ use herald_proto::ns;
 use herald_proto::Element;
 
 use crate::features::ctx::SessionCtx;
+use crate::Shared;
 
-use super::{basic, disco, push, time};
+use super::{basic, disco, extdisco, push, time, upload};
 use super::{Advertised, Entry, Handler, IqType, Reply, Target};
 use crate::features::carbons;
 use Advertised::{Nowhere, OnAccount, OnServer};
@@ -58,7 +59,27 @@ pub static TABLE: &[Entry] = &[
     // registration gets carries the Tigase priority hint, which clients look for there too.
     iq(Set, ns::PUSH,        "enable",    Own,    WithSession(push::command),     OnAccount(&[ns::PUSH, ns::PUSH_PRIORITY])),
     iq(Set, ns::PUSH,        "disable",   Own,    WithSession(push::command),     OnAccount(&[ns::PUSH])),
+    // XEP-0363: the upload service is the domain itself (switched: `[upload]`, `[http]`).
+    iq(Get, ns::HTTP_UPLOAD, "request",   Server, Now(upload::request),           OnServer(&[ns::HTTP_UPLOAD])),
+    // XEP-0215 (switched: `[turn]`).
+    iq(Get, ns::EXTDISCO,    "services",  Server, Now(extdisco::services),        OnServer(&[ns::EXTDISCO])),
+    iq(Get, ns::EXTDISCO,    "credentials", Server, Now(extdisco::services),      OnServer(&[ns::EXTDISCO])),
 ];
+
+/// Lines served only when configured, by namespace: switched off, a line is as absent as
+/// one never written (`service-unavailable`, not in disco#info).
+static SWITCHED: &[(&str, fn(&Shared) -> bool)] = &[
+    (ns::HTTP_UPLOAD, upload::served),
+    (ns::EXTDISCO, extdisco::served),
+];
+
+/// Whether `e` is served on this server (see [`SWITCHED`]).
+pub fn switched_on(e: &Entry, shared: &Shared) -> bool {
+    SWITCHED
+        .iter()
+        .find(|(ns, _)| *ns == e.ns)
+        .is_none_or(|(_, on)| on(shared))
+}
 
 /// A table line (a constructor so each line stays one line).
 const fn iq(
