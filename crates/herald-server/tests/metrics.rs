@@ -106,7 +106,8 @@ async fn counters_move_after_a_login_and_a_message() {
     assert!(m["herald_archive_commit_seconds_total"] > 0.0);
     // Bob logs in and gets it: delivered.
     let mut b = login_available(&s, "bob").await;
-    b.wait_for("the stored message", |el| el.name() == "message").await;
+    b.wait_for("the stored message", |el| el.name() == "message")
+        .await;
     until(&s, "herald_offline_delivered_total", 1.0).await;
     // A wrong password.
     let mut c = RawClient::connect(s.c2s()).await;
@@ -131,6 +132,12 @@ async fn health_answers_and_metrics_can_be_switched_off() {
     assert_eq!((r.status, r.body.as_slice()), (200, &b"ok\n"[..]));
     let s = server(false).await;
     let addr = s.running.http_plain_addr.unwrap();
-    assert_eq!(http::request_plain(addr, "GET", "/metrics").await.status, 404);
-    assert_eq!(http::request_plain(addr, "GET", "/health").await.status, 404);
+    assert_eq!(
+        http::request_plain(addr, "GET", "/metrics").await.status,
+        404
+    );
+    assert_eq!(
+        http::request_plain(addr, "GET", "/health").await.status,
+        404
+    );
 }
