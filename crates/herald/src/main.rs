@@ -37,6 +37,16 @@ enum Cmd {
     /// Manage push registrations (XEP-0357).
     #[command(subcommand)]
     Push(PushCmd),
+    /// Manage uploaded files (XEP-0363).
+    #[command(subcommand)]
+    Upload(UploadCmd),
+}
+
+#[derive(Subcommand)]
+enum UploadCmd {
+    /// Delete the files older than `upload.expire_after` (the running server does it too,
+    /// periodically).
+    Purge,
 }
 
 #[derive(Subcommand)]
@@ -209,6 +219,17 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::User(u) => user(cfg, u),
         Cmd::Roster(r) => roster(cfg, r),
         Cmd::Push(p) => push(cfg, p),
+        Cmd::Upload(UploadCmd::Purge) => {
+            let store = admin::open_store(&cfg)?;
+            let n = herald_server::http::upload::purge(
+                &store,
+                &cfg.data_dir.join("upload"),
+                cfg.upload.expire_after.0,
+                herald_server::http::upload::unix_now(),
+            )?;
+            println!("{n} expired files deleted");
+            Ok(())
+        }
     }
 }
 
