@@ -19,8 +19,19 @@ pub fn info(req: &Request<'_>) -> Element {
         Target::Own | Target::Other => (("account", "registered", None), Disco::Account),
     };
     let mut q = info_query(identity, &super::features_served(disco, req.shared));
-    // XEP-0363 §3: the upload service's limit, as an XEP-0128 form.
+    // XEP-0363 §3: the domain is also the upload service: its `store/file` identity (which
+    // slixmpp, among others, looks for) and its limit, as an XEP-0128 form.
     if disco == Disco::Server && super::upload::served(req.shared) {
+        let id = stanza::new(
+            "identity",
+            ns::DISCO_INFO,
+            &[
+                ("category", "store"),
+                ("type", "file"),
+                ("name", "HTTP File Upload"),
+            ],
+        );
+        insert_after_identities(&mut q, id);
         q.append_child(herald_xep::upload::disco_form(
             req.shared.cfg.upload.max_file_size.0,
         ));
@@ -38,6 +49,23 @@ pub fn items(req: &Request<'_>) -> Element {
         q.append_child(stanza::new("item", ns::DISCO_ITEMS, &[("jid", &c.domain)]));
     }
     stanza::iq_result(req.iq, Some(q))
+}
+
+/// Puts `id` after the identities already in `q` (identities come before features).
+fn insert_after_identities(q: &mut Element, id: Element) {
+    let nodes = q.take_nodes();
+    let mut placed = false;
+    for node in nodes {
+        let is_identity = node.as_element().is_some_and(|e| e.name() == "identity");
+        if !is_identity && !placed {
+            q.append_child(id.clone());
+            placed = true;
+        }
+        q.append_node(node);
+    }
+    if !placed {
+        q.append_child(id);
+    }
 }
 
 fn info_query(identity: (&str, &str, Option<&str>), features: &[&str]) -> Element {
