@@ -15,6 +15,7 @@
 //! | [`features`] | `message`, `presence`, `roster`, `blocking`, `carbons`, `mam`, `offline`, `push` (the `herald push test` bookkeeping is `herald_push::diag`), `iq` (the IQ table, disco, ping, version, time), `ctx` (what a handler sees of a session) | what the server does with stanzas |
 //! | [`federation`] | `s2s`, `component` | other servers and external components |
 //! | [`admin`] | `admin_socket`, `accounts` | operators' commands on the running server (the CLI side is `herald::admin`) |
+//! | [`http`] | the HTTP listeners and routes, `upload` (XEP-0363 PUT/GET, expiry), `metrics` (`/metrics`, `/health`) | HTTP clients; the slot and TURN IQs are lines of the IQ table (`features::iq::upload`, `features::iq::extdisco`) |
 //!
 //! The module graph has no circle (`tests/layout.rs` checks it): the leaf modules
 //! (`routing::msg`, `routing::hooks`, `routing::durable`, `features::ctx`) name no feature or
@@ -30,6 +31,8 @@
 //! - Reacting to stanzas routing delivers, or to what other features report (archived, stored
 //!   offline, sessions starting and ending): a handler registered in [`standard_hooks`].
 //! - Helpers and payload XML belong in herald-xep, rules in the pure crates.
+//! - An IQ served only when configured: also a line in `features::iq::table::SWITCHED`.
+//! - An HTTP service: a route in [`http::router`].
 
 pub mod admin;
 pub mod c2s;

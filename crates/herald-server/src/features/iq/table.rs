@@ -68,7 +68,7 @@ pub static TABLE: &[Entry] = &[
 
 /// Lines served only when configured, by namespace: switched off, a line is as absent as
 /// one never written (`service-unavailable`, not in disco#info).
-static SWITCHED: &[(&str, fn(&Shared) -> bool)] = &[
+pub static SWITCHED: &[(&str, fn(&Shared) -> bool)] = &[
     (ns::HTTP_UPLOAD, upload::served),
     (ns::EXTDISCO, extdisco::served),
 ];
