@@ -1372,9 +1372,10 @@ impl Config {
                 return Err(bad(key, "must be more than 0".into()));
             }
         }
-        if !h.public_url.is_empty()
-            && !(h.public_url.starts_with("https://") || h.public_url.starts_with("http://"))
-        {
+        let url_ok = h.public_url.is_empty()
+            || h.public_url.starts_with("https://")
+            || h.public_url.starts_with("http://");
+        if !url_ok {
             return Err(bad(
                 "http.public_url",
                 format!(

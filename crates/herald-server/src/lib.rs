@@ -607,6 +607,11 @@ pub async fn start_with_store(cfg: Config, store: impl Backend) -> anyhow::Resul
         )));
     }
     if let Some(l) = http_plain_l {
+        if !l.local_addr()?.ip().is_loopback() {
+            // Plain HTTP is for a reverse proxy on this machine: upload URLs and their
+            // signatures would cross the network in the clear.
+            tracing::warn!(addr = %l.local_addr()?, "http.plain_listen is not a loopback address");
+        }
         running.http_plain_addr = Some(l.local_addr()?);
         tracing::info!(addr = %l.local_addr()?, "http (plain) listening");
         running

@@ -66,9 +66,12 @@ pub static TABLE: &[Entry] = &[
     iq(Get, ns::EXTDISCO,    "credentials", Server, Now(extdisco::services),      OnServer(&[ns::EXTDISCO])),
 ];
 
+/// Whether a switched feature is on for this server's configuration.
+pub type Switch = fn(&Shared) -> bool;
+
 /// Lines served only when configured, by namespace: switched off, a line is as absent as
 /// one never written (`service-unavailable`, not in disco#info).
-pub static SWITCHED: &[(&str, fn(&Shared) -> bool)] = &[
+pub static SWITCHED: &[(&str, Switch)] = &[
     (ns::HTTP_UPLOAD, upload::served),
     (ns::EXTDISCO, extdisco::served),
 ];
