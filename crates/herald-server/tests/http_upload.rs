@@ -157,6 +157,20 @@ async fn a_photo_goes_up_and_comes_back_with_the_right_headers() {
     // The same over HTTP/2.
     let r = request_h2(addr(&s), &data(&s), "GET", &g, &[], b"").await;
     assert_eq!((r.status, r.body.as_slice()), (200, &body[..]));
+    // An upload over HTTP/2 too (clients such as OkHttp negotiate it).
+    let (p2, g2) = slot(&mut a, "voice.ogg", 5, "audio/ogg").await;
+    let r = request_h2(
+        addr(&s),
+        &data(&s),
+        "PUT",
+        &p2,
+        &[("content-type", "audio/ogg"), ("content-length", "5")],
+        b"hello",
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let r = request_h2(addr(&s), &data(&s), "GET", &g2, &[], b"").await;
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"hello"[..]));
 
     // CORS preflight for a web client's PUT.
     let r = request(
