@@ -33,6 +33,9 @@ direct_tls_listen = ""
 require_encryption = false
 [components]
 listen = ""
+# No HTTP: the benchmark measures XMPP (and 5443 may be another server's).
+[http]
+listen = ""
 TOML
 ulimit -n "$(ulimit -Hn)"
 USERS=$((PAIRS * 2 + 20))

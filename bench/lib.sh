@@ -109,6 +109,10 @@ require_encryption = false
 [components]
 listen = "127.0.0.1:$HERALD_COMPONENT_PORT"
 
+# No HTTP: the benchmark measures XMPP (and 5443 may be ejabberd's, which runs beside it).
+[http]
+listen = ""
+
 [[components.component]]
 domain = "push.localhost"
 secret = "$COMPONENT_SECRET"

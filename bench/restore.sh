@@ -30,6 +30,9 @@ direct_tls_listen = ""
 require_encryption = false
 [components]
 listen = ""
+# No HTTP: the benchmark measures XMPP (and 5443 may be another server's).
+[http]
+listen = ""
 # Every benchmark client connects from 127.0.0.1: the per-address limits would refuse them.
 [limits]
 max_connections = 1000000

@@ -55,6 +55,7 @@ import scenarios_restart  # noqa: E402,F401
 import scenarios_clients  # noqa: E402,F401
 import scenarios_profile  # noqa: E402,F401
 import scenarios_accounts  # noqa: E402,F401
+import scenarios_http  # noqa: E402,F401
 
 #: Scenarios run by default, in this order. Everything else registered is PENDING.
 ENABLED = [
@@ -79,6 +80,8 @@ ENABLED = [
     # issue 15: names, avatars, private data
     "vcard_avatar",
     "private_storage",
+    # issue 17: HTTP services
+    "http_upload",
     # issue 11: no message lost (restarts the server: last)
     "sm_restart",
     # issue 15: discovery and account self-service (a server of their own: [contact],
@@ -119,6 +122,7 @@ class HeraldServer:
         self.c2s = free_port()
         self.direct_tls = free_port()
         self.component = free_port()
+        self.http = free_port()
         self.proc: subprocess.Popen | None = None
         self._log = None
         comps = "".join(
@@ -132,7 +136,9 @@ class HeraldServer:
             f'direct_tls_listen = "{HOST}:{self.direct_tls}"\n'
             f"require_encryption = true\n"
             f"[components]\n"
-            f'listen = "{HOST}:{self.component}"\n' + comps + extra_config
+            f'listen = "{HOST}:{self.component}"\n'
+            f"[http]\n"
+            f'listen = "{HOST}:{self.http}"\n' + comps + extra_config
         )
 
     def cli(self, *args: str) -> tuple[int, str]:
@@ -165,7 +171,7 @@ class HeraldServer:
             start_new_session=True,
         )
         deadline = time.monotonic() + START_TIMEOUT
-        waiting = [self.c2s, self.direct_tls, self.component]
+        waiting = [self.c2s, self.direct_tls, self.component, self.http]
         while waiting:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"herald serve exited with {self.proc.returncode}:\n{self.log_tail()}")

@@ -135,6 +135,12 @@ pub struct Config {
     pub contact: ContactConfig,
     /// XEP-0077 in-band registration of new accounts, and XEP-0401 invites.
     pub registration: RegistrationConfig,
+    /// The HTTP listeners (upload, metrics, health).
+    pub http: HttpConfig,
+    /// XEP-0363 HTTP file upload.
+    pub upload: UploadConfig,
+    /// XEP-0215 STUN/TURN services; absent: none.
+    pub turn: Option<TurnConfig>,
 }
 
 /// `[[hosts]]`: another domain served by this server.
@@ -387,6 +393,9 @@ impl Default for Config {
             private: PrivateConfig::default(),
             contact: ContactConfig::default(),
             registration: RegistrationConfig::default(),
+            http: HttpConfig::default(),
+            upload: UploadConfig::default(),
+            turn: None,
         }
     }
 }
@@ -467,6 +476,161 @@ impl Default for RegistrationConfig {
             max_requests_per_stream: 10,
         }
     }
+}
+
+/// A byte size: an integer, or a string with a unit, `"100MB"` (decimal: kB, MB, GB, TB) or
+/// `"64MiB"` (binary: KiB, MiB, GiB, TiB), as the issue's examples and operators write them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    /// Parses `"100MB"`, `"64 KiB"`, `"12345"`.
+    pub fn parse(s: &str) -> Option<ByteSize> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num.parse().ok()?;
+        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "kb" => 1_000,
+            "mb" => 1_000_000,
+            "gb" => 1_000_000_000,
+            "tb" => 1_000_000_000_000,
+            "kib" => 1 << 10,
+            "mib" => 1 << 20,
+            "gib" => 1 << 30,
+            "tib" => 1 << 40,
+            _ => return None,
+        };
+        n.checked_mul(mult).map(ByteSize)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(ByteSize(n)),
+            Raw::S(s) => ByteSize::parse(&s).ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "bad size {s:?} (write e.g. 1048576, \"100MB\", \"64MiB\")"
+                ))
+            }),
+        }
+    }
+}
+
+/// `[http]`: one HTTPS listener (HTTP/1.1 and HTTP/2 by ALPN) with the domain's certificate,
+/// and an optional plain one for a reverse proxy.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// HTTPS listener; "" disables.
+    #[serde(deserialize_with = "addr")]
+    pub listen: Option<SocketAddr>,
+    /// Plain HTTP listener (for a reverse proxy on the same machine); "" disables.
+    #[serde(deserialize_with = "addr")]
+    pub plain_listen: Option<SocketAddr>,
+    /// How clients reach the listener (upload URLs); "": `https://DOMAIN:PORT` of `listen`.
+    pub public_url: String,
+    /// Serve `/metrics` and `/health`.
+    pub metrics: bool,
+    /// HTTP connections open at once (both listeners); beyond, new ones are closed at once.
+    pub max_connections: usize,
+    /// Largest request head (request line and headers); beyond: 431, or the connection
+    /// is closed.
+    pub max_header_bytes: usize,
+    /// Time allowed to send a request's head, and between two reads of an upload's body
+    /// (slow senders are cut off: 408).
+    pub request_timeout: Dur,
+    /// A kept-alive connection with no request in flight is closed after this long.
+    pub idle_timeout: Dur,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: Some(([127, 0, 0, 1], 5443).into()),
+            plain_listen: None,
+            public_url: String::new(),
+            metrics: true,
+            max_connections: 1024,
+            max_header_bytes: 16384,
+            request_timeout: Dur(Duration::from_secs(30)),
+            idle_timeout: Dur(Duration::from_secs(120)),
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The base URL clients are given (no trailing slash), from `public_url` or, when
+    /// empty, the bound HTTPS address.
+    pub fn base_url(&self, domain: &str, bound: Option<SocketAddr>) -> Option<String> {
+        if !self.public_url.is_empty() {
+            return Some(self.public_url.trim_end_matches('/').to_string());
+        }
+        bound.map(|a| format!("https://{domain}:{}", a.port()))
+    }
+}
+
+/// `[upload]`: XEP-0363 HTTP file upload, served on the domain itself.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UploadConfig {
+    /// Offer uploads (needs an HTTP listener).
+    pub enabled: bool,
+    /// Largest file; a slot request beyond gets `file-too-large` with this limit.
+    pub max_file_size: ByteSize,
+    /// Bytes of files one user keeps; a slot beyond gets `resource-constraint`.
+    pub quota_per_user: ByteSize,
+    /// Files older than this are deleted.
+    pub expire_after: Dur,
+    /// How long a slot's PUT URL stays valid.
+    pub slot_ttl: Dur,
+    /// PUTs of one user running at once; beyond: 429.
+    pub max_concurrent_per_user: usize,
+}
+
+impl Default for UploadConfig {
+    fn default() -> Self {
+        UploadConfig {
+            enabled: true,
+            max_file_size: ByteSize(100_000_000),
+            quota_per_user: ByteSize(1_000_000_000),
+            expire_after: Dur(Duration::from_secs(30 * 86400)),
+            slot_ttl: Dur(Duration::from_secs(300)),
+            max_concurrent_per_user: 4,
+        }
+    }
+}
+
+/// `[turn]`: one STUN/TURN server with coturn's `use-auth-secret` credentials.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TurnConfig {
+    /// The TURN server's host name or address, as clients reach it.
+    pub host: String,
+    /// Its port (STUN and TURN, UDP and TCP).
+    #[serde(default = "default_turn_port")]
+    pub port: u16,
+    /// coturn's `static-auth-secret`.
+    pub secret: String,
+    /// How long handed-out credentials stay valid.
+    #[serde(default = "default_turn_ttl")]
+    pub ttl: Dur,
+}
+
+fn default_turn_port() -> u16 {
+    3478
+}
+
+fn default_turn_ttl() -> Dur {
+    Dur(Duration::from_secs(86400))
 }
 
 /// `[store]`
@@ -1409,6 +1573,75 @@ impl Config {
                 "must be more than 0".into(),
             ));
         }
+        let h = &self.http;
+        if h.max_connections == 0 {
+            return Err(bad("http.max_connections", "must be at least 1".into()));
+        }
+        // hyper's HTTP/1 read buffer, which bounds the request head, takes no less than 8 KiB.
+        if !(8192..=1 << 20).contains(&h.max_header_bytes) {
+            return Err(bad(
+                "http.max_header_bytes",
+                "must be between 8192 and 1048576".into(),
+            ));
+        }
+        for (key, d) in [
+            ("http.request_timeout", h.request_timeout),
+            ("http.idle_timeout", h.idle_timeout),
+        ] {
+            if d.0.is_zero() {
+                return Err(bad(key, "must be more than 0".into()));
+            }
+        }
+        let url_ok = h.public_url.is_empty()
+            || h.public_url.starts_with("https://")
+            || h.public_url.starts_with("http://");
+        if !url_ok {
+            return Err(bad(
+                "http.public_url",
+                format!(
+                    "{:?}: write e.g. \"https://example.org:5443\"",
+                    h.public_url
+                ),
+            ));
+        }
+        let u = &self.upload;
+        if u.max_file_size.0 == 0 {
+            return Err(bad("upload.max_file_size", "must be at least 1".into()));
+        }
+        if u.quota_per_user.0 < u.max_file_size.0 {
+            return Err(bad(
+                "upload.quota_per_user",
+                "must be at least upload.max_file_size".into(),
+            ));
+        }
+        if u.expire_after.0.is_zero() || u.slot_ttl.0.is_zero() {
+            let key = if u.slot_ttl.0.is_zero() {
+                "upload.slot_ttl"
+            } else {
+                "upload.expire_after"
+            };
+            return Err(bad(key, "must be more than 0".into()));
+        }
+        if u.max_concurrent_per_user == 0 {
+            return Err(bad(
+                "upload.max_concurrent_per_user",
+                "must be at least 1".into(),
+            ));
+        }
+        if let Some(t) = &self.turn {
+            if t.host.is_empty() {
+                return Err(bad("turn.host", "must not be empty".into()));
+            }
+            if t.secret.is_empty() {
+                return Err(bad("turn.secret", "must not be empty".into()));
+            }
+            if t.port == 0 {
+                return Err(bad("turn.port", "must be more than 0".into()));
+            }
+            if t.ttl.0 < Duration::from_secs(60) {
+                return Err(bad("turn.ttl", "must be at least 60s".into()));
+            }
+        }
         let sm = &self.stream_management;
         check_push(&self.push, sm).map_err(|(k, r)| bad(&format!("push.{k}"), r))?;
         for (i, h) in self.hosts.iter().enumerate() {
@@ -2048,5 +2281,63 @@ max_pending_per_user = 9
         .to_string();
         assert!(e.contains("unknown field `max_pendng`"), "{e}");
         assert!(e.contains("line 4"), "{e}");
+    }
+
+    #[test]
+    fn http_upload_and_turn_keys() {
+        let c = Config::parse("", "t.toml").unwrap();
+        assert_eq!(c.http.listen, Some(([127, 0, 0, 1], 5443).into()));
+        assert_eq!(c.upload.max_file_size, ByteSize(100_000_000));
+        assert_eq!(c.upload.quota_per_user, ByteSize(1_000_000_000));
+        assert!(c.turn.is_none());
+        let c = Config::parse(
+            "[http]\nlisten = \"\"\npublic_url = \"https://up.example/\"\n\
+             [upload]\nmax_file_size = \"2MiB\"\nquota_per_user = 5000000\n\
+             [turn]\nhost = \"turn.example\"\nsecret = \"s\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.http.listen, None);
+        assert_eq!(
+            c.http.base_url("localhost", None).as_deref(),
+            Some("https://up.example")
+        );
+        assert_eq!(c.upload.max_file_size, ByteSize(2 << 20));
+        let t = c.turn.unwrap();
+        assert_eq!((t.port, t.ttl.0), (3478, Duration::from_secs(86400)));
+        for (text, key) in [
+            ("[upload]\nmax_file_size = \"lots\"", "max_file_size"),
+            ("[upload]\nmax_file_size = 0", "upload.max_file_size"),
+            (
+                "[upload]\nquota_per_user = \"1MB\"",
+                "upload.quota_per_user",
+            ),
+            ("[http]\npublic_url = \"ftp://x\"", "http.public_url"),
+            ("[http]\nmax_header_bytes = 10", "http.max_header_bytes"),
+            ("[turn]\nhost = \"t\"\nsecret = \"\"", "turn.secret"),
+            (
+                "[turn]\nhost = \"t\"\nsecret = \"s\"\nttl = \"1s\"",
+                "turn.ttl",
+            ),
+        ] {
+            let e = Config::parse(text, "t.toml").unwrap_err().to_string();
+            assert!(e.contains(key), "{text:?} → {e}");
+        }
+    }
+
+    #[test]
+    fn byte_sizes() {
+        for (s, n) in [
+            ("0", 0),
+            ("100MB", 100_000_000),
+            ("1 GB", 1_000_000_000),
+            ("64KiB", 65536),
+            ("3mib", 3 << 20),
+        ] {
+            assert_eq!(ByteSize::parse(s), Some(ByteSize(n)), "{s}");
+        }
+        for s in ["", "MB", "1.5MB", "-1", "1PB", "99999999999TB"] {
+            assert_eq!(ByteSize::parse(s), None, "{s}");
+        }
     }
 }

@@ -33,6 +33,7 @@
 //! | `dialback` | XEP-0220 `db:result`/`db:verify` as an incoming s2s stream receives them (verdicts, key checks, the answers built from the peer's attributes) |
 //! | `component` | the XEP-0114 handshake as the component listener reads it (header, `<handshake/>` digest) and the component's `from` domains (`component::may_send_as`) |
 //! | `profile` | XEP-0054 vCard sets (`vcard::check_set`: size, PHOTO BINVAL decoding; a stored vCard parses back to itself), the XEP-0153 presence stamp (`vcard::stamp`: one `<x/>` at most, a client's `<photo/>` kept), XEP-0049 items (`private::item`) |
+//! | `http` | XEP-0363 slot requests (`upload::parse_request`: a parsed slot's name is safe and its size within the limit), HTTP `Range` headers (`upload::range`: a part lies inside the file), content types, slot signatures over arbitrary terms; XEP-0215 requests (`extdisco::filter`) and the answer built from them |
 //! | `stanza` | the accessors every session runs on a peer's stanza (`stanza::kind`, `to`, `from`, `strip_spoofed`, `error_reply`, `iq_result`, `Frozen`, which must thaw again) |
 
 use std::time::{Duration, Instant};
@@ -74,6 +75,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("profile", profile),
     ("register", register),
     ("caps", caps),
+    ("http", http),
 ];
 
 /// The target called `name`.
@@ -394,6 +396,46 @@ pub fn roster(data: &[u8]) {
             let _ = roster::parse(c, 1024, 32);
         }
     }
+}
+
+/// XEP-0363 slot requests and the HTTP headers the upload side reads, XEP-0215 requests.
+pub fn http(data: &[u8]) {
+    use herald_xep::{extdisco, upload};
+    for el in elements(data) {
+        for c in with_children(&el) {
+            if let Ok(r) = upload::parse_request(c, 1000) {
+                assert!(upload::valid_filename(&r.filename), "{:?}", r.filename);
+                assert!((1..=1000).contains(&r.size));
+                assert_eq!(
+                    upload::normalize_content_type(&r.content_type).as_deref(),
+                    Some(r.content_type.as_str())
+                );
+            }
+            let f = extdisco::filter(c);
+            let cred = extdisco::credential("k", "a@b", 0, 60);
+            write(&extdisco::answer("services", "h", 1, &cred, "", &f));
+        }
+    }
+    let text = String::from_utf8_lossy(data);
+    for len in [0, 1, 10, u64::MAX] {
+        if let upload::Range::Part { start, end } = upload::range(Some(&text), len) {
+            assert!(start <= end && end < len, "{text:?} {len}: {start}-{end}");
+        }
+    }
+    let _ = upload::normalize_content_type(&text);
+    let terms = upload::SlotTerms {
+        id: "0123456789abcdef0123456789abcdef".into(),
+        filename: text.to_string(),
+        size: data.len() as u64,
+        content_type: "text/plain".into(),
+        owner: "a@b".into(),
+        expires: 0,
+    };
+    assert!(
+        !terms.verify(b"key", &text),
+        "a signature from the input verified"
+    );
+    assert!(terms.verify(b"key", &terms.sign(b"key")));
 }
 
 /// XEP-0191 blocking commands, tried on every element of the input and its children.

@@ -302,4 +302,5 @@ corpus_tests!(
     profile,
     register,
     caps,
+    http,
 );

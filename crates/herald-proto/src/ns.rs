@@ -109,3 +109,7 @@ pub const SERVERINFO: &str = "http://jabber.org/network/serverinfo";
 pub const PARS: &str = "urn:xmpp:pars:0";
 /// XEP-0445: pre-authenticated in-band registration (the `<token/>`'s feature).
 pub const IBR_TOKEN: &str = "urn:xmpp:ibr-token:0";
+/// XEP-0363 HTTP File Upload.
+pub const HTTP_UPLOAD: &str = "urn:xmpp:http:upload:0";
+/// XEP-0215 External Service Discovery.
+pub const EXTDISCO: &str = "urn:xmpp:extdisco:2";

@@ -15,6 +15,7 @@
 //! | [`features`] | `message`, `presence`, `roster`, `blocking`, `carbons`, `mam`, `offline`, `push` (the `herald push test` bookkeeping is `herald_push::diag`), `vcard`, `private`, `register` (XEP-0077: password change, removal, registration before login), `iq` (the IQ table, disco with the features served beyond it, ping, version, time), `ctx` (what a handler sees of a session) | what the server does with stanzas |
 //! | [`federation`] | `s2s`, `component` | other servers and external components |
 //! | [`admin`] | `admin_socket`, `accounts` | operators' commands on the running server (the CLI side is `herald::admin`) |
+//! | [`http`] | the HTTP listeners and routes, `upload` (XEP-0363 PUT/GET, expiry), `metrics` (`/metrics`, `/health`) | HTTP clients; the slot and TURN IQs are lines of the IQ table (`features::iq::upload`, `features::iq::extdisco`) |
 //!
 //! The module graph has no circle (`tests/layout.rs` checks it): the leaf modules
 //! (`routing::msg`, `routing::hooks`, `routing::durable`, `features::ctx`) name no feature or
@@ -30,12 +31,15 @@
 //! - Reacting to stanzas routing delivers, or to what other features report (archived, stored
 //!   offline, sessions starting and ending): a handler registered in [`standard_hooks`].
 //! - Helpers and payload XML belong in herald-xep, rules in the pure crates.
+//! - An IQ served only when configured: also a line in `features::iq::table::SWITCHED`.
+//! - An HTTP service: a route in [`http::router`].
 
 pub mod admin;
 pub mod c2s;
 pub use herald_config as config;
 pub mod features;
 pub mod federation;
+pub mod http;
 pub use herald_store::group_commit;
 pub mod routing;
 pub mod transport;
@@ -90,6 +94,28 @@ pub struct Metrics {
     pub inbox_full: AtomicU64,
     /// Times a client went over its inbound rate (`[limits] c2s_*`) and reading paused.
     pub c2s_throttled: AtomicU64,
+    /// Stanzas handed to routing.
+    pub stanzas_routed: AtomicU64,
+    /// Messages stored offline.
+    pub offline_stored: AtomicU64,
+    /// Offline messages delivered (deleted once the client had them).
+    pub offline_delivered: AtomicU64,
+    /// Push publishes sent (retries included).
+    pub push_publishes: AtomicU64,
+    /// App-server answers: result.
+    pub push_ok: AtomicU64,
+    /// App-server answers: `wait` errors.
+    pub push_wait: AtomicU64,
+    /// Publishes that timed out.
+    pub push_timeout: AtomicU64,
+    /// App-server answers: other errors.
+    pub push_error: AtomicU64,
+    /// Registrations removed after too many errors.
+    pub push_removed_errors: AtomicU64,
+    /// Registrations evicted by `max_devices`.
+    pub push_removed_evicted: AtomicU64,
+    /// Registrations disabled by their client.
+    pub push_removed_disabled: AtomicU64,
 }
 
 /// State every task shares. Each field says who writes it and why it exists.
@@ -165,6 +191,9 @@ pub struct Shared {
     /// Which session is delivering each user's offline store (see `offline::claim`), so one
     /// resource at a time gets the backlog. Written by sessions.
     pub(crate) offline_claims: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    /// The HTTP listeners' state: upload key and directory, uploads running, counters.
+    /// Made at start; written by the HTTP handlers.
+    pub http: http::HttpState,
     /// Source of process-unique ids (sessions, stanzas).
     next_id: AtomicU64,
     /// Becomes true when the server stops; listeners and tasks watch it.
@@ -379,6 +408,10 @@ pub struct Running {
     pub s2s_addr: Option<SocketAddr>,
     /// Bound s2s direct TLS (XEP-0368) address.
     pub s2s_direct_tls_addr: Option<SocketAddr>,
+    /// Bound HTTPS address.
+    pub http_addr: Option<SocketAddr>,
+    /// Bound plain HTTP address.
+    pub http_plain_addr: Option<SocketAddr>,
     /// What start-up did with the sessions saved by the previous run.
     pub loaded: persist::Loaded,
     shutdown: watch::Sender<bool>,
@@ -457,6 +490,10 @@ pub async fn start_with_store(cfg: Config, store: impl Backend) -> anyhow::Resul
     let comp_l = bind(cfg.components.listen, "components.listen").await?;
     let s2s_l = bind(cfg.s2s.listen, "s2s.listen").await?;
     let s2s_dtls_l = bind(cfg.s2s.direct_tls_listen, "s2s.direct_tls_listen").await?;
+    let http_l = bind(cfg.http.listen, "http.listen").await?;
+    let http_plain_l = bind(cfg.http.plain_listen, "http.plain_listen").await?;
+    let http_addr = http_l.as_ref().map(|l| l.local_addr()).transpose()?;
+    let http_state = http::HttpState::new(&cfg, http_addr)?;
     let s2s = s2s::S2s::new(&cfg)?;
     let admin_l = admin_socket::bind(&cfg)?;
     let (push, push_rx) = msg::channel(&cfg.csi.important);
@@ -498,6 +535,7 @@ pub async fn start_with_store(cfg: Config, store: impl Backend) -> anyhow::Resul
         auth_throttle,
         metrics: Metrics::default(),
         conns,
+        http: http_state,
         next_id: AtomicU64::new(1),
         shutdown: shutdown_rx,
     });
@@ -522,6 +560,8 @@ pub async fn start_with_store(cfg: Config, store: impl Backend) -> anyhow::Resul
         component_addr: None,
         s2s_addr: None,
         s2s_direct_tls_addr: None,
+        http_addr,
+        http_plain_addr: None,
         loaded: persist::Loaded::default(),
         shutdown: shutdown_tx,
         tasks: Vec::new(),
@@ -576,6 +616,32 @@ pub async fn start_with_store(cfg: Config, store: impl Backend) -> anyhow::Resul
     }
     (running.s2s_addr, running.s2s_direct_tls_addr) =
         s2s::start_listeners(&shared, &mut running.tasks, (s2s_l, s2s_dtls_l)).await?;
+    if let Some(l) = http_l {
+        tracing::info!(addr = %l.local_addr()?, "http (TLS) listening");
+        let tls = http::tls_config(&shared);
+        running.tasks.push(tokio::spawn(http::accept_loop(
+            shared.clone(),
+            l,
+            Some(tls),
+        )));
+    }
+    if let Some(l) = http_plain_l {
+        if !l.local_addr()?.ip().is_loopback() {
+            // Plain HTTP is for a reverse proxy on this machine: upload URLs and their
+            // signatures would cross the network in the clear.
+            tracing::warn!(addr = %l.local_addr()?, "http.plain_listen is not a loopback address");
+        }
+        running.http_plain_addr = Some(l.local_addr()?);
+        tracing::info!(addr = %l.local_addr()?, "http (plain) listening");
+        running
+            .tasks
+            .push(tokio::spawn(http::accept_loop(shared.clone(), l, None)));
+    }
+    if shared.cfg.upload.enabled && (http_addr.is_some() || running.http_plain_addr.is_some()) {
+        running
+            .tasks
+            .push(tokio::spawn(http::upload::expire(shared.clone())));
+    }
     if !to_wake.is_empty() {
         running
             .tasks

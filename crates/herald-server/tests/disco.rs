@@ -129,7 +129,21 @@ async fn server_and_accounts_list_exactly_their_features() {
 
 #[tokio::test]
 async fn every_table_line_is_served_and_only_the_table_is_advertised() {
-    let (_s, mut a) = alice().await;
+    // Every switched line on (`table::switched_on`): uploads need an HTTP listener, XEP-0215
+    // a `[turn]` table. With the defaults they are off (the exact lists above).
+    let s = TestServer::start_with(|c| {
+        c.http.listen = Some("127.0.0.1:0".parse().unwrap());
+        c.turn = Some(herald_server::config::TurnConfig {
+            host: "turn.localhost".into(),
+            port: 3478,
+            secret: "s".into(),
+            ttl: herald_server::config::Dur(std::time::Duration::from_secs(3600)),
+        });
+    })
+    .await;
+    s.add_user("alice", "pw");
+    s.add_user("bob", "pw");
+    let mut a = RawClient::login(s.c2s(), "alice", "pw", "r").await;
     let mut declared = [BTreeSet::new(), BTreeSet::new()];
     for (i, e) in TABLE.iter().enumerate() {
         // The bare payload: a handler may refuse it (bad-request), but one must answer.

@@ -651,6 +651,10 @@ async fn the_configured_durability_reaches_the_store() {
                 listen: None,
                 ..Default::default()
             },
+            http: config::HttpConfig {
+                listen: None,
+                ..Default::default()
+            },
             ..herald_server::Config::default()
         };
         let running = herald_server::start(cfg).await.unwrap();

@@ -10,8 +10,8 @@ use crate::{
     AccountStore, ArchiveQuery, ArchiveStore, ArchivedMessage, BlockStore, Credentials, Invite,
     InviteStore, MamPrefs, OfflineMessage, OfflineStore, PushRegistration, PushRemoval,
     PushStatsUpdate, PushStore, RemovalNote, RosterItem, RosterStore, SavedSession, ScramRecord,
-    SessionStore, SmQueued, SmSessionRecord, Store, StoreError, Subscription, Usage,
-    MAX_REMOVALS_PER_USER,
+    SessionStore, SmQueued, SmSessionRecord, Store, StoreError, Subscription, Upload, UploadStore,
+    Usage, MAX_REMOVALS_PER_USER,
 };
 use crate::{PrivateItem, PrivateStore, StoredVcard, VcardStore};
 
@@ -38,6 +38,7 @@ pub fn run_all(store: &Store) {
     vcards(store);
     private_items(store);
     invites(store);
+    uploads(store);
 }
 
 /// Distinct, recognisable credentials per seed.
@@ -1859,4 +1860,54 @@ pub fn invites(store: &Store) {
         store.revoke_invite(id).unwrap();
     }
     assert!(store.invites().unwrap().is_empty());
+}
+
+fn up(id: &str, owner: &str, size: u64, created_at: i64) -> Upload {
+    Upload {
+        id: id.into(),
+        owner: owner.into(),
+        filename: format!("{id}.bin"),
+        size,
+        content_type: "application/octet-stream".into(),
+        created_at,
+    }
+}
+
+/// Uploads: quota at the bound, duplicates, running totals, expiry order, removal.
+pub fn uploads(store: &Store) {
+    let a = "a@uploads.conformance.test";
+    let b = "b@uploads.conformance.test";
+    assert_eq!(store.upload_usage(a).unwrap(), 0);
+    store.upload_add(&up("u1", a, 60, 100), 100).unwrap();
+    // Exactly at the quota is fine; one byte beyond is refused and writes nothing.
+    store.upload_add(&up("u2", a, 40, 50), 100).unwrap();
+    assert!(matches!(
+        store.upload_add(&up("u3", a, 1, 10), 100),
+        Err(StoreError::QuotaExceeded)
+    ));
+    assert_eq!(store.upload_get("u3").unwrap(), None);
+    assert!(matches!(
+        store.upload_add(&up("u1", b, 1, 10), 100),
+        Err(StoreError::AlreadyExists)
+    ));
+    assert_eq!(store.upload_usage(b).unwrap(), 0);
+    store.upload_add(&up("u4", b, 5, 200), 100).unwrap();
+    assert_eq!(store.upload_usage(a).unwrap(), 100);
+    assert_eq!(store.upload_get("u1").unwrap(), Some(up("u1", a, 60, 100)));
+    let old: Vec<String> = store
+        .uploads_older_than(150, 10)
+        .unwrap()
+        .into_iter()
+        .map(|u| u.id)
+        .collect();
+    assert_eq!(old, ["u2", "u1"]);
+    assert_eq!(store.uploads_older_than(150, 1).unwrap().len(), 1);
+    assert!(store.upload_remove("u1").unwrap());
+    assert!(!store.upload_remove("u1").unwrap());
+    assert_eq!(store.upload_usage(a).unwrap(), 40);
+    assert!(store.upload_remove("u2").unwrap());
+    assert_eq!(store.upload_usage(a).unwrap(), 0);
+    store.upload_add(&up("u5", a, 100, 300), 100).unwrap();
+    assert!(store.upload_remove("u4").unwrap());
+    assert!(store.upload_remove("u5").unwrap());
 }

@@ -10,6 +10,8 @@ use crate::{ArchiveStore, ArchivedMessage, StoreError};
 type Archive = std::sync::Arc<dyn ArchiveStore + Send + Sync>;
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use tokio::sync::mpsc;
 
 /// Most writes committed in one transaction.
@@ -38,6 +40,18 @@ enum Work {
 pub struct ArchiveWriter {
     tx: Option<mpsc::Sender<Work>>,
     store: Archive,
+    stats: std::sync::Arc<WriterStats>,
+}
+
+/// What the writer thread has committed, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Messages committed.
+    pub writes: AtomicU64,
+    /// Transactions committed (batches).
+    pub commits: AtomicU64,
+    /// Time spent in those commits, microseconds.
+    pub commit_micros: AtomicU64,
 }
 
 impl ArchiveWriter {
@@ -46,13 +60,20 @@ impl ArchiveWriter {
     pub fn start(store: Archive, delay: Duration) -> ArchiveWriter {
         let (tx, rx) = mpsc::channel(8192);
         let s = store.clone();
+        let stats = std::sync::Arc::new(WriterStats::default());
+        let st = stats.clone();
         let tx = std::thread::Builder::new()
             .name("herald-archive".into())
-            .spawn(move || run(s, rx, delay))
+            .spawn(move || run(s, rx, delay, &st))
             .map(|_| tx)
             .map_err(|e| tracing::warn!(error = %e, "no archive writer thread; writing directly"))
             .ok();
-        ArchiveWriter { tx, store }
+        ArchiveWriter { tx, store, stats }
+    }
+
+    /// The writer thread's counters.
+    pub fn stats(&self) -> &WriterStats {
+        &self.stats
     }
 
     /// Queues one message for `user` and returns at once; `done` runs when it is committed.
@@ -112,7 +133,7 @@ impl ArchiveWriter {
     }
 }
 
-fn run(store: Archive, mut rx: mpsc::Receiver<Work>, delay: Duration) {
+fn run(store: Archive, mut rx: mpsc::Receiver<Work>, delay: Duration, stats: &WriterStats) {
     while let Some(first) = rx.blocking_recv() {
         let mut jobs = vec![first];
         drain(&mut rx, &mut jobs);
@@ -140,8 +161,16 @@ fn run(store: Archive, mut rx: mpsc::Receiver<Work>, delay: Duration) {
             }
             continue;
         }
-        match store.archive_batch(&items) {
+        let t = std::time::Instant::now();
+        let r = store.archive_batch(&items);
+        let micros = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
+        stats.commit_micros.fetch_add(micros, Ordering::Relaxed);
+        stats.commits.fetch_add(1, Ordering::Relaxed);
+        match r {
             Ok(()) => {
+                stats
+                    .writes
+                    .fetch_add(items.len() as u64, Ordering::Relaxed);
                 for d in dones {
                     d(Ok(()));
                 }

@@ -33,6 +33,7 @@ mod roster;
 mod session;
 pub mod space;
 mod sqlite;
+mod upload;
 mod usage;
 mod vcard;
 
@@ -55,6 +56,7 @@ pub use push::{
 pub use roster::{RosterItem, RosterStore, Subscription};
 pub use session::{SavedSession, SessionStore, SmQueued, SmSessionRecord};
 pub use sqlite::{Durability, Store, StoreOptions};
+pub use upload::{Upload, UploadStore};
 pub use usage::Usage;
 pub use vcard::{StoredVcard, VcardStore};
 
@@ -73,6 +75,7 @@ pub trait Backend:
     + VcardStore
     + PrivateStore
     + InviteStore
+    + UploadStore
     + std::any::Any
     + Send
     + Sync
@@ -107,6 +110,8 @@ pub mod roles {
     pub type Vcard = dyn VcardStore + Send + Sync;
     /// Private XML storage (XEP-0049).
     pub type Private = dyn PrivateStore + Send + Sync;
+    /// XEP-0363 uploads and their owners' totals.
+    pub type Uploads = dyn UploadStore + Send + Sync;
     /// Every role, for the few operations that span several (an account's removal).
     pub type All = dyn Backend;
     /// Registration invites (XEP-0401/XEP-0445).
@@ -140,5 +145,6 @@ role!(
     roles::All,
     roles::Vcard,
     roles::Private,
-    roles::Invites
+    roles::Invites,
+    roles::Uploads
 );

@@ -167,6 +167,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 1,
         sql: include_str!("sql/invites.sql"),
     },
+    Migration {
+        role: "uploads",
+        version: 1,
+        sql: include_str!("sql/uploads.sql"),
+    },
 ];
 
 /// Every table holding per-user rows, by its owner column `account`. `delete_account` clears

@@ -161,7 +161,7 @@ fn migrations_are_recorded_once_per_role() {
         roles,
         vec![
             "accounts", "archive", "blocking", "invites", "offline", "private", "push", "roster",
-            "sessions", "vcard"
+            "sessions", "uploads", "vcard"
         ]
     );
     // Each role's latest version (push: 2, the table of removed registrations; archive: 3,

@@ -5,7 +5,8 @@
 //! XML storage ([`private`], XEP-0049), XEP-0077 registration payloads and XEP-0401 invite
 //! tokens ([`register`]), the XEP-0115 verification string ([`caps`]), Server Dialback keys and elements
 //! ([`dialback`], XEP-0220/XEP-0185), and [`stanza`], the small stanza accessors and
-//! builders every module uses.
+//! builders every module uses; XEP-0363 upload slots and their signatures ([`upload`]) and
+//! XEP-0215 TURN credentials ([`extdisco`]).
 //!
 //! Everything here works on [`Element`]s in the internal namespace and returns values or
 //! elements. It must not do I/O, touch the store, spawn tasks or know about sessions: the
@@ -18,12 +19,14 @@ pub mod carbons;
 pub mod component;
 pub mod delay;
 pub mod dialback;
+pub mod extdisco;
 pub mod mam;
 pub mod private;
 pub mod register;
 pub mod roster;
 pub mod stanza;
 pub mod subscription;
+pub mod upload;
 pub mod vcard;
 
 use herald_proto::jid::Jid;

@@ -40,6 +40,16 @@ enum Cmd {
     /// Manage invites to register an account (XEP-0401/XEP-0445; see [registration]).
     #[command(subcommand)]
     Invite(InviteCmd),
+    /// Manage uploaded files (XEP-0363).
+    #[command(subcommand)]
+    Upload(UploadCmd),
+}
+
+#[derive(Subcommand)]
+enum UploadCmd {
+    /// Delete the files older than `upload.expire_after` (the running server does it too,
+    /// periodically).
+    Purge,
 }
 
 #[derive(Subcommand)]
@@ -245,6 +255,17 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Roster(r) => roster(cfg, r),
         Cmd::Push(p) => push(cfg, p),
         Cmd::Invite(i) => invite(cfg, i),
+        Cmd::Upload(UploadCmd::Purge) => {
+            let store = admin::open_store(&cfg)?;
+            let n = herald_server::http::upload::purge(
+                &store,
+                &cfg.data_dir.join("upload"),
+                cfg.upload.expire_after.0,
+                herald_server::http::upload::unix_now(),
+            )?;
+            println!("{n} expired files deleted");
+            Ok(())
+        }
     }
 }
 

@@ -464,3 +464,40 @@ fn invites_are_created_listed_and_revoked() {
     assert!(e.fails(&["invite", "revoke", id]).contains("no invite"));
     assert_eq!(e.ok(&["invite", "list"]).lines().count(), 1);
 }
+
+#[test]
+fn upload_purge_deletes_expired_files_and_keeps_the_rest() {
+    use herald_store::{Upload, UploadStore};
+    let e = Env::new();
+    assert_eq!(e.ok(&["upload", "purge"]), "0 expired files deleted\n");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let files = data(&e).join("upload").join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    {
+        let store = herald_store::Store::open(&data(&e)).unwrap();
+        // The default expire_after is 30 days.
+        for (id, age_days) in [
+            ("0123456789abcdef0123456789abcdef", 31),
+            ("fedcba9876543210fedcba9876543210", 29),
+        ] {
+            std::fs::write(files.join(id), b"x").unwrap();
+            let u = Upload {
+                id: id.into(),
+                owner: "alice@localhost".into(),
+                filename: "a.txt".into(),
+                size: 1,
+                content_type: "text/plain".into(),
+                created_at: now - age_days * 86_400,
+            };
+            store.upload_add(&u, 100).unwrap();
+        }
+    }
+    assert_eq!(e.ok(&["upload", "purge"]), "1 expired files deleted\n");
+    assert!(!files.join("0123456789abcdef0123456789abcdef").exists());
+    assert!(files.join("fedcba9876543210fedcba9876543210").exists());
+    let store = herald_store::Store::open(&data(&e)).unwrap();
+    assert_eq!(store.upload_usage("alice@localhost").unwrap(), 1);
+}

@@ -47,7 +47,7 @@ pub enum Outcome {
 pub async fn negotiate(shared: &Arc<Shared>, mut conn: Conn) -> Outcome {
     let start = Instant::now();
     let mut cfg = shared.cfg.negotiation();
-    cfg.caps = crate::features::iq::disco::caps(&shared.cfg);
+    cfg.caps = crate::features::iq::disco::caps(shared);
     let mut machine = Negotiation::new(cfg, conn.is_tls(), start.into_std());
     let deadline = start + shared.cfg.c2s.negotiation_timeout.0;
     let mut actions = Vec::new();

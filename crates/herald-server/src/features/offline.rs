@@ -84,6 +84,10 @@ async fn store(shared: &Arc<Shared>, bare: &str, r: Routed, push: bool) {
         .await
     {
         Ok(_) => {
+            shared
+                .metrics
+                .offline_stored
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::debug!(user = %bare, "stored offline");
             if !push {
                 return;

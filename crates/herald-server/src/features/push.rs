@@ -520,6 +520,7 @@ async fn execute(
                 iq,
             } => {
                 tracing::debug!(%iq_id, %user, app = %key.jid, node = %key.node, "push publish");
+                count(&shared.metrics.push_publishes);
                 // A local app-server component that is not connected: the fact goes to
                 // herald-push, which says how it counts (reply::unreachable).
                 let domain = key
@@ -559,6 +560,11 @@ async fn execute(
                 );
             }
             Action::DeleteRegistration { user, key, reason } => {
+                count(match reason {
+                    Removal::Errors(_) => &shared.metrics.push_removed_errors,
+                    Removal::Evicted => &shared.metrics.push_removed_evicted,
+                    Removal::Disabled => &shared.metrics.push_removed_disabled,
+                });
                 tracing::info!(%user, app = %key.jid, node = %key.node, %reason, "push registration removed");
                 stats.sync().await;
                 // Recorded for `herald push list` in the same transaction, with the
@@ -590,6 +596,14 @@ async fn execute(
                 last_push,
                 last_result,
             } => {
+                let m = &shared.metrics;
+                match last_result.as_deref() {
+                    None => {}
+                    Some("ok") => count(&m.push_ok),
+                    Some("wait") => count(&m.push_wait),
+                    Some("timeout") => count(&m.push_timeout),
+                    Some(_) => count(&m.push_error),
+                }
                 stats
                     .add(PushStatsUpdate {
                         user,
@@ -603,6 +617,10 @@ async fn execute(
             }
         }
     }
+}
+
+fn count(c: &std::sync::atomic::AtomicU64) {
+    c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
 fn log_store(r: Result<(), StoreError>) {

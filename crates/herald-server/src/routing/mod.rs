@@ -102,6 +102,10 @@ pub async fn watch_bounces<F: std::future::Future>(f: F) -> (F::Output, bool) {
 
 /// Routes a stanza whose `from` is already stamped and trustworthy.
 pub async fn route(shared: &Arc<Shared>, el: Element) {
+    shared
+        .metrics
+        .stanzas_routed
+        .fetch_add(1, Ordering::Relaxed);
     let to = match stanza::to(&el) {
         Ok(Some(to)) => to,
         Ok(None) => {

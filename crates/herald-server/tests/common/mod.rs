@@ -53,6 +53,11 @@ pub fn test_config(dir: &std::path::Path) -> Config {
             c2s_bytes_per_second: 0,
             ..Default::default()
         },
+        // Off unless a test asks (`[http]` listens on a fixed port by default).
+        http: herald_server::config::HttpConfig {
+            listen: None,
+            ..Default::default()
+        },
         ..Config::default()
     }
 }

@@ -36,7 +36,7 @@ impl Env {
         std::fs::write(
             &config,
             format!(
-                "domain = \"localhost\"\ndata_dir = \"{}\"\n\
+                "domain = \"localhost\"\ndata_dir = \"{}\"\nhttp.listen = \"\"\n\
                  [c2s]\nlisten = \"127.0.0.1:{c2s}\"\ndirect_tls_listen = \"\"\nrequire_encryption = false\n{extra}",
                 dir.path().join("data").display()
             ),

@@ -49,6 +49,9 @@ pub fn write_config(dir: &Path, domain: &str, port: u16) -> Result<ServerConfig>
          [components]\n\
          listen = \"\"\n\
          \n\
+         [http]\n\
+         listen = \"\"\n\
+         \n\
          [limits]\n\
          max_connections = 1000000\n\
          max_connections_per_ip = 1000000\n\

@@ -225,6 +225,7 @@ impl Session {
             return;
         }
         let u = self.ctx.bare.clone();
+        let n = ids.len() as u64;
         if let Err(e) = self
             .ctx
             .shared
@@ -233,6 +234,12 @@ impl Session {
         {
             // Delivered again at the next login: a duplicate, never a loss.
             tracing::error!(error = %e, "deleting delivered offline messages failed");
+        } else {
+            self.ctx
+                .shared
+                .metrics
+                .offline_delivered
+                .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }

@@ -17,7 +17,7 @@ pub fn info(req: &Request<'_>) -> Element {
         // XEP-0115 §6.2: the node named by the server's own `<c/>` (`NODE#ver`) answers
         // what the hash covers; no other node is served.
         let q = (req.target == Target::Server)
-            .then(|| server_info(&req.shared.cfg))
+            .then(|| server_info(req.shared))
             .filter(|q| caps_node(q).as_deref() == Some(node));
         return match q {
             Some(mut q) => {
@@ -28,23 +28,40 @@ pub fn info(req: &Request<'_>) -> Element {
         };
     }
     let q = match req.target {
-        Target::Server => server_info(&req.shared.cfg),
+        Target::Server => server_info(req.shared),
         Target::Own | Target::Other => info_query(
             ("account", "registered", None),
-            &super::features(Disco::Account),
+            &super::features_served(Disco::Account, req.shared),
         ),
     };
     stanza::iq_result(req.iq, Some(q))
 }
 
-/// The server's disco#info `<query/>`: identity, features and, when `[contact]` has any,
-/// the XEP-0157 `serverinfo` form.
-pub fn server_info(cfg: &crate::Config) -> Element {
+/// The server's disco#info `<query/>`: identity, the features of what is switched on and,
+/// when `[contact]` has any, the XEP-0157 `serverinfo` form.
+pub fn server_info(shared: &crate::Shared) -> Element {
     let mut q = info_query(
         ("server", "im", Some("Herald")),
-        &super::features(Disco::Server),
+        &super::features_served(Disco::Server, shared),
     );
-    if let Some(form) = serverinfo_form(&cfg.contact) {
+    // XEP-0363 §3: the domain is also the upload service: its `store/file` identity (which
+    // slixmpp, among others, looks for) and its limit, as an XEP-0128 form.
+    if super::upload::served(shared) {
+        let id = stanza::new(
+            "identity",
+            ns::DISCO_INFO,
+            &[
+                ("category", "store"),
+                ("type", "file"),
+                ("name", "HTTP File Upload"),
+            ],
+        );
+        insert_after_identities(&mut q, id);
+        q.append_child(herald_xep::upload::disco_form(
+            shared.cfg.upload.max_file_size.0,
+        ));
+    }
+    if let Some(form) = serverinfo_form(&shared.cfg.contact) {
         q.append_child(form);
     }
     q
@@ -81,8 +98,8 @@ fn serverinfo_form(contact: &crate::config::ContactConfig) -> Option<Element> {
 
 /// The server's XEP-0115 `<c/>` for its stream features (§6.3): `ver` hashed from
 /// [`server_info`], so it changes exactly when what disco#info answers changes.
-pub fn caps(cfg: &crate::Config) -> Option<Element> {
-    match crate::xep::caps::ver_of_info(&server_info(cfg)) {
+pub fn caps(shared: &crate::Shared) -> Option<Element> {
+    match crate::xep::caps::ver_of_info(&server_info(shared)) {
         Ok(ver) => Some(crate::xep::caps::element(crate::xep::caps::NODE, &ver)),
         Err(e) => {
             // features() lists each feature once and there is one identity and one form.
@@ -108,6 +125,23 @@ pub fn items(req: &Request<'_>) -> Element {
         q.append_child(stanza::new("item", ns::DISCO_ITEMS, &[("jid", &c.domain)]));
     }
     stanza::iq_result(req.iq, Some(q))
+}
+
+/// Puts `id` after the identities already in `q` (identities come before features).
+fn insert_after_identities(q: &mut Element, id: Element) {
+    let nodes = q.take_nodes();
+    let mut placed = false;
+    for node in nodes {
+        let is_identity = node.as_element().is_some_and(|e| e.name() == "identity");
+        if !is_identity && !placed {
+            q.append_child(id.clone());
+            placed = true;
+        }
+        q.append_node(node);
+    }
+    if !placed {
+        q.append_child(id);
+    }
 }
 
 fn info_query(identity: (&str, &str, Option<&str>), features: &[&str]) -> Element {

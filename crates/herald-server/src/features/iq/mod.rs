@@ -22,9 +22,11 @@
 mod basic;
 pub mod beyond;
 pub mod disco;
+mod extdisco;
 mod push;
 pub mod table;
 mod time;
+mod upload;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -71,17 +73,18 @@ pub async fn handle_own_iq(session: &mut SessionCtx, el: &Element) -> Option<Ele
         return stanza::error(el, StanzaErrorCondition::BadRequest, None);
     };
     let typ = IqType::of(el)?;
-    match table::lookup(typ, payload, Target::Own).map(|e| e.handler) {
-        Some(Handler::Now(f)) => {
-            let shared = session.shared.clone();
-            Some(f(&Request {
-                shared: &shared,
-                iq: el,
-                payload,
-                target: Target::Own,
-                account: Some(&session.bare),
-            }))
-        }
+    let shared = session.shared.clone();
+    match table::lookup(typ, payload, Target::Own)
+        .filter(|e| table::switched_on(e, &shared))
+        .map(|e| e.handler)
+    {
+        Some(Handler::Now(f)) => Some(f(&Request {
+            shared: &shared,
+            iq: el,
+            payload,
+            target: Target::Own,
+            account: Some(&session.bare),
+        })),
         Some(Handler::WithSession(f)) => Some(f(session, el, payload).await),
         Some(Handler::Store(f)) => {
             let shared = session.shared.clone();
@@ -122,7 +125,10 @@ async fn answer_without_session(
     let Some(payload) = stanza::payload(el) else {
         return stanza::error(el, StanzaErrorCondition::ServiceUnavailable, None);
     };
-    match table::lookup(typ, payload, target).map(|e| e.handler) {
+    match table::lookup(typ, payload, target)
+        .filter(|e| table::switched_on(e, shared))
+        .map(|e| e.handler)
+    {
         Some(Handler::Now(f)) => Some(f(&Request {
             shared,
             iq: el,
@@ -325,16 +331,27 @@ impl Entry {
 /// The features `disco` lists: those of every line, in table order, then those served
 /// outside the table ([`beyond::SERVED`]), each once.
 pub fn features(disco: Disco) -> Vec<&'static str> {
+    features_of(disco, table::TABLE.iter())
+}
+
+/// The features `disco` lists on this server: those of the lines switched on
+/// ([`table::switched_on`]).
+pub fn features_served(disco: Disco, shared: &crate::Shared) -> Vec<&'static str> {
+    features_of(
+        disco,
+        table::TABLE
+            .iter()
+            .filter(|e| table::switched_on(e, shared)),
+    )
+}
+
+fn features_of<'a>(disco: Disco, lines: impl Iterator<Item = &'a Entry>) -> Vec<&'static str> {
     let mut out: Vec<&'static str> = Vec::new();
     let beyond = beyond::SERVED
         .iter()
         .filter(|s| s.announced == beyond::Announced::Disco(disco))
         .map(|s| &s.var);
-    for f in table::TABLE
-        .iter()
-        .flat_map(|e| e.features_on(disco))
-        .chain(beyond)
-    {
+    for f in lines.flat_map(|e| e.features_on(disco)).chain(beyond) {
         if !out.contains(f) {
             out.push(f);
         }

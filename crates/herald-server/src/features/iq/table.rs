@@ -8,8 +8,9 @@ use herald_proto::ns;
 use herald_proto::Element;
 
 use crate::features::ctx::SessionCtx;
+use crate::Shared;
 
-use super::{basic, disco, push, time};
+use super::{basic, disco, extdisco, push, time, upload};
 use super::{Advertised, Entry, Handler, IqType, Reply, Request, Target};
 use crate::features::{carbons, private as private_storage, vcard};
 use crate::xep::mam::MAM_EXTENDED;
@@ -77,7 +78,30 @@ pub static TABLE: &[Entry] = &[
     // the server, as Prosody does. Registration before login is the c2s negotiation's.
     iq(Get, ns::REGISTER,    "query",     Own,    WithSession(register),          OnServer(&[ns::REGISTER])),
     iq(Set, ns::REGISTER,    "query",     Own,    WithSession(register),          OnServer(&[ns::REGISTER])),
+    // XEP-0363: the upload service is the domain itself (switched: `[upload]`, `[http]`).
+    iq(Get, ns::HTTP_UPLOAD, "request",   Server, Now(upload::request),           OnServer(&[ns::HTTP_UPLOAD])),
+    // XEP-0215 (switched: `[turn]`).
+    iq(Get, ns::EXTDISCO,    "services",  Server, Now(extdisco::services),        OnServer(&[ns::EXTDISCO])),
+    iq(Get, ns::EXTDISCO,    "credentials", Server, Now(extdisco::services),      OnServer(&[ns::EXTDISCO])),
 ];
+
+/// Whether a switched feature is on for this server's configuration.
+pub type Switch = fn(&Shared) -> bool;
+
+/// Lines served only when configured, by namespace: switched off, a line is as absent as
+/// one never written (`service-unavailable`, not in disco#info).
+pub static SWITCHED: &[(&str, Switch)] = &[
+    (ns::HTTP_UPLOAD, upload::served),
+    (ns::EXTDISCO, extdisco::served),
+];
+
+/// Whether `e` is served on this server (see [`SWITCHED`]).
+pub fn switched_on(e: &Entry, shared: &Shared) -> bool {
+    SWITCHED
+        .iter()
+        .find(|(ns, _)| *ns == e.ns)
+        .is_none_or(|(_, on)| on(shared))
+}
 
 /// A table line (a constructor so each line stays one line).
 const fn iq(

@@ -1,0 +1,233 @@
+//! `/metrics` (Prometheus text exposition format 0.0.4) and `/health`.
+//!
+//! The counters already live as atomics where they are counted (`crate::Metrics`, the s2s,
+//! archive-writer and HTTP statistics); a scrape reads them and writes the text here. A
+//! registry crate would keep a second copy of each and add a dependency for a format of a
+//! few lines, so the formatter is hand-written. Every metric is listed in the README.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use herald_store::roles;
+
+use crate::Shared;
+
+struct Out(String);
+
+impl Out {
+    fn metric(&mut self, name: &str, kind: &str, help: &str, samples: &[(&str, u64)]) {
+        let _ = writeln!(self.0, "# HELP {name} {help}");
+        let _ = writeln!(self.0, "# TYPE {name} {kind}");
+        for (labels, v) in samples {
+            if labels.is_empty() {
+                let _ = writeln!(self.0, "{name} {v}");
+            } else {
+                let _ = writeln!(self.0, "{name}{{{labels}}} {v}");
+            }
+        }
+    }
+
+    fn counter(&mut self, name: &str, help: &str, v: u64) {
+        self.metric(name, "counter", help, &[("", v)]);
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, v: u64) {
+        self.metric(name, "gauge", help, &[("", v)]);
+    }
+}
+
+/// `GET /metrics`.
+pub async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    let text = render(&shared).await;
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// The exposition text.
+pub async fn render(shared: &Shared) -> String {
+    let r = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let m = &shared.metrics;
+    let mut o = Out(String::with_capacity(4096));
+    o.gauge(
+        "herald_connections",
+        "Open XMPP connections (c2s, s2s incoming, components).",
+        shared.conns.total() as u64,
+    );
+    let sessions = shared.router.all_sessions();
+    let hibernated = sessions.iter().filter(|s| s.hibernated).count() as u64;
+    o.metric(
+        "herald_sessions",
+        "gauge",
+        "Bound c2s sessions by state.",
+        &[
+            ("state=\"live\"", sessions.len() as u64 - hibernated),
+            ("state=\"hibernated\"", hibernated),
+        ],
+    );
+    o.counter(
+        "herald_logins_total",
+        "Successful SASL authentications.",
+        r(&m.logins),
+    );
+    o.counter(
+        "herald_auth_failures_total",
+        "Failed SASL authentications.",
+        r(&m.auth_failures),
+    );
+    o.counter(
+        "herald_stanzas_routed_total",
+        "Stanzas handed to routing (from clients, servers, components and the server).",
+        r(&m.stanzas_routed),
+    );
+    o.counter(
+        "herald_inbox_full_total",
+        "Stanzas refused because a session's inbox was full.",
+        r(&m.inbox_full),
+    );
+    o.counter(
+        "herald_offline_stored_total",
+        "Messages stored offline (XEP-0160).",
+        r(&m.offline_stored),
+    );
+    o.counter(
+        "herald_offline_delivered_total",
+        "Offline messages delivered and removed from storage.",
+        r(&m.offline_delivered),
+    );
+    let a = shared.archive.stats();
+    o.counter(
+        "herald_archive_writes_total",
+        "Messages committed to the archive (MAM).",
+        r(&a.writes),
+    );
+    o.counter(
+        "herald_archive_commits_total",
+        "Archive transactions (group commits).",
+        r(&a.commits),
+    );
+    let _ = writeln!(
+        o.0,
+        "# HELP herald_archive_commit_seconds_total Time spent committing archive transactions.\n\
+         # TYPE herald_archive_commit_seconds_total counter\n\
+         herald_archive_commit_seconds_total {:.6}",
+        r(&a.commit_micros) as f64 / 1e6
+    );
+    o.counter(
+        "herald_push_publishes_total",
+        "XEP-0357 publishes sent to app servers (retries included).",
+        r(&m.push_publishes),
+    );
+    o.metric(
+        "herald_push_replies_total",
+        "counter",
+        "App-server answers to publishes by outcome.",
+        &[
+            ("outcome=\"ok\"", r(&m.push_ok)),
+            ("outcome=\"wait\"", r(&m.push_wait)),
+            ("outcome=\"timeout\"", r(&m.push_timeout)),
+            ("outcome=\"error\"", r(&m.push_error)),
+        ],
+    );
+    o.metric(
+        "herald_push_registrations_removed_total",
+        "counter",
+        "Push registrations removed by the server, by reason.",
+        &[
+            ("reason=\"errors\"", r(&m.push_removed_errors)),
+            ("reason=\"evicted\"", r(&m.push_removed_evicted)),
+            ("reason=\"disabled\"", r(&m.push_removed_disabled)),
+        ],
+    );
+    // The push task answers after the events queued before; a busy one is not waited for.
+    if let Ok(Some(p)) = tokio::time::timeout(Duration::from_secs(1), shared.push.stats()).await {
+        o.gauge(
+            "herald_push_pending",
+            "Publishes awaiting an answer or a retry.",
+            p.pending as u64,
+        );
+    }
+    let s = &shared.s2s.metrics;
+    o.gauge(
+        "herald_s2s_outgoing_connections",
+        "Outgoing s2s connections (domain pairs) open or being set up.",
+        shared.s2s.outgoing_pairs().len() as u64,
+    );
+    o.counter(
+        "herald_s2s_outgoing_established_total",
+        "Outgoing s2s connections authenticated.",
+        r(&s.outgoing_established),
+    );
+    o.counter(
+        "herald_s2s_outgoing_failed_total",
+        "Outgoing s2s connections that failed before authentication.",
+        r(&s.outgoing_failed),
+    );
+    o.counter(
+        "herald_s2s_incoming_total",
+        "Incoming s2s domain pairs authenticated (SASL EXTERNAL or dialback).",
+        r(&s.incoming_sasl_external) + r(&s.incoming_dialback),
+    );
+    let h = &shared.http.stats;
+    o.gauge(
+        "herald_http_connections",
+        "Open HTTP connections.",
+        shared
+            .http
+            .open_connections(shared.cfg.http.max_connections) as u64,
+    );
+    o.counter(
+        "herald_http_connections_refused_total",
+        "HTTP connections closed at once because http.max_connections were open.",
+        r(&h.connections_refused),
+    );
+    o.counter(
+        "herald_uploads_total",
+        "XEP-0363 uploads completed.",
+        r(&h.uploads),
+    );
+    o.counter(
+        "herald_upload_bytes_total",
+        "Bytes of completed uploads.",
+        r(&h.upload_bytes),
+    );
+    o.counter(
+        "herald_uploads_failed_total",
+        "Upload PUTs refused or failed.",
+        r(&h.uploads_failed),
+    );
+    o.counter(
+        "herald_downloads_total",
+        "Upload GETs served (whole or partial).",
+        r(&h.downloads),
+    );
+    o.counter(
+        "herald_uploads_expired_total",
+        "Uploaded files deleted by expiry.",
+        r(&h.uploads_expired),
+    );
+    o.0
+}
+
+/// `GET /health`: 200 when the store answers a query within five seconds, else 503.
+pub async fn health(State(shared): State<Arc<Shared>>) -> Response {
+    let q = shared.db(|s: &roles::Accounts| s.account_exists("health@invalid"));
+    match tokio::time::timeout(Duration::from_secs(5), q).await {
+        Ok(Ok(_)) => (StatusCode::OK, "ok\n").into_response(),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "health check: store failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "store failed\n").into_response()
+        }
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "store not answering\n").into_response(),
+    }
+}
