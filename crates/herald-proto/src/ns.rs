@@ -89,3 +89,5 @@ pub const OMEMO_2: &str = "urn:xmpp:omemo:2";
 pub const PGP_ENCRYPTED: &str = "jabber:x:encrypted";
 /// XEP-0373: OpenPGP for XMPP (OX).
 pub const OPENPGP: &str = "urn:xmpp:openpgp:0";
+/// XEP-0440: the channel-binding types a server supports, in its stream features.
+pub const SASL_CB: &str = "urn:xmpp:sasl-cb:0";
