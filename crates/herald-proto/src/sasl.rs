@@ -325,6 +325,19 @@ impl ChannelBindings {
     pub fn is_empty(&self) -> bool {
         self.types().next().is_none()
     }
+
+    /// XEP-0440 §3: `<sasl-channel-binding/>` listing [`Self::types`], the stream feature
+    /// (also usable inside a SASL2 feature) that tells a client which type its -PLUS
+    /// mechanism may use here.
+    pub fn feature(&self) -> minidom::Element {
+        let mut cb = minidom::Element::bare("sasl-channel-binding", crate::ns::SASL_CB);
+        for t in self.types() {
+            let mut el = minidom::Element::bare("channel-binding", crate::ns::SASL_CB);
+            crate::error::set_plain_attr(&mut el, "type", t);
+            cb.append_child(el);
+        }
+        cb
+    }
 }
 
 /// RFC 4616 §2: `[authzid] NUL authcid NUL passwd`. Returns (authzid, authcid after

@@ -1,6 +1,7 @@
 //! c2s stream negotiation (RFC 6120 §4–§7) as a sans-IO state machine, server side: stream
-//! headers and features, STARTTLS, SASL (SCRAM-SHA-256, SCRAM-SHA-1, PLAIN; the mechanics are
-//! [`herald_proto::sasl`]'s), failure counting and delays, the throttle across connections
+//! headers and features, STARTTLS, SASL (SCRAM-SHA-256-PLUS, SCRAM-SHA-1-PLUS with the
+//! connection's channel binding advertised per XEP-0440, SCRAM-SHA-256, SCRAM-SHA-1, PLAIN; the
+//! mechanics are [`herald_proto::sasl`]'s), failure counting and delays, the throttle across connections
 //! ([`crate::throttle`]: delays growing with the recent failures of the account and the peer,
 //! `temporary-auth-failure` while an account is locked out; the driver keeps the records and
 //! answers [`Action::LookupThrottle`]), up to the resource bind request or a XEP-0198
@@ -25,7 +26,7 @@ use std::time::{Duration, Instant};
 use herald_proto::error::{error_reply, StanzaErrorCondition, StreamError, StreamErrorCondition};
 use herald_proto::jid::BareJid;
 use herald_proto::ns;
-use herald_proto::sasl::{self, Mechanism, ScramHash, ScramKeys, ScramServer};
+use herald_proto::sasl::{self, ChannelBindings, Mechanism, ScramHash, ScramKeys, ScramServer};
 use herald_proto::stream::{StreamEvent, StreamHeader, StreamNs, INTERNAL_NS};
 use herald_proto::Element;
 
@@ -52,6 +53,9 @@ pub struct Config {
     /// A fixed SCRAM server nonce (for test vectors and fuzzing); None: a random one per
     /// exchange.
     pub scram_nonce: Option<String>,
+    /// Offer SCRAM-*-PLUS (and XEP-0440) where the TLS layer gives channel-binding data
+    /// ([`Negotiation::set_channel_bindings`]); false: never, the data is ignored.
+    pub channel_binding: bool,
 }
 
 /// What the driver feeds the machine.
@@ -188,6 +192,8 @@ struct Ctx {
     attempt: Option<(String, Option<BareJid>)>,
     /// Its throttle records (with a throttle configured).
     records: Option<(Failures, Failures)>,
+    /// The TLS connection's channel-binding data, when -PLUS is offered on it (empty: not).
+    bindings: ChannelBindings,
 }
 
 fn serr(c: StreamErrorCondition, text: &str) -> StreamError {
@@ -237,9 +243,31 @@ impl Negotiation {
                 deadline,
                 attempt: None,
                 records: None,
+                bindings: ChannelBindings::default(),
             },
             user: None,
         })
+    }
+
+    /// The TLS connection's channel-binding data: for direct TLS right after [`Self::new`],
+    /// after STARTTLS before feeding [`Input::TlsEstablished`] (the features of the
+    /// encrypted stream offer -PLUS by it). Ignored with [`Config::channel_binding`] off, or
+    /// once negotiation is over.
+    pub fn set_channel_bindings(&mut self, bindings: ChannelBindings) {
+        let ctx = match self {
+            Negotiation::AwaitingHeader(s) => &mut s.ctx,
+            Negotiation::Unauthenticated(s) => &mut s.ctx,
+            Negotiation::AwaitingTls(s) => &mut s.ctx,
+            Negotiation::AwaitingThrottle(s) => &mut s.ctx,
+            Negotiation::AwaitingCredentials(s) => &mut s.ctx,
+            Negotiation::ScramChallenge(s) => &mut s.ctx,
+            Negotiation::Authenticated(s) => &mut s.ctx,
+            Negotiation::AwaitingResume(s) => &mut s.ctx,
+            Negotiation::Done => return,
+        };
+        if ctx.cfg.channel_binding {
+            ctx.bindings = bindings;
+        }
     }
 
     /// When negotiation times out (None once it is over).
@@ -353,8 +381,13 @@ pub fn check_header(
 }
 
 /// The stream features offered before authentication (`tls`: the transport is encrypted) or
-/// after it.
-pub fn features(tls: bool, require_tls: bool, authenticated: bool) -> Element {
+/// after it. `bindings`: the channel-binding types to offer -PLUS with (XEP-0440).
+pub fn features(
+    tls: bool,
+    require_tls: bool,
+    authenticated: bool,
+    bindings: &ChannelBindings,
+) -> Element {
     let mut features = Element::bare("features", ns::STREAM);
     if !authenticated {
         if !tls {
@@ -365,7 +398,10 @@ pub fn features(tls: bool, require_tls: bool, authenticated: bool) -> Element {
             features.append_child(st);
         }
         if tls || !require_tls {
-            features.append_child(mechanisms());
+            features.append_child(mechanisms(bindings));
+            if !bindings.is_empty() {
+                features.append_child(bindings.feature());
+            }
         }
     } else {
         features.append_child(Element::bare("bind", ns::BIND));
@@ -379,14 +415,19 @@ pub fn features(tls: bool, require_tls: bool, authenticated: bool) -> Element {
     features
 }
 
-/// Offered only where SASL is allowed at all, so PLAIN is always among them.
-fn mechanisms() -> Element {
+/// Offered only where SASL is allowed at all, so PLAIN is always among them; the -PLUS ones
+/// first where the connection has channel-binding data, as clients tend to take the first
+/// they support.
+fn mechanisms(bindings: &ChannelBindings) -> Element {
     let mut m = Element::bare("mechanisms", ns::SASL);
-    for mech in [
+    let plus = [Mechanism::ScramSha256Plus, Mechanism::ScramSha1Plus];
+    let plus = plus.iter().filter(|_| !bindings.is_empty());
+    let rest = [
         Mechanism::ScramSha256,
         Mechanism::ScramSha1,
         Mechanism::Plain,
-    ] {
+    ];
+    for mech in plus.chain(rest.iter()) {
         m.append_child(text_el("mechanism", ns::SASL, mech.name()));
     }
     m
@@ -488,7 +529,12 @@ impl AwaitingHeader {
         out.push(Action::OpenStream {
             domain,
             to: header.from,
-            features: features(ctx.tls, ctx.cfg.require_encryption, user.is_some()),
+            features: features(
+                ctx.tls,
+                ctx.cfg.require_encryption,
+                user.is_some(),
+                &ctx.bindings,
+            ),
         });
         match user {
             None => Negotiation::Unauthenticated(Unauthenticated { ctx }),
@@ -577,6 +623,10 @@ fn start_sasl(mut ctx: Ctx, auth: &Element, out: &mut Vec<Action>) -> Negotiatio
         Some(Mechanism::Plain) if !plain_ok => {
             return auth_failed(ctx, "invalid-mechanism", false, out)
         }
+        // -PLUS is offered only where the connection has binding data.
+        Some(m) if m.is_plus() && ctx.bindings.is_empty() => {
+            return auth_failed(ctx, "invalid-mechanism", false, out)
+        }
         Some(Mechanism::Plain) => match sasl::parse_plain(&initial) {
             Err(e) => return auth_failed(ctx, e.condition(), false, out),
             Ok((authzid, authcid, password)) => {
@@ -591,10 +641,12 @@ fn start_sasl(mut ctx: Ctx, auth: &Element, out: &mut Vec<Action>) -> Negotiatio
         },
         Some(m) => {
             let hash = m.scram_hash().unwrap_or(ScramHash::Sha256);
-            let mut server = match &ctx.cfg.scram_nonce {
+            let server = match &ctx.cfg.scram_nonce {
                 Some(n) => ScramServer::with_nonce(hash, n),
                 None => ScramServer::new(hash),
             };
+            // Non-empty bindings mean -PLUS is advertised: a "y" flag is then a downgrade.
+            let mut server = server.channel_binding(m.is_plus(), ctx.bindings.clone());
             let (username, authzid) = match server.client_first(&initial) {
                 Ok(v) => v,
                 Err(e) => return auth_failed(ctx, e.condition(), false, out),
@@ -1063,9 +1115,18 @@ pub fn run_bytes(data: &[u8], start: Instant) {
             lockout_time: Duration::from_secs(60),
         }),
         scram_nonce: Some("fuzznonce".into()),
+        channel_binding: flags & 16 != 0,
+    };
+    // Fixed binding data, as if from the TLS layer (ignored unless the flag turned it on).
+    let bindings = || ChannelBindings {
+        tls_exporter: Some(vec![1; 32]),
+        tls_server_end_point: Some(vec![2; 32]),
     };
     let require = cfg.require_encryption;
     let mut m = Negotiation::new(cfg, flags & 2 != 0, start);
+    if m.is_tls() {
+        m.set_channel_bindings(bindings());
+    }
     let mut d = Decoder::new(Limits {
         max_stanza_bytes: 4096,
         max_depth: 16,
@@ -1095,9 +1156,14 @@ pub fn run_bytes(data: &[u8], start: Instant) {
                             .get_child("mechanisms", ns::SASL)
                             .is_some_and(|ms| ms.children().any(|c| c.text() == "PLAIN"));
                         assert!(!(plain && require && !m.is_tls()), "PLAIN in the clear");
+                        let plus = features
+                            .get_child("mechanisms", ns::SASL)
+                            .is_some_and(|ms| ms.children().any(|c| c.text().ends_with("-PLUS")));
+                        assert!(!(plus && !m.is_tls()), "-PLUS without TLS");
                     }
                     Action::StartTls => {
                         d.reset();
+                        m.set_channel_bindings(bindings());
                         answers.push_back(Input::TlsEstablished);
                     }
                     Action::Restart => d.reset(),
