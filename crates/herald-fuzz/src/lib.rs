@@ -213,8 +213,9 @@ const SASL_SALT: &[u8] = b"salt";
 /// The fixed SCRAM server nonce of [`sasl`].
 pub const SCRAM_NONCE: &str = "fuzznonce";
 
-/// SASL messages. The first byte chooses SHA-1 (bit 0) and whether the account exists
-/// (bit 1); the rest is a client-first message, a newline, and a client-final message (the
+/// SASL messages. The first byte chooses SHA-1 (bit 0), whether the account exists
+/// (bit 1), a -PLUS exchange (bit 2) and whether the connection has channel-binding data
+/// (bit 3: `tls-exporter` and `tls-server-end-point`, fixed bytes); the rest is a client-first message, a newline, and a client-final message (the
 /// whole rest is also tried as a PLAIN message and as `<auth/>` character data).
 pub fn sasl(data: &[u8]) {
     let Some((&flags, rest)) = data.split_first() else {
@@ -241,10 +242,34 @@ pub fn sasl(data: &[u8]) {
     } else {
         ScramHash::Sha256
     };
-    let mut server = ScramServer::with_nonce(hash, SCRAM_NONCE);
+    let bindings = if flags & 8 != 0 {
+        sasl::ChannelBindings {
+            tls_exporter: Some(vec![1; 32]),
+            tls_server_end_point: Some(vec![2; 32]),
+        }
+    } else {
+        sasl::ChannelBindings::default()
+    };
+    let plus = flags & 4 != 0;
+    let mut server =
+        ScramServer::with_nonce(hash, SCRAM_NONCE).channel_binding(plus, bindings.clone());
     if server.client_first(first).is_err() {
         assert!(server.client_final(last).is_err(), "final without a first");
         return;
+    }
+    // A -PLUS exchange goes on only bound to a type the connection has, and "y" only where
+    // no -PLUS is offered.
+    if plus {
+        let name = first
+            .strip_prefix(b"p=")
+            .and_then(|r| r.split(|&b| b == b',').next());
+        let name = name.and_then(|n| std::str::from_utf8(n).ok()).unwrap_or("");
+        assert!(bindings.get(name).is_some(), "-PLUS without binding");
+    } else {
+        assert!(
+            !(first.starts_with(b"y") && !bindings.is_empty()),
+            "downgrade accepted"
+        );
     }
     let keys = (flags & 2 != 0)
         .then(|| sasl::derive_keys(hash, SASL_PASSWORD, SASL_SALT, 1).ok())
