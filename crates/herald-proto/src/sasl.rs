@@ -422,14 +422,12 @@ enum ScramState {
     Initial,
     GotClientFirst {
         gs2_header: String,
-        cb_data: Vec<u8>,
         client_first_bare: String,
         client_nonce: String,
         username: String,
     },
     SentServerFirst {
         gs2_header: String,
-        cb_data: Vec<u8>,
         client_first_bare: String,
         server_first: String,
         nonce: String,
@@ -446,11 +444,16 @@ pub struct ScramServer {
     hash: ScramHash,
     /// A -PLUS exchange: the client must bind (gs2 flag `p=`).
     plus: bool,
-    /// The connection's binding data; not empty means we advertise -PLUS on it (the caller
-    /// passes it only then), which makes gs2 flag `y` a downgrade.
-    bindings: ChannelBindings,
+    /// The connection's binding data; some means we advertise -PLUS on it (the caller passes
+    /// it only then), which makes gs2 flag `y` a downgrade.
+    bindings: Option<Box<ChannelBindings>>,
+    /// The binding data the client chose in client-first (empty without binding), which `c=`
+    /// must carry after the gs2 header.
+    cb_data: Box<[u8]>,
     server_nonce: String,
-    state: ScramState,
+    /// Boxed: the negotiation machine keeps this struct inline in its states, most of which
+    /// are not SCRAM.
+    state: Box<ScramState>,
 }
 
 impl ScramServer {
@@ -466,9 +469,10 @@ impl ScramServer {
         ScramServer {
             hash,
             plus: false,
-            bindings: ChannelBindings::default(),
+            bindings: None,
+            cb_data: Box::default(),
             server_nonce: server_nonce.to_string(),
-            state: ScramState::Initial,
+            state: Box::new(ScramState::Initial),
         }
     }
 
@@ -479,7 +483,7 @@ impl ScramServer {
     /// against it.
     pub fn channel_binding(mut self, plus: bool, bindings: ChannelBindings) -> Self {
         self.plus = plus;
-        self.bindings = bindings;
+        self.bindings = (!bindings.is_empty()).then(|| Box::new(bindings));
         self
     }
 
@@ -498,25 +502,26 @@ impl ScramServer {
     /// advertise no -PLUS (else it is a downgrade), `p=` is malformed. Returns (username after
     /// SASLprep, authzid if given).
     pub fn client_first(&mut self, msg: &[u8]) -> Result<(String, Option<String>), SaslError> {
-        if !matches!(self.state, ScramState::Initial) {
-            self.state = ScramState::Done;
+        if !matches!(*self.state, ScramState::Initial) {
+            *self.state = ScramState::Done;
             return Err(SaslError::MalformedRequest);
         }
-        self.state = ScramState::Done;
+        *self.state = ScramState::Done;
         let msg = std::str::from_utf8(msg).map_err(|_| SaslError::MalformedRequest)?;
         // RFC 5802 §7: gs2-header = gs2-cbind-flag "," [ authzid ] ","
         let mut it = msg.splitn(3, ',');
         let (Some(cbind), Some(authzid), Some(bare)) = (it.next(), it.next(), it.next()) else {
             return Err(SaslError::MalformedRequest);
         };
+        let bindings = self.bindings.as_deref();
         let cb_data = match (cbind, self.plus) {
             ("n", false) => Vec::new(),
             // "y": the client could bind but believes we cannot. True if we offer no -PLUS;
             // if we do, the offer was stripped on the way (RFC 5802 §6).
-            ("y", false) if self.bindings.is_empty() => Vec::new(),
+            ("y", false) if bindings.is_none() => Vec::new(),
             ("y", false) => return Err(SaslError::ChannelBindingDowngrade),
             (flag, true) => match flag.strip_prefix("p=") {
-                Some(name) if valid_cb_name(name) => match self.bindings.get(name) {
+                Some(name) if valid_cb_name(name) => match bindings.and_then(|b| b.get(name)) {
                     Some(data) => data.to_vec(),
                     None => return Err(SaslError::UnsupportedChannelBinding),
                 },
@@ -555,9 +560,9 @@ impl ScramServer {
             return Err(SaslError::MalformedRequest);
         }
         let username = saslprep_username(&decode_saslname(user)?)?;
-        self.state = ScramState::GotClientFirst {
+        self.cb_data = cb_data.into_boxed_slice();
+        *self.state = ScramState::GotClientFirst {
             gs2_header: gs2_header.to_string(),
-            cb_data,
             client_first_bare: bare.to_string(),
             client_nonce: client_nonce.to_string(),
             username: username.clone(),
@@ -570,10 +575,9 @@ impl ScramServer {
     /// hash are treated as unknown. Out of order: returns an empty message and ends the
     /// exchange (the following `client_final` fails).
     pub fn server_first(&mut self, keys: Option<ScramKeys>) -> Vec<u8> {
-        let state = std::mem::replace(&mut self.state, ScramState::Done);
+        let state = std::mem::replace(&mut *self.state, ScramState::Done);
         let ScramState::GotClientFirst {
             gs2_header,
-            cb_data,
             client_first_bare,
             client_nonce,
             username,
@@ -592,9 +596,8 @@ impl ScramServer {
             keys.iterations
         );
         let out = server_first.as_bytes().to_vec();
-        self.state = ScramState::SentServerFirst {
+        *self.state = ScramState::SentServerFirst {
             gs2_header,
-            cb_data,
             client_first_bare,
             server_first,
             nonce,
@@ -607,10 +610,9 @@ impl ScramServer {
     /// client-final-message: checks channel-binding echo, nonce, proof (constant time).
     /// Ok(server-final-message `v=...`) or Err(NotAuthorized) (MalformedRequest for syntax).
     pub fn client_final(&mut self, msg: &[u8]) -> Result<Vec<u8>, SaslError> {
-        let state = std::mem::replace(&mut self.state, ScramState::Done);
+        let state = std::mem::replace(&mut *self.state, ScramState::Done);
         let ScramState::SentServerFirst {
             gs2_header,
-            cb_data,
             client_first_bare,
             server_first,
             nonce,
@@ -645,7 +647,7 @@ impl ScramServer {
         // without binding), so a header changed on the way or a different TLS connection (a
         // man in the middle terminates his own) fails here.
         let mut expected = gs2_header.into_bytes();
-        expected.extend_from_slice(&cb_data);
+        expected.extend_from_slice(&self.cb_data);
         if cb != expected || r != nonce {
             return Err(SaslError::NotAuthorized);
         }
