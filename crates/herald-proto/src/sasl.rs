@@ -280,8 +280,7 @@ impl Mechanism {
 /// The channel-binding data (RFC 5056) of one TLS connection, by type: what a -PLUS
 /// exchange's `c=` must carry after the gs2 header. Filled by the TLS layer; a type is None
 /// where it is undefined for the connection (`tls-exporter` below TLS 1.3, RFC 9266 §3;
-/// `tls-server-end-point` for a certificate whose signature hash is unknown or after a
-/// resumption that sent none, RFC 5929 §4.1). Empty on plain TCP, and where the operator
+/// `tls-server-end-point` for a certificate whose signature hash is unknown, RFC 5929 §4.1). Empty on plain TCP, and where the operator
 /// turned channel binding off: then no -PLUS mechanism is offered.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ChannelBindings {

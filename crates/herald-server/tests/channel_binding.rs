@@ -93,6 +93,11 @@ fn tls_config(s: &TestServer, tls12: bool) -> Arc<rustls::ClientConfig> {
 
 impl Client {
     async fn connect(s: &TestServer, via: Via, tls12: bool) -> Client {
+        Self::connect_with(s, via, tls_config(s, tls12)).await
+    }
+
+    /// With `config` (whose session cache lets a second connection resume).
+    async fn connect_with(s: &TestServer, via: Via, config: Arc<rustls::ClientConfig>) -> Client {
         let addr = match via {
             Via::StartTls => s.c2s(),
             Via::DirectTls => s.running.direct_tls_addr.unwrap(),
@@ -120,7 +125,7 @@ impl Client {
             d.reset();
         }
         let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        let mut tls = tokio_rustls::TlsConnector::from(tls_config(s, tls12))
+        let mut tls = tokio_rustls::TlsConnector::from(config)
             .connect(name, tcp)
             .await
             .unwrap();
@@ -434,4 +439,38 @@ async fn channel_binding_off_offers_no_plus() {
     // "y" is then the truth: the server does not bind.
     let answer = c.scram("alice", "pw-a", ChannelBinding::Unsupported).await;
     assert_eq!(answer.name(), "success", "{}", xml(&answer));
+}
+
+#[tokio::test]
+async fn a_resumed_tls_session_binds_with_both_types() {
+    let s = server().await;
+    let config = tls_config(&s, false);
+    let first = Client::connect_with(&s, Via::DirectTls, config.clone()).await;
+    assert_eq!(
+        first.tls.get_ref().1.handshake_kind(),
+        Some(rustls::HandshakeKind::Full)
+    );
+    // The first connection's session ticket arrived with its features: this one resumes.
+    // No Certificate message is sent, but the certificate of the session is the one the
+    // server presents for this name (certificates change only at a start, and sessions do
+    // not outlive the process), as the client remembers it.
+    for binding in ["tls-exporter", "tls-server-end-point"] {
+        let mut c = Client::connect_with(&s, Via::DirectTls, config.clone()).await;
+        assert_eq!(
+            c.tls.get_ref().1.handshake_kind(),
+            Some(rustls::HandshakeKind::Resumed)
+        );
+        assert_eq!(
+            c.cb_types().unwrap(),
+            ["tls-exporter", "tls-server-end-point"]
+        );
+        let answer = if binding == "tls-exporter" {
+            let cb = ChannelBinding::TlsExporter(c.exporter());
+            c.scram("alice", "pw-a", cb).await
+        } else {
+            let cb = c.end_point();
+            c.scram_end_point("alice", "pw-a", &cb).await
+        };
+        assert_eq!(answer.name(), "success", "{binding}: {}", xml(&answer));
+    }
 }

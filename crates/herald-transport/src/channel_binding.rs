@@ -51,8 +51,10 @@ impl Capture {
     /// The binding data of the finished handshake of a connection in `state` (taking the
     /// secret). A type is missing where it is undefined: `tls-exporter` below TLS 1.3 (RFC
     /// 9266 §3: TLS 1.2 only with the extended master secret, which rustls does not report),
-    /// `tls-server-end-point` when no certificate was sent (a resumed session) or its
-    /// signature hash is not known (RFC 5929 §4.1).
+    /// `tls-server-end-point` when the certificate's signature hash is not known (RFC 5929
+    /// §4.1). A resumed session sends no certificate, but rustls resolves one all the same:
+    /// the one this server presents for the name, which is the session's (certificates are
+    /// loaded at start and sessions do not outlive the process).
     pub fn bindings(&self, state: &rustls::CommonState) -> ChannelBindings {
         let secret = lock(&self.exporter_secret).take();
         let tls_exporter = match (state.protocol_version(), state.negotiated_cipher_suite()) {
