@@ -19,8 +19,8 @@
 //! | target | parsers covered |
 //! |---|---|
 //! | `stream` | the XML stream decoder (herald-proto `stream::Decoder`): header, stanzas, limits, restricted XML, fed in chunks of 1–64 bytes; `stream::encode` of every decoded element, which must decode again to the same element |
-//! | `negotiate` | the c2s negotiation machine (herald-session `negotiate`, via its `run_bytes` driver): headers, STARTTLS, SASL PLAIN/SCRAM, throttling, bind, `<resume/>`, with its invariants (no bind before auth, no PLAIN in the clear) |
-//! | `sasl` | herald-proto `sasl`: PLAIN messages (`parse_plain`), SCRAM client-first and client-final (`ScramServer`), base64 payloads, SASLprep of user names, mechanism names |
+//! | `negotiate` | the c2s negotiation machine (herald-session `negotiate`, via its `run_bytes` driver): headers, STARTTLS, SASL PLAIN/SCRAM/SCRAM-PLUS (with fixed channel-binding data), throttling, bind, `<resume/>`, with its invariants (no bind before auth, no PLAIN in the clear, no -PLUS without TLS) |
+//! | `sasl` | herald-proto `sasl`: PLAIN messages (`parse_plain`), SCRAM and SCRAM-PLUS client-first and client-final (`ScramServer`; -PLUS only bound to a type the connection has, no `y` where -PLUS is offered), base64 payloads, SASLprep of user names, mechanism names |
 //! | `sm` | XEP-0198 nonzas (herald-session `sm_nonza`: `<enable/>`, `<r/>`, `<a h/>`, `<resume previd h/>`) against a live `StreamManagement` with queued stanzas, wrap-around counters, hibernation |
 //! | `jid` | JID parsing (`Jid`, `BareJid`, `FullJid`; normalising twice changes nothing), XEP-0016 blocklist matching, component domain ownership, who may answer a push publish |
 //! | `mam` | XEP-0313 query (data form fields, dates, RSM) and prefs (`herald-xep` `mam::parse_query`, `parse_prefs`; parsed prefs written and parsed again are the same), archivability, stanza-id stamping |
