@@ -1,11 +1,11 @@
 //! c2s stream negotiation (RFC 6120 §4–§7) as a sans-IO state machine, server side: stream
-//! headers and features, STARTTLS, SASL (SCRAM-SHA-256-PLUS, SCRAM-SHA-1-PLUS with the
-//! connection's channel binding advertised per XEP-0440, SCRAM-SHA-256, SCRAM-SHA-1, PLAIN; the
-//! mechanics are [`herald_proto::sasl`]'s), failure counting and delays, the throttle across connections
-//! ([`crate::throttle`]: delays growing with the recent failures of the account and the peer,
-//! `temporary-auth-failure` while an account is locked out; the driver keeps the records and
-//! answers [`Action::LookupThrottle`]), up to the resource bind request or a XEP-0198
-//! `<resume/>`, and the negotiation deadline.
+//! headers and features, STARTTLS, SASL (SCRAM-SHA-256-PLUS and SCRAM-SHA-1-PLUS bound to the
+//! TLS connection, whose binding types XEP-0440 advertises; SCRAM-SHA-256, SCRAM-SHA-1, PLAIN;
+//! the mechanics are [`herald_proto::sasl`]'s), failure counting and delays, the throttle
+//! across connections ([`crate::throttle`]: delays growing with the recent failures of the
+//! account and the peer, `temporary-auth-failure` while an account is locked out; the driver
+//! keeps the records and answers [`Action::LookupThrottle`]), up to the resource bind request
+//! or a XEP-0198 `<resume/>`, and the negotiation deadline.
 //!
 //! Shaped like rustls: one type per state ([`AwaitingHeader`], [`Unauthenticated`],
 //! [`AwaitingTls`], [`AwaitingCredentials`], [`ScramChallenge`], [`Authenticated`],

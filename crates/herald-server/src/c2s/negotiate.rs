@@ -1,9 +1,10 @@
 //! The c2s negotiation driver: runs `herald_session::negotiate`'s machine over a connection.
 //! It reads stream events and feeds them in, and performs the machine's actions — writes, the
 //! TLS upgrade, the decoder reset after SASL (to the normal limits), credential look-ups in the
-//! store, the channel-binding data of the TLS connection (for SCRAM-*-PLUS), the throttle records (`herald_session::throttle::Records`, under `Shared::auth_throttle`), the failure delay, the password check
-//! on the blocking pool, the hand-over of a `<resume/>` to its hibernated session — until a
-//! bind request (returned to [`crate::c2s::session::start`]) or the end. Every protocol
+//! store, the TLS connection's channel-binding data (for SCRAM-*-PLUS), the throttle records
+//! (`herald_session::throttle::Records`, under `Shared::auth_throttle`), the failure delay, the
+//! password check on the blocking pool, the hand-over of a `<resume/>` to its hibernated
+//! session — until a bind request (returned to [`crate::c2s::session::start`]) or the end. Every protocol
 //! decision (features, SASL, `<failure/>` conditions, failure limit, delays, lockout, stream
 //! errors) is the machine's. Also here: the bind helpers (credentials are made by
 //! `crate::admin::accounts::make_credentials`).
