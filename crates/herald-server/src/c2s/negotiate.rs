@@ -4,9 +4,9 @@
 //! store, the TLS connection's channel-binding data (for SCRAM-*-PLUS), the throttle records
 //! (`herald_session::throttle::Records`, under `Shared::auth_throttle`), the failure delay, the
 //! password check on the blocking pool, the hand-over of a `<resume/>` to its hibernated
-//! session — until a bind request (returned to [`crate::c2s::session::start`]) or the end. Every protocol
-//! decision (features, SASL, `<failure/>` conditions, failure limit, delays, lockout, stream
-//! errors) is the machine's. Also here: the bind helpers (credentials are made by
+//! session — until a bind request (returned to [`crate::c2s::session::start`]) or the end.
+//! Every protocol decision (features, SASL, `<failure/>` conditions, failure limit, delays,
+//! lockout, stream errors) is the machine's. Also here: the bind helpers (credentials are made by
 //! `crate::admin::accounts::make_credentials`).
 
 use std::sync::atomic::Ordering;
