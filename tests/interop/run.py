@@ -56,6 +56,7 @@ import scenarios_clients  # noqa: E402,F401
 import scenarios_profile  # noqa: E402,F401
 import scenarios_accounts  # noqa: E402,F401
 import scenarios_http  # noqa: E402,F401
+import scenarios_cb  # noqa: E402,F401
 
 #: Scenarios run by default, in this order. Everything else registered is PENDING.
 ENABLED = [
@@ -82,6 +83,8 @@ ENABLED = [
     "private_storage",
     # issue 17: HTTP services
     "http_upload",
+    # issue 18: channel binding
+    "scram_plus_offered",
     # issue 11: no message lost (restarts the server: last)
     "sm_restart",
     # issue 15: discovery and account self-service (a server of their own: [contact],

@@ -700,6 +700,10 @@ pub struct C2sConfig {
     pub max_auth_failures: u32,
     /// Time allowed from TCP accept to a bound resource.
     pub negotiation_timeout: Dur,
+    /// Offer SCRAM-SHA-256-PLUS and SCRAM-SHA-1-PLUS over TLS (channel binding with
+    /// `tls-exporter` on TLS 1.3 and `tls-server-end-point`, advertised with XEP-0440);
+    /// false offers only the mechanisms without binding.
+    pub channel_binding: bool,
 }
 
 impl Default for C2sConfig {
@@ -716,6 +720,7 @@ impl Default for C2sConfig {
             auth_lockout_time: Dur(Duration::from_secs(300)),
             max_auth_failures: 3,
             negotiation_timeout: Dur(Duration::from_secs(60)),
+            channel_binding: true,
         }
     }
 }
@@ -1718,6 +1723,7 @@ impl Config {
             caps: None,
             registration: self.registration.enabled,
             max_registration_requests: self.registration.max_requests_per_stream,
+            channel_binding: c.channel_binding,
         }
     }
 

@@ -19,8 +19,8 @@
 //! | target | parsers covered |
 //! |---|---|
 //! | `stream` | the XML stream decoder (herald-proto `stream::Decoder`): header, stanzas, limits, restricted XML, fed in chunks of 1–64 bytes; `stream::encode` of every decoded element, which must decode again to the same element |
-//! | `negotiate` | the c2s negotiation machine (herald-session `negotiate`, via its `run_bytes` driver): headers, STARTTLS, SASL PLAIN/SCRAM, throttling, bind, `<resume/>`, with its invariants (no bind before auth, no PLAIN in the clear) |
-//! | `sasl` | herald-proto `sasl`: PLAIN messages (`parse_plain`), SCRAM client-first and client-final (`ScramServer`), base64 payloads, SASLprep of user names, mechanism names |
+//! | `negotiate` | the c2s negotiation machine (herald-session `negotiate`, via its `run_bytes` driver): headers, STARTTLS, SASL PLAIN/SCRAM/SCRAM-PLUS (with fixed channel-binding data), throttling, bind, `<resume/>`, with its invariants (no bind before auth, no PLAIN in the clear, no -PLUS without TLS) |
+//! | `sasl` | herald-proto `sasl`: PLAIN messages (`parse_plain`), SCRAM and SCRAM-PLUS client-first and client-final (`ScramServer`; -PLUS only bound to a type the connection has, no `y` where -PLUS is offered), base64 payloads, SASLprep of user names, mechanism names |
 //! | `sm` | XEP-0198 nonzas (herald-session `sm_nonza`: `<enable/>`, `<r/>`, `<a h/>`, `<resume previd h/>`) against a live `StreamManagement` with queued stanzas, wrap-around counters, hibernation |
 //! | `jid` | JID parsing (`Jid`, `BareJid`, `FullJid`; normalising twice changes nothing), XEP-0016 blocklist matching, component domain ownership, who may answer a push publish |
 //! | `mam` | XEP-0313 query (data form fields, dates, RSM) and prefs (`herald-xep` `mam::parse_query`, `parse_prefs`; parsed prefs written and parsed again are the same), archivability, stanza-id stamping |
@@ -222,8 +222,9 @@ const SASL_SALT: &[u8] = b"salt";
 /// The fixed SCRAM server nonce of [`sasl`].
 pub const SCRAM_NONCE: &str = "fuzznonce";
 
-/// SASL messages. The first byte chooses SHA-1 (bit 0) and whether the account exists
-/// (bit 1); the rest is a client-first message, a newline, and a client-final message (the
+/// SASL messages. The first byte chooses SHA-1 (bit 0), whether the account exists
+/// (bit 1), a -PLUS exchange (bit 2) and whether the connection has channel-binding data
+/// (bit 3: `tls-exporter` and `tls-server-end-point`, fixed bytes); the rest is a client-first message, a newline, and a client-final message (the
 /// whole rest is also tried as a PLAIN message and as `<auth/>` character data).
 pub fn sasl(data: &[u8]) {
     let Some((&flags, rest)) = data.split_first() else {
@@ -250,10 +251,34 @@ pub fn sasl(data: &[u8]) {
     } else {
         ScramHash::Sha256
     };
-    let mut server = ScramServer::with_nonce(hash, SCRAM_NONCE);
+    let bindings = if flags & 8 != 0 {
+        sasl::ChannelBindings {
+            tls_exporter: Some(vec![1; 32]),
+            tls_server_end_point: Some(vec![2; 32]),
+        }
+    } else {
+        sasl::ChannelBindings::default()
+    };
+    let plus = flags & 4 != 0;
+    let mut server =
+        ScramServer::with_nonce(hash, SCRAM_NONCE).channel_binding(plus, bindings.clone());
     if server.client_first(first).is_err() {
         assert!(server.client_final(last).is_err(), "final without a first");
         return;
+    }
+    // A -PLUS exchange goes on only bound to a type the connection has, and "y" only where
+    // no -PLUS is offered.
+    if plus {
+        let name = first
+            .strip_prefix(b"p=")
+            .and_then(|r| r.split(|&b| b == b',').next());
+        let name = name.and_then(|n| std::str::from_utf8(n).ok()).unwrap_or("");
+        assert!(bindings.get(name).is_some(), "-PLUS without binding");
+    } else {
+        assert!(
+            !first.starts_with(b"y") || bindings.is_empty(),
+            "downgrade accepted"
+        );
     }
     let keys = (flags & 2 != 0)
         .then(|| sasl::derive_keys(hash, SASL_PASSWORD, SASL_SALT, 1).ok())

@@ -113,3 +113,5 @@ pub const IBR_TOKEN: &str = "urn:xmpp:ibr-token:0";
 pub const HTTP_UPLOAD: &str = "urn:xmpp:http:upload:0";
 /// XEP-0215 External Service Discovery.
 pub const EXTDISCO: &str = "urn:xmpp:extdisco:2";
+/// XEP-0440: the channel-binding types a server supports, in its stream features.
+pub const SASL_CB: &str = "urn:xmpp:sasl-cb:0";

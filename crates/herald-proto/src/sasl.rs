@@ -1,5 +1,7 @@
-//! Server side of SASL (RFC 6120 §6): SCRAM-SHA-1 and SCRAM-SHA-256 (RFC 5802, RFC 7677)
-//! and PLAIN (RFC 4616), plus SCRAM credential derivation for storage.
+//! Server side of SASL (RFC 6120 §6): SCRAM-SHA-1 and SCRAM-SHA-256 (RFC 5802, RFC 7677),
+//! their -PLUS variants with channel binding (RFC 5802 §6; the binding data comes from the
+//! TLS layer as [`ChannelBindings`]) and PLAIN (RFC 4616), plus SCRAM credential derivation for
+//! storage.
 //!
 //! Sans-IO: the caller moves bytes between these functions and `<auth/>`/`<response/>`
 //! elements. We store only StoredKey/ServerKey (never a password equivalent) and compare
@@ -59,6 +61,16 @@ pub enum SaslError {
     /// A username or password is not valid under SASLprep (RFC 4013).
     #[error("string rejected by SASLprep")]
     InvalidString,
+    /// A -PLUS exchange asked for a channel-binding type this connection does not offer
+    /// (RFC 5802 `e=unsupported-channel-binding-type`; `tls-unique`, say, which TLS 1.3 does
+    /// not have).
+    #[error("unsupported channel-binding type")]
+    UnsupportedChannelBinding,
+    /// The client sent gs2 flag `y` (it can bind but believes we cannot) although we offer
+    /// -PLUS: someone stripped the -PLUS mechanisms on the way (RFC 5802 §6
+    /// `e=server-does-support-channel-binding`, the server "MUST fail authentication").
+    #[error("channel-binding downgrade")]
+    ChannelBindingDowngrade,
 }
 
 impl SaslError {
@@ -76,6 +88,11 @@ impl SaslError {
             SaslError::CredentialsExpired => "credentials-expired",
             SaslError::MechanismTooWeak => "mechanism-too-weak",
             SaslError::TemporaryAuthFailure => "temporary-auth-failure",
+            // RFC 6120 §6.5 has no channel-binding condition: the request names something
+            // this server cannot do, as Prosody answers it too.
+            SaslError::UnsupportedChannelBinding => "malformed-request",
+            // A possible man in the middle: the authentication fails (RFC 5802 §6).
+            SaslError::ChannelBindingDowngrade => "not-authorized",
         }
     }
 }
@@ -214,6 +231,8 @@ pub fn saslprep_username(s: &str) -> Result<String, SaslError> {
 /// Mechanisms we implement, strongest first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mechanism {
+    ScramSha256Plus,
+    ScramSha1Plus,
     ScramSha256,
     ScramSha1,
     Plain,
@@ -223,6 +242,8 @@ impl Mechanism {
     /// The IANA-registered name.
     pub fn name(self) -> &'static str {
         match self {
+            Mechanism::ScramSha256Plus => "SCRAM-SHA-256-PLUS",
+            Mechanism::ScramSha1Plus => "SCRAM-SHA-1-PLUS",
             Mechanism::ScramSha256 => "SCRAM-SHA-256",
             Mechanism::ScramSha1 => "SCRAM-SHA-1",
             Mechanism::Plain => "PLAIN",
@@ -232,6 +253,8 @@ impl Mechanism {
     /// RFC 4422 §3.1: mechanism names are matched exactly (they are upper case).
     pub fn from_name(name: &str) -> Option<Self> {
         match name {
+            "SCRAM-SHA-256-PLUS" => Some(Mechanism::ScramSha256Plus),
+            "SCRAM-SHA-1-PLUS" => Some(Mechanism::ScramSha1Plus),
             "SCRAM-SHA-256" => Some(Mechanism::ScramSha256),
             "SCRAM-SHA-1" => Some(Mechanism::ScramSha1),
             "PLAIN" => Some(Mechanism::Plain),
@@ -242,10 +265,77 @@ impl Mechanism {
     /// The SCRAM hash of this mechanism, if it is SCRAM.
     pub fn scram_hash(self) -> Option<ScramHash> {
         match self {
-            Mechanism::ScramSha256 => Some(ScramHash::Sha256),
-            Mechanism::ScramSha1 => Some(ScramHash::Sha1),
+            Mechanism::ScramSha256 | Mechanism::ScramSha256Plus => Some(ScramHash::Sha256),
+            Mechanism::ScramSha1 | Mechanism::ScramSha1Plus => Some(ScramHash::Sha1),
             Mechanism::Plain => None,
         }
+    }
+
+    /// Whether this is a -PLUS mechanism (SCRAM with channel binding, RFC 5802 §6).
+    pub fn is_plus(self) -> bool {
+        matches!(self, Mechanism::ScramSha256Plus | Mechanism::ScramSha1Plus)
+    }
+}
+
+/// The channel-binding data (RFC 5056) of one TLS connection, by type: what a -PLUS
+/// exchange's `c=` must carry after the gs2 header. Filled by the TLS layer; a type is None
+/// where it is undefined for the connection (`tls-exporter` below TLS 1.3, RFC 9266 §3;
+/// `tls-server-end-point` for a certificate whose signature hash is unknown, RFC 5929 §4.1). Empty on plain TCP, and where the operator
+/// turned channel binding off: then no -PLUS mechanism is offered.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChannelBindings {
+    /// RFC 9266: 32 bytes exported with the label `EXPORTER-Channel-Binding` and no context.
+    pub tls_exporter: Option<Vec<u8>>,
+    /// RFC 5929 §4.1: the hash of the certificate we presented.
+    pub tls_server_end_point: Option<Vec<u8>>,
+}
+
+impl ChannelBindings {
+    /// RFC 9266's type name.
+    pub const TLS_EXPORTER: &'static str = "tls-exporter";
+    /// RFC 5929's type name.
+    pub const TLS_SERVER_END_POINT: &'static str = "tls-server-end-point";
+
+    /// The data of the type named `name`, if this connection has it. `tls-unique` never: it
+    /// does not exist in TLS 1.3 and the TLS library does not expose it for 1.2.
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        match name {
+            Self::TLS_EXPORTER => self.tls_exporter.as_deref(),
+            Self::TLS_SERVER_END_POINT => self.tls_server_end_point.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The types this connection has, preferred first (`tls-exporter` binds to the TLS
+    /// session itself, `tls-server-end-point` only to the certificate).
+    pub fn types(&self) -> impl Iterator<Item = &'static str> + '_ {
+        [
+            (Self::TLS_EXPORTER, self.tls_exporter.is_some()),
+            (
+                Self::TLS_SERVER_END_POINT,
+                self.tls_server_end_point.is_some(),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(name, has)| has.then_some(name))
+    }
+
+    /// Whether there is no type at all (no -PLUS mechanism can be offered).
+    pub fn is_empty(&self) -> bool {
+        self.types().next().is_none()
+    }
+
+    /// XEP-0440 §3: `<sasl-channel-binding/>` listing [`Self::types`], the stream feature
+    /// (also usable inside a SASL2 feature) that tells a client which type its -PLUS
+    /// mechanism may use here.
+    pub fn feature(&self) -> minidom::Element {
+        let mut cb = minidom::Element::bare("sasl-channel-binding", crate::ns::SASL_CB);
+        for t in self.types() {
+            let mut el = minidom::Element::bare("channel-binding", crate::ns::SASL_CB);
+            crate::error::set_plain_attr(&mut el, "type", t);
+            cb.append_child(el);
+        }
+        cb
     }
 }
 
@@ -351,8 +441,18 @@ enum ScramState {
 #[derive(Debug)]
 pub struct ScramServer {
     hash: ScramHash,
+    /// A -PLUS exchange: the client must bind (gs2 flag `p=`).
+    plus: bool,
+    /// The connection's binding data; some means we advertise -PLUS on it (the caller passes
+    /// it only then), which makes gs2 flag `y` a downgrade.
+    bindings: Option<Box<ChannelBindings>>,
+    /// The binding data the client chose in client-first (empty without binding), which `c=`
+    /// must carry after the gs2 header.
+    cb_data: Box<[u8]>,
     server_nonce: String,
-    state: ScramState,
+    /// Boxed: the negotiation machine keeps this struct inline in its states, most of which
+    /// are not SCRAM.
+    state: Box<ScramState>,
 }
 
 impl ScramServer {
@@ -367,39 +467,69 @@ impl ScramServer {
     pub fn with_nonce(hash: ScramHash, server_nonce: &str) -> Self {
         ScramServer {
             hash,
+            plus: false,
+            bindings: None,
+            cb_data: Box::default(),
             server_nonce: server_nonce.to_string(),
-            state: ScramState::Initial,
+            state: Box::new(ScramState::Initial),
         }
+    }
+
+    /// Sets the channel binding of this exchange: `plus` for a -PLUS mechanism, and the
+    /// connection's binding data when -PLUS is advertised on it (empty otherwise; the default
+    /// is empty and not -PLUS). A mechanism implementation for any SASL profile (RFC 6120
+    /// SASL, XEP-0388 SASL2): the caller decides what is offered, this checks the exchange
+    /// against it.
+    pub fn channel_binding(mut self, plus: bool, bindings: ChannelBindings) -> Self {
+        self.plus = plus;
+        self.bindings = (!bindings.is_empty()).then(|| Box::new(bindings));
+        self
     }
 
     /// The mechanism this exchange implements.
     pub fn mechanism(&self) -> Mechanism {
-        match self.hash {
-            ScramHash::Sha1 => Mechanism::ScramSha1,
-            ScramHash::Sha256 => Mechanism::ScramSha256,
+        match (self.hash, self.plus) {
+            (ScramHash::Sha1, false) => Mechanism::ScramSha1,
+            (ScramHash::Sha256, false) => Mechanism::ScramSha256,
+            (ScramHash::Sha1, true) => Mechanism::ScramSha1Plus,
+            (ScramHash::Sha256, true) => Mechanism::ScramSha256Plus,
         }
     }
 
-    /// Parses client-first-message (gs2 header `n,,` or `y,,`; `p=` is rejected: we offer no
-    /// -PLUS). Returns (username after SASLprep, authzid if given).
+    /// Parses client-first-message. The gs2 flag (RFC 5802 §6, §7): a -PLUS exchange needs
+    /// `p=TYPE` with a type the connection has; otherwise `n` is fine, `y` only when we
+    /// advertise no -PLUS (else it is a downgrade), `p=` is malformed. Returns (username after
+    /// SASLprep, authzid if given).
     pub fn client_first(&mut self, msg: &[u8]) -> Result<(String, Option<String>), SaslError> {
-        if !matches!(self.state, ScramState::Initial) {
-            self.state = ScramState::Done;
+        if !matches!(*self.state, ScramState::Initial) {
+            *self.state = ScramState::Done;
             return Err(SaslError::MalformedRequest);
         }
-        self.state = ScramState::Done;
+        *self.state = ScramState::Done;
         let msg = std::str::from_utf8(msg).map_err(|_| SaslError::MalformedRequest)?;
         // RFC 5802 §7: gs2-header = gs2-cbind-flag "," [ authzid ] ","
         let mut it = msg.splitn(3, ',');
         let (Some(cbind), Some(authzid), Some(bare)) = (it.next(), it.next(), it.next()) else {
             return Err(SaslError::MalformedRequest);
         };
-        match cbind {
-            // "y": the client could bind but believes we cannot, which is true (RFC 5802 §6).
-            "n" | "y" => {}
-            // We advertise no -PLUS mechanism, so a binding request is a protocol error.
+        let bindings = self.bindings.as_deref();
+        let cb_data = match (cbind, self.plus) {
+            ("n", false) => Vec::new(),
+            // "y": the client could bind but believes we cannot. True if we offer no -PLUS;
+            // if we do, the offer was stripped on the way (RFC 5802 §6).
+            ("y", false) if bindings.is_none() => Vec::new(),
+            ("y", false) => return Err(SaslError::ChannelBindingDowngrade),
+            (flag, true) => match flag.strip_prefix("p=") {
+                Some(name) if valid_cb_name(name) => match bindings.and_then(|b| b.get(name)) {
+                    Some(data) => data.to_vec(),
+                    None => return Err(SaslError::UnsupportedChannelBinding),
+                },
+                // RFC 5802 §6: a -PLUS mechanism is used with "p" only.
+                _ => return Err(SaslError::MalformedRequest),
+            },
+            // A binding request in a mechanism without binding, or no flag at all.
             _ => return Err(SaslError::MalformedRequest),
-        }
+        };
         let authzid = match authzid {
             "" => None,
             a => match a.strip_prefix("a=") {
@@ -429,7 +559,8 @@ impl ScramServer {
             return Err(SaslError::MalformedRequest);
         }
         let username = saslprep_username(&decode_saslname(user)?)?;
-        self.state = ScramState::GotClientFirst {
+        self.cb_data = cb_data.into_boxed_slice();
+        *self.state = ScramState::GotClientFirst {
             gs2_header: gs2_header.to_string(),
             client_first_bare: bare.to_string(),
             client_nonce: client_nonce.to_string(),
@@ -443,7 +574,7 @@ impl ScramServer {
     /// hash are treated as unknown. Out of order: returns an empty message and ends the
     /// exchange (the following `client_final` fails).
     pub fn server_first(&mut self, keys: Option<ScramKeys>) -> Vec<u8> {
-        let state = std::mem::replace(&mut self.state, ScramState::Done);
+        let state = std::mem::replace(&mut *self.state, ScramState::Done);
         let ScramState::GotClientFirst {
             gs2_header,
             client_first_bare,
@@ -464,7 +595,7 @@ impl ScramServer {
             keys.iterations
         );
         let out = server_first.as_bytes().to_vec();
-        self.state = ScramState::SentServerFirst {
+        *self.state = ScramState::SentServerFirst {
             gs2_header,
             client_first_bare,
             server_first,
@@ -478,7 +609,7 @@ impl ScramServer {
     /// client-final-message: checks channel-binding echo, nonce, proof (constant time).
     /// Ok(server-final-message `v=...`) or Err(NotAuthorized) (MalformedRequest for syntax).
     pub fn client_final(&mut self, msg: &[u8]) -> Result<Vec<u8>, SaslError> {
-        let state = std::mem::replace(&mut self.state, ScramState::Done);
+        let state = std::mem::replace(&mut *self.state, ScramState::Done);
         let ScramState::SentServerFirst {
             gs2_header,
             client_first_bare,
@@ -511,8 +642,12 @@ impl ScramServer {
         let proof = B64
             .decode(proof_b64)
             .map_err(|_| SaslError::MalformedRequest)?;
-        // RFC 5802 §6: without channel binding, c= echoes the gs2 header exactly.
-        if cb != gs2_header.as_bytes() || r != nonce {
+        // RFC 5802 §6: c= is the gs2 header followed by the channel-binding data (none
+        // without binding), so a header changed on the way or a different TLS connection (a
+        // man in the middle terminates his own) fails here.
+        let mut expected = gs2_header.into_bytes();
+        expected.extend_from_slice(&self.cb_data);
+        if cb != expected || r != nonce {
             return Err(SaslError::NotAuthorized);
         }
         if proof.len() != self.hash.len() {
@@ -533,6 +668,13 @@ impl ScramServer {
         let server_signature = self.hash.hmac(&keys.server_key, auth_message.as_bytes());
         Ok(format!("v={}", B64.encode(server_signature)).into_bytes())
     }
+}
+
+/// RFC 5802 §7 `cb-name`: 1*(ALPHA / DIGIT / "." / "-").
+fn valid_cb_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
 }
 
 /// RFC 5802 §7 `attr-val`: an ASCII letter, `=`, a value.
@@ -608,6 +750,18 @@ mod tests {
         client_first_bare: &str,
         server_first: &[u8],
     ) -> String {
+        client_final_bound(hash, password, gs2, b"", client_first_bare, server_first)
+    }
+
+    /// The same with channel-binding data after the gs2 header in `c=`.
+    fn client_final_bound(
+        hash: ScramHash,
+        password: &str,
+        gs2: &str,
+        cb_data: &[u8],
+        client_first_bare: &str,
+        server_first: &[u8],
+    ) -> String {
         let sf = std::str::from_utf8(server_first).unwrap();
         let mut nonce = "";
         let mut salt = Vec::new();
@@ -624,7 +778,9 @@ mod tests {
         let salted = hash.hi(password.as_bytes(), &salt, iters);
         let client_key = hash.hmac(&salted, b"Client Key");
         let stored = hash.h(&client_key);
-        let without_proof = format!("c={},r={nonce}", B64.encode(gs2));
+        let mut cbind = gs2.as_bytes().to_vec();
+        cbind.extend_from_slice(cb_data);
+        let without_proof = format!("c={},r={nonce}", B64.encode(cbind));
         let auth = format!("{client_first_bare},{sf},{without_proof}");
         let sig = hash.hmac(&stored, auth.as_bytes());
         let proof: Vec<u8> = client_key.iter().zip(&sig).map(|(a, b)| a ^ b).collect();
@@ -677,6 +833,138 @@ mod tests {
             s.client_final(fin.as_bytes()),
             Err(SaslError::NotAuthorized)
         );
+    }
+
+    fn bindings() -> ChannelBindings {
+        ChannelBindings {
+            tls_exporter: Some(vec![7; 32]),
+            tls_server_end_point: Some(vec![9; 32]),
+        }
+    }
+
+    /// One -PLUS exchange with `gs2` and `cb_data` in the client's `c=`; the result of
+    /// client-final.
+    fn plus_exchange(
+        hash: ScramHash,
+        gs2: &str,
+        cb_data: &[u8],
+        have: ChannelBindings,
+    ) -> Result<Vec<u8>, SaslError> {
+        let keys = derive_keys(hash, "pw", b"salt", 16).unwrap();
+        let mut s = ScramServer::new(hash).channel_binding(true, have);
+        s.client_first(format!("{gs2}n=u,r=n1").as_bytes())?;
+        let sf = s.server_first(Some(keys));
+        let fin = client_final_bound(hash, "pw", gs2, cb_data, "n=u,r=n1", &sf);
+        s.client_final(fin.as_bytes())
+    }
+
+    #[test]
+    fn plus_binds_to_the_connection() {
+        for hash in [ScramHash::Sha1, ScramHash::Sha256] {
+            // Each type with its own data, also with an authzid in the header.
+            for (gs2, data) in [
+                ("p=tls-exporter,,", vec![7; 32]),
+                ("p=tls-server-end-point,,", vec![9; 32]),
+                ("p=tls-exporter,a=u@localhost,", vec![7; 32]),
+            ] {
+                let ok = plus_exchange(hash, gs2, &data, bindings());
+                assert!(ok.unwrap().starts_with(b"v="), "{gs2}");
+                // Another connection's data (a man in the middle's), or the other type's.
+                for wrong in [vec![8; 32], vec![], data[..31].to_vec()] {
+                    assert_eq!(
+                        plus_exchange(hash, gs2, &wrong, bindings()),
+                        Err(SaslError::NotAuthorized),
+                        "{gs2} {wrong:?}"
+                    );
+                }
+            }
+            assert_eq!(
+                plus_exchange(hash, "p=tls-exporter,,", &[9; 32], bindings()),
+                Err(SaslError::NotAuthorized)
+            );
+        }
+        let s = ScramServer::new(ScramHash::Sha1).channel_binding(true, bindings());
+        assert_eq!(s.mechanism(), Mechanism::ScramSha1Plus);
+    }
+
+    #[test]
+    fn plus_refuses_what_it_cannot_bind() {
+        let only_end_point = ChannelBindings {
+            tls_exporter: None,
+            tls_server_end_point: Some(vec![9; 32]),
+        };
+        for (gs2, have, err) in [
+            // tls-unique is not offered (TLS 1.3 has none), nor a type without data.
+            (
+                "p=tls-unique,,",
+                bindings(),
+                SaslError::UnsupportedChannelBinding,
+            ),
+            (
+                "p=tls-exporter,,",
+                only_end_point,
+                SaslError::UnsupportedChannelBinding,
+            ),
+            (
+                "p=tls-exporter,,",
+                ChannelBindings::default(),
+                SaslError::UnsupportedChannelBinding,
+            ),
+            // A -PLUS mechanism without binding (RFC 5802 §6: "p" only).
+            ("n,,", bindings(), SaslError::MalformedRequest),
+            ("y,,", bindings(), SaslError::MalformedRequest),
+            ("p=,,", bindings(), SaslError::MalformedRequest),
+            ("p=tls exporter,,", bindings(), SaslError::MalformedRequest),
+        ] {
+            let mut s = ScramServer::new(ScramHash::Sha256).channel_binding(true, have);
+            assert_eq!(
+                s.client_first(format!("{gs2}n=u,r=n1").as_bytes()),
+                Err(err.clone()),
+                "{gs2}"
+            );
+        }
+        assert_eq!(
+            SaslError::UnsupportedChannelBinding.condition(),
+            "malformed-request"
+        );
+    }
+
+    #[test]
+    fn y_flag_is_a_downgrade_where_plus_is_offered() {
+        // We offer -PLUS on this connection: a client that says "y" did not see it.
+        let mut s = ScramServer::new(ScramHash::Sha256).channel_binding(false, bindings());
+        assert_eq!(
+            s.client_first(b"y,,n=u,r=n1"),
+            Err(SaslError::ChannelBindingDowngrade)
+        );
+        assert_eq!(
+            SaslError::ChannelBindingDowngrade.condition(),
+            "not-authorized"
+        );
+        // "n" is fine: the client cannot bind.
+        let keys = derive_keys(ScramHash::Sha256, "pw", b"salt", 16).unwrap();
+        let mut s = ScramServer::new(ScramHash::Sha256).channel_binding(false, bindings());
+        s.client_first(b"n,,n=u,r=n1").unwrap();
+        let sf = s.server_first(Some(keys));
+        let fin = client_final_for(ScramHash::Sha256, "pw", "n,,", "n=u,r=n1", &sf);
+        assert!(s.client_final(fin.as_bytes()).is_ok());
+        // Binding in a mechanism without it.
+        let mut s = ScramServer::new(ScramHash::Sha256).channel_binding(false, bindings());
+        assert_eq!(
+            s.client_first(b"p=tls-exporter,,n=u,r=n1"),
+            Err(SaslError::MalformedRequest)
+        );
+    }
+
+    #[test]
+    fn binding_types() {
+        assert_eq!(
+            bindings().types().collect::<Vec<_>>(),
+            ["tls-exporter", "tls-server-end-point"]
+        );
+        assert!(ChannelBindings::default().is_empty());
+        assert_eq!(bindings().get("tls-unique"), None);
+        assert_eq!(bindings().get("tls-exporter"), Some(&[7u8; 32][..]));
     }
 
     #[test]
@@ -841,11 +1129,14 @@ mod tests {
     #[test]
     fn mechanisms_and_conditions() {
         for m in [
+            Mechanism::ScramSha256Plus,
+            Mechanism::ScramSha1Plus,
             Mechanism::ScramSha256,
             Mechanism::ScramSha1,
             Mechanism::Plain,
         ] {
             assert_eq!(Mechanism::from_name(m.name()), Some(m));
+            assert_eq!(m.is_plus(), m.name().ends_with("-PLUS"));
         }
         assert_eq!(Mechanism::from_name("scram-sha-1"), None);
         assert_eq!(SaslError::MalformedRequest.condition(), "malformed-request");

@@ -6,7 +6,10 @@
 //! these tests plug in `TestConnector`, a `ServerConnector` that does the same STARTTLS or
 //! direct-TLS dance with a root store holding just the test certificate. It also records the
 //! plaintext the client wrote inside TLS, so a test can assert which SASL mechanism was used.
-//! Everything after the TLS handshake (SASL, bind, stanzas) is tokio-xmpp's own code.
+//! Everything after the TLS handshake (SASL, bind, stanzas) is tokio-xmpp's own code. With
+//! `binding`, it hands tokio-xmpp the `tls-exporter` data of the connection as tokio-xmpp's
+//! own rustls connector does on TLS 1.3, and tokio-xmpp (the `sasl` crate) then uses
+//! SCRAM-*-PLUS.
 
 mod common;
 #[path = "common/txmpp.rs"]
@@ -101,6 +104,8 @@ struct TestConnector {
     mode: Mode,
     tls: Arc<rustls::ClientConfig>,
     wire: Wire,
+    /// Give tokio-xmpp the connection's `tls-exporter` data (else no channel binding).
+    binding: bool,
 }
 
 fn io_err(e: impl std::fmt::Display) -> tokio_xmpp::Error {
@@ -175,12 +180,22 @@ impl ServerConnector for TestConnector {
             }
         };
         let tls = self.handshake(tcp, domain).await?;
+        // As tokio-xmpp's rustls connector does (RFC 9266, TLS 1.3). Without it, a client
+        // without channel-binding support: gs2 flag "n" and the mechanisms without -PLUS,
+        // which with a binding the sasl crate would not use at all.
+        let cb = if self.binding {
+            let data = tls
+                .inner
+                .get_ref()
+                .1
+                .export_keying_material(vec![0u8; 32], b"EXPORTER-Channel-Binding", None)
+                .map_err(io_err)?;
+            ChannelBinding::TlsExporter(data)
+        } else {
+            ChannelBinding::None
+        };
         let stream = initiate_stream(BufStream::new(tls), ns, header(domain), timeouts).await?;
-        // No channel binding: with one, the sasl crate offers only SCRAM-*-PLUS and tokio-xmpp
-        // falls back to PLAIN when the server lacks -PLUS (as Herald does for now), so a stock
-        // tokio-xmpp would never exercise Herald's SCRAM. This is a client without TLS
-        // channel-binding support, gs2 flag "n".
-        Ok((stream, ChannelBinding::None))
+        Ok((stream, cb))
     }
 }
 
@@ -209,6 +224,15 @@ fn connector(s: &TestServer, mode: Mode) -> TestConnector {
         mode,
         tls: trust_test_cert(s),
         wire: Wire::default(),
+        binding: false,
+    }
+}
+
+/// A connector that gives tokio-xmpp the connection's channel-binding data.
+fn binding_connector(s: &TestServer, mode: Mode) -> TestConnector {
+    TestConnector {
+        binding: true,
+        ..connector(s, mode)
     }
 }
 
@@ -319,14 +343,13 @@ async fn direct_tls_login_and_message_exchange_with_a_starttls_user() {
 
 /// Runs tokio-xmpp's SASL exchange alone (no bind) with only `mechanism` allowed.
 async fn sasl_only(
-    s: &TestServer,
-    mode: Mode,
+    conn: TestConnector,
     user: &str,
     password: &str,
     mechanism: &str,
 ) -> Result<(), tokio_xmpp::Error> {
     let jid = Jid::new(&format!("{user}@localhost")).unwrap();
-    let (pending, cb) = connector(s, mode)
+    let (pending, cb) = conn
         .connect(&jid, "jabber:client", Timeouts::tight())
         .await?;
     let (features, stream): (_, XmppStream<_>) = pending.recv_features().await?;
@@ -350,11 +373,42 @@ async fn each_scram_mechanism_accepts_the_password_and_rejects_a_wrong_one() {
     s.add_user("erin", "correct horse");
     for mode in [Mode::StartTls, Mode::DirectTls] {
         for mech in ["SCRAM-SHA-256", "SCRAM-SHA-1"] {
-            tokio::time::timeout(WAIT, sasl_only(&s, mode, "erin", "correct horse", mech))
+            tokio::time::timeout(
+                WAIT,
+                sasl_only(connector(&s, mode), "erin", "correct horse", mech),
+            )
+            .await
+            .expect("timed out")
+            .unwrap_or_else(|e| panic!("{mode:?} {mech}: {e:?}"));
+            let wrong =
+                tokio::time::timeout(WAIT, sasl_only(connector(&s, mode), "erin", "wrong", mech))
+                    .await
+                    .expect("timed out");
+            match wrong {
+                Err(tokio_xmpp::Error::Auth(AuthError::Fail(DefinedCondition::NotAuthorized))) => {}
+                other => panic!("{mode:?} {mech} with a wrong password: {other:?}"),
+            }
+        }
+    }
+}
+
+/// tokio-xmpp with channel binding picks SCRAM-SHA-256-PLUS with `p=tls-exporter` (the
+/// server offers it first), over STARTTLS and direct TLS, and messages flow; each -PLUS
+/// mechanism accepts the password and rejects a wrong one.
+#[tokio::test]
+async fn scram_plus_with_tls_exporter() {
+    let s = TestServer::start_with(|c| c.c2s.require_encryption = true).await;
+    s.add_user("gina", "pw-g");
+    s.add_user("hank", "pw-h");
+    for mode in [Mode::StartTls, Mode::DirectTls] {
+        for mech in ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS"] {
+            let conn = binding_connector(&s, mode);
+            tokio::time::timeout(WAIT, sasl_only(conn, "gina", "pw-g", mech))
                 .await
                 .expect("timed out")
                 .unwrap_or_else(|e| panic!("{mode:?} {mech}: {e:?}"));
-            let wrong = tokio::time::timeout(WAIT, sasl_only(&s, mode, "erin", "wrong", mech))
+            let conn = binding_connector(&s, mode);
+            let wrong = tokio::time::timeout(WAIT, sasl_only(conn, "gina", "wrong", mech))
                 .await
                 .expect("timed out");
             match wrong {
@@ -363,4 +417,29 @@ async fn each_scram_mechanism_accepts_the_password_and_rejects_a_wrong_one() {
             }
         }
     }
+
+    let gina_conn = binding_connector(&s, Mode::StartTls);
+    let gina_wire = gina_conn.wire.clone();
+    let (mut gina, gina_jid) = online("gina@localhost/phone", "pw-g", gina_conn).await;
+    let hank_conn = binding_connector(&s, Mode::DirectTls);
+    let hank_wire = hank_conn.wire.clone();
+    let (mut hank, hank_jid) = online("hank@localhost/desk", "pw-h", hank_conn).await;
+    // The client-first message starts with the gs2 header "p=tls-exporter,,n=" (18 bytes, so
+    // its base64 is a prefix of the payload's).
+    use base64::Engine as _;
+    let gs2 = base64::engine::general_purpose::STANDARD.encode("p=tls-exporter,,n=");
+    for sent in [gina_wire.text(), hank_wire.text()] {
+        assert!(sent.contains("SCRAM-SHA-256-PLUS"), "SASL: {sent}");
+        assert!(sent.contains(&gs2), "SASL: {sent}");
+    }
+    available(&mut gina).await;
+    available(&mut hank).await;
+    gina.send_stanza(chat(hank_jid.clone().into(), "bound to the channel"))
+        .await
+        .unwrap();
+    let m = next_message(&mut hank).await;
+    assert_eq!(body(&m), "bound to the channel");
+    assert_eq!(m.from, Some(gina_jid.into()));
+    gina.send_end().await.unwrap();
+    hank.send_end().await.unwrap();
 }

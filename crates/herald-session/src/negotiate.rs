@@ -1,10 +1,11 @@
 //! c2s stream negotiation (RFC 6120 §4–§7) as a sans-IO state machine, server side: stream
-//! headers and features, STARTTLS, SASL (SCRAM-SHA-256, SCRAM-SHA-1, PLAIN; the mechanics are
-//! [`herald_proto::sasl`]'s), failure counting and delays, the throttle across connections
-//! ([`crate::throttle`]: delays growing with the recent failures of the account and the peer,
-//! `temporary-auth-failure` while an account is locked out; the driver keeps the records and
-//! answers [`Action::LookupThrottle`]), up to the resource bind request or a XEP-0198
-//! `<resume/>`, and the negotiation deadline.
+//! headers and features, STARTTLS, SASL (SCRAM-SHA-256-PLUS and SCRAM-SHA-1-PLUS bound to the
+//! TLS connection, whose binding types XEP-0440 advertises; SCRAM-SHA-256, SCRAM-SHA-1, PLAIN;
+//! the mechanics are [`herald_proto::sasl`]'s), failure counting and delays, the throttle
+//! across connections ([`crate::throttle`]: delays growing with the recent failures of the
+//! account and the peer, `temporary-auth-failure` while an account is locked out; the driver
+//! keeps the records and answers [`Action::LookupThrottle`]), up to the resource bind request
+//! or a XEP-0198 `<resume/>`, and the negotiation deadline.
 //!
 //! Shaped like rustls: one type per state ([`AwaitingHeader`], [`Unauthenticated`],
 //! [`AwaitingTls`], [`AwaitingCredentials`], [`ScramChallenge`], [`Authenticated`],
@@ -25,7 +26,7 @@ use std::time::{Duration, Instant};
 use herald_proto::error::{error_reply, StanzaErrorCondition, StreamError, StreamErrorCondition};
 use herald_proto::jid::BareJid;
 use herald_proto::ns;
-use herald_proto::sasl::{self, Mechanism, ScramHash, ScramKeys, ScramServer};
+use herald_proto::sasl::{self, ChannelBindings, Mechanism, ScramHash, ScramKeys, ScramServer};
 use herald_proto::stream::{StreamEvent, StreamHeader, StreamNs, INTERNAL_NS};
 use herald_proto::Element;
 
@@ -63,6 +64,9 @@ pub struct Config {
     /// Registration IQs (answered or refused) one stream may send before authenticating;
     /// one more ends it with `policy-violation`.
     pub max_registration_requests: u32,
+    /// Offer SCRAM-*-PLUS (and XEP-0440) where the TLS layer gives channel-binding data
+    /// ([`Negotiation::set_channel_bindings`]); false: never, the data is ignored.
+    pub channel_binding: bool,
 }
 
 /// What the driver feeds the machine.
@@ -206,6 +210,8 @@ struct Ctx {
     /// Registration IQs answered on this stream (bounded by
     /// [`Config::max_registration_requests`]).
     registration_requests: u32,
+    /// The TLS connection's channel-binding data, when -PLUS is offered on it (empty: not).
+    bindings: ChannelBindings,
 }
 
 fn serr(c: StreamErrorCondition, text: &str) -> StreamError {
@@ -256,9 +262,31 @@ impl Negotiation {
                 attempt: None,
                 records: None,
                 registration_requests: 0,
+                bindings: ChannelBindings::default(),
             },
             user: None,
         })
+    }
+
+    /// The TLS connection's channel-binding data: for direct TLS right after [`Self::new`],
+    /// after STARTTLS before feeding [`Input::TlsEstablished`] (the features of the
+    /// encrypted stream offer -PLUS by it). Ignored with [`Config::channel_binding`] off, or
+    /// once negotiation is over.
+    pub fn set_channel_bindings(&mut self, bindings: ChannelBindings) {
+        let ctx = match self {
+            Negotiation::AwaitingHeader(s) => &mut s.ctx,
+            Negotiation::Unauthenticated(s) => &mut s.ctx,
+            Negotiation::AwaitingTls(s) => &mut s.ctx,
+            Negotiation::AwaitingThrottle(s) => &mut s.ctx,
+            Negotiation::AwaitingCredentials(s) => &mut s.ctx,
+            Negotiation::ScramChallenge(s) => &mut s.ctx,
+            Negotiation::Authenticated(s) => &mut s.ctx,
+            Negotiation::AwaitingResume(s) => &mut s.ctx,
+            Negotiation::Done => return,
+        };
+        if ctx.cfg.channel_binding {
+            ctx.bindings = bindings;
+        }
     }
 
     /// When negotiation times out (None once it is over).
@@ -372,13 +400,14 @@ pub fn check_header(
 }
 
 /// The stream features offered before authentication (`tls`: the transport is encrypted) or
-/// after it.
+/// after it. `bindings`: the channel-binding types to offer -PLUS with (XEP-0440).
 pub fn features(
     tls: bool,
     require_tls: bool,
     authenticated: bool,
     caps: Option<&Element>,
     registration: bool,
+    bindings: &ChannelBindings,
 ) -> Element {
     let mut features = Element::bare("features", ns::STREAM);
     if !authenticated {
@@ -390,7 +419,10 @@ pub fn features(
             features.append_child(st);
         }
         if tls || !require_tls {
-            features.append_child(mechanisms());
+            features.append_child(mechanisms(bindings));
+            if !bindings.is_empty() {
+                features.append_child(bindings.feature());
+            }
             if registration {
                 features.append_child(Element::bare("register", ns::REGISTER_FEATURE));
                 features.append_child(Element::bare("register", ns::IBR_TOKEN));
@@ -411,14 +443,19 @@ pub fn features(
     features
 }
 
-/// Offered only where SASL is allowed at all, so PLAIN is always among them.
-fn mechanisms() -> Element {
+/// Offered only where SASL is allowed at all, so PLAIN is always among them; the -PLUS ones
+/// first where the connection has channel-binding data, as clients tend to take the first
+/// they support.
+fn mechanisms(bindings: &ChannelBindings) -> Element {
     let mut m = Element::bare("mechanisms", ns::SASL);
-    for mech in [
+    let plus = [Mechanism::ScramSha256Plus, Mechanism::ScramSha1Plus];
+    let plus = plus.iter().filter(|_| !bindings.is_empty());
+    let rest = [
         Mechanism::ScramSha256,
         Mechanism::ScramSha1,
         Mechanism::Plain,
-    ] {
+    ];
+    for mech in plus.chain(rest.iter()) {
         m.append_child(text_el("mechanism", ns::SASL, mech.name()));
     }
     m
@@ -526,6 +563,7 @@ impl AwaitingHeader {
                 user.is_some(),
                 ctx.cfg.caps.as_ref(),
                 ctx.cfg.registration,
+                &ctx.bindings,
             ),
         });
         match user {
@@ -664,6 +702,10 @@ fn start_sasl(mut ctx: Ctx, auth: &Element, out: &mut Vec<Action>) -> Negotiatio
         Some(Mechanism::Plain) if !plain_ok => {
             return auth_failed(ctx, "invalid-mechanism", false, out)
         }
+        // -PLUS is offered only where the connection has binding data.
+        Some(m) if m.is_plus() && ctx.bindings.is_empty() => {
+            return auth_failed(ctx, "invalid-mechanism", false, out)
+        }
         Some(Mechanism::Plain) => match sasl::parse_plain(&initial) {
             Err(e) => return auth_failed(ctx, e.condition(), false, out),
             Ok((authzid, authcid, password)) => {
@@ -678,10 +720,12 @@ fn start_sasl(mut ctx: Ctx, auth: &Element, out: &mut Vec<Action>) -> Negotiatio
         },
         Some(m) => {
             let hash = m.scram_hash().unwrap_or(ScramHash::Sha256);
-            let mut server = match &ctx.cfg.scram_nonce {
+            let server = match &ctx.cfg.scram_nonce {
                 Some(n) => ScramServer::with_nonce(hash, n),
                 None => ScramServer::new(hash),
             };
+            // Non-empty bindings mean -PLUS is advertised: a "y" flag is then a downgrade.
+            let mut server = server.channel_binding(m.is_plus(), ctx.bindings.clone());
             let (username, authzid) = match server.client_first(&initial) {
                 Ok(v) => v,
                 Err(e) => return auth_failed(ctx, e.condition(), false, out),
@@ -1153,9 +1197,18 @@ pub fn run_bytes(data: &[u8], start: Instant) {
         caps: None,
         registration: flags & 16 != 0,
         max_registration_requests: 4,
+        channel_binding: flags & 16 != 0,
+    };
+    // Fixed binding data, as if from the TLS layer (ignored unless the flag turned it on).
+    let bindings = || ChannelBindings {
+        tls_exporter: Some(vec![1; 32]),
+        tls_server_end_point: Some(vec![2; 32]),
     };
     let require = cfg.require_encryption;
     let mut m = Negotiation::new(cfg, flags & 2 != 0, start);
+    if m.is_tls() {
+        m.set_channel_bindings(bindings());
+    }
     let mut d = Decoder::new(Limits {
         max_stanza_bytes: 4096,
         max_depth: 16,
@@ -1185,9 +1238,14 @@ pub fn run_bytes(data: &[u8], start: Instant) {
                             .get_child("mechanisms", ns::SASL)
                             .is_some_and(|ms| ms.children().any(|c| c.text() == "PLAIN"));
                         assert!(!(plain && require && !m.is_tls()), "PLAIN in the clear");
+                        let plus = features
+                            .get_child("mechanisms", ns::SASL)
+                            .is_some_and(|ms| ms.children().any(|c| c.text().ends_with("-PLUS")));
+                        assert!(!plus || m.is_tls(), "-PLUS without TLS");
                     }
                     Action::StartTls => {
                         d.reset();
+                        m.set_channel_bindings(bindings());
                         answers.push_back(Input::TlsEstablished);
                     }
                     Action::Restart => d.reset(),

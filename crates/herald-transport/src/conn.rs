@@ -141,6 +141,16 @@ impl Conn {
         certs.unwrap_or_default()
     }
 
+    /// The channel-binding data of a TLS connection we accepted with
+    /// [`crate::tls_io::Acceptor::with_channel_binding`] (empty otherwise, and on a second
+    /// call: negotiation takes it once, nothing else needs it).
+    pub fn take_channel_bindings(&mut self) -> herald_proto::sasl::ChannelBindings {
+        match &mut self.io {
+            Io::Tls(s) => s.take_channel_bindings(),
+            Io::Plain(_) | Io::Client(_) => Default::default(),
+        }
+    }
+
     /// Upgrades a plain socket to TLS as the server (after we sent `<proceed/>`, or at once
     /// for direct TLS), restarting the stream.
     pub async fn start_tls(self, acceptor: &crate::tls_io::Acceptor) -> Result<Conn, ConnError> {
@@ -444,4 +454,16 @@ pub fn new_stream_id() -> String {
 /// The acceptor for `tls`.
 pub fn acceptor(tls: &Arc<rustls::ServerConfig>) -> crate::tls_io::Acceptor {
     crate::tls_io::Acceptor::new(tls.clone())
+}
+
+/// An acceptor for c2s: its streams carry their channel-binding data when `channel_binding`.
+pub fn c2s_acceptor(
+    tls: &Arc<rustls::ServerConfig>,
+    channel_binding: bool,
+) -> crate::tls_io::Acceptor {
+    if channel_binding {
+        crate::tls_io::Acceptor::with_channel_binding(tls.clone())
+    } else {
+        crate::tls_io::Acceptor::new(tls.clone())
+    }
 }

@@ -3,6 +3,8 @@
 //! - [`conn`]: one XML stream over TCP or TLS, with read limits, buffered decoding and
 //!   batched writes.
 //! - [`tls_io`]: rustls driven over tokio without extra copies (STARTTLS and direct TLS).
+//! - [`channel_binding`]: a c2s handshake's `tls-exporter` and `tls-server-end-point` data
+//!   for SCRAM-*-PLUS.
 //! - [`tls`]: the certificates from the configuration (loaded, or self-signed in `data_dir`
 //!   and renewed), the SNI resolver and the c2s rustls server configuration.
 //! - [`s2s_verify`]: the s2s trust store, the check that a peer's chain is valid for a
@@ -21,6 +23,7 @@
 //! Must not: know about sessions, routing, features or the store, or decide s2s policy
 //! (which certificates or dialback to accept is herald-server's call).
 
+pub mod channel_binding;
 pub mod conn;
 pub mod fd;
 pub mod inbox;

@@ -11,6 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
+use herald_proto::sasl::ChannelBindings;
 use rustls::pki_types::CertificateDer;
 use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{
@@ -32,17 +33,42 @@ const MAX_OUTGOING: usize = 64 * 1024;
 
 /// Accepts TLS connections with one server configuration.
 #[derive(Clone)]
-pub struct Acceptor(Arc<ServerConfig>);
+pub struct Acceptor {
+    config: Arc<ServerConfig>,
+    /// Whether accepted streams carry their channel-binding data (c2s, for SCRAM-*-PLUS).
+    channel_binding: bool,
+}
 
 impl Acceptor {
     /// An acceptor for `config`.
     pub fn new(config: Arc<ServerConfig>) -> Acceptor {
-        Acceptor(config)
+        Acceptor {
+            config,
+            channel_binding: false,
+        }
+    }
+
+    /// An acceptor whose streams carry their channel-binding data
+    /// ([`TlsStream::take_channel_bindings`]).
+    pub fn with_channel_binding(config: Arc<ServerConfig>) -> Acceptor {
+        Acceptor {
+            config,
+            channel_binding: true,
+        }
     }
 
     /// Runs the server side of the handshake on `tcp`.
     pub async fn accept(&self, tcp: TcpStream) -> io::Result<TlsStream> {
-        let conn = UnbufferedServerConnection::new(self.0.clone()).map_err(tls_error)?;
+        // With channel binding, this handshake gets its own copy of the configuration that
+        // records what the binding needs (see `channel_binding`).
+        let capture = self
+            .channel_binding
+            .then(|| Arc::new(crate::channel_binding::Capture::default()));
+        let config = match &capture {
+            Some(c) => Arc::new(c.config_for(&self.config)),
+            None => self.config.clone(),
+        };
+        let conn = UnbufferedServerConnection::new(config).map_err(tls_error)?;
         let mut s = TlsStream {
             tcp,
             conn,
@@ -53,6 +79,7 @@ impl Acceptor {
             out_pos: 0,
             eof: false,
             close_sent: false,
+            channel_bindings: None,
         };
         loop {
             match s.step(None)? {
@@ -61,6 +88,9 @@ impl Acceptor {
                 // is over, and the client's certificate known, only once that has arrived.
                 Step::Writable | Step::Wrote if !s.conn.is_handshaking() => {
                     poll_fn(|cx| s.poll_flush_out(cx)).await?;
+                    if let Some(c) = capture {
+                        s.channel_bindings = Some(Box::new(c.bindings(&s.conn)));
+                    }
                     return Ok(s);
                 }
                 Step::Writable | Step::Wrote | Step::NeedRead => {
@@ -92,6 +122,9 @@ pub struct TlsStream {
     /// The peer closed (close_notify or end of the TCP stream).
     eof: bool,
     close_sent: bool,
+    /// The channel-binding data, until negotiation takes it (boxed: most of a connection's
+    /// life it is gone, and streams of other acceptors never have it).
+    channel_bindings: Option<Box<ChannelBindings>>,
 }
 
 /// What one pass over the received records came to.
@@ -120,6 +153,12 @@ impl TlsStream {
     /// The certificate chain the client presented (end entity first); empty if none.
     pub fn peer_certificates(&self) -> &[CertificateDer<'static>] {
         self.conn.peer_certificates().unwrap_or_default()
+    }
+
+    /// The connection's channel-binding data (empty unless its acceptor was made
+    /// [`Acceptor::with_channel_binding`]); a second call gets it empty.
+    pub fn take_channel_bindings(&mut self) -> ChannelBindings {
+        self.channel_bindings.take().map(|b| *b).unwrap_or_default()
     }
 
     /// One call into rustls over the received bytes; `write` is encrypted if rustls is ready
@@ -378,10 +417,22 @@ mod tests {
     fn configs(
         versions: &[&'static rustls::SupportedProtocolVersion],
     ) -> (Arc<ServerConfig>, Arc<rustls::ClientConfig>) {
+        configs_with(versions, rustls::crypto::ring::default_provider()).0
+    }
+
+    /// Also returns the server's certificate.
+    #[allow(clippy::type_complexity)]
+    fn configs_with(
+        versions: &[&'static rustls::SupportedProtocolVersion],
+        provider: rustls::crypto::CryptoProvider,
+    ) -> (
+        (Arc<ServerConfig>, Arc<rustls::ClientConfig>),
+        CertificateDer<'static>,
+    ) {
         let made = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
         let cert = made.cert.der().clone();
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(made.key_pair.serialize_der()));
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(provider);
         let server = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(versions)
             .unwrap()
@@ -389,13 +440,72 @@ mod tests {
             .with_single_cert(vec![cert.clone()], key)
             .unwrap();
         let mut roots = rustls::RootCertStore::empty();
-        roots.add(cert).unwrap();
+        roots.add(cert.clone()).unwrap();
         let client = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(versions)
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
-        (Arc::new(server), Arc::new(client))
+        ((Arc::new(server), Arc::new(client)), cert)
+    }
+
+    /// The server derives the same `tls-exporter` data as rustls's own exporter on the
+    /// client side, for a suite of each hash length, and `tls-server-end-point` is the
+    /// SHA-256 of its (ECDSA P-256 SHA-256) certificate; TLS 1.2 has no `tls-exporter`.
+    #[tokio::test]
+    async fn channel_bindings_match_the_client() {
+        use rustls::crypto::ring::cipher_suite as cs;
+        use sha2::Digest as _;
+        for (versions, suite, exporter) in [
+            (&rustls::version::TLS13, cs::TLS13_AES_128_GCM_SHA256, true),
+            (&rustls::version::TLS13, cs::TLS13_AES_256_GCM_SHA384, true),
+            (
+                &rustls::version::TLS12,
+                cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+                false,
+            ),
+        ] {
+            let provider = rustls::crypto::CryptoProvider {
+                cipher_suites: vec![suite],
+                ..rustls::crypto::ring::default_provider()
+            };
+            let ((server, client), cert) = configs_with(&[versions], provider);
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            let connect = async {
+                let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+                tokio_rustls::TlsConnector::from(client)
+                    .connect(ServerName::try_from("localhost").unwrap(), tcp)
+                    .await
+                    .unwrap()
+            };
+            let accept = async {
+                let (tcp, _) = l.accept().await.unwrap();
+                Acceptor::with_channel_binding(server)
+                    .accept(tcp)
+                    .await
+                    .unwrap()
+            };
+            let (mut s, c) = tokio::join!(accept, connect);
+            let got = s.take_channel_bindings();
+            let want = exporter.then(|| {
+                c.get_ref()
+                    .1
+                    .export_keying_material([0u8; 32], b"EXPORTER-Channel-Binding", Some(b""))
+                    .unwrap()
+                    .to_vec()
+            });
+            assert_eq!(got.tls_exporter, want, "{suite:?}");
+            assert_eq!(
+                got.tls_server_end_point,
+                Some(sha2::Sha256::digest(&cert).to_vec())
+            );
+            // Taken once.
+            assert!(s.take_channel_bindings().is_empty());
+        }
+        // Without channel binding, nothing is recorded.
+        let (mut s, _c) = pair(&[&rustls::version::TLS13]).await;
+        assert!(s.take_channel_bindings().is_empty());
     }
 
     /// A connected pair: our server stream and a tokio-rustls client.

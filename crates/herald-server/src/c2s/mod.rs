@@ -51,7 +51,7 @@ async fn connection(
         }
     };
     let io = if direct_tls {
-        let acceptor = conn::acceptor(&shared.tls);
+        let acceptor = conn::c2s_acceptor(&shared.tls, shared.cfg.c2s.channel_binding);
         // Boxed: the handshake's state (1.3 KiB) must not stay in the task after it.
         let accept = Box::pin(tokio::time::timeout(
             shared.cfg.c2s.negotiation_timeout.0,

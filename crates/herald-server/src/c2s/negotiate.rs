@@ -1,11 +1,12 @@
 //! The c2s negotiation driver: runs `herald_session::negotiate`'s machine over a connection.
 //! It reads stream events and feeds them in, and performs the machine's actions — writes, the
 //! TLS upgrade, the decoder reset after SASL (to the normal limits), credential look-ups in the
-//! store, the throttle records (`herald_session::throttle::Records`, under `Shared::auth_throttle`), the failure delay, the password check
-//! on the blocking pool, the hand-over of a `<resume/>` to its hibernated session — until a
-//! bind request (returned to [`crate::c2s::session::start`]) or the end. Every protocol
-//! decision (features, SASL, `<failure/>` conditions, failure limit, delays, lockout, stream
-//! errors) is the machine's. Also here: the bind helpers (credentials are made by
+//! store, the TLS connection's channel-binding data (for SCRAM-*-PLUS), the throttle records
+//! (`herald_session::throttle::Records`, under `Shared::auth_throttle`), the failure delay, the
+//! password check on the blocking pool, the hand-over of a `<resume/>` to its hibernated
+//! session — until a bind request (returned to [`crate::c2s::session::start`]) or the end.
+//! Every protocol decision (features, SASL, `<failure/>` conditions, failure limit, delays,
+//! lockout, stream errors) is the machine's. Also here: the bind helpers (credentials are made by
 //! `crate::admin::accounts::make_credentials`).
 
 use std::sync::atomic::Ordering;
@@ -49,6 +50,8 @@ pub async fn negotiate(shared: &Arc<Shared>, mut conn: Conn) -> Outcome {
     let mut cfg = shared.cfg.negotiation();
     cfg.caps = crate::features::iq::disco::caps(shared);
     let mut machine = Negotiation::new(cfg, conn.is_tls(), start.into_std());
+    // Direct TLS: the handshake is done, SCRAM-*-PLUS may bind to it.
+    machine.set_channel_bindings(conn.take_channel_bindings());
     let deadline = start + shared.cfg.c2s.negotiation_timeout.0;
     let mut actions = Vec::new();
     let mut preauth = crate::features::register::Preauth::default();
@@ -78,10 +81,13 @@ pub async fn negotiate(shared: &Arc<Shared>, mut conn: Conn) -> Outcome {
                     }
                 }
                 Action::StartTls => {
-                    let acceptor = conn::acceptor(&shared.tls);
+                    let acceptor = conn::c2s_acceptor(&shared.tls, shared.cfg.c2s.channel_binding);
                     match tokio::time::timeout_at(deadline, conn.start_tls(&acceptor)).await {
-                        Ok(Ok(c)) => {
+                        Ok(Ok(mut c)) => {
                             tracing::Span::current().record("tls", true);
+                            // Before TlsEstablished: the encrypted stream's features offer
+                            // -PLUS by it.
+                            machine.set_channel_bindings(c.take_channel_bindings());
                             conn = c;
                             answer = Some(Input::TlsEstablished);
                         }

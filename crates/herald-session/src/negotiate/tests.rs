@@ -32,6 +32,7 @@ fn cfg(require_encryption: bool) -> Config {
         caps: None,
         registration: false,
         max_registration_requests: 3,
+        channel_binding: true,
     }
 }
 
@@ -114,7 +115,9 @@ fn show(a: &Action) -> String {
                     let inner: Vec<String> = c
                         .children()
                         .map(|g| {
-                            if g.text().is_empty() {
+                            if let Some(t) = g.attr("type") {
+                                t.to_string()
+                            } else if g.text().is_empty() {
                                 g.name().to_string()
                             } else {
                                 g.text()
@@ -412,6 +415,157 @@ fn sasl_failures_table() {
         assert_eq!(got, want, "{el}");
         assert!(matches!(h.m, Negotiation::Unauthenticated(_)), "{el}");
     }
+}
+
+fn bindings() -> ChannelBindings {
+    ChannelBindings {
+        tls_exporter: Some(vec![7; 32]),
+        tls_server_end_point: Some(vec![9; 32]),
+    }
+}
+
+const FEATURES_PLUS: &str = "open localhost [mechanisms(SCRAM-SHA-256-PLUS SCRAM-SHA-1-PLUS \
+    SCRAM-SHA-256 SCRAM-SHA-1 PLAIN) sasl-channel-binding(tls-exporter tls-server-end-point)]";
+
+/// Over direct TLS with channel-binding data, up to the SASL features.
+fn plus_harness(cfg: Config) -> Harness {
+    let mut h = Harness::new(cfg, true);
+    h.m.set_channel_bindings(bindings());
+    h
+}
+
+#[test]
+fn plus_is_offered_where_the_connection_has_binding_data() {
+    let mut h = plus_harness(cfg(true));
+    assert_eq!(h.feed(HEADER), [FEATURES_PLUS]);
+
+    // Only the types the connection has (TLS 1.2: no tls-exporter).
+    let mut h = Harness::new(cfg(true), true);
+    h.m.set_channel_bindings(ChannelBindings {
+        tls_exporter: None,
+        ..bindings()
+    });
+    let f = h.feed(HEADER);
+    assert!(
+        f[0].ends_with("sasl-channel-binding(tls-server-end-point)]"),
+        "{f:?}"
+    );
+
+    // After STARTTLS: the encrypted stream's features.
+    let mut h = Harness::new(cfg(true), false);
+    assert_eq!(h.feed(HEADER), [FEATURES_TLS_REQUIRED]);
+    h.feed(STARTTLS);
+    h.m.set_channel_bindings(bindings());
+    h.input(Input::TlsEstablished);
+    assert_eq!(h.feed(HEADER), [FEATURES_PLUS]);
+
+    // Turned off, or no data (plain TCP): no -PLUS, no XEP-0440.
+    let mut h = plus_harness(Config {
+        channel_binding: false,
+        ..cfg(true)
+    });
+    assert_eq!(h.feed(HEADER), [FEATURES_SASL]);
+    let mut h = Harness::new(cfg(false), false);
+    h.m.set_channel_bindings(ChannelBindings::default());
+    assert_eq!(h.feed(HEADER), [FEATURES_TLS_OPTIONAL]);
+}
+
+#[test]
+fn plus_exchanges_table() {
+    let nf = |c: &str, delayed: bool| {
+        let mut v = Vec::new();
+        if delayed {
+            v.push("delay 1s".to_string());
+        }
+        v.push(failure(c));
+        v.push("auth-failed 1".to_string());
+        v
+    };
+    // (channel binding on, mechanism, client-first, expected)
+    let cases: Vec<(bool, &str, &[u8], Vec<String>)> = vec![
+        // Bound to a type the connection has: the exchange goes on.
+        (
+            true,
+            "SCRAM-SHA-256-PLUS",
+            b"p=tls-exporter,,n=user,r=abc",
+            vec!["lookup user@localhost Sha256".into()],
+        ),
+        (
+            true,
+            "SCRAM-SHA-1-PLUS",
+            b"p=tls-server-end-point,,n=user,r=abc",
+            vec!["lookup user@localhost Sha1".into()],
+        ),
+        // The client cannot bind: fine without -PLUS.
+        (
+            true,
+            "SCRAM-SHA-256",
+            b"n,,n=user,r=abc",
+            vec!["lookup user@localhost Sha256".into()],
+        ),
+        // "y" although -PLUS is offered: a downgrade, refused.
+        (
+            true,
+            "SCRAM-SHA-256",
+            b"y,,n=user,r=abc",
+            nf("not-authorized", false),
+        ),
+        // "y" where -PLUS is not offered is true.
+        (
+            false,
+            "SCRAM-SHA-256",
+            b"y,,n=user,r=abc",
+            vec!["lookup user@localhost Sha256".into()],
+        ),
+        // A type we do not have.
+        (
+            true,
+            "SCRAM-SHA-256-PLUS",
+            b"p=tls-unique,,n=user,r=abc",
+            nf("malformed-request", false),
+        ),
+        // -PLUS without binding.
+        (
+            true,
+            "SCRAM-SHA-256-PLUS",
+            b"n,,n=user,r=abc",
+            nf("malformed-request", false),
+        ),
+        // -PLUS where it is not offered.
+        (
+            false,
+            "SCRAM-SHA-256-PLUS",
+            b"p=tls-exporter,,n=user,r=abc",
+            nf("invalid-mechanism", false),
+        ),
+    ];
+    for (on, mech, first, want) in cases {
+        let mut h = plus_harness(Config {
+            channel_binding: on,
+            ..cfg(true)
+        });
+        h.feed(HEADER);
+        assert_eq!(h.feed(&auth(mech, first)), want, "{mech} {first:?}");
+    }
+
+    // Another connection's binding data in c= (the proof does not matter: this is checked
+    // first): a failed authentication like a wrong password.
+    let mut h = plus_harness(cfg(true));
+    h.feed(HEADER);
+    h.feed(&auth("SCRAM-SHA-256-PLUS", b"p=tls-exporter,,n=user,r=abc"));
+    let got = h.input(Input::Credentials(Some(keys())));
+    let first = String::from_utf8(payload_of(&got[0], "challenge")).unwrap();
+    let nonce = first.split(',').next().unwrap().trim_start_matches("r=");
+    let mut c = b"p=tls-exporter,,".to_vec();
+    c.extend_from_slice(&[8; 32]);
+    let fin = format!(
+        "c={},r={nonce},p=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        sasl::encode_payload(&c)
+    );
+    assert_eq!(
+        h.feed(&response(fin.as_bytes())),
+        nf("not-authorized", true)
+    );
 }
 
 #[test]
