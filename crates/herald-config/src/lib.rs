@@ -127,6 +127,31 @@ pub struct Config {
     pub hosts: Vec<HostEntry>,
     /// Server-to-server federation.
     pub s2s: S2sConfig,
+    /// XEP-0484 FAST tokens (SASL2 reconnects without the password).
+    pub fast: FastConfig,
+}
+
+/// `[fast]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FastConfig {
+    /// Whether SASL2 offers FAST (`HT-SHA-256-NONE`) and issues tokens.
+    pub enabled: bool,
+    /// How long a token is valid; past half of it, the next login with it gets a new one.
+    pub token_lifetime: Dur,
+    /// Most clients of one account holding tokens (two each: the newest and the previous);
+    /// a new one beyond it ends the tokens of the client issued one longest ago.
+    pub max_clients_per_account: usize,
+}
+
+impl Default for FastConfig {
+    fn default() -> Self {
+        FastConfig {
+            enabled: true,
+            token_lifetime: Dur(Duration::from_secs(14 * 86400)),
+            max_clients_per_account: 16,
+        }
+    }
 }
 
 /// `[[hosts]]`: another domain served by this server.
@@ -375,6 +400,7 @@ impl Default for Config {
             push: PushConfig::default(),
             hosts: Vec::new(),
             s2s: S2sConfig::default(),
+            fast: FastConfig::default(),
         }
     }
 }
@@ -1170,6 +1196,15 @@ impl Config {
         if self.shutdown_timeout.0.is_zero() {
             return Err(bad("shutdown_timeout", "must be more than 0".into()));
         }
+        if self.fast.token_lifetime.0 < Duration::from_secs(60) {
+            return Err(bad("fast.token_lifetime", "must be at least \"1m\"".into()));
+        }
+        if !(1..=1000).contains(&self.fast.max_clients_per_account) {
+            return Err(bad(
+                "fast.max_clients_per_account",
+                "must be between 1 and 1000".into(),
+            ));
+        }
         for (key, v) in [
             (
                 "roster.max_groups_per_item",
@@ -1250,6 +1285,7 @@ impl Config {
             timeout: c.negotiation_timeout.0,
             throttle: Some(self.auth_throttle()),
             scram_nonce: None,
+            fast: self.fast.enabled,
         }
     }
 

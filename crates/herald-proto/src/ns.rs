@@ -89,3 +89,9 @@ pub const OMEMO_2: &str = "urn:xmpp:omemo:2";
 pub const PGP_ENCRYPTED: &str = "jabber:x:encrypted";
 /// XEP-0373: OpenPGP for XMPP (OX).
 pub const OPENPGP: &str = "urn:xmpp:openpgp:0";
+/// XEP-0388: extensible SASL profile (SASL2).
+pub const SASL2: &str = "urn:xmpp:sasl:2";
+/// XEP-0386: Bind 2, resource binding inside SASL2.
+pub const BIND2: &str = "urn:xmpp:bind:0";
+/// XEP-0484: fast authentication streamlining tokens (FAST).
+pub const FAST: &str = "urn:xmpp:fast:0";

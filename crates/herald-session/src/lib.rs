@@ -14,6 +14,8 @@
 //! - [`negotiate`]: c2s stream negotiation (headers, STARTTLS, SASL, failure limits, bind and
 //!   resume requests, the deadline) as a typestate machine whose store and registry look-ups
 //!   are actions answered by the driver.
+//! - [`sasl2`]: XEP-0388 SASL2 with Bind2, inline stream management and FAST on the wire
+//!   (what `<authenticate/>` asks for, the Bind2 resource, `<success/>`); [`negotiate`] runs it.
 //! - [`throttle`]: failed-authentication delays and account lockouts, with explicit time;
 //!   [`negotiate`] applies them to the records its driver keeps.
 //! - [`csi`]: XEP-0352 client state indication buffer (Prosody's mod_csi_simple model) and the
@@ -36,6 +38,7 @@ pub mod budget;
 pub mod csi;
 pub mod negotiate;
 pub mod resources;
+pub mod sasl2;
 pub mod sm;
 pub mod sm_nonza;
 pub mod subscription;

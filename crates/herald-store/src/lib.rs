@@ -23,6 +23,7 @@ mod archive;
 mod block;
 pub mod cache;
 mod error;
+mod fast;
 pub mod group_commit;
 mod offline;
 mod push;
@@ -43,6 +44,7 @@ pub use account::{AccountStore, Credentials, ScramRecord};
 pub use archive::{ArchivePage, ArchiveQuery, ArchiveStore, ArchivedMessage, MamPrefs};
 pub use block::BlockStore;
 pub use error::{Result, StoreError};
+pub use fast::{FastTokenRecord, FastTokenStore};
 pub use offline::{OfflineMessage, OfflineStore};
 pub use push::{
     PushRegistration, PushRemoval, PushStatsUpdate, PushStore, RemovalNote, MAX_REMOVALS_PER_USER,
@@ -64,6 +66,7 @@ pub trait Backend:
     + PushStore
     + RosterStore
     + SessionStore
+    + FastTokenStore
     + std::any::Any
     + Send
     + Sync
@@ -96,6 +99,8 @@ pub mod roles {
     pub type Sessions = dyn SessionStore + Send + Sync;
     /// Every role, for the few operations that span several (an account's removal).
     pub type All = dyn Backend;
+    /// XEP-0484 FAST tokens.
+    pub type FastTokens = dyn FastTokenStore + Send + Sync;
 }
 
 /// A role a backend plays: how to see a whole backend as it.
@@ -122,5 +127,6 @@ role!(
     roles::Push,
     roles::Roster,
     roles::Sessions,
-    roles::All
+    roles::All,
+    roles::FastTokens
 );

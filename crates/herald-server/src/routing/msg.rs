@@ -126,6 +126,9 @@ pub enum SessionMsg {
         h: u32,
         /// The resumption id.
         previd: String,
+        /// SASL2 inline resumption (XEP-0388): the `<success/>` to complete and send instead
+        /// of a bare `<resumed/>`.
+        sasl2: Option<Box<herald_session::sasl2::Success>>,
     },
     /// End the stream with this error (e.g. `conflict` when another login takes the resource).
     Kick(StreamError),

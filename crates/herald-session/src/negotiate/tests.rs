@@ -15,8 +15,9 @@ const BIND: &str = "<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:x
 
 const FEATURES_TLS_REQUIRED: &str = "open localhost [starttls(required)]";
 const FEATURES_TLS_OPTIONAL: &str =
-    "open localhost [starttls() mechanisms(SCRAM-SHA-256 SCRAM-SHA-1 PLAIN)]";
-const FEATURES_SASL: &str = "open localhost [mechanisms(SCRAM-SHA-256 SCRAM-SHA-1 PLAIN)]";
+    "open localhost [starttls() mechanisms(SCRAM-SHA-256 SCRAM-SHA-1 PLAIN) authentication(SCRAM-SHA-256 SCRAM-SHA-1 PLAIN inline)]";
+const FEATURES_SASL: &str =
+    "open localhost [mechanisms(SCRAM-SHA-256 SCRAM-SHA-1 PLAIN) authentication(SCRAM-SHA-256 SCRAM-SHA-1 PLAIN inline)]";
 const FEATURES_BOUND: &str = "open localhost [bind() session(optional) sm() csi() ver()]";
 const SUCCESS_PLAIN: &str = "send <success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>";
 
@@ -29,6 +30,7 @@ fn cfg(require_encryption: bool) -> Config {
         timeout: Duration::from_secs(60),
         throttle: None,
         scram_nonce: None,
+        fast: false,
     }
 }
 
@@ -142,6 +144,36 @@ fn show(a: &Action) -> String {
             format!("bind {user} {}", request.attr("id").unwrap_or_default())
         }
         Action::Resume { user, previd, h } => format!("resume {user} {previd} {h}"),
+        Action::Features(f) => {
+            let names: Vec<&str> = f.children().map(|c| c.name()).collect();
+            format!("features [{}]", names.join(" "))
+        }
+        Action::FullLimits => "full-limits".into(),
+        Action::Bind2 {
+            user,
+            resource,
+            bind,
+            success,
+            ..
+        } => {
+            let results: Vec<&str> = success.results.iter().map(|c| c.name()).collect();
+            format!(
+                "bind2 {user} {} carbons={} [{}]",
+                resource.as_deref().unwrap_or("-"),
+                bind.carbons,
+                results.join(" ")
+            )
+        }
+        Action::Sasl2Resume {
+            user, previd, h, ..
+        } => format!("sasl2-resume {user} {previd} {h}"),
+        Action::LookupFastTokens { jid, client_id } => format!("tokens {jid} {client_id}"),
+        Action::FastTokenUsed {
+            current,
+            invalidate,
+            ..
+        } => format!("token-used current={current} invalidate={invalidate}"),
+        Action::IssueFastToken { mechanism, .. } => format!("issue-token {mechanism}"),
         Action::Fail(e) => format!("fail {}", e.condition.as_str()),
         Action::Close => "close".into(),
         Action::Disconnect => "disconnect".into(),

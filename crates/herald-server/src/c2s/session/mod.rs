@@ -74,7 +74,7 @@ pub async fn start(shared: Arc<Shared>, outcome: negotiate::Outcome) {
                     );
                     let reply = Box::new(negotiate::bind_result(&request, &jid));
                     drop(request);
-                    tokio::spawn(session.main(reply).instrument(span));
+                    tokio::spawn(session.main(reply, None).instrument(span));
                 }
                 Err(mut conn) => {
                     // RFC 6120 §7.6.2.2: the account has its most sessions, all connected.
@@ -83,6 +83,51 @@ pub async fn start(shared: Arc<Shared>, outcome: negotiate::Outcome) {
                     if let Some(r) = stanza::error_typed(&request, cond, ErrorType::Wait, None) {
                         let _ = conn.send(&r).await;
                     }
+                    conn.close().await;
+                }
+            }
+        }
+        negotiate::Outcome::Bind2 {
+            user,
+            resource,
+            bind,
+            success,
+            client_id,
+            mut conn,
+        } => {
+            let jid = match resource
+                .and_then(|r| user.with_resource_str(&r).ok())
+                .map_or_else(|| negotiate::random_jid(&user), Ok)
+            {
+                Ok(j) => j,
+                Err(_) => {
+                    conn.close().await;
+                    return;
+                }
+            };
+            let span = tracing::Span::current();
+            span.record("jid", tracing::field::display(&jid));
+            tracing::debug!(client = ?client_id, "Bind2");
+            match Session::bind(shared, user.clone(), jid, conn) {
+                Ok(session) => {
+                    crate::admin::accounts::on_bind(
+                        &session.ctx.shared,
+                        &session.ctx.bare,
+                        &session.tx,
+                    );
+                    tokio::spawn(session.main_bind2(success, bind).instrument(span));
+                }
+                Err(mut conn) => {
+                    // RFC 6120 §7.6.2.2 as for a bind IQ: the account has its most sessions,
+                    // all connected. Authenticated but unbound, the stream ends (XEP-0386's
+                    // <failed/> carries the error).
+                    tracing::info!("Bind2 refused: too many sessions");
+                    let failed = herald_session::sasl2::bind_failed(
+                        StanzaErrorCondition::ResourceConstraint,
+                        ErrorType::Wait,
+                    );
+                    let el = success.into_element(user.as_str(), vec![failed]);
+                    let _ = conn.send(&el).await;
                     conn.close().await;
                 }
             }
@@ -352,13 +397,50 @@ impl Session {
         }
     }
 
-    /// The session's task: answers the bind request, serves the session, ends it.
-    async fn main(mut self: Box<Self>, reply: Box<Element>) {
+    /// XEP-0386: the inline features asked for in `<bind/>` (carbons, CSI state, XEP-0198
+    /// `<enable/>`, answered inside `<bound/>`), then the `<success/>` with the full JID and
+    /// the features left (no resource binding), then the session as after a bind IQ.
+    async fn main_bind2(
+        mut self: Box<Self>,
+        success: Box<herald_session::sasl2::Success>,
+        bind: Box<herald_session::sasl2::BindRequest>,
+    ) {
+        let mut results = Vec::new();
+        if bind.carbons {
+            self.ctx.set_carbons(true);
+            results.push(Element::bare("enabled", ns::CARBONS));
+        }
+        if bind.csi_active == Some(false) {
+            self.csi.set_inactive();
+        }
+        if let Some(enable) = &bind.sm_enable {
+            if let Some(answer) = self.enable_inline(enable) {
+                results.push(answer);
+            }
+        }
+        let jid = self.ctx.jid.to_string();
+        let reply =
+            Box::new(success.into_element(&jid, vec![herald_session::sasl2::bound(results)]));
+        let features = herald_session::sasl2::features_after_bind(self.sm.is_enabled());
+        self.main(reply, Some(Box::new(features))).await
+    }
+
+    /// The session's task: answers the bind request (followed by `features` after a Bind2
+    /// success), serves the session, ends it.
+    async fn main(mut self: Box<Self>, reply: Box<Element>, features: Option<Box<Element>>) {
         let sent = match self.conn.as_mut() {
-            Some(c) => Box::pin(c.send(&reply)).await.is_ok(),
+            Some(c) => {
+                let mut bytes = Vec::new();
+                herald_proto::stream::encode(&reply, c.ns, &mut bytes);
+                if let Some(f) = &features {
+                    crate::transport::conn::push_features(&mut bytes, c.ns, f);
+                }
+                Box::pin(c.write_raw(&bytes)).await.is_ok()
+            }
             None => false,
         };
         drop(reply);
+        drop(features);
         if sent {
             tracing::debug!("session bound");
             self.run().await;
@@ -491,7 +573,12 @@ impl Session {
                 self.sm.set_hibernation_deadline(at.max(std_now()));
                 Flow::Continue
             }
-            SessionMsg::Resume { conn, h, previd } => self.on_resume(conn, h, previd).await,
+            SessionMsg::Resume {
+                conn,
+                h,
+                previd,
+                sasl2,
+            } => self.on_resume(conn, h, previd, sasl2).await,
         }
     }
 
