@@ -50,6 +50,7 @@ import scenarios_im  # noqa: E402,F401
 import scenarios_mobile  # noqa: E402,F401
 import scenarios_push  # noqa: E402,F401
 import scenarios_restart  # noqa: E402,F401
+import scenarios_sasl2  # noqa: E402,F401
 
 #: Scenarios run by default, in this order. Everything else registered is PENDING.
 ENABLED = [
@@ -69,6 +70,8 @@ ENABLED = [
     "csi",
     # issue 5: push
     "push",
+    # issue 18: SASL2, Bind2, FAST, inline resumption (xmpp.js)
+    "xmppjs_fast_reconnect",
     # issue 11: no message lost (restarts the server: last)
     "sm_restart",
 ]
