@@ -589,7 +589,8 @@ impl Default for LimitsConfig {
             max_attributes: 64,
             max_header_bytes: 4096,
             max_preauth_stanza_bytes: 8192,
-            max_preauth_depth: 4,
+            // SASL2 with Bind2 and an inline push enable with publish options nests six deep.
+            max_preauth_depth: 6,
             session_inbox: 1024,
             max_sessions_per_account: 10,
             max_connections: 10_000,

@@ -95,3 +95,5 @@ pub const SASL2: &str = "urn:xmpp:sasl:2";
 pub const BIND2: &str = "urn:xmpp:bind:0";
 /// XEP-0484: fast authentication streamlining tokens (FAST).
 pub const FAST: &str = "urn:xmpp:fast:0";
+/// Herald's experimental XEP-0357 enable inline in XEP-0386 Bind2 (crates/herald-push/RULES.md).
+pub const PUSH_INLINE: &str = "urn:herald:push:inline:0";

@@ -137,7 +137,10 @@ async fn sasl2_is_offered_next_to_legacy_sasl() {
         .children()
         .filter_map(|f| f.attr("var"))
         .collect();
-    assert_eq!(vars, [CARBONS, "urn:xmpp:csi:0", SM]);
+    assert_eq!(
+        vars,
+        [CARBONS, "urn:xmpp:csi:0", SM, "urn:herald:push:inline:0"]
+    );
     assert!(inline.get_child("sm", SM).is_some());
     let fast = inline.get_child("fast", FAST).unwrap();
     assert_eq!(fast.children().next().unwrap().text(), "HT-SHA-256-NONE");
@@ -356,10 +359,15 @@ async fn inline_resume_delivers_what_was_missed_right_after_success() {
         .filter_map(|m| m.children().find(|c| c.name() == "body").map(|b| b.text()))
         .collect();
     assert_eq!(bodies, ["missed-1", "missed-2"], "{got:?}");
-    // The session goes on.
+    // The session goes on (an <r/> asking whether the retransmission arrived may come
+    // first: XEP-0198 §5).
     chat(&mut b, &jid, "live").await;
-    let m = c.expect("message").await;
-    assert!(xml(&m).contains("live"));
+    let m = next_unrequested(&mut c).await;
+    assert!(
+        m.name() == "message" && xml(&m).contains("live"),
+        "{}",
+        xml(&m)
+    );
 }
 
 #[tokio::test]
@@ -651,4 +659,126 @@ async fn a_token_is_rotated_past_half_its_life() {
     let (mut c, _) = connect(&s).await;
     c.send(&fast_auth("alice", PHONE, token, "")).await;
     assert_eq!(condition(&c.element().await), "not-authorized");
+}
+
+// ---- Push registrations follow the client id (RULES.md §10) ---------------------------------
+
+const PUSH_INLINE: &str = "urn:herald:push:inline:0";
+
+/// Bind2 with the tag "Phone", XEP-0198, and (when `push`) the inline push enable to the fake
+/// app server with node `n1` and publish options.
+fn bind_with_push(push: bool) -> String {
+    let enable = if push {
+        format!(
+            "<enable xmlns='{PUSH_INLINE}' jid='{APP_DOMAIN}' node='n1'>\
+             <x xmlns='jabber:x:data' type='submit'>\
+             <field var='FORM_TYPE'><value>http://jabber.org/protocol/pubsub#publish-options</value></field>\
+             <field var='secret'><value>s3</value></field></x></enable>"
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "<bind xmlns='{BIND2}'><tag>Phone</tag><enable xmlns='{SM}' resume='true'/>{enable}</bind>"
+    )
+}
+
+async fn phone_login(s: &TestServer, push: bool) -> (RawClient, Element) {
+    let (mut c, _) = connect(s).await;
+    c.send(&plain(
+        "alice",
+        "pw",
+        &format!("{}{}", agent(PHONE), bind_with_push(push)),
+    ))
+    .await;
+    let ok = c.element().await;
+    assert!(ok.is("success", SASL2), "{}", xml(&ok));
+    let f = c.element().await;
+    assert!(f.is("features", STREAM), "{}", xml(&f));
+    (c, ok)
+}
+
+#[tokio::test]
+async fn push_enabled_inline_follows_the_device_across_logins_by_client_id() {
+    let (s, mut app) = push_server(|c| {
+        c.stream_management.request_after = 100_000;
+        c.stream_management.request_idle = Dur(Duration::from_secs(3600));
+    })
+    .await;
+    // One round trip: authenticated, bound, XEP-0198 and push on.
+    let (mut c, ok) = phone_login(&s, true).await;
+    let bound = ok.get_child("bound", BIND2).unwrap();
+    assert!(
+        bound.get_child("enabled", PUSH_INLINE).is_some(),
+        "{}",
+        xml(&ok)
+    );
+    let regs = s
+        .running
+        .shared
+        .store
+        .push_registrations("alice@localhost")
+        .unwrap();
+    assert_eq!(regs.len(), 1);
+    assert_eq!(regs[0].node, "n1");
+    assert!(regs[0]
+        .publish_options_xml
+        .as_deref()
+        .unwrap_or("")
+        .contains("s3"));
+    // The phone logs out; the registration stays, without a session.
+    c.send("</stream:stream>").await;
+    c.expect_closed().await;
+
+    // It comes back with the same client id and no <enable/>: its registration is its
+    // session's again, so a message it receives while connected pushes nothing (rule b is
+    // for registrations without a session)…
+    let (mut c, ok) = phone_login(&s, false).await;
+    let jid = authzid(&ok);
+    c.send("<presence/>").await;
+    let mut b = RawClient::login(s.c2s(), "bob", "pw", "r").await;
+    chat(&mut b, &jid, "live").await;
+    let m = c.expect("message").await;
+    assert!(xml(&m).contains("live"));
+    // Rule b runs once the archive committed the message.
+    b.sync("sent").await;
+    s.running.shared.archive.flush().await;
+    app.assert_quiet(&s).await;
+    // …and when its connection dies with that message unacknowledged, rule a wakes it.
+    c.kill(true);
+    let p = app.next().await;
+    assert_eq!(p.node, "n1");
+    assert_eq!(p.count(), 1);
+    app.assert_quiet(&s).await;
+}
+
+#[tokio::test]
+async fn a_bad_inline_push_enable_fails_inside_bound_and_the_login_goes_on() {
+    let (s, _app) = push_server(|_| {}).await;
+    let (mut c, _) = connect(&s).await;
+    c.send(&plain(
+        "alice",
+        "pw",
+        &format!(
+            "{}<bind xmlns='{BIND2}'><enable xmlns='{PUSH_INLINE}' node='n'/></bind>",
+            agent(PHONE)
+        ),
+    ))
+    .await;
+    let ok = c.element().await;
+    assert!(ok.is("success", SASL2), "{}", xml(&ok));
+    let failed = ok
+        .get_child("bound", BIND2)
+        .and_then(|b| b.get_child("failed", PUSH_INLINE))
+        .unwrap_or_else(|| panic!("{}", xml(&ok)));
+    assert!(xml(failed).contains("bad-request"), "{}", xml(failed));
+    assert!(s
+        .running
+        .shared
+        .store
+        .push_registrations("alice@localhost")
+        .unwrap()
+        .is_empty());
+    c.element().await; // features
+    c.sync("works").await;
 }

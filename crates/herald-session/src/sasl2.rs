@@ -64,6 +64,8 @@ pub struct BindRequest {
     pub csi_active: Option<bool>,
     /// XEP-0198 `<enable/>`, as sent (the session answers it as a nonza).
     pub sm_enable: Option<Element>,
+    /// Herald's inline XEP-0357 `<enable xmlns='urn:herald:push:inline:0'/>`, as sent.
+    pub push_enable: Option<Element>,
 }
 
 /// Why an `<authenticate/>` is refused before the SASL exchange starts.
@@ -144,6 +146,7 @@ pub fn parse(el: &Element) -> Result<Request, Refused> {
                     _ => None,
                 }),
             sm_enable: b.get_child("enable", ns::SM).cloned(),
+            push_enable: b.get_child("enable", ns::PUSH_INLINE).cloned(),
         });
     }
     if let Some(res) = el.get_child("resume", ns::SM) {
@@ -202,7 +205,7 @@ pub fn authentication(mechanisms: &[Mechanism], fast: bool) -> Element {
     let mut inline = Element::bare("inline", ns::SASL2);
     let mut bind = Element::bare("bind", ns::BIND2);
     let mut bind_inline = Element::bare("inline", ns::BIND2);
-    for var in [ns::CARBONS, ns::CSI, ns::SM] {
+    for var in [ns::CARBONS, ns::CSI, ns::SM, ns::PUSH_INLINE] {
         let mut f = Element::bare("feature", ns::BIND2);
         set_plain_attr(&mut f, "var", var);
         bind_inline.append_child(f);
@@ -433,7 +436,7 @@ mod tests {
             .children()
             .filter_map(|f| f.attr("var"))
             .collect();
-        assert_eq!(vars, [ns::CARBONS, ns::CSI, ns::SM]);
+        assert_eq!(vars, [ns::CARBONS, ns::CSI, ns::SM, ns::PUSH_INLINE]);
         assert!(inline.get_child("sm", ns::SM).is_some());
         let fast = inline.get_child("fast", ns::FAST).unwrap();
         assert_eq!(fast.children().next().unwrap().text(), "HT-SHA-256-NONE");

@@ -294,6 +294,8 @@ pub enum PushEvent {
         resource: String,
         /// Its inbox (for hibernation deadlines).
         tx: SessionTx,
+        /// Bound by client id (Bind2): the device's registrations are attached to it.
+        by_client_id: bool,
     },
     /// The session is gone for good.
     SessionEnded {

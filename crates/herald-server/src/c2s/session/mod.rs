@@ -65,7 +65,7 @@ pub async fn start(shared: Arc<Shared>, outcome: negotiate::Outcome) {
             // One span per connection; the session fills in who it is.
             let span = tracing::Span::current();
             span.record("jid", tracing::field::display(&jid));
-            match Session::bind(shared, user, jid.clone(), conn) {
+            match Session::bind(shared, user, jid.clone(), conn, false) {
                 Ok(session) => {
                     crate::admin::accounts::on_bind(
                         &session.ctx.shared,
@@ -95,10 +95,9 @@ pub async fn start(shared: Arc<Shared>, outcome: negotiate::Outcome) {
             client_id,
             mut conn,
         } => {
-            let jid = match resource
-                .and_then(|r| user.with_resource_str(&r).ok())
-                .map_or_else(|| negotiate::random_jid(&user), Ok)
-            {
+            let derived = resource.and_then(|r| user.with_resource_str(&r).ok());
+            let by_client_id = derived.is_some();
+            let jid = match derived.map_or_else(|| negotiate::random_jid(&user), Ok) {
                 Ok(j) => j,
                 Err(_) => {
                     conn.close().await;
@@ -108,7 +107,7 @@ pub async fn start(shared: Arc<Shared>, outcome: negotiate::Outcome) {
             let span = tracing::Span::current();
             span.record("jid", tracing::field::display(&jid));
             tracing::debug!(client = ?client_id, "Bind2");
-            match Session::bind(shared, user.clone(), jid, conn) {
+            match Session::bind(shared, user.clone(), jid, conn, by_client_id) {
                 Ok(session) => {
                     crate::admin::accounts::on_bind(
                         &session.ctx.shared,
@@ -208,13 +207,15 @@ fn std_now() -> std::time::Instant {
 
 impl Session {
     /// Registers a freshly bound resource (it takes over a previous session of the same
-    /// resource, RFC 6120 §7.7.2.2) and builds its session.
+    /// resource, RFC 6120 §7.7.2.2) and builds its session. `by_client_id`: bound through
+    /// Bind2 with the resource derived from the client id (push registrations follow it).
     /// Err(conn) when the account already has its most sessions, all connected.
     fn bind(
         shared: Arc<Shared>,
         user: BareJid,
         jid: FullJid,
         conn: Box<Conn>,
+        by_client_id: bool,
     ) -> Result<Box<Session>, Box<Conn>> {
         let id = shared.next_id();
         let bare = user.to_string();
@@ -249,6 +250,7 @@ impl Session {
             session: id,
             resource: jid.resource().to_string(),
             tx: tx.clone(),
+            by_client_id,
         };
         hooks::notify(&shared.hooks.session_started, &shared, ev);
         let now = Instant::now();
@@ -417,6 +419,9 @@ impl Session {
             if let Some(answer) = self.enable_inline(enable) {
                 results.push(answer);
             }
+        }
+        if let Some(enable) = &bind.push_enable {
+            results.push(iq::push::enable_inline(&mut self.ctx, enable).await);
         }
         let jid = self.ctx.jid.to_string();
         let reply =

@@ -21,7 +21,7 @@
 
 mod basic;
 pub mod disco;
-mod push;
+pub mod push;
 pub mod table;
 mod time;
 
