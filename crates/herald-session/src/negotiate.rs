@@ -4,7 +4,10 @@
 //! ([`crate::throttle`]: delays growing with the recent failures of the account and the peer,
 //! `temporary-auth-failure` while an account is locked out; the driver keeps the records and
 //! answers [`Action::LookupThrottle`]), up to the resource bind request or a XEP-0198
-//! `<resume/>`, and the negotiation deadline.
+//! `<resume/>`, and the negotiation deadline. XEP-0388 SASL2 (submodule `sasl2`, elements in
+//! [`crate::sasl2`]) runs the same mechanisms and throttle, or a XEP-0484 FAST token
+//! ([`Action::LookupFastTokens`]), and ends without a stream restart in an inline resumption
+//! ([`Action::Sasl2Resume`]), a Bind2 request ([`Action::Bind2`]), or the legacy bind.
 //!
 //! Shaped like rustls: one type per state ([`AwaitingHeader`], [`Unauthenticated`],
 //! [`AwaitingTls`], [`AwaitingCredentials`], [`ScramChallenge`], [`Authenticated`],
@@ -1371,6 +1374,7 @@ pub fn run_bytes(data: &[u8], start: Instant) {
 }
 
 mod sasl2;
+pub use sasl2::{AwaitingTokens, IssuingToken};
 
 #[cfg(test)]
 mod tests;

@@ -2,8 +2,10 @@
 //! It reads stream events and feeds them in, and performs the machine's actions — writes, the
 //! TLS upgrade, the decoder reset after SASL (to the normal limits), credential look-ups in the
 //! store, the throttle records (`herald_session::throttle::Records`, under `Shared::auth_throttle`), the failure delay, the password check
-//! on the blocking pool, the hand-over of a `<resume/>` to its hibernated session — until a
-//! bind request (returned to [`crate::c2s::session::start`]) or the end. Every protocol
+//! on the blocking pool, the hand-over of a `<resume/>` to its hibernated session (also one
+//! inline in SASL2, with the `<success/>` the session completes), the FAST token look-ups
+//! (`crate::c2s::fast`) — until a bind request or a Bind2 one (returned to
+//! [`crate::c2s::session::start`]) or the end. Every protocol
 //! decision (features, SASL, `<failure/>` conditions, failure limit, delays, lockout, stream
 //! errors) is the machine's. Also here: the bind helpers (credentials are made by
 //! `crate::admin::accounts::make_credentials`).

@@ -909,10 +909,15 @@ impl Session {
                     o.durable = None;
                     offline::undelivered(&self.ctx.shared, &self.ctx.bare, o, self.ctx.id).await;
                 }
-                SessionMsg::Resume { conn, .. } => {
-                    // XEP-0198 §5: too late, the session is gone.
+                SessionMsg::Resume { conn, sasl2, .. } => {
+                    // XEP-0198 §5: too late, the session is gone (inline in SASL2: the
+                    // `<failed/>` inside the `<success/>`, and the client starts afresh).
                     let mut conn = *conn;
                     let f = sm_nonza::resume_unknown(Some(last_h));
+                    let f = match sasl2 {
+                        Some(s) => s.into_element(&self.ctx.bare, vec![f]),
+                        None => f,
+                    };
                     let _ = conn.send(&f).await;
                     conn.close().await;
                 }
