@@ -13,7 +13,12 @@
 // (SERVICE e.g. xmpp://127.0.0.1:5222). The server's certificate is self-signed: the runner
 // sets NODE_TLS_REJECT_UNAUTHORIZED=0 for this process only.
 
+import { webcrypto } from "node:crypto";
 import { client, xml } from "@xmpp/client";
+
+// xmpp.js uses the global Web Crypto (client ids, the HT mechanism's HMAC) when a client is
+// made or authenticates, not at import: node 18 (Debian 12) has it only under node:crypto.
+globalThis.crypto ??= webcrypto;
 
 const [service, domain, alice, alicePassword, bob, bobPassword] = process.argv.slice(2);
 if (!bobPassword) {
