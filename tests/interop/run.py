@@ -57,6 +57,7 @@ import scenarios_profile  # noqa: E402,F401
 import scenarios_accounts  # noqa: E402,F401
 import scenarios_http  # noqa: E402,F401
 import scenarios_cb  # noqa: E402,F401
+import scenarios_sasl2  # noqa: E402,F401
 
 #: Scenarios run by default, in this order. Everything else registered is PENDING.
 ENABLED = [
@@ -85,6 +86,8 @@ ENABLED = [
     "http_upload",
     # issue 18: channel binding
     "scram_plus_offered",
+    # issue 18: SASL2, Bind2, FAST, inline resumption (xmpp.js)
+    "xmppjs_fast_reconnect",
     # issue 11: no message lost (restarts the server: last)
     "sm_restart",
     # issue 15: discovery and account self-service (a server of their own: [contact],

@@ -141,6 +141,31 @@ pub struct Config {
     pub upload: UploadConfig,
     /// XEP-0215 STUN/TURN services; absent: none.
     pub turn: Option<TurnConfig>,
+    /// XEP-0484 FAST tokens (SASL2 reconnects without the password).
+    pub fast: FastConfig,
+}
+
+/// `[fast]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FastConfig {
+    /// Whether SASL2 offers FAST (`HT-SHA-256-NONE`) and issues tokens.
+    pub enabled: bool,
+    /// How long a token is valid; past half of it, the next login with it gets a new one.
+    pub token_lifetime: Dur,
+    /// Most clients of one account holding tokens (two each: the newest and the previous);
+    /// a new one beyond it ends the tokens of the client issued one longest ago.
+    pub max_clients_per_account: usize,
+}
+
+impl Default for FastConfig {
+    fn default() -> Self {
+        FastConfig {
+            enabled: true,
+            token_lifetime: Dur(Duration::from_secs(14 * 86400)),
+            max_clients_per_account: 16,
+        }
+    }
 }
 
 /// `[[hosts]]`: another domain served by this server.
@@ -396,6 +421,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             upload: UploadConfig::default(),
             turn: None,
+            fast: FastConfig::default(),
         }
     }
 }
@@ -832,7 +858,8 @@ impl Default for LimitsConfig {
             max_attributes: 64,
             max_header_bytes: 4096,
             max_preauth_stanza_bytes: 8192,
-            max_preauth_depth: 4,
+            // SASL2 with Bind2 and an inline push enable with publish options nests six deep.
+            max_preauth_depth: 6,
             session_inbox: 1024,
             max_sessions_per_account: 10,
             max_connections: 10_000,
@@ -1495,6 +1522,15 @@ impl Config {
         if self.shutdown_timeout.0.is_zero() {
             return Err(bad("shutdown_timeout", "must be more than 0".into()));
         }
+        if self.fast.token_lifetime.0 < Duration::from_secs(60) {
+            return Err(bad("fast.token_lifetime", "must be at least \"1m\"".into()));
+        }
+        if !(1..=1000).contains(&self.fast.max_clients_per_account) {
+            return Err(bad(
+                "fast.max_clients_per_account",
+                "must be between 1 and 1000".into(),
+            ));
+        }
         for (key, v) in [
             (
                 "roster.max_groups_per_item",
@@ -1724,6 +1760,7 @@ impl Config {
             registration: self.registration.enabled,
             max_registration_requests: self.registration.max_requests_per_stream,
             channel_binding: c.channel_binding,
+            fast: self.fast.enabled,
         }
     }
 
@@ -1935,7 +1972,8 @@ removed_retention = "7d"
         .unwrap();
         let l = c.preauth_stream_limits();
         assert_eq!(l.max_stanza_bytes, 4096);
-        assert_eq!(l.max_depth, 4);
+        // SASL2 + Bind2 + an inline push enable with publish options nest six deep.
+        assert_eq!(l.max_depth, 6);
         assert_eq!(
             Config::default().preauth_stream_limits().max_stanza_bytes,
             8192

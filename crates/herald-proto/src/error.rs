@@ -368,7 +368,9 @@ fn attr_name(name: &str) -> Option<NcName> {
     NcName::try_from(name).ok()
 }
 
-pub(crate) fn set_plain_attr(el: &mut Element, name: &str, value: &str) {
+/// Sets an attribute without a namespace (names are the caller's literals; an invalid one is
+/// skipped).
+pub fn set_plain_attr(el: &mut Element, name: &str, value: &str) {
     if let Some(n) = attr_name(name) {
         el.attrs_mut().insert(Namespace::NONE, n, value.to_owned());
     }

@@ -115,3 +115,11 @@ pub const HTTP_UPLOAD: &str = "urn:xmpp:http:upload:0";
 pub const EXTDISCO: &str = "urn:xmpp:extdisco:2";
 /// XEP-0440: the channel-binding types a server supports, in its stream features.
 pub const SASL_CB: &str = "urn:xmpp:sasl-cb:0";
+/// XEP-0388: extensible SASL profile (SASL2).
+pub const SASL2: &str = "urn:xmpp:sasl:2";
+/// XEP-0386: Bind 2, resource binding inside SASL2.
+pub const BIND2: &str = "urn:xmpp:bind:0";
+/// XEP-0484: fast authentication streamlining tokens (FAST).
+pub const FAST: &str = "urn:xmpp:fast:0";
+/// Herald's experimental XEP-0357 enable inline in XEP-0386 Bind2 (crates/herald-push/RULES.md).
+pub const PUSH_INLINE: &str = "urn:herald:push:inline:0";

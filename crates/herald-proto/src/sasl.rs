@@ -682,6 +682,90 @@ fn valid_extension(ext: &str) -> bool {
     matches!(ext.as_bytes(), [a, b'=', ..] if a.is_ascii_alphabetic())
 }
 
+/// XEP-0484 FAST with `HT-SHA-256-NONE` (draft-schmaus-kitten-sasl-ht): the client proves it
+/// holds a token with `HMAC-SHA-256(token, "Initiator")`, the server answers with
+/// `HMAC-SHA-256(token, "Responder")`. Without channel binding both are fixed functions of the
+/// token, so a server may keep only a hash of the first ([`ht_verifier`]) and the second: a
+/// stolen database then gives neither the token nor what a client sends. The `-ENDP`/`-UNIQ`
+/// variants append channel-binding data to the HMAC input and need the token itself.
+pub mod ht {
+    use super::*;
+
+    /// The mechanism name.
+    pub const SHA256_NONE: &str = "HT-SHA-256-NONE";
+
+    /// `HMAC-SHA-256(token, label)`.
+    pub fn hmac(token: &[u8], label: &[u8]) -> Vec<u8> {
+        let Ok(mut m) = Hmac::<Sha256>::new_from_slice(token) else {
+            return Vec::new();
+        };
+        m.update(label);
+        m.finalize().into_bytes().to_vec()
+    }
+
+    /// What the server keeps to recognise a token's initiator message: SHA-256 of it.
+    pub fn verifier_of_proof(proof: &[u8]) -> Vec<u8> {
+        Sha256::digest(proof).to_vec()
+    }
+
+    /// The stored verifier of `token` (the hash of its initiator message).
+    pub fn verifier(token: &[u8]) -> Vec<u8> {
+        verifier_of_proof(&hmac(token, b"Initiator"))
+    }
+
+    /// The server's final message for `token`.
+    pub fn responder(token: &[u8]) -> Vec<u8> {
+        hmac(token, b"Responder")
+    }
+
+    /// Whether `proof` matches `verifier`, in constant time.
+    pub fn matches(verifier: &[u8], proof: &[u8]) -> bool {
+        let v = verifier_of_proof(proof);
+        v.len() == verifier.len() && bool::from(v.as_slice().ct_eq(verifier))
+    }
+
+    /// The client's initial message: `authcid NUL initiator-hashed-token`.
+    pub fn parse(msg: &[u8]) -> Result<(String, Vec<u8>), SaslError> {
+        let Some(nul) = msg.iter().position(|&b| b == 0) else {
+            return Err(SaslError::MalformedRequest);
+        };
+        let (user, rest) = msg.split_at(nul);
+        let proof = &rest[1..];
+        let user = std::str::from_utf8(user).map_err(|_| SaslError::MalformedRequest)?;
+        if user.is_empty() || proof.is_empty() {
+            return Err(SaslError::MalformedRequest);
+        }
+        Ok((saslprep_username(user)?, proof.to_vec()))
+    }
+
+    /// A new random token (32 bytes, URL-safe base64 without padding).
+    pub fn new_token() -> String {
+        let mut b = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut b);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn a_token_is_recognised_by_its_verifier_only() {
+            let t = new_token();
+            let v = verifier(t.as_bytes());
+            let proof = hmac(t.as_bytes(), b"Initiator");
+            assert!(matches(&v, &proof));
+            assert!(!matches(&v, &hmac(b"other", b"Initiator")));
+            assert!(!matches(&v, &v), "the stored verifier is not a valid proof");
+            let mut msg = b"alice\0".to_vec();
+            msg.extend_from_slice(&proof);
+            assert_eq!(parse(&msg), Ok(("alice".to_string(), proof)));
+            assert_eq!(parse(b"alice"), Err(SaslError::MalformedRequest));
+            assert_eq!(parse(b"\0x"), Err(SaslError::MalformedRequest));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

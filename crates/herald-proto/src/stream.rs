@@ -301,6 +301,12 @@ impl Decoder {
         self.limits = limits;
     }
 
+    /// New limits for what follows, without a restart (XEP-0388: SASL2 success does not
+    /// restart the stream, yet the pre-authentication budget must give way to the full one).
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
     /// True when no partial data is buffered: the caller may free its own buffers.
     pub fn is_idle(&self) -> bool {
         self.pos >= self.buf.len()

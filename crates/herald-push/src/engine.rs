@@ -701,6 +701,51 @@ impl Engine {
         self.awake(user, &keys);
     }
 
+    /// A session of `user` bound through XEP-0386 Bind2 with the resource its XEP-0388 client
+    /// id derives (the same device as before, RULES.md §15): the registrations that device
+    /// enabled (`resource`) are attached to `session` as if it had enabled them again —
+    /// taken from an older session that still holds them. Call after [`Engine::session_started`].
+    pub fn reattach_device(
+        &mut self,
+        user: &str,
+        session: SessionId,
+        resource: &str,
+        now: Instant,
+    ) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.touch(user, now);
+        let found: Vec<(RegKey, Option<SessionId>)> = self
+            .users
+            .get(user)
+            .map(|m| {
+                m.values()
+                    .filter(|s| s.reg.resource.as_deref() == Some(resource))
+                    .map(|s| (s.reg.key.clone(), s.session))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (key, old) in found {
+            if let Some(old) = old.filter(|&o| o != session) {
+                self.detach_from_session(old, &key, now, &mut out);
+            }
+            if let Some(state) = self.users.get_mut(user).and_then(|m| m.get_mut(&key)) {
+                state.session = Some(session);
+            }
+            let sess = self
+                .sessions
+                .entry(session)
+                .or_insert_with(|| SessionState {
+                    user: user.to_owned(),
+                    regs: Vec::new(),
+                    mode: Mode::Live,
+                });
+            if !sess.regs.contains(&key) {
+                sess.regs.push(key);
+            }
+        }
+        out
+    }
+
     /// The session is gone (logout, or hibernation expired): its registrations become
     /// unattached (rule b applies to them from now on) and its timers are cancelled.
     pub fn session_ended(&mut self, session: SessionId, now: Instant) -> Vec<Action> {

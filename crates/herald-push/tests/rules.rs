@@ -853,3 +853,38 @@ fn row_restart_restores_a_sleeping_session_without_pushing_again() {
     );
     assert!(!e.has_push(S2));
 }
+
+#[test]
+fn row_device_reconnecting_with_its_client_id_gets_its_registrations_back() {
+    let c = Clock::new();
+    let mut e = engine(PushConfig::default());
+    e.session_started(USER, S1, "Phone~0a1b", c.at(0.0));
+    e.enable(USER, S1, reg("phone", 100, "Phone~0a1b"), c.at(0.0));
+    e.load_user(USER, vec![reg("laptop", 10, "laptop")]);
+    e.session_ended(S1, c.at(1.0));
+    // Reconnected through Bind2 with the same client id: attached again without <enable/>,
+    // so rule b no longer pushes the connected phone…
+    e.session_started(USER, S2, "Phone~0a1b", c.at(2.0));
+    assert!(e
+        .reattach_device(USER, S2, "Phone~0a1b", c.at(2.0))
+        .is_empty());
+    assert!(e.has_push(S2));
+    assert_eq!(
+        nodes(&e.archived_for(USER, &imp(1), c.at(3.0))),
+        vec!["laptop"]
+    );
+    // …and rule a pushes it when its session hibernates with a queued stanza.
+    e.hibernation_started(S2, &[], c.at(4.0));
+    assert_eq!(
+        nodes(&e.stanza_queued(S2, &imp(2), c.at(5.0))),
+        vec!["phone"]
+    );
+    // Another resource takes nothing.
+    let mut e2 = engine(PushConfig::default());
+    e2.session_started(USER, S1, "Phone~0a1b", c.at(0.0));
+    e2.enable(USER, S1, reg("phone", 100, "Phone~0a1b"), c.at(0.0));
+    e2.session_ended(S1, c.at(1.0));
+    e2.session_started(USER, S2, "Phone~ffff", c.at(2.0));
+    e2.reattach_device(USER, S2, "Phone~ffff", c.at(2.0));
+    assert!(!e2.has_push(S2));
+}

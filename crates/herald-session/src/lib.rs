@@ -14,6 +14,8 @@
 //! - [`negotiate`]: c2s stream negotiation (headers, STARTTLS, SASL, failure limits, bind and
 //!   resume requests, the deadline) as a typestate machine whose store and registry look-ups
 //!   are actions answered by the driver.
+//! - [`sasl2`]: XEP-0388 SASL2 with Bind2, inline stream management and FAST on the wire
+//!   (what `<authenticate/>` asks for, the Bind2 resource, `<success/>`); [`negotiate`] runs it.
 //! - [`throttle`]: failed-authentication delays and account lockouts, with explicit time;
 //!   [`negotiate`] applies them to the records its driver keeps.
 //! - [`registrations`]: accounts registered in band per peer address (XEP-0077), bounded.
@@ -41,6 +43,7 @@ pub mod negotiate;
 pub mod rate;
 pub mod registrations;
 pub mod resources;
+pub mod sasl2;
 pub mod sm;
 pub mod sm_nonza;
 pub mod subscription;

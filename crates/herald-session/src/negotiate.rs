@@ -5,7 +5,11 @@
 //! across connections ([`crate::throttle`]: delays growing with the recent failures of the
 //! account and the peer, `temporary-auth-failure` while an account is locked out; the driver
 //! keeps the records and answers [`Action::LookupThrottle`]), up to the resource bind request
-//! or a XEP-0198 `<resume/>`, and the negotiation deadline.
+//! or a XEP-0198 `<resume/>`, and the negotiation deadline. XEP-0388 SASL2 (submodule `sasl2`,
+//! elements in [`crate::sasl2`]) runs the same mechanisms and throttle, or a XEP-0484 FAST
+//! token ([`Action::LookupFastTokens`]), and ends without a stream restart in an inline
+//! resumption ([`Action::Sasl2Resume`]), a Bind2 request ([`Action::Bind2`]), or the legacy
+//! bind.
 //!
 //! Shaped like rustls: one type per state ([`AwaitingHeader`], [`Unauthenticated`],
 //! [`AwaitingTls`], [`AwaitingCredentials`], [`ScramChallenge`], [`Authenticated`],
@@ -67,6 +71,8 @@ pub struct Config {
     /// Offer SCRAM-*-PLUS (and XEP-0440) where the TLS layer gives channel-binding data
     /// ([`Negotiation::set_channel_bindings`]); false: never, the data is ignored.
     pub channel_binding: bool,
+    /// XEP-0484 FAST offered in SASL2 (tokens issued and accepted).
+    pub fast: bool,
 }
 
 /// What the driver feeds the machine.
@@ -99,6 +105,35 @@ pub enum Input {
     },
     /// Time passed (the driver's read timed out at [`Negotiation::deadline`]).
     Tick(Instant),
+    /// Answer to [`Action::LookupFastTokens`]: the tokens of that account and client (none
+    /// when the account does not exist), and the wall-clock time in Unix milliseconds.
+    FastTokens {
+        /// The tokens still stored.
+        tokens: Vec<FastToken>,
+        /// Now, for their expiry.
+        now_ms: i64,
+    },
+    /// Answer to [`Action::IssueFastToken`]: the new token and its expiry (XEP-0082), None
+    /// when it could not be stored (the login goes on without one).
+    FastTokenIssued(Option<(String, String)>),
+}
+
+/// A stored XEP-0484 token as the machine checks it: never the token itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FastToken {
+    /// The mechanism the token is bound to.
+    pub mechanism: String,
+    /// `herald_proto::sasl::ht::verifier` of the token.
+    pub verifier: Vec<u8>,
+    /// The server's final message for it (`ht::responder`).
+    pub responder: Vec<u8>,
+    /// When it was issued, Unix milliseconds.
+    pub issued_at_ms: i64,
+    /// When it expires, Unix milliseconds.
+    pub expires_at_ms: i64,
+    /// The newest token of the client (false: the previous one, still valid until the
+    /// client has used the newest).
+    pub current: bool,
 }
 
 /// What the machine asks the driver to do, in order.
@@ -176,6 +211,68 @@ pub enum Action {
     /// `<preauth/>` token) before authentication, writing the reply; negotiation goes on.
     /// Only with [`Config::registration`], and over TLS unless encryption is optional.
     Register(Element),
+    /// Write `<stream:features>` with the children of this `<features/>` (XEP-0388: after a
+    /// SASL2 success, which restarts nothing).
+    Features(Element),
+    /// The peer authenticated without a stream restart (SASL2): the decoder takes the normal
+    /// limits from here on.
+    FullLimits,
+    /// Done: bind a resource for `user` (XEP-0386 Bind2) and answer with `success` completed
+    /// (the full JID, `<bound/>` with the inline features' answers).
+    Bind2 {
+        /// The authenticated account.
+        user: BareJid,
+        /// The resource derived from the client id (None: make a random one).
+        resource: Option<String>,
+        /// The inline features asked for.
+        bind: Box<crate::sasl2::BindRequest>,
+        /// The `<success/>` gathered so far.
+        success: Box<crate::sasl2::Success>,
+        /// The XEP-0388 client id, if the client sent one.
+        client_id: Option<String>,
+    },
+    /// Like [`Action::Resume`], inline in SASL2 (XEP-0198 with XEP-0388): the session that
+    /// takes the stream answers with `success` completed by the full JID and `<resumed/>`;
+    /// when none does, feed [`Input::ResumeFailed`] and go on with this stream.
+    Sasl2Resume {
+        /// The authenticated account.
+        user: BareJid,
+        /// The resumption id asked for.
+        previd: String,
+        /// The client's inbound count.
+        h: u32,
+        /// The `<success/>` gathered so far.
+        success: Box<crate::sasl2::Success>,
+    },
+    /// Look up `jid`'s FAST tokens for `client_id` and feed [`Input::FastTokens`].
+    LookupFastTokens {
+        /// The account.
+        jid: BareJid,
+        /// The XEP-0388 client id the tokens are bound to.
+        client_id: String,
+    },
+    /// A FAST token authenticated: `current` (the newest) retires the previous one (the
+    /// client has the newest); `invalidate` deletes the token used (the client logs out).
+    FastTokenUsed {
+        /// The account.
+        jid: BareJid,
+        /// The client id.
+        client_id: String,
+        /// Whether the newest token was used.
+        current: bool,
+        /// Whether the client asked for it to be invalidated.
+        invalidate: bool,
+    },
+    /// Make and store a new FAST token for (`jid`, `client_id`) and feed
+    /// [`Input::FastTokenIssued`].
+    IssueFastToken {
+        /// The account.
+        jid: BareJid,
+        /// The client id.
+        client_id: String,
+        /// The mechanism it is bound to.
+        mechanism: String,
+    },
     /// Done: send this stream error and close (with a header first if none was sent).
     Fail(StreamError),
     /// Done: close the stream cleanly (the peer closed its side).
@@ -189,7 +286,11 @@ impl Action {
     pub fn is_final(&self) -> bool {
         matches!(
             self,
-            Action::Bind { .. } | Action::Fail(_) | Action::Close | Action::Disconnect
+            Action::Bind { .. }
+                | Action::Bind2 { .. }
+                | Action::Fail(_)
+                | Action::Close
+                | Action::Disconnect
         )
     }
 }
@@ -212,6 +313,8 @@ struct Ctx {
     registration_requests: u32,
     /// The TLS connection's channel-binding data, when -PLUS is offered on it (empty: not).
     bindings: ChannelBindings,
+    /// The SASL2 `<authenticate/>` under way (None: legacy SASL).
+    sasl2: Option<Box<crate::sasl2::Request>>,
 }
 
 fn serr(c: StreamErrorCondition, text: &str) -> StreamError {
@@ -244,6 +347,10 @@ pub enum Negotiation {
     Authenticated(Authenticated),
     /// A `<resume/>` was handed to the driver.
     AwaitingResume(AwaitingResume),
+    /// A FAST authentication is waiting for the account's tokens.
+    AwaitingTokens(sasl2::AwaitingTokens),
+    /// A SASL2 success is waiting for its new FAST token.
+    IssuingToken(sasl2::IssuingToken),
     /// Over: a final action was produced. Every input is ignored.
     Done,
 }
@@ -263,6 +370,7 @@ impl Negotiation {
                 records: None,
                 registration_requests: 0,
                 bindings: ChannelBindings::default(),
+                sasl2: None,
             },
             user: None,
         })
@@ -282,6 +390,8 @@ impl Negotiation {
             Negotiation::ScramChallenge(s) => &mut s.ctx,
             Negotiation::Authenticated(s) => &mut s.ctx,
             Negotiation::AwaitingResume(s) => &mut s.ctx,
+            Negotiation::AwaitingTokens(s) => &mut s.ctx,
+            Negotiation::IssuingToken(s) => &mut s.ctx,
             Negotiation::Done => return,
         };
         if ctx.cfg.channel_binding {
@@ -314,6 +424,8 @@ impl Negotiation {
             Negotiation::ScramChallenge(s) => &s.ctx,
             Negotiation::Authenticated(s) => &s.ctx,
             Negotiation::AwaitingResume(s) => &s.ctx,
+            Negotiation::AwaitingTokens(s) => &s.ctx,
+            Negotiation::IssuingToken(s) => &s.ctx,
             Negotiation::Done => return None,
         })
     }
@@ -350,6 +462,8 @@ impl Negotiation {
             Negotiation::ScramChallenge(s) => s.handle(input, out),
             Negotiation::Authenticated(s) => s.handle(input, out),
             Negotiation::AwaitingResume(s) => s.handle(input, out),
+            Negotiation::AwaitingTokens(s) => s.handle(input, out),
+            Negotiation::IssuingToken(s) => s.handle(input, out),
             Negotiation::Done => Negotiation::Done,
         }
     }
@@ -427,6 +541,7 @@ pub fn features(
                 features.append_child(Element::bare("register", ns::REGISTER_FEATURE));
                 features.append_child(Element::bare("register", ns::IBR_TOKEN));
             }
+            features.append_child(crate::sasl2::authentication(&offered(bindings), false));
         }
     } else {
         features.append_child(Element::bare("bind", ns::BIND));
@@ -443,19 +558,25 @@ pub fn features(
     features
 }
 
-/// Offered only where SASL is allowed at all, so PLAIN is always among them; the -PLUS ones
-/// first where the connection has channel-binding data, as clients tend to take the first
-/// they support.
+/// The SASL mechanisms offered, legacy and SASL2 alike, most preferred first.
+const MECHANISMS: [Mechanism; 3] = [
+    Mechanism::ScramSha256,
+    Mechanism::ScramSha1,
+    Mechanism::Plain,
+];
+
+/// What is offered on a connection: the -PLUS ones first where it has channel-binding data,
+/// as clients tend to take the first they support, then [`MECHANISMS`].
+fn offered(bindings: &ChannelBindings) -> Vec<Mechanism> {
+    let plus = [Mechanism::ScramSha256Plus, Mechanism::ScramSha1Plus];
+    let plus = plus.into_iter().filter(|_| !bindings.is_empty());
+    plus.chain(MECHANISMS).collect()
+}
+
+/// Offered only where SASL is allowed at all, so PLAIN is always among them.
 fn mechanisms(bindings: &ChannelBindings) -> Element {
     let mut m = Element::bare("mechanisms", ns::SASL);
-    let plus = [Mechanism::ScramSha256Plus, Mechanism::ScramSha1Plus];
-    let plus = plus.iter().filter(|_| !bindings.is_empty());
-    let rest = [
-        Mechanism::ScramSha256,
-        Mechanism::ScramSha1,
-        Mechanism::Plain,
-    ];
-    for mech in plus.chain(rest.iter()) {
+    for mech in offered(bindings) {
         m.append_child(text_el("mechanism", ns::SASL, mech.name()));
     }
     m
@@ -554,17 +675,21 @@ impl AwaitingHeader {
             }
         }
         ctx.domain = domain.clone();
+        let mut features = features(
+            ctx.tls,
+            ctx.cfg.require_encryption,
+            user.is_some(),
+            ctx.cfg.caps.as_ref(),
+            ctx.cfg.registration,
+            &ctx.bindings,
+        );
+        if ctx.cfg.fast {
+            sasl2::offer_fast(&mut features, &ctx.bindings);
+        }
         out.push(Action::OpenStream {
             domain,
             to: header.from,
-            features: features(
-                ctx.tls,
-                ctx.cfg.require_encryption,
-                user.is_some(),
-                ctx.cfg.caps.as_ref(),
-                ctx.cfg.registration,
-                &ctx.bindings,
-            ),
+            features,
         });
         match user {
             None => Negotiation::Unauthenticated(Unauthenticated { ctx }),
@@ -615,6 +740,9 @@ impl Unauthenticated {
             }
             register(&ctx, el, out);
             return Negotiation::Unauthenticated(Unauthenticated { ctx });
+        }
+        if el.is("authenticate", ns::SASL2) {
+            return sasl2::start(ctx, &el, out);
         }
         refuse(&el, out)
     }
@@ -686,15 +814,36 @@ enum Started {
         jid: Option<BareJid>,
         authzid: Option<String>,
     },
+    /// XEP-0484: a FAST token (SASL2 only).
+    Token {
+        /// None: not an account name.
+        jid: Option<BareJid>,
+        client_id: String,
+        mechanism: String,
+        proof: Vec<u8>,
+        invalidate: bool,
+    },
 }
 
 /// Answers an `<auth/>` (SASL allowed on this transport).
 fn start_sasl(mut ctx: Ctx, auth: &Element, out: &mut Vec<Action>) -> Negotiation {
+    ctx.sasl2 = None;
+    start_mechanism(ctx, auth.attr("mechanism"), unb64(auth), out)
+}
+
+/// Starts `mechanism` with its initial response (None: not base64), for `<auth/>` and SASL2's
+/// `<authenticate/>` alike.
+fn start_mechanism(
+    mut ctx: Ctx,
+    mechanism: Option<&str>,
+    initial: Option<Vec<u8>>,
+    out: &mut Vec<Action>,
+) -> Negotiation {
     let plain_ok = ctx.tls || !ctx.cfg.require_encryption;
-    let mech = auth.attr("mechanism").and_then(Mechanism::from_name);
+    let mech = mechanism.and_then(Mechanism::from_name);
     ctx.attempt = None;
     ctx.records = None;
-    let Some(initial) = unb64(auth) else {
+    let Some(initial) = initial else {
         return auth_failed(ctx, "incorrect-encoding", false, out);
     };
     let started = match mech {
@@ -740,9 +889,17 @@ fn start_sasl(mut ctx: Ctx, auth: &Element, out: &mut Vec<Action>) -> Negotiatio
             }
         }
     };
+    begin(ctx, started, out)
+}
+
+/// Goes on with a parsed authentication: the throttle records first when there is a
+/// throttle, then [`proceed`].
+fn begin(ctx: Ctx, started: Started, out: &mut Vec<Action>) -> Negotiation {
     if ctx.cfg.throttle.is_some() {
         let account = match &started {
-            Started::Plain { jid, .. } | Started::Scram { jid, .. } => jid.clone(),
+            Started::Plain { jid, .. }
+            | Started::Scram { jid, .. }
+            | Started::Token { jid, .. } => jid.clone(),
         };
         out.push(Action::LookupThrottle { account });
         return Negotiation::AwaitingThrottle(AwaitingThrottle { ctx, started });
@@ -799,6 +956,14 @@ fn proceed(ctx: Ctx, started: Started, out: &mut Vec<Action>) -> Negotiation {
             authzid,
             ..
         } => challenge(ctx, server, None, authzid, None, out),
+        Started::Token { jid: None, .. } => auth_failed(ctx, "not-authorized", true, out),
+        Started::Token {
+            jid: Some(jid),
+            client_id,
+            mechanism,
+            proof,
+            invalidate,
+        } => sasl2::lookup_tokens(ctx, jid, client_id, mechanism, proof, invalidate, out),
     }
 }
 
@@ -837,11 +1002,11 @@ fn challenge(
 ) -> Negotiation {
     let known = keys.is_some();
     let first = server.server_first(keys);
-    out.push(Action::Send(text_el(
-        "challenge",
-        ns::SASL,
-        &sasl::encode_payload(&first),
-    )));
+    out.push(Action::Send(if ctx.sasl2.is_some() {
+        crate::sasl2::challenge(&first)
+    } else {
+        text_el("challenge", ns::SASL, &sasl::encode_payload(&first))
+    }));
     Negotiation::ScramChallenge(ScramChallenge {
         ctx,
         server,
@@ -892,7 +1057,11 @@ fn auth_failed_as(
         // Slow down password guessing; the connection's task is the only one waiting.
         out.push(Action::Delay(d));
     }
-    out.push(Action::Send(sasl_failure(cond)));
+    out.push(Action::Send(if ctx.sasl2.take().is_some() {
+        crate::sasl2::failure(cond, None)
+    } else {
+        sasl_failure(cond)
+    }));
     ctx.failures = ctx.failures.saturating_add(1);
     ctx.records = None;
     out.push(Action::AuthFailed {
@@ -908,6 +1077,19 @@ fn auth_failed_as(
         return Negotiation::Done;
     }
     Negotiation::Unauthenticated(Unauthenticated { ctx })
+}
+
+/// SASL success with the mechanism's final data: legacy `<success/>` and a stream restart, or
+/// SASL2's completion (inline features, no restart).
+fn succeed(ctx: Ctx, jid: BareJid, data: Option<Vec<u8>>, out: &mut Vec<Action>) -> Negotiation {
+    if ctx.sasl2.is_some() {
+        return sasl2::succeeded(ctx, jid, data, out);
+    }
+    out.push(Action::Send(match data {
+        None => Element::bare("success", ns::SASL),
+        Some(d) => text_el("success", ns::SASL, &sasl::encode_payload(&d)),
+    }));
+    authenticated(ctx, jid, out)
 }
 
 /// SASL success (`<success/>` already queued): restart the stream, authenticated.
@@ -988,8 +1170,7 @@ impl AwaitingCredentials {
                 } else if !authzid_ok(authzid.as_deref(), &jid) {
                     auth_failed(ctx, "invalid-authzid", true, out)
                 } else {
-                    out.push(Action::Send(Element::bare("success", ns::SASL)));
-                    authenticated(ctx, jid, out)
+                    succeed(ctx, jid, None, out)
                 }
             }
             Pending::Scram {
@@ -1034,9 +1215,14 @@ impl ScramChallenge {
             jid,
             authzid,
         } = self;
+        let sasl_ns = if ctx.sasl2.is_some() {
+            ns::SASL2
+        } else {
+            ns::SASL
+        };
         let resp = match ev {
-            StreamEvent::Stanza(el) if el.is("response", ns::SASL) => el,
-            StreamEvent::Stanza(el) if el.is("abort", ns::SASL) => {
+            StreamEvent::Stanza(el) if el.is("response", sasl_ns) => el,
+            StreamEvent::Stanza(el) if el.is("abort", sasl_ns) => {
                 return auth_failed(ctx, "aborted", false, out);
             }
             StreamEvent::End => {
@@ -1059,12 +1245,7 @@ impl ScramChallenge {
                 if !authzid_ok(authzid.as_deref(), &jid) {
                     return auth_failed(ctx, "invalid-authzid", true, out);
                 }
-                out.push(Action::Send(text_el(
-                    "success",
-                    ns::SASL,
-                    &sasl::encode_payload(&final_msg),
-                )));
-                authenticated(ctx, jid, out)
+                succeed(ctx, jid, Some(final_msg), out)
             }
             (Ok(_), None) => auth_failed(ctx, "not-authorized", true, out),
             (Err(e), _) => auth_failed(ctx, e.condition(), true, out),
@@ -1127,6 +1308,7 @@ impl Authenticated {
                     Negotiation::AwaitingResume(AwaitingResume {
                         ctx: self.ctx,
                         user: self.user,
+                        sasl2: None,
                     })
                 }
                 Err(failed) => {
@@ -1149,6 +1331,8 @@ impl Authenticated {
 pub struct AwaitingResume {
     ctx: Ctx,
     user: BareJid,
+    /// SASL2: the `<success/>` a failed resumption completes (with `<failed/>`).
+    sasl2: Option<Box<crate::sasl2::Success>>,
 }
 
 impl AwaitingResume {
@@ -1157,6 +1341,9 @@ impl AwaitingResume {
         let Input::ResumeFailed { last_h } = input else {
             return Negotiation::AwaitingResume(self);
         };
+        if let Some(success) = self.sasl2 {
+            return sasl2::resume_failed(self.ctx, self.user, *success, last_h, out);
+        }
         out.push(Action::Send(crate::sm_nonza::resume_unknown(last_h)));
         Negotiation::Authenticated(Authenticated {
             ctx: self.ctx,
@@ -1198,6 +1385,7 @@ pub fn run_bytes(data: &[u8], start: Instant) {
         registration: flags & 16 != 0,
         max_registration_requests: 4,
         channel_binding: flags & 16 != 0,
+        fast: flags & 16 != 0,
     };
     // Fixed binding data, as if from the TLS layer (ignored unless the flag turned it on).
     let bindings = || ChannelBindings {
@@ -1278,7 +1466,38 @@ pub fn run_bytes(data: &[u8], start: Instant) {
                         });
                     }
                     Action::Register(_) => assert!(!authenticated, "registration after auth"),
+                    Action::Bind2 { .. } => assert!(authenticated, "bind2 before auth"),
+                    Action::Sasl2Resume { h, .. } => {
+                        assert!(authenticated, "resume before auth");
+                        answers.push_back(Input::ResumeFailed { last_h: Some(h) });
+                    }
+                    Action::LookupFastTokens { jid, .. } => {
+                        // user's token is "token", issued at 0, expiring at 1000; the clock
+                        // reads 10.
+                        let t = b"token";
+                        let tokens = (jid.node().is_some_and(|n| n.as_str() == "user"))
+                            .then(|| FastToken {
+                                mechanism: sasl::ht::SHA256_NONE.into(),
+                                verifier: sasl::ht::verifier(t),
+                                responder: sasl::ht::responder(t),
+                                issued_at_ms: 0,
+                                expires_at_ms: 1000,
+                                current: true,
+                            })
+                            .into_iter()
+                            .collect();
+                        answers.push_back(Input::FastTokens { tokens, now_ms: 10 });
+                    }
+                    Action::IssueFastToken { .. } => {
+                        answers.push_back(Input::FastTokenIssued(Some((
+                            "t".into(),
+                            "2030-01-01T00:00:00Z".into(),
+                        ))));
+                    }
+                    Action::FastTokenUsed { .. } => {}
                     Action::Send(_)
+                    | Action::Features(_)
+                    | Action::FullLimits
                     | Action::RecordFailure { .. }
                     | Action::Delay(_)
                     | Action::AuthFailed { .. }
@@ -1308,6 +1527,9 @@ pub fn run_bytes(data: &[u8], start: Instant) {
         }
     }
 }
+
+mod sasl2;
+pub use sasl2::{AwaitingTokens, IssuingToken};
 
 #[cfg(test)]
 mod tests;

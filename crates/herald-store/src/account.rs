@@ -40,7 +40,8 @@ pub trait AccountStore {
     fn create_accounts_bulk(&self, accounts: &[(String, Credentials)]) -> Result<usize>;
     /// The account's credentials, `None` if there is no such account.
     fn credentials(&self, user: &str) -> Result<Option<Credentials>>;
-    /// Replaces the credentials (password change); [`StoreError::NotFound`] if no account.
+    /// Replaces the credentials (password change) and deletes the account's XEP-0484 FAST
+    /// tokens; [`StoreError::NotFound`] if no account.
     fn set_credentials(&self, user: &str, creds: &Credentials) -> Result<()>;
     /// Deletes the account and every row the user owns in every role (roster, requests,
     /// offline messages, blocklist, archive and prefs, push registrations), in one
@@ -130,6 +131,9 @@ impl AccountStore for Store {
 
     fn set_credentials(&self, user: &str, c: &Credentials) -> Result<()> {
         self.write(|tx| {
+            // XEP-0484 §6: a new password ends every FAST token, in the same transaction.
+            tx.prepare_cached("DELETE FROM fast_tokens WHERE account = ?1")?
+                .execute([user])?;
             let n = tx
                 .prepare_cached(
                     "UPDATE accounts SET

@@ -7,11 +7,11 @@
 //! module must not depend on backend details (no SQL): only the public traits.
 
 use crate::{
-    AccountStore, ArchiveQuery, ArchiveStore, ArchivedMessage, BlockStore, Credentials, Invite,
-    InviteStore, MamPrefs, OfflineMessage, OfflineStore, PushRegistration, PushRemoval,
-    PushStatsUpdate, PushStore, RemovalNote, RosterItem, RosterStore, SavedSession, ScramRecord,
-    SessionStore, SmQueued, SmSessionRecord, Store, StoreError, Subscription, Upload, UploadStore,
-    Usage, MAX_REMOVALS_PER_USER,
+    AccountStore, ArchiveQuery, ArchiveStore, ArchivedMessage, BlockStore, Credentials,
+    FastTokenRecord, FastTokenStore, Invite, InviteStore, MamPrefs, OfflineMessage, OfflineStore,
+    PushRegistration, PushRemoval, PushStatsUpdate, PushStore, RemovalNote, RosterItem,
+    RosterStore, SavedSession, ScramRecord, SessionStore, SmQueued, SmSessionRecord, Store,
+    StoreError, Subscription, Upload, UploadStore, Usage, MAX_REMOVALS_PER_USER,
 };
 use crate::{PrivateItem, PrivateStore, StoredVcard, VcardStore};
 
@@ -39,6 +39,99 @@ pub fn run_all(store: &Store) {
     private_items(store);
     invites(store);
     uploads(store);
+    fast_tokens(store);
+}
+
+fn token(client: &str, n: u8, issued_at: i64) -> FastTokenRecord {
+    FastTokenRecord {
+        client_id: client.to_owned(),
+        mechanism: "HT-SHA-256-NONE".to_owned(),
+        verifier: vec![n; 32],
+        responder: vec![n.wrapping_add(1); 32],
+        issued_at,
+        expires_at: issued_at + 1000,
+        current: true,
+    }
+}
+
+/// FastTokenStore: rotation keeps the newest and the previous token, using the newest retires
+/// the previous, the per-account bound drops the clients issued longest ago, and tokens end
+/// with a logout, `logout-all`, a password change, expiry and the account.
+pub fn fast_tokens(store: &Store) {
+    let u = "fast@fast.conformance.test";
+    let other = "other@fast.conformance.test";
+    store.create_account(u, &creds(3)).unwrap();
+    store.create_account(other, &creds(4)).unwrap();
+    assert!(store.fast_tokens(u, "phone").unwrap().is_empty());
+
+    store
+        .issue_fast_token(u, &token("phone", 1, 100), 10)
+        .unwrap();
+    store
+        .issue_fast_token(u, &token("phone", 2, 200), 10)
+        .unwrap();
+    let t = store.fast_tokens(u, "phone").unwrap();
+    assert_eq!(t.len(), 2);
+    assert!(t[0].current && t[0].verifier == vec![2; 32]);
+    assert!(!t[1].current && t[1].verifier == vec![1; 32]);
+    assert_eq!(t[0].responder, vec![3; 32]);
+    assert_eq!((t[0].issued_at, t[0].expires_at), (200, 1200));
+
+    // A third issue drops the oldest: never more than two per client.
+    store
+        .issue_fast_token(u, &token("phone", 3, 300), 10)
+        .unwrap();
+    let v: Vec<u8> = store
+        .fast_tokens(u, "phone")
+        .unwrap()
+        .iter()
+        .map(|t| t.verifier[0])
+        .collect();
+    assert_eq!(v, [3, 2]);
+    store.retire_previous_fast_token(u, "phone").unwrap();
+    assert_eq!(store.fast_tokens(u, "phone").unwrap().len(), 1);
+
+    // At most `max_clients` clients: the one issued longest ago loses its tokens.
+    store
+        .issue_fast_token(u, &token("laptop", 4, 400), 2)
+        .unwrap();
+    store
+        .issue_fast_token(u, &token("tablet", 5, 500), 2)
+        .unwrap();
+    assert!(store.fast_tokens(u, "phone").unwrap().is_empty());
+    assert_eq!(store.fast_tokens(u, "laptop").unwrap().len(), 1);
+    assert_eq!(store.fast_tokens(u, "tablet").unwrap().len(), 1);
+
+    assert_eq!(store.delete_client_fast_tokens(u, "laptop").unwrap(), 1);
+    assert!(store.fast_tokens(u, "laptop").unwrap().is_empty());
+
+    // Expiry.
+    store
+        .issue_fast_token(other, &token("phone", 6, 10), 10)
+        .unwrap();
+    assert_eq!(store.purge_expired_fast_tokens(1011).unwrap(), 1);
+    assert!(store.fast_tokens(other, "phone").unwrap().is_empty());
+    assert_eq!(store.fast_tokens(u, "tablet").unwrap().len(), 1);
+
+    // logout-all touches only that account.
+    store
+        .issue_fast_token(other, &token("phone", 7, 10_000), 10)
+        .unwrap();
+    assert_eq!(store.delete_user_fast_tokens(u).unwrap(), 1);
+    assert!(store.fast_tokens(u, "tablet").unwrap().is_empty());
+    assert_eq!(store.fast_tokens(other, "phone").unwrap().len(), 1);
+
+    // A password change ends them.
+    store
+        .issue_fast_token(u, &token("phone", 8, 10_000), 10)
+        .unwrap();
+    store.set_credentials(u, &creds(5)).unwrap();
+    assert!(store.fast_tokens(u, "phone").unwrap().is_empty());
+
+    // So does the account's removal.
+    store.delete_account(other).unwrap();
+    assert!(store.fast_tokens(other, "phone").unwrap().is_empty());
+    store.delete_account(u).unwrap();
 }
 
 /// Distinct, recognisable credentials per seed.

@@ -23,6 +23,7 @@ mod archive;
 mod block;
 pub mod cache;
 mod error;
+mod fast;
 pub mod group_commit;
 mod invite;
 mod offline;
@@ -47,6 +48,7 @@ pub use account::{AccountStore, Credentials, ScramRecord};
 pub use archive::{ArchivePage, ArchiveQuery, ArchiveStore, ArchivedMessage, MamPrefs};
 pub use block::BlockStore;
 pub use error::{Result, StoreError};
+pub use fast::{FastTokenRecord, FastTokenStore};
 pub use invite::{Invite, InviteStore};
 pub use offline::{OfflineMessage, OfflineStore};
 pub use private::{PrivateItem, PrivateStore};
@@ -76,6 +78,7 @@ pub trait Backend:
     + PrivateStore
     + InviteStore
     + UploadStore
+    + FastTokenStore
     + std::any::Any
     + Send
     + Sync
@@ -116,6 +119,8 @@ pub mod roles {
     pub type All = dyn Backend;
     /// Registration invites (XEP-0401/XEP-0445).
     pub type Invites = dyn InviteStore + Send + Sync;
+    /// XEP-0484 FAST tokens.
+    pub type FastTokens = dyn FastTokenStore + Send + Sync;
 }
 
 /// A role a backend plays: how to see a whole backend as it.
@@ -146,5 +151,6 @@ role!(
     roles::Vcard,
     roles::Private,
     roles::Invites,
-    roles::Uploads
+    roles::Uploads,
+    roles::FastTokens
 );

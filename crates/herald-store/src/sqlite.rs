@@ -172,6 +172,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 1,
         sql: include_str!("sql/uploads.sql"),
     },
+    Migration {
+        role: "fast_tokens",
+        version: 1,
+        sql: include_str!("sql/fast_tokens.sql"),
+    },
 ];
 
 /// Every table holding per-user rows, by its owner column `account`. `delete_account` clears
@@ -196,6 +201,7 @@ pub(crate) const USER_TABLES: &[&str] = &[
     "sm_tombstones",
     "vcards",
     "private_items",
+    "fast_tokens",
 ];
 
 /// Enough for every fixed statement of every role, so `prepare_cached` never evicts them.

@@ -160,8 +160,18 @@ fn migrations_are_recorded_once_per_role() {
     assert_eq!(
         roles,
         vec![
-            "accounts", "archive", "blocking", "invites", "offline", "private", "push", "roster",
-            "sessions", "uploads", "vcard"
+            "accounts",
+            "archive",
+            "blocking",
+            "fast_tokens",
+            "invites",
+            "offline",
+            "private",
+            "push",
+            "roster",
+            "sessions",
+            "uploads",
+            "vcard"
         ]
     );
     // Each role's latest version (push: 2, the table of removed registrations; archive: 3,

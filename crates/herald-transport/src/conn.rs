@@ -219,6 +219,11 @@ impl Conn {
         self.header_sent = false;
     }
 
+    /// New decoder limits without a restart (c2s: after a SASL2 success, XEP-0388).
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.decoder.set_limits(limits);
+    }
+
     /// The next decoded event that is already buffered, without reading.
     pub fn buffered_event(&mut self) -> Result<Option<StreamEvent>, ConnError> {
         self.decoder.next_event().map_err(ConnError::Stream)
@@ -413,7 +418,9 @@ impl Conn {
     }
 }
 
-fn push_features(out: &mut Vec<u8>, ns: StreamNs, features: &Element) {
+/// Appends `<stream:features>` with the children of `features` (prefixed like the header) to
+/// `out`, for a caller that writes it together with other elements.
+pub fn push_features(out: &mut Vec<u8>, ns: StreamNs, features: &Element) {
     out.extend_from_slice(b"<stream:features>");
     for c in features.children() {
         stream::encode(c, ns, out);

@@ -96,6 +96,28 @@ pub fn remove_account(cfg: &Config, store: &dyn Backend, jid: &BareJid) -> Resul
     }
 }
 
+/// `herald user logout-all`: deletes the account's FAST tokens (XEP-0484) and, with the server
+/// running, ends its sessions (connected and hibernated). Returns the tokens deleted and the
+/// sessions ended (None when no server was running to tell).
+pub fn logout_all(
+    cfg: &Config,
+    store: &dyn Backend,
+    jid: &BareJid,
+) -> Result<(usize, Option<usize>)> {
+    let user = jid.to_string();
+    if !store.account_exists(&user)? {
+        bail!("{jid}: no such user");
+    }
+    let tokens = store.delete_user_fast_tokens(&user)?;
+    match notify(cfg, &format!("logout-all {jid}")).map(|r| ended(&r)) {
+        None | Some(Err(Refused::Unknown)) => Ok((tokens, None)),
+        Some(Ok(n)) => Ok((tokens, Some(n))),
+        Some(Err(Refused::Said(e))) => {
+            bail!("tokens deleted, but the running server did not end {jid}'s sessions: {e}")
+        }
+    }
+}
+
 /// Why a running server did not do what it was asked.
 enum Refused {
     /// It does not know the request.

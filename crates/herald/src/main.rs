@@ -172,6 +172,12 @@ enum UserCmd {
         /// user@domain or user.
         jid: String,
     },
+    /// Log every device of an account out: delete its XEP-0484 FAST tokens and end its
+    /// running sessions (each client logs in with the password again).
+    LogoutAll {
+        /// user@domain or user.
+        jid: String,
+    },
     /// List accounts.
     List,
     /// Create PREFIX0 … PREFIX{COUNT-1} sharing one password (for benchmarks).
@@ -564,6 +570,14 @@ fn user(cfg: Config, cmd: UserCmd) -> Result<()> {
             let jid = admin::account_jid(&cfg, &jid)?;
             let ended = admin::remove_account(&cfg, &store, &jid)?;
             println!("removed {jid}");
+            if let Some(n) = ended {
+                println!("ended {n} running session(s)");
+            }
+        }
+        UserCmd::LogoutAll { jid } => {
+            let jid = admin::account_jid(&cfg, &jid)?;
+            let (tokens, ended) = admin::logout_all(&cfg, &store, &jid)?;
+            println!("deleted {tokens} FAST token(s) of {jid}");
             if let Some(n) = ended {
                 println!("ended {n} running session(s)");
             }

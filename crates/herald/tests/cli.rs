@@ -501,3 +501,30 @@ fn upload_purge_deletes_expired_files_and_keeps_the_rest() {
     let store = herald_store::Store::open(&data(&e)).unwrap();
     assert_eq!(store.upload_usage("alice@localhost").unwrap(), 1);
 }
+
+#[test]
+fn logout_all_deletes_the_fast_tokens_and_ends_the_sessions() {
+    let e = Env::new();
+    e.ok(&["user", "add", "bob", "--password", "pw"]);
+    assert!(e
+        .fails(&["user", "logout-all", "nobody"])
+        .contains("no such user"));
+    // Without a server: the store alone.
+    assert!(e
+        .ok(&["user", "logout-all", "bob"])
+        .contains("deleted 0 FAST token(s) of bob@localhost"));
+    let _server = e.serve();
+    let mut bob = login(&e, BOB_PW, "phone");
+    let out = e.ok(&["user", "logout-all", "bob"]);
+    assert!(out.contains("ended 1 running session"), "{out}");
+    let got = read_to_close(&mut bob);
+    assert!(
+        stream_error(&got, "not-authorized", "logged out by an administrator"),
+        "{got}"
+    );
+    // The password still works.
+    let mut bob = login(&e, BOB_PW, "phone");
+    bob.write_all(b"<iq type='get' id='again'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .unwrap();
+    read_until(&mut bob, "id='again'");
+}

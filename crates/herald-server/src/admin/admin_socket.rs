@@ -28,6 +28,8 @@ const END_WAIT: Duration = Duration::from_secs(10);
 
 /// The stream error text of sessions ended by `herald user passwd`.
 pub const PASSWORD_CHANGED: &str = "password changed";
+/// The text of the `not-authorized` stream error `herald user logout-all` ends sessions with.
+pub const LOGGED_OUT: &str = "logged out by an administrator";
 
 /// Path of the running server's admin socket.
 pub fn socket_path(cfg: &Config) -> std::path::PathBuf {
@@ -143,6 +145,12 @@ async fn handle(shared: &Arc<Shared>, line: &str) -> String {
                 "ok {}",
                 end_sessions(shared, user, PASSWORD_CHANGED, None).await
             ),
+            Err(e) => e,
+        },
+        // `herald user logout-all`: the CLI deleted the FAST tokens; every session ends, so
+        // each device has to log in with the password again.
+        ["logout-all", user] => match account_exists(shared, user).await {
+            Ok(()) => format!("ok {}", end_sessions(shared, user, LOGGED_OUT, None).await),
             Err(e) => e,
         },
         _ => "error unknown command".into(),

@@ -1,6 +1,7 @@
 //! The c2s listeners (STARTTLS port and XEP-0368 direct TLS port): accept, spawn one task per
 //! connection, negotiate, then hand over to the session task.
 
+pub mod fast;
 pub mod negotiate;
 pub mod persist;
 pub mod session;

@@ -4,9 +4,11 @@
 //! store, the TLS connection's channel-binding data (for SCRAM-*-PLUS), the throttle records
 //! (`herald_session::throttle::Records`, under `Shared::auth_throttle`), the failure delay, the
 //! password check on the blocking pool, the hand-over of a `<resume/>` to its hibernated
-//! session — until a bind request (returned to [`crate::c2s::session::start`]) or the end.
-//! Every protocol decision (features, SASL, `<failure/>` conditions, failure limit, delays,
-//! lockout, stream errors) is the machine's. Also here: the bind helpers (credentials are made by
+//! session (also one inline in SASL2, with the `<success/>` the session completes), the FAST
+//! token look-ups (`crate::c2s::fast`) — until a bind request or a Bind2 one (returned to
+//! [`crate::c2s::session::start`]) or the end. Every protocol decision (features, SASL,
+//! `<failure/>` conditions, failure limit, delays, lockout, stream errors) is the machine's.
+//! Also here: the bind helpers (credentials are made by
 //! `crate::admin::accounts::make_credentials`).
 
 use std::sync::atomic::Ordering;
@@ -22,6 +24,7 @@ use herald_session::negotiate::{Action, Input, Negotiation};
 use herald_store::{roles, ScramRecord};
 use tokio::time::Instant;
 
+use crate::c2s::fast;
 use crate::routing::msg::SessionMsg;
 use crate::stanza;
 use crate::transport::conn::{self, Conn, ConnError};
@@ -35,6 +38,21 @@ pub enum Outcome {
         user: BareJid,
         /// The bind request.
         request: Element,
+        /// The stream.
+        conn: Box<Conn>,
+    },
+    /// XEP-0386 Bind2 inside SASL2: bind `resource` (or a random one) and answer `success`.
+    Bind2 {
+        /// The authenticated account.
+        user: BareJid,
+        /// The resource derived from the client id.
+        resource: Option<String>,
+        /// The inline features asked for.
+        bind: Box<herald_session::sasl2::BindRequest>,
+        /// The `<success/>` to complete.
+        success: Box<herald_session::sasl2::Success>,
+        /// The XEP-0388 client id.
+        client_id: Option<String>,
         /// The stream.
         conn: Box<Conn>,
     },
@@ -147,8 +165,58 @@ pub async fn negotiate(shared: &Arc<Shared>, mut conn: Conn) -> Outcome {
                         conn: Box::new(conn),
                     }
                 }
+                Action::Features(f) => {
+                    if let Err(e) = conn.send_features(&f).await {
+                        return broken(&mut conn, e).await;
+                    }
+                }
+                Action::FullLimits => conn.set_limits(shared.limits.clone()),
+                Action::Bind2 {
+                    user,
+                    resource,
+                    bind,
+                    success,
+                    client_id,
+                } => {
+                    return Outcome::Bind2 {
+                        user,
+                        resource,
+                        bind,
+                        success,
+                        client_id,
+                        conn: Box::new(conn),
+                    }
+                }
+                Action::Sasl2Resume {
+                    user,
+                    previd,
+                    h,
+                    success,
+                } => match try_resume(shared, &user, previd, h, conn, Some(success)).await {
+                    Ok(()) => return Outcome::Resumed,
+                    Err((c, last_h)) => {
+                        conn = c;
+                        answer = Some(Input::ResumeFailed { last_h });
+                    }
+                },
+                Action::LookupFastTokens { jid, client_id } => {
+                    answer = Some(fast::lookup(shared, &jid, &client_id).await);
+                }
+                Action::FastTokenUsed {
+                    jid,
+                    client_id,
+                    current,
+                    invalidate,
+                } => fast::used(shared, &jid, &client_id, current, invalidate).await,
+                Action::IssueFastToken {
+                    jid,
+                    client_id,
+                    mechanism,
+                } => {
+                    answer = Some(fast::issue(shared, &jid, &client_id, &mechanism).await);
+                }
                 Action::Resume { user, previd, h } => {
-                    match try_resume(shared, &user, previd, h, conn).await {
+                    match try_resume(shared, &user, previd, h, conn, None).await {
                         Ok(()) => return Outcome::Resumed,
                         Err((c, last_h)) => {
                             conn = c;
@@ -267,12 +335,15 @@ pub fn bind_jid(user: &BareJid, request: &Element) -> Result<FullJid, StanzaErro
         Some(r) => user
             .with_resource_str(r.trim())
             .map_err(|_| StanzaErrorCondition::BadRequest),
-        None => {
-            let gen = format!("herald-{}", &conn::new_stream_id()[..12]);
-            user.with_resource_str(&gen)
-                .map_err(|_| StanzaErrorCondition::InternalServerError)
-        }
+        None => random_jid(user),
     }
+}
+
+/// `user` with a generated resource (RFC 6120 §7.6: the server's choice).
+pub fn random_jid(user: &BareJid) -> Result<FullJid, StanzaErrorCondition> {
+    let gen = format!("herald-{}", &conn::new_stream_id()[..12]);
+    user.with_resource_str(&gen)
+        .map_err(|_| StanzaErrorCondition::InternalServerError)
 }
 
 /// The bind result IQ.
@@ -298,6 +369,7 @@ pub async fn try_resume(
     previd: String,
     h: u32,
     conn: Conn,
+    sasl2: Option<Box<herald_session::sasl2::Success>>,
 ) -> Result<(), (Conn, Option<u32>)> {
     match shared.resumable_get(&previd) {
         Some(e) if e.bare == user.to_string() => {
@@ -305,6 +377,7 @@ pub async fn try_resume(
                 conn: Box::new(conn),
                 h,
                 previd: previd.clone(),
+                sasl2,
             }) {
                 Ok(()) => Ok(()),
                 Err(msg) => {

@@ -549,6 +549,14 @@ pub async fn retention(shared: Arc<Shared>) {
         {
             tracing::error!(error = %e, "purging removed push registrations failed");
         }
+        // Expired XEP-0484 FAST tokens authenticate nobody any more.
+        let now_ms = crate::xep::delay::now_micros() / 1000;
+        if let Err(e) = shared
+            .db(move |s: &roles::FastTokens| s.purge_expired_fast_tokens(now_ms))
+            .await
+        {
+            tracing::error!(error = %e, "purging expired FAST tokens failed");
+        }
         tokio::select! {
             _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
             _ = shutdown.changed() => return,

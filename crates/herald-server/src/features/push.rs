@@ -91,6 +91,7 @@ pub fn on_session_started(shared: &Shared, ev: hooks::SessionStarted) {
         session: ev.session,
         resource: ev.resource,
         tx: ev.tx,
+        by_client_id: ev.by_client_id,
     });
 }
 
@@ -300,11 +301,19 @@ async fn handle(
             session,
             resource,
             tx,
+            by_client_id,
         } => {
             ensure_loaded(shared, engine, stats, &user).await;
             engine.session_started(&user, session, &resource, now);
+            // RULES.md §15: the device is back under its client id; its registrations
+            // follow it without a new <enable/>.
+            let actions = if by_client_id {
+                engine.reattach_device(&user, session, &resource, now)
+            } else {
+                Vec::new()
+            };
             sessions.insert(session, (user, tx));
-            Vec::new()
+            actions
         }
         PushEvent::SessionEnded { session } => {
             sessions.remove(&session);

@@ -120,6 +120,9 @@ pub struct SessionStarted {
     pub resource: String,
     /// Its inbox.
     pub tx: SessionTx,
+    /// Bound through XEP-0386 Bind2 with the resource its XEP-0388 client id derives: the
+    /// same device as the earlier sessions of that resource.
+    pub by_client_id: bool,
 }
 
 /// A session lost its connection and waits to be resumed (XEP-0198).

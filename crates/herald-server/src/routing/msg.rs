@@ -126,6 +126,9 @@ pub enum SessionMsg {
         h: u32,
         /// The resumption id.
         previd: String,
+        /// SASL2 inline resumption (XEP-0388): the `<success/>` to complete and send instead
+        /// of a bare `<resumed/>`.
+        sasl2: Option<Box<herald_session::sasl2::Success>>,
     },
     /// End the stream with this error (e.g. `conflict` when another login takes the resource).
     Kick(StreamError),
@@ -294,6 +297,8 @@ pub enum PushEvent {
         resource: String,
         /// Its inbox (for hibernation deadlines).
         tx: SessionTx,
+        /// Bound by client id (Bind2): the device's registrations are attached to it.
+        by_client_id: bool,
     },
     /// The session is gone for good.
     SessionEnded {

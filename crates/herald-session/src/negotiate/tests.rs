@@ -15,8 +15,9 @@ const BIND: &str = "<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:x
 
 const FEATURES_TLS_REQUIRED: &str = "open localhost [starttls(required)]";
 const FEATURES_TLS_OPTIONAL: &str =
-    "open localhost [starttls() mechanisms(SCRAM-SHA-256 SCRAM-SHA-1 PLAIN)]";
-const FEATURES_SASL: &str = "open localhost [mechanisms(SCRAM-SHA-256 SCRAM-SHA-1 PLAIN)]";
+    "open localhost [starttls() mechanisms(SCRAM-SHA-256 SCRAM-SHA-1 PLAIN) authentication(SCRAM-SHA-256 SCRAM-SHA-1 PLAIN inline)]";
+const FEATURES_SASL: &str =
+    "open localhost [mechanisms(SCRAM-SHA-256 SCRAM-SHA-1 PLAIN) authentication(SCRAM-SHA-256 SCRAM-SHA-1 PLAIN inline)]";
 const FEATURES_BOUND: &str = "open localhost [bind() session(optional) sm() csi() ver()]";
 const SUCCESS_PLAIN: &str = "send <success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>";
 
@@ -33,6 +34,7 @@ fn cfg(require_encryption: bool) -> Config {
         registration: false,
         max_registration_requests: 3,
         channel_binding: true,
+        fast: false,
     }
 }
 
@@ -148,6 +150,36 @@ fn show(a: &Action) -> String {
             format!("bind {user} {}", request.attr("id").unwrap_or_default())
         }
         Action::Resume { user, previd, h } => format!("resume {user} {previd} {h}"),
+        Action::Features(f) => {
+            let names: Vec<&str> = f.children().map(|c| c.name()).collect();
+            format!("features [{}]", names.join(" "))
+        }
+        Action::FullLimits => "full-limits".into(),
+        Action::Bind2 {
+            user,
+            resource,
+            bind,
+            success,
+            ..
+        } => {
+            let results: Vec<&str> = success.results.iter().map(|c| c.name()).collect();
+            format!(
+                "bind2 {user} {} carbons={} [{}]",
+                resource.as_deref().unwrap_or("-"),
+                bind.carbons,
+                results.join(" ")
+            )
+        }
+        Action::Sasl2Resume {
+            user, previd, h, ..
+        } => format!("sasl2-resume {user} {previd} {h}"),
+        Action::LookupFastTokens { jid, client_id } => format!("tokens {jid} {client_id}"),
+        Action::FastTokenUsed {
+            current,
+            invalidate,
+            ..
+        } => format!("token-used current={current} invalidate={invalidate}"),
+        Action::IssueFastToken { mechanism, .. } => format!("issue-token {mechanism}"),
         Action::Fail(e) => format!("fail {}", e.condition.as_str()),
         Action::Register(el) => format!("register {}", el.attr("id").unwrap_or("")),
         Action::Close => "close".into(),
@@ -1122,4 +1154,314 @@ fn registration_before_authentication() {
         h.feed("<iq type='result' id='x'><query xmlns='jabber:iq:register'/></iq>"),
         ["fail not-authorized"]
     );
+}
+
+// ---- XEP-0388 SASL2 ----------------------------------------------------------------------
+
+const AGENT: &str = "<user-agent id='client-1'/>";
+const BIND2: &str =
+    "<bind xmlns='urn:xmpp:bind:0'><tag>T</tag><enable xmlns='urn:xmpp:carbons:2'/></bind>";
+
+fn authenticate(mech: &str, payload: &[u8], inline: &str) -> String {
+    format!(
+        "<authenticate xmlns='urn:xmpp:sasl:2' mechanism='{mech}'><initial-response>{}</initial-response>{inline}</authenticate>",
+        sasl::encode_payload(payload)
+    )
+}
+
+fn plain2(user: &str, pw: &str, inline: &str) -> String {
+    authenticate("PLAIN", format!("\0{user}\0{pw}").as_bytes(), inline)
+}
+
+fn failure2(cond: &str) -> String {
+    format!("send <failure xmlns='urn:xmpp:sasl:2'><{cond} xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/></failure>")
+}
+
+fn fast_cfg() -> Config {
+    Config {
+        fast: true,
+        ..cfg(true)
+    }
+}
+
+fn ht_msg(user: &str, token: &str) -> Vec<u8> {
+    let mut m = format!("{user}\0").into_bytes();
+    m.extend_from_slice(&sasl::ht::hmac(token.as_bytes(), b"Initiator"));
+    m
+}
+
+fn token(t: &str, issued: i64, expires: i64, current: bool) -> FastToken {
+    FastToken {
+        mechanism: "HT-SHA-256-NONE".into(),
+        verifier: sasl::ht::verifier(t.as_bytes()),
+        responder: sasl::ht::responder(t.as_bytes()),
+        issued_at_ms: issued,
+        expires_at_ms: expires,
+        current,
+    }
+}
+
+#[test]
+fn sasl2_offer_follows_the_transport_and_fast_setting() {
+    let mut h = Harness::new(cfg(true), false);
+    assert_eq!(h.feed(HEADER), [FEATURES_TLS_REQUIRED]);
+    let mut h = Harness::new(fast_cfg(), true);
+    assert_eq!(
+        h.feed(HEADER),
+        ["open localhost [mechanisms(SCRAM-SHA-256 SCRAM-SHA-1 PLAIN) authentication(SCRAM-SHA-256 SCRAM-SHA-1 PLAIN inline)]"]
+    );
+    // SASL2 before TLS where TLS is required: encryption-required, the stream goes on.
+    let mut h = Harness::new(cfg(true), false);
+    h.feed(HEADER);
+    assert_eq!(
+        h.feed(&plain2("user", "pencil", "")),
+        [failure2("encryption-required")]
+    );
+    assert!(matches!(h.m, Negotiation::Unauthenticated(_)));
+}
+
+#[test]
+fn sasl2_plain_with_bind2_ends_negotiation_without_restart() {
+    let mut h = Harness::to_sasl(cfg(true));
+    assert_eq!(
+        h.feed(&plain2("user", "pencil", &format!("{AGENT}{BIND2}"))),
+        ["lookup user@localhost Sha256"]
+    );
+    let resource = crate::sasl2::resource(Some("T"), Some("client-1")).unwrap();
+    assert_eq!(
+        h.input(Input::Credentials(Some(keys()))),
+        [
+            "authenticated user@localhost".to_string(),
+            "full-limits".into(),
+            format!("bind2 user@localhost {resource} carbons=true []"),
+        ]
+    );
+    assert!(h.m.is_done());
+}
+
+#[test]
+fn sasl2_without_bind2_continues_to_legacy_binding() {
+    let mut h = Harness::to_sasl(cfg(true));
+    h.feed(&plain2("user", "pencil", ""));
+    assert_eq!(
+        h.input(Input::Credentials(Some(keys()))),
+        [
+            "authenticated user@localhost",
+            "full-limits",
+            "send <success xmlns='urn:xmpp:sasl:2'><authorization-identifier>user@localhost</authorization-identifier></success>",
+            "features [bind session sm csi ver]",
+        ]
+    );
+    assert_eq!(h.feed(BIND), ["bind user@localhost b1"]);
+}
+
+#[test]
+fn sasl2_scram_challenge_and_failures() {
+    let mut h = Harness::to_sasl(cfg(true));
+    h.feed(&authenticate("SCRAM-SHA-256", b"n,,n=user,r=abcdef", ""));
+    let got = h.input(Input::Credentials(Some(keys())));
+    assert!(
+        got[0].starts_with("send <challenge xmlns='urn:xmpp:sasl:2'>"),
+        "{got:?}"
+    );
+    // A legacy <response/> is not SASL2's: the stream ends.
+    assert_eq!(
+        h.feed(&response(b"c=biws,r=x,p=x")),
+        ["fail policy-violation"]
+    );
+    // A wrong proof, answered in SASL2's <failure/>, delayed.
+    let mut h = Harness::to_sasl(cfg(true));
+    h.feed(&authenticate("SCRAM-SHA-256", b"n,,n=user,r=abcdef", ""));
+    let got = h.input(Input::Credentials(Some(keys())));
+    let first = String::from_utf8(payload_of2(&got[0], "challenge")).unwrap();
+    let nonce = first.split(',').next().unwrap().trim_start_matches("r=");
+    let resp = format!("c=biws,r={nonce},p=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=");
+    assert_eq!(
+        h.feed(&format!(
+            "<response xmlns='urn:xmpp:sasl:2'>{}</response>",
+            sasl::encode_payload(resp.as_bytes())
+        )),
+        [
+            "delay 1s".to_string(),
+            failure2("not-authorized"),
+            "auth-failed 1".into()
+        ]
+    );
+    // The table of refusals before any exchange.
+    for (xml, want) in [
+        (authenticate("X-NOPE", b"x", ""), "invalid-mechanism"),
+        (
+            "<authenticate xmlns='urn:xmpp:sasl:2' mechanism='PLAIN'><initial-response>!</initial-response></authenticate>".to_string(),
+            "incorrect-encoding",
+        ),
+        (plain2("user", "pencil", "<resume xmlns='urn:xmpp:sm:3' previd='x'/>"), "malformed-request"),
+        (authenticate("HT-SHA-256-NONE", &ht_msg("user", "t"), AGENT), "invalid-mechanism"),
+    ] {
+        let mut h = Harness::to_sasl(cfg(true));
+        assert_eq!(h.feed(&xml), [failure2(want), "auth-failed 1".into()], "{xml}");
+    }
+}
+
+fn payload_of2(action: &str, name: &str) -> Vec<u8> {
+    let open = format!("send <{name} xmlns='urn:xmpp:sasl:2'>");
+    let b64 = action
+        .strip_prefix(&open)
+        .and_then(|r| r.strip_suffix(&format!("</{name}>")))
+        .unwrap_or_else(|| panic!("not a {name}: {action}"));
+    sasl::decode_payload(b64).unwrap()
+}
+
+#[test]
+fn sasl2_inline_resume_then_fresh_bind_when_it_fails() {
+    let mut h = Harness::to_sasl(cfg(true));
+    h.feed(&plain2(
+        "user",
+        "pencil",
+        &format!("{AGENT}<resume xmlns='urn:xmpp:sm:3' previd='s1' h='3'/>{BIND2}"),
+    ));
+    assert_eq!(
+        h.input(Input::Credentials(Some(keys()))),
+        [
+            "authenticated user@localhost",
+            "full-limits",
+            "sasl2-resume user@localhost s1 3"
+        ]
+    );
+    let resource = crate::sasl2::resource(Some("T"), Some("client-1")).unwrap();
+    assert_eq!(
+        h.input(Input::ResumeFailed { last_h: Some(2) }),
+        [format!(
+            "bind2 user@localhost {resource} carbons=true [failed]"
+        )]
+    );
+    // Without Bind2: <failed/> inside the success, then legacy binding.
+    let mut h = Harness::to_sasl(cfg(true));
+    h.feed(&plain2(
+        "user",
+        "pencil",
+        "<resume xmlns='urn:xmpp:sm:3' previd='s1' h='3'/>",
+    ));
+    h.input(Input::Credentials(Some(keys())));
+    let got = h.input(Input::ResumeFailed { last_h: None });
+    assert!(got[0].contains("<failed xmlns='urn:xmpp:sm:3'>"), "{got:?}");
+    assert_eq!(got[1], "features [bind session sm csi ver]");
+}
+
+#[test]
+fn fast_tokens_table() {
+    let now = 1_000_000;
+    let fresh = token("tok", now - 10, now + 1000, true);
+    // (tokens stored, token presented, what happens after the look-up)
+    let cases: Vec<(Vec<FastToken>, &str, Vec<String>)> = vec![
+        (
+            vec![fresh.clone()],
+            "tok",
+            vec![
+                "token-used current=true invalidate=false".into(),
+                "authenticated user@localhost".into(),
+                "full-limits".into(),
+                "send <success xmlns='urn:xmpp:sasl:2'><additional-data>".into(),
+                "features [bind session sm csi ver]".into(),
+            ],
+        ),
+        (
+            vec![fresh.clone()],
+            "wrong",
+            vec![
+                "delay 1s".into(),
+                failure2("not-authorized"),
+                "auth-failed 1".into(),
+            ],
+        ),
+        (
+            vec![],
+            "tok",
+            vec![
+                "delay 1s".into(),
+                failure2("not-authorized"),
+                "auth-failed 1".into(),
+            ],
+        ),
+        (
+            vec![token("tok", now - 2000, now - 1, true)],
+            "tok",
+            vec![failure2("credentials-expired"), "auth-failed 1".into()],
+        ),
+        // Past half its life: a new token is issued with the success.
+        (
+            vec![token("tok", now - 900, now + 100, false)],
+            "tok",
+            vec![
+                "token-used current=false invalidate=false".into(),
+                "authenticated user@localhost".into(),
+                "issue-token HT-SHA-256-NONE".into(),
+            ],
+        ),
+    ];
+    for (tokens, presented, want) in cases {
+        let mut h = Harness::to_sasl(fast_cfg());
+        assert_eq!(
+            h.feed(&authenticate(
+                "HT-SHA-256-NONE",
+                &ht_msg("user", presented),
+                &format!("{AGENT}<fast xmlns='urn:xmpp:fast:0'/>")
+            )),
+            ["tokens user@localhost client-1"]
+        );
+        let got = h.input(Input::FastTokens {
+            tokens,
+            now_ms: now,
+        });
+        let got: Vec<String> = got
+            .iter()
+            .map(|g| match g.find("<additional-data>") {
+                Some(i) => g[..i + "<additional-data>".len()].to_string(),
+                None => g.clone(),
+            })
+            .collect();
+        assert_eq!(got, want, "{presented}");
+    }
+    // Without a client id: malformed-request, before any look-up.
+    let mut h = Harness::to_sasl(fast_cfg());
+    assert_eq!(
+        h.feed(&authenticate("HT-SHA-256-NONE", &ht_msg("user", "tok"), "")),
+        [failure2("malformed-request"), "auth-failed 1".into()]
+    );
+    // A token is asked for with a password login; it joins the success.
+    let mut h = Harness::to_sasl(fast_cfg());
+    h.feed(&plain2(
+        "user",
+        "pencil",
+        &format!("{AGENT}<request-token xmlns='urn:xmpp:fast:0' mechanism='HT-SHA-256-NONE'/>"),
+    ));
+    assert_eq!(
+        h.input(Input::Credentials(Some(keys()))),
+        [
+            "authenticated user@localhost",
+            "issue-token HT-SHA-256-NONE"
+        ]
+    );
+    let got = h.input(Input::FastTokenIssued(Some((
+        "T0K".into(),
+        "2030-01-01T00:00:00Z".into(),
+    ))));
+    assert_eq!(got[0], "full-limits");
+    assert!(
+        got[1]
+            .contains("<token xmlns='urn:xmpp:fast:0' expiry='2030-01-01T00:00:00Z' token='T0K'/>"),
+        "{got:?}"
+    );
+    // invalidate: the token dies, and no new one is issued.
+    let mut h = Harness::to_sasl(fast_cfg());
+    h.feed(&authenticate(
+        "HT-SHA-256-NONE",
+        &ht_msg("user", "tok"),
+        &format!("{AGENT}<fast xmlns='urn:xmpp:fast:0' invalidate='true'/><request-token xmlns='urn:xmpp:fast:0' mechanism='HT-SHA-256-NONE'/>"),
+    ));
+    let got = h.input(Input::FastTokens {
+        tokens: vec![token("tok", now - 900, now + 100, true)],
+        now_ms: now,
+    });
+    assert_eq!(got[0], "token-used current=true invalidate=true");
+    assert!(!got.iter().any(|g| g.starts_with("issue-token")), "{got:?}");
 }

@@ -65,7 +65,7 @@ pub async fn start(shared: Arc<Shared>, outcome: negotiate::Outcome) {
             // One span per connection; the session fills in who it is.
             let span = tracing::Span::current();
             span.record("jid", tracing::field::display(&jid));
-            match Session::bind(shared, user, jid.clone(), conn) {
+            match Session::bind(shared, user, jid.clone(), conn, false) {
                 Ok(session) => {
                     crate::admin::accounts::on_bind(
                         &session.ctx.shared,
@@ -74,7 +74,7 @@ pub async fn start(shared: Arc<Shared>, outcome: negotiate::Outcome) {
                     );
                     let reply = Box::new(negotiate::bind_result(&request, &jid));
                     drop(request);
-                    tokio::spawn(session.main(reply).instrument(span));
+                    tokio::spawn(session.main(reply, None).instrument(span));
                 }
                 Err(mut conn) => {
                     // RFC 6120 §7.6.2.2: the account has its most sessions, all connected.
@@ -83,6 +83,50 @@ pub async fn start(shared: Arc<Shared>, outcome: negotiate::Outcome) {
                     if let Some(r) = stanza::error_typed(&request, cond, ErrorType::Wait, None) {
                         let _ = conn.send(&r).await;
                     }
+                    conn.close().await;
+                }
+            }
+        }
+        negotiate::Outcome::Bind2 {
+            user,
+            resource,
+            bind,
+            success,
+            client_id,
+            mut conn,
+        } => {
+            let derived = resource.and_then(|r| user.with_resource_str(&r).ok());
+            let by_client_id = derived.is_some();
+            let jid = match derived.map_or_else(|| negotiate::random_jid(&user), Ok) {
+                Ok(j) => j,
+                Err(_) => {
+                    conn.close().await;
+                    return;
+                }
+            };
+            let span = tracing::Span::current();
+            span.record("jid", tracing::field::display(&jid));
+            tracing::debug!(client = ?client_id, "Bind2");
+            match Session::bind(shared, user.clone(), jid, conn, by_client_id) {
+                Ok(session) => {
+                    crate::admin::accounts::on_bind(
+                        &session.ctx.shared,
+                        &session.ctx.bare,
+                        &session.tx,
+                    );
+                    tokio::spawn(session.main_bind2(success, bind).instrument(span));
+                }
+                Err(mut conn) => {
+                    // RFC 6120 §7.6.2.2 as for a bind IQ: the account has its most sessions,
+                    // all connected. Authenticated but unbound, the stream ends (XEP-0386's
+                    // <failed/> carries the error).
+                    tracing::info!("Bind2 refused: too many sessions");
+                    let failed = herald_session::sasl2::bind_failed(
+                        StanzaErrorCondition::ResourceConstraint,
+                        ErrorType::Wait,
+                    );
+                    let el = success.into_element(user.as_str(), vec![failed]);
+                    let _ = conn.send(&el).await;
                     conn.close().await;
                 }
             }
@@ -170,13 +214,15 @@ fn std_now() -> std::time::Instant {
 
 impl Session {
     /// Registers a freshly bound resource (it takes over a previous session of the same
-    /// resource, RFC 6120 §7.7.2.2) and builds its session.
+    /// resource, RFC 6120 §7.7.2.2) and builds its session. `by_client_id`: bound through
+    /// Bind2 with the resource derived from the client id (push registrations follow it).
     /// Err(conn) when the account already has its most sessions, all connected.
     fn bind(
         shared: Arc<Shared>,
         user: BareJid,
         jid: FullJid,
         conn: Box<Conn>,
+        by_client_id: bool,
     ) -> Result<Box<Session>, Box<Conn>> {
         let id = shared.next_id();
         let bare = user.to_string();
@@ -211,6 +257,7 @@ impl Session {
             session: id,
             resource: jid.resource().to_string(),
             tx: tx.clone(),
+            by_client_id,
         };
         hooks::notify(&shared.hooks.session_started, &shared, ev);
         let now = Instant::now();
@@ -364,13 +411,53 @@ impl Session {
         }
     }
 
-    /// The session's task: answers the bind request, serves the session, ends it.
-    async fn main(mut self: Box<Self>, reply: Box<Element>) {
+    /// XEP-0386: the inline features asked for in `<bind/>` (carbons, CSI state, XEP-0198
+    /// `<enable/>`, answered inside `<bound/>`), then the `<success/>` with the full JID and
+    /// the features left (no resource binding), then the session as after a bind IQ.
+    async fn main_bind2(
+        mut self: Box<Self>,
+        success: Box<herald_session::sasl2::Success>,
+        bind: Box<herald_session::sasl2::BindRequest>,
+    ) {
+        let mut results = Vec::new();
+        if bind.carbons {
+            self.ctx.set_carbons(true);
+            results.push(Element::bare("enabled", ns::CARBONS));
+        }
+        if bind.csi_active == Some(false) {
+            self.csi.set_inactive();
+        }
+        if let Some(enable) = &bind.sm_enable {
+            if let Some(answer) = self.enable_inline(enable) {
+                results.push(answer);
+            }
+        }
+        if let Some(enable) = &bind.push_enable {
+            results.push(iq::push::enable_inline(&mut self.ctx, enable).await);
+        }
+        let jid = self.ctx.jid.to_string();
+        let reply =
+            Box::new(success.into_element(&jid, vec![herald_session::sasl2::bound(results)]));
+        let features = herald_session::sasl2::features_after_bind(self.sm.is_enabled());
+        self.main(reply, Some(Box::new(features))).await
+    }
+
+    /// The session's task: answers the bind request (followed by `features` after a Bind2
+    /// success), serves the session, ends it.
+    async fn main(mut self: Box<Self>, reply: Box<Element>, features: Option<Box<Element>>) {
         let sent = match self.conn.as_mut() {
-            Some(c) => Box::pin(c.send(&reply)).await.is_ok(),
+            Some(c) => {
+                let mut bytes = Vec::new();
+                herald_proto::stream::encode(&reply, c.ns, &mut bytes);
+                if let Some(f) = &features {
+                    crate::transport::conn::push_features(&mut bytes, c.ns, f);
+                }
+                Box::pin(c.write_raw(&bytes)).await.is_ok()
+            }
             None => false,
         };
         drop(reply);
+        drop(features);
         if sent {
             tracing::debug!("session bound");
             self.run().await;
@@ -516,7 +603,12 @@ impl Session {
                 self.sm.set_hibernation_deadline(at.max(std_now()));
                 Flow::Continue
             }
-            SessionMsg::Resume { conn, h, previd } => self.on_resume(conn, h, previd).await,
+            SessionMsg::Resume {
+                conn,
+                h,
+                previd,
+                sasl2,
+            } => self.on_resume(conn, h, previd, sasl2).await,
         }
     }
 
@@ -858,10 +950,15 @@ impl Session {
                     o.durable = None;
                     offline::undelivered(&self.ctx.shared, &self.ctx.bare, o, self.ctx.id).await;
                 }
-                SessionMsg::Resume { conn, .. } => {
-                    // XEP-0198 §5: too late, the session is gone.
+                SessionMsg::Resume { conn, sasl2, .. } => {
+                    // XEP-0198 §5: too late, the session is gone (inline in SASL2: the
+                    // `<failed/>` inside the `<success/>`, and the client starts afresh).
                     let mut conn = *conn;
                     let f = sm_nonza::resume_unknown(Some(last_h));
+                    let f = match sasl2 {
+                        Some(s) => s.into_element(&self.ctx.bare, vec![f]),
+                        None => f,
+                    };
                     let _ = conn.send(&f).await;
                     conn.close().await;
                 }

@@ -286,7 +286,37 @@ impl Session {
         Flow::Continue
     }
 
-    pub(super) async fn on_resume(&mut self, conn: Box<Conn>, h: u32, previd: String) -> Flow {
+    /// XEP-0198 `<enable/>` inline in Bind2: the `<enabled/>` (or `<failed/>`) for `<bound/>`.
+    pub(super) fn enable_inline(&mut self, el: &Element) -> Option<Element> {
+        let now = std_now();
+        let hibernation = self.ctx.shared.cfg.stream_management.hibernation_timeout.0;
+        let new_id = crate::transport::conn::new_stream_id;
+        match sm_nonza::on_nonza(&mut self.sm, el, hibernation, new_id, now)? {
+            Ok(sm_nonza::Answer::Enabled { id, reply }) => {
+                if let Some(id) = id {
+                    self.ctx.shared.resumable_insert(
+                        id.clone(),
+                        Resumable {
+                            bare: self.ctx.bare.clone(),
+                            tx: self.tx.clone(),
+                        },
+                    );
+                    self.sm_id = Some(id);
+                }
+                Some(reply)
+            }
+            Ok(sm_nonza::Answer::Failed(f)) => Some(f),
+            _ => None,
+        }
+    }
+
+    pub(super) async fn on_resume(
+        &mut self,
+        conn: Box<Conn>,
+        h: u32,
+        previd: String,
+        sasl2: Option<Box<herald_session::sasl2::Success>>,
+    ) -> Flow {
         let mut conn = *conn;
         self.deferred.settle().await;
         let now = std_now();
@@ -308,7 +338,19 @@ impl Session {
                     old.fail(self.ctx.jid.domain().as_str(), &e).await;
                 }
                 let mut bytes = Vec::new();
-                herald_proto::stream::encode(&resumed, conn.ns, &mut bytes);
+                // SASL2 (XEP-0388 with XEP-0198): `<resumed/>` inside the `<success/>`, the
+                // retransmitted stanzas right after it, then the features left.
+                let sasl2_features = sasl2
+                    .is_some()
+                    .then(|| herald_session::sasl2::features_after_bind(true));
+                match sasl2 {
+                    Some(s) => {
+                        let jid = self.ctx.jid.to_string();
+                        let el = s.into_element(&jid, vec![resumed]);
+                        herald_proto::stream::encode(&el, conn.ns, &mut bytes);
+                    }
+                    None => herald_proto::stream::encode(&resumed, conn.ns, &mut bytes),
+                }
                 for o in &retransmit {
                     // XEP-0198 §5 + XEP-0203: retransmitted messages and presence say when
                     // they were first sent. IQs are left alone: RFC 6120 §8.2.3 allows a
@@ -320,6 +362,9 @@ impl Session {
                     let mut el = o.el.clone();
                     delay::add_delay(&mut el, self.ctx.jid.domain().as_str(), o.at);
                     herald_proto::stream::encode(&el, conn.ns, &mut bytes);
+                }
+                if let Some(f) = &sasl2_features {
+                    crate::transport::conn::push_features(&mut bytes, conn.ns, f);
                 }
                 tracing::info!(retransmitted = retransmit.len(), "session resumed");
                 self.conn = Some(conn);
@@ -352,6 +397,12 @@ impl Session {
                 Flow::Continue
             }
             Err(f) => {
+                // SASL2: authenticated, so the `<failed/>` goes inside a `<success/>`; the
+                // stream then ends (the client reconnects and binds).
+                let f = match sasl2 {
+                    Some(s) => s.into_element(&self.ctx.bare, vec![f]),
+                    None => f,
+                };
                 let _ = conn.send(&f).await;
                 conn.close().await;
                 if self.conn.is_some() || self.sm.is_hibernating() {

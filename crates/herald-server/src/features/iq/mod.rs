@@ -23,7 +23,7 @@ mod basic;
 pub mod beyond;
 pub mod disco;
 mod extdisco;
-mod push;
+pub mod push;
 pub mod table;
 mod time;
 mod upload;

@@ -3,7 +3,7 @@
 //! turns the IQ into its event and its outcome into the reply.
 
 use herald_proto::error::{ErrorType, StanzaErrorCondition};
-use herald_proto::Element;
+use herald_proto::{ns, Element};
 use herald_push::engine::{RegKey, Registration};
 
 use super::Reply;
@@ -17,17 +17,51 @@ pub fn command<'a>(s: &'a mut SessionCtx, iq: &'a Element, payload: &'a Element)
 }
 
 async fn push_command(session: &mut SessionCtx, el: &Element, payload: &Element) -> Element {
+    let lang = el
+        .attr_ns(rxml::Namespace::xml(), "lang")
+        .or_else(|| payload.attr_ns(rxml::Namespace::xml(), "lang"))
+        .map(str::to_string);
+    match run(session, payload, lang).await {
+        Ok(()) => stanza::iq_result(el, None),
+        Err((c, t)) => herald_proto::error::error_reply(el, c, t, None)
+            .unwrap_or_else(|| stanza::iq_result(el, None)),
+    }
+}
+
+/// Herald's experimental inline enable in XEP-0386 Bind2 (`urn:herald:push:inline:0`, the
+/// children and attributes of XEP-0357's `<enable/>`; crates/herald-push/RULES.md §15): the
+/// answer for `<bound/>`, `<enabled/>` or `<failed>` with the error an IQ would have had.
+pub async fn enable_inline(session: &mut SessionCtx, el: &Element) -> Element {
+    let mut payload = Element::bare("enable", ns::PUSH);
+    for k in ["jid", "node"] {
+        if let Some(v) = el.attr(k) {
+            herald_proto::error::set_plain_attr(&mut payload, k, v);
+        }
+    }
+    for c in el.children() {
+        payload.append_child(c.clone());
+    }
+    match run(session, &payload, None).await {
+        Ok(()) => Element::bare("enabled", ns::PUSH_INLINE),
+        Err((c, t)) => {
+            let mut f = Element::bare("failed", ns::PUSH_INLINE);
+            f.append_child(herald_proto::error::error_element(c, t, None));
+            f
+        }
+    }
+}
+
+/// Carries out an `<enable/>` or `<disable/>` in `urn:xmpp:push:0` for this session.
+async fn run(
+    session: &mut SessionCtx,
+    payload: &Element,
+    lang: Option<String>,
+) -> Result<(), (StanzaErrorCondition, Option<ErrorType>)> {
     use herald_push::request::{parse_command, PushCommand};
-    let err = |c: StanzaErrorCondition, t: Option<ErrorType>| {
-        herald_proto::error::error_reply(el, c, t, None)
-            .unwrap_or_else(|| stanza::iq_result(el, None))
-    };
     // The full JID: herald-push refuses any spelling of the account as an app server and
     // returns canonical JIDs.
-    let cmd = match parse_command(payload, &session.jid.to_string()) {
-        Ok(c) => c,
-        Err(e) => return err(e.condition(), None),
-    };
+    let cmd =
+        parse_command(payload, &session.jid.to_string()).map_err(|e| (e.condition(), None))?;
     let (tx, rx) = tokio::sync::oneshot::channel();
     let ev = match cmd {
         PushCommand::Enable {
@@ -42,10 +76,7 @@ async fn push_command(session: &mut SessionCtx, el: &Element, payload: &Element)
                 publish_options,
                 enabled_at: crate::xep::delay::now_micros() / 1_000_000,
                 resource: Some(session.jid.resource().to_string()),
-                lang: el
-                    .attr_ns(rxml::Namespace::xml(), "lang")
-                    .or_else(|| payload.attr_ns(rxml::Namespace::xml(), "lang"))
-                    .map(str::to_string),
+                lang,
                 error_count: 0,
             },
             reply: tx,
@@ -57,18 +88,16 @@ async fn push_command(session: &mut SessionCtx, el: &Element, payload: &Element)
             reply: tx,
         },
     };
+    let failed = (
+        StanzaErrorCondition::InternalServerError,
+        Some(ErrorType::Wait),
+    );
     if !session.shared.push.send_wait(ev).await {
-        return err(
-            StanzaErrorCondition::InternalServerError,
-            Some(ErrorType::Wait),
-        );
+        return Err(failed);
     }
     match rx.await {
-        Ok(Ok(())) => stanza::iq_result(el, None),
+        Ok(Ok(())) => Ok(()),
         // The rule: a store failure changes nothing and says so.
-        _ => err(
-            StanzaErrorCondition::InternalServerError,
-            Some(ErrorType::Wait),
-        ),
+        _ => Err(failed),
     }
 }
