@@ -89,3 +89,11 @@ pub const OMEMO_2: &str = "urn:xmpp:omemo:2";
 pub const PGP_ENCRYPTED: &str = "jabber:x:encrypted";
 /// XEP-0373: OpenPGP for XMPP (OX).
 pub const OPENPGP: &str = "urn:xmpp:openpgp:0";
+/// XEP-0060 §8: publish-subscribe owner use cases (node configuration, delete, purge).
+pub const PUBSUB_OWNER: &str = "http://jabber.org/protocol/pubsub#owner";
+/// XEP-0060 §7: publish-subscribe event notifications.
+pub const PUBSUB_EVENT: &str = "http://jabber.org/protocol/pubsub#event";
+/// XEP-0060 §7.1.3: publish-subscribe application-specific error conditions.
+pub const PUBSUB_ERRORS: &str = "http://jabber.org/protocol/pubsub#errors";
+/// XEP-0115: entity capabilities (`<c/>` in presence).
+pub const CAPS: &str = "http://jabber.org/protocol/caps";

@@ -16,6 +16,7 @@ pub mod component;
 pub mod delay;
 pub mod dialback;
 pub mod mam;
+pub mod pep;
 pub mod roster;
 pub mod stanza;
 pub mod subscription;
