@@ -25,6 +25,7 @@ pub mod cache;
 mod error;
 pub mod group_commit;
 mod offline;
+mod pep;
 mod push;
 pub mod push_stats;
 mod roster;
@@ -44,6 +45,7 @@ pub use archive::{ArchivePage, ArchiveQuery, ArchiveStore, ArchivedMessage, MamP
 pub use block::BlockStore;
 pub use error::{Result, StoreError};
 pub use offline::{OfflineMessage, OfflineStore};
+pub use pep::{PepItem, PepLimits, PepPublish, PepStore};
 pub use push::{
     PushRegistration, PushRemoval, PushStatsUpdate, PushStore, RemovalNote, MAX_REMOVALS_PER_USER,
 };
@@ -64,6 +66,7 @@ pub trait Backend:
     + PushStore
     + RosterStore
     + SessionStore
+    + PepStore
     + std::any::Any
     + Send
     + Sync
@@ -94,6 +97,8 @@ pub mod roles {
     pub type Roster = dyn RosterStore + Send + Sync;
     /// Saved XEP-0198 sessions, tombstones and flags.
     pub type Sessions = dyn SessionStore + Send + Sync;
+    /// PEP nodes and items (XEP-0163).
+    pub type Pep = dyn PepStore + Send + Sync;
     /// Every role, for the few operations that span several (an account's removal).
     pub type All = dyn Backend;
 }
@@ -122,5 +127,6 @@ role!(
     roles::Push,
     roles::Roster,
     roles::Sessions,
+    roles::Pep,
     roles::All
 );

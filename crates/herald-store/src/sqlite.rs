@@ -152,6 +152,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 1,
         sql: include_str!("sql/sessions.sql"),
     },
+    Migration {
+        role: "pep",
+        version: 1,
+        sql: include_str!("sql/pep.sql"),
+    },
 ];
 
 /// Every table holding per-user rows, by its owner column `account`. `delete_account` clears
@@ -174,6 +179,8 @@ pub(crate) const USER_TABLES: &[&str] = &[
     "sm_sessions",
     "sm_queue",
     "sm_tombstones",
+    "pep_nodes",
+    "pep_items",
 ];
 
 /// Enough for every fixed statement of every role, so `prepare_cached` never evicts them.
