@@ -1219,7 +1219,10 @@ impl Config {
             ("pep.max_nodes_per_user", self.pep.max_nodes_per_user),
             ("pep.max_item_bytes", self.pep.max_item_bytes),
             ("pep.max_caps", self.pep.max_caps),
-            ("pep.max_recipients_per_user", self.pep.max_recipients_per_user),
+            (
+                "pep.max_recipients_per_user",
+                self.pep.max_recipients_per_user,
+            ),
         ] {
             if v == 0 {
                 return Err(bad(key, "must be at least 1".into()));

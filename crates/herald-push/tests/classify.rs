@@ -80,6 +80,18 @@ fn importance_table() {
             Unimportant,
         ),
         ("headline", msg("type='headline'", "<body>News</body>"), Unimportant),
+        // XEP-0163 PEP notifications: an OMEMO device list or an avatar is not a message a
+        // human waits for, even though its namespace is OMEMO's.
+        (
+            "PEP notification of an OMEMO device list",
+            msg("type='headline'", "<event xmlns='http://jabber.org/protocol/pubsub#event'><items node='eu.siacs.conversations.axolotl.devicelist'><item id='current'><list xmlns='eu.siacs.conversations.axolotl'><device id='1'/></list></item></items></event>"),
+            Unimportant,
+        ),
+        (
+            "PEP notification of avatar metadata",
+            msg("type='headline'", "<event xmlns='http://jabber.org/protocol/pubsub#event'><items node='urn:xmpp:avatar:metadata'><item id='h'><metadata xmlns='urn:xmpp:avatar:metadata'/></item></items></event>"),
+            Unimportant,
+        ),
         ("error message", msg("type='error'", "<body>Hi</body><error type='cancel'/>"), Unimportant),
         (
             "sent carbon",
