@@ -44,7 +44,7 @@ pub use herald_xep::stanza;
 
 use admin::{accounts, admin_socket};
 use c2s::{persist, session};
-use features::{blocking, iq, mam, message, presence, push};
+use features::{blocking, iq, mam, message, pep, presence, push};
 use federation::{component, s2s};
 use routing::{hooks, msg, router};
 
@@ -65,9 +65,9 @@ pub use config::Config;
 pub fn standard_hooks() -> hooks::Hooks {
     hooks::Hooks {
         message_to_local: vec![message::to_local],
-        presence_to_local: vec![blocking::presence_in, presence::to_local],
+        presence_to_local: vec![blocking::presence_in, pep::presence_in, presence::to_local],
         iq_to_local: vec![iq::to_local],
-        to_server: vec![iq::to_server],
+        to_server: vec![pep::to_server, iq::to_server],
         to_remote: vec![s2s::to_remote],
         archived: vec![push::on_archived],
         stored_offline: vec![push::on_stored_offline],
@@ -138,6 +138,9 @@ pub struct Shared {
     /// Server-to-server federation: outgoing connections and verified incoming domains.
     /// Written by the s2s tasks.
     pub s2s: s2s::S2s,
+    /// PEP notification recipients per account and verified XEP-0115 caps. Written by the
+    /// `pep` feature from presence and caps answers; read when an account publishes.
+    pub pep: pep::Pep,
     /// Accounts removed and sessions being ended by admin commands. Written by the admin
     /// socket; read by login and storage so nothing is stored for a removed account.
     pub accounts: accounts::AccountChanges,
@@ -467,6 +470,7 @@ pub async fn start_with_store(cfg: Config, store: impl Backend) -> anyhow::Resul
         mam_prefs: herald_store::cache::UserCache::new(100_000),
         blocklists: herald_store::cache::UserCache::new(100_000),
         s2s,
+        pep: Default::default(),
         accounts: Default::default(),
         resumable: Default::default(),
         tombstones: std::sync::Mutex::new(tombstones),

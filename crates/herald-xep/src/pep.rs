@@ -347,6 +347,54 @@ impl NodeConfig {
     }
 }
 
+impl NodeConfig {
+    /// The configuration as the store keeps it: `key=value` pairs separated by `;`.
+    pub fn to_stored(&self) -> String {
+        format!(
+            "persist_items={};max_items={};access_model={};send_last={};notify_retract={}",
+            u8::from(self.persist_items),
+            self.max_items,
+            self.access_model.as_str(),
+            self.send_last.as_str(),
+            u8::from(self.notify_retract)
+        )
+    }
+
+    /// Reads what [`NodeConfig::to_stored`] wrote; keys it does not know (written by a later
+    /// version) are skipped, missing ones keep their defaults. None if a value is unreadable.
+    pub fn from_stored(s: &str) -> Option<NodeConfig> {
+        let mut c = NodeConfig::default();
+        for pair in s.split(';').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=')?;
+            match k {
+                "persist_items" => c.persist_items = parse_bool(v)?,
+                "max_items" => c.max_items = v.parse().ok().filter(|n| *n > 0)?,
+                "access_model" => c.access_model = AccessModel::parse(v)?,
+                "send_last" => c.send_last = SendLast::parse(v)?,
+                "notify_retract" => c.notify_retract = parse_bool(v)?,
+                _ => {}
+            }
+        }
+        Some(c)
+    }
+}
+
+/// XEP-0060 §6.5.9: the refusal of an items request by someone the access model excludes.
+pub fn access_denied(model: AccessModel) -> PepError {
+    match model {
+        AccessModel::Presence => PepError::app(
+            StanzaErrorCondition::NotAuthorized,
+            "presence-subscription-required",
+        ),
+        AccessModel::Roster => {
+            PepError::app(StanzaErrorCondition::NotAuthorized, "not-in-roster-group")
+        }
+        AccessModel::Whitelist | AccessModel::Open => {
+            PepError::app(StanzaErrorCondition::NotAllowed, "closed-node")
+        }
+    }
+}
+
 /// A `publish-options` precondition that the node does not meet (or cannot meet).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Precondition;
@@ -1151,6 +1199,25 @@ mod tests {
             NodeConfig::default().configured(&bad, cap),
             Err(FormError::BadValue("pubsub#access_model".into()))
         );
+    }
+
+    #[test]
+    fn stored_configuration_round_trips() {
+        let c = NodeConfig {
+            persist_items: false,
+            max_items: 9,
+            access_model: AccessModel::Open,
+            send_last: SendLast::OnSub,
+            notify_retract: false,
+        };
+        assert_eq!(NodeConfig::from_stored(&c.to_stored()), Some(c));
+        assert_eq!(NodeConfig::from_stored(""), Some(NodeConfig::default()));
+        assert_eq!(
+            NodeConfig::from_stored("later_key=x;max_items=3").map(|c| c.max_items),
+            Some(3)
+        );
+        assert_eq!(NodeConfig::from_stored("max_items=0"), None);
+        assert_eq!(NodeConfig::from_stored("access_model=authorize"), None);
     }
 
     #[test]

@@ -18,7 +18,17 @@ pub fn info(req: &Request<'_>) -> Element {
         Target::Server => (("server", "im", Some("Herald")), Disco::Server),
         Target::Own | Target::Other => (("account", "registered", None), Disco::Account),
     };
-    stanza::iq_result(req.iq, Some(info_query(identity, &super::features(disco))))
+    let mut q = info_query(identity, &super::features(disco));
+    if disco == Disco::Account {
+        // XEP-0163 §6.1: every account is a PEP service (`features::pep`).
+        let pep = stanza::new(
+            "identity",
+            ns::DISCO_INFO,
+            &[("category", "pubsub"), ("type", "pep")],
+        );
+        q.append_child(pep);
+    }
+    stanza::iq_result(req.iq, Some(q))
 }
 
 /// A disco#items query to the server: its components.

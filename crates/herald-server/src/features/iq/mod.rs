@@ -50,7 +50,7 @@ pub async fn handle_server_stanza(shared: &Arc<Shared>, el: &Element) -> Option<
         shared.push.on_reply(el);
         return None;
     };
-    answer_without_session(shared, el, typ, Target::Server, None)
+    answer_without_session(shared, el, typ, Target::Server, None).await
 }
 
 /// An IQ from someone else to an account's bare JID (RFC 6121 §8.5.2.1.3).
@@ -61,7 +61,7 @@ pub async fn handle_account_iq_from_other(
 ) -> Option<Element> {
     // A result or error to a bare JID answers nothing the server asked: dropped.
     let typ = IqType::of(el)?;
-    answer_without_session(shared, el, typ, Target::Other, Some(bare))
+    answer_without_session(shared, el, typ, Target::Other, Some(bare)).await
 }
 
 /// A client's IQ to its own account (no `to`, or its bare JID). Returns the reply for the client.
@@ -82,12 +82,16 @@ pub async fn handle_own_iq(session: &mut SessionCtx, el: &Element) -> Option<Ele
             }))
         }
         Some(Handler::WithSession(f)) => Some(f(session, el, payload).await),
+        Some(Handler::Async(f)) => {
+            let shared = session.shared.clone();
+            Some(f(&shared, el, payload, &session.bare).await)
+        }
         None => stanza::error(el, StanzaErrorCondition::ServiceUnavailable, None),
     }
 }
 
 /// Answers a `get`/`set` to the server or to an account from someone else.
-fn answer_without_session(
+async fn answer_without_session(
     shared: &Arc<Shared>,
     el: &Element,
     typ: IqType,
@@ -105,6 +109,11 @@ fn answer_without_session(
             target,
             account,
         })),
+        Some(Handler::Async(f)) => match account {
+            Some(a) => Some(f(shared, el, payload, a).await),
+            // Registered for accounts only: the server's domain has no owner to act for.
+            None => stanza::error(el, StanzaErrorCondition::ServiceUnavailable, None),
+        },
         // Registered for `Target::Own` only (a unit test checks): nobody to run it with.
         Some(Handler::WithSession(_)) | None => {
             stanza::error(el, StanzaErrorCondition::ServiceUnavailable, None)
@@ -240,6 +249,10 @@ pub enum Handler {
     /// may wait on the store or the push task: `(session, iq, payload)`. Only for
     /// [`Target::Own`]; other senders have no session here (a unit test checks).
     WithSession(for<'a> fn(&'a mut SessionCtx, &'a Element, &'a Element) -> Reply<'a>),
+    /// Acts for an account (its bare JID is the last argument) on behalf of whoever asks,
+    /// the account's own client or anyone else, and may wait on the store:
+    /// `(shared, iq, payload, account)`. The IQ's stamped `from` says who asks.
+    Async(for<'a> fn(&'a Arc<Shared>, &'a Element, &'a Element, &'a str) -> Reply<'a>),
 }
 
 /// One IQ being answered by a [`Handler::Now`].

@@ -12,8 +12,9 @@ use crate::features::ctx::SessionCtx;
 use super::{basic, disco, push, time};
 use super::{Advertised, Entry, Handler, IqType, Reply, Target};
 use crate::features::carbons;
+use crate::features::pep;
 use Advertised::{Nowhere, OnAccount, OnServer};
-use Handler::{Now, WithSession};
+use Handler::{Async, Now, WithSession};
 use IqType::{Get, Set};
 use Target::{Other, Own, Server};
 
@@ -58,6 +59,45 @@ pub static TABLE: &[Entry] = &[
     // registration gets carries the Tigase priority hint, which clients look for there too.
     iq(Set, ns::PUSH,        "enable",    Own,    WithSession(push::command),     OnAccount(&[ns::PUSH, ns::PUSH_PRIORITY])),
     iq(Set, ns::PUSH,        "disable",   Own,    WithSession(push::command),     OnAccount(&[ns::PUSH])),
+    // XEP-0163 PEP on the account's bare JID: its own clients publish and manage nodes;
+    // anyone (other accounts, other servers) may read what the access model admits.
+    iq(Set, ns::PUBSUB,      "pubsub",    Own,    Async(pep::handle),             OnAccount(PEP_PUBLISH)),
+    iq(Get, ns::PUBSUB,      "pubsub",    Own,    Async(pep::handle),             OnAccount(&[PS_RETRIEVE_ITEMS, PS_ITEM_IDS])),
+    iq(Get, ns::PUBSUB,      "pubsub",    Other,  Async(pep::handle),             OnAccount(&[PS_RETRIEVE_ITEMS, PS_ITEM_IDS])),
+    iq(Set, ns::PUBSUB,      "pubsub",    Other,  Async(pep::handle),             Nowhere),
+    iq(Get, ns::PUBSUB_OWNER, "pubsub",   Own,    Async(pep::handle),             OnAccount(&[PS_CONFIG_NODE, PS_RETRIEVE_DEFAULT])),
+    iq(Set, ns::PUBSUB_OWNER, "pubsub",   Own,    Async(pep::handle),             OnAccount(&[PS_CONFIG_NODE, PS_DELETE_NODES, PS_PURGE_NODES])),
+    iq(Get, ns::DISCO_ITEMS, "query",     Own,    Async(pep::disco_items),        OnAccount(&[ns::DISCO_ITEMS])),
+    iq(Get, ns::DISCO_ITEMS, "query",     Other,  Async(pep::disco_items),        OnAccount(&[ns::DISCO_ITEMS])),
+];
+
+// XEP-0060 §10 features of what `features::pep` serves.
+const PS_RETRIEVE_ITEMS: &str = "http://jabber.org/protocol/pubsub#retrieve-items";
+const PS_ITEM_IDS: &str = "http://jabber.org/protocol/pubsub#item-ids";
+const PS_CONFIG_NODE: &str = "http://jabber.org/protocol/pubsub#config-node";
+const PS_RETRIEVE_DEFAULT: &str = "http://jabber.org/protocol/pubsub#retrieve-default";
+const PS_DELETE_NODES: &str = "http://jabber.org/protocol/pubsub#delete-nodes";
+const PS_PURGE_NODES: &str = "http://jabber.org/protocol/pubsub#purge-nodes";
+/// A publish auto-creates its node (with publish-options as preconditions), a retract may
+/// notify, `create` makes a node; notifications follow presence and `+notify` caps; the
+/// four access models are configurable; items persist.
+const PEP_PUBLISH: &[&str] = &[
+    "http://jabber.org/protocol/pubsub#publish",
+    "http://jabber.org/protocol/pubsub#publish-options",
+    "http://jabber.org/protocol/pubsub#auto-create",
+    "http://jabber.org/protocol/pubsub#create-nodes",
+    "http://jabber.org/protocol/pubsub#create-and-configure",
+    "http://jabber.org/protocol/pubsub#retract-items",
+    "http://jabber.org/protocol/pubsub#delete-items",
+    "http://jabber.org/protocol/pubsub#persistent-items",
+    "http://jabber.org/protocol/pubsub#last-published",
+    "http://jabber.org/protocol/pubsub#presence-notifications",
+    "http://jabber.org/protocol/pubsub#auto-subscribe",
+    "http://jabber.org/protocol/pubsub#filtered-notifications",
+    "http://jabber.org/protocol/pubsub#access-open",
+    "http://jabber.org/protocol/pubsub#access-presence",
+    "http://jabber.org/protocol/pubsub#access-roster",
+    "http://jabber.org/protocol/pubsub#access-whitelist",
 ];
 
 /// A table line (a constructor so each line stays one line).
