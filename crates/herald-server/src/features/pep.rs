@@ -627,7 +627,7 @@ async fn send_last_items(shared: &Arc<Shared>, owner: &str, full: &str, wanted: 
 
 /// What a presence says about a recipient of `owner`'s notifications.
 enum Seen {
-    /// Available, with these caps (None: no usable `<c/>`).
+    /// Available, with these caps (None: no usable `<c/>`, which changes nothing).
     Available(Option<xp::Caps>),
     /// Gone.
     Unavailable,
@@ -638,7 +638,10 @@ enum Seen {
 /// caps change, querying unknown caps first.
 async fn observe(shared: &Arc<Shared>, owner: &str, full: &str, seen: Seen) {
     let caps = match seen {
-        Seen::Unavailable | Seen::Available(None) => {
+        // A presence without caps (a directed presence some clients send bare, a status
+        // change) says nothing new about what the resource wants: what is known stays.
+        Seen::Available(None) => return,
+        Seen::Unavailable => {
             let mut st = shared.pep.lock();
             if let Some(r) = st.recipients.get_mut(owner) {
                 r.remove(full);
@@ -791,9 +794,9 @@ pub fn presence_in(shared: &Arc<Shared>, ev: PresenceToLocal) -> Fut<'_, Option<
         };
         if let (Some(seen), Ok(Some(from))) = (seen, stanza::from(&ev.el)) {
             if from.resource().is_some() {
-                let (shared2, owner, full) = (shared.clone(), ev.bare.clone(), from.to_string());
-                // Off the delivery path: the last items may wait on the store.
-                tokio::spawn(async move { observe(&shared2, &owner, &full, seen).await });
+                // In line, so that what it sends (a caps query, the last items) is queued
+                // before anything the sender's next stanza causes.
+                observe(shared, &ev.bare, from.as_str(), seen).await;
             }
         }
         Some(ev)
