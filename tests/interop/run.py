@@ -49,6 +49,7 @@ import scenarios_foundation  # noqa: E402,F401  (registers scenarios)
 import scenarios_im  # noqa: E402,F401
 import scenarios_mobile  # noqa: E402,F401
 import scenarios_push  # noqa: E402,F401
+import scenarios_pep  # noqa: E402,F401
 import scenarios_restart  # noqa: E402,F401
 
 #: Scenarios run by default, in this order. Everything else registered is PENDING.
@@ -69,6 +70,9 @@ ENABLED = [
     "csi",
     # issue 5: push
     "push",
+    # issue 15: PEP, avatars, OMEMO
+    "pep_avatar",
+    "omemo",
     # issue 11: no message lost (restarts the server: last)
     "sm_restart",
 ]
