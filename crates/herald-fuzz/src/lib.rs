@@ -33,6 +33,7 @@
 //! | `dialback` | XEP-0220 `db:result`/`db:verify` as an incoming s2s stream receives them (verdicts, key checks, the answers built from the peer's attributes) |
 //! | `component` | the XEP-0114 handshake as the component listener reads it (header, `<handshake/>` digest) and the component's `from` domains (`component::may_send_as`) |
 //! | `stanza` | the accessors every session runs on a peer's stanza (`stanza::kind`, `to`, `from`, `strip_spoofed`, `error_reply`, `iq_result`, `Frozen`, which must thaw again) |
+//! | `pep` | XEP-0060/0163 requests (`pep::parse`), node configuration and publish-options forms (`configured`, `created_with`, `check_preconditions`; a configuration stored reads back the same), XEP-0115 caps (`caps_of`, `caps_ver`, `verified_features`, `notify_nodes`) |
 
 use std::time::{Duration, Instant};
 
@@ -45,7 +46,9 @@ use herald_proto::stream::{self, Decoder, Limits, StreamEvent, StreamNs};
 use herald_proto::{ns, Element};
 use herald_session::sm::{SmConfig, SmEvent, StreamManagement};
 use herald_session::sm_nonza::{self, Answer};
-use herald_xep::{blocking, carbons, component as xcomp, delay, dialback, mam, roster, stanza};
+use herald_xep::{
+    blocking, carbons, component as xcomp, delay, dialback, mam, pep as xpep, roster, stanza,
+};
 
 /// A fuzz target: bytes in, no panic.
 pub type Target = fn(&[u8]);
@@ -67,6 +70,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("dialback", dialback),
     ("component", component),
     ("stanza", stanza),
+    ("pep", pep),
 ];
 
 /// The target called `name`.
@@ -714,5 +718,40 @@ mod tests {
             StreamNs::Server,
         );
         assert!(db.len() == 1 && db[0].is("result", ns::DIALBACK));
+    }
+}
+
+/// XEP-0163 PEP requests, node configuration forms and XEP-0115 caps, tried on every element
+/// of the input and its children (a client's IQ payloads, a presence's `<c/>`, a caps
+/// answer's `<query/>`).
+pub fn pep(data: &[u8]) {
+    let cap = 16;
+    for el in elements(data) {
+        for c in with_children(&el) {
+            for set in [false, true] {
+                if let Err(e) = xpep::parse(c, set) {
+                    let _ = e.reply(&el);
+                }
+            }
+            if let Ok(cfg) = xpep::NodeConfig::default().configured(c, cap) {
+                assert!(cfg.max_items <= cap, "max_items beyond the cap: {cfg:?}");
+                // What the store keeps reads back as the same configuration.
+                assert_eq!(
+                    xpep::NodeConfig::from_stored(&cfg.to_stored()),
+                    Some(cfg.clone())
+                );
+                write(&cfg.to_form(cap));
+            }
+            if let Ok(cfg) = xpep::NodeConfig::created_with(Some(c), cap) {
+                assert!(cfg.max_items <= cap, "max_items beyond the cap: {cfg:?}");
+                // A node made from publish options meets them.
+                assert!(cfg.check_preconditions(c, cap).is_ok(), "{cfg:?}");
+            }
+            let _ = xpep::caps_of(c);
+            if let Ok(ver) = xpep::caps_ver(c) {
+                let features = xpep::verified_features(c, &ver).unwrap_or_default();
+                let _ = xpep::notify_nodes(&features);
+            }
+        }
     }
 }
