@@ -811,3 +811,31 @@ async fn items_survive_a_restart() {
         .publish(NODE, "2", "more", &[("pubsub#access_model", "open")])
         .await);
 }
+
+#[tokio::test]
+async fn a_blocked_contact_gets_neither_items_nor_notifications() {
+    let s = server(&["alice", "bob"]).await;
+    befriend(&s, "alice", "bob");
+    let mut bob = Pc::login(&s, "bob", "b", &[NODE]).await;
+    bob.online().await;
+    let mut alice = Pc::login(&s, "alice", "a", &[]).await;
+    alice.online().await;
+    bob.sync().await;
+    ok(&alice
+        .publish(NODE, "1", "before", &[("pubsub#access_model", "open")])
+        .await);
+    assert_eq!(bob.events().await.len(), 1);
+    ok(&alice
+        .iq(
+            "set",
+            None,
+            "<block xmlns='urn:xmpp:blocking'><item jid='bob@localhost'/></block>",
+        )
+        .await);
+    ok(&alice
+        .publish(NODE, "2", "after", &[("pubsub#access_model", "open")])
+        .await);
+    assert!(bob.events().await.is_empty());
+    let r = bob.items("alice@localhost", NODE).await.unwrap_err();
+    assert_eq!(error_of(&r).0, "service-unavailable");
+}

@@ -23,6 +23,7 @@ use herald_proto::{ns, Element};
 use herald_store::{roles, PepItem, PepLimits, PepPublish, StoreError, Subscription};
 use herald_xep::pep::{self as xp, AccessModel, Event, NodeConfig, PepError, Relation, Request};
 
+use crate::features::blocking;
 use crate::features::iq::Reply;
 use crate::routing::hooks::{Fut, PresenceToLocal, ToServer};
 use crate::stanza;
@@ -161,6 +162,10 @@ async fn answer(shared: &Arc<Shared>, iq: &Element, payload: &Element, owner: &s
     };
     let requester = from.to_bare().to_string();
     let is_owner = requester == owner;
+    // XEP-0191 §3.3: a blocked entity gets nothing from the account, its PEP included.
+    if !is_owner && blocking::inbound_blocked(shared, owner, &from).await {
+        return plain(iq, StanzaErrorCondition::ServiceUnavailable);
+    }
     let req = match xp::parse(payload, stanza::typ(iq) == "set") {
         Ok(r) => r,
         Err(e) => return err(iq, e),
@@ -544,10 +549,14 @@ async fn notify(shared: &Arc<Shared>, owner: &str, node: &str, cfg: &NodeConfig,
     }
     let mut relations: HashMap<String, Relation> = HashMap::new();
     for full in targets {
-        let bare = match Jid::new(&full) {
-            Ok(j) => j.to_bare().to_string(),
-            Err(_) => continue,
+        let Ok(jid) = Jid::new(&full) else {
+            continue;
         };
+        // XEP-0191 §3.3: nothing goes to a blocked entity.
+        if blocking::outbound_blocked(shared, owner, &jid).await {
+            continue;
+        }
+        let bare = jid.to_bare().to_string();
         let rel = match relations.get(&bare) {
             Some(r) => *r,
             None => {
@@ -578,10 +587,13 @@ async fn send_last_items(shared: &Arc<Shared>, owner: &str, full: &str, wanted: 
             return;
         }
     };
-    let bare = match Jid::new(full) {
-        Ok(j) => j.to_bare().to_string(),
-        Err(_) => return,
+    let Ok(jid) = Jid::new(full) else {
+        return;
     };
+    if blocking::outbound_blocked(shared, owner, &jid).await {
+        return;
+    }
+    let bare = jid.to_bare().to_string();
     let mut rel = None;
     for (node, c) in nodes {
         if !wanted.contains(&node) {
