@@ -677,6 +677,41 @@ pub fn stanza(data: &[u8]) {
     }
 }
 
+/// XEP-0163 PEP requests, node configuration forms and XEP-0115 caps, tried on every element
+/// of the input and its children (a client's IQ payloads, a presence's `<c/>`, a caps
+/// answer's `<query/>`).
+pub fn pep(data: &[u8]) {
+    let cap = 16;
+    for el in elements(data) {
+        for c in with_children(&el) {
+            for set in [false, true] {
+                if let Err(e) = xpep::parse(c, set) {
+                    let _ = e.reply(&el);
+                }
+            }
+            if let Ok(cfg) = xpep::NodeConfig::default().configured(c, cap) {
+                assert!(cfg.max_items <= cap, "max_items beyond the cap: {cfg:?}");
+                // What the store keeps reads back as the same configuration.
+                assert_eq!(
+                    xpep::NodeConfig::from_stored(&cfg.to_stored()),
+                    Some(cfg.clone())
+                );
+                write(&cfg.to_form(cap));
+            }
+            if let Ok(cfg) = xpep::NodeConfig::created_with(Some(c), cap) {
+                assert!(cfg.max_items <= cap, "max_items beyond the cap: {cfg:?}");
+                // A node made from publish options meets them.
+                assert!(cfg.check_preconditions(c, cap).is_ok(), "{cfg:?}");
+            }
+            let _ = xpep::caps_of(c);
+            if let Ok(ver) = xpep::caps_ver(c) {
+                let features = xpep::verified_features(c, &ver).unwrap_or_default();
+                let _ = xpep::notify_nodes(&features);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -718,40 +753,5 @@ mod tests {
             StreamNs::Server,
         );
         assert!(db.len() == 1 && db[0].is("result", ns::DIALBACK));
-    }
-}
-
-/// XEP-0163 PEP requests, node configuration forms and XEP-0115 caps, tried on every element
-/// of the input and its children (a client's IQ payloads, a presence's `<c/>`, a caps
-/// answer's `<query/>`).
-pub fn pep(data: &[u8]) {
-    let cap = 16;
-    for el in elements(data) {
-        for c in with_children(&el) {
-            for set in [false, true] {
-                if let Err(e) = xpep::parse(c, set) {
-                    let _ = e.reply(&el);
-                }
-            }
-            if let Ok(cfg) = xpep::NodeConfig::default().configured(c, cap) {
-                assert!(cfg.max_items <= cap, "max_items beyond the cap: {cfg:?}");
-                // What the store keeps reads back as the same configuration.
-                assert_eq!(
-                    xpep::NodeConfig::from_stored(&cfg.to_stored()),
-                    Some(cfg.clone())
-                );
-                write(&cfg.to_form(cap));
-            }
-            if let Ok(cfg) = xpep::NodeConfig::created_with(Some(c), cap) {
-                assert!(cfg.max_items <= cap, "max_items beyond the cap: {cfg:?}");
-                // A node made from publish options meets them.
-                assert!(cfg.check_preconditions(c, cap).is_ok(), "{cfg:?}");
-            }
-            let _ = xpep::caps_of(c);
-            if let Ok(ver) = xpep::caps_ver(c) {
-                let features = xpep::verified_features(c, &ver).unwrap_or_default();
-                let _ = xpep::notify_nodes(&features);
-            }
-        }
     }
 }

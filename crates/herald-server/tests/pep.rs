@@ -361,8 +361,8 @@ async fn notifications_go_to_resources_whose_verified_caps_ask_for_the_node() {
     assert!(!id.is_empty());
     let want = format!("items {NODE} item:{id}");
     let summary = |evs: Vec<Element>| evs.iter().map(event_summary).collect::<Vec<_>>();
-    assert_eq!(summary(a1.events().await), [want.clone()]);
-    assert_eq!(summary(bob.events().await), [want.clone()]);
+    assert_eq!(summary(a1.events().await), std::slice::from_ref(&want));
+    assert_eq!(summary(bob.events().await), std::slice::from_ref(&want));
     // No +notify for the node: nothing, neither for the owner's own resource nor a contact.
     assert!(a2.events().await.is_empty());
     assert!(carol.events().await.is_empty());

@@ -294,7 +294,7 @@ impl PepStore for Store {
                         out.push(row);
                     }
                 }
-                out.sort_by(|a, b| b.0.cmp(&a.0));
+                out.sort_by_key(|(seq, _)| std::cmp::Reverse(*seq));
                 if let Some(m) = max {
                     out.truncate(m);
                 }
