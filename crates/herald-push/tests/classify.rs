@@ -228,3 +228,25 @@ fn csi_holds_only_unimportant_messages_and_availability() {
         assert_eq!(c.csi_may_hold(&el(xml)), held, "{xml}");
     }
 }
+
+#[test]
+fn pep_notifications_never_wake() {
+    let event = "<event xmlns='http://jabber.org/protocol/pubsub#event'><items node='urn:xmpp:avatar:metadata'/></event>";
+    for (name, xml, want) in [
+        ("PEP headline", msg("type='headline'", event), true),
+        // Only a headline: a chat message that happens to carry an event still may.
+        ("chat with an event", msg("type='chat'", event), false),
+        (
+            "plain headline",
+            msg("type='headline'", "<body>News</body>"),
+            false,
+        ),
+        (
+            "presence",
+            format!("<presence {C}>{event}</presence>"),
+            false,
+        ),
+    ] {
+        assert_eq!(herald_push::is_pep_event(&el(&xml)), want, "{name}: {xml}");
+    }
+}

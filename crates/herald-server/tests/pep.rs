@@ -839,3 +839,97 @@ async fn a_blocked_contact_gets_neither_items_nor_notifications() {
     let r = bob.items("alice@localhost", NODE).await.unwrap_err();
     assert_eq!(error_of(&r).0, "service-unavailable");
 }
+
+#[tokio::test]
+async fn a_pep_notification_does_not_wake_a_sleeping_phone() {
+    let (s, mut app) = push_server(|_| {}).await;
+    // Alice sees Bob's presence, not the other way round (her presence would push him):
+    // a `roster` node reaches him.
+    relate(&s, "alice", "bob", Subscription::To);
+    relate(&s, "bob", "alice", Subscription::From);
+    // Bob's phone: push and stream management on, caps asking for the node (verified), then
+    // its connection dies and the session hibernates.
+    let mut phone = push_phone(&s, "localhost", "bob", "bob-phone", true).await;
+    let info = info_query("bob phone", &[NODE], &[]);
+    let ver = xp::caps_ver(&info).unwrap();
+    phone
+        .send(&format!(
+            "<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='{CAPS_NODE}' ver='{ver}'/></presence>"
+        ))
+        .await;
+    let node_ver = format!("{CAPS_NODE}#{ver}");
+    // Read (and count, for the XEP-0198 ack) everything up to the pong: the presence echo,
+    // the caps query (answered), the pong. The push enable's result came before.
+    let mut handled = 1;
+    let mut pinged = false;
+    loop {
+        let el = next_unrequested(&mut phone).await;
+        if !matches!(el.name(), "message" | "presence" | "iq") {
+            continue;
+        }
+        handled += 1;
+        let query = el
+            .get_child("query", DISCO_INFO)
+            .and_then(|q| q.attr("node"))
+            .filter(|n| *n == node_ver);
+        if el.name() == "iq" && query.is_some() {
+            let mut answer = info.clone();
+            herald_server::stanza::set(&mut answer, "node", node_ver.clone());
+            phone
+                .send(&format!(
+                    "<iq type='result' id='{}' to='{}'>{}</iq>",
+                    el.attr("id").unwrap(),
+                    el.attr("from").unwrap(),
+                    xml(&answer)
+                ))
+                .await;
+            if !pinged {
+                // Behind the answer: its result means the answer was handled.
+                phone
+                    .send("<iq type='get' id='sync'><ping xmlns='urn:xmpp:ping'/></iq>")
+                    .await;
+                pinged = true;
+            }
+        }
+        if el.attr("id") == Some("sync") {
+            break;
+        }
+    }
+    // The phone has everything so far (a real client acks it): only what comes next
+    // could wake it.
+    phone
+        .send(&format!("<a xmlns='urn:xmpp:sm:3' h='{handled}'/>"))
+        .await;
+    phone
+        .send("<iq type='get' id='sync2'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    phone
+        .wait_for("the ack is in", |el| el.attr("id") == Some("sync2"))
+        .await;
+    handled += 1;
+    phone
+        .send(&format!("<a xmlns='urn:xmpp:sm:3' h='{handled}'/>"))
+        .await;
+    phone.kill(true);
+    let shared = s.running.shared.clone();
+    wait_until("the session hibernates", || {
+        shared
+            .router
+            .resource("bob@localhost", "phone")
+            .is_some_and(|r| r.hibernated)
+    })
+    .await;
+    let mut alice = Pc::login(&s, "alice", "a", &[]).await;
+    alice.online().await;
+    let opts = [("pubsub#access_model", "roster")];
+    ok(&alice.publish(NODE, "1", "while you sleep", &opts).await);
+    // The notification went to the sleeping phone's queue before the publish was answered,
+    // so before this message: the first publish the app server sees is for the message.
+    alice
+        .send("<message to='bob@localhost' type='chat' id='m'><body>wake up</body></message>")
+        .await;
+    let p = app.next().await;
+    assert_eq!(p.body(), Some("New Message!"), "{}", xml(&p.iq));
+    assert_eq!(p.count(), 1, "{}", xml(&p.iq));
+    app.assert_quiet(&s).await;
+}

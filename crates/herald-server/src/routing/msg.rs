@@ -588,10 +588,11 @@ impl PushHandle {
     }
 
     /// What the push rules need to know of a stanza queued for the session `full_jid`:
-    /// whether that device caused it itself (its own presence echo, its IQ's answer).
+    /// whether that device caused it itself (its own presence echo, its IQ's answer), or it
+    /// is a PEP notification: neither wakes the device.
     pub fn info_for(&self, id: u64, el: &Element, full_jid: &str) -> StanzaInfo {
         StanzaInfo {
-            own: herald_push::caused_by(el, full_jid),
+            own: herald_push::caused_by(el, full_jid) || herald_push::is_pep_event(el),
             ..self.info(id, el)
         }
     }
