@@ -933,3 +933,40 @@ async fn a_pep_notification_does_not_wake_a_sleeping_phone() {
     assert_eq!(p.count(), 1, "{}", xml(&p.iq));
     app.assert_quiet(&s).await;
 }
+
+#[tokio::test]
+async fn recipients_per_account_are_bounded() {
+    let s = server_with(&["alice", "bob", "carol", "dave"], |c| {
+        c.pep.max_recipients_per_user = 1;
+    })
+    .await;
+    befriend(&s, "alice", "bob");
+    befriend(&s, "alice", "carol");
+    befriend(&s, "dave", "carol");
+    // Alice and Dave publish without being available themselves (not their own recipients).
+    let mut alice = Pc::login(&s, "alice", "a", &[]).await;
+    let mut dave = Pc::login(&s, "dave", "d", &[]).await;
+    let mut bob = Pc::login(&s, "bob", "b", &[NODE]).await;
+    bob.online().await;
+    let mut carol = Pc::login(&s, "carol", "c", &[NODE]).await;
+    carol.online().await;
+    // Bob took Alice's one place; Carol is not notified by Alice, but Dave's account has
+    // its own bound.
+    ok(&alice.publish(NODE, "1", "x", &[]).await);
+    assert_eq!(bob.events().await.len(), 1);
+    assert!(carol.events().await.is_empty());
+    ok(&dave.publish(NODE, "1", "y", &[]).await);
+    assert_eq!(carol.events().await.len(), 1);
+    // When Bob leaves, the place is free for the next resource that comes.
+    bob.send("<presence type='unavailable'/>").await;
+    bob.sync().await;
+    let mut carol2 = Pc::login(&s, "carol", "c2", &[NODE]).await;
+    carol2.online().await;
+    // (Carol's second resource got Alice's last item as it came.)
+    let m = carol2
+        .wait("alice's last item", |m| {
+            m.get_child("event", EVENT).is_some() && m.attr("from") == Some("alice@localhost")
+        })
+        .await;
+    assert!(xml(&m).contains("item"));
+}

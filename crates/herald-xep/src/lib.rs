@@ -1,7 +1,8 @@
 //! herald-xep: pure payload helpers for herald-server's feature modules: parsing requests and
 //! building replies for MAM (XEP-0313), carbons (XEP-0280), blocking (XEP-0191), the roster
-//! (RFC 6121 §2), stored subscription requests (RFC 6121 §3.1.3) and delay stamps
-//! (XEP-0082/XEP-0203), Server Dialback keys and elements
+//! (RFC 6121 §2), stored subscription requests (RFC 6121 §3.1.3), delay stamps
+//! (XEP-0082/XEP-0203), PEP ([`pep`]: XEP-0060/0163 requests, node configuration, access
+//! models, XEP-0115 caps), Server Dialback keys and elements
 //! ([`dialback`], XEP-0220/XEP-0185), and [`stanza`], the small stanza accessors and
 //! builders every module uses.
 //!
