@@ -418,34 +418,39 @@ async fn every_access_model_decides_items_and_notifications() {
     }
     // Alice learns of their resources through their presence (the caps answers are in).
     alice.sync().await;
+    // Notifications go to the owner's roster only (Dave's directed presence does not make
+    // him a recipient), within what the model admits; items are read by the model alone.
+    // (model, bob / carol / dave may read, are notified, the refusal)
     let cases = [
-        // (model, bob may read, carol may read, dave may read, the refusal)
-        ("open", [true, true, true], ("", None)),
+        ("open", [true, true, true], [true, true, false], ("", None)),
         (
             "presence",
+            [true, false, false],
             [true, false, false],
             ("not-authorized", Some("presence-subscription-required")),
         ),
         (
             "roster",
             [true, true, false],
+            [true, true, false],
             ("not-authorized", Some("not-in-roster-group")),
         ),
         (
             "whitelist",
             [false, false, false],
+            [false, false, false],
             ("not-allowed", Some("closed-node")),
         ),
     ];
-    for (model, allowed, refusal) in cases {
+    for (model, allowed, notified, refusal) in cases {
         ok(&alice
             .publish(model, "i", model, &[("pubsub#access_model", model)])
             .await);
-        for ((who, c), may) in readers.iter_mut().zip(allowed) {
+        for (((who, c), may), told) in readers.iter_mut().zip(allowed).zip(notified) {
             let evs = c.events().await;
             assert_eq!(
                 evs.len(),
-                usize::from(may),
+                usize::from(told),
                 "{model}: {who} notified: {evs:?}"
             );
             match c.items("alice@localhost", model).await {

@@ -666,13 +666,33 @@ async fn observe(shared: &Arc<Shared>, owner: &str, full: &str, seen: Seen) {
         Seen::Available(Some(c)) => c,
     };
     let max_recipients = shared.cfg.pep.max_recipients_per_user;
+    let known_ver = shared
+        .pep
+        .lock()
+        .recipients
+        .get(owner)
+        .and_then(|r| r.get(full).cloned());
+    match known_ver {
+        // A presence update of a known recipient (status, priority): nothing new.
+        Some(v) if v == caps.ver => return,
+        Some(_) => {}
+        None => {
+            // XEP-0163 §4: notifications follow the owner's roster. A stranger's directed
+            // presence does not make it a recipient, so strangers cannot fill the account's
+            // `max_recipients_per_user` places (they may still read open nodes' items).
+            let bare = Jid::new(full).map(|j| j.to_bare().to_string());
+            let Ok(bare) = bare else {
+                return;
+            };
+            let rel = relation(shared, owner, &bare).await;
+            if !rel.owner && !rel.in_roster {
+                return;
+            }
+        }
+    }
     let known = {
         let mut st = shared.pep.lock();
         let r = st.recipients.entry(owner.to_string()).or_default();
-        if r.get(full) == Some(&caps.ver) {
-            // A presence update of a known recipient (status, priority): nothing new.
-            return;
-        }
         if !r.contains_key(full) && r.len() >= max_recipients {
             // Bounded: beyond the limit a resource gets no notifications.
             return;
