@@ -51,6 +51,7 @@ import scenarios_foundation  # noqa: E402,F401  (registers scenarios)
 import scenarios_im  # noqa: E402,F401
 import scenarios_mobile  # noqa: E402,F401
 import scenarios_push  # noqa: E402,F401
+import scenarios_pep  # noqa: E402,F401
 import scenarios_restart  # noqa: E402,F401
 import scenarios_clients  # noqa: E402,F401
 import scenarios_profile  # noqa: E402,F401
@@ -88,6 +89,9 @@ ENABLED = [
     "scram_plus_offered",
     # issue 18: SASL2, Bind2, FAST, inline resumption (xmpp.js)
     "xmppjs_fast_reconnect",
+    # issue 15: PEP, avatars, OMEMO
+    "pep_avatar",
+    "omemo",
     # issue 11: no message lost (restarts the server: last)
     "sm_restart",
     # issue 15: discovery and account self-service (a server of their own: [contact],

@@ -143,6 +143,8 @@ pub struct Config {
     pub turn: Option<TurnConfig>,
     /// XEP-0484 FAST tokens (SASL2 reconnects without the password).
     pub fast: FastConfig,
+    /// XEP-0163 PEP.
+    pub pep: PepConfig,
 }
 
 /// `[fast]`
@@ -422,6 +424,7 @@ impl Default for Config {
             upload: UploadConfig::default(),
             turn: None,
             fast: FastConfig::default(),
+            pep: PepConfig::default(),
         }
     }
 }
@@ -1106,6 +1109,43 @@ impl Default for PrivateConfig {
     }
 }
 
+/// `[pep]`: XEP-0163 personal eventing on every account.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PepConfig {
+    /// Most nodes one account may have; a publish or create beyond gets policy-violation
+    /// with `<max-nodes-exceeded/>` (XEP-0060 §7.1.3) and creates nothing.
+    pub max_nodes_per_user: usize,
+    /// Most items one node keeps (the cap on `pubsub#max_items`; `max` means this); older
+    /// items are dropped as new ones arrive.
+    pub max_items_per_node: u32,
+    /// Largest item payload, in bytes of XML; larger: not-acceptable with
+    /// `<payload-too-big/>` (XEP-0060 §7.1.3.5).
+    pub max_item_bytes: usize,
+    /// Bytes of item XML one account stores across its nodes; a publish beyond gets
+    /// resource-constraint and stores nothing.
+    pub max_bytes_per_user: u64,
+    /// XEP-0115 caps hashes remembered with their verified features, server-wide; when full
+    /// the least recently inserted is forgotten (and asked again when seen).
+    pub max_caps: usize,
+    /// Contact resources (full JIDs whose presence an account receives) remembered per
+    /// account as notification recipients; beyond, further ones get no notifications.
+    pub max_recipients_per_user: usize,
+}
+
+impl Default for PepConfig {
+    fn default() -> Self {
+        PepConfig {
+            max_nodes_per_user: 128,
+            max_items_per_node: 256,
+            max_item_bytes: 131_072,
+            max_bytes_per_user: 4 << 20,
+            max_caps: 4096,
+            max_recipients_per_user: 2000,
+        }
+    }
+}
+
 /// `[push]`
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -1538,6 +1578,13 @@ impl Config {
             ),
             ("blocking.max_items", self.blocking.max_items),
             ("private.max_items", self.private.max_items),
+            ("pep.max_nodes_per_user", self.pep.max_nodes_per_user),
+            ("pep.max_item_bytes", self.pep.max_item_bytes),
+            ("pep.max_caps", self.pep.max_caps),
+            (
+                "pep.max_recipients_per_user",
+                self.pep.max_recipients_per_user,
+            ),
         ] {
             if v == 0 {
                 return Err(bad(key, "must be at least 1".into()));
@@ -1556,6 +1603,15 @@ impl Config {
             if v < 64 {
                 return Err(bad(key, "must be at least 64".into()));
             }
+        }
+        if self.pep.max_items_per_node == 0 {
+            return Err(bad("pep.max_items_per_node", "must be at least 1".into()));
+        }
+        if (self.pep.max_item_bytes as u64) > self.pep.max_bytes_per_user {
+            return Err(bad(
+                "pep.max_bytes_per_user",
+                "must be at least pep.max_item_bytes".into(),
+            ));
         }
         // Room for `<presence type='subscribe'/>` and a short status: below it every request
         // would lose its text.
@@ -2149,6 +2205,10 @@ removed_retention = "7d"
                 "[registration]\nper_ip_window = \"0s\"\n",
                 "registration.per_ip_window",
             ),
+            ("[pep]\nmax_nodes_per_user = 0\n", "pep.max_nodes_per_user"),
+            ("[pep]\nmax_items_per_node = 0\n", "pep.max_items_per_node"),
+            ("[pep]\nmax_bytes_per_user = 10\n", "pep.max_bytes_per_user"),
+            ("[pep]\nmax_caps = 0\n", "pep.max_caps"),
         ] {
             let e = Config::parse(text, "f.toml").unwrap_err().to_string();
             assert!(e.contains(key), "{text:?} → {e}");

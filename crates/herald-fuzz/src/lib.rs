@@ -35,6 +35,7 @@
 //! | `profile` | XEP-0054 vCard sets (`vcard::check_set`: size, PHOTO BINVAL decoding; a stored vCard parses back to itself), the XEP-0153 presence stamp (`vcard::stamp`: one `<x/>` at most, a client's `<photo/>` kept), XEP-0049 items (`private::item`) |
 //! | `http` | XEP-0363 slot requests (`upload::parse_request`: a parsed slot's name is safe and its size within the limit), HTTP `Range` headers (`upload::range`: a part lies inside the file), content types, slot signatures over arbitrary terms; XEP-0215 requests (`extdisco::filter`) and the answer built from them |
 //! | `stanza` | the accessors every session runs on a peer's stanza (`stanza::kind`, `to`, `from`, `strip_spoofed`, `error_reply`, `iq_result`, `Frozen`, which must thaw again) |
+//! | `pep` | XEP-0060/0163 requests (`pep::parse`), node configuration and publish-options forms (`configured`, `created_with`, `check_preconditions`; a configuration stored reads back the same), XEP-0115 caps (`caps_of`, `caps_ver`, `verified_features`, `notify_nodes`) |
 
 use std::time::{Duration, Instant};
 
@@ -48,8 +49,8 @@ use herald_proto::{ns, Element};
 use herald_session::sm::{SmConfig, SmEvent, StreamManagement};
 use herald_session::sm_nonza::{self, Answer};
 use herald_xep::{
-    blocking, caps, carbons, component as xcomp, delay, dialback, mam, private, register, roster,
-    stanza, vcard,
+    blocking, caps, carbons, component as xcomp, delay, dialback, mam, pep as xpep, private,
+    register, roster, stanza, vcard,
 };
 
 /// A fuzz target: bytes in, no panic.
@@ -76,6 +77,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("register", register),
     ("caps", caps),
     ("http", http),
+    ("pep", pep),
 ];
 
 /// The target called `name`.
@@ -807,6 +809,41 @@ pub fn caps(data: &[u8]) {
         for c in with_children(&el) {
             if let Ok(ver) = caps::ver_of_info(c) {
                 assert_eq!(caps::ver_of_info(c), Ok(ver), "caps ver is deterministic");
+            }
+        }
+    }
+}
+
+/// XEP-0163 PEP requests, node configuration forms and XEP-0115 caps, tried on every element
+/// of the input and its children (a client's IQ payloads, a presence's `<c/>`, a caps
+/// answer's `<query/>`).
+pub fn pep(data: &[u8]) {
+    let cap = 16;
+    for el in elements(data) {
+        for c in with_children(&el) {
+            for set in [false, true] {
+                if let Err(e) = xpep::parse(c, set) {
+                    let _ = e.reply(&el);
+                }
+            }
+            if let Ok(cfg) = xpep::NodeConfig::default().configured(c, cap) {
+                assert!(cfg.max_items <= cap, "max_items beyond the cap: {cfg:?}");
+                // What the store keeps reads back as the same configuration.
+                assert_eq!(
+                    xpep::NodeConfig::from_stored(&cfg.to_stored()),
+                    Some(cfg.clone())
+                );
+                write(&cfg.to_form(cap));
+            }
+            if let Ok(cfg) = xpep::NodeConfig::created_with(Some(c), cap) {
+                assert!(cfg.max_items <= cap, "max_items beyond the cap: {cfg:?}");
+                // A node made from publish options meets them.
+                assert!(cfg.check_preconditions(c, cap).is_ok(), "{cfg:?}");
+            }
+            let _ = xpep::caps_of(c);
+            if let Ok(ver) = xpep::caps_ver(c) {
+                let features = xpep::verified_features(c, &ver).unwrap_or_default();
+                let _ = xpep::notify_nodes(&features);
             }
         }
     }

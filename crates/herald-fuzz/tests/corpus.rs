@@ -303,4 +303,5 @@ corpus_tests!(
     register,
     caps,
     http,
+    pep,
 );

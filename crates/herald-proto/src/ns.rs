@@ -123,3 +123,9 @@ pub const BIND2: &str = "urn:xmpp:bind:0";
 pub const FAST: &str = "urn:xmpp:fast:0";
 /// Herald's experimental XEP-0357 enable inline in XEP-0386 Bind2 (crates/herald-push/RULES.md).
 pub const PUSH_INLINE: &str = "urn:herald:push:inline:0";
+/// XEP-0060 §8: publish-subscribe owner use cases (node configuration, delete, purge).
+pub const PUBSUB_OWNER: &str = "http://jabber.org/protocol/pubsub#owner";
+/// XEP-0060 §7: publish-subscribe event notifications.
+pub const PUBSUB_EVENT: &str = "http://jabber.org/protocol/pubsub#event";
+/// XEP-0060 §7.1.3: publish-subscribe application-specific error conditions.
+pub const PUBSUB_ERRORS: &str = "http://jabber.org/protocol/pubsub#errors";

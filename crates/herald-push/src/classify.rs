@@ -135,6 +135,19 @@ pub fn caused_by(stanza: &Element, full_jid: &str) -> bool {
     }
 }
 
+/// Whether `stanza` is a XEP-0163 PEP notification: a headline carrying a pubsub `<event/>`
+/// (avatars, OMEMO device lists, moods, …). It never wakes a device: it is state the
+/// client reads when it is back, from the XEP-0198 queue it stays in (or, after a new
+/// session, from the last items the server sends at its presence), and a contact's many
+/// small updates must not keep a phone awake. Unimportant anyway (a headline).
+pub fn is_pep_event(stanza: &Element) -> bool {
+    stanza.name() == "message"
+        && stanza.attr("type") == Some("headline")
+        && stanza
+            .children()
+            .any(|c| c.is("event", "http://jabber.org/protocol/pubsub#event"))
+}
+
 /// Sender and body to show in a push for this stanza.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Summary {

@@ -135,7 +135,9 @@ pub struct StanzaInfo {
     pub summary: Summary,
     /// The device of the session it is queued for caused it itself (the reflection of its
     /// own presence, the answer to its own IQ, the bounce of its own message: see
-    /// [`crate::classify::caused_by`]). It tells the device nothing new: never pushed.
+    /// [`crate::classify::caused_by`]), or it is a PEP notification
+    /// ([`crate::classify::is_pep_event`]). Either way it must not wake the device: never
+    /// pushed.
     pub own: bool,
     /// When it reached the server, unix microseconds (0: unknown). Compared with the
     /// user's XEP-0490 displayed markers (RULES.md §14): a stanza of a chat displayed up to

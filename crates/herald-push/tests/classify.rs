@@ -80,6 +80,18 @@ fn importance_table() {
             Unimportant,
         ),
         ("headline", msg("type='headline'", "<body>News</body>"), Unimportant),
+        // XEP-0163 PEP notifications: an OMEMO device list or an avatar is not a message a
+        // human waits for, even though its namespace is OMEMO's.
+        (
+            "PEP notification of an OMEMO device list",
+            msg("type='headline'", "<event xmlns='http://jabber.org/protocol/pubsub#event'><items node='eu.siacs.conversations.axolotl.devicelist'><item id='current'><list xmlns='eu.siacs.conversations.axolotl'><device id='1'/></list></item></items></event>"),
+            Unimportant,
+        ),
+        (
+            "PEP notification of avatar metadata",
+            msg("type='headline'", "<event xmlns='http://jabber.org/protocol/pubsub#event'><items node='urn:xmpp:avatar:metadata'><item id='h'><metadata xmlns='urn:xmpp:avatar:metadata'/></item></items></event>"),
+            Unimportant,
+        ),
         ("error message", msg("type='error'", "<body>Hi</body><error type='cancel'/>"), Unimportant),
         (
             "sent carbon",
@@ -214,5 +226,27 @@ fn csi_holds_only_unimportant_messages_and_availability() {
         (&msg("type='chat'", "<body>hi</body>"), false),
     ] {
         assert_eq!(c.csi_may_hold(&el(xml)), held, "{xml}");
+    }
+}
+
+#[test]
+fn pep_notifications_never_wake() {
+    let event = "<event xmlns='http://jabber.org/protocol/pubsub#event'><items node='urn:xmpp:avatar:metadata'/></event>";
+    for (name, xml, want) in [
+        ("PEP headline", msg("type='headline'", event), true),
+        // Only a headline: a chat message that happens to carry an event still may.
+        ("chat with an event", msg("type='chat'", event), false),
+        (
+            "plain headline",
+            msg("type='headline'", "<body>News</body>"),
+            false,
+        ),
+        (
+            "presence",
+            format!("<presence {C}>{event}</presence>"),
+            false,
+        ),
+    ] {
+        assert_eq!(herald_push::is_pep_event(&el(&xml)), want, "{name}: {xml}");
     }
 }

@@ -12,7 +12,7 @@
 //! | [`transport`] | `listener`; `conn`, `tls_io`, `tls`, `inbox` re-exported from herald-transport | accept loops, bytes, TLS |
 //! | [`c2s`] | accept loop, `negotiate` (drives `herald_session::negotiate`'s machine, legacy SASL and SASL2), `fast` (XEP-0484 tokens in the store for it), `session` (the task of one bound session; `session::sm` for XEP-0198 with answers from `herald_session::sm_nonza`, `session::csi`, `session::backlog`), `persist` (sessions across restarts) | a client's stream from first byte to last |
 //! | [`routing`] | `routing` (where a stanza goes, RFC 6121 §8), `router` (who is online), `msg` (the messages between tasks), `hooks` (typed events and their handler lists), `durable` (durable-before-acked tickets) | getting a stanza to the right task, knowing no feature |
-//! | [`features`] | `message`, `presence`, `roster`, `blocking`, `carbons`, `mam`, `offline`, `push` (the `herald push test` bookkeeping is `herald_push::diag`), `vcard`, `private`, `register` (XEP-0077: password change, removal, registration before login), `iq` (the IQ table, disco with the features served beyond it, ping, version, time), `ctx` (what a handler sees of a session) | what the server does with stanzas |
+//! | [`features`] | `message`, `presence`, `roster`, `blocking`, `carbons`, `mam`, `offline`, `push` (the `herald push test` bookkeeping is `herald_push::diag`), `pep` (XEP-0163), `vcard`, `private`, `register` (XEP-0077: password change, removal, registration before login), `iq` (the IQ table, disco with the features served beyond it, ping, version, time), `ctx` (what a handler sees of a session) | what the server does with stanzas |
 //! | [`federation`] | `s2s`, `component` | other servers and external components |
 //! | [`admin`] | `admin_socket`, `accounts` | operators' commands on the running server (the CLI side is `herald::admin`) |
 //! | [`http`] | the HTTP listeners and routes, `upload` (XEP-0363 PUT/GET, expiry), `metrics` (`/metrics`, `/health`) | HTTP clients; the slot and TURN IQs are lines of the IQ table (`features::iq::upload`, `features::iq::extdisco`) |
@@ -48,7 +48,7 @@ pub use herald_xep::stanza;
 
 use admin::{accounts, admin_socket};
 use c2s::{persist, session};
-use features::{blocking, iq, mam, message, presence, push};
+use features::{blocking, iq, mam, message, pep, presence, push};
 use federation::{component, s2s};
 use routing::{hooks, msg, router};
 
@@ -69,9 +69,9 @@ pub use config::Config;
 pub fn standard_hooks() -> hooks::Hooks {
     hooks::Hooks {
         message_to_local: vec![message::to_local],
-        presence_to_local: vec![blocking::presence_in, presence::to_local],
+        presence_to_local: vec![blocking::presence_in, pep::presence_in, presence::to_local],
         iq_to_local: vec![iq::to_local],
-        to_server: vec![iq::to_server],
+        to_server: vec![pep::to_server, iq::to_server],
         to_remote: vec![s2s::to_remote],
         archived: vec![push::on_archived],
         stored_offline: vec![push::on_stored_offline],
@@ -169,6 +169,9 @@ pub struct Shared {
     /// Server-to-server federation: outgoing connections and verified incoming domains.
     /// Written by the s2s tasks.
     pub s2s: s2s::S2s,
+    /// PEP notification recipients per account and verified XEP-0115 caps. Written by the
+    /// `pep` feature from presence and caps answers; read when an account publishes.
+    pub pep: pep::Pep,
     /// Accounts removed and sessions being ended by admin commands. Written by the admin
     /// socket; read by login and storage so nothing is stored for a removed account.
     pub accounts: accounts::AccountChanges,
@@ -514,6 +517,7 @@ pub async fn start_with_store(cfg: Config, store: impl Backend) -> anyhow::Resul
         blocklists: herald_store::cache::UserCache::new(100_000),
         avatars: herald_store::cache::UserCache::new(100_000),
         s2s,
+        pep: Default::default(),
         accounts: Default::default(),
         registrations: std::sync::Mutex::new(herald_session::registrations::Registrations::new(
             cfg.registration.max_per_ip,

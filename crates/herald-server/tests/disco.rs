@@ -114,6 +114,30 @@ async fn server_and_accounts_list_exactly_their_features() {
         "urn:xmpp:sid:0",
         "urn:xmpp:push:0",
         "tigase:push:priority:0",
+        // XEP-0163: every account is a PEP service; disco#items lists its nodes.
+        "http://jabber.org/protocol/disco#items",
+        "http://jabber.org/protocol/pubsub#publish",
+        "http://jabber.org/protocol/pubsub#publish-options",
+        "http://jabber.org/protocol/pubsub#auto-create",
+        "http://jabber.org/protocol/pubsub#create-nodes",
+        "http://jabber.org/protocol/pubsub#create-and-configure",
+        "http://jabber.org/protocol/pubsub#retract-items",
+        "http://jabber.org/protocol/pubsub#delete-items",
+        "http://jabber.org/protocol/pubsub#persistent-items",
+        "http://jabber.org/protocol/pubsub#last-published",
+        "http://jabber.org/protocol/pubsub#presence-notifications",
+        "http://jabber.org/protocol/pubsub#auto-subscribe",
+        "http://jabber.org/protocol/pubsub#filtered-notifications",
+        "http://jabber.org/protocol/pubsub#access-open",
+        "http://jabber.org/protocol/pubsub#access-presence",
+        "http://jabber.org/protocol/pubsub#access-roster",
+        "http://jabber.org/protocol/pubsub#access-whitelist",
+        "http://jabber.org/protocol/pubsub#retrieve-items",
+        "http://jabber.org/protocol/pubsub#item-ids",
+        "http://jabber.org/protocol/pubsub#config-node",
+        "http://jabber.org/protocol/pubsub#retrieve-default",
+        "http://jabber.org/protocol/pubsub#delete-nodes",
+        "http://jabber.org/protocol/pubsub#purge-nodes",
     ]);
     // Another account's, the own account's by bare JID and without `to`: the same list.
     for (id, to) in [
@@ -122,7 +146,7 @@ async fn server_and_accounts_list_exactly_their_features() {
         ("n", ""),
     ] {
         let (identities, features) = info(&mut a, id, to).await;
-        assert_eq!(identities, ["account/registered"], "{to}");
+        assert_eq!(identities, ["account/registered", "pubsub/pep"], "{to}");
         assert_eq!(features, account, "{to}");
     }
 }

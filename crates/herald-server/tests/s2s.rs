@@ -1506,3 +1506,129 @@ async fn a_vcard_is_read_across_servers_but_set_only_by_its_owner() {
         xml(&r)
     );
 }
+
+// ---- PEP across servers (issue 15) -----------------------------------------------------
+
+/// XEP-0163 over s2s: a contact on another server whose presence carries caps is asked what
+/// they mean (from the owner's domain, over s2s), then gets the owner's notifications as
+/// the access model admits; it and a stranger there read the owner's items by the model.
+#[tokio::test]
+async fn pep_notifications_and_items_cross_servers_by_access_model() {
+    use herald_server::xep::pep as xp;
+    use herald_store::{RosterItem, Subscription};
+    const PUBSUB: &str = "http://jabber.org/protocol/pubsub";
+    const EVENT: &str = "http://jabber.org/protocol/pubsub#event";
+    const DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
+    let fed = federate(|_| {}, |_| {}).await;
+    fed.b.add_user("carol", "pw");
+    let both = |jid: &str| RosterItem {
+        jid: jid.into(),
+        name: None,
+        subscription: Subscription::Both,
+        ask: false,
+        groups: Vec::new(),
+    };
+    let a_store = &fed.a.running.shared.store;
+    a_store
+        .set_roster_item("alice@a.test", &both("bob@b.test"))
+        .unwrap();
+    let b_store = &fed.b.running.shared.store;
+    b_store
+        .set_roster_item("bob@b.test", &both("alice@a.test"))
+        .unwrap();
+    let mut alice = fed.alice().await;
+    alice
+        .send("<iq type='get' id='s0'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    alice
+        .wait_for("ping", |el| el.attr("id") == Some("s0"))
+        .await;
+
+    // Bob comes online on b.test with caps asking for the node.
+    let info: Element = format!(
+        "<query xmlns='{DISCO_INFO}'><identity category='client' type='phone' name='bob'/>\
+         <feature var='{DISCO_INFO}'/><feature var='urn:example:mood+notify'/></query>"
+    )
+    .parse()
+    .unwrap();
+    let ver = xp::caps_ver(&info).unwrap();
+    let mut bob = RawClient::login_to(fed.b.c2s(), "b.test", "bob", "pw", "r").await;
+    bob.send(&format!(
+        "<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='https://herald.test' ver='{ver}'/></presence>"
+    ))
+    .await;
+    let node_ver = format!("https://herald.test#{ver}");
+    let q = bob
+        .wait_for("a.test's caps query", |el| {
+            el.name() == "iq"
+                && el.attr("from") == Some("a.test")
+                && el
+                    .get_child("query", DISCO_INFO)
+                    .and_then(|q| q.attr("node"))
+                    == Some(node_ver.as_str())
+        })
+        .await;
+    let mut answer = info.clone();
+    herald_server::stanza::set(&mut answer, "node", node_ver.clone());
+    bob.send(&format!(
+        "<iq type='result' to='a.test' id='{}'>{}</iq>",
+        q.attr("id").unwrap(),
+        xml(&answer)
+    ))
+    .await;
+    // The answer travels b → a on the same connection as anything Bob sends next, so the
+    // caps are known at a by the time a.test answers this ping Bob sends there.
+    bob.send("<iq type='get' id='p1' to='a.test'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    bob.wait_for("a.test's pong", |el| el.attr("id") == Some("p1"))
+        .await;
+
+    alice
+        .send(&format!(
+            "<iq type='set' id='pub'><pubsub xmlns='{PUBSUB}'><publish node='urn:example:mood'><item id='m1'><mood xmlns='urn:example:mood'><text>far</text></mood></item></publish></pubsub></iq>"
+        ))
+        .await;
+    let r = alice
+        .wait_for("publish result", |el| el.attr("id") == Some("pub"))
+        .await;
+    assert_eq!(r.attr("type"), Some("result"), "{}", xml(&r));
+    let n = bob
+        .wait_for("the notification over s2s", |el| {
+            el.name() == "message" && el.get_child("event", EVENT).is_some()
+        })
+        .await;
+    assert_eq!(n.attr("from"), Some("alice@a.test"));
+    assert!(xml(&n).contains("far"), "{}", xml(&n));
+
+    // Items across servers: Bob (subscribed) reads, Carol (a stranger) is refused.
+    let items = format!("<pubsub xmlns='{PUBSUB}'><items node='urn:example:mood'/></pubsub>");
+    bob.send(&format!(
+        "<iq type='get' id='i1' to='alice@a.test'>{items}</iq>"
+    ))
+    .await;
+    let r = bob
+        .wait_for("items", |el| el.attr("id") == Some("i1"))
+        .await;
+    assert_eq!(r.attr("type"), Some("result"), "{}", xml(&r));
+    assert!(xml(&r).contains("far"), "{}", xml(&r));
+    let mut carol = RawClient::login_to(fed.b.c2s(), "b.test", "carol", "pw", "r").await;
+    carol
+        .send(&format!(
+            "<iq type='get' id='i2' to='alice@a.test'>{items}</iq>"
+        ))
+        .await;
+    let r = carol
+        .wait_for("items", |el| el.attr("id") == Some("i2"))
+        .await;
+    assert_eq!(
+        error_condition(&r).as_deref(),
+        Some("not-authorized"),
+        "{}",
+        xml(&r)
+    );
+    assert!(
+        xml(&r).contains("presence-subscription-required"),
+        "{}",
+        xml(&r)
+    );
+}

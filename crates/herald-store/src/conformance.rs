@@ -9,9 +9,10 @@
 use crate::{
     AccountStore, ArchiveQuery, ArchiveStore, ArchivedMessage, BlockStore, Credentials,
     FastTokenRecord, FastTokenStore, Invite, InviteStore, MamPrefs, OfflineMessage, OfflineStore,
-    PushRegistration, PushRemoval, PushStatsUpdate, PushStore, RemovalNote, RosterItem,
-    RosterStore, SavedSession, ScramRecord, SessionStore, SmQueued, SmSessionRecord, Store,
-    StoreError, Subscription, Upload, UploadStore, Usage, MAX_REMOVALS_PER_USER,
+    PepItem, PepLimits, PepPublish, PepStore, PushRegistration, PushRemoval, PushStatsUpdate,
+    PushStore, RemovalNote, RosterItem, RosterStore, SavedSession, ScramRecord, SessionStore,
+    SmQueued, SmSessionRecord, Store, StoreError, Subscription, Upload, UploadStore, Usage,
+    MAX_REMOVALS_PER_USER,
 };
 use crate::{PrivateItem, PrivateStore, StoredVcard, VcardStore};
 
@@ -132,6 +133,7 @@ pub fn fast_tokens(store: &Store) {
     store.delete_account(other).unwrap();
     assert!(store.fast_tokens(other, "phone").unwrap().is_empty());
     store.delete_account(u).unwrap();
+    pep(store);
 }
 
 /// Distinct, recognisable credentials per seed.
@@ -1513,8 +1515,20 @@ pub fn delete_account_removes_everything(store: &Store) {
         store
             .set_private_items(user, &[pitem("p", "x:p", "<p/>")], 10)
             .unwrap();
+        store.pep_create(user, "n", "cfg", 10).unwrap();
+        let it = PepItem {
+            id: "i".into(),
+            xml: "<x/>".into(),
+        };
+        store
+            .pep_publish(user, "n", None, Some(&it), 5, PEP_LIMITS)
+            .unwrap();
     }
     store.delete_account(u).unwrap();
+    assert!(store.pep_nodes(u).unwrap().is_empty());
+    assert!(store.pep_items(u, "n", &[], None).unwrap().is_empty());
+    assert_eq!(store.pep_nodes(keep).unwrap().len(), 1);
+    assert_eq!(store.pep_items(keep, "n", &[], None).unwrap().len(), 1);
 
     assert!(!store.account_exists(u).unwrap());
     assert_eq!(store.credentials(u).unwrap(), None);
@@ -2003,4 +2017,178 @@ pub fn uploads(store: &Store) {
     store.upload_add(&up("u5", a, 100, 300), 100).unwrap();
     assert!(store.upload_remove("u4").unwrap());
     assert!(store.upload_remove("u5").unwrap());
+}
+
+const PEP_LIMITS: PepLimits = PepLimits {
+    max_nodes: 3,
+    max_bytes: 1000,
+};
+
+fn pep_item(id: &str, xml: &str) -> PepItem {
+    PepItem {
+        id: id.into(),
+        xml: xml.into(),
+    }
+}
+
+fn pep_ids(items: &[PepItem]) -> Vec<&str> {
+    items.iter().map(|i| i.id.as_str()).collect()
+}
+
+/// PepStore: auto-create, replace by id, trimming to `keep` oldest first, the node and byte
+/// bounds (nothing written when refused, another account unaffected), items by id and
+/// newest, retract, configure, purge, delete.
+pub fn pep(store: &Store) {
+    let u = "owner@pep.conformance.test";
+    let other = "other@pep.conformance.test";
+    let published = |created: bool, dropped: &[&str]| PepPublish::Stored {
+        created,
+        dropped: dropped.iter().map(|s| s.to_string()).collect(),
+    };
+    // No node and nothing to create it with.
+    assert_eq!(
+        store
+            .pep_publish(u, "a", None, Some(&pep_item("1", "<p/>")), 3, PEP_LIMITS)
+            .unwrap(),
+        PepPublish::NoNode
+    );
+    assert_eq!(
+        store
+            .pep_publish(
+                u,
+                "a",
+                Some("A"),
+                Some(&pep_item("1", "<p/>")),
+                3,
+                PEP_LIMITS
+            )
+            .unwrap(),
+        published(true, &[])
+    );
+    assert_eq!(store.pep_node(u, "a").unwrap().as_deref(), Some("A"));
+    for id in ["2", "3"] {
+        assert_eq!(
+            store
+                .pep_publish(
+                    u,
+                    "a",
+                    Some("ignored"),
+                    Some(&pep_item(id, "<p/>")),
+                    3,
+                    PEP_LIMITS
+                )
+                .unwrap(),
+            published(false, &[])
+        );
+    }
+    // The configuration of an existing node is not replaced by a publish.
+    assert_eq!(store.pep_node(u, "a").unwrap().as_deref(), Some("A"));
+    // A fourth item pushes out the oldest; republishing an id makes it the newest.
+    assert_eq!(
+        store
+            .pep_publish(u, "a", None, Some(&pep_item("4", "<p/>")), 3, PEP_LIMITS)
+            .unwrap(),
+        published(false, &["1"])
+    );
+    assert_eq!(
+        store
+            .pep_publish(u, "a", None, Some(&pep_item("2", "<q/>")), 3, PEP_LIMITS)
+            .unwrap(),
+        published(false, &[])
+    );
+    let all = store.pep_items(u, "a", &[], None).unwrap();
+    assert_eq!(pep_ids(&all), ["3", "4", "2"]);
+    assert_eq!(all[2].xml, "<q/>");
+    assert_eq!(
+        pep_ids(&store.pep_items(u, "a", &[], Some(2)).unwrap()),
+        ["4", "2"]
+    );
+    let some = store
+        .pep_items(u, "a", &strings(&["2", "nope", "3"]), None)
+        .unwrap();
+    assert_eq!(pep_ids(&some), ["3", "2"]);
+    // Node bound: a, b, c fit; d does not and writes nothing.
+    assert!(store.pep_create(u, "b", "B", 3).unwrap());
+    assert!(!store.pep_create(u, "b", "other", 3).unwrap());
+    assert_eq!(store.pep_node(u, "b").unwrap().as_deref(), Some("B"));
+    assert_eq!(
+        store
+            .pep_publish(u, "c", Some("C"), None, 3, PEP_LIMITS)
+            .unwrap(),
+        published(true, &[])
+    );
+    assert_eq!(
+        store
+            .pep_publish(
+                u,
+                "d",
+                Some("D"),
+                Some(&pep_item("1", "<p/>")),
+                3,
+                PEP_LIMITS
+            )
+            .unwrap(),
+        PepPublish::TooManyNodes
+    );
+    assert!(matches!(
+        store.pep_create(u, "d", "D", 3),
+        Err(StoreError::QuotaExceeded)
+    ));
+    assert_eq!(store.pep_nodes(u).unwrap().len(), 3);
+    // Byte bound: what is stored counts; a publish beyond it writes nothing.
+    let before = store.pep_bytes(u).unwrap();
+    assert_eq!(before, 12);
+    let big = format!("<p>{}</p>", "x".repeat(990));
+    assert_eq!(
+        store
+            .pep_publish(u, "b", None, Some(&pep_item("big", &big)), 3, PEP_LIMITS)
+            .unwrap(),
+        PepPublish::OverQuota
+    );
+    assert_eq!(store.pep_bytes(u).unwrap(), before);
+    assert!(store.pep_items(u, "b", &[], None).unwrap().is_empty());
+    // Another account is not affected by this one's bounds.
+    assert_eq!(
+        store
+            .pep_publish(
+                other,
+                "d",
+                Some("D"),
+                Some(&pep_item("big", &big)),
+                3,
+                PEP_LIMITS
+            )
+            .unwrap(),
+        published(true, &[])
+    );
+    // Retract returns what was there.
+    assert_eq!(
+        store.pep_retract(u, "a", &strings(&["3", "zz"])).unwrap(),
+        strings(&["3"])
+    );
+    // Configure replaces the configuration and trims to the new size.
+    assert_eq!(
+        store.pep_configure(u, "a", "A2", 1).unwrap(),
+        strings(&["4"])
+    );
+    assert_eq!(store.pep_node(u, "a").unwrap().as_deref(), Some("A2"));
+    assert!(matches!(
+        store.pep_configure(u, "zz", "x", 1),
+        Err(StoreError::NotFound)
+    ));
+    store.pep_purge(u, "a").unwrap();
+    assert!(store.pep_items(u, "a", &[], None).unwrap().is_empty());
+    assert!(store.pep_node(u, "a").unwrap().is_some());
+    assert!(store.pep_delete(u, "a").unwrap());
+    assert!(!store.pep_delete(u, "a").unwrap());
+    assert_eq!(
+        store
+            .pep_nodes(u)
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect::<Vec<_>>(),
+        ["b", "c"]
+    );
+    assert_eq!(store.pep_items(other, "d", &[], None).unwrap().len(), 1);
 }

@@ -27,6 +27,7 @@ mod fast;
 pub mod group_commit;
 mod invite;
 mod offline;
+mod pep;
 mod private;
 mod push;
 pub mod push_stats;
@@ -51,6 +52,7 @@ pub use error::{Result, StoreError};
 pub use fast::{FastTokenRecord, FastTokenStore};
 pub use invite::{Invite, InviteStore};
 pub use offline::{OfflineMessage, OfflineStore};
+pub use pep::{PepItem, PepLimits, PepPublish, PepStore};
 pub use private::{PrivateItem, PrivateStore};
 pub use push::{
     PushRegistration, PushRemoval, PushStatsUpdate, PushStore, RemovalNote, MAX_REMOVALS_PER_USER,
@@ -79,6 +81,7 @@ pub trait Backend:
     + InviteStore
     + UploadStore
     + FastTokenStore
+    + PepStore
     + std::any::Any
     + Send
     + Sync
@@ -115,6 +118,8 @@ pub mod roles {
     pub type Private = dyn PrivateStore + Send + Sync;
     /// XEP-0363 uploads and their owners' totals.
     pub type Uploads = dyn UploadStore + Send + Sync;
+    /// PEP nodes and items (XEP-0163).
+    pub type Pep = dyn PepStore + Send + Sync;
     /// Every role, for the few operations that span several (an account's removal).
     pub type All = dyn Backend;
     /// Registration invites (XEP-0401/XEP-0445).
@@ -152,5 +157,6 @@ role!(
     roles::Private,
     roles::Invites,
     roles::Uploads,
-    roles::FastTokens
+    roles::FastTokens,
+    roles::Pep
 );

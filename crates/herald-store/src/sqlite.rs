@@ -177,6 +177,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 1,
         sql: include_str!("sql/fast_tokens.sql"),
     },
+    Migration {
+        role: "pep",
+        version: 1,
+        sql: include_str!("sql/pep.sql"),
+    },
 ];
 
 /// Every table holding per-user rows, by its owner column `account`. `delete_account` clears
@@ -202,6 +207,8 @@ pub(crate) const USER_TABLES: &[&str] = &[
     "vcards",
     "private_items",
     "fast_tokens",
+    "pep_nodes",
+    "pep_items",
 ];
 
 /// Enough for every fixed statement of every role, so `prepare_cached` never evicts them.

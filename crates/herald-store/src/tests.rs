@@ -166,6 +166,7 @@ fn migrations_are_recorded_once_per_role() {
             "fast_tokens",
             "invites",
             "offline",
+            "pep",
             "private",
             "push",
             "roster",

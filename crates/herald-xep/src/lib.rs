@@ -3,7 +3,8 @@
 //! (RFC 6121 §2), stored subscription requests (RFC 6121 §3.1.3) and delay stamps
 //! (XEP-0082/XEP-0203), vCards and their avatar hash ([`vcard`], XEP-0054/XEP-0153), private
 //! XML storage ([`private`], XEP-0049), XEP-0077 registration payloads and XEP-0401 invite
-//! tokens ([`register`]), the XEP-0115 verification string ([`caps`]), Server Dialback keys and elements
+//! tokens ([`register`]), the XEP-0115 verification string ([`caps`]), PEP ([`pep`]:
+//! XEP-0060/0163 requests, node configuration, access models), Server Dialback keys and elements
 //! ([`dialback`], XEP-0220/XEP-0185), and [`stanza`], the small stanza accessors and
 //! builders every module uses; XEP-0363 upload slots and their signatures ([`upload`]) and
 //! XEP-0215 TURN credentials ([`extdisco`]).
@@ -21,6 +22,7 @@ pub mod delay;
 pub mod dialback;
 pub mod extdisco;
 pub mod mam;
+pub mod pep;
 pub mod private;
 pub mod register;
 pub mod roster;

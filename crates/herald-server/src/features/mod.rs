@@ -10,6 +10,7 @@ pub mod iq;
 pub mod mam;
 pub mod message;
 pub mod offline;
+pub mod pep;
 pub mod presence;
 pub mod private;
 pub mod push;

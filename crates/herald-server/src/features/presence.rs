@@ -81,6 +81,8 @@ pub async fn outbound(session: &mut SessionCtx, el: Element, to: Option<Jid>) {
         (None, "") => available(session, el).await,
         (None, "unavailable") => {
             session.set_presence(false, 0);
+            let me = session.jid.to_string();
+            crate::features::pep::own_presence(&shared, &session.bare, &me, None).await;
             let items = roster_items(&shared, &session.bare).await;
             broadcast(session, &el, true, &items).await;
             session.presence.last = None;
@@ -152,6 +154,10 @@ async fn available(session: &mut SessionCtx, el: Element) {
     // Loaded once for the broadcast and, on initial presence, the probes.
     let items = roster_items(&shared, &session.bare).await;
     broadcast(session, &el, false, &items).await;
+    // XEP-0163 §4.3.2: the resource gets the account's notifications its caps ask for, and
+    // the last items when it newly does.
+    let me = session.jid.to_string();
+    crate::features::pep::own_presence(&shared, &session.bare, &me, Some(&el)).await;
     if initial {
         initial_presence(session, &items).await;
     }
@@ -253,6 +259,8 @@ async fn broadcast(
 pub async fn broadcast_unavailable(session: &mut SessionCtx) {
     let p = stanza::new("presence", INTERNAL_NS, &[("type", "unavailable")]);
     session.set_ending();
+    let me = session.jid.to_string();
+    crate::features::pep::own_presence(&session.shared, &session.bare, &me, None).await;
     let items = roster_items(&session.shared, &session.bare).await;
     broadcast(session, &p, true, &items).await;
 }

@@ -606,13 +606,13 @@ impl PushHandle {
     }
 
     /// What the push rules need to know of a stanza queued for the session `full_jid`:
-    /// whether that device caused it itself (its own presence echo, its IQ's answer), and
-    /// when it was queued (`queued_at`, unix micros; 0: now), which displayed markers are
-    /// compared with.
+    /// whether that device caused it itself (its own presence echo, its IQ's answer), or it
+    /// is a PEP notification: neither wakes the device; and when it was queued (`queued_at`,
+    /// unix micros; 0: now), which displayed markers are compared with.
     pub fn info_for(&self, id: u64, el: &Element, full_jid: &str, queued_at: i64) -> StanzaInfo {
         let info = self.info(id, el);
         StanzaInfo {
-            own: herald_push::caused_by(el, full_jid),
+            own: herald_push::caused_by(el, full_jid) || herald_push::is_pep_event(el),
             at: if queued_at > 0 { queued_at } else { info.at },
             ..info
         }

@@ -29,10 +29,20 @@ pub fn info(req: &Request<'_>) -> Element {
     }
     let q = match req.target {
         Target::Server => server_info(req.shared),
-        Target::Own | Target::Other => info_query(
-            ("account", "registered", None),
-            &super::features_served(Disco::Account, req.shared),
-        ),
+        Target::Own | Target::Other => {
+            let mut q = info_query(
+                ("account", "registered", None),
+                &super::features_served(Disco::Account, req.shared),
+            );
+            // XEP-0163 §6.1: every account is a PEP service (`features::pep`).
+            let pep = stanza::new(
+                "identity",
+                ns::DISCO_INFO,
+                &[("category", "pubsub"), ("type", "pep")],
+            );
+            q.append_child(pep);
+            q
+        }
     };
     stanza::iq_result(req.iq, Some(q))
 }

@@ -99,6 +99,10 @@ pub async fn handle_own_iq(session: &mut SessionCtx, el: &Element) -> Option<Ele
                 .await,
             )
         }
+        Some(Handler::Async(f)) => {
+            let shared = session.shared.clone();
+            Some(f(&shared, el, payload, &session.bare).await)
+        }
         None => stanza::error(el, StanzaErrorCondition::ServiceUnavailable, None),
     }
 }
@@ -146,6 +150,11 @@ async fn answer_without_session(
             })
             .await,
         ),
+        Some(Handler::Async(f)) => match account {
+            Some(a) => Some(f(shared, el, payload, a).await),
+            // Registered for accounts only: the server's domain has no owner to act for.
+            None => stanza::error(el, StanzaErrorCondition::ServiceUnavailable, None),
+        },
         // Registered for `Target::Own` only (a unit test checks): nobody to run it with.
         Some(Handler::WithSession(_)) | None => {
             stanza::error(el, StanzaErrorCondition::ServiceUnavailable, None)
@@ -284,6 +293,10 @@ pub enum Handler {
     /// Needs the store but not the asking client's session (a vCard read by anyone): may
     /// wait, for any target.
     Store(for<'a> fn(&'a Request<'a>) -> Reply<'a>),
+    /// Acts for an account (its bare JID is the last argument) on behalf of whoever asks,
+    /// the account's own client or anyone else, and may wait on the store:
+    /// `(shared, iq, payload, account)`. The IQ's stamped `from` says who asks.
+    Async(for<'a> fn(&'a Arc<Shared>, &'a Element, &'a Element, &'a str) -> Reply<'a>),
 }
 
 /// One IQ being answered by a [`Handler::Now`].

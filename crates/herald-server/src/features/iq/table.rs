@@ -12,11 +12,11 @@ use crate::Shared;
 
 use super::{basic, disco, extdisco, push, time, upload};
 use super::{Advertised, Entry, Handler, IqType, Reply, Request, Target};
-use crate::features::{carbons, private as private_storage, vcard};
+use crate::features::{carbons, pep, private as private_storage, vcard};
 use crate::xep::mam::MAM_EXTENDED;
 use herald_proto::error::StanzaErrorCondition;
 use Advertised::{Nowhere, OnAccount, OnServer};
-use Handler::{Now, Store, WithSession};
+use Handler::{Async, Now, Store, WithSession};
 use IqType::{Get, Set};
 use Target::{Other, Own, Server};
 
@@ -83,6 +83,45 @@ pub static TABLE: &[Entry] = &[
     // XEP-0215 (switched: `[turn]`).
     iq(Get, ns::EXTDISCO,    "services",  Server, Now(extdisco::services),        OnServer(&[ns::EXTDISCO])),
     iq(Get, ns::EXTDISCO,    "credentials", Server, Now(extdisco::services),      OnServer(&[ns::EXTDISCO])),
+    // XEP-0163 PEP on the account's bare JID: its own clients publish and manage nodes;
+    // anyone (other accounts, other servers) may read what the access model admits.
+    iq(Set, ns::PUBSUB,      "pubsub",    Own,    Async(pep::handle),             OnAccount(PEP_PUBLISH)),
+    iq(Get, ns::PUBSUB,      "pubsub",    Own,    Async(pep::handle),             OnAccount(&[PS_RETRIEVE_ITEMS, PS_ITEM_IDS])),
+    iq(Get, ns::PUBSUB,      "pubsub",    Other,  Async(pep::handle),             OnAccount(&[PS_RETRIEVE_ITEMS, PS_ITEM_IDS])),
+    iq(Set, ns::PUBSUB,      "pubsub",    Other,  Async(pep::handle),             Nowhere),
+    iq(Get, ns::PUBSUB_OWNER, "pubsub",   Own,    Async(pep::handle),             OnAccount(&[PS_CONFIG_NODE, PS_RETRIEVE_DEFAULT])),
+    iq(Set, ns::PUBSUB_OWNER, "pubsub",   Own,    Async(pep::handle),             OnAccount(&[PS_CONFIG_NODE, PS_DELETE_NODES, PS_PURGE_NODES])),
+    iq(Get, ns::DISCO_ITEMS, "query",     Own,    Async(pep::disco_items),        OnAccount(&[ns::DISCO_ITEMS])),
+    iq(Get, ns::DISCO_ITEMS, "query",     Other,  Async(pep::disco_items),        OnAccount(&[ns::DISCO_ITEMS])),
+];
+
+// XEP-0060 §10 features of what `features::pep` serves.
+const PS_RETRIEVE_ITEMS: &str = "http://jabber.org/protocol/pubsub#retrieve-items";
+const PS_ITEM_IDS: &str = "http://jabber.org/protocol/pubsub#item-ids";
+const PS_CONFIG_NODE: &str = "http://jabber.org/protocol/pubsub#config-node";
+const PS_RETRIEVE_DEFAULT: &str = "http://jabber.org/protocol/pubsub#retrieve-default";
+const PS_DELETE_NODES: &str = "http://jabber.org/protocol/pubsub#delete-nodes";
+const PS_PURGE_NODES: &str = "http://jabber.org/protocol/pubsub#purge-nodes";
+/// A publish auto-creates its node (with publish-options as preconditions), a retract may
+/// notify, `create` makes a node; notifications follow presence and `+notify` caps; the
+/// four access models are configurable; items persist.
+const PEP_PUBLISH: &[&str] = &[
+    "http://jabber.org/protocol/pubsub#publish",
+    "http://jabber.org/protocol/pubsub#publish-options",
+    "http://jabber.org/protocol/pubsub#auto-create",
+    "http://jabber.org/protocol/pubsub#create-nodes",
+    "http://jabber.org/protocol/pubsub#create-and-configure",
+    "http://jabber.org/protocol/pubsub#retract-items",
+    "http://jabber.org/protocol/pubsub#delete-items",
+    "http://jabber.org/protocol/pubsub#persistent-items",
+    "http://jabber.org/protocol/pubsub#last-published",
+    "http://jabber.org/protocol/pubsub#presence-notifications",
+    "http://jabber.org/protocol/pubsub#auto-subscribe",
+    "http://jabber.org/protocol/pubsub#filtered-notifications",
+    "http://jabber.org/protocol/pubsub#access-open",
+    "http://jabber.org/protocol/pubsub#access-presence",
+    "http://jabber.org/protocol/pubsub#access-roster",
+    "http://jabber.org/protocol/pubsub#access-whitelist",
 ];
 
 /// Whether a switched feature is on for this server's configuration.
