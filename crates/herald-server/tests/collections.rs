@@ -279,11 +279,11 @@ async fn an_oversized_subscription_request_is_stored_bounded_and_delivered_at_lo
          <nick xmlns='{NICK}'>Bob</nick><junk xmlns='urn:example:junk'>{junk}</junk></presence>"
     ))
     .await;
+    // The server handles a client's stanzas in order: the request is stored before the ping
+    // is answered. Bob's is stored before Carol sends hers (two sessions run concurrently).
+    b.sync("b-done").await;
     c.send("<presence to='alice@localhost' type='subscribe'><status>hi alice</status></presence>")
         .await;
-    // The server handles a client's stanzas in order: the request is stored before the ping
-    // is answered.
-    b.sync("b-done").await;
     c.sync("c-done").await;
     let stored = s
         .running
