@@ -53,8 +53,10 @@ pub enum Invalid {
     DuplicateFeature,
     /// Two forms with the same FORM_TYPE.
     DuplicateForm,
-    /// A form whose FORM_TYPE is missing, not hidden or has other than one value.
+    /// A form whose FORM_TYPE has values that differ (§5.4 step 3.5).
     BadFormType,
+    /// Not a disco#info `<query/>`.
+    NotInfo,
 }
 
 /// The §5.1 verification string: SHA-1 over identities, features and forms, each sorted,
@@ -146,10 +148,18 @@ fn parse_form(x: &Element) -> Result<Option<Form>, Invalid> {
             .collect();
         let var = f.attr("var").unwrap_or("");
         if var == "FORM_TYPE" {
-            if form_type.is_some() || f.attr("type") != Some("hidden") || values.len() != 1 {
+            // §5.4 step 3.5: more than one FORM_TYPE value, unless all the same, is ill-formed.
+            let mut distinct = values.clone();
+            distinct.sort();
+            distinct.dedup();
+            if form_type.is_some() || distinct.len() != 1 {
                 return Err(Invalid::BadFormType);
             }
-            form_type = values.into_iter().next();
+            // §5.4 step 3.6: a FORM_TYPE that is not hidden: the form is ignored.
+            if f.attr("type") != Some("hidden") {
+                return Ok(None);
+            }
+            form_type = distinct.into_iter().next();
         } else {
             fields.push((var.to_string(), values));
         }
@@ -252,8 +262,11 @@ mod tests {
         let form = "<x xmlns='jabber:x:data' type='result'><field var='FORM_TYPE' type='hidden'><value>t</value></field></x>";
         let q = parse(&format!("{form}{form}"));
         assert_eq!(ver_of_info(&q), Err(Invalid::DuplicateForm));
-        let q = parse("<x xmlns='jabber:x:data' type='result'><field var='FORM_TYPE'><value>t</value></field></x>");
+        let q = parse("<x xmlns='jabber:x:data' type='result'><field var='FORM_TYPE' type='hidden'><value>t</value><value>u</value></field></x>");
         assert_eq!(ver_of_info(&q), Err(Invalid::BadFormType));
+        // §5.4 step 3.6: a FORM_TYPE that is not hidden leaves the form out.
+        let q = parse("<feature var='a'/><x xmlns='jabber:x:data' type='result'><field var='FORM_TYPE'><value>t</value></field></x>");
+        assert_eq!(ver_of_info(&q), Ok(ver(&[], &["a"], &[])));
         // No FORM_TYPE at all: the form is ignored.
         let q = parse("<feature var='a'/><x xmlns='jabber:x:data' type='result'><field var='x'><value>1</value></field></x>");
         assert_eq!(ver_of_info(&q), Ok(ver(&[], &["a"], &[])));

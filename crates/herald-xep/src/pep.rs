@@ -9,10 +9,8 @@
 
 use std::collections::BTreeSet;
 
-use base64::Engine as _;
 use herald_proto::error::{ErrorType, StanzaErrorCondition};
 use herald_proto::{ns, Element};
-use sha1::{Digest, Sha1};
 
 use crate::stanza;
 
@@ -864,105 +862,16 @@ pub fn caps_query(caps: &Caps) -> Element {
 }
 
 /// Why a disco#info answer cannot be trusted for a caps hash (XEP-0115 §5.4).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CapsError {
-    /// Two identities with the same category/type/lang/name.
-    DuplicateIdentity,
-    /// Two features with the same name.
-    DuplicateFeature,
-    /// Two extended forms with the same FORM_TYPE, or a FORM_TYPE with differing values.
-    DuplicateForm,
-    /// Not a disco#info query.
-    NotInfo,
-}
+pub type CapsError = crate::caps::Invalid;
 
 /// The XEP-0115 §5.1 verification string of a disco#info `<query/>`, hashed with SHA-1 and
-/// base64-encoded, after the §5.4 well-formedness checks.
+/// base64-encoded, after the §5.4 well-formedness checks ([`crate::caps::ver_of_info`],
+/// which also hashes the server's own disco#info).
 pub fn caps_ver(info: &Element) -> Result<String, CapsError> {
     if !info.is("query", ns::DISCO_INFO) {
         return Err(CapsError::NotInfo);
     }
-    let mut identities = BTreeSet::new();
-    let mut n_identities = 0;
-    for i in crate::children_named(info, "identity", ns::DISCO_INFO) {
-        n_identities += 1;
-        identities.insert(format!(
-            "{}/{}/{}/{}",
-            i.attr("category").unwrap_or(""),
-            i.attr("type").unwrap_or(""),
-            i.attr_ns(rxml::Namespace::xml(), "lang").unwrap_or(""),
-            i.attr("name").unwrap_or("")
-        ));
-    }
-    if identities.len() != n_identities {
-        return Err(CapsError::DuplicateIdentity);
-    }
-    let mut features = BTreeSet::new();
-    let mut n_features = 0;
-    for f in crate::children_named(info, "feature", ns::DISCO_INFO) {
-        n_features += 1;
-        features.insert(f.attr("var").unwrap_or("").to_string());
-    }
-    if features.len() != n_features {
-        return Err(CapsError::DuplicateFeature);
-    }
-    // FORM_TYPE → the form's fields (var, sorted values), sorted by var.
-    let mut forms: std::collections::BTreeMap<String, Vec<(String, Vec<String>)>> =
-        std::collections::BTreeMap::new();
-    for x in crate::children_named(info, "x", ns::DATA_FORMS) {
-        let mut form_type = None;
-        let mut hidden = false;
-        let mut fields = Vec::new();
-        for f in crate::children_named(x, "field", ns::DATA_FORMS) {
-            let var = f.attr("var").unwrap_or("").to_string();
-            let mut values: Vec<String> = crate::children_named(f, "value", ns::DATA_FORMS)
-                .map(|v| v.text())
-                .collect();
-            if var == "FORM_TYPE" {
-                values.dedup();
-                let distinct: BTreeSet<&String> = values.iter().collect();
-                if distinct.len() > 1 {
-                    return Err(CapsError::DuplicateForm);
-                }
-                form_type = values.into_iter().next();
-                hidden = f.attr("type") == Some("hidden");
-                continue;
-            }
-            values.sort();
-            fields.push((var, values));
-        }
-        // §5.4 3.6: a form whose FORM_TYPE is not hidden is ignored; one without FORM_TYPE
-        // has no place in the string either.
-        let (Some(ft), true) = (form_type, hidden) else {
-            continue;
-        };
-        fields.sort();
-        if forms.insert(ft, fields).is_some() {
-            return Err(CapsError::DuplicateForm);
-        }
-    }
-    let mut s = String::new();
-    for i in &identities {
-        s.push_str(i);
-        s.push('<');
-    }
-    for f in &features {
-        s.push_str(f);
-        s.push('<');
-    }
-    for (ft, fields) in &forms {
-        s.push_str(ft);
-        s.push('<');
-        for (var, values) in fields {
-            s.push_str(var);
-            s.push('<');
-            for v in values {
-                s.push_str(v);
-                s.push('<');
-            }
-        }
-    }
-    Ok(base64::engine::general_purpose::STANDARD.encode(Sha1::digest(s.as_bytes())))
+    crate::caps::ver_of_info(info)
 }
 
 /// The features of a disco#info `<query/>`, once it is verified to hash to `ver`; None if it
@@ -1316,7 +1225,7 @@ mod tests {
             caps_ver(&q(&format!("{form}{form}"))),
             Err(CapsError::DuplicateForm)
         );
-        assert_eq!(caps_ver(&q("<x xmlns='jabber:x:data' type='result'><field var='FORM_TYPE' type='hidden'><value>a</value><value>b</value></field></x>")), Err(CapsError::DuplicateForm));
+        assert_eq!(caps_ver(&q("<x xmlns='jabber:x:data' type='result'><field var='FORM_TYPE' type='hidden'><value>a</value><value>b</value></field></x>")), Err(CapsError::BadFormType));
         // A form whose FORM_TYPE is not hidden is left out of the string, not an error.
         let visible = "<x xmlns='jabber:x:data' type='result'><field var='FORM_TYPE'><value>urn:f</value></field><field var='a'><value>b</value></field></x>";
         assert_eq!(
