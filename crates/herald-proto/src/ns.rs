@@ -89,3 +89,17 @@ pub const OMEMO_2: &str = "urn:xmpp:omemo:2";
 pub const PGP_ENCRYPTED: &str = "jabber:x:encrypted";
 /// XEP-0373: OpenPGP for XMPP (OX).
 pub const OPENPGP: &str = "urn:xmpp:openpgp:0";
+/// XEP-0045: multi-user chat (the join element, the service and room feature).
+pub const MUC: &str = "http://jabber.org/protocol/muc";
+/// XEP-0045: occupant information in presence and messages from a room.
+pub const MUC_USER: &str = "http://jabber.org/protocol/muc#user";
+/// XEP-0045: moderator and admin requests (roles, affiliations).
+pub const MUC_ADMIN: &str = "http://jabber.org/protocol/muc#admin";
+/// XEP-0045: owner requests (room configuration, destruction).
+pub const MUC_OWNER: &str = "http://jabber.org/protocol/muc#owner";
+/// XEP-0421: anonymous unique occupant identifiers.
+pub const OCCUPANT_ID: &str = "urn:xmpp:occupant-id:0";
+/// vcard-temp (XEP-0054), named by XEP-0045's room avatars and presence updates.
+pub const VCARD_UPDATE: &str = "vcard-temp:x:update";
+/// XEP-0115: entity capabilities, kept in an occupant's presence.
+pub const CAPS: &str = "http://jabber.org/protocol/caps";
