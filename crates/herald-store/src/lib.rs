@@ -24,6 +24,7 @@ mod block;
 pub mod cache;
 mod error;
 pub mod group_commit;
+mod muc;
 mod offline;
 mod push;
 pub mod push_stats;
@@ -43,6 +44,7 @@ pub use account::{AccountStore, Credentials, ScramRecord};
 pub use archive::{ArchivePage, ArchiveQuery, ArchiveStore, ArchivedMessage, MamPrefs};
 pub use block::BlockStore;
 pub use error::{Result, StoreError};
+pub use muc::{MucRoom, MucStore};
 pub use offline::{OfflineMessage, OfflineStore};
 pub use push::{
     PushRegistration, PushRemoval, PushStatsUpdate, PushStore, RemovalNote, MAX_REMOVALS_PER_USER,
@@ -64,6 +66,7 @@ pub trait Backend:
     + PushStore
     + RosterStore
     + SessionStore
+    + MucStore
     + std::any::Any
     + Send
     + Sync
@@ -94,6 +97,8 @@ pub mod roles {
     pub type Roster = dyn RosterStore + Send + Sync;
     /// Saved XEP-0198 sessions, tombstones and flags.
     pub type Sessions = dyn SessionStore + Send + Sync;
+    /// Saved group chat rooms.
+    pub type Muc = dyn MucStore + Send + Sync;
     /// Every role, for the few operations that span several (an account's removal).
     pub type All = dyn Backend;
 }
@@ -122,5 +127,6 @@ role!(
     roles::Push,
     roles::Roster,
     roles::Sessions,
+    roles::Muc,
     roles::All
 );

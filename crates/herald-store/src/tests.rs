@@ -159,7 +159,7 @@ fn migrations_are_recorded_once_per_role() {
     let roles: Vec<&str> = rows.iter().map(|(r, _)| r.as_str()).collect();
     assert_eq!(
         roles,
-        vec!["accounts", "archive", "blocking", "offline", "push", "roster", "sessions"]
+        vec!["accounts", "archive", "blocking", "muc", "offline", "push", "roster", "sessions"]
     );
     // Each role's latest version (push: 2, the table of removed registrations; archive: 3,
     // the full-JID index then the per-user usage; offline: 2, the per-user usage).
