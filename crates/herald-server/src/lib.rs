@@ -44,7 +44,7 @@ pub use herald_xep::stanza;
 
 use admin::{accounts, admin_socket};
 use c2s::{persist, session};
-use features::{blocking, iq, mam, message, presence, push};
+use features::{blocking, iq, mam, message, muc, presence, push};
 use federation::{component, s2s};
 use routing::{hooks, msg, router};
 
@@ -76,6 +76,7 @@ pub fn standard_hooks() -> hooks::Hooks {
         session_hibernated: vec![push::on_session_hibernated],
         session_resumed: vec![push::on_session_resumed],
         session_ended: vec![push::on_session_ended],
+        to_muc: vec![muc::to_muc],
     }
 }
 
@@ -161,6 +162,11 @@ pub struct Shared {
     next_id: AtomicU64,
     /// Becomes true when the server stops; listeners and tasks watch it.
     shutdown: watch::Receiver<bool>,
+    /// The group chat service's domain (`[muc] domain`, lower case), None when off. Written
+    /// once at start; read by routing for every stanza to another domain.
+    pub muc_domain: Option<String>,
+    /// The group chat rooms. Loaded at start (persistent rooms), changed by `muc`.
+    pub muc: muc::Service,
 }
 
 impl Shared {
@@ -458,6 +464,8 @@ pub async fn start_with_store(cfg: Config, store: impl Backend) -> anyhow::Resul
         cfg.limits.max_connections_per_ip,
         cfg.limits.max_unauthenticated_per_ip,
     );
+    let cfg_muc_domain = cfg.muc_domain();
+    let muc_service = muc::Service::new(&cfg);
     let shared = Arc::new(Shared {
         push,
         archive: group_commit::ArchiveWriter::start(store.clone(), cfg.mam.commit_delay.0),
@@ -485,6 +493,8 @@ pub async fn start_with_store(cfg: Config, store: impl Backend) -> anyhow::Resul
         conns,
         next_id: AtomicU64::new(1),
         shutdown: shutdown_rx,
+        muc_domain: cfg_muc_domain,
+        muc: muc_service,
     });
     // Most accounts never set archive preferences or block anyone: knowing which did, the
     // others cost no store lookup when their first message arrives.
@@ -522,6 +532,12 @@ pub async fn start_with_store(cfg: Config, store: impl Backend) -> anyhow::Resul
             ms = t.elapsed().as_millis() as u64,
             "sessions of the previous run"
         );
+    }
+    let rooms = muc::load(&shared)
+        .await
+        .context("loading the saved group chat rooms")?;
+    if rooms > 0 {
+        tracing::info!(rooms, "group chat rooms loaded");
     }
     running
         .tasks

@@ -10,6 +10,7 @@ use super::{Disco, Request, Target};
 use crate::stanza;
 
 /// A disco#info query: the server's identity and features, or an account's.
+/// `pub(crate)` for the MUC feature, which builds its own identity list the same way.
 pub fn info(req: &Request<'_>) -> Element {
     if req.payload.attr("node").is_some() {
         return super::error(req.iq, StanzaErrorCondition::ServiceUnavailable);
@@ -17,6 +18,10 @@ pub fn info(req: &Request<'_>) -> Element {
     let (identity, disco) = match req.target {
         Target::Server => (("server", "im", Some("Herald")), Disco::Server),
         Target::Own | Target::Other => (("account", "registered", None), Disco::Account),
+        // Answered by the MUC feature (`Handler::Muc`), never here.
+        Target::MucService | Target::MucRoom => {
+            return super::error(req.iq, StanzaErrorCondition::ServiceUnavailable)
+        }
     };
     stanza::iq_result(req.iq, Some(info_query(identity, &super::features(disco))))
 }
@@ -30,10 +35,13 @@ pub fn items(req: &Request<'_>) -> Element {
     for c in &req.shared.cfg.components.component {
         q.append_child(stanza::new("item", ns::DISCO_ITEMS, &[("jid", &c.domain)]));
     }
+    if let Some(muc) = &req.shared.muc_domain {
+        q.append_child(stanza::new("item", ns::DISCO_ITEMS, &[("jid", muc)]));
+    }
     stanza::iq_result(req.iq, Some(q))
 }
 
-fn info_query(identity: (&str, &str, Option<&str>), features: &[&str]) -> Element {
+pub(crate) fn info_query(identity: (&str, &str, Option<&str>), features: &[&str]) -> Element {
     let mut q = Element::bare("query", ns::DISCO_INFO);
     let mut id = stanza::new(
         "identity",

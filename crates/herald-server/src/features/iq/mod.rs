@@ -82,7 +82,9 @@ pub async fn handle_own_iq(session: &mut SessionCtx, el: &Element) -> Option<Ele
             }))
         }
         Some(Handler::WithSession(f)) => Some(f(session, el, payload).await),
-        None => stanza::error(el, StanzaErrorCondition::ServiceUnavailable, None),
+        Some(Handler::Muc) | None => {
+            stanza::error(el, StanzaErrorCondition::ServiceUnavailable, None)
+        }
     }
 }
 
@@ -106,7 +108,8 @@ fn answer_without_session(
             account,
         })),
         // Registered for `Target::Own` only (a unit test checks): nobody to run it with.
-        Some(Handler::WithSession(_)) | None => {
+        // MUC lines are answered by the MUC feature, which routing reaches first.
+        Some(Handler::WithSession(_)) | Some(Handler::Muc) | None => {
             stanza::error(el, StanzaErrorCondition::ServiceUnavailable, None)
         }
     }
@@ -204,6 +207,10 @@ pub enum Target {
     Own,
     /// A local account's bare JID, from anyone else (another account, a component, s2s).
     Other,
+    /// The group chat service's domain (`[muc] domain`).
+    MucService,
+    /// A room of the group chat service (its bare JID).
+    MucRoom,
 }
 
 /// Which disco#info a feature is listed in.
@@ -213,6 +220,10 @@ pub enum Disco {
     Server,
     /// Every account's bare JID's (the same list whoever asks).
     Account,
+    /// The group chat service's.
+    MucService,
+    /// Every room's (herald-muc adds what follows from the room's configuration).
+    MucRoom,
 }
 
 /// Where a line's features are advertised. Not always where it is served: XEP-0280 and
@@ -223,6 +234,10 @@ pub enum Advertised {
     OnServer(&'static [&'static str]),
     /// In every account's disco#info.
     OnAccount(&'static [&'static str]),
+    /// In the group chat service's disco#info.
+    OnMucService(&'static [&'static str]),
+    /// In every room's disco#info.
+    OnMucRoom(&'static [&'static str]),
     /// Not in disco (core protocol, or announced as a stream feature).
     Nowhere,
 }
@@ -240,6 +255,10 @@ pub enum Handler {
     /// may wait on the store or the push task: `(session, iq, payload)`. Only for
     /// [`Target::Own`]; other senders have no session here (a unit test checks).
     WithSession(for<'a> fn(&'a mut SessionCtx, &'a Element, &'a Element) -> Reply<'a>),
+    /// Answered by the group chat feature (`crate::features::muc`), to which routing hands
+    /// every stanza for the MUC domain; only for [`Target::MucService`] and
+    /// [`Target::MucRoom`].
+    Muc,
 }
 
 /// One IQ being answered by a [`Handler::Now`].
@@ -278,7 +297,9 @@ impl Entry {
     pub fn features_on(&self, disco: Disco) -> &'static [&'static str] {
         match (self.advertised, disco) {
             (Advertised::OnServer(f), Disco::Server)
-            | (Advertised::OnAccount(f), Disco::Account) => f,
+            | (Advertised::OnAccount(f), Disco::Account)
+            | (Advertised::OnMucService(f), Disco::MucService)
+            | (Advertised::OnMucRoom(f), Disco::MucRoom) => f,
             _ => &[],
         }
     }

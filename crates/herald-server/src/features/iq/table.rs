@@ -12,10 +12,10 @@ use crate::features::ctx::SessionCtx;
 use super::{basic, disco, push, time};
 use super::{Advertised, Entry, Handler, IqType, Reply, Target};
 use crate::features::carbons;
-use Advertised::{Nowhere, OnAccount, OnServer};
-use Handler::{Now, WithSession};
+use Advertised::{Nowhere, OnAccount, OnMucRoom, OnMucService, OnServer};
+use Handler::{Muc, Now, WithSession};
 use IqType::{Get, Set};
-use Target::{Other, Own, Server};
+use Target::{MucRoom, MucService, Other, Own, Server};
 
 /// Every IQ the server answers itself. To serve a new IQ, write its handler (a module of
 /// `iq/` or a feature module with an adapter below) and add its line here.
@@ -58,6 +58,21 @@ pub static TABLE: &[Entry] = &[
     // registration gets carries the Tigase priority hint, which clients look for there too.
     iq(Set, ns::PUSH,        "enable",    Own,    WithSession(push::command),     OnAccount(&[ns::PUSH, ns::PUSH_PRIORITY])),
     iq(Set, ns::PUSH,        "disable",   Own,    WithSession(push::command),     OnAccount(&[ns::PUSH])),
+    // XEP-0045 group chat (`[muc] domain`): routing hands these to `features::muc`, which
+    // answers a key only if it has a line here; herald-muc adds the room's muc_* features.
+    iq(Get, ns::DISCO_INFO,  "query",     MucService, Muc,                        OnMucService(&[ns::DISCO_INFO])),
+    iq(Get, ns::DISCO_ITEMS, "query",     MucService, Muc,                        OnMucService(&[ns::DISCO_ITEMS])),
+    iq(Get, ns::PING,        "ping",      MucService, Muc,                        OnMucService(&[ns::PING])),
+    iq(Get, ns::DISCO_INFO,  "query",     MucRoom, Muc,                           OnMucRoom(&[ns::DISCO_INFO])),
+    iq(Get, ns::DISCO_ITEMS, "query",     MucRoom, Muc,                           OnMucRoom(&[ns::DISCO_ITEMS])),
+    iq(Get, ns::PING,        "ping",      MucRoom, Muc,                           OnMucRoom(&[ns::PING])),
+    iq(Get, ns::MUC_ADMIN,   "query",     MucRoom, Muc,                           Nowhere),
+    iq(Set, ns::MUC_ADMIN,   "query",     MucRoom, Muc,                           Nowhere),
+    iq(Get, ns::MUC_OWNER,   "query",     MucRoom, Muc,                           Nowhere),
+    iq(Set, ns::MUC_OWNER,   "query",     MucRoom, Muc,                           Nowhere),
+    // XEP-0313 §5 on the room (left out of a room's disco#info when it keeps no archive).
+    iq(Get, ns::MAM,         "query",     MucRoom, Muc,                           OnMucRoom(&[ns::MAM])),
+    iq(Set, ns::MAM,         "query",     MucRoom, Muc,                           OnMucRoom(&[ns::MAM])),
 ];
 
 /// A table line (a constructor so each line stays one line).
