@@ -50,6 +50,7 @@ import scenarios_im  # noqa: E402,F401
 import scenarios_mobile  # noqa: E402,F401
 import scenarios_push  # noqa: E402,F401
 import scenarios_restart  # noqa: E402,F401
+import scenarios_muc  # noqa: E402,F401
 
 #: Scenarios run by default, in this order. Everything else registered is PENDING.
 ENABLED = [
@@ -69,6 +70,8 @@ ENABLED = [
     "csi",
     # issue 5: push
     "push",
+    # issue 16: group chat
+    "muc",
     # issue 11: no message lost (restarts the server: last)
     "sm_restart",
 ]

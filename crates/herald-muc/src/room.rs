@@ -464,9 +464,8 @@ impl Room {
                 out.push(Out::History(h));
             }
         }
-        if !created {
-            out.push(Out::Send(self.subject_message(from)));
-        }
+        // Last, also in a new room (clients wait for it to know the join is complete).
+        out.push(Out::Send(self.subject_message(from)));
         out
     }
 
