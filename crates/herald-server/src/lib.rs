@@ -12,7 +12,7 @@
 //! | [`transport`] | `listener`; `conn`, `tls_io`, `tls`, `inbox` re-exported from herald-transport | accept loops, bytes, TLS |
 //! | [`c2s`] | accept loop, `negotiate` (drives `herald_session::negotiate`'s machine), `session` (the task of one bound session; `session::sm` for XEP-0198 with answers from `herald_session::sm_nonza`, `session::csi`, `session::backlog`), `persist` (sessions across restarts) | a client's stream from first byte to last |
 //! | [`routing`] | `routing` (where a stanza goes, RFC 6121 §8), `router` (who is online), `msg` (the messages between tasks), `hooks` (typed events and their handler lists), `durable` (durable-before-acked tickets) | getting a stanza to the right task, knowing no feature |
-//! | [`features`] | `message`, `presence`, `roster`, `blocking`, `carbons`, `mam`, `offline`, `push` (the `herald push test` bookkeeping is `herald_push::diag`), `iq` (the IQ table, disco, ping, version, time), `ctx` (what a handler sees of a session) | what the server does with stanzas |
+//! | [`features`] | `message`, `presence`, `roster`, `blocking`, `carbons`, `mam`, `offline`, `push` (the `herald push test` bookkeeping is `herald_push::diag`), `iq` (the IQ table, disco, ping, version, time), `muc` (the XEP-0045 service; rules in `herald_muc`), `ctx` (what a handler sees of a session) | what the server does with stanzas |
 //! | [`federation`] | `s2s`, `component` | other servers and external components |
 //! | [`admin`] | `admin_socket`, `accounts` | operators' commands on the running server (the CLI side is `herald::admin`) |
 //!
@@ -178,6 +178,17 @@ impl Shared {
     /// The served domain.
     pub fn domain(&self) -> &str {
         &self.cfg.domain
+    }
+
+    /// Whether stamps (XEP-0359 stanza-ids, XEP-0203 delays) naming `domain` can only be
+    /// ours: a served domain, or the group chat service, whose rooms stamp their messages.
+    /// Such stamps are stripped from what clients, components and peers send.
+    pub fn stamps_ours(&self, domain: &str) -> bool {
+        self.cfg.is_local(domain)
+            || self
+                .muc_domain
+                .as_deref()
+                .is_some_and(|m| m.eq_ignore_ascii_case(domain))
     }
 
     /// Runs a blocking store call off the async threads, on the store in the role `R` the

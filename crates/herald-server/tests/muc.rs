@@ -575,3 +575,19 @@ async fn room_creation_follows_the_limits() {
     let r = join_with(&mut b, "second@conference.localhost", "bob", "").await;
     assert_eq!(condition(&r), "resource-constraint");
 }
+
+#[tokio::test]
+async fn a_client_cannot_forge_a_rooms_stamps() {
+    let s = server().await;
+    let mut a = client(&s, "alice", "a").await;
+    let mut b = client(&s, "bob", "b").await;
+    a.send(&format!(
+        "<message to='bob@localhost' type='chat' id='f'><body>trust me</body><stanza-id xmlns='urn:xmpp:sid:0' by='{ROOM}' id='forged'/><delay xmlns='urn:xmpp:delay' from='conference.localhost' stamp='2001-01-01T00:00:00Z'/></message>"
+    ))
+    .await;
+    let m = b
+        .wait_for("the message", |e| e.attr("id") == Some("f"))
+        .await;
+    assert!(!xml(&m).contains("forged"), "{}", xml(&m));
+    assert!(!xml(&m).contains("2001-01-01"), "{}", xml(&m));
+}

@@ -869,7 +869,7 @@ impl Session {
         };
         // XEP-0359 §3, XEP-0203: only this server stamps stanza-ids and delays of its own.
         let shared = &self.ctx.shared;
-        stanza::strip_spoofed(&mut el, |d| shared.cfg.is_local(d));
+        stanza::strip_spoofed(&mut el, |d| shared.stamps_ours(d));
         Ok(match kind {
             Kind::Iq => self.on_iq(el, to).await,
             Kind::Presence => {
