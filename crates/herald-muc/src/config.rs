@@ -413,10 +413,17 @@ mod tests {
         x
     }
 
+    /// Submitted fields, then a check of the result or a part of the error.
+    type Row<'a> = (
+        &'a [(&'a str, &'a str)],
+        Result<fn(&RoomConfig) -> bool, &'a str>,
+    );
+
     #[test]
     fn forms_apply_and_refuse() {
         let c = RoomConfig::new(&defaults());
-        let table: &[(&[(&str, &str)], Result<fn(&RoomConfig) -> bool, &str>)] = &[
+        let long = "n".repeat(2000);
+        let table: &[Row<'_>] = &[
             (
                 &[("muc#roomconfig_membersonly", "1")],
                 Ok(|c| c.members_only),
@@ -450,10 +457,7 @@ mod tests {
                 &[("muc#roomconfig_passwordprotectedroom", "1")],
                 Err("needs one"),
             ),
-            (
-                &[("muc#roomconfig_roomname", &"n".repeat(2000))],
-                Err("longer"),
-            ),
+            (&[("muc#roomconfig_roomname", &long)], Err("longer")),
         ];
         for (fields, want) in table {
             let got = c.apply_form(&submit(fields), 1000, 1024);

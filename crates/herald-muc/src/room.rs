@@ -938,7 +938,7 @@ impl Room {
         let mut out = Vec::new();
         let mut saved = false;
         for inv in x.children().filter(|c| c.is("invite", ns::MUC_USER)) {
-            let Some(to) = inv.attr("to").and_then(|t| bare_jid(t)) else {
+            let Some(to) = inv.attr("to").and_then(bare_jid) else {
                 return err(el, C::JidMalformed, Some("invite to whom?"));
             };
             if self.config.members_only

@@ -26,6 +26,17 @@ fn member(joined: bool, setting: Option<NotifySetting>) -> Member<'static> {
     }
 }
 
+/// (what, joined, setting, members-only room, sender, message payload, decision)
+type Row = (
+    &'static str,
+    bool,
+    Option<NotifySetting>,
+    bool,
+    &'static str,
+    &'static str,
+    Decision,
+);
+
 #[test]
 fn decision_table() {
     let hi = "<body>hi all</body>";
@@ -34,7 +45,7 @@ fn decision_table() {
     let occupant_ref = "<body>tea?</body><reference xmlns='urn:xmpp:reference:0' type='mention' uri='xmpp:tea@conference.d/Bob'/>";
     let push = |mention| Decision::Push { mention };
     #[rustfmt::skip]
-    let rows: &[(&str, bool, Option<NotifySetting>, bool, &str, &str, Decision)] = &[
+    let rows: &[Row] = &[
         // what                                   joined setting        members_only sender   message       decision
         ("joined: rule a decides",                true,  Some(Always),   true,  "ann@d", hi,           Decision::Skip(Skip::Joined)),
         ("own message",                           false, Some(Always),   true,  "bob@d", hi,           Decision::Skip(Skip::OwnMessage)),

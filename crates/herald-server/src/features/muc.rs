@@ -220,7 +220,7 @@ fn create(
 ) -> Result<Arc<tokio::sync::Mutex<Room>>, Option<Element>> {
     let m = &shared.cfg.muc;
     let bare = from.to_bare().to_string();
-    let admin = m.admins.iter().any(|a| *a == bare);
+    let admin = m.admins.contains(&bare);
     let allowed = admin
         || match m.restrict_room_creation.as_str() {
             "anyone" => true,
