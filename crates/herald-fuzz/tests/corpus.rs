@@ -299,4 +299,5 @@ corpus_tests!(
     dialback,
     component,
     stanza,
+    muc,
 );
