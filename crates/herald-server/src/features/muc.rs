@@ -79,6 +79,13 @@ impl Service {
         self.map().get(jid).map(|e| e.room.clone())
     }
 
+    /// Whether `room` is still the room held under `jid` (not gone meanwhile).
+    fn is_current(&self, jid: &str, room: &Arc<tokio::sync::Mutex<Room>>) -> bool {
+        self.map()
+            .get(jid)
+            .is_some_and(|e| Arc::ptr_eq(&e.room, room))
+    }
+
     /// Rooms held (persistent and temporary).
     pub fn room_count(&self) -> usize {
         self.map().len()
@@ -173,42 +180,55 @@ async fn handle(shared: &Arc<Shared>, el: Element) {
         }
     }
     let from_s = from.to_string();
-    let (room, created) = match shared.muc.get(&room_jid) {
-        Some(r) => (r, false),
-        None => {
-            let joins =
-                kind == Some(Kind::Presence) && stanza::typ(&el).is_empty() && nick.is_some();
-            if !joins {
-                if kind == Some(Kind::Presence) {
-                    return;
-                }
-                return routing::bounce(shared, &el, StanzaErrorCondition::ItemNotFound).await;
-            }
-            match create(shared, &room_jid, &from, &el) {
-                Ok(r) => (r, true),
-                Err(reply) => {
-                    if let Some(r) = reply {
-                        routing::route(shared, r).await;
+    // A room can go (its last occupant left, its owner destroyed it) while this stanza
+    // waits for its lock: then it is looked up (or created) again, so nobody joins a room
+    // that no longer exists. Each round means another stanza emptied the room meanwhile.
+    for _ in 0..3 {
+        let (room, created) = match shared.muc.get(&room_jid) {
+            Some(r) => (r, false),
+            None => {
+                let joins =
+                    kind == Some(Kind::Presence) && stanza::typ(&el).is_empty() && nick.is_some();
+                if !joins {
+                    if kind == Some(Kind::Presence) {
+                        return;
                     }
-                    return;
+                    return routing::bounce(shared, &el, StanzaErrorCondition::ItemNotFound).await;
+                }
+                match create(shared, &room_jid, &from, &el) {
+                    Ok(r) => r,
+                    Err(reply) => {
+                        if let Some(r) = reply {
+                            routing::route(shared, r).await;
+                        }
+                        return;
+                    }
                 }
             }
+        };
+        let mut guard = room.lock().await;
+        if !shared.muc.is_current(&room_jid, &room) {
+            continue;
         }
-    };
-    let features = iq::features(Disco::MucRoom);
-    let mut guard = room.lock().await;
-    let now = delay::now_micros();
-    let outs = guard.handle(
-        &from_s,
-        nick.as_deref(),
-        &el,
-        created,
-        now,
-        &shared.muc.limits,
-        &features,
-    );
-    carry_out(shared, &room_jid, &mut guard, outs).await;
+        let features = iq::features(Disco::MucRoom);
+        let now = delay::now_micros();
+        let outs = guard.handle(
+            &from_s,
+            nick.as_deref(),
+            &el,
+            created,
+            now,
+            &shared.muc.limits,
+            &features,
+        );
+        carry_out(shared, &room_jid, &mut guard, outs).await;
+        return;
+    }
+    routing::bounce_wait(shared, &el, StanzaErrorCondition::ResourceConstraint).await;
 }
+
+/// A room and whether this join made it.
+type Made = (Arc<tokio::sync::Mutex<Room>>, bool);
 
 /// Makes a room for a first join, if `from` may create one (`[muc]
 /// restrict_room_creation`, `max_rooms`, `max_rooms_per_user`); Err(the refusal) if not.
@@ -217,7 +237,7 @@ fn create(
     room_jid: &str,
     from: &Jid,
     el: &Element,
-) -> Result<Arc<tokio::sync::Mutex<Room>>, Option<Element>> {
+) -> Result<Made, Option<Element>> {
     let m = &shared.cfg.muc;
     let bare = from.to_bare().to_string();
     let admin = m.admins.contains(&bare);
@@ -238,7 +258,7 @@ fn create(
     let mut map = shared.muc.map();
     if let Some(e) = map.get(room_jid) {
         // Created by a concurrent join in between: join it.
-        return Ok(e.room.clone());
+        return Ok((e.room.clone(), false));
     }
     if map.len() >= m.max_rooms {
         return Err(err_typed(
@@ -268,7 +288,7 @@ fn create(
         },
     );
     tracing::info!(room = room_jid, "room created");
-    Ok(room)
+    Ok((room, true))
 }
 
 /// Carries out a room's actions in order, holding its lock.
