@@ -750,7 +750,7 @@ pub fn muc(data: &[u8]) {
         let outs = room.handle(from, nick.as_deref(), el, i == 0, 0, &lim, &features);
         for o in &outs {
             match o {
-                Out::Send(e) => write(e),
+                Out::Send(e) | Out::Broadcast { stanza: e, .. } => write(e),
                 Out::MamQuery { iq, .. } => write(iq),
                 _ => {}
             }

@@ -83,6 +83,14 @@ pub struct HistoryRequest {
 pub enum Out {
     /// Send this stanza (its `from` and `to` are set).
     Send(Element),
+    /// Send this stanza (its `from` set, no `to`) to each of these JIDs: one copy at a time,
+    /// so a room of 1,000 occupants holds one message and 1,000 addresses, not 1,000 copies.
+    Broadcast {
+        /// The stanza.
+        stanza: Element,
+        /// Its recipients (real full JIDs).
+        to: Vec<String>,
+    },
     /// Archive this broadcast message in the room's archive, under the room's bare JID.
     Archive {
         /// Its XEP-0359 stanza-id (`by` the room).

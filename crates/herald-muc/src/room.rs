@@ -876,14 +876,15 @@ impl Room {
     }
 
     fn send_to_all(&self, msg: &Element, out: &mut Vec<Out>) {
-        out.reserve(self.by_jid.len());
-        for o in self.occupants.values() {
-            for s in &o.sessions {
-                let mut m = msg.clone();
-                stanza::set(&mut m, "to", s.jid.as_str());
-                out.push(Out::Send(m));
-            }
-        }
+        let to = self
+            .occupants
+            .values()
+            .flat_map(|o| o.sessions.iter().map(|s| s.jid.clone()))
+            .collect();
+        out.push(Out::Broadcast {
+            stanza: msg.clone(),
+            to,
+        });
     }
 
     fn change_subject(

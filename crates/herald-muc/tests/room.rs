@@ -51,13 +51,23 @@ fn join(r: &mut Room, from: &str, nick: &str) -> Vec<Out> {
     )
 }
 
-fn sent(out: &[Out]) -> Vec<&Element> {
-    out.iter()
-        .filter_map(|o| match o {
-            Out::Send(e) => Some(e),
-            _ => None,
-        })
-        .collect()
+/// Every stanza sent, broadcasts expanded (one copy per recipient, addressed).
+fn sent(out: &[Out]) -> Vec<Element> {
+    let mut v = Vec::new();
+    for o in out {
+        match o {
+            Out::Send(e) => v.push(e.clone()),
+            Out::Broadcast { stanza, to } => {
+                for t in to {
+                    let mut e = stanza.clone();
+                    herald_xep::stanza::set(&mut e, "to", t.as_str());
+                    v.push(e);
+                }
+            }
+            _ => {}
+        }
+    }
+    v
 }
 
 fn condition(out: &[Out]) -> Option<String> {
@@ -141,14 +151,14 @@ fn a_join_sees_the_others_then_itself_with_codes_then_history_and_subject() {
             .and_then(|i| i.attr("jid"))
             .map(String::from)
     };
-    assert_eq!(item(s[1]).as_deref(), Some("u@d/x"));
+    assert_eq!(item(&s[1]).as_deref(), Some("u@d/x"));
     assert_eq!(
-        item(s[0]),
+        item(&s[0]),
         None,
         "a participant does not see the owner's JID"
     );
     assert_eq!(s[2].attr("to"), Some("u@d/x"));
-    assert_eq!(codes(s[2]), ["110", "170"]);
+    assert_eq!(codes(&s[2]), ["110", "170"]);
     assert!(s[2]
         .get_child("occupant-id", "urn:xmpp:occupant-id:0")
         .is_some());
@@ -176,7 +186,7 @@ fn a_room_created_locked_admits_only_its_owner_until_configured() {
         &lim(),
         &[],
     );
-    assert_eq!(codes(sent(&out)[0]), ["110", "170", "201"]);
+    assert_eq!(codes(&sent(&out)[0]), ["110", "170", "201"]);
     assert_eq!(
         condition(&join(&mut r, "u@d/x", "u")).as_deref(),
         Some("item-not-found")

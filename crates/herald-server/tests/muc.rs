@@ -591,3 +591,69 @@ async fn a_client_cannot_forge_a_rooms_stamps() {
     assert!(!xml(&m).contains("forged"), "{}", xml(&m));
     assert!(!xml(&m).contains("2001-01-01"), "{}", xml(&m));
 }
+
+#[tokio::test]
+async fn a_hibernated_occupant_stays_joined_and_gets_the_room_on_resume() {
+    let s = server().await;
+    let mut a = client(&s, "alice", "a").await;
+    create(&mut a, ROOM, &[]).await;
+    let mut b = RawClient::login(s.c2s(), "bob", "pw", "phone").await;
+    b.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+        .await;
+    let enabled = b.wait_for("enabled", |e| e.name() == "enabled").await;
+    let previd = enabled.attr("id").expect("a resumption id").to_string();
+    b.send("<presence/>").await;
+    join(&mut b, ROOM, "bob").await;
+    // The phone loses its connection: the session hibernates, still an occupant.
+    b.kill(false);
+    groupchat(&mut a, ROOM, "while asleep").await;
+    next_groupchat(&mut a, "while asleep").await;
+    let (mut b, _) = RawClient::authenticate(s.c2s(), "bob", "pw").await;
+    b.send(&format!(
+        "<resume xmlns='urn:xmpp:sm:3' previd='{previd}' h='0'/>"
+    ))
+    .await;
+    let r = b.element().await;
+    assert_eq!(r.name(), "resumed", "{}", xml(&r));
+    let m = next_groupchat(&mut b, "while asleep").await;
+    assert_eq!(m.attr("from"), Some("tea@conference.localhost/alice"));
+    // XEP-0410: the room still counts it in.
+    let ping = ask(
+        &mut b,
+        "sp",
+        "<iq type='get' id='sp' to='tea@conference.localhost/bob'><ping xmlns='urn:xmpp:ping'/></iq>",
+    )
+    .await;
+    assert_eq!(ping.attr("type"), Some("result"), "{}", xml(&ping));
+}
+
+#[tokio::test]
+async fn over_the_archive_quota_messages_are_broadcast_unstamped() {
+    let s = TestServer::start_with(|c| c.mam.max_bytes_per_user = 10).await;
+    s.add_user("alice", "pw");
+    let mut a = client(&s, "alice", "a").await;
+    create(&mut a, ROOM, &[]).await;
+    groupchat(&mut a, ROOM, "not kept").await;
+    let m = next_groupchat(&mut a, "not kept").await;
+    assert!(
+        m.get_child("stanza-id", "urn:xmpp:sid:0").is_none(),
+        "{}",
+        xml(&m)
+    );
+    a.send(&format!(
+        "<iq type='set' id='q' to='{ROOM}'><query xmlns='urn:xmpp:mam:2'/></iq>"
+    ))
+    .await;
+    let mut results = 0;
+    loop {
+        let e = a.element().await;
+        if e.name() == "iq" && e.attr("id") == Some("q") {
+            assert_eq!(e.attr("type"), Some("result"), "{}", xml(&e));
+            break;
+        }
+        if e.has_child("result", "urn:xmpp:mam:2") {
+            results += 1;
+        }
+    }
+    assert_eq!(results, 0, "nothing archived");
+}

@@ -293,21 +293,27 @@ fn create(
 
 /// Carries out a room's actions in order, holding its lock.
 async fn carry_out(shared: &Arc<Shared>, room_jid: &str, room: &mut Room, outs: Vec<Out>) {
-    // An archive write that did not happen takes its stanza-id off the broadcast that follows.
+    // An archive write that did not happen takes its stanza-id off the broadcast that follows
+    // (herald-muc stamps room messages only in broadcasts).
     let mut unarchived: Option<String> = None;
     for o in outs {
         match o {
-            Out::Send(mut el) => {
+            Out::Send(el) => send(shared, el).await,
+            Out::Broadcast { mut stanza, to } => {
                 if let Some(id) = &unarchived {
-                    if el
+                    if stanza
                         .get_child("stanza-id", ns::SID)
                         .and_then(|s| s.attr("id"))
                         == Some(id)
                     {
-                        xm::unstamp_stanza_id(&mut el, room_jid);
+                        xm::unstamp_stanza_id(&mut stanza, room_jid);
                     }
                 }
-                send(shared, el).await;
+                for t in to {
+                    let mut el = stanza.clone();
+                    stanza::set(&mut el, "to", t);
+                    send(shared, el).await;
+                }
             }
             Out::Archive {
                 id,
