@@ -1103,6 +1103,10 @@ impl Room {
     }
 
     fn iq(&mut self, from: &str, el: &Element, lim: &Limits, features: &[&str]) -> Vec<Out> {
+        if !matches!(stanza::typ(el), "get" | "set") {
+            // Results and errors answer nothing the room asked.
+            return Vec::new();
+        }
         let Some(payload) = stanza::payload(el) else {
             return err(el, C::BadRequest, None);
         };
@@ -1518,6 +1522,8 @@ impl Room {
                 m.append_child(ux);
                 self.send_to_all(&m, &mut out);
                 out.push(Out::Save);
+                // Configured by an owner who is not in it: an empty room made temporary goes.
+                self.after_leaving(&mut out);
                 out
             }
             _ => err(el, C::BadRequest, Some("submit or cancel the form")),
