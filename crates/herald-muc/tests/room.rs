@@ -491,7 +491,12 @@ fn results_are_never_answered_and_an_empty_room_made_temporary_goes() {
         let out = run(&mut r, "u@d/x", None, &format!("<iq type='{typ}' id='r'/>"));
         assert!(out.is_empty(), "{typ}: {out:?}");
     }
-    run(&mut r, "owner@d/a", Some("boss"), "<presence type='unavailable'/>");
+    run(
+        &mut r,
+        "owner@d/a",
+        Some("boss"),
+        "<presence type='unavailable'/>",
+    );
     assert!(r.is_empty());
     let out = configure(&mut r, &[("muc#roomconfig_persistentroom", "0")]);
     assert!(matches!(out.last(), Some(Out::Gone)), "{out:?}");

@@ -657,3 +657,21 @@ async fn over_the_archive_quota_messages_are_broadcast_unstamped() {
     }
     assert_eq!(results, 0, "nothing archived");
 }
+
+#[tokio::test]
+async fn a_session_that_joined_without_initial_presence_still_leaves_when_it_ends() {
+    let s = server().await;
+    let mut a = client(&s, "alice", "a").await;
+    create(&mut a, ROOM, &[]).await;
+    // No `<presence/>` first: some clients join rooms before (or without) going available.
+    let mut b = RawClient::login(s.c2s(), "bob", "pw", "b").await;
+    join(&mut b, ROOM, "bob").await;
+    b.kill(false);
+    let gone = a
+        .wait_for("bob's session ends", |e| {
+            e.attr("from") == Some("tea@conference.localhost/bob")
+                && e.attr("type") == Some("unavailable")
+        })
+        .await;
+    assert!(codes(&gone).is_empty(), "{}", xml(&gone));
+}

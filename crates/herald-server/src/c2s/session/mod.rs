@@ -835,6 +835,11 @@ impl Session {
             presence::broadcast_unavailable(&mut self.ctx).await;
             // Ending: nothing more goes to this client.
             self.ctx.effects.clear();
+        } else if !self.ctx.presence.directed.is_empty() {
+            // Never available, yet present somewhere (a group chat joined without initial
+            // presence): those places learn it left.
+            presence::unavailable_to_directed(&mut self.ctx).await;
+            self.ctx.effects.clear();
         }
         tracing::debug!("session ended");
     }
