@@ -501,3 +501,82 @@ fn results_are_never_answered_and_an_empty_room_made_temporary_goes() {
     let out = configure(&mut r, &[("muc#roomconfig_persistentroom", "0")]);
     assert!(matches!(out.last(), Some(Out::Gone)), "{out:?}");
 }
+
+#[test]
+fn bounds_give_their_errors() {
+    let small = Limits {
+        max_affiliations: 2,
+        max_sessions_per_occupant: 1,
+        max_field_bytes: 8,
+        ..lim()
+    };
+    let mut r = room();
+    let run_small = |r: &mut Room, from: &str, nick: Option<&str>, xml: &str| {
+        r.handle(from, nick, &el(xml), false, NOW, &small, &[])
+    };
+    let aff = |jid: &str| {
+        format!("<iq type='set' id='a'><query xmlns='http://jabber.org/protocol/muc#admin'><item jid='{jid}' affiliation='member'/></query></iq>")
+    };
+    // The owner is one affiliation; one more fits, a third does not.
+    assert_eq!(
+        condition(&run_small(&mut r, "owner@d/a", None, &aff("m1@d"))),
+        None
+    );
+    assert_eq!(
+        condition(&run_small(&mut r, "owner@d/a", None, &aff("m2@d"))).as_deref(),
+        Some("resource-constraint")
+    );
+    // Changing a listed one still works at the bound.
+    let out = run_small(&mut r, "owner@d/a", None, "<iq type='set' id='a'><query xmlns='http://jabber.org/protocol/muc#admin'><item jid='m1@d' affiliation='admin'/></query></iq>");
+    assert_eq!(condition(&out), None);
+    let join = "<presence/>";
+    assert_eq!(
+        condition(&run_small(&mut r, "u@d/x", Some("a-very-long-nick"), join)).as_deref(),
+        Some("not-acceptable")
+    );
+    assert_eq!(
+        condition(&run_small(&mut r, "u@d/x", Some("u"), join)),
+        None
+    );
+    assert_eq!(
+        condition(&run_small(&mut r, "u@d/y", Some("u"), join)).as_deref(),
+        Some("resource-constraint")
+    );
+}
+
+#[test]
+fn history_requests_are_clamped_and_zero_means_none() {
+    let ask = |attrs: &str| {
+        let mut r = room();
+        let out = run(
+            &mut r,
+            "u@d/x",
+            Some("u"),
+            &format!("<presence><x xmlns='http://jabber.org/protocol/muc'><history {attrs}/></x></presence>"),
+        );
+        out.into_iter().find_map(|o| match o {
+            Out::History(h) => Some(h),
+            _ => None,
+        })
+    };
+    let h = ask("").unwrap();
+    assert_eq!(
+        (h.max_stanzas, h.max_chars, h.since),
+        (lim().history_default, None, None)
+    );
+    assert_eq!(ask("maxstanzas='3'").unwrap().max_stanzas, 3);
+    assert_eq!(
+        ask("maxstanzas='99999999999'").unwrap().max_stanzas,
+        lim().history_max
+    );
+    assert_eq!(ask("maxchars='500'").unwrap().max_chars, Some(500));
+    assert!(ask("maxstanzas='0'").is_none());
+    assert!(ask("maxchars='0'").is_none());
+    // `since` and `seconds` together: the later bound.
+    let h = ask("seconds='10' since='1970-01-01T00:00:00Z'").unwrap();
+    assert_eq!(h.since, Some(NOW - 10_000_000));
+    assert_eq!(
+        ask("maxstanzas='x'").unwrap().max_stanzas,
+        lim().history_default
+    );
+}

@@ -568,6 +568,12 @@ async fn room_creation_follows_the_limits() {
     create(&mut a, ROOM, &[]).await;
     // Admins are not held to the per-user count.
     create(&mut a, "second@conference.localhost", &[]).await;
+    let full = TestServer::start_with(|c| c.muc.max_rooms = 1).await;
+    full.add_user("bob", "pw");
+    let mut b = client(&full, "bob", "b").await;
+    join(&mut b, ROOM, "bob").await;
+    let r = join_with(&mut b, "second@conference.localhost", "bob", "").await;
+    assert_eq!(condition(&r), "resource-constraint", "max_rooms");
     let s2 = TestServer::start_with(|c| c.muc.max_rooms_per_user = 1).await;
     s2.add_user("bob", "pw");
     let mut b = client(&s2, "bob", "b").await;
