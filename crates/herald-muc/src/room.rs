@@ -344,7 +344,8 @@ impl Room {
         lim: &Limits,
     ) -> Vec<Out> {
         match stanza::typ(el) {
-            "unavailable" | "error" => self.leave(from, el, lim),
+            "unavailable" => self.leave(from, el, lim),
+            "error" => self.error_from_occupant(from, el, lim),
             "" => match self.by_jid.get(from).cloned() {
                 Some(current) if current == nick => self.update_presence(from, nick, el, lim),
                 Some(current) => self.change_nick(from, &current, nick, el, lim),
@@ -533,24 +534,68 @@ impl Room {
         out
     }
 
+    /// An error from an occupant's session for what the room sent it: a condition that says
+    /// the session is not there (its server bounced a groupchat message, or its presence
+    /// errs) removes that session, with status 333, so rooms do not fill with ghosts whose
+    /// server lost them. A full inbox (`resource-constraint`) and the like remove nobody.
+    pub fn error_from_occupant(&mut self, from: &str, el: &Element, lim: &Limits) -> Vec<Out> {
+        if stanza::typ(el) != "error" || !self.by_jid.contains_key(from) {
+            return Vec::new();
+        }
+        let gone = match stanza::kind(el) {
+            Some(Kind::Presence) => true,
+            Some(Kind::Message) => herald_proto::error::parse_stanza_error(el)
+                .and_then(|(_, c)| c)
+                .is_some_and(|c| {
+                    matches!(
+                        c,
+                        C::Gone
+                            | C::ItemNotFound
+                            | C::RecipientUnavailable
+                            | C::Redirect
+                            | C::RemoteServerNotFound
+                            | C::RemoteServerTimeout
+                            | C::ServiceUnavailable
+                    )
+                }),
+            _ => false,
+        };
+        if !gone {
+            return Vec::new();
+        }
+        self.leave_with(from, None, &["333"], lim)
+    }
+
     fn leave(&mut self, from: &str, el: &Element, lim: &Limits) -> Vec<Out> {
+        self.leave_with(from, Some(el), &[], lim)
+    }
+
+    fn leave_with(
+        &mut self,
+        from: &str,
+        el: Option<&Element>,
+        codes: &[&str],
+        lim: &Limits,
+    ) -> Vec<Out> {
         let Some(nick) = self.by_jid.get(from).cloned() else {
             return Vec::new();
         };
         let mut out = Vec::new();
         let status = el
-            .get_child("status", INTERNAL_NS)
+            .and_then(|el| el.get_child("status", INTERNAL_NS))
             .map(|s| cut(&s.text(), lim.max_field_bytes).to_string());
         let last = self
             .occupants
             .get(&nick)
             .is_none_or(|o| o.sessions.len() <= 1);
         if last {
-            self.broadcast_unavailable(&nick, &mut out, &[], ItemExtra::default(), status);
+            self.broadcast_unavailable(&nick, &mut out, codes, ItemExtra::default(), status);
             self.remove_occupant(&nick);
         } else {
             if let Some(o) = self.occupants.get(&nick) {
-                let mut p = self.presence_of(&nick, o, from, true, &["110"], ItemExtra::default());
+                let mut own = vec!["110"];
+                own.extend_from_slice(codes);
+                let mut p = self.presence_of(&nick, o, from, true, &own, ItemExtra::default());
                 stanza::set(&mut p, "type", "unavailable");
                 out.push(Out::Send(p));
             }

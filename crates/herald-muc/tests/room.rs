@@ -580,3 +580,36 @@ fn history_requests_are_clamped_and_zero_means_none() {
         lim().history_default
     );
 }
+
+#[test]
+fn errors_that_say_a_session_is_gone_remove_it_with_333() {
+    let table: &[(&str, bool)] = &[
+        ("<message type='error'><error type='cancel'><service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>", true),
+        ("<message type='error'><error type='wait'><remote-server-timeout xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>", true),
+        ("<presence type='error'><error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></presence>", true),
+        ("<message type='error'><error type='wait'><resource-constraint xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>", false),
+        ("<message type='error'><error type='modify'><bad-request xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>", false),
+        ("<iq type='error' id='x'><error type='cancel'><service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>", false),
+        ("<message type='chat'><body>not an error</body></message>", false),
+    ];
+    for (xml, removed) in table {
+        let mut r = room();
+        join(&mut r, "u@d/x", "u");
+        let out = r.error_from_occupant("u@d/x", &el(xml), &lim());
+        assert_eq!(!r.is_occupant("u@d/x"), *removed, "{xml}");
+        if *removed {
+            let s = sent(&out);
+            let to_owner = s
+                .iter()
+                .find(|p| p.attr("to") == Some("owner@d/a"))
+                .unwrap();
+            assert_eq!(codes(to_owner), ["333"], "{xml}");
+        } else {
+            assert!(out.is_empty(), "{xml}");
+        }
+    }
+    // From someone who is not in the room: nothing.
+    let mut r = room();
+    let e = el("<presence type='error'/>");
+    assert!(r.error_from_occupant("z@d/x", &e, &lim()).is_empty());
+}

@@ -681,3 +681,33 @@ async fn a_session_that_joined_without_initial_presence_still_leaves_when_it_end
         .await;
     assert!(codes(&gone).is_empty(), "{}", xml(&gone));
 }
+
+#[tokio::test]
+async fn an_occupant_whose_server_bounces_room_traffic_is_removed() {
+    let s = server().await;
+    let mut a = client(&s, "alice", "a").await;
+    create(&mut a, ROOM, &[]).await;
+    // A user behind a component (like one on another server) joins.
+    let mut comp = RawClient::component(s.component_addr(), "push.localhost", "s3cret").await;
+    comp.send(&format!(
+        "<presence from='ghost@push.localhost/r' to='{ROOM}/ghost'><x xmlns='{MUC_NS}'/></presence>"
+    ))
+    .await;
+    comp.wait_for("the ghost's self-presence", |e| {
+        e.attr("from") == Some("tea@conference.localhost/ghost") && codes(e).contains(&"110".into())
+    })
+    .await;
+    // A full inbox is no reason to go.
+    comp.send(&format!("<message type='error' from='ghost@push.localhost/r' to='{ROOM}/alice'><error type='wait'><resource-constraint xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>")).await;
+    groupchat(&mut a, ROOM, "anyone there?").await;
+    next_groupchat(&mut comp, "anyone there?").await;
+    // Its server says the session is gone: the room lets it go, with 333.
+    comp.send(&format!("<message type='error' from='ghost@push.localhost/r' to='{ROOM}/alice'><error type='cancel'><service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>")).await;
+    let gone = a
+        .wait_for("the ghost removed", |e| {
+            e.attr("from") == Some("tea@conference.localhost/ghost")
+                && e.attr("type") == Some("unavailable")
+        })
+        .await;
+    assert_eq!(codes(&gone), ["333"], "{}", xml(&gone));
+}

@@ -40,10 +40,16 @@ struct Entry {
     creator: String,
 }
 
+/// Most error stanzas waiting for a busy room (all rooms together); more are dropped.
+const MAX_QUEUED_ERRORS: usize = 1024;
+
 /// The rooms and the service's bounds.
 pub struct Service {
     rooms: std::sync::Mutex<HashMap<String, Entry>>,
     limits: Limits,
+    /// Errors from occupants that came while their room was locked (often the bounce of what
+    /// the room itself was sending): the room's holder reads them before it lets go.
+    errors: std::sync::Mutex<Vec<(String, String, Element)>>,
 }
 
 impl Service {
@@ -52,6 +58,7 @@ impl Service {
         let m = &cfg.muc;
         Service {
             rooms: Default::default(),
+            errors: Default::default(),
             limits: Limits {
                 max_users: m.max_occupants,
                 max_affiliations: m.max_affiliations,
@@ -84,6 +91,25 @@ impl Service {
         self.map()
             .get(jid)
             .is_some_and(|e| Arc::ptr_eq(&e.room, room))
+    }
+
+    fn queue_error(&self, room: &str, from: String, el: Element) {
+        let mut q = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+        if q.len() < MAX_QUEUED_ERRORS {
+            q.push((room.to_string(), from, el));
+        }
+    }
+
+    fn take_errors(&self, room: &str) -> Vec<(String, Element)> {
+        let mut q = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+        if q.is_empty() {
+            return Vec::new();
+        }
+        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut *q)
+            .into_iter()
+            .partition(|(r, _, _)| r == room);
+        *q = rest;
+        mine.into_iter().map(|(_, f, e)| (f, e)).collect()
     }
 
     /// Rooms held (persistent and temporary).
@@ -151,10 +177,8 @@ fn err_typed(
 }
 
 async fn handle(shared: &Arc<Shared>, el: Element) {
-    // Errors answer nothing the service asked for (and may be bounces of what a room sent
-    // while it holds its lock): dropped.
     if stanza::typ(&el) == "error" {
-        return;
+        return error(shared, el).await;
     }
     let (Ok(Some(to)), Ok(Some(from))) = (stanza::to(&el), stanza::from(&el)) else {
         return routing::bounce(shared, &el, StanzaErrorCondition::JidMalformed).await;
@@ -230,6 +254,31 @@ async fn handle(shared: &Arc<Shared>, el: Element) {
 /// A room and whether this join made it.
 type Made = (Arc<tokio::sync::Mutex<Room>>, bool);
 
+/// An error stanza to a room or occupant: it may say an occupant's session is gone (its
+/// server bounced what the room sent), which herald-muc decides. It is often the bounce of
+/// what the room is sending right now, under its lock in this very task: then it waits in a
+/// bounded queue the lock's holder reads before letting go (`carry_out`).
+async fn error(shared: &Arc<Shared>, el: Element) {
+    let (Ok(Some(to)), Ok(Some(from))) = (stanza::to(&el), stanza::from(&el)) else {
+        return;
+    };
+    let Some(node) = to.node() else {
+        return;
+    };
+    let room_jid = format!("{}@{}", node.as_str(), to.domain().as_str());
+    let Some(room) = shared.muc.get(&room_jid) else {
+        return;
+    };
+    let Ok(mut guard) = room.try_lock() else {
+        return shared.muc.queue_error(&room_jid, from.to_string(), el);
+    };
+    if !shared.muc.is_current(&room_jid, &room) {
+        return;
+    }
+    let outs = guard.error_from_occupant(&from.to_string(), &el, &shared.muc.limits);
+    carry_out(shared, &room_jid, &mut guard, outs).await;
+}
+
 /// Makes a room for a first join, if `from` may create one (`[muc]
 /// restrict_room_creation`, `max_rooms`, `max_rooms_per_user`); Err(the refusal) if not.
 fn create(
@@ -291,12 +340,33 @@ fn create(
     Ok((room, true))
 }
 
-/// Carries out a room's actions in order, holding its lock.
+/// Carries out a room's actions in order, holding its lock; then what the errors that came
+/// meanwhile (bounces of these very actions, often) make the room do.
 async fn carry_out(shared: &Arc<Shared>, room_jid: &str, room: &mut Room, outs: Vec<Out>) {
+    let mut queue: std::collections::VecDeque<Out> = outs.into();
+    loop {
+        run_actions(shared, room_jid, room, &mut queue).await;
+        let errors = shared.muc.take_errors(room_jid);
+        if errors.is_empty() {
+            return;
+        }
+        // Each of these removes an occupant at most: the loop ends with the room.
+        for (from, el) in errors {
+            queue.extend(room.error_from_occupant(&from, &el, &shared.muc.limits));
+        }
+    }
+}
+
+async fn run_actions(
+    shared: &Arc<Shared>,
+    room_jid: &str,
+    room: &mut Room,
+    queue: &mut std::collections::VecDeque<Out>,
+) {
     // An archive write that did not happen takes its stanza-id off the broadcast that follows
     // (herald-muc stamps room messages only in broadcasts).
     let mut unarchived: Option<String> = None;
-    for o in outs {
+    while let Some(o) = queue.pop_front() {
         match o {
             Out::Send(el) => send(shared, el).await,
             Out::Broadcast { mut stanza, to } => {
