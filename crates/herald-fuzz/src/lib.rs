@@ -674,50 +674,6 @@ pub fn stanza(data: &[u8]) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The SCRAM seeds are complete, correct exchanges, so the harness and libFuzzer start
-    /// from the success path (the seeds were computed for [`SCRAM_NONCE`] and the salt and
-    /// password above).
-    #[test]
-    fn scram_seeds_authenticate() {
-        for (seed, hash) in [
-            (
-                &include_bytes!("../corpus/sasl/scram256-ok")[..],
-                ScramHash::Sha256,
-            ),
-            (
-                &include_bytes!("../corpus/sasl/scram1-ok")[..],
-                ScramHash::Sha1,
-            ),
-        ] {
-            let rest = &seed[1..];
-            let i = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
-            let mut server = ScramServer::with_nonce(hash, SCRAM_NONCE);
-            assert!(server.client_first(&rest[..i]).is_ok());
-            let keys = sasl::derive_keys(hash, SASL_PASSWORD, SASL_SALT, 1).ok();
-            server.server_first(keys);
-            assert!(server.client_final(&rest[i + 1..]).is_ok());
-        }
-    }
-
-    /// Element-taking targets see the seeds' stanzas, in the client namespace.
-    #[test]
-    fn elements_are_decoded_in_the_stream_namespace() {
-        let els = elements(b"<iq type='get'/><message/>");
-        assert_eq!(els.len(), 2);
-        assert!(els.iter().all(|e| e.ns() == stream::INTERNAL_NS));
-        assert!(elements(b"not xml").is_empty());
-        let db = elements_in(
-            b"<db:result from='a' to='b'>k</db:result>",
-            StreamNs::Server,
-        );
-        assert!(db.len() == 1 && db[0].is("result", ns::DIALBACK));
-    }
-}
-
 /// XEP-0045: every element of the input as a stanza to a room (or one of its occupants) from
 /// one of three senders (the owner, a local user, a remote one), in order, against one room:
 /// joins, messages, private messages, admin and owner requests, configuration forms,
@@ -770,5 +726,49 @@ pub fn muc(data: &[u8]) {
         }
         let back = Room::from_saved(ROOM, &room.to_saved(), &lim);
         assert_eq!(back.config(), room.config(), "saved configuration");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The SCRAM seeds are complete, correct exchanges, so the harness and libFuzzer start
+    /// from the success path (the seeds were computed for [`SCRAM_NONCE`] and the salt and
+    /// password above).
+    #[test]
+    fn scram_seeds_authenticate() {
+        for (seed, hash) in [
+            (
+                &include_bytes!("../corpus/sasl/scram256-ok")[..],
+                ScramHash::Sha256,
+            ),
+            (
+                &include_bytes!("../corpus/sasl/scram1-ok")[..],
+                ScramHash::Sha1,
+            ),
+        ] {
+            let rest = &seed[1..];
+            let i = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
+            let mut server = ScramServer::with_nonce(hash, SCRAM_NONCE);
+            assert!(server.client_first(&rest[..i]).is_ok());
+            let keys = sasl::derive_keys(hash, SASL_PASSWORD, SASL_SALT, 1).ok();
+            server.server_first(keys);
+            assert!(server.client_final(&rest[i + 1..]).is_ok());
+        }
+    }
+
+    /// Element-taking targets see the seeds' stanzas, in the client namespace.
+    #[test]
+    fn elements_are_decoded_in_the_stream_namespace() {
+        let els = elements(b"<iq type='get'/><message/>");
+        assert_eq!(els.len(), 2);
+        assert!(els.iter().all(|e| e.ns() == stream::INTERNAL_NS));
+        assert!(elements(b"not xml").is_empty());
+        let db = elements_in(
+            b"<db:result from='a' to='b'>k</db:result>",
+            StreamNs::Server,
+        );
+        assert!(db.len() == 1 && db[0].is("result", ns::DIALBACK));
     }
 }

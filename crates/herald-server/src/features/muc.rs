@@ -5,9 +5,10 @@
 //! Routing hands this module every stanza whose `to` is the MUC domain (from local sessions,
 //! components and peer servers alike). Each room is behind an async lock held while its
 //! actions are carried out, so every occupant sees a room's stanzas in the order the room
-//! made them. Stanzas for the MUC domain produced while a lock is held (an invitation to
-//! another room) are routed from a task of their own, and error stanzas to the service are
-//! dropped unread, so a room never waits on itself.
+//! made them. A room never waits on itself: stanzas for the MUC domain produced while a lock
+//! is held (an invitation to another room) are routed from a task of their own, and an error
+//! stanza that finds its room locked (often the bounce of what the room is sending, in the
+//! same task) waits in a bounded queue the lock's holder reads before letting go.
 //!
 //! Sessions: an occupant's session leaves its rooms the way RFC 6121 §4.6 makes every
 //! directed presence end: when the session ends, presence sends the room its unavailable
