@@ -17,7 +17,7 @@ pub mod config;
 mod room;
 
 pub use config::{AllowPm, Defaults, RoomConfig, Whois};
-pub use room::{Room, SavedRoom};
+pub use room::{Room, SavedRoom, MAX_PROXIED_IQS};
 
 use herald_proto::Element;
 

@@ -51,7 +51,28 @@ pub struct Room {
     secret: [u8; 32],
     /// Created with `<x xmlns='…muc'/>` and not yet configured (XEP-0045 §10.1.1).
     locked: bool,
+    /// IQs forwarded to occupants and not yet answered, by the id they were sent with.
+    proxied: HashMap<String, Proxied>,
+    /// Source of those ids.
+    next_proxy: u64,
 }
+
+/// An IQ one occupant sent another through the room, awaiting the answer.
+struct Proxied {
+    /// The asking session's real JID.
+    asker: String,
+    /// The id it used.
+    id: Option<String>,
+    /// The real JID the IQ went to (only its answer counts).
+    target: String,
+    /// When it was sent (unix micros).
+    at: i64,
+}
+
+/// IQs between occupants awaiting an answer, per room; one more waits (`resource-constraint`).
+pub const MAX_PROXIED_IQS: usize = 256;
+/// How long an answer to a forwarded IQ is waited for (unix micros).
+const PROXY_TTL: i64 = 60_000_000;
 
 /// Extra content of an occupant's `<item/>`.
 #[derive(Default)]
@@ -152,6 +173,8 @@ impl Room {
             subject: None,
             secret,
             locked,
+            proxied: HashMap::new(),
+            next_proxy: 0,
         }
     }
 
@@ -196,6 +219,8 @@ impl Room {
             subject,
             secret,
             locked: false,
+            proxied: HashMap::new(),
+            next_proxy: 0,
         }
     }
 
@@ -327,7 +352,7 @@ impl Room {
             (Some(Kind::Message), None) => self.message(from, el, now, lim),
             (Some(Kind::Message), Some(n)) => self.private_message(from, n, el),
             (Some(Kind::Iq), None) => self.iq(from, el, lim, features),
-            (Some(Kind::Iq), Some(n)) => self.iq_to_occupant(from, n, el),
+            (Some(Kind::Iq), Some(n)) => self.iq_to_occupant(from, n, el, now),
             (None, _) => Vec::new(),
         }
     }
@@ -541,6 +566,10 @@ impl Room {
     pub fn error_from_occupant(&mut self, from: &str, el: &Element, lim: &Limits) -> Vec<Out> {
         if stanza::typ(el) != "error" || !self.by_jid.contains_key(from) {
             return Vec::new();
+        }
+        if stanza::kind(el) == Some(Kind::Iq) {
+            // An error answering a forwarded IQ goes back to the asker.
+            return self.iq_answer(from, el);
         }
         let gone = match stanza::kind(el) {
             Some(Kind::Presence) => true,
@@ -1124,27 +1153,84 @@ impl Room {
 
     // ---- IQs ----
 
-    fn iq_to_occupant(&mut self, from: &str, nick: &str, el: &Element) -> Vec<Out> {
+    /// An IQ to `room/nick`. XEP-0410: a ping to one's own occupant JID is answered by the
+    /// room. Other requests between occupants are forwarded (XEP-0045 §7.? IQ proxying: a
+    /// vCard or version query to an occupant), under an id of the room's, and the answer goes
+    /// back to the asking session with its own id; at most [`MAX_PROXIED_IQS`] wait at once,
+    /// each for a minute.
+    fn iq_to_occupant(&mut self, from: &str, nick: &str, el: &Element, now: i64) -> Vec<Out> {
         if !matches!(stanza::typ(el), "get" | "set") {
-            return Vec::new();
+            return self.iq_answer(from, el);
         }
-        let payload = stanza::payload(el);
-        if payload.is_some_and(|p| p.is("ping", ns::PING)) {
-            // XEP-0410: the service answers a ping to one's own occupant JID.
-            return if self.by_jid.get(from).is_some_and(|n| n == nick) {
-                vec![Out::Send(stanza::iq_result(el, None))]
-            } else {
-                err(el, C::NotAcceptable, Some("you are not this occupant"))
-            };
-        }
-        if !self.by_jid.contains_key(from) {
+        let Some(asker_nick) = self.by_jid.get(from).cloned() else {
+            // XEP-0410: not joined (also under this nick).
             return err(
                 el,
                 C::NotAcceptable,
                 Some("only occupants may ask occupants"),
             );
+        };
+        if asker_nick == nick && stanza::payload(el).is_some_and(|p| p.is("ping", ns::PING)) {
+            return vec![Out::Send(stanza::iq_result(el, None))];
         }
-        err(el, C::ServiceUnavailable, None)
+        let Some(target) = self.occupants.get(nick).and_then(|o| o.sessions.last()) else {
+            return err(el, C::ItemNotFound, Some("no such occupant"));
+        };
+        let target = target.jid.clone();
+        self.proxied
+            .retain(|_, p| p.at > now.saturating_sub(PROXY_TTL));
+        if self.proxied.len() >= MAX_PROXIED_IQS {
+            return err_typed(
+                el,
+                C::ResourceConstraint,
+                ErrorType::Wait,
+                Some("too many requests between occupants"),
+            );
+        }
+        self.next_proxy += 1;
+        let id = format!("muc-{}", self.next_proxy);
+        let mut fwd = el.clone();
+        stanza::set(&mut fwd, "from", self.occupant_jid(&asker_nick));
+        stanza::set(&mut fwd, "to", target.as_str());
+        stanza::set(&mut fwd, "id", id.as_str());
+        self.proxied.insert(
+            id,
+            Proxied {
+                asker: from.to_string(),
+                id: el.attr("id").map(String::from),
+                target,
+                at: now,
+            },
+        );
+        vec![Out::Send(fwd)]
+    }
+
+    /// An occupant's answer (result or error) to an IQ the room forwarded to it: back to the
+    /// asking session, from the answerer's occupant JID, with the asker's id.
+    fn iq_answer(&mut self, from: &str, el: &Element) -> Vec<Out> {
+        let Some(id) = el.attr("id") else {
+            return Vec::new();
+        };
+        if self.proxied.get(id).is_none_or(|p| p.target != from) {
+            return Vec::new();
+        }
+        let Some(p) = self.proxied.remove(id) else {
+            return Vec::new();
+        };
+        let mut answer = el.clone();
+        let answerer = match self.by_jid.get(from) {
+            Some(n) => self.occupant_jid(n),
+            None => self.jid.clone(),
+        };
+        stanza::set(&mut answer, "from", answerer);
+        stanza::set(&mut answer, "to", p.asker.as_str());
+        match &p.id {
+            Some(i) => stanza::set(&mut answer, "id", i.as_str()),
+            None => {
+                answer.attrs_mut().remove(&rxml::Namespace::NONE, "id");
+            }
+        }
+        vec![Out::Send(answer)]
     }
 
     fn iq(&mut self, from: &str, el: &Element, lim: &Limits, features: &[&str]) -> Vec<Out> {

@@ -405,10 +405,9 @@ fn self_ping_occupant_ids_and_destroy() {
         condition(&run(&mut r, "u@d/y", Some("u"), ping)).as_deref(),
         Some("not-acceptable")
     );
-    assert_eq!(
-        condition(&run(&mut r, "u@d/x", Some("boss"), ping)).as_deref(),
-        Some("not-acceptable")
-    );
+    // A ping to someone else's nick is theirs to answer: forwarded.
+    let fwd = sent(&run(&mut r, "u@d/x", Some("boss"), ping));
+    assert_eq!(fwd[0].attr("to"), Some("owner@d/a"));
     assert_eq!(r.occupant_id("u@d"), r.occupant_id("u@d"));
     assert_ne!(r.occupant_id("u@d"), r.occupant_id("v@d"));
     let back = Room::from_saved(ROOM, &r.to_saved(), &lim());
@@ -612,4 +611,66 @@ fn errors_that_say_a_session_is_gone_remove_it_with_333() {
     let mut r = room();
     let e = el("<presence type='error'/>");
     assert!(r.error_from_occupant("z@d/x", &e, &lim()).is_empty());
+}
+
+#[test]
+fn iqs_between_occupants_are_forwarded_and_answered_back() {
+    let mut r = room();
+    join(&mut r, "u@d/x", "u");
+    join(&mut r, "u@d/y", "u");
+    let vcard = "<iq type='get' id='v1'><vCard xmlns='vcard-temp'/></iq>";
+    // From the second session of u, to the owner.
+    let out = run(&mut r, "u@d/y", Some("boss"), vcard);
+    let fwd = &sent(&out)[0];
+    assert_eq!(fwd.attr("from"), Some("tea@conference.d/u"));
+    assert_eq!(fwd.attr("to"), Some("owner@d/a"));
+    let id = fwd.attr("id").unwrap().to_string();
+    assert_ne!(id, "v1", "the room's own id");
+    // Only the JID it went to may answer, once.
+    let answer =
+        format!("<iq type='result' id='{id}'><vCard xmlns='vcard-temp'><FN>Boss</FN></vCard></iq>");
+    assert!(run(&mut r, "intruder@d/z", Some("u"), &answer).is_empty());
+    let out = run(&mut r, "owner@d/a", Some("u"), &answer);
+    let back = &sent(&out)[0];
+    assert_eq!(back.attr("from"), Some("tea@conference.d/boss"));
+    assert_eq!(back.attr("to"), Some("u@d/y"), "the asking session");
+    assert_eq!(back.attr("id"), Some("v1"));
+    assert!(
+        run(&mut r, "owner@d/a", Some("u"), &answer).is_empty(),
+        "answered once"
+    );
+    // An error answer comes back too.
+    let out = run(&mut r, "u@d/x", Some("boss"), vcard);
+    let id = sent(&out)[0].attr("id").unwrap().to_string();
+    let e = el(&format!("<iq type='error' id='{id}'><error type='cancel'><service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>"));
+    let out = r.error_from_occupant("owner@d/a", &e, &lim());
+    assert_eq!(sent(&out)[0].attr("to"), Some("u@d/x"));
+    assert!(r.is_occupant("owner@d/a"), "an IQ error removes nobody");
+    // Not occupants, absent nicks, and the bound.
+    assert_eq!(
+        condition(&run(&mut r, "z@d/x", Some("boss"), vcard)).as_deref(),
+        Some("not-acceptable")
+    );
+    assert_eq!(
+        condition(&run(&mut r, "u@d/x", Some("ghost"), vcard)).as_deref(),
+        Some("item-not-found")
+    );
+    for _ in 0..herald_muc::MAX_PROXIED_IQS {
+        assert_eq!(condition(&run(&mut r, "u@d/x", Some("boss"), vcard)), None);
+    }
+    assert_eq!(
+        condition(&run(&mut r, "u@d/x", Some("boss"), vcard)).as_deref(),
+        Some("resource-constraint")
+    );
+    // A minute later the unanswered ones are forgotten.
+    let later = r.handle(
+        "u@d/x",
+        Some("boss"),
+        &el(vcard),
+        false,
+        NOW + 61_000_000,
+        &lim(),
+        &[],
+    );
+    assert_eq!(condition(&later), None);
 }

@@ -711,3 +711,38 @@ async fn an_occupant_whose_server_bounces_room_traffic_is_removed() {
         .await;
     assert_eq!(codes(&gone), ["333"], "{}", xml(&gone));
 }
+
+#[tokio::test]
+async fn an_occupant_asks_another_through_the_room() {
+    let s = server().await;
+    let mut a = client(&s, "alice", "a").await;
+    let mut b = client(&s, "bob", "b").await;
+    create(&mut a, ROOM, &[]).await;
+    join(&mut b, ROOM, "bob").await;
+    b.send(&format!(
+        "<iq type='get' id='v1' to='{ROOM}/alice'><vCard xmlns='vcard-temp'/></iq>"
+    ))
+    .await;
+    let q = a
+        .wait_for("the forwarded query", |e| {
+            e.name() == "iq" && e.has_child("vCard", "vcard-temp")
+        })
+        .await;
+    assert_eq!(
+        q.attr("from"),
+        Some("tea@conference.localhost/bob"),
+        "{}",
+        xml(&q)
+    );
+    let id = q.attr("id").unwrap();
+    a.send(&format!(
+        "<iq type='result' id='{id}' to='tea@conference.localhost/bob'><vCard xmlns='vcard-temp'><FN>Alice</FN></vCard></iq>"
+    ))
+    .await;
+    let r = b
+        .wait_for("the answer", |e| e.attr("id") == Some("v1"))
+        .await;
+    assert_eq!(r.attr("type"), Some("result"), "{}", xml(&r));
+    assert_eq!(r.attr("from"), Some("tea@conference.localhost/alice"));
+    assert!(xml(&r).contains("Alice"), "{}", xml(&r));
+}
