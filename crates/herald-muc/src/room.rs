@@ -492,6 +492,11 @@ impl Room {
         }
         // Last, also in a new room (clients wait for it to know the join is complete).
         out.push(Out::Send(self.subject_message(from)));
+        if created && self.config.persistent && !self.locked {
+            // An instant room persistent by default is kept from the start (a locked one is
+            // saved when its owner configures it).
+            out.push(Out::Save);
+        }
         out
     }
 

@@ -746,3 +746,17 @@ async fn an_occupant_asks_another_through_the_room() {
     assert_eq!(r.attr("from"), Some("tea@conference.localhost/alice"));
     assert!(xml(&r).contains("Alice"), "{}", xml(&r));
 }
+
+#[tokio::test]
+async fn rooms_persistent_by_default_survive_a_restart_unconfigured() {
+    let s = TestServer::start_with(|c| c.muc.default_persistent = true).await;
+    s.add_user("alice", "pw");
+    let mut a = client(&s, "alice", "a").await;
+    // Without the MUC element: an instant room, never configured.
+    a.send(&format!("<presence to='{ROOM}/alice'/>")).await;
+    a.wait_for("the self-presence", |e| codes(e).contains(&"201".into()))
+        .await;
+    drop(a);
+    let s = s.restart().await;
+    assert_eq!(s.running.shared.muc.room_count(), 1);
+}
