@@ -760,3 +760,80 @@ async fn rooms_persistent_by_default_survive_a_restart_unconfigured() {
     let s = s.restart().await;
     assert_eq!(s.running.shared.muc.room_count(), 1);
 }
+
+/// The features a disco#info answer lists.
+fn disco_features(r: &Element) -> std::collections::BTreeSet<String> {
+    r.get_child("query", "http://jabber.org/protocol/disco#info")
+        .map(|q| {
+            q.children()
+                .filter(|c| c.name() == "feature")
+                .filter_map(|c| c.attr("var").map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn every_muc_table_line_is_served_and_advertised() {
+    use herald_server::features::iq::table::TABLE;
+    use herald_server::features::iq::{Advertised, Target};
+    let s = server().await;
+    let mut a = client(&s, "alice", "a").await;
+    create(&mut a, ROOM, &[]).await;
+    let service = ask(&mut a, "si", "<iq type='get' id='si' to='conference.localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>").await;
+    let room = ask(&mut a, "ri", &format!("<iq type='get' id='ri' to='{ROOM}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>")).await;
+    let (service, room) = (disco_features(&service), disco_features(&room));
+    let mut lines = 0;
+    for (i, e) in TABLE.iter().enumerate() {
+        let (to, listed, advertised) = match (e.target, e.advertised) {
+            (Target::MucService, Advertised::OnMucService(f)) => {
+                ("conference.localhost", &service, f)
+            }
+            (Target::MucRoom, Advertised::OnMucRoom(f)) => (ROOM, &room, f),
+            (Target::MucRoom, Advertised::Nowhere) => (ROOM, &room, &[][..]),
+            (Target::MucService | Target::MucRoom, other) => panic!("line {i}: {other:?}"),
+            _ => continue,
+        };
+        lines += 1;
+        for f in advertised {
+            assert!(listed.contains(*f), "{f} not advertised on {to}");
+        }
+        // Alice owns the room: every line answers her, none with service-unavailable.
+        let id = format!("t{i}");
+        let r = ask(
+            &mut a,
+            &id,
+            &format!(
+                "<iq type='{}' id='{id}' to='{to}'><{} xmlns='{}'/></iq>",
+                e.typ.as_str(),
+                e.element,
+                e.ns
+            ),
+        )
+        .await;
+        assert!(
+            !xml(&r).contains("service-unavailable"),
+            "{:?} {} {}: {}",
+            e.typ,
+            e.ns,
+            e.element,
+            xml(&r)
+        );
+    }
+    assert!(lines >= 10, "the MUC lines");
+    // What no line serves is not answered.
+    let r = ask(
+        &mut a,
+        "x",
+        &format!("<iq type='get' id='x' to='{ROOM}'><query xmlns='jabber:iq:version'/></iq>"),
+    )
+    .await;
+    assert!(xml(&r).contains("service-unavailable"), "{}", xml(&r));
+    let r = ask(
+        &mut a,
+        "y",
+        "<iq type='set' id='y' to='conference.localhost'><ping xmlns='urn:xmpp:ping'/></iq>",
+    )
+    .await;
+    assert!(xml(&r).contains("service-unavailable"), "{}", xml(&r));
+}
