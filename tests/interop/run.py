@@ -59,6 +59,7 @@ import scenarios_accounts  # noqa: E402,F401
 import scenarios_http  # noqa: E402,F401
 import scenarios_cb  # noqa: E402,F401
 import scenarios_sasl2  # noqa: E402,F401
+import scenarios_muc  # noqa: E402,F401
 
 #: Scenarios run by default, in this order. Everything else registered is PENDING.
 ENABLED = [
@@ -92,6 +93,8 @@ ENABLED = [
     # issue 15: PEP, avatars, OMEMO
     "pep_avatar",
     "omemo",
+    # issue 16: group chat
+    "muc",
     # issue 11: no message lost (restarts the server: last)
     "sm_restart",
     # issue 15: discovery and account self-service (a server of their own: [contact],

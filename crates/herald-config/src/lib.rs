@@ -145,6 +145,8 @@ pub struct Config {
     pub fast: FastConfig,
     /// XEP-0163 PEP.
     pub pep: PepConfig,
+    /// XEP-0045 group chat.
+    pub muc: MucConfig,
 }
 
 /// `[fast]`
@@ -424,6 +426,7 @@ impl Default for Config {
             upload: UploadConfig::default(),
             turn: None,
             fast: FastConfig::default(),
+            muc: MucConfig::default(),
             pep: PepConfig::default(),
         }
     }
@@ -1146,6 +1149,82 @@ impl Default for PepConfig {
     }
 }
 
+/// `[muc]`: the XEP-0045 group chat service Herald serves itself.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MucConfig {
+    /// The service's domain; absent: `conference.` + `domain`; `""`: no group chat.
+    pub domain: Option<String>,
+    /// Who may create rooms: `local` (accounts of a served domain), `admins` (the JIDs in
+    /// `admins`), `anyone` (remote users too).
+    pub restrict_room_creation: String,
+    /// Bare JIDs that own every room and may always create one.
+    pub admins: Vec<String>,
+    /// Rooms in all (each is held in memory); a creation beyond: `resource-constraint`.
+    pub max_rooms: usize,
+    /// Rooms one user owns; a creation beyond: `resource-constraint`.
+    pub max_rooms_per_user: usize,
+    /// `maxusers` of a new room.
+    pub occupants_default: usize,
+    /// The largest `maxusers` an owner may set.
+    pub max_occupants: usize,
+    /// Owners, admins, members and outcasts one room keeps; beyond: `resource-constraint`.
+    pub max_affiliations: usize,
+    /// History messages sent on join when the client asks for none in particular.
+    pub history_default: usize,
+    /// The most history messages sent on join.
+    pub history_max: usize,
+    /// Bytes of a room subject; a longer one: `not-acceptable`.
+    pub max_subject_bytes: usize,
+    /// Bytes of a nick, room name, description, password, reason; longer: `not-acceptable`.
+    pub max_field_bytes: usize,
+    /// New rooms are listed in the service's disco#items.
+    pub default_public: bool,
+    /// New rooms outlive their last occupant.
+    pub default_persistent: bool,
+    /// New rooms keep an archive (XEP-0313 on the room, history on join).
+    pub default_archive: bool,
+}
+
+impl Default for MucConfig {
+    fn default() -> Self {
+        MucConfig {
+            domain: None,
+            restrict_room_creation: "local".into(),
+            admins: Vec::new(),
+            max_rooms: 10_000,
+            max_rooms_per_user: 100,
+            occupants_default: 200,
+            max_occupants: 1000,
+            max_affiliations: 1000,
+            history_default: 20,
+            history_max: 100,
+            max_subject_bytes: 1024,
+            max_field_bytes: 1024,
+            default_public: true,
+            default_persistent: false,
+            default_archive: true,
+        }
+    }
+}
+
+impl Config {
+    /// The MUC service's domain (lower case), None when group chat is off.
+    pub fn muc_domain(&self) -> Option<String> {
+        match &self.muc.domain {
+            None => Some(format!("conference.{}", self.domain.to_ascii_lowercase())),
+            Some(d) if d.is_empty() => None,
+            Some(d) => Some(d.to_ascii_lowercase()),
+        }
+    }
+
+    /// Whether `domain` is the MUC service's.
+    pub fn is_muc(&self, domain: &str) -> bool {
+        self.muc_domain()
+            .is_some_and(|d| d.eq_ignore_ascii_case(domain))
+    }
+}
+
 /// `[push]`
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -1738,6 +1817,76 @@ impl Config {
             if t.ttl.0 < Duration::from_secs(60) {
                 return Err(bad("turn.ttl", "must be at least 60s".into()));
             }
+        }
+        if let Some(d) = self.muc_domain() {
+            if jid::BareJid::new(&d)
+                .ok()
+                .filter(|j| j.node().is_none())
+                .is_none()
+            {
+                return Err(bad("muc.domain", format!("{d:?} is not a valid domain")));
+            }
+            if self.is_local(&d) || self.component_for(&d).is_some() {
+                return Err(bad(
+                    "muc.domain",
+                    format!("{d:?} is already served (a host or a component)"),
+                ));
+            }
+        }
+        if !matches!(
+            self.muc.restrict_room_creation.as_str(),
+            "local" | "admins" | "anyone"
+        ) {
+            return Err(bad(
+                "muc.restrict_room_creation",
+                format!(
+                    "{:?}: expected local, admins or anyone",
+                    self.muc.restrict_room_creation
+                ),
+            ));
+        }
+        for (i, a) in self.muc.admins.iter().enumerate() {
+            if jid::BareJid::new(a)
+                .ok()
+                .filter(|j| j.node().is_some())
+                .is_none()
+            {
+                return Err(bad(
+                    &format!("muc.admins[{i}]"),
+                    format!("{a:?} is not a bare JID"),
+                ));
+            }
+        }
+        let m = &self.muc;
+        for (key, v) in [
+            ("muc.max_rooms", m.max_rooms),
+            ("muc.max_rooms_per_user", m.max_rooms_per_user),
+            ("muc.occupants_default", m.occupants_default),
+            ("muc.max_occupants", m.max_occupants),
+            ("muc.max_affiliations", m.max_affiliations),
+            ("muc.history_max", m.history_max),
+            ("muc.max_subject_bytes", m.max_subject_bytes),
+            ("muc.max_field_bytes", m.max_field_bytes),
+        ] {
+            if v == 0 {
+                return Err(bad(key, "must be at least 1".into()));
+            }
+        }
+        if m.occupants_default > m.max_occupants {
+            return Err(bad(
+                "muc.occupants_default",
+                "must not exceed muc.max_occupants".into(),
+            ));
+        }
+        if m.history_default > m.history_max {
+            return Err(bad(
+                "muc.history_default",
+                "must not exceed muc.history_max".into(),
+            ));
+        }
+        // A MAM page on the room answers at most mam.max_page; history is read as one page.
+        if m.history_max > 1000 {
+            return Err(bad("muc.history_max", "must be at most 1000".into()));
         }
         let sm = &self.stream_management;
         check_push(&self.push, sm).map_err(|(k, r)| bad(&format!("push.{k}"), r))?;
@@ -2442,6 +2591,38 @@ max_pending_per_user = 9
         }
         for s in ["", "MB", "1.5MB", "-1", "1PB", "99999999999TB"] {
             assert_eq!(ByteSize::parse(s), None, "{s}");
+        }
+    }
+
+    #[test]
+    fn muc_domain_defaults_to_conference_and_bad_values_are_rejected() {
+        let d = Config::defaults();
+        assert_eq!(d.muc_domain().as_deref(), Some("conference.localhost"));
+        assert!(d.is_muc("Conference.localhost"));
+        let off = Config::parse("[muc]\ndomain = \"\"\n", "m.toml").unwrap();
+        assert_eq!(off.muc_domain(), None);
+        let c = Config::parse("[muc]\ndomain = \"rooms.localhost\"\n", "m.toml").unwrap();
+        assert!(c.is_muc("rooms.localhost"));
+        for (text, key) in [
+            ("[muc]\ndomain = \"localhost\"\n", "muc.domain"),
+            ("[muc]\ndomain = \"a b\"\n", "muc.domain"),
+            (
+                "[muc]\nrestrict_room_creation = \"nobody\"\n",
+                "muc.restrict_room_creation",
+            ),
+            ("[muc]\nadmins = [\"localhost\"]\n", "muc.admins[0]"),
+            ("[muc]\nmax_occupants = 0\n", "muc.max_occupants"),
+            ("[muc]\nmax_rooms = 0\n", "muc.max_rooms"),
+            ("[muc]\noccupants_default = 2000\n", "muc.occupants_default"),
+            ("[muc]\nhistory_default = 500\n", "muc.history_default"),
+            (
+                "[muc]\nhistory_max = 5000\nhistory_default = 1\n",
+                "muc.history_max",
+            ),
+            ("[muc]\nmax_subject_bytes = 0\n", "muc.max_subject_bytes"),
+        ] {
+            let e = Config::parse(text, "m.toml").unwrap_err().to_string();
+            assert!(e.contains(key), "{text:?} → {e}");
         }
     }
 }

@@ -78,6 +78,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("caps", caps),
     ("http", http),
     ("pep", pep),
+    ("muc", muc),
 ];
 
 /// The target called `name`.
@@ -846,6 +847,61 @@ pub fn pep(data: &[u8]) {
                 let _ = xpep::notify_nodes(&features);
             }
         }
+    }
+}
+
+/// XEP-0045: every element of the input as a stanza to a room (or one of its occupants) from
+/// one of three senders (the owner, a local user, a remote one), in order, against one room:
+/// joins, messages, private messages, admin and owner requests, configuration forms,
+/// invitations, MAM queries, history requests. Every stanza the room sends is serialisable,
+/// and the saved room reads back with the same configuration.
+pub fn muc(data: &[u8]) {
+    use herald_muc::{Limits, Out, Room, RoomConfig};
+    const ROOM: &str = "tea@conference.localhost";
+    const SENDERS: [&str; 3] = ["o@localhost/a", "u@localhost/b", "v@remote.example/c"];
+    let lim = Limits {
+        max_users: 4,
+        max_affiliations: 8,
+        max_sessions_per_occupant: 2,
+        ..Limits::default()
+    };
+    let mut room = Room::new(
+        ROOM,
+        "o@localhost",
+        RoomConfig::new(&lim.defaults),
+        [3; 32],
+        true,
+    );
+    for (i, el) in elements(data).iter().enumerate() {
+        let from = SENDERS[i % SENDERS.len()];
+        let nick = stanza::to(el)
+            .ok()
+            .flatten()
+            .and_then(|j| j.resource().map(|r| r.as_str().to_string()));
+        let features = [ns::DISCO_INFO, ns::MAM];
+        let outs = room.handle(from, nick.as_deref(), el, i == 0, 0, &lim, &features);
+        for o in &outs {
+            match o {
+                Out::Send(e) | Out::Broadcast { stanza: e, .. } => write(e),
+                Out::MamQuery { iq, .. } => write(iq),
+                _ => {}
+            }
+        }
+        assert!(
+            room.occupant_count() <= lim.max_users + 2,
+            "occupants beyond maxusers"
+        );
+        if outs.iter().any(|o| matches!(o, Out::Gone)) {
+            room = Room::new(
+                ROOM,
+                "o@localhost",
+                RoomConfig::new(&lim.defaults),
+                [3; 32],
+                false,
+            );
+        }
+        let back = Room::from_saved(ROOM, &room.to_saved(), &lim);
+        assert_eq!(back.config(), room.config(), "saved configuration");
     }
 }
 

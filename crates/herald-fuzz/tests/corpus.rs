@@ -304,4 +304,5 @@ corpus_tests!(
     caps,
     http,
     pep,
+    muc,
 );

@@ -129,3 +129,13 @@ pub const PUBSUB_OWNER: &str = "http://jabber.org/protocol/pubsub#owner";
 pub const PUBSUB_EVENT: &str = "http://jabber.org/protocol/pubsub#event";
 /// XEP-0060 §7.1.3: publish-subscribe application-specific error conditions.
 pub const PUBSUB_ERRORS: &str = "http://jabber.org/protocol/pubsub#errors";
+/// XEP-0045: multi-user chat (the join element, the service and room feature).
+pub const MUC: &str = "http://jabber.org/protocol/muc";
+/// XEP-0045: occupant information in presence and messages from a room.
+pub const MUC_USER: &str = "http://jabber.org/protocol/muc#user";
+/// XEP-0045: moderator and admin requests (roles, affiliations).
+pub const MUC_ADMIN: &str = "http://jabber.org/protocol/muc#admin";
+/// XEP-0045: owner requests (room configuration, destruction).
+pub const MUC_OWNER: &str = "http://jabber.org/protocol/muc#owner";
+/// XEP-0421: anonymous unique occupant identifiers.
+pub const OCCUPANT_ID: &str = "urn:xmpp:occupant-id:0";

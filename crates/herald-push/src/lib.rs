@@ -8,6 +8,8 @@
 //!   trips, timeouts) and its wire types; the caller's reply handle is a type parameter.
 //! - [`engine`]: registrations, rules a/b/c, dedup, coalescing, extended hibernation,
 //!   wake-before-expiry, reply tracking, error accounting, device limits.
+//! - [`groupchat`]: rule d, room messages for members with no joined session (XEP-0492
+//!   settings, mentions); decided here, not yet wired into the server.
 //! - [`notification`]: the XEP-0357 publish IQ.
 //! - [`reply`]: reading the app server's answer (which errors count, who may answer).
 //! - [`request`]: parsing `<enable/>`/`<disable/>` (canonical app server JIDs).
@@ -20,6 +22,7 @@ pub mod classify;
 pub mod delivery;
 pub mod diag;
 pub mod engine;
+pub mod groupchat;
 pub mod notification;
 pub mod reply;
 pub mod request;

@@ -12,7 +12,7 @@
 //! | [`transport`] | `listener`; `conn`, `tls_io`, `tls`, `inbox` re-exported from herald-transport | accept loops, bytes, TLS |
 //! | [`c2s`] | accept loop, `negotiate` (drives `herald_session::negotiate`'s machine, legacy SASL and SASL2), `fast` (XEP-0484 tokens in the store for it), `session` (the task of one bound session; `session::sm` for XEP-0198 with answers from `herald_session::sm_nonza`, `session::csi`, `session::backlog`), `persist` (sessions across restarts) | a client's stream from first byte to last |
 //! | [`routing`] | `routing` (where a stanza goes, RFC 6121 §8), `router` (who is online), `msg` (the messages between tasks), `hooks` (typed events and their handler lists), `durable` (durable-before-acked tickets) | getting a stanza to the right task, knowing no feature |
-//! | [`features`] | `message`, `presence`, `roster`, `blocking`, `carbons`, `mam`, `offline`, `push` (the `herald push test` bookkeeping is `herald_push::diag`), `pep` (XEP-0163), `vcard`, `private`, `register` (XEP-0077: password change, removal, registration before login), `iq` (the IQ table, disco with the features served beyond it, ping, version, time), `ctx` (what a handler sees of a session) | what the server does with stanzas |
+//! | [`features`] | `message`, `presence`, `roster`, `blocking`, `carbons`, `mam`, `offline`, `push` (the `herald push test` bookkeeping is `herald_push::diag`), `pep` (XEP-0163), `vcard`, `private`, `register` (XEP-0077: password change, removal, registration before login), `iq` (the IQ table, disco with the features served beyond it, ping, version, time), `muc` (the XEP-0045 service; rules in `herald_muc`), `ctx` (what a handler sees of a session) | what the server does with stanzas |
 //! | [`federation`] | `s2s`, `component` | other servers and external components |
 //! | [`admin`] | `admin_socket`, `accounts` | operators' commands on the running server (the CLI side is `herald::admin`) |
 //! | [`http`] | the HTTP listeners and routes, `upload` (XEP-0363 PUT/GET, expiry), `metrics` (`/metrics`, `/health`) | HTTP clients; the slot and TURN IQs are lines of the IQ table (`features::iq::upload`, `features::iq::extdisco`) |
@@ -48,7 +48,7 @@ pub use herald_xep::stanza;
 
 use admin::{accounts, admin_socket};
 use c2s::{persist, session};
-use features::{blocking, iq, mam, message, pep, presence, push};
+use features::{blocking, iq, mam, message, muc, pep, presence, push};
 use federation::{component, s2s};
 use routing::{hooks, msg, router};
 
@@ -80,6 +80,7 @@ pub fn standard_hooks() -> hooks::Hooks {
         session_hibernated: vec![push::on_session_hibernated],
         session_resumed: vec![push::on_session_resumed],
         session_ended: vec![push::on_session_ended],
+        to_muc: vec![muc::to_muc],
     }
 }
 
@@ -201,6 +202,11 @@ pub struct Shared {
     next_id: AtomicU64,
     /// Becomes true when the server stops; listeners and tasks watch it.
     shutdown: watch::Receiver<bool>,
+    /// The group chat service's domain (`[muc] domain`, lower case), None when off. Written
+    /// once at start; read by routing for every stanza to another domain.
+    pub muc_domain: Option<String>,
+    /// The group chat rooms. Loaded at start (persistent rooms), changed by `muc`.
+    pub muc: muc::Service,
 }
 
 impl Shared {
@@ -212,6 +218,17 @@ impl Shared {
     /// The served domain.
     pub fn domain(&self) -> &str {
         &self.cfg.domain
+    }
+
+    /// Whether stamps (XEP-0359 stanza-ids, XEP-0203 delays) naming `domain` can only be
+    /// ours: a served domain, or the group chat service, whose rooms stamp their messages.
+    /// Such stamps are stripped from what clients, components and peers send.
+    pub fn stamps_ours(&self, domain: &str) -> bool {
+        self.cfg.is_local(domain)
+            || self
+                .muc_domain
+                .as_deref()
+                .is_some_and(|m| m.eq_ignore_ascii_case(domain))
     }
 
     /// Runs a blocking store call off the async threads, on the store in the role `R` the
@@ -507,6 +524,8 @@ pub async fn start_with_store(cfg: Config, store: impl Backend) -> anyhow::Resul
         cfg.limits.max_connections_per_ip,
         cfg.limits.max_unauthenticated_per_ip,
     );
+    let cfg_muc_domain = cfg.muc_domain();
+    let muc_service = muc::Service::new(&cfg);
     let shared = Arc::new(Shared {
         push,
         archive: group_commit::ArchiveWriter::start(store.clone(), cfg.mam.commit_delay.0),
@@ -542,6 +561,8 @@ pub async fn start_with_store(cfg: Config, store: impl Backend) -> anyhow::Resul
         http: http_state,
         next_id: AtomicU64::new(1),
         shutdown: shutdown_rx,
+        muc_domain: cfg_muc_domain,
+        muc: muc_service,
     });
     // Most accounts never set archive preferences or block anyone: knowing which did, the
     // others cost no store lookup when their first message arrives.
@@ -585,6 +606,12 @@ pub async fn start_with_store(cfg: Config, store: impl Backend) -> anyhow::Resul
             ms = t.elapsed().as_millis() as u64,
             "sessions of the previous run"
         );
+    }
+    let rooms = muc::load(&shared)
+        .await
+        .context("loading the saved group chat rooms")?;
+    if rooms > 0 {
+        tracing::info!(rooms, "group chat rooms loaded");
     }
     running
         .tasks

@@ -98,6 +98,9 @@ fn base(c: &mut Config, domain: &str, s2s_port: u16) {
 
 fn route(c: &mut Config, domain: &str, target: String) {
     c.s2s.routes.insert(domain.into(), target.clone());
+    c.s2s
+        .routes
+        .insert(format!("conference.{domain}"), target.clone());
     c.s2s.routes.insert(format!("push.{domain}"), target);
 }
 
@@ -1631,4 +1634,38 @@ async fn pep_notifications_and_items_cross_servers_by_access_model() {
         "{}",
         xml(&r)
     );
+}
+
+#[tokio::test]
+async fn a_remote_user_joins_and_talks_in_a_room_over_s2s() {
+    let fed = federate(|_| {}, |_| {}).await;
+    let mut alice = fed.alice().await;
+    let mut bob = fed.bob().await;
+    let room = "tea@conference.a.test";
+    let self_presence = |nick: &'static str| {
+        move |el: &Element| {
+            el.name() == "presence"
+                && el.attr("from") == Some(&*format!("{room}/{nick}"))
+                && xml(el).contains("110")
+        }
+    };
+    alice.send(&format!("<presence to='{room}/alice'/>")).await;
+    alice
+        .wait_for("alice in the room", self_presence("alice"))
+        .await;
+    // The room's stanzas to b.test go out from conference.a.test, dialback and all.
+    bob.send(&format!("<presence to='{room}/bob'/>")).await;
+    bob.wait_for("bob in the room", self_presence("bob")).await;
+    alice
+        .send(&format!(
+            "<message to='{room}' type='groupchat' id='g1'><body>over s2s</body></message>"
+        ))
+        .await;
+    let m = message(&mut bob, "tea@conference.a.test/alice", "over s2s").await;
+    assert!(xml(&m).contains("stanza-id"), "{}", xml(&m));
+    bob.send(&format!(
+        "<message to='{room}' type='groupchat' id='g2'><body>back</body></message>"
+    ))
+    .await;
+    message(&mut alice, "tea@conference.a.test/bob", "back").await;
 }

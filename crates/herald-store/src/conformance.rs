@@ -14,7 +14,7 @@ use crate::{
     SmQueued, SmSessionRecord, Store, StoreError, Subscription, Upload, UploadStore, Usage,
     MAX_REMOVALS_PER_USER,
 };
-use crate::{PrivateItem, PrivateStore, StoredVcard, VcardStore};
+use crate::{MucRoom, MucStore, PrivateItem, PrivateStore, StoredVcard, VcardStore};
 
 /// Runs every section of the suite against `store`.
 pub fn run_all(store: &Store) {
@@ -36,6 +36,7 @@ pub fn run_all(store: &Store) {
     offline_usage(store);
     archive_usage(store);
     purge_in_batches(store);
+    muc_rooms(store);
     vcards(store);
     private_items(store);
     invites(store);
@@ -2191,4 +2192,46 @@ pub fn pep(store: &Store) {
         ["b", "c"]
     );
     assert_eq!(store.pep_items(other, "d", &[], None).unwrap().len(), 1);
+}
+
+/// Saved rooms: save replaces configuration and affiliations, delete forgets, load finds
+/// every room with its affiliations; an unknown affiliation is refused with nothing written.
+pub fn muc_rooms(store: &Store) {
+    let room = |jid: &str, config: &str, affs: &[(&str, &str)]| MucRoom {
+        jid: jid.into(),
+        config: config.into(),
+        affiliations: affs
+            .iter()
+            .map(|(j, a)| (j.to_string(), a.to_string()))
+            .collect(),
+    };
+    assert_eq!(store.load_rooms().unwrap(), vec![]);
+    let a = room(
+        "a@muc.conformance.test",
+        "name=A\nline two",
+        &[("o@x.test", "owner"), ("m@x.test", "member")],
+    );
+    let b = room("b@muc.conformance.test", "", &[("o@x.test", "owner")]);
+    store.save_room(&b).unwrap();
+    store.save_room(&a).unwrap();
+    let mut sorted = a.clone();
+    sorted.affiliations.sort();
+    assert_eq!(store.load_rooms().unwrap(), vec![sorted, b.clone()]);
+    let a2 = room(
+        "a@muc.conformance.test",
+        "name=A2",
+        &[("o@x.test", "owner"), ("bad@x.test", "outcast")],
+    );
+    store.save_room(&a2).unwrap();
+    let mut sorted = a2.clone();
+    sorted.affiliations.sort();
+    assert_eq!(store.load_rooms().unwrap()[0], sorted);
+    let bad = room("a@muc.conformance.test", "x", &[("o@x.test", "none")]);
+    assert!(matches!(store.save_room(&bad), Err(StoreError::Invalid(_))));
+    assert_eq!(store.load_rooms().unwrap()[0], sorted, "nothing written");
+    store.delete_room("a@muc.conformance.test").unwrap();
+    store.delete_room("never@muc.conformance.test").unwrap();
+    assert_eq!(store.load_rooms().unwrap(), vec![b.clone()]);
+    store.delete_room(&b.jid).unwrap();
+    assert_eq!(store.load_rooms().unwrap(), vec![]);
 }

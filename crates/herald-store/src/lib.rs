@@ -26,6 +26,7 @@ mod error;
 mod fast;
 pub mod group_commit;
 mod invite;
+mod muc;
 mod offline;
 mod pep;
 mod private;
@@ -51,6 +52,7 @@ pub use block::BlockStore;
 pub use error::{Result, StoreError};
 pub use fast::{FastTokenRecord, FastTokenStore};
 pub use invite::{Invite, InviteStore};
+pub use muc::{MucRoom, MucStore};
 pub use offline::{OfflineMessage, OfflineStore};
 pub use pep::{PepItem, PepLimits, PepPublish, PepStore};
 pub use private::{PrivateItem, PrivateStore};
@@ -82,6 +84,7 @@ pub trait Backend:
     + UploadStore
     + FastTokenStore
     + PepStore
+    + MucStore
     + std::any::Any
     + Send
     + Sync
@@ -120,6 +123,8 @@ pub mod roles {
     pub type Uploads = dyn UploadStore + Send + Sync;
     /// PEP nodes and items (XEP-0163).
     pub type Pep = dyn PepStore + Send + Sync;
+    /// Saved group chat rooms.
+    pub type Muc = dyn MucStore + Send + Sync;
     /// Every role, for the few operations that span several (an account's removal).
     pub type All = dyn Backend;
     /// Registration invites (XEP-0401/XEP-0445).
@@ -158,5 +163,6 @@ role!(
     roles::Invites,
     roles::Uploads,
     roles::FastTokens,
-    roles::Pep
+    roles::Pep,
+    roles::Muc
 );

@@ -182,6 +182,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 1,
         sql: include_str!("sql/pep.sql"),
     },
+    Migration {
+        role: "muc",
+        version: 1,
+        sql: include_str!("sql/muc.sql"),
+    },
 ];
 
 /// Every table holding per-user rows, by its owner column `account`. `delete_account` clears

@@ -165,6 +165,7 @@ fn migrations_are_recorded_once_per_role() {
             "blocking",
             "fast_tokens",
             "invites",
+            "muc",
             "offline",
             "pep",
             "private",

@@ -58,13 +58,15 @@ pub fn ensure_certificate(cfg: &Config) -> anyhow::Result<(PathBuf, PathBuf)> {
 }
 
 /// The names of the self-signed certificate: the primary domain (also its CN), the
-/// `[[hosts]]` domains, then the component domains; each once, whatever its case.
+/// `[[hosts]]` domains, then the component domains, then the group chat service's; each once,
+/// whatever its case.
 fn self_signed_names(cfg: &Config) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     let all = cfg
         .local_domains()
         .into_iter()
-        .chain(cfg.components.component.iter().map(|c| c.domain.clone()));
+        .chain(cfg.components.component.iter().map(|c| c.domain.clone()))
+        .chain(cfg.muc_domain());
     for n in all {
         if !names.iter().any(|m| m.eq_ignore_ascii_case(&n)) {
             names.push(n);
@@ -340,7 +342,15 @@ mod tests {
         let (cert, _) = ensure_certificate(&cfg).unwrap();
         let (cn, sans, not_before, not_after) = inspect(&cert);
         assert_eq!(cn, "example.test");
-        assert_eq!(sans, ["example.test", "vhost.test", "push.example.test"]);
+        assert_eq!(
+            sans,
+            [
+                "example.test",
+                "vhost.test",
+                "push.example.test",
+                "conference.example.test"
+            ]
+        );
         let now = OffsetDateTime::now_utc();
         assert!(
             near(not_before, now - time::Duration::days(1)),

@@ -337,7 +337,9 @@ impl Queries {
         self.admission.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn admit(&self, user: &str) -> Result<Admitted<'_>, xm::Refusal> {
+    /// Admits one query of `user` (also the group chat feature's room queries, counted
+    /// against the asker).
+    pub(crate) fn admit(&self, user: &str) -> Result<Admitted<'_>, xm::Refusal> {
         self.lock().admit(user)?;
         Ok(Admitted {
             queries: self,
@@ -348,7 +350,7 @@ impl Queries {
 
 /// One admitted query; released when dropped, answered or not (the session may end while it
 /// waits).
-struct Admitted<'a> {
+pub(crate) struct Admitted<'a> {
     queries: &'a Queries,
     user: String,
 }

@@ -9,6 +9,7 @@ pub mod ctx;
 pub mod iq;
 pub mod mam;
 pub mod message;
+pub mod muc;
 pub mod offline;
 pub mod pep;
 pub mod presence;

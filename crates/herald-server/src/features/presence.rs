@@ -265,6 +265,17 @@ pub async fn broadcast_unavailable(session: &mut SessionCtx) {
     broadcast(session, &p, true, &items).await;
 }
 
+/// The session ends without ever having been available: only the entities it sent directed
+/// presence to (RFC 6121 §4.6.3; group chat rooms it joined) hear that it left.
+pub async fn unavailable_to_directed(session: &mut SessionCtx) {
+    let shared = session.shared.clone();
+    let me = session.jid.to_string();
+    let p = stanza::new("presence", INTERNAL_NS, &[("type", "unavailable")]);
+    for j in std::mem::take(&mut session.presence.directed) {
+        routing::route(&shared, addressed(&p, &me, &j)).await;
+    }
+}
+
 /// Answers a probe delivered to this session (RFC 6121 §4.3.2), if the prober may see us.
 pub async fn answer_probe(session: &mut SessionCtx, probe: &Element) {
     let Ok(Some(from)) = stanza::from(probe) else {

@@ -236,7 +236,7 @@ async fn on_stanza(shared: &Arc<Shared>, domain: &str, mut el: Element) -> Resul
         }
     }
     // XEP-0359 §3, XEP-0203: a component cannot pass off stamps as ours.
-    stanza::strip_spoofed(&mut el, |d| shared.cfg.is_local(d));
+    stanza::strip_spoofed(&mut el, |d| shared.stamps_ours(d));
     routing::route(shared, el).await;
     Ok(())
 }

@@ -77,6 +77,14 @@ pub struct ToRemote {
     pub el: Element,
 }
 
+/// A stanza for the group chat service (`[muc] domain`) or one of its rooms and occupants,
+/// its `from` stamped.
+#[derive(Debug)]
+pub struct ToMuc {
+    /// The stanza.
+    pub el: Element,
+}
+
 /// An observer of event `E`. It gets the event by value: the last observer of a list takes
 /// it without a copy (today each list has one), the others get clones.
 pub type Observer<E> = fn(&Shared, E);
@@ -174,6 +182,8 @@ pub struct Hooks {
     pub session_resumed: Vec<Observer<SessionResumed>>,
     /// A session ended.
     pub session_ended: Vec<Observer<SessionEnded>>,
+    /// Stanzas to the group chat service.
+    pub to_muc: Vec<Handler<ToMuc>>,
 }
 
 /// Runs `list` over `ev`: each handler in turn until one consumes it. Returns the event if

@@ -29,12 +29,16 @@ pub enum Dest {
     Component(String),
     /// Anything else.
     Remote,
+    /// The group chat service Herald serves itself (`[muc] domain`).
+    Muc,
 }
 
 /// Classifies a domain.
 pub fn dest(shared: &Shared, domain: &str) -> Dest {
     if shared.cfg.is_local(domain) {
         Dest::Local
+    } else if shared.muc_domain.as_deref() == Some(domain) {
+        Dest::Muc
     } else if let Some(c) = shared.cfg.component_for(domain) {
         Dest::Component(c.domain.clone())
     } else {
@@ -138,6 +142,9 @@ pub async fn route(shared: &Arc<Shared>, el: Element) {
         },
         Dest::Remote => {
             hooks::run(&shared.hooks.to_remote, shared, hooks::ToRemote { el }).await;
+        }
+        Dest::Muc => {
+            hooks::run(&shared.hooks.to_muc, shared, hooks::ToMuc { el }).await;
         }
     }
 }

@@ -973,6 +973,11 @@ impl Session {
             presence::broadcast_unavailable(&mut self.ctx).await;
             // Ending: nothing more goes to this client.
             self.ctx.effects.clear();
+        } else if !self.ctx.presence.directed.is_empty() {
+            // Never available, yet present somewhere (a group chat joined without initial
+            // presence): those places learn it left.
+            presence::unavailable_to_directed(&mut self.ctx).await;
+            self.ctx.effects.clear();
         }
         tracing::debug!("session ended");
     }
@@ -1007,7 +1012,7 @@ impl Session {
         };
         // XEP-0359 §3, XEP-0203: only this server stamps stanza-ids and delays of its own.
         let shared = &self.ctx.shared;
-        stanza::strip_spoofed(&mut el, |d| shared.cfg.is_local(d));
+        stanza::strip_spoofed(&mut el, |d| shared.stamps_ours(d));
         Ok(match kind {
             Kind::Iq => self.on_iq(el, to).await,
             Kind::Presence => {

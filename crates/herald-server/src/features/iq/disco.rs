@@ -12,6 +12,7 @@ use super::{Disco, Request, Target};
 use crate::stanza;
 
 /// A disco#info query: the server's identity and features, or an account's.
+/// `pub(crate)` for the MUC feature, which builds its own identity list the same way.
 pub fn info(req: &Request<'_>) -> Element {
     if let Some(node) = req.payload.attr("node") {
         // XEP-0115 §6.2: the node named by the server's own `<c/>` (`NODE#ver`) answers
@@ -42,6 +43,10 @@ pub fn info(req: &Request<'_>) -> Element {
             );
             q.append_child(pep);
             q
+        }
+        // Answered by the MUC feature (`Handler::Muc`), never here.
+        Target::MucService | Target::MucRoom => {
+            return super::error(req.iq, StanzaErrorCondition::ServiceUnavailable)
         }
     };
     stanza::iq_result(req.iq, Some(q))
@@ -134,6 +139,9 @@ pub fn items(req: &Request<'_>) -> Element {
     for c in &req.shared.cfg.components.component {
         q.append_child(stanza::new("item", ns::DISCO_ITEMS, &[("jid", &c.domain)]));
     }
+    if let Some(muc) = &req.shared.muc_domain {
+        q.append_child(stanza::new("item", ns::DISCO_ITEMS, &[("jid", muc)]));
+    }
     stanza::iq_result(req.iq, Some(q))
 }
 
@@ -154,7 +162,7 @@ fn insert_after_identities(q: &mut Element, id: Element) {
     }
 }
 
-fn info_query(identity: (&str, &str, Option<&str>), features: &[&str]) -> Element {
+pub(crate) fn info_query(identity: (&str, &str, Option<&str>), features: &[&str]) -> Element {
     let mut q = Element::bare("query", ns::DISCO_INFO);
     let mut id = stanza::new(
         "identity",

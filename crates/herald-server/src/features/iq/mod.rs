@@ -103,7 +103,9 @@ pub async fn handle_own_iq(session: &mut SessionCtx, el: &Element) -> Option<Ele
             let shared = session.shared.clone();
             Some(f(&shared, el, payload, &session.bare).await)
         }
-        None => stanza::error(el, StanzaErrorCondition::ServiceUnavailable, None),
+        Some(Handler::Muc) | None => {
+            stanza::error(el, StanzaErrorCondition::ServiceUnavailable, None)
+        }
     }
 }
 
@@ -156,7 +158,8 @@ async fn answer_without_session(
             None => stanza::error(el, StanzaErrorCondition::ServiceUnavailable, None),
         },
         // Registered for `Target::Own` only (a unit test checks): nobody to run it with.
-        Some(Handler::WithSession(_)) | None => {
+        // MUC lines are answered by the MUC feature, which routing reaches first.
+        Some(Handler::WithSession(_)) | Some(Handler::Muc) | None => {
             stanza::error(el, StanzaErrorCondition::ServiceUnavailable, None)
         }
     }
@@ -254,6 +257,10 @@ pub enum Target {
     Own,
     /// A local account's bare JID, from anyone else (another account, a component, s2s).
     Other,
+    /// The group chat service's domain (`[muc] domain`).
+    MucService,
+    /// A room of the group chat service (its bare JID).
+    MucRoom,
 }
 
 /// Which disco#info a feature is listed in.
@@ -263,6 +270,10 @@ pub enum Disco {
     Server,
     /// Every account's bare JID's (the same list whoever asks).
     Account,
+    /// The group chat service's.
+    MucService,
+    /// Every room's (herald-muc adds what follows from the room's configuration).
+    MucRoom,
 }
 
 /// Where a line's features are advertised. Not always where it is served: XEP-0280 and
@@ -273,6 +284,10 @@ pub enum Advertised {
     OnServer(&'static [&'static str]),
     /// In every account's disco#info.
     OnAccount(&'static [&'static str]),
+    /// In the group chat service's disco#info.
+    OnMucService(&'static [&'static str]),
+    /// In every room's disco#info.
+    OnMucRoom(&'static [&'static str]),
     /// Not in disco (core protocol, or announced as a stream feature).
     Nowhere,
 }
@@ -297,6 +312,10 @@ pub enum Handler {
     /// the account's own client or anyone else, and may wait on the store:
     /// `(shared, iq, payload, account)`. The IQ's stamped `from` says who asks.
     Async(for<'a> fn(&'a Arc<Shared>, &'a Element, &'a Element, &'a str) -> Reply<'a>),
+    /// Answered by the group chat feature (`crate::features::muc`), to which routing hands
+    /// every stanza for the MUC domain; only for [`Target::MucService`] and
+    /// [`Target::MucRoom`].
+    Muc,
 }
 
 /// One IQ being answered by a [`Handler::Now`].
@@ -335,7 +354,9 @@ impl Entry {
     pub fn features_on(&self, disco: Disco) -> &'static [&'static str] {
         match (self.advertised, disco) {
             (Advertised::OnServer(f), Disco::Server)
-            | (Advertised::OnAccount(f), Disco::Account) => f,
+            | (Advertised::OnAccount(f), Disco::Account)
+            | (Advertised::OnMucService(f), Disco::MucService)
+            | (Advertised::OnMucRoom(f), Disco::MucRoom) => f,
             _ => &[],
         }
     }

@@ -15,10 +15,10 @@ use super::{Advertised, Entry, Handler, IqType, Reply, Request, Target};
 use crate::features::{carbons, pep, private as private_storage, vcard};
 use crate::xep::mam::MAM_EXTENDED;
 use herald_proto::error::StanzaErrorCondition;
-use Advertised::{Nowhere, OnAccount, OnServer};
-use Handler::{Async, Now, Store, WithSession};
+use Advertised::{Nowhere, OnAccount, OnMucRoom, OnMucService, OnServer};
+use Handler::{Async, Muc, Now, Store, WithSession};
 use IqType::{Get, Set};
-use Target::{Other, Own, Server};
+use Target::{MucRoom, MucService, Other, Own, Server};
 
 /// Every IQ the server answers itself. To serve a new IQ, write its handler (a module of
 /// `iq/` or a feature module with an adapter below) and add its line here.
@@ -93,6 +93,21 @@ pub static TABLE: &[Entry] = &[
     iq(Set, ns::PUBSUB_OWNER, "pubsub",   Own,    Async(pep::handle),             OnAccount(&[PS_CONFIG_NODE, PS_DELETE_NODES, PS_PURGE_NODES])),
     iq(Get, ns::DISCO_ITEMS, "query",     Own,    Async(pep::disco_items),        OnAccount(&[ns::DISCO_ITEMS])),
     iq(Get, ns::DISCO_ITEMS, "query",     Other,  Async(pep::disco_items),        OnAccount(&[ns::DISCO_ITEMS])),
+    // XEP-0045 group chat (`[muc] domain`): routing hands these to `features::muc`, which
+    // answers a key only if it has a line here; herald-muc adds the room's muc_* features.
+    iq(Get, ns::DISCO_INFO,  "query",     MucService, Muc,                        OnMucService(&[ns::DISCO_INFO])),
+    iq(Get, ns::DISCO_ITEMS, "query",     MucService, Muc,                        OnMucService(&[ns::DISCO_ITEMS])),
+    iq(Get, ns::PING,        "ping",      MucService, Muc,                        OnMucService(&[ns::PING])),
+    iq(Get, ns::DISCO_INFO,  "query",     MucRoom, Muc,                           OnMucRoom(&[ns::DISCO_INFO])),
+    iq(Get, ns::DISCO_ITEMS, "query",     MucRoom, Muc,                           OnMucRoom(&[ns::DISCO_ITEMS])),
+    iq(Get, ns::PING,        "ping",      MucRoom, Muc,                           OnMucRoom(&[ns::PING])),
+    iq(Get, ns::MUC_ADMIN,   "query",     MucRoom, Muc,                           Nowhere),
+    iq(Set, ns::MUC_ADMIN,   "query",     MucRoom, Muc,                           Nowhere),
+    iq(Get, ns::MUC_OWNER,   "query",     MucRoom, Muc,                           Nowhere),
+    iq(Set, ns::MUC_OWNER,   "query",     MucRoom, Muc,                           Nowhere),
+    // XEP-0313 §5 on the room (left out of a room's disco#info when it keeps no archive).
+    iq(Get, ns::MAM,         "query",     MucRoom, Muc,                           OnMucRoom(&[ns::MAM])),
+    iq(Set, ns::MAM,         "query",     MucRoom, Muc,                           OnMucRoom(&[ns::MAM])),
 ];
 
 // XEP-0060 §10 features of what `features::pep` serves.

@@ -338,7 +338,7 @@ async fn on_element(
     }
     // XEP-0359 §3, XEP-0203: a peer cannot pass off stamps as ours.
     let mut el = el;
-    stanza::strip_spoofed(&mut el, |d| shared.cfg.is_local(d));
+    stanza::strip_spoofed(&mut el, |d| shared.stamps_ours(d));
     routing::route(shared, el).await;
     Ok(None)
 }

@@ -1,0 +1,176 @@
+//! Rule d (RULES.md §4a): group chat messages for room members with no joined session.
+//!
+//! A member of a room whose phone has no session in the room (its session expired while it
+//! slept, or the client joins only when the chat is opened) still hears of the room's
+//! messages, according to the XEP-0492 setting in the member's XEP-0402 bookmark
+//! (`always`, `on-mention`, `never`; without one, `always` in a members-only room and
+//! `on-mention` in an open one). A member with a joined session is left to rule a (a
+//! hibernated session's queue pushes like any other), so one message never reaches one
+//! registration by both paths. This module only decides; the caller finds the members,
+//! their bookmarks and their registrations, and hands the pushes to the engine.
+
+use minidom::Element;
+
+use crate::classify::{self, Importance};
+
+/// XEP-0492 namespace of `<notify/>`.
+pub const NOTIFY_NS: &str = "urn:xmpp:notification-settings:1";
+/// XEP-0372 references (`type='mention'`).
+pub const REFERENCE_NS: &str = "urn:xmpp:reference:0";
+
+/// A member's XEP-0492 notification setting for one room.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotifySetting {
+    /// Every message.
+    Always,
+    /// Only messages that mention the member.
+    OnMention,
+    /// None: the room is muted.
+    Never,
+}
+
+impl NotifySetting {
+    /// XEP-0492's default when the member set nothing: private group chats (members-only
+    /// rooms) notify always, public channels on mention.
+    pub fn default_for(members_only: bool) -> NotifySetting {
+        if members_only {
+            NotifySetting::Always
+        } else {
+            NotifySetting::OnMention
+        }
+    }
+
+    /// Reads a `<notify xmlns='urn:xmpp:notification-settings:1'/>` element: the setting
+    /// that applies to every client (a child without attributes) first, else the first one
+    /// given; None if it names none.
+    pub fn parse(notify: &Element) -> Option<NotifySetting> {
+        if !notify.is("notify", NOTIFY_NS) {
+            return None;
+        }
+        let of = |c: &Element| match c.name() {
+            "always" => Some(NotifySetting::Always),
+            "on-mention" => Some(NotifySetting::OnMention),
+            "never" => Some(NotifySetting::Never),
+            _ => None,
+        };
+        let settings = || notify.children().filter(|c| c.has_ns(NOTIFY_NS));
+        settings()
+            .filter(|c| c.attrs().is_empty())
+            .find_map(of)
+            .or_else(|| settings().find_map(of))
+    }
+}
+
+/// One member of a room, as the rule needs to know it.
+#[derive(Clone, Debug)]
+pub struct Member<'a> {
+    /// The member's bare JID.
+    pub bare: &'a str,
+    /// The nick the member uses in the room (its reserved nick or bookmark's), if known.
+    pub nick: Option<&'a str>,
+    /// Whether any session of the member is joined (connected or hibernated).
+    pub joined: bool,
+    /// The member's XEP-0492 setting for the room, if it set one.
+    pub setting: Option<NotifySetting>,
+}
+
+/// Why a member gets no push for a room message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Skip {
+    /// A session of the member is in the room: rule a decides for it.
+    Joined,
+    /// The member sent it.
+    OwnMessage,
+    /// Nothing a person would be woken for (a subject change, a chat state).
+    NotImportant,
+    /// `never`.
+    Muted,
+    /// `on-mention` and it does not mention the member.
+    NotMentioned,
+}
+
+/// What rule d decides for one member and one room message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Push to the member's registrations (coalesced and counted as any push);
+    /// `mention` says whether the message mentions the member.
+    Push {
+        /// The message mentions the member.
+        mention: bool,
+    },
+    /// No push.
+    Skip(Skip),
+}
+
+/// Rule d for `member` and `message`, a groupchat message the room `room` broadcast, sent
+/// by `sender_bare`. `members_only` picks the default setting.
+pub fn decide(
+    member: &Member<'_>,
+    room: &str,
+    members_only: bool,
+    sender_bare: &str,
+    message: &Element,
+) -> Decision {
+    if member.joined {
+        return Decision::Skip(Skip::Joined);
+    }
+    if sender_bare == member.bare {
+        return Decision::Skip(Skip::OwnMessage);
+    }
+    if classify::classify(message) == Importance::Unimportant {
+        return Decision::Skip(Skip::NotImportant);
+    }
+    let mention = mentions(message, room, member.bare, member.nick);
+    match member
+        .setting
+        .unwrap_or_else(|| NotifySetting::default_for(members_only))
+    {
+        NotifySetting::Never => Decision::Skip(Skip::Muted),
+        NotifySetting::OnMention if !mention => Decision::Skip(Skip::NotMentioned),
+        _ => Decision::Push { mention },
+    }
+}
+
+/// Whether `message` mentions the member: a XEP-0372 `mention` reference to the member's
+/// bare JID or occupant JID (`room/nick`), or the nick as a whole word of the body (any
+/// case).
+pub fn mentions(message: &Element, room: &str, bare: &str, nick: Option<&str>) -> bool {
+    let occupant = nick.map(|n| format!("xmpp:{room}/{n}"));
+    let by_reference = message
+        .children()
+        .filter(|c| c.is("reference", REFERENCE_NS) && c.attr("type") == Some("mention"))
+        .filter_map(|c| c.attr("uri"))
+        .any(|uri| {
+            uri.strip_prefix("xmpp:").is_some_and(|j| j == bare) || occupant.as_deref() == Some(uri)
+        });
+    if by_reference {
+        return true;
+    }
+    let Some(nick) = nick.filter(|n| !n.is_empty()) else {
+        return false;
+    };
+    let body = message
+        .children()
+        .find(|c| c.name() == "body")
+        .map(|b| b.text())
+        .unwrap_or_default();
+    word_in(&body.to_lowercase(), &nick.to_lowercase())
+}
+
+/// Whether `word` occurs in `text` not as part of a longer word (letters and digits on
+/// neither side).
+fn word_in(text: &str, word: &str) -> bool {
+    let mut from = 0;
+    while let Some(i) = text.get(from..).and_then(|t| t.find(word)) {
+        let start = from + i;
+        let end = start + word.len();
+        let before = text[..start].chars().next_back();
+        let after = text[end..].chars().next();
+        let edge = |c: Option<char>| c.is_none_or(|c| !c.is_alphanumeric());
+        if edge(before) && edge(after) {
+            return true;
+        }
+        from = start + text[start..].chars().next().map_or(1, char::len_utf8);
+    }
+    false
+}
