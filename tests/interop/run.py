@@ -92,6 +92,7 @@ ENABLED = [
     # issue 15: PEP, avatars, OMEMO
     "pep_avatar",
     "omemo",
+    "profanity_omemo",
     # issue 11: no message lost (restarts the server: last)
     "sm_restart",
     # issue 15: discovery and account self-service (a server of their own: [contact],
