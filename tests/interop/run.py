@@ -124,7 +124,7 @@ def port_open(port: int) -> bool:
 class HeraldServer:
     """A `herald serve` child process with its own data dir, config and free ports."""
 
-    def __init__(self, binary: Path, workdir: Path, extra_config: str = ""):
+    def __init__(self, binary: Path, workdir: Path, extra_config: str = "", domain: str = DOMAIN):
         self.binary = binary
         self.workdir = workdir
         self.data_dir = workdir / "data"
@@ -140,7 +140,7 @@ class HeraldServer:
             f'\n[[components.component]]\ndomain = "{d}"\nsecret = "{s}"\n' for d, s in COMPONENTS.items()
         )
         self.config.write_text(
-            f'domain = "{DOMAIN}"\n'
+            f'domain = "{domain}"\n'
             f'data_dir = "{self.data_dir}"\n'
             f"[c2s]\n"
             f'listen = "{HOST}:{self.c2s}"\n'
