@@ -231,10 +231,16 @@ class Ctx:
         return c
 
     async def start(
-        self, c: slixmpp.ClientXMPP, *, direct_tls: bool = False, expect: str = "session_start"
+        self,
+        c: slixmpp.ClientXMPP,
+        *,
+        direct_tls: bool = False,
+        expect: str = "session_start",
+        address: tuple[str, int] | None = None,
     ) -> None:
         """Connects `c` and waits for `expect` (session_start, or session_resumed after an SM
-        resume). Fails with the reason if authentication or TLS fails."""
+        resume). Fails with the reason if authentication or TLS fails. `address`: another
+        server than the one under test (a federation peer)."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future = loop.create_future()
 
@@ -263,13 +269,16 @@ class Ctx:
         for name, h in handlers:
             c.add_event_handler(name, h)
         try:
-            if c.is_component:
+            host = self.server.host
+            if address is not None:
+                host, port = address
+            elif c.is_component:
                 port = self.server.component_port
             elif direct_tls:
                 port = self.server.direct_tls_port
             else:
                 port = self.server.c2s_port
-            c.connect(self.server.host, port)
+            c.connect(host, port)
             await asyncio.wait_for(done, WAIT)
         except asyncio.TimeoutError:
             raise ScenarioFailed(f"{c.boundjid}: no {expect} within {WAIT}s") from None

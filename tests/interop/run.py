@@ -93,6 +93,7 @@ ENABLED = [
     # issue 15: PEP, avatars, OMEMO
     "pep_avatar",
     "omemo",
+    "profanity_omemo",
     # issue 16: group chat
     "muc",
     # issue 11: no message lost (restarts the server: last)
@@ -126,7 +127,7 @@ def port_open(port: int) -> bool:
 class HeraldServer:
     """A `herald serve` child process with its own data dir, config and free ports."""
 
-    def __init__(self, binary: Path, workdir: Path, extra_config: str = ""):
+    def __init__(self, binary: Path, workdir: Path, extra_config: str = "", domain: str = DOMAIN):
         self.binary = binary
         self.workdir = workdir
         self.data_dir = workdir / "data"
@@ -142,7 +143,7 @@ class HeraldServer:
             f'\n[[components.component]]\ndomain = "{d}"\nsecret = "{s}"\n' for d, s in COMPONENTS.items()
         )
         self.config.write_text(
-            f'domain = "{DOMAIN}"\n'
+            f'domain = "{domain}"\n'
             f'data_dir = "{self.data_dir}"\n'
             f"[c2s]\n"
             f'listen = "{HOST}:{self.c2s}"\n'

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import sys
-from typing import Any, FrozenSet, Optional
+from typing import Any
 
+import omemo_peer
 from kit import Ctx, ScenarioFailed, check, check_eq, scenario, sync
+from omemo_peer import PEP_PLUGINS
 
 AVATAR_METADATA = "urn:xmpp:avatar:metadata"
-PEP_PLUGINS = ("xep_0060", "xep_0163", "xep_0115")
 
 
 def subscribe_both(ctx: Ctx, a: str, b: str) -> None:
@@ -99,76 +99,6 @@ async def pep_avatar(ctx: Ctx) -> None:
 # --------------------------------------------------------------------------- OMEMO
 
 
-def _omemo_plugin():
-    """slixmpp-omemo's plugin with in-memory storage and blind trust, registered once."""
-    mod = sys.modules[__name__]
-    if hasattr(mod, "XEP_0384Impl"):
-        return mod
-    from omemo.storage import Just, Maybe, Nothing, Storage
-    from omemo.types import DeviceInformation, JSONType
-    from slixmpp.plugins import register_plugin
-    from slixmpp_omemo import XEP_0384
-
-    class MemoryStorage(Storage):
-        def __init__(self) -> None:
-            super().__init__()
-            self.data: dict[str, JSONType] = {}
-
-        async def _load(self, key: str) -> Maybe[JSONType]:
-            return Just(self.data[key]) if key in self.data else Nothing()
-
-        async def _store(self, key: str, value: JSONType) -> None:
-            self.data[key] = value
-
-        async def _delete(self, key: str) -> None:
-            self.data.pop(key, None)
-
-    class XEP_0384Impl(XEP_0384):  # noqa: N801 - slixmpp's plugin naming
-        default_config = {"fallback_message": "This message is OMEMO encrypted."}
-
-        def plugin_init(self) -> None:
-            self._interop_storage = MemoryStorage()
-            super().plugin_init()
-
-        @property
-        def storage(self) -> Storage:
-            return self._interop_storage
-
-        @property
-        def _btbv_enabled(self) -> bool:
-            # Blind trust before verification: the scenario trusts whatever device it sees.
-            return True
-
-        async def _devices_blindly_trusted(
-            self, blindly_trusted: FrozenSet[DeviceInformation], identifier: Optional[str]
-        ) -> None:
-            pass
-
-        async def _prompt_manual_trust(
-            self, manually_trusted: FrozenSet[DeviceInformation], identifier: Optional[str]
-        ) -> None:
-            raise ScenarioFailed(f"manual trust asked for {manually_trusted} under blind trust")
-
-    mod.XEP_0384Impl = XEP_0384Impl
-    register_plugin(XEP_0384Impl)
-    return mod
-
-
-async def omemo_client(ctx: Ctx, user: str, resource: str):
-    mod = _omemo_plugin()
-    c = ctx.client(user, resource, plugins=PEP_PLUGINS)
-    c.register_plugin("xep_0384", module=mod)
-    ctx.step(f"login {user}/{resource} with OMEMO")
-    await ctx.start(c)
-    await ctx.available(c)
-    # The session manager publishes the device lists and bundles once it is ready.
-    try:
-        await asyncio.wait_for(c["xep_0384"].get_session_manager(), 20)
-    except asyncio.TimeoutError:
-        raise ScenarioFailed(f"{user}: OMEMO session manager not ready (device list / bundle upload)") from None
-    return c
-
-
 @scenario("omemo", issue=15, users=["alice", "bob"], timeout=90.0)
 async def omemo(ctx: Ctx) -> None:
     """Two Herald users with slixmpp-omemo publish their OMEMO device lists and bundles to
@@ -178,33 +108,16 @@ async def omemo(ctx: Ctx) -> None:
 
     subscribe_both(ctx, "alice", "bob")
     A, B = ctx.jid("alice"), ctx.jid("bob")
-    alice = await omemo_client(ctx, "alice", "desk")
-    bob = await omemo_client(ctx, "bob", "phone")
+    alice = await omemo_peer.omemo_client(ctx, "alice", "desk")
+    bob = await omemo_peer.omemo_client(ctx, "bob", "phone")
 
     ctx.step("each device list is on the owner's PEP node, readable by the other")
     for reader, owner in ((alice, B), (bob, A)):
-        for node in ("urn:xmpp:omemo:2:devices", "eu.siacs.conversations.axolotl.devicelist"):
+        for node in (omemo_peer.DEVICES, omemo_peer.LEGACY_DEVICES):
             r = await reader["xep_0060"].get_items(JID(owner), node, max_items=1)
             check(len(r["pubsub"]["items"]) == 1, f"{node} of {owner}: {r}")
 
-    async def exchange(sender, recipient, to: str, text: str) -> None:
-        msg = sender.make_message(mto=JID(to), mtype="chat")
-        msg["body"] = text
-        encrypted_msg, errors = await sender["xep_0384"].encrypt_message(msg, {JID(to)})
-        check(encrypted_msg is not None, f"nothing encrypted (errors: {errors})")
-        encrypted_msg.send()
-        inbox = ctx.inbox(recipient)
-
-        def encrypted(s: Any) -> bool:
-            return s.name == "message" and s["type"] == "chat" and bool(recipient["xep_0384"].is_encrypted(s))
-
-        [stanza, *_] = await inbox.until(encrypted, f"an encrypted message at {recipient.boundjid}")
-        inbox.items.remove(stanza)
-        plain, device = await recipient["xep_0384"].decrypt_message(stanza)
-        check_eq(plain["body"], text, "decrypted body")
-        check_eq(device.bare_jid, str(sender.boundjid.bare), "sender device's JID")
-
     ctx.step("alice → bob, encrypted")
-    await exchange(alice, bob, B, "Hello Bob, this is secret")
+    await omemo_peer.exchange(ctx, alice, bob, "Hello Bob, this is secret")
     ctx.step("bob → alice, encrypted")
-    await exchange(bob, alice, A, "Hi Alice, read you")
+    await omemo_peer.exchange(ctx, bob, alice, "Hi Alice, read you")

@@ -1080,3 +1080,36 @@ async fn store_failure_on_enable_answers_wait_and_changes_nothing() {
     chat(&mut a, BOB, "hello").await;
     app.assert_quiet(&s).await;
 }
+
+// ---- OMEMO (issue 15) ----
+
+/// An OMEMO message has no `<body>` (slixmpp-omemo and Conversations may add a fallback one,
+/// Dino and Monal do not): only its `<encrypted/>` payload tells the server it is a message a
+/// person wrote. A sleeping phone must get it as one alerting push, for the legacy
+/// (`eu.siacs.conversations.axolotl`, what deployed clients send) and the current
+/// (`urn:xmpp:omemo:2`) namespace alike; the placeholder body stands in, since the server
+/// cannot read the text.
+#[tokio::test]
+async fn body_less_omemo_message_to_a_sleeping_device_is_one_high_priority_push() {
+    let (s, mut app) = push_server(|_| {}).await;
+    let tablet = Dev::up(&s, "bob", "tablet", Some(("tab", None)), true).await;
+    let _ = tablet.kill();
+    let mut a = login_available(&s, "alice").await;
+    let payloads = [
+        "<encrypted xmlns='eu.siacs.conversations.axolotl'><header sid='27183'><key rid='31415'>MwohIiMi</key><iv>T2xkbWVtbw==</iv></header><payload>Y2lwaGVy</payload></encrypted><store xmlns='urn:xmpp:hints'/>",
+        "<encrypted xmlns='urn:xmpp:omemo:2'><header sid='27183'><keys jid='bob@localhost'><key rid='31415'>MwohIiMi</key></keys></header><payload>Y2lwaGVy</payload></encrypted>",
+    ];
+    for (n, payload) in payloads.into_iter().enumerate() {
+        a.send(&format!(
+            "<message to='{BOB}' type='chat' id='omemo{n}'>{payload}</message>"
+        ))
+        .await;
+        let p = app.next().await;
+        // Counted like any message the user has not seen: 1, then 2.
+        assert_summary(&p, "tab", n as u32 + 1);
+        assert_eq!(p.body(), Some("New Message!"), "{}", xml(&p.iq));
+        assert_eq!(p.priority().as_deref(), Some("high"), "{}", xml(&p.iq));
+        // Exactly one push per message.
+        app.assert_quiet(&s).await;
+    }
+}

@@ -552,16 +552,42 @@ impl PepError {
             self.kind.unwrap_or_else(|| self.condition.default_type()),
             None,
         )?;
-        if let Some(app) = self.app {
-            if let Some(e) = r
-                .children_mut()
-                .find(|c| c.name() == "error" && c.ns() == iq.ns())
-            {
+        if let Some(e) = r
+            .children_mut()
+            .find(|c| c.name() == "error" && c.ns() == iq.ns())
+        {
+            if let Some(code) = legacy_code(self.condition) {
+                stanza::set(e, "code", code);
+            }
+            if let Some(app) = self.app {
                 e.append_child(Element::bare(app, ns::PUBSUB_ERRORS));
             }
         }
         Some(r)
     }
+}
+
+/// The XEP-0086 legacy error code of a condition, carried next to it in PEP errors: OMEMO
+/// clients still read it (profanity 0.13 publishes its first OMEMO device list only when
+/// fetching its own list fails with `code='404'`; on a bare `item-not-found` it never
+/// publishes and nobody can encrypt to it). ejabberd sends these codes too.
+pub fn legacy_code(c: StanzaErrorCondition) -> Option<&'static str> {
+    use StanzaErrorCondition as C;
+    Some(match c {
+        C::BadRequest | C::JidMalformed | C::UnexpectedRequest => "400",
+        C::NotAuthorized => "401",
+        C::Forbidden => "403",
+        C::ItemNotFound | C::RecipientUnavailable | C::RemoteServerNotFound => "404",
+        C::NotAllowed => "405",
+        C::NotAcceptable => "406",
+        C::RegistrationRequired | C::SubscriptionRequired => "407",
+        C::Conflict => "409",
+        C::InternalServerError | C::ResourceConstraint | C::UndefinedCondition => "500",
+        C::FeatureNotImplemented => "501",
+        C::ServiceUnavailable => "503",
+        C::RemoteServerTimeout => "504",
+        _ => return None,
+    })
 }
 
 fn bad_request() -> PepError {
@@ -917,6 +943,39 @@ mod tests {
         }
         x.push_str("</x>");
         el(&x)
+    }
+
+    #[test]
+    fn errors_carry_the_legacy_code_next_to_the_condition() {
+        let iq = el("<iq xmlns='jabber:client' type='get' id='d' to='a@x' from='a@x/r'><pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='n'/></pubsub></iq>");
+        for (e, code, app) in [
+            (
+                PepError::plain(StanzaErrorCondition::ItemNotFound),
+                Some("404"),
+                None,
+            ),
+            (
+                PepError::precondition(),
+                Some("409"),
+                Some("precondition-not-met"),
+            ),
+            (
+                PepError::plain(StanzaErrorCondition::PolicyViolation),
+                None,
+                None,
+            ),
+        ] {
+            let r = e.reply(&iq).unwrap();
+            let error = r.children().find(|c| c.name() == "error").unwrap();
+            assert_eq!(error.attr("code"), code, "{e:?}");
+            assert!(
+                error.has_child(e.condition.as_str(), ns::STANZAS_ERR),
+                "{e:?}"
+            );
+            if let Some(a) = app {
+                assert!(error.has_child(a, ns::PUBSUB_ERRORS), "{e:?}");
+            }
+        }
     }
 
     #[test]
