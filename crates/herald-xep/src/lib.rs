@@ -7,7 +7,8 @@
 //! XEP-0060/0163 requests, node configuration, access models), Server Dialback keys and elements
 //! ([`dialback`], XEP-0220/XEP-0185), and [`stanza`], the small stanza accessors and
 //! builders every module uses; XEP-0363 upload slots and their signatures ([`upload`]) and
-//! XEP-0215 TURN credentials ([`extdisco`]).
+//! XEP-0215 TURN credentials ([`extdisco`]); XEP-0402 bookmarks and their XEP-0048 form
+//! ([`bookmarks`]).
 //!
 //! Everything here works on [`Element`]s in the internal namespace and returns values or
 //! elements. It must not do I/O, touch the store, spawn tasks or know about sessions: the
@@ -15,6 +16,7 @@
 //! panic-free on arbitrary peer input.
 
 pub mod blocking;
+pub mod bookmarks;
 pub mod caps;
 pub mod carbons;
 pub mod component;
