@@ -892,6 +892,41 @@ pub async fn replace_items(
     config: NodeConfig,
     items: Vec<xp::Item>,
 ) -> Result<(), WriteError> {
+    write_items(shared, owner, node, config, items, true).await
+}
+
+/// Publishes `items` to `owner`'s `node` on the owner's behalf (those unchanged are not
+/// published again), notified as a client's publish would be. An existing node keeps its
+/// configuration (the owner may have chosen another access model); a new one gets `config`.
+pub async fn publish_items(
+    shared: &Arc<Shared>,
+    owner: &str,
+    node: &str,
+    config: NodeConfig,
+    items: Vec<xp::Item>,
+) -> Result<(), WriteError> {
+    write_items(shared, owner, node, config, items, false).await
+}
+
+async fn write_items(
+    shared: &Arc<Shared>,
+    owner: &str,
+    node: &str,
+    wanted_config: NodeConfig,
+    items: Vec<xp::Item>,
+    exact: bool,
+) -> Result<(), WriteError> {
+    let existing = node_config(shared, owner, node)
+        .await
+        .map_err(WriteError::Store)?;
+    // Nothing to hold and no node: nothing to create either.
+    if existing.is_none() && items.is_empty() {
+        return Ok(());
+    }
+    let config = match &existing {
+        Some(c) if !exact => c.clone(),
+        _ => wanted_config,
+    };
     if items.len() > config.max_items as usize {
         return Err(WriteError::TooManyItems);
     }
@@ -907,13 +942,6 @@ pub async fn replace_items(
         });
     }
     let wanted: BTreeSet<String> = items.iter().map(|i| i.id.clone()).collect();
-    let existing = node_config(shared, owner, node)
-        .await
-        .map_err(WriteError::Store)?;
-    // Nothing to hold and no node: nothing to create either.
-    if existing.is_none() && items.is_empty() {
-        return Ok(());
-    }
     let mut create = None;
     match existing {
         Some(c) if c == config => {}
@@ -947,7 +975,7 @@ pub async fn replace_items(
     // unwanted items are gone could push out wanted ones.
     let gone: Vec<String> = current
         .keys()
-        .filter(|id| !wanted.contains(*id))
+        .filter(|id| exact && !wanted.contains(*id))
         .cloned()
         .collect();
     if !gone.is_empty() {
