@@ -56,6 +56,7 @@ import scenarios_restart  # noqa: E402,F401
 import scenarios_clients  # noqa: E402,F401
 import scenarios_profile  # noqa: E402,F401
 import scenarios_accounts  # noqa: E402,F401
+import scenarios_bookmarks  # noqa: E402,F401
 import scenarios_http  # noqa: E402,F401
 import scenarios_cb  # noqa: E402,F401
 import scenarios_sasl2  # noqa: E402,F401
@@ -93,6 +94,8 @@ ENABLED = [
     # issue 15: PEP, avatars, OMEMO
     "pep_avatar",
     "omemo",
+    # issue 15: XEP-0402 bookmarks and their XEP-0048 private-XML form
+    "bookmarks_sync",
     "profanity_omemo",
     # issue 16: group chat
     "muc",

@@ -142,6 +142,10 @@ async fn server_and_accounts_list_exactly_their_features() {
         "http://jabber.org/protocol/pubsub#retrieve-default",
         "http://jabber.org/protocol/pubsub#delete-nodes",
         "http://jabber.org/protocol/pubsub#purge-nodes",
+        // XEP-0402 §5.3: XEP-0048 bookmarks in private storage are the PEP bookmarks.
+        "urn:xmpp:bookmarks:1#compat",
+        // XEP-0398 §2: PEP avatars and the vCard photo are converted.
+        "urn:xmpp:pep-vcard-conversion:0",
     ]);
     // Another account's, the own account's by bare JID and without `to`: the same list.
     for (id, to) in [

@@ -7,14 +7,17 @@
 //! XEP-0060/0163 requests, node configuration, access models), Server Dialback keys and elements
 //! ([`dialback`], XEP-0220/XEP-0185), and [`stanza`], the small stanza accessors and
 //! builders every module uses; XEP-0363 upload slots and their signatures ([`upload`]) and
-//! XEP-0215 TURN credentials ([`extdisco`]).
+//! XEP-0215 TURN credentials ([`extdisco`]); XEP-0402 bookmarks and their XEP-0048 form
+//! ([`bookmarks`]); XEP-0084 avatars and their XEP-0398 vCard conversion ([`avatar`]).
 //!
 //! Everything here works on [`Element`]s in the internal namespace and returns values or
 //! elements. It must not do I/O, touch the store, spawn tasks or know about sessions: the
 //! feature modules call these helpers and own the side effects. Every parser must be
 //! panic-free on arbitrary peer input.
 
+pub mod avatar;
 pub mod blocking;
+pub mod bookmarks;
 pub mod caps;
 pub mod carbons;
 pub mod component;

@@ -3,6 +3,7 @@
 //! registers its stanza hooks and observers in `crate::standard_hooks` and its IQs as lines
 //! of the IQ table (`iq::table`); it sees a session only as a `ctx::SessionCtx`, and routes
 //! through `crate::routing`, never into another session.
+pub mod avatar;
 pub mod blocking;
 pub mod carbons;
 pub mod ctx;

@@ -845,3 +845,171 @@ pub async fn own_presence(shared: &Arc<Shared>, owner: &str, full: &str, el: Opt
     };
     observe(shared, owner, full, seen).await;
 }
+
+/// Why a write the server makes to an account's node on its behalf (XEP-0402 bookmarks
+/// written through XEP-0049) was refused; nothing was changed by the failing step.
+#[derive(Debug)]
+pub enum WriteError {
+    /// More items than the node may keep (`[pep] max_items_per_node`).
+    TooManyItems,
+    /// An item is larger than `[pep] max_item_bytes`.
+    ItemTooBig,
+    /// The account has `[pep] max_nodes_per_user` nodes already.
+    TooManyNodes,
+    /// The account's PEP storage (`[pep] max_bytes_per_user`) is full.
+    OverQuota,
+    /// The store failed.
+    Store(StoreError),
+}
+
+/// The items of `owner`'s `node`, oldest first, as the owner reads them; `None` when the
+/// node does not exist.
+pub async fn node_items(
+    shared: &Arc<Shared>,
+    owner: &str,
+    node: &str,
+) -> Result<Option<Vec<xp::Item>>, StoreError> {
+    if node_config(shared, owner, node).await?.is_none() {
+        return Ok(None);
+    }
+    let (o, n) = (owner.to_string(), node.to_string());
+    let stored = shared
+        .db(move |s: &roles::Pep| s.pep_items(&o, &n, &[], None))
+        .await?;
+    Ok(Some(stored.iter().filter_map(thaw).collect()))
+}
+
+/// Makes `owner`'s `node` hold exactly `items`: those new or changed are published and the
+/// others retracted, each notified to the owner's and contacts' interested resources as a
+/// client's publish or retract would be. The node is created, or reconfigured, to
+/// `config` (as Prosody's mod_bookmarks does: XEP-0402 requires its configuration). Checked
+/// against the `[pep]` limits before anything is written, so that an oversized set is
+/// refused whole rather than silently losing its oldest items.
+pub async fn replace_items(
+    shared: &Arc<Shared>,
+    owner: &str,
+    node: &str,
+    config: NodeConfig,
+    items: Vec<xp::Item>,
+) -> Result<(), WriteError> {
+    write_items(shared, owner, node, config, items, true).await
+}
+
+/// Publishes `items` to `owner`'s `node` on the owner's behalf (those unchanged are not
+/// published again), notified as a client's publish would be. An existing node keeps its
+/// configuration (the owner may have chosen another access model); a new one gets `config`.
+pub async fn publish_items(
+    shared: &Arc<Shared>,
+    owner: &str,
+    node: &str,
+    config: NodeConfig,
+    items: Vec<xp::Item>,
+) -> Result<(), WriteError> {
+    write_items(shared, owner, node, config, items, false).await
+}
+
+async fn write_items(
+    shared: &Arc<Shared>,
+    owner: &str,
+    node: &str,
+    wanted_config: NodeConfig,
+    items: Vec<xp::Item>,
+    exact: bool,
+) -> Result<(), WriteError> {
+    let existing = node_config(shared, owner, node)
+        .await
+        .map_err(WriteError::Store)?;
+    // Nothing to hold and no node: nothing to create either.
+    if existing.is_none() && items.is_empty() {
+        return Ok(());
+    }
+    let config = match &existing {
+        Some(c) if !exact => c.clone(),
+        _ => wanted_config,
+    };
+    if items.len() > config.max_items as usize {
+        return Err(WriteError::TooManyItems);
+    }
+    let mut frozen = Vec::with_capacity(items.len());
+    for i in &items {
+        let xml = stanza::to_xml(&i.payload).ok_or(WriteError::ItemTooBig)?;
+        if xml.len() > shared.cfg.pep.max_item_bytes {
+            return Err(WriteError::ItemTooBig);
+        }
+        frozen.push(PepItem {
+            id: i.id.clone(),
+            xml,
+        });
+    }
+    let wanted: BTreeSet<String> = items.iter().map(|i| i.id.clone()).collect();
+    let mut create = None;
+    match existing {
+        Some(c) if c == config => {}
+        Some(_) => {
+            let (o, n, c, keep) = (
+                owner.to_string(),
+                node.to_string(),
+                config.to_stored(),
+                config.max_items as usize,
+            );
+            shared
+                .db(move |s: &roles::Pep| s.pep_configure(&o, &n, &c, keep))
+                .await
+                .map_err(WriteError::Store)?;
+        }
+        None => create = Some(config.to_stored()),
+    }
+    let current: HashMap<String, String> = if create.is_some() {
+        HashMap::new()
+    } else {
+        let (o, n) = (owner.to_string(), node.to_string());
+        shared
+            .db(move |s: &roles::Pep| s.pep_items(&o, &n, &[], None))
+            .await
+            .map_err(WriteError::Store)?
+            .into_iter()
+            .map(|i| (i.id, i.xml))
+            .collect()
+    };
+    // Retractions first: the node keeps at most `max_items`, and publishing before the
+    // unwanted items are gone could push out wanted ones.
+    let gone: Vec<String> = current
+        .keys()
+        .filter(|id| exact && !wanted.contains(*id))
+        .cloned()
+        .collect();
+    if !gone.is_empty() {
+        let (o, n) = (owner.to_string(), node.to_string());
+        let gone = shared
+            .db(move |s: &roles::Pep| s.pep_retract(&o, &n, &gone))
+            .await
+            .map_err(WriteError::Store)?;
+        if !gone.is_empty() {
+            notify(shared, owner, node, &config, &Event::Retract(gone)).await;
+        }
+    }
+    let keep = config.max_items as usize;
+    for (item, stored) in items.into_iter().zip(frozen) {
+        if current.get(&item.id) == Some(&stored.xml) {
+            continue;
+        }
+        let (o, n, lim, c) = (
+            owner.to_string(),
+            node.to_string(),
+            limits(shared),
+            create.take(),
+        );
+        let outcome = shared
+            .db(move |s: &roles::Pep| s.pep_publish(&o, &n, c.as_deref(), Some(&stored), keep, lim))
+            .await
+            .map_err(WriteError::Store)?;
+        match outcome {
+            PepPublish::Stored { .. } => {}
+            PepPublish::TooManyNodes => return Err(WriteError::TooManyNodes),
+            PepPublish::OverQuota => return Err(WriteError::OverQuota),
+            PepPublish::NoNode => return Err(WriteError::Store(StoreError::NotFound)),
+        }
+        notify(shared, owner, node, &config, &Event::Items(vec![item])).await;
+    }
+    Ok(())
+}

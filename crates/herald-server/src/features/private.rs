@@ -3,8 +3,14 @@
 //! entity asking an account's bare JID gets `forbidden` (XEP-0049 §2.3 prefers it to
 //! `service-unavailable`).
 //!
-//! Owns nothing in memory; the store role `roles::Private` keeps the items. XEP-0411
-//! (bookmarks conversion to PEP) is not here: it would hook `set` for `storage:bookmarks`.
+//! Owns nothing in memory; the store role `roles::Private` keeps the items. XEP-0048
+//! bookmarks (`<storage xmlns='storage:bookmarks'/>`) are the exception (XEP-0402 §5.3
+//! "compat", as Prosody's mod_bookmarks): their one copy is the XEP-0402 PEP node
+//! `urn:xmpp:bookmarks:1`, so a client using either form sees what the other wrote. A `get`
+//! is answered from the node (converted by `herald_xep::bookmarks`); a `set` replaces the
+//! node's items through `features::pep::replace_items` (so the user's other resources get
+//! the XEP-0402 notifications), bounded by `[pep]`. An account with no node yet gets what
+//! private storage held from before the conversion existed.
 
 use std::sync::Arc;
 
@@ -12,7 +18,10 @@ use herald_proto::error::{ErrorType, StanzaErrorCondition};
 use herald_proto::Element;
 use herald_store::{roles, PrivateItem, StoreError};
 
+use crate::features::pep;
 use crate::stanza;
+use crate::xep::bookmarks as xb;
+use crate::xep::pep::Item;
 use crate::xep::private::{self as xp, Refusal};
 use crate::Shared;
 
@@ -51,6 +60,9 @@ pub async fn query(shared: &Arc<Shared>, iq: &Element, payload: &Element, user: 
             )
         }
     };
+    if xb::is_legacy(&name, &ns) {
+        return bookmarks(shared, iq, child, user, name, ns).await;
+    }
     match stanza::typ(iq) {
         "get" => {
             let (u, n, s) = (user, name, ns);
@@ -95,5 +107,75 @@ pub async fn query(shared: &Arc<Shared>, iq: &Element, payload: &Element, user: 
                 Err(e) => store_failed(iq, &e),
             }
         }
+    }
+}
+
+/// XEP-0048 bookmarks in private storage, read from and written to the XEP-0402 node.
+async fn bookmarks(
+    shared: &Arc<Shared>,
+    iq: &Element,
+    child: &Element,
+    user: String,
+    name: String,
+    ns: String,
+) -> Element {
+    if stanza::typ(iq) == "get" {
+        match pep::node_items(shared, &user, xb::NODE).await {
+            Ok(Some(items)) => {
+                let storage = xb::to_legacy(items.iter().map(|i| (i.id.as_str(), &i.payload)));
+                return stanza::iq_result(iq, Some(xp::result(Some(storage), child)));
+            }
+            // No node yet: what was stored before the conversion, if anything.
+            Ok(None) => {}
+            Err(e) => return store_failed(iq, &e),
+        }
+        return match shared
+            .db(move |st: &roles::Private| st.private_item(&user, &name, &ns))
+            .await
+        {
+            Ok(xml) => {
+                let stored = xml.and_then(|x| x.parse::<Element>().ok());
+                stanza::iq_result(iq, Some(xp::result(stored, child)))
+            }
+            Err(e) => store_failed(iq, &e),
+        };
+    }
+    if shared.account_gone(&user) {
+        return err(iq, StanzaErrorCondition::ServiceUnavailable, None);
+    }
+    let items: Vec<Item> = xb::to_native(child)
+        .into_iter()
+        .map(|b| Item {
+            id: b.jid,
+            payload: b.conference,
+        })
+        .collect();
+    let cfg = xb::node_config(shared.cfg.pep.max_items_per_node);
+    match pep::replace_items(shared, &user, xb::NODE, cfg, items).await {
+        Ok(()) => stanza::iq_result(iq, None),
+        Err(pep::WriteError::TooManyItems) => {
+            let text = format!("more than {} bookmarks", shared.cfg.pep.max_items_per_node);
+            err(iq, StanzaErrorCondition::NotAcceptable, Some(&text))
+        }
+        Err(pep::WriteError::ItemTooBig) => {
+            let text = format!(
+                "a bookmark is larger than {} bytes",
+                shared.cfg.pep.max_item_bytes
+            );
+            err(iq, StanzaErrorCondition::NotAcceptable, Some(&text))
+        }
+        Err(pep::WriteError::TooManyNodes) => err(
+            iq,
+            StanzaErrorCondition::ResourceConstraint,
+            Some("too many PEP nodes"),
+        ),
+        Err(pep::WriteError::OverQuota) => stanza::error_typed(
+            iq,
+            StanzaErrorCondition::ResourceConstraint,
+            ErrorType::Wait,
+            Some("PEP storage of this account is full"),
+        )
+        .unwrap_or_else(|| stanza::iq_result(iq, None)),
+        Err(pep::WriteError::Store(e)) => store_failed(iq, &e),
     }
 }

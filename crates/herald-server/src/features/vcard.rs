@@ -6,9 +6,8 @@
 //! Owns the per-user avatar cache (`Shared::avatars`), so presence never reads the store for
 //! it. It does not broadcast presence itself (that is `presence`'s, which calls [`stamp`]):
 //! when a set changes the hash, each of the user's sessions is asked to re-broadcast its last
-//! presence (`Command::RebroadcastPresence`). PEP avatars (XEP-0084) and their conversion
-//! (XEP-0398) are not here: a PEP metadata publish would `put` the new hash in the same cache
-//! and send the same command.
+//! presence (`Command::RebroadcastPresence`). The XEP-0398 conversion from and to PEP
+//! avatars (XEP-0084) is `features::avatar`'s, which stores through [`replace`].
 
 use std::sync::Arc;
 
@@ -84,24 +83,55 @@ pub async fn get(shared: &Arc<Shared>, iq: &Element, user: &str) -> Element {
 /// carries). When the avatar hash changes, every session of the user re-broadcasts its
 /// presence with the new one, so contacts see the new avatar without the client's help.
 pub async fn set(shared: &Arc<Shared>, iq: &Element, payload: &Element, user: &str) -> Element {
-    let user = user.to_string();
-    let checked = match xv::check_set(payload, shared.cfg.vcard.max_bytes) {
-        Ok(c) => c,
-        Err(xv::SetError::TooLarge) => {
+    match replace(shared, user, payload).await {
+        Ok(()) => stanza::iq_result(iq, None),
+        Err(ReplaceError::TooLarge) => {
             let text = format!("vCard larger than {} bytes", shared.cfg.vcard.max_bytes);
-            return err(iq, StanzaErrorCondition::NotAcceptable, Some(&text));
+            err(iq, StanzaErrorCondition::NotAcceptable, Some(&text))
         }
-        Err(xv::SetError::Invalid) => {
-            return err(
-                iq,
-                StanzaErrorCondition::BadRequest,
-                Some("the PHOTO's BINVAL is not base64"),
-            )
-        }
+        Err(ReplaceError::Invalid) => err(
+            iq,
+            StanzaErrorCondition::BadRequest,
+            Some("the PHOTO's BINVAL is not base64"),
+        ),
+        Err(ReplaceError::Gone) => err(iq, StanzaErrorCondition::ServiceUnavailable, None),
+        Err(ReplaceError::Store(e)) => store_failed(iq, &e),
+    }
+}
+
+/// Why [`replace`] stored nothing.
+#[derive(Debug)]
+pub enum ReplaceError {
+    /// Over `[vcard] max_bytes`.
+    TooLarge,
+    /// A PHOTO BINVAL that is not base64.
+    Invalid,
+    /// The account is being removed.
+    Gone,
+    /// The store failed.
+    Store(StoreError),
+}
+
+/// The user's stored vCard, if any (unreadable XML counts as none).
+pub async fn stored(shared: &Arc<Shared>, user: &str) -> Result<Option<Element>, StoreError> {
+    let u = user.to_string();
+    let v = shared.db(move |s: &roles::Vcard| s.vcard(&u)).await?;
+    Ok(v.and_then(|v| xv::parse_stored(&v.xml)))
+}
+
+/// Stores `card` as `user`'s vCard (their own set, or the XEP-0398 conversion of a PEP
+/// avatar), with the same bounds; when the avatar hash changes, the user's sessions
+/// re-broadcast their presence.
+pub async fn replace(shared: &Arc<Shared>, user: &str, card: &Element) -> Result<(), ReplaceError> {
+    let user = user.to_string();
+    let checked = match xv::check_set(card, shared.cfg.vcard.max_bytes) {
+        Ok(c) => c,
+        Err(xv::SetError::TooLarge) => return Err(ReplaceError::TooLarge),
+        Err(xv::SetError::Invalid) => return Err(ReplaceError::Invalid),
     };
     // Its sessions are ending (`herald user remove`): nothing more is stored for it.
     if shared.account_gone(&user) {
-        return err(iq, StanzaErrorCondition::ServiceUnavailable, None);
+        return Err(ReplaceError::Gone);
     }
     let before = avatar(shared, &user).await;
     let after = Avatar::from_stored(Some(checked.photo_hash.clone()));
@@ -115,7 +145,7 @@ pub async fn set(shared: &Arc<Shared>, iq: &Element, payload: &Element, user: &s
         .await
     {
         shared.avatars.invalidate(&user);
-        return store_failed(iq, &e);
+        return Err(ReplaceError::Store(e));
     }
     shared.avatars.invalidate(&user);
     shared.avatars.put(&user, after.clone());
@@ -127,5 +157,5 @@ pub async fn set(shared: &Arc<Shared>, iq: &Element, payload: &Element, user: &s
                 r.tx.send_control(SessionMsg::Command(Command::RebroadcastPresence));
         }
     }
-    stanza::iq_result(iq, None)
+    Ok(())
 }

@@ -43,6 +43,10 @@ pub static SERVED: &[Served] = &[
     Served { var: ns::ROSTERVER,  announced: StreamFeature,  module: "features/roster.rs",   spec: "RFC 6121 §2.6" },
     Served { var: ns::SM,         announced: StreamFeature,  module: "c2s/session/sm.rs",    spec: "XEP-0198 §3" },
     Served { var: ns::CSI,        announced: StreamFeature,  module: "c2s/session/csi.rs",   spec: "XEP-0352 §4" },
+    // XEP-0048 bookmarks in private storage are the XEP-0402 node's items, both ways.
+    Served { var: herald_xep::bookmarks::COMPAT_FEATURE, announced: Disco(Account), module: "features/private.rs", spec: "XEP-0402 §5.3" },
+    // XEP-0084 avatars and the vCard photo are converted both ways.
+    Served { var: herald_xep::avatar::CONVERSION_FEATURE, announced: Disco(Account), module: "features/avatar.rs", spec: "XEP-0398 §2" },
     // The server's own entity capabilities, hashed from its disco#info.
     Served { var: ns::CAPS,       announced: StreamFeature,  module: "features/iq/disco.rs", spec: "XEP-0115 §6.3" },
 ];

@@ -12,7 +12,7 @@ use crate::Shared;
 
 use super::{basic, disco, extdisco, push, time, upload};
 use super::{Advertised, Entry, Handler, IqType, Reply, Request, Target};
-use crate::features::{carbons, pep, private as private_storage, vcard};
+use crate::features::{avatar, carbons, pep, private as private_storage, vcard};
 use crate::xep::mam::MAM_EXTENDED;
 use herald_proto::error::StanzaErrorCondition;
 use Advertised::{Nowhere, OnAccount, OnMucRoom, OnMucService, OnServer};
@@ -85,7 +85,8 @@ pub static TABLE: &[Entry] = &[
     iq(Get, ns::EXTDISCO,    "credentials", Server, Now(extdisco::services),      OnServer(&[ns::EXTDISCO])),
     // XEP-0163 PEP on the account's bare JID: its own clients publish and manage nodes;
     // anyone (other accounts, other servers) may read what the access model admits.
-    iq(Set, ns::PUBSUB,      "pubsub",    Own,    Async(pep::handle),             OnAccount(PEP_PUBLISH)),
+    // A metadata publish also becomes the vCard photo (XEP-0398, `features::avatar`).
+    iq(Set, ns::PUBSUB,      "pubsub",    Own,    Async(avatar::pubsub_set),      OnAccount(PEP_PUBLISH)),
     iq(Get, ns::PUBSUB,      "pubsub",    Own,    Async(pep::handle),             OnAccount(&[PS_RETRIEVE_ITEMS, PS_ITEM_IDS])),
     iq(Get, ns::PUBSUB,      "pubsub",    Other,  Async(pep::handle),             OnAccount(&[PS_RETRIEVE_ITEMS, PS_ITEM_IDS])),
     iq(Set, ns::PUBSUB,      "pubsub",    Other,  Async(pep::handle),             Nowhere),
@@ -212,7 +213,7 @@ fn vcard_get<'a>(r: &'a Request<'a>) -> Reply<'a> {
 fn vcard_set<'a>(r: &'a Request<'a>) -> Reply<'a> {
     Box::pin(async move {
         match r.account {
-            Some(a) => vcard::set(r.shared, r.iq, r.payload, a).await,
+            Some(a) => avatar::vcard_set(r.shared, r.iq, r.payload, a).await,
             None => super::error(r.iq, StanzaErrorCondition::ServiceUnavailable),
         }
     })

@@ -1,0 +1,696 @@
+//! XEP-0402 PEP native bookmarks and their XEP-0048 private-XML form (issue 15, item 4): the
+//! publish-options clients send succeed, notifications reach the owner's own interested
+//! resources and no one else, retraction notifies, a private-XML `set` of
+//! `storage:bookmarks` becomes XEP-0402 items (and notifications) and a private-XML `get`
+//! reads them back, bounded by `[pep]`; XEP-0223 persistent private nodes.
+//!
+//! Absence is checked as in `pep.rs`: notifications are routed while the server handles the
+//! request, before it answers; the barrier each client sends itself afterwards comes back
+//! behind anything queued for it.
+
+mod common;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use common::*;
+use herald_proto::Element;
+use herald_server::xep::pep as xp;
+use herald_store::{RosterItem, Subscription};
+
+const PW: &str = "pw";
+const PUBSUB: &str = "http://jabber.org/protocol/pubsub";
+const OWNER: &str = "http://jabber.org/protocol/pubsub#owner";
+const EVENT: &str = "http://jabber.org/protocol/pubsub#event";
+const ERRORS: &str = "http://jabber.org/protocol/pubsub#errors";
+const STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+const DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
+const CAPS_NODE: &str = "https://herald.test/client";
+const NODE: &str = "urn:example:mood";
+
+/// Distinct identities, so that each client's caps `ver` is its own (the server asks each
+/// unknown `ver` once).
+static CLIENTS: AtomicU32 = AtomicU32::new(0);
+
+/// A logged-in resource that answers the server's caps queries with its own features.
+struct Pc {
+    raw: RawClient,
+    jid: String,
+    seq: u32,
+    seen: VecDeque<Element>,
+    ver: String,
+    /// Features it claims when asked (a liar's differ from `info`).
+    answer: Element,
+    answered: u32,
+}
+
+fn info_query(name: &str, notify: &[&str], extra: &[&str]) -> Element {
+    let mut x = format!(
+        "<query xmlns='{DISCO_INFO}'><identity category='client' type='pc' name='{name}'/>\
+         <feature var='{DISCO_INFO}'/><feature var='http://jabber.org/protocol/caps'/>"
+    );
+    for n in notify {
+        x.push_str(&format!("<feature var='{n}+notify'/>"));
+    }
+    for f in extra {
+        x.push_str(&format!("<feature var='{f}'/>"));
+    }
+    x.push_str("</query>");
+    x.parse().unwrap()
+}
+
+impl Pc {
+    async fn login(s: &TestServer, user: &str, res: &str, notify: &[&str]) -> Pc {
+        let raw = RawClient::login(s.c2s(), user, PW, res).await;
+        let jid = format!("{user}@localhost/{res}");
+        let n = CLIENTS.fetch_add(1, Ordering::Relaxed);
+        let info = info_query(&format!("{jid} {n}"), notify, &[]);
+        let ver = xp::caps_ver(&info).unwrap();
+        Pc {
+            raw,
+            jid,
+            seq: 0,
+            seen: VecDeque::new(),
+            answer: info,
+            ver,
+            answered: 0,
+        }
+    }
+
+    /// Sends available presence with caps and waits until the server asked what they mean
+    /// and has the answer (the barrier after it).
+    async fn online(&mut self) {
+        let presence = format!(
+            "<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='{CAPS_NODE}' ver='{}'/></presence>",
+            self.ver
+        );
+        self.send(&presence).await;
+        let before = self.answered;
+        let done = tokio::time::timeout(Duration::from_secs(8), async {
+            while self.answered == before {
+                let el = self.raw.element().await;
+                if let Some(el) = self.handle(el).await {
+                    self.seen.push_back(el);
+                }
+            }
+        })
+        .await;
+        assert!(done.is_ok(), "{}: no caps query came", self.jid);
+        let got = self.sync().await;
+        self.seen.extend(got);
+    }
+
+    /// Answers the server's caps query; anything else is returned.
+    async fn handle(&mut self, el: Element) -> Option<Element> {
+        let is_query = el.name() == "iq"
+            && el.attr("type") == Some("get")
+            && el
+                .get_child("query", DISCO_INFO)
+                .and_then(|q| q.attr("node"))
+                == Some(&format!("{CAPS_NODE}#{}", self.ver));
+        if !is_query {
+            return Some(el);
+        }
+        let mut q = self.answer.clone();
+        herald_server::stanza::set(&mut q, "node", format!("{CAPS_NODE}#{}", self.ver));
+        let reply = format!(
+            "<iq type='result' id='{}' to='{}'>{}</iq>",
+            el.attr("id").unwrap_or(""),
+            el.attr("from").unwrap_or(""),
+            xml(&q)
+        );
+        self.send(&reply).await;
+        self.answered += 1;
+        None
+    }
+
+    fn next_id(&mut self, prefix: &str) -> String {
+        self.seq += 1;
+        format!("{prefix}{}", self.seq)
+    }
+
+    async fn send(&mut self, x: &str) {
+        self.raw.send(x).await
+    }
+
+    /// Everything that arrived before a barrier through this session's own inbox.
+    async fn sync(&mut self) -> Vec<Element> {
+        let id = self.next_id("sync");
+        let jid = self.jid.clone();
+        self.send(&format!("<message to='{jid}' type='headline' id='{id}'/>"))
+            .await;
+        let mut out: Vec<Element> = self.seen.drain(..).collect();
+        loop {
+            let el = self.raw.element().await;
+            if el.name() == "message" && el.attr("id") == Some(id.as_str()) {
+                return out;
+            }
+            if let Some(el) = self.handle(el).await {
+                out.push(el);
+            }
+        }
+    }
+
+    /// The PEP notifications among what arrived before a barrier.
+    async fn events(&mut self) -> Vec<Element> {
+        self.sync()
+            .await
+            .into_iter()
+            .filter_map(|m| m.get_child("event", EVENT).cloned())
+            .collect()
+    }
+
+    async fn wait(&mut self, what: &str, pred: impl Fn(&Element) -> bool) -> Element {
+        if let Some(i) = self.seen.iter().position(&pred) {
+            return self.seen.remove(i).unwrap();
+        }
+        let found = tokio::time::timeout(Duration::from_secs(8), async {
+            loop {
+                let el = self.raw.element().await;
+                if let Some(el) = self.handle(el).await {
+                    if pred(&el) {
+                        return el;
+                    }
+                    self.seen.push_back(el);
+                }
+            }
+        })
+        .await;
+        match found {
+            Ok(el) => el,
+            Err(_) => panic!("{}: timed out waiting for {what}", self.jid),
+        }
+    }
+
+    /// Sends an IQ (to `to`, or the own account) and returns its result or error.
+    async fn iq(&mut self, typ: &str, to: Option<&str>, payload: &str) -> Element {
+        let id = self.next_id("iq");
+        let to = to.map(|t| format!(" to='{t}'")).unwrap_or_default();
+        self.send(&format!("<iq type='{typ}' id='{id}'{to}>{payload}</iq>"))
+            .await;
+        self.wait(&format!("the reply to {id}"), |e| {
+            e.name() == "iq"
+                && e.attr("id") == Some(id.as_str())
+                && matches!(e.attr("type"), Some("result") | Some("error"))
+        })
+        .await
+    }
+
+    async fn publish(
+        &mut self,
+        node: &str,
+        id: &str,
+        text: &str,
+        options: &[(&str, &str)],
+    ) -> Element {
+        let item = if id.is_empty() {
+            "<item>".to_string()
+        } else {
+            format!("<item id='{id}'>")
+        };
+        self.iq(
+            "set",
+            None,
+            &format!(
+                "<pubsub xmlns='{PUBSUB}'><publish node='{node}'>{item}<mood xmlns='{NODE}'><text>{text}</text></mood></item></publish>{}</pubsub>",
+                publish_options(options)
+            ),
+        )
+        .await
+    }
+
+    /// The item ids (and texts) of `owner`'s node, or the error.
+    async fn items(&mut self, owner: &str, node: &str) -> Result<Vec<(String, String)>, Element> {
+        let r = self
+            .iq(
+                "get",
+                Some(owner),
+                &format!("<pubsub xmlns='{PUBSUB}'><items node='{node}'/></pubsub>"),
+            )
+            .await;
+        if r.attr("type") != Some("result") {
+            return Err(r);
+        }
+        Ok(r.get_child("pubsub", PUBSUB)
+            .and_then(|p| p.get_child("items", PUBSUB))
+            .map(|i| {
+                i.children()
+                    .map(|it| {
+                        (
+                            it.attr("id").unwrap_or("").to_string(),
+                            it.children()
+                                .next()
+                                .and_then(|m| m.children().next())
+                                .map(|t| t.text())
+                                .unwrap_or_default(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+}
+
+fn publish_options(options: &[(&str, &str)]) -> String {
+    if options.is_empty() {
+        return String::new();
+    }
+    let mut x = format!(
+        "<publish-options><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>{}</value></field>",
+        xp::PUBLISH_OPTIONS
+    );
+    for (k, v) in options {
+        x.push_str(&format!("<field var='{k}'><value>{v}</value></field>"));
+    }
+    x.push_str("</x></publish-options>");
+    x
+}
+
+/// (stanza condition, pubsub#errors condition) of an error reply.
+fn error_of(r: &Element) -> (String, Option<String>) {
+    assert_eq!(r.attr("type"), Some("error"), "{}", xml(r));
+    let e = r.get_child("error", "jabber:client").unwrap();
+    let cond = e
+        .children()
+        .find(|c| c.ns() == STANZAS && c.name() != "text")
+        .map(|c| c.name().to_string())
+        .unwrap_or_default();
+    let app = e
+        .children()
+        .find(|c| c.ns() == ERRORS)
+        .map(|c| c.name().to_string());
+    (cond, app)
+}
+
+fn ok(r: &Element) {
+    assert_eq!(r.attr("type"), Some("result"), "{}", xml(r));
+}
+
+/// (node, item ids, retracted ids) of an `<event/>`'s `<items/>`; node and `purge`/`delete`.
+fn event_summary(ev: &Element) -> String {
+    let c = ev.children().next().unwrap();
+    let node = c.attr("node").unwrap_or("");
+    let mut s = format!("{} {node}", c.name());
+    for i in c.children() {
+        s.push_str(&format!(" {}:{}", i.name(), i.attr("id").unwrap_or("")));
+    }
+    s
+}
+
+fn relate(s: &TestServer, user: &str, contact: &str, sub: Subscription) {
+    let item = RosterItem {
+        jid: format!("{contact}@localhost"),
+        name: None,
+        subscription: sub,
+        ask: false,
+        groups: Vec::new(),
+    };
+    s.running
+        .shared
+        .store
+        .set_roster_item(&format!("{user}@localhost"), &item)
+        .unwrap();
+}
+
+fn befriend(s: &TestServer, a: &str, b: &str) {
+    relate(s, a, b, Subscription::Both);
+    relate(s, b, a, Subscription::Both);
+}
+
+async fn server(users: &[&str]) -> TestServer {
+    server_with(users, |_| {}).await
+}
+
+async fn server_with(users: &[&str], f: impl FnOnce(&mut herald_server::Config)) -> TestServer {
+    let s = TestServer::start_with(f).await;
+    for u in users {
+        s.add_user(u, PW);
+    }
+    s
+}
+
+const BOOKMARKS: &str = "urn:xmpp:bookmarks:1";
+const PRIVATE: &str = "jabber:iq:private";
+const LEGACY: &str = "storage:bookmarks";
+
+/// What Conversations, Gajim and Dino send with a XEP-0402 publish (XEP-0402 §3).
+const CLIENT_OPTIONS: &[(&str, &str)] = &[
+    ("pubsub#persist_items", "true"),
+    ("pubsub#max_items", "max"),
+    ("pubsub#send_last_published_item", "never"),
+    ("pubsub#access_model", "whitelist"),
+];
+
+impl Pc {
+    async fn bookmark(&mut self, room: &str, name: &str) -> Element {
+        self.iq(
+            "set",
+            None,
+            &format!(
+                "<pubsub xmlns='{PUBSUB}'><publish node='{BOOKMARKS}'><item id='{room}'>\
+                 <conference xmlns='{BOOKMARKS}' name='{name}' autojoin='true'><nick>me</nick></conference>\
+                 </item></publish>{}</pubsub>",
+                publish_options(CLIENT_OPTIONS)
+            ),
+        )
+        .await
+    }
+
+    /// The XEP-0402 items of the own account: (room, name).
+    async fn bookmarks(&mut self) -> Result<Vec<(String, String)>, Element> {
+        let own = self.jid.split('/').next().unwrap_or_default().to_string();
+        self.bookmarks_of(&own).await
+    }
+
+    async fn bookmarks_of(&mut self, owner: &str) -> Result<Vec<(String, String)>, Element> {
+        let r = self
+            .iq(
+                "get",
+                Some(owner),
+                &format!("<pubsub xmlns='{PUBSUB}'><items node='{BOOKMARKS}'/></pubsub>"),
+            )
+            .await;
+        if r.attr("type") != Some("result") {
+            return Err(r);
+        }
+        let mut out: Vec<(String, String)> = r
+            .get_child("pubsub", PUBSUB)
+            .and_then(|p| p.get_child("items", PUBSUB))
+            .map(|i| {
+                i.children()
+                    .map(|it| {
+                        let c = it.get_child("conference", BOOKMARKS);
+                        (
+                            it.attr("id").unwrap_or("").to_string(),
+                            c.and_then(|c| c.attr("name")).unwrap_or("").to_string(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        Ok(out)
+    }
+
+    async fn set_private(&mut self, storage: &str) -> Element {
+        self.iq(
+            "set",
+            None,
+            &format!("<query xmlns='{PRIVATE}'>{storage}</query>"),
+        )
+        .await
+    }
+
+    /// The XEP-0048 `<storage/>` private storage returns.
+    async fn get_private(&mut self) -> Element {
+        let r = self
+            .iq(
+                "get",
+                None,
+                &format!("<query xmlns='{PRIVATE}'><storage xmlns='{LEGACY}'/></query>"),
+            )
+            .await;
+        ok(&r);
+        r.get_child("query", PRIVATE)
+            .and_then(|q| q.get_child("storage", LEGACY))
+            .cloned()
+            .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn client_publish_options_succeed_and_only_own_resources_are_notified() {
+    let s = server(&["alice", "bob"]).await;
+    befriend(&s, "alice", "bob");
+    let mut a1 = Pc::login(&s, "alice", "one", &[BOOKMARKS]).await;
+    let mut a2 = Pc::login(&s, "alice", "two", &[BOOKMARKS]).await;
+    let mut b = Pc::login(&s, "bob", "pc", &[BOOKMARKS]).await;
+    a1.online().await;
+    a2.online().await;
+    b.online().await;
+    // Bob's own presence reaches alice's resources; drain it.
+    a1.sync().await;
+    a2.sync().await;
+
+    // Node auto-created with the options; then published again on the existing node
+    // (`max` must hold against a node configured to the cap).
+    ok(&a1.bookmark("room@muc.example", "Room").await);
+    ok(&a1.bookmark("other@muc.example", "Other").await);
+    let evs: Vec<String> = a2.events().await.iter().map(event_summary).collect();
+    assert_eq!(
+        evs,
+        [
+            format!("items {BOOKMARKS} item:room@muc.example"),
+            format!("items {BOOKMARKS} item:other@muc.example"),
+        ]
+    );
+    // The publisher's own resource is notified too (XEP-0163 §4.3.1), the contact is not:
+    // whitelist admits only the owner.
+    assert_eq!(a1.events().await.len(), 2);
+    assert!(b.events().await.is_empty());
+    let (cond, app) = error_of(&b.bookmarks_of("alice@localhost").await.unwrap_err());
+    assert_eq!(
+        (cond.as_str(), app.as_deref()),
+        ("not-allowed", Some("closed-node"))
+    );
+
+    // Retraction with notify (XEP-0402 §3.3) reaches the other resource.
+    let r = a1
+        .iq(
+            "set",
+            None,
+            &format!(
+                "<pubsub xmlns='{PUBSUB}'><retract node='{BOOKMARKS}' notify='true'><item id='room@muc.example'/></retract></pubsub>"
+            ),
+        )
+        .await;
+    ok(&r);
+    let evs: Vec<String> = a2.events().await.iter().map(event_summary).collect();
+    assert_eq!(evs, [format!("items {BOOKMARKS} retract:room@muc.example")]);
+    assert!(b.events().await.is_empty());
+    assert_eq!(
+        a2.bookmarks().await.unwrap(),
+        [("other@muc.example".to_string(), "Other".to_string())]
+    );
+}
+
+#[tokio::test]
+async fn private_xml_bookmarks_are_pep_bookmarks_both_ways() {
+    let s = server(&["alice"]).await;
+    let mut old = Pc::login(&s, "alice", "old", &[]).await;
+    let mut new = Pc::login(&s, "alice", "new", &[BOOKMARKS]).await;
+    old.online().await;
+    new.online().await;
+
+    // The account says the conversion is done (XEP-0402 §5.3).
+    let info = new
+        .iq(
+            "get",
+            Some("alice@localhost"),
+            &format!("<query xmlns='{DISCO_INFO}'/>"),
+        )
+        .await;
+    ok(&info);
+    let compat = format!("{BOOKMARKS}#compat");
+    assert!(
+        info.get_child("query", DISCO_INFO)
+            .unwrap()
+            .children()
+            .any(|f| f.attr("var") == Some(compat.as_str())),
+        "{}",
+        xml(&info)
+    );
+
+    // An old client writes XEP-0048 bookmarks: the new one is notified of each room and
+    // reads them as XEP-0402 items. The URL bookmark has no XEP-0402 form.
+    ok(&old
+        .set_private(&format!(
+            "<storage xmlns='{LEGACY}'>\
+             <conference jid='a@muc.example' name='A' autojoin='true'><nick>al</nick></conference>\
+             <conference jid='b@muc.example' name='B'/>\
+             <url name='web' url='https://example.org'/></storage>"
+        ))
+        .await);
+    let mut evs: Vec<String> = new.events().await.iter().map(event_summary).collect();
+    evs.sort();
+    assert_eq!(
+        evs,
+        [
+            format!("items {BOOKMARKS} item:a@muc.example"),
+            format!("items {BOOKMARKS} item:b@muc.example"),
+        ]
+    );
+    assert_eq!(
+        new.bookmarks().await.unwrap(),
+        [
+            ("a@muc.example".to_string(), "A".to_string()),
+            ("b@muc.example".to_string(), "B".to_string()),
+        ]
+    );
+    // The node is what XEP-0402 asks for: the contact-less owner-only whitelist.
+    let conf = new
+        .iq(
+            "get",
+            None,
+            &format!("<pubsub xmlns='{OWNER}'><configure node='{BOOKMARKS}'/></pubsub>"),
+        )
+        .await;
+    ok(&conf);
+    let form = conf
+        .get_child("pubsub", OWNER)
+        .and_then(|p| p.get_child("configure", OWNER))
+        .and_then(|c| c.get_child("x", "jabber:x:data"))
+        .unwrap();
+    let fields = form_fields(form);
+    assert_eq!(
+        fields.get("pubsub#access_model").map(String::as_str),
+        Some("whitelist")
+    );
+    assert_eq!(
+        fields
+            .get("pubsub#send_last_published_item")
+            .map(String::as_str),
+        Some("never")
+    );
+
+    // The new client adds one: the old client reads it back as XEP-0048.
+    ok(&new.bookmark("c@muc.example", "C").await);
+    let storage = old.get_private().await;
+    let mut rooms: Vec<(String, String, String, String)> = storage
+        .children()
+        .map(|c| {
+            (
+                c.attr("jid").unwrap_or("").to_string(),
+                c.attr("name").unwrap_or("").to_string(),
+                c.attr("autojoin").unwrap_or("").to_string(),
+                c.get_child("nick", LEGACY)
+                    .map(|n| n.text())
+                    .unwrap_or_default(),
+            )
+        })
+        .collect();
+    rooms.sort();
+    let row = |j: &str, n: &str, a: &str, k: &str| {
+        (j.to_string(), n.to_string(), a.to_string(), k.to_string())
+    };
+    assert_eq!(
+        rooms,
+        [
+            row("a@muc.example", "A", "true", "al"),
+            row("b@muc.example", "B", "", ""),
+            row("c@muc.example", "C", "true", "me"),
+        ]
+    );
+
+    // The old client removes a room by writing the set without it: retracted, notified;
+    // the unchanged ones are not re-published.
+    new.events().await;
+    ok(&old
+        .set_private(&format!(
+            "<storage xmlns='{LEGACY}'>\
+             <conference jid='a@muc.example' name='A' autojoin='true'><nick>al</nick></conference>\
+             <conference jid='c@muc.example' name='C' autojoin='true'><nick>me</nick></conference></storage>"
+        ))
+        .await);
+    let evs: Vec<String> = new.events().await.iter().map(event_summary).collect();
+    assert_eq!(evs, [format!("items {BOOKMARKS} retract:b@muc.example")]);
+
+    // An empty set empties the node.
+    ok(&old
+        .set_private(&format!("<storage xmlns='{LEGACY}'/>"))
+        .await);
+    assert_eq!(new.bookmarks().await.unwrap(), []);
+    assert_eq!(old.get_private().await.children().count(), 0);
+}
+
+#[tokio::test]
+async fn private_xml_bookmarks_are_bounded_by_the_pep_limits() {
+    let s = server_with(&["alice", "bob"], |c| {
+        c.pep.max_items_per_node = 2;
+        c.pep.max_item_bytes = 300;
+    })
+    .await;
+    let mut a = Pc::login(&s, "alice", "pc", &[]).await;
+    let mut b = Pc::login(&s, "bob", "pc", &[]).await;
+    let two = format!(
+        "<storage xmlns='{LEGACY}'><conference jid='a@muc.example'/><conference jid='b@muc.example'/></storage>"
+    );
+    ok(&a.set_private(&two).await);
+
+    // Three rooms where the node keeps two: refused whole, nothing lost.
+    let three = format!(
+        "<storage xmlns='{LEGACY}'><conference jid='c@muc.example'/><conference jid='a@muc.example'/><conference jid='b@muc.example'/></storage>"
+    );
+    let (cond, _) = error_of(&a.set_private(&three).await);
+    assert_eq!(cond, "not-acceptable");
+    // One bookmark larger than an item may be.
+    let big = format!(
+        "<storage xmlns='{LEGACY}'><conference jid='a@muc.example' name='{}'/></storage>",
+        "x".repeat(400)
+    );
+    let (cond, _) = error_of(&a.set_private(&big).await);
+    assert_eq!(cond, "not-acceptable");
+    assert_eq!(
+        a.bookmarks().await.unwrap(),
+        [
+            ("a@muc.example".to_string(), String::new()),
+            ("b@muc.example".to_string(), String::new()),
+        ]
+    );
+    // Another user is unaffected.
+    ok(&b.set_private(&two).await);
+    assert_eq!(b.bookmarks().await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn persistent_private_pep_nodes_hold_their_preconditions() {
+    // XEP-0223 §3: publish with persist_items + whitelist; the node is created so.
+    let s = server(&["alice", "bob"]).await;
+    befriend(&s, "alice", "bob");
+    let mut a = Pc::login(&s, "alice", "pc", &[]).await;
+    let mut b = Pc::login(&s, "bob", "pc", &[]).await;
+    let private = [
+        ("pubsub#persist_items", "true"),
+        ("pubsub#access_model", "whitelist"),
+    ];
+    ok(&a
+        .publish("urn:example:secret", "s1", "hidden", &private)
+        .await);
+    ok(&a
+        .publish("urn:example:secret", "s2", "hidden too", &private)
+        .await);
+    // A node that is not private fails the precondition (XEP-0223 §4: the client then
+    // knows the data would not be private and must not publish it).
+    ok(&a.publish("urn:example:public", "p", "open", &[]).await);
+    let (cond, app) = error_of(
+        &a.publish("urn:example:public", "p2", "secret", &private)
+            .await,
+    );
+    assert_eq!(
+        (cond.as_str(), app.as_deref()),
+        ("conflict", Some("precondition-not-met"))
+    );
+    assert_eq!(
+        a.items("alice@localhost", "urn:example:public")
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // Only the owner reads the private node, even a subscribed contact is refused.
+    let (cond, _) = error_of(
+        &b.items("alice@localhost", "urn:example:secret")
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(cond, "not-allowed");
+    let texts: Vec<String> = a
+        .items("alice@localhost", "urn:example:secret")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    assert_eq!(texts, ["hidden too"]);
+}
