@@ -129,3 +129,7 @@ pub const PUBSUB_OWNER: &str = "http://jabber.org/protocol/pubsub#owner";
 pub const PUBSUB_EVENT: &str = "http://jabber.org/protocol/pubsub#event";
 /// XEP-0060 §7.1.3: publish-subscribe application-specific error conditions.
 pub const PUBSUB_ERRORS: &str = "http://jabber.org/protocol/pubsub#errors";
+/// XEP-0490: message displayed synchronization, the PEP node and its payload's namespace.
+pub const MDS: &str = "urn:xmpp:mds:displayed:0";
+/// XEP-0490 §4: the server publishes MDS items from the chat markers its clients send.
+pub const MDS_SERVER_ASSIST: &str = "urn:xmpp:mds:server-assist:0";

@@ -80,6 +80,7 @@ pub fn standard_hooks() -> hooks::Hooks {
         session_hibernated: vec![push::on_session_hibernated],
         session_resumed: vec![push::on_session_resumed],
         session_ended: vec![push::on_session_ended],
+        pep_published: vec![push::on_pep_published],
     }
 }
 
