@@ -102,3 +102,37 @@ async fn displayed_on_the_desktop_clears_the_sleeping_phones_badge() {
     mark_displayed(&mut desk, ALICE, BOB, &stanza_id(&m)).await;
     app.assert_quiet(&s).await;
 }
+#[tokio::test]
+async fn a_message_displayed_before_the_phone_sleeps_is_not_pushed() {
+    // With the sender shown, the push says which message it is for: carol's, not alice's.
+    let (s, mut app) = push_server(|c| c.push.with_sender = true).await;
+    let mut desk = desktop(&s).await;
+    // The phone acknowledges all it got before the chat starts (its push enable's result,
+    // its presence and the desktop's), so that only the chat message is unacked when it
+    // dies.
+    let mut phone = push_phone(&s, "localhost", "bob", "phone", true).await;
+    phone.send("<presence/>").await;
+    for _ in 0..2 {
+        assert_eq!(next_unrequested(&mut phone).await.name(), "presence");
+    }
+    phone.send("<a xmlns='urn:xmpp:sm:3' h='3'/>").await;
+    let mut a = login_available(&s, "alice").await;
+    chat(&mut a, BOB, "seen on the desk").await;
+    let m = message(&mut desk).await;
+    let pm = message(&mut phone).await;
+    assert_eq!(stanza_id(&pm), stanza_id(&m));
+    mark_displayed(&mut desk, ALICE, BOB, &stanza_id(&m)).await;
+    // The phone dies with that message unacked: hibernation finds it displayed.
+    phone.kill(false);
+    // A later message of another chat still pushes, with a count of 1: only it is unread
+    // (without the marker, hibernation would push alice's message first).
+    let mut c = login_available(&s, "carol").await;
+    chat(&mut c, BOB, "new").await;
+    let _ = message(&mut desk).await;
+    let p = app.next().await;
+    assert_eq!((p.node.as_str(), p.count()), ("phone", 1), "{:?}", p.fields);
+    assert_eq!(p.sender(), Some("carol@localhost"));
+    // Rule b fires on the archive's commit: let it happen before checking for silence.
+    s.running.shared.archive.flush().await;
+    app.assert_quiet(&s).await;
+}
