@@ -139,3 +139,7 @@ pub const MUC_ADMIN: &str = "http://jabber.org/protocol/muc#admin";
 pub const MUC_OWNER: &str = "http://jabber.org/protocol/muc#owner";
 /// XEP-0421: anonymous unique occupant identifiers.
 pub const OCCUPANT_ID: &str = "urn:xmpp:occupant-id:0";
+/// XEP-0490: message displayed synchronization, the PEP node and its payload's namespace.
+pub const MDS: &str = "urn:xmpp:mds:displayed:0";
+/// XEP-0490 §4: the server publishes MDS items from the chat markers its clients send.
+pub const MDS_SERVER_ASSIST: &str = "urn:xmpp:mds:server-assist:0";

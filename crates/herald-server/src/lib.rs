@@ -81,6 +81,7 @@ pub fn standard_hooks() -> hooks::Hooks {
         session_resumed: vec![push::on_session_resumed],
         session_ended: vec![push::on_session_ended],
         to_muc: vec![muc::to_muc],
+        pep_published: vec![push::on_pep_published],
     }
 }
 

@@ -25,6 +25,7 @@ pub mod delay;
 pub mod dialback;
 pub mod extdisco;
 pub mod mam;
+pub mod mds;
 pub mod pep;
 pub mod private;
 pub mod register;

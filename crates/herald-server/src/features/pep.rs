@@ -25,7 +25,7 @@ use herald_xep::pep::{self as xp, AccessModel, Event, NodeConfig, PepError, Rela
 
 use crate::features::blocking;
 use crate::features::iq::Reply;
-use crate::routing::hooks::{Fut, PresenceToLocal, ToServer};
+use crate::routing::hooks::{self, Fut, PepPublished, PresenceToLocal, ToServer};
 use crate::stanza;
 use crate::{routing, Shared};
 
@@ -371,11 +371,19 @@ async fn publish(
         Ok(PepPublish::NoNode) => return plain(iq, StanzaErrorCondition::ItemNotFound),
         Err(e) => return internal(iq, &e),
     }
+    // After storing, so a feature reacting to the item sees what a fetch would return.
+    let published = PepPublished {
+        user: owner.to_owned(),
+        node: node.clone(),
+        id: id.clone(),
+        payload: payload.clone(),
+    };
     let ev = Event::Items(vec![xp::Item {
         id: id.clone(),
         payload,
     }]);
     notify(shared, owner, &node, &cfg, &ev).await;
+    hooks::run(&shared.hooks.pep_published, shared, published).await;
     stanza::iq_result(iq, Some(xp::publish_result(&node, &id)))
 }
 

@@ -46,6 +46,9 @@ pub async fn on_displayed(shared: &Arc<Shared>, user: &str, chat: &str, stanza_i
         max: 1,
         ..Default::default()
     };
+    // A client with the chat open marks a message displayed as soon as it arrives, which
+    // can be before the archive's group commit wrote it: wait for the writes queued so far.
+    shared.archive.flush().await;
     let owner = user.to_owned();
     let page = shared
         .db(move |s: &roles::Archive| s.query_archive(&owner, &q))
@@ -66,6 +69,26 @@ pub async fn on_displayed(shared: &Arc<Shared>, user: &str, chat: &str, stanza_i
         chat: chat.to_owned(),
         upto,
     });
+}
+
+/// XEP-0490: an item of the account's `urn:xmpp:mds:displayed:0` node is a displayed marker;
+/// it counts for push only when its stanza-id is the account's own archive's (`by` = the
+/// account), the only ids [`on_displayed`] can resolve. Other nodes pass through.
+pub fn on_pep_published(
+    shared: &Arc<Shared>,
+    ev: hooks::PepPublished,
+) -> hooks::Fut<'_, Option<hooks::PepPublished>> {
+    Box::pin(async move {
+        if ev.node != herald_proto::ns::MDS {
+            return Some(ev);
+        }
+        if let Some(d) = herald_xep::mds::displayed(&ev.id, &ev.payload) {
+            if d.by == ev.user {
+                on_displayed(shared, &ev.user, &d.chat, &d.stanza_id).await;
+            }
+        }
+        Some(ev)
+    })
 }
 
 /// Rule c.

@@ -156,6 +156,21 @@ pub struct SessionEnded {
     pub session: u64,
 }
 
+/// An account's PEP node got an item (published by one of its clients or by the server for
+/// it), after it was stored: for features that react to what clients keep in PEP (XEP-0490
+/// read markers) without PEP knowing them.
+#[derive(Clone, Debug)]
+pub struct PepPublished {
+    /// The account.
+    pub user: String,
+    /// The node.
+    pub node: String,
+    /// The item's id.
+    pub id: String,
+    /// The item's payload.
+    pub payload: Element,
+}
+
 /// The handlers of every hook, in the order they run.
 pub struct Hooks {
     /// Messages to local accounts.
@@ -184,6 +199,8 @@ pub struct Hooks {
     pub session_ended: Vec<Observer<SessionEnded>>,
     /// Stanzas to the group chat service.
     pub to_muc: Vec<Handler<ToMuc>>,
+    /// A PEP item was published.
+    pub pep_published: Vec<Handler<PepPublished>>,
 }
 
 /// Runs `list` over `ev`: each handler in turn until one consumes it. Returns the event if

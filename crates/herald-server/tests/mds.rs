@@ -1,0 +1,138 @@
+//! XEP-0490 message displayed synchronization wired to push (issue 15, item 5; RULES.md
+//! §14): a desktop publishes "displayed up to" markers to the account's
+//! `urn:xmpp:mds:displayed:0` PEP node and a sleeping phone's badge follows.
+//!
+//! The marker reaches the push task before the publish is answered (the PEP hook runs
+//! first), so `FakeAppServer::assert_quiet` after the answer checks the marker's effect.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use herald_proto::Element;
+
+const BOB: &str = "bob@localhost";
+const ALICE: &str = "alice@localhost";
+
+/// The next message a client gets (presences and `<r/>` skipped).
+async fn message(c: &mut RawClient) -> Element {
+    loop {
+        let el = next_unrequested(c).await;
+        if el.name() == "message" {
+            return el;
+        }
+    }
+}
+
+/// The archive id bob's server gave a message (its `<stanza-id by='bob@localhost'>`).
+fn stanza_id(m: &Element) -> String {
+    m.children()
+        .find(|c| c.is("stanza-id", "urn:xmpp:sid:0") && c.attr("by") == Some(BOB))
+        .and_then(|c| c.attr("id"))
+        .unwrap_or_else(|| panic!("no stanza-id by {BOB}: {}", xml(m)))
+        .to_owned()
+}
+
+/// Publishes the MDS item for `chat` (XEP-0490 §3) and waits for the answer.
+async fn mark_displayed(c: &mut RawClient, chat: &str, by: &str, id: &str) {
+    c.send(&format!(
+        "<iq type='set' id='mds'><pubsub xmlns='http://jabber.org/protocol/pubsub'>\
+         <publish node='urn:xmpp:mds:displayed:0'><item id='{chat}'>\
+         <displayed xmlns='urn:xmpp:mds:displayed:0'>\
+         <stanza-id xmlns='urn:xmpp:sid:0' by='{by}' id='{id}'/></displayed>\
+         </item></publish></pubsub></iq>"
+    ))
+    .await;
+    loop {
+        let el = next_unrequested(c).await;
+        if el.name() == "iq" && el.attr("id") == Some("mds") {
+            assert_eq!(el.attr("type"), Some("result"), "{}", xml(&el));
+            return;
+        }
+    }
+}
+
+/// Bob's desktop, online and available.
+async fn desktop(s: &TestServer) -> RawClient {
+    let mut d = RawClient::login(s.c2s(), "bob", "pw", "desk").await;
+    d.send("<presence/>").await;
+    d
+}
+
+#[tokio::test]
+async fn displayed_on_the_desktop_clears_the_sleeping_phones_badge() {
+    // The badge update goes out at once only when no coalescing window is open (§6):
+    // a 1 ms window has closed by the time the desktop reads the message.
+    let (s, mut app) = push_server(|c| c.push.coalesce_window.0 = Duration::from_millis(1)).await;
+    // The phone app is closed: its registration has no session (push rule b).
+    let mut phone = push_phone(&s, "localhost", "bob", "phone", false).await;
+    phone.send("</stream:stream>").await;
+    phone.expect_closed().await;
+    let shared = s.running.shared.clone();
+    wait_until("the phone is offline", || !shared.router.is_online(BOB)).await;
+    let mut desk = desktop(&s).await;
+    let mut a = login_available(&s, "alice").await;
+    chat(&mut a, BOB, "hello").await;
+    let m = message(&mut desk).await;
+    let p = app.next().await;
+    assert_eq!((p.node.as_str(), p.count()), ("phone", 1));
+    app.assert_quiet(&s).await;
+
+    // A marker for another chat (carol's) leaves the badge alone.
+    mark_displayed(&mut desk, "carol@localhost", BOB, &stanza_id(&m)).await;
+    app.assert_quiet(&s).await;
+    // A marker whose stanza-id another entity assigned is not our archive's: ignored.
+    mark_displayed(
+        &mut desk,
+        ALICE,
+        "room@conference.localhost",
+        &stanza_id(&m),
+    )
+    .await;
+    app.assert_quiet(&s).await;
+
+    // The desktop displays alice's chat: one badge update, count 0, no body.
+    mark_displayed(&mut desk, ALICE, BOB, &stanza_id(&m)).await;
+    let p = app.next().await;
+    assert_eq!((p.node.as_str(), p.count()), ("phone", 0));
+    assert_eq!(p.body(), None);
+    app.assert_quiet(&s).await;
+    // The same marker again changes nothing.
+    mark_displayed(&mut desk, ALICE, BOB, &stanza_id(&m)).await;
+    app.assert_quiet(&s).await;
+}
+#[tokio::test]
+async fn a_message_displayed_before_the_phone_sleeps_is_not_pushed() {
+    // With the sender shown, the push says which message it is for: carol's, not alice's.
+    let (s, mut app) = push_server(|c| c.push.with_sender = true).await;
+    let mut desk = desktop(&s).await;
+    // The phone acknowledges all it got before the chat starts (its push enable's result,
+    // its presence and the desktop's), so that only the chat message is unacked when it
+    // dies.
+    let mut phone = push_phone(&s, "localhost", "bob", "phone", true).await;
+    phone.send("<presence/>").await;
+    for _ in 0..2 {
+        assert_eq!(next_unrequested(&mut phone).await.name(), "presence");
+    }
+    phone.send("<a xmlns='urn:xmpp:sm:3' h='3'/>").await;
+    let mut a = login_available(&s, "alice").await;
+    chat(&mut a, BOB, "seen on the desk").await;
+    let m = message(&mut desk).await;
+    let pm = message(&mut phone).await;
+    assert_eq!(stanza_id(&pm), stanza_id(&m));
+    mark_displayed(&mut desk, ALICE, BOB, &stanza_id(&m)).await;
+    // The phone dies with that message unacked: hibernation finds it displayed.
+    phone.kill(false);
+    // A later message of another chat still pushes, with a count of 1: only it is unread
+    // (without the marker, hibernation would push alice's message first).
+    let mut c = login_available(&s, "carol").await;
+    chat(&mut c, BOB, "new").await;
+    let _ = message(&mut desk).await;
+    let p = app.next().await;
+    assert_eq!((p.node.as_str(), p.count()), ("phone", 1), "{:?}", p.fields);
+    assert_eq!(p.sender(), Some("carol@localhost"));
+    // Rule b fires on the archive's commit: let it happen before checking for silence.
+    s.running.shared.archive.flush().await;
+    app.assert_quiet(&s).await;
+}
