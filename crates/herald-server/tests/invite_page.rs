@@ -214,7 +214,32 @@ async fn the_form_refuses_bad_input_with_the_registration_rules() {
     )
     .await;
     assert_eq!(r.status, 403);
+    let r = post(
+        &s,
+        "/invite/tok",
+        "username=csrf&password=pw",
+        &[("origin", "null")],
+    )
+    .await;
+    assert_eq!(r.status, 403, "an opaque origin without Sec-Fetch-Site");
     assert_eq!(uses_left(&s, "tok"), 5);
+    // What chromium sends for the page's own form (Origin null under no-referrer): passes.
+    let addr = s.running.http_addr.unwrap();
+    let r = http::request_h2(
+        addr,
+        &s.running.shared.cfg.data_dir,
+        "POST",
+        "/invite/tok",
+        &[
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("origin", "null"),
+            ("sec-fetch-site", "same-origin"),
+        ],
+        b"username=viah2&password=pw",
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", text(&r));
+    assert_eq!(uses_left(&s, "tok"), 4);
     // A body beyond the form limit: 413.
     let big = format!("username=x&password={}", "p".repeat(10_000));
     assert_eq!(post(&s, "/invite/tok", &big, &[]).await.status, 413);

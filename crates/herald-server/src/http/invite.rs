@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
 use axum::extract::{ConnectInfo, Form, Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use herald_proto::error::StanzaErrorCondition;
 use herald_store::{roles, Invite};
@@ -257,24 +257,25 @@ pub struct Fields {
     password: String,
 }
 
-/// Whether the request comes from another site: its `Origin` names another host than the
-/// one it was sent to, or the browser says so in `Sec-Fetch-Site`. Requests without either
-/// (non-browser clients) pass: the token authorises them.
-fn cross_site(headers: &HeaderMap) -> bool {
+/// Whether the request comes from another site. Browsers that send `Sec-Fetch-Site` are
+/// judged by it alone: with this page's `no-referrer` policy chromium sends `Origin: null`
+/// even for its own form. Others by `Origin`, which must name the host the request was sent
+/// to (`Host`, or over HTTP/2 the URI's authority). Requests with neither (non-browser
+/// clients) pass: the token authorises them.
+fn cross_site(headers: &HeaderMap, uri: &Uri) -> bool {
     let text = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
     if let Some(site) = text("sec-fetch-site") {
-        if site != "same-origin" && site != "none" {
-            return true;
-        }
+        return site != "same-origin" && site != "none";
     }
-    match text("origin") {
-        None => false,
-        Some(origin) => {
-            let authority = origin.split_once("://").map(|(_, a)| a);
-            let host = text("host");
-            authority.is_none() || host.is_none() || authority != host
-        }
-    }
+    let Some(origin) = text("origin") else {
+        return false;
+    };
+    let Some((_, authority)) = origin.split_once("://") else {
+        return true;
+    };
+    let same =
+        text("host") == Some(authority) || uri.authority().map(|a| a.as_str()) == Some(authority);
+    !same
 }
 
 /// `POST /invite/TOKEN`: creates the account.
@@ -282,10 +283,11 @@ pub async fn post(
     State(shared): State<Arc<Shared>>,
     Path(token): Path<String>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    uri: Uri,
     headers: HeaderMap,
     Form(f): Form<Fields>,
 ) -> Response {
-    if cross_site(&headers) {
+    if cross_site(&headers, &uri) {
         tracing::info!(%peer, "invite form refused: cross-site request");
         return page(
             StatusCode::FORBIDDEN,
