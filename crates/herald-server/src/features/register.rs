@@ -8,6 +8,7 @@
 //! and new accounts, at most `max_per_ip` per address and window, with a XEP-0401 invite
 //! token (`<preauth/>`, XEP-0445) when `invite_only`. Payload parsing and name rules are
 //! `herald_xep::register`'s, the per-address records `herald_session::registrations`'.
+//! [`create`] holds every check of a new account; the invite web page (`http::invite`) calls it too.
 //! Must not: bind or authenticate (the client logs in with SASL afterwards).
 
 use std::net::IpAddr;

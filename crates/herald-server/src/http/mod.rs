@@ -1,6 +1,7 @@
 //! The HTTP listeners (`[http]`): one HTTPS listener with the domain's certificate, HTTP/1.1
 //! and HTTP/2 chosen by ALPN, and an optional plain one for a reverse proxy on loopback.
-//! Routes: XEP-0363 uploads ([`upload`]), `/metrics` and `/health` ([`metrics`]); a new
+//! Routes: XEP-0363 uploads ([`upload`]), `/metrics` and `/health` ([`metrics`]), the invite
+//! landing page ([`invite`]); a new
 //! service (WebSocket, pages) is one more route in [`router`] (connections are served with
 //! upgrades enabled).
 //!
