@@ -240,7 +240,7 @@ async fn the_form_refuses_bad_input_with_the_registration_rules() {
     .await;
     assert_eq!(r.status, 201, "{}", text(&r));
     assert_eq!(uses_left(&s, "tok"), 4);
-    // A body beyond the form limit: 413.
+    // A body beyond what the registration limits allow (10 chars, 1024 bytes): 413.
     let big = format!("username=x&password={}", "p".repeat(10_000));
     assert_eq!(post(&s, "/invite/tok", &big, &[]).await.status, 413);
 }

@@ -31,9 +31,16 @@ use crate::Shared;
 /// and is refused before touching the store.
 const MAX_TOKEN_CHARS: usize = 128;
 
-/// Largest form body accepted (a username and a password within the registration limits
-/// fit many times over); beyond: 413.
-pub const MAX_FORM_BYTES: usize = 8192;
+/// Largest form body accepted: a username of `max_username_chars` (up to 4 bytes each) and
+/// a password of `max_password_bytes`, every byte percent-encoded, plus field names; beyond:
+/// 413. Follows the registration limits, so it needs no key of its own.
+pub fn max_form_bytes(reg: &crate::config::RegistrationConfig) -> usize {
+    reg.max_username_chars
+        .saturating_mul(4)
+        .saturating_add(reg.max_password_bytes)
+        .saturating_mul(3)
+        .saturating_add(256)
+}
 
 /// Clients to install: name, platforms, official site.
 const CLIENTS: &[(&str, &str, &str)] = &[

@@ -155,7 +155,9 @@ pub fn router(shared: &Arc<Shared>) -> axum::Router {
         "/invite/{token}",
         get(invite::get)
             .post(invite::post)
-            .layer(axum::extract::DefaultBodyLimit::max(invite::MAX_FORM_BYTES)),
+            .layer(axum::extract::DefaultBodyLimit::max(
+                invite::max_form_bytes(&shared.cfg.registration),
+            )),
     );
     if shared.cfg.http.metrics {
         r = r
