@@ -61,6 +61,7 @@ import scenarios_http  # noqa: E402,F401
 import scenarios_cb  # noqa: E402,F401
 import scenarios_sasl2  # noqa: E402,F401
 import scenarios_muc  # noqa: E402,F401
+import scenarios_invite  # noqa: E402,F401
 
 #: Scenarios run by default, in this order. Everything else registered is PENDING.
 ENABLED = [
@@ -105,6 +106,8 @@ ENABLED = [
     # [registration] enabled)
     "disco_caps_contact",
     "ibr_register_passwd",
+    # issue 17: the invite landing page in headless chromium ([registration] invite_only)
+    "invite_page_browser",
 ]
 
 DOMAIN = "localhost"

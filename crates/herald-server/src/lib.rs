@@ -15,7 +15,7 @@
 //! | [`features`] | `message`, `presence`, `roster`, `blocking`, `carbons`, `mam`, `offline`, `push` (the `herald push test` bookkeeping is `herald_push::diag`), `pep` (XEP-0163), `vcard`, `avatar` (XEP-0398 PEP avatar ↔ vCard photo, above `pep` and `vcard`), `private` (with XEP-0048 bookmarks as XEP-0402 items), `register` (XEP-0077: password change, removal, registration before login), `iq` (the IQ table, disco with the features served beyond it, ping, version, time), `muc` (the XEP-0045 service; rules in `herald_muc`), `ctx` (what a handler sees of a session) | what the server does with stanzas |
 //! | [`federation`] | `s2s`, `component` | other servers and external components |
 //! | [`admin`] | `admin_socket`, `accounts` | operators' commands on the running server (the CLI side is `herald::admin`) |
-//! | [`http`] | the HTTP listeners and routes, `upload` (XEP-0363 PUT/GET, expiry), `metrics` (`/metrics`, `/health`) | HTTP clients; the slot and TURN IQs are lines of the IQ table (`features::iq::upload`, `features::iq::extdisco`) |
+//! | [`http`] | the HTTP listeners and routes, `upload` (XEP-0363 PUT/GET, expiry), `metrics` (`/metrics`, `/health`), `invite` (the `/invite/TOKEN` landing page; its form registers through `features::register::create`) | HTTP clients; the slot and TURN IQs are lines of the IQ table (`features::iq::upload`, `features::iq::extdisco`) |
 //!
 //! The module graph has no circle (`tests/layout.rs` checks it): the leaf modules
 //! (`routing::msg`, `routing::hooks`, `routing::durable`, `features::ctx`) name no feature or

@@ -1931,6 +1931,10 @@ pub fn invites(store: &Store) {
     assert!(store.use_invite("a1", 2_000).unwrap());
     assert!(!store.use_invite("a1", 2_000).unwrap());
     assert_eq!(store.usable_invite(b"hash-a", 2_000).unwrap(), None);
+    // Still found by its token, used up (the invite page answers 410, not 404).
+    let used = store.invite_by_token(b"hash-a").unwrap().unwrap();
+    assert_eq!((used.id.as_str(), used.uses_left), ("a1", 0));
+    assert_eq!(store.invite_by_token(b"forged").unwrap(), None);
     assert!(!store.use_invite("nope", 2_000).unwrap());
     // Expiry, and a named account kept.
     let b = inv("b1", Some("bob@invites.conformance.test"), Some(5_000), 1);

@@ -40,6 +40,9 @@ pub trait InviteStore {
         -> Result<()>;
     /// The invite whose token hashes to `token_hash`, if usable at `now`.
     fn usable_invite(&self, token_hash: &[u8], now: i64) -> Result<Option<Invite>>;
+    /// The invite whose token hashes to `token_hash`, usable or not (the invite page tells
+    /// an expired or used-up invite from an unknown token).
+    fn invite_by_token(&self, token_hash: &[u8]) -> Result<Option<Invite>>;
     /// Takes one use of invite `id` if it is usable at `now`; false (nothing changed) if
     /// it is not, or does not exist.
     fn use_invite(&self, id: &str, now: i64) -> Result<bool>;
@@ -105,6 +108,17 @@ impl InviteStore for Store {
                 .query_row([token_hash], from_row)
                 .optional()?;
             Ok(inv.filter(|i| i.usable(now)))
+        })
+    }
+
+    fn invite_by_token(&self, token_hash: &[u8]) -> Result<Option<Invite>> {
+        self.read(|tx| {
+            Ok(tx
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM invites WHERE token_hash = ?1"
+                ))?
+                .query_row([token_hash], from_row)
+                .optional()?)
         })
     }
 

@@ -54,7 +54,7 @@ enum UploadCmd {
 
 #[derive(Subcommand)]
 enum InviteCmd {
-    /// Create an invite; prints its id, its token and the xmpp: URI to give the invitee.
+    /// Create an invite; prints its id, its token, the xmpp: URI and the web page to give the invitee.
     Create {
         /// The one account it may register (user@domain or user); absent: any name.
         #[arg(long = "for", value_name = "USER")]
@@ -289,6 +289,11 @@ fn invite(cfg: Config, cmd: InviteCmd) -> Result<()> {
             println!("id {id}");
             println!("token {token}");
             println!("uri {uri}");
+            // The landing page (`/invite/TOKEN`) for people without a client yet; only when
+            // an HTTP listener or a public URL says where it is reachable.
+            if let Some(base) = cfg.http.base_url(&cfg.domain, cfg.http.listen) {
+                println!("page {base}/invite/{token}");
+            }
             if !cfg.registration.enabled {
                 eprintln!(
                     "note: [registration] enabled = false: the invite works once registration is enabled"

@@ -427,6 +427,9 @@ fn invites_are_created_listed_and_revoked() {
         field(&out, "uri"),
         format!("xmpp:localhost?register;preauth={token}")
     );
+    // No HTTP listener here (`http.listen = ""`, no public_url): no landing page to print
+    // (the interop scenario invite_page_browser opens the `page` line of a served one).
+    assert!(!out.contains("page "), "{out}");
     let named = e.ok(&["invite", "create", "--for", "bob"]);
     let named_token = field(&named, "token");
     assert_eq!(

@@ -8,6 +8,7 @@
 //! and new accounts, at most `max_per_ip` per address and window, with a XEP-0401 invite
 //! token (`<preauth/>`, XEP-0445) when `invite_only`. Payload parsing and name rules are
 //! `herald_xep::register`'s, the per-address records `herald_session::registrations`'.
+//! [`create`] holds every check of a new account; the invite web page (`http::invite`) calls it too.
 //! Must not: bind or authenticate (the client logs in with SASL afterwards).
 
 use std::net::IpAddr;
@@ -23,7 +24,7 @@ use crate::admin::accounts::make_credentials;
 use crate::admin::admin_socket::{end_sessions, remove_user, PASSWORD_CHANGED};
 use crate::features::ctx::SessionCtx;
 use crate::stanza;
-use crate::xep::register::{self as xr, Refused, Submit};
+use crate::xep::register::{self as xr, Submit};
 use crate::Shared;
 
 /// A logged-in account's `jabber:iq:register` IQ (`get` or `set`).
@@ -132,28 +133,86 @@ pub async fn before_login(
         Submit::Remove => return error(iq, StanzaErrorCondition::RegistrationRequired, None),
         Submit::Incomplete => return error(iq, StanzaErrorCondition::BadRequest, None),
     };
-    if reg.invite_only && state.invite.is_none() {
-        return error(
-            iq,
+    match create(
+        shared,
+        ip,
+        domain,
+        &username,
+        password,
+        state.invite.as_ref(),
+    )
+    .await
+    {
+        Ok(_) => {
+            state.invite = None;
+            stanza::iq_result(iq, None)
+        }
+        Err(r) => {
+            if r.invite_gone {
+                state.invite = None;
+            }
+            error_typed(iq, r.condition, r.kind, r.text)
+        }
+    }
+}
+
+/// Why [`create`] made no account: the XMPP error XEP-0077 gives for it (the invite page
+/// maps it to an HTTP status).
+#[derive(Debug)]
+pub struct Refusal {
+    /// The stanza error condition.
+    pub condition: StanzaErrorCondition,
+    /// Its type (`wait` for the per-address limit).
+    pub kind: ErrorType,
+    /// What to tell the person registering.
+    pub text: Option<&'static str>,
+    /// The invite was used up or revoked since it was presented.
+    pub invite_gone: bool,
+}
+
+impl Refusal {
+    fn new(condition: StanzaErrorCondition, text: Option<&'static str>) -> Refusal {
+        let kind = condition.default_type();
+        Refusal {
+            condition,
+            kind,
+            text,
+            invite_gone: false,
+        }
+    }
+}
+
+/// Creates account `username`@`domain` registered from `ip`, with `invite` if one was
+/// presented: every check of in-band registration (invite-only, name preparation and
+/// length, password length, the invite's account name, the per-address limit, the invite's
+/// uses) in one place, for the XEP-0077 IQ and the invite web page alike. Returns the
+/// new account's bare JID.
+pub async fn create(
+    shared: &Arc<Shared>,
+    ip: IpAddr,
+    domain: &str,
+    username: &str,
+    password: String,
+    invite: Option<&Invite>,
+) -> Result<String, Refusal> {
+    let reg = &shared.cfg.registration;
+    if reg.invite_only && invite.is_none() {
+        return Err(Refusal::new(
             StanzaErrorCondition::Forbidden,
             Some("Registration on this server is by invitation only"),
-        );
+        ));
     }
-    let jid = match xr::account(&username, domain, reg.max_username_chars) {
-        Ok(j) => j,
-        Err(r) => return refused(iq, r),
-    };
-    if let Err(r) = xr::password(&password, reg.max_password_bytes) {
-        return refused(iq, r);
-    }
+    let jid = xr::account(username, domain, reg.max_username_chars)
+        .map_err(|r| Refusal::new(StanzaErrorCondition::NotAcceptable, Some(r.text())))?;
+    xr::password(&password, reg.max_password_bytes)
+        .map_err(|r| Refusal::new(StanzaErrorCondition::NotAcceptable, Some(r.text())))?;
     let user = jid.to_string();
-    if let Some(inv) = &state.invite {
+    if let Some(inv) = invite {
         if inv.for_user.as_deref().is_some_and(|u| u != user) {
-            return error(
-                iq,
+            return Err(Refusal::new(
                 StanzaErrorCondition::Forbidden,
                 Some("This invitation is for another account name"),
-            );
+            ));
         }
     }
     // Taken before creating, so that concurrent attempts from one address cannot all pass;
@@ -166,21 +225,21 @@ pub async fn before_login(
         .take(ip, taken_at);
     if !allowed {
         tracing::warn!(%ip, "registration refused: too many from this address");
-        return error_typed(
-            iq,
-            StanzaErrorCondition::ResourceConstraint,
-            ErrorType::Wait,
-            Some("Too many registrations from this address; try again later"),
-        );
+        return Err(Refusal {
+            condition: StanzaErrorCondition::ResourceConstraint,
+            kind: ErrorType::Wait,
+            text: Some("Too many registrations from this address; try again later"),
+            invite_gone: false,
+        });
     }
-    let invite = state.invite.as_ref().map(|i| i.id.clone());
+    let invite_id = invite.map(|i| i.id.clone());
     let u = user.clone();
     let created = shared
         .db(move |s: &roles::All| {
             if s.account_exists(&u)? {
                 return Err(StoreError::AlreadyExists);
             }
-            if let Some(id) = &invite {
+            if let Some(id) = &invite_id {
                 if !s.use_invite(id, now_millis())? {
                     // Used up or revoked since it was presented.
                     return Err(StoreError::NotFound);
@@ -200,22 +259,24 @@ pub async fn before_login(
     }
     match created {
         Ok(()) => {
-            let invite = state.invite.take().map(|i| i.id);
-            tracing::info!(%user, %ip, invite = ?invite, "account registered in band");
-            stanza::iq_result(iq, None)
+            let invite = invite.map(|i| i.id.clone());
+            tracing::info!(%user, %ip, invite = ?invite, "account registered");
+            Ok(user)
         }
-        Err(StoreError::AlreadyExists) => error(
-            iq,
+        Err(StoreError::AlreadyExists) => Err(Refusal::new(
             StanzaErrorCondition::Conflict,
             Some("The requested username already exists"),
-        ),
-        Err(StoreError::NotFound) => {
-            state.invite = None;
-            error(iq, StanzaErrorCondition::Forbidden, Some(INVALID_INVITE))
-        }
+        )),
+        Err(StoreError::NotFound) => Err(Refusal {
+            invite_gone: true,
+            ..Refusal::new(StanzaErrorCondition::Forbidden, Some(INVALID_INVITE))
+        }),
         Err(e) => {
             tracing::error!(error = %e, %user, "registration failed");
-            error(iq, StanzaErrorCondition::InternalServerError, None)
+            Err(Refusal::new(
+                StanzaErrorCondition::InternalServerError,
+                None,
+            ))
         }
     }
 }
@@ -254,10 +315,6 @@ async fn preauth(
             error(iq, StanzaErrorCondition::InternalServerError, None)
         }
     }
-}
-
-fn refused(iq: &Element, r: Refused) -> Element {
-    error(iq, StanzaErrorCondition::NotAcceptable, Some(r.text()))
 }
 
 fn error(iq: &Element, cond: StanzaErrorCondition, text: Option<&str>) -> Element {

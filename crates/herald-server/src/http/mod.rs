@@ -1,6 +1,7 @@
 //! The HTTP listeners (`[http]`): one HTTPS listener with the domain's certificate, HTTP/1.1
 //! and HTTP/2 chosen by ALPN, and an optional plain one for a reverse proxy on loopback.
-//! Routes: XEP-0363 uploads ([`upload`]), `/metrics` and `/health` ([`metrics`]); a new
+//! Routes: XEP-0363 uploads ([`upload`]), `/metrics` and `/health` ([`metrics`]), the invite
+//! landing page ([`invite`]); a new
 //! service (WebSocket, pages) is one more route in [`router`] (connections are served with
 //! upgrades enabled).
 //!
@@ -14,6 +15,7 @@
 //! It must not parse XMPP or decide protocol rules: slot terms, signatures and ranges are
 //! herald-xep's (`herald_xep::upload`).
 
+pub mod invite;
 pub mod metrics;
 pub mod upload;
 
@@ -148,6 +150,15 @@ pub fn router(shared: &Arc<Shared>) -> axum::Router {
             get(upload::get).put(upload::put).options(upload::preflight),
         );
     }
+    // The invite landing page; with registration off it still shows how to join with an app.
+    r = r.route(
+        "/invite/{token}",
+        get(invite::get)
+            .post(invite::post)
+            .layer(axum::extract::DefaultBodyLimit::max(
+                invite::max_form_bytes(&shared.cfg.registration),
+            )),
+    );
     if shared.cfg.http.metrics {
         r = r
             .route("/metrics", get(metrics::metrics))
@@ -204,7 +215,7 @@ pub async fn accept_loop(
         let (shared, app, acceptor) = (shared.clone(), app.clone(), acceptor.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            serve(shared, tcp, acceptor, app).await;
+            serve(shared, tcp, peer, acceptor, app).await;
         });
     }
 }
@@ -212,9 +223,20 @@ pub async fn accept_loop(
 async fn serve(
     shared: Arc<Shared>,
     tcp: TcpStream,
+    peer: SocketAddr,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
     app: axum::Router,
 ) {
+    // Handlers that count per address (the invite form's registrations) read the peer
+    // from the request (`ConnectInfo`). Behind a reverse proxy that is the proxy's address.
+    let app = tower::ServiceExt::map_request(
+        app,
+        move |mut req: axum::http::Request<hyper::body::Incoming>| {
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            req
+        },
+    );
     let cfg = &shared.cfg.http;
     let timeout = cfg.request_timeout.0;
     match acceptor {
@@ -227,9 +249,17 @@ async fn serve(
     }
 }
 
-async fn serve_io<T>(shared: &Arc<Shared>, io: T, app: axum::Router)
+async fn serve_io<T, S>(shared: &Arc<Shared>, io: T, app: S)
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: tower::Service<
+            axum::http::Request<hyper::body::Incoming>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
 {
     let cfg = &shared.cfg.http;
     let idle = cfg.idle_timeout.0;
