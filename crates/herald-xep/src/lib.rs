@@ -7,7 +7,7 @@
 //! XEP-0060/0163 requests, node configuration, access models), Server Dialback keys and elements
 //! ([`dialback`], XEP-0220/XEP-0185), and [`stanza`], the small stanza accessors and
 //! builders every module uses; XEP-0363 upload slots and their signatures ([`upload`]) and
-//! XEP-0215 TURN credentials ([`extdisco`]).
+//! XEP-0215 TURN credentials ([`extdisco`]); XEP-0156 host-meta documents ([`hostmeta`]).
 //!
 //! Everything here works on [`Element`]s in the internal namespace and returns values or
 //! elements. It must not do I/O, touch the store, spawn tasks or know about sessions: the
@@ -21,6 +21,7 @@ pub mod component;
 pub mod delay;
 pub mod dialback;
 pub mod extdisco;
+pub mod hostmeta;
 pub mod mam;
 pub mod pep;
 pub mod private;
