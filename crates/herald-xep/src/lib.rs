@@ -8,7 +8,8 @@
 //! ([`dialback`], XEP-0220/XEP-0185), and [`stanza`], the small stanza accessors and
 //! builders every module uses; XEP-0363 upload slots and their signatures ([`upload`]) and
 //! XEP-0215 TURN credentials ([`extdisco`]); XEP-0402 bookmarks and their XEP-0048 form
-//! ([`bookmarks`]); XEP-0084 avatars and their XEP-0398 vCard conversion ([`avatar`]).
+//! ([`bookmarks`]); XEP-0084 avatars and their XEP-0398 vCard conversion ([`avatar`]); XEP-0156 host-meta
+//! documents ([`hostmeta`], for the WebSocket endpoint still to come).
 //!
 //! Everything here works on [`Element`]s in the internal namespace and returns values or
 //! elements. It must not do I/O, touch the store, spawn tasks or know about sessions: the
@@ -24,6 +25,7 @@ pub mod component;
 pub mod delay;
 pub mod dialback;
 pub mod extdisco;
+pub mod hostmeta;
 pub mod mam;
 pub mod mds;
 pub mod pep;
