@@ -1,7 +1,7 @@
 //! Smoke test of `herald-bench wake` against the workspace's own `herald` binary: a few
 //! hibernate → push → resume cycles through the bench's delaying proxy must finish, count the
 //! legacy path's round trips (stream, SCRAM ×2, restart, resume: 5 without TLS) and take at
-//! least that many emulated RTTs.
+//! least that many emulated RTTs; then the same with SASL2 + FAST + inline resumption: 2.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -63,7 +63,7 @@ secret = "bench-secret"
     )
     .unwrap();
     let st = Command::new(&herald)
-        .args(["user", "add-bulk", "bench", "2", "bench", "--config"])
+        .args(["user", "add-bulk", "bench", "12", "bench", "--config"])
         .arg(&cfg)
         .output()
         .unwrap();
@@ -88,7 +88,14 @@ secret = "bench-secret"
         std::thread::sleep(Duration::from_millis(50));
     }
 
-    let json = dir.path().join("wake.json");
+    // Disjoint users per mode: the legacy phone's hibernated session must not meet the FAST one.
+    for (mode, offset, rts) in [("legacy", "0", 5.0), ("fast", "10", 2.0)] {
+        wake(dir.path(), c2s, comp, mode, offset, rts);
+    }
+}
+
+fn wake(dir: &std::path::Path, c2s: u16, comp: u16, mode: &str, offset: &str, rts: f64) {
+    let json = dir.join(format!("wake-{mode}.json"));
     let out = Command::new(env!("CARGO_BIN_EXE_herald-bench"))
         .args([
             "wake",
@@ -99,6 +106,7 @@ secret = "bench-secret"
             "--step-timeout",
             "10",
         ])
+        .args(["--mode", mode, "--offset", offset])
         .args(["--port", &c2s.to_string()])
         .args(["--component-port", &comp.to_string()])
         .arg("--json")
@@ -119,8 +127,8 @@ secret = "bench-secret"
             .as_f64()
             .unwrap()
     };
-    assert_eq!(metric("round_trips"), 5.0, "{text}");
-    assert_eq!(metric("round_trips_max"), 5.0, "{text}");
-    // 5 turns of a 40 ms emulated RTT: the proxy's delay is really applied.
-    assert!(metric("wake_p50") >= 200.0, "{text}");
+    assert_eq!(metric("round_trips"), rts, "{text}");
+    assert_eq!(metric("round_trips_max"), rts, "{text}");
+    // Each turn costs a 40 ms emulated RTT: the proxy's delay is really applied.
+    assert!(metric("wake_p50") >= rts * 40.0, "{text}");
 }

@@ -5,8 +5,9 @@
 //! proxy inside the bench that counts client-visible turns (a client write after server
 //! data, or the first write) and can delay each direction by `--delay-ms`, preserving
 //! order, to emulate a mobile RTT without root (`tc netem` needs network namespaces).
-//! Only the legacy path (SASL SCRAM + `<resume/>`) is implemented; SASL2 + FAST + inline
-//! resumption is still to do.
+//! Two modes: `legacy` (SASL with `--auth`, stream restart, `<resume/>`) and `fast` (XEP-0388
+//! SASL2 with an XEP-0484 `HT-SHA-256-NONE` token and XEP-0198 resumption inline; the first
+//! login, with PLAIN, obtains the token).
 
 use super::push::{self, Gone, PushArgs};
 use super::Common;
@@ -21,6 +22,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
+/// How the phone logs in again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+pub enum WakeMode {
+    /// RFC 6120 SASL, stream restart, XEP-0198 `<resume/>`.
+    Legacy,
+    /// SASL2 + FAST token + inline resumption.
+    Fast,
+}
+
 /// Options of `wake`.
 #[derive(Debug, Clone, clap::Args, serde::Serialize)]
 pub struct WakeArgs {
@@ -33,6 +43,9 @@ pub struct WakeArgs {
     /// Delay added by the proxy in each direction, ms (50 gives a 100 ms RTT).
     #[arg(long, default_value_t = 0)]
     pub delay_ms: u64,
+    /// Legacy SASL + resume, or SASL2 + FAST + inline resume.
+    #[arg(long, value_enum, default_value = "legacy")]
+    pub mode: WakeMode,
     /// The sink component's domain (the push `jid`).
     #[arg(long, default_value = "push.localhost")]
     pub component_domain: String,
@@ -164,6 +177,22 @@ async fn sink_loop(
     }
 }
 
+/// The `token` of an XEP-0484 `<token/>` in a SASL2 success.
+fn fast_token(success: &[u8]) -> Option<String> {
+    let t = xml::find_child(success, "token")?;
+    Some(String::from_utf8_lossy(xml::attr(t, "token")?).into_owned())
+}
+
+/// HT-SHA-256-NONE's initiator message: HMAC-SHA-256 keyed by the token over "Initiator"
+/// (no channel binding data with -NONE).
+fn ht_proof(token: &[u8]) -> Result<Vec<u8>> {
+    use hmac::Mac;
+    let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(token)
+        .map_err(|e| anyhow::anyhow!("FAST token unusable as an HMAC key: {e}"))?;
+    m.update(b"Initiator");
+    Ok(m.finalize().into_bytes().to_vec())
+}
+
 /// Runs the scenario.
 pub async fn run(a: WakeArgs) -> Result<Report> {
     let direct = a.common.target()?;
@@ -201,15 +230,44 @@ pub async fn run(a: WakeArgs) -> Result<Report> {
         },
     )
     .await?;
-    let mut phone = conn::login(
-        &phone_t,
-        phone_n,
-        LoginOpts {
-            sm: true,
-            presence: true,
-        },
-    )
-    .await?;
+    let client_id = format!("wake-{:016x}", rand::random::<u64>());
+    let agent = format!("<user-agent id='{client_id}'/>");
+    let mut token = String::new();
+    let mut phone = match a.mode {
+        WakeMode::Legacy => {
+            conn::login(
+                &phone_t,
+                phone_n,
+                LoginOpts {
+                    sm: true,
+                    presence: true,
+                },
+            )
+            .await?
+        }
+        WakeMode::Fast => {
+            let user = phone_t.user(phone_n);
+            let initial = format!("\0{user}\0{}", a.common.password);
+            let extra = format!(
+                "{agent}<request-token xmlns='urn:xmpp:fast:0' mechanism='HT-SHA-256-NONE'/><bind xmlns='urn:xmpp:bind:0'><enable xmlns='urn:xmpp:sm:3' resume='true'/></bind>"
+            );
+            let (mut s, ok) = conn::sasl2(
+                &phone_t,
+                "PLAIN",
+                initial.as_bytes(),
+                &extra,
+                &phone_t.bare_jid(phone_n),
+            )
+            .await?;
+            token = fast_token(&ok).context("no FAST token in the SASL2 success")?;
+            let enabled = xml::find_child(&ok, "enabled")
+                .context("no inline SM <enabled/> in the SASL2 success")?;
+            s.sm = true;
+            s.sm_id = xml::attr(enabled, "id").map(|id| String::from_utf8_lossy(id).into_owned());
+            s.send(b"<presence/>").await?;
+            s
+        }
+    };
     let en = format!(
         "<iq type='set' id='push1'><enable xmlns='urn:xmpp:push:0' jid='{}' node='node-{phone_n}'/></iq>",
         a.component_domain
@@ -249,15 +307,44 @@ pub async fn run(a: WakeArgs) -> Result<Report> {
         );
         // The phone wakes on the push: measured from TCP connect to the message.
         let t0 = Instant::now();
-        let authed = conn::authenticate(&phone_t, phone_n).await?;
+        let mut s = match a.mode {
+            WakeMode::Legacy => {
+                let authed = conn::authenticate(&phone_t, phone_n).await?;
+                match authed.resume(&phone_t, &jid, &previd, h).await? {
+                    Resumption::Resumed { session, .. } => session,
+                    Resumption::Failed { .. } => bail!("resumption failed in iteration {i}"),
+                }
+            }
+            WakeMode::Fast => {
+                let mut initial = phone_t.user(phone_n).into_bytes();
+                initial.push(0);
+                initial.extend_from_slice(&ht_proof(token.as_bytes())?);
+                let extra = format!(
+                    "{agent}<fast xmlns='urn:xmpp:fast:0'/><resume xmlns='urn:xmpp:sm:3' previd='{previd}' h='{h}'/>"
+                );
+                let (mut s, ok) =
+                    conn::sasl2(&phone_t, "HT-SHA-256-NONE", &initial, &extra, &jid).await?;
+                if xml::find_child(&ok, "resumed").is_none() {
+                    bail!(
+                        "inline resumption failed in iteration {i}: {}",
+                        String::from_utf8_lossy(&ok)
+                    );
+                }
+                // XEP-0484: the server may rotate the token with any success.
+                if let Some(t) = fast_token(&ok) {
+                    token = t;
+                }
+                s.jid = jid.clone();
+                s.sm = true;
+                s.sm_id = Some(previd.clone());
+                s.h_in = h;
+                s
+            }
+        };
         let turns = tokio::time::timeout(step, conns.recv())
             .await
             .context("the proxy saw no connection")?
             .context("the proxy stopped")?;
-        let mut s = match authed.resume(&phone_t, &jid, &previd, h).await? {
-            Resumption::Resumed { session, .. } => session,
-            Resumption::Failed { .. } => bail!("resumption failed in iteration {i}"),
-        };
         loop {
             match tokio::time::timeout(step, s.next())
                 .await
