@@ -60,7 +60,9 @@ MSG_OFF=$IDLE_N
 MSG_OFF2=$((MSG_OFF + 2 * MSG_PAIRS))
 PUSH_OFF=$((MSG_OFF2 + 2 * MSG_PAIRS))
 PUSH_OFF2=$((PUSH_OFF + PUSH_N + 1))
-USERS=$((PUSH_OFF2 + PUSH_N + 1))
+# wake: a phone and its sender per run (legacy and 100 ms legacy everywhere, FAST on Herald).
+WAKE_OFF=$((PUSH_OFF2 + PUSH_N + 1))
+USERS=$((WAKE_OFF + 8))
 ((USERS >= LOGIN_N)) || USERS=$LOGIN_N
 
 WORK=$(mktemp -d /tmp/herald-compare.XXXXXX)
@@ -136,6 +138,23 @@ run_all() {
 	bench "$name" push-rate push "${common[@]}" --offset "$PUSH_OFF2" -n "$PUSH_N" \
 		-r "$PUSH_RATE" "${push[@]}" --json "$OUT/$name-push-rate.json"
 	rename "$OUT/$name-push-rate.json" push push-rate
+	# issue 18: a hibernated phone woken by its push, reconnecting through the bench's proxy
+	# (loopback, then 50 ms each way); the FAST run only where SASL2 + FAST is offered.
+	log "[$name] wake: legacy SASL + resume, loopback and 100 ms RTT"
+	bench "$name" wake wake "${common[@]}" --offset "$WAKE_OFF" -n 20 "${push[@]}" \
+		--json "$OUT/$name-wake.json"
+	bench "$name" wake-100ms wake "${common[@]}" --offset "$((WAKE_OFF + 2))" -n 10 \
+		--delay-ms 50 "${push[@]}" --json "$OUT/$name-wake-100ms.json"
+	rename "$OUT/$name-wake-100ms.json" wake wake-100ms
+	if [[ $name == herald ]]; then
+		log "[$name] wake: SASL2 + FAST + inline resume, loopback and 100 ms RTT"
+		bench "$name" wake-fast wake "${common[@]}" --offset "$((WAKE_OFF + 4))" -n 20 \
+			--mode fast "${push[@]}" --json "$OUT/$name-wake-fast.json"
+		rename "$OUT/$name-wake-fast.json" wake wake-fast
+		bench "$name" wake-fast-100ms wake "${common[@]}" --offset "$((WAKE_OFF + 6))" -n 10 \
+			--mode fast --delay-ms 50 "${push[@]}" --json "$OUT/$name-wake-fast-100ms.json"
+		rename "$OUT/$name-wake-fast-100ms.json" wake wake-fast-100ms
+	fi
 }
 
 if wanted prosody; then
@@ -172,7 +191,7 @@ echo "== Prosody | ejabberd | Herald (TLS=$TLS, AUTH=$AUTH, MAM: Prosody ${PROSO
 cols=()
 for server in prosody ejabberd herald; do
 	files=()
-	for s in login idle messages messages-rate push push-rate; do
+	for s in login idle messages messages-rate push push-rate wake wake-100ms wake-fast wake-fast-100ms; do
 		[[ -f $OUT/$server-$s.json ]] && files+=("$OUT/$server-$s.json")
 	done
 	case $server in prosody) side=--left ;; ejabberd) side=--middle ;; herald) side=--right ;; esac

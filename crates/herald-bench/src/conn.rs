@@ -342,9 +342,9 @@ pub enum Resumption {
     },
 }
 
-/// Connects and authenticates bench user `n`: stream, optional STARTTLS, SASL, and the
-/// stream restart after it.
-pub async fn authenticate(t: &Target, n: u64) -> Result<Authed> {
+/// Connects, opens the stream and does STARTTLS if asked: the transport and the features
+/// offered for authentication.
+async fn open(t: &Target) -> Result<(Transport, Framer, Vec<u8>, Vec<u8>)> {
     let tcp = t.connect().await?;
     let mut buf = vec![0u8; 4096];
     let mut io = Transport::Plain(tcp);
@@ -386,6 +386,13 @@ pub async fn authenticate(t: &Target, n: u64) -> Result<Authed> {
             expect_element(&mut io, &mut framer, &mut buf, "features", t.step_timeout).await?;
     }
 
+    Ok((io, framer, buf, features))
+}
+
+/// Connects and authenticates bench user `n`: stream, optional STARTTLS, SASL, and the
+/// stream restart after it.
+pub async fn authenticate(t: &Target, n: u64) -> Result<Authed> {
+    let (mut io, mut framer, mut buf, features) = open(t).await?;
     let user = t.user(n);
     match t.auth {
         AuthMech::Plain => {
@@ -576,6 +583,48 @@ impl Authed {
             }
         }
     }
+}
+
+/// XEP-0388 SASL2 in one step (PLAIN or a FAST token, neither needs a challenge), with
+/// `extra` children in `<authenticate/>` (user agent, Bind2, inline resume, FAST). Returns
+/// the session, ready for stanzas (no stream restart after SASL2), and the `<success/>`.
+pub async fn sasl2(
+    t: &Target,
+    mechanism: &str,
+    initial: &[u8],
+    extra: &str,
+    jid: &str,
+) -> Result<(Session, Vec<u8>)> {
+    let (mut io, mut framer, mut buf, features) = open(t).await?;
+    if xml::find_child(&features, "authentication").is_none() {
+        return Err(BenchError::NotOffered("SASL2 (urn:xmpp:sasl:2)"));
+    }
+    let req = format!(
+        "<authenticate xmlns='urn:xmpp:sasl:2' mechanism='{mechanism}'><initial-response>{}</initial-response>{extra}</authenticate>",
+        B64.encode(initial)
+    );
+    put(&mut io, req.as_bytes()).await?;
+    let e = expect_element(&mut io, &mut framer, &mut buf, "sasl2", t.step_timeout).await?;
+    if xml::name(&e) != b"success" {
+        return Err(BenchError::Unexpected {
+            stage: "sasl2",
+            got: snippet(&e),
+        });
+    }
+    let jid = xml::find_child(&e, "authorization-identifier")
+        .and_then(xml::text)
+        .map(|j| String::from_utf8_lossy(j).into_owned())
+        .unwrap_or_else(|| jid.to_string());
+    let session = Session {
+        io,
+        framer,
+        jid,
+        sm: false,
+        sm_id: None,
+        h_in: 0,
+        read_buf: buf,
+    };
+    Ok((session, e))
 }
 
 /// A numeric attribute such as XEP-0198's `h`.

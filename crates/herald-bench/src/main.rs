@@ -34,6 +34,8 @@ enum Cmd {
     Messages(scenario::messages::MessagesArgs),
     /// Message → push publish latency for hibernated or offline users.
     Push(scenario::push::PushArgs),
+    /// Hibernated push client: push → reconnect → resume → message; round trips and wall time.
+    Wake(scenario::wake::WakeArgs),
     /// Kill and restart the server (run by the bench) while pairs chat; counts acked messages lost.
     Chaos(scenario::chaos::ChaosArgs),
     /// Normal chat and logins, quiet and then under floods from a second address; p99 ratio.
@@ -104,6 +106,7 @@ fn main() -> Result<()> {
         Cmd::Idle(a) => (a.common.clone(), Box::pin(scenario::idle::run(a))),
         Cmd::Messages(a) => (a.common.clone(), Box::pin(scenario::messages::run(a))),
         Cmd::Push(a) => (a.common.clone(), Box::pin(scenario::push::run(a))),
+        Cmd::Wake(a) => (a.common.clone(), Box::pin(scenario::wake::run(a))),
         Cmd::Chaos(a) => (a.common.clone(), Box::pin(scenario::chaos::run(a))),
         Cmd::Hostile(a) => (a.common.clone(), Box::pin(scenario::hostile::run(a))),
         Cmd::ProsodyUsers {

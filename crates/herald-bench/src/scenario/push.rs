@@ -87,7 +87,8 @@ pub fn handshake(stream_id: &str, secret: &str) -> String {
     hex::encode(Sha1::digest(format!("{stream_id}{secret}").as_bytes()))
 }
 
-async fn connect_component(a: &PushArgs) -> Result<(TcpStream, Framer)> {
+/// Connects the sink app server as an XEP-0114 component and completes the handshake.
+pub async fn connect_component(a: &PushArgs) -> Result<(TcpStream, Framer)> {
     let mut s = TcpStream::connect((a.common.host.as_str(), a.component_port))
         .await
         .with_context(|| format!("connecting to component port {}", a.component_port))?;
