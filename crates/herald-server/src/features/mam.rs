@@ -551,10 +551,14 @@ pub async fn retention(shared: Arc<Shared>) {
         {
             tracing::error!(error = %e, "purging removed push registrations failed");
         }
-        // Expired XEP-0484 FAST tokens authenticate nobody any more.
-        let now_ms = crate::xep::delay::now_micros() / 1000;
+        // Expired XEP-0484 FAST tokens authenticate nobody any more. They are kept one more
+        // token lifetime, so a client that comes back with one soon after its expiry still
+        // hears `credentials-expired` (XEP-0484 §4) and falls back to its password, rather
+        // than a `not-authorized` that counts as a guess.
+        let life = i64::try_from(shared.cfg.fast.token_lifetime.0.as_millis()).unwrap_or(i64::MAX);
+        let before = (crate::xep::delay::now_micros() / 1000).saturating_sub(life);
         if let Err(e) = shared
-            .db(move |s: &roles::FastTokens| s.purge_expired_fast_tokens(now_ms))
+            .db(move |s: &roles::FastTokens| s.purge_expired_fast_tokens(before))
             .await
         {
             tracing::error!(error = %e, "purging expired FAST tokens failed");
