@@ -457,7 +457,8 @@ fn bindings() -> ChannelBindings {
 }
 
 const FEATURES_PLUS: &str = "open localhost [mechanisms(SCRAM-SHA-256-PLUS SCRAM-SHA-1-PLUS \
-    SCRAM-SHA-256 SCRAM-SHA-1 PLAIN) sasl-channel-binding(tls-exporter tls-server-end-point)]";
+    SCRAM-SHA-256 SCRAM-SHA-1 PLAIN) sasl-channel-binding(tls-exporter tls-server-end-point) \
+    authentication(SCRAM-SHA-256-PLUS SCRAM-SHA-1-PLUS SCRAM-SHA-256 SCRAM-SHA-1 PLAIN inline)]";
 
 /// Over direct TLS with channel-binding data, up to the SASL features.
 fn plus_harness(cfg: Config) -> Harness {
@@ -479,7 +480,7 @@ fn plus_is_offered_where_the_connection_has_binding_data() {
     });
     let f = h.feed(HEADER);
     assert!(
-        f[0].ends_with("sasl-channel-binding(tls-server-end-point)]"),
+        f[0].contains("sasl-channel-binding(tls-server-end-point) authentication("),
         "{f:?}"
     );
 
@@ -1107,7 +1108,7 @@ fn registration_before_authentication() {
     let mut h = Harness::new(on.clone(), true);
     assert_eq!(
         h.feed(HEADER),
-        ["open localhost [mechanisms(SCRAM-SHA-256 SCRAM-SHA-1 PLAIN) register() register()]"]
+        ["open localhost [mechanisms(SCRAM-SHA-256 SCRAM-SHA-1 PLAIN) register() register() authentication(SCRAM-SHA-256 SCRAM-SHA-1 PLAIN inline)]"]
     );
     assert_eq!(h.feed(GET), ["register r1"]);
     assert_eq!(h.feed(PREAUTH), ["register p1"]);
