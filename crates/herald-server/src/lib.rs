@@ -206,6 +206,9 @@ pub struct Shared {
     /// The group chat service's domain (`[muc] domain`, lower case), None when off. Written
     /// once at start; read by routing for every stanza to another domain.
     pub muc_domain: Option<String>,
+    /// The server's XEP-0115 `<c/>` for c2s stream features, hashed from its disco#info on
+    /// first use: that answer depends only on the configuration, so no login hashes it again.
+    pub server_caps: std::sync::OnceLock<Option<herald_proto::Element>>,
     /// The group chat rooms. Loaded at start (persistent rooms), changed by `muc`.
     pub muc: muc::Service,
 }
@@ -528,6 +531,7 @@ pub async fn start_with_store(cfg: Config, store: impl Backend) -> anyhow::Resul
     let cfg_muc_domain = cfg.muc_domain();
     let muc_service = muc::Service::new(&cfg);
     let shared = Arc::new(Shared {
+        server_caps: std::sync::OnceLock::new(),
         push,
         archive: group_commit::ArchiveWriter::start(store.clone(), cfg.mam.commit_delay.0),
         space: free_space(&cfg),

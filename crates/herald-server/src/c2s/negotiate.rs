@@ -66,7 +66,10 @@ pub enum Outcome {
 pub async fn negotiate(shared: &Arc<Shared>, mut conn: Conn) -> Outcome {
     let start = Instant::now();
     let mut cfg = shared.cfg.negotiation();
-    cfg.caps = crate::features::iq::disco::caps(shared);
+    cfg.caps = shared
+        .server_caps
+        .get_or_init(|| crate::features::iq::disco::caps(shared))
+        .clone();
     let mut machine = Negotiation::new(cfg, conn.is_tls(), start.into_std());
     // Direct TLS: the handshake is done, SCRAM-*-PLUS may bind to it.
     machine.set_channel_bindings(conn.take_channel_bindings());
