@@ -135,6 +135,13 @@ pub fn caused_by(stanza: &Element, full_jid: &str) -> bool {
     }
 }
 
+/// Whether a stanza queued for the session `full_jid` must never wake its device: the
+/// device's own echo ([`caused_by`]) or a PEP notification ([`is_pep_event`]). What
+/// `StanzaInfo::own` means to the engine (RULES.md §5).
+pub fn never_wakes(stanza: &Element, full_jid: &str) -> bool {
+    caused_by(stanza, full_jid) || is_pep_event(stanza)
+}
+
 /// Whether `stanza` is a XEP-0163 PEP notification: a headline carrying a pubsub `<event/>`
 /// (avatars, OMEMO device lists, moods, …). It never wakes a device: it is state the
 /// client reads when it is back, from the XEP-0198 queue it stays in (or, after a new

@@ -28,7 +28,9 @@ pub mod reply;
 pub mod request;
 pub mod saved;
 
-pub use classify::{caused_by, classify, is_pep_event, summarize, Classifier, Importance, Summary};
+pub use classify::{
+    caused_by, classify, is_pep_event, never_wakes, summarize, Classifier, Importance, Summary,
+};
 pub use engine::{
     Action, Engine, PushConfig, RegKey, Registration, Removal, Reply, SessionId, SessionPush,
     StanzaId, StanzaInfo,

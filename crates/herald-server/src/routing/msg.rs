@@ -612,7 +612,7 @@ impl PushHandle {
     pub fn info_for(&self, id: u64, el: &Element, full_jid: &str, queued_at: i64) -> StanzaInfo {
         let info = self.info(id, el);
         StanzaInfo {
-            own: herald_push::caused_by(el, full_jid) || herald_push::is_pep_event(el),
+            own: herald_push::never_wakes(el, full_jid),
             at: if queued_at > 0 { queued_at } else { info.at },
             ..info
         }
