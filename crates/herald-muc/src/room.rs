@@ -674,33 +674,7 @@ impl Room {
         );
         stanza::set(&mut p, "from", self.occupant_jid(nick));
         stanza::set(&mut p, "to", to);
-        let aff = self
-            .affiliations
-            .get(&o.bare)
-            .copied()
-            .unwrap_or(Affiliation::None);
-        let mut item = stanza::new(
-            "item",
-            ns::MUC_USER,
-            &[("affiliation", aff.as_str()), ("role", o.role.as_str())],
-        );
-        if viewer_is_mod || self.config.whois == Whois::Anyone {
-            if let Some(s) = shown {
-                stanza::set(&mut item, "jid", s.jid.as_str());
-            }
-        }
-        self.fill_item(&mut item, extra);
-        let mut x = Element::bare("x", ns::MUC_USER);
-        x.append_child(item);
-        for c in codes {
-            x.append_child(status(c));
-        }
-        p.append_child(x);
-        p.append_child(stanza::new(
-            "occupant-id",
-            ns::OCCUPANT_ID,
-            &[("id", &self.occupant_id(&o.bare))],
-        ));
+        self.occupant_payload(&mut p, o, o.role.as_str(), viewer_is_mod, codes, extra);
         p
     }
 
@@ -803,6 +777,21 @@ impl Room {
                 ("type", "unavailable"),
             ],
         );
+        self.occupant_payload(&mut p, o, "none", viewer_is_mod, codes, extra);
+        p
+    }
+
+    /// XEP-0045 §7.2.3: the `<x xmlns='…muc#user'>` of an occupant's presence (affiliation,
+    /// `role`, the real JID where the viewer may see it, `codes`) and its XEP-0421 id.
+    fn occupant_payload(
+        &self,
+        p: &mut Element,
+        o: &Occupant,
+        role: &str,
+        viewer_is_mod: bool,
+        codes: &[&str],
+        extra: ItemExtra<'_>,
+    ) {
         let aff = self
             .affiliations
             .get(&o.bare)
@@ -811,7 +800,7 @@ impl Room {
         let mut item = stanza::new(
             "item",
             ns::MUC_USER,
-            &[("affiliation", aff.as_str()), ("role", "none")],
+            &[("affiliation", aff.as_str()), ("role", role)],
         );
         if viewer_is_mod || self.config.whois == Whois::Anyone {
             if let Some(s) = o.sessions.last() {
@@ -830,7 +819,6 @@ impl Room {
             ns::OCCUPANT_ID,
             &[("id", &self.occupant_id(&o.bare))],
         ));
-        p
     }
 
     fn subject_message(&self, to: &str) -> Element {
