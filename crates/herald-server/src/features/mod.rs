@@ -9,6 +9,7 @@ pub mod carbons;
 pub mod ctx;
 pub mod iq;
 pub mod mam;
+pub mod mds;
 pub mod message;
 pub mod muc;
 pub mod offline;

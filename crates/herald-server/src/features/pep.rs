@@ -1017,7 +1017,16 @@ async fn write_items(
             PepPublish::OverQuota => return Err(WriteError::OverQuota),
             PepPublish::NoNode => return Err(WriteError::Store(StoreError::NotFound)),
         }
+        // As after a client's publish: features reacting to items (push and XEP-0490
+        // markers) see what the server wrote on the owner's behalf too.
+        let published = PepPublished {
+            user: owner.to_owned(),
+            node: node.to_owned(),
+            id: item.id.clone(),
+            payload: item.payload.clone(),
+        };
         notify(shared, owner, node, &config, &Event::Items(vec![item])).await;
+        hooks::run(&shared.hooks.pep_published, shared, published).await;
     }
     Ok(())
 }
