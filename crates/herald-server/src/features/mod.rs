@@ -5,6 +5,7 @@
 //! through `crate::routing`, never into another session.
 pub mod avatar;
 pub mod blocking;
+pub mod bookmarks;
 pub mod carbons;
 pub mod ctx;
 pub mod iq;
