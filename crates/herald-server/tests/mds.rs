@@ -291,3 +291,48 @@ async fn next_message_with_marker(c: &mut RawClient, id: &str) -> Element {
         }
     }
 }
+
+#[tokio::test]
+async fn an_oversized_assisted_marker_is_dropped_and_the_message_still_goes() {
+    use pepkit::{ok, PUBSUB};
+    // `[pep] max_item_bytes` bounds server-assisted markers as it bounds published ones.
+    let s = pepkit::server_with(&["alice", "bob"], |c| c.pep.max_item_bytes = 200).await;
+    let mut a = login_available(&s, "alice").await;
+    let mut desk = pepkit::Pc::login(&s, "bob", "desk", &[]).await;
+    let long = "x".repeat(300);
+    desk.send(&format!(
+        "<message to='{ALICE}'><displayed xmlns='urn:xmpp:chat-markers:0' id='m2'/>\
+         <displayed xmlns='{MDS}'><stanza-id xmlns='urn:xmpp:sid:0' by='{BOB}' id='{long}'/></displayed>\
+         </message>"
+    ))
+    .await;
+    // The contact gets the chat marker, stripped as always.
+    let got = next_message_with_marker(&mut a, "m2").await;
+    assert_eq!(mds_children(&got), 0, "{}", xml(&got));
+    // Nothing was stored: the node was not even created.
+    let r = desk
+        .iq(
+            "get",
+            None,
+            &format!("<pubsub xmlns='{PUBSUB}'><items node='{MDS}'/></pubsub>"),
+        )
+        .await;
+    assert_eq!(pepkit::error_of(&r).0, "item-not-found", "{}", xml(&r));
+    // A marker within the bound is stored.
+    desk.send(&format!(
+        "<message to='{ALICE}'><displayed xmlns='urn:xmpp:chat-markers:0' id='m3'/>\
+         <displayed xmlns='{MDS}'><stanza-id xmlns='urn:xmpp:sid:0' by='{BOB}' id='short'/></displayed>\
+         </message>"
+    ))
+    .await;
+    let _ = next_message_with_marker(&mut a, "m3").await;
+    let r = desk
+        .iq(
+            "get",
+            None,
+            &format!("<pubsub xmlns='{PUBSUB}'><items node='{MDS}'/></pubsub>"),
+        )
+        .await;
+    ok(&r);
+    assert!(xml(&r).contains("id='short'"), "{}", xml(&r));
+}
