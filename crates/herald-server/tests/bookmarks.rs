@@ -566,3 +566,24 @@ async fn xep0048_pep_bookmarks_are_bounded_by_the_pep_limits() {
         rooms(&[("a@muc.example", ""), ("b@muc.example", "")])
     );
 }
+
+#[tokio::test]
+async fn xep0048_pep_reads_what_private_storage_held_before_the_conversion() {
+    let s = server(&["alice"]).await;
+    // Stored the way private storage kept XEP-0048 bookmarks before they were converted.
+    s.running
+        .shared
+        .store
+        .set_private_items(
+            "alice@localhost",
+            &[herald_store::PrivateItem {
+                name: "storage".into(),
+                ns: LEGACY.into(),
+                xml: format!("<storage xmlns='{LEGACY}'><conference jid='old@muc.example' name='Old'/></storage>"),
+            }],
+            16,
+        )
+        .unwrap();
+    let mut a = Pc::login(&s, "alice", "pc", &[]).await;
+    assert_eq!(a.legacy_pep().await, rooms(&[("old@muc.example", "Old")]));
+}

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use herald_proto::error::{ErrorType, StanzaErrorCondition};
 use herald_proto::{ns, Element};
-use herald_store::StoreError;
+use herald_store::{roles, StoreError};
 
 use crate::features::iq::Reply;
 use crate::features::{avatar, pep};
@@ -66,7 +66,7 @@ pub fn pubsub_get<'a>(
                 Ok(Some(item)) => {
                     return stanza::iq_result(iq, Some(xp::items_result(xb::LEGACY_NS, &[item])))
                 }
-                // No XEP-0402 node: the PEP node as it is (one kept from before, or none).
+                // Neither: the PEP node as it is (one kept from before, or none).
                 Ok(None) => {}
                 Err(e) => return store_failed(iq, &e),
             }
@@ -117,14 +117,27 @@ async fn publish_legacy(
     }
 }
 
-/// The XEP-0048 `current` item computed from the XEP-0402 node; None without that node.
+/// The XEP-0048 `current` item computed from the XEP-0402 node. Without that node, what
+/// private storage held from before the conversion existed (as a private-storage `get`
+/// answers, XEP-0411 §4); None when there is neither.
 async fn current(shared: &Arc<Shared>, owner: &str) -> Result<Option<Item>, StoreError> {
-    Ok(pep::node_items(shared, owner, xb::NODE)
-        .await?
-        .map(|items| Item {
-            id: xb::LEGACY_ITEM.to_owned(),
-            payload: xb::to_legacy(items.iter().map(|i| (i.id.as_str(), &i.payload))),
-        }))
+    let storage = match pep::node_items(shared, owner, xb::NODE).await? {
+        Some(items) => xb::to_legacy(items.iter().map(|i| (i.id.as_str(), &i.payload))),
+        None => {
+            let u = owner.to_string();
+            let stored = shared
+                .db(move |st: &roles::Private| st.private_item(&u, "storage", xb::LEGACY_NS))
+                .await?;
+            match stored.and_then(|x| x.parse::<Element>().ok()) {
+                Some(s) => s,
+                None => return Ok(None),
+            }
+        }
+    };
+    Ok(Some(Item {
+        id: xb::LEGACY_ITEM.to_owned(),
+        payload: storage,
+    }))
 }
 
 /// XEP-0411 §3: the owner's bookmarks changed; the `storage:bookmarks` subscribers get the
