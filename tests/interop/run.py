@@ -98,6 +98,7 @@ ENABLED = [
     "omemo",
     # issue 15: XEP-0402 bookmarks and their XEP-0048 private-XML form
     "bookmarks_sync",
+    "bookmarks_legacy_pep",
     # issue 15: XEP-0490 read state across devices and push
     "mds_push",
     "profanity_omemo",
