@@ -62,6 +62,7 @@ import scenarios_cb  # noqa: E402,F401
 import scenarios_sasl2  # noqa: E402,F401
 import scenarios_muc  # noqa: E402,F401
 import scenarios_invite  # noqa: E402,F401
+import scenarios_mds  # noqa: E402,F401
 
 #: Scenarios run by default, in this order. Everything else registered is PENDING.
 ENABLED = [
@@ -97,6 +98,9 @@ ENABLED = [
     "omemo",
     # issue 15: XEP-0402 bookmarks and their XEP-0048 private-XML form
     "bookmarks_sync",
+    "bookmarks_legacy_pep",
+    # issue 15: XEP-0490 read state across devices and push
+    "mds_push",
     "profanity_omemo",
     # issue 16: group chat
     "muc",

@@ -109,3 +109,63 @@ async def bookmarks_sync(ctx: Ctx) -> None:
     check_eq(got["other@muc.localhost"]["name"], "Other", "converted name")
     check_eq(got["other@muc.localhost"]["nick"], "ally", "converted nick")
     check_eq(got["other@muc.localhost"]["autojoin"], False, "converted autojoin")
+
+
+@scenario("bookmarks_legacy_pep", issue=15, users=["dan"])
+async def bookmarks_legacy_pep(ctx: Ctx) -> None:
+    """XEP-0411: an old client using XEP-0048 bookmarks in PEP (slixmpp's xep_0048 over
+    xep_0223, node `storage:bookmarks`) and a XEP-0402 client of the same account see the same
+    bookmarks, both ways, each notified of what the other wrote."""
+    D = ctx.jid("dan")
+    new = await bookmarks_client(ctx, "dan", "new")
+    old = await ctx.login("dan", "old", plugins=(*PLUGINS, "xep_0223"), presence=False)
+    old["xep_0163"].add_interest("storage:bookmarks")
+    await old["xep_0115"].update_caps(broadcast=False)
+    await ctx.available(old)
+    await sync(old)
+    await sync(old)
+
+    ctx.step("the account announces the conversion")
+    info = await old["xep_0030"].get_info(jid=D)
+    feats = info["disco_info"]["features"]
+    check("urn:xmpp:bookmarks-conversion:0" in feats, f"XEP-0411 feature on the account: {feats}")
+
+    ctx.step("the XEP-0402 client adds a bookmark; the old client is notified and reads it")
+    item = new["xep_0060"].stanza.Item()
+    conf = item["conference"]
+    conf["name"] = "Native"
+    conf["autojoin"] = True
+    r = await new["xep_0060"].publish(D, BOOKMARKS, id="native@muc.localhost", payload=conf)
+    check_eq(r["type"], "result", "XEP-0402 publish result")
+    await ctx.inbox(old).until(legacy_event("native@muc.localhost"), "the storage:bookmarks notification")
+    got = await old["xep_0048"].get_bookmarks(method="xep_0223")
+    confs = got["pubsub"]["items"]["item"]["bookmarks"]["conferences"]
+    check_eq([(str(c["jid"]), c["name"]) for c in confs], [("native@muc.localhost", "Native")], "XEP-0048 PEP read")
+
+    ctx.step("the old client publishes its list with another room; the XEP-0402 client has both")
+    from slixmpp.plugins.xep_0048.stanza import Bookmarks
+
+    b = Bookmarks()
+    b.add_conference("native@muc.localhost", "", name="Native", autojoin=True)
+    b.add_conference("legacy@muc.localhost", "dd", name="Legacy", autojoin=False)
+    await old["xep_0048"].set_bookmarks(b, method="xep_0223")
+    await ctx.inbox(new).until(bookmark_event("item", "legacy@muc.localhost"), "the new room's XEP-0402 notification")
+    got = await items(new, D)
+    check_eq(sorted(got), ["legacy@muc.localhost", "native@muc.localhost"], "XEP-0402 ids")
+    check_eq(got["legacy@muc.localhost"]["name"], "Legacy", "converted name")
+    check_eq(got["legacy@muc.localhost"]["nick"], "dd", "converted nick")
+
+
+def legacy_event(room: str):
+    """A `storage:bookmarks` notification whose <storage/> lists `room`."""
+    ev = "{http://jabber.org/protocol/pubsub#event}"
+
+    def pred(s: Any) -> bool:
+        if s.name != "message":
+            return False
+        items = s.xml.find(f"{ev}event/{ev}items")
+        if items is None or items.get("node") != "storage:bookmarks":
+            return False
+        return any(c.get("jid") == room for c in items.iter("{storage:bookmarks}conference"))
+
+    return pred

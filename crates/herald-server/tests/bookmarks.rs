@@ -381,3 +381,209 @@ async fn persistent_private_pep_nodes_hold_their_preconditions() {
         .collect();
     assert_eq!(texts, ["hidden too"]);
 }
+
+impl Pc {
+    /// Publishes a whole XEP-0048 `<storage/>` to the PEP node `storage:bookmarks`, as
+    /// older clients do (XEP-0048 §3.2, item `current`).
+    async fn publish_legacy(&mut self, storage: &str) -> Element {
+        self.iq(
+            "set",
+            None,
+            &format!(
+                "<pubsub xmlns='{PUBSUB}'><publish node='{LEGACY}'><item id='current'>{storage}</item></publish>{}</pubsub>",
+                publish_options(&[("pubsub#access_model", "whitelist")])
+            ),
+        )
+        .await
+    }
+
+    /// The rooms (jid, name) of the `current` item of the PEP node `storage:bookmarks`.
+    async fn legacy_pep(&mut self) -> Vec<(String, String)> {
+        let r = self
+            .iq(
+                "get",
+                None,
+                &format!("<pubsub xmlns='{PUBSUB}'><items node='{LEGACY}'/></pubsub>"),
+            )
+            .await;
+        ok(&r);
+        let items = r
+            .get_child("pubsub", PUBSUB)
+            .and_then(|p| p.get_child("items", PUBSUB))
+            .unwrap();
+        let ids: Vec<&str> = items.children().filter_map(|i| i.attr("id")).collect();
+        assert_eq!(ids, ["current"], "{}", xml(&r));
+        legacy_rooms(items.children().next().unwrap())
+    }
+}
+
+/// (jid, name) of the conferences in a `storage:bookmarks` item, sorted.
+fn legacy_rooms(item: &Element) -> Vec<(String, String)> {
+    let storage = item.get_child("storage", LEGACY).expect("a <storage/>");
+    let mut rooms: Vec<(String, String)> = storage
+        .children()
+        .map(|c| {
+            (
+                c.attr("jid").unwrap_or("").to_string(),
+                c.attr("name").unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    rooms.sort();
+    rooms
+}
+
+fn rooms(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(j, n)| (j.to_string(), n.to_string()))
+        .collect()
+}
+
+/// The `current` item of the `storage:bookmarks` notifications among `evs`.
+fn legacy_events(evs: &[Element]) -> Vec<Vec<(String, String)>> {
+    evs.iter()
+        .filter_map(|e| e.get_child("items", EVENT))
+        .filter(|i| i.attr("node") == Some(LEGACY))
+        .map(|i| {
+            let item = i.children().next().expect("an item");
+            assert_eq!(item.attr("id"), Some("current"));
+            legacy_rooms(item)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn xep0048_pep_bookmarks_are_the_xep0402_ones_both_ways() {
+    let s = server(&["alice", "bob"]).await;
+    // A XEP-0402 client, a XEP-0048-in-PEP client and a private-storage client of one user.
+    let mut new = Pc::login(&s, "alice", "new", &[BOOKMARKS]).await;
+    new.online().await;
+    let mut old = Pc::login(&s, "alice", "old", &[LEGACY]).await;
+    old.online().await;
+    let mut private = Pc::login(&s, "alice", "private", &[]).await;
+
+    // XEP-0411 §2: announced on the account.
+    let info = new
+        .iq(
+            "get",
+            Some("alice@localhost"),
+            &format!("<query xmlns='{DISCO_INFO}'/>"),
+        )
+        .await;
+    assert!(
+        xml(&info).contains("urn:xmpp:bookmarks-conversion:0"),
+        "{}",
+        xml(&info)
+    );
+
+    // A XEP-0402 publish: the old client is notified with the whole XEP-0048 list.
+    ok(&new.bookmark("a@muc.example", "A").await);
+    new.events().await;
+    assert_eq!(
+        legacy_events(&old.events().await),
+        [rooms(&[("a@muc.example", "A")])]
+    );
+    assert_eq!(old.legacy_pep().await, rooms(&[("a@muc.example", "A")]));
+
+    // The old client publishes its list with one more room: the XEP-0402 client gets the new
+    // item, private storage has both, the old client sees its own publish notified.
+    ok(&old
+        .publish_legacy(&format!(
+            "<storage xmlns='{LEGACY}'><conference jid='a@muc.example' name='A' autojoin='true'><nick>me</nick></conference>\
+             <conference jid='b@muc.example' name='B'/></storage>"
+        ))
+        .await);
+    // XEP-0402 §5.3.2: only the new room is notified, not the unchanged one.
+    let evs: Vec<String> = new.events().await.iter().map(event_summary).collect();
+    assert_eq!(evs, [format!("items {BOOKMARKS} item:b@muc.example")]);
+    assert_eq!(
+        new.bookmarks().await.unwrap(),
+        rooms(&[("a@muc.example", "A"), ("b@muc.example", "B")])
+    );
+    assert_eq!(
+        legacy_events(&old.events().await),
+        [rooms(&[("a@muc.example", "A"), ("b@muc.example", "B")])]
+    );
+    let stored: Vec<String> = private
+        .get_private()
+        .await
+        .children()
+        .filter_map(|c| c.attr("jid").map(str::to_owned))
+        .collect();
+    assert_eq!(stored, ["a@muc.example", "b@muc.example"]);
+
+    // A private-storage write (XEP-0411 §3) and a XEP-0402 retraction reach the old client.
+    ok(&private
+        .set_private(&format!(
+            "<storage xmlns='{LEGACY}'><conference jid='b@muc.example' name='B'/></storage>"
+        ))
+        .await);
+    assert_eq!(
+        legacy_events(&old.events().await),
+        [rooms(&[("b@muc.example", "B")])]
+    );
+    ok(&new
+        .iq(
+            "set",
+            None,
+            &format!(
+                "<pubsub xmlns='{PUBSUB}'><retract node='{BOOKMARKS}' notify='true'><item id='b@muc.example'/></retract></pubsub>"
+            ),
+        )
+        .await);
+    assert_eq!(legacy_events(&old.events().await), [rooms(&[])]);
+    assert_eq!(old.legacy_pep().await, rooms(&[]));
+
+    // Bookmarks are the owner's: bob reads neither form.
+    let mut b = Pc::login(&s, "bob", "pc", &[]).await;
+    for node in [LEGACY, BOOKMARKS] {
+        let r = b
+            .iq(
+                "get",
+                Some("alice@localhost"),
+                &format!("<pubsub xmlns='{PUBSUB}'><items node='{node}'/></pubsub>"),
+            )
+            .await;
+        assert_eq!(r.attr("type"), Some("error"), "{node}: {}", xml(&r));
+    }
+}
+
+#[tokio::test]
+async fn xep0048_pep_bookmarks_are_bounded_by_the_pep_limits() {
+    let s = server_with(&["alice"], |c| c.pep.max_items_per_node = 2).await;
+    let mut a = Pc::login(&s, "alice", "pc", &[]).await;
+    let three = format!(
+        "<storage xmlns='{LEGACY}'><conference jid='a@muc.example'/><conference jid='b@muc.example'/><conference jid='c@muc.example'/></storage>"
+    );
+    let (cond, _) = error_of(&a.publish_legacy(&three).await);
+    assert_eq!(cond, "not-acceptable");
+    let two = format!(
+        "<storage xmlns='{LEGACY}'><conference jid='a@muc.example'/><conference jid='b@muc.example'/></storage>"
+    );
+    ok(&a.publish_legacy(&two).await);
+    assert_eq!(
+        a.legacy_pep().await,
+        rooms(&[("a@muc.example", ""), ("b@muc.example", "")])
+    );
+}
+
+#[tokio::test]
+async fn xep0048_pep_reads_what_private_storage_held_before_the_conversion() {
+    let s = server(&["alice"]).await;
+    // Stored the way private storage kept XEP-0048 bookmarks before they were converted.
+    s.running
+        .shared
+        .store
+        .set_private_items(
+            "alice@localhost",
+            &[herald_store::PrivateItem {
+                name: "storage".into(),
+                ns: LEGACY.into(),
+                xml: format!("<storage xmlns='{LEGACY}'><conference jid='old@muc.example' name='Old'/></storage>"),
+            }],
+            16,
+        )
+        .unwrap();
+    let mut a = Pc::login(&s, "alice", "pc", &[]).await;
+    assert_eq!(a.legacy_pep().await, rooms(&[("old@muc.example", "Old")]));
+}

@@ -146,6 +146,11 @@ async fn server_and_accounts_list_exactly_their_features() {
         "urn:xmpp:bookmarks:1#compat",
         // XEP-0398 §2: PEP avatars and the vCard photo are converted.
         "urn:xmpp:pep-vcard-conversion:0",
+        // XEP-0490 §4.5: MDS markers inside messages are published by the server.
+        "urn:xmpp:mds:server-assist:0",
+        // XEP-0411 §2: XEP-0048 bookmarks in PEP are converted too.
+        "urn:xmpp:bookmarks-conversion:0",
+        "urn:xmpp:bookmarks:1#compat-pep",
     ]);
     // Another account's, the own account's by bare JID and without `to`: the same list.
     for (id, to) in [

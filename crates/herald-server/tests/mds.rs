@@ -4,8 +4,15 @@
 //!
 //! The marker reaches the push task before the publish is answered (the PEP hook runs
 //! first), so `FakeAppServer::assert_quiet` after the answer checks the marker's effect.
+//!
+//! Server assist (XEP-0490 §4.5): the marker rides in the message that tells the contact
+//! (a XEP-0333 `<displayed/>`); the contact and the carbon copy never see it, the account's
+//! node has it, and the phone's badge follows as for a published marker.
 
 mod common;
+
+#[path = "common/pep.rs"]
+mod pepkit;
 
 use std::time::Duration;
 
@@ -135,4 +142,197 @@ async fn a_message_displayed_before_the_phone_sleeps_is_not_pushed() {
     // Rule b fires on the archive's commit: let it happen before checking for silence.
     s.running.shared.archive.flush().await;
     app.assert_quiet(&s).await;
+}
+
+/// The message with this body among `els`.
+fn with_marker<'a>(els: &'a [Element], id: &str) -> Option<&'a Element> {
+    els.iter().find(|m| {
+        m.name() == "message"
+            && m.get_child("displayed", "urn:xmpp:chat-markers:0")
+                .and_then(|d| d.attr("id"))
+                == Some(id)
+    })
+}
+
+fn mds_children(m: &Element) -> usize {
+    let direct = m.children().filter(|c| c.is("displayed", MDS)).count();
+    // Inside a carbon copy: <sent><forwarded><message>.
+    let nested = m
+        .children()
+        .flat_map(|c| c.children())
+        .flat_map(|f| f.children())
+        .filter(|c| c.name() == "message")
+        .map(|inner| inner.children().filter(|c| c.is("displayed", MDS)).count())
+        .sum::<usize>();
+    direct + nested
+}
+
+const MDS: &str = "urn:xmpp:mds:displayed:0";
+
+#[tokio::test]
+async fn server_assist_publishes_the_marker_and_strips_it_from_the_message() {
+    use pepkit::{ok, Pc, DISCO_INFO, EVENT, PUBSUB};
+    let (s, mut app) = push_server(|c| c.push.coalesce_window.0 = Duration::from_millis(1)).await;
+    // The phone app is closed (push rule b), so the badge is the push's to clear.
+    let mut phone = push_phone(&s, "localhost", "bob", "phone", false).await;
+    phone.send("</stream:stream>").await;
+    phone.expect_closed().await;
+    let shared = s.running.shared.clone();
+    wait_until("the phone is offline", || !shared.router.is_online(BOB)).await;
+
+    // Bob's desktop asks for MDS notifications and carbons; his laptop too.
+    let mut desk = Pc::login(&s, "bob", "desk", &[MDS]).await;
+    desk.online().await;
+    let mut laptop = Pc::login(&s, "bob", "laptop", &[MDS]).await;
+    ok(&laptop
+        .iq("set", None, "<enable xmlns='urn:xmpp:carbons:2'/>")
+        .await);
+    laptop.online().await;
+
+    // The account announces server assist (XEP-0490 §4.5.1).
+    let info = desk
+        .iq("get", Some(BOB), &format!("<query xmlns='{DISCO_INFO}'/>"))
+        .await;
+    let features: Vec<&str> = info
+        .get_child("query", DISCO_INFO)
+        .map(|q| q.children().filter_map(|f| f.attr("var")).collect())
+        .unwrap_or_default();
+    assert!(
+        features.contains(&"urn:xmpp:mds:server-assist:0"),
+        "{features:?}"
+    );
+
+    let mut a = login_available(&s, "alice").await;
+    chat(&mut a, BOB, "hello").await;
+    let m = desk
+        .wait("alice's message", |e| {
+            e.name() == "message" && e.get_child("body", "jabber:client").is_some()
+        })
+        .await;
+    let sid = stanza_id(&m);
+    let p = app.next().await;
+    assert_eq!((p.node.as_str(), p.count()), ("phone", 1));
+
+    // The desktop tells alice it displayed the message, and its own devices where it is.
+    desk.send(&format!(
+        "<message to='{ALICE}' id='mark1'><displayed xmlns='urn:xmpp:chat-markers:0' id='m1'/>\
+         <displayed xmlns='{MDS}'><stanza-id xmlns='urn:xmpp:sid:0' by='{BOB}' id='{sid}'/></displayed>\
+         </message>"
+    ))
+    .await;
+    // Alice gets the chat marker, not bob's stanza-id.
+    let got = next_message_with_marker(&mut a, "m1").await;
+    assert_eq!(mds_children(&got), 0, "{}", xml(&got));
+    // The laptop gets the PEP notification for alice's chat and a carbon without it.
+    let ev = laptop
+        .wait("the MDS notification", |e| {
+            e.get_child("event", EVENT)
+                .and_then(|ev| ev.get_child("items", EVENT))
+                .and_then(|i| i.attr("node"))
+                == Some(MDS)
+        })
+        .await;
+    let item = ev
+        .get_child("event", EVENT)
+        .and_then(|e| e.get_child("items", EVENT))
+        .and_then(|i| i.get_child("item", EVENT))
+        .expect("an item");
+    assert_eq!(item.attr("id"), Some(ALICE));
+    let marked = item
+        .get_child("displayed", MDS)
+        .and_then(|d| d.get_child("stanza-id", "urn:xmpp:sid:0"))
+        .and_then(|s| s.attr("id"));
+    assert_eq!(marked, Some(sid.as_str()));
+    let rest = laptop.sync().await;
+    let carbon = rest
+        .iter()
+        .find(|e| e.has_child("sent", "urn:xmpp:carbons:2"))
+        .unwrap_or_else(|| panic!("no carbon: {:?}", rest.iter().map(xml).collect::<Vec<_>>()));
+    assert_eq!(mds_children(carbon), 0, "{}", xml(carbon));
+    assert!(with_marker(&rest, "m1").is_none());
+
+    // The sleeping phone's badge clears, as with a published marker.
+    let p = app.next().await;
+    assert_eq!((p.node.as_str(), p.count()), ("phone", 0));
+    app.assert_quiet(&s).await;
+
+    // The node holds it, readable by bob only: the server created it whitelisted.
+    let r = desk
+        .iq(
+            "get",
+            None,
+            &format!("<pubsub xmlns='{PUBSUB}'><items node='{MDS}'/></pubsub>"),
+        )
+        .await;
+    ok(&r);
+    assert!(xml(&r).contains(&sid), "{}", xml(&r));
+    let r = a
+        .send(&format!(
+            "<iq type='get' id='peek' to='{BOB}'><pubsub xmlns='{PUBSUB}'><items node='{MDS}'/></pubsub></iq>"
+        ))
+        .await;
+    let () = r;
+    let peek = loop {
+        let el = next_unrequested(&mut a).await;
+        if el.attr("id") == Some("peek") {
+            break el;
+        }
+    };
+    assert_eq!(peek.attr("type"), Some("error"), "{}", xml(&peek));
+    assert!(!xml(&peek).contains(&sid));
+}
+
+/// The next message `c` gets that carries the XEP-0333 marker `id`.
+async fn next_message_with_marker(c: &mut RawClient, id: &str) -> Element {
+    loop {
+        let m = message(c).await;
+        if with_marker(std::slice::from_ref(&m), id).is_some() {
+            return m;
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_oversized_assisted_marker_is_dropped_and_the_message_still_goes() {
+    use pepkit::{ok, PUBSUB};
+    // `[pep] max_item_bytes` bounds server-assisted markers as it bounds published ones.
+    let s = pepkit::server_with(&["alice", "bob"], |c| c.pep.max_item_bytes = 200).await;
+    let mut a = login_available(&s, "alice").await;
+    let mut desk = pepkit::Pc::login(&s, "bob", "desk", &[]).await;
+    let long = "x".repeat(300);
+    desk.send(&format!(
+        "<message to='{ALICE}'><displayed xmlns='urn:xmpp:chat-markers:0' id='m2'/>\
+         <displayed xmlns='{MDS}'><stanza-id xmlns='urn:xmpp:sid:0' by='{BOB}' id='{long}'/></displayed>\
+         </message>"
+    ))
+    .await;
+    // The contact gets the chat marker, stripped as always.
+    let got = next_message_with_marker(&mut a, "m2").await;
+    assert_eq!(mds_children(&got), 0, "{}", xml(&got));
+    // Nothing was stored: the node was not even created.
+    let r = desk
+        .iq(
+            "get",
+            None,
+            &format!("<pubsub xmlns='{PUBSUB}'><items node='{MDS}'/></pubsub>"),
+        )
+        .await;
+    assert_eq!(pepkit::error_of(&r).0, "item-not-found", "{}", xml(&r));
+    // A marker within the bound is stored.
+    desk.send(&format!(
+        "<message to='{ALICE}'><displayed xmlns='urn:xmpp:chat-markers:0' id='m3'/>\
+         <displayed xmlns='{MDS}'><stanza-id xmlns='urn:xmpp:sid:0' by='{BOB}' id='short'/></displayed>\
+         </message>"
+    ))
+    .await;
+    let _ = next_message_with_marker(&mut a, "m3").await;
+    let r = desk
+        .iq(
+            "get",
+            None,
+            &format!("<pubsub xmlns='{PUBSUB}'><items node='{MDS}'/></pubsub>"),
+        )
+        .await;
+    ok(&r);
+    assert!(xml(&r).contains("id='short'"), "{}", xml(&r));
 }

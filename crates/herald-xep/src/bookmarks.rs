@@ -18,6 +18,14 @@ pub const NODE: &str = "urn:xmpp:bookmarks:1";
 pub const LEGACY_NS: &str = "storage:bookmarks";
 /// Announced on the account when private-XML bookmarks are converted (XEP-0402 §5.3).
 pub const COMPAT_FEATURE: &str = "urn:xmpp:bookmarks:1#compat";
+/// Announced on the account when XEP-0048 bookmarks in PEP (the node `storage:bookmarks`)
+/// and in private storage are converted both ways (XEP-0411 §2).
+pub const CONVERSION_FEATURE: &str = "urn:xmpp:bookmarks-conversion:0";
+/// Announced on the account when XEP-0048 bookmarks in PEP are unified with XEP-0402
+/// (XEP-0402 §5.3, §6).
+pub const COMPAT_PEP_FEATURE: &str = "urn:xmpp:bookmarks:1#compat-pep";
+/// The one item id of the XEP-0048 PEP node (XEP-0048 §3.2).
+pub const LEGACY_ITEM: &str = "current";
 
 /// Whether a private-storage key is XEP-0048 bookmarks.
 pub fn is_legacy(name: &str, ns: &str) -> bool {

@@ -2,10 +2,36 @@
 //! `urn:xmpp:mds:displayed:0` PEP node says.
 //!
 //! Pure: the server's PEP glue hands each published item here and gives the result to the
-//! push rules (crates/herald-push/RULES.md §14).
+//! push rules (crates/herald-push/RULES.md §14). Server assist (XEP-0490 §4.5, feature
+//! `urn:xmpp:mds:server-assist:0`): a client puts the `<displayed/>` in a message it sends to
+//! the chat; the server takes it out ([`take_assist`]) and publishes it as the chat's item.
 
 use herald_proto::ns;
 use herald_proto::Element;
+
+use crate::pep::{AccessModel, NodeConfig, SendLast};
+
+/// The configuration XEP-0490 §4.2 asks clients to publish with, given to the node when a
+/// server-assisted marker creates it (§5.2: "appropriate node configuration"): only the
+/// owner reads it, every chat's item is kept, nothing is sent on presence.
+pub fn node_config(max_items_cap: u32) -> NodeConfig {
+    NodeConfig {
+        persist_items: true,
+        max_items: max_items_cap,
+        access_model: AccessModel::Whitelist,
+        send_last: SendLast::Never,
+        notify_retract: true,
+    }
+}
+
+/// Takes every server-assist `<displayed xmlns='urn:xmpp:mds:displayed:0'/>` out of a
+/// message a client sends (XEP-0490 §6: before it is archived, copied or routed, so the
+/// contact never sees the stanza-id) and returns the first, the payload to publish.
+pub fn take_assist(msg: &mut Element) -> Option<Element> {
+    let first = msg.get_child("displayed", ns::MDS).cloned()?;
+    crate::remove_children(msg, |c| c.is("displayed", ns::MDS));
+    Some(first)
+}
 
 /// A displayed marker: the account has read `chat` up to the message whose `<stanza-id>`,
 /// assigned by `by`, is `stanza_id`.
@@ -55,6 +81,27 @@ mod tests {
                 stanza_id: "S1".into()
             })
         );
+    }
+
+    #[test]
+    fn server_assist_is_taken_out_of_the_message() {
+        let mut m = el("<message xmlns='jabber:client' to='romeo@x'>\
+             <displayed xmlns='urn:xmpp:chat-markers:0' id='m1'/>\
+             <displayed xmlns='urn:xmpp:mds:displayed:0'><stanza-id xmlns='urn:xmpp:sid:0' by='j@x' id='S1'/></displayed>\
+             <displayed xmlns='urn:xmpp:mds:displayed:0'><stanza-id xmlns='urn:xmpp:sid:0' by='j@x' id='S2'/></displayed>\
+             </message>");
+        let d = take_assist(&mut m).expect("a marker");
+        assert_eq!(
+            displayed("romeo@x", &d).map(|d| d.stanza_id),
+            Some("S1".into())
+        );
+        // The chat marker for the contact stays; no MDS element is left.
+        assert!(m.has_child("displayed", "urn:xmpp:chat-markers:0"));
+        assert!(!m.has_child("displayed", ns::MDS));
+        assert_eq!(take_assist(&mut m), None);
+        let mut plain = el("<message xmlns='jabber:client'><body>hi</body></message>");
+        assert_eq!(take_assist(&mut plain), None);
+        assert!(plain.has_child("body", "jabber:client"));
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Message handling around routing: what happens to a message a client sends (blocking,
-//! carbons `sent` copies, archiving for the sender) and to a message arriving for a local
+//! Message handling around routing: what happens to a message a client sends (XEP-0490
+//! server assist, blocking, carbons `sent` copies, archiving for the sender) and to a message arriving for a local
 //! user (blocking, archiving for the recipient with rule b, delivery, carbons `received`
 //! copies, offline storage).
 
@@ -11,6 +11,7 @@ use herald_proto::Element;
 
 use crate::features::carbons;
 use crate::features::ctx::SessionCtx;
+use crate::features::mds;
 use crate::routing::hooks::{Fut, MessageToLocal};
 use crate::routing::msg::Routed;
 use crate::routing::router::{best_resources, ResourceEntry};
@@ -19,12 +20,20 @@ use crate::xep::carbons as xc;
 use crate::{features::blocking, features::mam, features::offline, routing, Shared};
 
 /// A message sent by the session's client (already stamped with `from`, `to` set).
-pub async fn outbound(session: &mut SessionCtx, el: Element) {
+pub async fn outbound(session: &mut SessionCtx, mut el: Element) {
     let shared = session.shared.clone();
     if xc::is_carbon(&el) {
         // XEP-0280 §11: clients must not forge carbons.
         routing::bounce(&shared, &el, StanzaErrorCondition::NotAcceptable).await;
         return;
+    }
+    // XEP-0490 §6: the server-assist marker leaves the message before it is archived,
+    // copied or routed (the contact must not learn our stanza-ids); the message goes on.
+    if let Some(displayed) = crate::xep::mds::take_assist(&mut el) {
+        // §5.2: the verbatim `to` is the item id (the session set it when it was absent).
+        if let Some(chat) = el.attr("to").map(str::to_owned) {
+            mds::assist(&shared, &session.bare, &chat, displayed).await;
+        }
     }
     // XEP-0280 §8: the sending server delivers <private/> as it is (the recipient's server
     // must see it too, to make no copies of its own); it only withholds `sent` copies.

@@ -5,10 +5,12 @@
 //! through `crate::routing`, never into another session.
 pub mod avatar;
 pub mod blocking;
+pub mod bookmarks;
 pub mod carbons;
 pub mod ctx;
 pub mod iq;
 pub mod mam;
+pub mod mds;
 pub mod message;
 pub mod muc;
 pub mod offline;

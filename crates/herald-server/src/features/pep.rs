@@ -581,6 +581,19 @@ async fn notify(shared: &Arc<Shared>, owner: &str, node: &str, cfg: &NodeConfig,
     }
 }
 
+/// Notifies `items` of `owner`'s `node` as if they had been published there with
+/// configuration `cfg`, without storing anything: for a view the server derives from another
+/// node (XEP-0411's `storage:bookmarks`, computed from the XEP-0402 node).
+pub async fn notify_items(
+    shared: &Arc<Shared>,
+    owner: &str,
+    node: &str,
+    cfg: &NodeConfig,
+    items: Vec<xp::Item>,
+) {
+    notify(shared, owner, node, cfg, &Event::Items(items)).await;
+}
+
 /// Sends the last item of each of `owner`'s nodes that `full` asks notifications for
 /// (verified caps) and may read, where the node sends its last item on presence.
 async fn send_last_items(shared: &Arc<Shared>, owner: &str, full: &str, wanted: &BTreeSet<String>) {
@@ -1017,7 +1030,16 @@ async fn write_items(
             PepPublish::OverQuota => return Err(WriteError::OverQuota),
             PepPublish::NoNode => return Err(WriteError::Store(StoreError::NotFound)),
         }
+        // As after a client's publish: features reacting to items (push and XEP-0490
+        // markers) see what the server wrote on the owner's behalf too.
+        let published = PepPublished {
+            user: owner.to_owned(),
+            node: node.to_owned(),
+            id: item.id.clone(),
+            payload: item.payload.clone(),
+        };
         notify(shared, owner, node, &config, &Event::Items(vec![item])).await;
+        hooks::run(&shared.hooks.pep_published, shared, published).await;
     }
     Ok(())
 }

@@ -9,7 +9,8 @@
 //! `urn:xmpp:bookmarks:1`, so a client using either form sees what the other wrote. A `get`
 //! is answered from the node (converted by `herald_xep::bookmarks`); a `set` replaces the
 //! node's items through `features::pep::replace_items` (so the user's other resources get
-//! the XEP-0402 notifications), bounded by `[pep]`. An account with no node yet gets what
+//! the XEP-0402 notifications, and those asking for the XEP-0048 PEP node the XEP-0411 one
+//! from `features::bookmarks`), bounded by `[pep]`. An account with no node yet gets what
 //! private storage held from before the conversion existed.
 
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use herald_proto::error::{ErrorType, StanzaErrorCondition};
 use herald_proto::Element;
 use herald_store::{roles, PrivateItem, StoreError};
 
-use crate::features::pep;
+use crate::features::{bookmarks, pep};
 use crate::stanza;
 use crate::xep::bookmarks as xb;
 use crate::xep::pep::Item;
@@ -152,30 +153,11 @@ async fn bookmarks(
         .collect();
     let cfg = xb::node_config(shared.cfg.pep.max_items_per_node);
     match pep::replace_items(shared, &user, xb::NODE, cfg, items).await {
-        Ok(()) => stanza::iq_result(iq, None),
-        Err(pep::WriteError::TooManyItems) => {
-            let text = format!("more than {} bookmarks", shared.cfg.pep.max_items_per_node);
-            err(iq, StanzaErrorCondition::NotAcceptable, Some(&text))
+        Ok(()) => {
+            // XEP-0411 §3: subscribers of the XEP-0048 PEP node learn of it too.
+            bookmarks::legacy_changed(shared, &user).await;
+            stanza::iq_result(iq, None)
         }
-        Err(pep::WriteError::ItemTooBig) => {
-            let text = format!(
-                "a bookmark is larger than {} bytes",
-                shared.cfg.pep.max_item_bytes
-            );
-            err(iq, StanzaErrorCondition::NotAcceptable, Some(&text))
-        }
-        Err(pep::WriteError::TooManyNodes) => err(
-            iq,
-            StanzaErrorCondition::ResourceConstraint,
-            Some("too many PEP nodes"),
-        ),
-        Err(pep::WriteError::OverQuota) => stanza::error_typed(
-            iq,
-            StanzaErrorCondition::ResourceConstraint,
-            ErrorType::Wait,
-            Some("PEP storage of this account is full"),
-        )
-        .unwrap_or_else(|| stanza::iq_result(iq, None)),
-        Err(pep::WriteError::Store(e)) => store_failed(iq, &e),
+        Err(e) => bookmarks::write_failed(shared, iq, e),
     }
 }

@@ -49,4 +49,10 @@ pub static SERVED: &[Served] = &[
     Served { var: herald_xep::avatar::CONVERSION_FEATURE, announced: Disco(Account), module: "features/avatar.rs", spec: "XEP-0398 §2" },
     // The server's own entity capabilities, hashed from its disco#info.
     Served { var: ns::CAPS,       announced: StreamFeature,  module: "features/iq/disco.rs", spec: "XEP-0115 §6.3" },
+    // A <displayed/> for the account's MDS node inside a message to the chat is published
+    // by the server (and taken out of the message).
+    // XEP-0048 bookmarks in PEP and in private storage are the XEP-0402 node's, both ways.
+    Served { var: herald_xep::bookmarks::CONVERSION_FEATURE, announced: Disco(Account), module: "features/bookmarks.rs", spec: "XEP-0411 §2" },
+    Served { var: herald_xep::bookmarks::COMPAT_PEP_FEATURE, announced: Disco(Account), module: "features/bookmarks.rs", spec: "XEP-0402 §6" },
+    Served { var: ns::MDS_SERVER_ASSIST, announced: Disco(Account), module: "features/mds.rs", spec: "XEP-0490 §4.5" },
 ];

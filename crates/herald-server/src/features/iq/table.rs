@@ -12,7 +12,7 @@ use crate::Shared;
 
 use super::{basic, disco, extdisco, push, time, upload};
 use super::{Advertised, Entry, Handler, IqType, Reply, Request, Target};
-use crate::features::{avatar, carbons, pep, private as private_storage, vcard};
+use crate::features::{avatar, bookmarks, carbons, pep, private as private_storage, vcard};
 use crate::xep::mam::MAM_EXTENDED;
 use herald_proto::error::StanzaErrorCondition;
 use Advertised::{Nowhere, OnAccount, OnMucRoom, OnMucService, OnServer};
@@ -86,8 +86,10 @@ pub static TABLE: &[Entry] = &[
     // XEP-0163 PEP on the account's bare JID: its own clients publish and manage nodes;
     // anyone (other accounts, other servers) may read what the access model admits.
     // A metadata publish also becomes the vCard photo (XEP-0398, `features::avatar`).
-    iq(Set, ns::PUBSUB,      "pubsub",    Own,    Async(avatar::pubsub_set),      OnAccount(PEP_PUBLISH)),
-    iq(Get, ns::PUBSUB,      "pubsub",    Own,    Async(pep::handle),             OnAccount(&[PS_RETRIEVE_ITEMS, PS_ITEM_IDS])),
+    // XEP-0048 bookmarks in PEP (`storage:bookmarks`) are the XEP-0402 node's (XEP-0411,
+    // `features::bookmarks`, above `avatar`).
+    iq(Set, ns::PUBSUB,      "pubsub",    Own,    Async(bookmarks::pubsub_set),   OnAccount(PEP_PUBLISH)),
+    iq(Get, ns::PUBSUB,      "pubsub",    Own,    Async(bookmarks::pubsub_get),   OnAccount(&[PS_RETRIEVE_ITEMS, PS_ITEM_IDS])),
     iq(Get, ns::PUBSUB,      "pubsub",    Other,  Async(pep::handle),             OnAccount(&[PS_RETRIEVE_ITEMS, PS_ITEM_IDS])),
     iq(Set, ns::PUBSUB,      "pubsub",    Other,  Async(pep::handle),             Nowhere),
     iq(Get, ns::PUBSUB_OWNER, "pubsub",   Own,    Async(pep::handle),             OnAccount(&[PS_CONFIG_NODE, PS_RETRIEVE_DEFAULT])),
