@@ -6,8 +6,9 @@
 //! (`always`, `on-mention`, `never`; without one, `always` in a members-only room and
 //! `on-mention` in an open one). A member with a joined session is left to rule a (a
 //! hibernated session's queue pushes like any other), so one message never reaches one
-//! registration by both paths. This module only decides; the caller finds the members,
-//! their bookmarks and their registrations, and hands the pushes to the engine.
+//! registration by both paths. This module only decides; the server finds the members and
+//! their bookmarks ([`bookmark_prefs`]), and [`crate::Engine::room_message`] applies the
+//! decision to the member's registrations.
 
 use minidom::Element;
 
@@ -40,25 +41,66 @@ impl NotifySetting {
         }
     }
 
-    /// Reads a `<notify xmlns='urn:xmpp:notification-settings:1'/>` element: the setting
-    /// that applies to every client (a child without attributes) first, else the first one
-    /// given; None if it names none.
+    /// Reads a `<notify xmlns='urn:xmpp:notification-settings:1'/>` element for the device a
+    /// push wakes, a phone (disco identity `client`/`phone`): [`NotifySetting::parse_for`].
     pub fn parse(notify: &Element) -> Option<NotifySetting> {
+        NotifySetting::parse_for(notify, "client", "phone")
+    }
+
+    /// Reads a `<notify/>` element as XEP-0492 §4 says an application of disco identity
+    /// `category`/`typ` must: the element matching both `identity-category` and
+    /// `identity-type`, else the one matching `identity-category` alone, else the fallback
+    /// element (neither attribute). An `<advanced/>` child is not understood here, so its
+    /// parent's own setting applies. None if no element applies (a setting only for other
+    /// kinds of clients, or none at all).
+    pub fn parse_for(notify: &Element, category: &str, typ: &str) -> Option<NotifySetting> {
         if !notify.is("notify", NOTIFY_NS) {
             return None;
         }
-        let of = |c: &Element| match c.name() {
-            "always" => Some(NotifySetting::Always),
-            "on-mention" => Some(NotifySetting::OnMention),
-            "never" => Some(NotifySetting::Never),
-            _ => None,
+        let settings = || {
+            notify
+                .children()
+                .filter(|c| c.has_ns(NOTIFY_NS))
+                .filter_map(|c| {
+                    let s = match c.name() {
+                        "always" => NotifySetting::Always,
+                        "on-mention" => NotifySetting::OnMention,
+                        "never" => NotifySetting::Never,
+                        _ => return None,
+                    };
+                    Some((c.attr("identity-category"), c.attr("identity-type"), s))
+                })
         };
-        let settings = || notify.children().filter(|c| c.has_ns(NOTIFY_NS));
-        settings()
-            .filter(|c| c.attrs().is_empty())
-            .find_map(of)
-            .or_else(|| settings().find_map(of))
+        let find = |want: (Option<&str>, Option<&str>)| {
+            settings()
+                .find(|(c, t, _)| (*c, *t) == want)
+                .map(|(_, _, s)| s)
+        };
+        find((Some(category), Some(typ)))
+            .or_else(|| find((Some(category), None)))
+            .or_else(|| find((None, None)))
     }
+}
+
+/// XEP-0402's bookmark namespace (the `<conference/>` payload of the PEP node of that name).
+pub const BOOKMARKS_NS: &str = "urn:xmpp:bookmarks:1";
+
+/// What a member's XEP-0402 bookmark of a room tells rule d: the nick it joins with
+/// (`<nick/>`, for mentions) and its XEP-0492 setting (a `<notify/>` inside
+/// `<extensions/>`). Anything else (not a `<conference/>`) tells nothing.
+pub fn bookmark_prefs(conference: &Element) -> (Option<String>, Option<NotifySetting>) {
+    if !conference.is("conference", BOOKMARKS_NS) {
+        return (None, None);
+    }
+    let nick = conference
+        .get_child("nick", BOOKMARKS_NS)
+        .map(|n| n.text())
+        .filter(|n| !n.is_empty());
+    let setting = conference
+        .get_child("extensions", BOOKMARKS_NS)
+        .and_then(|x| x.get_child("notify", NOTIFY_NS))
+        .and_then(NotifySetting::parse);
+    (nick, setting)
 }
 
 /// One member of a room, as the rule needs to know it.
