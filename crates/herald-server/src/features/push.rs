@@ -18,7 +18,7 @@ use herald_store::roles;
 use herald_store::{PushRegistration, PushStatsUpdate, RemovalNote, StoreError};
 use tokio::sync::mpsc;
 
-use crate::routing::msg::{PushEvent, PushStats, SessionMsg, SessionTx, TestReply};
+use crate::routing::msg::{PushEvent, PushStats, RoomMember, SessionMsg, SessionTx, TestReply};
 use crate::{routing, routing::hooks, Shared};
 
 // Observers (registered in `standard_hooks`): what the server reports, as events for the
@@ -104,6 +104,75 @@ pub fn on_delivery_failed(shared: &Shared, ev: hooks::DeliveryFailed) {
     shared.push.send(PushEvent::GroupchatUnrouted {
         user: ev.user,
         stanza: ev.stanza,
+    });
+}
+
+/// Rule d (RULES.md §4a): the room `room` broadcast `message` (from the occupant whose real
+/// bare JID is `sender`) and `members` (local members) have no session joined in it, so
+/// nothing else tells their phones. Their XEP-0402 bookmarks of the room are read (one
+/// store call for all of them; a bookmark changed a moment ago is read as it is now, so
+/// there is no cache to invalidate) and the push task decides for each. Unimportant
+/// messages (subject changes, chat states) are not looked at: rule d never pushes them.
+pub async fn on_room_message(
+    shared: &Arc<Shared>,
+    room: &str,
+    members_only: bool,
+    sender: &str,
+    message: &Element,
+    members: Vec<String>,
+) {
+    if members.is_empty() {
+        return;
+    }
+    let stanza = shared.push.info(shared.next_id(), message);
+    if !stanza.importance.is_important() {
+        return;
+    }
+    let item = room.to_owned();
+    let read = shared
+        .db(move |s: &roles::Pep| {
+            let node = herald_xep::bookmarks::NODE;
+            Ok(members
+                .into_iter()
+                .map(|m| {
+                    let xml = s
+                        .pep_items(&m, node, std::slice::from_ref(&item), Some(1))
+                        .ok()
+                        .and_then(|v| v.into_iter().next())
+                        .map(|i| i.xml);
+                    (m, xml)
+                })
+                .collect::<Vec<_>>())
+        })
+        .await;
+    let read = match read {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, room, "reading members' bookmarks failed");
+            return;
+        }
+    };
+    let members = read
+        .into_iter()
+        .map(|(bare, xml)| {
+            let (nick, setting) = xml
+                .and_then(|x| Element::from_str(&x).ok())
+                .map(|c| herald_push::groupchat::bookmark_prefs(&c))
+                .unwrap_or_default();
+            RoomMember {
+                bare,
+                nick,
+                setting,
+            }
+        })
+        .collect();
+    shared.push.send(PushEvent::RoomMessage {
+        room: room.to_owned(),
+        members_only,
+        sender: sender.to_owned(),
+        message: message.clone(),
+        stanza,
+        members,
     });
 }
 
@@ -449,6 +518,34 @@ async fn handle(
         PushEvent::GroupchatUnrouted { user, stanza } => {
             ensure_loaded(shared, engine, stats, &user).await;
             engine.groupchat_unrouted(&user, &stanza, now)
+        }
+        PushEvent::RoomMessage {
+            room,
+            members_only,
+            sender,
+            message,
+            stanza,
+            members,
+        } => {
+            let msg = herald_push::RoomMessage {
+                room: &room,
+                members_only,
+                sender: &sender,
+                message: &message,
+            };
+            let mut out = Vec::new();
+            for m in &members {
+                ensure_loaded(shared, engine, stats, &m.bare).await;
+                let member = herald_push::groupchat::Member {
+                    bare: &m.bare,
+                    nick: m.nick.as_deref(),
+                    // The room named only members with no session in it.
+                    joined: false,
+                    setting: m.setting,
+                };
+                out.extend(engine.room_message(&member, &msg, &stanza, now).1);
+            }
+            out
         }
         PushEvent::Test {
             user,
