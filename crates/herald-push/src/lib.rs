@@ -6,7 +6,7 @@
 //! - [`delivery`]: whether a stanza entering a session's SM queue may push (CSI, asleep).
 //! - [`diag`]: the bookkeeping of `herald push test` runs (results per registration, round
 //!   trips, timeouts) and its wire types; the caller's reply handle is a type parameter.
-//! - [`engine`]: registrations, rules a/b/c, dedup, coalescing, extended hibernation,
+//! - [`engine`]: registrations, rules a/b/c/d, dedup, coalescing, extended hibernation,
 //!   wake-before-expiry, reply tracking, error accounting, device limits.
 //! - [`groupchat`]: rule d, room messages for members with no joined session (XEP-0492
 //!   settings, mentions); the engine applies it in [`engine::Engine::room_message`].

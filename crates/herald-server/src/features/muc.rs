@@ -13,7 +13,9 @@
 //! Sessions: an occupant's session leaves its rooms the way RFC 6121 §4.6 makes every
 //! directed presence end: when the session ends, presence sends the room its unavailable
 //! presence. A hibernated session (XEP-0198) stays joined; what the room sends it is queued
-//! like any stanza and pushed by rule a.
+//! like any stanza and pushed by rule a. A local member with no session in a room hears of
+//! its messages through push rule d (`push::on_room_message`, crates/herald-push/RULES.md
+//! §4a).
 //!
 //! It must not decide room rules (who may join, speak, kick) nor parse MUC payloads: herald-muc
 //! does; nor write to sessions: it routes.
