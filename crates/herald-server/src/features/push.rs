@@ -109,9 +109,10 @@ pub fn on_delivery_failed(shared: &Shared, ev: hooks::DeliveryFailed) {
 
 /// Rule d (RULES.md §4a): the room `room` broadcast `message` (from the occupant whose real
 /// bare JID is `sender`) and `members` (local members) have no session joined in it, so
-/// nothing else tells their phones. Their XEP-0402 bookmarks of the room are read (one
-/// store call for all of them; a bookmark changed a moment ago is read as it is now, so
-/// there is no cache to invalidate) and the push task decides for each. Unimportant
+/// nothing else tells their phones. The XEP-0402 bookmarks of the room of those who have a
+/// push registration are read (one store call for all of them; a bookmark changed a moment
+/// ago is read as it is now, so there is no cache to invalidate) and the push task decides
+/// for each. Unimportant
 /// messages (subject changes, chat states) are not looked at: rule d never pushes them.
 pub async fn on_room_message(
     shared: &Arc<Shared>,
@@ -128,6 +129,27 @@ pub async fn on_room_message(
     if !stanza.importance.is_important() {
         return;
     }
+    // Only members with a push registration can be woken: the others cost the push task
+    // nothing (it would load their empty registrations for every message).
+    let with_push = shared
+        .db(move |s: &roles::Push| {
+            let mut keep = Vec::new();
+            for m in members {
+                if !s.push_registrations(&m)?.is_empty() {
+                    keep.push(m);
+                }
+            }
+            Ok(keep)
+        })
+        .await;
+    let members = match with_push {
+        Ok(m) if m.is_empty() => return,
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(error = %e, room, "reading members' push registrations failed");
+            return;
+        }
+    };
     let item = room.to_owned();
     let read = shared
         .db(move |s: &roles::Pep| {
