@@ -327,3 +327,31 @@ async fn a_members_own_message_does_not_push_their_phone() {
     say(&mut d, "from bob", "").await;
     app.assert_quiet(&s).await;
 }
+
+#[tokio::test]
+async fn a_hibernated_phone_that_never_joined_is_pushed_by_rule_d() {
+    let (s, mut app) = server(NO_WINDOW).await;
+    let mut a = room(&s, true).await;
+    // A client that joins rooms only when their chat is opened: its session is in none.
+    let mut p = SmPhone {
+        c: push_phone(&s, "localhost", "bob", "bob-phone", true).await,
+        h: 0,
+    };
+    p.c.send("<presence/>").await;
+    p.c.send("<iq type='get' id='sync'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    p.wait_for(|e| e.attr("id") == Some("sync")).await;
+    p.c.send(&format!("<a xmlns='urn:xmpp:sm:3' h='{}'/>", p.h))
+        .await;
+    p.c.kill(false);
+    let shared = s.running.shared.clone();
+    wait_until("bob's session hibernates", || {
+        shared.router.resources(BOB).iter().any(|r| r.hibernated)
+    })
+    .await;
+    app.assert_quiet(&s).await;
+    // The room's message is not in the session's queue; rule d is what wakes the phone.
+    say(&mut a, "one", "").await;
+    assert_room_push(&app.next().await, "bob-phone", 1);
+    app.assert_quiet(&s).await;
+}
