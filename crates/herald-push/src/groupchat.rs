@@ -4,7 +4,8 @@
 //! slept, or the client joins only when the chat is opened) still hears of the room's
 //! messages, according to the XEP-0492 setting in the member's XEP-0402 bookmark
 //! (`always`, `on-mention`, `never`; without one, `always` in a members-only room and
-//! `on-mention` in an open one). A member with a joined session is left to rule a (a
+//! `on-mention` in an open one; a member who keeps no bookmark of the room is never woken by
+//! it). A member with a joined session is left to rule a (a
 //! hibernated session's queue pushes like any other), so one message never reaches one
 //! registration by both paths. This module only decides; the server finds the members and
 //! their bookmarks ([`bookmark_prefs`]), and [`crate::Engine::room_message`] applies the
@@ -87,10 +88,10 @@ pub const BOOKMARKS_NS: &str = "urn:xmpp:bookmarks:1";
 
 /// What a member's XEP-0402 bookmark of a room tells rule d: the nick it joins with
 /// (`<nick/>`, for mentions) and its XEP-0492 setting (a `<notify/>` inside
-/// `<extensions/>`). Anything else (not a `<conference/>`) tells nothing.
-pub fn bookmark_prefs(conference: &Element) -> (Option<String>, Option<NotifySetting>) {
+/// `<extensions/>`). None if it is not a bookmark (not a `<conference/>`).
+pub fn bookmark_prefs(conference: &Element) -> Option<(Option<String>, Option<NotifySetting>)> {
     if !conference.is("conference", BOOKMARKS_NS) {
-        return (None, None);
+        return None;
     }
     let nick = conference
         .get_child("nick", BOOKMARKS_NS)
@@ -100,7 +101,7 @@ pub fn bookmark_prefs(conference: &Element) -> (Option<String>, Option<NotifySet
         .get_child("extensions", BOOKMARKS_NS)
         .and_then(|x| x.get_child("notify", NOTIFY_NS))
         .and_then(NotifySetting::parse);
-    (nick, setting)
+    Some((nick, setting))
 }
 
 /// One member of a room, as the rule needs to know it.
@@ -112,6 +113,9 @@ pub struct Member<'a> {
     pub nick: Option<&'a str>,
     /// Whether any session of the member is joined (connected or hibernated).
     pub joined: bool,
+    /// Whether the member keeps a XEP-0402 bookmark of the room: the member's own say that
+    /// the room is one of their conversations (clients bookmark the rooms they join).
+    pub bookmarked: bool,
     /// The member's XEP-0492 setting for the room, if it set one.
     pub setting: Option<NotifySetting>,
 }
@@ -123,6 +127,9 @@ pub enum Skip {
     Joined,
     /// The member sent it.
     OwnMessage,
+    /// The member has no bookmark of the room: being made a member by a room's owner must
+    /// not let the room wake their phone.
+    NotBookmarked,
     /// Nothing a person would be woken for (a subject change, a chat state).
     NotImportant,
     /// `never`.
@@ -158,6 +165,9 @@ pub fn decide(
     }
     if sender_bare == member.bare {
         return Decision::Skip(Skip::OwnMessage);
+    }
+    if !member.bookmarked {
+        return Decision::Skip(Skip::NotBookmarked);
     }
     if classify::classify(message) == Importance::Unimportant {
         return Decision::Skip(Skip::NotImportant);

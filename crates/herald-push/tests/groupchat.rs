@@ -24,6 +24,7 @@ fn member(joined: bool, setting: Option<NotifySetting>) -> Member<'static> {
         bare: "bob@d",
         nick: Some("Bob"),
         joined,
+        bookmarked: true,
         setting,
     }
 }
@@ -73,6 +74,18 @@ fn decision_table() {
             &msg(inner),
         );
         assert_eq!(got, *want, "{what}");
+    }
+    // A member with no bookmark of the room (made a member by its owner, never joined from a
+    // client that keeps one) is never woken, whatever the room says.
+    let stranger = Member {
+        bookmarked: false,
+        ..member(false, None)
+    };
+    for inner in [hi, to_bob, reference] {
+        assert_eq!(
+            decide(&stranger, ROOM, true, "ann@d", &msg(inner)),
+            Decision::Skip(Skip::NotBookmarked)
+        );
     }
 }
 
@@ -159,13 +172,16 @@ fn the_nick_and_setting_come_from_the_xep_0402_bookmark() {
         <notify xmlns='urn:xmpp:notification-settings:1'><never/></notify>\
         </extensions></conference>",
     );
-    assert_eq!(bookmark_prefs(&b), (Some("Bob".to_string()), Some(Never)));
+    assert_eq!(
+        bookmark_prefs(&b),
+        Some((Some("Bob".to_string()), Some(Never)))
+    );
     let plain = el("<conference xmlns='urn:xmpp:bookmarks:1'/>");
-    assert_eq!(bookmark_prefs(&plain), (None, None));
+    assert_eq!(bookmark_prefs(&plain), Some((None, None)));
     // A <notify/> outside <extensions/> is not XEP-0492's place.
     let misplaced = el("<conference xmlns='urn:xmpp:bookmarks:1'>\
         <notify xmlns='urn:xmpp:notification-settings:1'><never/></notify></conference>");
-    assert_eq!(bookmark_prefs(&misplaced), (None, None));
+    assert_eq!(bookmark_prefs(&misplaced), Some((None, None)));
     let other = el("<storage xmlns='storage:bookmarks'/>");
-    assert_eq!(bookmark_prefs(&other), (None, None));
+    assert_eq!(bookmark_prefs(&other), None);
 }

@@ -37,6 +37,7 @@ fn member(joined: bool, setting: Option<NotifySetting>) -> Member<'static> {
         bare: USER,
         nick: Some("Juliet"),
         joined,
+        bookmarked: true,
         setting,
     }
 }
@@ -289,5 +290,19 @@ fn a_member_with_no_registrations_is_silent() {
     let el = room_msg("<body>hi</body>");
     let (d, pushed) = send(&mut e, &m, "ann@example.com", true, &el, 1, c.at(0.0));
     assert_eq!(d, Decision::Push { mention: false });
+    assert!(pushed.is_empty());
+}
+
+#[test]
+fn a_member_without_a_bookmark_of_the_room_is_never_woken() {
+    let c = Clock::new();
+    let mut e = three_devices(PushConfig::default(), &c);
+    let m = Member {
+        bookmarked: false,
+        ..member(false, None)
+    };
+    let el = room_msg("<body>Juliet, buy now</body>");
+    let (d, pushed) = send(&mut e, &m, "spam@example.com", true, &el, 1, c.at(1.0));
+    assert_eq!(d, Decision::Skip(Skip::NotBookmarked));
     assert!(pushed.is_empty());
 }

@@ -122,7 +122,7 @@ async fn phone_gone(s: &TestServer, node: &str) {
 }
 
 /// Bob's bookmark of the room (from another device, which then logs out): nick `bobby`,
-/// and the XEP-0492 `setting` element if any.
+/// and the XEP-0492 `setting` element if any. Without one the room never wakes bob's phone.
 async fn bookmark(s: &TestServer, setting: Option<&str>) {
     let mut d = client(s, "bob", "desk").await;
     let ext = setting
@@ -155,8 +155,9 @@ fn assert_room_push(p: &Publish, node: &str, count: u32) {
 async fn a_member_not_joined_gets_one_push_per_message_and_nothing_is_stored_twice() {
     let (s, mut app) = server(NO_WINDOW).await;
     phone_gone(&s, "bob-phone").await;
+    bookmark(&s, None).await;
     let mut a = room(&s, true).await;
-    // No bookmark: XEP-0492's default for a members-only room is `always`.
+    // A bookmark without a setting: XEP-0492's default for a members-only room is `always`.
     say(&mut a, "first", "").await;
     assert_room_push(&app.next().await, "bob-phone", 1);
     say(&mut a, "second", "").await;
@@ -208,10 +209,10 @@ async fn on_mention_pushes_only_mentions() {
 async fn an_open_room_defaults_to_on_mention() {
     let (s, mut app) = server(NO_WINDOW).await;
     phone_gone(&s, "bob-phone").await;
+    bookmark(&s, None).await;
     let mut a = room(&s, false).await;
     say(&mut a, "hello everyone", "").await;
     app.assert_quiet(&s).await;
-    bookmark(&s, None).await;
     say(&mut a, "bobby, hello", "").await;
     assert_room_push(&app.next().await, "bob-phone", 1);
     app.assert_quiet(&s).await;
@@ -237,6 +238,7 @@ async fn a_muted_room_never_wakes_the_phone_until_unmuted() {
 async fn a_burst_in_a_busy_room_is_coalesced() {
     let (s, mut app) = server(Duration::from_secs(2)).await;
     phone_gone(&s, "bob-phone").await;
+    bookmark(&s, None).await;
     let mut a = room(&s, true).await;
     for i in 0..5 {
         say(&mut a, &format!("burst {i}"), "").await;
@@ -320,6 +322,7 @@ async fn a_joined_hibernated_member_gets_exactly_one_push_per_message() {
 async fn a_members_own_message_does_not_push_their_phone() {
     let (s, mut app) = server(NO_WINDOW).await;
     phone_gone(&s, "bob-phone").await;
+    bookmark(&s, Some("<always/>")).await;
     let _a = room(&s, true).await;
     // Bob talks from his desktop; the phone's registration has no session.
     let mut d = client(&s, "bob", "desk").await;
@@ -331,6 +334,7 @@ async fn a_members_own_message_does_not_push_their_phone() {
 #[tokio::test]
 async fn a_hibernated_phone_that_never_joined_is_pushed_by_rule_d() {
     let (s, mut app) = server(NO_WINDOW).await;
+    bookmark(&s, Some("<always/>")).await;
     let mut a = room(&s, true).await;
     // A client that joins rooms only when their chat is opened: its session is in none.
     let mut p = SmPhone {
@@ -352,6 +356,27 @@ async fn a_hibernated_phone_that_never_joined_is_pushed_by_rule_d() {
     app.assert_quiet(&s).await;
     // The room's message is not in the session's queue; rule d is what wakes the phone.
     say(&mut a, "one", "").await;
+    assert_room_push(&app.next().await, "bob-phone", 1);
+    app.assert_quiet(&s).await;
+}
+
+#[tokio::test]
+async fn a_member_without_a_bookmark_of_the_room_is_never_woken() {
+    let (s, mut app) = server(NO_WINDOW).await;
+    phone_gone(&s, "bob-phone").await;
+    // Alice makes bob a member of her room; bob never joined it nor bookmarked it.
+    let mut a = room(&s, true).await;
+    say(&mut a, "bob, buy my tea", "").await;
+    say(
+        &mut a,
+        "really",
+        &format!("<reference xmlns='urn:xmpp:reference:0' type='mention' uri='xmpp:{BOB}'/>"),
+    )
+    .await;
+    app.assert_quiet(&s).await;
+    // Once bob keeps the room (a bookmark), it may wake him.
+    bookmark(&s, None).await;
+    say(&mut a, "welcome", "").await;
     assert_room_push(&app.next().await, "bob-phone", 1);
     app.assert_quiet(&s).await;
 }

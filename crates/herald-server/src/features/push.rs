@@ -177,12 +177,14 @@ pub async fn on_room_message(
     let members = read
         .into_iter()
         .map(|(bare, xml)| {
-            let (nick, setting) = xml
+            let prefs = xml
                 .and_then(|x| Element::from_str(&x).ok())
-                .map(|c| herald_push::groupchat::bookmark_prefs(&c))
-                .unwrap_or_default();
+                .and_then(|c| herald_push::groupchat::bookmark_prefs(&c));
+            let bookmarked = prefs.is_some();
+            let (nick, setting) = prefs.unwrap_or_default();
             RoomMember {
                 bare,
+                bookmarked,
                 nick,
                 setting,
             }
@@ -563,6 +565,7 @@ async fn handle(
                     nick: m.nick.as_deref(),
                     // The room named only members with no session in it.
                     joined: false,
+                    bookmarked: m.bookmarked,
                     setting: m.setting,
                 };
                 out.extend(engine.room_message(&member, &msg, &stanza, now).1);

@@ -489,6 +489,8 @@ pub enum PushEvent {
 pub struct RoomMember {
     /// Bare JID.
     pub bare: String,
+    /// The member keeps a XEP-0402 bookmark of the room.
+    pub bookmarked: bool,
     /// The bookmark's nick (mentions).
     pub nick: Option<String>,
     /// The bookmark's XEP-0492 setting.
