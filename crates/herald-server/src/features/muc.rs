@@ -416,10 +416,10 @@ async fn run_actions(
     }
 }
 
-/// Push rule d (RULES.md §4a): a groupchat message from an occupant also reaches the phones
-/// of the room's local members who have no session in it (their sessions got it, or will
-/// find it in the room's archive; rule a covers members who are joined, hibernated or not).
-/// herald-push decides; this only names the members and the sender.
+/// Push rule d (RULES.md §4a): a groupchat message from an occupant may also wake the phones
+/// of the room's local members who have no session in it (members with a joined session,
+/// hibernated or not, are rule a's). herald-push decides; this only names the members and
+/// the sender.
 async fn push_absent_members(shared: &Arc<Shared>, room: &Room, el: &Element) {
     if el.name() != "message" || stanza::typ(el) != "groupchat" {
         return;
@@ -431,7 +431,7 @@ async fn push_absent_members(shared: &Arc<Shared>, room: &Room, el: &Element) {
     let Some(sender) = room.occupant_bare(nick) else {
         return;
     };
-    // Remote members are reached through their own servers (out of scope, issue 16).
+    // Remote members are not pushed: only their own server could (out of scope, issue 16).
     let members: Vec<String> = room
         .absent_members()
         .into_iter()

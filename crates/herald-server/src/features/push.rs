@@ -112,8 +112,8 @@ pub fn on_delivery_failed(shared: &Shared, ev: hooks::DeliveryFailed) {
 /// nothing else tells their phones. The XEP-0402 bookmarks of the room of those who have a
 /// push registration are read (one store call for all of them; a bookmark changed a moment
 /// ago is read as it is now, so there is no cache to invalidate) and the push task decides
-/// for each. Unimportant
-/// messages (subject changes, chat states) are not looked at: rule d never pushes them.
+/// for each. Unimportant messages (subject changes, chat states) are not looked at: rule d
+/// never pushes them.
 pub async fn on_room_message(
     shared: &Arc<Shared>,
     room: &str,
@@ -129,8 +129,8 @@ pub async fn on_room_message(
     if !stanza.importance.is_important() {
         return;
     }
-    // Only members with a push registration can be woken: the others cost the push task
-    // nothing (it would load their empty registrations for every message).
+    // Only members with a push registration can be woken; leaving the others out spares the
+    // push task loading their (empty) registrations for every message.
     let with_push = shared
         .db(move |s: &roles::Push| {
             let mut keep = Vec::new();
@@ -157,6 +157,8 @@ pub async fn on_room_message(
             Ok(members
                 .into_iter()
                 .map(|m| {
+                    // A bookmark that cannot be read counts as none: the member is not woken
+                    // (the room's archive still has the message).
                     let xml = s
                         .pep_items(&m, node, std::slice::from_ref(&item), Some(1))
                         .ok()
