@@ -63,6 +63,7 @@ import scenarios_sasl2  # noqa: E402,F401
 import scenarios_muc  # noqa: E402,F401
 import scenarios_invite  # noqa: E402,F401
 import scenarios_mds  # noqa: E402,F401
+import scenarios_muc_push  # noqa: E402,F401
 
 #: Scenarios run by default, in this order. Everything else registered is PENDING.
 ENABLED = [
@@ -112,6 +113,8 @@ ENABLED = [
     "ibr_register_passwd",
     # issue 17: the invite landing page in headless chromium ([registration] invite_only)
     "invite_page_browser",
+    # issue 16: push rule d, group chat members whose phone is in no room ([push] with_body)
+    "muc_push",
 ]
 
 DOMAIN = "localhost"

@@ -312,6 +312,25 @@ impl Room {
         self.by_jid.keys().map(String::as_str)
     }
 
+    /// The room's members (affiliation member, admin or owner; bare JIDs) with no session
+    /// in the room: the ones push rule d is about (a hibernated session stays joined, so
+    /// its member is not among them).
+    pub fn absent_members(&self) -> Vec<&str> {
+        let present: std::collections::HashSet<&str> =
+            self.occupants.values().map(|o| o.bare.as_str()).collect();
+        self.affiliations
+            .iter()
+            .filter(|(_, a)| **a >= Affiliation::Member)
+            .map(|(j, _)| j.as_str())
+            .filter(|j| !present.contains(j))
+            .collect()
+    }
+
+    /// The real bare JID of the occupant `nick`, if in the room.
+    pub fn occupant_bare(&self, nick: &str) -> Option<&str> {
+        self.occupants.get(nick).map(|o| o.bare.as_str())
+    }
+
     fn occupant_jid(&self, nick: &str) -> String {
         format!("{}/{}", self.jid, nick)
     }

@@ -674,3 +674,25 @@ fn iqs_between_occupants_are_forwarded_and_answered_back() {
     );
     assert_eq!(condition(&later), None);
 }
+
+#[test]
+fn absent_members_are_the_affiliated_without_a_session_in_the_room() {
+    let mut r = room();
+    set_affiliation(&mut r, "m@d", "member");
+    set_affiliation(&mut r, "a@d", "admin");
+    set_affiliation(&mut r, "x@d", "outcast");
+    join(&mut r, "v@d/x", "visitor");
+    // The owner is in the room; outcasts and affiliation-less visitors are not members.
+    assert_eq!(r.absent_members(), vec!["a@d", "m@d"]);
+    join(&mut r, "m@d/phone", "em");
+    assert_eq!(r.absent_members(), vec!["a@d"]);
+    assert_eq!(r.occupant_bare("em"), Some("m@d"));
+    assert_eq!(r.occupant_bare("nobody"), None);
+    run(
+        &mut r,
+        "m@d/phone",
+        Some("em"),
+        "<presence type='unavailable'/>",
+    );
+    assert_eq!(r.absent_members(), vec!["a@d", "m@d"]);
+}

@@ -145,6 +145,19 @@ pub struct StanzaInfo {
     pub at: i64,
 }
 
+/// A groupchat message a room broadcast, as rule d needs it ([`Engine::room_message`]).
+#[derive(Clone, Copy, Debug)]
+pub struct RoomMessage<'a> {
+    /// The room's bare JID.
+    pub room: &'a str,
+    /// The room is members-only (XEP-0492's default setting depends on it).
+    pub members_only: bool,
+    /// The sender's real bare JID.
+    pub sender: &'a str,
+    /// The message as the room broadcast it.
+    pub message: &'a Element,
+}
+
 /// The app server's answer to a publish.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reply {
@@ -1028,6 +1041,50 @@ impl Engine {
         now: Instant,
     ) -> Vec<Action> {
         self.stored_offline(user, stanza, now)
+    }
+
+    /// Rule d (RULES.md §4a): the room `msg.room` broadcast a groupchat message and
+    /// `member` (a local member of the room) has no session joined in it, so neither rule a
+    /// nor the user's archive sees it. [`crate::groupchat::decide`] says whether it is
+    /// pushed (joined, own message, unimportant, XEP-0492 setting, mention); if so, it goes
+    /// to the registrations whose device is asleep (§1: no session, or a session that
+    /// hibernates or leaves an ack overdue — such a session is not in the room, so its
+    /// queue will never carry the message), coalesced (§6), counted and deduplicated (§7)
+    /// like rule b's. `stanza.summary.sender` is the room's bare JID (the summary names the
+    /// room). Returns the decision with the actions.
+    pub fn room_message(
+        &mut self,
+        member: &crate::groupchat::Member<'_>,
+        msg: &RoomMessage<'_>,
+        stanza: &StanzaInfo,
+        now: Instant,
+    ) -> (crate::groupchat::Decision, Vec<Action>) {
+        let mut out = Vec::new();
+        let decision =
+            crate::groupchat::decide(member, msg.room, msg.members_only, msg.sender, msg.message);
+        if !matches!(decision, crate::groupchat::Decision::Push { .. }) {
+            return (decision, out);
+        }
+        let user = member.bare;
+        let keys: Vec<RegKey> = self
+            .users
+            .get(user)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        let targets: Vec<(RegKey, Option<SessionId>)> = keys
+            .into_iter()
+            .filter(|k| self.asleep(user, k))
+            .map(|k| {
+                let session = self
+                    .users
+                    .get(user)
+                    .and_then(|m| m.get(&k))
+                    .and_then(|s| s.session);
+                (k, session)
+            })
+            .collect();
+        self.push_direct(user, targets, stanza, now, &mut out);
+        (decision, out)
     }
 
     /// Admin ping: a push without a stanza (count unchanged, no body) to every registration.

@@ -4,10 +4,12 @@
 //! slept, or the client joins only when the chat is opened) still hears of the room's
 //! messages, according to the XEP-0492 setting in the member's XEP-0402 bookmark
 //! (`always`, `on-mention`, `never`; without one, `always` in a members-only room and
-//! `on-mention` in an open one). A member with a joined session is left to rule a (a
+//! `on-mention` in an open one; a member who keeps no bookmark of the room is never woken by
+//! it). A member with a joined session is left to rule a (a
 //! hibernated session's queue pushes like any other), so one message never reaches one
-//! registration by both paths. This module only decides; the caller finds the members,
-//! their bookmarks and their registrations, and hands the pushes to the engine.
+//! registration by both paths. This module only decides; the server finds the members and
+//! their bookmarks ([`bookmark_prefs`]), and [`crate::Engine::room_message`] applies the
+//! decision to the member's registrations.
 
 use minidom::Element;
 
@@ -40,25 +42,66 @@ impl NotifySetting {
         }
     }
 
-    /// Reads a `<notify xmlns='urn:xmpp:notification-settings:1'/>` element: the setting
-    /// that applies to every client (a child without attributes) first, else the first one
-    /// given; None if it names none.
+    /// Reads a `<notify xmlns='urn:xmpp:notification-settings:1'/>` element for the device a
+    /// push wakes, a phone (disco identity `client`/`phone`): [`NotifySetting::parse_for`].
     pub fn parse(notify: &Element) -> Option<NotifySetting> {
+        NotifySetting::parse_for(notify, "client", "phone")
+    }
+
+    /// Reads a `<notify/>` element as XEP-0492 §4 says an application of disco identity
+    /// `category`/`typ` must: the element matching both `identity-category` and
+    /// `identity-type`, else the one matching `identity-category` alone, else the fallback
+    /// element (neither attribute). An `<advanced/>` child is not understood here, so its
+    /// parent's own setting applies. None if no element applies (a setting only for other
+    /// kinds of clients, or none at all).
+    pub fn parse_for(notify: &Element, category: &str, typ: &str) -> Option<NotifySetting> {
         if !notify.is("notify", NOTIFY_NS) {
             return None;
         }
-        let of = |c: &Element| match c.name() {
-            "always" => Some(NotifySetting::Always),
-            "on-mention" => Some(NotifySetting::OnMention),
-            "never" => Some(NotifySetting::Never),
-            _ => None,
+        let settings = || {
+            notify
+                .children()
+                .filter(|c| c.has_ns(NOTIFY_NS))
+                .filter_map(|c| {
+                    let s = match c.name() {
+                        "always" => NotifySetting::Always,
+                        "on-mention" => NotifySetting::OnMention,
+                        "never" => NotifySetting::Never,
+                        _ => return None,
+                    };
+                    Some((c.attr("identity-category"), c.attr("identity-type"), s))
+                })
         };
-        let settings = || notify.children().filter(|c| c.has_ns(NOTIFY_NS));
-        settings()
-            .filter(|c| c.attrs().is_empty())
-            .find_map(of)
-            .or_else(|| settings().find_map(of))
+        let find = |want: (Option<&str>, Option<&str>)| {
+            settings()
+                .find(|(c, t, _)| (*c, *t) == want)
+                .map(|(_, _, s)| s)
+        };
+        find((Some(category), Some(typ)))
+            .or_else(|| find((Some(category), None)))
+            .or_else(|| find((None, None)))
     }
+}
+
+/// XEP-0402's bookmark namespace (the `<conference/>` payload of the PEP node of that name).
+pub const BOOKMARKS_NS: &str = "urn:xmpp:bookmarks:1";
+
+/// What a member's XEP-0402 bookmark of a room tells rule d: the nick it joins with
+/// (`<nick/>`, for mentions) and its XEP-0492 setting (a `<notify/>` inside
+/// `<extensions/>`). None if it is not a bookmark (not a `<conference/>`).
+pub fn bookmark_prefs(conference: &Element) -> Option<(Option<String>, Option<NotifySetting>)> {
+    if !conference.is("conference", BOOKMARKS_NS) {
+        return None;
+    }
+    let nick = conference
+        .get_child("nick", BOOKMARKS_NS)
+        .map(|n| n.text())
+        .filter(|n| !n.is_empty());
+    let setting = conference
+        .get_child("extensions", BOOKMARKS_NS)
+        .and_then(|x| x.get_child("notify", NOTIFY_NS))
+        .and_then(NotifySetting::parse);
+    Some((nick, setting))
 }
 
 /// One member of a room, as the rule needs to know it.
@@ -70,6 +113,9 @@ pub struct Member<'a> {
     pub nick: Option<&'a str>,
     /// Whether any session of the member is joined (connected or hibernated).
     pub joined: bool,
+    /// Whether the member keeps a XEP-0402 bookmark of the room: the member's own say that
+    /// the room is one of their conversations (clients bookmark the rooms they join).
+    pub bookmarked: bool,
     /// The member's XEP-0492 setting for the room, if it set one.
     pub setting: Option<NotifySetting>,
 }
@@ -81,6 +127,9 @@ pub enum Skip {
     Joined,
     /// The member sent it.
     OwnMessage,
+    /// The member has no bookmark of the room: being made a member by a room's owner must
+    /// not let the room wake their phone.
+    NotBookmarked,
     /// Nothing a person would be woken for (a subject change, a chat state).
     NotImportant,
     /// `never`.
@@ -116,6 +165,9 @@ pub fn decide(
     }
     if sender_bare == member.bare {
         return Decision::Skip(Skip::OwnMessage);
+    }
+    if !member.bookmarked {
+        return Decision::Skip(Skip::NotBookmarked);
     }
     if classify::classify(message) == Importance::Unimportant {
         return Decision::Skip(Skip::NotImportant);

@@ -6,10 +6,10 @@
 //! - [`delivery`]: whether a stanza entering a session's SM queue may push (CSI, asleep).
 //! - [`diag`]: the bookkeeping of `herald push test` runs (results per registration, round
 //!   trips, timeouts) and its wire types; the caller's reply handle is a type parameter.
-//! - [`engine`]: registrations, rules a/b/c, dedup, coalescing, extended hibernation,
+//! - [`engine`]: registrations, rules a/b/c/d, dedup, coalescing, extended hibernation,
 //!   wake-before-expiry, reply tracking, error accounting, device limits.
 //! - [`groupchat`]: rule d, room messages for members with no joined session (XEP-0492
-//!   settings, mentions); decided here, not yet wired into the server.
+//!   settings, mentions); the engine applies it in [`engine::Engine::room_message`].
 //! - [`notification`]: the XEP-0357 publish IQ.
 //! - [`reply`]: reading the app server's answer (which errors count, who may answer).
 //! - [`request`]: parsing `<enable/>`/`<disable/>` (canonical app server JIDs).
@@ -32,8 +32,8 @@ pub use classify::{
     caused_by, classify, is_pep_event, never_wakes, summarize, Classifier, Importance, Summary,
 };
 pub use engine::{
-    Action, Engine, PushConfig, RegKey, Registration, Removal, Reply, SessionId, SessionPush,
-    StanzaId, StanzaInfo,
+    Action, Engine, PushConfig, RegKey, Registration, Removal, Reply, RoomMessage, SessionId,
+    SessionPush, StanzaId, StanzaInfo,
 };
 pub use notification::{build_publish, Notice, Priority};
 pub use request::{parse_command, PushCommand, PushError};

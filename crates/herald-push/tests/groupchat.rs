@@ -1,6 +1,8 @@
 //! Rule d (RULES.md §4a): who of a room's members is pushed for a room message.
 
-use herald_push::groupchat::{decide, mentions, Decision, Member, NotifySetting, Skip};
+use herald_push::groupchat::{
+    bookmark_prefs, decide, mentions, Decision, Member, NotifySetting, Skip,
+};
 use minidom::Element;
 
 use NotifySetting::*;
@@ -22,6 +24,7 @@ fn member(joined: bool, setting: Option<NotifySetting>) -> Member<'static> {
         bare: "bob@d",
         nick: Some("Bob"),
         joined,
+        bookmarked: true,
         setting,
     }
 }
@@ -72,6 +75,18 @@ fn decision_table() {
         );
         assert_eq!(got, *want, "{what}");
     }
+    // A member with no bookmark of the room (made a member by its owner, never joined from a
+    // client that keeps one) is never woken, whatever the room says.
+    let stranger = Member {
+        bookmarked: false,
+        ..member(false, None)
+    };
+    for inner in [hi, to_bob, reference] {
+        assert_eq!(
+            decide(&stranger, ROOM, true, "ann@d", &msg(inner)),
+            Decision::Skip(Skip::NotBookmarked)
+        );
+    }
 }
 
 #[test]
@@ -110,13 +125,34 @@ fn notify_settings_are_read_from_xep_0492_elements() {
     assert_eq!(NotifySetting::parse(&n("<never/>")), Some(Never));
     assert_eq!(NotifySetting::parse(&n("<on-mention/>")), Some(OnMention));
     assert_eq!(NotifySetting::parse(&n("<always/>")), Some(Always));
-    // The setting for every client wins over a client-specific one.
+    // XEP-0492 §4: the element most specific to the woken device (a phone) applies:
+    // category and type, then category alone, then the fallback (no identity attributes).
+    let pc = "<never identity-category='client' identity-type='pc'/>";
+    let phone = "<on-mention identity-category='client' identity-type='phone'/>";
+    let client = "<never identity-category='client'/>";
+    let gateway = "<never identity-category='gateway'/>";
     assert_eq!(
-        NotifySetting::parse(&n("<never client-type='pc'/><always/>")),
+        NotifySetting::parse(&n(&format!("{pc}<always/>"))),
         Some(Always)
     );
+    assert_eq!(NotifySetting::parse(&n(pc)), None, "only for PCs");
     assert_eq!(
-        NotifySetting::parse(&n("<never client-type='pc'/>")),
+        NotifySetting::parse(&n(&format!("<always/>{client}{phone}{pc}"))),
+        Some(OnMention)
+    );
+    assert_eq!(
+        NotifySetting::parse(&n(&format!("<always/>{gateway}{client}{pc}"))),
+        Some(Never)
+    );
+    assert_eq!(
+        NotifySetting::parse_for(&n(&format!("<always/>{phone}{pc}")), "client", "pc"),
+        Some(Never)
+    );
+    // <advanced/> refinements are not understood: the parent's setting holds.
+    assert_eq!(
+        NotifySetting::parse(&n(
+            "<never><advanced><night xmlns='urn:example'/></advanced></never>"
+        )),
         Some(Never)
     );
     assert_eq!(NotifySetting::parse(&n("<sometimes/>")), None);
@@ -126,4 +162,26 @@ fn notify_settings_are_read_from_xep_0492_elements() {
     );
     assert_eq!(NotifySetting::default_for(true), Always);
     assert_eq!(NotifySetting::default_for(false), OnMention);
+}
+
+#[test]
+fn the_nick_and_setting_come_from_the_xep_0402_bookmark() {
+    let b = el(
+        "<conference xmlns='urn:xmpp:bookmarks:1' name='Tea' autojoin='true'>\
+        <nick>Bob</nick><extensions>\
+        <notify xmlns='urn:xmpp:notification-settings:1'><never/></notify>\
+        </extensions></conference>",
+    );
+    assert_eq!(
+        bookmark_prefs(&b),
+        Some((Some("Bob".to_string()), Some(Never)))
+    );
+    let plain = el("<conference xmlns='urn:xmpp:bookmarks:1'/>");
+    assert_eq!(bookmark_prefs(&plain), Some((None, None)));
+    // A <notify/> outside <extensions/> is not XEP-0492's place.
+    let misplaced = el("<conference xmlns='urn:xmpp:bookmarks:1'>\
+        <notify xmlns='urn:xmpp:notification-settings:1'><never/></notify></conference>");
+    assert_eq!(bookmark_prefs(&misplaced), Some((None, None)));
+    let other = el("<storage xmlns='storage:bookmarks'/>");
+    assert_eq!(bookmark_prefs(&other), None);
 }

@@ -13,7 +13,9 @@
 //! Sessions: an occupant's session leaves its rooms the way RFC 6121 §4.6 makes every
 //! directed presence end: when the session ends, presence sends the room its unavailable
 //! presence. A hibernated session (XEP-0198) stays joined; what the room sends it is queued
-//! like any stanza and pushed by rule a.
+//! like any stanza and pushed by rule a. A local member with no session in a room hears of
+//! its messages through push rule d (`push::on_room_message`, crates/herald-push/RULES.md
+//! §4a).
 //!
 //! It must not decide room rules (who may join, speak, kick) nor parse MUC payloads: herald-muc
 //! does; nor write to sessions: it routes.
@@ -30,6 +32,7 @@ use herald_proto::Element;
 use herald_store::{roles, ArchiveQuery, ArchivedMessage, MucRoom, StoreError};
 
 use crate::features::iq::{self, table, Disco, IqType, Target};
+use crate::features::push;
 use crate::routing::hooks::{Fut, ToMuc};
 use crate::stanza::{self, Kind};
 use crate::xep::{delay, mam as xm};
@@ -385,6 +388,7 @@ async fn run_actions(
                     stanza::set(&mut el, "to", t);
                     send(shared, el).await;
                 }
+                push_absent_members(shared, room, &stanza).await;
             }
             Out::Archive {
                 id,
@@ -410,6 +414,35 @@ async fn run_actions(
             }
         }
     }
+}
+
+/// Push rule d (RULES.md §4a): a groupchat message from an occupant may also wake the phones
+/// of the room's local members who have no session in it (members with a joined session,
+/// hibernated or not, are rule a's). herald-push decides; this only names the members and
+/// the sender.
+async fn push_absent_members(shared: &Arc<Shared>, room: &Room, el: &Element) {
+    if el.name() != "message" || stanza::typ(el) != "groupchat" {
+        return;
+    }
+    // Messages the room says itself (from its bare JID) are notices, not a person talking.
+    let Some((_, nick)) = el.attr("from").and_then(|f| f.split_once('/')) else {
+        return;
+    };
+    let Some(sender) = room.occupant_bare(nick) else {
+        return;
+    };
+    // Remote members are not pushed: only their own server could (out of scope, issue 16).
+    let members: Vec<String> = room
+        .absent_members()
+        .into_iter()
+        .filter(|m| {
+            m.split_once('@')
+                .is_some_and(|(_, d)| shared.cfg.is_local(d))
+        })
+        .map(str::to_owned)
+        .collect();
+    let members_only = room.config().members_only;
+    push::on_room_message(shared, room.jid(), members_only, sender, el, members).await;
 }
 
 /// Routes a stanza a room made. One for the MUC domain itself goes from a task of its own:

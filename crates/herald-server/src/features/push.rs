@@ -18,7 +18,7 @@ use herald_store::roles;
 use herald_store::{PushRegistration, PushStatsUpdate, RemovalNote, StoreError};
 use tokio::sync::mpsc;
 
-use crate::routing::msg::{PushEvent, PushStats, SessionMsg, SessionTx, TestReply};
+use crate::routing::msg::{PushEvent, PushStats, RoomMember, SessionMsg, SessionTx, TestReply};
 use crate::{routing, routing::hooks, Shared};
 
 // Observers (registered in `standard_hooks`): what the server reports, as events for the
@@ -104,6 +104,101 @@ pub fn on_delivery_failed(shared: &Shared, ev: hooks::DeliveryFailed) {
     shared.push.send(PushEvent::GroupchatUnrouted {
         user: ev.user,
         stanza: ev.stanza,
+    });
+}
+
+/// Rule d (RULES.md §4a): the room `room` broadcast `message` (from the occupant whose real
+/// bare JID is `sender`) and `members` (local members) have no session joined in it, so
+/// nothing else tells their phones. The XEP-0402 bookmarks of the room of those who have a
+/// push registration are read (one store call for all of them; a bookmark changed a moment
+/// ago is read as it is now, so there is no cache to invalidate) and the push task decides
+/// for each. Unimportant messages (subject changes, chat states) are not looked at: rule d
+/// never pushes them.
+pub async fn on_room_message(
+    shared: &Arc<Shared>,
+    room: &str,
+    members_only: bool,
+    sender: &str,
+    message: &Element,
+    members: Vec<String>,
+) {
+    if members.is_empty() {
+        return;
+    }
+    let stanza = shared.push.info(shared.next_id(), message);
+    if !stanza.importance.is_important() {
+        return;
+    }
+    // Only members with a push registration can be woken; leaving the others out spares the
+    // push task loading their (empty) registrations for every message.
+    let with_push = shared
+        .db(move |s: &roles::Push| {
+            let mut keep = Vec::new();
+            for m in members {
+                if !s.push_registrations(&m)?.is_empty() {
+                    keep.push(m);
+                }
+            }
+            Ok(keep)
+        })
+        .await;
+    let members = match with_push {
+        Ok(m) if m.is_empty() => return,
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(error = %e, room, "reading members' push registrations failed");
+            return;
+        }
+    };
+    let item = room.to_owned();
+    let read = shared
+        .db(move |s: &roles::Pep| {
+            let node = herald_xep::bookmarks::NODE;
+            Ok(members
+                .into_iter()
+                .map(|m| {
+                    // A bookmark that cannot be read counts as none: the member is not woken
+                    // (the room's archive still has the message).
+                    let xml = s
+                        .pep_items(&m, node, std::slice::from_ref(&item), Some(1))
+                        .ok()
+                        .and_then(|v| v.into_iter().next())
+                        .map(|i| i.xml);
+                    (m, xml)
+                })
+                .collect::<Vec<_>>())
+        })
+        .await;
+    let read = match read {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, room, "reading members' bookmarks failed");
+            return;
+        }
+    };
+    let members = read
+        .into_iter()
+        .map(|(bare, xml)| {
+            let prefs = xml
+                .and_then(|x| Element::from_str(&x).ok())
+                .and_then(|c| herald_push::groupchat::bookmark_prefs(&c));
+            let bookmarked = prefs.is_some();
+            let (nick, setting) = prefs.unwrap_or_default();
+            RoomMember {
+                bare,
+                bookmarked,
+                nick,
+                setting,
+            }
+        })
+        .collect();
+    shared.push.send(PushEvent::RoomMessage {
+        room: room.to_owned(),
+        members_only,
+        sender: sender.to_owned(),
+        message: message.clone(),
+        stanza,
+        members,
     });
 }
 
@@ -449,6 +544,35 @@ async fn handle(
         PushEvent::GroupchatUnrouted { user, stanza } => {
             ensure_loaded(shared, engine, stats, &user).await;
             engine.groupchat_unrouted(&user, &stanza, now)
+        }
+        PushEvent::RoomMessage {
+            room,
+            members_only,
+            sender,
+            message,
+            stanza,
+            members,
+        } => {
+            let msg = herald_push::RoomMessage {
+                room: &room,
+                members_only,
+                sender: &sender,
+                message: &message,
+            };
+            let mut out = Vec::new();
+            for m in &members {
+                ensure_loaded(shared, engine, stats, &m.bare).await;
+                let member = herald_push::groupchat::Member {
+                    bare: &m.bare,
+                    nick: m.nick.as_deref(),
+                    // The room named only members with no session in it.
+                    joined: false,
+                    bookmarked: m.bookmarked,
+                    setting: m.setting,
+                };
+                out.extend(engine.room_message(&member, &msg, &stanza, now).1);
+            }
+            out
         }
         PushEvent::Test {
             user,

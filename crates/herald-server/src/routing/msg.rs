@@ -466,6 +466,35 @@ pub enum PushEvent {
         /// `herald push test`; None for a result.
         error_type: Option<ErrorType>,
     },
+    /// Rule d (RULES.md §4a): a room broadcast a groupchat message; `members` are its local
+    /// members with no session joined in it.
+    RoomMessage {
+        /// The room's bare JID.
+        room: String,
+        /// The room is members-only (XEP-0492's default setting).
+        members_only: bool,
+        /// The sender's real bare JID.
+        sender: String,
+        /// The message as broadcast (no `to`).
+        message: Element,
+        /// What the engine needs of it (one id for every member: dedup is per registration).
+        stanza: StanzaInfo,
+        /// The members to decide for, with what their bookmarks say.
+        members: Vec<RoomMember>,
+    },
+}
+
+/// A room member rule d decides for, as its XEP-0402 bookmark of the room describes it.
+#[derive(Clone, Debug)]
+pub struct RoomMember {
+    /// Bare JID.
+    pub bare: String,
+    /// The member keeps a XEP-0402 bookmark of the room.
+    pub bookmarked: bool,
+    /// The bookmark's nick (mentions).
+    pub nick: Option<String>,
+    /// The bookmark's XEP-0492 setting.
+    pub setting: Option<herald_push::groupchat::NotifySetting>,
 }
 
 /// What the push engine holds right now.
@@ -493,6 +522,7 @@ impl PushEvent {
                 | PushEvent::StoredOffline { .. }
                 | PushEvent::GroupchatUnrouted { .. }
                 | PushEvent::Reply { .. }
+                | PushEvent::RoomMessage { .. }
         )
     }
 }
