@@ -260,6 +260,12 @@ async fn run_engine(
         };
         let now = Instant::now();
         timing.origin = ev.as_ref().and_then(PushEvent::stanza_at);
+        let answering = match &ev {
+            Some(PushEvent::Reply { iq_id, .. }) if engine.pending_key(iq_id).is_some() => {
+                Some(iq_id.clone())
+            }
+            _ => None,
+        };
         let actions = match ev {
             None => {
                 let actions = engine.poll(now, unix_now());
@@ -280,13 +286,22 @@ async fn run_engine(
                     &mut sessions,
                     &mut stats,
                     &mut tests,
-                    &mut timing,
                     ev,
                     now,
                 )
                 .await
             }
         };
+        // The engine took the answer (it came from the app server the publish went to): the
+        // publish is no longer pending.
+        if let Some(id) = answering.filter(|id| engine.pending_key(id).is_none()) {
+            if let Some(t) = timing.sent.remove(&id) {
+                shared
+                    .metrics
+                    .push_publish_to_reply
+                    .observe(now.saturating_duration_since(t));
+            }
+        }
         execute(&shared, &sessions, &mut stats, &mut timing, actions).await;
         timing.forget_unanswered(&engine);
     }
@@ -340,7 +355,6 @@ async fn handle(
     sessions: &mut HashMap<SessionId, (String, SessionTx)>,
     stats: &mut PushStatsWriter,
     tests: &mut PushTests<TestReply>,
-    timing: &mut Timing,
     ev: PushEvent,
     now: Instant,
 ) -> Vec<Action> {
@@ -394,7 +408,8 @@ async fn handle(
                             !matches!(a, Action::SaveRegistration { reg, .. } if reg.key == key)
                         })
                         .collect();
-                    execute(shared, sessions, stats, timing, actions).await;
+                    // Registrations and removals only, no publish: nothing to time.
+                    execute(shared, sessions, stats, &mut Timing::default(), actions).await;
                     let _ = reply.send(Ok(()));
                     Vec::new()
                 }
@@ -429,7 +444,7 @@ async fn handle(
             match stored {
                 Ok(()) => {
                     let actions = engine.disable(&user, &jid, node.as_deref(), now);
-                    execute(shared, sessions, stats, timing, actions).await;
+                    execute(shared, sessions, stats, &mut Timing::default(), actions).await;
                     let _ = reply.send(Ok(()));
                     Vec::new()
                 }
@@ -555,12 +570,6 @@ async fn handle(
             if !genuine {
                 tracing::debug!(%iq_id, %from, "push reply from the wrong entity ignored");
                 return Vec::new();
-            }
-            if let Some(t) = timing.sent.remove(&iq_id) {
-                shared
-                    .metrics
-                    .push_publish_to_reply
-                    .observe(now.saturating_duration_since(t));
             }
             if let Some((to, answer)) = tests.answered(&iq_id, &reply, error_type, now) {
                 let _ = to.send(answer);
