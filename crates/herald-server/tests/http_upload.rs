@@ -565,3 +565,23 @@ async fn the_service_is_advertised_with_its_limit_only_when_served() {
     let r = slot_iq(&mut a, "a.txt", 1, "text/plain").await;
     assert!(error_of(&r).1.contains(&"service-unavailable".to_string()));
 }
+
+#[tokio::test]
+async fn a_put_beyond_a_quota_reached_since_the_slot_is_413_and_leaves_nothing() {
+    let s = server(|_| {}).await;
+    let mut a = RawClient::login(s.c2s(), "alice", "pw", "r").await;
+    let t = "application/octet-stream";
+    // Three slots of 1000 are handed out while nothing is stored (quota 2500)…
+    let mut slots = Vec::new();
+    for i in 0..3 {
+        slots.push(slot(&mut a, &format!("f{i}"), 1000, t).await);
+    }
+    // …two fill the quota, the third PUT no longer fits.
+    for (p, _) in &slots[..2] {
+        assert_eq!(put(&s, p, t, &[7u8; 1000]).await.status, 201);
+    }
+    let (p, g) = &slots[2];
+    assert_eq!(put(&s, p, t, &[7u8; 1000]).await.status, 413);
+    assert_eq!(on_disk(&s), (2, 0));
+    assert_eq!(get(&s, g, &[]).await.status, 404);
+}
