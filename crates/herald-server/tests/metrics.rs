@@ -149,6 +149,25 @@ async fn counters_move_after_a_login_and_a_message() {
 }
 
 #[tokio::test]
+async fn incoming_s2s_connections_are_counted_while_open() {
+    let s = TestServer::start_with(|c| {
+        c.http.plain_listen = Some("127.0.0.1:0".parse().unwrap());
+        c.s2s.listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let name = "herald_s2s_incoming_connections";
+    assert_eq!(scrape(&s).await[name], 0.0);
+    let peer = RawClient::connect(s.running.s2s_addr.unwrap()).await;
+    until(&s, name, 1.0).await;
+    drop(peer);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while scrape(&s).await[name] != 0.0 {
+        assert!(tokio::time::Instant::now() < deadline, "{name} stayed up");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
 async fn health_answers_and_metrics_can_be_switched_off() {
     let s = server(true).await;
     let r = http::request_plain(s.running.http_plain_addr.unwrap(), "GET", "/health").await;

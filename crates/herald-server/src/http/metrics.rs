@@ -246,6 +246,11 @@ pub async fn render(shared: &Shared) -> String {
         "Outgoing s2s connections that failed before authentication.",
         r(&s.outgoing_failed),
     );
+    o.gauge(
+        "herald_s2s_incoming_connections",
+        "Incoming s2s connections open (authenticated or not).",
+        r(&s.incoming_open),
+    );
     o.counter(
         "herald_s2s_incoming_total",
         "Incoming s2s domain pairs authenticated (SASL EXTERNAL or dialback).",
