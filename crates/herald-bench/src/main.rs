@@ -40,6 +40,8 @@ enum Cmd {
     Chaos(scenario::chaos::ChaosArgs),
     /// Normal chat and logins, quiet and then under floods from a second address; p99 ratio.
     Hostile(scenario::hostile::HostileArgs),
+    /// XEP-0363: a large file up and down over HTTPS, then many small uploads at once.
+    Upload(scenario::upload::UploadArgs),
     /// Write bench accounts into a Prosody data dir (internal_hashed), before Prosody starts.
     ProsodyUsers {
         /// Prosody's data_path.
@@ -109,6 +111,7 @@ fn main() -> Result<()> {
         Cmd::Wake(a) => (a.common.clone(), Box::pin(scenario::wake::run(a))),
         Cmd::Chaos(a) => (a.common.clone(), Box::pin(scenario::chaos::run(a))),
         Cmd::Hostile(a) => (a.common.clone(), Box::pin(scenario::hostile::run(a))),
+        Cmd::Upload(a) => (a.common.clone(), Box::pin(scenario::upload::run(a))),
         Cmd::ProsodyUsers {
             data_dir,
             domain,

@@ -227,6 +227,24 @@ pub enum Action {
     },
 }
 
+/// How the publishes so far ended, one count per attempt (for `/metrics`). Each publish
+/// attempt ends exactly once as `result`, `wait`, `cancel` or `timeout`, except those
+/// forgotten with their registration or a resumed session; `dropped` counts the pushes given
+/// up after `max_attempts` attempts (the device was never woken by them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Outcomes {
+    /// `<iq type='result'/>`.
+    pub result: u64,
+    /// An error the engine retries without counting it ([`Reply::Error`] with `wait`).
+    pub wait: u64,
+    /// An error counted against the registration (any other error).
+    pub cancel: u64,
+    /// No answer within `reply_timeout`.
+    pub timeout: u64,
+    /// Pushes given up: their last attempt timed out or got a `wait` error.
+    pub dropped: u64,
+}
+
 /// Why the engine removed a registration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Removal {
@@ -448,6 +466,8 @@ pub struct Engine {
     sweep: Option<TimerKey>,
     /// Per loaded user, each chat's XEP-0490 displayed marker (RULES.md §14).
     displayed: HashMap<String, Displayed>,
+    /// How publishes ended so far.
+    outcomes: Outcomes,
 }
 
 /// How many chats' displayed markers the engine keeps per user; beyond it the chat
@@ -508,6 +528,7 @@ impl Engine {
             touched: HashMap::new(),
             sweep: None,
             displayed: HashMap::new(),
+            outcomes: Outcomes::default(),
         }
     }
 
@@ -1142,6 +1163,12 @@ impl Engine {
         };
         self.timers.remove(&p.timer);
         self.touch(&p.user, now);
+        let o = &mut self.outcomes;
+        match &reply {
+            Reply::Result => o.result += 1,
+            Reply::Error { wait: true, .. } => o.wait += 1,
+            Reply::Error { wait: false, .. } => o.cancel += 1,
+        }
         match reply {
             Reply::Result => {
                 self.untrack(&p.user, &p.key);
@@ -1200,6 +1227,7 @@ impl Engine {
             match timer {
                 Timer::Reply(iq_id) => {
                     if let Some(p) = self.pending.remove(&iq_id) {
+                        self.outcomes.timeout += 1;
                         self.retry_or_drop(p, "timeout", now, &mut out);
                     }
                 }
@@ -1238,6 +1266,11 @@ impl Engine {
     /// reply comes from its app server before passing it to [`Engine::reply`].
     pub fn pending_key(&self, iq_id: &str) -> Option<&RegKey> {
         self.pending.get(iq_id).map(|p| &p.key)
+    }
+
+    /// How the publishes so far ended.
+    pub fn outcomes(&self) -> Outcomes {
+        self.outcomes
     }
 
     /// Publishes awaiting a reply or waiting to be retried.
@@ -2030,6 +2063,7 @@ impl Engine {
                 },
             );
         } else {
+            self.outcomes.dropped += 1;
             self.untrack(&p.user, &p.key);
             let error_count = self
                 .users

@@ -888,3 +888,52 @@ fn row_device_reconnecting_with_its_client_id_gets_its_registrations_back() {
     e2.reattach_device(USER, S2, "Phone~ffff", c.at(2.0));
     assert!(!e2.has_push(S2));
 }
+
+#[test]
+fn each_publish_attempt_ends_in_one_outcome() {
+    use herald_push::engine::Outcomes;
+    let (c, mut e) = one_device(PushConfig::default());
+    let wait = Reply::Error {
+        wait: true,
+        condition: "resource-constraint".into(),
+    };
+    // One push: wait (retry after 5 s), timeout (retry after 10 s), timeout on the last
+    // attempt: given up.
+    let p = pushes(&e.stored_offline(USER, &imp(1), c.at(0.0)));
+    e.reply(&p[0].iq_id, wait, c.at(1.0), 0);
+    assert_eq!(pushes(&e.poll(c.at(6.0), 0)).len(), 1);
+    e.poll(c.at(36.0), 0);
+    assert_eq!(pushes(&e.poll(c.at(46.0), 0)).len(), 1);
+    e.poll(c.at(76.0), 0);
+    let o = e.outcomes();
+    assert_eq!(
+        o,
+        Outcomes {
+            wait: 1,
+            timeout: 2,
+            dropped: 1,
+            ..Outcomes::default()
+        }
+    );
+    // Later pushes: a result, then the app server's error; unknown or repeated ids and a
+    // late answer to the given-up push change nothing.
+    let p = pushes(&e.stored_offline(USER, &imp(2), c.at(200.0)));
+    e.reply(&p[0].iq_id, Reply::Result, c.at(200.5), 0);
+    e.reply(&p[0].iq_id, Reply::Result, c.at(200.6), 0);
+    e.reply("nope", Reply::Result, c.at(200.7), 0);
+    let p = pushes(&e.stored_offline(USER, &imp(3), c.at(400.0)));
+    let cancel = Reply::Error {
+        wait: false,
+        condition: "item-not-found".into(),
+    };
+    e.reply(&p[0].iq_id, cancel, c.at(400.5), 0);
+    assert_eq!(
+        e.outcomes(),
+        Outcomes {
+            result: 1,
+            cancel: 1,
+            ..o
+        }
+    );
+    assert_eq!(e.pending_len(), 0);
+}

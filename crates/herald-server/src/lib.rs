@@ -58,6 +58,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use herald_proto::stream::Limits;
+use herald_store::histogram::Histogram;
 use herald_store::{roles, Backend, Role, SharedBackend, Store, StoreError};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -104,20 +105,68 @@ pub struct Metrics {
     pub offline_delivered: AtomicU64,
     /// Push publishes sent (retries included).
     pub push_publishes: AtomicU64,
-    /// App-server answers: result.
-    pub push_ok: AtomicU64,
-    /// App-server answers: `wait` errors.
-    pub push_wait: AtomicU64,
-    /// Publishes that timed out.
-    pub push_timeout: AtomicU64,
-    /// App-server answers: other errors.
-    pub push_error: AtomicU64,
+    /// From the event that made a push go out (a message archived, stored offline or queued
+    /// for a sleeping session) to its publish being routed: the push task's queue and work.
+    pub push_event_to_publish: Histogram,
+    /// From a publish being routed to the app server's answer (answers only; timeouts are
+    /// counted by outcome).
+    pub push_publish_to_reply: Histogram,
     /// Registrations removed after too many errors.
     pub push_removed_errors: AtomicU64,
     /// Registrations evicted by `max_devices`.
     pub push_removed_evicted: AtomicU64,
     /// Registrations disabled by their client.
     pub push_removed_disabled: AtomicU64,
+    /// Store calls' durations, per role.
+    pub store: StoreLatency,
+}
+
+/// How long store calls take, one histogram per role (`herald_store::roles`), so an operator
+/// sees which data is slow. Bounded: one entry per role type the code names.
+#[derive(Default, Debug)]
+pub struct StoreLatency {
+    by_role: std::sync::RwLock<std::collections::BTreeMap<&'static str, Arc<Histogram>>>,
+}
+
+impl StoreLatency {
+    /// The histogram of role `R`, made on its first call.
+    pub fn of<R: ?Sized>(&self) -> Arc<Histogram> {
+        let name = role_name::<R>();
+        if let Some(h) = self
+            .by_role
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+        {
+            return h.clone();
+        }
+        self.by_role
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(name)
+            .or_default()
+            .clone()
+    }
+
+    /// Every role called so far, by name.
+    pub fn all(&self) -> Vec<(&'static str, Arc<Histogram>)> {
+        self.by_role
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect()
+    }
+}
+
+/// A role's trait name (`AccountStore`, `Backend` for `roles::All`) from its type,
+/// `dyn herald_store::account::AccountStore + Send + Sync`: roles are trait objects, so the
+/// name is there without a list to keep in step with the roles.
+fn role_name<R: ?Sized>() -> &'static str {
+    let full = std::any::type_name::<R>();
+    let t = full.strip_prefix("dyn ").unwrap_or(full);
+    let t = t.split(" + ").next().unwrap_or(t);
+    t.rsplit("::").next().unwrap_or(t)
 }
 
 /// State every task shares. Each field says who writes it and why it exists.
@@ -244,7 +293,14 @@ impl Shared {
         F: FnOnce(&R) -> Result<T, StoreError> + Send + 'static,
     {
         let store = self.store.clone();
-        match tokio::task::spawn_blocking(move || f(R::of(&*store))).await {
+        let latency = self.metrics.store.of::<R>();
+        let timed = move || {
+            let t = std::time::Instant::now();
+            let r = f(R::of(&*store));
+            latency.observe(t.elapsed());
+            r
+        };
+        match tokio::task::spawn_blocking(timed).await {
             Ok(r) => r,
             Err(e) => Err(StoreError::Corrupt(format!("store task failed: {e}"))),
         }
@@ -360,7 +416,10 @@ impl Shared {
         &self,
         f: impl FnOnce(&R) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        f(R::of(&*self.store))
+        let t = std::time::Instant::now();
+        let r = f(R::of(&*self.store));
+        self.metrics.store.of::<R>().observe(t.elapsed());
+        r
     }
 
     /// A session task started.
@@ -701,5 +760,25 @@ async fn bind(addr: Option<SocketAddr>, key: &str) -> anyhow::Result<Option<TcpL
                 .await
                 .with_context(|| format!("{key}: cannot listen on {a}"))?,
         )),
+    }
+}
+
+#[cfg(test)]
+mod store_latency_tests {
+    use super::*;
+
+    #[test]
+    fn roles_are_named_by_their_trait() {
+        assert_eq!(role_name::<roles::Accounts>(), "AccountStore");
+        assert_eq!(role_name::<roles::Archive>(), "ArchiveStore");
+        assert_eq!(role_name::<roles::All>(), "Backend");
+        let l = StoreLatency::default();
+        l.of::<roles::Push>()
+            .observe(std::time::Duration::from_micros(7));
+        l.of::<roles::Push>()
+            .observe(std::time::Duration::from_micros(9));
+        let all = l.all();
+        assert_eq!(all.len(), 1);
+        assert_eq!((all[0].0, all[0].1.snapshot().count), ("PushStore", 2));
     }
 }

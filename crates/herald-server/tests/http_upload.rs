@@ -429,15 +429,38 @@ async fn slow_or_oversized_request_heads_and_too_many_connections_are_cut_off() 
         c.http.max_connections = 3;
     })
     .await;
-    // Oversized head: 431 (or the connection is closed), never served.
-    let io = http::tls(addr(&s), &data(&s), &["http/1.1"]).await;
+    // Oversized head: 431, never served, over HTTP/1.1 and HTTP/2 alike; a head just under
+    // the limit is served.
     let big = "x".repeat(20_000);
+    let io = http::tls(addr(&s), &data(&s), &["http/1.1"]).await;
     let r = raw_exchange(
         io,
         &format!("GET /health HTTP/1.1\r\nhost: localhost\r\nx-big: {big}\r\n\r\n"),
     )
     .await;
-    assert!(r.is_empty() || r.starts_with("HTTP/1.1 431"), "{r}");
+    assert!(r.starts_with("HTTP/1.1 431"), "{r}");
+    let r = http::request_h2(
+        addr(&s),
+        &data(&s),
+        "GET",
+        "/health",
+        &[("x-big", &big)],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 431);
+    let fits = "x".repeat(7_000);
+    assert_eq!(get(&s, "/health", &[("x-big", &fits)]).await.status, 200);
+    let r = http::request_h2(
+        addr(&s),
+        &data(&s),
+        "GET",
+        "/health",
+        &[("x-big", &fits)],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 200);
     // Slowloris: half a head, then nothing: closed after request_timeout.
     let io = http::tls(addr(&s), &data(&s), &["http/1.1"]).await;
     let t = std::time::Instant::now();
@@ -541,4 +564,24 @@ async fn the_service_is_advertised_with_its_limit_only_when_served() {
     assert!(!xml(&r).contains(UPLOAD), "{}", xml(&r));
     let r = slot_iq(&mut a, "a.txt", 1, "text/plain").await;
     assert!(error_of(&r).1.contains(&"service-unavailable".to_string()));
+}
+
+#[tokio::test]
+async fn a_put_beyond_a_quota_reached_since_the_slot_is_413_and_leaves_nothing() {
+    let s = server(|_| {}).await;
+    let mut a = RawClient::login(s.c2s(), "alice", "pw", "r").await;
+    let t = "application/octet-stream";
+    // Three slots of 1000 are handed out while nothing is stored (quota 2500)…
+    let mut slots = Vec::new();
+    for i in 0..3 {
+        slots.push(slot(&mut a, &format!("f{i}"), 1000, t).await);
+    }
+    // …two fill the quota, the third PUT no longer fits.
+    for (p, _) in &slots[..2] {
+        assert_eq!(put(&s, p, t, &[7u8; 1000]).await.status, 201);
+    }
+    let (p, g) = &slots[2];
+    assert_eq!(put(&s, p, t, &[7u8; 1000]).await.status, 413);
+    assert_eq!(on_disk(&s), (2, 0));
+    assert_eq!(get(&s, g, &[]).await.status, 404);
 }

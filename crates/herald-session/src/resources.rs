@@ -30,6 +30,8 @@ pub struct ResourceEntry<Tx> {
     pub carbons: bool,
     /// XEP-0198 hibernation: the connection is gone, the session waits to be resumed.
     pub hibernated: bool,
+    /// What carried the connection that bound it (`"tcp"`, `"websocket"`), for metrics.
+    pub transport: &'static str,
 }
 
 /// What binding a resource did to the account's other sessions.
@@ -199,6 +201,7 @@ mod tests {
             available,
             carbons: false,
             hibernated: false,
+            transport: "tcp",
         }
     }
 

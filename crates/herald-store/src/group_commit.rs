@@ -52,6 +52,8 @@ pub struct WriterStats {
     pub commits: AtomicU64,
     /// Time spent in those commits, microseconds.
     pub commit_micros: AtomicU64,
+    /// Each commit's duration (the wait a message's archiving adds beyond `commit_delay`).
+    pub commit_latency: crate::histogram::Histogram,
 }
 
 impl ArchiveWriter {
@@ -165,6 +167,7 @@ fn run(store: Archive, mut rx: mpsc::Receiver<Work>, delay: Duration, stats: &Wr
         let r = store.archive_batch(&items);
         let micros = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
         stats.commit_micros.fetch_add(micros, Ordering::Relaxed);
+        stats.commit_latency.observe_micros(micros);
         stats.commits.fetch_add(1, Ordering::Relaxed);
         match r {
             Ok(()) => {

@@ -25,6 +25,7 @@ pub mod cache;
 mod error;
 mod fast;
 pub mod group_commit;
+pub mod histogram;
 mod invite;
 mod muc;
 mod offline;

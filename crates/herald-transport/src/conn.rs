@@ -100,11 +100,17 @@ pub struct Conn {
     pub header_sent: bool,
     /// The local domain this stream is for (from its header; the primary domain until then).
     pub domain: String,
+    /// What carries the stream, for `/metrics` labels: [`TRANSPORT_TCP`] unless the
+    /// listener that made it says otherwise (WebSocket).
+    pub transport: &'static str,
     /// Whatever the owner counts this connection with (a slot of a connection limit): kept
     /// for as long as the connection lives, across TLS upgrades and hand-overs, and dropped
     /// with it.
     slot: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
+
+/// The `transport` label of a stream over TCP (with or without TLS).
+pub const TRANSPORT_TCP: &str = "tcp";
 
 impl Conn {
     /// Wraps a socket.
@@ -116,6 +122,7 @@ impl Conn {
             peer,
             header_sent: false,
             domain: domain.to_string(),
+            transport: TRANSPORT_TCP,
             slot: None,
         }
     }
@@ -184,6 +191,7 @@ impl Conn {
             ns,
             peer,
             domain,
+            transport,
             slot,
             ..
         } = self;
@@ -202,6 +210,7 @@ impl Conn {
             peer,
             header_sent: false,
             domain,
+            transport,
             slot,
         })
     }

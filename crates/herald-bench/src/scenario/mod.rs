@@ -8,6 +8,7 @@ pub mod idle;
 pub mod login;
 pub mod messages;
 pub mod push;
+pub mod upload;
 pub mod wake;
 
 use crate::conn::{self, AuthMech, LoginOpts, Session, Target, TlsMode};

@@ -328,6 +328,7 @@ async fn run_engine(
     let mut sessions: HashMap<SessionId, (String, SessionTx)> = HashMap::new();
     let mut stats = PushStatsWriter::new(shared.store.clone());
     let mut tests = PushTests::<TestReply>::default();
+    let mut timing = Timing::default();
     // Not stopped by the shutdown signal: sessions ask it for their push state while they
     // are saved; `Running::stop` sends `Stop` once they are done.
     loop {
@@ -353,6 +354,13 @@ async fn run_engine(
             _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => None,
         };
         let now = Instant::now();
+        timing.origin = ev.as_ref().and_then(PushEvent::stanza_at);
+        let answering = match &ev {
+            Some(PushEvent::Reply { iq_id, .. }) if engine.pending_key(iq_id).is_some() => {
+                Some(iq_id.clone())
+            }
+            _ => None,
+        };
         let actions = match ev {
             None => {
                 let actions = engine.poll(now, unix_now());
@@ -379,7 +387,39 @@ async fn run_engine(
                 .await
             }
         };
-        execute(&shared, &sessions, &mut stats, actions).await;
+        // The engine took the answer (it came from the app server the publish went to): the
+        // publish is no longer pending.
+        if let Some(id) = answering.filter(|id| engine.pending_key(id).is_none()) {
+            if let Some(t) = timing.sent.remove(&id) {
+                shared
+                    .metrics
+                    .push_publish_to_reply
+                    .observe(now.saturating_duration_since(t));
+            }
+        }
+        execute(&shared, &sessions, &mut stats, &mut timing, actions).await;
+        timing.forget_unanswered(&engine);
+    }
+}
+
+/// What the push latency histograms need between events: when each publish in flight was
+/// routed, and when the event being handled reached the push path.
+#[derive(Default)]
+struct Timing {
+    /// Publish id → when it was routed. Ids the engine no longer waits for (timed out,
+    /// dropped with their registration) are forgotten by [`Timing::forget_unanswered`].
+    sent: HashMap<String, Instant>,
+    /// The current event's stanza time (unix micros), for publishes it causes.
+    origin: Option<i64>,
+}
+
+impl Timing {
+    /// Bounds `sent` by the engine's own bound on publishes in flight: when it holds clearly
+    /// more ids than the engine waits for, the others are dropped (amortised: rarely a scan).
+    fn forget_unanswered(&mut self, engine: &Engine) {
+        if self.sent.len() > 2 * engine.pending_len() + 64 {
+            self.sent.retain(|id, _| engine.pending_key(id).is_some());
+        }
     }
 }
 
@@ -463,7 +503,8 @@ async fn handle(
                             !matches!(a, Action::SaveRegistration { reg, .. } if reg.key == key)
                         })
                         .collect();
-                    execute(shared, sessions, stats, actions).await;
+                    // Registrations and removals only, no publish: nothing to time.
+                    execute(shared, sessions, stats, &mut Timing::default(), actions).await;
                     let _ = reply.send(Ok(()));
                     Vec::new()
                 }
@@ -498,7 +539,7 @@ async fn handle(
             match stored {
                 Ok(()) => {
                     let actions = engine.disable(&user, &jid, node.as_deref(), now);
-                    execute(shared, sessions, stats, actions).await;
+                    execute(shared, sessions, stats, &mut Timing::default(), actions).await;
                     let _ = reply.send(Ok(()));
                     Vec::new()
                 }
@@ -633,6 +674,7 @@ async fn handle(
             stats.sync().await;
             let _ = reply.send(PushStats {
                 pending: engine.pending_len(),
+                outcomes: engine.outcomes(),
             });
             Vec::new()
         }
@@ -665,6 +707,7 @@ async fn execute(
     shared: &Arc<Shared>,
     sessions: &HashMap<SessionId, (String, SessionTx)>,
     stats: &mut PushStatsWriter,
+    timing: &mut Timing,
     actions: Vec<Action>,
 ) {
     for a in actions {
@@ -677,6 +720,14 @@ async fn execute(
             } => {
                 tracing::debug!(%iq_id, %user, app = %key.jid, node = %key.node, "push publish");
                 count(&shared.metrics.push_publishes);
+                timing.sent.insert(iq_id.clone(), Instant::now());
+                if let Some(at) = timing.origin {
+                    let waited = herald_xep::delay::now_micros().saturating_sub(at);
+                    shared
+                        .metrics
+                        .push_event_to_publish
+                        .observe_micros(u64::try_from(waited).unwrap_or(0));
+                }
                 // A local app-server component that is not connected: the fact goes to
                 // herald-push, which says how it counts (reply::unreachable).
                 let domain = key
@@ -752,14 +803,6 @@ async fn execute(
                 last_push,
                 last_result,
             } => {
-                let m = &shared.metrics;
-                match last_result.as_deref() {
-                    None => {}
-                    Some("ok") => count(&m.push_ok),
-                    Some("wait") => count(&m.push_wait),
-                    Some("timeout") => count(&m.push_timeout),
-                    Some(_) => count(&m.push_error),
-                }
                 stats
                     .add(PushStatsUpdate {
                         user,

@@ -13,6 +13,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use herald_store::histogram::Snapshot;
 use herald_store::roles;
 
 use crate::Shared;
@@ -39,6 +40,55 @@ impl Out {
     fn gauge(&mut self, name: &str, help: &str, v: u64) {
         self.metric(name, "gauge", help, &[("", v)]);
     }
+
+    /// A histogram in seconds, one series per label set (`""`: none).
+    fn histogram(&mut self, name: &str, help: &str, series: &[(String, Snapshot)]) {
+        let _ = writeln!(self.0, "# HELP {name} {help}");
+        let _ = writeln!(self.0, "# TYPE {name} histogram");
+        for (labels, h) in series {
+            let sep = if labels.is_empty() { "" } else { "," };
+            for (le, n) in &h.cumulative {
+                let le = *le as f64 / 1e6;
+                let _ = writeln!(self.0, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {n}");
+            }
+            let _ = writeln!(
+                self.0,
+                "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
+                h.count
+            );
+            let braced = if labels.is_empty() {
+                String::new()
+            } else {
+                format!("{{{labels}}}")
+            };
+            let _ = writeln!(
+                self.0,
+                "{name}_sum{braced} {:.6}",
+                h.sum_micros as f64 / 1e6
+            );
+            let _ = writeln!(self.0, "{name}_count{braced} {}", h.count);
+        }
+    }
+}
+
+/// The `herald_sessions` samples: live sessions per transport (TCP always listed, so the
+/// series exists from the start), hibernated ones (no connection, so no transport).
+fn session_samples(sessions: &[crate::routing::router::ResourceEntry]) -> Vec<(String, u64)> {
+    let mut live = std::collections::BTreeMap::from([(herald_transport::conn::TRANSPORT_TCP, 0)]);
+    let mut hibernated = 0;
+    for s in sessions {
+        if s.hibernated {
+            hibernated += 1;
+        } else {
+            *live.entry(s.transport).or_default() += 1;
+        }
+    }
+    let mut out: Vec<(String, u64)> = live
+        .into_iter()
+        .map(|(t, n)| (format!("state=\"live\",transport=\"{t}\""), n))
+        .collect();
+    out.push(("state=\"hibernated\"".to_string(), hibernated));
+    out
 }
 
 /// `GET /metrics`.
@@ -64,16 +114,13 @@ pub async fn render(shared: &Shared) -> String {
         "Open XMPP connections (c2s, s2s incoming, components).",
         shared.conns.total() as u64,
     );
-    let sessions = shared.router.all_sessions();
-    let hibernated = sessions.iter().filter(|s| s.hibernated).count() as u64;
+    let sessions = session_samples(&shared.router.all_sessions());
+    let sessions: Vec<(&str, u64)> = sessions.iter().map(|(l, n)| (l.as_str(), *n)).collect();
     o.metric(
         "herald_sessions",
         "gauge",
-        "Bound c2s sessions by state.",
-        &[
-            ("state=\"live\"", sessions.len() as u64 - hibernated),
-            ("state=\"hibernated\"", hibernated),
-        ],
+        "Bound c2s sessions: live by transport, and hibernated.",
+        &sessions,
     );
     o.counter(
         "herald_logins_total",
@@ -116,28 +163,30 @@ pub async fn render(shared: &Shared) -> String {
         "Archive transactions (group commits).",
         r(&a.commits),
     );
-    let _ = writeln!(
-        o.0,
-        "# HELP herald_archive_commit_seconds_total Time spent committing archive transactions.\n\
-         # TYPE herald_archive_commit_seconds_total counter\n\
-         herald_archive_commit_seconds_total {:.6}",
-        r(&a.commit_micros) as f64 / 1e6
+    o.histogram(
+        "herald_archive_commit_seconds",
+        "Duration of archive transactions (group commits).",
+        &[(String::new(), a.commit_latency.snapshot())],
     );
     o.counter(
         "herald_push_publishes_total",
         "XEP-0357 publishes sent to app servers (retries included).",
         r(&m.push_publishes),
     );
-    o.metric(
-        "herald_push_replies_total",
-        "counter",
-        "App-server answers to publishes by outcome.",
-        &[
-            ("outcome=\"ok\"", r(&m.push_ok)),
-            ("outcome=\"wait\"", r(&m.push_wait)),
-            ("outcome=\"timeout\"", r(&m.push_timeout)),
-            ("outcome=\"error\"", r(&m.push_error)),
-        ],
+    o.histogram(
+        "herald_push_event_to_publish_seconds",
+        "From a message archived, stored offline or queued for a sleeping session to its push publish.",
+        &[(String::new(), m.push_event_to_publish.snapshot())],
+    );
+    o.histogram(
+        "herald_push_publish_to_reply_seconds",
+        "From a push publish to the app server's answer.",
+        &[(String::new(), m.push_publish_to_reply.snapshot())],
+    );
+    o.counter(
+        "herald_push_events_dropped_total",
+        "Stanza events the push task was too busy to take (a push lost).",
+        shared.push.events_dropped(),
     );
     o.metric(
         "herald_push_registrations_removed_total",
@@ -156,7 +205,31 @@ pub async fn render(shared: &Shared) -> String {
             "Publishes awaiting an answer or a retry.",
             p.pending as u64,
         );
+        let x = p.outcomes;
+        o.metric(
+            "herald_push_outcomes_total",
+            "counter",
+            "How push publish attempts ended; dropped: pushes given up after their last attempt.",
+            &[
+                ("outcome=\"result\"", x.result),
+                ("outcome=\"wait\"", x.wait),
+                ("outcome=\"cancel\"", x.cancel),
+                ("outcome=\"timeout\"", x.timeout),
+                ("outcome=\"dropped\"", x.dropped),
+            ],
+        );
     }
+    let store: Vec<(String, Snapshot)> = m
+        .store
+        .all()
+        .into_iter()
+        .map(|(role, h)| (format!("role=\"{role}\""), h.snapshot()))
+        .collect();
+    o.histogram(
+        "herald_store_seconds",
+        "Duration of store calls, by role (the store trait called).",
+        &store,
+    );
     let s = &shared.s2s.metrics;
     o.gauge(
         "herald_s2s_outgoing_connections",
@@ -172,6 +245,11 @@ pub async fn render(shared: &Shared) -> String {
         "herald_s2s_outgoing_failed_total",
         "Outgoing s2s connections that failed before authentication.",
         r(&s.outgoing_failed),
+    );
+    o.gauge(
+        "herald_s2s_incoming_connections",
+        "Incoming s2s connections open (authenticated or not).",
+        r(&s.incoming_open),
     );
     o.counter(
         "herald_s2s_incoming_total",

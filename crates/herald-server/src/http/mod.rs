@@ -6,11 +6,11 @@
 //! upgrades enabled).
 //!
 //! Bounded: at most `max_connections` connections at once (one beyond is closed at once), a
-//! request head of at most `max_header_bytes` (HTTP/1: 431; HTTP/2: the header list limit),
-//! `request_timeout` to send a head (and between two reads of an upload body), and a
-//! connection with no bytes moving either way for `idle_timeout` is closed — slowloris
-//! senders and idle keep-alives cost a slot for that long at most. At shutdown each
-//! connection finishes its request in flight and closes.
+//! request head of at most `max_header_bytes` (beyond: 431, over HTTP/1.1 and, as the
+//! header list limit, HTTP/2), `request_timeout` to send a head (and between two reads of an
+//! upload body), and a connection with no bytes moving either way for `idle_timeout` is
+//! closed — slowloris senders and idle keep-alives cost a slot for that long at most. At
+//! shutdown each connection finishes its request in flight and closes.
 //!
 //! It must not parse XMPP or decide protocol rules: slot terms, signatures and ranges are
 //! herald-xep's (`herald_xep::upload`).

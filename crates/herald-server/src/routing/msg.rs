@@ -503,12 +503,27 @@ pub struct PushStats {
     /// Publishes awaiting a reply or waiting for a retry (bounded; 0 when the app servers
     /// have answered or timed out for good).
     pub pending: usize,
+    /// How publishes ended so far.
+    pub outcomes: herald_push::engine::Outcomes,
 }
 
 /// Stanza events (which may be dropped under overload) queued for the push task at most.
 const MAX_QUEUED_STANZA_EVENTS: usize = 65_536;
 
 impl PushEvent {
+    /// When the stanza this event is about reached the push path (unix micros), for the
+    /// event → publish latency; None for events that are not about a new stanza (lifecycle,
+    /// replies, and the unacked queues of rule a, whose wait is the ack timeout's).
+    pub fn stanza_at(&self) -> Option<i64> {
+        match self {
+            PushEvent::Archived { stanza, .. }
+            | PushEvent::StoredOffline { stanza, .. }
+            | PushEvent::GroupchatUnrouted { stanza, .. }
+            | PushEvent::StanzaQueued { stanza, .. } => Some(stanza.at).filter(|at| *at > 0),
+            _ => None,
+        }
+    }
+
     /// Events about one stanza (or a reply) may be dropped when the push task is
     /// overwhelmed: a push is lost, nothing else. Session lifecycle events, requests a
     /// client or operator waits for, and state transfers are never dropped: losing one
@@ -535,16 +550,24 @@ impl PushEvent {
 pub struct PushHandle {
     tx: mpsc::UnboundedSender<PushEvent>,
     queued: Arc<AtomicUsize>,
+    /// Stanza events dropped because `MAX_QUEUED_STANZA_EVENTS` were queued (`/metrics`).
+    dropped: Arc<std::sync::atomic::AtomicU64>,
     prefix: String,
     classifier: Arc<Classifier>,
 }
 
 impl PushHandle {
+    /// Stanza events dropped so far because the push task was overwhelmed.
+    pub fn events_dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
     /// Queues an event.
     pub fn send(&self, ev: PushEvent) {
         let droppable = ev.droppable();
         if droppable && self.queued.fetch_add(1, Ordering::Relaxed) >= MAX_QUEUED_STANZA_EVENTS {
             self.queued.fetch_sub(1, Ordering::Relaxed);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
             tracing::warn!("push task overwhelmed; stanza event dropped");
             return;
         }
@@ -690,6 +713,7 @@ pub fn channel(important: &[String]) -> (PushHandle, mpsc::UnboundedReceiver<Pus
         PushHandle {
             tx,
             queued: Arc::new(AtomicUsize::new(0)),
+            dropped: Default::default(),
             prefix,
             classifier: Arc::new(classifier(important)),
         },

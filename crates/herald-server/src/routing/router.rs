@@ -179,6 +179,7 @@ pub(crate) fn test_entry(res: &str, id: u64) -> ResourceEntry {
         available: true,
         carbons: false,
         hibernated: false,
+        transport: herald_transport::conn::TRANSPORT_TCP,
     }
 }
 

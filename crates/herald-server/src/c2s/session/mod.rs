@@ -235,6 +235,7 @@ impl Session {
             available: false,
             carbons: false,
             hibernated: false,
+            transport: conn.transport,
         };
         let max = shared.cfg.limits.max_sessions_per_account;
         let (old, why) = match shared.router.bind(&bare, entry, max) {
@@ -312,6 +313,9 @@ impl Session {
             available: state.available,
             carbons: state.carbons,
             hibernated: true,
+            // Restored after a restart without a connection (which listener it had is not
+            // saved); it counts as hibernated until it resumes.
+            transport: herald_transport::conn::TRANSPORT_TCP,
         };
         let max = shared.cfg.limits.max_sessions_per_account;
         if !matches!(shared.router.bind(&bare, entry, max), Ok(Bound::Added)) {

@@ -80,8 +80,25 @@ enum Next {
     Done,
 }
 
+/// Counts an incoming connection as open for as long as its task holds it, however it ends.
+struct OpenGuard<'a>(&'a std::sync::atomic::AtomicU64);
+
+impl<'a> OpenGuard<'a> {
+    fn new(c: &'a std::sync::atomic::AtomicU64) -> Self {
+        c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        OpenGuard(c)
+    }
+}
+
+impl Drop for OpenGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, direct_tls: bool) {
     let s2s = &shared.s2s;
+    let _open = OpenGuard::new(&s2s.metrics.incoming_open);
     // Twice the connect timeout leaves room for a dialback callback to the peer.
     let negotiation = shared.cfg.s2s.connect_timeout.0 * 2;
     let acceptor = conn::acceptor(&s2s.tls.server);

@@ -36,6 +36,8 @@ pub use herald_transport::s2s_error::S2sError;
 /// Counters for operators and tests.
 #[derive(Default, Debug)]
 pub struct S2sMetrics {
+    /// Incoming connections open now (authenticated or not).
+    pub incoming_open: AtomicU64,
     /// Outgoing connections authenticated (any method).
     pub outgoing_established: AtomicU64,
     /// Outgoing connections that failed before authentication.
