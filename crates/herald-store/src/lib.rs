@@ -29,6 +29,7 @@ mod invite;
 mod muc;
 mod offline;
 mod pep;
+mod pg;
 mod private;
 mod push;
 pub mod push_stats;
@@ -46,6 +47,9 @@ pub mod conformance;
 #[cfg(test)]
 mod tests;
 
+#[cfg(test)]
+mod pg_tests;
+
 pub use account::{AccountStore, Credentials, ScramRecord};
 pub use archive::{ArchivePage, ArchiveQuery, ArchiveStore, ArchivedMessage, MamPrefs};
 pub use block::BlockStore;
@@ -55,6 +59,7 @@ pub use invite::{Invite, InviteStore};
 pub use muc::{MucRoom, MucStore};
 pub use offline::{OfflineMessage, OfflineStore};
 pub use pep::{PepItem, PepLimits, PepPublish, PepStore};
+pub use pg::{PgOptions, PgStore};
 pub use private::{PrivateItem, PrivateStore};
 pub use push::{
     PushRegistration, PushRemoval, PushStatsUpdate, PushStore, RemovalNote, MAX_REMOVALS_PER_USER,
