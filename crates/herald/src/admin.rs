@@ -19,10 +19,17 @@ use herald_server::Config;
 /// The recorded reason of registrations removed with `herald push remove`.
 pub const REMOVED_BY_OPERATOR: &str = "removed by the operator";
 
-/// Opens the configured store.
-pub fn open_store(cfg: &Config) -> Result<Store> {
-    Store::open_with(&cfg.data_dir, &cfg.store.options())
-        .with_context(|| format!("opening the store in {}", cfg.data_dir.display()))
+/// Opens the configured store (SQLite in `data_dir`, or PostgreSQL at `[store] url`).
+pub fn open_store(cfg: &Config) -> Result<Box<dyn Backend>> {
+    if cfg.store.is_postgres() {
+        // Not the URL in the message: it may hold a password.
+        let store = herald_store::PgStore::open(&cfg.store.pg_options())
+            .context("opening the PostgreSQL store ([store] url)")?;
+        return Ok(Box::new(store));
+    }
+    let store = Store::open_with(&cfg.data_dir, &cfg.store.options())
+        .with_context(|| format!("opening the store in {}", cfg.data_dir.display()))?;
+    Ok(Box::new(store))
 }
 
 /// Parses `user@domain` or `user` into an account JID of the configured domain.
@@ -387,13 +394,12 @@ fn parse_push_test(reply: &str) -> Result<Vec<TestResult>> {
 /// carries it; only the token's hash is stored.
 pub fn create_invite(
     cfg: &Config,
-    store: &Store,
+    store: &dyn Backend,
     for_user: Option<&BareJid>,
     expires: Option<std::time::Duration>,
     uses: u32,
 ) -> Result<(String, String, String)> {
     use herald_server::xep::register as xr;
-    use herald_store::InviteStore;
     if uses == 0 {
         bail!("--uses must be at least 1");
     }

@@ -54,6 +54,18 @@ pub struct PgOptions {
 }
 
 impl PgOptions {
+    /// Whether `url` is a connection string the client can use (without connecting); the
+    /// error never repeats the URL, which may hold a password.
+    pub fn check_url(url: &str) -> std::result::Result<(), String> {
+        let config: postgres::Config = url
+            .parse()
+            .map_err(|e| format!("not a PostgreSQL connection URL: {e}"))?;
+        if config.get_hosts().is_empty() {
+            return Err("the URL names no host".into());
+        }
+        Ok(())
+    }
+
     /// Default pool and timeout for `url`.
     pub fn new(url: &str) -> PgOptions {
         PgOptions {
@@ -68,8 +80,31 @@ impl PgOptions {
 /// The PostgreSQL store. Cheap to clone (the pool is shared), `Send + Sync`; every call blocks.
 #[derive(Clone)]
 pub struct PgStore {
-    pool: Pool,
+    pool: std::sync::Arc<PoolOwner>,
     schema: Option<String>,
+}
+
+/// The pool, closed off any runtime when the last handle goes: closing a connection of the
+/// synchronous client blocks on its own runtime, which panics on a tokio worker thread (the
+/// server drops its store in async code at shutdown).
+struct PoolOwner(Option<Pool>);
+
+impl std::ops::Deref for PoolOwner {
+    type Target = Pool;
+    fn deref(&self) -> &Pool {
+        // Only `drop` takes it, and nothing derefs after that.
+        self.0
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("pool used after drop"))
+    }
+}
+
+impl Drop for PoolOwner {
+    fn drop(&mut self) {
+        if let Some(pool) = self.0.take() {
+            off_runtime(move || drop(pool));
+        }
+    }
 }
 
 impl std::fmt::Debug for PgStore {
@@ -170,6 +205,10 @@ impl PgStore {
     /// Connects, creates the schema if [`PgOptions::schema`] names one, and applies the
     /// missing migrations.
     pub fn open(options: &PgOptions) -> Result<PgStore> {
+        off_runtime(|| Self::open_here(options))
+    }
+
+    fn open_here(options: &PgOptions) -> Result<PgStore> {
         let mut config: postgres::Config = options
             .url
             .parse()
@@ -196,7 +235,7 @@ impl PgStore {
             .build(manager)
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let store = PgStore {
-            pool,
+            pool: std::sync::Arc::new(PoolOwner(Some(pool))),
             schema: options.schema.clone(),
         };
         store.migrate()?;
@@ -267,26 +306,57 @@ impl PgStore {
     }
 
     /// Runs `f` in one READ COMMITTED transaction and commits it.
-    pub(crate) fn write<T>(&self, f: impl FnOnce(&mut Transaction<'_>) -> Result<T>) -> Result<T> {
-        let mut conn = self.conn()?;
-        let mut tx = conn.transaction()?;
-        let out = f(&mut tx)?;
-        tx.commit()?;
-        Ok(out)
+    pub(crate) fn write<T: Send>(
+        &self,
+        f: impl FnOnce(&mut Transaction<'_>) -> Result<T> + Send,
+    ) -> Result<T> {
+        off_runtime(|| {
+            let mut conn = self.conn()?;
+            let mut tx = conn.transaction()?;
+            let out = f(&mut tx)?;
+            tx.commit()?;
+            Ok(out)
+        })
     }
 
     /// Runs `f` in a read-only REPEATABLE READ transaction: one consistent snapshot, as a
     /// SQLite read transaction gives.
-    pub(crate) fn read<T>(&self, f: impl FnOnce(&mut Transaction<'_>) -> Result<T>) -> Result<T> {
-        let mut conn = self.conn()?;
-        let mut tx = conn
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()?;
-        let out = f(&mut tx)?;
-        tx.commit()?;
-        Ok(out)
+    pub(crate) fn read<T: Send>(
+        &self,
+        f: impl FnOnce(&mut Transaction<'_>) -> Result<T> + Send,
+    ) -> Result<T> {
+        off_runtime(|| {
+            let mut conn = self.conn()?;
+            let mut tx = conn
+                .build_transaction()
+                .isolation_level(IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()?;
+            let out = f(&mut tx)?;
+            tx.commit()?;
+            Ok(out)
+        })
+    }
+}
+
+/// Runs `f`, which blocks on the `postgres` client, where that is allowed.
+///
+/// The synchronous client drives its connection with a runtime of its own and panics when
+/// called on a thread that is running tokio tasks. The server calls the store from
+/// `spawn_blocking` (no runtime there: `f` runs as is), but a call made straight from async
+/// code (a test, an operator command, a path that forgot `spawn_blocking`) must not crash:
+/// on a multi-thread runtime's worker `block_in_place` hands the worker's tasks to another
+/// thread while `f` blocks; a current-thread runtime cannot do that, so `f` runs on a
+/// short-lived thread of its own.
+fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Err(_) => f(),
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        Ok(_) => std::thread::scope(|s| match s.spawn(f).join() {
+            Ok(v) => v,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }),
     }
 }
 
