@@ -1,9 +1,10 @@
-//! Herald's storage: role-sized traits and their embedded SQLite backend.
+//! Herald's storage: role-sized traits, their embedded SQLite backend ([`Store`]) and their
+//! PostgreSQL backend ([`PgStore`]).
 //!
 //! Each role the server needs (accounts, roster, offline messages, blocking, the message
 //! archive, push registrations, XEP-0198 sessions, vCards, private XML) is a small trait implemented by [`Store`], so a feature module
-//! depends only on the role it uses and another backend (PostgreSQL later) can implement the
-//! same traits and pass the same `conformance` suite (module behind the `conformance`
+//! depends only on the role it uses and another backend (PostgreSQL, `pg/`) implements the
+//! same traits and passes the same `conformance` suite (module behind the `conformance`
 //! feature).
 //!
 //! Everything is plain data here: users are bare JID strings (`"user@domain"`, so several
