@@ -60,7 +60,7 @@ pub use invite::{Invite, InviteStore};
 pub use muc::{MucRoom, MucStore};
 pub use offline::{OfflineMessage, OfflineStore};
 pub use pep::{PepItem, PepLimits, PepPublish, PepStore};
-pub use pg::{PgOptions, PgStore};
+pub use pg::{sqlite_file, CopiedTable, PgOptions, PgStore};
 pub use private::{PrivateItem, PrivateStore};
 pub use push::{
     PushRegistration, PushRemoval, PushStatsUpdate, PushStore, RemovalNote, MAX_REMOVALS_PER_USER,

@@ -228,3 +228,174 @@ fn group_commit_on_postgres() {
     assert_eq!(page.items.len(), 99);
     assert_eq!(store.archive_usage("a@x").unwrap().messages, 99);
 }
+
+/// Every SQLite table has its PostgreSQL counterpart with the same columns (the push
+/// tables' rowid is their `seq` there): what the copy relies on, and what a new role must
+/// keep when it adds a table to one backend.
+#[test]
+fn both_backends_have_the_same_tables_and_columns() {
+    let Some(f) = fresh("schemas") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    Store::open(dir.path()).unwrap();
+    let conn = rusqlite::Connection::open(dir.path().join(crate::sqlite::DATABASE_FILE)).unwrap();
+    let mut c = postgres::Client::connect(&f.url, NoTls).unwrap();
+    for table in crate::pg::copy_tables_for_test(&conn) {
+        let (name, mut want) = table;
+        if name == "push_registrations" || name == "push_removals" {
+            want.push("seq".into());
+        }
+        want.sort();
+        let mut got: Vec<String> = c
+            .query(
+                "SELECT column_name::TEXT FROM information_schema.columns
+                 WHERE table_schema = $1 AND table_name = $2",
+                &[&f.schema, &name],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        got.sort();
+        assert_eq!(got, want, "columns of {name}");
+    }
+}
+
+/// `copy_from_sqlite`: an installation filled through the role traits reads back the same
+/// through the PostgreSQL store, counts match, new ids follow the copied ones, and a second
+/// copy into the now non-empty store is refused.
+#[test]
+fn a_sqlite_installation_copies_into_postgres() {
+    let Some(f) = fresh("copy") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let src = Store::open(dir.path()).unwrap();
+    let u = "u@copy.test";
+    src.create_account(u, &creds(7)).unwrap();
+    src.create_account("v@copy.test", &creds(8)).unwrap();
+    let item = RosterItem {
+        jid: "v@copy.test".into(),
+        name: Some("V".into()),
+        subscription: Subscription::Both,
+        ask: false,
+        groups: vec!["b".into(), "a".into()],
+    };
+    src.set_roster_item(u, &item).unwrap();
+    src.set_roster_item(u, &item).unwrap();
+    src.add_subscription_request(u, "w@x.test", "<presence type='subscribe'/>", 10)
+        .unwrap();
+    let first = src
+        .store_offline(u, "<message id='o1'/>", 10, 1 << 20)
+        .unwrap();
+    src.store_offline(u, "<message id='o2'/>", 10, 1 << 20)
+        .unwrap();
+    src.delete_offline(u, &[first]).unwrap();
+    for i in 0..5 {
+        src.archive(u, &msg(&format!("a{i}"), "v@copy.test", 100), "")
+            .unwrap();
+    }
+    src.block(u, &["bad@x.test".to_string()], 10).unwrap();
+    for (node, at) in [("late", 200), ("early", 100)] {
+        src.upsert_push_registration(&PushRegistration {
+            user: u.into(),
+            jid: "push.x.test".into(),
+            node: node.into(),
+            publish_options_xml: None,
+            enabled_at: at,
+            resource: Some("phone".into()),
+            lang: None,
+            error_count: 2,
+            last_push: Some(5),
+            last_result: Some("ok".into()),
+        })
+        .unwrap();
+    }
+    let limits = PepLimits {
+        max_nodes: 10,
+        max_bytes: 1 << 20,
+    };
+    for id in ["1", "2", "3"] {
+        let it = PepItem {
+            id: id.into(),
+            xml: format!("<p n='{id}'/>"),
+        };
+        src.pep_publish(u, "n", Some("cfg"), Some(&it), 10, limits)
+            .unwrap();
+    }
+    src.set_vcard(
+        u,
+        &StoredVcard {
+            xml: "<vCard/>".into(),
+            photo_hash: Some("abc".into()),
+        },
+    )
+    .unwrap();
+
+    let mut seen = Vec::new();
+    let copied = f
+        .store
+        .copy_from_sqlite(dir.path(), |t, done, total| {
+            seen.push((t.to_owned(), done, total))
+        })
+        .unwrap();
+    for t in &copied {
+        assert_eq!(t.source, t.target, "{t:?}");
+    }
+    let rows = |name: &str| copied.iter().find(|t| t.table == name).unwrap().target;
+    assert_eq!(rows("accounts"), 2);
+    assert_eq!(rows("archive"), 5);
+    assert_eq!(rows("offline_messages"), 1);
+    assert!(seen.contains(&("archive".to_string(), 5, 5)));
+
+    let dst = &f.store;
+    assert_eq!(dst.credentials(u).unwrap(), src.credentials(u).unwrap());
+    assert_eq!(dst.roster(u).unwrap(), src.roster(u).unwrap());
+    assert_eq!(dst.roster(u).unwrap().0, 2, "the roster version is kept");
+    assert_eq!(
+        dst.subscription_requests(u).unwrap(),
+        src.subscription_requests(u).unwrap()
+    );
+    assert_eq!(
+        dst.offline_messages(u).unwrap(),
+        src.offline_messages(u).unwrap()
+    );
+    assert_eq!(dst.offline_usage(u).unwrap(), src.offline_usage(u).unwrap());
+    let all = ArchiveQuery {
+        max: 100,
+        count_limit: 100,
+        ..Default::default()
+    };
+    assert_eq!(
+        dst.query_archive(u, &all).unwrap(),
+        src.query_archive(u, &all).unwrap()
+    );
+    assert_eq!(dst.archive_usage(u).unwrap(), src.archive_usage(u).unwrap());
+    assert_eq!(dst.blocklist(u).unwrap(), src.blocklist(u).unwrap());
+    assert_eq!(
+        dst.push_registrations(u).unwrap(),
+        src.push_registrations(u).unwrap()
+    );
+    assert_eq!(dst.pep_nodes(u).unwrap(), src.pep_nodes(u).unwrap());
+    assert_eq!(
+        dst.pep_items(u, "n", &[], None).unwrap(),
+        src.pep_items(u, "n", &[], None).unwrap()
+    );
+    assert_eq!(dst.vcard(u).unwrap(), src.vcard(u).unwrap());
+
+    // Identities continue after the copied rows: no id is handed out twice.
+    let next = dst
+        .store_offline(u, "<message id='o3'/>", 10, 1 << 20)
+        .unwrap();
+    assert!(next > dst.offline_messages(u).unwrap()[0].id);
+    dst.archive(u, &msg("late", "v@copy.test", 100), "")
+        .unwrap();
+    let ids: Vec<String> = dst
+        .query_archive(u, &all)
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(ids.last().map(String::as_str), Some("late"), "{ids:?}");
+
+    let again = f.store.copy_from_sqlite(dir.path(), |_, _, _| {});
+    assert!(matches!(again, Err(StoreError::Invalid(_))), "{again:?}");
+}

@@ -490,3 +490,73 @@ mod tests {
         assert!(parse_push_test("what").is_err());
     }
 }
+
+/// One progress line of `herald migrate`: redrawn in place (`\r`) on a terminal, one line per
+/// table (when done) otherwise, so a log does not fill with thousands of lines.
+pub fn migrate_progress(
+    out: &mut impl std::io::Write,
+    tty: bool,
+    table: &str,
+    done: u64,
+    total: u64,
+) {
+    const WIDTH: u64 = 30;
+    let filled = (done.saturating_mul(WIDTH))
+        .checked_div(total)
+        .unwrap_or(WIDTH)
+        .min(WIDTH);
+    let bar = format!(
+        "{table:<24} [{}{}] {done}/{total}",
+        "#".repeat(filled as usize),
+        " ".repeat((WIDTH - filled) as usize)
+    );
+    let _ = if tty {
+        let end = if done == total { "\n" } else { "" };
+        write!(out, "\r{bar}{end}")
+    } else if done == total {
+        writeln!(out, "{bar}")
+    } else {
+        Ok(())
+    };
+    let _ = out.flush();
+}
+
+/// The verification table `herald migrate` prints, and whether every count matches.
+pub struct MigrateReport {
+    /// One line per table, then a total.
+    pub text: String,
+    /// Every table has as many rows in PostgreSQL as in SQLite.
+    pub ok: bool,
+}
+
+/// Builds [`MigrateReport`] from the copy's counts.
+pub fn migrate_report(copied: &[herald_store::CopiedTable]) -> MigrateReport {
+    use std::fmt::Write as _;
+    let mut text = format!("{:<24} {:>12} {:>12}\n", "table", "sqlite", "postgres");
+    let (mut ok, mut rows) = (true, 0u64);
+    for t in copied {
+        let mark = if t.source == t.target {
+            ""
+        } else {
+            ok = false;
+            "  MISMATCH"
+        };
+        rows += t.target;
+        let _ = writeln!(
+            text,
+            "{:<24} {:>12} {:>12}{mark}",
+            t.table, t.source, t.target
+        );
+    }
+    let _ = writeln!(
+        text,
+        "{} tables, {rows} rows copied; {}",
+        copied.len(),
+        if ok {
+            "every count matches"
+        } else {
+            "counts differ"
+        }
+    );
+    MigrateReport { text, ok }
+}

@@ -43,6 +43,16 @@ enum Cmd {
     /// Manage uploaded files (XEP-0363).
     #[command(subcommand)]
     Upload(UploadCmd),
+    /// Copy a SQLite installation into an empty PostgreSQL database (stop the server first),
+    /// then count every table on both sides.
+    Migrate {
+        /// `sqlite:PATH`: the data directory (or its herald.sqlite3).
+        #[arg(long, value_name = "sqlite:PATH")]
+        from: String,
+        /// `postgres:URL`, e.g. postgres:postgres://herald:PASSWORD@127.0.0.1/herald.
+        #[arg(long, value_name = "postgres:URL")]
+        to: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -242,6 +252,39 @@ fn main() -> ExitCode {
     }
 }
 
+/// `herald migrate`: the copy with a progress line per table on stderr, then the count of
+/// every table in the source and, read again after the commit, in PostgreSQL.
+fn migrate(from: &str, to: &str) -> Result<()> {
+    let Some(path) = from.strip_prefix("sqlite:") else {
+        bail!("--from must be sqlite:PATH");
+    };
+    let Some(url) = to.strip_prefix("postgres:") else {
+        bail!("--to must be postgres:URL");
+    };
+    herald_store::PgOptions::check_url(url).map_err(|e| anyhow!("--to: {e}"))?;
+    let path = std::path::Path::new(path);
+    // Not the URL in messages: it may hold a password.
+    let dst = herald_store::PgStore::open(&herald_store::PgOptions::new(url))
+        .context("opening the PostgreSQL store (--to)")?;
+    let tty = std::io::stderr().is_terminal();
+    let copied = dst
+        .copy_from_sqlite(path, |table, done, total| {
+            admin::migrate_progress(&mut std::io::stderr(), tty, table, done, total);
+        })
+        .with_context(|| {
+            format!(
+                "copying {} (nothing was committed)",
+                herald_store::sqlite_file(path).display()
+            )
+        })?;
+    let report = admin::migrate_report(&copied);
+    print!("{}", report.text);
+    if !report.ok {
+        bail!("the counts differ: check the tables marked MISMATCH");
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<()> {
     let cfg = load_config(&cli.config)?;
     match cli.cmd {
@@ -257,6 +300,7 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Cmd::Migrate { from, to } => migrate(&from, &to),
         Cmd::User(u) => user(cfg, u),
         Cmd::Roster(r) => roster(cfg, r),
         Cmd::Push(p) => push(cfg, p),

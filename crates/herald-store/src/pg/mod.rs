@@ -16,6 +16,7 @@
 mod account;
 mod archive;
 mod block;
+mod copy;
 mod fast;
 mod invite;
 mod muc;
@@ -35,6 +36,10 @@ use postgres::{IsolationLevel, NoTls, Transaction};
 use r2d2_postgres::PostgresConnectionManager;
 
 use crate::error::{Result, StoreError};
+
+#[cfg(test)]
+pub(crate) use copy::tables_for_test as copy_tables_for_test;
+pub use copy::{sqlite_file, CopiedTable};
 
 type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
 
