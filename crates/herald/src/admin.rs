@@ -455,42 +455,6 @@ pub fn unix_time(secs: i64) -> String {
     herald_server::xep::delay::format_stamp(secs.saturating_mul(1_000_000))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn server_replies_are_read() {
-        assert!(matches!(ended("ok 2"), Ok(2)));
-        assert!(matches!(
-            ended("error unknown command"),
-            Err(Refused::Unknown)
-        ));
-        assert!(
-            matches!(ended("error no such user"), Err(Refused::Said(e)) if e == "no such user")
-        );
-        assert!(matches!(ended("ok"), Err(Refused::Said(_))));
-        assert!(matches!(ended("ok x"), Err(Refused::Said(_))));
-    }
-
-    #[test]
-    fn push_test_replies_are_read() {
-        let got = parse_push_test(
-            r#"ok [{"jid":"p.example","node":"n","result":"timeout","rtt_us":null}]"#,
-        )
-        .unwrap();
-        assert_eq!(got[0].outcome, herald_push::diag::TestOutcome::Timeout);
-        let e = parse_push_test("error bob@localhost has no push registration").unwrap_err();
-        assert_eq!(e.to_string(), "bob@localhost has no push registration");
-        assert!(parse_push_test("error unknown command")
-            .unwrap_err()
-            .to_string()
-            .contains("older"));
-        assert!(parse_push_test("ok [").is_err());
-        assert!(parse_push_test("what").is_err());
-    }
-}
-
 /// One progress line of `herald migrate`: redrawn in place (`\r`) on a terminal, one line per
 /// table (when done) otherwise, so a log does not fill with thousands of lines.
 pub fn migrate_progress(
@@ -559,4 +523,82 @@ pub fn migrate_report(copied: &[herald_store::CopiedTable]) -> MigrateReport {
         }
     );
     MigrateReport { text, ok }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_replies_are_read() {
+        assert!(matches!(ended("ok 2"), Ok(2)));
+        assert!(matches!(
+            ended("error unknown command"),
+            Err(Refused::Unknown)
+        ));
+        assert!(
+            matches!(ended("error no such user"), Err(Refused::Said(e)) if e == "no such user")
+        );
+        assert!(matches!(ended("ok"), Err(Refused::Said(_))));
+        assert!(matches!(ended("ok x"), Err(Refused::Said(_))));
+    }
+
+    #[test]
+    fn push_test_replies_are_read() {
+        let got = parse_push_test(
+            r#"ok [{"jid":"p.example","node":"n","result":"timeout","rtt_us":null}]"#,
+        )
+        .unwrap();
+        assert_eq!(got[0].outcome, herald_push::diag::TestOutcome::Timeout);
+        let e = parse_push_test("error bob@localhost has no push registration").unwrap_err();
+        assert_eq!(e.to_string(), "bob@localhost has no push registration");
+        assert!(parse_push_test("error unknown command")
+            .unwrap_err()
+            .to_string()
+            .contains("older"));
+        assert!(parse_push_test("ok [").is_err());
+        assert!(parse_push_test("what").is_err());
+    }
+
+    #[test]
+    fn migrate_report_marks_a_differing_table_and_fails() {
+        let t = |table: &str, source, target| herald_store::CopiedTable {
+            table: table.into(),
+            source,
+            target,
+        };
+        let r = super::migrate_report(&[t("accounts", 2, 2), t("archive", 5, 5)]);
+        assert!(
+            r.ok && r
+                .text
+                .contains("2 tables, 7 rows copied; every count matches")
+        );
+        let r = super::migrate_report(&[t("accounts", 2, 2), t("archive", 5, 4)]);
+        assert!(!r.ok);
+        assert!(r
+            .text
+            .lines()
+            .any(|l| l.starts_with("archive") && l.ends_with("MISMATCH")));
+        assert!(!r
+            .text
+            .lines()
+            .any(|l| l.starts_with("accounts") && l.ends_with("MISMATCH")));
+    }
+
+    #[test]
+    fn migrate_progress_redraws_on_a_terminal_and_logs_one_line_per_table_otherwise() {
+        let mut tty = Vec::new();
+        super::migrate_progress(&mut tty, true, "archive", 500, 1000);
+        super::migrate_progress(&mut tty, true, "archive", 1000, 1000);
+        let tty = String::from_utf8(tty).unwrap();
+        assert_eq!(tty.matches('\r').count(), 2);
+        assert!(tty.ends_with("] 1000/1000\n"), "{tty:?}");
+        assert!(tty.contains(&format!("[{}{}]", "#".repeat(15), " ".repeat(15))));
+        let mut log = Vec::new();
+        super::migrate_progress(&mut log, false, "archive", 500, 1000);
+        super::migrate_progress(&mut log, false, "archive", 1000, 1000);
+        super::migrate_progress(&mut log, false, "vcards", 0, 0);
+        let log = String::from_utf8(log).unwrap();
+        assert_eq!(log.lines().count(), 2, "{log:?}");
+    }
 }

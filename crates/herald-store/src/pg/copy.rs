@@ -161,7 +161,7 @@ impl PgStore {
                         params.iter().map(|p| p.as_ref()).collect();
                     tx.execute(&insert, &refs)?;
                     done += 1;
-                    if done % 1000 == 0 {
+                    if done.is_multiple_of(1000) {
                         progress(table, done, total);
                     }
                 }
