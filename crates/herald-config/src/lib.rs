@@ -676,6 +676,13 @@ pub struct StoreConfig {
     /// writes are refused (`resource-constraint`, type wait, to the sender) until space
     /// returns, so the disk never fills under SQLite mid-transaction; 0 disables the check.
     pub min_free_bytes: u64,
+    /// "sqlite" (the default: a file in `data_dir`) or "postgres" (the server at `url`).
+    pub backend: String,
+    /// The PostgreSQL connection URL (`postgres://user:password@host:port/database`), used
+    /// when `backend = "postgres"`.
+    pub url: String,
+    /// Most connections to PostgreSQL held open at once (each blocking store call holds one).
+    pub pool_size: u32,
 }
 
 impl Default for StoreConfig {
@@ -683,9 +690,16 @@ impl Default for StoreConfig {
         StoreConfig {
             durability: "normal".into(),
             min_free_bytes: 512 << 20,
+            backend: "sqlite".into(),
+            url: String::new(),
+            pool_size: 16,
         }
     }
 }
+
+/// Most PostgreSQL connections `[store] pool_size` may ask for (PostgreSQL's own default
+/// `max_connections` is 100, shared by every client of the server).
+pub const MAX_PG_POOL: u32 = 1024;
 
 impl StoreConfig {
     /// The options to open the store with.
@@ -698,6 +712,18 @@ impl StoreConfig {
             durability,
             ..Default::default()
         }
+    }
+
+    /// Whether the store is PostgreSQL (`backend = "postgres"`).
+    pub fn is_postgres(&self) -> bool {
+        self.backend == "postgres"
+    }
+
+    /// The PostgreSQL options (`url`, `pool_size`).
+    pub fn pg_options(&self) -> herald_store::PgOptions {
+        let mut o = herald_store::PgOptions::new(&self.url);
+        o.pool_size = self.pool_size;
+        o
     }
 }
 
@@ -1371,6 +1397,31 @@ impl Config {
             return Err(bad(
                 "store.durability",
                 format!("{:?}: expected normal or full", self.store.durability),
+            ));
+        }
+        match self.store.backend.as_str() {
+            "sqlite" => {}
+            "postgres" => {
+                if self.store.url.is_empty() {
+                    return Err(bad(
+                        "store.url",
+                        "backend = \"postgres\" needs url = \"postgres://…\"".into(),
+                    ));
+                }
+                herald_store::PgOptions::check_url(&self.store.url)
+                    .map_err(|e| bad("store.url", e))?;
+            }
+            other => {
+                return Err(bad(
+                    "store.backend",
+                    format!("{other:?}: expected sqlite or postgres"),
+                ))
+            }
+        }
+        if !(1..=MAX_PG_POOL).contains(&self.store.pool_size) {
+            return Err(bad(
+                "store.pool_size",
+                format!("{}: expected 1 to {MAX_PG_POOL}", self.store.pool_size),
             ));
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
@@ -2094,6 +2145,23 @@ mod tests {
     }
 
     #[test]
+    fn store_backend_parses() {
+        let c = Config::parse("", "t.toml").unwrap();
+        assert!(!c.store.is_postgres(), "sqlite is the default");
+        let c = Config::parse(
+            "[store]\nbackend = \"postgres\"\nurl = \"postgres://herald@db.example/herald\"\npool_size = 4\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert!(c.store.is_postgres());
+        let o = c.store.pg_options();
+        assert_eq!(
+            (o.url.as_str(), o.pool_size),
+            ("postgres://herald@db.example/herald", 4)
+        );
+    }
+
+    #[test]
     fn store_durability_parses() {
         for (text, want) in [
             ("[store]\n", herald_store::Durability::Normal),
@@ -2308,6 +2376,14 @@ removed_retention = "7d"
             ("shutdown_timeout = \"0s\"\n", "shutdown_timeout"),
             ("[push]\nretry_backoff = \"0s\"\n", "push.retry_backoff"),
             ("[store]\ndurability = \"off\"\n", "store.durability"),
+            ("[store]\nbackend = \"mysql\"\n", "store.backend"),
+            ("[store]\nbackend = \"postgres\"\n", "store.url"),
+            (
+                "[store]\nbackend = \"postgres\"\nurl = \"postgres://h:1:2:3/x?bogus=1\"\n",
+                "store.url",
+            ),
+            ("[store]\npool_size = 0\n", "store.pool_size"),
+            ("[store]\npool_size = 100000\n", "store.pool_size"),
             ("[store]\ndurability = \"FULL\"\n", "store.durability"),
             ("[store]\nfsync = true\n", "fsync"),
             ("[store]\nmin_free_bytes = -1\n", "min_free_bytes"),

@@ -549,6 +549,15 @@ impl Running {
 
 /// Opens the store, prepares TLS, binds the listeners and starts accepting.
 pub async fn start(cfg: Config) -> anyhow::Result<Running> {
+    if cfg.store.is_postgres() {
+        let options = cfg.store.pg_options();
+        let store = tokio::task::spawn_blocking(move || herald_store::PgStore::open(&options))
+            .await
+            .context("store task")?
+            // Not the URL: it may hold a password.
+            .context("opening the PostgreSQL store ([store] url)")?;
+        return start_with_store(cfg, store).await;
+    }
     let data_dir = cfg.data_dir.clone();
     let mut options = cfg.store.options();
     options.mam_readers = cfg.mam.readers;
@@ -748,7 +757,9 @@ pub async fn start_with_store(cfg: Config, store: impl Backend) -> anyhow::Resul
 /// The free-space watch of the data directory, where the database lives (none when the check
 /// is off or the directory does not exist: a store given to `start_with_store`).
 fn free_space(cfg: &Config) -> herald_store::space::FreeSpace {
-    let dir = Some(cfg.data_dir.as_path()).filter(|d| cfg.store.min_free_bytes > 0 && d.is_dir());
+    // On PostgreSQL the database is not in the data directory: its server watches its disk.
+    let dir = Some(cfg.data_dir.as_path())
+        .filter(|d| cfg.store.min_free_bytes > 0 && !cfg.store.is_postgres() && d.is_dir());
     herald_store::space::FreeSpace::new(dir, cfg.store.min_free_bytes)
 }
 

@@ -7,17 +7,15 @@
 //! module must not depend on backend details (no SQL): only the public traits.
 
 use crate::{
-    AccountStore, ArchiveQuery, ArchiveStore, ArchivedMessage, BlockStore, Credentials,
-    FastTokenRecord, FastTokenStore, Invite, InviteStore, MamPrefs, OfflineMessage, OfflineStore,
-    PepItem, PepLimits, PepPublish, PepStore, PushRegistration, PushRemoval, PushStatsUpdate,
-    PushStore, RemovalNote, RosterItem, RosterStore, SavedSession, ScramRecord, SessionStore,
-    SmQueued, SmSessionRecord, Store, StoreError, Subscription, Upload, UploadStore, Usage,
-    MAX_REMOVALS_PER_USER,
+    ArchiveQuery, ArchivedMessage, Credentials, FastTokenRecord, Invite, MamPrefs, OfflineMessage,
+    PepItem, PepLimits, PepPublish, PushRegistration, PushRemoval, PushStatsUpdate, RemovalNote,
+    RosterItem, SavedSession, ScramRecord, SmQueued, SmSessionRecord, StoreError, Subscription,
+    Upload, Usage, MAX_REMOVALS_PER_USER,
 };
-use crate::{MucRoom, MucStore, PrivateItem, PrivateStore, StoredVcard, VcardStore};
+use crate::{Backend, MucRoom, PrivateItem, StoredVcard};
 
 /// Runs every section of the suite against `store`.
-pub fn run_all(store: &Store) {
+pub fn run_all(store: &dyn Backend) {
     accounts(store);
     roster(store);
     subscription_requests(store);
@@ -59,7 +57,7 @@ fn token(client: &str, n: u8, issued_at: i64) -> FastTokenRecord {
 /// FastTokenStore: rotation keeps the newest and the previous token, using the newest retires
 /// the previous, the per-account bound drops the clients issued longest ago, and tokens end
 /// with a logout, `logout-all`, a password change, expiry and the account.
-pub fn fast_tokens(store: &Store) {
+pub fn fast_tokens(store: &dyn Backend) {
     let u = "fast@fast.conformance.test";
     let other = "other@fast.conformance.test";
     store.create_account(u, &creds(3)).unwrap();
@@ -180,7 +178,7 @@ fn strings(v: &[&str]) -> Vec<String> {
 }
 
 /// AccountStore: create, duplicates, credentials, bulk, list, delete.
-pub fn accounts(store: &Store) {
+pub fn accounts(store: &dyn Backend) {
     let a = "alice@accounts.conformance.test";
     let b = "bob@accounts.conformance.test";
     let c = "carol@accounts.conformance.test";
@@ -249,7 +247,7 @@ pub fn accounts(store: &Store) {
 }
 
 /// RosterStore items and versions.
-pub fn roster(store: &Store) {
+pub fn roster(store: &dyn Backend) {
     for s in [
         Subscription::None,
         Subscription::To,
@@ -348,7 +346,7 @@ pub fn roster(store: &Store) {
 }
 
 /// RosterStore pending inbound subscription requests.
-pub fn subscription_requests(store: &Store) {
+pub fn subscription_requests(store: &dyn Backend) {
     let u = "user@subreq.conformance.test";
     assert!(store.subscription_requests(u).unwrap().is_empty());
     store
@@ -452,7 +450,7 @@ pub fn subscription_requests(store: &Store) {
 }
 
 /// OfflineStore: order, bound, deletion by id.
-pub fn offline(store: &Store) {
+pub fn offline(store: &dyn Backend) {
     let u = "user@offline.conformance.test";
     let other = "other@offline.conformance.test";
     assert_eq!(store.offline_count(u).unwrap(), 0);
@@ -526,7 +524,7 @@ pub fn offline(store: &Store) {
 }
 
 /// SessionStore.
-pub fn sessions(store: &Store) {
+pub fn sessions(store: &dyn Backend) {
     let u = "user@sessions.conformance.test";
     let q = |x: &str, off: Option<i64>| SmQueued {
         stanza_xml: x.to_string(),
@@ -623,7 +621,7 @@ pub fn sessions(store: &Store) {
 }
 
 /// BlockStore.
-pub fn blocking(store: &Store) {
+pub fn blocking(store: &dyn Backend) {
     let u = "user@block.conformance.test";
     let other = "other@block.conformance.test";
     assert!(store.blocklist(u).unwrap().is_empty());
@@ -687,7 +685,7 @@ pub fn blocking(store: &Store) {
 }
 
 /// ArchiveStore: storing, duplicates, batches, and every filter.
-pub fn archive_filters(store: &Store) {
+pub fn archive_filters(store: &dyn Backend) {
     let u = "user@archive.conformance.test";
     let other = "other@archive.conformance.test";
     let all = |q: ArchiveQuery| {
@@ -835,7 +833,7 @@ pub fn archive_filters(store: &Store) {
 }
 
 /// ArchiveStore: RSM paging forward and backward, `complete`, `count`, unknown cursors.
-pub fn archive_paging(store: &Store) {
+pub fn archive_paging(store: &dyn Backend) {
     let u = "user@paging.conformance.test";
     let batch: Vec<(String, ArchivedMessage, String)> = (1..=10)
         .map(|i| {
@@ -991,7 +989,7 @@ pub fn archive_paging(store: &Store) {
 
 /// ArchiveStore: `count` is exact up to `count_limit` and left out beyond it (never an
 /// approximation), while paging and `complete` are the same with or without it.
-pub fn archive_paging_without_count(store: &Store) {
+pub fn archive_paging_without_count(store: &dyn Backend) {
     let u = "user@nocount.conformance.test";
     let batch: Vec<(String, ArchivedMessage, String)> = (1..=9)
         .map(|i| {
@@ -1068,7 +1066,7 @@ pub fn archive_paging_without_count(store: &Store) {
 
 /// ArchiveStore: messages sharing a timestamp page in insertion order, none skipped or
 /// repeated, in both directions.
-pub fn archive_ties(store: &Store) {
+pub fn archive_ties(store: &dyn Backend) {
     let u = "user@ties.conformance.test";
     let expected: Vec<String> = (0..7).map(|i| format!("t{i}")).collect();
     for (i, id) in expected.iter().enumerate() {
@@ -1130,7 +1128,7 @@ pub fn archive_ties(store: &Store) {
 }
 
 /// ArchiveStore preferences.
-pub fn mam_prefs(store: &Store) {
+pub fn mam_prefs(store: &dyn Backend) {
     let u = "user@prefs.conformance.test";
     assert_eq!(store.mam_prefs(u).unwrap(), MamPrefs::default());
     assert!(!store
@@ -1207,10 +1205,10 @@ fn reg(user: &str, jid: &str, node: &str, enabled_at: i64) -> PushRegistration {
 }
 
 /// PushStore.
-pub fn push(store: &Store) {
+pub fn push(store: &dyn Backend) {
     let u = "user@push.conformance.test";
     let v = "zed@push.conformance.test";
-    let ours = |s: &Store| -> Vec<String> {
+    let ours = |s: &dyn Backend| -> Vec<String> {
         s.users_with_push()
             .unwrap()
             .into_iter()
@@ -1342,7 +1340,7 @@ pub fn push(store: &Store) {
 
 /// PushStore removals: a removal and its record are one step, with the statistics the
 /// registration had; the record is listed newest first, bounded per user and purged by age.
-pub fn push_removals(store: &Store) {
+pub fn push_removals(store: &dyn Backend) {
     let u = "user@removals.conformance.test";
     let v = "zed@removals.conformance.test";
     assert!(store.removed_push_registrations(u).unwrap().is_empty());
@@ -1467,7 +1465,7 @@ pub fn push_removals(store: &Store) {
 }
 
 /// AccountStore::delete_account clears the user's rows in every role, and only theirs.
-pub fn delete_account_removes_everything(store: &Store) {
+pub fn delete_account_removes_everything(store: &dyn Backend) {
     let u = "doomed@delete.conformance.test";
     let keep = "keeper@delete.conformance.test";
     for user in [u, keep] {
@@ -1595,7 +1593,7 @@ pub fn delete_account_removes_everything(store: &Store) {
 }
 
 /// ArchiveStore::purge_archive_before (retention) across users.
-pub fn purge(store: &Store) {
+pub fn purge(store: &dyn Backend) {
     let u = "user@purge.conformance.test";
     let v = "other@purge.conformance.test";
     // Negative timestamps: no other section uses them, so the count is exact.
@@ -1647,7 +1645,7 @@ fn usage(messages: u64, bytes: usize) -> Usage {
 
 /// OfflineStore usage: exact after every store, refusal and delete; the byte bound refuses a
 /// message that would exceed it (nothing stored) and accepts one that fits exactly.
-pub fn offline_usage(store: &Store) {
+pub fn offline_usage(store: &dyn Backend) {
     let u = "user@offusage.conformance.test";
     let other = "other@offusage.conformance.test";
     let (a, b) = ("<message>first</message>", "<message>second!</message>");
@@ -1697,7 +1695,7 @@ pub fn offline_usage(store: &Store) {
 
 /// ArchiveStore usage: exact after single writes, batches, a failed batch (duplicate id),
 /// and account removal.
-pub fn archive_usage(store: &Store) {
+pub fn archive_usage(store: &dyn Backend) {
     let u = "user@arcusage.conformance.test";
     let v = "other@arcusage.conformance.test";
     let m = |id: &str, ts| msg(id, "p@x.test", ts);
@@ -1749,7 +1747,7 @@ pub fn archive_usage(store: &Store) {
 
 /// Retention in bounded batches: oldest first, never more than the limit per call, each
 /// user's usage down by exactly what went, newer rows kept.
-pub fn purge_in_batches(store: &Store) {
+pub fn purge_in_batches(store: &dyn Backend) {
     let u = "user@purgebatch.conformance.test";
     let v = "other@purgebatch.conformance.test";
     // Timestamps below every other section's, so only these rows are purged.
@@ -1809,7 +1807,7 @@ fn pitem(name: &str, ns: &str, xml: &str) -> PrivateItem {
 }
 
 /// VcardStore: absent until set, replaced whole, the hash read on its own, per user.
-pub fn vcards(store: &Store) {
+pub fn vcards(store: &dyn Backend) {
     let u = "v@vcard.conformance.test";
     let other = "w@vcard.conformance.test";
     assert_eq!(store.vcard(u).unwrap(), None);
@@ -1843,7 +1841,7 @@ pub fn vcards(store: &Store) {
 }
 
 /// PrivateStore: keyed by (name, namespace), replaced in place, the count bound atomic.
-pub fn private_items(store: &Store) {
+pub fn private_items(store: &dyn Backend) {
     let u = "p@private.conformance.test";
     let other = "q@private.conformance.test";
     assert_eq!(store.private_item(u, "a", "x:a").unwrap(), None);
@@ -1903,7 +1901,7 @@ pub fn private_items(store: &Store) {
 
 /// Invites: found only by their token's hash while usable, used up, expired, revoked, and
 /// bounded (unusable ones make room).
-pub fn invites(store: &Store) {
+pub fn invites(store: &dyn Backend) {
     let inv = |id: &str, for_user: Option<&str>, expires: Option<i64>, uses: u32| Invite {
         id: id.into(),
         for_user: for_user.map(str::to_string),
@@ -1986,7 +1984,7 @@ fn up(id: &str, owner: &str, size: u64, created_at: i64) -> Upload {
 }
 
 /// Uploads: quota at the bound, duplicates, running totals, expiry order, removal.
-pub fn uploads(store: &Store) {
+pub fn uploads(store: &dyn Backend) {
     let a = "a@uploads.conformance.test";
     let b = "b@uploads.conformance.test";
     assert_eq!(store.upload_usage(a).unwrap(), 0);
@@ -2043,7 +2041,7 @@ fn pep_ids(items: &[PepItem]) -> Vec<&str> {
 /// PepStore: auto-create, replace by id, trimming to `keep` oldest first, the node and byte
 /// bounds (nothing written when refused, another account unaffected), items by id and
 /// newest, retract, configure, purge, delete.
-pub fn pep(store: &Store) {
+pub fn pep(store: &dyn Backend) {
     let u = "owner@pep.conformance.test";
     let other = "other@pep.conformance.test";
     let published = |created: bool, dropped: &[&str]| PepPublish::Stored {
@@ -2200,7 +2198,7 @@ pub fn pep(store: &Store) {
 
 /// Saved rooms: save replaces configuration and affiliations, delete forgets, load finds
 /// every room with its affiliations; an unknown affiliation is refused with nothing written.
-pub fn muc_rooms(store: &Store) {
+pub fn muc_rooms(store: &dyn Backend) {
     let room = |jid: &str, config: &str, affs: &[(&str, &str)]| MucRoom {
         jid: jid.into(),
         config: config.into(),

@@ -23,6 +23,15 @@ pub enum StoreError {
     /// Any other SQLite failure.
     #[error("sqlite: {0}")]
     Sqlite(#[source] rusqlite::Error),
+    /// Any PostgreSQL failure (the `postgres` backend).
+    #[error("postgres: {0}")]
+    Postgres(#[source] postgres::Error),
+    /// No database connection could be had in time (server down, pool exhausted); retry later.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The backend does not implement this role yet.
+    #[error("not supported on this backend yet: {0}")]
+    Unsupported(&'static str),
     /// Creating the data directory or database file failed.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
@@ -34,7 +43,7 @@ pub enum StoreError {
 impl StoreError {
     /// True for failures that may succeed if retried later (XMPP error type `wait`).
     pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Busy(_))
+        matches!(self, StoreError::Busy(_) | StoreError::Unavailable(_))
     }
 
     /// The RFC 6120 §8.3.3 stanza error condition a handler answers with by default; a
@@ -48,6 +57,9 @@ impl StoreError {
             StoreError::Invalid(_) => "bad-request",
             StoreError::Busy(_)
             | StoreError::Sqlite(_)
+            | StoreError::Postgres(_)
+            | StoreError::Unavailable(_)
+            | StoreError::Unsupported(_)
             | StoreError::Io(_)
             | StoreError::Corrupt(_) => "internal-server-error",
         }
@@ -69,6 +81,25 @@ impl From<rusqlite::Error> for StoreError {
             }
         }
         StoreError::Sqlite(e)
+    }
+}
+
+impl From<postgres::Error> for StoreError {
+    fn from(e: postgres::Error) -> Self {
+        use postgres::error::SqlState;
+        // Lock and serialization conflicts, and a server going away, may pass on a retry.
+        match e.code() {
+            Some(c)
+                if *c == SqlState::T_R_SERIALIZATION_FAILURE
+                    || *c == SqlState::T_R_DEADLOCK_DETECTED
+                    || *c == SqlState::LOCK_NOT_AVAILABLE
+                    || *c == SqlState::ADMIN_SHUTDOWN =>
+            {
+                StoreError::Unavailable(e.to_string())
+            }
+            _ if e.is_closed() => StoreError::Unavailable(e.to_string()),
+            _ => StoreError::Postgres(e),
+        }
     }
 }
 

@@ -1,9 +1,10 @@
-//! Herald's storage: role-sized traits and their embedded SQLite backend.
+//! Herald's storage: role-sized traits, their embedded SQLite backend ([`Store`]) and their
+//! PostgreSQL backend ([`PgStore`]).
 //!
 //! Each role the server needs (accounts, roster, offline messages, blocking, the message
 //! archive, push registrations, XEP-0198 sessions, vCards, private XML) is a small trait implemented by [`Store`], so a feature module
-//! depends only on the role it uses and another backend (PostgreSQL later) can implement the
-//! same traits and pass the same `conformance` suite (module behind the `conformance`
+//! depends only on the role it uses and another backend (PostgreSQL, `pg/`) implements the
+//! same traits and passes the same `conformance` suite (module behind the `conformance`
 //! feature).
 //!
 //! Everything is plain data here: users are bare JID strings (`"user@domain"`, so several
@@ -30,6 +31,7 @@ mod invite;
 mod muc;
 mod offline;
 mod pep;
+mod pg;
 mod private;
 mod push;
 pub mod push_stats;
@@ -47,6 +49,9 @@ pub mod conformance;
 #[cfg(test)]
 mod tests;
 
+#[cfg(test)]
+mod pg_tests;
+
 pub use account::{AccountStore, Credentials, ScramRecord};
 pub use archive::{ArchivePage, ArchiveQuery, ArchiveStore, ArchivedMessage, MamPrefs};
 pub use block::BlockStore;
@@ -56,6 +61,7 @@ pub use invite::{Invite, InviteStore};
 pub use muc::{MucRoom, MucStore};
 pub use offline::{OfflineMessage, OfflineStore};
 pub use pep::{PepItem, PepLimits, PepPublish, PepStore};
+pub use pg::{sqlite_file, CopiedTable, PgOptions, PgStore};
 pub use private::{PrivateItem, PrivateStore};
 pub use push::{
     PushRegistration, PushRemoval, PushStatsUpdate, PushStore, RemovalNote, MAX_REMOVALS_PER_USER,

@@ -19,10 +19,17 @@ use herald_server::Config;
 /// The recorded reason of registrations removed with `herald push remove`.
 pub const REMOVED_BY_OPERATOR: &str = "removed by the operator";
 
-/// Opens the configured store.
-pub fn open_store(cfg: &Config) -> Result<Store> {
-    Store::open_with(&cfg.data_dir, &cfg.store.options())
-        .with_context(|| format!("opening the store in {}", cfg.data_dir.display()))
+/// Opens the configured store (SQLite in `data_dir`, or PostgreSQL at `[store] url`).
+pub fn open_store(cfg: &Config) -> Result<Box<dyn Backend>> {
+    if cfg.store.is_postgres() {
+        // Not the URL in the message: it may hold a password.
+        let store = herald_store::PgStore::open(&cfg.store.pg_options())
+            .context("opening the PostgreSQL store ([store] url)")?;
+        return Ok(Box::new(store));
+    }
+    let store = Store::open_with(&cfg.data_dir, &cfg.store.options())
+        .with_context(|| format!("opening the store in {}", cfg.data_dir.display()))?;
+    Ok(Box::new(store))
 }
 
 /// Parses `user@domain` or `user` into an account JID of the configured domain.
@@ -387,13 +394,12 @@ fn parse_push_test(reply: &str) -> Result<Vec<TestResult>> {
 /// carries it; only the token's hash is stored.
 pub fn create_invite(
     cfg: &Config,
-    store: &Store,
+    store: &dyn Backend,
     for_user: Option<&BareJid>,
     expires: Option<std::time::Duration>,
     uses: u32,
 ) -> Result<(String, String, String)> {
     use herald_server::xep::register as xr;
-    use herald_store::InviteStore;
     if uses == 0 {
         bail!("--uses must be at least 1");
     }
@@ -449,6 +455,76 @@ pub fn unix_time(secs: i64) -> String {
     herald_server::xep::delay::format_stamp(secs.saturating_mul(1_000_000))
 }
 
+/// One progress line of `herald migrate`: redrawn in place (`\r`) on a terminal, one line per
+/// table (when done) otherwise, so a log does not fill with thousands of lines.
+pub fn migrate_progress(
+    out: &mut impl std::io::Write,
+    tty: bool,
+    table: &str,
+    done: u64,
+    total: u64,
+) {
+    const WIDTH: u64 = 30;
+    let filled = (done.saturating_mul(WIDTH))
+        .checked_div(total)
+        .unwrap_or(WIDTH)
+        .min(WIDTH);
+    let bar = format!(
+        "{table:<24} [{}{}] {done}/{total}",
+        "#".repeat(filled as usize),
+        " ".repeat((WIDTH - filled) as usize)
+    );
+    let _ = if tty {
+        let end = if done == total { "\n" } else { "" };
+        write!(out, "\r{bar}{end}")
+    } else if done == total {
+        writeln!(out, "{bar}")
+    } else {
+        Ok(())
+    };
+    let _ = out.flush();
+}
+
+/// The verification table `herald migrate` prints, and whether every count matches.
+pub struct MigrateReport {
+    /// One line per table, then a total.
+    pub text: String,
+    /// Every table has as many rows in PostgreSQL as in SQLite.
+    pub ok: bool,
+}
+
+/// Builds [`MigrateReport`] from the copy's counts.
+pub fn migrate_report(copied: &[herald_store::CopiedTable]) -> MigrateReport {
+    use std::fmt::Write as _;
+    let mut text = format!("{:<24} {:>12} {:>12}\n", "table", "sqlite", "postgres");
+    let (mut ok, mut rows) = (true, 0u64);
+    for t in copied {
+        let mark = if t.source == t.target {
+            ""
+        } else {
+            ok = false;
+            "  MISMATCH"
+        };
+        rows += t.target;
+        let _ = writeln!(
+            text,
+            "{:<24} {:>12} {:>12}{mark}",
+            t.table, t.source, t.target
+        );
+    }
+    let _ = writeln!(
+        text,
+        "{} tables, {rows} rows copied; {}",
+        copied.len(),
+        if ok {
+            "every count matches"
+        } else {
+            "counts differ"
+        }
+    );
+    MigrateReport { text, ok }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -482,5 +558,47 @@ mod tests {
             .contains("older"));
         assert!(parse_push_test("ok [").is_err());
         assert!(parse_push_test("what").is_err());
+    }
+
+    #[test]
+    fn migrate_report_marks_a_differing_table_and_fails() {
+        let t = |table: &str, source, target| herald_store::CopiedTable {
+            table: table.into(),
+            source,
+            target,
+        };
+        let r = super::migrate_report(&[t("accounts", 2, 2), t("archive", 5, 5)]);
+        assert!(
+            r.ok && r
+                .text
+                .contains("2 tables, 7 rows copied; every count matches")
+        );
+        let r = super::migrate_report(&[t("accounts", 2, 2), t("archive", 5, 4)]);
+        assert!(!r.ok);
+        assert!(r
+            .text
+            .lines()
+            .any(|l| l.starts_with("archive") && l.ends_with("MISMATCH")));
+        assert!(!r
+            .text
+            .lines()
+            .any(|l| l.starts_with("accounts") && l.ends_with("MISMATCH")));
+    }
+
+    #[test]
+    fn migrate_progress_redraws_on_a_terminal_and_logs_one_line_per_table_otherwise() {
+        let mut tty = Vec::new();
+        super::migrate_progress(&mut tty, true, "archive", 500, 1000);
+        super::migrate_progress(&mut tty, true, "archive", 1000, 1000);
+        let tty = String::from_utf8(tty).unwrap();
+        assert_eq!(tty.matches('\r').count(), 2);
+        assert!(tty.ends_with("] 1000/1000\n"), "{tty:?}");
+        assert!(tty.contains(&format!("[{}{}]", "#".repeat(15), " ".repeat(15))));
+        let mut log = Vec::new();
+        super::migrate_progress(&mut log, false, "archive", 500, 1000);
+        super::migrate_progress(&mut log, false, "archive", 1000, 1000);
+        super::migrate_progress(&mut log, false, "vcards", 0, 0);
+        let log = String::from_utf8(log).unwrap();
+        assert_eq!(log.lines().count(), 2, "{log:?}");
     }
 }

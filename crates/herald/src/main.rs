@@ -43,6 +43,16 @@ enum Cmd {
     /// Manage uploaded files (XEP-0363).
     #[command(subcommand)]
     Upload(UploadCmd),
+    /// Copy a SQLite installation into an empty PostgreSQL database (stop the server first),
+    /// then count every table on both sides.
+    Migrate {
+        /// `sqlite:PATH`: the data directory (or its herald.sqlite3).
+        #[arg(long, value_name = "sqlite:PATH")]
+        from: String,
+        /// `postgres:URL`, e.g. postgres:postgres://herald:PASSWORD@127.0.0.1/herald.
+        #[arg(long, value_name = "postgres:URL")]
+        to: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -242,6 +252,39 @@ fn main() -> ExitCode {
     }
 }
 
+/// `herald migrate`: the copy with a progress line per table on stderr, then the count of
+/// every table in the source and, read again after the commit, in PostgreSQL.
+fn migrate(from: &str, to: &str) -> Result<()> {
+    let Some(path) = from.strip_prefix("sqlite:") else {
+        bail!("--from must be sqlite:PATH");
+    };
+    let Some(url) = to.strip_prefix("postgres:") else {
+        bail!("--to must be postgres:URL");
+    };
+    herald_store::PgOptions::check_url(url).map_err(|e| anyhow!("--to: {e}"))?;
+    let path = std::path::Path::new(path);
+    // Not the URL in messages: it may hold a password.
+    let dst = herald_store::PgStore::open(&herald_store::PgOptions::new(url))
+        .context("opening the PostgreSQL store (--to)")?;
+    let tty = std::io::stderr().is_terminal();
+    let copied = dst
+        .copy_from_sqlite(path, |table, done, total| {
+            admin::migrate_progress(&mut std::io::stderr(), tty, table, done, total);
+        })
+        .with_context(|| {
+            format!(
+                "copying {} (nothing was committed)",
+                herald_store::sqlite_file(path).display()
+            )
+        })?;
+    let report = admin::migrate_report(&copied);
+    print!("{}", report.text);
+    if !report.ok {
+        bail!("the counts differ: check the tables marked MISMATCH");
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<()> {
     let cfg = load_config(&cli.config)?;
     match cli.cmd {
@@ -257,14 +300,16 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Cmd::Migrate { from, to } => migrate(&from, &to),
         Cmd::User(u) => user(cfg, u),
         Cmd::Roster(r) => roster(cfg, r),
         Cmd::Push(p) => push(cfg, p),
         Cmd::Invite(i) => invite(cfg, i),
         Cmd::Upload(UploadCmd::Purge) => {
             let store = admin::open_store(&cfg)?;
+            let store = &*store;
             let n = herald_server::http::upload::purge(
-                &store,
+                store,
                 &cfg.data_dir.join("upload"),
                 cfg.upload.expire_after.0,
                 herald_server::http::upload::unix_now(),
@@ -277,6 +322,7 @@ fn run(cli: Cli) -> Result<()> {
 
 fn invite(cfg: Config, cmd: InviteCmd) -> Result<()> {
     let store = admin::open_store(&cfg)?;
+    let store = &*store;
     match cmd {
         InviteCmd::Create {
             for_user,
@@ -285,7 +331,7 @@ fn invite(cfg: Config, cmd: InviteCmd) -> Result<()> {
         } => {
             let for_user = for_user.map(|u| admin::account_jid(&cfg, &u)).transpose()?;
             let (id, token, uri) =
-                admin::create_invite(&cfg, &store, for_user.as_ref(), expires, uses)?;
+                admin::create_invite(&cfg, store, for_user.as_ref(), expires, uses)?;
             println!("id {id}");
             println!("token {token}");
             println!("uri {uri}");
@@ -302,7 +348,7 @@ fn invite(cfg: Config, cmd: InviteCmd) -> Result<()> {
         }
         InviteCmd::List => {
             let now = herald_server::xep::delay::now_micros() / 1000;
-            for i in herald_store::InviteStore::invites(&store)? {
+            for i in herald_store::InviteStore::invites(store)? {
                 let state = if i.usable(now) {
                     "usable"
                 } else if i.uses_left == 0 {
@@ -323,7 +369,7 @@ fn invite(cfg: Config, cmd: InviteCmd) -> Result<()> {
                 );
             }
         }
-        InviteCmd::Revoke { id } => match herald_store::InviteStore::revoke_invite(&store, &id) {
+        InviteCmd::Revoke { id } => match herald_store::InviteStore::revoke_invite(store, &id) {
             Ok(()) => println!("revoked {id}"),
             Err(herald_store::StoreError::NotFound) => bail!("no invite {id}"),
             Err(e) => return Err(e.into()),
@@ -334,13 +380,14 @@ fn invite(cfg: Config, cmd: InviteCmd) -> Result<()> {
 
 fn roster(cfg: Config, cmd: RosterCmd) -> Result<()> {
     let store = admin::open_store(&cfg)?;
+    let store = &*store;
     let (user, contact, action) = match cmd {
         RosterCmd::List { user } => {
             let jid = admin::account_jid(&cfg, &user)?;
-            if !herald_store::AccountStore::account_exists(&store, &jid.to_string())? {
+            if !herald_store::AccountStore::account_exists(store, &jid.to_string())? {
                 return Err(anyhow!("{jid}: no such user"));
             }
-            let (ver, items) = herald_store::RosterStore::roster(&store, &jid.to_string())?;
+            let (ver, items) = herald_store::RosterStore::roster(store, &jid.to_string())?;
             println!("# roster of {jid}, version {ver}");
             for i in items {
                 println!(
@@ -360,9 +407,9 @@ fn roster(cfg: Config, cmd: RosterCmd) -> Result<()> {
         }
         RosterCmd::Remove { user, contact } => (user, contact, admin::RosterAction::Remove),
     };
-    let a = admin::party(&cfg, &store, &user)?;
-    let b = admin::party(&cfg, &store, &contact)?;
-    let changed = admin::roster_action(&store, &a, &b, action)?;
+    let a = admin::party(&cfg, store, &user)?;
+    let b = admin::party(&cfg, store, &contact)?;
+    let changed = admin::roster_action(store, &a, &b, action)?;
     let mut live = false;
     for (u, c) in &changed {
         live |= admin::notify(&cfg, &format!("roster-changed {u} {c}")).is_some();
@@ -382,9 +429,10 @@ fn roster(cfg: Config, cmd: RosterCmd) -> Result<()> {
 
 fn push(cfg: Config, cmd: PushCmd) -> Result<()> {
     let store = admin::open_store(&cfg)?;
+    let store = &*store;
     let known = |u: &str| -> Result<String> {
         let jid = admin::account_jid(&cfg, u)?.to_string();
-        if !herald_store::AccountStore::account_exists(&store, &jid)? {
+        if !herald_store::AccountStore::account_exists(store, &jid)? {
             return Err(anyhow!("{jid}: no such user"));
         }
         Ok(jid)
@@ -392,11 +440,11 @@ fn push(cfg: Config, cmd: PushCmd) -> Result<()> {
     match cmd {
         PushCmd::List { user } => {
             let jid = known(&user)?;
-            let regs = herald_store::PushStore::push_registrations(&store, &jid)?;
+            let regs = herald_store::PushStore::push_registrations(store, &jid)?;
             if regs.is_empty() {
                 println!("{jid} has no push registrations");
             }
-            let removed = admin::removed_push(&cfg, &store, &jid)?;
+            let removed = admin::removed_push(&cfg, store, &jid)?;
             for r in regs {
                 println!(
                     "{}\tnode={}\tenabled={}\tlast_push={}\tlast_result={}\terrors={}",
@@ -434,7 +482,7 @@ fn push(cfg: Config, cmd: PushCmd) -> Result<()> {
             node,
         } => {
             let jid = known(&user)?;
-            let n = admin::remove_push(&cfg, &store, &jid, &appserver_jid, node.as_deref())?;
+            let n = admin::remove_push(&cfg, store, &jid, &appserver_jid, node.as_deref())?;
             if n == 0 {
                 return Err(anyhow!(
                     "{jid} has no registration with {appserver_jid}{}",
@@ -555,17 +603,18 @@ fn serve(cfg: Config) -> Result<()> {
 
 fn user(cfg: Config, cmd: UserCmd) -> Result<()> {
     let store = admin::open_store(&cfg)?;
+    let store = &*store;
     match cmd {
         UserCmd::Add { jid, password } => {
             let jid = admin::account_jid(&cfg, &jid)?;
             let password = read_password(password)?;
-            admin::add_user(&store, &jid, &password)?;
+            admin::add_user(store, &jid, &password)?;
             println!("created {jid}");
         }
         UserCmd::Passwd { jid, password } => {
             let jid = admin::account_jid(&cfg, &jid)?;
             let password = read_password(password)?;
-            let ended = admin::change_password(&cfg, &store, &jid, &password)?;
+            let ended = admin::change_password(&cfg, store, &jid, &password)?;
             println!("password changed for {jid}");
             if let Some(n) = ended {
                 println!("ended {n} running session(s)");
@@ -573,7 +622,7 @@ fn user(cfg: Config, cmd: UserCmd) -> Result<()> {
         }
         UserCmd::Remove { jid } => {
             let jid = admin::account_jid(&cfg, &jid)?;
-            let ended = admin::remove_account(&cfg, &store, &jid)?;
+            let ended = admin::remove_account(&cfg, store, &jid)?;
             println!("removed {jid}");
             if let Some(n) = ended {
                 println!("ended {n} running session(s)");
@@ -581,14 +630,14 @@ fn user(cfg: Config, cmd: UserCmd) -> Result<()> {
         }
         UserCmd::LogoutAll { jid } => {
             let jid = admin::account_jid(&cfg, &jid)?;
-            let (tokens, ended) = admin::logout_all(&cfg, &store, &jid)?;
+            let (tokens, ended) = admin::logout_all(&cfg, store, &jid)?;
             println!("deleted {tokens} FAST token(s) of {jid}");
             if let Some(n) = ended {
                 println!("ended {n} running session(s)");
             }
         }
         UserCmd::List => {
-            for u in admin::list_users(&store)? {
+            for u in admin::list_users(store)? {
                 println!("{u}");
             }
         }
@@ -601,7 +650,7 @@ fn user(cfg: Config, cmd: UserCmd) -> Result<()> {
                 return Err(anyhow!("COUNT must be at least 1"));
             }
             let show = std::io::stderr().is_terminal();
-            let created = admin::add_bulk(&store, &cfg, &prefix, count, &password, |done| {
+            let created = admin::add_bulk(store, &cfg, &prefix, count, &password, |done| {
                 if show {
                     eprint!("\r{done}/{count}");
                 }
