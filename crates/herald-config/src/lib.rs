@@ -572,6 +572,9 @@ pub struct HttpConfig {
     pub public_url: String,
     /// Serve `/metrics` and `/health`.
     pub metrics: bool,
+    /// Serve XMPP over WebSocket (RFC 7395) on `/xmpp-websocket`, advertised by XEP-0156
+    /// host-meta.
+    pub websocket: bool,
     /// HTTP connections open at once (both listeners); beyond, new ones are closed at once.
     pub max_connections: usize,
     /// Largest request head (request line and headers); beyond: 431, or the connection
@@ -591,6 +594,7 @@ impl Default for HttpConfig {
             plain_listen: None,
             public_url: String::new(),
             metrics: true,
+            websocket: true,
             max_connections: 1024,
             max_header_bytes: 16384,
             request_timeout: Dur(Duration::from_secs(30)),

@@ -147,6 +147,12 @@ impl FramedDecoder {
         Ok(())
     }
 
+    /// Fails the stream for a reason found outside the message text (a binary message, one
+    /// over the transport's size limit): returned by the next call.
+    pub fn fail_with(&mut self, e: StreamError) {
+        self.fail(e);
+    }
+
     /// The event of the last message, if not yet taken.
     pub fn next_event(&mut self) -> Result<Option<StreamEvent>, StreamError> {
         if let Some(e) = &self.failed {

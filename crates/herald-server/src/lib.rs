@@ -97,6 +97,9 @@ pub struct Metrics {
     pub inbox_full: AtomicU64,
     /// Times a client went over its inbound rate (`[limits] c2s_*`) and reading paused.
     pub c2s_throttled: AtomicU64,
+    /// WebSocket (RFC 7395) connections open now (a gauge; the rest of
+    /// `herald_connections` is TCP).
+    pub websocket_open: AtomicU64,
     /// Stanzas handed to routing.
     pub stanzas_routed: AtomicU64,
     /// Messages stored offline.

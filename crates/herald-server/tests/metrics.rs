@@ -94,7 +94,8 @@ async fn counters_move_after_a_login_and_a_message() {
         "herald_push_pending",
         "herald_sessions{state=\"live\",transport=\"tcp\"}",
         "herald_sessions{state=\"hibernated\"}",
-        "herald_connections",
+        "herald_connections{transport=\"tcp\"}",
+        "herald_connections{transport=\"websocket\"}",
         "herald_s2s_outgoing_connections",
         "herald_uploads_total",
     ] {
@@ -106,7 +107,7 @@ async fn counters_move_after_a_login_and_a_message() {
     let m = scrape(&s).await;
     assert_eq!(m["herald_logins_total"], 1.0);
     assert_eq!(m["herald_sessions{state=\"live\",transport=\"tcp\"}"], 1.0);
-    assert_eq!(m["herald_connections"], 1.0);
+    assert_eq!(m["herald_connections{transport=\"tcp\"}"], 1.0);
     // Bob is offline: the message is archived for both and stored for him.
     chat(&mut a, "bob@localhost", "hello").await;
     let routed = m["herald_stanzas_routed_total"];

@@ -145,6 +145,12 @@ impl<Tx> ResourceTable<Tx> {
         self.update(bare, session_id, |r| r.hibernated = on);
     }
 
+    /// Records what carries a resource's connection now (a resumption may come over
+    /// another transport).
+    pub fn set_transport(&mut self, bare: &str, session_id: u64, transport: &'static str) {
+        self.update(bare, session_id, |r| r.transport = transport);
+    }
+
     /// Records the carbons flag of a resource.
     pub fn set_carbons(&mut self, bare: &str, session_id: u64, on: bool) {
         self.update(bare, session_id, |r| r.carbons = on);

@@ -1,6 +1,11 @@
-//! One XML stream over one socket: plain TCP, TLS we accepted or TLS we initiated (s2s),
-//! the sans-IO decoder fed from it, and writes in the stream's namespace. c2s, components and
-//! both s2s directions use it. Knows nothing of sessions, routing or who the peer claims to be.
+//! One XML stream over one socket: plain TCP, TLS we accepted or TLS we initiated (s2s), or
+//! a WebSocket (RFC 7395, c2s only); the sans-IO decoder fed from it, and writes in the
+//! stream's namespace. c2s, components and both s2s directions use it. Knows nothing of
+//! sessions, routing or who the peer claims to be.
+//!
+//! A WebSocket stream is the same [`Conn`] to its users: the decoder takes one message at a
+//! time ([`herald_proto::framing::FramedDecoder`]) and what is written is split into
+//! messages ([`herald_proto::framing::Framer`]), so the session code runs unchanged over it.
 
 use std::future::Future;
 use std::io;
@@ -10,7 +15,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::{Sink, SinkExt, Stream};
 use herald_proto::error::{StreamError, StreamErrorCondition};
+use herald_proto::framing::{FramedDecoder, Framer, OutFrame};
 use herald_proto::stream::{self, Decoder, Limits, StreamEvent, StreamNs};
 use herald_proto::{ns, Element};
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -31,6 +38,60 @@ pub enum Io {
     Tls(Box<crate::tls_io::TlsStream>),
     /// TLS we initiated (outgoing s2s).
     Client(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    /// A WebSocket (RFC 7395). Not a byte stream: [`Conn`] reads and writes it by message,
+    /// and its `AsyncRead`/`AsyncWrite` refuse.
+    WebSocket(Box<WsIo>),
+}
+
+/// What a WebSocket delivered, as [`Conn`] needs it (ping and pong are the library's).
+#[derive(Debug)]
+pub enum WsIn {
+    /// A text message.
+    Text(Vec<u8>),
+    /// A binary message (RFC 7395 §3.2: not allowed).
+    Binary,
+    /// A message over the library's size limit.
+    TooLarge,
+}
+
+/// What [`Conn`] sends on a WebSocket.
+#[derive(Debug)]
+pub enum WsOut {
+    /// One complete element.
+    Text(String),
+    /// A ping, where a TCP stream would send a whitespace keepalive.
+    Ping,
+    /// The closing handshake, with its status code (RFC 6455 §7.4.1).
+    Close(u16),
+}
+
+/// A WebSocket from whichever library served the upgrade (herald-server adapts axum's):
+/// messages in, messages out; the stream ends when the peer closes.
+pub trait WsLink:
+    Stream<Item = io::Result<WsIn>> + Sink<WsOut, Error = io::Error> + Send + Unpin
+{
+}
+
+impl<T> WsLink for T where
+    T: Stream<Item = io::Result<WsIn>> + Sink<WsOut, Error = io::Error> + Send + Unpin
+{
+}
+
+/// A WebSocket under a stream, and the splitting of our writes into its messages.
+pub struct WsIo {
+    /// In a mutex only to be `Sync` (sessions are shared by reference across awaits, and
+    /// upgraded HTTP connections are not `Sync`); reached with `get_mut`, never locked.
+    link: std::sync::Mutex<Box<dyn WsLink>>,
+    framer: Framer,
+    /// A binary message arrived (the close says so with its status code).
+    binary: bool,
+}
+
+/// The `transport` label of a stream over a WebSocket.
+pub const TRANSPORT_WEBSOCKET: &str = "websocket";
+
+fn not_a_byte_stream() -> io::Error {
+    io::Error::new(io::ErrorKind::Unsupported, "a WebSocket is read by message")
 }
 
 impl AsyncRead for Io {
@@ -43,6 +104,7 @@ impl AsyncRead for Io {
             Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Io::Client(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Io::WebSocket(_) => Poll::Ready(Err(not_a_byte_stream())),
         }
     }
 }
@@ -53,6 +115,7 @@ impl AsyncWrite for Io {
             Io::Plain(s) => Pin::new(s).poll_write(cx, b),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, b),
             Io::Client(s) => Pin::new(s.as_mut()).poll_write(cx, b),
+            Io::WebSocket(_) => Poll::Ready(Err(not_a_byte_stream())),
         }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -60,6 +123,7 @@ impl AsyncWrite for Io {
             Io::Plain(s) => Pin::new(s).poll_flush(cx),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Io::Client(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Io::WebSocket(_) => Poll::Ready(Ok(())),
         }
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -67,6 +131,7 @@ impl AsyncWrite for Io {
             Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             Io::Client(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Io::WebSocket(_) => Poll::Ready(Ok(())),
         }
     }
 }
@@ -88,10 +153,55 @@ pub enum ConnError {
     Timeout,
 }
 
+/// The decoder of a byte stream, or of a WebSocket's messages.
+enum Dec {
+    Stream(Decoder),
+    Framed(Box<FramedDecoder>),
+}
+
+impl Dec {
+    fn next_event(&mut self) -> Result<Option<StreamEvent>, StreamError> {
+        match self {
+            Dec::Stream(d) => d.next_event(),
+            Dec::Framed(d) => d.next_event(),
+        }
+    }
+    fn reset(&mut self) {
+        match self {
+            Dec::Stream(d) => d.reset(),
+            Dec::Framed(d) => d.reset(),
+        }
+    }
+    fn reset_with(&mut self, limits: Limits) {
+        match self {
+            Dec::Stream(d) => d.reset_with(limits),
+            Dec::Framed(d) => d.reset_with(limits),
+        }
+    }
+    fn set_limits(&mut self, limits: Limits) {
+        match self {
+            Dec::Stream(d) => d.set_limits(limits),
+            Dec::Framed(d) => d.set_limits(limits),
+        }
+    }
+    fn is_idle(&self) -> bool {
+        match self {
+            Dec::Stream(d) => d.is_idle(),
+            Dec::Framed(d) => d.is_idle(),
+        }
+    }
+    fn shrink(&mut self) {
+        match self {
+            Dec::Stream(d) => d.shrink(),
+            Dec::Framed(d) => d.shrink(),
+        }
+    }
+}
+
 /// An XML stream on a socket.
 pub struct Conn {
     io: Io,
-    decoder: Decoder,
+    decoder: Dec,
     /// Namespace of stanzas written on this stream.
     pub ns: StreamNs,
     /// The peer's address.
@@ -117,7 +227,7 @@ impl Conn {
     pub fn new(io: Io, peer: SocketAddr, limits: Limits, ns: StreamNs, domain: &str) -> Conn {
         Conn {
             io,
-            decoder: Decoder::new(limits),
+            decoder: Dec::Stream(Decoder::new(limits)),
             ns,
             peer,
             header_sent: false,
@@ -127,12 +237,32 @@ impl Conn {
         }
     }
 
+    /// A c2s stream over an upgraded WebSocket (RFC 7395).
+    pub fn websocket(link: Box<dyn WsLink>, peer: SocketAddr, limits: Limits, domain: &str) -> Conn {
+        Conn {
+            io: Io::WebSocket(Box::new(WsIo {
+                link: std::sync::Mutex::new(link),
+                framer: Framer::new(StreamNs::Client),
+                binary: false,
+            })),
+            decoder: Dec::Framed(Box::new(FramedDecoder::new(limits, StreamNs::Client))),
+            ns: StreamNs::Client,
+            peer,
+            header_sent: false,
+            domain: domain.to_string(),
+            transport: TRANSPORT_WEBSOCKET,
+            slot: None,
+        }
+    }
+
     /// Keeps `slot` until this connection is dropped (see the field).
     pub fn hold(&mut self, slot: impl std::any::Any + Send + Sync) {
         self.slot = Some(Box::new(slot));
     }
 
-    /// Whether the transport is encrypted.
+    /// Whether the transport is encrypted. A WebSocket counts as encrypted: on the HTTPS
+    /// listener it is, and the plain HTTP listener exists for a reverse proxy that terminates
+    /// TLS in front of it (the operator's choice); STARTTLS has no place in RFC 7395 either.
     pub fn is_tls(&self) -> bool {
         !matches!(self.io, Io::Plain(_))
     }
@@ -141,7 +271,7 @@ impl Conn {
     /// empty on plain TCP or when the peer sent none. s2s authentication judges it.
     pub fn peer_certificates(&self) -> &[CertificateDer<'static>] {
         let certs = match &self.io {
-            Io::Plain(_) => None,
+            Io::Plain(_) | Io::WebSocket(_) => None,
             Io::Tls(s) => Some(s.peer_certificates()),
             Io::Client(s) => s.get_ref().1.peer_certificates(),
         };
@@ -154,7 +284,7 @@ impl Conn {
     pub fn take_channel_bindings(&mut self) -> herald_proto::sasl::ChannelBindings {
         match &mut self.io {
             Io::Tls(s) => s.take_channel_bindings(),
-            Io::Plain(_) | Io::Client(_) => Default::default(),
+            Io::Plain(_) | Io::Client(_) | Io::WebSocket(_) => Default::default(),
         }
     }
 
@@ -187,7 +317,7 @@ impl Conn {
     {
         let Conn {
             io,
-            mut decoder,
+            decoder,
             ns,
             peer,
             domain,
@@ -202,10 +332,16 @@ impl Conn {
             )));
         };
         let io = handshake(tcp).await?;
+        let Dec::Stream(mut decoder) = decoder else {
+            return Err(ConnError::Stream(StreamError::new(
+                StreamErrorCondition::PolicyViolation,
+                Some("no TLS over a WebSocket".to_string()),
+            )));
+        };
         decoder.reset();
         Ok(Conn {
             io,
-            decoder,
+            decoder: Dec::Stream(decoder),
             ns,
             peer,
             header_sent: false,
@@ -244,6 +380,11 @@ impl Conn {
     /// session waiting here holds no buffer at all (the goal: a few KiB per idle session).
     pub async fn read_some(&mut self) -> Result<(), ConnError> {
         let Conn { io, decoder, .. } = self;
+        let (decoder, io) = match (decoder, io) {
+            (Dec::Framed(d), Io::WebSocket(ws)) => return read_message(d, ws).await,
+            (Dec::Stream(d), io) => (d, io),
+            (Dec::Framed(_), _) => return Err(ConnError::Io(not_a_byte_stream())),
+        };
         let n = std::future::poll_fn(|cx| {
             let mut tmp = [0u8; READ_CHUNK];
             let mut rb = ReadBuf::new(&mut tmp);
@@ -313,8 +454,14 @@ impl Conn {
         }
     }
 
-    /// Writes raw bytes.
+    /// Writes raw bytes (on a WebSocket: the messages they make).
     pub async fn write_raw(&mut self, data: &[u8]) -> Result<(), ConnError> {
+        if let Io::WebSocket(ws) = &mut self.io {
+            return match tokio::time::timeout(WRITE_TIMEOUT, ws.write(data)).await {
+                Ok(r) => Ok(r?),
+                Err(_) => Err(ConnError::Timeout),
+            };
+        }
         match tokio::time::timeout(WRITE_TIMEOUT, async {
             self.io.write_all(data).await?;
             self.io.flush().await
@@ -414,6 +561,17 @@ impl Conn {
 
     /// Closes the stream cleanly.
     pub async fn close(&mut self) {
+        if let Io::WebSocket(ws) = &mut self.io {
+            // RFC 7395 §3.6: `<close/>`, then the WebSocket's own closing handshake.
+            let code = ws.close_code();
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                let _ = ws.write(stream::STREAM_CLOSE.as_bytes()).await;
+                let _ = ws.link().send(WsOut::Close(code)).await;
+                let _ = ws.link().close().await;
+            })
+            .await;
+            return;
+        }
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
             let _ = self.io.write_all(stream::STREAM_CLOSE.as_bytes()).await;
             let _ = self.io.shutdown().await;
@@ -423,7 +581,84 @@ impl Conn {
 
     /// Closes the socket without writing (the stream was already closed).
     pub async fn shutdown(&mut self) {
+        if let Io::WebSocket(ws) = &mut self.io {
+            let _ = tokio::time::timeout(Duration::from_secs(2), ws.link().close()).await;
+            return;
+        }
         let _ = tokio::time::timeout(Duration::from_secs(2), self.io.shutdown()).await;
+    }
+}
+
+impl WsIo {
+    fn link(&mut self) -> &mut Box<dyn WsLink> {
+        self.link
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Sends the messages `data` (our stream's bytes) makes, in one flush.
+    async fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        let mut frames = Vec::new();
+        self.framer.push(data, &mut frames);
+        if frames.is_empty() {
+            return Ok(());
+        }
+        for f in frames {
+            let m = match f {
+                OutFrame::Text(t) => WsOut::Text(t),
+                OutFrame::Keepalive => WsOut::Ping,
+            };
+            self.link().feed(m).await?;
+        }
+        self.link().flush().await
+    }
+
+    /// The WebSocket status that goes with the close: 1003 after a binary message, else
+    /// normal (a stream error, if any, was already said in XMPP).
+    fn close_code(&self) -> u16 {
+        if self.binary_seen() {
+            1003
+        } else {
+            1000
+        }
+    }
+
+    fn binary_seen(&self) -> bool {
+        self.binary
+    }
+}
+
+/// Waits for one WebSocket message and hands it to the decoder; a message that breaks the
+/// framing rules becomes the decoder's (sticky) stream error, which the next event returns
+/// like any decoding error.
+async fn read_message(decoder: &mut FramedDecoder, ws: &mut WsIo) -> Result<(), ConnError> {
+    use futures_util::StreamExt;
+    // `next` on a Stream loses nothing when cancelled: cancel-safe, as `read_some` must be.
+    match ws.link().next().await {
+        None => Err(ConnError::Closed),
+        Some(Err(e)) => Err(ConnError::Io(e)),
+        Some(Ok(WsIn::Text(t))) => {
+            // The error is kept by the decoder and returned by the next event.
+            let _ = decoder.feed_message(&t);
+            Ok(())
+        }
+        Some(Ok(WsIn::Binary)) => {
+            ws.binary = true;
+            // RFC 7395 §3.2: text messages only; RFC 6120 §4.9.3.22 names a stream that is
+            // not UTF-8 text.
+            decoder.fail_with(StreamError::new(
+                StreamErrorCondition::UnsupportedEncoding,
+                Some("binary WebSocket messages are not allowed".to_string()),
+            ));
+            Ok(())
+        }
+        Some(Ok(WsIn::TooLarge)) => {
+            decoder.fail_with(StreamError::new(
+                StreamErrorCondition::PolicyViolation,
+                Some("WebSocket message too large".to_string()),
+            ));
+            Ok(())
+        }
     }
 }
 

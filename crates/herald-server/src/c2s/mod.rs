@@ -1,5 +1,6 @@
 //! The c2s listeners (STARTTLS port and XEP-0368 direct TLS port): accept, spawn one task per
-//! connection, negotiate, then hand over to the session task.
+//! connection, negotiate, then hand over to the session task. WebSocket connections
+//! (`http::websocket`) join at [`run`].
 
 pub mod fast;
 pub mod negotiate;
@@ -13,7 +14,7 @@ use herald_proto::stream::StreamNs;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::transport::conn::{self, Conn, Io};
-use crate::transport::limits::OpenGuard;
+use crate::transport::limits::{OpenGuard, UnauthGuard};
 use crate::transport::listener;
 use crate::Shared;
 
@@ -83,6 +84,12 @@ async fn connection(
     );
     // The session (or the hibernated one it resumes) keeps the slot with the connection.
     conn.hold(slot);
+    run(shared, conn, unauthenticated).await;
+}
+
+/// Negotiates `conn` and runs its session: the same for every transport (TCP here,
+/// WebSocket in `http::websocket`). `unauthenticated` is held until negotiation ends.
+pub(crate) async fn run(shared: Arc<Shared>, conn: Conn, unauthenticated: UnauthGuard) {
     // Boxed: a task's future keeps the size of its largest state for its whole life, and
     // negotiation's (SASL, TLS) is large; an idle session must stay small.
     let outcome = Box::pin(negotiate::negotiate(&shared, conn)).await;

@@ -71,10 +71,12 @@ impl Out {
     }
 }
 
-/// The `herald_sessions` samples: live sessions per transport (TCP always listed, so the
-/// series exists from the start), hibernated ones (no connection, so no transport).
+/// The `herald_sessions` samples: live sessions per transport (TCP and WebSocket always
+/// listed, so the series exist from the start), hibernated ones (no connection, so no
+/// transport).
 fn session_samples(sessions: &[crate::routing::router::ResourceEntry]) -> Vec<(String, u64)> {
-    let mut live = std::collections::BTreeMap::from([(herald_transport::conn::TRANSPORT_TCP, 0)]);
+    use herald_transport::conn::{TRANSPORT_TCP, TRANSPORT_WEBSOCKET};
+    let mut live = std::collections::BTreeMap::from([(TRANSPORT_TCP, 0), (TRANSPORT_WEBSOCKET, 0)]);
     let mut hibernated = 0;
     for s in sessions {
         if s.hibernated {
@@ -109,10 +111,17 @@ pub async fn render(shared: &Shared) -> String {
     let r = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let m = &shared.metrics;
     let mut o = Out(String::with_capacity(4096));
-    o.gauge(
+    // WebSocket connections are counted in both; TCP is the rest (c2s, s2s, components).
+    let total = shared.conns.total() as u64;
+    let websocket = r(&m.websocket_open).min(total);
+    o.metric(
         "herald_connections",
-        "Open XMPP connections (c2s, s2s incoming, components).",
-        shared.conns.total() as u64,
+        "gauge",
+        "Open XMPP connections (c2s, s2s incoming, components) by transport.",
+        &[
+            ("transport=\"tcp\"", total - websocket),
+            ("transport=\"websocket\"", websocket),
+        ],
     );
     let sessions = session_samples(&shared.router.all_sessions());
     let sessions: Vec<(&str, u64)> = sessions.iter().map(|(l, n)| (l.as_str(), *n)).collect();

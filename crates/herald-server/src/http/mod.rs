@@ -1,9 +1,10 @@
 //! The HTTP listeners (`[http]`): one HTTPS listener with the domain's certificate, HTTP/1.1
 //! and HTTP/2 chosen by ALPN, and an optional plain one for a reverse proxy on loopback.
 //! Routes: XEP-0363 uploads ([`upload`]), `/metrics` and `/health` ([`metrics`]), the invite
-//! landing page ([`invite`]); a new
-//! service (WebSocket, pages) is one more route in [`router`] (connections are served with
-//! upgrades enabled).
+//! landing page ([`invite`]), XMPP over WebSocket and its XEP-0156 host-meta
+//! ([`websocket`]); a new service is one more route in [`router`] (connections are served
+//! with upgrades enabled; an upgraded connection leaves the HTTP count and timeouts for
+//! those of the protocol it became).
 //!
 //! Bounded: at most `max_connections` connections at once (one beyond is closed at once), a
 //! request head of at most `max_header_bytes` (beyond: 431, over HTTP/1.1 and, as the
@@ -18,6 +19,7 @@
 pub mod invite;
 pub mod metrics;
 pub mod upload;
+pub mod websocket;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -159,6 +161,14 @@ pub fn router(shared: &Arc<Shared>) -> axum::Router {
                 invite::max_form_bytes(&shared.cfg.registration),
             )),
     );
+    // XEP-0156 discovery; with WebSocket off it lists nothing rather than 404, so a client
+    // learns there is no alternative connection method.
+    r = r
+        .route("/.well-known/host-meta", get(websocket::host_meta))
+        .route("/.well-known/host-meta.json", get(websocket::host_meta_json));
+    if shared.cfg.http.websocket {
+        r = r.route(websocket::WEBSOCKET_PATH, get(websocket::upgrade));
+    }
     if shared.cfg.http.metrics {
         r = r
             .route("/metrics", get(metrics::metrics))

@@ -112,6 +112,11 @@ impl Router {
             .set_presence(bare, session_id, available, priority);
     }
 
+    /// Records what carries a session's connection (after a resumption).
+    pub fn set_transport(&self, bare: &str, session_id: u64, transport: &'static str) {
+        self.users_mut().set_transport(bare, session_id, transport);
+    }
+
     /// Records whether a session is hibernated.
     pub fn set_hibernated(&self, bare: &str, session_id: u64, on: bool) {
         self.users_mut().set_hibernated(bare, session_id, on);

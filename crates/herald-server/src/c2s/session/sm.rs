@@ -367,11 +367,11 @@ impl Session {
                     crate::transport::conn::push_features(&mut bytes, conn.ns, f);
                 }
                 tracing::info!(retransmitted = retransmit.len(), "session resumed");
+                let transport = conn.transport;
                 self.conn = Some(conn);
-                self.ctx
-                    .shared
-                    .router
-                    .set_hibernated(&self.ctx.bare, self.ctx.id, false);
+                let router = &self.ctx.shared.router;
+                router.set_transport(&self.ctx.bare, self.ctx.id, transport);
+                router.set_hibernated(&self.ctx.bare, self.ctx.id, false);
                 let now_t = Instant::now();
                 self.last_read = now_t;
                 self.last_write = now_t;
