@@ -94,6 +94,8 @@ class Server:
     cli: Callable[..., tuple[int, str]]
     #: stops the server (SIGTERM, or SIGKILL when True) and starts it again on the same data
     restart: Callable[[bool], None] | None = None
+    #: the plain HTTP listener (XMPP over WebSocket at ws://HOST:PORT/xmpp-websocket)
+    http_plain_port: int = 0
 
 
 # --------------------------------------------------------------------------- inbox

@@ -64,6 +64,7 @@ import scenarios_muc  # noqa: E402,F401
 import scenarios_invite  # noqa: E402,F401
 import scenarios_mds  # noqa: E402,F401
 import scenarios_muc_push  # noqa: E402,F401
+import scenarios_websocket  # noqa: E402,F401
 
 #: Scenarios run by default, in this order. Everything else registered is PENDING.
 ENABLED = [
@@ -94,6 +95,8 @@ ENABLED = [
     "scram_plus_offered",
     # issue 18: SASL2, Bind2, FAST, inline resumption (xmpp.js)
     "xmppjs_fast_reconnect",
+    # XMPP over WebSocket (RFC 7395), with SASL2 and inline resumption (xmpp.js)
+    "xmppjs_websocket",
     # issue 15: PEP, avatars, OMEMO
     "pep_avatar",
     "omemo",
@@ -150,6 +153,8 @@ class HeraldServer:
         self.direct_tls = free_port()
         self.component = free_port()
         self.http = free_port()
+        # The plain HTTP listener a reverse proxy would use: XMPP over WebSocket at ws://.
+        self.http_plain = free_port()
         self.proc: subprocess.Popen | None = None
         self._log = None
         comps = "".join(
@@ -165,7 +170,8 @@ class HeraldServer:
             f"[components]\n"
             f'listen = "{HOST}:{self.component}"\n'
             f"[http]\n"
-            f'listen = "{HOST}:{self.http}"\n' + comps + extra_config
+            f'listen = "{HOST}:{self.http}"\n'
+            f'plain_listen = "{HOST}:{self.http_plain}"\n' + comps + extra_config
         )
 
     def cli(self, *args: str) -> tuple[int, str]:
@@ -198,7 +204,7 @@ class HeraldServer:
             start_new_session=True,
         )
         deadline = time.monotonic() + START_TIMEOUT
-        waiting = [self.c2s, self.direct_tls, self.component, self.http]
+        waiting = [self.c2s, self.direct_tls, self.component, self.http, self.http_plain]
         while waiting:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"herald serve exited with {self.proc.returncode}:\n{self.log_tail()}")
@@ -350,6 +356,7 @@ def run_group(binary: Path, selected: list[str], extra_config: str, args) -> tup
             components=dict(COMPONENTS),
             cli=server.cli,
             restart=server.restart,
+            http_plain_port=server.http_plain,
         )
         for n in selected:
             sc = kit.SCENARIOS[n]
