@@ -419,10 +419,11 @@ mod tests {
                 ..Default::default()
             }))
         );
-        let Some(StreamEvent::Stanza(m)) =
-            event(&mut d, "<message xmlns='jabber:client' to='a@b'><body>hi</body></message>")
-                .unwrap()
-        else {
+        let Some(StreamEvent::Stanza(m)) = event(
+            &mut d,
+            "<message xmlns='jabber:client' to='a@b'><body>hi</body></message>",
+        )
+        .unwrap() else {
             panic!("no stanza")
         };
         assert!(m.is("message", ns::CLIENT));
@@ -430,7 +431,11 @@ mod tests {
         // A keepalive message, then the close.
         assert_eq!(event(&mut d, " \n").unwrap(), None);
         assert_eq!(
-            event(&mut d, "<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>").unwrap(),
+            event(
+                &mut d,
+                "<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>"
+            )
+            .unwrap(),
             Some(StreamEvent::End)
         );
     }
@@ -438,13 +443,20 @@ mod tests {
     #[test]
     fn restart_expects_a_new_open() {
         let mut d = dec();
-        event(&mut d, "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='x'/>").unwrap();
+        event(
+            &mut d,
+            "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='x'/>",
+        )
+        .unwrap();
         d.reset();
         let e = event(&mut d, "<iq xmlns='jabber:client' type='get' id='1'/>").unwrap_err();
         assert_eq!(e.condition, Cond::InvalidNamespace);
         d.reset();
         assert!(matches!(
-            event(&mut d, "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='x'/>"),
+            event(
+                &mut d,
+                "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='x'/>"
+            ),
             Ok(Some(StreamEvent::Header(_)))
         ));
     }
@@ -477,7 +489,11 @@ mod tests {
             },
             StreamNs::Client,
         );
-        event(&mut d, "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='x'/>").unwrap();
+        event(
+            &mut d,
+            "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='x'/>",
+        )
+        .unwrap();
         let big = format!(
             "<message xmlns='jabber:client'><body>{}</body></message>",
             "a".repeat(200)
@@ -510,7 +526,9 @@ mod tests {
             Some("en"),
             &[],
         );
-        bytes.push_str("<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></stream:features>");
+        bytes.push_str(
+            "<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></stream:features>",
+        );
         assert_eq!(
             frames(&bytes),
             vec![
@@ -523,9 +541,11 @@ mod tests {
     #[test]
     fn stanzas_get_their_namespace_and_each_its_message() {
         let parse = |to: &str| -> Element {
-            format!("<message xmlns='jabber:client' to='{to}'><body>1 &lt; 2 &gt; 0</body></message>")
-                .parse()
-                .unwrap()
+            format!(
+                "<message xmlns='jabber:client' to='{to}'><body>1 &lt; 2 &gt; 0</body></message>"
+            )
+            .parse()
+            .unwrap()
         };
         let mut bytes = Vec::new();
         encode(&parse("a@b/c"), StreamNs::Client, &mut bytes);
@@ -547,10 +567,17 @@ mod tests {
         );
         // Every message decodes on its own.
         let mut d = dec();
-        event(&mut d, "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>").unwrap();
+        event(
+            &mut d,
+            "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>",
+        )
+        .unwrap();
         for f in &out[..3] {
             let OutFrame::Text(t) = f else { panic!() };
-            assert!(matches!(event(&mut d, t), Ok(Some(StreamEvent::Stanza(_)))), "{t}");
+            assert!(
+                matches!(event(&mut d, t), Ok(Some(StreamEvent::Stanza(_)))),
+                "{t}"
+            );
         }
     }
 
@@ -564,7 +591,9 @@ mod tests {
         f.push(b"w>away</show></presence>", &mut out);
         assert_eq!(
             out,
-            vec![text("<presence xmlns='jabber:client'><show>away</show></presence>")]
+            vec![text(
+                "<presence xmlns='jabber:client'><show>away</show></presence>"
+            )]
         );
     }
 }

@@ -127,8 +127,7 @@ impl Ws {
         loop {
             let el = self.recv().await;
             // Presence and the server's ack requests are not what these tests wait for.
-            if el.name() == "presence" && name != "presence" || el.name() == "r" && name != "r"
-            {
+            if el.name() == "presence" && name != "presence" || el.name() == "r" && name != "r" {
                 continue;
             }
             assert_eq!(el.name(), name, "got {}", String::from(&el));
@@ -188,7 +187,10 @@ impl Ws {
             .get_child("bind", "urn:ietf:params:xml:ns:xmpp-bind")
             .and_then(|b| b.get_child("jid", "urn:ietf:params:xml:ns:xmpp-bind"))
             .map(|j| j.text());
-        assert_eq!(jid.as_deref(), Some(&*format!("alice@localhost/{resource}")));
+        assert_eq!(
+            jid.as_deref(),
+            Some(&*format!("alice@localhost/{resource}"))
+        );
     }
 
     /// The stream error condition the server ends with, then how the WebSocket ended.
@@ -291,7 +293,8 @@ async fn a_dropped_websocket_session_resumes_and_gets_what_was_sent_meanwhile() 
     let s = server(|_| {}).await;
     let (mut a, _) = Ws::authenticate(ws_addr(&s), "alice").await;
     a.bind("web").await;
-    a.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>").await;
+    a.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+        .await;
     let enabled = a.expect("enabled").await;
     let id = enabled.attr("id").expect("resumption id").to_string();
     let counted_from = a.stanzas;
@@ -299,10 +302,7 @@ async fn a_dropped_websocket_session_resumes_and_gets_what_was_sent_meanwhile() 
     let mut b = RawClient::login(s.c2s(), "bob", "pw", "pc").await;
     b.send("<message to='alice@localhost/web' id='before'><body>one</body></message>")
         .await;
-    assert_eq!(
-        body(&a.expect("message").await).as_deref(),
-        Some("one")
-    );
+    assert_eq!(body(&a.expect("message").await).as_deref(), Some("one"));
     a.send("<iq xmlns='jabber:client' type='get' id='sync'><ping xmlns='urn:xmpp:ping'/></iq>")
         .await;
     a.expect("iq").await;
@@ -336,10 +336,7 @@ async fn a_dropped_websocket_session_resumes_and_gets_what_was_sent_meanwhile() 
     // Live again, over the WebSocket.
     b.send("<message to='alice@localhost/web' id='after'><body>three</body></message>")
         .await;
-    assert_eq!(
-        body(&a.expect("message").await).as_deref(),
-        Some("three")
-    );
+    assert_eq!(body(&a.expect("message").await).as_deref(), Some("three"));
     assert!(shared
         .router
         .resources("alice@localhost")
@@ -483,8 +480,5 @@ async fn host_meta_lists_the_websocket_endpoint_for_any_origin() {
     let s = server(|c| c.http.public_url = "http://127.0.0.1:8080".into()).await;
     let r = http::request_plain(ws_addr(&s), "GET", "/.well-known/host-meta.json").await;
     let j: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-    assert_eq!(
-        j["links"][0]["href"],
-        "ws://127.0.0.1:8080/xmpp-websocket"
-    );
+    assert_eq!(j["links"][0]["href"], "ws://127.0.0.1:8080/xmpp-websocket");
 }

@@ -1,6 +1,6 @@
 //! herald-transport: the bytes under a stream, for herald-server.
 //!
-//! - [`conn`]: one XML stream over TCP or TLS, with read limits, buffered decoding and
+//! - [`conn`]: one XML stream over TCP, TLS or a WebSocket (RFC 7395), with read limits, buffered decoding and
 //!   batched writes.
 //! - [`tls_io`]: rustls driven over tokio without extra copies (STARTTLS and direct TLS).
 //! - [`channel_binding`]: a c2s handshake's `tls-exporter` and `tls-server-end-point` data

@@ -165,7 +165,10 @@ pub fn router(shared: &Arc<Shared>) -> axum::Router {
     // learns there is no alternative connection method.
     r = r
         .route("/.well-known/host-meta", get(websocket::host_meta))
-        .route("/.well-known/host-meta.json", get(websocket::host_meta_json));
+        .route(
+            "/.well-known/host-meta.json",
+            get(websocket::host_meta_json),
+        );
     if shared.cfg.http.websocket {
         r = r.route(websocket::WEBSOCKET_PATH, get(websocket::upgrade));
     }

@@ -84,7 +84,10 @@ pub async fn upgrade(
         .max_frame_size(max_message)
         .on_upgrade(move |socket| {
             async move {
-                shared.metrics.websocket_open.fetch_add(1, Ordering::Relaxed);
+                shared
+                    .metrics
+                    .websocket_open
+                    .fetch_add(1, Ordering::Relaxed);
                 let open = OpenWs(shared.clone());
                 let mut conn = Conn::websocket(
                     Box::new(Link(socket)),
@@ -114,7 +117,10 @@ struct OpenWs(Arc<Shared>);
 
 impl Drop for OpenWs {
     fn drop(&mut self) {
-        self.0.metrics.websocket_open.fetch_sub(1, Ordering::Relaxed);
+        self.0
+            .metrics
+            .websocket_open
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 
