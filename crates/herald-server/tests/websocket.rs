@@ -247,10 +247,12 @@ async fn login_and_messages_between_a_websocket_and_a_tcp_user() {
         Some("hi tcp".into())
     );
 
-    // The session is counted as a WebSocket one.
+    // The session is counted as a WebSocket one, and the upgraded connection left the HTTP
+    // count (only the scrape's own is left).
     let r = http::request_plain(ws_addr(&s), "GET", "/metrics").await;
     let text = String::from_utf8(r.body).unwrap();
     for line in [
+        "herald_http_connections 1",
         "herald_sessions{state=\"live\",transport=\"websocket\"} 1",
         "herald_sessions{state=\"live\",transport=\"tcp\"} 1",
         "herald_connections{transport=\"websocket\"} 1",
@@ -481,4 +483,42 @@ async fn host_meta_lists_the_websocket_endpoint_for_any_origin() {
     let r = http::request_plain(ws_addr(&s), "GET", "/.well-known/host-meta.json").await;
     let j: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(j["links"][0]["href"], "ws://127.0.0.1:8080/xmpp-websocket");
+}
+
+#[tokio::test]
+async fn a_websocket_session_resumes_over_tcp() {
+    let s = server(|_| {}).await;
+    let (mut a, _) = Ws::authenticate(ws_addr(&s), "alice").await;
+    a.bind("web").await;
+    a.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+        .await;
+    let id = a.expect("enabled").await.attr("id").unwrap().to_string();
+    drop(a);
+    let shared = s.running.shared.clone();
+    wait_until("session hibernated", || {
+        shared
+            .router
+            .resources("alice@localhost")
+            .iter()
+            .any(|r| r.hibernated)
+    })
+    .await;
+    let mut b = RawClient::login(s.c2s(), "bob", "pw", "pc").await;
+    b.send("<message to='alice@localhost/web' id='m'><body>over tcp</body></message>")
+        .await;
+    b.sync("sent").await;
+    let (mut t, _) = RawClient::authenticate(s.c2s(), "alice", "pw").await;
+    t.send(&format!(
+        "<resume xmlns='urn:xmpp:sm:3' h='0' previd='{id}'/>"
+    ))
+    .await;
+    t.expect("resumed").await;
+    let m = t.expect("message").await;
+    assert_eq!(m.attr("id"), Some("m"));
+    // `/metrics` now counts it as a TCP session.
+    assert!(shared
+        .router
+        .resources("alice@localhost")
+        .iter()
+        .any(|r| r.resource == "web" && !r.hibernated && r.transport == "tcp"));
 }
