@@ -19,6 +19,7 @@
 //! | target | parsers covered |
 //! |---|---|
 //! | `stream` | the XML stream decoder (herald-proto `stream::Decoder`): header, stanzas, limits, restricted XML, fed in chunks of 1–64 bytes; `stream::encode` of every decoded element, which must decode again to the same element |
+//! | `framing` | RFC 7395 WebSocket framing (herald-proto `framing::FramedDecoder`): the input split into messages at `0xFF` bytes (never in UTF-8), `<open/>`/`<close/>`, one complete element per message, limits; every element decoded, written through the server's `Framer`, must come out as one standalone message that decodes to the same element |
 //! | `negotiate` | the c2s negotiation machine (herald-session `negotiate`, via its `run_bytes` driver): headers, STARTTLS, SASL PLAIN/SCRAM/SCRAM-PLUS (with fixed channel-binding data), throttling, bind, `<resume/>`, with its invariants (no bind before auth, no PLAIN in the clear, no -PLUS without TLS) |
 //! | `sasl` | herald-proto `sasl`: PLAIN messages (`parse_plain`), SCRAM and SCRAM-PLUS client-first and client-final (`ScramServer`; -PLUS only bound to a type the connection has, no `y` where -PLUS is offered), base64 payloads, SASLprep of user names, mechanism names |
 //! | `sm` | XEP-0198 nonzas (herald-session `sm_nonza`: `<enable/>`, `<r/>`, `<a h/>`, `<resume previd h/>`) against a live `StreamManagement` with queued stanzas, wrap-around counters, hibernation |
@@ -59,6 +60,7 @@ pub type Target = fn(&[u8]);
 /// Every target with its name (the name of its corpus folder and of its `fuzz/` binary).
 pub const TARGETS: &[(&str, Target)] = &[
     ("stream", stream),
+    ("framing", framing),
     ("negotiate", negotiate),
     ("sasl", sasl),
     ("sm", sm),
@@ -207,6 +209,74 @@ pub fn stream(data: &[u8]) {
                     return;
                 }
             }
+        }
+    }
+}
+
+/// RFC 7395 framing: the first byte chooses small limits (bit 0x40); the rest is split into
+/// WebSocket messages at `0xFF` bytes (which UTF-8 never holds).
+pub fn framing(data: &[u8]) {
+    use herald_proto::framing::{FramedDecoder, Framer, OutFrame};
+    let Some((&flags, rest)) = data.split_first() else {
+        return;
+    };
+    let lim = if flags & 0x40 != 0 {
+        Limits {
+            max_stanza_bytes: 512,
+            max_depth: 4,
+            max_attributes: 4,
+            max_header_bytes: 256,
+        }
+    } else {
+        limits()
+    };
+    let mut d = FramedDecoder::new(lim, StreamNs::Client);
+    for msg in rest.split(|&b| b == 0xff).take(MAX_ELEMENTS) {
+        if let Err(e) = d.feed_message(msg) {
+            // A failed decoder stays failed, with the same error.
+            assert_eq!(d.next_event(), Err(e), "a failed framed decoder changed");
+            return;
+        }
+        match d.next_event() {
+            Ok(Some(StreamEvent::Stanza(el))) => {
+                // What the server writes is one message per element, standalone, and reads
+                // back as the element it meant.
+                let mut bytes = Vec::new();
+                stream::encode(&el, StreamNs::Client, &mut bytes);
+                let mut frames = Vec::new();
+                Framer::new(StreamNs::Client).push(&bytes, &mut frames);
+                let [OutFrame::Text(text)] = frames.as_slice() else {
+                    panic!("one element framed as {frames:?}");
+                };
+                let mut again = FramedDecoder::new(
+                    Limits {
+                        max_stanza_bytes: usize::MAX,
+                        max_header_bytes: usize::MAX,
+                        max_attributes: usize::MAX,
+                        max_depth: usize::MAX,
+                    },
+                    StreamNs::Client,
+                );
+                let open = "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>";
+                assert!(again.feed_message(open.as_bytes()).is_ok());
+                assert!(matches!(
+                    again.next_event(),
+                    Ok(Some(StreamEvent::Header(_)))
+                ));
+                assert_eq!(again.feed_message(text.as_bytes()), Ok(()), "{text}");
+                let back = match again.next_event() {
+                    Ok(Some(StreamEvent::Stanza(e))) => Some(e),
+                    _ => None,
+                };
+                assert_eq!(
+                    back.as_ref().and_then(stanza::to_xml),
+                    stanza::to_xml(&el),
+                    "framing does not round-trip: {text}"
+                );
+            }
+            Ok(Some(StreamEvent::End)) => return,
+            Ok(Some(StreamEvent::Header(_)) | None) => {}
+            Err(e) => panic!("feed_message succeeded, next_event failed: {e:?}"),
         }
     }
 }

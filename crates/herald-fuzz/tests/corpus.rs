@@ -285,6 +285,7 @@ macro_rules! corpus_tests {
 
 corpus_tests!(
     stream,
+    framing,
     negotiate,
     sasl,
     sm,
