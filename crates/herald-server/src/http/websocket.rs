@@ -28,8 +28,8 @@ use tracing::Instrument;
 use crate::transport::conn::Conn;
 use crate::Shared;
 
-/// Bytes tungstenite reads at once: it keeps a buffer this large per connection for its whole
-/// life (its default, 128 KiB, would dwarf an idle session).
+/// Bytes tungstenite reads at once, and gathers before a write: it keeps buffers this large
+/// per connection for its whole life (its default, 128 KiB, would dwarf an idle session).
 const READ_BUFFER: usize = 4096;
 
 /// Slack over the largest stanza for a message: a message over the stanza limit but within
@@ -78,8 +78,10 @@ pub async fn upgrade(
     );
     ws.protocols([SUBPROTOCOL])
         .read_buffer_size(READ_BUFFER)
-        // Each message goes out when flushed; the session batches by flushing once.
-        .write_buffer_size(0)
+        // Messages of one write are gathered up to this before a socket write, and the
+        // session flushes after each write: a batch of small stanzas costs one or a few
+        // writes. tungstenite keeps the buffer's capacity, so it stays small.
+        .write_buffer_size(READ_BUFFER)
         .max_message_size(max_message)
         .max_frame_size(max_message)
         .on_upgrade(move |socket| {
