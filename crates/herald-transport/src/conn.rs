@@ -624,15 +624,11 @@ impl WsIo {
     /// The WebSocket status that goes with the close: 1003 after a binary message, else
     /// normal (a stream error, if any, was already said in XMPP).
     fn close_code(&self) -> u16 {
-        if self.binary_seen() {
+        if self.binary {
             1003
         } else {
             1000
         }
-    }
-
-    fn binary_seen(&self) -> bool {
-        self.binary
     }
 }
 
