@@ -76,7 +76,7 @@ prosody_start() {
 		-e "s|@LOGLEVEL@|${PROSODY_LOGLEVEL:-warn}|g" \
 		-e "s|@C2S_PORT@|$PROSODY_C2S_PORT|g" -e "s|@COMPONENT_PORT@|$PROSODY_COMPONENT_PORT|g" \
 		-e "s|@COMPONENT_SECRET@|$COMPONENT_SECRET|g" -e "s|@ARCHIVE_STORE@|$store|g" \
-		-e "s|@MAM_MODULE@|$mam_module|g" \
+		-e "s|@MAM_MODULE@|$mam_module|g" -e "s|@HTTP_PORT@|${PROSODY_HTTP_PORT:-15280}|g" \
 		"$here/prosody.cfg.lua.in" >"$dir/prosody.cfg.lua"
 	"$BENCH_BIN" prosody-users --data-dir "$dir/data" --domain localhost \
 		--prefix "$BENCH_PREFIX" --count "$users" --password "$BENCH_PASSWORD"
@@ -109,9 +109,11 @@ require_encryption = false
 [components]
 listen = "127.0.0.1:$HERALD_COMPONENT_PORT"
 
-# No HTTP: the benchmark measures XMPP (and 5443 may be ejabberd's, which runs beside it).
+# No HTTPS listener (5443 may be ejabberd's, which runs beside it); with HERALD_HTTP_PORT set
+# (bench/websocket.sh), a plain loopback listener for RFC 7395 WebSocket.
 [http]
 listen = ""
+plain_listen = "${HERALD_HTTP_PORT:+127.0.0.1:$HERALD_HTTP_PORT}"
 
 [[components.component]]
 domain = "push.localhost"
@@ -186,7 +188,7 @@ ejabberd_start() {
 	sed -e "s|@DIR@|$dir|g" -e "s|@LOGLEVEL@|${EJABBERD_LOGLEVEL:-warning}|g" \
 		-e "s|@C2S_PORT@|$EJABBERD_C2S_PORT|g" -e "s|@COMPONENT_PORT@|$EJABBERD_COMPONENT_PORT|g" \
 		-e "s|@COMPONENT_SECRET@|$COMPONENT_SECRET|g" -e "s|@STARTTLS@|$starttls|g" \
-		-e "s|@MAM_MODULE@|$mam|g" \
+		-e "s|@MAM_MODULE@|$mam|g" -e "s|@HTTP_PORT@|${EJABBERD_HTTP_PORT:-35280}|g" \
 		"$here/ejabberd.yml.in" >"$dir/ejabberd.yml"
 	port_free "$EJABBERD_C2S_PORT" || { log "port $EJABBERD_C2S_PORT is busy"; return 1; }
 	port_free "$EJABBERD_COMPONENT_PORT" || { log "port $EJABBERD_COMPONENT_PORT is busy"; return 1; }

@@ -61,6 +61,8 @@ pub struct Target {
     pub connector: TlsConnector,
     /// Deadline for each negotiation step.
     pub step_timeout: Duration,
+    /// RFC 7395: connect to this `ws://` URL instead of the c2s port (`None`: TCP).
+    pub websocket: Option<String>,
     /// Local address to connect from (`None`: the system's choice). `hostile` sends its
     /// floods from a second loopback address so per-address limits can tell them apart.
     pub source: Option<std::net::IpAddr>,
@@ -160,6 +162,8 @@ pub enum Transport {
     Plain(TcpStream),
     /// TLS after STARTTLS.
     Tls(Box<TlsStream<TcpStream>>),
+    /// RFC 7395 WebSocket, through the bridge task of [`crate::ws`].
+    Ws(tokio::io::DuplexStream),
 }
 
 impl AsyncRead for Transport {
@@ -171,6 +175,7 @@ impl AsyncRead for Transport {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Transport::Ws(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -184,6 +189,7 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Transport::Ws(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -191,6 +197,7 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_flush(cx),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Transport::Ws(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -198,6 +205,7 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Transport::Ws(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }
@@ -345,9 +353,26 @@ pub enum Resumption {
 /// Connects, opens the stream and does STARTTLS if asked: the transport and the features
 /// offered for authentication.
 async fn open(t: &Target) -> Result<(Transport, Framer, Vec<u8>, Vec<u8>)> {
-    let tcp = t.connect().await?;
     let mut buf = vec![0u8; 4096];
-    let mut io = Transport::Plain(tcp);
+    let mut io = match &t.websocket {
+        None => Transport::Plain(t.connect().await?),
+        Some(url) => {
+            if t.tls != TlsMode::None {
+                // The WebSocket's own TLS (wss://) would be the security; STARTTLS does not
+                // exist over WebSocket (RFC 7395 §3.6).
+                return Err(BenchError::NotOffered("STARTTLS over WebSocket"));
+            }
+            let (host, port) = crate::ws::endpoint(url)?;
+            let tcp = tokio::time::timeout(t.step_timeout, TcpStream::connect((host, port)))
+                .await
+                .map_err(|_| BenchError::Timeout("connect"))??;
+            tcp.set_nodelay(true)?;
+            let ws = tokio::time::timeout(t.step_timeout, crate::ws::connect(url, tcp, &t.domain))
+                .await
+                .map_err(|_| BenchError::Timeout("websocket upgrade"))??;
+            Transport::Ws(ws)
+        }
+    };
     let mut framer = Framer::new();
     put(&mut io, header(&t.domain).as_bytes()).await?;
     let mut features =

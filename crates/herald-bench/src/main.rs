@@ -11,6 +11,7 @@ mod prosody;
 mod report;
 mod scenario;
 mod scram;
+mod ws;
 mod xml;
 
 use anyhow::{Context, Result};

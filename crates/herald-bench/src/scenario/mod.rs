@@ -48,6 +48,10 @@ pub struct Common {
     /// Transport security.
     #[arg(long, value_enum, default_value = "none")]
     pub tls: TlsMode,
+    /// Connect over RFC 7395 WebSocket at this URL (`ws://HOST:PORT/xmpp-websocket`) instead
+    /// of TCP to `--port`; needs `--tls none` (no STARTTLS over WebSocket).
+    #[arg(long)]
+    pub websocket: Option<String>,
     /// Bench runtime worker threads (0 = number of CPUs).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
@@ -77,6 +81,7 @@ impl Common {
             cache: SaltCache::default(),
             connector: conn::tls_connector()?,
             step_timeout: Duration::from_secs(self.step_timeout),
+            websocket: self.websocket.clone(),
             source: None,
         }))
     }
