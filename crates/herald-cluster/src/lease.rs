@@ -35,10 +35,7 @@ pub fn alive(beat_ms: Option<u64>, now_ms: u64, lease: Duration) -> bool {
 
 /// The resourceparts of `entries` whose node does not hold its lease, to be removed
 /// (HDEL) by whoever next writes the account's hash.
-pub fn stale_entries<'a>(
-    entries: &'a [(String, Entry)],
-    node_alive: impl Fn(&str) -> bool,
-) -> Vec<&'a str> {
+pub fn stale_entries(entries: &[(String, Entry)], node_alive: impl Fn(&str) -> bool) -> Vec<&str> {
     entries
         .iter()
         .filter(|(_, e)| !node_alive(&e.node))
