@@ -147,6 +147,8 @@ pub struct Config {
     pub pep: PepConfig,
     /// XEP-0045 group chat.
     pub muc: MucConfig,
+    /// Cluster mode (several nodes sharing PostgreSQL and Redis); absent: one node.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// `[fast]`
@@ -428,6 +430,7 @@ impl Default for Config {
             fast: FastConfig::default(),
             muc: MucConfig::default(),
             pep: PepConfig::default(),
+            cluster: None,
         }
     }
 }
@@ -667,6 +670,44 @@ fn default_turn_port() -> u16 {
 
 fn default_turn_ttl() -> Dur {
     Dur(Duration::from_secs(86400))
+}
+
+/// `[cluster]`: this node's membership in a cluster of Herald nodes that share one
+/// PostgreSQL store and one Redis.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The Redis URL (`redis://host:port/db` or `rediss://…`).
+    pub redis: String,
+    /// This node's unique name in the cluster; empty (the default): the host name.
+    #[serde(default)]
+    pub node: String,
+    /// How long a node's heartbeat stays valid without renewal; a killed node's sessions
+    /// stop being routed to after this long.
+    #[serde(default = "default_cluster_lease")]
+    pub lease: Dur,
+}
+
+fn default_cluster_lease() -> Dur {
+    Dur(Duration::from_secs(15))
+}
+
+impl ClusterConfig {
+    /// The node name: `node`, else the host name (from /proc/sys/kernel/hostname, else the
+    /// HOSTNAME environment variable).
+    pub fn node_name(&self) -> Result<String, String> {
+        let name = if self.node.is_empty() {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .or_else(|| std::env::var("HOSTNAME").ok())
+                .map(|h| h.trim().to_string())
+                .unwrap_or_default()
+        } else {
+            self.node.clone()
+        };
+        herald_cluster::check_node_name(&name)?;
+        Ok(name)
+    }
 }
 
 /// `[store]`
@@ -1428,6 +1469,38 @@ impl Config {
                 format!("{}: expected 1 to {MAX_PG_POOL}", self.store.pool_size),
             ));
         }
+        if let Some(c) = &self.cluster {
+            if !self.store.is_postgres() {
+                return Err(bad(
+                    "cluster",
+                    "cluster mode needs [store] backend = \"postgres\" (every node must share \
+                     one database; SQLite is one machine's file)"
+                        .into(),
+                ));
+            }
+            if !(c.redis.starts_with("redis://") || c.redis.starts_with("rediss://")) {
+                return Err(bad(
+                    "cluster.redis",
+                    format!("{:?}: expected redis://host:port or rediss://…", c.redis),
+                ));
+            }
+            if !c.node.is_empty() {
+                herald_cluster::check_node_name(&c.node).map_err(|e| bad("cluster.node", e))?;
+            }
+            if !(herald_cluster::lease::MIN_LEASE..=herald_cluster::lease::MAX_LEASE)
+                .contains(&c.lease.0)
+            {
+                return Err(bad(
+                    "cluster.lease",
+                    format!(
+                        "{:?}: expected {:?} to {:?}",
+                        c.lease.0,
+                        herald_cluster::lease::MIN_LEASE,
+                        herald_cluster::lease::MAX_LEASE
+                    ),
+                ));
+            }
+        }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return Err(bad(
                 "tls",
@@ -2166,6 +2239,19 @@ mod tests {
     }
 
     #[test]
+    fn cluster_parses() {
+        assert!(Config::parse("", "t.toml").unwrap().cluster.is_none());
+        let c = Config::parse(
+            "[store]\nbackend = \"postgres\"\nurl = \"postgres://h/x\"\n[cluster]\nredis = \"redis://127.0.0.1:6379\"\nnode = \"n1\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        let cl = c.cluster.unwrap();
+        assert_eq!(cl.lease.0, Duration::from_secs(15));
+        assert_eq!(cl.node_name().unwrap(), "n1");
+    }
+
+    #[test]
     fn store_durability_parses() {
         for (text, want) in [
             ("[store]\n", herald_store::Durability::Normal),
@@ -2381,6 +2467,20 @@ removed_retention = "7d"
             ("[push]\nretry_backoff = \"0s\"\n", "push.retry_backoff"),
             ("[store]\ndurability = \"off\"\n", "store.durability"),
             ("[store]\nbackend = \"mysql\"\n", "store.backend"),
+            ("[cluster]\nredis = \"redis://127.0.0.1\"\n", "cluster"),
+            (
+                "[store]\nbackend = \"postgres\"\nurl = \"postgres://h/x\"\n[cluster]\nredis = \"http://x\"\n",
+                "cluster.redis",
+            ),
+            (
+                "[store]\nbackend = \"postgres\"\nurl = \"postgres://h/x\"\n[cluster]\nredis = \"redis://x\"\nnode = \"a b\"\n",
+                "cluster.node",
+            ),
+            (
+                "[store]\nbackend = \"postgres\"\nurl = \"postgres://h/x\"\n[cluster]\nredis = \"redis://x\"\nlease = \"1s\"\n",
+                "cluster.lease",
+            ),
+            ("[cluster]\n", "redis"),
             ("[store]\nbackend = \"postgres\"\n", "store.url"),
             (
                 "[store]\nbackend = \"postgres\"\nurl = \"postgres://h:1:2:3/x?bogus=1\"\n",

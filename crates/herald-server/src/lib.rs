@@ -550,8 +550,22 @@ impl Running {
     }
 }
 
+/// `[cluster]` is parsed and validated, but routing between nodes is not built yet: a node
+/// that started anyway would store messages offline for users online on another node and
+/// miss their presence, so it refuses to start rather than half-work (README "Cluster mode").
+fn refuse_cluster(cfg: &Config) -> anyhow::Result<()> {
+    if cfg.cluster.is_some() {
+        anyhow::bail!(
+            "[cluster]: cluster mode is not implemented yet in this build (routing between \
+             nodes is missing); remove the [cluster] table to run a single node"
+        );
+    }
+    Ok(())
+}
+
 /// Opens the store, prepares TLS, binds the listeners and starts accepting.
 pub async fn start(cfg: Config) -> anyhow::Result<Running> {
+    refuse_cluster(&cfg)?;
     if cfg.store.is_postgres() {
         let options = cfg.store.pg_options();
         let store = tokio::task::spawn_blocking(move || herald_store::PgStore::open(&options))
@@ -573,6 +587,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
 
 /// Like [`start`] with an already opened store (any backend).
 pub async fn start_with_store(cfg: Config, store: impl Backend) -> anyhow::Result<Running> {
+    refuse_cluster(&cfg)?;
     herald_transport::fd::raise_fd_limit(cfg.limits.max_connections);
     let store: SharedBackend = Arc::new(store);
     let tls = herald_transport::tls::server_config(&cfg)?;

@@ -1,0 +1,31 @@
+//! The Redis key layout. Every key starts with `herald:` so one Redis can be shared with
+//! other software; bare JIDs are embedded as they are (Redis keys are binary-safe).
+
+/// The heartbeat of `node` (a string: ms time of the last beat; TTL = the lease).
+pub fn node(node: &str) -> String {
+    format!("herald:node:{node}")
+}
+
+/// The set of every node name that ever beat, so `herald cluster status` can list nodes
+/// whose heartbeat expired (dead) next to the live ones.
+pub const NODES: &str = "herald:nodes";
+
+/// The hash resourcepart → [`crate::Entry`] of one account.
+pub fn sessions(bare: &str) -> String {
+    format!("herald:sess:{bare}")
+}
+
+/// The delivery stream of `node`.
+pub fn inbox(node: &str) -> String {
+    format!("herald:in:{node}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn layout() {
+        assert_eq!(super::node("n1"), "herald:node:n1");
+        assert_eq!(super::sessions("a@d"), "herald:sess:a@d");
+        assert_eq!(super::inbox("n1"), "herald:in:n1");
+    }
+}
