@@ -553,7 +553,7 @@ impl Running {
 /// `[cluster]` is parsed and validated, but routing between nodes is not built yet: a node
 /// that started anyway would store messages offline for users online on another node and
 /// miss their presence, so it refuses to start rather than half-work (README "Cluster mode").
-fn refuse_cluster(cfg: &Config) -> anyhow::Result<()> {
+pub fn refuse_cluster(cfg: &Config) -> anyhow::Result<()> {
     if cfg.cluster.is_some() {
         anyhow::bail!(
             "[cluster]: cluster mode is not implemented yet in this build (routing between \

@@ -290,6 +290,8 @@ fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Serve => serve(cfg),
         Cmd::CheckConfig => {
+            // A config `serve` would refuse is not ok, whatever the parser says.
+            herald_server::refuse_cluster(&cfg)?;
             println!(
                 "{}: ok (domain {})",
                 cli.config

@@ -94,6 +94,23 @@ fn check_config_reports_file_key_and_reason() {
         !o.status.success() && err.contains("push.max_devices"),
         "{err}"
     );
+    // A well-formed [cluster] table parses, but `serve` would refuse it: so does the check.
+    std::fs::write(
+        &bad,
+        "[store]\nbackend = \"postgres\"\nurl = \"postgres://h@127.0.0.1/x\"\n\
+         [cluster]\nredis = \"redis://127.0.0.1/\"\nnode = \"n1\"\n",
+    )
+    .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["check-config", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("cluster mode is not implemented"),
+        "{err}"
+    );
 }
 
 fn roster_line(e: &Env, user: &str, contact: &str) -> Option<String> {
