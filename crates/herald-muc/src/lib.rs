@@ -10,7 +10,8 @@
 //! sessions per occupant by [`Limits::max_sessions_per_occupant`], affiliations by
 //! [`Limits::max_affiliations`], texts by [`Limits::max_field_bytes`] and
 //! [`Limits::max_subject_bytes`], and of each occupant's presence only `show`, `status`,
-//! `priority`, caps and the vCard photo hash are kept. A message is never copied with the
+//! `priority`, caps and the vCard photo hash are kept; a room's own vCard (XEP-0486 avatar)
+//! by [`Limits::max_vcard_bytes`]. A message is never copied with the
 //! room state: its broadcast clones the message once per receiving session.
 
 pub mod config;
@@ -38,6 +39,8 @@ pub struct Limits {
     pub max_subject_bytes: usize,
     /// Bytes of a nick, a room name, description, password, reason or status.
     pub max_field_bytes: usize,
+    /// Bytes of a room's vCard (XEP-0486 avatar included), as serialized XML.
+    pub max_vcard_bytes: usize,
     /// Bare JIDs that own every room (the service's admins).
     pub service_admins: Vec<String>,
     /// What new rooms start with.
@@ -54,6 +57,7 @@ impl Default for Limits {
             history_max: 100,
             max_subject_bytes: 1024,
             max_field_bytes: 1024,
+            max_vcard_bytes: 65536,
             service_admins: Vec::new(),
             defaults: Defaults {
                 public: true,
@@ -115,7 +119,7 @@ pub enum Out {
         /// Whether the asker may see real JIDs.
         real_jids: bool,
     },
-    /// The room's configuration, affiliations or subject changed: save it if persistent,
+    /// The room's configuration, affiliations, subject or vCard changed: save it if persistent,
     /// forget the saved copy if not.
     Save,
     /// The room is gone (destroyed, or temporary and empty): forget it.

@@ -71,6 +71,7 @@ impl Service {
                 history_max: m.history_max,
                 max_subject_bytes: m.max_subject_bytes,
                 max_field_bytes: m.max_field_bytes,
+                max_vcard_bytes: m.max_vcard_bytes,
                 service_admins: m.admins.clone(),
                 defaults: herald_muc::Defaults {
                     public: m.default_public,
@@ -144,6 +145,7 @@ pub async fn load(shared: &Arc<Shared>) -> Result<usize, StoreError> {
         let saved = SavedRoom {
             config: r.config,
             affiliations: r.affiliations,
+            vcard: r.vcard,
         };
         let room = Room::from_saved(&r.jid, &saved, &shared.muc.limits);
         let creator = saved
@@ -468,6 +470,7 @@ async fn save(shared: &Arc<Shared>, room: &Room) {
             jid,
             config: saved.config,
             affiliations: saved.affiliations,
+            vcard: saved.vcard,
         };
         shared.db(move |s: &roles::Muc| s.save_room(&rec)).await
     } else {
