@@ -95,6 +95,16 @@ pub enum Out {
         /// Its recipients (real full JIDs).
         to: Vec<String>,
     },
+    /// The presence of every other occupant, for a joining session (XEP-0045 §7.2.3), each
+    /// addressed to it, in order. Up to `max_users` stanzas at once: the caller sends them at
+    /// the pace the session takes them, and what the room sends that session afterwards
+    /// waits behind them, so their order is kept.
+    Occupants {
+        /// The joining session (real full JID).
+        to: String,
+        /// The presences, `to` set.
+        presences: Vec<Element>,
+    },
     /// Archive this broadcast message in the room's archive, under the room's bare JID.
     Archive {
         /// Its XEP-0359 stanza-id (`by` the room).

@@ -539,17 +539,19 @@ impl Room {
         if new_occupant {
             // XEP-0045 §7.2.3: the others' presence first, then ours to them, then our own.
             let joiner_is_mod = role == Role::Moderator;
-            for (n, o) in &self.occupants {
-                if n != nick {
-                    out.push(Out::Send(self.presence_of(
-                        n,
-                        o,
-                        from,
-                        joiner_is_mod,
-                        &[],
-                        ItemExtra::default(),
-                    )));
-                }
+            let presences: Vec<Element> = self
+                .occupants
+                .iter()
+                .filter(|(n, _)| n.as_str() != nick)
+                .map(|(n, o)| {
+                    self.presence_of(n, o, from, joiner_is_mod, &[], ItemExtra::default())
+                })
+                .collect();
+            if !presences.is_empty() {
+                out.push(Out::Occupants {
+                    to: from.to_string(),
+                    presences,
+                });
             }
         }
         self.broadcast_presence(nick, &mut out, &[], ItemExtra::default(), Some(from));

@@ -1016,3 +1016,79 @@ async fn room_avatars_are_set_by_owners_read_by_anyone_and_kept() {
         xml(&info)
     );
 }
+
+#[tokio::test]
+async fn joining_a_full_room_of_a_thousand_gives_every_presence_within_the_default_budget() {
+    // Default limits (session queue 4 MiB, XEP-0198 queue 1,000): a room at max_occupants.
+    let s = server().await;
+    let mut a = client(&s, "alice", "a").await;
+    create(&mut a, ROOM, &[("muc#roomconfig_maxusers", "1000")]).await;
+    // 998 occupants that have no connection (their traffic goes nowhere), with the presence
+    // a mobile client typically sends: caps, an avatar hash, a status.
+    let muc = &s.running.shared.muc;
+    for i in 0..998 {
+        let p: Element = format!(
+            "<presence xmlns='jabber:client'><show>away</show><status>on my way, back at {i}</status>\
+             <c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='https://conversations.im' ver='Oybz1x3hw2Q3E0vKZRhdwqkiT3s='/>\
+             <x xmlns='vcard-temp:x:update'><photo>0123456789abcdef0123456789abcdef01234567</photo></x></presence>"
+        )
+        .parse()
+        .unwrap();
+        let from = format!("filler{i}@localhost/phone");
+        assert!(
+            muc.join_quietly(ROOM, &from, &format!("filler {i}"), &p)
+                .await
+        );
+    }
+    // Bob joins with XEP-0198 on (its queue holds what is not acknowledged yet).
+    let mut b = RawClient::login(s.c2s(), "bob", "pw", "b").await;
+    b.send("<enable xmlns='urn:xmpp:sm:3'/>").await;
+    b.wait_for("enabled", |e| e.name() == "enabled").await;
+    b.send("<presence/>").await;
+    b.send(&format!(
+        "<presence to='{ROOM}/bob'><x xmlns='{MUC_NS}'/></presence>"
+    ))
+    .await;
+    let mut others = std::collections::BTreeSet::new();
+    let mut handled = 0u32;
+    let own = loop {
+        let e = b.element().await;
+        if e.name() == "r" {
+            // Acknowledge as a client does when asked.
+            b.send(&format!("<a xmlns='urn:xmpp:sm:3' h='{}'/>", handled))
+                .await;
+            continue;
+        }
+        if matches!(e.name(), "presence" | "message" | "iq") {
+            handled += 1;
+        }
+        if e.name() != "presence" {
+            continue;
+        }
+        assert_ne!(e.attr("type"), Some("error"), "{}", xml(&e));
+        if codes(&e).contains(&"110".to_string()) {
+            break e;
+        }
+        if let Some(f) = e.attr("from").filter(|f| f.starts_with(ROOM)) {
+            others.insert(f.to_string());
+        }
+    };
+    assert_eq!(own.attr("from"), Some(format!("{ROOM}/bob").as_str()));
+    assert_eq!(
+        others.len(),
+        999,
+        "alice and every filler, before bob's own"
+    );
+    // The subject follows, and the session is alive and in the room.
+    b.wait_for("the subject", |e| {
+        e.get_child("subject", "jabber:client").is_some()
+    })
+    .await;
+    groupchat(&mut a, ROOM, "welcome").await;
+    next_groupchat(&mut b, "welcome").await;
+    assert_eq!(
+        muc.paced_joins(),
+        0,
+        "the gate is closed once the list is given"
+    );
+}
