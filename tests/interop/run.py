@@ -108,6 +108,7 @@ ENABLED = [
     "profanity_omemo",
     # issue 16: group chat
     "muc",
+    "muc_avatar",
     # issue 11: no message lost (restarts the server: last)
     "sm_restart",
     # issue 15: discovery and account self-service (a server of their own: [contact],

@@ -138,3 +138,60 @@ async def muc(ctx: Ctx) -> None:
     except IqError as e:
         check_eq(condition(e), "item-not-found", "disco#info of the destroyed room")
     await sync(ann)
+
+
+@scenario("muc_avatar", issue=16, users=["amy", "bob"], timeout=60.0)
+async def muc_avatar(ctx: Ctx) -> None:
+    """XEP-0486 room avatars with slixmpp's XEP-0054 plugin: the owner sets the room's vCard
+    (an occupant may not), the other occupant hears status 104, finds the SHA-1 of the photo
+    in the room's disco#info and fetches the vCard with the photo."""
+    import hashlib
+
+    plugins = PLUGINS + ("xep_0054", "xep_0153")
+    amy = await ctx.login("amy", "r", plugins=plugins)
+    bob = await ctx.login("bob", "r", plugins=plugins)
+    room = f"pics-{ctx.scenario.name}@conference.{ctx.server.domain}"
+    image = b"\x89PNG\r\n\x1a\n a room avatar"
+
+    ctx.step("amy creates the room, bob joins")
+    await amy["xep_0045"].join_muc_wait(room, "amy", maxstanzas=0, timeout=10)
+    await amy["xep_0045"].set_room_config(room, await amy["xep_0045"].get_room_config(room))
+    await bob["xep_0045"].join_muc_wait(room, "bob", maxstanzas=0, timeout=10)
+    info = await bob["xep_0030"].get_info(jid=room)
+    check("vcard-temp" in info["disco_info"]["features"], "vcard-temp not advertised")
+
+    ctx.step("bob may not set the room's vCard")
+    card = bob["xep_0054"].make_vcard()
+    card["PHOTO"]["TYPE"] = "image/png"
+    card["PHOTO"]["BINVAL"] = image
+    try:
+        await bob["xep_0054"].publish_vcard(card, jid=room)
+        check(False, "a participant set the room's vCard")
+    except IqError as e:
+        check_eq(condition(e), "forbidden", "bob's set")
+
+    ctx.step("amy sets it; bob hears 104 and finds the hash in disco#info")
+    card = amy["xep_0054"].make_vcard()
+    card["PHOTO"]["TYPE"] = "image/png"
+    card["PHOTO"]["BINVAL"] = image
+    await amy["xep_0054"].publish_vcard(card, jid=room)
+    await ctx.inbox(bob).until(
+        lambda s: s.name == "message" and str(s["from"]) == room and "104" in codes(s),
+        "the configuration change (104)",
+    )
+    info = await bob["xep_0030"].get_info(jid=room)
+    form = info["disco_info"].xml.find("{jabber:x:data}x")
+    check(form is not None, f"no muc#roominfo form in {info}")
+    hashes = [
+        v.text
+        for f in form.findall("{jabber:x:data}field")
+        if f.get("var") == "muc#roominfo_avatarhash"
+        for v in f.findall("{jabber:x:data}value")
+    ]
+    check_eq(hashes, [hashlib.sha1(image).hexdigest()], "muc#roominfo_avatarhash")
+
+    ctx.step("bob fetches the room's vCard")
+    iq = await bob["xep_0054"].get_vcard(room)
+    check_eq(iq["vcard_temp"]["PHOTO"]["BINVAL"], image, "the photo")
+    check_eq(iq["vcard_temp"]["PHOTO"]["TYPE"], "image/png", "its type")
+    await sync(amy)

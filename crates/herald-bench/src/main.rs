@@ -33,6 +33,8 @@ enum Cmd {
     Idle(scenario::idle::IdleArgs),
     /// Chat message throughput and latency between pairs of users.
     Messages(scenario::messages::MessagesArgs),
+    /// Group chat: N occupants of one room, M senders; deliveries/s and latency.
+    Muc(scenario::muc::MucArgs),
     /// Message → push publish latency for hibernated or offline users.
     Push(scenario::push::PushArgs),
     /// Hibernated push client: push → reconnect → resume → message; round trips and wall time.
@@ -108,6 +110,7 @@ fn main() -> Result<()> {
         Cmd::Login(a) => (a.common.clone(), Box::pin(scenario::login::run(a))),
         Cmd::Idle(a) => (a.common.clone(), Box::pin(scenario::idle::run(a))),
         Cmd::Messages(a) => (a.common.clone(), Box::pin(scenario::messages::run(a))),
+        Cmd::Muc(a) => (a.common.clone(), Box::pin(scenario::muc::run(a))),
         Cmd::Push(a) => (a.common.clone(), Box::pin(scenario::push::run(a))),
         Cmd::Wake(a) => (a.common.clone(), Box::pin(scenario::wake::run(a))),
         Cmd::Chaos(a) => (a.common.clone(), Box::pin(scenario::chaos::run(a))),

@@ -1249,6 +1249,8 @@ pub struct MucConfig {
     pub max_subject_bytes: usize,
     /// Bytes of a nick, room name, description, password, reason; longer: `not-acceptable`.
     pub max_field_bytes: usize,
+    /// Bytes of a room's vCard (XEP-0486 avatar) as XML; larger: `not-acceptable`.
+    pub max_vcard_bytes: usize,
     /// New rooms are listed in the service's disco#items.
     pub default_public: bool,
     /// New rooms outlive their last occupant.
@@ -1272,6 +1274,7 @@ impl Default for MucConfig {
             history_max: 100,
             max_subject_bytes: 1024,
             max_field_bytes: 1024,
+            max_vcard_bytes: 65536,
             default_public: true,
             default_persistent: false,
             default_archive: true,
@@ -1995,6 +1998,7 @@ impl Config {
             ("muc.history_max", m.history_max),
             ("muc.max_subject_bytes", m.max_subject_bytes),
             ("muc.max_field_bytes", m.max_field_bytes),
+            ("muc.max_vcard_bytes", m.max_vcard_bytes),
         ] {
             if v == 0 {
                 return Err(bad(key, "must be at least 1".into()));

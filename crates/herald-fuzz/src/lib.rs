@@ -954,6 +954,7 @@ pub fn muc(data: &[u8]) {
             match o {
                 Out::Send(e) | Out::Broadcast { stanza: e, .. } => write(e),
                 Out::MamQuery { iq, .. } => write(iq),
+                Out::Occupants { presences, .. } => presences.iter().for_each(write),
                 _ => {}
             }
         }

@@ -10,7 +10,8 @@
 //! sessions per occupant by [`Limits::max_sessions_per_occupant`], affiliations by
 //! [`Limits::max_affiliations`], texts by [`Limits::max_field_bytes`] and
 //! [`Limits::max_subject_bytes`], and of each occupant's presence only `show`, `status`,
-//! `priority`, caps and the vCard photo hash are kept. A message is never copied with the
+//! `priority`, caps and the vCard photo hash are kept; a room's own vCard (XEP-0486 avatar)
+//! by [`Limits::max_vcard_bytes`]. A message is never copied with the
 //! room state: its broadcast clones the message once per receiving session.
 
 pub mod config;
@@ -38,6 +39,8 @@ pub struct Limits {
     pub max_subject_bytes: usize,
     /// Bytes of a nick, a room name, description, password, reason or status.
     pub max_field_bytes: usize,
+    /// Bytes of a room's vCard (XEP-0486 avatar included), as serialized XML.
+    pub max_vcard_bytes: usize,
     /// Bare JIDs that own every room (the service's admins).
     pub service_admins: Vec<String>,
     /// What new rooms start with.
@@ -54,6 +57,7 @@ impl Default for Limits {
             history_max: 100,
             max_subject_bytes: 1024,
             max_field_bytes: 1024,
+            max_vcard_bytes: 65536,
             service_admins: Vec::new(),
             defaults: Defaults {
                 public: true,
@@ -91,6 +95,16 @@ pub enum Out {
         /// Its recipients (real full JIDs).
         to: Vec<String>,
     },
+    /// The presence of every other occupant, for a joining session (XEP-0045 §7.2.3), each
+    /// addressed to it, in order. Up to `max_users` stanzas at once: the caller sends them at
+    /// the pace the session takes them, and what the room sends that session afterwards
+    /// waits behind them, so their order is kept.
+    Occupants {
+        /// The joining session (real full JID).
+        to: String,
+        /// The presences, `to` set.
+        presences: Vec<Element>,
+    },
     /// Archive this broadcast message in the room's archive, under the room's bare JID.
     Archive {
         /// Its XEP-0359 stanza-id (`by` the room).
@@ -115,7 +129,7 @@ pub enum Out {
         /// Whether the asker may see real JIDs.
         real_jids: bool,
     },
-    /// The room's configuration, affiliations or subject changed: save it if persistent,
+    /// The room's configuration, affiliations, subject or vCard changed: save it if persistent,
     /// forget the saved copy if not.
     Save,
     /// The room is gone (destroyed, or temporary and empty): forget it.

@@ -21,6 +21,51 @@ pub struct SavedRoom {
     pub config: String,
     /// `(bare JID, affiliation)`, every affiliation but `none`.
     pub affiliations: Vec<(String, String)>,
+    /// The room's vCard (XEP-0486 avatar) as XML, if an owner set one.
+    pub vcard: Option<String>,
+}
+
+/// A room's vCard (XEP-0054, set by an owner; XEP-0486 avatar): its XML and the XEP-0153
+/// hash of each PHOTO, in order (what disco#info's `muc#roominfo_avatarhash` lists).
+struct RoomVcard {
+    xml: String,
+    hashes: Vec<String>,
+}
+
+/// Why a room vCard set is refused.
+enum VcardError {
+    TooLarge,
+    BadPhoto,
+}
+
+/// Checks a vCard an owner sets on the room: at most `max_bytes` of XML, every PHOTO's
+/// BINVAL base64 (XEP-0486 §6.1: several PHOTOs are one image in several formats, and each
+/// is hashed).
+fn check_vcard(card: &Element, max_bytes: usize) -> Result<RoomVcard, VcardError> {
+    let checked = herald_xep::vcard::check_set(card, max_bytes).map_err(|e| match e {
+        herald_xep::vcard::SetError::TooLarge => VcardError::TooLarge,
+        herald_xep::vcard::SetError::Invalid => VcardError::BadPhoto,
+    })?;
+    Ok(RoomVcard {
+        hashes: photo_hashes(card).ok_or(VcardError::BadPhoto)?,
+        xml: checked.xml,
+    })
+}
+
+/// The SHA-1 (hex) of each PHOTO's decoded BINVAL; None if one is not base64.
+fn photo_hashes(card: &Element) -> Option<Vec<String>> {
+    let mut hashes = Vec::new();
+    for photo in card.children().filter(|c| c.is("PHOTO", ns::VCARD)) {
+        // `photo_hash` reads a vCard's first PHOTO: each is given its own.
+        let mut one = Element::bare("vCard", ns::VCARD);
+        one.append_child(photo.clone());
+        if let Some(h) = herald_xep::vcard::photo_hash(&one).ok()? {
+            if !hashes.contains(&h) {
+                hashes.push(h);
+            }
+        }
+    }
+    Some(hashes)
 }
 
 struct Session {
@@ -55,6 +100,8 @@ pub struct Room {
     proxied: HashMap<String, Proxied>,
     /// Source of those ids.
     next_proxy: u64,
+    /// Its vCard, if an owner set one (XEP-0486).
+    vcard: Option<RoomVcard>,
 }
 
 /// An IQ one occupant sent another through the room, awaiting the answer.
@@ -175,6 +222,7 @@ impl Room {
             locked,
             proxied: HashMap::new(),
             next_proxy: 0,
+            vcard: None,
         }
     }
 
@@ -210,6 +258,14 @@ impl Room {
             .filter_map(|(j, a)| Some((j.clone(), Affiliation::parse(a)?)))
             .filter(|(_, a)| *a != Affiliation::None)
             .collect();
+        // A saved vCard was checked when set; one that no longer reads back counts as none.
+        let vcard = saved.vcard.as_deref().and_then(|xml| {
+            let card = herald_xep::vcard::parse_stored(xml)?;
+            Some(RoomVcard {
+                hashes: photo_hashes(&card)?,
+                xml: xml.to_string(),
+            })
+        });
         Room {
             jid: jid.to_string(),
             config,
@@ -221,6 +277,7 @@ impl Room {
             locked: false,
             proxied: HashMap::new(),
             next_proxy: 0,
+            vcard,
         }
     }
 
@@ -240,7 +297,13 @@ impl Room {
                 .iter()
                 .map(|(j, a)| (j.clone(), a.as_str().to_string()))
                 .collect(),
+            vcard: self.vcard.as_ref().map(|v| v.xml.clone()),
         }
+    }
+
+    /// The XEP-0153 hashes of the room's avatar (its vCard's photos); empty without one.
+    pub fn avatar_hashes(&self) -> &[String] {
+        self.vcard.as_ref().map_or(&[], |v| v.hashes.as_slice())
     }
 
     /// The room's bare JID.
@@ -476,17 +539,19 @@ impl Room {
         if new_occupant {
             // XEP-0045 §7.2.3: the others' presence first, then ours to them, then our own.
             let joiner_is_mod = role == Role::Moderator;
-            for (n, o) in &self.occupants {
-                if n != nick {
-                    out.push(Out::Send(self.presence_of(
-                        n,
-                        o,
-                        from,
-                        joiner_is_mod,
-                        &[],
-                        ItemExtra::default(),
-                    )));
-                }
+            let presences: Vec<Element> = self
+                .occupants
+                .iter()
+                .filter(|(n, _)| n.as_str() != nick)
+                .map(|(n, o)| {
+                    self.presence_of(n, o, from, joiner_is_mod, &[], ItemExtra::default())
+                })
+                .collect();
+            if !presences.is_empty() {
+                out.push(Out::Occupants {
+                    to: from.to_string(),
+                    presences,
+                });
             }
         }
         self.broadcast_presence(nick, &mut out, &[], ItemExtra::default(), Some(from));
@@ -1310,8 +1375,68 @@ impl Room {
                 vec![Out::Send(stanza::iq_result(el, Some(q)))]
             }
             (ns::MUC_OWNER, "query", false) => self.owner_set(el, payload, aff, lim),
+            (ns::VCARD, "vCard", true) => {
+                // XEP-0486 §4.4: anyone may read it, in the room or not (as its hash is in
+                // the disco#info anyone may ask for).
+                let card = self
+                    .vcard
+                    .as_ref()
+                    .and_then(|v| herald_xep::vcard::parse_stored(&v.xml))
+                    .unwrap_or_else(herald_xep::vcard::empty);
+                vec![Out::Send(stanza::iq_result(el, Some(card)))]
+            }
+            (ns::VCARD, "vCard", false) => self.vcard_set(el, payload, aff, lim),
             _ => err(el, C::ServiceUnavailable, None),
         }
+    }
+
+    /// XEP-0486 §4.2: an owner sets the room's vCard (an empty one removes it); occupants
+    /// hear of it with status 104 and read the new hash from disco#info. Refused whole:
+    /// not an owner `forbidden`, over `max_vcard_bytes` `not-acceptable`, a PHOTO whose
+    /// BINVAL is not base64 `bad-request`.
+    fn vcard_set(
+        &mut self,
+        el: &Element,
+        card: &Element,
+        aff: Affiliation,
+        lim: &Limits,
+    ) -> Vec<Out> {
+        if aff != Affiliation::Owner {
+            return err(el, C::Forbidden, Some("only owners set the room's vCard"));
+        }
+        let new = if card.children().next().is_none() {
+            None
+        } else {
+            match check_vcard(card, lim.max_vcard_bytes) {
+                Ok(v) => Some(v),
+                Err(VcardError::TooLarge) => {
+                    return err(
+                        el,
+                        C::NotAcceptable,
+                        Some(&format!(
+                            "the vCard is larger than {} bytes",
+                            lim.max_vcard_bytes
+                        )),
+                    )
+                }
+                Err(VcardError::BadPhoto) => {
+                    return err(el, C::BadRequest, Some("the PHOTO's BINVAL is not base64"))
+                }
+            }
+        };
+        self.vcard = new;
+        let mut out = vec![Out::Send(stanza::iq_result(el, None))];
+        let mut m = stanza::new(
+            "message",
+            INTERNAL_NS,
+            &[("from", &self.jid), ("type", "groupchat")],
+        );
+        let mut ux = Element::bare("x", ns::MUC_USER);
+        ux.append_child(status("104"));
+        m.append_child(ux);
+        self.send_to_all(&m, &mut out);
+        out.push(Out::Save);
+        out
     }
 
     fn disco_info(&self, el: &Element, features: &[&str]) -> Element {
@@ -1378,6 +1503,19 @@ impl Room {
         ] {
             let mut f = stanza::new("field", ns::DATA_FORMS, &[("var", var)]);
             f.append_child(stanza::text("value", ns::DATA_FORMS, v));
+            x.append_child(f);
+        }
+        let hashes = self.avatar_hashes();
+        if !hashes.is_empty() {
+            // XEP-0486 §4.3: absent when the room has no avatar.
+            let mut f = stanza::new(
+                "field",
+                ns::DATA_FORMS,
+                &[("var", "muc#roominfo_avatarhash"), ("type", "text-multi")],
+            );
+            for h in hashes {
+                f.append_child(stanza::text("value", ns::DATA_FORMS, h.as_str()));
+            }
             x.append_child(f);
         }
         q.append_child(x);

@@ -57,6 +57,7 @@ fn sent(out: &[Out]) -> Vec<Element> {
     for o in out {
         match o {
             Out::Send(e) => v.push(e.clone()),
+            Out::Occupants { presences, .. } => v.extend(presences.iter().cloned()),
             Out::Broadcast { stanza, to } => {
                 for t in to {
                     let mut e = stanza.clone();

@@ -837,3 +837,258 @@ async fn every_muc_table_line_is_served_and_advertised() {
     .await;
     assert!(xml(&r).contains("service-unavailable"), "{}", xml(&r));
 }
+
+/// The `muc#roominfo_avatarhash` values of a room's disco#info (XEP-0486 §4.3).
+fn avatar_hashes(info: &Element) -> Vec<String> {
+    info.get_child("query", "http://jabber.org/protocol/disco#info")
+        .and_then(|q| q.get_child("x", "jabber:x:data"))
+        .and_then(|x| {
+            x.children()
+                .find(|f| f.attr("var") == Some("muc#roominfo_avatarhash"))
+        })
+        .map(|f| f.children().map(|v| v.text()).collect())
+        .unwrap_or_default()
+}
+
+fn disco_info_iq(id: &str, to: &str) -> String {
+    format!("<iq type='get' id='{id}' to='{to}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
+}
+
+fn vcard_set_iq(id: &str, to: &str, inner: &str) -> String {
+    format!("<iq type='set' id='{id}' to='{to}'><vCard xmlns='vcard-temp'>{inner}</vCard></iq>")
+}
+
+/// base64 of "room avatar bytes" and its SHA-1; of "second format" and its SHA-1.
+const PHOTO: &str = "cm9vbSBhdmF0YXIgYnl0ZXM=";
+const PHOTO_SHA1: &str = "cbb7499c34030bbd44e453d2c446389b92ecf6f8";
+const PHOTO2: &str = "c2Vjb25kIGZvcm1hdA==";
+const PHOTO2_SHA1: &str = "2cc07d7dbb0cc64dbd90c8dd6c52ccc57081038f";
+
+fn photo(b64: &str) -> String {
+    format!("<PHOTO><TYPE>image/png</TYPE><BINVAL>{b64}</BINVAL></PHOTO>")
+}
+
+#[tokio::test]
+async fn room_avatars_are_set_by_owners_read_by_anyone_and_kept() {
+    let s = TestServer::start_with(|c| c.muc.max_vcard_bytes = 2048).await;
+    for u in ["alice", "bob", "carol"] {
+        s.add_user(u, "pw");
+    }
+    let mut a = client(&s, "alice", "a").await;
+    let mut b = client(&s, "bob", "b").await;
+    let mut c = client(&s, "carol", "c").await;
+    create(
+        &mut a,
+        ROOM,
+        &[
+            ("muc#roomconfig_persistentroom", "1"),
+            ("muc#roomconfig_membersonly", "1"),
+            ("muc#roomconfig_publicroom", "0"),
+        ],
+    )
+    .await;
+    let r = ask(&mut a, "m", &format!("<iq type='set' id='m' to='{ROOM}'><query xmlns='{MUC_NS}#admin'><item jid='bob@localhost' affiliation='member'/></query></iq>")).await;
+    assert_eq!(r.attr("type"), Some("result"), "{}", xml(&r));
+    join(&mut b, ROOM, "bob").await;
+
+    // No avatar yet: vcard-temp is advertised, the hash field is absent, the vCard empty.
+    let info = ask(&mut b, "i0", &disco_info_iq("i0", ROOM)).await;
+    assert!(
+        disco_features(&info).contains("vcard-temp"),
+        "{}",
+        xml(&info)
+    );
+    assert!(avatar_hashes(&info).is_empty(), "{}", xml(&info));
+    let v = ask(
+        &mut b,
+        "v0",
+        &format!("<iq type='get' id='v0' to='{ROOM}'><vCard xmlns='vcard-temp'/></iq>"),
+    )
+    .await;
+    assert_eq!(v.attr("type"), Some("result"), "{}", xml(&v));
+    assert!(!xml(&v).contains("PHOTO"), "{}", xml(&v));
+
+    // A member who is no owner may not set it; nothing changes.
+    let r = ask(&mut b, "s1", &vcard_set_iq("s1", ROOM, &photo(PHOTO))).await;
+    assert_eq!(condition(&r), "forbidden", "{}", xml(&r));
+    // Too large, or a BINVAL that is not base64: refused, nothing changes.
+    let big = format!("<DESC>{}</DESC>", "x".repeat(4096));
+    let r = ask(&mut a, "s2", &vcard_set_iq("s2", ROOM, &big)).await;
+    assert_eq!(condition(&r), "not-acceptable", "{}", xml(&r));
+    let r = ask(
+        &mut a,
+        "s3",
+        &vcard_set_iq("s3", ROOM, &photo("!!not base64!!")),
+    )
+    .await;
+    assert_eq!(condition(&r), "bad-request", "{}", xml(&r));
+    let info = ask(&mut b, "i1", &disco_info_iq("i1", ROOM)).await;
+    assert!(avatar_hashes(&info).is_empty(), "{}", xml(&info));
+
+    // The owner sets it (two formats of one image): occupants hear 104 and find both hashes.
+    let two = format!("{}{}", photo(PHOTO), photo(PHOTO2));
+    let r = ask(&mut a, "s4", &vcard_set_iq("s4", ROOM, &two)).await;
+    assert_eq!(r.attr("type"), Some("result"), "{}", xml(&r));
+    let note = b
+        .wait_for("the configuration change", |e| {
+            e.name() == "message"
+                && e.attr("from") == Some(ROOM)
+                && codes(e).contains(&"104".into())
+        })
+        .await;
+    assert_eq!(note.attr("type"), Some("groupchat"), "{}", xml(&note));
+    let info = ask(&mut b, "i2", &disco_info_iq("i2", ROOM)).await;
+    assert_eq!(
+        avatar_hashes(&info),
+        vec![PHOTO_SHA1, PHOTO2_SHA1],
+        "{}",
+        xml(&info)
+    );
+    let v = ask(
+        &mut b,
+        "v1",
+        &format!("<iq type='get' id='v1' to='{ROOM}'><vCard xmlns='vcard-temp'/></iq>"),
+    )
+    .await;
+    assert!(
+        xml(&v).contains(PHOTO) && xml(&v).contains(PHOTO2),
+        "{}",
+        xml(&v)
+    );
+
+    // Carol is not in the room, nor may she join it (members-only, hidden): she still sees
+    // the hash and reads the avatar (XEP-0486: discoverable from outside the room).
+    let info = ask(&mut c, "i3", &disco_info_iq("i3", ROOM)).await;
+    assert_eq!(
+        avatar_hashes(&info),
+        vec![PHOTO_SHA1, PHOTO2_SHA1],
+        "{}",
+        xml(&info)
+    );
+    let v = ask(
+        &mut c,
+        "v2",
+        &format!("<iq type='get' id='v2' to='{ROOM}'><vCard xmlns='vcard-temp'/></iq>"),
+    )
+    .await;
+    assert!(xml(&v).contains(PHOTO), "{}", xml(&v));
+
+    // A persistent room keeps it across a restart.
+    drop((a, b, c));
+    let s = s.restart().await;
+    let mut c = client(&s, "carol", "c").await;
+    let info = ask(&mut c, "i4", &disco_info_iq("i4", ROOM)).await;
+    assert_eq!(
+        avatar_hashes(&info),
+        vec![PHOTO_SHA1, PHOTO2_SHA1],
+        "{}",
+        xml(&info)
+    );
+
+    // An empty vCard removes the avatar (XEP-0486 §4.2).
+    let mut a = client(&s, "alice", "a").await;
+    let r = ask(&mut a, "s5", &vcard_set_iq("s5", ROOM, "")).await;
+    assert_eq!(r.attr("type"), Some("result"), "{}", xml(&r));
+    let info = ask(&mut c, "i5", &disco_info_iq("i5", ROOM)).await;
+    assert!(avatar_hashes(&info).is_empty(), "{}", xml(&info));
+
+    // Set again, then the room is destroyed: the avatar goes with it, also from the store.
+    let r = ask(&mut a, "s6", &vcard_set_iq("s6", ROOM, &photo(PHOTO))).await;
+    assert_eq!(r.attr("type"), Some("result"), "{}", xml(&r));
+    let r = ask(&mut a, "d", &format!("<iq type='set' id='d' to='{ROOM}'><query xmlns='{MUC_NS}#owner'><destroy/></query></iq>")).await;
+    assert_eq!(r.attr("type"), Some("result"), "{}", xml(&r));
+    let v = ask(
+        &mut c,
+        "v3",
+        &format!("<iq type='get' id='v3' to='{ROOM}'><vCard xmlns='vcard-temp'/></iq>"),
+    )
+    .await;
+    assert_eq!(condition(&v), "item-not-found", "{}", xml(&v));
+    drop((a, c));
+    let s = s.restart().await;
+    assert_eq!(s.running.shared.muc.room_count(), 0);
+    let mut a = client(&s, "alice", "a").await;
+    create(&mut a, ROOM, &[("muc#roomconfig_persistentroom", "1")]).await;
+    let info = ask(&mut a, "i6", &disco_info_iq("i6", ROOM)).await;
+    assert!(
+        avatar_hashes(&info).is_empty(),
+        "a new room of that name has none: {}",
+        xml(&info)
+    );
+}
+
+#[tokio::test]
+async fn joining_a_full_room_of_a_thousand_gives_every_presence_within_the_default_budget() {
+    // Default limits (session queue 4 MiB, XEP-0198 queue 1,000): a room at max_occupants.
+    let s = server().await;
+    let mut a = client(&s, "alice", "a").await;
+    create(&mut a, ROOM, &[("muc#roomconfig_maxusers", "1000")]).await;
+    // 998 occupants that have no connection (their traffic goes nowhere), with the presence
+    // a mobile client typically sends: caps, an avatar hash, a status.
+    let muc = &s.running.shared.muc;
+    for i in 0..998 {
+        let p: Element = format!(
+            "<presence xmlns='jabber:client'><show>away</show><status>on my way, back at {i}</status>\
+             <c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='https://conversations.im' ver='Oybz1x3hw2Q3E0vKZRhdwqkiT3s='/>\
+             <x xmlns='vcard-temp:x:update'><photo>0123456789abcdef0123456789abcdef01234567</photo></x></presence>"
+        )
+        .parse()
+        .unwrap();
+        let from = format!("filler{i}@localhost/phone");
+        assert!(
+            muc.join_quietly(ROOM, &from, &format!("filler {i}"), &p)
+                .await
+        );
+    }
+    // Bob joins with XEP-0198 on (its queue holds what is not acknowledged yet).
+    let mut b = RawClient::login(s.c2s(), "bob", "pw", "b").await;
+    b.send("<enable xmlns='urn:xmpp:sm:3'/>").await;
+    b.wait_for("enabled", |e| e.name() == "enabled").await;
+    b.send("<presence/>").await;
+    b.send(&format!(
+        "<presence to='{ROOM}/bob'><x xmlns='{MUC_NS}'/></presence>"
+    ))
+    .await;
+    let mut others = std::collections::BTreeSet::new();
+    let mut handled = 0u32;
+    let own = loop {
+        let e = b.element().await;
+        if e.name() == "r" {
+            // Acknowledge as a client does when asked.
+            b.send(&format!("<a xmlns='urn:xmpp:sm:3' h='{}'/>", handled))
+                .await;
+            continue;
+        }
+        if matches!(e.name(), "presence" | "message" | "iq") {
+            handled += 1;
+        }
+        if e.name() != "presence" {
+            continue;
+        }
+        assert_ne!(e.attr("type"), Some("error"), "{}", xml(&e));
+        if codes(&e).contains(&"110".to_string()) {
+            break e;
+        }
+        if let Some(f) = e.attr("from").filter(|f| f.starts_with(ROOM)) {
+            others.insert(f.to_string());
+        }
+    };
+    assert_eq!(own.attr("from"), Some(format!("{ROOM}/bob").as_str()));
+    assert_eq!(
+        others.len(),
+        999,
+        "alice and every filler, before bob's own"
+    );
+    // The subject follows, and the session is alive and in the room.
+    b.wait_for("the subject", |e| {
+        e.get_child("subject", "jabber:client").is_some()
+    })
+    .await;
+    groupchat(&mut a, ROOM, "welcome").await;
+    next_groupchat(&mut b, "welcome").await;
+    assert_eq!(
+        muc.paced_joins(),
+        0,
+        "the gate is closed once the list is given"
+    );
+}

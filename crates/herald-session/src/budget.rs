@@ -21,6 +21,8 @@ use std::sync::Arc;
 pub struct Budget {
     used: AtomicUsize,
     limit: usize,
+    /// Charges held now (a stanza each).
+    held: AtomicUsize,
 }
 
 impl Budget {
@@ -29,7 +31,13 @@ impl Budget {
         Arc::new(Budget {
             used: AtomicUsize::new(0),
             limit,
+            held: AtomicUsize::new(0),
         })
+    }
+
+    /// Charges (stanzas) held now.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Acquire)
     }
 
     /// Bytes held now.
@@ -46,15 +54,21 @@ impl Budget {
     /// any size is taken, so a single stanza the parser accepted can always pass an idle
     /// queue and the bound never wedges it).
     fn try_take(&self, bytes: usize) -> bool {
-        self.used
+        let taken = self
+            .used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
                 let fits = used == 0 || used.saturating_add(bytes) <= self.limit;
                 fits.then(|| used.saturating_add(bytes))
             })
-            .is_ok()
+            .is_ok();
+        if taken {
+            self.held.fetch_add(1, Ordering::AcqRel);
+        }
+        taken
     }
 
     fn take(&self, bytes: usize) {
+        self.held.fetch_add(1, Ordering::AcqRel);
         // Saturating: a count never wraps to a small number that would admit more.
         let _ = self
             .used
@@ -64,6 +78,11 @@ impl Budget {
     }
 
     fn give_back(&self, bytes: usize) {
+        let _ = self
+            .held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |h| {
+                Some(h.saturating_sub(1))
+            });
         let _ = self
             .used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
@@ -87,6 +106,19 @@ pub enum Over {
 pub struct QueueBudget {
     own: Arc<Budget>,
     group: Option<Arc<Budget>>,
+    on_release: Option<ReleaseHook>,
+}
+
+/// Called each time a charge of a queue is given back: a producer that paces itself by the
+/// queue (a large room's join) waits for it instead of polling. It must be cheap: it runs
+/// wherever a charge is dropped.
+#[derive(Clone)]
+pub struct ReleaseHook(pub Arc<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for ReleaseHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReleaseHook")
+    }
 }
 
 impl QueueBudget {
@@ -95,7 +127,30 @@ impl QueueBudget {
         QueueBudget {
             own: Budget::new(limit),
             group,
+            on_release: None,
         }
+    }
+
+    /// As [`QueueBudget::new`], calling `hook` after each charge is given back.
+    pub fn with_release_hook(
+        limit: usize,
+        group: Option<Arc<Budget>>,
+        hook: ReleaseHook,
+    ) -> QueueBudget {
+        QueueBudget {
+            on_release: Some(hook),
+            ..QueueBudget::new(limit, group)
+        }
+    }
+
+    /// The queue's limit in bytes.
+    pub fn limit(&self) -> usize {
+        self.own.limit()
+    }
+
+    /// Charges (stanzas) the queue holds now.
+    pub fn held(&self) -> usize {
+        self.own.held()
     }
 
     /// Charges `bytes` to the queue and its group if both have room (see
@@ -160,6 +215,9 @@ impl Drop for Charge {
         if let Some(g) = &self.budget.group {
             g.give_back(self.bytes);
         }
+        if let Some(h) = &self.budget.on_release {
+            (h.0)();
+        }
     }
 }
 
@@ -180,6 +238,28 @@ mod tests {
         let c = q.try_charge(600).unwrap();
         drop((b, c));
         assert_eq!(q.used(), 0);
+    }
+
+    #[test]
+    fn charges_are_counted_and_each_release_is_heard() {
+        let heard = Arc::new(AtomicUsize::new(0));
+        let h = heard.clone();
+        let hook = ReleaseHook(Arc::new(move || {
+            h.fetch_add(1, Ordering::SeqCst);
+        }));
+        let q = QueueBudget::with_release_hook(1000, None, hook);
+        let a = q.try_charge(10).unwrap();
+        let b = q.charge(20);
+        assert_eq!(q.held(), 2);
+        assert!(q.try_charge(2000).is_err());
+        assert_eq!(q.held(), 2, "a refused charge is not held");
+        drop(a);
+        assert_eq!((q.held(), heard.load(Ordering::SeqCst)), (1, 1));
+        drop(b);
+        assert_eq!(
+            (q.held(), q.used(), heard.load(Ordering::SeqCst)),
+            (0, 0, 2)
+        );
     }
 
     #[test]

@@ -2196,7 +2196,7 @@ pub fn pep(store: &dyn Backend) {
     assert_eq!(store.pep_items(other, "d", &[], None).unwrap().len(), 1);
 }
 
-/// Saved rooms: save replaces configuration and affiliations, delete forgets, load finds
+/// Saved rooms: save replaces configuration, vCard and affiliations, delete forgets, load finds
 /// every room with its affiliations; an unknown affiliation is refused with nothing written.
 pub fn muc_rooms(store: &dyn Backend) {
     let room = |jid: &str, config: &str, affs: &[(&str, &str)]| MucRoom {
@@ -2206,6 +2206,7 @@ pub fn muc_rooms(store: &dyn Backend) {
             .iter()
             .map(|(j, a)| (j.to_string(), a.to_string()))
             .collect(),
+        vcard: None,
     };
     assert_eq!(store.load_rooms().unwrap(), vec![]);
     let a = room(
@@ -2213,7 +2214,8 @@ pub fn muc_rooms(store: &dyn Backend) {
         "name=A\nline two",
         &[("o@x.test", "owner"), ("m@x.test", "member")],
     );
-    let b = room("b@muc.conformance.test", "", &[("o@x.test", "owner")]);
+    let mut b = room("b@muc.conformance.test", "", &[("o@x.test", "owner")]);
+    b.vcard = Some("<vCard xmlns='vcard-temp'><FN>B</FN></vCard>".into());
     store.save_room(&b).unwrap();
     store.save_room(&a).unwrap();
     let mut sorted = a.clone();
@@ -2226,6 +2228,11 @@ pub fn muc_rooms(store: &dyn Backend) {
     );
     store.save_room(&a2).unwrap();
     let mut sorted = a2.clone();
+    assert_eq!(
+        store.load_rooms().unwrap()[1].vcard,
+        b.vcard,
+        "the vCard is kept"
+    );
     sorted.affiliations.sort();
     assert_eq!(store.load_rooms().unwrap()[0], sorted);
     let bad = room("a@muc.conformance.test", "x", &[("o@x.test", "none")]);

@@ -16,11 +16,13 @@ pub struct MucRoom {
     pub config: String,
     /// `(bare JID, affiliation)`: `owner`, `admin`, `member` or `outcast`, sorted by JID.
     pub affiliations: Vec<(String, String)>,
+    /// Its vCard (XEP-0486 room avatar) as XML, if one was set.
+    pub vcard: Option<String>,
 }
 
 /// Saved rooms.
 pub trait MucStore {
-    /// Saves a room, replacing what was saved under its JID (configuration and every
+    /// Saves a room, replacing what was saved under its JID (configuration, vCard and every
     /// affiliation). [`StoreError::Invalid`] for an affiliation other than the four.
     fn save_room(&self, room: &MucRoom) -> Result<()>;
     /// Forgets a room (nothing if it was not saved).
@@ -40,10 +42,10 @@ impl MucStore for Store {
         }
         self.write(|tx| {
             tx.prepare_cached(
-                "INSERT INTO muc_rooms (room, config) VALUES (?1, ?2)
-                 ON CONFLICT (room) DO UPDATE SET config = excluded.config",
+                "INSERT INTO muc_rooms (room, config, vcard) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (room) DO UPDATE SET config = excluded.config, vcard = excluded.vcard",
             )?
-            .execute(params![room.jid, room.config])?;
+            .execute(params![room.jid, room.config, room.vcard])?;
             tx.prepare_cached("DELETE FROM muc_affiliations WHERE room = ?1")?
                 .execute([&room.jid])?;
             let mut ins = tx.prepare_cached(
@@ -70,12 +72,13 @@ impl MucStore for Store {
     fn load_rooms(&self) -> Result<Vec<MucRoom>> {
         self.read(|tx| {
             let mut rooms: Vec<MucRoom> = tx
-                .prepare("SELECT room, config FROM muc_rooms ORDER BY room")?
+                .prepare("SELECT room, config, vcard FROM muc_rooms ORDER BY room")?
                 .query_map([], |r| {
                     Ok(MucRoom {
                         jid: r.get(0)?,
                         config: r.get(1)?,
                         affiliations: Vec::new(),
+                        vcard: r.get(2)?,
                     })
                 })?
                 .collect::<rusqlite::Result<_>>()?;

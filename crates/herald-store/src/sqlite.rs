@@ -187,6 +187,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 1,
         sql: include_str!("sql/muc.sql"),
     },
+    Migration {
+        role: "muc",
+        version: 2,
+        sql: include_str!("sql/muc_2.sql"),
+    },
 ];
 
 /// Every table holding per-user rows, by its owner column `account`. `delete_account` clears

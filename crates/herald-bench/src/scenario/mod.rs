@@ -7,6 +7,7 @@ pub mod hostile;
 pub mod idle;
 pub mod login;
 pub mod messages;
+pub mod muc;
 pub mod push;
 pub mod upload;
 pub mod wake;

@@ -47,6 +47,21 @@ struct Entry {
 /// Most error stanzas waiting for a busy room (all rooms together); more are dropped.
 const MAX_QUEUED_ERRORS: usize = 1024;
 
+/// How long a joining session's occupant list is paced by the session (see [`occupants`]);
+/// a client that takes nothing for this long is sent the rest at once, as any burst.
+const PACE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// What a room sends a session while that session is still being given the room's
+/// occupant list: held behind it, in order, within the session's byte budget.
+#[derive(Default)]
+struct Gate {
+    queue: std::collections::VecDeque<Element>,
+    bytes: usize,
+}
+
+/// A gate's key: (room bare JID, session full JID).
+type GateKey = (String, String);
+
 /// The rooms and the service's bounds.
 pub struct Service {
     rooms: std::sync::Mutex<HashMap<String, Entry>>,
@@ -54,6 +69,8 @@ pub struct Service {
     /// Errors from occupants that came while their room was locked (often the bounce of what
     /// the room itself was sending): the room's holder reads them before it lets go.
     errors: std::sync::Mutex<Vec<(String, String, Element)>>,
+    /// Sessions being given a room's occupant list, and what waits behind it.
+    gates: std::sync::Mutex<HashMap<GateKey, Gate>>,
 }
 
 impl Service {
@@ -63,6 +80,7 @@ impl Service {
         Service {
             rooms: Default::default(),
             errors: Default::default(),
+            gates: Default::default(),
             limits: Limits {
                 max_users: m.max_occupants,
                 max_affiliations: m.max_affiliations,
@@ -71,6 +89,7 @@ impl Service {
                 history_max: m.history_max,
                 max_subject_bytes: m.max_subject_bytes,
                 max_field_bytes: m.max_field_bytes,
+                max_vcard_bytes: m.max_vcard_bytes,
                 service_admins: m.admins.clone(),
                 defaults: herald_muc::Defaults {
                     public: m.default_public,
@@ -116,6 +135,106 @@ impl Service {
         mine.into_iter().map(|(_, f, e)| (f, e)).collect()
     }
 
+    fn gates(&self) -> std::sync::MutexGuard<'_, HashMap<GateKey, Gate>> {
+        self.gates.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Holds `el` (from a room, or one of its occupants) behind the occupant list its
+    /// session is still being given; Err(el) back when there is none, to be sent now.
+    /// Ok(false): the gate is full (the session's byte budget), and `el` must be refused.
+    fn hold(&self, el: Element, max_bytes: usize) -> Result<bool, Element> {
+        let mut gates = self.gates();
+        if gates.is_empty() {
+            return Err(el);
+        }
+        let (Some(from), Some(to)) = (el.attr("from"), el.attr("to")) else {
+            return Err(el);
+        };
+        let room = from.split_once('/').map_or(from, |(b, _)| b);
+        let Some(gate) = gates.get_mut(&(room.to_string(), to.to_string())) else {
+            return Err(el);
+        };
+        let cost = stanza::mem_cost(&el);
+        if !gate.queue.is_empty() && gate.bytes.saturating_add(cost) > max_bytes {
+            return Ok(false);
+        }
+        gate.bytes = gate.bytes.saturating_add(cost);
+        gate.queue.push_back(el);
+        Ok(true)
+    }
+
+    /// Opens a gate for `key`; false if one is open (its pacer will send what is added).
+    fn open_gate(&self, key: &GateKey) -> bool {
+        let mut gates = self.gates();
+        if gates.contains_key(key) {
+            return false;
+        }
+        gates.insert(key.clone(), Gate::default());
+        true
+    }
+
+    /// Adds `els` to an open gate's queue, first, whatever the bound (an occupant list).
+    fn extend_gate(&self, key: &GateKey, els: Vec<Element>) -> Result<(), Vec<Element>> {
+        let mut gates = self.gates();
+        let Some(gate) = gates.get_mut(key) else {
+            return Err(els);
+        };
+        for el in els {
+            gate.bytes = gate.bytes.saturating_add(stanza::mem_cost(&el));
+            gate.queue.push_back(el);
+        }
+        Ok(())
+    }
+
+    /// The next stanza held behind `key`'s gate; None (and the gate is closed) when empty.
+    fn next_held(&self, key: &GateKey) -> Option<Element> {
+        let mut gates = self.gates();
+        let gate = gates.get_mut(key)?;
+        match gate.queue.pop_front() {
+            Some(el) => {
+                gate.bytes = gate.bytes.saturating_sub(stanza::mem_cost(&el));
+                Some(el)
+            }
+            None => {
+                gates.remove(key);
+                None
+            }
+        }
+    }
+
+    /// Puts `from` (a real full JID) in room `room_jid` under `nick` as its `presence` asks,
+    /// and sends nothing of what that makes the room say: for tests and measurements of
+    /// large rooms without a connection per occupant. False when there is no such room or
+    /// the room refused the join.
+    #[doc(hidden)]
+    pub async fn join_quietly(
+        &self,
+        room_jid: &str,
+        from: &str,
+        nick: &str,
+        presence: &Element,
+    ) -> bool {
+        let Some(room) = self.get(room_jid) else {
+            return false;
+        };
+        let mut room = room.lock().await;
+        room.handle(
+            from,
+            Some(nick),
+            presence,
+            false,
+            delay::now_micros(),
+            &self.limits,
+            &[],
+        );
+        room.is_occupant(from)
+    }
+
+    /// Sessions being given an occupant list now.
+    pub fn paced_joins(&self) -> usize {
+        self.gates().len()
+    }
+
     /// Rooms held (persistent and temporary).
     pub fn room_count(&self) -> usize {
         self.map().len()
@@ -144,6 +263,7 @@ pub async fn load(shared: &Arc<Shared>) -> Result<usize, StoreError> {
         let saved = SavedRoom {
             config: r.config,
             affiliations: r.affiliations,
+            vcard: r.vcard,
         };
         let room = Room::from_saved(&r.jid, &saved, &shared.muc.limits);
         let creator = saved
@@ -373,6 +493,7 @@ async fn run_actions(
     while let Some(o) = queue.pop_front() {
         match o {
             Out::Send(el) => send(shared, el).await,
+            Out::Occupants { to, presences } => occupants(shared, room_jid, to, presences).await,
             Out::Broadcast { mut stanza, to } => {
                 if let Some(id) = &unarchived {
                     if stanza
@@ -445,9 +566,69 @@ async fn push_absent_members(shared: &Arc<Shared>, room: &Room, el: &Element) {
     push::on_room_message(shared, room.jid(), members_only, sender, el, members).await;
 }
 
+/// Gives a joining session the room's occupant list (XEP-0045 §7.2.3). A room of 1,000
+/// occupants is 1,000 presences, beyond what a session may hold at once
+/// (`limits.session_queue_bytes`, `stream_management.max_queue`): a local session is given
+/// them by a task of their own at the pace it writes them out (and, with XEP-0198, has them
+/// acknowledged), and everything the room sends that session meanwhile waits behind them
+/// (a gate), so the order the room made is the order the client sees. The room is not held
+/// meanwhile. Another server's session gets them at once (its s2s queue is bounded on its own).
+async fn occupants(shared: &Arc<Shared>, room_jid: &str, to: String, presences: Vec<Element>) {
+    let local = Jid::new(&to).ok().and_then(|j| {
+        let res = j.resource()?.as_str().to_string();
+        if !shared.cfg.is_local(j.domain().as_str()) {
+            return None;
+        }
+        shared.router.resource(&j.to_bare().to_string(), &res)
+    });
+    let Some(entry) = local else {
+        for p in presences {
+            send(shared, p).await;
+        }
+        return;
+    };
+    let key = (room_jid.to_string(), to);
+    if !shared.muc.open_gate(&key) {
+        // A pacer still runs for this session (it left and joined again): behind what it has.
+        if let Err(ps) = shared.muc.extend_gate(&key, presences) {
+            for p in ps {
+                send(shared, p).await;
+            }
+        }
+        return;
+    }
+    let s = shared.clone();
+    tokio::spawn(async move {
+        let l = &s.cfg.limits;
+        // Half the session's bounds: room for what else it is sent meanwhile.
+        let max_bytes = l.session_queue_bytes / 2;
+        let max_held = (s.cfg.stream_management.max_queue.min(l.session_inbox) / 2).max(1);
+        let deadline = tokio::time::Instant::now() + PACE_DEADLINE;
+        let tx = entry.tx;
+        for p in presences {
+            tx.wait_for_room(max_bytes, max_held, deadline).await;
+            routing::route(&s, p).await;
+        }
+        while let Some(el) = s.muc.next_held(&key) {
+            tx.wait_for_room(max_bytes, max_held, deadline).await;
+            routing::route(&s, el).await;
+        }
+    });
+}
+
 /// Routes a stanza a room made. One for the MUC domain itself goes from a task of its own:
-/// its room may be the one whose lock we hold.
+/// its room may be the one whose lock we hold. One for a session still being given an
+/// occupant list waits behind it (see [`occupants`]).
 async fn send(shared: &Arc<Shared>, el: Element) {
+    let el = match shared.muc.hold(el, shared.cfg.limits.session_queue_bytes) {
+        Ok(true) => return,
+        Ok(false) => {
+            // As a session queue past its budget refuses it (`routing::send_to_routed`).
+            tracing::warn!("a joining session's held room stanzas exceed its byte budget");
+            return;
+        }
+        Err(el) => el,
+    };
     let to_muc = stanza::to(&el)
         .ok()
         .flatten()
@@ -468,6 +649,7 @@ async fn save(shared: &Arc<Shared>, room: &Room) {
             jid,
             config: saved.config,
             affiliations: saved.affiliations,
+            vcard: saved.vcard,
         };
         shared.db(move |s: &roles::Muc| s.save_room(&rec)).await
     } else {

@@ -170,6 +170,16 @@ pub struct Resumable {
 pub struct SessionTx {
     inbox: herald_transport::inbox::Sender<SessionMsg>,
     budget: QueueBudget,
+    drained: Arc<Drained>,
+}
+
+/// Heard each time the session gives a stanza's bytes back (written, acknowledged, stored,
+/// dropped), for a producer that paces itself by the session ([`SessionTx::wait_for_room`]).
+#[derive(Debug, Default)]
+struct Drained {
+    notify: tokio::sync::Notify,
+    /// Producers waiting: without any, a release costs one atomic load.
+    waiting: AtomicUsize,
 }
 
 impl SessionTx {
@@ -181,8 +191,58 @@ impl SessionTx {
         account: Option<Arc<herald_session::budget::Budget>>,
     ) -> (SessionTx, herald_transport::inbox::Receiver<SessionMsg>) {
         let (inbox, rx) = herald_transport::inbox::bounded(capacity);
-        let budget = QueueBudget::new(bytes, account);
-        (SessionTx { inbox, budget }, rx)
+        let drained = Arc::new(Drained::default());
+        let d = drained.clone();
+        let hook = herald_session::budget::ReleaseHook(Arc::new(move || {
+            if d.waiting.load(Ordering::Acquire) > 0 {
+                d.notify.notify_waiters();
+            }
+        }));
+        let budget = QueueBudget::with_release_hook(bytes, account, hook);
+        (
+            SessionTx {
+                inbox,
+                budget,
+                drained,
+            },
+            rx,
+        )
+    }
+
+    /// Waits until the session holds at most `max_bytes` of stanzas and at most `max_held`
+    /// of them (what routing gave it and it has not written, or not had acknowledged), its
+    /// inbox is closed, or `deadline` passes: a producer of a long burst (a large room's
+    /// occupant list) goes at the pace the client reads and acknowledges, instead of
+    /// overrunning the session's budget.
+    pub async fn wait_for_room(
+        &self,
+        max_bytes: usize,
+        max_held: usize,
+        deadline: tokio::time::Instant,
+    ) {
+        let fits = || {
+            self.inbox.is_closed()
+                || (self.budget.used() <= max_bytes && self.budget.held() <= max_held)
+        };
+        loop {
+            if fits() {
+                return;
+            }
+            let notified = self.drained.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            self.drained.waiting.fetch_add(1, Ordering::AcqRel);
+            // A release between the check above and `enable` would not be heard: check again.
+            let r = if fits() {
+                Ok(())
+            } else {
+                tokio::time::timeout_at(deadline, notified).await
+            };
+            self.drained.waiting.fetch_sub(1, Ordering::AcqRel);
+            if r.is_err() {
+                return;
+            }
+        }
     }
 
     /// Queues `msg` unless the inbox is full or closed (the byte budget is the caller's:

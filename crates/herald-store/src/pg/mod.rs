@@ -200,6 +200,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 1,
         sql: include_str!("../../sql/pg/muc.sql"),
     },
+    Migration {
+        role: "muc",
+        version: 2,
+        sql: include_str!("../../sql/pg/muc_2.sql"),
+    },
 ];
 
 /// Key of the advisory lock that serialises migrations between processes opening the same

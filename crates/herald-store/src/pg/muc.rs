@@ -1,4 +1,4 @@
-//! Persistent group chat rooms (XEP-0045) on PostgreSQL: configuration and affiliations.
+//! Persistent group chat rooms (XEP-0045) on PostgreSQL: configuration, vCard and affiliations.
 
 use super::PgStore;
 use crate::error::{Result, StoreError};
@@ -15,9 +15,9 @@ impl MucStore for PgStore {
         }
         self.write(|tx| {
             tx.execute(
-                "INSERT INTO muc_rooms (room, config) VALUES ($1, $2)
-                 ON CONFLICT (room) DO UPDATE SET config = excluded.config",
-                &[&room.jid, &room.config],
+                "INSERT INTO muc_rooms (room, config, vcard) VALUES ($1, $2, $3)
+                 ON CONFLICT (room) DO UPDATE SET config = excluded.config, vcard = excluded.vcard",
+                &[&room.jid, &room.config, &room.vcard],
             )?;
             tx.execute("DELETE FROM muc_affiliations WHERE room = $1", &[&room.jid])?;
             for (jid, a) in &room.affiliations {
@@ -43,7 +43,7 @@ impl MucStore for PgStore {
         self.read(|tx| {
             let mut rooms = tx
                 .query(
-                    "SELECT room, config FROM muc_rooms ORDER BY room COLLATE \"C\"",
+                    "SELECT room, config, vcard FROM muc_rooms ORDER BY room COLLATE \"C\"",
                     &[],
                 )?
                 .iter()
@@ -52,6 +52,7 @@ impl MucStore for PgStore {
                         jid: r.try_get(0)?,
                         config: r.try_get(1)?,
                         affiliations: Vec::new(),
+                        vcard: r.try_get(2)?,
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;

@@ -108,6 +108,9 @@ pub static TABLE: &[Entry] = &[
     iq(Set, ns::MUC_ADMIN,   "query",     MucRoom, Muc,                           Nowhere),
     iq(Get, ns::MUC_OWNER,   "query",     MucRoom, Muc,                           Nowhere),
     iq(Set, ns::MUC_OWNER,   "query",     MucRoom, Muc,                           Nowhere),
+    // XEP-0486 room avatars: the room's vCard, set by owners, read by anyone.
+    iq(Get, ns::VCARD,       "vCard",     MucRoom, Muc,                           OnMucRoom(&[ns::VCARD])),
+    iq(Set, ns::VCARD,       "vCard",     MucRoom, Muc,                           OnMucRoom(&[ns::VCARD])),
     // XEP-0313 §5 on the room (left out of a room's disco#info when it keeps no archive).
     iq(Get, ns::MAM,         "query",     MucRoom, Muc,                           OnMucRoom(&[ns::MAM])),
     iq(Set, ns::MAM,         "query",     MucRoom, Muc,                           OnMucRoom(&[ns::MAM])),
