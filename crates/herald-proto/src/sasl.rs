@@ -742,7 +742,12 @@ pub mod ht {
         let Ok(mut m) = Hmac::<Sha256>::new_from_slice(key) else {
             return String::new();
         };
-        for field in [salt, user.as_bytes(), client_id.as_bytes(), mechanism.as_bytes()] {
+        for field in [
+            salt,
+            user.as_bytes(),
+            client_id.as_bytes(),
+            mechanism.as_bytes(),
+        ] {
             let len = u32::try_from(field.len()).unwrap_or(u32::MAX);
             m.update(&len.to_be_bytes());
             m.update(field);
@@ -844,10 +849,25 @@ pub mod ht {
             let cb = [1u8; 32];
             assert_eq!(hex(&initiator(b"secret-token", &cb)), EXPR_INITIATOR);
             assert_eq!(hex(&responder_cb(b"secret-token", &cb)), EXPR_RESPONDER);
-            assert_eq!(responder_cb(b"secret-token", b""), responder(b"secret-token"));
-            assert!(proves(b"secret-token", &cb, &initiator(b"secret-token", &cb)));
-            assert!(!proves(b"secret-token", &[2u8; 32], &initiator(b"secret-token", &cb)));
-            assert!(!proves(b"secret-token", b"", &initiator(b"secret-token", &cb)));
+            assert_eq!(
+                responder_cb(b"secret-token", b""),
+                responder(b"secret-token")
+            );
+            assert!(proves(
+                b"secret-token",
+                &cb,
+                &initiator(b"secret-token", &cb)
+            ));
+            assert!(!proves(
+                b"secret-token",
+                &[2u8; 32],
+                &initiator(b"secret-token", &cb)
+            ));
+            assert!(!proves(
+                b"secret-token",
+                b"",
+                &initiator(b"secret-token", &cb)
+            ));
             assert!(!proves(b"secret-token", &cb, &[]));
         }
 
@@ -870,7 +890,10 @@ pub mod ht {
             }
             assert_eq!(channel_binding(SHA256_NONE), Some(None));
             assert_eq!(channel_binding(SHA256_EXPR), Some(Some("tls-exporter")));
-            assert_eq!(channel_binding(SHA256_ENDP), Some(Some("tls-server-end-point")));
+            assert_eq!(
+                channel_binding(SHA256_ENDP),
+                Some(Some("tls-server-end-point"))
+            );
             assert_eq!(channel_binding("HT-SHA-256-UNIQ"), None);
             assert_eq!(new_salt().len(), 16);
         }

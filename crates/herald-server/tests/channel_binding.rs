@@ -594,9 +594,11 @@ async fn fast_expr_and_endp_tokens_log_in_bound_to_the_connection() {
         .store
         .fast_tokens("alice@localhost", PHONE)
         .unwrap();
-    assert!(rows.iter().all(|r| r.salt.as_ref().is_some_and(|s| s.len() == 16)
-        && r.verifier.is_empty()
-        && r.responder.is_empty()));
+    assert!(rows
+        .iter()
+        .all(|r| r.salt.as_ref().is_some_and(|s| s.len() == 16)
+            && r.verifier.is_empty()
+            && r.responder.is_empty()));
 }
 
 #[tokio::test]

@@ -52,7 +52,7 @@ fn token(client: &str, n: u8, issued_at: i64) -> FastTokenRecord {
         expires_at: issued_at + 1000,
         current: true,
         // Even-numbered tokens are server-derived (a salt), odd ones from before salts.
-        salt: (n % 2 == 0).then(|| vec![n; 16]),
+        salt: n.is_multiple_of(2).then(|| vec![n; 16]),
     }
 }
 

@@ -250,7 +250,10 @@ fn fast_tokens_get_a_salt_column_on_an_older_database() {
     let s = Store::open(dir.path()).unwrap();
     let t = s.fast_tokens("u@x.test", "phone").unwrap();
     assert_eq!(t.len(), 1);
-    assert_eq!((t[0].verifier.as_slice(), t[0].salt.as_deref()), (&[1u8, 2][..], None));
+    assert_eq!(
+        (t[0].verifier.as_slice(), t[0].salt.as_deref()),
+        (&[1u8, 2][..], None)
+    );
     let salted = FastTokenRecord {
         client_id: "phone".into(),
         mechanism: "HT-SHA-256-EXPR".into(),

@@ -60,7 +60,11 @@ mod tests {
             let mode = std::fs::metadata(&p).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
-        assert_eq!(load_or_create(&p, 32, false).unwrap(), k, "read, not remade");
+        assert_eq!(
+            load_or_create(&p, 32, false).unwrap(),
+            k,
+            "read, not remade"
+        );
         std::fs::write(&p, [1u8; 33]).unwrap();
         let e = load_or_create(&p, 32, false).unwrap_err().to_string();
         assert!(e.contains("33 bytes, expected 32"), "{e}");

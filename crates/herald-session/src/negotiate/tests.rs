@@ -1493,8 +1493,9 @@ fn derived(mechanism: &str, t: &str, now: i64) -> FastToken {
 fn fast_channel_bound_tokens() {
     let now = 1_000_000;
     let (exporter, endpoint) = (vec![7u8; 32], vec![9u8; 32]);
-    // (mechanism, cb-data the client used, token stored, what follows the look-up)
-    let cases: Vec<(&str, Vec<u8>, FastToken, Option<Vec<u8>>)> = vec![
+    // (mechanism, cb-data the client used, token stored, the responder message if it succeeds)
+    type Case<'a> = (&'a str, Vec<u8>, FastToken, Option<Vec<u8>>);
+    let cases: Vec<Case> = vec![
         (
             sasl::ht::SHA256_EXPR,
             exporter.clone(),
