@@ -682,17 +682,95 @@ fn valid_extension(ext: &str) -> bool {
     matches!(ext.as_bytes(), [a, b'=', ..] if a.is_ascii_alphabetic())
 }
 
-/// XEP-0484 FAST with `HT-SHA-256-NONE` (draft-schmaus-kitten-sasl-ht): the client proves it
-/// holds a token with `HMAC-SHA-256(token, "Initiator")`, the server answers with
-/// `HMAC-SHA-256(token, "Responder")`. Without channel binding both are fixed functions of the
-/// token, so a server may keep only a hash of the first ([`ht_verifier`]) and the second: a
-/// stolen database then gives neither the token nor what a client sends. The `-ENDP`/`-UNIQ`
-/// variants append channel-binding data to the HMAC input and need the token itself.
+/// XEP-0484 FAST (draft-schmaus-kitten-sasl-ht): the client proves it holds a token with
+/// `HMAC-SHA-256(token, "Initiator" ‖ cb-data)`, the server answers with
+/// `HMAC-SHA-256(token, "Responder" ‖ cb-data)`, where cb-data is empty for `HT-SHA-256-NONE`,
+/// the RFC 9266 `tls-exporter` data for `-EXPR` and the RFC 5929 `tls-server-end-point` data
+/// for `-ENDP`. The channel-binding variants need the token itself for each connection, so
+/// tokens are derived from a server key and a stored random salt ([`ht::derive_token`]); tokens
+/// issued before that (for -NONE only) are still recognised by the hash of their initiator
+/// message ([`ht::verifier`]). `-UNIQ` (`tls-unique`) is not offered: it does not exist in
+/// TLS 1.3 and the TLS library does not expose it.
 pub mod ht {
     use super::*;
 
-    /// The mechanism name.
+    /// The mechanism without channel binding.
     pub const SHA256_NONE: &str = "HT-SHA-256-NONE";
+    /// With RFC 9266 `tls-exporter` channel binding.
+    pub const SHA256_EXPR: &str = "HT-SHA-256-EXPR";
+    /// With RFC 5929 `tls-server-end-point` channel binding.
+    pub const SHA256_ENDP: &str = "HT-SHA-256-ENDP";
+
+    /// The channel-binding type `mechanism` binds to: `Some(None)` for -NONE, None for a
+    /// mechanism that is not HT-SHA-256.
+    pub fn channel_binding(mechanism: &str) -> Option<Option<&'static str>> {
+        match mechanism {
+            SHA256_NONE => Some(None),
+            SHA256_EXPR => Some(Some(ChannelBindings::TLS_EXPORTER)),
+            SHA256_ENDP => Some(Some(ChannelBindings::TLS_SERVER_END_POINT)),
+            _ => None,
+        }
+    }
+
+    /// The client's proof for `token` with `cb_data` (empty for -NONE).
+    pub fn initiator(token: &[u8], cb_data: &[u8]) -> Vec<u8> {
+        hmac_parts(token, &[b"Initiator", cb_data])
+    }
+
+    /// The server's final message for `token` with `cb_data` (empty for -NONE).
+    pub fn responder_cb(token: &[u8], cb_data: &[u8]) -> Vec<u8> {
+        hmac_parts(token, &[b"Responder", cb_data])
+    }
+
+    /// Whether `proof` is `token`'s initiator message with `cb_data`, in constant time.
+    pub fn proves(token: &[u8], cb_data: &[u8], proof: &[u8]) -> bool {
+        let want = initiator(token, cb_data);
+        want.len() == proof.len() && bool::from(want.as_slice().ct_eq(proof))
+    }
+
+    /// The token the server issues for a stored `salt`: `HMAC-SHA-256(key, salt ‖ user ‖
+    /// client id ‖ mechanism)`, each field prefixed with its length (4 bytes, big endian) so
+    /// no two field lists give the same input, as URL-safe base64 without padding. Binding the
+    /// mechanism into the token is what refuses a -EXPR/-ENDP token used with -NONE.
+    pub fn derive_token(
+        key: &[u8],
+        salt: &[u8],
+        user: &str,
+        client_id: &str,
+        mechanism: &str,
+    ) -> String {
+        let Ok(mut m) = Hmac::<Sha256>::new_from_slice(key) else {
+            return String::new();
+        };
+        for field in [
+            salt,
+            user.as_bytes(),
+            client_id.as_bytes(),
+            mechanism.as_bytes(),
+        ] {
+            let len = u32::try_from(field.len()).unwrap_or(u32::MAX);
+            m.update(&len.to_be_bytes());
+            m.update(field);
+        }
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(m.finalize().into_bytes())
+    }
+
+    /// A new random salt for [`derive_token`] (16 bytes).
+    pub fn new_salt() -> Vec<u8> {
+        let mut b = vec![0u8; 16];
+        rand::thread_rng().fill_bytes(&mut b);
+        b
+    }
+
+    fn hmac_parts(token: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+        let Ok(mut m) = Hmac::<Sha256>::new_from_slice(token) else {
+            return Vec::new();
+        };
+        for p in parts {
+            m.update(p);
+        }
+        m.finalize().into_bytes().to_vec()
+    }
 
     /// `HMAC-SHA-256(token, label)`.
     pub fn hmac(token: &[u8], label: &[u8]) -> Vec<u8> {
@@ -748,6 +826,77 @@ pub mod ht {
     #[cfg(test)]
     mod tests {
         use super::*;
+
+        const NONE_INITIATOR: &str =
+            "3f6de92b45cddc50c601ad166458f7b5874565e399f3006b1afb03f0bb03ff88";
+        const EXPR_INITIATOR: &str =
+            "5d991149bd0f2ead1ebfc19442bece553b848fc88c4b5d281dd225d56891eb40";
+        const EXPR_RESPONDER: &str =
+            "89a846abc1a5fc12fdfc12d31b1a25fa42b804435e2282b74f3db7d46110a763";
+        const DERIVED: &str = "k40WEpAwmNltsi0D57467MYBG4sDP6cxXtWvWT-Oe_A";
+
+        fn hex(b: &[u8]) -> String {
+            b.iter().map(|x| format!("{x:02x}")).collect()
+        }
+
+        #[test]
+        fn channel_binding_data_follows_the_label() {
+            // Fixed vectors: HMAC-SHA-256("secret-token", "Initiator") and with 32 bytes 0x01
+            // of cb-data appended (computed independently with Python's hmac module).
+            let none = initiator(b"secret-token", b"");
+            assert_eq!(none, hmac(b"secret-token", b"Initiator"));
+            assert_eq!(hex(&none), NONE_INITIATOR);
+            let cb = [1u8; 32];
+            assert_eq!(hex(&initiator(b"secret-token", &cb)), EXPR_INITIATOR);
+            assert_eq!(hex(&responder_cb(b"secret-token", &cb)), EXPR_RESPONDER);
+            assert_eq!(
+                responder_cb(b"secret-token", b""),
+                responder(b"secret-token")
+            );
+            assert!(proves(
+                b"secret-token",
+                &cb,
+                &initiator(b"secret-token", &cb)
+            ));
+            assert!(!proves(
+                b"secret-token",
+                &[2u8; 32],
+                &initiator(b"secret-token", &cb)
+            ));
+            assert!(!proves(
+                b"secret-token",
+                b"",
+                &initiator(b"secret-token", &cb)
+            ));
+            assert!(!proves(b"secret-token", &cb, &[]));
+        }
+
+        #[test]
+        fn derived_tokens_bind_every_field() {
+            let key = [7u8; 32];
+            let t = derive_token(&key, b"salt", "alice", "phone", SHA256_EXPR);
+            assert_eq!(t, DERIVED);
+            assert_eq!(t.len(), 43);
+            for other in [
+                derive_token(&[8u8; 32], b"salt", "alice", "phone", SHA256_EXPR),
+                derive_token(&key, b"salu", "alice", "phone", SHA256_EXPR),
+                derive_token(&key, b"salt", "alicf", "phone", SHA256_EXPR),
+                derive_token(&key, b"salt", "alice", "phonf", SHA256_EXPR),
+                derive_token(&key, b"salt", "alice", "phone", SHA256_NONE),
+                // Moving bytes between fields changes the token (length prefixes).
+                derive_token(&key, b"salta", "lice", "phone", SHA256_EXPR),
+            ] {
+                assert_ne!(t, other);
+            }
+            assert_eq!(channel_binding(SHA256_NONE), Some(None));
+            assert_eq!(channel_binding(SHA256_EXPR), Some(Some("tls-exporter")));
+            assert_eq!(
+                channel_binding(SHA256_ENDP),
+                Some(Some("tls-server-end-point"))
+            );
+            assert_eq!(channel_binding("HT-SHA-256-UNIQ"), None);
+            assert_eq!(new_salt().len(), 16);
+        }
 
         #[test]
         fn a_token_is_recognised_by_its_verifier_only() {

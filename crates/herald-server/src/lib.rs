@@ -251,6 +251,9 @@ pub struct Shared {
     /// The HTTP listeners' state: upload key and directory, uploads running, counters.
     /// Made at start; written by the HTTP handlers.
     pub http: http::HttpState,
+    /// The XEP-0484 FAST token key (`data_dir/fast.key`, 32 bytes; empty with FAST off):
+    /// tokens are derived from it and a stored salt. Read once at start.
+    pub fast_key: Vec<u8>,
     /// Source of process-unique ids (sessions, stanzas).
     next_id: AtomicU64,
     /// Becomes true when the server stops; listeners and tasks watch it.
@@ -605,6 +608,12 @@ pub async fn start_with_store(cfg: Config, store: impl Backend) -> anyhow::Resul
     let http_addr = http_l.as_ref().map(|l| l.local_addr()).transpose()?;
     let http_state = http::HttpState::new(&cfg, http_addr)?;
     let s2s = s2s::S2s::new(&cfg)?;
+    let fast_key = if cfg.fast.enabled {
+        herald_transport::secret_file::load_or_create(&cfg.data_dir.join("fast.key"), 32, false)
+            .context("the FAST token key ([fast])")?
+    } else {
+        Vec::new()
+    };
     let admin_l = admin_socket::bind(&cfg)?;
     let (push, push_rx) = msg::channel(&cfg.csi.important);
     let tombstones =
@@ -627,6 +636,7 @@ pub async fn start_with_store(cfg: Config, store: impl Backend) -> anyhow::Resul
         blocklists: herald_store::cache::UserCache::new(100_000),
         avatars: herald_store::cache::UserCache::new(100_000),
         s2s,
+        fast_key,
         pep: Default::default(),
         accounts: Default::default(),
         registrations: std::sync::Mutex::new(herald_session::registrations::Registrations::new(

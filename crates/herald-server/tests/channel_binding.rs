@@ -474,3 +474,206 @@ async fn a_resumed_tls_session_binds_with_both_types() {
         assert_eq!(answer.name(), "success", "{binding}: {}", xml(&answer));
     }
 }
+
+// ---- XEP-0484 FAST with channel binding (HT-SHA-256-EXPR / -ENDP) --------------------------
+
+const SASL2: &str = "urn:xmpp:sasl:2";
+const FAST: &str = "urn:xmpp:fast:0";
+const PHONE: &str = "d4565fa7-4d72-4749-b3d3-740edbf87770";
+
+fn agent() -> String {
+    format!("<user-agent id='{PHONE}'><software>herald tests</software></user-agent>")
+}
+
+impl Client {
+    /// The FAST mechanisms offered inside SASL2's `<inline/>`.
+    fn fast_mechanisms(&self) -> Vec<String> {
+        self.features
+            .get_child("authentication", SASL2)
+            .and_then(|a| a.get_child("inline", SASL2))
+            .and_then(|i| i.get_child("fast", FAST))
+            .map(|f| f.children().map(|c| c.text()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The channel-binding data `mechanism` includes, from our side of the connection.
+    fn ht_cb(&self, mechanism: &str) -> Vec<u8> {
+        match mechanism {
+            ht::SHA256_EXPR => self.exporter(),
+            ht::SHA256_ENDP => self.end_point(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// SASL2 PLAIN asking for a token for `mechanism`; returns the token.
+    async fn request_token(&mut self, mechanism: &str) -> String {
+        self.send(&format!(
+            "<authenticate xmlns='{SASL2}' mechanism='PLAIN'><initial-response>{}</initial-response>{}<request-token xmlns='{FAST}' mechanism='{mechanism}'/></authenticate>",
+            B64.encode(b"\0alice\0pw-a"),
+            agent()
+        ))
+        .await;
+        let ok = self.element().await;
+        assert_eq!(ok.name(), "success", "{}", xml(&ok));
+        ok.get_child("token", FAST)
+            .and_then(|t| t.attr("token"))
+            .unwrap_or_else(|| panic!("no token: {}", xml(&ok)))
+            .to_string()
+    }
+
+    /// `<authenticate/>` with `mechanism` and `proof` as the initiator message.
+    async fn ht_auth(&mut self, mechanism: &str, proof: &[u8]) -> Element {
+        let mut msg = b"alice\0".to_vec();
+        msg.extend_from_slice(proof);
+        self.send(&format!(
+            "<authenticate xmlns='{SASL2}' mechanism='{mechanism}'><initial-response>{}</initial-response>{}</authenticate>",
+            B64.encode(&msg),
+            agent()
+        ))
+        .await;
+        self.element().await
+    }
+}
+
+use herald_proto::sasl::ht;
+
+#[tokio::test]
+async fn fast_offers_the_channel_bindings_of_the_connection() {
+    let s = server().await;
+    for via in [Via::StartTls, Via::DirectTls] {
+        let c = Client::connect(&s, via, false).await;
+        assert_eq!(
+            c.fast_mechanisms(),
+            ["HT-SHA-256-EXPR", "HT-SHA-256-ENDP", "HT-SHA-256-NONE"]
+        );
+    }
+    // TLS 1.2: no tls-exporter here (as for SCRAM-*-PLUS), so no -EXPR; never -UNIQ.
+    let c = Client::connect(&s, Via::DirectTls, true).await;
+    assert_eq!(c.fast_mechanisms(), ["HT-SHA-256-ENDP", "HT-SHA-256-NONE"]);
+}
+
+#[tokio::test]
+async fn fast_expr_and_endp_tokens_log_in_bound_to_the_connection() {
+    let s = server().await;
+    for mechanism in [ht::SHA256_EXPR, ht::SHA256_ENDP] {
+        let mut c = Client::connect(&s, Via::DirectTls, false).await;
+        let token = c.request_token(mechanism).await;
+        // Reconnect with the token and this new connection's binding.
+        let mut c = Client::connect(&s, Via::DirectTls, false).await;
+        let cb = c.ht_cb(mechanism);
+        let ok = c
+            .ht_auth(mechanism, &ht::initiator(token.as_bytes(), &cb))
+            .await;
+        assert_eq!(ok.name(), "success", "{mechanism}: {}", xml(&ok));
+        // The server proves it knows the token and sees the same channel.
+        let data = ok.get_child("additional-data", SASL2).unwrap();
+        assert_eq!(
+            B64.decode(data.text()).unwrap(),
+            ht::responder_cb(token.as_bytes(), &cb),
+            "{mechanism}"
+        );
+        assert!(ok.get_child("authorization-identifier", SASL2).is_some());
+        // The same token over -NONE (a downgrade): refused.
+        let mut c = Client::connect(&s, Via::DirectTls, false).await;
+        let answer = c
+            .ht_auth(ht::SHA256_NONE, &ht::initiator(token.as_bytes(), b""))
+            .await;
+        assert_eq!(condition(&answer), "not-authorized", "{mechanism}");
+        // A wrong token.
+        let mut c = Client::connect(&s, Via::DirectTls, false).await;
+        let cb = c.ht_cb(mechanism);
+        let answer = c
+            .ht_auth(mechanism, &ht::initiator(b"not-the-token", &cb))
+            .await;
+        assert_eq!(condition(&answer), "not-authorized", "{mechanism}");
+    }
+    // The store keeps a salt, not the token.
+    let rows = s
+        .running
+        .shared
+        .store
+        .fast_tokens("alice@localhost", PHONE)
+        .unwrap();
+    assert!(rows
+        .iter()
+        .all(|r| r.salt.as_ref().is_some_and(|s| s.len() == 16)
+            && r.verifier.is_empty()
+            && r.responder.is_empty()));
+}
+
+#[tokio::test]
+async fn an_expr_proof_replayed_on_another_connection_is_not_authorized() {
+    let s = server().await;
+    let mut c = Client::connect(&s, Via::DirectTls, false).await;
+    let token = c.request_token(ht::SHA256_EXPR).await;
+    // The first connection's initiator message, as an attacker who saw it would replay it.
+    let first = Client::connect(&s, Via::DirectTls, false).await;
+    let proof = ht::initiator(token.as_bytes(), &first.exporter());
+    let mut other = Client::connect(&s, Via::DirectTls, false).await;
+    assert_ne!(other.exporter(), first.exporter());
+    assert_eq!(
+        condition(&other.ht_auth(ht::SHA256_EXPR, &proof).await),
+        "not-authorized"
+    );
+    // On its own connection the message works.
+    let mut first = first;
+    let ok = first.ht_auth(ht::SHA256_EXPR, &proof).await;
+    assert_eq!(ok.name(), "success", "{}", xml(&ok));
+}
+
+#[tokio::test]
+async fn an_expired_or_removed_accounts_expr_token_fails() {
+    let s = server().await;
+    let shared = &s.running.shared;
+    // An expired token, derived as the server derives it.
+    let salt = vec![5u8; 16];
+    let now = herald_server::xep::delay::now_micros() / 1000;
+    shared
+        .store
+        .issue_fast_token(
+            "alice@localhost",
+            &herald_store::FastTokenRecord {
+                client_id: PHONE.into(),
+                mechanism: ht::SHA256_EXPR.into(),
+                verifier: Vec::new(),
+                responder: Vec::new(),
+                salt: Some(salt.clone()),
+                issued_at: now - 20_000,
+                expires_at: now - 10_000,
+                current: true,
+            },
+            16,
+        )
+        .unwrap();
+    let token = ht::derive_token(
+        &shared.fast_key,
+        &salt,
+        "alice@localhost",
+        PHONE,
+        ht::SHA256_EXPR,
+    );
+    let mut c = Client::connect(&s, Via::DirectTls, false).await;
+    let cb = c.exporter();
+    let answer = c
+        .ht_auth(ht::SHA256_EXPR, &ht::initiator(token.as_bytes(), &cb))
+        .await;
+    assert_eq!(condition(&answer), "credentials-expired");
+
+    // A valid token of an account that is then removed.
+    let mut c = Client::connect(&s, Via::DirectTls, false).await;
+    let token = c.request_token(ht::SHA256_EXPR).await;
+    let (cfg, store) = (shared.cfg.clone(), shared.store.clone());
+    tokio::task::spawn_blocking(move || {
+        let jid = herald::admin::account_jid(&cfg, "alice").unwrap();
+        herald::admin::remove_account(&cfg, &*store, &jid)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let mut c = Client::connect(&s, Via::DirectTls, false).await;
+    let cb = c.exporter();
+    let answer = c
+        .ht_auth(ht::SHA256_EXPR, &ht::initiator(token.as_bytes(), &cb))
+        .await;
+    assert_eq!(condition(&answer), "not-authorized");
+}

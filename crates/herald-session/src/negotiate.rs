@@ -118,14 +118,18 @@ pub enum Input {
     FastTokenIssued(Option<(String, String)>),
 }
 
-/// A stored XEP-0484 token as the machine checks it: never the token itself.
+/// A stored XEP-0484 token as the machine checks it: the token the driver derived from its
+/// salt with the server key, or (a token from before salts, -NONE only) its hashed messages.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FastToken {
     /// The mechanism the token is bound to.
     pub mechanism: String,
-    /// `herald_proto::sasl::ht::verifier` of the token.
+    /// The token (`herald_proto::sasl::ht::derive_token`), which the -EXPR/-ENDP messages
+    /// need with each connection's channel binding; None for a token from before salts.
+    pub token: Option<String>,
+    /// `herald_proto::sasl::ht::verifier` of a token without salt.
     pub verifier: Vec<u8>,
-    /// The server's final message for it (`ht::responder`).
+    /// The server's final message for a token without salt (`ht::responder`).
     pub responder: Vec<u8>,
     /// When it was issued, Unix milliseconds.
     pub issued_at_ms: i64,
@@ -541,7 +545,7 @@ pub fn features(
                 features.append_child(Element::bare("register", ns::REGISTER_FEATURE));
                 features.append_child(Element::bare("register", ns::IBR_TOKEN));
             }
-            features.append_child(crate::sasl2::authentication(&offered(bindings), false));
+            features.append_child(crate::sasl2::authentication(&offered(bindings), &[]));
         }
     } else {
         features.append_child(Element::bare("bind", ns::BIND));
@@ -1478,6 +1482,7 @@ pub fn run_bytes(data: &[u8], start: Instant) {
                         let tokens = (jid.node().is_some_and(|n| n.as_str() == "user"))
                             .then(|| FastToken {
                                 mechanism: sasl::ht::SHA256_NONE.into(),
+                                token: None,
                                 verifier: sasl::ht::verifier(t),
                                 responder: sasl::ht::responder(t),
                                 issued_at_ms: 0,

@@ -5,9 +5,9 @@
 //! task applies the inline features.
 //!
 //! Offered mechanisms are the legacy ones ([`herald_proto::sasl::Mechanism`]) plus the FAST
-//! mechanisms in `<fast/>` ([`FAST_MECHANISMS`]): channel-binding variants (SCRAM-*-PLUS,
-//! `HT-*-ENDP`/`-UNIQ`) plug in by extending those two lists and the negotiation's
-//! `Started` cases. Tasks (`<continue/>`) are not implemented: no `<continue/>` is ever sent.
+//! mechanisms in `<fast/>` ([`fast_offered`]: `HT-SHA-256-EXPR`/`-ENDP` where the connection
+//! has that channel binding, and `-NONE`; never `-UNIQ`, as `tls-unique` does not exist in
+//! TLS 1.3 and the TLS library does not expose it). Tasks (`<continue/>`) are not implemented: no `<continue/>` is ever sent.
 //!
 //! Must not: look anything up, generate randomness, or read clocks.
 
@@ -17,8 +17,22 @@ use herald_proto::sasl::{self, ht, Mechanism};
 use herald_proto::Element;
 use sha2::{Digest, Sha256};
 
-/// FAST mechanisms offered, most preferred first.
-pub const FAST_MECHANISMS: &[&str] = &[ht::SHA256_NONE];
+/// FAST mechanisms known, most preferred first (channel binding first).
+pub const FAST_MECHANISMS: &[&str] = &[ht::SHA256_EXPR, ht::SHA256_ENDP, ht::SHA256_NONE];
+
+/// The FAST mechanisms a connection with `bindings` offers: those whose channel-binding type
+/// it has (as for SCRAM-*-PLUS), and -NONE.
+pub fn fast_offered(bindings: &sasl::ChannelBindings) -> Vec<&'static str> {
+    FAST_MECHANISMS
+        .iter()
+        .copied()
+        .filter(|m| match ht::channel_binding(m) {
+            Some(Some(ty)) => bindings.get(ty).is_some(),
+            Some(None) => true,
+            None => false,
+        })
+        .collect()
+}
 
 /// Longest user-agent id, Bind2 tag, software or device string kept (longer ones are cut).
 pub const MAX_AGENT_FIELD: usize = 256;
@@ -167,7 +181,7 @@ pub fn parse(el: &Element) -> Result<Request, Refused> {
     Ok(r)
 }
 
-/// Whether `name` is one of the FAST mechanisms offered.
+/// Whether `name` is one of the FAST mechanisms (offered on some connection).
 pub fn is_fast_mechanism(name: &str) -> bool {
     FAST_MECHANISMS.contains(&name)
 }
@@ -196,8 +210,8 @@ pub fn resource(tag: Option<&str>, client_id: Option<&str>) -> Option<String> {
 
 /// `<authentication xmlns='urn:xmpp:sasl:2'>` offered next to legacy SASL: the mechanisms
 /// and what `<authenticate/>` may carry inline (Bind2 with its own inline features, XEP-0198
-/// resumption, FAST when `fast`).
-pub fn authentication(mechanisms: &[Mechanism], fast: bool) -> Element {
+/// resumption, FAST with the mechanisms in `fast` when there are any).
+pub fn authentication(mechanisms: &[Mechanism], fast: &[&str]) -> Element {
     let mut a = Element::bare("authentication", ns::SASL2);
     for m in mechanisms {
         a.append_child(text_el("mechanism", ns::SASL2, m.name()));
@@ -213,9 +227,9 @@ pub fn authentication(mechanisms: &[Mechanism], fast: bool) -> Element {
     bind.append_child(bind_inline);
     inline.append_child(bind);
     inline.append_child(Element::bare("sm", ns::SM));
-    if fast {
+    if !fast.is_empty() {
         let mut f = Element::bare("fast", ns::FAST);
-        for m in FAST_MECHANISMS {
+        for m in fast {
             f.append_child(text_el("mechanism", ns::FAST, m));
         }
         inline.append_child(f);
@@ -427,7 +441,7 @@ mod tests {
 
     #[test]
     fn offers_bind2_sm_and_fast_inline() {
-        let a = authentication(&[Mechanism::ScramSha1], true);
+        let a = authentication(&[Mechanism::ScramSha1], &[ht::SHA256_NONE]);
         let inline = a.get_child("inline", ns::SASL2).unwrap();
         let bind = inline.get_child("bind", ns::BIND2).unwrap();
         let vars: Vec<&str> = bind
@@ -440,12 +454,26 @@ mod tests {
         assert!(inline.get_child("sm", ns::SM).is_some());
         let fast = inline.get_child("fast", ns::FAST).unwrap();
         assert_eq!(fast.children().next().unwrap().text(), "HT-SHA-256-NONE");
-        let a = authentication(&[Mechanism::ScramSha1], false);
+        let a = authentication(&[Mechanism::ScramSha1], &[]);
         assert!(a
             .get_child("inline", ns::SASL2)
             .unwrap()
             .get_child("fast", ns::FAST)
             .is_none());
+    }
+
+    #[test]
+    fn fast_channel_binding_follows_the_connection() {
+        let mut b = sasl::ChannelBindings::default();
+        assert_eq!(fast_offered(&b), [ht::SHA256_NONE]);
+        b.tls_server_end_point = Some(vec![1; 32]);
+        assert_eq!(fast_offered(&b), [ht::SHA256_ENDP, ht::SHA256_NONE]);
+        b.tls_exporter = Some(vec![2; 32]);
+        assert_eq!(
+            fast_offered(&b),
+            [ht::SHA256_EXPR, ht::SHA256_ENDP, ht::SHA256_NONE]
+        );
+        assert!(!is_fast_mechanism("HT-SHA-256-UNIQ"));
     }
 
     #[test]

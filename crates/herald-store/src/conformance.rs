@@ -51,6 +51,8 @@ fn token(client: &str, n: u8, issued_at: i64) -> FastTokenRecord {
         issued_at,
         expires_at: issued_at + 1000,
         current: true,
+        // Even-numbered tokens are server-derived (a salt), odd ones from before salts.
+        salt: n.is_multiple_of(2).then(|| vec![n; 16]),
     }
 }
 
@@ -75,6 +77,8 @@ pub fn fast_tokens(store: &dyn Backend) {
     assert!(t[0].current && t[0].verifier == vec![2; 32]);
     assert!(!t[1].current && t[1].verifier == vec![1; 32]);
     assert_eq!(t[0].responder, vec![3; 32]);
+    assert_eq!(t[0].salt, Some(vec![2; 16]), "the salt round-trips");
+    assert_eq!(t[1].salt, None, "a token without salt stays without");
     assert_eq!((t[0].issued_at, t[0].expires_at), (200, 1200));
 
     // A third issue drops the oldest: never more than two per client.

@@ -1,8 +1,9 @@
 //! XEP-0484 FAST tokens: per account and client id, the newest token and the previous one
 //! (rotation keeps the previous valid until the client has used the newest, XEP-0484 §5).
 //!
-//! Tokens are never stored: only what checks them (a hash of the client's initiator message
-//! and the server's final message, computed by the caller). This module must not generate or
+//! Tokens are never stored: only the random salt the server derives a token from with its key,
+//! or (tokens issued before salts, for HT-SHA-256-NONE) what checks them: a hash of the
+//! client's initiator message and the server's final message, computed by the caller. This module must not generate or
 //! check tokens, nor decide lifetimes: the caller passes the times.
 
 use rusqlite::{params, OptionalExtension as _};
@@ -17,10 +18,13 @@ pub struct FastTokenRecord {
     pub client_id: String,
     /// The mechanism it is bound to.
     pub mechanism: String,
-    /// What recognises the token (a hash of its initiator message).
+    /// What recognises a token without salt (a hash of its initiator message); empty with a
+    /// salt.
     pub verifier: Vec<u8>,
-    /// The server's final message for it.
+    /// The server's final message for a token without salt; empty with a salt.
     pub responder: Vec<u8>,
+    /// The random salt the server derives the token from (None: a token from before salts).
+    pub salt: Option<Vec<u8>>,
     /// When it was issued (Unix milliseconds).
     pub issued_at: i64,
     /// When it expires (Unix milliseconds).
@@ -58,8 +62,8 @@ impl FastTokenStore for Store {
     fn fast_tokens(&self, user: &str, client_id: &str) -> Result<Vec<FastTokenRecord>> {
         self.read(|tx| {
             let mut stmt = tx.prepare_cached(
-                "SELECT client_id, mechanism, verifier, responder, issued_at, expires_at, current
-                 FROM fast_tokens WHERE account = ?1 AND client_id = ?2 ORDER BY current DESC",
+                "SELECT client_id, mechanism, verifier, responder, issued_at, expires_at, current,
+                 salt FROM fast_tokens WHERE account = ?1 AND client_id = ?2 ORDER BY current DESC",
             )?;
             let rows = stmt.query_map([user, client_id], |r| {
                 Ok(FastTokenRecord {
@@ -70,6 +74,7 @@ impl FastTokenStore for Store {
                     issued_at: r.get(4)?,
                     expires_at: r.get(5)?,
                     current: r.get::<_, i64>(6)? != 0,
+                    salt: r.get(7)?,
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
@@ -89,8 +94,9 @@ impl FastTokenStore for Store {
             .execute([user, &t.client_id])?;
             tx.prepare_cached(
                 "INSERT INTO fast_tokens
-                 (account, client_id, current, mechanism, verifier, responder, issued_at, expires_at)
-                 VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7)",
+                 (account, client_id, current, mechanism, verifier, responder, issued_at,
+                  expires_at, salt)
+                 VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?
             .execute(params![
                 user,
@@ -99,7 +105,8 @@ impl FastTokenStore for Store {
                 t.verifier,
                 t.responder,
                 t.issued_at,
-                t.expires_at
+                t.expires_at,
+                t.salt
             ])?;
             let clients: i64 = tx
                 .prepare_cached(

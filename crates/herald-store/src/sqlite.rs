@@ -178,6 +178,11 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("sql/fast_tokens.sql"),
     },
     Migration {
+        role: "fast_tokens",
+        version: 2,
+        sql: include_str!("sql/fast_tokens_2.sql"),
+    },
+    Migration {
         role: "pep",
         version: 1,
         sql: include_str!("sql/pep.sql"),

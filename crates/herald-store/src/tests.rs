@@ -178,10 +178,10 @@ fn migrations_are_recorded_once_per_role() {
     );
     // Each role's latest version (push: 2, the table of removed registrations; archive: 3,
     // the full-JID index then the per-user usage; offline: 2, the per-user usage; muc: 2,
-    // the room vCard).
+    // the room vCard; fast_tokens: 2, the salt of server-derived tokens).
     let latest = |role: &str| match role {
         "archive" => 3,
-        "push" | "offline" | "muc" => 2,
+        "push" | "offline" | "muc" | "fast_tokens" => 2,
         _ => 1,
     };
     assert!(rows.iter().all(|(r, v)| *v == latest(r)), "{rows:?}");
@@ -227,6 +227,48 @@ fn push_removals_are_added_to_an_older_database() {
         1
     );
     assert_eq!(s.removed_push_registrations("u@x.test").unwrap().len(), 1);
+}
+
+/// A database from before salted FAST tokens gets the `salt` column at the next open and keeps
+/// its tokens (without salt: still checked by their hashed messages).
+#[test]
+fn fast_tokens_get_a_salt_column_on_an_older_database() {
+    use crate::{FastTokenRecord, FastTokenStore};
+    let dir = tmp();
+    drop(Store::open(dir.path()).unwrap());
+    // Back to fast_tokens schema version 1, with one token, as an older Herald left it.
+    let raw = rusqlite::Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
+    raw.execute_batch(&format!(
+        "DROP TABLE fast_tokens; {}
+         UPDATE schema_version SET version = 1 WHERE role = 'fast_tokens';
+         INSERT INTO fast_tokens VALUES ('u@x.test', 'phone', 1, 'HT-SHA-256-NONE', x'0102',
+                                         x'0304', 10, 20);",
+        include_str!("sql/fast_tokens.sql")
+    ))
+    .unwrap();
+    drop(raw);
+    let s = Store::open(dir.path()).unwrap();
+    let t = s.fast_tokens("u@x.test", "phone").unwrap();
+    assert_eq!(t.len(), 1);
+    assert_eq!(
+        (t[0].verifier.as_slice(), t[0].salt.as_deref()),
+        (&[1u8, 2][..], None)
+    );
+    let salted = FastTokenRecord {
+        client_id: "phone".into(),
+        mechanism: "HT-SHA-256-EXPR".into(),
+        verifier: Vec::new(),
+        responder: Vec::new(),
+        salt: Some(vec![9; 16]),
+        issued_at: 30,
+        expires_at: 40,
+        current: true,
+    };
+    s.issue_fast_token("u@x.test", &salted, 10).unwrap();
+    let t = s.fast_tokens("u@x.test", "phone").unwrap();
+    assert_eq!(t.len(), 2);
+    assert_eq!(t[0], salted);
+    assert_eq!(t[1].salt, None);
 }
 
 #[test]

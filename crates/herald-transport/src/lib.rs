@@ -32,6 +32,7 @@ pub mod resolve;
 pub mod s2s_error;
 pub mod s2s_limits;
 pub mod s2s_verify;
+pub mod secret_file;
 pub mod tls;
 pub mod tls_io;
 pub mod unix_socket;

@@ -1,8 +1,9 @@
 //! XEP-0484 FAST tokens for the negotiation driver: the store look-ups and writes behind the
 //! machine's `LookupFastTokens`, `FastTokenUsed` and `IssueFastToken` actions. Which token
 //! authenticates, when one is issued or rotated, is `herald_session::negotiate`'s; the
-//! tokens' crypto is `herald_proto::sasl::ht`'s. A token is never stored (see
-//! `herald_store::FastTokenStore`) and never logged.
+//! tokens' crypto is `herald_proto::sasl::ht`'s. A token is never stored, only its random
+//! salt: the token is derived from it with the server's key ([`crate::Shared::fast_key`]) when
+//! it is issued and when it is checked. Never logged.
 
 use std::sync::Arc;
 
@@ -35,9 +36,13 @@ pub async fn lookup(shared: &Arc<Shared>, jid: &BareJid, client_id: &str) -> Inp
             Vec::new()
         }
     };
+    let user = jid.as_str();
     let tokens = tokens
         .into_iter()
         .map(|t| FastToken {
+            token: t.salt.as_deref().map(|salt| {
+                ht::derive_token(&shared.fast_key, salt, user, client_id, &t.mechanism)
+            }),
             mechanism: t.mechanism,
             verifier: t.verifier,
             responder: t.responder,
@@ -76,21 +81,24 @@ pub async fn used(
     }
 }
 
-/// A new token for `jid`'s client `client_id` bound to `mechanism`, stored (as its verifier)
+/// A new token for `jid`'s client `client_id` bound to `mechanism`, stored (as its salt)
 /// before the client sees it ([`Input::FastTokenIssued`]).
 pub async fn issue(shared: &Arc<Shared>, jid: &BareJid, client_id: &str, mechanism: &str) -> Input {
     if shared.account_gone(jid.as_str()) {
         return Input::FastTokenIssued(None);
     }
-    let token = ht::new_token();
+    let salt = ht::new_salt();
+    let token = ht::derive_token(&shared.fast_key, &salt, jid.as_str(), client_id, mechanism);
     let now = unix_millis();
     let life = i64::try_from(shared.cfg.fast.token_lifetime.0.as_millis()).unwrap_or(i64::MAX);
     let expires_at = now.saturating_add(life);
     let rec = FastTokenRecord {
         client_id: client_id.to_string(),
         mechanism: mechanism.to_string(),
-        verifier: ht::verifier(token.as_bytes()),
-        responder: ht::responder(token.as_bytes()),
+        // Checked through the salt: the hashed messages are only for tokens from before.
+        verifier: Vec::new(),
+        responder: Vec::new(),
+        salt: Some(salt),
         issued_at: now,
         expires_at,
         current: true,

@@ -111,36 +111,10 @@ impl HttpState {
     }
 }
 
-/// The upload signing key: 32 random bytes in `path` (owner-only), made if absent.
+/// The upload signing key: 32 random bytes in `path` (owner-only), made if absent (a longer
+/// key an operator put there is used as it is).
 fn upload_key(path: &Path) -> anyhow::Result<Vec<u8>> {
-    match std::fs::read(path) {
-        Ok(k) if k.len() >= 32 => return Ok(k),
-        Ok(_) => anyhow::bail!(
-            "{}: too short (delete it to make a new one)",
-            path.display()
-        ),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    }
-    use rand::RngCore;
-    let mut k = vec![0u8; 32];
-    rand::thread_rng().fill_bytes(&mut k);
-    let tmp = path.with_extension("tmp");
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        f.write_all(&k)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(k)
+    herald_transport::secret_file::load_or_create(path, 32, true)
 }
 
 /// Every route. A new HTTP service adds its routes here.

@@ -10,7 +10,8 @@ use herald_proto::sasl::ht;
 /// Adds FAST to the SASL2 offer in `features` (when SASL2 is offered there).
 pub(super) fn offer_fast(features: &mut Element, bindings: &ChannelBindings) {
     if features.remove_child("authentication", ns::SASL2).is_some() {
-        features.append_child(wire::authentication(&offered(bindings), true));
+        let fast = wire::fast_offered(bindings);
+        features.append_child(wire::authentication(&offered(bindings), &fast));
     }
 }
 
@@ -40,7 +41,8 @@ pub(super) fn start(mut ctx: Ctx, el: &Element, out: &mut Vec<Action>) -> Negoti
     if !wire::is_fast_mechanism(&mechanism) {
         return start_mechanism(ctx, Some(&mechanism), Some(initial), out);
     }
-    if !ctx.cfg.fast {
+    if !ctx.cfg.fast || !wire::fast_offered(&ctx.bindings).contains(&mechanism.as_str()) {
+        // Off, or a channel binding this connection does not have (not offered here).
         return auth_failed(ctx, "invalid-mechanism", false, out);
     }
     // XEP-0484 §3: tokens are bound to the client id; without one there is nothing to check.
@@ -99,7 +101,9 @@ pub struct AwaitingTokens {
 }
 
 impl AwaitingTokens {
-    /// A token of this mechanism whose verifier the proof matches authenticates, unless it
+    /// A token of this mechanism whose initiator message with this connection's channel
+    /// binding (or, for a token from before salts, whose verifier) the proof matches
+    /// authenticates, unless it
     /// expired (`credentials-expired`, XEP-0484 §4: the client falls back to its password);
     /// none is a wrong password (`not-authorized`, delayed and counted).
     pub fn handle(self, input: Input, out: &mut Vec<Action>) -> Negotiation {
@@ -114,10 +118,27 @@ impl AwaitingTokens {
             proof,
             invalidate,
         } = self;
-        let found = tokens
-            .iter()
-            .find(|t| t.mechanism == mechanism && ht::matches(&t.verifier, &proof));
-        let Some(t) = found else {
+        // The channel-binding data the messages include: none for -NONE; a connection
+        // without the mechanism's type was refused at the start.
+        let cb = match ht::channel_binding(&mechanism) {
+            Some(Some(ty)) => ctx.bindings.get(ty).map(<[u8]>::to_vec),
+            Some(None) => Some(Vec::new()),
+            None => None,
+        };
+        // Only tokens issued for this very mechanism: a -EXPR/-ENDP token is refused with
+        // -NONE (and its derivation includes the mechanism besides).
+        let found = cb.and_then(|cb| {
+            tokens
+                .iter()
+                .filter(|t| t.mechanism == mechanism)
+                .find_map(|t| match &t.token {
+                    Some(tok) => ht::proves(tok.as_bytes(), &cb, &proof)
+                        .then(|| (t, ht::responder_cb(tok.as_bytes(), &cb))),
+                    None => (mechanism == ht::SHA256_NONE && ht::matches(&t.verifier, &proof))
+                        .then(|| (t, t.responder.clone())),
+                })
+        });
+        let Some((t, responder)) = found else {
             return auth_failed(ctx, "not-authorized", true, out);
         };
         if t.expires_at_ms <= now_ms {
@@ -141,7 +162,6 @@ impl AwaitingTokens {
                 r.request_token = None;
             }
         }
-        let responder = t.responder.clone();
         succeed(ctx, jid, Some(responder), out)
     }
 }
@@ -162,7 +182,10 @@ pub(super) fn succeeded(
     let token = ctx.sasl2.as_ref().and_then(|r| {
         let m = r.request_token.clone()?;
         let id = r.client_id.clone()?;
-        (ctx.cfg.fast && wire::is_fast_mechanism(&m)).then_some((m, id))
+        // Only a mechanism this connection offers (a -EXPR token asked for over a
+        // connection without tls-exporter could not be checked here).
+        let offered = wire::fast_offered(&ctx.bindings).contains(&m.as_str());
+        (ctx.cfg.fast && offered).then_some((m, id))
     });
     if let Some((mechanism, client_id)) = token {
         out.push(Action::IssueFastToken {

@@ -1194,6 +1194,7 @@ fn ht_msg(user: &str, token: &str) -> Vec<u8> {
 fn token(t: &str, issued: i64, expires: i64, current: bool) -> FastToken {
     FastToken {
         mechanism: "HT-SHA-256-NONE".into(),
+        token: None,
         verifier: sasl::ht::verifier(t.as_bytes()),
         responder: sasl::ht::responder(t.as_bytes()),
         issued_at_ms: issued,
@@ -1465,4 +1466,120 @@ fn fast_tokens_table() {
     });
     assert_eq!(got[0], "token-used current=true invalidate=true");
     assert!(!got.iter().any(|g| g.starts_with("issue-token")), "{got:?}");
+}
+
+fn ht_cb_msg(user: &str, token: &str, cb: &[u8]) -> Vec<u8> {
+    let mut m = format!("{user}\0").into_bytes();
+    m.extend_from_slice(&sasl::ht::initiator(token.as_bytes(), cb));
+    m
+}
+
+fn derived(mechanism: &str, t: &str, now: i64) -> FastToken {
+    FastToken {
+        mechanism: mechanism.into(),
+        token: Some(t.into()),
+        verifier: Vec::new(),
+        responder: Vec::new(),
+        issued_at_ms: now - 10,
+        expires_at_ms: now + 1000,
+        current: true,
+    }
+}
+
+/// -EXPR/-ENDP: the proof includes this connection's channel binding, the answer too; a
+/// proof made on another connection, a channel-bound token used with -NONE, and a mechanism
+/// whose channel binding this connection lacks all fail.
+#[test]
+fn fast_channel_bound_tokens() {
+    let now = 1_000_000;
+    let (exporter, endpoint) = (vec![7u8; 32], vec![9u8; 32]);
+    // (mechanism, cb-data the client used, token stored, the responder message if it succeeds)
+    type Case<'a> = (&'a str, Vec<u8>, FastToken, Option<Vec<u8>>);
+    let cases: Vec<Case> = vec![
+        (
+            sasl::ht::SHA256_EXPR,
+            exporter.clone(),
+            derived(sasl::ht::SHA256_EXPR, "tok", now),
+            Some(sasl::ht::responder_cb(b"tok", &exporter)),
+        ),
+        (
+            sasl::ht::SHA256_ENDP,
+            endpoint.clone(),
+            derived(sasl::ht::SHA256_ENDP, "tok", now),
+            Some(sasl::ht::responder_cb(b"tok", &endpoint)),
+        ),
+        // Replayed from another TLS connection (other exporter data).
+        (
+            sasl::ht::SHA256_EXPR,
+            vec![8u8; 32],
+            derived(sasl::ht::SHA256_EXPR, "tok", now),
+            None,
+        ),
+        // An -EXPR token used with -NONE: refused (downgrade).
+        (
+            sasl::ht::SHA256_NONE,
+            Vec::new(),
+            derived(sasl::ht::SHA256_EXPR, "tok", now),
+            None,
+        ),
+        // A derived -NONE token works without channel binding.
+        (
+            sasl::ht::SHA256_NONE,
+            Vec::new(),
+            derived(sasl::ht::SHA256_NONE, "tok", now),
+            Some(sasl::ht::responder_cb(b"tok", b"")),
+        ),
+    ];
+    for (mechanism, cb, stored, want) in cases {
+        let mut h = Harness::new(fast_cfg(), true);
+        h.m.set_channel_bindings(bindings());
+        h.feed(HEADER);
+        assert_eq!(
+            h.feed(&authenticate(
+                mechanism,
+                &ht_cb_msg("user", "tok", &cb),
+                AGENT
+            )),
+            ["tokens user@localhost client-1"],
+            "{mechanism}"
+        );
+        let got = h.input(Input::FastTokens {
+            tokens: vec![stored],
+            now_ms: now,
+        });
+        match want {
+            Some(responder) => {
+                assert_eq!(got[0], "token-used current=true invalidate=false");
+                let data = format!(
+                    "<additional-data>{}</additional-data>",
+                    sasl::encode_payload(&responder)
+                );
+                assert!(got[3].contains(&data), "{mechanism}: {got:?}");
+            }
+            None => assert_eq!(
+                got,
+                [
+                    "delay 1s".to_string(),
+                    failure2("not-authorized"),
+                    "auth-failed 1".into()
+                ],
+                "{mechanism}"
+            ),
+        }
+    }
+    // A connection without tls-exporter does not offer -EXPR: refused before any look-up.
+    let mut h = Harness::new(fast_cfg(), true);
+    h.m.set_channel_bindings(ChannelBindings {
+        tls_exporter: None,
+        tls_server_end_point: Some(endpoint),
+    });
+    h.feed(HEADER);
+    assert_eq!(
+        h.feed(&authenticate(
+            sasl::ht::SHA256_EXPR,
+            &ht_cb_msg("user", "tok", &exporter),
+            AGENT
+        )),
+        [failure2("invalid-mechanism"), "auth-failed 1".into()]
+    );
 }

@@ -1,5 +1,5 @@
 //! XEP-0484 FAST tokens on PostgreSQL: per account and client id, the newest token and the
-//! previous one, as hashes only.
+//! previous one, as the salt the server derives a token from (or, for older tokens, hashes).
 
 use super::{lock, to_usize, PgStore};
 use crate::error::Result;
@@ -13,8 +13,8 @@ impl FastTokenStore for PgStore {
     fn fast_tokens(&self, user: &str, client_id: &str) -> Result<Vec<FastTokenRecord>> {
         self.read(|tx| {
             tx.query(
-                "SELECT client_id, mechanism, verifier, responder, issued_at, expires_at, current
-                 FROM fast_tokens WHERE account = $1 AND client_id = $2 ORDER BY current DESC",
+                "SELECT client_id, mechanism, verifier, responder, issued_at, expires_at, current,
+                 salt FROM fast_tokens WHERE account = $1 AND client_id = $2 ORDER BY current DESC",
                 &[&user, &client_id],
             )?
             .iter()
@@ -27,6 +27,7 @@ impl FastTokenStore for PgStore {
                     issued_at: r.try_get(4)?,
                     expires_at: r.try_get(5)?,
                     current: r.try_get(6)?,
+                    salt: r.try_get(7)?,
                 })
             })
             .collect()
@@ -48,8 +49,9 @@ impl FastTokenStore for PgStore {
             )?;
             tx.execute(
                 "INSERT INTO fast_tokens
-                 (account, client_id, current, mechanism, verifier, responder, issued_at, expires_at)
-                 VALUES ($1, $2, TRUE, $3, $4, $5, $6, $7)",
+                 (account, client_id, current, mechanism, verifier, responder, issued_at,
+                  expires_at, salt)
+                 VALUES ($1, $2, TRUE, $3, $4, $5, $6, $7, $8)",
                 &[
                     &user,
                     &t.client_id,
@@ -58,6 +60,7 @@ impl FastTokenStore for PgStore {
                     &t.responder,
                     &t.issued_at,
                     &t.expires_at,
+                    &t.salt,
                 ],
             )?;
             let clients: i64 = tx
