@@ -65,48 +65,7 @@ WAKE_OFF=$((PUSH_OFF2 + PUSH_N + 1))
 USERS=$((WAKE_OFF + 8))
 ((USERS >= LOGIN_N)) || USERS=$LOGIN_N
 
-WORK=$(mktemp -d /tmp/herald-compare.XXXXXX)
-OUT=${OUT:-$WORK/results}
-mkdir -p "$OUT"
-cleanup() {
-	stop_started
-	# The stores hold every benchmark message; repeated runs filled the disk when they stayed.
-	[[ ${KEEP_DATA:-0} == 1 ]] || rm -rf "$WORK"/herald/data "$WORK"/prosody/data "$WORK"/ejabberd/spool
-	log "results in $OUT; server logs in $WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-BENCH_BIN=${BENCH_BIN:-}
-if [[ -z $BENCH_BIN ]]; then
-	log "building herald-bench (release)"
-	(cd "$ROOT" && cargo build --release -q -p herald-bench)
-	BENCH_BIN=$ROOT/target/release/herald-bench
-	[[ -n ${CARGO_TARGET_DIR:-} ]] && BENCH_BIN=$CARGO_TARGET_DIR/release/herald-bench
-fi
-export BENCH_BIN
-
-# wanted NAME: true if ONLY is empty or names NAME (ONLY may be a comma list).
-wanted() { [[ -z $ONLY || ,$ONLY, == *,$1,* ]]; }
-
-# bench NAME LABEL ARGS...: one herald-bench scenario against server NAME (pid SERVER_PID), once
-# the server is idle again (settle). A failed scenario is logged and listed at the end; the
-# others (and the other servers) still run.
-FAILED=()
-bench() {
-	local name=$1 label=$2 rc=0 waited
-	shift 2
-	waited=$(settle "$SERVER_PID")
-	((waited <= 1)) || log "[$name] before $label: the server was busy for another $waited s"
-	timeout 300 "$BENCH_BIN" "$@" || rc=$?
-	if ((rc)); then
-		FAILED+=("$name $label (exit $rc)")
-		log "[$name] $label failed (exit $rc)"
-	fi
-}
-
-# rename FILE FROM TO: a second scenario name so compare lines up two runs of one scenario.
-rename() { [[ ! -f $1 ]] || sed -i "s/\"scenario\": \"$2\"/\"scenario\": \"$3\"/" "$1"; }
+runner_setup compare
 
 # run_all NAME PORT COMPONENT_PORT PID: the same scenarios, in the same order, for one server.
 run_all() {

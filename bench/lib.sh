@@ -219,3 +219,52 @@ ejabberd_start() {
 		{ log "pid $EJABBERD_PID is $(cat "/proc/$EJABBERD_PID/comm"), not beam.smp"; return 1; }
 	log "ejabberd $(dpkg-query -W -f='${Version}' ejabberd 2>/dev/null) pid $EJABBERD_PID (beam.smp) on c2s $EJABBERD_C2S_PORT, component $EJABBERD_COMPONENT_PORT (MAM in mnesia: $mam_note)"
 }
+
+# runner_setup NAME: what a side-by-side script (compare.sh, websocket.sh) shares: a work dir
+# /tmp/herald-NAME.* with OUT for JSON results, cleanup of every started server on exit, the
+# release herald-bench (BENCH_BIN), and the helpers below. Call it at the top level (the traps
+# and globals it sets are the script's).
+runner_setup() {
+	WORK=$(mktemp -d "/tmp/herald-$1.XXXXXX")
+	OUT=${OUT:-$WORK/results}
+	mkdir -p "$OUT"
+	cleanup() {
+		stop_started
+		# The stores hold every benchmark message; repeated runs filled the disk when they stayed.
+		[[ ${KEEP_DATA:-0} == 1 ]] || rm -rf "$WORK"/herald/data "$WORK"/prosody/data "$WORK"/ejabberd/spool
+		log "results in $OUT; server logs in $WORK"
+	}
+	trap cleanup EXIT
+	trap 'exit 130' INT TERM
+
+	BENCH_BIN=${BENCH_BIN:-}
+	if [[ -z $BENCH_BIN ]]; then
+		log "building herald-bench (release)"
+		(cd "$ROOT" && cargo build --release -q -p herald-bench)
+		BENCH_BIN=$ROOT/target/release/herald-bench
+		[[ -n ${CARGO_TARGET_DIR:-} ]] && BENCH_BIN=$CARGO_TARGET_DIR/release/herald-bench
+	fi
+	export BENCH_BIN
+
+	# wanted NAME: true if ONLY is empty or names NAME (ONLY may be a comma list).
+	wanted() { [[ -z $ONLY || ,$ONLY, == *,$1,* ]]; }
+
+	# bench NAME LABEL ARGS...: one herald-bench scenario against server NAME (pid SERVER_PID), once
+	# the server is idle again (settle). A failed scenario is logged and listed at the end; the
+	# others (and the other servers) still run.
+	FAILED=()
+	bench() {
+		local name=$1 label=$2 rc=0 waited
+		shift 2
+		waited=$(settle "$SERVER_PID")
+		((waited <= 1)) || log "[$name] before $label: the server was busy for another $waited s"
+		timeout 300 "$BENCH_BIN" "$@" || rc=$?
+		if ((rc)); then
+			FAILED+=("$name $label (exit $rc)")
+			log "[$name] $label failed (exit $rc)"
+		fi
+	}
+
+	# rename FILE FROM TO: a second scenario name so compare lines up two runs of one scenario.
+	rename() { [[ ! -f $1 ]] || sed -i "s/\"scenario\": \"$2\"/\"scenario\": \"$3\"/" "$1"; }
+}

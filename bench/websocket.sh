@@ -51,42 +51,7 @@ MSG_OFF2=$((2 * MSG_PAIRS))
 USERS=$((4 * MSG_PAIRS))
 ((USERS >= LOGIN_N)) || USERS=$LOGIN_N
 
-WORK=$(mktemp -d /tmp/herald-websocket.XXXXXX)
-OUT=${OUT:-$WORK/results}
-mkdir -p "$OUT"
-cleanup() {
-	stop_started
-	[[ ${KEEP_DATA:-0} == 1 ]] || rm -rf "$WORK"/herald/data "$WORK"/prosody/data "$WORK"/ejabberd/spool
-	log "results in $OUT; server logs in $WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-BENCH_BIN=${BENCH_BIN:-}
-if [[ -z $BENCH_BIN ]]; then
-	log "building herald-bench (release)"
-	(cd "$ROOT" && cargo build --release -q -p herald-bench)
-	BENCH_BIN=$ROOT/target/release/herald-bench
-	[[ -n ${CARGO_TARGET_DIR:-} ]] && BENCH_BIN=$CARGO_TARGET_DIR/release/herald-bench
-fi
-export BENCH_BIN
-
-wanted() { [[ -z $ONLY || ,$ONLY, == *,$1,* ]]; }
-
-FAILED=()
-bench() {
-	local name=$1 label=$2 rc=0 waited
-	shift 2
-	waited=$(settle "$SERVER_PID")
-	((waited <= 1)) || log "[$name] before $label: the server was busy for another $waited s"
-	timeout 300 "$BENCH_BIN" "$@" || rc=$?
-	if ((rc)); then
-		FAILED+=("$name $label (exit $rc)")
-		log "[$name] $label failed (exit $rc)"
-	fi
-}
-
-rename() { [[ ! -f $1 ]] || sed -i "s/\"scenario\": \"$2\"/\"scenario\": \"$3\"/" "$1"; }
+runner_setup websocket
 
 # run_all NAME C2S_PORT HTTP_PORT PID
 run_all() {
