@@ -71,6 +71,10 @@ pub struct Service {
     errors: std::sync::Mutex<Vec<(String, String, Element)>>,
     /// Sessions being given a room's occupant list, and what waits behind it.
     gates: std::sync::Mutex<HashMap<GateKey, Gate>>,
+    /// How many gates are open: `hold` runs once per recipient of every room broadcast, and
+    /// almost always no gate is open, so it reads this instead of locking `gates`. Changed
+    /// only with `gates` locked; a room's own sends follow its `open_gate` in program order.
+    open_gates: std::sync::atomic::AtomicUsize,
 }
 
 impl Service {
@@ -81,6 +85,7 @@ impl Service {
             rooms: Default::default(),
             errors: Default::default(),
             gates: Default::default(),
+            open_gates: Default::default(),
             limits: Limits {
                 max_users: m.max_occupants,
                 max_affiliations: m.max_affiliations,
@@ -143,10 +148,10 @@ impl Service {
     /// session is still being given; Err(el) back when there is none, to be sent now.
     /// Ok(false): the gate is full (the session's byte budget), and `el` must be refused.
     fn hold(&self, el: Element, max_bytes: usize) -> Result<bool, Element> {
-        let mut gates = self.gates();
-        if gates.is_empty() {
+        if self.open_gates.load(std::sync::atomic::Ordering::SeqCst) == 0 {
             return Err(el);
         }
+        let mut gates = self.gates();
         let (Some(from), Some(to)) = (el.attr("from"), el.attr("to")) else {
             return Err(el);
         };
@@ -170,6 +175,8 @@ impl Service {
             return false;
         }
         gates.insert(key.clone(), Gate::default());
+        self.open_gates
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         true
     }
 
@@ -196,7 +203,10 @@ impl Service {
                 Some(el)
             }
             None => {
-                gates.remove(key);
+                if gates.remove(key).is_some() {
+                    self.open_gates
+                        .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                }
                 None
             }
         }
