@@ -4,6 +4,26 @@
 
 STARTED_PIDS=()
 
+# Accounts, secrets, ports and the Herald binary every side-by-side script uses (compare.sh,
+# websocket.sh, muc.sh), each overridable from the environment. ROOT is the repository (the
+# scripts that do not set it run from there).
+BENCH_PREFIX=${BENCH_PREFIX:-bench}
+BENCH_PASSWORD=${BENCH_PASSWORD:-bench-pass}
+COMPONENT_SECRET=${COMPONENT_SECRET:-bench-secret}
+PROSODY_C2S_PORT=${PROSODY_C2S_PORT:-15222}
+PROSODY_COMPONENT_PORT=${PROSODY_COMPONENT_PORT:-15347}
+PROSODY_HTTP_PORT=${PROSODY_HTTP_PORT:-15280}
+HERALD_C2S_PORT=${HERALD_C2S_PORT:-25222}
+HERALD_TLS_PORT=${HERALD_TLS_PORT:-25223}
+HERALD_COMPONENT_PORT=${HERALD_COMPONENT_PORT:-25347}
+EJABBERD_C2S_PORT=${EJABBERD_C2S_PORT:-35222}
+EJABBERD_COMPONENT_PORT=${EJABBERD_COMPONENT_PORT:-35347}
+EJABBERD_HTTP_PORT=${EJABBERD_HTTP_PORT:-35280}
+HERALD=${HERALD:-${ROOT:-.}/target/release/herald}
+export BENCH_PREFIX BENCH_PASSWORD COMPONENT_SECRET PROSODY_C2S_PORT PROSODY_COMPONENT_PORT \
+	PROSODY_HTTP_PORT HERALD_C2S_PORT HERALD_TLS_PORT HERALD_COMPONENT_PORT HERALD \
+	EJABBERD_C2S_PORT EJABBERD_COMPONENT_PORT EJABBERD_HTTP_PORT
+
 log() { printf '[bench] %s\n' "$*" >&2; }
 
 # wait_port PORT SECONDS: true once something accepts on 127.0.0.1:PORT.
@@ -76,7 +96,7 @@ prosody_start() {
 		-e "s|@LOGLEVEL@|${PROSODY_LOGLEVEL:-warn}|g" \
 		-e "s|@C2S_PORT@|$PROSODY_C2S_PORT|g" -e "s|@COMPONENT_PORT@|$PROSODY_COMPONENT_PORT|g" \
 		-e "s|@COMPONENT_SECRET@|$COMPONENT_SECRET|g" -e "s|@ARCHIVE_STORE@|$store|g" \
-		-e "s|@MAM_MODULE@|$mam_module|g" -e "s|@HTTP_PORT@|${PROSODY_HTTP_PORT:-15280}|g" \
+		-e "s|@MAM_MODULE@|$mam_module|g" -e "s|@HTTP_PORT@|$PROSODY_HTTP_PORT|g" \
 		"$here/prosody.cfg.lua.in" >"$dir/prosody.cfg.lua"
 	"$BENCH_BIN" prosody-users --data-dir "$dir/data" --domain localhost \
 		--prefix "$BENCH_PREFIX" --count "$users" --password "$BENCH_PASSWORD"
@@ -188,7 +208,7 @@ ejabberd_start() {
 	sed -e "s|@DIR@|$dir|g" -e "s|@LOGLEVEL@|${EJABBERD_LOGLEVEL:-warning}|g" \
 		-e "s|@C2S_PORT@|$EJABBERD_C2S_PORT|g" -e "s|@COMPONENT_PORT@|$EJABBERD_COMPONENT_PORT|g" \
 		-e "s|@COMPONENT_SECRET@|$COMPONENT_SECRET|g" -e "s|@STARTTLS@|$starttls|g" \
-		-e "s|@MAM_MODULE@|$mam|g" -e "s|@HTTP_PORT@|${EJABBERD_HTTP_PORT:-35280}|g" \
+		-e "s|@MAM_MODULE@|$mam|g" -e "s|@HTTP_PORT@|$EJABBERD_HTTP_PORT|g" \
 		"$here/ejabberd.yml.in" >"$dir/ejabberd.yml"
 	port_free "$EJABBERD_C2S_PORT" || { log "port $EJABBERD_C2S_PORT is busy"; return 1; }
 	port_free "$EJABBERD_COMPONENT_PORT" || { log "port $EJABBERD_COMPONENT_PORT is busy"; return 1; }
