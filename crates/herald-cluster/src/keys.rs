@@ -15,6 +15,16 @@ pub fn sessions(bare: &str) -> String {
     format!("herald:sess:{bare}")
 }
 
+/// The set of bare JIDs with sessions on `node`, so the node that finds `node` dead can
+/// remove its entries without scanning every account.
+pub fn node_accounts(node: &str) -> String {
+    format!("herald:acct:{node}")
+}
+
+/// The channel on which a node announces `node|bare` after changing `bare`'s entries, so
+/// the others refresh their view of that account.
+pub const REGISTRY_CHANNEL: &str = "herald:reg";
+
 /// The delivery stream of `node`.
 pub fn inbox(node: &str) -> String {
     format!("herald:in:{node}")
@@ -27,5 +37,6 @@ mod tests {
         assert_eq!(super::node("n1"), "herald:node:n1");
         assert_eq!(super::sessions("a@d"), "herald:sess:a@d");
         assert_eq!(super::inbox("n1"), "herald:in:n1");
+        assert_eq!(super::node_accounts("n1"), "herald:acct:n1");
     }
 }

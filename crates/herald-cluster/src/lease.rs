@@ -90,6 +90,7 @@ mod tests {
             priority: 0,
             available: true,
             carbons: false,
+            since: 0,
         }
     }
 

@@ -20,7 +20,6 @@
 
 pub mod keys;
 pub mod lease;
-pub mod route;
 
 use std::fmt;
 
@@ -84,13 +83,16 @@ pub struct Entry {
     pub available: bool,
     /// XEP-0280 carbons enabled.
     pub carbons: bool,
+    /// When it was bound (ms since the Unix epoch): when two nodes bind the same resource
+    /// at once, the later bind keeps the registry field.
+    pub since: u64,
 }
 
 impl Entry {
-    /// `v1|node|L or H|priority|a or -|c or -`.
+    /// `v1|node|L or H|priority|a or -|c or -|since`.
     pub fn encode(&self) -> String {
         format!(
-            "v1|{}|{}|{}|{}|{}",
+            "v1|{}|{}|{}|{}|{}|{}",
             self.node,
             match self.state {
                 State::Live => 'L',
@@ -99,6 +101,7 @@ impl Entry {
             self.priority,
             if self.available { 'a' } else { '-' },
             if self.carbons { 'c' } else { '-' },
+            self.since,
         )
     }
 
@@ -122,6 +125,10 @@ impl Entry {
             .ok_or(DecodeError::Field("priority"))?;
         let available = flag(it.next(), 'a').ok_or(DecodeError::Field("available"))?;
         let carbons = flag(it.next(), 'c').ok_or(DecodeError::Field("carbons"))?;
+        let since = it
+            .next()
+            .and_then(|p| p.parse::<u64>().ok())
+            .ok_or(DecodeError::Field("since"))?;
         if it.next().is_some() {
             return Err(DecodeError::Field("trailing"));
         }
@@ -131,6 +138,7 @@ impl Entry {
             priority,
             available,
             carbons,
+            since,
         })
     }
 }
@@ -146,51 +154,79 @@ fn flag(f: Option<&str>, on: char) -> Option<bool> {
     }
 }
 
-/// Whom a forwarded stanza is for on the receiving node.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Recipient {
-    /// One full JID: deliver to that session only (or bounce per RFC 6120 if it is gone).
-    Full(String),
-    /// A bare JID: the receiving node delivers to its own sessions among `resources`,
-    /// which the sending node chose with the cluster-wide decision ([`route`]).
-    Bare {
-        /// The bare JID.
-        bare: String,
-        /// The chosen resources held by the receiving node.
-        resources: Vec<String>,
-    },
+/// What a delivery asks of the receiving node, for one of its sessions (`to`, a full JID).
+/// These mirror what one node's router hands a session task directly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Deliver the stanza in `payload` to the session.
+    Stanza,
+    /// End the session's stream with the stream error condition in `payload` (another
+    /// node bound the same resource: `conflict`).
+    Kick,
+    /// Write the stanzas in `payload` (wrapped in one `<batch/>` element) as they are.
+    Send,
+    /// A roster push (`payload`), written only if the client asked for the roster.
+    RosterPush,
+    /// Deliver the account's stored offline messages if this resource may.
+    CheckOffline,
+    /// Broadcast the session's last available presence again (avatar hash changed).
+    Rebroadcast,
 }
 
-/// One serialized stanza on a node's delivery stream (the fields of one XADD entry).
+impl Op {
+    fn code(self) -> &'static str {
+        match self {
+            Op::Stanza => "s",
+            Op::Kick => "k",
+            Op::Send => "b",
+            Op::RosterPush => "r",
+            Op::CheckOffline => "o",
+            Op::Rebroadcast => "p",
+        }
+    }
+
+    fn from_code(c: &str) -> Option<Op> {
+        Some(match c {
+            "s" => Op::Stanza,
+            "k" => Op::Kick,
+            "b" => Op::Send,
+            "r" => Op::RosterPush,
+            "o" => Op::CheckOffline,
+            "p" => Op::Rebroadcast,
+            _ => return None,
+        })
+    }
+}
+
+/// One entry of a node's delivery stream (the fields of one XADD): something for one of
+/// the receiving node's sessions.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Delivery {
-    /// The node that sent it (for logs and loop checks).
+    /// The node that sent it (for logs).
     pub from_node: String,
-    /// Whom it is for.
-    pub to: Recipient,
-    /// The stanza's XML, as serialized by the sending node.
-    pub stanza: String,
+    /// What to do.
+    pub op: Op,
+    /// The session's full JID.
+    pub to: String,
+    /// The stanza's XML as the sending node serialized it, or the op's argument; may be
+    /// empty.
+    pub payload: String,
 }
 
 impl Delivery {
     /// The XADD field/value pairs.
-    pub fn fields(&self) -> Vec<(&'static str, String)> {
-        let mut f = vec![("v", "1".to_string()), ("from", self.from_node.clone())];
-        match &self.to {
-            Recipient::Full(j) => f.push(("full", j.clone())),
-            Recipient::Bare { bare, resources } => {
-                f.push(("bare", bare.clone()));
-                // Resourceparts may hold any character but NUL is not allowed in XMPP
-                // addresses (RFC 7622), so it is a safe separator.
-                f.push(("res", resources.join("\0")));
-            }
-        }
-        f.push(("stanza", self.stanza.clone()));
-        f
+    pub fn fields(&self) -> [(&'static str, &str); 5] {
+        [
+            ("v", "1"),
+            ("from", &self.from_node),
+            ("op", self.op.code()),
+            ("to", &self.to),
+            ("p", &self.payload),
+        ]
     }
 
-    /// Decodes the fields of one stream entry, refusing stanzas over `max_bytes` (the
-    /// receiving node's own stanza size limit: another node must not make it buffer more).
+    /// Decodes the fields of a stream entry, refusing a payload over `max_bytes` (another
+    /// node's limit may differ from ours: ours applies).
     pub fn from_fields(fields: &[(String, String)], max_bytes: usize) -> Result<Self, DecodeError> {
         let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         match get("v") {
@@ -203,27 +239,47 @@ impl Delivery {
         }
         let from_node = get("from").ok_or(DecodeError::Field("from"))?;
         check_node_name(from_node).map_err(|_| DecodeError::Field("from"))?;
-        let stanza = get("stanza").ok_or(DecodeError::Field("stanza"))?;
-        if stanza.len() > max_bytes {
-            return Err(DecodeError::TooBig(stanza.len(), max_bytes));
+        let op = get("op")
+            .and_then(Op::from_code)
+            .ok_or(DecodeError::Field("op"))?;
+        let to = get("to")
+            .filter(|t| !t.is_empty())
+            .ok_or(DecodeError::Field("to"))?;
+        let payload = get("p").unwrap_or_default();
+        if payload.len() > max_bytes {
+            return Err(DecodeError::TooBig(payload.len(), max_bytes));
         }
-        let to = match (get("full"), get("bare")) {
-            (Some(j), None) if !j.is_empty() => Recipient::Full(j.to_string()),
-            (None, Some(b)) if !b.is_empty() => Recipient::Bare {
-                bare: b.to_string(),
-                resources: get("res")
-                    .ok_or(DecodeError::Field("res"))?
-                    .split('\0')
-                    .filter(|r| !r.is_empty())
-                    .map(str::to_string)
-                    .collect(),
-            },
-            _ => return Err(DecodeError::Field("to")),
-        };
         Ok(Delivery {
             from_node: from_node.to_string(),
-            to,
-            stanza: stanza.to_string(),
+            op,
+            to: to.to_string(),
+            payload: payload.to_string(),
+        })
+    }
+}
+
+/// A node's heartbeat value: when it beat (ms since the Unix epoch) and how many sessions
+/// it held then (for `herald cluster status`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Beat {
+    /// Time of the beat, ms.
+    pub ms: u64,
+    /// Sessions bound on the node (live and hibernated).
+    pub sessions: usize,
+}
+
+impl Beat {
+    /// `ms|sessions`.
+    pub fn encode(&self) -> String {
+        format!("{}|{}", self.ms, self.sessions)
+    }
+
+    /// None for anything else.
+    pub fn decode(s: &str) -> Option<Beat> {
+        let (ms, n) = s.split_once('|')?;
+        Some(Beat {
+            ms: ms.parse().ok()?,
+            sessions: n.parse().ok()?,
         })
     }
 }
@@ -248,41 +304,46 @@ mod tests {
             priority: -3,
             available: true,
             carbons: false,
+            since: 7,
         }
     }
 
     #[test]
     fn entry_round_trips() {
         let x = e("node-2.example_a");
-        assert_eq!(x.encode(), "v1|node-2.example_a|H|-3|a|-");
+        assert_eq!(x.encode(), "v1|node-2.example_a|H|-3|a|-|7");
         assert_eq!(Entry::decode(&x.encode()), Ok(x));
     }
 
     #[test]
     fn entry_rejects_garbage() {
         assert_eq!(
-            Entry::decode("v2|n|L|0|a|c"),
+            Entry::decode("v2|n|L|0|a|c|1"),
             Err(DecodeError::Layout("v2".into()))
         );
         assert_eq!(
-            Entry::decode("v1|n|X|0|a|c"),
+            Entry::decode("v1|n|X|0|a|c|1"),
             Err(DecodeError::Field("state"))
         );
         assert_eq!(
-            Entry::decode("v1|n|L|300|a|c"),
+            Entry::decode("v1|n|L|300|a|c|1"),
             Err(DecodeError::Field("priority"))
         );
         assert_eq!(
-            Entry::decode("v1|n|L|0|a|c|x"),
+            Entry::decode("v1|n|L|0|a|c|1|x"),
             Err(DecodeError::Field("trailing"))
         );
         assert_eq!(
-            Entry::decode("v1|n n|L|0|a|c"),
+            Entry::decode("v1|n n|L|0|a|c|1"),
             Err(DecodeError::Field("node"))
         );
         assert_eq!(
-            Entry::decode("v1|n|L|0|c|a"),
+            Entry::decode("v1|n|L|0|c|a|1"),
             Err(DecodeError::Field("available"))
+        );
+        assert_eq!(
+            Entry::decode("v1|n|L|0|a|c|-1"),
+            Err(DecodeError::Field("since"))
         );
         assert_eq!(Entry::decode(""), Err(DecodeError::Layout(String::new())));
     }
@@ -300,43 +361,70 @@ mod tests {
     fn delivery_round_trips_and_is_bounded() {
         let d = Delivery {
             from_node: "n1".into(),
-            to: Recipient::Bare {
-                bare: "bob@d".into(),
-                resources: vec!["a b".into(), "phone".into()],
-            },
-            stanza: "<message/>".into(),
+            op: Op::Stanza,
+            to: "bob@d/a b".into(),
+            payload: "<message/>".into(),
         };
         let f: Vec<(String, String)> = d
             .fields()
             .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         assert_eq!(Delivery::from_fields(&f, 100), Ok(d));
         assert_eq!(
             Delivery::from_fields(&f, 5),
             Err(DecodeError::TooBig(10, 5))
         );
-        let full = Delivery {
-            from_node: "n1".into(),
-            to: Recipient::Full("bob@d/x".into()),
-            stanza: "<iq/>".into(),
-        };
-        let f: Vec<(String, String)> = full
-            .fields()
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
-        assert_eq!(Delivery::from_fields(&f, 100), Ok(full));
-        let both: Vec<(String, String)> = vec![
-            ("v".into(), "1".into()),
-            ("from".into(), "n1".into()),
-            ("full".into(), "a@d/r".into()),
-            ("bare".into(), "a@d".into()),
-            ("stanza".into(), "<x/>".into()),
+        for op in [
+            Op::Stanza,
+            Op::Kick,
+            Op::Send,
+            Op::RosterPush,
+            Op::CheckOffline,
+            Op::Rebroadcast,
+        ] {
+            assert_eq!(Op::from_code(op.code()), Some(op));
+        }
+        let field = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let bad_op = vec![
+            field("v", "1"),
+            field("from", "n1"),
+            field("op", "z"),
+            field("to", "a@d/r"),
         ];
         assert_eq!(
-            Delivery::from_fields(&both, 100),
+            Delivery::from_fields(&bad_op, 100),
+            Err(DecodeError::Field("op"))
+        );
+        let no_to = vec![field("v", "1"), field("from", "n1"), field("op", "o")];
+        assert_eq!(
+            Delivery::from_fields(&no_to, 100),
             Err(DecodeError::Field("to"))
         );
+        let bad_node = vec![
+            field("v", "1"),
+            field("from", "a|b"),
+            field("op", "o"),
+            field("to", "a@d/r"),
+        ];
+        assert_eq!(
+            Delivery::from_fields(&bad_node, 100),
+            Err(DecodeError::Field("from"))
+        );
+        assert_eq!(
+            Delivery::from_fields(&[field("v", "2")], 100),
+            Err(DecodeError::Layout("2".into()))
+        );
+    }
+
+    #[test]
+    fn beat_round_trips() {
+        let b = Beat {
+            ms: 1_700_000_000_123,
+            sessions: 42,
+        };
+        assert_eq!(Beat::decode(&b.encode()), Some(b));
+        assert_eq!(Beat::decode("12"), None);
+        assert_eq!(Beat::decode("x|1"), None);
     }
 }

@@ -677,7 +677,7 @@ fn default_turn_ttl() -> Dur {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
-    /// The Redis URL (`redis://host:port/db` or `rediss://…`).
+    /// The Redis URL (`redis://[user:password@]host:port[/db]`).
     pub redis: String,
     /// This node's unique name in the cluster; empty (the default): the host name.
     #[serde(default)]
@@ -686,10 +686,34 @@ pub struct ClusterConfig {
     /// stop being routed to after this long.
     #[serde(default = "default_cluster_lease")]
     pub lease: Dur,
+    /// Most stanzas waiting to be written to one other node's delivery stream; past it, a
+    /// stanza for that node's sessions is refused as by a full session inbox.
+    #[serde(default = "default_cluster_queue")]
+    pub max_queue: usize,
+    /// Most bytes (weighed as `limits.session_queue_bytes` weighs stanzas) waiting for one
+    /// other node.
+    #[serde(default = "default_cluster_queue_bytes")]
+    pub max_queue_bytes: usize,
+    /// Entries each node's delivery stream keeps at most in Redis (XADD MAXLEN ~): what a
+    /// node that stops reading (stuck, or reconnecting to Redis) may find when it reads again.
+    #[serde(default = "default_cluster_stream")]
+    pub stream_max: usize,
 }
 
 fn default_cluster_lease() -> Dur {
     Dur(Duration::from_secs(15))
+}
+
+fn default_cluster_queue() -> usize {
+    10_000
+}
+
+fn default_cluster_queue_bytes() -> usize {
+    64 << 20
+}
+
+fn default_cluster_stream() -> usize {
+    100_000
 }
 
 impl ClusterConfig {
@@ -1481,14 +1505,29 @@ impl Config {
                         .into(),
                 ));
             }
-            if !(c.redis.starts_with("redis://") || c.redis.starts_with("rediss://")) {
+            if !c.redis.starts_with("redis://") {
+                // rediss:// (TLS) would need the redis crate's TLS stack, which this build
+                // leaves out: keep Redis on a private network or loopback.
                 return Err(bad(
                     "cluster.redis",
-                    format!("{:?}: expected redis://host:port or rediss://…", c.redis),
+                    format!(
+                        "{:?}: expected redis://[user:password@]host:port[/db] (TLS to Redis \
+                         is not built in)",
+                        c.redis
+                    ),
                 ));
             }
             if !c.node.is_empty() {
                 herald_cluster::check_node_name(&c.node).map_err(|e| bad("cluster.node", e))?;
+            }
+            for (v, name) in [
+                (c.max_queue, "cluster.max_queue"),
+                (c.max_queue_bytes, "cluster.max_queue_bytes"),
+                (c.stream_max, "cluster.stream_max"),
+            ] {
+                if v == 0 {
+                    return Err(bad(name, "must be at least 1".into()));
+                }
             }
             if !(herald_cluster::lease::MIN_LEASE..=herald_cluster::lease::MAX_LEASE)
                 .contains(&c.lease.0)

@@ -36,6 +36,7 @@
 
 pub mod admin;
 pub mod c2s;
+pub mod cluster;
 pub use herald_config as config;
 pub mod features;
 pub mod federation;
@@ -183,6 +184,8 @@ pub struct Shared {
     /// Written by session tasks (bind, presence, hibernate, end) and component tasks; read by
     /// routing.
     pub router: router::Router,
+    /// Cluster mode (`[cluster]`): this node's Redis membership; unset on a single node.
+    pub cluster: std::sync::OnceLock<Arc<cluster::Cluster>>,
     /// Persistent data (accounts, rosters, archive, offline, push, saved sessions). Written
     /// and read through `db`/`db_read` (blocking pool) and the archive writer.
     pub store: SharedBackend,
@@ -534,6 +537,9 @@ impl Running {
             );
         }
         shared.archive.flush().await;
+        if let Some(c) = shared.cluster.get() {
+            c.leave(&shared).await;
+        }
         shared.push.stop().await;
         if let Some(t) = push_task {
             let _ = t.await;
@@ -553,22 +559,8 @@ impl Running {
     }
 }
 
-/// `[cluster]` is parsed and validated, but routing between nodes is not built yet: a node
-/// that started anyway would store messages offline for users online on another node and
-/// miss their presence, so it refuses to start rather than half-work (README "Cluster mode").
-pub fn refuse_cluster(cfg: &Config) -> anyhow::Result<()> {
-    if cfg.cluster.is_some() {
-        anyhow::bail!(
-            "[cluster]: cluster mode is not implemented yet in this build (routing between \
-             nodes is missing); remove the [cluster] table to run a single node"
-        );
-    }
-    Ok(())
-}
-
 /// Opens the store, prepares TLS, binds the listeners and starts accepting.
 pub async fn start(cfg: Config) -> anyhow::Result<Running> {
-    refuse_cluster(&cfg)?;
     if cfg.store.is_postgres() {
         let options = cfg.store.pg_options();
         let store = tokio::task::spawn_blocking(move || herald_store::PgStore::open(&options))
@@ -590,7 +582,12 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
 
 /// Like [`start`] with an already opened store (any backend).
 pub async fn start_with_store(cfg: Config, store: impl Backend) -> anyhow::Result<Running> {
-    refuse_cluster(&cfg)?;
+    // Before anything binds: Redis must answer, or the node would serve a cluster it is
+    // not part of.
+    let cluster = match &cfg.cluster {
+        Some(_) => Some(cluster::Cluster::connect(&cfg).await?),
+        None => None,
+    };
     herald_transport::fd::raise_fd_limit(cfg.limits.max_connections);
     let store: SharedBackend = Arc::new(store);
     let tls = herald_transport::tls::server_config(&cfg)?;
@@ -652,6 +649,7 @@ pub async fn start_with_store(cfg: Config, store: impl Backend) -> anyhow::Resul
         saved_at_stop: AtomicUsize::new(0),
         cfg,
         router: router::Router::default(),
+        cluster: Default::default(),
         hooks: standard_hooks(),
         store,
         tls,
@@ -693,6 +691,17 @@ pub async fn start_with_store(cfg: Config, store: impl Backend) -> anyhow::Resul
         tasks: Vec::new(),
         push_task: Some(tokio::spawn(push::run(shared.clone(), push_rx))),
     };
+    if let Some(c) = cluster {
+        // Joined before the saved sessions are restored, so their binds reach the registry
+        // and this node's mirror is filled before the first client arrives.
+        shared.router.track_changes();
+        c.join(&shared)
+            .await
+            .context("joining the cluster (Redis, [cluster])")?;
+        running.tasks.extend(cluster::start(&shared, &c));
+        tracing::info!(node = %c.node, "cluster node joined");
+        let _ = shared.cluster.set(c);
+    }
     // Before anything is accepted: a client resuming at once must find its session.
     let t = std::time::Instant::now();
     let to_wake;

@@ -1,32 +1,269 @@
-//! Cluster mode (`[cluster]`). Routing between nodes is not built yet (README "Cluster
-//! mode"), so what a user sees today is a node that refuses to start with `[cluster]` set,
-//! naming the table and saying why — rather than one that runs and silently stores
-//! messages offline for users online on another node. Runs without PostgreSQL or Redis:
-//! the refusal comes before either is contacted.
+//! Cluster mode (`[cluster]`): three Herald nodes on loopback share one PostgreSQL database
+//! and one Redis, and users connected to different nodes see what they would on one node —
+//! messages to bare and full JIDs, presence, carbons, offline storage, a resource taken
+//! over from another node — and `herald cluster status` lists the nodes.
+//!
+//! Needs `HERALD_TEST_POSTGRES_URL` and `HERALD_TEST_REDIS_URL` (`.ci/run` starts a
+//! throwaway PostgreSQL and Redis and sets both); without them each test prints a notice and
+//! checks nothing. Each test gets a database of its own and a Redis database number of its
+//! own, emptied first.
 
+mod common;
+#[path = "common/pg.rs"]
+mod pg;
+
+use common::*;
+use herald_proto::Element;
 use herald_server::Config;
 
-#[tokio::test]
-async fn a_node_with_cluster_configured_refuses_to_start() {
-    let cfg = Config::parse(
-        "[store]\nbackend = \"postgres\"\nurl = \"postgres://herald@127.0.0.1:1/none\"\n\
-         [cluster]\nredis = \"redis://127.0.0.1:1\"\nnode = \"n1\"\n",
-        "t.toml",
-    )
-    .unwrap();
-    let err = match herald_server::start(cfg).await {
-        Ok(_) => panic!("a node with [cluster] started"),
-        Err(e) => format!("{e:#}"),
+/// A Redis database for one test: `HERALD_TEST_REDIS_URL` with database number `db`,
+/// emptied; None (with a notice) without the variable.
+async fn redis_db(test: &str, db: u8) -> Option<String> {
+    let Ok(base) = std::env::var("HERALD_TEST_REDIS_URL") else {
+        eprintln!("{test}: skipped, HERALD_TEST_REDIS_URL is not set");
+        return None;
     };
-    assert!(err.contains("[cluster]"), "{err}");
-    assert!(err.contains("not implemented yet"), "{err}");
+    let url = format!("{}/{db}", base.trim_end_matches('/'));
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("FLUSHDB").query_async(&mut c).await.unwrap();
+    Some(url)
 }
 
-#[test]
-fn cluster_on_sqlite_is_refused_when_the_file_is_read() {
-    let err = Config::parse("[cluster]\nredis = \"redis://127.0.0.1:6379\"\n", "t.toml")
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
-    assert!(err.contains("backend = \"postgres\""), "{err}");
+fn cluster_config(c: &mut Config, db: &str, redis: &str, node: &str) {
+    c.store.backend = "postgres".into();
+    c.store.url = db.to_string();
+    c.store.pool_size = 4;
+    c.cluster = Some(
+        Config::parse(
+            &format!(
+                "[store]\nbackend = \"postgres\"\nurl = \"{db}\"\n\
+                 [cluster]\nredis = \"{redis}\"\nnode = \"{node}\"\nlease = \"3s\"\n"
+            ),
+            "t.toml",
+        )
+        .unwrap()
+        .cluster
+        .unwrap(),
+    );
+}
+
+async fn node(db: &str, redis: &str, name: &str) -> TestServer {
+    TestServer::start_with(|c| cluster_config(c, db, redis, name)).await
+}
+
+/// Waits until node `s` routes to `bare/res` (its own session or another node's), as an
+/// available resource: the registry reaches the other nodes a moment after the change.
+async fn sees(s: &TestServer, bare: &str, res: &str) {
+    let r = &s.running.shared.router;
+    wait_until(&format!("{bare}/{res} available in the router"), || {
+        r.resource(bare, res).is_some_and(|e| e.available)
+    })
+    .await;
+}
+
+async fn gone(s: &TestServer, bare: &str, res: &str) {
+    let r = &s.running.shared.router;
+    wait_until(&format!("{bare}/{res} gone from the router"), || {
+        r.resource(bare, res).is_none()
+    })
+    .await;
+}
+
+async fn befriend(s: &TestServer, a: &str, b: &str) {
+    let store = &*s.running.shared.store;
+    let cfg = &s.running.shared.cfg;
+    let pa = herald::admin::party(cfg, store, a).unwrap();
+    let pb = herald::admin::party(cfg, store, b).unwrap();
+    herald::admin::roster_action(store, &pa, &pb, herald::admin::RosterAction::Subscribe).unwrap();
+}
+
+/// The next message that carries a body (skipping presence and other traffic).
+async fn next_message(c: &mut RawClient) -> Element {
+    c.wait_for("a message", |e| e.name() == "message").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_on_three_nodes_chat_share_presence_and_carbons() {
+    let Some(db) = pg::database("cluster3") else {
+        return;
+    };
+    let Some(redis) = redis_db("cluster3", 1).await else {
+        return;
+    };
+    let n1 = node(&db.url, &redis, "t3-n1").await;
+    let n2 = node(&db.url, &redis, "t3-n2").await;
+    let n3 = node(&db.url, &redis, "t3-n3").await;
+    for u in ["alice", "bob", "carol"] {
+        n1.add_user(u, "pw");
+    }
+    befriend(&n1, "alice@localhost", "bob@localhost").await;
+
+    // alice on n1, bob on n2: each sees the other's available presence.
+    let mut a = RawClient::login(n1.c2s(), "alice", "pw", "a").await;
+    a.send("<presence/>").await;
+    sees(&n2, "alice@localhost", "a").await;
+    let mut b = RawClient::login(n2.c2s(), "bob", "pw", "b").await;
+    b.send("<presence/>").await;
+    let p = a
+        .wait_for("bob's presence", |e| {
+            e.name() == "presence" && e.attr("from") == Some("bob@localhost/b")
+        })
+        .await;
+    assert_eq!(p.attr("type"), None, "{}", xml(&p));
+    // bob's initial presence probed alice, whose session on n1 answered.
+    b.wait_for("alice's presence", |e| {
+        e.name() == "presence" && e.attr("from") == Some("alice@localhost/a")
+    })
+    .await;
+
+    // A message to the bare JID crosses nodes; so does the reply to the full JID.
+    chat(&mut a, "bob@localhost", "hello-from-n1").await;
+    let m = next_message(&mut b).await;
+    assert_eq!(m.attr("id"), Some("hello-from-n1"), "{}", xml(&m));
+    assert_eq!(m.attr("from"), Some("alice@localhost/a"));
+    chat(&mut b, "alice@localhost/a", "reply-from-n2").await;
+    let m = next_message(&mut a).await;
+    assert_eq!(m.attr("id"), Some("reply-from-n2"), "{}", xml(&m));
+
+    // alice's second device on n3, with carbons: it gets a copy of what alice receives on
+    // n1 and of what she sends from n1.
+    let mut a2 = RawClient::login(n3.c2s(), "alice", "pw", "phone").await;
+    a2.send("<presence/>").await;
+    a2.send("<iq type='set' id='cb'><enable xmlns='urn:xmpp:carbons:2'/></iq>")
+        .await;
+    a2.wait_for("carbons enabled", |e| e.attr("id") == Some("cb"))
+        .await;
+    let r = &n2.running.shared.router;
+    wait_until("n2 knows alice/phone has carbons", || {
+        r.resource("alice@localhost", "phone")
+            .is_some_and(|e| e.carbons && e.available)
+    })
+    .await;
+    sees(&n1, "alice@localhost", "phone").await;
+    chat(&mut b, "alice@localhost/a", "to-a-only").await;
+    let m = next_message(&mut a).await;
+    assert_eq!(m.attr("id"), Some("to-a-only"));
+    let c = next_message(&mut a2).await;
+    let fwd = c
+        .get_child("received", "urn:xmpp:carbons:2")
+        .and_then(|r| r.get_child("forwarded", "urn:xmpp:forward:0"))
+        .and_then(|f| f.get_child("message", "jabber:client"));
+    assert_eq!(
+        fwd.and_then(|m| m.attr("id")),
+        Some("to-a-only"),
+        "{}",
+        xml(&c)
+    );
+    chat(&mut a, "bob@localhost", "sent-from-a").await;
+    next_message(&mut b).await;
+    let c = next_message(&mut a2).await;
+    assert!(
+        c.get_child("sent", "urn:xmpp:carbons:2").is_some(),
+        "{}",
+        xml(&c)
+    );
+
+    // Two available resources of equal priority on two nodes: a message to the bare JID
+    // reaches both (RFC 6121 §8.5.2.1.1), exactly once each.
+    chat(&mut b, "alice@localhost", "to-both").await;
+    assert_eq!(next_message(&mut a).await.attr("id"), Some("to-both"));
+    let m = next_message(&mut a2).await;
+    assert_eq!(m.attr("id"), Some("to-both"), "{}", xml(&m));
+
+    // A user with no session anywhere gets it offline, delivered on whichever node they
+    // log in to.
+    chat(&mut a, "carol@localhost", "for-carol").await;
+    a.send("<iq type='get' id='barrier'><query xmlns='jabber:iq:roster'/></iq>")
+        .await;
+    a.wait_for("the roster", |e| e.attr("id") == Some("barrier"))
+        .await;
+    let mut c3 = RawClient::login(n3.c2s(), "carol", "pw", "c").await;
+    c3.send("<presence/>").await;
+    let m = next_message(&mut c3).await;
+    assert_eq!(m.attr("id"), Some("for-carol"), "{}", xml(&m));
+
+    // `herald cluster status` lists the three nodes, up, with the sessions of their last
+    // heartbeat (one a second with a 3 s lease).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let status = herald_server::cluster::status(&n1.running.shared.cfg)
+            .await
+            .unwrap();
+        let ok = [("t3-n1", 1), ("t3-n2", 1), ("t3-n3", 2)]
+            .iter()
+            .all(|(n, sessions)| {
+                status.lines().any(|l| {
+                    l.starts_with(n) && l.contains(" up ") && l.ends_with(&format!(" {sessions}"))
+                })
+            });
+        if ok {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{status}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    // bob's presence change reaches both of alice's devices, and unavailable presence
+    // removes him from every node.
+    b.send("<presence><show>away</show></presence>").await;
+    for c in [&mut a, &mut a2] {
+        let p = c
+            .wait_for("bob away", |e| {
+                e.name() == "presence" && e.attr("from") == Some("bob@localhost/b")
+            })
+            .await;
+        assert!(
+            p.get_child("show", "jabber:client").is_some(),
+            "{}",
+            xml(&p)
+        );
+    }
+    b.send("</stream:stream>").await;
+    gone(&n1, "bob@localhost", "b").await;
+    gone(&n3, "bob@localhost", "b").await;
+    // A clean stop leaves the cluster at once: the others stop routing to it without
+    // waiting for its lease to run out.
+    n3.running.stop().await;
+    let r = &n1.running.shared.router;
+    wait_until("n1 forgets alice/phone on the stopped n3", || {
+        r.resource("alice@localhost", "phone").is_none()
+    })
+    .await;
+    n2.running.stop().await;
+    n1.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binding_a_resource_held_on_another_node_replaces_that_session() {
+    let Some(db) = pg::database("cluster_conflict") else {
+        return;
+    };
+    let Some(redis) = redis_db("cluster_conflict", 2).await else {
+        return;
+    };
+    let n1 = node(&db.url, &redis, "tc-n1").await;
+    let n2 = node(&db.url, &redis, "tc-n2").await;
+    n1.add_user("dave", "pw");
+    let mut old = RawClient::login(n1.c2s(), "dave", "pw", "laptop").await;
+    old.send("<presence/>").await;
+    sees(&n2, "dave@localhost", "laptop").await;
+    let mut new = RawClient::login(n2.c2s(), "dave", "pw", "laptop").await;
+    // RFC 6120 §7.7.2.2: the older session ends with a conflict stream error.
+    assert_eq!(old.stream_error().await, "conflict");
+    new.send("<presence/>").await;
+    // Once n1's session is gone, n1 routes dave/laptop to n2's.
+    let r = &n1.running.shared.router;
+    wait_until("n1 routes dave/laptop to n2", || {
+        r.resource("dave@localhost", "laptop")
+            .is_some_and(|e| !e.tx.is_local() && e.available)
+    })
+    .await;
+    n1.add_user("erin", "pw");
+    let mut e = RawClient::login(n1.c2s(), "erin", "pw", "e").await;
+    chat(&mut e, "dave@localhost/laptop", "after-takeover").await;
+    let m = next_message(&mut new).await;
+    assert_eq!(m.attr("id"), Some("after-takeover"), "{}", xml(&m));
+    n2.running.stop().await;
+    n1.running.stop().await;
 }

@@ -114,6 +114,29 @@ impl<Tx> ResourceTable<Tx> {
         }
     }
 
+    /// Edits `bare`'s list of entries in place (a cluster node mirroring the other nodes'
+    /// sessions of the account); the account is dropped when the list ends up empty.
+    pub fn edit(&mut self, bare: &str, f: impl FnOnce(&mut Vec<ResourceEntry<Tx>>)) {
+        let list = self.users.entry(bare.to_string()).or_default();
+        f(list);
+        if list.is_empty() {
+            self.users.remove(bare);
+        }
+    }
+
+    /// Removes every entry for which `f` holds (the sessions of a cluster node found dead);
+    /// how many went.
+    pub fn remove_where(&mut self, f: impl Fn(&ResourceEntry<Tx>) -> bool) -> usize {
+        let mut n = 0;
+        self.users.retain(|_, list| {
+            let before = list.len();
+            list.retain(|r| !f(r));
+            n += before - list.len();
+            !list.is_empty()
+        });
+        n
+    }
+
     /// Whether any of the sessions `ids` of `bare` is bound.
     pub fn any_bound(&self, bare: &str, ids: &[u64]) -> bool {
         self.users
@@ -227,6 +250,24 @@ mod tests {
         assert_eq!(got, vec!["a", "b"]);
         assert!(best_resources(&[entry("x", 1, true, -1)]).is_empty());
         assert!(best_resources(&[entry("x", 1, false, 0)]).is_empty());
+    }
+
+    #[test]
+    fn edit_and_remove_where_drop_emptied_accounts() {
+        let mut r = ResourceTable::default();
+        r.edit("u@d", |l| l.push(entry("a", 1, true, 0)));
+        r.edit("v@d", |l| l.push(entry("b", 2, true, 0)));
+        r.edit("v@d", |l| l.push(entry("c", 3, true, 0)));
+        assert!(r.is_online("u@d"));
+        r.edit("u@d", |l| l.clear());
+        assert!(!r.is_online("u@d"));
+        // Editing an absent account to nothing leaves no empty entry behind.
+        r.edit("w@d", |_| {});
+        assert!(!r.is_online("w@d"));
+        assert_eq!(r.remove_where(|e| e.session_id == 2), 1);
+        assert_eq!(r.resources("v@d").len(), 1);
+        assert_eq!(r.remove_where(|e| e.session_id == 3), 1);
+        assert!(!r.is_online("v@d"));
     }
 
     #[test]

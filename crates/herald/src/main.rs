@@ -43,6 +43,9 @@ enum Cmd {
     /// Manage uploaded files (XEP-0363).
     #[command(subcommand)]
     Upload(UploadCmd),
+    /// Cluster mode ([cluster]): inspect the nodes sharing this configuration's Redis.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
     /// Copy a SQLite installation into an empty PostgreSQL database (stop the server first),
     /// then count every table on both sides.
     Migrate {
@@ -53,6 +56,13 @@ enum Cmd {
         #[arg(long, value_name = "postgres:URL")]
         to: String,
     },
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Every node that joined: up (heartbeat within the lease) or down, the age of its last
+    /// heartbeat and the sessions it held then.
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -290,8 +300,6 @@ fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Serve => serve(cfg),
         Cmd::CheckConfig => {
-            // A config `serve` would refuse is not ok, whatever the parser says.
-            herald_server::refuse_cluster(&cfg)?;
             println!(
                 "{}: ok (domain {})",
                 cli.config
@@ -306,6 +314,14 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::User(u) => user(cfg, u),
         Cmd::Roster(r) => roster(cfg, r),
         Cmd::Push(p) => push(cfg, p),
+        Cmd::Cluster(ClusterCmd::Status) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the runtime")?;
+            print!("{}", rt.block_on(herald_server::cluster::status(&cfg))?);
+            Ok(())
+        }
         Cmd::Invite(i) => invite(cfg, i),
         Cmd::Upload(UploadCmd::Purge) => {
             let store = admin::open_store(&cfg)?;

@@ -94,7 +94,7 @@ fn check_config_reports_file_key_and_reason() {
         !o.status.success() && err.contains("push.max_devices"),
         "{err}"
     );
-    // A well-formed [cluster] table parses, but `serve` would refuse it: so does the check.
+    // A well-formed [cluster] table is fine; one naming a TLS Redis is not (not built in).
     std::fs::write(
         &bad,
         "[store]\nbackend = \"postgres\"\nurl = \"postgres://h@127.0.0.1/x\"\n\
@@ -106,9 +106,21 @@ fn check_config_reports_file_key_and_reason() {
         .arg(&bad)
         .output()
         .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::write(
+        &bad,
+        "[store]\nbackend = \"postgres\"\nurl = \"postgres://h@127.0.0.1/x\"\n\
+         [cluster]\nredis = \"rediss://127.0.0.1/\"\nnode = \"n1\"\n",
+    )
+    .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["check-config", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        !o.status.success() && err.contains("cluster mode is not implemented"),
+        !o.status.success() && err.contains("cluster.redis") && err.contains("TLS"),
         "{err}"
     );
 }

@@ -150,6 +150,13 @@ async fn deliver(shared: &Arc<Shared>, bare: &str, to: &Jid, id: u64, el: Elemen
     }
 }
 
+/// A message another cluster node routed to a session of this node that has ended since:
+/// delivered again by the RFC 6121 rules among the account's sessions (the caller's scope
+/// keeps it on this node), without the archiving and carbons the sending node already did.
+pub async fn deliver_forwarded(shared: &Arc<Shared>, bare: &str, to: &Jid, el: Element) {
+    deliver(shared, bare, to, shared.next_id(), el, false).await
+}
+
 /// The `message_to_local` hook: blocking, carbons, archive and delivery or offline storage.
 pub fn to_local(shared: &Arc<Shared>, ev: MessageToLocal) -> Fut<'_, Option<MessageToLocal>> {
     Box::pin(async move {

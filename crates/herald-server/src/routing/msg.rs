@@ -165,12 +165,196 @@ pub struct Resumable {
 
 /// A session task's inbox (bounded by `limits.session_inbox`; see `inbox` for why not mpsc)
 /// with the session's byte budget (`limits.session_queue_bytes`, within the account's), which
-/// routing charges as it queues a stanza.
+/// routing charges as it queues a stanza. In cluster mode the router also holds the other
+/// nodes' sessions ([`SessionTx::remote`]): what is sent to those goes out on their node's
+/// delivery stream, so every feature reaches a session the same way wherever it is.
 #[derive(Clone, Debug)]
-pub struct SessionTx {
-    inbox: herald_transport::inbox::Sender<SessionMsg>,
+pub struct SessionTx(TxInner);
+
+#[derive(Clone, Debug)]
+enum TxInner {
+    Local {
+        inbox: herald_transport::inbox::Sender<SessionMsg>,
+        budget: QueueBudget,
+        drained: Arc<Drained>,
+    },
+    Remote(Arc<RemoteTx>),
+}
+
+/// A session bound on another cluster node.
+#[derive(Debug)]
+pub struct RemoteTx {
+    /// Its full JID.
+    pub full: String,
+    /// Its node's outgoing queue.
+    pub link: Arc<NodeLink>,
+}
+
+/// The queue of what this node sends to one other node's sessions, written to that node's
+/// delivery stream by the cluster forwarder task. Bounded like a session's inbox: in count
+/// (`limit` stanzas; control messages such as kicks pass, as they do on an inbox) and in
+/// bytes (its budget, charged by routing exactly as a local session's).
+#[derive(Debug)]
+pub struct NodeLink {
+    /// The other node's name.
+    pub node: String,
+    queue: mpsc::UnboundedSender<Outgoing>,
+    queued: Arc<AtomicUsize>,
+    limit: usize,
     budget: QueueBudget,
-    drained: Arc<Drained>,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+/// One thing for a session on another node.
+#[derive(Debug)]
+pub struct Outgoing {
+    /// What to do.
+    pub op: herald_cluster::Op,
+    /// The session's full JID.
+    pub to: String,
+    /// Serialized by the forwarder, off the routing path.
+    pub payload: Payload,
+    /// Given back once written to the stream.
+    pub charge: Option<Charge>,
+    counted: Option<Arc<AtomicUsize>>,
+}
+
+impl Drop for Outgoing {
+    fn drop(&mut self) {
+        if let Some(c) = self.counted.take() {
+            c.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// The argument of an [`Outgoing`].
+#[derive(Debug)]
+pub enum Payload {
+    /// None.
+    Empty,
+    /// A stream error condition (for a kick).
+    Text(String),
+    /// One stanza.
+    Element(Box<Element>),
+    /// Several stanzas, written as they are.
+    Batch(Vec<Element>),
+}
+
+tokio::task_local! {
+    /// Set while a node handles what another node sent it: a stanza that finds its session
+    /// gone there is routed again, and must then not be sent on to a third node (or back),
+    /// which could loop while the nodes' views of an account disagree.
+    pub static FROM_CLUSTER: ();
+}
+
+impl NodeLink {
+    /// A link to `node` holding at most `limit` stanzas and `bytes` bytes; the receiver is
+    /// the forwarder's.
+    pub fn new(
+        node: &str,
+        limit: usize,
+        bytes: usize,
+    ) -> (Arc<NodeLink>, mpsc::UnboundedReceiver<Outgoing>) {
+        let (queue, rx) = mpsc::unbounded_channel();
+        (
+            Arc::new(NodeLink {
+                node: node.to_string(),
+                queue,
+                queued: Arc::new(AtomicUsize::new(0)),
+                limit,
+                budget: QueueBudget::new(bytes, None),
+                closed: Default::default(),
+            }),
+            rx,
+        )
+    }
+
+    /// The node is gone (its lease expired): sending fails as to an ended session.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    /// Whether [`NodeLink::close`] was called or the forwarder ended.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire) || self.queue.is_closed()
+    }
+
+    /// Stanzas waiting to be written.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    fn push(
+        &self,
+        full: &str,
+        msg: SessionMsg,
+        control: bool,
+    ) -> Result<(), TrySendError<SessionMsg>> {
+        if self.is_closed() || FROM_CLUSTER.try_with(|_| ()).is_ok() {
+            return Err(TrySendError::Closed(msg));
+        }
+        if !control && self.queued() >= self.limit {
+            return Err(TrySendError::Full(msg));
+        }
+        let (op, payload, charge) = match msg {
+            SessionMsg::Stanza(mut r) => {
+                // The sender's XEP-0198 ack no longer waits for this stanza: it is handed to
+                // Redis, and the receiving node makes its own ticket if its session sleeps.
+                r.durable = None;
+                let charge = r.charge.take();
+                (
+                    herald_cluster::Op::Stanza,
+                    Payload::Element(Box::new(r.el)),
+                    charge,
+                )
+            }
+            SessionMsg::Kick(e) => (
+                herald_cluster::Op::Kick,
+                // `condition` or `condition\ntext`.
+                Payload::Text(match e.text {
+                    Some(t) => format!("{}\n{t}", e.condition.as_str()),
+                    None => e.condition.as_str().to_string(),
+                }),
+                None,
+            ),
+            SessionMsg::Command(Command::Send(els)) => {
+                (herald_cluster::Op::Send, Payload::Batch(els), None)
+            }
+            SessionMsg::Command(Command::RosterPush(el)) => {
+                (herald_cluster::Op::RosterPush, Payload::Element(el), None)
+            }
+            SessionMsg::Command(Command::CheckOffline) => {
+                (herald_cluster::Op::CheckOffline, Payload::Empty, None)
+            }
+            SessionMsg::Command(Command::RebroadcastPresence) => {
+                (herald_cluster::Op::Rebroadcast, Payload::Empty, None)
+            }
+            // A deadline or a connection belongs to the node that holds the session; nothing
+            // on this node sends them to another node's session.
+            other @ (SessionMsg::SetExpiry(_) | SessionMsg::Resume { .. }) => {
+                tracing::warn!(to = full, node = %self.node, "a deadline or a resumption is not sent to another node");
+                return Err(TrySendError::Closed(other));
+            }
+        };
+        let counted = if control {
+            None
+        } else {
+            self.queued.fetch_add(1, Ordering::AcqRel);
+            Some(self.queued.clone())
+        };
+        let out = Outgoing {
+            op,
+            to: full.to_string(),
+            payload,
+            charge,
+            counted,
+        };
+        self.queue.send(out).map_err(|e| {
+            tracing::debug!(node = %self.node, "forwarder gone");
+            drop(e);
+            TrySendError::Closed(SessionMsg::Command(Command::CheckOffline))
+        })
+    }
 }
 
 /// Heard each time the session gives a stanza's bytes back (written, acknowledged, stored,
@@ -200,45 +384,70 @@ impl SessionTx {
         }));
         let budget = QueueBudget::with_release_hook(bytes, account, hook);
         (
-            SessionTx {
+            SessionTx(TxInner::Local {
                 inbox,
                 budget,
                 drained,
-            },
+            }),
             rx,
         )
+    }
+
+    /// The session `full` on the other node of `link`.
+    pub fn remote(full: String, link: Arc<NodeLink>) -> SessionTx {
+        SessionTx(TxInner::Remote(Arc::new(RemoteTx { full, link })))
+    }
+
+    /// The other node's session this stands for; None for this node's own.
+    pub fn as_remote(&self) -> Option<&RemoteTx> {
+        match &self.0 {
+            TxInner::Remote(r) => Some(r),
+            TxInner::Local { .. } => None,
+        }
+    }
+
+    /// Whether this is a session of this node.
+    pub fn is_local(&self) -> bool {
+        matches!(self.0, TxInner::Local { .. })
     }
 
     /// Waits until the session holds at most `max_bytes` of stanzas and at most `max_held`
     /// of them (what routing gave it and it has not written, or not had acknowledged), its
     /// inbox is closed, or `deadline` passes: a producer of a long burst (a large room's
     /// occupant list) goes at the pace the client reads and acknowledges, instead of
-    /// overrunning the session's budget.
+    /// overrunning the session's budget. Another node's session is not waited for: its
+    /// node's queue bounds what is sent to it.
     pub async fn wait_for_room(
         &self,
         max_bytes: usize,
         max_held: usize,
         deadline: tokio::time::Instant,
     ) {
-        let fits = || {
-            self.inbox.is_closed()
-                || (self.budget.used() <= max_bytes && self.budget.held() <= max_held)
+        let TxInner::Local {
+            inbox,
+            budget,
+            drained,
+        } = &self.0
+        else {
+            return;
         };
+        let fits =
+            || inbox.is_closed() || (budget.used() <= max_bytes && budget.held() <= max_held);
         loop {
             if fits() {
                 return;
             }
-            let notified = self.drained.notify.notified();
+            let notified = drained.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            self.drained.waiting.fetch_add(1, Ordering::AcqRel);
+            drained.waiting.fetch_add(1, Ordering::AcqRel);
             // A release between the check above and `enable` would not be heard: check again.
             let r = if fits() {
                 Ok(())
             } else {
                 tokio::time::timeout_at(deadline, notified).await
             };
-            self.drained.waiting.fetch_sub(1, Ordering::AcqRel);
+            drained.waiting.fetch_sub(1, Ordering::AcqRel);
             if r.is_err() {
                 return;
             }
@@ -248,23 +457,37 @@ impl SessionTx {
     /// Queues `msg` unless the inbox is full or closed (the byte budget is the caller's:
     /// see `routing::send_to_routed`).
     pub fn try_send(&self, msg: SessionMsg) -> Result<(), TrySendError<SessionMsg>> {
-        self.inbox.try_send(msg)
+        match &self.0 {
+            TxInner::Local { inbox, .. } => inbox.try_send(msg),
+            TxInner::Remote(r) => r.link.push(&r.full, msg, false),
+        }
     }
 
     /// Queues a control message past the inbox's capacity (see
     /// [`herald_transport::inbox::Sender::send_control`]).
     pub fn send_control(&self, msg: SessionMsg) -> Result<(), SessionMsg> {
-        self.inbox.send_control(msg)
+        match &self.0 {
+            TxInner::Local { inbox, .. } => inbox.send_control(msg),
+            TxInner::Remote(r) => r.link.push(&r.full, msg, true).map_err(|e| match e {
+                TrySendError::Full(m) | TrySendError::Closed(m) => m,
+            }),
+        }
     }
 
     /// Whether the session closed its inbox.
     pub fn is_closed(&self) -> bool {
-        self.inbox.is_closed()
+        match &self.0 {
+            TxInner::Local { inbox, .. } => inbox.is_closed(),
+            TxInner::Remote(r) => r.link.is_closed(),
+        }
     }
 
-    /// The session's byte budget.
+    /// The session's byte budget (another node's: its link's).
     pub fn budget(&self) -> &QueueBudget {
-        &self.budget
+        match &self.0 {
+            TxInner::Local { budget, .. } => budget,
+            TxInner::Remote(r) => &r.link.budget,
+        }
     }
 }
 

@@ -22,7 +22,6 @@ pub type ResourceEntry = resources::ResourceEntry<SessionTx>;
 pub type Bound = resources::Bound<SessionTx>;
 
 /// Online users and components.
-#[derive(Default)]
 pub struct Router {
     users: RwLock<ResourceTable<SessionTx>>,
     components: RwLock<HashMap<String, ComponentTx>>,
@@ -32,9 +31,67 @@ pub struct Router {
     /// budgets. Held by the sessions alone: it lives as long as one of them (or a stanza
     /// charged to it) does, so an account's count survives a takeover and returns to zero.
     account_budgets: Mutex<HashMap<String, Weak<Budget>>>,
+    /// Cluster mode: the accounts whose sessions on this node changed since the cluster
+    /// writer last copied them to the registry.
+    dirty: std::sync::OnceLock<Arc<Dirty>>,
+    /// Ids of the other nodes' sessions mirrored here (a range apart from this node's).
+    remote_ids: std::sync::atomic::AtomicU64,
+}
+
+/// Accounts to copy to the cluster registry: a set, so an account that changes many times
+/// before the writer runs is written once, and bounded by the accounts online.
+#[derive(Default)]
+pub struct Dirty {
+    set: Mutex<std::collections::HashSet<String>>,
+    /// Woken when the set gains an account.
+    pub notify: tokio::sync::Notify,
+}
+
+impl Dirty {
+    /// Adds `bare`.
+    pub fn mark(&self, bare: &str) {
+        let mut s = self.set.lock().unwrap_or_else(|e| e.into_inner());
+        if s.insert(bare.to_string()) && s.len() == 1 {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Takes the accounts marked so far.
+    pub fn take(&self) -> Vec<String> {
+        let mut s = self.set.lock().unwrap_or_else(|e| e.into_inner());
+        s.drain().collect()
+    }
+}
+
+/// Where mirrored sessions' ids start: above any id this node gives its own sessions.
+const REMOTE_IDS: u64 = 1 << 62;
+
+impl Default for Router {
+    fn default() -> Router {
+        Router {
+            users: Default::default(),
+            components: Default::default(),
+            unbound: Default::default(),
+            account_budgets: Default::default(),
+            dirty: Default::default(),
+            remote_ids: std::sync::atomic::AtomicU64::new(REMOTE_IDS),
+        }
+    }
 }
 
 impl Router {
+    /// Cluster mode: from now on, changes to this node's sessions are marked in the returned
+    /// set for the cluster writer.
+    pub fn track_changes(&self) -> Arc<Dirty> {
+        self.dirty.get_or_init(Default::default).clone()
+    }
+
+    fn changed(&self, bare: &str) {
+        if let Some(d) = self.dirty.get() {
+            d.mark(bare);
+        }
+    }
+
     fn users(&self) -> RwLockReadGuard<'_, ResourceTable<SessionTx>> {
         self.users.read().unwrap_or_else(|e| e.into_inner())
     }
@@ -52,7 +109,9 @@ impl Router {
         entry: ResourceEntry,
         max: usize,
     ) -> Result<Bound, ResourceEntry> {
-        self.users_mut().bind(bare, entry, max)
+        let r = self.users_mut().bind(bare, entry, max);
+        self.changed(bare);
+        r
     }
 
     /// The byte budget of `bare`'s sessions together (made with `limit` if none is alive).
@@ -86,6 +145,7 @@ impl Router {
     /// Removes a resource if it still belongs to `session_id`.
     pub fn unbind(&self, bare: &str, resource: &str, session_id: u64) {
         self.users_mut().unbind(bare, resource, session_id);
+        self.changed(bare);
         self.unbound.notify_waiters();
     }
 
@@ -110,6 +170,7 @@ impl Router {
     pub fn set_presence(&self, bare: &str, session_id: u64, available: bool, priority: i8) {
         self.users_mut()
             .set_presence(bare, session_id, available, priority);
+        self.changed(bare);
     }
 
     /// Records what carries a session's connection (after a resumption).
@@ -120,11 +181,13 @@ impl Router {
     /// Records whether a session is hibernated.
     pub fn set_hibernated(&self, bare: &str, session_id: u64, on: bool) {
         self.users_mut().set_hibernated(bare, session_id, on);
+        self.changed(bare);
     }
 
     /// Records the carbons flag of a resource.
     pub fn set_carbons(&self, bare: &str, session_id: u64, on: bool) {
         self.users_mut().set_carbons(bare, session_id, on);
+        self.changed(bare);
     }
 
     /// All bound resources of a user.
@@ -142,9 +205,92 @@ impl Router {
         self.users().is_online(bare)
     }
 
-    /// Every bound resource (for shutdown).
+    /// Every resource bound on this node (for shutdown and metrics; not the other nodes'
+    /// sessions mirrored here in cluster mode).
     pub fn all_sessions(&self) -> Vec<ResourceEntry> {
-        self.users().all().cloned().collect()
+        self.users()
+            .all()
+            .filter(|r| r.tx.is_local())
+            .cloned()
+            .collect()
+    }
+
+    /// This node's own resources of `bare` (cluster mode: what it writes to the registry).
+    pub fn local_resources(&self, bare: &str) -> Vec<ResourceEntry> {
+        self.users()
+            .resources(bare)
+            .iter()
+            .filter(|r| r.tx.is_local())
+            .cloned()
+            .collect()
+    }
+
+    /// How many resources are bound on this node.
+    pub fn local_count(&self) -> usize {
+        self.users().all().filter(|r| r.tx.is_local()).count()
+    }
+
+    /// Cluster mode: makes the other nodes' sessions of `bare` mirrored here exactly
+    /// `remote` (resourcepart, its entry, the session's node link). This node's own
+    /// sessions are left alone and win a resource both name: the other node is told of the
+    /// conflict by the bind that made it. A mirrored session that is unchanged keeps its
+    /// id, so a stanza in flight to it is not mistaken for one to a new session.
+    pub fn sync_remote(
+        &self,
+        bare: &str,
+        remote: Vec<(
+            String,
+            herald_cluster::Entry,
+            Arc<crate::routing::msg::NodeLink>,
+        )>,
+    ) {
+        let mut fresh = Vec::with_capacity(remote.len());
+        let mut users = self.users_mut();
+        let current = users.resources(bare);
+        for (res, e, link) in remote {
+            if current.iter().any(|r| r.resource == res && r.tx.is_local()) {
+                continue;
+            }
+            let kept = current.iter().find(|r| {
+                r.resource == res
+                    && r.tx
+                        .as_remote()
+                        .is_some_and(|t| Arc::ptr_eq(&t.link, &link))
+            });
+            let (session_id, tx) = match kept {
+                Some(k) => (k.session_id, k.tx.clone()),
+                None => (
+                    self.remote_ids
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                    SessionTx::remote(format!("{bare}/{res}"), link),
+                ),
+            };
+            fresh.push(ResourceEntry {
+                resource: res,
+                session_id,
+                tx,
+                priority: e.priority,
+                available: e.available,
+                carbons: e.carbons,
+                hibernated: e.state == herald_cluster::State::Hibernated,
+                transport: "cluster",
+            });
+        }
+        users.edit(bare, |list| {
+            list.retain(|r| r.tx.is_local());
+            list.extend(fresh);
+        });
+        drop(users);
+        self.unbound.notify_waiters();
+    }
+
+    /// Cluster mode: forgets the sessions mirrored from `node` (found dead); how many.
+    pub fn drop_node(&self, node: &str) -> usize {
+        let n = self
+            .users_mut()
+            .remove_where(|r| r.tx.as_remote().is_some_and(|t| t.link.node == node));
+        self.unbound.notify_waiters();
+        n
     }
 
     /// Attaches a component; false if one is already attached for that domain.

@@ -1,0 +1,961 @@
+//! Cluster mode's edge: what this node keeps in Redis and reads from it. The decisions
+//! (key layout, entry and delivery encodings, leases) are the pure `herald-cluster` crate's.
+//!
+//! How a node takes part:
+//!
+//! * **Heartbeat and sweep** ([`heartbeat`]): every third of the lease it writes its beat
+//!   (time and session count) with the lease as TTL, reads the other nodes' beats, and
+//!   treats a node whose beat expired as dead: it forgets the sessions mirrored from it,
+//!   closes its link (a stanza for it is then handled as for an ended session) and removes
+//!   its registry entries and delivery stream.
+//! * **Registry writer** ([`writer`]): the router marks each account whose sessions on this
+//!   node changed (bind, presence, carbons, hibernation, end); the writer copies the account's
+//!   local sessions to `herald:sess:{bare}` in one script (the later bind wins a resource
+//!   two nodes hold) and announces `node|bare` on the registry channel.
+//! * **Mirror** ([`subscriber`], [`refresher`]): every node listens on that channel and
+//!   re-reads the account's hash, so its router holds the other nodes' sessions as entries
+//!   whose inbox is the other node's link ([`SessionTx::remote`]). All routing decisions —
+//!   RFC 6121 resource choice, carbons, presence broadcast, offline storage, rule b of
+//!   push — therefore see the whole cluster with the single-node code. After (re)subscribing,
+//!   a node re-reads every account of every live node.
+//! * **Deliveries** ([`forward`], [`reader`]): what the router gives another node's session
+//!   is queued on that node's [`NodeLink`] and written by a forwarder task to the node's
+//!   stream (`XADD MAXLEN ~ stream_max`); each node reads its own stream and hands each entry
+//!   to its session ([`deliver`]).
+//!
+//! Redis must be a single instance (or a primary with replicas): the scripts touch keys
+//! they do not declare, which Redis Cluster refuses.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+use herald_cluster::{keys, lease, Beat, Delivery, Entry, Op, State};
+use herald_proto::error::{StanzaErrorCondition, StreamError, StreamErrorCondition};
+use herald_proto::jid::Jid;
+use herald_proto::Element;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::mpsc;
+
+use crate::routing::msg::{Command, NodeLink, Outgoing, Payload, SessionMsg, FROM_CLUSTER};
+use crate::routing::router::Dirty;
+use crate::stanza::{self, Kind};
+use crate::{routing, Shared};
+
+/// Deliveries a forwarder writes in one pipeline.
+const BATCH: usize = 256;
+/// Stream entries read at once.
+const READ_COUNT: usize = 256;
+/// How long one XREAD blocks (the reader's connection has no response timeout).
+const READ_BLOCK_MS: u64 = 5_000;
+/// How long an account's newest observed registry time is kept: longer than any answer can
+/// take (the connection's response timeout is 5 s).
+const OBSERVED_TTL: Duration = Duration::from_secs(30);
+/// Wait before reconnecting after a Redis error.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// Writes the local sessions of one account (`ARGV[3..]`: resourcepart, encoded entry
+/// pairs) into its registry hash (`KEYS[1]`) unless another node bound the same resource
+/// later (the entry's last field, `since`); removes this node's fields that are no longer
+/// local; keeps the node's account set (`KEYS[2]`) and announces the change on the
+/// registry channel (`KEYS[3]`). Returns Redis's time and the hash as it is now, so the
+/// writer updates its own mirror of the other nodes' sessions too (it does not hear its own
+/// announcements).
+const WRITE_SCRIPT: &str = r"
+local node = ARGV[1]
+local keep = {}
+for i = 3, #ARGV, 2 do
+  local res, val = ARGV[i], ARGV[i + 1]
+  keep[res] = true
+  local cur = redis.call('HGET', KEYS[1], res)
+  local write = true
+  if cur then
+    local cnode = string.match(cur, '^v1|([^|]*)|')
+    local csince = tonumber(string.match(cur, '|(%d+)$') or '0')
+    local since = tonumber(string.match(val, '|(%d+)$') or '0')
+    if cnode ~= node and csince > since then write = false end
+  end
+  if write then redis.call('HSET', KEYS[1], res, val) end
+end
+local all = redis.call('HGETALL', KEYS[1])
+local mine = 0
+for i = 1, #all, 2 do
+  if string.match(all[i + 1], '^v1|([^|]*)|') == node then
+    if keep[all[i]] then mine = mine + 1 else redis.call('HDEL', KEYS[1], all[i]) end
+  end
+end
+if mine > 0 then redis.call('SADD', KEYS[2], ARGV[2]) else redis.call('SREM', KEYS[2], ARGV[2]) end
+redis.call('PUBLISH', KEYS[3], node .. '|' .. ARGV[2])
+local t = redis.call('TIME')
+local out = redis.call('HGETALL', KEYS[1])
+table.insert(out, 1, t[2])
+table.insert(out, 1, t[1])
+return out
+";
+
+/// An account's registry hash (`KEYS[1]`) after Redis's clock (seconds, microseconds): the
+/// time orders what nodes observe of the account, see [`Cluster::apply`].
+const READ_SCRIPT: &str = r"
+local t = redis.call('TIME')
+local out = redis.call('HGETALL', KEYS[1])
+table.insert(out, 1, t[2])
+table.insert(out, 1, t[1])
+return out
+";
+
+/// Removes every registry field of node `ARGV[1]` from the accounts in its account set
+/// (`KEYS[1]`, then deleted) and announces each account; `ARGV[2]` is the hash key prefix.
+const SWEEP_SCRIPT: &str = r"
+local bares = redis.call('SMEMBERS', KEYS[1])
+for _, b in ipairs(bares) do
+  local k = ARGV[2] .. b
+  local all = redis.call('HGETALL', k)
+  for i = 1, #all, 2 do
+    if string.match(all[i + 1], '^v1|([^|]*)|') == ARGV[1] then redis.call('HDEL', k, all[i]) end
+  end
+  redis.call('PUBLISH', KEYS[2], ARGV[1] .. '|' .. b)
+end
+redis.call('DEL', KEYS[1])
+return #bares
+";
+
+/// This node's membership: its Redis connection, its links to the other nodes, and what
+/// it knows of them.
+pub struct Cluster {
+    /// This node's name.
+    pub node: String,
+    /// The heartbeat lease.
+    pub lease: Duration,
+    client: redis::Client,
+    conn: ConnectionManager,
+    links: Mutex<HashMap<String, Arc<NodeLink>>>,
+    /// Other nodes whose beat was fresh at the last sweep.
+    alive: Mutex<HashSet<String>>,
+    /// Accounts to re-read from the registry (announced by other nodes).
+    refresh: Arc<Dirty>,
+    /// When each local session was bound (ms), by account: the registry's `since`.
+    since: Mutex<HashMap<String, Vec<(u64, u64)>>>,
+    write: redis::Script,
+    read: redis::Script,
+    sweep: redis::Script,
+    /// Per account, the Redis time of the newest registry state applied to the mirror: a
+    /// read answered later but observed earlier (the writer, the refresher and the stream
+    /// reader read concurrently) is older and dropped. Entries go after [`OBSERVED_TTL`].
+    observed: Mutex<HashMap<String, (u64, std::time::Instant)>>,
+    max_queue: usize,
+    max_queue_bytes: usize,
+    stream_max: usize,
+    max_stanza: usize,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Cluster {
+    /// Connects to Redis (`[cluster] redis`) and checks it answers.
+    pub async fn connect(cfg: &herald_config::Config) -> anyhow::Result<Arc<Cluster>> {
+        use anyhow::Context;
+        let c = cfg.cluster.as_ref().context("no [cluster] table")?;
+        let node = c
+            .node_name()
+            .map_err(|e| anyhow::anyhow!("[cluster] node: {e}"))?;
+        // Not the URL in errors: it may hold a password.
+        let client = redis::Client::open(c.redis.as_str()).context("[cluster] redis: bad URL")?;
+        let mcfg = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(3)))
+            .set_response_timeout(Some(Duration::from_secs(5)));
+        let mut conn = client
+            .get_connection_manager_with_config(mcfg)
+            .await
+            .context("connecting to Redis ([cluster] redis)")?;
+        let _: String = redis::cmd("PING")
+            .query_async(&mut conn)
+            .await
+            .context("Redis did not answer PING ([cluster] redis)")?;
+        Ok(Arc::new(Cluster {
+            node,
+            lease: c.lease.0,
+            client,
+            conn,
+            links: Default::default(),
+            alive: Default::default(),
+            refresh: Default::default(),
+            since: Default::default(),
+            write: redis::Script::new(WRITE_SCRIPT),
+            read: redis::Script::new(READ_SCRIPT),
+            observed: Default::default(),
+            sweep: redis::Script::new(SWEEP_SCRIPT),
+            max_queue: c.max_queue,
+            max_queue_bytes: c.max_queue_bytes,
+            stream_max: c.stream_max,
+            max_stanza: cfg.limits.max_stanza_bytes,
+        }))
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// Before this node binds anything: removes what a previous run of the same node name
+    /// left in Redis (a crash leaves its entries until the lease of a node that no longer
+    /// beats would have expired) and its old deliveries, which were for sessions that are
+    /// gone. Then beats once and learns which other nodes are alive.
+    pub async fn join(self: &Arc<Self>, shared: &Arc<Shared>) -> redis::RedisResult<()> {
+        let mut c = self.conn();
+        let removed: usize = self
+            .sweep
+            .key(keys::node_accounts(&self.node))
+            .key(keys::REGISTRY_CHANNEL)
+            .arg(&self.node)
+            .arg(keys::sessions(""))
+            .invoke_async(&mut c)
+            .await?;
+        let _: () = redis::cmd("DEL")
+            .arg(keys::inbox(&self.node))
+            .query_async(&mut c)
+            .await?;
+        if removed > 0 {
+            tracing::info!(
+                accounts = removed,
+                "removed the registry entries of this node's previous run"
+            );
+        }
+        self.beat(shared).await?;
+        self.sweep_nodes(shared).await
+    }
+
+    async fn beat(&self, shared: &Shared) -> redis::RedisResult<()> {
+        let beat = Beat {
+            ms: now_ms(),
+            sessions: shared.router.local_count(),
+        };
+        let mut c = self.conn();
+        redis::pipe()
+            .cmd("SET")
+            .arg(keys::node(&self.node))
+            .arg(beat.encode())
+            .arg("PX")
+            .arg(self.lease.as_millis() as u64)
+            .ignore()
+            .cmd("SADD")
+            .arg(keys::NODES)
+            .arg(&self.node)
+            .ignore()
+            .query_async::<()>(&mut c)
+            .await
+    }
+
+    /// The beats of every node that ever joined: (name, beat if its key has not expired).
+    pub async fn beats(&self) -> redis::RedisResult<Vec<(String, Option<Beat>)>> {
+        node_beats(&mut self.conn()).await
+    }
+
+    /// Reads every node's beat; a node newly alive has its accounts read into the mirror, a
+    /// node newly dead is forgotten here and its registry entries removed.
+    async fn sweep_nodes(self: &Arc<Self>, shared: &Arc<Shared>) -> redis::RedisResult<()> {
+        let now = now_ms();
+        let beats = self.beats().await?;
+        let live: HashSet<String> = beats
+            .iter()
+            .filter(|(n, b)| n != &self.node && lease::alive(b.map(|b| b.ms), now, self.lease))
+            .map(|(n, _)| n.clone())
+            .collect();
+        let (born, died) = {
+            let mut alive = self.alive.lock().unwrap_or_else(|e| e.into_inner());
+            let born: Vec<String> = live.difference(&alive).cloned().collect();
+            let mut died: Vec<String> = alive.difference(&live).cloned().collect();
+            // A node that was never seen alive here but left a link (its entries were read
+            // in the same instant it died) is dead too.
+            let links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+            let orphans: Vec<String> = links
+                .keys()
+                .filter(|n| !live.contains(*n) && !died.contains(n))
+                .cloned()
+                .collect();
+            died.extend(orphans);
+            *alive = live;
+            (born, died)
+        };
+        for node in died {
+            let link = self
+                .links
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&node);
+            if let Some(l) = link {
+                l.close();
+            }
+            let n = shared.router.drop_node(&node);
+            tracing::warn!(
+                node,
+                sessions = n,
+                "cluster node lost (its heartbeat expired)"
+            );
+            let mut c = self.conn();
+            let _: usize = self
+                .sweep
+                .key(keys::node_accounts(&node))
+                .key(keys::REGISTRY_CHANNEL)
+                .arg(&node)
+                .arg(keys::sessions(""))
+                .invoke_async(&mut c)
+                .await?;
+            let _: () = redis::cmd("DEL")
+                .arg(keys::inbox(&node))
+                .query_async(&mut c)
+                .await?;
+        }
+        for node in born {
+            tracing::info!(node, "cluster node up");
+            self.reread_node(&node).await?;
+        }
+        Ok(())
+    }
+
+    /// Marks every account with sessions on `node` for re-reading.
+    async fn reread_node(&self, node: &str) -> redis::RedisResult<()> {
+        let bares: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(keys::node_accounts(node))
+            .query_async(&mut self.conn())
+            .await?;
+        for b in bares {
+            self.refresh.mark(&b);
+        }
+        Ok(())
+    }
+
+    /// The link to `node`, made (with its forwarder task) on first use.
+    fn link(self: &Arc<Self>, node: &str) -> Arc<NodeLink> {
+        let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(l) = links.get(node) {
+            return l.clone();
+        }
+        let (link, rx) = NodeLink::new(node, self.max_queue, self.max_queue_bytes);
+        links.insert(node.to_string(), link.clone());
+        tokio::spawn(forward(self.clone(), node.to_string(), rx));
+        link
+    }
+
+    /// Copies `bare`'s local sessions to the registry and mirrors the other nodes' ones.
+    async fn write(self: &Arc<Self>, shared: &Shared, bare: &str) -> redis::RedisResult<()> {
+        let local = shared.router.local_resources(bare);
+        let now = now_ms();
+        let stamps: Vec<(u64, u64)> = {
+            let mut since = self.since.lock().unwrap_or_else(|e| e.into_inner());
+            let old = since.remove(bare).unwrap_or_default();
+            let stamps: Vec<(u64, u64)> = local
+                .iter()
+                .map(|r| {
+                    let t = old
+                        .iter()
+                        .find(|(id, _)| *id == r.session_id)
+                        .map_or(now, |(_, t)| *t);
+                    (r.session_id, t)
+                })
+                .collect();
+            if !stamps.is_empty() {
+                since.insert(bare.to_string(), stamps.clone());
+            }
+            stamps
+        };
+        let mut inv = self.write.prepare_invoke();
+        inv.key(keys::sessions(bare))
+            .key(keys::node_accounts(&self.node))
+            .key(keys::REGISTRY_CHANNEL)
+            .arg(&self.node)
+            .arg(bare);
+        for (r, (_, t)) in local.iter().zip(&stamps) {
+            let e = Entry {
+                node: self.node.clone(),
+                state: if r.hibernated {
+                    State::Hibernated
+                } else {
+                    State::Live
+                },
+                priority: r.priority,
+                available: r.available,
+                carbons: r.carbons,
+                since: *t,
+            };
+            inv.arg(&r.resource).arg(e.encode());
+        }
+        let reply: Vec<String> = inv.invoke_async(&mut self.conn()).await?;
+        self.apply(shared, bare, reply).await
+    }
+
+    /// Reads `bare`'s registry hash into the router's mirror.
+    async fn read(self: &Arc<Self>, shared: &Shared, bare: &str) -> redis::RedisResult<()> {
+        let reply: Vec<String> = self
+            .read
+            .key(keys::sessions(bare))
+            .invoke_async(&mut self.conn())
+            .await?;
+        self.apply(shared, bare, reply).await
+    }
+
+    /// Makes the router's mirror of `bare` the other nodes' entries of a registry hash as
+    /// [`READ_SCRIPT`] returns it (Redis time, then field/value pairs), unless a newer
+    /// state of the account was applied already.
+    async fn apply(
+        self: &Arc<Self>,
+        shared: &Shared,
+        bare: &str,
+        reply: Vec<String>,
+    ) -> redis::RedisResult<()> {
+        let mut it = reply.into_iter();
+        let secs: u64 = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        let micros: u64 = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        let at = secs * 1_000_000 + micros;
+        {
+            let mut observed = self.observed.lock().unwrap_or_else(|e| e.into_inner());
+            let now = std::time::Instant::now();
+            match observed.get_mut(bare) {
+                Some((t, _)) if *t > at => return Ok(()),
+                Some(o) => *o = (at, now),
+                None => {
+                    observed.insert(bare.to_string(), (at, now));
+                }
+            }
+        }
+        let mut fields = Vec::new();
+        while let (Some(f), Some(v)) = (it.next(), it.next()) {
+            fields.push((f, v));
+        }
+        let entries: Vec<(String, Entry)> = fields
+            .into_iter()
+            .filter_map(|(res, v)| match Entry::decode(&v) {
+                Ok(e) => Some((res, e)),
+                Err(err) => {
+                    tracing::warn!(bare, error = %err, "unreadable cluster registry entry");
+                    None
+                }
+            })
+            .filter(|(_, e)| e.node != self.node)
+            .collect();
+        // A node that joined since the last sweep is not known alive yet: its beat is read
+        // now rather than its sessions ignored until the next sweep.
+        let unknown: HashSet<String> = {
+            let alive = self.alive.lock().unwrap_or_else(|e| e.into_inner());
+            entries
+                .iter()
+                .filter(|(_, e)| !alive.contains(&e.node))
+                .map(|(_, e)| e.node.clone())
+                .collect()
+        };
+        for n in unknown {
+            let beat: Option<String> = redis::cmd("GET")
+                .arg(keys::node(&n))
+                .query_async(&mut self.conn())
+                .await?;
+            let ms = beat.as_deref().and_then(Beat::decode).map(|b| b.ms);
+            if lease::alive(ms, now_ms(), self.lease) {
+                self.alive
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(n);
+            }
+        }
+        let remote = {
+            let alive = self.alive.lock().unwrap_or_else(|e| e.into_inner());
+            entries
+                .into_iter()
+                .filter(|(_, e)| alive.contains(&e.node))
+                .collect::<Vec<_>>()
+        };
+        let remote = remote
+            .into_iter()
+            .map(|(res, e)| {
+                let link = self.link(&e.node);
+                (res, e, link)
+            })
+            .collect();
+        shared.router.sync_remote(bare, remote);
+        Ok(())
+    }
+
+    /// A stanza from a session of another node may arrive before that session's registry
+    /// entry was announced (the announcement and the delivery travel separately): an
+    /// answer to it (a probe's, an IQ result) must find the session, so an unknown sender
+    /// of this cluster's domain is read from the registry first. Its node wrote the entry
+    /// before the delivery on the same connection, so the read sees it.
+    async fn know_sender(self: &Arc<Self>, shared: &Shared, d: &Delivery) {
+        if d.op != Op::Stanza {
+            return;
+        }
+        let Some(from) = sender(&d.payload) else {
+            return;
+        };
+        let Ok(jid) = from.parse::<Jid>() else {
+            return;
+        };
+        let (Some(_), Some(res)) = (jid.node(), jid.resource()) else {
+            return;
+        };
+        if !shared.cfg.is_local(jid.domain().as_str()) {
+            return;
+        }
+        let bare = jid.to_bare().to_string();
+        if shared.router.resource(&bare, res.as_str()).is_some() {
+            return;
+        }
+        if let Err(e) = self.read(shared, &bare).await {
+            tracing::warn!(error = %e, "cluster registry read failed");
+        }
+    }
+
+    /// A clean stop, after the sessions ended: writes what they changed and stops beating,
+    /// so the other nodes stop routing here at once instead of after the lease.
+    pub async fn leave(self: &Arc<Self>, shared: &Shared) {
+        let dirty = shared.router.track_changes();
+        for bare in dirty.take() {
+            if let Err(e) = self.write(shared, &bare).await {
+                tracing::warn!(error = %e, "cluster registry write at stop failed");
+                break;
+            }
+        }
+        let r: redis::RedisResult<()> = redis::cmd("DEL")
+            .arg(keys::node(&self.node))
+            .query_async(&mut self.conn())
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "could not remove this node's heartbeat");
+        }
+    }
+}
+
+/// Every node that ever joined and its beat, if its key has not expired.
+pub async fn node_beats(
+    c: &mut impl redis::aio::ConnectionLike,
+) -> redis::RedisResult<Vec<(String, Option<Beat>)>> {
+    let mut nodes: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(keys::NODES)
+        .query_async(c)
+        .await?;
+    nodes.sort();
+    if nodes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut get = redis::cmd("MGET");
+    for n in &nodes {
+        get.arg(keys::node(n));
+    }
+    let beats: Vec<Option<String>> = get.query_async(c).await?;
+    Ok(nodes
+        .into_iter()
+        .zip(beats)
+        .map(|(n, b)| (n, b.as_deref().and_then(Beat::decode)))
+        .collect())
+}
+
+/// `herald cluster status`: every node that joined the cluster of `cfg`'s Redis.
+pub async fn status(cfg: &herald_config::Config) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let c = cfg
+        .cluster
+        .as_ref()
+        .context("this configuration has no [cluster] table")?;
+    let client = redis::Client::open(c.redis.as_str()).context("[cluster] redis: bad URL")?;
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .context("connecting to Redis ([cluster] redis)")?;
+    let now = now_ms();
+    let rows: Vec<lease::NodeRow> = node_beats(&mut conn)
+        .await
+        .context("reading the nodes' heartbeats")?
+        .into_iter()
+        .map(|(node, b)| lease::NodeRow {
+            node,
+            lease_age: b.map(|b| lease::age(b.ms, now)),
+            sessions: b.map_or(0, |b| b.sessions),
+        })
+        .collect();
+    Ok(lease::render_status(&rows, c.lease.0))
+}
+
+/// Starts the node's cluster tasks.
+pub fn start(shared: &Arc<Shared>, cluster: &Arc<Cluster>) -> Vec<tokio::task::JoinHandle<()>> {
+    vec![
+        tokio::spawn(heartbeat(shared.clone(), cluster.clone())),
+        tokio::spawn(writer(shared.clone(), cluster.clone())),
+        tokio::spawn(subscriber(cluster.clone())),
+        tokio::spawn(refresher(shared.clone(), cluster.clone())),
+        tokio::spawn(reader(shared.clone(), cluster.clone())),
+    ]
+}
+
+async fn heartbeat(shared: Arc<Shared>, cluster: Arc<Cluster>) {
+    let mut tick = tokio::time::interval(lease::beat_interval(cluster.lease));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = cluster.beat(&shared).await {
+            tracing::warn!(error = %e, "cluster heartbeat failed");
+            continue;
+        }
+        if let Err(e) = cluster.sweep_nodes(&shared).await {
+            tracing::warn!(error = %e, "cluster node sweep failed");
+        }
+        cluster
+            .observed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, (_, when)| when.elapsed() < OBSERVED_TTL);
+    }
+}
+
+async fn writer(shared: Arc<Shared>, cluster: Arc<Cluster>) {
+    let dirty = shared.router.track_changes();
+    loop {
+        let batch = dirty.take();
+        if batch.is_empty() {
+            dirty.notify.notified().await;
+            continue;
+        }
+        // Concurrently over the multiplexed connection: a burst of logins is written in
+        // about one round trip per batch, not one per account.
+        let writes = batch.iter().map(|b| cluster.write(&shared, b));
+        let results = futures_util::future::join_all(writes).await;
+        let mut failed = false;
+        for (bare, r) in batch.iter().zip(results) {
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "cluster registry write failed; retrying");
+                dirty_again(&shared, bare);
+                failed = true;
+            }
+        }
+        if failed {
+            tokio::time::sleep(RETRY).await;
+        }
+    }
+}
+
+fn dirty_again(shared: &Shared, bare: &str) {
+    shared.router.track_changes().mark(bare);
+}
+
+async fn subscriber(cluster: Arc<Cluster>) {
+    loop {
+        match cluster.client.get_async_pubsub().await {
+            Ok(mut ps) => match ps.subscribe(keys::REGISTRY_CHANNEL).await {
+                Ok(()) => {
+                    // Whatever changed while this node was not listening: every account of
+                    // every live node is read again.
+                    let nodes: Vec<String> = cluster
+                        .alive
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .iter()
+                        .cloned()
+                        .collect();
+                    for n in nodes {
+                        if let Err(e) = cluster.reread_node(&n).await {
+                            tracing::warn!(error = %e, "cluster registry read failed");
+                        }
+                    }
+                    let mut msgs = ps.on_message();
+                    while let Some(m) = msgs.next().await {
+                        let Ok(p) = m.get_payload::<String>() else {
+                            continue;
+                        };
+                        if let Some((node, bare)) = p.split_once('|') {
+                            if node != cluster.node {
+                                cluster.refresh.mark(bare);
+                            }
+                        }
+                    }
+                    tracing::warn!("cluster registry subscription lost; reconnecting");
+                }
+                Err(e) => tracing::warn!(error = %e, "cluster registry subscribe failed"),
+            },
+            Err(e) => tracing::warn!(error = %e, "cluster registry subscription: no connection"),
+        }
+        tokio::time::sleep(RETRY).await;
+    }
+}
+
+async fn refresher(shared: Arc<Shared>, cluster: Arc<Cluster>) {
+    loop {
+        let batch = cluster.refresh.take();
+        if batch.is_empty() {
+            cluster.refresh.notify.notified().await;
+            continue;
+        }
+        let reads = batch.iter().map(|b| cluster.read(&shared, b));
+        let results = futures_util::future::join_all(reads).await;
+        let mut failed = false;
+        for (bare, r) in batch.iter().zip(results) {
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "cluster registry read failed; retrying");
+                cluster.refresh.mark(bare);
+                failed = true;
+            }
+        }
+        if failed {
+            tokio::time::sleep(RETRY).await;
+        }
+    }
+}
+
+/// Writes what this node gives `node`'s sessions to `node`'s stream, in pipelines of up to
+/// [`BATCH`]. Ends when the link is dropped (the node died and every mirrored session of it
+/// was forgotten).
+async fn forward(cluster: Arc<Cluster>, node: String, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
+    let key = keys::inbox(&node);
+    let mut batch = Vec::with_capacity(BATCH);
+    while rx.recv_many(&mut batch, BATCH).await > 0 {
+        let mut pipe = redis::pipe();
+        for o in &batch {
+            let payload = match &o.payload {
+                Payload::Empty => String::new(),
+                Payload::Text(t) => t.clone(),
+                Payload::Element(el) => match stanza::to_xml(el) {
+                    Some(x) => x,
+                    None => continue,
+                },
+                Payload::Batch(els) => {
+                    let mut wrap = Element::builder("batch", "urn:herald:cluster").build();
+                    for el in els {
+                        wrap.append_child(el.clone());
+                    }
+                    match stanza::to_xml(&wrap) {
+                        Some(x) => x,
+                        None => continue,
+                    }
+                }
+            };
+            let d = Delivery {
+                from_node: cluster.node.clone(),
+                op: o.op,
+                to: o.to.clone(),
+                payload,
+            };
+            let mut cmd = redis::cmd("XADD");
+            cmd.arg(&key)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(cluster.stream_max)
+                .arg("*");
+            for (k, v) in d.fields() {
+                cmd.arg(k).arg(v);
+            }
+            pipe.add_command(cmd).ignore();
+        }
+        let mut c = cluster.conn();
+        if let Err(e) = pipe.query_async::<()>(&mut c).await {
+            // The connection manager reconnects; these deliveries are lost to their live
+            // sessions (a message is in the sender's and recipient's archives when archiving
+            // is on).
+            tracing::warn!(node, error = %e, lost = batch.len(), "cluster delivery failed");
+        }
+        // Dropping them gives their bytes back to the link's budget.
+        batch.clear();
+    }
+}
+
+/// Reads this node's stream and hands each entry to its session.
+async fn reader(shared: Arc<Shared>, cluster: Arc<Cluster>) {
+    let key = keys::inbox(&cluster.node);
+    // The stream was emptied when the node joined: anything in it now is for this run.
+    let mut last = "0-0".to_string();
+    loop {
+        let cfg = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(3)))
+            .set_response_timeout(None);
+        let mut c = match cluster
+            .client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster stream reader: no connection");
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
+        };
+        loop {
+            let r: redis::RedisResult<Option<redis::streams::StreamReadReply>> =
+                redis::cmd("XREAD")
+                    .arg("COUNT")
+                    .arg(READ_COUNT)
+                    .arg("BLOCK")
+                    .arg(READ_BLOCK_MS)
+                    .arg("STREAMS")
+                    .arg(&key)
+                    .arg(&last)
+                    .query_async(&mut c)
+                    .await;
+            let reply = match r {
+                Ok(Some(r)) => r,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cluster stream read failed; reconnecting");
+                    break;
+                }
+            };
+            for k in reply.keys {
+                for id in k.ids {
+                    last = id.id.clone();
+                    let fields: Vec<(String, String)> = id
+                        .map
+                        .iter()
+                        .filter_map(|(k, v)| {
+                            redis::from_redis_value_ref::<String>(v)
+                                .ok()
+                                .map(|v| (k.clone(), v))
+                        })
+                        .collect();
+                    match Delivery::from_fields(&fields, cluster.max_stanza) {
+                        Ok(d) => {
+                            cluster.know_sender(&shared, &d).await;
+                            deliver(&shared, d).await
+                        }
+                        Err(e) => tracing::warn!(error = %e, "unreadable cluster delivery"),
+                    }
+                }
+            }
+            // Read entries are not needed again: the stream stays as short as the backlog.
+            let _: redis::RedisResult<()> = redis::cmd("XTRIM")
+                .arg(&key)
+                .arg("MINID")
+                .arg(&last)
+                .query_async(&mut c)
+                .await;
+        }
+        tokio::time::sleep(RETRY).await;
+    }
+}
+
+/// The `from` attribute of a serialized stanza's top element, without parsing it all.
+fn sender(xml: &str) -> Option<&str> {
+    let head = &xml[..xml.find('>')?];
+    for q in ['\'', '"'] {
+        let pat = format!(" from={q}");
+        if let Some(i) = head.find(&pat) {
+            let rest = &head[i + pat.len()..];
+            return rest.find(q).map(|j| &rest[..j]);
+        }
+    }
+    None
+}
+
+/// Hands one delivery to its session on this node, as the sending node's router would have
+/// if the session were its own.
+async fn deliver(shared: &Arc<Shared>, d: Delivery) {
+    let Ok(jid) = d.to.parse::<Jid>() else {
+        return;
+    };
+    let Some(res) = jid.resource() else {
+        return;
+    };
+    let bare = jid.to_bare().to_string();
+    let local = shared
+        .router
+        .resource(&bare, res.as_str())
+        .filter(|r| r.tx.is_local());
+    let parse = |p: &str| p.parse::<Element>().ok();
+    match d.op {
+        Op::Stanza => {
+            let Some(el) = parse(&d.payload) else {
+                tracing::warn!(from = d.from_node, "unreadable stanza from another node");
+                return;
+            };
+            FROM_CLUSTER
+                .scope((), async {
+                    match local {
+                        Some(r) => {
+                            if let Err(Some(el)) = routing::send_to(shared, &r, el) {
+                                over_budget(shared, el).await;
+                            }
+                        }
+                        None => session_gone(shared, &bare, &jid, el).await,
+                    }
+                })
+                .await
+        }
+        Op::Kick => {
+            if let Some(r) = local {
+                let (cond, text) = match d.payload.split_once('\n') {
+                    Some((c, t)) => (c, Some(t.to_string())),
+                    None => (d.payload.as_str(), None),
+                };
+                let cond =
+                    StreamErrorCondition::parse(cond).unwrap_or(StreamErrorCondition::Conflict);
+                let _ =
+                    r.tx.send_control(SessionMsg::Kick(StreamError::new(cond, text)));
+            }
+        }
+        Op::Send => {
+            if let (Some(r), Some(batch)) = (local, parse(&d.payload)) {
+                let els = batch.children().cloned().collect();
+                let _ = r.tx.send_control(SessionMsg::Command(Command::Send(els)));
+            }
+        }
+        Op::RosterPush => {
+            if let (Some(r), Some(el)) = (local, parse(&d.payload)) {
+                let _ =
+                    r.tx.send_control(SessionMsg::Command(Command::RosterPush(Box::new(el))));
+            }
+        }
+        Op::CheckOffline => {
+            if let Some(r) = local {
+                let _ =
+                    r.tx.send_control(SessionMsg::Command(Command::CheckOffline));
+            }
+        }
+        Op::Rebroadcast => {
+            if let Some(r) = local {
+                let _ =
+                    r.tx.send_control(SessionMsg::Command(Command::RebroadcastPresence));
+            }
+        }
+    }
+}
+
+/// The session's inbox or budget is full: what the sending node's router does for its own.
+async fn over_budget(shared: &Arc<Shared>, el: Element) {
+    match stanza::kind(&el) {
+        Some(Kind::Message) | Some(Kind::Iq) => {
+            routing::bounce_wait(shared, &el, StanzaErrorCondition::ResourceConstraint).await
+        }
+        _ => {}
+    }
+}
+
+/// The session the other node chose ended before the stanza arrived: a message is
+/// delivered as to this account again (on this node only: the scope refuses other nodes'
+/// sessions, so it cannot bounce between nodes), which stores it offline when nothing here
+/// takes it; an IQ request gets service-unavailable (RFC 6121 §8.5.3.2.1); presence is
+/// dropped, as for an ended session.
+async fn session_gone(shared: &Arc<Shared>, bare: &str, to: &Jid, el: Element) {
+    match stanza::kind(&el) {
+        Some(Kind::Message) => {
+            crate::features::message::deliver_forwarded(shared, bare, to, el).await
+        }
+        Some(Kind::Iq) if matches!(stanza::typ(&el), "get" | "set") => {
+            routing::bounce(shared, &el, StanzaErrorCondition::ServiceUnavailable).await
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sender_reads_the_top_elements_from() {
+        assert_eq!(
+            super::sender(
+                "<message xmlns='jabber:client' from='a@d/r' to='b@d'><body from='x'/></message>"
+            ),
+            Some("a@d/r")
+        );
+        assert_eq!(super::sender("<iq from=\"a@d\" id='1'/>"), Some("a@d"));
+        assert_eq!(super::sender("<iq to='a@d'><x from='y'/></iq>"), None);
+        assert_eq!(super::sender("<iq"), None);
+    }
+}
