@@ -131,7 +131,7 @@ struct ItemExtra<'a> {
 
 /// The bare form of a JID a peer gave, normalised; None if it is not one.
 fn bare_jid(s: &str) -> Option<String> {
-    herald_proto::jid::Jid::new(s)
+    herald_proto::address::jid(s)
         .ok()
         .map(|j| j.to_bare().to_string())
 }

@@ -75,7 +75,8 @@ pub fn parse_command(payload: &Element, own_jid: &str) -> Result<PushCommand, Pu
         Some(j) if !j.is_empty() => j,
         _ => return Err(PushError::MissingJid),
     };
-    let jid: Jid = raw.parse().map_err(|_| PushError::BadJid)?;
+    // Stored as the app server's address: refused if its normal form would not parse again.
+    let jid = herald_proto::address::jid(raw).map_err(|_| PushError::BadJid)?;
     let node = payload.attr("node").map(str::to_owned);
     if enable {
         let own = own_jid

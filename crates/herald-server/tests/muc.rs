@@ -1092,3 +1092,107 @@ async fn joining_a_full_room_of_a_thousand_gives_every_presence_within_the_defau
         "the gate is closed once the list is given"
     );
 }
+
+#[tokio::test]
+async fn what_the_room_holds_for_a_paced_joiner_past_its_budget_is_refused_to_the_sender() {
+    // A session budget of 64 KiB: the occupant list of 100 goes at the pace bob acknowledges
+    // it, and what the room sends bob meanwhile is held behind it, within those 64 KiB.
+    let s = TestServer::start_with(|c| c.limits.session_queue_bytes = 64 << 10).await;
+    for u in ["alice", "bob"] {
+        s.add_user(u, "pw");
+    }
+    let mut a = client(&s, "alice", "a").await;
+    create(&mut a, ROOM, &[("muc#roomconfig_maxusers", "1000")]).await;
+    let muc = &s.running.shared.muc;
+    for i in 0..100 {
+        let p: Element = format!(
+            "<presence xmlns='jabber:client'><status>filler {i} with a status of some length</status></presence>"
+        )
+        .parse()
+        .unwrap();
+        let from = format!("filler{i}@localhost/phone");
+        assert!(
+            muc.join_quietly(ROOM, &from, &format!("filler {i}"), &p)
+                .await
+        );
+    }
+    // Bob joins with XEP-0198 on and acknowledges nothing yet: the list stalls.
+    let mut b = RawClient::login(s.c2s(), "bob", "pw", "b").await;
+    b.send("<enable xmlns='urn:xmpp:sm:3'/>").await;
+    b.wait_for("enabled", |e| e.name() == "enabled").await;
+    b.send("<presence/>").await;
+    b.send(&format!(
+        "<presence to='{ROOM}/bob'><x xmlns='{MUC_NS}'/></presence>"
+    ))
+    .await;
+    // Stanzas bob has had, for his acknowledgements; the occupant list has begun.
+    let mut handled = 0u32;
+    loop {
+        let e = b.element().await;
+        if matches!(e.name(), "presence" | "message" | "iq") {
+            handled += 1;
+        }
+        if e.name() == "presence" && e.attr("from").is_some_and(|f| f.starts_with(ROOM)) {
+            break;
+        }
+    }
+
+    // Alice asks bob (through the room) eight times, 16 KB each: more than the room may hold.
+    let pad = "x".repeat(16 << 10);
+    for n in 1..=8 {
+        a.send(&format!(
+            "<iq type='get' id='q{n}' to='{ROOM}/bob'><query xmlns='urn:example:pad' n='{n}'>{pad}</query></iq>"
+        ))
+        .await;
+    }
+    // Those past the budget come back at once as the error any delivery to a session over
+    // its budget gives: resource-constraint, try again later. Those held are not answered
+    // (bob never answers), so the refused ones are the last, up to q8.
+    let mut refused = Vec::new();
+    loop {
+        let e = error_reply(&mut a, "iq").await;
+        assert_eq!(condition(&e), "resource-constraint", "{}", xml(&e));
+        let err = e.get_child("error", "jabber:client");
+        assert_eq!(
+            err.and_then(|x| x.attr("type")),
+            Some("wait"),
+            "{}",
+            xml(&e)
+        );
+        assert_eq!(e.attr("from"), Some(format!("{ROOM}/bob").as_str()));
+        let id = e.attr("id").unwrap_or_default().to_string();
+        let n: u32 = id.trim_start_matches('q').parse().unwrap();
+        refused.push(n);
+        if n == 8 {
+            break;
+        }
+    }
+    let held = refused[0] - 1;
+    assert!(held >= 1, "the room held none of them: {refused:?}");
+    assert_eq!(refused, (held + 1..=8).collect::<Vec<_>>());
+
+    // Bob catches up: he gets the held ones, in order, and none of the refused ones.
+    let mut got = Vec::new();
+    while got.len() < held as usize {
+        let e = b.element().await;
+        if e.name() == "r" {
+            b.send(&format!("<a xmlns='urn:xmpp:sm:3' h='{handled}'/>"))
+                .await;
+            continue;
+        }
+        if matches!(e.name(), "presence" | "message" | "iq") {
+            handled += 1;
+        }
+        if let Some(q) = e.get_child("query", "urn:example:pad") {
+            got.push(q.attr("n").unwrap_or_default().parse::<u32>().unwrap());
+        }
+    }
+    assert_eq!(got, (1..=held).collect::<Vec<_>>());
+    groupchat(&mut a, ROOM, "welcome").await;
+    let next = b
+        .wait_for("the next IQ or message", |e| {
+            e.get_child("query", "urn:example:pad").is_some() || e.name() == "message"
+        })
+        .await;
+    assert_eq!(next.attr("type"), Some("groupchat"), "{}", xml(&next));
+}

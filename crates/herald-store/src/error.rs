@@ -55,10 +55,11 @@ impl StoreError {
             // XEP-0160 practice and issue #3: a full offline store is resource-constraint.
             StoreError::QuotaExceeded => "resource-constraint",
             StoreError::Invalid(_) => "bad-request",
-            StoreError::Busy(_)
-            | StoreError::Sqlite(_)
+            // RFC 6120 §8.3.3.18: no resources to serve it now; its default type, wait, is
+            // what `is_transient` means.
+            StoreError::Busy(_) | StoreError::Unavailable(_) => "resource-constraint",
+            StoreError::Sqlite(_)
             | StoreError::Postgres(_)
-            | StoreError::Unavailable(_)
             | StoreError::Unsupported(_)
             | StoreError::Io(_)
             | StoreError::Corrupt(_) => "internal-server-error",

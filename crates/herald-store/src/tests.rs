@@ -427,7 +427,7 @@ fn a_lock_held_past_the_timeout_is_busy_and_reads_continue() {
     let err = store.create_account("during@d", &creds(1)).unwrap_err();
     assert!(matches!(err, StoreError::Busy(_)), "{err:?}");
     assert!(err.is_transient());
-    assert_eq!(err.xmpp_condition(), "internal-server-error");
+    assert_eq!(err.xmpp_condition(), "resource-constraint");
     assert!(!StoreError::NotFound.is_transient());
     assert_eq!(
         StoreError::QuotaExceeded.xmpp_condition(),

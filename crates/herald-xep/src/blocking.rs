@@ -6,8 +6,8 @@
 
 use std::collections::HashSet;
 
+use herald_proto::address;
 use herald_proto::error::StanzaErrorCondition;
-use herald_proto::jid::Jid;
 use herald_proto::{ns, Element};
 
 use crate::stanza;
@@ -134,7 +134,7 @@ impl Blocklist {
         if self.set.is_empty() {
             return false;
         }
-        let Ok(entity) = Jid::new(entity) else {
+        let Ok(entity) = address::jid(entity) else {
             return false;
         };
         // The entity is normalised by parsing, and items are stored normalised: exact string
@@ -225,6 +225,11 @@ mod tests {
             ),
             (
                 "<iq xmlns='jabber:client' type='set'><unblock xmlns='urn:xmpp:blocking'><item jid=''/></unblock></iq>",
+                C::JidMalformed,
+            ),
+            // Normalised to a form that does not parse again: never stored.
+            (
+                "<iq xmlns='jabber:client' type='set'><block xmlns='urn:xmpp:blocking'><item jid='user@ß--ǟ/res'/></block></iq>",
                 C::JidMalformed,
             ),
             ("<iq xmlns='jabber:client' type='get'><block xmlns='urn:xmpp:blocking'><item jid='a@b'/></block></iq>", C::BadRequest),

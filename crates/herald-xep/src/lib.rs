@@ -40,9 +40,10 @@ pub mod vcard;
 use herald_proto::jid::Jid;
 use herald_proto::Element;
 
-/// The normalised (stringprep'd) form of a JID, `None` if it is not a valid JID.
+/// The normalised (stringprep'd) form of a JID, `None` if it is not a valid JID or its
+/// normalised form would not parse again ([`herald_proto::address::jid`]).
 pub(crate) fn normalize_jid(s: &str) -> Option<Jid> {
-    Jid::new(s).ok()
+    herald_proto::address::jid(s).ok()
 }
 
 /// Child elements of `el` named `name` in namespace `ns`.

@@ -140,19 +140,21 @@ pub fn typ(el: &Element) -> &str {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BadJid;
 
-/// The `to` address: Ok(None) when absent, Err when malformed.
+/// The `to` address: Ok(None) when absent, Err when malformed (including an address whose
+/// normalised form would not parse again, see [`herald_proto::address::jid`]).
 pub fn to(el: &Element) -> Result<Option<Jid>, BadJid> {
-    match el.attr("to") {
-        None => Ok(None),
-        Some(s) => Jid::new(s).map(Some).map_err(|_| BadJid),
-    }
+    addr(el, "to")
 }
 
-/// The `from` address: Ok(None) when absent, Err when malformed.
+/// The `from` address: Ok(None) when absent, Err when malformed (as for [`to`]).
 pub fn from(el: &Element) -> Result<Option<Jid>, BadJid> {
-    match el.attr("from") {
+    addr(el, "from")
+}
+
+fn addr(el: &Element, name: &str) -> Result<Option<Jid>, BadJid> {
+    match el.attr(name) {
         None => Ok(None),
-        Some(s) => Jid::new(s).map(Some).map_err(|_| BadJid),
+        Some(s) => herald_proto::address::jid(s).map(Some).map_err(|_| BadJid),
     }
 }
 
@@ -270,6 +272,23 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn addresses_are_normalised_and_refused_if_that_form_would_not_parse() {
+        let el: Element = "<message xmlns='jabber:client' to='Juliet@Capulet.LIT/Balcony' \
+             from='user@ß--ǟ/res'/>"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            to(&el).map(|j| j.map(|j| j.to_string())),
+            Ok(Some("juliet@capulet.lit/Balcony".to_owned()))
+        );
+        // The jid crate takes it as `user@ss--ǟ/res`, which it then refuses.
+        assert_eq!(from(&el), Err(BadJid));
+        let el: Element = "<iq xmlns='jabber:client' to='ß--ǟ'/>".parse().unwrap();
+        assert_eq!(to(&el), Err(BadJid));
+        assert_eq!(from(&el), Ok(None));
     }
 
     #[test]

@@ -116,13 +116,7 @@ pub async fn handle_iq(session: &mut SessionCtx, el: &Element) -> Element {
     }
     if let Err(e) = r {
         tracing::error!(error = %e, "blocklist update failed");
-        return stanza::error_typed(
-            el,
-            StanzaErrorCondition::InternalServerError,
-            herald_proto::error::ErrorType::Wait,
-            None,
-        )
-        .unwrap_or_else(|| stanza::iq_result(el, None));
+        return crate::features::iq::store_failed(el, &e);
     }
     presence_effects(
         &shared,

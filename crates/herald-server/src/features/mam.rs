@@ -453,13 +453,7 @@ pub async fn handle_iq(session: &mut SessionCtx, el: &Element, payload: &Element
         }
         Err(e) => {
             tracing::error!(error = %e, "archive query failed");
-            return stanza::error_typed(
-                el,
-                StanzaErrorCondition::InternalServerError,
-                ErrorType::Wait,
-                None,
-            )
-            .unwrap_or_else(|| stanza::iq_result(el, None));
+            return crate::features::iq::store_failed(el, &e);
         }
     };
     let to = session.jid.to_string();

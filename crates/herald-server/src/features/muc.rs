@@ -146,8 +146,8 @@ impl Service {
 
     /// Holds `el` (from a room, or one of its occupants) behind the occupant list its
     /// session is still being given; Err(el) back when there is none, to be sent now.
-    /// Ok(false): the gate is full (the session's byte budget), and `el` must be refused.
-    fn hold(&self, el: Element, max_bytes: usize) -> Result<bool, Element> {
+    /// Ok(Some(el)): the gate is full (the session's byte budget), and `el` must be refused.
+    fn hold(&self, el: Element, max_bytes: usize) -> Result<Option<Element>, Element> {
         if self.open_gates.load(std::sync::atomic::Ordering::SeqCst) == 0 {
             return Err(el);
         }
@@ -161,11 +161,11 @@ impl Service {
         };
         let cost = stanza::mem_cost(&el);
         if !gate.queue.is_empty() && gate.bytes.saturating_add(cost) > max_bytes {
-            return Ok(false);
+            return Ok(Some(el));
         }
         gate.bytes = gate.bytes.saturating_add(cost);
         gate.queue.push_back(el);
-        Ok(true)
+        Ok(None)
     }
 
     /// Opens a gate for `key`; false if one is open (its pacer will send what is added).
@@ -631,12 +631,8 @@ async fn occupants(shared: &Arc<Shared>, room_jid: &str, to: String, presences: 
 /// occupant list waits behind it (see [`occupants`]).
 async fn send(shared: &Arc<Shared>, el: Element) {
     let el = match shared.muc.hold(el, shared.cfg.limits.session_queue_bytes) {
-        Ok(true) => return,
-        Ok(false) => {
-            // As a session queue past its budget refuses it (`routing::send_to_routed`).
-            tracing::warn!("a joining session's held room stanzas exceed its byte budget");
-            return;
-        }
+        Ok(None) => return,
+        Ok(Some(el)) => return refuse_held(shared, el).await,
         Err(el) => el,
     };
     let to_muc = stanza::to(&el)
@@ -648,6 +644,30 @@ async fn send(shared: &Arc<Shared>, el: Element) {
         tokio::spawn(async move { routing::route(&s, el).await });
     } else {
         routing::route(shared, el).await;
+    }
+}
+
+/// A stanza for a joining session whose held stanzas are past its byte budget: refused as a
+/// session queue past its budget refuses one (`routing::send_to_routed`), then what delivery
+/// does with that refusal for a full JID: a message or IQ goes back to its sender as
+/// `resource-constraint` of type wait (`message::deliver`, `iq::to_local`), a presence is
+/// dropped (`presence::deliver`). The sender of what the room sends is the room, or an
+/// occupant through it: the room passes the error of a forwarded IQ on to the asker, and keeps
+/// the session (a full queue does not say it is gone).
+async fn refuse_held(shared: &Arc<Shared>, el: Element) {
+    shared
+        .metrics
+        .inbox_full
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::warn!(
+        to = el.attr("to"),
+        "a joining session's held room stanzas exceed its byte budget"
+    );
+    match stanza::kind(&el) {
+        Some(Kind::Message | Kind::Iq) => {
+            routing::bounce_wait(shared, &el, StanzaErrorCondition::ResourceConstraint).await
+        }
+        Some(Kind::Presence) | None => {}
     }
 }
 

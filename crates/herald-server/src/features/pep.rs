@@ -91,11 +91,12 @@ fn plain(iq: &Element, c: StanzaErrorCondition) -> Element {
 
 fn internal(iq: &Element, e: &StoreError) -> Element {
     tracing::error!(error = %e, "pep store call failed");
+    let (condition, kind) = crate::features::iq::store_condition(e);
     err(
         iq,
         PepError {
-            condition: StanzaErrorCondition::InternalServerError,
-            kind: Some(ErrorType::Wait),
+            condition,
+            kind: Some(kind),
             app: None,
         },
     )

@@ -4,13 +4,14 @@
 
 use std::sync::Arc;
 
-use herald_proto::error::{ErrorType, StanzaErrorCondition};
+use herald_proto::error::StanzaErrorCondition;
 use herald_proto::stream::INTERNAL_NS;
 use herald_proto::Element;
 use herald_session::subscription::{State, Sub};
 use herald_store::{roles, RosterItem, StoreError, Subscription};
 
 use crate::features::ctx::SessionCtx;
+use crate::features::iq;
 use crate::routing::msg::Command;
 use crate::routing::msg::SessionMsg;
 use crate::stanza;
@@ -120,16 +121,6 @@ pub fn push(shared: &Shared, user: &str, ver: u64, item_el: Element) {
     }
 }
 
-fn internal(el: &Element) -> Element {
-    stanza::error_typed(
-        el,
-        StanzaErrorCondition::InternalServerError,
-        ErrorType::Wait,
-        None,
-    )
-    .unwrap_or_else(|| stanza::iq_result(el, None))
-}
-
 /// A roster IQ from the session's client; returns the reply.
 pub async fn handle_iq(session: &mut SessionCtx, el: &Element) -> Element {
     let shared = session.shared.clone();
@@ -147,7 +138,7 @@ pub async fn handle_iq(session: &mut SessionCtx, el: &Element) -> Element {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!(error = %e, "roster load failed");
-                    return internal(el);
+                    return iq::store_failed(el, &e);
                 }
             };
             // XEP-0237 §4: an up-to-date client gets an empty result; pushes follow.
@@ -202,7 +193,7 @@ pub async fn handle_iq(session: &mut SessionCtx, el: &Element) -> Element {
                 .unwrap_or_else(|| stanza::iq_result(el, None)),
                 Err(e) => {
                     tracing::error!(error = %e, "roster set failed");
-                    internal(el)
+                    iq::store_failed(el, &e)
                 }
             }
         }
@@ -217,7 +208,7 @@ pub async fn remove(shared: &Arc<Shared>, user: &str, contact: &str, el: &Elemen
             .unwrap_or_else(|| stanza::iq_result(el, None)),
         Err(e) => {
             tracing::error!(error = %e, "roster remove failed");
-            internal(el)
+            iq::store_failed(el, &e)
         }
     }
 }

@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use herald_proto::error::{ErrorType, StanzaErrorCondition};
+use herald_proto::error::StanzaErrorCondition;
 use herald_proto::Element;
 use herald_store::{roles, StoreError, StoredVcard};
 
@@ -53,13 +53,7 @@ fn err(iq: &Element, cond: StanzaErrorCondition, text: Option<&str>) -> Element 
 
 fn store_failed(iq: &Element, e: &StoreError) -> Element {
     tracing::error!(error = %e, "vCard store call failed");
-    stanza::error_typed(
-        iq,
-        StanzaErrorCondition::InternalServerError,
-        ErrorType::Wait,
-        None,
-    )
-    .unwrap_or_else(|| stanza::iq_result(iq, None))
+    crate::features::iq::store_failed(iq, e)
 }
 
 /// `get` of `<vCard xmlns='vcard-temp'/>` on an account (its own, or anyone's: the vCard is

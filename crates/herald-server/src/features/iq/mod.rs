@@ -32,8 +32,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use herald_proto::error::StanzaErrorCondition;
+use herald_proto::error::{ErrorType, StanzaErrorCondition};
 use herald_proto::Element;
+use herald_store::StoreError;
 
 use crate::features::ctx::SessionCtx;
 use crate::routing;
@@ -168,6 +169,28 @@ async fn answer_without_session(
 /// The error answer to a `get`/`set` (which always has one).
 fn error(el: &Element, cond: StanzaErrorCondition) -> Element {
     stanza::error(el, cond, None).unwrap_or_else(|| stanza::iq_result(el, None))
+}
+
+/// What a client is told when the store call behind its IQ failed (the failures a handler
+/// has no better answer for: `NotFound`, `QuotaExceeded` and the like it answers itself).
+/// A transient failure (SQLite busy, PostgreSQL down or its pool exhausted) is
+/// `resource-constraint`: the server lacks the resources to serve the request now (RFC 6120
+/// §8.3.3.18), and type `wait` tells the client to retry. Anything else is
+/// `internal-server-error`, also of type `wait`: a store fault may be repaired, and the
+/// request itself was fine.
+pub fn store_condition(e: &StoreError) -> (StanzaErrorCondition, ErrorType) {
+    if e.is_transient() {
+        (StanzaErrorCondition::ResourceConstraint, ErrorType::Wait)
+    } else {
+        (StanzaErrorCondition::InternalServerError, ErrorType::Wait)
+    }
+}
+
+/// The error answer to a `get`/`set` whose store call failed ([`store_condition`]); the
+/// caller logs the failure with its context.
+pub fn store_failed(el: &Element, e: &StoreError) -> Element {
+    let (cond, kind) = store_condition(e);
+    stanza::error_typed(el, cond, kind, None).unwrap_or_else(|| stanza::iq_result(el, None))
 }
 
 /// The `to_server` hook: IQs to a served domain are answered; replies to the server's
@@ -391,4 +414,70 @@ fn features_of<'a>(disco: Disco, lines: impl Iterator<Item = &'a Entry>) -> Vec<
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn busy() -> StoreError {
+        // What rusqlite gives when another connection holds the lock past the busy timeout.
+        let e = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            None,
+        );
+        StoreError::from(e)
+    }
+
+    /// The `<error type=…>` and condition of an answer.
+    fn answer(el: &Element) -> (String, String) {
+        let err = el.get_child("error", herald_proto::stream::INTERNAL_NS);
+        let kind = err.and_then(|e| e.attr("type")).unwrap_or_default();
+        let cond = err
+            .and_then(|e| {
+                e.children()
+                    .find(|c| c.ns() == herald_proto::ns::STANZAS_ERR && c.name() != "text")
+            })
+            .map(|c| c.name().to_string())
+            .unwrap_or_default();
+        (kind.to_string(), cond)
+    }
+
+    #[test]
+    fn a_transient_store_failure_asks_the_client_to_retry() {
+        let iq: Element = "<iq xmlns='jabber:client' type='get' id='r1' from='a@b/c' to='a@b'>\
+             <query xmlns='jabber:iq:roster'/></iq>"
+            .parse()
+            .unwrap();
+        let transient = [
+            busy(),
+            StoreError::Unavailable("no connection in 5 s".into()),
+        ];
+        for e in &transient {
+            assert!(
+                matches!(e, StoreError::Busy(_) | StoreError::Unavailable(_)),
+                "{e:?}"
+            );
+            let reply = store_failed(&iq, e);
+            assert_eq!(reply.attr("type"), Some("error"));
+            assert_eq!(reply.attr("id"), Some("r1"));
+            assert_eq!(
+                answer(&reply),
+                ("wait".into(), "resource-constraint".into()),
+                "{e:?}"
+            );
+        }
+        let lasting = [
+            StoreError::Corrupt("unknown schema 9".into()),
+            StoreError::Unsupported("roster"),
+            StoreError::Io(std::io::Error::other("disk")),
+        ];
+        for e in &lasting {
+            assert_eq!(
+                answer(&store_failed(&iq, e)),
+                ("wait".into(), "internal-server-error".into()),
+                "{e:?}"
+            );
+        }
+    }
 }
