@@ -25,6 +25,16 @@ pub fn node_accounts(node: &str) -> String {
 /// the others refresh their view of that account.
 pub const REGISTRY_CHANNEL: &str = "herald:reg";
 
+/// The node a XEP-0114 component for `domain` is attached to (a string; removed by that
+/// node when the component leaves, ignored while the node's heartbeat is expired).
+pub fn component(domain: &str) -> String {
+    format!("herald:comp:{domain}")
+}
+
+/// The channel on which a node announces `node|bare` after changing `bare`'s push
+/// registrations in the store, so the others reload them.
+pub const PUSH_CHANNEL: &str = "herald:push";
+
 /// The delivery stream of `node`.
 pub fn inbox(node: &str) -> String {
     format!("herald:in:{node}")
@@ -38,5 +48,6 @@ mod tests {
         assert_eq!(super::sessions("a@d"), "herald:sess:a@d");
         assert_eq!(super::inbox("n1"), "herald:in:n1");
         assert_eq!(super::node_accounts("n1"), "herald:acct:n1");
+        assert_eq!(super::component("push.d"), "herald:comp:push.d");
     }
 }

@@ -171,6 +171,9 @@ pub enum Op {
     CheckOffline,
     /// Broadcast the session's last available presence again (avatar hash changed).
     Rebroadcast,
+    /// Hand the stanza in `payload` to the XEP-0114 component attached to the receiving
+    /// node whose domain is `to`.
+    Component,
 }
 
 impl Op {
@@ -182,6 +185,7 @@ impl Op {
             Op::RosterPush => "r",
             Op::CheckOffline => "o",
             Op::Rebroadcast => "p",
+            Op::Component => "c",
         }
     }
 
@@ -193,6 +197,7 @@ impl Op {
             "r" => Op::RosterPush,
             "o" => Op::CheckOffline,
             "p" => Op::Rebroadcast,
+            "c" => Op::Component,
             _ => return None,
         })
     }
@@ -206,7 +211,7 @@ pub struct Delivery {
     pub from_node: String,
     /// What to do.
     pub op: Op,
-    /// The session's full JID.
+    /// The session's full JID (a component's domain for [`Op::Component`]).
     pub to: String,
     /// The stanza's XML as the sending node serialized it, or the op's argument; may be
     /// empty.
@@ -382,6 +387,7 @@ mod tests {
             Op::RosterPush,
             Op::CheckOffline,
             Op::Rebroadcast,
+            Op::Component,
         ] {
             assert_eq!(Op::from_code(op.code()), Some(op));
         }

@@ -587,6 +587,29 @@ impl Engine {
         }
     }
 
+    /// Cluster mode: `user`'s registrations as the store holds them now, after another node
+    /// enabled, disabled or removed some. Those gone are dropped (and detached from their
+    /// session here); the others are updated or added, keeping their push state (counts,
+    /// dedup, coalescing window). A user not loaded is left alone (loaded on first use).
+    pub fn reload_user(&mut self, user: &str, regs: Vec<Registration>) {
+        let Some(map) = self.users.get_mut(user) else {
+            return;
+        };
+        let keep: std::collections::HashSet<&RegKey> = regs.iter().map(|r| &r.key).collect();
+        let gone: Vec<(RegKey, Option<SessionId>)> = map
+            .iter()
+            .filter(|(k, _)| !keep.contains(k))
+            .map(|(k, st)| (k.clone(), st.session))
+            .collect();
+        for (key, session) in gone {
+            map.remove(&key);
+            if let Some(s) = session.and_then(|id| self.sessions.get_mut(&id)) {
+                s.regs.retain(|k| k != &key);
+            }
+        }
+        self.load_user(user, regs);
+    }
+
     /// The user's registrations with their current error counts, ordered by key.
     pub fn registrations(&self, user: &str) -> Vec<Registration> {
         self.users
@@ -1024,6 +1047,20 @@ impl Engine {
     /// registrations with no live or hibernated session (rule a covers the others). An
     /// urgent stanza goes to every registration at once: incoming calls must ring.
     pub fn archived_for(&mut self, user: &str, stanza: &StanzaInfo, now: Instant) -> Vec<Action> {
+        self.archived_for_in_cluster(user, stanza, &[], now)
+    }
+
+    /// [`Engine::archived_for`] on one node of a cluster: `elsewhere` are the resources of
+    /// `user`'s live or hibernated sessions on other nodes. A registration enabled by one of
+    /// them is that session's (its node applies rule a), as one attached to a session here
+    /// is, so rule b leaves it out.
+    pub fn archived_for_in_cluster(
+        &mut self,
+        user: &str,
+        stanza: &StanzaInfo,
+        elsewhere: &[String],
+        now: Instant,
+    ) -> Vec<Action> {
         let mut out = Vec::new();
         let urgent = stanza.importance == Importance::Urgent;
         let targets: Vec<(RegKey, Option<SessionId>)> = self
@@ -1031,7 +1068,14 @@ impl Engine {
             .get(user)
             .map(|m| {
                 m.values()
-                    .filter(|s| urgent || s.session.is_none())
+                    .filter(|s| {
+                        let remote = s
+                            .reg
+                            .resource
+                            .as_ref()
+                            .is_some_and(|r| elsewhere.contains(r));
+                        urgent || (s.session.is_none() && !remote)
+                    })
                     .map(|s| (s.reg.key.clone(), s.session))
                     .collect()
             })

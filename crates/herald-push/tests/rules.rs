@@ -190,6 +190,57 @@ fn row_archived_pushes_only_registrations_without_session() {
 }
 
 #[test]
+fn row_cluster_archived_skips_registrations_of_sessions_on_other_nodes() {
+    // This node holds no session of the user; the phone's session (which enabled the
+    // "phone" registration) is on another node, the laptop has none anywhere.
+    let c = Clock::new();
+    let mut e = engine(PushConfig::default());
+    e.load_user(
+        USER,
+        vec![reg("phone", 100, "phone"), reg("old-laptop", 10, "laptop")],
+    );
+    let elsewhere = vec!["phone".to_string()];
+    let a = e.archived_for_in_cluster(USER, &imp(1), &elsewhere, c.at(1.0));
+    assert_eq!(nodes(&a), vec!["old-laptop"]);
+    // Urgent rings every registration, wherever its session is (as on one node).
+    let mut call = imp(2);
+    call.importance = Importance::Urgent;
+    let a = e.archived_for_in_cluster(USER, &call, &elsewhere, c.at(100.0));
+    assert_eq!(nodes(&a), vec!["old-laptop", "phone"]);
+    // Once the phone's session has ended everywhere, rule b reaches it here.
+    let a = e.archived_for_in_cluster(USER, &imp(3), &[], c.at(200.0));
+    assert_eq!(nodes(&a), vec!["old-laptop", "phone"]);
+}
+
+#[test]
+fn row_cluster_reload_follows_the_store_and_keeps_state() {
+    let c = Clock::new();
+    let mut e = engine(PushConfig::default());
+    e.session_started(USER, S1, "phone", c.at(0.0));
+    e.enable(USER, S1, reg("phone", 100, "phone"), c.at(0.0));
+    e.load_user(USER, vec![reg("old-laptop", 10, "laptop")]);
+    assert_eq!(
+        nodes(&e.archived_for(USER, &imp(1), c.at(1.0))),
+        vec!["old-laptop"]
+    );
+    // Another node disabled the laptop's registration and a tablet enabled one there.
+    e.reload_user(
+        USER,
+        vec![reg("phone", 100, "phone"), reg("tablet", 200, "tablet")],
+    );
+    // The phone stays attached to its session here; the laptop is gone; the tablet's
+    // session is on the other node.
+    let a = e.archived_for_in_cluster(USER, &imp(2), &["tablet".into()], c.at(2.0));
+    assert!(pushes(&a).is_empty(), "{a:?}");
+    assert!(e.has_push(S1));
+    let a = e.archived_for_in_cluster(USER, &imp(3), &[], c.at(3.0));
+    assert_eq!(nodes(&a), vec!["tablet"]);
+    // A user never loaded here is not loaded by a reload.
+    e.reload_user("nobody@example.com", vec![reg("x", 1, "x")]);
+    assert!(e.registrations("nobody@example.com").is_empty());
+}
+
+#[test]
 fn row_live_phone_and_sleeping_tablet() {
     let c = Clock::new();
     let mut e = engine(PushConfig::default());

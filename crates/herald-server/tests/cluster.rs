@@ -267,3 +267,113 @@ async fn binding_a_resource_held_on_another_node_replaces_that_session() {
     n2.running.stop().await;
     n1.running.stop().await;
 }
+
+/// Publishes node `s` sent so far.
+fn publishes(s: &TestServer) -> u64 {
+    s.running
+        .shared
+        .metrics
+        .push_publishes
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A client of `user` on node `s` as resource `res` that enables push to the fake app
+/// server with `node` (and XEP-0198 with resumption when `sm`).
+async fn push_device(s: &TestServer, user: &str, res: &str, node: &str, sm: bool) -> RawClient {
+    let mut c = RawClient::login(s.c2s(), user, "pw", res).await;
+    if sm {
+        c.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+            .await;
+        assert_eq!(next_unrequested(&mut c).await.name(), "enabled");
+    }
+    c.send(&format!(
+        "<iq type='set' id='push'><enable xmlns='urn:xmpp:push:0' jid='{APP_DOMAIN}' node='{node}'/></iq>"
+    ))
+    .await;
+    let r = next_unrequested(&mut c).await;
+    assert_eq!(r.attr("type"), Some("result"), "{}", xml(&r));
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_rules_a_b_and_c_hold_across_nodes_with_one_push_each() {
+    let Some(db) = pg::database("cluster_push") else {
+        return;
+    };
+    let Some(redis) = redis_db("cluster_push", 3).await else {
+        return;
+    };
+    let n1 = node(&db.url, &redis, "tp-n1").await;
+    let n2 = node(&db.url, &redis, "tp-n2").await;
+    for u in ["alice", "bob", "carol", "dave"] {
+        n1.add_user(u, "pw");
+    }
+    // The app server is a component attached to n1; n2 reaches it through n1.
+    let mut app = FakeAppServer::connect(&n1).await;
+    let mut alice = RawClient::login(n1.c2s(), "alice", "pw", "a").await;
+    alice.send("<presence/>").await;
+
+    // Rule a: bob's phone on n2 sleeps (connection lost, session hibernated); alice's
+    // message from n1 wakes it once, from n2 — and n1 does not also push it by rule b.
+    let mut phone = push_device(&n2, "bob", "phone", "bob-phone", true).await;
+    phone.send("<presence/>").await;
+    sees(&n1, "bob@localhost", "phone").await;
+    phone.kill(true);
+    let r = &n1.running.shared.router;
+    wait_until("n1 sees bob/phone hibernated", || {
+        r.resource("bob@localhost", "phone")
+            .is_some_and(|e| e.hibernated)
+    })
+    .await;
+    chat(&mut alice, "bob@localhost", "wake-bob").await;
+    let p = app.next().await;
+    assert_eq!(p.node, "bob-phone");
+    assert_eq!(p.fields.get("message-count").map(String::as_str), Some("1"));
+    app.settle(&n1).await;
+    app.settle(&n2).await;
+    assert_eq!(
+        (publishes(&n1), publishes(&n2)),
+        (0, 1),
+        "rule a is n2's alone"
+    );
+
+    // Rule b: carol reads on a desktop on n1 (no push); her tablet enabled push on n2 and
+    // logged out. n1's push engine had carol loaded before the tablet enabled push, so it
+    // learns of the registration from n2's announcement.
+    let mut desk = RawClient::login(n1.c2s(), "carol", "pw", "desk").await;
+    desk.send("<presence/>").await;
+    chat(&mut alice, "carol@localhost", "before-tablet").await;
+    next_message(&mut desk).await;
+    let mut tablet = push_device(&n2, "carol", "tablet", "carol-tablet", false).await;
+    tablet.send("</stream:stream>").await;
+    tablet.expect_closed().await;
+    gone(&n1, "carol@localhost", "tablet").await;
+    app.settle(&n2).await;
+    app.settle(&n1).await;
+    chat(&mut alice, "carol@localhost", "for-the-tablet").await;
+    assert_eq!(
+        next_message(&mut desk).await.attr("id"),
+        Some("for-the-tablet")
+    );
+    let p = app.next().await;
+    assert_eq!(p.node, "carol-tablet", "{:?}", p.fields);
+    app.settle(&n1).await;
+    assert_eq!((publishes(&n1), publishes(&n2)), (1, 1), "rule b is n1's");
+
+    // Rule c: dave has no session anywhere; his phone's registration (enabled on n2) is
+    // pushed by n1, which stores the message offline.
+    let mut dp = push_device(&n2, "dave", "phone", "dave-phone", false).await;
+    dp.send("</stream:stream>").await;
+    dp.expect_closed().await;
+    gone(&n1, "dave@localhost", "phone").await;
+    chat(&mut alice, "dave@localhost", "for-dave").await;
+    let p = app.next().await;
+    assert_eq!(p.node, "dave-phone", "{:?}", p.fields);
+
+    // Exactly one push per stanza and registration: nothing else from either node.
+    app.settle(&n2).await;
+    app.assert_quiet(&n1).await;
+    app.assert_quiet(&n2).await;
+    n2.running.stop().await;
+    n1.running.stop().await;
+}

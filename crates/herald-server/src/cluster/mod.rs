@@ -120,6 +120,21 @@ redis.call('DEL', KEYS[1])
 return #bares
 ";
 
+/// Sets `KEYS[1]` (a component's holder) to node `ARGV[1]` unless another node holds it and
+/// its heartbeat (`ARGV[2]` prefix) is alive: 1 if set, 0 if held elsewhere.
+const CLAIM_SCRIPT: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if cur and cur ~= ARGV[1] and redis.call('EXISTS', ARGV[2] .. cur) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
+";
+
+/// Deletes `KEYS[1]` if node `ARGV[1]` holds it.
+const RELEASE_SCRIPT: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 0
+";
+
 /// This node's membership: its Redis connection, its links to the other nodes, and what
 /// it knows of them.
 pub struct Cluster {
@@ -134,6 +149,8 @@ pub struct Cluster {
     alive: Mutex<HashSet<String>>,
     /// Accounts to re-read from the registry (announced by other nodes).
     refresh: Arc<Dirty>,
+    /// Accounts whose push registrations this node changed, to announce.
+    push_dirty: Arc<Dirty>,
     /// When each local session was bound (ms), by account: the registry's `since`.
     since: Mutex<HashMap<String, Vec<(u64, u64)>>>,
     write: redis::Script,
@@ -184,6 +201,7 @@ impl Cluster {
             links: Default::default(),
             alive: Default::default(),
             refresh: Default::default(),
+            push_dirty: Default::default(),
             since: Default::default(),
             write: redis::Script::new(WRITE_SCRIPT),
             read: redis::Script::new(READ_SCRIPT),
@@ -507,6 +525,58 @@ impl Cluster {
         }
     }
 
+    /// `user`'s push registrations changed in the store: the other nodes' push engines
+    /// reload them (announced by [`push_announcer`]).
+    pub fn push_changed(&self, user: &str) {
+        self.push_dirty.mark(user);
+    }
+
+    /// Registers this node as the one serving the component `domain`; false if another
+    /// live node does.
+    pub async fn claim_component(&self, domain: &str) -> redis::RedisResult<bool> {
+        let n: i64 = redis::Script::new(CLAIM_SCRIPT)
+            .key(keys::component(domain))
+            .arg(&self.node)
+            .arg(keys::node(""))
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// The component `domain` left this node.
+    pub async fn release_component(&self, domain: &str) {
+        let r: redis::RedisResult<i64> = redis::Script::new(RELEASE_SCRIPT)
+            .key(keys::component(domain))
+            .arg(&self.node)
+            .invoke_async(&mut self.conn())
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(domain, error = %e, "cluster: could not unregister the component");
+        }
+    }
+
+    /// The link to the live node serving the component `domain`, if another node does.
+    pub async fn component_link(self: &Arc<Self>, domain: &str) -> Option<Arc<NodeLink>> {
+        let holder: Option<String> = match redis::cmd("GET")
+            .arg(keys::component(domain))
+            .query_async(&mut self.conn())
+            .await
+        {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(domain, error = %e, "cluster: component lookup failed");
+                return None;
+            }
+        };
+        let holder = holder.filter(|h| h != &self.node)?;
+        let alive = self
+            .alive
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&holder);
+        alive.then(|| self.link(&holder))
+    }
+
     /// A clean stop, after the sessions ended: writes what they changed and stops beating,
     /// so the other nodes stop routing here at once instead of after the lease.
     pub async fn leave(self: &Arc<Self>, shared: &Shared) {
@@ -582,7 +652,8 @@ pub fn start(shared: &Arc<Shared>, cluster: &Arc<Cluster>) -> Vec<tokio::task::J
     vec![
         tokio::spawn(heartbeat(shared.clone(), cluster.clone())),
         tokio::spawn(writer(shared.clone(), cluster.clone())),
-        tokio::spawn(subscriber(cluster.clone())),
+        tokio::spawn(subscriber(shared.clone(), cluster.clone())),
+        tokio::spawn(push_announcer(cluster.clone())),
         tokio::spawn(refresher(shared.clone(), cluster.clone())),
         tokio::spawn(reader(shared.clone(), cluster.clone())),
     ]
@@ -638,10 +709,37 @@ fn dirty_again(shared: &Shared, bare: &str) {
     shared.router.track_changes().mark(bare);
 }
 
-async fn subscriber(cluster: Arc<Cluster>) {
+async fn push_announcer(cluster: Arc<Cluster>) {
+    loop {
+        let batch = cluster.push_dirty.take();
+        if batch.is_empty() {
+            cluster.push_dirty.notify.notified().await;
+            continue;
+        }
+        let mut pipe = redis::pipe();
+        for user in &batch {
+            pipe.cmd("PUBLISH")
+                .arg(keys::PUSH_CHANNEL)
+                .arg(format!("{}|{user}", cluster.node))
+                .ignore();
+        }
+        if let Err(e) = pipe.query_async::<()>(&mut cluster.conn()).await {
+            tracing::warn!(error = %e, "cluster: announcing push registration changes failed; retrying");
+            for user in &batch {
+                cluster.push_dirty.mark(user);
+            }
+            tokio::time::sleep(RETRY).await;
+        }
+    }
+}
+
+async fn subscriber(shared: Arc<Shared>, cluster: Arc<Cluster>) {
     loop {
         match cluster.client.get_async_pubsub().await {
-            Ok(mut ps) => match ps.subscribe(keys::REGISTRY_CHANNEL).await {
+            Ok(mut ps) => match ps
+                .subscribe(&[keys::REGISTRY_CHANNEL, keys::PUSH_CHANNEL])
+                .await
+            {
                 Ok(()) => {
                     // Whatever changed while this node was not listening: every account of
                     // every live node is read again.
@@ -662,10 +760,18 @@ async fn subscriber(cluster: Arc<Cluster>) {
                         let Ok(p) = m.get_payload::<String>() else {
                             continue;
                         };
-                        if let Some((node, bare)) = p.split_once('|') {
-                            if node != cluster.node {
-                                cluster.refresh.mark(bare);
-                            }
+                        let Some((node, bare)) = p.split_once('|') else {
+                            continue;
+                        };
+                        if node == cluster.node {
+                            continue;
+                        }
+                        if m.get_channel_name() == keys::PUSH_CHANNEL {
+                            shared.push.send(crate::routing::msg::PushEvent::Reload {
+                                user: bare.to_string(),
+                            });
+                        } else {
+                            cluster.refresh.mark(bare);
                         }
                     }
                     tracing::warn!("cluster registry subscription lost; reconnecting");
@@ -847,6 +953,21 @@ fn sender(xml: &str) -> Option<&str> {
 /// Hands one delivery to its session on this node, as the sending node's router would have
 /// if the session were its own.
 async fn deliver(shared: &Arc<Shared>, d: Delivery) {
+    if d.op == Op::Component {
+        let Some(el) = d.payload.parse::<Element>().ok() else {
+            return;
+        };
+        match shared.router.component(&d.to) {
+            Some(tx) => {
+                if tx.try_send(el.clone()).is_err() {
+                    routing::bounce_wait(shared, &el, StanzaErrorCondition::ResourceConstraint)
+                        .await;
+                }
+            }
+            None => routing::bounce(shared, &el, StanzaErrorCondition::ServiceUnavailable).await,
+        }
+        return;
+    }
     let Ok(jid) = d.to.parse::<Jid>() else {
         return;
     };
@@ -908,6 +1029,7 @@ async fn deliver(shared: &Arc<Shared>, d: Delivery) {
                     r.tx.send_control(SessionMsg::Command(Command::CheckOffline));
             }
         }
+        Op::Component => {}
         Op::Rebroadcast => {
             if let Some(r) = local {
                 let _ =

@@ -505,6 +505,7 @@ async fn handle(
                         .collect();
                     // Registrations and removals only, no publish: nothing to time.
                     execute(shared, sessions, stats, &mut Timing::default(), actions).await;
+                    announce(shared, &user);
                     let _ = reply.send(Ok(()));
                     Vec::new()
                 }
@@ -540,6 +541,7 @@ async fn handle(
                 Ok(()) => {
                     let actions = engine.disable(&user, &jid, node.as_deref(), now);
                     execute(shared, sessions, stats, &mut Timing::default(), actions).await;
+                    announce(shared, &user);
                     let _ = reply.send(Ok(()));
                     Vec::new()
                 }
@@ -557,6 +559,7 @@ async fn handle(
         } => {
             ensure_loaded(shared, engine, stats, &user).await;
             let actions = engine.disable(&user, &jid, node.as_deref(), now);
+            announce(shared, &user);
             let _ = reply.send(());
             actions
         }
@@ -572,7 +575,30 @@ async fn handle(
         PushEvent::Resumed { session } => engine.resumed(session, now),
         PushEvent::Archived { user, stanza } => {
             ensure_loaded(shared, engine, stats, &user).await;
-            engine.archived_for(&user, &stanza, now)
+            // Cluster mode: the user's sessions on other nodes (their nodes apply rule a).
+            let elsewhere: Vec<String> = shared
+                .router
+                .resources(&user)
+                .into_iter()
+                .filter(|r| !r.tx.is_local())
+                .map(|r| r.resource)
+                .collect();
+            engine.archived_for_in_cluster(&user, &stanza, &elsewhere, now)
+        }
+        PushEvent::Reload { user } => {
+            if engine.is_loaded(&user) {
+                let u = user.clone();
+                match shared
+                    .db(move |s: &roles::Push| s.push_registrations(&u))
+                    .await
+                {
+                    Ok(regs) => engine.reload_user(&user, regs.iter().map(from_store).collect()),
+                    Err(e) => {
+                        tracing::error!(error = %e, %user, "reloading push registrations failed")
+                    }
+                }
+            }
+            Vec::new()
         }
         PushEvent::StoredOffline { user, stanza } => {
             ensure_loaded(shared, engine, stats, &user).await;
@@ -739,7 +765,13 @@ async fn execute(
                     .next()
                     .unwrap_or("");
                 if let routing::Dest::Component(d) = routing::dest(shared, domain) {
-                    if shared.router.component(&d).is_none() {
+                    let elsewhere = match shared.cluster.get() {
+                        Some(c) if shared.router.component(&d).is_none() => {
+                            c.component_link(&d).await.is_some()
+                        }
+                        _ => false,
+                    };
+                    if shared.router.component(&d).is_none() && !elsewhere {
                         let (reply, error_type) = herald_push::reply::unreachable();
                         shared.push.send(PushEvent::Reply {
                             iq_id,
@@ -778,6 +810,7 @@ async fn execute(
                 // statistics just synced. Registrations a client disabled or an operator
                 // removed are gone from the store already (recorded there): nothing here.
                 let why = reason.to_string();
+                let announced = user.clone();
                 let failed_with = match reason {
                     Removal::Errors(c) => Some(c),
                     Removal::Disabled | Removal::Evicted => None,
@@ -795,6 +828,7 @@ async fn execute(
                         })
                         .await,
                 );
+                announce(shared, &announced);
             }
             Action::SaveStats {
                 user,
@@ -815,6 +849,13 @@ async fn execute(
                     .await;
             }
         }
+    }
+}
+
+/// Cluster mode: tells the other nodes `user`'s registrations changed in the store.
+fn announce(shared: &Shared, user: &str) {
+    if let Some(c) = shared.cluster.get() {
+        c.push_changed(user);
     }
 }
 

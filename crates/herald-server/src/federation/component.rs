@@ -71,9 +71,37 @@ async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         c.fail(&domain, &e).await;
         return;
     }
+    // Cluster mode: one node serves a component domain at a time; the others route to it.
+    if let Some(cl) = shared.cluster.get() {
+        match cl.claim_component(&domain).await {
+            Ok(true) => {}
+            Ok(false) => {
+                shared.router.detach_component(&domain, &tx);
+                let e = serr(
+                    StreamErrorCondition::Conflict,
+                    "this component is already connected to another node of the cluster",
+                );
+                c.fail(&domain, &e).await;
+                return;
+            }
+            Err(err) => {
+                shared.router.detach_component(&domain, &tx);
+                tracing::warn!(%domain, error = %err, "cluster: could not register the component");
+                let e = serr(
+                    StreamErrorCondition::InternalServerError,
+                    "the cluster registry is unavailable",
+                );
+                c.fail(&domain, &e).await;
+                return;
+            }
+        }
+    }
     tracing::info!(%domain, "component connected");
     let r = run(&shared, &mut c, &domain, rx).await;
     shared.router.detach_component(&domain, &tx);
+    if let Some(cl) = shared.cluster.get() {
+        cl.release_component(&domain).await;
+    }
     match r {
         Err(ConnError::Stream(e)) => c.fail(&domain, &e).await,
         Err(e) => tracing::info!(%domain, error = %e, "component disconnected"),

@@ -138,7 +138,27 @@ pub async fn route(shared: &Arc<Shared>, el: Element) {
                     .await;
                 }
             }
-            None => bounce(shared, &el, StanzaErrorCondition::ServiceUnavailable).await,
+            None => {
+                // Cluster mode: the component may be attached to another node.
+                let link = match shared.cluster.get() {
+                    Some(c) => c.component_link(&domain).await,
+                    None => None,
+                };
+                match link {
+                    Some(l) => {
+                        if let Err(el) = l.send_component(&domain, el) {
+                            bounce_typed(
+                                shared,
+                                &el,
+                                StanzaErrorCondition::ResourceConstraint,
+                                ErrorType::Wait,
+                            )
+                            .await;
+                        }
+                    }
+                    None => bounce(shared, &el, StanzaErrorCondition::ServiceUnavailable).await,
+                }
+            }
         },
         Dest::Remote => {
             hooks::run(&shared.hooks.to_remote, shared, hooks::ToRemote { el }).await;

@@ -284,6 +284,31 @@ impl NodeLink {
         self.queued.load(Ordering::Acquire)
     }
 
+    /// Queues `el` for the component of `domain` attached to the other node; Err(el) when
+    /// the queue is full or the node gone.
+    pub fn send_component(&self, domain: &str, el: Element) -> Result<(), Element> {
+        if self.is_closed() || FROM_CLUSTER.try_with(|_| ()).is_ok() || self.queued() >= self.limit
+        {
+            return Err(el);
+        }
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        let out = Outgoing {
+            op: herald_cluster::Op::Component,
+            to: domain.to_string(),
+            payload: Payload::Element(Box::new(el)),
+            charge: None,
+            counted: Some(self.queued.clone()),
+        };
+        self.queue.send(out).map_err(|e| {
+            let mut o = e.0;
+            match std::mem::replace(&mut o.payload, Payload::Empty) {
+                Payload::Element(el) => *el,
+                // Not reached: the payload was made an element above.
+                _ => Element::builder("message", "jabber:client").build(),
+            }
+        })
+    }
+
     fn push(
         &self,
         full: &str,
@@ -700,6 +725,11 @@ pub enum PushEvent {
         user: String,
         /// Number of registrations pinged.
         reply: oneshot::Sender<usize>,
+    },
+    /// Cluster mode: another node changed `user`'s registrations in the store.
+    Reload {
+        /// Account.
+        user: String,
     },
     /// Operator/test view of the engine (answered after every event queued before it).
     Stats {
