@@ -174,6 +174,13 @@ pub enum Op {
     /// Hand the stanza in `payload` to the XEP-0114 component attached to the receiving
     /// node whose domain is `to`.
     Component,
+    /// XEP-0198 resumption on another node: save the hibernated session whose resumption
+    /// id is `to` (of the account in `payload`) to the store and let it go, for the sending
+    /// node to restore and resume.
+    HandOff,
+    /// The answer to [`Op::HandOff`] for resumption id `to`: `payload` is `1` when the
+    /// session was saved and let go, `0` otherwise.
+    HandedOff,
 }
 
 impl Op {
@@ -186,6 +193,8 @@ impl Op {
             Op::CheckOffline => "o",
             Op::Rebroadcast => "p",
             Op::Component => "c",
+            Op::HandOff => "h",
+            Op::HandedOff => "H",
         }
     }
 
@@ -198,6 +207,8 @@ impl Op {
             "o" => Op::CheckOffline,
             "p" => Op::Rebroadcast,
             "c" => Op::Component,
+            "h" => Op::HandOff,
+            "H" => Op::HandedOff,
             _ => return None,
         })
     }
@@ -261,6 +272,14 @@ impl Delivery {
             payload: payload.to_string(),
         })
     }
+}
+
+/// XEP-0198 resumption ids made in cluster mode start with the node's name and `~`, so any
+/// node knows which node holds a hibernated session (and whose saved sessions a starting
+/// node restores): the node of `id`, None for an id without one.
+pub fn sm_id_node(id: &str) -> Option<&str> {
+    let (node, rest) = id.split_once('~')?;
+    (check_node_name(node).is_ok() && !rest.is_empty()).then_some(node)
 }
 
 /// A node's heartbeat value: when it beat (ms since the Unix epoch) and how many sessions
@@ -388,6 +407,8 @@ mod tests {
             Op::CheckOffline,
             Op::Rebroadcast,
             Op::Component,
+            Op::HandOff,
+            Op::HandedOff,
         ] {
             assert_eq!(Op::from_code(op.code()), Some(op));
         }
@@ -421,6 +442,15 @@ mod tests {
             Delivery::from_fields(&[field("v", "2")], 100),
             Err(DecodeError::Layout("2".into()))
         );
+    }
+
+    #[test]
+    fn resumption_ids_name_their_node() {
+        assert_eq!(sm_id_node("n-1~0af3"), Some("n-1"));
+        assert_eq!(sm_id_node("0af3"), None);
+        assert_eq!(sm_id_node("n1~"), None);
+        assert_eq!(sm_id_node("a b~x"), None);
+        assert_eq!(sm_id_node("~x"), None);
     }
 
     #[test]

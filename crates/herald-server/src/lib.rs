@@ -324,6 +324,25 @@ impl Shared {
             .cloned()
     }
 
+    /// A new XEP-0198 resumption id; in cluster mode prefixed with this node's name
+    /// ([`herald_cluster::sm_id_node`]).
+    pub fn new_sm_id(&self) -> String {
+        let id = herald_transport::conn::new_stream_id();
+        match self.cluster.get() {
+            Some(c) => format!("{}~{id}", c.node),
+            None => id,
+        }
+    }
+
+    /// The store flag a clean stop sets: one per node in cluster mode (the nodes share the
+    /// database).
+    pub fn clean_stop_flag(&self) -> String {
+        match self.cluster.get() {
+            Some(c) => format!("{}:{}", persist::CLEAN_STOP, c.node),
+            None => persist::CLEAN_STOP.to_string(),
+        }
+    }
+
     /// Registers a resumable session.
     pub fn resumable_insert(&self, id: String, r: msg::Resumable) {
         self.resumable
@@ -544,9 +563,10 @@ impl Running {
         if let Some(t) = push_task {
             let _ = t.await;
         }
+        let flag = shared.clean_stop_flag();
         match shared
-            .db(|s: &roles::Sessions| {
-                herald_store::SessionStore::set_flag(s, persist::CLEAN_STOP, Some("1"))
+            .db(move |s: &roles::Sessions| {
+                herald_store::SessionStore::set_flag(s, &flag, Some("1"))
             })
             .await
         {

@@ -377,3 +377,85 @@ async fn push_rules_a_b_and_c_hold_across_nodes_with_one_push_each() {
     n2.running.stop().await;
     n1.running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_hibernated_on_one_node_resumes_on_another_with_nothing_lost_or_doubled() {
+    let Some(db) = pg::database("cluster_resume") else {
+        return;
+    };
+    let Some(redis) = redis_db("cluster_resume", 4).await else {
+        return;
+    };
+    let n1 = node(&db.url, &redis, "tr-n1").await;
+    let n2 = node(&db.url, &redis, "tr-n2").await;
+    n1.add_user("alice", "pw");
+    n1.add_user("bob", "pw");
+    let mut bob = RawClient::login(n2.c2s(), "bob", "pw", "b").await;
+
+    // alice's phone on n1, resumable, available; it has one message from bob unacked when
+    // its connection dies.
+    let mut phone = RawClient::login(n1.c2s(), "alice", "pw", "phone").await;
+    phone
+        .send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+        .await;
+    let enabled = next_unrequested(&mut phone).await;
+    let previd = enabled.attr("id").unwrap().to_string();
+    assert!(previd.starts_with("tr-n1~"), "{previd}");
+    phone.send("<presence/>").await;
+    sees(&n2, "alice@localhost", "phone").await;
+    chat(&mut bob, "alice@localhost", "m1").await;
+    let m = phone.wait_for("m1", |e| e.name() == "message").await;
+    assert_eq!(m.attr("id"), Some("m1"));
+    phone.kill(true);
+    let r = &n2.running.shared.router;
+    wait_until("n2 sees alice/phone hibernated", || {
+        r.resource("alice@localhost", "phone")
+            .is_some_and(|e| e.hibernated)
+    })
+    .await;
+    // Two more while it sleeps, queued on n1.
+    chat(&mut bob, "alice@localhost", "m2").await;
+    chat(&mut bob, "alice@localhost", "m3").await;
+    let n1r = &n1.running.shared.router;
+    wait_until("m2 and m3 reached alice's session on n1", || {
+        n1r.local_resources("alice@localhost")
+            .first()
+            .is_some_and(|e| e.tx.budget().held() >= 3)
+    })
+    .await;
+
+    // The phone comes back through n2 and resumes there: it acknowledges nothing (h=0),
+    // so m1, m2 and m3 come again, each once, in order.
+    let (mut back, _) = RawClient::authenticate(n2.c2s(), "alice", "pw").await;
+    back.send(&format!(
+        "<resume xmlns='urn:xmpp:sm:3' previd='{previd}' h='0'/>"
+    ))
+    .await;
+    let resumed = next_unrequested(&mut back).await;
+    assert_eq!(resumed.name(), "resumed", "{}", xml(&resumed));
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let m = back.wait_for("a message", |e| e.name() == "message").await;
+        got.push(m.attr("id").unwrap_or_default().to_string());
+    }
+    assert_eq!(got, ["m1", "m2", "m3"]);
+    // It lives on n2 now: n1 routes to it there, and new messages arrive once.
+    wait_until("n1 routes alice/phone to n2", || {
+        n1r.resource("alice@localhost", "phone")
+            .is_some_and(|e| !e.tx.is_local() && !e.hibernated)
+    })
+    .await;
+    chat(&mut bob, "alice@localhost", "m4").await;
+    let m = back.wait_for("m4", |e| e.name() == "message").await;
+    assert_eq!(m.attr("id"), Some("m4"));
+    back.send("<iq type='get' id='barrier'><query xmlns='jabber:iq:roster'/></iq>")
+        .await;
+    let next = back
+        .wait_for("the roster or a message", |e| {
+            e.name() == "message" || e.attr("id") == Some("barrier")
+        })
+        .await;
+    assert_eq!(next.attr("id"), Some("barrier"), "{}", xml(&next));
+    n2.running.stop().await;
+    n1.running.stop().await;
+}

@@ -572,6 +572,10 @@ pub fn sessions(store: &dyn Backend) {
         ["<m1/>", "<m2/>", "<m3/>"]
     );
     assert_eq!(s1.queue[1].offline_id, Some(9));
+    // One session by id, as the list has it.
+    assert_eq!(store.sm_session("s1").unwrap().as_ref(), Some(s1));
+    assert_eq!(store.sm_session("s2").unwrap(), Some(b.clone()));
+    assert_eq!(store.sm_session("nope").unwrap(), None);
     // Saving again replaces the queue.
     let a2 = SavedSession {
         record: rec("s1", 5),

@@ -62,6 +62,9 @@ pub trait SessionStore {
     fn delete_sm_session(&self, id: &str) -> Result<()>;
     /// Every saved session with its queue.
     fn sm_sessions(&self) -> Result<Vec<SavedSession>>;
+    /// The saved session `id` with its queue, if saved (cluster mode: a session another
+    /// node saved for this one to resume).
+    fn sm_session(&self, id: &str) -> Result<Option<SavedSession>>;
     /// Deletes every saved session of `account` (with queues); how many.
     fn delete_account_sm_sessions(&self, account: &str) -> Result<usize>;
     /// Remembers the last h of session `id` of `account`, ended at `ended_at` (unix millis).
@@ -167,6 +170,45 @@ impl SessionStore for Store {
             tx.prepare_cached("DELETE FROM sm_sessions WHERE id = ?1")?
                 .execute([id])?;
             Ok(())
+        })
+    }
+
+    fn sm_session(&self, id: &str) -> Result<Option<SavedSession>> {
+        self.read(|tx| {
+            let record = tx
+                .prepare_cached(
+                    "SELECT id, account, resource, inbound_h, outbound_h, expires_at, state
+                     FROM sm_sessions WHERE id = ?1",
+                )?
+                .query_row([id], |r| {
+                    Ok(SmSessionRecord {
+                        id: r.get(0)?,
+                        account: r.get(1)?,
+                        resource: r.get(2)?,
+                        inbound_h: u32_col(r.get(3)?),
+                        outbound_h: u32_col(r.get(4)?),
+                        expires_at: r.get(5)?,
+                        state: r.get(6)?,
+                    })
+                })
+                .optional()?;
+            let Some(record) = record else {
+                return Ok(None);
+            };
+            let mut stmt = tx.prepare_cached(
+                "SELECT stanza_xml, queued_at, offline_id FROM sm_queue
+                 WHERE session_id = ?1 ORDER BY pos",
+            )?;
+            let queue = stmt
+                .query_map([id], |r| {
+                    Ok(SmQueued {
+                        stanza_xml: r.get(0)?,
+                        queued_at: r.get(1)?,
+                        offline_id: r.get(2)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(Some(SavedSession { record, queue }))
         })
     }
 

@@ -374,6 +374,22 @@ pub async fn try_resume(
     conn: Conn,
     sasl2: Option<Box<herald_session::sasl2::Success>>,
 ) -> Result<(), (Conn, Option<u32>)> {
+    // Cluster mode: a session hibernated on another node is brought here first.
+    if shared.resumable_get(&previd).is_none()
+        && shared.cluster.get().is_some()
+        && crate::c2s::persist::take_over(
+            shared,
+            user.as_str(),
+            &previd,
+            crate::c2s::session::Session::restore,
+        )
+        .await
+    {
+        tracing::info!(
+            previd,
+            "session taken over from another node for resumption"
+        );
+    }
     match shared.resumable_get(&previd) {
         Some(e) if e.bare == user.to_string() => {
             match e.tx.send_control(SessionMsg::Resume {

@@ -150,12 +150,19 @@ pub async fn load(shared: &Arc<Shared>, restore: Restore) -> anyhow::Result<(Loa
     let ttl = shared.cfg.stream_management.tombstone_ttl.0;
     let now_ms = unix_millis();
     let since = now_ms.saturating_sub(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
-    let (clean, saved, tombs) = shared
+    let flag = shared.clean_stop_flag();
+    let (clean, mut saved, tombs) = shared
         .db(move |s: &roles::Sessions| {
-            let clean = s.take_flag(CLEAN_STOP)?.is_some();
+            let clean = s.take_flag(&flag)?.is_some();
             Ok((clean, s.sm_sessions()?, s.tombstones_since(since)?))
         })
         .await?;
+    // Cluster mode: the other nodes' saved sessions are theirs (hibernating there now, or
+    // taken over when a node is lost); ids from before cluster mode have no node and are
+    // taken by the first node that starts.
+    if let Some(c) = shared.cluster.get() {
+        saved.retain(|s| herald_cluster::sm_id_node(&s.record.id).is_none_or(|n| n == c.node));
+    }
     let now = Instant::now();
     for (account, id, h, at) in tombs {
         let age = Duration::from_millis(u64::try_from(now_ms.saturating_sub(at)).unwrap_or(0));
@@ -214,6 +221,62 @@ pub async fn load(shared: &Arc<Shared>, restore: Restore) -> anyhow::Result<(Loa
         .await?;
     loaded.to_wake = wake.len();
     Ok((loaded, wake.into_iter().collect()))
+}
+
+/// Cluster mode: XEP-0198 resumption of `previd` (of `user`), hibernated on another node:
+/// that node saves the session and lets it go, and this one restores it from the store,
+/// hibernated, for the resumption to find. True when it runs here now. A session that
+/// cannot run here (its resource is taken) is recovered as after a crash: a tombstone, and
+/// its queue handed on.
+pub async fn take_over(shared: &Arc<Shared>, user: &str, previd: &str, restore: Restore) -> bool {
+    let Some(c) = shared.cluster.get() else {
+        return false;
+    };
+    if !c.hand_off(user, previd).await {
+        return false;
+    }
+    let id = previd.to_string();
+    let saved = match shared
+        .db(move |s: &roles::Sessions| s.sm_session(&id))
+        .await
+    {
+        Ok(Some(s)) if s.record.account == user => s,
+        Ok(_) => return false,
+        Err(e) => {
+            tracing::error!(error = %e, "reading the handed-over session failed");
+            return false;
+        }
+    };
+    let SavedSession { record, queue } = saved;
+    let queue: Vec<Routed> = queue.iter().filter_map(|q| unqueued(shared, q)).collect();
+    let Ok(jid) = FullJid::new(&format!("{}/{}", record.account, record.resource)) else {
+        return false;
+    };
+    let state = SavedState::decode(&record.state);
+    let r = Box::new(Restored {
+        record,
+        queue,
+        state,
+        jid,
+    });
+    match restore(shared.clone(), r) {
+        Ok(()) => true,
+        Err(r) => {
+            let mut tombstones = Vec::new();
+            recover(shared, &r.record, r.queue, &mut tombstones).await;
+            let id = r.record.id.clone();
+            let stored = shared
+                .db(move |s: &roles::Sessions| {
+                    s.save_tombstones(&tombstones)?;
+                    s.delete_sm_session(&id)
+                })
+                .await;
+            if let Err(e) = stored {
+                tracing::error!(error = %e, "recording the handed-over session's end failed");
+            }
+            false
+        }
+    }
 }
 
 /// A saved session that will not run again: its last h becomes a tombstone and its queue is

@@ -52,6 +52,8 @@ const READ_BLOCK_MS: u64 = 5_000;
 /// How long an account's newest observed registry time is kept: longer than any answer can
 /// take (the connection's response timeout is 5 s).
 const OBSERVED_TTL: Duration = Duration::from_secs(30);
+/// How long a resumption waits for the other node to hand its session over.
+const HANDOFF_WAIT: Duration = Duration::from_secs(10);
 /// Wait before reconnecting after a Redis error.
 const RETRY: Duration = Duration::from_secs(1);
 
@@ -151,6 +153,8 @@ pub struct Cluster {
     refresh: Arc<Dirty>,
     /// Accounts whose push registrations this node changed, to announce.
     push_dirty: Arc<Dirty>,
+    /// Resumption ids this node asked another node to hand over, with who waits.
+    handoffs: Mutex<HashMap<String, tokio::sync::oneshot::Sender<bool>>>,
     /// When each local session was bound (ms), by account: the registry's `since`.
     since: Mutex<HashMap<String, Vec<(u64, u64)>>>,
     write: redis::Script,
@@ -202,6 +206,7 @@ impl Cluster {
             alive: Default::default(),
             refresh: Default::default(),
             push_dirty: Default::default(),
+            handoffs: Default::default(),
             since: Default::default(),
             write: redis::Script::new(WRITE_SCRIPT),
             read: redis::Script::new(READ_SCRIPT),
@@ -529,6 +534,41 @@ impl Cluster {
     /// reload them (announced by [`push_announcer`]).
     pub fn push_changed(&self, user: &str) {
         self.push_dirty.mark(user);
+    }
+
+    /// XEP-0198 resumption of `previd` (of account `user`), hibernated on the node its id
+    /// names: asks that node to save the session to the store and let it go. True once it
+    /// did (the caller restores it from the store); false if the node is not alive, has no
+    /// such session, or does not answer within [`HANDOFF_WAIT`].
+    pub async fn hand_off(self: &Arc<Self>, user: &str, previd: &str) -> bool {
+        let Some(node) = herald_cluster::sm_id_node(previd) else {
+            return false;
+        };
+        if node == self.node {
+            return false;
+        }
+        let alive = self
+            .alive
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(node);
+        if !alive {
+            return false;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.handoffs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(previd.to_string(), tx);
+        let sent = self
+            .link(node)
+            .send_op(Op::HandOff, previd, user.to_string());
+        let ok = sent && matches!(tokio::time::timeout(HANDOFF_WAIT, rx).await, Ok(Ok(true)));
+        self.handoffs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(previd);
+        ok
     }
 
     /// Registers this node as the one serving the component `domain`; false if another
@@ -953,6 +993,9 @@ fn sender(xml: &str) -> Option<&str> {
 /// Hands one delivery to its session on this node, as the sending node's router would have
 /// if the session were its own.
 async fn deliver(shared: &Arc<Shared>, d: Delivery) {
+    if matches!(d.op, Op::HandOff | Op::HandedOff) {
+        return hand_off_op(shared, d);
+    }
     if d.op == Op::Component {
         let Some(el) = d.payload.parse::<Element>().ok() else {
             return;
@@ -1029,7 +1072,7 @@ async fn deliver(shared: &Arc<Shared>, d: Delivery) {
                     r.tx.send_control(SessionMsg::Command(Command::CheckOffline));
             }
         }
-        Op::Component => {}
+        Op::Component | Op::HandOff | Op::HandedOff => {}
         Op::Rebroadcast => {
             if let Some(r) = local {
                 let _ =
@@ -1037,6 +1080,43 @@ async fn deliver(shared: &Arc<Shared>, d: Delivery) {
             }
         }
     }
+}
+
+/// A hand-off asked of this node (answered from a task of its own: the session saves
+/// itself first, and the stream reader must not wait for that) or the answer to one this
+/// node asked.
+fn hand_off_op(shared: &Arc<Shared>, d: Delivery) {
+    let Some(cluster) = shared.cluster.get() else {
+        return;
+    };
+    if d.op == Op::HandedOff {
+        let waiter = cluster
+            .handoffs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&d.to);
+        if let Some(w) = waiter {
+            let _ = w.send(d.payload == "1");
+        }
+        return;
+    }
+    let session = shared
+        .resumable_get(&d.to)
+        .filter(|r| r.bare == d.payload && r.tx.is_local());
+    let cluster = cluster.clone();
+    tokio::spawn(async move {
+        let mut saved = false;
+        if let Some(r) = session {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            if r.tx.send_control(SessionMsg::HandOff(tx)).is_ok() {
+                saved = matches!(tokio::time::timeout(HANDOFF_WAIT, rx).await, Ok(Ok(true)));
+            }
+        }
+        let answer = if saved { "1" } else { "0" };
+        cluster
+            .link(&d.from_node)
+            .send_op(Op::HandedOff, &d.to, answer.to_string());
+    });
 }
 
 /// The session's inbox or budget is full: what the sending node's router does for its own.

@@ -132,6 +132,9 @@ pub enum SessionMsg {
     },
     /// End the stream with this error (e.g. `conflict` when another login takes the resource).
     Kick(StreamError),
+    /// Cluster mode: the client resumes on another node; save the session and let it go
+    /// (true once saved).
+    HandOff(oneshot::Sender<bool>),
     /// Run this internal command inside the session (roster pushes, admin actions).
     Command(Command),
 }
@@ -284,6 +287,22 @@ impl NodeLink {
         self.queued.load(Ordering::Acquire)
     }
 
+    /// Queues an operation between the nodes themselves (a resumption hand-off and its
+    /// answer): a control message, past the count limit; false if the node is gone.
+    pub fn send_op(&self, op: herald_cluster::Op, to: &str, payload: String) -> bool {
+        if self.is_closed() {
+            return false;
+        }
+        let out = Outgoing {
+            op,
+            to: to.to_string(),
+            payload: Payload::Text(payload),
+            charge: None,
+            counted: None,
+        };
+        self.queue.send(out).is_ok()
+    }
+
     /// Queues `el` for the component of `domain` attached to the other node; Err(el) when
     /// the queue is full or the node gone.
     pub fn send_component(&self, domain: &str, el: Element) -> Result<(), Element> {
@@ -356,7 +375,9 @@ impl NodeLink {
             }
             // A deadline or a connection belongs to the node that holds the session; nothing
             // on this node sends them to another node's session.
-            other @ (SessionMsg::SetExpiry(_) | SessionMsg::Resume { .. }) => {
+            other @ (SessionMsg::SetExpiry(_)
+            | SessionMsg::Resume { .. }
+            | SessionMsg::HandOff(_)) => {
                 tracing::warn!(to = full, node = %self.node, "a deadline or a resumption is not sent to another node");
                 return Err(TrySendError::Closed(other));
             }

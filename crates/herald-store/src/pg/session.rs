@@ -101,6 +101,41 @@ impl SessionStore for PgStore {
         })
     }
 
+    fn sm_session(&self, id: &str) -> Result<Option<SavedSession>> {
+        self.read(|tx| {
+            let Some(r) = tx.query_opt(
+                "SELECT id, account, resource, inbound_h, outbound_h, expires_at, state
+                 FROM sm_sessions WHERE id = $1",
+                &[&id],
+            )?
+            else {
+                return Ok(None);
+            };
+            let record = SmSessionRecord {
+                id: r.try_get(0)?,
+                account: r.try_get(1)?,
+                resource: r.try_get(2)?,
+                inbound_h: u32_col(r.try_get(3)?),
+                outbound_h: u32_col(r.try_get(4)?),
+                expires_at: r.try_get(5)?,
+                state: r.try_get(6)?,
+            };
+            let mut queue = Vec::new();
+            for r in tx.query(
+                "SELECT stanza_xml, queued_at, offline_id FROM sm_queue
+                 WHERE session_id = $1 ORDER BY pos",
+                &[&id],
+            )? {
+                queue.push(SmQueued {
+                    stanza_xml: r.try_get(0)?,
+                    queued_at: r.try_get(1)?,
+                    offline_id: r.try_get(2)?,
+                });
+            }
+            Ok(Some(SavedSession { record, queue }))
+        })
+    }
+
     fn sm_sessions(&self) -> Result<Vec<SavedSession>> {
         self.read(|tx| {
             let mut out: Vec<SavedSession> = Vec::new();

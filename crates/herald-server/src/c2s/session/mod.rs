@@ -318,7 +318,14 @@ impl Session {
             transport: herald_transport::conn::TRANSPORT_TCP,
         };
         let max = shared.cfg.limits.max_sessions_per_account;
-        if !matches!(shared.router.bind(&bare, entry, max), Ok(Bound::Added)) {
+        // Cluster mode: the node that handed the session over may still show in this node's
+        // view of the account; its session is gone.
+        let bound = match shared.router.bind(&bare, entry, max) {
+            Ok(Bound::Added) => true,
+            Ok(Bound::Replaced(old)) => !old.tx.is_local(),
+            _ => false,
+        };
+        if !bound {
             return Err(Box::new(crate::c2s::persist::Restored {
                 record,
                 queue,
@@ -603,6 +610,7 @@ impl Session {
                 self.fail(&e).await;
                 Flow::Stop
             }
+            SessionMsg::HandOff(done) => self.on_hand_off(done).await,
             SessionMsg::SetExpiry(at) => {
                 self.sm.set_hibernation_deadline(at.max(std_now()));
                 Flow::Continue

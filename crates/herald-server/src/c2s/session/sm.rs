@@ -167,6 +167,58 @@ impl Session {
             self.fail(&e).await;
             return Flow::Stop;
         }
+        if !self.park().await {
+            return Flow::Stop; // `end` hands the queue on as usual
+        }
+        tracing::debug!(
+            unacked = self.sm.unacked_len(),
+            "session saved for the next start"
+        );
+        self.ctx
+            .shared
+            .saved_at_stop
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.parked = true;
+        Flow::Stop
+    }
+
+    /// Cluster mode: another node resumes this session (its client reconnected there): it
+    /// is saved as at a clean stop and let go without the ending's side effects (no
+    /// unavailable presence, nothing stored offline, no tombstone), for that node to
+    /// restore from the store. `done` hears whether it was saved; if not, it ends as usual.
+    pub(super) async fn on_hand_off(&mut self, done: tokio::sync::oneshot::Sender<bool>) -> Flow {
+        if !self.sm.is_resumable()
+            || self.sm_id.is_none()
+            || self.ctx.shared.account_gone(&self.ctx.bare)
+            || !self.park().await
+        {
+            let _ = done.send(false);
+            return Flow::Stop;
+        }
+        self.ctx.shared.router.unbind(
+            &self.ctx.bare,
+            self.ctx.jid.resource().as_str(),
+            self.ctx.id,
+        );
+        if let Some(id) = self.sm_id.take() {
+            self.ctx.shared.resumable_remove(&id);
+        }
+        let ev = hooks::SessionEnded {
+            session: self.ctx.id,
+        };
+        hooks::notify(&self.ctx.shared.hooks.session_ended, &self.ctx.shared, ev);
+        tracing::info!(
+            unacked = self.sm.unacked_len(),
+            "session handed to another node"
+        );
+        self.parked = true;
+        let _ = done.send(true);
+        Flow::Stop
+    }
+
+    /// Saves the session for a later restore (the connection, if any, is dropped; CSI-held
+    /// and inbox stanzas join its queue): false when it could not be saved.
+    async fn park(&mut self) -> bool {
         // What a batch collected would be lost with the connection: it goes out first.
         let out = std::mem::take(&mut self.wbuf);
         self.batching = false;
@@ -178,7 +230,7 @@ impl Session {
         }
         let now = std_now();
         if self.sm.hibernate(now).is_err() {
-            return Flow::Stop;
+            return false;
         }
         self.deferred.settle().await;
         self.stop_backlog();
@@ -208,22 +260,13 @@ impl Session {
         }
         let push = self.ctx.shared.push.session_push(self.ctx.id).await;
         if !self.save(push).await {
-            return Flow::Stop; // `end` hands the queue on as usual
+            return false;
         }
         let spilled = std::mem::take(&mut self.spilled);
         for o in spilled {
             offline::undelivered(&self.ctx.shared, &self.ctx.bare, o, self.ctx.id).await;
         }
-        tracing::debug!(
-            unacked = self.sm.unacked_len(),
-            "session saved for the next start"
-        );
-        self.ctx
-            .shared
-            .saved_at_stop
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.parked = true;
-        Flow::Stop
+        true
     }
 
     /// What the push rules need to know of a queued stanza (None for the server's own).
@@ -290,7 +333,8 @@ impl Session {
     pub(super) fn enable_inline(&mut self, el: &Element) -> Option<Element> {
         let now = std_now();
         let hibernation = self.ctx.shared.cfg.stream_management.hibernation_timeout.0;
-        let new_id = crate::transport::conn::new_stream_id;
+        let shared = self.ctx.shared.clone();
+        let new_id = move || shared.new_sm_id();
         match sm_nonza::on_nonza(&mut self.sm, el, hibernation, new_id, now)? {
             Ok(sm_nonza::Answer::Enabled { id, reply }) => {
                 if let Some(id) = id {
@@ -417,7 +461,8 @@ impl Session {
     pub(super) async fn on_nonza(&mut self, el: Element) -> Result<Flow, StreamError> {
         let now = std_now();
         let hibernation = self.ctx.shared.cfg.stream_management.hibernation_timeout.0;
-        let new_id = crate::transport::conn::new_stream_id;
+        let shared = self.ctx.shared.clone();
+        let new_id = move || shared.new_sm_id();
         if let Some(answer) = sm_nonza::on_nonza(&mut self.sm, &el, hibernation, new_id, now) {
             return Ok(match answer? {
                 sm_nonza::Answer::Ack(a) => {
