@@ -35,6 +35,12 @@ pub fn component(domain: &str) -> String {
 /// registrations in the store, so the others reload them.
 pub const PUSH_CHANNEL: &str = "herald:push";
 
+/// Set (NX) by the node that adopts the saved sessions of `node` after finding it dead, so
+/// only one does, and so `node`, restarting, knows its saved sessions are held elsewhere.
+pub fn takeover(node: &str) -> String {
+    format!("herald:takeover:{node}")
+}
+
 /// The delivery stream of `node`.
 pub fn inbox(node: &str) -> String {
     format!("herald:in:{node}")
@@ -49,5 +55,6 @@ mod tests {
         assert_eq!(super::inbox("n1"), "herald:in:n1");
         assert_eq!(super::node_accounts("n1"), "herald:acct:n1");
         assert_eq!(super::component("push.d"), "herald:comp:push.d");
+        assert_eq!(super::takeover("n2"), "herald:takeover:n2");
     }
 }

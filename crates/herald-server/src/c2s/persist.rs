@@ -160,8 +160,20 @@ pub async fn load(shared: &Arc<Shared>, restore: Restore) -> anyhow::Result<(Loa
     // Cluster mode: the other nodes' saved sessions are theirs (hibernating there now, or
     // taken over when a node is lost); ids from before cluster mode have no node and are
     // taken by the first node that starts.
+    // A session of this node that another node adopted while this one was down (see
+    // `adopt`) runs there: it is that node's now.
     if let Some(c) = shared.cluster.get() {
         saved.retain(|s| herald_cluster::sm_id_node(&s.record.id).is_none_or(|n| n == c.node));
+        let mut mine = Vec::with_capacity(saved.len());
+        for s in saved {
+            if !c
+                .held_elsewhere(&s.record.account, &s.record.resource)
+                .await
+            {
+                mine.push(s);
+            }
+        }
+        saved = mine;
     }
     let now = Instant::now();
     for (account, id, h, at) in tombs {
@@ -232,8 +244,12 @@ pub async fn take_over(shared: &Arc<Shared>, user: &str, previd: &str, restore: 
     let Some(c) = shared.cluster.get() else {
         return false;
     };
-    if !c.hand_off(user, previd).await {
+    if !c.hand_off(shared, user, previd).await {
         return false;
+    }
+    // Adopted here while looking for its node (that node was lost).
+    if shared.resumable_get(previd).is_some() {
+        return true;
     }
     let id = previd.to_string();
     let saved = match shared
@@ -277,6 +293,65 @@ pub async fn take_over(shared: &Arc<Shared>, user: &str, previd: &str, restore: 
             false
         }
     }
+}
+
+/// Cluster mode: `node` was lost; its hibernated sessions, saved in the store, run on this
+/// node from now on (hibernated, with what is left of their time), so their clients can
+/// resume (on any node: the others hand the resumption here) and are pushed. A session that
+/// cannot run here is recovered as after a crash. How many were restored.
+pub async fn adopt(shared: &Arc<Shared>, node: &str, restore: Restore) -> usize {
+    let prefix = format!("{node}~");
+    let saved = match shared.db(move |s: &roles::Sessions| s.sm_sessions()).await {
+        Ok(all) => all
+            .into_iter()
+            .filter(|s| s.record.id.starts_with(&prefix))
+            .collect::<Vec<_>>(),
+        Err(e) => {
+            tracing::error!(error = %e, node, "reading the lost node's saved sessions failed");
+            return 0;
+        }
+    };
+    let mut restored = 0;
+    let mut tombstones = Vec::new();
+    let mut done = Vec::new();
+    for s in saved {
+        let SavedSession { record, queue } = s;
+        let queue: Vec<Routed> = queue.iter().filter_map(|q| unqueued(shared, q)).collect();
+        let jid = FullJid::new(&format!("{}/{}", record.account, record.resource)).ok();
+        let expired = record.expires_at <= unix_millis();
+        let Some(jid) = jid.filter(|_| !expired) else {
+            recover(shared, &record, queue, &mut tombstones).await;
+            done.push(record.id);
+            continue;
+        };
+        let state = SavedState::decode(&record.state);
+        let r = Box::new(Restored {
+            record,
+            queue,
+            state,
+            jid,
+        });
+        match restore(shared.clone(), r) {
+            Ok(()) => restored += 1,
+            Err(r) => {
+                recover(shared, &r.record, r.queue, &mut tombstones).await;
+                done.push(r.record.id);
+            }
+        }
+    }
+    let stored = shared
+        .db(move |s: &roles::Sessions| {
+            s.save_tombstones(&tombstones)?;
+            for id in &done {
+                s.delete_sm_session(id)?;
+            }
+            Ok(())
+        })
+        .await;
+    if let Err(e) = stored {
+        tracing::error!(error = %e, "recording the lost node's ended sessions failed");
+    }
+    restored
 }
 
 /// A saved session that will not run again: its last h becomes a tombstone and its queue is

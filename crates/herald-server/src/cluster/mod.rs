@@ -53,7 +53,7 @@ const READ_BLOCK_MS: u64 = 5_000;
 /// take (the connection's response timeout is 5 s).
 const OBSERVED_TTL: Duration = Duration::from_secs(30);
 /// How long a resumption waits for the other node to hand its session over.
-const HANDOFF_WAIT: Duration = Duration::from_secs(10);
+const HANDOFF_WAIT: Duration = Duration::from_secs(5);
 /// Wait before reconnecting after a Redis error.
 const RETRY: Duration = Duration::from_secs(1);
 
@@ -247,6 +247,7 @@ impl Cluster {
                 "removed the registry entries of this node's previous run"
             );
         }
+
         self.beat(shared).await?;
         self.sweep_nodes(shared).await
     }
@@ -331,6 +332,29 @@ impl Cluster {
                 .arg(keys::inbox(&node))
                 .query_async(&mut c)
                 .await?;
+            // One survivor adopts the lost node's hibernated sessions (saved in the store as
+            // they hibernated), so their phones can resume on any node and are pushed.
+            let won: Option<String> = redis::cmd("SET")
+                .arg(keys::takeover(&node))
+                .arg(&self.node)
+                .arg("NX")
+                .arg("PX")
+                .arg(4 * self.lease.as_millis() as u64)
+                .query_async(&mut c)
+                .await?;
+            if won.is_some() {
+                let n = crate::c2s::persist::adopt(
+                    shared,
+                    &node,
+                    crate::c2s::session::Session::restore,
+                )
+                .await;
+                tracing::warn!(
+                    node,
+                    sessions = n,
+                    "adopted the lost node's hibernated sessions"
+                );
+            }
         }
         for node in born {
             tracing::info!(node, "cluster node up");
@@ -540,35 +564,102 @@ impl Cluster {
     /// names: asks that node to save the session to the store and let it go. True once it
     /// did (the caller restores it from the store); false if the node is not alive, has no
     /// such session, or does not answer within [`HANDOFF_WAIT`].
-    pub async fn hand_off(self: &Arc<Self>, user: &str, previd: &str) -> bool {
-        let Some(node) = herald_cluster::sm_id_node(previd) else {
+    pub async fn hand_off(
+        self: &Arc<Self>,
+        shared: &Arc<Shared>,
+        user: &str,
+        previd: &str,
+    ) -> bool {
+        let Some(origin) = herald_cluster::sm_id_node(previd) else {
             return false;
         };
-        if node == self.node {
-            return false;
+        // The view of which nodes live is up to a third of a lease old: the origin's beat
+        // is read now, and a lost origin is swept at once (which may adopt its sessions
+        // here) rather than waited for.
+        if origin != self.node {
+            let beat: redis::RedisResult<Option<String>> = redis::cmd("GET")
+                .arg(keys::node(origin))
+                .query_async(&mut self.conn())
+                .await;
+            let ms = beat
+                .ok()
+                .flatten()
+                .as_deref()
+                .and_then(Beat::decode)
+                .map(|b| b.ms);
+            if !lease::alive(ms, now_ms(), self.lease) {
+                if let Err(e) = self.sweep_nodes(shared).await {
+                    tracing::warn!(error = %e, "cluster node sweep failed");
+                }
+                if shared.resumable_get(previd).is_some() {
+                    return true;
+                }
+            }
         }
-        let alive = self
-            .alive
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(node);
-        if !alive {
-            return false;
+        let alive = |n: &str| {
+            self.alive
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(n)
+        };
+        // The node that made the id holds the session, unless it was lost: then the node
+        // that adopted its sessions does, one of those holding a hibernated session of
+        // the account.
+        let candidates: Vec<String> = if origin != self.node && alive(origin) {
+            vec![origin.to_string()]
+        } else {
+            let mut nodes: Vec<String> = shared
+                .router
+                .resources(user)
+                .iter()
+                .filter(|r| r.hibernated)
+                .filter_map(|r| r.tx.as_remote().map(|t| t.link.node.clone()))
+                .collect();
+            nodes.sort();
+            nodes.dedup();
+            nodes
+        };
+        for node in candidates {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            self.handoffs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(previd.to_string(), tx);
+            let sent = self
+                .link(&node)
+                .send_op(Op::HandOff, previd, user.to_string());
+            let ok = sent && matches!(tokio::time::timeout(HANDOFF_WAIT, rx).await, Ok(Ok(true)));
+            self.handoffs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(previd);
+            if ok {
+                return true;
+            }
         }
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.handoffs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(previd.to_string(), tx);
-        let sent = self
-            .link(node)
-            .send_op(Op::HandOff, previd, user.to_string());
-        let ok = sent && matches!(tokio::time::timeout(HANDOFF_WAIT, rx).await, Ok(Ok(true)));
-        self.handoffs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(previd);
-        ok
+        false
+    }
+
+    /// Whether another live node holds `account/resource` in the registry (a saved session
+    /// of this node that another node adopted while this one was down).
+    pub async fn held_elsewhere(&self, account: &str, resource: &str) -> bool {
+        let v: redis::RedisResult<Option<String>> = redis::cmd("HGET")
+            .arg(keys::sessions(account))
+            .arg(resource)
+            .query_async(&mut self.conn())
+            .await;
+        let Ok(Some(v)) = v else {
+            return false;
+        };
+        let Ok(e) = Entry::decode(&v) else {
+            return false;
+        };
+        e.node != self.node
+            && self
+                .alive
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&e.node)
     }
 
     /// Registers this node as the one serving the component `domain`; false if another
