@@ -41,6 +41,12 @@ pub fn takeover(node: &str) -> String {
     format!("herald:takeover:{node}")
 }
 
+/// The channel on which a node shares what the others keep in memory too (`node\n`, a
+/// kind, then its lines): PEP recipients and verified caps, so a publish on any node
+/// notifies every recipient; and which account's cached blocklist, archive preferences or
+/// avatar changed, or which account was removed.
+pub const STATE_CHANNEL: &str = "herald:state";
+
 /// The delivery stream of `node`.
 pub fn inbox(node: &str) -> String {
     format!("herald:in:{node}")

@@ -9,6 +9,8 @@
 //! own, emptied first.
 
 mod common;
+#[path = "common/pep.rs"]
+mod pepkit;
 #[path = "common/pg.rs"]
 mod pg;
 
@@ -456,6 +458,82 @@ async fn a_session_hibernated_on_one_node_resumes_on_another_with_nothing_lost_o
         })
         .await;
     assert_eq!(next.attr("id"), Some("barrier"), "{}", xml(&next));
+    n2.running.stop().await;
+    n1.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pep_notifications_and_blocklists_hold_across_nodes() {
+    let Some(db) = pg::database("cluster_state") else {
+        return;
+    };
+    let Some(redis) = redis_db("cluster_state", 6).await else {
+        return;
+    };
+    let n1 = node(&db.url, &redis, "ts-n1").await;
+    let n2 = node(&db.url, &redis, "ts-n2").await;
+    for u in ["alice", "bob"] {
+        n1.add_user(u, "pw");
+    }
+    befriend(&n1, "alice@localhost", "bob@localhost").await;
+
+    // bob on n2 wants alice's mood notifications (XEP-0115 +notify). His presence reaches
+    // alice's account on n2, which learns his caps; n1, where alice publishes, learns it
+    // from n2.
+    let mut alice = pepkit::Pc::login(&n1, "alice", "a", &[]).await;
+    alice.online().await;
+    let mut bob = pepkit::Pc::login(&n2, "bob", "b", &[pepkit::NODE]).await;
+    bob.online().await;
+    let r = &n1.running.shared.router;
+    wait_until("n1 sees bob", || {
+        r.resource("bob@localhost", "b")
+            .is_some_and(|e| e.available)
+    })
+    .await;
+    let shared = n1.running.shared.clone();
+    wait_until("n1 knows bob gets alice's notifications", || {
+        herald_server::features::pep::is_recipient(&shared, "alice@localhost", "bob@localhost/b")
+    })
+    .await;
+    let r = alice.publish(pepkit::NODE, "m1", "happy", &[]).await;
+    assert_eq!(r.attr("type"), Some("result"), "{}", xml(&r));
+    let ev = bob
+        .wait("alice's notification", |e| {
+            e.name() == "message" && e.get_child("event", pepkit::EVENT).is_some()
+        })
+        .await;
+    assert_eq!(ev.attr("from"), Some("alice@localhost"), "{}", xml(&ev));
+
+    // bob blocks alice on n2; n1, which routes alice's messages and has bob's (empty)
+    // blocklist cached, drops it and refuses her next message.
+    chat(&mut alice.raw, "bob@localhost", "before-block").await;
+    bob.wait("the first message", |e| {
+        e.attr("id") == Some("before-block")
+    })
+    .await;
+    assert!(shared.blocklists.get("bob@localhost").is_some());
+    let r = bob
+        .iq(
+            "set",
+            None,
+            "<block xmlns='urn:xmpp:blocking'><item jid='alice@localhost'/></block>",
+        )
+        .await;
+    assert_eq!(r.attr("type"), Some("result"), "{}", xml(&r));
+    wait_until("n1 drops its copy of bob's blocklist", || {
+        shared.blocklists.get("bob@localhost").is_none()
+    })
+    .await;
+    chat(&mut alice.raw, "bob@localhost", "after-block").await;
+    let e = alice
+        .wait("the refusal", |e| e.attr("id") == Some("after-block"))
+        .await;
+    assert_eq!(e.attr("type"), Some("error"), "{}", xml(&e));
+    let got = bob.sync().await;
+    assert!(
+        !got.iter().any(|e| e.attr("id") == Some("after-block")),
+        "{got:?}"
+    );
     n2.running.stop().await;
     n1.running.stop().await;
 }

@@ -52,6 +52,8 @@ const READ_BLOCK_MS: u64 = 5_000;
 /// How long an account's newest observed registry time is kept: longer than any answer can
 /// take (the connection's response timeout is 5 s).
 const OBSERVED_TTL: Duration = Duration::from_secs(30);
+/// State changes waiting to be shared.
+const STATE_QUEUE: usize = 10_000;
 /// How long a resumption waits for the other node to hand its session over.
 const HANDOFF_WAIT: Duration = Duration::from_secs(5);
 /// Wait before reconnecting after a Redis error.
@@ -153,6 +155,9 @@ pub struct Cluster {
     refresh: Arc<Dirty>,
     /// Accounts whose push registrations this node changed, to announce.
     push_dirty: Arc<Dirty>,
+    /// Changes to share with the other nodes (bounded; beyond it the others miss some).
+    state_out: mpsc::Sender<String>,
+    state_rx: Mutex<Option<mpsc::Receiver<String>>>,
     /// Resumption ids this node asked another node to hand over, with who waits.
     handoffs: Mutex<HashMap<String, tokio::sync::oneshot::Sender<bool>>>,
     /// When each local session was bound (ms), by account: the registry's `since`.
@@ -197,7 +202,10 @@ impl Cluster {
             .query_async(&mut conn)
             .await
             .context("Redis did not answer PING ([cluster] redis)")?;
+        let (state_out, state_rx) = mpsc::channel(STATE_QUEUE);
         Ok(Arc::new(Cluster {
+            state_out,
+            state_rx: Mutex::new(Some(state_rx)),
             node,
             lease: c.lease.0,
             client,
@@ -554,6 +562,13 @@ impl Cluster {
         }
     }
 
+    /// Shares a change of what every node keeps in memory (see [`apply_state`]).
+    pub fn share_state(&self, msg: String) {
+        if self.state_out.try_send(msg).is_err() {
+            tracing::warn!("cluster: shared state queue full; another node may miss a change");
+        }
+    }
+
     /// `user`'s push registrations changed in the store: the other nodes' push engines
     /// reload them (announced by [`push_announcer`]).
     pub fn push_changed(&self, user: &str) {
@@ -752,6 +767,57 @@ pub async fn node_beats(
         .collect())
 }
 
+/// Which per-account cache another node changed ([`Cluster::share_state`]).
+#[derive(Clone, Copy, Debug)]
+pub enum Cached {
+    /// The blocklist (XEP-0191).
+    Blocklist,
+    /// The archive preferences (XEP-0313).
+    MamPrefs,
+    /// The avatar hash (vCard).
+    Avatar,
+    /// The account was removed.
+    Removed,
+}
+
+/// Tells the other nodes `user`'s cached `what` changed (no-op on a single node).
+pub fn invalidate(shared: &Shared, what: Cached, user: &str) {
+    if let Some(c) = shared.cluster.get() {
+        let k = match what {
+            Cached::Blocklist => "b",
+            Cached::MamPrefs => "m",
+            Cached::Avatar => "a",
+            Cached::Removed => "g",
+        };
+        c.share_state(format!("{k}\n{user}"));
+    }
+}
+
+/// Applies what another node shared: a PEP change, or a cache to drop.
+fn apply_state(shared: &Shared, msg: &str) {
+    let (kind, rest) = msg.split_once('\n').unwrap_or((msg, ""));
+    match kind {
+        "r" | "c" => crate::features::pep::apply_shared(shared, msg),
+        "b" => shared.blocklists.invalidate(rest),
+        "m" => shared.mam_prefs.invalidate(rest),
+        "a" => shared.avatars.invalidate(rest),
+        "g" => {
+            // Removed on another node (its sessions everywhere were ended from there):
+            // nothing of it stays cached here, and nothing is stored for it from now on.
+            shared
+                .accounts
+                .mark_removed(rest, crate::admin::accounts::Removal::Deleted);
+            shared.resumable_forget_user(rest);
+            shared.tombstones_forget_user(rest);
+            shared.mam_prefs.forget(rest);
+            shared.blocklists.forget(rest);
+            shared.avatars.forget(rest);
+            shared.pep.forget_user(rest);
+        }
+        _ => {}
+    }
+}
+
 /// `herald cluster status`: every node that joined the cluster of `cfg`'s Redis.
 pub async fn status(cfg: &herald_config::Config) -> anyhow::Result<String> {
     use anyhow::Context;
@@ -785,6 +851,7 @@ pub fn start(shared: &Arc<Shared>, cluster: &Arc<Cluster>) -> Vec<tokio::task::J
         tokio::spawn(writer(shared.clone(), cluster.clone())),
         tokio::spawn(subscriber(shared.clone(), cluster.clone())),
         tokio::spawn(push_announcer(cluster.clone())),
+        tokio::spawn(state_sharer(cluster.clone())),
         tokio::spawn(refresher(shared.clone(), cluster.clone())),
         tokio::spawn(reader(shared.clone(), cluster.clone())),
     ]
@@ -840,6 +907,31 @@ fn dirty_again(shared: &Shared, bare: &str) {
     shared.router.track_changes().mark(bare);
 }
 
+async fn state_sharer(cluster: Arc<Cluster>) {
+    let rx = cluster
+        .state_rx
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    let Some(mut rx) = rx else {
+        return;
+    };
+    let mut batch = Vec::with_capacity(BATCH);
+    while rx.recv_many(&mut batch, BATCH).await > 0 {
+        let mut pipe = redis::pipe();
+        for m in &batch {
+            pipe.cmd("PUBLISH")
+                .arg(keys::STATE_CHANNEL)
+                .arg(format!("{}\n{m}", cluster.node))
+                .ignore();
+        }
+        if let Err(e) = pipe.query_async::<()>(&mut cluster.conn()).await {
+            tracing::warn!(error = %e, lost = batch.len(), "cluster: sharing state changes failed");
+        }
+        batch.clear();
+    }
+}
+
 async fn push_announcer(cluster: Arc<Cluster>) {
     loop {
         let batch = cluster.push_dirty.take();
@@ -868,7 +960,11 @@ async fn subscriber(shared: Arc<Shared>, cluster: Arc<Cluster>) {
     loop {
         match cluster.client.get_async_pubsub().await {
             Ok(mut ps) => match ps
-                .subscribe(&[keys::REGISTRY_CHANNEL, keys::PUSH_CHANNEL])
+                .subscribe(&[
+                    keys::REGISTRY_CHANNEL,
+                    keys::PUSH_CHANNEL,
+                    keys::STATE_CHANNEL,
+                ])
                 .await
             {
                 Ok(()) => {
@@ -891,6 +987,14 @@ async fn subscriber(shared: Arc<Shared>, cluster: Arc<Cluster>) {
                         let Ok(p) = m.get_payload::<String>() else {
                             continue;
                         };
+                        if m.get_channel_name() == keys::STATE_CHANNEL {
+                            if let Some((node, rest)) = p.split_once('\n') {
+                                if node != cluster.node {
+                                    apply_state(&shared, rest);
+                                }
+                            }
+                            continue;
+                        }
                         let Some((node, bare)) = p.split_once('|') else {
                             continue;
                         };

@@ -104,6 +104,7 @@ pub async fn handle_iq(session: &mut SessionCtx, el: &Element) -> Element {
         }
     };
     shared.blocklists.invalidate(&user);
+    crate::cluster::invalidate(&shared, crate::cluster::Cached::Blocklist, &user);
     if let Err(StoreError::QuotaExceeded) = r {
         // `[blocking] max_items`: the list is held in memory for every stanza; nothing of
         // this block was stored, and nothing is pushed.

@@ -395,6 +395,7 @@ pub async fn handle_iq(session: &mut SessionCtx, el: &Element, payload: &Element
             .db(move |s: &roles::Archive| s.set_mam_prefs(&u, &p))
             .await;
         shared.mam_prefs.invalidate(&user);
+        crate::cluster::invalidate(&shared, crate::cluster::Cached::MamPrefs, &user);
         return match r {
             Ok(()) => stanza::iq_result(
                 el,

@@ -75,6 +75,65 @@ impl Pep {
     pub fn forget_user(&self, bare: &str) {
         self.lock().recipients.remove(bare);
     }
+
+    /// Cluster mode: what another node observed (where the presence arrived): `full` gets
+    /// `owner`'s notifications for caps `ver`, or no longer (None). The other node sent the
+    /// last items and asked the caps; this one only records, so a publish on any node
+    /// reaches every recipient.
+    pub fn record(&self, owner: &str, full: &str, ver: Option<&str>, max_recipients: usize) {
+        let mut st = self.lock();
+        match ver {
+            None => {
+                if let Some(r) = st.recipients.get_mut(owner) {
+                    r.remove(full);
+                    if r.is_empty() {
+                        st.recipients.remove(owner);
+                    }
+                }
+            }
+            Some(v) => {
+                let r = st.recipients.entry(owner.to_string()).or_default();
+                if r.contains_key(full) || r.len() < max_recipients {
+                    r.insert(full.to_string(), v.to_string());
+                }
+            }
+        }
+    }
+
+    /// Cluster mode: caps `ver` another node verified, meaning notifications for `nodes`.
+    pub fn learn_caps(&self, ver: &str, nodes: BTreeSet<String>, max_caps: usize) {
+        let mut st = self.lock();
+        if st.caps.contains_key(ver) {
+            return;
+        }
+        while st.caps.len() >= max_caps {
+            match st.caps_order.pop_front() {
+                Some(old) => {
+                    st.caps.remove(&old);
+                }
+                None => break,
+            }
+        }
+        st.caps_order.push_back(ver.to_string());
+        st.caps.insert(ver.to_string(), Arc::new(nodes));
+    }
+}
+
+/// Whether `full` gets `owner`'s notifications (for operators' and tests' eyes).
+pub fn is_recipient(shared: &Shared, owner: &str, full: &str) -> bool {
+    shared
+        .pep
+        .lock()
+        .recipients
+        .get(owner)
+        .is_some_and(|r| r.contains_key(full))
+}
+
+/// Cluster mode: tells the other nodes about a recipient change (see [`Pep::record`]).
+fn share_recipient(shared: &Shared, owner: &str, full: &str, ver: Option<&str>) {
+    if let Some(c) = shared.cluster.get() {
+        c.share_state(format!("r\n{owner}\n{full}\n{}", ver.unwrap_or_default()));
+    }
 }
 
 fn cap(shared: &Shared) -> u32 {
@@ -676,13 +735,16 @@ async fn observe(shared: &Arc<Shared>, owner: &str, full: &str, seen: Seen) {
         // change) says nothing new about what the resource wants: what is known stays.
         Seen::Available(None) => return,
         Seen::Unavailable => {
-            let mut st = shared.pep.lock();
-            if let Some(r) = st.recipients.get_mut(owner) {
-                r.remove(full);
-                if r.is_empty() {
-                    st.recipients.remove(owner);
+            {
+                let mut st = shared.pep.lock();
+                if let Some(r) = st.recipients.get_mut(owner) {
+                    r.remove(full);
+                    if r.is_empty() {
+                        st.recipients.remove(owner);
+                    }
                 }
             }
+            share_recipient(shared, owner, full, None);
             return;
         }
         Seen::Available(Some(c)) => c,
@@ -722,6 +784,7 @@ async fn observe(shared: &Arc<Shared>, owner: &str, full: &str, seen: Seen) {
         r.insert(full.to_string(), caps.ver.clone());
         st.caps.get(&caps.ver).cloned()
     };
+    share_recipient(shared, owner, full, Some(&caps.ver));
     match known {
         Some(nodes) => send_last_items(shared, owner, full, &nodes).await,
         None => query_caps(shared, owner, full, &caps).await,
@@ -806,6 +869,14 @@ async fn caps_answer(shared: &Arc<Shared>, el: &Element, id: &str) {
             st.caps.insert(p.ver.clone(), nodes.clone());
         }
     }
+    if let Some(c) = shared.cluster.get() {
+        let mut msg = format!("c\n{}", p.ver);
+        for n in nodes.iter() {
+            msg.push('\n');
+            msg.push_str(n);
+        }
+        c.share_state(msg);
+    }
     for (owner, full) in p.waiters {
         let still = shared
             .pep
@@ -834,6 +905,31 @@ pub fn to_server(shared: &Arc<Shared>, ev: ToServer) -> Fut<'_, Option<ToServer>
             _ => Some(ev),
         }
     })
+}
+
+/// Cluster mode: applies what another node shared (`r`: a recipient, `c`: verified caps).
+pub fn apply_shared(shared: &Shared, msg: &str) {
+    let mut parts = msg.split('\n');
+    match parts.next() {
+        Some("r") => {
+            let (Some(owner), Some(full), Some(ver)) = (parts.next(), parts.next(), parts.next())
+            else {
+                return;
+            };
+            let ver = (!ver.is_empty()).then_some(ver);
+            shared
+                .pep
+                .record(owner, full, ver, shared.cfg.pep.max_recipients_per_user);
+        }
+        Some("c") => {
+            let Some(ver) = parts.next() else {
+                return;
+            };
+            let nodes = parts.map(str::to_string).collect();
+            shared.pep.learn_caps(ver, nodes, shared.cfg.pep.max_caps);
+        }
+        _ => {}
+    }
 }
 
 /// The `presence_to_local` hook: a contact's resource's available or unavailable presence

@@ -143,6 +143,7 @@ pub async fn replace(shared: &Arc<Shared>, user: &str, card: &Element) -> Result
     }
     shared.avatars.invalidate(&user);
     shared.avatars.put(&user, after.clone());
+    crate::cluster::invalidate(shared, crate::cluster::Cached::Avatar, &user);
     if *before != after {
         // After the result: each session handles the command when it next reads its
         // inbox, so this client sees its result before its own presence comes back.
