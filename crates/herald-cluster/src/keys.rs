@@ -47,6 +47,10 @@ pub fn takeover(node: &str) -> String {
 /// avatar changed, or which account was removed.
 pub const STATE_CHANNEL: &str = "herald:state";
 
+/// The node serving the group chat service (`[muc]`): one at a time, so each room lives in
+/// one place; the others route its stanzas there. Taken over when that node is lost.
+pub const MUC_HOME: &str = "herald:muc-home";
+
 /// The delivery stream of `node`.
 pub fn inbox(node: &str) -> String {
     format!("herald:in:{node}")

@@ -181,6 +181,9 @@ pub enum Op {
     /// The answer to [`Op::HandOff`] for resumption id `to`: `payload` is `1` when the
     /// session was saved and let go, `0` otherwise.
     HandedOff,
+    /// Route the stanza in `payload` on the receiving node, which serves what is addressed
+    /// to `to` (the group chat service, held by one node at a time).
+    Route,
 }
 
 impl Op {
@@ -195,6 +198,7 @@ impl Op {
             Op::Component => "c",
             Op::HandOff => "h",
             Op::HandedOff => "H",
+            Op::Route => "R",
         }
     }
 
@@ -209,6 +213,7 @@ impl Op {
             "c" => Op::Component,
             "h" => Op::HandOff,
             "H" => Op::HandedOff,
+            "R" => Op::Route,
             _ => return None,
         })
     }
@@ -409,6 +414,7 @@ mod tests {
             Op::Component,
             Op::HandOff,
             Op::HandedOff,
+            Op::Route,
         ] {
             assert_eq!(Op::from_code(op.code()), Some(op));
         }

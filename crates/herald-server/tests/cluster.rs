@@ -537,3 +537,81 @@ async fn pep_notifications_and_blocklists_hold_across_nodes() {
     n2.running.stop().await;
     n1.running.stop().await;
 }
+
+/// Joins `room` as `nick` and waits for the self-presence (status 110).
+async fn join(c: &mut RawClient, room: &str, nick: &str) {
+    c.send(&format!(
+        "<presence to='{room}/{nick}'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
+    ))
+    .await;
+    c.wait_for("the self-presence", |e| {
+        e.name() == "presence"
+            && e.attr("from") == Some(&format!("{room}/{nick}")[..])
+            && xml(e).contains("110")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_is_shared_by_occupants_on_every_node_and_survives_its_node() {
+    let Some(db) = pg::database("cluster_muc") else {
+        return;
+    };
+    let Some(redis) = redis_db("cluster_muc", 7).await else {
+        return;
+    };
+    const ROOM: &str = "tea@conference.localhost";
+    let n1 = node(&db.url, &redis, "tm-n1").await;
+    let n2 = node(&db.url, &redis, "tm-n2").await;
+    for u in ["alice", "bob"] {
+        n1.add_user(u, "pw");
+    }
+    let mut alice = RawClient::login(n1.c2s(), "alice", "pw", "a").await;
+    let mut bob = RawClient::login(n2.c2s(), "bob", "pw", "b").await;
+    join(&mut alice, ROOM, "alice").await;
+    // A new room stays locked until its owner configures it (here: an instant room).
+    alice
+        .send(&format!(
+            "<iq type='set' id='cfg' to='{ROOM}'><query xmlns='http://jabber.org/protocol/muc#owner'>\
+             <x xmlns='jabber:x:data' type='submit'/></query></iq>"
+        ))
+        .await;
+    let r = alice
+        .wait_for("the configuration", |e| e.attr("id") == Some("cfg"))
+        .await;
+    assert_eq!(r.attr("type"), Some("result"), "{}", xml(&r));
+    join(&mut bob, ROOM, "bob").await;
+    // Each sees the other in the one room, wherever their sessions are.
+    alice
+        .wait_for("bob's arrival", |e| {
+            e.name() == "presence" && e.attr("from") == Some("tea@conference.localhost/bob")
+        })
+        .await;
+    bob.send(&format!(
+        "<message to='{ROOM}' type='groupchat' id='g1'><body>hi all</body></message>"
+    ))
+    .await;
+    for c in [&mut alice, &mut bob] {
+        let m = c
+            .wait_for("the groupchat", |e| {
+                e.name() == "message"
+                    && e.attr("type") == Some("groupchat")
+                    && e.attr("id") == Some("g1")
+            })
+            .await;
+        assert_eq!(m.attr("from"), Some("tea@conference.localhost/bob"));
+    }
+
+    // The node serving the rooms stops: the other takes the service over and the room can
+    // be joined again there (occupants join anew, as after a restart).
+    n1.running.stop().await;
+    let shared = n2.running.shared.clone();
+    wait_until("n2 serves the rooms", || {
+        shared.cluster.get().is_some_and(|c| c.serves_muc())
+    })
+    .await;
+    let (mut c, _) = RawClient::authenticate(n2.c2s(), "bob", "pw").await;
+    c.bind("again").await;
+    join(&mut c, ROOM, "bob2").await;
+    n2.running.stop().await;
+}

@@ -155,6 +155,8 @@ pub struct Cluster {
     refresh: Arc<Dirty>,
     /// Accounts whose push registrations this node changed, to announce.
     push_dirty: Arc<Dirty>,
+    /// The node serving the group chat service, as last read.
+    muc_home: Mutex<Option<String>>,
     /// Changes to share with the other nodes (bounded; beyond it the others miss some).
     state_out: mpsc::Sender<String>,
     state_rx: Mutex<Option<mpsc::Receiver<String>>>,
@@ -204,6 +206,7 @@ impl Cluster {
             .context("Redis did not answer PING ([cluster] redis)")?;
         let (state_out, state_rx) = mpsc::channel(STATE_QUEUE);
         Ok(Arc::new(Cluster {
+            muc_home: Default::default(),
             state_out,
             state_rx: Mutex::new(Some(state_rx)),
             node,
@@ -257,7 +260,87 @@ impl Cluster {
         }
 
         self.beat(shared).await?;
-        self.sweep_nodes(shared).await
+        self.sweep_nodes(shared).await?;
+        // Before the rooms are loaded (start-up loads them after joining).
+        self.check_muc_home(shared, false).await
+    }
+
+    /// Makes sure a live node serves the group chat service: claims it when none does (or
+    /// its node was lost). A node that takes it over (`reload`) loads the rooms anew from
+    /// the store: what it loaded at its own start is stale, and the occupants the lost node
+    /// held are gone (clients find out with XEP-0410 self-pings and join again).
+    async fn check_muc_home(
+        self: &Arc<Self>,
+        shared: &Arc<Shared>,
+        reload: bool,
+    ) -> redis::RedisResult<()> {
+        if shared.muc_domain.is_none() {
+            return Ok(());
+        }
+        let mut c = self.conn();
+        let _: i64 = redis::Script::new(CLAIM_SCRIPT)
+            .key(keys::MUC_HOME)
+            .arg(&self.node)
+            .arg(keys::node(""))
+            .invoke_async(&mut c)
+            .await?;
+        let holder: Option<String> = redis::cmd("GET")
+            .arg(keys::MUC_HOME)
+            .query_async(&mut c)
+            .await?;
+        let before = std::mem::replace(
+            &mut *self.muc_home.lock().unwrap_or_else(|e| e.into_inner()),
+            holder.clone(),
+        );
+        if holder.as_deref() == Some(self.node.as_str()) && before != holder {
+            tracing::info!("this node serves the group chat service now");
+            if reload {
+                match crate::features::muc::reload(shared).await {
+                    Ok(n) => tracing::info!(rooms = n, "group chat rooms loaded anew"),
+                    Err(e) => tracing::error!(error = %e, "loading the group chat rooms failed"),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether this node serves the group chat service now.
+    pub fn serves_muc(&self) -> bool {
+        self.muc_home
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_deref()
+            == Some(self.node.as_str())
+    }
+
+    /// The link to the node serving the group chat service when another node does. When
+    /// that node is no longer alive, the service is claimed first (it may come here).
+    pub async fn muc_home_link(self: &Arc<Self>, shared: &Arc<Shared>) -> Option<Arc<NodeLink>> {
+        for _ in 0..2 {
+            let home = self
+                .muc_home
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()?;
+            if home == self.node {
+                return None;
+            }
+            let alive = self
+                .alive
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&home);
+            if alive {
+                return Some(self.link(&home));
+            }
+            if let Err(e) = self.sweep_nodes(shared).await {
+                tracing::warn!(error = %e, "cluster node sweep failed");
+            }
+            if let Err(e) = self.check_muc_home(shared, true).await {
+                tracing::warn!(error = %e, "cluster: checking the group chat node failed");
+            }
+        }
+        None
     }
 
     async fn beat(&self, shared: &Shared) -> redis::RedisResult<()> {
@@ -538,7 +621,7 @@ impl Cluster {
     /// of this cluster's domain is read from the registry first. Its node wrote the entry
     /// before the delivery on the same connection, so the read sees it.
     async fn know_sender(self: &Arc<Self>, shared: &Shared, d: &Delivery) {
-        if d.op != Op::Stanza {
+        if !matches!(d.op, Op::Stanza | Op::Route) {
             return;
         }
         let Some(from) = sender(&d.payload) else {
@@ -733,8 +816,16 @@ impl Cluster {
                 break;
             }
         }
-        let r: redis::RedisResult<()> = redis::cmd("DEL")
+        // Gone at once for the others: they sweep when they hear it (`node|`, no
+        // account) rather than at their next beat.
+        let r: redis::RedisResult<()> = redis::pipe()
+            .cmd("DEL")
             .arg(keys::node(&self.node))
+            .ignore()
+            .cmd("PUBLISH")
+            .arg(keys::REGISTRY_CHANNEL)
+            .arg(format!("{}|", self.node))
+            .ignore()
             .query_async(&mut self.conn())
             .await;
         if let Err(e) = r {
@@ -869,6 +960,9 @@ async fn heartbeat(shared: Arc<Shared>, cluster: Arc<Cluster>) {
         if let Err(e) = cluster.sweep_nodes(&shared).await {
             tracing::warn!(error = %e, "cluster node sweep failed");
         }
+        if let Err(e) = cluster.check_muc_home(&shared, true).await {
+            tracing::warn!(error = %e, "cluster: checking the group chat node failed");
+        }
         cluster
             .observed
             .lock()
@@ -999,6 +1093,19 @@ async fn subscriber(shared: Arc<Shared>, cluster: Arc<Cluster>) {
                             continue;
                         };
                         if node == cluster.node {
+                            continue;
+                        }
+                        if bare.is_empty() {
+                            // A node left: sweep now (see `leave`).
+                            let (s, c) = (shared.clone(), cluster.clone());
+                            tokio::spawn(async move {
+                                if let Err(e) = c.sweep_nodes(&s).await {
+                                    tracing::warn!(error = %e, "cluster node sweep failed");
+                                }
+                                if let Err(e) = c.check_muc_home(&s, true).await {
+                                    tracing::warn!(error = %e, "cluster: checking the group chat node failed");
+                                }
+                            });
                             continue;
                         }
                         if m.get_channel_name() == keys::PUSH_CHANNEL {
@@ -1191,6 +1298,20 @@ async fn deliver(shared: &Arc<Shared>, d: Delivery) {
     if matches!(d.op, Op::HandOff | Op::HandedOff) {
         return hand_off_op(shared, d);
     }
+    if d.op == Op::Route {
+        tracing::debug!(
+            from = d.from_node,
+            to = d.to,
+            "stanza routed here by another node"
+        );
+        if let Ok(el) = d.payload.parse::<Element>() {
+            // Routed here, not on: this node serves it (see `muc_home_link`).
+            crate::routing::msg::ROUTED_HERE
+                .scope((), routing::route(shared, el))
+                .await;
+        }
+        return;
+    }
     if d.op == Op::Component {
         let Some(el) = d.payload.parse::<Element>().ok() else {
             return;
@@ -1267,7 +1388,7 @@ async fn deliver(shared: &Arc<Shared>, d: Delivery) {
                     r.tx.send_control(SessionMsg::Command(Command::CheckOffline));
             }
         }
-        Op::Component | Op::HandOff | Op::HandedOff => {}
+        Op::Component | Op::HandOff | Op::HandedOff | Op::Route => {}
         Op::Rebroadcast => {
             if let Some(r) = local {
                 let _ =

@@ -293,6 +293,13 @@ pub async fn load(shared: &Arc<Shared>) -> Result<usize, StoreError> {
     Ok(n)
 }
 
+/// Cluster mode: this node took over the group chat service: the rooms as the store has
+/// them now replace whatever it held (occupants included: they were another node's).
+pub async fn reload(shared: &Arc<Shared>) -> Result<usize, StoreError> {
+    shared.muc.map().clear();
+    load(shared).await
+}
+
 /// The `to_muc` hook: every stanza for the MUC domain.
 pub fn to_muc(shared: &Arc<Shared>, ev: ToMuc) -> Fut<'_, Option<ToMuc>> {
     Box::pin(async move {

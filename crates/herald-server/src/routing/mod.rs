@@ -164,7 +164,32 @@ pub async fn route(shared: &Arc<Shared>, el: Element) {
             hooks::run(&shared.hooks.to_remote, shared, hooks::ToRemote { el }).await;
         }
         Dest::Muc => {
-            hooks::run(&shared.hooks.to_muc, shared, hooks::ToMuc { el }).await;
+            // Cluster mode: one node serves the rooms; a stanza routed here by another
+            // node is served here whatever this node believes (no ping-pong).
+            let home = match shared.cluster.get() {
+                Some(c) if msg::ROUTED_HERE.try_with(|_| ()).is_err() => {
+                    c.muc_home_link(shared).await
+                }
+                _ => None,
+            };
+            match home {
+                Some(link) => {
+                    tracing::debug!(node = %link.node, "group chat stanza routed to its node");
+                    let to = to.domain().to_string();
+                    if let Err(el) = link.send_route(&to, el) {
+                        bounce_typed(
+                            shared,
+                            &el,
+                            StanzaErrorCondition::ResourceConstraint,
+                            ErrorType::Wait,
+                        )
+                        .await;
+                    }
+                }
+                None => {
+                    hooks::run(&shared.hooks.to_muc, shared, hooks::ToMuc { el }).await;
+                }
+            }
         }
     }
 }

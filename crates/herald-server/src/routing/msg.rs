@@ -248,6 +248,10 @@ tokio::task_local! {
     /// gone there is routed again, and must then not be sent on to a third node (or back),
     /// which could loop while the nodes' views of an account disagree.
     pub static FROM_CLUSTER: ();
+    /// Set while a node routes what another node routed to it because it serves its
+    /// destination (the group chat service): it is served here whatever this node
+    /// believes, never sent back (what serving it sends to other nodes' sessions goes).
+    pub static ROUTED_HERE: ();
 }
 
 impl NodeLink {
@@ -303,16 +307,31 @@ impl NodeLink {
         self.queue.send(out).is_ok()
     }
 
+    /// Queues `el` to be routed on the other node (which serves `to`'s domain); Err(el)
+    /// when the queue is full or the node gone.
+    pub fn send_route(&self, to: &str, el: Element) -> Result<(), Element> {
+        self.send_element(herald_cluster::Op::Route, to, el)
+    }
+
     /// Queues `el` for the component of `domain` attached to the other node; Err(el) when
     /// the queue is full or the node gone.
     pub fn send_component(&self, domain: &str, el: Element) -> Result<(), Element> {
+        self.send_element(herald_cluster::Op::Component, domain, el)
+    }
+
+    fn send_element(
+        &self,
+        op: herald_cluster::Op,
+        domain: &str,
+        el: Element,
+    ) -> Result<(), Element> {
         if self.is_closed() || FROM_CLUSTER.try_with(|_| ()).is_ok() || self.queued() >= self.limit
         {
             return Err(el);
         }
         self.queued.fetch_add(1, Ordering::AcqRel);
         let out = Outgoing {
-            op: herald_cluster::Op::Component,
+            op,
             to: domain.to_string(),
             payload: Payload::Element(Box::new(el)),
             charge: None,
