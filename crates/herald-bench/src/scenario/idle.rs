@@ -33,15 +33,21 @@ pub struct IdleArgs {
     pub hold: u64,
 }
 
+/// The servers' RSS added up (the nodes of a cluster: sessions are spread over them).
+fn rss_sum(pids: &[u32]) -> Result<u64> {
+    pids.iter().map(|&p| report::rss_kib(p)).sum()
+}
+
 /// Runs the scenario.
 pub async fn run(a: IdleArgs) -> Result<Report> {
-    let Some(pid) = a.common.server_pid else {
+    let pids = &a.common.server_pid;
+    if pids.is_empty() {
         bail!("idle needs --server-pid to read the server's RSS");
-    };
+    }
     super::ensure_fd_budget(a.count)?;
     let t = a.common.target()?;
     let settle = Duration::from_secs(a.settle);
-    let rss0 = report::rss_kib(pid)?;
+    let rss0 = rss_sum(pids)?;
     let cpu0 = report::cpu_seconds("self").unwrap_or(0.0);
     let progress = Arc::new(Progress::default());
     let ticker = report::spawn_progress("idle", progress.clone());
@@ -89,7 +95,7 @@ pub async fn run(a: IdleArgs) -> Result<Report> {
     }
     let ramp = start.elapsed();
     tokio::time::sleep(settle).await;
-    let rss1 = report::rss_kib(pid)?;
+    let rss1 = rss_sum(pids)?;
     let held = progress
         .ok
         .load(Ordering::Relaxed)
