@@ -6,7 +6,7 @@ use super::Common;
 use crate::conn::{self, Inbound, LoginOpts};
 use crate::report::{self, Progress, Report};
 use anyhow::{bail, Context, Result};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,11 +53,19 @@ pub async fn run(a: IdleArgs) -> Result<Report> {
     let ticker = report::spawn_progress("idle", progress.clone());
     let start = Instant::now();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Sessions the server closed after their login: `failed` counts them with the failed
+    // logins, but only they come off the sessions held.
+    let dropped = Arc::new(AtomicU64::new(0));
     let sem = Arc::new(tokio::sync::Semaphore::new(a.concurrency.max(1)));
     let mut set = tokio::task::JoinSet::new();
     for i in 0..a.count {
-        let (t, sem, progress, mut stop) =
-            (t.clone(), sem.clone(), progress.clone(), stop_rx.clone());
+        let (t, sem, progress, mut stop, dropped) = (
+            t.clone(),
+            sem.clone(),
+            progress.clone(),
+            stop_rx.clone(),
+            dropped.clone(),
+        );
         let n = a.common.offset + i;
         let opts = LoginOpts {
             sm: a.sm,
@@ -81,6 +89,7 @@ pub async fn run(a: IdleArgs) -> Result<Report> {
                         Ok(Inbound::Element(_)) => {}
                         Ok(Inbound::Close) | Err(_) => {
                             progress.failed.fetch_add(1, Ordering::Relaxed);
+                            dropped.fetch_add(1, Ordering::Relaxed);
                             return Some(format!("user {n}: server closed an idle session"));
                         }
                     },
@@ -90,7 +99,14 @@ pub async fn run(a: IdleArgs) -> Result<Report> {
             None
         });
     }
-    while progress.ok.load(Ordering::Relaxed) + progress.failed.load(Ordering::Relaxed) < a.count {
+    let logins_done = || {
+        let failed_logins = progress
+            .failed
+            .load(Ordering::Relaxed)
+            .saturating_sub(dropped.load(Ordering::Relaxed));
+        progress.ok.load(Ordering::Relaxed) + failed_logins
+    };
+    while logins_done() < a.count {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let ramp = start.elapsed();
@@ -99,7 +115,7 @@ pub async fn run(a: IdleArgs) -> Result<Report> {
     let held = progress
         .ok
         .load(Ordering::Relaxed)
-        .saturating_sub(progress.failed.load(Ordering::Relaxed));
+        .saturating_sub(dropped.load(Ordering::Relaxed));
     eprintln!("holding {held} sessions; server RSS {rss0} KiB -> {rss1} KiB");
     tokio::time::sleep(Duration::from_secs(a.hold)).await;
     let wall = start.elapsed();
