@@ -5,6 +5,7 @@
 #   scripts/cluster.sh start [DIR]   write DIR/n1.toml … and start the nodes (logs DIR/nN.log)
 #   scripts/cluster.sh status [DIR]  herald cluster status
 #   scripts/cluster.sh stop [DIR]    stop the nodes, then the PostgreSQL and Redis it started
+#                                    (their data goes with them: the next start is empty)
 #
 # DIR defaults to ./herald-cluster. PostgreSQL and Redis: $HERALD_PG_URL and $HERALD_REDIS_URL
 # if set (left running at stop), else throwaway ones under DIR/pg and DIR/redis (.ci/pg,
@@ -103,10 +104,12 @@ stop_nodes() {
 	done
 }
 
-# stop_services: the throwaway PostgreSQL and Redis, only if this DIR started them.
+# stop_services: the throwaway PostgreSQL and Redis, only if this DIR started them, and their
+# data: they are throwaway, and .ci/pg initialises an empty directory only, so the next start
+# begins with an empty database (accounts included).
 stop_services() {
-	if [[ -f $DIR/redis/started ]]; then "$ROOT/.ci/redis" stop "$DIR/redis"; rm -f "$DIR/redis/started"; fi
-	if [[ -f $DIR/pg.started ]]; then "$ROOT/.ci/pg" stop "$DIR/pg"; rm -f "$DIR/pg.started"; fi
+	if [[ -f $DIR/redis/started ]]; then "$ROOT/.ci/redis" stop "$DIR/redis"; rm -rf "$DIR/redis"; fi
+	if [[ -f $DIR/pg.started ]]; then "$ROOT/.ci/pg" stop "$DIR/pg"; rm -rf "$DIR/pg" "$DIR/pg.started"; fi
 }
 
 start() {
@@ -126,6 +129,10 @@ start() {
 		done
 	done
 	PG_URL=${HERALD_PG_URL:-}
+	if [[ -z $PG_URL && -e $DIR/pg ]]; then
+		log "$DIR/pg is left from an earlier run (stop removes it): remove it, or set HERALD_PG_URL"
+		exit 1
+	fi
 	if [[ -z $PG_URL ]]; then
 		# The pg directory belongs to the postgres user when run as root (.ci/pg), so the
 		# marker that says "this DIR started it" lives beside it.
@@ -182,7 +189,7 @@ stop)
 	stop_services
 	;;
 *)
-	sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' >&2
+	sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' >&2
 	exit 2
 	;;
 esac
