@@ -45,6 +45,9 @@ pub struct Target {
     pub host: String,
     /// c2s port.
     pub port: u16,
+    /// c2s ports of several nodes of one cluster on `host`; empty: `port` only. See
+    /// [`Target::port_for`].
+    pub ports: Vec<u16>,
     /// XMPP domain of the users.
     pub domain: String,
     /// Users are `{prefix}{n}@{domain}`.
@@ -71,11 +74,31 @@ pub struct Target {
 impl Target {
     /// A TCP connection to the server, from `source` if set, within `step_timeout`.
     pub async fn connect(&self) -> Result<TcpStream> {
+        self.connect_port(self.port).await
+    }
+
+    /// The c2s port bench user `n` connects to: `port`, or with several `ports` (cluster
+    /// nodes) the (n mod count)-th, so consecutive users — a `messages` pair's sender and
+    /// receiver — are on different nodes and each of their messages crosses the cluster.
+    pub fn port_for(&self, n: u64) -> u16 {
+        match self.ports.len() as u64 {
+            0 => self.port,
+            k => self
+                .ports
+                .get((n % k) as usize)
+                .copied()
+                .unwrap_or(self.port),
+        }
+    }
+
+    /// A TCP connection to `port` on the server's host, from `source` if set, within
+    /// `step_timeout`.
+    pub async fn connect_port(&self, port: u16) -> Result<TcpStream> {
         let fut = async {
             let Some(src) = self.source else {
-                return TcpStream::connect((self.host.as_str(), self.port)).await;
+                return TcpStream::connect((self.host.as_str(), port)).await;
             };
-            let addr = tokio::net::lookup_host((self.host.as_str(), self.port))
+            let addr = tokio::net::lookup_host((self.host.as_str(), port))
                 .await?
                 .find(|a| a.is_ipv4() == src.is_ipv4())
                 .ok_or_else(|| io::Error::other("no server address of the source's family"))?;
@@ -352,10 +375,10 @@ pub enum Resumption {
 
 /// Connects, opens the stream and does STARTTLS if asked: the transport and the features
 /// offered for authentication.
-async fn open(t: &Target) -> Result<(Transport, Framer, Vec<u8>, Vec<u8>)> {
+async fn open(t: &Target, port: u16) -> Result<(Transport, Framer, Vec<u8>, Vec<u8>)> {
     let mut buf = vec![0u8; 4096];
     let mut io = match &t.websocket {
-        None => Transport::Plain(t.connect().await?),
+        None => Transport::Plain(t.connect_port(port).await?),
         Some(url) => {
             if t.tls != TlsMode::None {
                 // The WebSocket's own TLS (wss://) would be the security; STARTTLS does not
@@ -417,7 +440,7 @@ async fn open(t: &Target) -> Result<(Transport, Framer, Vec<u8>, Vec<u8>)> {
 /// Connects and authenticates bench user `n`: stream, optional STARTTLS, SASL, and the
 /// stream restart after it.
 pub async fn authenticate(t: &Target, n: u64) -> Result<Authed> {
-    let (mut io, mut framer, mut buf, features) = open(t).await?;
+    let (mut io, mut framer, mut buf, features) = open(t, t.port_for(n)).await?;
     let user = t.user(n);
     match t.auth {
         AuthMech::Plain => {
@@ -620,7 +643,7 @@ pub async fn sasl2(
     extra: &str,
     jid: &str,
 ) -> Result<(Session, Vec<u8>)> {
-    let (mut io, mut framer, mut buf, features) = open(t).await?;
+    let (mut io, mut framer, mut buf, features) = open(t, t.port).await?;
     if xml::find_child(&features, "authentication").is_none() {
         return Err(BenchError::NotOffered("SASL2 (urn:xmpp:sasl:2)"));
     }

@@ -41,6 +41,15 @@ fn parse_stat_cpu(stat: &str) -> Option<f64> {
     Some((ut + st) / USER_HZ)
 }
 
+/// CPU seconds of several processes (the nodes of a cluster) added up; None without pids or
+/// if one cannot be read.
+pub fn cpu_seconds_of(pids: &[u32]) -> Option<f64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|p| cpu_seconds(&p.to_string())).sum()
+}
+
 /// VmRSS of a process in KiB, from /proc/PID/status.
 pub fn rss_kib(pid: u32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -140,7 +149,7 @@ impl Report {
     pub fn add_cpu(
         &mut self,
         bench_cpu0: f64,
-        server: Option<(&str, f64)>,
+        server: Option<(&[u32], f64)>,
         wall: Duration,
     ) -> Option<f64> {
         let w = wall.as_secs_f64().max(1e-9);
@@ -152,8 +161,8 @@ impl Report {
                 "% of one core",
             );
         }
-        let (pid, c0) = server?;
-        let c = cpu_seconds(pid)?;
+        let (pids, c0) = server?;
+        let c = cpu_seconds_of(pids)?;
         self.add("server_cpu_pct", 100.0 * (c - c0) / w, "% of one core");
         Some(c - c0)
     }

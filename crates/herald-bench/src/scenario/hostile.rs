@@ -230,7 +230,7 @@ async fn run_phase(a: &HostileArgs, t: &Arc<Target>, floods: &[Flood]) -> Result
             let _ = tokio::time::timeout_at(end, run_flood(f, ctx)).await;
         });
     }
-    let server_pid = a.common.server_pid;
+    let server_pid = a.common.server_pid.first().copied();
     let sampler = tokio::spawn(async move {
         let mut peak = None::<u64>;
         let Some(pid) = server_pid else { return peak };

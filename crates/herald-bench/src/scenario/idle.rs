@@ -6,7 +6,7 @@ use super::Common;
 use crate::conn::{self, Inbound, LoginOpts};
 use crate::report::{self, Progress, Report};
 use anyhow::{bail, Context, Result};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,25 +33,39 @@ pub struct IdleArgs {
     pub hold: u64,
 }
 
+/// The servers' RSS added up (the nodes of a cluster: sessions are spread over them).
+fn rss_sum(pids: &[u32]) -> Result<u64> {
+    pids.iter().map(|&p| report::rss_kib(p)).sum()
+}
+
 /// Runs the scenario.
 pub async fn run(a: IdleArgs) -> Result<Report> {
-    let Some(pid) = a.common.server_pid else {
+    let pids = &a.common.server_pid;
+    if pids.is_empty() {
         bail!("idle needs --server-pid to read the server's RSS");
-    };
+    }
     super::ensure_fd_budget(a.count)?;
     let t = a.common.target()?;
     let settle = Duration::from_secs(a.settle);
-    let rss0 = report::rss_kib(pid)?;
+    let rss0 = rss_sum(pids)?;
     let cpu0 = report::cpu_seconds("self").unwrap_or(0.0);
     let progress = Arc::new(Progress::default());
     let ticker = report::spawn_progress("idle", progress.clone());
     let start = Instant::now();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Sessions the server closed after their login: `failed` counts them with the failed
+    // logins, but only they come off the sessions held.
+    let dropped = Arc::new(AtomicU64::new(0));
     let sem = Arc::new(tokio::sync::Semaphore::new(a.concurrency.max(1)));
     let mut set = tokio::task::JoinSet::new();
     for i in 0..a.count {
-        let (t, sem, progress, mut stop) =
-            (t.clone(), sem.clone(), progress.clone(), stop_rx.clone());
+        let (t, sem, progress, mut stop, dropped) = (
+            t.clone(),
+            sem.clone(),
+            progress.clone(),
+            stop_rx.clone(),
+            dropped.clone(),
+        );
         let n = a.common.offset + i;
         let opts = LoginOpts {
             sm: a.sm,
@@ -75,6 +89,7 @@ pub async fn run(a: IdleArgs) -> Result<Report> {
                         Ok(Inbound::Element(_)) => {}
                         Ok(Inbound::Close) | Err(_) => {
                             progress.failed.fetch_add(1, Ordering::Relaxed);
+                            dropped.fetch_add(1, Ordering::Relaxed);
                             return Some(format!("user {n}: server closed an idle session"));
                         }
                     },
@@ -84,16 +99,23 @@ pub async fn run(a: IdleArgs) -> Result<Report> {
             None
         });
     }
-    while progress.ok.load(Ordering::Relaxed) + progress.failed.load(Ordering::Relaxed) < a.count {
+    let logins_done = || {
+        let failed_logins = progress
+            .failed
+            .load(Ordering::Relaxed)
+            .saturating_sub(dropped.load(Ordering::Relaxed));
+        progress.ok.load(Ordering::Relaxed) + failed_logins
+    };
+    while logins_done() < a.count {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let ramp = start.elapsed();
     tokio::time::sleep(settle).await;
-    let rss1 = report::rss_kib(pid)?;
+    let rss1 = rss_sum(pids)?;
     let held = progress
         .ok
         .load(Ordering::Relaxed)
-        .saturating_sub(progress.failed.load(Ordering::Relaxed));
+        .saturating_sub(dropped.load(Ordering::Relaxed));
     eprintln!("holding {held} sessions; server RSS {rss0} KiB -> {rss1} KiB");
     tokio::time::sleep(Duration::from_secs(a.hold)).await;
     let wall = start.elapsed();

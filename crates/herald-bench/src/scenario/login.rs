@@ -96,7 +96,11 @@ pub async fn run(a: LoginArgs) -> Result<Report> {
     );
     r.add_latency("login_latency", &h, false);
     r.add("wall_s", wall.as_secs_f64(), "s");
-    if let Some(cpu) = r.add_cpu(cpu0, server0.as_ref().map(|(p, c)| (p.as_str(), *c)), wall) {
+    if let Some(cpu) = r.add_cpu(
+        cpu0,
+        server0.as_ref().map(|(p, c)| (p.as_slice(), *c)),
+        wall,
+    ) {
         r.add(
             "logins_per_server_cpu_s",
             ok as f64 / cpu.max(0.01),

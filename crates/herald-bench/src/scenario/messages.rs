@@ -111,7 +111,11 @@ pub async fn run(a: MessagesArgs) -> Result<Report> {
     r.add("lost", sent.saturating_sub(received) as f64, "msgs");
     r.add("errors", errors as f64, "msgs");
     r.add_latency("latency", &hist, true);
-    if let Some(cpu) = r.add_cpu(cpu0, server0.as_ref().map(|(p, c)| (p.as_str(), *c)), wall) {
+    if let Some(cpu) = r.add_cpu(
+        cpu0,
+        server0.as_ref().map(|(p, c)| (p.as_slice(), *c)),
+        wall,
+    ) {
         r.add(
             "msgs_per_server_cpu_s",
             received as f64 / cpu.max(0.01),

@@ -30,6 +30,11 @@ pub struct Common {
     /// c2s port.
     #[arg(long, default_value_t = 5222)]
     pub port: u16,
+    /// c2s ports of several cluster nodes on `--host`, comma-separated (instead of `--port`):
+    /// user n connects to the (n mod count)-th, so logins are spread round-robin and each
+    /// `messages` pair's sender and receiver are on different nodes. TCP only.
+    #[arg(long, value_delimiter = ',', conflicts_with = "websocket")]
+    pub ports: Vec<u16>,
     /// XMPP domain.
     #[arg(long, default_value = "localhost")]
     pub domain: String,
@@ -56,9 +61,10 @@ pub struct Common {
     /// Bench runtime worker threads (0 = number of CPUs).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    /// Server pid, for its CPU (and RSS in `idle`) from /proc.
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    /// Server pid, for its CPU (and RSS in `idle`) from /proc. Several (repeated or
+    /// comma-separated: the nodes of a cluster) are added up; `hostile` samples the first.
+    #[arg(long, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
     /// Write the result as JSON here.
     #[arg(long)]
     #[serde(skip)]
@@ -74,6 +80,7 @@ impl Common {
         Ok(Arc::new(Target {
             host: self.host.clone(),
             port: self.port,
+            ports: self.ports.clone(),
             domain: self.domain.clone(),
             user_prefix: self.user_prefix.clone(),
             password: self.password.clone(),
@@ -87,11 +94,10 @@ impl Common {
         }))
     }
 
-    /// The server's CPU seconds now, if a pid was given.
-    pub fn server_cpu(&self) -> Option<(String, f64)> {
-        let pid = self.server_pid?.to_string();
-        let c = crate::report::cpu_seconds(&pid)?;
-        Some((pid, c))
+    /// The server's CPU seconds now (summed over its pids), if a pid was given.
+    pub fn server_cpu(&self) -> Option<(Vec<u32>, f64)> {
+        let c = crate::report::cpu_seconds_of(&self.server_pid)?;
+        Some((self.server_pid.clone(), c))
     }
 }
 
@@ -139,4 +145,53 @@ pub async fn login_all(
         out[i] = Some(s);
     }
     Ok(out.into_iter().flatten().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        common: Common,
+    }
+
+    fn common(args: &[&str]) -> Common {
+        Cli::parse_from(std::iter::once("bench").chain(args.iter().copied())).common
+    }
+
+    #[test]
+    fn one_port_is_every_users() {
+        let t = common(&["--port", "5333"]).target().unwrap();
+        assert_eq!((t.port_for(0), t.port_for(7)), (5333, 5333));
+    }
+
+    #[test]
+    fn several_ports_take_users_round_robin_and_a_pair_crosses_nodes() {
+        let c = common(&[
+            "--ports",
+            "5222,6222,7222",
+            "--server-pid",
+            "10,11",
+            "--server-pid",
+            "12",
+        ]);
+        assert_eq!(c.server_pid, vec![10, 11, 12]);
+        let t = c.target().unwrap();
+        let ports: Vec<u16> = (0..6).map(|n| t.port_for(n)).collect();
+        assert_eq!(ports, [5222, 6222, 7222, 5222, 6222, 7222]);
+        // A messages pair is users 2i and 2i+1: never on the same node with 2 or more ports.
+        for ports in ["5222,6222", "5222,6222,7222", "5222,6222,7222,8222"] {
+            let t = common(&["--ports", ports]).target().unwrap();
+            for i in 0..20 {
+                assert_ne!(
+                    t.port_for(2 * i),
+                    t.port_for(2 * i + 1),
+                    "ports {ports}, pair {i}"
+                );
+            }
+        }
+    }
 }

@@ -353,7 +353,11 @@ pub async fn run(a: PushArgs) -> Result<Report> {
         "publishes",
     );
     r.add_latency("push_latency", &hist, false);
-    let _ = r.add_cpu(cpu0, server0.as_ref().map(|(p, c)| (p.as_str(), *c)), wall);
+    let _ = r.add_cpu(
+        cpu0,
+        server0.as_ref().map(|(p, c)| (p.as_slice(), *c)),
+        wall,
+    );
     Ok(r)
 }
 

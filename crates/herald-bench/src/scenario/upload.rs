@@ -308,7 +308,11 @@ pub async fn run(a: UploadArgs) -> Result<Report> {
     }
     let wall = start.elapsed();
     r.add("wall_s", wall.as_secs_f64(), "s");
-    r.add_cpu(cpu0, server0.as_ref().map(|(p, c)| (p.as_str(), *c)), wall);
+    r.add_cpu(
+        cpu0,
+        server0.as_ref().map(|(p, c)| (p.as_slice(), *c)),
+        wall,
+    );
     Ok(r)
 }
 

@@ -202,6 +202,8 @@ pub async fn run(a: WakeArgs) -> Result<Report> {
     let mut via = a.common.clone();
     via.host = "127.0.0.1".into();
     via.port = proxy_port;
+    // The proxy forwards to `--port` only.
+    via.ports.clear();
     let phone_t = via.target()?;
     let step = direct.step_timeout;
 
