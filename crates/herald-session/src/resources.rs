@@ -194,6 +194,11 @@ impl<Tx> ResourceTable<Tx> {
         self.users.contains_key(bare)
     }
 
+    /// Every account with its bound resources.
+    pub fn accounts(&self) -> impl Iterator<Item = (&str, &[ResourceEntry<Tx>])> {
+        self.users.iter().map(|(b, l)| (b.as_str(), l.as_slice()))
+    }
+
     /// Every bound resource of every user.
     pub fn all(&self) -> impl Iterator<Item = &ResourceEntry<Tx>> {
         self.users.values().flatten()

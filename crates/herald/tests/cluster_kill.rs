@@ -2,7 +2,8 @@
 //! PostgreSQL database and one Redis; node 2 is killed with SIGKILL while a client on it
 //! sends. Every message node 2 acknowledged (XEP-0198) to its sender is found afterwards in
 //! the recipient's archive on node 1, and a phone that was hibernated on node 2 resumes on
-//! node 1 (which adopted node 2's saved sessions) and gets what was queued for it.
+//! node 1 (which adopted node 2's saved sessions) and gets what was queued for it, and what
+//! was sent to it after the kill, before node 1 found node 2 gone.
 //!
 //! Needs `HERALD_TEST_POSTGRES_URL` and `HERALD_TEST_REDIS_URL` (`.ci/run` sets both);
 //! without them it prints a notice and checks nothing.
@@ -229,6 +230,17 @@ async fn a_killed_node_loses_no_acknowledged_message_and_its_sleeping_phone_resu
     }
     assert!(acked >= 20, "acked {acked}");
     drop(bob);
+    // Sent while n1 still takes n2 for alive: it goes to n2's delivery stream, which the
+    // node adopting n2's sessions reads before removing it.
+    alice
+        .send(
+            "<message to='carol@localhost' type='chat' id='after-kill'><body>still there?</body></message>\
+             <iq type='get' id='sent2'><ping xmlns='urn:xmpp:ping'/></iq>",
+        )
+        .await;
+    alice
+        .wait_for("sent2", |e| e.attr("id") == Some("sent2"))
+        .await;
 
     // n1 finds n2 gone within the lease.
     status_until(&n1.config, "n2 down", |o| !line_has(o, "k-n2", "up")).await;
@@ -261,5 +273,9 @@ async fn a_killed_node_loses_no_acknowledged_message_and_its_sleeping_phone_resu
         .wait_for("the queued message", |e| e.name() == "message")
         .await;
     assert_eq!(m.attr("id"), Some("for-carol"), "{}", xml(&m));
+    let m = back
+        .wait_for("the message sent after the kill", |e| e.name() == "message")
+        .await;
+    assert_eq!(m.attr("id"), Some("after-kill"), "{}", xml(&m));
     n1.kill();
 }

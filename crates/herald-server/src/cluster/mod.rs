@@ -149,8 +149,13 @@ pub struct Cluster {
     client: redis::Client,
     conn: ConnectionManager,
     links: Mutex<HashMap<String, Arc<NodeLink>>>,
-    /// Other nodes whose beat was fresh at the last sweep.
+    /// Other nodes taken as alive: their beat was fresh at the last sweep, or has been
+    /// missing for less than a lease.
     alive: Mutex<HashSet<String>>,
+    /// Since when each node taken as alive has had no fresh beat.
+    missing: Mutex<HashMap<String, std::time::Instant>>,
+    /// Nodes that announced a clean stop, swept without waiting.
+    left: Mutex<HashSet<String>>,
     /// Accounts to re-read from the registry (announced by other nodes).
     refresh: Arc<Dirty>,
     /// Accounts whose push registrations this node changed, to announce.
@@ -215,6 +220,8 @@ impl Cluster {
             conn,
             links: Default::default(),
             alive: Default::default(),
+            missing: Default::default(),
+            left: Default::default(),
             refresh: Default::default(),
             push_dirty: Default::default(),
             handoffs: Default::default(),
@@ -381,77 +388,137 @@ impl Cluster {
             .collect();
         let (born, died) = {
             let mut alive = self.alive.lock().unwrap_or_else(|e| e.into_inner());
+            let mut missing = self.missing.lock().unwrap_or_else(|e| e.into_inner());
+            let mut left = self.left.lock().unwrap_or_else(|e| e.into_inner());
             let born: Vec<String> = live.difference(&alive).cloned().collect();
-            let mut died: Vec<String> = alive.difference(&live).cloned().collect();
+            // A node whose beat is gone is lost once it stays gone for another lease (or at
+            // once when it said it left): every beat vanishes at once when Redis restarts
+            // empty, and the nodes beat again within a third of a lease.
+            let at = std::time::Instant::now();
+            let mut died = Vec::new();
+            for n in alive.difference(&live) {
+                let since = *missing.entry(n.clone()).or_insert(at);
+                if left.contains(n) || at.duration_since(since) >= self.lease {
+                    died.push(n.clone());
+                }
+            }
+            missing.retain(|n, _| !live.contains(n) && !died.contains(n));
+            for n in &died {
+                left.remove(n);
+            }
             // A node that was never seen alive here but left a link (its entries were read
-            // in the same instant it died) is dead too.
+            // in the same instant it died) is lost too.
             let links = self.links.lock().unwrap_or_else(|e| e.into_inner());
             let orphans: Vec<String> = links
                 .keys()
-                .filter(|n| !live.contains(*n) && !died.contains(n))
+                .filter(|n| !live.contains(*n) && !alive.contains(*n) && !died.contains(n))
                 .cloned()
                 .collect();
             died.extend(orphans);
-            *alive = live;
+            alive.retain(|n| live.contains(n) || missing.contains_key(n));
+            alive.extend(live.iter().cloned());
             (born, died)
         };
         for node in died {
-            let link = self
-                .links
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&node);
-            if let Some(l) = link {
-                l.close();
-            }
-            let n = shared.router.drop_node(&node);
-            tracing::warn!(
-                node,
-                sessions = n,
-                "cluster node lost (its heartbeat expired)"
-            );
-            let mut c = self.conn();
-            let _: usize = self
-                .sweep
-                .key(keys::node_accounts(&node))
-                .key(keys::REGISTRY_CHANNEL)
-                .arg(&node)
-                .arg(keys::sessions(""))
-                .invoke_async(&mut c)
-                .await?;
-            let _: () = redis::cmd("DEL")
-                .arg(keys::inbox(&node))
-                .query_async(&mut c)
-                .await?;
-            // One survivor adopts the lost node's hibernated sessions (saved in the store as
-            // they hibernated), so their phones can resume on any node and are pushed.
-            let won: Option<String> = redis::cmd("SET")
-                .arg(keys::takeover(&node))
-                .arg(&self.node)
-                .arg("NX")
-                .arg("PX")
-                .arg(4 * self.lease.as_millis() as u64)
-                .query_async(&mut c)
-                .await?;
-            if won.is_some() {
-                let n = crate::c2s::persist::adopt(
-                    shared,
-                    &node,
-                    crate::c2s::session::Session::restore,
-                )
-                .await;
-                tracing::warn!(
-                    node,
-                    sessions = n,
-                    "adopted the lost node's hibernated sessions"
-                );
-            }
+            self.node_lost(shared, &node).await?;
         }
         for node in born {
             tracing::info!(node, "cluster node up");
             self.reread_node(&node).await?;
         }
         Ok(())
+    }
+
+    /// `node` is gone (its beat stayed away, or it left): forget its sessions here, remove
+    /// its registry entries, and — on the one node that wins the takeover — adopt its saved
+    /// sessions and hand on what was still waiting in its delivery stream.
+    async fn node_lost(
+        self: &Arc<Self>,
+        shared: &Arc<Shared>,
+        node: &str,
+    ) -> redis::RedisResult<()> {
+        let link = self
+            .links
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(node);
+        if let Some(l) = link {
+            l.close();
+        }
+        let n = shared.router.drop_node(node);
+        tracing::warn!(node, sessions = n, "cluster node gone");
+        let mut c = self.conn();
+        let _: usize = self
+            .sweep
+            .key(keys::node_accounts(node))
+            .key(keys::REGISTRY_CHANNEL)
+            .arg(node)
+            .arg(keys::sessions(""))
+            .invoke_async(&mut c)
+            .await?;
+        let won: Option<String> = redis::cmd("SET")
+            .arg(keys::takeover(node))
+            .arg(&self.node)
+            .arg("NX")
+            .arg("PX")
+            .arg(4 * self.lease.as_millis() as u64)
+            .query_async(&mut c)
+            .await?;
+        if won.is_none() {
+            return Ok(());
+        }
+        // Its hibernated sessions (saved in the store as they hibernated) run here now, so
+        // their phones can resume on any node and are pushed.
+        let adopted =
+            crate::c2s::persist::adopt(shared, node, crate::c2s::session::Session::restore).await;
+        tracing::warn!(
+            node,
+            sessions = adopted,
+            "adopted the lost node's hibernated sessions"
+        );
+        // What other nodes sent it that it never read: for an adopted session, delivered to
+        // it here; for one that is gone, handled as for any ended session (a message is
+        // delivered to the account's other sessions or stored offline).
+        let key = keys::inbox(node);
+        let mut from = "-".to_string();
+        let mut handed = 0usize;
+        loop {
+            let page: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+                .arg(&key)
+                .arg(&from)
+                .arg("+")
+                .arg("COUNT")
+                .arg(READ_COUNT)
+                .query_async(&mut c)
+                .await?;
+            if page.ids.is_empty() {
+                break;
+            }
+            for id in &page.ids {
+                from = format!("({}", id.id);
+                if let Ok(d) = Delivery::from_fields(&entry_fields(id), self.max_stanza) {
+                    handed += 1;
+                    deliver(shared, d).await;
+                }
+            }
+        }
+        let _: () = redis::cmd("DEL").arg(&key).query_async(&mut c).await?;
+        if handed > 0 {
+            tracing::warn!(
+                node,
+                deliveries = handed,
+                "handed on the lost node's unread deliveries"
+            );
+        }
+        Ok(())
+    }
+
+    /// A node announced it left (a clean stop): it is swept at once.
+    fn node_left(&self, node: &str) {
+        self.left
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(node.to_string());
     }
 
     /// Marks every account with sessions on `node` for re-reading.
@@ -1062,8 +1129,13 @@ async fn subscriber(shared: Arc<Shared>, cluster: Arc<Cluster>) {
                 .await
             {
                 Ok(()) => {
-                    // Whatever changed while this node was not listening: every account of
-                    // every live node is read again.
+                    // Redis may have restarted empty: this node's sessions are written
+                    // again, and whatever changed while it was not listening — every
+                    // account of every live node — is read again.
+                    let dirty = shared.router.track_changes();
+                    for b in shared.router.local_accounts() {
+                        dirty.mark(&b);
+                    }
                     let nodes: Vec<String> = cluster
                         .alive
                         .lock()
@@ -1097,6 +1169,7 @@ async fn subscriber(shared: Arc<Shared>, cluster: Arc<Cluster>) {
                         }
                         if bare.is_empty() {
                             // A node left: sweep now (see `leave`).
+                            cluster.node_left(node);
                             let (s, c) = (shared.clone(), cluster.clone());
                             tokio::spawn(async move {
                                 if let Err(e) = c.sweep_nodes(&s).await {
@@ -1249,16 +1322,7 @@ async fn reader(shared: Arc<Shared>, cluster: Arc<Cluster>) {
             for k in reply.keys {
                 for id in k.ids {
                     last = id.id.clone();
-                    let fields: Vec<(String, String)> = id
-                        .map
-                        .iter()
-                        .filter_map(|(k, v)| {
-                            redis::from_redis_value_ref::<String>(v)
-                                .ok()
-                                .map(|v| (k.clone(), v))
-                        })
-                        .collect();
-                    match Delivery::from_fields(&fields, cluster.max_stanza) {
+                    match Delivery::from_fields(&entry_fields(&id), cluster.max_stanza) {
                         Ok(d) => {
                             cluster.know_sender(&shared, &d).await;
                             deliver(&shared, d).await
@@ -1290,6 +1354,18 @@ fn sender(xml: &str) -> Option<&str> {
         }
     }
     None
+}
+
+/// A stream entry's fields as strings (anything else is not ours and is left out).
+fn entry_fields(id: &redis::streams::StreamId) -> Vec<(String, String)> {
+    id.map
+        .iter()
+        .filter_map(|(k, v)| {
+            redis::from_redis_value_ref::<String>(v)
+                .ok()
+                .map(|v| (k.clone(), v))
+        })
+        .collect()
 }
 
 /// Hands one delivery to its session on this node, as the sending node's router would have

@@ -168,7 +168,7 @@ pub async fn route(shared: &Arc<Shared>, el: Element) {
             // node is served here whatever this node believes (no ping-pong).
             let home = match shared.cluster.get() {
                 Some(c) if msg::ROUTED_HERE.try_with(|_| ()).is_err() => {
-                    c.muc_home_link(shared).await
+                    Box::pin(c.muc_home_link(shared)).await
                 }
                 _ => None,
             };

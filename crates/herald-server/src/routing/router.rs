@@ -225,6 +225,15 @@ impl Router {
             .collect()
     }
 
+    /// The accounts with a resource bound on this node.
+    pub fn local_accounts(&self) -> Vec<String> {
+        self.users()
+            .accounts()
+            .filter(|(_, l)| l.iter().any(|r| r.tx.is_local()))
+            .map(|(b, _)| b.to_string())
+            .collect()
+    }
+
     /// How many resources are bound on this node.
     pub fn local_count(&self) -> usize {
         self.users().all().filter(|r| r.tx.is_local()).count()
