@@ -14,6 +14,7 @@
 //! | [`routing`] | `routing` (where a stanza goes, RFC 6121 §8), `router` (who is online), `msg` (the messages between tasks), `hooks` (typed events and their handler lists), `durable` (durable-before-acked tickets) | getting a stanza to the right task, knowing no feature |
 //! | [`features`] | `message`, `presence`, `roster`, `blocking`, `carbons`, `mam`, `offline`, `push` (the `herald push test` bookkeeping is `herald_push::diag`), `pep` (XEP-0163), `vcard`, `avatar` (XEP-0398 PEP avatar ↔ vCard photo, above `pep` and `vcard`), `private` (with XEP-0048 bookmarks as XEP-0402 items), `bookmarks` (XEP-0411: the XEP-0048 PEP node as a view of the XEP-0402 one, above `avatar`), `mds` (XEP-0490 server assist, above `pep`), `register` (XEP-0077: password change, removal, registration before login), `iq` (the IQ table, disco with the features served beyond it, ping, version, time), `muc` (the XEP-0045 service; rules in `herald_muc`), `ctx` (what a handler sees of a session) | what the server does with stanzas |
 //! | [`federation`] | `s2s`, `component` | other servers and external components |
+//! | [`cluster`] | heartbeat and node loss, the registry writer and mirror, per-node delivery streams, resumption hand-off, shared state | cluster mode (`[cluster]`): several nodes on one PostgreSQL and one Redis; the pure decisions are `herald_cluster`'s |
 //! | [`admin`] | `admin_socket`, `accounts` | operators' commands on the running server (the CLI side is `herald::admin`) |
 //! | [`http`] | the HTTP listeners and routes, `upload` (XEP-0363 PUT/GET, expiry), `metrics` (`/metrics`, `/health`), `invite` (the `/invite/TOKEN` landing page; its form registers through `features::register::create`), `websocket` (RFC 7395 upgrades handed to `c2s::run`, XEP-0156 host-meta) | HTTP clients; the slot and TURN IQs are lines of the IQ table (`features::iq::upload`, `features::iq::extdisco`) |
 //!
@@ -343,6 +344,14 @@ impl Shared {
         }
     }
 
+    /// Cluster mode: tells the other nodes that `user`'s cached `what` changed (they drop
+    /// their copy); nothing on a single node.
+    pub fn cluster_invalidate(&self, what: Cached, user: &str) {
+        if let Some(c) = self.cluster.get() {
+            cluster::invalidate(c, what, user);
+        }
+    }
+
     /// Registers a resumable session.
     pub fn resumable_insert(&self, id: String, r: msg::Resumable) {
         self.resumable
@@ -579,6 +588,19 @@ impl Running {
     }
 }
 
+/// A per-account cache that changed (cluster mode: the other nodes drop their copy).
+#[derive(Clone, Copy, Debug)]
+pub enum Cached {
+    /// The blocklist (XEP-0191).
+    Blocklist,
+    /// The archive preferences (XEP-0313).
+    MamPrefs,
+    /// The avatar hash (vCard).
+    Avatar,
+    /// The account was removed.
+    Removed,
+}
+
 /// Opens the store, prepares TLS, binds the listeners and starts accepting.
 pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     if cfg.store.is_postgres() {
@@ -715,6 +737,7 @@ pub async fn start_with_store(cfg: Config, store: impl Backend) -> anyhow::Resul
         // Joined before the saved sessions are restored, so their binds reach the registry
         // and this node's mirror is filled before the first client arrives.
         shared.router.track_changes();
+        c.set_restore(session::Session::restore);
         c.join(&shared)
             .await
             .context("joining the cluster (Redis, [cluster])")?;

@@ -281,7 +281,7 @@ pub(crate) async fn remove_user(shared: &Arc<Shared>, user: &str) -> String {
     shared.blocklists.forget(user);
     shared.avatars.forget(user);
     shared.pep.forget_user(user);
-    crate::cluster::invalidate(shared, crate::cluster::Cached::Removed, user);
+    shared.cluster_invalidate(crate::Cached::Removed, user);
     // The push task keeps registrations in memory: a new account under this JID must not
     // inherit them.
     let mut jids: Vec<String> = regs.into_iter().map(|r| r.jid).collect();

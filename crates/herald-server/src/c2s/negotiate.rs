@@ -377,13 +377,7 @@ pub async fn try_resume(
     // Cluster mode: a session hibernated on another node is brought here first.
     if shared.resumable_get(&previd).is_none()
         && shared.cluster.get().is_some()
-        && crate::c2s::persist::take_over(
-            shared,
-            user.as_str(),
-            &previd,
-            crate::c2s::session::Session::restore,
-        )
-        .await
+        && crate::c2s::persist::take_over(shared, user.as_str(), &previd).await
     {
         tracing::info!(
             previd,

@@ -240,8 +240,11 @@ pub async fn load(shared: &Arc<Shared>, restore: Restore) -> anyhow::Result<(Loa
 /// hibernated, for the resumption to find. True when it runs here now. A session that
 /// cannot run here (its resource is taken) is recovered as after a crash: a tombstone, and
 /// its queue handed on.
-pub async fn take_over(shared: &Arc<Shared>, user: &str, previd: &str, restore: Restore) -> bool {
+pub async fn take_over(shared: &Arc<Shared>, user: &str, previd: &str) -> bool {
     let Some(c) = shared.cluster.get() else {
+        return false;
+    };
+    let Some(restore) = c.restore() else {
         return false;
     };
     if !c.hand_off(shared, user, previd).await {

@@ -162,6 +162,9 @@ pub struct Cluster {
     push_dirty: Arc<Dirty>,
     /// The node serving the group chat service, as last read.
     muc_home: Mutex<Option<String>>,
+    /// Starts a saved session in a task of its own (`c2s::session`'s, given at start so
+    /// this module does not name the session module, which names it).
+    restore: std::sync::OnceLock<crate::c2s::persist::Restore>,
     /// Changes to share with the other nodes (bounded; beyond it the others miss some).
     state_out: mpsc::Sender<String>,
     state_rx: Mutex<Option<mpsc::Receiver<String>>>,
@@ -211,6 +214,7 @@ impl Cluster {
             .context("Redis did not answer PING ([cluster] redis)")?;
         let (state_out, state_rx) = mpsc::channel(STATE_QUEUE);
         Ok(Arc::new(Cluster {
+            restore: Default::default(),
             muc_home: Default::default(),
             state_out,
             state_rx: Mutex::new(Some(state_rx)),
@@ -235,6 +239,16 @@ impl Cluster {
             stream_max: c.stream_max,
             max_stanza: cfg.limits.max_stanza_bytes,
         }))
+    }
+
+    /// How this node starts a saved session (set once at start).
+    pub fn set_restore(&self, f: crate::c2s::persist::Restore) {
+        let _ = self.restore.set(f);
+    }
+
+    /// How this node starts a saved session, once set.
+    pub fn restore(&self) -> Option<crate::c2s::persist::Restore> {
+        self.restore.get().copied()
     }
 
     fn conn(&self) -> ConnectionManager {
@@ -469,8 +483,10 @@ impl Cluster {
         }
         // Its hibernated sessions (saved in the store as they hibernated) run here now, so
         // their phones can resume on any node and are pushed.
-        let adopted =
-            crate::c2s::persist::adopt(shared, node, crate::c2s::session::Session::restore).await;
+        let Some(restore) = self.restore() else {
+            return Ok(());
+        };
+        let adopted = crate::c2s::persist::adopt(shared, node, restore).await;
         tracing::warn!(
             node,
             sessions = adopted,
@@ -925,30 +941,15 @@ pub async fn node_beats(
         .collect())
 }
 
-/// Which per-account cache another node changed ([`Cluster::share_state`]).
-#[derive(Clone, Copy, Debug)]
-pub enum Cached {
-    /// The blocklist (XEP-0191).
-    Blocklist,
-    /// The archive preferences (XEP-0313).
-    MamPrefs,
-    /// The avatar hash (vCard).
-    Avatar,
-    /// The account was removed.
-    Removed,
-}
-
-/// Tells the other nodes `user`'s cached `what` changed (no-op on a single node).
-pub fn invalidate(shared: &Shared, what: Cached, user: &str) {
-    if let Some(c) = shared.cluster.get() {
-        let k = match what {
-            Cached::Blocklist => "b",
-            Cached::MamPrefs => "m",
-            Cached::Avatar => "a",
-            Cached::Removed => "g",
-        };
-        c.share_state(format!("{k}\n{user}"));
-    }
+/// Tells the other nodes `user`'s cached `what` changed (see [`apply_state`]).
+pub fn invalidate(cluster: &Cluster, what: crate::Cached, user: &str) {
+    let k = match what {
+        crate::Cached::Blocklist => "b",
+        crate::Cached::MamPrefs => "m",
+        crate::Cached::Avatar => "a",
+        crate::Cached::Removed => "g",
+    };
+    cluster.share_state(format!("{k}\n{user}"));
 }
 
 /// Applies what another node shared: a PEP change, or a cache to drop.

@@ -104,7 +104,7 @@ pub async fn handle_iq(session: &mut SessionCtx, el: &Element) -> Element {
         }
     };
     shared.blocklists.invalidate(&user);
-    crate::cluster::invalidate(&shared, crate::cluster::Cached::Blocklist, &user);
+    shared.cluster_invalidate(crate::Cached::Blocklist, &user);
     if let Err(StoreError::QuotaExceeded) = r {
         // `[blocking] max_items`: the list is held in memory for every stanza; nothing of
         // this block was stored, and nothing is pushed.
@@ -117,7 +117,7 @@ pub async fn handle_iq(session: &mut SessionCtx, el: &Element) -> Element {
     }
     if let Err(e) = r {
         tracing::error!(error = %e, "blocklist update failed");
-        return crate::features::iq::store_failed(el, &e);
+        return crate::features::ctx::store_failed(el, &e);
     }
     presence_effects(
         &shared,

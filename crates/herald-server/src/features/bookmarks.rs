@@ -160,7 +160,7 @@ fn error(iq: &Element, cond: StanzaErrorCondition, text: Option<&str>) -> Elemen
 
 fn store_failed(iq: &Element, e: &StoreError) -> Element {
     tracing::error!(error = %e, "bookmarks store call failed");
-    crate::features::iq::store_failed(iq, e)
+    crate::features::ctx::store_failed(iq, e)
 }
 
 /// The answer to a XEP-0048 write (PEP or private storage) that the XEP-0402 node refused.

@@ -129,3 +129,32 @@ impl SessionCtx {
         self.carbons = carbons;
     }
 }
+
+/// What a client is told when the store call behind its IQ failed (the failures a handler
+/// has no better answer for: `NotFound`, `QuotaExceeded` and the like it answers itself).
+/// A transient failure (SQLite busy, PostgreSQL down or its pool exhausted) is
+/// `resource-constraint`: the server lacks the resources to serve the request now (RFC 6120
+/// §8.3.3.18), and type `wait` tells the client to retry. Anything else is
+/// `internal-server-error`, also of type `wait`: a store fault may be repaired, and the
+/// request itself was fine.
+pub fn store_condition(
+    e: &herald_store::StoreError,
+) -> (
+    herald_proto::error::StanzaErrorCondition,
+    herald_proto::error::ErrorType,
+) {
+    use herald_proto::error::{ErrorType, StanzaErrorCondition};
+    if e.is_transient() {
+        (StanzaErrorCondition::ResourceConstraint, ErrorType::Wait)
+    } else {
+        (StanzaErrorCondition::InternalServerError, ErrorType::Wait)
+    }
+}
+
+/// The error answer to a `get`/`set` whose store call failed ([`store_condition`]); the
+/// caller logs the failure with its context.
+pub fn store_failed(el: &Element, e: &herald_store::StoreError) -> Element {
+    let (cond, kind) = store_condition(e);
+    crate::stanza::error_typed(el, cond, kind, None)
+        .unwrap_or_else(|| crate::stanza::iq_result(el, None))
+}

@@ -395,7 +395,7 @@ pub async fn handle_iq(session: &mut SessionCtx, el: &Element, payload: &Element
             .db(move |s: &roles::Archive| s.set_mam_prefs(&u, &p))
             .await;
         shared.mam_prefs.invalidate(&user);
-        crate::cluster::invalidate(&shared, crate::cluster::Cached::MamPrefs, &user);
+        shared.cluster_invalidate(crate::Cached::MamPrefs, &user);
         return match r {
             Ok(()) => stanza::iq_result(
                 el,
@@ -454,7 +454,7 @@ pub async fn handle_iq(session: &mut SessionCtx, el: &Element, payload: &Element
         }
         Err(e) => {
             tracing::error!(error = %e, "archive query failed");
-            return crate::features::iq::store_failed(el, &e);
+            return crate::features::ctx::store_failed(el, &e);
         }
     };
     let to = session.jid.to_string();

@@ -150,7 +150,7 @@ fn plain(iq: &Element, c: StanzaErrorCondition) -> Element {
 
 fn internal(iq: &Element, e: &StoreError) -> Element {
     tracing::error!(error = %e, "pep store call failed");
-    let (condition, kind) = crate::features::iq::store_condition(e);
+    let (condition, kind) = crate::features::ctx::store_condition(e);
     err(
         iq,
         PepError {

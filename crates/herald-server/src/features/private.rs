@@ -32,7 +32,7 @@ fn err(iq: &Element, cond: StanzaErrorCondition, text: Option<&str>) -> Element 
 
 fn store_failed(iq: &Element, e: &StoreError) -> Element {
     tracing::error!(error = %e, "private storage call failed");
-    crate::features::iq::store_failed(iq, e)
+    crate::features::ctx::store_failed(iq, e)
 }
 
 /// `get` or `set` of `<query xmlns='jabber:iq:private'>` on the user's own account.

@@ -11,7 +11,6 @@ use herald_session::subscription::{State, Sub};
 use herald_store::{roles, RosterItem, StoreError, Subscription};
 
 use crate::features::ctx::SessionCtx;
-use crate::features::iq;
 use crate::routing::msg::Command;
 use crate::routing::msg::SessionMsg;
 use crate::stanza;
@@ -138,7 +137,7 @@ pub async fn handle_iq(session: &mut SessionCtx, el: &Element) -> Element {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!(error = %e, "roster load failed");
-                    return iq::store_failed(el, &e);
+                    return crate::features::ctx::store_failed(el, &e);
                 }
             };
             // XEP-0237 §4: an up-to-date client gets an empty result; pushes follow.
@@ -193,7 +192,7 @@ pub async fn handle_iq(session: &mut SessionCtx, el: &Element) -> Element {
                 .unwrap_or_else(|| stanza::iq_result(el, None)),
                 Err(e) => {
                     tracing::error!(error = %e, "roster set failed");
-                    iq::store_failed(el, &e)
+                    crate::features::ctx::store_failed(el, &e)
                 }
             }
         }
@@ -208,7 +207,7 @@ pub async fn remove(shared: &Arc<Shared>, user: &str, contact: &str, el: &Elemen
             .unwrap_or_else(|| stanza::iq_result(el, None)),
         Err(e) => {
             tracing::error!(error = %e, "roster remove failed");
-            iq::store_failed(el, &e)
+            crate::features::ctx::store_failed(el, &e)
         }
     }
 }

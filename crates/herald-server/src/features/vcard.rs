@@ -53,7 +53,7 @@ fn err(iq: &Element, cond: StanzaErrorCondition, text: Option<&str>) -> Element 
 
 fn store_failed(iq: &Element, e: &StoreError) -> Element {
     tracing::error!(error = %e, "vCard store call failed");
-    crate::features::iq::store_failed(iq, e)
+    crate::features::ctx::store_failed(iq, e)
 }
 
 /// `get` of `<vCard xmlns='vcard-temp'/>` on an account (its own, or anyone's: the vCard is
@@ -143,7 +143,7 @@ pub async fn replace(shared: &Arc<Shared>, user: &str, card: &Element) -> Result
     }
     shared.avatars.invalidate(&user);
     shared.avatars.put(&user, after.clone());
-    crate::cluster::invalidate(shared, crate::cluster::Cached::Avatar, &user);
+    shared.cluster_invalidate(crate::Cached::Avatar, &user);
     if *before != after {
         // After the result: each session handles the command when it next reads its
         // inbox, so this client sees its result before its own presence comes back.

@@ -32,9 +32,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use herald_proto::error::{ErrorType, StanzaErrorCondition};
+use herald_proto::error::StanzaErrorCondition;
 use herald_proto::Element;
-use herald_store::StoreError;
 
 use crate::features::ctx::SessionCtx;
 use crate::routing;
@@ -171,27 +170,8 @@ fn error(el: &Element, cond: StanzaErrorCondition) -> Element {
     stanza::error(el, cond, None).unwrap_or_else(|| stanza::iq_result(el, None))
 }
 
-/// What a client is told when the store call behind its IQ failed (the failures a handler
-/// has no better answer for: `NotFound`, `QuotaExceeded` and the like it answers itself).
-/// A transient failure (SQLite busy, PostgreSQL down or its pool exhausted) is
-/// `resource-constraint`: the server lacks the resources to serve the request now (RFC 6120
-/// §8.3.3.18), and type `wait` tells the client to retry. Anything else is
-/// `internal-server-error`, also of type `wait`: a store fault may be repaired, and the
-/// request itself was fine.
-pub fn store_condition(e: &StoreError) -> (StanzaErrorCondition, ErrorType) {
-    if e.is_transient() {
-        (StanzaErrorCondition::ResourceConstraint, ErrorType::Wait)
-    } else {
-        (StanzaErrorCondition::InternalServerError, ErrorType::Wait)
-    }
-}
-
-/// The error answer to a `get`/`set` whose store call failed ([`store_condition`]); the
-/// caller logs the failure with its context.
-pub fn store_failed(el: &Element, e: &StoreError) -> Element {
-    let (cond, kind) = store_condition(e);
-    stanza::error_typed(el, cond, kind, None).unwrap_or_else(|| stanza::iq_result(el, None))
-}
+// In `ctx`, a leaf, so that features `iq` names (blocking) can use them too.
+pub use crate::features::ctx::{store_condition, store_failed};
 
 /// The `to_server` hook: IQs to a served domain are answered; replies to the server's
 /// own requests go to the push task; other stanzas to the server are not acted on.
