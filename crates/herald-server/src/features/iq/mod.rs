@@ -399,6 +399,7 @@ fn features_of<'a>(disco: Disco, lines: impl Iterator<Item = &'a Entry>) -> Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use herald_store::StoreError;
 
     fn busy() -> StoreError {
         // What rusqlite gives when another connection holds the lock past the busy timeout.
