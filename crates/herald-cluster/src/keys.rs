@@ -1,5 +1,7 @@
 //! The Redis key layout. Every key starts with `herald:` so one Redis can be shared with
-//! other software; bare JIDs are embedded as they are (Redis keys are binary-safe).
+//! other software; bare JIDs are embedded as they are (Redis keys are binary-safe). The
+//! channel names below get `:{db}` appended by the node (pub/sub ignores the database
+//! number), so clusters on different databases of one Redis stay apart.
 
 /// The heartbeat of `node` (a string: ms time of the last beat; TTL = the lease).
 pub fn node(node: &str) -> String {

@@ -1,13 +1,11 @@
 //! Lease decisions, with an explicit `now` (milliseconds since the Unix epoch).
 //!
 //! A node beats by writing its heartbeat key with a TTL equal to the lease; Redis expires
-//! the key when the node stops. A session entry counts only while its node's heartbeat
-//! key exists, so a killed node's sessions stop receiving routed stanzas within one lease
-//! even though nobody deleted them; the next writer of that account's hash removes them.
+//! the key when the node stops. The other nodes take a node whose beat stays away for one
+//! more lease as lost (every beat vanishes at once when Redis restarts empty, and comes
+//! back within a third of a lease), then remove its sessions.
 
 use std::time::Duration;
-
-use crate::Entry;
 
 /// Shortest lease accepted: shorter ones risk expiring between two beats under load.
 pub const MIN_LEASE: Duration = Duration::from_secs(3);
@@ -31,16 +29,6 @@ pub fn age(beat_ms: u64, now_ms: u64) -> Duration {
 /// written without TTL by mistake or a Redis whose expiry lags.
 pub fn alive(beat_ms: Option<u64>, now_ms: u64, lease: Duration) -> bool {
     beat_ms.is_some_and(|b| age(b, now_ms) < lease)
-}
-
-/// The resourceparts of `entries` whose node does not hold its lease, to be removed
-/// (HDEL) by whoever next writes the account's hash.
-pub fn stale_entries(entries: &[(String, Entry)], node_alive: impl Fn(&str) -> bool) -> Vec<&str> {
-    entries
-        .iter()
-        .filter(|(_, e)| !node_alive(&e.node))
-        .map(|(r, _)| r.as_str())
-        .collect()
 }
 
 /// One row of `herald cluster status`.
@@ -79,20 +67,8 @@ pub fn render_status(rows: &[NodeRow], lease: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::State;
 
     const LEASE: Duration = Duration::from_secs(15);
-
-    fn entry(node: &str) -> Entry {
-        Entry {
-            node: node.into(),
-            state: State::Live,
-            priority: 0,
-            available: true,
-            carbons: false,
-            since: 0,
-        }
-    }
 
     #[test]
     fn lease_holds_until_it_expires() {
@@ -104,17 +80,6 @@ mod tests {
         assert!(alive(Some(20_000), 1_000, LEASE));
         assert_eq!(age(20_000, 1_000), Duration::ZERO);
         assert_eq!(beat_interval(LEASE), Duration::from_secs(5));
-    }
-
-    #[test]
-    fn entries_of_dead_nodes_are_stale() {
-        let list = vec![
-            ("phone".to_string(), entry("n1")),
-            ("laptop".to_string(), entry("n2")),
-            ("tab".to_string(), entry("n3")),
-        ];
-        assert_eq!(stale_entries(&list, |n| n != "n2"), vec!["laptop"]);
-        assert!(stale_entries(&list, |_| true).is_empty());
     }
 
     #[test]

@@ -1,22 +1,25 @@
-//! Herald cluster mode, pure parts.
+//! Herald cluster mode, pure parts: what the nodes write to Redis and how they read it.
+//! The edge that talks to Redis is `herald_server::cluster`.
 //!
 //! Several Herald nodes share one PostgreSQL store and one Redis. Redis holds what is
-//! live and per node:
+//! live ([`keys`]):
 //!
-//! * `herald:node:{node}` — the node's heartbeat, a string holding the millisecond time of
-//!   its last beat, written with a TTL equal to the lease ([`keys::node`]);
-//! * `herald:sess:{bare}` — a hash full-JID resource → [`Entry`] (node, live or
-//!   hibernated, priority, available, carbons), one per bound resource anywhere
-//!   ([`keys::sessions`]). Entries of nodes whose heartbeat has expired are ignored by
-//!   readers and removed by the next writer ([`lease::stale_entries`]);
-//! * `herald:in:{node}` — the node's delivery stream (Redis Streams, XADD / XREAD): a
-//!   stream rather than pub/sub so that a stanza sent while the receiving node briefly
-//!   reconnects to Redis is read when it comes back instead of being dropped
-//!   ([`keys::inbox`], [`Delivery`]).
+//! * `herald:node:{node}` — the node's heartbeat ([`Beat`]: time and session count),
+//!   written every third of the lease with the lease as TTL ([`lease`]);
+//! * `herald:sess:{bare}` — a hash resourcepart → [`Entry`] (node, live or hibernated,
+//!   priority, available, carbons, bind time), one field per bound resource anywhere;
+//!   every node mirrors the other nodes' entries in its router;
+//! * `herald:in:{node}` — the node's delivery stream (Redis Streams, XADD / XREAD) of
+//!   [`Delivery`] entries ([`Op`]: a stanza for a session, a kick, a command, a stanza
+//!   for a component or the group chat service, a resumption hand-off): a stream rather
+//!   than pub/sub so that what is sent while the receiving node briefly reconnects to Redis
+//!   is read when it comes back;
+//! * XEP-0198 resumption ids name their node ([`sm_id_node`]), so any node knows which
+//!   node holds a hibernated session.
 //!
-//! Everything here is time-explicit and does no I/O, so it is tested without Redis.
-//! The entry carries `state` (live / hibernated) so that XEP-0198 resumption on another
-//! node and cluster-wide push ownership can be built on the same registry later.
+//! Everything here is time-explicit and does no I/O, so it is tested without Redis; and
+//! everything read from Redis is decoded defensively (another node may run another
+//! version).
 
 pub mod keys;
 pub mod lease;
@@ -184,6 +187,10 @@ pub enum Op {
     /// Route the stanza in `payload` on the receiving node, which serves what is addressed
     /// to `to` (the group chat service, held by one node at a time).
     Route,
+    /// A push rule event for account `to` (rules b and c: archived, stored offline,
+    /// groupchat unrouted; `payload` is its JSON), for the node that owns the account's
+    /// push state ([`push_owner`]).
+    Push,
 }
 
 impl Op {
@@ -199,6 +206,7 @@ impl Op {
             Op::HandOff => "h",
             Op::HandedOff => "H",
             Op::Route => "R",
+            Op::Push => "P",
         }
     }
 
@@ -214,6 +222,7 @@ impl Op {
             "h" => Op::HandOff,
             "H" => Op::HandedOff,
             "R" => Op::Route,
+            "P" => Op::Push,
             _ => return None,
         })
     }
@@ -285,6 +294,26 @@ impl Delivery {
 pub fn sm_id_node(id: &str) -> Option<&str> {
     let (node, rest) = id.split_once('~')?;
     (check_node_name(node).is_ok() && !rest.is_empty()).then_some(node)
+}
+
+/// The node that owns `user`'s push state among `nodes` (rendezvous hashing: each node
+/// scores FNV-1a of `node NUL user`, the highest wins), so every node that sees the same
+/// live nodes picks the same owner, and when a node goes only its users move. None for no
+/// nodes.
+pub fn push_owner<'a>(user: &str, nodes: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    fn fnv1a(parts: &[&[u8]]) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for p in parts {
+            for b in *p {
+                h ^= u64::from(*b);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        h
+    }
+    nodes
+        .into_iter()
+        .max_by_key(|n| (fnv1a(&[n.as_bytes(), b"\0", user.as_bytes()]), *n))
 }
 
 /// A node's heartbeat value: when it beat (ms since the Unix epoch) and how many sessions
@@ -415,6 +444,7 @@ mod tests {
             Op::HandOff,
             Op::HandedOff,
             Op::Route,
+            Op::Push,
         ] {
             assert_eq!(Op::from_code(op.code()), Some(op));
         }
@@ -457,6 +487,33 @@ mod tests {
         assert_eq!(sm_id_node("n1~"), None);
         assert_eq!(sm_id_node("a b~x"), None);
         assert_eq!(sm_id_node("~x"), None);
+    }
+
+    #[test]
+    fn push_owner_is_stable_and_moves_only_the_lost_nodes_users() {
+        let all = ["n1", "n2", "n3"];
+        let users: Vec<String> = (0..300).map(|i| format!("u{i}@d")).collect();
+        let owners: Vec<&str> = users
+            .iter()
+            .map(|u| push_owner(u, all).unwrap_or_default())
+            .collect();
+        // Order of the candidates does not matter.
+        for (u, o) in users.iter().zip(&owners) {
+            assert_eq!(push_owner(u, ["n3", "n1", "n2"]), Some(*o));
+        }
+        // Spread over the nodes.
+        for n in all {
+            let c = owners.iter().filter(|o| **o == n).count();
+            assert!((50..=150).contains(&c), "{n}: {c}");
+        }
+        // n2 goes: only n2's users change owner.
+        for (u, o) in users.iter().zip(&owners) {
+            let now = push_owner(u, ["n1", "n3"]).unwrap_or_default();
+            if *o != "n2" {
+                assert_eq!(now, *o);
+            }
+        }
+        assert_eq!(push_owner("u@d", std::iter::empty()), None);
     }
 
     #[test]

@@ -25,7 +25,9 @@ const ENCRYPTED_PAYLOADS: &[(&str, &str)] = &[
 ];
 
 /// How much a stanza matters to a sleeping device. Ordered: `Urgent > Important > Unimportant`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum Importance {
     /// May wait: presence, chat states, receipts, headlines, sent carbons, subject changes.
     Unimportant,
@@ -156,7 +158,7 @@ pub fn is_pep_event(stanza: &Element) -> bool {
 }
 
 /// Sender and body to show in a push for this stanza.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Summary {
     /// Bare JID of the sender (of the carried message for received carbons).
     pub sender: Option<String>,

@@ -124,8 +124,9 @@ impl Default for PushConfig {
     }
 }
 
-/// What the engine needs to know about a routed stanza.
-#[derive(Clone, Debug)]
+/// What the engine needs to know about a routed stanza (serializable: in cluster mode the
+/// node that routed it hands it to the node that owns the user's push state).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct StanzaInfo {
     /// The server's id of the stanza (the dedup key).
     pub id: StanzaId,

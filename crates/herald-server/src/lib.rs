@@ -352,6 +352,18 @@ impl Shared {
         }
     }
 
+    /// Cluster mode: hands a push rule b/c event (`kind`: `a` archived, `o` stored
+    /// offline, `g` groupchat unrouted) to the node owning `user`'s push state; false when
+    /// this node owns it (or on a single node).
+    pub fn cluster_forward_push(
+        &self,
+        kind: char,
+        user: &str,
+        stanza: &herald_push::StanzaInfo,
+    ) -> bool {
+        cluster::forward_push(self, kind, user, stanza)
+    }
+
     /// Registers a resumable session.
     pub fn resumable_insert(&self, id: String, r: msg::Resumable) {
         self.resumable

@@ -270,6 +270,32 @@ async fn binding_a_resource_held_on_another_node_replaces_that_session() {
     n1.running.stop().await;
 }
 
+/// How many more publishes (owner, other node) `user`'s push owner and the other node of
+/// a two-node cluster sent between `before` and `after` (counts of n1, n2).
+fn by_owner(n1: &TestServer, user: &str, before: (u64, u64), after: (u64, u64)) -> (u64, u64) {
+    let owner = n1
+        .running
+        .shared
+        .cluster
+        .get()
+        .map(|c| c.push_owner_of(user))
+        .unwrap_or_default();
+    let d = (after.0 - before.0, after.1 - before.1);
+    if owner
+        == n1
+            .running
+            .shared
+            .cluster
+            .get()
+            .map(|c| c.node.clone())
+            .unwrap_or_default()
+    {
+        d
+    } else {
+        (d.1, d.0)
+    }
+}
+
 /// Publishes node `s` sent so far.
 fn publishes(s: &TestServer) -> u64 {
     s.running
@@ -307,7 +333,7 @@ async fn push_rules_a_b_and_c_hold_across_nodes_with_one_push_each() {
     };
     let n1 = node(&db.url, &redis, "tp-n1").await;
     let n2 = node(&db.url, &redis, "tp-n2").await;
-    for u in ["alice", "bob", "carol", "dave"] {
+    for u in ["alice", "bob", "carol", "dave", "erin"] {
         n1.add_user(u, "pw");
     }
     // The app server is a component attached to n1; n2 reaches it through n1.
@@ -338,10 +364,12 @@ async fn push_rules_a_b_and_c_hold_across_nodes_with_one_push_each() {
         (0, 1),
         "rule a is n2's alone"
     );
+    let after_a = (publishes(&n1), publishes(&n2));
 
     // Rule b: carol reads on a desktop on n1 (no push); her tablet enabled push on n2 and
-    // logged out. n1's push engine had carol loaded before the tablet enabled push, so it
-    // learns of the registration from n2's announcement.
+    // logged out. Whichever node owns carol's push state had her loaded before the tablet
+    // enabled push (the first message); if that is n1, it learns of the registration from
+    // n2's announcement.
     let mut desk = RawClient::login(n1.c2s(), "carol", "pw", "desk").await;
     desk.send("<presence/>").await;
     chat(&mut alice, "carol@localhost", "before-tablet").await;
@@ -360,10 +388,17 @@ async fn push_rules_a_b_and_c_hold_across_nodes_with_one_push_each() {
     let p = app.next().await;
     assert_eq!(p.node, "carol-tablet", "{:?}", p.fields);
     app.settle(&n1).await;
-    assert_eq!((publishes(&n1), publishes(&n2)), (1, 1), "rule b is n1's");
+    app.settle(&n2).await;
+    // Rule b is applied by the node owning carol's push state, whichever routed it.
+    let after_b = (publishes(&n1), publishes(&n2));
+    assert_eq!(
+        by_owner(&n1, "carol@localhost", after_a, after_b),
+        (1, 0),
+        "rule b is pushed by carol's owner alone"
+    );
 
-    // Rule c: dave has no session anywhere; his phone's registration (enabled on n2) is
-    // pushed by n1, which stores the message offline.
+    // Rule c: dave has no session anywhere; n1 stores the message offline and his phone's
+    // registration (enabled on n2) is pushed by the node owning dave's push state.
     let mut dp = push_device(&n2, "dave", "phone", "dave-phone", false).await;
     dp.send("</stream:stream>").await;
     dp.expect_closed().await;
@@ -371,6 +406,22 @@ async fn push_rules_a_b_and_c_hold_across_nodes_with_one_push_each() {
     chat(&mut alice, "dave@localhost", "for-dave").await;
     let p = app.next().await;
     assert_eq!(p.node, "dave-phone", "{:?}", p.fields);
+    app.settle(&n1).await;
+    app.settle(&n2).await;
+    let after_c = (publishes(&n1), publishes(&n2));
+    assert_eq!(
+        by_owner(&n1, "dave@localhost", after_b, after_c),
+        (1, 0),
+        "rule c is pushed by dave's owner alone"
+    );
+    // A second message from a sender on the other node inside the coalescing window is
+    // coalesced by the same owner, as on one node: no second push now.
+    let mut erin = RawClient::login(n2.c2s(), "erin", "pw", "e").await;
+    chat(&mut erin, "dave@localhost", "for-dave-2").await;
+    erin.send("<iq type='get' id='sent'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    erin.wait_for("sent", |e| e.attr("id") == Some("sent"))
+        .await;
 
     // Exactly one push per stanza and registration: nothing else from either node.
     app.settle(&n2).await;
@@ -614,4 +665,59 @@ async fn a_room_is_shared_by_occupants_on_every_node_and_survives_its_node() {
     c.bind("again").await;
     join(&mut c, ROOM, "bob2").await;
     n2.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_losing_its_data_loses_no_node_and_no_route() {
+    let Some(db) = pg::database("cluster_flush") else {
+        return;
+    };
+    let Some(redis) = redis_db("cluster_flush", 8).await else {
+        return;
+    };
+    let n1 = node(&db.url, &redis, "tf-n1").await;
+    let n2 = node(&db.url, &redis, "tf-n2").await;
+    for u in ["alice", "bob"] {
+        n1.add_user(u, "pw");
+    }
+    let mut alice = RawClient::login(n1.c2s(), "alice", "pw", "a").await;
+    let mut bob = RawClient::login(n2.c2s(), "bob", "pw", "b").await;
+    bob.send("<presence/>").await;
+    sees(&n1, "bob@localhost", "b").await;
+
+    // Redis forgets everything (a restart without persistence, an operator's FLUSHDB).
+    let client = redis::Client::open(redis.as_str()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("FLUSHDB").query_async(&mut c).await.unwrap();
+    // The nodes beat again within a third of a lease and write their sessions again.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let back: bool = redis::cmd("HEXISTS")
+            .arg("herald:sess:bob@localhost")
+            .arg("b")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        if back {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "bob's entry never came back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // A lease later neither node was taken for lost: messages still cross.
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    assert!(n1
+        .running
+        .shared
+        .router
+        .resource("bob@localhost", "b")
+        .is_some());
+    chat(&mut alice, "bob@localhost", "after-flush").await;
+    let m = next_message(&mut bob).await;
+    assert_eq!(m.attr("id"), Some("after-flush"), "{}", xml(&m));
+    n2.running.stop().await;
+    n1.running.stop().await;
 }

@@ -45,6 +45,8 @@ use crate::{routing, Shared};
 
 /// Deliveries a forwarder writes in one pipeline.
 const BATCH: usize = 256;
+/// Accounts written, read or announced at once (concurrently over one connection).
+const ACCOUNTS_AT_ONCE: usize = 512;
 /// Stream entries read at once.
 const READ_COUNT: usize = 256;
 /// How long one XREAD blocks (the reader's connection has no response timeout).
@@ -146,6 +148,10 @@ pub struct Cluster {
     pub node: String,
     /// The heartbeat lease.
     pub lease: Duration,
+    /// The pub/sub channels (registry, push, state): Redis pub/sub is not per database, so
+    /// their names carry the database number, and clusters on different databases of one
+    /// Redis do not hear each other.
+    channels: Channels,
     client: redis::Client,
     conn: ConnectionManager,
     links: Mutex<HashMap<String, Arc<NodeLink>>>,
@@ -185,6 +191,12 @@ pub struct Cluster {
     max_stanza: usize,
 }
 
+struct Channels {
+    registry: String,
+    push: String,
+    state: String,
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -213,7 +225,14 @@ impl Cluster {
             .await
             .context("Redis did not answer PING ([cluster] redis)")?;
         let (state_out, state_rx) = mpsc::channel(STATE_QUEUE);
+        let db = client.get_connection_info().redis_settings().db();
+        let channels = Channels {
+            registry: format!("{}:{db}", keys::REGISTRY_CHANNEL),
+            push: format!("{}:{db}", keys::PUSH_CHANNEL),
+            state: format!("{}:{db}", keys::STATE_CHANNEL),
+        };
         Ok(Arc::new(Cluster {
+            channels,
             restore: Default::default(),
             muc_home: Default::default(),
             state_out,
@@ -264,7 +283,7 @@ impl Cluster {
         let removed: usize = self
             .sweep
             .key(keys::node_accounts(&self.node))
-            .key(keys::REGISTRY_CHANNEL)
+            .key(&self.channels.registry)
             .arg(&self.node)
             .arg(keys::sessions(""))
             .invoke_async(&mut c)
@@ -325,6 +344,25 @@ impl Cluster {
         Ok(())
     }
 
+    /// The node owning `user`'s push state (rules b and c, their counts, dedup and
+    /// coalescing): the live node [`herald_cluster::push_owner`] picks, this one included.
+    pub fn push_owner_of(&self, user: &str) -> String {
+        let alive = self.alive.lock().unwrap_or_else(|e| e.into_inner());
+        let nodes = alive
+            .iter()
+            .map(String::as_str)
+            .chain(std::iter::once(self.node.as_str()));
+        herald_cluster::push_owner(user, nodes)
+            .unwrap_or(self.node.as_str())
+            .to_string()
+    }
+
+    /// The link to the node owning `user`'s push state, None when it is this one.
+    pub fn push_owner_link(self: &Arc<Self>, user: &str) -> Option<Arc<NodeLink>> {
+        let owner = self.push_owner_of(user);
+        (owner != self.node).then(|| self.link(&owner))
+    }
+
     /// Whether this node serves the group chat service now.
     pub fn serves_muc(&self) -> bool {
         self.muc_home
@@ -370,7 +408,7 @@ impl Cluster {
             sessions: shared.router.local_count(),
         };
         let mut c = self.conn();
-        redis::pipe()
+        let (listed,): (bool,) = redis::pipe()
             .cmd("SET")
             .arg(keys::node(&self.node))
             .arg(beat.encode())
@@ -381,8 +419,23 @@ impl Cluster {
             .arg(keys::NODES)
             .arg(&self.node)
             .ignore()
-            .query_async::<()>(&mut c)
-            .await
+            .cmd("EXISTS")
+            .arg(keys::node_accounts(&self.node))
+            .query_async(&mut c)
+            .await?;
+        // This node holds sessions but Redis lists none of its accounts: Redis lost its
+        // data (restarted empty, flushed) or another node swept this one. Everything is
+        // written again.
+        if !listed && beat.sessions > 0 {
+            tracing::warn!(
+                "this node's registry entries are missing from Redis; writing them again"
+            );
+            let dirty = shared.router.track_changes();
+            for b in shared.router.local_accounts() {
+                dirty.mark(&b);
+            }
+        }
+        Ok(())
     }
 
     /// The beats of every node that ever joined: (name, beat if its key has not expired).
@@ -465,7 +518,7 @@ impl Cluster {
         let _: usize = self
             .sweep
             .key(keys::node_accounts(node))
-            .key(keys::REGISTRY_CHANNEL)
+            .key(&self.channels.registry)
             .arg(node)
             .arg(keys::sessions(""))
             .invoke_async(&mut c)
@@ -586,7 +639,7 @@ impl Cluster {
         let mut inv = self.write.prepare_invoke();
         inv.key(keys::sessions(bare))
             .key(keys::node_accounts(&self.node))
-            .key(keys::REGISTRY_CHANNEL)
+            .key(&self.channels.registry)
             .arg(&self.node)
             .arg(bare);
         for (r, (_, t)) in local.iter().zip(&stamps) {
@@ -893,7 +946,7 @@ impl Cluster {
     /// so the other nodes stop routing here at once instead of after the lease.
     pub async fn leave(self: &Arc<Self>, shared: &Shared) {
         let dirty = shared.router.track_changes();
-        for bare in dirty.take() {
+        for bare in dirty.take(usize::MAX) {
             if let Err(e) = self.write(shared, &bare).await {
                 tracing::warn!(error = %e, "cluster registry write at stop failed");
                 break;
@@ -906,7 +959,7 @@ impl Cluster {
             .arg(keys::node(&self.node))
             .ignore()
             .cmd("PUBLISH")
-            .arg(keys::REGISTRY_CHANNEL)
+            .arg(&self.channels.registry)
             .arg(format!("{}|", self.node))
             .ignore()
             .query_async(&mut self.conn())
@@ -957,6 +1010,20 @@ fn apply_state(shared: &Shared, msg: &str) {
     let (kind, rest) = msg.split_once('\n').unwrap_or((msg, ""));
     match kind {
         "r" | "c" => crate::features::pep::apply_shared(shared, msg),
+        "d" => {
+            // XEP-0490: a displayed marker, for every node's push engine (the owner's rule b
+            // and c counts, and the sessions' rule a counts wherever they are).
+            let mut it = rest.split('\n');
+            if let (Some(user), Some(chat), Some(upto)) = (it.next(), it.next(), it.next()) {
+                if let Ok(upto) = upto.parse() {
+                    shared.push.send(crate::routing::msg::PushEvent::Displayed {
+                        user: user.to_string(),
+                        chat: chat.to_string(),
+                        upto,
+                    });
+                }
+            }
+        }
         "b" => shared.blocklists.invalidate(rest),
         "m" => shared.mam_prefs.invalidate(rest),
         "a" => shared.avatars.invalidate(rest),
@@ -1042,7 +1109,7 @@ async fn heartbeat(shared: Arc<Shared>, cluster: Arc<Cluster>) {
 async fn writer(shared: Arc<Shared>, cluster: Arc<Cluster>) {
     let dirty = shared.router.track_changes();
     loop {
-        let batch = dirty.take();
+        let batch = dirty.take(ACCOUNTS_AT_ONCE);
         if batch.is_empty() {
             dirty.notify.notified().await;
             continue;
@@ -1083,7 +1150,7 @@ async fn state_sharer(cluster: Arc<Cluster>) {
         let mut pipe = redis::pipe();
         for m in &batch {
             pipe.cmd("PUBLISH")
-                .arg(keys::STATE_CHANNEL)
+                .arg(&cluster.channels.state)
                 .arg(format!("{}\n{m}", cluster.node))
                 .ignore();
         }
@@ -1096,7 +1163,7 @@ async fn state_sharer(cluster: Arc<Cluster>) {
 
 async fn push_announcer(cluster: Arc<Cluster>) {
     loop {
-        let batch = cluster.push_dirty.take();
+        let batch = cluster.push_dirty.take(ACCOUNTS_AT_ONCE);
         if batch.is_empty() {
             cluster.push_dirty.notify.notified().await;
             continue;
@@ -1104,7 +1171,7 @@ async fn push_announcer(cluster: Arc<Cluster>) {
         let mut pipe = redis::pipe();
         for user in &batch {
             pipe.cmd("PUBLISH")
-                .arg(keys::PUSH_CHANNEL)
+                .arg(&cluster.channels.push)
                 .arg(format!("{}|{user}", cluster.node))
                 .ignore();
         }
@@ -1123,9 +1190,9 @@ async fn subscriber(shared: Arc<Shared>, cluster: Arc<Cluster>) {
         match cluster.client.get_async_pubsub().await {
             Ok(mut ps) => match ps
                 .subscribe(&[
-                    keys::REGISTRY_CHANNEL,
-                    keys::PUSH_CHANNEL,
-                    keys::STATE_CHANNEL,
+                    &cluster.channels.registry,
+                    &cluster.channels.push,
+                    &cluster.channels.state,
                 ])
                 .await
             {
@@ -1154,7 +1221,7 @@ async fn subscriber(shared: Arc<Shared>, cluster: Arc<Cluster>) {
                         let Ok(p) = m.get_payload::<String>() else {
                             continue;
                         };
-                        if m.get_channel_name() == keys::STATE_CHANNEL {
+                        if m.get_channel_name() == cluster.channels.state {
                             if let Some((node, rest)) = p.split_once('\n') {
                                 if node != cluster.node {
                                     apply_state(&shared, rest);
@@ -1182,7 +1249,7 @@ async fn subscriber(shared: Arc<Shared>, cluster: Arc<Cluster>) {
                             });
                             continue;
                         }
-                        if m.get_channel_name() == keys::PUSH_CHANNEL {
+                        if m.get_channel_name() == cluster.channels.push {
                             shared.push.send(crate::routing::msg::PushEvent::Reload {
                                 user: bare.to_string(),
                             });
@@ -1202,7 +1269,7 @@ async fn subscriber(shared: Arc<Shared>, cluster: Arc<Cluster>) {
 
 async fn refresher(shared: Arc<Shared>, cluster: Arc<Cluster>) {
     loop {
-        let batch = cluster.refresh.take();
+        let batch = cluster.refresh.take(ACCOUNTS_AT_ONCE);
         if batch.is_empty() {
             cluster.refresh.notify.notified().await;
             continue;
@@ -1357,6 +1424,57 @@ fn sender(xml: &str) -> Option<&str> {
     None
 }
 
+/// A push rule event for another node's engine ([`Op::Push`]).
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct ForwardedPush {
+    /// `a` archived (rule b), `o` stored offline (rule c), `g` groupchat unrouted.
+    k: char,
+    /// The stanza as the rules see it.
+    s: herald_push::StanzaInfo,
+}
+
+impl ForwardedPush {
+    fn into_event(self, user: String) -> crate::routing::msg::PushEvent {
+        use crate::routing::msg::PushEvent;
+        match self.k {
+            'o' => PushEvent::StoredOffline {
+                user,
+                stanza: self.s,
+            },
+            'g' => PushEvent::GroupchatUnrouted {
+                user,
+                stanza: self.s,
+            },
+            _ => PushEvent::Archived {
+                user,
+                stanza: self.s,
+            },
+        }
+    }
+}
+
+/// Cluster mode: hands a rule b/c event for `user` to the node owning the user's push
+/// state; false when that is this node (or the other cannot be reached: then it is handled
+/// here rather than lost).
+pub fn forward_push(
+    shared: &Shared,
+    kind: char,
+    user: &str,
+    stanza: &herald_push::StanzaInfo,
+) -> bool {
+    let Some(link) = shared.cluster.get().and_then(|c| c.push_owner_link(user)) else {
+        return false;
+    };
+    let payload = match serde_json::to_string(&ForwardedPush {
+        k: kind,
+        s: stanza.clone(),
+    }) {
+        Ok(p) => p,
+        Err(_) => return false,
+    };
+    link.send_op(Op::Push, user, payload)
+}
+
 /// A stream entry's fields as strings (anything else is not ours and is left out).
 fn entry_fields(id: &redis::streams::StreamId) -> Vec<(String, String)> {
     id.map
@@ -1374,6 +1492,15 @@ fn entry_fields(id: &redis::streams::StreamId) -> Vec<(String, String)> {
 async fn deliver(shared: &Arc<Shared>, d: Delivery) {
     if matches!(d.op, Op::HandOff | Op::HandedOff) {
         return hand_off_op(shared, d);
+    }
+    if d.op == Op::Push {
+        // Handed here by the node that routed the stanza: this node owns the account's
+        // push state (no forwarding on, whatever this node believes).
+        match serde_json::from_str::<ForwardedPush>(&d.payload) {
+            Ok(p) => shared.push.send(p.into_event(d.to)),
+            Err(e) => tracing::warn!(error = %e, "unreadable push event from another node"),
+        }
+        return;
     }
     if d.op == Op::Route {
         tracing::debug!(
@@ -1465,7 +1592,7 @@ async fn deliver(shared: &Arc<Shared>, d: Delivery) {
                     r.tx.send_control(SessionMsg::Command(Command::CheckOffline));
             }
         }
-        Op::Component | Op::HandOff | Op::HandedOff | Op::Route => {}
+        Op::Component | Op::HandOff | Op::HandedOff | Op::Route | Op::Push => {}
         Op::Rebroadcast => {
             if let Some(r) = local {
                 let _ =

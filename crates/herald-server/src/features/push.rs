@@ -26,6 +26,9 @@ use crate::{routing, routing::hooks, Shared};
 
 /// Rule b.
 pub fn on_archived(shared: &Shared, ev: hooks::Archived) {
+    if shared.cluster_forward_push('a', &ev.user, &ev.stanza) {
+        return;
+    }
     shared.push.send(PushEvent::Archived {
         user: ev.user,
         stanza: ev.stanza,
@@ -69,6 +72,9 @@ pub async fn on_displayed(shared: &Arc<Shared>, user: &str, chat: &str, stanza_i
         chat: chat.to_owned(),
         upto,
     });
+    if let Some(c) = shared.cluster.get() {
+        c.share_state(format!("d\n{user}\n{chat}\n{upto}"));
+    }
 }
 
 /// XEP-0490: an item of the account's `urn:xmpp:mds:displayed:0` node is a displayed marker;
@@ -93,6 +99,9 @@ pub fn on_pep_published(
 
 /// Rule c.
 pub fn on_stored_offline(shared: &Shared, ev: hooks::StoredOffline) {
+    if shared.cluster_forward_push('o', &ev.user, &ev.stanza) {
+        return;
+    }
     shared.push.send(PushEvent::StoredOffline {
         user: ev.user,
         stanza: ev.stanza,
@@ -101,6 +110,9 @@ pub fn on_stored_offline(shared: &Shared, ev: hooks::StoredOffline) {
 
 /// The groupchat twin of rule c.
 pub fn on_delivery_failed(shared: &Shared, ev: hooks::DeliveryFailed) {
+    if shared.cluster_forward_push('g', &ev.user, &ev.stanza) {
+        return;
+    }
     shared.push.send(PushEvent::GroupchatUnrouted {
         user: ev.user,
         stanza: ev.stanza,

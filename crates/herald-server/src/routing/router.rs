@@ -56,10 +56,17 @@ impl Dirty {
         }
     }
 
-    /// Takes the accounts marked so far.
-    pub fn take(&self) -> Vec<String> {
+    /// Takes up to `max` of the accounts marked so far (the rest stay marked).
+    pub fn take(&self, max: usize) -> Vec<String> {
         let mut s = self.set.lock().unwrap_or_else(|e| e.into_inner());
-        s.drain().collect()
+        if s.len() <= max {
+            return s.drain().collect();
+        }
+        let some: Vec<String> = s.iter().take(max).cloned().collect();
+        for b in &some {
+            s.remove(b);
+        }
+        some
     }
 }
 
