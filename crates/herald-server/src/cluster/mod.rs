@@ -727,6 +727,7 @@ impl Cluster {
                 .await?;
             let ms = beat.as_deref().and_then(Beat::decode).map(|b| b.ms);
             if lease::alive(ms, now_ms(), self.lease) {
+                tracing::info!(node = n, "cluster node up");
                 self.alive
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -1336,10 +1337,17 @@ async fn forward(cluster: Arc<Cluster>, node: String, mut rx: mpsc::UnboundedRec
         }
         let mut c = cluster.conn();
         if let Err(e) = pipe.query_async::<()>(&mut c).await {
-            // The connection manager reconnects; these deliveries are lost to their live
-            // sessions (a message is in the sender's and recipient's archives when archiving
-            // is on).
-            tracing::warn!(node, error = %e, lost = batch.len(), "cluster delivery failed");
+            // The connection manager reconnects: one more try after a pause (a Redis
+            // restart, a failover). XADD twice is possible if the first reply was lost after
+            // Redis applied it; a session's XEP-0198 queue does not dedupe, but the archive
+            // and push do by id.
+            tracing::warn!(node, error = %e, "cluster delivery failed; retrying once");
+            tokio::time::sleep(RETRY).await;
+            if let Err(e) = pipe.query_async::<()>(&mut c).await {
+                // Lost to their live sessions (a message is in the sender's and recipient's
+                // archives when archiving is on).
+                tracing::warn!(node, error = %e, lost = batch.len(), "cluster delivery failed");
+            }
         }
         // Dropping them gives their bytes back to the link's budget.
         batch.clear();
