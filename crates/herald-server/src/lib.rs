@@ -549,6 +549,9 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     push_task: Option<tokio::task::JoinHandle<()>>,
+    /// Cluster mode's tasks: they run until the node has left (its sessions are saved and
+    /// written to the registry), so a long stop is not taken for a lost node.
+    cluster_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -563,6 +566,7 @@ impl Running {
             shutdown,
             tasks,
             push_task,
+            cluster_tasks,
             ..
         } = self;
         for t in &tasks {
@@ -577,6 +581,11 @@ impl Running {
             );
         }
         shared.archive.flush().await;
+        // The sessions are saved or gone: no more beats (one after `leave` would bring the
+        // node back to the others' eyes for a lease), then leave.
+        for t in &cluster_tasks {
+            t.abort();
+        }
         if let Some(c) = shared.cluster.get() {
             c.leave(&shared).await;
         }
@@ -744,6 +753,7 @@ pub async fn start_with_store(cfg: Config, store: impl Backend) -> anyhow::Resul
         shutdown: shutdown_tx,
         tasks: Vec::new(),
         push_task: Some(tokio::spawn(push::run(shared.clone(), push_rx))),
+        cluster_tasks: Vec::new(),
     };
     if let Some(c) = cluster {
         // Joined before the saved sessions are restored, so their binds reach the registry
@@ -753,7 +763,7 @@ pub async fn start_with_store(cfg: Config, store: impl Backend) -> anyhow::Resul
         c.join(&shared)
             .await
             .context("joining the cluster (Redis, [cluster])")?;
-        running.tasks.extend(cluster::start(&shared, &c));
+        running.cluster_tasks = cluster::start(&shared, &c);
         tracing::info!(node = %c.node, "cluster node joined");
         let _ = shared.cluster.set(c);
     }
