@@ -721,3 +721,44 @@ async fn redis_losing_its_data_loses_no_node_and_no_route() {
     n2.running.stop().await;
     n1.running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_removed_through_one_node_is_gone_on_every_node() {
+    let Some(db) = pg::database("cluster_admin") else {
+        return;
+    };
+    let Some(redis) = redis_db("cluster_admin", 9).await else {
+        return;
+    };
+    let n1 = node(&db.url, &redis, "ta-n1").await;
+    let n2 = node(&db.url, &redis, "ta-n2").await;
+    for u in ["alice", "bob"] {
+        n1.add_user(u, "pw");
+    }
+    let mut bob = RawClient::login(n2.c2s(), "bob", "pw", "b").await;
+    bob.send("<presence/>").await;
+    sees(&n1, "bob@localhost", "b").await;
+    // `herald user remove` talks to the node of the configuration it is given: n1. bob's
+    // session on n2 ends, and n2 treats the account as gone from then on.
+    let cfg = n1.running.shared.cfg.clone();
+    let reply = tokio::task::spawn_blocking(move || {
+        herald::admin::notify(&cfg, "user-remove bob@localhost")
+    })
+    .await
+    .unwrap();
+    assert_eq!(reply.as_deref(), Some("ok 1"));
+    assert_eq!(bob.stream_error().await, "not-authorized");
+    let shared = n2.running.shared.clone();
+    wait_until("n2 knows bob is gone", || {
+        shared.account_gone("bob@localhost")
+    })
+    .await;
+    let mut alice = RawClient::login(n2.c2s(), "alice", "pw", "a").await;
+    chat(&mut alice, "bob@localhost", "to-nobody").await;
+    let e = alice
+        .wait_for("the bounce", |e| e.attr("id") == Some("to-nobody"))
+        .await;
+    assert_eq!(e.attr("type"), Some("error"), "{}", xml(&e));
+    n2.running.stop().await;
+    n1.running.stop().await;
+}
