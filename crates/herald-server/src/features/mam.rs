@@ -383,7 +383,10 @@ pub async fn handle_iq(session: &mut SessionCtx, el: &Element, payload: &Element
                     el,
                     Some(xm::prefs_element(pns, &p, &shared.cfg.mam.default)),
                 ),
-                Err(_) => err(el, StanzaErrorCondition::InternalServerError, None),
+                Err(e) => {
+                    tracing::error!(error = %e, "reading archive preferences failed");
+                    crate::features::ctx::store_failed(el, &e)
+                }
             };
         }
         let prefs: MamPrefs = match xm::parse_prefs(payload) {
@@ -401,7 +404,10 @@ pub async fn handle_iq(session: &mut SessionCtx, el: &Element, payload: &Element
                 el,
                 Some(xm::prefs_element(pns, &prefs, &shared.cfg.mam.default)),
             ),
-            Err(_) => err(el, StanzaErrorCondition::InternalServerError, None),
+            Err(e) => {
+                tracing::error!(error = %e, "storing archive preferences failed");
+                crate::features::ctx::store_failed(el, &e)
+            }
         };
     }
     if payload.name() != "query" {

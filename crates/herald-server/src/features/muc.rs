@@ -860,7 +860,7 @@ async fn mam_answer(
         }
         Err(e) => {
             tracing::error!(error = %e, "room archive query failed");
-            return err(StanzaErrorCondition::InternalServerError, None);
+            return crate::features::ctx::store_failed(iq, &e);
         }
     };
     let mut items = page.items.clone();

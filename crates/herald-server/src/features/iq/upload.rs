@@ -53,7 +53,7 @@ pub fn request(req: &Request<'_>) -> Element {
         Ok(n) => n,
         Err(e) => {
             tracing::error!(error = %e, "upload usage lookup failed");
-            return super::error(req.iq, StanzaErrorCondition::InternalServerError);
+            return crate::features::ctx::store_failed(req.iq, &e);
         }
     };
     if used.saturating_add(slot.size) > cfg.quota_per_user.0 {
