@@ -265,8 +265,11 @@ impl PgStore {
         }
         let mut tx = conn.transaction()?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+        // `IF NOT EXISTS` on an existing table is a NOTICE, which every CLI command would
+        // otherwise print: this transaction reports warnings and worse only.
         tx.batch_execute(
-            "CREATE TABLE IF NOT EXISTS schema_version (
+            "SET LOCAL client_min_messages = warning;
+             CREATE TABLE IF NOT EXISTS schema_version (
                  role TEXT PRIMARY KEY,
                  version BIGINT NOT NULL
              )",
