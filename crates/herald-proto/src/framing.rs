@@ -270,7 +270,7 @@ impl Framer {
                         break;
                     }
                 }
-            } else if rest.starts_with(b"</stream:stream") {
+            } else if is_tag(rest, b"</stream:stream") {
                 match find(rest, b">") {
                     Some(end) => {
                         out.push(OutFrame::Text(format!("<close xmlns='{FRAMING}'/>")));
@@ -281,7 +281,7 @@ impl Framer {
                         break;
                     }
                 }
-            } else if rest.starts_with(b"<stream:stream") {
+            } else if is_tag(rest, b"<stream:stream") {
                 match find(rest, b">") {
                     Some(end) => {
                         out.push(OutFrame::Text(open_of(&rest[..end])));
@@ -355,6 +355,17 @@ fn element_len(b: &[u8]) -> Option<usize> {
             return Some(i);
         }
     }
+}
+
+/// Whether `rest` starts with the tag name `tag` itself, not a longer name that begins with
+/// it (`<stream:stream-x/>` is an element like any other, found by the fuzzer). Undecided
+/// (the byte after the name has not arrived) counts as no: the element path then waits for
+/// more bytes.
+fn is_tag(rest: &[u8], tag: &[u8]) -> bool {
+    rest.starts_with(tag)
+        && rest
+            .get(tag.len())
+            .is_some_and(|b| b.is_ascii_whitespace() || matches!(b, b'>' | b'/'))
 }
 
 /// `<open/>` with the attributes of our `<stream:stream …` tag (`head` without its `>`),
@@ -437,6 +448,41 @@ mod tests {
             )
             .unwrap(),
             Some(StreamEvent::End)
+        );
+    }
+
+    #[test]
+    fn an_element_named_like_the_header_is_an_element() {
+        // Found by the fuzzer: the framer took any tag starting `<stream:stream` for the
+        // header. Such an element is framed like any stream-namespace element, and reads back.
+        let mut frames = Vec::new();
+        Framer::new(StreamNs::Client).push(b"<stream:stream-x/>", &mut frames);
+        let [OutFrame::Text(t)] = frames.as_slice() else {
+            panic!("{frames:?}");
+        };
+        assert_eq!(
+            t,
+            "<stream:stream-x xmlns:stream='http://etherx.jabber.org/streams'/>"
+        );
+        let mut d = dec();
+        event(
+            &mut d,
+            "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='x'/>",
+        )
+        .unwrap();
+        let Some(StreamEvent::Stanza(el)) = event(&mut d, t).unwrap() else {
+            panic!("not read back as an element");
+        };
+        assert!(el.is("stream-x", ns::STREAM));
+        // The header itself, split after its name, is still the header.
+        let mut frames = Vec::new();
+        let mut f = Framer::new(StreamNs::Client);
+        f.push(b"<stream:stream", &mut frames);
+        assert!(frames.is_empty());
+        f.push(b" xmlns='jabber:client' to='x' version='1.0'>", &mut frames);
+        assert!(
+            matches!(frames.as_slice(), [OutFrame::Text(t)] if t.starts_with("<open ")),
+            "{frames:?}"
         );
     }
 
