@@ -441,11 +441,13 @@ async fn a_session_hibernated_on_one_node_resumes_on_another_with_nothing_lost_o
     let Some(redis) = redis_db("cluster_resume", 4).await else {
         return;
     };
+    // Three nodes: the phone sleeps on n1, bob writes from n3, the phone comes back on n2.
     let n1 = node(&db.url, &redis, "tr-n1").await;
     let n2 = node(&db.url, &redis, "tr-n2").await;
+    let n3 = node(&db.url, &redis, "tr-n3").await;
     n1.add_user("alice", "pw");
     n1.add_user("bob", "pw");
-    let mut bob = RawClient::login(n2.c2s(), "bob", "pw", "b").await;
+    let mut bob = RawClient::login(n3.c2s(), "bob", "pw", "b").await;
 
     // alice's phone on n1, resumable, available; it has one message from bob unacked when
     // its connection dies.
@@ -457,13 +459,13 @@ async fn a_session_hibernated_on_one_node_resumes_on_another_with_nothing_lost_o
     let previd = enabled.attr("id").unwrap().to_string();
     assert!(previd.starts_with("tr-n1~"), "{previd}");
     phone.send("<presence/>").await;
-    sees(&n2, "alice@localhost", "phone").await;
+    sees(&n3, "alice@localhost", "phone").await;
     chat(&mut bob, "alice@localhost", "m1").await;
     let m = phone.wait_for("m1", |e| e.name() == "message").await;
     assert_eq!(m.attr("id"), Some("m1"));
     phone.kill(true);
-    let r = &n2.running.shared.router;
-    wait_until("n2 sees alice/phone hibernated", || {
+    let r = &n3.running.shared.router;
+    wait_until("n3 sees alice/phone hibernated", || {
         r.resource("alice@localhost", "phone")
             .is_some_and(|e| e.hibernated)
     })
@@ -500,6 +502,12 @@ async fn a_session_hibernated_on_one_node_resumes_on_another_with_nothing_lost_o
             .is_some_and(|e| !e.tx.is_local() && !e.hibernated)
     })
     .await;
+    wait_until("n3 routes alice/phone to n2", || {
+        r.resource("alice@localhost", "phone").is_some_and(|e| {
+            !e.hibernated && e.tx.as_remote().is_some_and(|t| t.link.node == "tr-n2")
+        })
+    })
+    .await;
     chat(&mut bob, "alice@localhost", "m4").await;
     let m = back.wait_for("m4", |e| e.name() == "message").await;
     assert_eq!(m.attr("id"), Some("m4"));
@@ -511,6 +519,7 @@ async fn a_session_hibernated_on_one_node_resumes_on_another_with_nothing_lost_o
         })
         .await;
     assert_eq!(next.attr("id"), Some("barrier"), "{}", xml(&next));
+    n3.running.stop().await;
     n2.running.stop().await;
     n1.running.stop().await;
 }
