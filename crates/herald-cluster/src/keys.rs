@@ -53,6 +53,12 @@ pub const STATE_CHANNEL: &str = "herald:state";
 /// one place; the others route its stanzas there. Taken over when that node is lost.
 pub const MUC_HOME: &str = "herald:muc-home";
 
+/// Which session (`node:session id`) delivers `bare`'s offline store now (XEP-0160: to one
+/// resource at a time, cluster-wide); with a TTL, so a lost node's claim ends by itself.
+pub fn offline_claim(bare: &str) -> String {
+    format!("herald:offline:{bare}")
+}
+
 /// The delivery stream of `node`.
 pub fn inbox(node: &str) -> String {
     format!("herald:in:{node}")

@@ -834,3 +834,62 @@ async fn tokio_xmpp_clients_on_two_nodes_talk() {
     n2.running.stop().await;
     n1.running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_messages_go_to_one_resource_of_the_whole_cluster() {
+    let Some(db) = pg::database("cluster_offline") else {
+        return;
+    };
+    let Some(redis) = redis_db("cluster_offline", 11).await else {
+        return;
+    };
+    let n1 = node(&db.url, &redis, "to-n1").await;
+    let n2 = node(&db.url, &redis, "to-n2").await;
+    for u in ["alice", "carol"] {
+        n1.add_user(u, "pw");
+    }
+    let mut alice = RawClient::login(n1.c2s(), "alice", "pw", "a").await;
+    for i in 1..=3 {
+        chat(&mut alice, "carol@localhost", &format!("off{i}")).await;
+    }
+    alice
+        .send("<iq type='get' id='stored'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    alice
+        .wait_for("stored", |e| e.attr("id") == Some("stored"))
+        .await;
+    // carol's two devices, one on each node, with XEP-0198 (a row stays stored until
+    // acknowledged, and neither acknowledges), become available at the same moment.
+    let mut c1 = RawClient::login(n1.c2s(), "carol", "pw", "one").await;
+    let mut c2 = RawClient::login(n2.c2s(), "carol", "pw", "two").await;
+    for c in [&mut c1, &mut c2] {
+        c.send("<enable xmlns='urn:xmpp:sm:3'/>").await;
+        assert_eq!(next_unrequested(c).await.name(), "enabled");
+    }
+    c1.send("<presence/>").await;
+    c2.send("<presence/>").await;
+    // Each device's own barrier: what it was given before it is in front of it.
+    let mut got = 0;
+    for c in [&mut c1, &mut c2] {
+        c.send("<message to='carol@localhost/one' type='headline' id='end1'/>")
+            .await;
+        c.send("<message to='carol@localhost/two' type='headline' id='end2'/>")
+            .await;
+    }
+    for (c, end) in [(&mut c1, "end1"), (&mut c2, "end2")] {
+        loop {
+            let el = c.wait_for("a message", |e| e.name() == "message").await;
+            if el.attr("id") == Some(end) {
+                // Both barriers were sent after both presences; the other device's copy
+                // of what the first got would have been queued before them.
+                break;
+            }
+            if el.attr("id").is_some_and(|i| i.starts_with("off")) {
+                got += 1;
+            }
+        }
+    }
+    assert_eq!(got, 3, "each offline message once, to one device");
+    n2.running.stop().await;
+    n1.running.stop().await;
+}

@@ -56,6 +56,9 @@ const READ_BLOCK_MS: u64 = 5_000;
 const OBSERVED_TTL: Duration = Duration::from_secs(30);
 /// State changes waiting to be shared.
 const STATE_QUEUE: usize = 10_000;
+/// The longest an offline-store claim lasts: a backlog that takes longer may be started by a
+/// second resource too.
+const OFFLINE_CLAIM: Duration = Duration::from_secs(600);
 /// How long a resumption waits for the other node to hand its session over.
 const HANDOFF_WAIT: Duration = Duration::from_secs(5);
 /// Wait before reconnecting after a Redis error.
@@ -895,6 +898,55 @@ impl Cluster {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .contains(&e.node)
+    }
+
+    /// XEP-0160 across the cluster: lets `session` of this node deliver `bare`'s offline
+    /// store unless a session on another node does (see `features::offline::claim`). A
+    /// claim lasts at most [`OFFLINE_CLAIM`]; Redis unreachable counts as claimed (the
+    /// messages wait in the store rather than go twice).
+    pub async fn claim_offline(&self, bare: &str, session: u64) -> bool {
+        let me = format!("{}:{session}", self.node);
+        let mut c = self.conn();
+        let set: redis::RedisResult<Option<String>> = redis::cmd("SET")
+            .arg(keys::offline_claim(bare))
+            .arg(&me)
+            .arg("NX")
+            .arg("PX")
+            .arg(OFFLINE_CLAIM.as_millis() as u64)
+            .query_async(&mut c)
+            .await;
+        match set {
+            Ok(Some(_)) => true,
+            Ok(None) => {
+                let cur: redis::RedisResult<Option<String>> = redis::cmd("GET")
+                    .arg(keys::offline_claim(bare))
+                    .query_async(&mut c)
+                    .await;
+                matches!(cur, Ok(Some(v)) if v == me)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster: offline claim failed");
+                false
+            }
+        }
+    }
+
+    /// `session` stops delivering `bare`'s offline store: the cluster's claim is given back,
+    /// then the store is handed on to another reachable resource (on any node), which can
+    /// then claim it.
+    pub fn release_offline(self: &Arc<Self>, shared: &Arc<Shared>, bare: &str, session: u64) {
+        let (c, shared, bare) = (self.clone(), shared.clone(), bare.to_string());
+        tokio::spawn(async move {
+            let r: redis::RedisResult<i64> = redis::Script::new(RELEASE_SCRIPT)
+                .key(keys::offline_claim(&bare))
+                .arg(format!("{}:{session}", c.node))
+                .invoke_async(&mut c.conn())
+                .await;
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "cluster: offline claim release failed");
+            }
+            crate::features::offline::release_claim(&shared, &bare, session);
+        });
     }
 
     /// Registers this node as the one serving the component `domain`; false if another

@@ -205,6 +205,18 @@ pub fn claim(shared: &Shared, bare: &str, session: u64) -> bool {
     }
 }
 
+/// Gives back a claim this node made but the cluster refused (another node's session
+/// delivers the store): nothing is handed on.
+pub fn release_claim_quietly(shared: &Shared, bare: &str, session: u64) {
+    let mut c = shared
+        .offline_claims
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if c.get(bare) == Some(&session) {
+        c.remove(bare);
+    }
+}
+
 /// `session` stops delivering `bare`'s offline store: what is left (unacknowledged rows,
 /// rows not read yet) goes to another reachable resource, if any; else it waits in the store
 /// for the next one.

@@ -28,7 +28,16 @@ impl Session {
     /// (to every resource at initial presence) and, with `offline`, the offline store (to one
     /// reachable resource at a time: the first to claim it).
     pub(crate) async fn start_backlog(&mut self, requests: bool, offline: bool) -> Flow {
-        let claim = offline && offline::claim(&self.ctx.shared, &self.ctx.bare, self.ctx.id);
+        let mut claim = offline && offline::claim(&self.ctx.shared, &self.ctx.bare, self.ctx.id);
+        // Cluster mode: one resource of the whole cluster, not one per node.
+        if claim {
+            if let Some(c) = self.ctx.shared.cluster.get() {
+                if !c.claim_offline(&self.ctx.bare, self.ctx.id).await {
+                    offline::release_claim_quietly(&self.ctx.shared, &self.ctx.bare, self.ctx.id);
+                    claim = false;
+                }
+            }
+        }
         if !requests && !claim {
             return Flow::Continue;
         }
@@ -49,7 +58,11 @@ impl Session {
             return;
         };
         if b.offline.is_some() {
-            offline::release_claim(&self.ctx.shared, &self.ctx.bare, self.ctx.id);
+            match self.ctx.shared.cluster.get() {
+                // The cluster's claim goes first, then the store is handed on.
+                Some(c) => c.release_offline(&self.ctx.shared, &self.ctx.bare, self.ctx.id),
+                None => offline::release_claim(&self.ctx.shared, &self.ctx.bare, self.ctx.id),
+            }
         }
     }
 
