@@ -59,6 +59,8 @@ const STATE_QUEUE: usize = 10_000;
 /// The longest an offline-store claim lasts: a backlog that takes longer may be started by a
 /// second resource too.
 const OFFLINE_CLAIM: Duration = Duration::from_secs(600);
+/// How long a delivery batch waits for the registry writes marked before it.
+const SETTLE_WAIT: Duration = Duration::from_secs(2);
 /// How long a resumption waits for the other node to hand its session over.
 const HANDOFF_WAIT: Duration = Duration::from_secs(5);
 /// Wait before reconnecting after a Redis error.
@@ -174,6 +176,9 @@ pub struct Cluster {
     /// Starts a saved session in a task of its own (`c2s::session`'s, given at start so
     /// this module does not name the session module, which names it).
     restore: std::sync::OnceLock<crate::c2s::persist::Restore>,
+    /// The router's accounts to write to the registry (set at start): the forwarder waits
+    /// for what was marked before a batch, see [`forward`].
+    registry_dirty: std::sync::OnceLock<Arc<Dirty>>,
     /// Changes to share with the other nodes (bounded; beyond it the others miss some).
     state_out: mpsc::Sender<String>,
     state_rx: Mutex<Option<mpsc::Receiver<String>>>,
@@ -235,6 +240,7 @@ impl Cluster {
             state: format!("{}:{db}", keys::STATE_CHANNEL),
         };
         Ok(Arc::new(Cluster {
+            registry_dirty: Default::default(),
             channels,
             restore: Default::default(),
             muc_home: Default::default(),
@@ -999,7 +1005,9 @@ impl Cluster {
     /// so the other nodes stop routing here at once instead of after the lease.
     pub async fn leave(self: &Arc<Self>, shared: &Shared) {
         let dirty = shared.router.track_changes();
-        for bare in dirty.take(usize::MAX) {
+        let (all, upto) = dirty.take(usize::MAX);
+        dirty.finished(upto);
+        for bare in all {
             if let Err(e) = self.write(shared, &bare).await {
                 tracing::warn!(error = %e, "cluster registry write at stop failed");
                 break;
@@ -1125,6 +1133,7 @@ pub async fn status(cfg: &herald_config::Config) -> anyhow::Result<String> {
 
 /// Starts the node's cluster tasks.
 pub fn start(shared: &Arc<Shared>, cluster: &Arc<Cluster>) -> Vec<tokio::task::JoinHandle<()>> {
+    let _ = cluster.registry_dirty.set(shared.router.track_changes());
     vec![
         tokio::spawn(heartbeat(shared.clone(), cluster.clone())),
         tokio::spawn(writer(shared.clone(), cluster.clone())),
@@ -1162,7 +1171,7 @@ async fn heartbeat(shared: Arc<Shared>, cluster: Arc<Cluster>) {
 async fn writer(shared: Arc<Shared>, cluster: Arc<Cluster>) {
     let dirty = shared.router.track_changes();
     loop {
-        let batch = dirty.take(ACCOUNTS_AT_ONCE);
+        let (batch, upto) = dirty.take(ACCOUNTS_AT_ONCE);
         if batch.is_empty() {
             dirty.notify.notified().await;
             continue;
@@ -1179,6 +1188,8 @@ async fn writer(shared: Arc<Shared>, cluster: Arc<Cluster>) {
                 failed = true;
             }
         }
+        // What failed was marked again (a later mark): what was marked up to `upto` is done.
+        dirty.finished(upto);
         if failed {
             tokio::time::sleep(RETRY).await;
         }
@@ -1200,6 +1211,12 @@ async fn state_sharer(cluster: Arc<Cluster>) {
     };
     let mut batch = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
+        // A session's registry change (its bind, say) is in Redis before anything it sent
+        // after it: the receiving node may need the entry to answer (a probe's answer, an
+        // IQ result), and reads it when the stanza comes from a session it does not know.
+        if let Some(d) = cluster.registry_dirty.get() {
+            d.settled(SETTLE_WAIT).await;
+        }
         let mut pipe = redis::pipe();
         for m in &batch {
             pipe.cmd("PUBLISH")
@@ -1216,7 +1233,7 @@ async fn state_sharer(cluster: Arc<Cluster>) {
 
 async fn push_announcer(cluster: Arc<Cluster>) {
     loop {
-        let batch = cluster.push_dirty.take(ACCOUNTS_AT_ONCE);
+        let (batch, _) = cluster.push_dirty.take(ACCOUNTS_AT_ONCE);
         if batch.is_empty() {
             cluster.push_dirty.notify.notified().await;
             continue;
@@ -1322,7 +1339,7 @@ async fn subscriber(shared: Arc<Shared>, cluster: Arc<Cluster>) {
 
 async fn refresher(shared: Arc<Shared>, cluster: Arc<Cluster>) {
     loop {
-        let batch = cluster.refresh.take(ACCOUNTS_AT_ONCE);
+        let (batch, _) = cluster.refresh.take(ACCOUNTS_AT_ONCE);
         if batch.is_empty() {
             cluster.refresh.notify.notified().await;
             continue;

@@ -42,31 +42,69 @@ pub struct Router {
 /// before the writer runs is written once, and bounded by the accounts online.
 #[derive(Default)]
 pub struct Dirty {
-    set: Mutex<std::collections::HashSet<String>>,
+    set: Mutex<DirtySet>,
     /// Woken when the set gains an account.
     pub notify: tokio::sync::Notify,
+    /// Woken when [`Dirty::done`] moves.
+    done_notify: tokio::sync::Notify,
+    done: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Default)]
+struct DirtySet {
+    set: std::collections::HashSet<String>,
+    /// Marks so far.
+    marked: u64,
 }
 
 impl Dirty {
     /// Adds `bare`.
     pub fn mark(&self, bare: &str) {
         let mut s = self.set.lock().unwrap_or_else(|e| e.into_inner());
-        if s.insert(bare.to_string()) && s.len() == 1 {
+        s.marked += 1;
+        if s.set.insert(bare.to_string()) && s.set.len() == 1 {
             self.notify.notify_one();
         }
     }
 
-    /// Takes up to `max` of the accounts marked so far (the rest stay marked).
-    pub fn take(&self, max: usize) -> Vec<String> {
+    /// Takes up to `max` of the accounts marked so far (the rest stay marked), with the
+    /// count of marks the taker covers once it is done with them: all marks so far when it
+    /// took every account, else none new.
+    pub fn take(&self, max: usize) -> (Vec<String>, u64) {
         let mut s = self.set.lock().unwrap_or_else(|e| e.into_inner());
-        if s.len() <= max {
-            return s.drain().collect();
+        if s.set.len() <= max {
+            let marked = s.marked;
+            return (s.set.drain().collect(), marked);
         }
-        let some: Vec<String> = s.iter().take(max).cloned().collect();
+        let some: Vec<String> = s.set.iter().take(max).cloned().collect();
         for b in &some {
-            s.remove(b);
+            s.set.remove(b);
         }
-        some
+        (some, self.done.load(std::sync::atomic::Ordering::Acquire))
+    }
+
+    /// The taker finished what it took with [`Dirty::take`]'s count `upto`.
+    pub fn finished(&self, upto: u64) {
+        self.done
+            .fetch_max(upto, std::sync::atomic::Ordering::AcqRel);
+        self.done_notify.notify_waiters();
+    }
+
+    /// Waits (at most `limit`) until every account marked before this call was taken and
+    /// finished: what a session changed before it sent a stanza is written before the
+    /// stanza leaves for another node.
+    pub async fn settled(&self, limit: std::time::Duration) {
+        let want = self.set.lock().unwrap_or_else(|e| e.into_inner()).marked;
+        let _ = tokio::time::timeout(limit, async {
+            loop {
+                let wait = self.done_notify.notified();
+                if self.done.load(std::sync::atomic::Ordering::Acquire) >= want {
+                    return;
+                }
+                wait.await;
+            }
+        })
+        .await;
     }
 }
 
