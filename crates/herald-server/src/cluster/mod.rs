@@ -1598,12 +1598,7 @@ async fn deliver(shared: &Arc<Shared>, d: Delivery) {
             return;
         };
         match shared.router.component(&d.to) {
-            Some(tx) => {
-                if tx.try_send(el.clone()).is_err() {
-                    routing::bounce_wait(shared, &el, StanzaErrorCondition::ResourceConstraint)
-                        .await;
-                }
-            }
+            Some(tx) => routing::to_component(shared, &tx, el).await,
             None => routing::bounce(shared, &el, StanzaErrorCondition::ServiceUnavailable).await,
         }
         return;

@@ -127,17 +127,7 @@ pub async fn route(shared: &Arc<Shared>, el: Element) {
     match dest(shared, to.domain().as_str()) {
         Dest::Local => deliver_local(shared, to, el).await,
         Dest::Component(domain) => match shared.router.component(&domain) {
-            Some(tx) => {
-                if tx.try_send(el.clone()).is_err() {
-                    bounce_typed(
-                        shared,
-                        &el,
-                        StanzaErrorCondition::ResourceConstraint,
-                        ErrorType::Wait,
-                    )
-                    .await;
-                }
-            }
+            Some(tx) => to_component(shared, &tx, el).await,
             None => {
                 // Cluster mode: the component may be attached to another node.
                 let link = match shared.cluster.get() {
@@ -147,13 +137,8 @@ pub async fn route(shared: &Arc<Shared>, el: Element) {
                 match link {
                     Some(l) => {
                         if let Err(el) = l.send_component(&domain, el) {
-                            bounce_typed(
-                                shared,
-                                &el,
-                                StanzaErrorCondition::ResourceConstraint,
-                                ErrorType::Wait,
-                            )
-                            .await;
+                            bounce_wait(shared, &el, StanzaErrorCondition::ResourceConstraint)
+                                .await;
                         }
                     }
                     None => bounce(shared, &el, StanzaErrorCondition::ServiceUnavailable).await,
@@ -177,13 +162,7 @@ pub async fn route(shared: &Arc<Shared>, el: Element) {
                     tracing::debug!(node = %link.node, "group chat stanza routed to its node");
                     let to = to.domain().to_string();
                     if let Err(el) = link.send_route(&to, el) {
-                        bounce_typed(
-                            shared,
-                            &el,
-                            StanzaErrorCondition::ResourceConstraint,
-                            ErrorType::Wait,
-                        )
-                        .await;
+                        bounce_wait(shared, &el, StanzaErrorCondition::ResourceConstraint).await;
                     }
                 }
                 None => {
@@ -191,6 +170,13 @@ pub async fn route(shared: &Arc<Shared>, el: Element) {
                 }
             }
         }
+    }
+}
+
+/// Hands a stanza to an attached XEP-0114 component; a full queue bounces it (wait).
+pub async fn to_component(shared: &Arc<Shared>, tx: &msg::ComponentTx, el: Element) {
+    if tx.try_send(el.clone()).is_err() {
+        bounce_wait(shared, &el, StanzaErrorCondition::ResourceConstraint).await;
     }
 }
 
