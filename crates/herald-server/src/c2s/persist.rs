@@ -158,10 +158,9 @@ pub async fn load(shared: &Arc<Shared>, restore: Restore) -> anyhow::Result<(Loa
         })
         .await?;
     // Cluster mode: the other nodes' saved sessions are theirs (hibernating there now, or
-    // taken over when a node is lost); ids from before cluster mode have no node and are
-    // taken by the first node that starts.
-    // A session of this node that another node adopted while this one was down (see
-    // `adopt`) runs there: it is that node's now.
+    // adopted when a node is lost); ids from before cluster mode have no node and are
+    // taken by the first node that starts. A session of this node that another node
+    // adopted while this one was down (see `adopt`) runs there: it is that node's now.
     if let Some(c) = shared.cluster.get() {
         saved.retain(|s| herald_cluster::sm_id_node(&s.record.id).is_none_or(|n| n == c.node));
         let mut mine = Vec::with_capacity(saved.len());
@@ -182,55 +181,26 @@ pub async fn load(shared: &Arc<Shared>, restore: Restore) -> anyhow::Result<(Loa
     }
     let mut loaded = Loaded::default();
     let mut wake = BTreeSet::new();
-    let mut done: Vec<String> = Vec::new();
-    let mut tombstones = Vec::new();
+    let mut ended = Ended::default();
     for s in saved {
-        let SavedSession { record, queue } = s;
-        let jid = FullJid::new(&format!("{}/{}", record.account, record.resource)).ok();
-        let queue: Vec<Routed> = queue.iter().filter_map(|q| unqueued(shared, q)).collect();
         if clean {
-            if let Some(jid) = jid {
-                let state = SavedState::decode(&record.state);
-                let r = Box::new(Restored {
-                    record,
-                    queue,
-                    state,
-                    jid,
-                });
-                match restore(shared.clone(), r) {
-                    Ok(()) => {
-                        loaded.restored += 1;
-                        // The push task's queue is bounded: let it catch up now and then.
-                        if loaded.restored % 1000 == 0 {
-                            shared.push.stats().await;
-                        }
-                        continue;
-                    }
-                    Err(r) => {
-                        recover(shared, &r.record, r.queue, &mut tombstones).await;
-                        done.push(r.record.id);
-                        loaded.recovered += 1;
-                        continue;
-                    }
+            if run_again(shared, s, restore, &mut ended).await {
+                loaded.restored += 1;
+                // The push task's queue is bounded: let it catch up now and then.
+                if loaded.restored % 1000 == 0 {
+                    shared.push.stats().await;
                 }
+            } else {
+                loaded.recovered += 1;
             }
+            continue;
         }
-        recover(shared, &record, queue, &mut tombstones).await;
-        if !clean {
-            wake.insert(record.account.clone());
-        }
-        done.push(record.id);
+        let SavedSession { record, queue } = s;
+        wake.insert(record.account.clone());
+        ended.add(shared, &record, requeue(shared, &queue)).await;
         loaded.recovered += 1;
     }
-    shared
-        .db(move |s: &roles::Sessions| {
-            s.save_tombstones(&tombstones)?;
-            for id in &done {
-                s.delete_sm_session(id)?;
-            }
-            Ok(())
-        })
-        .await?;
+    ended.record(shared).await?;
     loaded.to_wake = wake.len();
     Ok((loaded, wake.into_iter().collect()))
 }
@@ -266,36 +236,12 @@ pub async fn take_over(shared: &Arc<Shared>, user: &str, previd: &str) -> bool {
             return false;
         }
     };
-    let SavedSession { record, queue } = saved;
-    let queue: Vec<Routed> = queue.iter().filter_map(|q| unqueued(shared, q)).collect();
-    let Ok(jid) = FullJid::new(&format!("{}/{}", record.account, record.resource)) else {
-        return false;
-    };
-    let state = SavedState::decode(&record.state);
-    let r = Box::new(Restored {
-        record,
-        queue,
-        state,
-        jid,
-    });
-    match restore(shared.clone(), r) {
-        Ok(()) => true,
-        Err(r) => {
-            let mut tombstones = Vec::new();
-            recover(shared, &r.record, r.queue, &mut tombstones).await;
-            let id = r.record.id.clone();
-            let stored = shared
-                .db(move |s: &roles::Sessions| {
-                    s.save_tombstones(&tombstones)?;
-                    s.delete_sm_session(&id)
-                })
-                .await;
-            if let Err(e) = stored {
-                tracing::error!(error = %e, "recording the handed-over session's end failed");
-            }
-            false
-        }
+    let mut ended = Ended::default();
+    let runs = run_again(shared, saved, restore, &mut ended).await;
+    if let Err(e) = ended.record(shared).await {
+        tracing::error!(error = %e, "recording the handed-over session's end failed");
     }
+    runs
 }
 
 /// Cluster mode: `node` was lost; its hibernated sessions, saved in the store, run on this
@@ -315,46 +261,90 @@ pub async fn adopt(shared: &Arc<Shared>, node: &str, restore: Restore) -> usize 
         }
     };
     let mut restored = 0;
-    let mut tombstones = Vec::new();
-    let mut done = Vec::new();
+    let mut ended = Ended::default();
+    let now = unix_millis();
     for s in saved {
-        let SavedSession { record, queue } = s;
-        let queue: Vec<Routed> = queue.iter().filter_map(|q| unqueued(shared, q)).collect();
-        let jid = FullJid::new(&format!("{}/{}", record.account, record.resource)).ok();
-        let expired = record.expires_at <= unix_millis();
-        let Some(jid) = jid.filter(|_| !expired) else {
-            recover(shared, &record, queue, &mut tombstones).await;
-            done.push(record.id);
-            continue;
-        };
-        let state = SavedState::decode(&record.state);
-        let r = Box::new(Restored {
-            record,
-            queue,
-            state,
-            jid,
-        });
-        match restore(shared.clone(), r) {
-            Ok(()) => restored += 1,
-            Err(r) => {
-                recover(shared, &r.record, r.queue, &mut tombstones).await;
-                done.push(r.record.id);
-            }
+        if s.record.expires_at <= now {
+            ended
+                .add(shared, &s.record, requeue(shared, &s.queue))
+                .await;
+        } else if run_again(shared, s, restore, &mut ended).await {
+            restored += 1;
         }
     }
-    let stored = shared
-        .db(move |s: &roles::Sessions| {
-            s.save_tombstones(&tombstones)?;
-            for id in &done {
-                s.delete_sm_session(id)?;
-            }
-            Ok(())
-        })
-        .await;
-    if let Err(e) = stored {
+    if let Err(e) = ended.record(shared).await {
         tracing::error!(error = %e, "recording the lost node's ended sessions failed");
     }
     restored
+}
+
+/// A saved session's queue as stanzas to deliver again.
+fn requeue(shared: &Arc<Shared>, queue: &[herald_store::SmQueued]) -> Vec<Routed> {
+    queue.iter().filter_map(|q| unqueued(shared, q)).collect()
+}
+
+/// Runs a saved session again with `restore`, hibernated, as it was saved. One that cannot
+/// run (no valid JID; refused: its resource is taken) ends instead ([`Ended`]). True when it
+/// runs.
+async fn run_again(
+    shared: &Arc<Shared>,
+    saved: SavedSession,
+    restore: Restore,
+    ended: &mut Ended,
+) -> bool {
+    let SavedSession { record, queue } = saved;
+    let queue = requeue(shared, &queue);
+    let Ok(jid) = FullJid::new(&format!("{}/{}", record.account, record.resource)) else {
+        ended.add(shared, &record, queue).await;
+        return false;
+    };
+    let state = SavedState::decode(&record.state);
+    let r = Box::new(Restored {
+        record,
+        queue,
+        state,
+        jid,
+    });
+    match restore(shared.clone(), r) {
+        Ok(()) => true,
+        Err(r) => {
+            ended.add(shared, &r.record, r.queue).await;
+            false
+        }
+    }
+}
+
+/// Saved sessions that will not run again, recorded together once the caller is done:
+/// their last h as tombstones, their rows deleted.
+#[derive(Default)]
+struct Ended {
+    tombstones: Vec<(String, String, u32, i64)>,
+    rows: Vec<String>,
+}
+
+impl Ended {
+    /// Ends `record` now (see [`recover`]); its row goes at [`Ended::record`].
+    async fn add(&mut self, shared: &Arc<Shared>, record: &SmSessionRecord, queue: Vec<Routed>) {
+        recover(shared, record, queue, &mut self.tombstones).await;
+        self.rows.push(record.id.clone());
+    }
+
+    /// Writes the tombstones and deletes the rows.
+    async fn record(self, shared: &Arc<Shared>) -> Result<(), herald_store::StoreError> {
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        let Ended { tombstones, rows } = self;
+        shared
+            .db(move |s: &roles::Sessions| {
+                s.save_tombstones(&tombstones)?;
+                for id in &rows {
+                    s.delete_sm_session(id)?;
+                }
+                Ok(())
+            })
+            .await
+    }
 }
 
 /// A saved session that will not run again: its last h becomes a tombstone and its queue is
