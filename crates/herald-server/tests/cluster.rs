@@ -846,3 +846,19 @@ async fn offline_messages_go_to_one_resource_of_the_whole_cluster() {
     n2.running.stop().await;
     n1.running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_redis_does_not_answer_refuses_to_start() {
+    let Some(db) = pg::database("cluster_noredis") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = common::test_config(dir.path());
+    // Nothing listens on port 1: the node must not serve a cluster it is not part of.
+    cluster_config(&mut cfg, &db.url, "redis://127.0.0.1:1", "tn-n1");
+    let err = match herald_server::start(cfg).await {
+        Ok(_) => panic!("a node without its Redis started"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("[cluster] redis"), "{err}");
+}

@@ -61,6 +61,9 @@ const STATE_QUEUE: usize = 10_000;
 const OFFLINE_CLAIM: Duration = Duration::from_secs(600);
 /// How long a delivery batch waits for the registry writes marked before it.
 const SETTLE_WAIT: Duration = Duration::from_secs(2);
+/// How long a component's holder read from Redis is trusted: a component that moves to
+/// another node is reached there at most this much later (meanwhile its stanzas bounce).
+const COMPONENT_CACHE: Duration = Duration::from_secs(2);
 /// How long a resumption waits for the other node to hand its session over.
 const HANDOFF_WAIT: Duration = Duration::from_secs(5);
 /// Wait before reconnecting after a Redis error.
@@ -171,6 +174,8 @@ pub struct Cluster {
     refresh: Arc<Dirty>,
     /// Accounts whose push registrations this node changed, to announce.
     push_dirty: Arc<Dirty>,
+    /// Which node holds each component domain, as last read (see [`Cluster::component_link`]).
+    component_holders: Mutex<HashMap<String, (Option<String>, std::time::Instant)>>,
     /// The node serving the group chat service, as last read.
     muc_home: Mutex<Option<String>>,
     /// Starts a saved session in a task of its own (`c2s::session`'s, given at start so
@@ -244,6 +249,7 @@ impl Cluster {
             channels,
             restore: Default::default(),
             muc_home: Default::default(),
+            component_holders: Default::default(),
             state_out,
             state_rx: Mutex::new(Some(state_rx)),
             node,
@@ -980,16 +986,36 @@ impl Cluster {
     }
 
     /// The link to the live node serving the component `domain`, if another node does.
+    /// The holder is read from Redis at most every [`COMPONENT_CACHE`] per domain: every push
+    /// publish of a node without the app server comes this way.
     pub async fn component_link(self: &Arc<Self>, domain: &str) -> Option<Arc<NodeLink>> {
-        let holder: Option<String> = match redis::cmd("GET")
-            .arg(keys::component(domain))
-            .query_async(&mut self.conn())
-            .await
-        {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::warn!(domain, error = %e, "cluster: component lookup failed");
-                return None;
+        let cached = self
+            .component_holders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(domain)
+            .filter(|(_, at)| at.elapsed() < COMPONENT_CACHE)
+            .map(|(h, _)| h.clone());
+        let holder = match cached {
+            Some(h) => h,
+            None => {
+                let h: Option<String> = match redis::cmd("GET")
+                    .arg(keys::component(domain))
+                    .query_async(&mut self.conn())
+                    .await
+                {
+                    Ok(h) => h,
+                    Err(e) => {
+                        tracing::warn!(domain, error = %e, "cluster: component lookup failed");
+                        return None;
+                    }
+                };
+                // Only configured component domains come here: the map is bounded by them.
+                self.component_holders
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(domain.to_string(), (h.clone(), std::time::Instant::now()));
+                h
             }
         };
         let holder = holder.filter(|h| h != &self.node)?;
