@@ -74,53 +74,35 @@ fn check_config_reports_file_key_and_reason() {
     let e = Env::new();
     assert!(e.ok(&["check-config"]).contains("ok"));
     let bad = e.dir.path().join("bad.toml");
-    std::fs::write(&bad, "[c2s]\nlisen = \"x\"\n").unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(["check-config", "--config"])
-        .arg(&bad)
-        .output()
-        .unwrap();
-    assert!(!o.status.success());
-    let err = String::from_utf8_lossy(&o.stderr);
+    // `check-config` on `toml` written to bad.toml: (success, stderr).
+    let check = |toml: &str| {
+        std::fs::write(&bad, toml).unwrap();
+        let o = Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args(["check-config", "--config"])
+            .arg(&bad)
+            .output()
+            .unwrap();
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = check("[c2s]\nlisen = \"x\"\n");
+    assert!(!ok);
     assert!(err.contains("bad.toml") && err.contains("lisen"), "{err}");
-    std::fs::write(&bad, "[push]\nmax_devices = 0\n").unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(["check-config", "--config"])
-        .arg(&bad)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        !o.status.success() && err.contains("push.max_devices"),
-        "{err}"
-    );
+    let (ok, err) = check("[push]\nmax_devices = 0\n");
+    assert!(!ok && err.contains("push.max_devices"), "{err}");
     // A well-formed [cluster] table is fine; one naming a TLS Redis is not (not built in).
-    std::fs::write(
-        &bad,
-        "[store]\nbackend = \"postgres\"\nurl = \"postgres://h@127.0.0.1/x\"\n\
-         [cluster]\nredis = \"redis://127.0.0.1/\"\nnode = \"n1\"\n",
-    )
-    .unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(["check-config", "--config"])
-        .arg(&bad)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    std::fs::write(
-        &bad,
-        "[store]\nbackend = \"postgres\"\nurl = \"postgres://h@127.0.0.1/x\"\n\
-         [cluster]\nredis = \"rediss://127.0.0.1/\"\nnode = \"n1\"\n",
-    )
-    .unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(["check-config", "--config"])
-        .arg(&bad)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
+    let pg = "[store]\nbackend = \"postgres\"\nurl = \"postgres://h@127.0.0.1/x\"\n";
+    let (ok, err) = check(&format!(
+        "{pg}[cluster]\nredis = \"redis://127.0.0.1/\"\nnode = \"n1\"\n"
+    ));
+    assert!(ok, "{err}");
+    let (ok, err) = check(&format!(
+        "{pg}[cluster]\nredis = \"rediss://127.0.0.1/\"\nnode = \"n1\"\n"
+    ));
     assert!(
-        !o.status.success() && err.contains("cluster.redis") && err.contains("TLS"),
+        !ok && err.contains("cluster.redis") && err.contains("TLS"),
         "{err}"
     );
 }
