@@ -135,6 +135,13 @@ impl FramedDecoder {
         } else if el.is("close", FRAMING) {
             self.ended = true;
             self.ready = Some(StreamEvent::End);
+        } else if el.is("stream", ns::STREAM) {
+            // RFC 7395 §3.3: over WebSocket `<open/>` replaces the `<stream:stream>` wrapper,
+            // which is no element a client may send (the fuzzer found one passed on as a
+            // stanza, which the server's own framer would then have written as `<open/>`).
+            return Err(self.fail(not_well_formed(
+                "<stream:stream> is not used over WebSocket (RFC 7395): send <open/>",
+            )));
         } else if !self.opened {
             // As on TCP when the first element is not `<stream:stream>` (RFC 6120 §4.9.3.10).
             return Err(self.fail(StreamError::new(
@@ -484,6 +491,24 @@ mod tests {
             matches!(frames.as_slice(), [OutFrame::Text(t)] if t.starts_with("<open ")),
             "{frames:?}"
         );
+    }
+
+    #[test]
+    fn a_stream_stream_element_is_refused() {
+        // Found by the fuzzer: `<stream:stream/>` as a message after `<open/>` came out as a
+        // stanza named like the header.
+        for first in [true, false] {
+            let mut d = dec();
+            if first {
+                event(
+                    &mut d,
+                    "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='x'/>",
+                )
+                .unwrap();
+            }
+            let e = event(&mut d, "<stream:stream/>").unwrap_err();
+            assert_eq!(e.condition, Cond::NotWellFormed);
+        }
     }
 
     #[test]
