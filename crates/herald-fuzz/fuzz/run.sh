@@ -3,6 +3,7 @@
 # one at a time, printing executions and crashes per target (see ../README.md).
 #
 #   bash run.sh [SECONDS_PER_TARGET] [TARGET...]     # default 60 seconds, every target
+#   RUNS=10000000 bash run.sh 1800                   # stop each at 10 M executions or 30 min
 #
 # New inputs libFuzzer finds go to $WORK/corpus/<target> (the committed seeds in
 # ../corpus/<target> are read, never written); crashing inputs to $WORK/artifacts.
@@ -34,12 +35,13 @@ for t in "${targets[@]}"; do
     mkdir -p "$WORK/corpus/$t"
     log="$WORK/$t.log"
     set +e
+    began=$SECONDS
     "$CARGO_TARGET_DIR/$triple/release/$t" "$WORK/corpus/$t" "../corpus/$t" \
         -max_total_time="$secs" -max_len=4096 -timeout=10 -print_final_stats=1 \
-        -artifact_prefix="$WORK/artifacts/$t-" >"$log" 2>&1
+        -artifact_prefix="$WORK/artifacts/$t-" ${RUNS:+-runs="$RUNS"} >"$log" 2>&1
     rc=$?
     set -e
     execs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")"
     crashes="$(ls "$WORK/artifacts" | grep -c "^$t-" || true)"
-    echo "$t: ${execs:-?} executions in ${secs}s, exit $rc, $crashes crash files"
+    echo "$t: ${execs:-?} executions in $((SECONDS - began))s, exit $rc, $crashes crash files"
 done
