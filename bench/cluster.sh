@@ -77,6 +77,7 @@ max_connections_per_ip = 10000
 max_unauthenticated_per_ip = 10000
 c2s_stanzas_per_second = 0
 c2s_bytes_per_second = 0
+connection_rate_per_ip = 0
 TOML
 
 # pg_ticks: CPU ticks of PostgreSQL: the postmaster with the backends that exited (its

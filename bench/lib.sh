@@ -147,6 +147,7 @@ max_unauthenticated_per_ip = 1000000
 # Throughput runs: no inbound rate limit (Prosody loads no mod_limits by default either).
 c2s_stanzas_per_second = 0
 c2s_bytes_per_second = 0
+connection_rate_per_ip = 0
 TOML
 	# Same archiving as Prosody: MAM off there means no archive here either.
 	if [[ ${PROSODY_MAM:-internal} == off ]]; then

@@ -41,6 +41,7 @@ max_unauthenticated_per_ip = 1000000
 # Throughput runs: no inbound rate limit (Prosody loads no mod_limits by default either).
 c2s_stanzas_per_second = 0
 c2s_bytes_per_second = 0
+connection_rate_per_ip = 0
 TOML
 ulimit -n "$(ulimit -Hn)"
 "$HERALD" user add-bulk bench "$N" bench --config "$DIR/herald.toml" >/dev/null

@@ -926,6 +926,12 @@ pub struct LimitsConfig {
     /// c2s connections from one IP address not yet authenticated (TLS, SASL); beyond:
     /// `policy-violation`. Logged-in sessions do not count.
     pub max_unauthenticated_per_ip: usize,
+    /// New connections (c2s, WebSocket, s2s, components) one address may open per second;
+    /// beyond, a connection is closed at once without a stream error (a WebSocket upgrade
+    /// gets 503). An IPv6 address counts by its /64. 0: no limit.
+    pub connection_rate_per_ip: u64,
+    /// New connections one address may open at once beyond that rate.
+    pub connection_burst_per_ip: u64,
     /// Bytes of stanzas held for one session (inbox, XEP-0198 queue, CSI buffer), each
     /// weighed by what it costs in memory (`herald_xep::stanza::mem_cost`). A routed stanza
     /// beyond: `resource-constraint` to its sender; the XEP-0198 queue beyond (the server's
@@ -966,6 +972,8 @@ impl Default for LimitsConfig {
             max_connections: 10_000,
             max_connections_per_ip: 100,
             max_unauthenticated_per_ip: 20,
+            connection_rate_per_ip: 20,
+            connection_burst_per_ip: 200,
             session_queue_bytes: 4 << 20,
             account_queue_bytes: 16 << 20,
             s2s_queue_bytes: 8 << 20,
@@ -1692,6 +1700,14 @@ impl Config {
             if v == 0 {
                 return Err(bad(key, "must be at least 1".into()));
             }
+        }
+        // A burst that does not let a reconnecting phone (or a few behind one NAT) in at
+        // once would refuse ordinary clients, not floods.
+        if l.connection_rate_per_ip > 0 && l.connection_burst_per_ip < 10 {
+            return Err(bad(
+                "limits.connection_burst_per_ip",
+                "must be at least 10".into(),
+            ));
         }
         // A burst below what one login sends (or one large stanza weighs) would slow every
         // client down, not just floods.
@@ -2481,6 +2497,10 @@ removed_retention = "7d"
             (
                 "[limits]\nmax_unauthenticated_per_ip = 0\n",
                 "limits.max_unauthenticated_per_ip",
+            ),
+            (
+                "[limits]\nconnection_burst_per_ip = 5\n",
+                "limits.connection_burst_per_ip",
             ),
             (
                 "[s2s]\nmax_outgoing_setups = 0\n",

@@ -682,7 +682,11 @@ pub async fn start_with_store(cfg: Config, store: impl Backend) -> anyhow::Resul
         cfg.limits.max_connections,
         cfg.limits.max_connections_per_ip,
         cfg.limits.max_unauthenticated_per_ip,
-    );
+    )
+    .with_rate(transport::limits::ConnectRate {
+        per_second: cfg.limits.connection_rate_per_ip,
+        burst: cfg.limits.connection_burst_per_ip,
+    });
     let cfg_muc_domain = cfg.muc_domain();
     let muc_service = muc::Service::new(&cfg);
     let shared = Arc::new(Shared {

@@ -45,7 +45,7 @@ async fn connection(
     let unauthenticated = match shared.conns.unauthenticated(peer.ip()) {
         Ok(g) => g,
         Err(why) => {
-            tracing::info!(%peer, reason = why.text(), "connection refused");
+            listener::log_refused(&shared, "c2s", &peer, why);
             if !direct_tls {
                 listener::refuse(shared, tcp, peer, StreamNs::Client, why).await;
             }

@@ -59,13 +59,13 @@ pub async fn upgrade(
     }
     // Counted from here like an accepted TCP connection (global and per address), and as
     // unauthenticated until negotiation ends.
-    let slot = match shared.conns.open(peer.ip()) {
+    let slot = match shared.conns.open_at(peer.ip(), std::time::Instant::now()) {
         Ok(g) => g,
-        Err(why) => return refused(&peer, why),
+        Err(why) => return refused(&shared, &peer, why),
     };
     let unauthenticated = match shared.conns.unauthenticated(peer.ip()) {
         Ok(g) => g,
-        Err(why) => return refused(&peer, why),
+        Err(why) => return refused(&shared, &peer, why),
     };
     let l = shared.cfg.stream_limits();
     let max_message = l.max_stanza_bytes.saturating_add(MESSAGE_SLACK);
@@ -104,8 +104,8 @@ pub async fn upgrade(
         })
 }
 
-fn refused(peer: &SocketAddr, why: crate::transport::limits::Refused) -> Response {
-    tracing::info!(%peer, reason = why.text(), "websocket connection refused");
+fn refused(shared: &Shared, peer: &SocketAddr, why: crate::transport::limits::Refused) -> Response {
+    crate::transport::listener::log_refused(shared, "websocket", peer, why);
     (
         StatusCode::SERVICE_UNAVAILABLE,
         [(header::RETRY_AFTER, "10")],

@@ -38,11 +38,13 @@ pub async fn accept_loop<F, Fut>(
             r = listener.accept() => match r {
                 Ok((tcp, peer)) => {
                     let _ = tcp.set_nodelay(true);
-                    let guard = match shared.conns.open(peer.ip()) {
+                    let guard = match shared.conns.open_at(peer.ip(), std::time::Instant::now()) {
                         Ok(g) => g,
                         Err(why) => {
-                            tracing::info!(kind, %peer, reason = why.text(), "connection refused");
-                            if let Some(ns) = refuse_ns {
+                            log_refused(&shared, kind, &peer, why);
+                            // Over the connection rate the socket is just closed: writing a
+                            // stream error to each would cost the task the limit saves.
+                            if let (Some(ns), false) = (refuse_ns, why == Refused::RatePerIp) {
                                 tokio::spawn(refuse(shared.clone(), tcp, peer, ns, why));
                             }
                             continue;
@@ -66,6 +68,14 @@ pub async fn accept_loop<F, Fut>(
             },
             _ = shutdown.changed() => return,
         }
+    }
+}
+
+/// Logs a refused connection, at most one line a second whatever the flood (with the count
+/// of refusals not logged since), so a flood of connections is not also a flood of log lines.
+pub fn log_refused(shared: &Shared, kind: &str, peer: &SocketAddr, why: Refused) {
+    if let Some(unlogged) = shared.conns.log_refusal(std::time::Instant::now()) {
+        tracing::info!(kind, %peer, reason = why.text(), unlogged, "connection refused");
     }
 }
 

@@ -45,12 +45,13 @@ pub fn test_config(dir: &std::path::Path) -> Config {
             min_free_bytes: 0,
             ..Default::default()
         },
-        // Many tests here flood on purpose (queue budgets, backlogs, quotas) and would only
-        // run slower under the inbound rate limits; those have their own tests
+        // Many tests here flood on purpose (queue budgets, backlogs, quotas) or log in many
+        // times and would only run slower under the inbound and connection rate limits; those have their own tests
         // (limits.rs), and the interop suite runs the server with the defaults.
         limits: herald_server::config::LimitsConfig {
             c2s_stanzas_per_second: 0,
             c2s_bytes_per_second: 0,
+            connection_rate_per_ip: 0,
             ..Default::default()
         },
         // Off unless a test asks (`[http]` listens on a fixed port by default).
