@@ -137,3 +137,114 @@ async fn a_client_over_its_stanza_rate_is_read_slower_loses_nothing_and_still_re
     // Bob, under his own rate, is not slowed by alice's.
     assert!(bob.sync("bob-fine").await.is_empty());
 }
+
+/// Opens a raw connection from `src`, sends a stream header and reads: true if the server
+/// answered (admitted), false if it closed the socket without a byte (over the rate).
+async fn admitted_from(addr: std::net::SocketAddr, src: IpAddr) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(std::net::SocketAddr::new(src, 0)).unwrap();
+    let mut tcp = sock.connect(addr).await.unwrap();
+    // A refused connection may already be closed: the write may fail, the read tells.
+    let _ = tcp
+        .write_all(b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>")
+        .await;
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(WAIT, tcp.read(&mut buf))
+        .await
+        .expect("the server neither answered nor closed");
+    matches!(n, Ok(n) if n > 0)
+}
+
+#[tokio::test]
+async fn new_connections_over_the_rate_are_closed_while_other_addresses_and_sessions_go_on() {
+    let s = TestServer::start_with(|c| {
+        c.limits.connection_rate_per_ip = 1;
+        c.limits.connection_burst_per_ip = 10;
+    })
+    .await;
+    s.add_user("alice", "pw");
+    s.add_user("bob", "pw");
+    let mut alice = RawClient::login(s.c2s(), "alice", "pw", "phone").await;
+    let flooder: IpAddr = [127, 0, 0, 2].into();
+    // One after another, each closed before the next: the open-connection limits never
+    // apply, only the rate. The burst of 10 passes (one more if a second went by).
+    let mut admitted = 0;
+    for _ in 0..30 {
+        if !admitted_from(s.c2s(), flooder).await {
+            break;
+        }
+        admitted += 1;
+    }
+    assert!(
+        (10..=12).contains(&admitted),
+        "{admitted} connections admitted before the first refusal"
+    );
+    // The logged-in session is untouched, and another address still gets in.
+    assert!(alice.sync("still-there").await.is_empty());
+    let mut bob = RawClient::login(s.c2s(), "bob", "pw", "desk").await;
+    assert!(bob.sync("bob-in").await.is_empty());
+}
+
+#[tokio::test]
+async fn reading_the_archive_flat_out_is_metered_like_sending() {
+    let s = TestServer::start_with(|c| {
+        c.limits.c2s_stanzas_per_second = 50;
+        c.limits.c2s_stanza_burst = 50;
+    })
+    .await;
+    s.add_user("alice", "pw");
+    s.add_user("bob", "pw");
+    let mut bob = RawClient::login(s.c2s(), "bob", "pw", "desk").await;
+    bob.send("<presence/>").await;
+    {
+        let mut alice = RawClient::login(s.c2s(), "alice", "pw", "phone").await;
+        let batch: String = (0..40)
+            .map(|i| format!("<message to='bob@localhost' type='chat'><body>m{i}</body></message>"))
+            .collect();
+        alice.send(&batch).await;
+        assert!(alice.sync("sent").await.is_empty());
+    }
+    let mut got = 0;
+    while got < 40 {
+        if bob.element().await.name() == "message" {
+            got += 1;
+        }
+    }
+    let throttled = || {
+        s.running
+            .shared
+            .metrics
+            .c2s_throttled
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let before = throttled();
+    // Twenty queries of 40 results: twenty stanzas sent, well inside bob's burst of 50, but
+    // each weighs 1 + 4 for its results: 100 in all, which the burst and what refills while
+    // they run (50/s) do not cover.
+    for q in 0..20 {
+        bob.send(&format!(
+            "<iq type='set' id='q{q}'><query xmlns='urn:xmpp:mam:2' queryid='q{q}'/></iq>"
+        ))
+        .await;
+        let mut results = 0;
+        loop {
+            let el = bob.element().await;
+            if el.name() == "presence" {
+                continue;
+            }
+            if el.name() == "iq" {
+                assert_eq!(el.attr("type"), Some("result"));
+                break;
+            }
+            results += 1;
+        }
+        // Nothing is dropped: every page is whole.
+        assert_eq!(results, 40);
+    }
+    assert!(bob.sync("after").await.is_empty());
+    assert!(
+        throttled() > before,
+        "twenty archive pages of 40 were not metered"
+    );
+}

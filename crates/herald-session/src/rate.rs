@@ -46,6 +46,10 @@ impl Bucket {
     }
 }
 
+/// Elements sent in answer to a request (MAM results) that weigh as much as one stanza
+/// received: serving a result costs the server about a tenth of routing a stanza.
+pub const ANSWERS_PER_STANZA: u64 = 10;
+
 /// The limits of one direction of a stream; 0 means no limit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RateLimits {
@@ -78,7 +82,16 @@ impl InboundRate {
 
     /// One element of `bytes` arrived: until when reading must pause, if at all.
     pub fn take(&mut self, bytes: usize, now: Instant) -> Option<Instant> {
-        let a = self.stanzas.as_mut().and_then(|b| b.take(1, now));
+        self.take_answered(bytes, 0, now)
+    }
+
+    /// One element of `bytes` arrived and answering it sent the client `answers` elements
+    /// it asked for (a MAM page's results): each [`ANSWERS_PER_STANZA`] of them weigh one
+    /// more stanza, so reading an archive flat out is metered too (at the default 100
+    /// stanzas/s: 1,000 results a second after a burst of 10,000).
+    pub fn take_answered(&mut self, bytes: usize, answers: u64, now: Instant) -> Option<Instant> {
+        let n = 1 + answers.div_ceil(ANSWERS_PER_STANZA);
+        let a = self.stanzas.as_mut().and_then(|b| b.take(n, now));
         let b = self
             .bytes
             .as_mut()
@@ -106,6 +119,26 @@ mod tests {
         assert_eq!(b.take(1, t), Some(ms(t, 100)));
         // Paid back at 100 ms; one more token accrues by 200 ms.
         assert_eq!(b.take(1, ms(t, 200)), None);
+    }
+
+    #[test]
+    fn answers_weigh_a_tenth_of_a_stanza_each() {
+        let t = Instant::now();
+        let limits = RateLimits {
+            stanzas_per_second: 100,
+            stanza_burst: 100,
+            ..RateLimits::default()
+        };
+        let mut r = InboundRate::new(limits, t);
+        // A query answered with 90 results: 1 + 9 of 100 tokens.
+        for _ in 0..10 {
+            assert_eq!(r.take_answered(100, 90, t), None);
+        }
+        // The eleventh is 10 tokens in debt: 100 ms at 100/s.
+        assert_eq!(r.take_answered(100, 90, t), Some(ms(t, 100)));
+        // An answerless stanza weighs one, as `take` does.
+        let mut r = InboundRate::new(limits, t);
+        assert_eq!(r.take_answered(10, 0, t), r.clone().take(10, t));
     }
 
     #[test]

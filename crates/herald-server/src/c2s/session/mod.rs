@@ -168,6 +168,9 @@ pub struct Session {
     wbuf: Vec<u8>,
     /// `[limits] c2s_*`: what the client may still send before reading pauses.
     inbound: herald_session::rate::InboundRate,
+    /// Elements written in answer to the element being handled (MAM results), charged to
+    /// `inbound` with it.
+    answers: u64,
     /// The client went over its rate: its socket is not read before then (what is routed
     /// to it still flows).
     paused: Option<Instant>,
@@ -286,6 +289,7 @@ impl Session {
             write_through_tickets: Vec::new(),
             parked: false,
             inbound: herald_session::rate::InboundRate::new(shared_rate, std_now()),
+            answers: 0,
             paused: None,
         }))
     }
@@ -403,6 +407,7 @@ impl Session {
             write_through_tickets: Vec::new(),
             parked: false,
             inbound: herald_session::rate::InboundRate::new(shared.cfg.c2s_rate(), std_now()),
+            answers: 0,
             paused: None,
         });
         let span = tracing::info_span!("conn", kind = "c2s", jid = %jid);
@@ -702,7 +707,12 @@ impl Session {
     async fn apply_effects(&mut self) -> Flow {
         for e in std::mem::take(&mut self.ctx.effects) {
             let flow = match e {
-                Effect::Write(els) => self.write_now(els).await,
+                Effect::Write(els) => {
+                    // What the client asked the server to read and send (MAM results) is
+                    // charged to its inbound rate as well (`InboundRate::take_answered`).
+                    self.answers += els.len() as u64;
+                    self.write_now(els).await
+                }
                 Effect::StopBacklog => {
                     self.stop_backlog();
                     Flow::Continue
@@ -845,7 +855,8 @@ impl Session {
                     }
                     // Over its rate, the client waits: the rest of what it sent stays in
                     // the decoder and the socket until the debt is paid.
-                    if let Some(until) = self.inbound.take(cost, std_now()) {
+                    let answers = std::mem::take(&mut self.answers);
+                    if let Some(until) = self.inbound.take_answered(cost, answers, std_now()) {
                         self.ctx
                             .shared
                             .metrics
