@@ -8,6 +8,8 @@
 #   bash bench/hostile.sh                    # 20 pairs at 200 msgs/s, 20 s per phase
 #   SECS=60 PAIRS=50 RATE=500 bash bench/hostile.sh
 #   FLOODS=mam,queue bash bench/hostile.sh   # some floods only
+#   ATTACKER_NICE=19 bash bench/hostile.sh   # floods in a child process at nice 19, standing in
+#                                            # for an attacker on another machine (2-core box)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
@@ -48,6 +50,7 @@ OUT=${OUT:-$DIR/hostile.json}
 args=(hostile --port "$PORT" --password bench --pairs "$PAIRS" --rate "$RATE" --duration "$SECS"
 	--server-pid "$HERALD_PID" --json "$OUT")
 [ -n "$FLOODS" ] && args+=(--floods "$FLOODS")
+[ -n "${ATTACKER_NICE:-}" ] && args+=(--attacker-nice "$ATTACKER_NICE")
 "$BENCH" "${args[@]}"
 log "server log: $(grep -c . "$DIR/herald.out") lines, $(grep -c ' WARN ' "$DIR/herald.out" || true) warnings"
 log "json: $OUT"

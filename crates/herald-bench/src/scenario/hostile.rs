@@ -86,6 +86,16 @@ pub struct HostileArgs {
     /// Skip the quiet phase (the ratio is then not reported).
     #[arg(long)]
     pub hostile_only: bool,
+    /// Run the floods in a child process of this bench at this niceness (`nice -n N`), as
+    /// an attacker on another machine would: the floods then take what CPU the server and
+    /// the normal clients leave, instead of sharing this process's runtime (and its
+    /// scheduling delays) with the normal clients. Without it the floods run in this process.
+    #[arg(long)]
+    pub attacker_nice: Option<i32>,
+    /// Internal (the child `--attacker-nice` starts): run only the floods, for `--duration`
+    /// seconds from now, and print what they did as one `FLOODS {json}` line on stdout.
+    #[arg(long, hide = true)]
+    pub floods_only: bool,
 }
 
 /// Users: pairs, then the login prober's ten, then the attackers' ten.
@@ -119,12 +129,15 @@ struct PhaseResult {
 /// Runs the scenario.
 pub async fn run(a: HostileArgs) -> Result<Report> {
     super::ensure_fd_budget(a.pairs * 2 + a.idle_conns + 4 * a.flood_tasks + 64)?;
-    let t = a.common.target()?;
     let floods = if a.floods.is_empty() {
         ALL.to_vec()
     } else {
         a.floods.clone()
     };
+    if a.floods_only {
+        return floods_only(&a, &floods).await;
+    }
+    let t = a.common.target()?;
     let mut r = Report::new("hostile", serde_json::to_value(&a)?);
     eprintln!(
         "[hostile] uses users {}..{} (pairs, login prober, attackers)",
@@ -204,32 +217,19 @@ async fn run_phase(a: &HostileArgs, t: &Arc<Target>, floods: &[Flood]) -> Result
         presence: true,
     };
     let sessions = super::login_all(t, &ns, 20, opts, &progress).await?;
-    let attacker_base = off + a.pairs * 2 + PROBER_USERS;
-    let at = Arc::new(attacker_target(
-        &a.common,
-        a.attacker_ip,
-        &a.common.password,
-    )?);
-    // Floods that need an account log in first, so the phase's clock measures the flood.
-    let mut flood_set = tokio::task::JoinSet::new();
-    let mut counts = Vec::new();
     let start = Instant::now() + Duration::from_millis(500);
     let end = start + Duration::from_secs(a.duration);
     let stop = Arc::new(AtomicBool::new(false));
-    for &f in floods {
-        let c = Arc::new(Counts::default());
-        counts.push((f, c.clone()));
-        let ctx = FloodCtx {
-            t: at.clone(),
-            base: attacker_base,
-            counts: c,
-            a: a.clone(),
-            stop: stop.clone(),
-        };
-        flood_set.spawn(async move {
-            let _ = tokio::time::timeout_at(end, run_flood(f, ctx)).await;
-        });
-    }
+    let (mut flood_set, mut counts, child) = match a.attacker_nice {
+        Some(nice) if !floods.is_empty() => {
+            let child = spawn_attacker(nice)?;
+            (tokio::task::JoinSet::new(), Vec::new(), Some(child))
+        }
+        _ => {
+            let (set, counts) = start_floods(a, floods, end, &stop)?;
+            (set, counts, None)
+        }
+    };
     let server_pid = a.common.server_pid.first().copied();
     let sampler = tokio::spawn(async move {
         let mut peak = None::<u64>;
@@ -275,6 +275,9 @@ async fn run_phase(a: &HostileArgs, t: &Arc<Target>, floods: &[Flood]) -> Result
     }
     stop.store(true, Ordering::Relaxed);
     while flood_set.join_next().await.is_some() {}
+    if let Some(child) = child {
+        counts = attacker_counts(child, floods).await?;
+    }
     let (logins_ok, logins_failed, login_hist) = prober.await.context("login prober")?;
     let rss_peak_kib = sampler.await.unwrap_or(None);
     Ok(PhaseResult {
@@ -287,6 +290,116 @@ async fn run_phase(a: &HostileArgs, t: &Arc<Target>, floods: &[Flood]) -> Result
         rss_peak_kib,
         floods: counts,
     })
+}
+
+/// Starts every flood of `floods` in this process, each until `end` (or `stop`). Floods
+/// that need an account log in first, so the phase's clock measures the flood.
+#[allow(clippy::type_complexity)]
+fn start_floods(
+    a: &HostileArgs,
+    floods: &[Flood],
+    end: Instant,
+    stop: &Arc<AtomicBool>,
+) -> Result<(tokio::task::JoinSet<()>, Vec<(Flood, Arc<Counts>)>)> {
+    let at = Arc::new(attacker_target(
+        &a.common,
+        a.attacker_ip,
+        &a.common.password,
+    )?);
+    let base = a.common.offset + a.pairs * 2 + PROBER_USERS;
+    let mut set = tokio::task::JoinSet::new();
+    let mut counts = Vec::new();
+    for &f in floods {
+        let c = Arc::new(Counts::default());
+        counts.push((f, c.clone()));
+        let ctx = FloodCtx {
+            t: at.clone(),
+            base,
+            counts: c,
+            a: a.clone(),
+            stop: stop.clone(),
+        };
+        set.spawn(async move {
+            let _ = tokio::time::timeout_at(end, run_flood(f, ctx)).await;
+        });
+    }
+    Ok((set, counts))
+}
+
+/// The child of `--attacker-nice`: the floods alone, for `--duration` seconds from now (plus
+/// the half second the parent waits before its clients start), then one `FLOODS` line.
+async fn floods_only(a: &HostileArgs, floods: &[Flood]) -> Result<Report> {
+    let end = Instant::now() + Duration::from_millis(500) + Duration::from_secs(a.duration);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (mut set, counts) = start_floods(a, floods, end, &stop)?;
+    while set.join_next().await.is_some() {}
+    let mut out = serde_json::Map::new();
+    for (f, c) in &counts {
+        out.insert(
+            format!("{f:?}"),
+            serde_json::json!([
+                c.ops.load(Ordering::Relaxed),
+                c.refused.load(Ordering::Relaxed),
+                c.breached.load(Ordering::Relaxed)
+            ]),
+        );
+    }
+    println!("FLOODS {}", serde_json::Value::Object(out));
+    Ok(Report::new("hostile-floods", serde_json::Value::Null))
+}
+
+/// Starts this bench again as `nice -n NICE herald-bench <same arguments> --floods-only`,
+/// minus the options only the parent uses (`--attacker-nice`, `--json`).
+fn spawn_attacker(nice: i32) -> Result<tokio::process::Child> {
+    let exe = std::env::current_exe().context("this bench's path")?;
+    let mut args = Vec::new();
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        if arg == "--attacker-nice" || arg == "--json" {
+            it.next();
+        } else if !(arg.starts_with("--attacker-nice=") || arg.starts_with("--json=")) {
+            args.push(arg);
+        }
+    }
+    tokio::process::Command::new("nice")
+        .arg("-n")
+        .arg(nice.to_string())
+        .arg(exe)
+        .args(args)
+        .arg("--floods-only")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the attacker process (nice)")
+}
+
+/// Waits for the attacker child and reads its `FLOODS` line back into counts.
+async fn attacker_counts(
+    child: tokio::process::Child,
+    floods: &[Flood],
+) -> Result<Vec<(Flood, Arc<Counts>)>> {
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .context("the attacker process did not end")?
+        .context("waiting for the attacker process")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("FLOODS "))
+        .context("the attacker process printed no FLOODS line")?;
+    let v: serde_json::Value = serde_json::from_str(line).context("the FLOODS line")?;
+    Ok(floods
+        .iter()
+        .map(|&f| {
+            let n = |i: usize| v[format!("{f:?}")][i].as_u64().unwrap_or(0);
+            let c = Counts {
+                ops: AtomicU64::new(n(0)),
+                refused: AtomicU64::new(n(1)),
+                breached: AtomicU64::new(n(2)),
+            };
+            (f, Arc::new(c))
+        })
+        .collect())
 }
 
 /// A target like the normal one but connecting from `ip`, with its own password.
