@@ -37,7 +37,6 @@ pub async fn accept_loop<F, Fut>(
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((tcp, peer)) => {
-                    let _ = tcp.set_nodelay(true);
                     let guard = match shared.conns.open_at(peer.ip(), std::time::Instant::now()) {
                         Ok(g) => g,
                         Err(why) => {
@@ -50,6 +49,9 @@ pub async fn accept_loop<F, Fut>(
                             continue;
                         }
                     };
+                    // Only for a connection that is kept: a refused one costs no more syscalls
+                    // than its accept and close.
+                    let _ = tcp.set_nodelay(true);
                     // `tls` is filled in when a stream upgrades (STARTTLS) or starts encrypted,
                     // `jid` when a c2s session binds.
                     let span = tracing::info_span!(
