@@ -780,6 +780,136 @@ async fn an_account_removed_through_one_node_is_gone_on_every_node() {
     n1.running.stop().await;
 }
 
+/// A tokio-xmpp stanza stream (a library we did not write: it logs in, binds and negotiates
+/// XEP-0198 with acks and resumption like its `Client`) over plaintext TCP to `node`, online,
+/// its initial presence handled.
+///
+/// Not `tokio_xmpp::Client`: in tokio-xmpp 6.0.0 the client's background worker reads the
+/// stream through `StanzaReceiver`, whose `poll_next` returns `Pending` without arranging a
+/// wake-up when `try_lock` fails, and the lock is held by `send_stanza`/`send_iq` while they
+/// queue. An event that wakes the worker at that moment (here the presence echo, while the
+/// ping is being queued) leaves it asleep for good: what arrives later, the ping's answer
+/// included, is read off the socket and never handed on (the test hung in ~1 run of 20). The
+/// stream, sent on and read by the test's own task, has no such lock.
+async fn tokio_stream(node: &TestServer, jid: &str) -> tokio_xmpp::stanzastream::StanzaStream {
+    use futures::StreamExt;
+    use tokio_xmpp::parsers::presence::Presence;
+    use tokio_xmpp::stanzastream::{Event, StanzaStream, StreamEvent};
+    let mut s = StanzaStream::new_c2s(
+        tokio_xmpp::connect::TcpServerConnector::from(tokio_xmpp::connect::DnsConfig::addr(
+            &node.c2s().to_string(),
+        )),
+        tokio_xmpp::jid::Jid::new(jid).unwrap(),
+        "pw".to_owned(),
+        tokio_xmpp::xmlstream::Timeouts::tight(),
+        16,
+    );
+    match tokio::time::timeout(WAIT, s.next()).await.expect("online") {
+        Some(Event::Stream(StreamEvent::Reset { .. })) => {}
+        Some(other) => panic!("{jid}: before online: {other:?}"),
+        None => panic!("{jid}: stream ended"),
+    }
+    s.send(Box::new(Presence::available().into())).await;
+    tokio_sync(&mut s).await;
+    s
+}
+
+/// Pings the server and waits for its answer: everything sent before has been handled (the
+/// server handles a session's stanzas in order). A reconnect in between fails the test.
+async fn tokio_sync(s: &mut tokio_xmpp::stanzastream::StanzaStream) {
+    use futures::StreamExt;
+    use tokio_xmpp::parsers::iq::Iq;
+    use tokio_xmpp::parsers::ping::Ping;
+    use tokio_xmpp::stanzastream::Event;
+    use tokio_xmpp::Stanza;
+    let ping = Iq::from_get("sync", Ping).with_to(tokio_xmpp::jid::Jid::new("localhost").unwrap());
+    s.send(Box::new(ping.into())).await;
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match s.next().await {
+                Some(Event::Stanza(Stanza::Iq(iq))) if iq.id() == "sync" => {
+                    assert!(matches!(iq, Iq::Result { .. }), "ping failed: {iq:?}");
+                    return;
+                }
+                Some(Event::Stream(e)) => panic!("unexpected stream event: {e:?}"),
+                Some(Event::Stanza(_)) => {}
+                None => panic!("stream ended"),
+            }
+        }
+    })
+    .await
+    .expect("ping timed out")
+}
+
+/// The next message with a body, skipping anything else; a reconnect fails the test.
+async fn tokio_next_message(
+    s: &mut tokio_xmpp::stanzastream::StanzaStream,
+) -> tokio_xmpp::parsers::message::Message {
+    use futures::StreamExt;
+    use tokio_xmpp::stanzastream::Event;
+    use tokio_xmpp::Stanza;
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match s.next().await {
+                Some(Event::Stanza(Stanza::Message(m))) if !m.bodies.is_empty() => return m,
+                Some(Event::Stream(e)) => panic!("unexpected stream event: {e:?}"),
+                Some(Event::Stanza(_)) => {}
+                None => panic!("stream ended"),
+            }
+        }
+    })
+    .await
+    .expect("timed out waiting for a message")
+}
+
+/// The body whatever its xml:lang (the stream's default language may be applied to it).
+fn tokio_body(m: &tokio_xmpp::parsers::message::Message) -> &str {
+    assert!(m.bodies.len() <= 1, "several bodies: {:?}", m.bodies);
+    m.bodies
+        .values()
+        .next()
+        .map(String::as_str)
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokio_xmpp_clients_on_two_nodes_talk() {
+    use tokio_xmpp::parsers::message::{Lang, Message};
+    let Some(db) = pg::database("cluster_txmpp") else {
+        return;
+    };
+    let Some(redis) = redis_db("cluster_txmpp", 10).await else {
+        return;
+    };
+    let n1 = node(&db.url, &redis, "tx-n1").await;
+    let n2 = node(&db.url, &redis, "tx-n2").await;
+    for u in ["alice", "bob"] {
+        n1.add_user(u, "pw");
+    }
+    let mut a = tokio_stream(&n1, "alice@localhost/ta").await;
+    let mut b = tokio_stream(&n2, "bob@localhost/tb").await;
+    sees(&n1, "bob@localhost", "tb").await;
+    sees(&n2, "alice@localhost", "ta").await;
+    let to_bob = Message::chat(tokio_xmpp::jid::Jid::new("bob@localhost").unwrap())
+        .with_body(Lang::default(), "over two nodes".to_owned());
+    a.send(Box::new(to_bob.into())).await;
+    let m = tokio_next_message(&mut b).await;
+    assert_eq!(tokio_body(&m), "over two nodes");
+    assert_eq!(
+        m.from.as_ref().map(|f| f.to_string()).as_deref(),
+        Some("alice@localhost/ta")
+    );
+    let to_alice = Message::chat(tokio_xmpp::jid::Jid::new("alice@localhost/ta").unwrap())
+        .with_body(Lang::default(), "and back".to_owned());
+    b.send(Box::new(to_alice.into())).await;
+    let m = tokio_next_message(&mut a).await;
+    assert_eq!(tokio_body(&m), "and back");
+    tokio_sync(&mut a).await;
+    tokio_sync(&mut b).await;
+    n2.running.stop().await;
+    n1.running.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offline_messages_go_to_one_resource_of_the_whole_cluster() {
     let Some(db) = pg::database("cluster_offline") else {
