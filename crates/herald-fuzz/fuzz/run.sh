@@ -42,6 +42,9 @@ for t in "${targets[@]}"; do
     rc=$?
     set -e
     execs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")"
-    crashes="$(ls "$WORK/artifacts" | grep -c "^$t-" || true)"
-    echo "$t: ${execs:-?} executions in $((SECONDS - began))s, exit $rc, $crashes crash files"
+    # slow-unit-* files are inputs over libFuzzer's -report_slow_units (10 s), which a paused
+    # or starved process also produces; they are listed apart from failures.
+    crashes="$(ls "$WORK/artifacts" | grep -cE "^$t-(crash|oom|timeout|leak)-" || true)"
+    slow="$(ls "$WORK/artifacts" | grep -c "^$t-slow-unit-" || true)"
+    echo "$t: ${execs:-?} executions in $((SECONDS - began))s, exit $rc, $crashes crash files, $slow slow units"
 done

@@ -474,6 +474,15 @@ impl Decoder {
                 if head.n_attrs > max_attributes {
                     return Err(policy("too many attributes"));
                 }
+                // XML Namespaces §3: the xmlns namespace is never declared (rxml checks the
+                // XML namespace, not this one); a peer that could would have us write
+                // declarations other parsers refuse.
+                if value == rxml::XMLNS_XMLNS
+                    && (prefix.is_none() && local.as_str() == "xmlns"
+                        || prefix.as_ref().is_some_and(|p| p.as_str() == "xmlns"))
+                {
+                    return Err(not_well_formed("the xmlns namespace declared"));
+                }
                 match prefix {
                     None if local.as_str() == "xmlns" => {
                         if head.default_decl.is_some() {
@@ -625,6 +634,16 @@ impl Decoder {
                 Some("undeclared element prefix".to_string()),
             ));
         };
+        // `<xml:foo/>` is well-formed (the prefix is bound without a declaration) but an
+        // element in the XML namespace cannot be written back: the serializer would have to
+        // declare it as a default namespace, which XML Namespaces §3 forbids, and the
+        // recipient's parser would end its stream. No protocol puts elements there.
+        if el_ns == rxml::XMLNS_XML {
+            return Err(StreamError::new(
+                Cond::BadNamespacePrefix,
+                Some("element in a reserved namespace".to_string()),
+            ));
+        }
         // Normalisation: the stream's content namespace becomes the internal one, at any
         // depth, so a stanza looks the same whichever kind of stream carried it.
         let el_ns = if el_ns == sns.as_str() {

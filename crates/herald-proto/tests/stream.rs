@@ -389,6 +389,8 @@ fn malformed_xml_is_not_well_formed() {
         "<1message/>",
         "hello",
         "<message/>junk",
+        "<message xmlns='http://www.w3.org/2000/xmlns/'/>",
+        "<message xmlns:p='http://www.w3.org/2000/xmlns/' p:a='1'/>",
     ] {
         assert_eq!(
             error_of(&format!("{hdr}{bad}")),
@@ -499,6 +501,19 @@ fn namespace_errors() {
         error_of(&format!("{}<message p:a='1'/>", header(ns::CLIENT))),
         Some(Cond::BadNamespacePrefix)
     );
+    // An element in the XML namespace could not be serialized for the recipient (found by
+    // the `profile` fuzz target); `xml:` attributes stay fine.
+    for bad in [
+        "<xml:message/>",
+        "<message><xml:body/></message>",
+        "<message><body xml:lang='en'><xml:x xml:a='1'/></body></message>",
+    ] {
+        assert_eq!(
+            error_of(&format!("{}{bad}", header(ns::CLIENT))),
+            Some(Cond::BadNamespacePrefix),
+            "{bad}"
+        );
+    }
 }
 
 #[test]
