@@ -248,3 +248,76 @@ async fn reading_the_archive_flat_out_is_metered_like_sending() {
         "twenty archive pages of 40 were not metered"
     );
 }
+
+#[tokio::test]
+async fn reading_a_rooms_archive_flat_out_is_metered_too() {
+    let s = TestServer::start_with(|c| {
+        c.limits.c2s_stanzas_per_second = 50;
+        c.limits.c2s_stanza_burst = 50;
+    })
+    .await;
+    s.add_user("alice", "pw");
+    s.add_user("bob", "pw");
+    const ROOM: &str = "tea@conference.localhost";
+    async fn join(c: &mut RawClient, nick: &str) {
+        let to = format!("{ROOM}/{nick}");
+        c.send(&format!(
+            "<presence to='{to}'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
+        ))
+        .await;
+        c.wait_for("the self-presence", |e| {
+            e.name() == "presence" && e.attr("from") == Some(to.as_str())
+        })
+        .await;
+    }
+    let mut alice = RawClient::login(s.c2s(), "alice", "pw", "phone").await;
+    join(&mut alice, "alice").await;
+    let batch: String = (0..40)
+        .map(|i| format!("<message to='{ROOM}' type='groupchat'><body>m{i}</body></message>"))
+        .collect();
+    alice.send(&batch).await;
+    alice
+        .wait_for("the last message back", |e| {
+            e.get_child("body", "jabber:client")
+                .is_some_and(|b| b.text() == "m39")
+        })
+        .await;
+    let mut bob = RawClient::login(s.c2s(), "bob", "pw", "desk").await;
+    join(&mut bob, "bob").await;
+    let throttled = || {
+        s.running
+            .shared
+            .metrics
+            .c2s_throttled
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let before = throttled();
+    // Twenty queries asking for the default page of 50: twenty stanzas, inside bob's burst,
+    // but each weighs 1 + 5 for the page it asks for, 120 in all.
+    for q in 0..20 {
+        let id = format!("q{q}");
+        bob.send(&format!(
+            "<iq type='set' id='{id}' to='{ROOM}'><query xmlns='urn:xmpp:mam:2' queryid='{id}'/></iq>"
+        ))
+        .await;
+        let mut results = 0;
+        loop {
+            let el = bob
+                .wait_for("results and fin", |e| {
+                    e.attr("id") == Some(id.as_str()) || e.has_child("result", "urn:xmpp:mam:2")
+                })
+                .await;
+            if el.name() == "iq" {
+                assert_eq!(el.attr("type"), Some("result"));
+                break;
+            }
+            results += 1;
+        }
+        assert_eq!(results, 40, "every page is whole");
+    }
+    assert!(bob.sync("after").await.is_empty());
+    assert!(
+        throttled() > before,
+        "twenty room archive pages were not metered"
+    );
+}

@@ -63,6 +63,27 @@ fn bad(text: impl Into<String>) -> ParseError {
     (StanzaErrorCondition::BadRequest, text.into())
 }
 
+/// How many results an IQ asks some archive for: `Some(page)` for a MAM query set (RSM
+/// `<max/>`, else [`DEFAULT_PAGE`], clamped to `max_page`; an unreadable `<max/>` counts as
+/// the default, the archive will refuse it), `None` for anything else. The client's session
+/// charges this against its inbound rate when the query goes to another archive (a room):
+/// the results then reach it as routed messages it cannot tell from others, so the page is
+/// charged when asked rather than when written.
+pub fn page_asked(iq: &Element, max_page: usize) -> Option<usize> {
+    if iq.name() != "iq" || iq.attr("type") != Some("set") {
+        return None;
+    }
+    let query = iq
+        .children()
+        .find(|c| c.is("query", ns::MAM) || c.is("query", ns::MAM1))?;
+    let asked = query
+        .get_child("set", ns::RSM)
+        .and_then(|set| set.get_child("max", ns::RSM))
+        .and_then(|m| m.text().trim().parse::<usize>().ok())
+        .unwrap_or(DEFAULT_PAGE);
+    Some(asked.min(max_page))
+}
+
 /// Parses `<query xmlns='urn:xmpp:mam:2'>` (or `:1`): the data form fields `with`, `start`,
 /// `end`, `before-id`, `after-id`, `ids` and the RSM `<set/>` (`max`, `after`, `before`).
 ///
@@ -523,6 +544,34 @@ pub fn new_archive_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn page_asked_reads_rsm_max_clamped() {
+        let q = |xml: &str| -> Element { xml.parse().unwrap() };
+        let iq = |inner: &str| {
+            q(&format!(
+                "<iq xmlns='jabber:client' type='set'><query xmlns='urn:xmpp:mam:2'>{inner}</query></iq>"
+            ))
+        };
+        assert_eq!(page_asked(&iq(""), 100), Some(DEFAULT_PAGE));
+        assert_eq!(page_asked(&iq(""), 10), Some(10));
+        let rsm = |m: &str| {
+            iq(&format!(
+                "<set xmlns='http://jabber.org/protocol/rsm'><max>{m}</max></set>"
+            ))
+        };
+        assert_eq!(page_asked(&rsm("20"), 100), Some(20));
+        assert_eq!(page_asked(&rsm("100000"), 100), Some(100));
+        assert_eq!(page_asked(&rsm("x"), 100), Some(DEFAULT_PAGE));
+        let v1 = q("<iq xmlns='jabber:client' type='set'><query xmlns='urn:xmpp:mam:1'/></iq>");
+        assert_eq!(page_asked(&v1, 100), Some(DEFAULT_PAGE));
+        // A form request and other IQs ask for no results.
+        let get = q("<iq xmlns='jabber:client' type='get'><query xmlns='urn:xmpp:mam:2'/></iq>");
+        assert_eq!(page_asked(&get, 100), None);
+        let roster =
+            q("<iq xmlns='jabber:client' type='set'><query xmlns='jabber:iq:roster'/></iq>");
+        assert_eq!(page_asked(&roster, 100), None);
+    }
 
     #[test]
     fn unstamping_removes_only_our_stamp() {

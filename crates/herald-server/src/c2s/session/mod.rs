@@ -1062,6 +1062,13 @@ impl Session {
             }
         };
         if !own {
+            // A MAM query to a room (or any other archive) is charged for the page it asks
+            // for, as the results from our own archive are (`take_answered`): they come back
+            // as routed messages this session cannot tell apart.
+            let max_page = self.ctx.shared.cfg.mam.max_page;
+            if let Some(page) = crate::xep::mam::page_asked(&el, max_page) {
+                self.answers += page as u64;
+            }
             routing::route(&self.ctx.shared, el).await;
             return Flow::Continue;
         }
