@@ -1583,6 +1583,15 @@ async fn blocked_contact_cannot_reach_user_and_user_cannot_reach_it() {
         })
         .await;
     assert_eq!(error_of(&r).0, "service-unavailable");
+    // So is one to her bare JID, which the server answers for her (her vCard here).
+    c.send("<iq type='get' to='alice@localhost' id='v2'><vCard xmlns='vcard-temp'/></iq>")
+        .await;
+    let r = c
+        .wait("the bare-JID IQ error", |e| {
+            e.name() == "iq" && e.attr("id") == Some("v2")
+        })
+        .await;
+    assert_eq!(error_of(&r).0, "service-unavailable", "{}", xml(&r));
     let got = a.sync().await;
     assert!(messages(&got).is_empty(), "{got:?}");
     assert!(

@@ -195,6 +195,14 @@ pub fn to_local(shared: &Arc<Shared>, ev: IqToLocal) -> Fut<'_, Option<IqToLocal
 }
 
 async fn deliver(shared: &Arc<Shared>, bare: &str, to: &Jid, el: Element) {
+    // XEP-0191 §3.3: nothing from a blocked JID reaches the account, and IQs get
+    // `service-unavailable`, whether to a resource or to the bare JID the server answers for
+    // (vCard, disco, PEP: a blocked contact learns no more than a stranger does).
+    if let Ok(Some(from)) = stanza::from(&el) {
+        if crate::features::blocking::inbound_blocked(shared, bare, &from).await {
+            return routing::bounce(shared, &el, StanzaErrorCondition::ServiceUnavailable).await;
+        }
+    }
     let Some(res) = to.resource() else {
         // RFC 6121 §8.5.2.1.3: the server answers IQs to the bare JID on the account's behalf.
         if let Some(reply) = handle_account_iq_from_other(shared, bare, &el).await {
@@ -202,11 +210,6 @@ async fn deliver(shared: &Arc<Shared>, bare: &str, to: &Jid, el: Element) {
         }
         return;
     };
-    if let Ok(Some(from)) = stanza::from(&el) {
-        if crate::features::blocking::inbound_blocked(shared, bare, &from).await {
-            return routing::bounce(shared, &el, StanzaErrorCondition::ServiceUnavailable).await;
-        }
-    }
     match shared.router.resource(bare, res.as_str()) {
         Some(r) => match routing::send_to(shared, &r, el) {
             Ok(()) => {}
