@@ -1557,8 +1557,8 @@ impl ForwardedPush {
 }
 
 /// Cluster mode: hands a rule b/c event for `user` to the node owning the user's push
-/// state; false when that is this node (or the other cannot be reached: then it is handled
-/// here rather than lost).
+/// state; false when that is this node (or the other cannot be reached or its queue is
+/// full: then it is handled here rather than lost).
 pub fn forward_push(
     shared: &Shared,
     kind: char,
@@ -1575,7 +1575,7 @@ pub fn forward_push(
         Ok(p) => p,
         Err(_) => return false,
     };
-    link.send_op(Op::Push, user, payload)
+    link.try_send_op(Op::Push, user, payload)
 }
 
 /// A stream entry's fields as strings (anything else is not ours and is left out).

@@ -307,6 +307,25 @@ impl NodeLink {
         self.queue.send(out).is_ok()
     }
 
+    /// Queues an operation that traffic causes (a push event handed to the account's push
+    /// owner): counted against the limit like a stanza, so a flood to accounts owned by
+    /// another node cannot grow the queue; false when it is full or the node gone (the
+    /// caller then handles it here).
+    pub fn try_send_op(&self, op: herald_cluster::Op, to: &str, payload: String) -> bool {
+        if self.is_closed() || self.queued() >= self.limit {
+            return false;
+        }
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        let out = Outgoing {
+            op,
+            to: to.to_string(),
+            payload: Payload::Text(payload),
+            charge: None,
+            counted: Some(self.queued.clone()),
+        };
+        self.queue.send(out).is_ok()
+    }
+
     /// Queues `el` to be routed on the other node (which serves `to`'s domain); Err(el)
     /// when the queue is full or the node gone.
     pub fn send_route(&self, to: &str, el: Element) -> Result<(), Element> {
@@ -1072,4 +1091,29 @@ pub fn channel(important: &[String]) -> (PushHandle, mpsc::UnboundedReceiver<Pus
         },
         rx,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NodeLink;
+    use herald_cluster::Op;
+
+    #[test]
+    fn traffic_ops_count_against_the_link_limit_and_control_ops_do_not() {
+        let (link, mut rx) = NodeLink::new("n2", 2, 1 << 20);
+        assert!(link.try_send_op(Op::Push, "a@d", "{}".into()));
+        assert!(link.try_send_op(Op::Push, "a@d", "{}".into()));
+        // Full: the caller handles the event itself.
+        assert!(!link.try_send_op(Op::Push, "a@d", "{}".into()));
+        assert_eq!(link.queued(), 2);
+        // A resumption hand-off still passes.
+        assert!(link.send_op(Op::HandOff, "x", "a@d".into()));
+        assert_eq!(link.queued(), 2);
+        // Written out, the slot is free again.
+        drop(rx.try_recv());
+        assert_eq!(link.queued(), 1);
+        assert!(link.try_send_op(Op::Push, "a@d", "{}".into()));
+        link.close();
+        assert!(!link.try_send_op(Op::Push, "a@d", "{}".into()));
+    }
 }
