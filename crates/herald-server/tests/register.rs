@@ -580,3 +580,39 @@ async fn password_change_and_removal_addressed_to_the_server_are_the_accounts_ow
     assert_eq!(outcome(&answer(&mut c, "x").await).1, "service-unavailable");
     assert!(can_log_in(s.c2s(), "bob", "pw").await);
 }
+
+#[tokio::test]
+async fn a_busy_store_answers_resource_constraint_wait_and_creates_nothing() {
+    let s = TestServer::start_with(|c| {
+        c.registration.enabled = true;
+        c.registration.max_per_ip = 100;
+    })
+    .await;
+    // Once what the server writes at start is written (an account created)…
+    assert_eq!(
+        register_from(&s, None, None, "early", "pw").await.0,
+        "result"
+    );
+    // …another process holds the database's write lock past the server's busy timeout
+    // (5 s): a transient failure, which the client may retry (RFC 6120 §8.3.3.18).
+    let path = s.dir.path().join("data").join("herald.sqlite3");
+    let lock = rusqlite::Connection::open(&path).unwrap();
+    lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    assert_eq!(
+        register_from(&s, None, None, "patient", "pw").await,
+        ("wait".into(), "resource-constraint".into())
+    );
+    lock.execute_batch("ROLLBACK").unwrap();
+    assert!(!s
+        .running
+        .shared
+        .store
+        .account_exists("patient@localhost")
+        .unwrap());
+    // The same request once the lock is gone.
+    assert_eq!(
+        register_from(&s, None, None, "patient", "pw").await.0,
+        "result"
+    );
+    assert!(can_log_in(s.c2s(), "patient", "pw").await);
+}

@@ -107,8 +107,8 @@ async fn store(shared: &Arc<Shared>, bare: &str, r: Routed, push: bool) {
         }
         Err(e) => {
             tracing::error!(error = %e, "offline store failed");
-            let cond = StanzaErrorCondition::InternalServerError;
-            routing::bounce_with(shared, &el, cond, Some(ErrorType::Wait), None).await;
+            let (cond, kind) = crate::features::ctx::store_condition(&e);
+            routing::bounce_with(shared, &el, cond, Some(kind), None).await;
         }
     }
 }

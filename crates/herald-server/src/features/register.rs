@@ -83,7 +83,7 @@ async fn change_password(
         .await;
     if let Err(e) = stored {
         tracing::error!(error = %e, user = %s.bare, "in-band password change failed");
-        return error(iq, StanzaErrorCondition::InternalServerError, None);
+        return crate::features::ctx::store_failed(iq, &e);
     }
     tracing::info!(user = %s.bare, "password changed in band");
     // The account's other sessions logged in with the old password: they end, as after
@@ -168,6 +168,8 @@ pub struct Refusal {
     pub text: Option<&'static str>,
     /// The invite was used up or revoked since it was presented.
     pub invite_gone: bool,
+    /// The store failed (the request itself was fine): HTTP answers 503, not 429 or 500.
+    pub store_failed: bool,
 }
 
 impl Refusal {
@@ -178,6 +180,7 @@ impl Refusal {
             kind,
             text,
             invite_gone: false,
+            store_failed: false,
         }
     }
 }
@@ -230,6 +233,7 @@ pub async fn create(
             kind: ErrorType::Wait,
             text: Some("Too many registrations from this address; try again later"),
             invite_gone: false,
+            store_failed: false,
         });
     }
     let invite_id = invite.map(|i| i.id.clone());
@@ -273,10 +277,16 @@ pub async fn create(
         }),
         Err(e) => {
             tracing::error!(error = %e, %user, "registration failed");
-            Err(Refusal::new(
-                StanzaErrorCondition::InternalServerError,
-                None,
-            ))
+            // Transient (the database busy or unreachable): resource-constraint, else
+            // internal-server-error; both `wait`, the same request may succeed later.
+            let (condition, kind) = crate::features::ctx::store_condition(&e);
+            Err(Refusal {
+                condition,
+                kind,
+                text: Some("The account cannot be created right now; try again later"),
+                invite_gone: false,
+                store_failed: true,
+            })
         }
     }
 }
@@ -312,7 +322,7 @@ async fn preauth(
         }
         Err(e) => {
             tracing::error!(error = %e, "invite lookup failed");
-            error(iq, StanzaErrorCondition::InternalServerError, None)
+            crate::features::ctx::store_failed(iq, &e)
         }
     }
 }

@@ -347,6 +347,9 @@ pub async fn post(
         Err(r) if r.invite_gone => gone(),
         Err(r) => {
             let status = match r.condition {
+                // RFC 9110 §15.6.4: the server cannot handle it now (its store), not the
+                // client's rate (429) nor a fault in its request.
+                _ if r.store_failed => StatusCode::SERVICE_UNAVAILABLE,
                 StanzaErrorCondition::Conflict => StatusCode::CONFLICT,
                 StanzaErrorCondition::Forbidden => StatusCode::FORBIDDEN,
                 StanzaErrorCondition::ResourceConstraint => StatusCode::TOO_MANY_REQUESTS,

@@ -97,7 +97,12 @@ async fn run(
     }
     match rx.await {
         Ok(Ok(())) => Ok(()),
-        // The rule: a store failure changes nothing and says so.
-        _ => Err(failed),
+        // A store failure changes nothing and says so: resource-constraint when it is
+        // transient (the database busy or unreachable), both `wait`.
+        Ok(Err(e)) => {
+            let (cond, kind) = crate::features::ctx::store_condition(&e);
+            Err((cond, Some(kind)))
+        }
+        Err(_) => Err(failed),
     }
 }
