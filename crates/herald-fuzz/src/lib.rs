@@ -293,7 +293,7 @@ pub fn negotiate(data: &[u8]) {
 /// a successful exchange costs nothing).
 const SASL_PASSWORD: &str = "pencil";
 const SASL_SALT: &[u8] = b"salt";
-/// The fixed SCRAM server nonce of [`sasl`].
+/// The fixed SCRAM server nonce of [`sasl()`].
 pub const SCRAM_NONCE: &str = "fuzznonce";
 
 /// SASL messages. The first byte chooses SHA-1 (bit 0), whether the account exists

@@ -5,7 +5,7 @@
 //! items, archive peers, routing keys) and parses that form again when it reads it back. The
 //! `jid` crate (0.12.3) can accept an address whose normalised form it then refuses: it checks a
 //! domain's UTS #46 hyphen rules *before* nameprep maps it, so `ß--ǟ` (hyphens at positions 2–3,
-//! allowed) is accepted as `ss--ǟ` (hyphens at 3–4, reserved), which it refuses. [`jid`] refuses
+//! allowed) is accepted as `ss--ǟ` (hyphens at 3–4, reserved), which it refuses. `jid` refuses
 //! such an address on intake, so nothing Herald keeps stops parsing later.
 
 use jid::{Error, Jid};

@@ -1,7 +1,7 @@
 //! herald-push: the push business rules (this crate's RULES.md: the three
 //! rules and the decision table) as pure code.
 //!
-//! - [`classify`]: the one importance judgement shared by CSI and push, and the summary
+//! - [`classify`](mod@classify): the one importance judgement shared by CSI and push, and the summary
 //!   (sender, body) of a stanza.
 //! - [`delivery`]: whether a stanza entering a session's SM queue may push (CSI, asleep).
 //! - [`diag`]: the bookkeeping of `herald push test` runs (results per registration, round

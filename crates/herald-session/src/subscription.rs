@@ -13,7 +13,7 @@
 //!   in every row): the contact's server may have lost its state, and it answers a redundant
 //!   `subscribe` itself (§3.1.3 rule 2), so short-circuiting would only hide such drift.
 //! - Subscription pre-approval (§3.4) is not supported: an outbound `subscribed` with no
-//!   pending inbound request changes nothing and is not routed (A.2.3 rows marked [1]), and we
+//!   pending inbound request changes nothing and is not routed (A.2.3 rows marked \[1\]), and we
 //!   do not advertise the `sub` stream feature.
 //! - A pending inbound request is not visible in a roster item (§2.1.2 has no attribute for
 //!   it), so a change of `pending_in` alone needs storing but no roster push: see the `push`

@@ -20,7 +20,7 @@ const STATS_MAX: usize = 1024;
 /// archive's group commit holds for a whole batch — so in a burst every later publish queued
 /// behind the previous replies' writes (measured: 160 replies cost 15 ms of the push task's
 /// 20 ms in a 300-message burst). They are now written together, in order, in one
-/// transaction, at most [`STATS_DELAY`] after the first one, off the push task; and always
+/// transaction, at most `STATS_DELAY` after the first one, off the push task; and always
 /// before anything else the push task writes or (re)loads, so the store sees every change to
 /// a registration in the order the engine made it. Counts still survive a restart (push
 /// rules: error counts are persisted): a stop writes what is pending (see `Drop`).

@@ -1,6 +1,6 @@
 //! The c2s listeners (STARTTLS port and XEP-0368 direct TLS port): accept, spawn one task per
 //! connection, negotiate, then hand over to the session task. WebSocket connections
-//! (`http::websocket`) join at [`run`].
+//! (`http::websocket`) join at `run`.
 
 pub mod fast;
 pub mod negotiate;

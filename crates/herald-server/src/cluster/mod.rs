@@ -3,25 +3,25 @@
 //!
 //! How a node takes part:
 //!
-//! * **Heartbeat and sweep** ([`heartbeat`]): every third of the lease it writes its beat
+//! * **Heartbeat and sweep** (`heartbeat`): every third of the lease it writes its beat
 //!   (time and session count) with the lease as TTL, reads the other nodes' beats, and
 //!   treats a node whose beat expired as dead: it forgets the sessions mirrored from it,
 //!   closes its link (a stanza for it is then handled as for an ended session) and removes
 //!   its registry entries and delivery stream.
-//! * **Registry writer** ([`writer`]): the router marks each account whose sessions on this
+//! * **Registry writer** (`writer`): the router marks each account whose sessions on this
 //!   node changed (bind, presence, carbons, hibernation, end); the writer copies the account's
 //!   local sessions to `herald:sess:{bare}` in one script (the later bind wins a resource
 //!   two nodes hold) and announces `node|bare` on the registry channel.
-//! * **Mirror** ([`subscriber`], [`refresher`]): every node listens on that channel and
+//! * **Mirror** (`subscriber`, `refresher`): every node listens on that channel and
 //!   re-reads the account's hash, so its router holds the other nodes' sessions as entries
-//!   whose inbox is the other node's link ([`SessionTx::remote`]). All routing decisions —
+//!   whose inbox is the other node's link (`SessionTx::remote`). All routing decisions —
 //!   RFC 6121 resource choice, carbons, presence broadcast, offline storage, rule b of
 //!   push — therefore see the whole cluster with the single-node code. After (re)subscribing,
 //!   a node re-reads every account of every live node.
-//! * **Deliveries** ([`forward`], [`reader`]): what the router gives another node's session
+//! * **Deliveries** (`forward`, `reader`): what the router gives another node's session
 //!   is queued on that node's [`NodeLink`] and written by a forwarder task to the node's
 //!   stream (`XADD MAXLEN ~ stream_max`); each node reads its own stream and hands each entry
-//!   to its session ([`deliver`]).
+//!   to its session (`deliver`).
 //!
 //! Redis must be a single instance (or a primary with replicas): the scripts touch keys
 //! they do not declare, which Redis Cluster refuses.
@@ -797,7 +797,7 @@ impl Cluster {
         }
     }
 
-    /// Shares a change of what every node keeps in memory (see [`apply_state`]).
+    /// Shares a change of what every node keeps in memory (see `apply_state`).
     pub fn share_state(&self, msg: String) {
         if self.state_out.try_send(msg).is_err() {
             tracing::warn!("cluster: shared state queue full; another node may miss a change");
@@ -805,7 +805,7 @@ impl Cluster {
     }
 
     /// `user`'s push registrations changed in the store: the other nodes' push engines
-    /// reload them (announced by [`push_announcer`]).
+    /// reload them (announced by `push_announcer`).
     pub fn push_changed(&self, user: &str) {
         self.push_dirty.mark(user);
     }
@@ -813,7 +813,7 @@ impl Cluster {
     /// XEP-0198 resumption of `previd` (of account `user`), hibernated on the node its id
     /// names: asks that node to save the session to the store and let it go. True once it
     /// did (the caller restores it from the store); false if the node is not alive, has no
-    /// such session, or does not answer within [`HANDOFF_WAIT`].
+    /// such session, or does not answer within `HANDOFF_WAIT`.
     pub async fn hand_off(
         self: &Arc<Self>,
         shared: &Arc<Shared>,
@@ -914,7 +914,7 @@ impl Cluster {
 
     /// XEP-0160 across the cluster: lets `session` of this node deliver `bare`'s offline
     /// store unless a session on another node does (see `features::offline::claim`). A
-    /// claim lasts at most [`OFFLINE_CLAIM`]; Redis unreachable counts as claimed (the
+    /// claim lasts at most `OFFLINE_CLAIM`; Redis unreachable counts as claimed (the
     /// messages wait in the store rather than go twice).
     pub async fn claim_offline(&self, bare: &str, session: u64) -> bool {
         let me = format!("{}:{session}", self.node);
@@ -986,7 +986,7 @@ impl Cluster {
     }
 
     /// The link to the live node serving the component `domain`, if another node does.
-    /// The holder is read from Redis at most every [`COMPONENT_CACHE`] per domain: every push
+    /// The holder is read from Redis at most every `COMPONENT_CACHE` per domain: every push
     /// publish of a node without the app server comes this way.
     pub async fn component_link(self: &Arc<Self>, domain: &str) -> Option<Arc<NodeLink>> {
         let cached = self
@@ -1081,7 +1081,7 @@ pub async fn node_beats(
         .collect())
 }
 
-/// Tells the other nodes `user`'s cached `what` changed (see [`apply_state`]).
+/// Tells the other nodes `user`'s cached `what` changed (see `apply_state`).
 pub fn invalidate(cluster: &Cluster, what: crate::Cached, user: &str) {
     let k = match what {
         crate::Cached::Blocklist => "b",

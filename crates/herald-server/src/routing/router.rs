@@ -1,7 +1,7 @@
 //! The router's map: who is online (bare JID → resources → inbox) and which components are
 //! attached. The only structure shared between sessions; locks are never held across `.await`.
 //! The bind policy and the choice among resources are herald-session's
-//! [`ResourceTable`](herald_session::resources::ResourceTable); this keeps it under a lock,
+//! [`ResourceTable`]; this keeps it under a lock,
 //! wakes [`Router::wait_unbound`] and holds the components.
 
 use std::collections::HashMap;

@@ -1,6 +1,6 @@
 //! The IQ table: every `get`/`set` the server answers itself, one line each, keyed by
 //! (type, payload namespace, payload element, target), with its handler and the disco#info
-//! features it serves. Both disco#info lists are computed from it ([`features`]), so a
+//! features it serves. Both disco#info lists are computed from it (`features`), so a
 //! feature is advertised exactly when a line serves it. A key that no line has is answered
 //! `service-unavailable` by the dispatcher (`super`).
 
