@@ -7,6 +7,12 @@
 //! domain's UTS #46 hyphen rules *before* nameprep maps it, so `ß--ǟ` (hyphens at positions 2–3,
 //! allowed) is accepted as `ss--ǟ` (hyphens at 3–4, reserved), which it refuses. `jid` refuses
 //! such an address on intake, so nothing Herald keeps stops parsing later.
+//!
+//! Before any of that, [`bounded`] refuses a domain that cannot pass IDNA's DNS length rules
+//! (a label over 63 characters, a name over 253) without running IDNA on it: the `idna` crate
+//! decodes an `xn--` label in time quadratic in its length and checks those lengths only
+//! afterwards, so a 1,800-byte label cost almost a millisecond per parse (found by the `jid`
+//! fuzz target). Every address a peer gives passes through here or through [`bounded`].
 
 use jid::{Error, Jid};
 
@@ -14,6 +20,7 @@ use jid::{Error, Jid};
 /// back to itself. The error is the one the normalised form gets, so callers that map a parse
 /// error to `jid-malformed` answer it the same way as any other bad address.
 pub fn jid(s: &str) -> Result<Jid, Error> {
+    bounded(s)?;
     let j = Jid::new(s)?;
     // Input already in normal form is its own re-parse (same input, same result): the second
     // parse is only paid for addresses normalisation changed.
@@ -33,6 +40,34 @@ pub fn jid(s: &str) -> Result<Jid, Error> {
     } else {
         Error::ResourcePrep
     })
+}
+
+/// Refuses, cheaply, an address whose domain IDNA would refuse for its length anyway: a label of
+/// more than 63 characters or a domain of more than 253 (after one trailing dot, which the
+/// parser drops). An A-label is never shorter than the characters it encodes (`xn--`, the
+/// ASCII ones, then at least one letter per other character), so this refuses nothing IDNA
+/// (`DnsLength::Verify`, as the `jid` crate asks) would accept, except a label padded with
+/// characters that UTS #46 maps to nothing, such as soft hyphens. Call it before handing a
+/// peer's string to `Jid::new`, `BareJid::new` or `FullJid::new`; [`jid`] does.
+pub fn bounded(s: &str) -> Result<(), Error> {
+    // Where the `jid` crate finds the domain: after an `@` that comes before any `/`, and
+    // before that `/`.
+    let head = s.split_once('/').map_or(s, |(head, _)| head);
+    let domain = head.split_once('@').map_or(head, |(_, domain)| domain);
+    let domain = domain.strip_suffix('.').unwrap_or(domain);
+    let mut total = 0usize;
+    // UTS #46 treats the ideographic and full-width full stops as dots too.
+    for label in domain.split(['.', '\u{3002}', '\u{FF0E}', '\u{FF61}']) {
+        let chars = label.chars().count();
+        if chars > 63 {
+            return Err(Error::Idna);
+        }
+        total += chars + 1;
+    }
+    if total > 254 {
+        return Err(Error::Idna);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -70,6 +105,49 @@ mod tests {
         assert_eq!(
             jid("user@straße.example/res").map(|j| j.to_string()),
             Ok("user@strasse.example/res".to_owned())
+        );
+    }
+
+    #[test]
+    fn refuses_over_long_domains_before_idna() {
+        let label = |n: usize| "a".repeat(n);
+        // At the DNS limits: accepted, by `bounded` and by the crate.
+        let at_limit = [label(63), label(63), label(63), label(61)].join(".");
+        assert_eq!(at_limit.len(), 253);
+        assert_eq!(bounded(&format!("u@{at_limit}/r")), Ok(()));
+        assert!(jid(&format!("u@{at_limit}/r")).is_ok());
+        assert!(jid(&format!("u@{}./r", label(63))).is_ok());
+        // One over: refused, and the crate agrees.
+        for domain in [
+            label(64),
+            [label(63), label(63), label(63), label(62)].join("."),
+        ] {
+            assert_eq!(bounded(&domain), Err(Error::Idna), "{domain}");
+            assert_eq!(Jid::new(&domain), Err(Error::Idna), "{domain}");
+        }
+        // A long `xn--` label, the shape that made IDNA slow, in every position a domain can be.
+        let xn = format!("xn--{}", "ab1".repeat(300));
+        for s in [
+            xn.clone(),
+            format!("u@{xn}"),
+            format!("u@{xn}/r@x"),
+            format!("{xn}/r"),
+        ] {
+            assert_eq!(bounded(&s), Err(Error::Idna));
+            assert_eq!(jid(&s), Err(Error::Idna));
+        }
+        // Characters, not bytes: 63 three-byte characters make a valid-length label as far as
+        // this check goes (IDNA then decides), and full-width dots separate labels.
+        assert_eq!(bounded(&format!("u@{}", "中".repeat(63))), Ok(()));
+        assert_eq!(bounded(&format!("u@{}", "中".repeat(64))), Err(Error::Idna));
+        assert_eq!(
+            bounded(&format!("{}\u{3002}{}", label(60), label(60))),
+            Ok(())
+        );
+        // A long node or resource is not the domain's business.
+        assert_eq!(
+            bounded(&format!("{}@example.org/{}", label(900), label(900))),
+            Ok(())
         );
     }
 }

@@ -5,7 +5,6 @@
 //! Must not: change registrations (the engine does, from the [`Reply`] this returns).
 
 use herald_proto::error::{parse_stanza_error, ErrorType, StanzaErrorCondition};
-use herald_proto::jid::Jid;
 use minidom::Element;
 
 use crate::engine::Reply;
@@ -60,7 +59,8 @@ pub fn unreachable() -> (Reply, Option<ErrorType>) {
 /// bare `to`, one of its resources. Anyone else who learnt a publish id could otherwise
 /// reset, or run up to removal, another user's registration.
 pub fn answers_for(from: &str, to: &str) -> bool {
-    let (Ok(from), Ok(to)) = (from.parse::<Jid>(), to.parse::<Jid>()) else {
+    let parse = herald_proto::address::jid;
+    let (Ok(from), Ok(to)) = (parse(from), parse(to)) else {
         return false;
     };
     from == to || (to.is_bare() && from.to_bare() == to.to_bare())

@@ -618,7 +618,10 @@ fn account_jid(username: &str, domain: &str) -> Option<BareJid> {
 fn authzid_ok(authzid: Option<&str>, jid: &BareJid) -> bool {
     match authzid {
         None | Some("") => true,
-        Some(a) => BareJid::new(a).map(|b| &b == jid).unwrap_or(false),
+        // The peer's string, before authentication: bounded before IDNA sees it.
+        Some(a) => herald_proto::address::bounded(a)
+            .and_then(|()| BareJid::new(a))
+            .is_ok_and(|b| &b == jid),
     }
 }
 

@@ -1,5 +1,6 @@
 //! Small accessors on stanzas (Elements in the internal namespace) used across modules.
 
+use herald_proto::address;
 use herald_proto::error::{error_reply, ErrorType, StanzaErrorCondition};
 use herald_proto::jid::Jid;
 use herald_proto::ns;
@@ -225,11 +226,13 @@ pub fn payload(iq: &Element) -> Option<&Element> {
 /// untouched (no copy).
 pub fn strip_spoofed(el: &mut Element, is_ours: impl Fn(&str) -> bool) -> usize {
     let recipient = to(el).ok().flatten().map(|j| j.to_bare());
-    let ours = |addr: &str| match Jid::new(addr) {
+    // `bounded` first: these are the peer's strings, and IDNA is slow on over-long labels.
+    let parse = |addr: &str| address::bounded(addr).and_then(|()| Jid::new(addr));
+    let ours = |addr: &str| match parse(addr) {
         Ok(j) => is_ours(j.domain().as_str()),
         Err(_) => is_ours(addr),
     };
-    let delay_is_ours = |addr: &str| match Jid::new(addr) {
+    let delay_is_ours = |addr: &str| match parse(addr) {
         Ok(j) => j.node().is_none() && is_ours(j.domain().as_str()),
         Err(_) => is_ours(addr),
     };
@@ -240,7 +243,7 @@ pub fn strip_spoofed(el: &mut Element, is_ours: impl Fn(&str) -> bool) -> usize 
             c.attr("by").is_some_and(|by| {
                 ours(by)
                     || recipient.as_ref().is_some_and(|r| {
-                        Jid::new(by).is_ok_and(|b| b.to_bare() == *r)
+                        parse(by).is_ok_and(|b| b.to_bare() == *r)
                             || by.eq_ignore_ascii_case(r.as_str())
                     })
             })

@@ -436,7 +436,8 @@ async fn dialback_request(
             .send(&dialback::result_not_served(&local, &remote))
             .await;
     }
-    let valid_domain = jid::BareJid::new(&remote)
+    let valid_domain = herald_proto::address::bounded(&remote)
+        .and_then(|()| jid::BareJid::new(&remote))
         .ok()
         .is_some_and(|j| j.node().is_none());
     if !valid_domain || servable(shared, &remote) {
