@@ -752,6 +752,10 @@ pub struct StoreConfig {
     pub url: String,
     /// Most connections to PostgreSQL held open at once (each blocking store call holds one).
     pub pool_size: u32,
+    /// How long a store call waits for what it needs before the client is told
+    /// `resource-constraint` (wait): SQLite's write lock held by another connection (the CLI,
+    /// a backup), or a free PostgreSQL connection (and a new one's connect).
+    pub busy_timeout: Dur,
 }
 
 impl Default for StoreConfig {
@@ -762,9 +766,13 @@ impl Default for StoreConfig {
             backend: "sqlite".into(),
             url: String::new(),
             pool_size: 16,
+            busy_timeout: Dur(Duration::from_secs(5)),
         }
     }
 }
+
+/// The longest `[store] busy_timeout`.
+pub const MAX_BUSY_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Most PostgreSQL connections `[store] pool_size` may ask for (PostgreSQL's own default
 /// `max_connections` is 100, shared by every client of the server).
@@ -779,6 +787,7 @@ impl StoreConfig {
         };
         herald_store::StoreOptions {
             durability,
+            busy_timeout: self.busy_timeout.0,
             ..Default::default()
         }
     }
@@ -792,6 +801,7 @@ impl StoreConfig {
     pub fn pg_options(&self) -> herald_store::PgOptions {
         let mut o = herald_store::PgOptions::new(&self.url);
         o.pool_size = self.pool_size;
+        o.connect_timeout = self.busy_timeout.0;
         o
     }
 }
@@ -1497,6 +1507,14 @@ impl Config {
                     format!("{other:?}: expected sqlite or postgres"),
                 ))
             }
+        }
+        // The pool refuses a zero wait (it would never hand out a connection), and a call
+        // waiting minutes holds a blocking thread and its client that long.
+        if !(Duration::from_millis(100)..=MAX_BUSY_TIMEOUT).contains(&self.store.busy_timeout.0) {
+            return Err(bad(
+                "store.busy_timeout",
+                format!("{:?}: expected 100ms to 10m", self.store.busy_timeout.0),
+            ));
         }
         if !(1..=MAX_PG_POOL).contains(&self.store.pool_size) {
             return Err(bad(
@@ -2295,6 +2313,31 @@ mod tests {
             (o.url.as_str(), o.pool_size),
             ("postgres://herald@db.example/herald", 4)
         );
+    }
+
+    #[test]
+    fn store_busy_timeout_parses_within_bounds() {
+        let c = Config::parse("", "t.toml").unwrap();
+        assert_eq!(c.store.options().busy_timeout, Duration::from_secs(5));
+        assert_eq!(c.store.pg_options().connect_timeout, Duration::from_secs(5));
+        let c = Config::parse(
+            "[store]
+busy_timeout = \"30s\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.store.options().busy_timeout, Duration::from_secs(30));
+        assert_eq!(
+            c.store.pg_options().connect_timeout,
+            Duration::from_secs(30)
+        );
+        for bad in ["0s", "50ms", "11m"] {
+            let text = format!("[store]\nbusy_timeout = \"{bad}\"\n");
+            match Config::parse(&text, "t.toml") {
+                Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, "store.busy_timeout"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
     }
 
     #[test]

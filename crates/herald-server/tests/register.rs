@@ -7,6 +7,7 @@
 mod common;
 
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use base64::Engine as _;
 use common::*;
@@ -586,6 +587,8 @@ async fn a_busy_store_answers_resource_constraint_wait_and_creates_nothing() {
     let s = TestServer::start_with(|c| {
         c.registration.enabled = true;
         c.registration.max_per_ip = 100;
+        // `[store] busy_timeout`, shortened from its 5 s so the wait below is short.
+        c.store.busy_timeout = herald_config::Dur(Duration::from_millis(300));
     })
     .await;
     // Once what the server writes at start is written (an account created)…
@@ -593,8 +596,8 @@ async fn a_busy_store_answers_resource_constraint_wait_and_creates_nothing() {
         register_from(&s, None, None, "early", "pw").await.0,
         "result"
     );
-    // …another process holds the database's write lock past the server's busy timeout
-    // (5 s): a transient failure, which the client may retry (RFC 6120 §8.3.3.18).
+    // …another process holds the database's write lock past the server's busy timeout:
+    // a transient failure, which the client may retry (RFC 6120 §8.3.3.18).
     let path = s.dir.path().join("data").join("herald.sqlite3");
     let lock = rusqlite::Connection::open(&path).unwrap();
     lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
