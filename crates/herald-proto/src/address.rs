@@ -48,7 +48,7 @@ pub fn jid(s: &str) -> Result<Jid, Error> {
 /// ASCII ones, then at least one letter per other character), so this refuses nothing IDNA
 /// (`DnsLength::Verify`, as the `jid` crate asks) would accept, except a label padded with
 /// characters that UTS #46 maps to nothing, such as soft hyphens. Call it before handing a
-/// peer's string to `Jid::new`, `BareJid::new` or `FullJid::new`; [`jid`] does.
+/// peer's string to `Jid::new`, `BareJid::new` or `FullJid::new`; [`jid()`] does.
 pub fn bounded(s: &str) -> Result<(), Error> {
     // Where the `jid` crate finds the domain: after an `@` that comes before any `/`, and
     // before that `/`.
