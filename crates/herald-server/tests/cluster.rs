@@ -531,6 +531,82 @@ async fn a_session_hibernated_on_one_node_resumes_on_another_with_nothing_lost_o
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_adopted_while_its_node_was_down_stays_with_the_adopter_when_it_returns() {
+    let Some(db) = pg::database("cluster_adopt") else {
+        return;
+    };
+    let Some(redis) = redis_db("cluster_adopt", 12).await else {
+        return;
+    };
+    let n1 = node(&db.url, &redis, "ta-n1").await;
+    let n2 = node(&db.url, &redis, "ta-n2").await;
+    n1.add_user("alice", "pw");
+    n1.add_user("bob", "pw");
+    let mut bob = RawClient::login(n2.c2s(), "bob", "pw", "b").await;
+    // alice's phone sleeps on n1 (hibernated, saved in the store).
+    let mut phone = RawClient::login(n1.c2s(), "alice", "pw", "phone").await;
+    phone
+        .send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+        .await;
+    let enabled = next_unrequested(&mut phone).await;
+    let previd = enabled.attr("id").unwrap().to_string();
+    assert!(previd.starts_with("ta-n1~"), "{previd}");
+    phone.send("<presence/>").await;
+    sees(&n2, "alice@localhost", "phone").await;
+    phone.kill(true);
+    let r2 = &n2.running.shared.router;
+    wait_until("n2 sees alice/phone hibernated", || {
+        r2.resource("alice@localhost", "phone")
+            .is_some_and(|e| e.hibernated)
+    })
+    .await;
+
+    // n1 goes down; n2 takes its hibernated session over and keeps it for the phone.
+    n1.running.stop().await;
+    wait_until("n2 adopted alice/phone", || {
+        r2.local_resources("alice@localhost")
+            .iter()
+            .any(|e| e.resource == "phone" && e.hibernated)
+    })
+    .await;
+    chat(&mut bob, "alice@localhost", "m1").await;
+
+    // n1 comes back with the same name and store: the saved session is still there with
+    // n1's id, but n2 holds it in the registry, so n1 does not run a second copy of it.
+    let n1 = node(&db.url, &redis, "ta-n1").await;
+    let r1 = &n1.running.shared.router;
+    assert!(
+        r1.local_resources("alice@localhost").is_empty(),
+        "n1 restored a session n2 had adopted"
+    );
+    wait_until("n1 routes alice/phone to n2", || {
+        r1.resource("alice@localhost", "phone")
+            .is_some_and(|e| e.tx.as_remote().is_some_and(|t| t.link.node == "ta-n2"))
+    })
+    .await;
+    // The phone resumes through n1 and gets m1 once.
+    let (mut back, _) = RawClient::authenticate(n1.c2s(), "alice", "pw").await;
+    back.send(&format!(
+        "<resume xmlns='urn:xmpp:sm:3' previd='{previd}' h='0'/>"
+    ))
+    .await;
+    let resumed = next_unrequested(&mut back).await;
+    assert_eq!(resumed.name(), "resumed", "{}", xml(&resumed));
+    let m = back.wait_for("m1", |e| e.name() == "message").await;
+    assert_eq!(m.attr("id"), Some("m1"));
+    back.send("<iq type='get' id='barrier'><query xmlns='jabber:iq:roster'/></iq>")
+        .await;
+    let next = back
+        .wait_for("the roster or a message", |e| {
+            e.name() == "message" || e.attr("id") == Some("barrier")
+        })
+        .await;
+    assert_eq!(next.attr("id"), Some("barrier"), "{}", xml(&next));
+    n1.running.stop().await;
+    n2.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pep_notifications_and_blocklists_hold_across_nodes() {
     let Some(db) = pg::database("cluster_state") else {
         return;

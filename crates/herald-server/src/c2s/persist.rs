@@ -163,16 +163,16 @@ pub async fn load(shared: &Arc<Shared>, restore: Restore) -> anyhow::Result<(Loa
     // adopted while this one was down (see `adopt`) runs there: it is that node's now.
     if let Some(c) = shared.cluster.get() {
         saved.retain(|s| herald_cluster::sm_id_node(&s.record.id).is_none_or(|n| n == c.node));
-        let mut mine = Vec::with_capacity(saved.len());
-        for s in saved {
-            if !c
-                .held_elsewhere(&s.record.account, &s.record.resource)
-                .await
-            {
-                mine.push(s);
-            }
-        }
-        saved = mine;
+        let keys: Vec<(&str, &str)> = saved
+            .iter()
+            .map(|s| (s.record.account.as_str(), s.record.resource.as_str()))
+            .collect();
+        let held = c.held_elsewhere(&keys).await;
+        saved = saved
+            .into_iter()
+            .zip(held)
+            .filter_map(|(s, held)| (!held).then_some(s))
+            .collect();
     }
     let now = Instant::now();
     for (account, id, h, at) in tombs {
