@@ -14,7 +14,7 @@
 //! afterwards, so a 1,800-byte label cost almost a millisecond per parse (found by the `jid`
 //! fuzz target). Every address a peer gives passes through here or through [`bounded`].
 
-use jid::{Error, Jid};
+use jid::{BareJid, Error, Jid};
 
 /// Parses and normalises a peer-supplied JID, refusing one whose normalised form does not parse
 /// back to itself. The error is the one the normalised form gets, so callers that map a parse
@@ -47,8 +47,8 @@ pub fn jid(s: &str) -> Result<Jid, Error> {
 /// parser drops). An A-label is never shorter than the characters it encodes (`xn--`, the
 /// ASCII ones, then at least one letter per other character), so this refuses nothing IDNA
 /// (`DnsLength::Verify`, as the `jid` crate asks) would accept, except a label padded with
-/// characters that UTS #46 maps to nothing, such as soft hyphens. Call it before handing a
-/// peer's string to `Jid::new`, `BareJid::new` or `FullJid::new`; [`jid()`] does.
+/// characters that UTS #46 maps to nothing, such as soft hyphens. A peer's string reaches
+/// the `jid` crate only through [`jid()`], [`parse`] or [`bare`], which call this first.
 pub fn bounded(s: &str) -> Result<(), Error> {
     // Where the `jid` crate finds the domain: after an `@` that comes before any `/`, and
     // before that `/`.
@@ -68,6 +68,19 @@ pub fn bounded(s: &str) -> Result<(), Error> {
         return Err(Error::Idna);
     }
     Ok(())
+}
+
+/// [`Jid::new`] behind [`bounded`]: for a peer's address that is compared, not kept (a kept one
+/// goes through [`jid()`], which also refuses an unstable normal form).
+pub fn parse(s: &str) -> Result<Jid, Error> {
+    bounded(s)?;
+    Jid::new(s)
+}
+
+/// [`BareJid::new`] behind [`bounded`], as [`parse`].
+pub fn bare(s: &str) -> Result<BareJid, Error> {
+    bounded(s)?;
+    BareJid::new(s)
 }
 
 #[cfg(test)]
@@ -135,7 +148,10 @@ mod tests {
         ] {
             assert_eq!(bounded(&s), Err(Error::Idna));
             assert_eq!(jid(&s), Err(Error::Idna));
+            assert_eq!(parse(&s), Err(Error::Idna));
         }
+        assert_eq!(bare(&xn), Err(Error::Idna));
+        assert!(bare(&format!("u@{at_limit}")).is_ok());
         // Characters, not bytes: 63 three-byte characters make a valid-length label as far as
         // this check goes (IDNA then decides), and full-width dots separate labels.
         assert_eq!(bounded(&format!("u@{}", "中".repeat(63))), Ok(()));

@@ -619,9 +619,7 @@ fn authzid_ok(authzid: Option<&str>, jid: &BareJid) -> bool {
     match authzid {
         None | Some("") => true,
         // The peer's string, before authentication: bounded before IDNA sees it.
-        Some(a) => herald_proto::address::bounded(a)
-            .and_then(|()| BareJid::new(a))
-            .is_ok_and(|b| &b == jid),
+        Some(a) => herald_proto::address::bare(a).is_ok_and(|b| &b == jid),
     }
 }
 

@@ -226,13 +226,11 @@ pub fn payload(iq: &Element) -> Option<&Element> {
 /// untouched (no copy).
 pub fn strip_spoofed(el: &mut Element, is_ours: impl Fn(&str) -> bool) -> usize {
     let recipient = to(el).ok().flatten().map(|j| j.to_bare());
-    // `bounded` first: these are the peer's strings, and IDNA is slow on over-long labels.
-    let parse = |addr: &str| address::bounded(addr).and_then(|()| Jid::new(addr));
-    let ours = |addr: &str| match parse(addr) {
+    let ours = |addr: &str| match address::parse(addr) {
         Ok(j) => is_ours(j.domain().as_str()),
         Err(_) => is_ours(addr),
     };
-    let delay_is_ours = |addr: &str| match parse(addr) {
+    let delay_is_ours = |addr: &str| match address::parse(addr) {
         Ok(j) => j.node().is_none() && is_ours(j.domain().as_str()),
         Err(_) => is_ours(addr),
     };
@@ -243,7 +241,7 @@ pub fn strip_spoofed(el: &mut Element, is_ours: impl Fn(&str) -> bool) -> usize 
             c.attr("by").is_some_and(|by| {
                 ours(by)
                     || recipient.as_ref().is_some_and(|r| {
-                        parse(by).is_ok_and(|b| b.to_bare() == *r)
+                        address::parse(by).is_ok_and(|b| b.to_bare() == *r)
                             || by.eq_ignore_ascii_case(r.as_str())
                     })
             })

@@ -436,8 +436,7 @@ async fn dialback_request(
             .send(&dialback::result_not_served(&local, &remote))
             .await;
     }
-    let valid_domain = herald_proto::address::bounded(&remote)
-        .and_then(|()| jid::BareJid::new(&remote))
+    let valid_domain = herald_proto::address::bare(&remote)
         .ok()
         .is_some_and(|j| j.node().is_none());
     if !valid_domain || servable(shared, &remote) {
