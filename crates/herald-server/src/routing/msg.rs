@@ -294,17 +294,7 @@ impl NodeLink {
     /// Queues an operation between the nodes themselves (a resumption hand-off and its
     /// answer): a control message, past the count limit; false if the node is gone.
     pub fn send_op(&self, op: herald_cluster::Op, to: &str, payload: String) -> bool {
-        if self.is_closed() {
-            return false;
-        }
-        let out = Outgoing {
-            op,
-            to: to.to_string(),
-            payload: Payload::Text(payload),
-            charge: None,
-            counted: None,
-        };
-        self.queue.send(out).is_ok()
+        self.queue_op(op, to, payload, false)
     }
 
     /// Queues an operation that traffic causes (a push event handed to the account's push
@@ -312,16 +302,23 @@ impl NodeLink {
     /// another node cannot grow the queue; false when it is full or the node gone (the
     /// caller then handles it here).
     pub fn try_send_op(&self, op: herald_cluster::Op, to: &str, payload: String) -> bool {
-        if self.is_closed() || self.queued() >= self.limit {
+        self.queued() < self.limit && self.queue_op(op, to, payload, true)
+    }
+
+    fn queue_op(&self, op: herald_cluster::Op, to: &str, payload: String, count: bool) -> bool {
+        if self.is_closed() {
             return false;
         }
-        self.queued.fetch_add(1, Ordering::AcqRel);
+        let counted = count.then(|| {
+            self.queued.fetch_add(1, Ordering::AcqRel);
+            self.queued.clone()
+        });
         let out = Outgoing {
             op,
             to: to.to_string(),
             payload: Payload::Text(payload),
             charge: None,
-            counted: Some(self.queued.clone()),
+            counted,
         };
         self.queue.send(out).is_ok()
     }
