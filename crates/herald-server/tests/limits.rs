@@ -16,6 +16,15 @@ async fn pre_auth(s: &TestServer) -> RawClient {
     c
 }
 
+/// How many times the server has slowed a client for its inbound rate.
+fn throttled(s: &TestServer) -> u64 {
+    s.running
+        .shared
+        .metrics
+        .c2s_throttled
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
 #[tokio::test]
 async fn a_third_unauthenticated_connection_is_refused_and_logins_go_on() {
     let s = TestServer::start_with(|c| c.limits.max_unauthenticated_per_ip = 2).await;
@@ -127,13 +136,7 @@ async fn a_client_over_its_stanza_rate_is_read_slower_loses_nothing_and_still_re
         "90 stanzas at 20/s with a burst of 50 took {:?}",
         started.elapsed()
     );
-    let throttled = s
-        .running
-        .shared
-        .metrics
-        .c2s_throttled
-        .load(std::sync::atomic::Ordering::Relaxed);
-    assert!(throttled >= 1);
+    assert!(throttled(&s) >= 1);
     // Bob, under his own rate, is not slowed by alice's.
     assert!(bob.sync("bob-fine").await.is_empty());
 }
@@ -211,14 +214,7 @@ async fn reading_the_archive_flat_out_is_metered_like_sending() {
             got += 1;
         }
     }
-    let throttled = || {
-        s.running
-            .shared
-            .metrics
-            .c2s_throttled
-            .load(std::sync::atomic::Ordering::Relaxed)
-    };
-    let before = throttled();
+    let before = throttled(&s);
     // Twenty queries of 40 results: twenty stanzas sent, well inside bob's burst of 50, but
     // each weighs 1 + 4 for its results: 100 in all, which the burst and what refills while
     // they run (50/s) do not cover.
@@ -244,7 +240,7 @@ async fn reading_the_archive_flat_out_is_metered_like_sending() {
     }
     assert!(bob.sync("after").await.is_empty());
     assert!(
-        throttled() > before,
+        throttled(&s) > before,
         "twenty archive pages of 40 were not metered"
     );
 }
@@ -284,14 +280,7 @@ async fn reading_a_rooms_archive_flat_out_is_metered_too() {
         .await;
     let mut bob = RawClient::login(s.c2s(), "bob", "pw", "desk").await;
     join(&mut bob, "bob").await;
-    let throttled = || {
-        s.running
-            .shared
-            .metrics
-            .c2s_throttled
-            .load(std::sync::atomic::Ordering::Relaxed)
-    };
-    let before = throttled();
+    let before = throttled(&s);
     // Twenty queries asking for the default page of 50: twenty stanzas, inside bob's burst,
     // but each weighs 1 + 5 for the page it asks for, 120 in all.
     for q in 0..20 {
@@ -317,7 +306,7 @@ async fn reading_a_rooms_archive_flat_out_is_metered_too() {
     }
     assert!(bob.sync("after").await.is_empty());
     assert!(
-        throttled() > before,
+        throttled(&s) > before,
         "twenty room archive pages were not metered"
     );
 }
